@@ -1,0 +1,311 @@
+r"""Target distributions: Gaussian mixtures with exact noised scores, 2-D toy sets, user data.
+
+A Gaussian mixture :math:`q_0 = \sum_k w_k \mathcal{N}(\mu_k, C_k)` stays a Gaussian mixture
+under the perturbation kernel :math:`q(x_t \mid x_0) = \mathcal{N}(\alpha_t x_0, \sigma_t^2 I)`:
+
+.. math::
+    q_t = \sum_k w_k \mathcal{N}(\alpha_t \mu_k, \alpha_t^2 C_k + \sigma_t^2 I),
+
+so its score :math:`\nabla \log q_t` is known exactly at every noise level. This is the
+*oracle* every sampler and every learned model is measured against.
+
+References:
+    Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+    Distribution. https://arxiv.org/abs/1907.05600
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jax import Array
+
+__all__ = [
+    "GaussianMixture",
+    "DataError",
+    "seed_mixture",
+    "gaussian",
+    "two_moons",
+    "swiss_roll",
+    "rings",
+    "checkerboard",
+    "TOY_DATASETS",
+    "validate_data",
+    "load_array",
+]
+
+
+class GaussianMixture(eqx.Module):
+    r"""A finite Gaussian mixture :math:`\sum_k w_k \mathcal{N}(\mu_k, C_k)` on :math:`\mathbb{R}^d`.
+
+    Built on ``numpyro.distributions.MixtureSameFamily``; every method is exact.
+
+    Attributes:
+        means: ``(K, d)`` component means :math:`\mu_k`.
+        covariances: ``(K, d, d)`` component covariances :math:`C_k`.
+        weights: ``(K,)`` mixture weights, normalised to sum to one at construction.
+    """
+
+    means: Array
+    covariances: Array
+    weights: Array
+
+    def __init__(self, means, covariances, weights):
+        means = jnp.asarray(means, dtype=jnp.float32)
+        covariances = jnp.asarray(covariances, dtype=jnp.float32)
+        weights = jnp.asarray(weights, dtype=jnp.float32)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {means.shape}")
+        n_components, dim = means.shape
+        if covariances.shape != (n_components, dim, dim):
+            raise ValueError(
+                f"covariances must have shape {(n_components, dim, dim)}, got {covariances.shape}"
+            )
+        if weights.shape != (n_components,):
+            raise ValueError(f"weights must have shape ({n_components},), got {weights.shape}")
+        self.means = means
+        self.covariances = covariances
+        # Normalised here: numpyro's Categorical rejects unnormalised probabilities, which is
+        # why the tutorial's `Categorical(uniform(key(42), (9,)))` raises on current numpyro.
+        self.weights = weights / jnp.sum(weights)
+
+    @property
+    def dim(self) -> int:
+        """The dimension ``d`` of the space."""
+        return self.means.shape[-1]
+
+    @property
+    def n_components(self) -> int:
+        """The number of components ``K``."""
+        return self.means.shape[0]
+
+    @property
+    def distribution(self) -> dist.MixtureSameFamily:
+        """The numpyro distribution of this mixture."""
+        return dist.MixtureSameFamily(
+            mixing_distribution=dist.Categorical(probs=self.weights),
+            component_distribution=dist.MultivariateNormal(
+                self.means, covariance_matrix=self.covariances
+            ),
+        )
+
+    def sample(self, key: Array, n: int) -> Array:
+        """Draw ``n`` samples, shape ``(n, d)``.
+
+        Sample ``i`` depends only on ``fold_in(key, i)``, so the first ``m`` of ``n`` samples
+        are the ``m`` samples of a call with ``n = m``.
+        """
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+        return jax.vmap(lambda k: self.distribution.sample(k))(keys)
+
+    def log_prob(self, x: Array) -> Array:
+        """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``."""
+        return self.distribution.log_prob(x)
+
+    def score(self, x: Array) -> Array:
+        r"""The score :math:`\nabla_x \log q(x)` at one point ``x`` of shape ``(d,)``."""
+        return jax.grad(self.log_prob)(x)
+
+    def component_log_probs(self, x: Array) -> Array:
+        """Per-component log-densities :math:`log N(x; mu_k, C_k)`; ``(..., d) -> (..., K)``."""
+        return self.distribution.component_distribution.log_prob(x[..., None, :])
+
+    def responsibilities(self, x: Array) -> Array:
+        r"""Posterior component probabilities :math:`p(k \mid x)`; ``(..., d) -> (..., K)``."""
+        return jax.nn.softmax(jnp.log(self.weights) + self.component_log_probs(x), axis=-1)
+
+    def marginal(self, alpha_t, sigma_t) -> GaussianMixture:
+        r"""The law of :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`.
+
+        .. math::
+            q_t = \sum_k w_k \mathcal{N}(\alpha_t \mu_k, \alpha_t^2 C_k + \sigma_t^2 I).
+
+        Args:
+            alpha_t: scalar signal scale.
+            sigma_t: scalar noise standard deviation.
+        """
+        eye = jnp.eye(self.dim, dtype=self.means.dtype)
+        return GaussianMixture(
+            alpha_t * self.means,
+            alpha_t**2 * self.covariances + sigma_t**2 * eye,
+            self.weights,
+        )
+
+    def ve_marginal(self, sigma) -> GaussianMixture:
+        r"""Variance-exploding marginal: :math:`x_\sigma = x_0 + \sigma \varepsilon`."""
+        return self.marginal(1.0, sigma)
+
+    def vp_marginal(self, alpha_bar) -> GaussianMixture:
+        r"""Variance-preserving marginal:
+        :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \varepsilon`
+        (Ho et al., 2020, eq. 4)."""
+        return self.marginal(jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar))
+
+    def ve_score(self, x: Array, sigma) -> Array:
+        r"""Exact VE-noised score :math:`\nabla \log q_\sigma(x)` at one point ``x`` ``(d,)``."""
+        return self.ve_marginal(sigma).score(x)
+
+    def mean(self) -> Array:
+        """The mixture mean, shape ``(d,)``."""
+        return self.weights @ self.means
+
+    def covariance(self) -> Array:
+        """The mixture covariance, shape ``(d, d)`` (law of total covariance)."""
+        centred = self.means - self.mean()
+        within = jnp.einsum("k,kij->ij", self.weights, self.covariances)
+        between = jnp.einsum("k,ki,kj->ij", self.weights, centred, centred)
+        return within + between
+
+
+def seed_mixture() -> GaussianMixture:
+    r"""The founding tutorial's target: nine isotropic Gaussians on the grid :math:`\{-10, 0, 10\}^2`.
+
+    Means are built exactly as the tutorial builds them (``meshgrid(arange(-10, 15, 10), ...)``
+    flattened), covariance :math:`0.1\,I`, and weights ``uniform(key(42), (9,))`` — the
+    tutorial's numbers — normalised.
+    """
+    grid = jnp.meshgrid(jnp.arange(-10.0, 15.0, 10), jnp.arange(-10.0, 15.0, 10))
+    means = jnp.stack([m.flatten() for m in grid], axis=1)
+    covariances = jnp.repeat(jnp.eye(2)[None] * 0.1, repeats=means.shape[0], axis=0)
+    weights = jax.random.uniform(jax.random.key(42), (means.shape[0],))
+    return GaussianMixture(means, covariances, weights)
+
+
+def gaussian(mean, covariance) -> GaussianMixture:
+    """A single Gaussian :math:`N(mean, covariance)` as a one-component mixture."""
+    mean = jnp.asarray(mean, dtype=jnp.float32)
+    return GaussianMixture(mean[None], jnp.asarray(covariance)[None], jnp.ones((1,)))
+
+
+# --- 2-D toy sets without exact scores -------------------------------------------------------
+# Each draws sample i from fold_in(key, i), so data sets do not depend on how many are drawn.
+
+
+def _per_example(sample_one):
+    def sample(key: Array, n: int) -> Array:
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+        return jax.vmap(sample_one)(keys)
+
+    sample.__doc__ = sample_one.__doc__
+    return sample
+
+
+@_per_example
+def two_moons(key: Array) -> Array:
+    """Two interleaved half-circles with Gaussian jitter 0.1; ``(n, 2)``, roughly in [-1, 2]x[-1, 1.5]."""
+    key_side, key_angle, key_noise = jax.random.split(key, 3)
+    upper = jax.random.bernoulli(key_side)
+    angle = jax.random.uniform(key_angle, maxval=math.pi)
+    point = jnp.where(
+        upper,
+        jnp.stack([jnp.cos(angle), jnp.sin(angle)]),
+        jnp.stack([1.0 - jnp.cos(angle), 0.5 - jnp.sin(angle)]),
+    )
+    return point + 0.1 * jax.random.normal(key_noise, (2,))
+
+
+@_per_example
+def swiss_roll(key: Array) -> Array:
+    """A 2-D Swiss roll ``t (cos t, sin t) / 3`` for ``t ~ U(1.5 pi, 4.5 pi)``, jitter 0.25; ``(n, 2)``."""
+    key_t, key_noise = jax.random.split(key)
+    t = jax.random.uniform(key_t, minval=1.5 * math.pi, maxval=4.5 * math.pi)
+    return t * jnp.stack([jnp.cos(t), jnp.sin(t)]) / 3.0 + 0.25 * jax.random.normal(key_noise, (2,))
+
+
+@_per_example
+def rings(key: Array) -> Array:
+    """Three concentric rings of radii 2, 4 and 6 (equal mass), radial jitter 0.1; ``(n, 2)``."""
+    key_ring, key_angle, key_noise = jax.random.split(key, 3)
+    radius = 2.0 * (1 + jax.random.randint(key_ring, (), 0, 3))
+    angle = jax.random.uniform(key_angle, maxval=2 * math.pi)
+    radius = radius + 0.1 * jax.random.normal(key_noise)
+    return radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+
+
+@_per_example
+def checkerboard(key: Array) -> Array:
+    """Uniform on the 8 dark squares (side 2) of a 4x4 checkerboard over [-4, 4]^2; ``(n, 2)``."""
+    key_cell, key_offset = jax.random.split(key)
+    cell = jax.random.randint(key_cell, (), 0, 8)
+    row = cell // 2
+    column = 2 * (cell % 2) + row % 2  # dark squares: row + column even
+    offset = jax.random.uniform(key_offset, (2,), maxval=2.0)
+    return jnp.stack([-4.0 + 2.0 * column, -4.0 + 2.0 * row]) + offset
+
+
+TOY_DATASETS = {
+    "two_moons": two_moons,
+    "swiss_roll": swiss_roll,
+    "rings": rings,
+    "checkerboard": checkerboard,
+}
+"""Built-in 2-D toy samplers without exact scores, by name: ``name -> sample(key, n)``."""
+
+
+# --- user data ---------------------------------------------------------------------------------
+
+
+class DataError(ValueError):
+    """Raised for data that cannot be used: wrong rank, no rows, NaN or infinite values."""
+
+
+def validate_data(data, name: str = "data") -> np.ndarray:
+    """Check a data array and return it as ``float32`` of shape ``(n, d)``.
+
+    A 1-D array is rejected rather than guessed at (one point of ``d`` dims, or ``n`` points of
+    one dim?); reshape it explicitly.
+
+    Raises:
+        DataError: naming ``name`` and what is wrong.
+    """
+    array = np.asarray(data)
+    if array.ndim != 2:
+        raise DataError(
+            f"{name}: expected a 2-D array of shape (n_samples, dim), got shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"{name}: no data (shape {array.shape}); need at least one row and column")
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        raise DataError(
+            f"{name}: {bad_rows.size} row(s) contain NaN or inf (first at row {bad_rows[0]})"
+        )
+    return array.astype(np.float32)
+
+
+def load_array(path) -> np.ndarray:
+    """Load a user's data set from ``.npy`` or ``.csv`` (comma-separated, optional header row).
+
+    Returns:
+        ``float32`` array of shape ``(n, d)``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DataError: unsupported extension, unparsable contents, wrong rank, no rows, NaN/inf.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+    elif suffix == ".csv":
+        try:
+            array = np.genfromtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        except ValueError as error:
+            raise DataError(f"{path}: cannot parse as CSV of numbers ({error})") from error
+        # genfromtxt turns a header row into a row of NaN: drop it if it is the first row only.
+        if array.size and np.isnan(array[0]).all():
+            array = array[1:]
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .csv")
+    return validate_data(array, name=str(path))
