@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -95,6 +96,7 @@ class GaussianMixture(eqx.Module):
             ),
         )
 
+    @eqx.filter_jit
     def sample(self, key: Array, n: int) -> Array:
         """Draw ``n`` samples, shape ``(n, d)``.
 
@@ -188,6 +190,7 @@ def gaussian(mean, covariance) -> GaussianMixture:
 
 
 def _per_example(sample_one):
+    @functools.partial(jax.jit, static_argnums=1)
     def sample(key: Array, n: int) -> Array:
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
         return jax.vmap(sample_one)(keys)

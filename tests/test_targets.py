@@ -1,0 +1,192 @@
+"""Targets: the tutorial's mixture, its exact noised scores, toy sets and user data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from scorelab.targets import (
+    TOY_DATASETS,
+    DataError,
+    GaussianMixture,
+    gaussian,
+    load_array,
+    seed_mixture,
+    validate_data,
+)
+
+
+def _scipy_log_prob(target: GaussianMixture, x: np.ndarray) -> np.ndarray:
+    """Independent float64 mixture log-density through scipy."""
+    means = np.asarray(target.means, np.float64)
+    covs = np.asarray(target.covariances, np.float64)
+    weights = np.asarray(target.weights, np.float64)
+    per_component = np.stack(
+        [multivariate_normal(m, c).logpdf(x) for m, c in zip(means, covs)], axis=-1
+    )
+    return logsumexp(per_component + np.log(weights), axis=-1)
+
+
+def test_seed_mixture_is_the_tutorials_target(mixture):
+    # The tutorial builds means with meshgrid(arange(-10, 15, 10), ...) flattened, x fastest.
+    expected_means = np.array(
+        [[x, y] for y in (-10.0, 0.0, 10.0) for x in (-10.0, 0.0, 10.0)], np.float32
+    )
+    np.testing.assert_array_equal(mixture.means, expected_means)
+    raw = jax.random.uniform(jax.random.key(42), (9,))
+    np.testing.assert_allclose(mixture.weights, raw / raw.sum(), rtol=1e-6)
+    np.testing.assert_allclose(mixture.covariances, np.broadcast_to(0.1 * np.eye(2), (9, 2, 2)))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.3, 2.0, 10.0])
+def test_log_prob_matches_scipy_and_score_matches_finite_differences(mixture, sigma):
+    noised = mixture.ve_marginal(sigma)
+    x = np.asarray(noised.sample(jax.random.key(1), 64), np.float64)
+    np.testing.assert_allclose(noised.log_prob(x), _scipy_log_prob(noised, x), rtol=1e-4, atol=1e-4)
+    # Central differences of the float64 scipy density: truncation O(h^2 |d^3 log q|) and
+    # rounding O(1e-16 / h) are both far below the float32 tolerance used.
+    h = 1e-4
+    fd = np.stack(
+        [
+            (_scipy_log_prob(noised, x + h * e) - _scipy_log_prob(noised, x - h * e)) / (2 * h)
+            for e in np.eye(2)
+        ],
+        axis=-1,
+    )
+    score = np.asarray(jax.vmap(mixture.ve_score, in_axes=(0, None))(jnp.asarray(x), sigma))
+    scale = np.abs(fd).max()
+    np.testing.assert_allclose(score, fd, atol=2e-4 * max(scale, 1.0))
+
+
+def test_marginal_moments_match_perturbed_samples(mixture):
+    # x_t = alpha x_0 + sigma eps has mean alpha m and covariance alpha^2 C + sigma^2 I.
+    alpha, sigma, n = 0.6, 1.5, 200_000
+    key_x, key_eps = jax.random.split(jax.random.key(2))
+    x_t = alpha * mixture.sample(key_x, n) + sigma * jax.random.normal(key_eps, (n, 2))
+    marginal = mixture.marginal(alpha, sigma)
+    np.testing.assert_allclose(marginal.mean(), alpha * mixture.mean(), rtol=1e-6)
+    expected_cov = alpha**2 * mixture.covariance() + sigma**2 * jnp.eye(2)
+    np.testing.assert_allclose(marginal.covariance(), expected_cov, rtol=1e-5)
+    # Standard error of the mean in each coordinate: sqrt(var / n); 4 SE.
+    se_mean = np.sqrt(np.diag(expected_cov) / n)
+    assert np.all(np.abs(x_t.mean(0) - marginal.mean()) < 4 * se_mean)
+    # SE of a variance estimate ~ sqrt(E(x-m)^4 - var^2)/sqrt(n): use the empirical fourth moment.
+    centred = np.asarray(x_t - x_t.mean(0))
+    var_hat = (centred**2).mean(0)
+    se_var = np.sqrt(((centred**2 - var_hat) ** 2).mean(0) / n)
+    assert np.all(np.abs(var_hat - np.diag(expected_cov)) < 4 * se_var)
+
+
+def test_vp_marginal_is_the_ddpm_kernel(mixture):
+    alpha_bar = 0.3
+    vp = mixture.vp_marginal(alpha_bar)
+    np.testing.assert_allclose(vp.means, np.sqrt(alpha_bar) * mixture.means, rtol=1e-6)
+    np.testing.assert_allclose(
+        vp.covariances, alpha_bar * mixture.covariances + (1 - alpha_bar) * np.eye(2), rtol=1e-6
+    )
+
+
+def test_sampled_weights_within_multinomial_error(mixture):
+    n = 40_000
+    x = mixture.sample(jax.random.key(3), n)
+    # Modes are 10 apart with sd 0.32: the nearest mean identifies the component surely.
+    nearest = np.argmin(((np.asarray(x)[:, None] - np.asarray(mixture.means)) ** 2).sum(-1), 1)
+    fractions = np.bincount(nearest, minlength=9) / n
+    w = np.asarray(mixture.weights)
+    se = np.sqrt(w * (1 - w) / n)
+    assert np.all(np.abs(fractions - w) < 4.5 * se)  # 9 comparisons: 4.5 SE keeps false alarms rare
+
+
+def test_sample_does_not_depend_on_n(mixture):
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(mixture.sample(key, 10), mixture.sample(key, 50)[:10])
+
+
+def test_responsibilities_are_a_posterior(mixture):
+    x = mixture.sample(jax.random.key(5), 100)
+    r = mixture.responsibilities(x)
+    np.testing.assert_allclose(r.sum(-1), 1.0, rtol=1e-5)
+    # Exact samples sit on their mode: the posterior is almost one-hot there.
+    assert float(r.max(-1).min()) > 0.999
+
+
+def test_gaussian_score_is_linear():
+    mean = jnp.array([1.0, -2.0])
+    cov = jnp.array([[2.0, 0.6], [0.6, 0.5]])
+    target = gaussian(mean, cov)
+    x = jnp.array([0.3, 0.7])
+    np.testing.assert_allclose(target.score(x), -jnp.linalg.solve(cov, x - mean), rtol=1e-5)
+
+
+def test_constructor_validates_shapes():
+    with pytest.raises(ValueError, match="covariances"):
+        GaussianMixture(jnp.zeros((2, 2)), jnp.zeros((2, 3, 3)), jnp.ones(2))
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture(jnp.zeros((2, 2)), jnp.ones((2, 2, 2)), jnp.ones(3))
+
+
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_toy_sets_are_deterministic_and_finite(name):
+    sample = TOY_DATASETS[name]
+    x = sample(jax.random.key(6), 500)
+    assert x.shape == (500, 2)
+    assert bool(jnp.isfinite(x).all())
+    np.testing.assert_array_equal(x[:20], sample(jax.random.key(6), 20))
+
+
+def test_checkerboard_lands_on_dark_squares():
+    x = np.asarray(TOY_DATASETS["checkerboard"](jax.random.key(7), 2000))
+    cells = np.floor((x + 4.0) / 2.0).astype(int)
+    assert np.all((cells >= 0) & (cells < 4))
+    assert np.all(cells.sum(1) % 2 == 0)
+    # 8 dark squares, equal mass: each holds 1/8 +- 4 SE.
+    counts = np.unique(cells[:, 0] * 4 + cells[:, 1], return_counts=True)[1]
+    assert counts.size == 8
+    assert np.all(np.abs(counts / 2000 - 1 / 8) < 4 * np.sqrt((1 / 8) * (7 / 8) / 2000))
+
+
+def test_rings_radii():
+    x = np.asarray(TOY_DATASETS["rings"](jax.random.key(8), 3000))
+    radius = np.linalg.norm(x, axis=1)
+    nearest = np.array([2.0, 4.0, 6.0])[np.argmin(np.abs(radius[:, None] - [2, 4, 6]), 1)]
+    # Radial jitter sd 0.1: residuals have sd 0.1 (to within 10% at n=3000).
+    assert abs(np.std(radius - nearest) - 0.1) < 0.01
+
+
+def test_load_array_npy_and_csv(tmp_path):
+    data = np.arange(12, dtype=np.float64).reshape(6, 2)
+    np.save(tmp_path / "d.npy", data)
+    np.savetxt(tmp_path / "d.csv", data, delimiter=",", header="x,y", comments="")
+    np.savetxt(tmp_path / "plain.csv", data, delimiter=",")
+    for name in ("d.npy", "d.csv", "plain.csv"):
+        loaded = load_array(tmp_path / name)
+        assert loaded.dtype == np.float32
+        np.testing.assert_array_equal(loaded, data)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN or inf"),
+        (np.array([[0.0, np.inf]]), "NaN or inf"),
+        (np.zeros(5), "2-D"),
+        (np.zeros((2, 2, 2)), "2-D"),
+        (np.zeros((0, 2)), "no data"),
+    ],
+)
+def test_bad_data_is_rejected_with_a_clear_message(tmp_path, array, message):
+    with pytest.raises(DataError, match=message):
+        validate_data(array)
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(DataError, match=message):
+        load_array(tmp_path / "bad.npy")
+
+
+def test_load_array_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_array(tmp_path / "missing.npy")
+    (tmp_path / "d.txt").write_text("1,2\n")
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_array(tmp_path / "d.txt")
