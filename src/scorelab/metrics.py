@@ -335,8 +335,8 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
     with 2.5x the true within-mode variance score as well as exact samples. This report reads
     the two failure modes separately.
 
-    Each sample :math:`x` is assigned to :math:`\hat k(x) = \arg\max_k p(k \mid x)` (the
-    target's posterior, :meth:`GaussianMixture.responsibilities`). With
+    Each sample :math:`x` is assigned to :math:`\hat k(x) = \arg\max_k p(k \mid x)`, the
+    target's posterior (:meth:`GaussianMixture.responsibilities`). With
     :math:`D_k^2(x) = (x - \mu_k)^\top C_k^{-1} (x - \mu_k)`:
 
     - ``fractions`` :math:`f_k = \#\{\hat k = k\} / n` and
@@ -374,14 +374,21 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
     weights = np.asarray(target.weights, np.float64)
     n_components = weights.shape[0]
 
-    assignment = np.argmax(np.asarray(target.responsibilities(jnp.asarray(samples))), axis=-1)
+    covariances = np.asarray(target.covariances, np.float64)
+    squared_distance = _squared_mahalanobis(samples, target)
+    # argmax_k p(k | x) = argmax_k [log w_k - D_k^2 / 2 - log det C_k / 2]: the target's
+    # posterior, in float64 from the distances needed anyway (and without recompiling the
+    # numpyro log-density for every new n).
+    log_posterior = (
+        np.log(weights) - 0.5 * squared_distance - 0.5 * np.linalg.slogdet(covariances)[1]
+    )
+    assignment = np.argmax(log_posterior, axis=-1)
     counts = np.bincount(assignment, minlength=n_components)
     fractions = counts / n
-    squared_distance = _squared_mahalanobis(samples, target)
     near_fraction = float(np.mean(np.min(squared_distance, axis=1) <= _NEAR_RADIUS**2))
 
     cut = stats.chi2.ppf(1.0 - _VARIANCE_TAIL, dim)
-    traces = np.trace(np.asarray(target.covariances, np.float64), axis1=1, axis2=2)
+    traces = np.trace(covariances, axis1=1, axis2=2)
     variance_ratio = np.full(n_components, np.nan)
     for k in range(n_components):
         members = samples[(assignment == k) & (squared_distance[:, k] <= cut)]

@@ -1,0 +1,413 @@
+"""Metrics against closed forms, POT / SciPy, and independent NumPy transcriptions.
+
+Statistical checks compare a mean over independent repeats with its expectation within 4
+standard errors (two-sided false-alarm rate 6e-5 per check under a normal approximation); the
+standard error is derived in closed form where one exists, else estimated from the repeats.
+"""
+
+import json
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+from scipy import spatial, special, stats
+
+from scorelab import metrics
+from scorelab.targets import GaussianMixture
+
+
+@eqx.filter_jit
+def _draw(target, key, n):
+    return target.sample(key, n)
+
+
+def draw(target, key, n):
+    return np.asarray(_draw(target, key, n), dtype=np.float64)
+
+
+def assigned_means(samples, target):
+    """The nearest component mean of each sample, ``(n, d)``.
+
+    On the tutorial's target (equal isotropic covariances, modes 31 sd apart) this is the
+    posterior argmax except with probability ~1e-200.
+    """
+    means = np.asarray(target.means, np.float64)
+    return means[np.argmin(spatial.distance.cdist(samples, means), axis=1)]
+
+
+def mean_and_standard_error(values):
+    values = np.asarray(values, dtype=np.float64)
+    return values.mean(), values.std(ddof=1) / math.sqrt(values.size)
+
+
+# --- Wasserstein ---------------------------------------------------------------------------------
+
+
+def test_sliced_distances_are_pot_with_a_fixed_projection_seed():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 3)), rng.normal(0.5, 1.5, size=(200, 3))
+    for seed in (0, 1):
+        assert metrics.sliced_wasserstein(x, y, 100, seed) == pytest.approx(
+            ot.sliced_wasserstein_distance(x, y, n_projections=100, seed=seed), rel=1e-12
+        )
+        assert metrics.max_sliced_wasserstein(x, y, 100, seed) == pytest.approx(
+            ot.max_sliced_wasserstein_distance(x, y, n_projections=100, seed=seed), rel=1e-12
+        )
+    # JAX input, same numbers; a different seed slices differently.
+    assert metrics.sliced_wasserstein(jnp.asarray(x), jnp.asarray(y)) == pytest.approx(
+        metrics.sliced_wasserstein(x, y), rel=1e-6
+    )
+    assert metrics.sliced_wasserstein(x, y, 100, 0) != metrics.sliced_wasserstein(x, y, 100, 1)
+
+
+def test_sliced_wasserstein_in_one_dimension_is_scipy_w1_and_gaussian_w2():
+    # In 1-D every direction is +-1, so the sliced distance is the exact W_p of the samples.
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(500, 1)), rng.normal(1.0, 2.0, size=(400, 1))
+    assert metrics.sliced_wasserstein(x, y, n_projections=3, p=1) == pytest.approx(
+        stats.wasserstein_distance(x[:, 0], y[:, 0]), rel=1e-9
+    )
+
+    # W2^2(N(m1, s1^2), N(m2, s2^2)) = (m1 - m2)^2 + (s1 - s2)^2. The empirical W2^2 has sd
+    # ~ 2|m1 - m2| sqrt((s1^2 + s2^2) / n) ~ 0.05 and a bias O(log log n / n) ~ 1e-4 (Bobkov &
+    # Ledoux, 2019), negligible against the standard error of the mean of 20 repeats.
+    m1, s1, m2, s2, n = 0.0, 1.0, 1.0, 1.5, 5000
+    values = []
+    for r in range(20):
+        x = rng.normal(m1, s1, size=(n, 1))
+        y = rng.normal(m2, s2, size=(n, 1))
+        values.append(metrics.sliced_wasserstein(x, y, n_projections=1, seed=r) ** 2)
+    mean, standard_error = mean_and_standard_error(values)
+    assert abs(mean - ((m1 - m2) ** 2 + (s1 - s2) ** 2)) < 4 * standard_error
+
+
+def test_sliced_w2_between_isotropic_gaussians_matches_closed_form():
+    # Projected on theta, N(m, s^2 I) is N(theta.m, s^2), so
+    # SW2^2 = E_theta (theta.(m1 - m2))^2 + (s1 - s2)^2 = |m1 - m2|^2 / d + (s1 - s2)^2.
+    # The projection seed varies with the repeat, so the spread of the repeats holds both the
+    # sampling and the Monte-Carlo-over-directions error.
+    rng = np.random.default_rng(2)
+    d, n, s1, s2 = 3, 2000, 1.0, 1.5
+    shift = np.array([2.0, -1.0, 0.5])
+    values = []
+    for r in range(16):
+        x = rng.normal(0.0, s1, size=(n, d))
+        y = shift + rng.normal(0.0, s2, size=(n, d))
+        values.append(metrics.sliced_wasserstein(x, y, n_projections=100, seed=r) ** 2)
+    mean, standard_error = mean_and_standard_error(values)
+    expected = shift @ shift / d + (s1 - s2) ** 2
+    assert abs(mean - expected) < 4 * standard_error
+
+
+# --- MMD and energy distance -----------------------------------------------------------------
+
+
+def numpy_mmd2_unbiased(x, y, bandwidth):
+    """Gretton et al. (2012, eq. 3) transcribed with full float64 kernel matrices."""
+
+    def gram(a, b):
+        return np.exp(-spatial.distance.cdist(a, b, "sqeuclidean") / (2 * bandwidth**2))
+
+    n, m = len(x), len(y)
+    k_xx, k_yy = gram(x, x), gram(y, y)
+    return (
+        (k_xx.sum() - np.trace(k_xx)) / (n * (n - 1))
+        + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        - 2 * gram(x, y).mean()
+    )
+
+
+def numpy_energy(x, y, unbiased):
+    n, m = len(x), len(y)
+    n_xx, n_yy = (n * (n - 1), m * (m - 1)) if unbiased else (n * n, m * m)
+    return (
+        2 * spatial.distance.cdist(x, y).mean()
+        - spatial.distance.cdist(x, x).sum() / n_xx
+        - spatial.distance.cdist(y, y).sum() / n_yy
+    )
+
+
+@pytest.mark.parametrize("block_elements", [metrics._BLOCK_ELEMENTS, 7000])
+def test_kernel_discrepancies_match_numpy_transcriptions(monkeypatch, block_elements):
+    # 7000 elements = 7 rows of 300 x 3 per block: many blocks and a padded last block.
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(300, 3)), rng.normal(0.3, 1.2, size=(250, 3))
+    # float32 pair sums of O(1) terms: relative error ~1e-6 on each mean.
+    assert metrics.mmd(x, y, bandwidth=1.3) == pytest.approx(
+        numpy_mmd2_unbiased(x, y, 1.3), abs=1e-5
+    )
+    bandwidth = np.median(spatial.distance.pdist(np.concatenate([x, y])))
+    assert metrics.median_bandwidth(x, y) == pytest.approx(bandwidth, rel=1e-12)
+    assert metrics.mmd(x, y) == pytest.approx(numpy_mmd2_unbiased(x, y, bandwidth), abs=1e-5)
+    for unbiased in (True, False):
+        assert metrics.energy_distance(x, y, unbiased=unbiased) == pytest.approx(
+            numpy_energy(x, y, unbiased), abs=1e-5
+        )
+
+
+def test_energy_distance_v_statistic_is_scipy_squared():
+    # scipy.stats.energy_distance is sqrt(2 E|X-Y| - E|X-X'| - E|Y-Y'|) with V-statistics (its
+    # CDF formula, sqrt(2) times the L2 distance of the empirical CDFs), 1-D only.
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(400, 1)), rng.normal(0.5, 1.0, size=(300, 1))
+    assert metrics.energy_distance(x, y, unbiased=False) == pytest.approx(
+        stats.energy_distance(x[:, 0], y[:, 0]) ** 2, rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, 1.0])
+def test_mmd_is_unbiased_for_the_gaussian_closed_form(shift):
+    # X ~ N(0, s^2 I_d), Y ~ N(mu, s^2 I_d), k = exp(-|a - b|^2 / (2 h^2)):
+    # E k(X, X') = (h^2 / (h^2 + 2 s^2))^(d/2),
+    # E k(X, Y) = (h^2 / (h^2 + 2 s^2))^(d/2) exp(-|mu|^2 / (2 (h^2 + 2 s^2))),
+    # MMD^2 = 2 (h^2 / (h^2 + 2 s^2))^(d/2) (1 - exp(-|mu|^2 / (2 (h^2 + 2 s^2)))), exactly the
+    # mean of the unbiased estimator (0 when shift = 0).
+    rng = np.random.default_rng(5)
+    d, s, h, n = 2, 1.0, 1.0, 800
+    mu = np.array([shift, 0.0])
+    values = [
+        metrics.mmd(rng.normal(0, s, (n, d)), mu + rng.normal(0, s, (n, d)), bandwidth=h)
+        for _ in range(12)
+    ]
+    ratio = h**2 / (h**2 + 2 * s**2)
+    expected = 2 * ratio ** (d / 2) * (1 - math.exp(-(mu @ mu) / (2 * (h**2 + 2 * s**2))))
+    mean, standard_error = mean_and_standard_error(values)
+    assert abs(mean - expected) < 4 * standard_error
+
+
+def test_mmd_grows_with_the_shift():
+    x = np.random.default_rng(6).normal(size=(500, 2))
+    values = [metrics.mmd(x, x + np.array([shift, 0.0])) for shift in (0.0, 0.25, 0.5, 1.0, 2.0)]
+    assert np.all(np.diff(values) > 0)
+
+
+@pytest.mark.parametrize("shift", [0.0, 1.0])
+def test_energy_distance_is_unbiased_for_the_gaussian_closed_form(shift):
+    # 1-D, X ~ N(0, 1), Y ~ N(mu, 1): X - X' ~ N(0, 2), X - Y ~ N(-mu, 2), and for
+    # Z ~ N(m, v): E|Z| = sqrt(2 v / pi) exp(-m^2 / (2 v)) + m (1 - 2 Phi(-m / sqrt(v))).
+    def mean_abs(m, v):
+        return math.sqrt(2 * v / math.pi) * math.exp(-(m**2) / (2 * v)) + m * (
+            1 - 2 * special.ndtr(-m / math.sqrt(v))
+        )
+
+    expected = 2 * mean_abs(shift, 2.0) - 2 * mean_abs(0.0, 2.0)
+    rng = np.random.default_rng(7)
+    values = [
+        metrics.energy_distance(rng.normal(size=(800, 1)), rng.normal(shift, 1.0, (800, 1)))
+        for _ in range(12)
+    ]
+    mean, standard_error = mean_and_standard_error(values)
+    assert abs(mean - expected) < 4 * standard_error
+
+
+# --- mixture report ------------------------------------------------------------------------------
+
+
+N_MIXTURE = 2000  # one sample size for every mixture draw: one compilation of the sampler
+
+
+def exact_samples(target, seed, n=N_MIXTURE):
+    return draw(target, jax.random.key(seed), n)
+
+
+def truncated_variance_ratio_law(inflation, d, n_k):
+    """Mean and standard error of ``variance_ratio`` for one mode with n_k samples.
+
+    Samples N(mu, s C) with C isotropic, cut at D^2 <= q (q the chi2_d quantile 1 - 1e-6):
+    D^2 = s chi2_d given chi2_d <= c = q / s, with E[chi2_d^j; <= c] = d (d + 2) ... F_{d+2j}(c),
+    and r = mean(D^2) / d over n_k samples (the ddof-1 centring changes it by O(1/n_k^2)).
+    """
+    c = stats.chi2.ppf(1 - 1e-6, d) / inflation
+    mass = stats.chi2.cdf(c, d)
+    first = d * stats.chi2.cdf(c, d + 2) / mass
+    second = d * (d + 2) * stats.chi2.cdf(c, d + 4) / mass
+    return inflation * first / d, inflation * math.sqrt((second - first**2) / n_k) / d
+
+
+def weighted_ratio_law(report, weights, inflation, d, n):
+    """Closed-form mean and standard error of ``variance_ratio_mean`` given the counts."""
+    laws = [truncated_variance_ratio_law(inflation, d, f * n) for f in report.fractions]
+    means, errors = np.array(laws).T
+    v = weights / weights.sum()
+    return float(v @ means), float(np.sqrt(np.sum((v * errors) ** 2)))
+
+
+def test_parity_of_assignment_with_the_target_posterior(mixture):
+    samples = exact_samples(mixture, 10)
+    # Push a quarter of the points between modes, where the posterior argmax matters.
+    samples[::4] *= 0.5
+    posterior = eqx.filter_jit(lambda target, x: target.responsibilities(x))(mixture, samples)
+    labels = np.argmax(np.asarray(posterior), axis=-1)
+    counts = np.bincount(labels, minlength=mixture.n_components)
+    np.testing.assert_array_equal(
+        metrics.mixture_report(samples, mixture).fractions, counts / len(samples)
+    )
+
+
+def test_mixture_report_on_exact_samples(mixture):
+    n, repeats, d = N_MIXTURE, 4, mixture.dim
+    weights = np.asarray(mixture.weights, np.float64)
+    reports = [
+        metrics.mixture_report(exact_samples(mixture, 20 + r), mixture) for r in range(repeats)
+    ]
+
+    # Modes sit 31 standard deviations apart, so the posterior misassigns with probability
+    # ~1e-200 and TV is exactly that of Multinomial(n, w) / n: its mean and sd come from 10^5
+    # multinomial draws (Monte-Carlo error < 0.5% of the sd). E TV is close to the normal
+    # approximation 1/2 sum_k sqrt(2 w_k (1 - w_k) / (pi n)).
+    null_tv = 0.5 * np.abs(
+        np.random.default_rng(8).multinomial(n, weights, size=100_000) / n - weights
+    ).sum(axis=1)
+    normal_approximation = 0.5 * np.sum(np.sqrt(2 * weights * (1 - weights) / (math.pi * n)))
+    assert null_tv.mean() == pytest.approx(normal_approximation, rel=0.02)
+    tv = np.mean([rep.total_variation for rep in reports])
+    assert abs(tv - null_tv.mean()) < 4 * null_tv.std() / math.sqrt(repeats)
+    assert all(rep.n_empty == 0 for rep in reports)
+
+    # Within 3 sd of its own mean with probability P(chi2_2 <= 9) = 1 - exp(-4.5) ~ 0.989;
+    # binomial standard error over all n * repeats samples.
+    p_near = 1 - math.exp(-4.5)
+    near = np.mean([rep.near_fraction for rep in reports])
+    assert abs(near - p_near) < 4 * math.sqrt(p_near * (1 - p_near) / (n * repeats))
+
+    # Per mode, tr Cov_hat / tr C is the mean of d independent chi2_{n_k - 1} / (n_k - 1):
+    # mean 1, standard error sqrt(2 / (d (n_k - 1))) (truncation bias < 1e-4).
+    for rep in reports:
+        counts = rep.fractions * n
+        np.testing.assert_array_less(
+            np.abs(rep.variance_ratio - 1.0), 4 * np.sqrt(2 / (d * (counts - 1)))
+        )
+    laws = [weighted_ratio_law(rep, weights, 1.0, d, n) for rep in reports]
+    expected = np.mean([mean for mean, _ in laws])
+    standard_error = math.sqrt(sum(error**2 for _, error in laws)) / repeats
+    assert expected == pytest.approx(1.0, abs=1e-4)
+    assert abs(np.mean([rep.variance_ratio_mean for rep in reports]) - 1.0) < 4 * standard_error
+
+
+def test_sliced_wasserstein_is_nearly_blind_to_within_mode_spread_and_the_report_is_not(mixture):
+    # The same exact samples, each pushed away from its mode's mean so that every mode has
+    # 2.5x the true variance: mode weights are unchanged, only the spread differs. Against an
+    # independent reference set the inflated set scores *better* in sliced Wasserstein (wider
+    # modes shorten the 1-D transport of the excess mass between modes, which dominates); the
+    # mixture report reads the inflation.
+    n, repeats, inflation, d = N_MIXTURE, 3, 2.5, mixture.dim
+    weights = np.asarray(mixture.weights, np.float64)
+    sw, max_sw = metrics.sliced_wasserstein, metrics.max_sliced_wasserstein
+    log_ratios, observed, laws = {"sliced": [], "max-sliced": []}, [], []
+    for r in range(repeats):
+        reference, samples = exact_samples(mixture, 30 + r), exact_samples(mixture, 40 + r)
+        centre = assigned_means(samples, mixture)
+        inflated = centre + math.sqrt(inflation) * (samples - centre)
+        for name, metric_fn in (("sliced", sw), ("max-sliced", max_sw)):
+            log_ratios[name].append(
+                math.log(metric_fn(inflated, reference) / metric_fn(samples, reference))
+            )
+        report = metrics.mixture_report(inflated, mixture)
+        observed.append(report.variance_ratio_mean)
+        laws.append(weighted_ratio_law(report, weights, inflation, d, n))
+
+    # Paired over repeats, the log-ratio (the difference scales with the distance itself, so
+    # the ratio is the steadier statistic; about -4.5%) is below 0 by more than 4 standard
+    # errors, for the sliced and the tutorial's max-sliced distance.
+    for values in log_ratios.values():
+        mean, standard_error = mean_and_standard_error(values)
+        assert mean + 4 * standard_error < 0.0
+
+    # Closed form: s F_{chi2_{d+2}}(q / s) / F_{chi2_d}(q / s) = 2.44 for s = 2.5, d = 2.
+    expected = np.mean([m for m, _ in laws])
+    assert expected == pytest.approx(2.44, abs=0.01)
+    standard_error = math.sqrt(sum(error**2 for _, error in laws)) / repeats
+    assert abs(np.mean(observed) - expected) < 4 * standard_error
+
+
+def test_mixture_report_counts_a_missing_component(mixture):
+    samples = exact_samples(mixture, 13)
+    keep = np.any(assigned_means(samples, mixture) != np.asarray(mixture.means[0]), axis=1)
+    report = metrics.mixture_report(samples[keep], mixture)
+    assert report.n_empty == 1
+    assert report.fractions[0] == 0.0
+    assert np.isnan(report.variance_ratio[0])
+    assert np.isfinite(report.variance_ratio_mean)
+    # With f_0 = 0: TV = (w_0 + sum_{k>0} |f_k - w_k|) / 2 >= (w_0 + |1 - (1 - w_0)|) / 2 = w_0.
+    assert report.total_variation >= float(mixture.weights[0]) - 1e-12
+
+
+def test_mixture_report_by_hand():
+    # Two 1-D components N(0, 1) and N(10, 4), weights 1/4, 3/4. Points: 0 and 1 (component 0,
+    # Mahalanobis 0 and 1), 10 and 16 (component 1, Mahalanobis 0 and 3: near), 25 (component 1,
+    # Mahalanobis 7.5: not near, and beyond the variance cut of 5.3).
+    target = GaussianMixture(
+        jnp.array([[0.0], [10.0]]), jnp.array([[[1.0]], [[4.0]]]), jnp.array([1.0, 3.0])
+    )
+    report = metrics.mixture_report(np.array([[0.0], [1.0], [10.0], [16.0], [25.0]]), target)
+    np.testing.assert_allclose(report.fractions, [0.4, 0.6])
+    assert report.total_variation == pytest.approx(0.15)
+    assert report.n_empty == 0
+    assert report.near_fraction == pytest.approx(0.8)
+    # Variances (ddof 1): {0, 1} -> 0.5, ratio 0.5; {10, 16} -> 18, ratio 18 / 4 = 4.5.
+    np.testing.assert_allclose(report.variance_ratio, [0.5, 4.5])
+    assert report.variance_ratio_mean == pytest.approx(0.25 * 0.5 + 0.75 * 4.5)
+
+
+def test_mixture_report_rejects_a_dimension_mismatch(mixture):
+    with pytest.raises(ValueError, match="dimension"):
+        metrics.mixture_report(np.zeros((5, 3)), mixture)
+
+
+# --- floor and evaluate -------------------------------------------------------------------------
+
+
+def test_floor_uses_fresh_keys_and_reports_mean_and_spread():
+    seen = []
+
+    def sample_fn(key, n):
+        seen.append(tuple(np.asarray(jax.random.key_data(key)).ravel()))
+        return jax.random.normal(key, (n, 1))
+
+    def metric_fn(x, y):
+        return float(jnp.mean(x) - jnp.mean(y))
+
+    key = jax.random.key(14)
+    mean, std = metrics.floor(metric_fn, sample_fn, key, 100, repeats=4)
+    assert len(set(seen)) == 8  # two sets per repeat, no key reused
+    values = []
+    for r in range(4):
+        key_x, key_y = jax.random.split(jax.random.fold_in(key, r))
+        values.append(metric_fn(sample_fn(key_x, 100), sample_fn(key_y, 100)))
+    assert mean == pytest.approx(np.mean(values))
+    assert std == pytest.approx(np.std(values, ddof=1))
+    assert std > 0
+    with pytest.raises(ValueError, match="repeats"):
+        metrics.floor(metric_fn, sample_fn, key, 100, repeats=1)
+
+
+def test_evaluate_is_json_ready(mixture):
+    samples, reference = exact_samples(mixture, 15), exact_samples(mixture, 16)
+    result = metrics.evaluate(samples[samples[:, 0] > -5], reference, mixture, n_projections=50)
+    json.dumps(result, allow_nan=False)
+    assert result["n_empty"] == 3  # the three modes at x = -10 are gone: ratios undefined
+    assert result["variance_ratio"].count(None) == 3
+    assert result["sliced_wasserstein"] == metrics.sliced_wasserstein(
+        samples[samples[:, 0] > -5], reference, n_projections=50
+    )
+    plain = metrics.evaluate(samples, reference)
+    assert set(plain) == {
+        "n_samples",
+        "n_reference",
+        "sliced_wasserstein",
+        "max_sliced_wasserstein",
+        "mmd2",
+        "energy_distance",
+    }
+
+
+def test_metrics_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match="same dimension"):
+        metrics.mmd(np.zeros((4, 2)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.energy_distance(np.zeros(4), np.zeros((4, 1)))
