@@ -1,5 +1,196 @@
-"""Command-line interface (placeholder until the CLI issue lands)."""
+"""The ``scorelab`` command: train, sample, evaluate, plot, demo.
+
+A thin layer: it parses arguments into a :class:`scorelab.config.ExperimentConfig` (a TOML
+file, then ``--set section.field=value`` overrides, then the named flags), and calls the
+library. Invalid input ends with a one-line ``scorelab <command>: error: ...`` naming the
+field and the accepted values, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+# Named flags: flag -> (section.field, type, help).
+_TRAIN_FLAGS = {
+    "--data": ("data.source", str, "built-in target/toy set name, or a .npy/.csv file"),
+    "--loss": ("loss.name", str, "hyvarinen, hutchinson, sliced, dsm or ncsn"),
+    "--model": ("model.name", str, "auto, mlp or ncsn_mlp"),
+    "--steps": ("train.steps", int, "optimiser steps"),
+    "--batch-size": ("train.batch_size", int, "examples per step"),
+    "--lr": ("train.learning_rate", float, "learning rate"),
+    "--seed": ("train.seed", int, "training seed"),
+}
+_SAMPLER_FLAGS = {
+    "--sampler": ("sampler.name", str, "ula, annealed or ddim"),
+    "--levels": ("sampler.n_levels", int, "number of sigma levels N"),
+    "--e": ("sampler.e", float, "DDIM stochasticity e >= 0 (0 deterministic, 1 ancestral)"),
+    "--eta0": ("sampler.eta_0", float, "DDIM noise of the final step"),
+    "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
+    "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
+    "--rho": ("sampler.rho", float, "Karras grid curvature"),
+    "--n-steps": ("sampler.n_steps", int, "ULA steps"),
+    "--step-size": ("sampler.step_size", float, "ULA step size"),
+    "--prior": ("sampler.prior", str, "normal or exact"),
+}
 
 
-def main() -> None:
-    raise SystemExit("scorelab CLI: not yet available")
+def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one configuration value (repeatable)",
+    )
+    for flag, (target, kind, help_text) in flags.items():
+        parser.add_argument(flag, type=kind, dest=target, default=None, help=help_text)
+
+
+def _experiment(args, flags: dict, base: dict | None = None):
+    from scorelab.config import ExperimentConfig, apply_overrides, load_config
+
+    values = base if base is not None else {}
+    if args.config is not None:
+        values = apply_overrides(values, [])
+        for section, table in load_config(args.config).items():
+            values.setdefault(section, {}).update(table)
+    values = apply_overrides(values, args.overrides)
+    for target in (spec[0] for spec in flags.values()):
+        value = getattr(args, target)
+        if value is not None:
+            section, field = target.split(".")
+            values.setdefault(section, {})[field] = value
+    return ExperimentConfig.from_dict(values)
+
+
+def _cmd_train(args) -> int:
+    from scorelab.workflows import train_run
+
+    config = _experiment(args, _TRAIN_FLAGS)
+    run_dir = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"trained model written to {run_dir}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    from scorelab.runs import load_run
+    from scorelab.workflows import sample_run
+
+    if (args.run is None) == (args.exact is None):
+        raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
+    if args.run is not None:
+        base_config, model = load_run(args.run)
+        base = base_config.to_dict()
+    else:
+        base, model = {"data": {"source": args.exact}}, None
+    config = _experiment(args, _SAMPLER_FLAGS, base)
+    result = sample_run(config, model, args.n, args.seed, trajectory=args.trajectory is not None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, result.x)
+    if args.trajectory is not None:
+        np.save(args.trajectory, result.trajectory)
+    print(f"{args.n} samples ({config.sampler.name}, NFE {result.nfe}) written to {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from scorelab.runs import write_json
+    from scorelab.workflows import evaluate_samples, format_table
+
+    report = evaluate_samples(
+        args.samples, target=args.target, data=args.data, floor_repeats=args.floor_repeats
+    )
+    print(format_table([report["row"]]))
+    if args.json is not None:
+        write_json(args.json, report)
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from scorelab.workflows import plot_run
+
+    for path in plot_run(args.run, args.out):
+        print(path)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from scorelab.demo import DemoSettings, run_demo
+
+    settings = DemoSettings.full() if args.full else DemoSettings()
+    run_demo(settings, Path(args.out) / args.name, progress=not args.quiet)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorelab", description="Score-based generative modelling in JAX."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a score model")
+    _add_config_flags(train, _TRAIN_FLAGS)
+    train.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_cmd_train)
+
+    sample = commands.add_parser("sample", help="sample with a trained or exact score")
+    source = sample.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, help="run directory of scorelab train")
+    source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
+    _add_config_flags(sample, _SAMPLER_FLAGS)
+    sample.add_argument("--n", type=int, default=2000, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
+    sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
+    sample.set_defaults(handler=_cmd_sample)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a samples file, with the floor")
+    evaluate.add_argument("samples", type=Path, help=".npy or .csv samples (n, d)")
+    reference = evaluate.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--target", help="a built-in target (exact reference and floor)")
+    reference.add_argument("--data", type=Path, help="reference data .npy/.csv")
+    evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
+    evaluate.add_argument("--json", type=Path, help="write the metrics as JSON")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    plot = commands.add_parser("plot", help="figures and animations of a run")
+    plot.add_argument("run", type=Path, help="run directory (scorelab train or demo)")
+    plot.add_argument("--out", type=Path, help="figure directory (default RUN/figures)")
+    plot.set_defaults(handler=_cmd_plot)
+
+    demo = commands.add_parser("demo", help="the founding tutorial end to end")
+    demo.add_argument("--full", action="store_true", help="the tutorial's settings (slow)")
+    demo.add_argument("--name", default="demo", help="run name (runs/<name>)")
+    demo.add_argument("--out", default="runs", help="parent directory of the run")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``scorelab`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from scorelab.targets import DataError
+
+    try:
+        return args.handler(args)
+    except (ValueError, DataError, FileNotFoundError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
