@@ -1,0 +1,896 @@
+r"""Figures and animations of the founding tutorial, from plain arrays.
+
+Every function takes NumPy-convertible arrays (samples ``(n, 2)``, trajectories
+``(n_chains, n_steps, 2)``, score fields on a mesh, loss histories, metric tables), so it works
+for any sampler or model; only :func:`mesh_score` calls a score function. Static figures are
+returned as :class:`matplotlib.figure.Figure` objects built without ``pyplot`` (no global
+figure registry, no interactive backend; :func:`save_figure` renders through Agg), and
+animations are written straight to a path: ``.gif`` through Pillow, ``.mp4`` through ffmpeg
+when matplotlib can find it.
+
+A *field* is the tuple ``(X, Y, U, V)`` of ``(n, n)`` arrays returned by :func:`mesh_score`:
+the score :math:`(U, V) = \nabla \log q_\sigma(X, Y)` on a square mesh.
+
+Plot limits: an argument ``lim`` (a float) draws the square :math:`[-lim, lim]^2`; ``lim=None``
+derives the square from what the figure shows (the data if given, else the mesh, else the
+samples), padded by 10%. Pass ``lim=15`` for the tutorial's view of its nine-mode target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import matplotlib.animation as mpl_animation
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
+
+__all__ = [
+    "mesh_score",
+    "loss_curves",
+    "score_field",
+    "animate_trajectories",
+    "animate_noised_sequence",
+    "animate_annealed",
+    "inference_trajectories",
+    "ddim_samples",
+    "metric_vs_steps",
+    "image_grid",
+    "save_figure",
+]
+
+Field = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+# One style for every figure: data faint blue, fields dark grey, chains in rainbow colours
+# (as the tutorial), labelled series (models, e values) in the qualitative tab10 palette.
+_DATA_STYLE = dict(color="tab:blue", alpha=0.3, s=4, linewidths=0, label="data")
+_FIELD_COLOR = "0.2"
+_PANEL = 4.5  # inches per square panel
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _points(x, name: str) -> np.ndarray:
+    """``x`` as a finite-shape ``(n, 2)`` float array, or a clear error."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (n, 2) (2-D points); got {x.shape}")
+    return x
+
+
+def _chains(x, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3 or x.shape[2] != 2 or x.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (n_chains, n_steps, 2); got {x.shape}")
+    return x
+
+
+def _field(field, name: str = "field") -> Field:
+    if len(field) != 4:
+        raise ValueError(f"{name} must be the tuple (X, Y, U, V) returned by mesh_score")
+    X, Y, U, V = (np.asarray(a, dtype=np.float64) for a in field)
+    if not X.shape == Y.shape == U.shape == V.shape:
+        raise ValueError(f"{name}: X, Y, U, V must have one shape; got {X.shape}, {U.shape}")
+    return X, Y, U, V
+
+
+def _normalise(U: np.ndarray, V: np.ndarray, mode: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale arrows for readability.
+
+    ``"max"``: divide by the longest arrow on the mesh (the tutorial's per-level rescaling,
+    done on the norm so directions are kept); ``"unit"``: direction only; ``None``: raw.
+    """
+    if mode is None:
+        return U, V
+    norm = np.hypot(U, V)
+    if mode == "max":
+        scale = np.nanmax(norm) if np.any(norm > 0) else 1.0
+        return U / scale, V / scale
+    if mode == "unit":
+        safe = np.where(norm > 0, norm, 1.0)
+        return U / safe, V / safe
+    raise ValueError(f"normalise must be None, 'max' or 'unit'; got {mode!r}")
+
+
+def _square_limits(points: np.ndarray, lim: float | None, pad: float = 0.1):
+    """``((x0, x1), (y0, y1))``: ``[-lim, lim]^2``, or a padded square around ``points``."""
+    if lim is not None:
+        if lim <= 0:
+            raise ValueError(f"lim must be > 0; got {lim}")
+        return (-lim, lim), (-lim, lim)
+    finite = points[np.all(np.isfinite(points), axis=1)]
+    if finite.size == 0:
+        return (-1.0, 1.0), (-1.0, 1.0)
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    centre = (lo + hi) / 2
+    # A square box (equal aspect), never degenerate, padded so edge points are not cut.
+    half = max(float(np.max(hi - lo)) / 2 * (1 + pad), 1e-3)
+    return tuple((c - half, c + half) for c in centre)
+
+
+def _scene_points(data, field: Field | None, fallback: np.ndarray) -> np.ndarray:
+    """What default limits are derived from: the data, else the mesh, else ``fallback``."""
+    if data is not None:
+        return data
+    if field is not None:
+        return np.stack([field[0].ravel(), field[1].ravel()], axis=1)
+    return fallback
+
+
+def _draw_scene(ax: Axes, data, field: Field | None, limits, normalise: str | None):
+    """Data scatter, quiver of the field, limits, labels; returns the quiver (or None)."""
+    quiver = None
+    if data is not None:
+        ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
+    if field is not None:
+        X, Y, U, V = field
+        U, V = _normalise(U, V, normalise)
+        quiver = ax.quiver(X, Y, U, V, color=_FIELD_COLOR, width=0.003, angles="xy")
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    return quiver
+
+
+def _figure(figsize, dpi: float = 100) -> Figure:
+    """A constrained-layout figure on its own Agg canvas (never registered with pyplot).
+
+    A canvas attached once keeps one renderer, so text metrics stay cached across the frames
+    of an animation instead of being recomputed by a fresh canvas at every save.
+    """
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _legend(ax: Axes, **kwargs):
+    """A legend whose scatter markers are opaque (faint data points make faint handles)."""
+    legend = ax.legend(fontsize="small", **kwargs)
+    for handle in legend.legend_handles:
+        if isinstance(handle, PathCollection):
+            handle.set_alpha(1.0)
+    return legend
+
+
+def _series_colors(n: int):
+    return [colormaps["tab10"](i % 10) for i in range(n)]
+
+
+def _chain_colors(n: int):
+    return colormaps["rainbow"](np.linspace(0.0, 1.0, n))
+
+
+def _format_label(label, key_name: str | None) -> str:
+    """Strings as given; numbers (e.g. e values) as ``key_name = value``."""
+    if isinstance(label, str) or key_name is None:
+        return str(label)
+    return f"{key_name} = {label:g}"
+
+
+def _frame_indices(frames: int | Sequence[int] | None, n: int, default: int = 50) -> list[int]:
+    """Indices ``0 <= i < n`` to draw: a count spread evenly (first and last included), or
+    explicit indices."""
+    if frames is None:
+        frames = min(n, default)
+    if isinstance(frames, int | np.integer):
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1; got {frames}")
+        return np.unique(np.linspace(0, n - 1, min(int(frames), n)).round().astype(int)).tolist()
+    indices = [int(i) for i in frames]
+    if not indices or min(indices) < 0 or max(indices) >= n:
+        raise ValueError(f"frame indices must lie in [0, {n - 1}]; got {indices[:5]}...")
+    return indices
+
+
+def _animation_writer(path) -> Callable[[int], mpl_animation.AbstractMovieWriter]:
+    """The writer for ``path``'s suffix, checked before any drawing is done."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return lambda fps: mpl_animation.PillowWriter(fps=fps)
+    if suffix == ".mp4":
+        if not mpl_animation.writers.is_available("ffmpeg"):
+            raise ValueError(
+                f"cannot write {str(path)!r}: MP4 needs ffmpeg, which matplotlib cannot find "
+                "on PATH; install ffmpeg or write a .gif instead"
+            )
+        return lambda fps: mpl_animation.FFMpegWriter(fps=fps)
+    raise ValueError(f"animation path must end in .gif or .mp4; got {str(path)!r}")
+
+
+def _save_animation(fig: Figure, update, frames: list, path, writer_factory, fps: int) -> Path:
+    """Draw ``update(frame)`` for each frame into the movie writer, one render per frame."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Lay the figure out once, at its first frame, then freeze it: re-running constrained
+    # layout on every frame costs more than drawing it, and the frames only move data.
+    update(frames[0])
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    writer = writer_factory(fps)
+    with writer.saving(fig, path, dpi=fig.dpi):
+        for frame in frames:
+            update(frame)
+            writer.grab_frame()
+    return path
+
+
+# --- score on a mesh --------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _scores_at(score_fn, points, sigma):
+    # filter_jit traces a module's arrays and hashes the rest, so a model (or the exact score)
+    # evaluated at several sigmas compiles once instead of dispatching op by op.
+    return jax.vmap(score_fn, in_axes=(0, None))(points, sigma)
+
+
+def mesh_score(score_fn, lim: float = 15.0, n: int = 50, sigma=0.0) -> Field:
+    r"""The score on a square mesh: :math:`(U, V)_{ij} = s(X_{ij}, Y_{ij}, \sigma)`.
+
+    The tutorial's ``get_mesh_score``: an ``n x n`` mesh over :math:`[-lim, lim]^2`, the score
+    vmapped over its points at one noise level.
+
+    Args:
+        score_fn: ``score_fn(x, sigma)`` for one point ``x`` of shape ``(2,)``.
+        lim: half-width of the mesh.
+        n: points per side.
+        sigma: noise level passed to ``score_fn``.
+
+    Returns:
+        ``(X, Y, U, V)``, four ``(n, n)`` NumPy arrays; ``X`` varies along columns.
+    """
+    axis = jnp.linspace(-lim, lim, n, dtype=jnp.float32)
+    X, Y = jnp.meshgrid(axis, axis)
+    points = jnp.stack([X.ravel(), Y.ravel()], axis=1)
+    scores = _scores_at(score_fn, points, jnp.float32(sigma))
+    U, V = (np.asarray(s).reshape(n, n) for s in (scores[:, 0], scores[:, 1]))
+    return np.asarray(X), np.asarray(Y), U, V
+
+
+# --- static figures ---------------------------------------------------------------------------
+
+
+def _moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centred moving average over ``window`` steps; returns (step positions, averages)."""
+    steps = np.arange(1, len(values) + 1)
+    if window <= 1:
+        return steps, values
+    averaged = np.convolve(values, np.ones(window) / window, mode="valid")
+    return steps[(window - 1) // 2 : (window - 1) // 2 + len(averaged)], averaged
+
+
+def _loss_ylim(values: np.ndarray, smooth: np.ndarray, ref: float | None):
+    """A y range showing the descent and the plateau, not the first few huge losses: the
+    moving average after its first 2%, the spread of the raw loss over the second half of
+    training (1st-99th percentile) and the reference."""
+    late = values[len(values) // 2 :]
+    late = late[np.isfinite(late)]
+    shown = [smooth[len(smooth) // 50 :]]
+    if late.size:
+        shown.append(np.quantile(late, [0.01, 0.99]))
+    if ref is not None:
+        shown.append(np.array([ref]))
+    shown = np.concatenate(shown)
+    shown = shown[np.isfinite(shown)]
+    if shown.size == 0:
+        return None, None
+    lo, hi = shown.min(), shown.max()
+    margin = 0.08 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1.0)
+    return lo - margin, hi + margin
+
+
+def loss_curves(
+    histories: Mapping[str, np.ndarray],
+    reference: Mapping[str, float] | None = None,
+    *,
+    window: int | None = None,
+    log_x: bool = False,
+    title: str = "Training loss",
+    ylabel: str = "loss",
+) -> Figure:
+    """Loss against step, one panel per model (their losses live on different scales).
+
+    Each panel shows the raw history faintly, a centred moving average on top and, when
+    ``reference`` names the model, the exact score's loss as a dashed horizontal line. The
+    y range leaves out the first 2% of steps, so a huge initial loss does not flatten the
+    rest.
+
+    Args:
+        histories: model name -> ``(n_steps,)`` loss per step.
+        reference: model name -> the loss of the exact score on the same objective.
+        window: moving-average width; default ``max(1, n_steps // 50)``.
+        log_x: logarithmic step axis (shows the fast early decrease).
+        title, ylabel: figure title and y label.
+    """
+    if not histories:
+        raise ValueError("histories is empty: give at least one model's loss history")
+    reference = dict(reference or {})
+    ncols = min(len(histories), 3)
+    nrows = math.ceil(len(histories) / ncols)
+    fig = _figure(figsize=(4.5 * ncols, 3.4 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, color, (name, history) in zip(
+        axes, _series_colors(len(histories)), histories.items(), strict=False
+    ):
+        values = np.asarray(history, dtype=np.float64).ravel()
+        if values.size == 0:
+            raise ValueError(f"loss history {name!r} is empty")
+        width = window if window is not None else max(1, values.size // 50)
+        steps = np.arange(1, values.size + 1)
+        smooth_steps, smooth = _moving_average(values, width)
+        if width > 1:
+            ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.5, label="per step")
+            ax.plot(
+                smooth_steps,
+                smooth,
+                color=color,
+                linewidth=1.6,
+                label=f"moving average ({width} steps)",
+            )
+        else:
+            ax.plot(steps, values, color=color, linewidth=1.2, label="per step")
+        ref = reference.get(name)
+        if ref is not None:
+            ax.axhline(
+                ref, color="k", linestyle="--", linewidth=1.0, label=f"exact score: {ref:.4g}"
+            )
+        ax.set_ylim(*_loss_ylim(values, smooth, ref))
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlim(1, values.size)
+        ax.set_title(str(name))
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        _legend(ax, loc="upper right")
+    for ax in axes[len(histories) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+def score_field(
+    field: Field,
+    data=None,
+    *,
+    normalise: str | None = "unit",
+    lim: float | None = None,
+    title: str = "Score field",
+) -> Figure:
+    r"""Quiver plot of a score field over its mesh, with the data scattered underneath.
+
+    Args:
+        field: ``(X, Y, U, V)`` from :func:`mesh_score`.
+        data: optional ``(n, 2)`` samples of the target.
+        normalise: ``"unit"`` (directions, the default: raw scores grow like
+            :math:`|x - \mu| / \sigma^2` and swamp the plot), ``"max"`` (relative lengths kept)
+            or ``None`` (raw).
+        lim: plot half-width; ``None`` takes the mesh extent.
+        title: axes title.
+    """
+    field = _field(field)
+    data = None if data is None else _points(data, "data")
+    mesh_points = np.stack([field[0].ravel(), field[1].ravel()], axis=1)
+    limits = _square_limits(mesh_points, lim, pad=0.0)
+    fig = _figure(figsize=(_PANEL + 0.5, _PANEL + 0.3))
+    ax = fig.add_subplot()
+    _draw_scene(ax, data, field, limits, normalise)
+    ax.set_title(title)
+    if data is not None:
+        _legend(ax, loc="upper right", markerscale=3)
+    return fig
+
+
+def _inference_times(n_sigmas: int, n_points: int) -> np.ndarray:
+    """Times of a path over the grid: ``t_i = i / (N - 1)`` for ``sigma_i``, visited from
+    ``t = 1`` down; a path of ``N - 1`` points starts after ``x_T``."""
+    times = np.linspace(1.0, 0.0, n_sigmas)
+    if n_points == n_sigmas:
+        return times
+    if n_points == n_sigmas - 1:
+        return times[1:]
+    raise ValueError(
+        f"a trajectory over {n_sigmas} sigmas must have {n_sigmas} or {n_sigmas - 1} points; "
+        f"got {n_points}"
+    )
+
+
+def _draw_inference_axes(
+    ax: Axes, sigmas, center: float, n_std: float, title: str, extent: float
+) -> None:
+    times = np.linspace(0.0, 1.0, len(sigmas))
+    ax.fill_between(
+        times,
+        center - n_std * sigmas,
+        center + n_std * sigmas,
+        color="tab:red",
+        alpha=0.2,
+        linewidth=0,
+        label=rf"$x_0 \pm {n_std:g}\sigma_t$",
+    )
+    ax.axhline(center, color="tab:red", linewidth=0.8, alpha=0.6)
+    ax.set_yscale("symlog", linthresh=max(float(sigmas[0]), 1e-3))
+    bound = max(abs(center) + n_std * float(sigmas[-1]), extent)
+    ax.set_ylim(-1.1 * bound, 1.1 * bound)
+    ax.set_xlim(1.0, 0.0)  # sampling runs from t = 1 (sigma_max) to t = 0 (sigma_min)
+    ax.set_xlabel(r"time $t$ ($\sigma_{\max}$ at 1, $\sigma_{\min}$ at 0)")
+    ax.set_ylabel(r"$x_t$ (symlog)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def inference_trajectories(
+    sigmas,
+    trajectories: Mapping[str, np.ndarray],
+    *,
+    center: float = 0.0,
+    n_std: float = 3.0,
+    title: str = "Inference-process trajectories",
+    path=None,
+    fps: int = 10,
+    dpi: int = 80,
+) -> Figure:
+    r"""1-D inference-process paths against time on a symlog axis, inside the
+    :math:`x_0 \pm 3\sigma_t` band of :math:`q_{t|0}`.
+
+    ``sigmas[i]`` sits at time :math:`t_i = i/(N-1)`; the paths run from :math:`t = 1` to
+    :math:`t = 0`, i.e. over ``sigmas`` in descending order, as a sampler visits them.
+
+    Args:
+        sigmas: ``(N,)`` ascending grid (:func:`scorelab.noise.karras_sigmas`).
+        trajectories: label -> ``(N,)`` path (``x_T`` first) or ``(N-1,)`` path (after each
+            step, the tutorial's ``inference_process_sampling`` output).
+        center: :math:`x_0`, the band's centre.
+        n_std: band half-width in units of :math:`\sigma_t`.
+        title: axes title.
+        path: if given, also write an animation growing the paths step by step (``.gif`` or
+            ``.mp4``) there.
+        fps, dpi: animation frame rate and resolution (80 dpi keeps GIFs small).
+
+    Returns:
+        The static figure with the full paths.
+    """
+    sigmas = np.asarray(sigmas, dtype=np.float64).ravel()
+    if sigmas.size < 2 or np.any(np.diff(sigmas) <= 0):
+        raise ValueError("sigmas must be an ascending (N,) grid with N >= 2")
+    if not trajectories:
+        raise ValueError("trajectories is empty: give at least one label -> path")
+    writer_factory = None if path is None else _animation_writer(path)
+    paths = {}
+    for label, trajectory in trajectories.items():
+        values = np.asarray(trajectory, dtype=np.float64).ravel()
+        paths[label] = (_inference_times(sigmas.size, values.size), values)
+    colors = _series_colors(len(paths))
+    every_value = np.concatenate([values for _, values in paths.values()])
+    finite = every_value[np.isfinite(every_value)]
+    extent = float(np.max(np.abs(finite))) if finite.size else 0.0
+
+    def draw(fig: Figure):
+        ax = fig.add_subplot()
+        _draw_inference_axes(ax, sigmas, center, n_std, title, extent)
+        lines = [
+            ax.plot(
+                times,
+                values,
+                linestyle="--",
+                marker="o",
+                markersize=3,
+                color=color,
+                label=str(label),
+            )[0]
+            for color, (label, (times, values)) in zip(colors, paths.items(), strict=True)
+        ]
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        return lines
+
+    fig = _figure(figsize=(7, 4.2))
+    draw(fig)
+    if path is not None:
+        animation_fig = _figure(figsize=(7, 4.2), dpi=dpi)
+        lines = draw(animation_fig)
+        n_frames = max(values.size for _, values in paths.values())
+
+        def update(k):
+            for line, (times, values) in zip(lines, paths.values(), strict=True):
+                line.set_data(times[: k + 1], values[: k + 1])
+
+        _save_animation(animation_fig, update, list(range(n_frames)), path, writer_factory, fps)
+    return fig
+
+
+def ddim_samples(
+    samples: Mapping[object, np.ndarray],
+    data=None,
+    *,
+    lim: float | None = None,
+    ncols: int | None = None,
+    key_name: str | None = "e",
+    title: str = "DDIM samples",
+) -> Figure:
+    """One panel per sampler setting (e.g. per DDIM ``e``): its samples over the data.
+
+    Args:
+        samples: label -> ``(n, 2)`` samples; numeric labels are shown as ``key_name = label``.
+        data: optional ``(m, 2)`` reference samples drawn under each panel.
+        lim: plot half-width; ``None`` derives one square for all panels from the data (else
+            from all samples).
+        ncols: panels per row; default all in one row up to 4.
+        key_name: name printed before numeric labels.
+        title: figure title.
+    """
+    if not samples:
+        raise ValueError("samples is empty: give at least one label -> (n, 2) array")
+    sets = {label: _points(x, f"samples[{label!r}]") for label, x in samples.items()}
+    data = None if data is None else _points(data, "data")
+    fallback = np.concatenate(list(sets.values()))
+    limits = _square_limits(_scene_points(data, None, fallback), lim)
+    ncols = ncols or min(len(sets), 4)
+    nrows = math.ceil(len(sets) / ncols)
+    fig = _figure(figsize=(3.6 * ncols, 3.7 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, color, (label, x) in zip(axes, _series_colors(len(sets)), sets.items(), strict=False):
+        _draw_scene(ax, data, None, limits, None)
+        ax.scatter(
+            x[:, 0],
+            x[:, 1],
+            s=6,
+            color=color,
+            alpha=0.8,
+            linewidths=0,
+            label=f"samples (n={len(x)})",
+        )
+        ax.set_title(_format_label(label, key_name))
+        _legend(ax, loc="upper right", markerscale=2)
+    for ax in axes[len(sets) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+def metric_vs_steps(
+    results: Mapping[object, tuple[np.ndarray, np.ndarray]],
+    floor: tuple[float, float] | None = None,
+    *,
+    ylabel: str = "sliced Wasserstein",
+    xlabel: str = "N (number of steps)",
+    key_name: str | None = "e",
+    log_y: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """A metric against the number of steps N, one line per setting, on a log N axis.
+
+    Args:
+        results: label (e.g. the DDIM ``e``) -> ``(Ns, values)``, two equal-length 1-D arrays.
+        floor: ``(mean, std)`` of the metric between two independent exact sample sets of the
+            same size (:func:`scorelab.metrics.floor`), drawn as a band of one std.
+        ylabel, xlabel: axis labels.
+        key_name: name printed before numeric labels.
+        log_y: logarithmic metric axis.
+        title: axes title; default ``"<ylabel> against N"``.
+    """
+    if not results:
+        raise ValueError("results is empty: give at least one label -> (Ns, values)")
+    fig = _figure(figsize=(6.5, 4.2))
+    ax = fig.add_subplot()
+    all_ns = set()
+    for color, (label, (ns, values)) in zip(
+        _series_colors(len(results)), results.items(), strict=True
+    ):
+        ns, values = np.asarray(ns, dtype=np.float64), np.asarray(values, dtype=np.float64)
+        if ns.shape != values.shape or ns.ndim != 1:
+            raise ValueError(f"results[{label!r}]: Ns and values must be equal-length 1-D")
+        all_ns.update(ns.tolist())
+        ax.plot(
+            ns,
+            values,
+            color=color,
+            marker="o",
+            markersize=4,
+            linestyle="--",
+            label=_format_label(label, key_name),
+        )
+    if floor is not None:
+        mean, std = float(floor[0]), float(floor[1])
+        ax.axhspan(
+            mean - std,
+            mean + std,
+            color="0.5",
+            alpha=0.3,
+            linewidth=0,
+            label=f"floor (exact vs exact): {mean:.3g} ± {std:.2g}",
+        )
+        ax.axhline(mean, color="0.3", linewidth=1.0)
+    ax.set_xscale("log")
+    ticks = sorted(all_ns)
+    # Label the N actually run (e.g. 4, 9, ..., 100) rather than powers of ten.
+    if len(ticks) <= 12:
+        ax.set_xticks(ticks, [f"{n:g}" for n in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel[:1].upper()}{ylabel[1:]} against N")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax)
+    return fig
+
+
+def image_grid(
+    images, *, ncols: int | None = None, titles: Sequence[str] | None = None, title: str = ""
+) -> Figure:
+    """A grid of images ``(n, H, W, 3)`` (or ``(n, H, W)`` grey) with values in ``[0, 1]``.
+
+    Args:
+        images: the images; values are clipped to ``[0, 1]`` after checking they lie within
+            a rounding error of it.
+        ncols: images per row; default ``ceil(sqrt(n))``.
+        titles: optional per-image titles.
+        title: figure title.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(f"images must have shape (n, H, W, 3) or (n, H, W); got {images.shape}")
+    if images.size and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+        raise ValueError(
+            f"image values must lie in [0, 1]; got [{images.min():.3g}, {images.max():.3g}]"
+        )
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"got {len(titles)} titles for {len(images)} images")
+    images = np.clip(images, 0.0, 1.0)
+    n = len(images)
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    fig = _figure(figsize=(2.2 * ncols, 2.2 * nrows + (0.4 if title else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < n:
+            image = images[i][..., 0] if images.ndim == 4 and images.shape[-1] == 1 else images[i]
+            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix, e.g. ``.png``), tight bounding box."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# --- animations -------------------------------------------------------------------------------
+
+
+def animate_trajectories(
+    trajectories,
+    path,
+    data=None,
+    field: Field | None = None,
+    *,
+    frames: int | Sequence[int] | None = None,
+    lim: float | None = None,
+    normalise: str | None = "unit",
+    fps: int = 10,
+    dpi: int = 80,
+    title: str = "Langevin chains",
+) -> Path:
+    """Animate sampler chains as in the tutorial: paths so far (left), current points (right),
+    one rainbow colour per chain, over the data and the score field.
+
+    Args:
+        trajectories: ``(n_chains, n_steps, 2)``.
+        path: output ``.gif`` (Pillow) or ``.mp4`` (ffmpeg).
+        data: optional ``(n, 2)`` target samples.
+        field: optional ``(X, Y, U, V)`` from :func:`mesh_score`.
+        frames: number of frames spread over the steps (default ``min(n_steps, 50)``), or the
+            step indices to show.
+        lim: plot half-width; ``None`` derives it from the data, else the mesh, else the chains.
+        normalise: arrow rescaling, see :func:`score_field`.
+        fps, dpi: frames per second and resolution (80 dpi keeps GIFs small).
+        title: figure title (the step is appended).
+
+    Returns:
+        ``path``.
+    """
+    writer_factory = _animation_writer(path)
+    trajectories = _chains(trajectories, "trajectories")
+    data = None if data is None else _points(data, "data")
+    field = None if field is None else _field(field)
+    n_chains, n_steps, _ = trajectories.shape
+    indices = _frame_indices(frames, n_steps)
+    limits = _square_limits(_scene_points(data, field, trajectories.reshape(-1, 2)), lim)
+    colors = _chain_colors(n_chains)
+
+    fig = _figure(figsize=(2 * _PANEL + 0.5, _PANEL + 0.6), dpi=dpi)
+    path_ax, point_ax = fig.subplots(1, 2)
+    for ax, panel_title in ((path_ax, "paths"), (point_ax, "current samples")):
+        _draw_scene(ax, data, field, limits, normalise)
+        ax.set_title(panel_title)
+    lines = [path_ax.plot([], [], color=c, linewidth=0.9, alpha=0.8)[0] for c in colors]
+    points = point_ax.scatter(
+        trajectories[:, 0, 0],
+        trajectories[:, 0, 1],
+        c=colors,
+        s=30,
+        edgecolors="k",
+        linewidths=0.5,
+        zorder=3,
+    )
+
+    def update(step):
+        for line, chain in zip(lines, trajectories[:, : step + 1], strict=True):
+            line.set_data(chain[:, 0], chain[:, 1])
+        points.set_offsets(trajectories[:, step])
+        fig.suptitle(f"{title}: step {step + 1} / {n_steps}")
+
+    try:
+        return _save_animation(fig, update, indices, path, writer_factory, fps)
+    finally:
+        fig.clear()
+
+
+def animate_noised_sequence(
+    samples_per_sigma,
+    sigmas,
+    path,
+    *,
+    frames: int | Sequence[int] | None = None,
+    lim: float | None = None,
+    fps: int = 10,
+    dpi: int = 80,
+    title: str = r"Noised data $q_\sigma$",
+) -> Path:
+    r"""Animate samples of the noised sequence :math:`q_\sigma = q_0 * N(0, \sigma^2 I)`,
+    one level per frame in the given order, with :math:`\sigma` in the title.
+
+    Args:
+        samples_per_sigma: ``(n_levels, n, 2)``, samples of :math:`q_{\sigma_i}` in row ``i``.
+        sigmas: ``(n_levels,)``.
+        path: output ``.gif`` or ``.mp4``.
+        frames: number of frames spread over the levels (default ``min(n_levels, 50)``), or
+            level indices.
+        lim: plot half-width; ``None`` derives it from the least-noised level (the data),
+            padded by 30%, so the noisier levels spill out of the view as the noise grows.
+        fps, dpi: frames per second and resolution (80 dpi keeps GIFs small).
+        title: title; ``sigma = ...`` is appended.
+    """
+    writer_factory = _animation_writer(path)
+    samples = _chains(samples_per_sigma, "samples_per_sigma")
+    sigmas = np.asarray(sigmas, dtype=np.float64).ravel()
+    if sigmas.size != samples.shape[0]:
+        raise ValueError(f"got {sigmas.size} sigmas for {samples.shape[0]} levels of samples")
+    indices = _frame_indices(frames, sigmas.size)
+    limits = _square_limits(samples[int(np.argmin(sigmas))], lim, pad=0.3)
+
+    fig = _figure(figsize=(_PANEL + 0.5, _PANEL + 0.5), dpi=dpi)
+    ax = fig.add_subplot()
+    _draw_scene(ax, None, None, limits, None)
+    scatter = ax.scatter(
+        samples[0, :, 0], samples[0, :, 1], s=5, color="tab:blue", alpha=0.6, linewidths=0
+    )
+
+    def update(level):
+        scatter.set_offsets(samples[level])
+        ax.set_title(rf"{title},  $\sigma$ = {sigmas[level]:.3g}")
+
+    try:
+        return _save_animation(fig, update, indices, path, writer_factory, fps)
+    finally:
+        fig.clear()
+
+
+def animate_annealed(
+    trajectories,
+    sigmas,
+    fields: Sequence[Field],
+    path,
+    data=None,
+    *,
+    frames: int | Sequence[int] | None = None,
+    tail: int | None = None,
+    lim: float | None = None,
+    normalise: str | None = "max",
+    fps: int = 10,
+    dpi: int = 80,
+    title: str = "Annealed Langevin",
+) -> Path:
+    r"""Animate annealed-Langevin chains with the score field of the current noise level.
+
+    The chains run ``n_steps_per_level`` steps at each :math:`\sigma`, from the largest to
+    the smallest; each frame shows the paths so far (left, optionally only the last ``tail``
+    steps) and the current points (right) over the field of the current level, rescaled per
+    level (``normalise="max"``, the tutorial's choice: the raw field grows like
+    :math:`1/\sigma^2`).
+
+    Args:
+        trajectories: ``(n_chains, n_levels * n_steps_per_level, 2)`` in sampling order.
+        sigmas: ``(n_levels,)`` in either order; sampling visits them from largest to smallest.
+        fields: ``n_levels`` fields ``(X, Y, U, V)`` from :func:`mesh_score`, ``fields[i]`` at
+            ``sigmas[i]``.
+        path: output ``.gif`` or ``.mp4``.
+        data: optional ``(n, 2)`` target samples.
+        frames: number of frames spread over all steps, or step indices; default the last
+            step of each level (at most 50 levels, evenly spread).
+        tail: number of most recent steps drawn in the path panel; ``None`` draws all.
+        lim: plot half-width; ``None`` derives it from the data, else the mesh.
+        normalise: arrow rescaling, see :func:`score_field`.
+        fps, dpi: frames per second and resolution (80 dpi keeps GIFs small).
+        title: figure title; the level and sigma are appended.
+    """
+    writer_factory = _animation_writer(path)
+    trajectories = _chains(trajectories, "trajectories")
+    sigmas = np.asarray(sigmas, dtype=np.float64).ravel()
+    if len(fields) != sigmas.size:
+        raise ValueError(f"got {len(fields)} fields for {sigmas.size} sigmas")
+    order = np.argsort(-sigmas, kind="stable")  # sampling order: largest sigma first
+    sigmas = sigmas[order]
+    fields = [_field(fields[i], f"fields[{i}]") for i in order]
+    n_chains, n_total, _ = trajectories.shape
+    n_levels = sigmas.size
+    if n_total % n_levels:
+        raise ValueError(
+            f"trajectories have {n_total} steps, not a multiple of the {n_levels} levels "
+            "(expected n_levels * n_steps_per_level records, without the initial point)"
+        )
+    per_level = n_total // n_levels
+    if frames is None:
+        levels = _frame_indices(None, n_levels)
+        indices = [(level + 1) * per_level - 1 for level in levels]
+    else:
+        indices = _frame_indices(frames, n_total)
+    data = None if data is None else _points(data, "data")
+    limits = _square_limits(_scene_points(data, fields[0], trajectories.reshape(-1, 2)), lim)
+    colors = _chain_colors(n_chains)
+
+    fig = _figure(figsize=(2 * _PANEL + 0.5, _PANEL + 0.6), dpi=dpi)
+    path_ax, point_ax = fig.subplots(1, 2)
+    quivers = []
+    for ax, panel_title in ((path_ax, "paths"), (point_ax, "current samples")):
+        quivers.append(_draw_scene(ax, data, fields[0], limits, normalise))
+        ax.set_title(panel_title)
+    lines = [path_ax.plot([], [], color=c, linewidth=0.8, alpha=0.6)[0] for c in colors]
+    points = point_ax.scatter(
+        trajectories[:, 0, 0],
+        trajectories[:, 0, 1],
+        c=colors,
+        s=30,
+        edgecolors="k",
+        linewidths=0.5,
+        zorder=3,
+    )
+
+    def update(step):
+        level = step // per_level
+        start = 0 if tail is None else max(0, step + 1 - tail)
+        for line, chain in zip(lines, trajectories[:, start : step + 1], strict=True):
+            line.set_data(chain[:, 0], chain[:, 1])
+        points.set_offsets(trajectories[:, step])
+        U, V = _normalise(fields[level][2], fields[level][3], normalise)
+        for quiver in quivers:
+            quiver.set_UVC(U, V)
+        fig.suptitle(
+            rf"{title}: level {level + 1} / {n_levels}, $\sigma$ = {sigmas[level]:.3g}, "
+            f"step {step + 1} / {n_total}"
+        )
+
+    try:
+        return _save_animation(fig, update, indices, path, writer_factory, fps)
+    finally:
+        fig.clear()
