@@ -20,13 +20,8 @@ from scorelab import metrics
 from scorelab.targets import GaussianMixture
 
 
-@eqx.filter_jit
-def _draw(target, key, n):
-    return target.sample(key, n)
-
-
 def draw(target, key, n):
-    return np.asarray(_draw(target, key, n), dtype=np.float64)
+    return np.asarray(target.sample(key, n), dtype=np.float64)
 
 
 def assigned_means(samples, target):

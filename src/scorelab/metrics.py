@@ -7,8 +7,9 @@ size (:func:`floor`), which is what a perfect sampler scores.
 
 Sliced Wasserstein is nearly blind to the spread *within* the modes of a multi-modal law: its
 value is dominated by how much mass sits in each mode. On the tutorial's nine-mode target,
-samples with 2.5x the true within-mode variance score as well as exact samples (within the
-floor's spread). :func:`mixture_report` measures what it misses, mode by mode.
+exact samples whose modes are widened to 2.5x the true variance score about 4.5% *better*
+(sliced and max-sliced) against an independent reference set than the same samples unchanged
+(``tests/test_metrics.py``). :func:`mixture_report` measures what it misses, mode by mode.
 
 References:
     Bonneel, N., Rabin, J., Peyré, G. & Pfister, H. (2015). Sliced and Radon Wasserstein
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import ot
 from jax import Array
-from scipy import stats
+from scipy import spatial, stats
 
 from scorelab.targets import GaussianMixture
 
@@ -200,8 +201,7 @@ def median_bandwidth(x, y, max_points: int = 2000, seed: int = 0) -> float:
     pooled = np.concatenate([x, y])
     if pooled.shape[0] > max_points:
         pooled = np.random.default_rng(seed).choice(pooled, size=max_points, replace=False)
-    i, j = np.triu_indices(pooled.shape[0], k=1)
-    bandwidth = float(np.median(np.linalg.norm(pooled[i] - pooled[j], axis=-1)))
+    bandwidth = float(np.median(spatial.distance.pdist(pooled)))
     if bandwidth <= 0.0:
         raise ValueError("median heuristic: the median pairwise distance is 0; pass bandwidth")
     return bandwidth
@@ -330,10 +330,11 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
     r"""Mode weights, coverage and within-mode spread of samples from a Gaussian mixture target.
 
     Why it exists: sliced Wasserstein is nearly blind to the spread inside modes. On the
-    tutorial's target (modes 10 apart, standard deviation 0.32) a mode-weight error of a few
-    percent moves mass over distances of 10, which outweighs any change of spread; samples
-    with 2.5x the true within-mode variance score as well as exact samples. This report reads
-    the two failure modes separately.
+    tutorial's target (modes 10 apart, standard deviation 0.32) the multinomial mode-weight
+    error of a finite sample moves mass over distances of 10, which dominates the distance;
+    widening every mode to 2.5x its variance even *lowers* it (by about 4.5%), because wider
+    modes shorten each projection's transport of excess mass from one mode to the next. This
+    report reads mode weights and within-mode spread separately.
 
     Each sample :math:`x` is assigned to :math:`\hat k(x) = \arg\max_k p(k \mid x)`, the
     target's posterior (:meth:`GaussianMixture.responsibilities`). With
