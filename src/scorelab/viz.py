@@ -51,7 +51,7 @@ __all__ = [
 Field = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 # One style for every figure: data faint blue, fields dark grey, chains in rainbow colours
-# (as the tutorial), labelled series (models, e values) in the qualitative tab10 palette.
+# (as the tutorial), labelled series (models, e values) in tab10 minus the data's blue.
 _DATA_STYLE = dict(color="tab:blue", alpha=0.3, s=4, linewidths=0, label="data")
 _FIELD_COLOR = "0.2"
 _PANEL = 4.5  # inches per square panel
@@ -61,7 +61,7 @@ _PANEL = 4.5  # inches per square panel
 
 
 def _points(x, name: str) -> np.ndarray:
-    """``x`` as a finite-shape ``(n, 2)`` float array, or a clear error."""
+    """``x`` as an ``(n, 2)`` float array, or a clear error."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"{name} must have shape (n, 2) (2-D points); got {x.shape}")
@@ -165,7 +165,8 @@ def _legend(ax: Axes, **kwargs):
 
 
 def _series_colors(n: int):
-    return [colormaps["tab10"](i % 10) for i in range(n)]
+    # tab10 without its first colour, which is the data's blue.
+    return [colormaps["tab10"](1 + i % 9) for i in range(n)]
 
 
 def _chain_colors(n: int):
@@ -552,7 +553,8 @@ def ddim_samples(
             label=f"samples (n={len(x)})",
         )
         ax.set_title(_format_label(label, key_name))
-        _legend(ax, loc="upper right", markerscale=2)
+        # Below the panel: inside, it would cover the modes nearest a tight derived limit.
+        _legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, markerscale=2)
     for ax in axes[len(sets) :]:
         ax.set_visible(False)
     fig.suptitle(title)
