@@ -124,9 +124,12 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    from scorelab.config import load_config
     from scorelab.demo import DemoSettings, run_demo
 
     settings = DemoSettings.full() if args.full else DemoSettings()
+    if args.settings is not None:
+        settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
     run_demo(settings, Path(args.out) / args.name, progress=not args.quiet)
     return 0
 
@@ -173,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true", help="the tutorial's settings (slow)")
     demo.add_argument("--name", default="demo", help="run name (runs/<name>)")
     demo.add_argument("--out", default="runs", help="parent directory of the run")
+    demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
     return parser

@@ -252,7 +252,7 @@ class SamplerConfig:
     n_levels: int = 100
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
-    rho: float = samplers.DEFAULT_RHO
+    rho: float = 5.0
     e: float = 1.0
     eta_0: float = 0.0
     n_steps: int = 1000

@@ -80,7 +80,7 @@ class DemoSettings:
     ncsn_sigma_distribution: str = "loguniform"
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
-    rho: float = samplers.DEFAULT_RHO
+    rho: float = 5.0
     tutorial_sigma_max: float = 10.0
     ula_step_size: float = 1e-2
     ula_steps: int = 1000
@@ -104,7 +104,33 @@ class DemoSettings:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: DemoSettings | None = None) -> DemoSettings:
+        """Settings from a mapping (``demo.json``, a TOML file): fields not given keep ``base``'s
+        values (the defaults); training tables update that model's :class:`TrainConfig`.
+
+        Raises:
+            ValueError: for an unknown field, naming the accepted ones.
+        """
+        base = base if base is not None else cls()
+        names = [field.name for field in dataclasses.fields(cls)]
+        changes = {}
+        for name, value in values.items():
+            if name not in names:
+                raise ValueError(f"demo.{name}: unknown setting; accepted: {', '.join(names)}")
+            current = getattr(base, name)
+            if isinstance(current, TrainConfig):
+                try:
+                    value = TrainConfig.from_dict({**current.to_dict(), **value})
+                except ValueError as error:
+                    raise ValueError(f"demo.{name}.{error}") from error
+            elif isinstance(current, tuple):
+                value = tuple(value)
+            changes[name] = value
+        return dataclasses.replace(base, **changes)
 
 
 def _key(settings: DemoSettings, name: str) -> jax.Array:

@@ -1,0 +1,197 @@
+"""The command line: every command end to end at small sizes, and one-line errors (exit 2)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scorelab.cli import main
+
+_TINY_TRAIN = [
+    "--steps",
+    "6",
+    "--batch-size",
+    "32",
+    "--set",
+    "train.steps_per_dispatch=3",
+    "--set",
+    "data.n=200",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--loss", "dsm", "--out", str(out), *_TINY_TRAIN]) == 0
+    return out
+
+
+def test_train_writes_a_run_directory(trained_run):
+    for name in ("config.json", "manifest.json", "model.json", "model.eqx", "losses.npy"):
+        assert (trained_run / name).is_file(), name
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    assert manifest["config"]["loss"]["name"] == "dsm"
+    assert manifest["versions"]["jax"]
+    assert np.load(trained_run / "losses.npy").shape == (6,)
+
+
+def test_sample_evaluate_and_plot_a_trained_run(trained_run, tmp_path, capsys):
+    samples = tmp_path / "s.npy"
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(trained_run),
+                "--sampler",
+                "ula",
+                "--n-steps",
+                "5",
+                "--n",
+                "50",
+                "--out",
+                str(samples),
+            ]
+        )
+        == 0
+    )
+    assert np.load(samples).shape == (50, 2)
+    report = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(samples),
+                "--target",
+                "seed_mixture",
+                "--floor-repeats",
+                "2",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "SW floor" in table
+    payload = json.loads(report.read_text())
+    assert (
+        payload["metrics"]["n_samples"] == 50 and len(payload["floor"]["sliced_wasserstein"]) == 2
+    )
+    figures = tmp_path / "fig"
+    assert main(["plot", str(trained_run), "--out", str(figures)]) == 0
+    assert {p.name for p in figures.iterdir()} >= {"loss.png", "score_field.png", "samples.png"}
+
+
+def test_sample_with_the_exact_score_is_reproducible(tmp_path):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    args = ["sample", "--exact", "seed_mixture", "--sampler", "ddim", "--levels", "5", "--n", "8"]
+    assert main([*args, "--out", str(a)]) == 0
+    assert main([*args, "--n", "16", "--out", str(b), "--trajectory", str(tmp_path / "t.npy")]) == 0
+    # Chain i depends only on index i: the first 8 of 16 equal the 8.
+    np.testing.assert_array_equal(np.load(a), np.load(b)[:8])
+    assert np.load(tmp_path / "t.npy").shape == (16, 5, 2)
+
+
+def test_evaluate_against_a_data_file(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(40, 2)))
+    np.savetxt(tmp_path / "ref.csv", rng.normal(size=(60, 2)), delimiter=",")
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "x.npy"),
+                "--data",
+                str(tmp_path / "ref.csv"),
+                "--floor-repeats",
+                "2",
+            ]
+        )
+        == 0
+    )
+
+
+def test_train_from_a_toml_config_and_a_csv_file(tmp_path):
+    np.savetxt(tmp_path / "d.csv", np.random.default_rng(1).normal(size=(64, 2)), delimiter=",")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[data]\nsource = "{tmp_path / "d.csv"}"\n[loss]\nname = "hutchinson"\nn_probes = 2\n'
+        "[train]\nsteps = 4\nbatch_size = 16\nsteps_per_dispatch = 2\n"
+    )
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["loss"] == {**saved["loss"], "name": "hutchinson", "n_probes": 2}
+
+
+def _nan_file(tmp_path):
+    path = tmp_path / "nan.npy"
+    np.save(path, np.array([[0.0, np.nan], [1.0, 1.0]]))
+    return path
+
+
+def _file(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array)
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--loss", "ncsn", "--set", "loss.sigma_min=-1"], "loss.sigma_min"),
+        (["train", "--set", "loss.sigma_min=20", "--set", "loss.sigma_max=10"], "loss.sigma_max"),
+        (["train", "--steps", "0"], "train.steps"),
+        (["train", "--loss", "nope"], "accepted: hyvarinen, hutchinson, sliced, dsm, ncsn"),
+        (["train", "--model", "resnet"], "model.name"),
+        (["train", "--data", "moons"], "data.source"),
+        (["train", "--data", "missing.npy"], "not found"),
+        (["train", "--set", "train.optimizer='lion'"], "train.optimizer"),
+        (["train", "--set", "bogus.x=1"], "unknown section"),
+        (["sample", "--exact", "seed_mixture", "--e", "-0.5"], "sampler.e"),
+        (["sample", "--exact", "seed_mixture", "--sigma-min", "-1"], "sampler.sigma_min"),
+        (["sample", "--exact", "seed_mixture", "--sigma-min", "90"], "sampler.sigma_max"),
+        (["sample", "--exact", "seed_mixture", "--sampler", "heun"], "sampler.name"),
+        (["sample", "--exact", "two_moons"], "no exact score"),
+        (["sample", "--exact", "seed_mixture", "--n", "0"], "sample.n"),
+        (["sample", "--run", "no/such/run"], "no config.json"),
+        (["evaluate", "missing.npy", "--target", "seed_mixture"], "not found"),
+        (["evaluate", "{x}", "--target", "nine_modes"], "target"),
+    ],
+)
+def test_invalid_input_is_a_one_line_error_with_exit_status_2(argv, expected, tmp_path, capsys):
+    argv = [a.replace("{x}", str(_file(tmp_path, "x.npy", np.zeros((3, 2))))) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"scorelab {argv[0]}: error:")
+    assert expected in err
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.array([[0.0, np.nan], [1.0, 1.0]]), "NaN or inf"),
+        (np.array([[0.0, np.inf]]), "NaN or inf"),
+        (np.zeros(4), "2-D array"),
+        (np.zeros((0, 2)), "no data"),
+    ],
+)
+def test_bad_data_files_are_rejected(array, expected, tmp_path, capsys):
+    path = _file(tmp_path, "bad.npy", array)
+    assert main(["train", "--data", str(path), "--quiet"]) == 2
+    assert main(["evaluate", str(path), "--target", "seed_mixture"]) == 2
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert expected in line
+
+
+def test_argparse_errors_exit_2_and_console_script_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "scorelab.cli", "sample", "--levels", "many"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "invalid int value" in result.stderr
