@@ -1,0 +1,549 @@
+r"""Training: minimise a per-example score-matching loss with optax, K steps per dispatch.
+
+Each step :math:`i` draws a mini-batch :math:`\{x^{(b)}\}_{b<B}` by index from the data set
+(with replacement, as in the founding tutorial) and takes one optimiser step on
+
+.. math::
+    \mathcal{L}_i(\theta) = \frac1B \sum_{b<B} \ell\big(k_{i,b},\, s_\theta,\, x^{(b)}\big),
+
+where :math:`\ell` is a per-example loss of :mod:`scorelab.losses` and :math:`k_{i,b}` a key
+used once. All randomness of step :math:`i` comes from ``fold_in(key, i)``, so a run's result
+does not depend on how many steps are fused into one dispatch, on where it was checkpointed
+and resumed, or (up to float rounding of the batch mean) on how many devices share the batch.
+
+The hot loop is one jitted function running ``steps_per_dispatch`` steps with ``lax.scan``;
+the host touches the device once per dispatch, to fetch that dispatch's losses. The batch is
+sharded over a 1-D mesh of all devices (data parallelism), parameters and optimiser state are
+replicated. On several hosts, call :func:`initialize_distributed` first.
+
+References:
+    Kingma, D. P. & Ba, J. (2015). Adam: A Method for Stochastic Optimization.
+    https://arxiv.org/abs/1412.6980
+    Loshchilov, I. & Hutter, F. (2019). Decoupled Weight Decay Regularization.
+    https://arxiv.org/abs/1711.05101
+    Polyak, B. T. & Juditsky, A. B. (1992). Acceleration of Stochastic Approximation by
+    Averaging. SIAM J. Control Optim. 30(4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from scorelab import __version__, checkpoints
+from scorelab.targets import validate_data
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "NonFiniteLossError",
+    "make_optimizer",
+    "initialize_distributed",
+    "train",
+]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+# Fields that change only how a run is executed, not its result: they may differ on resume.
+_EXECUTION_FIELDS = ("steps_per_dispatch", "checkpoint_every", "log_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    r"""Hyper-parameters of a training run; validated on construction.
+
+    Attributes:
+        steps: number of optimiser steps, >= 1.
+        learning_rate: peak step size :math:`\eta > 0`.
+        optimizer: ``"adam"`` (default; Kingma & Ba 2015), ``"adamw"`` (Adam with decoupled
+            weight decay, Loshchilov & Hutter 2019) or ``"sgd"``.
+        schedule: learning rate over steps: ``"constant"``; ``"cosine"``,
+            :math:`\eta_i = \tfrac{\eta}{2}(1 + \cos(\pi i / \text{steps}))`; or
+            ``"warmup_cosine"``, linear from 0 to :math:`\eta` over ``warmup_steps``, then cosine
+            to 0.
+        warmup_steps: length of the warm-up of ``"warmup_cosine"``, in ``[1, steps)``; must be
+            0 for the other schedules.
+        grad_clip: ``None`` or the maximum global gradient norm :math:`c`; gradients are scaled
+            by :math:`\min(1, c / \lVert g \rVert_2)` before the optimiser.
+        weight_decay: :math:`\lambda \ge 0`. With ``"adamw"``, decoupled decay
+            :math:`\theta \leftarrow \theta - \eta_i \lambda \theta`; with ``"sgd"``, an L2 term
+            :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2`; with ``"adam"`` it must be 0 (L2
+            inside Adam is what AdamW fixes; choose ``"adamw"``).
+        batch_size: examples per step, drawn with replacement; ``None`` uses the full data set
+            every step. Must be divisible by the number of devices.
+        steps_per_dispatch: steps fused into one jitted ``lax.scan`` (:math:`K`); more means
+            less host overhead and a coarser progress bar, never a different result.
+        ema_decay: ``None`` or :math:`\beta \in (0, 1)`: keep the exponential moving average
+            :math:`\bar\theta_i = \beta\bar\theta_{i-1} + (1-\beta)\theta_i`,
+            :math:`\bar\theta_0 = \theta_0` (Polyak averaging with exponential weights).
+        checkpoint_every: ``None`` (checkpoint only at the end) or a period in steps; used
+            when ``train`` has an ``out_dir``.
+        seed: root seed of the run (the CLI builds ``train``'s key as
+            ``jax.random.key(seed)``), >= 0.
+        log_every: the progress bar shows the mean loss of the last ``log_every`` steps, >= 1.
+    """
+
+    steps: int = 1000
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    weight_decay: float = 0.0
+    batch_size: int | None = None
+    steps_per_dispatch: int = 100
+    ema_decay: float | None = None
+    checkpoint_every: int | None = None
+    seed: int = 0
+    log_every: int = 100
+
+    def __post_init__(self):
+        def integer(name, minimum, optional=False):
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                none = "None or " if optional else ""
+                raise ValueError(f"{name}: expected {none}an integer >= {minimum}, got {value!r}")
+
+        def real(name, accepted, test, optional=False):
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (ok and math.isfinite(value) and test(value)):
+                none = "None or " if optional else ""
+                raise ValueError(f"{name}: expected {none}{accepted}, got {value!r}")
+
+        def choice(name, accepted):
+            if getattr(self, name) not in accepted:
+                raise ValueError(
+                    f"{name}: unknown value {getattr(self, name)!r}; accepted: {list(accepted)}"
+                )
+
+        integer("steps", 1)
+        real("learning_rate", "a number > 0", lambda v: v > 0)
+        choice("optimizer", OPTIMIZERS)
+        choice("schedule", SCHEDULES)
+        integer("warmup_steps", 0)
+        if self.schedule == "warmup_cosine" and not 1 <= self.warmup_steps < self.steps:
+            raise ValueError(
+                f"warmup_steps: schedule 'warmup_cosine' needs 1 <= warmup_steps < steps "
+                f"({self.steps}), got {self.warmup_steps}"
+            )
+        if self.schedule != "warmup_cosine" and self.warmup_steps != 0:
+            raise ValueError(
+                f"warmup_steps: only used by schedule 'warmup_cosine', must be 0 with "
+                f"{self.schedule!r}, got {self.warmup_steps}"
+            )
+        real("grad_clip", "a number > 0", lambda v: v > 0, optional=True)
+        real("weight_decay", "a number >= 0", lambda v: v >= 0)
+        if self.optimizer == "adam" and self.weight_decay != 0:
+            raise ValueError(
+                "weight_decay: must be 0 with optimizer 'adam'; use optimizer 'adamw' for "
+                "(decoupled) weight decay"
+            )
+        integer("batch_size", 1, optional=True)
+        integer("steps_per_dispatch", 1)
+        real("ema_decay", "a number in (0, 1)", lambda v: 0 < v < 1, optional=True)
+        integer("checkpoint_every", 1, optional=True)
+        integer("seed", 0)
+        integer("log_every", 1)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping (a TOML table, a checkpoint's JSON), rejecting unknown keys."""
+        fields = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; accepted: {fields}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the trained model (same class and structure as the one given).
+        ema_model: the model with EMA parameters, or ``None`` if ``config.ema_decay`` is None.
+        losses: ``(steps,)`` float32, the mini-batch loss of every step, before its update.
+        config: the configuration the run used.
+        start_step: the step training (re)started from: 0, or the checkpoint resumed.
+    """
+
+    model: eqx.Module
+    ema_model: eqx.Module | None
+    losses: np.ndarray
+    config: TrainConfig
+    start_step: int
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a NaN or infinite loss or gradient; raised with the step and what to try.
+
+    Attributes:
+        step: index of the step whose loss or gradient was not finite (its update was not
+            applied and nothing after it was checkpointed).
+        losses: ``(step,)`` the finite losses before it.
+        last_checkpoint: step of the last checkpoint on disk, or ``None``.
+    """
+
+    def __init__(self, step: int, loss: float, losses: np.ndarray, last_checkpoint: int | None):
+        self.step = step
+        self.losses = losses
+        self.last_checkpoint = last_checkpoint
+        kept = (
+            f"the last good checkpoint (step {last_checkpoint}) is kept"
+            if last_checkpoint is not None
+            else "no checkpoint was written"
+        )
+        super().__init__(
+            f"non-finite loss or gradient at step {step} (loss {loss}); training stopped and "
+            f"{kept}. Try a lower learning_rate, gradient clipping (grad_clip, e.g. 1.0), or a "
+            "warm-up schedule ('warmup_cosine')."
+        )
+
+
+class _TrainState(NamedTuple):
+    params: Any  # the inexact-array leaves of the model (eqx.partition), None elsewhere
+    opt_state: optax.OptState
+    ema_params: Any  # like params, or None without EMA
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The optax transformation of ``config``: optional clipping, then the optimiser."""
+    if config.schedule == "constant":
+        learning_rate = config.learning_rate
+    elif config.schedule == "cosine":
+        learning_rate = optax.cosine_decay_schedule(config.learning_rate, config.steps)
+    else:
+        learning_rate = optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, config.warmup_steps, config.steps
+        )
+    if config.optimizer == "adam":
+        optimizer = optax.adam(learning_rate)
+    elif config.optimizer == "adamw":
+        optimizer = optax.adamw(learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = optax.chain(
+            optax.add_decayed_weights(config.weight_decay), optax.sgd(learning_rate)
+        )
+    if config.grad_clip is None:
+        return optimizer
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
+
+
+def initialize_distributed() -> bool:
+    """Join a multi-host JAX job when launched as one; a no-op on a single host.
+
+    Must run before anything else touches JAX (the CLI calls it first). A multi-host launch is
+    recognised by ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``, or a cluster JAX detects such as Slurm), or by an ``srun`` job step or
+    ``mpirun`` launch of more than one task (``SLURM_STEP_NUM_TASKS``,
+    ``OMPI_COMM_WORLD_SIZE``), whose coordinates ``jax.distributed.initialize`` detects itself.
+    (An ``salloc`` shell running plain ``python`` is one process and is left alone.)
+
+    Returns:
+        whether ``jax.distributed.initialize`` was called.
+    """
+    environ = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in environ:
+
+        def optional_int(name):
+            return int(environ[name]) if name in environ else None
+
+        jax.distributed.initialize(
+            num_processes=optional_int("JAX_NUM_PROCESSES"),
+            process_id=optional_int("JAX_PROCESS_ID"),
+        )
+        return True
+    tasks = max(
+        int(environ.get(name, "1")) for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
+    )
+    if tasks > 1:
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def _as_typed_key(key: Array) -> Array:
+    # Accept legacy uint32 keys (jax.random.PRNGKey) too; work with typed keys internally.
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def _fingerprint(data: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+@functools.partial(jax.jit, static_argnames=("static", "loss_fn", "config", "mesh", "length"))
+def _dispatch(
+    state: _TrainState,
+    frozen: Any,
+    data: Array,
+    key: Array,
+    start: Array,
+    n_active: Array,
+    *,
+    static: Any,
+    loss_fn: Callable,
+    config: TrainConfig,
+    mesh: Mesh,
+    length: int,
+) -> tuple[_TrainState, Array, Array]:
+    """Run steps ``start, ..., start + n_active - 1``; return ``(state, losses, bad)``.
+
+    ``lax.scan`` runs over ``length`` slots (those past ``n_active`` do nothing), so one
+    compilation serves every dispatch of a run, and every run with the same ``static`` model
+    part, ``loss_fn`` object and ``config`` (``train`` passes it with the execution-only fields
+    reset). ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
+    non-finite loss or gradient, or -1, and from that step on the state is left as it was.
+    """
+    optimizer = make_optimizer(config)
+    replicated = NamedSharding(mesh, P())
+    batch_sharded = NamedSharding(mesh, P("data"))
+
+    def batch_loss(params, step_key):
+        batch_key, loss_key = jax.random.split(step_key)
+        if config.batch_size is None:
+            x_0 = data
+        else:
+            indices = jax.random.randint(batch_key, (config.batch_size,), 0, data.shape[0])
+            x_0 = data[indices]
+        # Data parallelism: each device computes the loss of its slice of the batch; the mean
+        # below becomes an all-reduce, and so does the gradient.
+        x_0 = jax.lax.with_sharding_constraint(x_0, batch_sharded)
+        example_keys = jax.vmap(lambda b: jax.random.fold_in(loss_key, b))(jnp.arange(x_0.shape[0]))
+        example_keys = jax.lax.with_sharding_constraint(example_keys, batch_sharded)
+        score_fn = eqx.combine(params, frozen, static)
+        return jnp.mean(jax.vmap(lambda k, x: loss_fn(k, score_fn, x))(example_keys, x_0))
+
+    def update(state, step_key):
+        loss, grads = jax.value_and_grad(batch_loss)(state.params, step_key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = (
+            None
+            if config.ema_decay is None
+            else optax.incremental_update(params, state.ema_params, 1.0 - config.ema_decay)
+        )
+        new_state = jax.lax.with_sharding_constraint(
+            _TrainState(params, opt_state, ema_params), replicated
+        )
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        return new_state, loss, finite
+
+    def skip(state, step_key):
+        del step_key
+        return state, jnp.full((), jnp.nan, jnp.float32), jnp.array(True)
+
+    def body(carry, slot):
+        state, bad = carry
+        step = start + slot
+        active = (slot < n_active) & (bad < 0)
+        state, loss, finite = jax.lax.cond(
+            active, update, skip, state, jax.random.fold_in(key, step)
+        )
+        bad = jnp.where(finite, bad, step)
+        return (state, bad), loss
+
+    (state, bad), losses = jax.lax.scan(body, (state, jnp.array(-1)), jnp.arange(length))
+    return state, losses, bad
+
+
+def train(
+    key: Array,
+    model: eqx.Module,
+    loss_fn: Callable,
+    data,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
+
+    Step :math:`i` (``0 <= i < steps``) uses the key ``fold_in(key, i)``, split into a batch
+    key (indices ``randint(0, n)`` of shape ``(batch_size,)``) and a loss key, from which
+    example :math:`b` of the batch gets ``fold_in(loss_key, b)``; it records the mean loss and
+    applies one update of :func:`make_optimizer` (and the EMA update if configured).
+
+    Args:
+        key: root PRNG key (typed, ``jax.random.key``, or legacy ``PRNGKey``).
+        model: Equinox module; the initial score model ``score_fn(x, sigma)``. Its
+            inexact-array leaves are trained; on resume only its structure is used.
+        loss_fn: per-example loss ``loss_fn(key, score_fn, x) -> scalar`` with ``x`` of shape
+            ``(d,)`` (a :mod:`scorelab.losses` function with its hyper-parameters bound by
+            ``functools.partial``).
+        data: ``(n, d)`` training set (finite numbers), copied to every device.
+        config: the run's :class:`TrainConfig`.
+        out_dir: directory for orbax checkpoints (every ``config.checkpoint_every`` steps and
+            at the end); ``None`` writes nothing.
+        resume: continue from the latest complete checkpoint in ``out_dir`` (start afresh if
+            there is none). The run must have the same key, data and config up to the
+            execution-only fields ``steps_per_dispatch``, ``checkpoint_every`` and
+            ``log_every``; it then ends with the same parameters as an uninterrupted run.
+        progress: show a tqdm bar with step, mean loss and steps/s.
+
+    Returns:
+        a :class:`TrainResult`.
+
+    Raises:
+        NonFiniteLossError: a loss or gradient was NaN/inf; the bad update is not applied and
+            not checkpointed.
+        ValueError: batch size not divisible by the device count; ``resume`` without
+            ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
+            the checkpointed run.
+        scorelab.targets.DataError: ``data`` is not a finite ``(n, d)`` array.
+    """
+    data = validate_data(data)
+    key = _as_typed_key(key)
+    devices = jax.devices()
+    batch = data.shape[0] if config.batch_size is None else config.batch_size
+    if batch % len(devices) != 0:
+        what = "batch_size" if config.batch_size is not None else "batch_size=None (all n rows)"
+        raise ValueError(
+            f"batch_size: {what} = {batch} is not divisible by the {len(devices)} devices the "
+            f"batch is sharded over; choose a multiple of {len(devices)}"
+        )
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the out_dir of the run to resume")
+
+    mesh = Mesh(np.asarray(devices), ("data",))
+    replicated = NamedSharding(mesh, P())
+    # Floating-point arrays are trained; other arrays (integer buffers) are passed along
+    # unchanged; the rest (hyper-parameters, functions) is static and keys the compilation.
+    params, rest = eqx.partition(model, eqx.is_inexact_array)
+    frozen, static = eqx.partition(rest, eqx.is_array)
+    frozen, device_data = jax.device_put((frozen, data), replicated)
+    optimizer = make_optimizer(config)
+    state = _TrainState(
+        params, optimizer.init(params), None if config.ema_decay is None else params
+    )
+    state = jax.device_put(state, replicated)
+    losses = np.full(config.steps, np.nan, dtype=np.float32)
+    metadata = {
+        "config": config.to_dict(),
+        "key_impl": str(jax.random.key_impl(key)),
+        "data_shape": list(data.shape),
+        "data_sha256": _fingerprint(data),
+        "scorelab_version": __version__,
+    }
+
+    start_step = 0
+    manager = None if out_dir is None else checkpoints.open_checkpoints(out_dir)
+    last_checkpoint = None if manager is None else manager.latest_step()
+    if last_checkpoint is not None and not resume:
+        raise ValueError(
+            f"out_dir {out_dir} already holds checkpoints (latest: step {last_checkpoint}); pass "
+            "resume=True to continue that run, or choose a new out_dir"
+        )
+
+    def checkpointed(state, losses):
+        # Everything a resumed run needs besides the config, data and model structure.
+        key_data = np.asarray(jax.random.key_data(key))
+        return {"train_state": state, "key_data": key_data, "losses": losses}
+
+    if last_checkpoint is not None:
+        like = checkpointed(state, losses)
+        start_step, saved, saved_metadata = checkpoints.restore_checkpoint(manager, like)
+        _check_resumable(saved_metadata, metadata, saved["key_data"], key)
+        state, losses = saved["train_state"], np.asarray(saved["losses"])
+
+    dispatch = functools.partial(
+        _dispatch,
+        static=static,
+        loss_fn=loss_fn,
+        # The execution-only fields do not enter the computation: reset them so that runs
+        # differing only there share one compilation.
+        config=dataclasses.replace(
+            config, steps_per_dispatch=1, checkpoint_every=None, seed=0, log_every=1
+        ),
+        mesh=mesh,
+        length=min(config.steps_per_dispatch, config.steps),
+    )
+    period = config.checkpoint_every or config.steps
+    bar = tqdm(
+        total=config.steps,
+        initial=start_step,
+        unit="step",
+        disable=not progress or jax.process_index() != 0,
+        dynamic_ncols=True,
+    )
+    step = start_step
+    with bar:
+        while step < config.steps:
+            next_checkpoint = min((step // period + 1) * period, config.steps)
+            n_active = min(config.steps_per_dispatch, next_checkpoint - step)
+            new_state, dispatch_losses, bad = dispatch(
+                state, frozen, device_data, key, step, n_active
+            )
+            dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
+            bad = int(bad)
+            if bad >= 0:
+                losses[step:bad] = dispatch_losses[: bad - step]
+                raise NonFiniteLossError(
+                    bad, float(dispatch_losses[bad - step]), losses[:bad], last_checkpoint
+                )
+            losses[step : step + n_active] = dispatch_losses[:n_active]
+            state, step = new_state, step + n_active
+            bar.update(n_active)
+            bar.set_postfix(loss=f"{np.mean(losses[max(0, step - config.log_every) : step]):.4g}")
+            if manager is not None and step == next_checkpoint:
+                checkpoints.save_checkpoint(
+                    manager, step, checkpointed(state, losses), {**metadata, "step": step}
+                )
+                last_checkpoint = step
+
+    def as_model(params):
+        return eqx.combine(params, frozen, static)
+
+    ema_model = None if config.ema_decay is None else as_model(state.ema_params)
+    return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
+
+
+def _check_resumable(saved: dict, current: dict, saved_key_data, key: Array) -> None:
+    """Refuse to resume a checkpoint into a different run (its result would be neither)."""
+    differing = [
+        name
+        for name, value in current["config"].items()
+        if name not in _EXECUTION_FIELDS and saved["config"].get(name) != value
+    ]
+    if differing:
+        details = ", ".join(
+            f"{name}: {saved['config'].get(name)!r} -> {current['config'][name]!r}"
+            for name in differing
+        )
+        raise ValueError(f"cannot resume: config differs from the checkpointed run ({details})")
+    if saved["data_sha256"] != current["data_sha256"]:
+        raise ValueError(
+            f"cannot resume: data differ from the checkpointed run's (shape "
+            f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here)"
+        )
+    if saved["key_impl"] != current["key_impl"] or not np.array_equal(
+        np.asarray(saved_key_data), np.asarray(jax.random.key_data(key))
+    ):
+        raise ValueError("cannot resume: key differs from the checkpointed run's (check the seed)")
