@@ -26,7 +26,13 @@ from scorelab.checkpoints import load_model, open_checkpoints, save_model
 from scorelab.losses import dsm_loss
 from scorelab.models import MLP
 from scorelab.targets import gaussian
-from scorelab.training import NonFiniteLossError, TrainConfig, initialize_distributed, train
+from scorelab.training import (
+    NonFiniteLossError,
+    TrainConfig,
+    initialize_distributed,
+    make_optimizer,
+    train,
+)
 
 TESTS_DIR = Path(__file__).parent
 MEAN = np.array([1.0, -2.0])
@@ -82,8 +88,36 @@ def run_script(body: str, env=None, **popen_kwargs):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The reference run, checkpointed every 5 steps (dispatches of 5, 5, 5, 5, 4 steps)."""
+def four_devices(tmp_path_factory):
+    """The reference run on 4 forced CPU devices, in a subprocess: ``(process, output .npz)``.
+
+    Also checks there that a batch size not divisible by 4 is refused.
+    """
+    output = tmp_path_factory.mktemp("four_devices") / "result.npz"
+    process = run_script(
+        f"""
+        import jax, numpy as np, pytest
+        from test_training import CONFIG, arrays, replace, run
+        assert len(jax.devices()) == 4
+        result = run()
+        with pytest.raises(ValueError, match="batch_size.*not divisible by the 4 devices"):
+            run(replace(CONFIG, batch_size=6))
+        np.savez({str(output)!r}, losses=result.losses, *arrays(result.model))
+        """,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
+    )
+    yield process, output
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, four_devices):
+    """The reference run, checkpointed every 5 steps (dispatches of 5, 5, 5, 5, 4 steps).
+
+    Requests ``four_devices`` only to start that subprocess first, so it runs alongside.
+    """
     out_dir = tmp_path_factory.mktemp("reference")
     config = replace(CONFIG, checkpoint_every=5)
     return run(config, out_dir=out_dir), out_dir
@@ -121,11 +155,52 @@ def test_loss_history_follows_the_documented_keys(reference):
     assert result.losses.shape == (CONFIG.steps,) and np.isfinite(result.losses).all()
 
 
-def test_steps_per_dispatch_does_not_change_the_run(reference):
+def test_steps_per_dispatch_does_not_change_the_run(reference, capsys):
     # Step i draws everything from fold_in(key, i): fusing 1 or 7 steps per dispatch (and the
     # reference's checkpoint-aligned dispatches) gives bitwise the same run.
-    result = run(replace(CONFIG, steps_per_dispatch=1))
+    data, model = problem()
+    config = replace(CONFIG, steps_per_dispatch=1)
+    result = train(jax.random.key(0), model, LOSS_FN, data, config, progress=True)
     assert_same_run(result, reference[0])
+    bar = capsys.readouterr().err  # tqdm: steps done, rate (step/s or s/step), mean loss
+    assert "24/24" in bar and "step" in bar and "loss=" in bar
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup_steps", "expected"),
+    [
+        ("constant", 0, lambda i: np.full_like(i, 0.1)),
+        ("cosine", 0, lambda i: 0.05 * (1 + np.cos(np.pi * i / 10))),
+        (
+            "warmup_cosine",
+            4,
+            lambda i: np.where(i < 4, 0.1 * i / 4, 0.05 * (1 + np.cos(np.pi * (i - 4) / 6))),
+        ),
+    ],
+)
+def test_learning_rate_schedules_match_their_closed_forms(schedule, warmup_steps, expected):
+    # With SGD and a unit gradient, the update of step i is -eta_i.
+    config = TrainConfig(
+        steps=10, learning_rate=0.1, optimizer="sgd", schedule=schedule, warmup_steps=warmup_steps
+    )
+    optimizer = make_optimizer(config)
+    theta = jnp.zeros(())
+    state, rates = optimizer.init(theta), []
+    for _ in range(10):
+        update, state = optimizer.update(jnp.ones(()), state, theta)
+        rates.append(-float(update))
+    np.testing.assert_allclose(rates, expected(np.arange(10.0)), rtol=1e-6, atol=1e-8)
+
+
+def test_gradient_clipping_and_decoupled_weight_decay():
+    theta, gradient = jnp.array([3.0, 4.0]), jnp.array([30.0, 40.0])  # |gradient| = 50
+    clipped = make_optimizer(TrainConfig(learning_rate=0.1, optimizer="sgd", grad_clip=5.0))
+    update, _ = clipped.update(gradient, clipped.init(theta), theta)
+    np.testing.assert_allclose(update, -0.1 * gradient * 5.0 / 50.0, rtol=1e-6)
+    # AdamW with a zero gradient moves theta only by the decay: -eta * lambda * theta.
+    adamw = make_optimizer(TrainConfig(learning_rate=0.1, optimizer="adamw", weight_decay=0.5))
+    update, _ = adamw.update(jnp.zeros(2), adamw.init(theta), theta)
+    np.testing.assert_allclose(update, -0.1 * 0.5 * theta, rtol=1e-6)
 
 
 def test_resume_from_an_earlier_checkpoint_equals_the_uninterrupted_run(reference, tmp_path):
@@ -171,20 +246,8 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(reference, tmp_path):
     assert_same_run(resumed, reference[0])  # bitwise
 
 
-def test_four_devices_give_the_one_device_parameters(reference, tmp_path):
-    output = tmp_path / "four_devices.npz"
-    process = run_script(
-        f"""
-        import jax, numpy as np, pytest
-        from test_training import CONFIG, arrays, replace, run
-        assert len(jax.devices()) == 4
-        result = run()
-        with pytest.raises(ValueError, match="batch_size.*not divisible by the 4 devices"):
-            run(replace(CONFIG, batch_size=6))
-        np.savez({str(output)!r}, losses=result.losses, *arrays(result.model))
-        """,
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
-    )
+def test_four_devices_give_the_one_device_parameters(reference, four_devices):
+    process, output = four_devices
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     four = np.load(output)
