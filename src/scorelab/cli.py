@@ -72,8 +72,10 @@ def _experiment(args, flags: dict, base: dict | None = None):
 
 
 def _cmd_train(args) -> int:
+    from scorelab.training import initialize_distributed
     from scorelab.workflows import train_run
 
+    initialize_distributed()  # a no-op on one host; joins the cluster when launched on several
     config = _experiment(args, _TRAIN_FLAGS)
     run_dir = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"trained model written to {run_dir}")
