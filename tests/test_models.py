@@ -37,3 +37,26 @@ def test_exact_score_wraps_the_noised_target(mixture):
     x = jnp.array([3.0, -4.0])
     np.testing.assert_allclose(oracle(x, 2.0), mixture.ve_marginal(2.0).score(x), rtol=1e-6)
     np.testing.assert_allclose(oracle(x), mixture.score(x), rtol=1e-6)
+
+
+def test_input_scaling_is_a_change_of_units_of_the_input():
+    key = jax.random.key(3)
+    x = jnp.array([8.0, -4.0])
+    scaled, plain = MLP(key, input_scale=8.0), MLP(key)
+    np.testing.assert_allclose(scaled(x), plain(x / 8.0), rtol=1e-6)
+    sigma = 3.0
+    preconditioned = NoiseConditionalMLP(key, sigma_data=5.0)
+    raw = NoiseConditionalMLP(key)
+    c_in = 1.0 / np.sqrt(sigma**2 + 5.0**2)  # Karras et al. (2022), Table 1
+    np.testing.assert_allclose(preconditioned(x, sigma), raw(x * c_in, sigma), rtol=1e-5)
+
+
+def test_layernorm_first_layer_cannot_resolve_radius_without_input_scaling():
+    # Why input_scale exists: with |W x| >> |b| the LayerNorm features of x and 2x nearly
+    # coincide, so the unscaled network maps far-apart points on a ray to almost the same score.
+    key = jax.random.key(4)
+    x = jnp.array([30.0, 40.0])
+    plain, scaled = MLP(key), MLP(key, input_scale=50.0)
+    gap_plain = float(jnp.linalg.norm(plain(x) - plain(2 * x)))
+    gap_scaled = float(jnp.linalg.norm(scaled(x) - scaled(2 * x)))
+    assert gap_plain < 0.2 * gap_scaled

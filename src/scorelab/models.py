@@ -26,11 +26,19 @@ __all__ = ["MLP", "NoiseConditionalMLP", "ExactScore"]
 
 
 class MLP(eqx.Module):
-    """The tutorial's unconditional score network: ``d -> 128 -> 512 -> 256 -> d``.
+    r"""The tutorial's unconditional score network: ``d -> 128 -> 512 -> 256 -> d``.
 
     Each hidden layer is Linear, LayerNorm, leaky ReLU (slope 0.01); the output layer is
     **linear** (the tutorial's extra final leaky ReLU is a defect, see the module docstring).
     The network ignores ``sigma``: it models the score of one distribution.
+
+    ``input_scale`` :math:`c` feeds :math:`x / c` to the first layer (the output stays the
+    score in ``x``'s units). It matters because the first layer is followed by LayerNorm,
+    which is invariant to the scale of :math:`W x + b`: when :math:`|W x| \gg |b|` (data
+    spread over :math:`\pm 10`, biases of order 1) the normalised features depend on the
+    *direction* of :math:`x` alone, and the network cannot resolve where along a ray a point
+    lies. Setting :math:`c` to the data's scale (its standard deviation) restores that. The
+    tutorial's network is ``input_scale=1``.
 
     Call: ``model(x, sigma=None)`` with ``x`` of shape ``(d,)``; returns ``(d,)``.
     """
@@ -38,8 +46,15 @@ class MLP(eqx.Module):
     hidden_layers: tuple[eqx.nn.Linear, ...]
     norms: tuple[eqx.nn.LayerNorm, ...]
     output_layer: eqx.nn.Linear
+    input_scale: float = eqx.field(static=True)
 
-    def __init__(self, key: Array, dim: int = 2, widths: Sequence[int] = (128, 512, 256)):
+    def __init__(
+        self,
+        key: Array,
+        dim: int = 2,
+        widths: Sequence[int] = (128, 512, 256),
+        input_scale: float = 1.0,
+    ):
         keys = jax.random.split(key, len(widths) + 1)
         sizes = (dim, *widths)
         self.hidden_layers = tuple(
@@ -47,9 +62,11 @@ class MLP(eqx.Module):
         )
         self.norms = tuple(eqx.nn.LayerNorm(w) for w in widths)
         self.output_layer = eqx.nn.Linear(widths[-1], dim, key=keys[-1])
+        self.input_scale = float(input_scale)
 
     def __call__(self, x: Array, sigma=None) -> Array:
         del sigma  # unconditional
+        x = x / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
             x = jax.nn.leaky_relu(norm(layer(x)))
         return self.output_layer(x)
@@ -66,11 +83,18 @@ class NoiseConditionalMLP(eqx.Module):
     technique 3 of Song & Ermon (2020) and keeps the output O(1) over a sigma range of four
     decades. ``scale_by_sigma=False`` is the tutorial's parameterisation.
 
+    With ``sigma_data`` :math:`\sigma_d` set, the input is
+    :math:`c_{in}(\sigma)\, x` with :math:`c_{in} = 1/\sqrt{\sigma^2 + \sigma_d^2}`, so the
+    network sees unit-variance inputs at every noise level (Karras et al. 2022, Table 1); see
+    :class:`MLP` for why this matters before a LayerNorm. ``None`` is the tutorial's raw input.
+
     Call: ``model(x, sigma)`` with ``x`` of shape ``(d,)`` and scalar ``sigma > 0``.
 
     References:
         Song, Y. & Ermon, S. (2020). Improved Techniques for Training Score-Based Generative
         Models. https://arxiv.org/abs/2006.09011
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
 
     layers: tuple[eqx.nn.Linear, eqx.nn.Linear, eqx.nn.Linear]
@@ -78,6 +102,7 @@ class NoiseConditionalMLP(eqx.Module):
     norm_out: eqx.nn.LayerNorm
     output_layer: eqx.nn.Linear
     scale_by_sigma: bool = eqx.field(static=True)
+    sigma_data: float | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -85,6 +110,7 @@ class NoiseConditionalMLP(eqx.Module):
         dim: int = 2,
         widths: tuple[int, int, int] = (256, 512, 256),
         scale_by_sigma: bool = True,
+        sigma_data: float | None = None,
     ):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         w1, w2, w3 = widths
@@ -97,9 +123,12 @@ class NoiseConditionalMLP(eqx.Module):
         self.norm_out = eqx.nn.LayerNorm(w3)
         self.output_layer = eqx.nn.Linear(w3, dim, key=k4)
         self.scale_by_sigma = scale_by_sigma
+        self.sigma_data = None if sigma_data is None else float(sigma_data)
 
     def __call__(self, x: Array, sigma) -> Array:
         sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
+        if self.sigma_data is not None:
+            x = x * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
         h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
         first, middle, last = self.layers
         h = jax.nn.leaky_relu(self.norm_in(first(h)))
