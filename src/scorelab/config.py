@@ -133,25 +133,35 @@ class ModelConfig:
             ``"ncsn_mlp"`` (noise-conditional, for the NCSN objective), or ``"auto"`` (the
             one the loss needs).
         scale_by_sigma: for ``ncsn_mlp``, divide the output by sigma (Song & Ermon 2020).
+        normalise_input: feed the network inputs of unit scale: ``mlp`` divides ``x`` by the
+            data's standard deviation (``input_scale``), ``ncsn_mlp`` multiplies it by
+            ``1/sqrt(sigma^2 + sigma_data^2)`` with ``sigma_data`` the data's standard
+            deviation (EDM's c_in). ``false`` is the tutorial's raw input; see
+            :class:`scorelab.models.MLP` for why it matters.
         seed: initialisation seed.
     """
 
     name: str = "auto"
     scale_by_sigma: bool = True
+    normalise_input: bool = True
     seed: int = 0
 
     def __post_init__(self):
         _check_choice("model", "name", self.name, MODELS)
         _check_int("model", "seed", self.seed, 0)
 
-    def build(self, dim: int, loss: LossConfig):
-        """A fresh network for ``dim``-dimensional data and ``loss``, and its constructor
-        arguments."""
+    def build(self, data: np.ndarray, loss: LossConfig):
+        """A fresh network for ``data`` of shape ``(n, d)`` and ``loss``, and its constructor
+        arguments (what :func:`scorelab.checkpoints.save_model` records)."""
         key = jax.random.key(self.seed)
+        dim = int(data.shape[1])
+        scale = float(np.std(data)) if self.normalise_input else None
+        if scale is not None and not scale > 0:
+            scale = 1.0  # constant data: nothing to normalise
         if self.resolved(loss) == "mlp":
-            kwargs = {"dim": dim}
+            kwargs = {"dim": dim, "input_scale": 1.0 if scale is None else scale}
             return models.MLP(key, **kwargs), kwargs
-        kwargs = {"dim": dim, "scale_by_sigma": self.scale_by_sigma}
+        kwargs = {"dim": dim, "scale_by_sigma": self.scale_by_sigma, "sigma_data": scale}
         return models.NoiseConditionalMLP(key, **kwargs), kwargs
 
     def resolved(self, loss: LossConfig) -> str:

@@ -43,7 +43,8 @@ __all__ = [
 
 
 class GaussianMixture(eqx.Module):
-    r"""A finite Gaussian mixture :math:`\sum_k w_k \mathcal{N}(\mu_k, C_k)` on :math:`\mathbb{R}^d`.
+    r"""A finite Gaussian mixture :math:`\sum_k w_k \mathcal{N}(\mu_k, C_k)` on
+    :math:`\mathbb{R}^d`.
 
     Built on ``numpyro.distributions.MixtureSameFamily``; every method is exact.
 
@@ -166,7 +167,7 @@ class GaussianMixture(eqx.Module):
 
 
 def seed_mixture() -> GaussianMixture:
-    r"""The founding tutorial's target: nine isotropic Gaussians on the grid :math:`\{-10, 0, 10\}^2`.
+    r"""The founding tutorial's target: nine isotropic Gaussians on :math:`\{-10, 0, 10\}^2`.
 
     Means are built exactly as the tutorial builds them (``meshgrid(arange(-10, 15, 10), ...)``
     flattened), covariance :math:`0.1\,I`, and weights ``uniform(key(42), (9,))`` — the
@@ -201,7 +202,7 @@ def _per_example(sample_one):
 
 @_per_example
 def two_moons(key: Array) -> Array:
-    """Two interleaved half-circles with Gaussian jitter 0.1; ``(n, 2)``, roughly in [-1, 2]x[-1, 1.5]."""
+    """Two interleaved half-circles with Gaussian jitter 0.1; ``(n, 2)`` in about [-1, 2]x[-1, 1.5]."""
     key_side, key_angle, key_noise = jax.random.split(key, 3)
     upper = jax.random.bernoulli(key_side)
     angle = jax.random.uniform(key_angle, maxval=math.pi)
@@ -215,7 +216,7 @@ def two_moons(key: Array) -> Array:
 
 @_per_example
 def swiss_roll(key: Array) -> Array:
-    """A 2-D Swiss roll ``t (cos t, sin t) / 3`` for ``t ~ U(1.5 pi, 4.5 pi)``, jitter 0.25; ``(n, 2)``."""
+    """A 2-D Swiss roll ``t (cos t, sin t) / 3``, ``t ~ U(1.5 pi, 4.5 pi)``, jitter 0.25; ``(n, 2)``."""
     key_t, key_noise = jax.random.split(key)
     t = jax.random.uniform(key_t, minval=1.5 * math.pi, maxval=4.5 * math.pi)
     return t * jnp.stack([jnp.cos(t), jnp.sin(t)]) / 3.0 + 0.25 * jax.random.normal(key_noise, (2,))

@@ -42,7 +42,7 @@ def train_run(
     """
     out_dir = Path(out_dir)
     data = config.data.load()
-    model, model_kwargs = config.model.build(data.shape[1], config.loss)
+    model, model_kwargs = config.model.build(data, config.loss)
     result = train(
         jax.random.key(config.train.seed),
         model,
