@@ -9,7 +9,8 @@ from scorelab.noise import geometric_sigmas, karras_sigmas, ve_perturb, vp_pertu
 
 def _tutorial_stds(n, std_min=0.02, std_max=10.0, p=5):
     # Transcribed from the tutorial's NCSN cell.
-    return (std_max ** (1 / p) + np.linspace(1, 0, n) * (std_min ** (1 / p) - std_max ** (1 / p))) ** p
+    ramp = np.linspace(1, 0, n)
+    return (std_max ** (1 / p) + ramp * (std_min ** (1 / p) - std_max ** (1 / p))) ** p
 
 
 @pytest.mark.parametrize("n", [2, 4, 100])

@@ -13,7 +13,6 @@ from scorelab.targets import (
     GaussianMixture,
     gaussian,
     load_array,
-    seed_mixture,
     validate_data,
 )
 

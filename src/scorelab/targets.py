@@ -202,7 +202,7 @@ def _per_example(sample_one):
 
 @_per_example
 def two_moons(key: Array) -> Array:
-    """Two interleaved half-circles with Gaussian jitter 0.1; ``(n, 2)`` in about [-1, 2]x[-1, 1.5]."""
+    """Two interleaved half-circles, Gaussian jitter 0.1; ``(n, 2)`` in about [-1, 2]x[-1, 1.5]."""
     key_side, key_angle, key_noise = jax.random.split(key, 3)
     upper = jax.random.bernoulli(key_side)
     angle = jax.random.uniform(key_angle, maxval=math.pi)
@@ -216,7 +216,7 @@ def two_moons(key: Array) -> Array:
 
 @_per_example
 def swiss_roll(key: Array) -> Array:
-    """A 2-D Swiss roll ``t (cos t, sin t) / 3``, ``t ~ U(1.5 pi, 4.5 pi)``, jitter 0.25; ``(n, 2)``."""
+    """Swiss roll ``t (cos t, sin t) / 3``, ``t ~ U(1.5 pi, 4.5 pi)``, jitter 0.25; ``(n, 2)``."""
     key_t, key_noise = jax.random.split(key)
     t = jax.random.uniform(key_t, minval=1.5 * math.pi, maxval=4.5 * math.pi)
     return t * jnp.stack([jnp.cos(t), jnp.sin(t)]) / 3.0 + 0.25 * jax.random.normal(key_noise, (2,))
