@@ -89,7 +89,8 @@ more of the variance of the larger levels: on :func:`scorelab.targets.seed_mixtu
 ``default_sigmas(100)`` the tutorial's :math:`10^{-4}` leaves 1.08x the true within-mode
 variance and this default 1.05x (linear-Gaussian recursion and sampling agree), while
 :math:`4 \cdot 10^{-4}` already biases the mode weights (ULA's :math:`O(\gamma)` bias at the
-levels where the modes separate)."""
+levels where the modes separate: mode-weight total variation 0.035 at 20000 samples, against
+0.007 for exact samples)."""
 
 
 class SamplerOutput(NamedTuple):
