@@ -112,8 +112,22 @@ class GaussianMixture(eqx.Module):
         return self.distribution.log_prob(x)
 
     def score(self, x: Array) -> Array:
-        r"""The score :math:`\nabla_x \log q(x)` at one point ``x`` of shape ``(d,)``."""
-        return jax.grad(self.log_prob)(x)
+        r"""The score :math:`\nabla_x \log q(x)` at one point ``x`` of shape ``(d,)``.
+
+        .. math::
+            \nabla \log q(x) = \sum_k p(k \mid x)\, C_k^{-1} (\mu_k - x).
+
+        Written in closed form rather than as ``jax.grad(log_prob)``: numpyro's log-density
+        refactorises every covariance at each call, which made the exact score the
+        bottleneck of every oracle run (about 8x slower inside a sampler's scan). The tests
+        check it against finite differences of an independent SciPy density.
+        """
+        precisions = jnp.linalg.inv(self.covariances)
+        centred = self.means - x  # (K, d)
+        _, log_det = jnp.linalg.slogdet(self.covariances)
+        quadratic = jnp.einsum("ki,kij,kj->k", centred, precisions, centred)
+        log_posterior = jax.nn.log_softmax(jnp.log(self.weights) - 0.5 * (quadratic + log_det))
+        return jnp.einsum("k,kij,kj->i", jnp.exp(log_posterior), precisions, centred)
 
     def component_log_probs(self, x: Array) -> Array:
         """Per-component log-densities :math:`log N(x; mu_k, C_k)`; ``(..., d) -> (..., K)``."""
