@@ -31,6 +31,7 @@ _SAMPLER_FLAGS = {
     "--levels": ("sampler.n_levels", int, "number of sigma levels N"),
     "--e": ("sampler.e", float, "DDIM stochasticity e >= 0 (0 deterministic, 1 ancestral)"),
     "--eta0": ("sampler.eta_0", float, "DDIM noise of the final step"),
+    "--grid": ("sampler.grid", str, "geometric (default) or karras (the tutorial's)"),
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
     "--rho": ("sampler.rho", float, "Karras grid curvature"),

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorelab import losses, models, samplers
-from scorelab.noise import karras_sigmas
+from scorelab.noise import GRIDS, sigma_grid
 from scorelab.targets import TOY_DATASETS, GaussianMixture, load_array, seed_mixture
 from scorelab.training import TrainConfig
 
@@ -246,8 +246,10 @@ class SamplerConfig:
     Attributes:
         name: ``ula``, ``annealed`` (annealed Langevin) or ``ddim`` (VE-DDIM).
         n_levels: number of sigma levels N of the grid (annealed, ddim).
-        sigma_min, sigma_max, rho: the Karras grid; the tutorial's sigma_max is 10, scorelab's
-            default 80 (the tutorial's is too small for modes at +-10).
+        grid: ``geometric`` (scorelab's default, see :func:`scorelab.samplers.default_sigmas`)
+            or ``karras`` (the tutorial's, with ``rho``).
+        sigma_min, sigma_max, rho: the grid's range and Karras curvature; the tutorial's
+            sigma_max is 10, scorelab's default 80 (10 is too small for modes at +-10).
         e: DDIM stochasticity (0 deterministic, 1 ancestral).
         eta_0: DDIM noise of the final step to sigma = 0.
         n_steps: ULA steps.
@@ -260,6 +262,7 @@ class SamplerConfig:
 
     name: str = "ddim"
     n_levels: int = 100
+    grid: str = "geometric"
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
     rho: float = 5.0
@@ -275,6 +278,7 @@ class SamplerConfig:
     def __post_init__(self):
         _check_choice("sampler", "name", self.name, SAMPLERS)
         _check_int("sampler", "n_levels", self.n_levels, 2)
+        _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
             "sampler",
@@ -294,8 +298,8 @@ class SamplerConfig:
         _check_choice("sampler", "prior", self.prior, PRIORS)
 
     def sigmas(self):
-        """The ascending Karras grid ``(n_levels,)``."""
-        return karras_sigmas(self.n_levels, self.sigma_min, self.sigma_max, self.rho)
+        """The ascending grid ``(n_levels,)``."""
+        return sigma_grid(self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho)
 
     def build(self) -> samplers.Sampler:
         """The :class:`scorelab.samplers.Sampler` this configuration describes."""

@@ -33,7 +33,7 @@ import numpy as np
 from scorelab import losses, metrics, samplers, viz
 from scorelab.checkpoints import save_model
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
-from scorelab.noise import karras_sigmas
+from scorelab.noise import karras_sigmas, sigma_grid
 from scorelab.runs import manifest, read_json, write_json
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig, train
@@ -57,8 +57,9 @@ class DemoSettings:
             ``[sigma_min, sigma_max]``.
         normalise_input: unit-scale network inputs (``input_scale`` / ``sigma_data`` = the
             data's standard deviation); ``False`` is the tutorial's raw input.
-        sigma_min, sigma_max, rho: the sampling grid.
-        tutorial_sigma_max: the tutorial's sigma_max, for the prior-mismatch row.
+        grid, sigma_min, sigma_max, rho: the sampling grid (:func:`scorelab.noise.sigma_grid`).
+        tutorial_sigma_max: the tutorial's sigma_max, for the prior-mismatch row (which uses
+            the tutorial's Karras grid with ``rho``).
         ula_step_size, ula_steps: ULA as in the tutorial.
         annealed_levels, annealed_steps_per_level: annealed Langevin.
         ddim_es, ddim_ns: the DDIM sweep.
@@ -81,6 +82,7 @@ class DemoSettings:
     dsm_sigma: float = 1.0
     ncsn_sigma_distribution: str = "loguniform"
     normalise_input: bool = True
+    grid: str = "geometric"
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
     rho: float = 5.0
@@ -140,6 +142,10 @@ def _key(settings: DemoSettings, name: str) -> jax.Array:
     """A named key: ``fold_in(key(seed), hash of name)``; distinct names never share a key."""
     digest = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
     return jax.random.fold_in(jax.random.key(settings.seed), digest + len(name))
+
+
+def _grid(settings: DemoSettings, n: int):
+    return sigma_grid(settings.grid, n, settings.sigma_min, settings.sigma_max, settings.rho)
 
 
 def _held_out(model, loss_fn, exact_loss_fn, exact_score, points, key) -> dict[str, float]:
@@ -350,7 +356,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     for e in settings.ddim_es:
         sweep[e] = {"N": [], "sw": [], "sw_exact": [], "tv": [], "tv_exact": []}
         for n_levels in settings.ddim_ns:
-            grid = karras_sigmas(n_levels, settings.sigma_min, settings.sigma_max, settings.rho)
+            grid = _grid(settings, n_levels)
             sampler = samplers.ddim(grid, e=e)
             out = run(f"ddim {e} {n_levels}", sampler, trained["ncsn"], settings.sigma_max)
             out_exact = run(f"ddim {e} {n_levels} exact", sampler, exact, settings.sigma_max)
@@ -492,14 +498,12 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
         )
     )
     # The noised sequence q_sigma on the sampling grid.
-    grid = karras_sigmas(50, settings.sigma_min, settings.sigma_max, settings.rho)
+    grid = _grid(settings, 50)
     key = _key(settings, "noised sequence")
     noised = np.stack([np.asarray(target.ve_marginal(s).sample(key, 500)) for s in grid])
     written.append(viz.animate_noised_sequence(noised, np.asarray(grid), out_dir / "noised.gif"))
     # Annealed Langevin trajectories with the per-level NCSN field.
-    levels = karras_sigmas(
-        settings.annealed_levels, settings.sigma_min, settings.sigma_max, settings.rho
-    )
+    levels = _grid(settings, settings.annealed_levels)
     fields = [viz.mesh_score(trained["ncsn"], n=20, sigma=float(s)) for s in levels[::-1]]
     written.append(
         viz.animate_annealed(

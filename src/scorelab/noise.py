@@ -26,6 +26,8 @@ __all__ = [
     "sample_ve_noise",
     "karras_sigmas",
     "geometric_sigmas",
+    "GRIDS",
+    "sigma_grid",
     "check_sigma_range",
 ]
 
@@ -107,6 +109,21 @@ def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -
     check_sigma_range(sigma_min, sigma_max)
     sigmas = jnp.exp(jnp.linspace(jnp.log(sigma_min), jnp.log(sigma_max), n))
     return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+
+
+GRIDS = ("geometric", "karras")
+"""Names accepted by :func:`sigma_grid`."""
+
+
+def sigma_grid(
+    name: str, n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 5.0
+) -> Array:
+    """The ascending grid ``name`` (``geometric`` or ``karras``; ``rho`` is Karras' only)."""
+    if name == "geometric":
+        return geometric_sigmas(n, sigma_min, sigma_max)
+    if name == "karras":
+        return karras_sigmas(n, sigma_min, sigma_max, rho)
+    raise ValueError(f"unknown grid {name!r}; accepted: {', '.join(GRIDS)}")
 
 
 def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
