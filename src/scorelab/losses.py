@@ -1,0 +1,393 @@
+r"""Score-matching losses, one example at a time.
+
+Every loss has the signature ``loss(key, score_fn, x, **hyper) -> scalar``: it is pure, takes
+ONE example ``x`` of shape ``(d,)`` and a score model ``score_fn(x, sigma) -> (d,)``, and
+returns that example's loss. Callers ``vmap`` over a batch (one key per example, e.g.
+``fold_in(key, i)``) and reduce. ``key`` comes first even where a loss draws nothing, so all
+losses are interchangeable (see :data:`LOSSES`).
+
+Two families:
+
+* **Score matching on the data** (Hyvarinen, Hutchinson, sliced). With
+  :math:`J(x) = \partial s(x) / \partial x`,
+
+  .. math::
+      \mathcal{J}(s) = \mathbb{E}_{q}\big[\operatorname{tr} J(x) + \tfrac12 \|s(x)\|^2\big]
+      = \tfrac12 \mathbb{E}_{q}\|s(x) - \nabla \log q(x)\|^2 - \text{const},
+
+  and the three losses differ only in how :math:`\operatorname{tr} J` is computed: exactly
+  with ``d`` forward-mode products, or without bias from ``n`` random probes.
+* **Denoising** (DSM at one sigma, NCSN over many). They learn the score of the *noised*
+  law :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)` and need no Jacobian.
+
+References:
+    Hyvarinen, A. (2005). Estimation of Non-Normalized Statistical Models by Score Matching.
+    JMLR 6, 695-709. https://jmlr.org/papers/v6/hyvarinen05a.html
+    Song, Y., Garg, S., Shi, J. & Ermon, S. (2019). Sliced Score Matching: A Scalable Approach
+    to Density and Score Estimation. https://arxiv.org/abs/1905.07088
+    Vincent, P. (2011). A Connection Between Score Matching and Denoising Autoencoders.
+    Neural Computation 23(7). https://doi.org/10.1162/NECO_a_00142
+    Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+    Distribution. https://arxiv.org/abs/1907.05600
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from scorelab.noise import check_sigma_range, sample_ve_noise
+
+__all__ = [
+    "hyvarinen_loss",
+    "hutchinson_loss",
+    "sliced_score_matching_loss",
+    "dsm_loss",
+    "ncsn_loss",
+    "ncsn_weighting",
+    "sample_training_sigmas",
+    "PROBES",
+    "SIGMA_DISTRIBUTIONS",
+    "LOSSES",
+]
+
+ScoreFn = Callable[[Array, object], Array]
+
+PROBES = ("rademacher", "gaussian")
+SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
+
+# The founding tutorial's training-sigma law: log sigma ~ N(-0.5, 1.2^2), as in its
+# `exp(normal * 1.2 - .5)`. (EDM uses N(-1.2, 1.2^2); Karras et al. 2022, Table 1.)
+_LOG_SIGMA_MEAN = -0.5
+_LOG_SIGMA_STD = 1.2
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _check_choice(field: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {choices}, got {value!r}")
+
+
+def _check_count(field: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
+
+
+# --- the Jacobian-trace machinery shared by the three data score-matching losses -------------
+
+
+def _score_and_quadratic_forms(
+    score_fn: ScoreFn, x: Array, sigma, probes: Array
+) -> tuple[Array, Array]:
+    r"""Return :math:`s(x)` ``(d,)`` and :math:`v_k^\top J(x) v_k` ``(n,)`` for probes ``(n, d)``.
+
+    The score is linearised once at ``x`` and its Jacobian-vector product is ``vmap``-ped over
+    the probes: ``n`` forward-mode products in one batched call, never a full Jacobian.
+    """
+    score, score_jvp = jax.linearize(lambda y: score_fn(y, sigma), x)
+    jacobian_probes = jax.vmap(score_jvp)(probes)
+    return score, jnp.einsum("kd,kd->k", probes, jacobian_probes)
+
+
+def _draw_probes(key: Array, n: int, x: Array, probe: str) -> Array:
+    """``n`` probes of dimension ``d``, shape ``(n, d)``; each has E[v v^T] = I."""
+    if probe == "rademacher":
+        return jax.random.rademacher(key, (n, x.shape[-1]), x.dtype)
+    return jax.random.normal(key, (n, x.shape[-1]), x.dtype)
+
+
+# --- score matching on the data -------------------------------------------------------------
+
+
+def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Array:
+    r"""Hyvarinen's score-matching loss with the exact Jacobian trace.
+
+    .. math::
+        \ell(x) = \operatorname{tr}\frac{\partial s(x)}{\partial x} + \tfrac12 \|s(x)\|^2 .
+
+    The trace is :math:`\sum_i e_i^\top J e_i`: ``d`` forward-mode Jacobian-vector products
+    sharing one ``jax.linearize``, batched over the basis vectors. The cost grows like ``d``
+    score evaluations; use :func:`hutchinson_loss` when ``d`` is large.
+
+    Args:
+        key: unused; kept so every loss has the same signature.
+        score_fn: ``score_fn(x, sigma) -> (d,)``.
+        x: one data point, shape ``(d,)``.
+        sigma: passed unchanged to ``score_fn``. ``None`` (the default) suits unconditional
+            models, which ignore it; give a value to score a noise-conditional network at a
+            fixed level, or ``sigma=0.0`` for :class:`scorelab.models.ExactScore` (which
+            does not accept ``None``).
+
+    Returns:
+        Scalar loss of this example.
+
+    References:
+        Hyvarinen, A. (2005). Estimation of Non-Normalized Statistical Models by Score
+        Matching. JMLR 6, 695-709 (eq. 4). https://jmlr.org/papers/v6/hyvarinen05a.html
+    """
+    del key  # deterministic
+    basis = jnp.eye(x.shape[-1], dtype=x.dtype)
+    score, diagonal = _score_and_quadratic_forms(score_fn, x, sigma, basis)
+    return jnp.sum(diagonal) + 0.5 * jnp.dot(score, score)
+
+
+def hutchinson_loss(
+    key: Array,
+    score_fn: ScoreFn,
+    x: Array,
+    *,
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    sigma=None,
+) -> Array:
+    r"""Hyvarinen's loss with Hutchinson's unbiased trace estimator.
+
+    .. math::
+        \ell(x) = \tfrac12 \|s(x)\|^2 + \frac1n \sum_{k=1}^n v_k^\top J(x)\, v_k,
+        \qquad \mathbb{E}[v v^\top] = I,
+
+    so :math:`\mathbb{E}_v[\ell] =` :func:`hyvarinen_loss`. All probes share one
+    linearisation of ``score_fn`` (one batched Jacobian-vector product). Per probe, with
+    :math:`A = (J + J^\top)/2`, the variance is :math:`2 \sum_{i \ne j} A_{ij}^2` for
+    Rademacher probes (the minimum over probe laws; Hutchinson, 1989) and
+    :math:`2 \operatorname{tr} A^2` for Gaussian ones. This completes the founding
+    tutorial's unfinished ``use_hutching_trick`` branch.
+
+    Args:
+        key: draws the ``(n_probes, d)`` probes.
+        score_fn: ``score_fn(x, sigma) -> (d,)``.
+        x: one data point, shape ``(d,)``.
+        n_probes: number of probes ``n >= 1``.
+        probe: ``"rademacher"`` (entries +-1) or ``"gaussian"`` (standard normal).
+        sigma: passed unchanged to ``score_fn``; see :func:`hyvarinen_loss`.
+
+    Returns:
+        Scalar loss of this example.
+
+    References:
+        Hutchinson, M. F. (1989). A Stochastic Estimator of the Trace of the Influence Matrix
+        for Laplacian Smoothing Splines. Communications in Statistics - Simulation and
+        Computation 18(3). https://doi.org/10.1080/03610918908812806
+        Grathwohl, W. et al. (2018). FFJORD: Free-form Continuous Dynamics for Scalable
+        Reversible Generative Models. https://arxiv.org/abs/1810.01367
+    """
+    _check_count("n_probes", n_probes)
+    _check_choice("probe", probe, PROBES)
+    probes = _draw_probes(key, n_probes, x, probe)
+    score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, probes)
+    return 0.5 * jnp.dot(score, score) + jnp.mean(quadratic_forms)
+
+
+def sliced_score_matching_loss(
+    key: Array,
+    score_fn: ScoreFn,
+    x: Array,
+    *,
+    n_projections: int = 1,
+    variance_reduction: bool = False,
+    sigma=None,
+) -> Array:
+    r"""Sliced score matching (SSM), plain or variance-reduced (SSM-VR), with Gaussian ``v``.
+
+    .. math::
+        \ell_{\text{SSM}}(x) = \frac1n \sum_{k=1}^n \Big[v_k^\top J(x)\, v_k
+            + \tfrac12 (v_k^\top s(x))^2\Big], \qquad
+        \ell_{\text{SSM-VR}}(x) = \frac1n \sum_{k=1}^n v_k^\top J(x)\, v_k
+            + \tfrac12 \|s(x)\|^2,
+
+    with :math:`v_k \sim \mathcal{N}(0, I)` (Song et al., 2019, eqs. 7 and 8). Both are
+    unbiased for :func:`hyvarinen_loss`. SSM-VR with Gaussian probes *is*
+    :func:`hutchinson_loss` with ``probe="gaussian"`` (same key, same value).
+
+    Per projection, with :math:`A = (J + J^\top)/2`, the variances are
+    :math:`2 \operatorname{tr}(A + \tfrac12 s s^\top)^2` (SSM) and
+    :math:`2 \operatorname{tr} A^2` (SSM-VR); SSM minus SSM-VR is
+    :math:`\tfrac12 \|s\|^4 + 2 s^\top A s`. This is positive when the score is large
+    compared with its Jacobian (high dimension, far from modes), but not always: for the
+    true score :math:`s(x) = -x` of :math:`\mathcal{N}(0, I_2)` at :math:`\|x\| = 1` plain SSM
+    has variance 2.5 and SSM-VR 4.
+
+    Args:
+        key: draws the ``(n_projections, d)`` projections.
+        score_fn: ``score_fn(x, sigma) -> (d,)``.
+        x: one data point, shape ``(d,)``.
+        n_projections: number of projections ``n >= 1``.
+        variance_reduction: replace :math:`\tfrac12 (v^\top s)^2` by its expectation.
+        sigma: passed unchanged to ``score_fn``; see :func:`hyvarinen_loss`.
+
+    Returns:
+        Scalar loss of this example.
+
+    References:
+        Song, Y., Garg, S., Shi, J. & Ermon, S. (2019). Sliced Score Matching: A Scalable
+        Approach to Density and Score Estimation. https://arxiv.org/abs/1905.07088
+    """
+    _check_count("n_projections", n_projections)
+    projections = _draw_probes(key, n_projections, x, "gaussian")
+    score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, projections)
+    if variance_reduction:
+        score_term = 0.5 * jnp.dot(score, score)
+    else:
+        score_term = 0.5 * jnp.mean((projections @ score) ** 2)
+    return jnp.mean(quadratic_forms) + score_term
+
+
+# --- denoising --------------------------------------------------------------------------------
+
+
+def ncsn_weighting(sigma):
+    r"""The NCSN weighting :math:`\lambda(\sigma) = \sigma^2` (Song & Ermon, 2019, Sec. 4.2),
+    which makes every noise level's term O(1)."""
+    return sigma**2
+
+
+def dsm_loss(
+    key: Array,
+    score_fn: ScoreFn,
+    x_0: Array,
+    *,
+    sigma,
+    weighting_fn: Callable | None = None,
+) -> Array:
+    r"""Denoising score matching at one noise level (Vincent, 2011).
+
+    .. math::
+        \ell(x_0) = \lambda(\sigma)\, \big\| s(x_0 + \sigma\varepsilon, \sigma)
+            + \varepsilon / \sigma \big\|^2, \qquad \varepsilon \sim \mathcal{N}(0, I),
+
+    summed over dimensions as in the founding tutorial (no factor 1/2), with
+    :math:`\lambda \equiv 1` unless ``weighting_fn`` is given. Its expectation is
+    :math:`\lambda(\sigma)\,\big(\mathbb{E}\|s - \nabla \log q_\sigma\|^2 + d/\sigma^2
+    - \mathbb{E}\|\nabla \log q_\sigma\|^2\big)`, minimised by the noised score
+    :math:`\nabla \log q_\sigma`.
+
+    Args:
+        key: draws ``eps`` of shape ``(d,)``.
+        score_fn: ``score_fn(x, sigma) -> (d,)``; unconditional models ignore ``sigma``.
+        x_0: one clean data point, shape ``(d,)``.
+        sigma: noise level, scalar ``> 0`` (may be a traced array).
+        weighting_fn: optional :math:`\lambda(\sigma)`, e.g. :func:`ncsn_weighting`.
+
+    Returns:
+        Scalar loss of this example.
+
+    References:
+        Vincent, P. (2011). A Connection Between Score Matching and Denoising Autoencoders.
+        Neural Computation 23(7), 1661-1674. https://doi.org/10.1162/NECO_a_00142
+    """
+    x_sigma, eps = sample_ve_noise(key, x_0, sigma)
+    residual = score_fn(x_sigma, sigma) + eps / sigma
+    loss = jnp.sum(residual**2)
+    return loss if weighting_fn is None else weighting_fn(sigma) * loss
+
+
+def sample_training_sigmas(
+    key: Array,
+    shape: tuple[int, ...],
+    *,
+    sigma_min: float = 0.02,
+    sigma_max: float = 10.0,
+    distribution: str = "lognormal",
+) -> Array:
+    r"""Draw training noise levels, float32 of shape ``shape``, inside ``[sigma_min, sigma_max]``.
+
+    * ``"lognormal"`` (the founding tutorial's draw):
+      :math:`\sigma = \operatorname{clip}(e^{1.2 z - 0.5}, \sigma_{\min}, \sigma_{\max})`,
+      :math:`z \sim \mathcal{N}(0, 1)`; the clipping puts atoms at both end points.
+    * ``"loguniform"``: :math:`\log\sigma \sim \mathcal{U}(\log\sigma_{\min},
+      \log\sigma_{\max})`, the continuous limit of the geometric ladder.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models (log-normal sigma draw, Sec. 5).
+        https://arxiv.org/abs/2206.00364
+    """
+    _check_choice("distribution", distribution, SIGMA_DISTRIBUTIONS)
+    # Losses run under jit; the range check must see the (static) floats, not tracers.
+    with jax.ensure_compile_time_eval():
+        check_sigma_range(sigma_min, sigma_max)
+    if distribution == "lognormal":
+        log_sigma = _LOG_SIGMA_MEAN + _LOG_SIGMA_STD * jax.random.normal(key, shape)
+    else:
+        log_sigma = jax.random.uniform(
+            key, shape, minval=math.log(sigma_min), maxval=math.log(sigma_max)
+        )
+    # Clip in both cases: exp(log(sigma_max)) can round one ulp above sigma_max.
+    return jnp.clip(jnp.exp(log_sigma), sigma_min, sigma_max).astype(jnp.float32)
+
+
+def ncsn_loss(
+    key: Array,
+    score_fn: ScoreFn,
+    x_0: Array,
+    *,
+    sigma_min: float = 0.02,
+    sigma_max: float = 10.0,
+    n_sigmas: int = 1,
+    sigma_distribution: str = "lognormal",
+    weighting_fn: Callable = ncsn_weighting,
+) -> Array:
+    r"""The NCSN multi-noise denoising loss: :func:`dsm_loss` averaged over random sigmas.
+
+    .. math::
+        \ell(x_0) = \frac1n \sum_{k=1}^n \lambda(\sigma_k)\,
+            \big\| s(x_0 + \sigma_k \varepsilon_k, \sigma_k) + \varepsilon_k / \sigma_k \big\|^2,
+
+    with :math:`\sigma_k` from :func:`sample_training_sigmas` (default: the tutorial's clipped
+    log-normal), independent :math:`\varepsilon_k \sim \mathcal{N}(0, I)` and
+    :math:`\lambda(\sigma) = \sigma^2` by default. ``n_sigmas`` is the tutorial's
+    ``n_time_samples`` (noise levels per data point).
+
+    **Difference from the founding tutorial.** Its ``make_ncns_loss`` splits ``key`` into
+    ``key_uniform, key_noise``, then draws ``eps`` from the parent ``key`` again and never uses
+    ``key_noise``. Here sigma and eps come from separate sub-keys.
+
+    Args:
+        key: split into a sigma key and a noise key.
+        score_fn: noise-conditional ``score_fn(x, sigma) -> (d,)``.
+        x_0: one clean data point, shape ``(d,)``.
+        sigma_min, sigma_max: range of the drawn sigmas, ``0 < sigma_min < sigma_max``.
+        n_sigmas: noise levels drawn for this example, ``>= 1``.
+        sigma_distribution: ``"lognormal"`` or ``"loguniform"``.
+        weighting_fn: :math:`\lambda(\sigma)`.
+
+    Returns:
+        Scalar loss of this example.
+
+    References:
+        Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+        Distribution (eqs. 5-6). https://arxiv.org/abs/1907.05600
+    """
+    _check_count("n_sigmas", n_sigmas)
+    _check_choice("sigma_distribution", sigma_distribution, SIGMA_DISTRIBUTIONS)
+    key_sigma, key_eps = jax.random.split(key)
+    sigmas = sample_training_sigmas(
+        key_sigma,
+        (n_sigmas,),
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        distribution=sigma_distribution,
+    )
+    per_sigma = jax.vmap(
+        lambda key_k, sigma_k: dsm_loss(
+            key_k, score_fn, x_0, sigma=sigma_k, weighting_fn=weighting_fn
+        )
+    )(jax.random.split(key_eps, n_sigmas), sigmas)
+    return jnp.mean(per_sigma)
+
+
+LOSSES: dict[str, Callable[..., Array]] = {
+    "hyvarinen": hyvarinen_loss,
+    "hutchinson": hutchinson_loss,
+    "sliced": sliced_score_matching_loss,
+    "dsm": dsm_loss,
+    "ncsn": ncsn_loss,
+}
+"""Loss name (as used by the CLI) -> per-example loss function."""

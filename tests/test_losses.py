@@ -1,0 +1,469 @@
+"""Losses: exact traces, unbiasedness and variance of the probe estimators, Gaussian closed
+forms, the exact noised score as the minimiser of DSM / NCSN, and the training-sigma law.
+
+Statistical checks use N_MC = 20000 fixed-seed draws and a tolerance of K_SE = 4 standard
+errors, the SE estimated from the same draws (two-sided normal tail at 4 SE: 6e-5).
+Every Monte-Carlo computation is one jitted call: compiling dominates this file's run time.
+
+jaxlib 0.10.2 on CPU can deadlock when a jitted graph runs two independent batched LAPACK
+calls (Cholesky / triangular solves, as in numpyro's MultivariateNormal) at once on a small
+thread pool. So each jitted graph here holds at most one such computation, and the Gaussian
+checks use closed-form scores and samples.
+"""
+
+import math
+from functools import partial
+from statistics import NormalDist
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scorelab.losses import (
+    LOSSES,
+    dsm_loss,
+    hutchinson_loss,
+    hyvarinen_loss,
+    ncsn_loss,
+    ncsn_weighting,
+    sample_training_sigmas,
+    sliced_score_matching_loss,
+)
+from scorelab.models import MLP, ExactScore
+from scorelab.targets import gaussian
+
+N_MC = 20_000
+K_SE = 4.0
+DIM = 8  # large enough that the score term dominates SSM's variance at the MLP's points
+
+
+def _mean_se(values):
+    """Sample mean and its standard error std / sqrt(n), in float64."""
+    values = np.asarray(values, dtype=np.float64)
+    return values.mean(), values.std(ddof=1) / math.sqrt(values.size)
+
+
+def _variance_se(values):
+    """Sample variance and its standard error, the SE of the mean of (v - mean)^2."""
+    values = np.asarray(values, dtype=np.float64)
+    return _mean_se((values - values.mean()) ** 2)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    """A random (untrained) small MLP score on R^8."""
+    return MLP(jax.random.key(1), dim=DIM, widths=(32, 32))
+
+
+@pytest.fixture(scope="module")
+def points():
+    """Three evaluation points, shape (3, 8)."""
+    return jax.random.normal(jax.random.key(2), (3, DIM))
+
+
+@pytest.fixture(scope="module")
+def reference(mlp, points):
+    """Independent reference at each point, from a full reverse-mode Jacobian J (float64):
+    a list of (score, (J + J^T)/2, exact Hyvarinen loss tr J + |s|^2 / 2)."""
+
+    @jax.jit
+    @jax.vmap
+    def score_and_jacobian(x):
+        return mlp(x), jax.jacrev(mlp)(x)
+
+    scores, jacobians = (np.asarray(a, np.float64) for a in score_and_jacobian(points))
+    return [
+        (score, 0.5 * (jacobian + jacobian.T), np.trace(jacobian) + 0.5 * score @ score)
+        for score, jacobian in zip(scores, jacobians, strict=True)
+    ]
+
+
+# --- exact Hyvarinen loss --------------------------------------------------------------------
+
+
+def test_hyvarinen_matches_full_jacobian(mlp, points, reference, key):
+    losses = jax.jit(jax.vmap(lambda x: hyvarinen_loss(key, mlp, x)))(points)
+    expected = [exact for _, _, exact in reference]
+    # Forward- vs reverse-mode float32 sums of 8 terms: agree to a few ulps.
+    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-5)
+
+
+def _conditional_score(x, sigma):
+    """A cheap nonlinear noise-conditional score, shape (d,) -> (d,)."""
+    return jnp.tanh(x) * sigma - x / (1.0 + sigma**2)
+
+
+def test_sigma_is_passed_to_the_score(points, key):
+    def at_fixed_sigma(x, sigma):
+        del sigma
+        return _conditional_score(x, 0.7)
+
+    @jax.jit
+    def both_ways(x):
+        losses = (hyvarinen_loss, hutchinson_loss, sliced_score_matching_loss)
+        passed = jnp.stack([loss_fn(key, _conditional_score, x, sigma=0.7) for loss_fn in losses])
+        fixed = jnp.stack([loss_fn(key, at_fixed_sigma, x) for loss_fn in losses])
+        return passed, fixed
+
+    passed, fixed = both_ways(points[0])
+    np.testing.assert_allclose(passed, fixed, rtol=1e-6)
+    # and the value at another sigma differs, so sigma was not ignored
+    assert not np.allclose(hyvarinen_loss(key, _conditional_score, points[0], sigma=0.2), passed[0])
+
+
+def test_hyvarinen_loss_of_gaussian_true_score(key):
+    """E[tr J + |s|^2 / 2] = -tr(P) + tr(P) / 2 = -tr(P) / 2 with P = Sigma^-1, J = -P."""
+    mean = np.array([1.0, -2.0, 0.5])
+    covariance = np.array([[2.0, 0.6, -0.3], [0.6, 1.0, 0.2], [-0.3, 0.2, 0.5]])
+    target = gaussian(mean, covariance)
+    precision = np.linalg.inv(covariance)
+
+    def score_fn(x, sigma):
+        del sigma
+        return -jnp.asarray(precision, jnp.float32) @ (x - jnp.asarray(mean, jnp.float32))
+
+    # Exact samples x = mean + L z with covariance = L L^T (cheaper to compile than numpyro's).
+    cholesky = np.linalg.cholesky(covariance).astype(np.float32)
+    x = mean.astype(np.float32) + jax.random.normal(key, (N_MC, 3)) @ cholesky.T
+    np.testing.assert_allclose(
+        jax.vmap(target.score)(x[:5]), jax.vmap(score_fn, (0, None))(x[:5], None), rtol=1e-4
+    )
+    losses = jax.jit(jax.vmap(lambda x: hyvarinen_loss(key, score_fn, x)))(x)
+    loss_mean, se = _mean_se(losses)
+    assert abs(loss_mean + 0.5 * np.trace(precision)) < K_SE * se
+    # Pointwise, tr J = -tr(Sigma^-1) exactly; float32 error of the subtraction ~1e-6 relative.
+    residual = np.asarray(x, np.float64) - mean
+    half_score_norm = 0.5 * np.sum((residual @ precision) ** 2, axis=-1)
+    np.testing.assert_allclose(losses - half_score_norm, -np.trace(precision), rtol=1e-4)
+
+
+# --- unbiased probe estimators -----------------------------------------------------------------
+# Per-probe variances, A = (J + J^T)/2: Gaussian v^T A v has variance 2 tr A^2; Rademacher
+# 2 sum_{i != j} A_ij^2; plain SSM adds (v^T s)^2 / 2, i.e. uses A + s s^T / 2.
+
+
+def _gaussian_variance(score, sym_jacobian):
+    return 2.0 * np.sum(sym_jacobian**2)
+
+
+def _rademacher_variance(score, sym_jacobian):
+    return 2.0 * (np.sum(sym_jacobian**2) - np.sum(np.diag(sym_jacobian) ** 2))
+
+
+def _plain_ssm_variance(score, sym_jacobian):
+    return _gaussian_variance(score, sym_jacobian + 0.5 * np.outer(score, score))
+
+
+ESTIMATORS = {
+    "hutchinson-rademacher": (
+        partial(hutchinson_loss, probe="rademacher"),
+        "n_probes",
+        _rademacher_variance,
+    ),
+    "hutchinson-gaussian": (
+        partial(hutchinson_loss, probe="gaussian"),
+        "n_probes",
+        _gaussian_variance,
+    ),
+    "sliced": (sliced_score_matching_loss, "n_projections", _plain_ssm_variance),
+    "sliced-vr": (
+        partial(sliced_score_matching_loss, variance_reduction=True),
+        "n_projections",
+        _gaussian_variance,
+    ),
+}
+
+
+def _single_probe_estimates(loss_fn, score_fn, points, key):
+    """One-probe estimates, shape (n_points, N_MC): probe k of every point from key k."""
+    probe_keys = jax.random.split(key, N_MC)
+    over_probes = jax.vmap(lambda k, x: loss_fn(k, score_fn, x), (0, None))
+    return jax.vmap(over_probes, (None, 0))(probe_keys, points)
+
+
+def _many_probe_losses(loss_fn, count_field, score_fn, points, key):
+    """The loss with all N_MC probes in one call, shape (n_points,)."""
+    return jax.vmap(lambda x: loss_fn(key, score_fn, x, **{count_field: N_MC}))(points)
+
+
+@pytest.fixture(scope="module")
+def probe_estimates(mlp, points):
+    """Per estimator: one-probe estimates (n_points, N_MC) and the N_MC-probe loss (n_points,).
+
+    All estimators share the probe keys, so SSM and SSM-VR see the same projections.
+    """
+    key_single, key_batched = jax.random.split(jax.random.key(5))
+
+    @jax.jit
+    def estimate_all(points):
+        return {
+            name: (
+                _single_probe_estimates(loss_fn, mlp, points, key_single),
+                _many_probe_losses(loss_fn, count_field, mlp, points, key_batched),
+            )
+            for name, (loss_fn, count_field, _) in ESTIMATORS.items()
+        }
+
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), estimate_all(points))
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_probe_estimator_is_unbiased_with_closed_form_variance(name, reference, probe_estimates):
+    variance_fn = ESTIMATORS[name][2]
+    single, batched = probe_estimates[name]
+    for (score, sym_jacobian, exact), estimates, batched_mean in zip(
+        reference, single, batched, strict=True
+    ):
+        estimate_mean, se = _mean_se(estimates)
+        assert abs(estimate_mean - exact) < K_SE * se
+        # All N_MC probes in one call: its mean has the same SE as the one-probe sample mean.
+        assert abs(batched_mean - exact) < K_SE * se
+        variance, variance_se = _variance_se(estimates)
+        assert abs(variance - variance_fn(score, sym_jacobian)) < K_SE * variance_se
+
+
+def test_variance_reduction_lowers_variance(reference, probe_estimates):
+    """Same projections for both (same keys), so the variance gap is a paired mean:
+    gap = mean((p - p_bar)^2 - (r - r_bar)^2), closed form |s|^4 / 2 + 2 s^T A s."""
+    plain, _ = probe_estimates["sliced"]
+    reduced, _ = probe_estimates["sliced-vr"]
+    for (score, sym_jacobian, _), p, r in zip(reference, plain, reduced, strict=True):
+        gap, se = _mean_se((p - p.mean()) ** 2 - (r - r.mean()) ** 2)
+        expected_gap = 0.5 * (score @ score) ** 2 + 2.0 * score @ sym_jacobian @ score
+        assert abs(gap - expected_gap) < K_SE * se
+        # At these points the gap is 4 to 9 per projection, about 35 SE.
+        assert gap > K_SE * se
+
+
+def test_variance_reduction_is_not_universal(key):
+    """The docstring's counter-example: s(x) = -x (N(0, I_2)) at x = (1, 0). Plain SSM has
+    variance 2 tr((-I + x x^T / 2)^2) = 2.5 per projection, SSM-VR 2 tr(I) = 4."""
+
+    def score_fn(x, sigma):
+        del sigma
+        return -x
+
+    @jax.jit
+    def plain_and_reduced(x):
+        plain = _single_probe_estimates(sliced_score_matching_loss, score_fn, x, key)
+        reduced = _single_probe_estimates(
+            partial(sliced_score_matching_loss, variance_reduction=True), score_fn, x, key
+        )
+        return plain[0], reduced[0]
+
+    plain, reduced = plain_and_reduced(jnp.array([[1.0, 0.0]]))
+    for estimates, expected in ((plain, 2.5), (reduced, 4.0)):
+        variance, se = _variance_se(estimates)
+        assert abs(variance - expected) < K_SE * se
+
+
+def test_sliced_vr_equals_gaussian_hutchinson(mlp, points, key):
+    @jax.jit
+    @jax.vmap
+    def both(x):
+        return (
+            sliced_score_matching_loss(key, mlp, x, n_projections=5, variance_reduction=True),
+            hutchinson_loss(key, mlp, x, n_probes=5, probe="gaussian"),
+        )
+
+    sliced, hutchinson = both(points)
+    np.testing.assert_array_equal(sliced, hutchinson)
+
+
+# --- denoising losses ------------------------------------------------------------------------
+
+
+def _scale_derivatives(loss_fn, score_fn, x_0, key):
+    """Per-example d/dc loss_fn(key_i, c * score_fn, x_0[i]) at c = 1, key_i = fold_in(key, i)."""
+
+    def derivative(index, x):
+        example_key = jax.random.fold_in(key, index)
+
+        def loss_at(scale):
+            return loss_fn(example_key, lambda y, sigma: scale * score_fn(y, sigma), x)
+
+        return jax.grad(loss_at)(1.0)
+
+    return jax.vmap(derivative)(jnp.arange(x_0.shape[0]), x_0)
+
+
+@pytest.fixture(scope="module")
+def denoising_derivatives(mixture):
+    """``derivatives(case, sigma_factor)``: per-example scale derivatives on N_MC mixture
+    samples for the score ``ExactScore(mixture)(x, sigma_factor * sigma)``; the factor is 1 for
+    the exact noised score. Traced sigma and factor: two compilations for all cases, and one
+    LAPACK computation per graph (see the module docstring)."""
+    exact = ExactScore(mixture)
+    x_0 = mixture.sample(jax.random.key(6), N_MC)
+    key_noise = jax.random.key(7)
+
+    def scaled(sigma_factor):
+        return lambda x, sigma: exact(x, sigma_factor * sigma)
+
+    @jax.jit
+    def dsm(x_0, sigma, sigma_factor):
+        loss_fn = partial(dsm_loss, sigma=sigma)
+        return _scale_derivatives(loss_fn, scaled(sigma_factor), x_0, key_noise)
+
+    @jax.jit
+    def ncsn(x_0, sigma_factor):
+        loss_fn = partial(ncsn_loss, n_sigmas=2)
+        return _scale_derivatives(loss_fn, scaled(sigma_factor), x_0, key_noise)
+
+    cases = {
+        "dsm-0.5": partial(dsm, x_0, 0.5),
+        "dsm-2": partial(dsm, x_0, 2.0),
+        "ncsn": partial(ncsn, x_0),
+    }
+    return lambda case, sigma_factor: cases[case](sigma_factor)
+
+
+@pytest.mark.parametrize("case", ["dsm-0.5", "dsm-2", "ncsn"])
+def test_exact_noised_score_minimises_denoising_loss(case, denoising_derivatives):
+    """d/dc E||c s + eps/sigma||^2 at c = 1 is 2 E[s . (s + eps/sigma)], zero for the noised
+    score because E[eps | x_sigma] = -sigma grad log q_sigma(x_sigma) (Tweedie)."""
+    derivative, se = _mean_se(denoising_derivatives(case, 1.0))
+    assert abs(derivative) < K_SE * se
+    # The same criterion rejects a wrong score, the noised score at twice the noise level
+    # (its mean derivative is over 100 SE from zero in every case).
+    derivative, se = _mean_se(denoising_derivatives(case, 2.0))
+    assert abs(derivative) > K_SE * se
+
+
+@pytest.mark.parametrize("sigma", [0.5, 2.0])
+def test_dsm_of_exact_score_closed_form(sigma, key):
+    """For q = N(0, s0^2 I_d): E dsm(s*) = d / sigma^2 - E|s*|^2 = d/sigma^2 - d/(s0^2+sigma^2)."""
+    dim, data_std = 2, 1.5
+    key_data, key_noise = jax.random.split(key)
+    x_0 = data_std * jax.random.normal(key_data, (N_MC, dim))
+
+    def exact(x, sigma):
+        """The noised score grad log N(x; 0, (s0^2 + sigma^2) I)."""
+        return -x / (data_std**2 + sigma**2)
+
+    @jax.jit
+    @jax.vmap
+    def unweighted_and_weighted(index, x):
+        example_key = jax.random.fold_in(key_noise, index)
+        return tuple(
+            dsm_loss(example_key, exact, x, sigma=sigma, weighting_fn=weighting_fn)
+            for weighting_fn in (None, ncsn_weighting)
+        )
+
+    losses, weighted = unweighted_and_weighted(jnp.arange(N_MC), x_0)
+    loss_mean, se = _mean_se(losses)
+    assert abs(loss_mean - (dim / sigma**2 - dim / (data_std**2 + sigma**2))) < K_SE * se
+    np.testing.assert_allclose(weighted, sigma**2 * losses, rtol=1e-6)
+
+
+# --- training sigmas ---------------------------------------------------------------------------
+
+
+def test_lognormal_sigmas_are_the_tutorials_draw(key):
+    """Parity with the tutorial's expression on the same key, then the law itself."""
+    tutorial = jnp.exp(jax.random.normal(key, (100,)) * 1.2 - 0.5).clip(0.02, 10.0)
+    np.testing.assert_allclose(sample_training_sigmas(key, (100,)), tutorial, rtol=1e-6)
+
+    # A narrow range so both clipping atoms carry mass (about 6.7% and 9.1%).
+    sigma_min, sigma_max = 0.1, 3.0
+    sigmas = np.asarray(
+        sample_training_sigmas(key, (N_MC,), sigma_min=sigma_min, sigma_max=sigma_max)
+    )
+    log_sigma_law = NormalDist(-0.5, 1.2)
+    assert sigmas.min() >= np.float32(sigma_min) and sigmas.max() <= np.float32(sigma_max)
+    # Each check is a binomial proportion, SE sqrt(p (1 - p) / n).
+    checks = [(np.mean(sigmas <= math.exp(log_sigma_law.inv_cdf(p))), p) for p in (0.25, 0.5, 0.75)]
+    checks.append(
+        (np.mean(sigmas == np.float32(sigma_min)), log_sigma_law.cdf(math.log(sigma_min)))
+    )
+    checks.append(
+        (np.mean(sigmas == np.float32(sigma_max)), 1 - log_sigma_law.cdf(math.log(sigma_max)))
+    )
+    for fraction, p in checks:
+        assert abs(fraction - p) < K_SE * math.sqrt(p * (1 - p) / N_MC)
+
+
+def test_loguniform_sigmas_cover_the_range_in_log_space(key):
+    sigma_min, sigma_max = 0.02, 10.0
+    sigmas = np.asarray(
+        sample_training_sigmas(
+            key, (N_MC,), sigma_min=sigma_min, sigma_max=sigma_max, distribution="loguniform"
+        ),
+        dtype=np.float64,
+    )
+    assert sigmas.min() >= np.float32(sigma_min) and sigmas.max() <= np.float32(sigma_max)
+    position = np.log(sigmas / sigma_min) / math.log(sigma_max / sigma_min)  # U(0, 1)
+    for u in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert abs(np.mean(position <= u) - u) < K_SE * math.sqrt(u * (1 - u) / N_MC)
+    # Both ends are reached: P(all N_MC draws avoid [0, 0.001]) = 0.999^20000 = 2e-9.
+    assert position.min() < 1e-3 and position.max() > 1 - 1e-3
+
+
+# --- validation and per-example shape ----------------------------------------------------------
+
+
+def _identity_score(x, sigma):
+    del sigma
+    return x
+
+
+_KEY = jax.random.key(0)
+_X = jnp.zeros(2)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: hutchinson_loss(_KEY, _identity_score, _X, n_probes=0), "n_probes must be"),
+        (
+            lambda: hutchinson_loss(_KEY, _identity_score, _X, probe="normal"),
+            r"probe must be one of \('rademacher', 'gaussian'\), got 'normal'",
+        ),
+        (
+            lambda: sliced_score_matching_loss(_KEY, _identity_score, _X, n_projections=1.5),
+            "n_projections must be an integer >= 1",
+        ),
+        (lambda: ncsn_loss(_KEY, _identity_score, _X, n_sigmas=0), "n_sigmas must be"),
+        (
+            lambda: ncsn_loss(_KEY, _identity_score, _X, sigma_min=1.0, sigma_max=0.5),
+            "sigma_min must be < sigma_max",
+        ),
+        (lambda: ncsn_loss(_KEY, _identity_score, _X, sigma_min=0.0), "sigma_min must be > 0"),
+        (
+            lambda: ncsn_loss(_KEY, _identity_score, _X, sigma_distribution="uniform"),
+            r"sigma_distribution must be one of \('lognormal', 'loguniform'\)",
+        ),
+        (
+            lambda: sample_training_sigmas(_KEY, (3,), distribution="normal"),
+            "distribution must be one of",
+        ),
+    ],
+)
+def test_invalid_arguments_raise(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_validation_works_under_jit():
+    """Hyper-parameters are static, so a bad one is reported while tracing, not as a tracer
+    error."""
+    with pytest.raises(ValueError, match="sigma_min must be < sigma_max"):
+        jax.jit(lambda x: ncsn_loss(_KEY, _identity_score, x, sigma_min=30.0))(_X)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_are_per_example(name, key):
+    hyper = {} if name == "ncsn" else {"sigma": 0.5}
+    key_x, key_loss = jax.random.split(key)
+    x = jax.random.normal(key_x, (5, 2))
+    keys = jax.random.split(key_loss, 5)
+
+    @jax.jit
+    def batch_and_single(keys, x):
+        batch = jax.vmap(lambda k, x: LOSSES[name](k, _conditional_score, x, **hyper))(keys, x)
+        return batch, LOSSES[name](keys[1], _conditional_score, x[1], **hyper)
+
+    losses, single = batch_and_single(keys, x)
+    assert losses.shape == (5,) and bool(jnp.all(jnp.isfinite(losses)))
+    np.testing.assert_allclose(losses[1], single, rtol=1e-5)
