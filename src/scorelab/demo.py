@@ -77,7 +77,12 @@ class DemoSettings:
         steps=2000, learning_rate=1e-3, batch_size=512, schedule="cosine", log_every=100
     )
     ncsn: TrainConfig = TrainConfig(
-        steps=3000, learning_rate=1e-3, batch_size=1024, schedule="cosine", log_every=100
+        steps=3000,
+        learning_rate=1e-3,
+        batch_size=1024,
+        schedule="cosine",
+        ema_decay=0.999,
+        log_every=100,
     )
     dsm_sigma: float = 1.0
     ncsn_sigma_distribution: str = "loguniform"
@@ -209,8 +214,10 @@ def _train_models(settings, data, out_dir, progress):
             _key(settings, f"train {name}"), model, loss_fn, data, config, progress=progress
         )
         seconds[name] = time.perf_counter() - start
-        trained[name], histories[name] = result.model, result.losses
-        save_model(out_dir / "models" / name, result.model, **kwargs)
+        # The EMA parameters where the run keeps them (NCSN), else the last iterate.
+        model = result.ema_model if result.ema_model is not None else result.model
+        trained[name], histories[name] = model, result.losses
+        save_model(out_dir / "models" / name, model, **kwargs)
         np.save(out_dir / f"losses_{name}.npy", result.losses)
     return trained, histories, seconds
 
@@ -306,69 +313,65 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
             _key(settings, f"sampler {name}"), sampler, score_fn, x_init, trajectory=trajectory
         )
 
+    def compare(
+        method,
+        name,
+        sampler,
+        model,
+        sigma_init,
+        law=target,
+        law_reference=reference,
+        trajectory=False,
+    ):
+        """One row: ``model`` and the exact score through the same sampler and prior."""
+        out = run(name, sampler, model, sigma_init, trajectory=trajectory)
+        out_exact = run(f"{name} exact", sampler, exact, sigma_init)
+        row = _row(
+            method, sampler.name, sampler.nfe, out.x, out_exact.x, law_reference, law, floors
+        )
+        return row, out
+
     rows, sweep, trajectories = [], {}, {}
     # ULA from N(0, 100 I), 1000 steps of 1e-2, as the tutorial.
-    ula = samplers.ula(settings.ula_step_size, settings.ula_steps)
     for name, sigma in (("hyvarinen", 0.0), ("dsm", settings.dsm_sigma)):
         sampler = samplers.ula(settings.ula_step_size, settings.ula_steps, sigma=sigma)
-        out = run(f"ula {name}", sampler, trained[name], 10.0, trajectory=True)
-        out_exact = run(f"ula {name} exact", sampler, exact, 10.0)
-        trajectories[f"ula_{name}"] = np.asarray(out.trajectory[: settings.n_chains_animated])
         # DSM learns q_sigma: its samples are judged against q_sigma, not the data.
         law = target if sigma == 0 else target.ve_marginal(sigma)
         law_reference = np.asarray(law.sample(_key(settings, f"reference {name}"), n))
-        rows.append(
-            _row(
-                f"{name} + ULA" + ("" if sigma == 0 else f" (vs q_{sigma:g})"),
-                ula.name,
-                sampler.nfe,
-                out.x,
-                out_exact.x,
-                law_reference,
-                law,
-                floors,
-            )
+        method = f"{name} + ULA" + ("" if sigma == 0 else f" (vs q_{sigma:g})")
+        row, out = compare(
+            method, f"ula {name}", sampler, trained[name], 10.0, law, law_reference, trajectory=True
         )
+        rows.append(row)
+        trajectories[f"ula_{name}"] = np.asarray(out.trajectory[: settings.n_chains_animated])
 
     # Annealed Langevin with the NCSN model.
-    grid = karras_sigmas(
-        settings.annealed_levels, settings.sigma_min, settings.sigma_max, settings.rho
+    annealed = samplers.annealed_langevin(
+        _grid(settings, settings.annealed_levels), settings.annealed_steps_per_level
     )
-    annealed = samplers.annealed_langevin(grid, settings.annealed_steps_per_level)
-    out = run("annealed", annealed, trained["ncsn"], settings.sigma_max, trajectory=True)
-    out_exact = run("annealed exact", annealed, exact, settings.sigma_max)
+    row, out = compare(
+        "ncsn + annealed Langevin",
+        "annealed",
+        annealed,
+        trained["ncsn"],
+        settings.sigma_max,
+        trajectory=True,
+    )
+    rows.append(row)
     trajectories["annealed"] = np.asarray(out.trajectory[: settings.n_chains_animated])
-    rows.append(
-        _row(
-            "ncsn + annealed Langevin",
-            annealed.name,
-            annealed.nfe,
-            out.x,
-            out_exact.x,
-            reference,
-            target,
-            floors,
-        )
-    )
 
     # The DDIM sweep over e and N.
     ddim_samples = {}
     for e in settings.ddim_es:
         sweep[e] = {"N": [], "sw": [], "sw_exact": [], "tv": [], "tv_exact": []}
         for n_levels in settings.ddim_ns:
-            grid = _grid(settings, n_levels)
-            sampler = samplers.ddim(grid, e=e)
-            out = run(f"ddim {e} {n_levels}", sampler, trained["ncsn"], settings.sigma_max)
-            out_exact = run(f"ddim {e} {n_levels} exact", sampler, exact, settings.sigma_max)
-            row = _row(
+            sampler = samplers.ddim(_grid(settings, n_levels), e=e)
+            row, out = compare(
                 f"ncsn + DDIM e={e:g}",
-                sampler.name,
-                sampler.nfe,
-                out.x,
-                out_exact.x,
-                reference,
-                target,
-                floors,
+                f"ddim {e} {n_levels}",
+                sampler,
+                trained["ncsn"],
+                settings.sigma_max,
             )
             for field in ("sw", "sw_exact", "tv", "tv_exact"):
                 sweep[e][field].append(row[field])
@@ -377,25 +380,19 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
                 rows.append(row)
                 ddim_samples[e] = np.asarray(out.x)
 
-    # What the tutorial's sigma_max = 10 (x_T ~ N(0, 100 I)) costs, at e = 1, N = 100.
+    # What the tutorial's grid (Karras, sigma_max = 10, x_T ~ N(0, 100 I)) costs at e = 1.
     grid = karras_sigmas(
         max(settings.ddim_ns), settings.sigma_min, settings.tutorial_sigma_max, settings.rho
     )
-    sampler = samplers.ddim(grid, e=1.0)
-    out = run("ddim tutorial", sampler, trained["ncsn"], settings.tutorial_sigma_max)
-    out_exact = run("ddim tutorial exact", sampler, exact, settings.tutorial_sigma_max)
-    rows.append(
-        _row(
-            f"ncsn + DDIM e=1, sigma_max={settings.tutorial_sigma_max:g} (tutorial)",
-            sampler.name,
-            sampler.nfe,
-            out.x,
-            out_exact.x,
-            reference,
-            target,
-            floors,
-        )
+    method = f"ncsn + DDIM e=1, sigma_max={settings.tutorial_sigma_max:g} (tutorial)"
+    row, _ = compare(
+        method,
+        "ddim tutorial",
+        samplers.ddim(grid, e=1.0),
+        trained["ncsn"],
+        settings.tutorial_sigma_max,
     )
+    rows.append(row)
 
     results = {
         "rows": rows,
