@@ -195,3 +195,58 @@ def test_argparse_errors_exit_2_and_console_script_runs():
         text=True,
     )
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+_TINY_DEMO = """
+n_data = 300
+n_samples = 100
+ula_steps = 20
+annealed_levels = 6
+ddim_es = [0.0, 1.0]
+ddim_ns = [4, 9]
+floor_repeats = 2
+n_chains_animated = 4
+[hyvarinen]
+steps = 4
+batch_size = 32
+steps_per_dispatch = 2
+[dsm]
+steps = 4
+batch_size = 32
+steps_per_dispatch = 2
+[ncsn]
+steps = 4
+batch_size = 32
+steps_per_dispatch = 2
+"""
+
+
+def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys):
+    settings = tmp_path / "tiny.toml"
+    settings.write_text(_TINY_DEMO)
+    argv = ["demo", "--settings", str(settings), "--out", str(tmp_path), "--name", "d", "--quiet"]
+    assert main(argv) == 0
+    run = tmp_path / "d"
+    table = capsys.readouterr().out
+    assert "sigma_max=10 (tutorial)" in table and "floor (two exact sample sets)" in table
+    metrics = json.loads((run / "metrics.json").read_text())
+    # One row per sampler family, the DDIM row per e at the largest N, and the tutorial's row.
+    assert len(metrics["rows"]) == 2 + 1 + 2 + 1
+    assert metrics["ddim_sweep"]["1.0"]["N"] == [4, 9]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["ncsn"]["steps"] == 4
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"sw_vs_n.png", "ddim_samples.png", "annealed.gif", "ula_hyvarinen.gif"} <= figures
+    redrawn = tmp_path / "again"
+    assert main(["plot", str(run), "--out", str(redrawn)]) == 0
+    assert {p.name for p in redrawn.iterdir()} == figures
+
+
+def test_demo_settings_errors_name_the_field(tmp_path, capsys):
+    settings = tmp_path / "bad.toml"
+    settings.write_text("[ncsn]\nsteps = 0\n")
+    assert main(["demo", "--settings", str(settings), "--out", str(tmp_path)]) == 2
+    assert "demo.ncsn.steps" in capsys.readouterr().err
+    settings.write_text("n_chains = 3\n")
+    assert main(["demo", "--settings", str(settings), "--out", str(tmp_path)]) == 2
+    assert "demo.n_chains: unknown setting" in capsys.readouterr().err
