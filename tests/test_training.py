@@ -109,7 +109,10 @@ def four_devices(tmp_path_factory):
     yield process, output
     if process.poll() is None:
         process.kill()
-        process.communicate()
+    process.wait()
+    # Close the pipes even when no test on this xdist worker read them (ResourceWarning).
+    process.stdout.close()
+    process.stderr.close()
 
 
 @pytest.fixture(scope="module")
