@@ -680,6 +680,29 @@ def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
 # --- animations -------------------------------------------------------------------------------
 
 
+def _chain_panels(trajectories, data, field, limits, normalise, dpi, line_style):
+    """Two panels for animated chains: paths (left), current points (right), over the data
+    and ``field``. Returns ``(fig, quivers, lines, points)``."""
+    colors = _chain_colors(trajectories.shape[0])
+    fig = _figure(figsize=(2 * _PANEL + 0.5, _PANEL + 0.6), dpi=dpi)
+    path_ax, point_ax = fig.subplots(1, 2)
+    quivers = []
+    for ax, panel_title in ((path_ax, "paths"), (point_ax, "current samples")):
+        quivers.append(_draw_scene(ax, data, field, limits, normalise))
+        ax.set_title(panel_title)
+    lines = [path_ax.plot([], [], color=c, **line_style)[0] for c in colors]
+    points = point_ax.scatter(
+        trajectories[:, 0, 0],
+        trajectories[:, 0, 1],
+        c=colors,
+        s=30,
+        edgecolors="k",
+        linewidths=0.5,
+        zorder=3,
+    )
+    return fig, quivers, lines, points
+
+
 def animate_trajectories(
     trajectories,
     path,
@@ -715,25 +738,11 @@ def animate_trajectories(
     trajectories = _chains(trajectories, "trajectories")
     data = None if data is None else _points(data, "data")
     field = None if field is None else _field(field)
-    n_chains, n_steps, _ = trajectories.shape
+    n_steps = trajectories.shape[1]
     indices = _frame_indices(frames, n_steps)
     limits = _square_limits(_scene_points(data, field, trajectories.reshape(-1, 2)), lim)
-    colors = _chain_colors(n_chains)
-
-    fig = _figure(figsize=(2 * _PANEL + 0.5, _PANEL + 0.6), dpi=dpi)
-    path_ax, point_ax = fig.subplots(1, 2)
-    for ax, panel_title in ((path_ax, "paths"), (point_ax, "current samples")):
-        _draw_scene(ax, data, field, limits, normalise)
-        ax.set_title(panel_title)
-    lines = [path_ax.plot([], [], color=c, linewidth=0.9, alpha=0.8)[0] for c in colors]
-    points = point_ax.scatter(
-        trajectories[:, 0, 0],
-        trajectories[:, 0, 1],
-        c=colors,
-        s=30,
-        edgecolors="k",
-        linewidths=0.5,
-        zorder=3,
+    fig, _, lines, points = _chain_panels(
+        trajectories, data, field, limits, normalise, dpi, {"linewidth": 0.9, "alpha": 0.8}
     )
 
     def update(step):
@@ -844,7 +853,7 @@ def animate_annealed(
     order = np.argsort(-sigmas, kind="stable")  # sampling order: largest sigma first
     sigmas = sigmas[order]
     fields = [_field(fields[i], f"fields[{i}]") for i in order]
-    n_chains, n_total, _ = trajectories.shape
+    n_total = trajectories.shape[1]
     n_levels = sigmas.size
     if n_total % n_levels:
         raise ValueError(
@@ -859,23 +868,8 @@ def animate_annealed(
         indices = _frame_indices(frames, n_total)
     data = None if data is None else _points(data, "data")
     limits = _square_limits(_scene_points(data, fields[0], trajectories.reshape(-1, 2)), lim)
-    colors = _chain_colors(n_chains)
-
-    fig = _figure(figsize=(2 * _PANEL + 0.5, _PANEL + 0.6), dpi=dpi)
-    path_ax, point_ax = fig.subplots(1, 2)
-    quivers = []
-    for ax, panel_title in ((path_ax, "paths"), (point_ax, "current samples")):
-        quivers.append(_draw_scene(ax, data, fields[0], limits, normalise))
-        ax.set_title(panel_title)
-    lines = [path_ax.plot([], [], color=c, linewidth=0.8, alpha=0.6)[0] for c in colors]
-    points = point_ax.scatter(
-        trajectories[:, 0, 0],
-        trajectories[:, 0, 1],
-        c=colors,
-        s=30,
-        edgecolors="k",
-        linewidths=0.5,
-        zorder=3,
+    fig, quivers, lines, points = _chain_panels(
+        trajectories, data, fields[0], limits, normalise, dpi, {"linewidth": 0.8, "alpha": 0.6}
     )
 
     def update(step):
