@@ -211,19 +211,25 @@ def _animation_writer(path) -> Callable[[int], mpl_animation.AbstractMovieWriter
 
 
 def _save_animation(fig: Figure, update, frames: list, path, writer_factory, fps: int) -> Path:
-    """Draw ``update(frame)`` for each frame into the movie writer, one render per frame."""
+    """Draw ``update(frame)`` for each frame into the movie writer, one render per frame.
+
+    ``fig`` exists only for the animation: it is cleared afterwards, whatever happens.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Lay the figure out once, at its first frame, then freeze it: re-running constrained
-    # layout on every frame costs more than drawing it, and the frames only move data.
-    update(frames[0])
-    fig.canvas.draw()
-    fig.set_layout_engine("none")
-    writer = writer_factory(fps)
-    with writer.saving(fig, path, dpi=fig.dpi):
-        for frame in frames:
-            update(frame)
-            writer.grab_frame()
+    try:
+        # Lay the figure out once, at its first frame, then freeze it: re-running constrained
+        # layout on every frame costs more than drawing it, and the frames only move data.
+        update(frames[0])
+        fig.canvas.draw()
+        fig.set_layout_engine("none")
+        writer = writer_factory(fps)
+        with writer.saving(fig, path, dpi=fig.dpi):
+            for frame in frames:
+                update(frame)
+                writer.grab_frame()
+    finally:
+        fig.clear()
     return path
 
 
@@ -751,10 +757,7 @@ def animate_trajectories(
         points.set_offsets(trajectories[:, step])
         fig.suptitle(f"{title}: step {step + 1} / {n_steps}")
 
-    try:
-        return _save_animation(fig, update, indices, path, writer_factory, fps)
-    finally:
-        fig.clear()
+    return _save_animation(fig, update, indices, path, writer_factory, fps)
 
 
 def animate_noised_sequence(
@@ -801,10 +804,7 @@ def animate_noised_sequence(
         scatter.set_offsets(samples[level])
         ax.set_title(rf"{title},  $\sigma$ = {sigmas[level]:.3g}")
 
-    try:
-        return _save_animation(fig, update, indices, path, writer_factory, fps)
-    finally:
-        fig.clear()
+    return _save_animation(fig, update, indices, path, writer_factory, fps)
 
 
 def animate_annealed(
@@ -886,7 +886,4 @@ def animate_annealed(
             f"step {step + 1} / {n_total}"
         )
 
-    try:
-        return _save_animation(fig, update, indices, path, writer_factory, fps)
-    finally:
-        fig.clear()
+    return _save_animation(fig, update, indices, path, writer_factory, fps)
