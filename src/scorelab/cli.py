@@ -58,9 +58,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 def _experiment(args, flags: dict, base: dict | None = None):
     from scorelab.config import ExperimentConfig, apply_overrides, load_config
 
-    values = base if base is not None else {}
+    # A copy: the base (a run's saved config) is not modified.
+    values = {section: dict(table) for section, table in (base or {}).items()}
     if args.config is not None:
-        values = apply_overrides(values, [])
         for section, table in load_config(args.config).items():
             values.setdefault(section, {}).update(table)
     values = apply_overrides(values, args.overrides)
