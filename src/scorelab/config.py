@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorelab import losses, models, samplers
+from scorelab._validate import check_choice, check_int, check_real
 from scorelab.noise import GRIDS, sigma_grid
 from scorelab.targets import TOY_DATASETS, GaussianMixture, load_array, seed_mixture
 from scorelab.training import TrainConfig
@@ -68,19 +68,15 @@ def _fail(section: str, field: str, message: str):
 
 
 def _check_choice(section, field, value, accepted):
-    if value not in accepted:
-        _fail(section, field, f"unknown value {value!r}; accepted: {', '.join(accepted)}")
+    check_choice(f"{section}.{field}", value, accepted, error=ConfigError)
 
 
 def _check_int(section, field, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(section, field, f"expected an integer >= {minimum}, got {value!r}")
+    check_int(f"{section}.{field}", value, minimum, error=ConfigError)
 
 
 def _check_real(section, field, value, accepted: str, test):
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and test(value)):
-        _fail(section, field, f"expected {accepted}, got {value!r}")
+    check_real(f"{section}.{field}", value, accepted, test, error=ConfigError)
 
 
 @dataclasses.dataclass(frozen=True)

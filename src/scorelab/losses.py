@@ -34,13 +34,13 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from scorelab._validate import check_choice, check_int
 from scorelab.noise import check_sigma_range, sample_ve_noise
 
 __all__ = [
@@ -68,16 +68,6 @@ _LOG_SIGMA_STD = 1.2
 
 
 # --- validation ---------------------------------------------------------------------------
-
-
-def _check_choice(field: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {choices}, got {value!r}")
-
-
-def _check_count(field: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
 
 
 # --- the Jacobian-trace machinery shared by the three data score-matching losses -------------
@@ -178,8 +168,8 @@ def hutchinson_loss(
         Grathwohl, W. et al. (2018). FFJORD: Free-form Continuous Dynamics for Scalable
         Reversible Generative Models. https://arxiv.org/abs/1810.01367
     """
-    _check_count("n_probes", n_probes)
-    _check_choice("probe", probe, PROBES)
+    check_int("n_probes", n_probes, 1)
+    check_choice("probe", probe, PROBES)
     probes = _draw_probes(key, n_probes, x, probe)
     score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, probes)
     return 0.5 * jnp.dot(score, score) + jnp.mean(quadratic_forms)
@@ -229,7 +219,7 @@ def sliced_score_matching_loss(
         Song, Y., Garg, S., Shi, J. & Ermon, S. (2019). Sliced Score Matching: A Scalable
         Approach to Density and Score Estimation. https://arxiv.org/abs/1905.07088
     """
-    _check_count("n_projections", n_projections)
+    check_int("n_projections", n_projections, 1)
     projections = _draw_probes(key, n_projections, x, "gaussian")
     score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, projections)
     if variance_reduction:
@@ -309,7 +299,7 @@ def sample_training_sigmas(
         Diffusion-Based Generative Models (log-normal sigma draw, Sec. 5).
         https://arxiv.org/abs/2206.00364
     """
-    _check_choice("distribution", distribution, SIGMA_DISTRIBUTIONS)
+    check_choice("distribution", distribution, SIGMA_DISTRIBUTIONS)
     # Losses run under jit; the range check must see the (static) floats, not tracers.
     with jax.ensure_compile_time_eval():
         check_sigma_range(sigma_min, sigma_max)
@@ -365,8 +355,8 @@ def ncsn_loss(
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
         Distribution (eqs. 5-6). https://arxiv.org/abs/1907.05600
     """
-    _check_count("n_sigmas", n_sigmas)
-    _check_choice("sigma_distribution", sigma_distribution, SIGMA_DISTRIBUTIONS)
+    check_int("n_sigmas", n_sigmas, 1)
+    check_choice("sigma_distribution", sigma_distribution, SIGMA_DISTRIBUTIONS)
     key_sigma, key_eps = jax.random.split(key)
     sigmas = sample_training_sigmas(
         key_sigma,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +46,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
+from scorelab._validate import check_choice, check_int, check_real
 from scorelab.targets import validate_data
 
 __all__ = [
@@ -114,34 +114,11 @@ class TrainConfig:
     log_every: int = 100
 
     def __post_init__(self):
-        def integer(name, minimum, optional=False):
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                none = "None or " if optional else ""
-                raise ValueError(f"{name}: expected {none}an integer >= {minimum}, got {value!r}")
-
-        def real(name, accepted, test, optional=False):
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not (ok and math.isfinite(value) and test(value)):
-                none = "None or " if optional else ""
-                raise ValueError(f"{name}: expected {none}{accepted}, got {value!r}")
-
-        def choice(name, accepted):
-            if getattr(self, name) not in accepted:
-                raise ValueError(
-                    f"{name}: unknown value {getattr(self, name)!r}; accepted: {list(accepted)}"
-                )
-
-        integer("steps", 1)
-        real("learning_rate", "a number > 0", lambda v: v > 0)
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        integer("warmup_steps", 0)
+        check_int("steps", self.steps, 1)
+        check_real("learning_rate", self.learning_rate, "a number > 0", lambda v: v > 0)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("warmup_steps", self.warmup_steps, 0)
         if self.schedule == "warmup_cosine" and not 1 <= self.warmup_steps < self.steps:
             raise ValueError(
                 f"warmup_steps: schedule 'warmup_cosine' needs 1 <= warmup_steps < steps "
@@ -152,19 +129,21 @@ class TrainConfig:
                 f"warmup_steps: only used by schedule 'warmup_cosine', must be 0 with "
                 f"{self.schedule!r}, got {self.warmup_steps}"
             )
-        real("grad_clip", "a number > 0", lambda v: v > 0, optional=True)
-        real("weight_decay", "a number >= 0", lambda v: v >= 0)
+        check_real("grad_clip", self.grad_clip, "a number > 0", lambda v: v > 0, optional=True)
+        check_real("weight_decay", self.weight_decay, "a number >= 0", lambda v: v >= 0)
         if self.optimizer == "adam" and self.weight_decay != 0:
             raise ValueError(
                 "weight_decay: must be 0 with optimizer 'adam'; use optimizer 'adamw' for "
                 "(decoupled) weight decay"
             )
-        integer("batch_size", 1, optional=True)
-        integer("steps_per_dispatch", 1)
-        real("ema_decay", "a number in (0, 1)", lambda v: 0 < v < 1, optional=True)
-        integer("checkpoint_every", 1, optional=True)
-        integer("seed", 0)
-        integer("log_every", 1)
+        check_int("batch_size", self.batch_size, 1, optional=True)
+        check_int("steps_per_dispatch", self.steps_per_dispatch, 1)
+        check_real(
+            "ema_decay", self.ema_decay, "a number in (0, 1)", lambda v: 0 < v < 1, optional=True
+        )
+        check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
+        check_int("seed", self.seed, 0)
+        check_int("log_every", self.log_every, 1)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
