@@ -16,8 +16,11 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 __all__ = [
@@ -29,6 +32,10 @@ __all__ = [
     "GRIDS",
     "sigma_grid",
     "check_sigma_range",
+    "VP_SCHEDULES",
+    "vp_betas",
+    "vp_alphas_cumprod",
+    "vp_alpha_sigma",
 ]
 
 
@@ -130,3 +137,149 @@ def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
     """Draw ``eps ~ N(0, I)`` and return ``(x_sigma, eps)`` with ``x_sigma = x_0 + sigma eps``."""
     eps = jax.random.normal(key, x_0.shape, x_0.dtype)
     return ve_perturb(x_0, sigma, eps), eps
+
+
+# --- Variance-preserving (DDPM) schedules, computed exactly as diffusers computes them. ---
+
+VP_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")
+"""Beta schedules accepted by :func:`vp_betas` (diffusers' names; ``cosine`` is an alias of
+``squaredcos_cap_v2``)."""
+
+
+def _round_fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a * b + c`` rounded once to float32, like a hardware fused multiply-add.
+
+    ``a``, ``b``, ``c`` are float32. The float64 product of two float32 numbers is exact; the
+    float64 sum is exact up to the TwoSum residual, which decides the rare float32 ties that
+    plain double rounding would get wrong.
+    """
+    prod = a.astype(np.float64) * b.astype(np.float64)
+    c64 = c.astype(np.float64)
+    total = prod + c64
+    # TwoSum (Knuth): total + residual == prod + c64 exactly.
+    back = total - prod
+    residual = (prod - (total - back)) + (c64 - back)
+    rounded = total.astype(np.float32)
+    toward = np.where(residual > 0, np.inf, -np.inf).astype(np.float32)
+    neighbour = np.nextafter(rounded, toward)
+    tie = (rounded.astype(np.float64) + neighbour.astype(np.float64)) / 2 == total
+    return np.where(tie & (residual != 0), neighbour, rounded)
+
+
+def _torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
+    r"""``torch.linspace(start, end, steps, dtype=torch.float32)`` on CPU, to the last bit.
+
+    PyTorch's CPU kernel fills the first half forwards and the second half backwards,
+
+    .. math::
+        x_i = \begin{cases} s + h\,i & i < \lfloor n/2 \rfloor \\
+        e - h\,(n - 1 - i) & \text{otherwise} \end{cases}, \qquad h = (e - s)/(n - 1),
+
+    all in float32, each element one fused multiply-add on x86-64 builds with AVX2/AVX512
+    (``torch.backends.cpu.get_cpu_capability()``; the scalar ``DEFAULT`` build rounds twice
+    and can differ by one ulp). ``numpy.linspace`` computes in float64 and differs in the
+    last bit for about a third of DDPM's betas, which is why this is hand-written.
+    """
+    s, e = np.float32(start), np.float32(end)
+    if steps == 1:
+        return np.array([s], np.float32)
+    h = np.float32((e - s) / np.float32(steps - 1))
+    i = np.arange(steps)
+    forward = _round_fma_f32(np.full(steps, h), i.astype(np.float32), np.full(steps, s))
+    backward = _round_fma_f32(
+        np.full(steps, -h), (steps - 1 - i).astype(np.float32), np.full(steps, e)
+    )
+    return np.where(i < steps // 2, forward, backward)
+
+
+def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
+    r"""The cosine schedule of Nichol & Dhariwal (2021, eq. 17), as diffusers'
+    ``betas_for_alpha_bar``: :math:`\beta_i = \min(1 - \bar\alpha(t_{i+1})/\bar\alpha(t_i),
+    0.999)` with :math:`\bar\alpha(t) = \cos^2\!\big(\tfrac{t + 0.008}{1.008}\tfrac{\pi}{2}\big)`,
+    :math:`t_i = i/T`, in Python floats (``math.cos``, as diffusers) then rounded to float32."""
+
+    def alpha_bar(t: float) -> float:
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [
+        min(
+            1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps),
+            max_beta,
+        )
+        for i in range(num_train_timesteps)
+    ]
+    return np.asarray(betas, np.float64).astype(np.float32)
+
+
+def vp_betas(
+    schedule: str = "linear",
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+) -> np.ndarray:
+    r"""DDPM's per-step variances :math:`\beta_1, \dots, \beta_T`, bit for bit as diffusers.
+
+    * ``linear`` (Ho et al., 2020): ``linspace(beta_start, beta_end, T)`` in float32;
+    * ``scaled_linear`` (latent diffusion): ``linspace(sqrt(beta_start), sqrt(beta_end), T)**2``;
+    * ``squaredcos_cap_v2`` / ``cosine`` (Nichol & Dhariwal, 2021): see :func:`_cosine_betas`
+      (``beta_start`` and ``beta_end`` are unused).
+
+    Args:
+        schedule: one of :data:`VP_SCHEDULES`.
+        num_train_timesteps: ``T >= 1``.
+        beta_start, beta_end: end points of the (scaled) linear schedules.
+
+    Returns:
+        ``(T,)`` float32 numpy array; index ``t`` is diffusers' timestep ``t``.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
+        Nichol, A. & Dhariwal, P. (2021). Improved Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2102.09672
+    """
+    if int(num_train_timesteps) != num_train_timesteps or num_train_timesteps < 1:
+        raise ValueError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps}")
+    num_train_timesteps = int(num_train_timesteps)
+    if schedule == "linear":
+        return _torch_linspace_f32(beta_start, beta_end, num_train_timesteps)
+    if schedule == "scaled_linear":
+        return _torch_linspace_f32(beta_start**0.5, beta_end**0.5, num_train_timesteps) ** 2
+    if schedule in ("squaredcos_cap_v2", "cosine"):
+        return _cosine_betas(num_train_timesteps)
+    raise ValueError(f"unknown VP schedule {schedule!r}; accepted: {', '.join(VP_SCHEDULES)}")
+
+
+def vp_alphas_cumprod(
+    schedule: str = "linear",
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+) -> np.ndarray:
+    r""":math:`\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)` for :func:`vp_betas`' schedule.
+
+    ``1 - beta`` is taken in float32 and the running product accumulated in float64, then
+    rounded to float32, as ``torch.cumprod`` does on CPU (its accumulator type for float32).
+
+    Returns:
+        ``(T,)`` float32 numpy array, decreasing from ``1 - beta_1``.
+    """
+    alphas = np.float32(1.0) - vp_betas(schedule, num_train_timesteps, beta_start, beta_end)
+    return np.cumprod(alphas.astype(np.float64)).astype(np.float32)
+
+
+def vp_alpha_sigma(alphas_cumprod) -> tuple[np.ndarray, np.ndarray]:
+    r"""VP signal and noise scales :math:`\alpha_t = \sqrt{\bar\alpha_t}`,
+    :math:`\sigma_t = \sqrt{1 - \bar\alpha_t}`, so :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`
+    and :math:`\alpha_t^2 + \sigma_t^2 = 1`.
+
+    Args:
+        alphas_cumprod: ``(T,)`` array of :math:`\bar\alpha_t \in (0, 1]`.
+
+    Returns:
+        ``(alpha_t, sigma_t)``, each shaped like ``alphas_cumprod``, in its dtype.
+    """
+    alphas_cumprod = np.asarray(alphas_cumprod)
+    if np.any(alphas_cumprod < 0) or np.any(alphas_cumprod > 1):
+        raise ValueError("alphas_cumprod must lie in [0, 1]")
+    return np.sqrt(alphas_cumprod), np.sqrt(1 - alphas_cumprod)

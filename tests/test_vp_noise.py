@@ -1,0 +1,84 @@
+"""VP (DDPM) schedules: closed forms, and diffusers' own arrays to the last bit."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod, vp_betas
+
+
+def test_linear_betas_are_the_float32_rounding_of_the_exact_line():
+    # Each float32 beta is within one ulp of the exact line, end points exact (Ho et al. 2020).
+    betas = vp_betas("linear", 1000, 1e-4, 0.02)
+    exact = np.linspace(np.float32(1e-4), np.float32(0.02), 1000, dtype=np.float64)
+    assert betas.dtype == np.float32 and betas.shape == (1000,)
+    assert betas[0] == np.float32(1e-4) and betas[-1] == np.float32(0.02)
+    assert np.all(np.abs(betas - exact) <= np.spacing(np.float32(0.02)))
+    assert np.all(np.diff(betas) > 0)
+
+
+def test_linear_betas_differ_from_numpy_linspace_in_the_last_bit():
+    # The reason for a hand-written linspace: numpy's float64 line rounded to float32 is not
+    # torch's float32 kernel, so it would not reproduce diffusers' schedule.
+    numpy_betas = np.linspace(1e-4, 0.02, 1000).astype(np.float32)
+    assert np.any(vp_betas("linear") != numpy_betas)
+
+
+def test_scaled_linear_is_the_square_of_a_line_in_sqrt_beta():
+    betas = vp_betas("scaled_linear", 1000, 0.00085, 0.012)
+    np.testing.assert_allclose(np.sqrt(betas[[0, -1]]), [0.00085**0.5, 0.012**0.5], rtol=1e-6)
+    np.testing.assert_allclose(np.diff(np.sqrt(betas.astype(np.float64))).std(), 0, atol=1e-8)
+
+
+def test_cosine_alphas_cumprod_follow_the_closed_form():
+    # Nichol & Dhariwal (2021) eq. 17: abar_t = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2),
+    # exactly (up to float32) while no beta hits the 0.999 cap.
+    T = 1000
+    f = [math.cos(((t / T) + 0.008) / 1.008 * math.pi / 2) ** 2 for t in range(T + 1)]
+    closed = np.array(f[1:]) / f[0]
+    abar = vp_alphas_cumprod("squaredcos_cap_v2", T)
+    uncapped = vp_betas("cosine", T) < 0.999
+    assert not uncapped[-1]  # the last beta is capped
+    np.testing.assert_allclose(abar[uncapped], closed[uncapped], rtol=2e-5, atol=1e-9)
+    np.testing.assert_array_equal(vp_betas("cosine", T), vp_betas("squaredcos_cap_v2", T))
+
+
+@pytest.mark.parametrize("schedule", VP_SCHEDULES)
+def test_alpha_sigma_are_variance_preserving(schedule):
+    alpha_t, sigma_t = vp_alpha_sigma(vp_alphas_cumprod(schedule))
+    assert alpha_t.dtype == np.float32
+    np.testing.assert_allclose(alpha_t**2 + sigma_t**2, 1.0, atol=1e-6)
+    assert np.all(np.diff(alpha_t) < 0) and np.all(np.diff(sigma_t) > 0)
+
+
+def test_bad_arguments_name_the_field():
+    with pytest.raises(ValueError, match="VP schedule"):
+        vp_betas("sigmoid")
+    with pytest.raises(ValueError, match="num_train_timesteps"):
+        vp_betas("linear", 0)
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        vp_alpha_sigma(np.array([1.5]))
+
+
+@pytest.mark.diffusers
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+@pytest.mark.parametrize(
+    "num_train_timesteps, beta_start, beta_end",
+    [(1000, 1e-4, 0.02), (4000, 1e-4, 0.02), (1000, 0.00085, 0.012), (37, 1e-3, 0.2)],
+)
+def test_schedules_equal_diffusers_bit_for_bit(
+    schedule, num_train_timesteps, beta_start, beta_end
+):
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    torch.set_num_threads(1)
+    reference = diffusers.DDIMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule=schedule,
+    )
+    args = (schedule, num_train_timesteps, beta_start, beta_end)
+    np.testing.assert_array_equal(vp_betas(*args), reference.betas.numpy())
+    np.testing.assert_array_equal(vp_alphas_cumprod(*args), reference.alphas_cumprod.numpy())
