@@ -1,0 +1,94 @@
+r"""VP noise through VE samplers: the one conversion between the two.
+
+A VP model sees :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`. Divided by
+:math:`\alpha_t` this is the VE variable
+
+.. math::
+    y = x_t / \alpha_t = x_0 + \sigma\, \varepsilon, \qquad \sigma = \sigma_t / \alpha_t,
+
+and scores map as :math:`\nabla_y \log p(y) = \alpha_t \nabla_{x_t} \log p_t(x_t)`. With
+:math:`\alpha_t^2 + \sigma_t^2 = 1`, :math:`\alpha_t = 1 / \sqrt{1 + \sigma^2}` and
+:math:`\sigma_t = \sigma \alpha_t`, so a VE level :math:`\sigma` names a VP level
+(its log signal-to-noise ratio is :math:`-2\log\sigma`). Every sampler of
+:mod:`scorelab.samplers` therefore samples a VP model unchanged: wrap its score with
+:func:`ve_score_from_vp`, take a VE grid of VP levels (:func:`scorelab.noise.vp_sigmas`,
+:func:`ve_sigmas_from_vp`), start from :func:`vp_prior`, and map states back with
+:func:`vp_state`. A VP sampler written in :math:`x_t` (DDPM, VP-DDIM) is the VE sampler in
+:math:`y` on that grid; the tests check it step for step.
+
+References:
+    Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+    Diffusion-Based Generative Models, Sec. 2 and App. B.2 (the scaling s(t)).
+    https://arxiv.org/abs/2206.00364
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import Array
+from jax.tree_util import Partial
+
+from scorelab.samplers._core import ve_prior
+
+
+def vp_alpha_sigma_from_ve(sigma) -> tuple[Array, Array]:
+    r"""The VP scales :math:`(\alpha_t, \sigma_t) = (1, \sigma) / \sqrt{1 + \sigma^2}` of a VE
+    level :math:`\sigma` (scalar or array)."""
+    alpha_t = 1.0 / jnp.sqrt(1.0 + jnp.square(sigma))
+    return alpha_t, sigma * alpha_t
+
+
+def ve_sigmas_from_vp(alpha_t, sigma_t) -> Array:
+    r"""VE levels :math:`\sigma = \sigma_t / \alpha_t` of VP levels, e.g. of
+    :func:`scorelab.noise.vp_alpha_sigma` of DDPM's ``alphas_cumprod`` (ascending in ``t``).
+
+    Args:
+        alpha_t, sigma_t: ``(T,)`` signal and noise scales.
+
+    Returns:
+        ``(T,)`` float32.
+    """
+    return (jnp.asarray(sigma_t, jnp.float32) / jnp.asarray(alpha_t, jnp.float32)).astype(
+        jnp.float32
+    )
+
+
+def _ve_score(y: Array, sigma, vp_score_fn) -> Array:
+    alpha_t, sigma_t = vp_alpha_sigma_from_ve(sigma)
+    return alpha_t * vp_score_fn(alpha_t * y, alpha_t, sigma_t)
+
+
+def ve_score_from_vp(vp_score_fn):
+    r"""A VE ``score_fn(y, sigma)`` from a VP score ``vp_score_fn(x_t, alpha_t, sigma_t)``.
+
+    .. math::
+        s_{VE}(y, \sigma) = \alpha_t\, s_{VP}(\alpha_t y, \alpha_t, \sigma_t), \qquad
+        \alpha_t = \frac{1}{\sqrt{1 + \sigma^2}}, \quad \sigma_t = \sigma \alpha_t.
+
+    An :math:`\varepsilon`-prediction model gives :math:`s_{VP} = -\hat\varepsilon / \sigma_t`;
+    a model indexed by time finds its :math:`t` from :math:`(\alpha_t, \sigma_t)`; the exact
+    VP score of a mixture is ``target.marginal(alpha_t, sigma_t).score(x_t)``.
+
+    Args:
+        vp_score_fn: ``(x_t (d,), alpha_t, sigma_t) -> (d,)``.
+
+    Returns:
+        A :class:`jax.tree_util.Partial` (an Equinox module's weights stay traced leaves
+        under :func:`scorelab.samplers.sample`).
+    """
+    return Partial(_ve_score, vp_score_fn=vp_score_fn)
+
+
+def vp_prior(key: Array, n: int, dim: int, sigma) -> Array:
+    r"""The VP prior :math:`x_T \sim \mathcal{N}(0, I)` in the VE variable,
+    :math:`y_T = x_T / \alpha_T \sim \mathcal{N}(0, (1 + \sigma^2) I)`, shape ``(n, dim)``.
+
+    Sample ``i`` is drawn from ``fold_in(key, i)``; ``sigma`` is the grid's top level.
+    """
+    return ve_prior(key, n, dim, jnp.sqrt(1.0 + jnp.square(jnp.float32(sigma))))
+
+
+def vp_state(y: Array, sigma) -> Array:
+    r"""A VE state back in VP coordinates: :math:`x_t = \alpha_t y`, ``alpha_t`` from ``sigma``
+    (broadcast against ``y``; at :math:`\sigma = 0`, :math:`x_0 = y`)."""
+    return vp_alpha_sigma_from_ve(sigma)[0] * y
