@@ -36,6 +36,12 @@ __all__ = [
     "vp_betas",
     "vp_alphas_cumprod",
     "vp_alpha_sigma",
+    "VP_BETA_MIN",
+    "VP_BETA_MAX",
+    "vp_sde_sigma",
+    "vp_sde_time",
+    "vp_sigmas",
+    "log_snr_sigmas",
 ]
 
 
@@ -118,18 +124,21 @@ def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -
     return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
 
 
-GRIDS = ("geometric", "karras")
+GRIDS = ("geometric", "karras", "vp")
 """Names accepted by :func:`sigma_grid`."""
 
 
 def sigma_grid(
     name: str, n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 5.0
 ) -> Array:
-    """The ascending grid ``name`` (``geometric`` or ``karras``; ``rho`` is Karras' only)."""
+    """The ascending grid ``name``: ``geometric`` (= uniform in log-SNR), ``karras`` (with
+    ``rho``) or ``vp`` (uniform in the time of Song et al.'s VP SDE, :func:`vp_sigmas`)."""
     if name == "geometric":
         return geometric_sigmas(n, sigma_min, sigma_max)
     if name == "karras":
         return karras_sigmas(n, sigma_min, sigma_max, rho)
+    if name == "vp":
+        return vp_sigmas(n, sigma_min, sigma_max)
     raise ValueError(f"unknown grid {name!r}; accepted: {', '.join(GRIDS)}")
 
 
@@ -283,3 +292,107 @@ def vp_alpha_sigma(alphas_cumprod) -> tuple[np.ndarray, np.ndarray]:
     if np.any(alphas_cumprod < 0) or np.any(alphas_cumprod > 1):
         raise ValueError("alphas_cumprod must lie in [0, 1]")
     return np.sqrt(alphas_cumprod), np.sqrt(1 - alphas_cumprod)
+
+
+# --- VP SDE time and log-SNR grids, as VE levels sigma = sigma_t / alpha_t ------------------------
+
+VP_BETA_MIN = 0.1
+"""beta_min of the continuous VP SDE (Song et al., 2021)."""
+
+VP_BETA_MAX = 20.0
+"""beta_max of the continuous VP SDE (Song et al., 2021)."""
+
+
+def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> Array:
+    r"""The VE level :math:`\sigma(t) = \sigma_t / \alpha_t` of the VP SDE at time ``t``.
+
+    :math:`d x = -\tfrac12 \beta(t) x\, dt + \sqrt{\beta(t)}\, dw` with
+    :math:`\beta(t) = \beta_{\min} + t (\beta_{\max} - \beta_{\min})` has
+    :math:`\log \alpha_t = -\tfrac14 t^2 (\beta_{\max} - \beta_{\min}) - \tfrac12 t \beta_{\min}`
+    and :math:`\sigma_t^2 = 1 - \alpha_t^2`, so
+
+    .. math::
+        \sigma(t) = \sqrt{\exp\big(\tfrac12 t^2 (\beta_{\max} - \beta_{\min})
+        + t \beta_{\min}\big) - 1}
+
+    (k-diffusion's ``get_sigmas_vp``); ``t`` in [1e-3, 1] spans :math:`\sigma` in
+    [0.0105, 152].
+
+    References:
+        Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
+        Differential Equations, eq. 11 and App. B. https://arxiv.org/abs/2011.13456
+    """
+    t = jnp.asarray(t)
+    return jnp.sqrt(jnp.expm1(0.5 * t**2 * (beta_max - beta_min) + t * beta_min))
+
+
+def vp_sde_time(sigma, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> Array:
+    r"""The inverse of :func:`vp_sde_sigma`: the root :math:`t \ge 0` of
+    :math:`\tfrac12 (\beta_{\max} - \beta_{\min}) t^2 + \beta_{\min} t = \log(1 + \sigma^2)`."""
+    delta = beta_max - beta_min
+    log_one_plus = jnp.log1p(jnp.square(jnp.asarray(sigma)))
+    return (jnp.sqrt(beta_min**2 + 2.0 * delta * log_one_plus) - beta_min) / delta
+
+
+def vp_sigmas(
+    n: int,
+    sigma_min: float = 0.02,
+    sigma_max: float = 80.0,
+    beta_min: float = VP_BETA_MIN,
+    beta_max: float = VP_BETA_MAX,
+) -> Array:
+    r"""A grid uniform in the time of the continuous VP SDE, as ascending VE levels.
+
+    .. math::
+        \sigma_i = \sigma\big(t_{\min} + \tfrac{i}{n-1} (t_{\max} - t_{\min})\big),
+        \qquad t_{\min} = t(\sigma_{\min}),\ t_{\max} = t(\sigma_{\max}),
+
+    with :math:`\sigma(t)` of :func:`vp_sde_sigma` and :math:`t(\sigma)` of
+    :func:`vp_sde_time`: Song et al. (2021)'s uniform time steps (their ``t`` from 1e-3 to 1
+    is ``sigma_min = 0.0105``, ``sigma_max = 152``). VP samplers run on these levels through
+    the conversion of :mod:`scorelab.samplers` (``vp_*``).
+
+    Args:
+        n: number of levels, ``>= 2``.
+        sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
+        beta_min, beta_max: the VP SDE's :math:`\beta(t)`, ``0 < beta_min < beta_max``.
+
+    Returns:
+        ``(n,)`` float32 array, ascending.
+
+    References:
+        Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
+        Differential Equations. https://arxiv.org/abs/2011.13456
+    """
+    _check_n(n)
+    check_sigma_range(sigma_min, sigma_max)
+    if not 0 < beta_min < beta_max:
+        raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
+    t_min, t_max = (float(vp_sde_time(s, beta_min, beta_max)) for s in (sigma_min, sigma_max))
+    sigmas = vp_sde_sigma(jnp.linspace(t_min, t_max, n), beta_min, beta_max)
+    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+
+
+def log_snr_sigmas(n: int, log_snr_min: float, log_snr_max: float) -> Array:
+    r"""A grid uniform in the log signal-to-noise ratio, as ascending VE levels.
+
+    The VP level :math:`(\alpha_t, \sigma_t)` has
+    :math:`\lambda = \log(\alpha_t^2 / \sigma_t^2) = -2 \log\sigma` in VE terms, so a grid
+    uniform in :math:`\lambda` (DPM-Solver's ``logSNR`` steps, Lu et al. 2022) is the
+    geometric grid :func:`geometric_sigmas` from :math:`e^{-\lambda_{\max}/2}` to
+    :math:`e^{-\lambda_{\min}/2}`; this names it in VP terms.
+
+    Args:
+        n: number of levels, ``>= 2``.
+        log_snr_min, log_snr_max: :math:`\lambda` at the noisiest and cleanest level.
+
+    Returns:
+        ``(n,)`` float32 array, ascending in :math:`\sigma` (descending in :math:`\lambda`).
+
+    References:
+        Lu, C. et al. (2022). DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
+        Sampling in Around 10 Steps. https://arxiv.org/abs/2206.00927
+    """
+    if not log_snr_min < log_snr_max:
+        raise ValueError(f"need log_snr_min < log_snr_max, got {log_snr_min}, {log_snr_max}")
+    return geometric_sigmas(n, math.exp(-0.5 * log_snr_max), math.exp(-0.5 * log_snr_min))
