@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 
@@ -60,3 +61,17 @@ def test_layernorm_first_layer_cannot_resolve_radius_without_input_scaling():
     gap_plain = float(jnp.linalg.norm(plain(x) - plain(2 * x)))
     gap_scaled = float(jnp.linalg.norm(scaled(x) - scaled(2 * x)))
     assert gap_plain < 0.2 * gap_scaled
+
+
+def test_activation_is_an_argument_and_unknown_names_are_rejected():
+    key = jax.random.key(5)
+    x = jnp.array([0.4, -0.7])
+    leaky, silu = MLP(key), MLP(key, activation="silu")
+    # Same weights, different nonlinearity: the hidden features, hence the outputs, differ.
+    assert not np.allclose(leaky(x), silu(x))
+    with pytest.raises(ValueError, match="activation: unknown value 'relu6'; accepted: leaky"):
+        MLP(key, activation="relu6")
+    with pytest.raises(ValueError, match="activation: unknown value"):
+        NoiseConditionalMLP(key, activation="relu6")
+    ncsn = NoiseConditionalMLP(key, activation="silu")
+    assert not np.allclose(ncsn(x, 1.0), NoiseConditionalMLP(key)(x, 1.0))

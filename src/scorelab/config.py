@@ -134,16 +134,22 @@ class ModelConfig:
             ``1/sqrt(sigma^2 + sigma_data^2)`` with ``sigma_data`` the data's standard
             deviation (EDM's c_in). ``false`` is the tutorial's raw input; see
             :class:`scorelab.models.MLP` for why it matters.
+        activation: hidden activation (:data:`scorelab.models.ACTIVATIONS`), or ``"auto"``:
+            ``silu`` for the Jacobian-trace losses (Hyvarinen, Hutchinson, sliced), which a
+            piecewise-linear network cannot optimise well (see :mod:`scorelab.models`), and the
+            tutorial's ``leaky_relu`` otherwise.
         seed: initialisation seed.
     """
 
     name: str = "auto"
     scale_by_sigma: bool = True
     normalise_input: bool = True
+    activation: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
         _check_choice("model", "name", self.name, MODELS)
+        _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
         _check_int("model", "seed", self.seed, 0)
 
     def build(self, data: np.ndarray, loss: LossConfig):
@@ -154,10 +160,20 @@ class ModelConfig:
         scale = float(np.std(data)) if self.normalise_input else None
         if scale is not None and not scale > 0:
             scale = 1.0  # constant data: nothing to normalise
+        activation = self.resolved_activation(loss)
         if self.resolved(loss) == "mlp":
-            kwargs = {"dim": dim, "input_scale": 1.0 if scale is None else scale}
+            kwargs = {
+                "dim": dim,
+                "input_scale": 1.0 if scale is None else scale,
+                "activation": activation,
+            }
             return models.MLP(key, **kwargs), kwargs
-        kwargs = {"dim": dim, "scale_by_sigma": self.scale_by_sigma, "sigma_data": scale}
+        kwargs = {
+            "dim": dim,
+            "scale_by_sigma": self.scale_by_sigma,
+            "sigma_data": scale,
+            "activation": activation,
+        }
         return models.NoiseConditionalMLP(key, **kwargs), kwargs
 
     def resolved(self, loss: LossConfig) -> str:
@@ -165,6 +181,12 @@ class ModelConfig:
         if self.name != "auto":
             return self.name
         return "ncsn_mlp" if loss.needs_noise_conditional_model else "mlp"
+
+    def resolved_activation(self, loss: LossConfig) -> str:
+        """The hidden activation, with ``auto`` resolved for ``loss``."""
+        if self.activation != "auto":
+            return self.activation
+        return "silu" if loss.uses_jacobian_trace else "leaky_relu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +235,10 @@ class LossConfig:
     @property
     def needs_noise_conditional_model(self) -> bool:
         return self.name == "ncsn"
+
+    @property
+    def uses_jacobian_trace(self) -> bool:
+        return self.name in ("hyvarinen", "hutchinson", "sliced")
 
     def build(self):
         """The per-example loss ``loss_fn(key, score_fn, x)`` with hyper-parameters bound."""

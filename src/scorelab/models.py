@@ -9,6 +9,16 @@ hand-written function all plug in unchanged. The bundled networks are Equinox mo
 ``nn.leaky_relu``, which multiplies every negative output component by 0.01: a score pointing
 left or down is shrunk a hundredfold, which smears NCSN samples into streaks. scorelab's
 networks end in a *linear* layer.
+
+**Activations.** The hidden activation is an argument (:data:`ACTIVATIONS`); the tutorial's is
+the leaky ReLU. Score matching on the data with the Jacobian trace (Hyvarinen, Hutchinson,
+sliced) needs a smooth one such as SiLU: the trace term
+:math:`\operatorname{tr} \nabla_x s_\theta(x)` reaches the pre-activation biases, which place
+the kinks, through the activation's second derivative, zero almost everywhere for a
+piecewise-linear one, so only LayerNorm's curvature and the :math:`\tfrac12\|s\|^2` term
+move them. On the tutorial's mixture (modes of sd 0.32,
+10 apart; 2000 steps, batch 512) the leaky-ReLU network reaches a held-out Hyvarinen loss of
+-4.1 against the exact score's -9.98, the SiLU network -9.5.
 """
 
 from __future__ import annotations
@@ -20,15 +30,33 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from scorelab._validate import check_choice
 from scorelab.targets import GaussianMixture
 
-__all__ = ["MLP", "NoiseConditionalMLP", "ExactScore"]
+__all__ = ["ACTIVATIONS", "MLP", "NoiseConditionalMLP", "ExactScore"]
+
+ACTIVATIONS = {
+    "leaky_relu": jax.nn.leaky_relu,
+    "silu": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+    "softplus": jax.nn.softplus,
+    "tanh": jnp.tanh,
+}
+"""Hidden-layer activations by name (names, not functions, so a model's constructor
+arguments stay JSON for :func:`scorelab.checkpoints.save_model`)."""
+
+
+def _activation(name: str):
+    check_choice("activation", name, tuple(ACTIVATIONS))
+    return ACTIVATIONS[name]
 
 
 class MLP(eqx.Module):
     r"""The tutorial's unconditional score network: ``d -> 128 -> 512 -> 256 -> d``.
 
-    Each hidden layer is Linear, LayerNorm, leaky ReLU (slope 0.01); the output layer is
+    Each hidden layer is Linear, LayerNorm, ``activation`` (the tutorial's leaky ReLU, slope 0.01,
+    by default; use ``"silu"`` for the trace-based losses, see the module docstring); the output
+    layer is
     **linear** (the tutorial's extra final leaky ReLU is a defect, see the module docstring).
     The network ignores ``sigma``: it models the score of one distribution.
 
@@ -47,6 +75,7 @@ class MLP(eqx.Module):
     norms: tuple[eqx.nn.LayerNorm, ...]
     output_layer: eqx.nn.Linear
     input_scale: float = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -54,7 +83,9 @@ class MLP(eqx.Module):
         dim: int = 2,
         widths: Sequence[int] = (128, 512, 256),
         input_scale: float = 1.0,
+        activation: str = "leaky_relu",
     ):
+        _activation(activation)
         keys = jax.random.split(key, len(widths) + 1)
         sizes = (dim, *widths)
         self.hidden_layers = tuple(
@@ -63,12 +94,14 @@ class MLP(eqx.Module):
         self.norms = tuple(eqx.nn.LayerNorm(w) for w in widths)
         self.output_layer = eqx.nn.Linear(widths[-1], dim, key=keys[-1])
         self.input_scale = float(input_scale)
+        self.activation = activation
 
     def __call__(self, x: Array, sigma=None) -> Array:
         del sigma  # unconditional
+        act = ACTIVATIONS[self.activation]
         x = x / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
-            x = jax.nn.leaky_relu(norm(layer(x)))
+            x = act(norm(layer(x)))
         return self.output_layer(x)
 
 
@@ -76,7 +109,8 @@ class NoiseConditionalMLP(eqx.Module):
     r"""The tutorial's noise-conditional network :math:`s_\theta(x, \sigma)`.
 
     Input :math:`[x, \tfrac14 \log\sigma]`, then ``256`` (LayerNorm) ``-> 512 -> 256``
-    (LayerNorm), leaky ReLU after each hidden layer, and a **linear** output layer.
+    (LayerNorm), ``activation`` (leaky ReLU by default, as the tutorial) after each hidden layer,
+    and a **linear** output layer.
 
     With ``scale_by_sigma=True`` (the default) the output is divided by :math:`\sigma`, so the
     network predicts :math:`-\varepsilon` rather than :math:`-\varepsilon/\sigma`; this is
@@ -103,6 +137,7 @@ class NoiseConditionalMLP(eqx.Module):
     output_layer: eqx.nn.Linear
     scale_by_sigma: bool = eqx.field(static=True)
     sigma_data: float | None = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -111,7 +146,9 @@ class NoiseConditionalMLP(eqx.Module):
         widths: tuple[int, int, int] = (256, 512, 256),
         scale_by_sigma: bool = True,
         sigma_data: float | None = None,
+        activation: str = "leaky_relu",
     ):
+        _activation(activation)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         w1, w2, w3 = widths
         self.layers = (
@@ -124,16 +161,18 @@ class NoiseConditionalMLP(eqx.Module):
         self.output_layer = eqx.nn.Linear(w3, dim, key=k4)
         self.scale_by_sigma = scale_by_sigma
         self.sigma_data = None if sigma_data is None else float(sigma_data)
+        self.activation = activation
 
     def __call__(self, x: Array, sigma) -> Array:
         sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
         if self.sigma_data is not None:
             x = x * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
         h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
+        act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
-        h = jax.nn.leaky_relu(self.norm_in(first(h)))
-        h = jax.nn.leaky_relu(middle(h))
-        h = jax.nn.leaky_relu(self.norm_out(last(h)))
+        h = act(self.norm_in(first(h)))
+        h = act(middle(h))
+        h = act(self.norm_out(last(h)))
         out = self.output_layer(h)
         return out / sigma if self.scale_by_sigma else out
 
