@@ -113,13 +113,14 @@ def exact_prior(key: Array, target, n: int, sigma) -> Array:
 
 
 def check_sigmas(sigmas) -> Array:
-    """``sigmas`` as a float32 array, or ``ValueError`` unless a 1-D ascending positive grid."""
+    """``sigmas`` as an array of JAX's default float (float32; float64 under x64), or
+    ``ValueError`` unless a 1-D, ascending, positive grid."""
     values = np.asarray(sigmas)
     if values.ndim != 1 or values.size < 2:
         raise ValueError(f"sigmas must be a 1-D grid of >= 2 levels, got shape {values.shape}")
     if not (np.all(np.isfinite(values)) and values[0] > 0 and np.all(np.diff(values) > 0)):
         raise ValueError("sigmas must be finite, positive and strictly ascending")
-    return jnp.asarray(values, dtype=jnp.float32)
+    return jnp.asarray(values, dtype=float)
 
 
 def descending_steps(sigmas: Array) -> tuple[Array, Array]:

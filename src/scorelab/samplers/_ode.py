@@ -62,7 +62,10 @@ def _edm_run(
             sigma_hat, x_hat = sigma, x
         else:  # churn: raise the noise to sigma_hat = (1 + gamma) sigma
             sigma_hat = sigma * (1.0 + gamma)
-            x_hat = x + jnp.sqrt(sigma_hat**2 - sigma**2) * s_noise * draw(source)
+            # sqrt(sigma_hat^2 - sigma^2), written so that gamma = 0 gives exactly 0 (the
+            # difference of squares can round below 0 under a fused multiply-add: NaN).
+            raise_by = sigma * jnp.sqrt(gamma * (2.0 + gamma))
+            x_hat = x + raise_by * s_noise * draw(source)
         d = slope(x_hat, sigma_hat)
         x_next = x_hat + (sigma_next - sigma_hat) * d
         if second_order:  # Heun's correction, trapezoidal in sigma
