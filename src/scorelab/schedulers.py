@@ -1,0 +1,456 @@
+r"""DDIM and DDPM sampling for variance-preserving models, with diffusers' scheduler conventions.
+
+A VP model is trained on :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,
+\varepsilon` at integer timesteps :math:`t \in \{0, \dots, T-1\}` (:mod:`scorelab.noise`'s
+VP schedules) and predicts :math:`\varepsilon`, :math:`x_0` or
+:math:`v = \sqrt{\bar\alpha_t}\,\varepsilon - \sqrt{1-\bar\alpha_t}\, x_0`. This module
+reproduces diffusers' ``DDIMScheduler`` and ``DDPMScheduler`` (timestep spacings,
+``steps_offset``, ``set_alpha_to_one``, x0 clipping, eta, ``use_clipped_model_output``) so
+that checkpoints trained with diffusers sample here as they do there, in pure JAX: the timestep
+grid and its coefficients are NumPy arrays built once, and the chain is one ``lax.scan``.
+
+:mod:`scorelab.samplers` holds the library's generic samplers over sigma grids; this module is
+the diffusers-convention path for pretrained checkpoints, on integer timesteps.
+
+References:
+    Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
+    https://arxiv.org/abs/2010.02502
+    Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+    https://arxiv.org/abs/2006.11239
+    Lin, S., Liu, B., Li, J. & Yang, X. (2024). Common Diffusion Noise Schedules and Sample
+    Steps are Flawed (timestep spacings, Table 2). https://arxiv.org/abs/2305.08891
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from scorelab.noise import VP_SCHEDULES, vp_alphas_cumprod
+
+__all__ = [
+    "PREDICTION_TYPES",
+    "TIMESTEP_SPACINGS",
+    "VARIANCE_TYPES",
+    "SchedulerConfig",
+    "VPGrid",
+    "timesteps",
+    "ddim_grid",
+    "ddpm_grid",
+    "predict_x0_eps",
+    "ddim_step",
+    "ddpm_step",
+    "ddim_sample",
+    "ddpm_sample",
+]
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
+
+# diffusers scheduler options whose non-default values change the maths; anything else in a
+# scheduler_config.json (class name, version, options of other schedulers) is ignored, as
+# diffusers' own ``from_config`` ignores it.
+_UNSUPPORTED = {
+    "thresholding": False,
+    "rescale_betas_zero_snr": False,
+    "trained_betas": None,
+    "timestep_type": "discrete",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerConfig:
+    """The options of diffusers' ``DDIMScheduler`` / ``DDPMScheduler`` that scorelab supports.
+
+    Field names and defaults are diffusers' (``DDIMScheduler``), so a ``scheduler_config.json``
+    maps onto it with :meth:`from_diffusers`.
+
+    Attributes:
+        num_train_timesteps: ``T``.
+        beta_start, beta_end, beta_schedule: the VP schedule (:func:`scorelab.noise.vp_betas`).
+        clip_sample: clip the predicted :math:`x_0` to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the clipping bound, ``> 0``.
+        set_alpha_to_one: DDIM's last step goes to :math:`\\bar\\alpha = 1` (else
+            :math:`\\bar\\alpha_0`).
+        steps_offset: added to every ``leading`` timestep.
+        prediction_type: what the model predicts, one of :data:`PREDICTION_TYPES`.
+        timestep_spacing: one of :data:`TIMESTEP_SPACINGS`.
+        variance_type: DDPM's ancestral variance, one of :data:`VARIANCE_TYPES`.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    set_alpha_to_one: bool = True
+    steps_offset: int = 0
+    prediction_type: str = "epsilon"
+    timestep_spacing: str = "leading"
+    variance_type: str = "fixed_small"
+
+    def __post_init__(self):
+        if (
+            int(self.num_train_timesteps) != self.num_train_timesteps
+            or self.num_train_timesteps < 1
+        ):
+            raise ValueError(
+                f"num_train_timesteps must be an integer >= 1, got {self.num_train_timesteps}"
+            )
+        if self.beta_schedule not in VP_SCHEDULES:
+            raise ValueError(
+                f"beta_schedule {self.beta_schedule!r} is not supported; "
+                f"accepted: {', '.join(VP_SCHEDULES)}"
+            )
+        if not self.clip_sample_range > 0:
+            raise ValueError(f"clip_sample_range must be > 0, got {self.clip_sample_range}")
+        if int(self.steps_offset) != self.steps_offset or self.steps_offset < 0:
+            raise ValueError(f"steps_offset must be an integer >= 0, got {self.steps_offset}")
+        for field, accepted in (
+            ("prediction_type", PREDICTION_TYPES),
+            ("timestep_spacing", TIMESTEP_SPACINGS),
+            ("variance_type", VARIANCE_TYPES),
+        ):
+            if getattr(self, field) not in accepted:
+                value = getattr(self, field)
+                raise ValueError(
+                    f"{field} {value!r} is not supported; accepted: {', '.join(accepted)}"
+                )
+
+    @classmethod
+    def from_diffusers(cls, config: Mapping) -> SchedulerConfig:
+        """Read a diffusers ``scheduler_config.json`` (as a dict) of a DDIM or DDPM scheduler.
+
+        Raises ``ValueError`` naming the field for options that would change the sampler and
+        are not implemented (``thresholding``, ``rescale_betas_zero_snr``, ``trained_betas``,
+        learned variances ...); other keys are ignored, as diffusers ignores them.
+        """
+        for field, default in _UNSUPPORTED.items():
+            if config.get(field, default) != default:
+                raise ValueError(
+                    f"scheduler option {field}={config[field]!r} is not supported "
+                    f"(only {field}={default!r})"
+                )
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: value for name, value in config.items() if name in known})
+
+    def alphas_cumprod(self) -> np.ndarray:
+        r""":math:`\bar\alpha_t`, ``(T,)`` float32, exactly as diffusers computes it."""
+        return vp_alphas_cumprod(
+            self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end
+        )
+
+
+def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
+    """The descending timesteps of diffusers' ``set_timesteps`` (Lin et al. 2024, Table 2).
+
+    With ``T`` training steps, ``n`` inference steps and ``r = T // n``:
+
+    * ``leading``: ``r (n-1), ..., r, 0``, plus ``steps_offset`` (``T=1000, n=10``: 900, ..., 0);
+    * ``trailing``: ``round(T - k T/n) - 1`` for ``k = 0, ..., n-1`` (999, 899, ..., 99);
+    * ``linspace``: ``round(linspace(0, T-1, n))`` reversed (999, 888, ..., 0).
+
+    Returns:
+        ``(n,)`` int64 NumPy array, descending.
+    """
+    T, n = config.num_train_timesteps, num_inference_steps
+    if int(n) != n or not 1 <= n <= T:
+        raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {n}")
+    if config.timestep_spacing == "leading":
+        steps = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64) + config.steps_offset
+    elif config.timestep_spacing == "trailing":
+        steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+    else:
+        steps = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+    if steps[0] >= T:
+        raise ValueError(
+            f"steps_offset {config.steps_offset} puts the first timestep at {steps[0]} >= "
+            f"num_train_timesteps {T}"
+        )
+    return steps
+
+
+class VPGrid(NamedTuple):
+    r"""A descending timestep grid and the per-step coefficients of one sampler.
+
+    Attributes:
+        timesteps: ``(n,)`` int32 timesteps fed to the model.
+        alpha_prod_t: ``(n,)`` float32 :math:`\bar\alpha_t`.
+        alpha_prod_t_prev: ``(n,)`` float32 :math:`\bar\alpha` of the step each one goes to.
+        std: ``(n,)`` float32 standard deviation of the noise added at each step.
+    """
+
+    timesteps: np.ndarray
+    alpha_prod_t: np.ndarray
+    alpha_prod_t_prev: np.ndarray
+    std: np.ndarray
+
+
+def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0) -> VPGrid:
+    r"""DDIM's grid: previous step :math:`t - \lfloor T/n \rfloor` whatever the spacing (as
+    diffusers), :math:`\bar\alpha_{\text{prev}} = 1` past the end if ``set_alpha_to_one``, else
+    :math:`\bar\alpha_0`, and Song et al. (2021) eq. 16,
+
+    .. math::
+        \sigma_t(\eta) = \eta \sqrt{\frac{1 - \bar\alpha_{\text{prev}}}{1 - \bar\alpha_t}}
+        \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{\text{prev}}}},
+
+    in float32 in diffusers' order of operations. ``eta = 0`` is deterministic DDIM,
+    ``eta = 1`` DDPM's posterior variance.
+    """
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    steps = timesteps(config, num_inference_steps)
+    alphas_cumprod = config.alphas_cumprod()
+    prev = steps - config.num_train_timesteps // num_inference_steps
+    final = np.float32(1.0) if config.set_alpha_to_one else alphas_cumprod[0]
+    alpha_prod_t = alphas_cumprod[steps]
+    alpha_prod_t_prev = np.where(prev >= 0, alphas_cumprod[np.maximum(prev, 0)], final)
+    one = np.float32(1.0)
+    variance = ((one - alpha_prod_t_prev) / (one - alpha_prod_t)) * (
+        one - alpha_prod_t / alpha_prod_t_prev
+    )
+    std = np.float32(eta) * np.sqrt(variance)
+    return VPGrid(steps.astype(np.int32), alpha_prod_t, alpha_prod_t_prev.astype(np.float32), std)
+
+
+def ddpm_grid(config: SchedulerConfig, num_inference_steps: int) -> VPGrid:
+    r"""DDPM's ancestral grid: previous step = the next timestep of the grid (-1 after the last,
+    :math:`\bar\alpha = 1`), and the posterior standard deviation of Ho et al. (2020) eq. 7,
+    :math:`\tilde\beta_t = \frac{1 - \bar\alpha_{\text{prev}}}{1 - \bar\alpha_t}\beta_t` with
+    :math:`\beta_t = 1 - \bar\alpha_t/\bar\alpha_{\text{prev}}` (``fixed_small``, floored at
+    1e-20 as diffusers) or :math:`\beta_t` (``fixed_large``); no noise at timestep 0.
+    """
+    steps = timesteps(config, num_inference_steps)
+    alphas_cumprod = config.alphas_cumprod()
+    alpha_prod_t = alphas_cumprod[steps]
+    alpha_prod_t_prev = np.append(alphas_cumprod[steps[1:]], np.float32(1.0))
+    one = np.float32(1.0)
+    beta_t = one - alpha_prod_t / alpha_prod_t_prev
+    if config.variance_type == "fixed_small":
+        variance = np.maximum((one - alpha_prod_t_prev) / (one - alpha_prod_t) * beta_t, 1e-20)
+    else:
+        variance = beta_t
+    std = np.where(steps > 0, np.sqrt(variance.astype(np.float32)), np.float32(0.0))
+    return VPGrid(steps.astype(np.int32), alpha_prod_t, alpha_prod_t_prev, std)
+
+
+def predict_x0_eps(
+    model_output: Array, x_t: Array, alpha_prod_t, prediction_type: str
+) -> tuple[Array, Array]:
+    r"""The model's :math:`(\hat x_0, \hat\varepsilon)` from its output, with
+    :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon`:
+
+    * ``epsilon``:
+      :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}`;
+    * ``sample``:
+      :math:`\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}`;
+    * ``v_prediction`` (Salimans & Ho, 2022, https://arxiv.org/abs/2202.00512):
+      :math:`\hat x_0 = \sqrt{\bar\alpha_t}\, x_t - \sqrt{1-\bar\alpha_t}\, \hat v`,
+      :math:`\hat\varepsilon = \sqrt{\bar\alpha_t}\, \hat v + \sqrt{1-\bar\alpha_t}\, x_t`.
+
+    Args:
+        model_output, x_t: arrays of one shape.
+        alpha_prod_t: scalar :math:`\bar\alpha_t`.
+    """
+    sqrt_alpha, sqrt_beta = jnp.sqrt(alpha_prod_t), jnp.sqrt(1 - alpha_prod_t)
+    if prediction_type == "epsilon":
+        return (x_t - sqrt_beta * model_output) / sqrt_alpha, model_output
+    if prediction_type == "sample":
+        return model_output, (x_t - sqrt_alpha * model_output) / sqrt_beta
+    if prediction_type == "v_prediction":
+        return (
+            sqrt_alpha * x_t - sqrt_beta * model_output,
+            sqrt_alpha * model_output + sqrt_beta * x_t,
+        )
+    accepted = ", ".join(PREDICTION_TYPES)
+    raise ValueError(f"prediction_type {prediction_type!r} is not supported; accepted: {accepted}")
+
+
+def _clip(x_0: Array, clip_sample_range: float | None) -> Array:
+    return (
+        x_0 if clip_sample_range is None else jnp.clip(x_0, -clip_sample_range, clip_sample_range)
+    )
+
+
+def ddim_step(
+    model_output: Array,
+    x_t: Array,
+    alpha_prod_t,
+    alpha_prod_t_prev,
+    std,
+    noise: Array | None,
+    *,
+    prediction_type: str = "epsilon",
+    clip_sample_range: float | None = 1.0,
+    use_clipped_model_output: bool = False,
+) -> tuple[Array, Array]:
+    r"""One DDIM step, Song et al. (2021) eq. 12:
+
+    .. math::
+        x_{\text{prev}} = \sqrt{\bar\alpha_{\text{prev}}}\, \hat x_0
+        + \sqrt{1 - \bar\alpha_{\text{prev}} - \sigma_t^2}\, \hat\varepsilon + \sigma_t z,
+
+    with :math:`\hat x_0` clipped to ``[-clip_sample_range, clip_sample_range]`` (``None``: no
+    clipping) and, if ``use_clipped_model_output``, :math:`\hat\varepsilon` re-derived from the
+    clipped :math:`\hat x_0` (as GLIDE does).
+
+    Args:
+        model_output, x_t: ``(B, C, H, W)`` (any shape) model output and current state.
+        alpha_prod_t, alpha_prod_t_prev, std: scalars from a :class:`VPGrid` row.
+        noise: standard normal ``z`` shaped like ``x_t``, or ``None`` when ``std = 0``.
+
+    Returns:
+        ``(x_prev, x0_hat)``.
+    """
+    x_0, eps = predict_x0_eps(model_output, x_t, alpha_prod_t, prediction_type)
+    x_0 = _clip(x_0, clip_sample_range)
+    if use_clipped_model_output:
+        eps = (x_t - jnp.sqrt(alpha_prod_t) * x_0) / jnp.sqrt(1 - alpha_prod_t)
+    # max(., 0): rounding must not turn a zero direction coefficient (eta = 1, last step) into NaN.
+    direction = jnp.sqrt(jnp.maximum(1 - alpha_prod_t_prev - std**2, 0.0)) * eps
+    x_prev = jnp.sqrt(alpha_prod_t_prev) * x_0 + direction
+    if noise is not None:
+        x_prev = x_prev + std * noise
+    return x_prev, x_0
+
+
+def ddpm_step(
+    model_output: Array,
+    x_t: Array,
+    alpha_prod_t,
+    alpha_prod_t_prev,
+    std,
+    noise: Array | None,
+    *,
+    prediction_type: str = "epsilon",
+    clip_sample_range: float | None = 1.0,
+) -> tuple[Array, Array]:
+    r"""One DDPM ancestral step from the Gaussian posterior :math:`q(x_{\text{prev}} \mid x_t,
+    \hat x_0)` of Ho et al. (2020) eq. 7:
+
+    .. math::
+        x_{\text{prev}} = \frac{\sqrt{\bar\alpha_{\text{prev}}}\,\beta_t}{1 - \bar\alpha_t}\hat x_0
+        + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{\text{prev}})}{1 - \bar\alpha_t} x_t + \sigma_t z,
+        \qquad \alpha_t = \bar\alpha_t / \bar\alpha_{\text{prev}} = 1 - \beta_t,
+
+    with :math:`\hat x_0` clipped as in :func:`ddim_step`. Arguments as :func:`ddim_step`.
+    """
+    x_0, _ = predict_x0_eps(model_output, x_t, alpha_prod_t, prediction_type)
+    x_0 = _clip(x_0, clip_sample_range)
+    alpha_t = alpha_prod_t / alpha_prod_t_prev
+    beta_prod_t = 1 - alpha_prod_t
+    x_0_coeff = (jnp.sqrt(alpha_prod_t_prev) * (1 - alpha_t)) / beta_prod_t
+    x_t_coeff = jnp.sqrt(alpha_t) * (1 - alpha_prod_t_prev) / beta_prod_t
+    x_prev = x_0_coeff * x_0 + x_t_coeff * x_t
+    if noise is not None:
+        x_prev = x_prev + std * noise
+    return x_prev, x_0
+
+
+def _run(
+    step_fn: Callable,
+    model_fn: Callable,
+    x_T: Array,
+    grid: VPGrid,
+    key: Array | None,
+    noise: Array | None,
+) -> Array:
+    """Walk ``grid`` from ``x_T`` with one ``lax.scan``; noise from ``noise`` or ``key``."""
+    n = grid.timesteps.shape[0]
+    rows = tuple(jnp.asarray(a) for a in grid)
+    stochastic = bool(np.any(grid.std > 0))
+    if not stochastic:
+        draws = None
+    elif noise is not None:
+        draws = jnp.asarray(noise, x_T.dtype)
+        if draws.shape != (n, *x_T.shape):
+            raise ValueError(f"noise must have shape {(n, *x_T.shape)}, got {draws.shape}")
+    elif key is not None:
+        draws = jax.random.split(key, n)
+    else:
+        raise ValueError("a stochastic sampler (eta > 0 or DDPM) needs a key or noise")
+
+    from_key = stochastic and noise is None
+
+    def body(x_t, row):
+        (t, alpha_prod_t, alpha_prod_t_prev, std), draw = row
+        if from_key:
+            draw = jax.random.normal(draw, x_t.shape, x_t.dtype)
+        x_prev, _ = step_fn(model_fn(x_t, t), x_t, alpha_prod_t, alpha_prod_t_prev, std, draw)
+        return x_prev, None
+
+    x_0, _ = jax.lax.scan(body, x_T, (rows, draws))
+    return x_0
+
+
+def _clip_range(config: SchedulerConfig) -> float | None:
+    return config.clip_sample_range if config.clip_sample else None
+
+
+def ddim_sample(
+    model_fn: Callable[[Array, Array], Array],
+    x_T: Array,
+    config: SchedulerConfig,
+    num_inference_steps: int,
+    *,
+    eta: float = 0.0,
+    use_clipped_model_output: bool = False,
+    key: Array | None = None,
+    noise: Array | None = None,
+) -> Array:
+    r"""Sample with DDIM (:func:`ddim_grid`, :func:`ddim_step`) from ``x_T``, like diffusers'
+    ``DDIMPipeline`` after its initial noise draw.
+
+    Args:
+        model_fn: ``(x_t, t) -> model_output``, ``x_t`` shaped like ``x_T``, ``t`` an int32
+            scalar timestep.
+        x_T: ``(B, C, H, W)`` initial noise (any shape ``model_fn`` accepts).
+        config: the scheduler options.
+        num_inference_steps: ``n``.
+        eta: :math:`\eta \ge 0`; 0 is deterministic.
+        use_clipped_model_output: see :func:`ddim_step`.
+        key: PRNG key for the step noise (needed when ``eta > 0`` unless ``noise`` is given).
+        noise: ``(n, *x_T.shape)`` injected step noise; takes precedence over ``key``.
+
+    Returns:
+        The final sample, shaped like ``x_T``, in model space (before any post-processing).
+    """
+
+    def step_fn(*args):
+        return ddim_step(
+            *args,
+            prediction_type=config.prediction_type,
+            clip_sample_range=_clip_range(config),
+            use_clipped_model_output=use_clipped_model_output,
+        )
+
+    return _run(step_fn, model_fn, x_T, ddim_grid(config, num_inference_steps, eta), key, noise)
+
+
+def ddpm_sample(
+    model_fn: Callable[[Array, Array], Array],
+    x_T: Array,
+    config: SchedulerConfig,
+    num_inference_steps: int,
+    *,
+    key: Array | None = None,
+    noise: Array | None = None,
+) -> Array:
+    """Sample with DDPM's ancestral sampler (:func:`ddpm_grid`, :func:`ddpm_step`) from ``x_T``,
+    like diffusers' ``DDPMPipeline``. Arguments as :func:`ddim_sample`."""
+
+    def step_fn(*args):
+        return ddpm_step(
+            *args, prediction_type=config.prediction_type, clip_sample_range=_clip_range(config)
+        )
+
+    return _run(step_fn, model_fn, x_T, ddpm_grid(config, num_inference_steps), key, noise)
