@@ -1,11 +1,24 @@
 """VP (DDPM) schedules: closed forms, and diffusers' own arrays to the last bit."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod, vp_betas
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "vp_schedules"
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_schedules_equal_diffusers_golden_bit_for_bit(schedule):
+    # Arrays saved from diffusers' DDIMScheduler by scripts/make_pretrained_fixture.py.
+    np.testing.assert_array_equal(vp_betas(schedule), np.load(GOLDEN / f"{schedule}_betas.npy"))
+    np.testing.assert_array_equal(
+        vp_alphas_cumprod(schedule), np.load(GOLDEN / f"{schedule}_alphas_cumprod.npy")
+    )
 
 
 def test_linear_betas_are_the_float32_rounding_of_the_exact_line():
@@ -67,9 +80,7 @@ def test_bad_arguments_name_the_field():
     "num_train_timesteps, beta_start, beta_end",
     [(1000, 1e-4, 0.02), (4000, 1e-4, 0.02), (1000, 0.00085, 0.012), (37, 1e-3, 0.2)],
 )
-def test_schedules_equal_diffusers_bit_for_bit(
-    schedule, num_train_timesteps, beta_start, beta_end
-):
+def test_schedules_equal_diffusers_bit_for_bit(schedule, num_train_timesteps, beta_start, beta_end):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     torch.set_num_threads(1)

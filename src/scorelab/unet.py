@@ -1,0 +1,535 @@
+r"""A JAX/Equinox ``UNet2DModel`` for diffusers checkpoints of the DDPM family.
+
+The network of Ho et al. (2020): a U-Net of residual blocks conditioned on a sinusoidal timestep
+embedding, with self-attention at chosen resolutions, mirroring diffusers' ``UNet2DModel`` for
+the block types ``DownBlock2D``, ``AttnDownBlock2D``, ``UpBlock2D``, ``AttnUpBlock2D`` and
+``UNetMidBlock2D``. Weights are read from ``diffusion_pytorch_model.safetensors`` with
+``safetensors.numpy`` (no torch); parameter names are diffusers' (``down_blocks.0.resnets.1.
+conv1.weight`` ...), including the legacy attention names ``query/key/value/proj_attn``.
+
+Arrays are NCHW at the boundary, like diffusers; inside, activations are NHWC (XLA's fast
+convolution layout on CPU and GPU) and convolution kernels HWIO.
+
+Hand-written because no maintained JAX port exists: diffusers removed its Flax models in 0.40.
+
+References:
+    Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+    https://arxiv.org/abs/2006.11239
+    Ronneberger, O., Fischer, P. & Brox, T. (2015). U-Net: Convolutional Networks for
+    Biomedical Image Segmentation. https://arxiv.org/abs/1505.04597
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+__all__ = ["UNet2D", "UNET_DEFAULTS", "load_unet", "unet_folder", "timestep_embedding"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+UNET_DEFAULTS = {
+    "sample_size": None,
+    "in_channels": 3,
+    "out_channels": 3,
+    "center_input_sample": False,
+    "time_embedding_type": "positional",
+    "time_embedding_dim": None,
+    "freq_shift": 0,
+    "flip_sin_to_cos": True,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "mid_block_type": "UNetMidBlock2D",
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (224, 448, 672, 896),
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "downsample_padding": 1,
+    "downsample_type": "conv",
+    "upsample_type": "conv",
+    "dropout": 0.0,
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "attn_norm_num_groups": None,
+    "norm_eps": 1e-5,
+    "resnet_time_scale_shift": "default",
+    "add_attention": True,
+    "class_embed_type": None,
+    "num_class_embeds": None,
+    "num_train_timesteps": None,
+}
+"""diffusers' ``UNet2DModel`` defaults: a ``config.json`` key left out takes this value, as
+in diffusers."""
+
+# Accepted values of the options whose other values select layers this module lacks.
+_SUPPORTED_VALUES = {
+    "time_embedding_type": ("positional",),
+    "mid_block_type": ("UNetMidBlock2D", None),
+    "downsample_type": ("conv",),
+    "upsample_type": ("conv",),
+    "act_fn": ("silu", "swish"),
+    "resnet_time_scale_shift": ("default", "scale_shift"),
+    "class_embed_type": (None,),
+    "num_class_embeds": (None,),
+}
+_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
+_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+_LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def _check_config(config: Mapping) -> dict:
+    """``config`` with diffusers' defaults filled in; ``ValueError`` names unsupported fields."""
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in UNET_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unsupported UNet2DModel config field(s): {', '.join(unknown)}")
+    full = {**UNET_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
+    for field, accepted in _SUPPORTED_VALUES.items():
+        if full[field] not in accepted:
+            raise ValueError(
+                f"unsupported UNet2DModel config: {field}={full[field]!r} (supported: {accepted})"
+            )
+    for field, accepted in (("down_block_types", _DOWN_BLOCKS), ("up_block_types", _UP_BLOCKS)):
+        for block in full[field]:
+            if block not in accepted:
+                raise ValueError(
+                    f"unsupported UNet2DModel config: {field} contains {block!r} "
+                    f"(supported: {', '.join(accepted)})"
+                )
+    n = len(full["block_out_channels"])
+    if len(full["down_block_types"]) != n or len(full["up_block_types"]) != n:
+        raise ValueError(
+            "UNet2DModel config: down_block_types, up_block_types and block_out_channels "
+            "must have the same length"
+        )
+    if full["norm_num_groups"] is None:
+        raise ValueError("unsupported UNet2DModel config: norm_num_groups=None")
+    return full
+
+
+# --- layers (NHWC activations) ----------------------------------------------------------------
+
+
+class _Weights:
+    """Checkpoint tensors by diffusers name, as float32; records which names were used."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray]):
+        self.tensors = {}
+        for name, value in tensors.items():
+            parts = name.split(".")
+            if len(parts) >= 2 and parts[-2] in _LEGACY_ATTENTION:
+                parts[-2] = _LEGACY_ATTENTION[parts[-2]]
+            self.tensors[".".join(parts)] = value
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> Array:
+        if name not in self.tensors:
+            raise ValueError(f"checkpoint lacks tensor {name!r} required by its config")
+        self.used.add(name)
+        return jnp.asarray(self.tensors[name], dtype=jnp.float32)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def check_all_used(self) -> None:
+        unused = sorted(set(self.tensors) - self.used)
+        if unused:
+            shown = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "")
+            raise ValueError(
+                f"checkpoint has {len(unused)} tensor(s) this config does not use: {shown}"
+            )
+
+
+class _Conv(eqx.Module):
+    """2-D convolution, kernel HWIO; padding as ``((top, bottom), (left, right))``."""
+
+    weight: Array
+    bias: Array
+    stride: int = eqx.field(static=True)
+    padding: tuple = eqx.field(static=True)
+
+    def __call__(self, x: Array) -> Array:
+        y = jax.lax.conv_general_dilated(
+            x,
+            self.weight,
+            (self.stride, self.stride),
+            self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y + self.bias
+
+
+def _conv(weights: _Weights, name: str, stride: int = 1, padding=None) -> _Conv:
+    kernel = jnp.transpose(weights(f"{name}.weight"), (2, 3, 1, 0))  # OIHW -> HWIO
+    if padding is None:  # "same" for odd kernels, as diffusers' padding=k//2
+        pad = kernel.shape[0] // 2
+        padding = ((pad, pad), (pad, pad))
+    return _Conv(kernel, weights(f"{name}.bias"), stride, padding)
+
+
+class _Linear(eqx.Module):
+    weight: Array  # (in, out)
+    bias: Array
+
+    def __call__(self, x: Array) -> Array:
+        return x @ self.weight + self.bias
+
+
+def _linear(weights: _Weights, name: str) -> _Linear:
+    weight = weights(f"{name}.weight")
+    weight = weight.reshape(weight.shape[0], -1)  # legacy 1x1-conv attention projections
+    return _Linear(weight.T, weights(f"{name}.bias"))
+
+
+class _GroupNorm(eqx.Module):
+    r"""GroupNorm over the channel axis (last): :math:`(x - \mu_g)/\sqrt{\sigma_g^2 + \epsilon}`
+    per group of channels, with the biased variance (as torch), then a per-channel affine map."""
+
+    weight: Array
+    bias: Array
+    groups: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+
+    def __call__(self, x: Array) -> Array:
+        shape = x.shape
+        grouped = x.reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
+        axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
+        mean = jnp.mean(grouped, axis=axes, keepdims=True)
+        variance = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
+        normed = (grouped - mean) * jax.lax.rsqrt(variance + self.eps)
+        return normed.reshape(shape) * self.weight + self.bias
+
+
+def _group_norm(weights: _Weights, name: str, groups: int, eps: float) -> _GroupNorm:
+    return _GroupNorm(weights(f"{name}.weight"), weights(f"{name}.bias"), groups, eps)
+
+
+class _ResnetBlock(eqx.Module):
+    r"""``ResnetBlock2D``: :math:`h = \mathrm{conv}_2(\mathrm{silu}(\mathrm{GN}_2(
+    \mathrm{conv}_1(\mathrm{silu}(\mathrm{GN}_1(x))) + W \mathrm{silu}(e))))`, output
+    :math:`(\mathrm{shortcut}(x) + h)/s`; with ``scale_shift`` the embedding gives
+    :math:`(a, b)` and :math:`\mathrm{GN}_2(\cdot)(1 + a) + b` instead of the sum."""
+
+    norm1: _GroupNorm
+    conv1: _Conv
+    time_emb_proj: _Linear
+    norm2: _GroupNorm
+    conv2: _Conv
+    conv_shortcut: _Conv | None
+    scale_shift: bool = eqx.field(static=True)
+    output_scale_factor: float = eqx.field(static=True)
+
+    def __call__(self, x: Array, emb: Array) -> Array:
+        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        e = self.time_emb_proj(jax.nn.silu(emb))[:, None, None, :]
+        if self.scale_shift:
+            scale, shift = jnp.split(e, 2, axis=-1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(jax.nn.silu(h))
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        return (shortcut + h) / self.output_scale_factor
+
+
+def _resnet(weights: _Weights, name: str, config: dict, scale: float = 1.0) -> _ResnetBlock:
+    groups, eps = config["norm_num_groups"], config["norm_eps"]
+    shortcut = f"{name}.conv_shortcut"
+    return _ResnetBlock(
+        norm1=_group_norm(weights, f"{name}.norm1", groups, eps),
+        conv1=_conv(weights, f"{name}.conv1"),
+        time_emb_proj=_linear(weights, f"{name}.time_emb_proj"),
+        norm2=_group_norm(weights, f"{name}.norm2", groups, eps),
+        conv2=_conv(weights, f"{name}.conv2"),
+        conv_shortcut=_conv(weights, shortcut) if f"{shortcut}.weight" in weights else None,
+        scale_shift=config["resnet_time_scale_shift"] == "scale_shift",
+        output_scale_factor=scale,
+    )
+
+
+class _Attention(eqx.Module):
+    r"""Spatial self-attention over the :math:`HW` positions, residual:
+    :math:`(x + W_o\, \mathrm{softmax}(Q K^\top/\sqrt{d})\, V)/s` with
+    :math:`Q, K, V = W_{q,k,v}\, \mathrm{GN}(x)` split into heads of size :math:`d`."""
+
+    group_norm: _GroupNorm | None
+    to_q: _Linear
+    to_k: _Linear
+    to_v: _Linear
+    to_out: _Linear
+    heads: int = eqx.field(static=True)
+    rescale_output_factor: float = eqx.field(static=True)
+
+    def __call__(self, x: Array) -> Array:
+        batch, height, width, channels = x.shape
+        h = x if self.group_norm is None else self.group_norm(x)
+        h = h.reshape(batch, height * width, channels)
+        head_dim = channels // self.heads
+
+        def split(t):
+            return t.reshape(batch, height * width, self.heads, head_dim)
+
+        out = jax.nn.dot_product_attention(
+            split(self.to_q(h)), split(self.to_k(h)), split(self.to_v(h))
+        )
+        out = self.to_out(out.reshape(batch, height * width, channels))
+        return (out.reshape(x.shape) + x) / self.rescale_output_factor
+
+
+def _attention(
+    weights: _Weights, name: str, channels: int, config: dict, groups, scale: float = 1.0
+) -> _Attention:
+    head_dim = config["attention_head_dim"] or channels
+    norm = f"{name}.group_norm"
+    return _Attention(
+        group_norm=None
+        if groups is None
+        else _group_norm(weights, norm, groups, config["norm_eps"]),
+        to_q=_linear(weights, f"{name}.to_q"),
+        to_k=_linear(weights, f"{name}.to_k"),
+        to_v=_linear(weights, f"{name}.to_v"),
+        to_out=_linear(weights, f"{name}.to_out.0"),
+        heads=channels // head_dim,
+        rescale_output_factor=scale,
+    )
+
+
+class _Block(eqx.Module):
+    """One down or up block: resnets, optional attention after each, optional resampler."""
+
+    resnets: list
+    attentions: list | None
+    resample: _Conv | None
+    up: bool = eqx.field(static=True)
+
+    def __call__(self, x: Array, emb: Array, skips: list | None = None):
+        outputs = []
+        for i, resnet in enumerate(self.resnets):
+            if self.up:
+                x = jnp.concatenate([x, skips.pop()], axis=-1)
+            x = resnet(x, emb)
+            if self.attentions is not None:
+                x = self.attentions[i](x)
+            outputs.append(x)
+        if self.resample is not None:
+            if self.up:  # nearest-neighbour 2x, then a 3x3 convolution
+                x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+            x = self.resample(x)
+            outputs.append(x)
+        return x, outputs
+
+
+class _MidBlock(eqx.Module):
+    resnets: list
+    attentions: list | None
+
+    def __call__(self, x: Array, emb: Array) -> Array:
+        x = self.resnets[0](x, emb)
+        if self.attentions is not None:
+            x = self.attentions[0](x)
+        return self.resnets[1](x, emb)
+
+
+def timestep_embedding(
+    timesteps: Array, dim: int, flip_sin_to_cos: bool, freq_shift: float, max_period: int = 10000
+) -> Array:
+    r"""Sinusoidal timestep embedding (Vaswani et al. 2017, as diffusers'
+    ``get_timestep_embedding``):
+
+    .. math::
+        \omega_j = \exp\!\Big(-\frac{j \log P}{D/2 - s}\Big),\ j < D/2, \qquad
+        e(t) = [\sin(t\omega), \cos(t\omega)],
+
+    swapped to :math:`[\cos, \sin]` with ``flip_sin_to_cos``, zero-padded for odd ``dim``.
+
+    Args:
+        timesteps: ``(B,)`` timesteps.
+        dim: ``D``. freq_shift: ``s``. max_period: ``P``.
+
+    Returns:
+        ``(B, dim)`` float32.
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
+    frequencies = jnp.exp(exponent / (half - freq_shift))
+    angles = timesteps.astype(jnp.float32)[:, None] * frequencies[None, :]
+    sin, cos = jnp.sin(angles), jnp.cos(angles)
+    emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+    return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
+class UNet2D(eqx.Module):
+    """diffusers' ``UNet2DModel`` (DDPM block family) in Equinox; build with :meth:`from_weights`
+    or :func:`load_unet`.
+
+    Call as ``unet(x_t, t)`` with ``x_t`` of shape ``(B, C, H, W)`` and ``t`` a scalar or
+    ``(B,)`` timestep; returns ``(B, out_channels, H, W)``, as ``UNet2DModel(x_t, t).sample``.
+    """
+
+    conv_in: _Conv
+    time_linear_1: _Linear
+    time_linear_2: _Linear
+    down_blocks: list
+    mid_block: _MidBlock | None
+    up_blocks: list
+    conv_norm_out: _GroupNorm
+    conv_out: _Conv
+    config: dict = eqx.field(static=True)
+
+    @classmethod
+    def from_weights(cls, config: Mapping, tensors: Mapping[str, np.ndarray]) -> UNet2D:
+        """Build from a diffusers ``config.json`` dict and its state dict (name -> array).
+
+        Raises ``ValueError`` naming the field for configs outside the DDPM block family, and
+        for checkpoints whose tensors do not match the config (missing or unused tensors).
+        """
+        config = _check_config(config)
+        weights = _Weights(tensors)
+        channels = list(config["block_out_channels"])
+        groups, n_levels = config["norm_num_groups"], len(channels)
+
+        down_blocks, out = [], channels[0]
+        for i, block_type in enumerate(config["down_block_types"]):
+            name, final = f"down_blocks.{i}", i == n_levels - 1
+            out = channels[i]
+            resnets = [
+                _resnet(weights, f"{name}.resnets.{j}", config)
+                for j in range(config["layers_per_block"])
+            ]
+            attentions = None
+            if block_type == "AttnDownBlock2D":
+                attentions = [
+                    _attention(weights, f"{name}.attentions.{j}", out, config, groups)
+                    for j in range(config["layers_per_block"])
+                ]
+            resample = None
+            if not final:
+                pad = config["downsample_padding"]
+                # padding 0 pads only bottom and right (diffusers' Downsample2D)
+                padding = ((0, 1), (0, 1)) if pad == 0 else ((pad, pad), (pad, pad))
+                resample = _conv(weights, f"{name}.downsamplers.0.conv", 2, padding)
+            down_blocks.append(_Block(resnets, attentions, resample, up=False))
+
+        mid_block = None
+        if config["mid_block_type"] is not None:
+            scale = config["mid_block_scale_factor"]
+            attn_groups = config["attn_norm_num_groups"]
+            if attn_groups is None and config["resnet_time_scale_shift"] == "default":
+                attn_groups = groups
+            attentions = None
+            if config["add_attention"]:
+                attentions = [
+                    _attention(
+                        weights, "mid_block.attentions.0", channels[-1], config, attn_groups, scale
+                    )
+                ]
+            mid_block = _MidBlock(
+                [_resnet(weights, f"mid_block.resnets.{j}", config, scale) for j in range(2)],
+                attentions,
+            )
+
+        up_blocks = []
+        for i, block_type in enumerate(config["up_block_types"]):
+            name, final = f"up_blocks.{i}", i == n_levels - 1
+            out = channels[n_levels - 1 - i]
+            resnets = [
+                _resnet(weights, f"{name}.resnets.{j}", config)
+                for j in range(config["layers_per_block"] + 1)
+            ]
+            attentions = None
+            if block_type == "AttnUpBlock2D":
+                attentions = [
+                    _attention(weights, f"{name}.attentions.{j}", out, config, groups)
+                    for j in range(config["layers_per_block"] + 1)
+                ]
+            resample = None if final else _conv(weights, f"{name}.upsamplers.0.conv")
+            up_blocks.append(_Block(resnets, attentions, resample, up=True))
+
+        unet = cls(
+            conv_in=_conv(weights, "conv_in"),
+            time_linear_1=_linear(weights, "time_embedding.linear_1"),
+            time_linear_2=_linear(weights, "time_embedding.linear_2"),
+            down_blocks=down_blocks,
+            mid_block=mid_block,
+            up_blocks=up_blocks,
+            conv_norm_out=_group_norm(weights, "conv_norm_out", groups, config["norm_eps"]),
+            conv_out=_conv(weights, "conv_out"),
+            config=_hashable(config),
+        )
+        weights.check_all_used()
+        return unet
+
+    def __call__(self, x_t: Array, t) -> Array:
+        config = dict(self.config)
+        if config["center_input_sample"]:
+            x_t = 2 * x_t - 1.0
+        batch = x_t.shape[0]
+        timesteps = jnp.broadcast_to(jnp.asarray(t), (batch,))
+        t_emb = timestep_embedding(
+            timesteps,
+            self.time_linear_1.weight.shape[0],
+            config["flip_sin_to_cos"],
+            config["freq_shift"],
+        )
+        emb = self.time_linear_2(jax.nn.silu(self.time_linear_1(t_emb)))
+
+        x = self.conv_in(jnp.transpose(x_t, (0, 2, 3, 1)))  # NCHW -> NHWC
+        skips = [x]
+        for block in self.down_blocks:
+            x, outputs = block(x, emb)
+            skips.extend(outputs)
+        if self.mid_block is not None:
+            x = self.mid_block(x, emb)
+        for block in self.up_blocks:
+            x, _ = block(x, emb, skips)
+        x = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        return jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+
+
+def _hashable(config: dict) -> tuple:
+    """The config as a sorted tuple of pairs (lists made tuples), so Equinox can hash it."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in config.items()))
+
+
+def unet_folder(path) -> Path:
+    """The folder holding the U-Net's ``config.json``: ``path/unet`` in a pipeline folder (the
+    hub's layout, next to ``scheduler/``), else ``path`` itself (a bare model folder)."""
+    path = Path(path)
+    if (path / "unet" / CONFIG_NAME).is_file():
+        return path / "unet"
+    if (path / CONFIG_NAME).is_file():
+        return path
+    raise ValueError(
+        f"no UNet2DModel found in {path}: expected {CONFIG_NAME} or unet/{CONFIG_NAME}"
+    )
+
+
+def load_unet(path) -> UNet2D:
+    """Load a diffusers ``UNet2DModel`` from a pipeline or model folder, without torch.
+
+    Reads ``config.json`` and ``diffusion_pytorch_model.safetensors`` (``safetensors.numpy``).
+    Checkpoints saved only as PyTorch pickles (``.bin``) must be converted once, where torch
+    is installed: ``UNet2DModel.from_pretrained(path).save_pretrained(path)`` writes
+    safetensors.
+    """
+    from safetensors.numpy import load_file
+
+    folder = unet_folder(path)
+    weights_file = folder / WEIGHTS_NAME
+    if not weights_file.is_file():
+        raise ValueError(
+            f"{weights_file} not found; a .bin-only checkpoint needs converting once with torch: "
+            "UNet2DModel.from_pretrained(folder).save_pretrained(folder) writes safetensors"
+        )
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise ValueError(f"unsupported model class {config['_class_name']!r} in {folder}")
+    return UNet2D.from_weights(config, load_file(str(weights_file)))

@@ -1,0 +1,191 @@
+"""The JAX UNet2DModel against diffusers: committed goldens (no torch), the legacy attention
+names, config validation, and live parity on other configs (marked ``diffusers``)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from scorelab.unet import UNet2D, load_unet, timestep_embedding
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PIPELINE, GOLDEN = FIXTURES / "tiny_ddpm", FIXTURES / "tiny_ddpm_golden"
+
+
+def _golden(name):
+    return np.load(GOLDEN / f"{name}.npy")
+
+
+def _tensors():
+    return load_file(str(PIPELINE / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def _config():
+    return json.loads((PIPELINE / "unet" / "config.json").read_text())
+
+
+@eqx.filter_jit
+def _forward_jit(unet, x, t):
+    return unet(x, t)
+
+
+def _forward(unet, x, t):
+    # t as an array: a Python int would be static and recompile the network for each value.
+    return _forward_jit(unet, x, jnp.asarray(t, jnp.int32))
+
+
+def _assert_close_in_sup_norm(actual, expected, rtol):
+    # Relative to the output's scale: float32 convolutions summed in another order differ by
+    # ~1e-6 of the scale everywhere, so near-zero entries have no meaningful elementwise rtol.
+    expected = np.asarray(expected)
+    assert np.max(np.abs(np.asarray(actual) - expected)) <= rtol * np.max(np.abs(expected))
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return load_unet(PIPELINE)
+
+
+def test_unet_matches_diffusers_golden_at_three_timesteps(unet):
+    x = jnp.asarray(_golden("unet_input"))
+    outputs = _golden("unet_output")
+    for t, expected in zip(_golden("unet_timesteps"), outputs):
+        _assert_close_in_sup_norm(_forward(unet, x, int(t)), expected, rtol=1e-5)
+    # The timesteps matter: outputs at 999 and 0 differ by far more than the tolerance.
+    assert np.max(np.abs(outputs[0] - outputs[2])) > 1e-2 * np.max(np.abs(outputs[0]))
+
+
+def test_bare_model_folder_loads_the_same_network(unet, tmp_path):
+    bare = tmp_path / "model"
+    shutil.copytree(PIPELINE / "unet", bare)
+    x = jnp.asarray(_golden("unet_input"))
+    np.testing.assert_array_equal(_forward(load_unet(bare), x, 500), _forward(unet, x, 500))
+
+
+def test_legacy_attention_names_load_the_same_network(unet):
+    legacy_names = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    legacy = {}
+    for name, value in _tensors().items():
+        for new, old in legacy_names.items():
+            name = name.replace(f".{new}.", f".{old}.")
+        legacy[name] = value
+    assert any(".proj_attn." in name for name in legacy)
+    x = jnp.asarray(_golden("unet_input"))
+    np.testing.assert_array_equal(
+        _forward(UNet2D.from_weights(_config(), legacy), x, 999), _forward(unet, x, 999)
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]},
+            "down_block_types",
+        ),
+        ({"up_block_types": ["UpBlock2D", "SkipUpBlock2D", "UpBlock2D"]}, "up_block_types"),
+        ({"time_embedding_type": "fourier"}, "time_embedding_type"),
+        ({"resnet_time_scale_shift": "spatial"}, "resnet_time_scale_shift"),
+        ({"cross_attention_dim": 64}, "cross_attention_dim"),
+        ({"num_class_embeds": 10}, "num_class_embeds"),
+        ({"block_out_channels": [16, 16]}, "same length"),
+    ],
+)
+def test_unsupported_configs_name_the_field(change, message):
+    with pytest.raises(ValueError, match=message):
+        UNet2D.from_weights({**_config(), **change}, _tensors())
+
+
+def test_checkpoint_not_matching_its_config_is_an_error():
+    tensors = _tensors()
+    missing = {k: v for k, v in tensors.items() if k != "conv_out.bias"}
+    with pytest.raises(ValueError, match="conv_out.bias"):
+        UNet2D.from_weights(_config(), missing)
+    extra = {**tensors, "class_embedding.weight": np.zeros((10, 64), np.float32)}
+    with pytest.raises(ValueError, match="does not use: class_embedding.weight"):
+        UNet2D.from_weights(_config(), extra)
+
+
+def test_folder_without_a_model_or_safetensors_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no UNet2DModel"):
+        load_unet(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(_config()))
+    with pytest.raises(ValueError, match="save_pretrained"):
+        load_unet(tmp_path)
+
+
+@pytest.mark.parametrize("flip, shift, dim", [(False, 1, 32), (True, 0, 33)])
+def test_timestep_embedding_closed_form(flip, shift, dim):
+    t = np.array([0, 7, 999])
+    half = dim // 2
+    omega = np.exp(-np.log(10000) * np.arange(half) / (half - shift))
+    angles = t[:, None] * omega[None]
+    parts = [np.cos(angles), np.sin(angles)] if flip else [np.sin(angles), np.cos(angles)]
+    expected = np.pad(np.concatenate(parts, axis=1), ((0, 0), (0, dim % 2)))
+    np.testing.assert_allclose(
+        timestep_embedding(jnp.asarray(t), dim, flip, shift), expected, atol=2e-4
+    )
+
+
+# --- live parity with diffusers on configs the fixture does not cover -------------------------
+
+
+@pytest.mark.diffusers
+@pytest.mark.parametrize(
+    "options",
+    [
+        # DDPM CIFAR-10's layout, one head per attention (attention_head_dim None)
+        dict(
+            block_out_channels=(16, 32, 32, 32),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=None,
+            downsample_padding=0,
+            flip_sin_to_cos=False,
+            freq_shift=1,
+        ),
+        # scale-shift conditioning (mid attention without GroupNorm), centred input, padding 1,
+        # mid-block output scale, diffusers' defaults elsewhere
+        dict(
+            block_out_channels=(16, 32),
+            down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "AttnUpBlock2D"),
+            resnet_time_scale_shift="scale_shift",
+            center_input_sample=True,
+            mid_block_scale_factor=2.0,
+            layers_per_block=1,
+            in_channels=1,
+            out_channels=2,
+        ),
+        dict(
+            block_out_channels=(16, 32),
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            add_attention=False,
+            time_embedding_dim=48,
+        ),
+    ],
+)
+def test_unet_matches_diffusers_live(options):
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DModel(sample_size=16, norm_num_groups=8, **options).eval()
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if "norm" in name:
+                parameter.add_(0.2 * torch.randn_like(parameter))
+    tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
+    ours = UNet2D.from_weights(dict(reference.config), tensors)
+    x = np.random.default_rng(0).standard_normal((2, options.get("in_channels", 3), 16, 16))
+    x = x.astype(np.float32)
+    for t in (0, 321, 999):
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x), t).sample.numpy()
+        _assert_close_in_sup_norm(_forward(ours, jnp.asarray(x), t), expected, rtol=1e-5)
