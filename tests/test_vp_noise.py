@@ -8,7 +8,6 @@ import pytest
 
 from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod, vp_betas
 
-
 GOLDEN = Path(__file__).parent / "fixtures" / "vp_schedules"
 
 
