@@ -49,6 +49,7 @@ def _reverse_diffusion_run(
     sigmas: Array,
     noise_scales: Array,
     snrs: Array,
+    step_rule: str = "snr",
 ) -> SamplerOutput:
     n_levels, n_corrector = sigmas.shape[0], snrs.shape[0]
     inputs, draw = noise_source(key, noise, n_levels * (n_corrector + 1), x_init)
@@ -59,11 +60,13 @@ def _reverse_diffusion_run(
         def langevin(x, per_step):
             snr, source = per_step
             score, z = score_fn(x, sigma), draw(source)
-            # Song et al. (2021), Alg. 5: the step that gives the target ratio r between the
-            # drift and the noise, eps = 2 (r |z| / |s|)^2, per chain (their code averages the
-            # norms over the batch, which would tie a chain to its batch).
-            score_norm = jnp.maximum(jnp.linalg.norm(score), jnp.finfo(x.dtype).tiny)
-            eps = 2.0 * (snr * jnp.linalg.norm(z) / score_norm) ** 2
+            if step_rule == "snr":
+                # Song et al. (2021), Alg. 5: eps = 2 (r |z| / |s|)^2, norms of this chain
+                # (their code averages them over the batch, which ties a chain to its batch).
+                score_norm = jnp.maximum(jnp.linalg.norm(score), jnp.finfo(x.dtype).tiny)
+                eps = 2.0 * (snr * jnp.linalg.norm(z) / score_norm) ** 2
+            else:  # "sigma": the same rule where the norms concentrate, |z| / |s| -> sigma
+                eps = 2.0 * (snr * sigma) ** 2
             return x + eps * score + jnp.sqrt(2.0 * eps) * z, None
 
         return langevin
@@ -79,8 +82,16 @@ def _reverse_diffusion_run(
     return SamplerOutput(x, x_all)
 
 
-def _build(name: str, sigmas: Array, noise_scales: Array, snrs: Array) -> Sampler:
-    run = Partial(_reverse_diffusion_run, sigmas=sigmas, noise_scales=noise_scales, snrs=snrs)
+def _build(
+    name: str, sigmas: Array, noise_scales: Array, snrs: Array, step_rule: str = "snr"
+) -> Sampler:
+    run = Partial(
+        _reverse_diffusion_run,
+        sigmas=sigmas,
+        noise_scales=noise_scales,
+        snrs=snrs,
+        step_rule=step_rule,
+    )
     return Sampler(name, int(sigmas.shape[0] * (snrs.shape[0] + 1)), run)
 
 
@@ -150,7 +161,13 @@ def ancestral(sigmas) -> Sampler:
     return _build("ancestral", sigmas, scales, jnp.zeros((0,)))
 
 
-def predictor_corrector(sigmas, n_corrector: int = 1, snr: float = DEFAULT_SNR) -> Sampler:
+STEP_RULES = ("snr", "sigma")
+"""Corrector step rules of :func:`predictor_corrector`."""
+
+
+def predictor_corrector(
+    sigmas, n_corrector: int = 1, snr: float = DEFAULT_SNR, step_rule: str = "snr"
+) -> Sampler:
     r"""Predictor-corrector sampling (Song et al., 2021, Alg. 2): Langevin, then reverse diffusion.
 
     On each level :math:`\sigma_i`, from the top: ``n_corrector`` Langevin corrector steps
@@ -159,15 +176,29 @@ def predictor_corrector(sigmas, n_corrector: int = 1, snr: float = DEFAULT_SNR) 
         x \leftarrow x + \epsilon\, s(x, \sigma_i) + \sqrt{2\epsilon}\, z, \qquad
         \epsilon = 2 \Big(r\, \frac{\lVert z \rVert}{\lVert s(x, \sigma_i) \rVert}\Big)^2,
 
-    whose step gives the target signal-to-noise ratio :math:`r` (Alg. 5), then one
+    whose step gives the target signal-to-noise ratio :math:`r` (Alg. 5, ``step_rule="snr"``),
+    then one
     reverse-diffusion predictor step (:func:`euler_maruyama`) to :math:`\sigma_{i-1}`; the last
     predictor step lands on :math:`\sigma = 0` without noise. Corrector-then-predictor is the
     order of Song et al.'s released code (``pc_sampler``), so the top level is corrected too.
+
+    **The step rule in low dimension.** Song et al.'s code averages both norms over the batch;
+    here they are the chain's own, so that a chain does not depend on its batch. In high
+    dimension the two agree (the norms concentrate), but in 2-D a chain near a mode has
+    :math:`\lVert s \rVert \to 0` and takes a huge step: on the tutorial's mixture with the
+    exact score, 100 Karras levels and :math:`r = 0.16`, the per-chain rule leaves
+    mode-weight TV 0.23 and 3.7x the within-mode variance, where Euler-Maruyama alone gives
+    0.023 and 1.15x. ``step_rule="sigma"`` takes the concentrated value
+    :math:`\lVert z \rVert / \lVert s \rVert \to \sigma_i` (exact for
+    :math:`\sigma_i` above the data's scale), :math:`\epsilon = 2 (r \sigma_i)^2`, the same
+    for every chain.
 
     Args:
         sigmas: ``(N,)`` ascending grid.
         n_corrector: corrector steps per level :math:`M \ge 0` (0 is :func:`euler_maruyama`).
         snr: :math:`r > 0`.
+        step_rule: ``"snr"`` (the chain's norms) or ``"sigma"`` (:math:`\epsilon = 2 (r
+            \sigma_i)^2`); see above.
 
     Returns:
         A :class:`Sampler` with ``nfe = N (M + 1)``. Trajectory ``(N, d)``: the state after
@@ -184,6 +215,8 @@ def predictor_corrector(sigmas, n_corrector: int = 1, snr: float = DEFAULT_SNR) 
         raise ValueError(f"n_corrector must be an integer >= 0, got {n_corrector}")
     if not snr > 0:
         raise ValueError(f"snr must be > 0, got {snr}")
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"unknown step_rule {step_rule!r}; accepted: {', '.join(STEP_RULES)}")
     snrs = jnp.full((int(n_corrector),), snr, dtype=jnp.float32)
-    name = f"pc(n_corrector={n_corrector}, snr={snr})"
-    return _build(name, sigmas, _euler_maruyama_scales(sigmas), snrs)
+    name = f"pc(n_corrector={n_corrector}, snr={snr}, step_rule={step_rule})"
+    return _build(name, sigmas, _euler_maruyama_scales(sigmas), snrs, step_rule)

@@ -1,0 +1,345 @@
+r"""The sampler map: sample quality against cost (NFE) for many samplers, beside the floor.
+
+For a target with an exact score, a list of samplers and a list of NFE budgets, :func:`sweep`
+runs every sampler at the largest grid that fits each budget, with the exact score (the
+oracle) and with any other score functions given (trained models), and measures each run
+against fresh exact samples: sliced Wasserstein, MMD², the mixture's mode-weight total
+variation, within-mode variance ratio and far fraction. Each metric has its **floor**, the
+same metric between two independent exact sample sets of the same size
+(:func:`scorelab.metrics.floor`), so a row reads as floor + sampler error (exact score) +
+model error (model minus exact). :func:`fewest_nfe` condenses the table into the fewest NFE
+from which a sampler stays within a factor of the floor; ``scorelab sweep`` is the CLI.
+
+Budgets map to grid sizes per sampler (:func:`sweep_sampler`): ``N = NFE`` for one evaluation
+per level (Euler, DDIM, DPM-Solver++(2M), Euler-Maruyama, ancestral), ``N = (NFE + 1) // 2``
+for Heun and EDM (``2N - 1``), ``N = NFE // (M + 1)`` for predictor-corrector, ``NFE // k``
+for annealed Langevin with ``k`` steps per level. Adaptive solvers take no budget: each
+tolerance is one row, at the NFE it spent (the mean over chains).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from scorelab import metrics, samplers
+from scorelab.noise import sigma_grid
+from scorelab.targets import GaussianMixture
+
+__all__ = [
+    "SWEEP_SAMPLERS",
+    "SweepSampler",
+    "SweepResult",
+    "sweep_sampler",
+    "sweep",
+    "mean_rows",
+    "fewest_nfe",
+    "METRICS",
+]
+
+METRICS = ("sw", "mmd2", "tv")
+"""The metrics drawn against NFE, each with a floor."""
+
+_FAR_RADIUS = 5.0
+"""A sample is *far* when its Mahalanobis distance to every component exceeds 5: between
+modes, not in a tail (an exact 2-D sample is that far with probability exp(-12.5) = 4e-6)."""
+
+
+class SweepSampler(NamedTuple):
+    """A sampler of the map: how to build it on a grid and how large a grid a budget buys.
+
+    Attributes:
+        label: the name in tables and plots, e.g. ``"pc(M=1)"``.
+        build: ``sigmas (N,) -> Sampler``.
+        levels: ``nfe budget -> N`` (the largest grid within the budget), or ``None`` for an
+            adaptive solver, which takes no budget.
+    """
+
+    label: str
+    build: Callable[[Any], samplers.Sampler]
+    levels: Callable[[int], int] | None
+
+
+def _per_level(cost: int):
+    return lambda nfe: nfe // cost
+
+
+def _heun_levels(nfe: int) -> int:
+    return (nfe + 1) // 2
+
+
+def _options(name: str, options: dict, accepted: dict) -> dict:
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        names = ", ".join(accepted) or "none"
+        raise ValueError(f"sampler {name!r}: unknown option {unknown[0]!r}; accepted: {names}")
+    return {**accepted, **options}
+
+
+def _edm_label(o):
+    return f"edm(churn={o['s_churn']})"
+
+
+# name -> (default options, label(options), build(sigmas, options), levels(options) or None)
+_SPECS = {
+    "euler": ({}, lambda o: "euler", lambda s, o: samplers.euler(s), lambda o: _per_level(1)),
+    "heun": ({}, lambda o: "heun", lambda s, o: samplers.heun(s), lambda o: _heun_levels),
+    "dpmpp_2m": (
+        {},
+        lambda o: "dpmpp_2m",
+        lambda s, o: samplers.dpmpp_2m(s),
+        lambda o: _per_level(1),
+    ),
+    "ddim": (
+        {"e": 1.0},
+        lambda o: f"ddim(e={o['e']})",
+        lambda s, o: samplers.ddim(s, e=o["e"]),
+        lambda o: _per_level(1),
+    ),
+    "ancestral": (
+        {},
+        lambda o: "ancestral",
+        lambda s, o: samplers.ancestral(s),
+        lambda o: _per_level(1),
+    ),
+    "euler_maruyama": (
+        {},
+        lambda o: "euler_maruyama",
+        lambda s, o: samplers.euler_maruyama(s),
+        lambda o: _per_level(1),
+    ),
+    "pc": (
+        # The sigma step rule: the per-chain SNR rule is pathological in 2-D (see
+        # scorelab.samplers.predictor_corrector); step_rule="snr" selects it.
+        {"n_corrector": 1, "snr": samplers.DEFAULT_SNR, "step_rule": "sigma"},
+        lambda o: f"pc(M={o['n_corrector']}, r={o['snr']}, {o['step_rule']})",
+        lambda s, o: samplers.predictor_corrector(s, o["n_corrector"], o["snr"], o["step_rule"]),
+        lambda o: _per_level(o["n_corrector"] + 1),
+    ),
+    "edm": (
+        {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003},
+        _edm_label,
+        lambda s, o: samplers.edm(s, o["s_churn"], o["s_tmin"], o["s_tmax"], o["s_noise"]),
+        lambda o: _heun_levels,
+    ),
+    "annealed": (
+        {"n_steps_per_level": 5, "step_ratio": samplers.DEFAULT_STEP_RATIO},
+        lambda o: f"annealed(k={o['n_steps_per_level']})",
+        lambda s, o: samplers.annealed_langevin(s, o["n_steps_per_level"], o["step_ratio"]),
+        lambda o: _per_level(o["n_steps_per_level"]),
+    ),
+    "tsit5": (
+        {"tolerance": 1e-3},
+        lambda o: f"tsit5(tol={o['tolerance']})",
+        lambda s, o: samplers.adaptive(s, "tsit5", o["tolerance"], o["tolerance"]),
+        lambda o: None,
+    ),
+    "dopri5": (
+        {"tolerance": 1e-3},
+        lambda o: f"dopri5(tol={o['tolerance']})",
+        lambda s, o: samplers.adaptive(s, "dopri5", o["tolerance"], o["tolerance"]),
+        lambda o: None,
+    ),
+}
+
+SWEEP_SAMPLERS = tuple(_SPECS)
+"""The sampler names :func:`sweep_sampler` accepts."""
+
+
+def sweep_sampler(name: str, **options) -> SweepSampler:
+    """The :class:`SweepSampler` ``name`` with ``options`` (e.g. ``sweep_sampler("pc",
+    n_corrector=2)``; ``tolerance`` for ``tsit5`` / ``dopri5`` is their rtol = atol).
+
+    Raises:
+        ValueError: for an unknown name or option, naming the accepted ones.
+    """
+    if name not in _SPECS:
+        raise ValueError(f"unknown sampler {name!r}; accepted: {', '.join(SWEEP_SAMPLERS)}")
+    defaults, label, build, levels = _SPECS[name]
+    chosen = _options(name, options, defaults)
+    return SweepSampler(label(chosen), lambda sigmas: build(sigmas, chosen), levels(chosen))
+
+
+class SweepResult(NamedTuple):
+    """Rows of the map and the floors.
+
+    Attributes:
+        rows: one dict per (sampler, score, budget, seed): ``sampler``, ``score``, ``nfe``
+            (score evaluations per chain; the mean over chains for adaptive solvers),
+            ``levels``, ``seed``, ``sw``, ``mmd2``, ``tv``, ``var_ratio``, ``near``, ``far``.
+        floors: metric -> ``(mean, sd)`` between two exact sets of ``n_samples``.
+        settings: the grid, sample size and seeds used.
+    """
+
+    rows: list[dict[str, Any]]
+    floors: dict[str, tuple[float, float]]
+    settings: dict[str, Any]
+
+
+def _far_fraction(x: np.ndarray, target: GaussianMixture) -> float:
+    """Fraction of samples farther than :data:`_FAR_RADIUS` (Mahalanobis) from every mode."""
+    precisions = np.linalg.inv(np.asarray(target.covariances, np.float64))
+    centred = np.asarray(x, np.float64)[:, None, :] - np.asarray(target.means, np.float64)
+    squared = np.einsum("nki,kij,nkj->nk", centred, precisions, centred)
+    return float(np.mean(np.min(squared, axis=1) > _FAR_RADIUS**2))
+
+
+def _measure(x, reference, target, n_projections) -> dict[str, float]:
+    report = metrics.mixture_report(x, target)
+    return {
+        "sw": metrics.sliced_wasserstein(x, reference, n_projections=n_projections),
+        "mmd2": metrics.mmd(x, reference),
+        "tv": report.total_variation,
+        "var_ratio": report.variance_ratio_mean,
+        "near": report.near_fraction,
+        "far": _far_fraction(x, target),
+    }
+
+
+def sweep(
+    target: GaussianMixture,
+    sampler_specs: Sequence[SweepSampler],
+    nfes: Sequence[int],
+    score_fns: Mapping[str, Callable],
+    *,
+    n_samples: int = 4000,
+    seeds: Sequence[int] = (0, 1, 2),
+    grid: str = "karras",
+    sigma_min: float = 0.002,
+    sigma_max: float = samplers.DEFAULT_SIGMA_MAX,
+    rho: float = 7.0,
+    n_projections: int = 250,
+    floor_repeats: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> SweepResult:
+    r"""Run every sampler at every budget with every score, against fresh exact samples.
+
+    Seed ``s`` gives ``key(s)``, split into the prior key (:math:`x_T \sim
+    \mathcal{N}(0, \sigma_{\max}^2 I)`, the same for every sampler: common random numbers),
+    the chains' key and the reference key (``n_samples`` exact samples). A budget that buys
+    the same grid as a smaller one, or a grid of fewer than 2 levels, is skipped.
+
+    Args:
+        target: the mixture (its exact samples are the reference).
+        sampler_specs: :class:`SweepSampler` records (:func:`sweep_sampler`).
+        nfes: NFE budgets.
+        score_fns: label -> ``score_fn(x, sigma)``, e.g. ``{"exact": ExactScore(target),
+            "model": model}``.
+        n_samples: samples per run (and per floor set).
+        seeds: one run per seed.
+        grid, sigma_min, sigma_max, rho: the grid (:func:`scorelab.noise.sigma_grid`).
+        n_projections: directions of the sliced Wasserstein distance.
+        floor_repeats: exact pairs of the floors.
+        progress: called with a line per finished run.
+
+    Returns:
+        A :class:`SweepResult`.
+    """
+    if not sampler_specs or not nfes or not score_fns or not seeds:
+        raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
+    if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
+        raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
+    dim = target.dim
+    rows = []
+    for seed in seeds:
+        key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
+        x_T = samplers.ve_prior(key_prior, n_samples, dim, np.float32(sigma_max))
+        reference = np.asarray(target.sample(key_reference, n_samples))
+        for spec in sampler_specs:
+            sizes = [2] if spec.levels is None else sorted({spec.levels(int(n)) for n in nfes})
+            for levels in (size for size in sizes if size >= 2):
+                sampler = spec.build(sigma_grid(grid, levels, sigma_min, sigma_max, rho))
+                for score_label, score_fn in score_fns.items():
+                    out = samplers.sample(key_chain, sampler, score_fn, x_T)
+                    nfe = sampler.nfe if sampler.nfe is not None else float(np.mean(out.nfe))
+                    row = {
+                        "sampler": spec.label,
+                        "score": score_label,
+                        "nfe": nfe,
+                        "levels": levels if spec.levels is not None else None,
+                        "seed": seed,
+                        **_measure(np.asarray(out.x), reference, target, n_projections),
+                    }
+                    rows.append(row)
+                    if progress is not None:
+                        progress(
+                            f"{spec.label:>22} {score_label:>6} NFE {nfe:>6.4g} seed {seed}: "
+                            f"SW {row['sw']:.3f} TV {row['tv']:.3f}"
+                        )
+    key_floor = jax.random.fold_in(jax.random.key(max(seeds) + 1), 0)
+    metric_fns = {
+        "sw": lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=n_projections),
+        "mmd2": metrics.mmd,
+        "tv": lambda x, y: metrics.mixture_report(x, target).total_variation,
+    }
+    floors = {
+        name: metrics.floor(fn, target.sample, key_floor, n_samples, floor_repeats)
+        for name, fn in metric_fns.items()
+    }
+    settings = {
+        "n_samples": n_samples,
+        "seeds": list(seeds),
+        "grid": grid,
+        "sigma_min": sigma_min,
+        "sigma_max": sigma_max,
+        "rho": rho,
+        "n_projections": n_projections,
+        "floor_repeats": floor_repeats,
+    }
+    return SweepResult(rows, floors, settings)
+
+
+def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows averaged over seeds: one per (sampler, score, nfe), in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["sampler"], row["score"], row["levels"]), []).append(row)
+    averaged = []
+    for group in groups.values():
+        first = group[0]
+        mean = {k: float(np.mean([r[k] for r in group])) for k in (*METRICS, "var_ratio", "near")}
+        mean["far"] = float(np.mean([r["far"] for r in group]))
+        nfe = float(np.mean([r["nfe"] for r in group]))
+        averaged.append(
+            {
+                "sampler": first["sampler"],
+                "score": first["score"],
+                "nfe": int(nfe) if nfe == int(nfe) else round(nfe, 1),
+                "levels": first["levels"],
+                "n_seeds": len(group),
+                **mean,
+            }
+        )
+    return averaged
+
+
+def fewest_nfe(
+    result: SweepResult, metric: str = "sw", factor: float = 1.5
+) -> dict[tuple[str, str], float | None]:
+    """The fewest NFE from which each (sampler, score) stays within ``factor`` x the floor.
+
+    On the seed-averaged rows (:func:`mean_rows`), the smallest NFE such that the metric is
+    ``<= factor * floor mean`` there and at every larger NFE swept; ``None`` if none.
+    For ``mmd2``, whose floor is centred on 0 (unbiased), the bound is floor mean +
+    ``factor`` x floor sd instead.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
+    mean, sd = result.floors[metric]
+    bound = mean + factor * sd if metric == "mmd2" else factor * mean
+    by_pair: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for row in mean_rows(result.rows):
+        by_pair.setdefault((row["sampler"], row["score"]), []).append((row["nfe"], row[metric]))
+    fewest = {}
+    for pair, points in by_pair.items():
+        points.sort()
+        fewest[pair] = None
+        for i in range(len(points) - 1, -1, -1):
+            if points[i][1] > bound or math.isnan(points[i][1]):
+                break
+            fewest[pair] = points[i][0]
+    return fewest
