@@ -1,4 +1,4 @@
-"""The ``scorelab`` command: train, sample, evaluate, plot, demo.
+"""The ``scorelab`` command: train, sample, evaluate, plot, demo, pretrained.
 
 A thin layer: it parses arguments into a :class:`scorelab.config.ExperimentConfig` (a TOML
 file, then ``--set section.field=value`` overrides, then the named flags), and calls the
@@ -137,6 +137,35 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_pretrained(args) -> int:
+    from scorelab.pretrained import run
+
+    scheduler = {
+        "timestep_spacing": args.spacing,
+        "steps_offset": args.steps_offset,
+        "clip_sample": args.clip,
+        "clip_sample_range": args.clip_range,
+        "prediction_type": args.prediction_type,
+        "set_alpha_to_one": args.set_alpha_to_one,
+    }
+    run(
+        args.path,
+        args.output,
+        backend=args.backend,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        eta=args.eta,
+        n=args.n,
+        use_clipped_model_output=args.use_clipped_model_output,
+        init_noise=args.init_noise,
+        step_noise=args.step_noise,
+        save_array=args.save_array,
+        scheduler=scheduler,
+    )
+    print(args.output)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scorelab", description="Score-based generative modelling in JAX."
@@ -182,6 +211,36 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
+
+    pretrained = commands.add_parser(
+        "pretrained", help="DDIM-sample a pretrained diffusers DDPM pipeline, natively in JAX"
+    )
+    pretrained.add_argument("path", help="pipeline/model folder, or a hub id in the HF cache")
+    pretrained.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
+    pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
+    pretrained.add_argument("--n", type=int, default=1, help="number of images")
+    pretrained.add_argument("-o", "--output", type=Path, default=Path("grid.png"), help="PNG")
+    pretrained.add_argument("--init-noise", type=Path, help="x_T .npy, NCHW like diffusers")
+    pretrained.add_argument("--step-noise", type=Path, help="step noise .npy (steps, N, C, H, W)")
+    pretrained.add_argument("--save-array", type=Path, help="model-space samples to this .npy")
+    pretrained.add_argument("--spacing", choices=["leading", "trailing", "linspace"])
+    pretrained.add_argument("--steps-offset", type=int, help="offset of leading timesteps")
+    pretrained.add_argument(
+        "--clip", action=argparse.BooleanOptionalAction, help="clip predicted x0 (--no-clip)"
+    )
+    pretrained.add_argument("--clip-range", type=float, help="x0 clipping bound")
+    pretrained.add_argument("--prediction-type", choices=["epsilon", "sample", "v_prediction"])
+    pretrained.add_argument(
+        "--set-alpha-to-one", action=argparse.BooleanOptionalAction, help="final alpha_bar = 1"
+    )
+    pretrained.add_argument(
+        "--use-clipped-model-output", action="store_true", help="eps from the clipped x0"
+    )
+    pretrained.add_argument(
+        "--backend", choices=["jax", "diffusers"], default="jax", help="diffusers: comparison"
+    )
+    pretrained.set_defaults(handler=_cmd_pretrained)
     return parser
 
 
