@@ -1,0 +1,162 @@
+"""scorelab pretrained: folder and offline-cache resolution, sampling the fixture against
+diffusers' goldens (no torch), the CLI, and live parity with DDIMPipeline (marked
+``diffusers``)."""
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from scorelab.cli import main
+from scorelab.pretrained import (
+    load_pipeline,
+    load_scheduler_config,
+    resolve_pipeline,
+    sample,
+    save_grid,
+    to_images,
+)
+from scorelab.schedulers import SchedulerConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PIPELINE, GOLDEN = FIXTURES / "tiny_ddpm", FIXTURES / "tiny_ddpm_golden"
+
+
+def _golden(name):
+    return np.load(GOLDEN / f"{name}.npy")
+
+
+def test_local_folder_and_offline_hub_cache_resolve(tmp_path, monkeypatch):
+    assert resolve_pipeline(PIPELINE) == PIPELINE
+    # The hub cache layout huggingface-cli download leaves: refs/main names the snapshot.
+    repo = tmp_path / "hub" / "models--google--tiny-ddpm"
+    shutil.copytree(PIPELINE, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123\n")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_pipeline("google/tiny-ddpm") == repo / "snapshots" / "abc123"
+    with pytest.raises(ValueError, match="huggingface-cli download google/other"):
+        resolve_pipeline("google/other")
+
+
+def test_pipeline_scheduler_config_and_bare_model_defaults(tmp_path):
+    unet, config = load_pipeline(PIPELINE)
+    assert config == SchedulerConfig()  # the fixture saves diffusers' DDIMScheduler defaults
+    assert dict(unet.config)["sample_size"] == 16
+    assert load_scheduler_config(PIPELINE / "unet") == SchedulerConfig()
+
+
+@pytest.mark.parametrize("eta, golden", [(0.0, "ddim_eta0"), (1.0, "ddim_eta1")])
+def test_sample_matches_diffusers_golden(eta, golden):
+    # 10 DDIM steps of the fixture from the same injected noise as diffusers' run.
+    unet, config = load_pipeline(PIPELINE)
+    x = sample(
+        unet,
+        config,
+        jax.random.key(0),
+        num_inference_steps=10,
+        eta=eta,
+        x_T=_golden("x_T"),
+        step_noise=_golden("step_noise"),
+    )
+    np.testing.assert_allclose(x, _golden(golden), rtol=0, atol=1e-3)
+
+
+def test_to_images_and_grid_are_pixel_exact(tmp_path):
+    x = np.array([-1.0, -0.5, 0.0, 1.0, 3.0], np.float32).reshape(1, 1, 1, 5)
+    np.testing.assert_array_equal(to_images(x)[0, 0, :, 0], [0, 64, 128, 255, 255])
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    grid = imread(save_grid(images, tmp_path / "g.png"))  # 2 columns, 2 rows, black padding
+    grid = np.round(grid[..., :3] * 255).astype(np.uint8)
+    assert grid.shape == (8, 10, 3)
+    np.testing.assert_array_equal(grid[4:, :5], images[2])
+    np.testing.assert_array_equal(grid[:4, 5:], images[1])
+    assert not grid[4:, 5:].any()
+
+
+def test_cli_writes_grid_and_array_matching_the_golden(tmp_path, capsys):
+    init, noise = tmp_path / "x_T.npy", tmp_path / "noise.npy"
+    np.save(init, _golden("x_T"))
+    np.save(noise, _golden("step_noise"))
+    out, grid = tmp_path / "out.npy", tmp_path / "grid.png"
+    argv = ["pretrained", str(PIPELINE), "--steps", "10", "--eta", "1", "--seed", "0"]
+    argv += ["--init-noise", str(init), "--step-noise", str(noise)]
+    assert main([*argv, "--save-array", str(out), "-o", str(grid)]) == 0
+    assert capsys.readouterr().out.strip() == str(grid)
+    x = np.load(out)
+    np.testing.assert_allclose(x, _golden("ddim_eta1"), rtol=0, atol=1e-3)
+    pixels = np.round(imread(grid)[..., :3] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(pixels, np.concatenate(list(to_images(x)), axis=1))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 1, 16, 16), np.float32))
+    assert main(["pretrained", str(PIPELINE), "--init-noise", str(bad)]) == 2
+    assert "init noise must be NCHW (B, 3, H, W)" in capsys.readouterr().err
+    assert main(["pretrained", str(PIPELINE), "--steps", "1001"]) == 2
+    assert "num_inference_steps" in capsys.readouterr().err
+    assert main(["pretrained", str(tmp_path / "missing")]) == 2
+    assert "huggingface-cli download" in capsys.readouterr().err
+
+
+# --- live parity with diffusers -------------------------------------------------------------
+
+
+def _torch_and_diffusers():
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    torch.set_num_threads(1)
+    return torch, diffusers
+
+
+@pytest.mark.diffusers
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_sample_matches_ddim_pipeline(eta):
+    # DDIMPipeline draws x_T, then one step noise per step, from one generator: replay it.
+    torch, diffusers = _torch_and_diffusers()
+    pipeline = diffusers.DDIMPipeline.from_pretrained(PIPELINE, low_cpu_mem_usage=False)
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline(
+        batch_size=2,
+        generator=torch.Generator().manual_seed(3),
+        eta=eta,
+        num_inference_steps=10,
+        output_type="np",
+    ).images
+    generator = torch.Generator().manual_seed(3)
+    x_T = torch.randn((2, 3, 16, 16), generator=generator).numpy()
+    noise = np.stack([torch.randn((2, 3, 16, 16), generator=generator).numpy() for _ in range(10)])
+    unet, config = load_pipeline(PIPELINE)
+    x = sample(
+        unet,
+        config,
+        jax.random.key(0),
+        num_inference_steps=10,
+        eta=eta,
+        x_T=x_T,
+        step_noise=noise if eta > 0 else None,
+    )
+    images = np.clip(np.asarray(x) / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(images, expected, rtol=0, atol=5e-4)
+
+
+@pytest.mark.diffusers
+def test_cli_backends_agree_from_injected_noise(tmp_path):
+    _torch_and_diffusers()
+    init, noise = tmp_path / "x_T.npy", tmp_path / "noise.npy"
+    np.save(init, _golden("x_T"))
+    np.save(noise, _golden("step_noise"))
+    common = ["pretrained", str(PIPELINE), "--steps", "10", "--eta", "0.5", "--spacing", "trailing"]
+    common += ["--no-clip", "--init-noise", str(init), "--step-noise", str(noise)]
+    arrays = {}
+    for backend in ("jax", "diffusers"):
+        out = tmp_path / f"{backend}.npy"
+        argv = [*common, "--backend", backend, "--save-array", str(out)]
+        assert main([*argv, "-o", str(tmp_path / f"{backend}.png")]) == 0
+        arrays[backend] = np.load(out)
+    scale = np.abs(arrays["diffusers"]).max()
+    np.testing.assert_allclose(arrays["jax"], arrays["diffusers"], rtol=0, atol=1e-5 * scale)
