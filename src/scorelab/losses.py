@@ -73,17 +73,26 @@ _LOG_SIGMA_STD = 1.2
 # --- the Jacobian-trace machinery shared by the three data score-matching losses -------------
 
 
+_UNROLLED_PROBES = 8
+"""Up to this many probes, one Jacobian-vector product per probe; above it, one ``vmap``-ped
+product. Under the batch ``vmap`` of training, ``vmap``-ped probes make tangents of shape
+``(batch, n, width)``, which XLA:CPU runs about 1.5x slower than ``n`` products of shape
+``(batch, width)`` (``benchmarks/trace_layout.py``); unrolling grows the program with ``n``,
+hence the cap."""
+
+
 def _score_and_quadratic_forms(
     score_fn: ScoreFn, x: Array, sigma, probes: Array
 ) -> tuple[Array, Array]:
     r"""Return :math:`s(x)` ``(d,)`` and :math:`v_k^\top J(x) v_k` ``(n,)`` for probes ``(n, d)``.
 
-    The score is linearised once at ``x`` and its Jacobian-vector product is ``vmap``-ped over
-    the probes: ``n`` forward-mode products in one batched call, never a full Jacobian.
+    The score is linearised once at ``x`` and its Jacobian-vector product applied to each
+    probe: ``n`` forward-mode products sharing one forward pass, never a full Jacobian.
     """
     score, score_jvp = jax.linearize(lambda y: score_fn(y, sigma), x)
-    jacobian_probes = jax.vmap(score_jvp)(probes)
-    return score, jnp.einsum("kd,kd->k", probes, jacobian_probes)
+    if probes.shape[0] <= _UNROLLED_PROBES:
+        return score, jnp.stack([jnp.dot(v, score_jvp(v)) for v in probes])
+    return score, jnp.einsum("kd,kd->k", probes, jax.vmap(score_jvp)(probes))
 
 
 def _draw_probes(key: Array, n: int, x: Array, probe: str) -> Array:
@@ -103,7 +112,7 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
         \ell(x) = \operatorname{tr}\frac{\partial s(x)}{\partial x} + \tfrac12 \|s(x)\|^2 .
 
     The trace is :math:`\sum_i e_i^\top J e_i`: ``d`` forward-mode Jacobian-vector products
-    sharing one ``jax.linearize``, batched over the basis vectors. The cost grows like ``d``
+    sharing one ``jax.linearize``, one per basis vector. The cost grows like ``d``
     score evaluations; use :func:`hutchinson_loss` when ``d`` is large.
 
     Args:

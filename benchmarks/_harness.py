@@ -1,0 +1,137 @@
+"""What every benchmark shares: arguments, interleaved timing, the matmul peak, the machine, output.
+
+The machines these run on are shared and their load changes from second to second, so no
+benchmark compares numbers taken at different times: every case of a benchmark is timed in
+turn inside one round, the rounds are repeated, and the reported figure of each case is its
+median over rounds. Ratios between cases of the same round are what the benchmarks claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def parse_args(
+    description: str, repeats: int = 5, extra: Callable[[argparse.ArgumentParser], None] = None
+) -> argparse.Namespace:
+    """``--quick`` (a smoke run: tiny sizes, one round), ``--repeats``, ``--out``; ``extra``
+    adds a benchmark's own flags."""
+    parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one round")
+    parser.add_argument("--repeats", type=int, default=None, help=f"rounds (default {repeats})")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/)")
+    args = parser.parse_args()
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else repeats
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of ``fn()``, its outputs waited for (``jax.block_until_ready``)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def interleaved(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run every case once per round, in order, for ``repeats`` rounds.
+
+    Each case returns its own measurement (seconds per unit of work), so that it can leave
+    its set-up out of the clock. Returns every case's measurements, one per round.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, case in cases.items():
+            samples[name].append(case())
+    return samples
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def matmul_case(n: int = 2048) -> tuple[Callable[[], float], float]:
+    """A timing case for one float32 ``(n, n) @ (n, n)`` and its FLOP count ``2 n^3``.
+
+    The best-case dense throughput of this machine under XLA: the denominator of every
+    fraction-of-peak figure.
+    """
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, b))
+
+    def case() -> float:
+        return min(timed(lambda: dot(a, b)) for _ in range(3))
+
+    return case, 2.0 * n**3
+
+
+def flops(compiled) -> float:
+    """FLOPs of a compiled XLA computation from its cost analysis (a loop body counts once)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older jax: one dict per computation
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+def machine() -> dict:
+    """The machine a result was measured on: CPU model, cores, load, versions."""
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(device) for device in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "Thread(s) per core", "L2 cache", "L3 cache"):
+                info[key.strip()] = value.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A Markdown table (pastes into docs/benchmarks.md as it is)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+        return str(value)
+
+    lines = [headers, ["---"] * len(headers), *[[cell(v) for v in row] for row in rows]]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def write(name: str, payload: dict, out: Path | None) -> Path:
+    """Write ``payload`` with the machine description as JSON; return the path."""
+    path = out or RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,267 @@
+"""Training throughput and fraction of peak: the tutorial's loop against ``scorelab.training.train``.
+
+The founding tutorial's three objectives at its settings (batch 2048 drawn with replacement
+from 10 000 points of its mixture; Adam):
+
+* ``hyvarinen``: exact-trace Hyvarinen loss, MLP ``2 -> 128 -> 512 -> 256 -> 2``, lr 1e-4;
+* ``dsm``: denoising score matching at sigma = 1, the same MLP, lr 1e-2;
+* ``ncsn``: the multi-noise loss with 2 sigmas per point, the noise-conditional MLP
+  ``3 -> 256 -> 512 -> 256 -> 2`` (the tutorial's raw-output parameterisation), lr 1e-2.
+
+Two loops train the *same* network (scorelab's Equinox modules, same initial weights):
+
+(a) ``tutorial``: the tutorial's ``train`` cell transcribed: one jitted step per Python
+    iteration, keys pre-split, the loss formatted on the host (a device sync) every step for
+    DSM and NCSN and every 100 steps for Hyvarinen (its ``update_tqdm_period``), and its loss
+    cells as written (``vmap(jacfwd(...))`` for the trace; NCSN's draws with its key reuse);
+(b) ``scorelab``: ``train(...)`` with ``steps_per_dispatch`` = the steps of one measurement.
+
+Each round times the float32 matmul peak (a 2048^3 ``jnp.dot``), then both loops for every
+objective; the table gives medians over rounds, the ratio (b)/(a) of steps/s, and each loop's
+achieved FLOP/s (FLOPs of one step from XLA's cost analysis of the compiled step) as a
+fraction of the peak of the same rounds.
+
+    python benchmarks/training.py [--quick] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _harness import flops, interleaved, matmul_case, median, parse_args, table, timed, write
+from jax.sharding import Mesh
+
+from scorelab import training
+from scorelab.losses import dsm_loss, hyvarinen_loss, ncsn_loss
+from scorelab.models import MLP, NoiseConditionalMLP
+from scorelab.targets import seed_mixture
+from scorelab.training import TrainConfig, make_optimizer, train
+
+BATCH_SIZE = 2048  # the tutorial's; --quick uses 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    name: str
+    model: eqx.Module
+    loss_fn: object  # scorelab's per-example loss
+    learning_rate: float
+    tqdm_period: int  # the tutorial fetches the loss to the host every this many steps
+
+
+def objectives(quick: bool = False) -> list[Objective]:
+    """The three objectives; ``quick`` shrinks the networks to widths (8, 16, 8) for a smoke run."""
+    mlp = MLP(jax.random.key(42), widths=(8, 16, 8) if quick else (128, 512, 256))
+    conditional = NoiseConditionalMLP(
+        jax.random.key(42), widths=(8, 16, 8) if quick else (256, 512, 256), scale_by_sigma=False
+    )
+    return [
+        Objective("hyvarinen", mlp, hyvarinen_loss, 1e-4, 100),
+        Objective("dsm", mlp, functools.partial(dsm_loss, sigma=1.0), 1e-2, 1),
+        Objective("ncsn", conditional, functools.partial(ncsn_loss, n_sigmas=2), 1e-2, 1),
+    ]
+
+
+# --- (a) the tutorial's loop and loss cells, on scorelab's networks ---------------------------
+
+
+def tutorial_loss(name: str, static):
+    """The tutorial's batched loss cell for ``name``: ``loss(params, batch, key)``."""
+
+    def hyvarinen(params, data, key):
+        net = eqx.combine(params, static)
+
+        def score_twice(x):
+            score = net(x)
+            return score, score
+
+        jac, score = jax.vmap(jax.jacfwd(score_twice, has_aux=True))(data)
+        div = jnp.diagonal(jac, axis1=-2, axis2=-1).sum(axis=-1)
+        return (div + 0.5 * (score**2).sum(axis=-1)).mean()
+
+    def denoising(params, data, key, std=1.0):
+        net = eqx.combine(params, static)
+        eps = jax.random.normal(key, data.shape)
+        score = jax.vmap(net)(data + std * eps)
+        return ((score + eps / std) ** 2).sum(axis=-1).mean()
+
+    def ncsn(params, data, key, n_time_samples=2):
+        net = eqx.combine(params, static)
+        key_uniform, _ = jax.random.split(key)  # the tutorial draws eps from `key` itself
+        shape = (data.shape[0], n_time_samples, 1)
+        stds = jnp.exp(jax.random.normal(key_uniform, shape) * 1.2 - 0.5).clip(0.02, 10.0)
+        eps = jax.random.normal(key, (data.shape[0], n_time_samples, 2))
+        x_t = data[:, None] + stds * eps
+        score = jax.vmap(jax.vmap(net))(x_t, stds[..., 0])
+        loss = ((score + eps / stds[None]) ** 2).sum(axis=-1)
+        return (stds[..., 0] ** 2 * loss).mean()
+
+    return {"hyvarinen": hyvarinen, "dsm": denoising, "ncsn": ncsn}[name]
+
+
+def tutorial_loop(objective: Objective, dataset: jax.Array, batch_size: int):
+    """The tutorial's ``train``: returns ``(jitted step, run(n_steps) -> s/step)``."""
+    params, static = eqx.partition(objective.model, eqx.is_inexact_array)
+    tx = optax.adam(objective.learning_rate)
+    loss_and_grad = jax.value_and_grad(tutorial_loss(objective.name, static))
+
+    def loop_fn_(sb_k, net_params, opt_state):
+        sb_k_loss, sb_k_batch = jax.random.split(sb_k, 2)
+        index = jax.random.randint(sb_k_batch, (batch_size,), 0, dataset.shape[0])
+        loss_val, grad = loss_and_grad(net_params, dataset[index], sb_k_loss)
+        updates, opt_state = tx.update(grad, opt_state)
+        return loss_val, optax.apply_updates(net_params, updates), opt_state
+
+    loop_fn = jax.jit(loop_fn_)
+    opt_state = tx.init(params)
+
+    def run(n_steps: int) -> float:
+        net_params, state = params, opt_state
+        keys = jax.random.split(jax.random.key(0), n_steps)
+        start = time.perf_counter()
+        losses = []
+        for i, sb_k in enumerate(keys):
+            loss_val, net_params, state = loop_fn(sb_k, net_params, state)
+            if i % objective.tqdm_period == 0:
+                f"Loss: {loss_val:.2E}"  # noqa: B018 -- the tutorial's progress-bar sync
+            losses.append(loss_val)
+        jax.block_until_ready((losses, net_params))
+        return (time.perf_counter() - start) / n_steps
+
+    return loop_fn, (jax.random.key(0), params, opt_state), run
+
+
+# --- (b) scorelab's loop ------------------------------------------------------------------------
+
+
+def scorelab_loop(objective: Objective, data: np.ndarray, n_steps: int, batch_size: int):
+    config = TrainConfig(
+        steps=n_steps,
+        learning_rate=objective.learning_rate,
+        batch_size=batch_size,
+        steps_per_dispatch=n_steps,
+    )
+
+    def run() -> float:
+        model = objective.model
+        seconds = timed(
+            lambda: train(jax.random.key(0), model, objective.loss_fn, data, config, progress=False)
+        )
+        return seconds / n_steps
+
+    return config, run
+
+
+def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainConfig) -> float:
+    """FLOPs of one step of ``train``: its dispatch compiled for one step."""
+    params, rest = eqx.partition(objective.model, eqx.is_inexact_array)
+    frozen, static = eqx.partition(rest, eqx.is_array)
+    optimizer = make_optimizer(config)
+    state = training._TrainState(params, optimizer.init(params), None)
+    lowered = training._dispatch.lower(
+        state,
+        frozen,
+        jnp.asarray(data),
+        jax.random.key(0),
+        jnp.asarray(0),
+        jnp.asarray(1),
+        static=static,
+        loss_fn=objective.loss_fn,
+        config=config,
+        mesh=Mesh(np.asarray(jax.devices()), ("data",)),
+        length=1,
+    )
+    return flops(lowered.compile())
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    n_steps = 2 if args.quick else 20
+    batch_size = 64 if args.quick else BATCH_SIZE
+    data = np.asarray(seed_mixture().sample(jax.random.key(0), 10_000))
+    dataset = jnp.asarray(data)
+    peak_case, peak_flops = matmul_case(512 if args.quick else 2048)
+
+    cases, step_flops, first_call = {"matmul": peak_case}, {}, {}
+    for objective in objectives(args.quick):
+        loop_fn, example, run_tutorial = tutorial_loop(objective, dataset, batch_size)
+        step_flops["tutorial", objective.name] = flops(loop_fn.lower(*example).compile())
+        first_call["tutorial", objective.name] = timed(lambda r=run_tutorial: r(1))
+        config, run_scorelab = scorelab_loop(objective, data, n_steps, batch_size)
+        step_flops["scorelab", objective.name] = scorelab_step_flops(objective, data, config)
+        first_call["scorelab", objective.name] = timed(run_scorelab) * n_steps
+        cases[f"tutorial {objective.name}"] = functools.partial(run_tutorial, n_steps)
+        cases[f"scorelab {objective.name}"] = run_scorelab
+
+    samples = interleaved(cases, args.repeats)
+    peak = peak_flops / median(samples["matmul"])
+    rows, results = [], []
+    for objective in objectives(args.quick):
+        t_tut = median(samples[f"tutorial {objective.name}"])
+        t_lab = median(samples[f"scorelab {objective.name}"])
+        f_tut, f_lab = step_flops["tutorial", objective.name], step_flops["scorelab", objective.name]
+        result = {
+            "objective": objective.name,
+            "tutorial_ms_per_step": 1e3 * t_tut,
+            "scorelab_ms_per_step": 1e3 * t_lab,
+            "speedup_scorelab_over_tutorial": t_tut / t_lab,
+            "tutorial_gflop_per_step": f_tut / 1e9,
+            "scorelab_gflop_per_step": f_lab / 1e9,
+            "tutorial_fraction_of_peak": f_tut / t_tut / peak,
+            "scorelab_fraction_of_peak": f_lab / t_lab / peak,
+            "tutorial_first_call_s": first_call["tutorial", objective.name],
+            "scorelab_first_call_s": first_call["scorelab", objective.name],
+            "samples_s_per_step": {
+                "tutorial": samples[f"tutorial {objective.name}"],
+                "scorelab": samples[f"scorelab {objective.name}"],
+            },
+        }
+        results.append(result)
+        rows.append(
+            [
+                objective.name,
+                result["tutorial_ms_per_step"],
+                result["scorelab_ms_per_step"],
+                result["speedup_scorelab_over_tutorial"],
+                result["tutorial_gflop_per_step"],
+                result["scorelab_gflop_per_step"],
+                result["tutorial_fraction_of_peak"],
+                result["scorelab_fraction_of_peak"],
+            ]
+        )
+    headers = [
+        "objective",
+        "tutorial ms/step",
+        "scorelab ms/step",
+        "speed-up (b/a)",
+        "tutorial GFLOP/step",
+        "scorelab GFLOP/step",
+        "tutorial / peak",
+        "scorelab / peak",
+    ]
+    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (median of {args.repeats} rounds)")
+    print(table(headers, rows))
+    write(
+        "training",
+        {
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "steps_per_measurement": n_steps,
+            "batch_size": batch_size,
+            "matmul_peak_gflops": peak / 1e9,
+            "matmul_samples_s": samples["matmul"],
+            "results": results,
+        },
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
