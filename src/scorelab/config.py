@@ -104,6 +104,7 @@ class DataConfig:
 
     @property
     def is_builtin(self) -> bool:
+        """Whether ``source`` names a built-in target or toy set (not a file)."""
         return self.source in TARGETS or self.source in TOY_DATASETS
 
     def target(self) -> GaussianMixture | None:
@@ -234,10 +235,13 @@ class LossConfig:
 
     @property
     def needs_noise_conditional_model(self) -> bool:
+        r"""Whether the loss trains :math:`s_\theta(x, \sigma)` over many sigmas (NCSN)."""
         return self.name == "ncsn"
 
     @property
     def uses_jacobian_trace(self) -> bool:
+        r"""Whether the loss contains :math:`\operatorname{tr} \nabla_x s_\theta(x)` (Hyvarinen,
+        Hutchinson, sliced), which needs a smooth hidden activation."""
         return self.name in ("hyvarinen", "hutchinson", "sliced")
 
     def build(self):
