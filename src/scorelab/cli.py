@@ -1,4 +1,4 @@
-"""The ``scorelab`` command: train, sample, evaluate, plot, demo, pretrained.
+"""The ``scorelab`` command: train, sample, evaluate, plot, demo, sweep, pretrained.
 
 A thin layer: it parses arguments into a :class:`scorelab.config.ExperimentConfig` (a TOML
 file, then ``--set section.field=value`` overrides, then the named flags), and calls the
@@ -137,6 +137,73 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _comma_list(kind):
+    def parse(text: str) -> tuple:
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+
+    return parse
+
+
+# Sweep flags: flag -> (SweepSettings field, type, help).
+_SWEEP_FLAGS = {
+    "--target": ("target", str, "built-in target with an exact score"),
+    "--samplers": ("samplers", _comma_list(str), "comma list, e.g. euler,heun,dpmpp_2m,edm"),
+    "--nfe": ("nfe", _comma_list(int), "comma list of NFE budgets"),
+    "--tolerances": ("tolerances", _comma_list(float), "rtol = atol of tsit5/dopri5 rows"),
+    "--n": ("n_samples", int, "samples per run"),
+    "--seeds": ("seeds", _comma_list(int), "comma list of seeds"),
+    "--grid": ("grid", str, "karras, geometric or vp"),
+    "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
+    "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
+    "--rho": ("rho", float, "Karras grid curvature"),
+}
+
+
+def _cmd_sweep(args) -> int:
+    from scorelab import viz
+    from scorelab.config import TARGETS, ConfigError, load_config
+    from scorelab.models import ExactScore
+    from scorelab.runs import load_run
+    from scorelab.sweep import SweepSettings, mean_rows, save, sweep
+    from scorelab.workflows import format_table
+
+    values = dict(load_config(args.config).get("sweep", {})) if args.config else {}
+    for field, _, _ in _SWEEP_FLAGS.values():
+        if getattr(args, f"sweep_{field}") is not None:
+            values[field] = getattr(args, f"sweep_{field}")
+    settings = SweepSettings.from_dict(values)
+    if settings.target not in TARGETS:
+        accepted = ", ".join(TARGETS)
+        raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")
+    target = TARGETS[settings.target]()
+    score_fns = {"exact": ExactScore(target)}
+    if args.run is not None:
+        score_fns["model"] = load_run(args.run)[1]
+    result = sweep(
+        target,
+        settings.specs(),
+        settings.nfe,
+        score_fns,
+        n_samples=settings.n_samples,
+        seeds=settings.seeds,
+        grid=settings.grid,
+        sigma_min=settings.sigma_min,
+        sigma_max=settings.sigma_max,
+        rho=settings.rho,
+        progress=None if args.quiet else print,
+    )
+    rows = mean_rows(result.rows)
+    print(format_table([{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]))
+    for name, (mean, sd) in result.floors.items():
+        print(f"floor {name}: {mean:.4g} +- {sd:.2g}")
+    written = save(result, args.out)
+    figure = viz.sampler_map(rows, result.floors)
+    written.append(viz.save_figure(figure, Path(args.out) / "sampler_map.png"))
+    for path in written:
+        print(path)
+    return 0
+
+
 def _cmd_pretrained(args) -> int:
     from scorelab.pretrained import run
 
@@ -211,6 +278,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
+
+    sweep = commands.add_parser("sweep", help="the sampler map: quality against NFE, with floors")
+    sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
+    for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
+        sweep.add_argument(flag, type=kind, dest=f"sweep_{field}", default=None, help=help_text)
+    sweep.add_argument("--run", type=Path, help="also sample a trained run's model")
+    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory")
+    sweep.add_argument("--quiet", action="store_true", help="no line per run")
+    sweep.set_defaults(handler=_cmd_sweep)
 
     pretrained = commands.add_parser(
         "pretrained", help="DDIM-sample a pretrained diffusers DDPM pipeline, natively in JAX"

@@ -19,8 +19,12 @@ tolerance is one row, at the NFE it spent (the mean over chains).
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -28,16 +32,19 @@ import numpy as np
 
 from scorelab import metrics, samplers
 from scorelab.noise import sigma_grid
+from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
 __all__ = [
     "SWEEP_SAMPLERS",
     "SweepSampler",
     "SweepResult",
+    "SweepSettings",
     "sweep_sampler",
     "sweep",
     "mean_rows",
     "fewest_nfe",
+    "save",
     "METRICS",
 ]
 
@@ -343,3 +350,79 @@ def fewest_nfe(
                 break
             fewest[pair] = points[i][0]
     return fewest
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """What ``scorelab sweep`` runs (the ``[sweep]`` table of a TOML file, or flags).
+
+    Attributes:
+        target: a built-in target with an exact score (:data:`scorelab.config.TARGETS`).
+        samplers: names from :data:`SWEEP_SAMPLERS`.
+        nfe: NFE budgets.
+        tolerances: rtol = atol of each ``tsit5`` / ``dopri5`` row.
+        n_samples, seeds, grid, sigma_min, sigma_max, rho: as :func:`sweep`.
+        options: sampler name -> options for :func:`sweep_sampler` (``[sweep.options.edm]``).
+    """
+
+    target: str = "seed_mixture"
+    samplers: tuple[str, ...] = ("euler", "heun", "dpmpp_2m", "ddim", "edm", "ancestral", "pc")
+    nfe: tuple[int, ...] = (5, 10, 15, 20, 30, 40, 60, 80, 120)
+    tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+    n_samples: int = 4000
+    seeds: tuple[int, ...] = (0, 1, 2)
+    grid: str = "karras"
+    sigma_min: float = 0.002
+    sigma_max: float = DEFAULT_SIGMA_MAX
+    rho: float = 7.0
+    options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> SweepSettings:
+        """Settings from a mapping; unknown fields raise ``ValueError`` naming the accepted."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"sweep.{unknown[0]}: unknown field; accepted: {', '.join(names)}")
+        tuples = {"samplers", "nfe", "tolerances", "seeds"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+    def specs(self) -> list[SweepSampler]:
+        """The :class:`SweepSampler` records: one per name, one per tolerance if adaptive."""
+        specs = []
+        for name in self.samplers:
+            options = dict(self.options.get(name, {}))
+            if name in ("tsit5", "dopri5") and "tolerance" not in options:
+                specs += [sweep_sampler(name, tolerance=t, **options) for t in self.tolerances]
+            else:
+                specs.append(sweep_sampler(name, **options))
+        return specs
+
+
+def save(result: SweepResult, out_dir) -> list[Path]:
+    """Write ``sweep.csv`` (every row), ``sweep.json`` (rows, seed means, floors, settings,
+    fewest NFE within 1.5x the floor per metric) into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
+    columns += ["near", "far"]
+    with open(out_dir / "sweep.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(result.rows)
+    fewest = {
+        metric: [
+            {"sampler": sampler, "score": score, "nfe": nfe}
+            for (sampler, score), nfe in fewest_nfe(result, metric).items()
+        ]
+        for metric in METRICS
+    }
+    payload = {
+        "settings": result.settings,
+        "floors": result.floors,
+        "mean_rows": mean_rows(result.rows),
+        "fewest_nfe_within_1.5x_floor": fewest,
+        "rows": result.rows,
+    }
+    (out_dir / "sweep.json").write_text(json.dumps(payload, indent=1, default=float))
+    return [out_dir / "sweep.csv", out_dir / "sweep.json"]

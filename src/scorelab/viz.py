@@ -44,6 +44,7 @@ __all__ = [
     "inference_trajectories",
     "ddim_samples",
     "metric_vs_steps",
+    "sampler_map",
     "image_grid",
     "save_figure",
 ]
@@ -887,3 +888,62 @@ def animate_annealed(
         )
 
     return _save_animation(fig, update, indices, path, writer_factory, fps)
+
+
+_MAP_TITLES = {"sw": "sliced Wasserstein", "mmd2": "MMD²", "tv": "mode-weight TV"}
+
+
+def sampler_map(
+    rows: Sequence[Mapping],
+    floors: Mapping[str, tuple[float, float]],
+    metric_names: Sequence[str] = ("sw", "mmd2", "tv"),
+    factor: float = 1.5,
+) -> Figure:
+    """The sampler map: each metric against NFE, one colour per sampler, one panel per metric.
+
+    Solid lines are the exact score, dashed ones any other score (a trained model); the grey
+    band is the floor's mean ± sd (two exact sets, :func:`scorelab.metrics.floor`) and the
+    dotted line ``factor`` x its mean (mean + ``factor`` sd for MMD², centred on 0).
+
+    Args:
+        rows: seed-averaged rows (:func:`scorelab.sweep.mean_rows`): ``sampler``, ``score``,
+            ``nfe`` and one value per metric name.
+        floors: metric -> ``(mean, sd)``.
+        metric_names: the panels, among ``sw``, ``mmd2``, ``tv``.
+        factor: the tolerance drawn above the floor.
+    """
+    if not rows:
+        raise ValueError("rows is empty: run scorelab.sweep.sweep first")
+    labels = list(dict.fromkeys(row["sampler"] for row in rows))
+    colors = dict(zip(labels, _series_colors(len(labels))))
+    fig = _figure(figsize=(_PANEL * len(metric_names), 4.2))
+    for index, name in enumerate(metric_names):
+        ax = fig.add_subplot(1, len(metric_names), index + 1)
+        series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for row in rows:
+            series.setdefault((row["sampler"], row["score"]), []).append(
+                (float(row["nfe"]), float(row[name]))
+            )
+        for (label, score), points in series.items():
+            nfe, values = np.asarray(sorted(points)).T
+            ax.plot(
+                nfe,
+                values,
+                color=colors[label],
+                marker="o",
+                markersize=3,
+                linestyle="-" if score == "exact" else "--",
+                label=label if score == "exact" else f"{label} ({score})",
+            )
+        mean, sd = (float(v) for v in floors[name])
+        ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.3, linewidth=0, label="floor")
+        bound = mean + factor * sd if name == "mmd2" else factor * mean
+        ax.axhline(bound, color="0.3", linestyle=":", linewidth=1, label=f"{factor:g}x floor")
+        ax.set_xscale("log")
+        if name != "mmd2":
+            ax.set_yscale("log")
+        ax.set_xlabel("NFE (score evaluations per sample)")
+        ax.set_title(_MAP_TITLES.get(name, name))
+        if index == len(metric_names) - 1:
+            _legend(ax, loc="upper right")
+    return fig
