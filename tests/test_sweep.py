@@ -1,0 +1,112 @@
+"""The sampler map: budgets to grids, honest NFE, floors, the fewest-NFE summary, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scorelab.cli import main
+from scorelab.models import ExactScore
+from scorelab.sweep import (
+    SweepResult,
+    SweepSettings,
+    fewest_nfe,
+    mean_rows,
+    sweep,
+    sweep_sampler,
+)
+
+
+def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
+    specs = [sweep_sampler("euler"), sweep_sampler("heun"), sweep_sampler("tsit5", tolerance=1e-2)]
+    result = sweep(
+        mixture, specs, [4, 8], {"exact": ExactScore(mixture)}, n_samples=300, seeds=(0,),
+        floor_repeats=2,
+    )  # fmt: skip
+    nfes = {(row["sampler"], row["levels"]): row["nfe"] for row in result.rows}
+    assert nfes == {
+        ("euler", 4): 4,
+        ("euler", 8): 8,
+        ("heun", 2): 3,  # 2N - 1 <= 4
+        ("heun", 4): 7,  # 2N - 1 <= 8
+        ("tsit5(tol=0.01)", None): nfes[("tsit5(tol=0.01)", None)],
+    }
+    assert nfes[("tsit5(tol=0.01)", None)] >= 6 + 2  # one step at least, start and denoiser
+    assert set(result.floors) == {"sw", "mmd2", "tv"}
+    for row in result.rows:
+        assert np.isfinite([row["sw"], row["mmd2"], row["tv"]]).all()
+        assert 0.0 <= row["far"] <= 1.0
+
+
+def _fake_result(points, floor=(1.0, 0.1)):
+    rows = [
+        {"sampler": s, "score": "exact", "nfe": n, "levels": n, "seed": seed, "sw": v,
+         "mmd2": v, "tv": v, "var_ratio": 1.0, "near": 1.0, "far": 0.0}
+        for s, series in points.items() for n, v in series for seed in (0, 1)
+    ]  # fmt: skip
+    return SweepResult(rows, {"sw": floor, "mmd2": floor, "tv": floor}, {})
+
+
+def test_fewest_nfe_is_the_budget_from_which_the_bound_holds():
+    result = _fake_result(
+        {
+            "a": [(5, 2.0), (10, 1.0), (20, 1.3)],  # within 1.5 x 1.0 from 10 on
+            "b": [(5, 1.0), (10, 2.0), (20, 1.0)],  # dips in and out: only from 20
+            "c": [(5, 3.0), (10, 2.0)],  # never
+        }
+    )
+    fewest = fewest_nfe(result, "sw")
+    assert fewest == {("a", "exact"): 10, ("b", "exact"): 20, ("c", "exact"): None}
+    # MMD^2's floor is centred on 0: the bound is mean + 1.5 sd = 1.15.
+    assert fewest_nfe(result, "mmd2")[("a", "exact")] is None
+    assert len(mean_rows(result.rows)) == 8 and mean_rows(result.rows)[0]["n_seeds"] == 2
+
+
+def test_settings_and_samplers_reject_unknown_names():
+    with pytest.raises(ValueError, match="unknown sampler 'rk4'"):
+        sweep_sampler("rk4")
+    with pytest.raises(ValueError, match="unknown option 'churn'"):
+        sweep_sampler("edm", churn=3)
+    with pytest.raises(ValueError, match="sweep.nfes: unknown field"):
+        SweepSettings.from_dict({"nfes": [1]})
+    settings = SweepSettings.from_dict({"samplers": ["tsit5", "pc"], "tolerances": [1e-2, 1e-3]})
+    assert [spec.label for spec in settings.specs()] == [
+        "tsit5(tol=0.01)",
+        "tsit5(tol=0.001)",
+        "pc(M=1, r=0.16, sigma)",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["heun", "dpmpp_2m", "euler_maruyama"])
+def test_exact_score_reaches_the_floor(mixture, name):
+    """With the exact score at 40 NFE, the seed-mean SW and TV (3 x 4000 samples) are within
+    1.5x their floors: what is left is the finite sample, not the sampler."""
+    result = sweep(mixture, [sweep_sampler(name)], [40], {"exact": ExactScore(mixture)})
+    (row,) = mean_rows(result.rows)
+    assert row["sw"] <= 1.5 * result.floors["sw"][0]
+    assert row["tv"] <= 1.5 * result.floors["tv"][0]
+
+
+def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
+    config = tmp_path / "sweep.toml"
+    config.write_text('[sweep]\nsamplers = ["euler", "edm"]\n[sweep.options.edm]\ns_churn = 5.0\n')
+    out = tmp_path / "map"
+    argv = ["sweep", "--config", str(config), "--nfe", "3,6", "--n", "200", "--seeds", "0",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "euler [exact]" in printed and "edm(churn=5.0) [exact]" in printed
+    assert "floor sw" in printed
+    for name in ("sweep.csv", "sweep.json", "sampler_map.png"):
+        assert (out / name).is_file(), name
+    payload = json.loads((out / "sweep.json").read_text())
+    assert len(payload["rows"]) == 4 and payload["settings"]["n_samples"] == 200
+    assert set(payload["fewest_nfe_within_1.5x_floor"]) == {"sw", "mmd2", "tv"}
+
+
+def test_cli_sweep_errors_are_one_line(tmp_path, capsys):
+    assert main(["sweep", "--samplers", "rk4", "--out", str(tmp_path)]) == 2
+    assert "unknown sampler 'rk4'" in capsys.readouterr().err
+    assert main(["sweep", "--target", "moons", "--out", str(tmp_path)]) == 2
+    assert "sweep.target" in capsys.readouterr().err
