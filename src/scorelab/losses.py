@@ -243,7 +243,19 @@ def sliced_score_matching_loss(
 
 def ncsn_weighting(sigma):
     r"""The NCSN weighting :math:`\lambda(\sigma) = \sigma^2` (Song & Ermon, 2019, Sec. 4.2),
-    which makes every noise level's term O(1)."""
+    which makes every noise level's term O(1).
+
+    The denoising target :math:`-\varepsilon/\sigma` has squared norm :math:`d/\sigma^2` on
+    average, so :math:`\lambda(\sigma)\,\|s + \varepsilon/\sigma\|^2` is of order :math:`d` at
+    every level.
+
+    Args:
+        sigma: noise level(s), any shape.
+
+    References:
+        Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+        Distribution. https://arxiv.org/abs/1907.05600
+    """
     return sigma**2
 
 
@@ -302,6 +314,13 @@ def sample_training_sigmas(
       :math:`z \sim \mathcal{N}(0, 1)`; the clipping puts atoms at both end points.
     * ``"loguniform"``: :math:`\log\sigma \sim \mathcal{U}(\log\sigma_{\min},
       \log\sigma_{\max})`, the continuous limit of the geometric ladder.
+
+    Args:
+        key: PRNG key of the draw.
+        shape: output shape, e.g. ``(n_sigmas,)``.
+        sigma_min: lower end of the range, ``> 0``.
+        sigma_max: upper end of the range, ``> sigma_min``.
+        distribution: ``"lognormal"`` or ``"loguniform"``.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of

@@ -227,7 +227,15 @@ def seed_mixture() -> GaussianMixture:
 
 
 def gaussian(mean, covariance) -> GaussianMixture:
-    """A single Gaussian :math:`N(mean, covariance)` as a one-component mixture."""
+    r"""A single Gaussian :math:`\mathcal{N}(\mu, C)` as a one-component mixture.
+
+    Its noised score is :math:`\nabla \log q_\sigma(x) = -(C + \sigma^2 I)^{-1} (x - \mu)`,
+    the simplest closed-form oracle.
+
+    Args:
+        mean: ``(d,)`` mean :math:`\mu`.
+        covariance: ``(d, d)`` symmetric positive-definite covariance :math:`C`.
+    """
     mean = jnp.asarray(mean, dtype=jnp.float32)
     return GaussianMixture(mean[None], jnp.asarray(covariance)[None], jnp.ones((1,)))
 
@@ -311,6 +319,10 @@ def validate_data(data, name: str = "data") -> np.ndarray:
     A 1-D array is rejected rather than guessed at (one point of ``d`` dims, or ``n`` points of
     one dim?); reshape it explicitly.
 
+    Args:
+        data: array-like of shape ``(n, d)``, ``n, d >= 1``, finite numbers.
+        name: what to call the data in error messages (e.g. its file name).
+
     Raises:
         DataError: naming ``name`` and what is wrong.
     """
@@ -334,6 +346,9 @@ def validate_data(data, name: str = "data") -> np.ndarray:
 
 def load_array(path) -> np.ndarray:
     """Load a user's data set from ``.npy`` or ``.csv`` (comma-separated, optional header row).
+
+    Args:
+        path: a ``.npy`` file (``numpy.save``) or a ``.csv`` file, one point per row.
 
     Returns:
         ``float32`` array of shape ``(n, d)``.

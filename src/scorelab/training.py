@@ -210,7 +210,15 @@ class _TrainState(NamedTuple):
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax transformation of ``config``: optional clipping, then the optimiser."""
+    """The optax transformation of ``config``: optional clipping, then the optimiser.
+
+    ``optax.clip_by_global_norm`` (when ``grad_clip`` is set), then ``optax.adam``,
+    ``optax.adamw`` or ``optax.sgd`` (with ``optax.add_decayed_weights`` for L2 decay) at the
+    schedule's learning rate; see :class:`TrainConfig` for the formulas.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+    """
     if config.schedule == "constant":
         learning_rate = config.learning_rate
     elif config.schedule == "cosine":

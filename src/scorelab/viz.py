@@ -677,7 +677,16 @@ def image_grid(
 
 
 def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix, e.g. ``.png``), tight bounding box."""
+    """Write ``fig`` to ``path`` (format from the suffix, e.g. ``.png``), tight bounding box.
+
+    Args:
+        fig: a figure returned by this module (or any matplotlib figure).
+        path: output file; missing parent folders are created.
+        dpi: resolution in dots per inch.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
