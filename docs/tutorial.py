@@ -595,25 +595,80 @@ show(viz.metric_vs_steps(sweep, floor, title="DDIM with the NCSN model"), "sw_vs
 # ## A pretrained CelebA-HQ model with DDIM
 #
 # The tutorial closes with Google's DDPM trained on CelebA-HQ 256×256
-# (`google/ddpm-ema-celebahq-256`, Ho et al., 2020), sampled with DDIM through Hugging Face's
-# `diffusers`. That model uses **variance-preserving** noise,
+# (`google/ddpm-ema-celebahq-256`; Ho, Jain & Abbeel, 2020, <https://arxiv.org/abs/2006.11239>),
+# sampled with DDIM in 10 steps through Hugging Face's `diffusers`. That model uses
+# **variance-preserving** noise on integer timesteps $t$,
 #
 # $$
 # q(x_t \mid x_0) = \mathcal{N}\big(\sqrt{\bar\alpha_t}\, x_0,\ (1 - \bar\alpha_t) I\big),
 # $$
 #
-# so its prior is $\mathcal{N}(0, I)$ rather than $\mathcal{N}(0, \sigma_{\max}^2 I)$; the
-# DDIM update has the same structure with $\hat x_0$ computed from the network's noise
-# prediction $\hat\varepsilon$ as $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\hat\varepsilon)
-# / \sqrt{\bar\alpha_t}$. Loading those weights needs the model files on the machine (no
-# download happens at run time); with them in `PATH`:
+# so its prior is $\mathcal{N}(0, I)$, and the network predicts the noise
+# $\hat\varepsilon(x_t, t)$ instead of the score ($s = -\hat\varepsilon / \sqrt{1 -
+# \bar\alpha_t}$). DDIM's step has the structure of the VE one above, with Tweedie's
+# $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\hat\varepsilon) / \sqrt{\bar\alpha_t}$:
+#
+# $$
+# x_{t'} = \sqrt{\bar\alpha_{t'}}\, \hat x_0 + \sqrt{1 - \bar\alpha_{t'} - \eta_t^2}\;
+# \hat\varepsilon + \eta_t z, \qquad
+# \eta_t = \eta \sqrt{\tfrac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}
+# \big(1 - \tfrac{\bar\alpha_t}{\bar\alpha_{t'}}\big)} .
+# $$
+#
+# [`scorelab.pretrained`](api/pretrained.md) runs it in JAX without PyTorch: it reads a
+# diffusers pipeline folder (U-Net weights and scheduler options;
+# [`scorelab.unet`](api/unet.md), [`scorelab.schedulers`](api/schedulers.md)) and samples
+# with diffusers' conventions, matching `DDIMPipeline` (the tests compare them). No download
+# happens at run time, so the real weights must already be on the machine: run
+# `huggingface-cli download google/ddpm-ema-celebahq-256` where there is network (it fills
+# the local Hugging Face cache, which scorelab finds by the hub id), or copy the folder and
+# point `SCORELAB_PRETRAINED` at it. Without them this section runs on the repository's tiny
+# random-weight pipeline (`tests/fixtures/tiny_ddpm`, 16×16): the same code path, with noise
+# for pictures.
+
+# %%
+from scorelab import pretrained
+
+
+def find_pipeline() -> str:
+    """SCORELAB_PRETRAINED, else the real model if cached, else the repository's tiny one."""
+    if os.environ.get("SCORELAB_PRETRAINED"):
+        return os.environ["SCORELAB_PRETRAINED"]
+    try:
+        return str(pretrained.resolve_pipeline("google/ddpm-ema-celebahq-256"))
+    except ValueError:
+        here = Path.cwd().resolve()
+        for folder in (here, *here.parents):
+            if (folder / "tests" / "fixtures" / "tiny_ddpm").is_dir():
+                return str(folder / "tests" / "fixtures" / "tiny_ddpm")
+        raise
+
+
+unet, scheduler_config = pretrained.load_pipeline(find_pipeline())
+faces = {
+    eta: pretrained.to_images(
+        pretrained.sample(
+            unet, scheduler_config, key_for(f"faces {eta}"), num_inference_steps=10, eta=eta, n=4
+        )
+    )
+    for eta in (1.0, 0.0)
+}
+show(
+    viz.image_grid(
+        np.concatenate([faces[1.0], faces[0.0]]) / 255.0,
+        ncols=4,
+        titles=[f"eta = {eta:g}" for eta in (1, 1, 1, 1, 0, 0, 0, 0)],
+        title=f"DDIM, 10 steps: {Path(find_pipeline()).name}",
+    ),
+    "pretrained",
+)
+
+# %% [markdown]
+# The same from the command line (see [Load a pretrained diffusers model](how-to/pretrained.md)):
 #
 # ```bash
-# pip install ".[diffusers]"
-# scorelab pretrained PATH --sampler ddim --steps 10 --eta 1 --n 4 --out faces.png
+# scorelab pretrained google/ddpm-ema-celebahq-256 --steps 10 --eta 1 --n 4 -o faces.png
 # ```
-#
-# See [Load a pretrained diffusers model](how-to/pretrained.md).
 #
 # ## What scorelab fixes
 #
