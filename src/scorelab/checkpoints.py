@@ -136,6 +136,12 @@ def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -
 def load_model(path: str | Path) -> eqx.Module:
     """Rebuild a network saved by :func:`save_model` from ``<path>.json`` and ``<path>.eqx``.
 
+    Args:
+        path: the path given to :func:`save_model`, without suffix.
+
+    Returns:
+        The :mod:`scorelab.models` network with its saved weights.
+
     Raises:
         FileNotFoundError: if either file is missing.
         ValueError: if the JSON names an unknown class.

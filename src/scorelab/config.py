@@ -408,7 +408,15 @@ class ExperimentConfig:
 
 
 def load_config(path) -> dict[str, Any]:
-    """Read a TOML configuration file into nested dicts (validated by ``from_dict``)."""
+    """Read a TOML configuration file into nested dicts (validated by ``from_dict``).
+
+    Args:
+        path: a ``.toml`` file with ``[data]``, ``[model]``, ``[loss]``, ``[train]`` and
+            ``[sampler]`` tables (each optional).
+
+    Returns:
+        ``{section: {field: value}}`` as parsed by ``tomllib``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -421,7 +429,12 @@ def load_config(path) -> dict[str, Any]:
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.field=value`` overrides; values are TOML literals, else plain strings.
 
-    Returns a new nested dict; ``values`` is not modified.
+    Args:
+        values: ``{section: {field: value}}``, e.g. from :func:`load_config`.
+        overrides: strings such as ``"train.steps=2000"`` or ``"data.source=points.csv"``.
+
+    Returns:
+        A new nested dict; ``values`` is not modified.
     """
     result = {section: dict(table) for section, table in values.items()}
     for item in overrides:

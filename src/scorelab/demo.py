@@ -268,6 +268,12 @@ def _row(method, sampler_name, nfe, samples, exact_samples, reference, target, f
 def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[str, Any]:
     """Run the demo and write ``out_dir`` (metrics.json, manifest.json, figures/, models/).
 
+    Args:
+        settings: every number the demo uses (:class:`DemoSettings`; ``DemoSettings.full()``
+            for the tutorial's training budget).
+        out_dir: output folder, created if needed.
+        progress: show training progress bars.
+
     Returns:
         The content of ``metrics.json``.
     """

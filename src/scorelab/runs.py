@@ -94,6 +94,13 @@ def read_json(path) -> Any:
 def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     """The configuration and trained model of a run directory written by ``scorelab train``.
 
+    Args:
+        run_dir: the ``--out`` folder of ``scorelab train`` (``config.json``, ``model.json``,
+            ``model.eqx``).
+
+    Returns:
+        ``(config, model)``: the :class:`scorelab.config.ExperimentConfig` and the network.
+
     Raises:
         FileNotFoundError: naming the missing file.
     """
