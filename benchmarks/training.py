@@ -181,6 +181,35 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
     return flops(lowered.compile())
 
 
+def ceiling_cases(batch_size: int, quick: bool):
+    """What bounds a step: the MLP's gradient alone, and its matmuls alone (same shapes).
+
+    ``network``: gradient of ``sum(vmap(mlp)(x) ** 2)`` (the DSM step without loss, RNG and
+    optimiser); ``matmuls``: the same chain of matmuls with LayerNorm, activations and biases
+    removed. Returns ``{name: (case, flops)}``.
+    """
+    mlp = objectives(quick)[1].model
+    params, static = eqx.partition(mlp, eqx.is_inexact_array)
+    weights = [layer.weight for layer in (*mlp.hidden_layers, mlp.output_layer)]
+    x = jax.random.normal(jax.random.key(3), (batch_size, 2))
+
+    def network(params, x):
+        return jnp.sum(jax.vmap(eqx.combine(params, static))(x) ** 2)
+
+    def matmuls(weights, x):
+        for weight in weights:
+            x = x @ weight.T
+        return jnp.sum(x**2)
+
+    cases = {}
+    for name, fn, arg in (("network", network, params), ("matmuls", matmuls, weights)):
+        grad = jax.jit(jax.grad(fn))
+        cost = flops(grad.lower(arg, x).compile())
+        jax.block_until_ready(grad(arg, x))
+        cases[name] = (functools.partial(timed, functools.partial(grad, arg, x)), cost)
+    return cases
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     n_steps = 2 if args.quick else 20
@@ -200,8 +229,18 @@ def main():
         cases[f"tutorial {objective.name}"] = functools.partial(run_tutorial, n_steps)
         cases[f"scorelab {objective.name}"] = run_scorelab
 
+    ceilings = ceiling_cases(batch_size, args.quick)
+    cases.update({f"ceiling {name}": case for name, (case, _) in ceilings.items()})
     samples = interleaved(cases, args.repeats)
     peak = peak_flops / median(samples["matmul"])
+    ceiling = {
+        name: {
+            "ms": 1e3 * median(samples[f"ceiling {name}"]),
+            "gflop": cost / 1e9,
+            "fraction_of_peak": cost / median(samples[f"ceiling {name}"]) / peak,
+        }
+        for name, (_, cost) in ceilings.items()
+    }
     rows, results = [], []
     for objective in objectives(args.quick):
         t_tut = median(samples[f"tutorial {objective.name}"])
@@ -248,6 +287,12 @@ def main():
     ]
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (median of {args.repeats} rounds)")
     print(table(headers, rows))
+    print(
+        table(
+            ["DSM MLP gradient alone", "ms", "GFLOP", "fraction of peak"],
+            [[name, c["ms"], c["gflop"], c["fraction_of_peak"]] for name, c in ceiling.items()],
+        )
+    )
     write(
         "training",
         {
@@ -257,6 +302,7 @@ def main():
             "batch_size": batch_size,
             "matmul_peak_gflops": peak / 1e9,
             "matmul_samples_s": samples["matmul"],
+            "ceilings": ceiling,
             "results": results,
         },
         args.out,
