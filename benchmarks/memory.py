@@ -66,7 +66,9 @@ def child(name: str, quick: bool) -> None:
         objective = next(o for o in objectives(quick) if o.name == rest)
         data = np.asarray(seed_mixture().sample(jax.random.key(0), 10_000))
         config = TrainConfig(
-            steps=10, learning_rate=objective.learning_rate, batch_size=64 if quick else 2048,
+            steps=10,
+            learning_rate=objective.learning_rate,
+            batch_size=64 if quick else 2048,
             steps_per_dispatch=10,
         )
         train(jax.random.key(0), objective.model, objective.loss_fn, data, config, progress=False)
@@ -103,12 +105,20 @@ def main():
         peak = json.loads(done.stdout.strip().splitlines()[-1])["maxrss_mib"]
         baseline = peak if baseline is None else baseline
         results.append(
-            {"workload": name, "peak_rss_mib": peak, "over_baseline_mib": peak - baseline,
-             "largest_array_mib": arrays_mib}
+            {
+                "workload": name,
+                "peak_rss_mib": peak,
+                "over_baseline_mib": peak - baseline,
+                "largest_array_mib": arrays_mib,
+            }
         )
         rows.append([name, peak, peak - baseline, arrays_mib])
-        print(table(["workload", "peak RSS MiB", "over baseline", "arrays MiB"], rows[-1:])
-              .splitlines()[-1], flush=True)
+        print(
+            table(
+                ["workload", "peak RSS MiB", "over baseline", "arrays MiB"], rows[-1:]
+            ).splitlines()[-1],
+            flush=True,
+        )
     print(table(["workload", "peak RSS MiB", "over baseline MiB", "largest array MiB"], rows))
     write("memory", {"quick": args.quick, "results": results}, args.out)
 

@@ -1,4 +1,4 @@
-"""Peers: scorelab's VP DDIM against diffusers' DDIMScheduler, and scorelab's MALA against blackjax's.
+"""Peers: scorelab's VP DDIM against diffusers' DDIMScheduler, its MALA against blackjax's.
 
 **DDIM.** The same schedule (DDPM linear betas, T = 1000, 50 "leading" steps,
 ``set_alpha_to_one``, no clipping) and the same analytic epsilon, the exact VP epsilon of the
@@ -62,9 +62,9 @@ def jax_ddim(target, n_steps: int, eta: float):
 
 def torch_eps_fn(target):
     """The same exact epsilon in torch (float32): responsibilities by log-sum-exp."""
-    means = torch.from_numpy(np.asarray(target.means, np.float32))
-    covariances = torch.from_numpy(np.asarray(target.covariances, np.float32))
-    log_weights = torch.from_numpy(np.log(np.asarray(target.weights, np.float32)))
+    means = torch.from_numpy(np.array(target.means, np.float32))
+    covariances = torch.from_numpy(np.array(target.covariances, np.float32))
+    log_weights = torch.from_numpy(np.log(np.array(target.weights, np.float32)))
     eye = torch.eye(means.shape[1])
 
     def eps_fn(x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,9 @@ def ddim_rows(target, n_chains: int, n_steps: int, repeats: int) -> list[dict]:
         run_jax, run_torch = jax_ddim(target, n_steps, eta), torch_ddim(target, n_steps, eta)
         key, x_T_jax, x_T_torch = jax.random.key(1), jnp.asarray(x_T), torch.from_numpy(x_T)
         first = timed(lambda: run_jax(x_T_jax, key))  # noqa: B023
-        max_diff = float(np.max(np.abs(np.asarray(run_jax(x_T_jax, key)) - run_torch(x_T_torch).numpy())))
+        max_diff = float(
+            np.max(np.abs(np.asarray(run_jax(x_T_jax, key)) - run_torch(x_T_torch).numpy()))
+        )
         cases = {
             "scorelab": functools.partial(timed, functools.partial(run_jax, x_T_jax, key)),
             "diffusers 1 thread": torch_case(run_torch, x_T_torch, 1),
@@ -214,11 +216,27 @@ def main():
     for n_chains in chain_counts:
         results += ddim_rows(target, n_chains, n_steps, args.repeats)
         results += mala_rows(target, n_chains, 10 * n_steps, args.repeats)
-    headers = ["comparison", "peer", "chains", "steps", "scorelab s", "peer s",
-               "speed-up (peer / scorelab)", "max abs diff"]
+    headers = [
+        "comparison",
+        "peer",
+        "chains",
+        "steps",
+        "scorelab s",
+        "peer s",
+        "speed-up (peer / scorelab)",
+        "max abs diff",
+    ]
     rows = [
-        [r["comparison"], r["peer"], r["chains"], r["steps"], r["scorelab_s"], r["peer_s"],
-         r["speedup"], "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"]
+        [
+            r["comparison"],
+            r["peer"],
+            r["chains"],
+            r["steps"],
+            r["scorelab_s"],
+            r["peer_s"],
+            r["speedup"],
+            "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}",
+        ]
         for r in results
     ]
     print(table(headers, rows))

@@ -49,6 +49,7 @@ def per_example_losses(layout: str, objective: str):
         else:
             probes = jax.random.rademacher(key, (N_PROBES, x.shape[0]), x.dtype)
         if layout == "jacfwd":
+
             def score_twice(y):
                 score = net(y, None)
                 return score, score
@@ -88,9 +89,7 @@ def main():
             grad, params = gradient(layout, objective, model, x)
             cost[objective, layout] = flops(grad.lower(params, x).compile())
             jax.block_until_ready(grad(params, x))
-            cases[objective, layout] = functools.partial(
-                timed, functools.partial(grad, params, x)
-            )
+            cases[objective, layout] = functools.partial(timed, functools.partial(grad, params, x))
     samples = interleaved(cases, args.repeats)
     rows, results = [], []
     for (objective, layout), values in samples.items():

@@ -1,4 +1,4 @@
-"""Training throughput and fraction of peak: the tutorial's loop against ``scorelab.training.train``.
+"""Training throughput and fraction of peak: the tutorial's loop against ``training.train``.
 
 The founding tutorial's three objectives at its settings (batch 2048 drawn with replacement
 from 10 000 points of its mixture; Adam):
@@ -245,7 +245,10 @@ def main():
     for objective in objectives(args.quick):
         t_tut = median(samples[f"tutorial {objective.name}"])
         t_lab = median(samples[f"scorelab {objective.name}"])
-        f_tut, f_lab = step_flops["tutorial", objective.name], step_flops["scorelab", objective.name]
+        f_tut, f_lab = (
+            step_flops["tutorial", objective.name],
+            step_flops["scorelab", objective.name],
+        )
         result = {
             "objective": objective.name,
             "tutorial_ms_per_step": 1e3 * t_tut,

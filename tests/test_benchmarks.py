@@ -1,0 +1,56 @@
+"""benchmarks/: the FLOP count behind every fraction-of-peak figure, and each script's smoke run.
+
+No wall-clock threshold anywhere: speed is what the benchmarks report, not what tests assert.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from _harness import flops, interleaved, table  # noqa: E402
+
+
+def test_cost_analysis_counts_a_matmul_as_2_m_n_k_flops():
+    # The fraction of peak divides XLA's FLOP count by the 2 n^3 of the peak's matmul: both
+    # must count a multiply-add as two FLOPs.
+    m, k, n = 64, 32, 48
+    compiled = jax.jit(jnp.dot).lower(jnp.ones((m, k)), jnp.ones((k, n))).compile()
+    assert flops(compiled) == 2 * m * k * n
+
+
+def test_interleaved_runs_every_case_once_per_round_in_order():
+    calls = []
+    samples = interleaved(
+        {"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0}, 3
+    )
+    assert calls == ["a", "b"] * 3
+    assert samples == {"a": [1.0] * 3, "b": [2.0] * 3}
+
+
+def test_table_is_markdown_with_one_row_per_entry():
+    lines = table(["x", "y"], [["a", 0.12345], ["b", 123456.0]]).splitlines()
+    assert lines == ["| x | y |", "| --- | --- |", "| a | 0.123 |", "| b | 1.235e+05 |"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["training", "trace_layout", "sampling", "peers", "memory"])
+def test_quick_run_writes_its_json(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == name and result["quick"] is True
+    assert result["machine"]["backend"] == jax.default_backend()
+    assert len(result["results"]) > 0
