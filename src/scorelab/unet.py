@@ -191,21 +191,30 @@ def _linear(weights: _Weights, name: str) -> _Linear:
 
 class _GroupNorm(eqx.Module):
     r"""GroupNorm over the channel axis (last): :math:`(x - \mu_g)/\sqrt{\sigma_g^2 + \epsilon}`
-    per group of channels, with the biased variance (as torch), then a per-channel affine map."""
+    per group of channels, with the biased variance (as torch), then a per-channel affine map.
+
+    Group statistics are means of per-channel spatial means (groups have equal sizes, so this
+    is exact): XLA:CPU reduces over the contiguous spatial axes 5x faster than over the
+    grouped ``(H, W, C/G)`` axes of the textbook reshape.
+    """
 
     weight: Array
     bias: Array
     groups: int = eqx.field(static=True)
     eps: float = eqx.field(static=True)
 
+    def _group_mean(self, x: Array) -> Array:
+        """Per-group mean of ``x`` over all but the batch axis, broadcast back to ``x``."""
+        channels = x.shape[-1]
+        per_channel = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))  # (B, C)
+        grouped = per_channel.reshape(-1, self.groups, channels // self.groups).mean(axis=-1)
+        per_group = jnp.repeat(grouped, channels // self.groups, axis=-1)  # (B, C)
+        return per_group.reshape(x.shape[0], *(1,) * (x.ndim - 2), channels)
+
     def __call__(self, x: Array) -> Array:
-        shape = x.shape
-        grouped = x.reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
-        axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
-        mean = jnp.mean(grouped, axis=axes, keepdims=True)
-        variance = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-        normed = (grouped - mean) * jax.lax.rsqrt(variance + self.eps)
-        return normed.reshape(shape) * self.weight + self.bias
+        centred = x - self._group_mean(x)
+        variance = self._group_mean(jnp.square(centred))
+        return centred * jax.lax.rsqrt(variance + self.eps) * self.weight + self.bias
 
 
 def _group_norm(weights: _Weights, name: str, groups: int, eps: float) -> _GroupNorm:
