@@ -132,7 +132,7 @@ def _load(griffe, module, tmp_path, source: str):
     )
 
 
-def test_rst_math_and_roles_become_markdown(rst_extension, tmp_path):
+def test_rst_math_roles_and_tables_become_markdown(rst_extension, tmp_path):
     griffe, module = rst_extension
     package = _load(
         griffe,
@@ -151,6 +151,14 @@ def test_rst_math_and_roles_become_markdown(rst_extension, tmp_path):
             with :math:`b > 0`; see :func:`helper`, :meth:`Thing.go` and :func:`~toypkg.helper`,
             and :func:`jax.numpy.sum`.
 
+            =====  ==========
+            name   what
+            =====  ==========
+            one    the first,
+                   continued
+            two    the second
+            =====  ==========
+
             Args:
                 lo, hi: the range.
             """
@@ -165,6 +173,7 @@ def test_rst_math_and_roles_become_markdown(rst_extension, tmp_path):
     assert "[`helper`][toypkg.helper]" in doc and "[`Thing.go`][toypkg.Thing.go]" in doc
     assert "`jax.numpy.sum`" in doc and "[`jax" not in doc  # another package's: plain code
     assert "    lo: the range.\n    hi: the range." in doc
+    assert "| name | what |\n|---|---|\n| one | the first, continued |\n| two | the second |" in doc
 
 
 def test_rst_unknown_reference_is_a_warning(rst_extension, tmp_path, caplog):

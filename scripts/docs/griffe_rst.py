@@ -12,6 +12,7 @@ extension rewrites, in every docstring of the package:
   ``scorelab`` object that does not exist is logged as a warning, which ``mkdocs build
   --strict`` turns into a failure: a renamed function cannot leave a dangling reference.
   Roles naming other packages' objects (``jax.random.split``) become code.
+* RST simple tables (``===  ===`` borders) into Markdown tables;
 * ``a, b: description`` items of an Args section into one item per name;
 * a paragraph ending in ``::`` (a literal block follows) into one ending in ``:``.
 
@@ -111,6 +112,56 @@ def _split_grouped_items(text: str) -> str:
     return "\n".join(out)
 
 
+_TABLE_BORDER = re.compile(r"^(\s*)(=+)((?:\s+=+)+)\s*$")
+
+
+def _columns(border: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"=+", border)]
+
+
+def _simple_tables(text: str) -> str:
+    """RST simple tables (``====  ====`` borders) -> Markdown pipe tables.
+
+    The first row between the top border and the second is the header; a row whose first
+    cell is empty continues the row above (its cells are joined with a space).
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        top = _TABLE_BORDER.match(lines[i])
+        if not top:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent, columns = top.group(1), _columns(lines[i])
+        rows: list[list[str]] = []
+        borders = 1
+        i += 1
+        while i < len(lines) and borders < 3:
+            line = lines[i]
+            i += 1
+            if _TABLE_BORDER.match(line):
+                borders += 1
+                continue
+            if not line.strip():
+                continue
+            ends = [start for start, _ in columns[1:]] + [None]
+            cells = [line[start:end].strip() for (start, _), end in zip(columns, ends)]
+            if rows and not cells[0] and borders == 2:
+                rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
+            else:
+                rows.append(cells)
+        if out and out[-1].strip():
+            out.append("")
+        header, *body = rows
+        out.append(indent + "| " + " | ".join(header) + " |")
+        out.append(indent + "|" + "---|" * len(header))
+        out.extend(indent + "| " + " | ".join(row) + " |" for row in body)
+        out.append("")
+    return "\n".join(out)
+
+
 def _literal_markers(text: str) -> str:
     """``text::`` before a literal block -> ``text:`` (Markdown's indented code follows)."""
     return re.sub(r"(?<=\S)::$", ":", text, flags=re.MULTILINE)
@@ -171,7 +222,7 @@ class RstToMarkdown(griffe.Extension):
         return f"[`{shown}`][{path}]"
 
     def _convert(self, text: str, obj) -> str:
-        text = _split_grouped_items(_math_blocks(text))
+        text = _split_grouped_items(_simple_tables(_math_blocks(text)))
         text = _MATH_ROLE.sub(lambda m: f"${m.group(1).strip()}$", text)
         text = _ROLE.sub(lambda m: self._role(m, obj), text)
         return _literal_markers(text)
