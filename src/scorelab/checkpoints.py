@@ -89,9 +89,8 @@ def restore_checkpoint(
 
 def _model_class(name: str) -> type[eqx.Module]:
     cls = getattr(models, name, None)
-    accepted = [
-        n for n in models.__all__ if "key" in inspect.signature(getattr(models, n)).parameters
-    ]
+    classes = [n for n in models.__all__ if isinstance(getattr(models, n), type)]
+    accepted = [n for n in classes if "key" in inspect.signature(getattr(models, n)).parameters]
     if name not in accepted or cls is None:
         raise ValueError(f"model class {name!r} cannot be saved/loaded; accepted: {accepted}")
     return cls
