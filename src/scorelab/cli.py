@@ -27,16 +27,34 @@ _TRAIN_FLAGS = {
     "--seed": ("train.seed", int, "training seed"),
 }
 _SAMPLER_FLAGS = {
-    "--sampler": ("sampler.name", str, "ula, annealed or ddim"),
+    "--sampler": (
+        "sampler.name",
+        str,
+        "ula, mala, annealed, ddim, euler_maruyama, ancestral, pc, euler, heun, edm, dpmpp_2m, "
+        "tsit5 or dopri5 (scorelab.samplers.SAMPLERS)",
+    ),
     "--levels": ("sampler.n_levels", int, "number of sigma levels N"),
-    "--e": ("sampler.e", float, "DDIM stochasticity e >= 0 (0 deterministic, 1 ancestral)"),
-    "--eta0": ("sampler.eta_0", float, "DDIM noise of the final step"),
-    "--grid": ("sampler.grid", str, "geometric (default) or karras (the tutorial's)"),
+    "--grid": ("sampler.grid", str, "geometric (default), karras (the tutorial's) or vp"),
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
     "--rho": ("sampler.rho", float, "Karras grid curvature"),
-    "--n-steps": ("sampler.n_steps", int, "ULA steps"),
-    "--step-size": ("sampler.step_size", float, "ULA step size"),
+    "--e": ("sampler.e", float, "DDIM stochasticity e >= 0 (0 deterministic, 1 ancestral)"),
+    "--eta0": ("sampler.eta_0", float, "DDIM noise of the final step"),
+    "--n-steps": ("sampler.n_steps", int, "ULA / MALA steps"),
+    "--step-size": ("sampler.step_size", float, "ULA / MALA step size"),
+    "--sigma": ("sampler.sigma", float, "noise level ULA / MALA sample at (0: the data)"),
+    "--steps-per-level": ("sampler.n_steps_per_level", int, "annealed Langevin steps per level"),
+    "--step-ratio": ("sampler.step_ratio", float, "annealed Langevin step at sigma_min"),
+    "--n-corrector": ("sampler.n_corrector", int, "pc: Langevin corrector steps per level"),
+    "--snr": ("sampler.snr", float, "pc: target signal-to-noise ratio"),
+    "--step-rule": ("sampler.step_rule", str, "pc: sigma (default) or snr (Song et al.'s)"),
+    "--s-churn": ("sampler.s_churn", float, "edm: S_churn"),
+    "--s-tmin": ("sampler.s_tmin", float, "edm: S_tmin"),
+    "--s-tmax": ("sampler.s_tmax", float, "edm: S_tmax"),
+    "--s-noise": ("sampler.s_noise", float, "edm: S_noise"),
+    "--rtol": ("sampler.rtol", float, "tsit5 / dopri5: relative tolerance"),
+    "--atol": ("sampler.atol", float, "tsit5 / dopri5: absolute tolerance"),
+    "--max-steps": ("sampler.max_steps", int, "tsit5 / dopri5: most solver steps"),
     "--prior": ("sampler.prior", str, "normal or exact"),
 }
 
@@ -100,7 +118,11 @@ def _cmd_sample(args) -> int:
     np.save(args.out, result.x)
     if args.trajectory is not None:
         np.save(args.trajectory, result.trajectory)
-    print(f"{args.n} samples ({config.sampler.name}, NFE {result.nfe}) written to {args.out}")
+    nfe = f"NFE {result.nfe}"
+    if result.nfe_per_chain is not None:
+        low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
+        nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
+    print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {args.out}")
     return 0
 
 

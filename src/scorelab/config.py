@@ -55,7 +55,6 @@ TARGETS = {"seed_mixture": seed_mixture}
 """Built-in targets with an exact score, by name."""
 
 MODELS = ("auto", "mlp", "ncsn_mlp")
-SAMPLERS = ("ula", "annealed", "ddim")
 PRIORS = ("normal", "exact")
 
 
@@ -265,25 +264,40 @@ class LossConfig:
         return functools.partial(fn, **kwargs)
 
 
+_OPTION = samplers.SAMPLER_OPTIONS  # every sampler option's default, shared with the sweep
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """A sampler and its grid (see :mod:`scorelab.samplers`).
+    """A sampler, its grid and its hyper-parameters (see :mod:`scorelab.samplers`).
+
+    ``name`` is a key of :data:`scorelab.samplers.SAMPLERS` (the table ``scorelab sweep``
+    builds from too); each sampler reads the fields it takes and ignores the others, whose
+    defaults are :data:`scorelab.samplers.SAMPLER_OPTIONS`.
 
     Attributes:
-        name: ``ula``, ``annealed`` (annealed Langevin) or ``ddim`` (VE-DDIM).
-        n_levels: number of sigma levels N of the grid (annealed, ddim).
-        grid: ``geometric`` (scorelab's default, see :func:`scorelab.samplers.default_sigmas`)
-            or ``karras`` (the tutorial's, with ``rho``).
+        name: ``ula``, ``mala`` (one noise level), ``annealed`` (annealed Langevin), ``ddim``
+            (VE-DDIM), ``euler_maruyama``, ``ancestral``, ``pc`` (reverse SDE), ``euler``,
+            ``heun``, ``edm``, ``dpmpp_2m`` (probability-flow ODE), ``tsit5``, ``dopri5``
+            (adaptive, diffrax).
+        n_levels: number of sigma levels N of the grid (all but ula and mala).
+        grid: ``geometric`` (scorelab's default, see :func:`scorelab.samplers.default_sigmas`),
+            ``karras`` (the tutorial's, with ``rho``) or ``vp`` (uniform in t for the VP SDE).
         sigma_min, sigma_max, rho: the grid's range and Karras curvature; the tutorial's
             sigma_max is 10, scorelab's default 80 (10 is too small for modes at +-10).
         e: DDIM stochasticity (0 deterministic, 1 ancestral).
         eta_0: DDIM noise of the final step to sigma = 0.
-        n_steps: ULA steps.
-        step_size: ULA step (the tutorial's 1e-2).
-        sigma: the noise level ULA samples at (0 = the data; a DSM model learns sigma > 0).
+        n_steps: ULA / MALA steps.
+        step_size: ULA / MALA step (the tutorial's 1e-2).
+        sigma: the noise level ULA / MALA sample at (0 = the data; a DSM model learns
+            sigma > 0).
         n_steps_per_level, step_ratio: annealed Langevin.
-        prior: ``normal`` (x_T ~ N(0, sigma_max^2 I); ULA starts from N(0, 100 I) as in the
-            tutorial) or ``exact`` (x_T from the exact q at sigma_max; needs a target).
+        n_corrector, snr, step_rule: predictor-corrector's Langevin steps per level, target
+            signal-to-noise ratio, and step rule (``sigma`` or Song et al.'s ``snr``).
+        s_churn, s_tmin, s_tmax, s_noise: the stochastic EDM sampler's churn.
+        rtol, atol, max_steps: the adaptive solvers' tolerances and step limit.
+        prior: ``normal`` (x_T ~ N(0, sigma_max^2 I); ULA and MALA start from N(0, 100 I) as
+            in the tutorial) or ``exact`` (x_T from the exact q at sigma_max; needs a target).
     """
 
     name: str = "ddim"
@@ -292,20 +306,34 @@ class SamplerConfig:
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
     rho: float = 5.0
-    e: float = 1.0
-    eta_0: float = 0.0
-    n_steps: int = 1000
-    step_size: float = 1e-2
-    sigma: float = 0.0
-    n_steps_per_level: int = 5
-    step_ratio: float = samplers.DEFAULT_STEP_RATIO
+    e: float = _OPTION["e"]
+    eta_0: float = _OPTION["eta_0"]
+    n_steps: int = _OPTION["n_steps"]
+    step_size: float = _OPTION["step_size"]
+    sigma: float = _OPTION["sigma"]
+    n_steps_per_level: int = _OPTION["n_steps_per_level"]
+    step_ratio: float = _OPTION["step_ratio"]
+    n_corrector: int = _OPTION["n_corrector"]
+    snr: float = _OPTION["snr"]
+    step_rule: str = _OPTION["step_rule"]
+    s_churn: float = _OPTION["s_churn"]
+    s_tmin: float = _OPTION["s_tmin"]
+    s_tmax: float = _OPTION["s_tmax"]
+    s_noise: float = _OPTION["s_noise"]
+    rtol: float = _OPTION["rtol"]
+    atol: float = _OPTION["atol"]
+    max_steps: int = _OPTION["max_steps"]
     prior: str = "normal"
 
     def __post_init__(self):
-        _check_choice("sampler", "name", self.name, SAMPLERS)
+        positive, non_negative = (
+            ("a number > 0", lambda v: v > 0),
+            ("a number >= 0", lambda v: v >= 0),
+        )
+        _check_choice("sampler", "name", self.name, tuple(samplers.SAMPLERS))
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_choice("sampler", "grid", self.grid, GRIDS)
-        _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
+        _check_real("sampler", "sigma_min", self.sigma_min, *positive)
         _check_real(
             "sampler",
             "sigma_max",
@@ -313,33 +341,57 @@ class SamplerConfig:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
-        _check_real("sampler", "rho", self.rho, "a number > 0", lambda v: v > 0)
-        _check_real("sampler", "e", self.e, "a number >= 0", lambda v: v >= 0)
-        _check_real("sampler", "eta_0", self.eta_0, "a number >= 0", lambda v: v >= 0)
-        _check_int("sampler", "n_steps", self.n_steps, 1)
-        _check_real("sampler", "step_size", self.step_size, "a number > 0", lambda v: v > 0)
-        _check_real("sampler", "sigma", self.sigma, "a number >= 0", lambda v: v >= 0)
-        _check_int("sampler", "n_steps_per_level", self.n_steps_per_level, 1)
-        _check_real("sampler", "step_ratio", self.step_ratio, "a number > 0", lambda v: v > 0)
+        for field in ("rho", "step_size", "step_ratio", "snr", "rtol", "atol"):
+            _check_real("sampler", field, getattr(self, field), *positive)
+        for field in ("e", "eta_0", "sigma", "s_churn", "s_tmin", "s_noise"):
+            _check_real("sampler", field, getattr(self, field), *non_negative)
+        _check_real(
+            "sampler",
+            "s_tmax",
+            self.s_tmax,
+            f"a number >= s_tmin ({self.s_tmin})",
+            lambda v: v >= self.s_tmin,
+        )
+        for field in ("n_steps", "n_steps_per_level", "max_steps"):
+            _check_int("sampler", field, getattr(self, field), 1)
+        _check_int("sampler", "n_corrector", self.n_corrector, 0)
+        _check_choice("sampler", "step_rule", self.step_rule, samplers.STEP_RULES)
         _check_choice("sampler", "prior", self.prior, PRIORS)
+
+    @property
+    def uses_grid(self) -> bool:
+        """Whether the sampler walks a sigma grid (all but ULA and MALA)."""
+        return samplers.SAMPLERS[self.name].uses_grid
 
     def sigmas(self):
         """The ascending grid ``(n_levels,)``."""
         return sigma_grid(self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho)
 
-    def build(self) -> samplers.Sampler:
-        """The :class:`scorelab.samplers.Sampler` this configuration describes."""
-        if self.name == "ula":
-            return samplers.ula(self.step_size, self.n_steps, sigma=self.sigma)
-        if self.name == "annealed":
-            return samplers.annealed_langevin(
-                self.sigmas(), self.n_steps_per_level, self.step_ratio
-            )
-        return samplers.ddim(self.sigmas(), e=self.e, eta_0=self.eta_0)
+    def build(self, target: GaussianMixture | None = None) -> samplers.Sampler:
+        """The :class:`scorelab.samplers.Sampler` this configuration describes.
+
+        Args:
+            target: the target whose exact score is sampled, if any; MALA needs its
+                log-density (at ``sigma``: the VE-noised marginal's), and refuses without it.
+        """
+        log_density_fn = None
+        if samplers.SAMPLERS[self.name].needs_log_density:
+            if target is None:
+                _fail(
+                    "sampler",
+                    "name",
+                    f"{self.name!r} needs the target's log-density, which only the exact score "
+                    f"of a built-in target has (--exact {'/'.join(TARGETS)}), not a trained model",
+                )
+            law = target.ve_marginal(self.sigma) if self.sigma > 0 else target
+            log_density_fn = law.log_prob
+        options = {field: getattr(self, field) for field in samplers.SAMPLERS[self.name].options}
+        sigmas = self.sigmas() if self.uses_grid else None
+        return samplers.build_sampler(self.name, sigmas, log_density_fn=log_density_fn, **options)
 
     def initial_sigma(self) -> float:
-        """The standard deviation of the starting distribution (ULA: the tutorial's 10)."""
-        return 10.0 if self.name == "ula" else self.sigma_max
+        """The standard deviation of the starting distribution (ULA, MALA: the tutorial's 10)."""
+        return self.sigma_max if self.uses_grid else 10.0
 
     def prior_samples(self, key, n: int, dim: int, target: GaussianMixture | None):
         """Starting points ``(n, dim)``; sample ``i`` depends only on ``fold_in(key, i)``."""

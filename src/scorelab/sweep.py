@@ -13,8 +13,10 @@ from which a sampler stays within a factor of the floor; ``scorelab sweep`` is t
 Budgets map to grid sizes per sampler (:func:`sweep_sampler`): ``N = NFE`` for one evaluation
 per level (Euler, DDIM, DPM-Solver++(2M), Euler-Maruyama, ancestral), ``N = (NFE + 1) // 2``
 for Heun and EDM (``2N - 1``), ``N = NFE // (M + 1)`` for predictor-corrector, ``NFE // k``
-for annealed Langevin with ``k`` steps per level. Adaptive solvers take no budget: each
-tolerance is one row, at the NFE it spent (the mean over chains).
+for annealed Langevin with ``k`` steps per level (:func:`scorelab.samplers.budget_levels`).
+Adaptive solvers take no budget: each tolerance is one row, at the NFE it spent (the mean over
+chains). The samplers and their options are :data:`scorelab.samplers.SAMPLERS`, the table
+``scorelab sample`` builds from too.
 """
 
 from __future__ import annotations
@@ -71,104 +73,46 @@ class SweepSampler(NamedTuple):
     levels: Callable[[int], int] | None
 
 
-def _per_level(cost: int):
-    return lambda nfe: nfe // cost
-
-
-def _heun_levels(nfe: int) -> int:
-    return (nfe + 1) // 2
-
-
-def _options(name: str, options: dict, accepted: dict) -> dict:
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        names = ", ".join(accepted) or "none"
-        raise ValueError(f"sampler {name!r}: unknown option {unknown[0]!r}; accepted: {names}")
-    return {**accepted, **options}
-
-
-def _edm_label(o):
-    return f"edm(churn={o['s_churn']})"
-
-
-# name -> (default options, label(options), build(sigmas, options), levels(options) or None)
-_SPECS = {
-    "euler": ({}, lambda o: "euler", lambda s, o: samplers.euler(s), lambda o: _per_level(1)),
-    "heun": ({}, lambda o: "heun", lambda s, o: samplers.heun(s), lambda o: _heun_levels),
-    "dpmpp_2m": (
-        {},
-        lambda o: "dpmpp_2m",
-        lambda s, o: samplers.dpmpp_2m(s),
-        lambda o: _per_level(1),
-    ),
-    "ddim": (
-        {"e": 1.0},
-        lambda o: f"ddim(e={o['e']})",
-        lambda s, o: samplers.ddim(s, e=o["e"]),
-        lambda o: _per_level(1),
-    ),
-    "ancestral": (
-        {},
-        lambda o: "ancestral",
-        lambda s, o: samplers.ancestral(s),
-        lambda o: _per_level(1),
-    ),
-    "euler_maruyama": (
-        {},
-        lambda o: "euler_maruyama",
-        lambda s, o: samplers.euler_maruyama(s),
-        lambda o: _per_level(1),
-    ),
-    "pc": (
-        # The sigma step rule: the per-chain SNR rule is pathological in 2-D (see
-        # scorelab.samplers.predictor_corrector); step_rule="snr" selects it.
-        {"n_corrector": 1, "snr": samplers.DEFAULT_SNR, "step_rule": "sigma"},
-        lambda o: f"pc(M={o['n_corrector']}, r={o['snr']}, {o['step_rule']})",
-        lambda s, o: samplers.predictor_corrector(s, o["n_corrector"], o["snr"], o["step_rule"]),
-        lambda o: _per_level(o["n_corrector"] + 1),
-    ),
-    "edm": (
-        {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003},
-        _edm_label,
-        lambda s, o: samplers.edm(s, o["s_churn"], o["s_tmin"], o["s_tmax"], o["s_noise"]),
-        lambda o: _heun_levels,
-    ),
-    "annealed": (
-        {"n_steps_per_level": 5, "step_ratio": samplers.DEFAULT_STEP_RATIO},
-        lambda o: f"annealed(k={o['n_steps_per_level']})",
-        lambda s, o: samplers.annealed_langevin(s, o["n_steps_per_level"], o["step_ratio"]),
-        lambda o: _per_level(o["n_steps_per_level"]),
-    ),
-    "tsit5": (
-        {"tolerance": 1e-3},
-        lambda o: f"tsit5(tol={o['tolerance']})",
-        lambda s, o: samplers.adaptive(s, "tsit5", o["tolerance"], o["tolerance"]),
-        lambda o: None,
-    ),
-    "dopri5": (
-        {"tolerance": 1e-3},
-        lambda o: f"dopri5(tol={o['tolerance']})",
-        lambda s, o: samplers.adaptive(s, "dopri5", o["tolerance"], o["tolerance"]),
-        lambda o: None,
-    ),
+# How a sampler's options show in its label (the others show the name alone).
+_LABELS = {
+    "ddim": lambda o: f"ddim(e={o['e']})",
+    "pc": lambda o: f"pc(M={o['n_corrector']}, r={o['snr']}, {o['step_rule']})",
+    "edm": lambda o: f"edm(churn={o['s_churn']})",
+    "annealed": lambda o: f"annealed(k={o['n_steps_per_level']})",
 }
 
-SWEEP_SAMPLERS = tuple(_SPECS)
-"""The sampler names :func:`sweep_sampler` accepts."""
+
+def _label(name: str, options: dict) -> str:
+    if name in samplers.ADAPTIVE_SOLVERS:
+        if options["rtol"] == options["atol"]:
+            return f"{name}(tol={options['rtol']})"
+        return f"{name}(rtol={options['rtol']}, atol={options['atol']})"
+    return _LABELS[name](options) if name in _LABELS else name
+
+
+SWEEP_SAMPLERS = tuple(name for name, spec in samplers.SAMPLERS.items() if spec.uses_grid)
+"""The sampler names :func:`sweep_sampler` accepts: those of :data:`scorelab.samplers.SAMPLERS`
+that walk a sigma grid (all but ULA and MALA, which sample one noise level)."""
 
 
 def sweep_sampler(name: str, **options) -> SweepSampler:
-    """The :class:`SweepSampler` ``name`` with ``options`` (e.g. ``sweep_sampler("pc",
-    n_corrector=2)``; ``tolerance`` for ``tsit5`` / ``dopri5`` is their rtol = atol).
+    """The :class:`SweepSampler` ``name`` with ``options``.
+
+    Options are keys of :data:`scorelab.samplers.SAMPLER_OPTIONS`, e.g.
+    ``sweep_sampler("pc", n_corrector=2)`` or ``sweep_sampler("tsit5", rtol=1e-2, atol=1e-2)``.
 
     Raises:
         ValueError: for an unknown name or option, naming the accepted ones.
     """
-    if name not in _SPECS:
+    if name not in SWEEP_SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; accepted: {', '.join(SWEEP_SAMPLERS)}")
-    defaults, label, build, levels = _SPECS[name]
-    chosen = _options(name, options, defaults)
-    return SweepSampler(label(chosen), lambda sigmas: build(sigmas, chosen), levels(chosen))
+    chosen = samplers.sampler_options(name, options)
+    levels = samplers.SAMPLERS[name].levels
+    return SweepSampler(
+        _label(name, chosen),
+        lambda sigmas: samplers.build_sampler(name, sigmas, **chosen),
+        None if levels is None else lambda nfe: levels(nfe, chosen),
+    )
 
 
 class SweepResult(NamedTuple):
@@ -360,7 +304,8 @@ class SweepSettings:
         target: a built-in target with an exact score (:data:`scorelab.config.TARGETS`).
         samplers: names from :data:`SWEEP_SAMPLERS`.
         nfe: NFE budgets.
-        tolerances: rtol = atol of each ``tsit5`` / ``dopri5`` row.
+        tolerances: rtol = atol of each ``tsit5`` / ``dopri5`` row (unless ``options`` set
+            ``rtol`` or ``atol``).
         n_samples, seeds, grid, sigma_min, sigma_max, rho: as :func:`sweep`.
         options: sampler name -> options for :func:`sweep_sampler` (``[sweep.options.edm]``).
     """
@@ -392,8 +337,8 @@ class SweepSettings:
         specs = []
         for name in self.samplers:
             options = dict(self.options.get(name, {}))
-            if name in ("tsit5", "dopri5") and "tolerance" not in options:
-                specs += [sweep_sampler(name, tolerance=t, **options) for t in self.tolerances]
+            if name in samplers.ADAPTIVE_SOLVERS and not {"rtol", "atol"} & set(options):
+                specs += [sweep_sampler(name, rtol=t, atol=t, **options) for t in self.tolerances]
             else:
                 specs.append(sweep_sampler(name, **options))
         return specs

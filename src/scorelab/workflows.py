@@ -84,11 +84,20 @@ def score_model(config: ExperimentConfig, model=None):
 
 
 class SampleResult(NamedTuple):
-    """Samples ``x (n, d)``, optional trajectories ``(n, n_records, d)``, and the NFE."""
+    """Samples, optional trajectories, and the score evaluations they cost.
+
+    Attributes:
+        x: samples ``(n, d)``.
+        trajectory: ``(n, n_records, d)``, or ``None`` when not asked for.
+        nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
+            mean over chains.
+        nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
+    """
 
     x: np.ndarray
     trajectory: np.ndarray | None
-    nfe: int
+    nfe: float
+    nfe_per_chain: np.ndarray | None = None
 
 
 def sample_run(
@@ -105,11 +114,15 @@ def sample_run(
     target = config.data.target()
     dim = target.dim if target is not None else config.data.load().shape[1]
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
-    sampler = config.sampler.build()
+    # MALA's log-density is the exact target's: only when sampling its exact score.
+    sampler = config.sampler.build(target if model is None else None)
     x_init = config.sampler.prior_samples(key_prior, n, dim, target)
     out = samplers.sample(key_sampler, sampler, score_fn, x_init, trajectory=trajectory)
     traj = None if out.trajectory is None else np.asarray(out.trajectory)
-    return SampleResult(np.asarray(out.x), traj, sampler.nfe)
+    if sampler.nfe is not None:
+        return SampleResult(np.asarray(out.x), traj, sampler.nfe)
+    per_chain = np.asarray(out.nfe)
+    return SampleResult(np.asarray(out.x), traj, float(np.mean(per_chain)), per_chain)
 
 
 def evaluate_samples(

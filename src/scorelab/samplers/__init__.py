@@ -14,6 +14,7 @@ probability-flow ODE      :func:`euler`, :func:`heun`,             N, 2N - 1,   
 adaptive ODE (diffrax)    :func:`adaptive` (Tsit5, Dopri5)         per chain       _adaptive
 VP conversion             :func:`ve_score_from_vp`,                                _vp
                           :func:`vp_prior`, :func:`vp_state`
+by name (config, sweep)   :func:`build_sampler`, :data:`SAMPLERS`                  _registry
 ========================  =======================================  ==============  ========
 
 Every sampler runs **one chain** as a pure function built on ``lax.scan`` over an explicit
@@ -73,7 +74,21 @@ from scorelab.samplers._core import (
 from scorelab.samplers._ddim import ddim, inference_process, ve_ddim_etas
 from scorelab.samplers._langevin import DEFAULT_STEP_RATIO, annealed_langevin, mala, ula
 from scorelab.samplers._ode import dpmpp_2m, edm, edm_gammas, euler, heun
-from scorelab.samplers._sde import DEFAULT_SNR, ancestral, euler_maruyama, predictor_corrector
+from scorelab.samplers._registry import (
+    SAMPLER_OPTIONS,
+    SAMPLERS,
+    SamplerSpec,
+    budget_levels,
+    build_sampler,
+    sampler_options,
+)
+from scorelab.samplers._sde import (
+    DEFAULT_SNR,
+    STEP_RULES,
+    ancestral,
+    euler_maruyama,
+    predictor_corrector,
+)
 from scorelab.samplers._vp import (
     ve_score_from_vp,
     ve_sigmas_from_vp,
@@ -87,6 +102,7 @@ __all__ = [
     "DEFAULT_SIGMA_MAX",
     "DEFAULT_STEP_RATIO",
     "DEFAULT_SNR",
+    "STEP_RULES",
     "ADAPTIVE_SOLVERS",
     "SamplerOutput",
     "Sampler",
@@ -111,6 +127,12 @@ __all__ = [
     "vp_alpha_sigma_from_ve",
     "vp_prior",
     "vp_state",
+    "SAMPLERS",
+    "SAMPLER_OPTIONS",
+    "SamplerSpec",
+    "sampler_options",
+    "build_sampler",
+    "budget_levels",
     "sample",
     "ve_prior",
     "exact_prior",
