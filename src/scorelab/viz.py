@@ -912,7 +912,8 @@ def sampler_map(
 
     Solid lines are the exact score, dashed ones any other score (a trained model); the grey
     band is the floor's mean ± sd (two exact sets, :func:`scorelab.metrics.floor`) and the
-    dotted line ``factor`` x its mean (mean + ``factor`` sd for MMD², centred on 0).
+    dotted line ``factor`` x its mean (mean + ``factor`` sd for MMD², centred on 0, drawn on a
+    symmetric-log axis). Values above 50x that bound are cut off.
 
     Args:
         rows: seed-averaged rows (:func:`scorelab.sweep.mean_rows`): ``sampler``, ``score``,
@@ -925,6 +926,8 @@ def sampler_map(
         raise ValueError("rows is empty: run scorelab.sweep.sweep first")
     labels = list(dict.fromkeys(row["sampler"] for row in rows))
     colors = dict(zip(labels, _series_colors(len(labels))))
+    # Colour and marker together tell apart more samplers than the 9 colours alone.
+    markers = {label: "osD^vP*Xph"[i % 10] for i, label in enumerate(labels)}
     fig = _figure(figsize=(_PANEL * len(metric_names), 4.2))
     for index, name in enumerate(metric_names):
         ax = fig.add_subplot(1, len(metric_names), index + 1)
@@ -939,8 +942,8 @@ def sampler_map(
                 nfe,
                 values,
                 color=colors[label],
-                marker="o",
-                markersize=3,
+                marker=markers[label],
+                markersize=4,
                 linestyle="-" if score == "exact" else "--",
                 label=label if score == "exact" else f"{label} ({score})",
             )
@@ -949,10 +952,15 @@ def sampler_map(
         bound = mean + factor * sd if name == "mmd2" else factor * mean
         ax.axhline(bound, color="0.3", linestyle=":", linewidth=1, label=f"{factor:g}x floor")
         ax.set_xscale("log")
-        if name != "mmd2":
+        if name == "mmd2":  # unbiased, so near 0 and negative at the floor: linear there
+            ax.set_yscale("symlog", linthresh=max(sd, 1e-12))
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], -10 * abs(bound)))
+        else:
             ax.set_yscale("log")
+        # A diverged run (e.g. Langevin at an unstable step) would flatten the rest.
+        ax.set_ylim(top=min(ax.get_ylim()[1], 50 * bound))
         ax.set_xlabel("NFE (score evaluations per sample)")
         ax.set_title(_MAP_TITLES.get(name, name))
         if index == len(metric_names) - 1:
-            _legend(ax, loc="upper right")
+            _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
