@@ -184,8 +184,8 @@ def test_bad_config_names_the_field():
         timesteps(SchedulerConfig(steps_offset=1), 1000)
 
 
-def test_from_diffusers_reads_the_celebahq_scheduler_config():
-    # google/ddpm-ema-celebahq-256's scheduler_config.json (a DDPMScheduler).
+def test_from_diffusers_reads_a_ddpm_scheduler_config():
+    # The form of the google/ddpm-* hub repos' scheduler_config.json (a DDPMScheduler, 0.1.1).
     config = SchedulerConfig.from_diffusers(
         {
             "_class_name": "DDPMScheduler",
