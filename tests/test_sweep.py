@@ -111,3 +111,26 @@ def test_cli_sweep_errors_are_one_line(tmp_path, capsys):
     assert "unknown sampler 'rk4'" in capsys.readouterr().err
     assert main(["sweep", "--target", "moons", "--out", str(tmp_path)]) == 2
     assert "sweep.target" in capsys.readouterr().err
+
+
+def test_cli_sweep_takes_a_saved_model_and_refuses_an_unconditional_one(tmp_path, capsys):
+    """``--run`` accepts what save_model wrote (the demo's ``models/ncsn``), adds its rows
+    beside the exact score's, and rejects a network that ignores sigma."""
+    import jax
+
+    from scorelab.checkpoints import save_model
+    from scorelab.models import MLP, NoiseConditionalMLP
+
+    save_model(tmp_path / "ncsn", NoiseConditionalMLP(jax.random.key(0), dim=2), dim=2)
+    save_model(tmp_path / "mlp", MLP(jax.random.key(0), dim=2), dim=2)
+    out = tmp_path / "map"
+    argv = ["sweep", "--samplers", "euler", "--nfe", "3", "--n", "100", "--seeds", "0",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main([*argv, "--run", str(tmp_path / "ncsn")]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [row["score"] for row in rows] == ["exact", "model"]
+    capsys.readouterr()
+    assert main([*argv, "--run", str(tmp_path / "mlp")]) == 2
+    assert "needs a noise-conditional model (ncsn_mlp)" in capsys.readouterr().err
+    assert main([*argv, "--run", str(tmp_path / "missing")]) == 2
+    assert "saved model file not found" in capsys.readouterr().err

@@ -185,8 +185,7 @@ def _cmd_sweep(args) -> int:
     from scorelab import viz
     from scorelab.config import TARGETS, ConfigError, load_config
     from scorelab.models import ExactScore
-    from scorelab.runs import load_run
-    from scorelab.sweep import SweepSettings, mean_rows, save, sweep
+    from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
     from scorelab.workflows import format_table
 
     values = dict(load_config(args.config).get("sweep", {})) if args.config else {}
@@ -200,7 +199,7 @@ def _cmd_sweep(args) -> int:
     target = TARGETS[settings.target]()
     score_fns = {"exact": ExactScore(target)}
     if args.run is not None:
-        score_fns["model"] = load_run(args.run)[1]
+        score_fns["model"] = load_score_model(args.run)
     result = sweep(
         target,
         settings.specs(),
@@ -305,7 +304,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
     for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
         sweep.add_argument(flag, type=kind, dest=f"sweep_{field}", default=None, help=help_text)
-    sweep.add_argument("--run", type=Path, help="also sample a trained run's model")
+    sweep.add_argument(
+        "--run",
+        type=Path,
+        help="also sample a trained model: run directory or saved model (runs/demo/models/ncsn)",
+    )
     sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory")
     sweep.add_argument("--quiet", action="store_true", help="no line per run")
     sweep.set_defaults(handler=_cmd_sweep)

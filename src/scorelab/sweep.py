@@ -33,7 +33,10 @@ import jax
 import numpy as np
 
 from scorelab import metrics, samplers
+from scorelab.checkpoints import load_model
+from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import sigma_grid
+from scorelab.runs import load_run
 from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
@@ -47,6 +50,7 @@ __all__ = [
     "mean_rows",
     "fewest_nfe",
     "save",
+    "load_score_model",
     "METRICS",
 ]
 
@@ -371,3 +375,25 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     }
     (out_dir / "sweep.json").write_text(json.dumps(payload, indent=1, default=float))
     return [out_dir / "sweep.csv", out_dir / "sweep.json"]
+
+
+def load_score_model(path) -> NoiseConditionalMLP:
+    """The trained noise-conditional score model at ``path``, for the map's ``model`` rows.
+
+    Args:
+        path: a ``scorelab train`` run directory, or a model written by
+            :func:`scorelab.checkpoints.save_model` (with or without its suffix, e.g. the
+            demo's ``runs/demo/models/ncsn``).
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        ValueError: if the model is not noise-conditional (the samplers query every sigma).
+    """
+    path = Path(path)
+    model = load_run(path)[1] if path.is_dir() else load_model(path)
+    if not isinstance(model, NoiseConditionalMLP):
+        raise ValueError(
+            f"--run: the sampler map needs a noise-conditional model (ncsn_mlp), "
+            f"{path} holds {type(model).__name__}"
+        )
+    return model
