@@ -61,6 +61,12 @@ def test_fewest_nfe_is_the_budget_from_which_the_bound_holds():
     # MMD^2's floor is centred on 0: the bound is mean + 1.5 sd = 1.15.
     assert fewest_nfe(result, "mmd2")[("a", "exact")] is None
     assert len(mean_rows(result.rows)) == 8 and mean_rows(result.rows)[0]["n_seeds"] == 2
+    # "all": every metric within its bound (here MMD^2's 1.15 fails a and b at 1.3 / 2.0)...
+    assert fewest_nfe(result, "all") == {("a", "exact"): None, ("b", "exact"): 20,
+                                         ("c", "exact"): None}  # fmt: skip
+    # ... and the within-mode variance in VAR_RATIO_BAND: a collapsed point fails.
+    collapsed = [{**row, "var_ratio": 0.14} if row["nfe"] == 20 else row for row in result.rows]
+    assert fewest_nfe(result._replace(rows=collapsed), "all")[("b", "exact")] is None
 
 
 def test_settings_and_samplers_reject_unknown_names():
@@ -103,7 +109,7 @@ def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
         assert (out / name).is_file(), name
     payload = json.loads((out / "sweep.json").read_text())
     assert len(payload["rows"]) == 4 and payload["settings"]["n_samples"] == 200
-    assert set(payload["fewest_nfe_within_1.5x_floor"]) == {"sw", "mmd2", "tv"}
+    assert set(payload["fewest_nfe_within_1.5x_floor"]) == {"sw", "mmd2", "tv", "all"}
 
 
 def test_cli_sweep_errors_are_one_line(tmp_path, capsys):
