@@ -11,6 +11,8 @@ noise (converged Heun reads 0.035, 0.023, 0.019 on seeds 0-2), so a 0.03 bound o
 is decided by the seeds rather than the sampler.
 
     python benchmarks/sampler_map.py --out benchmarks/results/sampler_map.json
+    python benchmarks/sampler_map.py --samplers "edm(churn=40.0)" --grids karras \
+        --sigma-max 30,80 --out benchmarks/results/sampler_map_edm.json
 
 The issue's numbers (best Karras grid): Euler 30, Heun 13, DPM-Solver++(2M) 13, DDIM e=1 80,
 EDM stochastic 35.
@@ -81,13 +83,22 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sampler_map.json"))
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma list of SAMPLERS")
+    parser.add_argument("--grids", default="karras,geometric", help="comma list")
+    parser.add_argument("--sigma-max", default="10,30,80", help="comma list")
     args = parser.parse_args()
+    names = args.samplers.split(",")
+    unknown = sorted(set(names) - set(SAMPLERS))
+    if unknown:
+        parser.error(f"unknown sampler {unknown[0]!r}; accepted: {', '.join(SAMPLERS)}")
     target, seeds = seed_mixture(), (0, 1, 2)
     results = []
     start = time.time()
-    configs = list(itertools.product(("karras", "geometric"), (10.0, 30.0, 80.0), (5.0, 7.0),
+    configs = list(itertools.product(args.grids.split(","),
+                                     [float(v) for v in args.sigma_max.split(",")], (5.0, 7.0),
                                      (0.002, 0.02)))  # fmt: skip
-    for name, spec in SAMPLERS.items():
+    for name in names:
+        spec = SAMPLERS[name]
         for grid, sigma_max, rho, sigma_min in configs:
             if grid == "geometric" and rho == 7.0:
                 continue  # rho is Karras' only
@@ -105,7 +116,7 @@ def main():
 
     print("\n| sampler | issue (Karras) | scorelab Karras (best) | scorelab geometric (best) |")
     print("|---|---|---|---|")
-    for name in SAMPLERS:
+    for name in names:
         cells = []
         for grid in ("karras", "geometric"):
             b = best(name, grid)
