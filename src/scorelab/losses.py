@@ -76,7 +76,7 @@ _LOG_SIGMA_STD = 1.2
 _UNROLLED_PROBES = 8
 """Up to this many probes, one Jacobian-vector product per probe; above it, one ``vmap``-ped
 product. Under the batch ``vmap`` of training, ``vmap``-ped probes make tangents of shape
-``(batch, n, width)``, which XLA:CPU runs about 1.5x slower than ``n`` products of shape
+``(batch, n, width)``, which XLA:CPU runs about 1.3x slower than ``n`` products of shape
 ``(batch, width)`` (``benchmarks/trace_layout.py``); unrolling grows the program with ``n``,
 hence the cap."""
 
