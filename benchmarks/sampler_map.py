@@ -11,7 +11,7 @@ noise (converged Heun reads 0.035, 0.023, 0.019 on seeds 0-2), so a 0.03 bound o
 is decided by the seeds rather than the sampler.
 
     python benchmarks/sampler_map.py --out benchmarks/results/sampler_map.json
-    python benchmarks/sampler_map.py --samplers "edm(churn=40.0)" --grids karras \
+    python benchmarks/sampler_map.py --samplers "edm(churn=40.0)" --grids karras,geometric \
         --sigma-max 30,80 --out benchmarks/results/sampler_map_edm.json
 
 The issue's numbers (best Karras grid): Euler 30, Heun 13, DPM-Solver++(2M) 13, DDIM e=1 80,
