@@ -46,24 +46,61 @@ __all__ = [
 
 
 def ve_perturb(x_0: Array, sigma, eps: Array) -> Array:
-    r"""VE perturbation :math:`x_\sigma = x_0 + \sigma \varepsilon` (Song & Ermon, 2019).
+    r"""VE perturbation: a sample of :math:`q(x_\sigma \mid x_0) = \mathcal{N}(x_0, \sigma^2 I)`.
+
+    .. math::
+        x_\sigma = x_0 + \sigma \varepsilon, \qquad \varepsilon \sim \mathcal{N}(0, I).
 
     Args:
-        x_0: clean data, shape ``(d,)`` (or any shape matching ``eps``).
+        x_0: clean data, shape ``(d,)`` (or any shape matching ``eps``), float.
         sigma: noise level, scalar or broadcastable to ``x_0``.
         eps: standard normal noise, same shape as ``x_0``.
+
+    Returns:
+        ``x_sigma``, the broadcast shape of ``x_0``, ``sigma`` and ``eps`` (``x_0``'s shape
+        for a scalar ``sigma``), in their promoted dtype.
+
+    References:
+        Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+        Distribution. https://arxiv.org/abs/1907.05600
     """
     return x_0 + sigma * eps
 
 
 def vp_perturb(x_0: Array, alpha_bar, eps: Array) -> Array:
-    r"""VP perturbation :math:`x_t = \sqrt{\bar\alpha_t} x_0 + \sqrt{1-\bar\alpha_t} \varepsilon`
-    (Ho et al., 2020, eq. 4; https://arxiv.org/abs/2006.11239)."""
+    r"""VP perturbation: a sample of DDPM's forward marginal :math:`q(x_t \mid x_0)` (eq. 4).
+
+    .. math::
+        x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \varepsilon,
+        \qquad \varepsilon \sim \mathcal{N}(0, I).
+
+    Args:
+        x_0: clean data, any shape (e.g. ``(d,)`` or ``(B, C, H, W)``), float.
+        alpha_bar: :math:`\bar\alpha_t \in [0, 1]`, scalar or broadcastable to ``x_0``
+            (not validated; values outside ``[0, 1]`` give NaN).
+        eps: standard normal noise, same shape as ``x_0``.
+
+    Returns:
+        ``x_t``, the broadcast shape of ``x_0``, ``alpha_bar`` and ``eps``.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
+    """
     return jnp.sqrt(alpha_bar) * x_0 + jnp.sqrt(1.0 - alpha_bar) * eps
 
 
 def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
-    """Raise ``ValueError`` unless ``0 < sigma_min < sigma_max`` (both finite)."""
+    """Check the end points of a sigma grid: ``0 < sigma_min < sigma_max``, both finite.
+
+    Args:
+        sigma_min: smallest noise level, Python or 0-d array float.
+        sigma_max: largest noise level, Python or 0-d array float.
+
+    Raises:
+        ValueError: if either is not finite, ``sigma_min <= 0`` or ``sigma_min >= sigma_max``;
+            the message names the field.
+    """
     if not (jnp.isfinite(sigma_min) and jnp.isfinite(sigma_max)):
         raise ValueError(f"sigma_min and sigma_max must be finite, got {sigma_min}, {sigma_max}")
     if sigma_min <= 0:
@@ -98,6 +135,14 @@ def karras_sigmas(
 
     Returns:
         ``(n,)`` float32 array, ``sigmas[0] = sigma_min``, ``sigmas[-1] = sigma_max``.
+
+    Raises:
+        ValueError: if ``n`` is not an integer ``>= 2``, the range is invalid
+            (:func:`check_sigma_range`) or ``rho <= 0``.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
@@ -111,12 +156,29 @@ def karras_sigmas(
 
 
 def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -> Array:
-    r"""Geometric ladder :math:`\sigma_i = \sigma_{\min} (\sigma_{\max}/\sigma_{\min})^{i/(n-1)}`,
-    ascending (Song & Ermon, 2019, Sec. 4.2); the :math:`\rho \to \infty` limit of
-    :func:`karras_sigmas`.
+    r"""Geometric sigma ladder, ascending (Song & Ermon, 2019): uniform in :math:`\log\sigma`.
+
+    .. math::
+        \sigma_i = \sigma_{\min} \Big(\frac{\sigma_{\max}}{\sigma_{\min}}\Big)^{i/(n-1)},
+        \quad i = 0, \dots, n-1,
+
+    the :math:`\rho \to \infty` limit of :func:`karras_sigmas`. Computed as
+    ``exp(linspace(log sigma_min, log sigma_max, n))`` with the end points pinned exactly.
+
+    Args:
+        n: number of levels, integer ``>= 2``.
+        sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
 
     Returns:
-        ``(n,)`` float32 array.
+        ``(n,)`` float32 array, ``sigmas[0] = sigma_min``, ``sigmas[-1] = sigma_max``.
+
+    Raises:
+        ValueError: if ``n`` is not an integer ``>= 2`` or the range is invalid
+            (:func:`check_sigma_range`).
+
+    References:
+        Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+        Distribution. https://arxiv.org/abs/1907.05600
     """
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
@@ -131,8 +193,25 @@ GRIDS = ("geometric", "karras", "vp")
 def sigma_grid(
     name: str, n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 5.0
 ) -> Array:
-    """The ascending grid ``name``: ``geometric`` (= uniform in log-SNR), ``karras`` (with
-    ``rho``) or ``vp`` (uniform in the time of Song et al.'s VP SDE, :func:`vp_sigmas`)."""
+    r"""The ascending sigma grid called ``name``, dispatched to its builder.
+
+    * ``geometric``: :func:`geometric_sigmas` (uniform in :math:`\log\sigma`, i.e. in log-SNR);
+    * ``karras``: :func:`karras_sigmas` with ``rho``;
+    * ``vp``: :func:`vp_sigmas` (uniform in the time of Song et al.'s VP SDE, with its default
+      ``beta_min``/``beta_max``).
+
+    Args:
+        name: one of :data:`GRIDS`.
+        n: number of levels, integer ``>= 2``.
+        sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
+        rho: Karras curvature; used only by ``karras``.
+
+    Returns:
+        ``(n,)`` float32 array, ascending from ``sigma_min`` to ``sigma_max``.
+
+    Raises:
+        ValueError: for an unknown ``name``, or from the builder for a bad ``n`` or range.
+    """
     if name == "geometric":
         return geometric_sigmas(n, sigma_min, sigma_max)
     if name == "karras":
@@ -143,7 +222,21 @@ def sigma_grid(
 
 
 def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
-    """Draw ``eps ~ N(0, I)`` and return ``(x_sigma, eps)`` with ``x_sigma = x_0 + sigma eps``."""
+    r"""Draw :math:`\varepsilon \sim \mathcal{N}(0, I)` and perturb ``x_0`` with it (VE).
+
+    .. math::
+        x_\sigma = x_0 + \sigma \varepsilon.
+
+    Args:
+        key: a ``jax.random`` key.
+        x_0: clean data, any shape (e.g. ``(d,)`` or ``(B, d)``); ``eps`` takes its shape and
+            dtype.
+        sigma: noise level, scalar or broadcastable to ``x_0`` (e.g. ``(B, 1)``).
+
+    Returns:
+        ``(x_sigma, eps)``: ``eps`` shaped and typed like ``x_0``; ``x_sigma`` as
+        :func:`ve_perturb`.
+    """
     eps = jax.random.normal(key, x_0.shape, x_0.dtype)
     return ve_perturb(x_0, sigma, eps), eps
 
@@ -241,6 +334,10 @@ def vp_betas(
     Returns:
         ``(T,)`` float32 numpy array; index ``t`` is diffusers' timestep ``t``.
 
+    Raises:
+        ValueError: for an unknown ``schedule`` or ``num_train_timesteps`` not an integer
+            ``>= 1``.
+
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
         https://arxiv.org/abs/2006.11239
@@ -270,8 +367,20 @@ def vp_alphas_cumprod(
     ``1 - beta`` is taken in float32 and the running product accumulated in float64, then
     rounded to float32, as ``torch.cumprod`` does on CPU (its accumulator type for float32).
 
+    Args:
+        schedule: one of :data:`VP_SCHEDULES`.
+        num_train_timesteps: ``T >= 1``.
+        beta_start, beta_end: end points of the (scaled) linear schedules.
+
     Returns:
         ``(T,)`` float32 numpy array, decreasing from ``1 - beta_1``.
+
+    Raises:
+        ValueError: as :func:`vp_betas`, for an unknown schedule or a bad ``T``.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
     """
     alphas = np.float32(1.0) - vp_betas(schedule, num_train_timesteps, beta_start, beta_end)
     return np.cumprod(alphas.astype(np.float64)).astype(np.float32)
@@ -287,6 +396,9 @@ def vp_alpha_sigma(alphas_cumprod) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(alpha_t, sigma_t)``, each shaped like ``alphas_cumprod``, in its dtype.
+
+    Raises:
+        ValueError: if any entry of ``alphas_cumprod`` lies outside ``[0, 1]``.
     """
     alphas_cumprod = np.asarray(alphas_cumprod)
     if np.any(alphas_cumprod < 0) or np.any(alphas_cumprod > 1):
@@ -318,6 +430,13 @@ def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX
     (k-diffusion's ``get_sigmas_vp``); ``t`` in [1e-3, 1] spans :math:`\sigma` in
     [0.0105, 152].
 
+    Args:
+        t: SDE time(s) :math:`t \ge 0`, scalar or array of any shape.
+        beta_min, beta_max: the linear :math:`\beta(t)` of the VP SDE.
+
+    Returns:
+        :math:`\sigma(t)`, an array shaped like ``t`` (float32 unless x64 is enabled).
+
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, eq. 11 and App. B. https://arxiv.org/abs/2011.13456
@@ -327,8 +446,27 @@ def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX
 
 
 def vp_sde_time(sigma, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> Array:
-    r"""The inverse of :func:`vp_sde_sigma`: the root :math:`t \ge 0` of
-    :math:`\tfrac12 (\beta_{\max} - \beta_{\min}) t^2 + \beta_{\min} t = \log(1 + \sigma^2)`."""
+    r"""The VP SDE time of a VE level: the inverse of :func:`vp_sde_sigma`.
+
+    The root :math:`t \ge 0` of
+    :math:`\tfrac12 (\beta_{\max} - \beta_{\min}) t^2 + \beta_{\min} t = \log(1 + \sigma^2)`,
+
+    .. math::
+        t(\sigma) = \frac{\sqrt{\beta_{\min}^2 + 2 (\beta_{\max} - \beta_{\min})
+        \log(1 + \sigma^2)} - \beta_{\min}}{\beta_{\max} - \beta_{\min}}.
+
+    Args:
+        sigma: VE level(s) :math:`\sigma \ge 0`, scalar or array of any shape.
+        beta_min, beta_max: the linear :math:`\beta(t)` of the VP SDE, ``beta_min < beta_max``
+            (not validated here; :func:`vp_sigmas` checks them).
+
+    Returns:
+        :math:`t(\sigma)`, an array shaped like ``sigma``.
+
+    References:
+        Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
+        Differential Equations. https://arxiv.org/abs/2011.13456
+    """
     delta = beta_max - beta_min
     log_one_plus = jnp.log1p(jnp.square(jnp.asarray(sigma)))
     return (jnp.sqrt(beta_min**2 + 2.0 * delta * log_one_plus) - beta_min) / delta
@@ -360,6 +498,9 @@ def vp_sigmas(
     Returns:
         ``(n,)`` float32 array, ascending.
 
+    Raises:
+        ValueError: for a bad ``n``, sigma range, or unless ``0 < beta_min < beta_max``.
+
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations. https://arxiv.org/abs/2011.13456
@@ -388,6 +529,9 @@ def log_snr_sigmas(n: int, log_snr_min: float, log_snr_max: float) -> Array:
 
     Returns:
         ``(n,)`` float32 array, ascending in :math:`\sigma` (descending in :math:`\lambda`).
+
+    Raises:
+        ValueError: unless ``log_snr_min < log_snr_max``, or for a bad ``n``.
 
     References:
         Lu, C. et al. (2022). DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
