@@ -51,8 +51,13 @@ __all__ = [
 ]
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+"""What a VP model predicts: :math:`\\varepsilon`, :math:`x_0` or :math:`v` (diffusers' names)."""
+
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+"""Timestep spacings accepted by :func:`timesteps` (diffusers' names)."""
+
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
+"""DDPM step variances accepted by :func:`ddpm_grid`: the posterior's or :math:`\\beta_t`."""
 
 # diffusers scheduler options whose non-default values change the maths; anything else in a
 # scheduler_config.json (class name, version, options of other schedulers) is ignored, as
@@ -83,6 +88,16 @@ class SchedulerConfig:
         prediction_type: what the model predicts, one of :data:`PREDICTION_TYPES`.
         timestep_spacing: one of :data:`TIMESTEP_SPACINGS`.
         variance_type: DDPM's ancestral variance, one of :data:`VARIANCE_TYPES`.
+
+    Raises:
+        ValueError: naming the field, for ``num_train_timesteps`` not an integer ``>= 1``, a
+            ``beta_schedule`` outside :data:`scorelab.noise.VP_SCHEDULES`,
+            ``clip_sample_range <= 0``, ``steps_offset`` not an integer ``>= 0``, or a
+            ``prediction_type`` / ``timestep_spacing`` / ``variance_type`` not accepted.
+
+    References:
+        diffusers ``DDIMScheduler`` / ``DDPMScheduler``.
+        https://huggingface.co/docs/diffusers/api/schedulers/ddim
     """
 
     num_train_timesteps: int = 1000
@@ -129,9 +144,21 @@ class SchedulerConfig:
     def from_diffusers(cls, config: Mapping) -> SchedulerConfig:
         """Read a diffusers ``scheduler_config.json`` (as a dict) of a DDIM or DDPM scheduler.
 
-        Raises ``ValueError`` naming the field for options that would change the sampler and
-        are not implemented (``thresholding``, ``rescale_betas_zero_snr``, ``trained_betas``,
-        learned variances ...); other keys are ignored, as diffusers ignores them.
+        Keys that are fields of this class are taken; other keys (``_class_name``,
+        ``_diffusers_version``, options of other schedulers) are ignored, as diffusers ignores
+        them.
+
+        Args:
+            config: the parsed JSON, a mapping from option name to value.
+
+        Returns:
+            The :class:`SchedulerConfig`.
+
+        Raises:
+            ValueError: naming the field, for options that would change the sampler and are
+                not implemented (``thresholding``, ``rescale_betas_zero_snr``,
+                ``trained_betas``, ``timestep_type`` other than ``discrete``; learned
+                ``variance_type`` values), or any check of :class:`SchedulerConfig`.
         """
         for field, default in _UNSUPPORTED.items():
             if config.get(field, default) != default:
@@ -143,7 +170,13 @@ class SchedulerConfig:
         return cls(**{name: value for name, value in config.items() if name in known})
 
     def alphas_cumprod(self) -> np.ndarray:
-        r""":math:`\bar\alpha_t`, ``(T,)`` float32, exactly as diffusers computes it."""
+        r"""The cumulative products :math:`\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)`.
+
+        Exactly as diffusers computes them (:func:`scorelab.noise.vp_alphas_cumprod`).
+
+        Returns:
+            ``(T,)`` float32 NumPy array, indexed by timestep.
+        """
         return vp_alphas_cumprod(
             self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end
         )
@@ -158,8 +191,21 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
     * ``trailing``: ``round(T - k T/n) - 1`` for ``k = 0, ..., n-1`` (999, 899, ..., 99);
     * ``linspace``: ``round(linspace(0, T-1, n))`` reversed (999, 888, ..., 0).
 
+    Args:
+        config: the scheduler options (``num_train_timesteps``, ``timestep_spacing``,
+            ``steps_offset``).
+        num_inference_steps: ``n``, an integer in ``[1, T]``.
+
     Returns:
         ``(n,)`` int64 NumPy array, descending.
+
+    Raises:
+        ValueError: if ``num_inference_steps`` is not an integer in ``[1, T]``, or
+            ``steps_offset`` puts the first timestep at or past ``T``.
+
+    References:
+        Lin, S., Liu, B., Li, J. & Yang, X. (2024). Common Diffusion Noise Schedules and Sample
+        Steps are Flawed (Table 2). https://arxiv.org/abs/2305.08891
     """
     T, n = config.num_train_timesteps, num_inference_steps
     if int(n) != n or not 1 <= n <= T:
@@ -195,9 +241,12 @@ class VPGrid(NamedTuple):
 
 
 def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0) -> VPGrid:
-    r"""DDIM's grid: previous step :math:`t - \lfloor T/n \rfloor` whatever the spacing (as
-    diffusers), :math:`\bar\alpha_{\text{prev}} = 1` past the end if ``set_alpha_to_one``, else
-    :math:`\bar\alpha_0`, and Song et al. (2021) eq. 16,
+    r"""DDIM's timestep grid and per-step coefficients, as diffusers' ``DDIMScheduler``.
+
+    The previous step of timestep :math:`t` is :math:`t - \lfloor T/n \rfloor` whatever the
+    spacing (as diffusers), with :math:`\bar\alpha_{\text{prev}} = 1` past the end if
+    ``set_alpha_to_one``, else :math:`\bar\alpha_0`; the step noise is Song et al. (2021)
+    eq. 16,
 
     .. math::
         \sigma_t(\eta) = \eta \sqrt{\frac{1 - \bar\alpha_{\text{prev}}}{1 - \bar\alpha_t}}
@@ -205,6 +254,22 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
 
     in float32 in diffusers' order of operations. ``eta = 0`` is deterministic DDIM,
     ``eta = 1`` DDPM's posterior variance.
+
+    Args:
+        config: the scheduler options.
+        num_inference_steps: ``n``, an integer in ``[1, T]``.
+        eta: :math:`\eta \ge 0`.
+
+    Returns:
+        A :class:`VPGrid` of ``(n,)`` arrays: int32 timesteps (descending), float32
+        :math:`\bar\alpha_t`, :math:`\bar\alpha_{\text{prev}}` and :math:`\sigma_t(\eta)`.
+
+    Raises:
+        ValueError: if ``eta < 0`` (or NaN), or from :func:`timesteps`.
+
+    References:
+        Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
+        https://arxiv.org/abs/2010.02502
     """
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
@@ -223,11 +288,33 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
 
 
 def ddpm_grid(config: SchedulerConfig, num_inference_steps: int) -> VPGrid:
-    r"""DDPM's ancestral grid: previous step = the next timestep of the grid (-1 after the last,
-    :math:`\bar\alpha = 1`), and the posterior standard deviation of Ho et al. (2020) eq. 7,
-    :math:`\tilde\beta_t = \frac{1 - \bar\alpha_{\text{prev}}}{1 - \bar\alpha_t}\beta_t` with
-    :math:`\beta_t = 1 - \bar\alpha_t/\bar\alpha_{\text{prev}}` (``fixed_small``, floored at
-    1e-20 as diffusers) or :math:`\beta_t` (``fixed_large``); no noise at timestep 0.
+    r"""DDPM's ancestral timestep grid and per-step coefficients, as diffusers' ``DDPMScheduler``.
+
+    The previous step is the next timestep of the grid (-1 after the last, with
+    :math:`\bar\alpha = 1`); the step variance is the posterior variance of Ho et al. (2020)
+    eq. 7 (``fixed_small``, floored at 1e-20 as diffusers) or :math:`\beta_t` (``fixed_large``),
+
+    .. math::
+        \tilde\beta_t = \frac{1 - \bar\alpha_{\text{prev}}}{1 - \bar\alpha_t}\beta_t,
+        \qquad \beta_t = 1 - \bar\alpha_t/\bar\alpha_{\text{prev}},
+
+    and no noise is added at timestep 0.
+
+    Args:
+        config: the scheduler options (``variance_type`` picks the variance).
+        num_inference_steps: ``n``, an integer in ``[1, T]``.
+
+    Returns:
+        A :class:`VPGrid` of ``(n,)`` arrays: int32 timesteps (descending), float32
+        :math:`\bar\alpha_t`, :math:`\bar\alpha_{\text{prev}}` and the step standard deviation
+        (0 at timestep 0).
+
+    Raises:
+        ValueError: from :func:`timesteps`.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
     """
     steps = timesteps(config, num_inference_steps)
     alphas_cumprod = config.alphas_cumprod()
@@ -246,8 +333,9 @@ def ddpm_grid(config: SchedulerConfig, num_inference_steps: int) -> VPGrid:
 def predict_x0_eps(
     model_output: Array, x_t: Array, alpha_prod_t, prediction_type: str
 ) -> tuple[Array, Array]:
-    r"""The model's :math:`(\hat x_0, \hat\varepsilon)` from its output, with
-    :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon`:
+    r"""The model's :math:`(\hat x_0, \hat\varepsilon)` from its output of any prediction type.
+
+    With :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon`:
 
     * ``epsilon``:
       :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}`;
@@ -258,8 +346,19 @@ def predict_x0_eps(
       :math:`\hat\varepsilon = \sqrt{\bar\alpha_t}\, \hat v + \sqrt{1-\bar\alpha_t}\, x_t`.
 
     Args:
-        model_output, x_t: arrays of one shape.
-        alpha_prod_t: scalar :math:`\bar\alpha_t`.
+        model_output, x_t: float arrays of one shape, e.g. ``(B, C, H, W)``.
+        alpha_prod_t: :math:`\bar\alpha_t \in (0, 1)`, a scalar (or broadcastable to ``x_t``).
+        prediction_type: one of :data:`PREDICTION_TYPES`.
+
+    Returns:
+        ``(x0_hat, eps_hat)``, each shaped like ``x_t``.
+
+    Raises:
+        ValueError: for an unknown ``prediction_type``.
+
+    References:
+        Salimans, T. & Ho, J. (2022). Progressive Distillation for Fast Sampling of Diffusion
+        Models. https://arxiv.org/abs/2202.00512
     """
     sqrt_alpha, sqrt_beta = jnp.sqrt(alpha_prod_t), jnp.sqrt(1 - alpha_prod_t)
     if prediction_type == "epsilon":
@@ -293,7 +392,7 @@ def ddim_step(
     clip_sample_range: float | None = 1.0,
     use_clipped_model_output: bool = False,
 ) -> tuple[Array, Array]:
-    r"""One DDIM step, Song et al. (2021) eq. 12:
+    r"""One DDIM step, Song et al. (2021) eq. 12.
 
     .. math::
         x_{\text{prev}} = \sqrt{\bar\alpha_{\text{prev}}}\, \hat x_0
@@ -307,9 +406,20 @@ def ddim_step(
         model_output, x_t: ``(B, C, H, W)`` (any shape) model output and current state.
         alpha_prod_t, alpha_prod_t_prev, std: scalars from a :class:`VPGrid` row.
         noise: standard normal ``z`` shaped like ``x_t``, or ``None`` when ``std = 0``.
+        prediction_type: one of :data:`PREDICTION_TYPES`.
+        clip_sample_range: bound of the :math:`\hat x_0` clipping, or ``None``.
+        use_clipped_model_output: re-derive :math:`\hat\varepsilon` from the clipped
+            :math:`\hat x_0`.
 
     Returns:
-        ``(x_prev, x0_hat)``.
+        ``(x_prev, x0_hat)``, each shaped like ``x_t``; ``x0_hat`` after clipping.
+
+    Raises:
+        ValueError: for an unknown ``prediction_type`` (:func:`predict_x0_eps`).
+
+    References:
+        Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
+        https://arxiv.org/abs/2010.02502
     """
     x_0, eps = predict_x0_eps(model_output, x_t, alpha_prod_t, prediction_type)
     x_0 = _clip(x_0, clip_sample_range)
@@ -334,15 +444,35 @@ def ddpm_step(
     prediction_type: str = "epsilon",
     clip_sample_range: float | None = 1.0,
 ) -> tuple[Array, Array]:
-    r"""One DDPM ancestral step from the Gaussian posterior :math:`q(x_{\text{prev}} \mid x_t,
-    \hat x_0)` of Ho et al. (2020) eq. 7:
+    r"""One DDPM ancestral step, a draw from the posterior of Ho et al. (2020) eq. 7.
+
+    A draw from the Gaussian posterior :math:`q(x_{\text{prev}} \mid x_t, \hat x_0)`, its mean
+    plus :math:`\sigma_t z`:
 
     .. math::
         x_{\text{prev}} = \frac{\sqrt{\bar\alpha_{\text{prev}}}\,\beta_t}{1 - \bar\alpha_t}\hat x_0
         + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{\text{prev}})}{1 - \bar\alpha_t} x_t + \sigma_t z,
         \qquad \alpha_t = \bar\alpha_t / \bar\alpha_{\text{prev}} = 1 - \beta_t,
 
-    with :math:`\hat x_0` clipped as in :func:`ddim_step`. Arguments as :func:`ddim_step`.
+    with :math:`\hat x_0` clipped as in :func:`ddim_step`.
+
+    Args:
+        model_output, x_t: ``(B, C, H, W)`` (any shape) model output and current state.
+        alpha_prod_t, alpha_prod_t_prev, std: scalars from a :func:`ddpm_grid` row
+            (:math:`\sigma_t` = ``std``).
+        noise: standard normal ``z`` shaped like ``x_t``, or ``None`` when ``std = 0``.
+        prediction_type: one of :data:`PREDICTION_TYPES`.
+        clip_sample_range: bound of the :math:`\hat x_0` clipping, or ``None``.
+
+    Returns:
+        ``(x_prev, x0_hat)``, each shaped like ``x_t``; ``x0_hat`` after clipping.
+
+    Raises:
+        ValueError: for an unknown ``prediction_type`` (:func:`predict_x0_eps`).
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
     """
     x_0, _ = predict_x0_eps(model_output, x_t, alpha_prod_t, prediction_type)
     x_0 = _clip(x_0, clip_sample_range)
@@ -407,8 +537,10 @@ def ddim_sample(
     key: Array | None = None,
     noise: Array | None = None,
 ) -> Array:
-    r"""Sample with DDIM (:func:`ddim_grid`, :func:`ddim_step`) from ``x_T``, like diffusers'
-    ``DDIMPipeline`` after its initial noise draw.
+    r"""Sample with DDIM from ``x_T``, like diffusers' ``DDIMPipeline`` after its noise draw.
+
+    Walks :func:`ddim_grid` with :func:`ddim_step` in one ``lax.scan``, from :math:`x_T` at the
+    first (largest) timestep to :math:`x_0`.
 
     Args:
         model_fn: ``(x_t, t) -> model_output``, ``x_t`` shaped like ``x_T``, ``t`` an int32
@@ -423,6 +555,14 @@ def ddim_sample(
 
     Returns:
         The final sample, shaped like ``x_T``, in model space (before any post-processing).
+
+    Raises:
+        ValueError: for ``eta < 0``, a bad ``num_inference_steps`` (:func:`timesteps`),
+            ``noise`` of the wrong shape, or ``eta > 0`` with neither ``key`` nor ``noise``.
+
+    References:
+        Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
+        https://arxiv.org/abs/2010.02502
     """
 
     def step_fn(*args):
@@ -445,8 +585,30 @@ def ddpm_sample(
     key: Array | None = None,
     noise: Array | None = None,
 ) -> Array:
-    """Sample with DDPM's ancestral sampler (:func:`ddpm_grid`, :func:`ddpm_step`) from ``x_T``,
-    like diffusers' ``DDPMPipeline``. Arguments as :func:`ddim_sample`."""
+    """Sample with DDPM's ancestral sampler from ``x_T``, like diffusers' ``DDPMPipeline``.
+
+    Walks :func:`ddpm_grid` with :func:`ddpm_step` in one ``lax.scan``.
+
+    Args:
+        model_fn: ``(x_t, t) -> model_output``, ``x_t`` shaped like ``x_T``, ``t`` an int32
+            scalar timestep.
+        x_T: ``(B, C, H, W)`` initial noise (any shape ``model_fn`` accepts).
+        config: the scheduler options.
+        num_inference_steps: ``n``.
+        key: PRNG key for the step noise (needed unless ``noise`` is given).
+        noise: ``(n, *x_T.shape)`` injected step noise; takes precedence over ``key``.
+
+    Returns:
+        The final sample, shaped like ``x_T``, in model space (before any post-processing).
+
+    Raises:
+        ValueError: for a bad ``num_inference_steps`` (:func:`timesteps`), ``noise`` of the
+            wrong shape, or neither ``key`` nor ``noise``.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
+    """
 
     def step_fn(*args):
         return ddpm_step(
