@@ -350,8 +350,7 @@ class _MidBlock(eqx.Module):
 def timestep_embedding(
     timesteps: Array, dim: int, flip_sin_to_cos: bool, freq_shift: float, max_period: int = 10000
 ) -> Array:
-    r"""Sinusoidal timestep embedding (Vaswani et al. 2017, as diffusers'
-    ``get_timestep_embedding``):
+    r"""Sinusoidal timestep embedding, as diffusers' ``get_timestep_embedding``.
 
     .. math::
         \omega_j = \exp\!\Big(-\frac{j \log P}{D/2 - s}\Big),\ j < D/2, \qquad
@@ -360,11 +359,18 @@ def timestep_embedding(
     swapped to :math:`[\cos, \sin]` with ``flip_sin_to_cos``, zero-padded for odd ``dim``.
 
     Args:
-        timesteps: ``(B,)`` timesteps.
-        dim: ``D``. freq_shift: ``s``. max_period: ``P``.
+        timesteps: ``(B,)`` timesteps :math:`t`, integer or float (cast to float32).
+        dim: the embedding size :math:`D`.
+        flip_sin_to_cos: put the cosines first, :math:`[\cos, \sin]`.
+        freq_shift: the frequency shift :math:`s` (diffusers' ``downscale_freq_shift``).
+        max_period: the longest period :math:`P`.
 
     Returns:
-        ``(B, dim)`` float32.
+        ``(B, dim)`` float32 array.
+
+    References:
+        Vaswani, A. et al. (2017). Attention Is All You Need (sec. 3.5).
+        https://arxiv.org/abs/1706.03762
     """
     half = dim // 2
     exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
@@ -376,11 +382,23 @@ def timestep_embedding(
 
 
 class UNet2D(eqx.Module):
-    """diffusers' ``UNet2DModel`` (DDPM block family) in Equinox; build with :meth:`from_weights`
-    or :func:`load_unet`.
+    r"""diffusers' ``UNet2DModel`` (DDPM block family) in Equinox, the network of Ho et al. (2020).
 
-    Call as ``unet(x_t, t)`` with ``x_t`` of shape ``(B, C, H, W)`` and ``t`` a scalar or
-    ``(B,)`` timestep; returns ``(B, out_channels, H, W)``, as ``UNet2DModel(x_t, t).sample``.
+    Build with :meth:`from_weights` or :func:`load_unet`. Call as ``unet(x_t, t)`` with ``x_t``
+    of shape ``(B, in_channels, H, W)`` (NCHW, as diffusers) and ``t`` a scalar or ``(B,)``
+    timestep; it returns ``(B, out_channels, H, W)``, what ``UNet2DModel(x_t, t).sample``
+    returns (the model output of the checkpoint's prediction type, e.g. :math:`\varepsilon`).
+    ``H`` and ``W`` must be divisible by ``2 ** (len(block_out_channels) - 1)`` so the up
+    path's skip connections line up.
+
+    The sole public field is ``config``: the full ``config.json`` (defaults filled in from
+    :data:`UNET_DEFAULTS`) as a sorted tuple of ``(key, value)`` pairs.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
+        diffusers ``UNet2DModel`` documentation.
+        https://huggingface.co/docs/diffusers/api/models/unet2d
     """
 
     conv_in: _Conv
@@ -397,8 +415,20 @@ class UNet2D(eqx.Module):
     def from_weights(cls, config: Mapping, tensors: Mapping[str, np.ndarray]) -> UNet2D:
         """Build from a diffusers ``config.json`` dict and its state dict (name -> array).
 
-        Raises ``ValueError`` naming the field for configs outside the DDPM block family, and
-        for checkpoints whose tensors do not match the config (missing or unused tensors).
+        Args:
+            config: the parsed ``config.json``; keys starting with ``_`` are ignored, missing
+                keys take :data:`UNET_DEFAULTS`.
+            tensors: diffusers parameter name -> NumPy array in PyTorch layout (convolutions
+                OIHW), any float dtype (cast to float32); legacy attention names
+                (``query``/``key``/``value``/``proj_attn``) are accepted.
+
+        Returns:
+            The :class:`UNet2D`, float32.
+
+        Raises:
+            ValueError: naming the field for configs outside the DDPM block family (unknown
+                keys, unsupported block types or options, mismatched lengths), and for
+                checkpoints whose tensors do not match the config (missing or unused tensors).
         """
         config = _check_config(config)
         weights = _Weights(tensors)
@@ -477,6 +507,15 @@ class UNet2D(eqx.Module):
         return unet
 
     def __call__(self, x_t: Array, t) -> Array:
+        """The network's output at ``(x_t, t)``, as ``UNet2DModel(x_t, t).sample``.
+
+        Args:
+            x_t: ``(B, in_channels, H, W)`` float array (NCHW).
+            t: timestep, a scalar or ``(B,)`` array (broadcast over the batch).
+
+        Returns:
+            ``(B, out_channels, H, W)`` array (float32 for float32 input).
+        """
         config = dict(self.config)
         if config["center_input_sample"]:
             x_t = 2 * x_t - 1.0
@@ -509,8 +548,20 @@ def _hashable(config: dict) -> tuple:
 
 
 def unet_folder(path) -> Path:
-    """The folder holding the U-Net's ``config.json``: ``path/unet`` in a pipeline folder (the
-    hub's layout, next to ``scheduler/``), else ``path`` itself (a bare model folder)."""
+    """The folder holding the U-Net's ``config.json`` in a pipeline or model folder.
+
+    ``path/unet`` in a pipeline folder (the hub's layout, next to ``scheduler/``), else
+    ``path`` itself (a bare model folder).
+
+    Args:
+        path: a pipeline or model folder, ``str`` or path-like.
+
+    Returns:
+        The :class:`~pathlib.Path` of the folder holding ``config.json``.
+
+    Raises:
+        ValueError: if neither ``path/unet/config.json`` nor ``path/config.json`` exists.
+    """
     path = Path(path)
     if (path / "unet" / CONFIG_NAME).is_file():
         return path / "unet"
@@ -528,6 +579,22 @@ def load_unet(path) -> UNet2D:
     Checkpoints saved only as PyTorch pickles (``.bin``) must be converted once, where torch
     is installed: ``UNet2DModel.from_pretrained(path).save_pretrained(path)`` writes
     safetensors.
+
+    Args:
+        path: a pipeline folder (with ``unet/``) or a model folder, ``str`` or path-like
+            (:func:`unet_folder`).
+
+    Returns:
+        The :class:`UNet2D`; call it on ``(B, C, H, W)`` inputs.
+
+    Raises:
+        ValueError: if no ``config.json`` is found, the safetensors file is missing, the
+            config's ``_class_name`` is not ``UNet2DModel``, or :meth:`UNet2D.from_weights`
+            rejects the config or the tensors.
+
+    References:
+        diffusers ``UNet2DModel`` documentation.
+        https://huggingface.co/docs/diffusers/api/models/unet2d
     """
     from safetensors.numpy import load_file
 
