@@ -22,6 +22,7 @@ achieved FLOP/s (FLOPs of one step from XLA's cost analysis of the compiled step
 fraction of the peak of the same rounds.
 
     python benchmarks/training.py [--quick] [--repeats 5] [--objectives hyvarinen,dsm,ncsn]
+        [--steps 20]
 """
 
 from __future__ import annotations
@@ -213,12 +214,15 @@ def ceiling_cases(batch_size: int, quick: bool):
 def main():
     args = parse_args(
         __doc__.splitlines()[0],
-        extra=lambda parser: parser.add_argument(
-            "--objectives", default="hyvarinen,dsm,ncsn", help="comma-separated subset"
+        extra=lambda parser: (
+            parser.add_argument(
+                "--objectives", default="hyvarinen,dsm,ncsn", help="comma-separated subset"
+            ),
+            parser.add_argument("--steps", type=int, default=20, help="steps per measurement"),
         ),
     )
     chosen = args.objectives.split(",")
-    n_steps = 2 if args.quick else 20
+    n_steps = 2 if args.quick else args.steps
     batch_size = 64 if args.quick else BATCH_SIZE
     data = np.asarray(seed_mixture().sample(jax.random.key(0), 10_000))
     dataset = jnp.asarray(data)
