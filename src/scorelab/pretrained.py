@@ -60,10 +60,19 @@ def resolve_pipeline(path_or_id: str | os.PathLike, revision: str = "main") -> P
 
     An existing folder is returned as is. Otherwise ``owner/name`` is looked up in the hub
     cache's layout, ``models--owner--name/snapshots/<commit>`` with the commit read from
-    ``refs/<revision>`` (what ``huggingface-cli download`` leaves behind).
+    ``refs/<revision>`` (what ``huggingface-cli download`` leaves behind). The cache is
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``.
+
+    Args:
+        path_or_id: a local folder, or a hub id ``owner/name`` already in the cache.
+        revision: the cache ref naming the snapshot, e.g. ``main``.
+
+    Returns:
+        The :class:`~pathlib.Path` of the folder.
 
     Raises:
-        ValueError: saying how to put the weights on this machine.
+        ValueError: if it is neither a folder nor a cached snapshot, saying how to put the
+            weights on this machine.
     """
     path = Path(path_or_id)
     if path.is_dir():
@@ -85,8 +94,21 @@ def resolve_pipeline(path_or_id: str | os.PathLike, revision: str = "main") -> P
 
 
 def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
-    """The pipeline's ``scheduler/scheduler_config.json``; diffusers' DDIM defaults for a bare
-    model folder (DDPM's linear schedule, 1000 steps)."""
+    """The scheduler options of a pipeline folder, from ``scheduler/scheduler_config.json``.
+
+    A bare model folder (no such file) gets diffusers' ``DDIMScheduler`` defaults (DDPM's
+    linear schedule, 1000 steps).
+
+    Args:
+        folder: a local pipeline or model folder, ``str`` or path-like.
+
+    Returns:
+        The :class:`~scorelab.schedulers.SchedulerConfig`.
+
+    Raises:
+        ValueError: for malformed JSON, or an option
+            :meth:`~scorelab.schedulers.SchedulerConfig.from_diffusers` does not support.
+    """
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.is_file():
         return SchedulerConfig()
@@ -94,7 +116,23 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
 
 
 def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfig]:
-    """The U-Net and scheduler options of a pipeline folder, bare model folder or cached hub id."""
+    """The U-Net and scheduler options of a pipeline folder, bare model folder or cached hub id.
+
+    Args:
+        path_or_id: as :func:`resolve_pipeline`.
+
+    Returns:
+        ``(unet, config)``: the :class:`~scorelab.unet.UNet2D` (:func:`scorelab.unet.load_unet`)
+        and the :class:`~scorelab.schedulers.SchedulerConfig` (:func:`load_scheduler_config`).
+
+    Raises:
+        ValueError: from :func:`resolve_pipeline`, :func:`scorelab.unet.load_unet` or
+            :func:`load_scheduler_config`.
+
+    References:
+        diffusers ``UNet2DModel`` documentation.
+        https://huggingface.co/docs/diffusers/api/models/unet2d
+    """
     folder = resolve_pipeline(path_or_id)
     return load_unet(folder), load_scheduler_config(folder)
 
@@ -132,8 +170,11 @@ def sample(
     x_T: Array | None = None,
     step_noise: Array | None = None,
 ) -> Array:
-    r"""DDIM samples of a pretrained U-Net, as diffusers' ``DDIMPipeline`` computes them before
-    its ``(x/2 + 0.5).clamp(0, 1)``.
+    r"""DDIM samples of a pretrained U-Net, as diffusers' ``DDIMPipeline`` before its clamp.
+
+    :math:`x_T \sim \mathcal{N}(0, I)` walked down the timesteps with DDIM's update
+    (:func:`scorelab.schedulers.ddim_step`, Song et al. 2021 eq. 12) under one ``jit``; the
+    pipeline's ``(x/2 + 0.5).clamp(0, 1)`` is left to :func:`to_images`.
 
     Args:
         unet: the network (:func:`load_pipeline`).
@@ -146,6 +187,16 @@ def sample(
 
     Returns:
         ``(B, C, H, W)`` float32 samples in model space (about ``[-1, 1]``).
+
+    Raises:
+        ValueError: if ``x_T`` is not ``(B, in_channels, H, W)``, ``x_T`` is ``None`` and the
+            U-Net config has no ``sample_size``, or from
+            :func:`scorelab.schedulers.ddim_sample` (bad ``num_inference_steps``, ``eta < 0``,
+            ``step_noise`` of the wrong shape).
+
+    References:
+        Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
+        https://arxiv.org/abs/2010.02502
     """
     key_init, key_steps = jax.random.split(key)
     if x_T is None:
@@ -183,8 +234,26 @@ def diffusers_sample(
     is written out because the pipeline takes no initial noise and returns only the clamped
     images; the tests check it against ``DDIMPipeline`` itself.
 
+    Args:
+        path_or_id: as :func:`resolve_pipeline`.
+        config: scheduler options, passed to ``DDIMScheduler`` (less ``variance_type``).
+        seed: seed of the ``torch.Generator`` that draws ``x_T`` and the step noise.
+        num_inference_steps, eta, use_clipped_model_output: as diffusers' pipeline.
+        n: batch size when ``x_T`` is drawn.
+        x_T: ``(B, C, H, W)`` initial noise; drawn from the generator when ``None``.
+        step_noise: ``(num_inference_steps, B, C, H, W)`` float32 step noise; drawn from the
+            generator when ``None``.
+
     Returns:
         ``(B, C, H, W)`` float32 samples in model space.
+
+    Raises:
+        ValueError: if torch or diffusers is not installed, or from :func:`resolve_pipeline`
+            and :func:`scorelab.unet.unet_folder`.
+
+    References:
+        diffusers ``DDIMPipeline`` / ``DDIMScheduler`` documentation.
+        https://huggingface.co/docs/diffusers/api/pipelines/ddim
     """
     try:
         import torch
@@ -222,8 +291,18 @@ def diffusers_sample(
 
 
 def to_images(x) -> np.ndarray:
-    """Model-space ``(B, C, H, W)`` samples to ``(B, H, W, C)`` uint8 images, as diffusers:
-    ``(x/2 + 0.5).clamp(0, 1)``, then ``round(255 v)``."""
+    r"""Model-space samples to uint8 images, as diffusers' pipelines convert them.
+
+    .. math::
+        v = \operatorname{clip}(x/2 + 1/2,\ 0,\ 1), \qquad
+        \text{pixel} = \operatorname{round}(255\, v).
+
+    Args:
+        x: ``(B, C, H, W)`` array-like samples in model space (about ``[-1, 1]``).
+
+    Returns:
+        ``(B, H, W, C)`` uint8 NumPy array (channels last).
+    """
     x = np.asarray(x, np.float32)
     images = np.clip(x / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
     return np.round(images * 255).astype(np.uint8)
@@ -232,7 +311,15 @@ def to_images(x) -> np.ndarray:
 def save_grid(images: np.ndarray, path: str | os.PathLike, columns: int | None = None) -> Path:
     """Tile ``(B, H, W, C)`` uint8 images into one PNG (row-major, black padding), pixel exact.
 
-    ``columns`` defaults to ``ceil(sqrt(B))``.
+    The grid has ``ceil(B / columns)`` rows; one-channel images are written as greyscale.
+
+    Args:
+        images: ``(B, H, W, C)`` uint8 array, ``C`` in 1, 3 or 4 (:func:`to_images`).
+        path: the PNG file; missing parent folders are created.
+        columns: images per row; ``None`` (or 0) means ``ceil(sqrt(B))``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     from matplotlib.image import imsave
 
@@ -272,6 +359,8 @@ def run(
         backend: ``jax`` (scorelab) or ``diffusers`` (:func:`diffusers_sample`).
         seed: PRNG seed (a JAX key, or a torch generator for ``diffusers``: the two backends
             draw different noise from one seed; inject it to compare them).
+        num_inference_steps, eta, use_clipped_model_output: as diffusers' ``DDIMPipeline``.
+        n: batch size when the initial noise is drawn.
         init_noise, step_noise: ``.npy`` files of ``(B, C, H, W)`` and
             ``(steps, B, C, H, W)`` noise.
         save_array: ``.npy`` path for the model-space samples.
@@ -279,7 +368,12 @@ def run(
             (``None`` values are ignored).
 
     Returns:
-        The model-space samples, ``(B, C, H, W)``.
+        The model-space samples, ``(B, C, H, W)`` float32 NumPy array.
+
+    Raises:
+        ValueError: for a ``backend`` other than ``jax`` or ``diffusers``, or from
+            :func:`resolve_pipeline`, :func:`load_scheduler_config`, :func:`sample` and
+            :func:`diffusers_sample`.
     """
     if backend not in ("jax", "diffusers"):
         raise ValueError(f"backend must be jax or diffusers, got {backend!r}")
