@@ -346,7 +346,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``scorelab`` command; returns the exit status."""
+    """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
+
+    Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``demo``, ``sweep`` and
+    ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A ``ValueError``,
+    :class:`scorelab.targets.DataError` or ``FileNotFoundError`` raised by the library is
+    printed as one line, ``scorelab COMMAND: error: MESSAGE``, on stderr. From a shell,
+    ``scorelab sample --exact seed_mixture --n 500``; from Python,
+    ``main(["sample", "--exact", "seed_mixture", "--n", "500"])``.
+
+    Args:
+        argv: the arguments after the program name, as a list of strings; ``None`` reads
+            ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 2 after an error message.
+
+    Raises:
+        SystemExit: from argparse, status 2 for unparsable arguments and 0 for ``--help``.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     from scorelab.targets import DataError
