@@ -111,6 +111,11 @@ def adaptive(
         :math:`\sigma_{N-2}, \dots, \sigma_0` (dense output) and the final sample. Draws
         nothing: ``noise`` must be ``None`` or ``(0, d)``.
 
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels; for an unknown ``solver`` (:data:`ADAPTIVE_SOLVERS`),
+            ``rtol <= 0`` or ``atol <= 0``, or ``max_steps`` not a positive integer.
+
     References:
         Kidger, P. (2021). On Neural Differential Equations (diffrax).
         https://arxiv.org/abs/2202.02435

@@ -75,8 +75,22 @@ def default_sigmas(n: int = 100, sigma_max: float = DEFAULT_SIGMA_MAX) -> Array:
     confirmed by sampling). The tutorial's grid is ``karras_sigmas(n)`` in
     :mod:`scorelab.noise`.
 
+    Args:
+        n: number of levels, integer ``>= 2``.
+        sigma_max: the top level, ``> 0.02``.
+
     Returns:
-        ``(n,)`` float32, ascending.
+        ``(n,)`` float32, ascending, ``sigmas[0] = 0.02``, ``sigmas[-1] = sigma_max``.
+
+    Raises:
+        ValueError: if ``n`` is not an integer ``>= 2`` or ``sigma_max <= 0.02``
+            (:func:`scorelab.noise.geometric_sigmas`).
+
+    References:
+        Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+        Distribution. https://arxiv.org/abs/1907.05600
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
     return geometric_sigmas(n, DEFAULT_SIGMA_MIN, sigma_max)
 
@@ -85,8 +99,25 @@ def default_sigmas(n: int = 100, sigma_max: float = DEFAULT_SIGMA_MAX) -> Array:
 def ve_prior(key: Array, n: int, dim: int, sigma) -> Array:
     r"""``n`` draws from the VE prior :math:`\mathcal{N}(0, \sigma^2 I)`, shape ``(n, dim)``.
 
-    Sample ``i`` is drawn from ``fold_in(key, i)``, so the result does not depend on ``n``.
-    Use ``sigma = sigmas[-1]`` of the sampler's grid.
+    .. math::
+        x_T^{(i)} = \sigma z_i, \qquad z_i \sim \mathcal{N}(0, I_{\mathrm{dim}}).
+
+    Sample ``i`` is drawn from ``fold_in(key, i)``, so the first ``m`` rows do not depend on
+    ``n``. Use ``sigma = sigmas[-1]`` of the sampler's grid. Jitted with ``n`` and ``dim``
+    static.
+
+    Args:
+        key: PRNG key.
+        n: number of samples (Python int).
+        dim: dimension ``d`` (Python int).
+        sigma: the prior's standard deviation, a scalar.
+
+    Returns:
+        ``(n, dim)`` array of JAX's default float (float32 unless x64 is enabled).
+
+    References:
+        Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
+        Distribution. https://arxiv.org/abs/1907.05600
     """
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     return sigma * jax.vmap(lambda k: jax.random.normal(k, (dim,)))(keys)
@@ -104,7 +135,7 @@ def exact_prior(key: Array, target, n: int, sigma) -> Array:
         sigma: noise level, normally ``sigmas[-1]``.
 
     Returns:
-        ``(n, d)``.
+        ``(n, d)`` array, ``d = target.dim``.
     """
     return target.ve_marginal(sigma).sample(key, n)
 

@@ -34,6 +34,13 @@ def ve_ddim_etas(sigmas, e: float = 1.0, eta_0: float = 0.0) -> Array:
         e: scale of the noise, ``>= 0``.
         eta_0: noise of the final step, ``>= 0``.
 
+    Returns:
+        ``(N,)`` float32 array (JAX's default float), ``etas[0] = eta_0``.
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels, or if ``e < 0`` or ``eta_0 < 0``.
+
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models, eq. 16.
         https://arxiv.org/abs/2010.02502
@@ -118,6 +125,10 @@ def ddim(sigmas, e: float = 1.0, eta_0: float = 0.0) -> Sampler:
         ``noise`` is ``(N, d)``: row ``j < N - 1`` for the step leaving :math:`\sigma_{N-1-j}`,
         row ``N - 1`` for the final step.
 
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels, or if ``e < 0`` or ``eta_0 < 0``.
+
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
@@ -165,6 +176,10 @@ def inference_process(
     Returns:
         :class:`SamplerOutput` with ``x`` the state at :math:`\sigma_0` and ``trajectory``
         ``(N - 1, d)``, the states at :math:`\sigma_{N-2}, \dots, \sigma_0`.
+
+    Raises:
+        ValueError: if ``etas`` and ``sigmas`` differ in shape, or ``noise`` is not
+            ``(N - 1, d)``.
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models, eq. 7.

@@ -80,6 +80,9 @@ def ula(step_size: float, n_steps: int, sigma: float = 0.0) -> Sampler:
         A :class:`Sampler` with ``nfe = n_steps``; its trajectory is ``(n_steps, d)``, the state
         after each step; ``noise`` is ``(n_steps, d)``, row ``k`` for step ``k``.
 
+    Raises:
+        ValueError: unless ``step_size > 0`` and ``n_steps`` is a positive integer.
+
     References:
         Roberts, G. O. & Tweedie, R. L. (1996). Exponential convergence of Langevin
         distributions and their discrete approximations. Bernoulli 2(4), 341-363.
@@ -120,6 +123,11 @@ def annealed_langevin(
         A :class:`Sampler` with ``nfe = N * n_steps_per_level``. Trajectory and ``noise`` are
         ``(N * n_steps_per_level, d)``: row ``l * n_steps_per_level + j`` is step ``j`` on level
         ``sigmas[N - 1 - l]`` (levels counted from the top).
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels; unless ``n_steps_per_level`` is a positive integer; unless
+            ``step_ratio > 0``.
 
     References:
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
@@ -209,6 +217,9 @@ def mala(log_density_fn, step_size: float, n_steps: int, sigma: float = 0.0) -> 
         ``log_density_fn``). Trajectory ``(n_steps, d)``: the state after each step; ``noise``
         ``(n_steps, d + 1)``: row ``k`` is step ``k``'s proposal draw :math:`z_k` followed by
         :math:`w_k`, whose normal CDF :math:`\Phi(w_k)` is the accept test's uniform.
+
+    Raises:
+        ValueError: unless ``step_size > 0`` and ``n_steps`` is a positive integer.
 
     References:
         Roberts, G. O. & Tweedie, R. L. (1996). Exponential convergence of Langevin

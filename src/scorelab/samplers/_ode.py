@@ -102,6 +102,10 @@ def euler(sigmas) -> Sampler:
         :math:`\sigma_{N-2}, \dots, \sigma_0` and the final sample. Draws nothing: ``noise``
         must be ``None`` or ``(0, d)``.
 
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels.
+
     References:
         Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
         Models, Alg. 1 without its line 6. https://arxiv.org/abs/2206.00364
@@ -127,6 +131,10 @@ def heun(sigmas) -> Sampler:
     Returns:
         A :class:`Sampler` with ``nfe = 2 N - 1``; trajectory and ``noise`` as :func:`euler`.
 
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels.
+
     References:
         Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
         Models, Alg. 1. https://arxiv.org/abs/2206.00364
@@ -144,6 +152,23 @@ def edm_gammas(sigmas, s_churn: float, s_tmin: float = 0.0, s_tmax: float = math
         \sigma_i \in [S_\mathrm{tmin}, S_\mathrm{tmax}] \\ 0 & \text{otherwise} \end{cases}
 
     (Karras et al., 2022, Alg. 2, line 4), with :math:`N` the number of levels (= steps).
+
+    Args:
+        sigmas: ``(N,)`` ascending grid.
+        s_churn: :math:`S_\mathrm{churn} \ge 0`, the total churn (0: no noise added).
+        s_tmin, s_tmax: the levels that get churn, ``0 <= s_tmin <= s_tmax``.
+
+    Returns:
+        ``(N,)`` float32 array, ``gammas[j]`` for the level :math:`\sigma_{N-1-j}` (from the
+        top down).
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels; unless ``s_churn >= 0`` and ``0 <= s_tmin <= s_tmax``.
+
+    References:
+        Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
+        Models, Alg. 2. https://arxiv.org/abs/2206.00364
     """
     sigmas = check_sigmas(sigmas)
     if not (s_churn >= 0 and 0 <= s_tmin <= s_tmax):
@@ -183,6 +208,11 @@ def edm(
     Returns:
         A :class:`Sampler` with ``nfe = 2 N - 1``; trajectory as :func:`euler`; ``noise``
         ``(N, d)``, row ``j`` for the churn at :math:`\sigma_{N-1-j}`.
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels; for bad churn settings (:func:`edm_gammas`) or
+            ``s_noise < 0``.
 
     References:
         Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
@@ -258,6 +288,10 @@ def dpmpp_2m(sigmas) -> Sampler:
 
     Returns:
         A :class:`Sampler` with ``nfe = N``; trajectory and ``noise`` as :func:`euler`.
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels.
 
     References:
         Lu, C. et al. (2022). DPM-Solver++: Fast Solver for Guided Sampling of Diffusion

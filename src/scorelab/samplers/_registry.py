@@ -130,6 +130,15 @@ def sampler_options(name: str, options: dict[str, Any] | None = None) -> dict[st
     """The options of sampler ``name``: its defaults (:data:`SAMPLER_OPTIONS`) updated by
     ``options``.
 
+    Args:
+        name: a key of :data:`SAMPLERS`.
+        options: option name -> value, a subset of the sampler's
+            :attr:`SamplerSpec.options`; ``None`` for the defaults.
+
+    Returns:
+        A new dict with every option the sampler takes, e.g. ``sampler_options("ddim")`` is
+        ``{"e": 1.0, "eta_0": 0.0}``.
+
     Raises:
         ValueError: for an unknown sampler or an option it does not take, naming the accepted.
     """
@@ -174,8 +183,26 @@ def build_sampler(
 
 
 def budget_levels(name: str, nfe: int, options: dict[str, Any] | None = None) -> int | None:
-    """The largest grid size ``N`` whose NFE fits the budget ``nfe`` (``None`` for samplers
-    without a grid or with an adaptive one)."""
+    """The largest grid size ``N`` whose NFE fits the budget ``nfe``.
+
+    ``N = nfe`` for samplers with one evaluation per level, ``(nfe + 1) // 2`` for ``heun``
+    and ``edm`` (``2N - 1``), ``nfe // (M + 1)`` for ``pc`` and ``nfe // k`` for
+    ``annealed`` with ``k`` steps per level. The result may be below 2 (too small a budget
+    for any grid); callers skip it.
+
+    Args:
+        name: a key of :data:`SAMPLERS`.
+        nfe: the budget of score evaluations per chain, a positive integer.
+        options: the sampler's options, as :func:`sampler_options`.
+
+    Returns:
+        ``N`` as an int, or ``None`` for samplers without a grid (``ula``, ``mala``) or with
+        an adaptive one (``tsit5``, ``dopri5``).
+
+    Raises:
+        KeyError: for an unknown ``name``.
+        ValueError: for an option the sampler does not take (:func:`sampler_options`).
+    """
     spec = SAMPLERS[name]
     if spec.levels is None:
         return None

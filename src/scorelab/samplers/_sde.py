@@ -121,6 +121,10 @@ def euler_maruyama(sigmas) -> Sampler:
         :math:`\sigma_{N-2}, \dots, \sigma_0` and the final sample; ``noise`` ``(N, d)``, row
         ``j`` for the step leaving :math:`\sigma_{N-1-j}` (the last row is unused).
 
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels.
+
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, eq. 6 and App. E. https://arxiv.org/abs/2011.13456
@@ -148,6 +152,10 @@ def ancestral(sigmas) -> Sampler:
 
     Returns:
         A :class:`Sampler` with ``nfe = N``; trajectory and ``noise`` as :func:`euler_maruyama`.
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models, Alg. 2.
@@ -205,6 +213,11 @@ def predictor_corrector(
         each level's predictor step. ``noise`` ``(N (M + 1), d)``: for level ``j`` from the top,
         rows ``j (M + 1) + m``, ``m < M``, for its corrector steps, then row
         ``j (M + 1) + M`` for its predictor step.
+
+    Raises:
+        ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
+            ``>= 2`` levels; if ``n_corrector`` is not an integer ``>= 0``, ``snr <= 0``,
+            or ``step_rule`` is not in :data:`STEP_RULES`.
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic

@@ -32,8 +32,25 @@ from scorelab.samplers._core import ve_prior
 
 
 def vp_alpha_sigma_from_ve(sigma) -> tuple[Array, Array]:
-    r"""The VP scales :math:`(\alpha_t, \sigma_t) = (1, \sigma) / \sqrt{1 + \sigma^2}` of a VE
-    level :math:`\sigma` (scalar or array)."""
+    r"""The VP scales of a VE level :math:`\sigma`.
+
+    .. math::
+        \alpha_t = \frac{1}{\sqrt{1 + \sigma^2}}, \qquad \sigma_t = \sigma \alpha_t
+        = \frac{\sigma}{\sqrt{1 + \sigma^2}},
+
+    the unique :math:`(\alpha_t, \sigma_t)` with :math:`\alpha_t^2 + \sigma_t^2 = 1` and
+    :math:`\sigma_t / \alpha_t = \sigma`.
+
+    Args:
+        sigma: VE level(s) :math:`\sigma \ge 0`, scalar or array of any shape.
+
+    Returns:
+        ``(alpha_t, sigma_t)``, each shaped like ``sigma``.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
+    """
     alpha_t = 1.0 / jnp.sqrt(1.0 + jnp.square(sigma))
     return alpha_t, sigma * alpha_t
 
@@ -46,7 +63,11 @@ def ve_sigmas_from_vp(alpha_t, sigma_t) -> Array:
         alpha_t, sigma_t: ``(T,)`` signal and noise scales.
 
     Returns:
-        ``(T,)`` float32.
+        ``(T,)`` float32 (any common shape of the inputs works elementwise).
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
     """
     return (jnp.asarray(sigma_t, jnp.float32) / jnp.asarray(alpha_t, jnp.float32)).astype(
         jnp.float32
@@ -74,21 +95,57 @@ def ve_score_from_vp(vp_score_fn):
 
     Returns:
         A :class:`jax.tree_util.Partial` (an Equinox module's weights stay traced leaves
-        under :func:`scorelab.samplers.sample`).
+        under :func:`scorelab.samplers.sample`), called as ``score_fn(y (d,), sigma) -> (d,)``.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
     """
     return Partial(_ve_score, vp_score_fn=vp_score_fn)
 
 
 def vp_prior(key: Array, n: int, dim: int, sigma) -> Array:
-    r"""The VP prior :math:`x_T \sim \mathcal{N}(0, I)` in the VE variable,
-    :math:`y_T = x_T / \alpha_T \sim \mathcal{N}(0, (1 + \sigma^2) I)`, shape ``(n, dim)``.
+    r"""``n`` draws from the VP prior :math:`x_T \sim \mathcal{N}(0, I)` in the VE variable.
 
-    Sample ``i`` is drawn from ``fold_in(key, i)``; ``sigma`` is the grid's top level.
+    .. math::
+        y_T = x_T / \alpha_T \sim \mathcal{N}\big(0, (1 + \sigma^2) I\big),
+
+    with :math:`\sigma` the grid's top level. Sample ``i`` is drawn from ``fold_in(key, i)``
+    (:func:`ve_prior` with standard deviation :math:`\sqrt{1 + \sigma^2}`).
+
+    Args:
+        key: PRNG key.
+        n: number of samples (Python int).
+        dim: dimension ``d`` (Python int).
+        sigma: the grid's top VE level ``sigmas[-1]``, a scalar.
+
+    Returns:
+        ``(n, dim)`` float32 array of starting states :math:`y_T`.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
     """
     return ve_prior(key, n, dim, jnp.sqrt(1.0 + jnp.square(jnp.float32(sigma))))
 
 
 def vp_state(y: Array, sigma) -> Array:
-    r"""A VE state back in VP coordinates: :math:`x_t = \alpha_t y`, ``alpha_t`` from ``sigma``
-    (broadcast against ``y``; at :math:`\sigma = 0`, :math:`x_0 = y`)."""
+    r"""A VE state back in VP coordinates.
+
+    .. math::
+        x_t = \alpha_t\, y, \qquad \alpha_t = 1 / \sqrt{1 + \sigma^2};
+
+    at :math:`\sigma = 0` (a finished chain), :math:`x_0 = y`.
+
+    Args:
+        y: VE state(s), e.g. ``(d,)`` or ``(n, d)``.
+        sigma: VE level of ``y``, scalar or broadcastable against ``y`` (e.g. ``(n, 1)``).
+
+    Returns:
+        :math:`x_t`, the broadcast shape of ``y`` and ``sigma``.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
+    """
     return vp_alpha_sigma_from_ve(sigma)[0] * y
