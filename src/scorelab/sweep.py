@@ -104,6 +104,17 @@ def sweep_sampler(name: str, **options) -> SweepSampler:
 
     Options are keys of :data:`scorelab.samplers.SAMPLER_OPTIONS`, e.g.
     ``sweep_sampler("pc", n_corrector=2)`` or ``sweep_sampler("tsit5", rtol=1e-2, atol=1e-2)``.
+    A budget buys ``N = levels(nfe)`` levels (:func:`scorelab.samplers.budget_levels`: ``N =
+    NFE``, ``(NFE + 1) // 2`` for Heun and EDM, ``NFE // (M + 1)`` for predictor-corrector).
+
+    Args:
+        name: one of :data:`SWEEP_SAMPLERS`.
+        **options: the sampler's options; the rest take their defaults.
+
+    Returns:
+        A :class:`SweepSampler` with its label (options shown for ``ddim``, ``pc``, ``edm``,
+        ``annealed`` and the adaptive solvers), ``build(sigmas)`` and ``levels(nfe)``
+        (``None`` for ``tsit5`` / ``dopri5``).
 
     Raises:
         ValueError: for an unknown name or option, naming the accepted ones.
@@ -192,7 +203,18 @@ def sweep(
         progress: called with a line per finished run.
 
     Returns:
-        A :class:`SweepResult`.
+        A :class:`SweepResult`: one row per (seed, sampler, grid size, score), the floors of
+        :data:`METRICS` (from ``floor_repeats`` exact pairs of ``n_samples``) and the settings.
+
+    Raises:
+        ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
+            a budget is not a positive integer, or the grid settings are invalid
+            (:func:`scorelab.noise.sigma_grid`).
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models (samplers compared at equal NFE).
+        https://arxiv.org/abs/2206.00364
     """
     if not sampler_specs or not nfes or not score_fns or not seeds:
         raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
@@ -249,7 +271,21 @@ def sweep(
 
 
 def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows averaged over seeds: one per (sampler, score, nfe), in first-seen order."""
+    """Rows averaged over seeds: one per (sampler, score, grid size), in first-seen order.
+
+    Rows are grouped by ``sampler``, ``score`` and ``levels`` (a grid size fixes the NFE; an
+    adaptive sampler, ``levels`` ``None``, forms one group per label) and each metric is the
+    arithmetic mean over the group.
+
+    Args:
+        rows: :attr:`SweepResult.rows`, dicts with ``sampler``, ``score``, ``nfe``,
+            ``levels``, ``sw``, ``mmd2``, ``tv``, ``var_ratio``, ``near`` and ``far``.
+
+    Returns:
+        A list of dicts with ``sampler``, ``score``, ``nfe`` (an int when every seed spent the
+        same, else the mean rounded to 0.1), ``levels``, ``n_seeds`` and the mean of each
+        metric.
+    """
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["sampler"], row["score"], row["levels"]), []).append(row)
@@ -282,13 +318,32 @@ mixture (Karras grid from 0.002) keeps 0.14x the within-mode variance with every
 def fewest_nfe(
     result: SweepResult, metric: str = "sw", factor: float = 1.5
 ) -> dict[tuple[str, str], float | None]:
-    """The fewest NFE from which each (sampler, score) stays within ``factor`` x the floor.
+    r"""The fewest NFE from which each (sampler, score) stays within ``factor`` x the floor.
 
     On the seed-averaged rows (:func:`mean_rows`), the smallest NFE such that the metric is
     ``<= factor * floor mean`` there and at every larger NFE swept; ``None`` if none.
     For ``mmd2``, whose floor is centred on 0 (unbiased), the bound is floor mean +
     ``factor`` x floor sd instead. ``metric="all"`` asks every metric of :data:`METRICS` to
     hold its bound and the within-mode variance ratio to lie in :data:`VAR_RATIO_BAND`.
+
+    .. math::
+        \mathrm{NFE}^\star = \min\{n : m(n') \le b \ \text{for every swept}\ n' \ge n\},
+        \qquad b = \begin{cases} \bar f + k\, s_f & \text{MMD}^2 \\ k \bar f &
+        \text{otherwise,} \end{cases}
+
+    with :math:`\bar f, s_f` the floor's mean and standard deviation and :math:`k` = ``factor``.
+
+    Args:
+        result: a :class:`SweepResult`.
+        metric: one of :data:`METRICS`, or ``"all"``.
+        factor: :math:`k`, the allowed multiple of the floor.
+
+    Returns:
+        ``(sampler label, score label) -> NFE``, ``None`` where the bound fails at the
+        largest budget swept (or any NaN metric there).
+
+    Raises:
+        ValueError: for an unknown ``metric``.
     """
     if metric not in (*METRICS, "all"):
         raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(METRICS)}, all")
@@ -344,7 +399,18 @@ class SweepSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SweepSettings:
-        """Settings from a mapping; unknown fields raise ``ValueError`` naming the accepted."""
+        """Settings from a mapping, e.g. the ``[sweep]`` table of a TOML file.
+
+        Args:
+            values: field name -> value; lists become tuples for ``samplers``, ``nfe``,
+                ``tolerances`` and ``seeds``.
+
+        Returns:
+            The :class:`SweepSettings`.
+
+        Raises:
+            ValueError: for an unknown field, naming the accepted ones.
+        """
         names = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         if unknown:
@@ -353,7 +419,14 @@ class SweepSettings:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
     def specs(self) -> list[SweepSampler]:
-        """The :class:`SweepSampler` records: one per name, one per tolerance if adaptive."""
+        """The :class:`SweepSampler` records: one per name, one per tolerance if adaptive.
+
+        Returns:
+            A list of :class:`SweepSampler` in the order of ``samplers``.
+
+        Raises:
+            ValueError: for an unknown sampler name or option (:func:`sweep_sampler`).
+        """
         specs = []
         for name in self.samplers:
             options = dict(self.options.get(name, {}))
@@ -365,9 +438,20 @@ class SweepSettings:
 
 
 def save(result: SweepResult, out_dir) -> list[Path]:
-    """Write ``sweep.csv`` (every row), ``sweep.json`` (rows, seed means, floors, settings,
-    fewest NFE within 1.5x the floor per metric and for ``"all"``) into ``out_dir``; returns
-    the paths."""
+    """Write a sweep's rows and summary to ``out_dir`` as CSV and JSON.
+
+    ``sweep.csv`` holds every row; ``sweep.json`` holds the settings, floors, seed means
+    (:func:`mean_rows`), the rows, and :func:`fewest_nfe` within 1.5x the floor for each
+    metric of :data:`METRICS` and for ``"all"``.
+
+    Args:
+        result: a :class:`SweepResult`.
+        out_dir: the output folder, ``str`` or path-like; created if missing, files in it
+            overwritten.
+
+    Returns:
+        ``[out_dir / "sweep.csv", out_dir / "sweep.json"]``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
@@ -401,6 +485,9 @@ def load_score_model(path) -> NoiseConditionalMLP:
         path: a ``scorelab train`` run directory, or a model written by
             :func:`scorelab.checkpoints.save_model` (with or without its suffix, e.g. the
             demo's ``runs/demo/models/ncsn``).
+
+    Returns:
+        The :class:`scorelab.models.NoiseConditionalMLP`, a ``score_fn(x (d,), sigma)``.
 
     Raises:
         FileNotFoundError: naming the missing file.
