@@ -154,7 +154,7 @@ def _file(tmp_path, name, array):
         (["sample", "--exact", "seed_mixture", "--e", "-0.5"], "sampler.e"),
         (["sample", "--exact", "seed_mixture", "--sigma-min", "-1"], "sampler.sigma_min"),
         (["sample", "--exact", "seed_mixture", "--sigma-min", "90"], "sampler.sigma_max"),
-        (["sample", "--exact", "seed_mixture", "--sampler", "heun"], "sampler.name"),
+        (["sample", "--exact", "seed_mixture", "--sampler", "rk4"], "sampler.name"),
         (["sample", "--exact", "two_moons"], "no exact score"),
         (["sample", "--exact", "seed_mixture", "--n", "0"], "sample.n"),
         (["sample", "--run", "no/such/run"], "no config.json"),
