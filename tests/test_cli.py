@@ -208,6 +208,7 @@ floor_repeats = 2
 n_chains_animated = 4
 [hyvarinen]
 steps = 4
+warmup_steps = 1
 batch_size = 32
 steps_per_dispatch = 2
 [dsm]
