@@ -85,11 +85,14 @@ def test_settings_and_samplers_reject_unknown_names():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["heun", "dpmpp_2m", "euler_maruyama"])
-def test_exact_score_reaches_the_floor(mixture, name):
-    """With the exact score at 40 NFE, the seed-mean SW and TV (3 x 4000 samples) are within
-    1.5x their floors: what is left is the finite sample, not the sampler."""
-    result = sweep(mixture, [sweep_sampler(name)], [40], {"exact": ExactScore(mixture)})
+@pytest.mark.parametrize("name, nfe", [("heun", 40), ("dpmpp_2m", 40), ("euler_maruyama", 160)])
+def test_exact_score_reaches_the_floor(mixture, name, nfe):
+    """With the exact score, the seed-mean SW and TV (3 x 4000 samples) are within 1.5x their
+    floors: what is left is the finite sample, not the sampler. The budgets are the sampler
+    map's order (docs/benchmarks.md): the second-order solvers are there by 20-40 NFE; the
+    first-order Euler-Maruyama, at this sample size, needs 160 (mode-weight TV 0.029 at 40 and
+    0.027 at 80 against a floor of 0.017, so a bound of 0.025)."""
+    result = sweep(mixture, [sweep_sampler(name)], [nfe], {"exact": ExactScore(mixture)})
     (row,) = mean_rows(result.rows)
     assert row["sw"] <= 1.5 * result.floors["sw"][0]
     assert row["tv"] <= 1.5 * result.floors["tv"][0]
