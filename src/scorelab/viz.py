@@ -926,8 +926,9 @@ def sampler_map(
         raise ValueError("rows is empty: run scorelab.sweep.sweep first")
     labels = list(dict.fromkeys(row["sampler"] for row in rows))
     colors = dict(zip(labels, _series_colors(len(labels))))
-    # Colour and marker together tell apart more samplers than the 9 colours alone.
-    markers = {label: "osD^vP*Xph"[i % 10] for i, label in enumerate(labels)}
+    # Colour and marker together tell apart more samplers than the 9 colours alone: 7 markers
+    # against 9 colours (coprime), so no pair repeats before 63 samplers.
+    markers = {label: "osD^vPX"[i % 7] for i, label in enumerate(labels)}
     fig = _figure(figsize=(_PANEL * len(metric_names), 4.2))
     for index, name in enumerate(metric_names):
         ax = fig.add_subplot(1, len(metric_names), index + 1)
