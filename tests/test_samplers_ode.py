@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _sampler_checks import assert_nfe_counts_score_evaluations
 
 from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas
@@ -187,17 +188,7 @@ def test_adaptive_nfe_is_per_chain_under_the_driver(mixture):
     ids=["euler", "heun", "edm", "dpmpp_2m"],
 )  # fmt: skip
 def test_nfe_counts_score_evaluations(sampler, nfe):
-    calls = []
-
-    def score_fn(x, sigma):
-        jax.debug.callback(lambda: calls.append(None))
-        return -x / (1.0 + sigma**2)
-
-    out = sampler.run(jax.random.key(9), score_fn, jnp.ones(2), trajectory=True)
-    jax.effects_barrier()
-    assert sampler.nfe == nfe == len(calls)
-    assert out.trajectory.shape == (7, 2)
-    np.testing.assert_array_equal(out.trajectory[-1], out.x)
+    assert_nfe_counts_score_evaluations(sampler, nfe, n_levels=7)
 
 
 def test_deterministic_samplers_draw_nothing():

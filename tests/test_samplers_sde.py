@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _sampler_checks import assert_nfe_counts_score_evaluations
 
 from scorelab import schedulers
 from scorelab.models import ExactScore
@@ -145,17 +146,7 @@ def test_vp_ddim_eta0_equals_euler_through_the_conversion(mixture):
     ids=["euler_maruyama", "ancestral", "pc"],
 )  # fmt: skip
 def test_nfe_counts_score_evaluations(sampler, nfe):
-    calls = []
-
-    def score_fn(x, sigma):
-        jax.debug.callback(lambda: calls.append(None))
-        return -x / (1.0 + sigma**2)
-
-    out = sampler.run(jax.random.key(9), score_fn, jnp.ones(2), trajectory=True)
-    jax.effects_barrier()
-    assert sampler.nfe == nfe == len(calls)
-    assert out.trajectory.shape == (6, 2)
-    np.testing.assert_array_equal(out.trajectory[-1], out.x)
+    assert_nfe_counts_score_evaluations(sampler, nfe, n_levels=6)
 
 
 def test_stochastic_chains_do_not_depend_on_the_batch(mixture):
