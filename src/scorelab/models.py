@@ -46,9 +46,8 @@ ACTIVATIONS = {
 arguments stay JSON for :func:`scorelab.checkpoints.save_model`)."""
 
 
-def _activation(name: str):
+def _check_activation(name: str) -> None:
     check_choice("activation", name, tuple(ACTIVATIONS))
-    return ACTIVATIONS[name]
 
 
 class MLP(eqx.Module):
@@ -85,7 +84,7 @@ class MLP(eqx.Module):
         input_scale: float = 1.0,
         activation: str = "leaky_relu",
     ):
-        _activation(activation)
+        _check_activation(activation)
         keys = jax.random.split(key, len(widths) + 1)
         sizes = (dim, *widths)
         self.hidden_layers = tuple(
@@ -148,7 +147,7 @@ class NoiseConditionalMLP(eqx.Module):
         sigma_data: float | None = None,
         activation: str = "leaky_relu",
     ):
-        _activation(activation)
+        _check_activation(activation)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         w1, w2, w3 = widths
         self.layers = (
