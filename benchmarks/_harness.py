@@ -67,12 +67,22 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def matmul_case(n: int = 2048) -> tuple[Callable[[], float], float]:
+def on_accelerator() -> bool:
+    """Whether JAX's default device is a GPU/TPU (the benchmarks then size their peaks for it)."""
+    return jax.default_backend() != "cpu"
+
+
+def matmul_case(n: int | None = None) -> tuple[Callable[[], float], float]:
     """A timing case for one float32 ``(n, n) @ (n, n)`` and its FLOP count ``2 n^3``.
 
     The best-case dense throughput of this machine under XLA: the denominator of every
-    fraction-of-peak figure.
+    fraction-of-peak figure. ``n`` defaults to 2048 on a CPU and 8192 on an accelerator,
+    where a 2048^3 product lasts well under a millisecond and measures launch latency.
+    XLA's default precision applies (on an NVIDIA GPU that is TF32 for float32 matmuls), the
+    same as for the workloads divided by it.
     """
+    if n is None:
+        n = 8192 if on_accelerator() else 2048
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
@@ -103,6 +113,7 @@ def machine() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(device) for device in jax.devices()],
         "device_kind": jax.devices()[0].device_kind,
+        "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     try:
@@ -114,6 +125,22 @@ def machine() -> dict:
     except (OSError, subprocess.CalledProcessError):
         pass
     return info
+
+
+def device_peak_mib() -> float | None:
+    """Peak bytes the default device's allocator held, in MiB; ``None`` where it keeps no
+    statistics (the CPU backend: read the process's peak RSS there instead)."""
+    stats = jax.devices()[0].memory_stats()
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return stats["peak_bytes_in_use"] / 2**20
+
+
+def torch_device() -> str:
+    """``"cuda"`` where torch sees a GPU, else ``"cpu"``: peers run on the device scorelab does."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and on_accelerator() else "cpu"
 
 
 def table(headers: list[str], rows: list[list]) -> str:

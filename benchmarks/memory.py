@@ -6,7 +6,9 @@ that process (compiled code and the Python/JAX runtime included). ``baseline`` i
 scorelab and runs one tiny jitted function: subtract it to see what a workload adds. The
 ``arrays`` column is a lower bound for comparison: the largest single activation the
 workload must hold (``n x 512`` float32 for the networks; the chains' state for the exact
-score).
+score). On a GPU the process's peak RSS is host memory only; the ``device peak`` column is
+then the device allocator's ``peak_bytes_in_use`` (``jax.Device.memory_stats``; run with
+``XLA_PYTHON_CLIENT_PREALLOCATE=false`` or not, the allocator counts what is in use).
 
 * ``train <objective>``: ``scorelab.training.train``, 10 steps at the tutorial's settings
   (batch 2048; see ``training.py``);
@@ -24,10 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _harness import parse_args, table, write
+from _harness import device_peak_mib, parse_args, table, write
 
 HERE = Path(__file__).parent
 MIB = 2**20
+HEADERS = ["workload", "peak RSS MiB", "over baseline MiB", "device peak MiB", "arrays MiB"]
 
 
 def workloads(quick: bool) -> dict[str, float]:
@@ -84,7 +87,7 @@ def child(name: str, quick: bool) -> None:
         run = functools.partial(sample, jax.random.key(2), sampler, score_fn, x_init)
         jax.block_until_ready(run().x)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"maxrss_mib": peak_kib / 1024}))
+    print(json.dumps({"maxrss_mib": peak_kib / 1024, "device_peak_mib": device_peak_mib()}))
 
 
 def main():
@@ -102,24 +105,22 @@ def main():
         done = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
         if done.returncode != 0:
             raise RuntimeError(f"{name} failed:\n{done.stderr[-2000:]}")
-        peak = json.loads(done.stdout.strip().splitlines()[-1])["maxrss_mib"]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        peak, device_peak = report["maxrss_mib"], report["device_peak_mib"]
         baseline = peak if baseline is None else baseline
         results.append(
             {
                 "workload": name,
                 "peak_rss_mib": peak,
                 "over_baseline_mib": peak - baseline,
+                "device_peak_mib": device_peak,
                 "largest_array_mib": arrays_mib,
             }
         )
-        rows.append([name, peak, peak - baseline, arrays_mib])
-        print(
-            table(
-                ["workload", "peak RSS MiB", "over baseline", "arrays MiB"], rows[-1:]
-            ).splitlines()[-1],
-            flush=True,
-        )
-    print(table(["workload", "peak RSS MiB", "over baseline MiB", "largest array MiB"], rows))
+        rows.append([name, peak, peak - baseline, "-" if device_peak is None else device_peak])
+        rows[-1].append(arrays_mib)
+        print(table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
+    print(table(HEADERS, rows))
     write("memory", {"quick": args.quick, "results": results}, args.out)
 
 

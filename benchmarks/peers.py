@@ -7,8 +7,8 @@ tutorial's 9-mode mixture,
     eps(x_t, t) = -sqrt(1 - abar_t) grad log q_t(x_t),
     q_t = sum_k w_k N(sqrt(abar_t) mu_k, abar_t C_k + (1 - abar_t) I),
 
-run (a) by ``diffusers.DDIMScheduler.step`` in a torch loop on the CPU with 1 and with 2
-threads, the epsilon in torch, and (b) by ``scorelab.schedulers.ddim_sample`` (one
+run (a) by ``diffusers.DDIMScheduler.step`` in a torch loop, the epsilon in torch, on the CPU
+with 1 and with 2 threads (on the GPU instead, where JAX and torch both see one), and (b) by ``scorelab.schedulers.ddim_sample`` (one
 ``lax.scan``, jitted; XLA uses every core), the epsilon from ``scorelab.targets``. Rows for
 ``eta = 0`` (deterministic: the two final samples are compared, ``max |diff|``) and
 ``eta = 1``.
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from _harness import interleaved, median, parse_args, table, timed, write
+from _harness import interleaved, median, parse_args, table, timed, torch_device, write
 from diffusers import DDIMScheduler
 
 from scorelab import schedulers
@@ -60,12 +60,12 @@ def jax_ddim(target, n_steps: int, eta: float):
     return run
 
 
-def torch_eps_fn(target):
+def torch_eps_fn(target, device: str):
     """The same exact epsilon in torch (float32): responsibilities by log-sum-exp."""
-    means = torch.from_numpy(np.array(target.means, np.float32))
-    covariances = torch.from_numpy(np.array(target.covariances, np.float32))
-    log_weights = torch.from_numpy(np.log(np.array(target.weights, np.float32)))
-    eye = torch.eye(means.shape[1])
+    means = torch.from_numpy(np.array(target.means, np.float32)).to(device)
+    covariances = torch.from_numpy(np.array(target.covariances, np.float32)).to(device)
+    log_weights = torch.from_numpy(np.log(np.array(target.weights, np.float32))).to(device)
+    eye = torch.eye(means.shape[1], device=device)
 
     def eps_fn(x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         covariance = alpha_bar * covariances + (1 - alpha_bar) * eye
@@ -79,7 +79,7 @@ def torch_eps_fn(target):
     return eps_fn
 
 
-def torch_ddim(target, n_steps: int, eta: float):
+def torch_ddim(target, n_steps: int, eta: float, device: str):
     scheduler = DDIMScheduler(
         num_train_timesteps=CONFIG.num_train_timesteps,
         beta_start=CONFIG.beta_start,
@@ -88,25 +88,29 @@ def torch_ddim(target, n_steps: int, eta: float):
         clip_sample=False,
         set_alpha_to_one=True,
     )
-    scheduler.set_timesteps(n_steps)
-    eps_fn = torch_eps_fn(target)
+    scheduler.set_timesteps(n_steps, device=device)
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    eps_fn = torch_eps_fn(target, device)
 
     def run(x_T: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(0)
-        x = x_T.clone()
+        generator = torch.Generator(device).manual_seed(0)
+        x = x_T.to(device)
         with torch.inference_mode():
             for t in scheduler.timesteps:
-                eps = eps_fn(x, scheduler.alphas_cumprod[t])
+                eps = eps_fn(x, alphas_cumprod[t])
                 x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
-        return x
+        return x.cpu()  # waits for the device
 
     return run
 
 
-def torch_case(run, x_T: torch.Tensor, threads: int):
+def torch_case(run, x_T: torch.Tensor, threads: int | None):
+    """Time ``run(x_T)``; on the CPU with ``threads`` torch threads (``None``: the GPU)."""
+
     def case() -> float:
         previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
         try:
             start = time.perf_counter()
             run(x_T)
@@ -117,24 +121,31 @@ def torch_case(run, x_T: torch.Tensor, threads: int):
     return case
 
 
+def torch_peers(device: str) -> dict[str, int | None]:
+    """The torch cases: 1 and 2 CPU threads, or the GPU."""
+    if device == "cuda":
+        return {f"diffusers {torch.cuda.get_device_name()}": None}
+    return {"diffusers 1 thread": 1, "diffusers 2 threads": 2}
+
+
 def ddim_rows(target, n_chains: int, n_steps: int, repeats: int) -> list[dict]:
     x_T = np.asarray(jax.random.normal(jax.random.key(0), (n_chains, 2)), np.float32)
     rows = []
+    device = torch_device()
+    peers = torch_peers(device)
     for eta in (0.0, 1.0):
-        run_jax, run_torch = jax_ddim(target, n_steps, eta), torch_ddim(target, n_steps, eta)
+        run_jax = jax_ddim(target, n_steps, eta)
+        run_torch = torch_ddim(target, n_steps, eta, device)
         key, x_T_jax, x_T_torch = jax.random.key(1), jnp.asarray(x_T), torch.from_numpy(x_T)
         first = timed(lambda: run_jax(x_T_jax, key))  # noqa: B023
         max_diff = float(
             np.max(np.abs(np.asarray(run_jax(x_T_jax, key)) - run_torch(x_T_torch).numpy()))
         )
-        cases = {
-            "scorelab": functools.partial(timed, functools.partial(run_jax, x_T_jax, key)),
-            "diffusers 1 thread": torch_case(run_torch, x_T_torch, 1),
-            "diffusers 2 threads": torch_case(run_torch, x_T_torch, 2),
-        }
+        cases = {"scorelab": functools.partial(timed, functools.partial(run_jax, x_T_jax, key))}
+        cases.update({peer: torch_case(run_torch, x_T_torch, n) for peer, n in peers.items()})
         samples = interleaved(cases, repeats)
         t_lab = median(samples["scorelab"])
-        for peer in ("diffusers 1 thread", "diffusers 2 threads"):
+        for peer in peers:
             t_peer = median(samples[peer])
             rows.append(
                 {

@@ -8,7 +8,9 @@ dict, so both sample the same network:
 * ``scorelab``: :func:`scorelab.pretrained.sample` (one jitted ``lax.scan``), XLA with its
   default CPU threading;
 * ``diffusers tN``: ``DDIMPipeline(unet, scheduler)(batch_size=1, num_inference_steps=10,
-  eta=1)`` with ``torch.set_num_threads(N)``.
+  eta=1)`` with ``torch.set_num_threads(N)``; on a machine where JAX and torch both see a GPU,
+  one case ``diffusers cuda`` instead (the pipeline on the GPU, its generator on the CPU so that
+  its noise stays the one scorelab replays).
 
 Cases run interleaved, each once per round (``_harness.interleaved``); medians over rounds.
 scorelab's compile time (``lower`` + ``compile`` of the jitted sampler) is reported
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from _harness import interleaved, median, parse_args, table, timed, write
+from _harness import interleaved, median, parse_args, table, timed, torch_device, write
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from scorelab.pretrained import _ddim, sample
@@ -75,7 +77,8 @@ def main() -> None:
         parser.add_argument("--threads", default="1,2", help="torch thread counts to time")
 
     args = parse_args(__doc__.splitlines()[0], repeats=2, extra=extra)
-    threads = [int(t) for t in args.threads.split(",")]
+    device = torch_device()
+    threads = [None] if device == "cuda" else [int(t) for t in args.threads.split(",")]
     size = 32 if args.quick else 256
     config = {**CELEBAHQ_UNET, "sample_size": size}
 
@@ -88,6 +91,7 @@ def main() -> None:
     pipeline.set_progress_bar_config(disable=True)
     unet = UNet2D.from_weights(config, {k: v.numpy() for k, v in reference.state_dict().items()})
     n_parameters = sum(p.numel() for p in reference.parameters())
+    pipeline.to(device)
 
     # The pipeline's noise: x_T, then one draw per step, from one generator.
     generator = torch.Generator().manual_seed(SEED)
@@ -114,7 +118,8 @@ def main() -> None:
     first = np.asarray(jax.block_until_ready(run_scorelab()))  # fills jit's cache
 
     def run_diffusers(n_threads):
-        torch.set_num_threads(n_threads)
+        if n_threads is not None:
+            torch.set_num_threads(n_threads)
         with torch.no_grad():
             return pipeline(
                 batch_size=1,
@@ -130,7 +135,8 @@ def main() -> None:
 
     cases = {"scorelab": lambda: timed(run_scorelab)}
     for n_threads in threads:
-        cases[f"diffusers t{n_threads}"] = lambda n=n_threads: timed(lambda: run_diffusers(n))
+        name = "diffusers cuda" if n_threads is None else f"diffusers t{n_threads}"
+        cases[name] = lambda n=n_threads: timed(lambda: run_diffusers(n))
     samples = interleaved(cases, args.repeats)
     medians = {name: median(values) for name, values in samples.items()}
 
@@ -154,6 +160,7 @@ def main() -> None:
             "scorelab_compile_seconds": compile_s,
             "max_abs_image_difference": max_difference,
             "torch_threads": threads,
+            "torch_device": device,
             "jax_devices": [str(d) for d in jax.devices()],
         },
         args.out,
