@@ -13,6 +13,7 @@ from scorelab.targets import (
     GaussianMixture,
     gaussian,
     load_array,
+    seed_mixture,
     validate_data,
 )
 
@@ -189,3 +190,31 @@ def test_load_array_file_errors(tmp_path):
     (tmp_path / "d.txt").write_text("1,2\n")
     with pytest.raises(DataError, match="unsupported file type"):
         load_array(tmp_path / "d.txt")
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The ``precision`` of every ``dot_general`` in a closed jaxpr, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            found += _dot_precisions(sub)
+    return found
+
+
+def test_oracle_contracts_at_full_float32_precision():
+    # On a GPU, XLA's default precision rounds float32 matmul operands to TF32; the oracle's
+    # contractions ask for HIGHEST so that the exact score stays exact there (this CPU cannot
+    # show the rounding, so the test reads the program instead).
+    target = seed_mixture()
+    programs = {
+        "ve_score": jax.make_jaxpr(target.ve_score)(jnp.ones(2), 0.5),
+        "log_prob": jax.make_jaxpr(target.log_prob)(jnp.ones((3, 2))),
+        "covariance": jax.make_jaxpr(target.covariance)(),
+    }
+    for name, program in programs.items():
+        precisions = _dot_precisions(program.jaxpr)
+        assert precisions, name
+        highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+        assert all(p == highest for p in precisions), (name, precisions)
