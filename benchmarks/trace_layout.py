@@ -8,7 +8,9 @@ The gradient of the batch-mean Hyvarinen loss (exact trace, ``d = 2``) and Hutch
   linear map (scorelab before this benchmark): under the batch ``vmap`` the tangents are
   ``(batch, n, width)`` arrays;
 * ``unrolled``: ``jax.linearize`` once and one product per probe, each a ``(batch, width)``
-  array (``scorelab.losses`` now, up to 8 probes).
+  array;
+* ``scorelab``: :func:`scorelab.losses.hyvarinen_loss` / ``hutchinson_loss`` as they are (the
+  layout they choose for this backend).
 
 All three do the same FLOPs (XLA's cost analysis, printed); the table gives ms per gradient,
 medians of interleaved rounds, and each layout's speed-up over ``vmapped``.
@@ -29,6 +31,7 @@ from scorelab.losses import hutchinson_loss, hyvarinen_loss
 from scorelab.models import MLP
 
 N_PROBES = 4
+LAYOUTS = ("jacfwd", "vmapped", "unrolled", "scorelab")
 
 
 def vmapped_forms(score_fn, x, probes):
@@ -38,7 +41,7 @@ def vmapped_forms(score_fn, x, probes):
 
 def per_example_losses(layout: str, objective: str):
     """``loss(key, net, x)`` of one example for ``objective`` in ``layout``."""
-    if layout == "unrolled":  # scorelab.losses as they are
+    if layout == "scorelab":  # scorelab.losses as they are
         if objective == "hyvarinen":
             return hyvarinen_loss
         return functools.partial(hutchinson_loss, n_probes=N_PROBES)
@@ -56,6 +59,9 @@ def per_example_losses(layout: str, objective: str):
 
             jacobian, score = jax.jacfwd(score_twice, has_aux=True)(x)
             forms = jnp.einsum("kd,de,ke->k", probes, jacobian, probes)
+        elif layout == "unrolled":
+            score, score_jvp = jax.linearize(lambda y: net(y, None), x)
+            forms = jnp.stack([jnp.dot(v, score_jvp(v)) for v in probes])
         else:
             score, forms = vmapped_forms(lambda y: net(y, None), x, probes)
         return jnp.mean(forms) * (x.shape[0] if objective == "hyvarinen" else 1) + 0.5 * jnp.dot(
@@ -85,10 +91,11 @@ def main():
     x = 3.0 * jax.random.normal(jax.random.key(1), (batch, 2))
     cases, cost = {}, {}
     for objective in ("hyvarinen", "hutchinson"):
-        for layout in ("jacfwd", "vmapped", "unrolled"):
+        for layout in LAYOUTS:
             grad, params = gradient(layout, objective, model, x)
-            cost[objective, layout] = flops(grad.lower(params, x).compile())
-            jax.block_until_ready(grad(params, x))
+            cost[objective, layout] = flops(grad.lower(params, x))
+            first = timed(functools.partial(grad, params, x))
+            print(f"{objective} {layout}: first call {first:.1f} s", flush=True)
             cases[objective, layout] = functools.partial(timed, functools.partial(grad, params, x))
     samples = interleaved(cases, args.repeats)
     rows, results = [], []

@@ -16,10 +16,10 @@ Two loops train the *same* network (scorelab's Equinox modules, same initial wei
     cells as written (``vmap(jacfwd(...))`` for the trace; NCSN's draws with its key reuse);
 (b) ``scorelab``: ``train(...)`` with ``steps_per_dispatch`` = the steps of one measurement.
 
-Each round times the float32 matmul peak (a 2048^3 ``jnp.dot``; 8192^3 on a GPU), then both loops for every
-objective; the table gives medians over rounds, the ratio (b)/(a) of steps/s, and each loop's
-achieved FLOP/s (FLOPs of one step from XLA's cost analysis of the compiled step) as a
-fraction of the peak of the same rounds.
+Each round times the float32 matmul peak (a 2048^3 ``jnp.dot``; 8192^3 on a GPU), then both
+loops for every objective; the table gives medians over rounds, the ratio (b)/(a) of steps/s,
+and each loop's achieved FLOP/s (FLOPs of one step from XLA's cost analysis of the lowered
+step, ``_harness.flops``) as a fraction of the peak of the same rounds.
 
     python benchmarks/training.py [--quick] [--repeats 5] [--objectives hyvarinen,dsm,ncsn]
         [--steps 20] [--batch-size 2048]
@@ -164,7 +164,7 @@ def scorelab_loop(objective: Objective, data: np.ndarray, n_steps: int, batch_si
 
 
 def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainConfig) -> float:
-    """FLOPs of one step of ``train``: its dispatch compiled for one step."""
+    """FLOPs of one step of ``train``: its dispatch lowered for one step."""
     params, rest = eqx.partition(objective.model, eqx.is_inexact_array)
     frozen, static = eqx.partition(rest, eqx.is_array)
     optimizer = make_optimizer(config)
@@ -182,7 +182,7 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
         mesh=Mesh(np.asarray(jax.devices()), ("data",)),
         length=1,
     )
-    return flops(lowered.compile())
+    return flops(lowered)
 
 
 def ceiling_cases(batch_size: int, quick: bool):
@@ -208,7 +208,7 @@ def ceiling_cases(batch_size: int, quick: bool):
     cases = {}
     for name, fn, arg in (("network", network, params), ("matmuls", matmuls, weights)):
         grad = jax.jit(jax.grad(fn))
-        cost = flops(grad.lower(arg, x).compile())
+        cost = flops(grad.lower(arg, x))
         jax.block_until_ready(grad(arg, x))
         cases[name] = (functools.partial(timed, functools.partial(grad, arg, x)), cost)
     return cases
@@ -236,12 +236,12 @@ def main():
 
     cases, step_flops, first_call = {"matmul": peak_case}, {}, {}
     for objective in [o for o in objectives(args.quick) if o.name in chosen]:
-        # First calls (compilation included) before the cost analyses, which compile too.
+        # First calls (compilation included), then the cost analyses.
         loop_fn, example, run_tutorial = tutorial_loop(objective, dataset, batch_size)
         first_call["tutorial", objective.name] = run_tutorial(1)  # one step
         config, run_scorelab = scorelab_loop(objective, data, n_steps, batch_size)
         first_call["scorelab", objective.name] = run_scorelab() * n_steps  # n_steps steps
-        step_flops["tutorial", objective.name] = flops(loop_fn.lower(*example).compile())
+        step_flops["tutorial", objective.name] = flops(loop_fn.lower(*example))
         step_flops["scorelab", objective.name] = scorelab_step_flops(objective, data, config)
         cases[f"tutorial {objective.name}"] = functools.partial(run_tutorial, n_steps)
         cases[f"scorelab {objective.name}"] = run_scorelab

@@ -271,6 +271,31 @@ def test_sliced_vr_equals_gaussian_hutchinson(mlp, points, key):
     np.testing.assert_array_equal(sliced, hutchinson)
 
 
+@pytest.mark.parametrize("n_probes", [2, 8])
+def test_trace_layouts_agree(monkeypatch, mlp, points, key, n_probes):
+    # The losses apply up to 8 probes one product at a time on a CPU and vmap them on an
+    # accelerator (scorelab.losses._UNROLLED_PROBES): both must give the same losses and
+    # gradients, up to float32 reassociation.
+    import scorelab.losses as losses_module
+
+    def losses_and_grads():
+        def batch_loss(net):
+            per_example = jax.vmap(
+                lambda x: (
+                    hyvarinen_loss(key, net, x) + hutchinson_loss(key, net, x, n_probes=n_probes)
+                )
+            )
+            return jnp.mean(per_example(points))
+
+        return jax.value_and_grad(batch_loss)(mlp)
+
+    unrolled = losses_and_grads()
+    monkeypatch.setattr(losses_module, "_unroll_probes", lambda n: False)
+    vmapped = losses_and_grads()
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(vmapped), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6 * float(np.abs(a).max()))
+
+
 # --- denoising losses ------------------------------------------------------------------------
 
 

@@ -74,11 +74,18 @@ _LOG_SIGMA_STD = 1.2
 
 
 _UNROLLED_PROBES = 8
-"""Up to this many probes, one Jacobian-vector product per probe; above it, one ``vmap``-ped
-product. Under the batch ``vmap`` of training, ``vmap``-ped probes make tangents of shape
-``(batch, n, width)``, which XLA:CPU runs about 1.3x slower than ``n`` products of shape
-``(batch, width)`` (``benchmarks/trace_layout.py``); unrolling grows the program with ``n``,
-hence the cap."""
+"""On a CPU, up to this many probes, one Jacobian-vector product per probe; above it, and on
+any accelerator, one ``vmap``-ped product. Under the batch ``vmap`` of training, ``vmap``-ped
+probes make tangents of shape ``(batch, n, width)``: XLA:CPU runs those about 1.3x slower than
+``n`` products of shape ``(batch, width)``, while a GPU, which pays per kernel launch rather
+than per FLOP at these sizes, runs the one larger product faster (``benchmarks/
+trace_layout.py``; its results on both in ``docs/benchmarks.md``). Unrolling grows the
+program with ``n``, hence the cap."""
+
+
+def _unroll_probes(n_probes: int) -> bool:
+    """Whether to apply ``n_probes`` probes one product at a time (see ``_UNROLLED_PROBES``)."""
+    return n_probes <= _UNROLLED_PROBES and jax.default_backend() == "cpu"
 
 
 def _score_and_quadratic_forms(
@@ -90,7 +97,7 @@ def _score_and_quadratic_forms(
     probe: ``n`` forward-mode products sharing one forward pass, never a full Jacobian.
     """
     score, score_jvp = jax.linearize(lambda y: score_fn(y, sigma), x)
-    if probes.shape[0] <= _UNROLLED_PROBES:
+    if _unroll_probes(probes.shape[0]):
         return score, jnp.stack([jnp.dot(v, score_jvp(v)) for v in probes])
     return score, jnp.einsum("kd,kd->k", probes, jax.vmap(score_jvp)(probes))
 
