@@ -16,7 +16,9 @@ with 1 and with 2 threads (on the GPU instead, where JAX and torch both see one)
 
 **MALA.** ``scorelab.samplers.mala`` under ``scorelab.samplers.sample`` against
 ``blackjax.mala`` stepped by ``lax.scan`` and ``vmap``-ped over the same chains, on the exact
-log-density and score of the mixture, step size 1e-2.
+log-density and score of the mixture, step size 1e-2. Each takes the log-density and the score
+of a proposal from one pass: blackjax by ``jax.value_and_grad`` of ``log_prob``, scorelab by the
+mixture's closed-form ``log_prob_and_score`` (``mala(..., returns_score=True)``).
 
 Times are medians of interleaved rounds; the speed-up is peer time / scorelab time.
 
@@ -174,7 +176,7 @@ def mala_rows(target, n_chains: int, n_steps: int, repeats: int) -> list[dict]:
     step_size = 1e-2
     x_init = 3.0 * jax.random.normal(jax.random.key(0), (n_chains, 2))
     key = jax.random.key(1)
-    sampler = mala(target.log_prob, step_size, n_steps)
+    sampler = mala(target.log_prob_and_score, step_size, n_steps, returns_score=True)
     score = ExactScore(target)
 
     kernel = blackjax.mala(target.log_prob, step_size)

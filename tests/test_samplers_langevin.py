@@ -54,6 +54,10 @@ def test_mala_keeps_the_target_and_ula_does_not(two_modes):
 
     mean_error, variance_error = _moment_errors(by_mala.x, two_modes)
     assert np.all(mean_error < 4) and np.all(variance_error < 4), (mean_error, variance_error)
+    # The one-pass evaluation is the same chain: same key, same draws, same accept decisions.
+    fused = mala(two_modes.log_prob_and_score, STEP_SIZE, N_STEPS, returns_score=True)
+    by_fused = sample(key_chain, fused, score_fn, x_start)
+    np.testing.assert_allclose(by_fused.x, by_mala.x, rtol=1e-4, atol=1e-4)
     # Power: the chains moved (they are not the starting samples), and ULA's bias at the same
     # step is far outside the same error bars.
     assert np.mean(np.any(by_mala.x != x_start, axis=1)) > 0.5
@@ -61,14 +65,18 @@ def test_mala_keeps_the_target_and_ula_does_not(two_modes):
     assert np.max(ula_variance_error) > 10, ula_variance_error
 
 
-def test_mala_accept_test_matches_a_numpy_transcription(two_modes):
+@pytest.mark.parametrize("returns_score", [False, True])
+def test_mala_accept_test_matches_a_numpy_transcription(two_modes, returns_score):
     """Three steps with injected draws against the textbook formula in float64."""
     noise = jax.random.normal(jax.random.key(8), (3, 3))
     x_init = jnp.array([0.2, -0.4])
     step_size = 0.8  # large, so that some proposals are rejected
-    out = mala(two_modes.log_prob, step_size, 3).run(
-        jax.random.key(0), ExactScore(two_modes), x_init, True, noise
-    )
+    if returns_score:  # the score comes with the log-density; score_fn must not be called
+        sampler = mala(two_modes.log_prob_and_score, step_size, 3, returns_score=True)
+        score_fn = lambda x, sigma: jnp.full_like(x, jnp.nan)  # noqa: E731
+    else:
+        sampler, score_fn = mala(two_modes.log_prob, step_size, 3), ExactScore(two_modes)
+    out = sampler.run(jax.random.key(0), score_fn, x_init, True, noise)
 
     def log_pi(x):
         return float(two_modes.log_prob(jnp.asarray(x, jnp.float32)))
@@ -90,9 +98,28 @@ def test_mala_accept_test_matches_a_numpy_transcription(two_modes):
     assert len(set(accepted)) == 2  # both branches exercised
 
 
+def test_mala_from_a_key_is_mala_on_that_keys_normal_rows(two_modes):
+    # The key path reads the accept uniform off normal's own uniforms rather than taking Phi
+    # of w: the same chain as injecting row k = jax.random.normal(split(key)[k], (d + 1,)).
+    n_steps, step_size = 40, 0.8  # large, so that both accept branches are taken
+    sampler = mala(two_modes.log_prob_and_score, step_size, n_steps, returns_score=True)
+    x_init = jnp.array([0.2, -0.4])
+    for seed in range(4):
+        key = jax.random.key(seed)
+        rows = jax.vmap(lambda k: jax.random.normal(k, (3,)))(jax.random.split(key, n_steps))
+        by_key = sampler.run(key, None, x_init, True)
+        by_rows = sampler.run(jax.random.key(99), None, x_init, True, rows)
+        np.testing.assert_allclose(by_key.trajectory, by_rows.trajectory, rtol=1e-5, atol=1e-5)
+        moved = np.any(np.diff(np.asarray(by_key.trajectory), axis=0) != 0, axis=1)
+        assert 0 < moved.sum() < n_steps - 1, moved  # both accept branches exercised
+
+
 def test_mala_counts_score_evaluations_and_rejects_bad_input(two_modes):
     assert mala(two_modes.log_prob, 0.1, 12).nfe == 13
     with pytest.raises(ValueError, match="step_size"):
         mala(two_modes.log_prob, 0.0, 5)
     with pytest.raises(ValueError, match="n_steps"):
         mala(two_modes.log_prob, 0.1, 0)
+    assert mala(two_modes.log_prob_and_score, 0.1, 12, returns_score=True).nfe == 13
+    with pytest.raises(ValueError, match="sigma"):
+        mala(two_modes.log_prob_and_score, 0.1, 5, sigma=0.5, returns_score=True)

@@ -58,6 +58,23 @@ def test_log_prob_matches_scipy_and_score_matches_finite_differences(mixture, si
     score = np.asarray(jax.vmap(mixture.ve_score, in_axes=(0, None))(jnp.asarray(x), sigma))
     scale = np.abs(fd).max()
     np.testing.assert_allclose(score, fd, atol=2e-4 * max(scale, 1.0))
+    # The one-pass pair: the same density and the same finite differences.
+    log_prob, joint_score = jax.vmap(noised.log_prob_and_score)(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(log_prob, _scipy_log_prob(noised, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(joint_score, fd, atol=2e-4 * max(scale, 1.0))
+
+
+def test_log_prob_and_score_equals_the_separate_methods(mixture):
+    # At the modes, between them and far out (where every responsibility but one underflows).
+    x = jnp.concatenate(
+        [mixture.sample(jax.random.key(2), 32), jnp.array([[5.0, 5.0], [-40.0, 3.0], [0.0, 90.0]])]
+    )
+    for law in (mixture, mixture.ve_marginal(0.7)):
+        log_prob, score = jax.vmap(law.log_prob_and_score)(x)
+        np.testing.assert_allclose(log_prob, law.log_prob(x), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(score, jax.vmap(law.score)(x), rtol=1e-5, atol=1e-5)
+    # The score is the gradient of the log-density it comes with (autodiff through log_prob).
+    np.testing.assert_allclose(score, jax.vmap(jax.grad(law.log_prob))(x), rtol=1e-4, atol=1e-4)
 
 
 def test_marginal_moments_match_perturbed_samples(mixture):
@@ -211,6 +228,7 @@ def test_oracle_contracts_at_full_float32_precision():
     programs = {
         "ve_score": jax.make_jaxpr(target.ve_score)(jnp.ones(2), 0.5),
         "log_prob": jax.make_jaxpr(target.log_prob)(jnp.ones((3, 2))),
+        "log_prob_and_score": jax.make_jaxpr(target.log_prob_and_score)(jnp.ones(2)),
         "covariance": jax.make_jaxpr(target.covariance)(),
     }
     for name, program in programs.items():

@@ -154,8 +154,41 @@ class GaussianMixture(eqx.Module):
         sampler's scan, and free of factorisations (see the class docstring). The tests check
         it against finite differences of an independent SciPy density.
         """
+        return self._score(self._whitened(x), self.responsibilities(x))
+
+    def log_prob_and_score(self, x: Array) -> tuple[Array, Array]:
+        r"""The log-density and the score at one point ``x`` of shape ``(d,)``, in one pass.
+
+        .. math::
+            \ell_k = \log w_k + \log \mathcal{N}(x; \mu_k, C_k), \qquad
+            \log q(x) = \log \sum_k e^{\ell_k}, \qquad
+            \nabla \log q(x) = \sum_k e^{\ell_k - \log q(x)}\, C_k^{-1} (\mu_k - x).
+
+        :meth:`log_prob` and :meth:`score` each whiten ``x`` against every component and
+        exponentiate the component log-densities; this does both once and reads the
+        responsibilities :math:`p(k \mid x) = e^{\ell_k - \log q(x)}` off the same
+        exponentials, for a sampler that needs both at every step (:func:`scorelab.samplers.mala`
+        with ``returns_score=True``). It equals ``(log_prob(x), score(x))`` up to float32
+        rounding.
+
+        Args:
+            x: one point, shape ``(d,)``.
+
+        Returns:
+            ``(log_prob, score)``: :math:`\log q(x)`, a scalar, and :math:`\nabla \log q(x)`,
+            shape ``(d,)``.
+        """
         whitened = self._whitened(x)  # (K, d)
-        posterior = self.responsibilities(x)  # (K,)
+        logits = jnp.log(self.weights) + self._log_normal(whitened)  # (K,)
+        # logsumexp and softmax from one set of exponentials (jax.nn's guard for -inf peaks).
+        peak = jax.lax.stop_gradient(jnp.max(logits))
+        peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+        unnormalised = jnp.exp(logits - peak)
+        total = jnp.sum(unnormalised)
+        return peak + jnp.log(total), self._score(whitened, unnormalised / total)
+
+    def _score(self, whitened: Array, posterior: Array) -> Array:
+        r""":math:`\sum_k p(k \mid x) C_k^{-1} (\mu_k - x)` from ``(K, d)`` and ``(K,)``."""
         precision_times_centred = jnp.einsum(
             "kij,kj->ki", self.eigenvectors, whitened / jnp.sqrt(self.eigenvalues), precision=_EXACT
         )  # C_k^{-1} (x - mu_k)
@@ -163,7 +196,11 @@ class GaussianMixture(eqx.Module):
 
     def component_log_probs(self, x: Array) -> Array:
         """Per-component log-densities :math:`log N(x; mu_k, C_k)`; ``(..., d) -> (..., K)``."""
-        quadratic = jnp.sum(self._whitened(x) ** 2, axis=-1)
+        return self._log_normal(self._whitened(x))
+
+    def _log_normal(self, whitened: Array) -> Array:
+        r""":math:`\log \mathcal{N}(x; \mu_k, C_k)` from :meth:`_whitened`; ``(..., K)``."""
+        quadratic = jnp.sum(whitened**2, axis=-1)
         log_det = jnp.sum(jnp.log(self.eigenvalues), axis=-1)
         return -0.5 * (quadratic + log_det + self.dim * jnp.log(2 * jnp.pi))
 
