@@ -123,3 +123,24 @@ def test_mala_counts_score_evaluations_and_rejects_bad_input(two_modes):
     assert mala(two_modes.log_prob_and_score, 0.1, 12, returns_score=True).nfe == 13
     with pytest.raises(ValueError, match="sigma"):
         mala(two_modes.log_prob_and_score, 0.1, 5, sigma=0.5, returns_score=True)
+
+
+def test_build_sampler_one_pass_mala_is_two_pass_mala_at_a_noise_level(two_modes):
+    # What `scorelab sample --sampler mala --sigma s` builds (the noised law's
+    # log_prob_and_score, returns_score) against log_prob plus the exact score at s.
+    from scorelab.samplers import build_sampler
+
+    sigma, options = 0.5, {"step_size": 0.05, "n_steps": 30, "sigma": 0.5}
+    law = two_modes.ve_marginal(sigma)
+    x_init = 2.0 * jax.random.normal(jax.random.key(0), (500, 2))
+    one_pass = build_sampler(
+        "mala", log_density_fn=law.log_prob_and_score, returns_score=True, **options
+    )
+    two_pass = build_sampler("mala", log_density_fn=law.log_prob, **options)
+    score = ExactScore(two_modes)
+    key = jax.random.key(1)
+    np.testing.assert_allclose(
+        sample(key, one_pass, score, x_init).x, sample(key, two_pass, score, x_init).x, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="takes no log-density"):
+        build_sampler("ula", returns_score=True, step_size=0.1, n_steps=3)

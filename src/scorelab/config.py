@@ -384,10 +384,18 @@ class SamplerConfig:
                     f"of a built-in target has (--exact {'/'.join(TARGETS)}), not a trained model",
                 )
             law = target.ve_marginal(self.sigma) if self.sigma > 0 else target
-            log_density_fn = law.log_prob
+            # One pass for the log-density and the score (MALA's fast path); the score is the
+            # same exact score the caller passes to `sample`.
+            log_density_fn = law.log_prob_and_score
         options = {field: getattr(self, field) for field in samplers.SAMPLERS[self.name].options}
         sigmas = self.sigmas() if self.uses_grid else None
-        return samplers.build_sampler(self.name, sigmas, log_density_fn=log_density_fn, **options)
+        return samplers.build_sampler(
+            self.name,
+            sigmas,
+            log_density_fn=log_density_fn,
+            returns_score=log_density_fn is not None,
+            **options,
+        )
 
     def initial_sigma(self) -> float:
         """The standard deviation of the starting distribution (ULA, MALA: the tutorial's 10)."""

@@ -92,7 +92,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
     ),
     "mala": SamplerSpec(
         ("step_size", "n_steps", "sigma"),
-        lambda s, f, o: mala(f, o["step_size"], o["n_steps"], o["sigma"]),
+        lambda s, f, o: mala(
+            f,
+            o["step_size"],
+            o["n_steps"],
+            0.0 if o["returns_score"] else o["sigma"],
+            returns_score=o["returns_score"],
+        ),
         None,
         uses_grid=False,
         needs_log_density=True,
@@ -153,7 +159,12 @@ def sampler_options(name: str, options: dict[str, Any] | None = None) -> dict[st
 
 
 def build_sampler(
-    name: str, sigmas=None, *, log_density_fn: Callable | None = None, **options
+    name: str,
+    sigmas=None,
+    *,
+    log_density_fn: Callable | None = None,
+    returns_score: bool = False,
+    **options,
 ) -> Sampler:
     r"""The sampler ``name`` on the ascending grid ``sigmas`` with ``options``.
 
@@ -164,6 +175,9 @@ def build_sampler(
         name: a key of :data:`SAMPLERS`.
         sigmas: ``(N,)`` ascending grid; ignored (may be ``None``) for ``ula`` and ``mala``.
         log_density_fn: ``log p(x)`` up to a constant for one ``x`` ``(d,)``; MALA only.
+        returns_score: ``log_density_fn(x)`` returns ``(log p(x), score)`` from one pass, e.g.
+            ``target.ve_marginal(sigma).log_prob_and_score`` (MALA's fast path, see
+            :func:`scorelab.samplers.mala`; ``sigma`` is then already in the function).
         **options: keys of :data:`SAMPLER_OPTIONS` the sampler takes; the rest are defaults.
 
     Returns:
@@ -179,6 +193,10 @@ def build_sampler(
         raise ValueError(f"sampler {name!r} needs a sigma grid")
     if spec.needs_log_density and log_density_fn is None:
         raise ValueError(f"sampler {name!r} needs the target's log-density (log_density_fn)")
+    if spec.needs_log_density:
+        chosen = {**chosen, "returns_score": returns_score}
+    elif returns_score:
+        raise ValueError(f"sampler {name!r} takes no log-density (returns_score)")
     return spec.build(sigmas, log_density_fn, chosen)
 
 
