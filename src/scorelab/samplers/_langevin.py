@@ -156,32 +156,18 @@ def _mala_run(
     *,
     log_density_fn,
     step_sizes: Array,
-    sigma: Array,
+    sigma: Array | None,
 ) -> SamplerOutput:
-    """MALA with ``log_density_fn(x) -> log pi(x)`` and the score from ``score_fn``."""
-    return _mala_scan(
-        key,
-        lambda x: (log_density_fn(x), score_fn(x, sigma)),
-        x_init,
-        trajectory,
-        noise,
-        step_sizes,
-    )
+    """MALA with ``log_density_fn(x) -> log pi(x)`` and the score ``score_fn(x, sigma)``; with
+    ``sigma=None``, ``log_density_fn(x) -> (log pi(x), score)`` and ``score_fn`` is not called."""
+    if sigma is None:
+        evaluate = log_density_fn
+    else:
 
+        def evaluate(x):
+            return log_density_fn(x), score_fn(x, sigma)
 
-def _mala_run_with_score(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    log_density_fn,
-    step_sizes: Array,
-) -> SamplerOutput:
-    """MALA with ``log_density_fn(x) -> (log pi(x), score)``; ``score_fn`` is not called."""
-    del score_fn
-    return _mala_scan(key, log_density_fn, x_init, trajectory, noise, step_sizes)
+    return _mala_scan(key, evaluate, x_init, trajectory, noise, step_sizes)
 
 
 def _mala_noise(key: Array, noise, n_steps: int, like: Array, d: int):
@@ -310,13 +296,10 @@ def mala(
             f"got sigma={sigma}; pass the noised law's log_prob_and_score instead"
         )
     step_sizes = jnp.full((n_steps,), step_size, dtype=jnp.float32)
-    if returns_score:
-        run = Partial(_mala_run_with_score, log_density_fn=log_density_fn, step_sizes=step_sizes)
-    else:
-        run = Partial(
-            _mala_run,
-            log_density_fn=log_density_fn,
-            step_sizes=step_sizes,
-            sigma=jnp.float32(sigma),
-        )
+    run = Partial(
+        _mala_run,
+        log_density_fn=log_density_fn,
+        step_sizes=step_sizes,
+        sigma=None if returns_score else jnp.float32(sigma),
+    )
     return Sampler(f"mala(step_size={step_size})", n_steps + 1, run)
