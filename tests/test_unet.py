@@ -189,3 +189,35 @@ def test_unet_matches_diffusers_live(options):
         with torch.no_grad():
             expected = reference(torch.from_numpy(x), t).sample.numpy()
         _assert_close_in_sup_norm(_forward(ours, jnp.asarray(x), t), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding"),
+    [
+        (4, 3, 1, ((1, 1), (1, 1))),  # a deep level's 3x3 convolution
+        (2, 3, 1, ((1, 1), (1, 1))),
+        (1, 3, 1, ((1, 1), (1, 1))),
+        (8, 3, 2, ((0, 1), (0, 1))),  # diffusers' downsampler: stride 2, padding (0, 1)
+        (3, 1, 1, ((0, 0), (0, 0))),  # a 1x1 shortcut
+    ],
+)
+def test_small_convolutions_as_one_matmul_equal_xla_convolution(
+    monkeypatch, size, kernel, stride, padding
+):
+    # On a CPU, convolutions of <= 16 output pixels take the im2col path (unet._IM2COL_MAX_PIXELS)
+    # and the rest XLA's convolution; both must compute the same function.
+    import scorelab.unet as unet
+
+    rng = np.random.default_rng(0)
+    conv = unet._Conv(
+        jnp.asarray(rng.normal(size=(kernel, kernel, 5, 7)), jnp.float32),
+        jnp.asarray(rng.normal(size=7), jnp.float32),
+        stride,
+        padding,
+    )
+    x = jnp.asarray(rng.normal(size=(2, size, size, 5)), jnp.float32)
+    as_matmul = conv(x)
+    monkeypatch.setattr(unet, "_IM2COL_MAX_PIXELS", 0)
+    as_convolution = conv(x)
+    assert as_matmul.shape == as_convolution.shape
+    np.testing.assert_allclose(as_matmul, as_convolution, rtol=1e-5, atol=1e-5)
