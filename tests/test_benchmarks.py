@@ -52,6 +52,7 @@ def test_table_is_markdown_with_one_row_per_entry():
         pytest.param("peers", marks=pytest.mark.diffusers),
         "memory",
         "train_step_parts",
+        "convolutions",
     ],
 )
 def test_quick_run_writes_its_json(name, tmp_path):

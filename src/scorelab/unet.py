@@ -153,7 +153,7 @@ _IM2COL_MAX_PIXELS = 16
 deepest levels) run as one matmul over shifted copies of the input instead of XLA's
 convolution, which is pathological there: a 3x3, 512-channel convolution at 2x2 took 14.9 ms
 against 0.42 ms as a matmul (4x4: 1.26 against 0.74 ms; 8x8: level; 16x16 and up XLA's is
-faster), measured side by side on the 2-core CPU. GPUs keep cuDNN's convolution."""
+faster; ``python benchmarks/convolutions.py`` on the 2-core CPU). GPUs keep cuDNN's."""
 
 
 class _Conv(eqx.Module):
