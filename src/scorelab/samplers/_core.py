@@ -206,7 +206,9 @@ def sample(
         key: PRNG key.
         sampler: a :class:`Sampler`.
         score_fn: ``score_fn(x, sigma)`` on one example ``x`` ``(d,)``, scalar ``sigma``.
-        x_init: ``(n, d)`` starting points.
+        x_init: ``(n, d)`` starting points; sharded over devices along the chains (a
+            ``NamedSharding`` with ``PartitionSpec("chains")``), each device runs its chains
+            and the result keeps that sharding (docs: how-to "Run on several devices").
         trajectory: whether to keep every chain's states.
 
     Returns:
