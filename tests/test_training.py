@@ -427,3 +427,35 @@ def test_initialize_distributed_only_on_a_multi_host_launch(monkeypatch):
     monkeypatch.setenv("JAX_PROCESS_ID", "1")
     assert initialize_distributed()
     assert calls == [{"num_processes": 2, "process_id": 1}]
+
+
+def test_an_equal_fresh_partial_loss_reuses_the_compiled_step():
+    # Losses are written as functools.partial(loss, sigma=...), a fresh object per call; the
+    # step must be compiled once per *value* of it, not once per object.
+    traced = []
+
+    def counting_dsm(key, score_fn, x, sigma):
+        traced.append(sigma)  # runs when the step is traced, not when it runs
+        return dsm_loss(key, score_fn, x, sigma=sigma)
+
+    data, model = problem()
+    config = replace(CONFIG, steps=3, steps_per_dispatch=3, ema_decay=None)
+
+    def fit(sigma):
+        loss_fn = functools.partial(counting_dsm, sigma=sigma)
+        return train(jax.random.key(0), model, loss_fn, data, config, progress=False)
+
+    first = fit(1.0)
+    n_traces = len(traced)
+    assert n_traces > 0
+    again = fit(1.0)
+    assert len(traced) == n_traces, "an equal partial recompiled the step"
+    np.testing.assert_array_equal(first.losses, again.losses)
+    other = fit(0.5)
+    assert len(traced) > n_traces and 0.5 in traced, "a different sigma must recompile"
+    assert not np.array_equal(first.losses, other.losses)
+    fit(1)  # an int is not the float 1.0: its own compilation
+    assert 1 in traced[-1:] and type(traced[-1]) is int
+    # Unhashable arguments fall back to the object itself (no error, its own compilation).
+    unhashable = functools.partial(counting_dsm, sigma=jnp.float32(1.0))
+    train(jax.random.key(0), model, unhashable, data, config, progress=False)

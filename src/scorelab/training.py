@@ -284,6 +284,46 @@ def _fingerprint(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
+class _StaticLoss:
+    """``loss_fn`` as a static argument of ``_dispatch``, equal to another when it computes the
+    same function: ``functools.partial`` objects compare by function, arguments and keywords
+    (when those are hashable) rather than by identity.
+
+    A fresh ``functools.partial(dsm_loss, sigma=1.0)`` per call is how losses are written, and
+    by identity every such call recompiled the training step (15-28 s on the CPU for the
+    tutorial's networks). Anything else compares as itself.
+    """
+
+    def __init__(self, loss_fn: Callable):
+        self.loss_fn = loss_fn
+        self._key = _value_key(loss_fn)
+
+    def __call__(self, *args):
+        return self.loss_fn(*args)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _StaticLoss) and self._key == other._key
+
+
+def _value_key(fn) -> Any:
+    """``(function, args, keywords)`` of a (nested) ``functools.partial`` with hashable
+    arguments; else ``fn`` itself (compared by identity)."""
+    if not isinstance(fn, functools.partial):
+        return fn
+    # Types too, so that 1 and 1.0 (equal and of equal hash) do not share a compilation.
+    args = tuple((type(a), a) for a in fn.args)
+    keywords = tuple(sorted((k, type(v), v) for k, v in fn.keywords.items()))
+    key = (_value_key(fn.func), args, keywords)
+    try:
+        hash(key)
+    except TypeError:
+        return fn
+    return key
+
+
 @functools.partial(jax.jit, static_argnames=("static", "loss_fn", "config", "mesh", "length"))
 def _dispatch(
     state: _TrainState,
@@ -303,7 +343,8 @@ def _dispatch(
 
     ``lax.scan`` runs over ``length`` slots (those past ``n_active`` do nothing), so one
     compilation serves every dispatch of a run, and every run with the same ``static`` model
-    part, ``loss_fn`` object and ``config`` (``train`` passes it with the execution-only fields
+    part, ``loss_fn`` (a :class:`_StaticLoss`: equal partials are equal) and ``config``
+    (``train`` passes it with the execution-only fields
     reset). ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
     non-finite loss or gradient, or -1, and from that step on the state is left as it was.
     """
@@ -463,7 +504,7 @@ def train(
     dispatch = functools.partial(
         _dispatch,
         static=static,
-        loss_fn=loss_fn,
+        loss_fn=_StaticLoss(loss_fn),
         # The execution-only fields do not enter the computation: reset them so that runs
         # differing only there share one compilation.
         config=dataclasses.replace(
