@@ -20,10 +20,12 @@ run() {  # TAG LIMIT_S SCRIPT ARGS...: SCRIPT.py ARGS --out OUT/TAG.json, its lo
   echo "exit $? ($(date +%T))"
   grep -v "^wrote " "$out/$tag.log" | tail -n 30
 }
+# Limits sized from the H200 run (training 91 s, sampling 49 s, peers 25 s, pretrained_ddim
+# 40 s, training_b65536 77 s, memory 111 s; trace_layout did not finish six gradients in 60 s).
 run training 120 training
-run sampling 120 sampling
+run trace_layout 120 trace_layout --repeats 3
 run peers 90 peers
+run sampling 120 sampling
 run pretrained_ddim 180 pretrained_ddim
-run trace_layout 60 trace_layout
 run training_b65536 90 training --batch-size 65536 --repeats 3
 run memory 120 memory
