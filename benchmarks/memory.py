@@ -117,8 +117,8 @@ def main():
                 "largest_array_mib": arrays_mib,
             }
         )
-        rows.append([name, peak, peak - baseline, "-" if device_peak is None else device_peak])
-        rows[-1].append(arrays_mib)
+        device_cell = "-" if device_peak is None else device_peak
+        rows.append([name, peak, peak - baseline, device_cell, arrays_mib])
         print(table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
     print(table(HEADERS, rows))
     write("memory", {"quick": args.quick, "results": results}, args.out)

@@ -9,8 +9,8 @@ tutorial's 9-mode mixture,
 
 run (a) by ``diffusers.DDIMScheduler.step`` in a torch loop, the epsilon in torch, on the CPU
 with 1 and with 2 threads (on the GPU instead, where JAX and torch both see one), and (b) by
-``scorelab.schedulers.ddim_sample`` (one
-``lax.scan``, jitted; XLA uses every core), the epsilon from ``scorelab.targets``. Rows for
+``scorelab.schedulers.ddim_sample`` (one ``lax.scan``, jitted; XLA uses every core), the
+epsilon from ``scorelab.targets``. Rows for
 ``eta = 0`` (deterministic: the two final samples are compared, ``max |diff|``) and
 ``eta = 1``.
 
