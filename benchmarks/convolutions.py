@@ -4,10 +4,10 @@ A U-Net's deepest levels convolve a few pixels with many channels. For each size
 CelebA-HQ U-Net's 3x3 convolutions at its levels of a 32x32 input, batch 1), three cases are
 timed in interleaved rounds on the same input:
 
-* ``xla``: ``jax.lax.conv_general_dilated`` (NHWC, HWIO), what ``_Conv`` runs above
-  ``unet._IM2COL_MAX_PIXELS`` output pixels and on accelerators;
-* ``im2col``: ``_Conv`` forced onto its matmul path (``jnp.concatenate`` of the 9 shifted
-  copies, one matmul);
+* ``xla``: ``_Conv.xla``, ``jax.lax.conv_general_dilated`` (NHWC, HWIO), what ``_Conv`` runs
+  above ``unet._IM2COL_MAX_PIXELS`` output pixels and on accelerators;
+* ``im2col``: ``_Conv.im2col``, its matmul path (``jnp.concatenate`` of the 9 shifted copies,
+  one matmul), on every backend;
 * ``torch``: ``torch.nn.functional.conv2d`` (NCHW) with torch's default threads, where torch
   is installed (the ``diffusers`` extra).
 
@@ -39,16 +39,8 @@ def cases_for(size: int, channels: int) -> dict:
     conv = unet._Conv(jnp.asarray(weight), jnp.zeros(channels), 1, ((1, 1), (1, 1)))
     x_jax = jnp.asarray(x)
 
-    def xla(x, conv):
-        return jax.lax.conv_general_dilated(
-            x, conv.weight, (1, 1), conv.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-
-    previous = unet._IM2COL_MAX_PIXELS
-    unet._IM2COL_MAX_PIXELS = size * size  # traced now: the matmul path is compiled in
-    im2col = jax.jit(lambda x, conv: conv(x)).lower(x_jax, conv).compile()
-    unet._IM2COL_MAX_PIXELS = previous
-    xla = jax.jit(xla).lower(x_jax, conv).compile()
+    im2col = jax.jit(lambda x, conv: conv.im2col(x)).lower(x_jax, conv).compile()
+    xla = jax.jit(lambda x, conv: conv.xla(x)).lower(x_jax, conv).compile()
     np.testing.assert_allclose(im2col(x_jax, conv), xla(x_jax, conv), rtol=1e-4, atol=1e-4)
     cases = {
         "xla": functools.partial(timed, functools.partial(xla, x_jax, conv)),

@@ -165,34 +165,51 @@ class _Conv(eqx.Module):
     padding: tuple = eqx.field(static=True)
 
     def __call__(self, x: Array) -> Array:
+        """``x`` ``(n, h, w, c_in)`` -> ``(n, h_out, w_out, c_out)``; on a CPU, outputs of at most
+        ``_IM2COL_MAX_PIXELS`` pixels go through :meth:`im2col`, everything else through
+        :meth:`xla`."""
+        h_out, w_out = self._out_size(x)
+        if jax.default_backend() == "cpu" and h_out * w_out <= _IM2COL_MAX_PIXELS:
+            return self.im2col(x)
+        return self.xla(x)
+
+    def _out_size(self, x: Array) -> tuple[int, int]:
+        (top, bottom), (left, right) = self.padding
+        kh, kw = self.weight.shape[:2]
+        return (
+            (x.shape[1] + top + bottom - kh) // self.stride + 1,
+            (x.shape[2] + left + right - kw) // self.stride + 1,
+        )
+
+    def im2col(self, x: Array) -> Array:
+        """The convolution as one matmul over the ``kh * kw`` shifted copies of the input."""
         (top, bottom), (left, right) = self.padding
         kh, kw, c_in, c_out = self.weight.shape
-        h_out = (x.shape[1] + top + bottom - kh) // self.stride + 1
-        w_out = (x.shape[2] + left + right - kw) // self.stride + 1
-        if jax.default_backend() == "cpu" and h_out * w_out <= _IM2COL_MAX_PIXELS:
-            # One matmul over the kh*kw shifted copies of the input (im2col).
-            padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-            columns = jnp.concatenate(
-                [
-                    padded[
-                        :,
-                        i : i + self.stride * (h_out - 1) + 1 : self.stride,
-                        j : j + self.stride * (w_out - 1) + 1 : self.stride,
-                    ]
-                    for i in range(kh)
-                    for j in range(kw)
-                ],
-                axis=-1,
-            )
-            y = columns @ self.weight.reshape(kh * kw * c_in, c_out)
-        else:
-            y = jax.lax.conv_general_dilated(
-                x,
-                self.weight,
-                (self.stride, self.stride),
-                self.padding,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
+        h_out, w_out = self._out_size(x)
+        padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        columns = jnp.concatenate(
+            [
+                padded[
+                    :,
+                    i : i + self.stride * (h_out - 1) + 1 : self.stride,
+                    j : j + self.stride * (w_out - 1) + 1 : self.stride,
+                ]
+                for i in range(kh)
+                for j in range(kw)
+            ],
+            axis=-1,
+        )
+        return columns @ self.weight.reshape(kh * kw * c_in, c_out) + self.bias
+
+    def xla(self, x: Array) -> Array:
+        """The convolution as XLA's ``conv_general_dilated`` (cuDNN on a GPU)."""
+        y = jax.lax.conv_general_dilated(
+            x,
+            self.weight,
+            (self.stride, self.stride),
+            self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
         return y + self.bias
 
 
