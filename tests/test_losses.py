@@ -30,7 +30,7 @@ from scorelab.losses import (
     sample_training_sigmas,
     sliced_score_matching_loss,
 )
-from scorelab.models import MLP, ExactScore
+from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.targets import gaussian
 
 N_MC = 20_000
@@ -271,26 +271,31 @@ def test_sliced_vr_equals_gaussian_hutchinson(mlp, points, key):
     np.testing.assert_array_equal(sliced, hutchinson)
 
 
-@pytest.mark.parametrize("n_probes", [2, 8])
-def test_trace_layouts_agree(monkeypatch, mlp, points, key, n_probes):
-    # The losses apply up to 8 probes one product at a time on a CPU and vmap them on an
-    # accelerator (scorelab.losses._UNROLLED_PROBES): both must give the same losses and
-    # gradients, up to float32 reassociation.
+@pytest.mark.parametrize("n", [2, 8])
+def test_small_map_layouts_agree(monkeypatch, points, key, n):
+    # The losses map over up to 8 probes (trace losses) or sigmas (ncsn_loss) one call at a time
+    # on a CPU and vmap them on an accelerator (scorelab.losses._UNROLLED_MAP): both must give
+    # the same losses and gradients, up to float32 reassociation.
     import scorelab.losses as losses_module
+
+    net = NoiseConditionalMLP(jax.random.key(1), dim=DIM, widths=(32, 32, 32))
 
     def losses_and_grads():
         def batch_loss(net):
             per_example = jax.vmap(
                 lambda x: (
-                    hyvarinen_loss(key, net, x) + hutchinson_loss(key, net, x, n_probes=n_probes)
+                    hyvarinen_loss(key, net, x, sigma=0.5)
+                    + hutchinson_loss(key, net, x, n_probes=n, sigma=0.5)
+                    + ncsn_loss(key, net, x, n_sigmas=n)
                 )
             )
             return jnp.mean(per_example(points))
 
-        return jax.value_and_grad(batch_loss)(mlp)
+        return jax.value_and_grad(batch_loss)(net)
 
+    monkeypatch.setattr(losses_module, "_unroll", lambda n: True)
     unrolled = losses_and_grads()
-    monkeypatch.setattr(losses_module, "_unroll_probes", lambda n: False)
+    monkeypatch.setattr(losses_module, "_unroll", lambda n: False)
     vmapped = losses_and_grads()
     for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(vmapped), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6 * float(np.abs(a).max()))

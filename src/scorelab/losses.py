@@ -67,25 +67,34 @@ _LOG_SIGMA_MEAN = -0.5
 _LOG_SIGMA_STD = 1.2
 
 
-# --- validation ---------------------------------------------------------------------------
+# --- small maps: unrolled on a CPU, vmapped elsewhere ----------------------------------------
+
+
+_UNROLLED_MAP = 8
+"""On a CPU, a per-example map over at most this many rows (the probes of a Jacobian trace,
+the sigmas of :func:`ncsn_loss`) runs as one call per row; above it, and on any accelerator,
+as one ``vmap``. Under the batch ``vmap`` of training, a ``vmap``-ped inner map gives the
+network inputs of shape ``(batch, n, width)``: XLA:CPU runs those 1.3-1.5x slower than ``n``
+calls of shape ``(batch, width)``, while a GPU, which pays per kernel launch rather than per
+FLOP at these sizes, runs the one larger call faster (``benchmarks/trace_layout.py`` and
+``benchmarks/training.py``; results in ``docs/benchmarks.md``). Unrolling grows the program
+with ``n``, hence the cap."""
+
+
+def _unroll(n: int) -> bool:
+    """Whether to map over ``n`` rows one call at a time (see ``_UNROLLED_MAP``)."""
+    return n <= _UNROLLED_MAP and jax.default_backend() == "cpu"
+
+
+def _small_map(fn: Callable[..., Array], *rows: Array) -> Array:
+    """``jax.vmap(fn)(*rows)``: one call per row on a CPU for a few rows (``_unroll``)."""
+    n = rows[0].shape[0]
+    if _unroll(n):
+        return jnp.stack([fn(*(r[i] for r in rows)) for i in range(n)])
+    return jax.vmap(fn)(*rows)
 
 
 # --- the Jacobian-trace machinery shared by the three data score-matching losses -------------
-
-
-_UNROLLED_PROBES = 8
-"""On a CPU, up to this many probes, one Jacobian-vector product per probe; above it, and on
-any accelerator, one ``vmap``-ped product. Under the batch ``vmap`` of training, ``vmap``-ped
-probes make tangents of shape ``(batch, n, width)``: XLA:CPU runs those about 1.3x slower than
-``n`` products of shape ``(batch, width)``, while a GPU, which pays per kernel launch rather
-than per FLOP at these sizes, runs the one larger product faster (``benchmarks/
-trace_layout.py``; its results on both in ``docs/benchmarks.md``). Unrolling grows the
-program with ``n``, hence the cap."""
-
-
-def _unroll_probes(n_probes: int) -> bool:
-    """Whether to apply ``n_probes`` probes one product at a time (see ``_UNROLLED_PROBES``)."""
-    return n_probes <= _UNROLLED_PROBES and jax.default_backend() == "cpu"
 
 
 def _score_and_quadratic_forms(
@@ -97,9 +106,7 @@ def _score_and_quadratic_forms(
     probe: ``n`` forward-mode products sharing one forward pass, never a full Jacobian.
     """
     score, score_jvp = jax.linearize(lambda y: score_fn(y, sigma), x)
-    if _unroll_probes(probes.shape[0]):
-        return score, jnp.stack([jnp.dot(v, score_jvp(v)) for v in probes])
-    return score, jnp.einsum("kd,kd->k", probes, jax.vmap(score_jvp)(probes))
+    return score, _small_map(lambda v: jnp.dot(v, score_jvp(v)), probes)
 
 
 def _draw_probes(key: Array, n: int, x: Array, probe: str) -> Array:
@@ -400,11 +407,13 @@ def ncsn_loss(
         sigma_max=sigma_max,
         distribution=sigma_distribution,
     )
-    per_sigma = jax.vmap(
+    per_sigma = _small_map(
         lambda key_k, sigma_k: dsm_loss(
             key_k, score_fn, x_0, sigma=sigma_k, weighting_fn=weighting_fn
-        )
-    )(jax.random.split(key_eps, n_sigmas), sigmas)
+        ),
+        jax.random.split(key_eps, n_sigmas),
+        sigmas,
+    )
     return jnp.mean(per_sigma)
 
 
