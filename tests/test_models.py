@@ -75,3 +75,34 @@ def test_activation_is_an_argument_and_unknown_names_are_rejected():
         NoiseConditionalMLP(key, activation="relu6")
     ncsn = NoiseConditionalMLP(key, activation="silu")
     assert not np.allclose(ncsn(x, 1.0), NoiseConditionalMLP(key)(x, 1.0))
+
+
+def test_networks_are_the_equinox_layers_they_hold():
+    # The networks apply their eqx.nn.Linear layers as x @ W.T + b (models._dense, a faster
+    # layout under vmap); the function must be Equinox's W @ x + b, layer by layer, as written
+    # here independently of the modules' __call__.
+    mlp = MLP(jax.random.key(3), widths=(16, 32, 8), input_scale=2.0)
+    conditional = NoiseConditionalMLP(jax.random.key(4), widths=(16, 32, 8))
+    x = jax.random.normal(jax.random.key(5), (6, 2))
+    sigma = jnp.linspace(0.1, 5.0, 6)
+    act = jax.nn.leaky_relu
+
+    def mlp_by_layers(x):
+        h = x / 2.0
+        for layer, norm in zip(mlp.hidden_layers, mlp.norms):
+            h = act(norm(layer(h)))
+        return mlp.output_layer(h)
+
+    def conditional_by_layers(x, sigma):
+        first, middle, last = conditional.layers
+        h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
+        h = act(conditional.norm_out(last(act(middle(act(conditional.norm_in(first(h))))))))
+        return conditional.output_layer(h) / sigma
+
+    np.testing.assert_allclose(jax.vmap(mlp)(x), jax.vmap(mlp_by_layers)(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(conditional)(x, sigma),
+        jax.vmap(conditional_by_layers)(x, sigma),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -50,6 +50,18 @@ def _check_activation(name: str) -> None:
     check_choice("activation", name, tuple(ACTIVATIONS))
 
 
+def _dense(layer: eqx.nn.Linear, x: Array) -> Array:
+    """``layer(x)`` as ``x @ W.T + b``.
+
+    It computes the same function as Equinox's ``W @ x + b``, but the layout differs under
+    ``vmap``. Equinox's form puts the batch axis last in each product, and XLA:CPU then
+    transposes the activations around the linearised network of the trace losses. This form
+    keeps the batch leading. The tutorial's Hyvarinen step runs 1.25x faster with it and its
+    DSM step at the same speed (``benchmarks/training.py``).
+    """
+    return x @ layer.weight.T + layer.bias
+
+
 class MLP(eqx.Module):
     r"""The tutorial's unconditional score network: ``d -> 128 -> 512 -> 256 -> d``.
 
@@ -100,8 +112,8 @@ class MLP(eqx.Module):
         act = ACTIVATIONS[self.activation]
         x = x / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
-            x = act(norm(layer(x)))
-        return self.output_layer(x)
+            x = act(norm(_dense(layer, x)))
+        return _dense(self.output_layer, x)
 
 
 class NoiseConditionalMLP(eqx.Module):
@@ -169,10 +181,10 @@ class NoiseConditionalMLP(eqx.Module):
         h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
-        h = act(self.norm_in(first(h)))
-        h = act(middle(h))
-        h = act(self.norm_out(last(h)))
-        out = self.output_layer(h)
+        h = act(self.norm_in(_dense(first, h)))
+        h = act(_dense(middle, h))
+        h = act(self.norm_out(_dense(last, h)))
+        out = _dense(self.output_layer, h)
         return out / sigma if self.scale_by_sigma else out
 
 
