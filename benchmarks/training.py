@@ -226,12 +226,12 @@ _norm_block.defvjp(_norm_block_fwd, _norm_block_bwd)
 def fused_mlp(mlp: MLP, x: jax.Array) -> jax.Array:
     """``vmap(mlp)(x)`` rewritten for XLA:CPU: the same function, fewer passes over memory.
 
-    Three changes, each exact in real arithmetic: activations are feature-major (``(features,
-    batch)``, so every matmul, forward and backward, has a layout XLA:CPU runs near its peak);
-    LayerNorm's centring is folded into the weights (``LN(W x + b)`` depends on ``W x + b``
-    only through its deviation from its mean, which is ``(W - mean_rows W) x + (b - mean b)``),
-    so no mean is taken over the activations; and the backward pass of each LayerNorm +
-    leaky ReLU block is written by hand (``_norm_block``). The tutorial's leaky ReLU only.
+    LayerNorm's centring is folded into the weights, as in ``scorelab.models._normed_dense``.
+    Two changes go beyond the library's networks, each exact in real arithmetic. The
+    activations are feature-major (``(features, batch)``), so every matmul, forward and
+    backward, has a layout XLA:CPU runs near its peak, including the weight gradients, which
+    contract over the batch. And the backward pass of each LayerNorm + leaky ReLU block is
+    written by hand (``_norm_block``). Tutorial's leaky ReLU only.
     """
     if mlp.activation != "leaky_relu":
         raise ValueError(f"fused_mlp is written for leaky_relu, got {mlp.activation}")

@@ -1,5 +1,6 @@
 """Score models: shapes, the linear output layer, the exact-score oracle wrapper."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,31 +79,56 @@ def test_activation_is_an_argument_and_unknown_names_are_rejected():
 
 
 def test_networks_are_the_equinox_layers_they_hold():
-    # The networks apply their eqx.nn.Linear layers as x @ W.T + b (models._dense, a faster
-    # layout under vmap); the function must be Equinox's W @ x + b, layer by layer, as written
-    # here independently of the modules' __call__.
-    mlp = MLP(jax.random.key(3), widths=(16, 32, 8), input_scale=2.0)
-    conditional = NoiseConditionalMLP(jax.random.key(4), widths=(16, 32, 8))
-    x = jax.random.normal(jax.random.key(5), (6, 2))
-    sigma = jnp.linspace(0.1, 5.0, 6)
+    # The networks apply their layers in faster forms (models._dense: x @ W.T + b;
+    # models._normed_dense: LayerNorm's centring folded into the weights); value and gradient
+    # with respect to every parameter must be those of Equinox's layers applied one by one,
+    # as written here independently of the modules' __call__. LayerNorm gains and shifts are
+    # moved off their 1/0 start so that every term counts.
     act = jax.nn.leaky_relu
 
-    def mlp_by_layers(x):
-        h = x / 2.0
-        for layer, norm in zip(mlp.hidden_layers, mlp.norms):
+    def mlp_by_layers(m, x, sigma):
+        h = x / m.input_scale
+        for layer, norm in zip(m.hidden_layers, m.norms):
             h = act(norm(layer(h)))
-        return mlp.output_layer(h)
+        return m.output_layer(h)
 
-    def conditional_by_layers(x, sigma):
-        first, middle, last = conditional.layers
+    def conditional_by_layers(m, x, sigma):
+        first, middle, last = m.layers
         h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
-        h = act(conditional.norm_out(last(act(middle(act(conditional.norm_in(first(h))))))))
-        return conditional.output_layer(h) / sigma
+        h = act(m.norm_out(last(act(middle(act(m.norm_in(first(h))))))))
+        return m.output_layer(h) / sigma
 
-    np.testing.assert_allclose(jax.vmap(mlp)(x), jax.vmap(mlp_by_layers)(x), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        jax.vmap(conditional)(x, sigma),
-        jax.vmap(conditional_by_layers)(x, sigma),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    def moved_norms(model, key):
+        def leaves(m):
+            return [
+                leaf
+                for n in jax.tree.leaves(m, is_leaf=_is_norm)
+                if _is_norm(n)
+                for leaf in (n.weight, n.bias)
+            ]
+
+        keys = jax.random.split(key, len(leaves(model)))
+        moved = [
+            leaf + 0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves(model))
+        ]
+        return eqx.tree_at(leaves, model, moved)
+
+    x = 3.0 * jax.random.normal(jax.random.key(5), (6, 2))
+    sigma = jnp.linspace(0.1, 5.0, 6)
+    for model, by_layers in (
+        (MLP(jax.random.key(3), widths=(16, 32, 8), input_scale=2.0), mlp_by_layers),
+        (NoiseConditionalMLP(jax.random.key(4), widths=(16, 32, 8)), conditional_by_layers),
+    ):
+        model = moved_norms(model, jax.random.key(6))
+
+        def loss(m, net):
+            return jnp.sum(jnp.sin(jax.vmap(net, (None, 0, 0))(m, x, sigma)))
+
+        got = eqx.filter_value_and_grad(loss)(model, lambda m, x, s: m(x, s))
+        want = eqx.filter_value_and_grad(loss)(model, by_layers)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def _is_norm(node) -> bool:
+    return isinstance(node, eqx.nn.LayerNorm)

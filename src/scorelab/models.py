@@ -62,6 +62,24 @@ def _dense(layer: eqx.nn.Linear, x: Array) -> Array:
     return x @ layer.weight.T + layer.bias
 
 
+def _normed_dense(layer: eqx.nn.Linear, norm: eqx.nn.LayerNorm, x: Array) -> Array:
+    r"""``norm(layer(x))`` with LayerNorm's centring folded into the layer.
+
+    LayerNorm sees :math:`h = W x + b` only through :math:`h - ar h`, and
+    :math:`h - ar h = W_c x + b_c` with :math:`W_c = W - \mathbf{1} ar w^	op` (each column
+    minus its mean) and :math:`b_c = b - ar b`. So the layer multiplies by the centred
+    weights, and only the scale :math:`(\overline{h_c^2} + \epsilon)^{-1/2}` is taken over
+    the activations. It is the same function with the same parameters and, through the
+    centring, the same gradients. Under ``vmap`` the centring is paid once per call on the
+    weights instead of a mean and a subtraction per example. That is one pass fewer over the
+    activations forward and several backward: XLA:CPU runs the DSM and Hyvarinen gradients
+    1.1-1.2x faster (``benchmarks/training.py``).
+    """
+    weight = layer.weight - jnp.mean(layer.weight, axis=0)
+    h = x @ weight.T + (layer.bias - jnp.mean(layer.bias))
+    return h * jax.lax.rsqrt(jnp.mean(h * h) + norm.eps) * norm.weight + norm.bias
+
+
 class MLP(eqx.Module):
     r"""The tutorial's unconditional score network: ``d -> 128 -> 512 -> 256 -> d``.
 
@@ -112,7 +130,7 @@ class MLP(eqx.Module):
         act = ACTIVATIONS[self.activation]
         x = x / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
-            x = act(norm(_dense(layer, x)))
+            x = act(_normed_dense(layer, norm, x))
         return _dense(self.output_layer, x)
 
 
@@ -181,9 +199,9 @@ class NoiseConditionalMLP(eqx.Module):
         h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
-        h = act(self.norm_in(_dense(first, h)))
+        h = act(_normed_dense(first, self.norm_in, h))
         h = act(_dense(middle, h))
-        h = act(self.norm_out(_dense(last, h)))
+        h = act(_normed_dense(last, self.norm_out, h))
         out = _dense(self.output_layer, h)
         return out / sigma if self.scale_by_sigma else out
 
