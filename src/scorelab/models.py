@@ -65,9 +65,9 @@ def _dense(layer: eqx.nn.Linear, x: Array) -> Array:
 def _normed_dense(layer: eqx.nn.Linear, norm: eqx.nn.LayerNorm, x: Array) -> Array:
     r"""``norm(layer(x))`` with LayerNorm's centring folded into the layer.
 
-    LayerNorm sees :math:`h = W x + b` only through :math:`h - ar h`, and
-    :math:`h - ar h = W_c x + b_c` with :math:`W_c = W - \mathbf{1} ar w^	op` (each column
-    minus its mean) and :math:`b_c = b - ar b`. So the layer multiplies by the centred
+    LayerNorm sees :math:`h = W x + b` only through :math:`h - \bar h`, and
+    :math:`h - \bar h = W_c x + b_c` with :math:`W_c = W - \mathbf{1} \bar w^\top` (each column
+    minus its mean) and :math:`b_c = b - \bar b`. So the layer multiplies by the centred
     weights, and only the scale :math:`(\overline{h_c^2} + \epsilon)^{-1/2}` is taken over
     the activations. It is the same function with the same parameters and, through the
     centring, the same gradients. Under ``vmap`` the centring is paid once per call on the
