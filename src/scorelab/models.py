@@ -97,6 +97,11 @@ class MLP(eqx.Module):
     lies. Setting :math:`c` to the data's scale (its standard deviation) restores that. The
     tutorial's network is ``input_scale=1``.
 
+    The layers are applied in a faster but equal form: LayerNorm's centring is folded into the
+    preceding weights, and every product is ``x @ W.T`` (see ``_normed_dense``). The
+    ``eqx.nn.Linear`` and ``eqx.nn.LayerNorm`` fields hold the parameters; only their
+    ``weight``, ``bias`` and ``eps`` are read.
+
     Call: ``model(x, sigma=None)`` with ``x`` of shape ``(d,)``; returns ``(d,)``.
     """
 
