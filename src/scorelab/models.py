@@ -156,6 +156,8 @@ class NoiseConditionalMLP(eqx.Module):
     network sees unit-variance inputs at every noise level (Karras et al. 2022, Table 1); see
     :class:`MLP` for why this matters before a LayerNorm. ``None`` is the tutorial's raw input.
 
+    The layers are applied in the same equal, faster form as :class:`MLP`'s.
+
     Call: ``model(x, sigma)`` with ``x`` of shape ``(d,)`` and scalar ``sigma > 0``.
 
     References:
