@@ -50,13 +50,14 @@
 # and frames) so that it executes in a few minutes on two CPU cores; this is how the
 # documentation is built and how CI runs it. Set `SCORELAB_TUTORIAL_FULL=1` for the founding
 # tutorial's sizes (its networks, 3000 training steps at batch 2048, the full DDIM sweep).
-# At those sizes, `python scripts/docs/build_tutorial.py --full` took 16 min 47 s on two CPU
-# cores (1006 s in the cells, 2.7 GB peak memory). It printed:
+# At those sizes, `python scripts/docs/build_tutorial.py --full` took 11 min 45 s on two CPU
+# cores (704 s in the cells, 2.6 GB peak memory; 16 min 47 s before session 4's faster
+# layers). It printed:
 #
-# - held-out Hyvärinen loss -9.77 ± 0.17, against -10.00 ± 0.16 for the exact score;
+# - held-out Hyvärinen loss -9.76 ± 0.17, against -10.00 ± 0.16 for the exact score;
 # - held-out DSM loss 0.186 against 0.185;
-# - NCSN with annealed Langevin: mode-weight TV 0.047 (floor 0.020);
-# - SW 1.01 for the linear output layer and 8.96 for the tutorial's leaky ReLU (floor 0.89).
+# - NCSN with annealed Langevin: mode-weight TV 0.037 (floor 0.020);
+# - SW 0.97 for the linear output layer and 9.35 for the tutorial's leaky ReLU (floor 0.89).
 
 # %% tags=["parameters"]
 import os
