@@ -44,14 +44,13 @@ import optax
 from _harness import flops, interleaved, matmul_case, median, parse_args, table, timed, write
 from jax.sharding import Mesh
 
-from scorelab import training
+from scorelab import models, training
 from scorelab.losses import dsm_loss, hyvarinen_loss, ncsn_loss
 from scorelab.models import MLP, NoiseConditionalMLP
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig, make_optimizer, train
 
 BATCH_SIZE = 2048  # the tutorial's; --quick uses 64
-LAYER_NORM_EPS = 1e-5  # eqx.nn.LayerNorm's default, which scorelab's MLP uses
 LEAKY_SLOPE = 0.01  # jax.nn.leaky_relu's default, the MLP's activation
 
 
@@ -189,23 +188,23 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
     return flops(lowered)
 
 
-@jax.custom_vjp
-def _norm_block(weight, bias, gain, shift, h):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _norm_block(eps, weight, bias, gain, shift, h):
     """``leaky_relu(LayerNorm(weight @ h + bias))`` on feature-major ``h`` (features, batch),
-    for centred ``weight``/``bias`` (rows and entries of mean zero): the LayerNorm's mean is
-    then zero, so only its scale is computed. Backward pass written by hand (``_norm_block_bwd``).
+    for centred ``weight``/``bias`` (``models._centred``): the LayerNorm's mean is then zero,
+    so only its scale is computed. Backward pass written by hand (``_norm_block_bwd``).
     """
-    return _norm_block_fwd(weight, bias, gain, shift, h)[0]
+    return _norm_block_fwd(eps, weight, bias, gain, shift, h)[0]
 
 
-def _norm_block_fwd(weight, bias, gain, shift, h):
+def _norm_block_fwd(eps, weight, bias, gain, shift, h):
     pre = weight @ h + bias[:, None]
-    rstd = jax.lax.rsqrt(jnp.mean(pre * pre, axis=0) + LAYER_NORM_EPS)
+    rstd = jax.lax.rsqrt(jnp.mean(pre * pre, axis=0) + eps)
     out = jax.nn.leaky_relu(pre * rstd * gain[:, None] + shift[:, None], LEAKY_SLOPE)
     return out, (weight, bias, gain, shift, h, pre, rstd)
 
 
-def _norm_block_bwd(residuals, g_out):
+def _norm_block_bwd(eps, residuals, g_out):
     weight, bias, gain, shift, h, pre, rstd = residuals
     normed = pre * rstd
     g_lin = jnp.where(normed * gain[:, None] + shift[:, None] > 0, g_out, LEAKY_SLOPE * g_out)
@@ -237,9 +236,8 @@ def fused_mlp(mlp: MLP, x: jax.Array) -> jax.Array:
         raise ValueError(f"fused_mlp is written for leaky_relu, got {mlp.activation}")
     h = (x / mlp.input_scale).T
     for layer, norm in zip(mlp.hidden_layers, mlp.norms):
-        weight = layer.weight - layer.weight.mean(axis=0)
-        bias = layer.bias - layer.bias.mean()
-        h = _norm_block(weight, bias, norm.weight, norm.bias, h)
+        weight, bias = models._centred(layer)
+        h = _norm_block(norm.eps, weight, bias, norm.weight, norm.bias, h)
     return (mlp.output_layer.weight @ h + mlp.output_layer.bias[:, None]).T
 
 

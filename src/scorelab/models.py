@@ -75,9 +75,15 @@ def _normed_dense(layer: eqx.nn.Linear, norm: eqx.nn.LayerNorm, x: Array) -> Arr
     activations forward and several backward: XLA:CPU runs the DSM and Hyvarinen gradients
     1.1-1.2x faster (``benchmarks/training.py``).
     """
-    weight = layer.weight - jnp.mean(layer.weight, axis=0)
-    h = x @ weight.T + (layer.bias - jnp.mean(layer.bias))
+    weight, bias = _centred(layer)
+    h = x @ weight.T + bias
     return h * jax.lax.rsqrt(jnp.mean(h * h) + norm.eps) * norm.weight + norm.bias
+
+
+def _centred(layer: eqx.nn.Linear) -> tuple[Array, Array]:
+    r"""``(W_c, b_c)``: the layer's weight with each column's mean removed, and its bias with
+    its mean removed, so that :math:`W_c x + b_c = h - \bar h` for :math:`h = W x + b`."""
+    return layer.weight - jnp.mean(layer.weight, axis=0), layer.bias - jnp.mean(layer.bias)
 
 
 class MLP(eqx.Module):
