@@ -21,7 +21,8 @@ loops for every objective; the table gives medians over rounds, the ratio (b)/(a
 and each loop's achieved FLOP/s (FLOPs of one step from XLA's cost analysis of the lowered
 step, ``_harness.flops``) as a fraction of the peak of the same rounds. A second table gives
 what bounds the DSM step (``ceiling_cases``): the MLP's gradient alone, the same gradient
-rewritten for XLA:CPU (``fused_mlp``), and its matmuls alone in both layouts.
+rewritten for XLA:CPU (``fused_mlp``, with and without its hand-written VJP), and its
+matmuls alone in both layouts.
 
     python benchmarks/training.py [--quick] [--repeats 5] [--objectives hyvarinen,dsm,ncsn]
         [--steps 20] [--batch-size 2048]
@@ -222,7 +223,7 @@ def _norm_block_bwd(eps, residuals, g_out):
 _norm_block.defvjp(_norm_block_fwd, _norm_block_bwd)
 
 
-def fused_mlp(mlp: MLP, x: jax.Array) -> jax.Array:
+def fused_mlp(mlp: MLP, x: jax.Array, hand_vjp: bool = True) -> jax.Array:
     """``vmap(mlp)(x)`` rewritten for XLA:CPU: the same function, fewer passes over memory.
 
     LayerNorm's centring is folded into the weights, as in ``scorelab.models._normed_dense``.
@@ -230,14 +231,17 @@ def fused_mlp(mlp: MLP, x: jax.Array) -> jax.Array:
     activations are feature-major (``(features, batch)``), so every matmul, forward and
     backward, has a layout XLA:CPU runs near its peak, including the weight gradients, which
     contract over the batch. And the backward pass of each LayerNorm + leaky ReLU block is
-    written by hand (``_norm_block``). Tutorial's leaky ReLU only.
+    written by hand (``_norm_block``); ``hand_vjp=False`` differentiates the same forward pass
+    with JAX's autodiff instead, which separates what the layout buys from what the VJP buys.
+    Tutorial's leaky ReLU only.
     """
     if mlp.activation != "leaky_relu":
         raise ValueError(f"fused_mlp is written for leaky_relu, got {mlp.activation}")
     h = (x / mlp.input_scale).T
     for layer, norm in zip(mlp.hidden_layers, mlp.norms):
         weight, bias = models._centred(layer)
-        h = _norm_block(norm.eps, weight, bias, norm.weight, norm.bias, h)
+        args = (norm.eps, weight, bias, norm.weight, norm.bias, h)
+        h = _norm_block(*args) if hand_vjp else _norm_block_fwd(*args)[0]
     return (mlp.output_layer.weight @ h + mlp.output_layer.bias[:, None]).T
 
 
@@ -251,9 +255,11 @@ def ceiling_cases(batch_size: int, quick: bool, n_calls: int):
 
     ``network``: gradient of ``sum(vmap(mlp)(x) ** 2)`` (the DSM step without loss, RNG and
     optimiser); ``fused``: the same gradient through :func:`fused_mlp`, the fastest form of the
-    network found for XLA:CPU (checked equal to ``network`` before timing); ``matmuls`` and
-    ``matmuls, feature-major``: the same chain of matmuls with LayerNorm, activations and biases
-    removed, batch-major (as ``vmap`` lays them out) and feature-major (as ``fused`` does).
+    network found for XLA:CPU; ``feature-major``: ``fused_mlp``'s layout differentiated by JAX
+    instead of its hand-written VJP (both checked equal to ``network`` before timing);
+    ``matmuls`` and ``matmuls, feature-major``: the same chain of matmuls with LayerNorm,
+    activations and biases removed, batch-major (as ``vmap`` lays them out) and feature-major
+    (as ``fused`` does).
     Each case times ``n_calls`` calls back to back, as the loops time their steps (timed one
     call at a time, the network's gradient came out at 33.6 ms, slower than the 21.2 ms DSM
     step of the same run that contains it). Returns ``{name: (case, flops)}``, each case giving
@@ -270,6 +276,9 @@ def ceiling_cases(batch_size: int, quick: bool, n_calls: int):
     def fused(params, x):
         return jnp.sum(fused_mlp(eqx.combine(params, static), x) ** 2)
 
+    def feature_major(params, x):
+        return jnp.sum(fused_mlp(eqx.combine(params, static), x, hand_vjp=False) ** 2)
+
     def matmuls(weights, x):
         for weight in weights:
             x = x @ weight.T
@@ -284,6 +293,7 @@ def ceiling_cases(batch_size: int, quick: bool, n_calls: int):
     cases, grads = {}, {}
     for name, fn, arg in (
         ("network", network, params),
+        ("feature-major", feature_major, params),
         ("fused", fused, params),
         ("matmuls", matmuls, weights),
         ("matmuls, feature-major", matmuls_feature_major, weights),
@@ -292,9 +302,10 @@ def ceiling_cases(batch_size: int, quick: bool, n_calls: int):
         cost = flops(grad.lower(arg, x))
         grads[name] = jax.block_until_ready(grad(arg, x))
         cases[name] = (functools.partial(_per_call, grad, arg, x, n_calls=n_calls), cost)
-    for got, want in zip(jax.tree.leaves(grads["fused"]), jax.tree.leaves(grads["network"])):
-        scale = float(jnp.max(jnp.abs(want)))
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
+    for name in ("feature-major", "fused"):
+        for got, want in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(grads["network"])):
+            scale = float(jnp.max(jnp.abs(want)))
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
     return cases
 
 

@@ -3,6 +3,7 @@
 No wall-clock threshold anywhere: speed is what the benchmarks report, not what tests assert.
 """
 
+import functools
 import json
 import subprocess
 import sys
@@ -69,9 +70,11 @@ def test_quick_run_writes_its_json(name, tmp_path):
     assert len(result["results"]) > 0
 
 
-def test_fused_mlp_is_the_mlp_with_the_same_gradient():
-    # training.py's `fused` ceiling claims to be the same network rewritten: LayerNorm's
-    # centring folded into the weights and a hand-written backward pass. Check value and
+@pytest.mark.parametrize("hand_vjp", [True, False])
+def test_fused_mlp_is_the_mlp_with_the_same_gradient(hand_vjp):
+    # training.py's `fused` and `feature-major` ceilings claim to be the same network rewritten:
+    # LayerNorm's centring folded into the weights, feature-major, with and without a
+    # hand-written backward pass. Check value and
     # gradient against vmap(mlp) with LayerNorm gains and shifts moved off their 1/0 start
     # and an input scale, so that every term of the hand-written VJP is exercised.
     import equinox as eqx
@@ -96,6 +99,8 @@ def test_fused_mlp_is_the_mlp_with_the_same_gradient():
         return jnp.sum(jnp.sin(net(eqx.combine(params, static), x)))
 
     reference = jax.value_and_grad(loss, argnums=1)(lambda m, x: jax.vmap(m)(x), params)
-    fused = jax.value_and_grad(loss, argnums=1)(fused_mlp, params)
+    fused = jax.value_and_grad(loss, argnums=1)(
+        functools.partial(fused_mlp, hand_vjp=hand_vjp), params
+    )
     for got, want in zip(jax.tree.leaves(fused), jax.tree.leaves(reference)):
         assert jnp.allclose(got, want, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(want))))
