@@ -123,6 +123,12 @@ def _cmd_sample(args) -> int:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
     print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {args.out}")
+    if model is not None and config.loss.name == "dsm":
+        sigma = f"{config.loss.sigma:g}"
+        print(
+            f"the model learned the data noised at sigma {sigma}: compare with that law by "
+            f"`scorelab evaluate {args.out} --sigma {sigma} --target/--data ...`"
+        )
     return 0
 
 
@@ -131,7 +137,11 @@ def _cmd_evaluate(args) -> int:
     from scorelab.workflows import evaluate_samples, format_table
 
     report = evaluate_samples(
-        args.samples, target=args.target, data=args.data, floor_repeats=args.floor_repeats
+        args.samples,
+        target=args.target,
+        data=args.data,
+        floor_repeats=args.floor_repeats,
+        sigma=args.sigma,
     )
     print(format_table([report["row"]]))
     if args.json is not None:
@@ -283,6 +293,12 @@ def _parser() -> argparse.ArgumentParser:
     reference = evaluate.add_mutually_exclusive_group(required=True)
     reference.add_argument("--target", help="a built-in target (exact reference and floor)")
     reference.add_argument("--data", type=Path, help="reference data .npy/.csv")
+    evaluate.add_argument(
+        "--sigma",
+        type=float,
+        default=0.0,
+        help="compare with the reference noised at this sigma (a DSM model's samples)",
+    )
     evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
     evaluate.add_argument("--json", type=Path, help="write the metrics as JSON")
     evaluate.set_defaults(handler=_cmd_evaluate)

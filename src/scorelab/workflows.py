@@ -6,6 +6,7 @@ does one job; ``scorelab.cli`` only parses arguments and calls these.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -14,9 +15,10 @@ import jax
 import numpy as np
 
 from scorelab import metrics, samplers, viz
+from scorelab._validate import check_real
 from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
-from scorelab.models import ExactScore, NoiseConditionalMLP
+from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.runs import load_run, manifest, write_json
 from scorelab.targets import load_array
 from scorelab.training import train
@@ -62,8 +64,25 @@ def train_run(
 
 
 def score_model(config: ExperimentConfig, model=None):
-    """The score to sample with: ``model``, or the exact score of the configured target."""
+    """The score to sample with: ``model``, or the exact score of the configured target.
+
+    Raises:
+        ConfigError: for a bundled network that cannot serve the configured sampler: an
+            unconditional :class:`scorelab.models.MLP` (Hyvarinen, Hutchinson, sliced, DSM)
+            under a sampler that walks a sigma grid, which would query the score of one
+            distribution at every level; or a noise-conditional network under ULA at sigma 0.
+    """
     if model is not None:
+        if isinstance(model, MLP) and config.sampler.uses_grid:
+            trained = f"loss {config.loss.name!r}"
+            if config.loss.name == "dsm":
+                trained += f" at sigma {config.loss.sigma:g}"
+            raise ConfigError(
+                f"sampler.name: {config.sampler.name!r} walks a sigma grid and needs a "
+                f"noise-conditional model (trained with --loss ncsn); this model is "
+                f"unconditional ({trained}), the score of one distribution: sample it with "
+                "--sampler ula"
+            )
         if (
             isinstance(model, NoiseConditionalMLP)
             and config.sampler.name == "ula"
@@ -133,14 +152,20 @@ def evaluate_samples(
     floor_repeats: int = 5,
     seed: int = 0,
     label: str = "samples",
+    sigma: float = 0.0,
 ) -> dict[str, Any]:
-    """Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
+    r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
     the sliced-Wasserstein floor at the same sample size.
 
     With a built-in ``target``, the reference is ``n`` fresh exact samples and the floor is
     the metric between two independent exact sets of size ``n``. With ``data`` (an array or a
     path), the reference is the data and the floor is the metric between two independent
     sets of ``n`` draws (with replacement) from the data's empirical law.
+
+    With ``sigma > 0`` the reference law is the noised one,
+    :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)`: the target's exact VE marginal, or the
+    data plus fresh Gaussian noise. That is the law a DSM model trained at ``sigma`` learns,
+    so its samples are judged against it, not against the data.
 
     Returns:
         ``{"metrics": ..., "floor": {"sliced_wasserstein": [mean, sd], ...}, "row": ...}``
@@ -150,22 +175,31 @@ def evaluate_samples(
         samples = load_array(samples)
     samples = np.asarray(samples, np.float32)
     n = samples.shape[0]
+    check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
     key_reference, key_floor = jax.random.split(jax.random.key(seed))
     if target is not None:
         if target not in TARGETS:
             raise ConfigError(f"target: unknown {target!r}; accepted: {', '.join(TARGETS)}")
         mixture = TARGETS[target]()
+        if sigma > 0:
+            mixture = mixture.ve_marginal(sigma)
         reference = np.asarray(mixture.sample(key_reference, n))
         sample_fn = mixture.sample
     else:
         mixture = None
-        reference = load_array(data) if isinstance(data, str | Path) else np.asarray(data)
-        if reference.shape[0] < 2:
+        points = load_array(data) if isinstance(data, str | Path) else np.asarray(data)
+        if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
 
         def sample_fn(key, size):
-            # iid draws from the empirical law of the data: the floor of that law.
-            return reference[np.asarray(jax.random.choice(key, reference.shape[0], (size,)))]
+            # iid draws from the empirical law of the data (noised at sigma): that law's floor.
+            pick, noise = jax.random.split(key)
+            drawn = points[np.asarray(jax.random.choice(pick, points.shape[0], (size,)))]
+            if sigma == 0:
+                return drawn
+            return drawn + sigma * np.asarray(jax.random.normal(noise, drawn.shape))
+
+        reference = points if sigma == 0 else sample_fn(key_reference, points.shape[0])
 
     if samples.shape[1] != reference.shape[1]:
         raise ConfigError(
@@ -254,6 +288,11 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     sigma = config.sampler.sigma if config.sampler.sigma > 0 else config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))
+    if isinstance(model, MLP) and config.sampler.uses_grid:
+        # The run keeps the default grid sampler, which an unconditional model cannot serve.
+        config = dataclasses.replace(
+            config, sampler=dataclasses.replace(config.sampler, name="ula")
+        )
     result = sample_run(config, model, 1000, 0)
     figure = viz.ddim_samples({config.sampler.name: result.x}, data)
     written.append(viz.save_figure(figure, out_dir / "samples.png"))
