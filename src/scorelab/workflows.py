@@ -294,6 +294,9 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
             config, sampler=dataclasses.replace(config.sampler, name="ula")
         )
     result = sample_run(config, model, 1000, 0)
-    figure = viz.ddim_samples({config.sampler.name: result.x}, data)
+    name = config.sampler.name
+    figure = viz.ddim_samples(
+        {f"{config.loss.name} model": result.x}, data, key_name=None, title=f"{name} samples"
+    )
     written.append(viz.save_figure(figure, out_dir / "samples.png"))
     return written
