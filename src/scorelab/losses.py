@@ -167,7 +167,10 @@ def hutchinson_loss(
         \qquad \mathbb{E}[v v^\top] = I,
 
     so :math:`\mathbb{E}_v[\ell] =` :func:`hyvarinen_loss`. All probes share one
-    linearisation of ``score_fn`` (one batched Jacobian-vector product). Per probe, with
+    linearisation of ``score_fn``, and each probe costs one Jacobian-vector product, as each
+    basis vector does in :func:`hyvarinen_loss`: with ``n_probes >= d`` the exact trace costs
+    no more and has no variance, so this loss pays off only for ``n_probes`` well below the
+    dimension. Per probe, with
     :math:`A = (J + J^\top)/2`, the variance is :math:`2 \sum_{i \ne j} A_{ij}^2` for
     Rademacher probes (the minimum over probe laws; Hutchinson, 1989) and
     :math:`2 \operatorname{tr} A^2` for Gaussian ones. This completes the founding
