@@ -9,6 +9,8 @@ References:
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 from jax import Array
@@ -117,7 +119,9 @@ def annealed_langevin(
         sigmas: ``(N,)`` ascending grid; ``sigma_min = sigmas[0]``.
         n_steps_per_level: ULA steps per level.
         step_ratio: :math:`r`, the step at :math:`\sigma_{\min}`; stable below
-            :math:`2 \sigma_{\min}^2`.
+            :math:`2 \sigma_{\min}^2`, and a warning at or above it. The default suits
+            :math:`\sigma_{\min} = 0.02`; scale it with :math:`\sigma_{\min}^2` for another
+            grid.
 
     Returns:
         A :class:`Sampler` with ``nfe = N * n_steps_per_level``. Trajectory and ``noise`` are
@@ -137,6 +141,16 @@ def annealed_langevin(
     n_steps_per_level = check_positive_int("n_steps_per_level", n_steps_per_level)
     if not step_ratio > 0:
         raise ValueError(f"step_ratio must be > 0, got {step_ratio}")
+    limit = 2.0 * float(sigmas[0]) ** 2
+    if step_ratio >= limit:
+        warnings.warn(
+            f"step_ratio {step_ratio:g} >= 2 sigma_min^2 = {limit:g}: on every level where "
+            "sigma^2 dominates the data's variance, one step multiplies a chain's distance to "
+            f"the mean by 1 - step_ratio / sigma_min^2 = {1 - step_ratio / limit * 2:g}, so the "
+            f"chains diverge; pass a step_ratio below {limit:g} (e.g. {limit / 4:g}, which "
+            "halves that distance per step)",
+            stacklevel=2,
+        )
     sigma_steps = jnp.repeat(sigmas[::-1], n_steps_per_level)
     run = Partial(
         _langevin_run,
