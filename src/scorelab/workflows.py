@@ -63,6 +63,12 @@ def train_run(
     return out_dir
 
 
+def _one_law_under_a_grid(config: ExperimentConfig, model) -> bool:
+    """Whether ``model`` is an unconditional network (the score of one law) and the configured
+    sampler walks a sigma grid, which would query that one score at every level."""
+    return isinstance(model, MLP) and config.sampler.uses_grid
+
+
 def score_model(config: ExperimentConfig, model=None):
     """The score to sample with: ``model``, or the exact score of the configured target.
 
@@ -73,7 +79,7 @@ def score_model(config: ExperimentConfig, model=None):
             distribution at every level; or a noise-conditional network under ULA at sigma 0.
     """
     if model is not None:
-        if isinstance(model, MLP) and config.sampler.uses_grid:
+        if _one_law_under_a_grid(config, model):
             trained = f"loss {config.loss.name!r}"
             if config.loss.name == "dsm":
                 trained += f" at sigma {config.loss.sigma:g}"
@@ -288,15 +294,17 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     sigma = config.sampler.sigma if config.sampler.sigma > 0 else config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))
-    if isinstance(model, MLP) and config.sampler.uses_grid:
+    if _one_law_under_a_grid(config, model):
         # The run keeps the default grid sampler, which an unconditional model cannot serve.
         config = dataclasses.replace(
             config, sampler=dataclasses.replace(config.sampler, name="ula")
         )
     result = sample_run(config, model, 1000, 0)
-    name = config.sampler.name
     figure = viz.ddim_samples(
-        {f"{config.loss.name} model": result.x}, data, key_name=None, title=f"{name} samples"
+        {f"{config.loss.name} model": result.x},
+        data,
+        key_name=None,
+        title=f"{config.sampler.name} samples",
     )
     written.append(viz.save_figure(figure, out_dir / "samples.png"))
     return written

@@ -141,14 +141,14 @@ def annealed_langevin(
     n_steps_per_level = check_positive_int("n_steps_per_level", n_steps_per_level)
     if not step_ratio > 0:
         raise ValueError(f"step_ratio must be > 0, got {step_ratio}")
-    limit = 2.0 * float(sigmas[0]) ** 2
-    if step_ratio >= limit:
+    sigma_min_sq = float(sigmas[0]) ** 2
+    if step_ratio >= 2 * sigma_min_sq:
         warnings.warn(
-            f"step_ratio {step_ratio:g} >= 2 sigma_min^2 = {limit:g}: on every level where "
-            "sigma^2 dominates the data's variance, one step multiplies a chain's distance to "
-            f"the mean by 1 - step_ratio / sigma_min^2 = {1 - step_ratio / limit * 2:g}, so the "
-            f"chains diverge; pass a step_ratio below {limit:g} (e.g. {limit / 4:g}, which "
-            "halves that distance per step)",
+            f"step_ratio {step_ratio:g} >= 2 sigma_min^2 = {2 * sigma_min_sq:g}: on every level "
+            "where sigma^2 dominates the data's variance, one step multiplies a chain's distance "
+            f"to the mean by 1 - step_ratio / sigma_min^2 = {1 - step_ratio / sigma_min_sq:g}, so "
+            f"the chains diverge; pass a step_ratio below {2 * sigma_min_sq:g} (e.g. "
+            f"{sigma_min_sq / 2:g}, which halves that distance per step)",
             stacklevel=2,
         )
     sigma_steps = jnp.repeat(sigmas[::-1], n_steps_per_level)
