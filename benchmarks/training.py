@@ -202,11 +202,11 @@ def _norm_block_fwd(eps, weight, bias, gain, shift, h):
     pre = weight @ h + bias[:, None]
     rstd = jax.lax.rsqrt(jnp.mean(pre * pre, axis=0) + eps)
     out = jax.nn.leaky_relu(pre * rstd * gain[:, None] + shift[:, None], LEAKY_SLOPE)
-    return out, (weight, bias, gain, shift, h, pre, rstd)
+    return out, (weight, gain, shift, h, pre, rstd)
 
 
 def _norm_block_bwd(eps, residuals, g_out):
-    weight, bias, gain, shift, h, pre, rstd = residuals
+    weight, gain, shift, h, pre, rstd = residuals
     normed = pre * rstd
     g_lin = jnp.where(normed * gain[:, None] + shift[:, None] > 0, g_out, LEAKY_SLOPE * g_out)
     g_normed = g_lin * gain[:, None]

@@ -74,24 +74,18 @@ def test_quick_run_writes_its_json(name, tmp_path):
 def test_fused_mlp_is_the_mlp_with_the_same_gradient(hand_vjp):
     # training.py's `fused` and `feature-major` ceilings claim to be the same network rewritten:
     # LayerNorm's centring folded into the weights, feature-major, with and without a
-    # hand-written backward pass. Check value and
-    # gradient against vmap(mlp) with LayerNorm gains and shifts moved off their 1/0 start
-    # and an input scale, so that every term of the hand-written VJP is exercised.
+    # hand-written backward pass. Check value and gradient against vmap(mlp) with LayerNorm
+    # gains and shifts moved off their 1/0 start and an input scale, so that every term of the
+    # hand-written VJP is exercised.
     import equinox as eqx
+    from _networks import with_moved_norms
     from training import fused_mlp
 
     from scorelab.models import MLP
 
-    mlp = MLP(jax.random.key(0), widths=(8, 16, 8), input_scale=3.0)
-
-    def norm_leaves(m):
-        return [leaf for norm in m.norms for leaf in (norm.weight, norm.bias)]
-
-    keys = jax.random.split(jax.random.key(1), len(norm_leaves(mlp)))
-    moved = [
-        leaf + 0.3 * jax.random.normal(key, leaf.shape) for key, leaf in zip(keys, norm_leaves(mlp))
-    ]
-    mlp = eqx.tree_at(norm_leaves, mlp, moved)
+    mlp = with_moved_norms(
+        MLP(jax.random.key(0), widths=(8, 16, 8), input_scale=3.0), jax.random.key(1)
+    )
     x = 4.0 * jax.random.normal(jax.random.key(2), (64, 2))
     params, static = eqx.partition(mlp, eqx.is_inexact_array)
 

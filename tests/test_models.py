@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _networks import with_moved_norms
 
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 
@@ -98,28 +99,13 @@ def test_networks_are_the_equinox_layers_they_hold():
         h = act(m.norm_out(last(act(middle(act(m.norm_in(first(h))))))))
         return m.output_layer(h) / sigma
 
-    def moved_norms(model, key):
-        def leaves(m):
-            return [
-                leaf
-                for n in jax.tree.leaves(m, is_leaf=_is_norm)
-                if _is_norm(n)
-                for leaf in (n.weight, n.bias)
-            ]
-
-        keys = jax.random.split(key, len(leaves(model)))
-        moved = [
-            leaf + 0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves(model))
-        ]
-        return eqx.tree_at(leaves, model, moved)
-
     x = 3.0 * jax.random.normal(jax.random.key(5), (6, 2))
     sigma = jnp.linspace(0.1, 5.0, 6)
     for model, by_layers in (
         (MLP(jax.random.key(3), widths=(16, 32, 8), input_scale=2.0), mlp_by_layers),
         (NoiseConditionalMLP(jax.random.key(4), widths=(16, 32, 8)), conditional_by_layers),
     ):
-        model = moved_norms(model, jax.random.key(6))
+        model = with_moved_norms(model, jax.random.key(6))
 
         def loss(m, net):
             return jnp.sum(jnp.sin(jax.vmap(net, (None, 0, 0))(m, x, sigma)))
@@ -128,7 +114,3 @@ def test_networks_are_the_equinox_layers_they_hold():
         want = eqx.filter_value_and_grad(loss)(model, by_layers)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))))
-
-
-def _is_norm(node) -> bool:
-    return isinstance(node, eqx.nn.LayerNorm)
