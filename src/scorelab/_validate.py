@@ -1,4 +1,5 @@
-"""Argument checks shared by the configs, the training loop and the losses.
+"""Argument checks shared by the configs, the training loop and the losses, and the one reader
+of configuration dataclasses from mappings (:func:`from_mapping`).
 
 Every check raises ``error`` (``ValueError`` unless a caller passes a subclass such as
 :class:`scorelab.config.ConfigError`) with a message that starts with the field's name, so
@@ -7,9 +8,12 @@ that a bad value in a TOML file, on the command line or in a library call reads 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
 
 
 def check_choice(field: str, value, accepted, error: type[ValueError] = ValueError) -> None:
@@ -45,3 +49,83 @@ def check_real(
     if not (ok and math.isfinite(value) and test(value)):
         none = "None or " if optional else ""
         raise error(f"{field}: expected {none}{accepted}, got {value!r}")
+
+
+def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError] = ValueError):
+    """An instance of the frozen dataclass ``cls`` from a mapping, with strict types.
+
+    The one way every configuration dataclass (an experiment's sections, the training, demo and
+    sweep settings) is read from TOML, JSON or ``--set`` overrides. Fields not in ``values``
+    keep ``base``'s values (the class defaults when ``base`` is ``None``). Values must have the
+    field's declared type: a boolean is ``true``/``false`` (never the string ``"false"``), an
+    integer field takes integers, a float field integers or floats, a string field strings, a
+    ``tuple[X, ...]`` field a list of ``X``; ``None`` only where the field allows it; a field
+    whose type is itself a dataclass takes a table, read the same way on top of ``base``'s
+    value. The dataclass's own ``__post_init__`` then checks ranges.
+
+    Args:
+        cls: a dataclass type.
+        values: field name -> value.
+        section: the name errors start with (``"train"`` gives ``"train.steps: ..."``).
+        base: an instance of ``cls`` whose values the missing fields keep.
+        error: the exception raised (a ``ValueError`` subclass).
+
+    Returns:
+        The instance.
+
+    Raises:
+        error: for a non-mapping, an unknown field (naming the accepted ones), a value of the
+            wrong type, or a value ``__post_init__`` rejects; the message starts with
+            ``section.field:``.
+    """
+    if not isinstance(values, Mapping):
+        raise error(f"{section}: expected a table of fields, got {type(values).__name__}")
+    names = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise error(f"{section}.{unknown[0]}: unknown field; accepted: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for name, value in values.items():
+        current = getattr(base, name) if base is not None else None
+        changes[name] = _typed(hints[name], value, f"{section}.{name}", current, error)
+    try:
+        if base is not None:
+            return dataclasses.replace(base, **changes)
+        return cls(**changes)
+    except error:
+        raise
+    except ValueError as problem:  # a check without the section prefix (e.g. TrainConfig's)
+        raise error(f"{section}.{problem}") from problem
+
+
+def _typed(hint, value, field: str, current, error):
+    """``value`` checked (and, for tuples and nested dataclasses, converted) against ``hint``."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in arguments:
+            return None
+        (hint,) = [a for a in arguments if a is not type(None)]
+        return _typed(hint, value, field, current, error)
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, field, base=current, error=error)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise error(f"{field}: expected a list, got {value!r}")
+        return tuple(_typed(arguments[0], item, field, None, error) for item in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise error(f"{field}: expected a table, got {value!r}")
+        return dict(value)
+    expected = {
+        bool: ("true or false", lambda v: isinstance(v, bool)),
+        int: ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+        float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+        str: ("a string", lambda v: isinstance(v, str)),
+    }
+    if hint in expected:
+        accepted, test = expected[hint]
+        if not test(value):
+            raise error(f"{field}: expected {accepted}, got {value!r}")
+        return float(value) if hint is float else value
+    return value

@@ -1,18 +1,24 @@
 """The ``scorelab`` command: train, sample, evaluate, plot, demo, sweep, pretrained.
 
 A thin layer: it parses arguments into a :class:`scorelab.config.ExperimentConfig` (a TOML
-file, then ``--set section.field=value`` overrides, then the named flags), and calls the
-library. Invalid input ends with a one-line ``scorelab <command>: error: ...`` naming the
-field and the accepted values, and exit status 2.
+file, then ``--set section.field=value`` overrides, then the named flags), dispatches to
+:mod:`scorelab.workflows` (or the demo, the sweep, the pretrained loader) and prints. The
+sampler flags are generated from the samplers' own option declarations
+(:func:`scorelab.samplers.options`).
+
+One error boundary (:func:`main`): every failure a user can cause (a bad value, a missing or
+damaged file, a permission, a full disk, a diverged run, too little memory) ends as one line
+``scorelab <command>: error: ...`` naming the input and what to do, exit status 2; anything
+else is a bug: its traceback, a line asking for a report, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import traceback
 from pathlib import Path
-
-import numpy as np
 
 __all__ = ["main"]
 
@@ -26,37 +32,48 @@ _TRAIN_FLAGS = {
     "--lr": ("train.learning_rate", float, "learning rate"),
     "--seed": ("train.seed", int, "training seed"),
 }
-_SAMPLER_FLAGS = {
-    "--sampler": (
-        "sampler.name",
-        str,
-        "ula, mala, annealed, ddim, euler_maruyama, ancestral, pc, euler, heun, edm, dpmpp_2m, "
-        "tsit5 or dopri5 (scorelab.samplers.SAMPLERS)",
-    ),
+_GRID_FLAGS = {
+    "--sampler": ("sampler.name", str, "sampler name (listed below)"),
     "--levels": ("sampler.n_levels", int, "number of sigma levels N"),
     "--grid": ("sampler.grid", str, "geometric (default), karras (the tutorial's) or vp"),
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
     "--rho": ("sampler.rho", float, "Karras grid curvature"),
-    "--e": ("sampler.e", float, "DDIM stochasticity e >= 0 (0 deterministic, 1 ancestral)"),
-    "--eta0": ("sampler.eta_0", float, "DDIM noise of the final step"),
-    "--n-steps": ("sampler.n_steps", int, "ULA / MALA steps"),
-    "--step-size": ("sampler.step_size", float, "ULA / MALA step size"),
-    "--sigma": ("sampler.sigma", float, "noise level ULA / MALA sample at (0: the data)"),
-    "--steps-per-level": ("sampler.n_steps_per_level", int, "annealed Langevin steps per level"),
-    "--step-ratio": ("sampler.step_ratio", float, "annealed Langevin step at sigma_min"),
-    "--n-corrector": ("sampler.n_corrector", int, "pc: Langevin corrector steps per level"),
-    "--snr": ("sampler.snr", float, "pc: target signal-to-noise ratio"),
-    "--step-rule": ("sampler.step_rule", str, "pc: sigma (default) or snr (Song et al.'s)"),
-    "--s-churn": ("sampler.s_churn", float, "edm: S_churn"),
-    "--s-tmin": ("sampler.s_tmin", float, "edm: S_tmin"),
-    "--s-tmax": ("sampler.s_tmax", float, "edm: S_tmax"),
-    "--s-noise": ("sampler.s_noise", float, "edm: S_noise"),
-    "--rtol": ("sampler.rtol", float, "tsit5 / dopri5: relative tolerance"),
-    "--atol": ("sampler.atol", float, "tsit5 / dopri5: absolute tolerance"),
-    "--max-steps": ("sampler.max_steps", int, "tsit5 / dopri5: most solver steps"),
     "--prior": ("sampler.prior", str, "normal or exact"),
 }
+# Flags of earlier versions, and what replaced them.
+_RENAMED_FLAGS = {
+    "--e": "--eta",
+    "--eta0": "--final-noise",
+    "--steps-per-level": "--n-steps-per-level",
+}
+
+
+def _sampler_flags() -> dict:
+    """Every sampler option as a flag ``--name-with-dashes`` -> ``sampler.options.name``,
+    generated from the samplers' declarations (type, help, which samplers take it)."""
+    from scorelab import samplers
+
+    declared: dict[str, tuple] = {}
+    users: dict[str, list[str]] = {}
+    for name in samplers.SAMPLERS:
+        for option in samplers.options(name):
+            declared.setdefault(option.name, option)
+            users.setdefault(option.name, []).append(name)
+    flags = {}
+    for option_name, option in declared.items():
+        flag = "--" + option_name.replace("_", "-")
+        help_text = f"{option.help} ({', '.join(users[option_name])}; default {option.default!r})"
+        kind = option.type if option.type in (int, float, str) else str
+        flags[flag] = (f"sampler.options.{option_name}", kind, help_text)
+    return flags
+
+
+class _Renamed(argparse.Action):
+    """A flag of an earlier version: a one-line error naming its new spelling."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed {_RENAMED_FLAGS[option_string]}")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
@@ -76,66 +93,98 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 def _experiment(args, flags: dict, base: dict | None = None):
     from scorelab.config import ExperimentConfig, apply_overrides, load_config
 
-    # A copy: the base (a run's saved config) is not modified.
     values = {section: dict(table) for section, table in (base or {}).items()}
     if args.config is not None:
-        for section, table in load_config(args.config).items():
-            values.setdefault(section, {}).update(table)
+        loaded = load_config(args.config)
+        for section, table in loaded.items():
+            if isinstance(table, dict) and isinstance(values.get(section), dict):
+                values[section].update(table)
+            else:
+                values[section] = table
     values = apply_overrides(values, args.overrides)
     for target in (spec[0] for spec in flags.values()):
         value = getattr(args, target)
         if value is not None:
-            section, field = target.split(".")
-            values.setdefault(section, {})[field] = value
+            table = values
+            *sections, field = target.split(".")
+            for section in sections:
+                table = table.setdefault(section, {})
+            table[field] = value
     return ExperimentConfig.from_dict(values)
 
 
+def _output(path: Path, suffix: str, overwrite: bool) -> Path:
+    """``path`` checked before any work: the right suffix, a writable folder (created), and no
+    file there unless ``overwrite``."""
+    if path.suffix != suffix:
+        raise ValueError(
+            f"{path}: the output must be a {suffix} file (give a name ending {suffix})"
+        )
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name ending {suffix}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path}: exists; pass --overwrite to replace it, or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+_SAMPLER_FLAGS = _sampler_flags()
+
+
 def _cmd_train(args) -> int:
+    from scorelab.runs import run_directory
     from scorelab.training import initialize_distributed
     from scorelab.workflows import train_run
 
     initialize_distributed()  # a no-op on one host; joins the cluster when launched on several
     config = _experiment(args, _TRAIN_FLAGS)
-    run_dir = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"trained model written to {run_dir}")
+    with run_directory(args.out, resume=args.resume, overwrite=args.overwrite):
+        train_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"trained model written to {args.out}")
     return 0
 
 
 def _cmd_sample(args) -> int:
-    from scorelab.runs import load_run
+    import numpy as np
+
+    from scorelab.runs import atomic_write, load_run
     from scorelab.workflows import sample_run
 
     if (args.run is None) == (args.exact is None):
         raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
+    out = _output(args.out, ".npy", args.overwrite)
+    if args.trajectory is not None:
+        _output(args.trajectory, ".npy", args.overwrite)
     if args.run is not None:
         base_config, model = load_run(args.run)
         base = base_config.to_dict()
     else:
         base, model = {"data": {"source": args.exact}}, None
-    config = _experiment(args, _SAMPLER_FLAGS, base)
+    config = _experiment(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, base)
     result = sample_run(config, model, args.n, args.seed, trajectory=args.trajectory is not None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, result.x)
+    atomic_write(out, lambda handle: np.save(handle, result.x))
     if args.trajectory is not None:
-        np.save(args.trajectory, result.trajectory)
+        atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
     nfe = f"NFE {result.nfe}"
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
-    print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {args.out}")
+    print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {out}")
     if model is not None and config.loss.name == "dsm":
         sigma = f"{config.loss.sigma:g}"
         print(
             f"the model learned the data noised at sigma {sigma}: compare with that law by "
-            f"`scorelab evaluate {args.out} --sigma {sigma} --target/--data ...`"
+            f"`scorelab evaluate {out} --sigma {sigma} --target/--data ...`"
         )
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     from scorelab.runs import write_json
-    from scorelab.workflows import evaluate_samples, format_table
+    from scorelab.workflows import evaluate_samples
 
+    if args.json is not None:
+        _output(args.json, ".json", args.overwrite)
     report = evaluate_samples(
         args.samples,
         target=args.target,
@@ -143,17 +192,23 @@ def _cmd_evaluate(args) -> int:
         floor_repeats=args.floor_repeats,
         sigma=args.sigma,
     )
-    print(format_table([report["row"]]))
+    print(report.text())
     if args.json is not None:
-        write_json(args.json, report)
+        write_json(args.json, report.to_dict())
         print(f"metrics written to {args.json}")
     return 0
 
 
 def _cmd_plot(args) -> int:
+    from scorelab.demo import plot_demo
     from scorelab.workflows import plot_run
 
-    for path in plot_run(args.run, args.out):
+    out = args.out if args.out is not None else args.run / "figures"
+    if (args.run / "demo.json").is_file():
+        written = plot_demo(args.run, out)
+    else:
+        written = plot_run(args.run, out)
+    for path in written:
         print(path)
     return 0
 
@@ -161,17 +216,23 @@ def _cmd_plot(args) -> int:
 def _cmd_demo(args) -> int:
     from scorelab.config import load_config
     from scorelab.demo import DemoSettings, run_demo
+    from scorelab.runs import run_directory
 
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.settings is not None:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
-    run_demo(settings, Path(args.out) / args.name, progress=not args.quiet)
+    out = Path(args.out) / args.name
+    with run_directory(out, resume=False, overwrite=args.overwrite):
+        run_demo(settings, out, progress=not args.quiet)
     return 0
 
 
 def _comma_list(kind):
     def parse(text: str) -> tuple:
-        return tuple(kind(item) for item in text.split(",") if item.strip())
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
 
     return parse
 
@@ -195,8 +256,9 @@ def _cmd_sweep(args) -> int:
     from scorelab import viz
     from scorelab.config import TARGETS, ConfigError, load_config
     from scorelab.models import ExactScore
+    from scorelab.report import Report
+    from scorelab.runs import run_directory
     from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
-    from scorelab.workflows import format_table
 
     values = dict(load_config(args.config).get("sweep", {})) if args.config else {}
     for field, _, _ in _SWEEP_FLAGS.values():
@@ -210,26 +272,27 @@ def _cmd_sweep(args) -> int:
     score_fns = {"exact": ExactScore(target)}
     if args.run is not None:
         score_fns["model"] = load_score_model(args.run)
-    result = sweep(
-        target,
-        settings.specs(),
-        settings.nfe,
-        score_fns,
-        n_samples=settings.n_samples,
-        seeds=settings.seeds,
-        grid=settings.grid,
-        sigma_min=settings.sigma_min,
-        sigma_max=settings.sigma_max,
-        rho=settings.rho,
-        progress=None if args.quiet else print,
-    )
-    rows = mean_rows(result.rows)
-    print(format_table([{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]))
-    for name, (mean, sd) in result.floors.items():
-        print(f"floor {name}: {mean:.4g} +- {sd:.2g}")
-    written = save(result, args.out)
-    figure = viz.sampler_map(rows, result.floors)
-    written.append(viz.save_figure(figure, Path(args.out) / "sampler_map.png"))
+    specs = settings.specs()
+    with run_directory(args.out, resume=False, overwrite=args.overwrite):
+        result = sweep(
+            target,
+            specs,
+            settings.nfe,
+            score_fns,
+            n_samples=settings.n_samples,
+            seeds=settings.seeds,
+            grid=settings.grid,
+            sigma_min=settings.sigma_min,
+            sigma_max=settings.sigma_max,
+            rho=settings.rho,
+            progress=None if args.quiet else print,
+        )
+        rows = mean_rows(result.rows)
+        table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
+        print(Report(table, result.floors).text())
+        written = save(result, args.out)
+        figure = viz.sampler_map(rows, result.floors)
+        written.append(viz.save_figure(figure, Path(args.out) / "sampler_map.png"))
     for path in written:
         print(path)
     return 0
@@ -264,71 +327,7 @@ def _cmd_pretrained(args) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scorelab", description="Score-based generative modelling in JAX."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser("train", help="train a score model")
-    _add_config_flags(train, _TRAIN_FLAGS)
-    train.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_cmd_train)
-
-    sample = commands.add_parser("sample", help="sample with a trained or exact score")
-    source = sample.add_mutually_exclusive_group()
-    source.add_argument("--run", type=Path, help="run directory of scorelab train")
-    source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
-    _add_config_flags(sample, _SAMPLER_FLAGS)
-    sample.add_argument("--n", type=int, default=2000, help="number of samples")
-    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
-    sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
-    sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
-    sample.set_defaults(handler=_cmd_sample)
-
-    evaluate = commands.add_parser("evaluate", help="metrics of a samples file, with the floor")
-    evaluate.add_argument("samples", type=Path, help=".npy or .csv samples (n, d)")
-    reference = evaluate.add_mutually_exclusive_group(required=True)
-    reference.add_argument("--target", help="a built-in target (exact reference and floor)")
-    reference.add_argument("--data", type=Path, help="reference data .npy/.csv")
-    evaluate.add_argument(
-        "--sigma",
-        type=float,
-        default=0.0,
-        help="compare with the reference noised at this sigma (a DSM model's samples)",
-    )
-    evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
-    evaluate.add_argument("--json", type=Path, help="write the metrics as JSON")
-    evaluate.set_defaults(handler=_cmd_evaluate)
-
-    plot = commands.add_parser("plot", help="figures and animations of a run")
-    plot.add_argument("run", type=Path, help="run directory (scorelab train or demo)")
-    plot.add_argument("--out", type=Path, help="figure directory (default RUN/figures)")
-    plot.set_defaults(handler=_cmd_plot)
-
-    demo = commands.add_parser("demo", help="the founding tutorial end to end")
-    demo.add_argument("--full", action="store_true", help="the tutorial's settings (slow)")
-    demo.add_argument("--name", default="demo", help="run name (runs/<name>)")
-    demo.add_argument("--out", default="runs", help="parent directory of the run")
-    demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(handler=_cmd_demo)
-
-    sweep = commands.add_parser("sweep", help="the sampler map: quality against NFE, with floors")
-    sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
-    for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
-        sweep.add_argument(flag, type=kind, dest=f"sweep_{field}", default=None, help=help_text)
-    sweep.add_argument(
-        "--run",
-        type=Path,
-        help="also sample a trained model: run directory or saved model (runs/demo/models/ncsn)",
-    )
-    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory")
-    sweep.add_argument("--quiet", action="store_true", help="no line per run")
-    sweep.set_defaults(handler=_cmd_sweep)
-
+def _add_pretrained(commands) -> None:
     pretrained = commands.add_parser(
         "pretrained", help="DDIM-sample a pretrained diffusers DDPM pipeline, natively in JAX"
     )
@@ -358,16 +357,136 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", choices=["jax", "diffusers"], default="jax", help="diffusers: comparison"
     )
     pretrained.set_defaults(handler=_cmd_pretrained)
+
+
+def _sampler_epilog() -> str:
+    from scorelab import samplers
+
+    lines = ["samplers and their options (--set sampler.options.NAME=VALUE or the flags above):"]
+    for name in samplers.SAMPLERS:
+        names = ", ".join(option.name for option in samplers.options(name)) or "none"
+        lines.append(f"  {name}: {names}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorelab", description="Score-based generative modelling in JAX."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a score model")
+    _add_config_flags(train, _TRAIN_FLAGS)
+    train.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_cmd_train)
+
+    sample = commands.add_parser(
+        "sample",
+        help="sample with a trained or exact score",
+        epilog=_sampler_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = sample.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, help="run directory of scorelab train")
+    source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
+    _add_config_flags(sample, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
+    for old in _RENAMED_FLAGS:
+        sample.add_argument(old, action=_Renamed, help=argparse.SUPPRESS)
+    sample.add_argument("--n", type=int, default=2000, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
+    sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
+    sample.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    sample.set_defaults(handler=_cmd_sample)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a samples file, with the floor")
+    evaluate.add_argument("samples", type=Path, help=".npy or .csv samples (n, d)")
+    reference = evaluate.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--target", help="a built-in target (exact reference and floor)")
+    reference.add_argument("--data", type=Path, help="reference data .npy/.csv")
+    evaluate.add_argument(
+        "--sigma",
+        type=float,
+        default=0.0,
+        help="compare with the reference noised at this sigma (a DSM model's samples)",
+    )
+    evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
+    evaluate.add_argument("--json", type=Path, help="write the metrics as JSON")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    plot = commands.add_parser("plot", help="figures and animations of a run")
+    plot.add_argument("run", type=Path, help="run directory (scorelab train or demo)")
+    plot.add_argument("--out", type=Path, help="figure directory (default RUN/figures)")
+    plot.set_defaults(handler=_cmd_plot)
+
+    demo = commands.add_parser("demo", help="the founding tutorial end to end")
+    demo.add_argument("--full", action="store_true", help="the tutorial's settings (slow)")
+    demo.add_argument("--name", default="demo", help="run name (runs/<name>)")
+    demo.add_argument("--out", default="runs", help="parent directory of the run")
+    demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing demo run")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_cmd_demo)
+
+    sweep = commands.add_parser("sweep", help="the sampler map: quality against NFE, with floors")
+    sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
+    for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
+        sweep.add_argument(flag, type=kind, dest=f"sweep_{field}", default=None, help=help_text)
+    sweep.add_argument(
+        "--run",
+        type=Path,
+        help="also sample a trained model: run directory or saved model (runs/demo/models/ncsn)",
+    )
+    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory")
+    sweep.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sweep.add_argument("--quiet", action="store_true", help="no line per run")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    _add_pretrained(commands)
     return parser
+
+
+def _user_error(error: BaseException) -> str | None:
+    """The one-line message for a failure the user can fix, or ``None`` for a bug."""
+    import jax
+
+    from scorelab.training import NonFiniteLossError
+
+    if isinstance(error, ValueError | NonFiniteLossError):  # every input check raises these
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        remedy = {
+            errno.ENOENT: "check the path",
+            errno.EACCES: "check its permissions or choose another path",
+            errno.EPERM: "check its permissions or choose another path",
+            errno.EROFS: "the file system is read-only: choose another path",
+            errno.ENOSPC: "the disk is full: free some space and rerun (--resume for train)",
+            errno.EISDIR: "give a file, not a folder",
+            errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EEXIST: "choose another path or pass --overwrite",
+        }.get(error.errno, "check the path and the disk")
+        return f"{where}{error.strerror or error}; {remedy}"
+    if isinstance(error, MemoryError) or (
+        isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+    ):
+        return "out of memory: ask for fewer samples (--n), a smaller --batch-size or fewer steps"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
 
     Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``demo``, ``sweep`` and
-    ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A ``ValueError``,
-    :class:`scorelab.targets.DataError` or ``FileNotFoundError`` raised by the library is
-    printed as one line, ``scorelab COMMAND: error: MESSAGE``, on stderr. From a shell,
+    ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A failure the user can
+    fix (a ``ValueError`` from any input check, a missing, unreadable or unwritable file, a full
+    disk, a diverged training run, too little memory) is printed as one line,
+    ``scorelab COMMAND: error: MESSAGE``, on stderr, with exit status 2; any other exception is
+    a bug: its traceback and a line asking for a report, exit status 1. From a shell,
     ``scorelab sample --exact seed_mixture --n 500``; from Python,
     ``main(["sample", "--exact", "seed_mixture", "--n", "500"])``.
 
@@ -376,19 +495,28 @@ def main(argv: list[str] | None = None) -> int:
             ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 2 after an error message.
+        The exit status: 0 on success, 2 after a user error, 1 after a bug, 130 when
+        interrupted.
 
     Raises:
         SystemExit: from argparse, status 2 for unparsable arguments and 0 for ``--help``.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
-    from scorelab.targets import DataError
-
+    args = _parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, DataError, FileNotFoundError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except KeyboardInterrupt:
+        print(f"scorelab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the one boundary: a user's error, or a bug to report
+        message = _user_error(error)
+        if message is None:
+            traceback.print_exc()
+            print(
+                f"scorelab {args.command}: internal error (a bug in scorelab); please report it "
+                "with the command line and the traceback above",
+                file=sys.stderr,
+            )
+            return 1
         print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,7 @@
 """Typed, validated experiment configuration: data, model, loss, sampler (and training).
 
-A configuration is a TOML document with one table per section::
+The schema only: each section describes, :mod:`scorelab.builders` builds. A configuration is
+a TOML document with one table per section::
 
     [data]
     source = "seed_mixture"      # a built-in target, a toy set, or a .npy / .csv path
@@ -13,30 +14,28 @@ A configuration is a TOML document with one table per section::
     steps = 2000
     [sampler]
     name = "ddim"
-    e = 1.0
+    [sampler.options]            # the sampler's own options (scorelab.samplers.options)
+    eta = 1.0
 
 :func:`load_config` reads it, :func:`apply_overrides` applies ``section.field=value`` strings
-(values parsed as TOML literals), and every section validates itself on construction with a
-``ValueError`` whose message starts with ``section.field:`` and names the accepted values.
-The CLI is a thin layer over this module.
+(values parsed as TOML literals; ``sampler.options.eta=0.5`` for a sampler option), and
+:meth:`ExperimentConfig.from_dict` reads every section with strict types
+(:func:`scorelab._validate.from_mapping`) and a ``ConfigError`` whose message starts with
+``section.field:`` and names the accepted values. The CLI is a thin layer over this module.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import functools
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from scorelab import losses, models, samplers
-from scorelab._validate import check_choice, check_int, check_real
-from scorelab.noise import GRIDS, sigma_grid
-from scorelab.targets import TOY_DATASETS, GaussianMixture, load_array, seed_mixture
+from scorelab._validate import check_choice, check_int, check_real, from_mapping
+from scorelab.noise import GRIDS
+from scorelab.targets import TOY_DATASETS, seed_mixture
 from scorelab.training import TrainConfig
 
 __all__ = [
@@ -106,19 +105,6 @@ class DataConfig:
         """Whether ``source`` names a built-in target or toy set (not a file)."""
         return self.source in TARGETS or self.source in TOY_DATASETS
 
-    def target(self) -> GaussianMixture | None:
-        """The built-in target with an exact score, or ``None`` for data without one."""
-        return TARGETS[self.source]() if self.source in TARGETS else None
-
-    def load(self) -> np.ndarray:
-        """The data set as ``float32 (n, d)``; raises FileNotFoundError / DataError for files."""
-        key = jax.random.key(self.seed)
-        if self.source in TARGETS:
-            return np.asarray(TARGETS[self.source]().sample(key, self.n))
-        if self.source in TOY_DATASETS:
-            return np.asarray(TOY_DATASETS[self.source](key, self.n))
-        return load_array(self.source)
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -151,30 +137,6 @@ class ModelConfig:
         _check_choice("model", "name", self.name, MODELS)
         _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
         _check_int("model", "seed", self.seed, 0)
-
-    def build(self, data: np.ndarray, loss: LossConfig):
-        """A fresh network for ``data`` of shape ``(n, d)`` and ``loss``, and its constructor
-        arguments (what :func:`scorelab.checkpoints.save_model` records)."""
-        key = jax.random.key(self.seed)
-        dim = int(data.shape[1])
-        scale = float(np.std(data)) if self.normalise_input else None
-        if scale is not None and not scale > 0:
-            scale = 1.0  # constant data: nothing to normalise
-        activation = self.resolved_activation(loss)
-        if self.resolved(loss) == "mlp":
-            kwargs = {
-                "dim": dim,
-                "input_scale": 1.0 if scale is None else scale,
-                "activation": activation,
-            }
-            return models.MLP(key, **kwargs), kwargs
-        kwargs = {
-            "dim": dim,
-            "scale_by_sigma": self.scale_by_sigma,
-            "sigma_data": scale,
-            "activation": activation,
-        }
-        return models.NoiseConditionalMLP(key, **kwargs), kwargs
 
     def resolved(self, loss: LossConfig) -> str:
         """The network name, with ``auto`` resolved for ``loss``."""
@@ -243,61 +205,25 @@ class LossConfig:
         Hutchinson, sliced), which needs a smooth hidden activation."""
         return self.name in ("hyvarinen", "hutchinson", "sliced")
 
-    def build(self):
-        """The per-example loss ``loss_fn(key, score_fn, x)`` with hyper-parameters bound."""
-        fn = losses.LOSSES[self.name]
-        kwargs: dict[str, Any] = {
-            "hyvarinen": {},
-            "hutchinson": {"n_probes": self.n_probes, "probe": self.probe},
-            "sliced": {
-                "n_projections": self.n_probes,
-                "variance_reduction": self.variance_reduction,
-            },
-            "dsm": {"sigma": self.sigma},
-            "ncsn": {
-                "sigma_min": self.sigma_min,
-                "sigma_max": self.sigma_max,
-                "n_sigmas": self.n_sigmas,
-                "sigma_distribution": self.sigma_distribution,
-            },
-        }[self.name]
-        return functools.partial(fn, **kwargs)
-
-
-_OPTION = samplers.SAMPLER_OPTIONS  # every sampler option's default, shared with the sweep
-
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """A sampler, its grid and its hyper-parameters (see :mod:`scorelab.samplers`).
-
-    ``name`` is a key of :data:`scorelab.samplers.SAMPLERS` (the table ``scorelab sweep``
-    builds from too); each sampler reads the fields it takes and ignores the others, whose
-    defaults are :data:`scorelab.samplers.SAMPLER_OPTIONS`.
+    """A sampler, its grid and its options (see :mod:`scorelab.samplers`).
 
     Attributes:
-        name: ``ula``, ``mala`` (one noise level), ``annealed`` (annealed Langevin), ``ddim``
-            (VE-DDIM), ``euler_maruyama``, ``ancestral``, ``pc`` (reverse SDE), ``euler``,
-            ``heun``, ``edm``, ``dpmpp_2m`` (probability-flow ODE), ``tsit5``, ``dopri5``
-            (adaptive, diffrax).
-        n_levels: number of sigma levels N of the grid (all but ula and mala).
+        name: a key of :data:`scorelab.samplers.SAMPLERS` (``scorelab sample --help`` lists
+            them with their options).
+        n_levels: number of sigma levels N of the grid (samplers that walk one).
         grid: ``geometric`` (scorelab's default, see :func:`scorelab.samplers.default_sigmas`),
             ``karras`` (the tutorial's, with ``rho``) or ``vp`` (uniform in t for the VP SDE).
         sigma_min, sigma_max, rho: the grid's range and Karras curvature; the tutorial's
-            sigma_max is 10, scorelab's default 80 (10 is too small for modes at +-10).
-        e: DDIM stochasticity (0 deterministic, 1 ancestral).
-        eta_0: DDIM noise of the final step to sigma = 0.
-        n_steps: ULA / MALA steps.
-        step_size: ULA / MALA step (the tutorial's 1e-2).
-        sigma: the noise level ULA / MALA sample at (0 = the data; a DSM model learns
-            sigma > 0).
-        n_steps_per_level, step_ratio: annealed Langevin.
-        n_corrector, snr, step_rule: predictor-corrector's Langevin steps per level, target
-            signal-to-noise ratio, and step rule (``sigma`` or Song et al.'s ``snr``).
-        s_churn, s_tmin, s_tmax, s_noise: the stochastic EDM sampler's churn.
-        rtol, atol, max_steps: the adaptive solvers' tolerances and step limit.
+            sigma_max is 10, scorelab's default 80 (10 is too small for modes at +-10). A
+            configuration whose loss trains over a sigma range (NCSN) samples over that range
+            unless these are given.
         prior: ``normal`` (x_T ~ N(0, sigma_max^2 I); ULA and MALA start from N(0, 100 I) as
             in the tutorial) or ``exact`` (x_T from the exact q at sigma_max; needs a target).
+        options: the sampler's own options, name -> value
+            (:func:`scorelab.samplers.options`); the others keep their defaults.
     """
 
     name: str = "ddim"
@@ -306,34 +232,17 @@ class SamplerConfig:
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
     rho: float = 5.0
-    e: float = _OPTION["e"]
-    eta_0: float = _OPTION["eta_0"]
-    n_steps: int = _OPTION["n_steps"]
-    step_size: float = _OPTION["step_size"]
-    sigma: float = _OPTION["sigma"]
-    n_steps_per_level: int = _OPTION["n_steps_per_level"]
-    step_ratio: float = _OPTION["step_ratio"]
-    n_corrector: int = _OPTION["n_corrector"]
-    snr: float = _OPTION["snr"]
-    step_rule: str = _OPTION["step_rule"]
-    s_churn: float = _OPTION["s_churn"]
-    s_tmin: float = _OPTION["s_tmin"]
-    s_tmax: float = _OPTION["s_tmax"]
-    s_noise: float = _OPTION["s_noise"]
-    rtol: float = _OPTION["rtol"]
-    atol: float = _OPTION["atol"]
-    max_steps: int = _OPTION["max_steps"]
     prior: str = "normal"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        positive, non_negative = (
-            ("a number > 0", lambda v: v > 0),
-            ("a number >= 0", lambda v: v >= 0),
-        )
-        _check_choice("sampler", "name", self.name, tuple(samplers.SAMPLERS))
+        try:
+            samplers.sampler_options(self.name, self.options)
+        except ValueError as error:
+            _fail("sampler", "options" if self.name in samplers.SAMPLERS else "name", str(error))
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_choice("sampler", "grid", self.grid, GRIDS)
-        _check_real("sampler", "sigma_min", self.sigma_min, *positive)
+        _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
             "sampler",
             "sigma_max",
@@ -341,74 +250,26 @@ class SamplerConfig:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
-        for field in ("rho", "step_size", "step_ratio", "snr", "rtol", "atol"):
-            _check_real("sampler", field, getattr(self, field), *positive)
-        for field in ("e", "eta_0", "sigma", "s_churn", "s_tmin", "s_noise"):
-            _check_real("sampler", field, getattr(self, field), *non_negative)
-        _check_real(
-            "sampler",
-            "s_tmax",
-            self.s_tmax,
-            f"a number >= s_tmin ({self.s_tmin})",
-            lambda v: v >= self.s_tmin,
-        )
-        for field in ("n_steps", "n_steps_per_level", "max_steps"):
-            _check_int("sampler", field, getattr(self, field), 1)
-        _check_int("sampler", "n_corrector", self.n_corrector, 0)
-        _check_choice("sampler", "step_rule", self.step_rule, samplers.STEP_RULES)
+        _check_real("sampler", "rho", self.rho, "a number > 0", lambda v: v > 0)
         _check_choice("sampler", "prior", self.prior, PRIORS)
 
     @property
     def uses_grid(self) -> bool:
         """Whether the sampler walks a sigma grid (all but ULA and MALA)."""
-        return samplers.SAMPLERS[self.name].uses_grid
+        return samplers.uses_grid(self.name)
 
-    def sigmas(self):
-        """The ascending grid ``(n_levels,)``."""
-        return sigma_grid(self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho)
 
-    def build(self, target: GaussianMixture | None = None) -> samplers.Sampler:
-        """The :class:`scorelab.samplers.Sampler` this configuration describes.
-
-        Args:
-            target: the target whose exact score is sampled, if any; MALA needs its
-                log-density (at ``sigma``: the VE-noised marginal's), and refuses without it.
-        """
-        log_density_fn = None
-        if samplers.SAMPLERS[self.name].needs_log_density:
-            if target is None:
-                _fail(
-                    "sampler",
-                    "name",
-                    f"{self.name!r} needs the target's log-density, which only the exact score "
-                    f"of a built-in target has (--exact {'/'.join(TARGETS)}), not a trained model",
-                )
-            law = target.ve_marginal(self.sigma) if self.sigma > 0 else target
-            # One pass for the log-density and the score (MALA's fast path); the score is the
-            # same exact score the caller passes to `sample`.
-            log_density_fn = law.log_prob_and_score
-        options = {field: getattr(self, field) for field in samplers.SAMPLERS[self.name].options}
-        sigmas = self.sigmas() if self.uses_grid else None
-        return samplers.build_sampler(
-            self.name,
-            sigmas,
-            log_density_fn=log_density_fn,
-            returns_score=log_density_fn is not None,
-            **options,
-        )
-
-    def initial_sigma(self) -> float:
-        """The standard deviation of the starting distribution (ULA, MALA: the tutorial's 10)."""
-        return self.sigma_max if self.uses_grid else 10.0
-
-    def prior_samples(self, key, n: int, dim: int, target: GaussianMixture | None):
-        """Starting points ``(n, dim)``; sample ``i`` depends only on ``fold_in(key, i)``."""
-        sigma = self.initial_sigma()
-        if self.prior == "exact":
-            if target is None:
-                _fail("sampler", "prior", "'exact' needs a built-in target with an exact score")
-            return samplers.exact_prior(key, target, n, sigma)
-        return samplers.ve_prior(key, n, dim, jnp.float32(sigma))
+def _sampler_table(table: Any) -> Any:
+    """The ``[sampler]`` table with the flat option keys of earlier versions (``e = 1.0`` beside
+    ``name``) moved into ``options``; a renamed option fails naming its new spelling there."""
+    if not isinstance(table, dict):
+        return table
+    fields = {field.name for field in dataclasses.fields(SamplerConfig)}
+    flat = {key: value for key, value in table.items() if key not in fields}
+    if not flat:
+        return table
+    kept = {key: value for key, value in table.items() if key in fields}
+    return {**kept, "options": {**flat, **dict(kept.get("options") or {})}}
 
 
 _SECTIONS = {
@@ -432,25 +293,31 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        """Build from nested mappings, rejecting unknown sections and fields."""
+        """Build from nested mappings (:func:`scorelab._validate.from_mapping` per section).
+
+        A loss that trains over a sigma range (NCSN) sets the sampler's range unless the
+        ``[sampler]`` table gives ``sigma_min`` / ``sigma_max``: a model is sampled over the
+        levels it learned.
+
+        Raises:
+            ConfigError: for a non-mapping, an unknown section or field, a value of the wrong
+                type or range, or a model that does not match the loss.
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"configuration: expected a table of sections, got {type(values).__name__}"
+            )
         unknown = sorted(set(values) - set(_SECTIONS))
         if unknown:
-            raise ConfigError(f"unknown section(s) {unknown}; accepted: {list(_SECTIONS)}")
+            raise ConfigError(f"{unknown[0]}: unknown section; accepted: {', '.join(_SECTIONS)}")
+        tables = {**values, "sampler": _sampler_table(values.get("sampler", {}))}
         sections = {}
         for name, section_cls in _SECTIONS.items():
-            table = values.get(name, {})
-            fields = [f.name for f in dataclasses.fields(section_cls)]
-            extra = sorted(set(table) - set(fields))
-            if extra:
-                raise ConfigError(
-                    f"{name}.{extra[0]}: unknown field; accepted: {', '.join(fields)}"
-                )
-            try:
-                sections[name] = section_cls(**table)
-            except ConfigError:
-                raise
-            except ValueError as error:  # TrainConfig's messages start with the field name
-                raise ConfigError(f"{name}.{error}") from error
+            table = tables.get(name, {})
+            if name == "sampler" and sections["loss"].needs_noise_conditional_model:
+                loss = sections["loss"]
+                table = {"sigma_min": loss.sigma_min, "sigma_max": loss.sigma_max, **table}
+            sections[name] = from_mapping(section_cls, table, name, error=ConfigError)
         config = cls(**sections)
         resolved = config.model.resolved(config.loss)
         if config.loss.needs_noise_conditional_model != (resolved == "ncsn_mlp"):
@@ -491,20 +358,26 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
     Args:
         values: ``{section: {field: value}}``, e.g. from :func:`load_config`.
-        overrides: strings such as ``"train.steps=2000"`` or ``"data.source=points.csv"``.
+        overrides: strings such as ``"train.steps=2000"``, ``"data.source=points.csv"`` or
+            ``"sampler.options.eta=0.5"``.
 
     Returns:
         A new nested dict; ``values`` is not modified.
     """
-    result = {section: dict(table) for section, table in values.items()}
+    result = copy.deepcopy(values)
     for item in overrides:
         name, sep, raw = item.partition("=")
-        section, dot, field = name.strip().partition(".")
-        if not sep or not dot or not field:
+        path = name.strip().split(".")
+        if not sep or len(path) < 2 or not all(path):
             raise ConfigError(f"override {item!r}: expected section.field=value")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
-        result.setdefault(section, {})[field] = value
+        table = result
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a table")
+        table[path[-1]] = value
     return result

@@ -7,6 +7,13 @@ annealed Langevin and VE-DDIM for :math:`e \in \{0, 0.1, 0.5, 1\}` and
 the exact score and beside the floor (the metric between two exact sample sets). A learned
 result then reads as floor + sampler error + model error.
 
+It is composed of the steps the CLI exposes: each model is trained by
+:func:`scorelab.workflows.train_run` into an ordinary run directory (``models/hyvarinen``,
+``models/dsm``, ``models/ncsn``) that ``scorelab sample --run``, ``plot`` and ``sweep --run``
+accept, and every row is measured by :func:`scorelab.report.measure` against floors from
+:func:`scorelab.report.floors`. Only the keys are the demo's own: every one is derived from the
+root seed by name (:func:`_key`), so the demo's numbers do not move when a step is added.
+
 What differs from the tutorial, and why (each measured on the tutorial's own code):
 
 - the networks end in a linear layer, not a leaky ReLU (which shrinks negative scores 100x);
@@ -24,7 +31,6 @@ What differs from the tutorial, and why (each measured on the tutorial's own cod
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -32,17 +38,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
-from scorelab import losses, metrics, samplers, viz
-from scorelab.checkpoints import save_model
-from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
+from scorelab import builders, samplers, viz
+from scorelab._validate import from_mapping
+from scorelab.config import ExperimentConfig
+from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas, sigma_grid
-from scorelab.runs import manifest, read_json, write_json
+from scorelab.report import Report, floors, measure
+from scorelab.runs import load_run, manifest, read_json, write_json
 from scorelab.targets import seed_mixture
-from scorelab.training import TrainConfig, train
-from scorelab.workflows import format_table
+from scorelab.training import TrainConfig
+from scorelab.workflows import train_run
 
-__all__ = ["DemoSettings", "run_demo", "plot_demo"]
+__all__ = ["DemoSettings", "MODELS", "run_demo", "plot_demo"]
+
+MODELS = ("hyvarinen", "dsm", "ncsn")
+"""The demo's three models, each a run directory ``models/<name>``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,24 +145,52 @@ class DemoSettings:
         values (the defaults); training tables update that model's :class:`TrainConfig`.
 
         Raises:
-            ValueError: for an unknown field, naming the accepted ones.
+            ValueError: for an unknown field or a value of the wrong type, naming the field
+                (:func:`scorelab._validate.from_mapping`).
         """
-        base = base if base is not None else cls()
-        names = [field.name for field in dataclasses.fields(cls)]
-        changes = {}
-        for name, value in values.items():
-            if name not in names:
-                raise ValueError(f"demo.{name}: unknown setting; accepted: {', '.join(names)}")
-            current = getattr(base, name)
-            if isinstance(current, TrainConfig):
-                try:
-                    value = TrainConfig.from_dict({**current.to_dict(), **value})
-                except ValueError as error:
-                    raise ValueError(f"demo.{name}.{error}") from error
-            elif isinstance(current, tuple):
-                value = tuple(value)
-            changes[name] = value
-        return dataclasses.replace(base, **changes)
+        return from_mapping(cls, values, "demo", base=base if base is not None else cls())
+
+    def experiment(self, name: str) -> ExperimentConfig:
+        """The configuration of model ``name`` (one of :data:`MODELS`), as its run records it.
+
+        The data section names the target and size; the demo draws the data itself with its
+        named key (``_key(settings, "data")``), recorded in the run's manifest.
+        """
+        sampler = {
+            "hyvarinen": {
+                "name": "ula",
+                "options": {"step_size": self.ula_step_size, "n_steps": self.ula_steps},
+            },
+            "dsm": {
+                "name": "ula",
+                "options": {
+                    "step_size": self.ula_step_size,
+                    "n_steps": self.ula_steps,
+                    "sigma": self.dsm_sigma,
+                },
+            },
+            "ncsn": {"name": "ddim", "grid": self.grid, "rho": self.rho},
+        }[name]
+        loss = {
+            "hyvarinen": {"name": "hyvarinen"},
+            "dsm": {"name": "dsm", "sigma": self.dsm_sigma},
+            "ncsn": {
+                "name": "ncsn",
+                "sigma_min": self.sigma_min,
+                "sigma_max": self.sigma_max,
+                "n_sigmas": 2,
+                "sigma_distribution": self.ncsn_sigma_distribution,
+            },
+        }[name]
+        return ExperimentConfig.from_dict(
+            {
+                "data": {"source": "seed_mixture", "n": self.n_data, "seed": self.seed},
+                "model": {"normalise_input": self.normalise_input},
+                "loss": loss,
+                "train": getattr(self, name).to_dict(),
+                "sampler": sampler,
+            }
+        )
 
 
 def _key(settings: DemoSettings, name: str) -> jax.Array:
@@ -185,92 +225,45 @@ def _relative_score_error(model, exact_score, points, sigma) -> float:
     return float(jnp.sqrt(jnp.sum((s_model - s_true) ** 2) / jnp.sum(s_true**2)))
 
 
-def _train_models(settings, data, out_dir, progress):
-    dim = data.shape[1]
-    # Unit-scale network inputs (see scorelab.models.MLP); 1.0 / None is the tutorial's.
-    scale = float(np.std(data)) if settings.normalise_input else None
-    mlp_kwargs = {"dim": dim, "input_scale": scale or 1.0}
-    hyvarinen_kwargs = {**mlp_kwargs, "activation": "silu"}
-    ncsn_kwargs = {"dim": dim, "scale_by_sigma": True, "sigma_data": scale}
-    specs = {
-        "hyvarinen": (
-            MLP(_key(settings, "init hyvarinen"), **hyvarinen_kwargs),
-            hyvarinen_kwargs,
-            losses.hyvarinen_loss,
-            settings.hyvarinen,
-        ),
-        "dsm": (
-            MLP(_key(settings, "init dsm"), **mlp_kwargs),
-            mlp_kwargs,
-            functools.partial(losses.dsm_loss, sigma=settings.dsm_sigma),
-            settings.dsm,
-        ),
-        "ncsn": (
-            NoiseConditionalMLP(_key(settings, "init ncsn"), **ncsn_kwargs),
-            ncsn_kwargs,
-            functools.partial(
-                losses.ncsn_loss,
-                sigma_min=settings.sigma_min,
-                sigma_max=settings.sigma_max,
-                n_sigmas=2,
-                sigma_distribution=settings.ncsn_sigma_distribution,
-            ),
-            settings.ncsn,
-        ),
-    }
+def _train_models(settings: DemoSettings, data: np.ndarray, out_dir: Path, progress: bool):
+    """Train the three models, each into the run directory ``out_dir/models/<name>``."""
     trained, histories, seconds = {}, {}, {}
-    for name, (model, kwargs, loss_fn, config) in specs.items():
+    for name in MODELS:
         start = time.perf_counter()
-        result = train(
-            _key(settings, f"train {name}"), model, loss_fn, data, config, progress=progress
+        result = train_run(
+            settings.experiment(name),
+            out_dir / "models" / name,
+            progress=progress,
+            data=data,
+            init_key=_key(settings, f"init {name}"),
+            train_key=_key(settings, f"train {name}"),
+            keys=f"demo: fold_in(key({settings.seed}), name) for 'data', 'init {name}', "
+            f"'train {name}' (scorelab.demo._key)",
         )
         seconds[name] = time.perf_counter() - start
         # The EMA parameters where the run keeps them (NCSN), else the last iterate.
-        model = result.ema_model if result.ema_model is not None else result.model
-        trained[name], histories[name] = model, result.losses
-        save_model(out_dir / "models" / name, model, **kwargs)
-        np.save(out_dir / f"losses_{name}.npy", result.losses)
+        trained[name] = result.ema_model if result.ema_model is not None else result.model
+        histories[name] = result.losses
     return trained, histories, seconds
 
 
-def _sweep_metrics(samples, reference, target) -> dict[str, Any]:
-    """The sweep's metrics: sliced Wasserstein over 250 directions (1000 on the table's rows,
-    which get every metric of :func:`scorelab.metrics.evaluate`) and the mixture report. POT's
-    sliced distance costs ~1 s per 1000 directions at n = 2000, which over the sweep's 144
-    evaluations was a quarter of the demo's time."""
-    report = metrics.mixture_report(samples, target)
-    return {
-        "sliced_wasserstein": metrics.sliced_wasserstein(samples, reference, n_projections=250),
-        "max_sliced_wasserstein": None,
-        "mmd2": None,
-        "total_variation": report.total_variation,
-        "variance_ratio_mean": report.variance_ratio_mean,
-        "near_fraction": report.near_fraction,
-        "n_empty": report.n_empty,
-    }
+def _row(method, sampler, samples, exact_samples, reference, target, floor, full) -> dict:
+    """One table row: the model's samples and the exact score's through the same sampler.
 
-
-def _row(method, sampler_name, nfe, samples, exact_samples, reference, target, floors, full):
-    measure = metrics.evaluate if full else _sweep_metrics
-    model_metrics = measure(samples, reference, target)
-    exact_metrics = measure(exact_samples, reference, target)
+    Full rows get every metric (1000 directions); the sweep's rows sliced Wasserstein over
+    250 directions and the mixture report only (POT's sliced distance costs ~1 s per 1000
+    directions at n = 2000, a quarter of the demo's time over the sweep's 144 evaluations).
+    """
+    options = {"n_projections": 1000, "max_sliced": True} if full else {"n_projections": 250}
+    model = measure(samples, reference, target, mmd=full, **options)
+    exact = measure(exact_samples, reference, target, mmd=full, **options)
     return {
         "method": method,
-        "sampler": sampler_name,
-        "nfe": nfe,
-        "sw": model_metrics["sliced_wasserstein"],
-        "sw_exact": exact_metrics["sliced_wasserstein"],
-        "sw_floor": floors["sliced_wasserstein"][0],
-        "max_sw": model_metrics["max_sliced_wasserstein"],
-        "tv": model_metrics["total_variation"],
-        "tv_exact": exact_metrics["total_variation"],
-        "var_ratio": model_metrics["variance_ratio_mean"],
-        "var_ratio_exact": exact_metrics["variance_ratio_mean"],
-        "near": model_metrics["near_fraction"],
-        "n_empty": model_metrics["n_empty"],
-        "mmd2": model_metrics["mmd2"],
-        "model": model_metrics,
-        "exact": exact_metrics,
+        "sampler": sampler.name,
+        "nfe": sampler.nfe,
+        **model,
+        **{f"{name}_exact": value for name, value in exact.items()},
+        "sw_floor": floor["sw"][0],
     }
 
 
@@ -302,10 +295,11 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     points_key = _key(settings, "held-out points")
     clean_points = target.sample(points_key, 4000)
     noisy_points = target.ve_marginal(settings.dsm_sigma).sample(points_key, 4000)
+    hyvarinen_loss = builders.make_loss(settings.experiment("hyvarinen").loss)
     held_out["hyvarinen"] = _held_out(
         trained["hyvarinen"],
-        losses.hyvarinen_loss,
-        functools.partial(losses.hyvarinen_loss, sigma=0.0),
+        hyvarinen_loss,
+        Partial(hyvarinen_loss, sigma=0.0),  # the exact score takes a sigma: the clean one
         exact,
         clean_points,
         _key(settings, "held-out hyvarinen"),
@@ -313,7 +307,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     held_out["hyvarinen"]["relative_l2_error"] = _relative_score_error(
         trained["hyvarinen"], exact, clean_points, 0.0
     )
-    dsm_loss = functools.partial(losses.dsm_loss, sigma=settings.dsm_sigma)
+    dsm_loss = builders.make_loss(settings.experiment("dsm").loss)
     held_out["dsm"] = _held_out(
         trained["dsm"],
         dsm_loss,
@@ -327,19 +321,14 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     )
 
     # --- floors -------------------------------------------------------------------------------
-    floor_key = _key(settings, "floor")
-    floors = {
-        "sliced_wasserstein": metrics.floor(
-            metrics.sliced_wasserstein, target.sample, floor_key, n, settings.floor_repeats
-        ),
-        "total_variation": metrics.floor(
-            lambda x, y: metrics.mixture_report(x, target).total_variation,
-            target.sample,
-            floor_key,
-            n,
-            settings.floor_repeats,
-        ),
-    }
+    floor = floors(
+        ("sw", "tv"),
+        target.sample,
+        _key(settings, "floor"),
+        n,
+        settings.floor_repeats,
+        target=target,
+    )
     reference = np.asarray(target.sample(_key(settings, "reference"), n))
 
     def run(name, sampler, score_fn, sigma_init, trajectory=False, prior_key="prior"):
@@ -362,9 +351,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
         """One row: ``model`` and the exact score through the same sampler and prior."""
         out = run(name, sampler, model, sigma_init, trajectory=trajectory)
         out_exact = run(f"{name} exact", sampler, exact, sigma_init)
-        row = _row(
-            method, sampler.name, sampler.nfe, out.x, out_exact.x, law_reference, law, floors, full
-        )
+        row = _row(method, sampler, out.x, out_exact.x, law_reference, law, floor, full)
         return row, out
 
     rows, sweep, trajectories = [], {}, {}
@@ -433,7 +420,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
 
     results = {
         "rows": rows,
-        "floor": floors,
+        "floor": floor,
         "held_out": held_out,
         "ddim_sweep": {str(e): values for e, values in sweep.items()},
         "train_seconds": train_seconds,
@@ -457,41 +444,25 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """The demo's table: each method beside the exact score and the floor, then the held-out
-    losses of the single-level models."""
-    floor_mean, floor_sd = results["floor"]["sliced_wasserstein"]
-    tv_mean, tv_sd = results["floor"]["total_variation"]
-    lines = [
-        format_table(results["rows"]),
-        "",
-        f"floor (two exact sample sets): SW {floor_mean:.3f} +- {floor_sd:.3f}, "
-        f"TV {tv_mean:.3f} +- {tv_sd:.3f}",
-    ]
-    for name, record in results["held_out"].items():
-        lines.append(
-            f"{name}: held-out loss {record['loss']:.3f} (exact score {record['exact_loss']:.3f}),"
-            f" relative L2 score error {record['relative_l2_error']:.3f}"
-        )
-    return "\n".join(lines)
+    """The demo's table (:class:`scorelab.report.Report`): each method beside the exact score
+    and the floor, then the held-out losses of the single-level models."""
+    notes = tuple(
+        f"{name}: held-out loss {record['loss']:.3f} (exact score {record['exact_loss']:.3f}), "
+        f"relative L2 score error {record['relative_l2_error']:.3f}"
+        for name, record in results["held_out"].items()
+    )
+    floor = {name: tuple(value) for name, value in results["floor"].items()}
+    return Report(results["rows"], floor, notes).text()
 
 
 def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     """Draw the demo's figures from its run directory; returns the paths written."""
-    from scorelab.checkpoints import load_model
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = DemoSettings(
-        **{
-            k: (TrainConfig(**v) if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v)
-            for k, v in read_json(run_dir / "demo.json").items()
-        }
-    )
+    settings = DemoSettings.from_dict(read_json(run_dir / "demo.json"))
     results = results if results is not None else read_json(run_dir / "metrics.json")
     if trained is None:
-        trained = {
-            name: load_model(run_dir / "models" / name) for name in ("hyvarinen", "dsm", "ncsn")
-        }
+        trained = {name: load_run(run_dir / "models" / name)[1] for name in MODELS}
     stored = np.load(run_dir / "samples.npz")
     data = stored["data"][:1000]
     target = seed_mixture()
@@ -501,7 +472,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     def save(fig, name):
         written.append(viz.save_figure(fig, out_dir / name))
 
-    histories = {name: np.load(run_dir / f"losses_{name}.npy") for name in trained}
+    histories = {name: np.load(run_dir / "models" / name / "losses.npy") for name in trained}
     held = results["held_out"]
     save(
         viz.loss_curves(
@@ -573,7 +544,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     save(
         viz.metric_vs_steps(
             {float(e): (np.array(v["N"]), np.array(v["sw"])) for e, v in sweep.items()},
-            tuple(floors["sliced_wasserstein"]),
+            tuple(floors["sw"]),
             title="DDIM with the NCSN model",
         ),
         "sw_vs_n.png",
@@ -581,7 +552,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     save(
         viz.metric_vs_steps(
             {float(e): (np.array(v["N"]), np.array(v["tv_exact"])) for e, v in sweep.items()},
-            tuple(floors["total_variation"]),
+            tuple(floors["tv"]),
             ylabel="mixture total variation",
             title="DDIM with the exact score",
             log_y=True,

@@ -291,6 +291,9 @@ def energy_distance(x, y, unbiased: bool = True) -> float:
 _NEAR_RADIUS = 3.0
 """A sample is *near* component k when its Mahalanobis distance to mu_k under C_k is <= 3."""
 
+_FAR_RADIUS = 5.0
+"""A sample is *far* when its Mahalanobis distance to every component exceeds 5."""
+
 _VARIANCE_TAIL = 1e-6
 """Mass of a true component left outside the region used for its variance (see mixture_report)."""
 
@@ -308,6 +311,8 @@ class MixtureReport(NamedTuple):
             where fewer than two samples are available.
         variance_ratio_mean: weight-averaged ``variance_ratio`` over components where it is
             defined.
+        far_fraction: fraction of samples farther than 5 standard deviations (Mahalanobis)
+            from every component mean: between modes, not in a tail.
     """
 
     fractions: np.ndarray
@@ -316,6 +321,7 @@ class MixtureReport(NamedTuple):
     near_fraction: float
     variance_ratio: np.ndarray
     variance_ratio_mean: float
+    far_fraction: float
 
 
 def _squared_mahalanobis(samples: np.ndarray, target: GaussianMixture) -> np.ndarray:
@@ -360,6 +366,9 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
       :math:`2.5\,F_{\chi^2_{d+2}}(q/2.5) / F_{\chi^2_d}(q/2.5) \approx 2.44` in 2-D (a
       3-standard-deviation cut would read 1.69). NaN where :math:`|S_k| < 2`.
     - ``variance_ratio_mean``: :math:`\sum_k w_k r_k / \sum_k w_k` over defined :math:`r_k`.
+    - ``far_fraction``: fraction with :math:`\min_k D_k(x) > 5`, between modes rather than in
+      a tail (an exact 2-D sample is that far with probability :math:`e^{-12.5} \approx 4
+      \cdot 10^{-6}`).
 
     Args:
         samples: ``(n, d)`` samples.
@@ -386,7 +395,9 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
     assignment = np.argmax(log_posterior, axis=-1)
     counts = np.bincount(assignment, minlength=n_components)
     fractions = counts / n
-    near_fraction = float(np.mean(np.min(squared_distance, axis=1) <= _NEAR_RADIUS**2))
+    nearest = np.min(squared_distance, axis=1)
+    near_fraction = float(np.mean(nearest <= _NEAR_RADIUS**2))
+    far_fraction = float(np.mean(nearest > _FAR_RADIUS**2))
 
     cut = stats.chi2.ppf(1.0 - _VARIANCE_TAIL, dim)
     traces = np.trace(covariances, axis1=1, axis2=2)
@@ -409,6 +420,7 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
         near_fraction=near_fraction,
         variance_ratio=variance_ratio,
         variance_ratio_mean=variance_ratio_mean,
+        far_fraction=far_fraction,
     )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,11 +30,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from scorelab import metrics, samplers
+from scorelab import samplers
+from scorelab._validate import from_mapping
 from scorelab.checkpoints import load_model
 from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import sigma_grid
-from scorelab.runs import load_run
+from scorelab.report import floors, measure
+from scorelab.runs import load_run, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
@@ -57,10 +58,6 @@ __all__ = [
 METRICS = ("sw", "mmd2", "tv")
 """The metrics drawn against NFE, each with a floor."""
 
-_FAR_RADIUS = 5.0
-"""A sample is *far* when its Mahalanobis distance to every component exceeds 5: between
-modes, not in a tail (an exact 2-D sample is that far with probability exp(-12.5) = 4e-6)."""
-
 
 class SweepSampler(NamedTuple):
     """A sampler of the map: how to build it on a grid and how large a grid a budget buys.
@@ -75,23 +72,6 @@ class SweepSampler(NamedTuple):
     label: str
     build: Callable[[Any], samplers.Sampler]
     levels: Callable[[int], int] | None
-
-
-# How a sampler's options show in its label (the others show the name alone).
-_LABELS = {
-    "ddim": lambda o: f"ddim(e={o['e']})",
-    "pc": lambda o: f"pc(M={o['n_corrector']}, r={o['snr']}, {o['step_rule']})",
-    "edm": lambda o: f"edm(churn={o['s_churn']})",
-    "annealed": lambda o: f"annealed(k={o['n_steps_per_level']})",
-}
-
-
-def _label(name: str, options: dict) -> str:
-    if name in samplers.ADAPTIVE_SOLVERS:
-        if options["rtol"] == options["atol"]:
-            return f"{name}(tol={options['rtol']})"
-        return f"{name}(rtol={options['rtol']}, atol={options['atol']})"
-    return _LABELS[name](options) if name in _LABELS else name
 
 
 SWEEP_SAMPLERS = tuple(name for name, spec in samplers.SAMPLERS.items() if spec.uses_grid)
@@ -124,7 +104,7 @@ def sweep_sampler(name: str, **options) -> SweepSampler:
     chosen = samplers.sampler_options(name, options)
     levels = samplers.SAMPLERS[name].levels
     return SweepSampler(
-        _label(name, chosen),
+        samplers.label(name, chosen),
         lambda sigmas: samplers.build_sampler(name, sigmas, **chosen),
         None if levels is None else lambda nfe: levels(nfe, chosen),
     )
@@ -144,26 +124,6 @@ class SweepResult(NamedTuple):
     rows: list[dict[str, Any]]
     floors: dict[str, tuple[float, float]]
     settings: dict[str, Any]
-
-
-def _far_fraction(x: np.ndarray, target: GaussianMixture) -> float:
-    """Fraction of samples farther than :data:`_FAR_RADIUS` (Mahalanobis) from every mode."""
-    precisions = np.linalg.inv(np.asarray(target.covariances, np.float64))
-    centred = np.asarray(x, np.float64)[:, None, :] - np.asarray(target.means, np.float64)
-    squared = np.einsum("nki,kij,nkj->nk", centred, precisions, centred)
-    return float(np.mean(np.min(squared, axis=1) > _FAR_RADIUS**2))
-
-
-def _measure(x, reference, target, n_projections) -> dict[str, float]:
-    report = metrics.mixture_report(x, target)
-    return {
-        "sw": metrics.sliced_wasserstein(x, reference, n_projections=n_projections),
-        "mmd2": metrics.mmd(x, reference),
-        "tv": report.total_variation,
-        "var_ratio": report.variance_ratio_mean,
-        "near": report.near_fraction,
-        "far": _far_fraction(x, target),
-    }
 
 
 def sweep(
@@ -239,7 +199,9 @@ def sweep(
                         "nfe": nfe,
                         "levels": levels if spec.levels is not None else None,
                         "seed": seed,
-                        **_measure(np.asarray(out.x), reference, target, n_projections),
+                        **measure(
+                            np.asarray(out.x), reference, target, n_projections=n_projections
+                        ),
                     }
                     rows.append(row)
                     if progress is not None:
@@ -248,15 +210,15 @@ def sweep(
                             f"SW {row['sw']:.3f} TV {row['tv']:.3f}"
                         )
     key_floor = jax.random.fold_in(jax.random.key(max(seeds) + 1), 0)
-    metric_fns = {
-        "sw": lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=n_projections),
-        "mmd2": metrics.mmd,
-        "tv": lambda x, y: metrics.mixture_report(x, target).total_variation,
-    }
-    floors = {
-        name: metrics.floor(fn, target.sample, key_floor, n_samples, floor_repeats)
-        for name, fn in metric_fns.items()
-    }
+    floor = floors(
+        METRICS,
+        target.sample,
+        key_floor,
+        n_samples,
+        floor_repeats,
+        target=target,
+        n_projections=n_projections,
+    )
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -267,7 +229,7 @@ def sweep(
         "n_projections": n_projections,
         "floor_repeats": floor_repeats,
     }
-    return SweepResult(rows, floors, settings)
+    return SweepResult(rows, floor, settings)
 
 
 def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -409,14 +371,9 @@ class SweepSettings:
             The :class:`SweepSettings`.
 
         Raises:
-            ValueError: for an unknown field, naming the accepted ones.
+            ValueError: for an unknown field or a value of the wrong type, naming the field.
         """
-        names = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"sweep.{unknown[0]}: unknown field; accepted: {', '.join(names)}")
-        tuples = {"samplers", "nfe", "tolerances", "seeds"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+        return from_mapping(cls, values, "sweep")
 
     def specs(self) -> list[SweepSampler]:
         """The :class:`SweepSampler` records: one per name, one per tolerance if adaptive.
@@ -455,7 +412,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
-    columns += ["near", "far"]
+    columns += ["near", "far", "n_empty"]
     with open(out_dir / "sweep.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -474,7 +431,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
         "fewest_nfe_within_1.5x_floor": fewest,
         "rows": result.rows,
     }
-    (out_dir / "sweep.json").write_text(json.dumps(payload, indent=1, default=float))
+    write_json(out_dir / "sweep.json", payload)
     return [out_dir / "sweep.csv", out_dir / "sweep.json"]
 
 

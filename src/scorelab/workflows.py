@@ -1,27 +1,28 @@
-"""The CLI's jobs as library functions: train a run, sample, evaluate with the floor, plot.
+"""The jobs as library functions: train a run, sample, evaluate with the floor, plot.
 
-Each function takes a validated :class:`scorelab.config.ExperimentConfig` (or paths) and
-does one job; ``scorelab.cli`` only parses arguments and calls these.
+Each function takes a validated :class:`scorelab.config.ExperimentConfig` (or paths) and does
+one job by composing :mod:`scorelab.builders` and the maths core; ``scorelab.cli`` only parses
+arguments and calls these, and :mod:`scorelab.demo` is composed of the same steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from scorelab import metrics, samplers, viz
+from scorelab import builders, samplers, viz
 from scorelab._validate import check_real
 from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
+from scorelab.report import Report, floors, measure
 from scorelab.runs import load_run, manifest, write_json
 from scorelab.targets import load_array
-from scorelab.training import train
+from scorelab.training import TrainResult, train
 
 __all__ = [
     "SampleResult",
@@ -29,26 +30,47 @@ __all__ = [
     "score_model",
     "sample_run",
     "evaluate_samples",
-    "format_table",
     "plot_run",
 ]
 
 
 def train_run(
-    config: ExperimentConfig, out_dir, *, resume: bool = False, progress: bool = True
-) -> Path:
+    config: ExperimentConfig,
+    out_dir,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    data: np.ndarray | None = None,
+    init_key: jax.Array | None = None,
+    train_key: jax.Array | None = None,
+    **manifest_extra: Any,
+) -> TrainResult:
     """Train the model ``config`` describes and write a run directory (see :mod:`scorelab.runs`).
 
+    ``scorelab train`` calls it with the defaults; the demo passes its own data and named keys,
+    and its runs are ordinary run directories all the same.
+
+    Args:
+        config: the experiment.
+        out_dir: the run directory.
+        resume: continue from the newest intact checkpoint.
+        progress: show a progress bar.
+        data: ``(n, d)`` training data; ``None`` builds it from ``config.data``.
+        init_key, train_key: the network's initialisation key and the training key; ``None``
+            uses ``key(config.model.seed)`` and ``key(config.train.seed)``.
+        **manifest_extra: more JSON-serialisable fields for ``manifest.json``.
+
     Returns:
-        The run directory.
+        The :class:`scorelab.training.TrainResult`; the model written is its EMA model where
+        the run keeps one, else the last iterate.
     """
     out_dir = Path(out_dir)
-    data = config.data.load()
-    model, model_kwargs = config.model.build(data, config.loss)
+    data = builders.make_data(config.data) if data is None else data
+    model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     result = train(
-        jax.random.key(config.train.seed),
+        jax.random.key(config.train.seed) if train_key is None else train_key,
         model,
-        config.loss.build(),
+        builders.make_loss(config.loss),
         data,
         config.train,
         out_dir=out_dir / "checkpoints",
@@ -59,8 +81,9 @@ def train_run(
     save_model(out_dir / "model", trained, **model_kwargs)
     np.save(out_dir / "losses.npy", result.losses)
     write_json(out_dir / "config.json", config.to_dict())
-    write_json(out_dir / "manifest.json", manifest(config.to_dict(), data_shape=data.shape))
-    return out_dir
+    record = manifest(config.to_dict(), data_shape=list(data.shape), **manifest_extra)
+    write_json(out_dir / "manifest.json", record)
+    return result
 
 
 def _one_law_under_a_grid(config: ExperimentConfig, model) -> bool:
@@ -91,15 +114,15 @@ def score_model(config: ExperimentConfig, model=None):
             )
         if (
             isinstance(model, NoiseConditionalMLP)
-            and config.sampler.name == "ula"
-            and config.sampler.sigma <= 0
+            and not config.sampler.uses_grid
+            and config.sampler.options.get("sigma", 0.0) <= 0
         ):
             raise ConfigError(
-                "sampler.sigma: a noise-conditional model needs sigma > 0 for ULA, got "
-                f"{config.sampler.sigma}"
+                f"sampler.options.sigma: a noise-conditional model needs sigma > 0 for "
+                f"{config.sampler.name}, got {config.sampler.options.get('sigma', 0.0)}"
             )
         return model
-    target = config.data.target()
+    target = builders.make_target(config.data)
     if target is None:
         raise ConfigError(
             f"data.source: no exact score for {config.data.source!r}; "
@@ -136,12 +159,12 @@ def sample_run(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"sample.n: expected an integer >= 1, got {n!r}")
     score_fn = score_model(config, model)
-    target = config.data.target()
-    dim = target.dim if target is not None else config.data.load().shape[1]
+    target = builders.make_target(config.data)
+    dim = target.dim if target is not None else builders.make_data(config.data).shape[1]
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
-    sampler = config.sampler.build(target if model is None else None)
-    x_init = config.sampler.prior_samples(key_prior, n, dim, target)
+    sampler = builders.make_sampler(config.sampler, target if model is None else None)
+    x_init = builders.make_prior(config.sampler, key_prior, n, dim, target)
     out = samplers.sample(key_sampler, sampler, score_fn, x_init, trajectory=trajectory)
     traj = None if out.trajectory is None else np.asarray(out.trajectory)
     if sampler.nfe is not None:
@@ -159,9 +182,9 @@ def evaluate_samples(
     seed: int = 0,
     label: str = "samples",
     sigma: float = 0.0,
-) -> dict[str, Any]:
+) -> Report:
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
-    the sliced-Wasserstein floor at the same sample size.
+    the floors at the same sample size.
 
     With a built-in ``target``, the reference is ``n`` fresh exact samples and the floor is
     the metric between two independent exact sets of size ``n``. With ``data`` (an array or a
@@ -174,8 +197,13 @@ def evaluate_samples(
     so its samples are judged against it, not against the data.
 
     Returns:
-        ``{"metrics": ..., "floor": {"sliced_wasserstein": [mean, sd], ...}, "row": ...}``
-        where ``row`` is a flat dict for :func:`format_table`.
+        A :class:`scorelab.report.Report` with one row (every metric of
+        :func:`scorelab.report.measure`, ``n`` and ``sw_floor``) and the floors of ``sw`` (and
+        ``tv`` with a target).
+
+    Raises:
+        ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
+            or a dimension that differs from the reference's.
     """
     if isinstance(samples, str | Path):
         samples = load_array(samples)
@@ -212,92 +240,46 @@ def evaluate_samples(
             f"samples: dimension {samples.shape[1]} does not match the reference's "
             f"{reference.shape[1]}"
         )
-    result = metrics.evaluate(samples, reference, mixture)
-    floors = {
-        "sliced_wasserstein": metrics.floor(
-            metrics.sliced_wasserstein, sample_fn, key_floor, n, floor_repeats
-        ),
-    }
-    if mixture is not None:
-        floors["total_variation"] = metrics.floor(
-            lambda x, y: metrics.mixture_report(x, mixture).total_variation,
-            sample_fn,
-            key_floor,
-            n,
-            floor_repeats,
-        )
-    row = {
-        "method": label,
-        "n": n,
-        "sw": result["sliced_wasserstein"],
-        "sw_floor": floors["sliced_wasserstein"][0],
-        "mmd2": result["mmd2"],
-        "tv": result.get("total_variation"),
-        "var_ratio": result.get("variance_ratio_mean"),
-        "near": result.get("near_fraction"),
-    }
-    return {"metrics": result, "floor": floors, "row": row}
-
-
-_COLUMNS = (
-    ("method", "method", "{}"),
-    ("nfe", "NFE", "{}"),
-    ("sw", "SW", "{:.3f}"),
-    ("sw_exact", "SW exact", "{:.3f}"),
-    ("sw_floor", "SW floor", "{:.3f}"),
-    ("tv", "TV", "{:.3f}"),
-    ("tv_exact", "TV exact", "{:.3f}"),
-    ("var_ratio", "var ratio", "{:.2f}"),
-    ("near", "near", "{:.3f}"),
-    ("mmd2", "MMD^2", "{:.2e}"),
-)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of result rows; columns absent from every row are left out."""
-    columns = [c for c in _COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-
-    def cell(row, name, fmt):
-        value = row.get(name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        return fmt.format(value)
-
-    table = [[title for _, title, _ in columns]]
-    table += [[cell(row, name, fmt) for name, _, fmt in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)) for line in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    row = measure(samples, reference, mixture, max_sliced=True)
+    names = ("sw", "tv") if mixture is not None else ("sw",)
+    floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
+    row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
+    return Report([row], floor)
 
 
 def plot_run(run_dir, out_dir=None) -> list[Path]:
     """The figures of a training run: loss curve, score field over the data, samples.
 
-    For a demo run directory (with ``metrics.json``), redraws the demo's figures instead.
+    Args:
+        run_dir: a run directory of ``scorelab train`` (or one of the demo's models).
+        out_dir: the figure folder; ``None`` for ``run_dir/figures``.
 
     Returns:
         The paths written.
-    """
-    from scorelab.demo import plot_demo
 
+    Raises:
+        ConfigError: for data that is not 2-D (the figures are planar).
+    """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
-    if (run_dir / "demo.json").is_file():
-        return plot_demo(run_dir, out_dir)
     config, model = load_run(run_dir)
+    data = builders.make_data(config.data)
+    if data.shape[1] != 2:
+        raise ConfigError(
+            f"plot: the run's data is {data.shape[1]}-dimensional and the figures are planar; "
+            "sample it with `scorelab sample --run` and evaluate with `scorelab evaluate`"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = config.data.load()
     written = []
     losses = {config.loss.name: np.load(run_dir / "losses.npy")}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
-    sigma = config.sampler.sigma if config.sampler.sigma > 0 else config.loss.sigma
+    sigma = config.sampler.options.get("sigma", 0.0) or config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))
     if _one_law_under_a_grid(config, model):
         # The run keeps the default grid sampler, which an unconditional model cannot serve.
         config = dataclasses.replace(
-            config, sampler=dataclasses.replace(config.sampler, name="ula")
+            config, sampler=dataclasses.replace(config.sampler, name="ula", options={})
         )
     result = sample_run(config, model, 1000, 0)
     figure = viz.ddim_samples(

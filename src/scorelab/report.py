@@ -1,0 +1,188 @@
+r"""One report type for every job that measures samples: rows beside their floors, and its text.
+
+``scorelab evaluate``, ``scorelab demo`` and ``scorelab sweep`` all measure samples the same way
+(:func:`measure`), compute floors the same way (:func:`floors`: the metric between two
+independent exact sample sets of the same size, so a result reads as floor + sampler error +
+model error) and print the same table (:func:`format_table`).
+
+Row keys (and floor keys) are one vocabulary:
+
+========== ============================================================================
+key        meaning
+========== ============================================================================
+sw         sliced Wasserstein-2 (:func:`scorelab.metrics.sliced_wasserstein`)
+max_sw     max-sliced Wasserstein-2, the tutorial's metric
+mmd2       squared MMD, Gaussian kernel with the median bandwidth (unbiased)
+tv         total variation of the mixture's mode weights
+var_ratio  within-mode variance over the truth (weight-averaged)
+near       fraction within 3 standard deviations of a mode
+far        fraction farther than 5 standard deviations from every mode
+n_empty    modes with no sample
+========== ============================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from jax import Array
+
+from scorelab import metrics
+from scorelab.targets import GaussianMixture
+
+__all__ = ["Report", "measure", "floors", "format_table"]
+
+
+def measure(
+    x,
+    reference,
+    target: GaussianMixture | None = None,
+    *,
+    n_projections: int = 1000,
+    mmd: bool = True,
+    max_sliced: bool = False,
+) -> dict[str, Any]:
+    """Every metric of ``x`` against ``reference`` (and the target's mixture report), as a row.
+
+    Args:
+        x: ``(n, d)`` samples.
+        reference: ``(m, d)`` samples of the law ``x`` should follow.
+        target: the exact mixture, when known: adds ``tv``, ``var_ratio``, ``near``, ``far``,
+            ``n_empty``.
+        n_projections: directions of the sliced distances (seed 0: every call compares the
+            same slices).
+        mmd: compute ``mmd2`` (quadratic in ``n``).
+        max_sliced: compute ``max_sw``.
+
+    Returns:
+        A dict with the keys of the module's table.
+
+    Raises:
+        ValueError: for arrays that are not ``(n, d)`` or differ in ``d``.
+    """
+    row: dict[str, Any] = {"sw": metrics.sliced_wasserstein(x, reference, n_projections)}
+    if max_sliced:
+        row["max_sw"] = metrics.max_sliced_wasserstein(x, reference, n_projections)
+    if mmd:
+        row["mmd2"] = metrics.mmd(x, reference)
+    if target is not None:
+        report = metrics.mixture_report(x, target)
+        row.update(
+            tv=report.total_variation,
+            var_ratio=report.variance_ratio_mean,
+            near=report.near_fraction,
+            far=report.far_fraction,
+            n_empty=report.n_empty,
+        )
+    return row
+
+
+def floors(
+    names: Sequence[str],
+    sample_fn: Callable,
+    key: Array,
+    n: int,
+    repeats: int = 5,
+    *,
+    target: GaussianMixture | None = None,
+    n_projections: int = 1000,
+) -> dict[str, tuple[float, float]]:
+    """The floors of the metrics ``names``: each between two independent exact sets of ``n``.
+
+    Every metric is computed on the same pairs (:func:`scorelab.metrics.floor` with ``key``).
+
+    Args:
+        names: keys among ``sw``, ``mmd2``, ``tv`` (``tv`` needs ``target``).
+        sample_fn: ``(key, n) -> (n, d)`` exact sampler, e.g. ``target.sample``.
+        key: PRNG key.
+        n: size of each set (the size of the samples judged).
+        repeats: pairs, ``>= 2``.
+        target: the mixture whose mode weights ``tv`` measures.
+        n_projections: directions of ``sw``.
+
+    Returns:
+        ``name -> (mean, sd)``.
+
+    Raises:
+        ValueError: for an unknown name, ``tv`` without a target, or ``repeats < 2``.
+    """
+    metric_fns = {
+        "sw": lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=n_projections),
+        "mmd2": metrics.mmd,
+    }
+    if target is not None:
+        metric_fns["tv"] = lambda x, y: metrics.mixture_report(x, target).total_variation
+    unknown = [name for name in names if name not in metric_fns]
+    if unknown:
+        raise ValueError(f"no floor for {unknown[0]!r}; accepted: {', '.join(metric_fns)}")
+    return {name: metrics.floor(metric_fns[name], sample_fn, key, n, repeats) for name in names}
+
+
+_COLUMNS = (
+    ("method", "method", "{}"),
+    ("nfe", "NFE", "{}"),
+    ("sw", "SW", "{:.3f}"),
+    ("sw_exact", "SW exact", "{:.3f}"),
+    ("sw_floor", "SW floor", "{:.3f}"),
+    ("tv", "TV", "{:.3f}"),
+    ("tv_exact", "TV exact", "{:.3f}"),
+    ("var_ratio", "var ratio", "{:.2f}"),
+    ("near", "near", "{:.3f}"),
+    ("mmd2", "MMD^2", "{:.2e}"),
+)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of result rows; columns absent from every row are left out.
+
+    Args:
+        rows: dicts with any of the keys ``method``, ``nfe``, ``sw``, ``sw_exact``,
+            ``sw_floor``, ``tv``, ``tv_exact``, ``var_ratio``, ``near``, ``mmd2``; a missing or
+            NaN value shows as ``-``.
+
+    Returns:
+        The table, a header line, a rule and one line per row.
+    """
+    columns = [c for c in _COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+
+    def cell(row, name, fmt):
+        value = row.get(name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return fmt.format(value)
+
+    table = [[title for _, title, _ in columns]]
+    table += [[cell(row, name, fmt) for name, _, fmt in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)) for line in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+class Report(NamedTuple):
+    """Rows of metrics, the floors they are read against, and notes; what every job prints.
+
+    Attributes:
+        rows: one dict per result (keys of the module's table, plus ``method``, ``nfe`` and
+            any job-specific fields).
+        floors: metric -> ``(mean, sd)`` between two exact sample sets of the rows' size.
+        notes: lines printed under the table (held-out losses, hints).
+    """
+
+    rows: list[dict[str, Any]]
+    floors: dict[str, tuple[float, float]]
+    notes: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """The table, then one line per floor (``floor sw: mean +- sd``), then the notes."""
+        lines = [format_table(self.rows), ""]
+        lines += [
+            f"floor {name}: {mean:.4g} +- {sd:.2g}" for name, (mean, sd) in self.floors.items()
+        ]
+        return "\n".join([*lines, *self.notes])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data: ``{"rows", "floors", "notes"}``."""
+        return {"rows": self.rows, "floors": self.floors, "notes": list(self.notes)}
