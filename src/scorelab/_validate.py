@@ -88,7 +88,7 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
     changes = {}
     for name, value in values.items():
         current = getattr(base, name) if base is not None else None
-        changes[name] = _typed(hints[name], value, f"{section}.{name}", current, error)
+        changes[name] = typed(hints[name], value, f"{section}.{name}", current, error)
     try:
         if base is not None:
             return dataclasses.replace(base, **changes)
@@ -99,20 +99,22 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
         raise error(f"{section}.{problem}") from problem
 
 
-def _typed(hint, value, field: str, current, error):
-    """``value`` checked (and, for tuples and nested dataclasses, converted) against ``hint``."""
+def typed(hint, value, field: str, current=None, error: type[ValueError] = ValueError):
+    """``value`` checked against the type ``hint`` (and, for floats, tuples and nested
+    dataclasses, converted), as :func:`from_mapping` reads every field; raises ``error``
+    naming ``field``."""
     origin, arguments = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in arguments:
             return None
         (hint,) = [a for a in arguments if a is not type(None)]
-        return _typed(hint, value, field, current, error)
+        return typed(hint, value, field, current, error)
     if dataclasses.is_dataclass(hint):
         return from_mapping(hint, value, field, base=current, error=error)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise error(f"{field}: expected a list, got {value!r}")
-        return tuple(_typed(arguments[0], item, field, None, error) for item in value)
+        return tuple(typed(arguments[0], item, field, None, error) for item in value)
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
             raise error(f"{field}: expected a table, got {value!r}")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from scorelab import losses, models, samplers
-from scorelab._validate import check_choice, check_int, check_real, from_mapping
+from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
 from scorelab.noise import GRIDS
 from scorelab.targets import TOY_DATASETS, seed_mixture
 from scorelab.training import TrainConfig
@@ -240,6 +240,10 @@ class SamplerConfig:
             samplers.sampler_options(self.name, self.options)
         except ValueError as error:
             _fail("sampler", "options" if self.name in samplers.SAMPLERS else "name", str(error))
+        declared = {option.name: option.type for option in samplers.options(self.name)}
+        for option, value in self.options.items():
+            checked = typed(declared[option], value, f"sampler.options.{option}", error=ConfigError)
+            self.options[option] = checked
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)

@@ -1,0 +1,128 @@
+"""Configuration dataclasses read from mappings: strict types, named fields (from_mapping)."""
+
+import dataclasses
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from scorelab._validate import from_mapping
+from scorelab.config import ConfigError, ExperimentConfig, apply_overrides
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    rate: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer:
+    flag: bool = False
+    count: int = 1
+    name: str = "a"
+    sizes: tuple[int, ...] = (1, 2)
+    limit: float | None = None
+    inner: _Inner = _Inner()
+
+
+def test_values_keep_their_types_and_missing_fields_keep_the_base():
+    base = _Outer(count=3)
+    out = from_mapping(_Outer, {"flag": True, "sizes": [4], "inner": {"rate": 2}}, "s", base=base)
+    assert out == _Outer(flag=True, count=3, sizes=(4,), inner=_Inner(rate=2.0))
+    assert isinstance(out.inner.rate, float)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"flag": "false"}, "s.flag: expected true or false, got 'false'"),
+        ({"flag": 0}, "s.flag: expected true or false"),
+        ({"count": 2.5}, "s.count: expected an integer"),
+        ({"count": True}, "s.count: expected an integer"),
+        ({"name": 1}, "s.name: expected a string, got 1"),
+        ({"sizes": 3}, "s.sizes: expected a list"),
+        ({"sizes": ["x"]}, "s.sizes: expected an integer"),
+        ({"limit": "none"}, "s.limit: expected a number"),
+        ({"inner": 1}, "s.inner: expected a table of fields, got int"),
+        ({"inner": {"speed": 1}}, "s.inner.speed: unknown field; accepted: rate"),
+        ({"other": 1}, "s.other: unknown field; accepted: flag, count"),
+    ],
+)
+def test_wrong_types_and_unknown_fields_are_named(values, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        from_mapping(_Outer, values, "s")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (3, "configuration: expected a table of sections"),
+        ({"data": 1}, "data: expected a table of fields"),
+        ({"data": {"source": 1}}, "data.source: expected a string, got 1"),
+        ({"train": {"ema_decay": "0.9"}}, "train.ema_decay: expected a number"),
+        ({"model": {"normalise_input": "false"}}, "model.normalise_input: expected true or false"),
+        ({"optimizer": {}}, "optimizer: unknown section; accepted: data, model"),
+        ({"train": {"steps": 0}}, "train.steps: expected an integer >= 1"),
+    ],
+)
+def test_experiment_sections_are_strict(values, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig.from_dict(values)
+
+
+def test_an_ncsn_run_samples_over_the_range_it_learned_unless_told_otherwise():
+    config = ExperimentConfig.from_dict({"loss": {"name": "ncsn", "sigma_max": 5.0}})
+    assert (config.sampler.sigma_min, config.sampler.sigma_max) == (0.02, 5.0)
+    config = ExperimentConfig.from_dict(
+        {"loss": {"name": "ncsn", "sigma_max": 5.0}, "sampler": {"sigma_max": 20.0}}
+    )
+    assert config.sampler.sigma_max == 20.0
+
+
+def test_sampler_options_nest_and_flat_keys_of_earlier_versions_move_into_them():
+    nested = ExperimentConfig.from_dict({"sampler": {"name": "ddim", "options": {"eta": 0.5}}})
+    flat = ExperimentConfig.from_dict({"sampler": {"name": "ddim", "eta": 0.5}})
+    assert nested == flat and nested.sampler.options == {"eta": 0.5}
+    with pytest.raises(ConfigError, match="sampler.options: .*'e'.*eta"):
+        ExperimentConfig.from_dict({"sampler": {"name": "ddim", "e": 0.5}})
+    with pytest.raises(ConfigError, match="sampler.options: .*'n_steps'"):
+        ExperimentConfig.from_dict({"sampler": {"name": "ddim", "options": {"n_steps": 3}}})
+
+
+def test_overrides_reach_nested_tables_and_leave_the_input_alone():
+    values = {"sampler": {"name": "ddim"}}
+    out = apply_overrides(values, ["sampler.options.eta=0.5", "data.source=points.csv"])
+    assert out == {
+        "sampler": {"name": "ddim", "options": {"eta": 0.5}},
+        "data": {"source": "points.csv"},
+    }
+    assert values == {"sampler": {"name": "ddim"}}
+    with pytest.raises(ConfigError, match="expected section.field=value"):
+        apply_overrides({}, ["steps=3"])
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=5)
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["data", "model", "loss", "train", "sampler", "x"]),
+        st.dictionaries(st.text(max_size=12), _VALUES, max_size=3),
+        max_size=3,
+    )
+)
+def test_any_mapping_is_a_configuration_or_one_config_error(values):
+    try:
+        ExperimentConfig.from_dict(values)
+    except ConfigError as error:
+        assert "\n" not in str(error)
