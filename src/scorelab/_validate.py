@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -131,3 +132,34 @@ def typed(hint, value, field: str, current=None, error: type[ValueError] = Value
             raise error(f"{field}: expected {accepted}, got {value!r}")
         return float(value) if hint is float else value
     return value
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can expect to allocate: the host's available memory
+    (``MemAvailable`` on Linux, else its physical memory)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(field: str, n_bytes: float, remedy: str, error: type[ValueError] = ValueError):
+    """Raise ``error`` before allocating ``n_bytes`` when that exceeds the available memory,
+    naming ``field``, both sizes and ``remedy``."""
+    available = available_memory()
+    if n_bytes > available:
+        raise error(
+            f"{field}: needs {_bytes(n_bytes)} of memory, {_bytes(available)} available; {remedy}"
+        )
+
+
+def _bytes(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = 0
+    while n >= 1024 and power < len(units) - 1:
+        n, power = n / 1024, power + 1
+    return f"{n:.3g} {units[power]}"
