@@ -166,6 +166,13 @@ def sample_run(
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
     x_init = builders.make_prior(config.sampler, key_prior, n, dim, target)
     out = samplers.sample(key_sampler, sampler, score_fn, x_init, trajectory=trajectory)
+    finite = np.isfinite(np.asarray(out.x)).all(axis=tuple(range(1, out.x.ndim)))
+    if not finite.all():
+        raise ValueError(
+            f"sampler: {int((~finite).sum())} of {n} chains of {sampler.name} ended non-finite "
+            "(the chains diverged); take smaller steps (a smaller step size or step ratio, or "
+            "more levels) and check the score model"
+        )
     traj = None if out.trajectory is None else np.asarray(out.trajectory)
     if sampler.nfe is not None:
         return SampleResult(np.asarray(out.x), traj, sampler.nfe)

@@ -1,0 +1,582 @@
+"""Hostile input, tried as a user would: every case ends in one line on stderr and exit status 2,
+never a traceback, and leaves what was on disk intact.
+
+The corpus covers data files, configuration files and flags, run directories and models,
+outputs, sizes beyond memory and non-finite results (the pretrained loader's corpus is in
+``tests/test_pretrained_hostile.py``). Files are generated here; most cases call
+:func:`scorelab.cli.main` in-process (the boundary is the same function), and a few run the
+installed console script as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scorelab.cli import main
+
+_TINY = [
+    "--steps",
+    "4",
+    "--batch-size",
+    "16",
+    "--set",
+    "train.steps_per_dispatch=2",
+    "--set",
+    "data.n=64",
+    "--quiet",
+]
+
+
+def _fails(argv, capsys, *fragments):
+    """``main(argv)`` exits 2 with one line on stderr containing every fragment."""
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scorelab "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def _npy_with_rows(path: Path, rows: int):
+    """A .npy whose header declares ``rows`` x 2 float32 but holds no data."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, 2), }}"
+    header = header.ljust(118) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+
+
+def _data_file(tmp_path: Path, kind: str) -> Path:
+    """One hostile data file of the corpus."""
+    path = tmp_path / f"{kind}.npy"
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(50, 2)).astype(np.float32)
+    if kind == "empty_file":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        np.save(path, good)
+        path.write_bytes(path.read_bytes()[:100])
+    elif kind == "huge_header":
+        _npy_with_rows(path, 10**11)
+    elif kind == "complex":
+        np.save(path, good + 1j)
+    elif kind == "nan":
+        np.save(path, np.where(np.arange(50)[:, None] == 7, np.nan, good))
+    elif kind == "inf":
+        np.save(path, np.where(np.arange(50)[:, None] == 3, np.inf, good))
+    elif kind == "beyond_float32":
+        np.save(path, good.astype(np.float64) * 1e39)
+    elif kind == "near_float32_max":
+        np.save(path, good * np.float32(1e30))
+    elif kind == "one_dimensional":
+        np.save(path, good[:, 0])
+    elif kind == "three_dimensional":
+        np.save(path, good.reshape(25, 2, 2))
+    elif kind == "strings":
+        np.save(path, np.array([["a", "b"]] * 5))
+    elif kind == "objects":
+        np.save(path, np.array([[object(), 1]] * 5, dtype=object), allow_pickle=True)
+    elif kind == "zero_rows":
+        np.save(path, np.zeros((0, 2), np.float32))
+    elif kind == "zero_columns":
+        np.save(path, np.zeros((5, 0), np.float32))
+    elif kind == "npz_named_npy":
+        np.savez(tmp_path / "x.npz", a=good)
+        path.write_bytes((tmp_path / "x.npz").read_bytes())
+    elif kind == "text_named_npy":
+        path.write_text("1,2\n3,4\n")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "missing":
+        pass
+    elif kind == "wrong_suffix":
+        path = tmp_path / "data.txt"
+        path.write_text("1,2\n")
+    elif kind == "bool":
+        np.save(path, good > 0)
+    elif kind == "csv_empty":
+        path = tmp_path / "empty.csv"
+        path.write_text("")
+    elif kind == "csv_header_only":
+        path = tmp_path / "header.csv"
+        path.write_text("x,y\n")
+    elif kind == "csv_nan_first_row":
+        path = tmp_path / "nanfirst.csv"
+        path.write_text("nan,nan\n" + "\n".join("1,2" for _ in range(20)) + "\n")
+    elif kind == "csv_ragged":
+        path = tmp_path / "ragged.csv"
+        path.write_text("1,2\n3,4,5\n6,7\n")
+    elif kind == "csv_words":
+        path = tmp_path / "words.csv"
+        path.write_text("a,b\nc,d\ne,f\n")
+    elif kind == "csv_semicolons":
+        path = tmp_path / "semi.csv"
+        path.write_text("1;2\n3;4\n5;6\n")
+    elif kind == "csv_binary":
+        path = tmp_path / "binary.csv"
+        path.write_bytes(bytes(range(256)) * 4)
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+_BAD_DATA = [
+    "empty_file",
+    "truncated",
+    "huge_header",
+    "complex",
+    "nan",
+    "inf",
+    "beyond_float32",
+    "one_dimensional",
+    "three_dimensional",
+    "strings",
+    "objects",
+    "zero_rows",
+    "zero_columns",
+    "npz_named_npy",
+    "text_named_npy",
+    "folder",
+    "missing",
+    "wrong_suffix",
+    "csv_empty",
+    "csv_header_only",
+    "csv_nan_first_row",
+    "csv_ragged",
+    "csv_words",
+    "csv_semicolons",
+    "csv_binary",
+]
+
+
+@pytest.mark.parametrize("kind", _BAD_DATA)
+def test_train_refuses_bad_data(kind, tmp_path, capsys):
+    path = _data_file(tmp_path, kind)
+    out = tmp_path / "run"
+    _fails(["train", "--loss", "dsm", "--data", path, "--out", out, *_TINY], capsys)
+    assert not (out / "model.eqx").exists()
+
+
+@pytest.mark.parametrize("kind", _BAD_DATA)
+def test_evaluate_refuses_bad_samples(kind, tmp_path, capsys):
+    path = _data_file(tmp_path, kind)
+    _fails(["evaluate", path, "--target", "seed_mixture", "--floor-repeats", "2"], capsys)
+
+
+@pytest.mark.parametrize("kind", _BAD_DATA)
+def test_evaluate_refuses_bad_reference_data(kind, tmp_path, capsys):
+    samples = tmp_path / "good.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    path = _data_file(tmp_path, kind)
+    _fails(["evaluate", samples, "--data", path, "--floor-repeats", "2"], capsys)
+
+
+def test_data_too_large_for_float32_is_refused_not_trained(tmp_path, capsys):
+    path = _data_file(tmp_path, "near_float32_max")
+    _fails(["train", "--loss", "dsm", "--data", path, "--out", tmp_path / "r", *_TINY], capsys)
+
+
+_TOML = {
+    "section_scalar": "data = 1\n",
+    "invalid": "[data\nsource = 'x'\n",
+    "unknown_section": "[optimizer]\nname = 'adam'\n",
+    "unknown_field": "[train]\nepochs = 3\n",
+    "bool_as_string": "[model]\nnormalise_input = 'false'\n",
+    "int_as_float": "[train]\nsteps = 2.5\n",
+    "string_as_int": "[data]\nsource = 1\n",
+    "list_as_number": "[train]\nlearning_rate = [1, 2]\n",
+    "negative_steps": "[train]\nsteps = -3\n",
+    "nan_learning_rate": "[train]\nlearning_rate = nan\n",
+    "inf_learning_rate": "[train]\nlearning_rate = inf\n",
+    "bad_loss": "[loss]\nname = 'l2'\n",
+    "bad_model_for_loss": "[loss]\nname = 'ncsn'\n[model]\nname = 'mlp'\n",
+    "sigma_range": "[loss]\nsigma_min = 5.0\nsigma_max = 1.0\n",
+    "bad_schedule": "[train]\nschedule = 'linear'\n",
+    "warmup_without_schedule": "[train]\nwarmup_steps = 10\n",
+    "adam_weight_decay": "[train]\nweight_decay = 0.1\n",
+    "ema_out_of_range": "[train]\nema_decay = 1.5\n",
+    "binary": None,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_TOML))
+def test_train_refuses_bad_config_files(case, tmp_path, capsys):
+    path = tmp_path / "config.toml"
+    if _TOML[case] is None:
+        path.write_bytes(bytes(range(256)))
+    else:
+        path.write_text(_TOML[case])
+    _fails(["train", "--config", path, "--out", tmp_path / "run", *_TINY], capsys)
+
+
+@pytest.mark.parametrize("path_kind", ["missing", "folder"])
+def test_train_refuses_a_config_path_that_is_not_a_file(path_kind, tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    if path_kind == "folder":
+        path.mkdir()
+    _fails(["train", "--config", path, "--out", tmp_path / "run", *_TINY], capsys, str(path))
+
+
+_BAD_TRAIN_FLAGS = [
+    ["--steps", "0"],
+    ["--steps", "-1"],
+    ["--batch-size", "0"],
+    ["--lr", "0"],
+    ["--lr", "-1e-3"],
+    ["--lr", "nan"],
+    ["--lr", "inf"],
+    ["--seed", "-1"],
+    ["--loss", "nope"],
+    ["--model", "unet9"],
+    ["--data", "nowhere"],
+    ["--set", "data.source=1"],
+    ["--set", "data.n=0"],
+    ["--set", "steps=3"],
+    ["--set", "train.steps"],
+    ["--set", "=3"],
+    ["--set", "train.steps.x=3"],
+    ["--set", "train.ema_decay='0.9'"],
+    ["--set", "model.normalise_input='false'"],
+    ["--set", "nope.x=1"],
+    ["--set", "train.batch_size=10000000000000"],
+    ["--set", "data.n=100000000000000"],
+    ["--steps", "1000000000000"],
+]
+
+
+@pytest.mark.parametrize("flags", _BAD_TRAIN_FLAGS, ids=" ".join)
+def test_train_refuses_bad_flags(flags, tmp_path, capsys):
+    _fails(["train", "--out", tmp_path / "run", *_TINY, *flags], capsys)
+
+
+_BAD_SAMPLE_FLAGS = [
+    ["--n", "0"],
+    ["--n", "-5"],
+    ["--n", "1000000000000"],
+    ["--levels", "1"],
+    ["--levels", "0"],
+    ["--sampler", "nope"],
+    ["--sampler", "pc"],
+    ["--sampler", "annealed"],
+    ["--sampler", "ddim", "--eta", "-1"],
+    ["--sampler", "ddim", "--n-steps", "5"],
+    ["--sampler", "ula", "--step-size", "0"],
+    ["--sampler", "ula", "--n-steps", "0"],
+    ["--sampler", "ula", "--step-size", "100"],
+    ["--sampler", "annealed_langevin", "--n-steps-per-level", "0"],
+    ["--sampler", "predictor_corrector", "--step-rule", "nope"],
+    ["--sampler", "edm", "--s-churn", "-1"],
+    ["--sampler", "tsit5", "--rtol", "0"],
+    ["--sampler", "tsit5", "--max-steps", "0"],
+    ["--sigma-max", "0"],
+    ["--sigma-min", "5", "--sigma-max", "1"],
+    ["--sigma-min", "-1"],
+    ["--grid", "nope"],
+    ["--rho", "0"],
+    ["--prior", "nope"],
+    ["--set", "sampler.options.eta='x'"],
+    ["--set", "sampler.options=3"],
+    ["--set", "sampler.levels=3"],
+    ["--set", "sampler.name=1"],
+]
+
+
+@pytest.mark.parametrize("flags", _BAD_SAMPLE_FLAGS, ids=" ".join)
+def test_sample_refuses_bad_flags(flags, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    _fails(["sample", "--exact", "seed_mixture", "--n", "20", "--out", out, *flags], capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("--e", "--eta"), ("--eta0", "--final-noise"), ("--steps-per-level", "--n-steps-per-level")],
+)
+def test_renamed_flags_name_their_new_spelling(old, new, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--exact", "seed_mixture", old, "1", "--out", str(tmp_path / "s.npy")])
+    assert exit_info.value.code == 2
+    assert new in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--exact", "nope"],
+        [],
+        ["--exact", "seed_mixture", "--run", "x"],
+        ["--run", "nowhere"],
+        ["--exact", "seed_mixture", "--prior", "exact", "--sampler", "mala"],
+    ],
+    ids=" ".join,
+)
+def test_sample_refuses_bad_sources(flags, tmp_path, capsys):
+    argv = ["sample", *flags, "--n", "10", "--out", tmp_path / "s.npy"]
+    if flags == ["--exact", "seed_mixture", "--prior", "exact", "--sampler", "mala"]:
+        argv += ["--n-steps", "0"]
+    if "--run" in flags and "--exact" in flags:
+        with pytest.raises(SystemExit):
+            main([str(a) for a in argv])
+        return
+    _fails(argv, capsys)
+
+
+@pytest.mark.parametrize("kind", ["exists", "suffix", "folder", "under_a_file"])
+def test_sample_outputs_are_checked_before_the_work(kind, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    if kind == "exists":
+        out.write_bytes(b"keep me")
+    elif kind == "suffix":
+        out = tmp_path / "s.png"
+    elif kind == "folder":
+        out.mkdir()
+    else:
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "s.npy"
+    _fails(["sample", "--exact", "seed_mixture", "--n", "10", "--out", out], capsys, str(out))
+    if kind == "exists":
+        assert out.read_bytes() == b"keep me"
+
+
+def test_sample_out_writes_exactly_the_path_given_and_overwrite_replaces(tmp_path, capsys):
+    out = tmp_path / "new" / "s.npy"
+    argv = ["sample", "--exact", "seed_mixture", "--n", "10", "--sampler", "ddim", "--levels", "4"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert np.load(out).shape == (10, 2) and str(out) in capsys.readouterr().out
+    assert main([*argv, "--out", str(out), "--n", "12", "--overwrite"]) == 0
+    assert np.load(out).shape == (12, 2)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--floor-repeats", "1"],
+        ["--floor-repeats", "0"],
+        ["--sigma", "-1"],
+        ["--sigma", "nan"],
+        ["--target", "nope"],
+    ],
+    ids=" ".join,
+)
+def test_evaluate_refuses_bad_flags(flags, tmp_path, capsys):
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    target = [] if "--target" in flags else ["--target", "seed_mixture"]
+    _fails(["evaluate", samples, *target, *flags], capsys)
+
+
+def test_evaluate_refuses_samples_of_another_dimension(tmp_path, capsys):
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 3), np.float32))
+    _fails(["evaluate", samples, "--target", "seed_mixture"], capsys, "dimension 3")
+
+
+def test_evaluate_json_is_not_overwritten(tmp_path, capsys):
+    samples, report = tmp_path / "s.npy", tmp_path / "m.json"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    report.write_text("keep")
+    _fails(["evaluate", samples, "--target", "seed_mixture", "--json", report], capsys, "exists")
+    assert report.read_text() == "keep"
+
+
+_BAD_SWEEP_FLAGS = [
+    ["--nfe", "0"],
+    ["--nfe", "abc"],
+    ["--samplers", "nope"],
+    ["--samplers", "ula"],
+    ["--n", "0"],
+    ["--seeds", "-1"],
+    ["--grid", "nope"],
+    ["--sigma-min", "0"],
+    ["--target", "nope"],
+    ["--run", "nowhere"],
+]
+
+
+@pytest.mark.parametrize("flags", _BAD_SWEEP_FLAGS, ids=" ".join)
+def test_sweep_refuses_bad_flags(flags, tmp_path, capsys):
+    argv = [
+        "sweep",
+        "--samplers",
+        "euler",
+        "--nfe",
+        "4",
+        "--n",
+        "50",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--quiet",
+        *flags,
+    ]
+    if flags == ["--nfe", "abc"]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        return
+    _fails(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ula_steps = 'many'\n",
+        "nope = 1\n",
+        "hyvarinen = 3\n",
+        "[hyvarinen]\nsteps = 0\n",
+        "ddim_es = 1.0\n",
+        "n_samples = -1\n",
+    ],
+)
+def test_demo_refuses_bad_settings(text, tmp_path, capsys):
+    path = tmp_path / "demo.toml"
+    path.write_text(text)
+    _fails(["demo", "--settings", path, "--out", tmp_path, "--quiet"], capsys)
+
+
+# --- run directories and models ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("robust") / "run"
+    assert main(["train", "--loss", "ncsn", "--out", str(out), *_TINY]) == 0
+    return out
+
+
+def _damaged_copy(run_dir: Path, tmp_path: Path, damage: str) -> Path:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    if damage == "no_config":
+        (copy / "config.json").unlink()
+    elif damage == "config_not_json":
+        (copy / "config.json").write_text("{not json")
+    elif damage == "config_a_list":
+        (copy / "config.json").write_text("[1, 2]")
+    elif damage == "config_bad_value":
+        config = json.loads((copy / "config.json").read_text())
+        config["train"]["steps"] = -1
+        (copy / "config.json").write_text(json.dumps(config))
+    elif damage == "no_model_eqx":
+        (copy / "model.eqx").unlink()
+    elif damage == "no_model_json":
+        (copy / "model.json").unlink()
+    elif damage == "truncated_model":
+        data = (copy / "model.eqx").read_bytes()
+        (copy / "model.eqx").write_bytes(data[: len(data) // 2])
+    elif damage == "model_json_garbage":
+        (copy / "model.json").write_text("garbage")
+    elif damage == "model_json_other_dim":
+        record = json.loads((copy / "model.json").read_text())
+        record["kwargs"]["dim"] = 5
+        (copy / "model.json").write_text(json.dumps(record))
+    elif damage == "model_json_unknown_class":
+        record = json.loads((copy / "model.json").read_text())
+        record["class"] = "os:system"
+        (copy / "model.json").write_text(json.dumps(record))
+    elif damage == "model_eqx_empty":
+        (copy / "model.eqx").write_bytes(b"")
+    else:
+        raise AssertionError(damage)
+    return copy
+
+
+_DAMAGES = [
+    "no_config",
+    "config_not_json",
+    "config_a_list",
+    "config_bad_value",
+    "no_model_eqx",
+    "no_model_json",
+    "truncated_model",
+    "model_json_garbage",
+    "model_json_other_dim",
+    "model_json_unknown_class",
+    "model_eqx_empty",
+]
+
+
+@pytest.mark.parametrize("damage", _DAMAGES)
+def test_sample_refuses_a_damaged_run(damage, run_dir, tmp_path, capsys):
+    copy = _damaged_copy(run_dir, tmp_path, damage)
+    _fails(["sample", "--run", copy, "--n", "10", "--out", tmp_path / "s.npy"], capsys)
+
+
+@pytest.mark.parametrize("damage", ["no_config", "config_not_json", "truncated_model"])
+def test_plot_refuses_a_damaged_run(damage, run_dir, tmp_path, capsys):
+    _fails(["plot", _damaged_copy(run_dir, tmp_path, damage)], capsys)
+
+
+def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
+    data = tmp_path / "five.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32))
+    out = tmp_path / "run"
+    assert main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY]) == 0
+    capsys.readouterr()
+    _fails(["plot", out], capsys, "5-dimensional")
+
+
+def test_train_never_overwrites_an_existing_run(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "model.eqx").read_bytes()
+    _fails(["train", "--loss", "ncsn", "--out", copy, *_TINY], capsys, "--overwrite")
+    assert (copy / "model.eqx").read_bytes() == before
+    shutil.rmtree(copy / "checkpoints")
+    _fails(["train", "--loss", "ncsn", "--out", copy, *_TINY], capsys, "--overwrite")
+    assert (copy / "model.eqx").read_bytes() == before
+
+
+def test_train_out_naming_a_file_is_refused(tmp_path, capsys):
+    out = tmp_path / "file"
+    out.write_text("keep")
+    _fails(["train", "--out", out, *_TINY], capsys)
+    assert out.read_text() == "keep"
+
+
+def test_resume_refuses_a_changed_configuration_naming_the_field(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    _fails(
+        ["train", "--loss", "ncsn", "--out", copy, "--resume", *_TINY, "--lr", "0.5"],
+        capsys,
+        "learning_rate",
+    )
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
+    _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys)
+
+
+# --- the console script: the boundary as a user meets it -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "missing.npy", "--target", "seed_mixture"],
+        ["sample", "--exact", "seed_mixture", "--sampler", "pc"],
+        ["train", "--config", "missing.toml"],
+    ],
+    ids=" ".join,
+)
+def test_console_script_errors_are_one_line_with_status_2(argv, tmp_path):
+    script = Path(sys.executable).with_name("scorelab")
+    result = subprocess.run(
+        [str(script), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
