@@ -130,7 +130,7 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
     """
     options = samplers.sampler_options(config.name, config.options)
     log_density_fn = None
-    if samplers.needs_log_density(config.name):
+    if samplers.SAMPLERS[config.name].needs_log_density:
         if target is None:
             raise ConfigError(
                 f"sampler.name: {config.name!r} needs the target's log-density, which only the "

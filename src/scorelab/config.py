@@ -260,7 +260,7 @@ class SamplerConfig:
     @property
     def uses_grid(self) -> bool:
         """Whether the sampler walks a sigma grid (all but ULA and MALA)."""
-        return samplers.uses_grid(self.name)
+        return samplers.SAMPLERS[self.name].uses_grid
 
 
 def _sampler_table(table: Any) -> Any:
