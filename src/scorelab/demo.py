@@ -42,7 +42,7 @@ from jax.tree_util import Partial
 
 from scorelab import builders, samplers, viz
 from scorelab._validate import from_mapping
-from scorelab.config import ExperimentConfig
+from scorelab.config import TRAIN_RECIPE, ExperimentConfig
 from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
@@ -96,16 +96,9 @@ class DemoSettings:
     dsm: TrainConfig = TrainConfig(
         steps=2000, learning_rate=1e-3, batch_size=512, schedule="cosine", log_every=100
     )
-    # 5000 steps: at 3000 the NCSN model's small-sigma error left DDIM e=0 modes 1.7x too
-    # wide and e=1 mode weights at TV 0.056; at 5000, 1.17x and 0.034 (+80 s on 2 cores).
-    ncsn: TrainConfig = TrainConfig(
-        steps=5000,
-        learning_rate=1e-3,
-        batch_size=1024,
-        schedule="cosine",
-        ema_decay=0.999,
-        log_every=100,
-    )
+    # scorelab train's recipe (scorelab.config.TRAIN_RECIPE); 5000 steps: at 3000 the NCSN
+    # model's small-sigma error left DDIM eta=0 modes too wide (README, "The demo's result").
+    ncsn: TrainConfig = TRAIN_RECIPE
     dsm_sigma: float = 1.0
     ncsn_sigma_distribution: str = "loguniform"
     normalise_input: bool = True
