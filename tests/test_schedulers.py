@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scorelab.metrics import mixture_report
-from scorelab.schedulers import (
+from scorelab.diffusers import (
     SchedulerConfig,
     ddim_grid,
     ddim_sample,
