@@ -63,7 +63,9 @@ def test_a_ref_pointing_out_of_the_cache_loads_nothing(tmp_path):
     # holding the cache, where a pipeline lies: it must not be found.
     cache, _ = _fake_cache(tmp_path / "outside", refs_main="../../..")
     shutil.copytree(PIPELINE, tmp_path / "outside", dirs_exist_ok=True)
-    assert (cache / "models--google--tiny-ddpm" / "snapshots" / "../../.." / "model_index.json").is_file()
+    assert (
+        cache / "models--google--tiny-ddpm" / "snapshots" / "../../.." / "model_index.json"
+    ).is_file()
     with pytest.raises(PretrainedError, match="neither a local folder nor in the Hugging Face"):
         resolve_pipeline("google/tiny-ddpm", cache_dir=cache)
     # Nor does a snapshot that is a symlink out of the cache.

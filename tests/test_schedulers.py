@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorelab.metrics import mixture_report
 from scorelab.diffusers import (
     SchedulerConfig,
     ddim_grid,
@@ -17,6 +16,7 @@ from scorelab.diffusers import (
     ddpm_sample,
     timesteps,
 )
+from scorelab.metrics import mixture_report
 from scorelab.targets import GaussianMixture, seed_mixture
 
 

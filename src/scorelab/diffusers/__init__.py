@@ -51,7 +51,13 @@ from scorelab.diffusers._schedulers import (
     predict_x0_eps,
     timesteps,
 )
-from scorelab.diffusers._unet import UNET_DEFAULTS, UNet2D, load_unet, timestep_embedding, unet_folder
+from scorelab.diffusers._unet import (
+    UNET_DEFAULTS,
+    UNet2D,
+    load_unet,
+    timestep_embedding,
+    unet_folder,
+)
 
 __all__ = [
     "PretrainedError",

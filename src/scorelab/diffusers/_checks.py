@@ -41,7 +41,9 @@ def read_json(file: Path) -> dict:
             raise PretrainedError(f"{file}: larger than 1 MiB, not a diffusers config; {remedy}")
         value = json.loads(file.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        raise PretrainedError(f"{file}: cannot be read ({type(error).__name__}); {remedy}") from None
+        raise PretrainedError(
+            f"{file}: cannot be read ({type(error).__name__}); {remedy}"
+        ) from None
     except json.JSONDecodeError as error:
         raise PretrainedError(f"{file}: not valid JSON ({error}); {remedy}") from None
     if not isinstance(value, dict):

@@ -384,7 +384,9 @@ def _load_noise(file: str | os.PathLike, flag: str) -> np.ndarray:
         array = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PretrainedError(f"{flag} {file}: not a readable .npy file ({reason}); {remedy}") from None
+        raise PretrainedError(
+            f"{flag} {file}: not a readable .npy file ({reason}); {remedy}"
+        ) from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         raise PretrainedError(f"{flag} {file}: holds no numeric array; {remedy}")
     array = array.astype(np.float32)

@@ -100,7 +100,9 @@ def _int_field(full: dict, field: str, low: int, high: int, optional: bool = Fal
         return
     if not (is_int(value) and low <= value <= high):
         kind = "None or an integer" if optional else "an integer"
-        raise PretrainedError(f"{field} must be {kind} in [{low}, {high}], got {value!r}; {_REMEDY}")
+        raise PretrainedError(
+            f"{field} must be {kind} in [{low}, {high}], got {value!r}; {_REMEDY}"
+        )
 
 
 def _bool_field(full: dict, field: str) -> None:
@@ -111,7 +113,9 @@ def _bool_field(full: dict, field: str) -> None:
 def _list_field(full: dict, field: str, check: Callable, what: str) -> tuple:
     value = full[field]
     if not (isinstance(value, (list, tuple)) and value and all(check(v) for v in value)):
-        raise PretrainedError(f"{field} must be a non-empty list of {what}, got {value!r}; {_REMEDY}")
+        raise PretrainedError(
+            f"{field} must be a non-empty list of {what}, got {value!r}; {_REMEDY}"
+        )
     return tuple(value)
 
 
@@ -199,7 +203,9 @@ def _check_config(config) -> dict:
         raise PretrainedError(
             f"the U-Net config must be a JSON object, got {type(config).__name__}; {_REMEDY}"
         )
-    unknown = sorted(str(k) for k in config if not str(k).startswith("_") and k not in UNET_DEFAULTS)
+    unknown = sorted(
+        str(k) for k in config if not str(k).startswith("_") and k not in UNET_DEFAULTS
+    )
     if unknown:
         raise PretrainedError(
             f"unsupported UNet2DModel config field(s): {', '.join(unknown)} (scorelab ports the "
@@ -374,7 +380,13 @@ class _Conv(eqx.Module):
 
 
 def _conv(
-    weights: _Weights, name: str, c_in: int, c_out: int, size: int = 3, stride: int = 1, padding=None
+    weights: _Weights,
+    name: str,
+    c_in: int,
+    c_out: int,
+    size: int = 3,
+    stride: int = 1,
+    padding=None,
 ) -> _Conv:
     """A ``size x size`` convolution from ``c_in`` to ``c_out`` channels (OIHW in the file)."""
     kernel = weights(f"{name}.weight", (c_out, c_in, size, size))
@@ -833,7 +845,9 @@ def _read_safetensors(file: Path) -> _Weights:
             specs[name] = (tuple(tensor.get_shape()), dtype)
     except (SafetensorError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PretrainedError(f"{file}: not a readable safetensors file ({reason}); {remedy}") from None
+        raise PretrainedError(
+            f"{file}: not a readable safetensors file ({reason}); {remedy}"
+        ) from None
 
     def read(name: str) -> np.ndarray:
         return handle.get_tensor(name)
