@@ -59,7 +59,7 @@ def _cached_snapshot(repo_id: str, revision: str, cache: Path) -> Path | None:
     nothing; the folder must also resolve inside the cache (no symlink out of it).
     """
     from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import HFValidationError
 
     for name in _SNAPSHOT_FILES:
         try:
