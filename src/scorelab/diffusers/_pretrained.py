@@ -136,13 +136,12 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.is_file():
         return SchedulerConfig()
+    config = read_json(file)
     try:
-        return SchedulerConfig.from_diffusers(read_json(file))
+        return SchedulerConfig.from_diffusers(config)
     except PretrainedError as error:
-        message = str(error)
-        raise PretrainedError(
-            message if message.startswith(str(file)) else f"{file}: {message}"
-        ) from None
+        remedy = "fix the file or download the pipeline again"
+        raise PretrainedError(f"{file}: {error}; {remedy}") from None
 
 
 def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfig]:

@@ -239,8 +239,16 @@ def _check_config(config) -> dict:
 
 # --- the checkpoint's tensors -------------------------------------------------------------------
 
-_FLOAT_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
-"""safetensors dtype codes scorelab reads, and their NumPy names."""
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+"""The tensor dtypes scorelab reads."""
+
+
+def _dtype_name(code: str) -> str:
+    """NumPy's name of a safetensors dtype code: ``F32`` float32, ``I64`` int64, ``BF16``
+    bfloat16, ``BOOL`` bool, other codes as they are."""
+    kinds = {"F": "float", "I": "int", "U": "uint", "BF": "bfloat"}
+    kind, bits = code.rstrip("0123456789"), code[len(code.rstrip("0123456789")) :]
+    return f"{kinds[kind]}{bits}" if kind in kinds and bits else code.lower()
 
 
 class _Weights:
@@ -255,7 +263,7 @@ class _Weights:
     def __init__(self, specs: Mapping[str, tuple[tuple, str]], read: Callable[[str], np.ndarray]):
         self.specs, self.read, self.names = {}, read, {}
         for name, (shape, dtype) in specs.items():
-            if dtype not in _FLOAT_DTYPES.values():
+            if dtype not in _FLOAT_DTYPES:
                 raise PretrainedError(
                     f"tensor {name!r} has dtype {dtype}, expected float16, float32 or float64; "
                     "save the checkpoint in one of them"
@@ -841,8 +849,7 @@ def _read_safetensors(file: Path) -> _Weights:
         specs = {}
         for name in handle.keys():
             tensor = handle.get_slice(name)
-            dtype = _FLOAT_DTYPES.get(tensor.get_dtype(), tensor.get_dtype())
-            specs[name] = (tuple(tensor.get_shape()), dtype)
+            specs[name] = (tuple(tensor.get_shape()), _dtype_name(tensor.get_dtype()))
     except (SafetensorError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PretrainedError(
