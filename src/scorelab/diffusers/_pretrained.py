@@ -232,8 +232,8 @@ def sample(
     r"""DDIM samples of a pretrained U-Net, as diffusers' ``DDIMPipeline`` before its clamp.
 
     :math:`x_T \sim \mathcal{N}(0, I)` walked down the timesteps with DDIM's update
-    (:func:`ddim_step`, Song et al. 2021 eq. 12) under one ``jit``; the pipeline's
-    ``(x/2 + 0.5).clamp(0, 1)`` is left to :func:`to_images`.
+    (:func:`scorelab.diffusers.ddim_step`, Song et al. 2021 eq. 12) under one ``jit``; the
+    pipeline's ``(x/2 + 0.5).clamp(0, 1)`` is left to :func:`to_images`.
 
     Args:
         unet: the network (:func:`load_pipeline`).
