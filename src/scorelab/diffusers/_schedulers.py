@@ -11,17 +11,18 @@ grid and its coefficients are NumPy arrays built once, and the chain is one ``la
 
 The VP quantities come from the core: :math:`\bar\alpha_t` from
 :func:`scorelab.noise.vp_alphas_cumprod` and the scales :math:`\alpha_t = \sqrt{\bar\alpha_t}`,
-:math:`\sigma_t = \sqrt{1 - \bar\alpha_t}` from :func:`scorelab.noise.vp_alpha_sigma`; a
-:class:`VPGrid` maps to VE levels :math:`\sigma_t / \alpha_t` by
-:func:`scorelab.samplers.ve_sigmas_from_vp`, on which these samplers are the core's (DDIM with
-:math:`\eta = 1` and DDPM are :func:`scorelab.samplers.ancestral`, :math:`\eta = 0` is
-:func:`scorelab.samplers.euler`; ``tests/test_samplers_sde.py`` checks it step for step).
-They stay written out here, in :math:`x_t` on integer timesteps, for step-for-step parity with
-diffusers where the VE grid cannot follow: the predicted :math:`x_0` is clipped but
-:math:`\hat\varepsilon` is not, DDIM steps from :math:`t` to :math:`t - \lfloor T/n \rfloor`
-whatever the spacing (not to the next timestep of a ``trailing`` grid), ``set_alpha_to_one=False``
-ends on a step of length zero, ``fixed_large`` is not the posterior variance, and the step
-variances follow diffusers' float32 order of operations.
+:math:`\sigma_t = \sqrt{1 - \bar\alpha_t}` from :func:`scorelab.noise.vp_alpha_sigma`. The timesteps
+of a :class:`VPGrid` are the VE levels ``ve_sigmas_from_vp(*vp_alpha_sigma(grid.alpha_prod_t))``
+(:func:`scorelab.samplers.ve_sigmas_from_vp`), on which, without clipping, on the ``leading``
+spacing with ``set_alpha_to_one``, these samplers are the core's: DDIM with :math:`\eta = 1` and
+DDPM (``fixed_small``) are :func:`scorelab.samplers.ancestral`, :math:`\eta = 0` is
+:func:`scorelab.samplers.euler` (``tests/test_samplers_sde.py`` checks it step for step). They stay
+written out here, in :math:`x_t` on integer timesteps, for step-for-step parity with diffusers where
+a VE grid cannot follow: the predicted :math:`x_0` is clipped but :math:`\hat\varepsilon` is not,
+DDIM steps from :math:`t` to :math:`t - \lfloor T/n \rfloor` whatever the spacing (not to the next
+timestep of a ``trailing`` grid), ``set_alpha_to_one=False`` ends on a step of length zero,
+``fixed_large`` is not the posterior variance, and the step variances follow diffusers' float32
+order of operations.
 
 References:
     Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
