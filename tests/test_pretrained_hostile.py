@@ -85,6 +85,13 @@ def _legacy_duplicate(tensors):
     tensors[name.replace(".to_q.", ".query.")] = tensors[name]
 
 
+def _nan_first_and_bad_shape_last(tensors):
+    # conv_in is the first tensor the network reads, conv_out among the last: the shapes are
+    # all checked before any value is read, so the shape is what is reported.
+    tensors["conv_in.weight"] = np.full_like(tensors["conv_in.weight"], np.nan)
+    tensors["conv_out.weight"] = np.zeros((3, 16, 1, 1), np.float32)
+
+
 def _remove_weights(folder):
     (folder / WEIGHTS).unlink()
 
@@ -244,6 +251,11 @@ CASES = {
         _set("class_embedding.weight", np.zeros((10, 64), np.float32)),
         WEIGHTS,
         "class_embedding.weight",
+    ),
+    "shapes are checked before values": (
+        _tensors(_nan_first_and_bad_shape_last),
+        WEIGHTS,
+        "'conv_out.weight' has shape (3, 16, 1, 1), expected (3, 16, 3, 3)",
     ),
     "a legacy name beside the new one": (_tensors(_legacy_duplicate), WEIGHTS, "twice"),
     "a truncated file": (_weights_bytes(lambda data: data[:-100]), WEIGHTS, "safetensors"),

@@ -134,7 +134,9 @@ def _check_types(full: dict) -> None:
         if not (is_number(full[field]) and full[field] > 0):
             raise PretrainedError(f"{field} must be a number > 0, got {full[field]!r}; {_REMEDY}")
     if not (is_number(full["dropout"]) and 0 <= full["dropout"] < 1):
-        raise PretrainedError(f"dropout must be a number in [0, 1), got {full['dropout']!r}")
+        raise PretrainedError(
+            f"dropout must be a number in [0, 1), got {full['dropout']!r}; {_REMEDY}"
+        )
     size = full["sample_size"]
     sizes = size if isinstance(size, (list, tuple)) and len(size) == 2 else (size,)
     if size is not None and not all(is_int(s) and 1 <= s <= _MAX_SAMPLE_SIZE for s in sizes):
@@ -257,10 +259,14 @@ class _Weights:
     Built from every tensor's shape and dtype (a safetensors header, or arrays) and a reader
     that returns one tensor's data; dtypes are checked for all tensors at construction, a
     tensor's shape when the network asks for it (against the shape its config implies), its
-    values (finite) when it is read. Records which names were used.
+    values (finite) when it is read. Without a reader (:meth:`shapes_only`) it returns
+    zeros of the shape, for a build under ``jax.eval_shape`` that checks every name and shape
+    before any tensor is read. Records which names were used.
     """
 
-    def __init__(self, specs: Mapping[str, tuple[tuple, str]], read: Callable[[str], np.ndarray]):
+    def __init__(
+        self, specs: Mapping[str, tuple[tuple, str]], read: Callable[[str], np.ndarray] | None
+    ):
         self.specs, self.read, self.names = {}, read, {}
         for name, (shape, dtype) in specs.items():
             if dtype not in _FLOAT_DTYPES:
@@ -287,6 +293,12 @@ class _Weights:
         specs = {name: (a.shape, a.dtype.name) for name, a in arrays.items()}
         return cls(specs, arrays.__getitem__)
 
+    def shapes_only(self) -> _Weights:
+        """The same tensors without their values: a call returns zeros of the checked shape."""
+        weights = _Weights({}, None)
+        weights.specs, weights.names = self.specs, self.names
+        return weights
+
     def __call__(self, name: str, *shapes: tuple) -> Array:
         """Tensor ``name`` as float32, if its shape is one of ``shapes`` and it is finite."""
         if name not in self.specs:
@@ -300,17 +312,16 @@ class _Weights:
                 f"tensor {name!r} has shape {self.specs[name]}, expected {expected} from the "
                 "config; the weights do not belong to this config.json: download the model again"
             )
+        self.used.add(name)
+        if self.read is None:
+            return jnp.zeros(self.specs[name], jnp.float32)
         value = self.read(self.names[name])
         if not np.all(np.isfinite(value)):
             raise PretrainedError(
                 f"tensor {name!r} holds NaN or inf values; the checkpoint is corrupt: "
                 "download the model again"
             )
-        self.used.add(name)
         return jnp.asarray(value, dtype=jnp.float32)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.specs
 
     def check_all_used(self) -> None:
         unused = sorted(set(self.specs) - self.used)
@@ -670,12 +681,18 @@ class UNet2D(eqx.Module):
                 divide; a tensor missing, unused, duplicated (legacy and new name), of a
                 non-float dtype, of a shape other than the config implies, or not finite.
         """
-        config = _check_config(config)
-        return cls._build(config, _Weights.from_arrays(tensors))
+        return cls._build(_check_config(config), _Weights.from_arrays(tensors))
 
     @classmethod
     def _build(cls, config: dict, weights: _Weights) -> UNet2D:
-        """The network of a checked ``config``, each tensor checked against it as it is read."""
+        """The network of a checked ``config``: every tensor's name and shape checked against
+        it first, abstractly (nothing read), then each tensor's values as they are read."""
+        jax.eval_shape(lambda: cls._layers(config, weights.shapes_only()))
+        return cls._layers(config, weights)
+
+    @classmethod
+    def _layers(cls, config: dict, weights: _Weights) -> UNet2D:
+        """The network of a checked ``config`` from ``weights``, in diffusers' layer order."""
         channels, layers = list(config["block_out_channels"]), config["layers_per_block"]
         groups, eps, n_levels = config["norm_num_groups"], config["norm_eps"], len(channels)
         emb_dim = _time_embed_dim(config)
