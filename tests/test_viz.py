@@ -187,6 +187,9 @@ def test_image_grid_is_pixel_exact(tmp_path):
     floats = np.random.default_rng(2).uniform(size=(5, 8, 8, 3))
     grid = _pixels(viz.save_image_grid(floats, tmp_path / "f.png", ncols=5))
     np.testing.assert_array_equal(grid[:, :8], np.round(floats[0] * 255))
+    grey = images[..., 0]  # (n, H, W): one channel, written as greyscale
+    with Image.open(viz.save_image_grid(grey, tmp_path / "grey.png", ncols=3)) as image:
+        np.testing.assert_array_equal(np.asarray(image.convert("L")), np.hstack(list(grey)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         viz.save_image_grid(2.0 * floats, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="shape"):

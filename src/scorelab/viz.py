@@ -27,12 +27,12 @@ import jax
 import jax.numpy as jnp
 import matplotlib.animation as mpl_animation
 import numpy as np
+import PIL.Image
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
-from matplotlib.image import imsave
 from matplotlib.ticker import NullLocator
 
 __all__ = [
@@ -680,7 +680,9 @@ def save_image_grid(images, path, *, ncols: int | None = None) -> Path:
         grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, grid[..., 0] if channels == 1 else grid, cmap="gray" if channels == 1 else None)
+    # Pillow (matplotlib's own PNG writer) as is: imsave would map one channel through a
+    # colormap, stretching its contrast.
+    PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid).save(path, format="PNG")
     return path
 
 
