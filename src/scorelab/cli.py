@@ -334,9 +334,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pretrained.add_argument("path", help="pipeline/model folder, or a hub id in the HF cache")
     pretrained.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    pretrained.add_argument(
-        "--eta", type=float, default=0.0, help="DDIM eta >= 0 (0 deterministic, 1 DDPM noise)"
-    )
+    pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
     pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
     pretrained.add_argument("--n", type=int, default=1, help="number of images")
     pretrained.add_argument("-o", "--output", type=Path, default=Path("grid.png"), help="PNG")
