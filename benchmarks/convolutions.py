@@ -1,4 +1,4 @@
-"""Small convolutions: XLA's against one im2col matmul (``scorelab.unet._Conv``) and torch's.
+"""Small convolutions: XLA's against one im2col matmul (``_unet._Conv``) and torch's.
 
 A U-Net's deepest levels convolve a few pixels with many channels. For each size (the
 CelebA-HQ U-Net's 3x3 convolutions at its levels of a 32x32 input, batch 1), three cases are
@@ -12,7 +12,7 @@ timed in interleaved rounds on the same input:
   is installed (the ``diffusers`` extra).
 
 The table gives ms per convolution (medians) and the speed-up of ``im2col`` over ``xla``;
-``unet._IM2COL_MAX_PIXELS`` is set from it.
+``scorelab.diffusers._unet._IM2COL_MAX_PIXELS`` is set from it.
 
     python benchmarks/convolutions.py [--quick] [--repeats 20]
 """
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from _harness import interleaved, median, parse_args, table, timed, write
 
-import scorelab.unet as unet
+from scorelab.diffusers import _unet as unet
 
 SIZES = [(32, 128), (16, 256), (8, 256), (4, 512), (2, 512), (1, 512)]  # (pixels per side, C)
 

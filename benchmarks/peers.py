@@ -9,7 +9,7 @@ tutorial's 9-mode mixture,
 
 run (a) by ``diffusers.DDIMScheduler.step`` in a torch loop, the epsilon in torch, on the CPU
 with 1 and with 2 threads (on the GPU instead, where JAX and torch both see one), and (b) by
-``scorelab.schedulers.ddim_sample`` (one ``lax.scan``, jitted; XLA uses every core), the
+``scorelab.diffusers.ddim_sample`` (one ``lax.scan``, jitted; XLA uses every core), the
 epsilon from ``scorelab.targets``. Rows for
 ``eta = 0`` (deterministic: the two final samples are compared, ``max |diff|``) and
 ``eta = 1``.
@@ -37,12 +37,12 @@ import torch
 from _harness import interleaved, median, parse_args, table, timed, torch_device, write
 from diffusers import DDIMScheduler
 
-from scorelab import schedulers
+from scorelab.diffusers import SchedulerConfig, ddim_sample
 from scorelab.models import ExactScore
 from scorelab.samplers import mala, sample
 from scorelab.targets import seed_mixture
 
-CONFIG = schedulers.SchedulerConfig(clip_sample=False)  # diffusers' defaults, no clipping
+CONFIG = SchedulerConfig(clip_sample=False)  # diffusers' defaults, no clipping
 
 
 # --- DDIM --------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def jax_ddim(target, n_steps: int, eta: float):
 
     @jax.jit
     def run(x_T, key):
-        return schedulers.ddim_sample(eps_fn, x_T, CONFIG, n_steps, eta=eta, key=key)
+        return ddim_sample(eps_fn, x_T, CONFIG, n_steps, eta=eta, key=key)
 
     return run
 

@@ -5,7 +5,7 @@ below) with random weights, since the real ones cannot be fetched here; weights 
 the cost. diffusers builds and initialises it (torch seed 0) and scorelab reads the same state
 dict, so both sample the same network:
 
-* ``scorelab``: :func:`scorelab.pretrained.sample` (one jitted ``lax.scan``), XLA with its
+* ``scorelab``: :func:`scorelab.diffusers.sample` (one jitted ``lax.scan``), XLA with its
   default CPU threading;
 * ``diffusers tN``: ``DDIMPipeline(unet, scheduler)(batch_size=1, num_inference_steps=10,
   eta=1)`` with ``torch.set_num_threads(N)``; on a machine where JAX and torch both see a GPU,
@@ -31,9 +31,8 @@ import torch
 from _harness import interleaved, median, parse_args, table, timed, torch_device, write
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
-from scorelab.pretrained import _ddim, sample
-from scorelab.schedulers import SchedulerConfig
-from scorelab.unet import UNet2D
+from scorelab.diffusers import SchedulerConfig, UNet2D, sample
+from scorelab.diffusers._pretrained import _ddim
 
 # google/ddpm-ema-celebahq-256, unet/config.json (DDPM's 256x256 architecture, 114M parameters).
 CELEBAHQ_UNET = {

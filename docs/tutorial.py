@@ -632,10 +632,9 @@ show(viz.metric_vs_steps(sweep, floor, title="DDIM with the NCSN model"), "sw_vs
 # \big(1 - \tfrac{\bar\alpha_t}{\bar\alpha_{t'}}\big)} .
 # $$
 #
-# [`scorelab.pretrained`](api/pretrained.md) runs it in JAX without PyTorch: it reads a
-# diffusers pipeline folder (U-Net weights and scheduler options;
-# [`scorelab.unet`](api/unet.md), [`scorelab.schedulers`](api/schedulers.md)) and samples
-# with diffusers' conventions, matching `DDIMPipeline` (the tests compare them). No download
+# [`scorelab.diffusers`](api/diffusers.md) runs it in JAX without PyTorch: it reads a
+# diffusers pipeline folder (U-Net weights and scheduler options, every field and tensor
+# checked) and samples with diffusers' conventions, matching `DDIMPipeline` (the tests compare them). No download
 # happens at run time, so the real weights must already be on the machine: run
 # `huggingface-cli download google/ddpm-ema-celebahq-256` where there is network (it fills
 # the local Hugging Face cache, which scorelab finds by the hub id), or copy the folder and
@@ -644,7 +643,7 @@ show(viz.metric_vs_steps(sweep, floor, title="DDIM with the NCSN model"), "sw_vs
 # for pictures.
 
 # %%
-from scorelab import pretrained
+from scorelab import diffusers
 
 
 def find_pipeline() -> str:
@@ -652,8 +651,8 @@ def find_pipeline() -> str:
     if os.environ.get("SCORELAB_PRETRAINED"):
         return os.environ["SCORELAB_PRETRAINED"]
     try:
-        return str(pretrained.resolve_pipeline("google/ddpm-ema-celebahq-256"))
-    except ValueError:
+        return str(diffusers.resolve_pipeline("google/ddpm-ema-celebahq-256"))
+    except diffusers.PretrainedError:
         here = Path.cwd().resolve()
         for folder in (here, *here.parents):
             if (folder / "tests" / "fixtures" / "tiny_ddpm").is_dir():
@@ -661,24 +660,18 @@ def find_pipeline() -> str:
         raise
 
 
-unet, scheduler_config = pretrained.load_pipeline(find_pipeline())
+unet, scheduler_config = diffusers.load_pipeline(find_pipeline())
 faces = {
-    eta: pretrained.to_images(
-        pretrained.sample(
+    eta: diffusers.to_images(
+        diffusers.sample(
             unet, scheduler_config, key_for(f"faces {eta}"), num_inference_steps=10, eta=eta, n=4
         )
     )
     for eta in (1.0, 0.0)
 }
-show(
-    viz.image_grid(
-        np.concatenate([faces[1.0], faces[0.0]]) / 255.0,
-        ncols=4,
-        titles=[f"eta = {eta:g}" for eta in (1, 1, 1, 1, 0, 0, 0, 0)],
-        title=f"DDIM, 10 steps: {Path(find_pipeline()).name}",
-    ),
-    "pretrained",
-)
+# Top row eta = 1, bottom row eta = 0, pixel for pixel.
+grid = np.concatenate([faces[1.0], faces[0.0]])
+show(viz.save_image_grid(grid, FIGURES / "pretrained.png", ncols=4))
 
 # %% [markdown]
 # The same from the command line (see [Load a pretrained diffusers model](how-to/pretrained.md)):

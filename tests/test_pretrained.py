@@ -11,15 +11,15 @@ import pytest
 from matplotlib.image import imread
 
 from scorelab.cli import main
-from scorelab.pretrained import (
+from scorelab.diffusers import (
+    PretrainedError,
+    SchedulerConfig,
     load_pipeline,
     load_scheduler_config,
     resolve_pipeline,
     sample,
-    save_grid,
     to_images,
 )
-from scorelab.schedulers import SchedulerConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PIPELINE, GOLDEN = FIXTURES / "tiny_ddpm", FIXTURES / "tiny_ddpm_golden"
@@ -29,17 +29,52 @@ def _golden(name):
     return np.load(GOLDEN / f"{name}.npy")
 
 
-def test_local_folder_and_offline_hub_cache_resolve(tmp_path, monkeypatch):
-    assert resolve_pipeline(PIPELINE) == PIPELINE
-    # The hub cache layout huggingface-cli download leaves: refs/main names the snapshot.
-    repo = tmp_path / "hub" / "models--google--tiny-ddpm"
-    shutil.copytree(PIPELINE, repo / "snapshots" / "abc123")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _fake_cache(root, refs_main=COMMIT):
+    """The hub cache layout huggingface-cli download leaves: refs/main names the snapshot."""
+    repo = root / "hub" / "models--google--tiny-ddpm"
+    shutil.copytree(PIPELINE, repo / "snapshots" / COMMIT)
     (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("abc123\n")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert resolve_pipeline("google/tiny-ddpm") == repo / "snapshots" / "abc123"
-    with pytest.raises(ValueError, match="huggingface-cli download google/other"):
-        resolve_pipeline("google/other")
+    (repo / "refs" / "main").write_text(refs_main)
+    return root / "hub", repo / "snapshots" / COMMIT
+
+
+def test_local_folder_and_offline_hub_cache_resolve(tmp_path):
+    assert resolve_pipeline(PIPELINE) == PIPELINE
+    cache, snapshot = _fake_cache(tmp_path)
+    assert resolve_pipeline("google/tiny-ddpm", cache_dir=cache) == snapshot
+    with pytest.raises(PretrainedError, match="huggingface-cli download google/other"):
+        resolve_pipeline("google/other", cache_dir=cache)
+
+
+def test_hub_cache_default_is_huggingface_hubs(tmp_path, monkeypatch):
+    # No cache_dir: huggingface_hub's own location ($HF_HUB_CACHE, read when it is imported).
+    import huggingface_hub.constants
+
+    cache, snapshot = _fake_cache(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert resolve_pipeline("google/tiny-ddpm") == snapshot
+
+
+def test_a_ref_pointing_out_of_the_cache_loads_nothing(tmp_path):
+    # refs/main = ../../.. names hub/models--google--tiny-ddpm/snapshots/../../.., the folder
+    # holding the cache, where a pipeline lies: it must not be found.
+    cache, _ = _fake_cache(tmp_path / "outside", refs_main="../../..")
+    shutil.copytree(PIPELINE, tmp_path / "outside", dirs_exist_ok=True)
+    assert (
+        cache / "models--google--tiny-ddpm" / "snapshots" / "../../.." / "model_index.json"
+    ).is_file()
+    with pytest.raises(PretrainedError, match="neither a local folder nor in the Hugging Face"):
+        resolve_pipeline("google/tiny-ddpm", cache_dir=cache)
+    # Nor does a snapshot that is a symlink out of the cache.
+    snapshots = cache / "models--google--tiny-ddpm" / "snapshots"
+    shutil.rmtree(snapshots / COMMIT)
+    (snapshots / COMMIT).symlink_to(tmp_path / "outside", target_is_directory=True)
+    (cache / "models--google--tiny-ddpm" / "refs" / "main").write_text(COMMIT)
+    with pytest.raises(PretrainedError, match="neither a local folder nor in the Hugging Face"):
+        resolve_pipeline("google/tiny-ddpm", cache_dir=cache)
 
 
 def test_pipeline_scheduler_config_and_bare_model_defaults(tmp_path):
@@ -65,16 +100,9 @@ def test_sample_matches_diffusers_golden(eta, golden):
     np.testing.assert_allclose(x, _golden(golden), rtol=0, atol=1e-3)
 
 
-def test_to_images_and_grid_are_pixel_exact(tmp_path):
+def test_to_images_is_pixel_exact():
     x = np.array([-1.0, -0.5, 0.0, 1.0, 3.0], np.float32).reshape(1, 1, 1, 5)
     np.testing.assert_array_equal(to_images(x)[0, 0, :, 0], [0, 64, 128, 255, 255])
-    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
-    grid = imread(save_grid(images, tmp_path / "g.png"))  # 2 columns, 2 rows, black padding
-    grid = np.round(grid[..., :3] * 255).astype(np.uint8)
-    assert grid.shape == (8, 10, 3)
-    np.testing.assert_array_equal(grid[4:, :5], images[2])
-    np.testing.assert_array_equal(grid[:4, 5:], images[1])
-    assert not grid[4:, 5:].any()
 
 
 def test_cli_writes_grid_and_array_matching_the_golden(tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 Each claim is checked against a second, independent implementation with the same injected
 draws: VE-DDIM (scorelab.samplers.ddim), a NumPy transcription of Song et al.'s
-predictor-corrector code, and the diffusers-convention VP samplers of scorelab.schedulers,
+predictor-corrector code, and the diffusers-convention VP samplers of scorelab.diffusers,
 which work in x_t on integer timesteps and share no code with the VE samplers.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from _sampler_checks import assert_nfe_counts_score_evaluations
 
-from scorelab import schedulers
+from scorelab import diffusers
 from scorelab.models import ExactScore
 from scorelab.noise import vp_alpha_sigma
 from scorelab.samplers import (
@@ -85,7 +85,7 @@ def test_predictor_corrector_matches_song_et_al_pc_sampler(mixture):
 
 # --- VP through the conversion, against the diffusers-convention samplers ----------------------
 
-VP_CONFIG = schedulers.SchedulerConfig(clip_sample=False)  # DDPM's linear schedule, T = 1000
+VP_CONFIG = diffusers.SchedulerConfig(clip_sample=False)  # DDPM's linear schedule, T = 1000
 VP_STEPS = 20
 
 
@@ -103,7 +103,7 @@ def _vp_problem(mixture):
     def vp_score(x_t, alpha_t, sigma_t):  # the same model through the conversion's interface
         return mixture.marginal(alpha_t, sigma_t).score(x_t)
 
-    steps = schedulers.timesteps(VP_CONFIG, VP_STEPS)[::-1]  # ascending: 0, 50, ..., 950
+    steps = diffusers.timesteps(VP_CONFIG, VP_STEPS)[::-1]  # ascending: 0, 50, ..., 950
     sigmas = ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod[steps]))
     x_T = jnp.array([0.8, -1.3])  # VP prior scale: N(0, I)
     return eps_model, ve_score_from_vp(vp_score), sigmas, x_T
@@ -119,9 +119,9 @@ def test_vp_ddim_eta1_and_ddpm_equal_ancestral_through_the_conversion(mixture, v
     eps_model, score_fn, sigmas, x_T = _vp_problem(mixture)
     noise = jax.random.normal(jax.random.key(3), (VP_STEPS, 2))
     if vp_sampler == "ddim_eta1":
-        x_vp = schedulers.ddim_sample(eps_model, x_T, VP_CONFIG, VP_STEPS, eta=1.0, noise=noise)
+        x_vp = diffusers.ddim_sample(eps_model, x_T, VP_CONFIG, VP_STEPS, eta=1.0, noise=noise)
     else:
-        x_vp = schedulers.ddpm_sample(eps_model, x_T, VP_CONFIG, VP_STEPS, noise=noise)
+        x_vp = diffusers.ddpm_sample(eps_model, x_T, VP_CONFIG, VP_STEPS, noise=noise)
     y_T = x_T / vp_state(1.0, sigmas[-1])  # x_T / alpha_T
     out = _run(ancestral(sigmas).run, score_fn, y_T, noise)
     # The chain ends at sigma = 0, where y = x_0; float32 through two algebras over 20 steps.
@@ -133,7 +133,7 @@ def test_vp_ddim_eta0_equals_euler_through_the_conversion(mixture):
     """Deterministic VP-DDIM is Euler on the VE probability-flow ODE of y (Karras et al. 2022,
     Sec. 4)."""
     eps_model, score_fn, sigmas, x_T = _vp_problem(mixture)
-    x_vp = schedulers.ddim_sample(eps_model, x_T, VP_CONFIG, VP_STEPS, eta=0.0)
+    x_vp = diffusers.ddim_sample(eps_model, x_T, VP_CONFIG, VP_STEPS, eta=0.0)
     y_T = x_T / vp_state(1.0, sigmas[-1])
     out = _run(euler(sigmas).run, score_fn, y_T)
     np.testing.assert_allclose(out.x, x_vp, rtol=1e-4, atol=1e-4)

@@ -8,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorelab.metrics import mixture_report
-from scorelab.schedulers import (
+from scorelab.diffusers import (
     SchedulerConfig,
     ddim_grid,
     ddim_sample,
@@ -17,6 +16,7 @@ from scorelab.schedulers import (
     ddpm_sample,
     timesteps,
 )
+from scorelab.metrics import mixture_report
 from scorelab.targets import GaussianMixture, seed_mixture
 
 

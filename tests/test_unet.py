@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from scorelab.unet import UNet2D, load_unet, timestep_embedding
+from scorelab.diffusers import UNet2D, load_unet, timestep_embedding
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PIPELINE, GOLDEN = FIXTURES / "tiny_ddpm", FIXTURES / "tiny_ddpm_golden"
@@ -205,7 +205,7 @@ def test_unet_matches_diffusers_live(options):
 def test_small_convolutions_as_one_matmul_equal_xla_convolution(size, kernel, stride, padding):
     # On a CPU, convolutions of <= 16 output pixels take the im2col path (unet._IM2COL_MAX_PIXELS)
     # and the rest XLA's convolution; both must compute the same function.
-    import scorelab.unet as unet
+    from scorelab.diffusers import _unet as unet
 
     rng = np.random.default_rng(0)
     conv = unet._Conv(

@@ -20,6 +20,13 @@ def _saved_png(fig, tmp_path, name="fig.png"):
         return image.size
 
 
+def _pixels(path):
+    """The RGB pixels of a PNG file, ``(H, W, 3)`` uint8."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"))
+
+
 def _gif_frames(path):
     with Image.open(path) as image:
         assert image.format == "GIF"
@@ -170,17 +177,29 @@ def test_metric_vs_steps_log_axis_and_floor(tmp_path):
     assert _saved_png(fig, tmp_path)[0] > 0
 
 
-def test_image_grid_and_save_figure(tmp_path):
-    images = np.random.default_rng(2).uniform(size=(5, 8, 8, 3))
-    fig = viz.image_grid(images, titles=[str(i) for i in range(5)], title="samples")
-    assert sum(bool(ax.get_images()) for ax in fig.axes) == 5
-    assert fig.get_suptitle() == "samples"
-    width, height = _saved_png(fig, tmp_path, "nested/dir/grid.png")
-    assert width > 0 and height > 0
+def test_image_grid_is_pixel_exact(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    grid = _pixels(viz.save_image_grid(images, tmp_path / "nested/dir/g.png"))  # 2 x 2, padded
+    assert grid.shape == (8, 10, 3)
+    np.testing.assert_array_equal(grid[4:, :5], images[2])
+    np.testing.assert_array_equal(grid[:4, 5:], images[1])
+    assert not grid[4:, 5:].any()
+    floats = np.random.default_rng(2).uniform(size=(5, 8, 8, 3))
+    grid = _pixels(viz.save_image_grid(floats, tmp_path / "f.png", ncols=5))
+    np.testing.assert_array_equal(grid[:, :8], np.round(floats[0] * 255))
+    grey = images[..., 0]  # (n, H, W): one channel, written as greyscale
+    with Image.open(viz.save_image_grid(grey, tmp_path / "grey.png", ncols=3)) as image:
+        np.testing.assert_array_equal(np.asarray(image.convert("L")), np.hstack(list(grey)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        viz.image_grid(2.0 * images)
+        viz.save_image_grid(2.0 * floats, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="shape"):
-        viz.image_grid(images[..., :2])
+        viz.save_image_grid(floats[..., :2], tmp_path / "bad.png")
+
+
+def test_save_figure(tmp_path):
+    fig = viz.loss_curves({"model": np.linspace(2.0, 1.0, 20)})
+    width, height = _saved_png(fig, tmp_path, "nested/dir/curves.png")
+    assert width > 0 and height > 0
 
 
 # --- animations ---------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_pretrained(args) -> int:
-    from scorelab.pretrained import run
+    from scorelab.diffusers import run
 
     scheduler = {
         "timestep_spacing": args.spacing,

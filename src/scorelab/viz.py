@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.animation as mpl_animation
 import numpy as np
+import PIL.Image
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -45,7 +46,7 @@ __all__ = [
     "ddim_samples",
     "metric_vs_steps",
     "sampler_map",
-    "image_grid",
+    "save_image_grid",
     "save_figure",
 ]
 
@@ -637,43 +638,52 @@ def metric_vs_steps(
     return fig
 
 
-def image_grid(
-    images, *, ncols: int | None = None, titles: Sequence[str] | None = None, title: str = ""
-) -> Figure:
-    """A grid of images ``(n, H, W, 3)`` (or ``(n, H, W)`` grey) with values in ``[0, 1]``.
+def save_image_grid(images, path, *, ncols: int | None = None) -> Path:
+    """Tile images into one PNG, pixel for pixel: row-major, black padding, no resampling.
+
+    The grid has ``ceil(n / ncols)`` rows of ``ncols`` images; one-channel images are written
+    as greyscale.
 
     Args:
-        images: the images; values are clipped to ``[0, 1]`` after checking they lie within
-            a rounding error of it.
+        images: ``(n, H, W, C)`` with ``C`` in 1, 3 or 4, or ``(n, H, W)`` grey; uint8, or
+            floats in ``[0, 1]`` (checked to a rounding error, then written as
+            ``round(255 v)``).
+        path: the PNG file; missing parent folders are created.
         ncols: images per row; default ``ceil(sqrt(n))``.
-        titles: optional per-image titles.
-        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: for another shape, or float values outside ``[0, 1]``.
     """
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(f"images must have shape (n, H, W, 3) or (n, H, W); got {images.shape}")
-    if images.size and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or not len(images):
         raise ValueError(
-            f"image values must lie in [0, 1]; got [{images.min():.3g}, {images.max():.3g}]"
+            f"images must have shape (n, H, W, C), C in 1, 3, 4, or (n, H, W); got {images.shape}"
         )
-    if titles is not None and len(titles) != len(images):
-        raise ValueError(f"got {len(titles)} titles for {len(images)} images")
-    images = np.clip(images, 0.0, 1.0)
-    n = len(images)
+    if images.dtype != np.uint8:
+        images = images.astype(np.float64)
+        if images.min() < -1e-3 or images.max() > 1 + 1e-3:
+            raise ValueError(
+                f"image values must lie in [0, 1]; got [{images.min():.3g}, {images.max():.3g}]"
+            )
+        images = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
+    n, height, width, channels = images.shape
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    fig = _figure(figsize=(2.2 * ncols, 2.2 * nrows + (0.4 if title else 0)))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < n:
-            image = images[i][..., 0] if images.ndim == 4 and images.shape[-1] == 1 else images[i]
-            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            if titles is not None:
-                ax.set_title(titles[i], fontsize="small")
-    if title:
-        fig.suptitle(title)
-    return fig
+    grid = np.zeros((nrows * height, ncols * width, channels), np.uint8)
+    for i, image in enumerate(images):
+        row, column = divmod(i, ncols)
+        grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Pillow (matplotlib's own PNG writer) as is: imsave would map one channel through a
+    # colormap, stretching its contrast.
+    PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid).save(path, format="PNG")
+    return path
 
 
 def save_figure(fig: Figure, path, dpi: int = 150) -> Path:

@@ -21,9 +21,8 @@ References:
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import equinox as eqx
@@ -31,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+
+from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 
 __all__ = ["UNet2D", "UNET_DEFAULTS", "load_unet", "unet_folder", "timestep_embedding"]
 
@@ -85,66 +86,250 @@ _DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
 _UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
+# Bounds that no DDPM-family checkpoint comes near; they stop a hostile config.json from
+# allocating before anything is read (a 1000000-pixel sample_size, a million channels).
+_MAX_SAMPLE_SIZE = 4096
+_MAX_CHANNELS = 8192
+_MAX_LAYERS = 64
+_REMEDY = "fix config.json or download the model again"
 
-def _check_config(config: Mapping) -> dict:
-    """``config`` with diffusers' defaults filled in; ``ValueError`` names unsupported fields."""
-    unknown = sorted(k for k in config if not k.startswith("_") and k not in UNET_DEFAULTS)
+
+def _int_field(full: dict, field: str, low: int, high: int, optional: bool = False) -> None:
+    value = full[field]
+    if optional and value is None:
+        return
+    if not (is_int(value) and low <= value <= high):
+        kind = "None or an integer" if optional else "an integer"
+        raise PretrainedError(
+            f"{field} must be {kind} in [{low}, {high}], got {value!r}; {_REMEDY}"
+        )
+
+
+def _bool_field(full: dict, field: str) -> None:
+    if not isinstance(full[field], bool):
+        raise PretrainedError(f"{field} must be true or false, got {full[field]!r}; {_REMEDY}")
+
+
+def _list_field(full: dict, field: str, check: Callable, what: str) -> tuple:
+    value = full[field]
+    if not (isinstance(value, (list, tuple)) and value and all(check(v) for v in value)):
+        raise PretrainedError(
+            f"{field} must be a non-empty list of {what}, got {value!r}; {_REMEDY}"
+        )
+    return tuple(value)
+
+
+def _check_types(full: dict) -> None:
+    """Type and range of every field the network's shapes or arithmetic depend on."""
+    for field in ("in_channels", "out_channels"):
+        _int_field(full, field, 1, _MAX_CHANNELS)
+    for field in ("time_embedding_dim", "attention_head_dim", "attn_norm_num_groups"):
+        _int_field(full, field, 1, _MAX_CHANNELS, optional=True)
+    _int_field(full, "layers_per_block", 1, _MAX_LAYERS)
+    _int_field(full, "downsample_padding", 0, 1)
+    _int_field(full, "num_train_timesteps", 1, 10**6, optional=True)
+    for field in ("center_input_sample", "flip_sin_to_cos", "add_attention"):
+        _bool_field(full, field)
+    for field in ("norm_eps", "mid_block_scale_factor"):
+        if not (is_number(full[field]) and full[field] > 0):
+            raise PretrainedError(f"{field} must be a number > 0, got {full[field]!r}; {_REMEDY}")
+    if not (is_number(full["dropout"]) and 0 <= full["dropout"] < 1):
+        raise PretrainedError(
+            f"dropout must be a number in [0, 1), got {full['dropout']!r}; {_REMEDY}"
+        )
+    size = full["sample_size"]
+    sizes = size if isinstance(size, (list, tuple)) and len(size) == 2 else (size,)
+    if size is not None and not all(is_int(s) and 1 <= s <= _MAX_SAMPLE_SIZE for s in sizes):
+        raise PretrainedError(
+            f"sample_size must be an integer or a pair of integers in [1, {_MAX_SAMPLE_SIZE}], "
+            f"got {size!r}; {_REMEDY}"
+        )
+    channels = _list_field(
+        full, "block_out_channels", lambda c: is_int(c) and 1 <= c <= _MAX_CHANNELS,
+        f"integers in [1, {_MAX_CHANNELS}]",
+    )  # fmt: skip
+    for field in ("down_block_types", "up_block_types"):
+        _list_field(full, field, lambda b: isinstance(b, str), "block names")
+    half = channels[0] // 2
+    if not (is_number(full["freq_shift"]) and 0 <= full["freq_shift"] < half):
+        raise PretrainedError(
+            f"freq_shift must be a number in [0, {half}) (half of block_out_channels[0]), "
+            f"got {full['freq_shift']!r}; {_REMEDY}"
+        )
+
+
+def _check_divisibility(full: dict) -> None:
+    """The group norms, attention heads and resolutions the layers need to divide evenly."""
+    channels, n_levels = full["block_out_channels"], len(full["block_out_channels"])
+    groups = full["norm_num_groups"]
+    if not is_int(groups) or groups < 1:
+        raise PretrainedError(f"norm_num_groups must be an integer >= 1, got {groups!r}; {_REMEDY}")
+    if any(c % groups for c in channels):
+        raise PretrainedError(
+            f"norm_num_groups {groups} must divide every block_out_channels entry "
+            f"{list(channels)}; {_REMEDY}"
+        )
+    attn_groups = full["attn_norm_num_groups"]
+    if attn_groups is not None and channels[-1] % attn_groups:
+        raise PretrainedError(
+            f"attn_norm_num_groups {attn_groups} must divide block_out_channels[-1] "
+            f"{channels[-1]}; {_REMEDY}"
+        )
+    head_dim = full["attention_head_dim"]
+    attended = [c for c, b in zip(channels, full["down_block_types"]) if b.startswith("Attn")]
+    attended += [c for c, b in zip(channels[::-1], full["up_block_types"]) if b.startswith("Attn")]
+    if full["mid_block_type"] is not None and full["add_attention"]:
+        attended.append(channels[-1])
+    if head_dim is not None and any(c % head_dim for c in attended):
+        raise PretrainedError(
+            f"attention_head_dim {head_dim} must divide the channels of every attention block "
+            f"{sorted(set(attended))}; {_REMEDY}"
+        )
+    size, factor = full["sample_size"], 2 ** (n_levels - 1)
+    if size is not None and any(s % factor for s in np.atleast_1d(size)):
+        raise PretrainedError(
+            f"sample_size {size!r} must be divisible by 2 ** (len(block_out_channels) - 1) = "
+            f"{factor}; {_REMEDY}"
+        )
+
+
+def _check_config(config) -> dict:
+    """``config`` with diffusers' defaults filled in, every field's type and range checked.
+
+    Raises:
+        PretrainedError: naming the field, for a config that is not a mapping, unknown fields,
+            values of the wrong type or out of range, unsupported options, mismatched lengths,
+            and group counts, head sizes or sample sizes that do not divide evenly.
+    """
+    if not isinstance(config, Mapping):
+        raise PretrainedError(
+            f"the U-Net config must be a JSON object, got {type(config).__name__}; {_REMEDY}"
+        )
+    unknown = sorted(
+        str(k) for k in config if not str(k).startswith("_") and k not in UNET_DEFAULTS
+    )
     if unknown:
-        raise ValueError(f"unsupported UNet2DModel config field(s): {', '.join(unknown)}")
-    full = {**UNET_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
+        raise PretrainedError(
+            f"unsupported UNet2DModel config field(s): {', '.join(unknown)} (scorelab ports the "
+            "DDPM block family only)"
+        )
+    full = {**UNET_DEFAULTS, **{k: v for k, v in config.items() if not str(k).startswith("_")}}
     for field, accepted in _SUPPORTED_VALUES.items():
         if full[field] not in accepted:
-            raise ValueError(
+            raise PretrainedError(
                 f"unsupported UNet2DModel config: {field}={full[field]!r} (supported: {accepted})"
             )
+    if full["norm_num_groups"] is None:
+        raise PretrainedError("unsupported UNet2DModel config: norm_num_groups=None")
+    _check_types(full)
     for field, accepted in (("down_block_types", _DOWN_BLOCKS), ("up_block_types", _UP_BLOCKS)):
         for block in full[field]:
             if block not in accepted:
-                raise ValueError(
+                raise PretrainedError(
                     f"unsupported UNet2DModel config: {field} contains {block!r} "
                     f"(supported: {', '.join(accepted)})"
                 )
     n = len(full["block_out_channels"])
     if len(full["down_block_types"]) != n or len(full["up_block_types"]) != n:
-        raise ValueError(
+        raise PretrainedError(
             "UNet2DModel config: down_block_types, up_block_types and block_out_channels "
-            "must have the same length"
+            f"must have the same length; {_REMEDY}"
         )
-    if full["norm_num_groups"] is None:
-        raise ValueError("unsupported UNet2DModel config: norm_num_groups=None")
+    _check_divisibility(full)
     return full
 
 
-# --- layers (NHWC activations) ----------------------------------------------------------------
+# --- the checkpoint's tensors -------------------------------------------------------------------
+
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+"""The tensor dtypes scorelab reads."""
+
+
+def _dtype_name(code: str) -> str:
+    """NumPy's name of a safetensors dtype code: ``F32`` float32, ``I64`` int64, ``BF16``
+    bfloat16, ``BOOL`` bool, other codes as they are."""
+    kinds = {"F": "float", "I": "int", "U": "uint", "BF": "bfloat"}
+    kind, bits = code.rstrip("0123456789"), code[len(code.rstrip("0123456789")) :]
+    return f"{kinds[kind]}{bits}" if kind in kinds and bits else code.lower()
 
 
 class _Weights:
-    """Checkpoint tensors by diffusers name, as float32; records which names were used."""
+    """A checkpoint's tensors by diffusers name, each checked before use.
 
-    def __init__(self, tensors: Mapping[str, np.ndarray]):
-        self.tensors = {}
-        for name, value in tensors.items():
+    Built from every tensor's shape and dtype (a safetensors header, or arrays) and a reader
+    that returns one tensor's data; dtypes are checked for all tensors at construction, a
+    tensor's shape when the network asks for it (against the shape its config implies), its
+    values (finite) when it is read. Without a reader (:meth:`shapes_only`) it returns
+    zeros of the shape, for a build under ``jax.eval_shape`` that checks every name and shape
+    before any tensor is read. Records which names were used.
+    """
+
+    def __init__(
+        self, specs: Mapping[str, tuple[tuple, str]], read: Callable[[str], np.ndarray] | None
+    ):
+        self.specs, self.read, self.names = {}, read, {}
+        for name, (shape, dtype) in specs.items():
+            if dtype not in _FLOAT_DTYPES:
+                raise PretrainedError(
+                    f"tensor {name!r} has dtype {dtype}, expected float16, float32 or float64; "
+                    "save the checkpoint in one of them"
+                )
             parts = name.split(".")
             if len(parts) >= 2 and parts[-2] in _LEGACY_ATTENTION:
                 parts[-2] = _LEGACY_ATTENTION[parts[-2]]
-            self.tensors[".".join(parts)] = value
+            canonical = ".".join(parts)
+            if canonical in self.specs:
+                raise PretrainedError(
+                    f"checkpoint holds tensor {canonical!r} twice (as {self.names[canonical]!r} "
+                    f"and {name!r}); keep one of the two names"
+                )
+            self.specs[canonical], self.names[canonical] = tuple(shape), name
         self.used: set[str] = set()
 
-    def __call__(self, name: str) -> Array:
-        if name not in self.tensors:
-            raise ValueError(f"checkpoint lacks tensor {name!r} required by its config")
-        self.used.add(name)
-        return jnp.asarray(self.tensors[name], dtype=jnp.float32)
+    @classmethod
+    def from_arrays(cls, tensors: Mapping[str, np.ndarray]) -> _Weights:
+        """Weights from diffusers parameter name -> NumPy array."""
+        arrays = {name: np.asarray(value) for name, value in tensors.items()}
+        specs = {name: (a.shape, a.dtype.name) for name, a in arrays.items()}
+        return cls(specs, arrays.__getitem__)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
+    def shapes_only(self) -> _Weights:
+        """The same tensors without their values: a call returns zeros of the checked shape."""
+        weights = _Weights({}, None)
+        weights.specs, weights.names = self.specs, self.names
+        return weights
+
+    def __call__(self, name: str, *shapes: tuple) -> Array:
+        """Tensor ``name`` as float32, if its shape is one of ``shapes`` and it is finite."""
+        if name not in self.specs:
+            raise PretrainedError(
+                f"checkpoint lacks tensor {name!r} required by its config; the weights do not "
+                "belong to this config.json: download the model again"
+            )
+        if self.specs[name] not in shapes:
+            expected = " or ".join(str(s) for s in shapes)
+            raise PretrainedError(
+                f"tensor {name!r} has shape {self.specs[name]}, expected {expected} from the "
+                "config; the weights do not belong to this config.json: download the model again"
+            )
+        self.used.add(name)
+        if self.read is None:
+            return jnp.zeros(self.specs[name], jnp.float32)
+        value = self.read(self.names[name])
+        if not np.all(np.isfinite(value)):
+            raise PretrainedError(
+                f"tensor {name!r} holds NaN or inf values; the checkpoint is corrupt: "
+                "download the model again"
+            )
+        return jnp.asarray(value, dtype=jnp.float32)
 
     def check_all_used(self) -> None:
-        unused = sorted(set(self.tensors) - self.used)
+        unused = sorted(set(self.specs) - self.used)
         if unused:
             shown = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "")
-            raise ValueError(
-                f"checkpoint has {len(unused)} tensor(s) this config does not use: {shown}"
+            raise PretrainedError(
+                f"checkpoint has {len(unused)} tensor(s) this config does not use: {shown}; "
+                "the weights do not belong to this config.json"
             )
 
 
@@ -213,12 +398,21 @@ class _Conv(eqx.Module):
         return y + self.bias
 
 
-def _conv(weights: _Weights, name: str, stride: int = 1, padding=None) -> _Conv:
-    kernel = jnp.transpose(weights(f"{name}.weight"), (2, 3, 1, 0))  # OIHW -> HWIO
+def _conv(
+    weights: _Weights,
+    name: str,
+    c_in: int,
+    c_out: int,
+    size: int = 3,
+    stride: int = 1,
+    padding=None,
+) -> _Conv:
+    """A ``size x size`` convolution from ``c_in`` to ``c_out`` channels (OIHW in the file)."""
+    kernel = weights(f"{name}.weight", (c_out, c_in, size, size))
+    kernel = jnp.transpose(kernel, (2, 3, 1, 0))  # OIHW -> HWIO
     if padding is None:  # "same" for odd kernels, as diffusers' padding=k//2
-        pad = kernel.shape[0] // 2
-        padding = ((pad, pad), (pad, pad))
-    return _Conv(kernel, weights(f"{name}.bias"), stride, padding)
+        padding = ((size // 2, size // 2), (size // 2, size // 2))
+    return _Conv(kernel, weights(f"{name}.bias", (c_out,)), stride, padding)
 
 
 class _Linear(eqx.Module):
@@ -229,10 +423,10 @@ class _Linear(eqx.Module):
         return x @ self.weight + self.bias
 
 
-def _linear(weights: _Weights, name: str) -> _Linear:
-    weight = weights(f"{name}.weight")
-    weight = weight.reshape(weight.shape[0], -1)  # legacy 1x1-conv attention projections
-    return _Linear(weight.T, weights(f"{name}.bias"))
+def _linear(weights: _Weights, name: str, d_in: int, d_out: int) -> _Linear:
+    # (d_out, d_in, 1, 1): the legacy 1x1-convolution attention projections
+    weight = weights(f"{name}.weight", (d_out, d_in), (d_out, d_in, 1, 1))
+    return _Linear(weight.reshape(d_out, d_in).T, weights(f"{name}.bias", (d_out,)))
 
 
 class _GroupNorm(eqx.Module):
@@ -263,8 +457,9 @@ class _GroupNorm(eqx.Module):
         return centred * jax.lax.rsqrt(variance + self.eps) * self.weight + self.bias
 
 
-def _group_norm(weights: _Weights, name: str, groups: int, eps: float) -> _GroupNorm:
-    return _GroupNorm(weights(f"{name}.weight"), weights(f"{name}.bias"), groups, eps)
+def _group_norm(weights: _Weights, name: str, channels: int, groups: int, eps: float):
+    affine = (weights(f"{name}.weight", (channels,)), weights(f"{name}.bias", (channels,)))
+    return _GroupNorm(*affine, groups, eps)
 
 
 class _ResnetBlock(eqx.Module):
@@ -295,17 +490,23 @@ class _ResnetBlock(eqx.Module):
         return (shortcut + h) / self.output_scale_factor
 
 
-def _resnet(weights: _Weights, name: str, config: dict, scale: float = 1.0) -> _ResnetBlock:
+def _resnet(
+    weights: _Weights, name: str, config: dict, c_in: int, c_out: int, scale: float = 1.0
+) -> _ResnetBlock:
+    """``ResnetBlock2D`` from ``c_in`` to ``c_out`` channels; a 1x1 shortcut iff they differ."""
     groups, eps = config["norm_num_groups"], config["norm_eps"]
-    shortcut = f"{name}.conv_shortcut"
+    scale_shift = config["resnet_time_scale_shift"] == "scale_shift"
+    emb_dim = _time_embed_dim(config)
     return _ResnetBlock(
-        norm1=_group_norm(weights, f"{name}.norm1", groups, eps),
-        conv1=_conv(weights, f"{name}.conv1"),
-        time_emb_proj=_linear(weights, f"{name}.time_emb_proj"),
-        norm2=_group_norm(weights, f"{name}.norm2", groups, eps),
-        conv2=_conv(weights, f"{name}.conv2"),
-        conv_shortcut=_conv(weights, shortcut) if f"{shortcut}.weight" in weights else None,
-        scale_shift=config["resnet_time_scale_shift"] == "scale_shift",
+        norm1=_group_norm(weights, f"{name}.norm1", c_in, groups, eps),
+        conv1=_conv(weights, f"{name}.conv1", c_in, c_out),
+        time_emb_proj=_linear(weights, f"{name}.time_emb_proj", emb_dim, c_out * (1 + scale_shift)),
+        norm2=_group_norm(weights, f"{name}.norm2", c_out, groups, eps),
+        conv2=_conv(weights, f"{name}.conv2", c_out, c_out),
+        conv_shortcut=(
+            None if c_in == c_out else _conv(weights, f"{name}.conv_shortcut", c_in, c_out, 1)
+        ),
+        scale_shift=scale_shift,
         output_scale_factor=scale,
     )
 
@@ -347,11 +548,11 @@ def _attention(
     return _Attention(
         group_norm=None
         if groups is None
-        else _group_norm(weights, norm, groups, config["norm_eps"]),
-        to_q=_linear(weights, f"{name}.to_q"),
-        to_k=_linear(weights, f"{name}.to_k"),
-        to_v=_linear(weights, f"{name}.to_v"),
-        to_out=_linear(weights, f"{name}.to_out.0"),
+        else _group_norm(weights, norm, channels, groups, config["norm_eps"]),
+        to_q=_linear(weights, f"{name}.to_q", channels, channels),
+        to_k=_linear(weights, f"{name}.to_k", channels, channels),
+        to_v=_linear(weights, f"{name}.to_v", channels, channels),
+        to_out=_linear(weights, f"{name}.to_out.0", channels, channels),
         heads=channels // head_dim,
         rescale_output_factor=scale,
     )
@@ -472,40 +673,58 @@ class UNet2D(eqx.Module):
             The :class:`UNet2D`, float32.
 
         Raises:
-            ValueError: naming the field for configs outside the DDPM block family (unknown
-                keys, unsupported block types or options, mismatched lengths), and for
-                checkpoints whose tensors do not match the config (missing or unused tensors).
+            PretrainedError: one line naming the field or tensor, before any tensor is used:
+                a config that is not a mapping, outside the DDPM block family (unknown keys,
+                unsupported block types or options), with a field of the wrong type or out of
+                range (``sample_size`` above 4096, channels above 8192, ``norm_eps <= 0``),
+                mismatched lengths, or group counts, head sizes or sample sizes that do not
+                divide; a tensor missing, unused, duplicated (legacy and new name), of a
+                non-float dtype, of a shape other than the config implies, or not finite.
         """
-        config = _check_config(config)
-        weights = _Weights(tensors)
-        channels = list(config["block_out_channels"])
-        groups, n_levels = config["norm_num_groups"], len(channels)
+        return cls._build(_check_config(config), _Weights.from_arrays(tensors))
+
+    @classmethod
+    def _build(cls, config: dict, weights: _Weights) -> UNet2D:
+        """The network of a checked ``config``: every tensor's name and shape checked against
+        it first, abstractly (nothing read), then each tensor's values as they are read."""
+        jax.eval_shape(lambda: cls._layers(config, weights.shapes_only()))
+        return cls._layers(config, weights)
+
+    @classmethod
+    def _layers(cls, config: dict, weights: _Weights) -> UNet2D:
+        """The network of a checked ``config`` from ``weights``, in diffusers' layer order."""
+        channels, layers = list(config["block_out_channels"]), config["layers_per_block"]
+        groups, eps, n_levels = config["norm_num_groups"], config["norm_eps"], len(channels)
+        emb_dim = _time_embed_dim(config)
+        conv_in = _conv(weights, "conv_in", config["in_channels"], channels[0])
+        time_linear_1 = _linear(weights, "time_embedding.linear_1", channels[0], emb_dim)
+        time_linear_2 = _linear(weights, "time_embedding.linear_2", emb_dim, emb_dim)
 
         down_blocks, out = [], channels[0]
         for i, block_type in enumerate(config["down_block_types"]):
             name, final = f"down_blocks.{i}", i == n_levels - 1
-            out = channels[i]
+            c_in, out = out, channels[i]
             resnets = [
-                _resnet(weights, f"{name}.resnets.{j}", config)
-                for j in range(config["layers_per_block"])
+                _resnet(weights, f"{name}.resnets.{j}", config, c_in if j == 0 else out, out)
+                for j in range(layers)
             ]
             attentions = None
             if block_type == "AttnDownBlock2D":
                 attentions = [
                     _attention(weights, f"{name}.attentions.{j}", out, config, groups)
-                    for j in range(config["layers_per_block"])
+                    for j in range(layers)
                 ]
             resample = None
             if not final:
                 pad = config["downsample_padding"]
                 # padding 0 pads only bottom and right (diffusers' Downsample2D)
                 padding = ((0, 1), (0, 1)) if pad == 0 else ((pad, pad), (pad, pad))
-                resample = _conv(weights, f"{name}.downsamplers.0.conv", 2, padding)
+                resample = _conv(weights, f"{name}.downsamplers.0.conv", out, out, 3, 2, padding)
             down_blocks.append(_Block(resnets, attentions, resample, up=False))
 
         mid_block = None
         if config["mid_block_type"] is not None:
-            scale = config["mid_block_scale_factor"]
+            scale, deepest = config["mid_block_scale_factor"], channels[-1]
             attn_groups = config["attn_norm_num_groups"]
             if attn_groups is None and config["resnet_time_scale_shift"] == "default":
                 attn_groups = groups
@@ -513,40 +732,52 @@ class UNet2D(eqx.Module):
             if config["add_attention"]:
                 attentions = [
                     _attention(
-                        weights, "mid_block.attentions.0", channels[-1], config, attn_groups, scale
+                        weights, "mid_block.attentions.0", deepest, config, attn_groups, scale
                     )
                 ]
             mid_block = _MidBlock(
-                [_resnet(weights, f"mid_block.resnets.{j}", config, scale) for j in range(2)],
+                [
+                    _resnet(weights, f"mid_block.resnets.{j}", config, deepest, deepest, scale)
+                    for j in range(2)
+                ],
                 attentions,
             )
 
-        up_blocks = []
+        # diffusers' UNet2DModel: resnet j of up block i takes the previous block's output
+        # (j = 0) or its own, concatenated with the skip of the matching down level.
+        up_blocks, out = [], channels[-1]
         for i, block_type in enumerate(config["up_block_types"]):
             name, final = f"up_blocks.{i}", i == n_levels - 1
-            out = channels[n_levels - 1 - i]
+            previous, out = out, channels[n_levels - 1 - i]
+            skip_in = channels[max(n_levels - 2 - i, 0)]
             resnets = [
-                _resnet(weights, f"{name}.resnets.{j}", config)
-                for j in range(config["layers_per_block"] + 1)
+                _resnet(
+                    weights,
+                    f"{name}.resnets.{j}",
+                    config,
+                    (previous if j == 0 else out) + (skip_in if j == layers else out),
+                    out,
+                )
+                for j in range(layers + 1)
             ]
             attentions = None
             if block_type == "AttnUpBlock2D":
                 attentions = [
                     _attention(weights, f"{name}.attentions.{j}", out, config, groups)
-                    for j in range(config["layers_per_block"] + 1)
+                    for j in range(layers + 1)
                 ]
-            resample = None if final else _conv(weights, f"{name}.upsamplers.0.conv")
+            resample = None if final else _conv(weights, f"{name}.upsamplers.0.conv", out, out)
             up_blocks.append(_Block(resnets, attentions, resample, up=True))
 
         unet = cls(
-            conv_in=_conv(weights, "conv_in"),
-            time_linear_1=_linear(weights, "time_embedding.linear_1"),
-            time_linear_2=_linear(weights, "time_embedding.linear_2"),
+            conv_in=conv_in,
+            time_linear_1=time_linear_1,
+            time_linear_2=time_linear_2,
             down_blocks=down_blocks,
             mid_block=mid_block,
             up_blocks=up_blocks,
-            conv_norm_out=_group_norm(weights, "conv_norm_out", groups, config["norm_eps"]),
-            conv_out=_conv(weights, "conv_out"),
+            conv_norm_out=_group_norm(weights, "conv_norm_out", channels[0], groups, eps),
+            conv_out=_conv(weights, "conv_out", channels[0], config["out_channels"]),
             config=_hashable(config),
         )
         weights.check_all_used()
@@ -588,6 +819,11 @@ class UNet2D(eqx.Module):
         return jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
 
 
+def _time_embed_dim(config: dict) -> int:
+    """Width of the timestep MLP: ``time_embedding_dim``, else 4 ``block_out_channels[0]``."""
+    return config["time_embedding_dim"] or 4 * config["block_out_channels"][0]
+
+
 def _hashable(config: dict) -> tuple:
     """The config as a sorted tuple of pairs (lists made tuples), so Equinox can hash it."""
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in config.items()))
@@ -606,25 +842,54 @@ def unet_folder(path) -> Path:
         The :class:`~pathlib.Path` of the folder holding ``config.json``.
 
     Raises:
-        ValueError: if neither ``path/unet/config.json`` nor ``path/config.json`` exists.
+        PretrainedError: if neither ``path/unet/config.json`` nor ``path/config.json`` exists.
     """
     path = Path(path)
     if (path / "unet" / CONFIG_NAME).is_file():
         return path / "unet"
     if (path / CONFIG_NAME).is_file():
         return path
-    raise ValueError(
-        f"no UNet2DModel found in {path}: expected {CONFIG_NAME} or unet/{CONFIG_NAME}"
+    raise PretrainedError(
+        f"no UNet2DModel found in {path}: expected {CONFIG_NAME} or unet/{CONFIG_NAME}; pass a "
+        "diffusers pipeline or model folder"
     )
+
+
+def _read_safetensors(file: Path) -> _Weights:
+    """The tensors of a safetensors file, their names, shapes and dtypes read from its header
+    first (no tensor is loaded until the network asks for it)."""
+    from safetensors import SafetensorError, safe_open
+
+    remedy = "the file is damaged: download the model again"
+    try:
+        handle = safe_open(str(file), framework="numpy")
+        specs = {}
+        for name in handle.keys():
+            tensor = handle.get_slice(name)
+            specs[name] = (tuple(tensor.get_shape()), _dtype_name(tensor.get_dtype()))
+    except (SafetensorError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PretrainedError(
+            f"{file}: not a readable safetensors file ({reason}); {remedy}"
+        ) from None
+
+    def read(name: str) -> np.ndarray:
+        return handle.get_tensor(name)
+
+    try:
+        return _Weights(specs, read)
+    except PretrainedError as error:
+        raise PretrainedError(f"{file}: {error}") from None
 
 
 def load_unet(path) -> UNet2D:
     """Load a diffusers ``UNet2DModel`` from a pipeline or model folder, without torch.
 
-    Reads ``config.json`` and ``diffusion_pytorch_model.safetensors`` (``safetensors.numpy``).
-    Checkpoints saved only as PyTorch pickles (``.bin``) must be converted once, where torch
-    is installed: ``UNet2DModel.from_pretrained(path).save_pretrained(path)`` writes
-    safetensors.
+    Reads ``config.json``, checks every field (:meth:`UNet2D.from_weights`), then
+    ``diffusion_pytorch_model.safetensors``: its header first (every tensor's name, shape and
+    dtype against the config) and each tensor's values (finite) before use. Checkpoints saved
+    only as PyTorch pickles (``.bin``) must be converted once, where torch is installed:
+    ``UNet2DModel.from_pretrained(path).save_pretrained(path)`` writes safetensors.
 
     Args:
         path: a pipeline folder (with ``unet/``) or a model folder, ``str`` or path-like
@@ -634,24 +899,34 @@ def load_unet(path) -> UNet2D:
         The :class:`UNet2D`; call it on ``(B, C, H, W)`` inputs.
 
     Raises:
-        ValueError: if no ``config.json`` is found, the safetensors file is missing, the
-            config's ``_class_name`` is not ``UNet2DModel``, or :meth:`UNet2D.from_weights`
-            rejects the config or the tensors.
+        PretrainedError: one line naming the file and the field or tensor: no ``config.json``,
+            unreadable JSON or not an object, a ``_class_name`` other than ``UNet2DModel``, a
+            missing or damaged (truncated, oversized header) safetensors file, or any check of
+            :meth:`UNet2D.from_weights` on the config and the tensors.
 
     References:
         diffusers ``UNet2DModel`` documentation.
         https://huggingface.co/docs/diffusers/api/models/unet2d
     """
-    from safetensors.numpy import load_file
-
     folder = unet_folder(path)
-    weights_file = folder / WEIGHTS_NAME
+    config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    config = read_json(config_file)
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise PretrainedError(
+            f"{config_file}: unsupported model class {config['_class_name']!r}; scorelab loads "
+            "UNet2DModel pipelines (DDPM, DDIM) only"
+        )
+    try:
+        config = _check_config(config)
+    except PretrainedError as error:
+        raise PretrainedError(f"{config_file}: {error}") from None
     if not weights_file.is_file():
-        raise ValueError(
+        raise PretrainedError(
             f"{weights_file} not found; a .bin-only checkpoint needs converting once with torch: "
             "UNet2DModel.from_pretrained(folder).save_pretrained(folder) writes safetensors"
         )
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise ValueError(f"unsupported model class {config['_class_name']!r} in {folder}")
-    return UNet2D.from_weights(config, load_file(str(weights_file)))
+    weights = _read_safetensors(weights_file)
+    try:
+        return UNet2D._build(config, weights)
+    except PretrainedError as error:
+        raise PretrainedError(f"{weights_file}: {error}") from None

@@ -9,8 +9,20 @@ reproduces diffusers' ``DDIMScheduler`` and ``DDPMScheduler`` (timestep spacings
 that checkpoints trained with diffusers sample here as they do there, in pure JAX: the timestep
 grid and its coefficients are NumPy arrays built once, and the chain is one ``lax.scan``.
 
-:mod:`scorelab.samplers` holds the library's generic samplers over sigma grids; this module is
-the diffusers-convention path for pretrained checkpoints, on integer timesteps.
+The VP quantities come from the core: :math:`\bar\alpha_t` from
+:func:`scorelab.noise.vp_alphas_cumprod` and the scales :math:`\alpha_t = \sqrt{\bar\alpha_t}`,
+:math:`\sigma_t = \sqrt{1 - \bar\alpha_t}` from :func:`scorelab.noise.vp_alpha_sigma`. The timesteps
+of a :class:`VPGrid` are the VE levels ``ve_sigmas_from_vp(*vp_alpha_sigma(grid.alpha_prod_t))``
+(:func:`scorelab.samplers.ve_sigmas_from_vp`), on which, without clipping, on the ``leading``
+spacing with ``set_alpha_to_one``, these samplers are the core's: DDIM with :math:`\eta = 1` and
+DDPM (``fixed_small``) are :func:`scorelab.samplers.ancestral`, :math:`\eta = 0` is
+:func:`scorelab.samplers.euler` (``tests/test_samplers_sde.py`` checks it step for step). They stay
+written out here, in :math:`x_t` on integer timesteps, for step-for-step parity with diffusers where
+a VE grid cannot follow: the predicted :math:`x_0` is clipped but :math:`\hat\varepsilon` is not,
+DDIM steps from :math:`t` to :math:`t - \lfloor T/n \rfloor` whatever the spacing (not to the next
+timestep of a ``trailing`` grid), ``set_alpha_to_one=False`` ends on a step of length zero,
+``fixed_large`` is not the posterior variance, and the step variances follow diffusers' float32
+order of operations.
 
 References:
     Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
@@ -32,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab.noise import VP_SCHEDULES, vp_alphas_cumprod
+from scorelab.diffusers._checks import PretrainedError, is_int, is_number
+from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod
 
 __all__ = [
     "PREDICTION_TYPES",
@@ -68,6 +81,8 @@ _UNSUPPORTED = {
     "trained_betas": None,
     "timestep_type": "discrete",
 }
+_MAX_TRAIN_TIMESTEPS = 100_000
+"""Far above any trained schedule (DDPM: 1000, improved DDPM: 4000); a bound on allocation."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +105,10 @@ class SchedulerConfig:
         variance_type: DDPM's ancestral variance, one of :data:`VARIANCE_TYPES`.
 
     Raises:
-        ValueError: naming the field, for ``num_train_timesteps`` not an integer ``>= 1``, a
-            ``beta_schedule`` outside :data:`scorelab.noise.VP_SCHEDULES`,
-            ``clip_sample_range <= 0``, ``steps_offset`` not an integer ``>= 0``, or a
+        PretrainedError: naming the field, for ``num_train_timesteps`` not an integer in
+            ``[1, 100000]``, ``beta_start`` or ``beta_end`` not a number in ``(0, 1)``,
+            ``clip_sample`` or ``set_alpha_to_one`` not a bool, ``clip_sample_range`` not a
+            number ``> 0``, ``steps_offset`` not an integer ``>= 0``, or a ``beta_schedule`` /
             ``prediction_type`` / ``timestep_spacing`` / ``variance_type`` not accepted.
 
     References:
@@ -113,30 +129,37 @@ class SchedulerConfig:
     variance_type: str = "fixed_small"
 
     def __post_init__(self):
-        if (
-            int(self.num_train_timesteps) != self.num_train_timesteps
-            or self.num_train_timesteps < 1
-        ):
-            raise ValueError(
-                f"num_train_timesteps must be an integer >= 1, got {self.num_train_timesteps}"
+        T = self.num_train_timesteps
+        if not (is_int(T) and 1 <= T <= _MAX_TRAIN_TIMESTEPS):
+            raise PretrainedError(
+                f"num_train_timesteps must be an integer in [1, {_MAX_TRAIN_TIMESTEPS}], got {T!r}"
             )
-        if self.beta_schedule not in VP_SCHEDULES:
-            raise ValueError(
-                f"beta_schedule {self.beta_schedule!r} is not supported; "
-                f"accepted: {', '.join(VP_SCHEDULES)}"
+        for field in ("beta_start", "beta_end"):
+            value = getattr(self, field)
+            if not (is_number(value) and 0 < value < 1):
+                raise PretrainedError(f"{field} must be a number in (0, 1), got {value!r}")
+        for field in ("clip_sample", "set_alpha_to_one"):
+            if not isinstance(getattr(self, field), bool):
+                raise PretrainedError(
+                    f"{field} must be true or false, got {getattr(self, field)!r}"
+                )
+        if not (is_number(self.clip_sample_range) and self.clip_sample_range > 0):
+            raise PretrainedError(
+                f"clip_sample_range must be a number > 0, got {self.clip_sample_range!r}"
             )
-        if not self.clip_sample_range > 0:
-            raise ValueError(f"clip_sample_range must be > 0, got {self.clip_sample_range}")
-        if int(self.steps_offset) != self.steps_offset or self.steps_offset < 0:
-            raise ValueError(f"steps_offset must be an integer >= 0, got {self.steps_offset}")
+        if not (is_int(self.steps_offset) and self.steps_offset >= 0):
+            raise PretrainedError(
+                f"steps_offset must be an integer >= 0, got {self.steps_offset!r}"
+            )
         for field, accepted in (
+            ("beta_schedule", VP_SCHEDULES),
             ("prediction_type", PREDICTION_TYPES),
             ("timestep_spacing", TIMESTEP_SPACINGS),
             ("variance_type", VARIANCE_TYPES),
         ):
-            if getattr(self, field) not in accepted:
-                value = getattr(self, field)
-                raise ValueError(
+            value = getattr(self, field)
+            if not isinstance(value, str) or value not in accepted:
+                raise PretrainedError(
                     f"{field} {value!r} is not supported; accepted: {', '.join(accepted)}"
                 )
 
@@ -155,14 +178,19 @@ class SchedulerConfig:
             The :class:`SchedulerConfig`.
 
         Raises:
-            ValueError: naming the field, for options that would change the sampler and are
-                not implemented (``thresholding``, ``rescale_betas_zero_snr``,
-                ``trained_betas``, ``timestep_type`` other than ``discrete``; learned
-                ``variance_type`` values), or any check of :class:`SchedulerConfig`.
+            PretrainedError: naming the field, for a ``config`` that is not a mapping, options
+                that would change the sampler and are not implemented (``thresholding``,
+                ``rescale_betas_zero_snr``, ``trained_betas``, ``timestep_type`` other than
+                ``discrete``; learned ``variance_type`` values), or any check of
+                :class:`SchedulerConfig`.
         """
+        if not isinstance(config, Mapping):
+            raise PretrainedError(
+                f"a scheduler config must be a JSON object, got {type(config).__name__}"
+            )
         for field, default in _UNSUPPORTED.items():
             if config.get(field, default) != default:
-                raise ValueError(
+                raise PretrainedError(
                     f"scheduler option {field}={config[field]!r} is not supported "
                     f"(only {field}={default!r})"
                 )
@@ -200,7 +228,7 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
         ``(n,)`` int64 NumPy array, descending.
 
     Raises:
-        ValueError: if ``num_inference_steps`` is not an integer in ``[1, T]``, or
+        PretrainedError: if ``num_inference_steps`` is not an integer in ``[1, T]``, or
             ``steps_offset`` puts the first timestep at or past ``T``.
 
     References:
@@ -208,8 +236,8 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
         Steps are Flawed (Table 2). https://arxiv.org/abs/2305.08891
     """
     T, n = config.num_train_timesteps, num_inference_steps
-    if int(n) != n or not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {n}")
+    if not (is_int(n) and 1 <= n <= T):
+        raise PretrainedError(f"num_inference_steps must be an integer in [1, {T}], got {n!r}")
     if config.timestep_spacing == "leading":
         steps = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64) + config.steps_offset
     elif config.timestep_spacing == "trailing":
@@ -217,7 +245,7 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
     else:
         steps = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
     if steps[0] >= T:
-        raise ValueError(
+        raise PretrainedError(
             f"steps_offset {config.steps_offset} puts the first timestep at {steps[0]} >= "
             f"num_train_timesteps {T}"
         )
@@ -265,14 +293,14 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
         :math:`\bar\alpha_t`, :math:`\bar\alpha_{\text{prev}}` and :math:`\sigma_t(\eta)`.
 
     Raises:
-        ValueError: if ``eta < 0`` (or NaN), or from :func:`timesteps`.
+        PretrainedError: if ``eta`` is not a number ``>= 0``, or from :func:`timesteps`.
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not (is_number(eta) and eta >= 0):
+        raise PretrainedError(f"eta must be a number >= 0, got {eta!r}")
     steps = timesteps(config, num_inference_steps)
     alphas_cumprod = config.alphas_cumprod()
     prev = steps - config.num_train_timesteps // num_inference_steps
@@ -310,7 +338,7 @@ def ddpm_grid(config: SchedulerConfig, num_inference_steps: int) -> VPGrid:
         (0 at timestep 0).
 
     Raises:
-        ValueError: from :func:`timesteps`.
+        PretrainedError: from :func:`timesteps`.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
@@ -331,47 +359,45 @@ def ddpm_grid(config: SchedulerConfig, num_inference_steps: int) -> VPGrid:
 
 
 def predict_x0_eps(
-    model_output: Array, x_t: Array, alpha_prod_t, prediction_type: str
+    model_output: Array, x_t: Array, alpha_t, sigma_t, prediction_type: str
 ) -> tuple[Array, Array]:
     r"""The model's :math:`(\hat x_0, \hat\varepsilon)` from its output of any prediction type.
 
-    With :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon`:
+    With :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`, :math:`\alpha_t = \sqrt{\bar\alpha_t}`,
+    :math:`\sigma_t = \sqrt{1 - \bar\alpha_t}` (:func:`scorelab.noise.vp_alpha_sigma`):
 
-    * ``epsilon``:
-      :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}`;
-    * ``sample``:
-      :math:`\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}`;
+    * ``epsilon``: :math:`\hat x_0 = (x_t - \sigma_t \hat\varepsilon)/\alpha_t`;
+    * ``sample``: :math:`\hat\varepsilon = (x_t - \alpha_t \hat x_0)/\sigma_t`;
     * ``v_prediction`` (Salimans & Ho, 2022, https://arxiv.org/abs/2202.00512):
-      :math:`\hat x_0 = \sqrt{\bar\alpha_t}\, x_t - \sqrt{1-\bar\alpha_t}\, \hat v`,
-      :math:`\hat\varepsilon = \sqrt{\bar\alpha_t}\, \hat v + \sqrt{1-\bar\alpha_t}\, x_t`.
+      :math:`\hat x_0 = \alpha_t x_t - \sigma_t \hat v`,
+      :math:`\hat\varepsilon = \alpha_t \hat v + \sigma_t x_t`.
 
     Args:
         model_output, x_t: float arrays of one shape, e.g. ``(B, C, H, W)``.
-        alpha_prod_t: :math:`\bar\alpha_t \in (0, 1)`, a scalar (or broadcastable to ``x_t``).
+        alpha_t, sigma_t: :math:`\alpha_t, \sigma_t \in (0, 1)`, scalars (or broadcastable to
+            ``x_t``).
         prediction_type: one of :data:`PREDICTION_TYPES`.
 
     Returns:
         ``(x0_hat, eps_hat)``, each shaped like ``x_t``.
 
     Raises:
-        ValueError: for an unknown ``prediction_type``.
+        PretrainedError: for an unknown ``prediction_type``.
 
     References:
         Salimans, T. & Ho, J. (2022). Progressive Distillation for Fast Sampling of Diffusion
         Models. https://arxiv.org/abs/2202.00512
     """
-    sqrt_alpha, sqrt_beta = jnp.sqrt(alpha_prod_t), jnp.sqrt(1 - alpha_prod_t)
     if prediction_type == "epsilon":
-        return (x_t - sqrt_beta * model_output) / sqrt_alpha, model_output
+        return (x_t - sigma_t * model_output) / alpha_t, model_output
     if prediction_type == "sample":
-        return model_output, (x_t - sqrt_alpha * model_output) / sqrt_beta
+        return model_output, (x_t - alpha_t * model_output) / sigma_t
     if prediction_type == "v_prediction":
-        return (
-            sqrt_alpha * x_t - sqrt_beta * model_output,
-            sqrt_alpha * model_output + sqrt_beta * x_t,
-        )
+        return alpha_t * x_t - sigma_t * model_output, alpha_t * model_output + sigma_t * x_t
     accepted = ", ".join(PREDICTION_TYPES)
-    raise ValueError(f"prediction_type {prediction_type!r} is not supported; accepted: {accepted}")
+    raise PretrainedError(
+        f"prediction_type {prediction_type!r} is not supported; accepted: {accepted}"
+    )
 
 
 def _clip(x_0: Array, clip_sample_range: float | None) -> Array:
@@ -383,8 +409,10 @@ def _clip(x_0: Array, clip_sample_range: float | None) -> Array:
 def ddim_step(
     model_output: Array,
     x_t: Array,
-    alpha_prod_t,
-    alpha_prod_t_prev,
+    alpha_t,
+    sigma_t,
+    alpha_prev,
+    sigma_prev,
     std,
     noise: Array | None,
     *,
@@ -395,8 +423,8 @@ def ddim_step(
     r"""One DDIM step, Song et al. (2021) eq. 12.
 
     .. math::
-        x_{\text{prev}} = \sqrt{\bar\alpha_{\text{prev}}}\, \hat x_0
-        + \sqrt{1 - \bar\alpha_{\text{prev}} - \sigma_t^2}\, \hat\varepsilon + \sigma_t z,
+        x_{\text{prev}} = \alpha_{\text{prev}}\, \hat x_0
+        + \sqrt{\sigma_{\text{prev}}^2 - \sigma_t(\eta)^2}\, \hat\varepsilon + \sigma_t(\eta)\, z,
 
     with :math:`\hat x_0` clipped to ``[-clip_sample_range, clip_sample_range]`` (``None``: no
     clipping) and, if ``use_clipped_model_output``, :math:`\hat\varepsilon` re-derived from the
@@ -404,7 +432,10 @@ def ddim_step(
 
     Args:
         model_output, x_t: ``(B, C, H, W)`` (any shape) model output and current state.
-        alpha_prod_t, alpha_prod_t_prev, std: scalars from a :class:`VPGrid` row.
+        alpha_t, sigma_t, alpha_prev, sigma_prev: the VP scales of the current and the next
+            step (:func:`scorelab.noise.vp_alpha_sigma` of a :class:`VPGrid` row's
+            :math:`\bar\alpha`), scalars.
+        std: the step noise :math:`\sigma_t(\eta)` of the row, a scalar.
         noise: standard normal ``z`` shaped like ``x_t``, or ``None`` when ``std = 0``.
         prediction_type: one of :data:`PREDICTION_TYPES`.
         clip_sample_range: bound of the :math:`\hat x_0` clipping, or ``None``.
@@ -415,19 +446,19 @@ def ddim_step(
         ``(x_prev, x0_hat)``, each shaped like ``x_t``; ``x0_hat`` after clipping.
 
     Raises:
-        ValueError: for an unknown ``prediction_type`` (:func:`predict_x0_eps`).
+        PretrainedError: for an unknown ``prediction_type`` (:func:`predict_x0_eps`).
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
-    x_0, eps = predict_x0_eps(model_output, x_t, alpha_prod_t, prediction_type)
+    x_0, eps = predict_x0_eps(model_output, x_t, alpha_t, sigma_t, prediction_type)
     x_0 = _clip(x_0, clip_sample_range)
     if use_clipped_model_output:
-        eps = (x_t - jnp.sqrt(alpha_prod_t) * x_0) / jnp.sqrt(1 - alpha_prod_t)
+        eps = (x_t - alpha_t * x_0) / sigma_t
     # max(., 0): rounding must not turn a zero direction coefficient (eta = 1, last step) into NaN.
-    direction = jnp.sqrt(jnp.maximum(1 - alpha_prod_t_prev - std**2, 0.0)) * eps
-    x_prev = jnp.sqrt(alpha_prod_t_prev) * x_0 + direction
+    direction = jnp.sqrt(jnp.maximum(sigma_prev**2 - std**2, 0.0)) * eps
+    x_prev = alpha_prev * x_0 + direction
     if noise is not None:
         x_prev = x_prev + std * noise
     return x_prev, x_0
@@ -436,8 +467,10 @@ def ddim_step(
 def ddpm_step(
     model_output: Array,
     x_t: Array,
-    alpha_prod_t,
-    alpha_prod_t_prev,
+    alpha_t,
+    sigma_t,
+    alpha_prev,
+    sigma_prev,
     std,
     noise: Array | None,
     *,
@@ -447,19 +480,25 @@ def ddpm_step(
     r"""One DDPM ancestral step, a draw from the posterior of Ho et al. (2020) eq. 7.
 
     A draw from the Gaussian posterior :math:`q(x_{\text{prev}} \mid x_t, \hat x_0)`, its mean
-    plus :math:`\sigma_t z`:
+    plus :math:`\sigma z`, in the notation of Kingma et al. (2021):
 
     .. math::
-        x_{\text{prev}} = \frac{\sqrt{\bar\alpha_{\text{prev}}}\,\beta_t}{1 - \bar\alpha_t}\hat x_0
-        + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{\text{prev}})}{1 - \bar\alpha_t} x_t + \sigma_t z,
-        \qquad \alpha_t = \bar\alpha_t / \bar\alpha_{\text{prev}} = 1 - \beta_t,
+        x_{\text{prev}} = \frac{\alpha_{\text{prev}}\,\beta_t}{\sigma_t^2}\hat x_0
+        + \frac{\alpha_{t|\text{prev}}\,\sigma_{\text{prev}}^2}{\sigma_t^2} x_t + \sigma z,
+        \qquad \alpha_{t|\text{prev}} = \frac{\alpha_t}{\alpha_{\text{prev}}},
+        \quad \beta_t = \sigma_t^2 - \alpha_{t|\text{prev}}^2 \sigma_{\text{prev}}^2
+        = 1 - \frac{\bar\alpha_t}{\bar\alpha_{\text{prev}}},
 
-    with :math:`\hat x_0` clipped as in :func:`ddim_step`.
+    :math:`\beta_t` taken in the first form, which is exactly :math:`\sigma_t^2` on the last
+    step (:math:`\sigma_{\text{prev}} = 0`), so that step returns :math:`\hat x_0` exactly;
+
+    :math:`\hat x_0` is clipped as in :func:`ddim_step`.
 
     Args:
         model_output, x_t: ``(B, C, H, W)`` (any shape) model output and current state.
-        alpha_prod_t, alpha_prod_t_prev, std: scalars from a :func:`ddpm_grid` row
-            (:math:`\sigma_t` = ``std``).
+        alpha_t, sigma_t, alpha_prev, sigma_prev: the VP scales of the current and the next
+            step (:func:`scorelab.noise.vp_alpha_sigma` of a :func:`ddpm_grid` row), scalars.
+        std: the step's standard deviation :math:`\sigma` of the row, a scalar.
         noise: standard normal ``z`` shaped like ``x_t``, or ``None`` when ``std = 0``.
         prediction_type: one of :data:`PREDICTION_TYPES`.
         clip_sample_range: bound of the :math:`\hat x_0` clipping, or ``None``.
@@ -468,19 +507,19 @@ def ddpm_step(
         ``(x_prev, x0_hat)``, each shaped like ``x_t``; ``x0_hat`` after clipping.
 
     Raises:
-        ValueError: for an unknown ``prediction_type`` (:func:`predict_x0_eps`).
+        PretrainedError: for an unknown ``prediction_type`` (:func:`predict_x0_eps`).
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
         https://arxiv.org/abs/2006.11239
+        Kingma, D. P., Salimans, T., Poole, B. & Ho, J. (2021). Variational Diffusion Models.
+        https://arxiv.org/abs/2107.00630
     """
-    x_0, _ = predict_x0_eps(model_output, x_t, alpha_prod_t, prediction_type)
+    x_0, _ = predict_x0_eps(model_output, x_t, alpha_t, sigma_t, prediction_type)
     x_0 = _clip(x_0, clip_sample_range)
-    alpha_t = alpha_prod_t / alpha_prod_t_prev
-    beta_prod_t = 1 - alpha_prod_t
-    x_0_coeff = (jnp.sqrt(alpha_prod_t_prev) * (1 - alpha_t)) / beta_prod_t
-    x_t_coeff = jnp.sqrt(alpha_t) * (1 - alpha_prod_t_prev) / beta_prod_t
-    x_prev = x_0_coeff * x_0 + x_t_coeff * x_t
+    alpha_t_prev = alpha_t / alpha_prev
+    beta_t = sigma_t**2 - alpha_t_prev**2 * sigma_prev**2
+    x_prev = (alpha_prev * beta_t * x_0 + alpha_t_prev * sigma_prev**2 * x_t) / sigma_t**2
     if noise is not None:
         x_prev = x_prev + std * noise
     return x_prev, x_0
@@ -496,26 +535,27 @@ def _run(
 ) -> Array:
     """Walk ``grid`` from ``x_T`` with one ``lax.scan``; noise from ``noise`` or ``key``."""
     n = grid.timesteps.shape[0]
-    rows = tuple(jnp.asarray(a) for a in grid)
+    scales = (*vp_alpha_sigma(grid.alpha_prod_t), *vp_alpha_sigma(grid.alpha_prod_t_prev))
+    rows = tuple(jnp.asarray(a) for a in (grid.timesteps, *scales, grid.std))
     stochastic = bool(np.any(grid.std > 0))
     if not stochastic:
         draws = None
     elif noise is not None:
         draws = jnp.asarray(noise, x_T.dtype)
         if draws.shape != (n, *x_T.shape):
-            raise ValueError(f"noise must have shape {(n, *x_T.shape)}, got {draws.shape}")
+            raise PretrainedError(f"noise must have shape {(n, *x_T.shape)}, got {draws.shape}")
     elif key is not None:
         draws = jax.random.split(key, n)
     else:
-        raise ValueError("a stochastic sampler (eta > 0 or DDPM) needs a key or noise")
+        raise PretrainedError("a stochastic sampler (eta > 0 or DDPM) needs a key or noise")
 
     from_key = stochastic and noise is None
 
     def body(x_t, row):
-        (t, alpha_prod_t, alpha_prod_t_prev, std), draw = row
+        (t, *coefficients), draw = row
         if from_key:
             draw = jax.random.normal(draw, x_t.shape, x_t.dtype)
-        x_prev, _ = step_fn(model_fn(x_t, t), x_t, alpha_prod_t, alpha_prod_t_prev, std, draw)
+        x_prev, _ = step_fn(model_fn(x_t, t), x_t, *coefficients, draw)
         return x_prev, None
 
     x_0, _ = jax.lax.scan(body, x_T, (rows, draws))
@@ -557,7 +597,7 @@ def ddim_sample(
         The final sample, shaped like ``x_T``, in model space (before any post-processing).
 
     Raises:
-        ValueError: for ``eta < 0``, a bad ``num_inference_steps`` (:func:`timesteps`),
+        PretrainedError: for ``eta < 0``, a bad ``num_inference_steps`` (:func:`timesteps`),
             ``noise`` of the wrong shape, or ``eta > 0`` with neither ``key`` nor ``noise``.
 
     References:
@@ -602,8 +642,8 @@ def ddpm_sample(
         The final sample, shaped like ``x_T``, in model space (before any post-processing).
 
     Raises:
-        ValueError: for a bad ``num_inference_steps`` (:func:`timesteps`), ``noise`` of the
-            wrong shape, or neither ``key`` nor ``noise``.
+        PretrainedError: for a bad ``num_inference_steps`` (:func:`timesteps`), ``noise`` of
+            the wrong shape, or neither ``key`` nor ``noise``.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.

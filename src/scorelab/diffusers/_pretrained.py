@@ -2,12 +2,13 @@ r"""Sample pretrained diffusers DDPM-family pipelines natively in JAX (``scorela
 
 The founding tutorial ends with ``DDIMPipeline.from_pretrained("google/ddpm-ema-celebahq-256")``
 sampled in 10 steps with eta = 1 and eta = 0. This module does the same without PyTorch: it
-resolves a pipeline folder (or a hub id already in the local Hugging Face cache, offline),
-loads the U-Net with :func:`scorelab.unet.load_unet` and the scheduler options with
-:meth:`scorelab.schedulers.SchedulerConfig.from_diffusers`, runs
-:func:`scorelab.schedulers.ddim_sample` under one ``jit``, and writes a PNG grid.
-:func:`diffusers_sample` runs diffusers' own components for comparison (the ``diffusers``
-extra).
+resolves a pipeline folder (or a hub id already in the local Hugging Face cache, offline,
+through ``huggingface_hub``'s cache API), loads the U-Net with :func:`load_unet` and the
+scheduler options with :meth:`SchedulerConfig.from_diffusers`, runs :func:`ddim_sample` under
+one ``jit``, and writes a PNG grid (:func:`scorelab.viz.save_image_grid`). Nothing it reads is
+trusted: every file, field, tensor and option is checked before use, and a failure is one
+:class:`PretrainedError` line naming the input and the remedy. :func:`diffusers_sample` runs
+diffusers' own components for comparison (the ``diffusers`` extra).
 
 References:
     Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
@@ -19,7 +20,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -29,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab.schedulers import SchedulerConfig, ddim_sample
-from scorelab.unet import UNet2D, load_unet, unet_folder
+from scorelab import viz
+from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
+from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample
+from scorelab.diffusers._unet import UNet2D, load_unet, unet_folder
 
 __all__ = [
     "resolve_pipeline",
@@ -39,55 +41,76 @@ __all__ = [
     "sample",
     "diffusers_sample",
     "to_images",
-    "save_grid",
     "run",
 ]
 
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 
-
-def _hub_cache() -> Path:
-    """The Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
-    ``~/.cache/huggingface/hub`` (huggingface_hub's own order)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")
-    return Path(home) / "hub"
+# A file at the root of every cached snapshot scorelab can load: a pipeline's index, the U-Net
+# of a pipeline, or a bare model's config.
+_SNAPSHOT_FILES = ("model_index.json", "unet/config.json", "config.json")
 
 
-def resolve_pipeline(path_or_id: str | os.PathLike, revision: str = "main") -> Path:
+def _cached_snapshot(repo_id: str, revision: str, cache: Path) -> Path | None:
+    """The snapshot folder of ``repo_id`` at ``revision`` in the hub cache ``cache``, if any.
+
+    ``huggingface_hub.try_to_load_from_cache`` resolves ``refs/<revision>`` and accepts only a
+    commit that is a folder listed in ``snapshots/``, so a ref such as ``../../..`` finds
+    nothing; the folder must also resolve inside the cache (no symlink out of it).
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    for name in _SNAPSHOT_FILES:
+        try:
+            file = try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=revision)
+        except HFValidationError:
+            return None
+        if isinstance(file, str):
+            snapshot = Path(file).parents[name.count("/")]
+            if snapshot.resolve().is_relative_to(cache.resolve()):
+                return snapshot
+    return None
+
+
+def resolve_pipeline(
+    path_or_id: str | os.PathLike,
+    revision: str = "main",
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """A local folder for ``path_or_id``, never touching the network.
 
-    An existing folder is returned as is. Otherwise ``owner/name`` is looked up in the hub
-    cache's layout, ``models--owner--name/snapshots/<commit>`` with the commit read from
-    ``refs/<revision>`` (what ``huggingface-cli download`` leaves behind). The cache is
-    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``.
+    An existing folder is returned as is. Otherwise a hub id ``owner/name`` is looked up in
+    the Hugging Face cache with ``huggingface_hub``'s cache API (offline), in the snapshot
+    that ``refs/<revision>`` names: what ``huggingface-cli download`` leaves behind.
 
     Args:
         path_or_id: a local folder, or a hub id ``owner/name`` already in the cache.
         revision: the cache ref naming the snapshot, e.g. ``main``.
+        cache_dir: the hub cache; ``None`` is huggingface_hub's (``$HF_HUB_CACHE``, else
+            ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``).
 
     Returns:
         The :class:`~pathlib.Path` of the folder.
 
     Raises:
-        ValueError: if it is neither a folder nor a cached snapshot, saying how to put the
-            weights on this machine.
+        PretrainedError: if it is neither a folder nor a cached snapshot inside the cache,
+            saying how to put the weights on this machine.
     """
+    from huggingface_hub import constants
+
     path = Path(path_or_id)
     if path.is_dir():
         return path
     repo_id = str(path_or_id)
+    cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
     if repo_id.count("/") == 1 and not repo_id.startswith((".", "/")):
-        repo = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
-        ref = repo / "refs" / revision
-        if ref.is_file():
-            snapshot = repo / "snapshots" / ref.read_text().strip()
-            if snapshot.is_dir():
-                return snapshot
-    raise ValueError(
+        snapshot = _cached_snapshot(repo_id, revision, cache)
+        if snapshot is not None:
+            return snapshot
+    raise PretrainedError(
         f"{path_or_id!r} is neither a local folder nor in the Hugging Face cache "
-        f"({_hub_cache()}); on a machine with network run `huggingface-cli download "
+        f"({cache}); on a machine with network run `huggingface-cli download "
         f"{repo_id if '/' in repo_id else 'google/ddpm-ema-celebahq-256'}` and copy its cache "
         "folder (or the downloaded folder) here, then pass the hub id or the folder"
     )
@@ -103,16 +126,22 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
         folder: a local pipeline or model folder, ``str`` or path-like.
 
     Returns:
-        The :class:`~scorelab.schedulers.SchedulerConfig`.
+        The :class:`SchedulerConfig`.
 
     Raises:
-        ValueError: for malformed JSON, or an option
-            :meth:`~scorelab.schedulers.SchedulerConfig.from_diffusers` does not support.
+        PretrainedError: naming the file: unreadable or malformed JSON, not an object, or an
+            option :meth:`SchedulerConfig.from_diffusers` refuses (unsupported, wrong type,
+            out of range).
     """
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.is_file():
         return SchedulerConfig()
-    return SchedulerConfig.from_diffusers(json.loads(file.read_text()))
+    config = read_json(file)
+    try:
+        return SchedulerConfig.from_diffusers(config)
+    except PretrainedError as error:
+        remedy = "fix the file or download the pipeline again"
+        raise PretrainedError(f"{file}: {error}; {remedy}") from None
 
 
 def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfig]:
@@ -122,26 +151,56 @@ def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfi
         path_or_id: as :func:`resolve_pipeline`.
 
     Returns:
-        ``(unet, config)``: the :class:`~scorelab.unet.UNet2D` (:func:`scorelab.unet.load_unet`)
-        and the :class:`~scorelab.schedulers.SchedulerConfig` (:func:`load_scheduler_config`).
+        ``(unet, config)``: the :class:`UNet2D` (:func:`load_unet`) and the
+        :class:`SchedulerConfig` (:func:`load_scheduler_config`).
 
     Raises:
-        ValueError: from :func:`resolve_pipeline`, :func:`scorelab.unet.load_unet` or
-            :func:`load_scheduler_config`.
+        PretrainedError: from :func:`resolve_pipeline`, :func:`load_scheduler_config` or
+            :func:`load_unet`.
 
     References:
         diffusers ``UNet2DModel`` documentation.
         https://huggingface.co/docs/diffusers/api/models/unet2d
     """
     folder = resolve_pipeline(path_or_id)
-    return load_unet(folder), load_scheduler_config(folder)
+    config = load_scheduler_config(folder)  # the small file first: fail before the weights
+    return load_unet(folder), config
 
 
 def _image_size(sample_size) -> tuple[int, int]:
     """``(H, W)`` from a config's ``sample_size`` (an int or a pair)."""
     if sample_size is None:
-        raise ValueError("the U-Net config has no sample_size; pass init noise instead")
-    return (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        raise PretrainedError("the U-Net config has no sample_size; pass init noise instead")
+    return (sample_size, sample_size) if is_int(sample_size) else tuple(sample_size)
+
+
+def _check_options(num_inference_steps, eta, n) -> None:
+    """The sampling options' types and ranges, before anything is loaded or drawn."""
+    if not (is_int(num_inference_steps) and num_inference_steps >= 1):
+        raise PretrainedError(
+            f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}"
+        )
+    if not (is_number(eta) and eta >= 0):
+        raise PretrainedError(f"eta must be a number >= 0, got {eta!r}; DDIM's eta is 0 to 1")
+    if not (is_int(n) and n >= 1):
+        raise PretrainedError(f"the number of images n must be an integer >= 1, got {n!r}")
+
+
+def _check_init_noise(x_T: np.ndarray, unet: UNet2D) -> None:
+    """``x_T`` against the U-Net: NCHW, its input channels, sizes its levels divide, finite."""
+    config = dict(unet.config)
+    channels, factor = config["in_channels"], 2 ** (len(config["block_out_channels"]) - 1)
+    if x_T.ndim != 4 or x_T.shape[1] != channels or x_T.shape[0] < 1:
+        raise PretrainedError(
+            f"init noise must be NCHW (B, {channels}, H, W) for this U-Net, got {x_T.shape}"
+        )
+    if x_T.shape[2] % factor or x_T.shape[3] % factor or min(x_T.shape[2:]) < 1:
+        raise PretrainedError(
+            f"init noise of shape {x_T.shape}: H and W must be positive multiples of {factor} "
+            "for this U-Net's levels"
+        )
+    if not np.all(np.isfinite(x_T)):
+        raise PretrainedError("init noise holds NaN or inf values; draw it again")
 
 
 @eqx.filter_jit
@@ -173,15 +232,17 @@ def sample(
     r"""DDIM samples of a pretrained U-Net, as diffusers' ``DDIMPipeline`` before its clamp.
 
     :math:`x_T \sim \mathcal{N}(0, I)` walked down the timesteps with DDIM's update
-    (:func:`scorelab.schedulers.ddim_step`, Song et al. 2021 eq. 12) under one ``jit``; the
+    (:func:`scorelab.diffusers.ddim_step`, Song et al. 2021 eq. 12) under one ``jit``; the
     pipeline's ``(x/2 + 0.5).clamp(0, 1)`` is left to :func:`to_images`.
 
     Args:
         unet: the network (:func:`load_pipeline`).
         config: scheduler options.
         key: PRNG key for the initial noise and, when ``eta > 0``, the step noise.
-        num_inference_steps, eta, use_clipped_model_output: as diffusers' pipeline.
-        n: batch size when ``x_T`` is drawn.
+        num_inference_steps, use_clipped_model_output: as diffusers' pipeline.
+        eta: DDIM's :math:`\eta \ge 0` (Song et al. 2021, eq. 16; diffusers' name): 0 is
+            deterministic, 1 DDPM's posterior noise.
+        n: batch size when ``x_T`` is drawn, ``>= 1``.
         x_T: ``(B, C, H, W)`` initial noise; drawn from ``key`` when ``None``.
         step_noise: ``(num_inference_steps, B, C, H, W)`` step noise; drawn when ``None``.
 
@@ -189,28 +250,35 @@ def sample(
         ``(B, C, H, W)`` float32 samples in model space (about ``[-1, 1]``).
 
     Raises:
-        ValueError: if ``x_T`` is not ``(B, in_channels, H, W)``, ``x_T`` is ``None`` and the
-            U-Net config has no ``sample_size``, or from
-            :func:`scorelab.schedulers.ddim_sample` (bad ``num_inference_steps``, ``eta < 0``,
-            ``step_noise`` of the wrong shape).
+        PretrainedError: before anything is drawn or run, if ``num_inference_steps``,
+            ``eta`` or ``n`` is not an integer ``>= 1`` / number ``>= 0`` / integer ``>= 1``,
+            ``x_T`` is not finite ``(B, in_channels, H, W)`` with ``H`` and ``W`` multiples of
+            ``2 ** (levels - 1)``, ``x_T`` is ``None`` and the U-Net config has no
+            ``sample_size``, or from :func:`ddim_sample` (``num_inference_steps`` above the
+            training steps, ``step_noise`` of the wrong shape).
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
+    _check_options(num_inference_steps, eta, n)
     key_init, key_steps = jax.random.split(key)
     if x_T is None:
         config_unet = dict(unet.config)
         shape = (n, config_unet["in_channels"], *_image_size(config_unet["sample_size"]))
         x_T = jax.random.normal(key_init, shape)
-    x_T = jnp.asarray(x_T, jnp.float32)
-    channels = dict(unet.config)["in_channels"]
-    if x_T.ndim != 4 or x_T.shape[1] != channels:
-        raise ValueError(
-            f"init noise must be NCHW (B, {channels}, H, W) for this U-Net, got {x_T.shape}"
-        )
+    else:
+        x_T = np.asarray(x_T, np.float32)
+        _check_init_noise(x_T, unet)
     return _ddim(
-        unet, x_T, key_steps, step_noise, config, num_inference_steps, eta, use_clipped_model_output
+        unet,
+        jnp.asarray(x_T, jnp.float32),
+        key_steps,
+        step_noise,
+        config,
+        num_inference_steps,
+        eta,
+        use_clipped_model_output,
     )
 
 
@@ -248,8 +316,8 @@ def diffusers_sample(
         ``(B, C, H, W)`` float32 samples in model space.
 
     Raises:
-        ValueError: if torch or diffusers is not installed, or from :func:`resolve_pipeline`
-            and :func:`scorelab.unet.unet_folder`.
+        PretrainedError: if torch or diffusers is not installed, or from
+            :func:`resolve_pipeline` and :func:`unet_folder`.
 
     References:
         diffusers ``DDIMPipeline`` / ``DDIMScheduler`` documentation.
@@ -260,7 +328,7 @@ def diffusers_sample(
         from diffusers import DDIMScheduler, UNet2DModel
         from diffusers.utils.torch_utils import randn_tensor
     except ImportError as error:
-        raise ValueError(
+        raise PretrainedError(
             "--backend diffusers needs the diffusers extra: pip install 'scorelab[diffusers]'"
         ) from error
     folder = unet_folder(resolve_pipeline(path_or_id))
@@ -308,32 +376,22 @@ def to_images(x) -> np.ndarray:
     return np.round(images * 255).astype(np.uint8)
 
 
-def save_grid(images: np.ndarray, path: str | os.PathLike, columns: int | None = None) -> Path:
-    """Tile ``(B, H, W, C)`` uint8 images into one PNG (row-major, black padding), pixel exact.
-
-    The grid has ``ceil(B / columns)`` rows; one-channel images are written as greyscale.
-
-    Args:
-        images: ``(B, H, W, C)`` uint8 array, ``C`` in 1, 3 or 4 (:func:`to_images`).
-        path: the PNG file; missing parent folders are created.
-        columns: images per row; ``None`` (or 0) means ``ceil(sqrt(B))``.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    from matplotlib.image import imsave
-
-    batch, height, width, channels = images.shape
-    columns = columns or int(np.ceil(np.sqrt(batch)))
-    rows = -(-batch // columns)
-    grid = np.zeros((rows * height, columns * width, channels), np.uint8)
-    for i, image in enumerate(images):
-        row, column = divmod(i, columns)
-        grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, grid[..., 0] if channels == 1 else grid, cmap="gray" if channels == 1 else None)
-    return path
+def _load_noise(file: str | os.PathLike, flag: str) -> np.ndarray:
+    """A noise array from a ``.npy`` file, as float32; ``flag`` names the option in errors."""
+    remedy = "save a float array with numpy.save"
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PretrainedError(
+            f"{flag} {file}: not a readable .npy file ({reason}); {remedy}"
+        ) from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise PretrainedError(f"{flag} {file}: holds no numeric array; {remedy}")
+    array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise PretrainedError(f"{flag} {file}: holds NaN or inf values; {remedy}")
+    return array
 
 
 def run(
@@ -353,14 +411,17 @@ def run(
 ) -> np.ndarray:
     """``scorelab pretrained``: sample a pipeline, write the PNG grid (and the array).
 
+    The options and noise files are checked before the pipeline is loaded, the pipeline's
+    files before any sampling.
+
     Args:
         path_or_id: pipeline folder, bare model folder, or hub id in the local cache.
-        output: PNG path of the grid.
+        output: PNG path of the grid (:func:`scorelab.viz.save_image_grid`).
         backend: ``jax`` (scorelab) or ``diffusers`` (:func:`diffusers_sample`).
         seed: PRNG seed (a JAX key, or a torch generator for ``diffusers``: the two backends
             draw different noise from one seed; inject it to compare them).
         num_inference_steps, eta, use_clipped_model_output: as diffusers' ``DDIMPipeline``.
-        n: batch size when the initial noise is drawn.
+        n: batch size when the initial noise is drawn, ``>= 1``.
         init_noise, step_noise: ``.npy`` files of ``(B, C, H, W)`` and
             ``(steps, B, C, H, W)`` noise.
         save_array: ``.npy`` path for the model-space samples.
@@ -371,17 +432,24 @@ def run(
         The model-space samples, ``(B, C, H, W)`` float32 NumPy array.
 
     Raises:
-        ValueError: for a ``backend`` other than ``jax`` or ``diffusers``, or from
-            :func:`resolve_pipeline`, :func:`load_scheduler_config`, :func:`sample` and
+        PretrainedError: one line naming the input: a ``backend`` other than ``jax`` or
+            ``diffusers``, a bad option or noise file, or from :func:`resolve_pipeline`,
+            :func:`load_scheduler_config`, :func:`load_unet`, :func:`sample` and
             :func:`diffusers_sample`.
     """
     if backend not in ("jax", "diffusers"):
-        raise ValueError(f"backend must be jax or diffusers, got {backend!r}")
+        raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
+    _check_options(num_inference_steps, eta, n)
+    x_T = None if init_noise is None else _load_noise(init_noise, "--init-noise")
+    noise = None if step_noise is None else _load_noise(step_noise, "--step-noise")
+    if noise is not None and x_T is not None and noise.shape != (num_inference_steps, *x_T.shape):
+        raise PretrainedError(
+            f"--step-noise {step_noise}: shape {noise.shape}, expected "
+            f"{(num_inference_steps, *x_T.shape)} (steps, then the init noise's shape)"
+        )
     folder = resolve_pipeline(path_or_id)
     overrides = {k: v for k, v in (scheduler or {}).items() if v is not None}
     config = dataclasses.replace(load_scheduler_config(folder), **overrides)
-    x_T = None if init_noise is None else np.load(init_noise)
-    noise = None if step_noise is None else np.load(step_noise)
     options = dict(
         num_inference_steps=num_inference_steps,
         eta=eta,
@@ -396,5 +464,5 @@ def run(
         x = diffusers_sample(folder, config, seed=seed, **options)
     if save_array is not None:
         np.save(save_array, x)
-    save_grid(to_images(x), output)
+    viz.save_image_grid(to_images(x), output)
     return x

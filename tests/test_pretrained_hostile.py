@@ -1,0 +1,380 @@
+"""A pretrained loader that trusts nothing: a corpus of damaged copies of the tiny fixture.
+
+Each case copies ``tests/fixtures/tiny_ddpm`` into ``tmp_path``, damages one file (a field of
+a configuration, a tensor, the safetensors bytes) and loads it: the loader must refuse it with
+a :class:`PretrainedError` whose message is one line naming the file and the field or tensor.
+A few cases go through the ``scorelab`` command in a subprocess: exit status 2, one line on
+stderr, no traceback.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from scorelab.diffusers import PretrainedError, load_pipeline, run
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = ROOT / "tests" / "fixtures" / "tiny_ddpm"
+UNET_CONFIG = Path("unet") / "config.json"
+SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
+WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
+
+
+def _copy(tmp_path) -> Path:
+    folder = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, folder)
+    return folder
+
+
+# --- damage, one file at a time ----------------------------------------------------------------
+
+
+def _config_field(file, **changes):
+    def damage(folder):
+        config = json.loads((folder / file).read_text())
+        (folder / file).write_text(json.dumps({**config, **changes}))
+
+    return damage
+
+
+def _config_text(file, text: bytes):
+    def damage(folder):
+        (folder / file).write_bytes(text)
+
+    return damage
+
+
+def _tensors(change):
+    def damage(folder):
+        tensors = load_file(str(folder / WEIGHTS))
+        change(tensors)
+        save_file(tensors, str(folder / WEIGHTS))
+
+    return damage
+
+
+def _set(name, value):
+    return _tensors(lambda tensors: tensors.__setitem__(name, value))
+
+
+def _poison(name, value):
+    def change(tensors):
+        tensors[name] = tensors[name].copy()
+        tensors[name].flat[1] = value
+
+    return _tensors(change)
+
+
+def _weights_bytes(edit):
+    def damage(folder):
+        data = (folder / WEIGHTS).read_bytes()
+        (folder / WEIGHTS).write_bytes(edit(data))
+
+    return damage
+
+
+def _legacy_duplicate(tensors):
+    name = next(n for n in tensors if ".to_q.weight" in n)
+    tensors[name.replace(".to_q.", ".query.")] = tensors[name]
+
+
+def _nan_first_and_bad_shape_last(tensors):
+    # conv_in is the first tensor the network reads, conv_out among the last: the shapes are
+    # all checked before any value is read, so the shape is what is reported.
+    tensors["conv_in.weight"] = np.full_like(tensors["conv_in.weight"], np.nan)
+    tensors["conv_out.weight"] = np.zeros((3, 16, 1, 1), np.float32)
+
+
+def _remove_weights(folder):
+    (folder / WEIGHTS).unlink()
+
+
+# (damage, the file named, the field or tensor named)
+CASES = {
+    # unet/config.json
+    "config is a list": (_config_text(UNET_CONFIG, b"[1, 2]"), UNET_CONFIG, "JSON object"),
+    "config is truncated": (_config_text(UNET_CONFIG, b'{"in_channels":'), UNET_CONFIG, "JSON"),
+    "config is not UTF-8": (_config_text(UNET_CONFIG, b"\xff\xfe\x00"), UNET_CONFIG, "read"),
+    "in_channels a string": (
+        _config_field(UNET_CONFIG, in_channels="3"),
+        UNET_CONFIG,
+        "in_channels",
+    ),
+    "out_channels negative": (
+        _config_field(UNET_CONFIG, out_channels=-3),
+        UNET_CONFIG,
+        "out_channels",
+    ),
+    "block_out_channels holds a string": (
+        _config_field(UNET_CONFIG, block_out_channels=[16, 16, "32"]),
+        UNET_CONFIG,
+        "block_out_channels",
+    ),
+    "norm_num_groups does not divide": (
+        _config_field(UNET_CONFIG, norm_num_groups=5),
+        UNET_CONFIG,
+        "norm_num_groups",
+    ),
+    "absurd sample_size": (
+        _config_field(UNET_CONFIG, sample_size=1_000_000),
+        UNET_CONFIG,
+        "sample_size",
+    ),
+    "sample_size the levels do not divide": (
+        _config_field(UNET_CONFIG, sample_size=18),
+        UNET_CONFIG,
+        "sample_size",
+    ),
+    "layers_per_block 0": (
+        _config_field(UNET_CONFIG, layers_per_block=0),
+        UNET_CONFIG,
+        "layers_per_block",
+    ),
+    "layers_per_block a float": (
+        _config_field(UNET_CONFIG, layers_per_block=2.5),
+        UNET_CONFIG,
+        "layers_per_block",
+    ),
+    "norm_eps negative": (_config_field(UNET_CONFIG, norm_eps=-1e-6), UNET_CONFIG, "norm_eps"),
+    "attention_head_dim does not divide": (
+        _config_field(UNET_CONFIG, attention_head_dim=5),
+        UNET_CONFIG,
+        "attention_head_dim",
+    ),
+    "flip_sin_to_cos a string": (
+        _config_field(UNET_CONFIG, flip_sin_to_cos="no"),
+        UNET_CONFIG,
+        "flip_sin_to_cos",
+    ),
+    "down_block_types a string": (
+        _config_field(UNET_CONFIG, down_block_types="DownBlock2D"),
+        UNET_CONFIG,
+        "down_block_types",
+    ),
+    "time_embedding_dim absurd": (
+        _config_field(UNET_CONFIG, time_embedding_dim=10**9),
+        UNET_CONFIG,
+        "time_embedding_dim",
+    ),
+    "freq_shift at half the width": (
+        _config_field(UNET_CONFIG, freq_shift=8),
+        UNET_CONFIG,
+        "freq_shift",
+    ),
+    "unknown field": (
+        _config_field(UNET_CONFIG, cross_attention_dim=64),
+        UNET_CONFIG,
+        "cross_attention_dim",
+    ),
+    "another model class": (
+        _config_field(UNET_CONFIG, _class_name="UNet2DConditionModel"),
+        UNET_CONFIG,
+        "UNet2DConditionModel",
+    ),
+    # scheduler/scheduler_config.json
+    "scheduler config is a list": (
+        _config_text(SCHEDULER_CONFIG, b"[]"),
+        SCHEDULER_CONFIG,
+        "JSON object",
+    ),
+    "beta_end 5": (_config_field(SCHEDULER_CONFIG, beta_end=5.0), SCHEDULER_CONFIG, "beta_end"),
+    "beta_start 0": (
+        _config_field(SCHEDULER_CONFIG, beta_start=0.0),
+        SCHEDULER_CONFIG,
+        "beta_start",
+    ),
+    "num_train_timesteps absurd": (
+        _config_field(SCHEDULER_CONFIG, num_train_timesteps=10**12),
+        SCHEDULER_CONFIG,
+        "num_train_timesteps",
+    ),
+    "clip_sample a string": (
+        _config_field(SCHEDULER_CONFIG, clip_sample="yes"),
+        SCHEDULER_CONFIG,
+        "clip_sample",
+    ),
+    "prediction_type a list": (
+        _config_field(SCHEDULER_CONFIG, prediction_type=["epsilon"]),
+        SCHEDULER_CONFIG,
+        "prediction_type",
+    ),
+    "steps_offset negative": (
+        _config_field(SCHEDULER_CONFIG, steps_offset=-1),
+        SCHEDULER_CONFIG,
+        "steps_offset",
+    ),
+    "thresholding on": (
+        _config_field(SCHEDULER_CONFIG, thresholding=True),
+        SCHEDULER_CONFIG,
+        "thresholding",
+    ),
+    # unet/diffusion_pytorch_model.safetensors
+    "a (1,) bias": (
+        _set("conv_in.bias", np.zeros(1, np.float32)),
+        WEIGHTS,
+        "'conv_in.bias' has shape (1,)",
+    ),
+    "a 5x5 conv_in": (
+        _set("conv_in.weight", np.zeros((16, 3, 5, 5), np.float32)),
+        WEIGHTS,
+        "'conv_in.weight' has shape (16, 3, 5, 5), expected (16, 3, 3, 3)",
+    ),
+    "a transposed linear": (
+        _set("time_embedding.linear_1.weight", np.zeros((16, 64), np.float32)),
+        WEIGHTS,
+        "expected (64, 16)",
+    ),
+    "a NaN weight": (
+        _poison("mid_block.resnets.0.conv1.weight", np.nan),
+        WEIGHTS,
+        "mid_block.resnets.0.conv1",
+    ),
+    "an inf weight": (_poison("conv_out.bias", np.inf), WEIGHTS, "'conv_out.bias' holds NaN"),
+    "an integer tensor": (
+        _set("conv_out.bias", np.zeros(3, np.int32)),
+        WEIGHTS,
+        "'conv_out.bias' has dtype int32",
+    ),
+    "a missing tensor": (
+        _tensors(lambda tensors: tensors.pop("conv_norm_out.weight")),
+        WEIGHTS,
+        "lacks tensor 'conv_norm_out.weight'",
+    ),
+    "an extra tensor": (
+        _set("class_embedding.weight", np.zeros((10, 64), np.float32)),
+        WEIGHTS,
+        "class_embedding.weight",
+    ),
+    "shapes are checked before values": (
+        _tensors(_nan_first_and_bad_shape_last),
+        WEIGHTS,
+        "'conv_out.weight' has shape (3, 16, 1, 1), expected (3, 16, 3, 3)",
+    ),
+    "a legacy name beside the new one": (_tensors(_legacy_duplicate), WEIGHTS, "twice"),
+    "a truncated file": (_weights_bytes(lambda data: data[:-100]), WEIGHTS, "safetensors"),
+    "a huge header": (
+        _weights_bytes(lambda data: (10**12).to_bytes(8, "little") + data[8:]),
+        WEIGHTS,
+        "header",
+    ),
+    "an empty file": (_weights_bytes(lambda data: b""), WEIGHTS, "safetensors"),
+    "no weights file": (_remove_weights, WEIGHTS, "save_pretrained"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_damaged_pipeline_is_refused_in_one_line_naming_the_file_and_field(case, tmp_path):
+    damage, file, named = CASES[case]
+    folder = _copy(tmp_path)
+    damage(folder)
+    with pytest.raises(PretrainedError) as refused:
+        load_pipeline(folder)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert str(folder / file) in message and named in message
+
+
+def test_the_corpus_is_large_and_every_case_needs_its_damage(tmp_path):
+    # The undamaged copy loads: each refusal above comes from its damage.
+    assert len(CASES) >= 25
+    unet, _ = load_pipeline(_copy(tmp_path))
+    assert dict(unet.config)["sample_size"] == 16
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (dict(n=0), "n must be an integer >= 1"),
+        (dict(num_inference_steps=0), "num_inference_steps"),
+        (dict(eta=-0.5), "eta"),
+        (dict(eta=float("nan")), "eta"),
+        (dict(backend="torch"), "backend"),
+    ],
+)
+def test_bad_options_are_refused_before_the_pipeline_is_read(options, named, tmp_path):
+    # The pipeline path does not exist: the options are checked first.
+    with pytest.raises(PretrainedError, match=named):
+        run(tmp_path / "missing", tmp_path / "grid.png", **options)
+
+
+def _noise_file(tmp_path, array, name="noise.npy"):
+    path = tmp_path / name
+    np.save(path, array)
+    return path
+
+
+@pytest.mark.parametrize(
+    "init, named",
+    [
+        (np.zeros((2, 3, 16), np.float32), "(B, 3, H, W)"),
+        (np.zeros((2, 3, 18, 18), np.float32), "multiples of 4"),
+        (np.full((1, 3, 16, 16), np.nan, np.float32), "NaN"),
+        (np.array(["a", "b"]), "numeric"),
+    ],
+)
+def test_bad_init_noise_is_refused_naming_it(init, named, tmp_path):
+    with pytest.raises(PretrainedError, match="init") as refused:
+        run(PIPELINE, tmp_path / "grid.png", init_noise=_noise_file(tmp_path, init))
+    assert named in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_unreadable_or_mismatched_noise_files_are_refused(tmp_path):
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not numpy")
+    with pytest.raises(PretrainedError, match="--init-noise .*garbage.npy: not a readable"):
+        run(PIPELINE, tmp_path / "grid.png", init_noise=garbage)
+    init = _noise_file(tmp_path, np.zeros((2, 3, 16, 16), np.float32), "init.npy")
+    steps = _noise_file(tmp_path, np.zeros((9, 2, 3, 16, 16), np.float32), "steps.npy")
+    with pytest.raises(PretrainedError, match=r"--step-noise .*expected \(10, 2, 3, 16, 16\)"):
+        run(PIPELINE, tmp_path / "g.png", num_inference_steps=10, init_noise=init, step_noise=steps)
+
+
+# --- the command line: exit status 2, one line, no traceback ------------------------------------
+
+
+def _cli(*argv):
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "scorelab.cli", "pretrained", *map(str, argv)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    "case, extra, named",
+    [
+        ("a (1,) bias", [], "'conv_in.bias' has shape (1,), expected (16,)"),
+        ("beta_end 5", [], "beta_end must be a number in (0, 1), got 5.0"),
+        ("absurd sample_size", [], "sample_size"),
+        (None, ["--n", "0"], "n must be an integer >= 1, got 0"),
+        (None, ["--init-noise", "WRONG"], "init noise must be NCHW (B, 3, H, W)"),
+    ],
+)
+def test_cli_refuses_with_status_2_one_line_no_traceback(case, extra, named, tmp_path):
+    folder = _copy(tmp_path)
+    if case is not None:
+        CASES[case][0](folder)
+    if "WRONG" in extra:
+        extra = ["--init-noise", _noise_file(tmp_path, np.zeros((1, 1, 16, 16), np.float32))]
+    result = _cli(folder, "-o", tmp_path / "grid.png", *extra)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scorelab pretrained: error: ")
+    assert named in lines[0]
+    assert not (tmp_path / "grid.png").exists()
