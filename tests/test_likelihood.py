@@ -143,7 +143,8 @@ def test_hutchinson_is_unbiased_with_the_fixed_probe_variance(probe, n_probes):
     squared_deviations = (values - mean) ** 2
     variance_se = squared_deviations.std(ddof=1) / math.sqrt(values.size)
     assert abs(squared_deviations.mean() - expected_variance) < K_SE * variance_se
-    assert expected_variance > 10 * K_SE * variance_se / math.sqrt(N_REPEATS)  # not vacuous
+    # Not vacuous: the variance is resolved, so zero (probes redrawn per step) would fail.
+    assert expected_variance > 2 * K_SE * variance_se
 
 
 def test_nfe_counts_every_field_evaluation(mixture):

@@ -448,7 +448,7 @@ def digits_mixture() -> GaussianMixture:
     with :math:`S_c` the class's maximum-likelihood covariance and :math:`\rho_c` the
     Ledoit-Wolf shrinkage intensity (``sklearn.covariance.ledoit_wolf``). :math:`S_c` itself
     is singular (pixels that are constant within a class, and :math:`n_c \approx 180` points
-    in 64 dimensions); the shrinkage, :math:`\rho_c` between 0.03 and 0.08, lifts its
+    in 64 dimensions); the shrinkage, :math:`\rho_c` between 0.029 and 0.080, lifts its
     smallest eigenvalue to 0.0067-0.014 (a standard deviation of at least 0.08, two thirds of
     the pixel step 1/8) and leaves condition numbers between 150 and 810, well within float32
     (``tests/test_targets.py`` checks these bounds).
