@@ -335,22 +335,24 @@ def bits_per_dim(log_prob, dim: int, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
 
     .. math::
         \mathrm{bpd} = \frac{-\log p(z) - D \log \Delta}{D \log 2},
-        \qquad z = x + \Delta u \ (\text{:func:`dequantise`}),
+        \qquad z = x + \Delta u,
 
-    an upper bound, in expectation over :math:`u`, on :math:`-\log_2 P(x) / D` for the
-    discrete data (see :func:`dequantise`). The convention, precisely: 8-bit pixels
-    :math:`k \in \{0, \dots, 255\}` are scaled to :math:`x = k / 127.5 - 1 \in [-1, 1]` (DDPM's
-    scaling), so :math:`\Delta = 2/255` and
+    with :math:`z` from :func:`dequantise`. Its expectation over :math:`u` bounds
+    :math:`-\log_2 P(x) / D` of the discrete data from above (see :func:`dequantise`). The
+    convention, precisely: 8-bit pixels :math:`k \in \{0, \dots, 255\}` are scaled to
+    :math:`x = k / 127.5 - 1 \in [-1, 1]` (DDPM's scaling), the dequantised point is
+    :math:`z = (k + u) / 127.5 - 1`, :math:`u \sim \mathcal{U}[0, 1)^D`, so
+    :math:`\Delta = 2/255` and
 
     .. math::
         \mathrm{bpd} = \frac{-\log p(z) + D \log 127.5}{D \log 2},
 
-    which equals the bits per dimension of the density of :math:`k + u` on
-    :math:`[0, 256)^D` (Ho et al. 2019). A model uniform on :math:`[-1, 1 + \Delta)^D` scores
-    exactly 8. Song et al. (2021)'s code scales :math:`(k + u)/256` to :math:`[-1, 1)`
-    instead (:math:`\Delta = 1/128`, an offset of exactly 7 bits); the same model density
-    reads :math:`\log_2(128/127.5) = 0.0056` bits lower there, so compare numbers only under
-    one convention.
+    the bits per dimension of the density of :math:`k + u` on :math:`[0, 256)^D` (Ho et al.
+    2019), whose Jacobian to :math:`z` is :math:`127.5^{-D}`. A model uniform on
+    :math:`[-1, 1 + \Delta)^D` scores exactly 8. Song et al. (2021)'s code maps
+    :math:`k + u` to :math:`(k + u)/128 - 1 \in [-1, 1)` instead (:math:`\Delta = 1/128`, an
+    offset of exactly 7 bits): the same :math:`\log p` reads :math:`\log_2(128/127.5) =
+    0.0056` bits higher there, so compare numbers only under one convention.
 
     Args:
         log_prob: log-density(ies) :math:`\log p(z)` in nats, any shape.
@@ -384,7 +386,8 @@ def dequantised_bits_per_dim(
 
     .. math::
         \mathrm{bpd}_i = \frac{-\log p(z_i) - D \log \Delta}{D \log 2}
-        \quad (\text{:func:`bits_per_dim`}).
+
+    (:func:`bits_per_dim`).
 
     The mean over points is the usual reported number; each term is a one-sample estimate of
     the dequantisation bound.
