@@ -77,7 +77,7 @@ PROCESSES = ("ve", "vp")
 
 EXACT_TRACE_MAX_DIM = 128
 """With ``n_probes="auto"``, the largest dimension whose divergence is the exact trace (``d``
-Jacobian-vector products per field evaluation); above it one Rademacher probe is used."""
+Jacobian-vector products per field evaluation); above it one Hutchinson probe is used."""
 
 EIGHT_BIT_BIN_WIDTH = 2.0 / 255.0
 r"""The dequantisation bin of 8-bit images scaled to [-1, 1] as :math:`x = k / 127.5 - 1`."""
@@ -179,7 +179,8 @@ def ode_log_likelihood(
     * an integer ``K >= 1``: Hutchinson's estimate with ``K`` probes (``probe``: Rademacher or
       Gaussian), drawn once from ``key`` and held fixed along the solve (FFJORD); unbiased for
       the exact result up to the solver's error, at ``K`` products per evaluation;
-    * ``"auto"``: exact for ``d <=`` :data:`EXACT_TRACE_MAX_DIM`, else one Rademacher probe.
+    * ``"auto"``: exact for ``d <=`` :data:`EXACT_TRACE_MAX_DIM` (the 64-D digits), else one
+      probe of kind ``probe`` (Song et al. 2021 evaluate with one probe per point).
 
     Args:
         key: draws the probes (unused for the exact trace).
