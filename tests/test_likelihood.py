@@ -231,3 +231,28 @@ def test_dequantised_bits_per_dim_of_digits_under_the_oracle():
 def test_bad_options_are_rejected(mixture, options):
     with pytest.raises(ValueError):
         ode_log_likelihood(jax.random.key(0), ExactScore(mixture), jnp.zeros(2), **options)
+
+
+def test_auto_is_the_exact_trace_up_to_its_dimension_and_one_probe_above(monkeypatch):
+    from scorelab import likelihood
+
+    target = gaussian(jnp.zeros(4), COVARIANCE)
+    x = target.sample(jax.random.key(12), 1)[0]
+
+    def run(n_probes):  # a fresh jit per call: EXACT_TRACE_MAX_DIM is read at trace time
+        return jax.jit(
+            lambda y: (
+                ode_log_likelihood(
+                    jax.random.key(13),
+                    ExactScore(target),
+                    y,
+                    n_probes=n_probes,
+                    rtol=1e-3,
+                    atol=1e-3,
+                ).log_prob
+            )
+        )(x)
+
+    assert run("auto") == run("exact")
+    monkeypatch.setattr(likelihood, "EXACT_TRACE_MAX_DIM", 3)
+    assert run("auto") == run(1) != run("exact")
