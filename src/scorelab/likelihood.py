@@ -171,6 +171,13 @@ def ode_log_likelihood(
     \log q_0\|^2) + O(\sigma^4)`, so a small ``sigma_min`` approximates :math:`\log q_0`; a
     learned model is only meaningful down to the lowest level it was trained on.
 
+    Accuracy: with a smooth score (the exact oracle, a SiLU or softplus network) the error
+    falls with ``rtol`` down to float32's resolution. A piecewise-linear network (leaky ReLU,
+    the tutorial's) has a kinked field: the controller shrinks its steps at every kink and
+    float32 rounding of :math:`\ell` accumulates over them, so in float32 a tolerance much
+    below the default can move the result *away* from the converged value; solve under
+    ``jax.enable_x64`` for tighter answers.
+
     The divergence (``n_probes``):
 
     * ``"exact"``: the trace from ``d`` Jacobian-vector products (one per basis vector, all
