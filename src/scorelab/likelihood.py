@@ -213,7 +213,7 @@ def ode_log_likelihood(
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
-        Differential Equations, App. D.2 (eqs. 39-40). https://arxiv.org/abs/2011.13456
+        Differential Equations, App. D.2. https://arxiv.org/abs/2011.13456
         Grathwohl, W. et al. (2019). FFJORD: Free-form Continuous Dynamics for Scalable
         Reversible Generative Models, Sec. 3.1. https://arxiv.org/abs/1810.01367
         Hutchinson, M. F. (1989). A Stochastic Estimator of the Trace of the Influence Matrix
