@@ -8,9 +8,11 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from scorelab.targets import (
+    DIGITS_IMAGE_SHAPE,
     TOY_DATASETS,
     DataError,
     GaussianMixture,
+    digits_mixture,
     gaussian,
     load_array,
     seed_mixture,
@@ -236,3 +238,73 @@ def test_oracle_contracts_at_full_float32_precision():
         assert precisions, name
         highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
         assert all(p == highest for p in precisions), (name, precisions)
+
+
+# --- the 64-D digits oracle ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's digits scaled to [-1, 1] as the oracle documents, and their labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.images / 8.0 - 1.0, data.target
+
+
+@pytest.fixture(scope="module")
+def digits_target():
+    return digits_mixture()
+
+
+def test_digits_mixture_has_the_class_statistics(digits, digits_target):
+    """Weights are class frequencies, means class means, laid out as (1, 8, 8) images."""
+    images, labels = digits
+    assert digits_target.means.shape == (10, 64) and DIGITS_IMAGE_SHAPE == (1, 8, 8)
+    np.testing.assert_allclose(digits_target.weights, np.bincount(labels) / labels.size, rtol=1e-6)
+    for c in range(10):
+        class_mean_image = images[labels == c].mean(axis=0)  # (8, 8), row by row
+        np.testing.assert_allclose(
+            np.asarray(digits_target.means[c]).reshape(DIGITS_IMAGE_SHAPE)[0],
+            class_mean_image,
+            atol=1e-6,
+        )
+
+
+def test_digits_covariances_are_shrunk_class_covariances(digits, digits_target):
+    """C_c = (1 - rho_c) S_c + rho_c tr(S_c)/64 I with one rho_c per class in [0.029, 0.080]: the
+    smallest eigenvalue and condition number the docstring states."""
+    images, labels = digits
+    x = images.reshape(-1, 64)
+    for c in range(10):
+        members = x[labels == c]
+        empirical = np.cov(members, rowvar=False, bias=True)
+        covariance = np.asarray(digits_target.covariances[c], np.float64)
+        off = ~np.eye(64, dtype=bool)
+        # The off-diagonal is scaled by 1 - rho: recover rho by least squares, then check all.
+        keep = np.sum(covariance[off] * empirical[off]) / np.sum(empirical[off] ** 2)
+        rho = 1.0 - keep
+        target_scale = np.trace(empirical) / 64
+        expected = keep * empirical + rho * target_scale * np.eye(64)
+        np.testing.assert_allclose(covariance, expected, atol=1e-6)
+        assert 0.029 <= rho <= 0.080
+        eigenvalues = np.asarray(digits_target.eigenvalues[c], np.float64)
+        assert eigenvalues.min() >= 0.0067 and 150 <= eigenvalues.max() / eigenvalues.min() <= 810
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1, 1.0])
+def test_digits_exact_score_is_the_gradient_of_log_prob(digits_target, sigma):
+    noised = digits_target.ve_marginal(sigma)
+    x = noised.sample(jax.random.key(3), 16)
+    score = jax.vmap(digits_target.ve_score, in_axes=(0, None))(x, sigma)
+    gradient = jax.vmap(jax.grad(noised.log_prob))(x)
+    scale = float(jnp.max(jnp.abs(gradient)))
+    np.testing.assert_allclose(score, gradient, atol=1e-4 * scale)
+
+
+def test_digits_samples_have_the_mixture_mean(digits_target):
+    n = 4000
+    x = np.asarray(digits_target.sample(jax.random.key(4), n), np.float64)
+    standard_error = x.std(axis=0, ddof=1) / np.sqrt(n)
+    z = (x.mean(axis=0) - np.asarray(digits_target.mean())) / standard_error
+    assert np.max(np.abs(z)) < 4.5  # 64 coordinates: two-sided normal tail 7e-6 each

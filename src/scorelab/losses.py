@@ -106,7 +106,12 @@ def _score_and_quadratic_forms(
     probe: ``n`` forward-mode products sharing one forward pass, never a full Jacobian.
     """
     score, score_jvp = jax.linearize(lambda y: score_fn(y, sigma), x)
-    return score, _small_map(lambda v: jnp.dot(v, score_jvp(v)), probes)
+    # Full float32 on every backend (a no-op on a CPU): vmapped over probes this dot is a
+    # batched matmul, which a GPU's default precision may round to TF32 (10-bit mantissa),
+    # and the likelihood integrates these forms over the whole ODE solve.
+    return score, _small_map(
+        lambda v: jnp.dot(v, score_jvp(v), precision=jax.lax.Precision.HIGHEST), probes
+    )
 
 
 def _draw_probes(key: Array, n: int, x: Array, probe: str) -> Array:

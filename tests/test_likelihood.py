@@ -1,0 +1,294 @@
+"""Likelihood by the probability-flow ODE against the exact oracle, Hutchinson's estimator
+against its closed-form mean and variance, and bits per dimension by hand.
+
+ODE tolerances: the step-size controller keeps each step's local error below ``rtol`` times
+the state, and the log-density integral ``ℓ`` grows to at most ``d log(sigma_max / sigma_min)``
+(its integrand ``σ² tr((C + σ² I)^{-1})`` is at most ``d`` for a Gaussian component), so the
+global error allowed is ``ODE_SLACK * rtol * d * log(sigma_max / sigma_min)``, and a
+convergence check shows the error is the solver's (it shrinks with ``rtol``). The prior
+mismatch ``log N(y_T; 0, σ_max² I) - log q_{σ_max}(y_T)`` is removed exactly from the ODE's
+end point ``latent``, so the comparison isolates the solve.
+
+Statistical checks: ``K_SE = 4`` standard errors from fixed-seed repeats.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scorelab.likelihood import (
+    EIGHT_BIT_BIN_WIDTH,
+    bits_per_dim,
+    dequantise,
+    dequantised_bits_per_dim,
+    log_likelihood,
+    ode_log_likelihood,
+)
+from scorelab.models import ExactScore, NoiseConditionalMLP
+from scorelab.samplers import ve_score_from_vp, vp_alpha_sigma_from_ve
+from scorelab.targets import DIGITS_BIN_WIDTH, digits_mixture, gaussian
+
+SIGMA_MIN, SIGMA_MAX = 0.02, 80.0
+ODE_SLACK = 5.0
+K_SE = 4.0
+N_REPEATS = 400
+
+# A correlated Gaussian in 4-D: Rademacher probes have variance 2 sum_{i != j} M_ij^2 > 0.
+_A = np.array(
+    [[1.0, 0.6, 0.0, 0.2], [0.0, 0.8, -0.5, 0.0], [0.3, 0.0, 1.2, 0.4], [0.0, 0.1, 0.0, 0.5]]
+)
+COVARIANCE = _A @ _A.T + 0.05 * np.eye(4)
+
+
+def _ode_tolerance(rtol, dim):
+    return ODE_SLACK * rtol * dim * math.log(SIGMA_MAX / SIGMA_MIN)
+
+
+def _gaussian_log_prob(y, variance):
+    """log N(y; 0, variance I) over the last axis."""
+    dim = y.shape[-1]
+    return -0.5 * (jnp.sum(y**2, axis=-1) / variance + dim * jnp.log(2 * jnp.pi * variance))
+
+
+def _with_exact_prior(out, target, prior_variance=SIGMA_MAX**2):
+    """The ODE's log-density with the prior N(0, prior_variance I) replaced by q_{σ_max}."""
+    return (
+        out.log_prob
+        - _gaussian_log_prob(out.latent, prior_variance)
+        + target.ve_marginal(SIGMA_MAX).log_prob(out.latent)
+    )
+
+
+def _integrated_trace_matrix(covariance):
+    r"""M = ∫ σ² (C + σ² I)^{-1} d log σ = ½ U diag(log((λ + σ_max²)/(λ + σ_min²))) U^T.
+
+    For a Gaussian target the divergence integrand is -σ² tr J with J = -(C + σ² I)^{-1},
+    independent of x, so a fixed probe v contributes exactly v^T M v.
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    log_ratio = np.log((eigenvalues + SIGMA_MAX**2) / (eigenvalues + SIGMA_MIN**2))
+    return 0.5 * (eigenvectors * log_ratio) @ eigenvectors.T
+
+
+def test_exact_score_gives_the_noised_log_density_of_the_seed_mixture(mixture):
+    """With the exact score the ODE returns log q_{σ_min}(x), to a tolerance that shrinks with
+    rtol; without the correction the prior mismatch of N(0, 80² I) shows (about 0.03 nats)."""
+    x = mixture.sample(jax.random.key(1), 8)
+    exact = mixture.ve_marginal(SIGMA_MIN).log_prob(x)
+    errors = {}
+    for rtol in (1e-4, 1e-6):
+        out = log_likelihood(
+            jax.random.key(0), ExactScore(mixture), x, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
+            rtol=rtol, atol=rtol,
+        )  # fmt: skip
+        errors[rtol] = np.max(np.abs(_with_exact_prior(out, mixture) - exact))
+        assert errors[rtol] < _ode_tolerance(rtol, 2)
+    assert errors[1e-6] < errors[1e-4] / 10
+    assert np.max(np.abs(out.log_prob - exact)) > 100 * errors[1e-6]  # the mismatch is real
+
+
+def test_exact_score_gives_the_noised_log_density_of_a_correlated_gaussian():
+    target = gaussian(jnp.array([1.0, -2.0, 0.5, 0.0]), COVARIANCE)
+    x = target.sample(jax.random.key(2), 6)
+    rtol = 1e-6
+    out = log_likelihood(
+        jax.random.key(0), ExactScore(target), x, n_probes="exact", rtol=rtol, atol=rtol
+    )
+    exact = target.ve_marginal(SIGMA_MIN).log_prob(x)
+    assert np.max(np.abs(_with_exact_prior(out, target) - exact)) < _ode_tolerance(rtol, 4)
+
+
+def test_vp_likelihood_is_the_vp_marginal_log_density(mixture):
+    """process="vp": the VE score of the VP oracle, the N(0, I) prior and x_t = α_t y give the
+    log-density of the VP marginal N(α_t μ_k, α_t² C_k + σ_t² I) at the lowest level."""
+    alpha_t, sigma_t = vp_alpha_sigma_from_ve(SIGMA_MIN)
+    x_t = mixture.marginal(alpha_t, sigma_t).sample(jax.random.key(3), 6)
+
+    def vp_score(x, alpha, sigma):
+        return mixture.marginal(alpha, sigma).score(x)
+
+    rtol = 1e-6
+    out = log_likelihood(
+        jax.random.key(0), ve_score_from_vp(vp_score), x_t, process="vp", rtol=rtol, atol=rtol
+    )
+    exact = mixture.marginal(alpha_t, sigma_t).log_prob(x_t)
+    corrected = _with_exact_prior(out, mixture, prior_variance=1.0 + SIGMA_MAX**2)
+    assert np.max(np.abs(corrected - exact)) < _ode_tolerance(rtol, 2)
+
+
+@pytest.mark.parametrize("probe, n_probes", [("rademacher", 1), ("gaussian", 3)])
+def test_hutchinson_is_unbiased_with_the_fixed_probe_variance(probe, n_probes):
+    """Probes held fixed along the solve: each estimate is the exact result plus
+    (1/K) sum_k v_k^T M v_k - tr M, so the mean over repeats is the exact-trace result and the
+    variance is (2/K) sum_{i != j} M_ij^2 (Rademacher) or (2/K) tr M^2 (Gaussian); probes
+    redrawn at every step would average the noise away and fail the variance check."""
+    target = gaussian(jnp.zeros(4), COVARIANCE)
+    x = target.sample(jax.random.key(4), 1)
+    options = dict(rtol=1e-6, atol=1e-6)
+    exact = log_likelihood(jax.random.key(0), ExactScore(target), x, n_probes="exact", **options)
+    repeats = jnp.repeat(x, N_REPEATS, axis=0)  # point i draws its probes from fold_in(key, i)
+    estimates = log_likelihood(
+        jax.random.key(5), ExactScore(target), repeats, n_probes=n_probes, probe=probe, **options
+    )
+    values = np.asarray(estimates.log_prob, np.float64)
+    mean, se = values.mean(), values.std(ddof=1) / math.sqrt(values.size)
+    assert abs(mean - float(exact.log_prob[0])) < K_SE * se
+
+    m = _integrated_trace_matrix(COVARIANCE)
+    off_diagonal = np.sum(m**2) - np.sum(np.diag(m) ** 2)
+    expected_variance = 2.0 * (off_diagonal if probe == "rademacher" else np.sum(m**2)) / n_probes
+    squared_deviations = (values - mean) ** 2
+    variance_se = squared_deviations.std(ddof=1) / math.sqrt(values.size)
+    assert abs(squared_deviations.mean() - expected_variance) < K_SE * variance_se
+    # Not vacuous: the variance is resolved, so zero (probes redrawn per step) would fail.
+    assert expected_variance > 2 * K_SE * variance_se
+
+
+def test_nfe_counts_every_field_evaluation(mixture):
+    calls = []
+
+    def counting_score(x, sigma):
+        jax.debug.callback(lambda: calls.append(None))
+        return ExactScore(mixture)(x, sigma)
+
+    x = mixture.sample(jax.random.key(6), 1)[0]
+    out = ode_log_likelihood(jax.random.key(0), counting_score, x, rtol=1e-4, atol=1e-4)
+    jax.effects_barrier()
+    assert int(out.nfe) == len(calls) > 7
+
+
+def test_a_point_does_not_depend_on_its_batch(mixture):
+    """fold_in(key, i): the first points of a batch are the points of a smaller batch."""
+    x = mixture.sample(jax.random.key(7), 5)
+    options = dict(n_probes=2, rtol=1e-4, atol=1e-4)
+    full = log_likelihood(jax.random.key(8), ExactScore(mixture), x, **options)
+    part = log_likelihood(jax.random.key(8), ExactScore(mixture), x[:2], **options)
+    np.testing.assert_allclose(full.log_prob[:2], part.log_prob, rtol=1e-6)
+    np.testing.assert_array_equal(full.nfe[:2], part.nfe)
+
+
+def test_digits_likelihood_in_64_dimensions_matches_the_mixture():
+    """The 64-D oracle: exact trace (64 JVPs per evaluation) on image-shaped points
+    (1, 8, 8), against the exact log-density of the noised mixture."""
+    target = digits_mixture()
+    x = target.sample(jax.random.key(9), 3)
+    rtol = 1e-6
+    out = log_likelihood(
+        jax.random.key(0),
+        lambda image, sigma: ExactScore(target)(image.reshape(-1), sigma).reshape(image.shape),
+        x.reshape(-1, 1, 8, 8),
+        rtol=rtol,
+        atol=rtol,
+    )
+    assert out.latent.shape == (3, 1, 8, 8)
+    exact = target.ve_marginal(SIGMA_MIN).log_prob(x)
+    corrected = _with_exact_prior(out._replace(latent=out.latent.reshape(3, 64)), target)
+    assert np.max(np.abs(corrected - exact)) < _ode_tolerance(rtol, 64)
+
+
+def test_bits_per_dim_by_hand():
+    # A model uniform on [-1, 1 + Δ)^D gives each of the 256 levels mass 1/256: 8 bits.
+    dim = 3
+    uniform_log_prob = -dim * math.log(256 * EIGHT_BIT_BIN_WIDTH)
+    np.testing.assert_allclose(bits_per_dim(uniform_log_prob, dim), 8.0, rtol=1e-6)
+    # The stated formula with 127.5: (-log p + D log 127.5) / (D log 2).
+    np.testing.assert_allclose(
+        bits_per_dim(-100.0, 64), (100.0 + 64 * math.log(127.5)) / (64 * math.log(2)), rtol=1e-6
+    )
+    # The digits' 17 levels spaced 1/8: a uniform model gives log2(17).
+    np.testing.assert_allclose(
+        bits_per_dim(-64 * math.log(17 / 8), 64, DIGITS_BIN_WIDTH), math.log2(17), rtol=1e-6
+    )
+
+
+def test_dequantised_bits_per_dim_of_digits_under_the_oracle():
+    """Point i: fold_in(key, i) split into (dequantisation, probes); z_i = x_i + Δ u_i lies
+    in its bin, and bpd is bits_per_dim of the exact noised log-density at z_i."""
+    target = digits_mixture()
+    key = jax.random.key(10)
+    levels = jnp.round((target.sample(jax.random.key(11), 3) + 1.0) * 8.0)
+    x = jnp.clip(levels, 0, 16) / 8.0 - 1.0
+    bpd, out = dequantised_bits_per_dim(
+        key, ExactScore(target), x, bin_width=DIGITS_BIN_WIDTH, rtol=1e-5, atol=1e-5
+    )
+    keys = [jax.random.split(jax.random.fold_in(key, i))[0] for i in range(3)]
+    z = jnp.stack([dequantise(k, x_i, DIGITS_BIN_WIDTH) for k, x_i in zip(keys, x)])
+    assert np.all((z >= x) & (z < x + DIGITS_BIN_WIDTH))
+    corrected = _with_exact_prior(out, target)
+    exact = target.ve_marginal(SIGMA_MIN).log_prob(z)
+    assert np.max(np.abs(corrected - exact)) < _ode_tolerance(1e-5, 64)
+    np.testing.assert_allclose(bpd, bits_per_dim(out.log_prob, 64, DIGITS_BIN_WIDTH), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(sigma_min=0.0), dict(process="edm"), dict(n_probes=0), dict(probe="uniform"),
+     dict(solver="euler"), dict(rtol=0.0)],
+)  # fmt: skip
+def test_bad_options_are_rejected(mixture, options):
+    with pytest.raises(ValueError):
+        ode_log_likelihood(jax.random.key(0), ExactScore(mixture), jnp.zeros(2), **options)
+
+
+def test_auto_is_the_exact_trace_up_to_its_dimension_and_one_probe_above(monkeypatch):
+    from scorelab import likelihood
+
+    target = gaussian(jnp.zeros(4), COVARIANCE)
+    x = target.sample(jax.random.key(12), 1)[0]
+
+    def run(n_probes):  # a fresh jit per call: EXACT_TRACE_MAX_DIM is read at trace time
+        return jax.jit(
+            lambda y: (
+                ode_log_likelihood(
+                    jax.random.key(13),
+                    ExactScore(target),
+                    y,
+                    n_probes=n_probes,
+                    rtol=1e-3,
+                    atol=1e-3,
+                ).log_prob
+            )
+        )(x)
+
+    assert run("auto") == run("exact")
+    monkeypatch.setattr(likelihood, "EXACT_TRACE_MAX_DIM", 3)
+    assert run("auto") == run(1) != run("exact")
+
+
+def test_a_network_score_matches_an_independent_float64_solve():
+    """Any score_fn: a random noise-conditional MLP (non-symmetric Jacobian, not a gradient;
+    SiLU, so the field is smooth as the ODE theory and the step control need) against SciPy's
+    DOP853 at rtol 1e-10 on the same augmented ODE in float64, its divergence the trace of
+    jax.jacfwd, with the same prior."""
+    from scipy.integrate import solve_ivp
+
+    network = NoiseConditionalMLP(jax.random.key(14), dim=3, widths=(16, 16, 16), activation="silu")
+    x = np.array([0.3, -1.2, 0.8])
+    rtol = 1e-6
+    out = log_likelihood(
+        jax.random.key(0), network, jnp.asarray(x[None], jnp.float32), rtol=rtol, atol=rtol
+    )
+
+    with jax.enable_x64(True):
+
+        @jax.jit
+        def field(u, state):
+            sigma, y = jnp.exp(u), state[:3]
+            divergence = -(sigma**2) * jnp.trace(jax.jacfwd(network)(y, sigma))
+            return jnp.append(-(sigma**2) * network(y, sigma), divergence)
+
+        solution = solve_ivp(
+            lambda u, state: np.asarray(field(u, state)),
+            (math.log(SIGMA_MIN), math.log(SIGMA_MAX)),
+            np.append(x, 0.0),
+            method="DOP853",
+            rtol=1e-10,
+            atol=1e-10,
+        )
+        y_T, integral = solution.y[:3, -1], solution.y[3, -1]
+        reference = float(_gaussian_log_prob(y_T, SIGMA_MAX**2) + integral)
+    np.testing.assert_allclose(out.latent[0], y_T, rtol=1e-4)
+    assert abs(float(out.log_prob[0]) - reference) < _ode_tolerance(rtol, 3)
