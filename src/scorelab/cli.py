@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``demo``, ``sweep`` and
     ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A ``ValueError``,
-    :class:`scorelab.targets.DataError` or ``FileNotFoundError`` raised by the library is
+    :class:`scorelab.data.DataError` or ``FileNotFoundError`` raised by the library is
     printed as one line, ``scorelab COMMAND: error: MESSAGE``, on stderr. From a shell,
     ``scorelab sample --exact seed_mixture --n 500``; from Python,
     ``main(["sample", "--exact", "seed_mixture", "--n", "500"])``.
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    from scorelab.targets import DataError
+    from scorelab.data import DataError
 
     try:
         return args.handler(args)

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
 from scorelab._validate import check_choice, check_int, check_real
-from scorelab.targets import validate_data
+from scorelab.data import validate_data
 
 __all__ = [
     "TrainConfig",
@@ -445,7 +445,7 @@ def train(
         ValueError: batch size not divisible by the device count; ``resume`` without
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
             the checkpointed run.
-        scorelab.targets.DataError: ``data`` is not a finite ``(n, d)`` array.
+        scorelab.data.DataError: ``data`` is not a finite ``(n, d)`` array.
     """
     data = validate_data(data)
     key = _as_typed_key(key)

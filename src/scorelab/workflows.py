@@ -20,7 +20,7 @@ from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.runs import load_run, manifest, write_json
-from scorelab.targets import load_array
+from scorelab.data import load_array
 from scorelab.training import train
 
 __all__ = [
