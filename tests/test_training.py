@@ -459,3 +459,24 @@ def test_an_equal_fresh_partial_loss_reuses_the_compiled_step():
     # Unhashable arguments fall back to the object itself (no error, its own compilation).
     unhashable = functools.partial(counting_dsm, sigma=jnp.float32(1.0))
     train(jax.random.key(0), model, unhashable, data, config, progress=False)
+
+
+def test_the_dispatches_of_a_run_share_one_compilation(tmp_path):
+    # The start step and the number of active steps of a dispatch are traced, not static:
+    # checkpoint-aligned dispatches of 1 step, at every start, reuse the compilation of one
+    # dispatch of 4 steps from step 0.
+    traced = []
+
+    def counting_dsm(key, score_fn, x, sigma):
+        traced.append(sigma)  # runs when the step is traced, not when it runs
+        return dsm_loss(key, score_fn, x, sigma=sigma)
+
+    data, model = problem()
+    loss_fn = functools.partial(counting_dsm, sigma=1.0)
+    config = replace(CONFIG, steps=4, steps_per_dispatch=4, ema_decay=None)
+    train(jax.random.key(0), model, loss_fn, data, config, progress=False)  # one dispatch
+    n_traces = len(traced)
+    assert n_traces > 0
+    config = replace(config, checkpoint_every=1)  # dispatches (0, 1), (1, 1), (2, 1), (3, 1)
+    train(jax.random.key(0), model, loss_fn, data, config, out_dir=tmp_path, progress=False)
+    assert len(traced) == n_traces, "a dispatch's start or length recompiled the step"

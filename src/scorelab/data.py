@@ -33,6 +33,7 @@ __all__ = [
 def _per_example(sample_one):
     """``sample(key, n) -> (n, d)`` drawing example ``i`` by ``sample_one(fold_in(key, i))``,
     so that a data set does not depend on how many examples are drawn."""
+
     @functools.partial(jax.jit, static_argnums=1)
     def sample(key: Array, n: int) -> Array:
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))

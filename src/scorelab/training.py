@@ -43,6 +43,7 @@ import optax
 from jax import Array
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
@@ -284,47 +285,20 @@ def _fingerprint(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
-class _StaticLoss:
-    """``loss_fn`` as a static argument of ``_dispatch``, equal to another when it computes the
-    same function: ``functools.partial`` objects compare by function, arguments and keywords
-    (when those are hashable) rather than by identity.
+def _as_pytree(loss_fn: Callable) -> Callable:
+    """``loss_fn`` as a :class:`jax.tree_util.Partial` when it is a ``functools.partial``.
 
-    A fresh ``functools.partial(dsm_loss, sigma=1.0)`` per call is how losses are written, and
-    by identity every such call recompiled the training step (15-28 s on the CPU for the
-    tutorial's networks). Anything else compares as itself.
+    Its bound arguments then become pytree leaves, which ``equinox.filter_jit`` traces when
+    they are arrays and compares by value otherwise: a fresh ``functools.partial(dsm_loss,
+    sigma=1.0)`` per call (how losses are written) reuses the compiled step, whereas one
+    object compared by identity it recompiled (15-28 s on the CPU for the tutorial's networks).
     """
-
-    def __init__(self, loss_fn: Callable):
-        self.loss_fn = loss_fn
-        self._key = _value_key(loss_fn)
-
-    def __call__(self, *args):
-        return self.loss_fn(*args)
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _StaticLoss) and self._key == other._key
+    if isinstance(loss_fn, functools.partial) and not isinstance(loss_fn, Partial):
+        return Partial(loss_fn.func, *loss_fn.args, **loss_fn.keywords)
+    return loss_fn
 
 
-def _value_key(fn) -> Any:
-    """``(function, args, keywords)`` of a (nested) ``functools.partial`` with hashable
-    arguments; else ``fn`` itself (compared by identity)."""
-    if not isinstance(fn, functools.partial):
-        return fn
-    # Types too, so that 1 and 1.0 (equal and of equal hash) do not share a compilation.
-    args = tuple((type(a), a) for a in fn.args)
-    keywords = tuple(sorted((k, type(v), v) for k, v in fn.keywords.items()))
-    key = (_value_key(fn.func), args, keywords)
-    try:
-        hash(key)
-    except TypeError:
-        return fn
-    return key
-
-
-@functools.partial(jax.jit, static_argnames=("static", "loss_fn", "config", "mesh", "length"))
+@eqx.filter_jit
 def _dispatch(
     state: _TrainState,
     frozen: Any,
@@ -335,17 +309,21 @@ def _dispatch(
     *,
     static: Any,
     loss_fn: Callable,
+    loss_leaf_types: tuple[type, ...],
     config: TrainConfig,
     mesh: Mesh,
     length: int,
 ) -> tuple[_TrainState, Array, Array]:
     """Run steps ``start, ..., start + n_active - 1``; return ``(state, losses, bad)``.
 
-    ``lax.scan`` runs over ``length`` slots (those past ``n_active`` do nothing), so one
-    compilation serves every dispatch of a run, and every run with the same ``static`` model
-    part, ``loss_fn`` (a :class:`_StaticLoss`: equal partials are equal) and ``config``
-    (``train`` passes it with the execution-only fields
-    reset). ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
+    ``equinox.filter_jit`` traces the array arguments (``start`` and ``n_active`` are scalar
+    arrays) and keys the compilation on the others. ``lax.scan`` runs over ``length`` slots
+    (those past ``n_active`` do nothing), so one compilation serves every dispatch of a run,
+    and every run with the same ``static`` model part, ``loss_fn`` (see :func:`_as_pytree`)
+    and ``config`` (``train`` passes it with the execution-only fields reset).
+    ``loss_leaf_types`` only keys the compilation: static leaves are compared by ``==``, and
+    ``1 == 1.0``, so without their types an int hyper-parameter would run the float one's
+    trace. ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
     non-finite loss or gradient, or -1, and from that step on the state is left as it was.
     """
     optimizer = make_optimizer(config)
@@ -449,6 +427,7 @@ def train(
     """
     data = validate_data(data)
     key = _as_typed_key(key)
+    loss_fn = _as_pytree(loss_fn)
     devices = jax.devices()
     batch = data.shape[0] if config.batch_size is None else config.batch_size
     if batch % len(devices) != 0:
@@ -504,7 +483,8 @@ def train(
     dispatch = functools.partial(
         _dispatch,
         static=static,
-        loss_fn=_StaticLoss(loss_fn),
+        loss_fn=loss_fn,
+        loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
         # The execution-only fields do not enter the computation: reset them so that runs
         # differing only there share one compilation.
         config=dataclasses.replace(
@@ -527,7 +507,7 @@ def train(
             next_checkpoint = min((step // period + 1) * period, config.steps)
             n_active = min(config.steps_per_dispatch, next_checkpoint - step)
             new_state, dispatch_losses, bad = dispatch(
-                state, frozen, device_data, key, step, n_active
+                state, frozen, device_data, key, jnp.asarray(step), jnp.asarray(n_active)
             )
             dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
             bad = int(bad)
