@@ -35,8 +35,8 @@ import numpy as np
 
 from scorelab import losses, models, samplers
 from scorelab._validate import check_choice, check_int, check_real
-from scorelab.noise import GRIDS, sigma_grid
 from scorelab.data import TOY_DATASETS, load_array
+from scorelab.noise import GRIDS, sigma_grid
 from scorelab.targets import GaussianMixture, seed_mixture
 from scorelab.training import TrainConfig
 

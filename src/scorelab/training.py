@@ -47,6 +47,7 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
+from scorelab._files import jsonable
 from scorelab._validate import check_choice, check_int, check_real
 from scorelab.data import validate_data
 
@@ -389,6 +390,7 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    run_config: dict[str, Any] | None = None,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
 
@@ -408,11 +410,18 @@ def train(
         config: the run's :class:`TrainConfig`.
         out_dir: directory for orbax checkpoints (every ``config.checkpoint_every`` steps and
             at the end); ``None`` writes nothing.
-        resume: continue from the latest complete checkpoint in ``out_dir`` (start afresh if
-            there is none). The run must have the same key, data and config up to the
-            execution-only fields ``steps_per_dispatch``, ``checkpoint_every`` and
-            ``log_every``; it then ends with the same parameters as an uninterrupted run.
+        resume: continue from the newest intact checkpoint in ``out_dir`` (start afresh if
+            there is none; a damaged newer one is deleted with a warning, see
+            :func:`scorelab.checkpoints.restore_checkpoint`). The run must have the same key,
+            data and configuration (``run_config`` and ``config``) up to the execution-only
+            fields ``steps_per_dispatch``, ``checkpoint_every`` and ``log_every``, and
+            ``steps``, which a ``"constant"`` schedule may extend; it then ends with the same
+            parameters as an uninterrupted run.
         progress: show a tqdm bar with step, mean loss and steps/s.
+        run_config: the rest of the run's configuration as nested JSON-serialisable dicts
+            (e.g. ``ExperimentConfig.to_dict()``: data, model, loss), recorded in every
+            checkpoint and compared field by field on resume; its ``"train"`` entry is
+            ``config``.
 
     Returns:
         a :class:`TrainResult`.
@@ -422,7 +431,8 @@ def train(
             not checkpointed.
         ValueError: batch size not divisible by the device count; ``resume`` without
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
-            the checkpointed run.
+            the checkpointed run (naming the first fields that differ); checkpoints of which
+            none is intact.
         scorelab.data.DataError: ``data`` is not a finite ``(n, d)`` array.
     """
     data = validate_data(data)
@@ -453,8 +463,9 @@ def train(
     state = jax.device_put(state, replicated)
     losses = np.full(config.steps, np.nan, dtype=np.float32)
     metadata = {
-        "config": config.to_dict(),
+        "config": jsonable({**(run_config or {}), "train": config.to_dict()}),
         "key_impl": str(jax.random.key_impl(key)),
+        "key_data": np.asarray(jax.random.key_data(key)).tolist(),
         "data_shape": list(data.shape),
         "data_sha256": _fingerprint(data),
         "scorelab_version": __version__,
@@ -470,15 +481,16 @@ def train(
         )
 
     def checkpointed(state, losses):
-        # Everything a resumed run needs besides the config, data and model structure.
-        key_data = np.asarray(jax.random.key_data(key))
-        return {"train_state": state, "key_data": key_data, "losses": losses}
+        # Everything a resumed run needs besides the metadata, data and model structure.
+        return {"train_state": state, "losses": losses}
+
+    def like(saved_metadata):
+        _check_resumable(saved_metadata, metadata)
+        return checkpointed(state, np.zeros(saved_metadata["step"], np.float32))
 
     if last_checkpoint is not None:
-        like = checkpointed(state, losses)
-        start_step, saved, saved_metadata = checkpoints.restore_checkpoint(manager, like)
-        _check_resumable(saved_metadata, metadata, saved["key_data"], key)
-        state, losses = saved["train_state"], np.asarray(saved["losses"])
+        start_step, saved, _ = checkpoints.restore_checkpoint(manager, like)
+        state, losses[:start_step] = saved["train_state"], saved["losses"]
 
     dispatch = functools.partial(
         _dispatch,
@@ -522,7 +534,7 @@ def train(
             bar.set_postfix(loss=f"{np.mean(losses[max(0, step - config.log_every) : step]):.4g}")
             if manager is not None and step == next_checkpoint:
                 checkpoints.save_checkpoint(
-                    manager, step, checkpointed(state, losses), {**metadata, "step": step}
+                    manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
                 )
                 last_checkpoint = step
 
@@ -533,25 +545,53 @@ def train(
     return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
 
 
-def _check_resumable(saved: dict, current: dict, saved_key_data, key: Array) -> None:
-    """Refuse to resume a checkpoint into a different run (its result would be neither)."""
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted name, saved value, current value)`` of every field where two nested dicts of
+    JSON values differ (``None`` for an absent field)."""
+    found = []
+    for name in [*current, *(name for name in saved if name not in current)]:
+        old, new = saved.get(name), current.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{name}.")
+        elif old != new or (name in saved) != (name in current):
+            found.append((f"{prefix}{name}", old, new))
+    return found
+
+
+def _check_resumable(saved: dict, current: dict) -> None:
+    """Refuse to resume a checkpoint into a different run (its result would be neither).
+
+    The whole recorded configuration must be equal, but for the execution-only training
+    fields, and ``train.steps``, which a ``"constant"`` schedule may change to any number not
+    below the checkpointed step (the steps taken are then those of the new run).
+    """
+    may_differ = {f"train.{name}" for name in (*_EXECUTION_FIELDS, "steps")}
     differing = [
-        name
-        for name, value in current["config"].items()
-        if name not in _EXECUTION_FIELDS and saved["config"].get(name) != value
+        f"{name}: {old!r} -> {new!r}"
+        for name, old, new in _differences(saved["config"], current["config"])
+        if name not in may_differ
     ]
     if differing:
-        details = ", ".join(
-            f"{name}: {saved['config'].get(name)!r} -> {current['config'][name]!r}"
-            for name in differing
+        raise ValueError(
+            f"cannot resume: config differs from the checkpointed run ({', '.join(differing)}); "
+            "restore those values, or start a new run in another out_dir"
         )
-        raise ValueError(f"cannot resume: config differs from the checkpointed run ({details})")
+    train, saved_steps = current["config"]["train"], saved["config"]["train"]["steps"]
+    if train["steps"] != saved_steps and train["schedule"] != "constant":
+        raise ValueError(
+            f"cannot resume: train.steps {saved_steps} -> {train['steps']} changes the "
+            f"{train['schedule']!r} learning-rate schedule of the steps already taken; keep "
+            f"steps = {saved_steps} (only a 'constant' schedule can be extended)"
+        )
+    if train["steps"] < saved["step"]:
+        raise ValueError(
+            f"cannot resume: train.steps = {train['steps']} is below the checkpointed step "
+            f"{saved['step']}; choose steps >= {saved['step']}"
+        )
     if saved["data_sha256"] != current["data_sha256"]:
         raise ValueError(
             f"cannot resume: data differ from the checkpointed run's (shape "
             f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here)"
         )
-    if saved["key_impl"] != current["key_impl"] or not np.array_equal(
-        np.asarray(saved_key_data), np.asarray(jax.random.key_data(key))
-    ):
+    if (saved["key_impl"], saved["key_data"]) != (current["key_impl"], current["key_data"]):
         raise ValueError("cannot resume: key differs from the checkpointed run's (check the seed)")

@@ -18,9 +18,9 @@ from scorelab import metrics, samplers, viz
 from scorelab._validate import check_real
 from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
+from scorelab.data import load_array
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.runs import load_run, manifest, write_json
-from scorelab.data import load_array
 from scorelab.training import train
 
 __all__ = [
