@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _damage import flip_a_bit
 from _user_model import Affine, Library
 
 from scorelab.checkpoints import (
@@ -38,18 +39,6 @@ def two_steps(tmp_path):
     save_checkpoint(manager, 1, STATE, {"step": 1})
     save_checkpoint(manager, 2, {**STATE, "a": 2 * STATE["a"]}, {"step": 2})
     return tmp_path / "checkpoints"
-
-
-def flip_a_bit(step_dir):
-    """Flip one bit in the middle of the largest array file of a checkpoint step."""
-    largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=_size)
-    data = bytearray(largest.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    largest.write_bytes(bytes(data))
-
-
-def _size(path):
-    return path.stat().st_size
 
 
 def test_an_intact_checkpoint_restores_its_state_and_metadata(two_steps):
