@@ -200,7 +200,9 @@ def _model_class(name: str) -> type[eqx.Module]:
             "it importable (installed, or on PYTHONPATH)"
         ) from error
     if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
-        raise ValueError(f"model class {name!r} is not an equinox.Module; it cannot be loaded")
+        raise ValueError(
+            f"model class {name!r} is not an equinox.Module; the file was not written by save_model"
+        )
     return cls
 
 
@@ -215,7 +217,10 @@ def _import_path(cls: type) -> str:
         )
     path = f"{cls.__module__}:{cls.__qualname__}"
     if _model_class(path) is not cls:
-        raise ValueError(f"model class {path} imports another class than the model's")
+        raise ValueError(
+            f"model class {path} imports another class than the model's (was its module "
+            "reloaded?); save it from a fresh interpreter"
+        )
     return path
 
 
