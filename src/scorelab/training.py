@@ -431,7 +431,7 @@ def train(
             not checkpointed.
         ValueError: batch size not divisible by the device count; ``resume`` without
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
-            the checkpointed run (naming the first fields that differ); checkpoints of which
+            the checkpointed run (naming the fields that differ); checkpoints of which
             none is intact.
         scorelab.data.DataError: ``data`` is not a finite ``(n, d)`` array.
     """
@@ -491,6 +491,7 @@ def train(
     if last_checkpoint is not None:
         start_step, saved, _ = checkpoints.restore_checkpoint(manager, like)
         state, losses[:start_step] = saved["train_state"], saved["losses"]
+        last_checkpoint = start_step  # newer damaged checkpoints were deleted
 
     dispatch = functools.partial(
         _dispatch,
