@@ -1,8 +1,8 @@
 """Atomic file writes and the JSON policy, shared by checkpoints and run directories.
 
 A file is written to a temporary file in its own folder, flushed and fsynced, then renamed
-over its destination with ``os.replace`` (atomic on POSIX and Windows), and the folder is
-fsynced so that the rename survives a power cut. A process killed mid-write therefore leaves
+over its destination with ``os.replace`` (atomic on POSIX and Windows), and on POSIX the
+folder is fsynced so that the rename survives a power cut. A process killed mid-write therefore leaves
 the previous file whole; at worst a ``.<name>.<random>.tmp`` file remains beside it.
 
 JSON has no NaN or infinity: Python's ``json`` writes ``NaN`` and ``Infinity`` literals that
@@ -52,11 +52,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    if os.name == "posix":  # Windows cannot open a folder to fsync it
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return path
 
 
