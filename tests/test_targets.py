@@ -1,4 +1,4 @@
-"""Targets: the tutorial's mixture, its exact noised scores, toy sets and user data."""
+"""Targets: the tutorial's mixture and its exact noised scores."""
 
 import jax
 import jax.numpy as jnp
@@ -9,14 +9,10 @@ from scipy.stats import multivariate_normal
 
 from scorelab.targets import (
     DIGITS_IMAGE_SHAPE,
-    TOY_DATASETS,
-    DataError,
     GaussianMixture,
     digits_mixture,
     gaussian,
-    load_array,
     seed_mixture,
-    validate_data,
 )
 
 
@@ -144,71 +140,6 @@ def test_constructor_validates_shapes():
         GaussianMixture(jnp.zeros((2, 2)), jnp.zeros((2, 3, 3)), jnp.ones(2))
     with pytest.raises(ValueError, match="weights"):
         GaussianMixture(jnp.zeros((2, 2)), jnp.ones((2, 2, 2)), jnp.ones(3))
-
-
-@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
-def test_toy_sets_are_deterministic_and_finite(name):
-    sample = TOY_DATASETS[name]
-    x = sample(jax.random.key(6), 500)
-    assert x.shape == (500, 2)
-    assert bool(jnp.isfinite(x).all())
-    np.testing.assert_array_equal(x[:20], sample(jax.random.key(6), 20))
-
-
-def test_checkerboard_lands_on_dark_squares():
-    x = np.asarray(TOY_DATASETS["checkerboard"](jax.random.key(7), 2000))
-    cells = np.floor((x + 4.0) / 2.0).astype(int)
-    assert np.all((cells >= 0) & (cells < 4))
-    assert np.all(cells.sum(1) % 2 == 0)
-    # 8 dark squares, equal mass: each holds 1/8 +- 4 SE.
-    counts = np.unique(cells[:, 0] * 4 + cells[:, 1], return_counts=True)[1]
-    assert counts.size == 8
-    assert np.all(np.abs(counts / 2000 - 1 / 8) < 4 * np.sqrt((1 / 8) * (7 / 8) / 2000))
-
-
-def test_rings_radii():
-    x = np.asarray(TOY_DATASETS["rings"](jax.random.key(8), 3000))
-    radius = np.linalg.norm(x, axis=1)
-    nearest = np.array([2.0, 4.0, 6.0])[np.argmin(np.abs(radius[:, None] - [2, 4, 6]), 1)]
-    # Radial jitter sd 0.1: residuals have sd 0.1 (to within 10% at n=3000).
-    assert abs(np.std(radius - nearest) - 0.1) < 0.01
-
-
-def test_load_array_npy_and_csv(tmp_path):
-    data = np.arange(12, dtype=np.float64).reshape(6, 2)
-    np.save(tmp_path / "d.npy", data)
-    np.savetxt(tmp_path / "d.csv", data, delimiter=",", header="x,y", comments="")
-    np.savetxt(tmp_path / "plain.csv", data, delimiter=",")
-    for name in ("d.npy", "d.csv", "plain.csv"):
-        loaded = load_array(tmp_path / name)
-        assert loaded.dtype == np.float32
-        np.testing.assert_array_equal(loaded, data)
-
-
-@pytest.mark.parametrize(
-    "array, message",
-    [
-        (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN or inf"),
-        (np.array([[0.0, np.inf]]), "NaN or inf"),
-        (np.zeros(5), "2-D"),
-        (np.zeros((2, 2, 2)), "2-D"),
-        (np.zeros((0, 2)), "no data"),
-    ],
-)
-def test_bad_data_is_rejected_with_a_clear_message(tmp_path, array, message):
-    with pytest.raises(DataError, match=message):
-        validate_data(array)
-    np.save(tmp_path / "bad.npy", array)
-    with pytest.raises(DataError, match=message):
-        load_array(tmp_path / "bad.npy")
-
-
-def test_load_array_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        load_array(tmp_path / "missing.npy")
-    (tmp_path / "d.txt").write_text("1,2\n")
-    with pytest.raises(DataError, match="unsupported file type"):
-        load_array(tmp_path / "d.txt")
 
 
 def _dot_precisions(jaxpr) -> list:

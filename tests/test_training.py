@@ -21,10 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _damage import flip_a_bit
 
 from scorelab.checkpoints import load_model, open_checkpoints, save_model
 from scorelab.losses import dsm_loss
 from scorelab.models import MLP
+from scorelab.runs import RunBusyError, prepare_run_dir
 from scorelab.targets import gaussian
 from scorelab.training import (
     NonFiniteLossError,
@@ -335,6 +337,94 @@ def test_resume_refuses_a_different_run_and_overwriting(reference, tmp_path):
         run(resume=True)
 
 
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(reference, tmp_path):
+    result, out_dir = reference
+    shutil.copytree(out_dir, tmp_path / "damaged")
+    flip_a_bit(tmp_path / "damaged" / "24")
+    with pytest.warns(UserWarning, match="step 24: .*resuming from step 20, the newest intact"):
+        resumed = run(out_dir=tmp_path / "damaged", resume=True)
+    assert resumed.start_step == 20
+    shutil.copytree(out_dir, tmp_path / "from_20")
+    shutil.rmtree(tmp_path / "from_20" / "24")
+    assert_same_run(resumed, run(out_dir=tmp_path / "from_20", resume=True))  # bitwise
+    assert_same_run(resumed, result)
+
+
+def test_a_constant_schedule_run_may_be_extended_on_resume(reference, tmp_path):
+    # The 24-step reference continued to 30 steps is the uninterrupted 30-step run.
+    shutil.copytree(reference[1], tmp_path / "run")
+    longer = replace(CONFIG, steps=30)
+    extended = run(longer, out_dir=tmp_path / "run", resume=True)
+    assert extended.start_step == 24
+    assert_same_run(extended, run(longer))  # bitwise
+    with pytest.raises(ValueError, match="train.steps = 20 is below the checkpointed step 30"):
+        run(replace(CONFIG, steps=20), out_dir=tmp_path / "run", resume=True)
+
+
+def linear_loss(key, score_fn, x):
+    """``-sum(b)`` for :class:`Shift`: SGD moves ``b`` by the learning rate every step."""
+    return -jnp.sum(score_fn(x, None))
+
+
+def test_resume_compares_the_whole_configuration(tmp_path):
+    config = TrainConfig(steps=4, learning_rate=0.1, optimizer="sgd", checkpoint_every=2)
+    run_config = {"data": {"source": "two_moons", "n": 4}, "loss": {"name": "dsm", "sigma": 1.0}}
+
+    def fit(config, out_dir, run_config, resume=False):
+        return train(jax.random.key(0), Shift(jnp.zeros(2)), linear_loss, np.zeros((4, 2)),
+                     config, out_dir=out_dir, resume=resume, progress=False,
+                     run_config=run_config)  # fmt: skip
+
+    fit(config, tmp_path / "run", run_config)
+    changed = {**run_config, "loss": {"name": "dsm", "sigma": 2.0}}
+    with pytest.raises(ValueError, match=r"config differs .*\(loss.sigma: 1.0 -> 2.0\); restore"):
+        fit(config, tmp_path / "run", changed, resume=True)
+    with pytest.raises(ValueError, match=r"\(model: None -> \{'name': 'mlp'\}\)"):
+        fit(config, tmp_path / "run", {**run_config, "model": {"name": "mlp"}}, resume=True)
+    # Execution-only fields may differ; so may the steps of a constant schedule (above).
+    resumed = fit(replace(config, checkpoint_every=1), tmp_path / "run", run_config, resume=True)
+    assert resumed.start_step == 4
+    cosine = replace(config, schedule="cosine")
+    fit(cosine, tmp_path / "cosine", run_config)
+    with pytest.raises(ValueError, match="train.steps 4 -> 6 changes the 'cosine' learning-rate"):
+        fit(replace(cosine, steps=6), tmp_path / "cosine", run_config, resume=True)
+
+
+def test_a_second_process_cannot_train_into_a_busy_run_directory(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    process = run_script(
+        f"""
+        import sys
+        import numpy as np
+        from scorelab.runs import prepare_run_dir
+        from test_training import CONFIG, arrays, replace, run
+        with prepare_run_dir({str(run_dir)!r}):
+            print("locked", flush=True)
+            config = replace(CONFIG, checkpoint_every=5)
+            result = run(config, out_dir={str(run_dir / "checkpoints")!r})
+            np.savez({str(tmp_path / "result.npz")!r}, losses=result.losses, *arrays(result.model))
+            sys.stdin.read()  # hold the lock until the test has tried to take it
+        """,
+        stdin=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout.readline() == "locked\n", process.stderr.read()
+        with pytest.raises(RunBusyError, match=f"{run_dir} is in use by another process"):
+            with prepare_run_dir(run_dir, resume=True):
+                run(out_dir=run_dir / "checkpoints", resume=True)  # not reached
+        _, stderr = process.communicate(input="", timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    saved = np.load(tmp_path / "result.npz")
+    np.testing.assert_array_equal(saved["losses"], reference[0].losses)
+    for index, expected in enumerate(arrays(reference[0].model)):
+        np.testing.assert_array_equal(saved[f"arr_{index}"], expected)
+    assert open_checkpoints(run_dir / "checkpoints").latest_step() == CONFIG.steps
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -459,3 +549,24 @@ def test_an_equal_fresh_partial_loss_reuses_the_compiled_step():
     # Unhashable arguments fall back to the object itself (no error, its own compilation).
     unhashable = functools.partial(counting_dsm, sigma=jnp.float32(1.0))
     train(jax.random.key(0), model, unhashable, data, config, progress=False)
+
+
+def test_the_dispatches_of_a_run_share_one_compilation(tmp_path):
+    # The start step and the number of active steps of a dispatch are traced, not static:
+    # checkpoint-aligned dispatches of 1 step, at every start, reuse the compilation of one
+    # dispatch of 4 steps from step 0.
+    traced = []
+
+    def counting_dsm(key, score_fn, x, sigma):
+        traced.append(sigma)  # runs when the step is traced, not when it runs
+        return dsm_loss(key, score_fn, x, sigma=sigma)
+
+    data, model = problem()
+    loss_fn = functools.partial(counting_dsm, sigma=1.0)
+    config = replace(CONFIG, steps=4, steps_per_dispatch=4, ema_decay=None)
+    train(jax.random.key(0), model, loss_fn, data, config, progress=False)  # one dispatch
+    n_traces = len(traced)
+    assert n_traces > 0
+    config = replace(config, checkpoint_every=1)  # dispatches (0, 1), (1, 1), (2, 1), (3, 1)
+    train(jax.random.key(0), model, loss_fn, data, config, out_dir=tmp_path, progress=False)
+    assert len(traced) == n_traces, "a dispatch's start or length recompiled the step"

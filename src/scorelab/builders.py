@@ -23,8 +23,9 @@ from scorelab.config import (
     ModelConfig,
     SamplerConfig,
 )
+from scorelab.data import TOY_DATASETS, load_array
 from scorelab.noise import sigma_grid
-from scorelab.targets import TOY_DATASETS, GaussianMixture, load_array
+from scorelab.targets import GaussianMixture
 
 __all__ = [
     "make_target",

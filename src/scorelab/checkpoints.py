@@ -7,25 +7,35 @@ Two formats, for two purposes:
   run exactly — parameters, optimiser state, EMA, step, PRNG key, loss history, config — as an
   orbax ``CheckpointManager`` directory. Orbax writes each step to a temporary directory and
   renames it only once complete, so a run killed mid-write leaves the previous checkpoint as the
-  latest one.
+  latest one. Each checkpoint records the SHA-256 of its arrays and of its metadata, and a
+  restore takes the newest checkpoint whose contents match them: orbax itself restores a
+  flipped bit in an array file as a silently different value.
 - **models** (:func:`save_model`, :func:`load_model`): a trained network alone, as the leaves
   serialised by ``equinox.tree_serialise_leaves`` (``<path>.eqx``) beside a JSON file naming the
-  :mod:`scorelab.models` class and its constructor arguments (``<path>.json``); enough to rebuild
-  the network in another process (the CLI's ``sample`` and ``plot``).
+  network's class by import path (``module:qualname``), its constructor arguments and the
+  SHA-256 of the ``.eqx`` file (``<path>.json``); enough to rebuild the network in another
+  process (the CLI's ``sample`` and ``plot``). Both files are written atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import inspect
+import io
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import equinox as eqx
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from scorelab import models
+from scorelab._files import atomic_write, jsonable, read_json, write_json
 
 __all__ = [
     "open_checkpoints",
@@ -55,10 +65,39 @@ def open_checkpoints(directory: str | Path) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
+def _tree_sha256(tree: Any) -> str:
+    """SHA-256 of the dtypes, shapes and bytes of the array leaves of ``tree``, in tree order.
+
+    A replicated ``jax.Array`` (what training checkpoints) is read from this process's copy.
+    """
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and leaf.is_fully_replicated:
+            leaf = leaf.addressable_data(0)
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _json_sha256(payload: Any) -> str:
+    """SHA-256 of the canonical JSON of ``payload`` (sorted keys, no spaces)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_checkpoint(
     manager: ocp.CheckpointManager, step: int, state: Any, metadata: dict[str, Any]
 ) -> None:
-    """Write the array pytree ``state`` and the JSON-serialisable ``metadata`` as ``step``."""
+    """Write the array pytree ``state`` and the JSON-serialisable ``metadata`` as ``step``.
+
+    The metadata is stored with two more entries, ``state_sha256`` (:func:`_tree_sha256` of
+    ``state``) and ``metadata_sha256`` (of the metadata before it), which
+    :func:`restore_checkpoint` checks and removes. Non-finite floats in ``metadata`` are
+    stored as ``None``.
+    """
+    metadata = jsonable({**metadata, "state_sha256": _tree_sha256(state)})
+    metadata["metadata_sha256"] = _json_sha256(metadata)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
@@ -66,34 +105,131 @@ def save_checkpoint(
     manager.wait_until_finished()
 
 
+def _restore_intact(
+    manager: ocp.CheckpointManager, step: int, like: Callable[[dict[str, Any]], Any]
+) -> tuple[Any, dict[str, Any]] | str:
+    """``(state, metadata)`` of ``step`` if it matches its checksums, else why not."""
+    # A damaged file can make orbax or tensorstore raise almost anything (ValueError,
+    # OSError, JSON and decompression errors): any error reading a step marks it damaged.
+    try:
+        metadata = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+        metadata = dict(metadata.metadata)
+    except Exception as error:
+        return f"unreadable metadata ({type(error).__name__})"
+    recorded = metadata.pop("metadata_sha256", None)
+    if recorded is None:
+        return "no checksum recorded"
+    if recorded != _json_sha256(metadata):
+        return "metadata checksum mismatch"
+    state_sha256 = metadata.pop("state_sha256")
+    target = like(metadata)  # outside the try: a ValueError here is the caller's refusal
+    try:
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
+    except Exception as error:
+        return f"unreadable arrays ({type(error).__name__})"
+    if _tree_sha256(restored.state) != state_sha256:
+        return "array checksum mismatch"
+    return restored.state, metadata
+
+
+def _describe(damaged: dict[int, str]) -> str:
+    return "; ".join(f"step {step}: {reason}" for step, reason in damaged.items())
+
+
 def restore_checkpoint(
-    manager: ocp.CheckpointManager, like: Any
+    manager: ocp.CheckpointManager, like: Callable[[dict[str, Any]], Any]
 ) -> tuple[int, Any, dict[str, Any]] | None:
-    """Restore the latest complete checkpoint, or ``None`` if there is none.
+    """Restore the newest intact checkpoint, or ``None`` if there is none.
+
+    Steps are tried from the newest: a step is intact when its metadata and arrays match the
+    checksums :func:`save_checkpoint` recorded. Damaged steps newer than the one restored are
+    deleted (so that the resumed run can write those steps again), with a warning naming them
+    and the step used.
 
     Args:
         manager: from :func:`open_checkpoints`.
-        like: a pytree with the structure, dtypes and shardings of the saved ``state`` (the
-            freshly initialised state of the same run); arrays are restored onto its shardings.
+        like: ``like(metadata)`` returns a pytree with the structure, dtypes and shardings of
+            the saved ``state`` (the freshly initialised state of the same run); arrays are
+            restored onto its shardings. Called with a step's verified metadata before its
+            arrays are read, so it may also refuse the checkpoint by raising.
 
     Returns:
-        ``(step, state, metadata)``.
+        ``(step, state, metadata)``, ``metadata`` as given to :func:`save_checkpoint`.
+
+    Raises:
+        ValueError: there are checkpoints, but none is intact; or what ``like`` raises.
     """
-    step = manager.latest_step()
-    if step is None:
+    damaged: dict[int, str] = {}  # step -> why it is not intact
+    for step in sorted(manager.all_steps(), reverse=True):
+        restored = _restore_intact(manager, step, like)
+        if not isinstance(restored, str):
+            break
+        damaged[step] = restored
+    else:
+        if damaged:
+            raise ValueError(
+                f"{manager.directory}: no intact checkpoint ({_describe(damaged)}); delete the "
+                "folder to start the run afresh"
+            )
         return None
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(like), metadata=ocp.args.JsonRestore())
-    restored = manager.restore(step, args=args)
-    return step, restored.state, restored.metadata
+    if damaged:
+        for damaged_step in damaged:
+            manager.delete(damaged_step)
+        warnings.warn(
+            f"{manager.directory}: deleted damaged checkpoint(s) ({_describe(damaged)}); "
+            f"resuming from step {step}, the newest intact one",
+            stacklevel=2,
+        )
+    state, metadata = restored
+    return step, state, metadata
 
 
 def _model_class(name: str) -> type[eqx.Module]:
-    cls = getattr(models, name, None)
-    classes = [n for n in models.__all__ if isinstance(getattr(models, n), type)]
-    accepted = [n for n in classes if "key" in inspect.signature(getattr(models, n)).parameters]
-    if name not in accepted or cls is None:
-        raise ValueError(f"model class {name!r} cannot be saved/loaded; accepted: {accepted}")
+    """The class ``name`` recorded by :func:`save_model`: ``module:qualname``, or a bare
+    :mod:`scorelab.models` name (files written before import paths were recorded)."""
+    module_name, _, qualname = name.rpartition(":")
+    try:
+        cls = importlib.import_module(module_name or models.__name__)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"model class {name!r} cannot be imported ({error}); make the module that defines "
+            "it importable (installed, or on PYTHONPATH)"
+        ) from error
+    if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
+        raise ValueError(
+            f"model class {name!r} is not an equinox.Module; the file was not written by save_model"
+        )
     return cls
+
+
+def _import_path(cls: type) -> str:
+    """``module:qualname`` of ``cls``, checked to import ``cls`` itself in another process."""
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        where = "in __main__" if cls.__module__ == "__main__" else "inside a function"
+        raise ValueError(
+            f"model class {cls.__qualname__} is defined {where}, so load_model could not import "
+            "it; define it at the top level of an importable module (a .py file on PYTHONPATH) "
+            "and import it from there"
+        )
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    if _model_class(path) is not cls:
+        raise ValueError(
+            f"model class {path} imports another class than the model's (was its module "
+            "reloaded?); save it from a fresh interpreter"
+        )
+    return path
+
+
+def _skeleton(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
+    """The structure of ``cls(key=..., **kwargs)`` (``key`` only if the constructor takes one),
+    traced, not run: a large network is not initialised just to be overwritten."""
+    if "key" in inspect.signature(cls).parameters:
+        kwargs = {"key": jax.random.key(0), **kwargs}
+    return eqx.filter_eval_shape(cls, **kwargs)
 
 
 def _signature(tree: Any) -> tuple:
@@ -103,55 +239,76 @@ def _signature(tree: Any) -> tuple:
 
 
 def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -> None:
-    """Save a :mod:`scorelab.models` network so :func:`load_model` can rebuild it.
+    """Save an Equinox network so :func:`load_model` can rebuild it in another process.
 
-    Writes ``<path>.eqx`` (the leaves, ``equinox.tree_serialise_leaves``) and ``<path>.json``
-    (``{"class": ..., "kwargs": ...}``); ``path``'s own suffix, if any, is replaced.
+    Writes ``<path>.eqx`` (the leaves, ``equinox.tree_serialise_leaves``), then ``<path>.json``
+    (``{"class": "module:qualname", "kwargs": ..., "eqx_sha256": ...}``), each atomically;
+    ``path``'s own suffix, if any, is replaced. A process killed between the two writes leaves a
+    pair that :func:`load_model` refuses by the checksum, never a silently mixed model.
 
     Args:
         path: file stem, e.g. ``runs/demo/model``.
-        model: a network of a class in :mod:`scorelab.models` built from a key.
+        model: an instance of an ``equinox.Module`` class defined at the top level of an
+            importable module (:mod:`scorelab.models` or the user's own), rebuilt as
+            ``cls(key=..., **constructor_kwargs)`` (without ``key`` if the constructor takes
+            none).
         **constructor_kwargs: the JSON-serialisable arguments it was built with, other than
             ``key`` (e.g. ``dim=2, widths=(16, 16)``).
 
     Raises:
-        ValueError: if the class is not a keyed :mod:`scorelab.models` network, or the
-            arguments do not rebuild a network of the same structure and shapes.
+        ValueError: the class is defined in ``__main__`` or inside a function (another process
+            could not import it), or the arguments do not rebuild a network of the same
+            structure and shapes.
     """
     path = Path(path)
-    cls = _model_class(type(model).__name__)
-    skeleton = eqx.filter_eval_shape(cls, jax.random.key(0), **constructor_kwargs)
-    if _signature(skeleton) != _signature(model):
+    cls = type(model)
+    class_path = _import_path(cls)
+    if _signature(_skeleton(cls, constructor_kwargs)) != _signature(model):
         raise ValueError(
             f"{cls.__name__}(**{constructor_kwargs}) does not rebuild the model being saved; "
             "pass the constructor arguments it was built with"
         )
-    spec = {"class": cls.__name__, "kwargs": constructor_kwargs}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(spec, indent=2) + "\n")
-    eqx.tree_serialise_leaves(path.with_suffix(".eqx"), model)
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, model)
+    leaves = buffer.getvalue()
+    atomic_write(path.with_suffix(".eqx"), lambda handle: handle.write(leaves))
+    spec = {
+        "class": class_path,
+        "kwargs": constructor_kwargs,
+        "eqx_sha256": hashlib.sha256(leaves).hexdigest(),
+    }
+    write_json(path.with_suffix(".json"), spec)
 
 
 def load_model(path: str | Path) -> eqx.Module:
     """Rebuild a network saved by :func:`save_model` from ``<path>.json`` and ``<path>.eqx``.
 
+    Loading imports the module named in the JSON file, as unpickling would: load only files
+    you trust.
+
     Args:
         path: the path given to :func:`save_model`, without suffix.
 
     Returns:
-        The :mod:`scorelab.models` network with its saved weights.
+        The network, of the saved class, with its saved weights.
 
     Raises:
         FileNotFoundError: if either file is missing.
-        ValueError: if the JSON names an unknown class.
+        ValueError: the class cannot be imported or is not an ``equinox.Module``, or the
+            ``.eqx`` file does not match the checksum in the JSON file.
     """
     path = Path(path)
     for file in (path.with_suffix(".json"), path.with_suffix(".eqx")):
         if not file.is_file():
             raise FileNotFoundError(f"saved model file not found: {file}")
-    spec = json.loads(path.with_suffix(".json").read_text())
+    spec = read_json(path.with_suffix(".json"))
     cls = _model_class(spec["class"])
-    # Only the pytree structure is needed to deserialise into, so the initialisation is traced,
-    # not run (a large network would otherwise be initialised just to be overwritten).
-    skeleton = eqx.filter_eval_shape(cls, jax.random.key(0), **spec["kwargs"])
-    return eqx.tree_deserialise_leaves(path.with_suffix(".eqx"), skeleton)
+    leaves = path.with_suffix(".eqx").read_bytes()
+    digest = hashlib.sha256(leaves).hexdigest()
+    if spec.get("eqx_sha256", digest) != digest:  # files from before checksums have none
+        raise ValueError(
+            f"{path.with_suffix('.eqx')} does not match the checksum in "
+            f"{path.with_suffix('.json').name} (damaged, or an interrupted save); save the "
+            "model again"
+        )
+    return eqx.tree_deserialise_leaves(io.BytesIO(leaves), _skeleton(cls, spec["kwargs"]))

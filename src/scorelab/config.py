@@ -34,8 +34,9 @@ from typing import Any
 
 from scorelab import losses, models, samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
+from scorelab.data import TOY_DATASETS
 from scorelab.noise import GRIDS
-from scorelab.targets import TOY_DATASETS, seed_mixture
+from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
 
 __all__ = [

@@ -1,30 +1,129 @@
-"""Run directories: the manifest, JSON outputs, and a trained run's model and configuration.
+"""Run directories: claiming one, the manifest, JSON outputs, a trained run's model and config.
 
 A run directory written by ``scorelab train`` holds::
 
+    .lock            held by the process writing the run (prepare_run_dir)
     config.json      the ExperimentConfig
     manifest.json    config, seed, package versions, devices, time
     model.json/.eqx  the trained network (scorelab.checkpoints.save_model)
     losses.npy       the loss of every step
     checkpoints/     orbax checkpoints (resume)
+
+A run directory cannot lose work: :func:`prepare_run_dir` locks it against a second process
+and refuses to reuse one that holds a run unless told to resume or overwrite it; every JSON
+and model file is written atomically (:func:`atomic_write`), so a killed process leaves the
+previous file whole; checkpoints carry checksums, and a resume falls back to the newest intact
+one (:func:`scorelab.checkpoints.restore_checkpoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
-import json
+import os
 import platform
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
 import jax
-import numpy as np
 
+from scorelab._files import atomic_write, read_json, write_json
 from scorelab.checkpoints import load_model
 from scorelab.config import ExperimentConfig
 
-__all__ = ["package_versions", "manifest", "write_json", "read_json", "load_run"]
+__all__ = [
+    "RunBusyError",
+    "RunExistsError",
+    "prepare_run_dir",
+    "package_versions",
+    "manifest",
+    "atomic_write",
+    "write_json",
+    "read_json",
+    "load_run",
+]
+
+_LOCK = ".lock"
+# Entries that mark a folder as a scorelab run, so that overwrite=True may clear it.
+_RUN_ENTRIES = ("config.json", "manifest.json", "model.json", "checkpoints")
+
+
+class RunBusyError(ValueError):
+    """Another process holds the run directory: it is training or writing into it."""
+
+
+class RunExistsError(ValueError):
+    """The run directory is not empty, and neither resuming nor overwriting it was asked for
+    (or, for ``overwrite``, it does not hold a scorelab run)."""
+
+
+@contextlib.contextmanager
+def prepare_run_dir(
+    path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False
+) -> Iterator[Path]:
+    """Claim ``path`` for a run: lock it for this process and check what it holds.
+
+    The lock is an OS file lock on ``<path>/.lock`` (``filelock``), released on leaving the
+    ``with`` block or when the process dies, even by ``SIGKILL``. With the lock held:
+
+    - an empty (or new) folder is used as it is;
+    - a folder holding a run is refused unless ``resume`` (the caller continues it, e.g.
+      ``train(..., resume=True)``) or ``overwrite`` (its contents are deleted first);
+    - any other non-empty folder is refused: ``overwrite`` deletes only a scorelab run.
+
+    Args:
+        path: the run directory (``scorelab train --out``); created if missing.
+        resume: the caller will continue the run in ``path``.
+        overwrite: delete the run in ``path`` and start afresh.
+
+    Yields:
+        ``path`` as a :class:`~pathlib.Path`, locked until the block exits.
+
+    Raises:
+        ValueError: both ``resume`` and ``overwrite``, or ``path`` is a file.
+        RunBusyError: another process holds the lock.
+        RunExistsError: ``path`` is not empty and may not be reused (see above).
+    """
+    path = Path(path)
+    if resume and overwrite:
+        raise ValueError(f"{path}: resume and overwrite exclude each other; choose one")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a run directory; choose another output path")
+    path.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(path / _LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunBusyError(
+            f"run directory {path} is in use by another process; wait for it to finish, or "
+            "choose another output path"
+        ) from None
+    try:
+        entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
+        is_run = any((path / name).exists() for name in _RUN_ENTRIES)
+        if entries and not is_run:
+            raise RunExistsError(
+                f"{path} is not empty and holds no scorelab run; choose an empty or new output path"
+            )
+        if entries and not (resume or overwrite):
+            raise RunExistsError(
+                f"{path} already holds a run; resume it (--resume), replace it (--overwrite), "
+                "or choose another output path"
+            )
+        if entries and overwrite:
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        yield path
+    finally:
+        lock.release()
+
 
 _PACKAGES = (
     "scorelab",
@@ -67,28 +166,6 @@ def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **extra,
     }
-
-
-def _default(value):
-    if isinstance(value, np.ndarray | jax.Array):
-        return np.asarray(value).tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def write_json(path, payload: Any) -> Path:
-    """Write ``payload`` as indented JSON (arrays become lists; NaN becomes null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=2, default=_default, allow_nan=True)
-    path.write_text(text.replace("NaN", "null") + "\n")
-    return path
-
-
-def read_json(path) -> Any:
-    """Read a JSON file written by :func:`write_json`."""
-    return json.loads(Path(path).read_text())
 
 
 def load_run(run_dir) -> tuple[ExperimentConfig, Any]:

@@ -1,4 +1,4 @@
-r"""Target distributions: Gaussian mixtures with exact noised scores, 2-D toy sets, user data.
+r"""Exact oracles: Gaussian mixtures whose noised scores are known in closed form.
 
 A Gaussian mixture :math:`q_0 = \sum_k w_k \mathcal{N}(\mu_k, C_k)` stays a Gaussian mixture
 under the perturbation kernel :math:`q(x_t \mid x_0) = \mathcal{N}(\alpha_t x_0, \sigma_t^2 I)`:
@@ -16,10 +16,6 @@ References:
 
 from __future__ import annotations
 
-import functools
-import math
-from pathlib import Path
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -34,19 +30,7 @@ from jax import Array
 # same float32 computation in torch. The contractions are tiny (K x d x d), so this is free.
 _EXACT = jax.lax.Precision.HIGHEST
 
-__all__ = [
-    "GaussianMixture",
-    "DataError",
-    "seed_mixture",
-    "gaussian",
-    "two_moons",
-    "swiss_roll",
-    "rings",
-    "checkerboard",
-    "TOY_DATASETS",
-    "validate_data",
-    "load_array",
-]
+__all__ = ["GaussianMixture", "seed_mixture", "gaussian"]
 
 
 class GaussianMixture(eqx.Module):
@@ -285,142 +269,6 @@ def gaussian(mean, covariance) -> GaussianMixture:
     """
     mean = jnp.asarray(mean, dtype=jnp.float32)
     return GaussianMixture(mean[None], jnp.asarray(covariance)[None], jnp.ones((1,)))
-
-
-# --- 2-D toy sets without exact scores -------------------------------------------------------
-# Each draws sample i from fold_in(key, i), so data sets do not depend on how many are drawn.
-
-
-def _per_example(sample_one):
-    @functools.partial(jax.jit, static_argnums=1)
-    def sample(key: Array, n: int) -> Array:
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-        return jax.vmap(sample_one)(keys)
-
-    sample.__doc__ = sample_one.__doc__
-    return sample
-
-
-@_per_example
-def two_moons(key: Array) -> Array:
-    """Two interleaved half-circles, Gaussian jitter 0.1; ``(n, 2)`` in about [-1, 2]x[-1, 1.5]."""
-    key_side, key_angle, key_noise = jax.random.split(key, 3)
-    upper = jax.random.bernoulli(key_side)
-    angle = jax.random.uniform(key_angle, maxval=math.pi)
-    point = jnp.where(
-        upper,
-        jnp.stack([jnp.cos(angle), jnp.sin(angle)]),
-        jnp.stack([1.0 - jnp.cos(angle), 0.5 - jnp.sin(angle)]),
-    )
-    return point + 0.1 * jax.random.normal(key_noise, (2,))
-
-
-@_per_example
-def swiss_roll(key: Array) -> Array:
-    """Swiss roll ``t (cos t, sin t) / 3``, ``t ~ U(1.5 pi, 4.5 pi)``, jitter 0.25; ``(n, 2)``."""
-    key_t, key_noise = jax.random.split(key)
-    t = jax.random.uniform(key_t, minval=1.5 * math.pi, maxval=4.5 * math.pi)
-    return t * jnp.stack([jnp.cos(t), jnp.sin(t)]) / 3.0 + 0.25 * jax.random.normal(key_noise, (2,))
-
-
-@_per_example
-def rings(key: Array) -> Array:
-    """Three concentric rings of radii 2, 4 and 6 (equal mass), radial jitter 0.1; ``(n, 2)``."""
-    key_ring, key_angle, key_noise = jax.random.split(key, 3)
-    radius = 2.0 * (1 + jax.random.randint(key_ring, (), 0, 3))
-    angle = jax.random.uniform(key_angle, maxval=2 * math.pi)
-    radius = radius + 0.1 * jax.random.normal(key_noise)
-    return radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
-
-
-@_per_example
-def checkerboard(key: Array) -> Array:
-    """Uniform on the 8 dark squares (side 2) of a 4x4 checkerboard over [-4, 4]^2; ``(n, 2)``."""
-    key_cell, key_offset = jax.random.split(key)
-    cell = jax.random.randint(key_cell, (), 0, 8)
-    row = cell // 2
-    column = 2 * (cell % 2) + row % 2  # dark squares: row + column even
-    offset = jax.random.uniform(key_offset, (2,), maxval=2.0)
-    return jnp.stack([-4.0 + 2.0 * column, -4.0 + 2.0 * row]) + offset
-
-
-TOY_DATASETS = {
-    "two_moons": two_moons,
-    "swiss_roll": swiss_roll,
-    "rings": rings,
-    "checkerboard": checkerboard,
-}
-"""Built-in 2-D toy samplers without exact scores, by name: ``name -> sample(key, n)``."""
-
-
-# --- user data ---------------------------------------------------------------------------------
-
-
-class DataError(ValueError):
-    """Raised for data that cannot be used: wrong rank, no rows, NaN or infinite values."""
-
-
-def validate_data(data, name: str = "data") -> np.ndarray:
-    """Check a data array and return it as ``float32`` of shape ``(n, d)``.
-
-    A 1-D array is rejected rather than guessed at (one point of ``d`` dims, or ``n`` points of
-    one dim?); reshape it explicitly.
-
-    Args:
-        data: array-like of shape ``(n, d)``, ``n, d >= 1``, finite numbers.
-        name: what to call the data in error messages (e.g. its file name).
-
-    Raises:
-        DataError: naming ``name`` and what is wrong.
-    """
-    array = np.asarray(data)
-    if array.ndim != 2:
-        raise DataError(
-            f"{name}: expected a 2-D array of shape (n_samples, dim), got shape {array.shape}"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataError(f"{name}: no data (shape {array.shape}); need at least one row and column")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        raise DataError(
-            f"{name}: {bad_rows.size} row(s) contain NaN or inf (first at row {bad_rows[0]})"
-        )
-    return array.astype(np.float32)
-
-
-def load_array(path) -> np.ndarray:
-    """Load a user's data set from ``.npy`` or ``.csv`` (comma-separated, optional header row).
-
-    Args:
-        path: a ``.npy`` file (``numpy.save``) or a ``.csv`` file, one point per row.
-
-    Returns:
-        ``float32`` array of shape ``(n, d)``.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        DataError: unsupported extension, unparsable contents, wrong rank, no rows, NaN/inf.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-    elif suffix == ".csv":
-        try:
-            array = np.genfromtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-        except ValueError as error:
-            raise DataError(f"{path}: cannot parse as CSV of numbers ({error})") from error
-        # genfromtxt turns a header row into a row of NaN: drop it if it is the first row only.
-        if array.size and np.isnan(array[0]).all():
-            array = array[1:]
-    else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .csv")
-    return validate_data(array, name=str(path))
 
 
 # --- a 64-dimensional oracle: a Gaussian mixture fitted to scikit-learn's digits ------------------

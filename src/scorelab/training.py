@@ -43,11 +43,13 @@ import optax
 from jax import Array
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
+from scorelab._files import jsonable
 from scorelab._validate import check_choice, check_int, check_real
-from scorelab.targets import validate_data
+from scorelab.data import validate_data
 
 __all__ = [
     "TrainConfig",
@@ -284,47 +286,20 @@ def _fingerprint(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
-class _StaticLoss:
-    """``loss_fn`` as a static argument of ``_dispatch``, equal to another when it computes the
-    same function: ``functools.partial`` objects compare by function, arguments and keywords
-    (when those are hashable) rather than by identity.
+def _as_pytree(loss_fn: Callable) -> Callable:
+    """``loss_fn`` as a :class:`jax.tree_util.Partial` when it is a ``functools.partial``.
 
-    A fresh ``functools.partial(dsm_loss, sigma=1.0)`` per call is how losses are written, and
-    by identity every such call recompiled the training step (15-28 s on the CPU for the
-    tutorial's networks). Anything else compares as itself.
+    Its bound arguments then become pytree leaves, which ``equinox.filter_jit`` traces when
+    they are arrays and compares by value otherwise: a fresh ``functools.partial(dsm_loss,
+    sigma=1.0)`` per call (how losses are written) reuses the compiled step, whereas one
+    object compared by identity it recompiled (15-28 s on the CPU for the tutorial's networks).
     """
-
-    def __init__(self, loss_fn: Callable):
-        self.loss_fn = loss_fn
-        self._key = _value_key(loss_fn)
-
-    def __call__(self, *args):
-        return self.loss_fn(*args)
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _StaticLoss) and self._key == other._key
+    if isinstance(loss_fn, functools.partial) and not isinstance(loss_fn, Partial):
+        return Partial(loss_fn.func, *loss_fn.args, **loss_fn.keywords)
+    return loss_fn
 
 
-def _value_key(fn) -> Any:
-    """``(function, args, keywords)`` of a (nested) ``functools.partial`` with hashable
-    arguments; else ``fn`` itself (compared by identity)."""
-    if not isinstance(fn, functools.partial):
-        return fn
-    # Types too, so that 1 and 1.0 (equal and of equal hash) do not share a compilation.
-    args = tuple((type(a), a) for a in fn.args)
-    keywords = tuple(sorted((k, type(v), v) for k, v in fn.keywords.items()))
-    key = (_value_key(fn.func), args, keywords)
-    try:
-        hash(key)
-    except TypeError:
-        return fn
-    return key
-
-
-@functools.partial(jax.jit, static_argnames=("static", "loss_fn", "config", "mesh", "length"))
+@eqx.filter_jit
 def _dispatch(
     state: _TrainState,
     frozen: Any,
@@ -335,17 +310,21 @@ def _dispatch(
     *,
     static: Any,
     loss_fn: Callable,
+    loss_leaf_types: tuple[type, ...],
     config: TrainConfig,
     mesh: Mesh,
     length: int,
 ) -> tuple[_TrainState, Array, Array]:
     """Run steps ``start, ..., start + n_active - 1``; return ``(state, losses, bad)``.
 
-    ``lax.scan`` runs over ``length`` slots (those past ``n_active`` do nothing), so one
-    compilation serves every dispatch of a run, and every run with the same ``static`` model
-    part, ``loss_fn`` (a :class:`_StaticLoss`: equal partials are equal) and ``config``
-    (``train`` passes it with the execution-only fields
-    reset). ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
+    ``equinox.filter_jit`` traces the array arguments (``start`` and ``n_active`` are scalar
+    arrays) and keys the compilation on the others. ``lax.scan`` runs over ``length`` slots
+    (those past ``n_active`` do nothing), so one compilation serves every dispatch of a run,
+    and every run with the same ``static`` model part, ``loss_fn`` (see :func:`_as_pytree`)
+    and ``config`` (``train`` passes it with the execution-only fields reset).
+    ``loss_leaf_types`` only keys the compilation: static leaves are compared by ``==``, and
+    ``1 == 1.0``, so without their types an int hyper-parameter would run the float one's
+    trace. ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
     non-finite loss or gradient, or -1, and from that step on the state is left as it was.
     """
     optimizer = make_optimizer(config)
@@ -411,6 +390,7 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    run_config: dict[str, Any] | None = None,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
 
@@ -430,11 +410,18 @@ def train(
         config: the run's :class:`TrainConfig`.
         out_dir: directory for orbax checkpoints (every ``config.checkpoint_every`` steps and
             at the end); ``None`` writes nothing.
-        resume: continue from the latest complete checkpoint in ``out_dir`` (start afresh if
-            there is none). The run must have the same key, data and config up to the
-            execution-only fields ``steps_per_dispatch``, ``checkpoint_every`` and
-            ``log_every``; it then ends with the same parameters as an uninterrupted run.
+        resume: continue from the newest intact checkpoint in ``out_dir`` (start afresh if
+            there is none; a damaged newer one is deleted with a warning, see
+            :func:`scorelab.checkpoints.restore_checkpoint`). The run must have the same key,
+            data and configuration (``run_config`` and ``config``) up to the execution-only
+            fields ``steps_per_dispatch``, ``checkpoint_every`` and ``log_every``, and
+            ``steps``, which a ``"constant"`` schedule may extend; it then ends with the same
+            parameters as an uninterrupted run.
         progress: show a tqdm bar with step, mean loss and steps/s.
+        run_config: the rest of the run's configuration as nested JSON-serialisable dicts
+            (e.g. ``ExperimentConfig.to_dict()``: data, model, loss), recorded in every
+            checkpoint and compared field by field on resume; its ``"train"`` entry is
+            ``config``.
 
     Returns:
         a :class:`TrainResult`.
@@ -444,11 +431,13 @@ def train(
             not checkpointed.
         ValueError: batch size not divisible by the device count; ``resume`` without
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
-            the checkpointed run.
-        scorelab.targets.DataError: ``data`` is not a finite ``(n, d)`` array.
+            the checkpointed run (naming the fields that differ); checkpoints of which
+            none is intact.
+        scorelab.data.DataError: ``data`` is not a finite ``(n, d)`` array.
     """
     data = validate_data(data)
     key = _as_typed_key(key)
+    loss_fn = _as_pytree(loss_fn)
     devices = jax.devices()
     batch = data.shape[0] if config.batch_size is None else config.batch_size
     if batch % len(devices) != 0:
@@ -474,8 +463,9 @@ def train(
     state = jax.device_put(state, replicated)
     losses = np.full(config.steps, np.nan, dtype=np.float32)
     metadata = {
-        "config": config.to_dict(),
+        "config": jsonable({**(run_config or {}), "train": config.to_dict()}),
         "key_impl": str(jax.random.key_impl(key)),
+        "key_data": np.asarray(jax.random.key_data(key)).tolist(),
         "data_shape": list(data.shape),
         "data_sha256": _fingerprint(data),
         "scorelab_version": __version__,
@@ -491,20 +481,23 @@ def train(
         )
 
     def checkpointed(state, losses):
-        # Everything a resumed run needs besides the config, data and model structure.
-        key_data = np.asarray(jax.random.key_data(key))
-        return {"train_state": state, "key_data": key_data, "losses": losses}
+        # Everything a resumed run needs besides the metadata, data and model structure.
+        return {"train_state": state, "losses": losses}
+
+    def like(saved_metadata):
+        _check_resumable(saved_metadata, metadata)
+        return checkpointed(state, np.zeros(saved_metadata["step"], np.float32))
 
     if last_checkpoint is not None:
-        like = checkpointed(state, losses)
-        start_step, saved, saved_metadata = checkpoints.restore_checkpoint(manager, like)
-        _check_resumable(saved_metadata, metadata, saved["key_data"], key)
-        state, losses = saved["train_state"], np.asarray(saved["losses"])
+        start_step, saved, _ = checkpoints.restore_checkpoint(manager, like)
+        state, losses[:start_step] = saved["train_state"], saved["losses"]
+        last_checkpoint = start_step  # newer damaged checkpoints were deleted
 
     dispatch = functools.partial(
         _dispatch,
         static=static,
-        loss_fn=_StaticLoss(loss_fn),
+        loss_fn=loss_fn,
+        loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
         # The execution-only fields do not enter the computation: reset them so that runs
         # differing only there share one compilation.
         config=dataclasses.replace(
@@ -527,7 +520,7 @@ def train(
             next_checkpoint = min((step // period + 1) * period, config.steps)
             n_active = min(config.steps_per_dispatch, next_checkpoint - step)
             new_state, dispatch_losses, bad = dispatch(
-                state, frozen, device_data, key, step, n_active
+                state, frozen, device_data, key, jnp.asarray(step), jnp.asarray(n_active)
             )
             dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
             bad = int(bad)
@@ -542,7 +535,7 @@ def train(
             bar.set_postfix(loss=f"{np.mean(losses[max(0, step - config.log_every) : step]):.4g}")
             if manager is not None and step == next_checkpoint:
                 checkpoints.save_checkpoint(
-                    manager, step, checkpointed(state, losses), {**metadata, "step": step}
+                    manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
                 )
                 last_checkpoint = step
 
@@ -553,25 +546,53 @@ def train(
     return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
 
 
-def _check_resumable(saved: dict, current: dict, saved_key_data, key: Array) -> None:
-    """Refuse to resume a checkpoint into a different run (its result would be neither)."""
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted name, saved value, current value)`` of every field where two nested dicts of
+    JSON values differ (``None`` for an absent field)."""
+    found = []
+    for name in [*current, *(name for name in saved if name not in current)]:
+        old, new = saved.get(name), current.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{name}.")
+        elif old != new or (name in saved) != (name in current):
+            found.append((f"{prefix}{name}", old, new))
+    return found
+
+
+def _check_resumable(saved: dict, current: dict) -> None:
+    """Refuse to resume a checkpoint into a different run (its result would be neither).
+
+    The whole recorded configuration must be equal, but for the execution-only training
+    fields, and ``train.steps``, which a ``"constant"`` schedule may change to any number not
+    below the checkpointed step (the steps taken are then those of the new run).
+    """
+    may_differ = {f"train.{name}" for name in (*_EXECUTION_FIELDS, "steps")}
     differing = [
-        name
-        for name, value in current["config"].items()
-        if name not in _EXECUTION_FIELDS and saved["config"].get(name) != value
+        f"{name}: {old!r} -> {new!r}"
+        for name, old, new in _differences(saved["config"], current["config"])
+        if name not in may_differ
     ]
     if differing:
-        details = ", ".join(
-            f"{name}: {saved['config'].get(name)!r} -> {current['config'][name]!r}"
-            for name in differing
+        raise ValueError(
+            f"cannot resume: config differs from the checkpointed run ({', '.join(differing)}); "
+            "restore those values, or start a new run in another out_dir"
         )
-        raise ValueError(f"cannot resume: config differs from the checkpointed run ({details})")
+    train, saved_steps = current["config"]["train"], saved["config"]["train"]["steps"]
+    if train["steps"] != saved_steps and train["schedule"] != "constant":
+        raise ValueError(
+            f"cannot resume: train.steps {saved_steps} -> {train['steps']} changes the "
+            f"{train['schedule']!r} learning-rate schedule of the steps already taken; keep "
+            f"steps = {saved_steps} (only a 'constant' schedule can be extended)"
+        )
+    if train["steps"] < saved["step"]:
+        raise ValueError(
+            f"cannot resume: train.steps = {train['steps']} is below the checkpointed step "
+            f"{saved['step']}; choose steps >= {saved['step']}"
+        )
     if saved["data_sha256"] != current["data_sha256"]:
         raise ValueError(
             f"cannot resume: data differ from the checkpointed run's (shape "
             f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here)"
         )
-    if saved["key_impl"] != current["key_impl"] or not np.array_equal(
-        np.asarray(saved_key_data), np.asarray(jax.random.key_data(key))
-    ):
+    if (saved["key_impl"], saved["key_data"]) != (current["key_impl"], current["key_data"]):
         raise ValueError("cannot resume: key differs from the checkpointed run's (check the seed)")

@@ -18,10 +18,10 @@ from scorelab import builders, samplers, viz
 from scorelab._validate import check_real
 from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
+from scorelab.data import load_array
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.report import Report, floors, measure
 from scorelab.runs import load_run, manifest, write_json
-from scorelab.targets import load_array
 from scorelab.training import TrainResult, train
 
 __all__ = [

@@ -1,0 +1,103 @@
+"""Atomic file writes and the JSON policy, shared by checkpoints and run directories.
+
+A file is written to a temporary file in its own folder, flushed and fsynced, then renamed
+over its destination with ``os.replace`` (atomic on POSIX and Windows), and on POSIX the
+folder is fsynced so that the rename survives a power cut. A process killed mid-write
+therefore leaves the previous file whole; at worst a ``.<name>.<random>.tmp`` file remains
+beside it.
+
+JSON has no NaN or infinity: Python's ``json`` writes ``NaN`` and ``Infinity`` literals that
+strict parsers (JavaScript, ``jq``) reject. :func:`write_json` writes every non-finite float as
+``null`` and then encodes with ``allow_nan=False``, so no such literal can slip through.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import jax
+import numpy as np
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
+    """Write a file atomically: ``write_fn`` fills a temporary file that then replaces ``path``.
+
+    Args:
+        path: the destination; its folder is created if needed.
+        write_fn: called once with a binary file object open for writing (e.g.
+            ``lambda f: numpy.save(f, x)``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        Whatever ``write_fn`` raises; the temporary file is removed and ``path`` is unchanged.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with mode 0o666 lets the umask set the permissions, as a plain open() would.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write_fn(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # Windows cannot open a folder to fsync it
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    return path
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with arrays as lists, NumPy scalars as Python numbers, tuples as lists and
+    every NaN or infinite float as ``None``; other values are returned as they are."""
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.ndarray | jax.Array):
+        return jsonable(np.asarray(value).tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON, atomically (:func:`atomic_write`).
+
+    Arrays become (nested) lists and NaN or infinite numbers ``null`` (:func:`jsonable`).
+
+    Args:
+        path: the destination file.
+        payload: dicts, lists, tuples, strings, numbers, booleans, ``None``, NumPy or JAX
+            arrays and scalars.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: ``payload`` holds another type (the file is not written).
+    """
+    text = json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file (written by :func:`write_json`; ``null`` stays ``None``)."""
+    return json.loads(Path(path).read_text())

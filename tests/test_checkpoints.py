@@ -1,0 +1,164 @@
+"""Checkpoints that detect their own damage, and models saved by import path.
+
+The training loop's use of both (resume from the newest intact checkpoint, bitwise equal to an
+uninterrupted run) is tested in ``test_training.py``.
+"""
+
+import json
+import shutil
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _damage import flip_a_bit
+from _user_model import Affine, Library
+
+from scorelab.checkpoints import (
+    load_model,
+    open_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+    save_model,
+)
+from scorelab.models import MLP
+
+STATE = {"a": jnp.arange(1000.0), "b": np.arange(50, dtype=np.float32)}
+
+
+def like(metadata):
+    """The restore target of :data:`STATE`, whatever the metadata."""
+    return STATE
+
+
+@pytest.fixture
+def two_steps(tmp_path):
+    """A checkpoint folder with steps 1 and 2 of :data:`STATE` (step 2 with ``a`` doubled)."""
+    manager = open_checkpoints(tmp_path / "checkpoints")
+    save_checkpoint(manager, 1, STATE, {"step": 1})
+    save_checkpoint(manager, 2, {**STATE, "a": 2 * STATE["a"]}, {"step": 2})
+    return tmp_path / "checkpoints"
+
+
+def test_an_intact_checkpoint_restores_its_state_and_metadata(two_steps):
+    step, state, metadata = restore_checkpoint(open_checkpoints(two_steps), like)
+    assert step == 2 and metadata == {"step": 2}  # the checksums are checked and removed
+    np.testing.assert_array_equal(state["a"], 2 * STATE["a"])
+    np.testing.assert_array_equal(state["b"], STATE["b"])
+
+
+def test_a_flipped_bit_falls_back_to_the_newest_intact_checkpoint(two_steps):
+    # Orbax alone restores such a flip as silently different numbers; the checksum sees it.
+    flip_a_bit(two_steps / "2")
+    manager = open_checkpoints(two_steps)
+    with pytest.warns(UserWarning, match="step 2: .*resuming from step 1, the newest intact"):
+        step, state, metadata = restore_checkpoint(manager, like)
+    assert step == 1 and metadata == {"step": 1}
+    np.testing.assert_array_equal(state["a"], STATE["a"])
+    assert manager.all_steps() == [1], "the damaged step is deleted, to be written again"
+
+
+def test_edited_metadata_is_damage(two_steps):
+    metadata_file = two_steps / "2" / "metadata" / "metadata"
+    text = metadata_file.read_text()
+    assert '"step": 2' in text
+    metadata_file.write_text(text.replace('"step": 2', '"step": 3'))
+    with pytest.warns(UserWarning, match="step 2: metadata checksum mismatch"):
+        assert restore_checkpoint(open_checkpoints(two_steps), like)[0] == 1
+
+
+def test_no_intact_checkpoint_is_an_error_that_deletes_nothing(two_steps):
+    for step in ("1", "2"):
+        flip_a_bit(two_steps / step)
+    manager = open_checkpoints(two_steps)
+    with pytest.raises(ValueError, match="no intact checkpoint.*step 2: .*step 1: .*delete the"):
+        restore_checkpoint(manager, like)
+    assert manager.all_steps() == [1, 2]
+
+
+def test_a_refusal_of_like_is_not_damage(two_steps):
+    def refuse(metadata):
+        raise ValueError(f"cannot resume step {metadata['step']}")
+
+    manager = open_checkpoints(two_steps)
+    with pytest.raises(ValueError, match="cannot resume step 2"):
+        restore_checkpoint(manager, refuse)
+    assert manager.all_steps() == [1, 2]
+
+
+def test_an_empty_folder_has_nothing_to_restore(tmp_path):
+    assert restore_checkpoint(open_checkpoints(tmp_path), like) is None
+
+
+def arrays(model):
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs", "class_path"),
+    [
+        (Affine(2, scale=2.0, key=jax.random.key(1)), {"dim": 2, "scale": 2.0}, "Affine"),
+        (eqx.tree_at(lambda m: m.b, Library.Shift(2), jnp.ones(2)), {"dim": 2}, "Library.Shift"),
+    ],
+)
+def test_a_users_own_module_round_trips_by_import_path(tmp_path, model, kwargs, class_path):
+    save_model(tmp_path / "model", model, **kwargs)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    assert spec["class"] == f"_user_model:{class_path}"
+    loaded = load_model(tmp_path / "model")
+    assert type(loaded) is type(model)
+    for a, b in zip(arrays(loaded), arrays(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = jnp.array([0.5, -1.0])
+    np.testing.assert_array_equal(loaded(x, 0.3), model(x, 0.3))
+
+
+def test_a_class_another_process_cannot_import_is_refused(tmp_path):
+    class Local(eqx.Module):
+        b: jax.Array
+
+    with pytest.raises(ValueError, match=r"Local is defined inside a function.*importable module"):
+        save_model(tmp_path / "local", Local(jnp.zeros(2)))
+    script = {"__name__": "__main__"}  # what a class in a script or notebook gets
+    exec("import equinox as eqx, jax\nclass Net(eqx.Module):\n    b: jax.Array\n", script)
+    with pytest.raises(ValueError, match=r"Net is defined in __main__.*importable module"):
+        save_model(tmp_path / "main", script["Net"](jnp.zeros(2)))
+    assert not any(tmp_path.iterdir()), "nothing is written for a refused model"
+
+
+def test_a_model_json_with_a_bare_scorelab_name_still_loads(tmp_path):
+    # model.json files written before import paths: {"class": "MLP", "kwargs": ...}.
+    model = MLP(jax.random.key(0), dim=2, widths=(8,))
+    save_model(tmp_path / "model", model, dim=2, widths=(8,))
+    (tmp_path / "model.json").write_text(
+        json.dumps({"class": "MLP", "kwargs": {"dim": 2, "widths": [8]}})
+    )
+    loaded = load_model(tmp_path / "model")
+    assert type(loaded) is MLP
+    for a, b in zip(arrays(loaded), arrays(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_model_names_what_it_cannot_use(tmp_path):
+    model = MLP(jax.random.key(0), dim=2, widths=(8,))
+    save_model(tmp_path / "model", model, dim=2, widths=(8,))
+    spec = json.loads((tmp_path / "model.json").read_text())
+    for name, message in [
+        ("no_such_module:Net", "'no_such_module:Net' cannot be imported.*PYTHONPATH"),
+        ("scorelab.models:NoSuchNet", "'scorelab.models:NoSuchNet' cannot be imported"),
+        ("scorelab.models:ACTIVATIONS", "is not an equinox.Module"),
+    ]:
+        (tmp_path / "model.json").write_text(json.dumps({**spec, "class": name}))
+        with pytest.raises(ValueError, match=message):
+            load_model(tmp_path / "model")
+
+
+def test_a_model_file_from_another_save_is_refused_by_its_checksum(tmp_path):
+    # A process killed between save_model's two atomic writes leaves the new .eqx beside the
+    # old .json: the pair is refused, never loaded as a mixture.
+    save_model(tmp_path / "old", MLP(jax.random.key(0), dim=2, widths=(8,)), dim=2, widths=(8,))
+    save_model(tmp_path / "new", MLP(jax.random.key(1), dim=2, widths=(8,)), dim=2, widths=(8,))
+    shutil.copy(tmp_path / "new.eqx", tmp_path / "old.eqx")
+    with pytest.raises(ValueError, match=r"old.eqx does not match the checksum in old.json"):
+        load_model(tmp_path / "old")

@@ -1,0 +1,152 @@
+"""Run directories that cannot lose work: atomic writes, the JSON policy, the run lock."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scorelab.runs import (
+    RunBusyError,
+    RunExistsError,
+    atomic_write,
+    prepare_run_dir,
+    read_json,
+    write_json,
+)
+
+
+def _no_constants(name):
+    raise AssertionError(f"non-standard JSON constant {name}")
+
+
+def test_write_json_writes_non_finite_numbers_as_null(tmp_path):
+    payload = {
+        "finite": 1.5,
+        "nan": float("nan"),
+        "inf": [math.inf, -math.inf],
+        "array": np.array([1.0, np.nan, np.inf], np.float32),
+        "jax": jnp.array([np.nan, 2.0]),
+        "scalar": np.float32("nan"),
+        "tuple": (np.int64(3), "NaN stays a string"),
+        "nested": {"deeper": [{"x": np.float64("-inf")}]},
+    }
+    path = write_json(tmp_path / "out" / "report.json", payload)
+    # A strict parser: no NaN / Infinity literals anywhere.
+    parsed = json.loads(path.read_text(), parse_constant=_no_constants)
+    assert parsed == {
+        "finite": 1.5,
+        "nan": None,
+        "inf": [None, None],
+        "array": [1.0, None, None],
+        "jax": [None, 2.0],
+        "scalar": None,
+        "tuple": [3, "NaN stays a string"],
+        "nested": {"deeper": [{"x": None}]},
+    }
+    assert read_json(path) == parsed
+
+
+def test_write_json_refuses_an_unknown_type_and_keeps_the_previous_file(tmp_path):
+    path = write_json(tmp_path / "a.json", {"version": 1})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(path, {"version": 2, "bad": object()})
+    assert read_json(path) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"], "no temporary file is left"
+
+
+def test_a_failing_write_leaves_the_previous_file_whole(tmp_path):
+    path = atomic_write(tmp_path / "model.eqx", lambda handle: handle.write(b"previous"))
+
+    def fails_halfway(handle):
+        handle.write(b"half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fails_halfway)
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.eqx"], "no temporary file is left"
+
+
+def test_sigkill_during_a_write_leaves_the_previous_file_whole(tmp_path):
+    path = atomic_write(tmp_path / "model.eqx", lambda handle: handle.write(b"previous"))
+    source = textwrap.dedent(
+        f"""
+        import sys, time
+        from scorelab.runs import atomic_write
+
+        def slow(handle):
+            handle.write(b"the first half of the new file")
+            handle.flush()
+            print("writing", flush=True)
+            time.sleep(600)
+
+        atomic_write({str(path)!r}, slow)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline() == "writing\n", process.stderr.read()
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert path.read_bytes() == b"previous"
+    # The killed write's temporary file is all that remains of it (hidden, beside the file).
+    (leftover,) = [p for p in tmp_path.iterdir() if p != path]
+    assert leftover.name.startswith(".model.eqx.") and leftover.suffix == ".tmp"
+
+
+def test_a_run_directory_is_locked_while_in_use(tmp_path):
+    run_dir = tmp_path / "run"
+    with prepare_run_dir(run_dir) as locked:
+        assert locked == run_dir and (run_dir / ".lock").is_file()
+        (run_dir / "config.json").write_text("{}")
+        # The lock is an OS lock on an open file: a second claim fails even in this process.
+        with pytest.raises(RunBusyError, match=f"{run_dir} is in use by another process"):
+            with prepare_run_dir(run_dir, resume=True):
+                pass
+    with prepare_run_dir(run_dir, resume=True):  # released on exit
+        assert (run_dir / "config.json").is_file()
+
+
+def test_an_existing_run_is_reused_only_when_asked(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    with pytest.raises(RunExistsError, match="already holds a run.*--resume.*--overwrite"):
+        with prepare_run_dir(run_dir):
+            pass
+    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+        with prepare_run_dir(run_dir, resume=True, overwrite=True):
+            pass
+    with prepare_run_dir(run_dir, resume=True):
+        assert (run_dir / "config.json").is_file()
+    with prepare_run_dir(run_dir, overwrite=True):
+        assert [p.name for p in run_dir.iterdir()] == [".lock"]
+
+
+def test_a_folder_that_is_not_a_run_is_never_cleared(tmp_path):
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("precious")
+    for flags in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(RunExistsError, match="not empty and holds no scorelab run"):
+            with prepare_run_dir(folder, **flags):
+                pass
+    assert (folder / "chapter1.tex").read_text() == "precious"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a run directory"):
+        with prepare_run_dir(tmp_path / "file"):
+            pass
