@@ -132,14 +132,14 @@ _SAMPLER_FLAGS = _sampler_flags()
 
 
 def _cmd_train(args) -> int:
-    from scorelab.runs import run_directory
     from scorelab.training import initialize_distributed
     from scorelab.workflows import train_run
 
     initialize_distributed()  # a no-op on one host; joins the cluster when launched on several
     config = _experiment(args, _TRAIN_FLAGS)
-    with run_directory(args.out, resume=args.resume, overwrite=args.overwrite):
-        train_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    train_run(
+        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+    )
     print(f"trained model written to {args.out}")
     return 0
 
@@ -216,13 +216,13 @@ def _cmd_plot(args) -> int:
 def _cmd_demo(args) -> int:
     from scorelab.config import load_config
     from scorelab.demo import DemoSettings, run_demo
-    from scorelab.runs import run_directory
+    from scorelab.runs import prepare_run_dir
 
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.settings is not None:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
     out = Path(args.out) / args.name
-    with run_directory(out, resume=False, overwrite=args.overwrite):
+    with prepare_run_dir(out, overwrite=args.overwrite):
         run_demo(settings, out, progress=not args.quiet)
     return 0
 
@@ -257,7 +257,7 @@ def _cmd_sweep(args) -> int:
     from scorelab.config import TARGETS, ConfigError, load_config
     from scorelab.models import ExactScore
     from scorelab.report import Report
-    from scorelab.runs import run_directory
+    from scorelab.runs import prepare_run_dir
     from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
 
     values = dict(load_config(args.config).get("sweep", {})) if args.config else {}
@@ -273,7 +273,7 @@ def _cmd_sweep(args) -> int:
     if args.run is not None:
         score_fns["model"] = load_score_model(args.run)
     specs = settings.specs()
-    with run_directory(args.out, resume=False, overwrite=args.overwrite):
+    with prepare_run_dir(args.out, overwrite=args.overwrite):
         result = sweep(
             target,
             specs,

@@ -46,7 +46,7 @@ from scorelab.config import TRAIN_RECIPE, ExperimentConfig
 from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
-from scorelab.runs import load_run, manifest, read_json, write_json
+from scorelab.runs import atomic_write, load_run, manifest, read_json, write_json
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
 from scorelab.workflows import train_run
@@ -419,12 +419,12 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
         "train_seconds": train_seconds,
         "exact_hyvarinen_loss_closed_form": float(-0.5 * 2 / 0.1),
     }
-    np.savez_compressed(
-        out_dir / "samples.npz",
-        data=data,
+    arrays = {
+        "data": data,
         **{f"ddim_e{e:g}": x for e, x in ddim_samples.items()},
         **{f"trajectory_{k}": v for k, v in trajectories.items()},
-    )
+    }
+    atomic_write(out_dir / "samples.npz", lambda handle: np.savez_compressed(handle, **arrays))
     write_json(out_dir / "demo.json", settings.to_dict())
     figures = plot_demo(out_dir, out_dir / "figures", results=results, trained=trained)
     results["figures"] = [str(path.relative_to(out_dir)) for path in figures]

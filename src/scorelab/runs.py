@@ -49,7 +49,14 @@ __all__ = [
 
 _LOCK = ".lock"
 # Entries that mark a folder as a scorelab run, so that overwrite=True may clear it.
-_RUN_ENTRIES = ("config.json", "manifest.json", "model.json", "checkpoints")
+_RUN_ENTRIES = (
+    "config.json",
+    "manifest.json",
+    "model.json",
+    "checkpoints",
+    "demo.json",
+    "sweep.json",
+)
 
 
 class RunBusyError(ValueError):

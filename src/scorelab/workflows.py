@@ -21,7 +21,7 @@ from scorelab.config import TARGETS, ConfigError, ExperimentConfig
 from scorelab.data import load_array
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.report import Report, floors, measure
-from scorelab.runs import load_run, manifest, write_json
+from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
 from scorelab.training import TrainResult, train
 
 __all__ = [
@@ -39,6 +39,7 @@ def train_run(
     out_dir,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     data: np.ndarray | None = None,
     init_key: jax.Array | None = None,
@@ -50,10 +51,16 @@ def train_run(
     ``scorelab train`` calls it with the defaults; the demo passes its own data and named keys,
     and its runs are ordinary run directories all the same.
 
+    The run directory is locked for the whole run (:func:`scorelab.runs.prepare_run_dir`): a
+    second process refuses it, and a run already there is continued only with ``resume`` (the
+    whole configuration must match, ``train.steps`` may grow) or replaced only with
+    ``overwrite``. Every file is written atomically.
+
     Args:
         config: the experiment.
         out_dir: the run directory.
         resume: continue from the newest intact checkpoint.
+        overwrite: replace a run already in ``out_dir``.
         progress: show a progress bar.
         data: ``(n, d)`` training data; ``None`` builds it from ``config.data``.
         init_key, train_key: the network's initialisation key and the training key; ``None``
@@ -64,25 +71,26 @@ def train_run(
         The :class:`scorelab.training.TrainResult`; the model written is its EMA model where
         the run keeps one, else the last iterate.
     """
-    out_dir = Path(out_dir)
     data = builders.make_data(config.data) if data is None else data
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
-    result = train(
-        jax.random.key(config.train.seed) if train_key is None else train_key,
-        model,
-        builders.make_loss(config.loss),
-        data,
-        config.train,
-        out_dir=out_dir / "checkpoints",
-        resume=resume,
-        progress=progress,
-    )
-    trained = result.ema_model if result.ema_model is not None else result.model
-    save_model(out_dir / "model", trained, **model_kwargs)
-    np.save(out_dir / "losses.npy", result.losses)
-    write_json(out_dir / "config.json", config.to_dict())
-    record = manifest(config.to_dict(), data_shape=list(data.shape), **manifest_extra)
-    write_json(out_dir / "manifest.json", record)
+    with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
+        result = train(
+            jax.random.key(config.train.seed) if train_key is None else train_key,
+            model,
+            builders.make_loss(config.loss),
+            data,
+            config.train,
+            out_dir=out_dir / "checkpoints",
+            resume=resume,
+            progress=progress,
+            run_config=config.to_dict(),
+        )
+        trained = result.ema_model if result.ema_model is not None else result.model
+        save_model(out_dir / "model", trained, **model_kwargs)
+        atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
+        write_json(out_dir / "config.json", config.to_dict())
+        record = manifest(config.to_dict(), data_shape=list(data.shape), **manifest_extra)
+        write_json(out_dir / "manifest.json", record)
     return result
 
 
