@@ -36,7 +36,7 @@ from scorelab import losses, models, samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
 from scorelab.data import TOY_DATASETS
 from scorelab.noise import GRIDS
-from scorelab.targets import seed_mixture
+from scorelab.targets import digits_mixture, seed_mixture
 from scorelab.training import TrainConfig
 
 __all__ = [
@@ -51,8 +51,9 @@ __all__ = [
     "apply_overrides",
 ]
 
-TARGETS = {"seed_mixture": seed_mixture}
-"""Built-in targets with an exact score, by name."""
+TARGETS = {"seed_mixture": seed_mixture, "digits_mixture": digits_mixture}
+"""Built-in targets with an exact score, by name: the tutorial's 2-D mixture and the 64-D
+mixture fitted to scikit-learn's digits (:func:`scorelab.targets.digits_mixture`)."""
 
 TRAIN_RECIPE = TrainConfig(
     steps=5000, learning_rate=1e-3, batch_size=1024, schedule="cosine", ema_decay=0.999
