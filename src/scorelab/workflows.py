@@ -272,7 +272,7 @@ def likelihood_points(
     bin_width: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Log-densities of ``points`` under the probability-flow ODE of ``model`` or the exact score.
+    r"""Log-densities of ``points`` under the probability-flow ODE of ``model`` or the exact score.
 
     The ODE runs over the configured sampler's range (``sampler.sigma_min`` to ``sigma_max``:
     a trained run's own), so the density is that of :math:`q_{\sigma_{\min}}`; with the exact
