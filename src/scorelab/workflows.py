@@ -256,7 +256,7 @@ def evaluate_samples(
             f"samples: dimension {samples.shape[1]} does not match the reference's "
             f"{reference.shape[1]}"
         )
-    row = measure(samples, reference, mixture, max_sliced=True)
+    row = measure(samples, reference, mixture, max_sliced=True, ksd=mixture is not None)
     names = ("sw", "tv") if mixture is not None else ("sw",)
     floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
