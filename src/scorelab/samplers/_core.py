@@ -131,9 +131,10 @@ class AbstractSampler(eqx.Module):
 
     - :meth:`schedule`: the per-step inputs, a pytree of arrays with leading axis
       :attr:`n_steps`;
-    - :meth:`init` and :meth:`step`: ``step(score_fn, state, (inputs_k, z_k)) -> (state,
-      info)``, pure, for one chain, with ``z_k`` the step's :attr:`draws_per_step` standard
-      normal draws (``(draws_per_step, *S)``, ``None`` when it draws nothing);
+    - :meth:`init` and :meth:`step`: ``step(score_fn, state, (inputs_k, noise_k)) -> (state,
+      info)``, pure, for one chain, with ``noise_k`` the step's :class:`StepNoise`
+      (``noise_k(j)`` is its draw ``j < draws_per_step``; ``None`` when it draws nothing) and
+      ``info`` the step's ``*Info`` record or ``None``;
     - :meth:`final_step` when the last step (landing on :math:`\sigma = 0`) differs from the
       others (:attr:`has_final_step`).
 
@@ -200,7 +201,8 @@ class AbstractSampler(eqx.Module):
         return state
 
     def records(self, state) -> Array:
-        """What a step adds to the trajectory, ``(r, *S)`` (default: its position)."""
+        """What a scanned step adds to the trajectory, ``(r, *S)`` (default: its position;
+        the final step adds its position)."""
         return self.position(state)[None]
 
     def row_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:

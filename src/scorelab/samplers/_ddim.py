@@ -82,7 +82,7 @@ def _etas(sigmas: Array, eta: Array, final_noise: Array) -> Array:
     sigma_t, sigma_prev = sigmas[1:], sigmas[:-1]
     etas = eta * jnp.sqrt(sigma_t**2 - sigma_prev**2) * sigma_prev / sigma_t
     etas = jnp.clip(etas, 0.0, sigma_prev - 1e-8)
-    return jnp.concatenate([jnp.full((1,), final_noise, dtype=jnp.float32), etas])
+    return jnp.concatenate([jnp.full((1,), final_noise, dtype=etas.dtype), etas])
 
 
 def _posterior_step(x_0: Array, x_t: Array, sigma_t, sigma_prev, eta, z: Array) -> Array:

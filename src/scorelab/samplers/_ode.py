@@ -202,7 +202,7 @@ def _gammas(sigmas: Array, s_churn: Array, s_tmin: Array, s_tmax: Array) -> Arra
     sigma_from = sigmas[::-1]
     gamma = jnp.minimum(s_churn / sigmas.shape[0], math.sqrt(2.0) - 1.0)
     inside = (sigma_from >= s_tmin) & (sigma_from <= s_tmax)
-    return jnp.where(inside, gamma, 0.0).astype(jnp.float32)
+    return jnp.where(inside, gamma, 0.0).astype(sigmas.dtype)
 
 
 class EDM(AbstractFlow):
