@@ -89,8 +89,8 @@ _OTHER = {  # a second value of every float option, same shapes
 def test_a_new_grid_or_option_value_does_not_recompile(name):
     x_init = jnp.ones((3, 2))
     first = _build(name, default_sigmas(5), **_SMALL.get(name, {}))
-    second = _build(name, default_sigmas(5, sigma_max=20.0), **_SMALL.get(name, {}),
-                    **_OTHER.get(name, {}))  # fmt: skip
+    other = {**_SMALL.get(name, {}), **_OTHER.get(name, {})}
+    second = _build(name, default_sigmas(5, sigma_max=20.0), **other)
     by_first = sample(jax.random.key(0), first, _counting_score, x_init)
     n_traces = len(_TRACES)
     assert n_traces > 0
