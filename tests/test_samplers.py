@@ -41,7 +41,7 @@ def _run_one(sampler, score_fn, x_init, noise):
 
 @eqx.filter_jit
 def _run_compiled(run, score_fn, x_init, noise):
-    # `run` only: the sampler's name is a string, a static argument that would recompile.
+    # `run` is bound to the sampler, an Equinox module: its grid and numbers are traced.
     return run(jax.random.key(0), score_fn, x_init, True, noise)
 
 
@@ -266,8 +266,8 @@ def test_chains_do_not_depend_on_the_batch_and_compile_once():
     np.testing.assert_allclose(out_8.trajectory, out_32.trajectory[:8], rtol=1e-6, atol=1e-6)
     assert out_32.trajectory.shape == (32, sampler.nfe, 2)
 
-    # Another key, start, grid, eta, final_noise and score weights, same shapes: all traced leaves of
-    # a pytree (the score is an Equinox module), so nothing is traced again.
+    # Another key, start, grid, eta, final_noise and score weights, same shapes: all traced
+    # leaves of a pytree (sampler and score are Equinox modules), so nothing is traced again.
     n_traces = len(_TRACES)
     other_sampler = ddim(default_sigmas(20, sigma_max=10.0), eta=0.0, final_noise=0.3)
     other_score = _CountingGaussianScore(jnp.ones(2), jnp.asarray(2.0))

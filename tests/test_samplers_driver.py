@@ -230,7 +230,9 @@ def test_every_sampler_computes_in_float64_under_x64(name):
     with jax.enable_x64(True):
         sigmas = np.geomspace(0.02, 80.0, 5)  # float64
         sampler = _build(name, sigmas, **_SMALL.get(name, {}))
-        floats = [a for a in jax.tree.leaves(sampler.schedule()) if jnp.issubdtype(a.dtype, jnp.floating)]
+        floats = [
+            a for a in jax.tree.leaves(sampler.schedule()) if jnp.issubdtype(a.dtype, jnp.floating)
+        ]
         assert all(a.dtype == jnp.float64 for a in floats), [a.dtype for a in floats]
         out = sample(jax.random.key(0), sampler, _gaussian_score, jnp.ones((2, 3), jnp.float64),
                      trajectory=True)  # fmt: skip

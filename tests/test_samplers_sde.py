@@ -56,7 +56,12 @@ def test_predictor_corrector_matches_song_et_al_pc_sampler(mixture):
     n_corrector, snr = 2, 0.16
     noise = jax.random.normal(jax.random.key(2), (30, 2))
     x_T = jnp.array([50.0, 70.0])
-    out = _run(predictor_corrector(sigmas, n_corrector, snr, step_rule="snr").run, ExactScore(mixture), x_T, noise)
+    out = _run(
+        predictor_corrector(sigmas, n_corrector, snr, step_rule="snr").run,
+        ExactScore(mixture),
+        x_T,
+        noise,
+    )
 
     score_32 = eqx.filter_jit(ExactScore(mixture))
 

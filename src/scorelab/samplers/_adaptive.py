@@ -32,7 +32,6 @@ from scorelab.samplers._core import (
     AbstractSampler,
     check_positive_int,
     check_sigmas,
-    declared_options,
     format_label,
     option,
     tweedie,
@@ -48,7 +47,7 @@ _NEW_STAGES_PER_STEP = 6
 
 
 class AdaptiveState(NamedTuple):
-    """A chain of an adaptive solve: its position ``x`` and the states at the grid's lower
+    r"""A chain of an adaptive solve: its position ``x`` and the states at the grid's lower
     levels :math:`\sigma_{N-2}, \dots, \sigma_0` (dense output), ``(N - 1, *S)``."""
 
     x: Array
@@ -76,8 +75,7 @@ class AdaptiveODE(AbstractSampler):
     @property
     def name(self) -> str:
         """The solver's name and tolerances, e.g. ``"tsit5(rtol=0.001, atol=0.001)"``."""
-        values = {o.name: getattr(self, o.name) for o in declared_options(type(self))}
-        return format_label(self.solver, type(self), values)
+        return format_label(self.solver, type(self), self.option_values())
 
     @property
     def n_steps(self) -> int:
@@ -96,7 +94,7 @@ class AdaptiveODE(AbstractSampler):
         return None
 
     def schedule(self):
-        """The solve :math:`\sigma_{N-1} \to \sigma_0`, then the denoiser at :math:`\sigma_0`."""
+        """The solve :math:`\\sigma_{N-1} \to \\sigma_0`, then the denoiser at :math:`\\sigma_0`."""
         return self.sigmas[jnp.array([-1, 0])], self.sigmas[jnp.array([0, 0])]
 
     def init(self, score_fn, x: Array) -> AdaptiveState:
@@ -136,7 +134,6 @@ class AdaptiveODE(AbstractSampler):
         (sigma, _), _ = inputs
         x = tweedie(score_fn, state.x, sigma)
         return AdaptiveState(x, state.path), AdaptiveInfo(jnp.ones((), jnp.int32))
-
 
 
 def adaptive(

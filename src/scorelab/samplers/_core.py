@@ -171,8 +171,11 @@ class AbstractSampler(eqx.Module):
     @property
     def name(self) -> str:
         """A short name for reports, e.g. ``"ddim(eta=1.0)"`` (:func:`label`)."""
-        return format_label(self.kind, type(self), {o.name: getattr(self, o.name)
-                                                    for o in declared_options(type(self))})  # fmt: skip
+        return format_label(self.kind, type(self), self.option_values())
+
+    def option_values(self) -> dict[str, Any]:
+        """The sampler's options: name -> value (arrays for the numbers)."""
+        return {o.name: getattr(self, o.name) for o in declared_options(type(self))}
 
     @classmethod
     def levels(cls, nfe: int, options: dict[str, Any]) -> int | None:
@@ -449,9 +452,7 @@ def run_chain(
         if trajectory:
             records = jnp.concatenate([records, sampler.position(state)[None]])
     # Counts (an adaptive solve's evaluations) are summed over the steps, the rest averaged.
-    info = jax.tree.map(
-        lambda a: a if jnp.issubdtype(a.dtype, jnp.integer) else a / n_steps, total
-    )
+    info = jax.tree.map(lambda a: a if jnp.issubdtype(a.dtype, jnp.integer) else a / n_steps, total)
     nfe = None if sampler.nfe is not None else info.nfe
     return SamplerOutput(sampler.position(state), records, nfe, info)
 
@@ -503,6 +504,6 @@ def sample(
 @eqx.filter_jit
 def _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback) -> SamplerOutput:
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x_init.shape[0]))
-    return jax.vmap(
-        lambda k, x, z: run_chain(sampler, k, score_fn, x, z, trajectory, callback)
-    )(keys, x_init, noise)
+    return jax.vmap(lambda k, x, z: run_chain(sampler, k, score_fn, x, z, trajectory, callback))(
+        keys, x_init, noise
+    )

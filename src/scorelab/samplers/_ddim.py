@@ -75,7 +75,9 @@ def ve_ddim_etas(sigmas, eta: float = 1.0, final_noise: float = 0.0, **renamed) 
 def check_ddim_options(eta, final_noise) -> None:
     """``ValueError`` unless ``eta >= 0`` and ``final_noise >= 0``."""
     if not (eta >= 0 and final_noise >= 0):
-        raise ValueError(f"eta and final_noise must be >= 0, got eta={eta}, final_noise={final_noise}")
+        raise ValueError(
+            f"eta and final_noise must be >= 0, got eta={eta}, final_noise={final_noise}"
+        )
 
 
 def _etas(sigmas: Array, eta: Array, final_noise: Array) -> Array:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-
-import jax
-import jax.numpy as jnp
-from jax import Array
-from jax.scipy.special import erfinv, ndtr
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import Array
+from jax.scipy.special import erfinv, ndtr
 
 from scorelab.samplers._core import (
     AbstractSampler,
@@ -187,7 +186,7 @@ def annealed_langevin(
 
 
 class MALAState(NamedTuple):
-    """A MALA chain: its position ``x`` ``S``, :math:`\log\pi(x)` and the score ``S`` there."""
+    r"""A MALA chain: its position ``x`` ``S``, :math:`\log\pi(x)` and the score ``S`` there."""
 
     x: Array
     log_density: Array

@@ -35,7 +35,7 @@ from scorelab.samplers._core import (
 
 
 def _flow_step(score_fn, x: Array, sigma, sigma_next, second_order: bool) -> Array:
-    """Euler's step of :math:`dx/d\sigma = -\sigma s(x, \sigma)` from ``sigma`` to
+    r"""Euler's step of :math:`dx/d\sigma = -\sigma s(x, \sigma)` from ``sigma`` to
     ``sigma_next``, with Heun's trapezoidal correction when ``second_order``."""
 
     def slope(x, sigma):  # dx/dsigma = -sigma s(x, sigma)
@@ -232,7 +232,7 @@ class EDM(AbstractFlow):
         return (*descending_steps(self.sigmas), gammas)
 
     def _churn(self, x: Array, sigma, gamma, z: Array) -> tuple[Array, Array]:
-        """Raise the noise to :math:`\hat\sigma = (1 + \gamma)\sigma`: ``(x_hat, sigma_hat)``."""
+        r"""Raise the noise to :math:`\hat\sigma = (1 + \gamma)\sigma`: ``(x_hat, sigma_hat)``."""
         # sqrt(sigma_hat^2 - sigma^2), written so that gamma = 0 gives exactly 0 (the
         # difference of squares can round below 0 under a fused multiply-add: NaN).
         raise_by = sigma * jnp.sqrt(gamma * (2.0 + gamma))
@@ -294,7 +294,7 @@ def edm(
 
 
 class DPMpp2MState(NamedTuple):
-    """A DPM-Solver++(2M) chain: position ``x``, the previous step's denoised value and
+    r"""A DPM-Solver++(2M) chain: position ``x``, the previous step's denoised value and
     :math:`\lambda`-step ``h``."""
 
     x: Array

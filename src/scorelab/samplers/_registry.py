@@ -23,7 +23,7 @@ from scorelab.samplers._sde import ancestral, euler_maruyama, predictor_correcto
 
 
 class SamplerKind(NamedTuple):
-    """One registered sampler, generated from its constructor and module class.
+    r"""One registered sampler, generated from its constructor and module class.
 
     Attributes:
         name: the registry name, the constructor's name (e.g. ``"predictor_corrector"``).
@@ -60,9 +60,22 @@ SAMPLERS: dict[str, SamplerKind] = {
     kind.name: kind
     for kind in map(
         _kind,
-        (ula, mala, annealed_langevin, ddim, euler_maruyama, ancestral, predictor_corrector,
-         euler, heun, edm, dpmpp_2m, tsit5, dopri5),
-    )  # fmt: skip
+        (
+            ula,
+            mala,
+            annealed_langevin,
+            ddim,
+            euler_maruyama,
+            ancestral,
+            predictor_corrector,
+            euler,
+            heun,
+            edm,
+            dpmpp_2m,
+            tsit5,
+            dopri5,
+        ),  # fmt: skip
+    )
 }
 """Every sampler by name: Langevin (``ula``, ``mala``, ``annealed_langevin``), VE-DDIM
 (``ddim``), reverse SDE (``euler_maruyama``, ``ancestral``, ``predictor_corrector``),

@@ -39,7 +39,7 @@ STEP_RULES = ("snr", "sigma")
 
 
 def _predictor_step(score_fn, x: Array, sigma, sigma_next, scale, z: Array) -> Array:
-    """The reverse-diffusion step :math:`x + (\sigma^2 - \sigma_{next}^2) s(x, \sigma) + c z`."""
+    r"""The reverse-diffusion step :math:`x + (\sigma^2 - \sigma_{next}^2) s(x, \sigma) + c z`."""
     drift = (sigma**2 - sigma_next**2) * score_fn(x, sigma)
     return x + drift + scale * z
 
@@ -162,7 +162,9 @@ class PredictorCorrector(AbstractReverseDiffusion):
     (:func:`predictor_corrector`)."""
 
     kind: ClassVar[str] = "predictor_corrector"
-    n_corrector: int = option(1, "Langevin corrector steps per level M >= 0", type=int, in_label=True)
+    n_corrector: int = option(
+        1, "Langevin corrector steps per level M >= 0", type=int, in_label=True
+    )
     snr: Array = option(DEFAULT_SNR, "the corrector's target signal-to-noise ratio r > 0")
     # The concentrated form of Song et al.'s rule: their per-chain rule is pathological in 2-D.
     step_rule: str = option(
