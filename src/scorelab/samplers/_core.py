@@ -193,7 +193,7 @@ class AbstractSampler(eqx.Module):
 
     @abc.abstractmethod
     def step(self, score_fn, state, inputs) -> tuple[Any, Any]:
-        """One step: ``(state, (inputs_k, z_k)) -> (state, info)``."""
+        """One step: ``(state, (inputs_k, noise_k)) -> (state, info)``."""
 
     def final_step(self, score_fn, state, inputs) -> tuple[Any, Any]:
         """The last step, when :attr:`has_final_step`."""
@@ -245,10 +245,6 @@ class AbstractSampler(eqx.Module):
         """
         check_noise(noise, self.noise_shape(jnp.shape(x_init)))
         return run_chain(self, key, score_fn, x_init, noise, trajectory, None)
-
-
-Sampler = AbstractSampler
-"""The former name of :class:`AbstractSampler`, for annotations elsewhere."""
 
 
 # --- grids and priors --------------------------------------------------------------------------
