@@ -16,6 +16,7 @@ from scorelab.samplers._core import (
     AbstractSampler,
     SamplerOutput,
     check_sigmas,
+    descending_steps,
     option,
     tweedie,
 )
@@ -31,7 +32,44 @@ def check_renamed(given: dict) -> None:
             raise ValueError(f"DDIM's option {old!r} is now called {new!r}; pass {new}= instead")
 
 
-def ve_ddim_etas(sigmas, eta: float = 1.0, final_noise: float = 0.0, **renamed) -> Array:
+class DDIM(AbstractSampler):
+    """DDIM for VE noise with the tutorial's parameterisation (:func:`ddim`)."""
+
+    kind: ClassVar[str] = "ddim"
+    has_final_step: ClassVar[bool] = True
+    sigmas: Array
+    eta: Array = option(1.0, "DDIM's eta (eq. 16): 0 deterministic, 1 ancestral", in_label=True)
+    final_noise: Array = option(0.0, "standard deviation of the final step's noise, to sigma = 0")
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.shape[0]
+
+    @property
+    def nfe(self) -> int:
+        return self.n_steps
+
+    def schedule(self):
+        """``(sigma_t, sigma_prev, eta_t)`` from the top: ``sigma_{N-1} -> sigma_{N-2}``, ...,
+        ``sigma_1 -> sigma_0``, then the final step ``sigma_0 -> 0`` with ``final_noise``."""
+        etas = _etas(self.sigmas, self.eta, self.final_noise)
+        return (*descending_steps(self.sigmas), jnp.concatenate([etas[1:][::-1], etas[:1]]))
+
+    def step(self, score_fn, x_t, inputs):
+        (sigma_t, sigma_prev, eta), noise = inputs
+        x_0 = tweedie(score_fn, x_t, sigma_t)
+        return _posterior_step(x_0, x_t, sigma_t, sigma_prev, eta, noise(0)), None
+
+    def final_step(self, score_fn, x_t, inputs):
+        # sigma_0 -> 0 with its own, independent draw (the tutorial reuses the parent key
+        # here, correlating this draw with the chain's first one).
+        (sigma_t, _, eta), noise = inputs
+        return tweedie(score_fn, x_t, sigma_t) + eta * noise(0), None
+
+
+def ve_ddim_etas(
+    sigmas, eta: float = DDIM.eta, final_noise: float = DDIM.final_noise, **renamed
+) -> Array:
     r"""DDIM's noise standard deviations for VE noise, ``(N,)``.
 
     .. math::
@@ -92,43 +130,6 @@ def _posterior_step(x_0: Array, x_t: Array, sigma_t, sigma_prev, eta, z: Array) 
     \sqrt{\sigma_{t-1}^2 - \eta^2}\,(x_t - x_0)/\sigma_t,\ \eta^2 I)`, the tutorial's
     ``inference_process`` plus its noise."""
     return x_0 + jnp.sqrt(sigma_prev**2 - eta**2) / sigma_t * (x_t - x_0) + eta * z
-
-
-class DDIM(AbstractSampler):
-    """DDIM for VE noise with the tutorial's parameterisation (:func:`ddim`)."""
-
-    kind: ClassVar[str] = "ddim"
-    has_final_step: ClassVar[bool] = True
-    sigmas: Array
-    eta: Array = option(1.0, "DDIM's eta (eq. 16): 0 deterministic, 1 ancestral", in_label=True)
-    final_noise: Array = option(0.0, "standard deviation of the final step's noise, to sigma = 0")
-
-    @property
-    def n_steps(self) -> int:
-        return self.sigmas.shape[0]
-
-    @property
-    def nfe(self) -> int:
-        return self.n_steps
-
-    def schedule(self):
-        """``(sigma_t, sigma_prev, eta_t)`` from the top: ``sigma_{N-1} -> sigma_{N-2}``, ...,
-        ``sigma_1 -> sigma_0``, then the final step ``sigma_0 -> 0`` with ``final_noise``."""
-        etas = _etas(self.sigmas, self.eta, self.final_noise)
-        sigma_t = self.sigmas[::-1]
-        sigma_prev = jnp.concatenate([self.sigmas[:-1][::-1], jnp.zeros((1,), self.sigmas.dtype)])
-        return sigma_t, sigma_prev, jnp.concatenate([etas[1:][::-1], etas[:1]])
-
-    def step(self, score_fn, x_t, inputs):
-        (sigma_t, sigma_prev, eta), noise = inputs
-        x_0 = tweedie(score_fn, x_t, sigma_t)
-        return _posterior_step(x_0, x_t, sigma_t, sigma_prev, eta, noise(0)), None
-
-    def final_step(self, score_fn, x_t, inputs):
-        # sigma_0 -> 0 with its own, independent draw (the tutorial reuses the parent key
-        # here, correlating this draw with the chain's first one).
-        (sigma_t, _, eta), noise = inputs
-        return tweedie(score_fn, x_t, sigma_t) + eta * noise(0), None
 
 
 def ddim(sigmas, eta: float = DDIM.eta, final_noise: float = DDIM.final_noise, **renamed) -> DDIM:
