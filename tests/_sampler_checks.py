@@ -19,3 +19,41 @@ def assert_nfe_counts_score_evaluations(sampler, nfe: int, n_levels: int) -> Non
     assert sampler.nfe == nfe == len(calls)
     assert out.trajectory.shape == (n_levels, 2)
     np.testing.assert_array_equal(out.trajectory[-1], out.x)
+
+
+# --- the golden file: every sampler's numbers, pinned ------------------------------------------
+
+GOLDEN_LEVELS = 12  # default_sigmas(12)
+GOLDEN_CHAINS = 3
+GOLDEN_CASES = {
+    # label: (registry name, options); every registry sampler at its defaults, plus variants.
+    "ula": ("ula", {"n_steps": 20}),
+    "mala": ("mala", {"n_steps": 20, "step_size": 0.05}),
+    "annealed_langevin": ("annealed_langevin", {}),
+    "ddim": ("ddim", {}),
+    "ddim_eta0": ("ddim", {"eta": 0.0}),
+    "ddim_eta0.5_final0.1": ("ddim", {"eta": 0.5, "final_noise": 0.1}),
+    "euler_maruyama": ("euler_maruyama", {}),
+    "ancestral": ("ancestral", {}),
+    "predictor_corrector": ("predictor_corrector", {}),
+    "predictor_corrector_snr": ("predictor_corrector", {"step_rule": "snr", "n_corrector": 2}),
+    "euler": ("euler", {}),
+    "heun": ("heun", {}),
+    "edm": ("edm", {}),
+    "dpmpp_2m": ("dpmpp_2m", {}),
+    "tsit5": ("tsit5", {}),
+    "dopri5": ("dopri5", {}),
+}
+"""The sampler runs pinned by ``tests/fixtures/sampler_golden.npz``
+(``tests/fixtures/make_sampler_golden.py`` writes it)."""
+
+
+def golden_sampler(label: str, sigmas):
+    """The sampler of golden case ``label`` on ``sigmas``, with the seed mixture's log-density
+    for MALA."""
+    from scorelab.samplers import build_sampler
+    from scorelab.targets import seed_mixture
+
+    name, options = GOLDEN_CASES[label]
+    log_density_fn = seed_mixture().log_prob if name == "mala" else None
+    return build_sampler(name, sigmas, log_density_fn=log_density_fn, **options)

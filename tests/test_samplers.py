@@ -41,7 +41,7 @@ def _run_one(sampler, score_fn, x_init, noise):
 
 @eqx.filter_jit
 def _run_compiled(run, score_fn, x_init, noise):
-    # `run` only: the sampler's name is a string, a static argument that would recompile.
+    # `run` is bound to the sampler, an Equinox module: its grid and numbers are traced.
     return run(jax.random.key(0), score_fn, x_init, True, noise)
 
 
@@ -176,8 +176,8 @@ def test_ddim_with_e0_is_euler_on_the_probability_flow_ode():
 
     sigmas = karras_sigmas(N_TUTORIAL)
     x_T = jnp.array([7.0, -4.0])
-    # With e = 0 and eta_0 = 0 the draws are multiplied by zero.
-    out = _run_one(ddim(sigmas, e=0.0), score_fn, x_T, jnp.ones((N_TUTORIAL, 2)))
+    # With eta = 0 and final_noise = 0 the draws are multiplied by zero.
+    out = _run_one(ddim(sigmas, eta=0.0), score_fn, x_T, jnp.ones((N_TUTORIAL, 2)))
     states = jnp.concatenate([x_T[None], out.trajectory])
     sigma_from = sigmas[::-1]
     sigma_to = jnp.concatenate([sigmas[:-1][::-1], jnp.zeros(1)])  # the last step lands on 0
@@ -253,7 +253,7 @@ def test_chains_do_not_depend_on_the_batch_and_compile_once():
     key_prior, key_chain = jax.random.split(jax.random.key(5))
     x_init = ve_prior(key_prior, 32, 2, DEFAULT_SIGMA_MAX)
     np.testing.assert_array_equal(ve_prior(key_prior, 8, 2, DEFAULT_SIGMA_MAX), x_init[:8])
-    sampler = ddim(default_sigmas(20), e=1.0, eta_0=0.1)
+    sampler = ddim(default_sigmas(20), eta=1.0, final_noise=0.1)
     score_fn = _CountingGaussianScore(jnp.zeros(2), jnp.asarray(1.0))
     _TRACES.clear()
     out_32 = sample(key_chain, sampler, score_fn, x_init, trajectory=True)
@@ -266,10 +266,10 @@ def test_chains_do_not_depend_on_the_batch_and_compile_once():
     np.testing.assert_allclose(out_8.trajectory, out_32.trajectory[:8], rtol=1e-6, atol=1e-6)
     assert out_32.trajectory.shape == (32, sampler.nfe, 2)
 
-    # Another key, start, grid, e, eta_0 and score weights, same shapes: all traced leaves of
-    # a pytree (the score is an Equinox module), so nothing is traced again.
+    # Another key, start, grid, eta, final_noise and score weights, same shapes: all traced
+    # leaves of a pytree (sampler and score are Equinox modules), so nothing is traced again.
     n_traces = len(_TRACES)
-    other_sampler = ddim(default_sigmas(20, sigma_max=10.0), e=0.0, eta_0=0.3)
+    other_sampler = ddim(default_sigmas(20, sigma_max=10.0), eta=0.0, final_noise=0.3)
     other_score = _CountingGaussianScore(jnp.ones(2), jnp.asarray(2.0))
     sample(jax.random.key(8), other_sampler, other_score, 2 * x_init, trajectory=True)
     assert len(_TRACES) == n_traces
@@ -280,7 +280,7 @@ def test_chains_do_not_depend_on_the_batch_and_compile_once():
     [
         (ula(0.01, 7), 7),
         (annealed_langevin(default_sigmas(10), n_steps_per_level=3), 30),
-        (ddim(default_sigmas(10), e=0.5), 10),
+        (ddim(default_sigmas(10), eta=0.5), 10),
     ],
     ids=["ula", "annealed_langevin", "ddim"],
 )
@@ -317,8 +317,8 @@ def test_descending_grid_is_rejected():
 # (chi^2_2 / 2 has variance 1) and a sliced-Wasserstein floor of 0.66 +- 0.12.
 ORACLE_SAMPLERS = {
     # Measured with the exact score, default grid (TV; variance ratio; SW / floor):
-    "ddim_e0": lambda sigmas: ddim(sigmas, e=0.0),  # 0.026 +- 0.008; 1.05 +- 0.02; 1.13
-    "ddim_e1": lambda sigmas: ddim(sigmas, e=1.0),  # 0.022 +- 0.007; 0.92 +- 0.01; 1.12
+    "ddim_e0": lambda sigmas: ddim(sigmas, eta=0.0),  # 0.026 +- 0.008; 1.05 +- 0.02; 1.13
+    "ddim_e1": lambda sigmas: ddim(sigmas, eta=1.0),  # 0.022 +- 0.007; 0.92 +- 0.01; 1.12
     "annealed_langevin": annealed_langevin,  # 0.022 +- 0.004; 1.05 +- 0.02; 1.06
 }
 
@@ -359,7 +359,7 @@ def test_tutorial_prior_mismatch_is_reproduced(mixture):
     5 sd below 0.04): the mismatch is the prior's, not the grid's.
     """
     sigmas = karras_sigmas(N_LEVELS)  # the tutorial's grid
-    sampler, score_fn = ddim(sigmas, e=0.0), ExactScore(mixture)
+    sampler, score_fn = ddim(sigmas, eta=0.0), ExactScore(mixture)
     key_prior, key_chain = jax.random.split(jax.random.key(12))
     x_gaussian = ve_prior(key_prior, N_ORACLE, 2, float(sigmas[-1]))
     mismatched = mixture_report(sample(key_chain, sampler, score_fn, x_gaussian).x, mixture)

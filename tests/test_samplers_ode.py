@@ -47,12 +47,12 @@ def _run(run, score_fn, x_init, noise=None):
 
 @pytest.mark.parametrize(
     "build, order",
-    [(euler, 1), (lambda sigmas: ddim(sigmas, e=0.0), 1), (heun, 2), (dpmpp_2m, 2)],
+    [(euler, 1), (lambda sigmas: ddim(sigmas, eta=0.0), 1), (heun, 2), (dpmpp_2m, 2)],
     ids=["euler", "ddim_e0", "heun", "dpmpp_2m"],
 )
 def test_convergence_order_on_the_closed_form_flow(build, order):
     """Fitted slope of log-error against log-step: order within 0.3 (measured: Euler 0.98,
-    DDIM e=0 0.98, Heun 2.04, DPM-Solver++(2M) 1.94).
+    DDIM eta=0 0.98, Heun 2.04, DPM-Solver++(2M) 1.94).
 
     The error is taken at sigma_0 (the trajectory's second-to-last record): the final step to
     sigma = 0 is the same first-order denoising step for every solver, and its error does not
@@ -78,7 +78,7 @@ def test_euler_equals_ddim_e0_step_for_step(mixture):
     x_T = jnp.array([35.0, -12.0])
     score_fn = ExactScore(mixture)
     by_euler = _run(euler(sigmas).run, score_fn, x_T)
-    by_ddim = _run(ddim(sigmas, e=0.0).run, score_fn, x_T, jnp.zeros((40, 2)))
+    by_ddim = _run(ddim(sigmas, eta=0.0).run, score_fn, x_T, jnp.zeros((40, 2)))
     # Two float32 orders of the same arithmetic on states of size ~10: a few ulps.
     np.testing.assert_allclose(by_euler.trajectory, by_ddim.trajectory, rtol=0, atol=1e-5)
 

@@ -43,7 +43,7 @@ def test_ancestral_equals_ddim_e1_step_for_step(mixture):
     noise = jax.random.normal(jax.random.key(1), (30, 2))
     x_T = jnp.array([60.0, -30.0])
     by_ancestral = _run(ancestral(sigmas).run, ExactScore(mixture), x_T, noise)
-    by_ddim = _run(ddim(sigmas, e=1.0).run, ExactScore(mixture), x_T, noise)
+    by_ddim = _run(ddim(sigmas, eta=1.0).run, ExactScore(mixture), x_T, noise)
     # float32 on states up to ~60 through different algebra: a few ulps of 60 per step.
     np.testing.assert_allclose(by_ancestral.trajectory, by_ddim.trajectory, rtol=0, atol=1e-4)
 
@@ -56,7 +56,12 @@ def test_predictor_corrector_matches_song_et_al_pc_sampler(mixture):
     n_corrector, snr = 2, 0.16
     noise = jax.random.normal(jax.random.key(2), (30, 2))
     x_T = jnp.array([50.0, 70.0])
-    out = _run(predictor_corrector(sigmas, n_corrector, snr).run, ExactScore(mixture), x_T, noise)
+    out = _run(
+        predictor_corrector(sigmas, n_corrector, snr, step_rule="snr").run,
+        ExactScore(mixture),
+        x_T,
+        noise,
+    )
 
     score_32 = eqx.filter_jit(ExactScore(mixture))
 

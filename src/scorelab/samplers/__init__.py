@@ -5,32 +5,46 @@ family                    samplers                                 NFE          
 ========================  =======================================  ==============  ========
 Langevin                  :func:`ula`, :func:`annealed_langevin`,  steps           _langevin
                           :func:`mala`
-DDIM (tutorial's)         :func:`ddim` (``e``), inference process  N               _ddim
+DDIM (tutorial's)         :func:`ddim` (``eta``), inference        N               _ddim
+                          process
 reverse SDE               :func:`euler_maruyama`,                  N, N (M + 1)    _sde
                           :func:`ancestral`,
                           :func:`predictor_corrector`
 probability-flow ODE      :func:`euler`, :func:`heun`,             N, 2N - 1,      _ode
                           :func:`edm`, :func:`dpmpp_2m`            2N - 1, N
-adaptive ODE (diffrax)    :func:`adaptive` (Tsit5, Dopri5)         per chain       _adaptive
+adaptive ODE (diffrax)    :func:`tsit5`, :func:`dopri5`            per chain       _adaptive
+                          (:func:`adaptive`)
 VP conversion             :func:`ve_score_from_vp`,                                _vp
                           :func:`vp_prior`, :func:`vp_state`
-by name (config, sweep)   :func:`build_sampler`, :data:`SAMPLERS`                  _registry
+the driver                :func:`sample`, :class:`SamplerOutput`                   _core
+by name (config, sweep)   :data:`SAMPLERS`, :func:`options`,                       _registry
+                          :func:`build_sampler`, :func:`label`
 ========================  =======================================  ==============  ========
 
-Every sampler runs **one chain** as a pure function built on ``lax.scan`` over an explicit
-grid; :func:`sample` is the one place where chains are ``vmap``-ped. A sampler is a
-:class:`Sampler` record ``(name, nfe, run)`` built by a constructor closed over its
-hyper-parameters::
+**Kernels on one driver.** A sampler is a frozen Equinox module (:class:`AbstractSampler`)
+whose fields are its hyper-parameters: the grid and the numbers are array leaves, so a new grid
+of the same size or a new ``eta`` reuses the compiled driver. It exposes its per-step
+:meth:`~AbstractSampler.schedule` and a pure ``step(score_fn, state, (inputs_k, noise_k)) ->
+(state, info)`` for one chain (blackjax's ``SamplingAlgorithm(init, step)``). One driver,
+:func:`sample`, owns the rest: the draws (keys by ``fold_in`` / ``split``, or injected rows),
+the scan, the final step, trajectories or a callback, NFE and the ``vmap`` over chains, the
+one place where chains are batched::
 
-    sampler = ddim(default_sigmas(100), e=1.0)
+    sampler = ddim(default_sigmas(100), eta=1.0)
     x_T = ve_prior(key_prior, 4000, 2, DEFAULT_SIGMA_MAX)
     out = sample(key_sampler, sampler, score_fn, x_T)  # out.x: (4000, 2)
 
-``run(key, score_fn, x_init, trajectory=False, noise=None) -> SamplerOutput`` with
-``score_fn(x, sigma)`` on one example ``x`` of shape ``(d,)``. ``noise`` replaces the
-standard normal draws the chain would take from ``key`` by given ones, one row per draw in
-the order they are used (each constructor documents its layout); tests use it to compare
-step for step with an independent implementation.
+``score_fn(x, sigma)`` takes one chain's state ``x`` of any shape ``S``: a vector ``(d,)`` or
+an image. ``noise`` replaces the standard normal draws a chain would take from its key by given
+ones, one row per draw in the order they are used (each constructor documents its layout);
+tests use it to compare step for step with an independent implementation.
+``sampler.run(key, score_fn, x_init, trajectory=False, noise=None)`` runs one chain.
+
+**One declaration of every option.** Each option is a field declared with :func:`option`
+(type, default, one-line help); the constructors, :data:`SAMPLERS`, :func:`options` (public
+:class:`Option` records for the configuration, CLI flags and docs),
+:func:`sampler_options`, :func:`build_sampler`, :func:`budget_levels` and :func:`label` are
+generated from it. Registry names are the constructors' names.
 
 Sigma grids are **ascending** (``sigmas[0] = sigma_min``, see :mod:`scorelab.noise`);
 samplers walk them from the top down.
@@ -39,7 +53,7 @@ samplers walk them from the top down.
 \sigma_{\max}^2 I)` with :math:`\sigma_{\max} = 10`, but its target has modes at
 :math:`\pm 10`, so :math:`q_{10}` is far from :math:`\mathcal{N}(0, 100 I)`, and even the exact
 score puts the wrong mass on the modes however many steps are taken (mode-weight total
-variation 0.13 for ``e = 0`` and 0.06 for ``e = 1`` at 100 levels and 4000 samples, against
+variation 0.13 for ``eta = 0`` and 0.06 for ``eta = 1`` at 100 levels and 4000 samples, against
 0.016 for 4000 exact samples). scorelab's default grid (:func:`default_sigmas`) goes up to EDM's
 :data:`DEFAULT_SIGMA_MAX` = 80, where the mismatch is negligible; the tutorial's grid stays
 ``karras_sigmas(n)`` (:mod:`scorelab.noise`) with ``ve_prior(key, n, d, 10.0)``, and
@@ -60,31 +74,67 @@ References:
     Probabilistic Models. https://arxiv.org/abs/2211.01095
 """
 
-from scorelab.samplers._adaptive import ADAPTIVE_SOLVERS, adaptive
+from scorelab.samplers._adaptive import (
+    ADAPTIVE_SOLVERS,
+    AdaptiveInfo,
+    AdaptiveODE,
+    AdaptiveState,
+    adaptive,
+    dopri5,
+    tsit5,
+)
 from scorelab.samplers._core import (
     DEFAULT_SIGMA_MAX,
     DEFAULT_SIGMA_MIN,
-    Sampler,
+    AbstractSampler,
+    Option,
     SamplerOutput,
     default_sigmas,
     exact_prior,
+    option,
     sample,
     ve_prior,
 )
-from scorelab.samplers._ddim import ddim, inference_process, ve_ddim_etas
-from scorelab.samplers._langevin import DEFAULT_STEP_RATIO, annealed_langevin, mala, ula
-from scorelab.samplers._ode import dpmpp_2m, edm, edm_gammas, euler, heun
+from scorelab.samplers._ddim import DDIM, ddim, inference_process, ve_ddim_etas
+from scorelab.samplers._langevin import (
+    DEFAULT_STEP_RATIO,
+    MALA,
+    ULA,
+    AnnealedLangevin,
+    MALAInfo,
+    MALAState,
+    annealed_langevin,
+    langevin_update,
+    mala,
+    ula,
+)
+from scorelab.samplers._ode import (
+    EDM,
+    DPMpp2M,
+    DPMpp2MState,
+    Euler,
+    Heun,
+    dpmpp_2m,
+    edm,
+    edm_gammas,
+    euler,
+    heun,
+)
 from scorelab.samplers._registry import (
-    SAMPLER_OPTIONS,
     SAMPLERS,
-    SamplerSpec,
+    SamplerKind,
     budget_levels,
     build_sampler,
+    label,
+    options,
     sampler_options,
 )
 from scorelab.samplers._sde import (
     DEFAULT_SNR,
     STEP_RULES,
+    Ancestral,
+    EulerMaruyama,
+    PredictorCorrector,
     ancestral,
     euler_maruyama,
     predictor_corrector,
@@ -105,34 +155,57 @@ __all__ = [
     "STEP_RULES",
     "ADAPTIVE_SOLVERS",
     "SamplerOutput",
-    "Sampler",
+    "AbstractSampler",
+    "Option",
+    "option",
     "default_sigmas",
     "ula",
+    "ULA",
     "annealed_langevin",
+    "AnnealedLangevin",
+    "langevin_update",
     "mala",
+    "MALA",
+    "MALAState",
+    "MALAInfo",
     "ve_ddim_etas",
     "ddim",
+    "DDIM",
     "inference_process",
     "euler_maruyama",
+    "EulerMaruyama",
     "ancestral",
+    "Ancestral",
     "predictor_corrector",
+    "PredictorCorrector",
     "euler",
+    "Euler",
     "heun",
+    "Heun",
     "edm",
+    "EDM",
     "edm_gammas",
     "dpmpp_2m",
+    "DPMpp2M",
+    "DPMpp2MState",
     "adaptive",
+    "tsit5",
+    "dopri5",
+    "AdaptiveODE",
+    "AdaptiveState",
+    "AdaptiveInfo",
     "ve_score_from_vp",
     "ve_sigmas_from_vp",
     "vp_alpha_sigma_from_ve",
     "vp_prior",
     "vp_state",
     "SAMPLERS",
-    "SAMPLER_OPTIONS",
-    "SamplerSpec",
+    "SamplerKind",
+    "options",
     "sampler_options",
     "build_sampler",
     "budget_levels",
+    "label",
     "sample",
     "ve_prior",
     "exact_prior",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -23,38 +25,226 @@ which is too small for data spread over [-10, 10]^2 (see :mod:`scorelab.samplers
 
 
 class SamplerOutput(NamedTuple):
-    """What a sampler returns.
+    """What :func:`sample` (``n`` chains) and :meth:`AbstractSampler.run` (one chain) return.
+
+    Shapes are for one chain with state shape ``S`` (e.g. ``(d,)`` or ``(1, 8, 8)``);
+    :func:`sample` prepends the chain axis ``n`` to every array.
 
     Attributes:
-        x: the final sample, ``(d,)`` for one chain (``(n, d)`` from :func:`sample`).
-        trajectory: the states after every step, ``(n_records, d)`` for one chain
-            (``(n, n_records, d)`` from :func:`sample`), or ``None`` when not asked for.
-        nfe: the score evaluations this chain took, a scalar int (``(n,)`` from
-            :func:`sample`), for samplers whose cost depends on the chain (adaptive ODE
-            solvers, whose :attr:`Sampler.nfe` is ``None``); ``None`` for the others.
+        x: the final sample, ``S``.
+        trajectory: the states after every step, ``(n_records, *S)`` (each sampler documents
+            its records), or ``None`` when not asked for.
+        nfe: the score evaluations this chain took, a scalar int, for samplers whose cost
+            depends on the chain (adaptive ODE solvers, whose :attr:`AbstractSampler.nfe` is
+            ``None``); ``None`` for the others.
+        info: the sampler's per-step ``*Info`` record reduced over the chain's steps (means of
+            floating and boolean fields, sums of integer ones), e.g. :class:`MALAInfo` with the
+            chain's mean acceptance rate; ``None`` for samplers that report nothing.
     """
 
     x: Array
     trajectory: Array | None
     nfe: Array | None = None
+    info: Any = None
 
 
-class Sampler(NamedTuple):
-    """A sampler closed over its grid and hyper-parameters.
+class Option(NamedTuple):
+    """One declared option of a sampler: what the registry, the configuration, the CLI flags,
+    the sweep labels and the docs table are generated from.
 
     Attributes:
-        name: a short name for reports, e.g. ``"ddim(e=1.0)"``.
-        nfe: number of score evaluations per chain; ``None`` when it depends on the chain
-            (adaptive solvers: read :attr:`SamplerOutput.nfe`).
-        run: ``run(key, score_fn, x_init, trajectory=False, noise=None) -> SamplerOutput`` for
-            ONE chain. A :class:`jax.tree_util.Partial` whose grid arrays are pytree leaves, so
-            two samplers of the same kind and grid size share one compilation in
-            :func:`sample`.
+        name: the keyword of the constructor and of :func:`build_sampler`, e.g. ``"eta"``.
+        type: ``float``, ``int`` or ``str``.
+        default: the default value.
+        help: a one-line description.
+        choices: the accepted values of a ``str`` option, else ``None``.
     """
 
     name: str
-    nfe: int | None
-    run: Callable[..., SamplerOutput]
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+def option(
+    default,
+    help: str,
+    *,
+    type: type = float,  # noqa: A002 - the Option attribute's name
+    choices: tuple[str, ...] | None = None,
+    in_label: bool = False,
+):
+    """Declare a sampler's option: an ``equinox`` field with its default and one-line help.
+
+    Numbers become array leaves (a new value does not recompile); ``int`` and ``str`` options
+    set shapes or code, so they are static.
+
+    Args:
+        default: the default value.
+        help: one line for the CLI and the docs.
+        type: ``float`` (a traced array leaf), ``int`` or ``str`` (static).
+        choices: the accepted values of a ``str`` option.
+        in_label: show this option in the sampler's name even at its default value (its
+            main knob, e.g. DDIM's ``eta``); other options show only when changed.
+    """
+    declared = {"type": type, "help": help, "choices": choices, "in_label": in_label}
+    if type is float:
+        return eqx.field(default=default, converter=jnp.asarray, metadata={"option": declared})
+    return eqx.field(default=default, static=True, metadata={"option": declared})
+
+
+def declared_options(cls) -> tuple[Option, ...]:
+    """The :class:`Option` records of sampler class ``cls``, in declaration order."""
+    return tuple(
+        Option(f.name, f.metadata["option"]["type"], f.default, f.metadata["option"]["help"],
+               f.metadata["option"]["choices"])
+        for f in dataclasses.fields(cls)
+        if "option" in f.metadata
+    )  # fmt: skip
+
+
+def format_label(kind: str, cls, values: dict[str, Any]) -> str:
+    """``kind(option=value, ...)``: the options marked ``in_label`` and those away from their
+    defaults, in declaration order; ``kind`` alone when there are none."""
+    shown = []
+    for f in dataclasses.fields(cls):
+        if "option" not in f.metadata or f.name not in values:
+            continue
+        value = values[f.name]
+        if isinstance(value, jax.Array | np.ndarray | np.generic):
+            value = np.asarray(value)[()]  # str(np.float32(0.2)) is "0.2", its shortest repr
+            changed = value != np.asarray(f.default, value.dtype)
+        else:
+            changed = value != f.default
+        if f.metadata["option"]["in_label"] or changed:
+            shown.append(f"{f.name}={value!s}")
+    return f"{kind}({', '.join(shown)})" if shown else kind
+
+
+class AbstractSampler(eqx.Module):
+    r"""A sampler: a kernel over an explicit per-step schedule, run by one driver.
+
+    A sampler is a frozen Equinox module whose fields are its hyper-parameters: the grid and
+    the numbers are array leaves, so a new grid of the same size, or a new ``eta``, reuses the
+    compiled driver. It exposes
+
+    - :meth:`schedule`: the per-step inputs, a pytree of arrays with leading axis
+      :attr:`n_steps`;
+    - :meth:`init` and :meth:`step`: ``step(score_fn, state, (inputs_k, noise_k)) -> (state,
+      info)``, pure, for one chain, with ``noise_k`` the step's :class:`StepNoise`
+      (``noise_k(j)`` is its draw ``j < draws_per_step``; ``None`` when it draws nothing) and
+      ``info`` the step's ``*Info`` record or ``None``;
+    - :meth:`final_step` when the last step (landing on :math:`\sigma = 0`) differs from the
+      others (:attr:`has_final_step`).
+
+    The driver (:func:`sample`, :meth:`run`) owns the rest: the draws (from keys or injected
+    rows), trajectories or a callback, the final step, NFE and the ``vmap`` over chains, as
+    blackjax's ``SamplingAlgorithm(init, step)`` is run by its user's loop.
+
+    Subclasses are final; their options are fields declared with :func:`option`.
+    """
+
+    kind: ClassVar[str]
+    """The registry name, equal to the constructor's name, e.g. ``"ddim"``."""
+
+    has_final_step: ClassVar[bool] = False
+    uses_grid: ClassVar[bool] = True
+    needs_log_density: ClassVar[bool] = False
+
+    @property
+    @abc.abstractmethod
+    def n_steps(self) -> int:
+        """Number of steps, the final one included (a Python int)."""
+
+    @property
+    def draws_per_step(self) -> int:
+        """Standard normal draws per step (0 for a deterministic sampler)."""
+        return 1
+
+    @property
+    @abc.abstractmethod
+    def nfe(self) -> int | None:
+        """Score evaluations per chain; ``None`` when it depends on the chain (read
+        :attr:`SamplerOutput.nfe`)."""
+
+    @property
+    def name(self) -> str:
+        """A short name for reports, e.g. ``"ddim(eta=1.0)"`` (:func:`label`)."""
+        return format_label(self.kind, type(self), self.option_values())
+
+    def option_values(self) -> dict[str, Any]:
+        """The sampler's options: name -> value (arrays for the numbers)."""
+        return {o.name: getattr(self, o.name) for o in declared_options(type(self))}
+
+    @classmethod
+    def levels(cls, nfe: int, options: dict[str, Any]) -> int | None:
+        """The largest grid size ``N`` whose NFE fits the budget ``nfe``; ``None`` for a
+        sampler without a grid or with an adaptive one. Default: one evaluation per level."""
+        return nfe if cls.uses_grid else None
+
+    @abc.abstractmethod
+    def schedule(self) -> Any:
+        """The per-step inputs: a pytree of arrays with leading axis :attr:`n_steps`."""
+
+    def init(self, score_fn, x: Array) -> Any:
+        """The chain's state at ``x`` (default: ``x`` itself)."""
+        return x
+
+    @abc.abstractmethod
+    def step(self, score_fn, state, inputs) -> tuple[Any, Any]:
+        """One step: ``(state, (inputs_k, noise_k)) -> (state, info)``."""
+
+    def final_step(self, score_fn, state, inputs) -> tuple[Any, Any]:
+        """The last step, when :attr:`has_final_step`."""
+        raise NotImplementedError
+
+    def position(self, state) -> Array:
+        """The chain's position ``x`` in ``state`` (default: the state itself)."""
+        return state
+
+    def records(self, state) -> Array:
+        """What a scanned step adds to the trajectory, ``(r, *S)`` (default: its position;
+        the final step adds its position)."""
+        return self.position(state)[None]
+
+    def row_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one injected noise row for a state of shape ``shape``."""
+        return shape
+
+    def draw_from_key(self, key: Array, x: Array):
+        """One draw from ``key``: a standard normal like ``x``."""
+        return jax.random.normal(key, x.shape, x.dtype)
+
+    def draw_from_row(self, row: Array, x: Array):
+        """One draw from an injected row."""
+        return row
+
+    def noise_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The injected ``noise`` of one chain with state shape ``shape``:
+        ``(n_steps * draws_per_step, *row_shape(shape))``, rows in the order they are used."""
+        return (self.n_steps * self.draws_per_step, *self.row_shape(shape))
+
+    def run(
+        self, key: Array, score_fn, x_init: Array, trajectory: bool = False, noise=None
+    ) -> SamplerOutput:
+        """Run ONE chain from ``x_init`` (any shape ``S``); :func:`sample` runs many.
+
+        Args:
+            key: PRNG key of the chain's draws (unused when ``noise`` is given).
+            score_fn: ``score_fn(x, sigma)`` on one state ``x`` ``S``, scalar ``sigma``.
+            x_init: the start, ``S``.
+            trajectory: whether to keep the states.
+            noise: optional injected standard normal rows, :meth:`noise_shape`.
+
+        Returns:
+            :class:`SamplerOutput` for one chain.
+
+        Raises:
+            ValueError: if ``noise`` is not of shape :meth:`noise_shape`.
+        """
+        check_noise(noise, self.noise_shape(jnp.shape(x_init)))
+        return run_chain(self, key, score_fn, x_init, noise, trajectory, None)
 
 
 # --- grids and priors --------------------------------------------------------------------------
@@ -162,19 +352,6 @@ def descending_steps(sigmas: Array) -> tuple[Array, Array]:
     return sigma_from, sigma_to
 
 
-def noise_source(key: Array, noise, n_draws: int, x: Array):
-    """Per-step scan inputs and the map from one input to a standard normal draw like ``x``.
-
-    Without ``noise``: one independent key per draw. With ``noise``: its rows, checked.
-    """
-    if noise is None:
-        return jax.random.split(key, n_draws), lambda k: jax.random.normal(k, x.shape, x.dtype)
-    noise = jnp.asarray(noise, dtype=x.dtype)
-    if noise.shape != (n_draws, *x.shape):
-        raise ValueError(f"noise must have shape {(n_draws, *x.shape)}, got {noise.shape}")
-    return noise, lambda z: z
-
-
 def tweedie(score_fn, x_t: Array, sigma) -> Array:
     r"""Tweedie's denoiser :math:`D(x, \sigma) = \mathbb{E}[x_0 \mid x_\sigma = x] = x +
     \sigma^2 \nabla \log q_\sigma(x)` (Efron, 2011), one score evaluation."""
@@ -191,36 +368,138 @@ def check_positive_int(name: str, value) -> int:
 # --- the driver --------------------------------------------------------------------------------
 
 
+def check_noise(noise, shape: tuple[int, ...]) -> None:
+    """``ValueError`` unless ``noise`` is ``None`` or of ``shape``."""
+    if noise is not None and jnp.shape(noise) != shape:
+        raise ValueError(f"noise must have shape {shape}, got {jnp.shape(noise)}")
+
+
+class StepNoise(NamedTuple):
+    """The standard normal draws of one step, as the driver hands them to a kernel.
+
+    ``noise(j)`` is draw ``j < draws_per_step``: from the step's keys (the sampler's
+    :meth:`~AbstractSampler.draw_from_key`) or from injected rows
+    (:meth:`~AbstractSampler.draw_from_row`). A kernel draws where it uses the draw, e.g.
+    inside its own inner loop (:func:`predictor_corrector`'s corrector scans over ``sources``
+    with ``draw``).
+
+    Attributes:
+        sources: the step's ``draws_per_step`` keys, or rows ``(draws_per_step, *row)``.
+        draw: ``draw(source)``, one draw from one source.
+    """
+
+    sources: Array
+    draw: Callable[[Array], Any]
+
+    def __call__(self, j: int):
+        return self.draw(self.sources[j])
+
+
+def run_chain(
+    sampler: AbstractSampler, key: Array, score_fn, x_init: Array, noise, trajectory: bool,
+    callback,
+) -> SamplerOutput:  # fmt: skip
+    """The driver for one chain: the draws, the scan of :meth:`AbstractSampler.step`, the final
+    step, the records or the callback, and the reduction of the ``Info`` records."""
+    n_steps, k = sampler.n_steps, sampler.draws_per_step
+    if k == 0:
+        sources, draw = None, None
+    elif noise is None:
+        # One key per draw, split at once: draw j of step i uses keys[i * k + j].
+        sources = jax.random.split(key, n_steps * k).reshape(n_steps, k)
+        draw = functools.partial(sampler.draw_from_key, x=x_init)
+    else:
+        noise = jnp.asarray(noise, dtype=x_init.dtype)
+        sources = noise.reshape(n_steps, k, *noise.shape[1:])
+        draw = functools.partial(sampler.draw_from_row, x=x_init)
+
+    def advance(step_fn, state, index, inputs):
+        schedule_k, step_sources = inputs
+        step_noise = None if draw is None else StepNoise(step_sources, draw)
+        state, info = step_fn(score_fn, state, (schedule_k, step_noise))
+        if callback is not None:
+            jax.debug.callback(callback, index, sampler.position(state))
+        # Booleans (MALA's accept decisions) are averaged as floats.
+        info = jax.tree.map(lambda a: a.astype(x_init.dtype) if a.dtype == bool else a, info)
+        return state, info
+
+    state = sampler.init(score_fn, x_init)
+    inputs = (sampler.schedule(), sources)
+    n_scanned = n_steps - 1 if sampler.has_final_step else n_steps
+    head = jax.tree.map(lambda a: a[:n_scanned], inputs)
+    info_like = jax.eval_shape(
+        lambda s, i: advance(sampler.step, s, 0, i)[1], state, jax.tree.map(lambda a: a[0], inputs)
+    )
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), info_like)
+
+    def body(carry, xs):
+        state, total = carry
+        state, info = advance(sampler.step, state, *xs)
+        records = sampler.records(state) if trajectory else None
+        return (state, jax.tree.map(jnp.add, total, info)), records
+
+    (state, total), records = jax.lax.scan(body, (state, zeros), (jnp.arange(n_scanned), head))
+    if trajectory:
+        records = records.reshape(-1, *records.shape[2:])
+    if sampler.has_final_step:
+        last = jax.tree.map(lambda a: a[-1], inputs)
+        state, info = advance(sampler.final_step, state, n_steps - 1, last)
+        total = jax.tree.map(jnp.add, total, info)
+        if trajectory:
+            records = jnp.concatenate([records, sampler.position(state)[None]])
+    # Counts (an adaptive solve's evaluations) are summed over the steps, the rest averaged.
+    info = jax.tree.map(lambda a: a if jnp.issubdtype(a.dtype, jnp.integer) else a / n_steps, total)
+    nfe = None if sampler.nfe is not None else info.nfe
+    return SamplerOutput(sampler.position(state), records, nfe, info)
+
+
 def sample(
-    key: Array, sampler: Sampler, score_fn, x_init: Array, trajectory: bool = False
+    key: Array,
+    sampler: AbstractSampler,
+    score_fn,
+    x_init: Array,
+    trajectory: bool = False,
+    *,
+    noise=None,
+    callback=None,
 ) -> SamplerOutput:
     """Run ``sampler`` on ``n`` chains: the one place where chains are ``vmap``-ped.
 
     Chain ``i`` uses ``fold_in(key, i)``, so the first ``m`` chains of a run with ``n`` chains
-    are the chains of a run with ``m``. Compiled with ``equinox.filter_jit``: array leaves of
-    ``sampler.run`` and ``score_fn`` (the grid, the noise scales, an Equinox module's weights)
-    are traced and the rest is static, so a second call with the same shapes does not
-    recompile, even with another grid, ``e`` or set of weights.
+    are the chains of a run with ``m``. Compiled with ``equinox.filter_jit``: the array leaves
+    of ``sampler`` and ``score_fn`` (the grid, ``eta``, step sizes, an Equinox module's
+    weights) are traced and the rest is static, so a second call with the same shapes does not
+    recompile, even with another grid, ``eta`` or set of weights.
 
     Args:
         key: PRNG key.
-        sampler: a :class:`Sampler`.
-        score_fn: ``score_fn(x, sigma)`` on one example ``x`` ``(d,)``, scalar ``sigma``.
-        x_init: ``(n, d)`` starting points; sharded over devices along the chains (a
-            ``NamedSharding`` with ``PartitionSpec("chains")``), each device runs its chains
-            and the result keeps that sharding (docs: how-to "Run on several devices").
+        sampler: an :class:`AbstractSampler`, e.g. ``ddim(default_sigmas(100))``.
+        score_fn: ``score_fn(x, sigma)`` on one state ``x`` of shape ``S``, scalar ``sigma``.
+        x_init: ``(n, *S)`` starting points, a vector ``S = (d,)`` or any array (an image);
+            sharded over devices along the chains (a ``NamedSharding`` with
+            ``PartitionSpec("chains")``), each device runs its chains and the result keeps
+            that sharding (docs: how-to "Run on several devices").
         trajectory: whether to keep every chain's states.
+        noise: optional injected standard normal rows ``(n, *sampler.noise_shape(S))``
+            replacing the draws from ``key`` (tests compare step for step with them).
+        callback: optional ``callback(step, x)``, called on the host after every step of
+            every chain with the step's index and the chain's position (progress, logging).
 
     Returns:
-        :class:`SamplerOutput` with ``x`` ``(n, d)``, ``trajectory`` ``(n, n_records, d)`` or
-        ``None``, and ``nfe`` ``(n,)`` or ``None``.
+        :class:`SamplerOutput` with ``x`` ``(n, *S)``, ``trajectory`` ``(n, n_records, *S)``
+        or ``None``, ``nfe`` ``(n,)`` or ``None``, ``info`` with leading axis ``n`` or ``None``.
+
+    Raises:
+        ValueError: if ``noise`` is not ``(n, *sampler.noise_shape(S))``.
     """
-    # Only `run` enters the compiled function: the name (a string) would be a static argument
-    # and recompile for every change of e or step size.
-    return _sample_chains(key, sampler.run, score_fn, x_init, trajectory)
+    x_init = jnp.asarray(x_init)
+    check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
+    return _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback)
 
 
 @eqx.filter_jit
-def _sample_chains(key: Array, run, score_fn, x_init: Array, trajectory: bool) -> SamplerOutput:
+def _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback) -> SamplerOutput:
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x_init.shape[0]))
-    return jax.vmap(lambda k, x: run(k, score_fn, x, trajectory))(keys, x_init)
+    return jax.vmap(lambda k, x, z: run_chain(sampler, k, score_fn, x, z, trajectory, callback))(
+        keys, x_init, noise
+    )

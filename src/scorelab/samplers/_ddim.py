@@ -7,51 +7,122 @@ References:
 
 from __future__ import annotations
 
-import jax
+from typing import ClassVar
+
 import jax.numpy as jnp
 from jax import Array
-from jax.tree_util import Partial
 
-from scorelab.samplers._core import Sampler, SamplerOutput, check_sigmas, noise_source, tweedie
+from scorelab.samplers._core import (
+    AbstractSampler,
+    SamplerOutput,
+    check_sigmas,
+    descending_steps,
+    option,
+    tweedie,
+)
+
+RENAMED = {"e": "eta", "eta_0": "final_noise"}
+"""DDIM's former option names and their new spelling."""
 
 
-def ve_ddim_etas(sigmas, e: float = 1.0, eta_0: float = 0.0) -> Array:
-    r"""The tutorial's DDIM noise scales for VE noise, ``(N,)``.
+def check_renamed(given: dict) -> None:
+    """``ValueError`` naming the new spelling of a former DDIM option in ``given``."""
+    for old, new in RENAMED.items():
+        if old in given:
+            raise ValueError(f"DDIM's option {old!r} is now called {new!r}; pass {new}= instead")
+
+
+class DDIM(AbstractSampler):
+    """DDIM for VE noise with the tutorial's parameterisation (:func:`ddim`)."""
+
+    kind: ClassVar[str] = "ddim"
+    has_final_step: ClassVar[bool] = True
+    sigmas: Array
+    eta: Array = option(1.0, "DDIM's eta (eq. 16): 0 deterministic, 1 ancestral", in_label=True)
+    final_noise: Array = option(0.0, "standard deviation of the final step's noise, to sigma = 0")
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.shape[0]
+
+    @property
+    def nfe(self) -> int:
+        return self.n_steps
+
+    def schedule(self):
+        """``(sigma_t, sigma_prev, eta_t)`` from the top: ``sigma_{N-1} -> sigma_{N-2}``, ...,
+        ``sigma_1 -> sigma_0``, then the final step ``sigma_0 -> 0`` with ``final_noise``."""
+        etas = _etas(self.sigmas, self.eta, self.final_noise)
+        return (*descending_steps(self.sigmas), jnp.concatenate([etas[1:][::-1], etas[:1]]))
+
+    def step(self, score_fn, x_t, inputs):
+        (sigma_t, sigma_prev, eta), noise = inputs
+        x_0 = tweedie(score_fn, x_t, sigma_t)
+        return _posterior_step(x_0, x_t, sigma_t, sigma_prev, eta, noise(0)), None
+
+    def final_step(self, score_fn, x_t, inputs):
+        # sigma_0 -> 0 with its own, independent draw (the tutorial reuses the parent key
+        # here, correlating this draw with the chain's first one).
+        (sigma_t, _, eta), noise = inputs
+        return tweedie(score_fn, x_t, sigma_t) + eta * noise(0), None
+
+
+def ve_ddim_etas(
+    sigmas, eta: float = DDIM.eta, final_noise: float = DDIM.final_noise, **renamed
+) -> Array:
+    r"""DDIM's noise standard deviations for VE noise, ``(N,)``.
 
     .. math::
-        \eta_{k} = \operatorname{clip}\Big(e \sqrt{\sigma_{k}^2 - \sigma_{k-1}^2}
+        \eta_{k} = \operatorname{clip}\Big(\eta \sqrt{\sigma_{k}^2 - \sigma_{k-1}^2}
         \,\frac{\sigma_{k-1}}{\sigma_{k}},\; 0,\; \sigma_{k-1} - 10^{-8}\Big),
-        \quad k = 1, \dots, N-1, \qquad \eta_0 = \text{eta\_0}.
+        \quad k = 1, \dots, N-1, \qquad \eta_0 = \text{final\_noise}.
 
     ``etas[k]`` is the standard deviation of the noise added on leaving level ``k``: the step
-    :math:`\sigma_k \to \sigma_{k-1}` for ``k >= 1`` (the tutorial's :math:`\eta_{t-1}`), and the
-    final step :math:`\sigma_0 \to 0` for ``k = 0``. ``e = 1`` gives the Bayes (ancestral)
-    posterior :math:`q(x_{k-1} \mid x_k, x_0)` of the forward chain; ``e = 0`` deterministic
-    DDIM. The clip keeps :math:`\sigma_{k-1}^2 - \eta_k^2 > 0` for ``e > 1``.
+    :math:`\sigma_k \to \sigma_{k-1}` for ``k >= 1`` (the tutorial's :math:`\eta_{t-1}`),
+    and the final step :math:`\sigma_0 \to 0` for ``k = 0``. :math:`\eta` is the DDIM
+    paper's (eq. 16; diffusers' and k-diffusion's ``eta``, the tutorial's ``e``): ``eta = 1``
+    gives the Bayes (ancestral) posterior :math:`q(x_{k-1} \mid x_k, x_0)` of the forward
+    chain, ``eta = 0`` deterministic DDIM. The clip keeps :math:`\sigma_{k-1}^2 - \eta_k^2 > 0`
+    for ``eta > 1``.
 
     Args:
         sigmas: ``(N,)`` ascending grid.
-        e: scale of the noise, ``>= 0``.
-        eta_0: noise of the final step, ``>= 0``.
+        eta: scale of the noise, ``>= 0``.
+        final_noise: standard deviation of the final step's noise, ``>= 0`` (the tutorial's
+            ``eta_0``).
 
     Returns:
-        ``(N,)`` float32 array (JAX's default float), ``etas[0] = eta_0``.
+        ``(N,)`` array of the grid's dtype, ``etas[0] = final_noise``.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
-            ``>= 2`` levels, or if ``e < 0`` or ``eta_0 < 0``.
+            ``>= 2`` levels, if ``eta < 0`` or ``final_noise < 0``, or for a former option
+            name (``e``, ``eta_0``).
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models, eq. 16.
         https://arxiv.org/abs/2010.02502
     """
-    sigmas = check_sigmas(sigmas)
-    if not (e >= 0 and eta_0 >= 0):
-        raise ValueError(f"e and eta_0 must be >= 0, got e={e}, eta_0={eta_0}")
+    check_renamed(renamed)
+    if renamed:
+        raise TypeError(f"unexpected option {next(iter(renamed))!r}")
+    check_ddim_options(eta, final_noise)
+    return _etas(check_sigmas(sigmas), jnp.asarray(eta), jnp.asarray(final_noise))
+
+
+def check_ddim_options(eta, final_noise) -> None:
+    """``ValueError`` unless ``eta >= 0`` and ``final_noise >= 0``."""
+    if not (eta >= 0 and final_noise >= 0):
+        raise ValueError(
+            f"eta and final_noise must be >= 0, got eta={eta}, final_noise={final_noise}"
+        )
+
+
+def _etas(sigmas: Array, eta: Array, final_noise: Array) -> Array:
     sigma_t, sigma_prev = sigmas[1:], sigmas[:-1]
-    etas = e * jnp.sqrt(sigma_t**2 - sigma_prev**2) * sigma_prev / sigma_t
+    etas = eta * jnp.sqrt(sigma_t**2 - sigma_prev**2) * sigma_prev / sigma_t
     etas = jnp.clip(etas, 0.0, sigma_prev - 1e-8)
-    return jnp.concatenate([jnp.full((1,), eta_0, dtype=jnp.float32), etas])
+    return jnp.concatenate([jnp.full((1,), final_noise, dtype=etas.dtype), etas])
 
 
 def _posterior_step(x_0: Array, x_t: Array, sigma_t, sigma_prev, eta, z: Array) -> Array:
@@ -61,37 +132,7 @@ def _posterior_step(x_0: Array, x_t: Array, sigma_t, sigma_prev, eta, z: Array) 
     return x_0 + jnp.sqrt(sigma_prev**2 - eta**2) / sigma_t * (x_t - x_0) + eta * z
 
 
-def _ddim_run(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    sigmas: Array,
-    etas: Array,
-) -> SamplerOutput:
-    n_levels = sigmas.shape[0]
-    inputs, draw = noise_source(key, noise, n_levels, x_init)
-
-    def step(x_t, per_step):
-        sigma_t, sigma_prev, eta, source = per_step
-        x_prev = _posterior_step(
-            tweedie(score_fn, x_t, sigma_t), x_t, sigma_t, sigma_prev, eta, draw(source)
-        )
-        return x_prev, (x_prev if trajectory else None)
-
-    # Walk k = N-1, ..., 1: sigma_k -> sigma_{k-1} with etas[k].
-    per_step = (sigmas[1:][::-1], sigmas[:-1][::-1], etas[1:][::-1], inputs[:-1])
-    x_1, x_all = jax.lax.scan(step, x_init, per_step)
-    # Final step sigma_0 -> 0 with its own, independent draw (the tutorial reuses the parent
-    # key here, correlating this draw with the chain's first one).
-    x = tweedie(score_fn, x_1, sigmas[0]) + etas[0] * draw(inputs[-1])
-    x_all = jnp.concatenate([x_all, x[None]]) if trajectory else None
-    return SamplerOutput(x, x_all)
-
-
-def ddim(sigmas, e: float = 1.0, eta_0: float = 0.0) -> Sampler:
+def ddim(sigmas, eta: float = DDIM.eta, final_noise: float = DDIM.final_noise, **renamed) -> DDIM:
     r"""DDIM for VE noise with the tutorial's parameterisation.
 
     With Tweedie's denoiser :math:`\hat x_0(x, \sigma) = x + \sigma^2 s(x, \sigma)`, each step
@@ -103,10 +144,11 @@ def ddim(sigmas, e: float = 1.0, eta_0: float = 0.0) -> Sampler:
         (x_k - \hat x_0) + \eta_k z_k,
 
     and the final step is :math:`x = \hat x_0(x_0', \sigma_0) + \eta_0 z` with
-    ``etas = ve_ddim_etas(sigmas, e, eta_0)``. ``e = 1`` is ancestral sampling from the Bayes
-    posterior, ``e = 0`` deterministic DDIM.
+    ``etas = ve_ddim_etas(sigmas, eta, final_noise)``. ``eta = 1`` is ancestral sampling from
+    the Bayes posterior, ``eta = 0`` deterministic DDIM (the DDIM paper's :math:`\eta`, eq. 16,
+    as in diffusers and k-diffusion; the tutorial's ``e``).
 
-    With ``e = 0`` (and ``eta_0 = 0``) every step is exactly an Euler step of the
+    With ``eta = 0`` (and ``final_noise = 0``) every step is exactly an Euler step of the
     probability-flow ODE :math:`dx/d\sigma = -\sigma s(x, \sigma)` in :math:`\sigma`:
     :math:`x_{k-1} = x_k + (\sigma_{k-1} - \sigma_k)(-\sigma_k s(x_k, \sigma_k))`, the final
     one with :math:`\sigma_{-1} = 0` (Karras et al., 2022, Sec. 4).
@@ -116,28 +158,32 @@ def ddim(sigmas, e: float = 1.0, eta_0: float = 0.0) -> Sampler:
     Args:
         sigmas: ``(N,)`` ascending grid; start the chain at ``x_init`` drawn near
             :math:`q_{\sigma_{N-1}}` (:func:`ve_prior` or :func:`exact_prior`).
-        e: noise scale, ``>= 0``.
-        eta_0: noise of the final step, ``>= 0``.
+        eta: noise scale :math:`\eta \ge 0`.
+        final_noise: the standard deviation (not a scale) of the noise added by the final
+            step to :math:`\sigma = 0`, ``>= 0`` (the tutorial's ``eta_0``).
 
     Returns:
-        A :class:`Sampler` with ``nfe = N``. Trajectory ``(N, d)``: the states at
+        A :class:`DDIM` with ``nfe = N``. Trajectory ``(N, *S)``: the states at
         :math:`\sigma_{N-2}, \dots, \sigma_0` and the final sample (as the tutorial's).
-        ``noise`` is ``(N, d)``: row ``j < N - 1`` for the step leaving :math:`\sigma_{N-1-j}`,
-        row ``N - 1`` for the final step.
+        ``noise`` is ``(N, *S)``: row ``j < N - 1`` for the step leaving
+        :math:`\sigma_{N-1-j}`, row ``N - 1`` for the final step.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
-            ``>= 2`` levels, or if ``e < 0`` or ``eta_0 < 0``.
+            ``>= 2`` levels, if ``eta < 0`` or ``final_noise < 0``, or for a former option name
+            (``e``, ``eta_0``), naming the new one.
 
     References:
-        Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
-        https://arxiv.org/abs/2010.02502
+        Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models, eq. 12
+        and 16. https://arxiv.org/abs/2010.02502
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
-    sigmas = check_sigmas(sigmas)
-    run = Partial(_ddim_run, sigmas=sigmas, etas=ve_ddim_etas(sigmas, e, eta_0))
-    return Sampler(f"ddim(e={e}, eta_0={eta_0})", int(sigmas.shape[0]), run)
+    check_renamed(renamed)
+    if renamed:
+        raise TypeError(f"ddim() got an unexpected keyword argument {next(iter(renamed))!r}")
+    check_ddim_options(eta, final_noise)
+    return DDIM(check_sigmas(sigmas), eta, final_noise)
 
 
 def inference_process(
@@ -189,13 +235,28 @@ def inference_process(
     etas = jnp.asarray(etas, dtype=x_T.dtype)
     if etas.shape != sigmas.shape:
         raise ValueError(f"etas must have the shape of sigmas {sigmas.shape}, got {etas.shape}")
-    inputs, draw = noise_source(key, noise, sigmas.shape[0] - 1, x_T)
+    return _InferenceProcess(sigmas, etas, x_0).run(key, None, x_T, trajectory, noise)
 
-    def step(x_t, per_step):
-        sigma_t, sigma_prev, eta, source = per_step
-        x_prev = _posterior_step(x_0, x_t, sigma_t, sigma_prev, eta, draw(source))
-        return x_prev, (x_prev if trajectory else None)
 
-    per_step = (sigmas[1:][::-1], sigmas[:-1][::-1], etas[1:][::-1], inputs)
-    x, x_all = jax.lax.scan(step, x_T, per_step)
-    return SamplerOutput(x, x_all)
+class _InferenceProcess(AbstractSampler):
+    """The inference process as a kernel: DDIM's step with the known ``x_0``, no final step."""
+
+    kind: ClassVar[str] = "inference_process"
+    sigmas: Array
+    etas: Array
+    x_0: Array
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.shape[0] - 1
+
+    @property
+    def nfe(self) -> int:
+        return 0
+
+    def schedule(self):
+        return self.sigmas[1:][::-1], self.sigmas[:-1][::-1], self.etas[1:][::-1]
+
+    def step(self, score_fn, x_t, inputs):
+        (sigma_t, sigma_prev, eta), noise = inputs
+        return _posterior_step(self.x_0, x_t, sigma_t, sigma_prev, eta, noise(0)), None

@@ -10,19 +10,21 @@ References:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.scipy.special import erfinv, ndtr
-from jax.tree_util import Partial
 
 from scorelab.samplers._core import (
-    Sampler,
-    SamplerOutput,
+    AbstractSampler,
     check_positive_int,
     check_sigmas,
-    noise_source,
+    option,
 )
 
 DEFAULT_STEP_RATIO = 2e-4
@@ -40,30 +42,40 @@ levels where the modes separate: mode-weight total variation 0.035 at 20000 samp
 0.007 for exact samples)."""
 
 
-def _langevin_run(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    sigma_steps: Array,
-    gamma_steps: Array,
-) -> SamplerOutput:
-    """ULA steps ``x + gamma_k s(x, sigma_k) + sqrt(2 gamma_k) z_k`` over the given schedule."""
-    n_steps = sigma_steps.shape[0]
-    inputs, draw = noise_source(key, noise, n_steps, x_init)
-
-    def step(x, per_step):
-        sigma, gamma, source = per_step
-        x = x + gamma * score_fn(x, sigma) + jnp.sqrt(2.0 * gamma) * draw(source)
-        return x, (x if trajectory else None)
-
-    x, x_all = jax.lax.scan(step, x_init, (sigma_steps, gamma_steps, inputs))
-    return SamplerOutput(x, x_all)
+def langevin_update(x: Array, score: Array, step_size, z: Array) -> Array:
+    r"""The Langevin kernel :math:`x + \gamma\, s + \sqrt{2\gamma}\, z`: ULA's and annealed
+    Langevin's step, and predictor-corrector's corrector (:mod:`scorelab.samplers._sde`)."""
+    return x + step_size * score + jnp.sqrt(2.0 * step_size) * z
 
 
-def ula(step_size: float, n_steps: int, sigma: float = 0.0) -> Sampler:
+class AbstractLangevin(AbstractSampler):
+    """ULA over a schedule of ``(sigma_k, gamma_k)``: one score evaluation and one draw a step."""
+
+    def step(self, score_fn, x, inputs):
+        (sigma, step_size), noise = inputs
+        return langevin_update(x, score_fn(x, sigma), step_size, noise(0)), None
+
+    @property
+    def nfe(self) -> int:
+        return self.n_steps
+
+
+class ULA(AbstractLangevin):
+    """The unadjusted Langevin algorithm at one noise level (:func:`ula`)."""
+
+    kind: ClassVar[str] = "ula"
+    uses_grid: ClassVar[bool] = False
+    step_size: Array = option(1e-2, "Langevin step gamma > 0 (the tutorial's 1e-2)", in_label=True)
+    n_steps: int = option(1000, "number of Langevin steps (the tutorial's 1000)", type=int)
+    sigma: Array = option(0.0, "noise level passed to the score (0: the data's own score)")
+
+    def schedule(self):
+        return (jnp.full((self.n_steps,), self.sigma), jnp.full((self.n_steps,), self.step_size))
+
+
+def ula(
+    step_size: float = ULA.step_size, n_steps: int = ULA.n_steps, sigma: float = ULA.sigma
+) -> ULA:
     r"""The unadjusted Langevin algorithm at one noise level.
 
     .. math::
@@ -79,8 +91,8 @@ def ula(step_size: float, n_steps: int, sigma: float = 0.0) -> Sampler:
         sigma: the noise level passed to ``score_fn`` (0 for a clean score).
 
     Returns:
-        A :class:`Sampler` with ``nfe = n_steps``; its trajectory is ``(n_steps, d)``, the state
-        after each step; ``noise`` is ``(n_steps, d)``, row ``k`` for step ``k``.
+        A :class:`ULA` with ``nfe = n_steps``; its trajectory is ``(n_steps, *S)``, the state
+        after each step; ``noise`` is ``(n_steps, *S)``, row ``k`` for step ``k``.
 
     Raises:
         ValueError: unless ``step_size > 0`` and ``n_steps`` is a positive integer.
@@ -91,18 +103,37 @@ def ula(step_size: float, n_steps: int, sigma: float = 0.0) -> Sampler:
     """
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
-    n_steps = check_positive_int("n_steps", n_steps)
-    run = Partial(
-        _langevin_run,
-        sigma_steps=jnp.full((n_steps,), sigma, dtype=jnp.float32),
-        gamma_steps=jnp.full((n_steps,), step_size, dtype=jnp.float32),
+    return ULA(step_size, check_positive_int("n_steps", n_steps), sigma)
+
+
+class AnnealedLangevin(AbstractLangevin):
+    """Annealed Langevin dynamics over a grid (:func:`annealed_langevin`)."""
+
+    kind: ClassVar[str] = "annealed_langevin"
+    sigmas: Array
+    n_steps_per_level: int = option(5, "ULA steps per level", type=int, in_label=True)
+    step_ratio: Array = option(
+        DEFAULT_STEP_RATIO, "step at sigma_min, gamma = r (sigma / sigma_min)^2; < 2 sigma_min^2"
     )
-    return Sampler(f"ula(step_size={step_size})", int(n_steps), run)
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.shape[0] * self.n_steps_per_level
+
+    @classmethod
+    def levels(cls, nfe: int, options) -> int:
+        return nfe // options["n_steps_per_level"]
+
+    def schedule(self):
+        sigma_steps = jnp.repeat(self.sigmas[::-1], self.n_steps_per_level)
+        return sigma_steps, self.step_ratio * (sigma_steps / self.sigmas[0]) ** 2
 
 
 def annealed_langevin(
-    sigmas, n_steps_per_level: int = 5, step_ratio: float = DEFAULT_STEP_RATIO
-) -> Sampler:
+    sigmas,
+    n_steps_per_level: int = AnnealedLangevin.n_steps_per_level,
+    step_ratio: float = AnnealedLangevin.step_ratio,
+) -> AnnealedLangevin:
     r"""Annealed Langevin dynamics: ULA on each :math:`q_\sigma`, from the top level down.
 
     For :math:`\sigma = \sigma_{N-1}, \dots, \sigma_0`, ``n_steps_per_level`` steps of
@@ -124,9 +155,9 @@ def annealed_langevin(
             grid.
 
     Returns:
-        A :class:`Sampler` with ``nfe = N * n_steps_per_level``. Trajectory and ``noise`` are
-        ``(N * n_steps_per_level, d)``: row ``l * n_steps_per_level + j`` is step ``j`` on level
-        ``sigmas[N - 1 - l]`` (levels counted from the top).
+        An :class:`AnnealedLangevin` with ``nfe = N * n_steps_per_level``. Trajectory and
+        ``noise`` are ``(N * n_steps_per_level, *S)``: row ``l * n_steps_per_level + j`` is step
+        ``j`` on level ``sigmas[N - 1 - l]`` (levels counted from the top).
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
@@ -151,104 +182,106 @@ def annealed_langevin(
             f"{sigma_min_sq / 2:g}, which halves that distance per step)",
             stacklevel=2,
         )
-    sigma_steps = jnp.repeat(sigmas[::-1], n_steps_per_level)
-    run = Partial(
-        _langevin_run,
-        sigma_steps=sigma_steps,
-        gamma_steps=step_ratio * (sigma_steps / sigmas[0]) ** 2,
-    )
-    name = f"annealed_langevin(n_steps_per_level={n_steps_per_level}, step_ratio={step_ratio})"
-    return Sampler(name, int(sigma_steps.shape[0]), run)
+    return AnnealedLangevin(sigmas, n_steps_per_level, step_ratio)
 
 
-def _mala_run(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    log_density_fn,
-    step_sizes: Array,
-    sigma: Array | None,
-) -> SamplerOutput:
-    """MALA with ``log_density_fn(x) -> log pi(x)`` and the score ``score_fn(x, sigma)``; with
-    ``sigma=None``, ``log_density_fn(x) -> (log pi(x), score)`` and ``score_fn`` is not called."""
-    if sigma is None:
-        evaluate = log_density_fn
-    else:
+class MALAState(NamedTuple):
+    r"""A MALA chain: its position ``x`` ``S``, :math:`\log\pi(x)` and the score ``S`` there."""
 
-        def evaluate(x):
-            return log_density_fn(x), score_fn(x, sigma)
-
-    return _mala_scan(key, evaluate, x_init, trajectory, noise, step_sizes)
+    x: Array
+    log_density: Array
+    score: Array
 
 
-def _mala_noise(key: Array, noise, n_steps: int, like: Array, d: int):
-    """Per-step scan inputs and the map from one input to ``(z, u)``: the proposal's ``(d,)``
-    standard normal and the accept test's uniform.
+class MALAInfo(NamedTuple):
+    r"""One MALA step: ``acceptance_rate`` :math:`\min(1, \text{ratio})`, the probability
+    that the proposal is accepted, and ``is_accepted``, whether it was. Averaged over a chain's
+    steps by the driver (:attr:`SamplerOutput.info`)."""
 
-    One draw per step of ``d + 1`` standard normals, ``z`` then ``w`` with ``u = Phi(w)``, so
-    that ``noise`` is one standard normal row per step. From ``key``, step ``k`` draws what
-    ``jax.random.normal(keys[k], (d + 1,))`` would: normal maps uniforms ``v`` on ``(-1, 1)``
-    to ``sqrt(2) erfinv(v)``, and ``Phi(sqrt(2) erfinv(v)) = (1 + v) / 2``, so ``u`` is read
-    off the last uniform instead of computing ``w`` (an ``erfinv``) and ``Phi(w)`` (an
-    ``erfc``) for every chain at every step.
-    """
-    if noise is not None:
-        inputs, _ = noise_source(key, noise, n_steps, jnp.zeros((d + 1,), like.dtype))
-        return inputs, lambda z_and_w: (z_and_w[:d], ndtr(z_and_w[d]))
-    low = jnp.nextafter(jnp.asarray(-1.0, like.dtype), jnp.asarray(0.0, like.dtype))
-
-    def draw(step_key):
-        v = jax.random.uniform(step_key, (d + 1,), like.dtype, low, 1.0)
-        return jnp.sqrt(2.0).astype(like.dtype) * erfinv(v[:d]), 0.5 * (1.0 + v[d])
-
-    return jax.random.split(key, n_steps), draw
+    acceptance_rate: Array
+    is_accepted: Array
 
 
-def _mala_scan(
-    key: Array, evaluate, x_init: Array, trajectory: bool, noise, step_sizes: Array
-) -> SamplerOutput:
-    """The MALA chain; ``evaluate(x) -> (log pi(x), score(x))``."""
-    d, n_steps = x_init.shape[0], step_sizes.shape[0]
-    inputs, draw = _mala_noise(key, noise, n_steps, x_init[0], d)
+class MALA(AbstractSampler):
+    """The Metropolis-adjusted Langevin algorithm (:func:`mala`)."""
 
-    def log_proposal(x_to, x_from, score_from, step_size):
-        # log q(x_to | x_from) up to a constant: N(x_from + gamma s(x_from), 2 gamma I).
-        return -jnp.sum((x_to - x_from - step_size * score_from) ** 2) / (4.0 * step_size)
+    kind: ClassVar[str] = "mala"
+    uses_grid: ClassVar[bool] = False
+    needs_log_density: ClassVar[bool] = True
+    log_density_fn: Callable
+    step_size: Array = option(1e-2, "Langevin step gamma > 0 (the tutorial's 1e-2)", in_label=True)
+    n_steps: int = option(1000, "number of Langevin steps (the tutorial's 1000)", type=int)
+    sigma: Array = option(0.0, "noise level passed to the score (0: the data's own score)")
+    returns_score: bool = eqx.field(default=False, static=True)
 
-    def step(state, per_step):
+    @property
+    def nfe(self) -> int:
+        return self.n_steps + 1
+
+    def schedule(self):
+        return jnp.full((self.n_steps,), self.step_size)
+
+    def evaluate(self, score_fn, x: Array) -> tuple[Array, Array]:
+        """``(log pi(x), score(x))``: from ``log_density_fn`` alone with ``returns_score``."""
+        if self.returns_score:
+            return self.log_density_fn(x)
+        return self.log_density_fn(x), score_fn(x, self.sigma)
+
+    def init(self, score_fn, x: Array) -> MALAState:
+        return MALAState(x, *self.evaluate(score_fn, x))
+
+    def position(self, state: MALAState) -> Array:
+        return state.x
+
+    def row_shape(self, shape):
+        return (int(np.prod(shape)) + 1,)
+
+    def draw_from_key(self, key: Array, x: Array):
+        """The proposal's normal ``z`` (like ``x``) and the accept test's uniform ``u``.
+
+        What ``jax.random.normal(key, (x.size + 1,))`` would give as ``(z, w)`` with ``u =
+        Phi(w)``: normal maps uniforms ``v`` on ``(-1, 1)`` to ``sqrt(2) erfinv(v)``, and
+        ``Phi(sqrt(2) erfinv(v)) = (1 + v) / 2``, so ``u`` is read off the last uniform instead
+        of computing ``w`` (an ``erfinv``) and ``Phi(w)`` (an ``erfc``) for every chain and step.
+        """
+        low = jnp.nextafter(jnp.asarray(-1.0, x.dtype), jnp.asarray(0.0, x.dtype))
+        v = jax.random.uniform(key, (x.size + 1,), x.dtype, low, 1.0)
+        z = jnp.sqrt(2.0).astype(x.dtype) * erfinv(v[: x.size])
+        return z.reshape(x.shape), 0.5 * (1.0 + v[x.size])
+
+    def draw_from_row(self, row: Array, x: Array):
+        """An injected row ``(z, w)`` of ``x.size + 1`` standard normals: ``(z, Phi(w))``."""
+        return row[: x.size].reshape(x.shape), ndtr(row[x.size])
+
+    def step(self, score_fn, state: MALAState, inputs):
+        step_size, noise = inputs
+        z, u = noise(0)
+
+        def log_proposal(x_to, x_from, score_from):
+            # log q(x_to | x_from) up to a constant: N(x_from + gamma s(x_from), 2 gamma I).
+            return -jnp.sum((x_to - x_from - step_size * score_from) ** 2) / (4.0 * step_size)
+
         x, log_p, score = state
-        step_size, source = per_step
-        z, u = draw(source)
         y = x + step_size * score + jnp.sqrt(2.0 * step_size) * z
-        log_p_y, score_y = evaluate(y)
-        log_ratio = (
-            log_p_y
-            - log_p
-            + log_proposal(x, y, score_y, step_size)
-            - log_proposal(y, x, score, step_size)
-        )
+        log_p_y, score_y = self.evaluate(score_fn, y)
+        log_ratio = log_p_y - log_p + log_proposal(x, y, score_y) - log_proposal(y, x, score)
         # u ~ U(0, 1); accept when u < ratio, compared as u < exp(log_ratio) rather than
         # log(u) < log_ratio: the same test without a log per chain and step.
-        accept = u < jnp.exp(log_ratio)
-        state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), (y, log_p_y, score_y), state)
-        return state, (state[0] if trajectory else None)
-
-    init = (x_init, *evaluate(x_init))
-    (x, _, _), x_all = jax.lax.scan(step, init, (step_sizes, inputs))
-    return SamplerOutput(x, x_all)
+        ratio = jnp.exp(log_ratio)
+        accept = u < ratio
+        proposal = MALAState(y, log_p_y, score_y)
+        state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), proposal, state)
+        return state, MALAInfo(jnp.minimum(1.0, ratio), accept)
 
 
 def mala(
     log_density_fn,
-    step_size: float,
-    n_steps: int,
-    sigma: float = 0.0,
+    step_size: float = MALA.step_size,
+    n_steps: int = MALA.n_steps,
+    sigma: float = MALA.sigma,
     *,
     returns_score: bool = False,
-) -> Sampler:
+) -> MALA:
     r"""The Metropolis-adjusted Langevin algorithm: ULA's proposal, then an accept test.
 
     .. math::
@@ -261,8 +294,9 @@ def mala(
     makes :math:`\pi` exactly invariant whatever :math:`\gamma`, where :func:`ula` at the same
     step is biased by :math:`O(\gamma)` (``tests/test_samplers_langevin.py`` shows both). It
     needs the log-density :math:`\log \pi` up to a constant, e.g.
-    :meth:`scorelab.targets.GaussianMixture.log_prob`; the kernel is blackjax's ``mala``
-    written as one pure scan so that it runs under :func:`sample` like every other sampler.
+    :meth:`scorelab.targets.GaussianMixture.log_prob`; the kernel is blackjax's ``mala``, run
+    by the driver like every other sampler. Each step's :class:`MALAInfo` holds its acceptance
+    probability; :attr:`SamplerOutput.info` has the chain's mean.
 
     Every step evaluates :math:`\log \pi` and :math:`s` at the proposal. With
     ``returns_score=True``, ``log_density_fn`` returns both from one pass, e.g.
@@ -273,9 +307,9 @@ def mala(
     work.
 
     Args:
-        log_density_fn: ``log_density_fn(x) -> scalar`` for one ``x`` ``(d,)``, the log-density
+        log_density_fn: ``log_density_fn(x) -> scalar`` for one ``x`` ``S``, the log-density
             whose gradient ``score_fn(x, sigma)`` returns; with ``returns_score``,
-            ``log_density_fn(x) -> (log_density, score)``, the score ``(d,)`` its gradient.
+            ``log_density_fn(x) -> (log_density, score)``, the score ``S`` its gradient.
         step_size: :math:`\gamma > 0`.
         n_steps: number of steps.
         sigma: the noise level passed to ``score_fn`` (0 for a clean score); must be 0 with
@@ -284,12 +318,12 @@ def mala(
         returns_score: take the score from ``log_density_fn`` instead of ``score_fn``.
 
     Returns:
-        A :class:`Sampler` with ``nfe = n_steps + 1`` score evaluations (and as many of
+        A :class:`MALA` with ``nfe = n_steps + 1`` score evaluations (and as many of
         ``log_density_fn``; with ``returns_score``, ``n_steps + 1`` evaluations of
-        ``log_density_fn`` that give the score too). Trajectory ``(n_steps, d)``: the state
-        after each step; ``noise`` ``(n_steps, d + 1)``: row ``k`` is step ``k``'s proposal
-        draw :math:`z_k` followed by :math:`w_k`, whose normal CDF :math:`\Phi(w_k)` is the
-        accept test's uniform.
+        ``log_density_fn`` that give the score too). Trajectory ``(n_steps, *S)``: the state
+        after each step; ``noise`` ``(n_steps, size + 1)`` with ``size`` the number of entries
+        of a state: row ``k`` is step ``k``'s proposal draw :math:`z_k` (flattened) followed
+        by :math:`w_k`, whose normal CDF :math:`\Phi(w_k)` is the accept test's uniform.
 
     Raises:
         ValueError: unless ``step_size > 0`` and ``n_steps`` is a positive integer; if
@@ -309,11 +343,4 @@ def mala(
             f"sigma is score_fn's noise level and score_fn is not called with returns_score, "
             f"got sigma={sigma}; pass the noised law's log_prob_and_score instead"
         )
-    step_sizes = jnp.full((n_steps,), step_size, dtype=jnp.float32)
-    run = Partial(
-        _mala_run,
-        log_density_fn=log_density_fn,
-        step_sizes=step_sizes,
-        sigma=None if returns_score else jnp.float32(sigma),
-    )
-    return Sampler(f"mala(step_size={step_size})", n_steps + 1, run)
+    return MALA(log_density_fn, step_size, n_steps, sigma, returns_score)

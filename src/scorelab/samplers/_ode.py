@@ -20,71 +20,95 @@ References:
 from __future__ import annotations
 
 import math
+from typing import ClassVar, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.tree_util import Partial
 
 from scorelab.samplers._core import (
-    Sampler,
-    SamplerOutput,
+    AbstractSampler,
     check_sigmas,
     descending_steps,
-    noise_source,
+    option,
     tweedie,
 )
 
 
-def _edm_run(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    sigmas: Array,
-    gammas: Array | None,
-    s_noise: Array,
-    heun: bool,
-) -> SamplerOutput:
-    # Karras et al. (2022), Alg. 2; with gammas None (no churn) it is Alg. 1 and draws nothing.
-    n_levels = sigmas.shape[0]
-    inputs, draw = noise_source(key, noise, 0 if gammas is None else n_levels, x_init)
-    sigma_from, sigma_to = descending_steps(sigmas)
+def _flow_step(score_fn, x: Array, sigma, sigma_next, second_order: bool) -> Array:
+    r"""Euler's step of :math:`dx/d\sigma = -\sigma s(x, \sigma)` from ``sigma`` to
+    ``sigma_next``, with Heun's trapezoidal correction when ``second_order``."""
 
     def slope(x, sigma):  # dx/dsigma = -sigma s(x, sigma)
         return -sigma * score_fn(x, sigma)
 
-    def step(x, per_step, second_order: bool):
-        sigma, sigma_next, gamma, source = per_step
-        if gammas is None:
-            sigma_hat, x_hat = sigma, x
-        else:  # churn: raise the noise to sigma_hat = (1 + gamma) sigma
-            sigma_hat = sigma * (1.0 + gamma)
-            # sqrt(sigma_hat^2 - sigma^2), written so that gamma = 0 gives exactly 0 (the
-            # difference of squares can round below 0 under a fused multiply-add: NaN).
-            raise_by = sigma * jnp.sqrt(gamma * (2.0 + gamma))
-            x_hat = x + raise_by * s_noise * draw(source)
-        d = slope(x_hat, sigma_hat)
-        x_next = x_hat + (sigma_next - sigma_hat) * d
-        if second_order:  # Heun's correction, trapezoidal in sigma
-            x_next = x_hat + (sigma_next - sigma_hat) * 0.5 * (d + slope(x_next, sigma_next))
-        return x_next, (x_next if trajectory else None)
+    d = slope(x, sigma)
+    x_next = x + (sigma_next - sigma) * d
+    if second_order:  # Heun's correction, trapezoidal in sigma
+        x_next = x + (sigma_next - sigma) * 0.5 * (d + slope(x_next, sigma_next))
+    return x_next
 
-    gamma_steps = jnp.zeros_like(sigma_from) if gammas is None else gammas
-    sources = jnp.zeros((n_levels,)) if gammas is None else inputs
-    per_step = (sigma_from, sigma_to, gamma_steps, sources)
-    head = jax.tree.map(lambda a: a[:-1], per_step)
-    last = jax.tree.map(lambda a: a[-1], per_step)
-    x_1, x_all = jax.lax.scan(lambda x, p: step(x, p, heun), x_init, head)
+
+def _two_per_level(nfe: int) -> int:
+    """The levels ``N`` of ``2 N - 1`` evaluations within ``nfe``."""
+    return (nfe + 1) // 2
+
+
+class AbstractFlow(AbstractSampler):
+    """A solver of the probability-flow ODE down the grid, ``N`` steps, the last to 0."""
+
+    sigmas: Array
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.shape[0]
+
+    @property
+    def draws_per_step(self) -> int:
+        return 0
+
+    def schedule(self):
+        return descending_steps(self.sigmas)
+
+
+class Euler(AbstractFlow):
+    """Euler's method on the probability-flow ODE (:func:`euler`)."""
+
+    kind: ClassVar[str] = "euler"
+
+    @property
+    def nfe(self) -> int:
+        return self.n_steps
+
+    def step(self, score_fn, x, inputs):
+        (sigma, sigma_next), _ = inputs
+        return _flow_step(score_fn, x, sigma, sigma_next, False), None
+
+
+class Heun(AbstractFlow):
+    """Heun's method on the probability-flow ODE (:func:`heun`)."""
+
+    kind: ClassVar[str] = "heun"
     # The last step lands on sigma = 0, where the slope is undefined: Euler (Alg. 1, line 8).
-    x, _ = step(x_1, last, False)
-    x_all = jnp.concatenate([x_all, x[None]]) if trajectory else None
-    return SamplerOutput(x, x_all)
+    has_final_step: ClassVar[bool] = True
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.n_steps - 1
+
+    @classmethod
+    def levels(cls, nfe: int, options) -> int:
+        return _two_per_level(nfe)
+
+    def step(self, score_fn, x, inputs):
+        (sigma, sigma_next), _ = inputs
+        return _flow_step(score_fn, x, sigma, sigma_next, True), None
+
+    def final_step(self, score_fn, x, inputs):
+        (sigma, sigma_next), _ = inputs
+        return _flow_step(score_fn, x, sigma, sigma_next, False), None
 
 
-def euler(sigmas) -> Sampler:
+def euler(sigmas) -> Euler:
     r"""Euler's method on the probability-flow ODE in :math:`\sigma`.
 
     .. math::
@@ -98,9 +122,9 @@ def euler(sigmas) -> Sampler:
         sigmas: ``(N,)`` ascending grid.
 
     Returns:
-        A :class:`Sampler` with ``nfe = N``. Trajectory ``(N, d)``: the states at
+        An :class:`Euler` with ``nfe = N``. Trajectory ``(N, *S)``: the states at
         :math:`\sigma_{N-2}, \dots, \sigma_0` and the final sample. Draws nothing: ``noise``
-        must be ``None`` or ``(0, d)``.
+        must be ``None`` or ``(0, *S)``.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
@@ -110,12 +134,10 @@ def euler(sigmas) -> Sampler:
         Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
         Models, Alg. 1 without its line 6. https://arxiv.org/abs/2206.00364
     """
-    sigmas = check_sigmas(sigmas)
-    run = Partial(_edm_run, sigmas=sigmas, gammas=None, s_noise=jnp.float32(0.0), heun=False)
-    return Sampler("euler", int(sigmas.shape[0]), run)
+    return Euler(check_sigmas(sigmas))
 
 
-def heun(sigmas) -> Sampler:
+def heun(sigmas) -> Heun:
     r"""Heun's second-order method on the probability-flow ODE (Karras et al., 2022, Alg. 1).
 
     .. math::
@@ -129,7 +151,7 @@ def heun(sigmas) -> Sampler:
         sigmas: ``(N,)`` ascending grid.
 
     Returns:
-        A :class:`Sampler` with ``nfe = 2 N - 1``; trajectory and ``noise`` as :func:`euler`.
+        A :class:`Heun` with ``nfe = 2 N - 1``; trajectory and ``noise`` as :func:`euler`.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
@@ -139,9 +161,7 @@ def heun(sigmas) -> Sampler:
         Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
         Models, Alg. 1. https://arxiv.org/abs/2206.00364
     """
-    sigmas = check_sigmas(sigmas)
-    run = Partial(_edm_run, sigmas=sigmas, gammas=None, s_noise=jnp.float32(0.0), heun=True)
-    return Sampler("heun", int(2 * sigmas.shape[0] - 1), run)
+    return Heun(check_sigmas(sigmas))
 
 
 def edm_gammas(sigmas, s_churn: float, s_tmin: float = 0.0, s_tmax: float = math.inf) -> Array:
@@ -159,7 +179,7 @@ def edm_gammas(sigmas, s_churn: float, s_tmin: float = 0.0, s_tmax: float = math
         s_tmin, s_tmax: the levels that get churn, ``0 <= s_tmin <= s_tmax``.
 
     Returns:
-        ``(N,)`` float32 array, ``gammas[j]`` for the level :math:`\sigma_{N-1-j}` (from the
+        ``(N,)`` array, ``gammas[j]`` for the level :math:`\sigma_{N-1-j}` (from the
         top down).
 
     Raises:
@@ -175,19 +195,67 @@ def edm_gammas(sigmas, s_churn: float, s_tmin: float = 0.0, s_tmax: float = math
         raise ValueError(
             f"need s_churn >= 0 and 0 <= s_tmin <= s_tmax, got {s_churn}, {s_tmin}, {s_tmax}"
         )
+    return _gammas(sigmas, jnp.asarray(s_churn), jnp.asarray(s_tmin), jnp.asarray(s_tmax))
+
+
+def _gammas(sigmas: Array, s_churn: Array, s_tmin: Array, s_tmax: Array) -> Array:
     sigma_from = sigmas[::-1]
-    gamma = min(s_churn / sigmas.shape[0], math.sqrt(2.0) - 1.0)
+    gamma = jnp.minimum(s_churn / sigmas.shape[0], math.sqrt(2.0) - 1.0)
     inside = (sigma_from >= s_tmin) & (sigma_from <= s_tmax)
-    return jnp.where(inside, gamma, 0.0).astype(jnp.float32)
+    return jnp.where(inside, gamma, 0.0).astype(sigmas.dtype)
+
+
+class EDM(AbstractFlow):
+    """The stochastic EDM sampler (:func:`edm`)."""
+
+    kind: ClassVar[str] = "edm"
+    has_final_step: ClassVar[bool] = True
+    s_churn: Array = option(40.0, "EDM's total churn S_churn >= 0 (0: Heun)", in_label=True)
+    s_tmin: Array = option(0.05, "lowest level that gets churn, >= 0")
+    s_tmax: Array = option(50.0, "highest level that gets churn, >= s_tmin")
+    s_noise: Array = option(1.003, "inflation S_noise >= 0 of the churn's noise")
+
+    @property
+    def draws_per_step(self) -> int:
+        return 1
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.n_steps - 1
+
+    @classmethod
+    def levels(cls, nfe: int, options) -> int:
+        return _two_per_level(nfe)
+
+    def schedule(self):
+        gammas = _gammas(self.sigmas, self.s_churn, self.s_tmin, self.s_tmax)
+        return (*descending_steps(self.sigmas), gammas)
+
+    def _churn(self, x: Array, sigma, gamma, z: Array) -> tuple[Array, Array]:
+        r"""Raise the noise to :math:`\hat\sigma = (1 + \gamma)\sigma`: ``(x_hat, sigma_hat)``."""
+        # sqrt(sigma_hat^2 - sigma^2), written so that gamma = 0 gives exactly 0 (the
+        # difference of squares can round below 0 under a fused multiply-add: NaN).
+        raise_by = sigma * jnp.sqrt(gamma * (2.0 + gamma))
+        return x + raise_by * self.s_noise * z, sigma * (1.0 + gamma)
+
+    def step(self, score_fn, x, inputs):
+        (sigma, sigma_next, gamma), noise = inputs
+        x_hat, sigma_hat = self._churn(x, sigma, gamma, noise(0))
+        return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, True), None
+
+    def final_step(self, score_fn, x, inputs):
+        (sigma, sigma_next, gamma), noise = inputs
+        x_hat, sigma_hat = self._churn(x, sigma, gamma, noise(0))
+        return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
 
 
 def edm(
     sigmas,
-    s_churn: float = 40.0,
-    s_tmin: float = 0.05,
-    s_tmax: float = 50.0,
-    s_noise: float = 1.003,
-) -> Sampler:
+    s_churn: float = EDM.s_churn,
+    s_tmin: float = EDM.s_tmin,
+    s_tmax: float = EDM.s_tmax,
+    s_noise: float = EDM.s_noise,
+) -> EDM:
     r"""The stochastic EDM sampler (Karras et al., 2022, Alg. 2): churn, then a Heun step.
 
     At each level :math:`\sigma_i` (from the top) noise is added to reach
@@ -206,8 +274,8 @@ def edm(
         s_noise: inflation of the added noise (> 1 offsets the denoiser's loss of detail).
 
     Returns:
-        A :class:`Sampler` with ``nfe = 2 N - 1``; trajectory as :func:`euler`; ``noise``
-        ``(N, d)``, row ``j`` for the churn at :math:`\sigma_{N-1-j}`.
+        An :class:`EDM` with ``nfe = 2 N - 1``; trajectory as :func:`euler`; ``noise``
+        ``(N, *S)``, row ``j`` for the churn at :math:`\sigma_{N-1-j}`.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
@@ -221,33 +289,44 @@ def edm(
     sigmas = check_sigmas(sigmas)
     if not s_noise >= 0:
         raise ValueError(f"s_noise must be >= 0, got {s_noise}")
-    run = Partial(
-        _edm_run,
-        sigmas=sigmas,
-        gammas=edm_gammas(sigmas, s_churn, s_tmin, s_tmax),
-        s_noise=jnp.float32(s_noise),
-        heun=True,
-    )
-    name = f"edm(s_churn={s_churn}, s_tmin={s_tmin}, s_tmax={s_tmax}, s_noise={s_noise})"
-    return Sampler(name, int(2 * sigmas.shape[0] - 1), run)
+    edm_gammas(sigmas, s_churn, s_tmin, s_tmax)  # checks the churn settings
+    return EDM(sigmas, s_churn, s_tmin, s_tmax, s_noise)
 
 
-def _dpmpp_2m_run(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    sigmas: Array,
-) -> SamplerOutput:
-    noise_source(key, noise, 0, x_init)  # draws nothing; checks `noise`
-    sigma_from = sigmas[::-1]
-    first = jnp.arange(sigmas.shape[0] - 1) == 0
+class DPMpp2MState(NamedTuple):
+    r"""A DPM-Solver++(2M) chain: position ``x``, the previous step's denoised value and
+    :math:`\lambda`-step ``h``."""
 
-    def step(carry, per_step):
-        x, denoised_prev, h_prev = carry
-        sigma, sigma_next, is_first = per_step
+    x: Array
+    denoised_prev: Array
+    h_prev: Array
+
+
+class DPMpp2M(AbstractFlow):
+    """DPM-Solver++(2M) (:func:`dpmpp_2m`)."""
+
+    kind: ClassVar[str] = "dpmpp_2m"
+    # Lower-order final step to sigma = 0: the data prediction itself (k-diffusion's
+    # sample_dpmpp_2m: sigma_next = 0 takes the first-order update, which is D).
+    has_final_step: ClassVar[bool] = True
+
+    @property
+    def nfe(self) -> int:
+        return self.n_steps
+
+    def schedule(self):
+        sigma_from, sigma_to = descending_steps(self.sigmas)
+        return sigma_from, sigma_to, jnp.arange(self.n_steps) == 0
+
+    def init(self, score_fn, x: Array) -> DPMpp2MState:
+        return DPMpp2MState(x, jnp.zeros_like(x), jnp.ones((), x.dtype))
+
+    def position(self, state: DPMpp2MState) -> Array:
+        return state.x
+
+    def step(self, score_fn, state: DPMpp2MState, inputs):
+        (sigma, sigma_next, is_first), _ = inputs
+        x, denoised_prev, h_prev = state
         denoised = tweedie(score_fn, x, sigma)
         h = jnp.log(sigma) - jnp.log(sigma_next)  # step in lambda = -log sigma
         r = h_prev / h
@@ -256,18 +335,14 @@ def _dpmpp_2m_run(
         corrected = (1.0 + 0.5 / r) * denoised - (0.5 / r) * denoised_prev
         denoised_used = jnp.where(is_first, denoised, corrected)
         x = (sigma_next / sigma) * x - jnp.expm1(-h) * denoised_used
-        return (x, denoised, h), (x if trajectory else None)
+        return DPMpp2MState(x, denoised, h), None
 
-    init = (x_init, jnp.zeros_like(x_init), jnp.ones((), x_init.dtype))
-    (x_1, _, _), x_all = jax.lax.scan(step, init, (sigma_from[:-1], sigma_from[1:], first))
-    # Lower-order final step to sigma = 0: the data prediction itself (k-diffusion's
-    # sample_dpmpp_2m: sigma_next = 0 takes the first-order update, which is D).
-    x = tweedie(score_fn, x_1, sigmas[0])
-    x_all = jnp.concatenate([x_all, x[None]]) if trajectory else None
-    return SamplerOutput(x, x_all)
+    def final_step(self, score_fn, state: DPMpp2MState, inputs):
+        (sigma, _, _), _ = inputs
+        return state._replace(x=tweedie(score_fn, state.x, sigma)), None
 
 
-def dpmpp_2m(sigmas) -> Sampler:
+def dpmpp_2m(sigmas) -> DPMpp2M:
     r"""DPM-Solver++(2M): second-order multistep solver for the data-prediction ODE in
     :math:`\lambda = -\log\sigma`.
 
@@ -287,7 +362,7 @@ def dpmpp_2m(sigmas) -> Sampler:
         sigmas: ``(N,)`` ascending grid.
 
     Returns:
-        A :class:`Sampler` with ``nfe = N``; trajectory and ``noise`` as :func:`euler`.
+        A :class:`DPMpp2M` with ``nfe = N``; trajectory and ``noise`` as :func:`euler`.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
@@ -297,5 +372,4 @@ def dpmpp_2m(sigmas) -> Sampler:
         Lu, C. et al. (2022). DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
         Probabilistic Models, Alg. 2. https://arxiv.org/abs/2211.01095
     """
-    sigmas = check_sigmas(sigmas)
-    return Sampler("dpmpp_2m", int(sigmas.shape[0]), Partial(_dpmpp_2m_run, sigmas=sigmas))
+    return DPMpp2M(check_sigmas(sigmas))

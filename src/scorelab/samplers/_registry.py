@@ -1,161 +1,144 @@
-r"""Every sampler by name, with its options and defaults: what the config, the CLI and the sweep
-build samplers from.
+r"""Every sampler by name, generated from the samplers' declared options: what the config, the
+CLI, the sweep and the docs build from.
 
-One table serves :class:`scorelab.config.SamplerConfig` (``scorelab sample``) and
-:mod:`scorelab.sweep` (``scorelab sweep``), so that a name or a default cannot differ between
-them. An option has the same meaning and default in every sampler that takes it
-(:data:`SAMPLER_OPTIONS`); :func:`build_sampler` checks the name and the options and calls the
-constructor.
+A sampler's options are declared once, as fields of its module (:func:`option`: name, type,
+default, one-line help). From them come :data:`SAMPLERS`, :func:`options`,
+:func:`sampler_options`, :func:`build_sampler`, :func:`budget_levels` and :func:`label`, so
+that a name or a default cannot differ between the library, the configuration, the CLI flags,
+the sweep labels and the docs table. Registry names are the constructors' names.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from scorelab.samplers._adaptive import adaptive
-from scorelab.samplers._core import Sampler
-from scorelab.samplers._ddim import ddim
-from scorelab.samplers._langevin import DEFAULT_STEP_RATIO, annealed_langevin, mala, ula
+from scorelab.samplers._adaptive import dopri5, tsit5
+from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
+from scorelab.samplers._ddim import check_renamed, ddim
+from scorelab.samplers._langevin import annealed_langevin, mala, ula
 from scorelab.samplers._ode import dpmpp_2m, edm, euler, heun
-from scorelab.samplers._sde import DEFAULT_SNR, ancestral, euler_maruyama, predictor_corrector
-
-SAMPLER_OPTIONS: dict[str, Any] = {
-    "e": 1.0,
-    "eta_0": 0.0,
-    "n_steps_per_level": 5,
-    "step_ratio": DEFAULT_STEP_RATIO,
-    "n_corrector": 1,
-    "snr": DEFAULT_SNR,
-    # The concentrated form of Song et al.'s rule: their per-chain rule is pathological in
-    # 2-D (see predictor_corrector); "snr" selects it.
-    "step_rule": "sigma",
-    "s_churn": 40.0,
-    "s_tmin": 0.05,
-    "s_tmax": 50.0,
-    "s_noise": 1.003,
-    "rtol": 1e-3,
-    "atol": 1e-3,
-    "max_steps": 4096,
-    "n_steps": 1000,
-    "step_size": 1e-2,
-    "sigma": 0.0,
-}
-"""Every sampler option and its default: the constructors' own, except ``step_rule`` (above);
-ULA's and MALA's step and length are the tutorial's."""
+from scorelab.samplers._sde import ancestral, euler_maruyama, predictor_corrector
 
 
-class SamplerSpec(NamedTuple):
-    r"""How to build one named sampler.
+class SamplerKind(NamedTuple):
+    r"""One registered sampler, generated from its constructor and module class.
 
     Attributes:
-        options: the option names it takes (keys of :data:`SAMPLER_OPTIONS`).
-        build: ``build(sigmas, log_density_fn, options) -> Sampler``.
-        levels: ``(nfe budget, options) -> N``, the largest grid within the budget; ``None`` for
-            a sampler without a grid or an adaptive one, which takes no budget.
+        name: the registry name, the constructor's name (e.g. ``"predictor_corrector"``).
+        build: the constructor, ``build(sigmas, **options)`` (ULA and MALA take no grid; MALA
+            takes ``log_density_fn`` first).
+        options: its declared :class:`Option` records.
+        levels: ``levels(nfe, options) -> N``, the largest grid within a budget of ``nfe``
+            score evaluations, or ``None`` for a sampler without a grid or an adaptive one.
         uses_grid: whether it walks a sigma grid (all but ULA and MALA).
         needs_log_density: whether it needs :math:`\log p` up to a constant (MALA).
     """
 
-    options: tuple[str, ...]
-    build: Callable[..., Sampler]
-    levels: Callable[[int, dict], int] | None
-    uses_grid: bool = True
-    needs_log_density: bool = False
+    name: str
+    build: Callable[..., AbstractSampler]
+    options: tuple[Option, ...]
+    levels: Callable[[int, dict[str, Any]], int | None]
+    uses_grid: bool
+    needs_log_density: bool
 
 
-def _per_level(cost: Callable[[dict], int]):
-    return lambda nfe, o: nfe // cost(o)
-
-
-_ONE = _per_level(lambda o: 1)
-
-
-def _heun_levels(nfe: int, o: dict) -> int:
-    return (nfe + 1) // 2  # 2N - 1 evaluations
-
-
-def _adaptive(solver: str) -> SamplerSpec:
-    return SamplerSpec(
-        ("rtol", "atol", "max_steps"),
-        lambda s, f, o: adaptive(s, solver, o["rtol"], o["atol"], o["max_steps"]),
-        None,
+def _kind(constructor: Callable[..., AbstractSampler]) -> SamplerKind:
+    cls = typing.get_type_hints(constructor)["return"]
+    return SamplerKind(
+        constructor.__name__,
+        constructor,
+        declared_options(cls),
+        cls.levels,
+        cls.uses_grid,
+        cls.needs_log_density,
     )
 
 
-SAMPLERS: dict[str, SamplerSpec] = {
-    "ula": SamplerSpec(
-        ("step_size", "n_steps", "sigma"),
-        lambda s, f, o: ula(o["step_size"], o["n_steps"], o["sigma"]),
-        None,
-        uses_grid=False,
-    ),
-    "mala": SamplerSpec(
-        ("step_size", "n_steps", "sigma"),
-        lambda s, f, o: mala(
-            f,
-            o["step_size"],
-            o["n_steps"],
-            0.0 if o["returns_score"] else o["sigma"],
-            returns_score=o["returns_score"],
-        ),
-        None,
-        uses_grid=False,
-        needs_log_density=True,
-    ),
-    "annealed": SamplerSpec(
-        ("n_steps_per_level", "step_ratio"),
-        lambda s, f, o: annealed_langevin(s, o["n_steps_per_level"], o["step_ratio"]),
-        _per_level(lambda o: o["n_steps_per_level"]),
-    ),
-    "ddim": SamplerSpec(("e", "eta_0"), lambda s, f, o: ddim(s, e=o["e"], eta_0=o["eta_0"]), _ONE),
-    "euler_maruyama": SamplerSpec((), lambda s, f, o: euler_maruyama(s), _ONE),
-    "ancestral": SamplerSpec((), lambda s, f, o: ancestral(s), _ONE),
-    "pc": SamplerSpec(
-        ("n_corrector", "snr", "step_rule"),
-        lambda s, f, o: predictor_corrector(s, o["n_corrector"], o["snr"], o["step_rule"]),
-        _per_level(lambda o: o["n_corrector"] + 1),
-    ),
-    "euler": SamplerSpec((), lambda s, f, o: euler(s), _ONE),
-    "heun": SamplerSpec((), lambda s, f, o: heun(s), _heun_levels),
-    "edm": SamplerSpec(
-        ("s_churn", "s_tmin", "s_tmax", "s_noise"),
-        lambda s, f, o: edm(s, o["s_churn"], o["s_tmin"], o["s_tmax"], o["s_noise"]),
-        _heun_levels,
-    ),
-    "dpmpp_2m": SamplerSpec((), lambda s, f, o: dpmpp_2m(s), _ONE),
-    "tsit5": _adaptive("tsit5"),
-    "dopri5": _adaptive("dopri5"),
+SAMPLERS: dict[str, SamplerKind] = {
+    kind.name: kind
+    for kind in map(
+        _kind,
+        (
+            ula,
+            mala,
+            annealed_langevin,
+            ddim,
+            euler_maruyama,
+            ancestral,
+            predictor_corrector,
+            euler,
+            heun,
+            edm,
+            dpmpp_2m,
+            tsit5,
+            dopri5,
+        ),  # fmt: skip
+    )
 }
-"""Every sampler by name: Langevin (``ula``, ``mala``, ``annealed``), VE-DDIM (``ddim``),
-reverse SDE (``euler_maruyama``, ``ancestral``, ``pc``), probability-flow ODE (``euler``,
-``heun``, ``edm``, ``dpmpp_2m``) and adaptive diffrax solves (``tsit5``, ``dopri5``)."""
+"""Every sampler by name: Langevin (``ula``, ``mala``, ``annealed_langevin``), VE-DDIM
+(``ddim``), reverse SDE (``euler_maruyama``, ``ancestral``, ``predictor_corrector``),
+probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``) and adaptive diffrax solves
+(``tsit5``, ``dopri5``)."""
+
+RENAMED_SAMPLERS = {"annealed": "annealed_langevin", "pc": "predictor_corrector"}
+"""Former registry names and their new spelling."""
 
 
-def sampler_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The options of sampler ``name``: its defaults (:data:`SAMPLER_OPTIONS`) updated by
-    ``options``.
+def _kind_of(name: str) -> SamplerKind:
+    if name in RENAMED_SAMPLERS:
+        raise ValueError(f"sampler {name!r} is now called {RENAMED_SAMPLERS[name]!r}")
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def options(name: str) -> tuple[Option, ...]:
+    """The declared options of sampler ``name``: name, type, default, one-line help, choices.
+
+    The one source the configuration table, the CLI flags, the sweep labels and the docs
+    table are generated from, e.g. ``options("ddim")`` is ``(Option("eta", float, 1.0, ...),
+    Option("final_noise", float, 0.0, ...))``.
 
     Args:
         name: a key of :data:`SAMPLERS`.
-        options: option name -> value, a subset of the sampler's
-            :attr:`SamplerSpec.options`; ``None`` for the defaults.
+
+    Returns:
+        A tuple of :class:`Option`, in the constructor's order (empty for samplers without
+        options, e.g. ``euler``).
+
+    Raises:
+        ValueError: for an unknown name (naming the new spelling of a former one).
+    """
+    return _kind_of(name).options
+
+
+def sampler_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options of sampler ``name``: its declared defaults updated by ``options``.
+
+    Args:
+        name: a key of :data:`SAMPLERS`.
+        options: option name -> value, a subset of the sampler's options; ``None`` for the
+            defaults.
 
     Returns:
         A new dict with every option the sampler takes, e.g. ``sampler_options("ddim")`` is
-        ``{"e": 1.0, "eta_0": 0.0}``.
+        ``{"eta": 1.0, "final_noise": 0.0}``.
 
     Raises:
-        ValueError: for an unknown sampler or an option it does not take, naming the accepted.
+        ValueError: for an unknown sampler or an option it does not take, naming the accepted
+            ones, or the new spelling of a former name (``e``, ``eta_0``, ``annealed``, ``pc``).
     """
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
-    accepted = SAMPLERS[name].options
-    unknown = sorted(set(options or {}) - set(accepted))
+    declared = _kind_of(name).options
+    given = dict(options or {})
+    check_renamed(given)
+    accepted = [o.name for o in declared]
+    unknown = sorted(set(given) - set(accepted))
     if unknown:
         names = ", ".join(accepted) or "none"
         raise ValueError(f"sampler {name!r}: unknown option {unknown[0]!r}; accepted: {names}")
-    return {**{k: SAMPLER_OPTIONS[k] for k in accepted}, **(options or {})}
+    return {**{o.name: o.default for o in declared}, **given}
 
 
 def build_sampler(
@@ -165,48 +148,52 @@ def build_sampler(
     log_density_fn: Callable | None = None,
     returns_score: bool = False,
     **options,
-) -> Sampler:
+) -> AbstractSampler:
     r"""The sampler ``name`` on the ascending grid ``sigmas`` with ``options``.
 
-    E.g. ``build_sampler("pc", karras_sigmas(50), n_corrector=2)`` or
+    E.g. ``build_sampler("predictor_corrector", karras_sigmas(50), n_corrector=2)`` or
     ``build_sampler("mala", log_density_fn=target.log_prob, step_size=0.05, n_steps=500)``.
 
     Args:
         name: a key of :data:`SAMPLERS`.
         sigmas: ``(N,)`` ascending grid; ignored (may be ``None``) for ``ula`` and ``mala``.
-        log_density_fn: ``log p(x)`` up to a constant for one ``x`` ``(d,)``; MALA only.
+        log_density_fn: ``log p(x)`` up to a constant for one ``x``; MALA only.
         returns_score: ``log_density_fn(x)`` returns ``(log p(x), score)`` from one pass, e.g.
             ``target.ve_marginal(sigma).log_prob_and_score`` (MALA's fast path, see
-            :func:`scorelab.samplers.mala`; ``sigma`` is then already in the function).
-        **options: keys of :data:`SAMPLER_OPTIONS` the sampler takes; the rest are defaults.
+            :func:`scorelab.samplers.mala`; ``sigma`` is then already in the function, and the
+            ``sigma`` option is not passed on).
+        **options: the sampler's options (:func:`options`); the rest are defaults.
 
     Returns:
-        A :class:`Sampler`.
+        The sampler, an :class:`AbstractSampler`.
 
     Raises:
-        ValueError: for an unknown name or option, a missing grid, or MALA without
-            ``log_density_fn``.
+        ValueError: for an unknown name or option (one line naming the new spelling of a
+            former one), a missing grid, or MALA without ``log_density_fn``.
     """
+    kind = _kind_of(name)
     chosen = sampler_options(name, options)
-    spec = SAMPLERS[name]
-    if spec.uses_grid and sigmas is None:
+    if kind.uses_grid and sigmas is None:
         raise ValueError(f"sampler {name!r} needs a sigma grid")
-    if spec.needs_log_density and log_density_fn is None:
+    if kind.needs_log_density and log_density_fn is None:
         raise ValueError(f"sampler {name!r} needs the target's log-density (log_density_fn)")
-    if spec.needs_log_density:
-        chosen = {**chosen, "returns_score": returns_score}
-    elif returns_score:
+    if kind.needs_log_density:
+        if returns_score:
+            chosen["sigma"] = 0.0  # the noise level is in log_density_fn already
+        return kind.build(log_density_fn, **chosen, returns_score=returns_score)
+    if returns_score:
         raise ValueError(f"sampler {name!r} takes no log-density (returns_score)")
-    return spec.build(sigmas, log_density_fn, chosen)
+    return kind.build(**chosen) if not kind.uses_grid else kind.build(sigmas, **chosen)
 
 
 def budget_levels(name: str, nfe: int, options: dict[str, Any] | None = None) -> int | None:
     """The largest grid size ``N`` whose NFE fits the budget ``nfe``.
 
-    ``N = nfe`` for samplers with one evaluation per level, ``(nfe + 1) // 2`` for ``heun``
-    and ``edm`` (``2N - 1``), ``nfe // (M + 1)`` for ``pc`` and ``nfe // k`` for
-    ``annealed`` with ``k`` steps per level. The result may be below 2 (too small a budget
-    for any grid); callers skip it.
+    Each sampler declares its own cost (its class's ``levels``): ``N = nfe`` for one
+    evaluation per level, ``(nfe + 1) // 2`` for ``heun`` and ``edm`` (``2N - 1``),
+    ``nfe // (M + 1)`` for ``predictor_corrector`` and ``nfe // k`` for ``annealed_langevin``
+    with ``k`` steps per level. The result may be below 2 (too small a budget for any grid);
+    callers skip it.
 
     Args:
         name: a key of :data:`SAMPLERS`.
@@ -218,10 +205,30 @@ def budget_levels(name: str, nfe: int, options: dict[str, Any] | None = None) ->
         an adaptive one (``tsit5``, ``dopri5``).
 
     Raises:
-        KeyError: for an unknown ``name``.
-        ValueError: for an option the sampler does not take (:func:`sampler_options`).
+        ValueError: for an unknown ``name`` or an option the sampler does not take.
     """
-    spec = SAMPLERS[name]
-    if spec.levels is None:
-        return None
-    return spec.levels(nfe, sampler_options(name, options))
+    return _kind_of(name).levels(nfe, sampler_options(name, options))
+
+
+def label(name: str, options: dict[str, Any] | None = None) -> str:
+    """A short label for tables, plots and sweeps: ``name(option=value, ...)``.
+
+    Shows the sampler's main knobs (DDIM's ``eta``, predictor-corrector's ``n_corrector``,
+    EDM's ``s_churn``, annealed Langevin's ``n_steps_per_level``, ULA's and MALA's
+    ``step_size``, the adaptive solvers' tolerances) and every option away from its default;
+    the same text as the built sampler's ``name``, e.g. ``label("ddim")`` is
+    ``"ddim(eta=1.0)"`` and ``label("euler")`` is ``"euler"``.
+
+    Args:
+        name: a key of :data:`SAMPLERS`.
+        options: the sampler's options, a subset; the rest are defaults.
+
+    Returns:
+        The label, a string.
+
+    Raises:
+        ValueError: as :func:`sampler_options`.
+    """
+    kind = _kind_of(name)
+    cls = typing.get_type_hints(kind.build)["return"]
+    return format_label(name, cls, sampler_options(name, options))

@@ -21,78 +21,27 @@ References:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.tree_util import Partial
 
-from scorelab.samplers._core import (
-    Sampler,
-    SamplerOutput,
-    check_sigmas,
-    descending_steps,
-    noise_source,
-)
+from scorelab.samplers._core import AbstractSampler, check_sigmas, descending_steps, option
+from scorelab.samplers._langevin import langevin_update
 
 DEFAULT_SNR = 0.16
 """Target signal-to-noise ratio :math:`r` of the Langevin corrector: Song et al. (2021)'s
 value for VE models on CIFAR-10 (their ``configs/ve/cifar10_ncsnpp.py``)."""
 
-
-def _reverse_diffusion_run(
-    key: Array,
-    score_fn,
-    x_init: Array,
-    trajectory: bool = False,
-    noise=None,
-    *,
-    sigmas: Array,
-    noise_scales: Array,
-    snrs: Array,
-    step_rule: str = "snr",
-) -> SamplerOutput:
-    n_levels, n_corrector = sigmas.shape[0], snrs.shape[0]
-    inputs, draw = noise_source(key, noise, n_levels * (n_corrector + 1), x_init)
-    inputs = inputs.reshape((n_levels, n_corrector + 1) + inputs.shape[1:])
-    sigma_from, sigma_to = descending_steps(sigmas)
-
-    def corrector(sigma):
-        def langevin(x, per_step):
-            snr, source = per_step
-            score, z = score_fn(x, sigma), draw(source)
-            if step_rule == "snr":
-                # Song et al. (2021), Alg. 5: eps = 2 (r |z| / |s|)^2, norms of this chain
-                # (their code averages them over the batch, which ties a chain to its batch).
-                score_norm = jnp.maximum(jnp.linalg.norm(score), jnp.finfo(x.dtype).tiny)
-                eps = 2.0 * (snr * jnp.linalg.norm(z) / score_norm) ** 2
-            else:  # "sigma": the same rule where the norms concentrate, |z| / |s| -> sigma
-                eps = 2.0 * (snr * sigma) ** 2
-            return x + eps * score + jnp.sqrt(2.0 * eps) * z, None
-
-        return langevin
-
-    def step(x, per_step):
-        sigma, sigma_next, scale, sources = per_step
-        x, _ = jax.lax.scan(corrector(sigma), x, (snrs, sources[:n_corrector]))
-        drift = (sigma**2 - sigma_next**2) * score_fn(x, sigma)
-        x = x + drift + scale * draw(sources[n_corrector])
-        return x, (x if trajectory else None)
-
-    x, x_all = jax.lax.scan(step, x_init, (sigma_from, sigma_to, noise_scales, inputs))
-    return SamplerOutput(x, x_all)
+STEP_RULES = ("snr", "sigma")
+"""Corrector step rules of :func:`predictor_corrector`."""
 
 
-def _build(
-    name: str, sigmas: Array, noise_scales: Array, snrs: Array, step_rule: str = "snr"
-) -> Sampler:
-    run = Partial(
-        _reverse_diffusion_run,
-        sigmas=sigmas,
-        noise_scales=noise_scales,
-        snrs=snrs,
-        step_rule=step_rule,
-    )
-    return Sampler(name, int(sigmas.shape[0] * (snrs.shape[0] + 1)), run)
+def _predictor_step(score_fn, x: Array, sigma, sigma_next, scale, z: Array) -> Array:
+    r"""The reverse-diffusion step :math:`x + (\sigma^2 - \sigma_{next}^2) s(x, \sigma) + c z`."""
+    drift = (sigma**2 - sigma_next**2) * score_fn(x, sigma)
+    return x + drift + scale * z
 
 
 def _euler_maruyama_scales(sigmas: Array) -> Array:
@@ -101,7 +50,49 @@ def _euler_maruyama_scales(sigmas: Array) -> Array:
     return jnp.sqrt(sigma_from**2 - sigma_to**2).at[-1].set(0.0)
 
 
-def euler_maruyama(sigmas) -> Sampler:
+class AbstractReverseDiffusion(AbstractSampler):
+    """The reverse-diffusion step over the grid, one score evaluation and one draw a level;
+    subclasses set the noise scales :math:`c_i`."""
+
+    sigmas: Array
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.shape[0]
+
+    @property
+    def nfe(self) -> int:
+        return self.n_steps * self.draws_per_step
+
+    def noise_scales(self) -> Array:
+        """:math:`c_i`, ``(N,)`` from the top level down; the last is 0."""
+        return _euler_maruyama_scales(self.sigmas)
+
+    def schedule(self):
+        return (*descending_steps(self.sigmas), self.noise_scales())
+
+    def step(self, score_fn, x, inputs):
+        (sigma, sigma_next, scale), noise = inputs
+        return _predictor_step(score_fn, x, sigma, sigma_next, scale, noise(0)), None
+
+
+class EulerMaruyama(AbstractReverseDiffusion):
+    """Euler-Maruyama on the reverse VE SDE (:func:`euler_maruyama`)."""
+
+    kind: ClassVar[str] = "euler_maruyama"
+
+
+class Ancestral(AbstractReverseDiffusion):
+    """Ancestral sampling (DDPM) for VE noise (:func:`ancestral`)."""
+
+    kind: ClassVar[str] = "ancestral"
+
+    def noise_scales(self) -> Array:
+        sigma_from, sigma_to = descending_steps(self.sigmas)
+        return jnp.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)) / sigma_from
+
+
+def euler_maruyama(sigmas) -> EulerMaruyama:
     r"""Euler-Maruyama on the reverse VE SDE, in :math:`\sigma`-space.
 
     .. math::
@@ -117,8 +108,8 @@ def euler_maruyama(sigmas) -> Sampler:
         sigmas: ``(N,)`` ascending grid.
 
     Returns:
-        A :class:`Sampler` with ``nfe = N``. Trajectory ``(N, d)``: the states at
-        :math:`\sigma_{N-2}, \dots, \sigma_0` and the final sample; ``noise`` ``(N, d)``, row
+        An :class:`EulerMaruyama` with ``nfe = N``. Trajectory ``(N, *S)``: the states at
+        :math:`\sigma_{N-2}, \dots, \sigma_0` and the final sample; ``noise`` ``(N, *S)``, row
         ``j`` for the step leaving :math:`\sigma_{N-1-j}` (the last row is unused).
 
     Raises:
@@ -129,11 +120,10 @@ def euler_maruyama(sigmas) -> Sampler:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, eq. 6 and App. E. https://arxiv.org/abs/2011.13456
     """
-    sigmas = check_sigmas(sigmas)
-    return _build("euler_maruyama", sigmas, _euler_maruyama_scales(sigmas), jnp.zeros((0,)))
+    return EulerMaruyama(check_sigmas(sigmas))
 
 
-def ancestral(sigmas) -> Sampler:
+def ancestral(sigmas) -> Ancestral:
     r"""Ancestral sampling (DDPM) for VE noise: a draw from the Bayes posterior of each step.
 
     .. math::
@@ -151,7 +141,8 @@ def ancestral(sigmas) -> Sampler:
         sigmas: ``(N,)`` ascending grid.
 
     Returns:
-        A :class:`Sampler` with ``nfe = N``; trajectory and ``noise`` as :func:`euler_maruyama`.
+        An :class:`Ancestral` with ``nfe = N``; trajectory and ``noise`` as
+        :func:`euler_maruyama`.
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
@@ -163,19 +154,56 @@ def ancestral(sigmas) -> Sampler:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, App. F. https://arxiv.org/abs/2011.13456
     """
-    sigmas = check_sigmas(sigmas)
-    sigma_from, sigma_to = descending_steps(sigmas)
-    scales = jnp.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)) / sigma_from
-    return _build("ancestral", sigmas, scales, jnp.zeros((0,)))
+    return Ancestral(check_sigmas(sigmas))
 
 
-STEP_RULES = ("snr", "sigma")
-"""Corrector step rules of :func:`predictor_corrector`."""
+class PredictorCorrector(AbstractReverseDiffusion):
+    """Langevin corrector steps, then the reverse-diffusion predictor, on every level
+    (:func:`predictor_corrector`)."""
+
+    kind: ClassVar[str] = "predictor_corrector"
+    n_corrector: int = option(
+        1, "Langevin corrector steps per level M >= 0", type=int, in_label=True
+    )
+    snr: Array = option(DEFAULT_SNR, "the corrector's target signal-to-noise ratio r > 0")
+    # The concentrated form of Song et al.'s rule: their per-chain rule is pathological in 2-D.
+    step_rule: str = option(
+        "sigma", "corrector step: sigma (2 (r sigma)^2) or snr (Song et al.'s, per chain)",
+        type=str, choices=STEP_RULES,
+    )  # fmt: skip
+
+    @property
+    def draws_per_step(self) -> int:
+        return self.n_corrector + 1
+
+    @classmethod
+    def levels(cls, nfe: int, options) -> int:
+        return nfe // (options["n_corrector"] + 1)
+
+    def step(self, score_fn, x, inputs):
+        (sigma, sigma_next, scale), noise = inputs
+
+        def corrector(x, source):
+            score, z_m = score_fn(x, sigma), noise.draw(source)
+            if self.step_rule == "snr":
+                # Song et al. (2021), Alg. 5: eps = 2 (r |z| / |s|)^2, norms of this chain
+                # (their code averages them over the batch, which ties a chain to its batch).
+                score_norm = jnp.maximum(jnp.linalg.norm(score), jnp.finfo(x.dtype).tiny)
+                eps = 2.0 * (self.snr * jnp.linalg.norm(z_m) / score_norm) ** 2
+            else:  # "sigma": the same rule where the norms concentrate, |z| / |s| -> sigma
+                eps = 2.0 * (self.snr * sigma) ** 2
+            return langevin_update(x, score, eps, z_m), None
+
+        x, _ = jax.lax.scan(corrector, x, noise.sources[: self.n_corrector])
+        return _predictor_step(score_fn, x, sigma, sigma_next, scale, noise(self.n_corrector)), None
 
 
 def predictor_corrector(
-    sigmas, n_corrector: int = 1, snr: float = DEFAULT_SNR, step_rule: str = "snr"
-) -> Sampler:
+    sigmas,
+    n_corrector: int = PredictorCorrector.n_corrector,
+    snr: float = PredictorCorrector.snr,
+    step_rule: str = PredictorCorrector.step_rule,
+) -> PredictorCorrector:
     r"""Predictor-corrector sampling (Song et al., 2021, Alg. 2): Langevin, then reverse diffusion.
 
     On each level :math:`\sigma_i`, from the top: ``n_corrector`` Langevin corrector steps
@@ -205,12 +233,13 @@ def predictor_corrector(
         sigmas: ``(N,)`` ascending grid.
         n_corrector: corrector steps per level :math:`M \ge 0` (0 is :func:`euler_maruyama`).
         snr: :math:`r > 0`.
-        step_rule: ``"snr"`` (the chain's norms) or ``"sigma"`` (:math:`\epsilon = 2 (r
-            \sigma_i)^2`); see above.
+        step_rule: ``"sigma"`` (the default, :math:`\epsilon = 2 (r \sigma_i)^2`) or ``"snr"``
+            (the chain's norms, Song et al.'s Alg. 5); see above.
 
     Returns:
-        A :class:`Sampler` with ``nfe = N (M + 1)``. Trajectory ``(N, d)``: the state after
-        each level's predictor step. ``noise`` ``(N (M + 1), d)``: for level ``j`` from the top,
+        A :class:`PredictorCorrector` with ``nfe = N (M + 1)``. Trajectory ``(N, *S)``: the
+        state after each level's predictor step. ``noise`` ``(N (M + 1), *S)``: for level ``j``
+        from the top,
         rows ``j (M + 1) + m``, ``m < M``, for its corrector steps, then row
         ``j (M + 1) + M`` for its predictor step.
 
@@ -230,6 +259,4 @@ def predictor_corrector(
         raise ValueError(f"snr must be > 0, got {snr}")
     if step_rule not in STEP_RULES:
         raise ValueError(f"unknown step_rule {step_rule!r}; accepted: {', '.join(STEP_RULES)}")
-    snrs = jnp.full((int(n_corrector),), snr, dtype=jnp.float32)
-    name = f"pc(n_corrector={n_corrector}, snr={snr}, step_rule={step_rule})"
-    return _build(name, sigmas, _euler_maruyama_scales(sigmas), snrs, step_rule)
+    return PredictorCorrector(sigmas, int(n_corrector), snr, step_rule)

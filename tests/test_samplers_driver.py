@@ -1,0 +1,251 @@
+"""The driver and the registry: any state shape, no recompilation, MALA's acceptance, options.
+
+Every sampler is a kernel (an Equinox module with ``schedule`` and ``step``) run by one driver
+(:func:`scorelab.samplers.sample`); its options are declared once, as fields, and the registry,
+``options``, ``label`` and ``build_sampler`` are generated from them.
+"""
+
+import dataclasses
+import inspect
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scorelab import samplers
+from scorelab.samplers import (
+    SAMPLERS,
+    budget_levels,
+    build_sampler,
+    ddim,
+    default_sigmas,
+    label,
+    mala,
+    options,
+    sample,
+)
+
+MEAN = 0.5  # the isotropic Gaussian N(MEAN, I) of the shape test
+
+
+def _gaussian_score(x, sigma):
+    return -(x - MEAN) / (1.0 + sigma**2)
+
+
+def _gaussian_log_density(x):
+    return -0.5 * jnp.sum((x - MEAN) ** 2)
+
+
+def _build(name, sigmas, **chosen):
+    return build_sampler(name, sigmas, log_density_fn=_gaussian_log_density, **chosen)
+
+
+_SMALL = {"ula": {"n_steps": 6}, "mala": {"n_steps": 6, "step_size": 0.3}}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_chain_may_be_an_image(name):
+    """A (1, 8, 8) state gives the run of the flattened (64,) vector: same keys, same draws
+    (JAX draws a shape's entries in C order), same arithmetic per entry; only the norms of
+    Song et al.'s corrector and MALA's sums reduce over all entries, in an order XLA may pick
+    per shape, hence a float32 rounding tolerance instead of equality."""
+    sampler = _build(name, default_sigmas(6), **_SMALL.get(name, {}))
+    x_image = 3.0 * jax.random.normal(jax.random.key(0), (2, 1, 8, 8))
+    key = jax.random.key(1)
+    image = sample(key, sampler, _gaussian_score, x_image, trajectory=True)
+    vector = sample(key, sampler, _gaussian_score, x_image.reshape(2, 64), trajectory=True)
+    assert image.x.shape == (2, 1, 8, 8)
+    assert image.trajectory.shape[2:] == (1, 8, 8)
+    np.testing.assert_allclose(image.x.reshape(2, 64), vector.x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        image.trajectory.reshape(vector.trajectory.shape), vector.trajectory, rtol=1e-5, atol=1e-5
+    )
+    assert np.any(np.asarray(image.x) != np.asarray(x_image))  # the chains moved
+
+
+_TRACES = []
+
+
+def _counting_score(x, sigma):
+    _TRACES.append(None)  # a Python side effect: runs when traced, not when executed
+    return -(x - MEAN) / (1.0 + sigma**2)
+
+
+_OTHER = {  # a second value of every float option, same shapes
+    "ula": {"step_size": 0.02, "sigma": 0.1},
+    "mala": {"step_size": 0.2, "sigma": 0.1},
+    "annealed_langevin": {"step_ratio": 1e-4},
+    "ddim": {"eta": 0.3, "final_noise": 0.2},
+    "predictor_corrector": {"snr": 0.1},
+    "edm": {"s_churn": 5.0, "s_tmin": 0.1, "s_tmax": 20.0, "s_noise": 1.0},
+    "tsit5": {"rtol": 1e-2, "atol": 1e-2},
+    "dopri5": {"rtol": 1e-2, "atol": 1e-2},
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_new_grid_or_option_value_does_not_recompile(name):
+    x_init = jnp.ones((3, 2))
+    first = _build(name, default_sigmas(5), **_SMALL.get(name, {}))
+    other = {**_SMALL.get(name, {}), **_OTHER.get(name, {})}
+    second = _build(name, default_sigmas(5, sigma_max=20.0), **other)
+    by_first = sample(jax.random.key(0), first, _counting_score, x_init)
+    n_traces = len(_TRACES)
+    assert n_traces > 0
+    by_second = sample(jax.random.key(0), second, _counting_score, x_init)
+    assert len(_TRACES) == n_traces  # nothing was traced again, so nothing recompiled
+    assert np.any(by_second.x != by_first.x)  # and the new grid and values were used
+
+
+def test_mala_mean_acceptance_matches_quadrature():
+    r"""On N(0, 1) started at stationarity MALA keeps x ~ N(0, 1) at every step, so each step's
+    acceptance probability min(1, ratio(x, y)) with y = (1 - gamma) x + sqrt(2 gamma) z has
+    expectation E_{x, z ~ N(0, 1)}[min(1, ratio)], computed here by a 2-D trapezoid rule
+    (error ~1e-6). The chains' mean acceptance rates are independent across chains: compared
+    within 4 Monte-Carlo standard errors of their mean; ``is_accepted``'s mean estimates the
+    same number with more noise."""
+    step_size, n_steps, n_chains = 1.2, 50, 4000
+    grid = np.linspace(-9.0, 9.0, 1801)
+    x, z = np.meshgrid(grid, grid, indexing="ij")
+    y = (1 - step_size) * x + np.sqrt(2 * step_size) * z
+
+    def log_q(to, frm):  # log N(to; frm - gamma frm, 2 gamma)
+        return -((to - (1 - step_size) * frm) ** 2) / (4 * step_size)
+
+    log_ratio = -0.5 * y**2 + 0.5 * x**2 + log_q(x, y) - log_q(y, x)
+    density = np.exp(-0.5 * (x**2 + z**2)) / (2 * np.pi)
+    expected = np.trapezoid(np.trapezoid(np.minimum(1.0, np.exp(log_ratio)) * density, grid), grid)
+
+    sampler = mala(lambda v: -0.5 * jnp.sum(v**2), step_size, n_steps)
+    x_init = jax.random.normal(jax.random.key(0), (n_chains, 1))
+    out = sample(jax.random.key(1), sampler, lambda v, sigma: -v, x_init)
+    rates = np.asarray(out.info.acceptance_rate, np.float64)
+    assert rates.shape == (n_chains,)
+    se = rates.std(ddof=1) / np.sqrt(n_chains)
+    assert abs(rates.mean() - expected) < 4 * se, (rates.mean(), expected, se)
+    accepted = np.asarray(out.info.is_accepted, np.float64)
+    se_accepted = accepted.std(ddof=1) / np.sqrt(n_chains)
+    assert abs(accepted.mean() - expected) < 4 * se_accepted
+    # Power: the acceptance is far from 1 at this step, so a kernel that always accepted
+    # (ULA) or never did would fail by hundreds of standard errors.
+    assert 0.2 < expected < 0.9 and (1 - expected) > 100 * se
+
+
+def test_callback_sees_every_step_of_every_chain():
+    calls = []
+    sampler = ddim(default_sigmas(7))
+    sample(jax.random.key(0), sampler, _gaussian_score, jnp.ones((3, 2)),
+           callback=lambda step, x: calls.append(int(step)))  # fmt: skip
+    jax.effects_barrier()
+    assert sorted(calls) == sorted(list(range(7)) * 3)
+
+
+def test_noise_of_the_wrong_shape_is_rejected_for_many_chains():
+    with pytest.raises(ValueError, match=r"noise must have shape \(3, 7, 2\), got \(3, 6, 2\)"):
+        sample(jax.random.key(0), ddim(default_sigmas(7)), _gaussian_score, jnp.ones((3, 2)),
+               noise=jnp.ones((3, 6, 2)))  # fmt: skip
+
+
+# --- one declaration of every option -----------------------------------------------------------
+
+
+def test_registry_names_are_the_constructors_and_defaults_are_declared_once():
+    for name, kind in SAMPLERS.items():
+        constructor = getattr(samplers, name)
+        assert kind.build is constructor and constructor.__name__ == name
+        parameters = inspect.signature(constructor).parameters
+        for declared in options(name):
+            # The constructor's default is the declared one (it reads it from the field).
+            assert parameters[declared.name].default == declared.default, (name, declared)
+            assert declared.type in (float, int, str) and declared.help
+            if declared.choices is not None:
+                assert declared.default in declared.choices
+    assert [o.name for o in options("ddim")] == ["eta", "final_noise"]
+    assert options("euler") == ()
+    assert options("predictor_corrector")[2].choices == samplers.STEP_RULES
+
+
+def test_labels_and_names_come_from_the_same_declaration():
+    sigmas = default_sigmas(5)
+    assert label("ddim") == ddim(sigmas).name == "ddim(eta=1.0)"
+    assert label("ddim", {"eta": 0.2}) == ddim(sigmas, eta=0.2).name == "ddim(eta=0.2)"
+    assert label("ddim", {"final_noise": 0.1}) == "ddim(eta=1.0, final_noise=0.1)"
+    assert label("euler") == build_sampler("euler", sigmas).name == "euler"
+    assert label("tsit5") == build_sampler("tsit5", sigmas).name == "tsit5(rtol=0.001, atol=0.001)"
+    assert label("predictor_corrector", {"step_rule": "snr"}) == (
+        "predictor_corrector(n_corrector=1, step_rule=snr)"
+    )
+
+
+def test_budget_levels_come_from_each_samplers_cost():
+    assert budget_levels("ddim", 99) == 99
+    assert budget_levels("heun", 99) == budget_levels("edm", 99) == 50  # 2N - 1
+    assert budget_levels("predictor_corrector", 99, {"n_corrector": 2}) == 33  # N (M + 1)
+    assert budget_levels("annealed_langevin", 99) == 19  # 5 steps per level
+    assert budget_levels("ula", 99) is None and budget_levels("tsit5", 99) is None
+    for name in SAMPLERS:  # the budget buys a grid whose NFE fits it
+        levels = budget_levels(name, 60)
+        if levels is not None:
+            assert 0 < build_sampler(name, default_sigmas(levels)).nfe <= 60
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: build_sampler("ddim", default_sigmas(5), e=0.0), "'e' is now called 'eta'"),
+        (lambda: build_sampler("ddim", default_sigmas(5), eta_0=0.1),
+         "'eta_0' is now called 'final_noise'"),
+        (lambda: ddim(default_sigmas(5), e=0.0), "'e' is now called 'eta'"),
+        (lambda: ddim(default_sigmas(5), eta_0=0.0), "'eta_0' is now called 'final_noise'"),
+        (lambda: samplers.ve_ddim_etas(default_sigmas(5), e=0.0), "'e' is now called 'eta'"),
+        (lambda: build_sampler("annealed", default_sigmas(5)), "now called 'annealed_langevin'"),
+        (lambda: build_sampler("pc", default_sigmas(5)), "now called 'predictor_corrector'"),
+        (lambda: options("pc"), "now called 'predictor_corrector'"),
+        (lambda: build_sampler("ddim", default_sigmas(5), s_churn=1.0), "unknown option 's_churn'"),
+    ],
+)  # fmt: skip
+def test_former_and_unknown_names_are_one_line_errors(call, match):
+    with pytest.raises(ValueError, match=match) as error:
+        call()
+    assert "\n" not in str(error.value)
+
+
+def test_a_sampler_is_a_frozen_module_of_its_options():
+    sampler = ddim(default_sigmas(5), eta=0.5)
+    assert isinstance(sampler, eqx.Module) and isinstance(sampler, samplers.AbstractSampler)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sampler.eta = 1.0
+    assert sampler.eta.dtype == jnp.float32 and float(sampler.eta) == 0.5
+
+
+# --- float64 end to end ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_computes_in_float64_under_x64(name):
+    """No schedule hard-codes float32: under x64 every per-step input, state and record is
+    float64."""
+    with jax.enable_x64(True):
+        sigmas = np.geomspace(0.02, 80.0, 5)  # float64
+        sampler = _build(name, sigmas, **_SMALL.get(name, {}))
+        floats = [
+            a for a in jax.tree.leaves(sampler.schedule()) if jnp.issubdtype(a.dtype, jnp.floating)
+        ]
+        assert all(a.dtype == jnp.float64 for a in floats), [a.dtype for a in floats]
+        out = sample(jax.random.key(0), sampler, _gaussian_score, jnp.ones((2, 3), jnp.float64),
+                     trajectory=True)  # fmt: skip
+        assert out.x.dtype == out.trajectory.dtype == jnp.float64
+
+
+def test_ddim_eta0_is_the_euler_step_in_float64():
+    """Docstring claim (Karras et al. 2022, Sec. 4), in float64: DDIM with eta = 0 equals Euler
+    on the probability-flow ODE in sigma up to float64 rounding (states of size ~50: ulp 7e-15)."""
+    with jax.enable_x64(True):
+        sigmas = np.geomspace(0.02, 80.0, 30)
+        x_T = jnp.array([[40.0, -25.0], [-3.0, 60.0]])
+        by_ddim = sample(jax.random.key(0), ddim(sigmas, eta=0.0), _gaussian_score, x_T, True)
+        by_euler = sample(jax.random.key(0), samplers.euler(sigmas), _gaussian_score, x_T, True)
+        assert by_ddim.trajectory.dtype == jnp.float64
+        np.testing.assert_allclose(by_ddim.trajectory, by_euler.trajectory, rtol=0, atol=1e-12)
