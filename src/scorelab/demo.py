@@ -2,7 +2,7 @@ r"""``scorelab demo``: the founding tutorial end to end, measured against the ex
 
 On the tutorial's nine-mode mixture it trains the three models (Hyvarinen score matching,
 denoising score matching at :math:`\sigma = 1`, the noise-conditional NCSN), samples with ULA,
-annealed Langevin and VE-DDIM for :math:`e \in \{0, 0.1, 0.5, 1\}` and
+annealed Langevin and VE-DDIM for :math:`\eta \in \{0, 0.1, 0.5, 1\}` and
 :math:`N \in \{4, 9, \dots, 100\}`, and reports every result beside the same sampler driven by
 the exact score and beside the floor (the metric between two exact sample sets). A learned
 result then reads as floor + sampler error + model error.
@@ -77,7 +77,7 @@ class DemoSettings:
             the tutorial's Karras grid with ``rho``).
         ula_step_size, ula_steps: ULA as in the tutorial.
         annealed_levels, annealed_steps_per_level: annealed Langevin.
-        ddim_es, ddim_ns: the DDIM sweep.
+        ddim_etas, ddim_ns: the DDIM sweep over the noise knob eta and the number of levels.
         floor_repeats: repeats of the floor.
         n_chains_animated: chains drawn in the animations.
     """
@@ -111,7 +111,7 @@ class DemoSettings:
     ula_steps: int = 1000
     annealed_levels: int = 100
     annealed_steps_per_level: int = 5
-    ddim_es: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
+    ddim_etas: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
     ddim_ns: tuple[int, ...] = tuple(int(k * k) for k in range(2, 11))
     floor_repeats: int = 5
     n_chains_animated: int = 20
@@ -378,34 +378,34 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
 
     # The DDIM sweep over e and N.
     ddim_samples = {}
-    for e in settings.ddim_es:
-        sweep[e] = {"N": [], "sw": [], "sw_exact": [], "tv": [], "tv_exact": []}
+    for eta in settings.ddim_etas:
+        sweep[eta] = {"N": [], "sw": [], "sw_exact": [], "tv": [], "tv_exact": []}
         for n_levels in settings.ddim_ns:
-            sampler = samplers.ddim(_grid(settings, n_levels), e=e)
+            sampler = samplers.ddim(_grid(settings, n_levels), eta=eta)
             row, out = compare(
-                f"ncsn + DDIM e={e:g}",
-                f"ddim {e} {n_levels}",
+                f"ncsn + DDIM eta={eta:g}",
+                f"ddim {eta} {n_levels}"  # the key's name: unchanged,
                 sampler,
                 trained["ncsn"],
                 settings.sigma_max,
                 full=n_levels == max(settings.ddim_ns),  # the table's row gets every metric
             )
             for field in ("sw", "sw_exact", "tv", "tv_exact"):
-                sweep[e][field].append(row[field])
-            sweep[e]["N"].append(n_levels)
+                sweep[eta][field].append(row[field])
+            sweep[eta]["N"].append(n_levels)
             if n_levels == max(settings.ddim_ns):
                 rows.append(row)
-                ddim_samples[e] = np.asarray(out.x)
+                ddim_samples[eta] = np.asarray(out.x)
 
     # What the tutorial's grid (Karras, sigma_max = 10, x_T ~ N(0, 100 I)) costs at e = 1.
     grid = karras_sigmas(
         max(settings.ddim_ns), settings.sigma_min, settings.tutorial_sigma_max, settings.rho
     )
-    method = f"ncsn + DDIM e=1, sigma_max={settings.tutorial_sigma_max:g} (tutorial)"
+    method = f"ncsn + DDIM eta=1, sigma_max={settings.tutorial_sigma_max:g} (tutorial)"
     row, _ = compare(
         method,
         "ddim tutorial",
-        samplers.ddim(grid, e=1.0),
+        samplers.ddim(grid, eta=1.0),
         trained["ncsn"],
         settings.tutorial_sigma_max,
     )
@@ -415,13 +415,13 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
         "rows": rows,
         "floor": floor,
         "held_out": held_out,
-        "ddim_sweep": {str(e): values for e, values in sweep.items()},
+        "ddim_sweep": {str(eta): values for eta, values in sweep.items()},
         "train_seconds": train_seconds,
         "exact_hyvarinen_loss_closed_form": float(-0.5 * 2 / 0.1),
     }
     arrays = {
         "data": data,
-        **{f"ddim_e{e:g}": x for e, x in ddim_samples.items()},
+        **{f"ddim_eta{eta:g}": x for eta, x in ddim_samples.items()},
         **{f"trajectory_{k}": v for k, v in trajectories.items()},
     }
     atomic_write(out_dir / "samples.npz", lambda handle: np.savez_compressed(handle, **arrays))
@@ -519,14 +519,14 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     key_x, key_bayes, key_other = jax.random.split(_key(settings, "inference process"), 3)
     x_T = jax.random.normal(key_x, (1,)) * settings.tutorial_sigma_max
     paths = {}
-    for label, e, k in (("Bayes (e=1)", 1.0, key_bayes), ("e=0.1", 0.1, key_other)):
-        etas = samplers.ve_ddim_etas(grid, e)
+    for label, eta, k in (("Bayes (eta=1)", 1.0, key_bayes), ("eta=0.1", 0.1, key_other)):
+        etas = samplers.ve_ddim_etas(grid, eta)
         out = samplers.inference_process(k, jnp.zeros((1,)), x_T, grid, etas)
         paths[label] = np.asarray(out.trajectory[:, 0])
     save(viz.inference_trajectories(np.asarray(grid), paths), "inference_process.png")
     save(
         viz.ddim_samples(
-            {float(k[len("ddim_e") :]): stored[k] for k in stored.files if k.startswith("ddim_e")},
+            {float(k[len("ddim_eta") :]): stored[k] for k in stored.files if k.startswith("ddim_eta")},
             data,
             title=f"DDIM samples with the NCSN model (N={max(settings.ddim_ns)})",
         ),
@@ -536,7 +536,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     floors = results["floor"]
     save(
         viz.metric_vs_steps(
-            {float(e): (np.array(v["N"]), np.array(v["sw"])) for e, v in sweep.items()},
+            {float(eta): (np.array(v["N"]), np.array(v["sw"])) for eta, v in sweep.items()},
             tuple(floors["sw"]),
             title="DDIM with the NCSN model",
         ),
@@ -544,7 +544,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     )
     save(
         viz.metric_vs_steps(
-            {float(e): (np.array(v["N"]), np.array(v["tv_exact"])) for e, v in sweep.items()},
+            {float(eta): (np.array(v["N"]), np.array(v["tv_exact"])) for eta, v in sweep.items()},
             tuple(floors["tv"]),
             ylabel="mixture total variation",
             title="DDIM with the exact score",

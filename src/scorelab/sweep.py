@@ -70,7 +70,7 @@ class SweepSampler(NamedTuple):
     """
 
     label: str
-    build: Callable[[Any], samplers.Sampler]
+    build: Callable[[Any], samplers.AbstractSampler]
     levels: Callable[[int], int] | None
 
 
@@ -82,8 +82,9 @@ that walk a sigma grid (all but ULA and MALA, which sample one noise level)."""
 def sweep_sampler(name: str, **options) -> SweepSampler:
     """The :class:`SweepSampler` ``name`` with ``options``.
 
-    Options are keys of :data:`scorelab.samplers.SAMPLER_OPTIONS`, e.g.
-    ``sweep_sampler("pc", n_corrector=2)`` or ``sweep_sampler("tsit5", rtol=1e-2, atol=1e-2)``.
+    Options are the sampler's declared ones (:func:`scorelab.samplers.options`), e.g.
+    ``sweep_sampler("predictor_corrector", n_corrector=2)`` or
+    ``sweep_sampler("tsit5", rtol=1e-2, atol=1e-2)``.
     A budget buys ``N = levels(nfe)`` levels (:func:`scorelab.samplers.budget_levels`: ``N =
     NFE``, ``(NFE + 1) // 2`` for Heun and EDM, ``NFE // (M + 1)`` for predictor-corrector).
 
@@ -92,8 +93,8 @@ def sweep_sampler(name: str, **options) -> SweepSampler:
         **options: the sampler's options; the rest take their defaults.
 
     Returns:
-        A :class:`SweepSampler` with its label (options shown for ``ddim``, ``pc``, ``edm``,
-        ``annealed`` and the adaptive solvers), ``build(sigmas)`` and ``levels(nfe)``
+        A :class:`SweepSampler` with its label (:func:`scorelab.samplers.label`: the sampler's
+        name and the options it declares for labels), ``build(sigmas)`` and ``levels(nfe)``
         (``None`` for ``tsit5`` / ``dopri5``).
 
     Raises:
@@ -348,7 +349,15 @@ class SweepSettings:
     """
 
     target: str = "seed_mixture"
-    samplers: tuple[str, ...] = ("euler", "heun", "dpmpp_2m", "ddim", "edm", "ancestral", "pc")
+    samplers: tuple[str, ...] = (
+        "euler",
+        "heun",
+        "dpmpp_2m",
+        "ddim",
+        "edm",
+        "ancestral",
+        "predictor_corrector",
+    )
     nfe: tuple[int, ...] = (5, 10, 15, 20, 30, 40, 60, 80, 120)
     tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
     n_samples: int = 4000

@@ -525,10 +525,10 @@ def ddim_samples(
     *,
     lim: float | None = None,
     ncols: int | None = None,
-    key_name: str | None = "e",
+    key_name: str | None = "eta",
     title: str = "DDIM samples",
 ) -> Figure:
-    """One panel per sampler setting (e.g. per DDIM ``e``): its samples over the data.
+    """One panel per sampler setting (e.g. per DDIM ``eta``): its samples over the data.
 
     Args:
         samples: label -> ``(n, 2)`` samples; numeric labels are shown as ``key_name = label``.
