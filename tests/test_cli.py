@@ -205,7 +205,7 @@ def _file(tmp_path, name, array):
         (["train", "--data", "missing.npy"], "not found"),
         (["train", "--set", "train.optimizer='lion'"], "train.optimizer"),
         (["train", "--set", "bogus.x=1"], "unknown section"),
-        (["sample", "--exact", "seed_mixture", "--e", "-0.5"], "sampler.e"),
+        (["sample", "--exact", "seed_mixture", "--eta", "-0.5"], "sampler.options: eta"),
         (["sample", "--exact", "seed_mixture", "--sigma-min", "-1"], "sampler.sigma_min"),
         (["sample", "--exact", "seed_mixture", "--sigma-min", "90"], "sampler.sigma_max"),
         (["sample", "--exact", "seed_mixture", "--sampler", "rk4"], "sampler.name"),
@@ -256,7 +256,7 @@ n_data = 300
 n_samples = 100
 ula_steps = 20
 annealed_levels = 6
-ddim_es = [0.0, 1.0]
+ddim_etas = [0.0, 1.0]
 ddim_ns = [4, 9]
 floor_repeats = 2
 n_chains_animated = 4
@@ -283,9 +283,9 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys):
     assert main(argv) == 0
     run = tmp_path / "d"
     table = capsys.readouterr().out
-    assert "sigma_max=10 (tutorial)" in table and "floor (two exact sample sets)" in table
+    assert "sigma_max=10 (tutorial)" in table and "floor sw: " in table
     metrics = json.loads((run / "metrics.json").read_text())
-    # One row per sampler family, the DDIM row per e at the largest N, and the tutorial's row.
+    # One row per sampler family, the DDIM row per eta at the largest N, and the tutorial's row.
     assert len(metrics["rows"]) == 2 + 1 + 2 + 1
     assert metrics["ddim_sweep"]["1.0"]["N"] == [4, 9]
     manifest = json.loads((run / "manifest.json").read_text())
@@ -304,4 +304,4 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
     assert "demo.ncsn.steps" in capsys.readouterr().err
     settings.write_text("n_chains = 3\n")
     assert main(["demo", "--settings", str(settings), "--out", str(tmp_path)]) == 2
-    assert "demo.n_chains: unknown setting" in capsys.readouterr().err
+    assert "demo.n_chains: unknown field" in capsys.readouterr().err

@@ -76,12 +76,16 @@ def test_settings_and_samplers_reject_unknown_names():
         sweep_sampler("edm", churn=3)
     with pytest.raises(ValueError, match="sweep.nfes: unknown field"):
         SweepSettings.from_dict({"nfes": [1]})
-    settings = SweepSettings.from_dict({"samplers": ["tsit5", "pc"], "tolerances": [1e-2, 1e-3]})
+    settings = SweepSettings.from_dict(
+        {"samplers": ["tsit5", "predictor_corrector"], "tolerances": [1e-2, 1e-3]}
+    )
     assert [spec.label for spec in settings.specs()] == [
-        "tsit5(tol=0.01)",
-        "tsit5(tol=0.001)",
-        "pc(M=1, r=0.16, sigma)",
+        "tsit5(rtol=0.01, atol=0.01)",
+        "tsit5(rtol=0.001, atol=0.001)",
+        "predictor_corrector(n_corrector=1)",
     ]
+    with pytest.raises(ValueError, match="'pc' is now called 'predictor_corrector'"):
+        SweepSettings.from_dict({"samplers": ["pc"]}).specs()
 
 
 @pytest.mark.slow

@@ -384,7 +384,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
             sampler = samplers.ddim(_grid(settings, n_levels), eta=eta)
             row, out = compare(
                 f"ncsn + DDIM eta={eta:g}",
-                f"ddim {eta} {n_levels}"  # the key's name: unchanged,
+                f"ddim {eta} {n_levels}",  # the key's name, as before the rename
                 sampler,
                 trained["ncsn"],
                 settings.sigma_max,
@@ -526,7 +526,11 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     save(viz.inference_trajectories(np.asarray(grid), paths), "inference_process.png")
     save(
         viz.ddim_samples(
-            {float(k[len("ddim_eta") :]): stored[k] for k in stored.files if k.startswith("ddim_eta")},
+            {
+                float(k[len("ddim_eta") :]): stored[k]
+                for k in stored.files
+                if k.startswith("ddim_eta")
+            },
             data,
             title=f"DDIM samples with the NCSN model (N={max(settings.ddim_ns)})",
         ),
