@@ -32,16 +32,16 @@ import numpy as np
 from scorelab import metrics, samplers
 from scorelab.models import ExactScore
 from scorelab.noise import sigma_grid
-from scorelab.sweep import _far_fraction, sweep_sampler
+from scorelab.sweep import sweep_sampler
 from scorelab.targets import seed_mixture
 
 NFES = (5, 7, 9, 11, 13, 15, 17, 20, 25, 30, 35, 40, 50, 60, 80, 100, 120, 160)
-ISSUE = {"euler": 30, "heun": 13, "dpmpp_2m": 13, "ddim(e=1.0)": 80, "edm(churn=40.0)": 35}
+ISSUE = {"euler": 30, "heun": 13, "dpmpp_2m": 13, "ddim(eta=1.0)": 80, "edm(churn=40.0)": 35}
 SAMPLERS = {
     "euler": sweep_sampler("euler"),
     "heun": sweep_sampler("heun"),
     "dpmpp_2m": sweep_sampler("dpmpp_2m"),
-    "ddim(e=1.0)": sweep_sampler("ddim", e=1.0),
+    "ddim(eta=1.0)": sweep_sampler("ddim", eta=1.0),
     "edm(churn=40.0)": sweep_sampler("edm"),
 }
 
@@ -51,7 +51,7 @@ def passes(x, target) -> bool:
     return (
         report.total_variation <= 0.03
         and 0.85 <= report.variance_ratio_mean <= 1.2
-        and _far_fraction(x, target) <= 0.01
+        and report.far_fraction <= 0.01
     )
 
 

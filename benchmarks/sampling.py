@@ -12,7 +12,7 @@ reported separately.
 * ``annealed``: ``annealed_langevin(default_sigmas(n_steps // 5), 5)`` (1 step per level
   when ``n_steps`` is not a multiple of 5); learned score:
   ``NoiseConditionalMLP`` (256-512-256);
-* ``ddim``: ``ddim(default_sigmas(n_steps), e=1)``; the same network.
+* ``ddim``: ``ddim(default_sigmas(n_steps), eta=1)``; the same network.
 
     python benchmarks/sampling.py [--quick] [--repeats 3] [--max-chains 1000000]
 """
@@ -46,7 +46,7 @@ def samplers(n_steps: int):
     return {
         "ula": (ula(1e-2, n_steps), 0.0),
         "annealed": (annealed_langevin(default_sigmas(n_levels), per_level), 1.0),
-        "ddim": (ddim(default_sigmas(n_steps), e=1.0), 1.0),
+        "ddim": (ddim(default_sigmas(n_steps), eta=1.0), 1.0),
     }
 
 

@@ -561,7 +561,7 @@ ddim_grid = samplers.default_sigmas(100)
 x_init = samplers.ve_prior(key_for("ddim prior"), N_SAMPLES, 2, sigma_max)
 ddim_samples = {
     e: np.asarray(
-        samplers.sample(key_for(f"ddim {e}"), samplers.ddim(ddim_grid, e=e), ncsn, x_init).x
+        samplers.sample(key_for(f"ddim {e}"), samplers.ddim(ddim_grid, eta=e), ncsn, x_init).x
     )
     for e in DDIM_ES
 }
@@ -590,7 +590,7 @@ sweep = {}
 for e in DDIM_ES:
     values = []
     for n_levels in DDIM_NS:
-        sampler = samplers.ddim(samplers.default_sigmas(n_levels), e=e)
+        sampler = samplers.ddim(samplers.default_sigmas(n_levels), eta=e)
         x = samplers.sample(key_for(f"sweep {e} {n_levels}"), sampler, ncsn, x_init).x
         values.append(sw(np.asarray(x), reference))
     sweep[e] = (np.array(DDIM_NS), np.array(values))
@@ -717,7 +717,7 @@ leaky_result = train(
     ncsn_config,
     progress=False,
 )
-ddim_1 = samplers.ddim(ddim_grid, e=1.0)
+ddim_1 = samplers.ddim(ddim_grid, eta=1.0)
 compared = {
     "linear output (scorelab)": ncsn,
     "leaky ReLU output (tutorial)": leaky_result.ema_model,
@@ -747,7 +747,7 @@ for label, grid in (
 ):
     x_T = samplers.ve_prior(key_for("prior comparison"), N_SAMPLES, 2, grid[-1])
     for e in (0.0, 1.0):
-        x = samplers.sample(key_for(f"prior {e}"), samplers.ddim(grid, e=e), exact_score, x_T).x
+        x = samplers.sample(key_for(f"prior {e}"), samplers.ddim(grid, eta=e), exact_score, x_T).x
         tv = metrics.mixture_report(x, target).total_variation
         print(f"{label:38s} e={e:g}: mode-weight TV {tv:.3f}")
 print(f"{'exact samples (one set)':38s}      mode-weight TV {report_exact.total_variation:.3f}")

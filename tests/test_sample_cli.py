@@ -1,7 +1,6 @@
 """`scorelab sample` with every sampler of the registry: options reach the sampler, adaptive NFE
 is the chains' own, MALA only with a log-density, and bad values are one-line errors."""
 
-
 import numpy as np
 import pytest
 
