@@ -105,3 +105,19 @@ def test_bad_sampler_values_are_one_line_errors(flags, expected, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("scorelab sample: error: ") and expected in err
     assert err.count("\n") == 1
+
+
+def test_chunks_do_not_change_the_samples_and_sizes_are_checked_first():
+    """Chains run ``batch`` at a time give exactly the samples of one call (keys by chain
+    index), and a size beyond memory is refused before anything is allocated."""
+    config = ExperimentConfig.from_dict({"sampler": {"name": "ddim", "n_levels": 5}})
+    whole = sample_run(config, None, 23, 3)
+    chunked = sample_run(config, None, 23, 3, batch=5)
+    np.testing.assert_array_equal(whole.x, chunked.x)
+    adaptive = ExperimentConfig.from_dict({"sampler": {"name": "tsit5"}})
+    np.testing.assert_array_equal(
+        sample_run(adaptive, None, 6, 0).nfe_per_chain,
+        sample_run(adaptive, None, 6, 0, batch=4).nfe_per_chain,
+    )
+    with pytest.raises(ConfigError, match=r"sample.n: needs .* of memory, .* available"):
+        sample_run(config, None, 10**13, 0)

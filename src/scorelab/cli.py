@@ -161,7 +161,8 @@ def _cmd_sample(args) -> int:
     else:
         base, model = {"data": {"source": args.exact}}, None
     config = _experiment(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, base)
-    result = sample_run(config, model, args.n, args.seed, trajectory=args.trajectory is not None)
+    trajectory = args.trajectory is not None
+    result = sample_run(config, model, args.n, args.seed, trajectory=trajectory, batch=args.batch)
     atomic_write(out, lambda handle: np.save(handle, result.x))
     if args.trajectory is not None:
         atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
@@ -442,6 +443,9 @@ def _parser() -> argparse.ArgumentParser:
         sample.add_argument(old, action=_Renamed, help=argparse.SUPPRESS)
     sample.add_argument("--n", type=int, default=2000, help="number of samples")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.add_argument(
+        "--batch", type=int, default=65536, help="chains per chunk (the result does not change)"
+    )
     sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
     sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
     sample.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from scorelab import builders, samplers, viz
-from scorelab._validate import check_real
+from scorelab._validate import check_memory, check_real
 from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
 from scorelab.data import load_array
@@ -158,23 +158,55 @@ class SampleResult(NamedTuple):
 
 
 def sample_run(
-    config: ExperimentConfig, model, n: int, seed: int, *, trajectory: bool = False
+    config: ExperimentConfig,
+    model,
+    n: int,
+    seed: int,
+    *,
+    trajectory: bool = False,
+    batch: int = 65536,
 ) -> SampleResult:
     """Draw ``n`` samples with the configured sampler, from ``model`` or the exact score.
 
     The key ``key(seed)`` is split into a prior key and a sampler key; chain ``i`` depends only
-    on index ``i`` of each, so the first ``m`` samples do not depend on ``n``.
+    on index ``i`` of each, so the first ``m`` samples do not depend on ``n``, and the chains
+    run ``batch`` at a time with the same result whatever ``batch`` is. The memory the samples
+    (and trajectories) need is checked before anything is allocated.
+
+    Raises:
+        ConfigError: for ``n`` or ``batch`` not a positive integer, more memory than available,
+            or a sampler the model cannot serve.
+        ValueError: when chains end non-finite (diverged), naming the sampler and the remedy.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"sample.n: expected an integer >= 1, got {n!r}")
+    for name, value in (("sample.n", n), ("sample.batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
     dim = target.dim if target is not None else builders.make_data(config.data).shape[1]
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
+    records = sampler.n_steps + 1 if trajectory else 0
+    check_memory(
+        "sample.n",
+        4.0 * n * dim * (3 + records),
+        "ask for fewer samples (--n)" + (" or no --trajectory" if trajectory else ""),
+        error=ConfigError,
+    )
     x_init = builders.make_prior(config.sampler, key_prior, n, dim, target)
-    out = samplers.sample(key_sampler, sampler, score_fn, x_init, trajectory=trajectory)
+    chunks = [
+        samplers.sample(
+            key_sampler,
+            sampler,
+            score_fn,
+            x_init[start : start + batch],
+            trajectory,
+            first_chain=start,
+        )
+        for start in range(0, n, batch)
+    ]
+    out = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *chunks)
     finite = np.isfinite(np.asarray(out.x)).all(axis=tuple(range(1, out.x.ndim)))
     if not finite.all():
         raise ValueError(

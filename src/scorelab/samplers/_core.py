@@ -462,11 +462,13 @@ def sample(
     *,
     noise=None,
     callback=None,
+    first_chain: int = 0,
 ) -> SamplerOutput:
     """Run ``sampler`` on ``n`` chains: the one place where chains are ``vmap``-ped.
 
-    Chain ``i`` uses ``fold_in(key, i)``, so the first ``m`` chains of a run with ``n`` chains
-    are the chains of a run with ``m``. Compiled with ``equinox.filter_jit``: the array leaves
+    Chain ``i`` uses ``fold_in(key, first_chain + i)``, so the first ``m`` chains of a run with
+    ``n`` chains are the chains of a run with ``m``, and ``n`` chains run in chunks (each with
+    its ``first_chain``) give exactly the chains of one run. Compiled with ``equinox.filter_jit``: the array leaves
     of ``sampler`` and ``score_fn`` (the grid, ``eta``, step sizes, an Equinox module's
     weights) are traced and the rest is static, so a second call with the same shapes does not
     recompile, even with another grid, ``eta`` or set of weights.
@@ -484,6 +486,7 @@ def sample(
             replacing the draws from ``key`` (tests compare step for step with them).
         callback: optional ``callback(step, x)``, called on the host after every step of
             every chain with the step's index and the chain's position (progress, logging).
+        first_chain: the index of the first chain, for a chunk of a larger run.
 
     Returns:
         :class:`SamplerOutput` with ``x`` ``(n, *S)``, ``trajectory`` ``(n, n_records, *S)``
@@ -494,12 +497,16 @@ def sample(
     """
     x_init = jnp.asarray(x_init)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
-    return _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback)
+    first = jnp.asarray(first_chain)  # traced: a new chunk does not recompile
+    return _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback, first)
 
 
 @eqx.filter_jit
-def _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback) -> SamplerOutput:
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x_init.shape[0]))
+def _sample_chains(
+    key, sampler, score_fn, x_init, noise, trajectory, callback, first_chain
+) -> SamplerOutput:
+    indices = first_chain + jnp.arange(x_init.shape[0])
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
     return jax.vmap(lambda k, x, z: run_chain(sampler, k, score_fn, x, z, trajectory, callback))(
         keys, x_init, noise
     )
