@@ -470,9 +470,10 @@ def sample(
     ``n`` chains are the chains of a run with ``m``, and ``n`` chains run in chunks (each with
     its ``first_chain``) give exactly the chains of one run.
 
-    Compiled with ``equinox.filter_jit``: the array leaves of ``sampler`` and ``score_fn`` (the grid, ``eta``, step sizes, an Equinox module's
-    weights) are traced and the rest is static, so a second call with the same shapes does not
-    recompile, even with another grid, ``eta`` or set of weights.
+    Compiled with ``equinox.filter_jit``: the array leaves of ``sampler`` and ``score_fn`` (the
+    grid, ``eta``, step sizes, an Equinox module's weights) are traced and the rest is static,
+    so a second call with the same shapes does not recompile, even with another grid, ``eta``
+    or set of weights.
 
     Args:
         key: PRNG key.
