@@ -1,0 +1,60 @@
+"""The README's command-line block runs top to bottom as written, at small sizes."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from scorelab.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Sizes only: every flag the README shows stays; these are appended (argparse keeps the last).
+_SMALL = {
+    "train": [
+        "--steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--set",
+        "train.steps_per_dispatch=2",
+        "--set",
+        "data.n=200",
+        "--quiet",
+    ],
+    "sample": ["--n", "40", "--levels", "6"],
+    "evaluate": ["--floor-repeats", "2"],
+    "sweep": ["--nfe", "5", "--n", "100", "--seeds", "0", "--quiet"],
+    "likelihood": ["--rtol", "1e-3", "--atol", "1e-3"],
+    "demo": None,  # the demo itself is tested at a tiny size in test_cli.py
+}
+
+
+def _commands() -> list[list[str]]:
+    text = README.read_text()
+    block = re.search(r"## The command line.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.strip()]
+
+
+def test_the_block_is_found_and_names_every_command():
+    names = {argv[1] for argv in _commands()}
+    assert names >= {"train", "sample", "evaluate", "sweep", "likelihood", "plot", "demo"}
+
+
+@pytest.mark.slow
+def test_the_command_line_block_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in _commands():
+        assert argv[0] == "scorelab"
+        command = argv[1]
+        if _SMALL.get(command, []) is None:
+            continue
+        extra = list(_SMALL.get(command, []))
+        if command == "sample" and argv[argv.index("--sampler") + 1] in ("ula", "mala"):
+            extra += ["--n-steps", "5"]
+        if command == "sample" and "digits_mixture" in argv:
+            extra = ["--n", "8", "--levels", "4"]
+        if command == "likelihood":
+            extra += ["--n-probes", "2"]
+        assert main([*argv[1:], *extra]) == 0, argv
