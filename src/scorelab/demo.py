@@ -430,7 +430,8 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
     results["seconds"] = time.perf_counter() - started
     write_json(out_dir / "metrics.json", results)
-    write_json(out_dir / "manifest.json", manifest(settings.to_dict(), seed=settings.seed))
+    record = manifest(settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"])
+    write_json(out_dir / "manifest.json", record)
     print(summary_table(results))
     print(f"\nwrote {out_dir} in {results['seconds']:.0f} s")
     return results

@@ -24,6 +24,8 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,17 +160,50 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def _commit() -> str | None:
+    """The git commit of scorelab's source, when it runs from a checkout (``-dirty`` if edited)."""
+    source = Path(__file__).resolve().parent
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return described.stdout.strip() or None if described.returncode == 0 else None
+
+
+def _cpu() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The record that makes a run's outputs reproducible: config, versions, devices, time.
+    """The record that makes a run's outputs reproducible and comparable.
+
+    The configuration (seeds included), the package versions, scorelab's commit, the command
+    line, the devices, the CPU model and core count, the platform and the time; callers add
+    the wall time and what else they measured. Numbers that depend on the machine (timings,
+    and float results where the CPU's vector units change the rounding) are read with it.
 
     Args:
         config: the run's configuration (JSON-serialisable); its seeds are part of it.
-        **extra: more JSON-serialisable fields (grids, NFE, command line).
+        **extra: more JSON-serialisable fields (grids, NFE, ``wall_seconds``).
     """
     return {
         "config": config,
         "versions": package_versions(),
+        "commit": _commit(),
+        "command": sys.argv,
         "devices": [str(device) for device in jax.devices()],
+        "cpu": _cpu(),
+        "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **extra,

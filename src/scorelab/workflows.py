@@ -8,6 +8,7 @@ arguments and calls these, and :mod:`scorelab.demo` is composed of the same step
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -72,6 +73,7 @@ def train_run(
         The :class:`scorelab.training.TrainResult`; the model written is its EMA model where
         the run keeps one, else the last iterate.
     """
+    started = time.perf_counter()
     data = builders.make_data(config.data) if data is None else data
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
@@ -90,7 +92,12 @@ def train_run(
         save_model(out_dir / "model", trained, **model_kwargs)
         atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
         write_json(out_dir / "config.json", config.to_dict())
-        record = manifest(config.to_dict(), data_shape=list(data.shape), **manifest_extra)
+        record = manifest(
+            config.to_dict(),
+            data_shape=list(data.shape),
+            wall_seconds=time.perf_counter() - started,
+            **manifest_extra,
+        )
         write_json(out_dir / "manifest.json", record)
     return result
 
