@@ -21,40 +21,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = (
+    ("support", ("_validate", "_files")),
     (
         "maths core",
-        (
-            "_validate",
-            "noise",
-            "targets",
-            "data",
-            "models",
-            "losses",
-            "samplers",
-            "metrics",
-            "likelihood",
-        ),
+        ("noise", "targets", "data", "models", "losses", "samplers", "metrics", "likelihood"),
     ),
     ("figures", ("viz",)),
     ("diffusers wing", ("diffusers",)),
     (
         "application",
         (
-            "checkpoints",
-            "training",
-            "runs",
-            "config",
-            "builders",
-            "report",
-            "workflows",
-            "sweep",
-            "demo",
-            "cli",
+            "checkpoints", "training", "runs", "config", "builders", "report", "workflows",
+            "sweep", "demo", "cli",
         ),
     ),
-)
-"""Layers from the bottom up, and the top-level modules (or packages) each holds. ``viz``
-draws plain arrays and imports nothing of scorelab."""
+)  # fmt: skip
+"""Layers from the bottom up, and the top-level modules (or packages) each holds: argument
+checks and atomic file writes support everything; ``viz`` draws plain arrays and imports
+nothing of scorelab."""
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -98,13 +82,15 @@ def imports(path: Path, name: str) -> set[str]:
 def graph(src: Path) -> dict[str, set[str]]:
     """Unit -> the other units it imports (units: top-level modules and packages)."""
     edges: dict[str, set[str]] = {}
-    for path in sorted((src / "scorelab").rglob("*.py")):
+    paths = sorted((src / "scorelab").rglob("*.py"))
+    units = {top(module_name(path, src)) for path in paths} - {""}
+    for path in paths:
         name = module_name(path, src)
         unit = top(name)
         if not unit:
             continue
-        targets = {top(target) for target in imports(path, name)}
-        edges.setdefault(unit, set()).update(t for t in targets if t and t != unit)
+        targets = {top(target) for target in imports(path, name)} & units  # not __version__
+        edges.setdefault(unit, set()).update(t for t in targets if t != unit)
     return edges
 
 
