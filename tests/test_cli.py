@@ -295,6 +295,15 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys):
     redrawn = tmp_path / "again"
     assert main(["plot", str(run), "--out", str(redrawn)]) == 0
     assert {p.name for p in redrawn.iterdir()} == figures
+    # The demo's models are ordinary run directories: sample, plot and sweep take them.
+    samples = tmp_path / "ncsn.npy"
+    argv = ["sample", "--run", str(run / "models" / "ncsn"), "--n", "16", "--out", str(samples)]
+    assert main([*argv, "--levels", "5"]) == 0 and np.load(samples).shape == (16, 2)
+    argv = ["sample", "--run", str(run / "models" / "dsm"), "--n", "8", "--out", str(samples)]
+    assert main([*argv, "--n-steps", "3", "--overwrite"]) == 0
+    assert main(["plot", str(run / "models" / "hyvarinen")]) == 0
+    sweep = ["sweep", "--samplers", "euler", "--nfe", "4", "--n", "50", "--seeds", "0", "--quiet"]
+    assert main([*sweep, "--run", str(run / "models" / "ncsn"), "--out", str(tmp_path / "m")]) == 0
 
 
 def test_demo_settings_errors_name_the_field(tmp_path, capsys):
