@@ -27,6 +27,29 @@ def on_pre_build(config, **kwargs) -> None:
         build_tutorial.build(full)
 
 
+def sampler_options_table() -> str:
+    """The table of every sampler's options (name, type, default, help), from
+    :func:`scorelab.samplers.options`: the one declaration the CLI and config also read."""
+    from scorelab import samplers
+
+    lines = ["| sampler | option | type | default | what it does |", "|---|---|---|---|---|"]
+    for name in samplers.SAMPLERS:
+        options = samplers.options(name) or ()
+        if not options:
+            lines.append(f"| `{name}` | - | | | no options: only the grid |")
+        for option in options:
+            kind = getattr(option.type, "__name__", str(option.type))
+            help_text = option.help.replace("|", "\\|")
+            lines.append(
+                f"| `{name}` | `{option.name}` | {kind} | `{option.default!r}` | {help_text} |"
+            )
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    return markdown.replace("<!-- sampler-options -->", sampler_options_table())
+
+
 def on_files(files: Files, config, **kwargs) -> Files:
     pages = build_tutorial.PAGES
     for path in sorted(pages.rglob("*")):
