@@ -78,9 +78,8 @@ def test_sample_evaluate_and_plot_a_trained_run(trained_run, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "SW floor" in table
     payload = json.loads(report.read_text())
-    assert (
-        payload["metrics"]["n_samples"] == 50 and len(payload["floor"]["sliced_wasserstein"]) == 2
-    )
+    (row,) = payload["rows"]
+    assert row["n"] == 50 and len(payload["floors"]["sw"]) == 2 and "ksd2" in row
     figures = tmp_path / "fig"
     assert main(["plot", str(trained_run), "--out", str(figures)]) == 0
     assert {p.name for p in figures.iterdir()} >= {"loss.png", "score_field.png", "samples.png"}
@@ -120,9 +119,9 @@ def test_evaluate_with_sigma_compares_with_the_noised_law(tmp_path, capsys):
     n = 1000
     samples = np.asarray(seed_mixture().ve_marginal(1.0).sample(jax.random.key(7), n))
     ratio = {
-        sigma: evaluate_samples(samples, target="seed_mixture", sigma=sigma, floor_repeats=2)[
-            "metrics"
-        ]["variance_ratio_mean"]
+        sigma: evaluate_samples(samples, target="seed_mixture", sigma=sigma, floor_repeats=2).rows[
+            0
+        ]["var_ratio"]
         for sigma in (1.0, 0.0)
     }
     assert abs(ratio[1.0] - 1.0) < 4 / np.sqrt(n) and ratio[0.0] > 3.0, ratio
@@ -133,8 +132,8 @@ def test_evaluate_with_sigma_compares_with_the_noised_law(tmp_path, capsys):
     gaussian = rng.normal(size=(500, 2))
     for sigma, near in ((1.0, True), (0.0, False)):
         report = evaluate_samples(gaussian, data=data, sigma=sigma, floor_repeats=8)
-        mean, sd = report["floor"]["sliced_wasserstein"]
-        sw = report["metrics"]["sliced_wasserstein"]
+        mean, sd = report.floors["sw"]
+        sw = report.rows[0]["sw"]
         assert (sw < mean + 4 * sd) if near else (sw > mean + 20 * sd), (sigma, sw, mean, sd)
     assert main(["evaluate", str(data), "--target", "seed_mixture", "--sigma", "-1"]) == 2
     assert "sigma: expected a number >= 0, got -1.0" in capsys.readouterr().err

@@ -30,9 +30,11 @@ def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
         ("euler", 8): 8,
         ("heun", 2): 3,  # 2N - 1 <= 4
         ("heun", 4): 7,  # 2N - 1 <= 8
-        ("tsit5(tol=0.01)", None): nfes[("tsit5(tol=0.01)", None)],
+        ("tsit5(rtol=0.01, atol=0.01)", None): nfes[("tsit5(rtol=0.01, atol=0.01)", None)],
     }
-    assert nfes[("tsit5(tol=0.01)", None)] >= 6 + 2  # one step at least, start and denoiser
+    assert (
+        nfes[("tsit5(rtol=0.01, atol=0.01)", None)] >= 6 + 2
+    )  # one step at least, start and denoiser
     assert set(result.floors) == {"sw", "mmd2", "tv"}
     for row in result.rows:
         assert np.isfinite([row["sw"], row["mmd2"], row["tv"]]).all()
@@ -110,7 +112,7 @@ def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
             "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "euler [exact]" in printed and "edm(churn=5.0) [exact]" in printed
+    assert "euler [exact]" in printed and "edm(s_churn=5.0) [exact]" in printed
     assert "floor sw" in printed
     for name in ("sweep.csv", "sweep.json", "sampler_map.png"):
         assert (out / name).is_file(), name

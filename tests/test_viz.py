@@ -151,7 +151,7 @@ def test_ddim_samples_panels_and_derived_limits(tmp_path):
     samples = {0.0: data + 0.1, 0.5: data, "exact": data}
     fig = viz.ddim_samples(samples, data)
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in visible] == ["e = 0", "e = 0.5", "exact"]
+    assert [ax.get_title() for ax in visible] == ["eta = 0", "eta = 0.5", "exact"]
     for ax in visible:
         (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
         # Derived from the data: a square box containing every data point.
@@ -173,7 +173,7 @@ def test_metric_vs_steps_log_axis_and_floor(tmp_path):
     assert ax.get_title() == "Sliced Wasserstein against N"
     np.testing.assert_allclose(ax.get_xticks(), ns)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:2] == ["e = 0", "e = 1"] and labels[2].startswith("floor")
+    assert labels[:2] == ["eta = 0", "eta = 1"] and labels[2].startswith("floor")
     assert _saved_png(fig, tmp_path)[0] > 0
 
 

@@ -82,9 +82,10 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
     if not isinstance(values, Mapping):
         raise error(f"{section}: expected a table of fields, got {type(values).__name__}")
     names = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(map(str, set(values) - set(names)))
     if unknown:
-        raise error(f"{section}.{unknown[0]}: unknown field; accepted: {', '.join(names)}")
+        field = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
+        raise error(f"{section}.{field}: unknown field; accepted: {', '.join(names)}")
     hints = typing.get_type_hints(cls)
     changes = {}
     for name, value in values.items():
@@ -94,10 +95,11 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
         if base is not None:
             return dataclasses.replace(base, **changes)
         return cls(**changes)
-    except error:
-        raise
-    except ValueError as problem:  # a check without the section prefix (e.g. TrainConfig's)
-        raise error(f"{section}.{problem}") from problem
+    except ValueError as problem:  # a range check of __post_init__, prefixed with the section
+        message = str(problem)
+        if not message.startswith(f"{section}."):
+            message = f"{section}.{message}"
+        raise error(message) from problem
 
 
 def typed(hint, value, field: str, current=None, error: type[ValueError] = ValueError):

@@ -325,7 +325,8 @@ class ExperimentConfig:
             )
         unknown = sorted(set(values) - set(_SECTIONS))
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown section; accepted: {', '.join(_SECTIONS)}")
+            name = unknown[0] if str(unknown[0]).isidentifier() else repr(unknown[0])
+            raise ConfigError(f"{name}: unknown section; accepted: {', '.join(_SECTIONS)}")
         tables = {**values, "sampler": _sampler_table(values.get("sampler", {}))}
         sections = {}
         for name, section_cls in _SECTIONS.items():

@@ -100,14 +100,17 @@ def sweep_sampler(name: str, **options) -> SweepSampler:
     Raises:
         ValueError: for an unknown name or option, naming the accepted ones.
     """
+    chosen = samplers.sampler_options(name, options)  # a former name: its new spelling
     if name not in SWEEP_SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; accepted: {', '.join(SWEEP_SAMPLERS)}")
-    chosen = samplers.sampler_options(name, options)
-    levels = samplers.SAMPLERS[name].levels
+        raise ValueError(
+            f"sampler {name!r} samples one noise level, not a grid; accepted: "
+            f"{', '.join(SWEEP_SAMPLERS)}"
+        )
+    adaptive = samplers.budget_levels(name, 1, chosen) is None
     return SweepSampler(
         samplers.label(name, chosen),
         lambda sigmas: samplers.build_sampler(name, sigmas, **chosen),
-        None if levels is None else lambda nfe: levels(nfe, chosen),
+        None if adaptive else lambda nfe: samplers.budget_levels(name, nfe, chosen),
     )
 
 

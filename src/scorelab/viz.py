@@ -575,14 +575,14 @@ def metric_vs_steps(
     *,
     ylabel: str = "sliced Wasserstein",
     xlabel: str = "N (number of steps)",
-    key_name: str | None = "e",
+    key_name: str | None = "eta",
     log_y: bool = False,
     title: str | None = None,
 ) -> Figure:
     """A metric against the number of steps N, one line per setting, on a log N axis.
 
     Args:
-        results: label (e.g. the DDIM ``e``) -> ``(Ns, values)``, two equal-length 1-D arrays.
+        results: label (e.g. the DDIM ``eta``) -> ``(Ns, values)``, two equal-length 1-D arrays.
         floor: ``(mean, std)`` of the metric between two independent exact sample sets of the
             same size (:func:`scorelab.metrics.floor`), drawn as a band of one std.
         ylabel, xlabel: axis labels.
