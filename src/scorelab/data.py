@@ -6,7 +6,9 @@ score; the distributions with an exact score (the oracles) are :mod:`scorelab.ta
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import math
 from pathlib import Path
 
@@ -106,14 +108,16 @@ def validate_data(data, name: str = "data") -> np.ndarray:
     """Check a data array and return it as ``float32`` of shape ``(n, d)``.
 
     A 1-D array is rejected rather than guessed at (one point of ``d`` dims, or ``n`` points of
-    one dim?); reshape it explicitly.
+    one dim?); reshape it explicitly. Values must be real and finite, finite after the cast to
+    ``float32``, and small enough that their squares are (``|x| <= 1e18``): larger data would
+    train on overflowed statistics; rescale it.
 
     Args:
-        data: array-like of shape ``(n, d)``, ``n, d >= 1``, finite numbers.
+        data: array-like of shape ``(n, d)``, ``n, d >= 1``, finite real numbers.
         name: what to call the data in error messages (e.g. its file name).
 
     Raises:
-        DataError: naming ``name`` and what is wrong.
+        DataError: naming ``name``, what is wrong and the first row concerned.
     """
     array = np.asarray(data)
     if array.ndim != 2:
@@ -122,19 +126,42 @@ def validate_data(data, name: str = "data") -> np.ndarray:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DataError(f"{name}: no data (shape {array.shape}); need at least one row and column")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
+    if np.iscomplexobj(array):
         raise DataError(
-            f"{name}: {bad_rows.size} row(s) contain NaN or inf (first at row {bad_rows[0]})"
+            f"{name}: complex values; give real data (real and imaginary parts as columns)"
         )
-    return array.astype(np.float32)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
+    _check_rows(name, np.isfinite(array), "contain NaN or inf")
+    with np.errstate(over="ignore"):
+        single = array.astype(np.float32)
+    _check_rows(name, np.isfinite(single), "overflow float32 (|x| > 3.4e38); rescale the data")
+    _check_rows(
+        name,
+        np.abs(single) <= _MAX_ABS,
+        f"hold values beyond {_MAX_ABS:.0e}, whose squares overflow float32; rescale the data",
+    )
+    return single
+
+
+_MAX_ABS = 1e18
+"""The largest magnitude :func:`validate_data` accepts: its square (1e36) stays below float32's
+3.4e38, so means, variances and distances of the data are finite."""
+
+
+def _check_rows(name: str, ok: np.ndarray, problem: str) -> None:
+    """Raise ``DataError`` naming how many rows fail ``ok`` (elementwise) and the first one."""
+    bad_rows = np.flatnonzero(~ok.all(axis=1))
+    if bad_rows.size:
+        raise DataError(f"{name}: {bad_rows.size} row(s) {problem} (first at row {bad_rows[0]})")
 
 
 def load_array(path) -> np.ndarray:
     """Load a user's data set from ``.npy`` or ``.csv`` (comma-separated, optional header row).
+
+    A CSV's first row is a header when none of its cells is a number (``nan`` and ``inf`` are
+    numbers: a first row of NaN is refused as NaN, not dropped); every other row must hold the
+    same number of comma-separated numbers.
 
     Args:
         path: a ``.npy`` file (``numpy.save``) or a ``.csv`` file, one point per row.
@@ -144,22 +171,70 @@ def load_array(path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DataError: unsupported extension, unparsable contents, wrong rank, no rows, NaN/inf.
+        DataError: unsupported extension, unreadable or unparsable contents (naming the row,
+            column and separator for a CSV), wrong rank, no rows, values that are not finite
+            real numbers (:func:`validate_data`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-    elif suffix == ".csv":
         try:
-            array = np.genfromtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-        except ValueError as error:
-            raise DataError(f"{path}: cannot parse as CSV of numbers ({error})") from error
-        # genfromtxt turns a header row into a row of NaN: drop it if it is the first row only.
-        if array.size and np.isnan(array[0]).all():
-            array = array[1:]
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DataError(
+                f"{path}: not a readable .npy array ({message}); write it with numpy.save"
+            ) from error
+        if not isinstance(array, np.ndarray):
+            raise DataError(
+                f"{path}: holds several arrays (an .npz archive); save one with numpy.save"
+            )
+    elif suffix == ".csv":
+        array = _read_csv(path)
     else:
         raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .csv")
     return validate_data(array, name=str(path))
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """The numbers of a comma-separated file, ``(n, d)`` float64; see :func:`load_array`."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not a text file; a .csv holds comma-separated numbers") from error
+    reader = csv.reader(io.StringIO(text))
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    if rows and all(_number(cell) is None for cell in rows[0][1]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise DataError(f"{path}: no data rows; a .csv holds one point per row")
+    width = len(rows[0][1])
+    values = np.empty((len(rows), width))
+    for i, (line, row) in enumerate(rows):
+        if len(row) != width:
+            raise DataError(
+                f"{path}: line {line} has {len(row)} comma-separated values, the first row {width}"
+            )
+        for j, cell in enumerate(row):
+            value = _number(cell)
+            if value is None:
+                other = next((sep for sep in (";", "\t", " ") if sep in cell.strip()), None)
+                hint = (
+                    f"; the separator must be ',' (this file seems to use {other!r})"
+                    if other
+                    else ""
+                )
+                raise DataError(
+                    f"{path}: line {line}, column {j + 1}: {cell.strip()!r} is not a number{hint}"
+                )
+            values[i, j] = value
+    return values
