@@ -212,7 +212,8 @@ def test_train_refuses_bad_config_files(case, tmp_path, capsys):
         path.write_bytes(bytes(range(256)))
     else:
         path.write_text(_TOML[case])
-    _fails(["train", "--config", path, "--out", tmp_path / "run", *_TINY], capsys)
+    # No --steps / --batch-size flags: they would override the file's values.
+    _fails(["train", "--config", path, "--out", tmp_path / "run", "--quiet"], capsys)
 
 
 @pytest.mark.parametrize("path_kind", ["missing", "folder"])
@@ -240,7 +241,9 @@ _BAD_TRAIN_FLAGS = [
     ["--set", "steps=3"],
     ["--set", "train.steps"],
     ["--set", "=3"],
-    ["--set", "train.steps.x=3"],
+    ["--set", "data.n.x=3"],
+    ["--lr", "many"],
+    ["--unknown-flag", "3"],
     ["--set", "train.ema_decay='0.9'"],
     ["--set", "model.normalise_input='false'"],
     ["--set", "nope.x=1"],
@@ -299,10 +302,9 @@ def test_sample_refuses_bad_flags(flags, tmp_path, capsys):
     [("--e", "--eta"), ("--eta0", "--final-noise"), ("--steps-per-level", "--n-steps-per-level")],
 )
 def test_renamed_flags_name_their_new_spelling(old, new, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sample", "--exact", "seed_mixture", old, "1", "--out", str(tmp_path / "s.npy")])
-    assert exit_info.value.code == 2
-    assert new in capsys.readouterr().err
+    _fails(
+        ["sample", "--exact", "seed_mixture", old, "1", "--out", tmp_path / "s.npy"], capsys, new
+    )
 
 
 @pytest.mark.parametrize(
@@ -320,10 +322,6 @@ def test_sample_refuses_bad_sources(flags, tmp_path, capsys):
     argv = ["sample", *flags, "--n", "10", "--out", tmp_path / "s.npy"]
     if flags == ["--exact", "seed_mixture", "--prior", "exact", "--sampler", "mala"]:
         argv += ["--n-steps", "0"]
-    if "--run" in flags and "--exact" in flags:
-        with pytest.raises(SystemExit):
-            main([str(a) for a in argv])
-        return
     _fails(argv, capsys)
 
 
@@ -416,11 +414,6 @@ def test_sweep_refuses_bad_flags(flags, tmp_path, capsys):
         "--quiet",
         *flags,
     ]
-    if flags == ["--nfe", "abc"]:
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 2
-        return
     _fails(argv, capsys)
 
 

@@ -15,6 +15,7 @@ from jax import Array
 from jax.tree_util import Partial
 
 from scorelab import losses, models, samplers
+from scorelab._validate import check_memory
 from scorelab.config import (
     TARGETS,
     ConfigError,
@@ -50,9 +51,12 @@ def make_data(config: DataConfig) -> np.ndarray:
         FileNotFoundError, DataError: for a file that is missing or not valid data.
     """
     key = jax.random.key(config.seed)
-    if config.source in TARGETS:
-        return np.asarray(TARGETS[config.source]().sample(key, config.n))
-    if config.source in TOY_DATASETS:
+    if config.source in TARGETS or config.source in TOY_DATASETS:
+        target = TARGETS[config.source]() if config.source in TARGETS else None
+        dim = target.dim if target is not None else 2
+        check_memory("data.n", 4.0 * config.n * dim * 4, "draw fewer points", error=ConfigError)
+        if target is not None:
+            return np.asarray(target.sample(key, config.n))
         return np.asarray(TOY_DATASETS[config.source](key, config.n))
     return load_array(config.source)
 

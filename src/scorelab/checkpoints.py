@@ -294,15 +294,22 @@ def load_model(path: str | Path) -> eqx.Module:
 
     Raises:
         FileNotFoundError: if either file is missing.
-        ValueError: the class cannot be imported or is not an ``equinox.Module``, or the
-            ``.eqx`` file does not match the checksum in the JSON file.
+        ValueError: the JSON file is not a model record, the class cannot be imported or is
+            not an ``equinox.Module``, the ``.eqx`` file does not match the checksum in the JSON
+            file, or its arrays do not fit the model the JSON file describes.
     """
     path = Path(path)
     for file in (path.with_suffix(".json"), path.with_suffix(".eqx")):
         if not file.is_file():
             raise FileNotFoundError(f"saved model file not found: {file}")
-    spec = read_json(path.with_suffix(".json"))
-    cls = _model_class(spec["class"])
+    try:
+        spec = read_json(path.with_suffix(".json"))
+        cls, kwargs = _model_class(spec["class"]), dict(spec["kwargs"])
+    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not a model record
+        raise ValueError(
+            f"{path.with_suffix('.json')}: not a model record written by save_model "
+            f"({type(error).__name__}: {error}); save the model again"
+        ) from error
     leaves = path.with_suffix(".eqx").read_bytes()
     digest = hashlib.sha256(leaves).hexdigest()
     if spec.get("eqx_sha256", digest) != digest:  # files from before checksums have none
@@ -311,4 +318,12 @@ def load_model(path: str | Path) -> eqx.Module:
             f"{path.with_suffix('.json').name} (damaged, or an interrupted save); save the "
             "model again"
         )
-    return eqx.tree_deserialise_leaves(io.BytesIO(leaves), _skeleton(cls, spec["kwargs"]))
+    try:
+        return eqx.tree_deserialise_leaves(io.BytesIO(leaves), _skeleton(cls, kwargs))
+    except (RuntimeError, ValueError, TypeError, EOFError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{path.with_suffix('.eqx')} does not fit the model {spec['class']} described in "
+            f"{path.with_suffix('.json').name} ({message}); the files do not belong together: "
+            "save the model again"
+        ) from error

@@ -69,6 +69,17 @@ def _sampler_flags() -> dict:
     return flags
 
 
+class _UsageError(Exception):
+    """A command line argparse cannot parse: ``(prog, message)``."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its error as one line (no usage block), exit status 2."""
+
+    def error(self, message):
+        raise _UsageError(self.prog, message)
+
+
 class _Renamed(argparse.Action):
     """A flag of an earlier version: a one-line error naming its new spelling."""
 
@@ -124,7 +135,12 @@ def _output(path: Path, suffix: str, overwrite: bool) -> Path:
         raise ValueError(f"{path}: is a folder; give a file name ending {suffix}")
     if path.exists() and not overwrite:
         raise ValueError(f"{path}: exists; pass --overwrite to replace it, or choose another name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"{path}: cannot create its folder ({error.strerror}); choose another path"
+        ) from error
     return path
 
 
@@ -416,9 +432,7 @@ def _sampler_epilog() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scorelab", description="Score-based generative modelling in JAX."
-    )
+    parser = _Parser(prog="scorelab", description="Score-based generative modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a score model")
@@ -568,9 +582,14 @@ def main(argv: list[str] | None = None) -> int:
         interrupted.
 
     Raises:
-        SystemExit: from argparse, status 2 for unparsable arguments and 0 for ``--help``.
+        SystemExit: from argparse, status 0 for ``--help``.
     """
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as error:
+        prog, message = error.args
+        print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
+        return 2
     try:
         return args.handler(args)
     except KeyboardInterrupt:

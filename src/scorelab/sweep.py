@@ -31,10 +31,10 @@ import jax
 import numpy as np
 
 from scorelab import samplers
-from scorelab._validate import from_mapping
+from scorelab._validate import check_choice, check_int, check_real, from_mapping
 from scorelab.checkpoints import load_model
 from scorelab.models import NoiseConditionalMLP
-from scorelab.noise import sigma_grid
+from scorelab.noise import GRIDS, sigma_grid
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
@@ -370,6 +370,25 @@ class SweepSettings:
     sigma_max: float = DEFAULT_SIGMA_MAX
     rho: float = 7.0
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not (self.samplers and self.nfe and self.seeds):
+            raise ValueError("sweep: needs at least one sampler, NFE budget and seed")
+        for field in ("nfe", "seeds"):
+            for value in getattr(self, field):
+                check_int(f"sweep.{field}", value, 1 if field == "nfe" else 0)
+        for value in self.tolerances:
+            check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
+        check_int("sweep.n_samples", self.n_samples, 2)
+        check_choice("sweep.grid", self.grid, GRIDS)
+        check_real("sweep.sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
+        check_real(
+            "sweep.sigma_max",
+            self.sigma_max,
+            f"a number > sigma_min ({self.sigma_min})",
+            lambda v: v > self.sigma_min,
+        )
+        check_real("sweep.rho", self.rho, "a number > 0", lambda v: v > 0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SweepSettings:

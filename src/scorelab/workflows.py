@@ -74,6 +74,18 @@ def train_run(
         the run keeps one, else the last iterate.
     """
     started = time.perf_counter()
+    if resume and not (Path(out_dir) / "checkpoints").is_dir():
+        raise ConfigError(
+            f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
+        )
+    if config.train.batch_size is not None:
+        # A step holds a few activations of the network's width (about 1000 floats) per example.
+        check_memory(
+            "train.batch_size",
+            config.train.batch_size * 1024 * 4 * 4,
+            "use a smaller --batch-size",
+            error=ConfigError,
+        )
     data = builders.make_data(config.data) if data is None else data
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
