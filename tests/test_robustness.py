@@ -39,7 +39,7 @@ def _fails(argv, capsys, *fragments):
     err = capsys.readouterr().err
     assert status == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("scorelab "), err
+    assert len(lines) == 1 and lines[0].startswith("scorelab"), err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
@@ -247,7 +247,7 @@ _BAD_TRAIN_FLAGS = [
     ["--set", "train.ema_decay='0.9'"],
     ["--set", "model.normalise_input='false'"],
     ["--set", "nope.x=1"],
-    ["--set", "train.batch_size=10000000000000"],
+    ["--batch-size", "10000000000000"],
     ["--set", "data.n=100000000000000"],
     ["--steps", "1000000000000"],
 ]
