@@ -973,7 +973,8 @@ def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]
 def _symlog_ticks(lo: float, hi: float, linthresh: float, per_side: int = 3) -> list[float]:
     """Labelled ticks for a symmetric-log axis over ``[lo, hi]``: ``0`` and ``±10^k`` outside
     the linear band ``[-linthresh, linthresh]`` (at most ``per_side`` each side), so no label
-    sits next to ``0`` inside the band."""
+    sits next to ``0`` inside the band; linear "nice" steps when the view reaches no decade
+    beyond the band (then it is nearly linear)."""
 
     def decades(top: float) -> list[float]:
         if top <= linthresh:
@@ -983,7 +984,11 @@ def _symlog_ticks(lo: float, hi: float, linthresh: float, per_side: int = 3) -> 
         return powers[::-1][:: math.ceil(len(powers) / per_side)][::-1] if powers else []
 
     zero = [0.0] if lo <= 0 <= hi else []
-    return [-v for v in decades(-lo)[::-1]] + zero + decades(hi)
+    ticks = [-v for v in decades(-lo)[::-1]] + zero + decades(hi)
+    if len(ticks) < 2:
+        linear = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [float(v) for v in linear if lo <= v <= hi]
+    return ticks
 
 
 def _padded_limits(ax: Axes, axis: str, values: np.ndarray, pad: float = 0.05):
