@@ -967,7 +967,7 @@ def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]
     if len(ticks) < 2:
         linear = MaxNLocator(nbins=3, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
         ticks = [float(v) for v in linear if lo <= v <= hi] or [lo, hi]
-    return ticks
+    return sorted(set(ticks))
 
 
 def _symlog_ticks(lo: float, hi: float, linthresh: float, per_side: int = 3) -> list[float]:
@@ -1077,7 +1077,7 @@ def sampler_map(
             ax.set_yscale("log")
         else:
             peak = float(np.max(np.abs(shown))) if shown.size else 1.0
-            linthresh = max(abs(sd), 1e-6 * peak, 1e-300)
+            linthresh = max(abs(sd), 1e-6 * peak) or 1.0  # all zero: any band will do
             ax.set_yscale("symlog", linthresh=linthresh)
         if shown.size:
             ax.set_ylim(*_padded_limits(ax, "y", shown))
@@ -1086,7 +1086,7 @@ def sampler_map(
         ax.set_xscale("log")
         if nfe_all.size:
             ax.set_xlim(*_padded_limits(ax, "x", nfe_all))
-            _set_ticks(ax.xaxis, _log_ticks(nfe_all.min(), nfe_all.max()))
+            _set_ticks(ax.xaxis, _log_ticks(*ax.get_xlim()))
         ax.set_xlabel("NFE (score evaluations per sample)")
         ax.set_title(_MAP_TITLES.get(name, name) + ("" if positive else " (symlog)"))
         ax.grid(alpha=0.3, which="major")
