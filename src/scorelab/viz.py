@@ -185,8 +185,11 @@ def _format_label(label, key_name: str | None) -> str:
 def _frame_indices(
     frames: int | Sequence[int] | None, n: int, default: int = 50, unit: str = "frame"
 ) -> list[int]:
-    """Indices ``0 <= i < n`` to draw: a count spread evenly (first and last included), or
-    explicit indices; ``unit`` names them in errors (``"frame"``, ``"level"``)."""
+    """Indices ``0 <= i < n`` to draw, from a count or from explicit indices.
+
+    A count is spread evenly (first and last included); ``None`` is ``min(n, default)``;
+    ``unit`` names the indices in errors (``"frame"``, ``"level"``).
+    """
     if frames is None:
         frames = min(n, default)
     if isinstance(frames, int | np.integer):
@@ -949,9 +952,11 @@ def _tick_label(value: float) -> str:
 
 
 def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]:
-    """Labelled ticks for a log axis over ``[lo, hi]`` (``0 < lo <= hi``): ``1, 2, 5 x 10^k``,
-    else ``10^k`` (every few decades when there are many), at most ``max_ticks``; linear
-    "nice" steps when less than two of those fall inside."""
+    """At most ``max_ticks`` labelled ticks for a log axis over ``[lo, hi]``, ``0 < lo <= hi``.
+
+    ``1, 2, 5 x 10^k`` if few enough fall inside, else ``1, 3 x 10^k``, else ``10^k`` (every
+    few decades when there are many); linear "nice" steps when less than two fall inside.
+    """
     k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
 
     def inside(mantissas):
@@ -971,10 +976,12 @@ def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]
 
 
 def _symlog_ticks(lo: float, hi: float, linthresh: float, per_side: int = 3) -> list[float]:
-    """Labelled ticks for a symmetric-log axis over ``[lo, hi]``: ``0`` and ``±10^k`` outside
-    the linear band ``[-linthresh, linthresh]`` (at most ``per_side`` each side), so no label
-    sits next to ``0`` inside the band; linear "nice" steps when the view reaches no decade
-    beyond the band (then it is nearly linear)."""
+    """Labelled ticks for a symmetric-log axis over ``[lo, hi]``: ``0`` and decades.
+
+    The decades ``±10^k`` lie outside the linear band ``[-linthresh, linthresh]`` (at most
+    ``per_side`` each side), so no label crowds ``0`` inside the band; linear "nice" steps
+    when the view reaches no decade beyond the band (it is then nearly linear).
+    """
 
     def decades(top: float) -> list[float]:
         if top <= linthresh:
@@ -1001,8 +1008,11 @@ def _padded_limits(ax: Axes, axis: str, values: np.ndarray, pad: float = 0.05):
 
 
 def _set_ticks(axis, ticks: list[float]) -> None:
-    """Labelled major ticks at ``ticks``; minor ticks unlabelled (log-scale minor labels are
-    what crowd each other)."""
+    """Labelled major ticks at ``ticks`` only; minor ticks stay, unlabelled.
+
+    Log axes spanning about a decade label their minor ticks (``3 x 10^1`` beside
+    ``4 x 10^1``): those are the labels that overlapped.
+    """
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_major_formatter(FixedFormatter([_tick_label(v) for v in ticks]))
     axis.set_minor_formatter(NullFormatter())
