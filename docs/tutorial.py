@@ -486,7 +486,6 @@ levels = samplers.default_sigmas(ANNEALED_LEVELS)
 annealed = samplers.annealed_langevin(levels, n_steps_per_level=5)
 x_init = samplers.ve_prior(key_for("annealed prior"), N_CHAINS, 2, sigma_max)
 out = samplers.sample(key_for("annealed"), annealed, ncsn, x_init, trajectory=True)
-shown_levels = np.linspace(0, ANNEALED_LEVELS - 1, GIF_FRAMES).round().astype(int)  # from the top
 fields = [viz.mesh_score(ncsn, n=20, sigma=float(s)) for s in levels]
 show(
     viz.animate_annealed(
@@ -495,7 +494,7 @@ show(
         fields,
         FIGURES / "annealed.gif",
         data[:1000],
-        frames=[int(level) * 5 + 4 for level in shown_levels],  # each shown level's last step
+        levels=GIF_FRAMES,  # levels spread evenly, each shown after its last step
         tail=40,
         lim=15,
     )

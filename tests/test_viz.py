@@ -3,7 +3,7 @@
 import matplotlib.animation
 import numpy as np
 import pytest
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.quiver import Quiver
 from PIL import Image
 
@@ -177,6 +177,107 @@ def test_metric_vs_steps_log_axis_and_floor(tmp_path):
     assert _saved_png(fig, tmp_path)[0] > 0
 
 
+def _map_rows(nfes, curves):
+    """Sweep rows: ``curves`` maps (sampler, score) -> metric -> one value per NFE."""
+    return [
+        {"sampler": sampler, "score": score, "nfe": nfe, **{m: v[i] for m, v in values.items()}}
+        for (sampler, score), values in curves.items()
+        for i, nfe in enumerate(nfes)
+    ]
+
+
+def _wide_map_rows():
+    """Like the NCSN sampler map: 9 samplers x 2 scores, NFE 5...160 and an adaptive 73.5,
+    values over several decades, a diverged run and negative unbiased MMD² at the floor."""
+    rng = np.random.default_rng(9)
+    nfes = [5, 10, 20, 40, 80, 160]
+    curves = {}
+    for i in range(9):
+        for score in ("exact", "model"):
+            decay = np.geomspace(1.0, 1e-2, 6) * (1 + i)
+            curves[(f"sampler{i}", score)] = {
+                "sw": 0.6 + 80 * decay * rng.uniform(0.5, 1.5, 6),
+                "mmd2": 0.05 * decay**2 + rng.normal(0, 3e-4, 6),
+                "tv": 0.018 + 0.5 * decay * rng.uniform(0.5, 1.0, 6),
+            }
+    curves[("sampler0", "exact")]["sw"][0] = 3e4  # a diverged run
+    rows = _map_rows(nfes, curves)
+    rows.append({"sampler": "tsit5", "score": "exact", "nfe": 73.5, "sw": 0.9, "mmd2": -2e-4})
+    rows[-1]["tv"] = 0.025
+    return rows
+
+
+def _narrow_map_rows():
+    """NFE 10...80 and TV within [0.021, 0.029]: log axes spanning about a decade, where
+    matplotlib labels the minor ticks (3 x 10^1 beside 4 x 10^1); MMD² within its floor."""
+    nfes = [10, 20, 40, 80]
+    curves = {
+        (f"s{i}", "exact"): {
+            "sw": np.linspace(1.4, 1.1, 4) + 0.02 * i,
+            "mmd2": np.linspace(2e-5, -1e-5, 4) * (i + 1),
+            "tv": np.linspace(0.029, 0.021, 4) + 0.001 * (i % 2),
+        }
+        for i in range(3)
+    }
+    return _map_rows(nfes, curves)
+
+
+def _drawn_tick_labels(fig):
+    """The tick labels drawn inside each axis's view, major and minor, with their boxes."""
+    renderer = fig.canvas.get_renderer()
+    drawn = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for locs, get_ticks in (
+                (axis.get_majorticklocs(), axis.get_major_ticks),
+                (axis.get_minorticklocs(), axis.get_minor_ticks),
+            ):
+                for loc, tick in zip(locs, get_ticks(len(locs)), strict=True):
+                    label = tick.label1
+                    if lo <= loc <= hi and label.get_visible() and label.get_text():
+                        drawn.append((label.get_text(), label.get_window_extent(renderer)))
+    return drawn
+
+
+@pytest.mark.parametrize("rows_fn", [_wide_map_rows, _narrow_map_rows])
+def test_sampler_map_tick_labels_do_not_overlap(tmp_path, rows_fn):
+    floors = {"sw": (0.78, 0.12), "mmd2": (8.7e-6, 1.9e-4), "tv": (0.027, 0.0038)}
+    fig = viz.sampler_map(rows_fn(), floors)
+    fig.canvas.draw()
+    labels = _drawn_tick_labels(fig)
+    for i, (text_a, box_a) in enumerate(labels):
+        for text_b, box_b in labels[i + 1 :]:
+            width = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            height = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            assert width <= 0 or height <= 0, f"tick labels {text_a!r} and {text_b!r} overlap"
+    for ax in fig.axes:  # few labels, but enough to read the scale
+        assert 2 <= len([t for t in ax.get_xticklabels() if t.get_text()]) <= 6
+        assert 2 <= len([t for t in ax.get_yticklabels() if t.get_text()]) <= 6
+    assert _saved_png(fig, tmp_path)[0] > 0
+
+
+@pytest.mark.parametrize("rows_fn", [_wide_map_rows, _narrow_map_rows])
+def test_sampler_map_every_point_in_view(rows_fn):
+    floors = {"sw": (0.78, 0.12), "mmd2": (8.7e-6, 1.9e-4), "tv": (0.027, 0.0038)}
+    rows = rows_fn()
+    fig = viz.sampler_map(rows, floors)
+    for ax, name in zip(fig.axes, ("sw", "mmd2", "tv"), strict=True):
+        y0, y1 = ax.get_ylim()
+        x0, x1 = ax.get_xlim()
+        curves = [line for line in ax.get_lines() if "floor" not in line.get_label()]
+        assert len(curves) == len({(row["sampler"], row["score"]) for row in rows})
+        drawn = np.concatenate([line.get_ydata() for line in curves])
+        # Every value of the rows is drawn, and every drawn point is inside the panel.
+        np.testing.assert_allclose(np.sort(drawn), np.sort([row[name] for row in rows]))
+        assert np.all((y0 <= drawn) & (drawn <= y1)), (name, (y0, y1), drawn.min(), drawn.max())
+        nfe = np.concatenate([line.get_xdata() for line in curves])
+        assert np.all((x0 <= nfe) & (nfe <= x1))
+    mmd = fig.axes[1]
+    assert mmd.get_yscale() == "symlog" and mmd.get_ylim()[0] < 0  # negative MMD² shown
+    assert fig.axes[0].get_yscale() == fig.axes[2].get_yscale() == "log"
+
+
 def test_image_grid_is_pixel_exact(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
     grid = _pixels(viz.save_image_grid(images, tmp_path / "nested/dir/g.png"))  # 2 x 2, padded
@@ -218,6 +319,34 @@ def test_animate_trajectories_frame_counts(tmp_path):
         viz.animate_trajectories(trajectories, tmp_path / "c.gif", frames=[10])
 
 
+def _record_frames(monkeypatch):
+    """Snapshots of the figure at each GIF frame: suptitle, and per axes its limits, title,
+    scatter offsets and line data, taken just before the frame is written."""
+    frames = []
+    grab_frame = matplotlib.animation.PillowWriter.grab_frame
+
+    def recording_grab_frame(self, **kwargs):
+        axes = [
+            {
+                "xlim": ax.get_xlim(),
+                "ylim": ax.get_ylim(),
+                "title": ax.get_title(),
+                "offsets": [
+                    np.array(c.get_offsets())
+                    for c in ax.collections
+                    if isinstance(c, PathCollection)
+                ],
+                "lines": [np.asarray(line.get_xydata()) for line in ax.get_lines()],
+            }
+            for ax in self.fig.axes
+        ]
+        frames.append({"suptitle": self.fig.get_suptitle(), "axes": axes})
+        return grab_frame(self, **kwargs)
+
+    monkeypatch.setattr(matplotlib.animation.PillowWriter, "grab_frame", recording_grab_frame)
+    return frames
+
+
 def test_animate_noised_sequence_one_frame_per_level(tmp_path):
     sigmas = np.array([0.1, 1.0, 5.0])
     samples = sigmas[:, None, None] * np.random.default_rng(5).normal(size=(3, 40, 2))
@@ -227,16 +356,72 @@ def test_animate_noised_sequence_one_frame_per_level(tmp_path):
         viz.animate_noised_sequence(samples, sigmas[:2], tmp_path / "q.gif")
 
 
+def test_animate_noised_sequence_keeps_points_in_view(monkeypatch, tmp_path):
+    # The tutorial's nine modes (spacing 10, sd ~0.3) noised up to EDM's sigma_max = 80: a view
+    # fixed on the data (about +-13) would keep ~1% of the sigma = 80 points.
+    rng = np.random.default_rng(8)
+    modes = np.stack(np.meshgrid([-10.0, 0.0, 10.0], [-10.0, 0.0, 10.0]), -1).reshape(9, 2)
+    data = modes[rng.integers(0, 9, 2000)] + 0.3 * rng.normal(size=(2000, 2))
+    sigmas = np.array([80.0, 10.0, 1.0, 0.02])  # in sampling order
+    samples = data + sigmas[:, None, None] * rng.normal(size=(4, 2000, 2))
+    frames = _record_frames(monkeypatch)
+    viz.animate_noised_sequence(samples, sigmas, tmp_path / "q.gif", dpi=30)
+    assert len(frames) == 4
+    for frame, x, sigma in zip(frames, samples, sigmas, strict=True):
+        ax = frame["axes"][0]
+        (x0, x1), (y0, y1) = ax["xlim"], ax["ylim"]
+        np.testing.assert_array_equal(ax["offsets"][0], x)  # the level drawn is this frame's
+        inside = (x0 <= x[:, 0]) & (x[:, 0] <= x1) & (y0 <= x[:, 1]) & (x[:, 1] <= y1)
+        assert inside.mean() >= 0.99, (sigma, inside.mean(), ax["xlim"])
+        assert f"{sigma:.3g}" in ax["title"] and "view" in ax["title"]
+    # The view grows with the noise and is the data's (padded) box at the smallest sigma.
+    half = [np.diff(frame["axes"][0]["xlim"])[0] / 2 for frame in frames]
+    assert half == sorted(half, reverse=True)
+    assert 10.3 < half[-1] < 15.0 and half[0] > 3 * 80.0
+
+
+def _annealed_inputs(mixture, n_levels, per_level, n_chains=2):
+    """Ascending sigmas, their fields, and trajectories whose every record is distinct."""
+    sigmas = np.geomspace(0.1, 10.0, n_levels)
+    field = viz.mesh_score(ExactScore(mixture), lim=15.0, n=8, sigma=1.0)
+    steps = n_levels * per_level
+    trajectories = np.arange(n_chains * steps * 2, dtype=float).reshape(n_chains, steps, 2)
+    return sigmas, [field] * n_levels, trajectories
+
+
 def test_animate_annealed_frames_and_level_check(mixture, tmp_path):
-    sigmas = np.array([0.1, 1.0, 5.0])  # ascending: sampling visits 5, 1, 0.1
-    fields = [viz.mesh_score(ExactScore(mixture), lim=15.0, n=16, sigma=s) for s in sigmas]
-    trajectories = np.random.default_rng(6).normal(size=(2, 6, 2))  # 3 levels x 2 steps
+    sigmas, fields, trajectories = _annealed_inputs(mixture, 3, 2)  # 3 levels x 2 steps
     path = viz.animate_annealed(trajectories, sigmas, fields, tmp_path / "a.gif", tail=3, dpi=30)
     assert _gif_frames(path) == 3  # default: the last step of each level
-    path = viz.animate_annealed(trajectories, sigmas, fields, tmp_path / "b.gif", frames=6, dpi=30)
-    assert _gif_frames(path) == 6
+    path = viz.animate_annealed(trajectories, sigmas, fields, tmp_path / "b.gif", levels=2, dpi=30)
+    assert _gif_frames(path) == 2
     with pytest.raises(ValueError, match="not a multiple"):
         viz.animate_annealed(trajectories[:, :5], sigmas, fields, tmp_path / "c.gif")
+    with pytest.raises(ValueError, match=r"level indices must lie in \[0, 2\]"):
+        viz.animate_annealed(trajectories, sigmas, fields, tmp_path / "d.gif", levels=[3])
+    # Frames are chosen in levels: the former step-index keyword is refused, not misread.
+    with pytest.raises(TypeError, match="frames"):
+        viz.animate_annealed(trajectories, sigmas, fields, tmp_path / "e.gif", frames=[0, 2])
+
+
+@pytest.mark.parametrize("levels", [None, 4, list(range(0, 10, 3))])
+def test_animate_annealed_last_frame_is_the_last_level(mixture, monkeypatch, tmp_path, levels):
+    # The demo's bug: level indices read as step indices stopped the GIF at level 20 of 100.
+    n_levels, per_level = 10, 5
+    sigmas, fields, trajectories = _annealed_inputs(mixture, n_levels, per_level)
+    frames = _record_frames(monkeypatch)
+    viz.animate_annealed(trajectories, sigmas, fields, tmp_path / "a.gif", levels=levels, dpi=30)
+    shown = [0, 3, 6, 9] if levels is not None else list(range(n_levels))
+    assert len(frames) == len(shown)
+    for frame, level in zip(frames, shown, strict=True):
+        step = (level + 1) * per_level - 1  # the level's last step
+        paths, points = frame["axes"]
+        np.testing.assert_array_equal(points["offsets"][0], trajectories[:, step])
+        np.testing.assert_array_equal(paths["lines"][0][-1], trajectories[0, step])
+        assert f"level {level + 1} / {n_levels}" in frame["suptitle"]
+        assert f"step {step + 1} / {n_levels * per_level}" in frame["suptitle"]
+    assert f"level {n_levels} / {n_levels}" in frames[-1]["suptitle"]
+    np.testing.assert_array_equal(frames[-1]["axes"][1]["offsets"][0], trajectories[:, -1])
 
 
 def test_mp4_without_ffmpeg_is_a_clear_error(monkeypatch, tmp_path):

@@ -511,7 +511,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
             fields,
             out_dir / "annealed.gif",
             data,
-            frames=list(range(0, settings.annealed_levels, 2)),
+            levels=50,  # 50 levels spread evenly, the first and the last included
             lim=15.0,
         )
     )

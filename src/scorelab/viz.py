@@ -33,7 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullFormatter, NullLocator
 
 __all__ = [
     "mesh_score",
@@ -182,18 +182,23 @@ def _format_label(label, key_name: str | None) -> str:
     return f"{key_name} = {label:g}"
 
 
-def _frame_indices(frames: int | Sequence[int] | None, n: int, default: int = 50) -> list[int]:
-    """Indices ``0 <= i < n`` to draw: a count spread evenly (first and last included), or
-    explicit indices."""
+def _frame_indices(
+    frames: int | Sequence[int] | None, n: int, default: int = 50, unit: str = "frame"
+) -> list[int]:
+    """Indices ``0 <= i < n`` to draw, from a count or from explicit indices.
+
+    A count is spread evenly (first and last included); ``None`` is ``min(n, default)``;
+    ``unit`` names the indices in errors (``"frame"``, ``"level"``).
+    """
     if frames is None:
         frames = min(n, default)
     if isinstance(frames, int | np.integer):
         if frames < 1:
-            raise ValueError(f"frames must be >= 1; got {frames}")
+            raise ValueError(f"the number of {unit}s must be >= 1; got {frames}")
         return np.unique(np.linspace(0, n - 1, min(int(frames), n)).round().astype(int)).tolist()
     indices = [int(i) for i in frames]
     if not indices or min(indices) < 0 or max(indices) >= n:
-        raise ValueError(f"frame indices must lie in [0, {n - 1}]; got {indices[:5]}...")
+        raise ValueError(f"{unit} indices must lie in [0, {n - 1}]; got {indices[:5]}...")
     return indices
 
 
@@ -212,17 +217,21 @@ def _animation_writer(path) -> Callable[[int], mpl_animation.AbstractMovieWriter
     raise ValueError(f"animation path must end in .gif or .mp4; got {str(path)!r}")
 
 
-def _save_animation(fig: Figure, update, frames: list, path, writer_factory, fps: int) -> Path:
+def _save_animation(
+    fig: Figure, update, frames: list, path, writer_factory, fps: int, layout_frame=None
+) -> Path:
     """Draw ``update(frame)`` for each frame into the movie writer, one render per frame.
 
-    ``fig`` exists only for the animation: it is cleared afterwards, whatever happens.
+    The layout is computed at ``layout_frame`` (default the first frame): the frame whose
+    tick labels need the most room. ``fig`` exists only for the animation: it is cleared
+    afterwards, whatever happens.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # Lay the figure out once, at its first frame, then freeze it: re-running constrained
-        # layout on every frame costs more than drawing it, and the frames only move data.
-        update(frames[0])
+        # Lay the figure out once, then freeze it: re-running constrained layout on every
+        # frame costs more than drawing it, and the frames only move data (and limits).
+        update(frames[0] if layout_frame is None else layout_frame)
         fig.canvas.draw()
         fig.set_layout_engine("none")
         writer = writer_factory(fps)
@@ -794,16 +803,21 @@ def animate_noised_sequence(
     r"""Animate samples of the noised sequence :math:`q_\sigma = q_0 * N(0, \sigma^2 I)`,
     one level per frame in the given order, with :math:`\sigma` in the title.
 
+    The view follows the noise: every frame is a square around the least-noised level's
+    centre, wide enough to hold all of that frame's points (padded by 10%) and never smaller
+    than the least-noised view, so :math:`\sigma = 80` is not cropped to the data's box. The
+    half-width is stated in each frame's title.
+
     Args:
         samples_per_sigma: ``(n_levels, n, 2)``, samples of :math:`q_{\sigma_i}` in row ``i``.
         sigmas: ``(n_levels,)``.
         path: output ``.gif`` or ``.mp4``.
         frames: number of frames spread over the levels (default ``min(n_levels, 50)``), or
             level indices.
-        lim: plot half-width; ``None`` derives it from the least-noised level (the data),
-            padded by 30%, so the noisier levels spill out of the view as the noise grows.
+        lim: the smallest view, the square :math:`[-lim, lim]^2`; ``None`` derives it from the
+            least-noised level (the data), padded by 30%.
         fps, dpi: frames per second and resolution (80 dpi keeps GIFs small).
-        title: title; ``sigma = ...`` is appended.
+        title: title; ``sigma = ...`` and the view's half-width are appended.
     """
     writer_factory = _animation_writer(path)
     samples = _chains(samples_per_sigma, "samples_per_sigma")
@@ -811,20 +825,32 @@ def animate_noised_sequence(
     if sigmas.size != samples.shape[0]:
         raise ValueError(f"got {sigmas.size} sigmas for {samples.shape[0]} levels of samples")
     indices = _frame_indices(frames, sigmas.size)
-    limits = _square_limits(samples[int(np.argmin(sigmas))], lim, pad=0.3)
+    (x0, x1), (y0, y1) = _square_limits(samples[int(np.argmin(sigmas))], lim, pad=0.3)
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    smallest = (x1 - x0) / 2
 
+    def half_width(level: int) -> float:
+        offsets = np.abs(samples[level] - centre)
+        offsets = offsets[np.all(np.isfinite(offsets), axis=1)]
+        return max(smallest, 1.1 * float(offsets.max())) if offsets.size else smallest
+
+    widths = {level: half_width(level) for level in indices}
     fig = _figure(figsize=(_PANEL + 0.5, _PANEL + 0.5), dpi=dpi)
     ax = fig.add_subplot()
-    _draw_scene(ax, None, None, limits, None)
+    _draw_scene(ax, None, None, ((x0, x1), (y0, y1)), None)
     scatter = ax.scatter(
         samples[0, :, 0], samples[0, :, 1], s=5, color="tab:blue", alpha=0.6, linewidths=0
     )
 
     def update(level):
+        half = widths[level]
+        ax.set_xlim(centre[0] - half, centre[0] + half)
+        ax.set_ylim(centre[1] - half, centre[1] + half)
         scatter.set_offsets(samples[level])
-        ax.set_title(rf"{title},  $\sigma$ = {sigmas[level]:.3g}")
+        ax.set_title(rf"{title},  $\sigma$ = {sigmas[level]:.3g} (view $\pm${half:.3g})")
 
-    return _save_animation(fig, update, indices, path, writer_factory, fps)
+    widest = max(indices, key=widths.__getitem__)
+    return _save_animation(fig, update, indices, path, writer_factory, fps, widest)
 
 
 def animate_annealed(
@@ -834,7 +860,7 @@ def animate_annealed(
     path,
     data=None,
     *,
-    frames: int | Sequence[int] | None = None,
+    levels: int | Sequence[int] | None = None,
     tail: int | None = None,
     lim: float | None = None,
     normalise: str | None = "max",
@@ -845,10 +871,11 @@ def animate_annealed(
     r"""Animate annealed-Langevin chains with the score field of the current noise level.
 
     The chains run ``n_steps_per_level`` steps at each :math:`\sigma`, from the largest to
-    the smallest; each frame shows the paths so far (left, optionally only the last ``tail``
-    steps) and the current points (right) over the field of the current level, rescaled per
-    level (``normalise="max"``, the tutorial's choice: the raw field grows like
-    :math:`1/\sigma^2`).
+    the smallest. One frame per shown level, drawn after that level's last step: the paths so
+    far (left, optionally only the last ``tail`` steps) and the current points (right) over
+    the field of that level, rescaled per level (``normalise="max"``, the tutorial's choice:
+    the raw field grows like :math:`1/\sigma^2`). Frames are chosen in levels, not steps, so
+    a list of level indices cannot be read as step indices (and stop early).
 
     Args:
         trajectories: ``(n_chains, n_levels * n_steps_per_level, 2)`` in sampling order.
@@ -857,8 +884,9 @@ def animate_annealed(
             ``sigmas[i]``.
         path: output ``.gif`` or ``.mp4``.
         data: optional ``(n, 2)`` target samples.
-        frames: number of frames spread over all steps, or step indices; default the last
-            step of each level (at most 50 levels, evenly spread).
+        levels: the levels shown, one frame each: a number of levels spread evenly from the
+            first to the last (both included), or level indices in sampling order (``0`` is
+            the largest sigma, ``n_levels - 1`` the smallest); default ``min(n_levels, 50)``.
         tail: number of most recent steps drawn in the path panel; ``None`` draws all.
         lim: plot half-width; ``None`` derives it from the data, else the mesh.
         normalise: arrow rescaling, see :func:`score_field`.
@@ -881,11 +909,8 @@ def animate_annealed(
             "(expected n_levels * n_steps_per_level records, without the initial point)"
         )
     per_level = n_total // n_levels
-    if frames is None:
-        levels = _frame_indices(None, n_levels)
-        indices = [(level + 1) * per_level - 1 for level in levels]
-    else:
-        indices = _frame_indices(frames, n_total)
+    shown = _frame_indices(levels, n_levels, unit="level")
+    indices = [(level + 1) * per_level - 1 for level in shown]  # each level's last step
     data = None if data is None else _points(data, "data")
     limits = _square_limits(_scene_points(data, fields[0], trajectories.reshape(-1, 2)), lim)
     fig, quivers, lines, points = _chain_panels(
@@ -910,6 +935,87 @@ def animate_annealed(
 
 
 _MAP_TITLES = {"sw": "sliced Wasserstein", "mmd2": "MMD²", "tv": "mode-weight TV"}
+_MAX_TICKS = 6  # labelled ticks per axis: ~6 short labels fit a 4.5-inch panel side by side
+
+
+def _tick_label(value: float) -> str:
+    """A short tick label: plain digits for moderate magnitudes, else mathtext ``m x 10^k``."""
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:g}"
+    exponent = math.floor(math.log10(abs(value)) + 1e-9)
+    mantissa = round(value / 10.0**exponent, 6)
+    if abs(mantissa) == 1:
+        return rf"${'-' if mantissa < 0 else ''}10^{{{exponent}}}$"
+    return rf"${mantissa:g}\times10^{{{exponent}}}$"
+
+
+def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]:
+    """At most ``max_ticks`` labelled ticks for a log axis over ``[lo, hi]``, ``0 < lo <= hi``.
+
+    ``1, 2, 5 x 10^k`` if few enough fall inside, else ``1, 3 x 10^k``, else ``10^k`` (every
+    few decades when there are many); linear "nice" steps when less than two fall inside.
+    """
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+
+    def inside(mantissas):
+        values = (m * 10.0**k for k in range(k0, k1 + 1) for m in mantissas)
+        return [v for v in values if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = inside(mantissas)
+        if len(ticks) <= max_ticks:
+            break
+    else:
+        ticks = ticks[:: math.ceil(len(ticks) / max_ticks)]
+    if len(ticks) < 2:
+        linear = MaxNLocator(nbins=3, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [float(v) for v in linear if lo <= v <= hi] or [lo, hi]
+    return sorted(set(ticks))
+
+
+def _symlog_ticks(lo: float, hi: float, linthresh: float, per_side: int = 3) -> list[float]:
+    """Labelled ticks for a symmetric-log axis over ``[lo, hi]``: ``0`` and decades.
+
+    The decades ``±10^k`` lie outside the linear band ``[-linthresh, linthresh]`` (at most
+    ``per_side`` each side), so no label crowds ``0`` inside the band; linear "nice" steps
+    when the view reaches no decade beyond the band (it is then nearly linear).
+    """
+
+    def decades(top: float) -> list[float]:
+        if top <= linthresh:
+            return []
+        first = math.ceil(math.log10(linthresh) - 1e-9)
+        powers = [10.0**k for k in range(first, math.floor(math.log10(top) + 1e-9) + 1)]
+        return powers[::-1][:: math.ceil(len(powers) / per_side)][::-1] if powers else []
+
+    zero = [0.0] if lo <= 0 <= hi else []
+    ticks = [-v for v in decades(-lo)[::-1]] + zero + decades(hi)
+    if len(ticks) < 2:
+        linear = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [float(v) for v in linear if lo <= v <= hi]
+    return ticks
+
+
+def _padded_limits(ax: Axes, axis: str, values: np.ndarray, pad: float = 0.05):
+    """Limits holding every value, padded by ``pad`` of the span in the axis's scale."""
+    transform = (ax.xaxis if axis == "x" else ax.yaxis).get_transform()
+    t = transform.transform(values.reshape(-1, 1)).ravel()
+    lo, hi = t.min(), t.max()
+    margin = pad * (hi - lo) if hi > lo else 0.5
+    return tuple(transform.inverted().transform([[lo - margin], [hi + margin]]).ravel())
+
+
+def _set_ticks(axis, ticks: list[float]) -> None:
+    """Labelled major ticks at ``ticks`` only; minor ticks stay, unlabelled.
+
+    Log axes spanning about a decade label their minor ticks (``3 x 10^1`` beside
+    ``4 x 10^1``): those are the labels that overlapped.
+    """
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FixedFormatter([_tick_label(v) for v in ticks]))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def sampler_map(
@@ -922,8 +1028,10 @@ def sampler_map(
 
     Solid lines are the exact score, dashed ones any other score (a trained model); the grey
     band is the floor's mean ± sd (two exact sets, :func:`scorelab.metrics.floor`) and the
-    dotted line ``factor`` x its mean (mean + ``factor`` sd for MMD², centred on 0, drawn on a
-    symmetric-log axis). Values above 50x that bound are cut off.
+    dotted line ``factor`` x its mean (mean + ``factor`` sd for MMD²). NFE is on a log axis;
+    SW and TV on log axes, MMD² (unbiased: near 0 and negative at the floor) on a
+    symmetric-log axis, linear within one floor sd of 0. Every finite value is in view, and
+    each axis labels at most six ticks (``1, 2, 5 x 10^k`` or decades).
 
     Args:
         rows: seed-averaged rows (:func:`scorelab.sweep.mean_rows`): ``sampler``, ``score``,
@@ -939,6 +1047,8 @@ def sampler_map(
     # Colour and marker together tell apart more samplers than the 9 colours alone: 7 markers
     # against 9 colours (coprime), so no pair repeats before 63 samplers.
     markers = {label: "osD^vPX"[i % 7] for i, label in enumerate(labels)}
+    nfe_all = np.array([float(row["nfe"]) for row in rows])
+    nfe_all = nfe_all[np.isfinite(nfe_all) & (nfe_all > 0)]
     fig = _figure(figsize=(_PANEL * len(metric_names), 4.2))
     for index, name in enumerate(metric_names):
         ax = fig.add_subplot(1, len(metric_names), index + 1)
@@ -947,6 +1057,7 @@ def sampler_map(
             series.setdefault((row["sampler"], row["score"]), []).append(
                 (float(row["nfe"]), float(row[name]))
             )
+        curves = []
         for (label, score), points in series.items():
             nfe, values = np.asarray(sorted(points)).T
             ax.plot(
@@ -958,20 +1069,37 @@ def sampler_map(
                 linestyle="-" if score == "exact" else "--",
                 label=label if score == "exact" else f"{label} ({score})",
             )
+            curves.append(values)
+        curves = np.concatenate(curves)
+        curves = curves[np.isfinite(curves)]
         mean, sd = (float(v) for v in floors[name])
         ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.3, linewidth=0, label="floor")
         bound = mean + factor * sd if name == "mmd2" else factor * mean
         ax.axhline(bound, color="0.3", linestyle=":", linewidth=1, label=f"{factor:g}x floor")
-        ax.set_xscale("log")
-        if name == "mmd2":  # unbiased, so near 0 and negative at the floor: linear there
-            ax.set_yscale("symlog", linthresh=max(sd, 1e-12))
-            ax.set_ylim(bottom=max(ax.get_ylim()[0], -10 * abs(bound)))
-        else:
+        shown = np.concatenate([curves, [mean - sd, mean + sd, bound]])
+        shown = shown[np.isfinite(shown)]
+        # Log where every value is positive; else (MMD², or a zero TV) symmetric log, linear
+        # within one floor sd (at least a millionth of the largest value, so that a tiny sd
+        # does not spread the panel over a dozen empty decades).
+        positive = name != "mmd2" and bool(np.all(curves > 0))
+        if positive:
+            shown = shown[shown > 0]  # a band reaching below 0 is cut, not the curves
             ax.set_yscale("log")
-        # A diverged run (e.g. Langevin at an unstable step) would flatten the rest.
-        ax.set_ylim(top=min(ax.get_ylim()[1], 50 * bound))
+        else:
+            peak = float(np.max(np.abs(shown))) if shown.size else 1.0
+            linthresh = max(abs(sd), 1e-6 * peak) or 1.0  # all zero: any band will do
+            ax.set_yscale("symlog", linthresh=linthresh)
+        if shown.size:
+            ax.set_ylim(*_padded_limits(ax, "y", shown))
+        lo, hi = ax.get_ylim()
+        _set_ticks(ax.yaxis, _log_ticks(lo, hi) if positive else _symlog_ticks(lo, hi, linthresh))
+        ax.set_xscale("log")
+        if nfe_all.size:
+            ax.set_xlim(*_padded_limits(ax, "x", nfe_all))
+            _set_ticks(ax.xaxis, _log_ticks(*ax.get_xlim()))
         ax.set_xlabel("NFE (score evaluations per sample)")
-        ax.set_title(_MAP_TITLES.get(name, name))
+        ax.set_title(_MAP_TITLES.get(name, name) + ("" if positive else " (symlog)"))
+        ax.grid(alpha=0.3, which="major")
         if index == len(metric_names) - 1:
             _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
