@@ -106,14 +106,15 @@ def from_epsilon(eps_fn, alphas_cumprod):
 
     Args:
         eps_fn: ``(x_t (*S), t scalar float in [0, T - 1]) -> (*S)``, the predicted noise.
-        alphas_cumprod: ``(T,)`` :math:`\bar\alpha_t`, decreasing, in ``(0, 1)`` (e.g.
+        alphas_cumprod: ``(T,)`` :math:`\bar\alpha_t`, strictly decreasing in ``(0, 1)`` (e.g.
             :func:`scorelab.noise.vp_alphas_cumprod`); concrete, not traced.
 
     Returns:
         ``score_fn(x (*S), sigma scalar > 0) -> (*S)``, a :class:`jax.tree_util.Partial`.
 
     Raises:
-        ValueError: if ``alphas_cumprod`` has an entry outside ``[0, 1]``.
+        ValueError: unless ``alphas_cumprod`` is 1-D, strictly decreasing and inside
+            ``(0, 1)`` (in float32).
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
@@ -122,6 +123,14 @@ def from_epsilon(eps_fn, alphas_cumprod):
         Diffusion-Based Generative Models, App. B.2 and C.3. https://arxiv.org/abs/2206.00364
     """
     log_sigmas = jnp.log(ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod)))
+    # jnp.interp needs ascending, finite levels: abar strictly decreasing inside (0, 1)
+    if log_sigmas.ndim != 1 or not (
+        jnp.all(jnp.isfinite(log_sigmas)) and jnp.all(jnp.diff(log_sigmas) > 0)
+    ):
+        raise ValueError(
+            "alphas_cumprod: expected a 1-D schedule strictly decreasing inside (0, 1), e.g. "
+            "scheduler.alphas_cumprod"
+        )
     return ve_score_from_vp(Partial(_eps_vp_score, eps_fn=eps_fn, log_sigmas=log_sigmas))
 
 
