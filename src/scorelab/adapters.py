@@ -82,7 +82,10 @@ def from_epsilon(eps_fn, alphas_cumprod):
         \alpha_t = \frac{1}{\sqrt{1 + \sigma^2}},
 
     i.e. :func:`scorelab.samplers.ve_score_from_vp` of the VP score
-    :math:`-\hat\varepsilon / \sigma_t` (Ho et al. 2020, eq. 11).
+    :math:`-\hat\varepsilon / \sigma_t`; equivalently Tweedie's formula
+    (:func:`from_denoiser`) of the VP denoiser :math:`D(x, \sigma) = x - \sigma
+    \hat\varepsilon(x / \sqrt{1 + \sigma^2}, t(\sigma))` (Karras et al. 2022, Table 1, VP;
+    k-diffusion's ``DiscreteEpsDDPMDenoiser``).
 
     **The timestep of a level.** :math:`t(\sigma)` interpolates ``t`` linearly in
     :math:`\log\sigma` between the grid's own levels :math:`\sigma_i` (k-diffusion's
@@ -94,12 +97,12 @@ def from_epsilon(eps_fn, alphas_cumprod):
     own level of :math:`t(\sigma)`; if its level :math:`\lambda(t) = \log\sigma(t)` is curved
     between integer timesteps, that level misses :math:`\log\sigma` by the chord error
     :math:`|\delta| \le \max |\lambda''| / 8`, and the score errs to first order in
-    :math:`\delta`. For DDPM's linear betas (``T = 1000``) with :math:`\bar\alpha` linear in
-    ``t`` between timesteps, :math:`|\delta|` is 0.038 in the first interval
-    (:math:`\sigma` from 0.010 to 0.015), 0.0011 at ``t = 10`` and below :math:`3 \times
-    10^{-5}` from ``t = 100`` on. To stay exact, sample on the grid's levels
-    (:func:`scorelab.samplers.ve_sigmas_from_vp` of :func:`scorelab.noise.vp_alpha_sigma`,
-    or a subset of them).
+    :math:`\delta` (a relative error of order :math:`|\delta|`). For DDPM's linear betas
+    (``T = 1000``) with :math:`\bar\alpha` linear in ``t`` between timesteps, :math:`|\delta|`
+    is 0.038 in the first interval (:math:`\sigma` from 0.010 to 0.015), 0.0011 at ``t = 10``
+    and below :math:`3 \times 10^{-5}` from ``t = 100`` on. To stay exact, sample on the
+    grid's levels (:func:`scorelab.samplers.ve_sigmas_from_vp` of
+    :func:`scorelab.noise.vp_alpha_sigma`, or a subset of them).
 
     A model that takes integer timesteps only can round ``t`` itself; a batched model can be
     given as ``lambda x_t, t: model(x_t[None], t[None])[0]``.
@@ -120,7 +123,9 @@ def from_epsilon(eps_fn, alphas_cumprod):
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
         https://arxiv.org/abs/2006.11239
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
-        Diffusion-Based Generative Models, App. B.2 and C.3. https://arxiv.org/abs/2206.00364
+        Diffusion-Based Generative Models, Table 1 and App. B.2. https://arxiv.org/abs/2206.00364
+        Crowson, K. (2022). k-diffusion, ``k_diffusion/external.py``
+        (``DiscreteSchedule.sigma_to_t``). https://github.com/crowsonkb/k-diffusion
     """
     log_sigmas = jnp.log(ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod)))
     # jnp.interp needs ascending, finite levels: abar strictly decreasing inside (0, 1)
