@@ -13,6 +13,7 @@ tolerances are the rounding of the one ill-conditioned operation in each path, n
   :math:`|x| / (\sigma^2 |s|)` below, so no single relative tolerance fits all levels.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,3 +226,38 @@ def test_from_epsilon_samples_as_the_exact_score_on_the_grid(mixture, alphas_cum
 def test_from_epsilon_refuses_a_schedule_that_is_not_decreasing_inside_0_1(alphas_cumprod):
     with pytest.raises(ValueError, match="alphas_cumprod"):
         from_epsilon(lambda x_t, t: x_t, np.asarray(alphas_cumprod, np.float32))
+
+
+# --- compiled once --------------------------------------------------------------------------
+
+_TRACES = []
+
+
+class _Scale(eqx.Module):
+    """``weight * x`` for any convention's ``(x, sigma or t)``; counts its traces."""
+
+    weight: jax.Array
+
+    def __call__(self, x, level):
+        _TRACES.append(None)  # a Python side effect: runs when traced, not when executed
+        return self.weight * x
+
+
+@pytest.mark.parametrize(
+    "adapt",
+    (
+        lambda model, schedule: from_denoiser(model),
+        lambda model, schedule: from_epsilon(model, vp_alphas_cumprod(schedule, 100)),
+        lambda model, schedule: batched(model),
+    ),
+    ids=("from_denoiser", "from_epsilon", "batched"),
+)
+def test_new_weights_or_a_new_schedule_do_not_recompile(adapt):
+    """The wrapped module's weights and the schedule are traced leaves of the adapter."""
+    sampler, x_init = ddim(default_sigmas(5)), jnp.ones((3, 2))
+    first = sample(jax.random.key(0), sampler, adapt(_Scale(jnp.float32(0.5)), "linear"), x_init)
+    n_traces = len(_TRACES)
+    assert n_traces > 0
+    second = adapt(_Scale(jnp.float32(0.25)), "scaled_linear")
+    assert np.any(sample(jax.random.key(0), sampler, second, x_init).x != first.x)
+    assert len(_TRACES) == n_traces  # nothing was traced again, so nothing recompiled
