@@ -24,7 +24,10 @@ LAYERS = (
     ("support", ("_validate", "_files")),
     (
         "maths core",
-        ("noise", "targets", "data", "models", "losses", "samplers", "metrics", "likelihood"),
+        (
+            "noise", "targets", "data", "models", "losses", "samplers", "adapters", "metrics",
+            "likelihood",
+        ),
     ),
     ("figures", ("viz",)),
     ("diffusers wing", ("diffusers",)),
