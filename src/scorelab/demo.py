@@ -41,10 +41,11 @@ import numpy as np
 from jax.tree_util import Partial
 
 from scorelab import builders, samplers, viz
-from scorelab._validate import from_mapping
+from scorelab._validate import check_choice, check_int, check_real, from_mapping
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
+from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
-from scorelab.noise import karras_sigmas, sigma_grid
+from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
 from scorelab.runs import atomic_write, load_run, manifest, read_json, write_json
 from scorelab.targets import seed_mixture
@@ -115,6 +116,39 @@ class DemoSettings:
     ddim_ns: tuple[int, ...] = tuple(int(k * k) for k in range(2, 11))
     floor_repeats: int = 5
     n_chains_animated: int = 20
+
+    def __post_init__(self):
+        positive = ("a number > 0", lambda v: v > 0)
+        for name, minimum in (
+            ("seed", 0),
+            ("n_data", 2),
+            ("n_samples", 2),
+            ("ula_steps", 1),
+            ("annealed_levels", 2),
+            ("annealed_steps_per_level", 1),
+            ("floor_repeats", 2),
+            ("n_chains_animated", 1),
+        ):
+            check_int(f"demo.{name}", getattr(self, name), minimum)
+        for name in ("dsm_sigma", "sigma_min", "rho", "ula_step_size"):
+            check_real(f"demo.{name}", getattr(self, name), *positive)
+        for name in ("sigma_max", "tutorial_sigma_max"):
+            check_real(
+                f"demo.{name}",
+                getattr(self, name),
+                f"a number > sigma_min ({self.sigma_min})",
+                lambda v: v > self.sigma_min,
+            )
+        check_choice("demo.grid", self.grid, GRIDS)
+        check_choice(
+            "demo.ncsn_sigma_distribution", self.ncsn_sigma_distribution, SIGMA_DISTRIBUTIONS
+        )
+        if not (self.ddim_etas and self.ddim_ns):
+            raise ValueError("demo.ddim_etas, demo.ddim_ns: give at least one value each")
+        for eta in self.ddim_etas:
+            check_real("demo.ddim_etas", eta, "numbers >= 0", lambda v: v >= 0)
+        for n in self.ddim_ns:
+            check_int("demo.ddim_ns", n, 2)
 
     @classmethod
     def full(cls) -> DemoSettings:
