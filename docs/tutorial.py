@@ -633,8 +633,8 @@ show(viz.metric_vs_steps(sweep, floor, title="DDIM with the NCSN model"), "sw_vs
 #
 # [`scorelab.diffusers`](api/diffusers.md) runs it in JAX without PyTorch: it reads a
 # diffusers pipeline folder (U-Net weights and scheduler options, every field and tensor
-# checked) and samples with diffusers' conventions, matching `DDIMPipeline` (the tests compare them). No download
-# happens at run time, so the real weights must already be on the machine: run
+# checked) and samples with diffusers' conventions, matching `DDIMPipeline` (the tests
+# compare them). No download happens at run time, so the real weights must already be on the machine: run
 # `huggingface-cli download google/ddpm-ema-celebahq-256` where there is network (it fills
 # the local Hugging Face cache, which scorelab finds by the hub id), or copy the folder and
 # point `SCORELAB_PRETRAINED` at it. Without them this section runs on the repository's tiny
