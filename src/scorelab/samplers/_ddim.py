@@ -40,17 +40,6 @@ class DDIM(AbstractSampler):
     sigmas: Array
     eta: Array = option(1.0, "DDIM's eta (eq. 16): 0 deterministic, 1 ancestral", in_label=True)
     final_noise: Array = option(0.0, "standard deviation of the final step's noise, to sigma = 0")
-    etas: Array  # ve_ddim_etas(sigmas, eta, final_noise), computed once in __init__
-
-    def __init__(self, sigmas, eta=1.0, final_noise=0.0):
-        self.sigmas = sigmas
-        self.eta = eta
-        self.final_noise = final_noise
-        # Computed eagerly here rather than in the traced schedule: XLA's fused kernel rounds
-        # the last bit of some etas differently, and these are the values every earlier
-        # version used (the demo's table reproduces bit for bit). A new grid or eta is still a
-        # new leaf of the same shape: no recompilation.
-        self.etas = _etas(jnp.asarray(sigmas), jnp.asarray(eta), jnp.asarray(final_noise))
 
     @property
     def n_steps(self) -> int:
@@ -63,7 +52,7 @@ class DDIM(AbstractSampler):
     def schedule(self):
         """``(sigma_t, sigma_prev, eta_t)`` from the top: ``sigma_{N-1} -> sigma_{N-2}``, ...,
         ``sigma_1 -> sigma_0``, then the final step ``sigma_0 -> 0`` with ``final_noise``."""
-        etas = self.etas
+        etas = _etas(self.sigmas, self.eta, self.final_noise)
         return (*descending_steps(self.sigmas), jnp.concatenate([etas[1:][::-1], etas[:1]]))
 
     def step(self, score_fn, x_t, inputs):
