@@ -397,10 +397,13 @@ class StepNoise(NamedTuple):
 
 def run_chain(
     sampler: AbstractSampler, key: Array, score_fn, x_init: Array, noise, trajectory: bool,
-    callback,
+    callback, schedule=None,
 ) -> SamplerOutput:  # fmt: skip
     """The driver for one chain: the draws, the scan of :meth:`AbstractSampler.step`, the final
-    step, the records or the callback, and the reduction of the ``Info`` records."""
+    step, the records or the callback, and the reduction of the ``Info`` records.
+
+    ``schedule`` is :meth:`AbstractSampler.schedule`'s value when the caller computed it
+    outside the trace (:func:`sample` does), else ``None``."""
     n_steps, k = sampler.n_steps, sampler.draws_per_step
     if k == 0:
         sources, draw = None, None
@@ -424,7 +427,7 @@ def run_chain(
         return state, info
 
     state = sampler.init(score_fn, x_init)
-    inputs = (sampler.schedule(), sources)
+    inputs = (sampler.schedule() if schedule is None else schedule, sources)
     n_scanned = n_steps - 1 if sampler.has_final_step else n_steps
     head = jax.tree.map(lambda a: a[:n_scanned], inputs)
     info_like = jax.eval_shape(
@@ -500,15 +503,23 @@ def sample(
     x_init = jnp.asarray(x_init)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
     first = jnp.asarray(first_chain)  # traced: a new chunk does not recompile
-    return _sample_chains(key, sampler, score_fn, x_init, noise, trajectory, callback, first)
+    # The schedule is computed here, op by op, and enters the compiled function as arrays: a
+    # new grid or option value does not recompile, and its values are rounded as they always
+    # were (XLA's fused kernel for the same formulas can differ in the last bit).
+    schedule = sampler.schedule()
+    return _sample_chains(
+        key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule
+    )
 
 
 @eqx.filter_jit
 def _sample_chains(
-    key, sampler, score_fn, x_init, noise, trajectory, callback, first_chain
+    key, sampler, score_fn, x_init, noise, trajectory, callback, first_chain, schedule
 ) -> SamplerOutput:
     indices = first_chain + jnp.arange(x_init.shape[0])
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    return jax.vmap(lambda k, x, z: run_chain(sampler, k, score_fn, x, z, trajectory, callback))(
-        keys, x_init, noise
-    )
+
+    def chain(k, x, z):
+        return run_chain(sampler, k, score_fn, x, z, trajectory, callback, schedule)
+
+    return jax.vmap(chain)(keys, x_init, noise)
