@@ -173,6 +173,7 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
     frozen, static = eqx.partition(rest, eqx.is_array)
     optimizer = make_optimizer(config)
     state = training._TrainState(params, optimizer.init(params), None)
+    loss_fn = training._as_pytree(objective.loss_fn)
     lowered = training._dispatch.lower(
         state,
         frozen,
@@ -181,12 +182,13 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
         jnp.asarray(0),
         jnp.asarray(1),
         static=static,
-        loss_fn=objective.loss_fn,
+        loss_fn=loss_fn,
+        loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
         config=config,
         mesh=Mesh(np.asarray(jax.devices()), ("data",)),
         length=1,
     )
-    return flops(lowered)
+    return flops(lowered.lowered)  # equinox.filter_jit wraps jax's Lowered
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
