@@ -34,16 +34,6 @@ from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_
 from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample
 from scorelab.diffusers._unet import UNet2D, load_unet, unet_folder
 
-__all__ = [
-    "resolve_pipeline",
-    "load_scheduler_config",
-    "load_pipeline",
-    "sample",
-    "diffusers_sample",
-    "to_images",
-    "run",
-]
-
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 
 # A file at the root of every cached snapshot scorelab can load: a pipeline's index, the U-Net

@@ -47,22 +47,6 @@ from jax import Array
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod
 
-__all__ = [
-    "PREDICTION_TYPES",
-    "TIMESTEP_SPACINGS",
-    "VARIANCE_TYPES",
-    "SchedulerConfig",
-    "VPGrid",
-    "timesteps",
-    "ddim_grid",
-    "ddpm_grid",
-    "predict_x0_eps",
-    "ddim_step",
-    "ddpm_step",
-    "ddim_sample",
-    "ddpm_sample",
-]
-
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 """What a VP model predicts: :math:`\\varepsilon`, :math:`x_0` or :math:`v` (diffusers' names)."""
 
