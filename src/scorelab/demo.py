@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
+from tqdm.auto import tqdm
 
 from scorelab import builders, samplers, viz
 from scorelab._validate import check_choice, check_int, check_real, from_mapping
@@ -379,9 +380,12 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
         out = run(name, sampler, model, sigma_init, trajectory=trajectory)
         out_exact = run(f"{name} exact", sampler, exact, sigma_init)
         row = _row(method, sampler, out.x, out_exact.x, law_reference, law, floor, full)
+        bar.update(1)
         return row, out
 
     rows, sweep, trajectories = [], {}, {}
+    n_rows = 2 + 1 + len(settings.ddim_etas) * len(settings.ddim_ns) + 1
+    bar = tqdm(total=n_rows, desc="sample and measure", unit="row", disable=not progress)
     # ULA from N(0, 100 I), 1000 steps of 1e-2, as the tutorial.
     for name, sigma in (("hyvarinen", 0.0), ("dsm", settings.dsm_sigma)):
         sampler = samplers.ula(settings.ula_step_size, settings.ula_steps, sigma=sigma)
@@ -444,6 +448,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
         settings.tutorial_sigma_max,
     )
     rows.append(row)
+    bar.close()
 
     results = {
         "rows": rows,

@@ -390,6 +390,7 @@ def train(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    label: str | None = None,
     run_config: dict[str, Any] | None = None,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
@@ -418,6 +419,7 @@ def train(
             ``steps``, which a ``"constant"`` schedule may extend; it then ends with the same
             parameters as an uninterrupted run.
         progress: show a tqdm bar with step, mean loss and steps/s.
+        label: the progress bar's description (e.g. the run's name).
         run_config: the rest of the run's configuration as nested JSON-serialisable dicts
             (e.g. ``ExperimentConfig.to_dict()``: data, model, loss), recorded in every
             checkpoint and compared field by field on resume; its ``"train"`` entry is
@@ -510,6 +512,7 @@ def train(
     bar = tqdm(
         total=config.steps,
         initial=start_step,
+        desc=label,
         unit="step",
         disable=not progress or jax.process_index() != 0,
         dynamic_ncols=True,

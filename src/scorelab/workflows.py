@@ -98,6 +98,7 @@ def train_run(
             out_dir=out_dir / "checkpoints",
             resume=resume,
             progress=progress,
+            label=f"train {out_dir.name}",
             run_config=config.to_dict(),
         )
         trained = result.ema_model if result.ema_model is not None else result.model
