@@ -239,3 +239,34 @@ def test_digits_samples_have_the_mixture_mean(digits_target):
     standard_error = x.std(axis=0, ddof=1) / np.sqrt(n)
     z = (x.mean(axis=0) - np.asarray(digits_target.mean())) / standard_error
     assert np.max(np.abs(z)) < 4.5  # 64 coordinates: two-sided normal tail 7e-6 each
+
+
+def test_the_oracle_is_exact_to_float64_under_x64():
+    """Under ``jax_enable_x64`` the mixture's parameters (and the log of its weights) are
+    float64, so the exact noised score matches a float64 NumPy closed form to ~1e-12, where
+    float32 parameters would leave ~1e-8."""
+    from scorelab.models import ExactScore
+
+    with jax.enable_x64(True):
+        target = seed_mixture()
+        assert target.means.dtype == target.weights.dtype == jnp.float64
+        rng = np.random.default_rng(0)
+        points = rng.normal(scale=8.0, size=(20, 2))
+        sigma = 0.7
+        means = np.asarray(target.means)
+        covs = np.asarray(target.covariances) + sigma**2 * np.eye(2)
+        weights = np.asarray(target.weights)
+        score = ExactScore(target)
+        for x in points:
+            centred = x - means
+            precision_times = np.linalg.solve(covs, centred[..., None])[..., 0]
+            log_r = (
+                np.log(weights)
+                - 0.5 * np.einsum("ki,ki->k", centred, precision_times)
+                - 0.5 * np.linalg.slogdet(covs)[1]
+            )
+            r = np.exp(log_r - logsumexp(log_r))
+            expected = -(r[:, None] * precision_times).sum(axis=0)
+            got = np.asarray(score(jnp.asarray(x), sigma))
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)

@@ -61,9 +61,11 @@ class GaussianMixture(eqx.Module):
     eigenvectors: Array
 
     def __init__(self, means, covariances, weights):
-        means = jnp.asarray(means, dtype=jnp.float32)
-        covariances = jnp.asarray(covariances, dtype=jnp.float32)
-        weights = jnp.asarray(weights, dtype=jnp.float32)
+        # JAX's default float: float32, or float64 under `jax_enable_x64` (the oracle is then
+        # exact to float64, not to the float32 of its parameters).
+        means = jnp.asarray(means, dtype=float)
+        covariances = jnp.asarray(covariances, dtype=float)
+        weights = jnp.asarray(weights, dtype=float)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d), got {means.shape}")
         n_components, dim = means.shape
@@ -81,8 +83,8 @@ class GaussianMixture(eqx.Module):
             eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(covariances, np.float64))
         if not isinstance(eigenvalues, jax.core.Tracer) and not np.all(eigenvalues > 0):
             raise ValueError("covariances must be symmetric positive definite")
-        self.eigenvalues = jnp.asarray(eigenvalues, dtype=jnp.float32)
-        self.eigenvectors = jnp.asarray(eigenvectors, dtype=jnp.float32)
+        self.eigenvalues = jnp.asarray(eigenvalues, dtype=float)
+        self.eigenvectors = jnp.asarray(eigenvectors, dtype=float)
         # Normalised here: numpyro's Categorical rejects unnormalised probabilities, which is
         # why the tutorial's `Categorical(uniform(key(42), (9,)))` raises on current numpyro.
         self.weights = weights / jnp.sum(weights)
@@ -253,7 +255,8 @@ def seed_mixture() -> GaussianMixture:
     grid = jnp.meshgrid(jnp.arange(-10.0, 15.0, 10), jnp.arange(-10.0, 15.0, 10))
     means = jnp.stack([m.flatten() for m in grid], axis=1)
     covariances = jnp.repeat(jnp.eye(2)[None] * 0.1, repeats=means.shape[0], axis=0)
-    weights = jax.random.uniform(jax.random.key(42), (means.shape[0],))
+    # The tutorial's float32 draw, also under x64 (a float64 draw would be other numbers).
+    weights = jax.random.uniform(jax.random.key(42), (means.shape[0],), dtype=jnp.float32)
     return GaussianMixture(means, covariances, weights)
 
 
@@ -267,7 +270,7 @@ def gaussian(mean, covariance) -> GaussianMixture:
         mean: ``(d,)`` mean :math:`\mu`.
         covariance: ``(d, d)`` symmetric positive-definite covariance :math:`C`.
     """
-    mean = jnp.asarray(mean, dtype=jnp.float32)
+    mean = jnp.asarray(mean, dtype=float)
     return GaussianMixture(mean[None], jnp.asarray(covariance)[None], jnp.ones((1,)))
 
 
