@@ -37,7 +37,8 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        Whatever ``write_fn`` raises; the temporary file is removed and ``path`` is unchanged.
+        Exception: whatever ``write_fn`` raises (or an ``OSError`` of the disk); the temporary
+            file is removed and ``path`` is unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
