@@ -239,7 +239,7 @@ def _cmd_demo(args) -> int:
     if args.settings is not None:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
     out = Path(args.out) / args.name
-    with prepare_run_dir(out, overwrite=args.overwrite):
+    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
         run_demo(settings, out, progress=not args.quiet)
     return 0
 
@@ -335,7 +335,7 @@ def _cmd_sweep(args) -> int:
     if args.run is not None:
         score_fns["model"] = load_score_model(args.run)
     specs = settings.specs()
-    with prepare_run_dir(args.out, overwrite=args.overwrite):
+    with prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False):
         result = sweep(
             target,
             specs,

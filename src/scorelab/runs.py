@@ -72,7 +72,11 @@ class RunExistsError(ValueError):
 
 @contextlib.contextmanager
 def prepare_run_dir(
-    path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False
+    path: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    resumable: bool = True,
 ) -> Iterator[Path]:
     """Claim ``path`` for a run: lock it for this process and check what it holds.
 
@@ -88,6 +92,8 @@ def prepare_run_dir(
         path: the run directory (``scorelab train --out``); created if missing.
         resume: the caller will continue the run in ``path``.
         overwrite: delete the run in ``path`` and start afresh.
+        resumable: whether the caller can continue a run (``train`` can; the demo and the
+            sweep cannot): the refusal suggests ``--resume`` only then.
 
     Yields:
         ``path`` as a :class:`~pathlib.Path`, locked until the block exits.
@@ -120,8 +126,9 @@ def prepare_run_dir(
             )
         if entries and not (resume or overwrite):
             raise RunExistsError(
-                f"{path} already holds a run; resume it (--resume), replace it (--overwrite), "
-                "or choose another output path"
+                f"{path} already holds a run; "
+                + ("resume it (--resume), " if resumable else "")
+                + "replace it (--overwrite), or choose another output path"
             )
         if entries and overwrite:
             for entry in entries:
