@@ -573,3 +573,31 @@ def test_console_script_errors_are_one_line_with_status_2(argv, tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_run_sources_take_the_same_overrides_in_sample_and_likelihood(run_dir, tmp_path, capsys):
+    """``--run`` is read the same way by every command: ``--set`` applies on top of the saved
+    configuration (likelihood ignored it before)."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.random.default_rng(0).normal(size=(3, 2)).astype(np.float32))
+    report = tmp_path / "l.json"
+    argv = [
+        "likelihood",
+        "--run",
+        run_dir,
+        "--points",
+        points,
+        "--set",
+        "sampler.sigma_max=5.0",
+        "--n-probes",
+        "exact",
+        "--rtol",
+        "1e-3",
+        "--atol",
+        "1e-3",
+        "--json",
+        report,
+    ]
+    assert main([str(a) for a in argv]) == 0
+    assert json.loads(report.read_text())["sigma_max"] == 5.0
+    _fails(["likelihood", "--points", points], capsys, "exactly one of --run")

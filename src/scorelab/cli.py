@@ -124,6 +124,20 @@ def _experiment(args, flags: dict, base: dict | None = None):
     return ExperimentConfig.from_dict(values)
 
 
+def _source(args, flags: dict):
+    """``(config, model)`` of ``--run DIR`` (its saved configuration and network) or ``--exact
+    TARGET`` (the target's exact score: model ``None``), with ``--config``, ``--set`` and
+    ``flags`` applied on top."""
+    from scorelab.runs import load_run
+
+    if (args.run is None) == (args.exact is None):
+        raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
+    if args.run is not None:
+        saved, model = load_run(args.run)
+        return _experiment(args, flags, saved.to_dict()), model
+    return _experiment(args, flags, {"data": {"source": args.exact}}), None
+
+
 def _output(path: Path, suffix: str, overwrite: bool) -> Path:
     """``path`` checked before any work: the right suffix, a writable folder (created), and no
     file there unless ``overwrite``."""
@@ -163,20 +177,13 @@ def _cmd_train(args) -> int:
 def _cmd_sample(args) -> int:
     import numpy as np
 
-    from scorelab.runs import atomic_write, load_run
+    from scorelab.runs import atomic_write
     from scorelab.workflows import sample_run
 
-    if (args.run is None) == (args.exact is None):
-        raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
+    config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
     out = _output(args.out, ".npy", args.overwrite)
     if args.trajectory is not None:
         _output(args.trajectory, ".npy", args.overwrite)
-    if args.run is not None:
-        base_config, model = load_run(args.run)
-        base = base_config.to_dict()
-    else:
-        base, model = {"data": {"source": args.exact}}, None
-    config = _experiment(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, base)
     trajectory = args.trajectory is not None
     result = sample_run(config, model, args.n, args.seed, trajectory=trajectory, batch=args.batch)
     atomic_write(out, lambda handle: np.save(handle, result.x))
@@ -247,17 +254,12 @@ def _cmd_demo(args) -> int:
 def _cmd_likelihood(args) -> int:
     import numpy as np
 
-    from scorelab.runs import load_run, write_json
+    from scorelab.runs import write_json
     from scorelab.workflows import likelihood_points
 
-    if (args.run is None) == (args.exact is None):
-        raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
+    config, model = _source(args, {})
     if args.json is not None:
         _output(args.json, ".json", args.overwrite)
-    if args.run is not None:
-        config, model = load_run(args.run)
-    else:
-        config, model = _experiment(args, {}, {"data": {"source": args.exact}}), None
     n_probes = args.n_probes
     if n_probes not in ("auto", "exact"):
         if not n_probes.isdigit() or int(n_probes) < 1:
