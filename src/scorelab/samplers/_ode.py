@@ -48,11 +48,6 @@ def _flow_step(score_fn, x: Array, sigma, sigma_next, second_order: bool) -> Arr
     return x_next
 
 
-def _two_per_level(nfe: int) -> int:
-    """The levels ``N`` of ``2 N - 1`` evaluations within ``nfe``."""
-    return (nfe + 1) // 2
-
-
 class AbstractFlow(AbstractSampler):
     """A solver of the probability-flow ODE down the grid, ``N`` steps, the last to 0."""
 
@@ -84,11 +79,10 @@ class Euler(AbstractFlow):
         return _flow_step(score_fn, x, sigma, sigma_next, False), None
 
 
-class Heun(AbstractFlow):
-    """Heun's method on the probability-flow ODE (:func:`heun`)."""
+class AbstractSecondOrderFlow(AbstractFlow):
+    """Heun steps (two evaluations) down the grid; the last step, to sigma = 0 where the slope
+    is undefined, is Euler's (Karras et al. 2022, Alg. 1, line 8): ``2 N - 1`` evaluations."""
 
-    kind: ClassVar[str] = "heun"
-    # The last step lands on sigma = 0, where the slope is undefined: Euler (Alg. 1, line 8).
     has_final_step: ClassVar[bool] = True
 
     @property
@@ -97,7 +91,13 @@ class Heun(AbstractFlow):
 
     @classmethod
     def levels(cls, nfe: int, options) -> int:
-        return _two_per_level(nfe)
+        return (nfe + 1) // 2  # the largest N with 2 N - 1 <= nfe
+
+
+class Heun(AbstractSecondOrderFlow):
+    """Heun's method on the probability-flow ODE (:func:`heun`)."""
+
+    kind: ClassVar[str] = "heun"
 
     def step(self, score_fn, x, inputs):
         (sigma, sigma_next), _ = inputs
@@ -205,11 +205,10 @@ def _gammas(sigmas: Array, s_churn: Array, s_tmin: Array, s_tmax: Array) -> Arra
     return jnp.where(inside, gamma, 0.0).astype(sigmas.dtype)
 
 
-class EDM(AbstractFlow):
+class EDM(AbstractSecondOrderFlow):
     """The stochastic EDM sampler (:func:`edm`)."""
 
     kind: ClassVar[str] = "edm"
-    has_final_step: ClassVar[bool] = True
     s_churn: Array = option(40.0, "EDM's total churn S_churn >= 0 (0: Heun)", in_label=True)
     s_tmin: Array = option(0.05, "lowest level that gets churn, >= 0")
     s_tmax: Array = option(50.0, "highest level that gets churn, >= s_tmin")
@@ -218,14 +217,6 @@ class EDM(AbstractFlow):
     @property
     def draws_per_step(self) -> int:
         return 1
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.n_steps - 1
-
-    @classmethod
-    def levels(cls, nfe: int, options) -> int:
-        return _two_per_level(nfe)
 
     def schedule(self):
         gammas = _gammas(self.sigmas, self.s_churn, self.s_tmin, self.s_tmax)
