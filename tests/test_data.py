@@ -71,3 +71,32 @@ def test_load_array_file_errors(tmp_path):
     (tmp_path / "d.txt").write_text("1,2\n")
     with pytest.raises(DataError, match="unsupported file type"):
         load_array(tmp_path / "d.txt")
+
+
+def test_digits_split_is_fixed_disjoint_and_scaled():
+    """The held-out split is the first 360 of a seeded permutation; pixels are ``p / 8 - 1``."""
+    from sklearn.datasets import load_digits
+
+    from scorelab.data import DIGITS_HELD_OUT, digits
+
+    train, train_labels = digits("train")
+    test, test_labels = digits("test")
+    every, every_labels = digits("all")
+    assert train.shape == (1797 - DIGITS_HELD_OUT, 1, 8, 8) and test.shape == (360, 1, 8, 8)
+    np.testing.assert_array_equal(every[:, 0], load_digits().images / 8.0 - 1.0)
+    order = np.random.default_rng(0).permutation(1797)
+    np.testing.assert_array_equal(test, every[order[:360]])
+    np.testing.assert_array_equal(train_labels, every_labels[order[360:]])
+    assert set(np.unique(test_labels)) == set(range(10))
+    big, _ = digits("test", size=16)
+    assert big.shape == (360, 1, 16, 16) and big.min() >= -1.0 and big.max() <= 1.0
+    # bicubic of a constant image is that constant: the mean level is kept to within a few %
+    np.testing.assert_allclose(big.mean(axis=(2, 3)), test.mean(axis=(2, 3)), atol=0.1)
+
+
+@pytest.mark.parametrize("bad", [{"split": "validation"}, {"size": 32}])
+def test_digits_rejects_unknown_split_or_size(bad):
+    from scorelab.data import digits
+
+    with pytest.raises(ValueError, match="unknown value"):
+        digits(**bad)

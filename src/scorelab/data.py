@@ -26,6 +26,9 @@ __all__ = [
     "rings",
     "checkerboard",
     "TOY_DATASETS",
+    "DIGITS_HELD_OUT",
+    "DIGITS_SIZES",
+    "digits",
 ]
 
 
@@ -238,3 +241,70 @@ def _read_csv(path: Path) -> np.ndarray:
                 )
             values[i, j] = value
     return values
+
+
+# --- built-in image data: scikit-learn's handwritten digits ------------------------------------
+
+DIGITS_HELD_OUT = 360
+"""Size of the fixed held-out split of :func:`digits` (20% of the 1797 images)."""
+
+DIGITS_SIZES = (8, 16)
+"""Image sizes :func:`digits` offers: the original 8x8, and 16x16 resized from it."""
+
+
+def digits(split: str = "train", *, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    r"""scikit-learn's 1797 handwritten digits as images in [-1, 1], with their labels.
+
+    The data ship inside scikit-learn (``sklearn.datasets.load_digits``; no download): grey
+    8x8 images with 17 levels (0-16), scaled as ``pixel / 8 - 1``, the convention of
+    :func:`scorelab.targets.digits_mixture`. The split is fixed: a permutation of the 1797
+    indices by ``numpy.random.default_rng(0)``; its first :data:`DIGITS_HELD_OUT` (360) images
+    are ``"test"``, the other 1437 ``"train"``; ``"all"`` is every image in the file's order.
+
+    ``size=16`` resizes each image to 16x16 with Pillow's bicubic filter on the float image
+    (mode ``"F"``), then clips to [-1, 1] (bicubic overshoots at sharp edges).
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        size: 8 or 16 (:data:`DIGITS_SIZES`).
+
+    Returns:
+        ``(images, labels)``: ``float32`` of shape ``(n, 1, size, size)`` (NCHW) and ``int64``
+        class labels 0-9 of shape ``(n,)``.
+
+    Raises:
+        ValueError: an unknown ``split`` or ``size``.
+    """
+    from scorelab._validate import check_choice
+
+    check_choice("split", split, ("train", "test", "all"))
+    check_choice("size", size, DIGITS_SIZES)
+    images, labels = _digits_all(size)
+    if split == "all":
+        return images.copy(), labels.copy()
+    order = np.random.default_rng(0).permutation(len(labels))
+    chosen = order[:DIGITS_HELD_OUT] if split == "test" else order[DIGITS_HELD_OUT:]
+    return images[chosen], labels[chosen]
+
+
+@functools.cache
+def _digits_all(size: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 8.0 - 1.0).astype(np.float32)
+    if size != 8:
+        from PIL import Image
+
+        images = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(image, mode="F").resize(
+                        (size, size), Image.Resampling.BICUBIC
+                    )
+                )
+                for image in images
+            ]
+        )
+        images = np.clip(images, -1.0, 1.0).astype(np.float32)
+    return images[:, None], bunch.target.astype(np.int64)
