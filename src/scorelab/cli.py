@@ -355,6 +355,7 @@ def _cmd_sweep(args) -> int:
             sigma_max=settings.sigma_max,
             rho=settings.rho,
             progress=None if args.quiet else print,
+            image_metrics=settings.image_metrics,
         )
         rows = mean_rows(result.rows)
         table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]

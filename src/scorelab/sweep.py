@@ -33,8 +33,11 @@ import numpy as np
 from scorelab import samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping
 from scorelab.checkpoints import load_model
+from scorelab.classifier import load_digits_classifier
+from scorelab.image_metrics import image_measure
 from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import GRIDS, sigma_grid
+from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
@@ -52,11 +55,35 @@ __all__ = [
     "save",
     "load_score_model",
     "METRICS",
+    "IMAGE_METRICS",
     "VAR_RATIO_BAND",
 ]
 
 METRICS = ("sw", "mmd2", "tv")
 """The metrics drawn against NFE, each with a floor."""
+
+IMAGE_METRICS = tuple(name for name in REPORT_IMAGE_METRICS if name != "memo")
+"""The classifier metrics (all of :data:`scorelab.report.IMAGE_METRICS` but the memorisation
+ratio, which needs a training set) a sweep of a digits-shaped target adds (``image_metrics=True``,
+:func:`scorelab.image_metrics.image_measure`), each with a floor; :func:`fewest_nfe` takes
+``fd``, ``kid`` and ``class_tv`` (lower is better)."""
+
+
+def _as_digit_images(x: np.ndarray) -> np.ndarray:
+    """Flat 64- or 256-vectors as ``(n, 1, s, s)`` images clipped to [-1, 1], as saved."""
+    size = {64: 8, 256: 16}.get(x.shape[1])
+    if size is None:
+        raise ValueError(
+            f"sweep.image_metrics: the target's points must be 8x8 or 16x16 images (64 or 256 "
+            f"values), got {x.shape[1]}; use digits_mixture"
+        )
+    return np.clip(x, -1.0, 1.0).reshape(len(x), 1, size, size)
+
+
+def _image_row(x, reference) -> dict[str, float]:
+    return image_measure(
+        _as_digit_images(np.asarray(x)), _as_digit_images(reference), load_digits_classifier()
+    )
 
 
 class SweepSampler(NamedTuple):
@@ -145,6 +172,7 @@ def sweep(
     n_projections: int = 250,
     floor_repeats: int = 5,
     progress: Callable[[str], None] | None = None,
+    image_metrics: bool = False,
 ) -> SweepResult:
     r"""Run every sampler at every budget with every score, against fresh exact samples.
 
@@ -165,6 +193,9 @@ def sweep(
         n_projections: directions of the sliced Wasserstein distance.
         floor_repeats: exact pairs of the floors.
         progress: called with a line per finished run.
+        image_metrics: also measure :data:`IMAGE_METRICS` (the target's points must be 8x8 or
+            16x16 images; samples and reference are clipped to [-1, 1], as images are saved),
+            with their floors between two clipped exact sets.
 
     Returns:
         A :class:`SweepResult`: one row per (seed, sampler, grid size, score), the floors of
@@ -207,6 +238,8 @@ def sweep(
                             np.asarray(out.x), reference, target, n_projections=n_projections
                         ),
                     }
+                    if image_metrics:
+                        row.update(_image_row(out.x, reference))
                     rows.append(row)
                     if progress is not None:
                         progress(
@@ -223,6 +256,16 @@ def sweep(
         target=target,
         n_projections=n_projections,
     )
+    if image_metrics:
+        pairs = []
+        for r in range(floor_repeats):
+            key_x, key_y = jax.random.split(jax.random.fold_in(key_floor, r))
+            pairs.append(
+                _image_row(target.sample(key_x, n_samples), target.sample(key_y, n_samples))
+            )
+        for name in IMAGE_METRICS:
+            values = [pair[name] for pair in pairs]
+            floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -258,7 +301,8 @@ def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     averaged = []
     for group in groups.values():
         first = group[0]
-        mean = {k: float(np.mean([r[k] for r in group])) for k in (*METRICS, "var_ratio", "near")}
+        names = (*METRICS, "var_ratio", "near", *(k for k in IMAGE_METRICS if k in first))
+        mean = {k: float(np.mean([r[k] for r in group])) for k in names}
         mean["far"] = float(np.mean([r["far"] for r in group]))
         nfe = float(np.mean([r["nfe"] for r in group]))
         averaged.append(
@@ -288,7 +332,7 @@ def fewest_nfe(
 
     On the seed-averaged rows (:func:`mean_rows`), the smallest NFE such that the metric is
     ``<= factor * floor mean`` there and at every larger NFE swept; ``None`` if none.
-    For ``mmd2``, whose floor is centred on 0 (unbiased), the bound is floor mean +
+    For ``mmd2`` and ``kid``, whose floors are centred on 0 (unbiased), the bound is floor mean +
     ``factor`` x floor sd instead. ``metric="all"`` asks every metric of :data:`METRICS` to
     hold its bound and the within-mode variance ratio to lie in :data:`VAR_RATIO_BAND`.
 
@@ -301,7 +345,8 @@ def fewest_nfe(
 
     Args:
         result: a :class:`SweepResult`.
-        metric: one of :data:`METRICS`, or ``"all"``.
+        metric: one of :data:`METRICS`, ``"fd"``, ``"kid"`` or ``"class_tv"`` (after a sweep
+            with ``image_metrics``), or ``"all"``.
         factor: :math:`k`, the allowed multiple of the floor.
 
     Returns:
@@ -311,12 +356,14 @@ def fewest_nfe(
     Raises:
         ValueError: for an unknown ``metric``.
     """
-    if metric not in (*METRICS, "all"):
-        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(METRICS)}, all")
+    lower_better = (*METRICS, "fd", "kid", "class_tv")
+    if metric not in (*lower_better, "all") or metric not in (*result.floors, "all"):
+        accepted = ", ".join(name for name in lower_better if name in result.floors)
+        raise ValueError(f"unknown metric {metric!r}; accepted: {accepted}, all")
     bounds = {}
     for name in METRICS if metric == "all" else (metric,):
         mean, sd = result.floors[name]
-        bounds[name] = mean + factor * sd if name == "mmd2" else factor * mean
+        bounds[name] = mean + factor * sd if name in ("mmd2", "kid") else factor * mean
 
     def holds(row) -> bool:  # NaN compares False: a NaN row never holds
         within = all(row[name] <= bound for name, bound in bounds.items())
@@ -349,6 +396,8 @@ class SweepSettings:
             ``rtol`` or ``atol``).
         n_samples, seeds, grid, sigma_min, sigma_max, rho: as :func:`sweep`.
         options: sampler name -> options for :func:`sweep_sampler` (``[sweep.options.edm]``).
+        image_metrics: also measure the classifier metrics (:data:`IMAGE_METRICS`), for an
+            image-shaped target (``digits_mixture``).
     """
 
     target: str = "seed_mixture"
@@ -370,6 +419,7 @@ class SweepSettings:
     sigma_max: float = DEFAULT_SIGMA_MAX
     rho: float = 7.0
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    image_metrics: bool = False
 
     def __post_init__(self):
         if not (self.samplers and self.nfe and self.seeds):
