@@ -203,8 +203,9 @@ def sweep(
 
     Raises:
         ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
-            a budget is not a positive integer, or the grid settings are invalid
-            (:func:`scorelab.noise.sigma_grid`).
+            a budget is not a positive integer, the grid settings are invalid
+            (:func:`scorelab.noise.sigma_grid`), or ``image_metrics`` is asked of a target
+            whose points are not 8x8 or 16x16 images.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -216,6 +217,8 @@ def sweep(
     if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
         raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
     dim = target.dim
+    if image_metrics:
+        _as_digit_images(np.zeros((0, dim)))  # refuse a target that is not image-shaped now
     rows = []
     for seed in seeds:
         key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
