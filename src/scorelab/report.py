@@ -132,6 +132,10 @@ def image_evaluation(
     - the floor: :math:`H_r` against :math:`T_r` (data the classifier and the model never saw
       against data they did: what a perfect sampler of the data's law scores).
 
+    With :math:`m = M` (``n >= M``), :math:`H_r` is the whole held-out split every repeat, so
+    the floor's spread is that of the training subsets alone, a lower bound on what an
+    independent set of :math:`m` images would add.
+
     The measures of one set, the mean top probability and the memorisation ratio
     (:func:`scorelab.image_metrics.memorisation_ratio`, against the whole training split), have
     as floor their value on a bootstrap resample of :math:`m` held-out images (with
