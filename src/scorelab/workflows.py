@@ -355,7 +355,8 @@ def _digit_images(samples, tolerance: float) -> np.ndarray:
     if bad.size:
         raise DataError(
             f"{name}: {bad.size} image(s) hold values beyond [-1, 1] by more than {tolerance} "
-            f"(first at {bad[0]}); scale the images to [-1, 1] as x / 127.5 - 1"
+            f"(first at {bad[0]}); scale images to [-1, 1] (x / 127.5 - 1 from [0, 255]) or, "
+            "for a sampler's output, sample with more levels"
         )
     size = 8 if flat.shape[1] == 64 else 16
     return np.clip(flat, -1.0, 1.0).astype(np.float32).reshape(len(flat), 1, size, size)
