@@ -104,3 +104,16 @@ def test_sweep_adds_image_metrics_and_their_floors_on_digits_mixture():
     assert set(fewest_nfe(result, "kid")) == {("euler", "exact")}
     with pytest.raises(ValueError, match="unknown metric"):
         fewest_nfe(result, "recall")
+
+
+def test_sweep_cli_takes_image_metrics_from_the_toml(tmp_path, capsys):
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        '[sweep]\ntarget = "digits_mixture"\nsamplers = ["euler"]\nnfe = [10]\n'
+        "n_samples = 30\nseeds = [0]\nimage_metrics = true\n"
+    )
+    out = tmp_path / "map"
+    assert main(["sweep", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    assert "floor fd:" in capsys.readouterr().out
+    saved = json.loads((out / "sweep.json").read_text())
+    assert {"fd", "kid", "recall"} <= set(saved["floors"])

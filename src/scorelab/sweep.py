@@ -69,6 +69,11 @@ ratio, which needs a training set) a sweep of a digits-shaped target adds (``ima
 ``fd``, ``kid`` and ``class_tv`` (lower is better)."""
 
 
+_IMAGE_FEWEST = ("fd", "kid", "class_tv")
+"""The image metrics :func:`fewest_nfe` reads (lower is better; precision, recall and the top
+probability are not)."""
+
+
 def _as_digit_images(x: np.ndarray) -> np.ndarray:
     """Flat 64- or 256-vectors as ``(n, 1, s, s)`` images clipped to [-1, 1], as saved."""
     size = {64: 8, 256: 16}.get(x.shape[1])
@@ -359,7 +364,7 @@ def fewest_nfe(
     Raises:
         ValueError: for an unknown ``metric``.
     """
-    lower_better = (*METRICS, "fd", "kid", "class_tv")
+    lower_better = (*METRICS, *_IMAGE_FEWEST)
     if metric not in (*lower_better, "all") or metric not in (*result.floors, "all"):
         accepted = ", ".join(name for name in lower_better if name in result.floors)
         raise ValueError(f"unknown metric {metric!r}; accepted: {accepted}, all")
@@ -483,7 +488,8 @@ def save(result: SweepResult, out_dir) -> list[Path]:
 
     ``sweep.csv`` holds every row; ``sweep.json`` holds the settings, floors, seed means
     (:func:`mean_rows`), the rows, and :func:`fewest_nfe` within 1.5x the floor for each
-    metric of :data:`METRICS` and for ``"all"``.
+    metric of :data:`METRICS` (and ``fd``, ``kid``, ``class_tv`` after a sweep with image
+    metrics) and for ``"all"``.
 
     Args:
         result: a :class:`SweepResult`.
@@ -497,6 +503,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
     columns += ["near", "far", "n_empty"]
+    columns += [k for k in (*IMAGE_METRICS, "kid_se") if result.rows and k in result.rows[0]]
     with open(out_dir / "sweep.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -506,7 +513,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
             {"sampler": sampler, "score": score, "nfe": nfe}
             for (sampler, score), nfe in fewest_nfe(result, metric).items()
         ]
-        for metric in (*METRICS, "all")
+        for metric in (*METRICS, *(m for m in _IMAGE_FEWEST if m in result.floors), "all")
     }
     payload = {
         "settings": result.settings,
