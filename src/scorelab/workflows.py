@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +47,7 @@ def train_run(
     data: np.ndarray | None = None,
     init_key: jax.Array | None = None,
     train_key: jax.Array | None = None,
+    log: Callable[[str], None] | None = None,
     **manifest_extra: Any,
 ) -> TrainResult:
     """Train the model ``config`` describes and write a run directory (see :mod:`scorelab.runs`).
@@ -64,9 +66,11 @@ def train_run(
         resume: continue from the newest intact checkpoint.
         overwrite: replace a run already in ``out_dir``.
         progress: show a progress bar.
-        data: ``(n, d)`` training data; ``None`` builds it from ``config.data``.
+        data: ``(n, d)`` points or ``(n, C, H, W)`` images; ``None`` builds them from
+            ``config.data``.
         init_key, train_key: the network's initialisation key and the training key; ``None``
             uses ``key(config.model.seed)`` and ``key(config.train.seed)``.
+        log: receives one line describing image data as loaded (shape, layout, scaling).
         **manifest_extra: more JSON-serialisable fields for ``manifest.json``.
 
     Returns:
@@ -86,7 +90,13 @@ def train_run(
             "use a smaller --batch-size",
             error=ConfigError,
         )
-    data = builders.make_data(config.data) if data is None else data
+    if data is None and config.data.is_images:
+        images = builders.make_image_data(config.data)
+        data = images.images
+        if log is not None:
+            log(images.description)
+    elif data is None:
+        data = builders.make_data(config.data)
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
         result = train(
@@ -100,6 +110,7 @@ def train_run(
             progress=progress,
             label=f"train {out_dir.name}",
             run_config=config.to_dict(),
+            hflip=config.data.hflip,
         )
         trained = result.ema_model if result.ema_model is not None else result.model
         save_model(out_dir / "model", trained, **model_kwargs)
@@ -164,8 +175,8 @@ class SampleResult(NamedTuple):
     """Samples, optional trajectories, and the score evaluations they cost.
 
     Attributes:
-        x: samples ``(n, d)``.
-        trajectory: ``(n, n_records, d)``, or ``None`` when not asked for.
+        x: samples ``(n, *S)``: points ``(n, d)`` or images ``(n, C, H, W)``.
+        trajectory: ``(n, n_records, *S)``, or ``None`` when not asked for.
         nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
             mean over chains.
         nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
@@ -203,7 +214,8 @@ def sample_run(
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
-    dim = target.dim if target is not None else builders.make_data(config.data).shape[1]
+    shape = (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+    dim = int(np.prod(shape))
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
@@ -214,7 +226,7 @@ def sample_run(
         "ask for fewer samples (--n)" + (" or no --trajectory" if trajectory else ""),
         error=ConfigError,
     )
-    x_init = builders.make_prior(config.sampler, key_prior, n, dim, target)
+    x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target)
     chunks = [
         samplers.sample(
             key_sampler,
