@@ -20,7 +20,7 @@ from scorelab import builders, samplers, viz
 from scorelab._validate import check_memory, check_real
 from scorelab.checkpoints import save_model
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
-from scorelab.data import load_array
+from scorelab.data import is_image_file, load_array, load_images, validate_data
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.report import Report, floors, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
@@ -33,6 +33,7 @@ __all__ = [
     "sample_run",
     "evaluate_samples",
     "likelihood_points",
+    "save_sample_grid",
     "plot_run",
 ]
 
@@ -266,6 +267,9 @@ def evaluate_samples(
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
     the floors at the same sample size.
 
+    Images are compared as vectors of their ``C * H * W`` pixels: samples ``(n, C, H, W)`` as
+    stored (model space), reference images as :func:`scorelab.data.load_images` reads them.
+
     With a built-in ``target``, the reference is ``n`` fresh exact samples and the floor is
     the metric between two independent exact sets of size ``n``. With ``data`` (an array or a
     path), the reference is the data and the floor is the metric between two independent
@@ -285,9 +289,7 @@ def evaluate_samples(
         ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
             or a dimension that differs from the reference's.
     """
-    if isinstance(samples, str | Path):
-        samples = load_array(samples)
-    samples = np.asarray(samples, np.float32)
+    samples = _flat_points(samples, raw=True)
     n = samples.shape[0]
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
     key_reference, key_floor = jax.random.split(jax.random.key(seed))
@@ -301,7 +303,7 @@ def evaluate_samples(
         sample_fn = mixture.sample
     else:
         mixture = None
-        points = load_array(data) if isinstance(data, str | Path) else np.asarray(data)
+        points = _flat_points(data, raw=False)
         if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
 
@@ -325,6 +327,24 @@ def evaluate_samples(
     floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
+
+
+def _flat_points(source, *, raw: bool) -> np.ndarray:
+    """``float32 (n, d)`` from an array or a path; images flattened to ``d = C * H * W``.
+
+    A path to image data (:func:`scorelab.data.is_image_file`) is read as stored (``raw``:
+    samples written by ``scorelab sample``) or by :func:`scorelab.data.load_images` (a data
+    set, scaled to [-1, 1]); any other path by :func:`scorelab.data.load_array`.
+    """
+    if isinstance(source, str | Path):
+        if not is_image_file(source):
+            return load_array(source)
+        if raw and Path(source).suffix.lower() == ".npy":
+            source = np.load(source, allow_pickle=False)
+        else:
+            source = load_images(source).images
+    array = validate_data(np.asarray(source), any_shape=True)
+    return array.reshape(len(array), -1)
 
 
 def likelihood_points(
@@ -397,8 +417,39 @@ def likelihood_points(
     return result
 
 
+def save_sample_grid(samples, path, *, label: str | None = None) -> Path:
+    """Write image samples ``(n, C, H, W)`` in [-1, 1] as one labelled PNG grid, atomically.
+
+    Pixels are ``round(255 clip(x / 2 + 1/2, 0, 1))`` (diffusers' conversion,
+    :func:`scorelab.diffusers.to_images`); each image is magnified to at least 32 pixels
+    (:func:`scorelab.viz.save_image_grid`).
+
+    Args:
+        samples: ``(n, C, H, W)`` with ``C`` in 1, 3 or 4.
+        path: the ``.png`` file.
+        label: the caption above the grid.
+
+    Raises:
+        ConfigError: for samples that are not images.
+    """
+    from scorelab.diffusers import to_images
+
+    samples = np.asarray(samples)
+    if samples.ndim != 4 or samples.shape[1] not in (1, 3, 4):
+        raise ConfigError(
+            f"grid: samples of shape {samples.shape} are not images (n, C, H, W) with C in 1, "
+            "3 or 4"
+        )
+    scale = max(1, -(-32 // samples.shape[2]))
+    images = to_images(samples)
+    return atomic_write(
+        path, lambda handle: viz.save_image_grid(images, handle, scale=scale, label=label)
+    )
+
+
 def plot_run(run_dir, out_dir=None) -> list[Path]:
-    """The figures of a training run: loss curve, score field over the data, samples.
+    """The figures of a training run: loss curve, and the score field and samples (points) or
+    a grid of 64 samples (images).
 
     Args:
         run_dir: a run directory of ``scorelab train`` (or one of the demo's models).
@@ -408,13 +459,13 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         The paths written.
 
     Raises:
-        ConfigError: for data that is not 2-D (the figures are planar).
+        ConfigError: for points that are not 2-D (the figures are planar).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
     config, model = load_run(run_dir)
     data = builders.make_data(config.data)
-    if data.shape[1] != 2:
+    if data.shape[1] != 2 and data.ndim != 4:
         raise ConfigError(
             f"plot: the run's data is {data.shape[1]}-dimensional and the figures are planar; "
             "sample it with `scorelab sample --run` and evaluate with `scorelab evaluate`"
@@ -423,6 +474,11 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     written = []
     losses = {config.loss.name: np.load(run_dir / "losses.npy")}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
+    if data.ndim == 4:
+        result = sample_run(config, model, 64, 0)
+        label = f"{run_dir.name}: {config.sampler.name}, NFE {result.nfe:g}"
+        written.append(save_sample_grid(result.x, out_dir / "samples.png", label=label))
+        return written
     sigma = config.sampler.options.get("sigma", 0.0) or config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))
