@@ -258,21 +258,43 @@ def test_the_priors_take_any_shape_and_agree_with_the_vector_draw():
 # --- end to end on the built-in digits -----------------------------------------------------------
 
 
-def test_train_sample_grid_plot_evaluate_and_resume_on_digits(tmp_path, capsys):
+_TRAIN = ["train", "--data", "digits", "--steps", "4", "--batch-size", "8", "--quiet"]
+_TRAIN += ["--set", "train.steps_per_dispatch=2", "--set", "sampler.n_levels=4"]
+_TRAIN += ["--set", "data.hflip=true", "--set", "train.schedule='constant'"]
+
+
+def _train_and_sample(tmp_path, capsys):
     run = tmp_path / "run"
-    train = ["train", "--data", "digits", "--steps", "4", "--batch-size", "8", "--quiet"]
-    train += ["--set", "train.steps_per_dispatch=2", "--set", "sampler.n_levels=4"]
-    train += ["--set", "data.hflip=true", "--set", "train.schedule='constant'"]
-    assert main([*train, "--out", str(run)]) == 0
-    printed = capsys.readouterr().out
-    assert "data: digits: 1437 images of 1x8x8" in printed
+    assert main([*_TRAIN, "--out", str(run)]) == 0
+    assert "data: digits: 1437 images of 1x8x8" in capsys.readouterr().out
     samples, grid = tmp_path / "s.npy", tmp_path / "grid.png"
     argv = ["sample", "--run", str(run), "--n", "6", "--batch", "4", "--out", str(samples)]
     assert main([*argv, "--grid-png", str(grid)]) == 0
+    return run, samples, grid
+
+
+def test_train_sample_and_grid_on_digits(tmp_path, capsys):
+    """The default MLP trains on 8x8 digits and samples them in chunks; the grid holds each
+    sample's pixels, round(255 clip(x/2 + 1/2)), magnified 4x, below a caption strip."""
+    from scorelab.diffusers import to_images
+
+    _, samples, grid = _train_and_sample(tmp_path, capsys)
     x = np.load(samples)
     assert x.shape == (6, 1, 8, 8) and np.isfinite(x).all()
-    with Image.open(grid) as picture:  # 3 x 3 tiles magnified 4x, below the caption strip
-        assert picture.mode == "L" and picture.width == 3 * 32 and picture.height > 3 * 32
+    tiles = to_images(x).repeat(4, axis=1).repeat(4, axis=2)[..., 0]
+    expected = np.zeros((2 * 32, 3 * 32), np.uint8)  # ceil(sqrt(6)) = 3 columns, 2 rows
+    for i, tile in enumerate(tiles):
+        row, column = divmod(i, 3)
+        expected[row * 32 : (row + 1) * 32, column * 32 : (column + 1) * 32] = tile
+    with Image.open(grid) as picture:
+        pixels = np.asarray(picture)
+    assert pixels.ndim == 2 and pixels.shape[0] > 2 * 32
+    np.testing.assert_array_equal(pixels[-2 * 32 :, : 3 * 32], expected)
+
+
+@pytest.mark.slow
+def test_plot_evaluate_and_resume_an_image_run(tmp_path, capsys):
+    run, samples, _ = _train_and_sample(tmp_path, capsys)
     assert main(["plot", str(run)]) == 0
     assert (run / "figures" / "samples.png").is_file()
     from scorelab.data import digits
@@ -280,7 +302,8 @@ def test_train_sample_grid_plot_evaluate_and_resume_on_digits(tmp_path, capsys):
     np.save(tmp_path / "held_out.npy", digits("test")[0])  # float NCHW in [-1, 1]
     argv = ["evaluate", str(samples), "--data", str(tmp_path / "held_out.npy")]
     assert main([*argv, "--floor-repeats", "2"]) == 0
-    more = [*train[:3], "--steps", "6", *train[5:]]
+    more = [*_TRAIN[:3], "--steps", "6", *_TRAIN[5:]]
     assert main([*more, "--out", str(run), "--resume"]) == 0
     assert np.load(run / "losses.npy").shape == (6,)
     assert main([*more, "--out", str(run), "--resume", "--set", "data.hflip=false"]) == 2
+    assert "data.hflip: True -> False" in capsys.readouterr().err

@@ -202,7 +202,7 @@ def _cmd_sample(args) -> int:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
     if args.grid_png is not None:  # first: it refuses samples that are not images
-        source = args.run if args.run is not None else args.exact
+        source = args.run.name if args.run is not None else args.exact
         label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"
         save_sample_grid(result.x, args.grid_png, label=label)
     atomic_write(out, lambda handle: np.save(handle, result.x))
