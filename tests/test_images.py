@@ -2,6 +2,7 @@
 status 2, samplers on image-shaped states against a Gaussian's closed form, and a tiny
 train -> sample -> grid -> plot -> resume on the built-in digits."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,6 +176,48 @@ def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys
 
     with pytest.raises(DataError, match="data.hflip: flips images"):
         train(jax.random.key(0), None, None, np.zeros((4, 2)), TrainConfig(steps=1), hflip=True)
+
+
+class _Probe(eqx.Module):
+    """A "model" whose one SGD step on ``loss = sum(w * x)`` at rate 1 records the batch mean:
+    ``w_1 = w_0 - mean(x)``."""
+
+    w: jax.Array
+
+
+def _batch_mean_after_one_step(data, hflip):
+    from scorelab.training import TrainConfig, train
+
+    config = TrainConfig(steps=1, optimizer="sgd", learning_rate=1.0, batch_size=None)
+    model = _Probe(jnp.zeros(data.shape[1:]))
+    result = train(
+        jax.random.key(0),
+        model,
+        lambda key, m, x: jnp.sum(m.w * x),
+        data,
+        config,
+        hflip=hflip,
+        progress=False,
+    )
+    return -np.asarray(result.model.w, np.float64)
+
+
+def test_hflip_mirrors_each_example_with_probability_one_half_and_only_when_asked():
+    """2000 copies of the image [0, 1] (1 x 1 x 2): the batch mean's right pixel is the
+    fraction left unflipped, 1/2 within 4 standard errors sqrt(1/4 / 2000); without hflip the
+    batch is the data, and data symmetric under the mirror give the same step either way."""
+    n = 2000
+    image = np.array([[[0.0, 1.0]]], np.float32)
+    data = np.repeat(image[None], n, axis=0)
+    unflipped = _batch_mean_after_one_step(data, hflip=True)[0, 0, 1]
+    assert abs(unflipped - 0.5) < 4 * np.sqrt(0.25 / n)
+    # float32's mean of 2000 ones is 1 to a rounding error
+    np.testing.assert_allclose(_batch_mean_after_one_step(data, hflip=False), image, rtol=1e-6)
+    symmetric = np.repeat(np.array([[[0.25, 0.25]]], np.float32)[None], n, axis=0)
+    np.testing.assert_array_equal(
+        _batch_mean_after_one_step(symmetric, hflip=True),
+        _batch_mean_after_one_step(symmetric, hflip=False),
+    )
 
 
 # --- samplers on image states --------------------------------------------------------------------
