@@ -168,8 +168,14 @@ def test_bad_image_data_is_one_line_and_exit_status_2(tmp_path, capsys, case):
 
 def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys):
     np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))
-    for setting, words in [('data.layout="NHWC"', "data.layout: applies to images")]:
-        argv = ["train", "--data", str(tmp_path / "points.npy"), "--set", setting, "--steps", "1"]
+    cases = [
+        (tmp_path / "points.npy", 'data.layout="NHWC"', "data.layout: applies to images"),
+        (tmp_path / "points.npy", "data.hflip=true", "data.hflip: applies to images"),
+        ("digits", 'data.pixel_range="0-1"', "data.pixel_range: applies to image files"),
+        ("digits", "data.held_out=0.5", "data.held_out: digits has a fixed held-out split"),
+    ]
+    for source, setting, words in cases:
+        argv = ["train", "--data", str(source), "--set", setting, "--steps", "1"]
         assert main([*argv, "--out", str(tmp_path / "run")]) == 2
         assert words in capsys.readouterr().err
     from scorelab.training import TrainConfig, train

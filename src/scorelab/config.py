@@ -141,8 +141,13 @@ class DataConfig:
                     [*TARGETS, *TOY_DATASETS, *IMAGE_SOURCES, "a .npy/.csv/.npz path or a folder"]
                 )
                 _fail("data", "source", f"unknown source {self.source!r}; accepted: {accepted}")
-        if self.source in IMAGE_SOURCES and self.held_out:
-            _fail("data", "held_out", f"{self.source} has a fixed held-out split; leave it at 0")
+        if self.source in IMAGE_SOURCES:
+            if self.held_out:
+                _fail("data", "held_out", f"{self.source} has a fixed held-out split; leave it 0")
+            file_fields = {"layout": "auto", "pixel_range": "auto", "array": None, "labels": None}
+            for field, default in file_fields.items():
+                if getattr(self, field) != default:
+                    _fail("data", field, f"applies to image files, not the built-in {self.source}")
 
     @property
     def is_builtin(self) -> bool:
