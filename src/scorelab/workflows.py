@@ -202,8 +202,10 @@ def sample_run(
 
     The key ``key(seed)`` is split into a prior key and a sampler key; chain ``i`` depends only
     on index ``i`` of each, so the first ``m`` samples do not depend on ``n``, and the chains
-    run ``batch`` at a time with the same result whatever ``batch`` is. The memory the samples
-    (and trajectories) need is checked before anything is allocated.
+    run ``batch`` at a time with the same result whatever ``batch`` is (bit for bit with the
+    exact score; to float rounding with a network, whose matrix products XLA blocks by the
+    chunk's size). The memory the samples (and trajectories) need is checked before anything
+    is allocated.
 
     Raises:
         ConfigError: for ``n`` or ``batch`` not a positive integer, more memory than available,
