@@ -24,7 +24,11 @@ __all__ = ["main"]
 
 # Named flags: flag -> (section.field, type, help).
 _TRAIN_FLAGS = {
-    "--data": ("data.source", str, "built-in target/toy set name, or a .npy/.csv file"),
+    "--data": (
+        "data.source",
+        str,
+        "built-in target/toy set/digits, a .npy/.csv/.npz file or an image folder",
+    ),
     "--loss": ("loss.name", str, "hyvarinen, hutchinson, sliced, dsm or ncsn"),
     "--model": ("model.name", str, "auto, mlp or ncsn_mlp"),
     "--steps": ("train.steps", int, "optimiser steps"),
@@ -168,7 +172,12 @@ def _cmd_train(args) -> int:
     initialize_distributed()  # a no-op on one host; joins the cluster when launched on several
     config = _experiment(args, _TRAIN_FLAGS)
     train_run(
-        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        log=lambda line: print(f"data: {line}"),
     )
     print(f"trained model written to {args.out}")
     return 0
@@ -178,22 +187,30 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from scorelab.runs import atomic_write
-    from scorelab.workflows import sample_run
+    from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
     out = _output(args.out, ".npy", args.overwrite)
     if args.trajectory is not None:
         _output(args.trajectory, ".npy", args.overwrite)
+    if args.grid_png is not None:
+        _output(args.grid_png, ".png", args.overwrite)
     trajectory = args.trajectory is not None
     result = sample_run(config, model, args.n, args.seed, trajectory=trajectory, batch=args.batch)
-    atomic_write(out, lambda handle: np.save(handle, result.x))
-    if args.trajectory is not None:
-        atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
     nfe = f"NFE {result.nfe}"
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
+    if args.grid_png is not None:  # first: it refuses samples that are not images
+        source = args.run.name if args.run is not None else args.exact
+        label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"
+        save_sample_grid(result.x, args.grid_png, label=label)
+    atomic_write(out, lambda handle: np.save(handle, result.x))
+    if args.trajectory is not None:
+        atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
     print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {out}")
+    if args.grid_png is not None:
+        print(f"grid written to {args.grid_png}")
     if model is not None and config.loss.name == "dsm":
         sigma = f"{config.loss.sigma:g}"
         print(
@@ -470,18 +487,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
     sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
+    sample.add_argument("--grid-png", type=Path, help="also write image samples as a PNG grid")
     sample.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     sample.set_defaults(handler=_cmd_sample)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a samples file, with the floor")
-    evaluate.add_argument("samples", type=Path, help=".npy or .csv samples (n, d)")
+    evaluate.add_argument(
+        "samples", type=Path, help=".npy or .csv samples (n, d), or images (n, C, H, W)"
+    )
     reference = evaluate.add_mutually_exclusive_group(required=True)
     reference.add_argument("--target", help="a built-in target (exact reference and floor)")
     reference.add_argument(
         "--data",
         type=Path,
-        help="reference data .npy/.csv, or 'digits': image metrics (classifier features) of "
-        "(n, 1, 8, 8) or (n, 64) images against the digits, floors from the held-out split",
+        help="reference data .npy/.csv, images (.npy/.npz/folder), or 'digits': image metrics "
+        "(classifier features) of (n, 1, 8, 8) or (n, 64) images against the digits, floors "
+        "from the held-out split",
     )
     evaluate.add_argument(
         "--sigma",

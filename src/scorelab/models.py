@@ -1,7 +1,8 @@
 r"""Score models: any callable ``score_fn(x, sigma) -> grad log q_sigma(x)`` for one example.
 
 Every function in scorelab that takes a model takes a plain callable of one example
-``x`` of shape ``(d,)`` and a scalar noise level ``sigma``, so a Flax
+``x`` (a vector ``(d,)`` or any array, e.g. an image ``(C, H, W)``) and a scalar noise level
+``sigma``, returning an array of ``x``'s shape, so a Flax
 ``functools.partial(model.apply, params)`` wrapped to that signature, an Equinox module, or a
 hand-written function all plug in unchanged. The bundled networks are Equinox modules.
 
@@ -108,7 +109,8 @@ class MLP(eqx.Module):
     ``eqx.nn.Linear`` and ``eqx.nn.LayerNorm`` fields hold the parameters; only their
     ``weight``, ``bias`` and ``eps`` are read.
 
-    Call: ``model(x, sigma=None)`` with ``x`` of shape ``(d,)``; returns ``(d,)``.
+    Call: ``model(x, sigma=None)`` with ``x`` of ``d`` elements in any shape (a vector, or an
+    image flattened inside); returns the score in ``x``'s shape.
     """
 
     hidden_layers: tuple[eqx.nn.Linear, ...]
@@ -139,10 +141,10 @@ class MLP(eqx.Module):
     def __call__(self, x: Array, sigma=None) -> Array:
         del sigma  # unconditional
         act = ACTIVATIONS[self.activation]
-        x = x / self.input_scale
+        h = x.reshape(-1) / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
-            x = act(_normed_dense(layer, norm, x))
-        return _dense(self.output_layer, x)
+            h = act(_normed_dense(layer, norm, h))
+        return _dense(self.output_layer, h).reshape(x.shape)
 
 
 class NoiseConditionalMLP(eqx.Module):
@@ -207,15 +209,16 @@ class NoiseConditionalMLP(eqx.Module):
 
     def __call__(self, x: Array, sigma) -> Array:
         sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
+        h = x.reshape(-1)
         if self.sigma_data is not None:
-            x = x * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
-        h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
+            h = h * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
+        h = jnp.concatenate([h, 0.25 * jnp.log(sigma)[None]])
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
         h = act(_normed_dense(first, self.norm_in, h))
         h = act(_dense(middle, h))
         h = act(_normed_dense(last, self.norm_out, h))
-        out = _dense(self.output_layer, h)
+        out = _dense(self.output_layer, h).reshape(x.shape)
         return out / sigma if self.scale_by_sigma else out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,7 +21,14 @@ from scorelab._validate import check_memory, check_real
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
-from scorelab.data import DataError, digits, load_array
+from scorelab.data import (
+    DataError,
+    digits,
+    is_image_file,
+    load_array,
+    load_images,
+    validate_data,
+)
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
@@ -34,6 +42,7 @@ __all__ = [
     "evaluate_samples",
     "evaluate_images",
     "likelihood_points",
+    "save_sample_grid",
     "plot_run",
 ]
 
@@ -48,6 +57,7 @@ def train_run(
     data: np.ndarray | None = None,
     init_key: jax.Array | None = None,
     train_key: jax.Array | None = None,
+    log: Callable[[str], None] | None = None,
     **manifest_extra: Any,
 ) -> TrainResult:
     """Train the model ``config`` describes and write a run directory (see :mod:`scorelab.runs`).
@@ -66,9 +76,11 @@ def train_run(
         resume: continue from the newest intact checkpoint.
         overwrite: replace a run already in ``out_dir``.
         progress: show a progress bar.
-        data: ``(n, d)`` training data; ``None`` builds it from ``config.data``.
+        data: ``(n, d)`` points or ``(n, C, H, W)`` images; ``None`` builds them from
+            ``config.data``.
         init_key, train_key: the network's initialisation key and the training key; ``None``
             uses ``key(config.model.seed)`` and ``key(config.train.seed)``.
+        log: receives one line describing image data as loaded (shape, layout, scaling).
         **manifest_extra: more JSON-serialisable fields for ``manifest.json``.
 
     Returns:
@@ -88,7 +100,13 @@ def train_run(
             "use a smaller --batch-size",
             error=ConfigError,
         )
-    data = builders.make_data(config.data) if data is None else data
+    if data is None and config.data.is_images:
+        images = builders.make_image_data(config.data)
+        data = images.images
+        if log is not None:
+            log(images.description)
+    elif data is None:
+        data = builders.make_data(config.data)
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
         result = train(
@@ -102,6 +120,7 @@ def train_run(
             progress=progress,
             label=f"train {out_dir.name}",
             run_config=config.to_dict(),
+            hflip=config.data.hflip,
         )
         trained = result.ema_model if result.ema_model is not None else result.model
         save_model(out_dir / "model", trained, **model_kwargs)
@@ -166,8 +185,8 @@ class SampleResult(NamedTuple):
     """Samples, optional trajectories, and the score evaluations they cost.
 
     Attributes:
-        x: samples ``(n, d)``.
-        trajectory: ``(n, n_records, d)``, or ``None`` when not asked for.
+        x: samples ``(n, *S)``: points ``(n, d)`` or images ``(n, C, H, W)``.
+        trajectory: ``(n, n_records, *S)``, or ``None`` when not asked for.
         nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
             mean over chains.
         nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
@@ -192,8 +211,10 @@ def sample_run(
 
     The key ``key(seed)`` is split into a prior key and a sampler key; chain ``i`` depends only
     on index ``i`` of each, so the first ``m`` samples do not depend on ``n``, and the chains
-    run ``batch`` at a time with the same result whatever ``batch`` is. The memory the samples
-    (and trajectories) need is checked before anything is allocated.
+    run ``batch`` at a time with the same result whatever ``batch`` is (bit for bit with the
+    exact score; to float rounding with a network, whose matrix products XLA blocks by the
+    chunk's size). The memory the samples (and trajectories) need is checked before anything
+    is allocated.
 
     Raises:
         ConfigError: for ``n`` or ``batch`` not a positive integer, more memory than available,
@@ -205,7 +226,8 @@ def sample_run(
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
-    dim = target.dim if target is not None else builders.make_data(config.data).shape[1]
+    shape = (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+    dim = int(np.prod(shape))
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
@@ -216,7 +238,7 @@ def sample_run(
         "ask for fewer samples (--n)" + (" or no --trajectory" if trajectory else ""),
         error=ConfigError,
     )
-    x_init = builders.make_prior(config.sampler, key_prior, n, dim, target)
+    x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target)
     chunks = [
         samplers.sample(
             key_sampler,
@@ -256,6 +278,9 @@ def evaluate_samples(
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
     the floors at the same sample size.
 
+    Images are compared as vectors of their ``C * H * W`` pixels: samples ``(n, C, H, W)`` as
+    stored (model space), reference images as :func:`scorelab.data.load_images` reads them.
+
     With a built-in ``target``, the reference is ``n`` fresh exact samples and the floor is
     the metric between two independent exact sets of size ``n``. With ``data`` (an array or a
     path), the reference is the data and the floor is the metric between two independent
@@ -275,9 +300,7 @@ def evaluate_samples(
         ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
             or a dimension that differs from the reference's.
     """
-    if isinstance(samples, str | Path):
-        samples = load_array(samples)
-    samples = np.asarray(samples, np.float32)
+    samples = _flat_points(samples, raw=True)
     n = samples.shape[0]
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
     key_reference, key_floor = jax.random.split(jax.random.key(seed))
@@ -291,7 +314,7 @@ def evaluate_samples(
         sample_fn = mixture.sample
     else:
         mixture = None
-        points = load_array(data) if isinstance(data, str | Path) else np.asarray(data)
+        points = _flat_points(data, raw=False)
         if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
 
@@ -413,6 +436,24 @@ def evaluate_images(
     return Report([{"method": label, "n": len(images), **row}], floor)
 
 
+def _flat_points(source, *, raw: bool) -> np.ndarray:
+    """``float32 (n, d)`` from an array or a path; images flattened to ``d = C * H * W``.
+
+    A path to image data (:func:`scorelab.data.is_image_file`) is read as stored (``raw``:
+    samples written by ``scorelab sample``) or by :func:`scorelab.data.load_images` (a data
+    set, scaled to [-1, 1]); any other path by :func:`scorelab.data.load_array`.
+    """
+    if isinstance(source, str | Path):
+        if not is_image_file(source):
+            return load_array(source)
+        if raw and Path(source).suffix.lower() == ".npy":
+            source = np.load(source, allow_pickle=False)
+        else:
+            source = load_images(source).images
+    array = validate_data(np.asarray(source), any_shape=True)
+    return array.reshape(len(array), -1)
+
+
 def likelihood_points(
     config: ExperimentConfig,
     model,
@@ -483,8 +524,39 @@ def likelihood_points(
     return result
 
 
+def save_sample_grid(samples, path, *, label: str | None = None) -> Path:
+    """Write image samples ``(n, C, H, W)`` in [-1, 1] as one labelled PNG grid, atomically.
+
+    Pixels are ``round(255 clip(x / 2 + 1/2, 0, 1))`` (diffusers' conversion,
+    :func:`scorelab.diffusers.to_images`); each image is magnified to at least 32 pixels
+    (:func:`scorelab.viz.save_image_grid`).
+
+    Args:
+        samples: ``(n, C, H, W)`` with ``C`` in 1, 3 or 4.
+        path: the ``.png`` file.
+        label: the caption above the grid.
+
+    Raises:
+        ConfigError: for samples that are not images.
+    """
+    from scorelab.diffusers import to_images
+
+    samples = np.asarray(samples)
+    if samples.ndim != 4 or samples.shape[1] not in (1, 3, 4):
+        raise ConfigError(
+            f"grid: samples of shape {samples.shape} are not images (n, C, H, W) with C in 1, "
+            "3 or 4"
+        )
+    scale = max(1, -(-32 // samples.shape[2]))
+    images = to_images(samples)
+    return atomic_write(
+        path, lambda handle: viz.save_image_grid(images, handle, scale=scale, label=label)
+    )
+
+
 def plot_run(run_dir, out_dir=None) -> list[Path]:
-    """The figures of a training run: loss curve, score field over the data, samples.
+    """The figures of a training run: loss curve, and the score field and samples (points) or
+    a grid of 64 samples (images).
 
     Args:
         run_dir: a run directory of ``scorelab train`` (or one of the demo's models).
@@ -494,13 +566,13 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         The paths written.
 
     Raises:
-        ConfigError: for data that is not 2-D (the figures are planar).
+        ConfigError: for points that are not 2-D (the figures are planar).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
     config, model = load_run(run_dir)
     data = builders.make_data(config.data)
-    if data.shape[1] != 2:
+    if data.shape[1] != 2 and data.ndim != 4:
         raise ConfigError(
             f"plot: the run's data is {data.shape[1]}-dimensional and the figures are planar; "
             "sample it with `scorelab sample --run` and evaluate with `scorelab evaluate`"
@@ -509,6 +581,11 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     written = []
     losses = {config.loss.name: np.load(run_dir / "losses.npy")}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
+    if data.ndim == 4:
+        result = sample_run(config, model, 64, 0)
+        label = f"{run_dir.name}: {config.sampler.name}, NFE {result.nfe:g}"
+        written.append(save_sample_grid(result.x, out_dir / "samples.png", label=label))
+        return written
     sigma = config.sampler.options.get("sigma", 0.0) or config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))
