@@ -24,6 +24,7 @@ import pytest
 from _damage import flip_a_bit
 
 from scorelab.checkpoints import load_model, open_checkpoints, save_model
+from scorelab.distributed import initialize_distributed
 from scorelab.losses import dsm_loss
 from scorelab.models import MLP
 from scorelab.runs import RunBusyError, prepare_run_dir
@@ -31,7 +32,6 @@ from scorelab.targets import gaussian
 from scorelab.training import (
     NonFiniteLossError,
     TrainConfig,
-    initialize_distributed,
     make_optimizer,
     train,
 )
