@@ -134,7 +134,7 @@ def launch_local(
         command: the program and its arguments, e.g. ``[sys.executable, "-m", "scorelab.cli",
             "train", ...]``.
         processes: the number of processes, >= 1.
-        env: the base environment (default: this process's).
+        env: variables added to this process's environment for every process.
         timeout: seconds after which every process is terminated; ``None`` waits forever.
 
     Returns:
@@ -143,7 +143,7 @@ def launch_local(
     """
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ValueError(f"processes: must be an integer >= 1, got {processes!r}")
-    base = dict(os.environ if env is None else env)
+    base = {**os.environ, **(env or {})}
     base.update(
         JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES=str(processes)
     )
