@@ -73,6 +73,8 @@ def test_a_failing_process_ends_the_others_and_its_status_is_returned():
         """
     )
     assert launch_local(command, 2, timeout=60) == 3
+    killed = python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert launch_local(killed, 2, timeout=60) == 128 + 9  # as a shell reports SIGKILL
     assert launch_local(python("import time; time.sleep(600)"), 2, timeout=1) == 124
 
 

@@ -138,8 +138,9 @@ def launch_local(
         timeout: seconds after which every process is terminated; ``None`` waits forever.
 
     Returns:
-        0 when every process succeeded; else the status of the first that failed (a negative
-        number ``-signal`` for one killed by a signal), or 124 on timeout.
+        0 when every process succeeded; else the exit status of a process that failed (the
+        lowest-numbered one found failed; ``128 + k`` for one killed by signal ``k``, as a
+        shell reports it), or 124 on timeout.
     """
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ValueError(f"processes: must be an integer >= 1, got {processes!r}")
@@ -157,8 +158,8 @@ def launch_local(
         while True:
             statuses = [process.poll() for process in started]
             failed = [status for status in statuses if status not in (None, 0)]
-            if failed:
-                return failed[0]
+            if failed:  # a process killed by signal k reports -k; a shell says 128 + k
+                return failed[0] if failed[0] > 0 else 128 - failed[0]
             if all(status == 0 for status in statuses):
                 return 0
             if deadline is not None and time.monotonic() > deadline:
