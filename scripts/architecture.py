@@ -34,8 +34,8 @@ LAYERS = (
     (
         "application",
         (
-            "checkpoints", "training", "runs", "config", "builders", "report", "workflows",
-            "sweep", "demo", "cli",
+            "distributed", "checkpoints", "training", "runs", "config", "builders", "report",
+            "workflows", "sweep", "demo", "cli",
         ),
     ),
 )  # fmt: skip

@@ -166,10 +166,24 @@ _SAMPLER_FLAGS = _sampler_flags()
 
 
 def _cmd_train(args) -> int:
-    from scorelab.training import initialize_distributed
+    import os
+
+    from scorelab.distributed import initialize_distributed, is_primary, launch_local
+
+    if args.processes is not None and args.processes < 1:
+        raise ValueError(f"--processes: must be >= 1, got {args.processes}")
+    if args.processes is not None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
+        # The launcher: the same command line in each process, which then joins the job below.
+        return launch_local([sys.executable, "-m", "scorelab.cli", *args.argv], args.processes)
+    if args.processes is not None and os.environ.get("JAX_NUM_PROCESSES") != str(args.processes):
+        raise ValueError(
+            f"--processes {args.processes}: this process was launched into a job of "
+            f"JAX_NUM_PROCESSES={os.environ.get('JAX_NUM_PROCESSES')} processes; drop "
+            "--processes when launching the processes yourself"
+        )
     from scorelab.workflows import train_run
 
-    initialize_distributed()  # a no-op on one host; joins the cluster when launched on several
+    initialize_distributed()  # a no-op in one process; joins the job when launched as several
     config = _experiment(args, _TRAIN_FLAGS)
     train_run(
         config,
@@ -179,7 +193,8 @@ def _cmd_train(args) -> int:
         progress=not args.quiet,
         log=lambda line: print(f"data: {line}"),
     )
-    print(f"trained model written to {args.out}")
+    if is_primary():
+        print(f"trained model written to {args.out}")
     return 0
 
 
@@ -466,6 +481,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="data-parallel over N processes on this machine (jax.distributed; see the "
+        "scale-out how-to)",
+    )
     train.set_defaults(handler=_cmd_train)
 
     sample = commands.add_parser(
@@ -618,12 +640,14 @@ def main(argv: list[str] | None = None) -> int:
     Raises:
         SystemExit: from argparse, status 0 for ``--help``.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = _parser().parse_args(argv)
     except _UsageError as error:
         prog, message = error.args
         print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
         return 2
+    args.argv = argv  # what a launcher (train --processes) passes on to its processes
     try:
         return args.handler(args)
     except KeyboardInterrupt:

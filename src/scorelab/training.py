@@ -14,7 +14,8 @@ and resumed, or (up to float rounding of the batch mean) on how many devices sha
 The hot loop is one jitted function running ``steps_per_dispatch`` steps with ``lax.scan``;
 the host touches the device once per dispatch, to fetch that dispatch's losses. The batch is
 sharded over a 1-D mesh of all devices (data parallelism), parameters and optimiser state are
-replicated. On several hosts, call :func:`initialize_distributed` first.
+replicated. In several processes, call
+:func:`scorelab.distributed.initialize_distributed` first.
 
 References:
     Kingma, D. P. & Ba, J. (2015). Adam: A Method for Stochastic Optimization.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,7 +56,6 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "make_optimizer",
-    "initialize_distributed",
     "train",
 ]
 
@@ -240,39 +239,6 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     if config.grad_clip is None:
         return optimizer
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
-
-
-def initialize_distributed() -> bool:
-    """Join a multi-host JAX job when launched as one; a no-op on a single host.
-
-    Must run before anything else touches JAX (the CLI calls it first). A multi-host launch is
-    recognised by ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID``, or a cluster JAX detects such as Slurm), or by an ``srun`` job step or
-    ``mpirun`` launch of more than one task (``SLURM_STEP_NUM_TASKS``,
-    ``OMPI_COMM_WORLD_SIZE``), whose coordinates ``jax.distributed.initialize`` detects itself.
-    (An ``salloc`` shell running plain ``python`` is one process and is left alone.)
-
-    Returns:
-        whether ``jax.distributed.initialize`` was called.
-    """
-    environ = os.environ
-    if "JAX_COORDINATOR_ADDRESS" in environ:
-
-        def optional_int(name):
-            return int(environ[name]) if name in environ else None
-
-        jax.distributed.initialize(
-            num_processes=optional_int("JAX_NUM_PROCESSES"),
-            process_id=optional_int("JAX_PROCESS_ID"),
-        )
-        return True
-    tasks = max(
-        int(environ.get(name, "1")) for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
-    )
-    if tasks > 1:
-        jax.distributed.initialize()
-        return True
-    return False
 
 
 def _as_typed_key(key: Array) -> Array:

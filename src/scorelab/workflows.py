@@ -29,6 +29,7 @@ from scorelab.data import (
     load_images,
     validate_data,
 )
+from scorelab.distributed import is_primary
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
@@ -70,6 +71,12 @@ def train_run(
     whole configuration must match, ``train.steps`` may grow) or replaced only with
     ``overwrite``. Every file is written atomically.
 
+    In a multi-process JAX job (:mod:`scorelab.distributed`; ``scorelab train --processes``)
+    every process calls this with the same arguments: all train (the batch is sharded over
+    every process's devices) and write the orbax checkpoints together; process 0 alone locks
+    the run directory and writes the model, losses, configuration and manifest, so the run
+    directory is that of a one-process run. The others return the same result.
+
     Args:
         config: the experiment.
         out_dir: the run directory.
@@ -108,6 +115,8 @@ def train_run(
     elif data is None:
         data = builders.make_data(config.data)
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
+    # In a multi-process job every process trains and joins in the collective checkpoint
+    # writes; process 0 alone holds the run directory and writes the rest.
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
@@ -122,6 +131,8 @@ def train_run(
             run_config=config.to_dict(),
             hflip=config.data.hflip,
         )
+        if not is_primary():
+            return result
         trained = result.ema_model if result.ema_model is not None else result.model
         save_model(out_dir / "model", trained, **model_kwargs)
         atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
