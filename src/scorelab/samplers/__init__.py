@@ -93,6 +93,7 @@ from scorelab.samplers._adaptive import (
     dopri5,
     tsit5,
 )
+from scorelab.samplers._brownian import NOISE_SAMPLERS, brownian_increment
 from scorelab.samplers._core import (
     DEFAULT_SIGMA_MAX,
     DEFAULT_SIGMA_MIN,
@@ -105,7 +106,6 @@ from scorelab.samplers._core import (
     sample,
     ve_prior,
 )
-from scorelab.samplers._brownian import NOISE_SAMPLERS, brownian_increment
 from scorelab.samplers._ddim import DDIM, ddim, inference_process, ve_ddim_etas
 from scorelab.samplers._dpmpp import (
     SOLVER_TYPES,

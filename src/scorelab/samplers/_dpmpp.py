@@ -80,7 +80,8 @@ def _init_3m(x: Array) -> DPMpp3MState:
 
 def _step_3m(score_fn, state: DPMpp3MState, sigma, sigma_next, index, eta):
     r"""The deterministic part of a DPM-Solver++(3M) SDE step (k-diffusion's
-    ``sample_dpmpp_3m_sde``): ``(state, h)``, of order 1, 2, 3 at steps 0, 1, >= 2."""
+    ``sample_dpmpp_3m_sde``): ``(state, h)``, with 0, 1, 2 backward differences of D at steps
+    0, 1, >= 2."""
     x, denoised_1, denoised_2, h_1, h_2 = state
     denoised = tweedie(score_fn, x, sigma)
     h = jnp.log(sigma) - jnp.log(sigma_next)
@@ -91,7 +92,7 @@ def _step_3m(score_fn, state: DPMpp3MState, sigma, sigma_next, index, eta):
     # Second order: one backward difference of D in lambda.
     r = h_1 / h
     second = phi_2 * (denoised - denoised_1) / r
-    # Third order: two backward differences (Lu et al. 2022, the multistep form of App. B).
+    # Two backward differences (Lu et al.'s reference code; see dpmpp_3m on its order).
     r0, r1 = h_1 / h, h_2 / h
     d1_0, d1_1 = (denoised - denoised_1) / r0, (denoised_1 - denoised_2) / r1
     d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
@@ -272,7 +273,7 @@ def _check(sigmas, eta, s_noise, noise_sampler, max_eta=None) -> Array:
 
 
 def dpmpp_3m(sigmas) -> DPMpp3M:
-    r"""DPM-Solver++(3M): the third-order multistep solver of the data-prediction ODE.
+    r"""DPM-Solver++(3M): the three-step multistep solver of the data-prediction ODE.
 
     With :math:`h = \lambda_{i-1} - \lambda_i`, :math:`\varphi_2(h) = (e^{-h} - 1)/h + 1`,
     :math:`\varphi_3 = \varphi_2 / h - \tfrac12` and backward differences
@@ -284,7 +285,14 @@ def dpmpp_3m(sigmas) -> DPMpp3M:
 
     first and second order on the first two steps (no history), and :math:`x = D(x_0,
     \sigma_0)` on the last, to :math:`\sigma = 0`. It is :func:`dpmpp_3m_sde` with
-    ``eta = 0`` (k-diffusion's ``sample_dpmpp_3m_sde(eta=0)``). Order 3 between levels.
+    ``eta = 0`` (k-diffusion's ``sample_dpmpp_3m_sde(eta=0)``, matched to 1e-9).
+
+    **Its order is 2, not 3.** The exact update's second-derivative term is
+    :math:`-h^2 \varphi_3 D''`, but :math:`d_2` estimates :math:`h^2 D'' / 2` (the second
+    divided difference), so the update carries half of it: one step from exact history has
+    local error :math:`O(h^3)`, the solve :math:`O(h^2)` (both tested). The formula is the
+    reference code's (Lu et al.'s ``multistep_dpm_solver_third_update``, k-diffusion,
+    diffusers), kept for parity.
 
     Args:
         sigmas: ``(N,)`` ascending grid.

@@ -298,7 +298,8 @@ def lms_coefficients(sigmas, order: int) -> Array:
             basis = jnp.ones_like(taus)
             for k in range(p):
                 if k != j:
-                    basis = basis * (taus - past[:, k:k + 1]) / (past[:, j:j + 1] - past[:, k:k + 1])
+                    t_k, t_j = past[:, k, None], past[:, j, None]
+                    basis = basis * (taus - t_k) / (t_j - t_k)
             columns.append(half * (basis @ weights))
         columns += [jnp.zeros(n, sigmas.dtype)] * (order - p)
         uses = jnp.minimum(steps + 1, order) == p
@@ -459,4 +460,3 @@ def dpm_solver(sigmas, order: int = DPMSolver.order) -> DPMSolver:
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     return DPMSolver(sigmas, int(order))
-
