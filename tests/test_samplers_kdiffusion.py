@@ -30,6 +30,7 @@ from scorelab.samplers import (
     ancestral,
     dpm_2,
     dpm_2_ancestral,
+    dpm_adaptive,
     dpm_solver,
     dpmpp_2m_sde,
     dpmpp_2s_ancestral,
@@ -227,3 +228,39 @@ def test_dpm_solver_matches_k_diffusion_steps(order):
             x, _ = step(x, solver.t(sigma), solver.t(sigma_next))
         theirs = problem.model(x, sigmas[-1] * x.new_ones([CHAINS]))
         _assert_parity(problem.run(dpm_solver(problem.sigmas, order=order)), theirs)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"order": 2}, {"rtol": 0.01, "atol": 0.001, "pcoeff": 0.2, "icoeff": 0.6,
+                        "dcoeff": 0.1, "h_init": 0.1}],
+    ids=["order3", "order2", "pid"],
+)  # fmt: skip
+def test_dpm_adaptive_matches_k_diffusion_chain_by_chain(options):
+    """``sample_dpm_adaptive(return_info=True)`` on one chain at a time (it takes one error norm
+    over its whole batch; scorelab's chains control their own steps): the state at sigma_0
+    and the evaluations (scorelab's, less its final denoiser). k-diffusion builds its lambda
+    end points with torch's default dtype, set to float64 here."""
+    with jax.enable_x64(True):
+        torch, sampling = _k_sampling()
+        problem = _Problem(torch)
+        out = eqx.filter_jit(sample)(
+            jax.random.key(0), dpm_adaptive(problem.sigmas, **options), problem.score_fn,
+            jnp.asarray(problem.x_T), trajectory=True,
+        )  # fmt: skip
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            theirs = []
+            for chain in range(CHAINS):
+                x, info = sampling.sample_dpm_adaptive(
+                    problem.model, problem.k_x()[chain : chain + 1], problem.sigmas[0],
+                    problem.sigmas[-1], disable=True, return_info=True, **options,
+                )  # fmt: skip
+                theirs.append(x[0])
+                assert int(out.nfe[chain]) == info["nfe"] + 1
+                assert int(out.info.n_accept[chain]) == info["n_accept"]
+                assert int(out.info.n_reject[chain]) == info["n_reject"]
+        finally:
+            torch.set_default_dtype(default)
+        _assert_parity(np.asarray(out.trajectory[:, 0]), torch.stack(theirs))

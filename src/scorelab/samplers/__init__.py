@@ -17,6 +17,7 @@ adaptive ODE (diffrax)    :func:`tsit5`, :func:`dopri5`            per chain    
 k-diffusion flows         :func:`euler_churn`, :func:`dpm_2`,      N, 2N - 1,      _kdpm
                           :func:`dpm_2_ancestral`, :func:`lms`,    2N - 1, N,
                           :func:`dpm_solver` (order k)             k (N - 1) + 1
+DPM-Solver adaptive       :func:`dpm_adaptive` (PID control)       per chain       _dpm_adaptive
 DPM-Solver++ family       :func:`dpmpp_3m`,                        N, N,           _dpmpp
                           :func:`dpmpp_2m_sde`,                    N,
                           :func:`dpmpp_3m_sde`,                    2N - 1,
@@ -107,6 +108,12 @@ from scorelab.samplers._core import (
     ve_prior,
 )
 from scorelab.samplers._ddim import DDIM, ddim, inference_process, ve_ddim_etas
+from scorelab.samplers._dpm_adaptive import (
+    DPMAdaptive,
+    DPMAdaptiveInfo,
+    DPMAdaptiveState,
+    dpm_adaptive,
+)
 from scorelab.samplers._dpmpp import (
     SOLVER_TYPES,
     DPMpp2MSDE,
@@ -132,6 +139,7 @@ from scorelab.samplers._kdpm import (
     dpm_2,
     dpm_2_ancestral,
     dpm_solver,
+    dpm_solver_step,
     euler_churn,
     lms,
     lms_coefficients,
@@ -240,6 +248,11 @@ __all__ = [
     "lms_coefficients",
     "dpm_solver",
     "DPMSolver",
+    "dpm_solver_step",
+    "dpm_adaptive",
+    "DPMAdaptive",
+    "DPMAdaptiveState",
+    "DPMAdaptiveInfo",
     "dpmpp_3m",
     "DPMpp3M",
     "DPMpp3MState",

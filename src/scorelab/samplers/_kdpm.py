@@ -371,10 +371,24 @@ def lms(sigmas, order: int = LMS.order) -> LMS:
 # --- DPM-Solver-1/2/3 ---------------------------------------------------------------------------
 
 
-def _dpm_solver_step(score_fn, x: Array, sigma, sigma_next, order: int) -> Array:
-    r"""One DPM-Solver-``order`` step in :math:`\lambda = -\log\sigma` with the noise
-    prediction :math:`\epsilon = (x - D)/\sigma` (Lu et al. 2022, Alg. 4-6 with
-    :math:`\alpha = 1`; stages at :math:`r_1 = 1/2` for order 2, :math:`1/3, 2/3` for 3)."""
+def dpm_solver_step(score_fn, x: Array, sigma, sigma_next, order: int) -> tuple[Array, Array]:
+    r"""One DPM-Solver-``order`` step from ``sigma`` to ``sigma_next`` and its embedded
+    lower-order solution: ``(x_next, x_low)``, ``order`` score evaluations.
+
+    In :math:`\lambda = -\log\sigma` with the noise prediction :math:`\epsilon = (x - D)/\sigma`
+    (Lu et al. 2022, Alg. 4-6 with :math:`\alpha = 1`): stages at :math:`r_1 = 1/2` for order
+    2 and :math:`r_1 = 1/3, r_2 = 2/3` for order 3; ``x_low`` is DPM-Solver-1 for orders 1
+    and 2, and DPM-Solver-2 at :math:`r_1 = 1/3` for order 3 (k-diffusion's adaptive pairs).
+
+    Args:
+        score_fn: ``score_fn(x, sigma)``.
+        x: the state ``S`` at ``sigma``.
+        sigma, sigma_next: scalars, ``sigma > sigma_next > 0``.
+        order: 1, 2 or 3 (Python int).
+
+    Returns:
+        ``(x_next, x_low)``, each ``S``.
+    """
 
     def eps(x, sigma):
         return (x - tweedie(score_fn, x, sigma)) / sigma
@@ -383,19 +397,20 @@ def _dpm_solver_step(score_fn, x: Array, sigma, sigma_next, order: int) -> Array
     eps_0 = eps(x, sigma)
     first = x - sigma_next * jnp.expm1(h) * eps_0
     if order == 1:
-        return first
+        return first, first
     r1 = 0.5 if order == 2 else 1.0 / 3.0
     sigma_1 = sigma * jnp.exp(-r1 * h)
     u1 = x - sigma_1 * jnp.expm1(r1 * h) * eps_0
     eps_1 = eps(u1, sigma_1)
+    second = first - sigma_next / (2.0 * r1) * jnp.expm1(h) * (eps_1 - eps_0)
     if order == 2:
-        return first - sigma_next / (2.0 * r1) * jnp.expm1(h) * (eps_1 - eps_0)
+        return second, first
     r2 = 2.0 / 3.0
     sigma_2 = sigma * jnp.exp(-r2 * h)
     phi = jnp.expm1(r2 * h) / (r2 * h) - 1.0
     u2 = x - sigma_2 * jnp.expm1(r2 * h) * eps_0 - sigma_2 * (r2 / r1) * phi * (eps_1 - eps_0)
     eps_2 = eps(u2, sigma_2)
-    return first - sigma_next / r2 * (jnp.expm1(h) / h - 1.0) * (eps_2 - eps_0)
+    return first - sigma_next / r2 * (jnp.expm1(h) / h - 1.0) * (eps_2 - eps_0), second
 
 
 class DPMSolver(AbstractFlow):
@@ -416,7 +431,7 @@ class DPMSolver(AbstractFlow):
 
     def step(self, score_fn, x, inputs):
         (sigma, sigma_next), _ = inputs
-        return _dpm_solver_step(score_fn, x, sigma, sigma_next, self.order), None
+        return dpm_solver_step(score_fn, x, sigma, sigma_next, self.order)[0], None
 
     def final_step(self, score_fn, x, inputs):
         (sigma, _), _ = inputs

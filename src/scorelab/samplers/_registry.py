@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from scorelab.samplers._adaptive import dopri5, tsit5
 from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
 from scorelab.samplers._ddim import check_renamed, ddim
+from scorelab.samplers._dpm_adaptive import dpm_adaptive
 from scorelab.samplers._dpmpp import (
     dpmpp_2m_sde,
     dpmpp_2s_ancestral,
@@ -87,6 +88,7 @@ SAMPLERS: dict[str, SamplerKind] = {
             dpm_2_ancestral,
             lms,
             dpm_solver,
+            dpm_adaptive,
             dpmpp_3m,
             dpmpp_2m_sde,
             dpmpp_3m_sde,
@@ -99,7 +101,7 @@ SAMPLERS: dict[str, SamplerKind] = {
 (``ddim``), reverse SDE (``euler_maruyama``, ``ancestral``, ``predictor_corrector``),
 probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``), adaptive diffrax solves
 (``tsit5``, ``dopri5``) and k-diffusion's family (``euler_churn``, ``dpm_2``,
-``dpm_2_ancestral``, ``lms``, ``dpm_solver``, ``dpmpp_3m``, ``dpmpp_2m_sde``,
+``dpm_2_ancestral``, ``lms``, ``dpm_solver``, ``dpm_adaptive``, ``dpmpp_3m``, ``dpmpp_2m_sde``,
 ``dpmpp_3m_sde``, ``dpmpp_sde``, ``dpmpp_2s_ancestral``)."""
 
 RENAMED_SAMPLERS = {"annealed": "annealed_langevin", "pc": "predictor_corrector"}
