@@ -22,6 +22,7 @@ from scorelab.samplers import (
     default_sigmas,
     dpm_2,
     dpm_2_ancestral,
+    dpm_adaptive,
     dpm_solver,
     dpmpp_2m,
     dpmpp_2m_sde,
@@ -182,6 +183,36 @@ def test_nfe_counts_score_evaluations(sampler, nfe):
     assert_nfe_counts_score_evaluations(sampler, nfe, n_levels=7)
 
 
+def test_dpm_adaptive_counts_every_evaluation_and_meets_its_tolerance():
+    """Each chain's NFE (``order`` per attempt, plus the denoiser) equals a counter inside the
+    score; a tighter tolerance costs more evaluations and lands closer to the closed-form
+    flow; no budget applies to a data-dependent cost."""
+    calls = []
+
+    def counting_score(x, sigma):
+        jax.debug.callback(lambda: calls.append(None))
+        return _gaussian_score(x, sigma)
+
+    sigmas = np.geomspace(SIGMA_MIN, SIGMA_MAX, 8)
+    errors, nfes = [], []
+    with jax.enable_x64(True):
+        x_T = jnp.array([30.0, -25.0])
+        exact = _flow_solution(np.asarray(x_T), sigmas[0], sigmas[-1])
+        for order, rtol in [(3, 1e-2), (3, 1e-5), (2, 1e-5)]:
+            calls.clear()
+            sampler = dpm_adaptive(sigmas, order=order, rtol=rtol, atol=rtol)
+            out = sampler.run(jax.random.key(0), counting_score, x_T, trajectory=True)
+            jax.effects_barrier()
+            assert sampler.nfe is None and int(out.nfe) == len(calls)
+            assert int(out.nfe) == order * int(out.info.n_accept + out.info.n_reject) + 1
+            assert out.trajectory.shape == (2, 2)
+            errors.append(np.linalg.norm(np.asarray(out.trajectory[0]) - exact))
+            nfes.append(int(out.nfe))
+    assert nfes[1] > nfes[0] and errors[1] < errors[0] / 100
+    assert errors[2] < 1e-3
+    assert budget_levels("dpm_adaptive", 20) is None
+
+
 @pytest.mark.parametrize("name", NEW)
 def test_budget_levels_is_the_largest_grid_within_the_budget(name):
     """``budget_levels`` from each sampler's declared cost: the grid it picks fits the budget
@@ -214,6 +245,8 @@ def test_registered_with_their_options():
         (lambda s: euler_churn(s, s_churn=-1.0), "s_churn"),
         (lambda s: lms(s, order=5), "order must be 1, 2, 3 or 4"),
         (lambda s: dpm_solver(s, order=4), "order must be 1, 2 or 3"),
+        (lambda s: dpm_adaptive(s, order=1), "order must be 2 or 3"),
+        (lambda s: dpm_adaptive(s, rtol=0.0), "need rtol > 0"),
     ],
 )
 def test_bad_options_name_the_input(build, message):
