@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from scorelab.samplers._adaptive import AbstractAdaptive
 from scorelab.samplers._core import (
-    AbstractSampler,
     check_positive_int,
     check_sigmas,
     option,
@@ -84,13 +84,11 @@ class _Controller(NamedTuple):
     n_reject: Array
 
 
-class DPMAdaptive(AbstractSampler):
+class DPMAdaptive(AbstractAdaptive):
     """DPM-Solver-12/23 with PID step-size control (:func:`dpm_adaptive`): one step, the whole
     solve from the grid's top to its bottom, then Tweedie's denoiser as the final step."""
 
     kind: ClassVar[str] = "dpm_adaptive"
-    has_final_step: ClassVar[bool] = True
-    sigmas: Array
     order: int = option(3, "the higher order of the pair: 2 (DPM-Solver-12) or 3 (-23)",
                         type=int)  # fmt: skip
     rtol: Array = option(0.05, "relative tolerance of the error norm", in_label=True)
@@ -101,27 +99,6 @@ class DPMAdaptive(AbstractSampler):
     dcoeff: Array = option(0.0, "derivative coefficient of the PID controller")
     accept_safety: Array = option(0.81, "accept an attempt when the step factor is >= this")
     max_steps: int = option(4096, "the most attempts a solve may take", type=int)
-
-    @property
-    def n_steps(self) -> int:
-        return 2
-
-    @property
-    def draws_per_step(self) -> int:
-        return 0
-
-    @property
-    def nfe(self) -> None:
-        return None
-
-    @classmethod
-    def levels(cls, nfe: int, options) -> None:
-        return None
-
-    def schedule(self):
-        """The solve :math:`\\sigma_{N-1} \\to \\sigma_0`, then the denoiser at
-        :math:`\\sigma_0`."""
-        return self.sigmas[jnp.array([-1, 0])], self.sigmas[jnp.array([0, 0])]
 
     def init(self, score_fn, x: Array) -> DPMAdaptiveState:
         return DPMAdaptiveState(x)

@@ -27,7 +27,14 @@ from jax import Array
 
 from scorelab.samplers._core import check_sigmas, descending_steps, option, tweedie
 from scorelab.samplers._dpmpp import AbstractSinglestepDPMpp, _check, ancestral_step
-from scorelab.samplers._ode import AbstractFlow, _flow_step, _gammas, churn, edm_gammas
+from scorelab.samplers._ode import (
+    AbstractFlow,
+    AbstractSecondOrderFlow,
+    _flow_step,
+    _gammas,
+    churn,
+    edm_gammas,
+)
 
 
 def _slope(score_fn, x: Array, sigma) -> Array:
@@ -76,19 +83,10 @@ class EulerChurn(AbstractChurnFlow):
         return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
 
 
-class KDPM2(AbstractChurnFlow):
-    """DPM-Solver-2 steps after churn, Euler's to 0 (:func:`dpm_2`)."""
+class KDPM2(AbstractChurnFlow, AbstractSecondOrderFlow):
+    """DPM-Solver-2 steps after churn, Euler's to 0 (:func:`dpm_2`); ``2 N - 1`` evaluations."""
 
     kind: ClassVar[str] = "dpm_2"
-    has_final_step: ClassVar[bool] = True
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.n_steps - 1
-
-    @classmethod
-    def levels(cls, nfe: int, options) -> int:
-        return (nfe + 1) // 2  # the largest N with 2 N - 1 <= nfe
 
     def step(self, score_fn, x, inputs):
         (sigma, sigma_next, gamma), noise = inputs
