@@ -225,11 +225,11 @@ def test_budget_levels_is_the_largest_grid_within_the_budget(name):
 
 
 def test_registered_with_their_options():
-    assert set(NEW) <= set(SAMPLERS)
+    assert {*NEW, "dpm_adaptive"} <= set(SAMPLERS)
     names = {name: [o.name for o in SAMPLERS[name].options] for name in NEW}
     assert names["dpmpp_2m_sde"] == ["noise_sampler", "eta", "s_noise", "solver_type"]
     assert names["euler_churn"] == names["dpm_2"] == ["s_churn", "s_tmin", "s_tmax", "s_noise"]
-    assert names["dpm_solver"] == names["lms"][:0] + ["order"] and names["dpmpp_3m"] == []
+    assert names["dpm_solver"] == names["lms"] == ["order"] and names["dpmpp_3m"] == []
     assert "s_noise" in [o.name for o in SAMPLERS["ancestral"].options]
 
 
