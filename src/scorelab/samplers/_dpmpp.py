@@ -22,7 +22,13 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab.samplers._brownian import AbstractNoiseSampler, check_noise_sampler
-from scorelab.samplers._core import check_sigmas, descending_steps, option, tweedie
+from scorelab.samplers._core import (
+    AbstractSampler,
+    check_sigmas,
+    descending_steps,
+    option,
+    tweedie,
+)
 from scorelab.samplers._ode import AbstractFlow, DPMpp2MState
 
 SOLVER_TYPES = ("midpoint", "heun")
@@ -102,15 +108,28 @@ def _step_3m(score_fn, state: DPMpp3MState, sigma, sigma_next, index, eta):
     return DPMpp3MState(x_next, denoised, denoised_1, h, h_1), h
 
 
-class DPMpp3M(AbstractFlow):
-    """DPM-Solver++(3M), deterministic (:func:`dpmpp_3m`)."""
+class AbstractMultistep(AbstractSampler):
+    """A multistep solver on the grid: one evaluation a level, a state holding past denoised
+    values, and the denoiser itself as the last step, to 0."""
 
-    kind: ClassVar[str] = "dpmpp_3m"
     has_final_step: ClassVar[bool] = True
 
     @property
     def nfe(self) -> int:
         return self.n_steps
+
+    def position(self, state) -> Array:
+        return state.x
+
+    def final_step(self, score_fn, state, inputs):
+        (sigma, *_), _ = inputs
+        return state._replace(x=tweedie(score_fn, state.x, sigma)), None
+
+
+class DPMpp3M(AbstractMultistep, AbstractFlow):
+    """DPM-Solver++(3M), deterministic (:func:`dpmpp_3m`)."""
+
+    kind: ClassVar[str] = "dpmpp_3m"
 
     def schedule(self):
         return (*descending_steps(self.sigmas), jnp.arange(self.n_steps))
@@ -118,32 +137,18 @@ class DPMpp3M(AbstractFlow):
     def init(self, score_fn, x: Array) -> DPMpp3MState:
         return _init_3m(x)
 
-    def position(self, state: DPMpp3MState) -> Array:
-        return state.x
-
     def step(self, score_fn, state, inputs):
         (sigma, sigma_next, index), _ = inputs
         return _step_3m(score_fn, state, sigma, sigma_next, index, 0.0)[0], None
 
-    def final_step(self, score_fn, state, inputs):
-        (sigma, _, _), _ = inputs
-        return state._replace(x=tweedie(score_fn, state.x, sigma)), None
 
-
-class DPMpp3MSDE(AbstractDPMpp):
+class DPMpp3MSDE(AbstractMultistep, AbstractDPMpp):
     """DPM-Solver++(3M) SDE (:func:`dpmpp_3m_sde`)."""
 
     kind: ClassVar[str] = "dpmpp_3m_sde"
 
-    @property
-    def nfe(self) -> int:
-        return self.n_steps
-
     def init(self, score_fn, x: Array) -> DPMpp3MState:
         return _init_3m(x)
-
-    def position(self, state: DPMpp3MState) -> Array:
-        return state.x
 
     def step(self, score_fn, state, inputs):
         (sigma, sigma_next, index), noise = inputs
@@ -151,27 +156,16 @@ class DPMpp3MSDE(AbstractDPMpp):
         scale = sigma_next * jnp.sqrt(-jnp.expm1(-2.0 * h * self.eta)) * self.s_noise
         return state._replace(x=state.x + scale * noise(0, (sigma, sigma_next))), None
 
-    def final_step(self, score_fn, state, inputs):
-        (sigma, _, _), _ = inputs
-        return state._replace(x=tweedie(score_fn, state.x, sigma)), None
 
-
-class DPMpp2MSDE(AbstractDPMpp):
+class DPMpp2MSDE(AbstractMultistep, AbstractDPMpp):
     """DPM-Solver++(2M) SDE (:func:`dpmpp_2m_sde`)."""
 
     kind: ClassVar[str] = "dpmpp_2m_sde"
     solver_type: str = option("midpoint", "second-order correction: midpoint or heun",
                               type=str, choices=SOLVER_TYPES)  # fmt: skip
 
-    @property
-    def nfe(self) -> int:
-        return self.n_steps
-
     def init(self, score_fn, x: Array) -> DPMpp2MState:
         return DPMpp2MState(x, jnp.zeros_like(x), jnp.ones((), x.dtype))
-
-    def position(self, state: DPMpp2MState) -> Array:
-        return state.x
 
     def step(self, score_fn, state, inputs):
         (sigma, sigma_next, index), noise = inputs
@@ -190,10 +184,6 @@ class DPMpp2MSDE(AbstractDPMpp):
         scale = sigma_next * jnp.sqrt(-jnp.expm1(-2.0 * eta_h)) * self.s_noise
         x = x + scale * noise(0, (sigma, sigma_next))
         return DPMpp2MState(x, denoised, h), None
-
-    def final_step(self, score_fn, state, inputs):
-        (sigma, _, _), _ = inputs
-        return state._replace(x=tweedie(score_fn, state.x, sigma)), None
 
 
 class AbstractSinglestepDPMpp(AbstractDPMpp):
