@@ -33,7 +33,7 @@ def test_the_cli_flags_and_config_are_generated_from_the_declared_options():
         config = ExperimentConfig.from_dict({"sampler": {"name": name, "n_levels": 3}})
         sampler = make_sampler(config.sampler, target)
         assert sampler.name == samplers.label(name, samplers.sampler_options(name))
-        assert (sampler.nfe is None) == (name in samplers.ADAPTIVE_SOLVERS)
+        assert (sampler.nfe is None) == (name in {*samplers.ADAPTIVE_SOLVERS, "dpm_adaptive"})
     config = ExperimentConfig.from_dict({"sampler": {"name": "ddim", "options": {"eta": 0.25}}})
     assert make_sampler(config.sampler).eta == 0.25
 

@@ -59,15 +59,20 @@ def _sampler_flags() -> dict:
     from scorelab import samplers
 
     declared: dict[str, tuple] = {}
-    users: dict[str, list[str]] = {}
+    users: dict[str, dict[str, list[str]]] = {}  # option -> repr(default) -> samplers
     for name in samplers.SAMPLERS:
         for option in samplers.options(name):
             declared.setdefault(option.name, option)
-            users.setdefault(option.name, []).append(name)
+            users.setdefault(option.name, {}).setdefault(repr(option.default), []).append(name)
     flags = {}
     for option_name, option in declared.items():
         flag = "--" + option_name.replace("_", "-")
-        help_text = f"{option.help} ({', '.join(users[option_name])}; default {option.default!r})"
+        # Samplers sharing an option may default it differently (edm's s_churn is 40, k-diffusion
+        # samplers' 0): each default is listed with its samplers.
+        groups = users[option_name].items()
+        separator = "; " if len(groups) == 1 else ": "
+        takers = "; ".join(f"{', '.join(names)}{separator}default {d}" for d, names in groups)
+        help_text = f"{option.help} ({takers})"
         kind = option.type if option.type in (int, float, str) else str
         flags[flag] = (f"sampler.options.{option_name}", kind, help_text)
     return flags

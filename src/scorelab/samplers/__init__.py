@@ -14,6 +14,17 @@ probability-flow ODE      :func:`euler`, :func:`heun`,             N, 2N - 1,   
                           :func:`edm`, :func:`dpmpp_2m`            2N - 1, N
 adaptive ODE (diffrax)    :func:`tsit5`, :func:`dopri5`            per chain       _adaptive
                           (:func:`adaptive`)
+k-diffusion flows         :func:`euler_churn`, :func:`dpm_2`,      N, 2N - 1,      _kdpm
+                          :func:`dpm_2_ancestral`, :func:`lms`,    2N - 1, N,
+                          :func:`dpm_solver` (order k)             k (N - 1) + 1
+DPM-Solver adaptive       :func:`dpm_adaptive` (PID control)       per chain       _dpm_adaptive
+DPM-Solver++ family       :func:`dpmpp_3m`,                        N, N,           _dpmpp
+                          :func:`dpmpp_2m_sde`,                    N,
+                          :func:`dpmpp_3m_sde`,                    2N - 1,
+                          :func:`dpmpp_sde`,                       2N - 1
+                          :func:`dpmpp_2s_ancestral`
+Brownian-tree noise       ``noise_sampler="brownian"``,                            _brownian
+                          :func:`brownian_increment`
 VP conversion             :func:`ve_score_from_vp`,                                _vp
                           :func:`vp_prior`, :func:`vp_state`
 the driver                :func:`sample`, :class:`SamplerOutput`                   _core
@@ -83,6 +94,7 @@ from scorelab.samplers._adaptive import (
     dopri5,
     tsit5,
 )
+from scorelab.samplers._brownian import NOISE_SAMPLERS, brownian_increment
 from scorelab.samplers._core import (
     DEFAULT_SIGMA_MAX,
     DEFAULT_SIGMA_MIN,
@@ -96,6 +108,42 @@ from scorelab.samplers._core import (
     ve_prior,
 )
 from scorelab.samplers._ddim import DDIM, ddim, inference_process, ve_ddim_etas
+from scorelab.samplers._dpm_adaptive import (
+    DPMAdaptive,
+    DPMAdaptiveInfo,
+    DPMAdaptiveState,
+    dpm_adaptive,
+)
+from scorelab.samplers._dpmpp import (
+    SOLVER_TYPES,
+    DPMpp2MSDE,
+    DPMpp2SAncestral,
+    DPMpp3M,
+    DPMpp3MSDE,
+    DPMpp3MState,
+    DPMppSDE,
+    ancestral_step,
+    dpmpp_2m_sde,
+    dpmpp_2s_ancestral,
+    dpmpp_3m,
+    dpmpp_3m_sde,
+    dpmpp_sde,
+)
+from scorelab.samplers._kdpm import (
+    KDPM2,
+    LMS,
+    DPMSolver,
+    EulerChurn,
+    KDPM2Ancestral,
+    LMSState,
+    dpm_2,
+    dpm_2_ancestral,
+    dpm_solver,
+    dpm_solver_step,
+    euler_churn,
+    lms,
+    lms_coefficients,
+)
 from scorelab.samplers._langevin import (
     DEFAULT_STEP_RATIO,
     MALA,
@@ -188,6 +236,38 @@ __all__ = [
     "dpmpp_2m",
     "DPMpp2M",
     "DPMpp2MState",
+    "euler_churn",
+    "EulerChurn",
+    "dpm_2",
+    "KDPM2",
+    "dpm_2_ancestral",
+    "KDPM2Ancestral",
+    "lms",
+    "LMS",
+    "LMSState",
+    "lms_coefficients",
+    "dpm_solver",
+    "DPMSolver",
+    "dpm_solver_step",
+    "dpm_adaptive",
+    "DPMAdaptive",
+    "DPMAdaptiveState",
+    "DPMAdaptiveInfo",
+    "dpmpp_3m",
+    "DPMpp3M",
+    "DPMpp3MState",
+    "dpmpp_3m_sde",
+    "DPMpp3MSDE",
+    "dpmpp_2m_sde",
+    "DPMpp2MSDE",
+    "dpmpp_sde",
+    "DPMppSDE",
+    "dpmpp_2s_ancestral",
+    "DPMpp2SAncestral",
+    "ancestral_step",
+    "SOLVER_TYPES",
+    "NOISE_SAMPLERS",
+    "brownian_increment",
     "adaptive",
     "tsit5",
     "dopri5",

@@ -60,22 +60,12 @@ class AdaptiveInfo(NamedTuple):
     nfe: Array
 
 
-class AdaptiveODE(AbstractSampler):
-    """An adaptive Runge-Kutta solve of the probability-flow ODE (:func:`adaptive`): one
-    step, the whole diffrax solve, then Tweedie's denoiser as the final step."""
+class AbstractAdaptive(AbstractSampler):
+    """A solve whose steps are chosen as it goes: one step, the whole solve from the grid's top
+    to its bottom, then Tweedie's denoiser as the final step; its cost is per chain."""
 
-    kind: ClassVar[str] = "adaptive"
     has_final_step: ClassVar[bool] = True
     sigmas: Array
-    solver: str = eqx.field(static=True)
-    rtol: Array = option(1e-3, "relative tolerance of the step-size controller", in_label=True)
-    atol: Array = option(1e-3, "absolute tolerance of the step-size controller", in_label=True)
-    max_steps: int = option(4096, "the most steps a solve may take", type=int)
-
-    @property
-    def name(self) -> str:
-        """The solver's name and tolerances, e.g. ``"tsit5(rtol=0.001, atol=0.001)"``."""
-        return format_label(self.solver, type(self), self.option_values())
 
     @property
     def n_steps(self) -> int:
@@ -94,8 +84,24 @@ class AdaptiveODE(AbstractSampler):
         return None
 
     def schedule(self):
-        """The solve :math:`\\sigma_{N-1} \to \\sigma_0`, then the denoiser at :math:`\\sigma_0`."""
+        r"""The solve :math:`\sigma_{N-1} \to \sigma_0`, then the denoiser at :math:`\sigma_0`."""
         return self.sigmas[jnp.array([-1, 0])], self.sigmas[jnp.array([0, 0])]
+
+
+class AdaptiveODE(AbstractAdaptive):
+    """An adaptive Runge-Kutta solve of the probability-flow ODE (:func:`adaptive`): one
+    step, the whole diffrax solve, then Tweedie's denoiser as the final step."""
+
+    kind: ClassVar[str] = "adaptive"
+    solver: str = eqx.field(static=True)
+    rtol: Array = option(1e-3, "relative tolerance of the step-size controller", in_label=True)
+    atol: Array = option(1e-3, "absolute tolerance of the step-size controller", in_label=True)
+    max_steps: int = option(4096, "the most steps a solve may take", type=int)
+
+    @property
+    def name(self) -> str:
+        """The solver's name and tolerances, e.g. ``"tsit5(rtol=0.001, atol=0.001)"``."""
+        return format_label(self.solver, type(self), self.option_values())
 
     def init(self, score_fn, x: Array) -> AdaptiveState:
         return AdaptiveState(x, jnp.zeros((self.sigmas.shape[0] - 1, *x.shape), x.dtype))

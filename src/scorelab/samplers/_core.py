@@ -212,6 +212,12 @@ class AbstractSampler(eqx.Module):
         """The shape of one injected noise row for a state of shape ``shape``."""
         return shape
 
+    def step_keys(self, key: Array) -> Array:
+        """The keys of a chain's draws, ``(n_steps, draws_per_step)``, from its key: one fresh
+        key per draw (draw ``j`` of step ``i`` uses ``split(key)[i * k + j]``)."""
+        k = self.draws_per_step
+        return jax.random.split(key, self.n_steps * k).reshape(self.n_steps, k)
+
     def draw_from_key(self, key: Array, x: Array):
         """One draw from ``key``: a standard normal like ``x``."""
         return jax.random.normal(key, x.shape, x.dtype)
@@ -382,7 +388,9 @@ class StepNoise(NamedTuple):
     :meth:`~AbstractSampler.draw_from_key`) or from injected rows
     (:meth:`~AbstractSampler.draw_from_row`). A kernel draws where it uses the draw, e.g.
     inside its own inner loop (:func:`predictor_corrector`'s corrector scans over ``sources``
-    with ``draw``).
+    with ``draw``). ``noise(j, (sigma, sigma_next))`` also hands the draw the noise interval
+    it covers, for samplers whose draws are increments of one Brownian path per chain
+    (:mod:`scorelab.samplers._brownian`).
 
     Attributes:
         sources: the step's ``draws_per_step`` keys, or rows ``(draws_per_step, *row)``.
@@ -392,8 +400,10 @@ class StepNoise(NamedTuple):
     sources: Array
     draw: Callable[[Array], Any]
 
-    def __call__(self, j: int):
-        return self.draw(self.sources[j])
+    def __call__(self, j: int, interval=None):
+        if interval is None:
+            return self.draw(self.sources[j])
+        return self.draw(self.sources[j], interval)
 
 
 def run_chain(
@@ -409,8 +419,7 @@ def run_chain(
     if k == 0:
         sources, draw = None, None
     elif noise is None:
-        # One key per draw, split at once: draw j of step i uses keys[i * k + j].
-        sources = jax.random.split(key, n_steps * k).reshape(n_steps, k)
+        sources = sampler.step_keys(key)
         draw = functools.partial(sampler.draw_from_key, x=x_init)
     else:
         noise = jnp.asarray(noise, dtype=x_init.dtype)

@@ -205,6 +205,19 @@ def _gammas(sigmas: Array, s_churn: Array, s_tmin: Array, s_tmax: Array) -> Arra
     return jnp.where(inside, gamma, 0.0).astype(sigmas.dtype)
 
 
+def churn(x: Array, sigma, gamma, s_noise, z: Array) -> tuple[Array, Array]:
+    r"""Raise the noise of ``x`` from :math:`\sigma` to :math:`\hat\sigma = (1 + \gamma)\sigma`
+    (Karras et al., 2022, Alg. 2, lines 5-6): ``(x_hat, sigma_hat)`` with
+
+    .. math::
+        \hat x = x + \sqrt{\hat\sigma^2 - \sigma^2}\; S_\mathrm{noise}\, z.
+    """
+    # sqrt(sigma_hat^2 - sigma^2), written so that gamma = 0 gives exactly 0 (the
+    # difference of squares can round below 0 under a fused multiply-add: NaN).
+    raise_by = sigma * jnp.sqrt(gamma * (2.0 + gamma))
+    return x + raise_by * s_noise * z, sigma * (1.0 + gamma)
+
+
 class EDM(AbstractSecondOrderFlow):
     """The stochastic EDM sampler (:func:`edm`)."""
 
@@ -222,21 +235,14 @@ class EDM(AbstractSecondOrderFlow):
         gammas = _gammas(self.sigmas, self.s_churn, self.s_tmin, self.s_tmax)
         return (*descending_steps(self.sigmas), gammas)
 
-    def _churn(self, x: Array, sigma, gamma, z: Array) -> tuple[Array, Array]:
-        r"""Raise the noise to :math:`\hat\sigma = (1 + \gamma)\sigma`: ``(x_hat, sigma_hat)``."""
-        # sqrt(sigma_hat^2 - sigma^2), written so that gamma = 0 gives exactly 0 (the
-        # difference of squares can round below 0 under a fused multiply-add: NaN).
-        raise_by = sigma * jnp.sqrt(gamma * (2.0 + gamma))
-        return x + raise_by * self.s_noise * z, sigma * (1.0 + gamma)
-
     def step(self, score_fn, x, inputs):
         (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = self._churn(x, sigma, gamma, noise(0))
+        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
         return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, True), None
 
     def final_step(self, score_fn, x, inputs):
         (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = self._churn(x, sigma, gamma, noise(0))
+        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
         return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
 
 

@@ -17,6 +17,15 @@ from typing import Any, NamedTuple
 from scorelab.samplers._adaptive import dopri5, tsit5
 from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
 from scorelab.samplers._ddim import check_renamed, ddim
+from scorelab.samplers._dpm_adaptive import dpm_adaptive
+from scorelab.samplers._dpmpp import (
+    dpmpp_2m_sde,
+    dpmpp_2s_ancestral,
+    dpmpp_3m,
+    dpmpp_3m_sde,
+    dpmpp_sde,
+)
+from scorelab.samplers._kdpm import dpm_2, dpm_2_ancestral, dpm_solver, euler_churn, lms
 from scorelab.samplers._langevin import annealed_langevin, mala, ula
 from scorelab.samplers._ode import dpmpp_2m, edm, euler, heun
 from scorelab.samplers._sde import ancestral, euler_maruyama, predictor_corrector
@@ -74,13 +83,26 @@ SAMPLERS: dict[str, SamplerKind] = {
             dpmpp_2m,
             tsit5,
             dopri5,
+            euler_churn,
+            dpm_2,
+            dpm_2_ancestral,
+            lms,
+            dpm_solver,
+            dpm_adaptive,
+            dpmpp_3m,
+            dpmpp_2m_sde,
+            dpmpp_3m_sde,
+            dpmpp_sde,
+            dpmpp_2s_ancestral,
         ),  # fmt: skip
     )
 }
 """Every sampler by name: Langevin (``ula``, ``mala``, ``annealed_langevin``), VE-DDIM
 (``ddim``), reverse SDE (``euler_maruyama``, ``ancestral``, ``predictor_corrector``),
-probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``) and adaptive diffrax solves
-(``tsit5``, ``dopri5``)."""
+probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``), adaptive diffrax solves
+(``tsit5``, ``dopri5``) and k-diffusion's family (``euler_churn``, ``dpm_2``,
+``dpm_2_ancestral``, ``lms``, ``dpm_solver``, ``dpm_adaptive``, ``dpmpp_3m``, ``dpmpp_2m_sde``,
+``dpmpp_3m_sde``, ``dpmpp_sde``, ``dpmpp_2s_ancestral``)."""
 
 RENAMED_SAMPLERS = {"annealed": "annealed_langevin", "pc": "predictor_corrector"}
 """Former registry names and their new spelling."""

@@ -86,10 +86,11 @@ class Ancestral(AbstractReverseDiffusion):
     """Ancestral sampling (DDPM) for VE noise (:func:`ancestral`)."""
 
     kind: ClassVar[str] = "ancestral"
+    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the added noise")
 
     def noise_scales(self) -> Array:
         sigma_from, sigma_to = descending_steps(self.sigmas)
-        return jnp.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)) / sigma_from
+        return jnp.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)) / sigma_from * self.s_noise
 
 
 def euler_maruyama(sigmas) -> EulerMaruyama:
@@ -123,7 +124,7 @@ def euler_maruyama(sigmas) -> EulerMaruyama:
     return EulerMaruyama(check_sigmas(sigmas))
 
 
-def ancestral(sigmas) -> Ancestral:
+def ancestral(sigmas, s_noise: float = Ancestral.s_noise) -> Ancestral:
     r"""Ancestral sampling (DDPM) for VE noise: a draw from the Bayes posterior of each step.
 
     .. math::
@@ -132,13 +133,15 @@ def ancestral(sigmas) -> Ancestral:
 
     :math:`q(x_{i-1} \mid x_i, \hat x_0)` with Tweedie's :math:`\hat x_0`: Song et al. (2021),
     App. F, the VE form of Ho et al. (2020)'s Algorithm 2 with :math:`\tilde\beta` variances.
-    The last step (:math:`\sigma_{-1} = 0`) has no noise. It is :func:`ddim` with ``e = 1``
+    The last step (:math:`\sigma_{-1} = 0`) has no noise; ``s_noise`` scales the noise
+    (k-diffusion's ``s_noise`` of ``sample_euler_ancestral``). It is :func:`ddim` with ``e = 1``
     written another way, and, through the VP conversion (``vp_*`` in
     :mod:`scorelab.samplers`), DDPM's ancestral sampler and VP-DDIM with ``eta = 1``; the tests
     check both.
 
     Args:
         sigmas: ``(N,)`` ascending grid.
+        s_noise: inflation :math:`S_\mathrm{noise} \ge 0` of the noise (1: the posterior's).
 
     Returns:
         An :class:`Ancestral` with ``nfe = N``; trajectory and ``noise`` as
@@ -146,7 +149,7 @@ def ancestral(sigmas) -> Ancestral:
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
-            ``>= 2`` levels.
+            ``>= 2`` levels; if ``s_noise < 0``.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models, Alg. 2.
@@ -154,7 +157,9 @@ def ancestral(sigmas) -> Ancestral:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, App. F. https://arxiv.org/abs/2011.13456
     """
-    return Ancestral(check_sigmas(sigmas))
+    if not s_noise >= 0:
+        raise ValueError(f"s_noise must be >= 0, got {s_noise}")
+    return Ancestral(check_sigmas(sigmas), s_noise)
 
 
 class PredictorCorrector(AbstractReverseDiffusion):
