@@ -284,12 +284,33 @@ def _cmd_demo(args) -> int:
     from scorelab.demo import DemoSettings, run_demo
     from scorelab.runs import prepare_run_dir
 
+    if args.which == "images":
+        return _image_demo(args)
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.settings is not None:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
-    out = Path(args.out) / args.name
+    out = Path(args.out) / (args.name or "demo")
     with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
         run_demo(settings, out, progress=not args.quiet)
+    return 0
+
+
+def _image_demo(args) -> int:
+    from scorelab.config import load_config
+    from scorelab.image_demo import ImageDemoSettings, run_image_demo
+    from scorelab.report import Report
+    from scorelab.runs import prepare_run_dir
+
+    if args.full:
+        raise ValueError("--full: the image demo has one setting; use --settings FILE.toml")
+    settings = ImageDemoSettings()
+    if args.settings is not None:
+        settings = ImageDemoSettings.from_dict(load_config(args.settings))
+    out = Path(args.out) / (args.name or "demo-images")
+    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
+        results = run_image_demo(settings, out, progress=not args.quiet)
+    print(Report(results["rows"], results["floors"]).text())
+    print(f"\nwrote {out} in {results['seconds']:.0f} s")
     return 0
 
 
@@ -547,9 +568,18 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, help="figure directory (default RUN/figures)")
     plot.set_defaults(handler=_cmd_plot)
 
-    demo = commands.add_parser("demo", help="the founding tutorial end to end")
-    demo.add_argument("--full", action="store_true", help="the tutorial's settings (slow)")
-    demo.add_argument("--name", default="demo", help="run name (runs/<name>)")
+    demo = commands.add_parser(
+        "demo", help="the founding tutorial end to end (or: demo images, a digits U-Net)"
+    )
+    demo.add_argument(
+        "which",
+        nargs="?",
+        choices=("mixture", "images"),
+        default="mixture",
+        help="mixture: the tutorial's 2-D mixture (default); images: a U-Net on the digits",
+    )
+    demo.add_argument("--full", action="store_true", help="mixture: the tutorial's settings")
+    demo.add_argument("--name", help="run name (runs/<name>; default demo or demo-images)")
     demo.add_argument("--out", default="runs", help="parent directory of the run")
     demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing demo run")

@@ -1,0 +1,227 @@
+r"""The image demo: a U-Net trained on scikit-learn's digits, sampled at fixed budgets, measured.
+
+``scorelab demo images`` composes library calls, as the 2-D demo (:mod:`scorelab.demo`) does:
+
+1. **Train** a VP noise-prediction U-Net (:class:`scorelab.diffusers.VPEpsilonUNet`, diffusers'
+   ``UNet2DModel`` layout; :func:`scorelab.losses.vp_epsilon_loss`, DDPM's objective) on the
+   1437 training digits (:func:`scorelab.data.digits`) into the ordinary run directory
+   ``models/unet`` (:func:`scorelab.workflows.train_run`): ``scorelab sample --run``,
+   ``plot`` and ``export --diffusers`` take it.
+2. **Sample** with each of the chosen samplers at each budget of score evaluations (NFE):
+   each sampler's grid size comes from its own cost per step
+   (:func:`scorelab.samplers.budget_levels`), so the rows compare equal work.
+3. **Measure** every sample set with the classifier measures of
+   :func:`scorelab.workflows.evaluate_images` against the training digits, each beside its
+   floor (the held-out digits measured the same way).
+4. **Draw** a labelled grid per sampler and budget, the loss curve, and each measure against
+   NFE with the floor band.
+
+Every random draw has its own named key (``fold_in(key(seed), name)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from scorelab import samplers, viz
+from scorelab._files import atomic_write
+from scorelab._validate import check_choice, check_int, from_mapping
+from scorelab.config import ExperimentConfig
+from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
+from scorelab.noise import GRIDS
+from scorelab.runs import manifest, write_json
+from scorelab.training import TrainConfig
+from scorelab.workflows import evaluate_images, sample_run, save_sample_grid, train_run
+
+__all__ = ["ImageDemoSettings", "run_image_demo"]
+
+_MEASURES = {
+    "fd": "Fréchet distance (classifier features)",
+    "class_tv": "class-frequency total variation",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDemoSettings:
+    """Every number the image demo uses.
+
+    Attributes:
+        seed: root seed of the named keys.
+        size: image size, 8 (the digits) or 16 (``digits16``).
+        channels: the U-Net's channels per level.
+        train: the training recipe (steps, batch, optimiser, EMA).
+        samplers: the samplers compared (keys of :data:`scorelab.samplers.SAMPLERS`).
+        budgets: score evaluations per sample (NFE) each sampler is given.
+        grid, rho: the sigma grid the samplers walk (Karras et al.'s with ``rho``).
+        n_samples: samples per sampler and budget (the held-out split's size by default, so
+            rows and floors compare sets of one size).
+        floor_repeats: subsets drawn for each measure and its floor.
+    """
+
+    seed: int = 0
+    size: int = 8
+    channels: tuple[int, ...] = (32, 64)
+    train: TrainConfig = TrainConfig(
+        steps=2000,
+        learning_rate=2e-3,
+        batch_size=128,
+        schedule="warmup_cosine",
+        warmup_steps=100,
+        ema_decay=0.999,
+        steps_per_dispatch=100,
+        log_every=100,
+    )
+    samplers: tuple[str, ...] = ("dpmpp_2m", "heun", "ddim")
+    budgets: tuple[int, ...] = (10, 20, 50)
+    grid: str = "karras"
+    rho: float = 7.0
+    n_samples: int = DIGITS_HELD_OUT
+    floor_repeats: int = 5
+
+    def __post_init__(self):
+        check_int("demo.seed", self.seed, 0)
+        check_choice("demo.size", self.size, DIGITS_SIZES)
+        check_int("demo.n_samples", self.n_samples, 8)
+        check_int("demo.floor_repeats", self.floor_repeats, 2)
+        check_choice("demo.grid", self.grid, GRIDS)
+        if not (self.samplers and self.budgets):
+            raise ValueError("demo.samplers, demo.budgets: give at least one value each")
+        for name in self.samplers:
+            check_choice("demo.samplers", name, tuple(samplers.SAMPLERS))
+            if not samplers.SAMPLERS[name].uses_grid:
+                raise ValueError(
+                    f"demo.samplers: {name!r} walks no sigma grid; choose a grid sampler"
+                )
+        for nfe in self.budgets:
+            check_int("demo.budgets", nfe, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ImageDemoSettings:
+        """Settings from a mapping (a TOML file); fields not given keep their defaults.
+
+        Raises:
+            ValueError: for an unknown field or a value of the wrong type, naming the field.
+        """
+        return from_mapping(cls, values, "demo", base=cls())
+
+    def experiment(self, sampler: str = "ddim", n_levels: int = 50) -> ExperimentConfig:
+        """The run's configuration, sampling with ``sampler`` on ``n_levels`` levels."""
+        return ExperimentConfig.from_dict(
+            {
+                "data": {"source": "digits" if self.size == 8 else "digits16"},
+                "model": {"name": "unet", "channels": list(self.channels), "seed": self.seed},
+                "loss": {"name": "vp_epsilon"},
+                "train": self.train.to_dict(),
+                "sampler": {
+                    "name": sampler,
+                    "n_levels": n_levels,
+                    "grid": self.grid,
+                    "rho": self.rho,
+                },
+            }
+        )
+
+
+def _key(settings: ImageDemoSettings, name: str) -> jax.Array:
+    """A named key: ``fold_in(key(seed), crc32(name))``."""
+    return jax.random.fold_in(jax.random.key(settings.seed), zlib.crc32(name.encode()))
+
+
+def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = True) -> dict:
+    """Run the image demo and write ``out_dir`` (metrics.json, samples.npz, figures/, models/).
+
+    Args:
+        settings: every number the demo uses (:class:`ImageDemoSettings`).
+        out_dir: the demo's run directory (prepared by the caller).
+        progress: show progress bars.
+
+    Returns:
+        The content of ``metrics.json``: ``rows`` (sampler, budget, levels, NFE and each
+        measure), ``floors`` (measure -> (mean, sd)), ``train_seconds`` and ``seconds``.
+    """
+    out_dir = Path(out_dir)
+    figures = out_dir / "figures"
+    started = time.perf_counter()
+    result = train_run(
+        settings.experiment(),
+        out_dir / "models" / "unet",
+        progress=progress,
+        init_key=_key(settings, "init"),
+        train_key=_key(settings, "train"),
+        keys=f"image demo: fold_in(key({settings.seed}), crc32(name)) for 'init', 'train', "
+        "'sample <sampler> <nfe>' (scorelab.image_demo._key)",
+    )
+    train_seconds = time.perf_counter() - started
+    model = result.ema_model if result.ema_model is not None else result.model
+
+    jobs = [
+        (name, nfe, samplers.budget_levels(name, nfe))
+        for name in settings.samplers
+        for nfe in settings.budgets
+    ]
+    jobs = [(name, nfe, levels) for name, nfe, levels in jobs if levels and levels >= 2]
+    rows, floors, arrays = [], None, {}
+    bar = tqdm(total=len(jobs), desc="sample and measure", unit="run", disable=not progress)
+    for name, nfe, levels in jobs:
+        label = f"{samplers.label(name)} NFE {nfe}"
+        seed = int(jax.random.randint(_key(settings, f"sample {name} {nfe}"), (), 0, 2**31 - 1))
+        drawn = sample_run(settings.experiment(name, levels), model, settings.n_samples, seed)
+        report = evaluate_images(
+            drawn.x, floor_repeats=settings.floor_repeats, seed=settings.seed, label=label
+        )
+        row = {**report.rows[0], "sampler": name, "budget": nfe, "levels": levels}
+        rows.append({**row, "nfe": drawn.nfe})
+        floors = report.floors
+        arrays[f"{name}_nfe{nfe}"] = drawn.x
+        save_sample_grid(drawn.x[:64], figures / f"samples_{name}_nfe{nfe}.png", label=label)
+        bar.update()
+    bar.close()
+
+    held_out, _ = digits("test", size=settings.size)
+    save_sample_grid(held_out[:64], figures / "data.png", label="held-out digits")
+    viz.save_figure(
+        viz.loss_curves({"unet": np.asarray(result.losses)}, title="U-Net training loss"),
+        figures / "loss.png",
+    )
+    for measure, ylabel in _MEASURES.items():
+        curves = {
+            name: (
+                np.array([r["nfe"] for r in rows if r["sampler"] == name]),
+                np.array([r[measure] for r in rows if r["sampler"] == name]),
+            )
+            for name in settings.samplers
+        }
+        figure = viz.metric_vs_steps(
+            curves,
+            tuple(floors[measure]),
+            ylabel=ylabel,
+            xlabel="NFE (score evaluations per sample)",
+            key_name="sampler",
+            title="Samplers on the digits U-Net (band: the floor, held-out digits)",
+        )
+        viz.save_figure(figure, figures / f"{measure}_vs_nfe.png")
+
+    atomic_write(out_dir / "samples.npz", lambda handle: np.savez_compressed(handle, **arrays))
+    results = {
+        "rows": rows,
+        "floors": floors,
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    write_json(out_dir / "metrics.json", results)
+    write_json(out_dir / "demo.json", settings.to_dict())
+    record = manifest(settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"])
+    write_json(out_dir / "manifest.json", record)
+    return results
