@@ -12,6 +12,9 @@ reverse SDE               :func:`euler_maruyama`,                  N, N (M + 1) 
                           :func:`predictor_corrector`
 probability-flow ODE      :func:`euler`, :func:`heun`,             N, 2N - 1,      _ode
                           :func:`edm`, :func:`dpmpp_2m`            2N - 1, N
+multistep ODE             :func:`unipc`, :func:`deis`,             N               _unipc,
+                          :func:`ipndm`                                            _deis
+Restart (ODE + jumps)     :func:`restart`                          2(N + K N_R)-1  _restart
 adaptive ODE (diffrax)    :func:`tsit5`, :func:`dopri5`            per chain       _adaptive
                           (:func:`adaptive`)
 VP conversion             :func:`ve_score_from_vp`,                                _vp
@@ -96,6 +99,7 @@ from scorelab.samplers._core import (
     ve_prior,
 )
 from scorelab.samplers._ddim import DDIM, ddim, inference_process, ve_ddim_etas
+from scorelab.samplers._deis import DEIS, IPNDM, MultistepState, deis, ipndm
 from scorelab.samplers._langevin import (
     DEFAULT_STEP_RATIO,
     MALA,
@@ -120,6 +124,7 @@ from scorelab.samplers._ode import (
     euler,
     heun,
 )
+from scorelab.samplers._restart import Restart, restart
 from scorelab.samplers._registry import (
     SAMPLERS,
     SamplerKind,
@@ -139,6 +144,7 @@ from scorelab.samplers._sde import (
     euler_maruyama,
     predictor_corrector,
 )
+from scorelab.samplers._unipc import SOLVER_TYPES, UniPC, UniPCState, unipc
 from scorelab.samplers._vp import (
     ve_score_from_vp,
     ve_sigmas_from_vp,
@@ -188,6 +194,17 @@ __all__ = [
     "dpmpp_2m",
     "DPMpp2M",
     "DPMpp2MState",
+    "unipc",
+    "UniPC",
+    "UniPCState",
+    "SOLVER_TYPES",
+    "deis",
+    "DEIS",
+    "ipndm",
+    "IPNDM",
+    "MultistepState",
+    "restart",
+    "Restart",
     "adaptive",
     "tsit5",
     "dopri5",

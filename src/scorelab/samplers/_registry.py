@@ -17,9 +17,12 @@ from typing import Any, NamedTuple
 from scorelab.samplers._adaptive import dopri5, tsit5
 from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
 from scorelab.samplers._ddim import check_renamed, ddim
+from scorelab.samplers._deis import deis, ipndm
 from scorelab.samplers._langevin import annealed_langevin, mala, ula
 from scorelab.samplers._ode import dpmpp_2m, edm, euler, heun
+from scorelab.samplers._restart import restart
 from scorelab.samplers._sde import ancestral, euler_maruyama, predictor_corrector
+from scorelab.samplers._unipc import unipc
 
 
 class SamplerKind(NamedTuple):
@@ -72,6 +75,10 @@ SAMPLERS: dict[str, SamplerKind] = {
             heun,
             edm,
             dpmpp_2m,
+            unipc,
+            deis,
+            ipndm,
+            restart,
             tsit5,
             dopri5,
         ),  # fmt: skip
@@ -79,7 +86,8 @@ SAMPLERS: dict[str, SamplerKind] = {
 }
 """Every sampler by name: Langevin (``ula``, ``mala``, ``annealed_langevin``), VE-DDIM
 (``ddim``), reverse SDE (``euler_maruyama``, ``ancestral``, ``predictor_corrector``),
-probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``) and adaptive diffrax solves
+probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``, ``unipc``, ``deis``,
+``ipndm``, ``restart``) and adaptive diffrax solves
 (``tsit5``, ``dopri5``)."""
 
 RENAMED_SAMPLERS = {"annealed": "annealed_langevin", "pc": "predictor_corrector"}
