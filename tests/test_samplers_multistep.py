@@ -255,3 +255,49 @@ def test_unipc_matches_diffusers(order, solver_type):
         assert np.all(np.isnan(states[-1]))
     else:
         _check_parity(np.asarray(out.x), states[-1])
+
+
+@pytest.mark.diffusers
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_deis_matches_diffusers(order):
+    """diffusers' DEIS ends at the level of timestep 0 (not 0): that level is the last of our
+    grid, and our state there (before the final step to 0) is compared. 20 steps: diffusers
+    lowers the last orders only below 15."""
+    torch, diffusers = _diffusers()
+    score = ExactScore(seed_mixture())
+    scheduler = diffusers.DEISMultistepScheduler(solver_order=order)
+    scheduler.set_timesteps(20)
+    sigmas = scheduler.sigmas.numpy().astype(np.float64)  # VE levels, descending, > 0
+    x = torch.from_numpy(_X_VP)
+    for k, t in enumerate(scheduler.timesteps):
+        x = scheduler.step(torch.from_numpy(_eps(score, x.numpy(), sigmas[k])), t, x).prev_sample
+    reference = x.numpy() * np.sqrt(1.0 + sigmas[-1] ** 2)
+    grid = sigmas[::-1].astype(np.float32)
+    x_T = (_X_VP * np.sqrt(1.0 + sigmas[0] ** 2)).astype(np.float32)
+    out = sample(jax.random.key(0), deis(grid, order), score, x_T, True)
+    _check_parity(np.asarray(out.trajectory[:, -2]), reference)
+
+
+@pytest.mark.diffusers
+def test_ipndm_matches_diffusers():
+    """diffusers' IPNDMScheduler runs its own trigonometric schedule, starting at infinite
+    noise; its update (``step``, unchanged) is run here on our grid by setting its
+    ``betas`` (the VP sigma) and ``alphas`` to the VP pair of each VE level, and fed the
+    v-prediction whose ``ets`` is the epsilon."""
+    torch, diffusers = _diffusers()
+    score = ExactScore(seed_mixture())
+    grid = default_sigmas(10)
+    levels = np.append(np.asarray(grid, np.float64)[::-1], 0.0)
+    scheduler = diffusers.IPNDMScheduler()
+    scheduler.set_timesteps(10)
+    alpha = 1.0 / np.sqrt(1.0 + levels**2)
+    scheduler.betas = torch.from_numpy((levels * alpha).astype(np.float32))
+    scheduler.alphas = torch.from_numpy(alpha.astype(np.float32))
+    x = torch.from_numpy(_X_VP)
+    for k, t in enumerate(scheduler.timesteps):
+        eps = _eps(score, x.numpy(), levels[k])
+        v = (eps - levels[k] * alpha[k] * x.numpy()) / alpha[k]  # ets = sigma x + alpha v = eps
+        x = scheduler.step(torch.from_numpy(v.astype(np.float32)), t, x).prev_sample
+    x_T = (_X_VP / alpha[0]).astype(np.float32)
+    out = sample(jax.random.key(0), ipndm(grid), score, x_T)
+    _check_parity(np.asarray(out.x), x.numpy())
