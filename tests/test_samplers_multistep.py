@@ -75,8 +75,19 @@ def _fitted_order(build, ns, spacing=np.geomspace):
         (lambda s: ipndm(s, 1), 1, (16, 32, 64, 128)),
         (lambda s: ipndm(s, 4), 2, (16, 32, 64, 128)),
     ],
-    ids=["unipc1_bh1", "unipc1_bh2", "unipc2_bh1", "unipc2_bh2", "unipc3_bh1", "unipc3_bh2",
-         "deis1", "deis2", "deis3", "ipndm1", "ipndm4"],  # fmt: skip
+    ids=[
+        "unipc1_bh1",
+        "unipc1_bh2",
+        "unipc2_bh1",
+        "unipc2_bh2",
+        "unipc3_bh1",
+        "unipc3_bh2",
+        "deis1",
+        "deis2",
+        "deis3",
+        "ipndm1",
+        "ipndm4",
+    ],  # fmt: skip
 )
 def test_convergence_order_on_the_closed_form_flow(build, order, ns):
     """Fitted slope of log-error (at sigma_0, before the common final step to 0) against
@@ -155,9 +166,11 @@ def test_restart_matches_a_transcription_of_algorithm_1():
     assert sampler.nfe == 2 * (14 + K * N_R) - 1
     np.testing.assert_allclose(ours.x, expected, rtol=0, atol=1e-10)
     # The restarts ran: without the jumps the result differs.
-    assert np.abs(np.asarray(ours.x) - expected).max() < 1e-3 * np.abs(
-        expected - np.asarray(_run(heun(sigmas).run, score, jnp.asarray(x_T)).x)
-    ).max()
+    assert (
+        np.abs(np.asarray(ours.x) - expected).max()
+        < 1e-3
+        * np.abs(expected - np.asarray(_run(heun(sigmas).run, score, jnp.asarray(x_T)).x)).max()
+    )
 
 
 def test_restart_levels_span_the_interval():
@@ -193,7 +206,7 @@ def test_restart_budget_counts_its_restarts():
         (lambda: unipc(default_sigmas(5), 4), "order must be 1, 2 or 3, got 4"),
         (lambda: unipc(default_sigmas(5), solver_type="bh3"), "solver_type must be one of"),
         (lambda: deis(default_sigmas(5), 0), "order must be a positive integer"),
-        (lambda: ipndm(default_sigmas(5), 5), "order must be 1 to 4"),
+        (lambda: ipndm(default_sigmas(5), 5), "max_order must be 1 to 4"),
         (lambda: restart(default_sigmas(5), 0.5, 0.2), "0 < restart_sigma_min < restart_sigma"),
         (lambda: restart(default_sigmas(5), n_restarts=-1), "n_restarts must be an integer"),
     ],
@@ -221,7 +234,9 @@ def _eps(score, x_vp, sigma):
     r"""The VP model output epsilon at VE level ``sigma``: x_ve = x_vp sqrt(1 + sigma^2) and
     eps = -sigma grad log q_sigma(x_ve) (:mod:`scorelab.samplers._vp`)."""
     x_ve = jnp.asarray(x_vp) * np.sqrt(1.0 + sigma**2)
-    return (-sigma * np.asarray(jax.vmap(score, (0, None))(x_ve, np.float32(sigma)))).astype(np.float32)
+    return (-sigma * np.asarray(jax.vmap(score, (0, None))(x_ve, np.float32(sigma)))).astype(
+        np.float32
+    )
 
 
 def _check_parity(ours, reference):

@@ -35,10 +35,20 @@ _TRAIN_FLAGS = {
 _GRID_FLAGS = {
     "--sampler": ("sampler.name", str, "sampler name (listed below)"),
     "--levels": ("sampler.n_levels", int, "number of sigma levels N"),
-    "--grid": ("sampler.grid", str, "geometric (default), karras (the tutorial's) or vp"),
+    "--nfe": (
+        "sampler.nfe",
+        int,
+        "a budget of score evaluations: the largest grid within it, "
+        "from the sampler's cost per step (replaces --levels)",
+    ),
+    "--grid": (
+        "sampler.grid",
+        str,
+        "geometric (default), karras (the tutorial's), vp or polyexponential",
+    ),
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
-    "--rho": ("sampler.rho", float, "Karras grid curvature"),
+    "--rho": ("sampler.rho", float, "Karras grid curvature or polyexponential exponent"),
     "--prior": ("sampler.prior", str, "normal or exact"),
 }
 # Flags of earlier versions, and what replaced them.
@@ -309,10 +319,10 @@ _SWEEP_FLAGS = {
     "--tolerances": ("tolerances", _comma_list(float), "rtol = atol of tsit5/dopri5 rows"),
     "--n": ("n_samples", int, "samples per run"),
     "--seeds": ("seeds", _comma_list(int), "comma list of seeds"),
-    "--grid": ("grid", str, "karras, geometric or vp"),
+    "--grid": ("grid", str, "karras, geometric, vp or polyexponential"),
     "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
-    "--rho": ("rho", float, "Karras grid curvature"),
+    "--rho": ("rho", float, "Karras grid curvature or polyexponential exponent"),
 }
 
 

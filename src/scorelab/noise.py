@@ -186,7 +186,46 @@ def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -
     return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
 
 
-GRIDS = ("geometric", "karras", "vp")
+def polyexponential_sigmas(
+    n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 1.0
+) -> Array:
+    r"""k-diffusion's polyexponential grid, ascending: a power ``rho`` of the ramp in
+    :math:`\log\sigma`.
+
+    .. math::
+        \sigma_i = \exp\Big(\log\sigma_{\min} + \big(\tfrac{i}{n-1}\big)^{\rho}
+        \log\frac{\sigma_{\max}}{\sigma_{\min}}\Big), \quad i = 0, \dots, n-1,
+
+    k-diffusion's ``get_sigmas_polyexponential`` read from the bottom up (without its
+    appended 0: scorelab's samplers step to 0 themselves). ``rho = 1`` is
+    :func:`geometric_sigmas`; ``rho > 1`` puts more levels near ``sigma_min``.
+
+    Args:
+        n: number of levels, integer ``>= 2``.
+        sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
+        rho: the exponent, ``> 0``.
+
+    Returns:
+        ``(n,)`` float32 array, ``sigmas[0] = sigma_min``, ``sigmas[-1] = sigma_max``.
+
+    Raises:
+        ValueError: if ``n`` is not an integer ``>= 2``, the range is invalid
+            (:func:`check_sigma_range`) or ``rho <= 0``.
+
+    References:
+        Crowson, K. k-diffusion, ``k_diffusion/sampling.py``, ``get_sigmas_polyexponential``.
+        https://github.com/crowsonkb/k-diffusion
+    """
+    _check_n(n)
+    check_sigma_range(sigma_min, sigma_max)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    ramp = jnp.linspace(0.0, 1.0, n) ** rho
+    sigmas = jnp.exp(jnp.log(sigma_min) + ramp * (jnp.log(sigma_max) - jnp.log(sigma_min)))
+    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+
+
+GRIDS = ("geometric", "karras", "vp", "polyexponential")
 """Names accepted by :func:`sigma_grid`."""
 
 
@@ -199,12 +238,14 @@ def sigma_grid(
     * ``karras``: :func:`karras_sigmas` with ``rho``;
     * ``vp``: :func:`vp_sigmas` (uniform in the time of Song et al.'s VP SDE, with its default
       ``beta_min``/``beta_max``).
+    * ``polyexponential``: :func:`polyexponential_sigmas` with ``rho`` as its exponent
+      (k-diffusion's; ``rho = 1`` is ``geometric``).
 
     Args:
         name: one of :data:`GRIDS`.
         n: number of levels, integer ``>= 2``.
         sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
-        rho: Karras curvature; used only by ``karras``.
+        rho: Karras curvature (``karras``) or the polyexponential exponent.
 
     Returns:
         ``(n,)`` float32 array, ascending from ``sigma_min`` to ``sigma_max``.
@@ -218,6 +259,8 @@ def sigma_grid(
         return karras_sigmas(n, sigma_min, sigma_max, rho)
     if name == "vp":
         return vp_sigmas(n, sigma_min, sigma_max)
+    if name == "polyexponential":
+        return polyexponential_sigmas(n, sigma_min, sigma_max, rho)
     raise ValueError(f"unknown grid {name!r}; accepted: {', '.join(GRIDS)}")
 
 

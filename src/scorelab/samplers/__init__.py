@@ -124,7 +124,6 @@ from scorelab.samplers._ode import (
     euler,
     heun,
 )
-from scorelab.samplers._restart import Restart, restart
 from scorelab.samplers._registry import (
     SAMPLERS,
     SamplerKind,
@@ -134,6 +133,7 @@ from scorelab.samplers._registry import (
     options,
     sampler_options,
 )
+from scorelab.samplers._restart import Restart, restart
 from scorelab.samplers._sde import (
     DEFAULT_SNR,
     STEP_RULES,

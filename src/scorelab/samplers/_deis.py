@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
@@ -67,15 +68,18 @@ class AbstractNoiseMultistep(AbstractFlow):
     r"""A linear multistep solver of :math:`dx/d\sigma = \varepsilon(x, \sigma)`: one
     evaluation per level, the update a weighted sum of the last :attr:`order` predictions."""
 
-    order: int
+    @property
+    @abc.abstractmethod
+    def order(self) -> int:
+        """The number of predictions combined (the largest order)."""
 
     @property
     def nfe(self) -> int:
         return self.n_steps
 
+    @abc.abstractmethod
     def weights(self, sigma_from: Array, sigma_to: Array) -> Array:
         """``(N, order)`` weights :math:`c_{k,j}` of :math:`\\varepsilon_{k-j}`."""
-        raise NotImplementedError
 
     def schedule(self):
         sigma_from, sigma_to = descending_steps(self.sigmas)
@@ -198,32 +202,36 @@ class IPNDM(AbstractNoiseMultistep):
     """iPNDM, Adams-Bashforth with uniform-step weights (:func:`ipndm`)."""
 
     kind: ClassVar[str] = "ipndm"
-    order: int = option(4, "largest Adams-Bashforth order 1-4 (diffusers: 4)", type=int)
+    max_order: int = option(4, "largest Adams-Bashforth order 1-4 (diffusers: 4)", type=int)
+
+    @property
+    def order(self) -> int:
+        return self.max_order
 
     def weights(self, sigma_from, sigma_to):
         k = jnp.arange(self.n_steps)
-        table = jnp.asarray([row + (0.0,) * (self.order - len(row))
-                             for row in _ADAMS_BASHFORTH[: self.order]], sigma_from.dtype)  # fmt: skip
+        rows = [row + (0.0,) * (self.order - len(row)) for row in _ADAMS_BASHFORTH[: self.order]]
+        table = jnp.asarray(rows, sigma_from.dtype)
         return (sigma_to - sigma_from)[:, None] * table[jnp.minimum(k, self.order - 1)]
 
 
-def ipndm(sigmas, order: int = IPNDM.order) -> IPNDM:
+def ipndm(sigmas, max_order: int = IPNDM.max_order) -> IPNDM:
     r"""iPNDM (Zhang & Chen, 2023, Sec. 5): Adams-Bashforth on :math:`dx/d\sigma =
     \varepsilon` with the weights of a uniform step, warmed up by lower orders.
 
     .. math::
         x_{k+1} = x_k + (\sigma_{k+1} - \sigma_k) \sum_{j=0}^{p-1} a^{(p)}_j\,
-        \varepsilon_{k-j}, \qquad p = \min(\text{order}, k + 1),
+        \varepsilon_{k-j}, \qquad p = \min(\text{max\_order}, k + 1),
 
     with :math:`a^{(4)} = (55, -59, 37, -9) / 24` and the lower Adams-Bashforth rows for the
     first steps, every step (the last, to 0, included) as diffusers' ``IPNDMScheduler``. The
     weights assume equal steps, and the Euler warm-up step is never refined: order
-    ``min(order, 2)``, on a uniform grid and on a smooth one such as the geometric grid (step
+    ``min(max_order, 2)``, on a uniform grid and on a smooth one such as the geometric grid (step
     ratios :math:`1 + O(h)`).
 
     Args:
         sigmas: ``(N,)`` ascending grid.
-        order: the largest order, 1 to 4.
+        max_order: the largest order, 1 to 4.
 
     Returns:
         An :class:`IPNDM` with ``nfe = N``; trajectory as :func:`euler`; draws nothing.
@@ -238,6 +246,6 @@ def ipndm(sigmas, order: int = IPNDM.order) -> IPNDM:
         Liu, L. et al. (2022). Pseudo Numerical Methods for Diffusion Models on Manifolds.
         https://arxiv.org/abs/2202.09778
     """
-    if check_positive_int("order", order) > 4:
-        raise ValueError(f"order must be 1 to 4, got {order}")
-    return IPNDM(check_sigmas(sigmas), order)
+    if check_positive_int("max_order", max_order) > 4:
+        raise ValueError(f"max_order must be 1 to 4, got {max_order}")
+    return IPNDM(check_sigmas(sigmas), max_order)

@@ -72,7 +72,9 @@ class Restart(AbstractSecondOrderFlow):
         # t_min: the grid level nearest restart_sigma_min; the main step landing on it.
         landing = jnp.argmin(jnp.abs(jnp.log(main_to[:-1]) - jnp.log(self.restart_sigma_min)))
         t_min = main_to[landing]
-        levels = restart_levels(t_min, jnp.maximum(self.restart_sigma_max, t_min), self.restart_steps)
+        levels = restart_levels(
+            t_min, jnp.maximum(self.restart_sigma_max, t_min), self.restart_steps
+        )
         j = jnp.arange(n_main + n_restart)
         inner = jnp.clip(j - landing - 1, 0, n_restart - 1) % self.restart_steps
         in_restart = (j > landing) & (j <= landing + n_restart)

@@ -215,5 +215,7 @@ def unipc(sigmas, order: int = UniPC.order, solver_type: str = UniPC.solver_type
     if check_positive_int("order", order) > 3:
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     if solver_type not in SOLVER_TYPES:
-        raise ValueError(f"solver_type must be one of {', '.join(SOLVER_TYPES)}, got {solver_type!r}")
+        raise ValueError(
+            f"solver_type must be one of {', '.join(SOLVER_TYPES)}, got {solver_type!r}"
+        )
     return UniPC(check_sigmas(sigmas), order, solver_type)
