@@ -35,7 +35,7 @@ from typing import Any
 from scorelab import losses, models, samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
 from scorelab.data import TOY_DATASETS
-from scorelab.noise import GRIDS
+from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path
 from scorelab.targets import digits_mixture, seed_mixture
 from scorelab.training import TrainConfig
 
@@ -230,7 +230,8 @@ class SamplerConfig:
             equal work.
         grid: ``geometric`` (scorelab's default, see :func:`scorelab.samplers.default_sigmas`),
             ``karras`` (the tutorial's, with ``rho``), ``vp`` (uniform in t for the VP SDE) or
-            ``polyexponential`` (k-diffusion's, with ``rho`` its exponent).
+            ``polyexponential`` (k-diffusion's, with ``rho`` its exponent), or a saved
+            optimised grid, ``ays:NAME`` (bundled) or a ``.json`` file (``scorelab grid``).
         sigma_min, sigma_max, rho: the grid's range and Karras curvature; the tutorial's
             sigma_max is 10, scorelab's default 80 (10 is too small for modes at +-10). A
             configuration whose loss trains over a sigma range (NCSN) samples over that range
@@ -266,7 +267,13 @@ class SamplerConfig:
         _check_int("sampler", "nfe", self.nfe, 0)
         if self.nfe:
             object.__setattr__(self, "n_levels", self._budget_levels())
-        _check_choice("sampler", "grid", self.grid, GRIDS)
+        if is_saved_grid(self.grid):
+            try:
+                saved_grid_path(self.grid)
+            except ValueError as error:
+                _fail("sampler", "grid", str(error))
+        else:
+            _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
             "sampler",

@@ -34,7 +34,7 @@ from scorelab import samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping
 from scorelab.checkpoints import load_model
 from scorelab.models import NoiseConditionalMLP
-from scorelab.noise import GRIDS, sigma_grid
+from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
@@ -380,7 +380,10 @@ class SweepSettings:
         for value in self.tolerances:
             check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
         check_int("sweep.n_samples", self.n_samples, 2)
-        check_choice("sweep.grid", self.grid, GRIDS)
+        if is_saved_grid(self.grid):
+            saved_grid_path(self.grid)  # a one-line error naming the remedy
+        else:
+            check_choice("sweep.grid", self.grid, GRIDS)
         check_real("sweep.sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         check_real(
             "sweep.sigma_max",
