@@ -34,12 +34,30 @@ CANDIDATES = {
     "dpmpp_2m karras": ("dpmpp_2m", {}, "karras", 0.002, 80.0, 7.0),
     "dpmpp_2m ays:seed_mixture_10": ("dpmpp_2m", {}, "ays:seed_mixture_10", 0.002, 80.0, 1.0),
     "unipc(order=2) karras": ("unipc", {"order": 2}, "karras", 0.002, 80.0, 7.0),
-    "unipc(order=2) ays:seed_mixture_10": ("unipc", {"order": 2}, "ays:seed_mixture_10",
-                                           0.002, 80.0, 1.0),  # fmt: skip
-    "unipc(order=3) ays:seed_mixture_10": ("unipc", {"order": 3}, "ays:seed_mixture_10",
-                                           0.002, 80.0, 1.0),  # fmt: skip
-    "deis(order=2) ays:seed_mixture_10": ("deis", {"order": 2}, "ays:seed_mixture_10",
-                                          0.002, 80.0, 1.0),  # fmt: skip
+    "unipc(order=2) ays:seed_mixture_10": (
+        "unipc",
+        {"order": 2},
+        "ays:seed_mixture_10",
+        0.002,
+        80.0,
+        1.0,
+    ),  # fmt: skip
+    "unipc(order=3) ays:seed_mixture_10": (
+        "unipc",
+        {"order": 3},
+        "ays:seed_mixture_10",
+        0.002,
+        80.0,
+        1.0,
+    ),  # fmt: skip
+    "deis(order=2) ays:seed_mixture_10": (
+        "deis",
+        {"order": 2},
+        "ays:seed_mixture_10",
+        0.002,
+        80.0,
+        1.0,
+    ),  # fmt: skip
 }
 
 

@@ -6,10 +6,11 @@ within-mode variance ratio in [0.85, 1.2], and at most 1% far samples (Mahalanob
 > 5 from every mode; see scorelab.sweep). Grids: Karras with sigma_max in {10, 30, 80},
 rho in {5, 7}, sigma_min in {0.002, 0.02} (the issue's search), plus scorelab's geometric grid
 over the same ranges and the bundled Align-Your-Steps grid ``ays:seed_mixture_10`` (its own
-range, 0.002 to 80; other sizes interpolated log-linearly, scorelab.ays). Prints a Markdown table and writes JSON. 10 000 samples, not 4000: at
-4000 one exact sample set's TV is 0.016 +- 0.004 and the N(0, 80^2) prior adds its own seed
-noise (converged Heun reads 0.035, 0.023, 0.019 on seeds 0-2), so a 0.03 bound on three seeds
-is decided by the seeds rather than the sampler.
+range, 0.002 to 80; other sizes interpolated log-linearly, scorelab.ays). Prints a Markdown
+table and writes JSON. 10 000 samples, not 4000: at 4000 one exact sample set's TV is
+0.016 +- 0.004 and the N(0, 80^2) prior adds its own seed noise (converged Heun reads 0.035,
+0.023, 0.019 on seeds 0-2), so a 0.03 bound on three seeds is decided by the seeds rather than
+the sampler.
 
     python benchmarks/sampler_map.py --out benchmarks/results/sampler_map.json
     python benchmarks/sampler_map.py --samplers "edm(churn=40.0)" --grids karras,geometric \
