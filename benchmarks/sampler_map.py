@@ -99,6 +99,7 @@ def main():
                         help="comma list")  # fmt: skip
     parser.add_argument("--sigma-max", default="10,30,80", help="comma list")
     parser.add_argument("--sigma-min", default="0.002,0.02", help="comma list")
+    parser.add_argument("--rho", default="5,7", help="comma list (Karras grids)")
     args = parser.parse_args()
     names = args.samplers.split(",")
     unknown = sorted(set(names) - set(SAMPLERS))
@@ -108,13 +109,14 @@ def main():
     results = []
     start = time.time()
     configs = list(itertools.product(args.grids.split(","),
-                                     [float(v) for v in args.sigma_max.split(",")], (5.0, 7.0),
+                                     [float(v) for v in args.sigma_max.split(",")],
+                                     [float(v) for v in args.rho.split(",")],
                                      [float(v) for v in args.sigma_min.split(",")]))  # fmt: skip
     for name in names:
         spec = SAMPLERS[name]
         for grid, sigma_max, rho, sigma_min in configs:
-            if grid in ("geometric", "ays:seed_mixture_10") and rho == 7.0:
-                continue  # rho is Karras' only
+            if grid != "karras" and rho != float(args.rho.split(",")[0]):
+                continue  # rho is Karras' only: one row for the other grids
             if grid.startswith("ays:") and (sigma_min, sigma_max) != AYS_RANGE:
                 continue  # a saved grid has its own range
             nfe = fewest(spec, grid, sigma_min, sigma_max, rho, target, args.n, seeds)

@@ -50,7 +50,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import atomic_write
-from scorelab.noise import AYS_PREFIX, geometric_sigmas
+from scorelab.noise import geometric_sigmas
 
 
 def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_inner: int) -> Array:
@@ -189,4 +189,4 @@ def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict
     return path
 
 
-__all__ = ["AYS_PREFIX", "klub_terms", "optimise_grid", "save_grid"]
+__all__ = ["klub_terms", "optimise_grid", "save_grid"]
