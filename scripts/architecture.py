@@ -26,7 +26,7 @@ LAYERS = (
         "maths core",
         (
             "noise", "targets", "data", "models", "losses", "samplers", "adapters", "metrics",
-            "likelihood", "ays",
+            "likelihood", "classifier", "image_metrics", "ays",
         ),
     ),
     ("figures", ("viz",)),

@@ -215,17 +215,22 @@ def _cmd_sample(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from scorelab.runs import write_json
-    from scorelab.workflows import evaluate_samples
+    from scorelab.workflows import evaluate_images, evaluate_samples
 
     if args.json is not None:
         _output(args.json, ".json", args.overwrite)
-    report = evaluate_samples(
-        args.samples,
-        target=args.target,
-        data=args.data,
-        floor_repeats=args.floor_repeats,
-        sigma=args.sigma,
-    )
+    if args.data is not None and str(args.data) == "digits":
+        if args.sigma != 0:
+            raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
+        report = evaluate_images(args.samples, floor_repeats=args.floor_repeats)
+    else:
+        report = evaluate_samples(
+            args.samples,
+            target=args.target,
+            data=args.data,
+            floor_repeats=args.floor_repeats,
+            sigma=args.sigma,
+        )
     print(report.text())
     if args.json is not None:
         write_json(args.json, report.to_dict())
@@ -360,6 +365,7 @@ def _cmd_sweep(args) -> int:
             sigma_max=settings.sigma_max,
             rho=settings.rho,
             progress=None if args.quiet else print,
+            image_metrics=settings.image_metrics,
         )
         rows = mean_rows(result.rows)
         table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
@@ -502,7 +508,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("samples", type=Path, help=".npy or .csv samples (n, d)")
     reference = evaluate.add_mutually_exclusive_group(required=True)
     reference.add_argument("--target", help="a built-in target (exact reference and floor)")
-    reference.add_argument("--data", type=Path, help="reference data .npy/.csv")
+    reference.add_argument(
+        "--data",
+        type=Path,
+        help="reference data .npy/.csv, or 'digits': image metrics (classifier features) of "
+        "(n, 1, 8, 8) or (n, 64) images against the digits, floors from the held-out split",
+    )
     evaluate.add_argument(
         "--sigma",
         type=float,

@@ -18,10 +18,11 @@ import numpy as np
 from scorelab import ays, builders, samplers, viz
 from scorelab._validate import check_memory, check_real
 from scorelab.checkpoints import save_model
+from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
-from scorelab.data import load_array
+from scorelab.data import DataError, digits, load_array
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
-from scorelab.report import Report, floors, measure
+from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
 from scorelab.training import TrainResult, train
 
@@ -31,6 +32,7 @@ __all__ = [
     "score_model",
     "sample_run",
     "evaluate_samples",
+    "evaluate_images",
     "likelihood_points",
     "plot_run",
 ]
@@ -370,6 +372,102 @@ def evaluate_samples(
     floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
+
+
+IMAGE_RANGE_TOLERANCE = 4.0
+"""How far beyond [-1, 1] :func:`evaluate_images` accepts pixel values before refusing them.
+Wide on purpose: ``digits_mixture``'s pixels have standard deviations up to 0.81, so its exact
+samples reach |x| of about 3; the check is there to catch images saved in [0, 255]."""
+
+
+def _digit_images(samples, tolerance: float) -> np.ndarray:
+    """``samples`` (an array or a .npy/.csv path) checked as n digit images, clipped to [-1, 1]."""
+    name = str(samples) if isinstance(samples, str | Path) else "samples"
+    if isinstance(samples, str | Path) and Path(samples).suffix.lower() == ".npy":
+        if not Path(samples).is_file():
+            raise FileNotFoundError(f"samples file not found: {samples}")
+        try:
+            samples = np.load(samples, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            message = f"{name}: not a readable .npy array; write it with numpy.save"
+            raise DataError(message) from error
+    elif isinstance(samples, str | Path):
+        samples = load_array(samples)
+    array = np.asarray(samples)
+    shapes = {(1, 8, 8), (64,), (1, 16, 16), (256,)}
+    if array.ndim not in (2, 4) or tuple(array.shape[1:]) not in shapes:
+        raise DataError(
+            f"{name}: expected digit images of shape (n, 1, 8, 8) or (n, 64) (or 16x16: "
+            f"(n, 1, 16, 16), (n, 256)), got {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise DataError(f"{name}: no images (shape {array.shape})")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    flat = array.reshape(len(array), -1).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if bad.size:
+        raise DataError(f"{name}: {bad.size} image(s) contain NaN or inf (first at {bad[0]})")
+    bad = np.flatnonzero((np.abs(flat) > 1.0 + tolerance).any(axis=1))
+    if bad.size:
+        raise DataError(
+            f"{name}: {bad.size} image(s) hold values beyond [-1, 1] by more than {tolerance} "
+            f"(first at {bad[0]}); scale images to [-1, 1] (x / 127.5 - 1 from [0, 255]) or, "
+            "for a sampler's output, sample with more levels"
+        )
+    size = 8 if flat.shape[1] == 64 else 16
+    return np.clip(flat, -1.0, 1.0).astype(np.float32).reshape(len(flat), 1, size, size)
+
+
+def evaluate_images(
+    samples,
+    *,
+    data: str = "digits",
+    floor_repeats: int = 5,
+    seed: int = 0,
+    label: str = "samples",
+    range_tolerance: float = IMAGE_RANGE_TOLERANCE,
+) -> Report:
+    r"""Classifier metrics of digit images against the digits, with their floors.
+
+    The samples are checked (shape, finite values, range), clipped to [-1, 1] as image
+    pipelines do before saving, and measured by :func:`scorelab.report.image_evaluation`
+    against ``digits("train")`` with the shipped classifier; the floor is the held-out split
+    ``digits("test")`` measured the same way. 16x16 samples are compared with
+    ``digits(size=16)`` (the classifier sees them pooled to 8x8).
+
+    Args:
+        samples: ``(n, 1, 8, 8)`` or ``(n, 64)`` images in [-1, 1] (or 16x16), an array or a
+            ``.npy`` / ``.csv`` path.
+        data: the data set; only ``"digits"``.
+        floor_repeats: subsets drawn, ``>= 2``.
+        seed: the subsets' seed.
+        label: the row's ``method``.
+        range_tolerance: how far beyond [-1, 1] a value may lie (:data:`IMAGE_RANGE_TOLERANCE`).
+
+    Returns:
+        A :class:`scorelab.report.Report` with one row (``method``, ``n`` and the keys of
+        :data:`scorelab.report.IMAGE_METRICS` and ``kid_se``) and their floors.
+
+    Raises:
+        ConfigError: for another ``data`` or ``floor_repeats < 2``.
+        DataError: for images of a wrong shape, none, NaN or infinite values, values beyond
+            the tolerance, or fewer than 8 images.
+    """
+    if data != "digits":
+        raise ConfigError(f"data: image metrics know only 'digits', got {data!r}")
+    if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
+        raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
+    images = _digit_images(samples, range_tolerance)
+    if len(images) < 8:
+        raise DataError(f"samples: need at least 8 images for the k-NN metrics, got {len(images)}")
+    size = images.shape[-1]
+    train, _ = digits("train", size=size)
+    held_out, _ = digits("test", size=size)
+    row, floor = image_evaluation(
+        images, train, held_out, load_digits_classifier(), jax.random.key(seed), floor_repeats
+    )
+    return Report([{"method": label, "n": len(images), **row}], floor)
 
 
 def likelihood_points(
