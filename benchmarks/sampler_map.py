@@ -5,10 +5,12 @@ of 10 000 samples from x_T ~ N(0, sigma_max^2 I) all reach: mode-weight TV <= 0.
 within-mode variance ratio in [0.85, 1.2], and at most 1% far samples (Mahalanobis distance
 > 5 from every mode; see scorelab.sweep). Grids: Karras with sigma_max in {10, 30, 80},
 rho in {5, 7}, sigma_min in {0.002, 0.02} (the issue's search), plus scorelab's geometric grid
-over the same ranges. Prints a Markdown table and writes JSON. 10 000 samples, not 4000: at
-4000 one exact sample set's TV is 0.016 +- 0.004 and the N(0, 80^2) prior adds its own seed
-noise (converged Heun reads 0.035, 0.023, 0.019 on seeds 0-2), so a 0.03 bound on three seeds
-is decided by the seeds rather than the sampler.
+over the same ranges and the bundled Align-Your-Steps grid ``ays:seed_mixture_10`` (its own
+range, 0.002 to 80; other sizes interpolated log-linearly, scorelab.ays). Prints a Markdown
+table and writes JSON. 10 000 samples, not 4000: at 4000 one exact sample set's TV is
+0.016 +- 0.004 and the N(0, 80^2) prior adds its own seed noise (converged Heun reads 0.035,
+0.023, 0.019 on seeds 0-2), so a 0.03 bound on three seeds is decided by the seeds rather than
+the sampler.
 
     python benchmarks/sampler_map.py --out benchmarks/results/sampler_map.json
     python benchmarks/sampler_map.py --samplers "edm(churn=40.0)" --grids karras,geometric \
@@ -37,13 +39,22 @@ from scorelab.targets import seed_mixture
 
 NFES = (5, 7, 9, 11, 13, 15, 17, 20, 25, 30, 35, 40, 50, 60, 80, 100, 120, 160)
 ISSUE = {"euler": 30, "heun": 13, "dpmpp_2m": 13, "ddim(eta=1.0)": 80, "edm(churn=40.0)": 35}
+"""The first edition's numbers (issue 17's predecessor); "-" for the samplers it did not have."""
 SAMPLERS = {
     "euler": sweep_sampler("euler"),
     "heun": sweep_sampler("heun"),
     "dpmpp_2m": sweep_sampler("dpmpp_2m"),
     "ddim(eta=1.0)": sweep_sampler("ddim", eta=1.0),
     "edm(churn=40.0)": sweep_sampler("edm"),
+    "unipc(order=2)": sweep_sampler("unipc", order=2),
+    "unipc(order=3)": sweep_sampler("unipc", order=3),
+    "deis(order=2)": sweep_sampler("deis", order=2),
+    "deis(order=3)": sweep_sampler("deis", order=3),
+    "ipndm": sweep_sampler("ipndm"),
+    "restart": sweep_sampler("restart"),
 }
+AYS_RANGE = (0.002, 80.0)
+"""The range of the bundled ``ays:seed_mixture_10`` grid: the only one it is swept over."""
 
 
 def passes(x, target) -> bool:
@@ -84,8 +95,11 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sampler_map.json"))
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma list of SAMPLERS")
-    parser.add_argument("--grids", default="karras,geometric", help="comma list")
+    parser.add_argument("--grids", default="karras,geometric,ays:seed_mixture_10",
+                        help="comma list")  # fmt: skip
     parser.add_argument("--sigma-max", default="10,30,80", help="comma list")
+    parser.add_argument("--sigma-min", default="0.002,0.02", help="comma list")
+    parser.add_argument("--rho", default="5,7", help="comma list (Karras grids)")
     args = parser.parse_args()
     names = args.samplers.split(",")
     unknown = sorted(set(names) - set(SAMPLERS))
@@ -95,13 +109,16 @@ def main():
     results = []
     start = time.time()
     configs = list(itertools.product(args.grids.split(","),
-                                     [float(v) for v in args.sigma_max.split(",")], (5.0, 7.0),
-                                     (0.002, 0.02)))  # fmt: skip
+                                     [float(v) for v in args.sigma_max.split(",")],
+                                     [float(v) for v in args.rho.split(",")],
+                                     [float(v) for v in args.sigma_min.split(",")]))  # fmt: skip
     for name in names:
         spec = SAMPLERS[name]
         for grid, sigma_max, rho, sigma_min in configs:
-            if grid == "geometric" and rho == 7.0:
-                continue  # rho is Karras' only
+            if grid != "karras" and rho != float(args.rho.split(",")[0]):
+                continue  # rho is Karras' only: one row for the other grids
+            if grid.startswith("ays:") and (sigma_min, sigma_max) != AYS_RANGE:
+                continue  # a saved grid has its own range
             nfe = fewest(spec, grid, sigma_min, sigma_max, rho, target, args.n, seeds)
             row = dict(sampler=name, grid=grid, sigma_max=sigma_max, rho=rho,
                        sigma_min=sigma_min, nfe=nfe)  # fmt: skip
@@ -114,18 +131,19 @@ def main():
         found = [r for r in results if r["sampler"] == name and r["grid"] == grid and r["nfe"]]
         return min(found, key=lambda r: r["nfe"]) if found else None
 
-    print("\n| sampler | issue (Karras) | scorelab Karras (best) | scorelab geometric (best) |")
-    print("|---|---|---|---|")
+    grids = args.grids.split(",")
+    print("\n| sampler | issue (Karras) | " + " | ".join(f"{g} (best)" for g in grids) + " |")
+    print("|---|---|" + "---|" * len(grids))
     for name in names:
         cells = []
-        for grid in ("karras", "geometric"):
+        for grid in grids:
             b = best(name, grid)
             cells.append(
                 "-" if b is None else
                 f"{b['nfe']} (sigma_max {b['sigma_max']:g}, sigma_min {b['sigma_min']:g}"
                 + (f", rho {b['rho']:g})" if grid == "karras" else ")")
             )  # fmt: skip
-        print(f"| {name} | {ISSUE[name]} | {cells[0]} | {cells[1]} |")
+        print(f"| {name} | {ISSUE.get(name, '-')} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

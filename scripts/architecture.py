@@ -26,7 +26,7 @@ LAYERS = (
         "maths core",
         (
             "noise", "targets", "data", "models", "losses", "samplers", "adapters", "metrics",
-            "likelihood", "classifier", "image_metrics",
+            "likelihood", "classifier", "image_metrics", "ays",
         ),
     ),
     ("figures", ("viz",)),
@@ -35,7 +35,7 @@ LAYERS = (
         "application",
         (
             "distributed", "checkpoints", "training", "runs", "config", "builders", "report",
-            "workflows", "sweep", "demo", "cli",
+            "workflows", "sweep", "demo", "image_demo", "cli",
         ),
     ),
 )  # fmt: skip

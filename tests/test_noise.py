@@ -55,3 +55,20 @@ def test_perturbations():
     x_0, eps = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
     np.testing.assert_allclose(ve_perturb(x_0, 2.0, eps), [2.0, 0.0])
     np.testing.assert_allclose(vp_perturb(x_0, 0.64, eps), [0.8 + 0.3, 1.6 - 0.6], rtol=1e-6)
+
+
+def test_polyexponential_is_k_diffusions_formula_and_geometric_at_rho_1():
+    from scorelab.noise import geometric_sigmas, polyexponential_sigmas
+
+    n, sigma_min, sigma_max, rho = 7, 0.02, 80.0, 2.5
+    # k-diffusion's get_sigmas_polyexponential, transcribed (descending, before its 0)
+    ramp = np.linspace(1.0, 0.0, n) ** rho
+    descending = np.exp(ramp * (np.log(sigma_max) - np.log(sigma_min)) + np.log(sigma_min))
+    np.testing.assert_allclose(
+        polyexponential_sigmas(n, sigma_min, sigma_max, rho), descending[::-1], rtol=2e-6
+    )
+    np.testing.assert_allclose(
+        polyexponential_sigmas(n, sigma_min, sigma_max, 1.0),
+        geometric_sigmas(n, sigma_min, sigma_max),
+        rtol=2e-6,
+    )

@@ -80,6 +80,7 @@ _OTHER = {  # a second value of every float option, same shapes
     "ddim": {"eta": 0.3, "final_noise": 0.2},
     "predictor_corrector": {"snr": 0.1},
     "edm": {"s_churn": 5.0, "s_tmin": 0.1, "s_tmax": 20.0, "s_noise": 1.0},
+    "restart": {"restart_sigma_min": 0.1, "restart_sigma_max": 0.5},
     "tsit5": {"rtol": 1e-2, "atol": 1e-2},
     "dopri5": {"rtol": 1e-2, "atol": 1e-2},
 }

@@ -39,10 +39,20 @@ _TRAIN_FLAGS = {
 _GRID_FLAGS = {
     "--sampler": ("sampler.name", str, "sampler name (listed below)"),
     "--levels": ("sampler.n_levels", int, "number of sigma levels N"),
-    "--grid": ("sampler.grid", str, "geometric (default), karras (the tutorial's) or vp"),
+    "--nfe": (
+        "sampler.nfe",
+        int,
+        "a budget of score evaluations: the largest grid within it, "
+        "from the sampler's cost per step (replaces --levels)",
+    ),
+    "--grid": (
+        "sampler.grid",
+        str,
+        "geometric (default), karras (the tutorial's), vp or polyexponential",
+    ),
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
-    "--rho": ("sampler.rho", float, "Karras grid curvature"),
+    "--rho": ("sampler.rho", float, "Karras grid curvature or polyexponential exponent"),
     "--prior": ("sampler.prior", str, "normal or exact"),
 }
 # Flags of earlier versions, and what replaced them.
@@ -372,10 +382,10 @@ _SWEEP_FLAGS = {
     "--tolerances": ("tolerances", _comma_list(float), "rtol = atol of tsit5/dopri5 rows"),
     "--n": ("n_samples", int, "samples per run"),
     "--seeds": ("seeds", _comma_list(int), "comma list of seeds"),
-    "--grid": ("grid", str, "karras, geometric or vp"),
+    "--grid": ("grid", str, "karras, geometric, vp or polyexponential"),
     "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
-    "--rho": ("rho", float, "Karras grid curvature"),
+    "--rho": ("rho", float, "Karras grid curvature or polyexponential exponent"),
 }
 
 
@@ -423,6 +433,27 @@ def _cmd_sweep(args) -> int:
         written.append(viz.save_figure(figure, Path(args.out) / "sampler_map.png"))
     for path in written:
         print(path)
+    return 0
+
+
+def _cmd_grid(args) -> int:
+    from scorelab.ays import save_grid
+    from scorelab.workflows import grid_run
+
+    config, model = _source(args, _GRID_FLAGS)
+    out = _output(args.out, ".json", args.overwrite)
+    sigmas, bound, start, about = grid_run(
+        config,
+        model,
+        args.n,
+        args.seed,
+        n_inner=args.inner,
+        n_candidates=args.candidates,
+        n_sweeps=args.sweeps,
+    )
+    save_grid(out, sigmas, bound=bound, bound_geometric=start, about=about)
+    print(f"{len(sigmas)} levels, bound {bound:.4g} (geometric {start:.4g}) written to {out}")
+    print(f"use it with --grid {out} (sigma_min {sigmas[0]:g}, sigma_max {sigmas[-1]:g})")
     return 0
 
 
@@ -600,6 +631,22 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no line per run")
     sweep.set_defaults(handler=_cmd_sweep)
 
+    grid = commands.add_parser(
+        "grid", help="an Align-Your-Steps grid: minimise the discretisation bound, save as JSON"
+    )
+    source = grid.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, help="run directory of scorelab train")
+    source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
+    _add_config_flags(grid, _GRID_FLAGS)
+    grid.add_argument("--n", type=int, default=1000, help="data points of the bound")
+    grid.add_argument("--seed", type=int, default=0, help="seed of the bound's draws")
+    grid.add_argument("--inner", type=int, default=4, help="sigma draws per interval and point")
+    grid.add_argument("--candidates", type=int, default=16, help="positions tried per level")
+    grid.add_argument("--sweeps", type=int, default=3, help="coordinate-descent sweeps")
+    grid.add_argument("--out", type=Path, default=Path("grid.json"), help="output .json")
+    grid.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    grid.set_defaults(handler=_cmd_grid)
+
     likelihood = commands.add_parser(
         "likelihood", help="log-density of points by the probability-flow ODE"
     )
@@ -655,8 +702,8 @@ def _user_error(error: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
 
-    Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``demo``, ``sweep`` and
-    ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A failure the user can
+    Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``demo``, ``sweep``, ``grid``
+    and ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A failure the user can
     fix (a ``ValueError`` from any input check, a missing, unreadable or unwritable file, a full
     disk, a diverged training run, too little memory) is printed as one line,
     ``scorelab COMMAND: error: MESSAGE``, on stderr, with exit status 2; any other exception is

@@ -41,7 +41,7 @@ from scorelab.data import (
     TOY_DATASETS,
     is_image_file,
 )
-from scorelab.noise import GRIDS
+from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path
 from scorelab.targets import digits_mixture, seed_mixture
 from scorelab.training import TrainConfig
 
@@ -272,8 +272,14 @@ class SamplerConfig:
         name: a key of :data:`scorelab.samplers.SAMPLERS` (``scorelab sample --help`` lists
             them with their options).
         n_levels: number of sigma levels N of the grid (samplers that walk one).
+        nfe: a budget of score evaluations per chain instead of a grid size (0: none): when
+            given, ``n_levels`` becomes the largest grid whose NFE fits it, from the sampler's
+            own cost (:func:`scorelab.samplers.budget_levels`), so that samplers compare at
+            equal work.
         grid: ``geometric`` (scorelab's default, see :func:`scorelab.samplers.default_sigmas`),
-            ``karras`` (the tutorial's, with ``rho``) or ``vp`` (uniform in t for the VP SDE).
+            ``karras`` (the tutorial's, with ``rho``), ``vp`` (uniform in t for the VP SDE) or
+            ``polyexponential`` (k-diffusion's, with ``rho`` its exponent), or a saved
+            optimised grid, ``ays:NAME`` (bundled) or a ``.json`` file (``scorelab grid``).
         sigma_min, sigma_max, rho: the grid's range and Karras curvature; the tutorial's
             sigma_max is 10, scorelab's default 80 (10 is too small for modes at +-10). A
             configuration whose loss trains over a sigma range (NCSN) samples over that range
@@ -286,6 +292,7 @@ class SamplerConfig:
 
     name: str = "ddim"
     n_levels: int = 100
+    nfe: int = 0
     grid: str = "geometric"
     sigma_min: float = samplers.DEFAULT_SIGMA_MIN
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
@@ -305,7 +312,16 @@ class SamplerConfig:
         }
         object.__setattr__(self, "options", checked)  # a copy: never a shared default's dict
         _check_int("sampler", "n_levels", self.n_levels, 2)
-        _check_choice("sampler", "grid", self.grid, GRIDS)
+        _check_int("sampler", "nfe", self.nfe, 0)
+        if self.nfe:
+            object.__setattr__(self, "n_levels", self._budget_levels())
+        if is_saved_grid(self.grid):
+            try:
+                saved_grid_path(self.grid)
+            except ValueError as error:
+                _fail("sampler", "grid", str(error))
+        else:
+            _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
             "sampler",
@@ -321,6 +337,29 @@ class SamplerConfig:
     def uses_grid(self) -> bool:
         """Whether the sampler walks a sigma grid (all but ULA and MALA)."""
         return samplers.SAMPLERS[self.name].uses_grid
+
+    def _budget_levels(self) -> int:
+        """The largest grid within ``nfe`` evaluations, or a one-line error naming why none."""
+        levels = samplers.budget_levels(self.name, self.nfe, self.options)
+        if levels is None:
+            _fail(
+                "sampler",
+                "nfe",
+                f"sampler {self.name!r} has no fixed grid to size by a budget (no grid, or an "
+                "adaptive one); remove nfe",
+            )
+        if levels < 2:
+            smallest = self.nfe + 1
+            while samplers.budget_levels(self.name, smallest, self.options) < 2:
+                smallest += 1
+            _fail(
+                "sampler",
+                "nfe",
+                f"a budget of {self.nfe} evaluations is too small for "
+                f"{samplers.label(self.name, self.options)}, whose smallest grid (2 levels) "
+                f"takes {smallest}; raise nfe",
+            )
+        return levels
 
 
 def _sampler_table(table: Any) -> Any:

@@ -16,7 +16,9 @@ References:
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -186,8 +188,120 @@ def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -
     return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
 
 
-GRIDS = ("geometric", "karras", "vp")
-"""Names accepted by :func:`sigma_grid`."""
+def polyexponential_sigmas(
+    n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 1.0
+) -> Array:
+    r"""k-diffusion's polyexponential grid, ascending: a power ``rho`` of the ramp in
+    :math:`\log\sigma`.
+
+    .. math::
+        \sigma_i = \exp\Big(\log\sigma_{\min} + \big(\tfrac{i}{n-1}\big)^{\rho}
+        \log\frac{\sigma_{\max}}{\sigma_{\min}}\Big), \quad i = 0, \dots, n-1,
+
+    k-diffusion's ``get_sigmas_polyexponential`` read from the bottom up (without its
+    appended 0: scorelab's samplers step to 0 themselves). ``rho = 1`` is
+    :func:`geometric_sigmas`; ``rho > 1`` puts more levels near ``sigma_min``.
+
+    Args:
+        n: number of levels, integer ``>= 2``.
+        sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
+        rho: the exponent, ``> 0``.
+
+    Returns:
+        ``(n,)`` float32 array, ``sigmas[0] = sigma_min``, ``sigmas[-1] = sigma_max``.
+
+    Raises:
+        ValueError: if ``n`` is not an integer ``>= 2``, the range is invalid
+            (:func:`check_sigma_range`) or ``rho <= 0``.
+
+    References:
+        Crowson, K. k-diffusion, ``k_diffusion/sampling.py``, ``get_sigmas_polyexponential``.
+        https://github.com/crowsonkb/k-diffusion
+    """
+    _check_n(n)
+    check_sigma_range(sigma_min, sigma_max)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    ramp = jnp.linspace(0.0, 1.0, n) ** rho
+    sigmas = jnp.exp(jnp.log(sigma_min) + ramp * (jnp.log(sigma_max) - jnp.log(sigma_min)))
+    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+
+
+GRIDS = ("geometric", "karras", "vp", "polyexponential")
+"""Names accepted by :func:`sigma_grid`; it also takes a saved grid (:func:`saved_sigmas`)."""
+
+AYS_PREFIX = "ays:"
+"""``ays:NAME`` names a grid bundled with scorelab (``scorelab/grids/NAME.json``)."""
+
+GRIDS_DIR = Path(__file__).parent / "grids"
+"""Where the bundled optimised grids live."""
+
+
+def saved_grid_path(name: str) -> Path:
+    """The file of a saved grid: ``ays:NAME`` (bundled, :data:`GRIDS_DIR`) or a ``.json``
+    path; ``ValueError`` naming the remedy if it is neither or does not exist."""
+    if name.startswith(AYS_PREFIX):
+        path = GRIDS_DIR / f"{name[len(AYS_PREFIX) :]}.json"
+        if not path.is_file():
+            bundled = ", ".join(sorted(AYS_PREFIX + p.stem for p in GRIDS_DIR.glob("*.json")))
+            raise ValueError(f"grid {name!r}: no such bundled grid; bundled: {bundled or 'none'}")
+        return path
+    path = Path(name)
+    if path.suffix != ".json" or not path.is_file():
+        raise ValueError(
+            f"grid {name!r}: not one of {', '.join(GRIDS)}, an {AYS_PREFIX}NAME grid or an "
+            "existing .json grid file (scorelab grid makes one)"
+        )
+    return path
+
+
+def is_saved_grid(name: str) -> bool:
+    """Whether ``name`` names a saved grid (``ays:NAME`` or a ``.json`` path)."""
+    return name.startswith(AYS_PREFIX) or name.endswith(".json")
+
+
+def saved_sigmas(name: str, n: int, sigma_min: float, sigma_max: float) -> Array:
+    r"""A saved grid (:mod:`scorelab.ays`) with ``n`` levels: itself when it has ``n``, else
+    interpolated linearly in :math:`\log\sigma` against the level's relative index
+    (Sabour et al., 2024, Sec. 3.4).
+
+    .. math::
+        \log\sigma_i = \operatorname{interp}\Big(\tfrac{i}{n-1};\ \tfrac{j}{M-1},
+        \log\hat\sigma_j\Big), \quad i = 0, \dots, n-1.
+
+    Args:
+        name: ``ays:NAME`` or a path to a ``.json`` grid file.
+        n: number of levels, integer ``>= 2``.
+        sigma_min, sigma_max: must equal the saved grid's ends (relative 1e-6): the prior and
+            the grid share ``sigma_max``.
+
+    Returns:
+        ``(n,)`` float32 array, ascending.
+
+    Raises:
+        ValueError: for an unknown name, a file that is not a grid, or other ends.
+
+    References:
+        Sabour, A., Fidler, S. & Kreis, K. (2024). Align Your Steps: Optimizing Sampling
+        Schedules in Diffusion Models. https://arxiv.org/abs/2404.14507
+    """
+    _check_n(n)
+    path = saved_grid_path(name)
+    try:
+        saved = np.asarray(json.loads(path.read_text())["sigmas"], np.float64)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"grid {name!r}: {path} is not a grid file ({error})") from error
+    if saved.ndim != 1 or saved.size < 2 or not np.all(np.diff(saved) > 0) or saved[0] <= 0:
+        raise ValueError(f"grid {name!r}: its sigmas are not an ascending positive list")
+    if not np.allclose([sigma_min, sigma_max], saved[[0, -1]], rtol=1e-6, atol=0):
+        raise ValueError(
+            f"grid {name!r} spans [{saved[0]:g}, {saved[-1]:g}]; set sigma_min = {saved[0]:g} "
+            f"and sigma_max = {saved[-1]:g}"
+        )
+    if n == saved.size:
+        return jnp.asarray(saved, jnp.float32)
+    log_sigma = np.interp(np.linspace(0, 1, n), np.linspace(0, 1, saved.size), np.log(saved))
+    return jnp.asarray(np.exp(log_sigma), jnp.float32)
 
 
 def sigma_grid(
@@ -199,12 +313,15 @@ def sigma_grid(
     * ``karras``: :func:`karras_sigmas` with ``rho``;
     * ``vp``: :func:`vp_sigmas` (uniform in the time of Song et al.'s VP SDE, with its default
       ``beta_min``/``beta_max``).
+    * ``polyexponential``: :func:`polyexponential_sigmas` with ``rho`` as its exponent
+      (k-diffusion's; ``rho = 1`` is ``geometric``);
+    * ``ays:NAME`` or a ``.json`` path: a saved optimised grid (:func:`saved_sigmas`).
 
     Args:
-        name: one of :data:`GRIDS`.
+        name: one of :data:`GRIDS`, ``ays:NAME`` or a ``.json`` grid file.
         n: number of levels, integer ``>= 2``.
         sigma_min, sigma_max: end points, ``0 < sigma_min < sigma_max``.
-        rho: Karras curvature; used only by ``karras``.
+        rho: Karras curvature (``karras``) or the polyexponential exponent.
 
     Returns:
         ``(n,)`` float32 array, ascending from ``sigma_min`` to ``sigma_max``.
@@ -218,6 +335,10 @@ def sigma_grid(
         return karras_sigmas(n, sigma_min, sigma_max, rho)
     if name == "vp":
         return vp_sigmas(n, sigma_min, sigma_max)
+    if name == "polyexponential":
+        return polyexponential_sigmas(n, sigma_min, sigma_max, rho)
+    if is_saved_grid(name):
+        return saved_sigmas(name, n, sigma_min, sigma_max)
     raise ValueError(f"unknown grid {name!r}; accepted: {', '.join(GRIDS)}")
 
 

@@ -36,7 +36,7 @@ from scorelab.checkpoints import load_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.image_metrics import image_measure
 from scorelab.models import NoiseConditionalMLP
-from scorelab.noise import GRIDS, sigma_grid
+from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
@@ -438,7 +438,10 @@ class SweepSettings:
         for value in self.tolerances:
             check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
         check_int("sweep.n_samples", self.n_samples, 2)
-        check_choice("sweep.grid", self.grid, GRIDS)
+        if is_saved_grid(self.grid):
+            saved_grid_path(self.grid)  # a one-line error naming the remedy
+        else:
+            check_choice("sweep.grid", self.grid, GRIDS)
         check_real("sweep.sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         check_real(
             "sweep.sigma_max",

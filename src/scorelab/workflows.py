@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from scorelab import builders, samplers, viz
+from scorelab import ays, builders, samplers, viz
 from scorelab._validate import check_memory, check_real
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
@@ -274,6 +274,63 @@ def sample_run(
         return SampleResult(np.asarray(out.x), traj, sampler.nfe)
     per_chain = np.asarray(out.nfe)
     return SampleResult(np.asarray(out.x), traj, float(np.mean(per_chain)), per_chain)
+
+
+def grid_run(
+    config: ExperimentConfig,
+    model,
+    n: int,
+    seed: int,
+    *,
+    n_inner: int = 4,
+    n_candidates: int = 16,
+    n_sweeps: int = 3,
+) -> tuple[np.ndarray, float, float, dict[str, Any]]:
+    """An Align-Your-Steps grid for the configured data and score (:mod:`scorelab.ays`):
+    ``config.sampler.n_levels`` levels between its ``sigma_min`` and ``sigma_max``.
+
+    The data are ``n`` exact samples of the target (``--exact``) or the first ``n`` training
+    points of a run's data; the denoiser is Tweedie's of the exact or the trained score.
+
+    Returns:
+        ``(sigmas, bound, bound_geometric, about)``: the ascending grid, its bound, the
+        geometric grid's, and how it was made (for :func:`scorelab.ays.save_grid`).
+
+    Raises:
+        ConfigError: for ``n`` not a positive integer or a model that cannot serve a grid.
+        ValueError: for fewer than 3 levels.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
+    score_fn = score_model(config, model)
+    target = builders.make_target(config.data)
+    key_data, key_bound = jax.random.split(jax.random.key(seed))
+    if target is not None:
+        x_0 = target.sample(key_data, n)
+    else:
+        x_0 = jax.numpy.asarray(builders.make_data(config.data)[:n])
+    grid = config.sampler
+    sigmas, bound, start = ays.optimise_grid(
+        lambda x, sigma: x + sigma**2 * score_fn(x, sigma),
+        x_0,
+        key_bound,
+        grid.n_levels,
+        grid.sigma_min,
+        grid.sigma_max,
+        n_inner=n_inner,
+        n_candidates=n_candidates,
+        n_sweeps=n_sweeps,
+    )
+    about = {
+        "data": config.data.source,
+        "score": "exact" if model is None else "model",
+        "n_data": int(x_0.shape[0]),
+        "seed": seed,
+        "n_inner": n_inner,
+        "n_candidates": n_candidates,
+        "n_sweeps": n_sweeps,
+    }
+    return sigmas, bound, start, about
 
 
 def evaluate_samples(

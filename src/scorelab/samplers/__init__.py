@@ -12,6 +12,9 @@ reverse SDE               :func:`euler_maruyama`,                  N, N (M + 1) 
                           :func:`predictor_corrector`
 probability-flow ODE      :func:`euler`, :func:`heun`,             N, 2N - 1,      _ode
                           :func:`edm`, :func:`dpmpp_2m`            2N - 1, N
+multistep ODE             :func:`unipc`, :func:`deis`,             N               _unipc,
+                          :func:`ipndm`                                            _deis
+Restart (ODE + jumps)     :func:`restart`                          2(N + K N_R)-1  _restart
 adaptive ODE (diffrax)    :func:`tsit5`, :func:`dopri5`            per chain       _adaptive
                           (:func:`adaptive`)
 k-diffusion flows         :func:`euler_churn`, :func:`dpm_2`,      N, 2N - 1,      _kdpm
@@ -108,6 +111,7 @@ from scorelab.samplers._core import (
     ve_prior,
 )
 from scorelab.samplers._ddim import DDIM, ddim, inference_process, ve_ddim_etas
+from scorelab.samplers._deis import DEIS, IPNDM, MultistepState, deis, ipndm
 from scorelab.samplers._dpm_adaptive import (
     DPMAdaptive,
     DPMAdaptiveInfo,
@@ -115,7 +119,9 @@ from scorelab.samplers._dpm_adaptive import (
     dpm_adaptive,
 )
 from scorelab.samplers._dpmpp import (
-    SOLVER_TYPES,
+    SOLVER_TYPES as DPMPP_SOLVER_TYPES,
+)
+from scorelab.samplers._dpmpp import (
     DPMpp2MSDE,
     DPMpp2SAncestral,
     DPMpp3M,
@@ -177,6 +183,7 @@ from scorelab.samplers._registry import (
     options,
     sampler_options,
 )
+from scorelab.samplers._restart import Restart, restart
 from scorelab.samplers._sde import (
     DEFAULT_SNR,
     STEP_RULES,
@@ -187,6 +194,8 @@ from scorelab.samplers._sde import (
     euler_maruyama,
     predictor_corrector,
 )
+from scorelab.samplers._unipc import SOLVER_TYPES as UNIPC_SOLVER_TYPES
+from scorelab.samplers._unipc import UniPC, UniPCState, unipc
 from scorelab.samplers._vp import (
     ve_score_from_vp,
     ve_sigmas_from_vp,
@@ -265,9 +274,20 @@ __all__ = [
     "dpmpp_2s_ancestral",
     "DPMpp2SAncestral",
     "ancestral_step",
-    "SOLVER_TYPES",
+    "DPMPP_SOLVER_TYPES",
     "NOISE_SAMPLERS",
     "brownian_increment",
+    "unipc",
+    "UniPC",
+    "UniPCState",
+    "UNIPC_SOLVER_TYPES",
+    "deis",
+    "DEIS",
+    "ipndm",
+    "IPNDM",
+    "MultistepState",
+    "restart",
+    "Restart",
     "adaptive",
     "tsit5",
     "dopri5",

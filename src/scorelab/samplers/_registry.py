@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from scorelab.samplers._adaptive import dopri5, tsit5
 from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
 from scorelab.samplers._ddim import check_renamed, ddim
+from scorelab.samplers._deis import deis, ipndm
 from scorelab.samplers._dpm_adaptive import dpm_adaptive
 from scorelab.samplers._dpmpp import (
     dpmpp_2m_sde,
@@ -28,7 +29,9 @@ from scorelab.samplers._dpmpp import (
 from scorelab.samplers._kdpm import dpm_2, dpm_2_ancestral, dpm_solver, euler_churn, lms
 from scorelab.samplers._langevin import annealed_langevin, mala, ula
 from scorelab.samplers._ode import dpmpp_2m, edm, euler, heun
+from scorelab.samplers._restart import restart
 from scorelab.samplers._sde import ancestral, euler_maruyama, predictor_corrector
+from scorelab.samplers._unipc import unipc
 
 
 class SamplerKind(NamedTuple):
@@ -81,6 +84,10 @@ SAMPLERS: dict[str, SamplerKind] = {
             heun,
             edm,
             dpmpp_2m,
+            unipc,
+            deis,
+            ipndm,
+            restart,
             tsit5,
             dopri5,
             euler_churn,
@@ -99,10 +106,11 @@ SAMPLERS: dict[str, SamplerKind] = {
 }
 """Every sampler by name: Langevin (``ula``, ``mala``, ``annealed_langevin``), VE-DDIM
 (``ddim``), reverse SDE (``euler_maruyama``, ``ancestral``, ``predictor_corrector``),
-probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``), adaptive diffrax solves
-(``tsit5``, ``dopri5``) and k-diffusion's family (``euler_churn``, ``dpm_2``,
-``dpm_2_ancestral``, ``lms``, ``dpm_solver``, ``dpm_adaptive``, ``dpmpp_3m``, ``dpmpp_2m_sde``,
-``dpmpp_3m_sde``, ``dpmpp_sde``, ``dpmpp_2s_ancestral``)."""
+probability-flow ODE (``euler``, ``heun``, ``edm``, ``dpmpp_2m``, ``unipc``, ``deis``,
+``ipndm``, ``restart``), adaptive diffrax solves (``tsit5``, ``dopri5``) and k-diffusion's
+family (``euler_churn``, ``dpm_2``, ``dpm_2_ancestral``, ``lms``, ``dpm_solver``,
+``dpm_adaptive``, ``dpmpp_3m``, ``dpmpp_2m_sde``, ``dpmpp_3m_sde``, ``dpmpp_sde``,
+``dpmpp_2s_ancestral``)."""
 
 RENAMED_SAMPLERS = {"annealed": "annealed_langevin", "pc": "predictor_corrector"}
 """Former registry names and their new spelling."""

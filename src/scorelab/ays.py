@@ -1,0 +1,192 @@
+r"""Align-Your-Steps grids: a sigma grid that minimises a bound on the sampler's
+discretisation error, for one data set and one score, saved and reused by name.
+
+**The bound.** The reverse VE SDE :math:`dx = -2\sigma\, \nabla \log q_\sigma(x)\, d\sigma +
+\sqrt{2\sigma}\, d\bar W` (EDM's, Karras et al., 2022, eq. 6 with :math:`\beta = 1`) has drift
+:math:`2 (x - D(x, \sigma)) / \sigma`. A sampler that holds the denoiser at the top of each
+interval, :math:`D(x_{\sigma_i}, \sigma_i)` on :math:`[\sigma_{i-1}, \sigma_i]` (stochastic
+DDIM; Sabour et al., 2024, Sec. 3), has drift error :math:`2 (D(x_\sigma, \sigma) -
+D(x_{\sigma_i}, \sigma_i)) / \sigma`, and Girsanov's theorem bounds the KL divergence between
+the true and the discretised path laws by half the integral of its square over
+:math:`g^2 = 2\sigma`:
+
+.. math::
+    \mathrm{KLUB}(\sigma_0, \dots, \sigma_{N-1}) = \sum_{i=1}^{N-1}
+    \int_{\sigma_{i-1}}^{\sigma_i} \frac{1}{\sigma^3}\,
+    \mathbb{E}\,\big\| D(x_\sigma, \sigma) - D(x_{\sigma_i}, \sigma_i) \big\|^2 \, d\sigma,
+
+with :math:`x_\sigma = x_0 + \sigma z` and :math:`x_{\sigma_i} = x_\sigma + \sqrt{\sigma_i^2 -
+\sigma^2}\, z'` on one forward path (their eq. 9, in VE). It is estimated by Monte Carlo with
+:math:`\sigma` log-uniform in each interval (:math:`d\sigma = \sigma\, d\log\sigma`) and
+**common random numbers** (one key for every grid compared), so that two grids differ by their
+bounds, not by their draws.
+
+**The search.** The ends stay at ``sigma_min`` and ``sigma_max``; each interior level in turn
+moves to the best of ``n_candidates`` log-spaced positions between its neighbours (coordinate
+descent, their Sec. 3.3), for ``n_sweeps`` sweeps from the geometric grid. A grid of another
+size is the saved one interpolated linearly in :math:`\log\sigma` against its index (their
+Sec. 3.4).
+
+Hand-written: no well-kept library optimises a grid; the paper's code is for images and
+learned EDM models.
+
+References:
+    Sabour, A., Fidler, S. & Kreis, K. (2024). Align Your Steps: Optimizing Sampling Schedules
+    in Diffusion Models. https://arxiv.org/abs/2404.14507
+    Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+    Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from scorelab._files import atomic_write
+from scorelab.noise import geometric_sigmas
+
+
+def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_inner: int) -> Array:
+    r"""The Monte-Carlo terms of each interval of the bound (module docstring), ``(N - 1,)``.
+
+    Args:
+        denoise_fn: ``D(x, sigma)`` on one example ``x`` ``(d,)``, e.g. Tweedie's
+            :math:`x + \sigma^2 s(x, \sigma)` of a score.
+        x_0: ``(m, d)`` data samples (the same for every grid compared).
+        key: PRNG key of the forward paths (the same for every grid compared).
+        sigmas: ``(N,)`` ascending grid.
+        n_inner: :math:`\sigma` draws per interval and data point.
+
+    Returns:
+        ``(N - 1,)`` estimates of :math:`\int_{\sigma_{i-1}}^{\sigma_i} \sigma^{-3}
+        \mathbb{E}\|\Delta D\|^2 d\sigma`.
+    """
+    m, d = x_0.shape
+    key_u, key_z, key_w = jax.random.split(key, 3)
+    # Uniform variates and normals drawn once per (interval, draw, point): a grid is only a
+    # change of variables of the same random numbers.
+    u = jax.random.uniform(key_u, (sigmas.shape[0] - 1, n_inner, m), sigmas.dtype)
+    z = jax.random.normal(key_z, (sigmas.shape[0] - 1, n_inner, m, d), sigmas.dtype)
+    w = jax.random.normal(key_w, (sigmas.shape[0] - 1, n_inner, m, d), sigmas.dtype)
+    lo, hi = jnp.log(sigmas[:-1]), jnp.log(sigmas[1:])
+    sigma = jnp.exp(lo[:, None, None] + u * (hi - lo)[:, None, None])  # log-uniform
+    top = sigmas[1:][:, None, None]
+    x_sigma = x_0 + sigma[..., None] * z
+    x_top = x_sigma + jnp.sqrt(top**2 - sigma**2)[..., None] * w
+    flat = lambda a: a.reshape(-1, *a.shape[3:])  # noqa: E731
+    denoise = jax.vmap(denoise_fn)
+    gap = denoise(flat(x_sigma), flat(sigma)) - denoise(
+        flat(x_top), flat(jnp.broadcast_to(top, sigma.shape))
+    )
+    squared = jnp.sum(gap**2, axis=-1).reshape(sigma.shape)
+    # d sigma / sigma^3 = d log sigma / sigma^2, and the log-uniform density is 1 / (hi - lo).
+    return jnp.mean(squared / sigma**2, axis=(1, 2)) * (hi - lo)
+
+
+def optimise_grid(
+    denoise_fn: Callable,
+    x_0: Array,
+    key: Array,
+    n_levels: int,
+    sigma_min: float,
+    sigma_max: float,
+    *,
+    n_inner: int = 4,
+    n_candidates: int = 16,
+    n_sweeps: int = 3,
+) -> tuple[np.ndarray, float, float]:
+    r"""The grid of ``n_levels`` minimising the bound (coordinate descent, module docstring).
+
+    Args:
+        denoise_fn: ``D(x, sigma)`` on one example ``(d,)``.
+        x_0: ``(m, d)`` data samples.
+        key: PRNG key of the bound's common random numbers.
+        n_levels: ``N >= 3`` (with 2 levels only the ends remain).
+        sigma_min, sigma_max: the fixed ends, ``0 < sigma_min < sigma_max``.
+        n_inner: :math:`\sigma` draws per interval and point.
+        n_candidates: positions tried for each level in a sweep.
+        n_sweeps: passes over the interior levels.
+
+    Returns:
+        ``(sigmas, bound, bound_geometric)``: the ascending ``(N,)`` float64 grid, its bound and
+        the geometric grid's (the start), both on the same random numbers.
+
+    Raises:
+        ValueError: for ``n_levels < 3`` or a bad range.
+    """
+    if int(n_levels) != n_levels or n_levels < 3:
+        raise ValueError(f"an optimised grid needs n_levels >= 3, got {n_levels}")
+    sigmas = np.asarray(geometric_sigmas(n_levels, sigma_min, sigma_max), np.float64)
+    sigmas[[0, -1]] = sigma_min, sigma_max
+
+    @jax.jit
+    def pair_cost(trio, keys):  # the two intervals around a moved level, for each candidate
+        return jax.vmap(lambda s: jnp.sum(klub_terms(denoise_fn, x_0, keys, s, n_inner)))(trio)
+
+    keys = jax.random.split(key, n_levels - 1)
+
+    def cost(grid) -> float:
+        return float(sum(
+            jnp.sum(klub_terms(denoise_fn, x_0, keys[i], jnp.asarray(grid[i : i + 2], x_0.dtype),
+                               n_inner))
+            for i in range(n_levels - 1)
+        ))  # fmt: skip
+
+    start = cost(sigmas)
+    ramp = (np.arange(n_candidates) + 1.0) / (n_candidates + 1.0)
+    for _ in range(n_sweeps):
+        for i in range(1, n_levels - 1):
+            lo, hi = np.log(sigmas[i - 1]), np.log(sigmas[i + 1])
+            candidates = np.exp(lo + ramp * (hi - lo))
+            trios = np.stack(
+                [np.broadcast_to(sigmas[i - 1], candidates.shape), candidates,
+                 np.broadcast_to(sigmas[i + 1], candidates.shape)], axis=1
+            )  # fmt: skip
+            # Interval i-1 and i keep their own keys: the draws follow the interval.
+            costs = pair_cost(jnp.asarray(trios[:, :2], x_0.dtype), keys[i - 1]) + pair_cost(
+                jnp.asarray(trios[:, 1:], x_0.dtype), keys[i]
+            )
+            current = float(
+                pair_cost(jnp.asarray(sigmas[None, i - 1 : i + 1], x_0.dtype), keys[i - 1])[0]
+                + pair_cost(jnp.asarray(sigmas[None, i : i + 2], x_0.dtype), keys[i])[0]
+            )
+            best = int(np.argmin(np.asarray(costs)))
+            if float(costs[best]) < current:
+                sigmas[i] = candidates[best]
+    return sigmas, cost(sigmas), start
+
+
+def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict[str, Any]):
+    """Write an optimised grid as JSON (atomically): ``sigmas`` ascending, the bounds, and
+    ``about`` (target, score, settings) for the record.
+
+    Args:
+        path: the ``.json`` file.
+        sigmas: ``(N,)`` ascending grid.
+        bound, bound_geometric: the grid's bound and the geometric grid's.
+        about: how it was made, JSON-serialisable.
+
+    Returns:
+        The path written.
+    """
+    record = {
+        "kind": "ays",
+        "bound": "KLUB, Sabour et al. (2024) eq. 9 in VE (scorelab.ays)",
+        "sigmas": [float(s) for s in np.asarray(sigmas, np.float64)],
+        "klub": bound,
+        "klub_geometric": bound_geometric,
+        **about,
+    }
+    path = Path(path)
+    atomic_write(path, lambda handle: handle.write(json.dumps(record, indent=1).encode()))
+    return path
+
+
+__all__ = ["klub_terms", "optimise_grid", "save_grid"]

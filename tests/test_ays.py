@@ -1,0 +1,111 @@
+"""Align-Your-Steps grids: the bound against its closed form on a Gaussian, the search, saved
+grids by name or path, the budget option and the CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scorelab import ays
+from scorelab.cli import main
+from scorelab.config import ConfigError, SamplerConfig
+from scorelab.noise import geometric_sigmas, saved_sigmas, sigma_grid
+
+MEAN = np.array([1.0, -2.0])
+VARIANCE = 0.25  # s^2 of the Gaussian target N(MEAN, s^2 I)
+
+
+def _denoise(x, sigma):
+    return MEAN + VARIANCE / (VARIANCE + sigma**2) * (x - MEAN)
+
+
+def _klub_closed_form(lo, hi):
+    r"""For N(mu, s^2 I) in d = 2: with a = s^2 / (s^2 + sigma^2) and b the same at the top,
+    Delta D = (a - b)(x_sigma - mu) - b sqrt(top^2 - sigma^2) w, so E|Delta D|^2 = d [(a - b)^2
+    (s^2 + sigma^2) + b^2 (top^2 - sigma^2)]; integrated against 1/sigma^3 by the trapezoid
+    rule on 20 001 log-spaced points (relative error ~1e-8)."""
+    sigma = np.geomspace(lo, hi, 20_001)
+    a, b = VARIANCE / (VARIANCE + sigma**2), VARIANCE / (VARIANCE + hi**2)
+    expected = 2 * ((a - b) ** 2 * (VARIANCE + sigma**2) + b**2 * (hi**2 - sigma**2))
+    return np.trapezoid(expected / sigma**3, sigma)
+
+
+def test_the_bound_is_unbiased_for_its_closed_form():
+    """20 independent estimates of each interval's term: their mean within 4 standard errors
+    of the closed form (a biased weighting, e.g. d sigma read as d log sigma, is off by
+    orders of many standard errors)."""
+    sigmas = jnp.asarray([0.05, 0.3, 1.0, 5.0])
+    x_0 = jnp.asarray(MEAN + np.sqrt(VARIANCE) * np.random.default_rng(0).standard_normal((500, 2)))
+    estimates = np.stack([
+        np.asarray(ays.klub_terms(_denoise, x_0, jax.random.key(i), sigmas, 4)) for i in range(20)
+    ])  # fmt: skip
+    mean, se = estimates.mean(0), estimates.std(0, ddof=1) / np.sqrt(20)
+    exact = np.array([_klub_closed_form(lo, hi) for lo, hi in zip(sigmas[:-1], sigmas[1:])])
+    np.testing.assert_array_less(np.abs(mean - exact), 4 * se)
+    assert np.all(se < 0.05 * exact)  # power: the test resolves 5% of each term
+
+
+def test_the_search_lowers_the_bound_and_keeps_the_ends():
+    x_0 = jnp.asarray(MEAN + np.sqrt(VARIANCE) * np.random.default_rng(0).standard_normal((200, 2)))
+    sigmas, bound, start = ays.optimise_grid(
+        _denoise, x_0, jax.random.key(0), 6, 0.02, 80.0, n_candidates=8, n_sweeps=1
+    )
+    assert sigmas[0] == 0.02 and sigmas[-1] == 80.0 and np.all(np.diff(sigmas) > 0)
+    assert bound < start
+
+
+def test_a_saved_grid_is_reused_by_path_and_interpolated_log_linearly(tmp_path):
+    """A saved geometric grid interpolated log-linearly to any size is the geometric grid of
+    that size (the interpolation's closed form)."""
+    path = tmp_path / "g.json"
+    saved = np.asarray(geometric_sigmas(7, 0.02, 80.0), np.float64)
+    ays.save_grid(path, saved, bound=1.0, bound_geometric=1.0, about={"data": "test"})
+    assert json.loads(path.read_text())["kind"] == "ays"
+    np.testing.assert_array_equal(sigma_grid(str(path), 7, 0.02, 80.0), saved.astype(np.float32))
+    np.testing.assert_allclose(
+        sigma_grid(str(path), 12, 0.02, 80.0), geometric_sigmas(12, 0.02, 80.0), rtol=2e-6
+    )
+    with pytest.raises(ValueError, match=r"spans \[0.02, 80\]; set sigma_min = 0.02") as error:
+        saved_sigmas(str(path), 7, 0.002, 80.0)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "grid, match",
+    [("ays:nope", "no such bundled grid"), ("missing.json", "existing .json grid file")],
+)
+def test_an_unknown_saved_grid_is_a_config_error(grid, match):
+    with pytest.raises(ConfigError, match=match):
+        SamplerConfig(grid=grid)
+
+
+def test_the_bundled_grid_has_its_range():
+    sigmas = np.asarray(sigma_grid("ays:seed_mixture_10", 10, 0.002, 80.0))
+    assert sigmas.shape == (10,) and np.all(np.diff(sigmas) > 0)
+    np.testing.assert_allclose(sigmas[[0, -1]], [0.002, 80.0], rtol=1e-6)
+
+
+def test_a_budget_sets_the_levels_from_the_samplers_cost():
+    assert SamplerConfig(name="heun", nfe=10).n_levels == 5  # 2N - 1 <= 10
+    assert SamplerConfig(name="unipc", nfe=10).n_levels == 10
+    message = "a budget of 2 evaluations is too small for heun, whose smallest grid"
+    with pytest.raises(ConfigError, match=message):
+        SamplerConfig(name="heun", nfe=2)
+    with pytest.raises(ConfigError, match="no fixed grid to size by a budget"):
+        SamplerConfig(name="tsit5", nfe=10)
+
+
+def test_grid_cli_writes_a_grid_that_sample_uses(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    common = ["--exact", "seed_mixture", "--levels", "4"]
+    assert main(["grid", *common, "--n", "50", "--sweeps", "1", "--candidates", "4",
+                 "--out", str(grid)]) == 0  # fmt: skip
+    out = tmp_path / "x.npy"
+    assert main(["sample", *common, "--grid", str(grid), "--sampler", "unipc", "--n", "20",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert np.load(out).shape == (20, 2)
+    assert main(["sample", "--exact", "seed_mixture", "--sampler", "heun", "--nfe", "2",
+                 "--out", str(out), "--overwrite"]) == 2  # fmt: skip
+    assert "too small for heun" in capsys.readouterr().err
