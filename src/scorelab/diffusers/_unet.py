@@ -363,7 +363,7 @@ class _Traced(_Weights):
         return self.read(self.names[name])
 
 
-def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> np.ndarray:
+def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> Array:
     r"""Tensor ``name`` as PyTorch initialises it in diffusers' ``UNet2DModel``.
 
     Convolution and linear weights and biases
@@ -374,12 +374,12 @@ def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> np.ndarr
     """
     shape, stem = shapes[name], name.rsplit(".", 1)[0]
     if stem == "class_embedding":
-        return np.asarray(jax.random.normal(key, shape, jnp.float32))
+        return jax.random.normal(key, shape, jnp.float32)
     weight = shapes[f"{stem}.weight"]
     if len(weight) == 1:  # a group norm
-        return np.ones(shape, np.float32) if name.endswith("weight") else np.zeros(shape, np.float32)
+        return jnp.ones(shape) if name.endswith("weight") else jnp.zeros(shape)
     bound = 1.0 / math.sqrt(math.prod(weight[1:]))
-    return np.asarray(jax.random.uniform(key, shape, jnp.float32, -bound, bound))
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
 _IM2COL_MAX_PIXELS = 16
@@ -742,8 +742,9 @@ class UNet2D(eqx.Module):
         """A randomly initialised network of ``config``, as ``UNet2DModel(**config)`` draws it.
 
         The state dict is drawn tensor by tensor (PyTorch's defaults, ``_init_tensor``), each
-        from ``fold_in(key, crc32(name))``, then loaded by :meth:`from_weights`: the network is
-        the same whether trained here or exported and loaded.
+        from ``fold_in(key, crc32(name))``, then loaded as :meth:`from_weights` loads a
+        checkpoint: the network is the same whether trained here or exported and loaded. It
+        traces (``jax.eval_shape`` of it allocates nothing).
 
         Args:
             key: PRNG key.
@@ -760,14 +761,13 @@ class UNet2D(eqx.Module):
             (the initialisation PyTorch's default modifies). https://arxiv.org/abs/1502.01852
         """
         config = _check_config(config)
-        recorder = _Recorder()
-        jax.eval_shape(lambda: cls._layers(config, recorder))
+        specs = _tensor_specs(config)
+        shapes = {name: shape for name, (shape, _) in specs.items()}
         tensors = {
-            name: _init_tensor(jax.random.fold_in(key, zlib.crc32(name.encode())), name,
-                               recorder.shapes)
-            for name in recorder.shapes
-        }  # fmt: skip
-        return cls.from_weights(config, tensors)
+            name: _init_tensor(jax.random.fold_in(key, zlib.crc32(name.encode())), name, shapes)
+            for name in shapes
+        }
+        return cls._build(config, _Traced(specs, tensors.__getitem__))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The weights as diffusers' ``UNet2DModel`` names them, float32 in PyTorch layout.
@@ -781,9 +781,8 @@ class UNet2D(eqx.Module):
             Parameter name -> ``float32`` NumPy array (convolutions OIHW, linear layers
             ``(out, in)``), what ``UNet2DModel.state_dict()`` holds.
         """
-        config, recorder = dict(self.config), _Recorder()
-        jax.eval_shape(lambda: self._layers(config, recorder))
-        specs = {name: (shape, "float32") for name, shape in recorder.shapes.items()}
+        config = dict(self.config)
+        specs = _tensor_specs(config)
         zeros = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, (shape, _) in
                  specs.items()}  # fmt: skip
 
@@ -945,6 +944,13 @@ class UNet2D(eqx.Module):
             x, _ = block(x, emb, skips)
         x = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
         return jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+
+
+def _tensor_specs(config: dict) -> dict[str, tuple[tuple, str]]:
+    """Every tensor of a checked ``config``'s state dict: name -> (diffusers' shape, float32)."""
+    recorder = _Recorder()
+    jax.eval_shape(lambda: UNet2D._layers(config, recorder))
+    return {name: (shape, "float32") for name, shape in recorder.shapes.items()}
 
 
 def _time_embed_dim(config: dict) -> int:
