@@ -237,7 +237,9 @@ class LossConfig:
         _check_choice("loss", "probe", self.probe, losses.PROBES)
         _check_choice("loss", "schedule", self.schedule, VP_SCHEDULES)
         _check_int("loss", "num_train_timesteps", self.num_train_timesteps, 2)
-        _check_real("loss", "beta_start", self.beta_start, "a number in (0, 1)", lambda v: 0 < v < 1)
+        _check_real(
+            "loss", "beta_start", self.beta_start, "a number in (0, 1)", lambda v: 0 < v < 1
+        )
         _check_real(
             "loss",
             "beta_end",

@@ -97,7 +97,9 @@ def _init_unet(key: Array, config: dict) -> UNet2D:
         return UNet2D.init(key, config)
     except PretrainedError as error:
         reason = str(error).split("; ")[0]
-        raise ValueError(f"U-Net options: {reason}; choose channels, groups and heads that fit")
+        raise ValueError(
+            f"U-Net options: {reason}; choose channels, groups and heads that fit"
+        ) from None
 
 
 class UNetNetwork(eqx.Module):
