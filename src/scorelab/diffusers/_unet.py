@@ -790,7 +790,7 @@ class UNet2D(eqx.Module):
             return self._layers(config, _Traced(specs, tensors.__getitem__))
 
         (tensors,) = jax.linear_transpose(load, zeros)(self)
-        return {name: np.asarray(tensor) for name, tensor in tensors.items()}
+        return {name: np.array(tensor) for name, tensor in tensors.items()}  # writable copies
 
     @classmethod
     def _build(cls, config: dict, weights: _Weights) -> UNet2D:
