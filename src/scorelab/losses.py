@@ -17,8 +17,9 @@ Two families:
 
   and the three losses differ only in how :math:`\operatorname{tr} J` is computed: exactly
   with ``d`` forward-mode products, or without bias from ``n`` random probes.
-* **Denoising** (DSM at one sigma, NCSN over many). They learn the score of the *noised*
-  law :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)` and need no Jacobian.
+* **Denoising** (DSM at one sigma, NCSN over many, DDPM's VP epsilon loss over a diffusers
+  schedule's levels). They learn the score of the *noised* law
+  :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)` and need no Jacobian.
 
 References:
     Hyvarinen, A. (2005). Estimation of Non-Normalized Statistical Models by Score Matching.
