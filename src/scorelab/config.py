@@ -62,6 +62,13 @@ TRAIN_RECIPE = TrainConfig(
 tutorial's mixture, the demo's (README, "The demo's result", has the comparison with a constant
 rate and no EMA): 5000 Adam steps at batch 1024, cosine decay from 1e-3, EMA 0.999."""
 
+IMAGE_RECIPE = TrainConfig(steps=600, learning_rate=1e-3, batch_size=128)
+"""The VP U-Net's (``model.name = "unet"``, default channels 16-32) training on 8x8 digits:
+600 Adam steps at batch 128, constant rate 1e-3, no EMA. The one recipe measured so far
+(docs/benchmarks.md, "VP U-Net on 8x8 digits"): its samples are recognisable digits, noisy,
+above the held-out floor; the warm-up, cosine and EMA variants in ``benchmarks/unet_digits.py``
+are not yet measured."""
+
 MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
 NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
 PRIORS = ("normal", "exact")
@@ -150,7 +157,7 @@ class ModelConfig:
     normalise_input: bool = True
     activation: str = "auto"
     seed: int = 0
-    channels: tuple[int, ...] = (32, 64)
+    channels: tuple[int, ...] = (16, 32)
     layers_per_block: int = 1
     attention_resolutions: tuple[int, ...] = ()
     norm_groups: int = 8
