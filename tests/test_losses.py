@@ -484,7 +484,7 @@ def test_validation_works_under_jit():
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_losses_are_per_example(name, key):
-    hyper = {} if name == "ncsn" else {"sigma": 0.5}
+    hyper = {} if name in ("ncsn", "vp_epsilon") else {"sigma": 0.5}
     key_x, key_loss = jax.random.split(key)
     x = jax.random.normal(key_x, (5, 2))
     keys = jax.random.split(key_loss, 5)

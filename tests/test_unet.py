@@ -93,7 +93,8 @@ def test_legacy_attention_names_load_the_same_network(unet):
         ({"time_embedding_type": "fourier"}, "time_embedding_type"),
         ({"resnet_time_scale_shift": "spatial"}, "resnet_time_scale_shift"),
         ({"cross_attention_dim": 64}, "cross_attention_dim"),
-        ({"num_class_embeds": 10}, "num_class_embeds"),
+        ({"class_embed_type": "timestep", "num_class_embeds": 10}, "class_embed_type"),
+        ({"num_class_embeds": 0}, "num_class_embeds must be None or an integer"),
         ({"block_out_channels": [16, 16]}, "same length"),
     ],
 )

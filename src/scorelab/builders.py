@@ -145,6 +145,8 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         records to rebuild it.
     """
     key = jax.random.key(config.seed) if key is None else key
+    if config.resolved(loss) == "unet":
+        return _make_unet(config, loss, data, key)
     dim = int(np.prod(data.shape[1:]))
     scale = float(np.std(data)) if config.normalise_input else None
     if scale is not None and not scale > 0:
@@ -166,6 +168,33 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     return models.NoiseConditionalMLP(key, **kwargs), kwargs
 
 
+def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Array):
+    """The VP epsilon U-Net for images ``data`` ``(n, C, H, W)`` on ``loss``'s schedule."""
+    from scorelab.diffusers import VPEpsilonUNet
+
+    if data.ndim != 4:
+        raise ConfigError(
+            f"model.name: 'unet' needs images (n, C, H, W), got data of shape {data.shape}; "
+            "use image data (data.source=digits) or model.name=ncsn_mlp"
+        )
+    kwargs = {
+        "image_shape": list(data.shape[1:]),
+        "schedule": loss.schedule,
+        "num_train_timesteps": loss.num_train_timesteps,
+        "beta_start": loss.beta_start,
+        "beta_end": loss.beta_end,
+        "channels": list(config.channels),
+        "layers_per_block": config.layers_per_block,
+        "attention_resolutions": list(config.attention_resolutions),
+        "norm_groups": config.norm_groups,
+        "attention_head_dim": config.attention_head_dim,
+    }
+    try:
+        return VPEpsilonUNet(key, **kwargs), kwargs
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from error
+
+
 def make_loss(config: LossConfig) -> Partial:
     """The per-example loss ``loss_fn(key, score_fn, x)`` with its hyper-parameters bound."""
     kwargs = {
@@ -181,6 +210,12 @@ def make_loss(config: LossConfig) -> Partial:
             "sigma_max": config.sigma_max,
             "n_sigmas": config.n_sigmas,
             "sigma_distribution": config.sigma_distribution,
+        },
+        "vp_epsilon": {
+            "schedule": config.schedule,
+            "num_train_timesteps": config.num_train_timesteps,
+            "beta_start": config.beta_start,
+            "beta_end": config.beta_end,
         },
     }[config.name]
     return Partial(losses.LOSSES[config.name], **kwargs)

@@ -289,6 +289,15 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from scorelab.diffusers import export_pipeline
+    from scorelab.runs import load_run
+
+    _, model = load_run(args.run)
+    print(export_pipeline(model, args.diffusers))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from scorelab.config import load_config
     from scorelab.demo import DemoSettings, run_demo
@@ -599,6 +608,13 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, help="figure directory (default RUN/figures)")
     plot.set_defaults(handler=_cmd_plot)
 
+    export = commands.add_parser("export", help="a trained VP U-Net run as a diffusers pipeline")
+    export.add_argument("run", type=Path, help="run directory (scorelab train, model.name=unet)")
+    export.add_argument(
+        "--diffusers", type=Path, required=True, help="new DDIMPipeline folder (never overwritten)"
+    )
+    export.set_defaults(handler=_cmd_export)
+
     demo = commands.add_parser(
         "demo", help="the founding tutorial end to end (or: demo images, a digits U-Net)"
     )
@@ -702,10 +718,11 @@ def _user_error(error: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
 
-    Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``demo``, ``sweep``, ``grid``
-    and ``pretrained`` (``scorelab COMMAND --help`` lists each one's flags). A failure the user can
-    fix (a ``ValueError`` from any input check, a missing, unreadable or unwritable file, a full
-    disk, a diverged training run, too little memory) is printed as one line,
+    Subcommands: ``train``, ``sample``, ``evaluate``, ``plot``, ``export``, ``demo``,
+    ``sweep``, ``grid``, ``score-error``, ``likelihood`` and ``pretrained`` (``scorelab COMMAND
+    --help`` lists each one's flags). A failure the user can fix (a ``ValueError`` from any
+    input check, a missing, unreadable or unwritable file, a full disk, a diverged training
+    run, too little memory) is printed as one line,
     ``scorelab COMMAND: error: MESSAGE``, on stderr, with exit status 2; any other exception is
     a bug: its traceback and a line asking for a report, exit status 1. From a shell,
     ``scorelab sample --exact seed_mixture --n 500``; from Python,

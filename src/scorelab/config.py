@@ -41,7 +41,14 @@ from scorelab.data import (
     TOY_DATASETS,
     is_image_file,
 )
-from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path
+from scorelab.noise import (
+    GRIDS,
+    VP_SCHEDULES,
+    is_saved_grid,
+    saved_grid_path,
+    vp_alpha_sigma,
+    vp_alphas_cumprod,
+)
 from scorelab.targets import digits_mixture, seed_mixture
 from scorelab.training import TrainConfig
 
@@ -68,7 +75,15 @@ TRAIN_RECIPE = TrainConfig(
 tutorial's mixture, the demo's (README, "The demo's result", has the comparison with a constant
 rate and no EMA): 5000 Adam steps at batch 1024, cosine decay from 1e-3, EMA 0.999."""
 
-MODELS = ("auto", "mlp", "ncsn_mlp")
+IMAGE_RECIPE = TrainConfig(steps=600, learning_rate=1e-3, batch_size=128)
+"""The VP U-Net's (``model.name = "unet"``, default channels 16-32) training on 8x8 digits:
+600 Adam steps at batch 128, constant rate 1e-3, no EMA. The one recipe measured so far
+(docs/benchmarks.md, "VP U-Net on 8x8 digits"): its samples are recognisable digits, noisy,
+above the held-out floor; the warm-up, cosine and EMA variants in ``benchmarks/unet_digits.py``
+are not yet measured."""
+
+MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
+NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
 PRIORS = ("normal", "exact")
 
 
@@ -169,7 +184,9 @@ class ModelConfig:
 
     Attributes:
         name: ``"mlp"`` (unconditional, for Hyvarinen / sliced / DSM at one sigma),
-            ``"ncsn_mlp"`` (noise-conditional, for the NCSN objective), or ``"auto"`` (the
+            ``"ncsn_mlp"`` (noise-conditional, for the NCSN objective), ``"unet"`` (diffusers'
+            ``UNet2DModel`` predicting the noise, :class:`scorelab.diffusers.VPEpsilonUNet`,
+            for image data ``(N, C, H, W)`` and the ``vp_epsilon`` loss), or ``"auto"`` (the
             one the loss needs).
         scale_by_sigma: for ``ncsn_mlp``, divide the output by sigma (Song & Ermon 2020).
         normalise_input: feed the network inputs of unit scale: ``mlp`` divides ``x`` by the
@@ -182,6 +199,12 @@ class ModelConfig:
             piecewise-linear network cannot optimise well (see :mod:`scorelab.models`), and the
             tutorial's ``leaky_relu`` otherwise.
         seed: initialisation seed.
+        channels: ``unet``: channels per level (diffusers' ``block_out_channels``).
+        layers_per_block: ``unet``: residual blocks per level.
+        attention_resolutions: ``unet``: resolutions whose blocks have self-attention (the
+            middle block always has).
+        norm_groups: ``unet``: group-norm groups; divides every ``channels`` entry.
+        attention_head_dim: ``unet``: channels per attention head.
     """
 
     name: str = "auto"
@@ -189,11 +212,25 @@ class ModelConfig:
     normalise_input: bool = True
     activation: str = "auto"
     seed: int = 0
+    channels: tuple[int, ...] = (16, 32)
+    layers_per_block: int = 1
+    attention_resolutions: tuple[int, ...] = ()
+    norm_groups: int = 8
+    attention_head_dim: int = 8
 
     def __post_init__(self):
         _check_choice("model", "name", self.name, MODELS)
         _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
         _check_int("model", "seed", self.seed, 0)
+        if not self.channels:
+            _fail("model", "channels", "expected at least one level, e.g. [32, 64]")
+        for channels in self.channels:
+            _check_int("model", "channels", channels, 1)
+        _check_int("model", "layers_per_block", self.layers_per_block, 1)
+        for resolution in self.attention_resolutions:
+            _check_int("model", "attention_resolutions", resolution, 1)
+        _check_int("model", "norm_groups", self.norm_groups, 1)
+        _check_int("model", "attention_head_dim", self.attention_head_dim, 1)
 
     def resolved(self, loss: LossConfig) -> str:
         """The network name, with ``auto`` resolved for ``loss``."""
@@ -213,7 +250,8 @@ class LossConfig:
     """The training objective and its hyper-parameters (see :mod:`scorelab.losses`).
 
     Attributes:
-        name: ``hyvarinen``, ``hutchinson``, ``sliced``, ``dsm`` or ``ncsn``.
+        name: ``hyvarinen``, ``hutchinson``, ``sliced``, ``dsm``, ``ncsn`` or ``vp_epsilon``
+            (DDPM's noise prediction on a diffusers schedule).
         sigma: DSM noise level (the tutorial's 1.0).
         sigma_min, sigma_max: NCSN noise range.
         n_sigmas: NCSN noise levels per data point (the tutorial's 2).
@@ -222,6 +260,10 @@ class LossConfig:
         n_probes: Hutchinson probes / sliced projections per example.
         probe: Hutchinson probe law, ``rademacher`` or ``gaussian``.
         variance_reduction: sliced score matching's variance-reduced form (SSM-VR).
+        schedule: ``vp_epsilon``: diffusers' ``beta_schedule``
+            (:data:`scorelab.noise.VP_SCHEDULES`).
+        num_train_timesteps: ``vp_epsilon``: the schedule's ``T``.
+        beta_start, beta_end: ``vp_epsilon``: the (scaled) linear schedule's end points.
     """
 
     name: str = "ncsn"
@@ -233,6 +275,10 @@ class LossConfig:
     n_probes: int = 1
     probe: str = "rademacher"
     variance_reduction: bool = False
+    schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
 
     def __post_init__(self):
         _check_choice("loss", "name", self.name, tuple(losses.LOSSES))
@@ -251,11 +297,37 @@ class LossConfig:
         )
         _check_int("loss", "n_probes", self.n_probes, 1)
         _check_choice("loss", "probe", self.probe, losses.PROBES)
+        _check_choice("loss", "schedule", self.schedule, VP_SCHEDULES)
+        _check_int("loss", "num_train_timesteps", self.num_train_timesteps, 2)
+        _check_real(
+            "loss", "beta_start", self.beta_start, "a number in (0, 1)", lambda v: 0 < v < 1
+        )
+        _check_real(
+            "loss",
+            "beta_end",
+            self.beta_end,
+            f"a number in (beta_start ({self.beta_start}), 1)",
+            lambda v: self.beta_start < v < 1,
+        )
 
     @property
     def needs_noise_conditional_model(self) -> bool:
-        r"""Whether the loss trains :math:`s_\theta(x, \sigma)` over many sigmas (NCSN)."""
-        return self.name == "ncsn"
+        r"""Whether the loss trains :math:`s_\theta(x, \sigma)` over many sigmas (NCSN,
+        VP epsilon)."""
+        return self.name in ("ncsn", "vp_epsilon")
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        r"""The VE levels the loss trains over: ``(sigma_min, sigma_max)``, for ``vp_epsilon``
+        the schedule's :math:`\sqrt{(1 - \bar\alpha_t) / \bar\alpha_t}` at ``t = 0`` and
+        ``T - 1``."""
+        if self.name != "vp_epsilon":
+            return self.sigma_min, self.sigma_max
+        alphas_cumprod = vp_alphas_cumprod(
+            self.schedule, self.num_train_timesteps, self.beta_start, self.beta_end
+        )
+        sigmas = samplers.ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod))
+        return float(sigmas[0]), float(sigmas[-1])
 
     @property
     def uses_jacobian_trace(self) -> bool:
@@ -419,13 +491,20 @@ class ExperimentConfig:
         for name, section_cls in _SECTIONS.items():
             table = tables.get(name, {})
             if name == "sampler" and sections["loss"].needs_noise_conditional_model:
-                loss = sections["loss"]
-                table = {"sigma_min": loss.sigma_min, "sigma_max": loss.sigma_max, **table}
+                sigma_min, sigma_max = sections["loss"].sigma_range
+                table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
             base = getattr(cls, name)  # the section's defaults (the training recipe)
             sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
         config = cls(**sections)
         resolved = config.model.resolved(config.loss)
-        if config.loss.needs_noise_conditional_model != (resolved == "ncsn_mlp"):
+        if resolved == "unet" and config.loss.name != "vp_epsilon":
+            _fail(
+                "model",
+                "name",
+                f"'unet' predicts the noise on the vp_epsilon loss's schedule; set "
+                f"loss.name=vp_epsilon (got {config.loss.name!r})",
+            )
+        if config.loss.needs_noise_conditional_model != (resolved in NOISE_CONDITIONAL_MODELS):
             wanted = "ncsn_mlp" if config.loss.needs_noise_conditional_model else "mlp"
             _fail(
                 "model",

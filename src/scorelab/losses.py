@@ -17,8 +17,9 @@ Two families:
 
   and the three losses differ only in how :math:`\operatorname{tr} J` is computed: exactly
   with ``d`` forward-mode products, or without bias from ``n`` random probes.
-* **Denoising** (DSM at one sigma, NCSN over many). They learn the score of the *noised*
-  law :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)` and need no Jacobian.
+* **Denoising** (DSM at one sigma, NCSN over many, DDPM's VP epsilon loss over a diffusers
+  schedule's levels). They learn the score of the *noised* law
+  :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)` and need no Jacobian.
 
 References:
     Hyvarinen, A. (2005). Estimation of Non-Normalized Statistical Models by Score Matching.
@@ -41,7 +42,13 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab._validate import check_choice, check_int
-from scorelab.noise import check_sigma_range, sample_ve_noise
+from scorelab.noise import (
+    check_sigma_range,
+    sample_ve_noise,
+    vp_alpha_sigma,
+    vp_alphas_cumprod,
+)
+from scorelab.samplers import ve_sigmas_from_vp
 
 __all__ = [
     "hyvarinen_loss",
@@ -50,6 +57,7 @@ __all__ = [
     "dsm_loss",
     "ncsn_loss",
     "ncsn_weighting",
+    "vp_epsilon_loss",
     "sample_training_sigmas",
     "PROBES",
     "SIGMA_DISTRIBUTIONS",
@@ -425,11 +433,64 @@ def ncsn_loss(
     return jnp.mean(per_sigma)
 
 
+def vp_epsilon_loss(
+    key: Array,
+    score_fn: ScoreFn,
+    x_0: Array,
+    *,
+    schedule: str = "linear",
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+) -> Array:
+    r"""DDPM's :math:`\varepsilon`-prediction loss on a diffusers schedule (Ho et al., 2020).
+
+    .. math::
+        \ell(x_0) = \frac1d \big\| \hat\varepsilon(\sqrt{\bar\alpha_t}\, x_0
+            + \sqrt{1 - \bar\alpha_t}\, \varepsilon,\ t) - \varepsilon \big\|^2,
+        \qquad t \sim \mathcal{U}\{0, \dots, T - 1\},\ \varepsilon \sim \mathcal{N}(0, I),
+
+    the mean squared error of diffusers' training example (``F.mse_loss``) with
+    :math:`\bar\alpha_t` from :func:`scorelab.noise.vp_alphas_cumprod`. For a VE score model
+    the prediction is :math:`\hat\varepsilon = -\sigma_t\, s(x, \sigma_t)` at the level
+    :math:`\sigma_t = \sqrt{(1 - \bar\alpha_t) / \bar\alpha_t}`, which makes the loss
+    :func:`dsm_loss` at :math:`\sigma_t` with :func:`ncsn_weighting`, divided by :math:`d`;
+    for :class:`scorelab.diffusers.VPEpsilonUNet` it is exactly DDPM's objective. Its
+    minimiser is :math:`\hat\varepsilon^* = -\sigma_t \nabla \log q_{\sigma_t}`, the
+    posterior mean of the noise.
+
+    Args:
+        key: split into a timestep key and a noise key.
+        score_fn: noise-conditional ``score_fn(x, sigma) -> x.shape``.
+        x_0: one clean example, any shape (e.g. ``(C, H, W)``) of ``d`` entries.
+        schedule: diffusers' ``beta_schedule`` (:data:`scorelab.noise.VP_SCHEDULES`).
+        num_train_timesteps: ``T``.
+        beta_start, beta_end: the (scaled) linear schedule's end points.
+
+    Returns:
+        Scalar loss of this example.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models
+        (Algorithm 1). https://arxiv.org/abs/2006.11239
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models, Table 1 (VP). https://arxiv.org/abs/2206.00364
+    """
+    with jax.ensure_compile_time_eval():  # the schedule is a constant, not a traced value
+        alphas_cumprod = vp_alphas_cumprod(schedule, num_train_timesteps, beta_start, beta_end)
+        sigmas = ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod))
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (), 0, num_train_timesteps)
+    loss = dsm_loss(key_eps, score_fn, x_0, sigma=sigmas[t], weighting_fn=ncsn_weighting)
+    return loss / x_0.size
+
+
 LOSSES: dict[str, Callable[..., Array]] = {
     "hyvarinen": hyvarinen_loss,
     "hutchinson": hutchinson_loss,
     "sliced": sliced_score_matching_loss,
     "dsm": dsm_loss,
     "ncsn": ncsn_loss,
+    "vp_epsilon": vp_epsilon_loss,
 }
 """Loss name (as used by the CLI) -> per-example loss function."""

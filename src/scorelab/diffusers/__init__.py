@@ -11,6 +11,9 @@ diffusers' schedulers       :class:`SchedulerConfig`, :func:`timesteps`,     _sc
                             :func:`ddim_sample`, :func:`ddpm_sample`, ...
 pipeline and loader         :func:`resolve_pipeline`, :func:`load_pipeline`, _pretrained
                             :func:`sample`, :func:`to_images`, :func:`run`
+trainable U-Net models      :func:`unet_config`, :class:`UNetNetwork`,       _score_models
+                            :class:`VPEpsilonUNet`
+export                      :func:`export_pipeline`                          _export
 errors                      :class:`PretrainedError`                         _checks
 ==========================  ===============================================  ============
 
@@ -27,6 +30,7 @@ References:
 """
 
 from scorelab.diffusers._checks import PretrainedError
+from scorelab.diffusers._export import DIFFUSERS_FORMAT_VERSION, export_pipeline
 from scorelab.diffusers._pretrained import (
     diffusers_sample,
     load_pipeline,
@@ -51,6 +55,7 @@ from scorelab.diffusers._schedulers import (
     predict_x0_eps,
     timesteps,
 )
+from scorelab.diffusers._score_models import UNetNetwork, VPEpsilonUNet, unet_config
 from scorelab.diffusers._unet import (
     UNET_DEFAULTS,
     UNet2D,
@@ -86,4 +91,9 @@ __all__ = [
     "diffusers_sample",
     "to_images",
     "run",
+    "unet_config",
+    "UNetNetwork",
+    "VPEpsilonUNet",
+    "export_pipeline",
+    "DIFFUSERS_FORMAT_VERSION",
 ]

@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -80,7 +81,6 @@ _SUPPORTED_VALUES = {
     "act_fn": ("silu", "swish"),
     "resnet_time_scale_shift": ("default", "scale_shift"),
     "class_embed_type": (None,),
-    "num_class_embeds": (None,),
 }
 _DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
 _UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
@@ -128,6 +128,7 @@ def _check_types(full: dict) -> None:
     _int_field(full, "layers_per_block", 1, _MAX_LAYERS)
     _int_field(full, "downsample_padding", 0, 1)
     _int_field(full, "num_train_timesteps", 1, 10**6, optional=True)
+    _int_field(full, "num_class_embeds", 1, 10**6, optional=True)
     for field in ("center_input_sample", "flip_sin_to_cos", "add_attention"):
         _bool_field(full, field)
     for field in ("norm_eps", "mid_block_scale_factor"):
@@ -301,6 +302,19 @@ class _Weights:
 
     def __call__(self, name: str, *shapes: tuple) -> Array:
         """Tensor ``name`` as float32, if its shape is one of ``shapes`` and it is finite."""
+        self._check(name, shapes)
+        if self.read is None:
+            return jnp.zeros(self.specs[name], jnp.float32)
+        value = self.read(self.names[name])
+        if not np.all(np.isfinite(value)):
+            raise PretrainedError(
+                f"tensor {name!r} holds NaN or inf values; the checkpoint is corrupt: "
+                "download the model again"
+            )
+        return jnp.asarray(value, dtype=jnp.float32)
+
+    def _check(self, name: str, shapes: tuple[tuple, ...]) -> None:
+        """That tensor ``name`` exists with one of ``shapes``; records it as used."""
         if name not in self.specs:
             raise PretrainedError(
                 f"checkpoint lacks tensor {name!r} required by its config; the weights do not "
@@ -313,15 +327,6 @@ class _Weights:
                 "config; the weights do not belong to this config.json: download the model again"
             )
         self.used.add(name)
-        if self.read is None:
-            return jnp.zeros(self.specs[name], jnp.float32)
-        value = self.read(self.names[name])
-        if not np.all(np.isfinite(value)):
-            raise PretrainedError(
-                f"tensor {name!r} holds NaN or inf values; the checkpoint is corrupt: "
-                "download the model again"
-            )
-        return jnp.asarray(value, dtype=jnp.float32)
 
     def check_all_used(self) -> None:
         unused = sorted(set(self.specs) - self.used)
@@ -331,6 +336,50 @@ class _Weights:
                 f"checkpoint has {len(unused)} tensor(s) this config does not use: {shown}; "
                 "the weights do not belong to this config.json"
             )
+
+
+class _Recorder(_Weights):
+    """Every tensor a config asks for, by name, with the first shape it accepts (diffusers'
+    own: ``(out, in)`` for the attention projections); returns zeros."""
+
+    def __init__(self):
+        super().__init__({}, None)
+        self.shapes: dict[str, tuple] = {}
+
+    def __call__(self, name: str, *shapes: tuple) -> Array:
+        self.shapes[name] = shapes[0]
+        return jnp.zeros(shapes[0], jnp.float32)
+
+    def check_all_used(self) -> None:
+        pass
+
+
+class _Traced(_Weights):
+    """Tensors that may be traced (no value checks): the network as a function of its state
+    dict, whose transpose is the export (:meth:`UNet2D.state_dict`)."""
+
+    def __call__(self, name: str, *shapes: tuple) -> Array:
+        self._check(name, shapes)
+        return self.read(self.names[name])
+
+
+def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> Array:
+    r"""Tensor ``name`` as PyTorch initialises it in diffusers' ``UNet2DModel``.
+
+    Convolution and linear weights and biases
+    :math:`\sim \mathcal{U}(-1/\sqrt{f}, 1/\sqrt{f})` with :math:`f` the weight's fan-in
+    (``kaiming_uniform_(a=sqrt(5))`` and the bias rule of ``nn.Conv2d`` / ``nn.Linear``),
+    group-norm scales 1 and shifts 0, the class embedding :math:`\mathcal{N}(0, 1)`
+    (``nn.Embedding``). diffusers zeroes no layer of ``UNet2DModel``.
+    """
+    shape, stem = shapes[name], name.rsplit(".", 1)[0]
+    if stem == "class_embedding":
+        return jax.random.normal(key, shape, jnp.float32)
+    weight = shapes[f"{stem}.weight"]
+    if len(weight) == 1:  # a group norm
+        return jnp.ones(shape) if name.endswith("weight") else jnp.zeros(shape)
+    bound = 1.0 / math.sqrt(math.prod(weight[1:]))
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
 _IM2COL_MAX_PIXELS = 16
@@ -631,10 +680,14 @@ def timestep_embedding(
 class UNet2D(eqx.Module):
     r"""diffusers' ``UNet2DModel`` (DDPM block family) in Equinox, the network of Ho et al. (2020).
 
-    Build with :meth:`from_weights` or :func:`load_unet`. Call as ``unet(x_t, t)`` with ``x_t``
-    of shape ``(B, in_channels, H, W)`` (NCHW, as diffusers) and ``t`` a scalar or ``(B,)``
-    timestep; it returns ``(B, out_channels, H, W)``, what ``UNet2DModel(x_t, t).sample``
-    returns (the model output of the checkpoint's prediction type, e.g. :math:`\varepsilon`).
+    Build with :meth:`from_weights` or :func:`load_unet` (a checkpoint), or :meth:`init` (random
+    weights, to train); :meth:`state_dict` gives the weights back in diffusers' names and
+    layout. Call as ``unet(x_t, t)`` with ``x_t`` of shape ``(B, in_channels, H, W)`` (NCHW, as
+    diffusers) and ``t`` a scalar or ``(B,)`` timestep (``unet(x_t, t, class_labels)`` for a
+    class-conditional config); it returns ``(B, out_channels, H, W)``, what
+    ``UNet2DModel(x_t, t).sample`` returns (the model output of the checkpoint's prediction
+    type, e.g. :math:`\varepsilon`). Dropout is not implemented: a config's ``dropout`` is
+    read and ignored, as in diffusers' evaluation mode.
     ``H`` and ``W`` must be divisible by ``2 ** (len(block_out_channels) - 1)`` so the up
     path's skip connections line up.
 
@@ -651,6 +704,7 @@ class UNet2D(eqx.Module):
     conv_in: _Conv
     time_linear_1: _Linear
     time_linear_2: _Linear
+    class_embedding: Array | None
     down_blocks: list
     mid_block: _MidBlock | None
     up_blocks: list
@@ -684,6 +738,61 @@ class UNet2D(eqx.Module):
         return cls._build(_check_config(config), _Weights.from_arrays(tensors))
 
     @classmethod
+    def init(cls, key: Array, config: Mapping) -> UNet2D:
+        """A randomly initialised network of ``config``, as ``UNet2DModel(**config)`` draws it.
+
+        The state dict is drawn tensor by tensor (PyTorch's defaults, ``_init_tensor``), each
+        from ``fold_in(key, crc32(name))``, then loaded as :meth:`from_weights` loads a
+        checkpoint: the network is the same whether trained here or exported and loaded. It
+        traces (``jax.eval_shape`` of it allocates nothing).
+
+        Args:
+            key: PRNG key.
+            config: a ``UNet2DModel`` config (checked as in :meth:`from_weights`).
+
+        Returns:
+            The :class:`UNet2D`, float32.
+
+        Raises:
+            PretrainedError: for a config :meth:`from_weights` refuses.
+
+        References:
+            He, K., Zhang, X., Ren, S. & Sun, J. (2015). Delving Deep into Rectifiers
+            (the initialisation PyTorch's default modifies). https://arxiv.org/abs/1502.01852
+        """
+        config = _check_config(config)
+        specs = _tensor_specs(config)
+        shapes = {name: shape for name, (shape, _) in specs.items()}
+        tensors = {
+            name: _init_tensor(jax.random.fold_in(key, zlib.crc32(name.encode())), name, shapes)
+            for name in shapes
+        }
+        return cls._build(config, _Traced(specs, tensors.__getitem__))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The weights as diffusers' ``UNet2DModel`` names them, float32 in PyTorch layout.
+
+        Loading is a linear map from the state dict to the network's leaves (transposes and
+        reshapes, each tensor to one leaf), so this is its transpose
+        (:func:`jax.linear_transpose`): exact, and ``UNet2D.from_weights(config,
+        unet.state_dict())`` rebuilds ``unet`` bit for bit.
+
+        Returns:
+            Parameter name -> ``float32`` NumPy array (convolutions OIHW, linear layers
+            ``(out, in)``), what ``UNet2DModel.state_dict()`` holds.
+        """
+        config = dict(self.config)
+        specs = _tensor_specs(config)
+        zeros = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, (shape, _) in
+                 specs.items()}  # fmt: skip
+
+        def load(tensors):
+            return self._layers(config, _Traced(specs, tensors.__getitem__))
+
+        (tensors,) = jax.linear_transpose(load, zeros)(self)
+        return {name: np.array(tensor) for name, tensor in tensors.items()}  # writable copies
+
+    @classmethod
     def _build(cls, config: dict, weights: _Weights) -> UNet2D:
         """The network of a checked ``config``: every tensor's name and shape checked against
         it first, abstractly (nothing read), then each tensor's values as they are read."""
@@ -699,6 +808,10 @@ class UNet2D(eqx.Module):
         conv_in = _conv(weights, "conv_in", config["in_channels"], channels[0])
         time_linear_1 = _linear(weights, "time_embedding.linear_1", channels[0], emb_dim)
         time_linear_2 = _linear(weights, "time_embedding.linear_2", emb_dim, emb_dim)
+        n_classes = config["num_class_embeds"]
+        class_embedding = None  # diffusers: class_embed_type None with num_class_embeds
+        if n_classes is not None:
+            class_embedding = weights("class_embedding.weight", (n_classes, emb_dim))
 
         down_blocks, out = [], channels[0]
         for i, block_type in enumerate(config["down_block_types"]):
@@ -773,6 +886,7 @@ class UNet2D(eqx.Module):
             conv_in=conv_in,
             time_linear_1=time_linear_1,
             time_linear_2=time_linear_2,
+            class_embedding=class_embedding,
             down_blocks=down_blocks,
             mid_block=mid_block,
             up_blocks=up_blocks,
@@ -783,15 +897,21 @@ class UNet2D(eqx.Module):
         weights.check_all_used()
         return unet
 
-    def __call__(self, x_t: Array, t) -> Array:
-        """The network's output at ``(x_t, t)``, as ``UNet2DModel(x_t, t).sample``.
+    def __call__(self, x_t: Array, t, class_labels: Array | None = None) -> Array:
+        """The network's output at ``(x_t, t)``, as ``UNet2DModel(x_t, t, class_labels).sample``.
 
         Args:
             x_t: ``(B, in_channels, H, W)`` float array (NCHW).
             t: timestep, a scalar or ``(B,)`` array (broadcast over the batch).
+            class_labels: integer class(es) in ``[0, num_class_embeds)``, a scalar or ``(B,)``;
+                required by a class-conditional config, refused by another.
 
         Returns:
             ``(B, out_channels, H, W)`` array (float32 for float32 input).
+
+        Raises:
+            ValueError: ``class_labels`` given to an unconditional network, or missing for a
+                class-conditional one.
         """
         config = dict(self.config)
         if config["center_input_sample"]:
@@ -805,6 +925,13 @@ class UNet2D(eqx.Module):
             config["freq_shift"],
         )
         emb = self.time_linear_2(jax.nn.silu(self.time_linear_1(t_emb)))
+        if (class_labels is None) != (self.class_embedding is None):
+            raise ValueError(
+                "class_labels: pass them to a class-conditional U-Net (num_class_embeds set) "
+                "and only to one"
+            )
+        if self.class_embedding is not None:
+            emb = emb + self.class_embedding[jnp.broadcast_to(class_labels, (batch,))]
 
         x = self.conv_in(jnp.transpose(x_t, (0, 2, 3, 1)))  # NCHW -> NHWC
         skips = [x]
@@ -817,6 +944,13 @@ class UNet2D(eqx.Module):
             x, _ = block(x, emb, skips)
         x = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
         return jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+
+
+def _tensor_specs(config: dict) -> dict[str, tuple[tuple, str]]:
+    """Every tensor of a checked ``config``'s state dict: name -> (diffusers' shape, float32)."""
+    recorder = _Recorder()
+    jax.eval_shape(lambda: UNet2D._layers(config, recorder))
+    return {name: (shape, "float32") for name, shape in recorder.shapes.items()}
 
 
 def _time_embed_dim(config: dict) -> int:

@@ -1,0 +1,124 @@
+r"""Export: a trained VP :math:`\varepsilon`-prediction U-Net as a diffusers ``DDIMPipeline``.
+
+The folder diffusers' ``DDIMPipeline.from_pretrained`` (and ``scorelab pretrained``) reads::
+
+    model_index.json                           DDIMPipeline: unet, scheduler
+    unet/config.json                           UNet2DModel's config
+    unet/diffusion_pytorch_model.safetensors   its state dict (UNet2D.state_dict)
+    scheduler/scheduler_config.json            DDIMScheduler on the training schedule
+
+The network is already diffusers' (:class:`~scorelab.diffusers.UNet2D` in its names and
+layout), so the weights are written as they are: loading the folder rebuilds them bit for bit.
+
+References:
+    diffusers ``DDIMPipeline`` documentation.
+    https://huggingface.co/docs/diffusers/api/pipelines/ddim
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from scorelab._files import atomic_write, write_json
+from scorelab.diffusers._pretrained import SCHEDULER_CONFIG
+from scorelab.diffusers._score_models import VPEpsilonUNet
+from scorelab.diffusers._unet import CONFIG_NAME, WEIGHTS_NAME
+
+__all__ = ["export_pipeline", "DIFFUSERS_FORMAT_VERSION"]
+
+DIFFUSERS_FORMAT_VERSION = "0.42.1"
+"""The ``_diffusers_version`` written: the diffusers release whose ``DDIMPipeline`` the
+``diffusers``-marked tests load the folders with."""
+
+# DDPM's DDIM sampling of data in [-1, 1]; DDPM-only fields (variance_type) are left out.
+_DDIM_FIELDS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "clip_sample",
+    "clip_sample_range",
+    "set_alpha_to_one",
+    "steps_offset",
+    "prediction_type",
+    "timestep_spacing",
+)
+
+
+def _check_exportable(model) -> VPEpsilonUNet:
+    if not isinstance(model, VPEpsilonUNet):
+        raise ValueError(
+            f"export --diffusers: a {type(model).__name__} has no diffusers pipeline; only a VP "
+            "epsilon U-Net exports (train with model.name=unet and loss.name=vp_epsilon)"
+        )
+    return model
+
+
+def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
+    """Write ``model`` as a diffusers ``DDIMPipeline`` folder (``UNet2DModel`` + ``DDIMScheduler``).
+
+    The files are written into a temporary folder beside ``directory``, which is then renamed
+    to it: a reader sees the whole pipeline or none, and an existing folder is never
+    overwritten.
+
+    Args:
+        model: a :class:`~scorelab.diffusers.VPEpsilonUNet` (as trained by ``scorelab train``
+            with ``model.name = "unet"``).
+        directory: the pipeline folder to create; it must not exist (or be empty).
+
+    Returns:
+        ``directory`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: ``model`` is not a VP epsilon U-Net (an MLP, an EDM-preconditioned VE
+            network: diffusers' DDIM pipeline cannot represent it), or ``directory`` exists
+            and is not empty, or is a file.
+    """
+    from safetensors.numpy import save
+
+    unet = _check_exportable(model).network.unet
+    directory = Path(directory)
+    if directory.is_file() or (directory.is_dir() and any(directory.iterdir())):
+        raise ValueError(
+            f"--diffusers: {directory} already exists; choose a new folder (export never "
+            "overwrites)"
+        )
+    version = {"_diffusers_version": DIFFUSERS_FORMAT_VERSION}
+    scheduler = dataclasses.asdict(model.scheduler)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write_json(
+            staging / "model_index.json",
+            {
+                "_class_name": "DDIMPipeline",
+                **version,
+                "scheduler": ["diffusers", "DDIMScheduler"],
+                "unet": ["diffusers", "UNet2DModel"],
+            },
+        )
+        (staging / "unet").mkdir()
+        write_json(
+            staging / "unet" / CONFIG_NAME,
+            {"_class_name": "UNet2DModel", **version, **dict(unet.config)},
+        )
+        weights = save(unet.state_dict())
+        atomic_write(staging / "unet" / WEIGHTS_NAME, lambda handle: handle.write(weights))
+        (staging / SCHEDULER_CONFIG).parent.mkdir()
+        write_json(
+            staging / SCHEDULER_CONFIG,
+            {
+                "_class_name": "DDIMScheduler",
+                **version,
+                **{field: scheduler[field] for field in _DDIM_FIELDS},
+            },
+        )
+        os.replace(staging, directory)  # POSIX: replaces an empty folder, never a full one
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory

@@ -1,0 +1,195 @@
+r"""The diffusers U-Net as a trainable scorelab model, in diffusers' layout so export is exact.
+
+Two Equinox modules around one randomly initialised :class:`~scorelab.diffusers.UNet2D`
+(:meth:`UNet2D.init`), each built from JSON constructor arguments so
+:func:`scorelab.checkpoints.save_model` can record and rebuild it:
+
+* :class:`UNetNetwork`, the raw noise-conditional network :math:`F(x, c_\mathrm{noise})` on one
+  example: its timestep input is any real conditioning (an integer DDPM timestep, or EDM's
+  :math:`c_\mathrm{noise} = \tfrac14 \ln\sigma`), the signature preconditioning wrappers take;
+* :class:`VPEpsilonUNet`, DDPM's :math:`\varepsilon`-prediction model on a diffusers schedule,
+  as scorelab's VE ``score_fn(x, sigma)`` through :func:`scorelab.adapters.from_epsilon`.
+
+References:
+    Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+    https://arxiv.org/abs/2006.11239
+    Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+    Diffusion-Based Generative Models, Table 1. https://arxiv.org/abs/2206.00364
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from scorelab.adapters import from_epsilon
+from scorelab.diffusers._checks import PretrainedError
+from scorelab.diffusers._schedulers import SchedulerConfig
+from scorelab.diffusers._unet import UNet2D
+
+__all__ = ["unet_config", "UNetNetwork", "VPEpsilonUNet"]
+
+
+def unet_config(
+    image_shape: Sequence[int],
+    channels: Sequence[int] = (32, 64, 64),
+    layers_per_block: int = 1,
+    attention_resolutions: Sequence[int] = (4,),
+    norm_groups: int = 8,
+    attention_head_dim: int = 8,
+    num_class_embeds: int | None = None,
+) -> dict:
+    """The ``UNet2DModel`` config of a U-Net for images of ``image_shape``.
+
+    Level ``i`` has ``channels[i]`` channels at resolution ``H / 2**i``; its down and up
+    blocks attend (``AttnDownBlock2D`` / ``AttnUpBlock2D``) iff that resolution is in
+    ``attention_resolutions``, as in DDPM's ``attn_resolutions``; the middle block always
+    attends (diffusers' default). Dropout is not offered (the network has none).
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        channels: ``block_out_channels``, one entry per level.
+        layers_per_block: residual blocks per down level (the up levels have one more).
+        attention_resolutions: resolutions (``H / 2**i``) whose blocks attend.
+        norm_groups: ``norm_num_groups``; must divide every entry of ``channels``.
+        attention_head_dim: channels per attention head.
+        num_class_embeds: classes of a class-conditional network (``nn.Embedding``), or None.
+
+    Returns:
+        A config dict :meth:`UNet2D.init` accepts.
+
+    Raises:
+        ValueError: naming the option, for an attention resolution no level has, or a shape
+            the network cannot take (``H`` not divisible by ``2 ** (len(channels) - 1)``,
+            groups or heads that do not divide the channels).
+    """
+    in_channels, height, width = (int(n) for n in image_shape)
+    resolutions = [height // 2**i for i in range(len(channels))]
+    unknown = sorted(set(attention_resolutions) - set(resolutions))
+    if unknown:
+        raise ValueError(
+            f"attention_resolutions: {unknown} is not a level's resolution; this U-Net's levels "
+            f"are at {resolutions}"
+        )
+    attends = [r in attention_resolutions for r in resolutions]
+    config = {
+        "sample_size": height if height == width else [height, width],
+        "in_channels": in_channels,
+        "out_channels": in_channels,
+        "block_out_channels": [int(c) for c in channels],
+        "layers_per_block": int(layers_per_block),
+        "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attends],
+        "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in attends[::-1]],
+        "norm_num_groups": int(norm_groups),
+        "attention_head_dim": int(attention_head_dim),
+        "num_class_embeds": num_class_embeds,
+    }
+    return config
+
+
+def _init_unet(key: Array, config: dict) -> UNet2D:
+    """:meth:`UNet2D.init`, its refusals phrased for model options, not a checkpoint."""
+    try:
+        return UNet2D.init(key, config)
+    except PretrainedError as error:
+        reason = str(error).split("; ")[0]
+        raise ValueError(
+            f"U-Net options: {reason}; choose channels, groups and heads that fit"
+        ) from None
+
+
+class UNetNetwork(eqx.Module):
+    r"""The U-Net as a raw noise-conditional network :math:`F(x, c_\mathrm{noise})` on one image.
+
+    .. math::
+        F(x, c) = \mathrm{UNet2DModel}(x[\mathrm{None}], c).\mathrm{sample}[0],
+
+    with :math:`c` fed to the sinusoidal timestep embedding as a real number. The weights are
+    a :class:`~scorelab.diffusers.UNet2D` in diffusers' names and layout (``unet``).
+
+    Call: ``network(x (C, H, W), c_noise scalar) -> (C, H, W)``.
+
+    Args:
+        key: initialisation key (:meth:`UNet2D.init`).
+        image_shape: ``(C, H, W)``.
+        **options: :func:`unet_config`'s other arguments (lists or tuples).
+
+    Raises:
+        ValueError: for options :func:`unet_config` or :meth:`UNet2D.init` refuses.
+    """
+
+    unet: UNet2D
+
+    def __init__(self, key: Array, image_shape: Sequence[int], **options):
+        self.unet = _init_unet(key, unet_config(image_shape, **options))
+
+    def __call__(self, x: Array, c_noise) -> Array:
+        return self.unet(x[None], jnp.asarray(c_noise, jnp.float32).reshape(1))[0]
+
+
+class VPEpsilonUNet(eqx.Module):
+    r"""DDPM's :math:`\varepsilon`-prediction U-Net as a VE score model ``score_fn(x, sigma)``.
+
+    The network :math:`\hat\varepsilon(x_t, t)` sees :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 +
+    \sqrt{1 - \bar\alpha_t}\, \varepsilon` at timesteps :math:`t = 0, \dots, T - 1` of the
+    ``scheduler``'s :math:`\bar\alpha_t`; in scorelab's VE variable (level
+    :math:`\sigma = \sqrt{(1 - \bar\alpha_t) / \bar\alpha_t}`),
+
+    .. math::
+        s(x, \sigma) = -\frac{\hat\varepsilon\big(x / \sqrt{1 + \sigma^2},\, t(\sigma)\big)}
+            {\sigma},
+
+    :func:`scorelab.adapters.from_epsilon`, exact on the schedule's own levels. Trained with
+    :func:`scorelab.losses.vp_epsilon_loss` on the same schedule it is DDPM, and exports to a
+    diffusers ``DDIMPipeline`` (:func:`scorelab.diffusers.export_pipeline`).
+
+    Call: ``model(x (C, H, W), sigma scalar > 0) -> (C, H, W)``.
+
+    Args:
+        key: initialisation key.
+        image_shape: ``(C, H, W)``.
+        schedule: diffusers' ``beta_schedule`` (``linear``, ``scaled_linear``,
+            ``squaredcos_cap_v2``).
+        num_train_timesteps: ``T``.
+        beta_start, beta_end: the (scaled) linear schedule's end points.
+        **options: :func:`unet_config`'s other arguments.
+
+    Raises:
+        ValueError: for options :func:`unet_config` refuses, or a schedule
+            :class:`~scorelab.diffusers.SchedulerConfig` refuses.
+
+    References:
+        Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
+        https://arxiv.org/abs/2006.11239
+    """
+
+    network: UNetNetwork
+    scheduler: SchedulerConfig = eqx.field(static=True)
+
+    def __init__(
+        self,
+        key: Array,
+        image_shape: Sequence[int],
+        schedule: str = "linear",
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        **options,
+    ):
+        self.scheduler = SchedulerConfig(
+            num_train_timesteps=num_train_timesteps,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            beta_schedule=schedule,
+        )
+        self.network = UNetNetwork(key, image_shape, **options)
+
+    def __call__(self, x: Array, sigma) -> Array:
+        # from_epsilon checks the schedule and takes logs of it: constants, not traced values
+        with jax.ensure_compile_time_eval():
+            score_fn = from_epsilon(self.network, self.scheduler.alphas_cumprod())
+        return score_fn(x, sigma)
