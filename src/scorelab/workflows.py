@@ -92,7 +92,7 @@ def train_run(
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
             model,
-            builders.make_loss(config.loss),
+            builders.make_loss(config.loss, builders.data_scale(data)),
             data,
             config.train,
             out_dir=out_dir / "checkpoints",
