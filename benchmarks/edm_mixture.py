@@ -14,8 +14,10 @@ Trains, with the demo's budget (``scorelab.config.TRAIN_RECIPE``: 5000 Adam step
 then runs the sampler map's ODE solvers (DPM-Solver++(2M), Heun) at 20 NFE on its grid (Karras,
 rho 7, sigma 0.02 to 80, x_T ~ N(0, 80^2 I)), 2 seeds x 3000 samples, with the exact score
 beside the models (common random numbers), and reports every metric of the map against its
-floor (``scorelab.sweep``). Run directories go to ``--runs`` (reused with ``--reuse``), the
-table to ``benchmarks/results/edm_mixture.json``::
+floor (``scorelab.sweep``); and each model's relative score error at every level of
+DPM-Solver++(2M)'s 20-level grid (``scorelab.score_error``, 2000 exact samples per level), drawn
+in ``benchmarks/results/edm_mixture_score_error.png``. Run directories go to ``--runs`` (reused
+with ``--reuse``), the numbers to ``benchmarks/results/edm_mixture.json``::
 
     python benchmarks/edm_mixture.py --runs runs/edm_mixture
 """
@@ -27,13 +29,16 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 from _harness import RESULTS_DIR, machine
 
-from scorelab import builders, sweep
+from scorelab import builders, sweep, viz
 from scorelab.config import ExperimentConfig
 from scorelab.demo import DemoSettings
 from scorelab.models import ExactScore
+from scorelab.noise import sigma_grid
 from scorelab.runs import load_run
+from scorelab.score_error import score_error_profile
 from scorelab.targets import seed_mixture
 from scorelab.workflows import train_run
 
@@ -48,6 +53,7 @@ VARIANTS = {
 }
 NFE = 20
 SAMPLERS = ("dpmpp_2m", "heun")
+GRID = {"grid": "karras", "sigma_min": 0.02, "sigma_max": 80.0, "rho": 7.0}
 
 
 def config_of(variant: str, steps: int | None) -> ExperimentConfig:
@@ -89,10 +95,7 @@ def main():
         score_fns,
         n_samples=args.n_samples,
         seeds=(0, 1),
-        grid="karras",
-        sigma_min=0.02,
-        sigma_max=80.0,
-        rho=7.0,
+        **GRID,
     )
     fewest = sweep.fewest_nfe(result, "all")
     rows = sweep.mean_rows(result.rows)
@@ -105,6 +108,22 @@ def main():
             f"{row['sampler']} | {row['score']} | {row['sw']:.3f} | {row['mmd2']:.2e} | "
             f"{row['tv']:.3f} | {row['var_ratio']:.2f} | {100 * row['far']:.1f}% | {row['all']}"
         )
+    sigmas = sigma_grid(GRID["grid"], NFE, GRID["sigma_min"], GRID["sigma_max"], GRID["rho"])
+    profiles = {
+        variant: score_error_profile(jax.random.key(0), score_fns[variant], target, sigmas)
+        for variant in variants
+    }
+    print("sigma | " + " | ".join(f"{v} rel. error (se)" for v in variants))
+    for i, sigma in enumerate(sigmas):
+        cells = [
+            f"{p.relative_error[i]:.3g} ({p.standard_error[i]:.1g})" for p in profiles.values()
+        ]
+        print(f"{float(sigma):.3g} | " + " | ".join(cells))
+    figure = viz.score_error_profile(
+        {v: p[:3] for v, p in profiles.items()},
+        title="Relative score error on the 20-level Karras grid (seed_mixture)",
+    )
+    viz.save_figure(figure, args.out.with_name(args.out.stem + "_score_error.png"))
     floors = {name: list(value) for name, value in result.floors.items()}
     print("floors (mean, sd):", floors)
     payload = {
@@ -117,6 +136,7 @@ def main():
         "floors": floors,
         "rows": rows,
         "per_seed": result.rows,
+        "score_error": {v: p.to_dict() for v, p in profiles.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1, default=float) + "\n")

@@ -170,7 +170,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """The training objective and its hyper-parameters (see :mod:`scorelab.losses`).
+    r"""The training objective and its hyper-parameters (see :mod:`scorelab.losses`).
 
     Attributes:
         name: ``hyvarinen``, ``hutchinson``, ``sliced``, ``dsm`` or ``ncsn``.

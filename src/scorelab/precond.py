@@ -93,7 +93,8 @@ class EDMPreconditioned(eqx.Module):
     with the coefficients of :func:`edm_coefficients`. The score is computed in the right-hand
     form, algebraically equal: :math:`D - x` cancels in float32 at small :math:`\sigma` (at
     :math:`\sigma = 0.002`, :math:`|D - x| \approx 10^{-5} |x|`), while
-    :math:`1 - c_{skip} = \sigma^2/(\sigma^2 + \sigma_d^2)` is exact.
+    :math:`1 - c_{skip} = \sigma^2/(\sigma^2 + \sigma_d^2)` is exact. This is what it adds to
+    :func:`scorelab.adapters.from_denoiser`, which can only subtract a black-box :math:`D`.
 
     ``network`` is any callable pytree of one example, ``network(x_in, c_noise) -> x_in``'s
     shape, e.g. :class:`scorelab.models.ConditionalMLP` for vectors or a U-Net for images

@@ -35,6 +35,7 @@ from scorelab._validate import check_choice, check_int, check_real, from_mapping
 from scorelab.checkpoints import load_model
 from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import GRIDS, sigma_grid
+from scorelab.precond import EDMPreconditioned
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
@@ -466,7 +467,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     return [out_dir / "sweep.csv", out_dir / "sweep.json"]
 
 
-def load_score_model(path) -> NoiseConditionalMLP:
+def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:
     """The trained noise-conditional score model at ``path``, for the map's ``model`` rows.
 
     Args:
@@ -475,7 +476,8 @@ def load_score_model(path) -> NoiseConditionalMLP:
             demo's ``runs/demo/models/ncsn``).
 
     Returns:
-        The :class:`scorelab.models.NoiseConditionalMLP`, a ``score_fn(x (d,), sigma)``.
+        The :class:`scorelab.models.NoiseConditionalMLP` or
+        :class:`scorelab.precond.EDMPreconditioned`, a ``score_fn(x (d,), sigma)``.
 
     Raises:
         FileNotFoundError: naming the missing file.
@@ -483,7 +485,7 @@ def load_score_model(path) -> NoiseConditionalMLP:
     """
     path = Path(path)
     model = load_run(path)[1] if path.is_dir() else load_model(path)
-    if not isinstance(model, NoiseConditionalMLP):
+    if not isinstance(model, NoiseConditionalMLP | EDMPreconditioned):
         raise ValueError(
             f"--run: the sampler map needs a noise-conditional model (ncsn_mlp), "
             f"{path} holds {type(model).__name__}"
