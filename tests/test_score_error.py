@@ -89,7 +89,7 @@ _TINY = ["--steps", "4", "--batch-size", "32", "--set", "data.n=200", "--quiet"]
 
 def test_cli_writes_the_profile_of_an_edm_run_as_json_and_a_figure(tmp_path):
     run = tmp_path / "edm"
-    edm = ["--set", 'model.preconditioning="edm"', "--set", 'loss.weighting="edm"']
+    edm = ["--set", "model.preconditioning=edm", "--set", "loss.weighting=edm"]
     assert main(["train", "--loss", "ncsn", "--out", str(run), *edm, *_TINY]) == 0
     out_json, out_png = tmp_path / "profile.json", tmp_path / "profile.png"
     command = ["score-error", "--run", str(run), "--n", "50", "--levels", "5"]

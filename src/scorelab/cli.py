@@ -614,8 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     ``likelihood``, ``score-error`` and ``pretrained`` (``scorelab COMMAND --help`` lists each
     one's flags). A failure the user can fix (a ``ValueError`` from any input check, a missing,
     unreadable or unwritable file, a full disk, a diverged training run, too little memory) is
-    printed as one line, ``scorelab COMMAND: error: MESSAGE``, on stderr, with exit status 2; any other exception is
-    a bug: its traceback and a line asking for a report, exit status 1. From a shell,
+    printed as one line, ``scorelab COMMAND: error: MESSAGE``, on stderr, with exit status 2;
+    any other exception is a bug: its traceback and a line asking for a report, exit status 1.
+    From a shell,
     ``scorelab sample --exact seed_mixture --n 500``; from Python,
     ``main(["sample", "--exact", "seed_mixture", "--n", "500"])``.
 
