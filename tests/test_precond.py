@@ -15,6 +15,7 @@ from scorelab.losses import dsm_loss, edm_weighting, ncsn_loss, sample_training_
 from scorelab.models import ConditionalMLP, NoiseConditionalMLP
 from scorelab.noise import sample_ve_noise
 from scorelab.precond import EDMPreconditioned, edm_coefficients
+from scorelab.sweep import load_score_model
 
 SIGMAS = np.array([0.002, 0.02, 0.3, 1.0, 8.0, 80.0])
 
@@ -100,6 +101,7 @@ def test_checkpoint_round_trip(tmp_path, key):
     assert isinstance(loaded, EDMPreconditioned) and loaded.sigma_data == 8.0
     x = jnp.array([1.0, -3.0])
     np.testing.assert_array_equal(loaded(x, 0.5), model(x, 0.5))
+    assert isinstance(load_score_model(tmp_path / "edm"), EDMPreconditioned)  # sweep --run
     with pytest.raises(ValueError, match="does not rebuild the model"):
         wrong = {**record, "kwargs": {**network_kwargs, "widths": (8, 8, 8)}}
         save_model(tmp_path / "bad", model, network=wrong, sigma_data=8.0)
