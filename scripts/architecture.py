@@ -26,7 +26,7 @@ LAYERS = (
         "maths core",
         (
             "noise", "targets", "data", "models", "precond", "losses", "samplers", "adapters",
-            "metrics", "likelihood", "score_error",
+            "metrics", "likelihood", "score_error", "classifier", "image_metrics",
         ),
     ),
     ("figures", ("viz",)),
@@ -34,8 +34,8 @@ LAYERS = (
     (
         "application",
         (
-            "checkpoints", "training", "runs", "config", "builders", "report", "workflows",
-            "sweep", "demo", "cli",
+            "distributed", "checkpoints", "training", "runs", "config", "builders", "report",
+            "workflows", "sweep", "demo", "cli",
         ),
     ),
 )  # fmt: skip

@@ -54,6 +54,10 @@ def test_table_is_markdown_with_one_row_per_entry():
         "memory",
         "train_step_parts",
         "convolutions",
+        # scorelab's UNet2D against diffusers' UNet2DModel, DDIMPipeline and a torch loop.
+        pytest.param("image_sampling", marks=pytest.mark.diffusers),
+        pytest.param("image_training", marks=pytest.mark.diffusers),
+        pytest.param("unet_parts", marks=pytest.mark.diffusers),
     ],
 )
 def test_quick_run_writes_its_json(name, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from scorelab.cli import main
+from scorelab.demo import _FIGURE_COUNT
 
 _TINY_TRAIN = [
     "--steps",
@@ -291,6 +292,7 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys):
     assert manifest["config"]["ncsn"]["steps"] == 4
     figures = {p.name for p in (run / "figures").iterdir()}
     assert {"sw_vs_n.png", "ddim_samples.png", "annealed.gif", "ula_hyvarinen.gif"} <= figures
+    assert len(figures) == _FIGURE_COUNT  # the figures' progress bar ends full
     redrawn = tmp_path / "again"
     assert main(["plot", str(run), "--out", str(redrawn)]) == 0
     assert {p.name for p in redrawn.iterdir()} == figures

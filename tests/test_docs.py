@@ -76,9 +76,9 @@ def test_every_public_module_has_an_api_page_in_the_nav(name):
 
 # --- the how-to pages' examples, executed -------------------------------------------------------
 
-# Environment of each page's run (the devices page needs four CPU devices before JAX starts).
+# Environment of each page's run (the scale-out page needs four CPU devices before JAX starts).
 _PAGE_ENV = {
-    "devices.md": {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    "scale-out.md": {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
     "pretrained.md": {"SCORELAB_PRETRAINED": str(ROOT / "tests" / "fixtures" / "tiny_ddpm")},
 }
 

@@ -31,7 +31,6 @@ from scorelab.targets import gaussian
 from scorelab.training import (
     NonFiniteLossError,
     TrainConfig,
-    initialize_distributed,
     make_optimizer,
     train,
 )
@@ -503,20 +502,6 @@ def test_dsm_learns_the_noised_score_of_a_gaussian():
     # Measured with seeds 0, 1, 2: 0.050, 0.056, 0.058 (mean 0.055, sd 0.004). The threshold
     # 0.08 sits 0.022 above the worst seed, about 5 sd of the seed-to-seed spread.
     assert dsm_relative_error(seed=0) < 0.08
-
-
-def test_initialize_distributed_only_on_a_multi_host_launch(monkeypatch):
-    calls = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
-    for name in ("JAX_COORDINATOR_ADDRESS", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
-    assert not initialize_distributed() and calls == []
-    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
-    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
-    monkeypatch.setenv("JAX_PROCESS_ID", "1")
-    assert initialize_distributed()
-    assert calls == [{"num_processes": 2, "process_id": 1}]
 
 
 def test_an_equal_fresh_partial_loss_reuses_the_compiled_step():

@@ -24,13 +24,23 @@ from scorelab.config import (
     ModelConfig,
     SamplerConfig,
 )
-from scorelab.data import TOY_DATASETS, load_array
+from scorelab.data import (
+    IMAGE_SOURCES,
+    TOY_DATASETS,
+    DataError,
+    ImageData,
+    digits,
+    held_out_split,
+    load_array,
+    load_images,
+)
 from scorelab.noise import sigma_grid
 from scorelab.targets import GaussianMixture
 
 __all__ = [
     "make_target",
     "make_data",
+    "make_image_data",
     "data_scale",
     "make_model",
     "make_loss",
@@ -46,10 +56,14 @@ def make_target(config: DataConfig) -> GaussianMixture | None:
 
 
 def make_data(config: DataConfig) -> np.ndarray:
-    """The data set as ``float32 (n, d)``: ``n`` draws from ``key(seed)`` for a built-in source.
+    """The training data: ``float32 (n, d)`` points, or ``(n, C, H, W)`` images in [-1, 1].
+
+    A built-in target or toy set gives ``n`` draws from ``key(seed)``; images are the training
+    part of :func:`make_image_data`.
 
     Raises:
         FileNotFoundError, DataError: for a file that is missing or not valid data.
+        ConfigError: for more memory than available, or image fields on points.
     """
     key = jax.random.key(config.seed)
     if config.source in TARGETS or config.source in TOY_DATASETS:
@@ -59,7 +73,59 @@ def make_data(config: DataConfig) -> np.ndarray:
         if target is not None:
             return np.asarray(target.sample(key, config.n))
         return np.asarray(TOY_DATASETS[config.source](key, config.n))
+    if config.is_images:
+        return make_image_data(config).images
+    image_fields = {"layout": "auto", "pixel_range": "auto", "array": None, "labels": None}
+    for field, default in {**image_fields, "held_out": 0.0, "hflip": False}.items():
+        if getattr(config, field) != default:
+            raise ConfigError(
+                f"data.{field}: applies to images; {config.source} holds points (n, d)"
+            )
     return load_array(config.source)
+
+
+def make_image_data(config: DataConfig, split: str = "train") -> ImageData:
+    """The training (``"train"``) or held-out (``"test"``) images ``config`` names.
+
+    ``digits`` and ``digits16`` are :func:`scorelab.data.digits` with its fixed split; a file
+    or folder is :func:`scorelab.data.load_images`, split by
+    :func:`scorelab.data.held_out_split` with ``round(held_out * n)`` images held out by
+    ``seed``. The description says which part was taken.
+
+    Raises:
+        FileNotFoundError, DataError: for a missing or invalid file, or an empty part.
+    """
+    if config.source in IMAGE_SOURCES:
+        size = IMAGE_SOURCES[config.source]
+        images, labels = digits(split, size=size)
+        filter_note = "" if size == 8 else ", resized from 8x8 by bicubic"
+        description = (
+            f"{config.source}: {len(images)} images of 1x{size}x{size} (C x H x W), "
+            f"scikit-learn's digits, {split} split{filter_note}, pixel / 8 - 1"
+        )
+        return ImageData(images, labels, description)
+    loaded = load_images(
+        config.source,
+        layout=config.layout,
+        pixel_range=config.pixel_range,
+        array=config.array,
+        labels=config.labels,
+    )
+    n = len(loaded.images)
+    train, held_out = held_out_split(n, round(config.held_out * n), config.seed)
+    chosen = held_out if split == "test" else train
+    if not len(chosen):
+        raise DataError(
+            f"data.held_out: the {split} part of {n} images at held_out = {config.held_out} is "
+            "empty; choose a fraction that leaves images on both sides"
+        )
+    if len(chosen) == n:
+        return loaded
+    labels = None if loaded.labels is None else loaded.labels[chosen]
+    part = (
+        f"; {split} part: {len(chosen)} of {n} (held_out {config.held_out:g}, seed {config.seed})"
+    )
+    return ImageData(loaded.images[chosen], labels, loaded.description + part)
 
 
 def data_scale(data: np.ndarray) -> float:
@@ -75,13 +141,16 @@ def _record(cls: type, kwargs: dict) -> dict:
 
 
 def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Array | None = None):
-    """A fresh network for ``data`` ``(n, d)`` and ``loss``, and its constructor arguments.
+    """A fresh network for ``data`` ``(n, *S)`` and ``loss``, and its constructor arguments.
+
+    The MLPs take an example of any shape ``S`` (an image ``(C, H, W)``) flattened to
+    ``d = prod(S)`` inputs, and return the score in that shape.
 
     Args:
         config: the model section.
         loss: the loss section (``auto`` resolves for it).
-        data: ``(n, d)`` training data; its standard deviation scales the inputs when
-            ``normalise_input``.
+        data: ``(n, *S)`` training data, ``(n, d)`` points or ``(n, C, H, W)`` images; its
+            standard deviation scales the inputs when ``normalise_input``.
         key: initialisation key; ``None`` uses ``key(config.seed)``.
 
     Returns:
@@ -89,7 +158,7 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         records to rebuild it.
     """
     key = jax.random.key(config.seed) if key is None else key
-    dim = int(data.shape[1])
+    dim = int(np.prod(data.shape[1:]))
     scale = data_scale(data) if config.normalise_input else None
     activation = config.resolved_activation(loss)
     if config.preconditioning == "edm":
@@ -198,12 +267,23 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
 
 
 def make_prior(
-    config: SamplerConfig, key: Array, n: int, dim: int, target: GaussianMixture | None
+    config: SamplerConfig,
+    key: Array,
+    n: int,
+    shape: int | tuple[int, ...],
+    target: GaussianMixture | None,
 ) -> Array:
-    """Starting points ``(n, dim)``; sample ``i`` depends only on ``fold_in(key, i)``.
+    """Starting points ``(n, *shape)``; sample ``i`` depends only on ``fold_in(key, i)``.
 
     The prior's scale is ``sigma_max`` for a sampler that walks a grid, the tutorial's 10 for
     ULA and MALA.
+
+    Args:
+        config: the sampler section.
+        key: PRNG key.
+        n: number of chains.
+        shape: one state's shape: ``d`` (or ``(d,)``) for points, ``(C, H, W)`` for images.
+        target: the target with an exact score, if any.
 
     Raises:
         ConfigError: for ``prior = "exact"`` without a target.
@@ -213,4 +293,4 @@ def make_prior(
         if target is None:
             raise ConfigError("sampler.prior: 'exact' needs a built-in target with an exact score")
         return samplers.exact_prior(key, target, n, sigma)
-    return samplers.ve_prior(key, n, dim, jnp.float32(sigma))
+    return samplers.ve_prior(key, n, shape, jnp.float32(sigma))

@@ -25,7 +25,11 @@ __all__ = ["main"]
 
 # Named flags: flag -> (section.field, type, help).
 _TRAIN_FLAGS = {
-    "--data": ("data.source", str, "built-in target/toy set name, or a .npy/.csv file"),
+    "--data": (
+        "data.source",
+        str,
+        "built-in target/toy set/digits, a .npy/.csv/.npz file or an image folder",
+    ),
     "--loss": ("loss.name", str, "hyvarinen, hutchinson, sliced, dsm or ncsn"),
     "--model": ("model.name", str, "auto, mlp or ncsn_mlp"),
     "--steps": ("train.steps", int, "optimiser steps"),
@@ -167,15 +171,35 @@ _SAMPLER_FLAGS = _sampler_flags()
 
 
 def _cmd_train(args) -> int:
-    from scorelab.training import initialize_distributed
+    import os
+
+    from scorelab.distributed import initialize_distributed, is_primary, launch_local
+
+    if args.processes is not None and args.processes < 1:
+        raise ValueError(f"--processes: must be >= 1, got {args.processes}")
+    if args.processes is not None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
+        # The launcher: the same command line in each process, which then joins the job below.
+        return launch_local([sys.executable, "-m", "scorelab.cli", *args.argv], args.processes)
+    if args.processes is not None and os.environ.get("JAX_NUM_PROCESSES") != str(args.processes):
+        raise ValueError(
+            f"--processes {args.processes}: this process was launched into a job of "
+            f"JAX_NUM_PROCESSES={os.environ.get('JAX_NUM_PROCESSES')} processes; drop "
+            "--processes when launching the processes yourself"
+        )
     from scorelab.workflows import train_run
 
-    initialize_distributed()  # a no-op on one host; joins the cluster when launched on several
+    initialize_distributed()  # a no-op in one process; joins the job when launched as several
     config = _experiment(args, _TRAIN_FLAGS)
     train_run(
-        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        log=lambda line: print(f"data: {line}"),
     )
-    print(f"trained model written to {args.out}")
+    if is_primary():
+        print(f"trained model written to {args.out}")
     return 0
 
 
@@ -183,22 +207,30 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from scorelab.runs import atomic_write
-    from scorelab.workflows import sample_run
+    from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
     out = _output(args.out, ".npy", args.overwrite)
     if args.trajectory is not None:
         _output(args.trajectory, ".npy", args.overwrite)
+    if args.grid_png is not None:
+        _output(args.grid_png, ".png", args.overwrite)
     trajectory = args.trajectory is not None
     result = sample_run(config, model, args.n, args.seed, trajectory=trajectory, batch=args.batch)
-    atomic_write(out, lambda handle: np.save(handle, result.x))
-    if args.trajectory is not None:
-        atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
     nfe = f"NFE {result.nfe}"
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
+    if args.grid_png is not None:  # first: it refuses samples that are not images
+        source = args.run.name if args.run is not None else args.exact
+        label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"
+        save_sample_grid(result.x, args.grid_png, label=label)
+    atomic_write(out, lambda handle: np.save(handle, result.x))
+    if args.trajectory is not None:
+        atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
     print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {out}")
+    if args.grid_png is not None:
+        print(f"grid written to {args.grid_png}")
     if model is not None and config.loss.name == "dsm":
         sigma = f"{config.loss.sigma:g}"
         print(
@@ -210,17 +242,22 @@ def _cmd_sample(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from scorelab.runs import write_json
-    from scorelab.workflows import evaluate_samples
+    from scorelab.workflows import evaluate_images, evaluate_samples
 
     if args.json is not None:
         _output(args.json, ".json", args.overwrite)
-    report = evaluate_samples(
-        args.samples,
-        target=args.target,
-        data=args.data,
-        floor_repeats=args.floor_repeats,
-        sigma=args.sigma,
-    )
+    if args.data is not None and str(args.data) == "digits":
+        if args.sigma != 0:
+            raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
+        report = evaluate_images(args.samples, floor_repeats=args.floor_repeats)
+    else:
+        report = evaluate_samples(
+            args.samples,
+            target=args.target,
+            data=args.data,
+            floor_repeats=args.floor_repeats,
+            sigma=args.sigma,
+        )
     print(report.text())
     if args.json is not None:
         write_json(args.json, report.to_dict())
@@ -380,6 +417,7 @@ def _cmd_sweep(args) -> int:
             sigma_max=settings.sigma_max,
             rho=settings.rho,
             progress=None if args.quiet else print,
+            image_metrics=settings.image_metrics,
         )
         rows = mean_rows(result.rows)
         table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
@@ -473,6 +511,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="data-parallel over N processes on this machine (jax.distributed; see the "
+        "scale-out how-to)",
+    )
     train.set_defaults(handler=_cmd_train)
 
     sample = commands.add_parser(
@@ -494,14 +539,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
     sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
+    sample.add_argument("--grid-png", type=Path, help="also write image samples as a PNG grid")
     sample.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     sample.set_defaults(handler=_cmd_sample)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a samples file, with the floor")
-    evaluate.add_argument("samples", type=Path, help=".npy or .csv samples (n, d)")
+    evaluate.add_argument(
+        "samples", type=Path, help=".npy or .csv samples (n, d), or images (n, C, H, W)"
+    )
     reference = evaluate.add_mutually_exclusive_group(required=True)
     reference.add_argument("--target", help="a built-in target (exact reference and floor)")
-    reference.add_argument("--data", type=Path, help="reference data .npy/.csv")
+    reference.add_argument(
+        "--data",
+        type=Path,
+        help="reference data .npy/.csv, images (.npy/.npz/folder), or 'digits': image metrics "
+        "(classifier features) of (n, 1, 8, 8) or (n, 64) images against the digits, floors "
+        "from the held-out split",
+    )
     evaluate.add_argument(
         "--sigma",
         type=float,
@@ -631,12 +685,14 @@ def main(argv: list[str] | None = None) -> int:
     Raises:
         SystemExit: from argparse, status 0 for ``--help``.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = _parser().parse_args(argv)
     except _UsageError as error:
         prog, message = error.args
         print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
         return 2
+    args.argv = argv  # what a launcher (train --processes) passes on to its processes
     try:
         return args.handler(args)
     except KeyboardInterrupt:

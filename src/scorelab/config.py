@@ -4,7 +4,7 @@ The schema only: each section describes, :mod:`scorelab.builders` builds. A conf
 a TOML document with one table per section::
 
     [data]
-    source = "seed_mixture"      # a built-in target, a toy set, or a .npy / .csv path
+    source = "seed_mixture"      # a built-in target, a toy set, digits, or a file / folder
     [model]
     name = "ncsn_mlp"
     [loss]
@@ -34,7 +34,13 @@ from typing import Any
 
 from scorelab import losses, models, samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
-from scorelab.data import TOY_DATASETS
+from scorelab.data import (
+    IMAGE_LAYOUTS,
+    IMAGE_SOURCES,
+    PIXEL_RANGES,
+    TOY_DATASETS,
+    is_image_file,
+)
 from scorelab.noise import GRIDS
 from scorelab.targets import digits_mixture, seed_mixture
 from scorelab.training import TrainConfig
@@ -92,28 +98,70 @@ class DataConfig:
     """Where the training / reference data come from.
 
     Attributes:
-        source: ``"seed_mixture"`` (the tutorial's target, exact score known), a toy set
-            (``two_moons``, ``swiss_roll``, ``rings``, ``checkerboard``) or a path to a
-            ``.npy`` / ``.csv`` file of shape ``(n, d)``.
-        n: number of points drawn from a built-in source (the tutorial uses 10 000).
-        seed: seed of the draw (``sample(key(seed), n)``).
+        source: ``"seed_mixture"`` or ``"digits_mixture"`` (targets with an exact score), a
+            toy set (``two_moons``, ``swiss_roll``, ``rings``, ``checkerboard``), a built-in
+            image set (``digits`` 8x8, ``digits16`` 16x16: :func:`scorelab.data.digits`), or a
+            path: a ``.npy`` / ``.csv`` of points ``(n, d)``, or images: an ``.npy`` of rank 3
+            or 4, an ``.npz``, or a folder of PNG/JPEG files
+            (:func:`scorelab.data.load_images`).
+        n: number of points drawn from a built-in target or toy set (the tutorial uses 10 000).
+        seed: seed of the draw (``sample(key(seed), n)``), and of a file's held-out split.
+        layout: images: ``auto`` (inferred from a channel axis of size 1, 3 or 4), ``NHWC`` or
+            ``NCHW``.
+        pixel_range: images: the stored range mapped onto [-1, 1]: ``auto``, ``0-255``,
+            ``0-1`` or ``-1-1``.
+        array: images: the ``.npz`` key of the images (default: its only array).
+        labels: images: the ``.npz`` key of integer labels (a folder's labels are its
+            sub-folders).
+        held_out: images from a file or folder: the fraction held out of training, by
+            ``seed`` (:func:`scorelab.data.held_out_split`); ``digits`` have a fixed split.
+        hflip: images: flip each training example left-right with probability 1/2, drawn
+            from the batch key (a training augmentation; see :func:`scorelab.training.train`).
     """
 
     source: str = "seed_mixture"
     n: int = 10_000
     seed: int = 0
+    layout: str = "auto"
+    pixel_range: str = "auto"
+    array: str | None = None
+    labels: str | None = None
+    held_out: float = 0.0
+    hflip: bool = False
 
     def __post_init__(self):
         _check_int("data", "n", self.n, 1)
         _check_int("data", "seed", self.seed, 0)
-        if not self.is_builtin and Path(self.source).suffix.lower() not in (".npy", ".csv"):
-            accepted = ", ".join([*TARGETS, *TOY_DATASETS, "a .npy or .csv path"])
-            _fail("data", "source", f"unknown source {self.source!r}; accepted: {accepted}")
+        _check_choice("data", "layout", self.layout, IMAGE_LAYOUTS)
+        _check_choice("data", "pixel_range", self.pixel_range, PIXEL_RANGES)
+        _check_real("data", "held_out", self.held_out, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        suffix = Path(self.source).suffix.lower()
+        if not self.is_builtin and suffix not in (".npy", ".csv", ".npz"):
+            if not Path(self.source).is_dir():
+                accepted = ", ".join(
+                    [*TARGETS, *TOY_DATASETS, *IMAGE_SOURCES, "a .npy/.csv/.npz path or a folder"]
+                )
+                _fail("data", "source", f"unknown source {self.source!r}; accepted: {accepted}")
+        if self.source in IMAGE_SOURCES:
+            if self.held_out:
+                _fail("data", "held_out", f"{self.source} has a fixed held-out split; leave it 0")
+            file_fields = {"layout": "auto", "pixel_range": "auto", "array": None, "labels": None}
+            for field, default in file_fields.items():
+                if getattr(self, field) != default:
+                    _fail("data", field, f"applies to image files, not the built-in {self.source}")
 
     @property
     def is_builtin(self) -> bool:
-        """Whether ``source`` names a built-in target or toy set (not a file)."""
-        return self.source in TARGETS or self.source in TOY_DATASETS
+        """Whether ``source`` names a built-in target, toy set or image set (not a file)."""
+        return self.source in TARGETS or self.source in TOY_DATASETS or self.source in IMAGE_SOURCES
+
+    @property
+    def is_images(self) -> bool:
+        """Whether ``source`` is image data (a built-in image set, or an image file or folder:
+        :func:`scorelab.data.is_image_file`, which reads an ``.npy``'s header)."""
+        if self.source in IMAGE_SOURCES:
+            return True
+        return not self.is_builtin and is_image_file(self.source)
 
 
 @dataclasses.dataclass(frozen=True)

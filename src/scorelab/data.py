@@ -1,6 +1,7 @@
-"""Data: loading and validating a user's data set, and the 2-D toy sets.
+"""Data: loading and validating a user's data set, images, and the 2-D toy sets.
 
-Everything here yields samples, ``float32`` arrays of shape ``(n, d)``, and nothing knows its
+Everything here yields samples, ``float32`` arrays of shape ``(n, d)`` (points) or
+``(n, C, H, W)`` (images, NCHW like diffusers, values in [-1, 1]), and nothing knows its
 score; the distributions with an exact score (the oracles) are :mod:`scorelab.targets`.
 """
 
@@ -10,7 +11,9 @@ import csv
 import functools
 import io
 import math
+import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +24,13 @@ __all__ = [
     "DataError",
     "validate_data",
     "load_array",
+    "IMAGE_LAYOUTS",
+    "PIXEL_RANGES",
+    "IMAGE_SOURCES",
+    "ImageData",
+    "is_image_file",
+    "load_images",
+    "held_out_split",
     "two_moons",
     "swiss_roll",
     "rings",
@@ -107,8 +117,8 @@ class DataError(ValueError):
     """Raised for data that cannot be used: wrong rank, no rows, NaN or infinite values."""
 
 
-def validate_data(data, name: str = "data") -> np.ndarray:
-    """Check a data array and return it as ``float32`` of shape ``(n, d)``.
+def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.ndarray:
+    """Check a data array and return it as ``float32`` of shape ``(n, d)`` (or ``(n, *S)``).
 
     A 1-D array is rejected rather than guessed at (one point of ``d`` dims, or ``n`` points of
     one dim?); reshape it explicitly. Values must be real and finite, finite after the cast to
@@ -116,18 +126,20 @@ def validate_data(data, name: str = "data") -> np.ndarray:
     train on overflowed statistics; rescale it.
 
     Args:
-        data: array-like of shape ``(n, d)``, ``n, d >= 1``, finite real numbers.
+        data: array-like of shape ``(n, d)``, ``n, d >= 1``, finite real numbers; with
+            ``any_shape``, ``(n, *S)`` of examples of any shape ``S`` (an image ``(C, H, W)``).
         name: what to call the data in error messages (e.g. its file name).
+        any_shape: accept examples of any rank >= 1, not only vectors.
 
     Raises:
         DataError: naming ``name``, what is wrong and the first row concerned.
     """
     array = np.asarray(data)
-    if array.ndim != 2:
+    if array.ndim != 2 and not (any_shape and array.ndim > 2):
         raise DataError(
             f"{name}: expected a 2-D array of shape (n_samples, dim), got shape {array.shape}"
         )
-    if array.shape[0] == 0 or array.shape[1] == 0:
+    if 0 in array.shape:
         raise DataError(f"{name}: no data (shape {array.shape}); need at least one row and column")
     if np.iscomplexobj(array):
         raise DataError(
@@ -154,7 +166,7 @@ _MAX_ABS = 1e18
 
 def _check_rows(name: str, ok: np.ndarray, problem: str) -> None:
     """Raise ``DataError`` naming how many rows fail ``ok`` (elementwise) and the first one."""
-    bad_rows = np.flatnonzero(~ok.all(axis=1))
+    bad_rows = np.flatnonzero(~ok.reshape(len(ok), -1).all(axis=1))
     if bad_rows.size:
         raise DataError(f"{name}: {bad_rows.size} row(s) {problem} (first at row {bad_rows[0]})")
 
@@ -243,6 +255,377 @@ def _read_csv(path: Path) -> np.ndarray:
     return values
 
 
+# --- image data -------------------------------------------------------------------------------
+
+IMAGE_LAYOUTS = ("auto", "NHWC", "NCHW")
+"""Layouts of a rank-4 image array; ``auto`` infers it from a channel axis of size 1, 3 or 4."""
+
+PIXEL_RANGES = ("auto", "0-255", "0-1", "-1-1")
+"""Value ranges of stored pixels, mapped linearly onto [-1, 1]; see :func:`load_images`."""
+
+IMAGE_SOURCES = {"digits": 8, "digits16": 16}
+"""Built-in image sets by name -> image size: scikit-learn's digits (:func:`digits`)."""
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_CHANNEL_SIZES = (1, 3, 4)
+
+
+class ImageData(NamedTuple):
+    """Images ready for scorelab, their labels, and what was done to them.
+
+    Attributes:
+        images: ``float32`` ``(n, C, H, W)`` in [-1, 1].
+        labels: ``int64`` ``(n,)`` class labels, or ``None``.
+        description: one line for the user: the source, the shape, the layout and how it was
+            decided, and the scaling rule applied.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    description: str
+
+
+def is_image_file(path) -> bool:
+    """Whether ``path`` is image data for :func:`load_images`: a folder, an ``.npz``, or an
+    ``.npy`` whose header declares rank 3 or 4 (a rank-2 ``.npy`` holds points ``(n, d)``).
+
+    Raises:
+        DataError: for an ``.npy`` whose header cannot be read.
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() == ".npz":
+        return True
+    if path.suffix.lower() != ".npy" or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        shape, _ = _npy_header(handle, path)
+    return len(shape) in (3, 4)
+
+
+def held_out_split(n: int, n_held_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed split of ``range(n)``: ``(train, held_out)`` index arrays.
+
+    The held-out indices are the first ``n_held_out`` of ``numpy.random.default_rng(seed)``'s
+    permutation of ``range(n)``, the training indices the rest (in that order).
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    return order[n_held_out:], order[:n_held_out]
+
+
+def load_images(
+    path,
+    *,
+    layout: str = "auto",
+    pixel_range: str = "auto",
+    array: str | None = None,
+    labels: str | None = None,
+) -> ImageData:
+    r"""Load images from an ``.npy``/``.npz`` array or a folder of PNG/JPEG files, in [-1, 1].
+
+    * **Arrays** ``(n, H, W, C)`` or ``(n, C, H, W)`` (``layout``; ``auto`` takes the axis of
+      size 1, 3 or 4 as the channels and refuses a shape where both or neither qualify), or
+      ``(n, H, W)`` grey. An ``.npz`` holds the images under the key ``array`` (or as its only
+      array besides ``labels``) and optional integer labels under the key ``labels``.
+    * **A folder** of ``.png``/``.jpg``/``.jpeg`` files (read by Pillow; names starting with
+      ``.`` are skipped), or of sub-folders, one per class: then the labels are the classes'
+      indices in sorted name order. Grey images give one channel, colour images three, images
+      with transparency four; all must share size and channel count.
+
+    Pixels are mapped linearly onto [-1, 1] from ``pixel_range``: ``0-255`` (integers, and
+    every uint8 array or image file: :math:`x / 127.5 - 1`), ``0-1`` (:math:`2x - 1`) or
+    ``-1-1`` (unchanged). ``auto`` takes ``0-255`` for integers, and for floats the first of
+    ``0-1``, ``-1-1``, ``0-255`` that holds every value; the rule taken is in the description.
+
+    Sizes are checked against the available memory from the array headers (or the first
+    image's) before anything is decoded.
+
+    Args:
+        path: an ``.npy`` or ``.npz`` file, or a folder.
+        layout: one of :data:`IMAGE_LAYOUTS`.
+        pixel_range: one of :data:`PIXEL_RANGES`.
+        array: the ``.npz`` key of the images.
+        labels: the ``.npz`` key of the labels, ``(n,)`` integers >= 0.
+
+    Returns:
+        :class:`ImageData` with ``images`` ``(n, C, H, W)`` float32.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        DataError: one line naming the file and the remedy: an unreadable file, a missing or
+            ambiguous key, the wrong rank, an ambiguous layout, NaN or infinite values, values
+            outside the stated range, labels of the wrong length or type, an empty folder,
+            non-image files, images of mixed sizes or channel counts, or more memory than
+            available.
+    """
+    from scorelab._validate import check_choice
+
+    check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
+    check_choice("data.pixel_range", pixel_range, PIXEL_RANGES, error=DataError)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path}")
+    if path.is_dir():
+        if array is not None or labels is not None:
+            raise DataError(
+                f"{path}: data.array and data.labels name .npz keys; a folder's labels are its "
+                "sub-folders"
+            )
+        pixels, label_values, how = _read_folder(path)
+        pixels, layout_used = pixels.transpose(0, 3, 1, 2), "image files"
+    else:
+        pixels, label_values, how = _read_arrays(path, array, labels)
+        pixels, layout_used = _as_nchw(pixels, layout, path)
+    pixels, rule = _to_signed_unit(pixels, pixel_range, path)
+    if label_values is not None and len(label_values) != len(pixels):
+        raise DataError(
+            f"{path}: {len(label_values)} labels for {len(pixels)} images; give one per image"
+        )
+    n, channels, height, width = pixels.shape
+    description = (
+        f"{path}: {n} images of {channels}x{height}x{width} (C x H x W), {layout_used}, {rule}{how}"
+    )
+    return ImageData(pixels, label_values, description)
+
+
+def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from an open ``.npy`` stream's header, reading nothing else."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        read = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read is None:
+            raise ValueError(f"format version {version}; save it with numpy.save")
+        shape, _, dtype = read(handle)
+    except (ValueError, EOFError, OSError, SyntaxError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{name}: not a readable .npy array ({message})") from error
+    return shape, dtype
+
+
+def _check_size(name, shape, dtype) -> None:
+    """Refuse, before allocating, an array whose stored form and float32 copy (twice: the
+    split) exceed the available memory."""
+    from scorelab._validate import check_memory
+
+    count = float(np.prod(shape, dtype=np.float64))
+    check_memory(
+        f"data ({name}, shape {tuple(shape)})",
+        count * (dtype.itemsize + 8),
+        "use fewer or smaller images",
+        error=DataError,
+    )
+
+
+def _read_arrays(path: Path, key: str | None, labels_key: str | None):
+    """``(pixels, labels, description suffix)`` of an ``.npy`` or ``.npz`` file."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if key is not None or labels_key is not None:
+            raise DataError(
+                f"{path}: data.array and data.labels name keys of an .npz; an .npy holds one "
+                "array (save images and labels with numpy.savez)"
+            )
+        with open(path, "rb") as handle:
+            _check_size(path, *_npy_header(handle, path))
+        return _load_npy(path, lambda: np.load(path, allow_pickle=False)), None, ""
+    if suffix != ".npz":
+        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{path}: not a readable .npz archive ({error})") from error
+    with archive:
+        names = [name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy")]
+        if labels_key is not None and labels_key not in names:
+            raise DataError(f"{path}: no labels key {labels_key!r}; keys: {', '.join(names)}")
+        if key is None:
+            candidates = [name for name in names if name != labels_key]
+            if len(candidates) != 1:
+                raise DataError(
+                    f"{path}: holds {len(candidates)} arrays ({', '.join(candidates) or 'none'}); "
+                    "name the images with data.array"
+                )
+            key = candidates[0]
+        elif key not in names:
+            raise DataError(f"{path}: no array {key!r}; keys: {', '.join(names)}")
+
+        def read(name):
+            with archive.open(f"{name}.npy") as handle:
+                _check_size(f"{path}[{name}]", *_npy_header(handle, f"{path}[{name}]"))
+            with archive.open(f"{name}.npy") as handle:
+                return _load_npy(f"{path}[{name}]", lambda: np.load(handle, allow_pickle=False))
+
+        pixels = read(key)
+        if labels_key is None:
+            return pixels, None, ""
+        label_values = read(labels_key)
+    if label_values.ndim != 1 or not np.issubdtype(label_values.dtype, np.integer):
+        raise DataError(
+            f"{path}[{labels_key}]: labels must be integers of shape (n,), got "
+            f"{label_values.dtype} of shape {label_values.shape}"
+        )
+    if label_values.size and label_values.min() < 0:
+        raise DataError(f"{path}[{labels_key}]: labels must be >= 0, got {label_values.min()}")
+    classes = len(np.unique(label_values))
+    return pixels, label_values.astype(np.int64), f", labels {labels_key!r} ({classes} classes)"
+
+
+def _load_npy(name, load) -> np.ndarray:
+    try:
+        return load()
+    except (ValueError, EOFError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{name}: not a readable .npy array ({message})") from error
+
+
+def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
+    """``(pixels (n, C, H, W), the layout used and how it was decided)``."""
+    shape = pixels.shape
+    if pixels.ndim == 3:
+        if layout != "auto":
+            raise DataError(
+                f"{name}: shape {shape} has no channel axis, so layout {layout!r} does not apply; "
+                "a rank-3 array is grey (n, H, W): leave data.layout = 'auto'"
+            )
+        return pixels[:, None], "grey (n, H, W)"
+    if pixels.ndim != 4:
+        raise DataError(
+            f"{name}: expected images of shape (n, H, W, C), (n, C, H, W) or (n, H, W), got "
+            f"shape {shape}"
+        )
+    how = "stated"
+    if layout == "auto":
+        last, first = shape[3] in _CHANNEL_SIZES, shape[1] in _CHANNEL_SIZES
+        if last == first:
+            raise DataError(
+                f"{name}: cannot tell the channel axis of shape {shape}; state data.layout = "
+                "'NHWC' or 'NCHW'"
+            )
+        layout, how = ("NHWC" if last else "NCHW"), "inferred: the channel axis has size 1, 3 or 4"
+    if layout == "NHWC":
+        pixels = pixels.transpose(0, 3, 1, 2)
+    return pixels, f"layout {layout} ({how})"
+
+
+def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndarray, str]:
+    """``(float32 pixels in [-1, 1], the rule applied)``; see :func:`load_images`."""
+    if pixels.shape[0] == 0 or 0 in pixels.shape:
+        raise DataError(f"{name}: no images (shape {pixels.shape})")
+    if pixels.dtype == np.bool_ or not (
+        np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)
+    ):
+        raise DataError(f"{name}: expected integer or float pixels, got dtype {pixels.dtype}")
+    values = pixels.astype(np.float32)
+    _check_rows(str(name), np.isfinite(values), "contain NaN or inf")
+    low, high = float(values.min()), float(values.max())
+    ranges = {"0-255": (0.0, 255.0), "0-1": (0.0, 1.0), "-1-1": (-1.0, 1.0)}
+    if pixel_range == "auto":
+        if np.issubdtype(pixels.dtype, np.integer):
+            pixel_range = "0-255"
+        else:
+            fitting = [r for r in ("0-1", "-1-1", "0-255") if _within(low, high, *ranges[r])]
+            if not fitting:
+                raise DataError(
+                    f"{name}: pixel values span [{low:g}, {high:g}], none of [0, 1], [-1, 1], "
+                    "[0, 255]; rescale them or state data.pixel_range"
+                )
+            pixel_range = fitting[0]
+    lower, upper = ranges[pixel_range]
+    if not _within(low, high, lower, upper):
+        raise DataError(
+            f"{name}: pixel values span [{low:g}, {high:g}], outside data.pixel_range "
+            f"{pixel_range!r}; rescale them or state the range they use"
+        )
+    values = (values - lower) * np.float32(2.0 / (upper - lower)) - 1.0
+    rule = {"0-255": "x / 127.5 - 1", "0-1": "2x - 1", "-1-1": "x"}[pixel_range]
+    return values, f"{pixels.dtype} in [{lower:g}, {upper:g}] mapped to [-1, 1] by {rule}"
+
+
+def _within(low: float, high: float, lower: float, upper: float) -> bool:
+    return lower <= low and high <= upper
+
+
+def _read_folder(path: Path):
+    """``(pixels (n, H, W, C) uint8, labels or None, description suffix)`` of an image folder."""
+    from PIL import Image, UnidentifiedImageError
+
+    entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
+    classes = [entry for entry in entries if entry.is_dir()]
+    if classes and len(classes) != len(entries):
+        raise DataError(
+            f"{path}: holds both image files and sub-folders; put every image in a class "
+            "sub-folder, or none"
+        )
+    if classes:
+        files, labels = [], []
+        for index, folder in enumerate(classes):
+            inside = sorted(entry for entry in folder.iterdir() if not entry.name.startswith("."))
+            if not inside:
+                raise DataError(f"{folder}: empty class folder; add images or remove it")
+            files += inside
+            labels += [index] * len(inside)
+        label_values = np.asarray(labels, np.int64)
+        how = (
+            f", labels from {len(classes)} class sub-folders ({', '.join(c.name for c in classes)})"
+        )
+    else:
+        files, label_values, how = entries, None, ""
+    if not files:
+        raise DataError(f"{path}: empty folder; it must hold PNG or JPEG images")
+    for file in files:
+        if file.is_dir() or file.suffix.lower() not in _IMAGE_SUFFIXES:
+            raise DataError(
+                f"{file}: not an image file (accepted: {', '.join(_IMAGE_SUFFIXES)}); remove it "
+                "from the folder"
+            )
+
+    def open_image(file):
+        try:
+            return Image.open(file)
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+            raise DataError(f"{file}: not a readable PNG or JPEG image ({error})") from error
+
+    with open_image(files[0]) as first:  # the header only: size and mode
+        size, mode = first.size, _channel_mode(first, files[0])
+    channels = len(mode)
+    _check_size(path, (len(files), size[1], size[0], channels), np.dtype(np.uint8))
+    pixels = np.empty((len(files), size[1], size[0], channels), np.uint8)
+    for i, file in enumerate(files):
+        with open_image(file) as image:
+            if image.size != size:
+                raise DataError(
+                    f"{file}: {image.size[0]}x{image.size[1]} pixels, but {files[0].name} is "
+                    f"{size[0]}x{size[1]}; resize the images to one size"
+                )
+            this_mode = _channel_mode(image, file)
+            if this_mode != mode:
+                raise DataError(
+                    f"{file}: {len(this_mode)} channel(s), but {files[0].name} has {channels}; "
+                    "convert the images to one mode (grey, RGB or RGBA)"
+                )
+            try:
+                pixels[i] = np.asarray(image.convert(mode)).reshape(size[1], size[0], channels)
+            except (OSError, ValueError) as error:
+                raise DataError(f"{file}: not a readable image ({error})") from error
+    return pixels, label_values, how
+
+
+def _channel_mode(image, file) -> str:
+    """The Pillow mode an image is read in: ``L`` (grey), ``RGB``, or ``RGBA`` (transparency)."""
+    if image.mode in ("I", "I;16", "I;16B", "F"):
+        raise DataError(
+            f"{file}: {image.mode} pixels (16-bit or float); save the images with 8 bits per "
+            "channel"
+        )
+    if image.mode in ("1", "L"):
+        return "L"
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return "RGBA"
+    return "RGB"
+
+
 # --- built-in image data: scikit-learn's handwritten digits ------------------------------------
 
 DIGITS_HELD_OUT = 360
@@ -282,8 +665,8 @@ def digits(split: str = "train", *, size: int = 8) -> tuple[np.ndarray, np.ndarr
     images, labels = _digits_all(size)
     if split == "all":
         return images.copy(), labels.copy()
-    order = np.random.default_rng(0).permutation(len(labels))
-    chosen = order[:DIGITS_HELD_OUT] if split == "test" else order[DIGITS_HELD_OUT:]
+    train, test = held_out_split(len(labels), DIGITS_HELD_OUT, seed=0)
+    chosen = test if split == "test" else train
     return images[chosen], labels[chosen]
 
 
@@ -299,9 +682,7 @@ def _digits_all(size: int) -> tuple[np.ndarray, np.ndarray]:
         images = np.stack(
             [
                 np.asarray(
-                    Image.fromarray(image, mode="F").resize(
-                        (size, size), Image.Resampling.BICUBIC
-                    )
+                    Image.fromarray(image, mode="F").resize((size, size), Image.Resampling.BICUBIC)
                 )
                 for image in images
             ]

@@ -465,7 +465,9 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     }
     atomic_write(out_dir / "samples.npz", lambda handle: np.savez_compressed(handle, **arrays))
     write_json(out_dir / "demo.json", settings.to_dict())
-    figures = plot_demo(out_dir, out_dir / "figures", results=results, trained=trained)
+    figures = plot_demo(
+        out_dir, out_dir / "figures", results=results, trained=trained, progress=progress
+    )
     results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
     results["seconds"] = time.perf_counter() - started
     write_json(out_dir / "metrics.json", results)
@@ -488,8 +490,14 @@ def summary_table(results: dict[str, Any]) -> str:
     return Report(results["rows"], floor, notes).text()
 
 
-def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
-    """Draw the demo's figures from its run directory; returns the paths written."""
+_FIGURE_COUNT = 12
+"""How many files :func:`plot_demo` writes (the length of its progress bar)."""
+
+
+def plot_demo(run_dir, out_dir, *, results=None, trained=None, progress=False) -> list[Path]:
+    """Draw the demo's figures from its run directory; returns the paths written.
+
+    ``progress`` shows a bar over the figures (the animations take most of the time)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = DemoSettings.from_dict(read_json(run_dir / "demo.json"))
@@ -501,9 +509,14 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     target = seed_mixture()
     exact = ExactScore(target)
     written = []
+    bar = tqdm(total=_FIGURE_COUNT, desc="figures", unit="figure", disable=not progress)
+
+    def done(path):
+        written.append(path)
+        bar.update()
 
     def save(fig, name):
-        written.append(viz.save_figure(fig, out_dir / name))
+        done(viz.save_figure(fig, out_dir / name))
 
     histories = {name: np.load(run_dir / "models" / name / "losses.npy") for name in trained}
     held = results["held_out"]
@@ -525,7 +538,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     )
     save(viz.score_field(viz.mesh_score(exact), data, title="Exact score"), "score_exact.png")
 
-    written.append(
+    done(
         viz.animate_trajectories(
             stored["trajectory_ula_hyvarinen"],
             out_dir / "ula_hyvarinen.gif",
@@ -539,11 +552,11 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
     grid = _grid(settings, 50)
     key = _key(settings, "noised sequence")
     noised = np.stack([np.asarray(target.ve_marginal(s).sample(key, 500)) for s in grid])
-    written.append(viz.animate_noised_sequence(noised, np.asarray(grid), out_dir / "noised.gif"))
+    done(viz.animate_noised_sequence(noised, np.asarray(grid), out_dir / "noised.gif"))
     # Annealed Langevin trajectories with the per-level NCSN field.
     levels = _grid(settings, settings.annealed_levels)
     fields = [viz.mesh_score(trained["ncsn"], n=20, sigma=float(s)) for s in levels[::-1]]
-    written.append(
+    done(
         viz.animate_annealed(
             stored["trajectory_annealed"],
             np.asarray(levels),
@@ -596,4 +609,5 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None) -> list[Path]:
         ),
         "tv_vs_n_exact.png",
     )
+    bar.close()
     return written

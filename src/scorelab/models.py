@@ -1,7 +1,8 @@
 r"""Score models: any callable ``score_fn(x, sigma) -> grad log q_sigma(x)`` for one example.
 
 Every function in scorelab that takes a model takes a plain callable of one example
-``x`` of shape ``(d,)`` and a scalar noise level ``sigma``, so a Flax
+``x`` (a vector ``(d,)`` or any array, e.g. an image ``(C, H, W)``) and a scalar noise level
+``sigma``, returning an array of ``x``'s shape, so a Flax
 ``functools.partial(model.apply, params)`` wrapped to that signature, an Equinox module, or a
 hand-written function all plug in unchanged. The bundled networks are Equinox modules.
 
@@ -108,7 +109,8 @@ class MLP(eqx.Module):
     ``eqx.nn.Linear`` and ``eqx.nn.LayerNorm`` fields hold the parameters; only their
     ``weight``, ``bias`` and ``eps`` are read.
 
-    Call: ``model(x, sigma=None)`` with ``x`` of shape ``(d,)``; returns ``(d,)``.
+    Call: ``model(x, sigma=None)`` with ``x`` of ``d`` elements in any shape (a vector, or an
+    image flattened inside); returns the score in ``x``'s shape.
     """
 
     hidden_layers: tuple[eqx.nn.Linear, ...]
@@ -139,10 +141,10 @@ class MLP(eqx.Module):
     def __call__(self, x: Array, sigma=None) -> Array:
         del sigma  # unconditional
         act = ACTIVATIONS[self.activation]
-        x = x / self.input_scale
+        h = x.reshape(-1) / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
-            x = act(_normed_dense(layer, norm, x))
-        return _dense(self.output_layer, x)
+            h = act(_normed_dense(layer, norm, h))
+        return _dense(self.output_layer, h).reshape(x.shape)
 
 
 class ConditionalMLP(eqx.Module):
@@ -156,7 +158,8 @@ class ConditionalMLP(eqx.Module):
 
     The layers are applied in the same equal, faster form as :class:`MLP`'s.
 
-    Call: ``network(x, c)`` with ``x`` of shape ``(d,)`` and a scalar ``c``; returns ``(d,)``.
+    Call: ``network(x, c)`` with ``x`` of any shape of ``d`` entries (flattened, e.g. an image
+    ``(1, 8, 8)``) and a scalar ``c``; returns ``x``'s shape.
     """
 
     layers: tuple[eqx.nn.Linear, eqx.nn.Linear, eqx.nn.Linear]
@@ -189,10 +192,10 @@ class ConditionalMLP(eqx.Module):
         c = jnp.asarray(c, dtype=x.dtype).reshape((1,))
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
-        h = act(_normed_dense(first, self.norm_in, jnp.concatenate([x, c])))
+        h = act(_normed_dense(first, self.norm_in, jnp.concatenate([x.reshape(-1), c])))
         h = act(_dense(middle, h))
         h = act(_normed_dense(last, self.norm_out, h))
-        return _dense(self.output_layer, h)
+        return _dense(self.output_layer, h).reshape(x.shape)
 
 
 class NoiseConditionalMLP(eqx.Module):

@@ -22,7 +22,19 @@ ksd2       squared kernel Stein discrepancy to the target's exact score (IMQ, un
            null mean is 0, so read it against ``ksd2_se``); sees within-mode spread that
            sliced Wasserstein misses, and needs no reference samples
 ksd2_se    its standard error
+fd         Fréchet distance of the digits classifier's features (FID's formula)
+kid        KID: unbiased squared MMD of those features, cubic polynomial kernel
+kid_se     its jackknife standard error
+precision  fraction of samples inside the data's k-NN feature manifold (k = 3)
+recall     fraction of data inside the samples' k-NN feature manifold
+class_tv   total variation of the predicted class frequencies
+top_prob   mean largest class probability
+memo       memorisation ratio: median nearest-training-image distance of the samples over
+           that of held-out images (pixels; below 1 means copies)
 ========== ============================================================================
+
+The image rows (:func:`image_evaluation`) have their own floor: the same measures between the
+data's held-out split and equal-size subsets of its training split.
 """
 
 from __future__ import annotations
@@ -31,13 +43,17 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
+import numpy as np
 from jax import Array
 
 from scorelab import metrics
+from scorelab.classifier import DigitsClassifier, classifier_outputs
+from scorelab.image_metrics import image_measure, mean_top_probability, memorisation_ratio
 from scorelab.models import ExactScore
 from scorelab.targets import GaussianMixture
 
-__all__ = ["Report", "measure", "floors", "format_table"]
+__all__ = ["Report", "measure", "floors", "format_table", "IMAGE_METRICS", "image_evaluation"]
 
 
 def measure(
@@ -89,6 +105,97 @@ def measure(
             stein = metrics.kernel_stein_discrepancy(x, lambda point: score(point, 0.0))
             row.update(ksd2=stein.ksd_squared, ksd2_se=stein.standard_error)
     return row
+
+
+IMAGE_METRICS = ("fd", "kid", "precision", "recall", "class_tv", "top_prob", "memo")
+"""The image measures of :func:`image_evaluation`, each with a floor."""
+
+
+def image_evaluation(
+    samples,
+    train,
+    held_out,
+    classifier: DigitsClassifier,
+    key: Array,
+    repeats: int = 5,
+    *,
+    k: int = 3,
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    r"""Image measures of ``samples`` against training images, and their floors.
+
+    Every measure compares equal sizes :math:`m = \min(n, M)` (``M`` held-out images). Repeat
+    ``r`` (``fold_in(key, r)``) draws, without replacement, a training subset :math:`T_r` of
+    :math:`m`, a subset :math:`S_r` of the samples and a subset :math:`H_r` of the held-out
+    images, and measures (:func:`scorelab.image_metrics.image_measure`)
+
+    - the samples: :math:`S_r` against :math:`T_r`;
+    - the floor: :math:`H_r` against :math:`T_r` (data the classifier and the model never saw
+      against data they did: what a perfect sampler of the data's law scores).
+
+    With :math:`m = M` (``n >= M``), :math:`H_r` is the whole held-out split every repeat, so
+    the floor's spread is that of the training subsets alone, a lower bound on what an
+    independent set of :math:`m` images would add.
+
+    The measures of one set, the mean top probability and the memorisation ratio
+    (:func:`scorelab.image_metrics.memorisation_ratio`, against the whole training split), have
+    as floor their value on a bootstrap resample of :math:`m` held-out images (with
+    replacement: without it, :math:`m = M` would give the same set every repeat), whose spread
+    is the measure's sampling spread at size :math:`m`.
+
+    Args:
+        samples: ``(n, ...)`` images, ``n >= 2 (k + 1)``, shaped as the training images.
+        train: ``(N, ...)`` training images.
+        held_out: ``(M, ...)`` held-out images.
+        classifier: the feature extractor.
+        key: PRNG key.
+        repeats: subsets drawn, ``>= 2``.
+        k: neighbourhood of precision and recall.
+
+    Returns:
+        ``(row, floors)``: the samples' mean over repeats of each of :data:`IMAGE_METRICS`
+        and ``kid_se`` (the mean of the repeats' standard errors, that of one repeat's
+        estimate), and ``name -> (mean, sd)`` of the floors over repeats.
+
+    Raises:
+        ValueError: for fewer than ``2 (k + 1)`` samples or ``repeats < 2``.
+    """
+    samples, train, held_out = (np.asarray(a, np.float32) for a in (samples, train, held_out))
+    if len(samples) < 2 * (k + 1):
+        raise ValueError(f"samples: need at least {2 * (k + 1)} images, got {len(samples)}")
+    if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 2:
+        raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
+    m = min(len(samples), len(held_out))
+    rows, floor_rows = [], []
+    for r in range(repeats):
+        keys = jax.random.split(jax.random.fold_in(key, r), 4)
+        pick_train, pick_samples, pick_held, pick_resample = keys
+        subset = np.asarray(jax.random.choice(pick_train, len(train), (m,), replace=False))
+        reference = train[subset]
+        chosen = samples[np.asarray(jax.random.permutation(pick_samples, len(samples))[:m])]
+        held = held_out[np.asarray(jax.random.permutation(pick_held, len(held_out))[:m])]
+        resample = held_out[np.asarray(jax.random.choice(pick_resample, len(held_out), (m,)))]
+        rows.append(
+            {
+                **image_measure(chosen, reference, classifier, k),
+                "memo": memorisation_ratio(chosen, train, held_out),
+            }
+        )
+        floor_rows.append(
+            {
+                **image_measure(held, reference, classifier, k),
+                "top_prob": mean_top_probability(classifier_outputs(classifier, resample)[1]),
+                "memo": memorisation_ratio(resample, train, held_out),
+            }
+        )
+    row = {name: float(np.mean([r[name] for r in rows])) for name in (*IMAGE_METRICS, "kid_se")}
+    floor = {
+        name: (
+            float(np.mean([r[name] for r in floor_rows])),
+            float(np.std([r[name] for r in floor_rows], ddof=1)),
+        )
+        for name in IMAGE_METRICS
+    }
+    return row, floor
 
 
 def floors(
@@ -145,6 +252,14 @@ _COLUMNS = (
     ("mmd2", "MMD^2", "{:.2e}"),
     ("ksd2", "KSD^2", "{:.2e}"),
     ("ksd2_se", "KSD^2 se", "{:.1e}"),
+    ("fd", "FD", "{:.3g}"),
+    ("kid", "KID", "{:.2e}"),
+    ("kid_se", "KID se", "{:.1e}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("class_tv", "class TV", "{:.3f}"),
+    ("top_prob", "top prob", "{:.3f}"),
+    ("memo", "memo", "{:.3f}"),
 )
 
 

@@ -36,6 +36,7 @@ import jax
 from scorelab._files import atomic_write, read_json, write_json
 from scorelab.checkpoints import load_model
 from scorelab.config import ExperimentConfig
+from scorelab.distributed import is_primary, primary_value
 
 __all__ = [
     "RunBusyError",
@@ -95,6 +96,10 @@ def prepare_run_dir(
         resumable: whether the caller can continue a run (``train`` can; the demo and the
             sweep cannot): the refusal suggests ``--resume`` only then.
 
+    In a multi-process JAX job (:mod:`scorelab.distributed`), process 0 does all this and
+    the others wait for its outcome: they go on with ``path`` (unlocked: they write only what
+    all processes write together, such as orbax checkpoints) or raise its refusal too.
+
     Yields:
         ``path`` as a :class:`~pathlib.Path`, locked until the block exits.
 
@@ -104,6 +109,27 @@ def prepare_run_dir(
         RunExistsError: ``path`` is not empty and may not be reused (see above).
     """
     path = Path(path)
+    if not is_primary():
+        # In a multi-process job process 0 claims the folder; the others go on once it has (an
+        # overwrite's deletion done), and share its refusal rather than wait in a collective.
+        if not primary_value(False):
+            raise ValueError(f"run directory {path}: refused by process 0 (its message says why)")
+        yield path
+        return
+    try:
+        lock = _claim(path, resume, overwrite, resumable)
+    except Exception:
+        primary_value(False)
+        raise
+    primary_value(True)
+    try:
+        yield path
+    finally:
+        lock.release()
+
+
+def _claim(path: Path, resume: bool, overwrite: bool, resumable: bool) -> filelock.FileLock:
+    """:func:`prepare_run_dir`'s checks; the lock, acquired, when they pass."""
     if resume and overwrite:
         raise ValueError(f"{path}: resume and overwrite exclude each other; choose one")
     if path.exists() and not path.is_dir():
@@ -136,9 +162,10 @@ def prepare_run_dir(
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
-        yield path
-    finally:
+    except BaseException:
         lock.release()
+        raise
+    return lock
 
 
 _PACKAGES = (
@@ -195,9 +222,10 @@ def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The record that makes a run's outputs reproducible and comparable.
 
     The configuration (seeds included), the package versions, scorelab's commit, the command
-    line, the devices, the CPU model and core count, the platform and the time; callers add
-    the wall time and what else they measured. Numbers that depend on the machine (timings,
-    and float results where the CPU's vector units change the rounding) are read with it.
+    line, the devices (of every process) and the number of processes, the CPU model and core
+    count, the platform and the time; callers add the wall time and what else they measured.
+    Numbers that depend on the machine (timings, and float results where the CPU's vector
+    units change the rounding) are read with it.
 
     Args:
         config: the run's configuration (JSON-serialisable); its seeds are part of it.
@@ -209,6 +237,7 @@ def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "commit": _commit(),
         "command": sys.argv,
         "devices": [str(device) for device in jax.devices()],
+        "processes": jax.process_count(),
         "cpu": _cpu(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

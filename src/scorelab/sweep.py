@@ -33,9 +33,12 @@ import numpy as np
 from scorelab import samplers
 from scorelab._validate import check_choice, check_int, check_real, from_mapping
 from scorelab.checkpoints import load_model
+from scorelab.classifier import load_digits_classifier
+from scorelab.image_metrics import image_measure
 from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import GRIDS, sigma_grid
 from scorelab.precond import EDMPreconditioned
+from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
@@ -53,11 +56,40 @@ __all__ = [
     "save",
     "load_score_model",
     "METRICS",
+    "IMAGE_METRICS",
     "VAR_RATIO_BAND",
 ]
 
 METRICS = ("sw", "mmd2", "tv")
 """The metrics drawn against NFE, each with a floor."""
+
+IMAGE_METRICS = tuple(name for name in REPORT_IMAGE_METRICS if name != "memo")
+"""The classifier metrics (all of :data:`scorelab.report.IMAGE_METRICS` but the memorisation
+ratio, which needs a training set) a sweep of a digits-shaped target adds (``image_metrics=True``,
+:func:`scorelab.image_metrics.image_measure`), each with a floor; :func:`fewest_nfe` takes
+``fd``, ``kid`` and ``class_tv`` (lower is better)."""
+
+
+_IMAGE_FEWEST = ("fd", "kid", "class_tv")
+"""The image metrics :func:`fewest_nfe` reads (lower is better; precision, recall and the top
+probability are not)."""
+
+
+def _as_digit_images(x: np.ndarray) -> np.ndarray:
+    """Flat 64- or 256-vectors as ``(n, 1, s, s)`` images clipped to [-1, 1], as saved."""
+    size = {64: 8, 256: 16}.get(x.shape[1])
+    if size is None:
+        raise ValueError(
+            f"sweep.image_metrics: the target's points must be 8x8 or 16x16 images (64 or 256 "
+            f"values), got {x.shape[1]}; use digits_mixture"
+        )
+    return np.clip(x, -1.0, 1.0).reshape(len(x), 1, size, size)
+
+
+def _image_row(x, reference) -> dict[str, float]:
+    return image_measure(
+        _as_digit_images(np.asarray(x)), _as_digit_images(reference), load_digits_classifier()
+    )
 
 
 class SweepSampler(NamedTuple):
@@ -146,6 +178,7 @@ def sweep(
     n_projections: int = 250,
     floor_repeats: int = 5,
     progress: Callable[[str], None] | None = None,
+    image_metrics: bool = False,
 ) -> SweepResult:
     r"""Run every sampler at every budget with every score, against fresh exact samples.
 
@@ -166,6 +199,9 @@ def sweep(
         n_projections: directions of the sliced Wasserstein distance.
         floor_repeats: exact pairs of the floors.
         progress: called with a line per finished run.
+        image_metrics: also measure :data:`IMAGE_METRICS` (the target's points must be 8x8 or
+            16x16 images; samples and reference are clipped to [-1, 1], as images are saved),
+            with their floors between two clipped exact sets.
 
     Returns:
         A :class:`SweepResult`: one row per (seed, sampler, grid size, score), the floors of
@@ -173,8 +209,9 @@ def sweep(
 
     Raises:
         ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
-            a budget is not a positive integer, or the grid settings are invalid
-            (:func:`scorelab.noise.sigma_grid`).
+            a budget is not a positive integer, the grid settings are invalid
+            (:func:`scorelab.noise.sigma_grid`), or ``image_metrics`` is asked of a target
+            whose points are not 8x8 or 16x16 images.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -186,6 +223,8 @@ def sweep(
     if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
         raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
     dim = target.dim
+    if image_metrics:
+        _as_digit_images(np.zeros((0, dim)))  # refuse a target that is not image-shaped now
     rows = []
     for seed in seeds:
         key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
@@ -208,6 +247,8 @@ def sweep(
                             np.asarray(out.x), reference, target, n_projections=n_projections
                         ),
                     }
+                    if image_metrics:
+                        row.update(_image_row(out.x, reference))
                     rows.append(row)
                     if progress is not None:
                         progress(
@@ -224,6 +265,16 @@ def sweep(
         target=target,
         n_projections=n_projections,
     )
+    if image_metrics:
+        pairs = []
+        for r in range(floor_repeats):
+            key_x, key_y = jax.random.split(jax.random.fold_in(key_floor, r))
+            pairs.append(
+                _image_row(target.sample(key_x, n_samples), target.sample(key_y, n_samples))
+            )
+        for name in IMAGE_METRICS:
+            values = [pair[name] for pair in pairs]
+            floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -259,7 +310,8 @@ def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     averaged = []
     for group in groups.values():
         first = group[0]
-        mean = {k: float(np.mean([r[k] for r in group])) for k in (*METRICS, "var_ratio", "near")}
+        names = (*METRICS, "var_ratio", "near", *(k for k in IMAGE_METRICS if k in first))
+        mean = {k: float(np.mean([r[k] for r in group])) for k in names}
         mean["far"] = float(np.mean([r["far"] for r in group]))
         nfe = float(np.mean([r["nfe"] for r in group]))
         averaged.append(
@@ -289,7 +341,7 @@ def fewest_nfe(
 
     On the seed-averaged rows (:func:`mean_rows`), the smallest NFE such that the metric is
     ``<= factor * floor mean`` there and at every larger NFE swept; ``None`` if none.
-    For ``mmd2``, whose floor is centred on 0 (unbiased), the bound is floor mean +
+    For ``mmd2`` and ``kid``, whose floors are centred on 0 (unbiased), the bound is floor mean +
     ``factor`` x floor sd instead. ``metric="all"`` asks every metric of :data:`METRICS` to
     hold its bound and the within-mode variance ratio to lie in :data:`VAR_RATIO_BAND`.
 
@@ -302,7 +354,8 @@ def fewest_nfe(
 
     Args:
         result: a :class:`SweepResult`.
-        metric: one of :data:`METRICS`, or ``"all"``.
+        metric: one of :data:`METRICS`, ``"fd"``, ``"kid"`` or ``"class_tv"`` (after a sweep
+            with ``image_metrics``), or ``"all"``.
         factor: :math:`k`, the allowed multiple of the floor.
 
     Returns:
@@ -312,12 +365,14 @@ def fewest_nfe(
     Raises:
         ValueError: for an unknown ``metric``.
     """
-    if metric not in (*METRICS, "all"):
-        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(METRICS)}, all")
+    lower_better = (*METRICS, *_IMAGE_FEWEST)
+    if metric not in (*lower_better, "all") or metric not in (*result.floors, "all"):
+        accepted = ", ".join(name for name in lower_better if name in result.floors)
+        raise ValueError(f"unknown metric {metric!r}; accepted: {accepted}, all")
     bounds = {}
     for name in METRICS if metric == "all" else (metric,):
         mean, sd = result.floors[name]
-        bounds[name] = mean + factor * sd if name == "mmd2" else factor * mean
+        bounds[name] = mean + factor * sd if name in ("mmd2", "kid") else factor * mean
 
     def holds(row) -> bool:  # NaN compares False: a NaN row never holds
         within = all(row[name] <= bound for name, bound in bounds.items())
@@ -350,6 +405,8 @@ class SweepSettings:
             ``rtol`` or ``atol``).
         n_samples, seeds, grid, sigma_min, sigma_max, rho: as :func:`sweep`.
         options: sampler name -> options for :func:`sweep_sampler` (``[sweep.options.edm]``).
+        image_metrics: also measure the classifier metrics (:data:`IMAGE_METRICS`), for an
+            image-shaped target (``digits_mixture``).
     """
 
     target: str = "seed_mixture"
@@ -371,6 +428,7 @@ class SweepSettings:
     sigma_max: float = DEFAULT_SIGMA_MAX
     rho: float = 7.0
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    image_metrics: bool = False
 
     def __post_init__(self):
         if not (self.samplers and self.nfe and self.seeds):
@@ -431,7 +489,8 @@ def save(result: SweepResult, out_dir) -> list[Path]:
 
     ``sweep.csv`` holds every row; ``sweep.json`` holds the settings, floors, seed means
     (:func:`mean_rows`), the rows, and :func:`fewest_nfe` within 1.5x the floor for each
-    metric of :data:`METRICS` and for ``"all"``.
+    metric of :data:`METRICS` (and ``fd``, ``kid``, ``class_tv`` after a sweep with image
+    metrics) and for ``"all"``.
 
     Args:
         result: a :class:`SweepResult`.
@@ -445,6 +504,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
     columns += ["near", "far", "n_empty"]
+    columns += [k for k in (*IMAGE_METRICS, "kid_se") if result.rows and k in result.rows[0]]
     with open(out_dir / "sweep.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -454,7 +514,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
             {"sampler": sampler, "score": score, "nfe": nfe}
             for (sampler, score), nfe in fewest_nfe(result, metric).items()
         ]
-        for metric in (*METRICS, "all")
+        for metric in (*METRICS, *(m for m in _IMAGE_FEWEST if m in result.floors), "all")
     }
     payload = {
         "settings": result.settings,

@@ -14,7 +14,8 @@ and resumed, or (up to float rounding of the batch mean) on how many devices sha
 The hot loop is one jitted function running ``steps_per_dispatch`` steps with ``lax.scan``;
 the host touches the device once per dispatch, to fetch that dispatch's losses. The batch is
 sharded over a 1-D mesh of all devices (data parallelism), parameters and optimiser state are
-replicated. On several hosts, call :func:`initialize_distributed` first.
+replicated. In several processes, call
+:func:`scorelab.distributed.initialize_distributed` first.
 
 References:
     Kingma, D. P. & Ba, J. (2015). Adam: A Method for Stochastic Optimization.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,14 +49,13 @@ from tqdm.auto import tqdm
 from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
 from scorelab._validate import check_choice, check_int, check_real
-from scorelab.data import validate_data
+from scorelab.data import DataError, validate_data
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "NonFiniteLossError",
     "make_optimizer",
-    "initialize_distributed",
     "train",
 ]
 
@@ -242,39 +241,6 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
 
 
-def initialize_distributed() -> bool:
-    """Join a multi-host JAX job when launched as one; a no-op on a single host.
-
-    Must run before anything else touches JAX (the CLI calls it first). A multi-host launch is
-    recognised by ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID``, or a cluster JAX detects such as Slurm), or by an ``srun`` job step or
-    ``mpirun`` launch of more than one task (``SLURM_STEP_NUM_TASKS``,
-    ``OMPI_COMM_WORLD_SIZE``), whose coordinates ``jax.distributed.initialize`` detects itself.
-    (An ``salloc`` shell running plain ``python`` is one process and is left alone.)
-
-    Returns:
-        whether ``jax.distributed.initialize`` was called.
-    """
-    environ = os.environ
-    if "JAX_COORDINATOR_ADDRESS" in environ:
-
-        def optional_int(name):
-            return int(environ[name]) if name in environ else None
-
-        jax.distributed.initialize(
-            num_processes=optional_int("JAX_NUM_PROCESSES"),
-            process_id=optional_int("JAX_PROCESS_ID"),
-        )
-        return True
-    tasks = max(
-        int(environ.get(name, "1")) for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
-    )
-    if tasks > 1:
-        jax.distributed.initialize()
-        return True
-    return False
-
-
 def _as_typed_key(key: Array) -> Array:
     # Accept legacy uint32 keys (jax.random.PRNGKey) too; work with typed keys internally.
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -314,6 +280,7 @@ def _dispatch(
     config: TrainConfig,
     mesh: Mesh,
     length: int,
+    hflip: bool,
 ) -> tuple[_TrainState, Array, Array]:
     """Run steps ``start, ..., start + n_active - 1``; return ``(state, losses, bad)``.
 
@@ -326,6 +293,8 @@ def _dispatch(
     ``1 == 1.0``, so without their types an int hyper-parameter would run the float one's
     trace. ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
     non-finite loss or gradient, or -1, and from that step on the state is left as it was.
+    With ``hflip`` the batch key is split into an index key and a flip key (see :func:`train`);
+    without it, it draws the indices as it always has.
     """
     optimizer = make_optimizer(config)
     replicated = NamedSharding(mesh, P())
@@ -333,11 +302,16 @@ def _dispatch(
 
     def batch_loss(params, step_key):
         batch_key, loss_key = jax.random.split(step_key)
+        if hflip:
+            batch_key, flip_key = jax.random.split(batch_key)
         if config.batch_size is None:
             x_0 = data
         else:
             indices = jax.random.randint(batch_key, (config.batch_size,), 0, data.shape[0])
             x_0 = data[indices]
+        if hflip:  # mirror each image (N, C, H, W) along W with probability 1/2
+            flip = jax.random.bernoulli(flip_key, shape=(x_0.shape[0], 1, 1, 1))
+            x_0 = jnp.where(flip, x_0[..., ::-1], x_0)
         # Data parallelism: each device computes the loss of its slice of the batch; the mean
         # below becomes an all-reduce, and so does the gradient.
         x_0 = jax.lax.with_sharding_constraint(x_0, batch_sharded)
@@ -392,6 +366,7 @@ def train(
     progress: bool = True,
     label: str | None = None,
     run_config: dict[str, Any] | None = None,
+    hflip: bool = False,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
 
@@ -400,6 +375,12 @@ def train(
     example :math:`b` of the batch gets ``fold_in(loss_key, b)``; it records the mean loss and
     applies one update of :func:`make_optimizer` (and the EMA update if configured).
 
+    With ``hflip`` (images), the batch key is first split into an index key and a flip key;
+    example :math:`b` is mirrored left-right, :math:`x_{c,h,w} \mapsto x_{c,h,W-1-w}`, where
+    ``bernoulli(flip_key, 1/2)[b]`` is true: a training augmentation for data whose law is
+    symmetric under the mirror (not for digits or text). It depends on the step's key only, so
+    the result is as reproducible as without it; without it, nothing changes.
+
     Args:
         key: root PRNG key (typed, ``jax.random.key``, or legacy ``PRNGKey``).
         model: Equinox module; the initial score model ``score_fn(x, sigma)``. Its
@@ -407,7 +388,8 @@ def train(
         loss_fn: per-example loss ``loss_fn(key, score_fn, x) -> scalar`` with ``x`` of shape
             ``(d,)`` (a :mod:`scorelab.losses` function with its hyper-parameters bound by
             ``functools.partial``).
-        data: ``(n, d)`` training set (finite numbers), copied to every device.
+        data: ``(n, *S)`` training set of finite numbers, ``(n, d)`` points or
+            ``(n, C, H, W)`` images, copied to every device.
         config: the run's :class:`TrainConfig`.
         out_dir: directory for orbax checkpoints (every ``config.checkpoint_every`` steps and
             at the end); ``None`` writes nothing.
@@ -424,6 +406,7 @@ def train(
             (e.g. ``ExperimentConfig.to_dict()``: data, model, loss), recorded in every
             checkpoint and compared field by field on resume; its ``"train"`` entry is
             ``config``.
+        hflip: mirror each example of ``(n, C, H, W)`` images with probability 1/2 per step.
 
     Returns:
         a :class:`TrainResult`.
@@ -435,9 +418,14 @@ def train(
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
             the checkpointed run (naming the fields that differ); checkpoints of which
             none is intact.
-        scorelab.data.DataError: ``data`` is not a finite ``(n, d)`` array.
+        scorelab.data.DataError: ``data`` is not a finite ``(n, *S)`` array, or ``hflip`` on
+            data that are not images ``(n, C, H, W)``.
     """
-    data = validate_data(data)
+    data = validate_data(data, any_shape=True)
+    if hflip and data.ndim != 4:
+        raise DataError(
+            f"data.hflip: flips images (n, C, H, W), but the data have shape {data.shape}"
+        )
     key = _as_typed_key(key)
     loss_fn = _as_pytree(loss_fn)
     devices = jax.devices()
@@ -470,6 +458,7 @@ def train(
         "key_data": np.asarray(jax.random.key_data(key)).tolist(),
         "data_shape": list(data.shape),
         "data_sha256": _fingerprint(data),
+        "hflip": hflip,
         "scorelab_version": __version__,
     }
 
@@ -507,6 +496,7 @@ def train(
         ),
         mesh=mesh,
         length=min(config.steps_per_dispatch, config.steps),
+        hflip=hflip,
     )
     period = config.checkpoint_every or config.steps
     bar = tqdm(
@@ -596,6 +586,11 @@ def _check_resumable(saved: dict, current: dict) -> None:
         raise ValueError(
             f"cannot resume: data differ from the checkpointed run's (shape "
             f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here)"
+        )
+    if saved.get("hflip", False) != current["hflip"]:
+        raise ValueError(
+            f"cannot resume: hflip {saved.get('hflip', False)} -> {current['hflip']} changes the "
+            "batches; restore it, or start a new run in another out_dir"
         )
     if (saved["key_impl"], saved["key_data"]) != (current["key_impl"], current["key_data"]):
         raise ValueError("cannot resume: key differs from the checkpointed run's (check the seed)")

@@ -648,24 +648,31 @@ def metric_vs_steps(
     return fig
 
 
-def save_image_grid(images, path, *, ncols: int | None = None) -> Path:
+def save_image_grid(
+    images, path, *, ncols: int | None = None, scale: int = 1, label: str | None = None
+) -> Path:
     """Tile images into one PNG, pixel for pixel: row-major, black padding, no resampling.
 
     The grid has ``ceil(n / ncols)`` rows of ``ncols`` images; one-channel images are written
-    as greyscale.
+    as greyscale. ``scale`` repeats every pixel ``scale`` times along both axes (nearest
+    neighbour, so small images stay exact), and ``label`` is written in white on a black strip
+    above the grid (Pillow's default font).
 
     Args:
         images: ``(n, H, W, C)`` with ``C`` in 1, 3 or 4, or ``(n, H, W)`` grey; uint8, or
             floats in ``[0, 1]`` (checked to a rounding error, then written as
             ``round(255 v)``).
-        path: the PNG file; missing parent folders are created.
+        path: the PNG file (missing parent folders are created), or a binary file object
+            (e.g. the handle of :func:`scorelab._files.atomic_write`).
         ncols: images per row; default ``ceil(sqrt(n))``.
+        scale: integer magnification, >= 1.
+        label: a caption, or ``None`` for none.
 
     Returns:
-        ``path`` as a :class:`pathlib.Path`.
+        ``path`` (as a :class:`pathlib.Path` when it is a path).
 
     Raises:
-        ValueError: for another shape, or float values outside ``[0, 1]``.
+        ValueError: for another shape, float values outside ``[0, 1]``, or ``scale < 1``.
     """
     images = np.asarray(images)
     if images.ndim == 3:
@@ -674,6 +681,8 @@ def save_image_grid(images, path, *, ncols: int | None = None) -> Path:
         raise ValueError(
             f"images must have shape (n, H, W, C), C in 1, 3, 4, or (n, H, W); got {images.shape}"
         )
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale: expected an integer >= 1, got {scale!r}")
     if images.dtype != np.uint8:
         images = images.astype(np.float64)
         if images.min() < -1e-3 or images.max() > 1 + 1e-3:
@@ -681,6 +690,7 @@ def save_image_grid(images, path, *, ncols: int | None = None) -> Path:
                 f"image values must lie in [0, 1]; got [{images.min():.3g}, {images.max():.3g}]"
             )
         images = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     n, height, width, channels = images.shape
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
@@ -688,12 +698,35 @@ def save_image_grid(images, path, *, ncols: int | None = None) -> Path:
     for i, image in enumerate(images):
         row, column = divmod(i, ncols)
         grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Pillow (matplotlib's own PNG writer) as is: imsave would map one channel through a
     # colormap, stretching its contrast.
-    PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid).save(path, format="PNG")
+    picture = PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid)
+    if label:
+        picture = _with_caption(picture, label)
+    if hasattr(path, "write"):
+        picture.save(path, format="PNG")
+        return path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path, format="PNG")
     return path
+
+
+def _with_caption(picture: PIL.Image.Image, label: str) -> PIL.Image.Image:
+    """``picture`` below a black strip with ``label`` in white, widened to fit the text."""
+    import PIL.ImageDraw
+
+    draw = PIL.ImageDraw.Draw(PIL.Image.new("L", (1, 1)))
+    left, top, right, bottom = draw.textbbox((0, 0), label)
+    margin = 3
+    width = max(picture.width, right - left + 2 * margin)
+    strip = bottom - top + 2 * margin
+    canvas = PIL.Image.new(picture.mode, (width, picture.height + strip))
+    PIL.ImageDraw.Draw(canvas).text(
+        (margin - left, margin - top), label, fill=255 if picture.mode == "L" else (255,) * 3
+    )
+    canvas.paste(picture, (0, strip))
+    return canvas
 
 
 def save_figure(fig: Figure, path, dpi: int = 150) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,11 +19,20 @@ import numpy as np
 from scorelab import builders, samplers, viz
 from scorelab._validate import check_memory, check_real
 from scorelab.checkpoints import save_model
+from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
-from scorelab.data import load_array
+from scorelab.data import (
+    DataError,
+    digits,
+    is_image_file,
+    load_array,
+    load_images,
+    validate_data,
+)
+from scorelab.distributed import is_primary
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.precond import EDMPreconditioned
-from scorelab.report import Report, floors, measure
+from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
 from scorelab.score_error import ScoreErrorProfile, score_error_profile
 from scorelab.training import TrainResult, train
@@ -33,7 +43,9 @@ __all__ = [
     "score_model",
     "sample_run",
     "evaluate_samples",
+    "evaluate_images",
     "likelihood_points",
+    "save_sample_grid",
     "score_error_run",
     "plot_run",
 ]
@@ -49,6 +61,7 @@ def train_run(
     data: np.ndarray | None = None,
     init_key: jax.Array | None = None,
     train_key: jax.Array | None = None,
+    log: Callable[[str], None] | None = None,
     **manifest_extra: Any,
 ) -> TrainResult:
     """Train the model ``config`` describes and write a run directory (see :mod:`scorelab.runs`).
@@ -61,15 +74,23 @@ def train_run(
     whole configuration must match, ``train.steps`` may grow) or replaced only with
     ``overwrite``. Every file is written atomically.
 
+    In a multi-process JAX job (:mod:`scorelab.distributed`; ``scorelab train --processes``)
+    every process calls this with the same arguments: all train (the batch is sharded over
+    every process's devices) and write the orbax checkpoints together; process 0 alone locks
+    the run directory and writes the model, losses, configuration and manifest, so the run
+    directory is that of a one-process run. The others return the same result.
+
     Args:
         config: the experiment.
         out_dir: the run directory.
         resume: continue from the newest intact checkpoint.
         overwrite: replace a run already in ``out_dir``.
         progress: show a progress bar.
-        data: ``(n, d)`` training data; ``None`` builds it from ``config.data``.
+        data: ``(n, d)`` points or ``(n, C, H, W)`` images; ``None`` builds them from
+            ``config.data``.
         init_key, train_key: the network's initialisation key and the training key; ``None``
             uses ``key(config.model.seed)`` and ``key(config.train.seed)``.
+        log: receives one line describing image data as loaded (shape, layout, scaling).
         **manifest_extra: more JSON-serialisable fields for ``manifest.json``.
 
     Returns:
@@ -89,8 +110,16 @@ def train_run(
             "use a smaller --batch-size",
             error=ConfigError,
         )
-    data = builders.make_data(config.data) if data is None else data
+    if data is None and config.data.is_images:
+        images = builders.make_image_data(config.data)
+        data = images.images
+        if log is not None:
+            log(images.description)
+    elif data is None:
+        data = builders.make_data(config.data)
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
+    # In a multi-process job every process trains and joins in the collective checkpoint
+    # writes; process 0 alone holds the run directory and writes the rest.
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
@@ -103,7 +132,10 @@ def train_run(
             progress=progress,
             label=f"train {out_dir.name}",
             run_config=config.to_dict(),
+            hflip=config.data.hflip,
         )
+        if not is_primary():
+            return result
         trained = result.ema_model if result.ema_model is not None else result.model
         save_model(out_dir / "model", trained, **model_kwargs)
         atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
@@ -167,8 +199,8 @@ class SampleResult(NamedTuple):
     """Samples, optional trajectories, and the score evaluations they cost.
 
     Attributes:
-        x: samples ``(n, d)``.
-        trajectory: ``(n, n_records, d)``, or ``None`` when not asked for.
+        x: samples ``(n, *S)``: points ``(n, d)`` or images ``(n, C, H, W)``.
+        trajectory: ``(n, n_records, *S)``, or ``None`` when not asked for.
         nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
             mean over chains.
         nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
@@ -193,8 +225,10 @@ def sample_run(
 
     The key ``key(seed)`` is split into a prior key and a sampler key; chain ``i`` depends only
     on index ``i`` of each, so the first ``m`` samples do not depend on ``n``, and the chains
-    run ``batch`` at a time with the same result whatever ``batch`` is. The memory the samples
-    (and trajectories) need is checked before anything is allocated.
+    run ``batch`` at a time with the same result whatever ``batch`` is (bit for bit with the
+    exact score; to float rounding with a network, whose matrix products XLA blocks by the
+    chunk's size). The memory the samples (and trajectories) need is checked before anything
+    is allocated.
 
     Raises:
         ConfigError: for ``n`` or ``batch`` not a positive integer, more memory than available,
@@ -206,7 +240,8 @@ def sample_run(
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
-    dim = target.dim if target is not None else builders.make_data(config.data).shape[1]
+    shape = (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+    dim = int(np.prod(shape))
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
@@ -217,7 +252,7 @@ def sample_run(
         "ask for fewer samples (--n)" + (" or no --trajectory" if trajectory else ""),
         error=ConfigError,
     )
-    x_init = builders.make_prior(config.sampler, key_prior, n, dim, target)
+    x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target)
     chunks = [
         samplers.sample(
             key_sampler,
@@ -257,6 +292,9 @@ def evaluate_samples(
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
     the floors at the same sample size.
 
+    Images are compared as vectors of their ``C * H * W`` pixels: samples ``(n, C, H, W)`` as
+    stored (model space), reference images as :func:`scorelab.data.load_images` reads them.
+
     With a built-in ``target``, the reference is ``n`` fresh exact samples and the floor is
     the metric between two independent exact sets of size ``n``. With ``data`` (an array or a
     path), the reference is the data and the floor is the metric between two independent
@@ -276,9 +314,7 @@ def evaluate_samples(
         ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
             or a dimension that differs from the reference's.
     """
-    if isinstance(samples, str | Path):
-        samples = load_array(samples)
-    samples = np.asarray(samples, np.float32)
+    samples = _flat_points(samples, raw=True)
     n = samples.shape[0]
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
     key_reference, key_floor = jax.random.split(jax.random.key(seed))
@@ -292,7 +328,7 @@ def evaluate_samples(
         sample_fn = mixture.sample
     else:
         mixture = None
-        points = load_array(data) if isinstance(data, str | Path) else np.asarray(data)
+        points = _flat_points(data, raw=False)
         if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
 
@@ -316,6 +352,120 @@ def evaluate_samples(
     floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
+
+
+IMAGE_RANGE_TOLERANCE = 4.0
+"""How far beyond [-1, 1] :func:`evaluate_images` accepts pixel values before refusing them.
+Wide on purpose: ``digits_mixture``'s pixels have standard deviations up to 0.81, so its exact
+samples reach |x| of about 3; the check is there to catch images saved in [0, 255]."""
+
+
+def _digit_images(samples, tolerance: float) -> np.ndarray:
+    """``samples`` (an array or a .npy/.csv path) checked as n digit images, clipped to [-1, 1]."""
+    name = str(samples) if isinstance(samples, str | Path) else "samples"
+    if isinstance(samples, str | Path) and Path(samples).suffix.lower() == ".npy":
+        if not Path(samples).is_file():
+            raise FileNotFoundError(f"samples file not found: {samples}")
+        try:
+            samples = np.load(samples, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            message = f"{name}: not a readable .npy array; write it with numpy.save"
+            raise DataError(message) from error
+    elif isinstance(samples, str | Path):
+        samples = load_array(samples)
+    array = np.asarray(samples)
+    shapes = {(1, 8, 8), (64,), (1, 16, 16), (256,)}
+    if array.ndim not in (2, 4) or tuple(array.shape[1:]) not in shapes:
+        raise DataError(
+            f"{name}: expected digit images of shape (n, 1, 8, 8) or (n, 64) (or 16x16: "
+            f"(n, 1, 16, 16), (n, 256)), got {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise DataError(f"{name}: no images (shape {array.shape})")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    flat = array.reshape(len(array), -1).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if bad.size:
+        raise DataError(f"{name}: {bad.size} image(s) contain NaN or inf (first at {bad[0]})")
+    bad = np.flatnonzero((np.abs(flat) > 1.0 + tolerance).any(axis=1))
+    if bad.size:
+        raise DataError(
+            f"{name}: {bad.size} image(s) hold values beyond [-1, 1] by more than {tolerance} "
+            f"(first at {bad[0]}); scale images to [-1, 1] (x / 127.5 - 1 from [0, 255]) or, "
+            "for a sampler's output, sample with more levels"
+        )
+    size = 8 if flat.shape[1] == 64 else 16
+    return np.clip(flat, -1.0, 1.0).astype(np.float32).reshape(len(flat), 1, size, size)
+
+
+def evaluate_images(
+    samples,
+    *,
+    data: str = "digits",
+    floor_repeats: int = 5,
+    seed: int = 0,
+    label: str = "samples",
+    range_tolerance: float = IMAGE_RANGE_TOLERANCE,
+) -> Report:
+    r"""Classifier metrics of digit images against the digits, with their floors.
+
+    The samples are checked (shape, finite values, range), clipped to [-1, 1] as image
+    pipelines do before saving, and measured by :func:`scorelab.report.image_evaluation`
+    against ``digits("train")`` with the shipped classifier; the floor is the held-out split
+    ``digits("test")`` measured the same way. 16x16 samples are compared with
+    ``digits(size=16)`` (the classifier sees them pooled to 8x8).
+
+    Args:
+        samples: ``(n, 1, 8, 8)`` or ``(n, 64)`` images in [-1, 1] (or 16x16), an array or a
+            ``.npy`` / ``.csv`` path.
+        data: the data set; only ``"digits"``.
+        floor_repeats: subsets drawn, ``>= 2``.
+        seed: the subsets' seed.
+        label: the row's ``method``.
+        range_tolerance: how far beyond [-1, 1] a value may lie (:data:`IMAGE_RANGE_TOLERANCE`).
+
+    Returns:
+        A :class:`scorelab.report.Report` with one row (``method``, ``n`` and the keys of
+        :data:`scorelab.report.IMAGE_METRICS` and ``kid_se``) and their floors.
+
+    Raises:
+        ConfigError: for another ``data`` or ``floor_repeats < 2``.
+        DataError: for images of a wrong shape, none, NaN or infinite values, values beyond
+            the tolerance, or fewer than 8 images.
+    """
+    if data != "digits":
+        raise ConfigError(f"data: image metrics know only 'digits', got {data!r}")
+    if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
+        raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
+    images = _digit_images(samples, range_tolerance)
+    if len(images) < 8:
+        raise DataError(f"samples: need at least 8 images for the k-NN metrics, got {len(images)}")
+    size = images.shape[-1]
+    train, _ = digits("train", size=size)
+    held_out, _ = digits("test", size=size)
+    row, floor = image_evaluation(
+        images, train, held_out, load_digits_classifier(), jax.random.key(seed), floor_repeats
+    )
+    return Report([{"method": label, "n": len(images), **row}], floor)
+
+
+def _flat_points(source, *, raw: bool) -> np.ndarray:
+    """``float32 (n, d)`` from an array or a path; images flattened to ``d = C * H * W``.
+
+    A path to image data (:func:`scorelab.data.is_image_file`) is read as stored (``raw``:
+    samples written by ``scorelab sample``) or by :func:`scorelab.data.load_images` (a data
+    set, scaled to [-1, 1]); any other path by :func:`scorelab.data.load_array`.
+    """
+    if isinstance(source, str | Path):
+        if not is_image_file(source):
+            return load_array(source)
+        if raw and Path(source).suffix.lower() == ".npy":
+            source = np.load(source, allow_pickle=False)
+        else:
+            source = load_images(source).images
+    array = validate_data(np.asarray(source), any_shape=True)
+    return array.reshape(len(array), -1)
 
 
 def score_error_run(
@@ -416,8 +566,39 @@ def likelihood_points(
     return result
 
 
+def save_sample_grid(samples, path, *, label: str | None = None) -> Path:
+    """Write image samples ``(n, C, H, W)`` in [-1, 1] as one labelled PNG grid, atomically.
+
+    Pixels are ``round(255 clip(x / 2 + 1/2, 0, 1))`` (diffusers' conversion,
+    :func:`scorelab.diffusers.to_images`); each image is magnified to at least 32 pixels
+    (:func:`scorelab.viz.save_image_grid`).
+
+    Args:
+        samples: ``(n, C, H, W)`` with ``C`` in 1, 3 or 4.
+        path: the ``.png`` file.
+        label: the caption above the grid.
+
+    Raises:
+        ConfigError: for samples that are not images.
+    """
+    from scorelab.diffusers import to_images
+
+    samples = np.asarray(samples)
+    if samples.ndim != 4 or samples.shape[1] not in (1, 3, 4):
+        raise ConfigError(
+            f"grid: samples of shape {samples.shape} are not images (n, C, H, W) with C in 1, "
+            "3 or 4"
+        )
+    scale = max(1, -(-32 // samples.shape[2]))
+    images = to_images(samples)
+    return atomic_write(
+        path, lambda handle: viz.save_image_grid(images, handle, scale=scale, label=label)
+    )
+
+
 def plot_run(run_dir, out_dir=None) -> list[Path]:
-    """The figures of a training run: loss curve, score field over the data, samples.
+    """The figures of a training run: loss curve, and the score field and samples (points) or
+    a grid of 64 samples (images).
 
     Args:
         run_dir: a run directory of ``scorelab train`` (or one of the demo's models).
@@ -427,13 +608,13 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         The paths written.
 
     Raises:
-        ConfigError: for data that is not 2-D (the figures are planar).
+        ConfigError: for points that are not 2-D (the figures are planar).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
     config, model = load_run(run_dir)
     data = builders.make_data(config.data)
-    if data.shape[1] != 2:
+    if data.shape[1] != 2 and data.ndim != 4:
         raise ConfigError(
             f"plot: the run's data is {data.shape[1]}-dimensional and the figures are planar; "
             "sample it with `scorelab sample --run` and evaluate with `scorelab evaluate`"
@@ -442,6 +623,11 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     written = []
     losses = {config.loss.name: np.load(run_dir / "losses.npy")}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
+    if data.ndim == 4:
+        result = sample_run(config, model, 64, 0)
+        label = f"{run_dir.name}: {config.sampler.name}, NFE {result.nfe:g}"
+        written.append(save_sample_grid(result.x, out_dir / "samples.png", label=label))
+        return written
     sigma = config.sampler.options.get("sigma", 0.0) or config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))

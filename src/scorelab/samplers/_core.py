@@ -286,31 +286,32 @@ def default_sigmas(n: int = 100, sigma_max: float = DEFAULT_SIGMA_MAX) -> Array:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def ve_prior(key: Array, n: int, dim: int, sigma) -> Array:
-    r"""``n`` draws from the VE prior :math:`\mathcal{N}(0, \sigma^2 I)`, shape ``(n, dim)``.
+def ve_prior(key: Array, n: int, shape: int | tuple[int, ...], sigma) -> Array:
+    r"""``n`` draws from the VE prior :math:`\mathcal{N}(0, \sigma^2 I)`, shape ``(n, *shape)``.
 
     .. math::
-        x_T^{(i)} = \sigma z_i, \qquad z_i \sim \mathcal{N}(0, I_{\mathrm{dim}}).
+        x_T^{(i)} = \sigma z_i, \qquad z_i \sim \mathcal{N}(0, I).
 
     Sample ``i`` is drawn from ``fold_in(key, i)``, so the first ``m`` rows do not depend on
-    ``n``. Use ``sigma = sigmas[-1]`` of the sampler's grid. Jitted with ``n`` and ``dim``
+    ``n``. Use ``sigma = sigmas[-1]`` of the sampler's grid. Jitted with ``n`` and ``shape``
     static.
 
     Args:
         key: PRNG key.
         n: number of samples (Python int).
-        dim: dimension ``d`` (Python int).
+        shape: one state's shape: an int ``d`` for vectors, or a tuple such as ``(C, H, W)``.
         sigma: the prior's standard deviation, a scalar.
 
     Returns:
-        ``(n, dim)`` array of JAX's default float (float32 unless x64 is enabled).
+        ``(n, *shape)`` array of JAX's default float (float32 unless x64 is enabled).
 
     References:
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
         Distribution. https://arxiv.org/abs/1907.05600
     """
+    shape = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-    return sigma * jax.vmap(lambda k: jax.random.normal(k, (dim,)))(keys)
+    return sigma * jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
 
 
 def exact_prior(key: Array, target, n: int, sigma) -> Array:

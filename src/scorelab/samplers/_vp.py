@@ -104,7 +104,7 @@ def ve_score_from_vp(vp_score_fn):
     return Partial(_ve_score, vp_score_fn=vp_score_fn)
 
 
-def vp_prior(key: Array, n: int, dim: int, sigma) -> Array:
+def vp_prior(key: Array, n: int, shape: int | tuple[int, ...], sigma) -> Array:
     r"""``n`` draws from the VP prior :math:`x_T \sim \mathcal{N}(0, I)` in the VE variable.
 
     .. math::
@@ -116,17 +116,17 @@ def vp_prior(key: Array, n: int, dim: int, sigma) -> Array:
     Args:
         key: PRNG key.
         n: number of samples (Python int).
-        dim: dimension ``d`` (Python int).
+        shape: one state's shape: an int ``d`` for vectors, or a tuple such as ``(C, H, W)``.
         sigma: the grid's top VE level ``sigmas[-1]``, a scalar.
 
     Returns:
-        ``(n, dim)`` float32 array of starting states :math:`y_T`.
+        ``(n, *shape)`` float32 array of starting states :math:`y_T`.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
     """
-    return ve_prior(key, n, dim, jnp.sqrt(1.0 + jnp.square(jnp.float32(sigma))))
+    return ve_prior(key, n, shape, jnp.sqrt(1.0 + jnp.square(jnp.float32(sigma))))
 
 
 def vp_state(y: Array, sigma) -> Array:

@@ -1,0 +1,169 @@
+"""Several processes, one training run: join a ``jax.distributed`` job, or start one locally.
+
+JAX runs one program per process; ``jax.distributed.initialize`` connects them through a
+coordinator (process 0's address), after which ``jax.devices()`` lists every process's devices
+and :func:`scorelab.training.train`'s one-dimensional mesh spans them all: each process
+computes the loss of its slice of the batch, and the gradient mean is an all-reduce (Gloo on
+the CPU, NCCL on GPUs). Every process runs the same command on the same data; process 0 owns
+the run directory (:func:`is_primary`).
+
+Two entry points:
+
+- :func:`initialize_distributed` joins a job launched by someone else (a cluster's launcher,
+  or the environment variables ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+  ``JAX_PROCESS_ID``);
+- :func:`launch_local` starts such a job on this machine: ``n`` copies of a command with those
+  variables set and a free port on 127.0.0.1, ended together (``scorelab train --processes``).
+
+Written here rather than taken from a library: JAX ships the joining half
+(``jax.distributed``) but no launcher, and a cluster's own launchers (``srun``, ``mpirun``,
+``torchrun``) are not installed on a workstation.
+
+References:
+    JAX documentation (2024). Distributed arrays and automatic parallelization; Multi-process
+    environments. https://docs.jax.dev/en/latest/multi_process.html
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+__all__ = ["initialize_distributed", "is_primary", "primary_value", "launch_local"]
+
+# Seconds a process is given to exit after SIGTERM before it is killed.
+_GRACE_SECONDS = 10.0
+
+
+def initialize_distributed() -> bool:
+    """Join a multi-process JAX job when launched as one; a no-op otherwise.
+
+    Must run before anything else touches JAX (the CLI calls it first). A multi-process launch
+    is recognised by ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``, or a cluster JAX detects such as Slurm), or by an ``srun`` job step or
+    ``mpirun`` launch of more than one task (``SLURM_STEP_NUM_TASKS``,
+    ``OMPI_COMM_WORLD_SIZE``), whose coordinates ``jax.distributed.initialize`` detects itself.
+    (An ``salloc`` shell running plain ``python`` is one process and is left alone.)
+
+    Returns:
+        whether ``jax.distributed.initialize`` was called.
+    """
+    environ = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in environ:
+
+        def optional_int(name):
+            return int(environ[name]) if name in environ else None
+
+        jax.distributed.initialize(
+            num_processes=optional_int("JAX_NUM_PROCESSES"),
+            process_id=optional_int("JAX_PROCESS_ID"),
+        )
+        return True
+    tasks = max(
+        int(environ.get(name, "1")) for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
+    )
+    if tasks > 1:
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def is_primary() -> bool:
+    """Whether this is process 0, the one that writes a run's files (always so in one process)."""
+    return jax.process_index() == 0
+
+
+def primary_value(flag: bool) -> bool:
+    """Process 0's ``flag``, in every process: how process 0 shares a decision with the rest.
+
+    A collective (``multihost_utils.broadcast_one_to_all``): every process of the job must
+    call it, in the same order. In one process, ``flag`` itself.
+    """
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def _free_port() -> int:
+    # The port is free when returned; the coordinator binds it a moment later (a race with
+    # another program that is harmless in practice and reported as a connection error).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(processes: Sequence[subprocess.Popen]) -> None:
+    """SIGTERM every running process, then SIGKILL those still running after the grace time."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _GRACE_SECONDS
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch_local(
+    command: Sequence[str],
+    processes: int,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Run ``command`` as a ``processes``-process JAX job on this machine; its exit status.
+
+    Process ``i`` runs ``command`` with ``JAX_COORDINATOR_ADDRESS=127.0.0.1:<free port>``,
+    ``JAX_NUM_PROCESSES=processes`` and ``JAX_PROCESS_ID=i`` added to the environment, so a
+    program that calls :func:`initialize_distributed` first joins the job. The processes share
+    this terminal (only process 0 shows a progress bar). They end together: when one exits
+    with a non-zero status, the others (which would wait for it forever in the next
+    collective) are terminated, and its status is returned; so is 124 after ``timeout``.
+
+    Args:
+        command: the program and its arguments, e.g. ``[sys.executable, "-m", "scorelab.cli",
+            "train", ...]``.
+        processes: the number of processes, >= 1.
+        env: variables added to this process's environment for every process.
+        timeout: seconds after which every process is terminated; ``None`` waits forever.
+
+    Returns:
+        0 when every process succeeded; else the exit status of a process that failed (the
+        lowest-numbered one found failed; ``128 + k`` for one killed by signal ``k``, as a
+        shell reports it), or 124 on timeout.
+    """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes: must be an integer >= 1, got {processes!r}")
+    base = {**os.environ, **(env or {})}
+    base.update(
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES=str(processes)
+    )
+    started = []
+    try:
+        for index in range(processes):
+            started.append(
+                subprocess.Popen(list(command), env={**base, "JAX_PROCESS_ID": str(index)})
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            statuses = [process.poll() for process in started]
+            failed = [status for status in statuses if status not in (None, 0)]
+            if failed:  # a process killed by signal k reports -k; a shell says 128 + k
+                return failed[0] if failed[0] > 0 else 128 - failed[0]
+            if all(status == 0 for status in statuses):
+                return 0
+            if deadline is not None and time.monotonic() > deadline:
+                return 124
+            time.sleep(0.1)
+    finally:
+        _stop(started)

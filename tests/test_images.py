@@ -1,0 +1,358 @@
+"""Images end to end: loading arrays and folders, every listed error as one CLI line with exit
+status 2, samplers on image-shaped states against a Gaussian's closed form, and a tiny
+train -> sample -> grid -> plot -> resume on the built-in digits."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from scorelab import samplers
+from scorelab.cli import main
+from scorelab.data import DataError, held_out_split, is_image_file, load_images
+
+_RNG = np.random.default_rng(0)
+_UINT8 = _RNG.integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)  # NHWC, H != W catches swaps
+_EXPECTED = _UINT8.transpose(0, 3, 1, 2) / 127.5 - 1.0  # NCHW in [-1, 1]
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stored, layout",
+    [
+        (_UINT8, "auto"),  # NHWC inferred: only the last axis has size 1, 3 or 4
+        (_UINT8.transpose(0, 3, 1, 2), "auto"),  # NCHW inferred
+        (_UINT8.transpose(0, 3, 1, 2), "NCHW"),  # stated
+        (_UINT8.astype(np.float32) / 255.0, "auto"),  # float in [0, 1]: 2x - 1
+        (_UINT8.astype(np.float64) / 127.5 - 1.0, "NHWC"),  # float in [-1, 1]: unchanged
+    ],
+)
+def test_npy_images_in_either_layout_and_dtype_load_as_nchw_in_signed_unit_range(
+    tmp_path, stored, layout
+):
+    np.save(tmp_path / "x.npy", stored)
+    assert is_image_file(tmp_path / "x.npy")
+    loaded = load_images(tmp_path / "x.npy", layout=layout)
+    assert loaded.images.dtype == np.float32 and loaded.labels is None
+    np.testing.assert_allclose(loaded.images, _EXPECTED, atol=1e-6)
+    assert ("inferred" in loaded.description) == (layout == "auto")
+
+
+def test_grey_rank_3_and_the_npz_key_with_labels(tmp_path):
+    grey = _UINT8[..., 0]
+    np.save(tmp_path / "grey.npy", grey)
+    np.testing.assert_allclose(
+        load_images(tmp_path / "grey.npy").images, grey[:, None] / 127.5 - 1.0, atol=1e-6
+    )
+    labels = np.array([3, 1, 4, 1, 5])
+    np.savez(tmp_path / "set.npz", train=_UINT8, extra=_UINT8[:2], y=labels)
+    loaded = load_images(tmp_path / "set.npz", array="train", labels="y")
+    np.testing.assert_allclose(loaded.images, _EXPECTED, atol=1e-6)
+    np.testing.assert_array_equal(loaded.labels, labels)
+    np.savez(tmp_path / "one.npz", images=_UINT8, y=labels)  # the only array besides labels
+    np.testing.assert_allclose(
+        load_images(tmp_path / "one.npz", labels="y").images, _EXPECTED, atol=1e-6
+    )
+    np.save(tmp_path / "points.npy", np.zeros((4, 2)))
+    assert not is_image_file(tmp_path / "points.npy")
+
+
+def test_a_folder_with_class_sub_folders_gives_labels_in_sorted_name_order(tmp_path):
+    for folder, rows in [("cat", [0, 1, 2]), ("bird", [3, 4])]:
+        (tmp_path / "set" / folder).mkdir(parents=True)
+        for row in rows:
+            Image.fromarray(_UINT8[row]).save(tmp_path / "set" / folder / f"{row}.png")
+    (tmp_path / "set" / ".DS_Store").write_text("hidden files are skipped")
+    loaded = load_images(tmp_path / "set")
+    np.testing.assert_array_equal(loaded.labels, [0, 0, 1, 1, 1])  # bird < cat
+    np.testing.assert_allclose(loaded.images, _EXPECTED[[3, 4, 0, 1, 2]], atol=1e-6)
+    assert "2 class sub-folders (bird, cat)" in loaded.description
+
+
+def test_the_held_out_split_is_fixed_by_seed_and_disjoint():
+    train, test = held_out_split(50, 10, seed=3)
+    again_train, again_test = held_out_split(50, 10, seed=3)
+    np.testing.assert_array_equal(test, again_test)
+    np.testing.assert_array_equal(train, again_train)
+    assert sorted([*train, *test]) == list(range(50)) and len(test) == 10
+    assert not np.array_equal(held_out_split(50, 10, seed=4)[1], test)
+
+
+def _write_bad(tmp_path, case):
+    """A data source of ``case`` and the words its one-line error must contain."""
+    path = tmp_path / case
+    if case == "mixed_sizes":
+        path.mkdir()
+        Image.fromarray(_UINT8[0]).save(path / "a.png")
+        Image.fromarray(_UINT8[1, :5]).save(path / "b.png")
+        return path, "resize the images to one size"
+    if case == "non_image":
+        path.mkdir()
+        Image.fromarray(_UINT8[0]).save(path / "a.png")
+        (path / "notes.txt").write_text("not an image")
+        return path, "not an image file"
+    if case == "broken_png":
+        path.mkdir()
+        (path / "a.png").write_bytes(b"not a png at all")
+        return path, "not a readable PNG or JPEG"
+    if case == "empty":
+        path.mkdir()
+        return path, "empty folder"
+    if case == "wrong_rank":
+        np.savez(path.with_suffix(".npz"), images=np.zeros((2, 3, 4, 4, 4)))
+        return path.with_suffix(".npz"), "expected images of shape"
+    if case == "nan":
+        images = _UINT8.astype(np.float32) / 255.0
+        images[2, 1, 1, 0] = np.nan
+        np.save(path.with_suffix(".npy"), images)
+        return path.with_suffix(".npy"), "NaN or inf (first at row 2)"
+    if case == "labels_length":
+        np.savez(path.with_suffix(".npz"), x=_UINT8, y=np.arange(4))
+        return path.with_suffix(".npz"), "4 labels for 5 images"
+    if case == "ambiguous":
+        np.save(path.with_suffix(".npy"), np.zeros((2, 3, 4, 3), np.uint8))
+        return path.with_suffix(".npy"), "state data.layout"
+    if case == "several_arrays":
+        np.savez(path.with_suffix(".npz"), a=_UINT8, b=_UINT8)
+        return path.with_suffix(".npz"), "name the images with data.array"
+    if case == "out_of_range":
+        np.save(path.with_suffix(".npy"), _UINT8.astype(np.float32) * 2.0)
+        return path.with_suffix(".npy"), "rescale them or state data.pixel_range"
+    if case == "huge_header":
+        path = path.with_suffix(".npy")
+        with open(path, "wb") as handle:  # a header declaring 3 PB, and no data
+            np.lib.format.write_array_header_1_0(
+                handle, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 3, 1024, 1024)}
+            )
+        return path, "of memory"
+    if case == "truncated":
+        np.save(path.with_suffix(".npy"), _UINT8)
+        data = path.with_suffix(".npy").read_bytes()
+        path.with_suffix(".npy").write_bytes(data[: len(data) // 2])
+        return path.with_suffix(".npy"), "not a readable .npy"
+    raise AssertionError(case)
+
+
+_BAD_CASES = [
+    "mixed_sizes",
+    "non_image",
+    "broken_png",
+    "empty",
+    "wrong_rank",
+    "nan",
+    "labels_length",
+    "ambiguous",
+    "several_arrays",
+    "out_of_range",
+    "huge_header",
+    "truncated",
+]
+
+
+@pytest.mark.parametrize("case", _BAD_CASES)
+def test_bad_image_data_is_one_line_and_exit_status_2(tmp_path, capsys, case):
+    source, words = _write_bad(tmp_path, case)
+    with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_images(source, labels="y" if case == "labels_length" else None)
+    flags = ["--set", 'data.labels="y"'] if case == "labels_length" else []
+    argv = ["train", "--data", str(source), "--steps", "1", "--out", str(tmp_path / "run"), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scorelab train: error: ") and words in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys):
+    np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))
+    cases = [
+        (tmp_path / "points.npy", 'data.layout="NHWC"', "data.layout: applies to images"),
+        (tmp_path / "points.npy", "data.hflip=true", "data.hflip: applies to images"),
+        ("digits", 'data.pixel_range="0-1"', "data.pixel_range: applies to image files"),
+        ("digits", "data.held_out=0.5", "data.held_out: digits has a fixed held-out split"),
+    ]
+    for source, setting, words in cases:
+        argv = ["train", "--data", str(source), "--set", setting, "--steps", "1"]
+        assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+        assert words in capsys.readouterr().err
+    from scorelab.training import TrainConfig, train
+
+    with pytest.raises(DataError, match="data.hflip: flips images"):
+        train(jax.random.key(0), None, None, np.zeros((4, 2)), TrainConfig(steps=1), hflip=True)
+
+
+class _Probe(eqx.Module):
+    """A "model" whose one SGD step on ``loss = sum(w * x)`` at rate 1 records the batch mean:
+    ``w_1 = w_0 - mean(x)``."""
+
+    w: jax.Array
+
+
+def _batch_mean_after_one_step(data, hflip):
+    from scorelab.training import TrainConfig, train
+
+    config = TrainConfig(steps=1, optimizer="sgd", learning_rate=1.0, batch_size=None)
+    model = _Probe(jnp.zeros(data.shape[1:]))
+    result = train(
+        jax.random.key(0),
+        model,
+        lambda key, m, x: jnp.sum(m.w * x),
+        data,
+        config,
+        hflip=hflip,
+        progress=False,
+    )
+    return -np.asarray(result.model.w, np.float64)
+
+
+def test_hflip_mirrors_each_example_with_probability_one_half_and_only_when_asked():
+    """2000 copies of the image [0, 1] (1 x 1 x 2): the batch mean's right pixel is the
+    fraction left unflipped, 1/2 within 4 standard errors sqrt(1/4 / 2000); without hflip the
+    batch is the data, and data symmetric under the mirror give the same step either way."""
+    n = 2000
+    image = np.array([[[0.0, 1.0]]], np.float32)
+    data = np.repeat(image[None], n, axis=0)
+    unflipped = _batch_mean_after_one_step(data, hflip=True)[0, 0, 1]
+    assert abs(unflipped - 0.5) < 4 * np.sqrt(0.25 / n)
+    # float32's mean of 2000 ones is 1 to a rounding error
+    np.testing.assert_allclose(_batch_mean_after_one_step(data, hflip=False), image, rtol=1e-6)
+    symmetric = np.repeat(np.array([[[0.25, 0.25]]], np.float32)[None], n, axis=0)
+    np.testing.assert_array_equal(
+        _batch_mean_after_one_step(symmetric, hflip=True),
+        _batch_mean_after_one_step(symmetric, hflip=False),
+    )
+
+
+# --- samplers on image states --------------------------------------------------------------------
+
+_SHAPE = (1, 8, 8)
+_MEAN = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, _SHAPE), jnp.float32)
+_VARIANCE = jnp.asarray(np.random.default_rng(2).uniform(0.25, 1.0, _SHAPE), jnp.float32)
+
+
+def _gaussian_score(x, sigma):
+    r"""The exact VE score of :math:`\mathcal N(m, \operatorname{diag} v)` in 64 dimensions:
+    :math:`-(x - m) / (v + \sigma^2)`, on a state of shape ``(1, 8, 8)`` or ``(64,)``."""
+    return -(x - _MEAN.reshape(x.shape)) / (_VARIANCE.reshape(x.shape) + sigma**2)
+
+
+def _gaussian_log_density(x):
+    return -0.5 * jnp.sum((x - _MEAN.reshape(x.shape)) ** 2 / _VARIANCE.reshape(x.shape))
+
+
+def _image_sampler(name, n_levels, **options):
+    log_density_fn = _gaussian_log_density if name == "mala" else None
+    return samplers.build_sampler(
+        name, samplers.default_sigmas(n_levels), log_density_fn=log_density_fn, **options
+    )
+
+
+_FAST = ("euler", "heun", "dpmpp_2m")  # compile in about a second; the rest are `slow`
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        name if name in _FAST else pytest.param(name, marks=pytest.mark.slow)
+        for name in samplers.SAMPLERS
+    ],
+)
+def test_every_sampler_on_image_states_matches_the_gaussian_and_the_vector_run(name):
+    """Each sampler on 500 chains of shape (1, 8, 8) with the exact score of a diagonal
+    Gaussian in 64 dimensions reaches its law: each pixel's mean within 4.5 standard errors
+    :math:`\\sqrt{v_i / n}`, the variances' mean ratio to :math:`v_i` within 4 standard errors
+    :math:`\\sqrt{2 / (64 n)}`, and no correlation between pixels (``n`` times the sum of the
+    2016 squared sample correlations, a chi-square with 2016 degrees of freedom under
+    independence, within 4 of its standard deviations). The run on the same chains flattened
+    to (64,) gives the same numbers bit for bit.
+
+    1000 levels keep the first-order samplers' discretisation bias (DDIM's variance ratio is
+    0.92 at 100 levels, error ~1/N) below one standard error; ULA's law is its stationary
+    :math:`v (1 - \\gamma / (2 v))^{-1}` (step 0.01), exact for MALA.
+    """
+    n, d = 500, 64
+    sampler = _image_sampler(name, 1000)
+    key_prior, key_chain = jax.random.split(jax.random.key(5))
+    sigma = float(sampler.sigmas[-1]) if sampler.uses_grid else 10.0
+    x_init = samplers.ve_prior(key_prior, n, _SHAPE, sigma)
+    out = samplers.sample(key_chain, sampler, _gaussian_score, x_init)
+    assert out.x.shape == (n, *_SHAPE)
+    x = np.asarray(out.x, np.float64).reshape(n, d)
+    mean, variance = np.asarray(_MEAN).reshape(d), np.asarray(_VARIANCE, np.float64).reshape(d)
+    if name == "ula":
+        variance = variance / (1.0 - 0.01 / (2.0 * variance))
+    assert np.all(np.abs(x.mean(0) - mean) < 4.5 * np.sqrt(variance / n))
+    ratio = x.var(0, ddof=1) / variance
+    assert abs(ratio.mean() - 1.0) < 4.0 * np.sqrt(2.0 / (d * n))
+    correlations = np.corrcoef(x, rowvar=False)[np.triu_indices(d, 1)]
+    pairs = correlations.size
+    assert abs(n * np.sum(correlations**2) - pairs) < 4.0 * np.sqrt(2.0 * pairs)
+    flat = samplers.sample(key_chain, sampler, _gaussian_score, x_init.reshape(n, d))
+    np.testing.assert_array_equal(np.asarray(flat.x), np.asarray(out.x).reshape(n, d))
+
+
+def test_the_priors_take_any_shape_and_agree_with_the_vector_draw():
+    key = jax.random.key(3)
+    image = samplers.ve_prior(key, 4, _SHAPE, 2.0)
+    assert image.shape == (4, *_SHAPE)
+    np.testing.assert_array_equal(image.reshape(4, 64), samplers.ve_prior(key, 4, 64, 2.0))
+    np.testing.assert_allclose(
+        samplers.vp_prior(key, 4, _SHAPE, 2.0), np.sqrt(5.0) / 2.0 * image, rtol=1e-6
+    )
+
+
+# --- end to end on the built-in digits -----------------------------------------------------------
+
+
+_TRAIN = ["train", "--data", "digits", "--steps", "4", "--batch-size", "8", "--quiet"]
+_TRAIN += ["--set", "train.steps_per_dispatch=2", "--set", "sampler.n_levels=4"]
+_TRAIN += ["--set", "data.hflip=true", "--set", "train.schedule='constant'"]
+
+
+def _train_and_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*_TRAIN, "--out", str(run)]) == 0
+    assert "data: digits: 1437 images of 1x8x8" in capsys.readouterr().out
+    samples, grid = tmp_path / "s.npy", tmp_path / "grid.png"
+    argv = ["sample", "--run", str(run), "--n", "6", "--batch", "4", "--out", str(samples)]
+    assert main([*argv, "--grid-png", str(grid)]) == 0
+    return run, samples, grid
+
+
+def test_train_sample_and_grid_on_digits(tmp_path, capsys):
+    """The default MLP trains on 8x8 digits and samples them in chunks; the grid holds each
+    sample's pixels, round(255 clip(x/2 + 1/2)), magnified 4x, below a caption strip."""
+    from scorelab.diffusers import to_images
+
+    _, samples, grid = _train_and_sample(tmp_path, capsys)
+    x = np.load(samples)
+    assert x.shape == (6, 1, 8, 8) and np.isfinite(x).all()
+    tiles = to_images(x).repeat(4, axis=1).repeat(4, axis=2)[..., 0]
+    expected = np.zeros((2 * 32, 3 * 32), np.uint8)  # ceil(sqrt(6)) = 3 columns, 2 rows
+    for i, tile in enumerate(tiles):
+        row, column = divmod(i, 3)
+        expected[row * 32 : (row + 1) * 32, column * 32 : (column + 1) * 32] = tile
+    with Image.open(grid) as picture:
+        pixels = np.asarray(picture)
+    assert pixels.ndim == 2 and pixels.shape[0] > 2 * 32
+    np.testing.assert_array_equal(pixels[-2 * 32 :, : 3 * 32], expected)
+
+
+@pytest.mark.slow
+def test_plot_evaluate_and_resume_an_image_run(tmp_path, capsys):
+    run, samples, _ = _train_and_sample(tmp_path, capsys)
+    assert main(["plot", str(run)]) == 0
+    assert (run / "figures" / "samples.png").is_file()
+    from scorelab.data import digits
+
+    np.save(tmp_path / "held_out.npy", digits("test")[0])  # float NCHW in [-1, 1]
+    argv = ["evaluate", str(samples), "--data", str(tmp_path / "held_out.npy")]
+    assert main([*argv, "--floor-repeats", "2"]) == 0
+    more = [*_TRAIN[:3], "--steps", "6", *_TRAIN[5:]]
+    assert main([*more, "--out", str(run), "--resume"]) == 0
+    assert np.load(run / "losses.npy").shape == (6,)
+    assert main([*more, "--out", str(run), "--resume", "--set", "data.hflip=false"]) == 2
+    assert "data.hflip: True -> False" in capsys.readouterr().err
