@@ -25,8 +25,8 @@ LAYERS = (
     (
         "maths core",
         (
-            "noise", "targets", "data", "models", "losses", "samplers", "adapters", "metrics",
-            "likelihood", "classifier", "image_metrics", "ays",
+            "noise", "targets", "data", "models", "precond", "losses", "samplers", "adapters",
+            "metrics", "likelihood", "score_error", "classifier", "image_metrics", "ays",
         ),
     ),
     ("figures", ("viz",)),

@@ -94,6 +94,7 @@ def test_networks_are_the_equinox_layers_they_hold():
         return m.output_layer(h)
 
     def conditional_by_layers(m, x, sigma):
+        m = m.network
         first, middle, last = m.layers
         h = jnp.concatenate([x, 0.25 * jnp.log(sigma)[None]])
         h = act(m.norm_out(last(act(middle(act(m.norm_in(first(h))))))))

@@ -14,7 +14,7 @@ import numpy as np
 from jax import Array
 from jax.tree_util import Partial
 
-from scorelab import losses, models, samplers
+from scorelab import losses, models, precond, samplers
 from scorelab._validate import check_memory
 from scorelab.config import (
     TARGETS,
@@ -41,6 +41,7 @@ __all__ = [
     "make_target",
     "make_data",
     "make_image_data",
+    "data_scale",
     "make_model",
     "make_loss",
     "make_sigmas",
@@ -127,6 +128,18 @@ def make_image_data(config: DataConfig, split: str = "train") -> ImageData:
     return ImageData(loaded.images[chosen], labels, loaded.description + part)
 
 
+def data_scale(data: np.ndarray) -> float:
+    """The data's standard deviation over all entries (EDM's ``sigma_data``), 1 for constant
+    data (nothing to normalise)."""
+    scale = float(np.std(data))
+    return scale if scale > 0 else 1.0
+
+
+def _record(cls: type, kwargs: dict) -> dict:
+    """The model record of a wrapped network (:func:`scorelab.checkpoints.save_model`)."""
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "kwargs": kwargs}
+
+
 def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Array | None = None):
     """A fresh network for ``data`` ``(n, *S)`` and ``loss``, and its constructor arguments.
 
@@ -148,10 +161,16 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     if config.resolved(loss) == "unet":
         return _make_unet(config, loss, data, key)
     dim = int(np.prod(data.shape[1:]))
-    scale = float(np.std(data)) if config.normalise_input else None
-    if scale is not None and not scale > 0:
-        scale = 1.0  # constant data: nothing to normalise
+    scale = data_scale(data) if config.normalise_input else None
     activation = config.resolved_activation(loss)
+    if config.preconditioning == "edm":
+        network_kwargs = {"dim": dim, "activation": activation}
+        kwargs = {
+            "network": _record(models.ConditionalMLP, network_kwargs),
+            "sigma_data": data_scale(data),
+        }
+        network = models.ConditionalMLP(key, **network_kwargs)
+        return precond.EDMPreconditioned(network, kwargs["sigma_data"]), kwargs
     if config.resolved(loss) == "mlp":
         kwargs = {
             "dim": dim,
@@ -195,8 +214,22 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         raise ConfigError(f"model: {error}") from error
 
 
-def make_loss(config: LossConfig) -> Partial:
-    """The per-example loss ``loss_fn(key, score_fn, x)`` with its hyper-parameters bound."""
+def make_loss(config: LossConfig, sigma_data: float | None = None) -> Partial:
+    """The per-example loss ``loss_fn(key, score_fn, x)`` with its hyper-parameters bound.
+
+    Args:
+        config: the loss section.
+        sigma_data: the data's standard deviation (:func:`data_scale`), which EDM's weighting
+            needs; ``None`` for the others.
+
+    Raises:
+        ValueError: for EDM's weighting without ``sigma_data``.
+    """
+    weighting = {}  # the default, NCSN's
+    if config.weighting == "edm":
+        if sigma_data is None:
+            raise ValueError("make_loss: loss.weighting 'edm' needs sigma_data (data_scale)")
+        weighting = {"weighting_fn": Partial(losses.edm_weighting, sigma_data=sigma_data)}
     kwargs = {
         "hyvarinen": {},
         "hutchinson": {"n_probes": config.n_probes, "probe": config.probe},
@@ -210,6 +243,9 @@ def make_loss(config: LossConfig) -> Partial:
             "sigma_max": config.sigma_max,
             "n_sigmas": config.n_sigmas,
             "sigma_distribution": config.sigma_distribution,
+            "p_mean": config.p_mean,
+            "p_std": config.p_std,
+            **weighting,
         },
         "vp_epsilon": {
             "schedule": config.schedule,

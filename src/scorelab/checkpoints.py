@@ -224,12 +224,30 @@ def _import_path(cls: type) -> str:
     return path
 
 
-def _skeleton(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
-    """The structure of ``cls(key=..., **kwargs)`` (``key`` only if the constructor takes one),
-    traced, not run: a large network is not initialised just to be overwritten."""
+def _is_record(value: Any) -> bool:
+    """Whether a constructor argument is a nested model record ``{"class": ..., "kwargs": ...}``
+    (a wrapper's network, e.g. :class:`scorelab.precond.EDMPreconditioned`'s)."""
+    return isinstance(value, dict) and set(value) == {"class", "kwargs"}
+
+
+def _build(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
+    """``cls(key=..., **kwargs)`` (``key`` only if the constructor takes one), each nested model
+    record among ``kwargs`` built first the same way."""
+    kwargs = {
+        name: _build(_model_class(value["class"]), dict(value["kwargs"]))
+        if _is_record(value)
+        else value
+        for name, value in kwargs.items()
+    }
     if "key" in inspect.signature(cls).parameters:
         kwargs = {"key": jax.random.key(0), **kwargs}
-    return eqx.filter_eval_shape(cls, **kwargs)
+    return cls(**kwargs)
+
+
+def _skeleton(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
+    """The structure of :func:`_build`'s network, traced, not run: a large network is not
+    initialised just to be overwritten."""
+    return eqx.filter_eval_shape(lambda: _build(cls, kwargs))
 
 
 def _signature(tree: Any) -> tuple:
@@ -253,7 +271,10 @@ def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -
             ``cls(key=..., **constructor_kwargs)`` (without ``key`` if the constructor takes
             none).
         **constructor_kwargs: the JSON-serialisable arguments it was built with, other than
-            ``key`` (e.g. ``dim=2, widths=(16, 16)``).
+            ``key`` (e.g. ``dim=2, widths=(16, 16)``); a network passed to a wrapper is given
+            as its own record ``{"class": "module:qualname", "kwargs": {...}}``, built first
+            (e.g. ``network={"class": "scorelab.models:ConditionalMLP", "kwargs": {"dim": 2}},
+            sigma_data=5.0`` for :class:`scorelab.precond.EDMPreconditioned`).
 
     Raises:
         ValueError: the class is defined in ``__main__`` or inside a function (another process

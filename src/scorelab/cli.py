@@ -1,4 +1,5 @@
-"""The ``scorelab`` command: train, sample, evaluate, plot, demo, sweep, pretrained.
+"""The ``scorelab`` command: train, sample, evaluate, plot, demo, sweep, likelihood,
+score-error, pretrained.
 
 A thin layer: it parses arguments into a :class:`scorelab.config.ExperimentConfig` (a TOML
 file, then ``--set section.field=value`` overrides, then the named flags), dispatches to
@@ -54,6 +55,10 @@ _GRID_FLAGS = {
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
     "--rho": ("sampler.rho", float, "Karras grid curvature or polyexponential exponent"),
     "--prior": ("sampler.prior", str, "normal or exact"),
+}
+_SCORE_ERROR_FLAGS = {
+    flag: _GRID_FLAGS[flag]
+    for flag in ("--levels", "--grid", "--sigma-min", "--sigma-max", "--rho")
 }
 # Flags of earlier versions, and what replaced them.
 _RENAMED_FLAGS = {
@@ -373,6 +378,31 @@ def _cmd_likelihood(args) -> int:
     return 0
 
 
+def _cmd_score_error(args) -> int:
+    from scorelab import viz
+    from scorelab.runs import load_run, write_json
+    from scorelab.workflows import score_error_run
+
+    if args.json is not None:
+        _output(args.json, ".json", args.overwrite)
+    if args.plot is not None:
+        _output(args.plot, ".png", args.overwrite)
+    saved, model = load_run(args.run)
+    config = _experiment(args, _SCORE_ERROR_FLAGS, saved.to_dict())
+    profile = score_error_run(config, model, n=args.n, seed=args.seed)
+    print(f"relative score error of {args.run} ({profile.n} exact samples per level)")
+    print("sigma       E|s_model - s|^2 / E|s|^2   se")
+    for sigma, error, se in zip(profile.sigmas, profile.relative_error, profile.standard_error):
+        print(f"{sigma:<11.4g} {error:<26.4g} {se:.2g}")
+    if args.json is not None:
+        write_json(args.json, {"run": str(args.run), **profile.to_dict()})
+        print(f"written to {args.json}")
+    if args.plot is not None:
+        figure = viz.score_error_profile({args.run.name: profile[:3]})
+        print(f"figure written to {viz.save_figure(figure, args.plot)}")
+    return 0
+
+
 def _comma_list(kind):
     def parse(text: str) -> tuple:
         try:
@@ -682,6 +712,20 @@ def _parser() -> argparse.ArgumentParser:
     likelihood.add_argument("--json", type=Path, help="write per-point results as JSON")
     likelihood.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     likelihood.set_defaults(handler=_cmd_likelihood)
+
+    score_error = commands.add_parser(
+        "score-error", help="a trained model's relative score error per noise level"
+    )
+    score_error.add_argument(
+        "--run", type=Path, required=True, help="run directory of scorelab train (exact target)"
+    )
+    _add_config_flags(score_error, _SCORE_ERROR_FLAGS)
+    score_error.add_argument("--n", type=int, default=2000, help="exact samples per level")
+    score_error.add_argument("--seed", type=int, default=0, help="seed of the exact samples")
+    score_error.add_argument("--json", type=Path, help="write the profile as JSON")
+    score_error.add_argument("--plot", type=Path, help="write the log-log figure (.png)")
+    score_error.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    score_error.set_defaults(handler=_cmd_score_error)
 
     _add_pretrained(commands)
     return parser

@@ -84,6 +84,7 @@ are not yet measured."""
 
 MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
 NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
+PRECONDITIONINGS = ("none", "edm")
 PRIORS = ("normal", "exact")
 
 
@@ -198,6 +199,11 @@ class ModelConfig:
             ``silu`` for the Jacobian-trace losses (Hyvarinen, Hutchinson, sliced), which a
             piecewise-linear network cannot optimise well (see :mod:`scorelab.models`), and the
             tutorial's ``leaky_relu`` otherwise.
+        preconditioning: ``"none"``, or ``"edm"`` for a noise-conditional network: EDM's
+            denoiser :math:`c_{skip} x + c_{out} F(c_{in} x, c_{noise})` around the raw network,
+            called as its score, with ``sigma_data`` the data's standard deviation
+            (:class:`scorelab.precond.EDMPreconditioned`); ``scale_by_sigma`` and
+            ``normalise_input`` then do not apply.
         seed: initialisation seed.
         channels: ``unet``: channels per level (diffusers' ``block_out_channels``).
         layers_per_block: ``unet``: residual blocks per level.
@@ -211,6 +217,7 @@ class ModelConfig:
     scale_by_sigma: bool = True
     normalise_input: bool = True
     activation: str = "auto"
+    preconditioning: str = "none"
     seed: int = 0
     channels: tuple[int, ...] = (16, 32)
     layers_per_block: int = 1
@@ -220,6 +227,7 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_choice("model", "name", self.name, MODELS)
+        _check_choice("model", "preconditioning", self.preconditioning, PRECONDITIONINGS)
         _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
         _check_int("model", "seed", self.seed, 0)
         if not self.channels:
@@ -247,7 +255,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """The training objective and its hyper-parameters (see :mod:`scorelab.losses`).
+    r"""The training objective and its hyper-parameters (see :mod:`scorelab.losses`).
 
     Attributes:
         name: ``hyvarinen``, ``hutchinson``, ``sliced``, ``dsm``, ``ncsn`` or ``vp_epsilon``
@@ -256,7 +264,13 @@ class LossConfig:
         sigma_min, sigma_max: NCSN noise range.
         n_sigmas: NCSN noise levels per data point (the tutorial's 2).
         sigma_distribution: NCSN sigma draw, ``loguniform`` (the demo's recipe) or
-            ``lognormal`` (the tutorial's).
+            ``lognormal`` (:math:`\log\sigma \sim \mathcal{N}(P_{mean}, P_{std}^2)`).
+        p_mean, p_std: the ``lognormal`` law of :math:`\log\sigma`; the defaults -0.5, 1.2
+            are the tutorial's, EDM's -1.2, 1.2 (Karras et al. 2022, for data of standard
+            deviation 0.5).
+        weighting: NCSN weighting :math:`\lambda(\sigma)`: ``ncsn`` (:math:`\sigma^2`) or
+            ``edm`` (EDM's, with ``sigma_data`` the data's standard deviation; see
+            :func:`scorelab.losses.edm_weighting`).
         n_probes: Hutchinson probes / sliced projections per example.
         probe: Hutchinson probe law, ``rademacher`` or ``gaussian``.
         variance_reduction: sliced score matching's variance-reduced form (SSM-VR).
@@ -272,6 +286,9 @@ class LossConfig:
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX
     n_sigmas: int = 2
     sigma_distribution: str = "loguniform"
+    p_mean: float = losses.LOG_SIGMA_MEAN
+    p_std: float = losses.LOG_SIGMA_STD
+    weighting: str = "ncsn"
     n_probes: int = 1
     probe: str = "rademacher"
     variance_reduction: bool = False
@@ -295,6 +312,9 @@ class LossConfig:
         _check_choice(
             "loss", "sigma_distribution", self.sigma_distribution, losses.SIGMA_DISTRIBUTIONS
         )
+        _check_real("loss", "p_mean", self.p_mean, "a number", lambda v: True)
+        _check_real("loss", "p_std", self.p_std, "a number > 0", lambda v: v > 0)
+        _check_choice("loss", "weighting", self.weighting, losses.WEIGHTINGS)
         _check_int("loss", "n_probes", self.n_probes, 1)
         _check_choice("loss", "probe", self.probe, losses.PROBES)
         _check_choice("loss", "schedule", self.schedule, VP_SCHEDULES)
@@ -510,6 +530,13 @@ class ExperimentConfig:
                 "model",
                 "name",
                 f"loss {config.loss.name!r} trains model {wanted!r}, got {config.model.name!r}",
+            )
+        if config.model.preconditioning != "none" and resolved != "ncsn_mlp":
+            _fail(
+                "model",
+                "preconditioning",
+                f"{config.model.preconditioning!r} wraps a noise-conditional network (loss "
+                f"'ncsn'), not {resolved!r}; set model.preconditioning = \"none\"",
             )
         return config
 

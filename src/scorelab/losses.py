@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab._validate import check_choice, check_int
+from scorelab._validate import check_choice, check_int, check_real
 from scorelab.noise import (
     check_sigma_range,
     sample_ve_noise,
@@ -58,9 +58,13 @@ __all__ = [
     "ncsn_loss",
     "ncsn_weighting",
     "vp_epsilon_loss",
+    "edm_weighting",
     "sample_training_sigmas",
     "PROBES",
     "SIGMA_DISTRIBUTIONS",
+    "WEIGHTINGS",
+    "LOG_SIGMA_MEAN",
+    "LOG_SIGMA_STD",
     "LOSSES",
 ]
 
@@ -68,11 +72,12 @@ ScoreFn = Callable[[Array, object], Array]
 
 PROBES = ("rademacher", "gaussian")
 SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
+WEIGHTINGS = ("ncsn", "edm")
 
 # The founding tutorial's training-sigma law: log sigma ~ N(-0.5, 1.2^2), as in its
 # `exp(normal * 1.2 - .5)`. (EDM uses N(-1.2, 1.2^2); Karras et al. 2022, Table 1.)
-_LOG_SIGMA_MEAN = -0.5
-_LOG_SIGMA_STD = 1.2
+LOG_SIGMA_MEAN = -0.5
+LOG_SIGMA_STD = 1.2
 
 
 # --- small maps: unrolled on a CPU, vmapped elsewhere ----------------------------------------
@@ -289,6 +294,37 @@ def ncsn_weighting(sigma):
     return sigma**2
 
 
+def edm_weighting(sigma, sigma_data: float):
+    r"""EDM's loss weighting, as the weight of the score residual.
+
+    Karras et al. (2022, Table 1) weight the denoiser's squared error by
+    :math:`\lambda_{EDM}(\sigma) = (\sigma^2 + \sigma_d^2)/(\sigma \sigma_d)^2`. The
+    losses here weight the score residual, and with :math:`s = (D - x)/\sigma^2` and
+    :math:`x = x_0 + \sigma\varepsilon`,
+    :math:`s + \varepsilon/\sigma = (D - x_0)/\sigma^2`; so the same loss is
+
+    .. math::
+        \lambda_{EDM}(\sigma)\, \|D - x_0\|^2
+            = \lambda(\sigma)\, \|s + \varepsilon/\sigma\|^2, \qquad
+        \lambda(\sigma) = \sigma^4 \lambda_{EDM}(\sigma)
+            = \frac{\sigma^2 (\sigma^2 + \sigma_d^2)}{\sigma_d^2},
+
+    which is returned. It is :func:`ncsn_weighting` times :math:`1 + \sigma^2/\sigma_d^2`:
+    equal below :math:`\sigma_d`, more weight above it. Under
+    :class:`scorelab.precond.EDMPreconditioned` it makes the raw network's effective target
+    unit-weighted: :math:`\lambda_{EDM}\, c_{out}^2 = 1`.
+
+    Args:
+        sigma: noise level(s), any shape.
+        sigma_data: :math:`\sigma_d`, the data's standard deviation, ``> 0``.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models (Table 1, eq. 8). https://arxiv.org/abs/2206.00364
+    """
+    return sigma**2 * (sigma**2 + sigma_data**2) / sigma_data**2
+
+
 def dsm_loss(
     key: Array,
     score_fn: ScoreFn,
@@ -336,12 +372,17 @@ def sample_training_sigmas(
     sigma_min: float = 0.02,
     sigma_max: float = 10.0,
     distribution: str = "lognormal",
+    p_mean: float = LOG_SIGMA_MEAN,
+    p_std: float = LOG_SIGMA_STD,
 ) -> Array:
     r"""Draw training noise levels, float32 of shape ``shape``, inside ``[sigma_min, sigma_max]``.
 
-    * ``"lognormal"`` (the founding tutorial's draw):
-      :math:`\sigma = \operatorname{clip}(e^{1.2 z - 0.5}, \sigma_{\min}, \sigma_{\max})`,
-      :math:`z \sim \mathcal{N}(0, 1)`; the clipping puts atoms at both end points.
+    * ``"lognormal"``:
+      :math:`\sigma = \operatorname{clip}(e^{P_{mean} + P_{std} z}, \sigma_{\min},
+      \sigma_{\max})`, :math:`z \sim \mathcal{N}(0, 1)`; the clipping puts atoms at both end
+      points. The defaults :math:`P_{mean} = -0.5, P_{std} = 1.2` are the founding tutorial's
+      draw; EDM's are :math:`-1.2, 1.2` for data of standard deviation 0.5 (Karras et al.
+      2022, Table 1).
     * ``"loguniform"``: :math:`\log\sigma \sim \mathcal{U}(\log\sigma_{\min},
       \log\sigma_{\max})`, the continuous limit of the geometric ladder.
 
@@ -351,6 +392,8 @@ def sample_training_sigmas(
         sigma_min: lower end of the range, ``> 0``.
         sigma_max: upper end of the range, ``> sigma_min``.
         distribution: ``"lognormal"`` or ``"loguniform"``.
+        p_mean, p_std: mean and standard deviation (``> 0``) of :math:`\log\sigma` for
+            ``"lognormal"``.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -361,8 +404,9 @@ def sample_training_sigmas(
     # Losses run under jit; the range check must see the (static) floats, not tracers.
     with jax.ensure_compile_time_eval():
         check_sigma_range(sigma_min, sigma_max)
+        check_real("p_std", p_std, "a number > 0", lambda v: v > 0)
     if distribution == "lognormal":
-        log_sigma = _LOG_SIGMA_MEAN + _LOG_SIGMA_STD * jax.random.normal(key, shape)
+        log_sigma = p_mean + p_std * jax.random.normal(key, shape)
     else:
         log_sigma = jax.random.uniform(
             key, shape, minval=math.log(sigma_min), maxval=math.log(sigma_max)
@@ -380,6 +424,8 @@ def ncsn_loss(
     sigma_max: float = 10.0,
     n_sigmas: int = 1,
     sigma_distribution: str = "lognormal",
+    p_mean: float = LOG_SIGMA_MEAN,
+    p_std: float = LOG_SIGMA_STD,
     weighting_fn: Callable = ncsn_weighting,
 ) -> Array:
     r"""The NCSN multi-noise denoising loss: :func:`dsm_loss` averaged over random sigmas.
@@ -390,7 +436,9 @@ def ncsn_loss(
 
     with :math:`\sigma_k` from :func:`sample_training_sigmas` (default: the tutorial's clipped
     log-normal), independent :math:`\varepsilon_k \sim \mathcal{N}(0, I)` and
-    :math:`\lambda(\sigma) = \sigma^2` by default. ``n_sigmas`` is the tutorial's
+    :math:`\lambda(\sigma) = \sigma^2` by default. EDM's loss (Karras et al. 2022, eq. 8) is
+    ``p_mean=-1.2, p_std=1.2`` (for data of standard deviation 0.5) with
+    ``weighting_fn=Partial(edm_weighting, sigma_data=...)``. ``n_sigmas`` is the tutorial's
     ``n_time_samples`` (noise levels per data point).
 
     **Difference from the founding tutorial.** Its ``make_ncns_loss`` splits ``key`` into
@@ -404,6 +452,8 @@ def ncsn_loss(
         sigma_min, sigma_max: range of the drawn sigmas, ``0 < sigma_min < sigma_max``.
         n_sigmas: noise levels drawn for this example, ``>= 1``.
         sigma_distribution: ``"lognormal"`` or ``"loguniform"``.
+        p_mean, p_std: the log-normal law of :math:`\log\sigma`
+            (:func:`sample_training_sigmas`).
         weighting_fn: :math:`\lambda(\sigma)`.
 
     Returns:
@@ -412,6 +462,8 @@ def ncsn_loss(
     References:
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
         Distribution (eqs. 5-6). https://arxiv.org/abs/1907.05600
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
     check_int("n_sigmas", n_sigmas, 1)
     check_choice("sigma_distribution", sigma_distribution, SIGMA_DISTRIBUTIONS)
@@ -422,6 +474,8 @@ def ncsn_loss(
         sigma_min=sigma_min,
         sigma_max=sigma_max,
         distribution=sigma_distribution,
+        p_mean=p_mean,
+        p_std=p_std,
     )
     per_sigma = _small_map(
         lambda key_k, sigma_k: dsm_loss(

@@ -34,7 +34,7 @@ from jax import Array
 from scorelab._validate import check_choice
 from scorelab.targets import GaussianMixture
 
-__all__ = ["ACTIVATIONS", "MLP", "NoiseConditionalMLP", "ExactScore"]
+__all__ = ["ACTIVATIONS", "MLP", "ConditionalMLP", "NoiseConditionalMLP", "ExactScore"]
 
 ACTIVATIONS = {
     "leaky_relu": jax.nn.leaky_relu,
@@ -147,40 +147,25 @@ class MLP(eqx.Module):
         return _dense(self.output_layer, h).reshape(x.shape)
 
 
-class NoiseConditionalMLP(eqx.Module):
-    r"""The tutorial's noise-conditional network :math:`s_\theta(x, \sigma)`.
+class ConditionalMLP(eqx.Module):
+    r"""The noise-conditional network's body :math:`F(x, c)`, conditioned on a scalar ``c``.
 
-    Input :math:`[x, \tfrac14 \log\sigma]`, then ``256`` (LayerNorm) ``-> 512 -> 256``
-    (LayerNorm), ``activation`` (leaky ReLU by default, as the tutorial) after each hidden layer,
-    and a **linear** output layer.
-
-    With ``scale_by_sigma=True`` (the default) the output is divided by :math:`\sigma`, so the
-    network predicts :math:`-\varepsilon` rather than :math:`-\varepsilon/\sigma`; this is
-    technique 3 of Song & Ermon (2020) and keeps the output O(1) over a sigma range of four
-    decades. ``scale_by_sigma=False`` is the tutorial's parameterisation.
-
-    With ``sigma_data`` :math:`\sigma_d` set, the input is
-    :math:`c_{in}(\sigma)\, x` with :math:`c_{in} = 1/\sqrt{\sigma^2 + \sigma_d^2}`, so the
-    network sees unit-variance inputs at every noise level (Karras et al. 2022, Table 1); see
-    :class:`MLP` for why this matters before a LayerNorm. ``None`` is the tutorial's raw input.
+    Input :math:`[x, c]`, then ``256`` (LayerNorm) ``-> 512 -> 256`` (LayerNorm),
+    ``activation`` after each hidden layer, and a **linear** output layer; nothing is done to
+    ``x`` or ``c`` first. :class:`NoiseConditionalMLP` calls it with
+    :math:`c = \tfrac14 \log\sigma`; as the raw network of
+    :class:`scorelab.precond.EDMPreconditioned` it is EDM's :math:`F_\theta(c_{in} x, c_{noise})`.
 
     The layers are applied in the same equal, faster form as :class:`MLP`'s.
 
-    Call: ``model(x, sigma)`` with ``x`` of shape ``(d,)`` and scalar ``sigma > 0``.
-
-    References:
-        Song, Y. & Ermon, S. (2020). Improved Techniques for Training Score-Based Generative
-        Models. https://arxiv.org/abs/2006.09011
-        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
-        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
+    Call: ``network(x, c)`` with ``x`` of any shape of ``d`` entries (flattened, e.g. an image
+    ``(1, 8, 8)``) and a scalar ``c``; returns ``x``'s shape.
     """
 
     layers: tuple[eqx.nn.Linear, eqx.nn.Linear, eqx.nn.Linear]
     norm_in: eqx.nn.LayerNorm
     norm_out: eqx.nn.LayerNorm
     output_layer: eqx.nn.Linear
-    scale_by_sigma: bool = eqx.field(static=True)
-    sigma_data: float | None = eqx.field(static=True)
     activation: str = eqx.field(static=True)
 
     def __init__(
@@ -188,8 +173,6 @@ class NoiseConditionalMLP(eqx.Module):
         key: Array,
         dim: int = 2,
         widths: tuple[int, int, int] = (256, 512, 256),
-        scale_by_sigma: bool = True,
-        sigma_data: float | None = None,
         activation: str = "leaky_relu",
     ):
         _check_activation(activation)
@@ -203,22 +186,73 @@ class NoiseConditionalMLP(eqx.Module):
         self.norm_in = eqx.nn.LayerNorm(w1)
         self.norm_out = eqx.nn.LayerNorm(w3)
         self.output_layer = eqx.nn.Linear(w3, dim, key=k4)
+        self.activation = activation
+
+    def __call__(self, x: Array, c) -> Array:
+        c = jnp.asarray(c, dtype=x.dtype).reshape((1,))
+        act = ACTIVATIONS[self.activation]
+        first, middle, last = self.layers
+        h = act(_normed_dense(first, self.norm_in, jnp.concatenate([x.reshape(-1), c])))
+        h = act(_dense(middle, h))
+        h = act(_normed_dense(last, self.norm_out, h))
+        return _dense(self.output_layer, h).reshape(x.shape)
+
+
+class NoiseConditionalMLP(eqx.Module):
+    r"""The tutorial's noise-conditional network :math:`s_\theta(x, \sigma)`.
+
+    :class:`ConditionalMLP` on :math:`[x, \tfrac14 \log\sigma]`: ``256`` (LayerNorm)
+    ``-> 512 -> 256`` (LayerNorm), ``activation`` (leaky ReLU by default, as the tutorial) after
+    each hidden layer, and a **linear** output layer.
+
+    With ``scale_by_sigma=True`` (the default) the output is divided by :math:`\sigma`, so the
+    network predicts :math:`-\varepsilon` rather than :math:`-\varepsilon/\sigma`; this is
+    technique 3 of Song & Ermon (2020) and keeps the output O(1) over a sigma range of four
+    decades. ``scale_by_sigma=False`` is the tutorial's parameterisation.
+
+    With ``sigma_data`` :math:`\sigma_d` set, the input is
+    :math:`c_{in}(\sigma)\, x` with :math:`c_{in} = 1/\sqrt{\sigma^2 + \sigma_d^2}`, so the
+    network sees unit-variance inputs at every noise level (Karras et al. 2022, Table 1); see
+    :class:`MLP` for why this matters before a LayerNorm. ``None`` is the tutorial's raw input.
+    EDM's full preconditioning (skip connection and output scale as well) is
+    :class:`scorelab.precond.EDMPreconditioned`.
+
+    Call: ``model(x, sigma)`` with ``x`` of shape ``(d,)`` and scalar ``sigma > 0``.
+
+    References:
+        Song, Y. & Ermon, S. (2020). Improved Techniques for Training Score-Based Generative
+        Models. https://arxiv.org/abs/2006.09011
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
+    """
+
+    network: ConditionalMLP
+    scale_by_sigma: bool = eqx.field(static=True)
+    sigma_data: float | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        key: Array,
+        dim: int = 2,
+        widths: tuple[int, int, int] = (256, 512, 256),
+        scale_by_sigma: bool = True,
+        sigma_data: float | None = None,
+        activation: str = "leaky_relu",
+    ):
+        self.network = ConditionalMLP(key, dim, widths, activation)
         self.scale_by_sigma = scale_by_sigma
         self.sigma_data = None if sigma_data is None else float(sigma_data)
-        self.activation = activation
+
+    @property
+    def activation(self) -> str:
+        """The hidden activation's name (:data:`ACTIVATIONS`)."""
+        return self.network.activation
 
     def __call__(self, x: Array, sigma) -> Array:
         sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
-        h = x.reshape(-1)
         if self.sigma_data is not None:
-            h = h * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
-        h = jnp.concatenate([h, 0.25 * jnp.log(sigma)[None]])
-        act = ACTIVATIONS[self.activation]
-        first, middle, last = self.layers
-        h = act(_normed_dense(first, self.norm_in, h))
-        h = act(_dense(middle, h))
-        h = act(_normed_dense(last, self.norm_out, h))
-        out = _dense(self.output_layer, h).reshape(x.shape)
+            x = x * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
+        out = self.network(x, 0.25 * jnp.log(sigma))
         return out / sigma if self.scale_by_sigma else out
 
 

@@ -37,6 +37,7 @@ from scorelab.classifier import load_digits_classifier
 from scorelab.image_metrics import image_measure
 from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
+from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
 from scorelab.runs import load_run, write_json
@@ -529,7 +530,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     return [out_dir / "sweep.csv", out_dir / "sweep.json"]
 
 
-def load_score_model(path) -> NoiseConditionalMLP:
+def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:
     """The trained noise-conditional score model at ``path``, for the map's ``model`` rows.
 
     Args:
@@ -538,7 +539,8 @@ def load_score_model(path) -> NoiseConditionalMLP:
             demo's ``runs/demo/models/ncsn``).
 
     Returns:
-        The :class:`scorelab.models.NoiseConditionalMLP`, a ``score_fn(x (d,), sigma)``.
+        The :class:`scorelab.models.NoiseConditionalMLP` or
+        :class:`scorelab.precond.EDMPreconditioned`, a ``score_fn(x (d,), sigma)``.
 
     Raises:
         FileNotFoundError: naming the missing file.
@@ -546,7 +548,7 @@ def load_score_model(path) -> NoiseConditionalMLP:
     """
     path = Path(path)
     model = load_run(path)[1] if path.is_dir() else load_model(path)
-    if not isinstance(model, NoiseConditionalMLP):
+    if not isinstance(model, NoiseConditionalMLP | EDMPreconditioned):
         raise ValueError(
             f"--run: the sampler map needs a noise-conditional model (ncsn_mlp), "
             f"{path} holds {type(model).__name__}"

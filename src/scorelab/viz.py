@@ -46,6 +46,7 @@ __all__ = [
     "ddim_samples",
     "metric_vs_steps",
     "sampler_map",
+    "score_error_profile",
     "save_image_grid",
     "save_figure",
 ]
@@ -1135,4 +1136,37 @@ def sampler_map(
         ax.grid(alpha=0.3, which="major")
         if index == len(metric_names) - 1:
             _legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return fig
+
+
+def score_error_profile(profiles: Mapping[str, tuple], title: str | None = None) -> Figure:
+    r"""The relative score error :math:`e(\sigma)` against :math:`\sigma`, log-log, one line per
+    model, each with its band of :math:`\pm 2` standard errors.
+
+    Args:
+        profiles: model name -> ``(sigmas (L,), relative_error (L,), standard_error (L,))``
+            (:class:`scorelab.score_error.ScoreErrorProfile`'s fields).
+        title: the figure title; default "Relative score error per noise level".
+    """
+    if not profiles:
+        raise ValueError("profiles is empty: give at least one model's profile")
+    fig = _figure(figsize=(6.0, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for color, (name, (sigmas, error, se)) in zip(
+        _series_colors(len(profiles)), profiles.items(), strict=False
+    ):
+        sigmas, error, se = (np.asarray(v, dtype=np.float64).ravel() for v in (sigmas, error, se))
+        order = np.argsort(sigmas)
+        sigmas, error, se = sigmas[order], error[order], se[order]
+        ax.plot(sigmas, error, color=color, marker="o", markersize=3, label=name)
+        # A band reaching to or below 0 is cut at a tenth of the value: a log axis cannot show 0.
+        low = np.maximum(error - 2 * se, 0.1 * error)
+        ax.fill_between(sigmas, low, error + 2 * se, color=color, alpha=0.25, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("noise level sigma")
+    ax.set_ylabel("E|s_model - s|^2 / E|s|^2")
+    ax.set_title(title or "Relative score error per noise level")
+    ax.grid(alpha=0.3, which="major")
+    _legend(ax, loc="best")
     return fig

@@ -31,8 +31,10 @@ from scorelab.data import (
 )
 from scorelab.distributed import is_primary
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
+from scorelab.precond import EDMPreconditioned
 from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
+from scorelab.score_error import ScoreErrorProfile, score_error_profile
 from scorelab.training import TrainResult, train
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "evaluate_images",
     "likelihood_points",
     "save_sample_grid",
+    "score_error_run",
     "plot_run",
 ]
 
@@ -121,7 +124,7 @@ def train_run(
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
             model,
-            builders.make_loss(config.loss),
+            builders.make_loss(config.loss, builders.data_scale(data)),
             data,
             config.train,
             out_dir=out_dir / "checkpoints",
@@ -174,7 +177,7 @@ def score_model(config: ExperimentConfig, model=None):
                 "--sampler ula"
             )
         if (
-            isinstance(model, NoiseConditionalMLP)
+            isinstance(model, NoiseConditionalMLP | EDMPreconditioned)
             and not config.sampler.uses_grid
             and config.sampler.options.get("sigma", 0.0) <= 0
         ):
@@ -520,6 +523,34 @@ def _flat_points(source, *, raw: bool) -> np.ndarray:
             source = load_images(source).images
     array = validate_data(np.asarray(source), any_shape=True)
     return array.reshape(len(array), -1)
+
+
+def score_error_run(
+    config: ExperimentConfig, model, *, n: int = 2000, seed: int = 0
+) -> ScoreErrorProfile:
+    r"""The relative score error of a trained noise-conditional model at each level of the
+    configured sampler's grid (:func:`scorelab.score_error.score_error_profile`), against the
+    exact score of the run's target, with exact samples of :math:`q_\sigma` drawn from
+    ``key(seed)``.
+
+    Raises:
+        ConfigError: for a run whose data has no exact score (not a built-in target), or an
+            unconditional model (the score of one law, not of every noise level).
+    """
+    target = builders.make_target(config.data)
+    if target is None:
+        raise ConfigError(
+            f"data.source: {config.data.source!r} has no exact score to compare with; the "
+            f"score error needs a run trained on a built-in target ({', '.join(TARGETS)})"
+        )
+    if isinstance(model, MLP):
+        raise ConfigError(
+            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
+            "score of one law; the score error per noise level needs a noise-conditional one "
+            "(trained with --loss ncsn)"
+        )
+    sigmas = builders.make_sigmas(config.sampler)
+    return score_error_profile(jax.random.key(seed), model, target, sigmas, n)
 
 
 def likelihood_points(

@@ -1,0 +1,147 @@
+"""EDM preconditioning against the demo's NCSN model on the tutorial's mixture, at 20 NFE.
+
+Trains, with the demo's budget (``scorelab.config.TRAIN_RECIPE``: 5000 Adam steps at batch
+1024, cosine decay from 1e-3, EMA 0.999) on the demo's data (``seed_mixture``, 10 000 points):
+
+- ``ncsn``: the demo's NCSN model (``DemoSettings().experiment("ncsn")``: noise-conditional MLP,
+  sigma log-uniform in [0.02, 80], NCSN weighting sigma^2);
+- ``edm``: the same network as EDM's raw network ``F`` inside
+  ``scorelab.precond.EDMPreconditioned`` (sigma_data = the data's standard deviation), EDM's
+  weighting, the same sigma draw;
+- ``edm_lognormal``: as ``edm`` with EDM's own sigma draw, ln sigma ~ N(-1.2, 1.2^2) clipped to
+  [0.02, 80],
+
+then runs the sampler map's ODE solvers (DPM-Solver++(2M), Heun) at 20 NFE on its grid (Karras,
+rho 7, sigma 0.02 to 80, x_T ~ N(0, 80^2 I)), 2 seeds x 3000 samples, with the exact score
+beside the models (common random numbers), and reports every metric of the map against its
+floor (``scorelab.sweep``); and each model's relative score error at every level of
+DPM-Solver++(2M)'s 20-level grid (``scorelab.score_error``, 2000 exact samples per level), drawn
+in ``benchmarks/results/edm_mixture_score_error.png``. Run directories go to ``--runs`` (reused
+with ``--reuse``), the numbers to ``benchmarks/results/edm_mixture.json``::
+
+    python benchmarks/edm_mixture.py --runs runs/edm_mixture
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+from _harness import RESULTS_DIR, machine
+
+from scorelab import builders, sweep, viz
+from scorelab.config import ExperimentConfig
+from scorelab.demo import DemoSettings
+from scorelab.models import ExactScore
+from scorelab.noise import sigma_grid
+from scorelab.runs import load_run
+from scorelab.score_error import score_error_profile
+from scorelab.targets import seed_mixture
+from scorelab.workflows import train_run
+
+EDM = {"model": {"preconditioning": "edm"}, "loss": {"weighting": "edm"}}
+VARIANTS = {
+    "ncsn": {},
+    "edm": EDM,
+    "edm_lognormal": {
+        "model": EDM["model"],
+        "loss": {**EDM["loss"], "sigma_distribution": "lognormal", "p_mean": -1.2, "p_std": 1.2},
+    },
+}
+NFE = 20
+SAMPLERS = ("dpmpp_2m", "heun")
+GRID = {"grid": "karras", "sigma_min": 0.02, "sigma_max": 80.0, "rho": 7.0}
+
+
+def config_of(variant: str, steps: int | None) -> ExperimentConfig:
+    """The demo's NCSN experiment with ``variant``'s sections updated (and ``steps``)."""
+    values = DemoSettings().experiment("ncsn").to_dict()
+    for section, fields in VARIANTS[variant].items():
+        values[section] = {**values[section], **fields}
+    if steps is not None:
+        values["train"]["steps"] = steps
+    return ExperimentConfig.from_dict(values)
+
+
+def train_or_load(variant: str, runs: Path, steps: int | None, reuse: bool):
+    run_dir = runs / variant
+    if not (reuse and (run_dir / "model.json").is_file()):
+        config = config_of(variant, steps)
+        train_run(config, run_dir, overwrite=True, data=builders.make_data(config.data))
+    return load_run(run_dir)[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs/edm_mixture"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--steps", type=int, default=None, help="default: the demo's 5000")
+    parser.add_argument("--reuse", action="store_true", help="load runs already trained")
+    parser.add_argument("--n-samples", type=int, default=3000)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edm_mixture.json")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    target = seed_mixture()
+    score_fns = {"exact": ExactScore(target)}
+    for variant in variants:
+        score_fns[variant] = train_or_load(variant, args.runs, args.steps, args.reuse)
+    result = sweep.sweep(
+        target,
+        [sweep.sweep_sampler(name) for name in SAMPLERS],
+        [NFE],
+        score_fns,
+        n_samples=args.n_samples,
+        seeds=(0, 1),
+        **GRID,
+    )
+    fewest = sweep.fewest_nfe(result, "all")
+    rows = sweep.mean_rows(result.rows)
+    for row in rows:
+        row["all"] = fewest[(row["sampler"], row["score"])] is not None
+    header = "sampler | score | SW | MMD2 | TV | var ratio | far | all"
+    print(header)
+    for row in rows:
+        print(
+            f"{row['sampler']} | {row['score']} | {row['sw']:.3f} | {row['mmd2']:.2e} | "
+            f"{row['tv']:.3f} | {row['var_ratio']:.2f} | {100 * row['far']:.1f}% | {row['all']}"
+        )
+    sigmas = sigma_grid(GRID["grid"], NFE, GRID["sigma_min"], GRID["sigma_max"], GRID["rho"])
+    profiles = {
+        variant: score_error_profile(jax.random.key(0), score_fns[variant], target, sigmas)
+        for variant in variants
+    }
+    print("sigma | " + " | ".join(f"{v} rel. error (se)" for v in variants))
+    for i, sigma in enumerate(sigmas):
+        cells = [
+            f"{p.relative_error[i]:.3g} ({p.standard_error[i]:.1g})" for p in profiles.values()
+        ]
+        print(f"{float(sigma):.3g} | " + " | ".join(cells))
+    figure = viz.score_error_profile(
+        {v: p[:3] for v, p in profiles.items()},
+        title="Relative score error on the 20-level Karras grid (seed_mixture)",
+    )
+    viz.save_figure(figure, args.out.with_name(args.out.stem + "_score_error.png"))
+    floors = {name: list(value) for name, value in result.floors.items()}
+    print("floors (mean, sd):", floors)
+    payload = {
+        "benchmark": "edm_mixture",
+        "machine": machine(),
+        "nfe": NFE,
+        "train": {v: dataclasses.asdict(config_of(v, args.steps).train) for v in variants},
+        "configs": {v: config_of(v, args.steps).to_dict() for v in variants},
+        "settings": result.settings,
+        "floors": floors,
+        "rows": rows,
+        "per_seed": result.rows,
+        "score_error": {v: p.to_dict() for v, p in profiles.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

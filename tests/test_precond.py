@@ -1,0 +1,199 @@
+"""EDM preconditioning: Table 1's coefficients, the exact optimum, the loss weighting and law of
+the training sigmas, configuration and checkpoints."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.tree_util import Partial
+
+from scorelab import builders
+from scorelab.checkpoints import load_model, save_model
+from scorelab.config import ConfigError, ExperimentConfig
+from scorelab.losses import dsm_loss, edm_weighting, ncsn_loss, sample_training_sigmas
+from scorelab.models import ConditionalMLP, NoiseConditionalMLP
+from scorelab.noise import sample_ve_noise
+from scorelab.precond import EDMPreconditioned, edm_coefficients
+from scorelab.sweep import load_score_model
+
+SIGMAS = np.array([0.002, 0.02, 0.3, 1.0, 8.0, 80.0])
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 8.0])
+def test_coefficients_are_table_1s(sigma_data):
+    # Karras et al. (2022), Table 1, "Network and preconditioning", in float64 numpy.
+    got = edm_coefficients(jnp.asarray(SIGMAS), sigma_data)
+    s, sd = SIGMAS, sigma_data
+    np.testing.assert_allclose(got.c_skip, sd**2 / (s**2 + sd**2), rtol=1e-6)
+    np.testing.assert_allclose(got.c_out, s * sd / np.sqrt(s**2 + sd**2), rtol=1e-6)
+    np.testing.assert_allclose(got.c_in, 1 / np.sqrt(s**2 + sd**2), rtol=1e-6)
+    np.testing.assert_allclose(got.c_noise, np.log(s) / 4, rtol=1e-6)
+    # The design's two unit-variance conditions: the input c_in x_sigma and the effective
+    # target (x_0 - c_skip x_sigma) / c_out have unit variance for data of variance sd^2.
+    np.testing.assert_allclose(got.c_in**2 * (sd**2 + s**2), 1.0, rtol=1e-5)
+    target_var = ((1 - got.c_skip) ** 2 * sd**2 + got.c_skip**2 * s**2) / got.c_out**2
+    np.testing.assert_allclose(target_var, 1.0, rtol=1e-5)
+
+
+class GaussianOptimum(eqx.Module):
+    """The raw network that makes EDM's denoiser exact for x_0 ~ N(mu, v I):
+    F*(x_in, c_noise) = (D*(x, sigma) - c_skip x) / c_out with x and sigma recovered from the
+    network's inputs (sigma = exp(4 c_noise), x = x_in / c_in), and
+    D* = mu + v/(v + sigma^2) (x - mu). The numerator is written as
+    sigma^2 [mu/(v + s^2) + (v - sd^2) x / ((v + s^2)(s^2 + sd^2))], algebraically equal and
+    free of float32's cancellation of O(1) terms at small sigma."""
+
+    mu: jax.Array
+    variance: float
+    sigma_data: float
+
+    def __call__(self, x_in, c_noise):
+        sigma = jnp.exp(4.0 * c_noise)
+        c = edm_coefficients(sigma, self.sigma_data)
+        x = x_in / c.c_in
+        v, sd2 = self.variance, self.sigma_data**2
+        numerator = sigma**2 * (
+            self.mu / (v + sigma**2) + (v - sd2) * x / ((v + sigma**2) * (sigma**2 + sd2))
+        )
+        return numerator / c.c_out
+
+
+@pytest.mark.parametrize("sigma_data", [0.7, 2.0])  # equal to the data's sd, and not
+@pytest.mark.parametrize("shape", [(3,), (1, 4, 4)])
+def test_exact_optimum_gives_the_exact_score(sigma_data, shape, key):
+    variance = 0.49
+    mu = jnp.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)
+    model = EDMPreconditioned(GaussianOptimum(mu, variance, sigma_data), sigma_data)
+    for i, sigma in enumerate(SIGMAS):
+        x = mu + np.sqrt(variance + sigma**2) * jax.random.normal(jax.random.fold_in(key, i), shape)
+        exact_score = -(x - mu) / (variance + sigma**2)  # closed form for N(mu, v I) * N(0, s^2 I)
+        scale = float(jnp.max(jnp.abs(exact_score)))
+        np.testing.assert_allclose(model(x, sigma), exact_score, rtol=0, atol=2e-5 * scale)
+        exact_denoised = mu + variance / (variance + sigma**2) * (x - mu)
+        np.testing.assert_allclose(model.denoise(x, sigma), exact_denoised, rtol=0, atol=2e-5)
+
+
+def test_score_is_the_denoisers_tweedie_score_in_float64_form(key):
+    # (D - x)/sigma^2 computed in float64 from the raw network's float32 output agrees with the
+    # wrapper's cancellation-free float32 form at every sigma, including 0.002 where D - x
+    # cancels (there float32's c_skip alone is off by 6e-8 x / sigma^2 = 0.15 in the score).
+    sigma_data = 8.0
+    network = ConditionalMLP(key, dim=2, widths=(16, 16, 16))
+    model = EDMPreconditioned(network, sigma_data)
+    x = jnp.array([9.7, -0.3])
+    x64 = np.asarray(x, np.float64)
+    for sigma in SIGMAS:
+        total = sigma**2 + sigma_data**2
+        c_skip, c_out = sigma_data**2 / total, sigma * sigma_data / np.sqrt(total)
+        c = edm_coefficients(jnp.float32(sigma), sigma_data)  # the network sees float32 inputs
+        raw = np.asarray(network(c.c_in * x, c.c_noise), np.float64)
+        want = (c_skip * x64 + c_out * raw - x64) / sigma**2
+        np.testing.assert_allclose(model(x, sigma), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_checkpoint_round_trip(tmp_path, key):
+    network_kwargs = {"dim": 2, "widths": (8, 16, 8), "activation": "silu"}
+    model = EDMPreconditioned(ConditionalMLP(key, **network_kwargs), 8.0)
+    record = {"class": "scorelab.models:ConditionalMLP", "kwargs": network_kwargs}
+    save_model(tmp_path / "edm", model, network=record, sigma_data=8.0)
+    loaded = load_model(tmp_path / "edm")
+    assert isinstance(loaded, EDMPreconditioned) and loaded.sigma_data == 8.0
+    x = jnp.array([1.0, -3.0])
+    np.testing.assert_array_equal(loaded(x, 0.5), model(x, 0.5))
+    assert isinstance(load_score_model(tmp_path / "edm"), EDMPreconditioned)  # sweep --run
+    with pytest.raises(ValueError, match="does not rebuild the model"):
+        wrong = {**record, "kwargs": {**network_kwargs, "widths": (8, 8, 8)}}
+        save_model(tmp_path / "bad", model, network=wrong, sigma_data=8.0)
+
+
+def test_noise_conditional_mlp_is_the_conditional_mlp_at_a_quarter_log_sigma(key):
+    model = NoiseConditionalMLP(key, widths=(8, 16, 8), scale_by_sigma=False)
+    x = jnp.array([0.5, 2.0])
+    np.testing.assert_array_equal(model(x, 3.0), model.network(x, 0.25 * jnp.log(3.0)))
+
+
+def test_edm_weighting_is_lambda_edm_in_score_units(key):
+    sigma_data = 8.0
+    lambda_edm = (SIGMAS**2 + sigma_data**2) / (SIGMAS * sigma_data) ** 2  # Table 1
+    np.testing.assert_allclose(edm_weighting(SIGMAS, sigma_data), lambda_edm * SIGMAS**4, rtol=1e-6)
+    # Under the preconditioning, the weighted score loss is the raw network's plain squared
+    # error against its effective target (x_0 - c_skip x) / c_out: lambda_EDM c_out^2 = 1.
+    model = EDMPreconditioned(ConditionalMLP(key, dim=2, widths=(16, 16, 16)), sigma_data)
+    x_0 = jnp.array([10.0, -0.2])
+    weighting_fn = Partial(edm_weighting, sigma_data=sigma_data)
+    for i, sigma in enumerate(SIGMAS[1:]):
+        key_i = jax.random.fold_in(key, i)
+        x, _ = sample_ve_noise(key_i, x_0, sigma)
+        c = edm_coefficients(sigma, sigma_data)
+        raw = model.network(c.c_in * x, c.c_noise)
+        want = jnp.sum((raw - (x_0 - c.c_skip * x) / c.c_out) ** 2)
+        got = dsm_loss(key_i, model, x_0, sigma=sigma, weighting_fn=weighting_fn)
+        np.testing.assert_allclose(got, want, rtol=2e-3)
+
+
+def test_lognormal_draw_has_edms_moments(key):
+    # ln sigma ~ N(P_mean, P_std^2); a range wide enough that clipping is beyond 9 sd.
+    n, p_mean, p_std = 20_000, -1.2, 1.2
+    sigmas = sample_training_sigmas(
+        key, (n,), sigma_min=1e-6, sigma_max=1e5, p_mean=p_mean, p_std=p_std
+    )
+    log_sigma = np.log(np.asarray(sigmas, np.float64))
+    mean_se = p_std / np.sqrt(n)
+    assert abs(log_sigma.mean() - p_mean) < 4 * mean_se
+    var_se = p_std**2 * np.sqrt(2.0 / (n - 1))  # sd of the sample variance of a normal
+    assert abs(log_sigma.var(ddof=1) - p_std**2) < 4 * var_se
+    # Defaults unchanged: the tutorial's N(-0.5, 1.2^2), bit for bit.
+    default = sample_training_sigmas(key, (100,))
+    explicit = sample_training_sigmas(key, (100,), p_mean=-0.5, p_std=1.2)
+    np.testing.assert_array_equal(default, explicit)
+    with pytest.raises(ValueError, match="p_std"):
+        sample_training_sigmas(key, (3,), p_std=0.0)
+
+
+def test_edm_configuration_builds_the_preconditioned_model_and_loss(key):
+    data = 8.0 * np.asarray(jax.random.normal(key, (256, 2)))
+    values = {
+        "model": {"preconditioning": "edm"},
+        "loss": {"weighting": "edm", "sigma_distribution": "lognormal", "p_mean": -1.2},
+    }
+    config = ExperimentConfig.from_dict(values)
+    model, kwargs = builders.make_model(config.model, config.loss, data, key)
+    assert isinstance(model, EDMPreconditioned)
+    assert model.sigma_data == kwargs["sigma_data"] == pytest.approx(float(np.std(data)))
+    loss_fn = builders.make_loss(config.loss, builders.data_scale(data))
+    want = ncsn_loss(
+        key,
+        model,
+        data[0],
+        sigma_min=config.loss.sigma_min,
+        sigma_max=config.loss.sigma_max,
+        n_sigmas=2,
+        sigma_distribution="lognormal",
+        p_mean=-1.2,
+        p_std=1.2,
+        weighting_fn=Partial(edm_weighting, sigma_data=model.sigma_data),
+    )
+    np.testing.assert_allclose(loss_fn(key, model, data[0]), want, rtol=1e-6)
+    # The defaults are the NCSN loss as before: NCSN weighting, the tutorial's log-normal law.
+    default = ExperimentConfig.from_dict({})
+    assert default.loss.weighting == "ncsn" and default.model.preconditioning == "none"
+    assert (default.loss.p_mean, default.loss.p_std) == (-0.5, 1.2)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"model": {"preconditioning": "karras"}}, "model.preconditioning: unknown value"),
+        ({"loss": {"weighting": "sigma"}}, "loss.weighting: unknown value 'sigma'"),
+        ({"loss": {"p_std": 0.0}}, "loss.p_std: "),
+        (
+            {"loss": {"name": "dsm"}, "model": {"preconditioning": "edm"}},
+            "model.preconditioning: 'edm' wraps a noise-conditional network",
+        ),
+    ],
+)
+def test_invalid_edm_configuration_is_one_line(values, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        ExperimentConfig.from_dict(values)
+    assert "\n" not in str(error.value)

@@ -1,0 +1,110 @@
+"""The relative score error per noise level: its closed form on a Gaussian, its standard error,
+the CLI report, and the one-line refusals."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scorelab.cli import main
+from scorelab.config import ConfigError, ExperimentConfig
+from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
+from scorelab.score_error import score_error_profile
+from scorelab.targets import gaussian
+from scorelab.workflows import score_error_run
+
+VARIANCE = 0.3
+DELTA = jnp.array([0.2, -0.1])
+SIGMAS = np.array([0.02, 0.5, 3.0])
+
+
+@pytest.fixture(scope="module")
+def target():
+    return gaussian(jnp.array([1.0, -2.0]), VARIANCE * jnp.eye(2))
+
+
+def offset_score(target):
+    """The exact noised score plus a constant vector DELTA."""
+    exact = ExactScore(target)
+    return lambda x, sigma: exact(x, sigma) + DELTA
+
+
+def closed_form(sigma):
+    # E|DELTA|^2 / E|grad log q_sigma|^2, and E|grad log q_sigma|^2 = d / (v + sigma^2) for
+    # q_sigma = N(mu, (v + sigma^2) I) in d = 2 dimensions.
+    return float(jnp.sum(DELTA**2)) * (VARIANCE + sigma**2) / 2
+
+
+def test_offset_score_has_its_closed_form_within_standard_errors(target, key):
+    profile = score_error_profile(key, offset_score(target), target, SIGMAS, n=4000)
+    assert profile.n == 4000 and np.all(profile.standard_error > 0)
+    want = np.array([closed_form(s) for s in SIGMAS])
+    assert np.all(np.abs(profile.relative_error - want) < 4 * profile.standard_error)
+
+
+def test_standard_error_is_the_spread_over_seeds(target):
+    # 64 independent profiles of n = 200: the spread of the estimate matches the mean reported
+    # standard error (the sd of a sample sd of 64 is about 9% of it: 4 of those are 36%).
+    sigma, score_fn = [0.5], offset_score(target)
+    estimates, errors = [], []
+    for seed in range(64):
+        profile = score_error_profile(jax.random.key(seed), score_fn, target, sigma, 200)
+        estimates.append(profile.relative_error[0])
+        errors.append(profile.standard_error[0])
+    assert abs(np.std(estimates, ddof=1) / np.mean(errors) - 1) < 0.36
+
+
+def test_exact_score_has_no_error_and_image_shapes_are_reshaped(target, key):
+    profile = score_error_profile(key, ExactScore(target), target, SIGMAS, n=100)
+    np.testing.assert_array_equal(profile.relative_error, 0.0)
+    exact = ExactScore(target)
+
+    def image_score(x, sigma):  # a score model of (1, 1, 2) "images"
+        assert x.shape == (1, 1, 2)
+        return exact(x.reshape(-1), sigma).reshape(x.shape) + DELTA.reshape(x.shape)
+
+    shaped = score_error_profile(key, image_score, target, SIGMAS, n=100, shape=(1, 1, 2))
+    flat = score_error_profile(key, offset_score(target), target, SIGMAS, n=100)
+    np.testing.assert_allclose(shaped.relative_error, flat.relative_error, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sigmas": [0.0, 1.0]}, "sigmas: expected a non-empty grid of noise levels > 0"),
+        ({"n": 1}, "n: "),
+        ({"shape": (3,)}, r"shape: \(3,\) has not the target's 2 entries"),
+    ],
+)
+def test_invalid_arguments_raise(target, key, kwargs, message):
+    arguments = {"sigmas": SIGMAS, "n": 10, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        score_error_profile(key, ExactScore(target), target, **arguments)
+
+
+_TINY = ["--steps", "4", "--batch-size", "32", "--set", "data.n=200", "--quiet"]
+
+
+def test_cli_writes_the_profile_of_an_edm_run_as_json_and_a_figure(tmp_path):
+    run = tmp_path / "edm"
+    edm = ["--set", "model.preconditioning=edm", "--set", "loss.weighting=edm"]
+    assert main(["train", "--loss", "ncsn", "--out", str(run), *edm, *_TINY]) == 0
+    out_json, out_png = tmp_path / "profile.json", tmp_path / "profile.png"
+    command = ["score-error", "--run", str(run), "--n", "50", "--levels", "5"]
+    assert main([*command, "--json", str(out_json), "--plot", str(out_png)]) == 0
+    profile = json.loads(out_json.read_text())
+    assert len(profile["sigmas"]) == len(profile["relative_error"]) == 5
+    assert out_png.stat().st_size > 0
+    assert main(["score-error", "--run", str(tmp_path / "missing")]) == 2  # one line, exit 2
+
+
+def test_runs_without_an_exact_score_or_a_noise_level_are_refused_in_one_line(key):
+    on_file = ExperimentConfig.from_dict({"data": {"source": "points.npy"}})
+    model = NoiseConditionalMLP(key, widths=(4, 4, 4))
+    with pytest.raises(ConfigError, match=r"^data.source: 'points.npy' has no exact score"):
+        score_error_run(on_file, model)
+    unconditional = ExperimentConfig.from_dict({"loss": {"name": "hyvarinen"}})
+    with pytest.raises(ConfigError, match="^model: the run holds an unconditional model"):
+        score_error_run(unconditional, MLP(key, widths=(4, 4)))
