@@ -90,6 +90,12 @@ class TrainConfig:
             every step. Must be divisible by the number of devices.
         steps_per_dispatch: steps fused into one jitted ``lax.scan`` (:math:`K`); more means
             less host overhead and a coarser progress bar, never a different result.
+        unroll: run each dispatch's steps as straight-line code instead of a loop. XLA:CPU
+            runs convolutions inside a loop or conditional body an order of magnitude slower
+            than at the top level (``benchmarks/unroll.py``), so convolutional networks (the
+            U-Net) train with ``unroll`` on and a short ``steps_per_dispatch``; compilation
+            then grows with ``steps_per_dispatch``. The same run's numbers may differ from the
+            rolled loop's in the last bits (XLA fuses differently), never in anything else.
         ema_decay: ``None`` or :math:`\beta \in (0, 1)`: keep the exponential moving average
             :math:`\bar\theta_i = \beta\bar\theta_{i-1} + (1-\beta)\theta_i`,
             :math:`\bar\theta_0 = \theta_0` (Polyak averaging with exponential weights).
@@ -109,6 +115,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int | None = None
     steps_per_dispatch: int = 100
+    unroll: bool = False
     ema_decay: float | None = None
     checkpoint_every: int | None = None
     seed: int = 0
@@ -139,6 +146,8 @@ class TrainConfig:
             )
         check_int("batch_size", self.batch_size, 1, optional=True)
         check_int("steps_per_dispatch", self.steps_per_dispatch, 1)
+        if not isinstance(self.unroll, bool):
+            raise ValueError(f"unroll: expected true or false, got {self.unroll!r}")
         check_real(
             "ema_decay", self.ema_decay, "a number in (0, 1)", lambda v: 0 < v < 1, optional=True
         )
@@ -344,13 +353,21 @@ def _dispatch(
         state, bad = carry
         step = start + slot
         active = (slot < n_active) & (bad < 0)
-        state, loss, finite = jax.lax.cond(
-            active, update, skip, state, jax.random.fold_in(key, step)
-        )
+        step_key = jax.random.fold_in(key, step)
+        if config.unroll:
+            # No conditional either: XLA:CPU's slow path covers its branches too. The update
+            # runs on every slot and an inactive slot keeps the state.
+            new_state, loss, finite = update(state, step_key)
+            state = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_state, state)
+            loss, finite = jnp.where(active, loss, jnp.nan), finite | ~active
+        else:
+            state, loss, finite = jax.lax.cond(active, update, skip, state, step_key)
         bad = jnp.where(finite, bad, step)
         return (state, bad), loss
 
-    (state, bad), losses = jax.lax.scan(body, (state, jnp.array(-1)), jnp.arange(length))
+    (state, bad), losses = jax.lax.scan(
+        body, (state, jnp.array(-1)), jnp.arange(length), unroll=config.unroll
+    )
     return state, losses, bad
 
 

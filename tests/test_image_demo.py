@@ -1,0 +1,58 @@
+"""scorelab demo images: the pipeline end to end at toy sizes (the real run is in the README)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scorelab.cli import main
+from scorelab.image_demo import ImageDemoSettings
+
+_TINY = """
+samplers = ["ddim", "heun"]
+budgets = [3, 5]
+n_samples = 16
+floor_repeats = 2
+channels = [8, 16]
+[train]
+steps = 4
+warmup_steps = 1
+batch_size = 8
+steps_per_dispatch = 2
+unroll = true
+log_every = 2
+"""
+
+
+def test_image_demo_writes_rows_floors_grids_and_a_run(tmp_path, capsys):
+    settings = tmp_path / "tiny.toml"
+    settings.write_text(_TINY)
+    argv = ["demo", "images", "--settings", str(settings), "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    run = tmp_path / "demo-images"
+    metrics = json.loads((run / "metrics.json").read_text())
+    # heun at 3 NFE has 2 levels (2N - 1 = 3); every job is a row with its budget respected
+    assert [(r["sampler"], r["budget"]) for r in metrics["rows"]] == [
+        ("ddim", 3),
+        ("ddim", 5),
+        ("heun", 3),
+        ("heun", 5),
+    ]
+    assert all(r["nfe"] <= r["budget"] for r in metrics["rows"])
+    assert set(metrics["floors"]) >= {"fd", "class_tv", "top_prob"}
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"loss.png", "data.png", "fd_vs_nfe.png", "samples_heun_nfe5.png"} <= figures
+    samples = np.load(run / "samples.npz")
+    assert samples["ddim_nfe5"].shape == (16, 1, 8, 8)
+    assert (run / "models" / "unet" / "manifest.json").is_file()
+    assert "floor fd" in capsys.readouterr().out
+    # a second run refuses the directory instead of overwriting it
+    assert main(argv) == 2
+
+
+@pytest.mark.parametrize(
+    "bad", [{"samplers": ["ula"]}, {"budgets": [1]}, {"size": 32}, {"n_samples": 2}]
+)
+def test_image_demo_settings_refuse_bad_values(bad):
+    with pytest.raises(ValueError):
+        ImageDemoSettings.from_dict(bad)
