@@ -181,7 +181,10 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
         drawn = sample_run(settings.experiment(name, levels), model, settings.n_samples, seed)
         # Clipped to the pixel range as diffusers' pipelines clip before saving an image.
         report = evaluate_images(
-            np.clip(drawn.x, -1.0, 1.0), floor_repeats=settings.floor_repeats, seed=settings.seed, label=label
+            np.clip(drawn.x, -1.0, 1.0),
+            floor_repeats=settings.floor_repeats,
+            seed=settings.seed,
+            label=label,
         )
         row = {**report.rows[0], "sampler": name, "budget": nfe, "levels": levels}
         rows.append({**row, "nfe": drawn.nfe})
