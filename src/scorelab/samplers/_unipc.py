@@ -18,7 +18,7 @@ order :math:`p`, because the corrected state is never re-evaluated. The weights 
 
 Hand-written: diffusers' ``UniPCMultistepScheduler`` is a stateful torch scheduler on VP
 timesteps; this is the same arithmetic (weights, warm-up, ``lower_order_final``) as a kernel
-of scorelab's driver on any VE grid, its weights computed once per grid in :meth:`schedule`.
+of scorelab's driver on any VE grid, its weights computed once per grid in :meth:`UniPC.schedule`.
 
 References:
     Zhao, W., Bai, L., Rao, Y., Zhou, J. & Lu, J. (2023). UniPC: A Unified
