@@ -187,6 +187,7 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
         config=config,
         mesh=Mesh(np.asarray(jax.devices()), ("data",)),
         length=1,
+        hflip=False,
     )
     return flops(lowered.lowered)  # equinox.filter_jit wraps jax's Lowered
 

@@ -75,11 +75,9 @@ def main() -> None:
     base = per_step["top level"]
     rows = [[name, 1e3 * value, value / base] for name, value in per_step.items()]
     print(table(["gradient step", "ms / step", "/ top level"], rows))
-    write(
-        "unroll",
-        {"quick": args.quick, "channels": channels, "batch": batch, "seconds_per_step": per_step},
-        args.out,
-    )
+    results = [{"case": name, "seconds_per_step": value} for name, value in per_step.items()]
+    payload = {"quick": args.quick, "channels": channels, "batch": batch, "results": results}
+    write("unroll", payload, args.out)
 
 
 if __name__ == "__main__":
