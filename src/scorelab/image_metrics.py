@@ -27,6 +27,7 @@ import numpy as np
 from scipy import spatial
 
 from scorelab.classifier import DigitsClassifier, classifier_outputs
+from scorelab.metrics import _as_pair, _as_samples
 
 __all__ = [
     "frechet_distance",
@@ -40,20 +41,6 @@ __all__ = [
     "memorisation_ratio",
     "image_measure",
 ]
-
-
-def _features(x, name: str) -> np.ndarray:
-    array = np.asarray(x, np.float64)
-    if array.ndim != 2 or array.shape[0] < 2:
-        raise ValueError(f"{name} must have shape (n, d) with n >= 2, got {array.shape}")
-    return array
-
-
-def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _features(x, "x"), _features(y, "y")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape} and {y.shape}")
-    return x, y
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -86,7 +73,7 @@ def frechet_distance(x, y) -> float:
         distributions. https://doi.org/10.1016/0047-259X(82)90077-X
         Heusel, M. et al. (2017). https://arxiv.org/abs/1706.08500
     """
-    x, y = _pair(x, y)
+    x, y = _as_pair(x, y, 2)
     mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     root_x = _psd_sqrt(cov_x)
@@ -137,7 +124,7 @@ def kernel_inception_distance(x, y) -> KernelDistance:
         Arvesen, J. N. (1969). Jackknifing U-statistics. Ann. Math. Statist. 40(6).
         https://doi.org/10.1214/aoms/1177697287
     """
-    x, y = _pair(x, y)
+    x, y = _as_pair(x, y, 2)
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     if min(n, m) < 3:
         raise ValueError(f"KID needs at least 3 points per set, got {n} and {m}")
@@ -205,7 +192,7 @@ def precision_recall(real, generated, k: int = 3) -> PrecisionRecall:
         Precision and Recall Metric for Assessing Generative Models.
         https://arxiv.org/abs/1904.06991
     """
-    real, generated = _pair(real, generated)
+    real, generated = _as_pair(real, generated, 2)
     if isinstance(k, bool) or int(k) != k or k < 1 or min(len(real), len(generated)) <= k:
         raise ValueError(f"k must be an integer >= 1 below both set sizes, got {k!r}")
     return PrecisionRecall(
@@ -227,7 +214,7 @@ def class_total_variation(probabilities_x, probabilities_y) -> float:
     Returns:
         TV in [0, 1].
     """
-    probabilities_x, probabilities_y = _pair(probabilities_x, probabilities_y)
+    probabilities_x, probabilities_y = _as_pair(probabilities_x, probabilities_y, 2)
     classes = probabilities_x.shape[1]
     p = np.bincount(probabilities_x.argmax(axis=1), minlength=classes) / len(probabilities_x)
     q = np.bincount(probabilities_y.argmax(axis=1), minlength=classes) / len(probabilities_y)
@@ -249,7 +236,7 @@ def mean_top_probability(probabilities) -> float:
         Salimans, T. et al. (2016). Improved Techniques for Training GANs.
         https://arxiv.org/abs/1606.03498
     """
-    return float(_features(probabilities, "probabilities").max(axis=1).mean())
+    return float(_as_samples(probabilities, "probabilities", 2).max(axis=1).mean())
 
 
 def nearest_distances(images, train) -> np.ndarray:

@@ -53,16 +53,17 @@ __all__ = [
 ]
 
 
-def _as_samples(x, name: str) -> np.ndarray:
-    """``x`` as a float64 NumPy array of shape ``(n, d)``, with a clear error otherwise."""
+def _as_samples(x, name: str, min_rows: int = 1) -> np.ndarray:
+    """``x`` as a float64 NumPy array of shape ``(n, d)``, ``n >= min_rows``, with a clear
+    error otherwise."""
     array = np.asarray(x, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (n, d) with n >= 1, got {array.shape}")
+    if array.ndim != 2 or array.shape[0] < min_rows:
+        raise ValueError(f"{name} must have shape (n, d) with n >= {min_rows}, got {array.shape}")
     return array
 
 
-def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _as_samples(x, "x"), _as_samples(y, "y")
+def _as_pair(x, y, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _as_samples(x, "x", min_rows), _as_samples(y, "y", min_rows)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape} and {y.shape}")
     return x, y
