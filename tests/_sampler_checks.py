@@ -1,5 +1,6 @@
 """Checks shared by the sampler test modules."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,3 +58,25 @@ def golden_sampler(label: str, sigmas):
     name, options = GOLDEN_CASES[label]
     log_density_fn = seed_mixture().log_prob if name == "mala" else None
     return build_sampler(name, sigmas, log_density_fn=log_density_fn, **options)
+
+
+# --- the closed-form Gaussian flow: N(MEAN, VARIANCE I) noised to sigma, and its ODE solution --
+
+MEAN = np.array([1.0, -2.0])
+VARIANCE = 0.25  # s^2
+
+
+def gaussian_score(x, sigma):
+    """The exact score of ``N(MEAN, (VARIANCE + sigma^2) I)``."""
+    return (MEAN - x) / (VARIANCE + sigma**2)
+
+
+def flow_solution(x_T, sigma, sigma_T):
+    """The probability-flow ODE's exact solution from ``x_T`` at ``sigma_T`` to ``sigma``."""
+    return MEAN + (x_T - MEAN) * np.sqrt(VARIANCE + sigma**2) / np.sqrt(VARIANCE + sigma_T**2)
+
+
+@eqx.filter_jit
+def run_with_trajectory(run, score_fn, x_init, noise=None):
+    """``run(key(0), score_fn, x_init, trajectory=True, noise)``, compiled."""
+    return run(jax.random.key(0), score_fn, x_init, True, noise)

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _sampler_checks import assert_nfe_counts_score_evaluations
+from _sampler_checks import flow_solution as _flow_solution
+from _sampler_checks import gaussian_score as _gaussian_score
 
 from scorelab.samplers import (
     SAMPLERS,
@@ -36,19 +38,9 @@ from scorelab.samplers import (
     sample,
 )
 
-MEAN = np.array([1.0, -2.0])
-VARIANCE = 0.25
 SIGMA_MIN, SIGMA_MAX = 0.05, 20.0
 NEW = ["euler_churn", "dpm_2", "dpm_2_ancestral", "lms", "dpm_solver", "dpmpp_3m",
        "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde", "dpmpp_2s_ancestral"]  # fmt: skip
-
-
-def _gaussian_score(x, sigma):
-    return (MEAN - x) / (VARIANCE + sigma**2)
-
-
-def _flow_solution(x_T, sigma, sigma_T):
-    return MEAN + (x_T - MEAN) * np.sqrt(VARIANCE + sigma**2) / np.sqrt(VARIANCE + sigma_T**2)
 
 
 @eqx.filter_jit

@@ -7,12 +7,14 @@ x(sigma) = mu + (x_T - mu) sqrt(s^2 + sigma^2) / sqrt(s^2 + sigma_T^2); the orde
 in float64 so that rounding stays far below the errors fitted.
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from _sampler_checks import assert_nfe_counts_score_evaluations
+from _sampler_checks import flow_solution as _flow_solution
+from _sampler_checks import gaussian_score as _gaussian_score
+from _sampler_checks import run_with_trajectory as _run
 
 from scorelab.models import ExactScore
 from scorelab.samplers import (
@@ -28,22 +30,6 @@ from scorelab.samplers import (
 )
 from scorelab.samplers._restart import restart_levels
 from scorelab.targets import seed_mixture
-
-MEAN = np.array([1.0, -2.0])
-VARIANCE = 0.25  # s^2
-
-
-def _gaussian_score(x, sigma):
-    return (MEAN - x) / (VARIANCE + sigma**2)
-
-
-def _flow_solution(x_T, sigma, sigma_T):
-    return MEAN + (x_T - MEAN) * np.sqrt(VARIANCE + sigma**2) / np.sqrt(VARIANCE + sigma_T**2)
-
-
-@eqx.filter_jit
-def _run(run, score_fn, x_init, noise=None):
-    return run(jax.random.key(0), score_fn, x_init, True, noise)
 
 
 def _fitted_order(build, ns, spacing=np.geomspace):

@@ -11,6 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _sampler_checks import assert_nfe_counts_score_evaluations
+from _sampler_checks import flow_solution as _flow_solution
+from _sampler_checks import gaussian_score as _gaussian_score
+from _sampler_checks import run_with_trajectory as _run
 
 from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas
@@ -27,22 +30,6 @@ from scorelab.samplers import (
     sample,
     ve_prior,
 )
-
-MEAN = np.array([1.0, -2.0])
-VARIANCE = 0.25  # s^2
-
-
-def _gaussian_score(x, sigma):
-    return (MEAN - x) / (VARIANCE + sigma**2)
-
-
-def _flow_solution(x_T, sigma, sigma_T):
-    return MEAN + (x_T - MEAN) * np.sqrt(VARIANCE + sigma**2) / np.sqrt(VARIANCE + sigma_T**2)
-
-
-@eqx.filter_jit
-def _run(run, score_fn, x_init, noise=None):
-    return run(jax.random.key(0), score_fn, x_init, True, noise)
 
 
 @pytest.mark.parametrize(
