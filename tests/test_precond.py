@@ -69,7 +69,8 @@ def test_exact_optimum_gives_the_exact_score(sigma_data, shape, key):
     variance = jnp.linspace(0.25, 0.73, size)[::-1].reshape(shape)
     model = EDMPreconditioned(GaussianOptimum(mu, variance, sigma_data), sigma_data)
     for i, sigma in enumerate(SIGMAS):
-        x = mu + jnp.sqrt(variance + sigma**2) * jax.random.normal(jax.random.fold_in(key, i), shape)
+        eps = jax.random.normal(jax.random.fold_in(key, i), shape)
+        x = mu + jnp.sqrt(variance + sigma**2) * eps
         # closed form for N(mu, diag(v)) * N(0, s^2 I)
         exact_score = -(x - mu) / (variance + sigma**2)
         scale = float(jnp.max(jnp.abs(exact_score)))
