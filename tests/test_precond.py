@@ -264,6 +264,7 @@ def test_edm_unet_configuration_is_accepted_and_refused_at_the_command_line(tmp_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # three U-Net compilations: ~100 s of CPU, minutes on a loaded machine
 def test_edm_unet_trains_samples_resumes_and_refuses_export_on_digits(tmp_path, capsys):
     """Toy size: a U-Net of 8-8 channels, 2 steps of batch 4, then 2 more on resume."""
     from PIL import Image
