@@ -198,7 +198,11 @@ def test_edm_configuration_builds_the_preconditioned_model_and_loss(key):
         ),
         (
             {"loss": {"name": "vp_epsilon"}, "model": {"name": "unet", "preconditioning": "edm"}},
-            "model.preconditioning: 'edm' makes the U-Net a VE denoiser trained by loss 'ncsn'",
+            "model.preconditioning: 'edm' makes the network a VE denoiser trained by loss 'ncsn'",
+        ),
+        (
+            {"loss": {"name": "vp_epsilon"}, "model": {"preconditioning": "edm"}},
+            "model.preconditioning: 'edm' makes the network a VE denoiser",
         ),
         (
             {"loss": {"name": "ncsn"}, "model": {"name": "unet"}},
@@ -260,7 +264,7 @@ def test_edm_unet_configuration_is_accepted_and_refused_at_the_command_line(tmp_
     argv += ["--set", "model.name=unet", "--set", "model.preconditioning=edm"]
     assert main([*argv, "--set", "loss.name=vp_epsilon"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.preconditioning: 'edm' makes the U-Net" in err[0]
+    assert len(err) == 1 and "model.preconditioning: 'edm' makes the network" in err[0]
     assert not (tmp_path / "run").exists()
 
 

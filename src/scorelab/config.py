@@ -477,16 +477,15 @@ def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
             f"{model.preconditioning!r} wraps a noise-conditional network (loss 'ncsn'), not "
             f'{resolved!r}; set model.preconditioning = "none"',
         )
-    if resolved != "unet":
-        return
     if loss.name == "vp_epsilon" and model.preconditioning == "edm":
         _fail(
             "model",
             "preconditioning",
-            "'edm' makes the U-Net a VE denoiser trained by loss 'ncsn', not a noise predictor "
-            'on the vp_epsilon schedule; set loss.name=ncsn, or model.preconditioning="none"',
+            "'edm' makes the network a VE denoiser trained by loss 'ncsn', not a noise "
+            "predictor on the vp_epsilon schedule; set loss.name=ncsn, or "
+            'model.preconditioning="none"',
         )
-    if loss.name != "vp_epsilon" and model.preconditioning != "edm":
+    if resolved == "unet" and loss.name != "vp_epsilon" and model.preconditioning != "edm":
         _fail(
             "model",
             "name",
