@@ -85,7 +85,14 @@ GRIDS = {
 
 
 def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"floors": None, "rows": []}
+    """The map so far; JSON's ``null`` (a NaN metric, e.g. a variance ratio with an empty mode)
+    back to NaN."""
+    if not path.exists():
+        return {"floors": None, "rows": []}
+    payload = json.loads(path.read_text())
+    for row in payload["rows"]:
+        row.update({k: float("nan") for k, v in row.items() if v is None and k != "levels"})
+    return payload
 
 
 def run(args) -> None:
@@ -113,6 +120,8 @@ def run(args) -> None:
         for kind in args.kinds.split(","):
             for name, options in KINDS[kind]:
                 spec = sweep_sampler(name, **options)
+                if args.only and spec.label not in args.only.split(";"):
+                    continue
                 have = {r["levels"] for r in payload["rows"]
                         if r["grid"] == grid_label and r["sampler"] == spec.label}  # fmt: skip
                 if spec.levels is None:  # adaptive: one row set, at the NFE it spends
@@ -167,7 +176,7 @@ def report(args) -> None:
         tables[grid] = {metric: fewest_nfe(result, metric) for metric in ("tv", "all")}
         tables[grid]["means"] = mean_rows(rows)
     labels = []
-    for kind in KINDS:
+    for kind in ("deterministic", "stochastic", "adaptive"):
         for name, options in KINDS[kind]:
             label = sweep_sampler(name, **options).label
             if any(r["sampler"] == label for r in payload["rows"]):
@@ -184,12 +193,13 @@ def report(args) -> None:
             cells.append("-" if all_ == "" else ("none" if all_ is None else f"{all_:g}"))
         print(f"| {label} | {kind} | " + " | ".join(cells) + " |")
     if args.figure:
-        fig = _map_figure(tables, labels, columns, bounds)
+        budgets = [int(b) for b in args.nfe.split(",")]
+        fig = _map_figure(tables, labels, columns, bounds, budgets)
         viz.save_figure(fig, args.figure)
         print(args.figure)
 
 
-def _map_figure(tables, labels, columns, bounds):
+def _map_figure(tables, labels, columns, bounds, budgets):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
@@ -198,20 +208,20 @@ def _map_figure(tables, labels, columns, bounds):
                              sharey=True, squeeze=False)  # fmt: skip
     for ax, (grid, score) in zip(axes[0], columns, strict=True):
         means = [r for r in tables[grid]["means"] if r["score"] == score]
-        nfes = sorted({round(float(r["nfe"])) for r in means if r["levels"] is not None})
-        image = np.full((len(labels), len(nfes) + 1), np.nan)
+        image = np.full((len(labels), len(budgets) + 1), np.nan)
         for i, (_, label) in enumerate(labels):
             for r in (r for r in means if r["sampler"] == label):
                 if r["levels"] is None:  # adaptive: its own NFE in the last column
                     image[i, -1] = worst_ratio(r, bounds)
-                    ax.text(len(nfes), i, f"{float(r['nfe']):.0f}", ha="center", va="center",
+                    ax.text(len(budgets), i, f"{float(r['nfe']):.0f}", ha="center", va="center",
                             fontsize=6)  # fmt: skip
-                else:
-                    image[i, nfes.index(round(float(r["nfe"])))] = worst_ratio(r, bounds)
+                else:  # the budget column: the smallest budget that buys this grid
+                    column = next(j for j, b in enumerate(budgets) if r["nfe"] <= b)
+                    image[i, column] = worst_ratio(r, bounds)
         shown = ax.imshow(image, cmap="RdYlGn_r", norm=LogNorm(0.25, 4.0), aspect="auto")
-        ax.set_xticks(range(len(nfes) + 1), [*map(str, nfes), "adapt."], fontsize=7)
+        ax.set_xticks(range(len(budgets) + 1), [*map(str, budgets), "adaptive"], fontsize=7)
         ax.set_title(f"{grid}, {score} score", fontsize=9)
-        ax.set_xlabel("NFE (score evaluations per sample)", fontsize=8)
+        ax.set_xlabel("NFE budget (score evaluations per sample)", fontsize=8)
     axes[0][0].set_yticks(range(len(labels)), [label for _, label in labels], fontsize=7)
     fig.colorbar(shown, ax=axes[0].tolist(), label="worst criterion / its bound (<= 1 passes)")
     return fig
@@ -223,9 +233,11 @@ def main():
     parser.add_argument("--n", type=int, default=2000, help="samples per run and floor set")
     parser.add_argument("--seeds", default="0,1", help="comma list")
     parser.add_argument("--projections", type=int, default=100, help="SW directions")
-    parser.add_argument("--nfe", default="5,10,15,20,30,50", help="comma list of budgets")
+    parser.add_argument("--nfe", default="5,10,15,20,30,50",
+                        help="comma list of budgets (with --report: the figure's columns)")  # fmt: skip
     parser.add_argument("--grids", default="karras,ays", help=f"comma list of {', '.join(GRIDS)}")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma list")
+    parser.add_argument("--only", help="semicolon list of sampler labels, e.g. 'heun;edm'")
     parser.add_argument("--model", help="a saved noise-conditional model: adds 'model' rows")
     parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
     parser.add_argument("--figure", type=Path, help="with --report: the map's PNG")
