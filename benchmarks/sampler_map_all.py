@@ -234,7 +234,7 @@ def main():
     parser.add_argument("--seeds", default="0,1", help="comma list")
     parser.add_argument("--projections", type=int, default=100, help="SW directions")
     parser.add_argument("--nfe", default="5,10,15,20,30,50",
-                        help="comma list of budgets (with --report: the figure's columns)")  # fmt: skip
+                        help="comma list of budgets (--report: the figure's columns)")  # fmt: skip
     parser.add_argument("--grids", default="karras,ays", help=f"comma list of {', '.join(GRIDS)}")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma list")
     parser.add_argument("--only", help="semicolon list of sampler labels, e.g. 'heun;edm'")
