@@ -41,6 +41,22 @@ def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
         assert 0.0 <= row["far"] <= 1.0
 
 
+def test_a_map_in_parts_reuses_its_floors_and_rows_do_not_change(mixture):
+    # One sweep of two samplers against two sweeps of one, the second given the first's floors:
+    # the same rows (common random numbers per seed), and the floors passed through unmeasured.
+    score_fns = {"exact": ExactScore(mixture)}
+    kwargs = dict(n_samples=200, seeds=(0,), floor_repeats=2, n_projections=20)
+    euler, heun = sweep_sampler("euler"), sweep_sampler("heun")
+    whole = sweep(mixture, [euler, heun], [4], score_fns, **kwargs)
+    first = sweep(mixture, [euler], [4], score_fns, **kwargs)
+    marked = {"sw": (-1.0, 0.0), "mmd2": (-2.0, 0.0), "tv": (-3.0, 0.0)}  # no metric's value
+    second = sweep(mixture, [heun], [4], score_fns, known_floors=marked, **kwargs)
+    assert first.floors == whole.floors
+    assert second.floors == marked
+    assert first.rows + second.rows == whole.rows
+    assert second.settings == whole.settings
+
+
 def _fake_result(points, floor=(1.0, 0.1)):
     rows = [
         {"sampler": s, "score": "exact", "nfe": n, "levels": n, "seed": seed, "sw": v,
