@@ -309,6 +309,8 @@ def grid_run(
     check_seed("grid.seed", seed, error=ConfigError)
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
+    if target is not None:
+        check_memory("grid.n", 4.0 * n * target.dim, "use fewer data points (--n)", ConfigError)
     key_data, key_bound = jax.random.split(jax.random.key(seed))
     if target is not None:
         x_0 = target.sample(key_data, n)
@@ -596,6 +598,20 @@ def likelihood_points(
 
     check_seed("likelihood.seed", seed, error=ConfigError)
     points = load_array(points) if isinstance(points, str | Path) else np.asarray(points)
+    if isinstance(model, MLP):
+        raise ConfigError(
+            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
+            "score of one law; the probability-flow ODE needs the score at every noise level "
+            "(a model trained with --loss ncsn)"
+        )
+    n_probes = options.get("n_probes")
+    if isinstance(n_probes, int) and not isinstance(n_probes, bool):
+        check_memory(
+            "likelihood.n_probes",
+            4.0 * 8 * n_probes * points.size,
+            "use fewer probes (--n-probes) or points",
+            ConfigError,
+        )
     score_fn = model if model is not None else score_model(config, None)
     target = builders.make_target(config.data)
     dim = target.dim if target is not None else None
