@@ -704,6 +704,8 @@ _GRID = ["grid", "--exact", "seed_mixture", "--n", "40", "--levels", "5", "--can
         ["--n", "10000000000000"],
         ["--seed", "-1"],
         ["--levels", "2"],
+        ["--grid", "karras"],
+        ["--prior", "exact"],
     ],
     ids=" ".join,
 )

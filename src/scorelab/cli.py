@@ -60,6 +60,9 @@ _SCORE_ERROR_FLAGS = {
     flag: _GRID_FLAGS[flag]
     for flag in ("--levels", "--grid", "--sigma-min", "--sigma-max", "--rho")
 }
+# scorelab grid optimises levels between the ends: another grid, a prior or a sampler's budget
+# has no meaning there (they were accepted and ignored).
+_AYS_FLAGS = {flag: _GRID_FLAGS[flag] for flag in ("--levels", "--sigma-min", "--sigma-max")}
 # Flags of earlier versions, and what replaced them.
 _RENAMED_FLAGS = {
     "--e": "--eta",
@@ -516,7 +519,7 @@ def _cmd_grid(args) -> int:
     from scorelab.ays import save_grid
     from scorelab.workflows import grid_run
 
-    config, model = _source(args, _GRID_FLAGS)
+    config, model = _source(args, _AYS_FLAGS)
     out = _output(args.out, ".json", args.overwrite)
     sigmas, bound, start, about = grid_run(
         config,
@@ -720,7 +723,7 @@ def _parser() -> argparse.ArgumentParser:
     source = grid.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
-    _add_config_flags(grid, _GRID_FLAGS)
+    _add_config_flags(grid, _AYS_FLAGS)
     grid.add_argument("--n", type=int, default=1000, help="data points of the bound")
     grid.add_argument("--seed", type=int, default=0, help="seed of the bound's draws")
     grid.add_argument("--inner", type=int, default=4, help="sigma draws per interval and point")
