@@ -789,7 +789,7 @@ def _user_error(error: BaseException) -> str | None:
             errno.ENOSPC: "the disk is full: free some space and rerun (--resume for train)",
             errno.EISDIR: "give a file, not a folder",
             errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EEXIST: "choose another path or pass --overwrite",
+            errno.EEXIST: "choose another path",  # not every command has --overwrite
         }.get(error.errno, "check the path and the disk")
         return f"{where}{error.strerror or error}; {remedy}"
     if isinstance(error, MemoryError) or (
