@@ -770,3 +770,16 @@ def test_train_processes_are_checked_once_before_launching(flags, tmp_path, caps
 )
 def test_train_refuses_seeds_that_alias(override, tmp_path, capsys):
     _fails(["train", "--out", tmp_path / "run", *_TINY, "--set", override], capsys, "seed")
+
+
+@pytest.mark.parametrize("output", ["-o", "--save-array"])
+def test_pretrained_never_overwrites_an_output(output, tmp_path, capsys):
+    """``pretrained -o`` replaced an existing file without a word; now only with --overwrite,
+    and refused before the pipeline is loaded."""
+    existing = tmp_path / ("grid.png" if output == "-o" else "x.npy")
+    existing.write_text("keep")
+    argv = ["pretrained", tmp_path / "no-such-pipeline", output, existing]
+    if output == "--save-array":
+        argv += ["-o", tmp_path / "new.png"]
+    _fails(argv, capsys, str(existing), "--overwrite")
+    assert existing.read_text() == "keep"

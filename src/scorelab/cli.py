@@ -539,6 +539,9 @@ def _cmd_grid(args) -> int:
 def _cmd_pretrained(args) -> int:
     from scorelab.diffusers import run
 
+    _output(args.output, ".png", args.overwrite)
+    if args.save_array is not None:
+        _output(args.save_array, ".npy", args.overwrite)
     scheduler = {
         "timestep_spacing": args.spacing,
         "steps_offset": args.steps_offset,
@@ -578,6 +581,7 @@ def _add_pretrained(commands) -> None:
     pretrained.add_argument("--init-noise", type=Path, help="x_T .npy, NCHW like diffusers")
     pretrained.add_argument("--step-noise", type=Path, help="step noise .npy (steps, N, C, H, W)")
     pretrained.add_argument("--save-array", type=Path, help="model-space samples to this .npy")
+    pretrained.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pretrained.add_argument("--spacing", choices=["leading", "trailing", "linspace"])
     pretrained.add_argument("--steps-offset", type=int, help="offset of leading timesteps")
     pretrained.add_argument(
