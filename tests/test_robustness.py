@@ -300,6 +300,9 @@ _BAD_SAMPLE_FLAGS = [
     ["--sampler", "dpmpp_sde", "--s-noise", "inf"],
     ["--grid", "ays:"],
     ["--grid", "ays:../grids/seed_mixture_10"],
+    # Step counts set by options, beyond memory (restart hung, ULA ran out of memory).
+    ["--sampler", "restart", "--n-restarts", "1000000000"],
+    ["--sampler", "ula", "--n-steps", "10000000000"],
 ]
 
 

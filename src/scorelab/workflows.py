@@ -246,6 +246,13 @@ def sample_run(
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
+    # The per-step schedule holds a few floats a step (n_steps, n_restarts and the like set it).
+    check_memory(
+        f"sampler: {sampler.n_steps} steps of {sampler.name}",
+        256.0 * sampler.n_steps,
+        "take fewer steps (sampler.n_levels or the options that multiply them)",
+        error=ConfigError,
+    )
     records = sampler.n_steps + 1 if trajectory else 0
     check_memory(
         "sample.n",
