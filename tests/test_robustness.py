@@ -761,8 +761,8 @@ def test_demo_name_is_a_plain_folder_name(name, tmp_path, capsys):
     ids=" ".join,
 )
 def test_train_processes_are_checked_once_before_launching(flags, tmp_path, capsys):
-    """The launcher refuses more processes than cores (100000 were started before) and checks
-    the configuration itself: one error line, not one per process."""
+    """The launcher refuses more processes than memory holds (100000 were started before) and
+    checks the configuration itself: one error line, not one per process."""
     out = tmp_path / "run"
     _fails(["train", "--out", out, *_TINY, *flags], capsys)
     assert not out.exists()

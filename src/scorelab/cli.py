@@ -213,11 +213,12 @@ def _cmd_train(args) -> int:
     from scorelab.distributed import initialize_distributed, is_primary, launch_local
 
     if args.processes is not None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
-        cores = os.cpu_count() or 1
-        if not 1 <= args.processes <= cores:
-            raise ValueError(
-                f"--processes: expected 1 to {cores} (this machine's cores), got {args.processes}"
-            )
+        from scorelab._validate import check_memory
+
+        if args.processes < 1:
+            raise ValueError(f"--processes: must be >= 1, got {args.processes}")
+        # Each process is a Python interpreter with JAX loaded: about 512 MiB before any data.
+        check_memory("--processes", args.processes * 2.0**29, "start fewer processes")
         # The launcher checks the configuration once (one error line, not one per process),
         # then runs the same command line in each process, which joins the job below.
         _experiment(args, _TRAIN_FLAGS)
