@@ -192,14 +192,15 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The score network.
+    r"""The score network.
 
     Attributes:
         name: ``"mlp"`` (unconditional, for Hyvarinen / sliced / DSM at one sigma),
             ``"ncsn_mlp"`` (noise-conditional, for the NCSN objective), ``"unet"`` (diffusers'
-            ``UNet2DModel`` predicting the noise, :class:`scorelab.diffusers.VPEpsilonUNet`,
-            for image data ``(N, C, H, W)`` and the ``vp_epsilon`` loss), or ``"auto"`` (the
-            one the loss needs).
+            ``UNet2DModel``, for image data ``(N, C, H, W)``: predicting the noise on the
+            ``vp_epsilon`` loss, :class:`scorelab.diffusers.VPEpsilonUNet`, or with
+            ``preconditioning = "edm"`` a VE denoiser on the ``ncsn`` loss), or ``"auto"``
+            (the one the loss needs).
         scale_by_sigma: for ``ncsn_mlp``, divide the output by sigma (Song & Ermon 2020).
         normalise_input: feed the network inputs of unit scale: ``mlp`` divides ``x`` by the
             data's standard deviation (``input_scale``), ``ncsn_mlp`` multiplies it by
@@ -210,11 +211,14 @@ class ModelConfig:
             ``silu`` for the Jacobian-trace losses (Hyvarinen, Hutchinson, sliced), which a
             piecewise-linear network cannot optimise well (see :mod:`scorelab.models`), and the
             tutorial's ``leaky_relu`` otherwise.
-        preconditioning: ``"none"``, or ``"edm"`` for a noise-conditional network: EDM's
-            denoiser :math:`c_{skip} x + c_{out} F(c_{in} x, c_{noise})` around the raw network,
-            called as its score, with ``sigma_data`` the data's standard deviation
+        preconditioning: ``"none"``, or ``"edm"`` for a noise-conditional network on the
+            ``ncsn`` loss (``ncsn_mlp`` or ``unet``): EDM's denoiser
+            :math:`c_{skip} x + c_{out} F(c_{in} x, c_{noise})` around the raw network, called
+            as its score, with ``sigma_data`` the data's standard deviation
             (:class:`scorelab.precond.EDMPreconditioned`); ``scale_by_sigma`` and
-            ``normalise_input`` then do not apply.
+            ``normalise_input`` then do not apply. The U-Net receives
+            :math:`c_{noise} = \tfrac14 \ln\sigma` as its timestep
+            (:class:`scorelab.diffusers.UNetNetwork`).
         seed: initialisation seed.
         channels: ``unet``: channels per level (diffusers' ``block_out_channels``).
         layers_per_block: ``unet``: residual blocks per level.
@@ -496,6 +500,43 @@ def _saved_grid_range(grid: str) -> tuple[float, float]:
     return float(sigmas[0]), float(sigmas[-1])
 
 
+def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
+    """Refuse a network the loss cannot train, or a preconditioning the network cannot take.
+
+    The U-Net is two models: with ``preconditioning = "none"`` DDPM's noise predictor on the
+    ``vp_epsilon`` loss's schedule (:class:`scorelab.diffusers.VPEpsilonUNet`), with ``"edm"``
+    a VE denoiser trained by the ``ncsn`` loss
+    (:class:`scorelab.precond.EDMPreconditioned` around :class:`scorelab.diffusers.UNetNetwork`).
+    """
+    resolved = model.resolved(loss)
+    if loss.needs_noise_conditional_model != (resolved in NOISE_CONDITIONAL_MODELS):
+        wanted = "ncsn_mlp" if loss.needs_noise_conditional_model else "mlp"
+        _fail("model", "name", f"loss {loss.name!r} trains model {wanted!r}, got {model.name!r}")
+    if model.preconditioning != "none" and resolved not in NOISE_CONDITIONAL_MODELS:
+        _fail(
+            "model",
+            "preconditioning",
+            f"{model.preconditioning!r} wraps a noise-conditional network (loss 'ncsn'), not "
+            f'{resolved!r}; set model.preconditioning = "none"',
+        )
+    if loss.name == "vp_epsilon" and model.preconditioning == "edm":
+        _fail(
+            "model",
+            "preconditioning",
+            "'edm' makes the network a VE denoiser trained by loss 'ncsn', not a noise "
+            "predictor on the vp_epsilon schedule; set loss.name=ncsn, or "
+            'model.preconditioning="none"',
+        )
+    if resolved == "unet" and loss.name != "vp_epsilon" and model.preconditioning != "edm":
+        _fail(
+            "model",
+            "name",
+            f"'unet' predicts the noise on the vp_epsilon loss's schedule, or is a VE denoiser "
+            f"with model.preconditioning=edm; set loss.name=vp_epsilon or "
+            f"model.preconditioning=edm (got loss {loss.name!r})",
+        )
+
+
 def _sampler_table(table: Any) -> Any:
     """The ``[sampler]`` table with the flat option keys of earlier versions (``e = 1.0`` beside
     ``name``) moved into ``options``; a renamed option fails naming its new spelling there."""
@@ -564,28 +605,7 @@ class ExperimentConfig:
             base = getattr(cls, name)  # the section's defaults (the training recipe)
             sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
         config = cls(**sections)
-        resolved = config.model.resolved(config.loss)
-        if resolved == "unet" and config.loss.name != "vp_epsilon":
-            _fail(
-                "model",
-                "name",
-                f"'unet' predicts the noise on the vp_epsilon loss's schedule; set "
-                f"loss.name=vp_epsilon (got {config.loss.name!r})",
-            )
-        if config.loss.needs_noise_conditional_model != (resolved in NOISE_CONDITIONAL_MODELS):
-            wanted = "ncsn_mlp" if config.loss.needs_noise_conditional_model else "mlp"
-            _fail(
-                "model",
-                "name",
-                f"loss {config.loss.name!r} trains model {wanted!r}, got {config.model.name!r}",
-            )
-        if config.model.preconditioning != "none" and resolved != "ncsn_mlp":
-            _fail(
-                "model",
-                "preconditioning",
-                f"{config.model.preconditioning!r} wraps a noise-conditional network (loss "
-                f"'ncsn'), not {resolved!r}; set model.preconditioning = \"none\"",
-            )
+        _check_model_and_loss(config.model, config.loss)
         return config
 
     def to_dict(self) -> dict[str, Any]:
