@@ -28,12 +28,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scorelab import losses, models, samplers
-from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
+from scorelab._validate import (
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+    from_mapping,
+    typed,
+)
 from scorelab.data import (
     IMAGE_LAYOUTS,
     IMAGE_SOURCES,
@@ -45,7 +56,7 @@ from scorelab.noise import (
     GRIDS,
     VP_SCHEDULES,
     is_saved_grid,
-    saved_grid_path,
+    read_saved_grid,
     vp_alpha_sigma,
     vp_alphas_cumprod,
 )
@@ -146,7 +157,7 @@ class DataConfig:
 
     def __post_init__(self):
         _check_int("data", "n", self.n, 1)
-        _check_int("data", "seed", self.seed, 0)
+        check_seed("data.seed", self.seed, error=ConfigError)
         _check_choice("data", "layout", self.layout, IMAGE_LAYOUTS)
         _check_choice("data", "pixel_range", self.pixel_range, PIXEL_RANGES)
         _check_real("data", "held_out", self.held_out, "a number in [0, 1)", lambda v: 0 <= v < 1)
@@ -233,7 +244,7 @@ class ModelConfig:
         _check_choice("model", "name", self.name, MODELS)
         _check_choice("model", "preconditioning", self.preconditioning, PRECONDITIONINGS)
         _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
-        _check_int("model", "seed", self.seed, 0)
+        check_seed("model.seed", self.seed, error=ConfigError)
         if not self.channels:
             _fail("model", "channels", "expected at least one level, e.g. [32, 64]")
         for channels in self.channels:
@@ -406,17 +417,28 @@ class SamplerConfig:
             option: typed(declared[option], value, f"sampler.options.{option}", error=ConfigError)
             for option, value in self.options.items()
         }
+        defaults = {option.name: option.default for option in samplers.options(self.name)}
+        for option, value in checked.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                if not (value == math.inf and defaults[option] == math.inf):
+                    _fail(
+                        "sampler",
+                        f"options.{option}",
+                        f"expected a finite number, got {value!r}",
+                    )
         object.__setattr__(self, "options", checked)  # a copy: never a shared default's dict
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_int("sampler", "nfe", self.nfe, 0)
         if self.nfe:
             object.__setattr__(self, "n_levels", self._budget_levels())
-        if is_saved_grid(self.grid):
-            try:
-                saved_grid_path(self.grid)
-            except ValueError as error:
-                _fail("sampler", "grid", str(error))
-        else:
+        # A grid and each sampler's per-step schedule hold a few floats per level.
+        check_memory(
+            "sampler.n_levels" + (f" (from nfe {self.nfe})" if self.nfe else ""),
+            self.n_levels * 4.0 * 64,
+            "use fewer levels (--levels or --nfe)",
+            error=ConfigError,
+        )
+        if not is_saved_grid(self.grid):
             _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
@@ -426,6 +448,17 @@ class SamplerConfig:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
+        if is_saved_grid(self.grid):
+            # The whole file is read here, so a bad grid fails before any model is loaded.
+            low, high = _saved_grid_range(self.grid)
+            if not np.allclose([self.sigma_min, self.sigma_max], [low, high], rtol=1e-6, atol=0):
+                _fail(
+                    "sampler",
+                    "grid",
+                    f"{self.grid!r} spans [{low:g}, {high:g}], but sigma_min, sigma_max are "
+                    f"{self.sigma_min:g}, {self.sigma_max:g}; set sampler.sigma_min = {low:g} "
+                    f"and sampler.sigma_max = {high:g} (--sigma-min, --sigma-max)",
+                )
         _check_real("sampler", "rho", self.rho, "a number > 0", lambda v: v > 0)
         _check_choice("sampler", "prior", self.prior, PRIORS)
 
@@ -456,6 +489,15 @@ class SamplerConfig:
                 f"takes {smallest}; raise nfe",
             )
         return levels
+
+
+def _saved_grid_range(grid: str) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)`` of a saved grid, or a ``sampler.grid`` error naming why not."""
+    try:
+        sigmas = read_saved_grid(grid)
+    except ValueError as error:
+        _fail("sampler", "grid", str(error))
+    return float(sigmas[0]), float(sigmas[-1])
 
 
 def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
@@ -551,9 +593,15 @@ class ExperimentConfig:
         sections = {}
         for name, section_cls in _SECTIONS.items():
             table = tables.get(name, {})
-            if name == "sampler" and sections["loss"].needs_noise_conditional_model:
-                sigma_min, sigma_max = sections["loss"].sigma_range
-                table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
+            if name == "sampler" and isinstance(table, dict):
+                grid = table.get("grid")
+                if isinstance(grid, str) and is_saved_grid(grid):
+                    # A saved grid carries its range: a run's or the loss's does not apply.
+                    sigma_min, sigma_max = _saved_grid_range(grid)
+                    table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
+                elif sections["loss"].needs_noise_conditional_model:
+                    sigma_min, sigma_max = sections["loss"].sigma_range
+                    table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
             base = getattr(cls, name)  # the section's defaults (the training recipe)
             sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
         config = cls(**sections)

@@ -42,7 +42,7 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from scorelab import builders, samplers, viz
-from scorelab._validate import check_choice, check_int, check_real, from_mapping
+from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
@@ -120,8 +120,8 @@ class DemoSettings:
 
     def __post_init__(self):
         positive = ("a number > 0", lambda v: v > 0)
+        check_seed("demo.seed", self.seed)
         for name, minimum in (
-            ("seed", 0),
             ("n_data", 2),
             ("n_samples", 2),
             ("ula_steps", 1),

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from scorelab import samplers
-from scorelab._validate import check_choice, check_int, check_real, from_mapping
+from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
 from scorelab.checkpoints import load_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.image_metrics import image_measure
@@ -440,9 +440,10 @@ class SweepSettings:
     def __post_init__(self):
         if not (self.samplers and self.nfe and self.seeds):
             raise ValueError("sweep: needs at least one sampler, NFE budget and seed")
-        for field in ("nfe", "seeds"):
-            for value in getattr(self, field):
-                check_int(f"sweep.{field}", value, 1 if field == "nfe" else 0)
+        for value in self.nfe:
+            check_int("sweep.nfe", value, 1)
+        for value in self.seeds:
+            check_seed("sweep.seeds", value)
         for value in self.tolerances:
             check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
         check_int("sweep.n_samples", self.n_samples, 2)

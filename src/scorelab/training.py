@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
-from scorelab._validate import check_choice, check_int, check_real
+from scorelab._validate import check_choice, check_int, check_real, check_seed
 from scorelab.data import DataError, validate_data
 
 __all__ = [
@@ -152,7 +152,7 @@ class TrainConfig:
             "ema_decay", self.ema_decay, "a number in (0, 1)", lambda v: 0 < v < 1, optional=True
         )
         check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
-        check_int("seed", self.seed, 0)
+        check_seed("seed", self.seed)
         check_int("log_every", self.log_every, 1)
 
     @classmethod

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from scorelab import ays, builders, samplers, viz
-from scorelab._validate import check_memory, check_real
+from scorelab._validate import check_memory, check_real, check_seed
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
@@ -238,6 +238,7 @@ def sample_run(
     for name, value in (("sample.n", n), ("sample.batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_seed("sample.seed", seed, error=ConfigError)
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
     shape = (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
@@ -245,6 +246,13 @@ def sample_run(
     key_prior, key_sampler = jax.random.split(jax.random.key(seed))
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
+    # The per-step schedule holds a few floats a step (n_steps, n_restarts and the like set it).
+    check_memory(
+        f"sampler: {sampler.n_steps} steps of {sampler.name}",
+        256.0 * sampler.n_steps,
+        "take fewer steps (sampler.n_levels or the options that multiply them)",
+        error=ConfigError,
+    )
     records = sampler.n_steps + 1 if trajectory else 0
     check_memory(
         "sample.n",
@@ -305,8 +313,11 @@ def grid_run(
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
+    check_seed("grid.seed", seed, error=ConfigError)
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
+    if target is not None:
+        check_memory("grid.n", 4.0 * n * target.dim, "use fewer data points (--n)", ConfigError)
     key_data, key_bound = jax.random.split(jax.random.key(seed))
     if target is not None:
         x_0 = target.sample(key_data, n)
@@ -371,6 +382,7 @@ def evaluate_samples(
         ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
             or a dimension that differs from the reference's.
     """
+    check_seed("evaluate.seed", seed, error=ConfigError)
     samples = _flat_points(samples, raw=True)
     n = samples.shape[0]
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
@@ -493,6 +505,7 @@ def evaluate_images(
     """
     if data != "digits":
         raise ConfigError(f"data: image metrics know only 'digits', got {data!r}")
+    check_seed("evaluate.seed", seed, error=ConfigError)
     if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
         raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
     images = _digit_images(samples, range_tolerance)
@@ -537,6 +550,7 @@ def score_error_run(
         ConfigError: for a run whose data has no exact score (not a built-in target), or an
             unconditional model (the score of one law, not of every noise level).
     """
+    check_seed("score_error.seed", seed, error=ConfigError)
     target = builders.make_target(config.data)
     if target is None:
         raise ConfigError(
@@ -589,7 +603,22 @@ def likelihood_points(
     """
     from scorelab import likelihood
 
+    check_seed("likelihood.seed", seed, error=ConfigError)
     points = load_array(points) if isinstance(points, str | Path) else np.asarray(points)
+    if isinstance(model, MLP):
+        raise ConfigError(
+            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
+            "score of one law; the probability-flow ODE needs the score at every noise level "
+            "(a model trained with --loss ncsn)"
+        )
+    n_probes = options.get("n_probes")
+    if isinstance(n_probes, int) and not isinstance(n_probes, bool):
+        check_memory(
+            "likelihood.n_probes",
+            4.0 * 8 * n_probes * points.size,
+            "use fewer probes (--n-probes) or points",
+            ConfigError,
+        )
     score_fn = model if model is not None else score_model(config, None)
     target = builders.make_target(config.data)
     dim = target.dim if target is not None else None
