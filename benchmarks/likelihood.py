@@ -49,13 +49,15 @@ def wide_mixture(dim: int, n_components: int = 10, seed: int = 0) -> GaussianMix
     return GaussianMixture(means, covariances, np.full(n_components, 1.0 / n_components))
 
 
-def torch_denoiser(torch, target: GaussianMixture):
-    """The mixture's denoiser ``D(x (B, d), sigma (B,))`` in torch float32, differentiable in
-    ``x`` (k-diffusion's log-likelihood takes a vector-Jacobian product of it)."""
-    means = torch.tensor(np.asarray(target.means), dtype=torch.float32)
-    covariances = torch.tensor(np.asarray(target.covariances), dtype=torch.float32)
-    log_weights = torch.log(torch.tensor(np.asarray(target.weights), dtype=torch.float32))
-    eye = torch.eye(means.shape[1], dtype=torch.float32)
+def torch_denoiser(torch, target: GaussianMixture, dtype=None):
+    """The mixture's denoiser ``D(x (B, d), sigma (B,))`` in torch (``dtype``, float32 by
+    default), differentiable in ``x`` (k-diffusion's log-likelihood takes a vector-Jacobian
+    product of it)."""
+    dtype = dtype or torch.float32
+    means = torch.tensor(np.asarray(target.means), dtype=dtype)
+    covariances = torch.tensor(np.asarray(target.covariances), dtype=dtype)
+    log_weights = torch.log(torch.tensor(np.asarray(target.weights), dtype=dtype))
+    eye = torch.eye(means.shape[1], dtype=dtype)
 
     def model(x, sigma):
         variance = sigma[0] ** 2  # one level per call
