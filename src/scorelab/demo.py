@@ -414,8 +414,8 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     rows.append(row)
     trajectories["annealed"] = np.asarray(out.trajectory[: settings.n_chains_animated])
 
-    # The DDIM sweep over eta and N, by the sampler map's driver: the prior's starts for every
-    # run, one chain key per (eta, N, score) as the demo's other rows.
+    # The DDIM sweep over eta and N by the sampler map's driver, from the prior's starts, with
+    # a chain key per (eta, N, score) as the demo's other rows.
     ddim_samples = {}
     x_T = samplers.ve_prior(_key(settings, "prior"), n, dim, jnp.float32(settings.sigma_max))
     for eta in settings.ddim_etas:
@@ -428,31 +428,20 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
             lambda _, levels, score, eta=eta: _key(
                 settings, f"sampler ddim {eta} {levels}" + (" exact" if score == "exact" else "")
             ),
-            grid=settings.grid,
-            sigma_min=settings.sigma_min,
-            sigma_max=settings.sigma_max,
-            rho=settings.rho,
+            lambda levels: _grid(settings, levels),
         )
         for point in runs:
             full = point.levels == max(settings.ddim_ns)  # the table's row gets every metric
-            model, exact_run = point.outputs["model"].x, point.outputs["exact"].x
-            row = _row(
-                f"ncsn + DDIM eta={eta:g}",
-                point.sampler,
-                model,
-                exact_run,
-                reference,
-                target,
-                floor,
-                full,
-            )
+            x, x_exact = point.outputs["model"].x, point.outputs["exact"].x
+            method = f"ncsn + DDIM eta={eta:g}"
+            row = _row(method, point.sampler, x, x_exact, reference, target, floor, full)
             bar.update(1)
             for field in ("sw", "sw_exact", "tv", "tv_exact"):
                 sweep[eta][field].append(row[field])
             sweep[eta]["N"].append(point.levels)
             if full:
                 rows.append(row)
-                ddim_samples[eta] = np.asarray(model)
+                ddim_samples[eta] = np.asarray(x)
 
     # What the tutorial's grid (Karras, sigma_max = 10, x_T ~ N(0, 100 I)) costs at e = 1.
     grid = karras_sigmas(

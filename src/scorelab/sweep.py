@@ -180,13 +180,6 @@ class SweepRun(NamedTuple):
     sampler: samplers.AbstractSampler
     outputs: dict[str, samplers.SamplerOutput]
 
-    def nfe(self, score: str) -> float:
-        """Score evaluations per chain of the run with ``score`` (an adaptive solver's mean
-        over chains)."""
-        if self.sampler.nfe is not None:
-            return self.sampler.nfe
-        return float(np.mean(self.outputs[score].nfe))
-
 
 def sweep_runs(
     sampler_specs: Sequence[SweepSampler],
@@ -194,18 +187,14 @@ def sweep_runs(
     score_fns: Mapping[str, Callable],
     x_T,
     chain_key: Callable[[str, int | None, str], jax.Array],
-    *,
-    grid: str,
-    sigma_min: float,
-    sigma_max: float,
-    rho: float,
+    grid_fn: Callable[[int], Any],
 ) -> Iterator[SweepRun]:
     r"""The map's driver: every sampler at the largest grid within each budget, with every score.
 
     For each spec, the budgets become grid sizes :math:`N = ` ``spec.levels(nfe)`` (sorted,
     each once; sizes below 2 skipped; one run at ``N = 2`` for an adaptive solver, whose grid
-    gives only its end points), the grid is ``sigma_grid(grid, N, sigma_min, sigma_max, rho)``
-    and every score function samples the same chains' starts ``x_T``. :func:`sweep` measures
+    gives only its end points), the grid is ``grid_fn(N)`` and every score function samples
+    the same chains' starts ``x_T``. :func:`sweep` measures
     what it yields against exact samples; ``scorelab demo`` runs its DDIM sweep over
     :math:`(\eta, N)` with it.
 
@@ -216,7 +205,7 @@ def sweep_runs(
         x_T: ``(n, *S)`` starting points, e.g. :func:`scorelab.samplers.ve_prior`.
         chain_key: ``(sampler label, N, score label) -> key`` of the chains of that run; a
             constant for common random numbers (:func:`sweep`).
-        grid, sigma_min, sigma_max, rho: the grid (:func:`scorelab.noise.sigma_grid`).
+        grid_fn: ``N -> (N,)`` ascending sigma grid, e.g. a :func:`scorelab.noise.sigma_grid`.
 
     Yields:
         One :class:`SweepRun` per (spec, grid size), in the order of ``sampler_specs`` and
@@ -226,7 +215,7 @@ def sweep_runs(
         sizes = [2] if spec.levels is None else sorted({spec.levels(int(n)) for n in nfes})
         for size in (size for size in sizes if size >= 2):
             levels = size if spec.levels is not None else None
-            sampler = spec.build(sigma_grid(grid, size, sigma_min, sigma_max, rho))
+            sampler = spec.build(grid_fn(size))
             outputs = {
                 label: samplers.sample(chain_key(spec.label, levels, label), sampler, fn, x_T)
                 for label, fn in score_fns.items()
@@ -306,17 +295,15 @@ def sweep(
             score_fns,
             x_T,
             lambda *_, key=key_chain: key,  # common random numbers: one key for every run
-            grid=grid,
-            sigma_min=sigma_min,
-            sigma_max=sigma_max,
-            rho=rho,
+            lambda size: sigma_grid(grid, size, sigma_min, sigma_max, rho),
         )
         for run in runs:
             for score_label, out in run.outputs.items():
+                nfe = run.sampler.nfe if run.sampler.nfe is not None else float(np.mean(out.nfe))
                 row = {
                     "sampler": run.spec.label,
                     "score": score_label,
-                    "nfe": run.nfe(score_label),
+                    "nfe": nfe,
                     "levels": run.levels,
                     "seed": seed,
                     **measure(np.asarray(out.x), reference, target, n_projections=n_projections),
@@ -326,8 +313,8 @@ def sweep(
                 rows.append(row)
                 if progress is not None:
                     progress(
-                        f"{run.spec.label:>22} {score_label:>6} NFE {row['nfe']:>6.4g} "
-                        f"seed {seed}: SW {row['sw']:.3f} TV {row['tv']:.3f}"
+                        f"{run.spec.label:>22} {score_label:>6} NFE {nfe:>6.4g} seed {seed}: "
+                        f"SW {row['sw']:.3f} TV {row['tv']:.3f}"
                     )
     key_floor = jax.random.fold_in(jax.random.key(max(seeds) + 1), 0)
     floor = floors(
