@@ -454,7 +454,7 @@ def _comma_list(kind):
     return parse
 
 
-# Sweep flags: flag -> (SweepSettings field, type, help).
+# Sweep flags: flag -> (SweepSettings field, type, help); type bool is a switch.
 _SWEEP_FLAGS = {
     "--target": ("target", str, "built-in target with an exact score"),
     "--samplers": ("samplers", _comma_list(str), "comma list, e.g. euler,heun,dpmpp_2m,edm"),
@@ -466,6 +466,7 @@ _SWEEP_FLAGS = {
     "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
     "--rho": ("rho", float, "Karras grid curvature or polyexponential exponent"),
+    "--image-metrics": ("image_metrics", bool, "classifier metrics (image targets)"),
 }
 
 
@@ -711,7 +712,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="the sampler map: quality against NFE, with floors")
     sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
     for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
-        sweep.add_argument(flag, type=kind, dest=f"sweep_{field}", default=None, help=help_text)
+        # A switch (bool) is --flag / --no-flag; absent, the TOML's value or the default holds.
+        parse = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        sweep.add_argument(flag, dest=f"sweep_{field}", default=None, help=help_text, **parse)
     sweep.add_argument(
         "--run",
         type=Path,

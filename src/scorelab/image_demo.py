@@ -77,7 +77,7 @@ class ImageDemoSettings:
         warmup_steps=100,
         ema_decay=0.999,
         steps_per_dispatch=5,
-        unroll=True,  # XLA:CPU runs a U-Net inside a loop ~13x slower (TrainConfig.unroll)
+        unroll=True,  # XLA:CPU runs a U-Net inside a loop far slower (TrainConfig.unroll)
         log_every=100,
     )
     samplers: tuple[str, ...] = ("dpmpp_2m", "heun", "ddim")

@@ -267,7 +267,7 @@ def _as_pytree(loss_fn: Callable) -> Callable:
     Its bound arguments then become pytree leaves, which ``equinox.filter_jit`` traces when
     they are arrays and compares by value otherwise: a fresh ``functools.partial(dsm_loss,
     sigma=1.0)`` per call (how losses are written) reuses the compiled step, whereas one
-    object compared by identity it recompiled (15-28 s on the CPU for the tutorial's networks).
+    object compared by identity it recompiled, every call.
     """
     if isinstance(loss_fn, functools.partial) and not isinstance(loss_fn, Partial):
         return Partial(loss_fn.func, *loss_fn.args, **loss_fn.keywords)

@@ -27,6 +27,7 @@ from scorelab.data import (
     is_image_file,
     load_array,
     load_images,
+    read_npy,
     validate_data,
 )
 from scorelab.distributed import is_primary
@@ -432,17 +433,7 @@ samples reach |x| of about 3; the check is there to catch images saved in [0, 25
 def _digit_images(samples, tolerance: float) -> np.ndarray:
     """``samples`` (an array or a .npy/.csv path) checked as n digit images, clipped to [-1, 1]."""
     name = str(samples) if isinstance(samples, str | Path) else "samples"
-    if isinstance(samples, str | Path) and Path(samples).suffix.lower() == ".npy":
-        if not Path(samples).is_file():
-            raise FileNotFoundError(f"samples file not found: {samples}")
-        try:
-            samples = np.load(samples, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as error:
-            message = f"{name}: not a readable .npy array; write it with numpy.save"
-            raise DataError(message) from error
-    elif isinstance(samples, str | Path):
-        samples = load_array(samples)
-    array = np.asarray(samples)
+    array = _read(samples, raw=True)
     shapes = {(1, 8, 8), (64,), (1, 16, 16), (256,)}
     if array.ndim not in (2, 4) or tuple(array.shape[1:]) not in shapes:
         raise DataError(
@@ -520,21 +511,32 @@ def evaluate_images(
     return Report([{"method": label, "n": len(images), **row}], floor)
 
 
-def _flat_points(source, *, raw: bool) -> np.ndarray:
-    """``float32 (n, d)`` from an array or a path; images flattened to ``d = C * H * W``.
+def _read(source, *, raw: bool) -> np.ndarray:
+    """The one reader of samples and data sets: ``source`` itself if it is an array, else the
+    file or folder it names.
 
-    A path to image data (:func:`scorelab.data.is_image_file`) is read as stored (``raw``:
-    samples written by ``scorelab sample``) or by :func:`scorelab.data.load_images` (a data
-    set, scaled to [-1, 1]); any other path by :func:`scorelab.data.load_array`.
+    ``raw`` reads an ``.npy`` as stored, of any rank and unscaled
+    (:func:`scorelab.data.read_npy`: samples written by ``scorelab sample``, in model space).
+    Other image data (:func:`scorelab.data.is_image_file`) is read by
+    :func:`scorelab.data.load_images`, scaled to [-1, 1]; points by
+    :func:`scorelab.data.load_array`.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        DataError: for a file that cannot be read.
     """
-    if isinstance(source, str | Path):
-        if not is_image_file(source):
-            return load_array(source)
-        if raw and Path(source).suffix.lower() == ".npy":
-            source = np.load(source, allow_pickle=False)
-        else:
-            source = load_images(source).images
-    array = validate_data(np.asarray(source), any_shape=True)
+    if not isinstance(source, str | Path):
+        return np.asarray(source)
+    if raw and Path(source).suffix.lower() == ".npy":
+        return read_npy(source)
+    return load_images(source).images if is_image_file(source) else load_array(source)
+
+
+def _flat_points(source, *, raw: bool) -> np.ndarray:
+    """``float32 (n, d)`` from an array or a path (:func:`_read`); images flattened to
+    ``d = C * H * W``."""
+    name = str(source) if isinstance(source, str | Path) else "data"
+    array = validate_data(_read(source, raw=raw), name, any_shape=True)
     return array.reshape(len(array), -1)
 
 
