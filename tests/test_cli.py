@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from scorelab import demo, runs
 from scorelab.cli import main
 from scorelab.demo import _FIGURE_COUNT
 
@@ -276,11 +278,20 @@ steps_per_dispatch = 2
 """
 
 
-def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys):
+def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
     settings = tmp_path / "tiny.toml"
     settings.write_text(_TINY_DEMO)
+    named = {}  # every named key the demo draws, by name
+
+    def recording_key(seed, name):
+        named[name] = np.asarray(jax.random.key_data(runs.named_key(seed, name))).tobytes()
+        return runs.named_key(seed, name)
+
+    monkeypatch.setattr(demo, "named_key", recording_key)
     argv = ["demo", "--settings", str(settings), "--out", str(tmp_path), "--name", "d", "--quiet"]
     assert main(argv) == 0
+    # Distinct draws get distinct keys (the DDIM sweep's names differ only after 8 characters).
+    assert len(named) > 10 and len(set(named.values())) == len(named)
     run = tmp_path / "d"
     table = capsys.readouterr().out
     assert "sigma_max=10 (tutorial)" in table and "floor sw: " in table

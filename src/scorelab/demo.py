@@ -47,7 +47,7 @@ from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
-from scorelab.runs import atomic_write, load_run, manifest, read_json, write_json
+from scorelab.runs import atomic_write, load_run, manifest, named_key, read_json, write_json
 from scorelab.sweep import sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
@@ -222,9 +222,8 @@ class DemoSettings:
 
 
 def _key(settings: DemoSettings, name: str) -> jax.Array:
-    """A named key: ``fold_in(key(seed), hash of name)``; distinct names never share a key."""
-    digest = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
-    return jax.random.fold_in(jax.random.key(settings.seed), digest + len(name))
+    """The demo's key named ``name`` (:func:`scorelab.runs.named_key`)."""
+    return named_key(settings.seed, name)
 
 
 def _grid(settings: DemoSettings, n: int):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from scorelab._validate import check_choice, check_int, check_seed, from_mapping
 from scorelab.config import ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
-from scorelab.runs import manifest, write_json
+from scorelab.runs import manifest, named_key, write_json
 from scorelab.training import TrainConfig
 from scorelab.workflows import evaluate_images, sample_run, save_sample_grid, train_run
 
@@ -136,8 +135,8 @@ class ImageDemoSettings:
 
 
 def _key(settings: ImageDemoSettings, name: str) -> jax.Array:
-    """A named key: ``fold_in(key(seed), crc32(name))``."""
-    return jax.random.fold_in(jax.random.key(settings.seed), zlib.crc32(name.encode()))
+    """The image demo's key named ``name`` (:func:`scorelab.runs.named_key`)."""
+    return named_key(settings.seed, name)
 
 
 def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = True) -> dict:

@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,16 @@ def _cpu() -> str:
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
     return platform.processor() or platform.machine()
+
+
+def named_key(seed: int, name: str) -> jax.Array:
+    """A key named for what it draws: ``fold_in(key(seed), crc32(name))``.
+
+    The demos derive every draw (data, initialisation, each sampler's chains) this way, so adding
+    or removing one draw leaves the others' numbers unchanged. The whole name is hashed: names
+    that differ anywhere get different keys (up to CRC-32 collisions, which the demos' own name
+    sets are tested against)."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
 
 
 def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
