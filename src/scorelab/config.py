@@ -75,7 +75,9 @@ TRAIN_RECIPE = TrainConfig(
 tutorial's mixture, the demo's (README, "The demo's result", has the comparison with a constant
 rate and no EMA): 5000 Adam steps at batch 1024, cosine decay from 1e-3, EMA 0.999."""
 
-IMAGE_RECIPE = TrainConfig(steps=600, learning_rate=1e-3, batch_size=128)
+IMAGE_RECIPE = TrainConfig(
+    steps=600, learning_rate=1e-3, batch_size=128, steps_per_dispatch=5, unroll=True
+)
 """The VP U-Net's (``model.name = "unet"``, default channels 16-32) training on 8x8 digits:
 600 Adam steps at batch 128, constant rate 1e-3, no EMA. The one recipe measured so far
 (docs/benchmarks.md, "VP U-Net on 8x8 digits"): its samples are recognisable digits, noisy,
@@ -492,7 +494,8 @@ class ExperimentConfig:
 
         A loss that trains over a sigma range (NCSN) sets the sampler's range unless the
         ``[sampler]`` table gives ``sigma_min`` / ``sigma_max``: a model is sampled over the
-        levels it learned.
+        levels it learned. The ``[train]`` fields not given are :data:`TRAIN_RECIPE`'s, or
+        :data:`IMAGE_RECIPE`'s for the U-Net.
 
         Raises:
             ConfigError: for a non-mapping, an unknown section or field, a value of the wrong
@@ -514,6 +517,8 @@ class ExperimentConfig:
                 sigma_min, sigma_max = sections["loss"].sigma_range
                 table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
             base = getattr(cls, name)  # the section's defaults (the training recipe)
+            if name == "train" and sections["model"].resolved(sections["loss"]) == "unet":
+                base = IMAGE_RECIPE
             sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
         config = cls(**sections)
         resolved = config.model.resolved(config.loss)
