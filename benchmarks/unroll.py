@@ -6,11 +6,12 @@ of a ``lax.scan`` over ``K`` steps (what ``scorelab.training`` runs with ``unrol
 and in the same scan unrolled into straight-line code (``unroll = true``). On a CPU the
 rolled loop's convolutions leave XLA's fast path; ``TrainConfig.unroll`` exists for that.
 
-The same network sampled: one jitted top-level forward of ``--sample-batch`` images beside
-:func:`scorelab.samplers.sample` (one ``lax.scan`` over the steps) with DDIM (eta 0), Heun and
-DPM-Solver++(2M) at ``--nfe`` score evaluations, per evaluation. A loop penalty would show as
-a sampler's evaluation costing more than a top-level forward; the sampler's own arithmetic
-between evaluations is a few element-wise operations on the images.
+The same network sampled: ``--nfe`` dependent calls of one jitted top-level forward of
+``--sample-batch`` images (a run as long as a sampler's, so that a loaded machine's scheduler
+treats both alike) beside :func:`scorelab.samplers.sample` (one ``lax.scan`` over the steps)
+with DDIM (eta 0), Heun and DPM-Solver++(2M) at ``--nfe`` score evaluations, per evaluation.
+A loop penalty would show as a sampler's evaluation costing more than a top-level forward;
+the sampler's own arithmetic between evaluations is a few element-wise operations.
 
     python benchmarks/unroll.py [--quick] [--repeats 3] [--steps 5] [--channels 16,32]
 """
@@ -93,7 +94,14 @@ def main() -> None:
     n_images, nfe = (4, 4) if args.quick else (args.sample_batch, args.nfe)
     x_T = 80.0 * jax.random.normal(jax.random.key(1), (n_images, *images.shape[1:]))
     forward = eqx.filter_jit(jax.vmap(lambda x: model(x, jnp.asarray(1.0))))
-    sampling = {"forward at top level": (lambda: forward(x_T), 1)}
+
+    def forwards():  # nfe dependent top-level calls: as long a run as a sampler's
+        x = x_T
+        for _ in range(nfe):
+            x = forward(x)
+        return x
+
+    sampling = {"forward at top level": (forwards, nfe)}
     for name, options in SAMPLERS.items():
         levels = samplers.budget_levels(name, nfe)
         sampler = samplers.build_sampler(name, karras_sigmas(levels, 0.002, 80.0), **options)
