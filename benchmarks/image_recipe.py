@@ -14,7 +14,7 @@ average where the recipe keeps one) on the 360 held-out digits:
 * ``vs best``: the paired difference to the recipe with the lowest loss, per image, and its
   standard error over images: a difference more than 2 SE from 0 is one the data resolve.
 
-    python benchmarks/image_recipe.py [--quick] [--steps 300] [--draws 8]
+    python benchmarks/image_recipe.py [--quick] [--steps 300] [--draws 8] [--recipes 0,2]
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def main() -> None:
     def extra(parser):
         parser.add_argument("--steps", type=int, default=300, help="training steps per recipe")
         parser.add_argument("--draws", type=int, default=8, help="(t, eps) draws per image")
+        parser.add_argument("--recipes", default=None, help="comma-separated indices (default all)")
 
     args = parse_args(__doc__.splitlines()[0], repeats=1, extra=extra)
     steps, draws = (4, 2) if args.quick else (args.steps, args.draws)
@@ -90,7 +91,10 @@ def main() -> None:
     model, _ = builders.make_model(config.model, config.loss, train_x, jax.random.key(0))
     loss_fn = builders.make_loss(config.loss)
     losses, results = {}, []
-    for name, recipe in recipes(steps).items():
+    chosen = list(recipes(steps).items())
+    if args.recipes is not None:
+        chosen = [chosen[int(i)] for i in args.recipes.split(",")]
+    for name, recipe in chosen:
         start = time.perf_counter()
         result = train(jax.random.key(1), model, loss_fn, train_x, recipe, progress=False)
         seconds = time.perf_counter() - start
@@ -104,6 +108,7 @@ def main() -> None:
                 "final_train_loss": float(np.mean(result.losses[-max(1, steps // 10) :])),
                 "held_out_loss": float(np.mean(losses[name])),
                 "held_out_se": float(np.std(losses[name], ddof=1) / np.sqrt(len(test_x))),
+                "held_out_per_image": losses[name].tolist(),
                 "load_average_1min": open("/proc/loadavg").read().split()[0],
             }
         )
