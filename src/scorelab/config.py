@@ -78,11 +78,13 @@ rate and no EMA): 5000 Adam steps at batch 1024, cosine decay from 1e-3, EMA 0.9
 IMAGE_RECIPE = TrainConfig(
     steps=600, learning_rate=1e-3, batch_size=128, steps_per_dispatch=5, unroll=True
 )
-"""The VP U-Net's (``model.name = "unet"``, default channels 16-32) training on 8x8 digits:
-600 Adam steps at batch 128, constant rate 1e-3, no EMA. The one recipe measured so far
-(docs/benchmarks.md, "VP U-Net on 8x8 digits"): its samples are recognisable digits, noisy,
-above the held-out floor; the warm-up, cosine and EMA variants in ``benchmarks/unet_digits.py``
-are not yet measured."""
+"""``scorelab train``'s defaults for the U-Net (``model.name = "unet"``, default channels 16-32)
+on 8x8 digits: 600 Adam steps at batch 128, constant rate 1e-3, no EMA, in dispatches of 5
+unrolled steps (XLA:CPU runs a U-Net's gradient inside a loop body several times slower:
+``TrainConfig.unroll``). The one recipe measured end to end (docs/benchmarks.md, "VP U-Net on
+8x8 digits"): its samples are recognisable digits, noisy, above the held-out floor. The
+comparison with a lower rate, warm-up and cosine, and EMA (``benchmarks/image_recipe.py``) has
+not yet run to the end, so nothing here is its winner."""
 
 MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
 NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
