@@ -3,8 +3,9 @@
 The U-Net of ``_image_unet.py`` (1.1M parameters) at 16x16 and 32x32, batch 64, DDPM's
 epsilon-prediction objective (Ho et al. 2020, eq. 14) on the linear schedule of 1000 steps:
 
-* ``scorelab``: :func:`scorelab.training.train` (AdamW, one jitted ``lax.scan`` of
-  ``--steps`` steps, the batch drawn by index from the data set on the device) with the
+* ``scorelab``: :func:`scorelab.training.train` (AdamW; ``--steps`` steps in dispatches of
+  ``config.IMAGE_RECIPE.steps_per_dispatch`` unrolled steps, as ``scorelab train`` runs a
+  U-Net; the batch drawn by index from the data set on the device) with the
   per-example loss :data:`LOSS`; the network is scorelab's ``UNet2D`` called on one example;
 * ``diffusers tN``: ``UNet2DModel`` with the same initial weights, ``torch.optim.AdamW``,
   the same loss written in torch, ``torch.set_num_threads(N)``.
@@ -33,6 +34,7 @@ import torch
 from _harness import interleaved, median, parse_args, table, timed, write
 from _image_unet import CONFIG, build, n_parameters, noise
 
+from scorelab.config import IMAGE_RECIPE
 from scorelab.noise import vp_alphas_cumprod, vp_perturb
 from scorelab.training import TrainConfig, train
 
@@ -84,7 +86,10 @@ def measure(size: int, steps: int, threads: list[int], repeats: int) -> dict:
         learning_rate=LEARNING_RATE,
         optimizer="adamw",
         batch_size=BATCH,
-        steps_per_dispatch=steps,
+        # As `scorelab train` runs the U-Net (config.IMAGE_RECIPE): XLA:CPU runs a network's
+        # gradient inside a loop body far slower than unrolled (benchmarks/unroll.py).
+        steps_per_dispatch=IMAGE_RECIPE.steps_per_dispatch,
+        unroll=IMAGE_RECIPE.unroll,
     )
 
     def run_scorelab():

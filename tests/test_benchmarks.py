@@ -58,6 +58,7 @@ def test_table_is_markdown_with_one_row_per_entry():
         "edm_unet_digits",
         # k-diffusion's rows where torch and k-diffusion are installed, scorelab's everywhere.
         "likelihood",
+        "image_recipe",
         # scorelab's UNet2D against diffusers' UNet2DModel, DDIMPipeline and a torch loop.
         pytest.param("image_sampling", marks=pytest.mark.diffusers),
         pytest.param("image_training", marks=pytest.mark.diffusers),

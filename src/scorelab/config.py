@@ -86,12 +86,16 @@ TRAIN_RECIPE = TrainConfig(
 tutorial's mixture, the demo's (README, "The demo's result", has the comparison with a constant
 rate and no EMA): 5000 Adam steps at batch 1024, cosine decay from 1e-3, EMA 0.999."""
 
-IMAGE_RECIPE = TrainConfig(steps=600, learning_rate=1e-3, batch_size=128)
-"""The VP U-Net's (``model.name = "unet"``, default channels 16-32) training on 8x8 digits:
-600 Adam steps at batch 128, constant rate 1e-3, no EMA. The one recipe measured so far
-(docs/benchmarks.md, "VP U-Net on 8x8 digits"): its samples are recognisable digits, noisy,
-above the held-out floor; the warm-up, cosine and EMA variants in ``benchmarks/unet_digits.py``
-are not yet measured."""
+IMAGE_RECIPE = TrainConfig(
+    steps=600, learning_rate=1e-3, batch_size=128, steps_per_dispatch=5, unroll=True
+)
+"""``scorelab train``'s defaults for the U-Net (``model.name = "unet"``, default channels 16-32)
+on 8x8 digits: 600 Adam steps at batch 128, constant rate 1e-3, no EMA, in dispatches of 5
+unrolled steps (XLA:CPU runs a U-Net's gradient inside a loop body several times slower:
+``TrainConfig.unroll``). The one recipe measured end to end (docs/benchmarks.md, "VP U-Net on
+8x8 digits"): its samples are recognisable digits, noisy, above the held-out floor. The
+comparison with a lower rate, warm-up and cosine, and EMA (``benchmarks/image_recipe.py``) has
+not yet run to the end, so nothing here is its winner."""
 
 MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
 NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
@@ -575,7 +579,8 @@ class ExperimentConfig:
 
         A loss that trains over a sigma range (NCSN) sets the sampler's range unless the
         ``[sampler]`` table gives ``sigma_min`` / ``sigma_max``: a model is sampled over the
-        levels it learned.
+        levels it learned. The ``[train]`` fields not given are :data:`TRAIN_RECIPE`'s, or
+        :data:`IMAGE_RECIPE`'s for the U-Net.
 
         Raises:
             ConfigError: for a non-mapping, an unknown section or field, a value of the wrong
@@ -603,6 +608,8 @@ class ExperimentConfig:
                     sigma_min, sigma_max = sections["loss"].sigma_range
                     table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
             base = getattr(cls, name)  # the section's defaults (the training recipe)
+            if name == "train" and sections["model"].resolved(sections["loss"]) == "unet":
+                base = IMAGE_RECIPE
             sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
         config = cls(**sections)
         _check_model_and_loss(config.model, config.loss)
