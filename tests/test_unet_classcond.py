@@ -284,7 +284,7 @@ def test_sample_by_class_rows_labelled_and_independent_of_the_other_classes(tmp_
     config = _experiment(num_classes=10)
     kwargs = {"image_shape": list(SHAPE), "channels": [8, 16], "norm_groups": 4,
               "num_classes": 10}  # fmt: skip
-    model = VPEpsilonUNet(jax.random.key(0), SHAPE, **kwargs | {"image_shape": SHAPE})
+    model = VPEpsilonUNet(jax.random.key(0), **kwargs)
     run = tmp_path / "run"
     run.mkdir()
     save_model(run / "model", model, **kwargs)
@@ -328,3 +328,23 @@ def test_exported_conditional_unet_loads_in_diffusers_with_equal_output(conditio
             expected = reference(torch.from_numpy(x), t, torch.from_numpy(labels)).sample
         got = conditional.network.unet(jnp.asarray(x), t, jnp.asarray(labels))
         np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-3)
+
+
+def test_grid_rows_are_labelled_by_class(tmp_path):
+    import PIL.Image
+
+    from scorelab.viz import save_image_grid
+    from scorelab.workflows import save_sample_grid
+
+    samples = np.zeros((6, 1, 8, 8), np.float32)
+    with PIL.Image.open(save_sample_grid(samples, tmp_path / "plain.png")) as plain:
+        assert plain.size == (96, 64)  # two rows of three 32-pixel images
+    labelled = save_sample_grid(samples, tmp_path / "rows.png", labels=np.array([3, 3, 3, 7, 7, 7]))
+    with PIL.Image.open(labelled) as image:
+        picture = np.asarray(image)
+    # the same rows, right of a strip holding their labels in white
+    assert picture.shape[0] == 64 and picture.shape[1] > 96
+    strip = picture[:, : picture.shape[1] - 96]
+    assert strip[:32].max() == 255 and strip[32:].max() == 255
+    with pytest.raises(ValueError, match="row_labels: expected 2"):
+        save_image_grid(np.zeros((6, 8, 8)), tmp_path / "x.png", ncols=3, row_labels=["a"])

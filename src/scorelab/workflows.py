@@ -281,6 +281,12 @@ def sample_run(
     classes = list(range(num_classes)) if classes is None else list(classes)
     if len(set(classes)) != len(classes):
         raise ConfigError(f"--class: {classes} names a class twice; give each once")
+    check_memory(  # all classes' samples together; each class's chains are checked as drawn
+        "sample.n",
+        4.0 * n * len(classes) * int(np.prod(_state_shape(config))) * 2,
+        "ask for fewer samples (--n) or classes (--class)",
+        error=ConfigError,
+    )
     try:
         conditioned = [ClassConditioned(score_fn, y, guidance) for y in classes]
     except ValueError as error:
@@ -299,10 +305,16 @@ def sample_run(
     )
 
 
+def _state_shape(config: ExperimentConfig) -> tuple[int, ...]:
+    """One sample's shape: the target's ``(d,)``, or the shape of one example of the data."""
+    target = builders.make_target(config.data)
+    return (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+
+
 def _draw(config, model, score_fn, n, key, trajectory, batch) -> SampleResult:
     """``n`` chains of the configured sampler on ``score_fn`` from ``key`` (:func:`sample_run`)."""
     target = builders.make_target(config.data)
-    shape = (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+    shape = _state_shape(config)
     dim = int(np.prod(shape))
     key_prior, key_sampler = jax.random.split(key)
     # MALA's log-density is the exact target's: only when sampling its exact score.
