@@ -345,6 +345,6 @@ def test_grid_rows_are_labelled_by_class(tmp_path):
     # the same rows, right of a strip holding their labels in white
     assert picture.shape[0] == 64 and picture.shape[1] > 96
     strip = picture[:, : picture.shape[1] - 96]
-    assert strip[:32].max() == 255 and strip[32:].max() == 255
+    assert strip[:32].max() > 200 and strip[32:].max() > 200  # text (anti-aliased) in each
     with pytest.raises(ValueError, match="row_labels: expected 2"):
         save_image_grid(np.zeros((6, 8, 8)), tmp_path / "x.png", ncols=3, row_labels=["a"])

@@ -299,7 +299,7 @@ def sample_run(
     return SampleResult(
         np.concatenate([p.x for p in parts]),
         None if not trajectory else np.concatenate([p.trajectory for p in parts]),
-        float(np.mean([p.nfe for p in parts])),
+        parts[0].nfe if per_chain[0] is None else float(np.mean([p.nfe for p in parts])),
         None if per_chain[0] is None else np.concatenate(per_chain),
         np.repeat(np.asarray(classes, np.int64), n),
     )
