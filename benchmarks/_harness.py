@@ -9,12 +9,16 @@ median over rounds. Ratios between cases of the same round are what the benchmar
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,3 +172,38 @@ def write(name: str, payload: dict, out: Path | None) -> Path:
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def k_diffusion_sampling() -> types.ModuleType | None:
+    """k-diffusion's ``sampling.py``, unchanged, or ``None`` where k-diffusion, torch,
+    torchsde or torchdiffeq is missing.
+
+    ``k_diffusion/__init__.py`` imports its training stack (wandb, clean-fid, torchvision,
+    scikit-image, ...), so ``sampling.py`` and ``utils.py`` are loaded by file as a private
+    package; only the image transforms ``utils.py`` imports at its top (no sampler uses them)
+    are stood in for when torchvision is absent. ``.ci/run`` installs k-diffusion with
+    ``--no-deps`` plus the two solver libraries it imports.
+    """
+    name = "_k_diffusion_sampling_only"
+    if name + ".sampling" in sys.modules:
+        return sys.modules[name + ".sampling"]
+    needed = ("torch", "torchsde", "torchdiffeq", "k_diffusion")
+    if any(importlib.util.find_spec(module) is None for module in needed):
+        return None
+    package = types.ModuleType(name)
+    package.__path__ = list(importlib.util.find_spec("k_diffusion").submodule_search_locations)
+    sys.modules[name] = package
+    stubs = {}
+    if importlib.util.find_spec("torchvision") is None:
+        transforms = types.ModuleType("torchvision.transforms")
+        transforms.functional = types.ModuleType("torchvision.transforms.functional")
+        stubs = {"torchvision": types.ModuleType("torchvision"),
+                 "torchvision.transforms": transforms,
+                 "torchvision.transforms.functional": transforms.functional}  # fmt: skip
+        stubs["torchvision"].transforms = transforms
+        sys.modules.update(stubs)
+    try:
+        return importlib.import_module(name + ".sampling")
+    finally:
+        for stub in stubs:
+            sys.modules.pop(stub)

@@ -55,6 +55,9 @@ def test_table_is_markdown_with_one_row_per_entry():
         "train_step_parts",
         "convolutions",
         "unroll",
+        "edm_unet_digits",
+        # k-diffusion's rows where torch and k-diffusion are installed, scorelab's everywhere.
+        "likelihood",
         # a class-conditional U-Net's samples classified by class (train_run + sample_run)
         "classcond_digits",
         # scorelab's UNet2D against diffusers' UNet2DModel, DDIMPipeline and a torch loop.

@@ -14,6 +14,7 @@ import logging
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -181,3 +182,56 @@ def test_rst_unknown_reference_is_a_warning(rst_extension, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         _load(griffe, module, tmp_path, '"""See :func:`renamed_long_ago`."""\n')
     assert any("renamed_long_ago" in record.getMessage() for record in caplog.records)
+
+
+def test_the_site_serves_mathjax_itself(tmp_path):
+    """The built site loads MathJax from its own files (the docs extra's
+    ``django-static-mathjax``), never from a CDN: every script a page loads exists in the site,
+    and so do the CHTML fonts the bundle fetches."""
+    pytest.importorskip("mathjax", reason="the docs extra (django-static-mathjax)")
+    pytest.importorskip("material", reason="the docs extra (mkdocs-material)")
+    import yaml
+
+    docs = tmp_path / "docs"
+    (docs / "javascripts").mkdir(parents=True)
+    (docs / "index.md").write_text("Inline $x^2$ and\n\n$$\na = b\n$$\n")
+    shutil.copy(DOCS / "javascripts" / "mathjax.js", docs / "javascripts" / "mathjax.js")
+    (tmp_path / "hook.py").write_text(
+        textwrap.dedent(
+            f"""
+            import importlib.util
+            spec = importlib.util.spec_from_file_location(
+                "scorelab_docs_hooks", {str(ROOT / "scripts" / "docs" / "hooks.py")!r}
+            )
+            hooks = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(hooks)
+
+            def on_files(files, config, **kwargs):
+                for file in hooks.mathjax_files(config):
+                    files.append(file)
+                return files
+            """
+        )
+    )
+    ours = (ROOT / "mkdocs.yml").read_text()
+    extra_javascript = re.search(r"^extra_javascript:\n((?:  - .*\n)+)", ours, re.M).group(0)
+    (tmp_path / "mkdocs.yml").write_text(
+        "site_name: t\ntheme:\n  name: material\nhooks:\n  - hook.py\n"
+        "markdown_extensions:\n  - pymdownx.arithmatex:\n      generic: true\n" + extra_javascript
+    )
+    assert yaml.safe_load((tmp_path / "mkdocs.yml").read_text())["extra_javascript"]
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q"],
+        cwd=tmp_path,
+        check=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    site = tmp_path / "site"
+    page = (site / "index.html").read_text()
+    sources = re.findall(r'<script[^>]*\bsrc="([^"]+)"', page)
+    assert any(source.endswith("mathjax/tex-mml-chtml.js") for source in sources), sources
+    for source in sources:
+        assert not re.match(r"(https?:)?//", source), f"{source}: loaded from the network"
+        assert (site / source.split("?")[0]).is_file(), source
+    fonts = site / "assets" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert len(list(fonts.glob("*.woff"))) > 10

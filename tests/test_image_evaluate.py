@@ -106,6 +106,21 @@ def test_sweep_adds_image_metrics_and_their_floors_on_digits_mixture():
         fewest_nfe(result, "recall")
 
 
+def test_sweep_cli_takes_image_metrics_from_the_flag_over_the_toml(tmp_path, capsys):
+    """--image-metrics turns them on; --no-image-metrics overrides the TOML's true."""
+    base = ["sweep", "--target", "digits_mixture", "--samplers", "euler", "--nfe", "10"]
+    base += ["--n", "30", "--seeds", "0", "--quiet"]
+    assert main([*base, "--image-metrics", "--out", str(tmp_path / "on")]) == 0
+    assert "floor fd:" in capsys.readouterr().out
+    config = tmp_path / "sweep.toml"
+    config.write_text("[sweep]\nimage_metrics = true\n")
+    off = [*base, "--config", str(config), "--no-image-metrics", "--out", str(tmp_path / "off")]
+    assert main(off) == 0
+    assert "floor fd:" not in capsys.readouterr().out
+    saved = json.loads((tmp_path / "off" / "sweep.json").read_text())
+    assert "fd" not in saved["floors"] and "fd" not in saved["rows"][0]
+
+
 def test_sweep_cli_takes_image_metrics_from_the_toml(tmp_path, capsys):
     config = tmp_path / "sweep.toml"
     config.write_text(

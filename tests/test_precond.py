@@ -37,7 +37,7 @@ def test_coefficients_are_table_1s(sigma_data):
 
 
 class GaussianOptimum(eqx.Module):
-    """The raw network that makes EDM's denoiser exact for x_0 ~ N(mu, v I):
+    """The raw network that makes EDM's denoiser exact for x_0 ~ N(mu, diag(v)) (v per entry):
     F*(x_in, c_noise) = (D*(x, sigma) - c_skip x) / c_out with x and sigma recovered from the
     network's inputs (sigma = exp(4 c_noise), x = x_in / c_in), and
     D* = mu + v/(v + sigma^2) (x - mu). The numerator is written as
@@ -45,7 +45,7 @@ class GaussianOptimum(eqx.Module):
     free of float32's cancellation of O(1) terms at small sigma."""
 
     mu: jax.Array
-    variance: float
+    variance: jax.Array
     sigma_data: float
 
     def __call__(self, x_in, c_noise):
@@ -60,14 +60,19 @@ class GaussianOptimum(eqx.Module):
 
 
 @pytest.mark.parametrize("sigma_data", [0.7, 2.0])  # equal to the data's sd, and not
-@pytest.mark.parametrize("shape", [(3,), (1, 4, 4)])
+@pytest.mark.parametrize("shape", [(3,), (1, 4, 4), (3, 4, 2)])
 def test_exact_optimum_gives_the_exact_score(sigma_data, shape, key):
-    variance = 0.49
-    mu = jnp.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)
+    # Images (C, H, W) with a mean and a variance per pixel (0.25 to 0.73): the wrapper works
+    # entry by entry, whatever the layout.
+    size = int(np.prod(shape))
+    mu = jnp.linspace(-1.0, 1.0, size).reshape(shape)
+    variance = jnp.linspace(0.25, 0.73, size)[::-1].reshape(shape)
     model = EDMPreconditioned(GaussianOptimum(mu, variance, sigma_data), sigma_data)
     for i, sigma in enumerate(SIGMAS):
-        x = mu + np.sqrt(variance + sigma**2) * jax.random.normal(jax.random.fold_in(key, i), shape)
-        exact_score = -(x - mu) / (variance + sigma**2)  # closed form for N(mu, v I) * N(0, s^2 I)
+        eps = jax.random.normal(jax.random.fold_in(key, i), shape)
+        x = mu + jnp.sqrt(variance + sigma**2) * eps
+        # closed form for N(mu, diag(v)) * N(0, s^2 I)
+        exact_score = -(x - mu) / (variance + sigma**2)
         scale = float(jnp.max(jnp.abs(exact_score)))
         np.testing.assert_allclose(model(x, sigma), exact_score, rtol=0, atol=2e-5 * scale)
         exact_denoised = mu + variance / (variance + sigma**2) * (x - mu)
@@ -191,9 +196,109 @@ def test_edm_configuration_builds_the_preconditioned_model_and_loss(key):
             {"loss": {"name": "dsm"}, "model": {"preconditioning": "edm"}},
             "model.preconditioning: 'edm' wraps a noise-conditional network",
         ),
+        (
+            {"loss": {"name": "vp_epsilon"}, "model": {"name": "unet", "preconditioning": "edm"}},
+            "model.preconditioning: 'edm' makes the network a VE denoiser trained by loss 'ncsn'",
+        ),
+        (
+            {"loss": {"name": "vp_epsilon"}, "model": {"preconditioning": "edm"}},
+            "model.preconditioning: 'edm' makes the network a VE denoiser",
+        ),
+        (
+            {"loss": {"name": "ncsn"}, "model": {"name": "unet"}},
+            "model.name: 'unet' predicts the noise .* or is a VE denoiser with "
+            "model.preconditioning=edm",
+        ),
+        (
+            {"loss": {"name": "dsm"}, "model": {"name": "unet", "preconditioning": "edm"}},
+            "model.name: loss 'dsm' trains model 'mlp', got 'unet'",
+        ),
     ],
 )
 def test_invalid_edm_configuration_is_one_line(values, message):
     with pytest.raises(ConfigError, match=message) as error:
         ExperimentConfig.from_dict(values)
     assert "\n" not in str(error.value)
+
+
+# --- the U-Net as a VE denoiser ------------------------------------------------------------------
+
+_EDM_UNET = {
+    "data": {"source": "digits"},
+    "model": {"name": "unet", "preconditioning": "edm", "channels": [8, 8]},
+    "loss": {"weighting": "edm", "sigma_distribution": "lognormal", "p_mean": -1.2},
+}
+
+
+def test_edm_unet_feeds_a_quarter_log_sigma_to_the_unets_timestep(key):
+    # The configured model is EDMPreconditioned around the U-Net, whose timestep input is
+    # c_noise = ln(sigma)/4 unscaled; its score is Table 1's, computed here in float64 from the
+    # U-Net called directly.
+    from scorelab.diffusers import UNetNetwork
+
+    config = ExperimentConfig.from_dict(_EDM_UNET)
+    data = np.asarray(jax.random.uniform(key, (32, 1, 8, 8), minval=-1.0, maxval=1.0))
+    model, kwargs = builders.make_model(config.model, config.loss, data, key)
+    assert isinstance(model, EDMPreconditioned) and isinstance(model.network, UNetNetwork)
+    sigma_data = float(np.std(data))
+    assert model.sigma_data == kwargs["sigma_data"] == pytest.approx(sigma_data)
+    x = data[0] + 0.3
+    x64 = np.asarray(x, np.float64)
+    for sigma in (0.002, 0.5, 80.0):
+        total = sigma**2 + sigma_data**2
+        c_in = jnp.float32(1 / np.sqrt(total))
+        raw = model.network.unet((c_in * x)[None], jnp.float32([np.log(sigma) / 4]))[0]
+        c_out = sigma * sigma_data / np.sqrt(total)
+        want = c_out / sigma**2 * np.asarray(raw, np.float64) - x64 / total
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(model(x, sigma), want, rtol=0, atol=2e-5 * scale)
+
+
+def test_edm_unet_configuration_is_accepted_and_refused_at_the_command_line(tmp_path, capsys):
+    from scorelab.cli import main
+
+    config = ExperimentConfig.from_dict(_EDM_UNET)
+    assert config.loss.name == "ncsn" and config.model.resolved(config.loss) == "unet"
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    argv = ["train", "--data", "digits", "--steps", "1", "--out", str(tmp_path / "run")]
+    argv += ["--set", "model.name=unet", "--set", "model.preconditioning=edm"]
+    assert main([*argv, "--set", "loss.name=vp_epsilon"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.preconditioning: 'edm' makes the network" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # three U-Net compilations: ~100 s of CPU, minutes on a loaded machine
+def test_edm_unet_trains_samples_resumes_and_refuses_export_on_digits(tmp_path, capsys):
+    """Toy size: a U-Net of 8-8 channels, 2 steps of batch 4, then 2 more on resume."""
+    from PIL import Image
+
+    from scorelab.cli import main
+    from scorelab.runs import load_run
+
+    run = tmp_path / "run"
+    train = ["train", "--data", "digits", "--batch-size", "4", "--quiet", "--out", str(run)]
+    for section, table in _EDM_UNET.items():
+        train += [f"--set={section}.{k}={v!r}".replace("'", '"') for k, v in table.items()]
+    train += ["--set", "train.steps_per_dispatch=2", "--set", 'train.schedule="constant"']
+    train += ["--set", 'sampler.name="heun"', "--set", 'sampler.grid="karras"']
+    train += ["--set", "sampler.n_levels=3"]
+    assert main([*train, "--steps", "2"]) == 0
+    _, model = load_run(run)
+    assert isinstance(model, EDMPreconditioned)
+    samples, grid = tmp_path / "s.npy", tmp_path / "grid.png"
+    argv = ["sample", "--run", str(run), "--n", "3", "--out", str(samples)]
+    assert main([*argv, "--grid-png", str(grid)]) == 0
+    assert np.load(samples).shape == (3, 1, 8, 8) and np.isfinite(np.load(samples)).all()
+    with Image.open(grid) as picture:
+        assert picture.size[0] >= 3 * 32
+    # Resuming continues the checkpointed run: its first two losses are the first run's.
+    first = np.load(run / "losses.npy")
+    assert main([*train, "--steps", "4", "--resume"]) == 0
+    resumed = np.load(run / "losses.npy")
+    assert resumed.shape == (4,) and np.array_equal(resumed[:2], first)
+    capsys.readouterr()
+    assert main(["export", str(run), "--diffusers", str(tmp_path / "pipeline")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "an EDM-preconditioned VE model has no diffusers pipeline" in err[0]
+    assert not (tmp_path / "pipeline").exists()

@@ -287,6 +287,22 @@ _BAD_SAMPLE_FLAGS = [
     ["--set", "sampler.options=3"],
     ["--set", "sampler.levels=3"],
     ["--set", "sampler.name=1"],
+    # Seeds outside [0, 2**32): JAX keeps 32 bits, so they would alias smaller ones.
+    ["--seed", "-1"],
+    ["--seed", "4294967296"],
+    ["--seed", "99999999999999999999"],
+    # Grid sizes beyond memory are refused before the grid is built (a C++ abort before).
+    ["--levels", "1000000000000"],
+    ["--nfe", "1000000000000"],
+    # Non-finite options (inf only where it is the default, as euler_churn's s_tmax).
+    ["--sampler", "ddim", "--eta", "inf"],
+    ["--sampler", "ddim", "--eta", "nan"],
+    ["--sampler", "dpmpp_sde", "--s-noise", "inf"],
+    ["--grid", "ays:"],
+    ["--grid", "ays:../grids/seed_mixture_10"],
+    # Step counts set by options, beyond memory (restart hung, ULA ran out of memory).
+    ["--sampler", "restart", "--n-restarts", "1000000000"],
+    ["--sampler", "ula", "--n-steps", "10000000000"],
 ]
 
 
@@ -294,6 +310,60 @@ _BAD_SAMPLE_FLAGS = [
 def test_sample_refuses_bad_flags(flags, tmp_path, capsys):
     out = tmp_path / "s.npy"
     _fails(["sample", "--exact", "seed_mixture", "--n", "20", "--out", out, *flags], capsys)
+    assert not out.exists()
+
+
+_BAD_GRID_FILES = {
+    "not_json": "{not json",
+    "empty": "",
+    "a_list": "[0.02, 80]",
+    "sigmas_a_string": '{"sigmas": "abc"}',
+    "sigmas_nested": '{"sigmas": [[0.02], [80]]}',
+    "no_sigmas": '{"levels": [0.02, 80]}',
+    "descending": '{"sigmas": [80, 1, 0.02]}',
+    "nan": '{"sigmas": [0.02, NaN, 80]}',
+    "negative": '{"sigmas": [-1, 1, 80]}',
+    "one_level": '{"sigmas": [80]}',
+    "beyond_float32": '{"sigmas": [0.02, 1e39, 1e40]}',
+    "booleans": '{"sigmas": [true, 80]}',
+    "binary": None,
+    "a_folder": "folder",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD_GRID_FILES))
+def test_sample_refuses_a_bad_saved_grid_before_sampling(kind, tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    if kind == "a_folder":
+        grid.mkdir()
+    elif kind == "binary":
+        grid.write_bytes(bytes(range(256)))
+    else:
+        grid.write_text(_BAD_GRID_FILES[kind])
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--exact", "seed_mixture", "--n", "5", "--grid", grid, "--out", out]
+    _fails(argv, capsys, "sampler.grid", str(grid))
+    assert not out.exists()
+
+
+def test_a_saved_grid_brings_its_range_and_refuses_another(tmp_path, capsys):
+    """``--grid FILE`` samples over the file's range unless a range is given; a range that
+    differs is refused naming the flags (it was refused only at sampling, as an option)."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"sigmas": [0.002, 0.1, 1.0, 80.0]}))
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--exact", "seed_mixture", "--n", "5", "--sampler", "euler", "--levels"]
+    assert main([*argv, "4", "--grid", str(grid), "--out", str(out)]) == 0
+    assert np.isfinite(np.load(out)).all()
+    capsys.readouterr()
+    _fails([*argv, "4", "--grid", grid, "--sigma-min", "0.01", "--out", out, "--overwrite"],
+           capsys, "sampler.sigma_min = 0.002")  # fmt: skip
+
+
+def test_sample_refuses_a_trajectory_written_over_the_samples(tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--exact", "seed_mixture", "--n", "5", "--out", out, "--trajectory", out]
+    _fails(argv, capsys, "--trajectory")
     assert not out.exists()
 
 
@@ -498,6 +568,25 @@ _DAMAGES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("loss.name='dsm'", "loss.name"),
+        ("data.source='digits_mixture'", "data.source"),
+        ("model.seed=3", "model.seed"),
+        ("train.learning_rate=0.5", "train.learning_rate"),
+    ],
+)
+@pytest.mark.parametrize("command", ["sample", "score-error"])
+def test_a_runs_training_sections_cannot_be_overridden(
+    command, override, field, run_dir, tmp_path, capsys
+):
+    """Only ``[sampler]`` may change on top of a run: another loss or data described a model the
+    run does not hold (a wrong hint, or a traceback for another dimension, before)."""
+    out = ["--out", tmp_path / "s.npy"] if command == "sample" else []
+    _fails([command, "--run", run_dir, "--n", "5", "--set", override, *out], capsys, field)
+
+
 @pytest.mark.parametrize("damage", _DAMAGES)
 def test_sample_refuses_a_damaged_run(damage, run_dir, tmp_path, capsys):
     copy = _damaged_copy(run_dir, tmp_path, damage)
@@ -601,3 +690,99 @@ def test_run_sources_take_the_same_overrides_in_sample_and_likelihood(run_dir, t
     assert main([str(a) for a in argv]) == 0
     assert json.loads(report.read_text())["sigma_max"] == 5.0
     _fails(["likelihood", "--points", points], capsys, "exactly one of --run")
+
+
+# --- the surfaces of the image and grid sessions ---------------------------------------------
+
+_GRID = ["grid", "--exact", "seed_mixture", "--n", "40", "--levels", "5", "--candidates", "4"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--inner", "0"],
+        ["--candidates", "0"],
+        ["--sweeps", "0"],
+        ["--sweeps", "-1"],
+        ["--n", "10000000000000"],
+        ["--seed", "-1"],
+        ["--levels", "2"],
+        ["--grid", "karras"],
+        ["--prior", "exact"],
+    ],
+    ids=" ".join,
+)
+def test_grid_refuses_bad_flags(flags, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    _fails([*_GRID, *flags, "--out", out], capsys)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def dsm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("robust") / "dsm"
+    assert main(["train", "--loss", "dsm", "--out", str(out), *_TINY]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--n-probes", "100000000000"], ["--seed", "-1"], ["--seed", "4294967296"]],
+    ids=" ".join,
+)
+def test_likelihood_refuses_bad_flags(flags, tmp_path, capsys):
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    _fails(["likelihood", "--exact", "seed_mixture", "--points", points, *flags], capsys)
+
+
+def test_likelihood_refuses_an_unconditional_model(dsm_run, tmp_path, capsys):
+    """A DSM model is the score of one law: its probability-flow 'likelihood' was a number
+    with no meaning, exit 0."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    _fails(["likelihood", "--run", dsm_run, "--points", points], capsys, "unconditional")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x"])
+def test_demo_name_is_a_plain_folder_name(name, tmp_path, capsys):
+    """``--name ..`` or ``''`` named ``--out`` itself or its parent, which --overwrite empties."""
+    parent = tmp_path / "parent"
+    (parent / "keep").mkdir(parents=True)
+    (parent / "config.json").write_text("{}")
+    argv = ["demo", "--out", parent / "runs", "--name", name, "--overwrite", "--quiet"]
+    _fails(argv, capsys, "--name")
+    assert (parent / "keep").is_dir() and (parent / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--processes", "100000"], ["--processes", "0"], ["--processes", "2", "--lr", "-1"]],
+    ids=" ".join,
+)
+def test_train_processes_are_checked_once_before_launching(flags, tmp_path, capsys):
+    """The launcher refuses more processes than memory holds (100000 were started before) and
+    checks the configuration itself: one error line, not one per process."""
+    out = tmp_path / "run"
+    _fails(["train", "--out", out, *_TINY, *flags], capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override", ["train.seed=4294967296", "data.seed=-1", "model.seed=99999999999999999999"]
+)
+def test_train_refuses_seeds_that_alias(override, tmp_path, capsys):
+    _fails(["train", "--out", tmp_path / "run", *_TINY, "--set", override], capsys, "seed")
+
+
+@pytest.mark.parametrize("output", ["-o", "--save-array"])
+def test_pretrained_never_overwrites_an_output(output, tmp_path, capsys):
+    """``pretrained -o`` replaced an existing file without a word; now only with --overwrite,
+    and refused before the pipeline is loaded."""
+    existing = tmp_path / ("grid.png" if output == "-o" else "x.npy")
+    existing.write_text("keep")
+    argv = ["pretrained", tmp_path / "no-such-pipeline", output, existing]
+    if output == "--save-array":
+        argv += ["-o", tmp_path / "new.png"]
+    _fails(argv, capsys, str(existing), "--overwrite")
+    assert existing.read_text() == "keep"

@@ -6,17 +6,14 @@ its ``noise_sampler`` argument, or for the churn of ``sample_euler`` / ``sample_
 call ``torch.randn_like`` directly) by replaying torch's generator from the same seed. Agreement
 is required to 1e-9 on states of size ~10-80, i.e. rounding.
 
-``k_diffusion/__init__.py`` imports its training stack (wandb, clean-fid, torchvision, ...), so
-``sampling.py`` and ``utils.py`` are loaded by file, unchanged, as a private package; only the
-image transforms ``utils.py`` imports at its top (unused by the samplers) are stood in for when
-torchvision is absent. ``.ci/run`` installs k-diffusion with ``--no-deps`` plus the two solver
-libraries it imports (torchsde, torchdiffeq).
+``k_diffusion/__init__.py`` imports its training stack, so ``sampling.py`` is loaded by file,
+unchanged (``benchmarks/_harness.py``'s ``k_diffusion_sampling``, which the likelihood benchmark
+shares). ``.ci/run`` installs k-diffusion with ``--no-deps`` plus the two solver libraries it
+imports (torchsde, torchdiffeq).
 """
 
-import importlib
-import importlib.util
 import sys
-import types
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -43,42 +40,22 @@ from scorelab.samplers import (
 )
 from scorelab.targets import seed_mixture
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from _harness import k_diffusion_sampling  # noqa: E402
+
 pytestmark = pytest.mark.diffusers
 
 LEVELS, CHAINS, TOLERANCE = 12, 5, 1e-9
 
 
 def _k_sampling():
-    """k-diffusion's ``sampling`` module, loaded from its files without the package's
-    ``__init__``."""
+    """torch (one thread) and k-diffusion's ``sampling`` module, loaded from its files without
+    the package's ``__init__`` (``benchmarks/_harness.py``'s ``k_diffusion_sampling``)."""
     torch = pytest.importorskip("torch")
-    pytest.importorskip("torchsde")
-    pytest.importorskip("torchdiffeq")
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
-        pytest.skip("k-diffusion is not installed")
+    sampling = k_diffusion_sampling()
+    if sampling is None:
+        pytest.skip("k-diffusion, torchsde or torchdiffeq is not installed")
     torch.set_num_threads(1)
-    name = "_k_diffusion_sampling_only"
-    if name + ".sampling" in sys.modules:
-        return torch, sys.modules[name + ".sampling"]
-    package = types.ModuleType(name)
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules[name] = package
-    stubs = {}
-    if importlib.util.find_spec("torchvision") is None:
-        # utils.py imports torchvision's image transforms at its top; no sampler uses them.
-        transforms = types.ModuleType("torchvision.transforms")
-        transforms.functional = types.ModuleType("torchvision.transforms.functional")
-        stubs = {"torchvision": types.ModuleType("torchvision"),
-                 "torchvision.transforms": transforms,
-                 "torchvision.transforms.functional": transforms.functional}  # fmt: skip
-        stubs["torchvision"].transforms = transforms
-        sys.modules.update(stubs)
-    try:
-        sampling = importlib.import_module(name + ".sampling")
-    finally:
-        for stub in stubs:
-            sys.modules.pop(stub)
     return torch, sampling
 
 

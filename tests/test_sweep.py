@@ -2,19 +2,56 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from scorelab.cli import main
 from scorelab.models import ExactScore
+from scorelab.noise import karras_sigmas
+from scorelab.samplers import ve_prior
 from scorelab.sweep import (
     SweepResult,
     SweepSettings,
     fewest_nfe,
     mean_rows,
     sweep,
+    sweep_runs,
     sweep_sampler,
 )
+
+
+def test_sweep_runs_builds_each_grid_once_and_runs_every_score_from_the_same_starts(mixture):
+    """Heun's budgets 1, 5, 6, 9 buy N = 1, 3, 3, 5: N = 1 is skipped, 3 runs once; an adaptive
+    solver runs once; each run asks chain_key for its key, and two scores given the same key
+    and the same starts give the same chains."""
+    asked = []
+
+    def chain_key(label, levels, score):
+        asked.append((label, levels, score))
+        return jax.random.key(7)
+
+    exact = ExactScore(mixture)
+    tsit5 = sweep_sampler("tsit5", rtol=1e-2, atol=1e-2)
+    runs = list(
+        sweep_runs(
+            [sweep_sampler("heun"), tsit5],
+            [1, 5, 6, 9],
+            {"a": exact, "b": exact},
+            ve_prior(jax.random.key(1), 6, 2, np.float32(80.0)),
+            chain_key,
+            lambda n: karras_sigmas(n, 0.002, 80.0, 7.0),
+        )
+    )
+    assert [(run.spec.label, run.levels) for run in runs] == [
+        ("heun", 3),
+        ("heun", 5),
+        (tsit5.label, None),
+    ]
+    assert [run.sampler.nfe for run in runs[:2]] == [5, 9]  # 2N - 1
+    assert asked == [(run.spec.label, run.levels, s) for run in runs for s in ("a", "b")]
+    for run in runs:
+        np.testing.assert_array_equal(run.outputs["a"].x, run.outputs["b"].x)
 
 
 def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
@@ -39,6 +76,22 @@ def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
     for row in result.rows:
         assert np.isfinite([row["sw"], row["mmd2"], row["tv"]]).all()
         assert 0.0 <= row["far"] <= 1.0
+
+
+def test_a_map_in_parts_reuses_its_floors_and_rows_do_not_change(mixture):
+    # One sweep of two samplers against two sweeps of one, the second given the first's floors:
+    # the same rows (common random numbers per seed), and the floors passed through unmeasured.
+    score_fns = {"exact": ExactScore(mixture)}
+    kwargs = dict(n_samples=200, seeds=(0,), floor_repeats=2, n_projections=20)
+    euler, heun = sweep_sampler("euler"), sweep_sampler("heun")
+    whole = sweep(mixture, [euler, heun], [4], score_fns, **kwargs)
+    first = sweep(mixture, [euler], [4], score_fns, **kwargs)
+    marked = {"sw": (-1.0, 0.0), "mmd2": (-2.0, 0.0), "tv": (-3.0, 0.0)}  # no metric's value
+    second = sweep(mixture, [heun], [4], score_fns, known_floors=marked, **kwargs)
+    assert first.floors == whole.floors
+    assert second.floors == marked
+    assert first.rows + second.rows == whole.rows
+    assert second.settings == whole.settings
 
 
 def _fake_result(points, floor=(1.0, 0.1)):

@@ -50,7 +50,39 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
     return markdown.replace("<!-- sampler-options -->", sampler_options_table())
 
 
+MATHJAX_DIR = "assets/mathjax"
+"""Where the site serves MathJax from (``extra_javascript`` in mkdocs.yml names its
+``tex-mml-chtml.js``)."""
+
+# The es5 build's other combined bundles (SVG output, speech) are not loaded by tex-mml-chtml.
+_MATHJAX_UNUSED = ("mml-", "tex-chtml", "tex-svg", "tex-mml-svg", "node-main")
+
+
+def mathjax_files(config) -> list[File]:
+    """MathJax 3's browser build (``es5/``: the tex-mml-chtml bundle and the fonts, input,
+    output, menu and accessibility components it loads on demand) as site files under
+    :data:`MATHJAX_DIR`, so that the equations render offline.
+
+    Vendored from the ``django-static-mathjax`` package (MathJax's own release files, no
+    Django needed; the ``docs`` extra installs it): no Python package ships MathJax for
+    MkDocs, and Material's setup loads it from a CDN.
+    """
+    import mathjax
+
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    found = []
+    for path in sorted(es5.rglob("*")):
+        relative = path.relative_to(es5).as_posix()
+        if path.is_file() and not (path.parent == es5 and relative.startswith(_MATHJAX_UNUSED)):
+            found.append(
+                File.generated(config, f"{MATHJAX_DIR}/{relative}", abs_src_path=str(path))
+            )
+    return found
+
+
 def on_files(files: Files, config, **kwargs) -> Files:
+    for file in mathjax_files(config):
+        files.append(file)
     pages = build_tutorial.PAGES
     for path in sorted(pages.rglob("*")):
         if path.is_file():

@@ -34,6 +34,22 @@ def check_int(
         raise error(f"{field}: expected {none}an integer >= {minimum}, got {value!r}")
 
 
+SEED_LIMIT = 2**32
+"""Seeds are integers in ``[0, SEED_LIMIT)``: ``jax.random.key`` keeps only a seed's low 32
+bits (without ``jax_enable_x64``), so ``key(2**32)`` is ``key(0)`` and a negative or larger seed
+would silently repeat a smaller one's draws."""
+
+
+def check_seed(field: str, value, error: type[ValueError] = ValueError) -> None:
+    """Raise unless ``value`` is an integer seed in ``[0, 2**32)`` (:data:`SEED_LIMIT`)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 0 <= value < SEED_LIMIT
+    ):
+        raise error(f"{field}: expected an integer seed in [0, 2**32 - 1], got {value!r}")
+
+
 def check_real(
     field: str,
     value,

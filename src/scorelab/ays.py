@@ -50,6 +50,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import atomic_write
+from scorelab._validate import check_int, check_memory
 from scorelab.noise import geometric_sigmas
 
 
@@ -119,10 +120,19 @@ def optimise_grid(
         the geometric grid's (the start), both on the same random numbers.
 
     Raises:
-        ValueError: for ``n_levels < 3`` or a bad range.
+        ValueError: for ``n_levels < 3``, ``n_inner``, ``n_candidates`` or ``n_sweeps`` below
+            1, a bad range, or more memory than available for the bound's draws.
     """
     if int(n_levels) != n_levels or n_levels < 3:
         raise ValueError(f"an optimised grid needs n_levels >= 3, got {n_levels}")
+    for name, value in (("inner", n_inner), ("candidates", n_candidates), ("sweeps", n_sweeps)):
+        check_int(f"grid.{name}", value, 1)
+    # The bound's draws: n_inner noised copies of x_0 for each of n_candidates positions.
+    check_memory(
+        "grid.n",
+        4.0 * 4 * x_0.size * n_inner * n_candidates,
+        "use fewer data points (--n), --inner or --candidates",
+    )
     sigmas = np.asarray(geometric_sigmas(n_levels, sigma_min, sigma_max), np.float64)
     sigmas[[0, -1]] = sigma_min, sigma_max
 

@@ -165,12 +165,7 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     activation = config.resolved_activation(loss)
     if config.preconditioning == "edm":
         network_kwargs = {"dim": dim, "activation": activation}
-        kwargs = {
-            "network": _record(models.ConditionalMLP, network_kwargs),
-            "sigma_data": data_scale(data),
-        }
-        network = models.ConditionalMLP(key, **network_kwargs)
-        return precond.EDMPreconditioned(network, kwargs["sigma_data"]), kwargs
+        return _edm(models.ConditionalMLP, network_kwargs, data, key)
     if config.resolved(loss) == "mlp":
         kwargs = {
             "dim": dim,
@@ -187,21 +182,27 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     return models.NoiseConditionalMLP(key, **kwargs), kwargs
 
 
+def _edm(network_cls: type, network_kwargs: dict, data: np.ndarray, key: Array):
+    """``network_cls(key, **network_kwargs)`` under EDM's preconditioning with ``sigma_data``
+    the data's standard deviation, and the record that rebuilds both."""
+    kwargs = {"network": _record(network_cls, network_kwargs), "sigma_data": data_scale(data)}
+    network = network_cls(key, **network_kwargs)
+    return precond.EDMPreconditioned(network, kwargs["sigma_data"]), kwargs
+
+
 def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Array):
-    """The VP epsilon U-Net for images ``data`` ``(n, C, H, W)`` on ``loss``'s schedule."""
-    from scorelab.diffusers import VPEpsilonUNet
+    """The U-Net for images ``data`` ``(n, C, H, W)``: the VP epsilon model on ``loss``'s
+    schedule, or with EDM's preconditioning the raw network :math:`F(c_{in} x, c_{noise})` of
+    a VE denoiser."""
+    from scorelab.diffusers import UNetNetwork, VPEpsilonUNet
 
     if data.ndim != 4:
         raise ConfigError(
             f"model.name: 'unet' needs images (n, C, H, W), got data of shape {data.shape}; "
             "use image data (data.source=digits) or model.name=ncsn_mlp"
         )
-    kwargs = {
+    network_kwargs = {
         "image_shape": list(data.shape[1:]),
-        "schedule": loss.schedule,
-        "num_train_timesteps": loss.num_train_timesteps,
-        "beta_start": loss.beta_start,
-        "beta_end": loss.beta_end,
         "channels": list(config.channels),
         "layers_per_block": config.layers_per_block,
         "attention_resolutions": list(config.attention_resolutions),
@@ -212,6 +213,15 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         "null_class": loss.label_dropout > 0,
     }
     try:
+        if config.preconditioning == "edm":
+            return _edm(UNetNetwork, network_kwargs, data, key)
+        kwargs = {
+            **network_kwargs,
+            "schedule": loss.schedule,
+            "num_train_timesteps": loss.num_train_timesteps,
+            "beta_start": loss.beta_start,
+            "beta_end": loss.beta_end,
+        }
         return VPEpsilonUNet(key, **kwargs), kwargs
     except ValueError as error:
         raise ConfigError(f"model: {error}") from error

@@ -30,8 +30,8 @@ _TRAIN_FLAGS = {
         str,
         "built-in target/toy set/digits, a .npy/.csv/.npz file or an image folder",
     ),
-    "--loss": ("loss.name", str, "hyvarinen, hutchinson, sliced, dsm or ncsn"),
-    "--model": ("model.name", str, "auto, mlp or ncsn_mlp"),
+    "--loss": ("loss.name", str, "hyvarinen, hutchinson, sliced, dsm, ncsn or vp_epsilon"),
+    "--model": ("model.name", str, "auto, mlp, ncsn_mlp or unet"),
     "--steps": ("train.steps", int, "optimiser steps"),
     "--batch-size": ("train.batch_size", int, "examples per step"),
     "--lr": ("train.learning_rate", float, "learning rate"),
@@ -60,6 +60,9 @@ _SCORE_ERROR_FLAGS = {
     flag: _GRID_FLAGS[flag]
     for flag in ("--levels", "--grid", "--sigma-min", "--sigma-max", "--rho")
 }
+# scorelab grid optimises levels between the ends: another grid, a prior or a sampler's budget
+# has no meaning there (they were accepted and ignored).
+_AYS_FLAGS = {flag: _GRID_FLAGS[flag] for flag in ("--levels", "--sigma-min", "--sigma-max")}
 # Flags of earlier versions, and what replaced them.
 _RENAMED_FLAGS = {
     "--e": "--eta",
@@ -158,8 +161,27 @@ def _source(args, flags: dict):
         raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
     if args.run is not None:
         saved, model = load_run(args.run)
-        return _experiment(args, flags, saved.to_dict()), model
+        return _run_experiment(args, flags, saved), model
     return _experiment(args, flags, {"data": {"source": args.exact}}), None
+
+
+def _run_experiment(args, flags: dict, saved):
+    """A run's saved configuration with ``--config``, ``--set`` and ``flags`` on top, of which
+    only ``[sampler]`` may differ: the data, model, loss and training made the saved network,
+    and another value there would describe a model the run does not hold."""
+    from scorelab.config import ConfigError
+
+    config = _experiment(args, flags, saved.to_dict())
+    fixed, changed = saved.to_dict(), config.to_dict()
+    for section in ("data", "model", "loss", "train"):
+        for field, value in fixed[section].items():
+            if changed[section][field] != value:
+                raise ConfigError(
+                    f"{section}.{field}: the run {args.run} was trained with {value!r}; only "
+                    f"the sampler's settings may change when sampling a run (got "
+                    f"{changed[section][field]!r}): train a new run for another {section}"
+                )
+    return config
 
 
 def _output(path: Path, suffix: str, overwrite: bool) -> Path:
@@ -190,10 +212,16 @@ def _cmd_train(args) -> int:
 
     from scorelab.distributed import initialize_distributed, is_primary, launch_local
 
-    if args.processes is not None and args.processes < 1:
-        raise ValueError(f"--processes: must be >= 1, got {args.processes}")
     if args.processes is not None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
-        # The launcher: the same command line in each process, which then joins the job below.
+        from scorelab._validate import check_memory
+
+        if args.processes < 1:
+            raise ValueError(f"--processes: must be >= 1, got {args.processes}")
+        # Each process is a Python interpreter with JAX loaded: about 512 MiB before any data.
+        check_memory("--processes", args.processes * 2.0**29, "start fewer processes")
+        # The launcher checks the configuration once (one error line, not one per process),
+        # then runs the same command line in each process, which joins the job below.
+        _experiment(args, _TRAIN_FLAGS)
         return launch_local([sys.executable, "-m", "scorelab.cli", *args.argv], args.processes)
     if args.processes is not None and os.environ.get("JAX_NUM_PROCESSES") != str(args.processes):
         raise ValueError(
@@ -228,6 +256,10 @@ def _cmd_sample(args) -> int:
     out = _output(args.out, ".npy", args.overwrite)
     if args.trajectory is not None:
         _output(args.trajectory, ".npy", args.overwrite)
+        if args.trajectory.resolve() == out.resolve():
+            raise ValueError(
+                f"--trajectory {args.trajectory}: the same file as --out; give it another name"
+            )
     if args.grid_png is not None:
         _output(args.grid_png, ".png", args.overwrite)
     trajectory = args.trajectory is not None
@@ -318,6 +350,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _demo_dir(args, default: str) -> Path:
+    """``--out/--name``: the demo's run directory, ``--name`` a plain folder name (a path
+    there could name ``--out`` itself or a folder above it, which ``--overwrite`` empties)."""
+    name = default if args.name is None else args.name
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"--name {name!r}: give a plain folder name (no path), e.g. my-demo")
+    return Path(args.out) / name
+
+
 def _cmd_demo(args) -> int:
     from scorelab.config import load_config
     from scorelab.demo import DemoSettings, run_demo
@@ -328,7 +369,7 @@ def _cmd_demo(args) -> int:
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.settings is not None:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
-    out = Path(args.out) / (args.name or "demo")
+    out = _demo_dir(args, "demo")
     with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
         run_demo(settings, out, progress=not args.quiet)
     return 0
@@ -345,7 +386,7 @@ def _image_demo(args) -> int:
     settings = ImageDemoSettings()
     if args.settings is not None:
         settings = ImageDemoSettings.from_dict(load_config(args.settings))
-    out = Path(args.out) / (args.name or "demo-images")
+    out = _demo_dir(args, "demo-images")
     with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
         results = run_image_demo(settings, out, progress=not args.quiet)
     print(Report(results["rows"], results["floors"]).text())
@@ -403,7 +444,7 @@ def _cmd_score_error(args) -> int:
     if args.plot is not None:
         _output(args.plot, ".png", args.overwrite)
     saved, model = load_run(args.run)
-    config = _experiment(args, _SCORE_ERROR_FLAGS, saved.to_dict())
+    config = _run_experiment(args, _SCORE_ERROR_FLAGS, saved)
     profile = score_error_run(config, model, n=args.n, seed=args.seed)
     print(f"relative score error of {args.run} ({profile.n} exact samples per level)")
     print("sigma       E|s_model - s|^2 / E|s|^2   se")
@@ -428,7 +469,7 @@ def _comma_list(kind):
     return parse
 
 
-# Sweep flags: flag -> (SweepSettings field, type, help).
+# Sweep flags: flag -> (SweepSettings field, type, help); type bool is a switch.
 _SWEEP_FLAGS = {
     "--target": ("target", str, "built-in target with an exact score"),
     "--samplers": ("samplers", _comma_list(str), "comma list, e.g. euler,heun,dpmpp_2m,edm"),
@@ -440,6 +481,7 @@ _SWEEP_FLAGS = {
     "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
     "--rho": ("rho", float, "Karras grid curvature or polyexponential exponent"),
+    "--image-metrics": ("image_metrics", bool, "classifier metrics (image targets)"),
 }
 
 
@@ -494,7 +536,7 @@ def _cmd_grid(args) -> int:
     from scorelab.ays import save_grid
     from scorelab.workflows import grid_run
 
-    config, model = _source(args, _GRID_FLAGS)
+    config, model = _source(args, _AYS_FLAGS)
     out = _output(args.out, ".json", args.overwrite)
     sigmas, bound, start, about = grid_run(
         config,
@@ -514,6 +556,9 @@ def _cmd_grid(args) -> int:
 def _cmd_pretrained(args) -> int:
     from scorelab.diffusers import run
 
+    _output(args.output, ".png", args.overwrite)
+    if args.save_array is not None:
+        _output(args.save_array, ".npy", args.overwrite)
     scheduler = {
         "timestep_spacing": args.spacing,
         "steps_offset": args.steps_offset,
@@ -553,6 +598,7 @@ def _add_pretrained(commands) -> None:
     pretrained.add_argument("--init-noise", type=Path, help="x_T .npy, NCHW like diffusers")
     pretrained.add_argument("--step-noise", type=Path, help="step noise .npy (steps, N, C, H, W)")
     pretrained.add_argument("--save-array", type=Path, help="model-space samples to this .npy")
+    pretrained.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pretrained.add_argument("--spacing", choices=["leading", "trailing", "linspace"])
     pretrained.add_argument("--steps-offset", type=int, help="offset of leading timesteps")
     pretrained.add_argument(
@@ -693,7 +739,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="the sampler map: quality against NFE, with floors")
     sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
     for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
-        sweep.add_argument(flag, type=kind, dest=f"sweep_{field}", default=None, help=help_text)
+        # A switch (bool) is --flag / --no-flag; absent, the TOML's value or the default holds.
+        parse = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        sweep.add_argument(flag, dest=f"sweep_{field}", default=None, help=help_text, **parse)
     sweep.add_argument(
         "--run",
         type=Path,
@@ -710,7 +758,7 @@ def _parser() -> argparse.ArgumentParser:
     source = grid.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
-    _add_config_flags(grid, _GRID_FLAGS)
+    _add_config_flags(grid, _AYS_FLAGS)
     grid.add_argument("--n", type=int, default=1000, help="data points of the bound")
     grid.add_argument("--seed", type=int, default=0, help="seed of the bound's draws")
     grid.add_argument("--inner", type=int, default=4, help="sigma draws per interval and point")
@@ -776,7 +824,7 @@ def _user_error(error: BaseException) -> str | None:
             errno.ENOSPC: "the disk is full: free some space and rerun (--resume for train)",
             errno.EISDIR: "give a file, not a folder",
             errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EEXIST: "choose another path or pass --overwrite",
+            errno.EEXIST: "choose another path",  # not every command has --overwrite
         }.get(error.errno, "check the path and the disk")
         return f"{where}{error.strerror or error}; {remedy}"
     if isinstance(error, MemoryError) or (

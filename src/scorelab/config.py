@@ -28,12 +28,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scorelab import losses, models, samplers
-from scorelab._validate import check_choice, check_int, check_real, from_mapping, typed
+from scorelab._validate import (
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+    from_mapping,
+    typed,
+)
 from scorelab.data import (
     IMAGE_LAYOUTS,
     IMAGE_SOURCES,
@@ -45,7 +56,7 @@ from scorelab.noise import (
     GRIDS,
     VP_SCHEDULES,
     is_saved_grid,
-    saved_grid_path,
+    read_saved_grid,
     vp_alpha_sigma,
     vp_alphas_cumprod,
 )
@@ -146,7 +157,7 @@ class DataConfig:
 
     def __post_init__(self):
         _check_int("data", "n", self.n, 1)
-        _check_int("data", "seed", self.seed, 0)
+        check_seed("data.seed", self.seed, error=ConfigError)
         _check_choice("data", "layout", self.layout, IMAGE_LAYOUTS)
         _check_choice("data", "pixel_range", self.pixel_range, PIXEL_RANGES)
         _check_real("data", "held_out", self.held_out, "a number in [0, 1)", lambda v: 0 <= v < 1)
@@ -181,14 +192,15 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The score network.
+    r"""The score network.
 
     Attributes:
         name: ``"mlp"`` (unconditional, for Hyvarinen / sliced / DSM at one sigma),
             ``"ncsn_mlp"`` (noise-conditional, for the NCSN objective), ``"unet"`` (diffusers'
-            ``UNet2DModel`` predicting the noise, :class:`scorelab.diffusers.VPEpsilonUNet`,
-            for image data ``(N, C, H, W)`` and the ``vp_epsilon`` loss), or ``"auto"`` (the
-            one the loss needs).
+            ``UNet2DModel``, for image data ``(N, C, H, W)``: predicting the noise on the
+            ``vp_epsilon`` loss, :class:`scorelab.diffusers.VPEpsilonUNet`, or with
+            ``preconditioning = "edm"`` a VE denoiser on the ``ncsn`` loss), or ``"auto"``
+            (the one the loss needs).
         scale_by_sigma: for ``ncsn_mlp``, divide the output by sigma (Song & Ermon 2020).
         normalise_input: feed the network inputs of unit scale: ``mlp`` divides ``x`` by the
             data's standard deviation (``input_scale``), ``ncsn_mlp`` multiplies it by
@@ -199,11 +211,14 @@ class ModelConfig:
             ``silu`` for the Jacobian-trace losses (Hyvarinen, Hutchinson, sliced), which a
             piecewise-linear network cannot optimise well (see :mod:`scorelab.models`), and the
             tutorial's ``leaky_relu`` otherwise.
-        preconditioning: ``"none"``, or ``"edm"`` for a noise-conditional network: EDM's
-            denoiser :math:`c_{skip} x + c_{out} F(c_{in} x, c_{noise})` around the raw network,
-            called as its score, with ``sigma_data`` the data's standard deviation
+        preconditioning: ``"none"``, or ``"edm"`` for a noise-conditional network on the
+            ``ncsn`` loss (``ncsn_mlp`` or ``unet``): EDM's denoiser
+            :math:`c_{skip} x + c_{out} F(c_{in} x, c_{noise})` around the raw network, called
+            as its score, with ``sigma_data`` the data's standard deviation
             (:class:`scorelab.precond.EDMPreconditioned`); ``scale_by_sigma`` and
-            ``normalise_input`` then do not apply.
+            ``normalise_input`` then do not apply. The U-Net receives
+            :math:`c_{noise} = \tfrac14 \ln\sigma` as its timestep
+            (:class:`scorelab.diffusers.UNetNetwork`).
         seed: initialisation seed.
         channels: ``unet``: channels per level (diffusers' ``block_out_channels``).
         layers_per_block: ``unet``: residual blocks per level.
@@ -235,7 +250,7 @@ class ModelConfig:
         _check_choice("model", "name", self.name, MODELS)
         _check_choice("model", "preconditioning", self.preconditioning, PRECONDITIONINGS)
         _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
-        _check_int("model", "seed", self.seed, 0)
+        check_seed("model.seed", self.seed, error=ConfigError)
         if not self.channels:
             _fail("model", "channels", "expected at least one level, e.g. [32, 64]")
         for channels in self.channels:
@@ -418,17 +433,28 @@ class SamplerConfig:
             option: typed(declared[option], value, f"sampler.options.{option}", error=ConfigError)
             for option, value in self.options.items()
         }
+        defaults = {option.name: option.default for option in samplers.options(self.name)}
+        for option, value in checked.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                if not (value == math.inf and defaults[option] == math.inf):
+                    _fail(
+                        "sampler",
+                        f"options.{option}",
+                        f"expected a finite number, got {value!r}",
+                    )
         object.__setattr__(self, "options", checked)  # a copy: never a shared default's dict
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_int("sampler", "nfe", self.nfe, 0)
         if self.nfe:
             object.__setattr__(self, "n_levels", self._budget_levels())
-        if is_saved_grid(self.grid):
-            try:
-                saved_grid_path(self.grid)
-            except ValueError as error:
-                _fail("sampler", "grid", str(error))
-        else:
+        # A grid and each sampler's per-step schedule hold a few floats per level.
+        check_memory(
+            "sampler.n_levels" + (f" (from nfe {self.nfe})" if self.nfe else ""),
+            self.n_levels * 4.0 * 64,
+            "use fewer levels (--levels or --nfe)",
+            error=ConfigError,
+        )
+        if not is_saved_grid(self.grid):
             _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
@@ -438,6 +464,17 @@ class SamplerConfig:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
+        if is_saved_grid(self.grid):
+            # The whole file is read here, so a bad grid fails before any model is loaded.
+            low, high = _saved_grid_range(self.grid)
+            if not np.allclose([self.sigma_min, self.sigma_max], [low, high], rtol=1e-6, atol=0):
+                _fail(
+                    "sampler",
+                    "grid",
+                    f"{self.grid!r} spans [{low:g}, {high:g}], but sigma_min, sigma_max are "
+                    f"{self.sigma_min:g}, {self.sigma_max:g}; set sampler.sigma_min = {low:g} "
+                    f"and sampler.sigma_max = {high:g} (--sigma-min, --sigma-max)",
+                )
         _check_real("sampler", "rho", self.rho, "a number > 0", lambda v: v > 0)
         _check_choice("sampler", "prior", self.prior, PRIORS)
 
@@ -468,6 +505,65 @@ class SamplerConfig:
                 f"takes {smallest}; raise nfe",
             )
         return levels
+
+
+def _saved_grid_range(grid: str) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)`` of a saved grid, or a ``sampler.grid`` error naming why not."""
+    try:
+        sigmas = read_saved_grid(grid)
+    except ValueError as error:
+        _fail("sampler", "grid", str(error))
+    return float(sigmas[0]), float(sigmas[-1])
+
+
+def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
+    """Refuse a network the loss cannot train, or a preconditioning the network cannot take.
+
+    The U-Net is two models: with ``preconditioning = "none"`` DDPM's noise predictor on the
+    ``vp_epsilon`` loss's schedule (:class:`scorelab.diffusers.VPEpsilonUNet`), with ``"edm"``
+    a VE denoiser trained by the ``ncsn`` loss
+    (:class:`scorelab.precond.EDMPreconditioned` around :class:`scorelab.diffusers.UNetNetwork`).
+    """
+    resolved = model.resolved(loss)
+    if loss.needs_noise_conditional_model != (resolved in NOISE_CONDITIONAL_MODELS):
+        wanted = "ncsn_mlp" if loss.needs_noise_conditional_model else "mlp"
+        _fail("model", "name", f"loss {loss.name!r} trains model {wanted!r}, got {model.name!r}")
+    if model.preconditioning != "none" and resolved not in NOISE_CONDITIONAL_MODELS:
+        _fail(
+            "model",
+            "preconditioning",
+            f"{model.preconditioning!r} wraps a noise-conditional network (loss 'ncsn'), not "
+            f'{resolved!r}; set model.preconditioning = "none"',
+        )
+    if loss.name == "vp_epsilon" and model.preconditioning == "edm":
+        _fail(
+            "model",
+            "preconditioning",
+            "'edm' makes the network a VE denoiser trained by loss 'ncsn', not a noise "
+            "predictor on the vp_epsilon schedule; set loss.name=ncsn, or "
+            'model.preconditioning="none"',
+        )
+    for field, unset in (("dropout", 0.0), ("num_classes", None)):
+        if getattr(model, field) != unset and (resolved, model.preconditioning) != ("unet", "none"):
+            _fail(
+                "model",
+                field,
+                f'applies to model.name = "unet" with preconditioning "none", not {resolved!r}',
+            )
+    if loss.label_dropout and model.num_classes is None:
+        _fail(
+            "loss",
+            "label_dropout",
+            "drops class labels of a class-conditional model; set model.num_classes",
+        )
+    if resolved == "unet" and loss.name != "vp_epsilon" and model.preconditioning != "edm":
+        _fail(
+            "model",
+            "name",
+            f"'unet' predicts the noise on the vp_epsilon loss's schedule, or is a VE denoiser "
+            f"with model.preconditioning=edm; set loss.name=vp_epsilon or "
+            f"model.preconditioning=edm (got loss {loss.name!r})",
+        )
 
 
 def _sampler_table(table: Any) -> Any:
@@ -526,44 +622,19 @@ class ExperimentConfig:
         sections = {}
         for name, section_cls in _SECTIONS.items():
             table = tables.get(name, {})
-            if name == "sampler" and sections["loss"].needs_noise_conditional_model:
-                sigma_min, sigma_max = sections["loss"].sigma_range
-                table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
+            if name == "sampler" and isinstance(table, dict):
+                grid = table.get("grid")
+                if isinstance(grid, str) and is_saved_grid(grid):
+                    # A saved grid carries its range: a run's or the loss's does not apply.
+                    sigma_min, sigma_max = _saved_grid_range(grid)
+                    table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
+                elif sections["loss"].needs_noise_conditional_model:
+                    sigma_min, sigma_max = sections["loss"].sigma_range
+                    table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
             base = getattr(cls, name)  # the section's defaults (the training recipe)
             sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
         config = cls(**sections)
-        resolved = config.model.resolved(config.loss)
-        if resolved == "unet" and config.loss.name != "vp_epsilon":
-            _fail(
-                "model",
-                "name",
-                f"'unet' predicts the noise on the vp_epsilon loss's schedule; set "
-                f"loss.name=vp_epsilon (got {config.loss.name!r})",
-            )
-        if config.loss.needs_noise_conditional_model != (resolved in NOISE_CONDITIONAL_MODELS):
-            wanted = "ncsn_mlp" if config.loss.needs_noise_conditional_model else "mlp"
-            _fail(
-                "model",
-                "name",
-                f"loss {config.loss.name!r} trains model {wanted!r}, got {config.model.name!r}",
-            )
-        model = config.model
-        for field, unset in (("dropout", 0.0), ("num_classes", None)):
-            if getattr(model, field) != unset and resolved != "unet":
-                _fail("model", field, f'applies to model.name = "unet", not {resolved!r}')
-        if config.loss.label_dropout and model.num_classes is None:
-            _fail(
-                "loss",
-                "label_dropout",
-                "drops class labels of a class-conditional model; set model.num_classes",
-            )
-        if config.model.preconditioning != "none" and resolved != "ncsn_mlp":
-            _fail(
-                "model",
-                "preconditioning",
-                f"{config.model.preconditioning!r} wraps a noise-conditional network (loss "
-                f"'ncsn'), not {resolved!r}; set model.preconditioning = \"none\"",
-            )
+        _check_model_and_loss(config.model, config.loss)
         return config
 
     def to_dict(self) -> dict[str, Any]:

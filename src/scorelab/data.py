@@ -24,6 +24,7 @@ __all__ = [
     "DataError",
     "validate_data",
     "load_array",
+    "read_npy",
     "IMAGE_LAYOUTS",
     "PIXEL_RANGES",
     "IMAGE_SOURCES",
@@ -191,26 +192,41 @@ def load_array(path) -> np.ndarray:
             real numbers (:func:`validate_data`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as error:
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DataError(
-                f"{path}: not a readable .npy array ({message}); write it with numpy.save"
-            ) from error
-        if not isinstance(array, np.ndarray):
-            raise DataError(
-                f"{path}: holds several arrays (an .npz archive); save one with numpy.save"
-            )
+        array = read_npy(path)
+    elif not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
     elif suffix == ".csv":
         array = _read_csv(path)
     else:
         raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .csv")
     return validate_data(array, name=str(path))
+
+
+def read_npy(path) -> np.ndarray:
+    """The array of an ``.npy`` file as stored: any rank and dtype, unchecked and unscaled
+    (:func:`load_array` checks it as points; samples of images are read with this).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DataError: not an ``.npy`` array numpy reads without pickles (an ``.npz`` archive,
+            text, objects), naming the file and the remedy.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"{path}: not a readable .npy array ({message}); write it with numpy.save"
+        ) from error
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DataError(f"{path}: holds several arrays (an .npz archive); save one with numpy.save")
+    return array
 
 
 def _number(cell: str) -> float | None:

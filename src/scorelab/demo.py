@@ -18,10 +18,9 @@ What differs from the tutorial, and why (each measured on the tutorial's own cod
 
 - the networks end in a linear layer, not a leaky ReLU (which shrinks negative scores 100x);
 - the Hyvarinen model trains at peak learning rate 3e-3 after 200 warm-up steps (at the
-  tutorial's 1e-4 it learns nothing: loss -0.055 where the exact score gives -9.87) with SiLU
-  activations: the exact-trace loss cannot place the kinks of a leaky-ReLU network (see
-  :mod:`scorelab.models`); held-out loss on the demo's data: -4.1 (leaky ReLU, 1e-3), -8.26
-  (SiLU, 1e-3), -9.79 (SiLU, 3e-3 with warm-up) against the exact score's -9.98;
+  tutorial's 1e-4 it learns nothing) with SiLU activations: the exact-trace loss cannot place
+  the kinks of a leaky-ReLU network (see :mod:`scorelab.models`); the held-out losses of each
+  choice are in docs/fixes.md and the README's "The demo's result";
 - keys are never reused;
 - samplers start from sigma_max = 80: at the tutorial's sigma_max = 10 even the exact score
   misses the mode weights (one row of the table shows what that costs);
@@ -42,13 +41,14 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from scorelab import builders, samplers, viz
-from scorelab._validate import check_choice, check_int, check_real, from_mapping
+from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
 from scorelab.runs import atomic_write, load_run, manifest, read_json, write_json
+from scorelab.sweep import sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
 from scorelab.workflows import train_run
@@ -120,8 +120,8 @@ class DemoSettings:
 
     def __post_init__(self):
         positive = ("a number > 0", lambda v: v > 0)
+        check_seed("demo.seed", self.seed)
         for name, minimum in (
-            ("seed", 0),
             ("n_data", 2),
             ("n_samples", 2),
             ("ula_steps", 1),
@@ -279,8 +279,8 @@ def _row(method, sampler, samples, exact_samples, reference, target, floor, full
     """One table row: the model's samples and the exact score's through the same sampler.
 
     Full rows get every metric (1000 directions); the sweep's rows sliced Wasserstein over
-    250 directions and the mixture report only (POT's sliced distance costs ~1 s per 1000
-    directions at n = 2000, a quarter of the demo's time over the sweep's 144 evaluations).
+    250 directions and the mixture report only: the sliced distance's cost grows with the
+    directions, and the sweep measures every (eta, N) twice.
     """
     options = {"n_projections": 1000, "max_sliced": True} if full else {"n_projections": 250}
     model = measure(samples, reference, target, mmd=full, **options)
@@ -414,26 +414,34 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     rows.append(row)
     trajectories["annealed"] = np.asarray(out.trajectory[: settings.n_chains_animated])
 
-    # The DDIM sweep over e and N.
+    # The DDIM sweep over eta and N by the sampler map's driver, from the prior's starts, with
+    # a chain key per (eta, N, score) as the demo's other rows.
     ddim_samples = {}
+    x_T = samplers.ve_prior(_key(settings, "prior"), n, dim, jnp.float32(settings.sigma_max))
     for eta in settings.ddim_etas:
         sweep[eta] = {"N": [], "sw": [], "sw_exact": [], "tv": [], "tv_exact": []}
-        for n_levels in settings.ddim_ns:
-            sampler = samplers.ddim(_grid(settings, n_levels), eta=eta)
-            row, out = compare(
-                f"ncsn + DDIM eta={eta:g}",
-                f"ddim {eta} {n_levels}",  # the key's name, as before the rename
-                sampler,
-                trained["ncsn"],
-                settings.sigma_max,
-                full=n_levels == max(settings.ddim_ns),  # the table's row gets every metric
-            )
+        runs = sweep_runs(
+            [sweep_sampler("ddim", eta=eta)],
+            settings.ddim_ns,  # DDIM spends one evaluation per level: N = NFE
+            {"model": trained["ncsn"], "exact": exact},
+            x_T,
+            lambda _, levels, score, eta=eta: _key(
+                settings, f"sampler ddim {eta} {levels}" + (" exact" if score == "exact" else "")
+            ),
+            lambda levels: _grid(settings, levels),
+        )
+        for point in runs:
+            full = point.levels == max(settings.ddim_ns)  # the table's row gets every metric
+            x, x_exact = point.outputs["model"].x, point.outputs["exact"].x
+            method = f"ncsn + DDIM eta={eta:g}"
+            row = _row(method, point.sampler, x, x_exact, reference, target, floor, full)
+            bar.update(1)
             for field in ("sw", "sw_exact", "tv", "tv_exact"):
                 sweep[eta][field].append(row[field])
-            sweep[eta]["N"].append(n_levels)
-            if n_levels == max(settings.ddim_ns):
+            sweep[eta]["N"].append(point.levels)
+            if full:
                 rows.append(row)
-                ddim_samples[eta] = np.asarray(out.x)
+                ddim_samples[eta] = np.asarray(x)
 
     # What the tutorial's grid (Karras, sigma_max = 10, x_T ~ N(0, 100 I)) costs at e = 1.
     grid = karras_sigmas(

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from scorelab import samplers, viz
 from scorelab._files import atomic_write
-from scorelab._validate import check_choice, check_int, from_mapping
+from scorelab._validate import check_choice, check_int, check_seed, from_mapping
 from scorelab.config import ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
@@ -77,7 +77,7 @@ class ImageDemoSettings:
         warmup_steps=100,
         ema_decay=0.999,
         steps_per_dispatch=5,
-        unroll=True,  # XLA:CPU runs a U-Net inside a loop ~13x slower (TrainConfig.unroll)
+        unroll=True,  # XLA:CPU runs a U-Net inside a loop far slower (TrainConfig.unroll)
         log_every=100,
     )
     samplers: tuple[str, ...] = ("dpmpp_2m", "heun", "ddim")
@@ -88,7 +88,7 @@ class ImageDemoSettings:
     floor_repeats: int = 5
 
     def __post_init__(self):
-        check_int("demo.seed", self.seed, 0)
+        check_seed("demo.seed", self.seed)
         check_choice("demo.size", self.size, DIGITS_SIZES)
         check_int("demo.n_samples", self.n_samples, 8)
         check_int("demo.floor_repeats", self.floor_repeats, 2)

@@ -241,8 +241,9 @@ def saved_grid_path(name: str) -> Path:
     """The file of a saved grid: ``ays:NAME`` (bundled, :data:`GRIDS_DIR`) or a ``.json``
     path; ``ValueError`` naming the remedy if it is neither or does not exist."""
     if name.startswith(AYS_PREFIX):
-        path = GRIDS_DIR / f"{name[len(AYS_PREFIX) :]}.json"
-        if not path.is_file():
+        stem = name[len(AYS_PREFIX) :]
+        path = GRIDS_DIR / f"{stem}.json"
+        if not stem or Path(stem).name != stem or not path.is_file():
             bundled = ", ".join(sorted(AYS_PREFIX + p.stem for p in GRIDS_DIR.glob("*.json")))
             raise ValueError(f"grid {name!r}: no such bundled grid; bundled: {bundled or 'none'}")
         return path
@@ -253,6 +254,37 @@ def saved_grid_path(name: str) -> Path:
             "existing .json grid file (scorelab grid makes one)"
         )
     return path
+
+
+def read_saved_grid(name: str) -> np.ndarray:
+    """The levels of a saved grid (``ays:NAME`` or a ``.json`` file of ``scorelab grid``),
+    ``(M,)`` float64, ascending.
+
+    Raises:
+        ValueError: naming the grid and the remedy, for a missing file, one that is not JSON or
+            has no ``sigmas`` list, or levels that are not at least 2 ascending positive
+            numbers finite in float32.
+    """
+    path = saved_grid_path(name)
+    try:
+        values = json.loads(path.read_text())["sigmas"]
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"grid {name!r}: not a grid file ({type(error).__name__}: {message}); make one "
+            "with scorelab grid"
+        ) from error
+    numbers_only = isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+    saved = np.asarray(values, np.float64) if numbers_only else np.zeros(0)
+    finite = saved.size and np.all(np.abs(saved) <= np.finfo(np.float32).max)
+    if saved.size < 2 or not finite or not np.all(np.diff(saved) > 0) or saved[0] <= 0:
+        raise ValueError(
+            f"grid {name!r}: its sigmas must be a list of at least 2 ascending positive "
+            "numbers (finite in float32); make one with scorelab grid"
+        )
+    return saved
 
 
 def is_saved_grid(name: str) -> bool:
@@ -286,13 +318,7 @@ def saved_sigmas(name: str, n: int, sigma_min: float, sigma_max: float) -> Array
         Schedules in Diffusion Models. https://arxiv.org/abs/2404.14507
     """
     _check_n(n)
-    path = saved_grid_path(name)
-    try:
-        saved = np.asarray(json.loads(path.read_text())["sigmas"], np.float64)
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"grid {name!r}: {path} is not a grid file ({error})") from error
-    if saved.ndim != 1 or saved.size < 2 or not np.all(np.diff(saved) > 0) or saved[0] <= 0:
-        raise ValueError(f"grid {name!r}: its sigmas are not an ascending positive list")
+    saved = read_saved_grid(name)
     if not np.allclose([sigma_min, sigma_max], saved[[0, -1]], rtol=1e-6, atol=0):
         raise ValueError(
             f"grid {name!r} spans [{saved[0]:g}, {saved[-1]:g}]; set sigma_min = {saved[0]:g} "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from scorelab import samplers
-from scorelab._validate import check_choice, check_int, check_real, from_mapping
+from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
 from scorelab.checkpoints import load_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.image_metrics import image_measure
@@ -48,8 +48,10 @@ __all__ = [
     "SWEEP_SAMPLERS",
     "SweepSampler",
     "SweepResult",
+    "SweepRun",
     "SweepSettings",
     "sweep_sampler",
+    "sweep_runs",
     "sweep",
     "mean_rows",
     "fewest_nfe",
@@ -163,6 +165,64 @@ class SweepResult(NamedTuple):
     settings: dict[str, Any]
 
 
+class SweepRun(NamedTuple):
+    """One point of the map: a sampler on one grid, run from the same prior with every score.
+
+    Attributes:
+        spec: the :class:`SweepSampler`.
+        levels: the grid size ``N``, or ``None`` for an adaptive solver.
+        sampler: the sampler built on that grid.
+        outputs: score label -> the :class:`scorelab.samplers.SamplerOutput` of its chains.
+    """
+
+    spec: SweepSampler
+    levels: int | None
+    sampler: samplers.AbstractSampler
+    outputs: dict[str, samplers.SamplerOutput]
+
+
+def sweep_runs(
+    sampler_specs: Sequence[SweepSampler],
+    nfes: Sequence[int],
+    score_fns: Mapping[str, Callable],
+    x_T,
+    chain_key: Callable[[str, int | None, str], jax.Array],
+    grid_fn: Callable[[int], Any],
+) -> Iterator[SweepRun]:
+    r"""The map's driver: every sampler at the largest grid within each budget, with every score.
+
+    For each spec, the budgets become grid sizes :math:`N = ` ``spec.levels(nfe)`` (sorted,
+    each once; sizes below 2 skipped; one run at ``N = 2`` for an adaptive solver, whose grid
+    gives only its end points), the grid is ``grid_fn(N)`` and every score function samples
+    the same chains' starts ``x_T``. :func:`sweep` measures
+    what it yields against exact samples; ``scorelab demo`` runs its DDIM sweep over
+    :math:`(\eta, N)` with it.
+
+    Args:
+        sampler_specs: :class:`SweepSampler` records (:func:`sweep_sampler`).
+        nfes: NFE budgets, positive integers.
+        score_fns: label -> ``score_fn(x, sigma)``.
+        x_T: ``(n, *S)`` starting points, e.g. :func:`scorelab.samplers.ve_prior`.
+        chain_key: ``(sampler label, N, score label) -> key`` of the chains of that run; a
+            constant for common random numbers (:func:`sweep`).
+        grid_fn: ``N -> (N,)`` ascending sigma grid, e.g. a :func:`scorelab.noise.sigma_grid`.
+
+    Yields:
+        One :class:`SweepRun` per (spec, grid size), in the order of ``sampler_specs`` and
+        ascending ``N``.
+    """
+    for spec in sampler_specs:
+        sizes = [2] if spec.levels is None else sorted({spec.levels(int(n)) for n in nfes})
+        for size in (size for size in sizes if size >= 2):
+            levels = size if spec.levels is not None else None
+            sampler = spec.build(grid_fn(size))
+            outputs = {
+                label: samplers.sample(chain_key(spec.label, levels, label), sampler, fn, x_T)
+                for label, fn in score_fns.items()
+            }
+            yield SweepRun(spec, levels, sampler, outputs)
+
+
 def sweep(
     target: GaussianMixture,
     sampler_specs: Sequence[SweepSampler],
@@ -179,6 +239,7 @@ def sweep(
     floor_repeats: int = 5,
     progress: Callable[[str], None] | None = None,
     image_metrics: bool = False,
+    known_floors: Mapping[str, tuple[float, float]] | None = None,
 ) -> SweepResult:
     r"""Run every sampler at every budget with every score, against fresh exact samples.
 
@@ -202,6 +263,10 @@ def sweep(
         image_metrics: also measure :data:`IMAGE_METRICS` (the target's points must be 8x8 or
             16x16 images; samples and reference are clipped to [-1, 1], as images are saved),
             with their floors between two clipped exact sets.
+        known_floors: the floors of an earlier sweep with the same target, ``n_samples``,
+            ``seeds``, ``n_projections``, ``floor_repeats`` and ``image_metrics``
+            (its :attr:`SweepResult.floors`), returned instead of measured again: a map run
+            in parts (one call per sampler, saved as it goes) measures them once.
 
     Returns:
         A :class:`SweepResult`: one row per (seed, sampler, grid size, score), the floors of
@@ -222,39 +287,52 @@ def sweep(
         raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
     if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
         raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
-    dim = target.dim
+    settings = {
+        "n_samples": n_samples,
+        "seeds": list(seeds),
+        "grid": grid,
+        "sigma_min": sigma_min,
+        "sigma_max": sigma_max,
+        "rho": rho,
+        "n_projections": n_projections,
+        "floor_repeats": floor_repeats,
+    }
     if image_metrics:
-        _as_digit_images(np.zeros((0, dim)))  # refuse a target that is not image-shaped now
+        _as_digit_images(np.zeros((0, target.dim)))  # refuse a target that is not image-shaped
     rows = []
     for seed in seeds:
         key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
-        x_T = samplers.ve_prior(key_prior, n_samples, dim, np.float32(sigma_max))
+        x_T = samplers.ve_prior(key_prior, n_samples, target.dim, np.float32(sigma_max))
         reference = np.asarray(target.sample(key_reference, n_samples))
-        for spec in sampler_specs:
-            sizes = [2] if spec.levels is None else sorted({spec.levels(int(n)) for n in nfes})
-            for levels in (size for size in sizes if size >= 2):
-                sampler = spec.build(sigma_grid(grid, levels, sigma_min, sigma_max, rho))
-                for score_label, score_fn in score_fns.items():
-                    out = samplers.sample(key_chain, sampler, score_fn, x_T)
-                    nfe = sampler.nfe if sampler.nfe is not None else float(np.mean(out.nfe))
-                    row = {
-                        "sampler": spec.label,
-                        "score": score_label,
-                        "nfe": nfe,
-                        "levels": levels if spec.levels is not None else None,
-                        "seed": seed,
-                        **measure(
-                            np.asarray(out.x), reference, target, n_projections=n_projections
-                        ),
-                    }
-                    if image_metrics:
-                        row.update(_image_row(out.x, reference))
-                    rows.append(row)
-                    if progress is not None:
-                        progress(
-                            f"{spec.label:>22} {score_label:>6} NFE {nfe:>6.4g} seed {seed}: "
-                            f"SW {row['sw']:.3f} TV {row['tv']:.3f}"
-                        )
+        runs = sweep_runs(
+            sampler_specs,
+            nfes,
+            score_fns,
+            x_T,
+            lambda *_, key=key_chain: key,  # common random numbers: one key for every run
+            lambda size: sigma_grid(grid, size, sigma_min, sigma_max, rho),
+        )
+        for run in runs:
+            for score_label, out in run.outputs.items():
+                nfe = run.sampler.nfe if run.sampler.nfe is not None else float(np.mean(out.nfe))
+                row = {
+                    "sampler": run.spec.label,
+                    "score": score_label,
+                    "nfe": nfe,
+                    "levels": run.levels,
+                    "seed": seed,
+                    **measure(np.asarray(out.x), reference, target, n_projections=n_projections),
+                }
+                if image_metrics:
+                    row.update(_image_row(out.x, reference))
+                rows.append(row)
+                if progress is not None:
+                    progress(
+                        f"{run.spec.label:>22} {score_label:>6} NFE {nfe:>6.4g} seed {seed}: "
+                        f"SW {row['sw']:.3f} TV {row['tv']:.3f}"
+                    )
+    if known_floors is not None:
+        return SweepResult(rows, dict(known_floors), settings)
     key_floor = jax.random.fold_in(jax.random.key(max(seeds) + 1), 0)
     floor = floors(
         METRICS,
@@ -275,16 +353,6 @@ def sweep(
         for name in IMAGE_METRICS:
             values = [pair[name] for pair in pairs]
             floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
-    settings = {
-        "n_samples": n_samples,
-        "seeds": list(seeds),
-        "grid": grid,
-        "sigma_min": sigma_min,
-        "sigma_max": sigma_max,
-        "rho": rho,
-        "n_projections": n_projections,
-        "floor_repeats": floor_repeats,
-    }
     return SweepResult(rows, floor, settings)
 
 
@@ -329,9 +397,8 @@ def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 VAR_RATIO_BAND = (0.85, 1.2)
 """Within-mode variance ratios :func:`fewest_nfe`'s ``"all"`` accepts. SW, MMD² and the
-mode-weight TV can all miss modes that shrink: DPM-Solver++(2M) at 10 NFE on the tutorial's
-mixture (Karras grid from 0.002) keeps 0.14x the within-mode variance with every metric within
-1.5x its floor at 3000 samples."""
+mode-weight TV can all miss modes that shrink (docs/benchmarks.md, "Sampler map": a
+second-order multistep solver at a small budget passes all three with modes far too narrow)."""
 
 
 def fewest_nfe(
@@ -433,9 +500,10 @@ class SweepSettings:
     def __post_init__(self):
         if not (self.samplers and self.nfe and self.seeds):
             raise ValueError("sweep: needs at least one sampler, NFE budget and seed")
-        for field in ("nfe", "seeds"):
-            for value in getattr(self, field):
-                check_int(f"sweep.{field}", value, 1 if field == "nfe" else 0)
+        for value in self.nfe:
+            check_int("sweep.nfe", value, 1)
+        for value in self.seeds:
+            check_seed("sweep.seeds", value)
         for value in self.tolerances:
             check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
         check_int("sweep.n_samples", self.n_samples, 2)

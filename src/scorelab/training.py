@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
-from scorelab._validate import check_choice, check_int, check_real
+from scorelab._validate import check_choice, check_int, check_real, check_seed
 from scorelab.data import DataError, validate_data
 
 __all__ = [
@@ -152,7 +152,7 @@ class TrainConfig:
             "ema_decay", self.ema_decay, "a number in (0, 1)", lambda v: 0 < v < 1, optional=True
         )
         check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
-        check_int("seed", self.seed, 0)
+        check_seed("seed", self.seed)
         check_int("log_every", self.log_every, 1)
 
     @classmethod
@@ -267,7 +267,7 @@ def _as_pytree(loss_fn: Callable) -> Callable:
     Its bound arguments then become pytree leaves, which ``equinox.filter_jit`` traces when
     they are arrays and compares by value otherwise: a fresh ``functools.partial(dsm_loss,
     sigma=1.0)`` per call (how losses are written) reuses the compiled step, whereas one
-    object compared by identity it recompiled (15-28 s on the CPU for the tutorial's networks).
+    object compared by identity it recompiled, every call.
     """
     if isinstance(loss_fn, functools.partial) and not isinstance(loss_fn, Partial):
         return Partial(loss_fn.func, *loss_fn.args, **loss_fn.keywords)

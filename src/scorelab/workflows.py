@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from scorelab import ays, builders, samplers, viz
-from scorelab._validate import check_memory, check_real
+from scorelab._validate import check_memory, check_real, check_seed
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
@@ -27,6 +27,7 @@ from scorelab.data import (
     is_image_file,
     load_array,
     load_images,
+    read_npy,
     validate_data,
 )
 from scorelab.distributed import is_primary
@@ -269,6 +270,7 @@ def sample_run(
     for name, value in (("sample.n", n), ("sample.batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_seed("sample.seed", seed, error=ConfigError)
     score_fn = score_model(config, model)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
@@ -319,6 +321,13 @@ def _draw(config, model, score_fn, n, key, trajectory, batch) -> SampleResult:
     key_prior, key_sampler = jax.random.split(key)
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
+    # The per-step schedule holds a few floats a step (n_steps, n_restarts and the like set it).
+    check_memory(
+        f"sampler: {sampler.n_steps} steps of {sampler.name}",
+        256.0 * sampler.n_steps,
+        "take fewer steps (sampler.n_levels or the options that multiply them)",
+        error=ConfigError,
+    )
     records = sampler.n_steps + 1 if trajectory else 0
     check_memory(
         "sample.n",
@@ -379,8 +388,11 @@ def grid_run(
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
+    check_seed("grid.seed", seed, error=ConfigError)
     score_fn = score_model(config, model)
     target = builders.make_target(config.data)
+    if target is not None:
+        check_memory("grid.n", 4.0 * n * target.dim, "use fewer data points (--n)", ConfigError)
     key_data, key_bound = jax.random.split(jax.random.key(seed))
     if target is not None:
         x_0 = target.sample(key_data, n)
@@ -445,6 +457,7 @@ def evaluate_samples(
         ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
             or a dimension that differs from the reference's.
     """
+    check_seed("evaluate.seed", seed, error=ConfigError)
     samples = _flat_points(samples, raw=True)
     n = samples.shape[0]
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
@@ -494,17 +507,7 @@ samples reach |x| of about 3; the check is there to catch images saved in [0, 25
 def _digit_images(samples, tolerance: float) -> np.ndarray:
     """``samples`` (an array or a .npy/.csv path) checked as n digit images, clipped to [-1, 1]."""
     name = str(samples) if isinstance(samples, str | Path) else "samples"
-    if isinstance(samples, str | Path) and Path(samples).suffix.lower() == ".npy":
-        if not Path(samples).is_file():
-            raise FileNotFoundError(f"samples file not found: {samples}")
-        try:
-            samples = np.load(samples, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as error:
-            message = f"{name}: not a readable .npy array; write it with numpy.save"
-            raise DataError(message) from error
-    elif isinstance(samples, str | Path):
-        samples = load_array(samples)
-    array = np.asarray(samples)
+    array = _read(samples, raw=True)
     shapes = {(1, 8, 8), (64,), (1, 16, 16), (256,)}
     if array.ndim not in (2, 4) or tuple(array.shape[1:]) not in shapes:
         raise DataError(
@@ -567,6 +570,7 @@ def evaluate_images(
     """
     if data != "digits":
         raise ConfigError(f"data: image metrics know only 'digits', got {data!r}")
+    check_seed("evaluate.seed", seed, error=ConfigError)
     if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
         raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
     images = _digit_images(samples, range_tolerance)
@@ -581,21 +585,32 @@ def evaluate_images(
     return Report([{"method": label, "n": len(images), **row}], floor)
 
 
-def _flat_points(source, *, raw: bool) -> np.ndarray:
-    """``float32 (n, d)`` from an array or a path; images flattened to ``d = C * H * W``.
+def _read(source, *, raw: bool) -> np.ndarray:
+    """The one reader of samples and data sets: ``source`` itself if it is an array, else the
+    file or folder it names.
 
-    A path to image data (:func:`scorelab.data.is_image_file`) is read as stored (``raw``:
-    samples written by ``scorelab sample``) or by :func:`scorelab.data.load_images` (a data
-    set, scaled to [-1, 1]); any other path by :func:`scorelab.data.load_array`.
+    ``raw`` reads an ``.npy`` as stored, of any rank and unscaled
+    (:func:`scorelab.data.read_npy`: samples written by ``scorelab sample``, in model space).
+    Other image data (:func:`scorelab.data.is_image_file`) is read by
+    :func:`scorelab.data.load_images`, scaled to [-1, 1]; points by
+    :func:`scorelab.data.load_array`.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        DataError: for a file that cannot be read.
     """
-    if isinstance(source, str | Path):
-        if not is_image_file(source):
-            return load_array(source)
-        if raw and Path(source).suffix.lower() == ".npy":
-            source = np.load(source, allow_pickle=False)
-        else:
-            source = load_images(source).images
-    array = validate_data(np.asarray(source), any_shape=True)
+    if not isinstance(source, str | Path):
+        return np.asarray(source)
+    if raw and Path(source).suffix.lower() == ".npy":
+        return read_npy(source)
+    return load_images(source).images if is_image_file(source) else load_array(source)
+
+
+def _flat_points(source, *, raw: bool) -> np.ndarray:
+    """``float32 (n, d)`` from an array or a path (:func:`_read`); images flattened to
+    ``d = C * H * W``."""
+    name = str(source) if isinstance(source, str | Path) else "data"
+    array = validate_data(_read(source, raw=raw), name, any_shape=True)
     return array.reshape(len(array), -1)
 
 
@@ -611,6 +626,7 @@ def score_error_run(
         ConfigError: for a run whose data has no exact score (not a built-in target), or an
             unconditional model (the score of one law, not of every noise level).
     """
+    check_seed("score_error.seed", seed, error=ConfigError)
     target = builders.make_target(config.data)
     if target is None:
         raise ConfigError(
@@ -663,7 +679,22 @@ def likelihood_points(
     """
     from scorelab import likelihood
 
+    check_seed("likelihood.seed", seed, error=ConfigError)
     points = load_array(points) if isinstance(points, str | Path) else np.asarray(points)
+    if isinstance(model, MLP):
+        raise ConfigError(
+            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
+            "score of one law; the probability-flow ODE needs the score at every noise level "
+            "(a model trained with --loss ncsn)"
+        )
+    n_probes = options.get("n_probes")
+    if isinstance(n_probes, int) and not isinstance(n_probes, bool):
+        check_memory(
+            "likelihood.n_probes",
+            4.0 * 8 * n_probes * points.size,
+            "use fewer probes (--n-probes) or points",
+            ConfigError,
+        )
     score_fn = model if model is not None else score_model(config, None)
     target = builders.make_target(config.data)
     dim = target.dim if target is not None else None

@@ -27,6 +27,7 @@ from scorelab._files import atomic_write, write_json
 from scorelab.diffusers._pretrained import SCHEDULER_CONFIG
 from scorelab.diffusers._score_models import VPEpsilonUNet
 from scorelab.diffusers._unet import CONFIG_NAME, WEIGHTS_NAME
+from scorelab.precond import EDMPreconditioned
 
 __all__ = ["export_pipeline", "DIFFUSERS_FORMAT_VERSION"]
 
@@ -51,9 +52,12 @@ _DDIM_FIELDS = (
 
 def _check_exportable(model) -> VPEpsilonUNet:
     if not isinstance(model, VPEpsilonUNet):
+        what = f"a {type(model).__name__}"
+        if isinstance(model, EDMPreconditioned):  # diffusers' DDIM runs a VP noise predictor
+            what = "an EDM-preconditioned VE model"
         raise ValueError(
-            f"export --diffusers: a {type(model).__name__} has no diffusers pipeline; only a VP "
-            "epsilon U-Net exports (train with model.name=unet and loss.name=vp_epsilon)"
+            f"export --diffusers: {what} has no diffusers pipeline; only a VP epsilon U-Net "
+            "exports (train with model.name=unet and loss.name=vp_epsilon)"
         )
     return model
 

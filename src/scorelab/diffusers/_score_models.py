@@ -115,6 +115,15 @@ class UNetNetwork(eqx.Module):
     with :math:`c` fed to the sinusoidal timestep embedding as a real number. The weights are
     a :class:`~scorelab.diffusers.UNet2D` in diffusers' names and layout (``unet``).
 
+    Under :class:`scorelab.precond.EDMPreconditioned`, :math:`c = c_\mathrm{noise} =
+    \tfrac14 \ln\sigma` goes in unscaled, as in EDM's own networks: the embedding
+    (:func:`~scorelab.diffusers.timestep_embedding`, :math:`D` = ``channels[0]`` features)
+    is :math:`[\cos(\omega_j c), \sin(\omega_j c)]` at :math:`\omega_j = 10^{-8j/D}`, so over
+    :math:`\sigma \in [0.002, 80]` (:math:`c \in [-1.55, 1.10]`) the fastest frequency
+    :math:`\omega_0 = 1` turns through 2.65 rad (one-to-one in :math:`c`) and the slower ones
+    are nearly linear in :math:`c`; the time MLP learns from these (DDPM's integer timesteps
+    :math:`t \in [0, T)` spread over all frequencies instead).
+
     Call: ``network(x (C, H, W), c_noise scalar, class_label=None, *, key=None) -> (C, H, W)``;
     ``class_label`` an integer scalar for a class-conditional network, ``key`` a training step's
     dropout key (:meth:`UNet2D.__call__`).
