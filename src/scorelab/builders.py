@@ -208,9 +208,6 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         "attention_resolutions": list(config.attention_resolutions),
         "norm_groups": config.norm_groups,
         "attention_head_dim": config.attention_head_dim,
-        "dropout": config.dropout,
-        "num_classes": config.num_classes,
-        "null_class": loss.label_dropout > 0,
     }
     try:
         if config.preconditioning == "edm":
@@ -221,6 +218,9 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
             "num_train_timesteps": loss.num_train_timesteps,
             "beta_start": loss.beta_start,
             "beta_end": loss.beta_end,
+            "dropout": config.dropout,
+            "num_classes": config.num_classes,
+            "null_class": loss.label_dropout > 0,
         }
         return VPEpsilonUNet(key, **kwargs), kwargs
     except ValueError as error:
