@@ -59,6 +59,8 @@ def test_table_is_markdown_with_one_row_per_entry():
         # k-diffusion's rows where torch and k-diffusion are installed, scorelab's everywhere.
         "likelihood",
         "image_recipe",
+        # a class-conditional U-Net's samples classified by class (train_run + sample_run)
+        "classcond_digits",
         # scorelab's UNet2D against diffusers' UNet2DModel, DDIMPipeline and a torch loop.
         pytest.param("image_sampling", marks=pytest.mark.diffusers),
         pytest.param("image_training", marks=pytest.mark.diffusers),

@@ -218,19 +218,26 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
             "num_train_timesteps": loss.num_train_timesteps,
             "beta_start": loss.beta_start,
             "beta_end": loss.beta_end,
+            "dropout": config.dropout,
+            "num_classes": config.num_classes,
+            "null_class": loss.label_dropout > 0,
         }
         return VPEpsilonUNet(key, **kwargs), kwargs
     except ValueError as error:
         raise ConfigError(f"model: {error}") from error
 
 
-def make_loss(config: LossConfig, sigma_data: float | None = None) -> Partial:
+def make_loss(
+    config: LossConfig, sigma_data: float | None = None, null_label: int | None = None
+) -> Partial:
     """The per-example loss ``loss_fn(key, score_fn, x)`` with its hyper-parameters bound.
 
     Args:
         config: the loss section.
         sigma_data: the data's standard deviation (:func:`data_scale`), which EDM's weighting
             needs; ``None`` for the others.
+        null_label: the null class of a class-conditional model (its ``num_classes``), which
+            ``label_dropout`` needs.
 
     Raises:
         ValueError: for EDM's weighting without ``sigma_data``.
@@ -262,6 +269,11 @@ def make_loss(config: LossConfig, sigma_data: float | None = None) -> Partial:
             "num_train_timesteps": config.num_train_timesteps,
             "beta_start": config.beta_start,
             "beta_end": config.beta_end,
+            **(
+                {"label_dropout": config.label_dropout, "null_label": null_label}
+                if config.label_dropout
+                else {}
+            ),
         },
     }[config.name]
     return Partial(losses.LOSSES[config.name], **kwargs)

@@ -263,7 +263,16 @@ def _cmd_sample(args) -> int:
     if args.grid_png is not None:
         _output(args.grid_png, ".png", args.overwrite)
     trajectory = args.trajectory is not None
-    result = sample_run(config, model, args.n, args.seed, trajectory=trajectory, batch=args.batch)
+    result = sample_run(
+        config,
+        model,
+        args.n,
+        args.seed,
+        trajectory=trajectory,
+        batch=args.batch,
+        classes=args.classes,
+        guidance=args.guidance,
+    )
     nfe = f"NFE {result.nfe}"
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
@@ -271,11 +280,17 @@ def _cmd_sample(args) -> int:
     if args.grid_png is not None:  # first: it refuses samples that are not images
         source = args.run.name if args.run is not None else args.exact
         label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"
-        save_sample_grid(result.x, args.grid_png, label=label)
+        if args.guidance:
+            label += f", guidance {args.guidance:g}"
+        save_sample_grid(result.x, args.grid_png, label=label, labels=result.labels)
     atomic_write(out, lambda handle: np.save(handle, result.x))
     if args.trajectory is not None:
         atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))
-    print(f"{args.n} samples ({config.sampler.name}, {nfe}) written to {out}")
+    count = f"{len(result.x)} samples"
+    if result.labels is not None:
+        classes = ", ".join(map(str, dict.fromkeys(result.labels.tolist())))
+        count += f" ({args.n} per class, classes {classes} in turn)"
+    print(f"{count} ({config.sampler.name}, {nfe}) written to {out}")
     if args.grid_png is not None:
         print(f"grid written to {args.grid_png}")
     if model is not None and config.loss.name == "dsm":
@@ -652,6 +667,18 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
     sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
     sample.add_argument("--grid-png", type=Path, help="also write image samples as a PNG grid")
+    sample.add_argument(
+        "--class",
+        dest="classes",
+        type=_comma_list(int),
+        help="classes of a class-conditional model, e.g. 3 or 0,5 (default: all); --n each",
+    )
+    sample.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        help="classifier-free guidance weight w >= 0 (a model trained with loss.label_dropout)",
+    )
     sample.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     sample.set_defaults(handler=_cmd_sample)
 

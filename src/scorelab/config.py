@@ -230,6 +230,10 @@ class ModelConfig:
             middle block always has).
         norm_groups: ``unet``: group-norm groups; divides every ``channels`` entry.
         attention_head_dim: ``unet``: channels per attention head.
+        dropout: ``unet``: dropout rate in ``[0, 1)`` of the residual blocks (diffusers'
+            ``dropout``), in training only.
+        num_classes: ``unet``: a class-conditional model of the data's integer labels
+            ``0 .. num_classes - 1`` (diffusers' class embedding), or unset (unconditional).
     """
 
     name: str = "auto"
@@ -243,6 +247,8 @@ class ModelConfig:
     attention_resolutions: tuple[int, ...] = ()
     norm_groups: int = 8
     attention_head_dim: int = 8
+    dropout: float = 0.0
+    num_classes: int | None = None
 
     def __post_init__(self):
         _check_choice("model", "name", self.name, MODELS)
@@ -258,6 +264,9 @@ class ModelConfig:
             _check_int("model", "attention_resolutions", resolution, 1)
         _check_int("model", "norm_groups", self.norm_groups, 1)
         _check_int("model", "attention_head_dim", self.attention_head_dim, 1)
+        _check_real("model", "dropout", self.dropout, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        if self.num_classes is not None:
+            _check_int("model", "num_classes", self.num_classes, 2)
 
     def resolved(self, loss: LossConfig) -> str:
         """The network name, with ``auto`` resolved for ``loss``."""
@@ -297,6 +306,9 @@ class LossConfig:
             (:data:`scorelab.noise.VP_SCHEDULES`).
         num_train_timesteps: ``vp_epsilon``: the schedule's ``T``.
         beta_start, beta_end: ``vp_epsilon``: the (scaled) linear schedule's end points.
+        label_dropout: ``vp_epsilon`` with a class-conditional model: the probability
+            :math:`p_\mathrm{uncond}` of training on the null label instead of the example's,
+            for classifier-free guidance (Ho & Salimans 2022); 0 trains no null label.
     """
 
     name: str = "ncsn"
@@ -315,6 +327,7 @@ class LossConfig:
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    label_dropout: float = 0.0
 
     def __post_init__(self):
         _check_choice("loss", "name", self.name, tuple(losses.LOSSES))
@@ -347,6 +360,9 @@ class LossConfig:
             self.beta_end,
             f"a number in (beta_start ({self.beta_start}), 1)",
             lambda v: self.beta_start < v < 1,
+        )
+        _check_real(
+            "loss", "label_dropout", self.label_dropout, "a number in [0, 1)", lambda v: 0 <= v < 1
         )
 
     @property
@@ -530,6 +546,19 @@ def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
             "'edm' makes the network a VE denoiser trained by loss 'ncsn', not a noise "
             "predictor on the vp_epsilon schedule; set loss.name=ncsn, or "
             'model.preconditioning="none"',
+        )
+    for field, unset in (("dropout", 0.0), ("num_classes", None)):
+        if getattr(model, field) != unset and (resolved, model.preconditioning) != ("unet", "none"):
+            _fail(
+                "model",
+                field,
+                f'applies to model.name = "unet" with preconditioning "none", not {resolved!r}',
+            )
+    if loss.label_dropout and model.num_classes is None:
+        _fail(
+            "loss",
+            "label_dropout",
+            "drops class labels of a class-conditional model; set model.num_classes",
         )
     if resolved == "unet" and loss.name != "vp_epsilon" and model.preconditioning != "edm":
         _fail(

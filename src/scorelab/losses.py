@@ -491,11 +491,14 @@ def vp_epsilon_loss(
     key: Array,
     score_fn: ScoreFn,
     x_0: Array,
+    class_label: Array | None = None,
     *,
     schedule: str = "linear",
     num_train_timesteps: int = 1000,
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
+    label_dropout: float = 0.0,
+    null_label: int | None = None,
 ) -> Array:
     r"""DDPM's :math:`\varepsilon`-prediction loss on a diffusers schedule (Ho et al., 2020).
 
@@ -513,26 +516,60 @@ def vp_epsilon_loss(
     minimiser is :math:`\hat\varepsilon^* = -\sigma_t \nabla \log q_{\sigma_t}`, the
     posterior mean of the noise.
 
+    With a ``class_label`` :math:`y` the model is class-conditional,
+    :math:`\hat\varepsilon(x_t, t, y)`, called as ``score_fn(x, sigma, y)``; the minimiser is
+    then :math:`-\sigma_t \nabla \log q_{\sigma_t}(x \mid y)`. With ``label_dropout``
+    :math:`p > 0`, :math:`y` is replaced by the null label :math:`\varnothing` with probability
+    :math:`p`, so one network also learns the unconditional score: classifier-free guidance's
+    training (Ho & Salimans 2022, Algorithm 1, :math:`p_\mathrm{uncond}`).
+
     Args:
-        key: split into a timestep key and a noise key.
-        score_fn: noise-conditional ``score_fn(x, sigma) -> x.shape``.
+        key: split into a timestep key and a noise key (first a label-dropout key, when
+            ``label_dropout > 0``).
+        score_fn: noise-conditional ``score_fn(x, sigma) -> x.shape``, or with ``class_label``
+            ``score_fn(x, sigma, class_label)``.
         x_0: one clean example, any shape (e.g. ``(C, H, W)``) of ``d`` entries.
+        class_label: this example's integer class (scalar), or ``None`` (unconditional).
         schedule: diffusers' ``beta_schedule`` (:data:`scorelab.noise.VP_SCHEDULES`).
         num_train_timesteps: ``T``.
         beta_start, beta_end: the (scaled) linear schedule's end points.
+        label_dropout: :math:`p_\mathrm{uncond} \in [0, 1)`; ``> 0`` needs ``class_label`` and
+            ``null_label``.
+        null_label: the integer of :math:`\varnothing` (the model's ``num_classes``).
 
     Returns:
         Scalar loss of this example.
+
+    Raises:
+        ValueError: for ``label_dropout`` outside ``[0, 1)``, or ``> 0`` without a class label
+            or a null label.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models
         (Algorithm 1). https://arxiv.org/abs/2006.11239
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models, Table 1 (VP). https://arxiv.org/abs/2206.00364
+        Ho, J. & Salimans, T. (2022). Classifier-Free Diffusion Guidance (Algorithm 1).
+        https://arxiv.org/abs/2207.12598
     """
     with jax.ensure_compile_time_eval():  # the schedule is a constant, not a traced value
         alphas_cumprod = vp_alphas_cumprod(schedule, num_train_timesteps, beta_start, beta_end)
         sigmas = ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod))
+        check_real("label_dropout", label_dropout, "a number in [0, 1)", lambda v: 0 <= v < 1)
+    if label_dropout > 0:
+        if class_label is None or null_label is None:
+            raise ValueError(
+                "label_dropout: drops class labels; give class_label and null_label, or set it 0"
+            )
+        key, key_drop = jax.random.split(key)
+        dropped = jax.random.bernoulli(key_drop, label_dropout)
+        class_label = jnp.where(dropped, null_label, class_label)
+    if class_label is not None:
+        conditional_fn = score_fn
+
+        def score_fn(x, sigma):
+            return conditional_fn(x, sigma, class_label)
+
     key_t, key_eps = jax.random.split(key)
     t = jax.random.randint(key_t, (), 0, num_train_timesteps)
     loss = dsm_loss(key_eps, score_fn, x_0, sigma=sigmas[t], weighting_fn=ncsn_weighting)

@@ -279,6 +279,7 @@ def _dispatch(
     state: _TrainState,
     frozen: Any,
     data: Array,
+    labels: Array | None,
     key: Array,
     start: Array,
     n_active: Array,
@@ -290,6 +291,7 @@ def _dispatch(
     mesh: Mesh,
     length: int,
     hflip: bool,
+    stochastic: bool,
 ) -> tuple[_TrainState, Array, Array]:
     """Run steps ``start, ..., start + n_active - 1``; return ``(state, losses, bad)``.
 
@@ -303,7 +305,9 @@ def _dispatch(
     trace. ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
     non-finite loss or gradient, or -1, and from that step on the state is left as it was.
     With ``hflip`` the batch key is split into an index key and a flip key (see :func:`train`);
-    without it, it draws the indices as it always has.
+    without it, it draws the indices as it always has. ``labels`` ``(n,)`` (or ``None``) are
+    drawn with the same indices as the examples and passed to the loss; with ``stochastic``
+    the loss key is split into a loss key and a dropout key (see :func:`train`).
     """
     optimizer = make_optimizer(config)
     replicated = NamedSharding(mesh, P())
@@ -314,20 +318,31 @@ def _dispatch(
         if hflip:
             batch_key, flip_key = jax.random.split(batch_key)
         if config.batch_size is None:
-            x_0 = data
+            x_0, y = data, labels
         else:
             indices = jax.random.randint(batch_key, (config.batch_size,), 0, data.shape[0])
             x_0 = data[indices]
+            y = None if labels is None else labels[indices]
         if hflip:  # mirror each image (N, C, H, W) along W with probability 1/2
             flip = jax.random.bernoulli(flip_key, shape=(x_0.shape[0], 1, 1, 1))
             x_0 = jnp.where(flip, x_0[..., ::-1], x_0)
         # Data parallelism: each device computes the loss of its slice of the batch; the mean
         # below becomes an all-reduce, and so does the gradient.
-        x_0 = jax.lax.with_sharding_constraint(x_0, batch_sharded)
-        example_keys = jax.vmap(lambda b: jax.random.fold_in(loss_key, b))(jnp.arange(x_0.shape[0]))
+        x_0, y = jax.lax.with_sharding_constraint((x_0, y), batch_sharded)
+        if stochastic:
+            loss_key, dropout_key = jax.random.split(loss_key)
+        examples = jnp.arange(x_0.shape[0])
+        example_keys = jax.vmap(lambda b: jax.random.fold_in(loss_key, b))(examples)
         example_keys = jax.lax.with_sharding_constraint(example_keys, batch_sharded)
         score_fn = eqx.combine(params, frozen, static)
-        return jnp.mean(jax.vmap(lambda k, x: loss_fn(k, score_fn, x))(example_keys, x_0))
+
+        def example_loss(b, k, x, label):
+            model = score_fn
+            if stochastic:  # the network's own randomness (dropout) for example b
+                model = functools.partial(score_fn, key=jax.random.fold_in(dropout_key, b))
+            return loss_fn(k, model, x) if label is None else loss_fn(k, model, x, label)
+
+        return jnp.mean(jax.vmap(example_loss)(examples, example_keys, x_0, y))
 
     def update(state, step_key):
         loss, grads = jax.value_and_grad(batch_loss)(state.params, step_key)
@@ -384,6 +399,7 @@ def train(
     label: str | None = None,
     run_config: dict[str, Any] | None = None,
     hflip: bool = False,
+    labels=None,
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
 
@@ -397,6 +413,14 @@ def train(
     ``bernoulli(flip_key, 1/2)[b]`` is true: a training augmentation for data whose law is
     symmetric under the mirror (not for digits or text). It depends on the step's key only, so
     the result is as reproducible as without it; without it, nothing changes.
+
+    A model with randomness of its own in training (dropout: a ``dropout`` attribute > 0) is
+    called with ``key=`` there: the step's loss key is first split into a loss key and a
+    dropout key, and example :math:`b` gets ``fold_in(dropout_key, b)``, as reproducible and as
+    independent of the batch size as the rest. Evaluation calls it without a key (no dropout).
+
+    With ``labels`` (a class-conditional model), example :math:`b`'s label is drawn with it
+    (the same index) and the loss is called as ``loss_fn(key, score_fn, x, label)``.
 
     Args:
         key: root PRNG key (typed, ``jax.random.key``, or legacy ``PRNGKey``).
@@ -424,6 +448,8 @@ def train(
             checkpoint and compared field by field on resume; its ``"train"`` entry is
             ``config``.
         hflip: mirror each example of ``(n, C, H, W)`` images with probability 1/2 per step.
+        labels: ``(n,)`` integer classes of the examples for a class-conditional loss, or
+            ``None``.
 
     Returns:
         a :class:`TrainResult`.
@@ -435,14 +461,23 @@ def train(
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
             the checkpointed run (naming the fields that differ); checkpoints of which
             none is intact.
-        scorelab.data.DataError: ``data`` is not a finite ``(n, *S)`` array, or ``hflip`` on
-            data that are not images ``(n, C, H, W)``.
+        scorelab.data.DataError: ``data`` is not a finite ``(n, *S)`` array, ``hflip`` on
+            data that are not images ``(n, C, H, W)``, or ``labels`` that are not ``n``
+            integers >= 0.
     """
     data = validate_data(data, any_shape=True)
     if hflip and data.ndim != 4:
         raise DataError(
             f"data.hflip: flips images (n, C, H, W), but the data have shape {data.shape}"
         )
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != data.shape[:1] or labels.dtype.kind not in "iu" or labels.min() < 0:
+            raise DataError(
+                f"labels: expected {data.shape[0]} integers >= 0 (one per example), got "
+                f"{labels.dtype} of shape {labels.shape}"
+            )
+        labels = labels.astype(np.int32)
     key = _as_typed_key(key)
     loss_fn = _as_pytree(loss_fn)
     devices = jax.devices()
@@ -462,7 +497,7 @@ def train(
     # unchanged; the rest (hyper-parameters, functions) is static and keys the compilation.
     params, rest = eqx.partition(model, eqx.is_inexact_array)
     frozen, static = eqx.partition(rest, eqx.is_array)
-    frozen, device_data = jax.device_put((frozen, data), replicated)
+    frozen, device_data, device_labels = jax.device_put((frozen, data, labels), replicated)
     optimizer = make_optimizer(config)
     state = _TrainState(
         params, optimizer.init(params), None if config.ema_decay is None else params
@@ -476,6 +511,7 @@ def train(
         "data_shape": list(data.shape),
         "data_sha256": _fingerprint(data),
         "hflip": hflip,
+        "labels_sha256": None if labels is None else _fingerprint(labels),
         "scorelab_version": __version__,
     }
 
@@ -514,6 +550,7 @@ def train(
         mesh=mesh,
         length=min(config.steps_per_dispatch, config.steps),
         hflip=hflip,
+        stochastic=getattr(model, "dropout", 0) > 0,
     )
     period = config.checkpoint_every or config.steps
     bar = tqdm(
@@ -530,7 +567,13 @@ def train(
             next_checkpoint = min((step // period + 1) * period, config.steps)
             n_active = min(config.steps_per_dispatch, next_checkpoint - step)
             new_state, dispatch_losses, bad = dispatch(
-                state, frozen, device_data, key, jnp.asarray(step), jnp.asarray(n_active)
+                state,
+                frozen,
+                device_data,
+                device_labels,
+                key,
+                jnp.asarray(step),
+                jnp.asarray(n_active),
             )
             dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
             bad = int(bad)
@@ -608,6 +651,11 @@ def _check_resumable(saved: dict, current: dict) -> None:
         raise ValueError(
             f"cannot resume: hflip {saved.get('hflip', False)} -> {current['hflip']} changes the "
             "batches; restore it, or start a new run in another out_dir"
+        )
+    if saved.get("labels_sha256") != current["labels_sha256"]:
+        raise ValueError(
+            "cannot resume: the class labels differ from the checkpointed run's; restore them, "
+            "or start a new run in another out_dir"
         )
     if (saved["key_impl"], saved["key_data"]) != (current["key_impl"], current["key_data"]):
         raise ValueError("cannot resume: key differs from the checkpointed run's (check the seed)")

@@ -649,14 +649,20 @@ def metric_vs_steps(
 
 
 def save_image_grid(
-    images, path, *, ncols: int | None = None, scale: int = 1, label: str | None = None
+    images,
+    path,
+    *,
+    ncols: int | None = None,
+    scale: int = 1,
+    label: str | None = None,
+    row_labels: list[str] | None = None,
 ) -> Path:
     """Tile images into one PNG, pixel for pixel: row-major, black padding, no resampling.
 
     The grid has ``ceil(n / ncols)`` rows of ``ncols`` images; one-channel images are written
     as greyscale. ``scale`` repeats every pixel ``scale`` times along both axes (nearest
     neighbour, so small images stay exact), and ``label`` is written in white on a black strip
-    above the grid (Pillow's default font).
+    above the grid (Pillow's default font), ``row_labels`` on one left of the rows.
 
     Args:
         images: ``(n, H, W, C)`` with ``C`` in 1, 3 or 4, or ``(n, H, W)`` grey; uint8, or
@@ -667,12 +673,14 @@ def save_image_grid(
         ncols: images per row; default ``ceil(sqrt(n))``.
         scale: integer magnification, >= 1.
         label: a caption, or ``None`` for none.
+        row_labels: one text per row (e.g. its class), or ``None``.
 
     Returns:
         ``path`` (as a :class:`pathlib.Path` when it is a path).
 
     Raises:
-        ValueError: for another shape, float values outside ``[0, 1]``, or ``scale < 1``.
+        ValueError: for another shape, float values outside ``[0, 1]``, ``scale < 1``, or
+            ``row_labels`` of another length than the rows.
     """
     images = np.asarray(images)
     if images.ndim == 3:
@@ -701,6 +709,10 @@ def save_image_grid(
     # Pillow (matplotlib's own PNG writer) as is: imsave would map one channel through a
     # colormap, stretching its contrast.
     picture = PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid)
+    if row_labels is not None:
+        if len(row_labels) != nrows:
+            raise ValueError(f"row_labels: expected {nrows} (one per row), got {len(row_labels)}")
+        picture = _with_row_labels(picture, row_labels, height)
     if label:
         picture = _with_caption(picture, label)
     if hasattr(path, "write"):
@@ -710,6 +722,23 @@ def save_image_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path, format="PNG")
     return path
+
+
+def _with_row_labels(picture: PIL.Image.Image, texts, row_height: int) -> PIL.Image.Image:
+    """``picture`` right of a black strip with ``texts[i]`` in white beside row ``i``."""
+    import PIL.ImageDraw
+
+    draw = PIL.ImageDraw.Draw(PIL.Image.new("L", (1, 1)))
+    boxes = [draw.textbbox((0, 0), text) for text in texts]
+    margin = 3
+    strip = max(right - left for left, _, right, _ in boxes) + 2 * margin
+    canvas = PIL.Image.new(picture.mode, (picture.width + strip, picture.height))
+    fill = 255 if picture.mode == "L" else (255,) * 3
+    for row, (text, (left, top, _, bottom)) in enumerate(zip(texts, boxes)):
+        y = row * row_height + (row_height - (bottom - top)) // 2 - top
+        PIL.ImageDraw.Draw(canvas).text((margin - left, y), text, fill=fill)
+    canvas.paste(picture, (strip, 0))
+    return canvas
 
 
 def _with_caption(picture: PIL.Image.Image, label: str) -> PIL.Image.Image:

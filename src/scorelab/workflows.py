@@ -111,13 +111,19 @@ def train_run(
             "use a smaller --batch-size",
             error=ConfigError,
         )
+    labels = None
     if data is None and config.data.is_images:
         images = builders.make_image_data(config.data)
-        data = images.images
+        data, labels = images.images, images.labels
         if log is not None:
             log(images.description)
     elif data is None:
         data = builders.make_data(config.data)
+    num_classes = config.model.num_classes
+    if num_classes is not None:
+        _check_labels(labels, num_classes)
+    else:
+        labels = None  # an unconditional model trains on the images alone
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     # In a multi-process job every process trains and joins in the collective checkpoint
     # writes; process 0 alone holds the run directory and writes the rest.
@@ -125,7 +131,7 @@ def train_run(
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
             model,
-            builders.make_loss(config.loss, builders.data_scale(data)),
+            builders.make_loss(config.loss, builders.data_scale(data), num_classes),
             data,
             config.train,
             out_dir=out_dir / "checkpoints",
@@ -134,6 +140,7 @@ def train_run(
             label=f"train {out_dir.name}",
             run_config=config.to_dict(),
             hflip=config.data.hflip,
+            labels=labels,
         )
         if not is_primary():
             return result
@@ -149,6 +156,20 @@ def train_run(
         )
         write_json(out_dir / "manifest.json", record)
     return result
+
+
+def _check_labels(labels, num_classes: int) -> None:
+    """Refuse a class-conditional run whose data have no labels, or labels past its classes."""
+    if labels is None:
+        raise ConfigError(
+            "model.num_classes: the data have no class labels; give them (an .npz labels key "
+            "with data.labels, or one sub-folder per class) or remove model.num_classes"
+        )
+    if int(np.max(labels)) >= num_classes:
+        raise ConfigError(
+            f"model.num_classes: the data's labels go up to {int(np.max(labels))}; set "
+            f"num_classes >= {int(np.max(labels)) + 1}"
+        )
 
 
 def _one_law_under_a_grid(config: ExperimentConfig, model) -> bool:
@@ -205,12 +226,14 @@ class SampleResult(NamedTuple):
         nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
             mean over chains.
         nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
+        labels: the class of each sample ``(n,)`` of a class-conditional model, else ``None``.
     """
 
     x: np.ndarray
     trajectory: np.ndarray | None
     nfe: float
     nfe_per_chain: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def sample_run(
@@ -221,6 +244,8 @@ def sample_run(
     *,
     trajectory: bool = False,
     batch: int = 65536,
+    classes: list[int] | None = None,
+    guidance: float = 0.0,
 ) -> SampleResult:
     """Draw ``n`` samples with the configured sampler, from ``model`` or the exact score.
 
@@ -231,9 +256,15 @@ def sample_run(
     chunk's size). The memory the samples (and trajectories) need is checked before anything
     is allocated.
 
+    A class-conditional model (:class:`scorelab.diffusers.ClassConditioned`) draws ``n``
+    samples of each class of ``classes`` (default: all), class after class; class ``y``'s
+    chains use the key ``fold_in(key(seed), y)`` as above, so they do not depend on which
+    other classes were asked for.
+
     Raises:
         ConfigError: for ``n`` or ``batch`` not a positive integer, more memory than available,
-            or a sampler the model cannot serve.
+            a sampler the model cannot serve, or ``classes``/``guidance`` the model cannot take
+            (an unconditional model, a class out of range, guidance without a null label).
         ValueError: when chains end non-finite (diverged), naming the sampler and the remedy.
     """
     for name, value in (("sample.n", n), ("sample.batch", batch)):
@@ -241,10 +272,53 @@ def sample_run(
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
     check_seed("sample.seed", seed, error=ConfigError)
     score_fn = score_model(config, model)
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        if classes is not None or guidance:
+            flag = "--class" if classes is not None else "--guidance"
+            raise ConfigError(f"{flag}: the model is not class-conditional (no num_classes)")
+        return _draw(config, model, score_fn, n, jax.random.key(seed), trajectory, batch)
+    from scorelab.diffusers import ClassConditioned
+
+    classes = list(range(num_classes)) if classes is None else list(classes)
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"--class: {classes} names a class twice; give each once")
+    check_memory(  # all classes' samples together; each class's chains are checked as drawn
+        "sample.n",
+        4.0 * n * len(classes) * int(np.prod(_state_shape(config))) * 2,
+        "ask for fewer samples (--n) or classes (--class)",
+        error=ConfigError,
+    )
+    try:
+        conditioned = [ClassConditioned(score_fn, y, guidance) for y in classes]
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    parts = [
+        _draw(config, model, fn, n, jax.random.fold_in(jax.random.key(seed), y), trajectory, batch)
+        for y, fn in zip(classes, conditioned)
+    ]
+    per_chain = [p.nfe_per_chain for p in parts]
+    return SampleResult(
+        np.concatenate([p.x for p in parts]),
+        None if not trajectory else np.concatenate([p.trajectory for p in parts]),
+        parts[0].nfe if per_chain[0] is None else float(np.mean([p.nfe for p in parts])),
+        None if per_chain[0] is None else np.concatenate(per_chain),
+        np.repeat(np.asarray(classes, np.int64), n),
+    )
+
+
+def _state_shape(config: ExperimentConfig) -> tuple[int, ...]:
+    """One sample's shape: the target's ``(d,)``, or the shape of one example of the data."""
     target = builders.make_target(config.data)
-    shape = (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+    return (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+
+
+def _draw(config, model, score_fn, n, key, trajectory, batch) -> SampleResult:
+    """``n`` chains of the configured sampler on ``score_fn`` from ``key`` (:func:`sample_run`)."""
+    target = builders.make_target(config.data)
+    shape = _state_shape(config)
     dim = int(np.prod(shape))
-    key_prior, key_sampler = jax.random.split(jax.random.key(seed))
+    key_prior, key_sampler = jax.random.split(key)
     # MALA's log-density is the exact target's: only when sampling its exact score.
     sampler = builders.make_sampler(config.sampler, target if model is None else None)
     # The per-step schedule holds a few floats a step (n_steps, n_restarts and the like set it).
@@ -654,7 +728,9 @@ def likelihood_points(
     return result
 
 
-def save_sample_grid(samples, path, *, label: str | None = None) -> Path:
+def save_sample_grid(
+    samples, path, *, label: str | None = None, labels: np.ndarray | None = None
+) -> Path:
     """Write image samples ``(n, C, H, W)`` in [-1, 1] as one labelled PNG grid, atomically.
 
     Pixels are ``round(255 clip(x / 2 + 1/2, 0, 1))`` (diffusers' conversion,
@@ -665,6 +741,8 @@ def save_sample_grid(samples, path, *, label: str | None = None) -> Path:
         samples: ``(n, C, H, W)`` with ``C`` in 1, 3 or 4.
         path: the ``.png`` file.
         label: the caption above the grid.
+        labels: ``(n,)`` classes of samples drawn class after class, as many of each
+            (:func:`sample_run`): one row per class, labelled ``class y``; or ``None``.
 
     Raises:
         ConfigError: for samples that are not images.
@@ -679,9 +757,11 @@ def save_sample_grid(samples, path, *, label: str | None = None) -> Path:
         )
     scale = max(1, -(-32 // samples.shape[2]))
     images = to_images(samples)
-    return atomic_write(
-        path, lambda handle: viz.save_image_grid(images, handle, scale=scale, label=label)
-    )
+    grid = {"scale": scale, "label": label}
+    if labels is not None:
+        classes = list(dict.fromkeys(np.asarray(labels).tolist()))  # in order of appearance
+        grid.update(ncols=len(samples) // len(classes), row_labels=[f"class {y}" for y in classes])
+    return atomic_write(path, lambda handle: viz.save_image_grid(images, handle, **grid))
 
 
 def plot_run(run_dir, out_dir=None) -> list[Path]:

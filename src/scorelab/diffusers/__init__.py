@@ -12,7 +12,7 @@ diffusers' schedulers       :class:`SchedulerConfig`, :func:`timesteps`,     _sc
 pipeline and loader         :func:`resolve_pipeline`, :func:`load_pipeline`, _pretrained
                             :func:`sample`, :func:`to_images`, :func:`run`
 trainable U-Net models      :func:`unet_config`, :class:`UNetNetwork`,       _score_models
-                            :class:`VPEpsilonUNet`
+                            :class:`VPEpsilonUNet`, :class:`ClassConditioned`
 export                      :func:`export_pipeline`                          _export
 errors                      :class:`PretrainedError`                         _checks
 ==========================  ===============================================  ============
@@ -55,7 +55,12 @@ from scorelab.diffusers._schedulers import (
     predict_x0_eps,
     timesteps,
 )
-from scorelab.diffusers._score_models import UNetNetwork, VPEpsilonUNet, unet_config
+from scorelab.diffusers._score_models import (
+    ClassConditioned,
+    UNetNetwork,
+    VPEpsilonUNet,
+    unet_config,
+)
 from scorelab.diffusers._unet import (
     UNET_DEFAULTS,
     UNet2D,
@@ -94,6 +99,7 @@ __all__ = [
     "unet_config",
     "UNetNetwork",
     "VPEpsilonUNet",
+    "ClassConditioned",
     "export_pipeline",
     "DIFFUSERS_FORMAT_VERSION",
 ]

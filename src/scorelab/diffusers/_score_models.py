@@ -31,7 +31,7 @@ from scorelab.diffusers._checks import PretrainedError
 from scorelab.diffusers._schedulers import SchedulerConfig
 from scorelab.diffusers._unet import UNet2D
 
-__all__ = ["unet_config", "UNetNetwork", "VPEpsilonUNet"]
+__all__ = ["unet_config", "UNetNetwork", "VPEpsilonUNet", "ClassConditioned"]
 
 
 def unet_config(
@@ -42,13 +42,14 @@ def unet_config(
     norm_groups: int = 8,
     attention_head_dim: int = 8,
     num_class_embeds: int | None = None,
+    dropout: float = 0.0,
 ) -> dict:
     """The ``UNet2DModel`` config of a U-Net for images of ``image_shape``.
 
     Level ``i`` has ``channels[i]`` channels at resolution ``H / 2**i``; its down and up
     blocks attend (``AttnDownBlock2D`` / ``AttnUpBlock2D``) iff that resolution is in
     ``attention_resolutions``, as in DDPM's ``attn_resolutions``; the middle block always
-    attends (diffusers' default). Dropout is not offered (the network has none).
+    attends (diffusers' default).
 
     Args:
         image_shape: ``(C, H, W)``.
@@ -58,6 +59,8 @@ def unet_config(
         norm_groups: ``norm_num_groups``; must divide every entry of ``channels``.
         attention_head_dim: channels per attention head.
         num_class_embeds: classes of a class-conditional network (``nn.Embedding``), or None.
+        dropout: the residual blocks' dropout rate in ``[0, 1)``, as diffusers' ``dropout``
+            (applied only when the network is called with a training ``key``).
 
     Returns:
         A config dict :meth:`UNet2D.init` accepts.
@@ -87,6 +90,7 @@ def unet_config(
         "norm_num_groups": int(norm_groups),
         "attention_head_dim": int(attention_head_dim),
         "num_class_embeds": num_class_embeds,
+        "dropout": float(dropout),
     }
     return config
 
@@ -120,7 +124,9 @@ class UNetNetwork(eqx.Module):
     are nearly linear in :math:`c`; the time MLP learns from these (DDPM's integer timesteps
     :math:`t \in [0, T)` spread over all frequencies instead).
 
-    Call: ``network(x (C, H, W), c_noise scalar) -> (C, H, W)``.
+    Call: ``network(x (C, H, W), c_noise scalar, class_label=None, *, key=None) -> (C, H, W)``;
+    ``class_label`` an integer scalar for a class-conditional network, ``key`` a training step's
+    dropout key (:meth:`UNet2D.__call__`).
 
     Args:
         key: initialisation key (:meth:`UNet2D.init`).
@@ -136,8 +142,10 @@ class UNetNetwork(eqx.Module):
     def __init__(self, key: Array, image_shape: Sequence[int], **options):
         self.unet = _init_unet(key, unet_config(image_shape, **options))
 
-    def __call__(self, x: Array, c_noise) -> Array:
-        return self.unet(x[None], jnp.asarray(c_noise, jnp.float32).reshape(1))[0]
+    def __call__(self, x: Array, c_noise, class_label=None, *, key: Array | None = None) -> Array:
+        labels = None if class_label is None else jnp.asarray(class_label).reshape(1)
+        c_noise = jnp.asarray(c_noise, jnp.float32).reshape(1)
+        return self.unet(x[None], c_noise, labels, key=key)[0]
 
 
 class VPEpsilonUNet(eqx.Module):
@@ -156,7 +164,15 @@ class VPEpsilonUNet(eqx.Module):
     :func:`scorelab.losses.vp_epsilon_loss` on the same schedule it is DDPM, and exports to a
     diffusers ``DDIMPipeline`` (:func:`scorelab.diffusers.export_pipeline`).
 
-    Call: ``model(x (C, H, W), sigma scalar > 0) -> (C, H, W)``.
+    With ``num_classes`` it is class-conditional, :math:`\hat\varepsilon(x_t, t, y)` through
+    diffusers' class embedding (``num_class_embeds``); with ``null_class`` the embedding has one
+    more row, the label :math:`y = \varnothing` (index ``num_classes``) of classifier-free
+    guidance (Ho & Salimans 2022; :class:`ClassConditioned`).
+
+    Call: ``model(x (C, H, W), sigma scalar > 0, class_label=None, *, key=None) -> (C, H, W)``:
+    ``class_label`` an integer scalar in ``[0, num_classes]`` for a class-conditional model
+    (``num_classes`` is the null label), ``key`` a training step's dropout key (only then is
+    ``dropout`` applied).
 
     Args:
         key: initialisation key.
@@ -165,19 +181,26 @@ class VPEpsilonUNet(eqx.Module):
             ``squaredcos_cap_v2``).
         num_train_timesteps: ``T``.
         beta_start, beta_end: the (scaled) linear schedule's end points.
-        **options: :func:`unet_config`'s other arguments.
+        num_classes: the data's classes ``0 .. num_classes - 1``, or ``None`` (unconditional).
+        null_class: give a class-conditional network the null label ``num_classes`` too.
+        **options: :func:`unet_config`'s other arguments (not ``num_class_embeds``).
 
     Raises:
-        ValueError: for options :func:`unet_config` refuses, or a schedule
-            :class:`~scorelab.diffusers.SchedulerConfig` refuses.
+        ValueError: for options :func:`unet_config` refuses, a schedule
+            :class:`~scorelab.diffusers.SchedulerConfig` refuses, or ``null_class`` without
+            ``num_classes``.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
         https://arxiv.org/abs/2006.11239
+        Ho, J. & Salimans, T. (2022). Classifier-Free Diffusion Guidance.
+        https://arxiv.org/abs/2207.12598
     """
 
     network: UNetNetwork
     scheduler: SchedulerConfig = eqx.field(static=True)
+    num_classes: int | None = eqx.field(static=True)
+    null_class: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -187,18 +210,94 @@ class VPEpsilonUNet(eqx.Module):
         num_train_timesteps: int = 1000,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
+        num_classes: int | None = None,
+        null_class: bool = False,
         **options,
     ):
+        if null_class and num_classes is None:
+            raise ValueError(
+                "null_class: a null label needs a class-conditional model; set num_classes"
+            )
+        self.num_classes, self.null_class = num_classes, bool(null_class)
         self.scheduler = SchedulerConfig(
             num_train_timesteps=num_train_timesteps,
             beta_start=beta_start,
             beta_end=beta_end,
             beta_schedule=schedule,
         )
-        self.network = UNetNetwork(key, image_shape, **options)
+        embeds = None if num_classes is None else num_classes + self.null_class
+        self.network = UNetNetwork(key, image_shape, num_class_embeds=embeds, **options)
 
-    def __call__(self, x: Array, sigma) -> Array:
+    @property
+    def dropout(self) -> float:
+        """The residual blocks' dropout rate (applied only when called with a ``key``)."""
+        return dict(self.network.unet.config)["dropout"]
+
+    def __call__(self, x: Array, sigma, class_label=None, *, key: Array | None = None) -> Array:
+        def eps_fn(x_t, t):
+            return self.network(x_t, t, class_label, key=key)
+
         # from_epsilon checks the schedule and takes logs of it: constants, not traced values
         with jax.ensure_compile_time_eval():
-            score_fn = from_epsilon(self.network, self.scheduler.alphas_cumprod())
+            score_fn = from_epsilon(eps_fn, self.scheduler.alphas_cumprod())
         return score_fn(x, sigma)
+
+
+class ClassConditioned(eqx.Module):
+    r"""A class-conditional :class:`VPEpsilonUNet` as the score of one class, optionally guided.
+
+    .. math::
+        \tilde s(x, \sigma) = (1 + w)\, s(x, \sigma, y) - w\, s(x, \sigma, \varnothing),
+
+    classifier-free guidance (Ho & Salimans 2022, eq. 6, written for the score: at one level
+    :math:`s = -\hat\varepsilon / \sigma` is linear in :math:`\hat\varepsilon`). :math:`w = 0`
+    is the conditional score :math:`\nabla \log q_\sigma(x \mid y)` itself (one network
+    evaluation); :math:`w > 0` sharpens the class at the cost of diversity and a second
+    evaluation per score.
+
+    Call: ``score_fn(x (C, H, W), sigma scalar > 0) -> (C, H, W)``.
+
+    Args:
+        model: a class-conditional :class:`VPEpsilonUNet`.
+        class_label: the class :math:`y` in ``[0, model.num_classes)`` (an integer; traced, so
+            another class does not recompile a sampler).
+        guidance: :math:`w \ge 0`; ``> 0`` needs a model with a null label (trained with label
+            dropout).
+
+    Raises:
+        ValueError: for an unconditional model, a class out of range, a negative guidance, or
+            guidance on a model without a null label; each naming the remedy.
+
+    References:
+        Ho, J. & Salimans, T. (2022). Classifier-Free Diffusion Guidance, eq. 6.
+        https://arxiv.org/abs/2207.12598
+    """
+
+    model: VPEpsilonUNet
+    class_label: Array
+    guidance: float = eqx.field(static=True)
+
+    def __init__(self, model: VPEpsilonUNet, class_label: int, guidance: float = 0.0):
+        if model.num_classes is None:
+            raise ValueError("--class: the model is unconditional (trained without num_classes)")
+        if not 0 <= int(class_label) < model.num_classes:
+            raise ValueError(
+                f"--class: {class_label} is not a class of this model; choose one in "
+                f"[0, {model.num_classes})"
+            )
+        if not guidance >= 0:
+            raise ValueError(f"--guidance: expected a number >= 0, got {guidance}")
+        if guidance > 0 and not model.null_class:
+            raise ValueError(
+                "--guidance: the model has no null label (train with loss.label_dropout > 0 for "
+                "classifier-free guidance); drop --guidance"
+            )
+        self.model, self.guidance = model, float(guidance)
+        self.class_label = jnp.asarray(int(class_label), jnp.int32)
+
+    def __call__(self, x: Array, sigma) -> Array:
+        conditional = self.model(x, sigma, self.class_label)
+        if self.guidance == 0:
+            return conditional
+        unconditional = self.model(x, sigma, self.model.num_classes)
+        return (1 + self.guidance) * conditional - self.guidance * unconditional

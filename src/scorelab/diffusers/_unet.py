@@ -512,10 +512,14 @@ def _group_norm(weights: _Weights, name: str, channels: int, groups: int, eps: f
 
 
 class _ResnetBlock(eqx.Module):
-    r"""``ResnetBlock2D``: :math:`h = \mathrm{conv}_2(\mathrm{silu}(\mathrm{GN}_2(
-    \mathrm{conv}_1(\mathrm{silu}(\mathrm{GN}_1(x))) + W \mathrm{silu}(e))))`, output
+    r"""``ResnetBlock2D``: :math:`h = \mathrm{conv}_2(\mathrm{drop}_p(\mathrm{silu}(\mathrm{GN}_2(
+    \mathrm{conv}_1(\mathrm{silu}(\mathrm{GN}_1(x))) + W \mathrm{silu}(e)))))`, output
     :math:`(\mathrm{shortcut}(x) + h)/s`; with ``scale_shift`` the embedding gives
-    :math:`(a, b)` and :math:`\mathrm{GN}_2(\cdot)(1 + a) + b` instead of the sum."""
+    :math:`(a, b)` and :math:`\mathrm{GN}_2(\cdot)(1 + a) + b` instead of the sum.
+
+    :math:`\mathrm{drop}_p` is inverted dropout (``torch.nn.Dropout(p)``, Srivastava et al.
+    2014): each entry kept with probability :math:`1 - p` and scaled by :math:`1/(1 - p)`, so its
+    mean over masks is the identity; only with a ``key`` (training), the identity without."""
 
     norm1: _GroupNorm
     conv1: _Conv
@@ -525,8 +529,9 @@ class _ResnetBlock(eqx.Module):
     conv_shortcut: _Conv | None
     scale_shift: bool = eqx.field(static=True)
     output_scale_factor: float = eqx.field(static=True)
+    dropout: float = eqx.field(static=True)
 
-    def __call__(self, x: Array, emb: Array) -> Array:
+    def __call__(self, x: Array, emb: Array, key: Array | None = None) -> Array:
         h = self.conv1(jax.nn.silu(self.norm1(x)))
         e = self.time_emb_proj(jax.nn.silu(emb))[:, None, None, :]
         if self.scale_shift:
@@ -534,7 +539,11 @@ class _ResnetBlock(eqx.Module):
             h = self.norm2(h) * (1 + scale) + shift
         else:
             h = self.norm2(h + e)
-        h = self.conv2(jax.nn.silu(h))
+        h = jax.nn.silu(h)
+        if key is not None and self.dropout > 0:
+            keep = jax.random.bernoulli(key, 1.0 - self.dropout, h.shape)
+            h = jnp.where(keep, h / (1.0 - self.dropout), 0.0)
+        h = self.conv2(h)
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return (shortcut + h) / self.output_scale_factor
 
@@ -557,6 +566,7 @@ def _resnet(
         ),
         scale_shift=scale_shift,
         output_scale_factor=scale,
+        dropout=float(config["dropout"]),
     )
 
 
@@ -615,12 +625,12 @@ class _Block(eqx.Module):
     resample: _Conv | None
     up: bool = eqx.field(static=True)
 
-    def __call__(self, x: Array, emb: Array, skips: list | None = None):
+    def __call__(self, x: Array, emb: Array, skips: list | None = None, key=None):
         outputs = []
-        for i, resnet in enumerate(self.resnets):
+        for i, (resnet, resnet_key) in enumerate(zip(self.resnets, _split(key, len(self.resnets)))):
             if self.up:
                 x = jnp.concatenate([x, skips.pop()], axis=-1)
-            x = resnet(x, emb)
+            x = resnet(x, emb, resnet_key)
             if self.attentions is not None:
                 x = self.attentions[i](x)
             outputs.append(x)
@@ -636,11 +646,17 @@ class _MidBlock(eqx.Module):
     resnets: list
     attentions: list | None
 
-    def __call__(self, x: Array, emb: Array) -> Array:
-        x = self.resnets[0](x, emb)
+    def __call__(self, x: Array, emb: Array, key=None) -> Array:
+        key_0, key_1 = _split(key, 2)
+        x = self.resnets[0](x, emb, key_0)
         if self.attentions is not None:
             x = self.attentions[0](x)
-        return self.resnets[1](x, emb)
+        return self.resnets[1](x, emb, key_1)
+
+
+def _split(key: Array | None, n: int) -> list:
+    """``n`` sub-keys of ``key``, or ``n`` Nones without one (no dropout: evaluation)."""
+    return [None] * n if key is None else list(jax.random.split(key, n))
 
 
 def timestep_embedding(
@@ -686,8 +702,8 @@ class UNet2D(eqx.Module):
     diffusers) and ``t`` a scalar or ``(B,)`` timestep (``unet(x_t, t, class_labels)`` for a
     class-conditional config); it returns ``(B, out_channels, H, W)``, what
     ``UNet2DModel(x_t, t).sample`` returns (the model output of the checkpoint's prediction
-    type, e.g. :math:`\varepsilon`). Dropout is not implemented: a config's ``dropout`` is
-    read and ignored, as in diffusers' evaluation mode.
+    type, e.g. :math:`\varepsilon`), as in diffusers' evaluation mode; ``unet(x_t, t, key=k)``
+    is its training mode, with the config's ``dropout`` in the residual blocks.
     ``H`` and ``W`` must be divisible by ``2 ** (len(block_out_channels) - 1)`` so the up
     path's skip connections line up.
 
@@ -699,6 +715,9 @@ class UNet2D(eqx.Module):
         https://arxiv.org/abs/2006.11239
         diffusers ``UNet2DModel`` documentation.
         https://huggingface.co/docs/diffusers/api/models/unet2d
+        Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. & Salakhutdinov, R. (2014).
+        Dropout: A Simple Way to Prevent Neural Networks from Overfitting. JMLR 15.
+        https://jmlr.org/papers/v15/srivastava14a.html
     """
 
     conv_in: _Conv
@@ -897,14 +916,21 @@ class UNet2D(eqx.Module):
         weights.check_all_used()
         return unet
 
-    def __call__(self, x_t: Array, t, class_labels: Array | None = None) -> Array:
+    def __call__(
+        self, x_t: Array, t, class_labels: Array | None = None, *, key: Array | None = None
+    ) -> Array:
         """The network's output at ``(x_t, t)``, as ``UNet2DModel(x_t, t, class_labels).sample``.
+
+        Without ``key`` it is ``UNet2DModel.eval()``'s output; with one, ``.train()``'s: the
+        config's ``dropout`` is applied in every residual block (each block's mask from its
+        own sub-key of ``key``; attention has none, as in diffusers).
 
         Args:
             x_t: ``(B, in_channels, H, W)`` float array (NCHW).
             t: timestep, a scalar or ``(B,)`` array (broadcast over the batch).
             class_labels: integer class(es) in ``[0, num_class_embeds)``, a scalar or ``(B,)``;
                 required by a class-conditional config, refused by another.
+            key: the dropout key of a training step, or ``None`` (evaluation: no dropout).
 
         Returns:
             ``(B, out_channels, H, W)`` array (float32 for float32 input).
@@ -933,15 +959,19 @@ class UNet2D(eqx.Module):
         if self.class_embedding is not None:
             emb = emb + self.class_embedding[jnp.broadcast_to(class_labels, (batch,))]
 
+        if config["dropout"] == 0:
+            key = None  # nothing to draw: the same computation as evaluation
+        n_down, n_up = len(self.down_blocks), len(self.up_blocks)
+        block_keys = _split(key, n_down + 1 + n_up)
         x = self.conv_in(jnp.transpose(x_t, (0, 2, 3, 1)))  # NCHW -> NHWC
         skips = [x]
-        for block in self.down_blocks:
-            x, outputs = block(x, emb)
+        for block, block_key in zip(self.down_blocks, block_keys[:n_down]):
+            x, outputs = block(x, emb, key=block_key)
             skips.extend(outputs)
         if self.mid_block is not None:
-            x = self.mid_block(x, emb)
-        for block in self.up_blocks:
-            x, _ = block(x, emb, skips)
+            x = self.mid_block(x, emb, block_keys[n_down])
+        for block, block_key in zip(self.up_blocks, block_keys[n_down + 1 :]):
+            x, _ = block(x, emb, skips, block_key)
         x = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
         return jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
 
