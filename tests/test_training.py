@@ -389,6 +389,29 @@ def test_resume_compares_the_whole_configuration(tmp_path):
         fit(replace(cosine, steps=6), tmp_path / "cosine", run_config, resume=True)
 
 
+def test_a_field_an_older_checkpoint_lacks_resumes_at_its_default_only(tmp_path):
+    """A run written before a config field existed resumes when the field is at its declared
+    default (the computation it had then), and is refused by name when it is not."""
+    config = TrainConfig(steps=4, learning_rate=0.1, optimizer="sgd", checkpoint_every=2)
+    older = {"loss": {"name": "dsm", "sigma": 1.0}}
+    defaults = {"loss": {"name": "ncsn", "sigma": 1.0, "label_dropout": 0.0}}
+
+    def fit(out_dir, run_config, resume=False):
+        return train(jax.random.key(0), Shift(jnp.zeros(2)), linear_loss, np.zeros((4, 2)),
+                     config, out_dir=out_dir, resume=resume, progress=False,
+                     run_config=run_config, run_defaults=defaults)  # fmt: skip
+
+    fit(tmp_path / "run", older)
+    newer = {"loss": {**older["loss"], "label_dropout": 0.0}}
+    assert fit(tmp_path / "run", newer, resume=True).start_step == 4
+    changed = {"loss": {**older["loss"], "label_dropout": 0.1}}
+    with pytest.raises(ValueError, match=r"\(loss.label_dropout: None -> 0.1\); restore"):
+        fit(tmp_path / "run", changed, resume=True)
+    # A field without a declared default, or a whole section, is still a difference.
+    with pytest.raises(ValueError, match=r"loss.weighting: None -> 'edm'"):
+        fit(tmp_path / "run", {"loss": {**newer["loss"], "weighting": "edm"}}, resume=True)
+
+
 def test_a_second_process_cannot_train_into_a_busy_run_directory(reference, tmp_path):
     run_dir = tmp_path / "run"
     process = run_script(

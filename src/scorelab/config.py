@@ -61,7 +61,7 @@ from scorelab.noise import (
     vp_alphas_cumprod,
 )
 from scorelab.targets import digits_mixture, seed_mixture
-from scorelab.training import TrainConfig
+from scorelab.training import TrainConfig, field_defaults
 
 __all__ = [
     "TARGETS",
@@ -647,6 +647,12 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         """Nested JSON-serialisable dict (inverse of :meth:`from_dict`)."""
         return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+    @staticmethod
+    def field_defaults() -> dict[str, Any]:
+        """Every section's declared field defaults, nested as :meth:`to_dict` (``train``'s
+        ``run_defaults``: a field an older run's checkpoint lacks resumes at its default)."""
+        return {name: field_defaults(section) for name, section in _SECTIONS.items()}
 
 
 def load_config(path) -> dict[str, Any]:

@@ -398,6 +398,7 @@ def train(
     progress: bool = True,
     label: str | None = None,
     run_config: dict[str, Any] | None = None,
+    run_defaults: dict[str, Any] | None = None,
     hflip: bool = False,
     labels=None,
 ) -> TrainResult:
@@ -447,6 +448,9 @@ def train(
             (e.g. ``ExperimentConfig.to_dict()``: data, model, loss), recorded in every
             checkpoint and compared field by field on resume; its ``"train"`` entry is
             ``config``.
+        run_defaults: the declared default of every field of ``run_config``, nested the same
+            way (e.g. ``config.field_defaults()``): on resume, a field that a checkpoint of an
+            older scorelab does not record is taken at its default.
         hflip: mirror each example of ``(n, C, H, W)`` images with probability 1/2 per step.
         labels: ``(n,)`` integer classes of the examples for a class-conditional loss, or
             ``None``.
@@ -504,6 +508,7 @@ def train(
     )
     state = jax.device_put(state, replicated)
     losses = np.full(config.steps, np.nan, dtype=np.float32)
+    defaults = {**(run_defaults or {}), "train": field_defaults(TrainConfig)}
     metadata = {
         "config": jsonable({**(run_config or {}), "train": config.to_dict()}),
         "key_impl": str(jax.random.key_impl(key)),
@@ -529,7 +534,7 @@ def train(
         return {"train_state": state, "losses": losses}
 
     def like(saved_metadata):
-        _check_resumable(saved_metadata, metadata)
+        _check_resumable(saved_metadata, metadata, defaults)
         return checkpointed(state, np.zeros(saved_metadata["step"], np.float32))
 
     if last_checkpoint is not None:
@@ -599,30 +604,52 @@ def train(
     return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
 
 
-def _differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def _differences(
+    saved: dict, current: dict, defaults: dict, prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
     """``(dotted name, saved value, current value)`` of every field where two nested dicts of
-    JSON values differ (``None`` for an absent field)."""
+    JSON values differ (``None`` for an absent field).
+
+    A field absent from ``saved`` (a checkpoint written before the field existed) is the same
+    when the current value is the field's declared default in ``defaults`` (a new field's
+    default keeps the computation it had before the field existed)."""
     found = []
     for name in [*current, *(name for name in saved if name not in current)]:
         old, new = saved.get(name), current.get(name)
+        default = defaults.get(name, {}) if isinstance(defaults, dict) else {}
         if isinstance(old, dict) and isinstance(new, dict):
-            found += _differences(old, new, f"{prefix}{name}.")
+            found += _differences(old, new, default, f"{prefix}{name}.")
+        elif name not in saved and name in defaults and new == defaults[name]:
+            continue
         elif old != new or (name in saved) != (name in current):
             found.append((f"{prefix}{name}", old, new))
     return found
 
 
-def _check_resumable(saved: dict, current: dict) -> None:
+def field_defaults(cls) -> dict[str, Any]:
+    """The declared default of every field of the dataclass ``cls`` that has one, as JSON
+    values (``{name: default}``), for :func:`train`'s ``run_defaults``."""
+    return jsonable(
+        {
+            field.name: field.default
+            for field in dataclasses.fields(cls)
+            if field.default is not dataclasses.MISSING
+        }
+    )
+
+
+def _check_resumable(saved: dict, current: dict, defaults: dict) -> None:
     """Refuse to resume a checkpoint into a different run (its result would be neither).
 
     The whole recorded configuration must be equal, but for the execution-only training
     fields, and ``train.steps``, which a ``"constant"`` schedule may change to any number not
-    below the checkpointed step (the steps taken are then those of the new run).
+    below the checkpointed step (the steps taken are then those of the new run). A field the
+    checkpoint does not record (an older scorelab's) counts as its default (``defaults``).
     """
     may_differ = {f"train.{name}" for name in (*_EXECUTION_FIELDS, "steps")}
     differing = [
         f"{name}: {old!r} -> {new!r}"
-        for name, old, new in _differences(saved["config"], current["config"])
+        for name, old, new in _differences(saved["config"], current["config"], defaults)
         if name not in may_differ
     ]
     if differing:

@@ -139,6 +139,7 @@ def train_run(
             progress=progress,
             label=f"train {out_dir.name}",
             run_config=config.to_dict(),
+            run_defaults=config.field_defaults(),
             hflip=config.data.hflip,
             labels=labels,
         )
