@@ -24,6 +24,7 @@ log_every = 2
 """
 
 
+@pytest.mark.slow  # trains and samples a U-Net end to end: minutes of compilation on 2 cores
 def test_image_demo_writes_rows_floors_grids_and_a_run(tmp_path, capsys):
     settings = tmp_path / "tiny.toml"
     settings.write_text(_TINY)

@@ -466,7 +466,7 @@ def test_a_second_process_cannot_train_into_a_busy_run_directory(reference, tmp_
         ({"steps_per_dispatch": 0}, "steps_per_dispatch: expected an integer >= 1"),
         ({"ema_decay": 1.0}, r"ema_decay: expected None or a number in \(0, 1\)"),
         ({"checkpoint_every": 0}, "checkpoint_every: expected None or an integer >= 1"),
-        ({"seed": -1}, "seed: expected an integer >= 0"),
+        ({"seed": -1}, r"seed: expected an integer seed in \[0, 2\*\*32 - 1\], got -1"),
         ({"log_every": 0}, "log_every: expected an integer >= 1"),
     ],
 )

@@ -5,6 +5,7 @@ its closed form, the configuration and the ``export`` command; live parity with 
 import json
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +78,7 @@ def test_init_draws_pytorchs_default_law_tensor_by_tensor():
     assert checked > 20
 
 
+@pytest.mark.slow  # three eager inits of a U-Net: tens of seconds of op-by-op dispatch
 def test_init_is_reproducible_per_key_and_traces_without_allocating():
     a = UNet2D.init(jax.random.key(3), _config())
     assert _leaves_equal(a, UNet2D.init(jax.random.key(3), _config()))
@@ -102,12 +104,13 @@ def test_state_dict_is_the_exact_inverse_of_loading():
 def test_class_labels_are_required_by_a_conditional_unet_and_refused_otherwise():
     conditional = UNet2D.init(jax.random.key(0), _config(num_class_embeds=3))
     x = jnp.zeros((2, *SHAPE))
-    out = conditional(x, 5, jnp.array([0, 2]))
+    out = eqx.filter_jit(conditional)(x, 5, jnp.array([0, 2]))
     assert not np.allclose(out[0], out[1])  # the label changes the output
     with pytest.raises(ValueError, match="class_labels"):
-        conditional(x, 5)
+        eqx.filter_eval_shape(conditional, x, 5)
+    unconditional = UNet2D.init(jax.random.key(0), _config())
     with pytest.raises(ValueError, match="class_labels"):
-        UNet2D.init(jax.random.key(0), _config())(x, 5, jnp.array([0, 1]))
+        eqx.filter_eval_shape(unconditional, x, 5, jnp.array([0, 1]))
 
 
 def test_options_a_unet_cannot_take_are_one_line_errors():
@@ -129,7 +132,7 @@ def test_score_is_minus_the_predicted_noise_over_sigma_at_the_schedules_levels(m
         abar = float(alphas_cumprod[t])
         sigma = math.sqrt((1 - abar) / abar)
         score = jax.jit(lambda x, sigma: model(x, sigma))(x, sigma)
-        eps = model.network.unet(x[None] * math.sqrt(abar), t)[0]
+        eps = eqx.filter_jit(model.network.unet)(x[None] * math.sqrt(abar), t)[0]
         np.testing.assert_allclose(score, -eps / sigma, rtol=1e-4, atol=1e-4 / sigma)
 
 
