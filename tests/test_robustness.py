@@ -20,17 +20,9 @@ import pytest
 
 from scorelab.cli import main
 
-_TINY = [
-    "--steps",
-    "4",
-    "--batch-size",
-    "16",
-    "--set",
-    "train.steps_per_dispatch=2",
-    "--set",
-    "data.n=64",
-    "--quiet",
-]
+# Training on a data file (used whole); _TINY also draws fewer points from a built-in target.
+_TINY_FILE = ["--steps", "4", "--batch-size", "16", "--set", "train.steps_per_dispatch=2", "--quiet"]
+_TINY = [*_TINY_FILE, "--set", "data.n=64"]
 
 
 def _fails(argv, capsys, *fragments):
@@ -159,7 +151,7 @@ _BAD_DATA = [
 def test_train_refuses_bad_data(kind, tmp_path, capsys):
     path = _data_file(tmp_path, kind)
     out = tmp_path / "run"
-    _fails(["train", "--loss", "dsm", "--data", path, "--out", out, *_TINY], capsys)
+    _fails(["train", "--loss", "dsm", "--data", path, "--out", out, *_TINY_FILE], capsys)
     assert not (out / "model.eqx").exists()
 
 
@@ -179,7 +171,7 @@ def test_evaluate_refuses_bad_reference_data(kind, tmp_path, capsys):
 
 def test_data_too_large_for_float32_is_refused_not_trained(tmp_path, capsys):
     path = _data_file(tmp_path, "near_float32_max")
-    _fails(["train", "--loss", "dsm", "--data", path, "--out", tmp_path / "r", *_TINY], capsys)
+    _fails(["train", "--loss", "dsm", "--data", path, "--out", tmp_path / "r", *_TINY_FILE], capsys)
 
 
 _TOML = {
@@ -602,7 +594,7 @@ def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
     data = tmp_path / "five.npy"
     np.save(data, np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32))
     out = tmp_path / "run"
-    assert main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY]) == 0
+    assert main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY_FILE]) == 0
     capsys.readouterr()
     _fails(["plot", out], capsys, "5-dimensional")
 

@@ -40,6 +40,7 @@ from scorelab.targets import GaussianMixture
 __all__ = [
     "make_target",
     "make_data",
+    "check_drawn",
     "make_image_data",
     "data_scale",
     "make_model",
@@ -84,6 +85,23 @@ def make_data(config: DataConfig) -> np.ndarray:
     return load_array(config.source)
 
 
+def check_drawn(config: DataConfig) -> None:
+    """Refuse ``data.n`` (set away from its default) for a source that is not drawn.
+
+    ``n`` is the number of points drawn from a built-in target or toy set; a file, a folder
+    or a built-in image set is used whole, so an ``n`` given for one would be ignored.
+
+    Raises:
+        ConfigError: naming ``data.n`` and the source.
+    """
+    drawn = config.source in TARGETS or config.source in TOY_DATASETS
+    if not drawn and config.n != DataConfig.n:
+        raise ConfigError(
+            f"data.n: the number of points drawn from a built-in target or toy set; "
+            f"{config.source} is used whole: leave data.n out"
+        )
+
+
 def make_image_data(config: DataConfig, split: str = "train") -> ImageData:
     """The training (``"train"``) or held-out (``"test"``) images ``config`` names.
 
@@ -112,13 +130,17 @@ def make_image_data(config: DataConfig, split: str = "train") -> ImageData:
         labels=config.labels,
     )
     n = len(loaded.images)
-    train, held_out = held_out_split(n, round(config.held_out * n), config.seed)
+    n_held_out = round(config.held_out * n)
+    # A fraction asked for must leave images on both sides, whichever part is taken: a
+    # held-out part rounded to nothing would be trained on and reported as held out.
+    train, held_out = held_out_split(n, n_held_out, config.seed)
     chosen = held_out if split == "test" else train
-    if not len(chosen):
-        raise DataError(
-            f"data.held_out: the {split} part of {n} images at held_out = {config.held_out} is "
-            "empty; choose a fraction that leaves images on both sides"
-        )
+    for side, part in (("held-out", held_out), ("training", train)):
+        if not len(part) and (config.held_out or part is chosen):
+            raise DataError(
+                f"data.held_out: the {side} part of {n} images at held_out = {config.held_out} "
+                "is empty; choose a fraction that leaves images on both sides"
+            )
     if len(chosen) == n:
         return loaded
     labels = None if loaded.labels is None else loaded.labels[chosen]

@@ -110,13 +110,15 @@ def train_run(
             "use a smaller --batch-size",
             error=ConfigError,
         )
-    if data is None and config.data.is_images:
-        images = builders.make_image_data(config.data)
-        data = images.images
-        if log is not None:
-            log(images.description)
-    elif data is None:
-        data = builders.make_data(config.data)
+    if data is None:
+        if config.data.is_images:
+            images = builders.make_image_data(config.data)
+            data = images.images
+            if log is not None:
+                log(images.description)
+        else:
+            data = builders.make_data(config.data)
+        builders.check_drawn(config.data)
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     # In a multi-process job every process trains and joins in the collective checkpoint
     # writes; process 0 alone holds the run directory and writes the rest.
