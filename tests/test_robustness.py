@@ -21,7 +21,15 @@ import pytest
 from scorelab.cli import main
 
 # Training on a data file (used whole); _TINY also draws fewer points from a built-in target.
-_TINY_FILE = ["--steps", "4", "--batch-size", "16", "--set", "train.steps_per_dispatch=2", "--quiet"]
+_TINY_FILE = [
+    "--steps",
+    "4",
+    "--batch-size",
+    "16",
+    "--set",
+    "train.steps_per_dispatch=2",
+    "--quiet",
+]
 _TINY = [*_TINY_FILE, "--set", "data.n=64"]
 
 
@@ -594,7 +602,9 @@ def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
     data = tmp_path / "five.npy"
     np.save(data, np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32))
     out = tmp_path / "run"
-    assert main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY_FILE]) == 0
+    assert (
+        main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY_FILE]) == 0
+    )
     capsys.readouterr()
     _fails(["plot", out], capsys, "5-dimensional")
 
