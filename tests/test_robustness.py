@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -214,6 +215,55 @@ def test_train_refuses_bad_config_files(case, tmp_path, capsys):
         path.write_text(_TOML[case])
     # No --steps / --batch-size flags: they would override the file's values.
     _fails(["train", "--config", path, "--out", tmp_path / "run", "--quiet"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--loss", "dsm", "--set", "loss.weighting='edm'"], "loss.weighting: loss 'dsm'"),
+        (["--loss", "ncsn", "--set", "loss.beta_end=0.5"], "loss.beta_end: loss 'ncsn'"),
+        (["--loss", "ncsn", "--set", "loss.p_mean=-1.2"], "loss.p_mean: loss 'ncsn' with"),
+        (["--loss", "ncsn", "--set", "loss.sigma=2.0"], "loss.sigma: loss 'ncsn'"),
+        (["--loss", "sliced", "--set", "loss.probe='gaussian'"], "loss.probe: loss 'sliced'"),
+        (["--loss", "ncsn", "--set", "model.channels=[16]"], "model.channels: model 'ncsn_mlp'"),
+        (["--loss", "dsm", "--set", "model.scale_by_sigma=false"], "model.scale_by_sigma"),
+        (
+            ["--loss", "ncsn", "--set", "model.preconditioning='edm'"]
+            + ["--set", "model.normalise_input=false"],
+            "model.normalise_input: model 'ncsn_mlp' with preconditioning 'edm'",
+        ),
+        (
+            ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon"]
+            + ["--set", "loss.weighting='edm'"],
+            "loss.weighting: loss 'vp_epsilon'",
+        ),
+        (
+            ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon"]
+            + ["--set", "model.scale_by_sigma=false"],
+            "model.scale_by_sigma: model 'unet'",
+        ),
+    ],
+)
+def test_train_refuses_a_setting_the_loss_or_model_does_not_read(flags, words, tmp_path, capsys):
+    """Each trained, exit 0, as if the setting were not there."""
+    out = tmp_path / "run"
+    _fails(["train", "--out", out, *_TINY_FILE, *flags], capsys, words, "leave it out")
+    assert not out.exists()
+
+
+def test_a_setting_the_loss_reads_is_not_refused():
+    """The check names what is unread, not what differs from the defaults."""
+    from scorelab.config import ExperimentConfig
+
+    edm = {"preconditioning": "edm", "activation": "silu"}
+    lognormal = {"sigma_distribution": "lognormal", "p_mean": -1.2, "weighting": "edm"}
+    ExperimentConfig.from_dict({"model": edm, "loss": lognormal}).check_fields_read()
+    hutchinson = {"name": "hutchinson", "n_probes": 3, "probe": "gaussian"}
+    ExperimentConfig.from_dict({"loss": hutchinson}).check_fields_read()
+    unet = {"name": "unet", "channels": [8, 16], "norm_groups": 4}
+    vp = {"name": "vp_epsilon", "beta_end": 0.03}
+    digits = {"source": "digits"}
+    ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}).check_fields_read()
 
 
 @pytest.mark.parametrize("path_kind", ["missing", "folder"])
@@ -788,3 +838,15 @@ def test_pretrained_never_overwrites_an_output(output, tmp_path, capsys):
         argv += ["-o", tmp_path / "new.png"]
     _fails(argv, capsys, str(existing), "--overwrite")
     assert existing.read_text() == "keep"
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 2**32 - 1), (2**32 - 2, 2**32 - 1), (3, 7)])
+def test_the_sweep_floor_key_is_none_of_its_seeds_keys(seeds):
+    """The floors' key was ``fold_in(key(max(seeds) + 1), 0)``: at the largest seed 2**32 - 1
+    that wrapped to ``key(0)``, whose ``fold_in(., 0)`` is seed 0's prior key, so the floor's
+    exact sets were drawn from seed 0's starting noise."""
+    from scorelab.sweep import _floor_key, _seed_keys
+
+    used = {tuple(jax.random.key_data(k).tolist()) for s in {0, *seeds} for k in _seed_keys(s)}
+    floor = tuple(jax.random.key_data(_floor_key(seeds)).tolist())
+    assert floor not in used

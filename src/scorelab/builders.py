@@ -40,7 +40,6 @@ from scorelab.targets import GaussianMixture
 __all__ = [
     "make_target",
     "make_data",
-    "check_drawn",
     "make_image_data",
     "data_scale",
     "make_model",
@@ -83,23 +82,6 @@ def make_data(config: DataConfig) -> np.ndarray:
                 f"data.{field}: applies to images; {config.source} holds points (n, d)"
             )
     return load_array(config.source)
-
-
-def check_drawn(config: DataConfig) -> None:
-    """Refuse ``data.n`` (set away from its default) for a source that is not drawn.
-
-    ``n`` is the number of points drawn from a built-in target or toy set; a file, a folder
-    or a built-in image set is used whole, so an ``n`` given for one would be ignored.
-
-    Raises:
-        ConfigError: naming ``data.n`` and the source.
-    """
-    drawn = config.source in TARGETS or config.source in TOY_DATASETS
-    if not drawn and config.n != DataConfig.n:
-        raise ConfigError(
-            f"data.n: the number of points drawn from a built-in target or toy set; "
-            f"{config.source} is used whole: leave data.n out"
-        )
 
 
 def make_image_data(config: DataConfig, split: str = "train") -> ImageData:

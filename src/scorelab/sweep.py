@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -242,7 +243,7 @@ def sweep(
         _as_digit_images(np.zeros((0, dim)))  # refuse a target that is not image-shaped now
     rows = []
     for seed in seeds:
-        key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
+        key_prior, key_chain, key_reference = _seed_keys(seed)
         x_T = samplers.ve_prior(key_prior, n_samples, dim, np.float32(sigma_max))
         reference = np.asarray(target.sample(key_reference, n_samples))
         for spec in sampler_specs:
@@ -272,7 +273,7 @@ def sweep(
                         )
     if known_floors is not None:
         return SweepResult(rows, dict(known_floors), settings)
-    key_floor = jax.random.fold_in(jax.random.key(max(seeds) + 1), 0)
+    key_floor = _floor_key(seeds)
     floor = floors(
         METRICS,
         target.sample,
@@ -293,6 +294,24 @@ def sweep(
             values = [pair[name] for pair in pairs]
             floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
     return SweepResult(rows, floor, settings)
+
+
+# The floors' stream: fold_in(key(s), _FLOOR_STREAM) is split(key(s), n)[_FLOOR_STREAM] for
+# threefry, far past the 3 keys a seed splits into.
+_FLOOR_STREAM = zlib.crc32(b"floor")
+
+
+def _seed_keys(seed: int) -> jax.Array:
+    """Seed ``seed``'s prior, chain and reference keys: ``split(key(seed), 3)``."""
+    return jax.random.split(jax.random.key(seed), 3)
+
+
+def _floor_key(seeds: Sequence[int]) -> jax.Array:
+    """The floors' key: a named stream of the largest seed, ``fold_in(key(max(seeds)), crc32(
+    "floor"))``, which no seed's keys (:func:`_seed_keys`) share. (``key(max(seeds) + 1)``
+    wrapped round to ``key(0)`` at the largest seed ``2**32 - 1``, and its ``fold_in(., 0)``
+    was seed 0's prior key.)"""
+    return jax.random.fold_in(jax.random.key(max(seeds)), _FLOOR_STREAM)
 
 
 def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

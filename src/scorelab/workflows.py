@@ -98,6 +98,7 @@ def train_run(
         the run keeps one, else the last iterate.
     """
     started = time.perf_counter()
+    config.check_fields_read()
     if resume and not (Path(out_dir) / "checkpoints").is_dir():
         raise ConfigError(
             f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
@@ -118,7 +119,6 @@ def train_run(
                 log(images.description)
         else:
             data = builders.make_data(config.data)
-        builders.check_drawn(config.data)
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
     # In a multi-process job every process trains and joins in the collective checkpoint
     # writes; process 0 alone holds the run directory and writes the rest.
