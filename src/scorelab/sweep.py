@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
-from scorelab.runs import load_run, write_json
+from scorelab.runs import atomic_write, load_run, manifest, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
@@ -515,7 +516,7 @@ class SweepSettings:
 
 
 def save(result: SweepResult, out_dir) -> list[Path]:
-    """Write a sweep's rows and summary to ``out_dir`` as CSV and JSON.
+    """Write a sweep's rows and summary to ``out_dir`` as CSV and JSON, and its manifest.
 
     ``sweep.csv`` holds every row; ``sweep.json`` holds the settings, floors, seed means
     (:func:`mean_rows`), the rows, and :func:`fewest_nfe` within 1.5x the floor for each
@@ -527,18 +528,26 @@ def save(result: SweepResult, out_dir) -> list[Path]:
         out_dir: the output folder, ``str`` or path-like; created if missing, files in it
             overwritten.
 
+    Every file is written atomically; ``manifest.json`` (:func:`scorelab.runs.manifest` of
+    the settings) marks the folder as a scorelab run that ``--overwrite`` may replace.
+
     Returns:
-        ``[out_dir / "sweep.csv", out_dir / "sweep.json"]``.
+        ``[out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
     columns += ["near", "far", "n_empty"]
     columns += [k for k in (*IMAGE_METRICS, "kid_se") if result.rows and k in result.rows[0]]
-    with open(out_dir / "sweep.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+
+    def write_csv(handle):
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
         writer.writerows(result.rows)
+        text.detach()  # flushed; the binary handle stays open for atomic_write to close
+
+    atomic_write(out_dir / "sweep.csv", write_csv)
     fewest = {
         metric: [
             {"sampler": sampler, "score": score, "nfe": nfe}
@@ -554,7 +563,8 @@ def save(result: SweepResult, out_dir) -> list[Path]:
         "rows": result.rows,
     }
     write_json(out_dir / "sweep.json", payload)
-    return [out_dir / "sweep.csv", out_dir / "sweep.json"]
+    write_json(out_dir / "manifest.json", manifest(result.settings))
+    return [out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]
 
 
 def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:
