@@ -11,6 +11,7 @@ installed console script as a subprocess.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -249,6 +250,18 @@ def test_train_refuses_a_setting_the_loss_or_model_does_not_read(flags, words, t
     out = tmp_path / "run"
     _fails(["train", "--out", out, *_TINY_FILE, *flags], capsys, words, "leave it out")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("p_mean", [200.0, -30.0])
+def test_a_lognormal_law_beyond_the_sigma_range_is_refused(p_mean, tmp_path, capsys):
+    """Its draws are clipped to [sigma_min, sigma_max]: at p_mean = 200 every sigma was
+    sigma_max, one noise level, and training said nothing."""
+    law = ["--set", "loss.sigma_distribution='lognormal'", "--set", f"loss.p_mean={p_mean}"]
+    out = tmp_path / "run"
+    _fails(["train", "--loss", "ncsn", "--out", out, *_TINY, *law], capsys, "loss.p_mean")
+    from scorelab.config import LossConfig
+
+    LossConfig(sigma_distribution="lognormal", p_mean=math.log(80.0) + 3 * 1.2)  # the edge
 
 
 def test_a_setting_the_loss_reads_is_not_refused():

@@ -329,6 +329,19 @@ class LossConfig:
         )
         _check_real("loss", "p_mean", self.p_mean, "a number", lambda v: True)
         _check_real("loss", "p_std", self.p_std, "a number > 0", lambda v: v > 0)
+        if self.sigma_distribution == "lognormal":
+            # Draws are clipped to [sigma_min, sigma_max]: a law beyond the range by 3 p_std
+            # puts all but 0.13% of them on one end point, one noise level.
+            low = math.log(self.sigma_min) - 3 * self.p_std
+            high = math.log(self.sigma_max) + 3 * self.p_std
+            _check_real(
+                "loss",
+                "p_mean",
+                self.p_mean,
+                f"a number in [{low:.3g}, {high:.3g}] (ln sigma_min - 3 p_std, ln sigma_max + "
+                "3 p_std): farther out, every lognormal draw is clipped to one end of the range",
+                lambda v: low <= v <= high,
+            )
         _check_choice("loss", "weighting", self.weighting, losses.WEIGHTINGS)
         _check_int("loss", "n_probes", self.n_probes, 1)
         _check_choice("loss", "probe", self.probe, losses.PROBES)
