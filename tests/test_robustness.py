@@ -527,6 +527,8 @@ _BAD_SWEEP_FLAGS = [
     ["--sigma-min", "0"],
     ["--target", "nope"],
     ["--run", "nowhere"],
+    ["--n", "100000000000"],  # sizes are checked before allocating, not by running out
+    ["--nfe", "1000000000000"],
 ]
 
 
@@ -548,6 +550,17 @@ def test_sweep_refuses_bad_flags(flags, tmp_path, capsys):
         *flags,
     ]
     _fails(argv, capsys)
+    # a refused sweep leaves its folder as it found it: reusable without --overwrite
+    assert [p.name for p in (tmp_path / "sweep").glob("*")] in ([], [".lock"])
+
+
+@pytest.mark.parametrize("text", ["sweep = 1\n", "sweep = 'euler'\n", "sweep = [1, 2]\n"])
+def test_sweep_refuses_a_sweep_entry_that_is_not_a_table(text, tmp_path, capsys):
+    """``sweep = 1`` was an internal error (``dict(1)``)."""
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    argv = ["sweep", "--config", config, "--samplers", "euler", "--nfe", "4", "--seeds", "0"]
+    _fails([*argv, "--out", tmp_path / "sweep", "--quiet"], capsys, "sweep: expected a [sweep]")
 
 
 @pytest.mark.parametrize(

@@ -477,7 +477,10 @@ def _cmd_sweep(args) -> int:
     from scorelab.runs import prepare_run_dir
     from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
 
-    values = dict(load_config(args.config).get("sweep", {})) if args.config else {}
+    table = load_config(args.config).get("sweep", {}) if args.config else {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
+    values = dict(table)
     for field, _, _ in _SWEEP_FLAGS.values():
         if getattr(args, f"sweep_{field}") is not None:
             values[field] = getattr(args, f"sweep_{field}")

@@ -33,7 +33,14 @@ import jax
 import numpy as np
 
 from scorelab import samplers
-from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
+from scorelab._validate import (
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+    from_mapping,
+)
 from scorelab.checkpoints import load_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.image_metrics import image_measure
@@ -217,8 +224,9 @@ def sweep(
     Raises:
         ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
             a budget is not a positive integer, the grid settings are invalid
-            (:func:`scorelab.noise.sigma_grid`), or ``image_metrics`` is asked of a target
-            whose points are not 8x8 or 16x16 images.
+            (:func:`scorelab.noise.sigma_grid`), ``image_metrics`` is asked of a target
+            whose points are not 8x8 or 16x16 images, or the samples or a budget's grid need
+            more memory than is available (checked before any work).
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -230,6 +238,16 @@ def sweep(
     if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
         raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
     dim = target.dim
+    # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
+    # floats a level in the grid and the sampler's per-step schedule).
+    check_memory("n_samples", 4.0 * n_samples * dim * 4, "ask for fewer samples (--n)")
+    for spec in sampler_specs:
+        for n in nfes if spec.levels is not None else ():
+            check_memory(
+                f"nfe {n} ({spec.label}: {spec.levels(int(n))} levels)",
+                spec.levels(int(n)) * 4.0 * 64,
+                "use smaller NFE budgets (--nfe)",
+            )
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
