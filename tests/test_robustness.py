@@ -223,7 +223,10 @@ def test_train_refuses_bad_config_files(case, tmp_path, capsys):
     [
         (["--loss", "dsm", "--set", "loss.weighting='edm'"], "loss.weighting: loss 'dsm'"),
         (["--loss", "ncsn", "--set", "loss.beta_end=0.5"], "loss.beta_end: loss 'ncsn'"),
-        (["--loss", "ncsn", "--set", "loss.p_mean=-1.2"], "loss.p_mean: loss 'ncsn' with"),
+        (
+            ["--loss", "ncsn", "--set", "loss.p_mean=-1.2"],
+            "loss.p_mean: sigma_distribution 'loguniform'",
+        ),
         (["--loss", "ncsn", "--set", "loss.sigma=2.0"], "loss.sigma: loss 'ncsn'"),
         (["--loss", "sliced", "--set", "loss.probe='gaussian'"], "loss.probe: loss 'sliced'"),
         (["--loss", "ncsn", "--set", "model.channels=[16]"], "model.channels: model 'ncsn_mlp'"),

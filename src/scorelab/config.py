@@ -681,11 +681,11 @@ class ExperimentConfig:
                 f"{self.data.source} is used whole: leave data.n out",
             )
         loss = self.loss
-        reads = _LOSS_READS[loss.name]
-        if loss.name == "ncsn" and loss.sigma_distribution == "lognormal":
-            reads += _LOGNORMAL_READS
-        law = f" with sigma_distribution {loss.sigma_distribution!r}" if loss.name == "ncsn" else ""
-        _check_read("loss", loss, reads, f"loss {loss.name!r}{law}")
+        reads = _LOSS_READS[loss.name] + (_LOGNORMAL_READS if loss.name == "ncsn" else ())
+        _check_read("loss", loss, reads, f"loss {loss.name!r}")
+        if loss.name == "ncsn" and loss.sigma_distribution != "lognormal":
+            law = f"sigma_distribution {loss.sigma_distribution!r}"
+            _check_read("loss", loss, tuple(set(reads) - set(_LOGNORMAL_READS)), law)
         network = self.model.resolved(loss)
         edm = " edm" if self.model.preconditioning == "edm" else ""
         reader = f"model {network!r}" + (" with preconditioning 'edm'" if edm else "")
