@@ -369,6 +369,14 @@ _BAD_SAMPLE_FLAGS = [
     # Step counts set by options, beyond memory (restart hung, ULA ran out of memory).
     ["--sampler", "restart", "--n-restarts", "1000000000"],
     ["--sampler", "ula", "--n-steps", "10000000000"],
+    # A solve stopped by max_steps was an internal error; an int option beyond int32 too.
+    ["--sampler", "tsit5", "--max-steps", "1", "--levels", "4"],
+    ["--sampler", "dpm_adaptive", "--max-steps", "1", "--levels", "4"],
+    ["--sampler", "dopri5", "--max-steps", "1000000000000"],
+    ["--sampler", "dpm_adaptive", "--accept-safety", "2"],  # no attempt is accepted
+    # A negative noise level was passed to the score, exit 0.
+    ["--sampler", "ula", "--sigma", "-1", "--n-steps", "3"],
+    ["--sampler", "mala", "--sigma", "-1", "--n-steps", "3"],
 ]
 
 

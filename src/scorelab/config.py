@@ -432,6 +432,13 @@ class SamplerConfig:
         }
         defaults = {option.name: option.default for option in samplers.options(self.name)}
         for option, value in checked.items():
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**31:
+                # options enter the compiled samplers as int32
+                _fail(
+                    "sampler",
+                    f"options.{option}",
+                    f"expected an integer below 2**31, got {value!r}",
+                )
             if isinstance(value, float) and not math.isfinite(value):
                 if not (value == math.inf and defaults[option] == math.inf):
                     _fail(
