@@ -887,3 +887,18 @@ def test_the_sweep_floor_key_is_none_of_its_seeds_keys(seeds):
     used = {tuple(jax.random.key_data(k).tolist()) for s in {0, *seeds} for k in _seed_keys(s)}
     floor = tuple(jax.random.key_data(_floor_key(seeds)).tolist())
     assert floor not in used
+
+
+def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
+    """A warning printed its file, line number and source line before the error."""
+    import warnings
+
+    argv = ["sample", "--exact", "seed_mixture", "--n", "20", "--levels", "4"]
+    argv += ["--sampler", "annealed_langevin", "--step-ratio", "1e6", "--out", tmp_path / "s.npy"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as outside the tests, where warnings are errors
+        status = main([str(a) for a in argv])
+    warning, error = capsys.readouterr().err.splitlines()
+    assert status == 2
+    assert warning.startswith("scorelab sample: warning: step_ratio 1e+06 >= 2 sigma_min^2")
+    assert error.startswith("scorelab sample: error: sampler: 20 of 20 chains")
