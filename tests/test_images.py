@@ -184,6 +184,31 @@ def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys
         train(jax.random.key(0), None, None, np.zeros((4, 2)), TrainConfig(steps=1), hflip=True)
 
 
+@pytest.mark.parametrize(
+    ("source", "setting", "words"),
+    [
+        ("three.npy", "data.held_out=0.1", "the held-out part of 3 images"),
+        ("three.npy", "data.held_out=0.9", "the training part of 3 images"),
+        ("digits", "data.n=64", "data.n: the number of points drawn"),
+        ("three.npy", "data.n=64", "data.n: the number of points drawn"),
+        ("points.npy", "data.n=64", "data.n: the number of points drawn"),
+    ],
+)
+def test_data_fields_that_would_be_ignored_or_leave_a_part_empty_are_refused(
+    source, setting, words, tmp_path, capsys
+):
+    """held_out = 0.1 of 3 images rounded to none held out, and ``data.n`` on a data set that
+    is used whole was ignored: both trained, exit 0, on other data than asked for."""
+    np.save(tmp_path / "three.npy", np.zeros((3, 1, 8, 8), np.uint8))
+    np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))
+    path = source if source == "digits" else str(tmp_path / source)
+    out = tmp_path / "run"
+    assert main(["train", "--data", path, "--set", setting, "--steps", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
+    assert not out.exists()
+
+
 class _Probe(eqx.Module):
     """A "model" whose one SGD step on ``loss = sum(w * x)`` at rate 1 records the batch mean:
     ``w_1 = w_0 - mean(x)``."""

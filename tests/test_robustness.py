@@ -11,26 +11,28 @@ installed console script as a subprocess.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from scorelab.cli import main
 
-_TINY = [
+# Training on a data file (used whole); _TINY also draws fewer points from a built-in target.
+_TINY_FILE = [
     "--steps",
     "4",
     "--batch-size",
     "16",
     "--set",
     "train.steps_per_dispatch=2",
-    "--set",
-    "data.n=64",
     "--quiet",
 ]
+_TINY = [*_TINY_FILE, "--set", "data.n=64"]
 
 
 def _fails(argv, capsys, *fragments):
@@ -159,7 +161,7 @@ _BAD_DATA = [
 def test_train_refuses_bad_data(kind, tmp_path, capsys):
     path = _data_file(tmp_path, kind)
     out = tmp_path / "run"
-    _fails(["train", "--loss", "dsm", "--data", path, "--out", out, *_TINY], capsys)
+    _fails(["train", "--loss", "dsm", "--data", path, "--out", out, *_TINY_FILE], capsys)
     assert not (out / "model.eqx").exists()
 
 
@@ -179,7 +181,7 @@ def test_evaluate_refuses_bad_reference_data(kind, tmp_path, capsys):
 
 def test_data_too_large_for_float32_is_refused_not_trained(tmp_path, capsys):
     path = _data_file(tmp_path, "near_float32_max")
-    _fails(["train", "--loss", "dsm", "--data", path, "--out", tmp_path / "r", *_TINY], capsys)
+    _fails(["train", "--loss", "dsm", "--data", path, "--out", tmp_path / "r", *_TINY_FILE], capsys)
 
 
 _TOML = {
@@ -214,6 +216,70 @@ def test_train_refuses_bad_config_files(case, tmp_path, capsys):
         path.write_text(_TOML[case])
     # No --steps / --batch-size flags: they would override the file's values.
     _fails(["train", "--config", path, "--out", tmp_path / "run", "--quiet"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--loss", "dsm", "--set", "loss.weighting='edm'"], "loss.weighting: loss 'dsm'"),
+        (["--loss", "ncsn", "--set", "loss.beta_end=0.5"], "loss.beta_end: loss 'ncsn'"),
+        (
+            ["--loss", "ncsn", "--set", "loss.p_mean=-1.2"],
+            "loss.p_mean: sigma_distribution 'loguniform'",
+        ),
+        (["--loss", "ncsn", "--set", "loss.sigma=2.0"], "loss.sigma: loss 'ncsn'"),
+        (["--loss", "sliced", "--set", "loss.probe='gaussian'"], "loss.probe: loss 'sliced'"),
+        (["--loss", "ncsn", "--set", "model.channels=[16]"], "model.channels: model 'ncsn_mlp'"),
+        (["--loss", "dsm", "--set", "model.scale_by_sigma=false"], "model.scale_by_sigma"),
+        (
+            ["--loss", "ncsn", "--set", "model.preconditioning='edm'"]
+            + ["--set", "model.normalise_input=false"],
+            "model.normalise_input: model 'ncsn_mlp' with preconditioning 'edm'",
+        ),
+        (
+            ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon"]
+            + ["--set", "loss.weighting='edm'"],
+            "loss.weighting: loss 'vp_epsilon'",
+        ),
+        (
+            ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon"]
+            + ["--set", "model.scale_by_sigma=false"],
+            "model.scale_by_sigma: model 'unet'",
+        ),
+    ],
+)
+def test_train_refuses_a_setting_the_loss_or_model_does_not_read(flags, words, tmp_path, capsys):
+    """Each trained, exit 0, as if the setting were not there."""
+    out = tmp_path / "run"
+    _fails(["train", "--out", out, *_TINY_FILE, *flags], capsys, words, "leave it out")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("p_mean", [200.0, -30.0])
+def test_a_lognormal_law_beyond_the_sigma_range_is_refused(p_mean, tmp_path, capsys):
+    """Its draws are clipped to [sigma_min, sigma_max]: at p_mean = 200 every sigma was
+    sigma_max, one noise level, and training said nothing."""
+    law = ["--set", "loss.sigma_distribution='lognormal'", "--set", f"loss.p_mean={p_mean}"]
+    out = tmp_path / "run"
+    _fails(["train", "--loss", "ncsn", "--out", out, *_TINY, *law], capsys, "loss.p_mean")
+    from scorelab.config import LossConfig
+
+    LossConfig(sigma_distribution="lognormal", p_mean=math.log(80.0) + 3 * 1.2)  # the edge
+
+
+def test_a_setting_the_loss_reads_is_not_refused():
+    """The check names what is unread, not what differs from the defaults."""
+    from scorelab.config import ExperimentConfig
+
+    edm = {"preconditioning": "edm", "activation": "silu"}
+    lognormal = {"sigma_distribution": "lognormal", "p_mean": -1.2, "weighting": "edm"}
+    ExperimentConfig.from_dict({"model": edm, "loss": lognormal}).check_fields_read()
+    hutchinson = {"name": "hutchinson", "n_probes": 3, "probe": "gaussian"}
+    ExperimentConfig.from_dict({"loss": hutchinson}).check_fields_read()
+    unet = {"name": "unet", "channels": [8, 16], "norm_groups": 4}
+    vp = {"name": "vp_epsilon", "beta_end": 0.03}
+    digits = {"source": "digits"}
+    ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}).check_fields_read()
 
 
 @pytest.mark.parametrize("path_kind", ["missing", "folder"])
@@ -303,6 +369,14 @@ _BAD_SAMPLE_FLAGS = [
     # Step counts set by options, beyond memory (restart hung, ULA ran out of memory).
     ["--sampler", "restart", "--n-restarts", "1000000000"],
     ["--sampler", "ula", "--n-steps", "10000000000"],
+    # A solve stopped by max_steps was an internal error; an int option beyond int32 too.
+    ["--sampler", "tsit5", "--max-steps", "1", "--levels", "4"],
+    ["--sampler", "dpm_adaptive", "--max-steps", "1", "--levels", "4"],
+    ["--sampler", "dopri5", "--max-steps", "1000000000000"],
+    ["--sampler", "dpm_adaptive", "--accept-safety", "2"],  # no attempt is accepted
+    # A negative noise level was passed to the score, exit 0.
+    ["--sampler", "ula", "--sigma", "-1", "--n-steps", "3"],
+    ["--sampler", "mala", "--sigma", "-1", "--n-steps", "3"],
 ]
 
 
@@ -464,6 +538,8 @@ _BAD_SWEEP_FLAGS = [
     ["--sigma-min", "0"],
     ["--target", "nope"],
     ["--run", "nowhere"],
+    ["--n", "100000000000"],  # sizes are checked before allocating, not by running out
+    ["--nfe", "1000000000000"],
 ]
 
 
@@ -485,6 +561,17 @@ def test_sweep_refuses_bad_flags(flags, tmp_path, capsys):
         *flags,
     ]
     _fails(argv, capsys)
+    # a refused sweep leaves its folder as it found it: reusable without --overwrite
+    assert [p.name for p in (tmp_path / "sweep").glob("*")] in ([], [".lock"])
+
+
+@pytest.mark.parametrize("text", ["sweep = 1\n", "sweep = 'euler'\n", "sweep = [1, 2]\n"])
+def test_sweep_refuses_a_sweep_entry_that_is_not_a_table(text, tmp_path, capsys):
+    """``sweep = 1`` was an internal error (``dict(1)``)."""
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    argv = ["sweep", "--config", config, "--samplers", "euler", "--nfe", "4", "--seeds", "0"]
+    _fails([*argv, "--out", tmp_path / "sweep", "--quiet"], capsys, "sweep: expected a [sweep]")
 
 
 @pytest.mark.parametrize(
@@ -602,7 +689,9 @@ def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
     data = tmp_path / "five.npy"
     np.save(data, np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32))
     out = tmp_path / "run"
-    assert main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY]) == 0
+    assert (
+        main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY_FILE]) == 0
+    )
     capsys.readouterr()
     _fails(["plot", out], capsys, "5-dimensional")
 
@@ -786,3 +875,30 @@ def test_pretrained_never_overwrites_an_output(output, tmp_path, capsys):
         argv += ["-o", tmp_path / "new.png"]
     _fails(argv, capsys, str(existing), "--overwrite")
     assert existing.read_text() == "keep"
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 2**32 - 1), (2**32 - 2, 2**32 - 1), (3, 7)])
+def test_the_sweep_floor_key_is_none_of_its_seeds_keys(seeds):
+    """The floors' key was ``fold_in(key(max(seeds) + 1), 0)``: at the largest seed 2**32 - 1
+    that wrapped to ``key(0)``, whose ``fold_in(., 0)`` is seed 0's prior key, so the floor's
+    exact sets were drawn from seed 0's starting noise."""
+    from scorelab.sweep import _floor_key, _seed_keys
+
+    used = {tuple(jax.random.key_data(k).tolist()) for s in {0, *seeds} for k in _seed_keys(s)}
+    floor = tuple(jax.random.key_data(_floor_key(seeds)).tolist())
+    assert floor not in used
+
+
+def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
+    """A warning printed its file, line number and source line before the error."""
+    import warnings
+
+    argv = ["sample", "--exact", "seed_mixture", "--n", "20", "--levels", "4"]
+    argv += ["--sampler", "annealed_langevin", "--step-ratio", "1e6", "--out", tmp_path / "s.npy"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as outside the tests, where warnings are errors
+        status = main([str(a) for a in argv])
+    warning, error = capsys.readouterr().err.splitlines()
+    assert status == 2
+    assert warning.startswith("scorelab sample: warning: step_ratio 1e+06 >= 2 sigma_min^2")
+    assert error.startswith("scorelab sample: error: sampler: 20 of 20 chains")

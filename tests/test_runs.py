@@ -16,6 +16,7 @@ from scorelab.runs import (
     RunBusyError,
     RunExistsError,
     atomic_write,
+    is_run,
     prepare_run_dir,
     read_json,
     write_json,
@@ -123,8 +124,10 @@ def test_a_run_directory_is_locked_while_in_use(tmp_path):
 
 def test_an_existing_run_is_reused_only_when_asked(tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
+    with prepare_run_dir(run_dir):  # a job killed here leaves its provisional manifest
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "config.json").write_text("{}")
+    assert is_run(run_dir) and read_json(run_dir / "manifest.json")["provisional"] is True
     with pytest.raises(RunExistsError, match="already holds a run.*--resume.*--overwrite"):
         with prepare_run_dir(run_dir):
             pass
@@ -134,7 +137,48 @@ def test_an_existing_run_is_reused_only_when_asked(tmp_path):
     with prepare_run_dir(run_dir, resume=True):
         assert (run_dir / "config.json").is_file()
     with prepare_run_dir(run_dir, overwrite=True):
-        assert [p.name for p in run_dir.iterdir()] == [".lock"]
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "manifest.json"]
+
+
+_LOOKALIKES = {
+    "diffusers model": {"config.json": "{}", "diffusion_pytorch_model.safetensors": "w"},
+    "config and model": {"config.json": "{}", "model.json": "{}"},
+    "sweep results": {"sweep.json": "{}", "sweep.csv": ""},
+    "other manifest": {"manifest.json": '{"name": "my-app", "versions": {"app": 1}}'},
+    "manifest a list": {"manifest.json": "[]"},
+    "manifest not json": {"manifest.json": "{"},
+}
+
+
+@pytest.mark.parametrize("kind", _LOOKALIKES)
+def test_overwrite_clears_only_a_folder_whose_manifest_says_scorelab(kind, tmp_path):
+    """``--overwrite`` emptied any folder holding a ``config.json`` (a diffusers model, a
+    Hugging Face snapshot) or another run-like name; now only a scorelab manifest will do."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name, content in _LOOKALIKES[kind].items():
+        (folder / name).write_text(content)
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(RunExistsError, match="holds no scorelab run"):
+            with prepare_run_dir(folder, **flags):
+                pass
+    assert {p.name: p.read_text() for p in folder.iterdir() if p.name != ".lock"} == (
+        _LOOKALIKES[kind]
+    )
+
+
+def test_a_failed_job_leaves_its_folder_reusable_and_resume_takes_old_checkpoints(tmp_path):
+    folder = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="job failed"):
+        with prepare_run_dir(folder):
+            raise RuntimeError("job failed")
+    assert [p.name for p in folder.iterdir()] == [".lock"]
+    with prepare_run_dir(folder):  # no --overwrite needed
+        pass
+    old = tmp_path / "old"  # killed before provisional manifests: checkpoints only
+    (old / "checkpoints").mkdir(parents=True)
+    with prepare_run_dir(old, resume=True):
+        assert not (old / "manifest.json").exists()
 
 
 def test_a_folder_that_is_not_a_run_is_never_cleared(tmp_path):

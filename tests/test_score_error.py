@@ -75,6 +75,7 @@ def test_exact_score_has_no_error_and_image_shapes_are_reshaped(target, key):
     [
         ({"sigmas": [0.0, 1.0]}, "sigmas: expected a non-empty grid of noise levels > 0"),
         ({"n": 1}, "n: "),
+        ({"n": 10**12}, "n: needs .* of memory"),  # checked before allocating (a traceback)
         ({"shape": (3,)}, r"shape: \(3,\) has not the target's 2 entries"),
     ],
 )

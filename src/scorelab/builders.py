@@ -112,13 +112,17 @@ def make_image_data(config: DataConfig, split: str = "train") -> ImageData:
         labels=config.labels,
     )
     n = len(loaded.images)
-    train, held_out = held_out_split(n, round(config.held_out * n), config.seed)
+    n_held_out = round(config.held_out * n)
+    # A fraction asked for must leave images on both sides, whichever part is taken: a
+    # held-out part rounded to nothing would be trained on and reported as held out.
+    train, held_out = held_out_split(n, n_held_out, config.seed)
     chosen = held_out if split == "test" else train
-    if not len(chosen):
-        raise DataError(
-            f"data.held_out: the {split} part of {n} images at held_out = {config.held_out} is "
-            "empty; choose a fraction that leaves images on both sides"
-        )
+    for side, part in (("held-out", held_out), ("training", train)):
+        if not len(part) and (config.held_out or part is chosen):
+            raise DataError(
+                f"data.held_out: the {side} part of {n} images at held_out = {config.held_out} "
+                "is empty; choose a fraction that leaves images on both sides"
+            )
     if len(chosen) == n:
         return loaded
     labels = None if loaded.labels is None else loaded.labels[chosen]

@@ -19,6 +19,7 @@ import argparse
 import errno
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -493,7 +494,10 @@ def _cmd_sweep(args) -> int:
     from scorelab.runs import prepare_run_dir
     from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
 
-    values = dict(load_config(args.config).get("sweep", {})) if args.config else {}
+    table = load_config(args.config).get("sweep", {}) if args.config else {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
+    values = dict(table)
     for field, _, _ in _SWEEP_FLAGS.values():
         if getattr(args, f"sweep_{field}") is not None:
             values[field] = getattr(args, f"sweep_{field}")
@@ -834,6 +838,17 @@ def _user_error(error: BaseException) -> str | None:
     return None
 
 
+def _warning_printer(command: str):
+    """A ``warnings.showwarning`` printing ``scorelab COMMAND: warning: MESSAGE``, one line on
+    stderr, like the errors (Python's default adds the file, line and source of the call)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        print(f"scorelab {command}: warning: {text}", file=sys.stderr if file is None else file)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
 
@@ -867,7 +882,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.argv = argv  # what a launcher (train --processes) passes on to its processes
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # restores the caller's showwarning on return
+            warnings.showwarning = _warning_printer(args.command)
+            return args.handler(args)
     except KeyboardInterrupt:
         print(f"scorelab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -43,6 +43,7 @@ __all__ = [
     "RunBusyError",
     "RunExistsError",
     "prepare_run_dir",
+    "is_run",
     "package_versions",
     "manifest",
     "atomic_write",
@@ -52,15 +53,7 @@ __all__ = [
 ]
 
 _LOCK = ".lock"
-# Entries that mark a folder as a scorelab run, so that overwrite=True may clear it.
-_RUN_ENTRIES = (
-    "config.json",
-    "manifest.json",
-    "model.json",
-    "checkpoints",
-    "demo.json",
-    "sweep.json",
-)
+_MANIFEST = "manifest.json"
 
 
 class RunBusyError(ValueError):
@@ -85,10 +78,17 @@ def prepare_run_dir(
     The lock is an OS file lock on ``<path>/.lock`` (``filelock``), released on leaving the
     ``with`` block or when the process dies, even by ``SIGKILL``. With the lock held:
 
-    - an empty (or new) folder is used as it is;
-    - a folder holding a run is refused unless ``resume`` (the caller continues it, e.g.
-      ``train(..., resume=True)``) or ``overwrite`` (its contents are deleted first);
-    - any other non-empty folder is refused: ``overwrite`` deletes only a scorelab run.
+    - an empty (or new) folder is used, and marked as a run at once by a provisional
+      ``manifest.json`` (:func:`manifest` with ``provisional: true``; the job writes the full
+      one when it finishes), so that a job killed half way leaves a folder that ``overwrite``
+      may clear; a job that fails with nothing else written removes it again;
+    - a folder holding a run (:func:`is_run`) is refused unless ``resume`` (the caller
+      continues it, e.g. ``train(..., resume=True)``) or ``overwrite`` (its contents are
+      deleted first);
+    - any other non-empty folder is refused: ``overwrite`` deletes only a scorelab run, known
+      by its manifest, never a folder that merely holds a ``config.json`` (a diffusers model
+      does); ``resume`` also takes a folder of ``checkpoints`` without one (a run killed
+      before provisional manifests were written).
 
     Args:
         path: the run directory (``scorelab train --out``); created if missing.
@@ -125,8 +125,21 @@ def prepare_run_dir(
     primary_value(True)
     try:
         yield path
+    except BaseException:
+        _unclaim(path)
+        raise
     finally:
         lock.release()
+
+
+def _unclaim(path: Path) -> None:
+    """After a job failed: leave the folder empty again if it holds nothing but the provisional
+    manifest, so that the same command, corrected, may use it without ``--overwrite``."""
+    entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
+    if [entry.name for entry in entries] == [_MANIFEST]:
+        with contextlib.suppress(OSError, ValueError):
+            if read_json(path / _MANIFEST).get("provisional") is True:
+                (path / _MANIFEST).unlink()
 
 
 def _claim(path: Path, resume: bool, overwrite: bool, resumable: bool) -> filelock.FileLock:
@@ -146,10 +159,11 @@ def _claim(path: Path, resume: bool, overwrite: bool, resumable: bool) -> filelo
         ) from None
     try:
         entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
-        is_run = any((path / name).exists() for name in _RUN_ENTRIES)
-        if entries and not is_run:
+        resumable_run = resume and (path / "checkpoints").is_dir()
+        if entries and not (is_run(path) or resumable_run):
             raise RunExistsError(
-                f"{path} is not empty and holds no scorelab run; choose an empty or new output path"
+                f"{path} is not empty and holds no scorelab run (no scorelab {_MANIFEST}); "
+                "choose an empty or new output path"
             )
         if entries and not (resume or overwrite):
             raise RunExistsError(
@@ -163,10 +177,23 @@ def _claim(path: Path, resume: bool, overwrite: bool, resumable: bool) -> filelo
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+        if not entries or overwrite:
+            write_json(path / _MANIFEST, manifest(None, provisional=True))
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a scorelab run: a ``manifest.json`` that is a JSON object whose
+    ``versions`` name scorelab (:func:`manifest`)."""
+    try:
+        record = read_json(Path(path) / _MANIFEST)
+    except (OSError, ValueError):
+        return False
+    versions = record.get("versions") if isinstance(record, dict) else None
+    return isinstance(versions, dict) and "scorelab" in versions
 
 
 _PACKAGES = (
@@ -229,7 +256,7 @@ def named_key(seed: int, name: str) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
 
 
-def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def manifest(config: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     """The record that makes a run's outputs reproducible and comparable.
 
     The configuration (seeds included), the package versions, scorelab's commit, the command
@@ -239,7 +266,8 @@ def manifest(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     units change the rounding) are read with it.
 
     Args:
-        config: the run's configuration (JSON-serialisable); its seeds are part of it.
+        config: the run's configuration (JSON-serialisable); its seeds are part of it. ``None``
+            in the provisional manifest :func:`prepare_run_dir` writes.
         **extra: more JSON-serialisable fields (grids, NFE, ``wall_seconds``).
     """
     return {

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_int
+from scorelab._validate import check_int, check_memory
 from scorelab.targets import GaussianMixture
 
 __all__ = ["ScoreErrorProfile", "score_error_profile"]
@@ -110,8 +110,8 @@ def score_error_profile(
         A :class:`ScoreErrorProfile`.
 
     Raises:
-        ValueError: for ``n < 2``, non-positive sigmas, or a ``shape`` of another size than
-            ``d``.
+        ValueError: for ``n < 2`` or more samples than memory holds, non-positive sigmas,
+            or a ``shape`` of another size than ``d``.
     """
     check_int("n", n, 2)
     sigmas = np.asarray(sigmas, dtype=np.float32).reshape(-1)
@@ -120,6 +120,8 @@ def score_error_profile(
     shape = (target.dim,) if shape is None else tuple(shape)
     if int(np.prod(shape)) != target.dim:
         raise ValueError(f"shape: {shape} has not the target's {target.dim} entries")
+    # A level holds its n samples, their noised copies and both scores.
+    check_memory("n", 4.0 * n * target.dim * 4, "use fewer samples per level (--n)")
 
     # One compiled level at a time, reused across levels and calls: memory stays that of one
     # level's n samples.

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,7 +33,14 @@ import jax
 import numpy as np
 
 from scorelab import samplers
-from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
+from scorelab._validate import (
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+    from_mapping,
+)
 from scorelab.checkpoints import load_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.image_metrics import image_measure
@@ -40,7 +49,7 @@ from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
-from scorelab.runs import load_run, write_json
+from scorelab.runs import atomic_write, load_run, manifest, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
@@ -275,8 +284,9 @@ def sweep(
     Raises:
         ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
             a budget is not a positive integer, the grid settings are invalid
-            (:func:`scorelab.noise.sigma_grid`), or ``image_metrics`` is asked of a target
-            whose points are not 8x8 or 16x16 images.
+            (:func:`scorelab.noise.sigma_grid`), ``image_metrics`` is asked of a target
+            whose points are not 8x8 or 16x16 images, or the samples or a budget's grid need
+            more memory than is available (checked before any work).
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -287,6 +297,16 @@ def sweep(
         raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
     if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
         raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
+    # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
+    # floats a level in the grid and the sampler's per-step schedule).
+    check_memory("n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples (--n)")
+    for spec in sampler_specs:
+        for n in nfes if spec.levels is not None else ():
+            check_memory(
+                f"nfe {n} ({spec.label}: {spec.levels(int(n))} levels)",
+                spec.levels(int(n)) * 4.0 * 64,
+                "use smaller NFE budgets (--nfe)",
+            )
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -301,7 +321,7 @@ def sweep(
         _as_digit_images(np.zeros((0, target.dim)))  # refuse a target that is not image-shaped
     rows = []
     for seed in seeds:
-        key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
+        key_prior, key_chain, key_reference = _seed_keys(seed)
         x_T = samplers.ve_prior(key_prior, n_samples, target.dim, np.float32(sigma_max))
         reference = np.asarray(target.sample(key_reference, n_samples))
         runs = sweep_runs(
@@ -333,7 +353,7 @@ def sweep(
                     )
     if known_floors is not None:
         return SweepResult(rows, dict(known_floors), settings)
-    key_floor = jax.random.fold_in(jax.random.key(max(seeds) + 1), 0)
+    key_floor = _floor_key(seeds)
     floor = floors(
         METRICS,
         target.sample,
@@ -354,6 +374,24 @@ def sweep(
             values = [pair[name] for pair in pairs]
             floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
     return SweepResult(rows, floor, settings)
+
+
+# The floors' stream: fold_in(key(s), _FLOOR_STREAM) is split(key(s), n)[_FLOOR_STREAM] for
+# threefry, far past the 3 keys a seed splits into.
+_FLOOR_STREAM = zlib.crc32(b"floor")
+
+
+def _seed_keys(seed: int) -> jax.Array:
+    """Seed ``seed``'s prior, chain and reference keys: ``split(key(seed), 3)``."""
+    return jax.random.split(jax.random.key(seed), 3)
+
+
+def _floor_key(seeds: Sequence[int]) -> jax.Array:
+    """The floors' key: a named stream of the largest seed, ``fold_in(key(max(seeds)), crc32(
+    "floor"))``, which no seed's keys (:func:`_seed_keys`) share. (``key(max(seeds) + 1)``
+    wrapped round to ``key(0)`` at the largest seed ``2**32 - 1``, and its ``fold_in(., 0)``
+    was seed 0's prior key.)"""
+    return jax.random.fold_in(jax.random.key(max(seeds)), _FLOOR_STREAM)
 
 
 def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -556,7 +594,7 @@ class SweepSettings:
 
 
 def save(result: SweepResult, out_dir) -> list[Path]:
-    """Write a sweep's rows and summary to ``out_dir`` as CSV and JSON.
+    """Write a sweep's rows and summary to ``out_dir`` as CSV and JSON, and its manifest.
 
     ``sweep.csv`` holds every row; ``sweep.json`` holds the settings, floors, seed means
     (:func:`mean_rows`), the rows, and :func:`fewest_nfe` within 1.5x the floor for each
@@ -568,18 +606,26 @@ def save(result: SweepResult, out_dir) -> list[Path]:
         out_dir: the output folder, ``str`` or path-like; created if missing, files in it
             overwritten.
 
+    Every file is written atomically; ``manifest.json`` (:func:`scorelab.runs.manifest` of
+    the settings) marks the folder as a scorelab run that ``--overwrite`` may replace.
+
     Returns:
-        ``[out_dir / "sweep.csv", out_dir / "sweep.json"]``.
+        ``[out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
     columns += ["near", "far", "n_empty"]
     columns += [k for k in (*IMAGE_METRICS, "kid_se") if result.rows and k in result.rows[0]]
-    with open(out_dir / "sweep.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+
+    def write_csv(handle):
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
         writer.writerows(result.rows)
+        text.detach()  # flushed; the binary handle stays open for atomic_write to close
+
+    atomic_write(out_dir / "sweep.csv", write_csv)
     fewest = {
         metric: [
             {"sampler": sampler, "score": score, "nfe": nfe}
@@ -595,7 +641,8 @@ def save(result: SweepResult, out_dir) -> list[Path]:
         "rows": result.rows,
     }
     write_json(out_dir / "sweep.json", payload)
-    return [out_dir / "sweep.csv", out_dir / "sweep.json"]
+    write_json(out_dir / "manifest.json", manifest(result.settings))
+    return [out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]
 
 
 def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:

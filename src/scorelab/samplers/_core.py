@@ -509,6 +509,8 @@ def sample(
 
     Raises:
         ValueError: if ``noise`` is not ``(n, *sampler.noise_shape(S))``.
+        SolveError: a ``ValueError``, when a chain's solve stops on a check of the
+            sampler's options (an adaptive solver's ``max_steps``), naming the remedy.
     """
     x_init = jnp.asarray(x_init)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
@@ -517,9 +519,25 @@ def sample(
     # new grid or option value does not recompile, and its values are rounded as they always
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
     schedule = sampler.schedule()
-    return _sample_chains(
-        key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule
-    )
+    try:
+        return _sample_chains(
+            key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule
+        )
+    except eqx.EquinoxRuntimeError as error:  # a check inside the solve: max_steps reached
+        raise SolveError(f"sampler {sampler.name}: {_runtime_message(error)}") from error
+
+
+class SolveError(ValueError):
+    """A chain's solve stopped on a check of the sampler's own options (an adaptive solver
+    that used up ``max_steps``): the remedy is an option, so it is a user's error."""
+
+
+def _runtime_message(error: Exception) -> str:
+    """The message of an ``equinox.error_if`` check (diffrax's or a sampler's) in ``error``,
+    whose text also holds the stacks inside and outside of JIT."""
+    prefix = "EquinoxRuntimeError: "
+    lines = [line for line in str(error).splitlines() if prefix in line]
+    return lines[-1].split(prefix, 1)[1].strip() if lines else "the solve stopped"
 
 
 @eqx.filter_jit

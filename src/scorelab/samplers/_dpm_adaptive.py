@@ -187,7 +187,7 @@ def dpm_adaptive(
         rtol, atol: the error norm's tolerances, ``> 0`` and ``>= 0``.
         h_init: the first attempted step in :math:`\lambda`, ``> 0``.
         pcoeff, icoeff, dcoeff: the PID coefficients :math:`k_P, k_I, k_D`.
-        accept_safety: accept an attempt when its step factor is at least this.
+        accept_safety: accept an attempt when its step factor is at least this, in (0, 1].
         max_steps: the most attempts; a chain that needs more raises.
 
     Returns:
@@ -196,7 +196,8 @@ def dpm_adaptive(
 
     Raises:
         ValueError: for a bad grid, ``order`` not 2 or 3, ``rtol <= 0``, ``atol < 0``,
-            ``h_init <= 0`` or ``max_steps`` not a positive integer.
+            ``h_init <= 0``, ``accept_safety`` outside (0, 1] or ``max_steps`` not a positive
+            integer.
 
     References:
         Lu, C. et al. (2022). DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
@@ -209,6 +210,9 @@ def dpm_adaptive(
         raise ValueError(f"order must be 2 or 3, got {order}")
     if not (rtol > 0 and atol >= 0 and h_init > 0):
         raise ValueError(f"need rtol > 0, atol >= 0 and h_init > 0, got {rtol}, {atol}, {h_init}")
+    if not 0 < accept_safety <= 1:
+        # Above 1 an attempt is accepted only if the step grows: the solve stalls.
+        raise ValueError(f"accept_safety must be in (0, 1], got {accept_safety}")
     return DPMAdaptive(
         sigmas, int(order), rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety,
         check_positive_int("max_steps", max_steps),

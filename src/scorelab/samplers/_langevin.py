@@ -95,7 +95,8 @@ def ula(
         after each step; ``noise`` is ``(n_steps, *S)``, row ``k`` for step ``k``.
 
     Raises:
-        ValueError: unless ``step_size > 0`` and ``n_steps`` is a positive integer.
+        ValueError: unless ``step_size > 0``, ``n_steps`` is a positive integer and
+            ``sigma >= 0``.
 
     References:
         Roberts, G. O. & Tweedie, R. L. (1996). Exponential convergence of Langevin
@@ -103,7 +104,15 @@ def ula(
     """
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
+    check_score_sigma(sigma)
     return ULA(step_size, check_positive_int("n_steps", n_steps), sigma)
+
+
+def check_score_sigma(sigma: float) -> None:
+    """``ValueError`` unless the noise level passed to the score is ``>= 0`` (a negative one
+    was passed on, and a score at sigma -1 sampled something, exit 0)."""
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0 (the score's noise level), got {sigma}")
 
 
 class AnnealedLangevin(AbstractLangevin):
@@ -326,8 +335,8 @@ def mala(
         by :math:`w_k`, whose normal CDF :math:`\Phi(w_k)` is the accept test's uniform.
 
     Raises:
-        ValueError: unless ``step_size > 0`` and ``n_steps`` is a positive integer; if
-            ``returns_score`` and ``sigma != 0``.
+        ValueError: unless ``step_size > 0``, ``n_steps`` is a positive integer and
+            ``sigma >= 0``; if ``returns_score`` and ``sigma != 0``.
 
     References:
         Roberts, G. O. & Tweedie, R. L. (1996). Exponential convergence of Langevin
@@ -338,6 +347,7 @@ def mala(
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     n_steps = check_positive_int("n_steps", n_steps)
+    check_score_sigma(sigma)
     if returns_score and sigma != 0:
         raise ValueError(
             f"sigma is score_fn's noise level and score_fn is not called with returns_score, "

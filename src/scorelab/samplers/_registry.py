@@ -27,7 +27,7 @@ from scorelab.samplers._dpmpp import (
     dpmpp_sde,
 )
 from scorelab.samplers._kdpm import dpm_2, dpm_2_ancestral, dpm_solver, euler_churn, lms
-from scorelab.samplers._langevin import annealed_langevin, mala, ula
+from scorelab.samplers._langevin import annealed_langevin, check_score_sigma, mala, ula
 from scorelab.samplers._ode import dpmpp_2m, edm, euler, heun
 from scorelab.samplers._restart import restart
 from scorelab.samplers._sde import ancestral, euler_maruyama, predictor_corrector
@@ -209,6 +209,7 @@ def build_sampler(
         raise ValueError(f"sampler {name!r} needs the target's log-density (log_density_fn)")
     if kind.needs_log_density:
         if returns_score:
+            check_score_sigma(chosen.get("sigma", 0.0))  # before it is replaced
             chosen["sigma"] = 0.0  # the noise level is in log_density_fn already
         return kind.build(log_density_fn, **chosen, returns_score=returns_score)
     if returns_score:
