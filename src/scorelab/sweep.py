@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,7 +48,7 @@ from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import floors, measure
-from scorelab.runs import atomic_write, load_run, manifest, write_json
+from scorelab.runs import atomic_write, load_run, manifest, named_key, write_json
 from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
@@ -378,20 +377,17 @@ def sweep(
 
 # The floors' stream: fold_in(key(s), _FLOOR_STREAM) is split(key(s), n)[_FLOOR_STREAM] for
 # threefry, far past the 3 keys a seed splits into.
-_FLOOR_STREAM = zlib.crc32(b"floor")
-
-
 def _seed_keys(seed: int) -> jax.Array:
     """Seed ``seed``'s prior, chain and reference keys: ``split(key(seed), 3)``."""
     return jax.random.split(jax.random.key(seed), 3)
 
 
 def _floor_key(seeds: Sequence[int]) -> jax.Array:
-    """The floors' key: a named stream of the largest seed, ``fold_in(key(max(seeds)), crc32(
-    "floor"))``, which no seed's keys (:func:`_seed_keys`) share. (``key(max(seeds) + 1)``
+    """The floors' key: the largest seed's key named ``"floor"`` (:func:`scorelab.runs.named_key`),
+    which no seed's keys (:func:`_seed_keys`) share. (``key(max(seeds) + 1)``
     wrapped round to ``key(0)`` at the largest seed ``2**32 - 1``, and its ``fold_in(., 0)``
     was seed 0's prior key.)"""
-    return jax.random.fold_in(jax.random.key(max(seeds)), _FLOOR_STREAM)
+    return named_key(max(seeds), "floor")
 
 
 def mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
