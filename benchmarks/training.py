@@ -178,6 +178,7 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
         state,
         frozen,
         jnp.asarray(data),
+        None,
         jax.random.key(0),
         jnp.asarray(0),
         jnp.asarray(1),
@@ -188,6 +189,7 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
         mesh=Mesh(np.asarray(jax.devices()), ("data",)),
         length=1,
         hflip=False,
+        stochastic=False,
     )
     return flops(lowered.lowered)  # equinox.filter_jit wraps jax's Lowered
 
