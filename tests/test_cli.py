@@ -253,6 +253,13 @@ def test_argparse_errors_exit_2_and_console_script_runs():
     assert result.returncode == 2 and "invalid int value" in result.stderr
 
 
+@pytest.mark.parametrize("text", ["10,,20", "10,", ",", " "])
+def test_comma_lists_refuse_empty_items(text, capsys):
+    """An empty item is a typo, not "no item": ``--nfe 10,,20`` is refused, not read as 10,20."""
+    assert main(["sweep", "--nfe", text]) == 2
+    assert "an empty item" in capsys.readouterr().err
+
+
 _TINY_DEMO = """
 n_data = 300
 n_samples = 100

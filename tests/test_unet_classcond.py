@@ -221,7 +221,8 @@ def test_class_conditioning_refuses_what_the_model_cannot_do(conditional):
     for model, label, guidance, message in [
         (plain, 0, 0.0, "the model is unconditional"),
         (conditional, 3, 0.0, r"--class: 3 is not a class of this model; choose one in \[0, 3\)"),
-        (conditional, 0, -1.0, "--guidance: expected a number >= 0"),
+        (conditional, 0, -1.0, "--guidance: expected a finite number >= 0"),
+        (conditional, 0, float("inf"), "--guidance: expected a finite number >= 0"),
         (no_null, 0, 1.0, "--guidance: the model has no null label"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -462,8 +462,11 @@ def _cmd_score_error(args) -> int:
 
 def _comma_list(kind):
     def parse(text: str) -> tuple:
+        items = [item.strip() for item in text.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{text!r}: an empty item; write e.g. 3 or 3,7")
         try:
-            return tuple(kind(item) for item in text.split(",") if item.strip())
+            return tuple(kind(item) for item in items)
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
 

@@ -285,8 +285,8 @@ class ClassConditioned(eqx.Module):
                 f"--class: {class_label} is not a class of this model; choose one in "
                 f"[0, {model.num_classes})"
             )
-        if not guidance >= 0:
-            raise ValueError(f"--guidance: expected a number >= 0, got {guidance}")
+        if not 0 <= guidance < float("inf"):
+            raise ValueError(f"--guidance: expected a finite number >= 0, got {guidance}")
         if guidance > 0 and not model.null_class:
             raise ValueError(
                 "--guidance: the model has no null label (train with loss.label_dropout > 0 for "
