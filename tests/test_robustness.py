@@ -21,6 +21,9 @@ import numpy as np
 import pytest
 
 from scorelab.cli import main
+from scorelab.config import ConfigError, ExperimentConfig
+from scorelab.data import digits
+from scorelab.workflows import _likelihood_points, likelihood_points
 
 # Training on a data file (used whole); _TINY also draws fewer points from a built-in target.
 _TINY_FILE = [
@@ -902,3 +905,33 @@ def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
     assert status == 2
     assert warning.startswith("scorelab sample: warning: step_ratio 1e+06 >= 2 sigma_min^2")
     assert error.startswith("scorelab sample: error: sampler: 20 of 20 chains")
+
+
+def test_likelihood_reads_points_in_the_model_s_shape(tmp_path, capsys):
+    """Points are checked against one example of the model: a vector target takes ``(n, d)``
+    (and 8x8 images for the 64-d ``digits_mixture``); an image run takes ``(n, C, H, W)`` or
+    flat rows in [-1, 1]. Image points used to be refused as 'not 2-D', and flat ones crashed
+    inside the U-Net."""
+    images, _ = digits("test")
+    square, flat = tmp_path / "square.npy", tmp_path / "flat.npy"
+    np.save(square, images[:2])
+    np.save(flat, images[:2].reshape(2, -1))
+    for path in (square, flat):
+        assert _likelihood_points(path, (1, 8, 8)).shape == (2, 1, 8, 8)
+    assert _likelihood_points(square, (64,)).shape == (2, 64)
+    for points, message in [
+        (np.zeros((2, 3)), r"shape \(2, 3\); the model.s are \(n, 1, 8, 8\) or \(n, 64\)"),
+        (2 * images[:2], r"values in \[-2, 2\]; the model's images are scaled to \[-1, 1\]"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            _likelihood_points(points, (1, 8, 8))
+    conditional = ExperimentConfig.from_dict(
+        {"data": {"source": "digits"}, "model": {"name": "unet", "num_classes": 10},
+         "loss": {"name": "vp_epsilon"}}
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="a class-conditional model; its likelihood needs"):
+        likelihood_points(conditional, object(), square)
+    three = tmp_path / "three.npy"
+    np.save(three, np.zeros((3, 3), np.float32))
+    _fails(["likelihood", "--exact", "seed_mixture", "--points", three], capsys, "(n, 2)")
+    _fails(["likelihood", "--exact", "nope", "--points", three], capsys, "--exact: no exact")

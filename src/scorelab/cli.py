@@ -156,10 +156,15 @@ def _source(args, flags: dict):
     """``(config, model)`` of ``--run DIR`` (its saved configuration and network) or ``--exact
     TARGET`` (the target's exact score: model ``None``), with ``--config``, ``--set`` and
     ``flags`` applied on top."""
+    from scorelab.config import TARGETS
     from scorelab.runs import load_run
 
     if (args.run is None) == (args.exact is None):
         raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
+    if args.exact is not None and args.exact not in TARGETS:
+        raise ValueError(
+            f"--exact: no exact score for {args.exact!r}; accepted: {', '.join(TARGETS)}"
+        )
     if args.run is not None:
         saved, model = load_run(args.run)
         return _run_experiment(args, flags, saved), model

@@ -665,7 +665,8 @@ def likelihood_points(
     Args:
         config: the experiment (the run's, or one naming the target).
         model: the trained model, or ``None`` for the exact score.
-        points: ``(n, d)`` points, or a ``.npy``/``.csv`` path.
+        points: ``(n, d)`` points, or for an image model ``(n, C, H, W)`` (or flat ``(n,
+            C*H*W)``) in [-1, 1]; or a ``.npy``/``.csv`` path to them.
         seed: seed of the probes (and the dequantisation).
         bin_width: the quantisation step of the data, for bits per dimension.
         **options: options of :func:`scorelab.likelihood.ode_log_likelihood` (``n_probes``,
@@ -677,12 +678,20 @@ def likelihood_points(
         ``exact_log_prob`` or ``bits_per_dim`` (with its mean) where they apply.
 
     Raises:
-        ConfigError: for points of another dimension than the model's.
+        ConfigError: for points of another shape than the model's, images outside [-1, 1], an
+            unconditional single-level MLP or a class-conditional model.
+        DataError: for points that are not finite real numbers.
     """
     from scorelab import likelihood
 
     check_seed("likelihood.seed", seed, error=ConfigError)
-    points = load_array(points) if isinstance(points, str | Path) else np.asarray(points)
+    if config.model.num_classes is not None and model is not None:
+        raise ConfigError(
+            "--run: a class-conditional model; its likelihood needs a class per point, which "
+            "scorelab likelihood does not take: use an unconditional run"
+        )
+    shape = _state_shape(config)
+    points = _likelihood_points(points, shape)
     if isinstance(model, MLP):
         raise ConfigError(
             f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
@@ -699,9 +708,6 @@ def likelihood_points(
         )
     score_fn = model if model is not None else score_model(config, None)
     target = builders.make_target(config.data)
-    dim = target.dim if target is not None else None
-    if dim is not None and points.shape[1] != dim:
-        raise ConfigError(f"points: dimension {points.shape[1]} does not match the model's {dim}")
     sigma_min, sigma_max = config.sampler.sigma_min, config.sampler.sigma_max
     options = {"sigma_min": sigma_min, "sigma_max": sigma_max, **options}
     key = jax.random.key(seed)
@@ -728,6 +734,33 @@ def likelihood_points(
         result["bits_per_dim"] = np.asarray(bpd)
         result["mean_bits_per_dim"] = float(np.mean(bpd))
     return result
+
+
+def _likelihood_points(points, shape: tuple[int, ...]) -> np.ndarray:
+    """``points`` (an array, or a ``.npy``/``.csv`` path) checked against one example's
+    ``shape`` and returned as ``float32 (n, *shape)``: any ``(n, *S)`` with as many numbers per
+    point is reshaped (8x8 images for the 64-d ``digits_mixture``, flat rows for a U-Net);
+    an image model's values must lie in the data's [-1, 1]."""
+    name = str(points) if isinstance(points, str | Path) else "points"
+    if isinstance(points, str | Path) and Path(points).suffix.lower() == ".npy":
+        points = read_npy(points)
+    elif isinstance(points, str | Path):
+        points = load_array(points)
+    array = validate_data(points, name, any_shape=True)
+    size = int(np.prod(shape))
+    if int(np.prod(array.shape[1:])) != size:
+        flat = f" or (n, {size})" if len(shape) > 1 else ""
+        raise ConfigError(
+            f"{name}: points of shape {array.shape}; the model's are (n, "
+            f"{', '.join(map(str, shape))}){flat}"
+        )
+    array = array.reshape(len(array), *shape)
+    if len(shape) == 3 and np.abs(array).max() > 1:
+        raise ConfigError(
+            f"{name}: values in [{array.min():g}, {array.max():g}]; the model's images are "
+            "scaled to [-1, 1] (pixel / 127.5 - 1 for 8-bit images)"
+        )
+    return array
 
 
 def save_sample_grid(
