@@ -333,3 +333,25 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
     settings.write_text("n_chains = 3\n")
     assert main(["demo", "--settings", str(settings), "--out", str(tmp_path)]) == 2
     assert "demo.n_chains: unknown field" in capsys.readouterr().err
+
+
+def test_evaluate_names_built_in_data(tmp_path, capsys):
+    """``--data`` takes a toy set's name (fresh draws of it are the reference and the floor's
+    law: its own draws sit at the floor, a Gaussian far above) and ``digits16``; a target's
+    name points to ``--target``. All three used to end in 'data file not found'."""
+    from scorelab.data import TOY_DATASETS
+    from scorelab.workflows import evaluate_samples
+
+    own = np.asarray(TOY_DATASETS["two_moons"](jax.random.key(123), 500))
+    for samples, near in ((own, True), (np.random.default_rng(0).normal(size=(500, 2)), False)):
+        report = evaluate_samples(samples, data="two_moons", floor_repeats=8)
+        mean, sd = report.floors["sw"]
+        sw = report.rows[0]["sw"]
+        assert (sw < mean + 4 * sd) if near else (sw > mean + 10 * sd), (near, sw, mean, sd)
+    points, small = tmp_path / "p.npy", tmp_path / "small.npy"
+    np.save(points, own)
+    np.save(small, np.zeros((20, 1, 8, 8), np.float32))
+    assert main(["evaluate", str(points), "--data", "seed_mixture"]) == 2
+    assert "use --target seed_mixture" in capsys.readouterr().err
+    assert main(["evaluate", str(small), "--data", "digits16"]) == 2
+    assert "8x8 images; 'digits16' holds 16x16" in capsys.readouterr().err

@@ -314,15 +314,17 @@ def _cmd_evaluate(args) -> int:
 
     if args.json is not None:
         _output(args.json, ".json", args.overwrite)
-    if args.data is not None and str(args.data) == "digits":
+    if args.data is not None and str(args.data) in ("digits", "digits16"):
         if args.sigma != 0:
             raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
-        report = evaluate_images(args.samples, floor_repeats=args.floor_repeats)
+        report = evaluate_images(
+            args.samples, data=str(args.data), floor_repeats=args.floor_repeats
+        )
     else:
         report = evaluate_samples(
             args.samples,
             target=args.target,
-            data=args.data,
+            data=None if args.data is None else str(args.data),
             floor_repeats=args.floor_repeats,
             sigma=args.sigma,
         )
@@ -703,9 +705,9 @@ def _parser() -> argparse.ArgumentParser:
     reference.add_argument(
         "--data",
         type=Path,
-        help="reference data .npy/.csv, images (.npy/.npz/folder), or 'digits': image metrics "
-        "(classifier features) of (n, 1, 8, 8) or (n, 64) images against the digits, floors "
-        "from the held-out split",
+        help="reference data .npy/.csv, images (.npy/.npz/folder), a toy set (two_moons, ...: "
+        "fresh draws), or 'digits'/'digits16': image metrics (classifier features) of "
+        "(n, 1, 8, 8) or (n, 64) images against the digits, floors from the held-out split",
     )
     evaluate.add_argument(
         "--sigma",

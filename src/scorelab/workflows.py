@@ -22,6 +22,8 @@ from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
 from scorelab.data import (
+    IMAGE_SOURCES,
+    TOY_DATASETS,
     DataError,
     digits,
     is_image_file,
@@ -441,8 +443,9 @@ def evaluate_samples(
     stored (model space), reference images as :func:`scorelab.data.load_images` reads them.
 
     With a built-in ``target``, the reference is ``n`` fresh exact samples and the floor is
-    the metric between two independent exact sets of size ``n``. With ``data`` (an array or a
-    path), the reference is the data and the floor is the metric between two independent
+    the metric between two independent exact sets of size ``n``; ``data`` naming a toy set
+    (``two_moons``, ...) is read the same way, with draws of the toy set. With ``data`` (an
+    array or a path), the reference is the data and the floor is the metric between two independent
     sets of ``n`` draws (with replacement) from the data's empirical law.
 
     With ``sigma > 0`` the reference law is the noised one,
@@ -472,8 +475,23 @@ def evaluate_samples(
             mixture = mixture.ve_marginal(sigma)
         reference = np.asarray(mixture.sample(key_reference, n))
         sample_fn = mixture.sample
+    elif isinstance(data, str) and data in TOY_DATASETS and not Path(data).exists():
+        mixture = None
+
+        def sample_fn(key, size):
+            # fresh draws of the toy law (noised at sigma), as a target's exact samples.
+            draw, noise = jax.random.split(key)
+            drawn = np.asarray(TOY_DATASETS[data](draw, size))
+            return drawn + sigma * np.asarray(jax.random.normal(noise, drawn.shape))
+
+        reference = sample_fn(key_reference, n)
     else:
         mixture = None
+        if isinstance(data, str) and not Path(data).exists():
+            if data in TARGETS:
+                raise ConfigError(f"data: {data!r} has an exact score: use --target {data}")
+            if data in IMAGE_SOURCES:
+                raise ConfigError(f"data: {data!r} images are measured by evaluate_images")
         points = _flat_points(data, raw=False)
         if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
@@ -555,7 +573,7 @@ def evaluate_images(
     Args:
         samples: ``(n, 1, 8, 8)`` or ``(n, 64)`` images in [-1, 1] (or 16x16), an array or a
             ``.npy`` / ``.csv`` path.
-        data: the data set; only ``"digits"``.
+        data: ``"digits"`` (8x8 or 16x16 samples) or ``"digits16"`` (16x16 only).
         floor_repeats: subsets drawn, ``>= 2``.
         seed: the subsets' seed.
         label: the row's ``method``.
@@ -570,8 +588,10 @@ def evaluate_images(
         DataError: for images of a wrong shape, none, NaN or infinite values, values beyond
             the tolerance, or fewer than 8 images.
     """
-    if data != "digits":
-        raise ConfigError(f"data: image metrics know only 'digits', got {data!r}")
+    if data not in IMAGE_SOURCES:
+        raise ConfigError(
+            f"data: image metrics know only {', '.join(map(repr, IMAGE_SOURCES))}, got {data!r}"
+        )
     check_seed("evaluate.seed", seed, error=ConfigError)
     if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
         raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
@@ -579,6 +599,11 @@ def evaluate_images(
     if len(images) < 8:
         raise DataError(f"samples: need at least 8 images for the k-NN metrics, got {len(images)}")
     size = images.shape[-1]
+    if data != "digits" and size != IMAGE_SOURCES[data]:
+        raise DataError(
+            f"samples: {size}x{size} images; {data!r} holds {IMAGE_SOURCES[data]}x"
+            f"{IMAGE_SOURCES[data]} (or evaluate against 'digits', which takes both sizes)"
+        )
     train, _ = digits("train", size=size)
     held_out, _ = digits("test", size=size)
     row, floor = image_evaluation(
