@@ -11,6 +11,7 @@ import pytest
 from scorelab import demo, runs
 from scorelab.cli import main
 from scorelab.demo import _FIGURE_COUNT
+from scorelab.targets import seed_mixture
 
 _TINY_TRAIN = [
     "--steps",
@@ -269,6 +270,7 @@ ddim_etas = [0.0, 1.0]
 ddim_ns = [4, 9]
 floor_repeats = 2
 n_chains_animated = 4
+n_likelihood = 16
 [hyvarinen]
 steps = 4
 warmup_steps = 1
@@ -306,6 +308,7 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
     # One row per sampler family, the DDIM row per eta at the largest N, and the tutorial's row.
     assert len(metrics["rows"]) == 2 + 1 + 2 + 1
     assert metrics["ddim_sweep"]["1.0"]["N"] == [4, 9]
+    _check_demo_likelihoods(metrics["likelihood"], 16)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["ncsn"]["steps"] == 4
     figures = {p.name for p in (run / "figures").iterdir()}
@@ -323,6 +326,31 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
     assert main(["plot", str(run / "models" / "hyvarinen")]) == 0
     sweep = ["sweep", "--samplers", "euler", "--nfe", "4", "--n", "50", "--seeds", "0", "--quiet"]
     assert main([*sweep, "--run", str(run / "models" / "ncsn"), "--out", str(tmp_path / "m")]) == 0
+
+
+def _check_demo_likelihoods(likelihood, n):
+    """The demo's NLLs: the exact score's ODE reaches the closed form of q_sigma_min on the same
+    points, and the Monte-Carlo entropy the closed form of well-separated modes."""
+    assert set(likelihood["scores"]) == {"ncsn", "exact"} and likelihood["n_points"] == n
+    for record in likelihood["scores"].values():
+        assert all(np.isfinite(record[k]) for k in ("nll", "nll_se", "excess", "excess_se"))
+    target = seed_mixture()
+    points = target.sample(runs.named_key(0, "likelihood points"), n)
+    closed = -np.mean(np.asarray(target.ve_marginal(likelihood["sigma_min"]).log_prob(points)))
+    exact = likelihood["scores"]["exact"]
+    # The per-point error is the solver's and the prior's (N(0, sigma_max^2 I) for q_sigma_max);
+    # its mean over the points is bounded by 3 standard errors of their spread, excess_se (the
+    # error against log q_0, which differs from log q_sigma_min by O(sigma_min^2) a point).
+    assert abs(exact["nll"] - closed) <= 3 * exact["excess_se"]
+    # Modes 10 apart with standard deviation 0.32 do not overlap: the entropy is the weights'
+    # plus one Gaussian's, log det(2 pi e C) / 2, and the estimate is within 3 standard errors.
+    weights = np.asarray(target.weights, np.float64)
+    covariance = np.asarray(target.covariances[0], np.float64)
+    entropy = (
+        -np.sum(weights * np.log(weights))
+        + 0.5 * np.linalg.slogdet(2 * np.pi * np.e * covariance)[1]
+    )
+    assert abs(likelihood["entropy"] - entropy) <= 3 * likelihood["entropy_se"]
 
 
 def test_demo_settings_errors_name_the_field(tmp_path, capsys):

@@ -586,6 +586,7 @@ def test_sweep_refuses_a_sweep_entry_that_is_not_a_table(text, tmp_path, capsys)
         "[hyvarinen]\nsteps = 0\n",
         "ddim_es = 1.0\n",
         "n_samples = -1\n",
+        "n_likelihood = 1\n",  # a standard error needs two points
     ],
 )
 def test_demo_refuses_bad_settings(text, tmp_path, capsys):

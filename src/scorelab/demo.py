@@ -5,7 +5,9 @@ denoising score matching at :math:`\sigma = 1`, the noise-conditional NCSN), sam
 annealed Langevin and VE-DDIM for :math:`\eta \in \{0, 0.1, 0.5, 1\}` and
 :math:`N \in \{4, 9, \dots, 100\}`, and reports every result beside the same sampler driven by
 the exact score and beside the floor (the metric between two exact sample sets). A learned
-result then reads as floor + sampler error + model error.
+result then reads as floor + sampler error + model error. The NCSN model's likelihood is
+reported the same way: the mean negative log-likelihood of held-out points by the
+probability-flow ODE beside the exact score's (the floor) and the mixture's entropy.
 
 It is composed of the steps the CLI exposes: each model is trained by
 :func:`scorelab.workflows.train_run` into an ordinary run directory (``models/hyvarinen``,
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 from scorelab import builders, samplers, viz
 from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
+from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
@@ -82,6 +85,8 @@ class DemoSettings:
         ddim_etas, ddim_ns: the DDIM sweep over the noise knob eta and the number of levels.
         floor_repeats: repeats of the floor.
         n_chains_animated: chains drawn in the animations.
+        n_likelihood: held-out exact points whose negative log-likelihood the NCSN model and
+            the exact score are given by the probability-flow ODE (:func:`_likelihoods`).
     """
 
     seed: int = 0
@@ -117,6 +122,7 @@ class DemoSettings:
     ddim_ns: tuple[int, ...] = tuple(int(k * k) for k in range(2, 11))
     floor_repeats: int = 5
     n_chains_animated: int = 20
+    n_likelihood: int = 400
 
     def __post_init__(self):
         positive = ("a number > 0", lambda v: v > 0)
@@ -129,6 +135,7 @@ class DemoSettings:
             ("annealed_steps_per_level", 1),
             ("floor_repeats", 2),
             ("n_chains_animated", 1),
+            ("n_likelihood", 2),
         ):
             check_int(f"demo.{name}", getattr(self, name), minimum)
         for name in ("dsm_sigma", "sigma_min", "rho", "ula_step_size"):
@@ -252,6 +259,86 @@ def _relative_score_error(model, exact_score, points, sigma) -> float:
     return float(jnp.sqrt(jnp.sum((s_model - s_true) ** 2) / jnp.sum(s_true**2)))
 
 
+def _mean_and_se(values) -> tuple[float, float]:
+    """The mean of ``values`` ``(n,)`` and its standard error ``sd / sqrt(n)`` (``ddof=1``)."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def _likelihoods(settings: DemoSettings, target, score_fns: dict) -> dict[str, Any]:
+    r"""Mean negative log-likelihood (nats) of held-out exact points under the probability-flow
+    ODE of each score in ``score_fns``, beside the mixture's differential entropy.
+
+    For :math:`n` = ``settings.n_likelihood`` fresh points :math:`x_i \sim q_0` (the key named
+    ``"likelihood points"``), each score's
+    :math:`\mathrm{NLL} = -\frac1n \sum_i \log p_{\sigma_{\min}}(x_i)` by
+    :func:`scorelab.likelihood.log_likelihood` over the demo's
+    :math:`[\sigma_{\min}, \sigma_{\max}]` with the exact trace, and on the same points the
+    Monte-Carlo entropy :math:`\hat H = -\frac1n \sum_i \log q_0(x_i)` from the target's
+    closed-form density. Since :math:`\mathbb{E}_{q_0}[-\log p] = H(q_0) + \mathrm{KL}(q_0
+    \| p)`, the paired per-point difference ``excess`` :math:`= \frac1n \sum_i (\log q_0(x_i)
+    - \log p(x_i))` estimates :math:`\mathrm{KL}(q_0 \| p)`, with a standard error far below
+    either mean's (the points' spread cancels). The exact score's ODE is the floor: its excess
+    is :math:`\mathrm{KL}(q_0 \| q_{\sigma_{\min}})` (:math:`d \sigma_{\min}^4 / 4v^2` for
+    well-separated modes of variance :math:`v`: negligible) plus the
+    solver's error and the prior's (:math:`\mathcal{N}(0, \sigma_{\max}^2 I)` for
+    :math:`q_{\sigma_{\max}}`).
+
+    Only a noise-conditional score has such a likelihood: the ODE needs the score at every
+    level in :math:`[\sigma_{\min}, \sigma_{\max}]`, while the Hyvarinen and DSM models learn
+    one law's score (:math:`q_0`, :math:`q_1`), which fixes a density only up to its
+    normalising constant (and only if the learned field is a gradient).
+
+    Args:
+        settings: the demo's settings (``n_likelihood``, ``sigma_min``, ``sigma_max``, seed).
+        target: the :class:`scorelab.targets.GaussianMixture` the points are drawn from.
+        score_fns: name -> ``score_fn(x (d,), sigma) -> (d,)``.
+
+    Returns:
+        JSON-ready: ``n_points``, ``sigma_min``, ``sigma_max``, ``entropy`` and
+        ``entropy_se``, and ``scores``: per name ``nll``, ``nll_se``, ``excess``,
+        ``excess_se``, ``nfe`` (mean field evaluations a point) and ``seconds`` (wall time,
+        compilation included).
+
+    References:
+        Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
+        Differential Equations, Sec. 4.3 and App. D.2. https://arxiv.org/abs/2011.13456
+    """
+    points = target.sample(_key(settings, "likelihood points"), settings.n_likelihood)
+    log_q = np.asarray(target.log_prob(points), np.float64)
+    entropy, entropy_se = _mean_and_se(-log_q)
+    results: dict[str, Any] = {
+        "n_points": settings.n_likelihood,
+        "sigma_min": settings.sigma_min,
+        "sigma_max": settings.sigma_max,
+        "entropy": entropy,
+        "entropy_se": entropy_se,
+        "scores": {},
+    }
+    for name, score_fn in score_fns.items():
+        start = time.perf_counter()
+        output = log_likelihood(
+            _key(settings, f"likelihood probes {name}"),  # unused by the exact trace
+            score_fn,
+            points,
+            sigma_min=settings.sigma_min,
+            sigma_max=settings.sigma_max,
+            n_probes="exact",
+        )
+        log_p = np.asarray(output.log_prob, np.float64)
+        nll, nll_se = _mean_and_se(-log_p)
+        excess, excess_se = _mean_and_se(log_q - log_p)
+        results["scores"][name] = {
+            "nll": nll,
+            "nll_se": nll_se,
+            "excess": excess,
+            "excess_se": excess_se,
+            "nfe": float(np.mean(output.nfe)),
+            "seconds": time.perf_counter() - start,
+        }
+    return results
+
+
 def _train_models(settings: DemoSettings, data: np.ndarray, out_dir: Path, progress: bool):
     """Train the three models, each into the run directory ``out_dir/models/<name>``."""
     trained, histories, seconds = {}, {}, {}
@@ -346,6 +433,9 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     held_out["dsm"]["relative_l2_error"] = _relative_score_error(
         trained["dsm"], exact, noisy_points, settings.dsm_sigma
     )
+
+    # --- negative log-likelihoods of held-out points: the NCSN model against the floor -------
+    likelihoods = _likelihoods(settings, target, {"ncsn": trained["ncsn"], "exact": exact})
 
     # --- floors -------------------------------------------------------------------------------
     floor = floors(
@@ -461,6 +551,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
         "rows": rows,
         "floor": floor,
         "held_out": held_out,
+        "likelihood": likelihoods,
         "ddim_sweep": {str(eta): values for eta, values in sweep.items()},
         "train_seconds": train_seconds,
         "exact_hyvarinen_loss_closed_form": float(-0.5 * 2 / 0.1),
@@ -487,11 +578,26 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
 
 def summary_table(results: dict[str, Any]) -> str:
     """The demo's table (:class:`scorelab.report.Report`): each method beside the exact score
-    and the floor, then the held-out losses of the single-level models."""
+    and the floor, then the held-out losses of the single-level models and the negative
+    log-likelihoods (:func:`_likelihoods`)."""
     notes = tuple(
         f"{name}: held-out loss {record['loss']:.3f} (exact score {record['exact_loss']:.3f}), "
         f"relative L2 score error {record['relative_l2_error']:.3f}"
         for name, record in results["held_out"].items()
+    )
+    likelihood = results["likelihood"]
+    notes += (
+        f"NLL of {likelihood['n_points']} held-out points (nats, probability-flow ODE from "
+        f"sigma {likelihood['sigma_min']:g} to {likelihood['sigma_max']:g}, exact trace; "
+        "excess = NLL - entropy on the same points):",
+        *(
+            f"  {name}: {record['nll']:.3f} +- {record['nll_se']:.3f}, excess "
+            f"{record['excess']:.4f} +- {record['excess_se']:.4f} ({record['nfe']:.0f} NFE a "
+            f"point, {record['seconds']:.1f} s)"
+            for name, record in likelihood["scores"].items()
+        ),
+        f"  mixture entropy (Monte Carlo): {likelihood['entropy']:.3f} +- "
+        f"{likelihood['entropy_se']:.3f}",
     )
     floor = {name: tuple(value) for name, value in results["floor"].items()}
     return Report(results["rows"], floor, notes).text()
