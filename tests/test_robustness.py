@@ -936,3 +936,29 @@ def test_likelihood_reads_points_in_the_model_s_shape(tmp_path, capsys):
     np.save(three, np.zeros((3, 3), np.float32))
     _fails(["likelihood", "--exact", "seed_mixture", "--points", three], capsys, "(n, 2)")
     _fails(["likelihood", "--exact", "nope", "--points", three], capsys, "--exact: no exact")
+
+
+def test_grid_png_is_checked_before_sampling(tmp_path, capsys):
+    """``--grid-png`` of points is refused before any sampling (the samples were drawn, then
+    lost to the refusal); the 64-d ``digits_mixture`` draws its points as 8x8 images."""
+    out, grid = tmp_path / "s.npy", tmp_path / "g.png"
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", out, "--grid-png", grid]
+    _fails(argv, capsys, "--grid-png: samples of seed_mixture are points")
+    assert not out.exists() and not grid.exists()
+    argv = ["sample", "--exact", "digits_mixture", "--n", "4", "--nfe", "4", "--out", out]
+    assert main([str(a) for a in [*argv, "--grid-png", grid]]) == 0
+    assert np.load(out).shape == (4, 64) and grid.is_file()
+
+
+def test_a_vp_unet_under_a_gridless_sampler_needs_sigma():
+    """A VP noise-prediction U-Net at sigma 0 divides by zero: ULA ran and 'diverged'."""
+    from scorelab.diffusers import VPEpsilonUNet
+    from scorelab.workflows import score_model
+
+    model = VPEpsilonUNet(jax.random.key(0), (1, 8, 8), channels=(8, 16), norm_groups=4)
+    config = ExperimentConfig.from_dict(
+        {"data": {"source": "digits"}, "model": {"name": "unet"}, "loss": {"name": "vp_epsilon"},
+         "sampler": {"name": "ula"}}
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="a noise-conditional model needs sigma > 0 for ula"):
+        score_model(config, model)

@@ -256,6 +256,7 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from scorelab.runs import atomic_write
+    from scorelab.targets import DIGITS_IMAGE_SHAPE
     from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
@@ -266,8 +267,16 @@ def _cmd_sample(args) -> int:
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
             )
+    image_shape = None  # the shape a sample is drawn in, for samples that are flat images
     if args.grid_png is not None:
         _output(args.grid_png, ".png", args.overwrite)
+        if config.data.source == "digits_mixture":
+            image_shape = DIGITS_IMAGE_SHAPE
+        elif not config.data.is_images:
+            raise ValueError(
+                f"--grid-png: samples of {config.data.source} are points (n, d), not images; "
+                "drop --grid-png (scorelab plot draws a run's 2-D samples)"
+            )
     trajectory = args.trajectory is not None
     result = sample_run(
         config,
@@ -283,12 +292,13 @@ def _cmd_sample(args) -> int:
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
-    if args.grid_png is not None:  # first: it refuses samples that are not images
+    if args.grid_png is not None:
         source = args.run.name if args.run is not None else args.exact
         label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"
         if args.guidance:
             label += f", guidance {args.guidance:g}"
-        save_sample_grid(result.x, args.grid_png, label=label, labels=result.labels)
+        images = result.x if image_shape is None else result.x.reshape(-1, *image_shape)
+        save_sample_grid(images, args.grid_png, label=label, labels=result.labels)
     atomic_write(out, lambda handle: np.save(handle, result.x))
     if args.trajectory is not None:
         atomic_write(args.trajectory, lambda handle: np.save(handle, result.trajectory))

@@ -191,6 +191,8 @@ def score_model(config: ExperimentConfig, model=None):
             under a sampler that walks a sigma grid, which would query the score of one
             distribution at every level; or a noise-conditional network under ULA at sigma 0.
     """
+    from scorelab.diffusers import VPEpsilonUNet
+
     if model is not None:
         if _one_law_under_a_grid(config, model):
             trained = f"loss {config.loss.name!r}"
@@ -203,7 +205,7 @@ def score_model(config: ExperimentConfig, model=None):
                 "--sampler ula"
             )
         if (
-            isinstance(model, NoiseConditionalMLP | EDMPreconditioned)
+            isinstance(model, NoiseConditionalMLP | EDMPreconditioned | VPEpsilonUNet)
             and not config.sampler.uses_grid
             and config.sampler.options.get("sigma", 0.0) <= 0
         ):
