@@ -15,6 +15,7 @@ import pytest
 from jax import Array
 from jax.tree_util import Partial
 
+from scorelab.cli import main
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.diffusers import ClassConditioned, UNet2D, VPEpsilonUNet, export_pipeline, load_unet
 from scorelab.diffusers._unet import _Conv
@@ -280,7 +281,6 @@ def test_a_class_conditional_run_needs_labels_that_fit(tmp_path):
 def test_sample_by_class_rows_labelled_and_independent_of_the_other_classes(tmp_path, capsys):
     from scorelab._files import write_json
     from scorelab.checkpoints import save_model
-    from scorelab.cli import main
 
     config = _experiment(num_classes=10)
     kwargs = {"image_shape": list(SHAPE), "channels": [8, 16], "norm_groups": 4,
@@ -306,13 +306,16 @@ def test_sample_by_class_rows_labelled_and_independent_of_the_other_classes(tmp_
     assert "--guidance: the model has no null label" in capsys.readouterr().err
 
 
-def test_conditional_export_carries_class_embeds_and_dropout(conditional, tmp_path):
+def test_conditional_export_carries_class_embeds_and_dropout(conditional, tmp_path, capsys):
     folder = export_pipeline(conditional, tmp_path / "pipeline")
     config = json.loads((folder / "unet" / "config.json").read_text())
     assert config["num_class_embeds"] == 4 and config["dropout"] == 0.3
     unet = load_unet(folder)
     leaves = zip(jax.tree.leaves(unet), jax.tree.leaves(conditional.network.unet))
     assert all(np.array_equal(a, b) for a, b in leaves)
+    # DDIMPipeline passes no class: scorelab pretrained says so instead of failing in the net.
+    assert main(["pretrained", str(folder), "--out", str(tmp_path / "g.png")]) == 2
+    assert "a class-conditional U-Net (num_class_embeds 4)" in capsys.readouterr().err
 
 
 @pytest.mark.diffusers

@@ -425,7 +425,8 @@ def run(
         PretrainedError: one line naming the input: a ``backend`` other than ``jax`` or
             ``diffusers``, a bad option or noise file, or from :func:`resolve_pipeline`,
             :func:`load_scheduler_config`, :func:`load_unet`, :func:`sample` and
-            :func:`diffusers_sample`.
+            :func:`diffusers_sample`; a class-conditional U-Net (the pipeline takes no
+            class).
     """
     if backend not in ("jax", "diffusers"):
         raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
@@ -448,8 +449,16 @@ def run(
         x_T=x_T,
         step_noise=noise,
     )
+    unet = load_unet(folder)
+    classes = dict(unet.config)["num_class_embeds"]
+    if classes is not None:
+        raise PretrainedError(
+            f"{path_or_id}: a class-conditional U-Net (num_class_embeds {classes}); "
+            "DDIMPipeline, and so scorelab pretrained, passes no class: sample its scorelab run "
+            "with scorelab sample --run RUN --class K"
+        )
     if backend == "jax":
-        x = np.asarray(sample(load_unet(folder), config, jax.random.key(seed), **options))
+        x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
     else:
         x = diffusers_sample(folder, config, seed=seed, **options)
     if save_array is not None:
