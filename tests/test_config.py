@@ -2,11 +2,20 @@
 
 import dataclasses
 
+import equinox as eqx
 import numpy as np
 import pytest
 
+from scorelab import builders
 from scorelab.builders import make_model
-from scorelab.config import IMAGE_RECIPE, TRAIN_RECIPE, ConfigError, ExperimentConfig
+from scorelab.config import (
+    IMAGE_RECIPE,
+    TRAIN_RECIPE,
+    ConfigError,
+    ExperimentConfig,
+    LossConfig,
+    ModelConfig,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +57,101 @@ def test_the_unet_trains_with_the_image_recipe_unless_the_config_says_otherwise(
     assert changed.train == dataclasses.replace(IMAGE_RECIPE, steps=7)
     assert ExperimentConfig.from_dict({}).train == TRAIN_RECIPE
     assert ExperimentConfig.from_dict(unet.to_dict()) == unet
+
+
+# A value other than the default for every field of the loss and model sections, valid where
+# the field is read; a new field must be added here, and is then checked below.
+_LOSS_OTHER = {
+    "sigma": 2.0,
+    "sigma_min": 0.05,
+    "sigma_max": 40.0,
+    "n_sigmas": 3,
+    "sigma_distribution": "lognormal",
+    "p_mean": -1.0,
+    "p_std": 1.0,
+    "weighting": "edm",
+    "n_probes": 2,
+    "probe": "gaussian",
+    "variance_reduction": True,
+    "schedule": "squaredcos_cap_v2",
+    "num_train_timesteps": 500,
+    "beta_start": 2e-4,
+    "beta_end": 0.03,
+    "label_dropout": 0.1,
+}
+_MODEL_OTHER = {
+    "scale_by_sigma": False,
+    "normalise_input": False,
+    "activation": "tanh",
+    "channels": (8, 16),
+    "layers_per_block": 2,
+    "attention_resolutions": (4,),
+    "norm_groups": 4,
+    "attention_head_dim": 4,
+    "dropout": 0.1,
+    "num_classes": 10,
+}
+_LOSS_BASES = [{"name": name} for name in builders.LOSS_FIELDS] + [
+    {"name": "ncsn", "sigma_distribution": "lognormal"}
+]
+
+
+def test_every_field_of_the_loss_and_model_sections_is_covered_below():
+    """A field added to a section without a value here would escape the two tests below."""
+    assert set(_LOSS_OTHER) == {f.name for f in dataclasses.fields(LossConfig)} - {"name"}
+    skip = {"name", "preconditioning", "seed"}
+    assert set(_MODEL_OTHER) == {f.name for f in dataclasses.fields(ModelConfig)} - skip
+
+
+@pytest.mark.parametrize("base", _LOSS_BASES, ids=lambda base: "-".join(base.values()))
+@pytest.mark.parametrize("field", sorted(_LOSS_OTHER))
+def test_a_loss_field_is_accepted_exactly_where_the_loss_is_built_from_it(base, field):
+    """The loss is built from the fields :func:`scorelab.builders.loss_fields` names, and only
+    those: each is accepted at another value and changes the loss built; every other field
+    is refused, naming it (last session a field read by the builder was refused)."""
+    if field in base:
+        pytest.skip("the base sets it")
+    # label_dropout drops the labels of a class-conditional network.
+    model = {"name": "unet", "num_classes": 10} if base["name"] == "vp_epsilon" else {}
+
+    def built(loss):
+        config = ExperimentConfig.from_dict({"data": {"source": "digits"}, "model": model, **loss})
+        return config, builders.make_loss(config.loss, sigma_data=0.5, null_label=10).keywords
+
+    loss = {**base, field: _LOSS_OTHER[field]}
+    if field in builders.loss_fields(LossConfig(**loss)):
+        config, changed = built({"loss": loss})
+        builders.check_fields_read(config)
+        assert changed != built({"loss": base})[1]
+    else:
+        with pytest.raises(ConfigError, match=rf"^loss\.{field}: "):
+            builders.check_fields_read(built({"loss": loss})[0])
+
+
+@pytest.mark.parametrize("kind", list(builders.MODEL_FIELDS), ids=" ".join)
+@pytest.mark.parametrize("field", sorted(_MODEL_OTHER))
+def test_a_model_field_is_accepted_exactly_where_the_network_is_built_from_it(kind, field):
+    """As for the loss: every field :func:`scorelab.builders.model_fields` names for a network
+    is accepted and changes the network's record (its constructor arguments); every other is
+    refused. The networks are built abstractly (shapes only)."""
+    name, preconditioning = kind
+    loss = {"name": "vp_epsilon" if kind == ("unet", "none") else "ncsn" if name != "mlp" else "dsm"}
+    images = 3.0 * np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
+
+    def config_with(values):
+        model = {"name": name, "preconditioning": preconditioning, **values}
+        return ExperimentConfig.from_dict({"data": {"source": "digits"}, "model": model, "loss": loss})
+
+    def record(config):
+        build = lambda: builders.make_model(config.model, config.loss, images)[1]  # noqa: E731
+        return eqx.filter_eval_shape(build)
+
+    values = {field: _MODEL_OTHER[field]}
+    if kind == ("unet", "none") or field not in ("dropout", "num_classes"):
+        config = config_with(values)
+        if field in builders.model_fields(config.model, config.loss):
+            builders.check_fields_read(config)
+            assert record(config) != record(config_with({}))
+            return
+    with pytest.raises(ConfigError, match=rf"^model\.{field}: "):
+        builders.check_fields_read(config_with(values))

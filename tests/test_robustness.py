@@ -269,17 +269,18 @@ def test_a_lognormal_law_beyond_the_sigma_range_is_refused(p_mean, tmp_path, cap
 
 def test_a_setting_the_loss_reads_is_not_refused():
     """The check names what is unread, not what differs from the defaults."""
+    from scorelab.builders import check_fields_read
     from scorelab.config import ExperimentConfig
 
     edm = {"preconditioning": "edm", "activation": "silu"}
     lognormal = {"sigma_distribution": "lognormal", "p_mean": -1.2, "weighting": "edm"}
-    ExperimentConfig.from_dict({"model": edm, "loss": lognormal}).check_fields_read()
+    check_fields_read(ExperimentConfig.from_dict({"model": edm, "loss": lognormal}))
     hutchinson = {"name": "hutchinson", "n_probes": 3, "probe": "gaussian"}
-    ExperimentConfig.from_dict({"loss": hutchinson}).check_fields_read()
+    check_fields_read(ExperimentConfig.from_dict({"loss": hutchinson}))
     unet = {"name": "unet", "channels": [8, 16], "norm_groups": 4}
     vp = {"name": "vp_epsilon", "beta_end": 0.03}
     digits = {"source": "digits"}
-    ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}).check_fields_read()
+    check_fields_read(ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}))
 
 
 @pytest.mark.parametrize("path_kind", ["missing", "folder"])

@@ -99,7 +99,7 @@ def train_run(
         the run keeps one, else the last iterate.
     """
     started = time.perf_counter()
-    config.check_fields_read()
+    builders.check_fields_read(config)
     if resume and not (Path(out_dir) / "checkpoints").is_dir():
         raise ConfigError(
             f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
