@@ -128,19 +128,22 @@ def test_a_loss_field_is_accepted_exactly_where_the_loss_is_built_from_it(base, 
             builders.check_fields_read(built({"loss": loss})[0])
 
 
+def _network_config(kind: tuple[str, str], values=()) -> ExperimentConfig:
+    """The experiment of network ``kind`` (name, preconditioning) on a loss that trains it,
+    with the model fields ``values``."""
+    name, preconditioning = kind
+    loss = "vp_epsilon" if kind == ("unet", "none") else "ncsn" if name != "mlp" else "dsm"
+    model = {"name": name, "preconditioning": preconditioning, **dict(values)}
+    return ExperimentConfig.from_dict({"model": model, "loss": {"name": loss}})
+
+
 @pytest.mark.parametrize("kind", list(builders.MODEL_FIELDS), ids=" ".join)
 @pytest.mark.parametrize("field", sorted(_MODEL_OTHER))
 def test_a_model_field_is_accepted_exactly_where_the_network_is_built_from_it(kind, field):
     """As for the loss: every field :func:`scorelab.builders.model_fields` names for a network
     is accepted and changes the network's record (its constructor arguments); every other is
     refused. The networks are built abstractly (shapes only)."""
-    name, preconditioning = kind
-    loss = {"name": "vp_epsilon" if kind == ("unet", "none") else "ncsn" if name != "mlp" else "dsm"}
     images = 3.0 * np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
-
-    def config_with(values):
-        model = {"name": name, "preconditioning": preconditioning, **values}
-        return ExperimentConfig.from_dict({"data": {"source": "digits"}, "model": model, "loss": loss})
 
     def record(config):
         build = lambda: builders.make_model(config.model, config.loss, images)[1]  # noqa: E731
@@ -148,10 +151,43 @@ def test_a_model_field_is_accepted_exactly_where_the_network_is_built_from_it(ki
 
     values = {field: _MODEL_OTHER[field]}
     if kind == ("unet", "none") or field not in ("dropout", "num_classes"):
-        config = config_with(values)
+        config = _network_config(kind, values)
         if field in builders.model_fields(config.model, config.loss):
             builders.check_fields_read(config)
-            assert record(config) != record(config_with({}))
+            assert record(config) != record(_network_config(kind))
             return
     with pytest.raises(ConfigError, match=rf"^model\.{field}: "):
-        builders.check_fields_read(config_with(values))
+        builders.check_fields_read(_network_config(kind, values))
+
+
+def _recording(config):
+    """A copy of ``config`` that records the names of the fields read from it, and that set."""
+    read: set[str] = set()
+    names = {field.name for field in dataclasses.fields(config)}
+    recorded = None  # the copy, once built (its validation reads every field)
+
+    class Recording(type(config)):
+        def __getattribute__(self, name):
+            if self is recorded and name in names:
+                read.add(name)
+            return super().__getattribute__(name)
+
+    recorded = Recording(**{name: getattr(config, name) for name in names})
+    return recorded, read
+
+
+@pytest.mark.parametrize("kind", list(builders.MODEL_FIELDS), ids=" ".join)
+def test_the_builders_read_nothing_of_a_section_but_its_declared_fields(kind):
+    """What make_model and make_loss read of the sections they are given, recorded, is within
+    :func:`scorelab.builders.model_fields` and :func:`scorelab.builders.loss_fields` (with
+    ``name``, ``preconditioning``, ``seed``): no read bypasses the table the check uses."""
+    config = _network_config(kind)
+    images = np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    model, model_read = _recording(config.model)
+    loss, loss_read = _recording(config.loss)
+    eqx.filter_eval_shape(lambda: builders.make_model(model, loss, images)[1])
+    builders.make_loss(loss, sigma_data=1.0, null_label=10)
+    always = {"name", "preconditioning", "seed"}
+    assert model_read <= {*builders.model_fields(config.model, config.loss), *always}
+    assert loss_read <= {*builders.loss_fields(config.loss), "name"}
+    assert "name" in loss_read and "name" in model_read  # the recording records
