@@ -891,15 +891,34 @@ def test_the_sweep_floor_key_is_none_of_its_seeds_keys(seeds):
 
 
 def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
-    """A warning printed its file, line number and source line before the error."""
+    """A warning printed its file, line number and source line. A step ratio 1.5 times the
+    stability bound 2 sigma_min^2 = 0.0008 grows the chains 2-fold a step on the top levels,
+    finite after 20 steps: the samples are written, with the warning."""
+    import warnings
+
+    argv = ["sample", "--exact", "seed_mixture", "--n", "20", "--levels", "4"]
+    argv += ["--sampler", "annealed_langevin", "--step-ratio", "0.0012"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as outside the tests, where warnings are errors
+        status = main([str(a) for a in [*argv, "--out", tmp_path / "s.npy"]])
+    captured = capsys.readouterr()
+    assert status == 0 and "20 samples" in captured.out
+    (warning,) = captured.err.splitlines()
+    assert warning.startswith("scorelab sample: warning: step_ratio 0.0012 >= 2 sigma_min^2")
+
+
+def test_a_warning_that_explains_a_divergence_is_the_error_line(tmp_path, capsys):
+    """At a step ratio of 1e6 the chains overflow: a warning and an error were printed, two
+    lines for one cause; the error now gives the warning's reason and remedy."""
     import warnings
 
     argv = ["sample", "--exact", "seed_mixture", "--n", "20", "--levels", "4"]
     argv += ["--sampler", "annealed_langevin", "--step-ratio", "1e6", "--out", tmp_path / "s.npy"]
     with warnings.catch_warnings():
-        warnings.simplefilter("always")  # as outside the tests, where warnings are errors
+        warnings.simplefilter("always")
         status = main([str(a) for a in argv])
-    warning, error = capsys.readouterr().err.splitlines()
-    assert status == 2
-    assert warning.startswith("scorelab sample: warning: step_ratio 1e+06 >= 2 sigma_min^2")
+    (error,) = capsys.readouterr().err.splitlines()
+    assert status == 2 and not (tmp_path / "s.npy").exists()
     assert error.startswith("scorelab sample: error: sampler: 20 of 20 chains")
+    assert "step_ratio 1e+06 >= 2 sigma_min^2 = 0.0008" in error
+    assert "pass a step_ratio below 0.0008" in error
