@@ -6,7 +6,7 @@ import equinox as eqx
 import numpy as np
 import pytest
 
-from scorelab import builders
+from scorelab import builders, workflows
 from scorelab.builders import make_model
 from scorelab.config import (
     IMAGE_RECIPE,
@@ -15,6 +15,7 @@ from scorelab.config import (
     ExperimentConfig,
     LossConfig,
     ModelConfig,
+    apply_overrides,
 )
 
 
@@ -191,3 +192,38 @@ def test_the_builders_read_nothing_of_a_section_but_its_declared_fields(kind):
     assert model_read <= {*builders.model_fields(config.model, config.loss), *always}
     assert loss_read <= {*builders.loss_fields(config.loss), "name"}
     assert "name" in loss_read and "name" in model_read  # the recording records
+
+
+@pytest.mark.parametrize(
+    ("job", "setting", "read"),
+    [
+        ("score-error", "sampler.grid='karras'", True),
+        ("score-error", "sampler.rho=3.0", True),
+        ("score-error", "sampler.n_levels=7", True),
+        ("score-error", "sampler.options.eta=0.5", False),
+        ("score-error", "sampler.name='heun'", False),
+        ("likelihood", "sampler.sigma_max=40.0", True),
+        ("likelihood", "sampler.rho=3.0", False),
+        ("grid", "sampler.n_levels=7", True),
+        ("grid", "sampler.prior='exact'", False),
+        ("sample", "sampler.options.eta=0.5", True),
+        ("sample", "data.source='digits_mixture'", True),
+        ("sample", "model.channels=[8]", False),
+        ("sample", "loss.sigma=2.0", False),
+        ("train", "model.channels=[8]", True),
+        ("train", "sampler.options.eta=0.5", True),
+    ],
+)
+def test_a_job_accepts_a_field_it_reads_and_refuses_one_it_does_not(job, setting, read):
+    """:func:`scorelab.workflows.check_reads` on a configuration one field away from the
+    defaults: accepted where :data:`scorelab.workflows.JOB_READS` says the job reads it, else
+    refused naming the field."""
+    base = ExperimentConfig()
+    config = ExperimentConfig.from_dict(apply_overrides({}, [setting]))
+    name = setting.partition("=")[0]
+    assert config.changed_fields(base) == [name]
+    if read:
+        workflows.check_reads(job, config, base)
+    else:
+        with pytest.raises(ConfigError, match=rf"^{name}: scorelab {job} does not read it"):
+            workflows.check_reads(job, config, base)

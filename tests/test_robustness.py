@@ -834,6 +834,54 @@ def test_likelihood_refuses_an_unconditional_model(dsm_run, tmp_path, capsys):
     _fails(["likelihood", "--run", dsm_run, "--points", points], capsys, "unconditional")
 
 
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("sampler.options.eta=0.5", "sampler.options.eta: scorelab score-error does not read it"),
+        ("sampler.name='heun'", "sampler.name: scorelab score-error does not read it"),
+        ("sampler.nfe=20", "sampler.nfe: scorelab score-error does not read it"),
+        ("sampler.prior='exact'", "(read by scorelab train, sample)"),
+    ],
+)
+def test_score_error_refuses_a_sampler_setting_it_does_not_read(setting, words, dsm_run, capsys):
+    """score-error reads the sampler's grid, not its sampler: ``--set sampler.options.eta=...``
+    was accepted and ignored, exit 0."""
+    _fails(["score-error", "--run", dsm_run, "--set", setting], capsys, words, "leave it out")
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "words"),
+    [
+        ("sample", "model.channels=[8]", "model.channels: scorelab sample does not read it"),
+        ("sample", "loss.sigma_max=20.0", "loss.sigma_max: scorelab sample"),
+        ("sample", "train.steps=5", "(read by scorelab train)"),
+        ("sample", "data.n=5", "data.n: scorelab sample"),
+        ("grid", "sampler.grid='karras'", "sampler.grid: scorelab grid does not read it"),
+        ("grid", "sampler.name='heun'", "(read by scorelab train, sample)"),
+        ("likelihood", "sampler.n_levels=7", "read by scorelab train, sample, grid, score-error"),
+        ("likelihood", "sampler.options.eta=0.5", "sampler.options.eta: scorelab likelihood"),
+    ],
+)
+def test_a_command_refuses_a_setting_it_does_not_read(command, setting, words, tmp_path, capsys):
+    """Each was accepted and ignored, exit 0 (``sample --exact`` with a loss setting even took
+    the loss's sigma range for the sampler's)."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    extra = {"sample": ["--out", tmp_path / "s.npy"], "grid": ["--out", tmp_path / "g.json"]}
+    extra["likelihood"] = ["--points", points]
+    argv = [command, "--exact", "seed_mixture", "--set", setting, *extra[command]]
+    _fails(argv, capsys, words, "leave it out")
+    assert not list(tmp_path.glob("[sg].*"))
+
+
+def test_the_sweep_refuses_a_table_of_its_config_other_than_sweep(tmp_path, capsys):
+    """A [sampler] table beside [sweep] was read by nothing, exit 0."""
+    config = tmp_path / "c.toml"
+    config.write_text("[sweep]\nsamplers = ['euler']\n[sampler]\nname = 'heun'\n")
+    argv = ["sweep", "--config", config, "--nfe", "4", "--seeds", "0", "--n", "20"]
+    _fails([*argv, "--out", tmp_path / "sweep", "--quiet"], capsys, "sampler: scorelab sweep")
+
+
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x"])
 def test_demo_name_is_a_plain_folder_name(name, tmp_path, capsys):
     """``--name ..`` or ``''`` named ``--out`` itself or its parent, which --overwrite empties."""

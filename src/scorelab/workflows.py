@@ -41,6 +41,8 @@ from scorelab.targets import GaussianMixture
 from scorelab.training import TrainResult, train
 
 __all__ = [
+    "JOB_READS",
+    "check_reads",
     "SampleResult",
     "train_run",
     "score_model",
@@ -52,6 +54,44 @@ __all__ = [
     "score_error_run",
     "plot_run",
 ]
+
+
+JOB_READS: dict[str, tuple[str, ...]] = {
+    "train": ("data", "model", "loss", "train", "sampler"),  # the sampler: the run's default
+    "sample": ("data.source", "sampler"),
+    "grid": ("data.source", "sampler.n_levels", "sampler.sigma_min", "sampler.sigma_max"),
+    "likelihood": ("data.source", "sampler.sigma_min", "sampler.sigma_max"),
+    "score-error": (
+        "data.source",
+        *(f"sampler.{field}" for field in ("n_levels", "grid", "sigma_min", "sigma_max", "rho")),
+    ),
+}
+"""What each job (``scorelab`` command) reads of its configuration: sections, or
+``section.field`` (``sampler`` covers its options). ``grid`` and ``likelihood`` read the
+sampler's range, ``score-error`` its grid (:func:`scorelab.builders.make_sigmas`), and none of
+the three samples."""
+
+
+def _reads(job: str, name: str) -> bool:
+    """Whether ``job`` reads the field ``name`` (``section.field``) of its configuration."""
+    return any(name == read or name.startswith(f"{read}.") for read in JOB_READS[job])
+
+
+def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> None:
+    """Refuse a setting ``job`` would ignore: a field of ``config`` that differs from ``base``'s
+    (what the job starts from: a run's configuration, or the defaults beside an exact target)
+    and that ``job`` does not read (:data:`JOB_READS`).
+
+    Raises:
+        ConfigError: naming the first such field and the jobs that read it.
+    """
+    for name in config.changed_fields(base):
+        if not _reads(job, name):
+            readers = ", ".join(other for other in JOB_READS if _reads(other, name))
+            raise ConfigError(
+                f"{name}: scorelab {job} does not read it (read by scorelab {readers}); "
+                "leave it out"
+            )
 
 
 def train_run(
