@@ -826,6 +826,16 @@ def test_likelihood_refuses_bad_flags(flags, tmp_path, capsys):
     _fails(["likelihood", "--exact", "seed_mixture", "--points", points, *flags], capsys)
 
 
+@pytest.mark.parametrize("n_probes", ["exact", "auto"])
+def test_likelihood_refuses_a_probe_law_beside_the_exact_trace(n_probes, tmp_path, capsys):
+    """2-D points take the exact trace under ``auto``: ``--probe gaussian`` drew nothing and
+    was ignored, exit 0."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    argv = ["likelihood", "--exact", "seed_mixture", "--points", points, "--probe", "gaussian"]
+    _fails([*argv, "--n-probes", n_probes], capsys, "probe: 'gaussian'", "exact trace")
+
+
 def test_likelihood_refuses_an_unconditional_model(dsm_run, tmp_path, capsys):
     """A DSM model is the score of one law: its probability-flow 'likelihood' was a number
     with no meaning, exit 0."""

@@ -233,28 +233,28 @@ def score_model(config: ExperimentConfig, model, target: GaussianMixture | None)
             the score of one distribution at every level; or a noise-conditional network under
             ULA at sigma 0.
     """
-    if model is None:
-        return _exact_score(config, target)
-    if _one_law_under_a_grid(config, model):
-        trained = f"loss {config.loss.name!r}"
-        if config.loss.name == "dsm":
-            trained += f" at sigma {config.loss.sigma:g}"
-        raise ConfigError(
-            f"sampler.name: {config.sampler.name!r} walks a sigma grid and needs a "
-            f"noise-conditional model (trained with --loss ncsn); this model is "
-            f"unconditional ({trained}), the score of one distribution: sample it with "
-            "--sampler ula"
-        )
-    if (
-        isinstance(model, NoiseConditionalMLP | EDMPreconditioned)
-        and not config.sampler.uses_grid
-        and config.sampler.options.get("sigma", 0.0) <= 0
-    ):
-        raise ConfigError(
-            f"sampler.options.sigma: a noise-conditional model needs sigma > 0 for "
-            f"{config.sampler.name}, got {config.sampler.options.get('sigma', 0.0)}"
-        )
-    return model
+    if model is not None:
+        if _one_law_under_a_grid(config, model):
+            trained = f"loss {config.loss.name!r}"
+            if config.loss.name == "dsm":
+                trained += f" at sigma {config.loss.sigma:g}"
+            raise ConfigError(
+                f"sampler.name: {config.sampler.name!r} walks a sigma grid and needs a "
+                f"noise-conditional model (trained with --loss ncsn); this model is "
+                f"unconditional ({trained}), the score of one distribution: sample it with "
+                "--sampler ula"
+            )
+        if (
+            isinstance(model, NoiseConditionalMLP | EDMPreconditioned)
+            and not config.sampler.uses_grid
+            and config.sampler.options.get("sigma", 0.0) <= 0
+        ):
+            raise ConfigError(
+                f"sampler.options.sigma: a noise-conditional model needs sigma > 0 for "
+                f"{config.sampler.name}, got {config.sampler.options.get('sigma', 0.0)}"
+            )
+        return model
+    return _exact_score(config, target)
 
 
 def _exact_score(config: ExperimentConfig, target: GaussianMixture | None) -> ExactScore:
