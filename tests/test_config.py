@@ -2,11 +2,21 @@
 
 import dataclasses
 
+import equinox as eqx
 import numpy as np
 import pytest
 
+from scorelab import builders, workflows
 from scorelab.builders import make_model
-from scorelab.config import IMAGE_RECIPE, TRAIN_RECIPE, ConfigError, ExperimentConfig
+from scorelab.config import (
+    IMAGE_RECIPE,
+    TRAIN_RECIPE,
+    ConfigError,
+    ExperimentConfig,
+    LossConfig,
+    ModelConfig,
+    apply_overrides,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +58,173 @@ def test_the_unet_trains_with_the_image_recipe_unless_the_config_says_otherwise(
     assert changed.train == dataclasses.replace(IMAGE_RECIPE, steps=7)
     assert ExperimentConfig.from_dict({}).train == TRAIN_RECIPE
     assert ExperimentConfig.from_dict(unet.to_dict()) == unet
+
+
+# A value other than the default for every field of the loss and model sections, valid where
+# the field is read; a new field must be added here, and is then checked below.
+_LOSS_OTHER = {
+    "sigma": 2.0,
+    "sigma_min": 0.05,
+    "sigma_max": 40.0,
+    "n_sigmas": 3,
+    "sigma_distribution": "lognormal",
+    "p_mean": -1.0,
+    "p_std": 1.0,
+    "weighting": "edm",
+    "n_probes": 2,
+    "probe": "gaussian",
+    "variance_reduction": True,
+    "schedule": "squaredcos_cap_v2",
+    "num_train_timesteps": 500,
+    "beta_start": 2e-4,
+    "beta_end": 0.03,
+    "label_dropout": 0.1,
+}
+_MODEL_OTHER = {
+    "scale_by_sigma": False,
+    "normalise_input": False,
+    "activation": "tanh",
+    "channels": (8, 16),
+    "layers_per_block": 2,
+    "attention_resolutions": (4,),
+    "norm_groups": 4,
+    "attention_head_dim": 4,
+    "dropout": 0.1,
+    "num_classes": 10,
+}
+_LOSS_BASES = [{"name": name} for name in builders.LOSS_FIELDS] + [
+    {"name": "ncsn", "sigma_distribution": "lognormal"}
+]
+
+
+def test_every_field_of_the_loss_and_model_sections_is_covered_below():
+    """A field added to a section without a value here would escape the two tests below."""
+    assert set(_LOSS_OTHER) == {f.name for f in dataclasses.fields(LossConfig)} - {"name"}
+    skip = {"name", "preconditioning", "seed"}
+    assert set(_MODEL_OTHER) == {f.name for f in dataclasses.fields(ModelConfig)} - skip
+
+
+@pytest.mark.parametrize(
+    ("base", "field"),
+    [(base, field) for base in _LOSS_BASES for field in sorted(_LOSS_OTHER) if field not in base],
+    ids=lambda value: "-".join(value.values()) if isinstance(value, dict) else value,
+)
+def test_a_loss_field_is_accepted_exactly_where_the_loss_is_built_from_it(base, field):
+    """The loss is built from the fields :func:`scorelab.builders.loss_fields` names, and only
+    those: each is accepted at another value and changes the loss built; every other field
+    is refused, naming it (last session a field read by the builder was refused)."""
+    # label_dropout drops the labels of a class-conditional network.
+    model = {"name": "unet", "num_classes": 10} if base["name"] == "vp_epsilon" else {}
+
+    def built(loss):
+        config = ExperimentConfig.from_dict({"data": {"source": "digits"}, "model": model, **loss})
+        return config, builders.make_loss(config.loss, sigma_data=0.5, null_label=10).keywords
+
+    loss = {**base, field: _LOSS_OTHER[field]}
+    if field in builders.loss_fields(LossConfig(**loss)):
+        config, changed = built({"loss": loss})
+        builders.check_fields_read(config)
+        assert changed != built({"loss": base})[1]
+    else:
+        with pytest.raises(ConfigError, match=rf"^loss\.{field}: "):
+            builders.check_fields_read(built({"loss": loss})[0])
+
+
+def _network_config(kind: tuple[str, str], values=()) -> ExperimentConfig:
+    """The experiment of network ``kind`` (name, preconditioning) on a loss that trains it,
+    with the model fields ``values``."""
+    name, preconditioning = kind
+    loss = "vp_epsilon" if kind == ("unet", "none") else "ncsn" if name != "mlp" else "dsm"
+    model = {"name": name, "preconditioning": preconditioning, **dict(values)}
+    return ExperimentConfig.from_dict({"model": model, "loss": {"name": loss}})
+
+
+@pytest.mark.parametrize("kind", list(builders.MODEL_FIELDS), ids=" ".join)
+@pytest.mark.parametrize("field", sorted(_MODEL_OTHER))
+def test_a_model_field_is_accepted_exactly_where_the_network_is_built_from_it(kind, field):
+    """As for the loss: every field :func:`scorelab.builders.model_fields` names for a network
+    is accepted and changes the network's record (its constructor arguments); every other is
+    refused. The networks are built abstractly (shapes only)."""
+    images = 3.0 * np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
+
+    def record(config):
+        build = lambda: builders.make_model(config.model, config.loss, images)[1]  # noqa: E731
+        return eqx.filter_eval_shape(build)
+
+    values = {field: _MODEL_OTHER[field]}
+    if kind == ("unet", "none") or field not in ("dropout", "num_classes"):
+        config = _network_config(kind, values)
+        if field in builders.model_fields(config.model, config.loss):
+            builders.check_fields_read(config)
+            assert record(config) != record(_network_config(kind))
+            return
+    with pytest.raises(ConfigError, match=rf"^model\.{field}: "):
+        builders.check_fields_read(_network_config(kind, values))
+
+
+def _recording(config):
+    """A copy of ``config`` that records the names of the fields read from it, and that set."""
+    read: set[str] = set()
+    names = {field.name for field in dataclasses.fields(config)}
+    recorded = None  # the copy, once built (its validation reads every field)
+
+    class Recording(type(config)):
+        def __getattribute__(self, name):
+            if self is recorded and name in names:
+                read.add(name)
+            return super().__getattribute__(name)
+
+    recorded = Recording(**{name: getattr(config, name) for name in names})
+    return recorded, read
+
+
+@pytest.mark.parametrize("kind", list(builders.MODEL_FIELDS), ids=" ".join)
+def test_the_builders_read_nothing_of_a_section_but_its_declared_fields(kind):
+    """What make_model and make_loss read of the sections they are given, recorded, is within
+    :func:`scorelab.builders.model_fields` and :func:`scorelab.builders.loss_fields` (with
+    ``name``, ``preconditioning``, ``seed``): no read bypasses the table the check uses."""
+    config = _network_config(kind)
+    images = np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    model, model_read = _recording(config.model)
+    loss, loss_read = _recording(config.loss)
+    eqx.filter_eval_shape(lambda: builders.make_model(model, loss, images)[1])
+    builders.make_loss(loss, sigma_data=1.0, null_label=10)
+    always = {"name", "preconditioning", "seed"}
+    assert model_read <= {*builders.model_fields(config.model, config.loss), *always}
+    assert loss_read <= {*builders.loss_fields(config.loss), "name"}
+    assert "name" in loss_read and "name" in model_read  # the recording records
+
+
+@pytest.mark.parametrize(
+    ("job", "setting", "read"),
+    [
+        ("score-error", "sampler.grid='karras'", True),
+        ("score-error", "sampler.rho=3.0", True),
+        ("score-error", "sampler.n_levels=7", True),
+        ("score-error", "sampler.options.eta=0.5", False),
+        ("score-error", "sampler.name='heun'", False),
+        ("likelihood", "sampler.sigma_max=40.0", True),
+        ("likelihood", "sampler.rho=3.0", False),
+        ("grid", "sampler.n_levels=7", True),
+        ("grid", "sampler.prior='exact'", False),
+        ("sample", "sampler.options.eta=0.5", True),
+        ("sample", "data.source='digits_mixture'", True),
+        ("sample", "model.channels=[8]", False),
+        ("sample", "loss.sigma=2.0", False),
+        ("train", "model.channels=[8]", True),
+        ("train", "sampler.options.eta=0.5", True),
+    ],
+)
+def test_a_job_accepts_a_field_it_reads_and_refuses_one_it_does_not(job, setting, read):
+    """:func:`scorelab.workflows.check_reads` on a configuration one field away from the
+    defaults: accepted where :data:`scorelab.workflows.JOB_READS` says the job reads it, else
+    refused naming the field."""
+    base = ExperimentConfig()
+    config = ExperimentConfig.from_dict(apply_overrides({}, [setting]))
+    name = setting.partition("=")[0]
+    assert config.changed_fields(base) == [name]
+    if read:
+        workflows.check_reads(job, config, base)
+    else:
+        with pytest.raises(ConfigError, match=rf"^{name}: scorelab {job} does not read it"):
+            workflows.check_reads(job, config, base)

@@ -272,17 +272,18 @@ def test_a_lognormal_law_beyond_the_sigma_range_is_refused(p_mean, tmp_path, cap
 
 def test_a_setting_the_loss_reads_is_not_refused():
     """The check names what is unread, not what differs from the defaults."""
+    from scorelab.builders import check_fields_read
     from scorelab.config import ExperimentConfig
 
     edm = {"preconditioning": "edm", "activation": "silu"}
     lognormal = {"sigma_distribution": "lognormal", "p_mean": -1.2, "weighting": "edm"}
-    ExperimentConfig.from_dict({"model": edm, "loss": lognormal}).check_fields_read()
+    check_fields_read(ExperimentConfig.from_dict({"model": edm, "loss": lognormal}))
     hutchinson = {"name": "hutchinson", "n_probes": 3, "probe": "gaussian"}
-    ExperimentConfig.from_dict({"loss": hutchinson}).check_fields_read()
+    check_fields_read(ExperimentConfig.from_dict({"loss": hutchinson}))
     unet = {"name": "unet", "channels": [8, 16], "norm_groups": 4}
     vp = {"name": "vp_epsilon", "beta_end": 0.03}
     digits = {"source": "digits"}
-    ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}).check_fields_read()
+    check_fields_read(ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}))
 
 
 @pytest.mark.parametrize("path_kind", ["missing", "folder"])
@@ -829,12 +830,70 @@ def test_likelihood_refuses_bad_flags(flags, tmp_path, capsys):
     _fails(["likelihood", "--exact", "seed_mixture", "--points", points, *flags], capsys)
 
 
+@pytest.mark.parametrize("n_probes", ["exact", "auto"])
+def test_likelihood_refuses_a_probe_law_beside_the_exact_trace(n_probes, tmp_path, capsys):
+    """2-D points take the exact trace under ``auto``: ``--probe gaussian`` drew nothing and
+    was ignored, exit 0."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    argv = ["likelihood", "--exact", "seed_mixture", "--points", points, "--probe", "gaussian"]
+    _fails([*argv, "--n-probes", n_probes], capsys, "probe: 'gaussian'", "exact trace")
+
+
 def test_likelihood_refuses_an_unconditional_model(dsm_run, tmp_path, capsys):
     """A DSM model is the score of one law: its probability-flow 'likelihood' was a number
     with no meaning, exit 0."""
     points = tmp_path / "p.npy"
     np.save(points, np.zeros((3, 2), np.float32))
     _fails(["likelihood", "--run", dsm_run, "--points", points], capsys, "unconditional")
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("sampler.options.eta=0.5", "sampler.options.eta: scorelab score-error does not read it"),
+        ("sampler.name='heun'", "sampler.name: scorelab score-error does not read it"),
+        ("sampler.nfe=20", "sampler.nfe: scorelab score-error does not read it"),
+        ("sampler.prior='exact'", "(read by scorelab train, sample)"),
+    ],
+)
+def test_score_error_refuses_a_sampler_setting_it_does_not_read(setting, words, dsm_run, capsys):
+    """score-error reads the sampler's grid, not its sampler: ``--set sampler.options.eta=...``
+    was accepted and ignored, exit 0."""
+    _fails(["score-error", "--run", dsm_run, "--set", setting], capsys, words, "leave it out")
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "words"),
+    [
+        ("sample", "model.channels=[8]", "model.channels: scorelab sample does not read it"),
+        ("sample", "loss.sigma_max=20.0", "loss.sigma_max: scorelab sample"),
+        ("sample", "train.steps=5", "(read by scorelab train)"),
+        ("sample", "data.n=5", "data.n: scorelab sample"),
+        ("grid", "sampler.grid='karras'", "sampler.grid: scorelab grid does not read it"),
+        ("grid", "sampler.name='heun'", "(read by scorelab train, sample)"),
+        ("likelihood", "sampler.n_levels=7", "read by scorelab train, sample, grid, score-error"),
+        ("likelihood", "sampler.options.eta=0.5", "sampler.options.eta: scorelab likelihood"),
+    ],
+)
+def test_a_command_refuses_a_setting_it_does_not_read(command, setting, words, tmp_path, capsys):
+    """Each was accepted and ignored, exit 0 (``sample --exact`` with a loss setting even took
+    the loss's sigma range for the sampler's)."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    extra = {"sample": ["--out", tmp_path / "s.npy"], "grid": ["--out", tmp_path / "g.json"]}
+    extra["likelihood"] = ["--points", points]
+    argv = [command, "--exact", "seed_mixture", "--set", setting, *extra[command]]
+    _fails(argv, capsys, words, "leave it out")
+    assert not list(tmp_path.glob("[sg].*"))
+
+
+def test_the_sweep_refuses_a_table_of_its_config_other_than_sweep(tmp_path, capsys):
+    """A [sampler] table beside [sweep] was read by nothing, exit 0."""
+    config = tmp_path / "c.toml"
+    config.write_text("[sweep]\nsamplers = ['euler']\n[sampler]\nname = 'heun'\n")
+    argv = ["sweep", "--config", config, "--nfe", "4", "--seeds", "0", "--n", "20"]
+    _fails([*argv, "--out", tmp_path / "sweep", "--quiet"], capsys, "sampler: scorelab sweep")
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x"])
@@ -894,18 +953,37 @@ def test_the_sweep_floor_key_is_none_of_its_seeds_keys(seeds):
 
 
 def test_a_warning_is_one_line_naming_the_command(tmp_path, capsys):
-    """A warning printed its file, line number and source line before the error."""
+    """A warning printed its file, line number and source line. A step ratio 1.5 times the
+    stability bound 2 sigma_min^2 = 0.0008 grows the chains 2-fold a step on the top levels,
+    finite after 20 steps: the samples are written, with the warning."""
+    import warnings
+
+    argv = ["sample", "--exact", "seed_mixture", "--n", "20", "--levels", "4"]
+    argv += ["--sampler", "annealed_langevin", "--step-ratio", "0.0012"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as outside the tests, where warnings are errors
+        status = main([str(a) for a in [*argv, "--out", tmp_path / "s.npy"]])
+    captured = capsys.readouterr()
+    assert status == 0 and "20 samples" in captured.out
+    (warning,) = captured.err.splitlines()
+    assert warning.startswith("scorelab sample: warning: step_ratio 0.0012 >= 2 sigma_min^2")
+
+
+def test_a_warning_that_explains_a_divergence_is_the_error_line(tmp_path, capsys):
+    """At a step ratio of 1e6 the chains overflow: a warning and an error were printed, two
+    lines for one cause; the error now gives the warning's reason and remedy."""
     import warnings
 
     argv = ["sample", "--exact", "seed_mixture", "--n", "20", "--levels", "4"]
     argv += ["--sampler", "annealed_langevin", "--step-ratio", "1e6", "--out", tmp_path / "s.npy"]
     with warnings.catch_warnings():
-        warnings.simplefilter("always")  # as outside the tests, where warnings are errors
+        warnings.simplefilter("always")
         status = main([str(a) for a in argv])
-    warning, error = capsys.readouterr().err.splitlines()
-    assert status == 2
-    assert warning.startswith("scorelab sample: warning: step_ratio 1e+06 >= 2 sigma_min^2")
+    (error,) = capsys.readouterr().err.splitlines()
+    assert status == 2 and not (tmp_path / "s.npy").exists()
     assert error.startswith("scorelab sample: error: sampler: 20 of 20 chains")
+    assert "step_ratio 1e+06 >= 2 sigma_min^2 = 0.0008" in error
+    assert "pass a step_ratio below 0.0008" in error
 
 
 def test_likelihood_reads_points_in_the_model_s_shape(tmp_path, capsys):
@@ -961,4 +1039,4 @@ def test_a_vp_unet_under_a_gridless_sampler_needs_sigma():
          "sampler": {"name": "ula"}}
     )  # fmt: skip
     with pytest.raises(ConfigError, match="a noise-conditional model needs sigma > 0 for ula"):
-        score_model(config, model)
+        score_model(config, model, None)

@@ -8,6 +8,9 @@ wherever it is used.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +23,7 @@ from scorelab.config import (
     TARGETS,
     ConfigError,
     DataConfig,
+    ExperimentConfig,
     LossConfig,
     ModelConfig,
     SamplerConfig,
@@ -38,6 +42,12 @@ from scorelab.noise import sigma_grid
 from scorelab.targets import GaussianMixture
 
 __all__ = [
+    "LOSS_FIELDS",
+    "SIGMA_LAW_FIELDS",
+    "MODEL_FIELDS",
+    "loss_fields",
+    "model_fields",
+    "check_fields_read",
     "make_target",
     "make_data",
     "make_image_data",
@@ -48,6 +58,113 @@ __all__ = [
     "make_sampler",
     "make_prior",
 ]
+
+
+# What each loss and network reads. make_loss and make_model build from the projection of
+# their section onto these fields (every other field at its default), and check_fields_read
+# refuses a section that differs from its projection: a field missing here reaches no build
+# and is refused when set, so what is built and what is accepted cannot drift apart.
+LOSS_FIELDS: dict[str, tuple[str, ...]] = {
+    "hyvarinen": (),
+    "hutchinson": ("n_probes", "probe"),
+    "sliced": ("n_probes", "variance_reduction"),
+    "dsm": ("sigma",),
+    "ncsn": ("sigma_min", "sigma_max", "n_sigmas", "sigma_distribution", "weighting"),
+    "vp_epsilon": ("schedule", "num_train_timesteps", "beta_start", "beta_end", "label_dropout"),
+}
+"""The fields of the loss section each loss reads, besides ``name``."""
+
+SIGMA_LAW_FIELDS: dict[str, tuple[str, ...]] = {"loguniform": (), "lognormal": ("p_mean", "p_std")}
+"""The fields each ``sigma_distribution`` reads, for a loss that reads ``sigma_distribution``."""
+
+_UNET_FIELDS = (
+    "channels",
+    "layers_per_block",
+    "attention_resolutions",
+    "norm_groups",
+    "attention_head_dim",
+)
+MODEL_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("mlp", "none"): ("normalise_input", "activation"),
+    ("ncsn_mlp", "none"): ("scale_by_sigma", "normalise_input", "activation"),
+    ("ncsn_mlp", "edm"): ("activation",),
+    ("unet", "none"): (*_UNET_FIELDS, "dropout", "num_classes"),
+    ("unet", "edm"): _UNET_FIELDS,
+}
+"""The fields of the model section each network ``(name, preconditioning)`` reads, besides
+``name``, ``preconditioning`` and ``seed`` (``name`` resolved for the loss)."""
+
+_ALWAYS_READ = ("name", "preconditioning", "seed")
+
+
+def loss_fields(config: LossConfig) -> tuple[str, ...]:
+    """The fields of the loss section ``config.name`` reads with its ``sigma_distribution``
+    (:data:`LOSS_FIELDS`, :data:`SIGMA_LAW_FIELDS`), besides ``name``."""
+    fields = LOSS_FIELDS[config.name]
+    if "sigma_distribution" in fields:
+        fields += SIGMA_LAW_FIELDS[config.sigma_distribution]
+    return fields
+
+
+def model_fields(config: ModelConfig, loss: LossConfig) -> tuple[str, ...]:
+    """The fields of the model section its network reads (:data:`MODEL_FIELDS`), besides
+    ``name``, ``preconditioning`` and ``seed``."""
+    return MODEL_FIELDS[config.resolved(loss), config.preconditioning]
+
+
+def _projection(config, fields: tuple[str, ...]):
+    """``config`` with every field but ``fields`` (and ``name``, ``preconditioning``, ``seed``)
+    at its default: all that a builder sees of its section."""
+    names = {field.name for field in dataclasses.fields(config)}
+    kept = (name for name in (*fields, *_ALWAYS_READ) if name in names)
+    return type(config)(**{name: getattr(config, name) for name in kept})
+
+
+def _check_read(section: str, config, fields: tuple[str, ...], reader) -> None:
+    """Refuse the first field of ``config`` that differs from its projection on ``fields``;
+    ``reader(field)`` names what does not read it."""
+    projected = _projection(config, fields)
+    for field in dataclasses.fields(config):
+        if getattr(config, field.name) != getattr(projected, field.name):
+            raise ConfigError(
+                f"{section}.{field.name}: {reader(field.name)} does not read it; leave it out"
+            )
+
+
+def check_fields_read(config: ExperimentConfig) -> None:
+    """Refuse a setting that training would ignore.
+
+    A field of the loss or model section set away from its default that the chosen loss or
+    network does not read (:func:`loss_fields`, :func:`model_fields`: ``loss.p_mean`` beside
+    the ``loguniform`` law, ``loss.beta_end`` on ``ncsn``, ``model.channels`` on an MLP), or
+    ``data.n`` for a source used whole (a file, a folder, ``digits``): the run would train
+    other than asked, and say nothing. A saved run's configuration is not checked (it may
+    predate a rule).
+
+    Raises:
+        ConfigError: naming the first such field and what does not read it.
+    """
+    if config.data.n != DataConfig.n and not (
+        config.data.source in TARGETS or config.data.source in TOY_DATASETS
+    ):
+        raise ConfigError(
+            f"data.n: the number of points drawn from a built-in target or toy set; "
+            f"{config.data.source} is used whole: leave data.n out"
+        )
+    loss = config.loss
+    laws = set(itertools.chain(*SIGMA_LAW_FIELDS.values()))
+
+    def loss_reader(field: str) -> str:
+        if field in laws and "sigma_distribution" in LOSS_FIELDS[loss.name]:
+            return f"sigma_distribution {loss.sigma_distribution!r}"
+        return f"loss {loss.name!r}"
+
+    _check_read("loss", loss, loss_fields(loss), loss_reader)
+    model = config.model
+    network = f"model {model.resolved(loss)!r}"
+    if model.preconditioning != "none":
+        network += f" with preconditioning {model.preconditioning!r}"
+    _check_read("model", model, model_fields(model, loss), lambda field: network)
 
 
 def make_target(config: DataConfig) -> GaussianMixture | None:
@@ -148,7 +265,9 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     """A fresh network for ``data`` ``(n, *S)`` and ``loss``, and its constructor arguments.
 
     The MLPs take an example of any shape ``S`` (an image ``(C, H, W)``) flattened to
-    ``d = prod(S)`` inputs, and return the score in that shape.
+    ``d = prod(S)`` inputs, and return the score in that shape. The network sees the fields
+    of ``config`` and ``loss`` it reads (:func:`model_fields`, :func:`loss_fields`); the
+    others are taken at their defaults.
 
     Args:
         config: the model section.
@@ -161,6 +280,8 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         ``(model, kwargs)``: the network and what :func:`scorelab.checkpoints.save_model`
         records to rebuild it.
     """
+    loss = _projection(loss, loss_fields(loss))
+    config = _projection(config, model_fields(config, loss))
     key = jax.random.key(config.seed) if key is None else key
     if config.resolved(loss) == "unet":
         return _make_unet(config, loss, data, key)
@@ -234,7 +355,8 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
 def make_loss(
     config: LossConfig, sigma_data: float | None = None, null_label: int | None = None
 ) -> Partial:
-    """The per-example loss ``loss_fn(key, score_fn, x)`` with its hyper-parameters bound.
+    """The per-example loss ``loss_fn(key, score_fn, x)`` with its hyper-parameters bound:
+    the fields of ``config`` it reads (:func:`loss_fields`), the others at their defaults.
 
     Args:
         config: the loss section.
@@ -246,6 +368,7 @@ def make_loss(
     Raises:
         ValueError: for EDM's weighting without ``sigma_data``.
     """
+    config = _projection(config, loss_fields(config))
     weighting = {}  # the default, NCSN's
     if config.weighting == "edm":
         if sigma_data is None:

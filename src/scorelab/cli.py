@@ -155,9 +155,11 @@ def _experiment(args, flags: dict, base: dict | None = None):
 def _source(args, flags: dict):
     """``(config, model)`` of ``--run DIR`` (its saved configuration and network) or ``--exact
     TARGET`` (the target's exact score: model ``None``), with ``--config``, ``--set`` and
-    ``flags`` applied on top."""
-    from scorelab.config import TARGETS
+    ``flags`` applied on top; a setting the command does not read is refused
+    (:func:`scorelab.workflows.check_reads`)."""
+    from scorelab.config import TARGETS, ExperimentConfig
     from scorelab.runs import load_run
+    from scorelab.workflows import check_reads
 
     if (args.run is None) == (args.exact is None):
         raise ValueError("give exactly one of --run DIR (a trained model) or --exact TARGET")
@@ -168,25 +170,31 @@ def _source(args, flags: dict):
     if args.run is not None:
         saved, model = load_run(args.run)
         return _run_experiment(args, flags, saved), model
-    return _experiment(args, flags, {"data": {"source": args.exact}}), None
+    exact = {"data": {"source": args.exact}}
+    config = _experiment(args, flags, exact)
+    check_reads(args.command, config, ExperimentConfig.from_dict(exact))
+    return config, None
 
 
 def _run_experiment(args, flags: dict, saved):
     """A run's saved configuration with ``--config``, ``--set`` and ``flags`` on top, of which
-    only ``[sampler]`` may differ: the data, model, loss and training made the saved network,
-    and another value there would describe a model the run does not hold."""
+    only ``[sampler]`` may differ, and only what the command reads of it: the data, model, loss
+    and training made the saved network, and another value there would describe a model the
+    run does not hold."""
     from scorelab.config import ConfigError
+    from scorelab.workflows import check_reads
 
     config = _experiment(args, flags, saved.to_dict())
-    fixed, changed = saved.to_dict(), config.to_dict()
-    for section in ("data", "model", "loss", "train"):
-        for field, value in fixed[section].items():
-            if changed[section][field] != value:
-                raise ConfigError(
-                    f"{section}.{field}: the run {args.run} was trained with {value!r}; only "
-                    f"the sampler's settings may change when sampling a run (got "
-                    f"{changed[section][field]!r}): train a new run for another {section}"
-                )
+    for name in config.changed_fields(saved):
+        section, field = name.split(".", 1)
+        if section != "sampler":
+            value, changed = (getattr(getattr(c, section), field) for c in (saved, config))
+            raise ConfigError(
+                f"{name}: the run {args.run} was trained with {value!r}; only the sampler's "
+                f"settings may change when sampling a run (got {changed!r}): train a new run "
+                f"for another {section}"
+            )
+    check_reads(args.command, config, saved)
     return config
 
 
@@ -514,7 +522,14 @@ def _cmd_sweep(args) -> int:
     from scorelab.runs import prepare_run_dir
     from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
 
-    table = load_config(args.config).get("sweep", {}) if args.config else {}
+    loaded = load_config(args.config) if args.config else {}
+    for section in loaded:
+        if section != "sweep":
+            raise ConfigError(
+                f"{section}: scorelab sweep reads only the [sweep] table of {args.config} "
+                f"(the sampler and its grid are the [sweep] fields); leave [{section}] out"
+            )
+    table = loaded.get("sweep", {})
     if not isinstance(table, dict):
         raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
     values = dict(table)

@@ -590,44 +590,6 @@ def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
         )
 
 
-# The fields of the loss and model sections each loss and network reads (besides ``name``,
-# ``seed`` and ``preconditioning``): what :meth:`ExperimentConfig.check_fields_read` checks.
-_LOSS_READS = {
-    "hyvarinen": (),
-    "hutchinson": ("n_probes", "probe"),
-    "sliced": ("n_probes", "variance_reduction"),
-    "dsm": ("sigma",),
-    "ncsn": ("sigma_min", "sigma_max", "n_sigmas", "sigma_distribution", "weighting"),
-    "vp_epsilon": ("schedule", "num_train_timesteps", "beta_start", "beta_end", "label_dropout"),
-}
-_LOGNORMAL_READS = ("p_mean", "p_std")
-_UNET_FIELDS = (
-    "channels",
-    "layers_per_block",
-    "attention_resolutions",
-    "norm_groups",
-    "attention_head_dim",
-)
-_MODEL_READS = {
-    "mlp": ("normalise_input", "activation"),
-    "ncsn_mlp": ("scale_by_sigma", "normalise_input", "activation"),
-    "ncsn_mlp edm": ("activation",),
-    "unet": (*_UNET_FIELDS, "dropout", "num_classes"),
-    "unet edm": _UNET_FIELDS,
-}
-
-
-def _check_read(section: str, value: Any, reads: tuple[str, ...], reader: str) -> None:
-    """Refuse a field of ``value`` set away from its default that ``reader`` does not read."""
-    default = type(value)()
-    for field in dataclasses.fields(value):
-        name = field.name
-        if name in (*reads, "name", "seed", "preconditioning"):
-            continue
-        if getattr(value, name) != getattr(default, name):
-            _fail(section, name, f"{reader} does not read it; leave it out")
-
-
 def _sampler_table(table: Any) -> Any:
     """The ``[sampler]`` table with the flat option keys of earlier versions (``e = 1.0`` beside
     ``name``) moved into ``options``; a renamed option fails naming its new spelling there."""
@@ -702,37 +664,23 @@ class ExperimentConfig:
         _check_model_and_loss(config.model, config.loss)
         return config
 
-    def check_fields_read(self) -> None:
-        """Refuse a setting that training would ignore.
-
-        A field of the loss or model section set away from its default that the chosen loss
-        or network does not read (``loss.p_mean`` beside the ``loguniform`` law, ``loss.beta_end``
-        on ``ncsn``, ``model.channels`` on an MLP), or ``data.n`` for a source used whole (a
-        file, a folder, ``digits``): the run would train other than asked, and say nothing.
-        A saved run's configuration is not checked (it may predate a rule).
-
-        Raises:
-            ConfigError: naming the first such field.
-        """
-        if self.data.n != DataConfig.n and not (
-            self.data.source in TARGETS or self.data.source in TOY_DATASETS
-        ):
-            _fail(
-                "data",
-                "n",
-                f"the number of points drawn from a built-in target or toy set; "
-                f"{self.data.source} is used whole: leave data.n out",
-            )
-        loss = self.loss
-        reads = _LOSS_READS[loss.name] + (_LOGNORMAL_READS if loss.name == "ncsn" else ())
-        _check_read("loss", loss, reads, f"loss {loss.name!r}")
-        if loss.name == "ncsn" and loss.sigma_distribution != "lognormal":
-            law = f"sigma_distribution {loss.sigma_distribution!r}"
-            _check_read("loss", loss, tuple(set(reads) - set(_LOGNORMAL_READS)), law)
-        network = self.model.resolved(loss)
-        edm = " edm" if self.model.preconditioning == "edm" else ""
-        reader = f"model {network!r}" + (" with preconditioning 'edm'" if edm else "")
-        _check_read("model", self.model, _MODEL_READS[network + edm], reader)
+    def changed_fields(self, base: ExperimentConfig) -> list[str]:
+        """The fields whose values differ from ``base``'s, as ``section.field`` in the order
+        of the sections and their fields; a sampler option as ``sampler.options.NAME``."""
+        changed = []
+        for name in _SECTIONS:
+            section, other = getattr(self, name), getattr(base, name)
+            for field in dataclasses.fields(section):
+                value, before = getattr(section, field.name), getattr(other, field.name)
+                if field.name == "options":
+                    changed += [
+                        f"{name}.options.{option}"
+                        for option in dict.fromkeys([*before, *value])
+                        if value.get(option) != before.get(option)
+                    ]
+                elif value != before:
+                    changed.append(f"{name}.{field.name}")
+        return changed
 
     def to_dict(self) -> dict[str, Any]:
         """Nested JSON-serialisable dict (inverse of :meth:`from_dict`)."""

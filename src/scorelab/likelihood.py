@@ -123,6 +123,12 @@ def _probes(key: Array, n_probes, probe: str, x: Array) -> tuple[Array, bool]:
     """The ``(K, d)`` probes of a flat point ``x`` and whether they are the exact basis."""
     dim = x.shape[-1]
     if n_probes == "exact" or (n_probes == "auto" and dim <= EXACT_TRACE_MAX_DIM):
+        if probe != "rademacher":  # the default: a probe law asked for would be ignored
+            raise ValueError(
+                f"probe: {probe!r} is a law of Hutchinson probes, and n_probes {n_probes!r} "
+                f"takes the exact trace at dimension {dim}; give n_probes an integer, or leave "
+                "probe out"
+            )
         return jnp.eye(dim, dtype=x.dtype), True
     return _draw_probes(key, 1 if n_probes == "auto" else n_probes, x, probe), False
 
@@ -208,8 +214,9 @@ def ode_log_likelihood(
 
     Raises:
         ValueError: for a bad sigma range, an unknown ``process``, ``probe`` or ``solver``,
-            ``n_probes`` neither ``"auto"``, ``"exact"`` nor an integer ``>= 1``, or
-            non-positive ``rtol``, ``atol``, ``max_steps``.
+            ``n_probes`` neither ``"auto"``, ``"exact"`` nor an integer ``>= 1``,
+            non-positive ``rtol``, ``atol``, ``max_steps``, or a ``probe`` other than the
+            default beside the exact trace (which draws no probes).
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,9 +39,12 @@ from scorelab.precond import EDMPreconditioned
 from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
 from scorelab.score_error import ScoreErrorProfile, score_error_profile
+from scorelab.targets import GaussianMixture
 from scorelab.training import TrainResult, train
 
 __all__ = [
+    "JOB_READS",
+    "check_reads",
     "SampleResult",
     "train_run",
     "score_model",
@@ -52,6 +56,44 @@ __all__ = [
     "score_error_run",
     "plot_run",
 ]
+
+
+JOB_READS: dict[str, tuple[str, ...]] = {
+    "train": ("data", "model", "loss", "train", "sampler"),  # the sampler: the run's default
+    "sample": ("data.source", "sampler"),
+    "grid": ("data.source", "sampler.n_levels", "sampler.sigma_min", "sampler.sigma_max"),
+    "likelihood": ("data.source", "sampler.sigma_min", "sampler.sigma_max"),
+    "score-error": (
+        "data.source",
+        *(f"sampler.{field}" for field in ("n_levels", "grid", "sigma_min", "sigma_max", "rho")),
+    ),
+}
+"""What each job (``scorelab`` command) reads of its configuration: sections, or
+``section.field`` (``sampler`` covers its options). ``grid`` and ``likelihood`` read the
+sampler's range, ``score-error`` its grid (:func:`scorelab.builders.make_sigmas`), and none of
+the three samples."""
+
+
+def _reads(job: str, name: str) -> bool:
+    """Whether ``job`` reads the field ``name`` (``section.field``) of its configuration."""
+    return any(name == read or name.startswith(f"{read}.") for read in JOB_READS[job])
+
+
+def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> None:
+    """Refuse a setting ``job`` would ignore: a field of ``config`` that differs from ``base``'s
+    (what the job starts from: a run's configuration, or the defaults beside an exact target)
+    and that ``job`` does not read (:data:`JOB_READS`).
+
+    Raises:
+        ConfigError: naming the first such field and the jobs that read it.
+    """
+    for name in config.changed_fields(base):
+        if not _reads(job, name):
+            readers = ", ".join(other for other in JOB_READS if _reads(other, name))
+            raise ConfigError(
+                f"{name}: scorelab {job} does not read it (read by scorelab {readers}); "
+                "leave it out"
+            )
 
 
 def train_run(
@@ -101,7 +143,7 @@ def train_run(
         the run keeps one, else the last iterate.
     """
     started = time.perf_counter()
-    config.check_fields_read()
+    builders.check_fields_read(config)
     if resume and not (Path(out_dir) / "checkpoints").is_dir():
         raise ConfigError(
             f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
@@ -182,14 +224,16 @@ def _one_law_under_a_grid(config: ExperimentConfig, model) -> bool:
     return isinstance(model, MLP) and config.sampler.uses_grid
 
 
-def score_model(config: ExperimentConfig, model=None):
-    """The score to sample with: ``model``, or the exact score of the configured target.
+def score_model(config: ExperimentConfig, model, target: GaussianMixture | None):
+    """The score to sample with: ``model``, or the exact score of ``target`` (the configured
+    one, :func:`scorelab.builders.make_target`).
 
     Raises:
-        ConfigError: for a bundled network that cannot serve the configured sampler: an
-            unconditional :class:`scorelab.models.MLP` (Hyvarinen, Hutchinson, sliced, DSM)
-            under a sampler that walks a sigma grid, which would query the score of one
-            distribution at every level; or a noise-conditional network under ULA at sigma 0.
+        ConfigError: for no model and no target; for a bundled network that cannot serve the
+            configured sampler: an unconditional :class:`scorelab.models.MLP` (Hyvarinen,
+            Hutchinson, sliced, DSM) under a sampler that walks a sigma grid, which would query
+            the score of one distribution at every level; or a noise-conditional network under
+            ULA at sigma 0.
     """
     from scorelab.diffusers import VPEpsilonUNet
 
@@ -214,13 +258,30 @@ def score_model(config: ExperimentConfig, model=None):
                 f"{config.sampler.name}, got {config.sampler.options.get('sigma', 0.0)}"
             )
         return model
-    target = builders.make_target(config.data)
+    return _exact_score(config, target)
+
+
+def _exact_score(config: ExperimentConfig, target: GaussianMixture | None) -> ExactScore:
+    """The exact score of ``target``, or a ``data.source`` error for data without one."""
     if target is None:
         raise ConfigError(
             f"data.source: no exact score for {config.data.source!r}; "
             f"accepted for --exact: {', '.join(TARGETS)}"
         )
     return ExactScore(target)
+
+
+def _score_at_every_level(config: ExperimentConfig, model, target, need: str):
+    """``model``, or the exact score of ``target``, for a job (``need``) that queries the score
+    at every noise level: a ``model`` error for an unconditional network (the score of one
+    law)."""
+    if isinstance(model, MLP):
+        raise ConfigError(
+            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
+            f"score of one law; {need} needs the score at every noise level (a model trained "
+            "with --loss ncsn)"
+        )
+    return model if model is not None else _exact_score(config, target)
 
 
 class SampleResult(NamedTuple):
@@ -277,13 +338,17 @@ def sample_run(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
     check_seed("sample.seed", seed, error=ConfigError)
-    score_fn = score_model(config, model)
+    target = builders.make_target(config.data)
+    score_fn = score_model(config, model, target)
+    shape = _state_shape(config, target)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
         if classes is not None or guidance:
             flag = "--class" if classes is not None else "--guidance"
             raise ConfigError(f"{flag}: the model is not class-conditional (no num_classes)")
-        return _draw(config, model, score_fn, n, jax.random.key(seed), trajectory, batch)
+        draws = [(jax.random.key(seed), score_fn)]
+        (result,) = _draw(config, model, target, shape, draws, n, trajectory, batch)
+        return result
     from scorelab.diffusers import ClassConditioned
 
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -291,18 +356,18 @@ def sample_run(
         raise ConfigError(f"--class: {classes} names a class twice; give each once")
     check_memory(  # all classes' samples together; each class's chains are checked as drawn
         "sample.n",
-        4.0 * n * len(classes) * int(np.prod(_state_shape(config))) * 2,
+        4.0 * n * len(classes) * int(np.prod(shape)) * 2,
         "ask for fewer samples (--n) or classes (--class)",
         error=ConfigError,
     )
     try:
-        conditioned = [ClassConditioned(score_fn, y, guidance) for y in classes]
+        draws = [
+            (jax.random.fold_in(jax.random.key(seed), y), ClassConditioned(score_fn, y, guidance))
+            for y in classes
+        ]
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    parts = [
-        _draw(config, model, fn, n, jax.random.fold_in(jax.random.key(seed), y), trajectory, batch)
-        for y, fn in zip(classes, conditioned)
-    ]
+    parts = _draw(config, model, target, shape, draws, n, trajectory, batch)
     per_chain = [p.nfe_per_chain for p in parts]
     return SampleResult(
         np.concatenate([p.x for p in parts]),
@@ -313,20 +378,24 @@ def sample_run(
     )
 
 
-def _state_shape(config: ExperimentConfig) -> tuple[int, ...]:
+def _state_shape(config: ExperimentConfig, target: GaussianMixture | None) -> tuple[int, ...]:
     """One sample's shape: the target's ``(d,)``, or the shape of one example of the data."""
-    target = builders.make_target(config.data)
     return (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
 
 
-def _draw(config, model, score_fn, n, key, trajectory, batch) -> SampleResult:
-    """``n`` chains of the configured sampler on ``score_fn`` from ``key`` (:func:`sample_run`)."""
-    target = builders.make_target(config.data)
-    shape = _state_shape(config)
+def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[SampleResult]:
+    """``n`` chains of the configured sampler for each ``(key, score_fn)`` of ``draws``
+    (:func:`sample_run`), on states of ``shape``; the sampler is built once.
+
+    A warning raised in building the sampler (a step beyond its stability bound) is the
+    reason of a divergence: it is the error's remedy when chains end non-finite (one line, not
+    a warning and an error), and is issued again otherwise.
+    """
     dim = int(np.prod(shape))
-    key_prior, key_sampler = jax.random.split(key)
-    # MALA's log-density is the exact target's: only when sampling its exact score.
-    sampler = builders.make_sampler(config.sampler, target if model is None else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # MALA's log-density is the exact target's: only when sampling its exact score.
+        sampler = builders.make_sampler(config.sampler, target if model is None else None)
     # The per-step schedule holds a few floats a step (n_steps, n_restarts and the like set it).
     check_memory(
         f"sampler: {sampler.n_steps} steps of {sampler.name}",
@@ -341,31 +410,43 @@ def _draw(config, model, score_fn, n, key, trajectory, batch) -> SampleResult:
         "ask for fewer samples (--n)" + (" or no --trajectory" if trajectory else ""),
         error=ConfigError,
     )
-    x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target)
-    chunks = [
-        samplers.sample(
-            key_sampler,
-            sampler,
-            score_fn,
-            x_init[start : start + batch],
-            trajectory,
-            first_chain=start,
-        )
-        for start in range(0, n, batch)
-    ]
-    out = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *chunks)
-    finite = np.isfinite(np.asarray(out.x)).all(axis=tuple(range(1, out.x.ndim)))
-    if not finite.all():
-        raise ValueError(
-            f"sampler: {int((~finite).sum())} of {n} chains of {sampler.name} ended non-finite "
-            "(the chains diverged); take smaller steps (a smaller step size or step ratio, or "
-            "more levels) and check the score model"
-        )
-    traj = None if out.trajectory is None else np.asarray(out.trajectory)
-    if sampler.nfe is not None:
-        return SampleResult(np.asarray(out.x), traj, sampler.nfe)
-    per_chain = np.asarray(out.nfe)
-    return SampleResult(np.asarray(out.x), traj, float(np.mean(per_chain)), per_chain)
+    remedy = "; ".join(str(warning.message) for warning in caught) or (
+        "take smaller steps (a smaller step size or step ratio, or more levels) and check the "
+        "score model"
+    )
+    results = []
+    for key, score_fn in draws:
+        key_prior, key_sampler = jax.random.split(key)
+        x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target)
+        chunks = [
+            samplers.sample(
+                key_sampler,
+                sampler,
+                score_fn,
+                x_init[start : start + batch],
+                trajectory,
+                first_chain=start,
+            )
+            for start in range(0, n, batch)
+        ]
+        out = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *chunks)
+        finite = np.isfinite(np.asarray(out.x)).all(axis=tuple(range(1, out.x.ndim)))
+        if not finite.all():
+            raise ValueError(
+                f"sampler: {int((~finite).sum())} of {n} chains of {sampler.name} ended "
+                f"non-finite (the chains diverged): {remedy}"
+            )
+        traj = None if out.trajectory is None else np.asarray(out.trajectory)
+        if sampler.nfe is not None:
+            results.append(SampleResult(np.asarray(out.x), traj, sampler.nfe))
+        else:
+            per_chain = np.asarray(out.nfe)
+            results.append(
+                SampleResult(np.asarray(out.x), traj, float(np.mean(per_chain)), per_chain)
+            )
+    for warning in caught:
+        warnings.warn(warning.message, stacklevel=3)
+    return results
 
 
 def grid_run(
@@ -395,8 +476,8 @@ def grid_run(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
     check_seed("grid.seed", seed, error=ConfigError)
-    score_fn = score_model(config, model)
     target = builders.make_target(config.data)
+    score_fn = _score_at_every_level(config, model, target, "an Align-Your-Steps grid")
     if target is not None:
         check_memory("grid.n", 4.0 * n * target.dim, "use fewer data points (--n)", ConfigError)
     key_data, key_bound = jax.random.split(jax.random.key(seed))
@@ -662,14 +743,9 @@ def score_error_run(
             f"data.source: {config.data.source!r} has no exact score to compare with; the "
             f"score error needs a run trained on a built-in target ({', '.join(TARGETS)})"
         )
-    if isinstance(model, MLP):
-        raise ConfigError(
-            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
-            "score of one law; the score error per noise level needs a noise-conditional one "
-            "(trained with --loss ncsn)"
-        )
+    score_fn = _score_at_every_level(config, model, target, "the score error per noise level")
     sigmas = builders.make_sigmas(config.sampler)
-    return score_error_profile(jax.random.key(seed), model, target, sigmas, n)
+    return score_error_profile(jax.random.key(seed), score_fn, target, sigmas, n)
 
 
 def likelihood_points(
@@ -717,14 +793,9 @@ def likelihood_points(
             "--run: a class-conditional model; its likelihood needs a class per point, which "
             "scorelab likelihood does not take: use an unconditional run"
         )
-    shape = _state_shape(config)
-    points = _likelihood_points(points, shape)
-    if isinstance(model, MLP):
-        raise ConfigError(
-            f"model: the run holds an unconditional model (loss {config.loss.name!r}), the "
-            "score of one law; the probability-flow ODE needs the score at every noise level "
-            "(a model trained with --loss ncsn)"
-        )
+    target = builders.make_target(config.data)
+    points = _likelihood_points(points, _state_shape(config, target))
+    score_fn = _score_at_every_level(config, model, target, "the probability-flow ODE")
     n_probes = options.get("n_probes")
     if isinstance(n_probes, int) and not isinstance(n_probes, bool):
         check_memory(
@@ -733,8 +804,6 @@ def likelihood_points(
             "use fewer probes (--n-probes) or points",
             ConfigError,
         )
-    score_fn = model if model is not None else score_model(config, None)
-    target = builders.make_target(config.data)
     sigma_min, sigma_max = config.sampler.sigma_min, config.sampler.sigma_max
     options = {"sigma_min": sigma_min, "sigma_max": sigma_max, **options}
     key = jax.random.key(seed)
