@@ -22,10 +22,12 @@ ULA and MALA sample one noise level (no grid); ``ddim`` is ``euler`` (eta 0) and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -113,6 +115,10 @@ def run(args) -> None:
         from scorelab.sweep import load_score_model
 
         score_fns["model"] = load_score_model(args.model)
+        model = {"path": args.model, "sha256": _fingerprint(score_fns["model"])}
+        if payload.setdefault("model", model)["sha256"] != model["sha256"]:
+            raise SystemExit(f"{args.out} holds rows of another model ({payload['model']}); "
+                             "use another --out")  # fmt: skip
     budgets = [int(b) for b in args.nfe.split(",")]
     start = time.time()
     for grid_label in args.grids.split(","):
@@ -122,26 +128,37 @@ def run(args) -> None:
                 spec = sweep_sampler(name, **options)
                 if args.only and spec.label not in args.only.split(";"):
                     continue
-                have = {r["levels"] for r in payload["rows"]
-                        if r["grid"] == grid_label and r["sampler"] == spec.label}  # fmt: skip
-                if spec.levels is None:  # adaptive: one row set, at the NFE it spends
-                    todo = [] if have else [1]
-                else:
-                    todo = [b for b in budgets if spec.levels(b) not in have]
-                if not todo:
-                    continue
-                result = sweep(target, [spec], todo, score_fns, n_samples=args.n, seeds=seeds,
-                               grid=grid, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                               n_projections=args.projections,
-                               known_floors=payload["floors"])  # fmt: skip
-                for row in result.rows:
-                    row.update(grid=grid_label, kind=kind)
-                payload["rows"] += result.rows
-                write_json(args.out, payload)
-                print(f"{time.time() - start:6.0f}s {grid_label} {spec.label}: "
-                      + ", ".join(f"{r['nfe']:.4g}:{r['tv']:.3f}/{r['var_ratio']:.2f}"
-                                  for r in result.rows if r["seed"] == seeds[0]),
-                      flush=True)  # fmt: skip
+                # One sweep per score: the chains' keys are the seed's alone (common random
+                # numbers), so a model's rows added later share the exact rows' x_T and noise.
+                for score, score_fn in score_fns.items():
+                    have = {r["levels"] for r in payload["rows"] if r["grid"] == grid_label
+                            and r["sampler"] == spec.label and r["score"] == score}  # fmt: skip
+                    if spec.levels is None:  # adaptive: one row set, at the NFE it spends
+                        todo = [] if have else [1]
+                    else:
+                        todo = [b for b in budgets if spec.levels(b) not in have]
+                    if not todo:
+                        continue
+                    result = sweep(target, [spec], todo, {score: score_fn}, n_samples=args.n,
+                                   seeds=seeds, grid=grid, sigma_min=sigma_min,
+                                   sigma_max=sigma_max, rho=rho, n_projections=args.projections,
+                                   known_floors=payload["floors"])  # fmt: skip
+                    for row in result.rows:
+                        row.update(grid=grid_label, kind=kind)
+                    payload["rows"] += result.rows
+                    write_json(args.out, payload)
+                    print(f"{time.time() - start:6.0f}s {grid_label} {spec.label} {score}: "
+                          + ", ".join(f"{r['nfe']:.4g}:{r['tv']:.3f}/{r['var_ratio']:.2f}"
+                                      for r in result.rows if r["seed"] == seeds[0]),
+                          flush=True)  # fmt: skip
+
+
+def _fingerprint(model) -> str:
+    """SHA-256 of a model's array leaves: which trained model a map's ``model`` rows are of."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def _bounds(floor: dict) -> dict[str, float]:
