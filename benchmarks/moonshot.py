@@ -56,6 +56,15 @@ CANDIDATES = {
         ("unipc(order=2) geometric 0.1-120", "unipc", {"order": 2}, "geometric", 0.1, 120.0),
         ("unipc(order=2) geometric 0.1-200", "unipc", {"order": 2}, "geometric", 0.1, 200.0),
         ("heun karras 0.002-150", "heun", {}, "karras", 0.002, 150.0),
+        # the third screen (--coupled; docs/benchmarks.md, "The moonshot, third look"): the
+        # sampler's own mode-weight error ranks what three seeds' TV cannot, around the best.
+        ("unipc(order=2) geometric 0.12-60", "unipc", {"order": 2}, "geometric", 0.12, 60.0),
+        ("unipc(order=2) geometric 0.15-80", "unipc", {"order": 2}, "geometric", 0.15, 80.0),
+        ("unipc(order=2, bh1) geometric 0.12-80", "unipc", {"order": 2, "solver_type": "bh1"},
+         "geometric", 0.12, 80.0),
+        ("dpmpp_2m geometric 0.12-80", "dpmpp_2m", {}, "geometric", 0.12, 80.0),
+        ("deis(order=2) geometric 0.12-80", "deis", {"order": 2}, "geometric", 0.12, 80.0),
+        ("ipndm geometric 0.12-80", "ipndm", {}, "geometric", 0.12, 80.0),
     ]
 }  # fmt: skip
 
