@@ -60,7 +60,7 @@ CANDIDATES = {
         # sampler's own mode-weight error ranks what three seeds' TV cannot, around the best.
         ("unipc(order=2) geometric 0.12-60", "unipc", {"order": 2}, "geometric", 0.12, 60.0),
         ("unipc(order=2) geometric 0.15-80", "unipc", {"order": 2}, "geometric", 0.15, 80.0),
-        ("unipc(order=2, bh1) geometric 0.12-80", "unipc", {"order": 2, "solver_type": "bh1"},
+        ("unipc(order=2 bh1) geometric 0.12-80", "unipc", {"order": 2, "solver_type": "bh1"},
          "geometric", 0.12, 80.0),
         ("dpmpp_2m geometric 0.12-80", "dpmpp_2m", {}, "geometric", 0.12, 80.0),
         ("deis(order=2) geometric 0.12-80", "deis", {"order": 2}, "geometric", 0.12, 80.0),
