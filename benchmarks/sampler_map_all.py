@@ -1,15 +1,18 @@
 """The sampler map, second edition, for every sampler of ``scorelab.samplers.SAMPLERS``.
 
 Runs :func:`scorelab.sweep.sweep` (the one driver of ``scorelab sweep``) once per
-(grid, sampler) at equal NFE budgets, with the exact score of the tutorial's mixture and,
-with ``--model``, a trained noise-conditional model, appending each sweep's rows to one JSON
-file as it finishes (a long run loses nothing; a rerun skips the (grid, sampler, budget)
-cells already there). The floors are measured once, at the start, and passed to every sweep
-(``known_floors``). ``--report`` reads the JSON back and prints, per grid, the fewest NFE
-from which each sampler stays within 1.5x the floor on every metric (``scorelab.sweep.
-fewest_nfe(..., "all")``: SW, MMD², mode-weight TV, and the within-mode variance ratio in
-[0.85, 1.2]) and draws the map: for each sampler and budget, the worst of the criteria as a
-multiple of its bound.
+(grid, sampler, score) at equal NFE budgets, with the exact score of the tutorial's mixture
+and, with ``--model``, a trained noise-conditional model, appending each sweep's rows to one
+JSON file as it finishes (a long run loses nothing; a rerun skips the (grid, sampler, score,
+budget) cells already there). A seed's x_T and noise do not depend on the score, so model rows
+added later share the exact rows' random numbers; the model's fingerprint is recorded, and
+another model's rows are refused. The floors are measured once, at the start, and passed to
+every sweep (``known_floors``). ``--report`` reads the JSON back and prints, per grid, the
+fewest NFE from which each sampler stays within 1.5x the floor on every metric
+(``scorelab.sweep.fewest_nfe(..., "all")``: SW, MMD², mode-weight TV, and the within-mode
+variance ratio in [0.85, 1.2]) and draws the map: for each sampler and budget, the worst of
+the criteria as a multiple of its bound; with model rows, it also prints exact and model side
+by side at each sampler's largest budget.
 
     python benchmarks/sampler_map_all.py --out benchmarks/results/sampler_map_all.json
     python benchmarks/sampler_map_all.py --out benchmarks/results/sampler_map_all.json \
