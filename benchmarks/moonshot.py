@@ -10,6 +10,13 @@ x_T ~ N(0, sigma_max^2 I), not the exact marginal, as in the sampler map. Seed s
 
     python benchmarks/moonshot.py --out benchmarks/results/moonshot.json
     python benchmarks/moonshot.py --seeds 0 --only "unipc(order=2) geometric 0.08-300"
+
+What a deterministic sampler can reach is the converged probability-flow ODE from the same
+x_T, whose own reading varies with the seed's draw of x_T. ``--converged`` adds that ODE's row
+per seed (same x_T, same reference), so metric(candidate) - metric(converged) is the sampler's
+error on that seed; ``--coupled K`` measures the candidates' error in the mode weights on K x n
+starts, against the converged ODE from the same starts, and the chance that one seed passes
+the TV bound (:func:`coupled`).
 """
 
 from __future__ import annotations
@@ -49,8 +56,38 @@ CANDIDATES = {
         ("unipc(order=2) geometric 0.1-120", "unipc", {"order": 2}, "geometric", 0.1, 120.0),
         ("unipc(order=2) geometric 0.1-200", "unipc", {"order": 2}, "geometric", 0.1, 200.0),
         ("heun karras 0.002-150", "heun", {}, "karras", 0.002, 150.0),
+        # the third screen (--coupled; docs/benchmarks.md, "The moonshot, third look"): the
+        # sampler's own mode-weight error ranks what three seeds' TV cannot, around the best.
+        ("unipc(order=2) geometric 0.12-60", "unipc", {"order": 2}, "geometric", 0.12, 60.0),
+        ("unipc(order=2) geometric 0.15-80", "unipc", {"order": 2}, "geometric", 0.15, 80.0),
+        ("unipc(order=2 bh1) geometric 0.12-80", "unipc", {"order": 2, "solver_type": "bh1"},
+         "geometric", 0.12, 80.0),
+        ("dpmpp_2m geometric 0.12-80", "dpmpp_2m", {}, "geometric", 0.12, 80.0),
+        ("deis(order=2) geometric 0.12-80", "deis", {"order": 2}, "geometric", 0.12, 80.0),
+        ("ipndm geometric 0.12-80", "ipndm", {}, "geometric", 0.12, 80.0),
     ]
 }  # fmt: skip
+
+
+CONVERGED_LEVELS = 400
+"""Levels of the converged probability-flow ODE: Heun (799 NFE) on Karras' grid, rho 7, from
+0.002 to the candidate's sigma_max (199 NFE move under 0.1% of the chains' modes: docs/
+benchmarks.md, "The moonshot, third look")."""
+
+
+def converged(sigma_max: float) -> samplers.AbstractSampler:
+    """The probability-flow ODE solved to convergence from ``sigma_max``: what every
+    deterministic candidate starting at ``x_T ~ N(0, sigma_max^2 I)`` approaches."""
+    grid = sigma_grid("karras", CONVERGED_LEVELS, 0.002, sigma_max, 7.0)
+    return samplers.build_sampler("heun", grid)
+
+
+def _candidate(label: str, nfe: int) -> tuple[samplers.AbstractSampler, float]:
+    """Candidate ``label`` at the largest grid within ``nfe``, and its sigma_max."""
+    name, options, grid, sigma_min, sigma_max, rho = CANDIDATES[label]
+    sigmas = sigma_grid(grid, samplers.budget_levels(name, nfe, options), sigma_min, sigma_max,
+                        rho)  # fmt: skip
+    return samplers.build_sampler(name, sigmas, **options), sigma_max
 
 
 def verdicts(row: dict, floor: dict) -> dict[str, bool]:
@@ -72,10 +109,7 @@ SCREEN_TV = 0.0163
 def screen(labels, seeds, n, nfe, target, score_fn) -> None:
     """Mode-weight TV, variance ratio and far fraction per seed: the cheap criteria first."""
     for label in labels:
-        name, options, grid, sigma_min, sigma_max, rho = CANDIDATES[label]
-        sigmas = sigma_grid(grid, samplers.budget_levels(name, nfe, options), sigma_min,
-                            sigma_max, rho)  # fmt: skip
-        sampler = samplers.build_sampler(name, sigmas, **options)
+        sampler, sigma_max = _candidate(label, nfe)
         cells = []
         for seed in seeds:
             key_prior, key_chain, _ = jax.random.split(jax.random.key(seed), 3)
@@ -88,6 +122,64 @@ def screen(labels, seeds, n, nfe, target, score_fn) -> None:
               + f" (bounds {SCREEN_TV}, {VAR_RATIO_BAND}, 0.01)", flush=True)  # fmt: skip
 
 
+def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV) -> None:
+    r"""Each candidate's own error in the mode weights, free of the seeds' draw of x_T.
+
+    ``pool`` sets of ``n`` starts :math:`x_T \sim \mathcal{N}(0, \sigma_{\max}^2 I)` (keys
+    ``named_key(i, "coupled")``) are solved by the candidate and by the converged ODE
+    (:func:`converged`); :math:`a_i, c_i` are the modes the two put chain :math:`i` in (the
+    target's posterior argmax, as :func:`scorelab.metrics.mixture_report`), :math:`p_N, p_c`
+    their fractions over the pool. Printed:
+
+    - the mismatch :math:`\Pr(a_i \ne c_i)`, which bounds :math:`\mathrm{TV}(p_N, p_c)`;
+    - :math:`\mathrm{TV}(p_N, p_c) = \frac12 \sum_k |p_{N,k} - p_{c,k}|`, the sampler's error
+      in the mode weights, with its standard error by the delta method: the sd over chains of
+      :math:`z_i = \frac12 \sum_k s_k (1[a_i = k] - 1[c_i = k])`, :math:`s = \operatorname{sign}
+      (p_N - p_c)`, over :math:`\sqrt{\text{pool}\, n}`;
+    - :math:`\mathrm{TV}(p, w)` for both, and the probability that one seed of ``n`` passes the TV
+      bound, :math:`\Pr(\frac12 \sum_k |f_k - w_k| \le b)` with :math:`n f \sim
+      \mathrm{Multinomial}(n, p)` (100 000 draws), for :math:`p = p_N, p_c` and for a perfect
+      sampler, :math:`p = w`.
+
+    Shapes: the starts are ``(n, 2)``; ``p_N, p_c, w`` are ``(K,)`` over the K modes.
+    """
+    from scorelab.runs import named_key
+
+    weights = np.asarray(target.weights, np.float64)
+    eye = np.eye(weights.shape[0])
+    draws = np.random.default_rng(0)
+
+    def modes(sampler, key, x_T):
+        x = samplers.sample(key, sampler, score_fn, x_T).x
+        return np.argmax(np.asarray(target.responsibilities(x)), axis=-1)
+
+    def pass_probability(p):
+        f = draws.multinomial(n, p, size=100_000) / n
+        return float(np.mean(0.5 * np.abs(f - weights).sum(axis=1) <= bound))
+
+    print(f"perfect sampler: P(TV <= {bound}) on one seed of {n} = "
+          f"{pass_probability(weights):.3f}", flush=True)  # fmt: skip
+    for label in labels:
+        sampler, sigma_max = _candidate(label, nfe)
+        reference = converged(sigma_max)
+        a, c = [], []
+        for i in range(pool):
+            key_prior, key_chain = jax.random.split(named_key(i, "coupled"))
+            x_T = samplers.ve_prior(key_prior, n, 2, np.float32(sigma_max))
+            a.append(modes(sampler, key_chain, x_T))
+            c.append(modes(reference, key_chain, x_T))
+        a, c = eye[np.concatenate(a)], eye[np.concatenate(c)]  # one-hot, (pool n, K)
+        p_n, p_c = a.mean(axis=0), c.mean(axis=0)
+        z = 0.5 * (a - c) @ np.sign(p_n - p_c)
+        print(f"{label} NFE {sampler.nfe}, {pool} x {n} starts: mismatch "
+              f"{np.mean(np.any(a != c, axis=1)):.4f}, TV(p_N, p_conv) {z.mean():.4f} +- "
+              f"{z.std(ddof=1) / np.sqrt(z.size):.4f}; TV(p, w) and P(TV <= {bound}) on one "
+              f"seed: candidate {0.5 * np.abs(p_n - weights).sum():.4f}, "
+              f"{pass_probability(p_n):.3f}; converged ODE "
+              f"{0.5 * np.abs(p_c - weights).sum():.4f}, {pass_probability(p_c):.3f}",
+              flush=True)  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/moonshot.json"))
@@ -98,6 +190,11 @@ def main():
     parser.add_argument("--screen", action="store_true",
                         help="only the cheap criteria (TV, variance ratio, far) against the "
                              "moonshot's bounds; no floors, SW or MMD")  # fmt: skip
+    parser.add_argument("--converged", action="store_true",
+                        help="also the converged ODE from the same x_T, per seed")  # fmt: skip
+    parser.add_argument("--coupled", type=int, metavar="K",
+                        help="only the mode weights of K x n starts against the converged ODE "
+                             "from the same starts (coupled)")  # fmt: skip
     args = parser.parse_args()
     labels = args.only.split(",") if args.only else list(CANDIDATES)
     unknown = sorted(set(labels) - set(CANDIDATES))
@@ -108,32 +205,37 @@ def main():
     if args.screen:
         screen(labels, seeds, args.n, args.nfe, target, score_fn)
         return
+    if args.coupled:
+        coupled(labels, args.coupled, args.n, args.nfe, target, score_fn)
+        return
     floor = floors(("sw", "mmd2", "tv"), target.sample, jax.random.fold_in(jax.random.key(3), 0),
                    args.n, 5, target=target, n_projections=250)  # fmt: skip
     print("floors:", json.dumps(floor), flush=True)
     results = []
     for label in labels:
-        name, options, grid, sigma_min, sigma_max, rho = CANDIDATES[label]
-        levels = samplers.budget_levels(name, args.nfe, options)
-        sigmas = sigma_grid(grid, levels, sigma_min, sigma_max, rho)
-        sampler = samplers.build_sampler(name, sigmas, **options)
+        sampler, sigma_max = _candidate(label, args.nfe)
+        runs = {label: sampler}
+        if args.converged:
+            runs[f"{label}: converged ODE"] = converged(sigma_max)
         for seed in seeds:
             key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
             x_T = samplers.ve_prior(key_prior, args.n, 2, np.float32(sigma_max))
             reference = np.asarray(target.sample(key_reference, args.n))
-            x = np.asarray(samplers.sample(key_chain, sampler, score_fn, x_T).x)
-            row = measure(x, reference, target, n_projections=250)
-            row = {k: float(v) for k, v in row.items() if k in ("sw", "mmd2", "tv",
-                                                                "var_ratio", "far")}  # fmt: skip
-            checks = verdicts(row, floor)
-            results.append({"candidate": label, "nfe": sampler.nfe, "seed": seed, **row,
-                            "passes": all(checks.values()), "checks": checks})  # fmt: skip
-            print(json.dumps(results[-1]), flush=True)
+            for run_label, run_sampler in runs.items():
+                x = np.asarray(samplers.sample(key_chain, run_sampler, score_fn, x_T).x)
+                row = measure(x, reference, target, n_projections=250)
+                row = {k: float(v) for k, v in row.items()
+                       if k in ("sw", "mmd2", "tv", "var_ratio", "far")}  # fmt: skip
+                checks = verdicts(row, floor)
+                passes = all(checks.values())
+                results.append({"candidate": run_label, "nfe": run_sampler.nfe, "seed": seed,
+                                **row, "passes": passes, "checks": checks})  # fmt: skip
+                print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"floors": floor, "rows": results}, indent=1))
     print("\n| candidate | NFE | SW | MMD² | TV | var ratio | far | all 3 seeds pass |")
     print("|---|---|---|---|---|---|---|---|")
-    for label in labels:
+    for label in dict.fromkeys(r["candidate"] for r in results):
         rows = [r for r in results if r["candidate"] == label]
         mean = {k: np.mean([r[k] for r in rows]) for k in ("sw", "mmd2", "tv", "var_ratio", "far")}
         print(f"| {label} | {rows[0]['nfe']} | {mean['sw']:.3f} | {mean['mmd2']:.2e} | "

@@ -1,15 +1,18 @@
 """The sampler map, second edition, for every sampler of ``scorelab.samplers.SAMPLERS``.
 
 Runs :func:`scorelab.sweep.sweep` (the one driver of ``scorelab sweep``) once per
-(grid, sampler) at equal NFE budgets, with the exact score of the tutorial's mixture and,
-with ``--model``, a trained noise-conditional model, appending each sweep's rows to one JSON
-file as it finishes (a long run loses nothing; a rerun skips the (grid, sampler, budget)
-cells already there). The floors are measured once, at the start, and passed to every sweep
-(``known_floors``). ``--report`` reads the JSON back and prints, per grid, the fewest NFE
-from which each sampler stays within 1.5x the floor on every metric (``scorelab.sweep.
-fewest_nfe(..., "all")``: SW, MMD², mode-weight TV, and the within-mode variance ratio in
-[0.85, 1.2]) and draws the map: for each sampler and budget, the worst of the criteria as a
-multiple of its bound.
+(grid, sampler, score) at equal NFE budgets, with the exact score of the tutorial's mixture
+and, with ``--model``, a trained noise-conditional model, appending each sweep's rows to one
+JSON file as it finishes (a long run loses nothing; a rerun skips the (grid, sampler, score,
+budget) cells already there). A seed's x_T and noise do not depend on the score, so model rows
+added later share the exact rows' random numbers; the model's fingerprint is recorded, and
+another model's rows are refused. The floors are measured once, at the start, and passed to
+every sweep (``known_floors``). ``--report`` reads the JSON back and prints, per grid, the
+fewest NFE from which each sampler stays within 1.5x the floor on every metric
+(``scorelab.sweep.fewest_nfe(..., "all")``: SW, MMD², mode-weight TV, and the within-mode
+variance ratio in [0.85, 1.2]) and draws the map: for each sampler and budget, the worst of
+the criteria as a multiple of its bound; with model rows, it also prints exact and model side
+by side at each sampler's largest budget.
 
     python benchmarks/sampler_map_all.py --out benchmarks/results/sampler_map_all.json
     python benchmarks/sampler_map_all.py --out benchmarks/results/sampler_map_all.json \
@@ -22,10 +25,12 @@ ULA and MALA sample one noise level (no grid); ``ddim`` is ``euler`` (eta 0) and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -113,6 +118,10 @@ def run(args) -> None:
         from scorelab.sweep import load_score_model
 
         score_fns["model"] = load_score_model(args.model)
+        model = {"path": args.model, "sha256": _fingerprint(score_fns["model"])}
+        if payload.setdefault("model", model)["sha256"] != model["sha256"]:
+            raise SystemExit(f"{args.out} holds rows of another model ({payload['model']}); "
+                             "use another --out")  # fmt: skip
     budgets = [int(b) for b in args.nfe.split(",")]
     start = time.time()
     for grid_label in args.grids.split(","):
@@ -122,26 +131,37 @@ def run(args) -> None:
                 spec = sweep_sampler(name, **options)
                 if args.only and spec.label not in args.only.split(";"):
                     continue
-                have = {r["levels"] for r in payload["rows"]
-                        if r["grid"] == grid_label and r["sampler"] == spec.label}  # fmt: skip
-                if spec.levels is None:  # adaptive: one row set, at the NFE it spends
-                    todo = [] if have else [1]
-                else:
-                    todo = [b for b in budgets if spec.levels(b) not in have]
-                if not todo:
-                    continue
-                result = sweep(target, [spec], todo, score_fns, n_samples=args.n, seeds=seeds,
-                               grid=grid, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                               n_projections=args.projections,
-                               known_floors=payload["floors"])  # fmt: skip
-                for row in result.rows:
-                    row.update(grid=grid_label, kind=kind)
-                payload["rows"] += result.rows
-                write_json(args.out, payload)
-                print(f"{time.time() - start:6.0f}s {grid_label} {spec.label}: "
-                      + ", ".join(f"{r['nfe']:.4g}:{r['tv']:.3f}/{r['var_ratio']:.2f}"
-                                  for r in result.rows if r["seed"] == seeds[0]),
-                      flush=True)  # fmt: skip
+                # One sweep per score: the chains' keys are the seed's alone (common random
+                # numbers), so a model's rows added later share the exact rows' x_T and noise.
+                for score, score_fn in score_fns.items():
+                    have = {r["levels"] for r in payload["rows"] if r["grid"] == grid_label
+                            and r["sampler"] == spec.label and r["score"] == score}  # fmt: skip
+                    if spec.levels is None:  # adaptive: one row set, at the NFE it spends
+                        todo = [] if have else [1]
+                    else:
+                        todo = [b for b in budgets if spec.levels(b) not in have]
+                    if not todo:
+                        continue
+                    result = sweep(target, [spec], todo, {score: score_fn}, n_samples=args.n,
+                                   seeds=seeds, grid=grid, sigma_min=sigma_min,
+                                   sigma_max=sigma_max, rho=rho, n_projections=args.projections,
+                                   known_floors=payload["floors"])  # fmt: skip
+                    for row in result.rows:
+                        row.update(grid=grid_label, kind=kind)
+                    payload["rows"] += result.rows
+                    write_json(args.out, payload)
+                    print(f"{time.time() - start:6.0f}s {grid_label} {spec.label} {score}: "
+                          + ", ".join(f"{r['nfe']:.4g}:{r['tv']:.3f}/{r['var_ratio']:.2f}"
+                                      for r in result.rows if r["seed"] == seeds[0]),
+                          flush=True)  # fmt: skip
+
+
+def _fingerprint(model) -> str:
+    """SHA-256 of a model's array leaves: which trained model a map's ``model`` rows are of."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def _bounds(floor: dict) -> dict[str, float]:
@@ -192,11 +212,37 @@ def report(args) -> None:
             all_ = tables[grid]["all"].get((label, score), "")
             cells.append("-" if all_ == "" else ("none" if all_ is None else f"{all_:g}"))
         print(f"| {label} | {kind} | " + " | ".join(cells) + " |")
+    if "model" in scores:
+        _model_table(tables, labels, grids, bounds)
     if args.figure:
         budgets = [int(b) for b in args.nfe.split(",")]
         fig = _map_figure(tables, labels, columns, bounds, budgets)
         viz.save_figure(fig, args.figure)
         print(args.figure)
+
+
+def _model_table(tables, labels, grids, bounds) -> None:
+    """Exact and model side by side at each sampler's largest budget (seed means), and the
+    criteria of "all" the model fails there: where the model, not the sampler, is the limit."""
+    low, high = VAR_RATIO_BAND
+    print("\n| sampler | grid | NFE exact / model | exact: SW / MMD² / TV / var ratio / far | "
+          "model: SW / MMD² / TV / var ratio / far | model fails |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for grid in grids:
+        for _, label in labels:
+            last = {}
+            for row in (r for r in tables[grid]["means"] if r["sampler"] == label):
+                if row["nfe"] >= last.get(row["score"], row)["nfe"]:
+                    last[row["score"]] = row
+            if set(last) != {"exact", "model"}:
+                continue
+            cells = [f"{r['sw']:.2f} / {r['mmd2']:.1e} / {r['tv']:.3f} / {r['var_ratio']:.2f} / "
+                     f"{100 * r['far']:.1f}%" for r in (last["exact"], last["model"])]  # fmt: skip
+            model = last["model"]
+            fails = [name for name, bound in bounds.items() if not model[name] <= bound]
+            fails += [] if low <= model["var_ratio"] <= high else ["var ratio"]
+            print(f"| {label} | {grid} | {last['exact']['nfe']:.4g} / {model['nfe']:.4g} | "
+                  f"{cells[0]} | {cells[1]} | {', '.join(fails) or '-'} |")  # fmt: skip
 
 
 def _map_figure(tables, labels, columns, bounds, budgets):
