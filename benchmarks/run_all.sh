@@ -30,5 +30,5 @@ run pretrained_ddim 180 pretrained_ddim
 run training_b65536 90 training --batch-size 65536 --repeats 3
 run memory 120 memory
 run image_sampling 600 image_sampling
-run image_training 900 image_training
+run image_training 420 image_training
 run unet_parts 300 unet_parts

@@ -92,10 +92,9 @@ IMAGE_RECIPE = TrainConfig(
 """``scorelab train``'s defaults for the U-Net (``model.name = "unet"``, default channels 16-32)
 on 8x8 digits: 600 Adam steps at batch 128, constant rate 1e-3, no EMA, in dispatches of 5
 unrolled steps (XLA:CPU runs a U-Net's gradient inside a loop body several times slower:
-``TrainConfig.unroll``). The one recipe measured end to end (docs/benchmarks.md, "VP U-Net on
-8x8 digits"): its samples are recognisable digits, noisy, above the held-out floor. The
-comparison with a lower rate, warm-up and cosine, and EMA (``benchmarks/image_recipe.py``) has
-not yet run to the end, so nothing here is its winner."""
+``TrainConfig.unroll``). Of the four recipes ``benchmarks/image_recipe.py`` compares at 300 steps
+(a lower rate, warm-up and cosine, EMA), this one has the lowest held-out loss, beyond the
+paired standard errors (docs/benchmarks.md, "Image recipes by held-out loss")."""
 
 MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
 NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
