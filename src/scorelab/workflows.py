@@ -838,11 +838,7 @@ def _likelihood_points(points, shape: tuple[int, ...]) -> np.ndarray:
     point is reshaped (8x8 images for the 64-d ``digits_mixture``, flat rows for a U-Net);
     an image model's values must lie in the data's [-1, 1]."""
     name = str(points) if isinstance(points, str | Path) else "points"
-    if isinstance(points, str | Path) and Path(points).suffix.lower() == ".npy":
-        points = read_npy(points)
-    elif isinstance(points, str | Path):
-        points = load_array(points)
-    array = validate_data(points, name, any_shape=True)
+    array = validate_data(_read(points, raw=True), name, any_shape=True)
     size = int(np.prod(shape))
     if int(np.prod(array.shape[1:])) != size:
         flat = f" or (n, {size})" if len(shape) > 1 else ""

@@ -32,7 +32,7 @@ from jax import Array
 from scorelab import viz
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample
-from scorelab.diffusers._unet import UNet2D, load_unet, unet_folder
+from scorelab.diffusers._unet import CONFIG_NAME, UNet2D, load_unet, unet_folder
 
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 
@@ -449,8 +449,9 @@ def run(
         x_T=x_T,
         step_noise=noise,
     )
-    unet = load_unet(folder)
-    classes = dict(unet.config)["num_class_embeds"]
+    # The config alone says whether the net is class-conditional: before any weights are read,
+    # which the diffusers backend reads again in torch.
+    classes = read_json(unet_folder(folder) / CONFIG_NAME).get("num_class_embeds")
     if classes is not None:
         raise PretrainedError(
             f"{path_or_id}: a class-conditional U-Net (num_class_embeds {classes}); "
@@ -458,7 +459,7 @@ def run(
             "with scorelab sample --run RUN --class K"
         )
     if backend == "jax":
-        x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
+        x = np.asarray(sample(load_unet(folder), config, jax.random.key(seed), **options))
     else:
         x = diffusers_sample(folder, config, seed=seed, **options)
     if save_array is not None:
