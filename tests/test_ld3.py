@@ -1,5 +1,5 @@
 """Learned grids (scorelab.ld3) on a Gaussian, whose probability-flow ODE and Euler's solve of it
-are both closed forms, and the moment-matched VE prior."""
+are both closed forms."""
 
 import json
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scorelab import ld3, samplers
+from scorelab.cli import main
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS_DIR, geometric_sigmas, read_saved_grid, sigma_grid
 from scorelab.targets import gaussian
@@ -97,25 +98,35 @@ def test_a_stochastic_sampler_is_refused_in_one_line(sampler):
     assert "\n" not in str(error.value)
 
 
-def test_the_moment_prior_has_the_mean_and_covariance_of_q_sigma():
-    """N(m, C + sigma^2 I): sample mean and covariance within 4 standard errors of the closed
-    form (covariance entry (i, j) has variance (S_ii S_jj + S_ij^2) / n for a Gaussian)."""
-    n, sigma = 40_000, 3.0
-    mean, covariance = np.array([1.5, -0.5]), np.array([[30.0, 12.0], [12.0, 20.0]])
-    x = np.asarray(samplers.ve_prior(jax.random.key(0), n, 2, sigma, mean, covariance), np.float64)
-    total = covariance + sigma**2 * np.eye(2)
-    se_mean = np.sqrt(np.diag(total) / n)
-    np.testing.assert_array_less(np.abs(x.mean(0) - mean), 4 * se_mean)
-    se_cov = np.sqrt((np.outer(np.diag(total), np.diag(total)) + total**2) / n)
-    np.testing.assert_array_less(np.abs(np.cov(x.T) - total), 4 * se_cov)
+def test_grid_cli_learns_a_grid_that_sample_uses(tmp_path, capsys):
+    """``scorelab grid --method ld3`` on the exact score: the learned grid's error is below the
+    start's (printed), and ``scorelab sample`` reads the file with the same sampler."""
+    grid = tmp_path / "ld3.json"
+    argv = ["grid", "--method", "ld3", "--exact", "seed_mixture", "--sampler", "unipc",
+            "--levels", "5", "--sigma-min", "0.12", "--n", "100", "--sweeps", "1",
+            "--candidates", "3", "--out", str(grid)]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(grid.read_text())
+    assert record["kind"] == "ld3" and record["sampler"] == "unipc(order=2)"
+    assert record["error"] < record["error_start"]
+    low, high = record["sigmas"][0], record["sigmas"][-1]
+    out = tmp_path / "x.npy"
+    assert main(["sample", "--exact", "seed_mixture", "--sampler", "unipc", "--levels", "5",
+                 "--grid", str(grid), "--sigma-min", repr(low), "--sigma-max", repr(high),
+                 "--n", "20", "--out", str(out)]) == 0  # fmt: skip
+    assert np.load(out).shape == (20, 2)
 
 
-def test_the_moment_prior_with_zero_moments_is_the_standard_prior():
-    """Same standard normals: m = 0, C = 0 gives sigma z (to float32 rounding); the default
-    draws are unchanged by the new arguments."""
-    key = jax.random.key(5)
-    standard = samplers.ve_prior(key, 16, (1, 2, 2), 4.0)
-    moments = samplers.ve_prior(key, 16, (1, 2, 2), 4.0, jnp.zeros((1, 2, 2)), jnp.zeros((4, 4)))
-    np.testing.assert_allclose(moments, standard, rtol=1e-6)
-    z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (1, 2, 2)))(jnp.arange(16))
-    np.testing.assert_array_equal(standard, 4.0 * z)
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method", "ld3", "--sampler", "euler_maruyama"], "needs a deterministic sampler"),
+        (["--method", "ld3", "--inner", "2"], "--inner: only --method ays"),
+        (["--sampler", "heun"], "sampler.name: scorelab grid does not read it"),
+    ],
+)
+def test_grid_cli_refuses_what_a_method_cannot_use(flags, message, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    argv = ["grid", "--exact", "seed_mixture", "--levels", "4", "--n", "10", *flags]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
