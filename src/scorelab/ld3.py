@@ -48,9 +48,8 @@ import numpy as np
 from jax import Array
 
 from scorelab import samplers
-from scorelab._files import write_json
 from scorelab._validate import check_int
-from scorelab.noise import karras_sigmas
+from scorelab.noise import karras_sigmas, write_saved_grid
 
 TEACHER_LEVELS = 400
 """Levels of :func:`teacher`: Heun with 799 evaluations, on Karras' grid (rho 7) from 0.002;
@@ -169,29 +168,18 @@ def learn_grid(
 
 
 def save_learned_grid(path, sigmas, *, error: float, error_start: float, about: dict[str, Any]):
-    """Write a learned grid as JSON (atomically), readable by name as any saved grid
-    (:func:`scorelab.noise.sigma_grid`): ``sigmas`` ascending, the errors, and ``about`` (the
-    sampler, target, score, starts) for the record.
-
-    Args:
-        path: the ``.json`` file.
-        sigmas: ``(N,)`` ascending grid.
-        error, error_start: the mean global error of the grid and of the start, on the
-            training starts.
-        about: how it was made, JSON-serialisable.
-
-    Returns:
-        The path written.
-    """
+    """Write a learned grid ``(N,)`` as JSON (:func:`scorelab.noise.write_saved_grid`), with its
+    mean global error and the start's on the training starts, and ``about`` (the sampler, the
+    starts, the score: JSON-serialisable); any saved grid's name reads it back. Returns the
+    path."""
     record = {
         "kind": "ld3",
         "objective": "mean squared global error against the converged ODE (scorelab.ld3)",
-        "sigmas": [float(s) for s in np.asarray(sigmas, np.float64)],
         "error": error,
         "error_start": error_start,
         **about,
     }
-    return write_json(path, record)
+    return write_saved_grid(path, sigmas, record)
 
 
 __all__ = ["global_error", "learn_grid", "on_grid", "save_learned_grid", "teacher"]
