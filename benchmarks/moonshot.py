@@ -95,14 +95,17 @@ def _candidate(label: str, nfe: int) -> tuple[samplers.AbstractSampler, float]:
     return samplers.build_sampler(name, sigmas, **options), float(sigma_max)
 
 
-PRIORS = ("normal", "moments")
-"""``--prior``: x_T ~ N(0, sigma_max^2 I), or N(m, C + sigma_max^2 I) with the mixture's mean
-m and covariance C (:func:`scorelab.samplers.ve_prior`)."""
+PRIORS = ("normal", "moments", "exact")
+"""``--prior``: x_T ~ N(0, sigma_max^2 I), N(m, C + sigma_max^2 I) with the mixture's mean m and
+covariance C (:func:`scorelab.samplers.ve_prior`), or the exact marginal q at sigma_max
+(:func:`scorelab.samplers.exact_prior`: other random numbers, drawn component first)."""
 
 
 def prior(key, n, sigma_max, target, kind="normal"):
-    """``n`` starts ``(n, 2)`` from the prior ``kind`` of :data:`PRIORS` at ``sigma_max``; both
-    use the same standard normals."""
+    """``n`` starts ``(n, 2)`` from the prior ``kind`` of :data:`PRIORS` at ``sigma_max``; the
+    first two use the same standard normals."""
+    if kind == "exact":
+        return samplers.exact_prior(key, target, n, np.float32(sigma_max))
     if kind == "moments":
         return samplers.ve_prior(key, n, 2, np.float32(sigma_max), target.mean(),
                                  target.covariance())  # fmt: skip
@@ -300,8 +303,8 @@ def main():
                         help="only the mode weights of K x n starts against the converged ODE "
                              "from the same starts (coupled)")  # fmt: skip
     parser.add_argument("--prior", choices=PRIORS, default="normal",
-                        help="x_T ~ N(0, sigma_max^2 I) (normal) or N(m, C + sigma_max^2 I) "
-                             "(moments)")  # fmt: skip
+                        help="x_T ~ N(0, sigma_max^2 I) (normal), N(m, C + sigma_max^2 I) "
+                             "(moments) or the exact q at sigma_max (exact)")  # fmt: skip
     parser.add_argument("--learn", metavar="NAME",
                         help="learn the grid of each candidate (its grid is the start) from "
                              "the training starts, save it as ays:NAME (scorelab.ld3)")  # fmt: skip

@@ -18,12 +18,13 @@ solver's history and a second-order step's curvature are in it.
 positions of each level between its neighbours (Sabour et al., 2024, Sec. 3.3), the top level
 fixed at the prior's :math:`\sigma_{\max}`, the lowest free between :math:`\sigma_1 /`
 ``lowest_ratio`` and :math:`\sigma_1`, every candidate scored on the same starts (common random
-numbers). LD3 follows the gradient of :math:`L` instead; on a mixture whose modes are far apart
-compared to their width (:func:`scorelab.targets.seed_mixture`), :math:`\Phi_\sigma` is nearly
-constant on each mode's basin, so the gradient sees the within-mode error and not the chains
-that land in another mode than :math:`\Phi^\star`, which dominate :math:`L` (docs/benchmarks.md,
-"The moonshot, fourth look": Adam lowered the held-out :math:`L` by a quarter and left the
-mode mismatch where it was; the search lowers both).
+numbers). LD3 follows the gradient of :math:`L` instead (Adam through the sampler works here:
+the grid is an array leaf of the sampler). On a mixture whose modes are far apart compared to
+their width (:func:`scorelab.targets.seed_mixture`), :math:`\Phi_\sigma` is nearly constant on
+each mode's basin, so :math:`L` is dominated by the chains that land in another mode than
+:math:`\Phi^\star`, and its gradient sees only those near a basin's edge; the search compares
+whole grids on that count directly, needs no step size or step count, and on the mixture put
+fewer chains in another mode than Adam did (docs/benchmarks.md, "The moonshot, fourth look").
 
 Hand-written: no well-kept library optimises a sampler's grid; LD3's and GITS' code is for
 images and learned models on their own samplers.
