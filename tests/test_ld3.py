@@ -12,6 +12,8 @@ from scorelab import ld3, samplers
 from scorelab.cli import main
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS_DIR, geometric_sigmas, read_saved_grid, sigma_grid
+from scorelab.report import floors, measure
+from scorelab.sweep import VAR_RATIO_BAND
 from scorelab.targets import gaussian, seed_mixture
 
 MEAN = np.array([1.0, -2.0])
@@ -154,3 +156,31 @@ def test_the_bundled_unipc_grid_moves_fewer_chains_between_modes_than_the_geomet
     geometric = mismatch(geometric_sigmas(10, 0.12, 80.0))
     difference = learned - geometric
     assert difference.mean() + 4 * difference.std(ddof=1) / np.sqrt(difference.size) < 0
+
+
+@pytest.mark.slow
+def test_the_moonshot_with_the_exact_prior():
+    """Issue 17's moonshot in the configuration that meets it (docs/benchmarks.md, "The
+    moonshot, fourth look"): UniPC-2 on ``ays:ld3_seed_mixture_unipc2_10`` (10 NFE), the exact
+    score, x_T from the exact q at 80, seeds 0-2 of 10 000 with ``benchmarks/moonshot.py``'s
+    keys. Every metric within its bound on every seed: SW and mode-weight TV <= 1.5x their
+    floors' means, MMD² <= its floor's mean + 1.5 sd (floors: two exact sets of 10 000, 5 pairs),
+    the within-mode variance ratio in ``VAR_RATIO_BAND`` and at most 1% far samples."""
+    target = seed_mixture()
+    score_fn = ExactScore(target)
+    floor = floors(("sw", "mmd2", "tv"), target.sample, jax.random.fold_in(jax.random.key(3), 0),
+                   10_000, 5, target=target, n_projections=250)  # fmt: skip
+    saved = read_saved_grid("ays:ld3_seed_mixture_unipc2_10")
+    sampler = samplers.unipc(sigma_grid("ays:ld3_seed_mixture_unipc2_10", 10, *saved[[0, -1]]))
+    assert sampler.nfe == 10
+    low, high = VAR_RATIO_BAND
+    for seed in range(3):
+        key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
+        x_T = samplers.exact_prior(key_prior, target, 10_000, np.float32(80.0))
+        x = np.asarray(samplers.sample(key_chain, sampler, score_fn, x_T).x)
+        row = measure(x, np.asarray(target.sample(key_reference, 10_000)), target,
+                      n_projections=250)  # fmt: skip
+        assert row["sw"] <= 1.5 * floor["sw"][0], (seed, row)
+        assert row["mmd2"] <= floor["mmd2"][0] + 1.5 * floor["mmd2"][1], (seed, row)
+        assert row["tv"] <= 1.5 * floor["tv"][0], (seed, row)
+        assert low <= row["var_ratio"] <= high and row["far"] <= 0.01, (seed, row)
