@@ -1,7 +1,7 @@
 r"""Learned discretisation: the grid on which one ODE sampler's output is closest to the
 converged probability-flow ODE from the same starts, saved and reused by name.
 
-**The objective** (LD3's, Tong et al., 2024, eq. 5 without the slack): for a deterministic
+**The objective** (LD3's, Tong et al., 2024, without its slack term): for a deterministic
 sampler :math:`\Phi_\sigma` on the grid :math:`\sigma = (\sigma_0 < \dots < \sigma_{N-1})` and
 the converged solve :math:`\Phi^\star` of the same ODE (the teacher, :func:`teacher`), the
 global error over starts :math:`x_T^{(i)}` drawn from the sampler's prior,
@@ -12,7 +12,10 @@ global error over starts :math:`x_T^{(i)}` drawn from the sampler's prior,
 
 Unlike the Align-Your-Steps bound (:mod:`scorelab.ays`, the stochastic sampler's KL bound),
 it is the error of the sampler that will run, on the prior it will start from: a multistep
-solver's history and a second-order step's curvature are in it.
+solver's history and a second-order step's curvature are in it. GITS (Chen et al., 2024)
+instead adds up a first-order solver's local errors along teacher trajectories by dynamic
+programming; a multistep solver's step depends on its history, so its error does not split
+into per-interval costs, and the global error is what is measured here.
 
 **The search** is derivative-free: coordinate descent over ``n_candidates`` log-spaced
 positions of each level between its neighbours (Sabour et al., 2024, Sec. 3.3), the top level
