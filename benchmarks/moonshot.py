@@ -28,9 +28,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from scorelab import metrics, samplers
+from scorelab import ld3, metrics, samplers
 from scorelab.models import ExactScore
-from scorelab.noise import sigma_grid
+from scorelab.noise import read_saved_grid, sigma_grid
 from scorelab.report import floors, measure
 from scorelab.sweep import VAR_RATIO_BAND
 from scorelab.targets import seed_mixture
@@ -65,29 +65,51 @@ CANDIDATES = {
         ("dpmpp_2m geometric 0.12-80", "dpmpp_2m", {}, "geometric", 0.12, 80.0),
         ("deis(order=2) geometric 0.12-80", "deis", {"order": 2}, "geometric", 0.12, 80.0),
         ("ipndm geometric 0.12-80", "ipndm", {}, "geometric", 0.12, 80.0),
+        # the fourth look (--learn NAME on the geometric 0.12-80 row, then these): learned grids
+        # (scorelab.ld3), their ends their own.
+        ("unipc(order=2) ays:ld3_seed_mixture_unipc2_10", "unipc", {"order": 2},
+         "ays:ld3_seed_mixture_unipc2_10", None, None),
+        ("ipndm ays:ld3_seed_mixture_ipndm_10", "ipndm", {}, "ays:ld3_seed_mixture_ipndm_10",
+         None, None),
+        ("dpmpp_2m ays:ld3_seed_mixture_dpmpp2m_10", "dpmpp_2m", {},
+         "ays:ld3_seed_mixture_dpmpp2m_10", None, None),
     ]
 }  # fmt: skip
 
 
-CONVERGED_LEVELS = 400
-"""Levels of the converged probability-flow ODE: Heun (799 NFE) on Karras' grid, rho 7, from
-0.002 to the candidate's sigma_max (199 NFE move under 0.1% of the chains' modes: docs/
-benchmarks.md, "The moonshot, third look")."""
-
-
 def converged(sigma_max: float) -> samplers.AbstractSampler:
-    """The probability-flow ODE solved to convergence from ``sigma_max``: what every
-    deterministic candidate starting at ``x_T ~ N(0, sigma_max^2 I)`` approaches."""
-    grid = sigma_grid("karras", CONVERGED_LEVELS, 0.002, sigma_max, 7.0)
-    return samplers.build_sampler("heun", grid)
+    """The probability-flow ODE solved to convergence from ``sigma_max`` (Heun, 799 NFE:
+    :func:`scorelab.ld3.teacher`): what every deterministic candidate starting at ``x_T`` from
+    the prior at ``sigma_max`` approaches."""
+    return ld3.teacher(sigma_max)
 
 
 def _candidate(label: str, nfe: int) -> tuple[samplers.AbstractSampler, float]:
-    """Candidate ``label`` at the largest grid within ``nfe``, and its sigma_max."""
+    """Candidate ``label`` at the largest grid within ``nfe``, and its sigma_max (a saved
+    grid's own ends when its row gives none)."""
     name, options, grid, sigma_min, sigma_max, rho = CANDIDATES[label]
+    if sigma_min is None:
+        sigma_min, sigma_max = read_saved_grid(grid)[[0, -1]]
     sigmas = sigma_grid(grid, samplers.budget_levels(name, nfe, options), sigma_min, sigma_max,
                         rho)  # fmt: skip
-    return samplers.build_sampler(name, sigmas, **options), sigma_max
+    return samplers.build_sampler(name, sigmas, **options), float(sigma_max)
+
+
+PRIORS = ("normal", "moments", "exact")
+"""``--prior``: x_T ~ N(0, sigma_max^2 I), N(m, C + sigma_max^2 I) with the mixture's mean m and
+covariance C (:func:`scorelab.samplers.ve_prior`), or the exact marginal q at sigma_max
+(:func:`scorelab.samplers.exact_prior`: other random numbers, drawn component first)."""
+
+
+def prior(key, n, sigma_max, target, kind="normal"):
+    """``n`` starts ``(n, 2)`` from the prior ``kind`` of :data:`PRIORS` at ``sigma_max``; the
+    first two use the same standard normals."""
+    if kind == "exact":
+        return samplers.exact_prior(key, target, n, np.float32(sigma_max))
+    if kind == "moments":
+        return samplers.ve_prior(key, n, 2, np.float32(sigma_max), target.mean(),
+                                 target.covariance())  # fmt: skip
+    return samplers.ve_prior(key, n, 2, np.float32(sigma_max))
 
 
 def verdicts(row: dict, floor: dict) -> dict[str, bool]:
@@ -106,14 +128,14 @@ SCREEN_TV = 0.0163
 """The TV bound of the full run (1.5x the floor's 0.0109 at 10 000 samples), for ``--screen``."""
 
 
-def screen(labels, seeds, n, nfe, target, score_fn) -> None:
+def screen(labels, seeds, n, nfe, target, score_fn, prior_kind="normal") -> None:
     """Mode-weight TV, variance ratio and far fraction per seed: the cheap criteria first."""
     for label in labels:
         sampler, sigma_max = _candidate(label, nfe)
         cells = []
         for seed in seeds:
             key_prior, key_chain, _ = jax.random.split(jax.random.key(seed), 3)
-            x_T = samplers.ve_prior(key_prior, n, 2, np.float32(sigma_max))
+            x_T = prior(key_prior, n, sigma_max, target, prior_kind)
             x = np.asarray(samplers.sample(key_chain, sampler, score_fn, x_T).x)
             report = metrics.mixture_report(x, target)
             cells.append(f"{report.total_variation:.4f}/{report.variance_ratio_mean:.2f}/"
@@ -122,7 +144,7 @@ def screen(labels, seeds, n, nfe, target, score_fn) -> None:
               + f" (bounds {SCREEN_TV}, {VAR_RATIO_BAND}, 0.01)", flush=True)  # fmt: skip
 
 
-def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV) -> None:
+def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV, prior_kind="normal"):
     r"""Each candidate's own error in the mode weights, free of the seeds' draw of x_T.
 
     ``pool`` sets of ``n`` starts :math:`x_T \sim \mathcal{N}(0, \sigma_{\max}^2 I)` (keys
@@ -165,7 +187,7 @@ def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV) -> None:
         a, c = [], []
         for i in range(pool):
             key_prior, key_chain = jax.random.split(named_key(i, "coupled"))
-            x_T = samplers.ve_prior(key_prior, n, 2, np.float32(sigma_max))
+            x_T = prior(key_prior, n, sigma_max, target, prior_kind)
             a.append(modes(sampler, key_chain, x_T))
             c.append(modes(reference, key_chain, x_T))
         a, c = eye[np.concatenate(a)], eye[np.concatenate(c)]  # one-hot, (pool n, K)
@@ -178,6 +200,91 @@ def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV) -> None:
               f"{pass_probability(p_n):.3f}; converged ODE "
               f"{0.5 * np.abs(p_c - weights).sum():.4f}, {pass_probability(p_c):.3f}",
               flush=True)  # fmt: skip
+
+
+TRAIN_STARTS = range(100, 105)
+"""Seeds of the learned grids' training starts: ``named_key(s, "ld3")``, 2000 starts each, drawn
+from N(0, sigma_max^2 I); the evaluations use ``key(0-2)`` and ``named_key(i, "coupled")``."""
+
+
+def learn(label, name, nfe, target, score_fn) -> None:
+    """Learn candidate ``label``'s grid (:func:`scorelab.ld3.learn_grid`) on the training
+    starts, save it as ``ays:NAME`` (``src/scorelab/grids/NAME.json``) and print the error."""
+    from scorelab.noise import GRIDS_DIR
+    from scorelab.runs import named_key
+
+    sampler, sigma_max = _candidate(label, nfe)
+    x_T = jax.numpy.concatenate([
+        samplers.ve_prior(named_key(s, "ld3"), 2000, 2, np.float32(sigma_max))
+        for s in TRAIN_STARTS
+    ])  # fmt: skip
+    x_teacher = samplers.sample(jax.random.key(0), converged(sigma_max), score_fn, x_T).x
+    sigmas, error, start = ld3.learn_grid(sampler, score_fn, x_T, x_teacher)
+    about = {"sampler": sampler.name, "start": label, "data": "seed_mixture", "score": "exact",
+             "prior": "normal", "n_starts": int(x_T.shape[0]),
+             "starts": f"named_key(s, 'ld3'), s in {TRAIN_STARTS.start}-{TRAIN_STARTS.stop - 1}",
+             "teacher": f"heun, {ld3.TEACHER_LEVELS} Karras levels"}  # fmt: skip
+    path = ld3.save_learned_grid(GRIDS_DIR / f"{name}.json", sigmas, error=error,
+                                 error_start=start, about=about)  # fmt: skip
+    print(
+        f"{label}: mean squared error {start:.4f} -> {error:.4f} on {x_T.shape[0]} starts; "
+        f"ays:{name} = {np.round(sigmas, 4).tolist()} ({path})",
+        flush=True,
+    )
+
+
+def gradient(label, nfe, target, score_fn, steps=300, learning_rate=0.01) -> None:
+    """LD3's own search for comparison: Adam on the gradient of the mean squared global error
+    through the sampler (the grid as ``log sigma_max - cumsum(softplus(theta))``, the top level
+    fixed), from ``label``'s grid, on :func:`learn`'s training starts; printed: the error and the
+    mode mismatch on those and on 2 x 10 000 held-out starts (``named_key(i, "coupled")``),
+    before and after."""
+    import jax.numpy as jnp
+    import optax
+
+    from scorelab.runs import named_key
+
+    sampler, sigma_max = _candidate(label, nfe)
+    teacher = converged(sigma_max)
+
+    def starts(keys):
+        x_T = jnp.concatenate([samplers.ve_prior(k, n, 2, np.float32(sigma_max)) for k, n in keys])
+        return x_T, samplers.sample(jax.random.key(0), teacher, score_fn, x_T).x
+
+    train = starts([(named_key(s, "ld3"), 2000) for s in TRAIN_STARTS])
+    held_out = starts([(named_key(i, "coupled"), 10_000) for i in range(2)])
+
+    def grid(theta):
+        steps_down = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jax.nn.softplus(theta))])
+        return jnp.exp(jnp.log(sigma_max) - steps_down)[::-1]
+
+    def loss(theta, x_T, x_teacher):
+        return jnp.mean(ld3.global_error(ld3.on_grid(sampler, grid(theta)), score_fn, x_T,
+                                         x_teacher))  # fmt: skip
+
+    def mismatch(theta, x_T, x_teacher):
+        x = samplers.sample(jax.random.key(0), ld3.on_grid(sampler, grid(theta)), score_fn, x_T).x
+        modes = [jnp.argmax(target.responsibilities(y), axis=-1) for y in (x, x_teacher)]
+        return jnp.mean(modes[0] != modes[1])
+
+    def report(when, theta):
+        cells = [f"{float(f(theta, *data)):.4f}" for data in (train, held_out)
+                 for f in (loss, mismatch)]  # fmt: skip
+        print(f"{label}, Adam {when}: error/mismatch train {cells[0]}/{cells[1]}, held-out "
+              f"{cells[2]}/{cells[3]}; grid {np.round(np.asarray(grid(theta)), 4).tolist()}",
+              flush=True)  # fmt: skip
+
+    gaps = np.diff(np.log(np.asarray(sampler.sigmas, np.float64)))[::-1]  # top first
+    theta = jnp.asarray(np.log(np.expm1(gaps)), jnp.float32)  # softplus^-1: the start grid
+    optimiser = optax.adam(learning_rate)
+    state = optimiser.init(theta)
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    report("start", theta)
+    for _ in range(steps):
+        _, grads = value_and_grad(theta, *train)
+        updates, state = optimiser.update(grads, state)
+        theta = optax.apply_updates(theta, updates)
+    report(f"after {steps} steps (learning rate {learning_rate})", theta)
 
 
 def main():
@@ -195,6 +302,15 @@ def main():
     parser.add_argument("--coupled", type=int, metavar="K",
                         help="only the mode weights of K x n starts against the converged ODE "
                              "from the same starts (coupled)")  # fmt: skip
+    parser.add_argument("--prior", choices=PRIORS, default="normal",
+                        help="x_T ~ N(0, sigma_max^2 I) (normal), N(m, C + sigma_max^2 I) "
+                             "(moments) or the exact q at sigma_max (exact)")  # fmt: skip
+    parser.add_argument("--learn", metavar="NAME",
+                        help="learn the grid of each candidate (its grid is the start) from "
+                             "the training starts, save it as ays:NAME (scorelab.ld3)")  # fmt: skip
+    parser.add_argument("--gradient", action="store_true",
+                        help="LD3's gradient search (Adam) from each candidate's grid, for "
+                             "comparison with --learn's")  # fmt: skip
     args = parser.parse_args()
     labels = args.only.split(",") if args.only else list(CANDIDATES)
     unknown = sorted(set(labels) - set(CANDIDATES))
@@ -202,11 +318,20 @@ def main():
         parser.error(f"unknown candidate {unknown[0]!r}; accepted: {', '.join(CANDIDATES)}")
     target, seeds = seed_mixture(), [int(seed) for seed in args.seeds.split(",")]
     score_fn = ExactScore(target)
+    if args.gradient:
+        for label in labels:
+            gradient(label, args.nfe, target, score_fn)
+        return
+    if args.learn:
+        for label in labels:
+            learn(label, args.learn, args.nfe, target, score_fn)
+        return
     if args.screen:
-        screen(labels, seeds, args.n, args.nfe, target, score_fn)
+        screen(labels, seeds, args.n, args.nfe, target, score_fn, args.prior)
         return
     if args.coupled:
-        coupled(labels, args.coupled, args.n, args.nfe, target, score_fn)
+        coupled(labels, args.coupled, args.n, args.nfe, target, score_fn,
+                prior_kind=args.prior)  # fmt: skip
         return
     floor = floors(("sw", "mmd2", "tv"), target.sample, jax.random.fold_in(jax.random.key(3), 0),
                    args.n, 5, target=target, n_projections=250)  # fmt: skip
@@ -219,7 +344,7 @@ def main():
             runs[f"{label}: converged ODE"] = converged(sigma_max)
         for seed in seeds:
             key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
-            x_T = samplers.ve_prior(key_prior, args.n, 2, np.float32(sigma_max))
+            x_T = prior(key_prior, args.n, sigma_max, target, args.prior)
             reference = np.asarray(target.sample(key_reference, args.n))
             for run_label, run_sampler in runs.items():
                 x = np.asarray(samplers.sample(key_chain, run_sampler, score_fn, x_T).x)

@@ -26,7 +26,7 @@ LAYERS = (
         "maths core",
         (
             "noise", "targets", "data", "models", "precond", "losses", "samplers", "adapters",
-            "metrics", "likelihood", "score_error", "classifier", "image_metrics", "ays",
+            "metrics", "likelihood", "score_error", "classifier", "image_metrics", "ays", "ld3",
         ),
     ),
     ("figures", ("viz",)),

@@ -854,7 +854,7 @@ def test_likelihood_refuses_an_unconditional_model(dsm_run, tmp_path, capsys):
         ("sampler.options.eta=0.5", "sampler.options.eta: scorelab score-error does not read it"),
         ("sampler.name='heun'", "sampler.name: scorelab score-error does not read it"),
         ("sampler.nfe=20", "sampler.nfe: scorelab score-error does not read it"),
-        ("sampler.prior='exact'", "(read by scorelab train, sample)"),
+        ("sampler.prior='exact'", "(read by scorelab train, sample, grid --method ld3)"),
     ],
 )
 def test_score_error_refuses_a_sampler_setting_it_does_not_read(setting, words, dsm_run, capsys):
@@ -871,8 +871,12 @@ def test_score_error_refuses_a_sampler_setting_it_does_not_read(setting, words, 
         ("sample", "train.steps=5", "(read by scorelab train)"),
         ("sample", "data.n=5", "data.n: scorelab sample"),
         ("grid", "sampler.grid='karras'", "sampler.grid: scorelab grid does not read it"),
-        ("grid", "sampler.name='heun'", "(read by scorelab train, sample)"),
-        ("likelihood", "sampler.n_levels=7", "read by scorelab train, sample, grid, score-error"),
+        ("grid", "sampler.name='heun'", "(read by scorelab train, sample, grid --method ld3)"),
+        (
+            "likelihood",
+            "sampler.n_levels=7",
+            "read by scorelab train, sample, grid, grid --method ld3, score-error",
+        ),
         ("likelihood", "sampler.options.eta=0.5", "sampler.options.eta: scorelab likelihood"),
     ],
 )

@@ -39,9 +39,7 @@ References:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -49,9 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._files import atomic_write
 from scorelab._validate import check_int, check_memory
-from scorelab.noise import geometric_sigmas
+from scorelab.noise import geometric_sigmas, write_saved_grid
 
 
 def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_inner: int) -> Array:
@@ -189,14 +186,11 @@ def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict
     record = {
         "kind": "ays",
         "bound": "KLUB, Sabour et al. (2024) eq. 9 in VE (scorelab.ays)",
-        "sigmas": [float(s) for s in np.asarray(sigmas, np.float64)],
         "klub": bound,
         "klub_geometric": bound_geometric,
         **about,
     }
-    path = Path(path)
-    atomic_write(path, lambda handle: handle.write(json.dumps(record, indent=1).encode()))
-    return path
+    return write_saved_grid(path, sigmas, record)
 
 
 __all__ = ["klub_terms", "optimise_grid", "save_grid"]

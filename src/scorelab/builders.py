@@ -456,11 +456,14 @@ def make_prior(
     n: int,
     shape: int | tuple[int, ...],
     target: GaussianMixture | None,
+    data=None,
 ) -> Array:
-    """Starting points ``(n, *shape)``; sample ``i`` depends only on ``fold_in(key, i)``.
+    r"""Starting points ``(n, *shape)``; sample ``i`` depends only on ``fold_in(key, i)``.
 
     The prior's scale is ``sigma_max`` for a sampler that walks a grid, the tutorial's 10 for
-    ULA and MALA.
+    ULA and MALA. ``moments`` draws from :math:`\mathcal{N}(m, C + \sigma^2 I)`
+    (:func:`scorelab.samplers.ve_prior`) with the target's exact mean and covariance, or the
+    sample moments of ``data`` without a target.
 
     Args:
         config: the sampler section.
@@ -468,13 +471,39 @@ def make_prior(
         n: number of chains.
         shape: one state's shape: ``d`` (or ``(d,)``) for points, ``(C, H, W)`` for images.
         target: the target with an exact score, if any.
+        data: ``(m, *shape)`` training data, for ``moments`` without a target.
 
     Raises:
-        ConfigError: for ``prior = "exact"`` without a target.
+        ConfigError: for ``prior = "exact"`` without a target, ``moments`` with neither a
+            target nor data, or a covariance too large for memory.
     """
     sigma = config.sigma_max if config.uses_grid else 10.0
     if config.prior == "exact":
         if target is None:
             raise ConfigError("sampler.prior: 'exact' needs a built-in target with an exact score")
         return samplers.exact_prior(key, target, n, sigma)
+    if config.prior == "moments":
+        mean, covariance = _moments(target, data, shape)
+        return samplers.ve_prior(key, n, shape, jnp.float32(sigma), mean, covariance)
     return samplers.ve_prior(key, n, shape, jnp.float32(sigma))
+
+
+def _moments(target, data, shape) -> tuple[Array, Array]:
+    """The mean ``shape`` and covariance ``(D, D)`` of the target, or of ``data`` (sample
+    moments), for the ``moments`` prior; ``D`` is the size of one state."""
+    if target is not None:
+        return target.mean(), target.covariance()
+    if data is None:
+        raise ConfigError("sampler.prior: 'moments' needs a target or training data")
+    size = int(np.prod(shape))
+    check_memory(
+        "sampler.prior",
+        8.0 * size * (size + np.shape(data)[0]),
+        "use prior = 'normal': the data's covariance is too large",
+        error=ConfigError,
+    )
+    flat = np.asarray(data, np.float64).reshape(np.shape(data)[0], size)
+    covariance = np.cov(flat, rowvar=False).reshape(size, size)
+    return jnp.asarray(flat.mean(0).reshape(shape), jnp.float32), jnp.asarray(
+        covariance, jnp.float32
+    )

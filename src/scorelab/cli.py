@@ -55,15 +55,12 @@ _GRID_FLAGS = {
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),
     "--rho": ("sampler.rho", float, "Karras grid curvature or polyexponential exponent"),
-    "--prior": ("sampler.prior", str, "normal or exact"),
+    "--prior": ("sampler.prior", str, "normal, exact or moments (N(m, C + sigma_max^2 I))"),
 }
 _SCORE_ERROR_FLAGS = {
     flag: _GRID_FLAGS[flag]
     for flag in ("--levels", "--grid", "--sigma-min", "--sigma-max", "--rho")
 }
-# scorelab grid optimises levels between the ends: another grid, a prior or a sampler's budget
-# has no meaning there (they were accepted and ignored).
-_AYS_FLAGS = {flag: _GRID_FLAGS[flag] for flag in ("--levels", "--sigma-min", "--sigma-max")}
 # Flags of earlier versions, and what replaced them.
 _RENAMED_FLAGS = {
     "--e": "--eta",
@@ -152,11 +149,11 @@ def _experiment(args, flags: dict, base: dict | None = None):
     return ExperimentConfig.from_dict(values)
 
 
-def _source(args, flags: dict):
+def _source(args, flags: dict, job: str | None = None):
     """``(config, model)`` of ``--run DIR`` (its saved configuration and network) or ``--exact
     TARGET`` (the target's exact score: model ``None``), with ``--config``, ``--set`` and
-    ``flags`` applied on top; a setting the command does not read is refused
-    (:func:`scorelab.workflows.check_reads`)."""
+    ``flags`` applied on top; a setting the job (default: the command) does not read is
+    refused (:func:`scorelab.workflows.check_reads`)."""
     from scorelab.config import TARGETS, ExperimentConfig
     from scorelab.runs import load_run
     from scorelab.workflows import check_reads
@@ -169,14 +166,14 @@ def _source(args, flags: dict):
         )
     if args.run is not None:
         saved, model = load_run(args.run)
-        return _run_experiment(args, flags, saved), model
+        return _run_experiment(args, flags, saved, job), model
     exact = {"data": {"source": args.exact}}
     config = _experiment(args, flags, exact)
-    check_reads(args.command, config, ExperimentConfig.from_dict(exact))
+    check_reads(job or args.command, config, ExperimentConfig.from_dict(exact))
     return config, None
 
 
-def _run_experiment(args, flags: dict, saved):
+def _run_experiment(args, flags: dict, saved, job: str | None = None):
     """A run's saved configuration with ``--config``, ``--set`` and ``flags`` on top, of which
     only ``[sampler]`` may differ, and only what the command reads of it: the data, model, loss
     and training made the saved network, and another value there would describe a model the
@@ -194,7 +191,7 @@ def _run_experiment(args, flags: dict, saved):
                 f"settings may change when sampling a run (got {changed!r}): train a new run "
                 f"for another {section}"
             )
-    check_reads(args.command, config, saved)
+    check_reads(job or args.command, config, saved)
     return config
 
 
@@ -572,23 +569,48 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_grid(args) -> int:
+    if args.method == "ld3":
+        return _cmd_grid_ld3(args)
     from scorelab.ays import save_grid
     from scorelab.workflows import grid_run
 
-    config, model = _source(args, _AYS_FLAGS)
+    config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
     out = _output(args.out, ".json", args.overwrite)
     sigmas, bound, start, about = grid_run(
         config,
         model,
         args.n,
         args.seed,
-        n_inner=args.inner,
+        n_inner=4 if args.inner is None else args.inner,
         n_candidates=args.candidates,
         n_sweeps=args.sweeps,
     )
     save_grid(out, sigmas, bound=bound, bound_geometric=start, about=about)
     print(f"{len(sigmas)} levels, bound {bound:.4g} (geometric {start:.4g}) written to {out}")
     print(f"use it with --grid {out} (sigma_min {sigmas[0]:g}, sigma_max {sigmas[-1]:g})")
+    return 0
+
+
+def _cmd_grid_ld3(args) -> int:
+    from scorelab.ld3 import save_learned_grid
+    from scorelab.workflows import LD3_JOB, ld3_grid_run
+
+    if args.inner is not None:
+        raise ValueError("--inner: only --method ays draws sigmas inside intervals; leave it out")
+    config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, LD3_JOB)
+    out = _output(args.out, ".json", args.overwrite)
+    sigmas, error, start, about = ld3_grid_run(
+        config, model, args.n, args.seed, n_candidates=args.candidates, n_sweeps=args.sweeps
+    )
+    save_learned_grid(out, sigmas, error=error, error_start=start, about=about)
+    print(
+        f"{len(sigmas)} levels for {about['sampler']}, mean squared error {error:.4g} against "
+        f"the converged ODE (start {start:.4g}) written to {out}"
+    )
+    print(
+        f"use it with --sampler {config.sampler.name} --grid {out} (sigma_min {sigmas[0]:g}, "
+        f"sigma_max {sigmas[-1]:g})"
+    )
     return 0
 
 
@@ -792,15 +814,26 @@ def _parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_cmd_sweep)
 
     grid = commands.add_parser(
-        "grid", help="an Align-Your-Steps grid: minimise the discretisation bound, save as JSON"
+        "grid",
+        help="an optimised grid, saved as JSON: Align-Your-Steps (minimise the discretisation "
+        "bound) or ld3 (one ODE sampler's error against the converged ODE)",
     )
     source = grid.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
-    _add_config_flags(grid, _AYS_FLAGS)
-    grid.add_argument("--n", type=int, default=1000, help="data points of the bound")
-    grid.add_argument("--seed", type=int, default=0, help="seed of the bound's draws")
-    grid.add_argument("--inner", type=int, default=4, help="sigma draws per interval and point")
+    grid.add_argument(
+        "--method",
+        choices=("ays", "ld3"),
+        default="ays",
+        help="ays: the bound, between --sigma-min and --sigma-max; ld3: the grid of --sampler "
+        "(its --grid is the start) closest to the converged ODE from its prior's starts",
+    )
+    _add_config_flags(grid, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
+    grid.add_argument("--n", type=int, default=1000, help="data points (ays) or starts (ld3)")
+    grid.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    grid.add_argument(
+        "--inner", type=int, default=None, help="ays: sigma draws per interval and point (4)"
+    )
     grid.add_argument("--candidates", type=int, default=16, help="positions tried per level")
     grid.add_argument("--sweeps", type=int, default=3, help="coordinate-descent sweeps")
     grid.add_argument("--out", type=Path, default=Path("grid.json"), help="output .json")

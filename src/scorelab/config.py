@@ -99,7 +99,7 @@ paired standard errors (docs/benchmarks.md, "Image recipes by held-out loss").""
 MODELS = ("auto", "mlp", "ncsn_mlp", "unet")
 NOISE_CONDITIONAL_MODELS = ("ncsn_mlp", "unet")
 PRECONDITIONINGS = ("none", "edm")
-PRIORS = ("normal", "exact")
+PRIORS = ("normal", "exact", "moments")
 
 
 class ConfigError(ValueError):
@@ -424,7 +424,9 @@ class SamplerConfig:
             configuration whose loss trains over a sigma range (NCSN) samples over that range
             unless these are given.
         prior: ``normal`` (x_T ~ N(0, sigma_max^2 I); ULA and MALA start from N(0, 100 I) as
-            in the tutorial) or ``exact`` (x_T from the exact q at sigma_max; needs a target).
+            in the tutorial), ``exact`` (x_T from the exact q at sigma_max; needs a target) or
+            ``moments`` (x_T ~ N(m, C + sigma_max^2 I), the Gaussian with the moments of q at
+            sigma_max: the target's m and C, or the training data's sample moments).
         options: the sampler's own options, name -> value
             (:func:`scorelab.samplers.options`); the others keep their defaults.
     """

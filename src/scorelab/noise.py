@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._files import write_json
+
 __all__ = [
     "ve_perturb",
     "vp_perturb",
@@ -285,6 +287,14 @@ def read_saved_grid(name: str) -> np.ndarray:
             "numbers (finite in float32); make one with scorelab grid"
         )
     return saved
+
+
+def write_saved_grid(path, sigmas, record: dict) -> Path:
+    """Write a grid as JSON, atomically, for :func:`read_saved_grid`: ``record`` (what made
+    it: ``kind``, its objective, settings) with ``sigmas``, the ``(N,)`` ascending levels, as
+    a list of floats. Returns the path written."""
+    levels = [float(s) for s in np.asarray(sigmas, np.float64)]
+    return write_json(path, {"kind": record.get("kind"), "sigmas": levels, **record})
 
 
 def is_saved_grid(name: str) -> bool:

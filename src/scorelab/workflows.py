@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from scorelab import ays, builders, samplers, viz
-from scorelab._validate import check_memory, check_real, check_seed
+from scorelab import ays, builders, ld3, samplers, viz
+from scorelab._validate import check_int, check_memory, check_real, check_seed
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
@@ -62,6 +62,7 @@ JOB_READS: dict[str, tuple[str, ...]] = {
     "train": ("data", "model", "loss", "train", "sampler"),  # the sampler: the run's default
     "sample": ("data.source", "sampler"),
     "grid": ("data.source", "sampler.n_levels", "sampler.sigma_min", "sampler.sigma_max"),
+    "grid --method ld3": ("data.source", "sampler"),
     "likelihood": ("data.source", "sampler.sigma_min", "sampler.sigma_max"),
     "score-error": (
         "data.source",
@@ -69,9 +70,10 @@ JOB_READS: dict[str, tuple[str, ...]] = {
     ),
 }
 """What each job (``scorelab`` command) reads of its configuration: sections, or
-``section.field`` (``sampler`` covers its options). ``grid`` and ``likelihood`` read the
-sampler's range, ``score-error`` its grid (:func:`scorelab.builders.make_sigmas`), and none of
-the three samples."""
+``section.field`` (``sampler`` covers its options). ``grid`` (Align-Your-Steps) and
+``likelihood`` read the sampler's range, ``grid --method ld3`` the whole sampler (its grid is
+the start, its prior draws the starts), ``score-error`` its grid
+(:func:`scorelab.builders.make_sigmas`); of these four, only ``grid --method ld3`` samples."""
 
 
 def _reads(job: str, name: str) -> bool:
@@ -414,10 +416,12 @@ def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[Sam
         "take smaller steps (a smaller step size or step ratio, or more levels) and check the "
         "score model"
     )
+    moments_of_data = config.sampler.prior == "moments" and target is None
+    data = builders.make_data(config.data) if moments_of_data else None
     results = []
     for key, score_fn in draws:
         key_prior, key_sampler = jax.random.split(key)
-        x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target)
+        x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target, data)
         chunks = [
             samplers.sample(
                 key_sampler,
@@ -507,6 +511,68 @@ def grid_run(
         "n_sweeps": n_sweeps,
     }
     return sigmas, bound, start, about
+
+
+LD3_JOB = "grid --method ld3"
+"""The job name of :func:`ld3_grid_run` in :data:`JOB_READS`."""
+
+
+def ld3_grid_run(
+    config: ExperimentConfig, model, n: int, seed: int, *, n_candidates: int = 16, n_sweeps: int = 3
+) -> tuple[np.ndarray, float, float, dict[str, Any]]:
+    """A learned grid for the configured sampler, data and score (:mod:`scorelab.ld3`): the
+    configured grid is the start, ``n`` starts from the configured prior (key ``key(seed)``) are
+    solved by the sampler and by the converged ODE (:func:`scorelab.ld3.teacher`).
+
+    Returns:
+        ``(sigmas, error, error_start, about)``: the ascending grid, its mean squared error
+        against the converged ODE on the starts, the start grid's, and how it was made (for
+        :func:`scorelab.ld3.save_learned_grid`).
+
+    Raises:
+        ConfigError: for ``n`` not a positive integer, more memory than available, a model
+            that cannot serve a grid, or a sampler that is not a deterministic fixed-grid one.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
+    check_seed("grid.seed", seed, error=ConfigError)
+    for name, value in (("candidates", n_candidates), ("sweeps", n_sweeps)):
+        check_int(f"grid.{name}", value, 1, error=ConfigError)  # before the teacher's solve
+    target = builders.make_target(config.data)
+    score_fn = _score_at_every_level(config, model, target, "a learned grid")
+    shape = _state_shape(config, target)
+    # The starts, both solves' outputs and a multistep solver's few denoised states.
+    check_memory("grid.n", 4.0 * n * int(np.prod(shape)) * 8, "use fewer starts (--n)", ConfigError)
+    sampler = builders.make_sampler(config.sampler)
+    if not config.sampler.uses_grid or sampler.nfe is None or sampler.draws_per_step:
+        raise ConfigError(
+            f"sampler.name: a learned grid needs a deterministic sampler on a fixed grid (an ODE "
+            f"solver such as unipc, dpmpp_2m, ipndm or heun), got {sampler.name}"
+        )
+    data = (
+        builders.make_data(config.data)
+        if config.sampler.prior == "moments" and not target
+        else None
+    )
+    x_T = builders.make_prior(config.sampler, jax.random.key(seed), n, shape, target, data)
+    teacher = ld3.teacher(config.sampler.sigma_max)
+    x_teacher = samplers.sample(jax.random.key(seed), teacher, score_fn, x_T).x
+    sigmas, error, start = ld3.learn_grid(
+        sampler, score_fn, x_T, x_teacher, n_candidates=n_candidates, n_sweeps=n_sweeps
+    )
+    about = {
+        "sampler": sampler.name,
+        "start": f"{config.sampler.grid} {config.sampler.sigma_min:g}-{config.sampler.sigma_max:g}",
+        "prior": config.sampler.prior,
+        "data": config.data.source,
+        "score": "exact" if model is None else "model",
+        "n_starts": n,
+        "seed": seed,
+        "teacher": f"heun, {ld3.TEACHER_LEVELS} Karras levels (rho 7) from 0.002",
+        "n_candidates": n_candidates,
+        "n_sweeps": n_sweeps,
+    }
+    return sigmas, error, start, about
 
 
 def evaluate_samples(

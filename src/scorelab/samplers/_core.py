@@ -292,21 +292,36 @@ def default_sigmas(n: int = 100, sigma_max: float = DEFAULT_SIGMA_MAX) -> Array:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def ve_prior(key: Array, n: int, shape: int | tuple[int, ...], sigma) -> Array:
-    r"""``n`` draws from the VE prior :math:`\mathcal{N}(0, \sigma^2 I)`, shape ``(n, *shape)``.
+def ve_prior(
+    key: Array, n: int, shape: int | tuple[int, ...], sigma, mean=None, covariance=None
+) -> Array:
+    r"""``n`` draws from the VE prior :math:`\mathcal{N}(0, \sigma^2 I)`, shape ``(n, *shape)``;
+    with ``mean`` and ``covariance``, from the Gaussian with the moments of :math:`q_\sigma`.
 
     .. math::
-        x_T^{(i)} = \sigma z_i, \qquad z_i \sim \mathcal{N}(0, I).
+        x_T^{(i)} = \sigma z_i, \qquad \text{or} \qquad
+        x_T^{(i)} = m + L z_i, \quad L L^\top = C + \sigma^2 I, \qquad
+        z_i \sim \mathcal{N}(0, I).
+
+    :math:`q_\sigma = q_0 * \mathcal{N}(0, \sigma^2 I)` has mean :math:`m` and covariance
+    :math:`C + \sigma^2 I` when :math:`q_0` has :math:`m, C` (the exact moments of a target, or
+    the data's sample moments), and :math:`\mathcal{N}(m, C + \sigma^2 I)` is the Gaussian
+    closest to :math:`q_\sigma` in :math:`\mathrm{KL}(q_\sigma \| \cdot)` (moment matching);
+    :math:`\mathcal{N}(0, \sigma^2 I)` differs from it by a KL that falls only as
+    :math:`1/\sigma^2` (docs/benchmarks.md, "The moonshot, fourth look").
 
     Sample ``i`` is drawn from ``fold_in(key, i)``, so the first ``m`` rows do not depend on
-    ``n``. Use ``sigma = sigmas[-1]`` of the sampler's grid. Jitted with ``n`` and ``shape``
-    static.
+    ``n``; both forms use the same :math:`z_i`. Use ``sigma = sigmas[-1]`` of the sampler's
+    grid. Jitted with ``n`` and ``shape`` static.
 
     Args:
         key: PRNG key.
         n: number of samples (Python int).
         shape: one state's shape: an int ``d`` for vectors, or a tuple such as ``(C, H, W)``.
-        sigma: the prior's standard deviation, a scalar.
+        sigma: the prior's noise level, a scalar.
+        mean: optional ``shape`` mean :math:`m` of the data (default 0).
+        covariance: optional ``(D, D)`` covariance :math:`C` of the data, ``D`` the size of
+            ``shape`` (a state flattened row-major); default 0.
 
     Returns:
         ``(n, *shape)`` array of JAX's default float (float32 unless x64 is enabled).
@@ -317,7 +332,14 @@ def ve_prior(key: Array, n: int, shape: int | tuple[int, ...], sigma) -> Array:
     """
     shape = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-    return sigma * jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+    z = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+    if covariance is None:
+        x = sigma * z
+    else:
+        size = int(np.prod(shape))
+        factor = jnp.linalg.cholesky(covariance + sigma**2 * jnp.eye(size, dtype=z.dtype))
+        x = (z.reshape(n, size) @ factor.T).reshape(n, *shape)
+    return x if mean is None else x + jnp.reshape(mean, shape)
 
 
 def exact_prior(key: Array, target, n: int, sigma) -> Array:
