@@ -165,7 +165,11 @@ def test_the_moonshot_with_the_exact_prior():
     score, x_T from the exact q at 80, seeds 0-2 of 10 000 with ``benchmarks/moonshot.py``'s
     keys. Every metric within its bound on every seed: SW and mode-weight TV <= 1.5x their
     floors' means, MMD² <= its floor's mean + 1.5 sd (floors: two exact sets of 10 000, 5 pairs),
-    the within-mode variance ratio in ``VAR_RATIO_BAND`` and at most 1% far samples."""
+    the within-mode variance ratio in ``VAR_RATIO_BAND`` and at most 1% far samples. The exact
+    prior was tried after both Gaussian priors had failed seed 0 (the converged ODE fails it from
+    them too), so this reproduces a documented result; the sampler's own claim, free of the
+    seeds, is the coupled error of
+    ``test_the_bundled_unipc_grid_moves_fewer_chains_between_modes_than_the_geometric``."""
     target = seed_mixture()
     score_fn = ExactScore(target)
     floor = floors(("sw", "mmd2", "tv"), target.sample, jax.random.fold_in(jax.random.key(3), 0),
