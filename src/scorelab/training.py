@@ -380,10 +380,29 @@ def _dispatch(
         bad = jnp.where(finite, bad, step)
         return (state, bad), loss
 
-    (state, bad), losses = jax.lax.scan(
-        body, (state, jnp.array(-1)), jnp.arange(length), unroll=config.unroll
-    )
+    (state, bad), losses = _run_slots(body, (state, jnp.array(-1)), length, config.unroll)
     return state, losses, bad
+
+
+def _run_slots(body: Callable, carry: Any, length: int, unroll: bool) -> tuple[Any, Array]:
+    """``lax.scan(body, carry, jnp.arange(length))``; with ``unroll``, the same ``length`` calls
+    of ``body`` as straight-line code, outputs stacked alike.
+
+    Written out rather than ``lax.scan(..., unroll=True)``, which for ``length == 1`` reads
+    ``unroll=1``, i.e. *no* unrolling, and emits a one-trip ``while`` loop. On XLA:CPU that loop
+    is the whole loop penalty (``TrainConfig.unroll``): the convolutions of a network's backward
+    pass, which JAX's transpose rules emit with non-canonical dimension labels (``b01f_01oi``
+    input gradients, ``f01b_i01o`` weight gradients), are rewritten into the canonical form its
+    fast convolution libraries take at the top level of a program but not inside a loop body, and
+    there run on XLA's generic, scalar emitter (``benchmarks/image_training.py --diagnose``).
+    """
+    if not unroll:
+        return jax.lax.scan(body, carry, jnp.arange(length))
+    outputs = []
+    for slot in range(length):
+        carry, output = body(carry, jnp.asarray(slot))
+        outputs.append(output)
+    return carry, jnp.stack(outputs)
 
 
 def train(
