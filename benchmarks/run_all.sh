@@ -32,3 +32,4 @@ run memory 120 memory
 run image_sampling 600 image_sampling
 run image_training 420 image_training
 run unet_parts 300 unet_parts
+run loop_convolutions 300 loop_convolutions --network

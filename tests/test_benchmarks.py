@@ -55,6 +55,7 @@ def test_table_is_markdown_with_one_row_per_entry():
         "train_step_parts",
         "convolutions",
         "unroll",
+        "loop_convolutions",
         "edm_unet_digits",
         # k-diffusion's rows where torch and k-diffusion are installed, scorelab's everywhere.
         "likelihood",

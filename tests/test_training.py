@@ -31,6 +31,7 @@ from scorelab.targets import gaussian
 from scorelab.training import (
     NonFiniteLossError,
     TrainConfig,
+    _run_slots,
     make_optimizer,
     train,
 )
@@ -168,6 +169,36 @@ def test_steps_per_dispatch_does_not_change_the_run(reference, capsys):
     assert_same_run(result, reference[0])
     bar = capsys.readouterr().err  # tqdm: steps done, rate (step/s or s/step), mean loss
     assert "24/24" in bar and "step" in bar and "loss=" in bar
+
+
+@pytest.mark.parametrize("length", [1, 3])
+def test_an_unrolled_dispatch_is_straight_line_code(length):
+    # TrainConfig.unroll promises no loop in the program, at every dispatch length: a loop body
+    # is where XLA:CPU compiles a network's backward convolutions to its slow generic emitter
+    # (benchmarks/loop_convolutions.py). lax.scan(unroll=True) of length 1 reads unroll=1 and
+    # emits a one-trip while loop, which is how `train` ran a U-Net 60x slower than its
+    # gradient at top level in dispatches of one step.
+    def body(carry, slot):
+        return 2.0 * carry + slot, jnp.sum(carry)
+
+    carry = jnp.arange(3.0)
+    rolled = str(jax.make_jaxpr(lambda c: _run_slots(body, c, length, False))(carry))
+    unrolled = str(jax.make_jaxpr(lambda c: _run_slots(body, c, length, True))(carry))
+    assert "scan[" in rolled  # the check sees a loop where there is one
+    assert "scan[" not in unrolled and "while[" not in unrolled
+    for a, b in zip(
+        jax.tree.leaves(_run_slots(body, carry, length, True)),
+        jax.tree.leaves(_run_slots(body, carry, length, False)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unroll_in_dispatches_of_one_step_gives_the_rolled_run_bitwise(reference):
+    # One step per dispatch, straight-line: the program is the rolled loop's body without the
+    # loop, so the same run to the bit. (Longer unrolled dispatches let XLA fuse across steps,
+    # which may change the last bits, as TrainConfig.unroll says.)
+    assert_same_run(run(replace(CONFIG, unroll=True, steps_per_dispatch=1)), reference[0])
 
 
 @pytest.mark.parametrize(

@@ -90,12 +90,15 @@ class TrainConfig:
             every step. Must be divisible by the number of devices.
         steps_per_dispatch: steps fused into one jitted ``lax.scan`` (:math:`K`); more means
             less host overhead and a coarser progress bar, never a different result.
-        unroll: run each dispatch's steps as straight-line code instead of a loop. XLA:CPU
-            runs convolutions inside a loop or conditional body an order of magnitude slower
-            than at the top level (``benchmarks/unroll.py``), so convolutional networks (the
-            U-Net) train with ``unroll`` on and a short ``steps_per_dispatch``; compilation
-            then grows with ``steps_per_dispatch``. The same run's numbers may differ from the
-            rolled loop's in the last bits (XLA fuses differently), never in anything else.
+        unroll: run each dispatch's steps as straight-line code, with no loop or conditional
+            in the program, at every ``steps_per_dispatch`` (1 included). Inside a loop or
+            conditional body XLA:CPU leaves the convolutions of a network's backward pass on its
+            generic emitter, 16-95x slower each than at the top level
+            (``benchmarks/loop_convolutions.py``, ``benchmarks/unroll.py``), so convolutional
+            networks (the U-Net) train with ``unroll`` on and a short ``steps_per_dispatch``;
+            compilation then grows with ``steps_per_dispatch``. The same run's numbers may
+            differ from the rolled loop's in the last bits (XLA fuses across steps), never in
+            anything else; with one step per dispatch they are the same.
         ema_decay: ``None`` or :math:`\beta \in (0, 1)`: keep the exponential moving average
             :math:`\bar\theta_i = \beta\bar\theta_{i-1} + (1-\beta)\theta_i`,
             :math:`\bar\theta_0 = \theta_0` (Polyak averaging with exponential weights).
@@ -380,10 +383,30 @@ def _dispatch(
         bad = jnp.where(finite, bad, step)
         return (state, bad), loss
 
-    (state, bad), losses = jax.lax.scan(
-        body, (state, jnp.array(-1)), jnp.arange(length), unroll=config.unroll
-    )
+    (state, bad), losses = _run_slots(body, (state, jnp.array(-1)), length, config.unroll)
     return state, losses, bad
+
+
+def _run_slots(body: Callable, carry: Any, length: int, unroll: bool) -> tuple[Any, Array]:
+    """``lax.scan(body, carry, jnp.arange(length))``; with ``unroll``, the same ``length`` calls
+    of ``body`` as straight-line code, outputs stacked alike.
+
+    Written out rather than ``lax.scan(..., unroll=True)``, which for ``length == 1`` reads
+    ``unroll=1``, i.e. *no* unrolling, and emits a one-trip ``while`` loop: the whole loop
+    penalty of ``TrainConfig.unroll``. JAX's transpose rules emit the convolutions of a
+    network's backward pass with non-canonical dimension labels (``b01f_01oi`` input
+    gradients, ``f01b_i01o`` weight gradients); XLA:CPU rewrites them into the canonical
+    ``b01f_01io`` its fast libraries (YNNPACK, Eigen) run at the top level of a program, but
+    not inside a loop body, where they run on its generic emitter
+    (``benchmarks/loop_convolutions.py`` shows the labels and times).
+    """
+    if not unroll:
+        return jax.lax.scan(body, carry, jnp.arange(length))
+    outputs = []
+    for slot in range(length):
+        carry, output = body(carry, jnp.asarray(slot))
+        outputs.append(output)
+    return carry, jnp.stack(outputs)
 
 
 def train(
