@@ -164,6 +164,9 @@ class DataConfig:
         _check_choice("data", "layout", self.layout, IMAGE_LAYOUTS)
         _check_choice("data", "pixel_range", self.pixel_range, PIXEL_RANGES)
         _check_real("data", "held_out", self.held_out, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        if not isinstance(self.source, str) or not self.source.strip():
+            # Path("") is the current folder, which would be read as a folder of images.
+            _fail("data", "source", f"expected a built-in name or a path, got {self.source!r}")
         suffix = Path(self.source).suffix.lower()
         if not self.is_builtin and suffix not in (".npy", ".csv", ".npz"):
             if not Path(self.source).is_dir():

@@ -360,13 +360,14 @@ def sample_run(
         "ask for fewer samples (--n) or classes (--class)",
         error=ConfigError,
     )
-    try:
-        draws = [
-            (jax.random.fold_in(jax.random.key(seed), y), ClassConditioned(score_fn, y, guidance))
-            for y in classes
-        ]
+    try:  # each class checked (ClassConditioned) before it becomes a key: fold_in takes uint32
+        conditioned = [ClassConditioned(score_fn, y, guidance) for y in classes]
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    draws = [
+        (jax.random.fold_in(jax.random.key(seed), y), score)
+        for y, score in zip(classes, conditioned, strict=True)
+    ]
     parts = _draw(config, model, target, shape, draws, n, trajectory, batch)
     per_chain = [p.nfe_per_chain for p in parts]
     return SampleResult(
