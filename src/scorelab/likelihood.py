@@ -216,8 +216,8 @@ def ode_log_likelihood(
     Raises:
         ValueError: for a bad sigma range, an unknown ``process``, ``probe`` or ``solver``,
             ``n_probes`` neither ``"auto"``, ``"exact"`` nor an integer ``>= 1``,
-            ``rtol`` outside (0, 1), non-positive ``atol``, ``max_steps``, or a ``probe`` other than the
-            default beside the exact trace (which draws no probes).
+            ``rtol`` outside (0, 1), non-positive ``atol`` or ``max_steps``, or a ``probe``
+            other than the default beside the exact trace (which draws no probes).
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
