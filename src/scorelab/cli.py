@@ -308,6 +308,8 @@ def _cmd_sample(args) -> int:
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
+    if args.guidance:
+        nfe += " (guided: two network evaluations per score)"
     if args.grid_png is not None:
         source = args.run.name if args.run is not None else args.exact
         label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"

@@ -290,8 +290,9 @@ class SampleResult(NamedTuple):
     Attributes:
         x: samples ``(n, *S)``: points ``(n, d)`` or images ``(n, C, H, W)``.
         trajectory: ``(n, n_records, *S)``, or ``None`` when not asked for.
-        nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
-            mean over chains.
+        nfe: network evaluations per chain: the sampler's score evaluations, twice over under
+            classifier-free guidance (a conditional and an unconditional prediction each); for
+            an adaptive solver, whose chains differ, the mean over chains.
         nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
         labels: the class of each sample ``(n,)`` of a class-conditional model, else ``None``.
     """
@@ -370,11 +371,13 @@ def sample_run(
     ]
     parts = _draw(config, model, target, shape, draws, n, trajectory, batch)
     per_chain = [p.nfe_per_chain for p in parts]
+    evaluations = conditioned[0].network_evaluations  # the same guidance for every class
     return SampleResult(
         np.concatenate([p.x for p in parts]),
         None if not trajectory else np.concatenate([p.trajectory for p in parts]),
-        parts[0].nfe if per_chain[0] is None else float(np.mean([p.nfe for p in parts])),
-        None if per_chain[0] is None else np.concatenate(per_chain),
+        evaluations
+        * (parts[0].nfe if per_chain[0] is None else float(np.mean([p.nfe for p in parts]))),
+        None if per_chain[0] is None else evaluations * np.concatenate(per_chain),
         np.repeat(np.asarray(classes, np.int64), n),
     )
 
