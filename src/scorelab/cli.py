@@ -272,7 +272,6 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from scorelab.runs import atomic_write
-    from scorelab.targets import DIGITS_IMAGE_SHAPE
     from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
@@ -283,12 +282,10 @@ def _cmd_sample(args) -> int:
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
             )
-    image_shape = None  # the shape a sample is drawn in, for samples that are flat images
+    image_shape = config.data.target_image_shape  # flat points that are images
     if args.grid_png is not None:
         _output(args.grid_png, ".png", args.overwrite)
-        if config.data.source == "digits_mixture":
-            image_shape = DIGITS_IMAGE_SHAPE
-        elif not config.data.is_images:
+        if image_shape is None and not config.data.is_images:
             raise ValueError(
                 f"--grid-png: samples of {config.data.source} are points (n, d), not images; "
                 "drop --grid-png (scorelab plot draws a run's 2-D samples)"
@@ -553,7 +550,7 @@ def _cmd_sweep(args) -> int:
     target = TARGETS[settings.target]()
     score_fns = {"exact": ExactScore(target)}
     if args.run is not None:
-        score_fns["model"] = load_score_model(args.run)
+        score_fns["model"] = load_score_model(args.run, dim=target.dim)
     specs = settings.specs()
     with prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False):
         result = sweep(
@@ -864,7 +861,9 @@ def _user_error(error: BaseException) -> str | None:
     if isinstance(error, ValueError | NonFiniteLossError):  # every input check raises these
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, OSError):
-        where = f"{error.filename}: " if error.filename else ""
+        # A rename (an atomic write's last step) names its destination second: the user's path.
+        filename = error.filename2 or error.filename
+        where = f"{filename}: " if filename else ""
         remedy = {
             errno.ENOENT: "check the path",
             errno.EACCES: "check its permissions or choose another path",

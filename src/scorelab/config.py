@@ -60,7 +60,7 @@ from scorelab.noise import (
     vp_alpha_sigma,
     vp_alphas_cumprod,
 )
-from scorelab.targets import digits_mixture, seed_mixture
+from scorelab.targets import DIGITS_IMAGE_SHAPE, digits_mixture, seed_mixture
 from scorelab.training import TrainConfig, field_defaults
 
 __all__ = [
@@ -78,6 +78,10 @@ __all__ = [
 TARGETS = {"seed_mixture": seed_mixture, "digits_mixture": digits_mixture}
 """Built-in targets with an exact score, by name: the tutorial's 2-D mixture and the 64-D
 mixture fitted to scikit-learn's digits (:func:`scorelab.targets.digits_mixture`)."""
+
+TARGET_IMAGE_SHAPES = {"digits_mixture": DIGITS_IMAGE_SHAPE}
+"""The image shape ``(C, H, W)`` a flat point of a built-in target reshapes to, for the targets
+whose points are images (:data:`scorelab.targets.DIGITS_IMAGE_SHAPE`)."""
 
 TRAIN_RECIPE = TrainConfig(
     steps=5000, learning_rate=1e-3, batch_size=1024, schedule="cosine", ema_decay=0.999
@@ -186,6 +190,12 @@ class DataConfig:
     def is_builtin(self) -> bool:
         """Whether ``source`` names a built-in target, toy set or image set (not a file)."""
         return self.source in TARGETS or self.source in TOY_DATASETS or self.source in IMAGE_SOURCES
+
+    @property
+    def target_image_shape(self) -> tuple[int, ...] | None:
+        """The image shape ``(C, H, W)`` a flat point of this built-in target reshapes to
+        (:data:`TARGET_IMAGE_SHAPES`: ``digits_mixture``'s 8x8), else ``None``."""
+        return TARGET_IMAGE_SHAPES.get(self.source)
 
     @property
     def is_images(self) -> bool:
