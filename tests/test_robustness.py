@@ -1180,3 +1180,40 @@ def test_a_guided_sample_counts_two_network_evaluations_per_score(
         printed[guidance] = capsys.readouterr().out
     unguided = int(printed["0"].split("NFE ")[1].split(")")[0])
     assert f"NFE {2 * unguided} (guided: two network evaluations per score)" in printed["1.5"]
+
+
+def test_a_damaged_json_or_npy_file_of_a_run_is_named(tmp_path, capsys, _conditional_run):
+    """A damaged JSON file was reported as 'Expecting property name ...: line 1 column 2'
+    and a damaged losses.npy as numpy's pickle advice, neither naming the file."""
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    (run / "losses.npy").write_bytes(b"\x80\x04garbage")
+    _fails(["plot", run, "--out", tmp_path / "figures"], capsys, f"{run / 'losses.npy'}: not a")
+    (run / "config.json").write_text('{"data": ')
+    argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, f"{run / 'config.json'}: not readable JSON", "restore it")
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "demo.json").write_bytes(b"\xff\xfe{")
+    _fails(["plot", demo], capsys, f"{demo / 'demo.json'}: not readable JSON")
+
+
+def test_an_atomic_write_error_names_the_destination():
+    """An atomic write fails at the rename; the error named the hidden temporary file."""
+    from scorelab.cli import _user_error
+
+    error = IsADirectoryError(
+        21, "Is a directory", "/r/.config.json.1a2b.tmp", None, "/r/config.json"
+    )
+    assert _user_error(error) == "/r/config.json: Is a directory; give a file, not a folder"
+
+
+def test_sweep_refuses_a_model_of_other_points_than_the_target_s(tmp_path, capsys):
+    """A 2-D model swept on the 64-d digits_mixture crashed in a matrix product (traceback)."""
+    from scorelab.checkpoints import save_model
+    from scorelab.models import NoiseConditionalMLP
+
+    save_model(tmp_path / "ncsn", NoiseConditionalMLP(jax.random.key(0), dim=2), dim=2)
+    argv = ["sweep", "--target", "digits_mixture", "--run", tmp_path / "ncsn", "--samplers"]
+    argv += ["euler", "--nfe", "4", "--n", "16", "--seeds", "0", "--out", tmp_path / "sweep"]
+    _fails(argv, capsys, "holds a model of other points than the target's 64-d ones")
+    assert not (tmp_path / "sweep").exists()
