@@ -1217,3 +1217,16 @@ def test_sweep_refuses_a_model_of_other_points_than_the_target_s(tmp_path, capsy
     argv += ["euler", "--nfe", "4", "--n", "16", "--seeds", "0", "--out", tmp_path / "sweep"]
     _fails(argv, capsys, "holds a model of other points than the target's 64-d ones")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_data_source_that_is_a_path_is_named_as_one(tmp_path):
+    """A missing folder or a file of another type was an 'unknown source' beside the list of
+    built-in names."""
+    (tmp_path / "points.txt").write_text("1,2\n")
+    for source, message in [
+        (tmp_path / "points.txt", "points.txt: unsupported file type; give a .npy, .csv or .npz"),
+        (tmp_path / "images", "images: no such file or folder; check the path"),
+        ("digitz", "unknown source 'digitz'; accepted: seed_mixture"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^data.source: .*{message}"):
+            ExperimentConfig.from_dict({"data": {"source": str(source)}})

@@ -173,7 +173,13 @@ class DataConfig:
             _fail("data", "source", f"expected a built-in name or a path, got {self.source!r}")
         suffix = Path(self.source).suffix.lower()
         if not self.is_builtin and suffix not in (".npy", ".csv", ".npz"):
-            if not Path(self.source).is_dir():
+            path = Path(self.source)
+            if path.is_file():
+                _fail("data", "source", f"{path}: unsupported file type; give a .npy, .csv or "
+                      ".npz file, or a folder of PNG/JPEG images")  # fmt: skip
+            if not path.is_dir() and len(path.parts) > 1:
+                _fail("data", "source", f"{path}: no such file or folder; check the path")
+            if not path.is_dir():
                 accepted = ", ".join(
                     [*TARGETS, *TOY_DATASETS, *IMAGE_SOURCES, "a .npy/.csv/.npz path or a folder"]
                 )
