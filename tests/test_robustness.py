@@ -1230,3 +1230,18 @@ def test_a_data_source_that_is_a_path_is_named_as_one(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=f"^data.source: .*{message}"):
             ExperimentConfig.from_dict({"data": {"source": str(source)}})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", "configuration: expected a table of sections, got list"),
+        ('{"bogus": {}}', "bogus: unknown section"),
+    ],
+)
+def test_a_run_s_invalid_config_is_named(tmp_path, capsys, _conditional_run, text, message):
+    """An invalid config.json of a run was reported without naming the file."""
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    (run / "config.json").write_text(text)
+    argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, f"{run / 'config.json'}: {message}", "restore the file or train again")

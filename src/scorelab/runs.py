@@ -305,13 +305,17 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
 
     Raises:
         FileNotFoundError: naming the missing file.
-        ConfigError: ``config.json`` and ``model.json`` disagree, naming the field.
+        ConfigError: ``config.json`` is not a valid configuration, or it and ``model.json``
+            disagree, naming the file and the field.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"not a scorelab run directory (no config.json): {run_dir}")
-    config = ExperimentConfig.from_dict(read_json(config_path))
+    try:
+        config = ExperimentConfig.from_dict(read_json(config_path))
+    except ConfigError as error:  # an edited or foreign config.json: name the file
+        raise ConfigError(f"{config_path}: {error}; restore the file or train again") from None
     model = load_model(run_dir / "model")
     _check_record(run_dir, config, read_json(run_dir / "model.json"))
     return config, model
