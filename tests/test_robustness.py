@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -1044,3 +1046,206 @@ def test_a_vp_unet_under_a_gridless_sampler_needs_sigma():
     )  # fmt: skip
     with pytest.raises(ConfigError, match="a noise-conditional model needs sigma > 0 for ula"):
         score_model(config, model, None)
+
+
+@pytest.fixture(scope="module")
+def _conditional_run(tmp_path_factory) -> Path:
+    """A class-conditional VP U-Net run (10 classes and a null label, zero weights), as
+    ``scorelab train`` writes its config.json and model files."""
+    from scorelab._files import write_json
+    from scorelab.checkpoints import save_model
+    from scorelab.diffusers import VPEpsilonUNet
+
+    kwargs = {"image_shape": [1, 8, 8], "channels": [8, 16], "norm_groups": 4, "num_classes": 10,
+              "null_class": True}  # fmt: skip
+    config = ExperimentConfig.from_dict(
+        {"data": {"source": "digits"}, "loss": {"name": "vp_epsilon", "label_dropout": 0.1},
+         "model": {"name": "unet", "channels": [8, 16], "norm_groups": 4, "num_classes": 10},
+         "sampler": {"name": "ddim", "n_levels": 3}}
+    )  # fmt: skip
+    run = tmp_path_factory.mktemp("conditional") / "run"
+    run.mkdir()
+    # Zero weights in the network's abstract shape: an eager initialisation takes a minute.
+    shapes = eqx.filter_eval_shape(VPEpsilonUNet, jax.random.key(0), **kwargs)
+    model = jax.tree.map(
+        lambda leaf: (
+            jnp.zeros(leaf.shape, leaf.dtype) if isinstance(leaf, jax.ShapeDtypeStruct) else leaf
+        ),
+        shapes,
+    )
+    save_model(run / "model", model, **kwargs)
+    write_json(run / "config.json", config.to_dict())
+    return run
+
+
+def _class_conditional_run(tmp_path: Path, built: Path) -> Path:
+    """A copy of the run ``built`` in ``tmp_path``, for a test to damage."""
+    import shutil
+
+    return Path(shutil.copytree(built, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("label", ["-1", str(2**64)])
+def test_a_class_out_of_range_is_refused_before_it_becomes_a_key(
+    tmp_path, capsys, label, _conditional_run
+):
+    """``--class -1`` or a class beyond 32 bits was folded into the key (uint32) before the
+    class was checked: an OverflowError traceback."""
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    argv = ["sample", "--run", run, "--n", "2", "--class", label, "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, f"--class: {label} is not a class of this model; choose one in [0, 10)")
+    assert not (tmp_path / "s.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            ("digits", "digits16"),
+            "examples of shape [1, 16, 16] but the saved model takes [1, 8, 8]",
+        ),
+        (('"num_classes": 10', '"num_classes": 7'), "model.num_classes = 7 but the saved model"),
+        (('"norm_groups": 4', '"norm_groups": 8'), "model.norm_groups = 8 but the saved model"),
+    ],
+)
+def test_a_run_whose_config_disagrees_with_its_model_is_refused(
+    tmp_path, capsys, edit, message, _conditional_run
+):
+    """config.json edited (or copied from another run) after training: an 8x8 U-Net was
+    sampled on 16x16 states without a word, and a class count or schedule that the network
+    does not have was reported as the run's."""
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    config = run / "config.json"
+    assert edit[0] in config.read_text()
+    config.write_text(config.read_text().replace(edit[0], edit[1]))
+    argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, message, "restore config.json or train again")
+    _fails(["export", run, "--diffusers", tmp_path / "pipeline"], capsys, message)
+    assert not (tmp_path / "s.npy").exists() and not (tmp_path / "pipeline").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", "", "--steps", "1"],
+        ["sample", "--exact", "seed_mixture", "--out", ""],
+        ["sample", "--run", ""],
+        ["evaluate", "", "--target", "seed_mixture"],
+        ["evaluate", "s.npy", "--data", ""],
+        ["likelihood", "--exact", "seed_mixture", "--points", " "],
+        ["export", "", "--diffusers", "pipe"],
+        ["demo", "--out", ""],
+        ["plot", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, argv):
+    """``Path("")`` is ``.``: an unset shell variable made ``train --out ""`` a run in the
+    current folder and ``--data ""`` a folder of images (the working directory's files)."""
+    _fails(argv, capsys, "an empty path; give a file or folder name")
+
+
+def test_an_empty_data_source_is_refused(capsys):
+    with pytest.raises(
+        ConfigError, match="data.source: expected a built-in name or a path, got ''"
+    ):
+        ExperimentConfig.from_dict({"data": {"source": ""}})
+    _fails(["train", "--data", " ", "--steps", "1"], capsys, "data.source: expected a built-in")
+
+
+def test_likelihood_tolerances_that_bound_nothing_are_refused(tmp_path, capsys):
+    """``--rtol 2`` printed a log-density with no correct digit guaranteed."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    for rtol in ("1", "2"):
+        argv = ["likelihood", "--exact", "seed_mixture", "--points", points, "--rtol", rtol]
+        _fails(argv, capsys, f"rtol: expected a number in (0, 1), got {float(rtol)}")
+
+
+def test_pretrained_seeds_are_in_the_key_range(tmp_path, capsys):
+    """``pretrained --seed -1`` drew the noise of seed 2**32 - 1 (JAX keeps 32 bits)."""
+    pipeline = Path(__file__).parent / "fixtures" / "tiny_ddpm"
+    for seed in ("-1", str(2**32)):
+        argv = ["pretrained", pipeline, "--seed", seed, "-o", tmp_path / "g.png"]
+        _fails(argv, capsys, "seed: expected an integer seed in [0, 2**32 - 1]")
+    assert not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.slow  # two U-Net samplers compiled: about a minute
+def test_a_guided_sample_counts_two_network_evaluations_per_score(
+    tmp_path, capsys, _conditional_run
+):
+    """Classifier-free guidance calls the network twice per score (conditional and
+    unconditional): its NFE was printed as the sampler's score evaluations, half the cost."""
+    argv = ["sample", "--run", _conditional_run, "--n", "1", "--class", "3", "--overwrite"]
+    printed = {}
+    for guidance in ("0", "1.5"):
+        out = tmp_path / f"s{guidance}.npy"
+        assert main([str(a) for a in [*argv, "--guidance", guidance, "--out", out]]) == 0
+        printed[guidance] = capsys.readouterr().out
+    unguided = int(printed["0"].split("NFE ")[1].split(")")[0])
+    assert f"NFE {2 * unguided} (guided: two network evaluations per score)" in printed["1.5"]
+
+
+def test_a_damaged_json_or_npy_file_of_a_run_is_named(tmp_path, capsys, _conditional_run):
+    """A damaged JSON file was reported as 'Expecting property name ...: line 1 column 2'
+    and a damaged losses.npy as numpy's pickle advice, neither naming the file."""
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    (run / "losses.npy").write_bytes(b"\x80\x04garbage")
+    _fails(["plot", run, "--out", tmp_path / "figures"], capsys, f"{run / 'losses.npy'}: not a")
+    (run / "config.json").write_text('{"data": ')
+    argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, f"{run / 'config.json'}: not readable JSON", "restore it")
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "demo.json").write_bytes(b"\xff\xfe{")
+    _fails(["plot", demo], capsys, f"{demo / 'demo.json'}: not readable JSON")
+
+
+def test_an_atomic_write_error_names_the_destination():
+    """An atomic write fails at the rename; the error named the hidden temporary file."""
+    from scorelab.cli import _user_error
+
+    error = IsADirectoryError(
+        21, "Is a directory", "/r/.config.json.1a2b.tmp", None, "/r/config.json"
+    )
+    assert _user_error(error) == "/r/config.json: Is a directory; give a file, not a folder"
+
+
+def test_sweep_refuses_a_model_of_other_points_than_the_target_s(tmp_path, capsys):
+    """A 2-D model swept on the 64-d digits_mixture crashed in a matrix product (traceback)."""
+    from scorelab.checkpoints import save_model
+    from scorelab.models import NoiseConditionalMLP
+
+    save_model(tmp_path / "ncsn", NoiseConditionalMLP(jax.random.key(0), dim=2), dim=2)
+    argv = ["sweep", "--target", "digits_mixture", "--run", tmp_path / "ncsn", "--samplers"]
+    argv += ["euler", "--nfe", "4", "--n", "16", "--seeds", "0", "--out", tmp_path / "sweep"]
+    _fails(argv, capsys, "holds a model of other points than the target's 64-d ones")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_data_source_that_is_a_path_is_named_as_one(tmp_path):
+    """A missing folder or a file of another type was an 'unknown source' beside the list of
+    built-in names."""
+    (tmp_path / "points.txt").write_text("1,2\n")
+    for source, message in [
+        (tmp_path / "points.txt", "points.txt: unsupported file type; give a .npy, .csv or .npz"),
+        (tmp_path / "images", "images: no such file or folder; check the path"),
+        ("digitz", "unknown source 'digitz'; accepted: seed_mixture"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^data.source: .*{message}"):
+            ExperimentConfig.from_dict({"data": {"source": str(source)}})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", "configuration: expected a table of sections, got list"),
+        ('{"bogus": {}}', "bogus: unknown section"),
+    ],
+)
+def test_a_run_s_invalid_config_is_named(tmp_path, capsys, _conditional_run, text, message):
+    """An invalid config.json of a run was reported without naming the file."""
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    (run / "config.json").write_text(text)
+    argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, f"{run / 'config.json'}: {message}", "restore the file or train again")

@@ -100,5 +100,16 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file (written by :func:`write_json`; ``null`` stays ``None``)."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file (written by :func:`write_json`; ``null`` stays ``None``).
+
+    Raises:
+        OSError: the file cannot be read (missing, a folder, permissions).
+        ValueError: the file is not JSON text (damaged or truncated), naming it.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{path}: not readable JSON ({error}); the file is damaged: restore it or write "
+            "it again"
+        ) from error

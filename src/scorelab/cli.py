@@ -94,6 +94,14 @@ def _sampler_flags() -> dict:
     return flags
 
 
+def _path(text: str) -> Path:
+    """A path argument: an empty one (an unset shell variable) would be the current folder,
+    which a run or an ``--overwrite`` would then write into."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return Path(text)
+
+
 class _UsageError(Exception):
     """A command line argparse cannot parse: ``(prog, message)``."""
 
@@ -113,7 +121,7 @@ class _Renamed(argparse.Action):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
-    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--config", type=_path, help="TOML configuration file")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -261,7 +269,6 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from scorelab.runs import atomic_write
-    from scorelab.targets import DIGITS_IMAGE_SHAPE
     from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
@@ -272,12 +279,10 @@ def _cmd_sample(args) -> int:
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
             )
-    image_shape = None  # the shape a sample is drawn in, for samples that are flat images
+    image_shape = config.data.target_image_shape  # flat points that are images
     if args.grid_png is not None:
         _output(args.grid_png, ".png", args.overwrite)
-        if config.data.source == "digits_mixture":
-            image_shape = DIGITS_IMAGE_SHAPE
-        elif not config.data.is_images:
+        if image_shape is None and not config.data.is_images:
             raise ValueError(
                 f"--grid-png: samples of {config.data.source} are points (n, d), not images; "
                 "drop --grid-png (scorelab plot draws a run's 2-D samples)"
@@ -297,6 +302,8 @@ def _cmd_sample(args) -> int:
     if result.nfe_per_chain is not None:
         low, high = int(result.nfe_per_chain.min()), int(result.nfe_per_chain.max())
         nfe = f"NFE {result.nfe:.1f} per chain on average, {low}-{high}"
+    if args.guidance:
+        nfe += " (guided: two network evaluations per score)"
     if args.grid_png is not None:
         source = args.run.name if args.run is not None else args.exact
         label = f"{source}: {config.sampler.name}, {nfe}, seed {args.seed}"
@@ -540,7 +547,7 @@ def _cmd_sweep(args) -> int:
     target = TARGETS[settings.target]()
     score_fns = {"exact": ExactScore(target)}
     if args.run is not None:
-        score_fns["model"] = load_score_model(args.run)
+        score_fns["model"] = load_score_model(args.run, dim=target.dim)
     specs = settings.specs()
     with prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False):
         result = sweep(
@@ -655,10 +662,10 @@ def _add_pretrained(commands) -> None:
     pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
     pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
     pretrained.add_argument("--n", type=int, default=1, help="number of images")
-    pretrained.add_argument("-o", "--output", type=Path, default=Path("grid.png"), help="PNG")
-    pretrained.add_argument("--init-noise", type=Path, help="x_T .npy, NCHW like diffusers")
-    pretrained.add_argument("--step-noise", type=Path, help="step noise .npy (steps, N, C, H, W)")
-    pretrained.add_argument("--save-array", type=Path, help="model-space samples to this .npy")
+    pretrained.add_argument("-o", "--output", type=_path, default=Path("grid.png"), help="PNG")
+    pretrained.add_argument("--init-noise", type=_path, help="x_T .npy, NCHW like diffusers")
+    pretrained.add_argument("--step-noise", type=_path, help="step noise .npy (steps, N, C, H, W)")
+    pretrained.add_argument("--save-array", type=_path, help="model-space samples to this .npy")
     pretrained.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pretrained.add_argument("--spacing", choices=["leading", "trailing", "linspace"])
     pretrained.add_argument("--steps-offset", type=int, help="offset of leading timesteps")
@@ -695,7 +702,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a score model")
     _add_config_flags(train, _TRAIN_FLAGS)
-    train.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
+    train.add_argument("--out", type=_path, default=Path("runs/train"), help="run directory")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -715,7 +722,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = sample.add_mutually_exclusive_group()
-    source.add_argument("--run", type=Path, help="run directory of scorelab train")
+    source.add_argument("--run", type=_path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
     _add_config_flags(sample, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
     for old in _RENAMED_FLAGS:
@@ -725,9 +732,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--batch", type=int, default=65536, help="chains per chunk (the result does not change)"
     )
-    sample.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy")
-    sample.add_argument("--trajectory", type=Path, help="also save trajectories to this .npy")
-    sample.add_argument("--grid-png", type=Path, help="also write image samples as a PNG grid")
+    sample.add_argument("--out", type=_path, default=Path("samples.npy"), help="output .npy")
+    sample.add_argument("--trajectory", type=_path, help="also save trajectories to this .npy")
+    sample.add_argument("--grid-png", type=_path, help="also write image samples as a PNG grid")
     sample.add_argument(
         "--class",
         dest="classes",
@@ -745,13 +752,13 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics of a samples file, with the floor")
     evaluate.add_argument(
-        "samples", type=Path, help=".npy or .csv samples (n, d), or images (n, C, H, W)"
+        "samples", type=_path, help=".npy or .csv samples (n, d), or images (n, C, H, W)"
     )
     reference = evaluate.add_mutually_exclusive_group(required=True)
     reference.add_argument("--target", help="a built-in target (exact reference and floor)")
     reference.add_argument(
         "--data",
-        type=Path,
+        type=_path,
         help="reference data .npy/.csv, images (.npy/.npz/folder), a toy set (two_moons, ...: "
         "fresh draws), or 'digits'/'digits16': image metrics (classifier features) of "
         "(n, 1, 8, 8) or (n, 64) images against the digits, floors from the held-out split",
@@ -763,19 +770,19 @@ def _parser() -> argparse.ArgumentParser:
         help="compare with the reference noised at this sigma (a DSM model's samples)",
     )
     evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
-    evaluate.add_argument("--json", type=Path, help="write the metrics as JSON")
+    evaluate.add_argument("--json", type=_path, help="write the metrics as JSON")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     plot = commands.add_parser("plot", help="figures and animations of a run")
-    plot.add_argument("run", type=Path, help="run directory (scorelab train or demo)")
-    plot.add_argument("--out", type=Path, help="figure directory (default RUN/figures)")
+    plot.add_argument("run", type=_path, help="run directory (scorelab train or demo)")
+    plot.add_argument("--out", type=_path, help="figure directory (default RUN/figures)")
     plot.set_defaults(handler=_cmd_plot)
 
     export = commands.add_parser("export", help="a trained VP U-Net run as a diffusers pipeline")
-    export.add_argument("run", type=Path, help="run directory (scorelab train, model.name=unet)")
+    export.add_argument("run", type=_path, help="run directory (scorelab train, model.name=unet)")
     export.add_argument(
-        "--diffusers", type=Path, required=True, help="new DDIMPipeline folder (never overwritten)"
+        "--diffusers", type=_path, required=True, help="new DDIMPipeline folder (never overwritten)"
     )
     export.set_defaults(handler=_cmd_export)
 
@@ -791,24 +798,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--full", action="store_true", help="mixture: the tutorial's settings")
     demo.add_argument("--name", help="run name (runs/<name>; default demo or demo-images)")
-    demo.add_argument("--out", default="runs", help="parent directory of the run")
-    demo.add_argument("--settings", type=Path, help="TOML file overriding demo settings")
+    demo.add_argument("--out", type=_path, default=Path("runs"), help="parent directory of the run")
+    demo.add_argument("--settings", type=_path, help="TOML file overriding demo settings")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing demo run")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
 
     sweep = commands.add_parser("sweep", help="the sampler map: quality against NFE, with floors")
-    sweep.add_argument("--config", type=Path, help="TOML file with a [sweep] table")
+    sweep.add_argument("--config", type=_path, help="TOML file with a [sweep] table")
     for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
         # A switch (bool) is --flag / --no-flag; absent, the TOML's value or the default holds.
         parse = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
         sweep.add_argument(flag, dest=f"sweep_{field}", default=None, help=help_text, **parse)
     sweep.add_argument(
         "--run",
-        type=Path,
+        type=_path,
         help="also sample a trained model: run directory or saved model (runs/demo/models/ncsn)",
     )
-    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory")
+    sweep.add_argument("--out", type=_path, default=Path("runs/sweep"), help="output directory")
     sweep.add_argument("--overwrite", action="store_true", help="replace an existing output")
     sweep.add_argument("--quiet", action="store_true", help="no line per run")
     sweep.set_defaults(handler=_cmd_sweep)
@@ -819,7 +826,7 @@ def _parser() -> argparse.ArgumentParser:
         "bound) or ld3 (one ODE sampler's error against the converged ODE)",
     )
     source = grid.add_mutually_exclusive_group()
-    source.add_argument("--run", type=Path, help="run directory of scorelab train")
+    source.add_argument("--run", type=_path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
     grid.add_argument(
         "--method",
@@ -836,7 +843,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     grid.add_argument("--candidates", type=int, default=16, help="positions tried per level")
     grid.add_argument("--sweeps", type=int, default=3, help="coordinate-descent sweeps")
-    grid.add_argument("--out", type=Path, default=Path("grid.json"), help="output .json")
+    grid.add_argument("--out", type=_path, default=Path("grid.json"), help="output .json")
     grid.add_argument("--overwrite", action="store_true", help="replace an existing output")
     grid.set_defaults(handler=_cmd_grid)
 
@@ -844,10 +851,10 @@ def _parser() -> argparse.ArgumentParser:
         "likelihood", help="log-density of points by the probability-flow ODE"
     )
     source = likelihood.add_mutually_exclusive_group()
-    source.add_argument("--run", type=Path, help="run directory of scorelab train")
+    source.add_argument("--run", type=_path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="the exact score of a target")
     _add_config_flags(likelihood, {})
-    likelihood.add_argument("--points", type=Path, required=True, help=".npy/.csv points (n, d)")
+    likelihood.add_argument("--points", type=_path, required=True, help=".npy/.csv points (n, d)")
     likelihood.add_argument(
         "--n-probes", default="auto", help="auto, exact (Jacobian trace) or K Hutchinson probes"
     )
@@ -856,7 +863,7 @@ def _parser() -> argparse.ArgumentParser:
     likelihood.add_argument("--rtol", type=float, default=1e-5, help="ODE relative tolerance")
     likelihood.add_argument("--atol", type=float, default=1e-5, help="ODE absolute tolerance")
     likelihood.add_argument("--seed", type=int, default=0, help="seed of probes, dequantisation")
-    likelihood.add_argument("--json", type=Path, help="write per-point results as JSON")
+    likelihood.add_argument("--json", type=_path, help="write per-point results as JSON")
     likelihood.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     likelihood.set_defaults(handler=_cmd_likelihood)
 
@@ -864,13 +871,13 @@ def _parser() -> argparse.ArgumentParser:
         "score-error", help="a trained model's relative score error per noise level"
     )
     score_error.add_argument(
-        "--run", type=Path, required=True, help="run directory of scorelab train (exact target)"
+        "--run", type=_path, required=True, help="run directory of scorelab train (exact target)"
     )
     _add_config_flags(score_error, _SCORE_ERROR_FLAGS)
     score_error.add_argument("--n", type=int, default=2000, help="exact samples per level")
     score_error.add_argument("--seed", type=int, default=0, help="seed of the exact samples")
-    score_error.add_argument("--json", type=Path, help="write the profile as JSON")
-    score_error.add_argument("--plot", type=Path, help="write the log-log figure (.png)")
+    score_error.add_argument("--json", type=_path, help="write the profile as JSON")
+    score_error.add_argument("--plot", type=_path, help="write the log-log figure (.png)")
     score_error.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     score_error.set_defaults(handler=_cmd_score_error)
 
@@ -887,7 +894,9 @@ def _user_error(error: BaseException) -> str | None:
     if isinstance(error, ValueError | NonFiniteLossError):  # every input check raises these
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, OSError):
-        where = f"{error.filename}: " if error.filename else ""
+        # A rename (an atomic write's last step) names its destination second: the user's path.
+        filename = error.filename2 or error.filename
+        where = f"{filename}: " if filename else ""
         remedy = {
             errno.ENOENT: "check the path",
             errno.EACCES: "check its permissions or choose another path",

@@ -60,7 +60,7 @@ from scorelab.noise import (
     vp_alpha_sigma,
     vp_alphas_cumprod,
 )
-from scorelab.targets import digits_mixture, seed_mixture
+from scorelab.targets import DIGITS_IMAGE_SHAPE, digits_mixture, seed_mixture
 from scorelab.training import TrainConfig, field_defaults
 
 __all__ = [
@@ -78,6 +78,10 @@ __all__ = [
 TARGETS = {"seed_mixture": seed_mixture, "digits_mixture": digits_mixture}
 """Built-in targets with an exact score, by name: the tutorial's 2-D mixture and the 64-D
 mixture fitted to scikit-learn's digits (:func:`scorelab.targets.digits_mixture`)."""
+
+TARGET_IMAGE_SHAPES = {"digits_mixture": DIGITS_IMAGE_SHAPE}
+"""The image shape ``(C, H, W)`` a flat point of a built-in target reshapes to, for the targets
+whose points are images (:data:`scorelab.targets.DIGITS_IMAGE_SHAPE`)."""
 
 TRAIN_RECIPE = TrainConfig(
     steps=5000, learning_rate=1e-3, batch_size=1024, schedule="cosine", ema_decay=0.999
@@ -164,9 +168,18 @@ class DataConfig:
         _check_choice("data", "layout", self.layout, IMAGE_LAYOUTS)
         _check_choice("data", "pixel_range", self.pixel_range, PIXEL_RANGES)
         _check_real("data", "held_out", self.held_out, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        if not isinstance(self.source, str) or not self.source.strip():
+            # Path("") is the current folder, which would be read as a folder of images.
+            _fail("data", "source", f"expected a built-in name or a path, got {self.source!r}")
         suffix = Path(self.source).suffix.lower()
         if not self.is_builtin and suffix not in (".npy", ".csv", ".npz"):
-            if not Path(self.source).is_dir():
+            path = Path(self.source)
+            if path.is_file():
+                _fail("data", "source", f"{path}: unsupported file type; give a .npy, .csv or "
+                      ".npz file, or a folder of PNG/JPEG images")  # fmt: skip
+            if not path.is_dir() and len(path.parts) > 1:
+                _fail("data", "source", f"{path}: no such file or folder; check the path")
+            if not path.is_dir():
                 accepted = ", ".join(
                     [*TARGETS, *TOY_DATASETS, *IMAGE_SOURCES, "a .npy/.csv/.npz path or a folder"]
                 )
@@ -183,6 +196,12 @@ class DataConfig:
     def is_builtin(self) -> bool:
         """Whether ``source`` names a built-in target, toy set or image set (not a file)."""
         return self.source in TARGETS or self.source in TOY_DATASETS or self.source in IMAGE_SOURCES
+
+    @property
+    def target_image_shape(self) -> tuple[int, ...] | None:
+        """The image shape ``(C, H, W)`` a flat point of this built-in target reshapes to
+        (:data:`TARGET_IMAGE_SHAPES`: ``digits_mixture``'s 8x8), else ``None``."""
+        return TARGET_IMAGE_SHAPES.get(self.source)
 
     @property
     def is_images(self) -> bool:

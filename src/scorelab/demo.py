@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from scorelab import builders, samplers, viz
 from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
+from scorelab.data import read_npy
 from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
@@ -631,7 +632,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None, progress=False) -
     def save(fig, name):
         done(viz.save_figure(fig, out_dir / name))
 
-    histories = {name: np.load(run_dir / "models" / name / "losses.npy") for name in trained}
+    histories = {name: read_npy(run_dir / "models" / name / "losses.npy") for name in trained}
     held = results["held_out"]
     save(
         viz.loss_curves(

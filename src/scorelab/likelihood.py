@@ -114,7 +114,8 @@ def _check_options(
         check_int("n_probes", n_probes, 1)
     check_choice("probe", probe, PROBES)
     check_choice("solver", solver, tuple(ADAPTIVE_SOLVERS))
-    check_real("rtol", rtol, "a number > 0", lambda v: v > 0)
+    # A relative tolerance of 1 or more bounds no digit of the solution.
+    check_real("rtol", rtol, "a number in (0, 1)", lambda v: 0 < v < 1)
     check_real("atol", atol, "a number > 0", lambda v: v > 0)
     check_int("max_steps", max_steps, 1)
 
@@ -215,8 +216,8 @@ def ode_log_likelihood(
     Raises:
         ValueError: for a bad sigma range, an unknown ``process``, ``probe`` or ``solver``,
             ``n_probes`` neither ``"auto"``, ``"exact"`` nor an integer ``>= 1``,
-            non-positive ``rtol``, ``atol``, ``max_steps``, or a ``probe`` other than the
-            default beside the exact trace (which draws no probes).
+            ``rtol`` outside (0, 1), non-positive ``atol`` or ``max_steps``, or a ``probe``
+            other than the default beside the exact trace (which draws no probes).
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic

@@ -19,6 +19,7 @@ one (:func:`scorelab.checkpoints.restore_checkpoint`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import os
@@ -33,10 +34,11 @@ from typing import Any
 
 import filelock
 import jax
+import numpy as np
 
 from scorelab._files import atomic_write, read_json, write_json
 from scorelab.checkpoints import load_model
-from scorelab.config import ExperimentConfig
+from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.distributed import is_primary, primary_value
 
 __all__ = [
@@ -295,12 +297,73 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     Returns:
         ``(config, model)``: the :class:`scorelab.config.ExperimentConfig` and the network.
 
+    The two records must describe one network: every constructor argument ``model.json``
+    holds that names a ``[model]`` or ``[loss]`` field of ``config.json`` has that field's
+    value, and the model's input (``image_shape``, or ``dim`` for the MLPs) is the shape of
+    one example of the configured data. Otherwise a hand-edited or mixed-up ``config.json``
+    would be sampled silently, e.g. a U-Net trained on 8x8 images run on 16x16 states.
+
     Raises:
         FileNotFoundError: naming the missing file.
+        ConfigError: ``config.json`` is not a valid configuration, or it and ``model.json``
+            disagree, naming the file and the field.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"not a scorelab run directory (no config.json): {run_dir}")
-    config = ExperimentConfig.from_dict(read_json(config_path))
-    return config, load_model(run_dir / "model")
+    try:
+        config = ExperimentConfig.from_dict(read_json(config_path))
+    except ConfigError as error:  # an edited or foreign config.json: name the file
+        raise ConfigError(f"{config_path}: {error}; restore the file or train again") from None
+    model = load_model(run_dir / "model")
+    _check_record(run_dir, config, read_json(run_dir / "model.json"))
+    return config, model
+
+
+def _record_arguments(record: dict) -> Iterator[tuple[str, Any]]:
+    """The constructor arguments of a :func:`scorelab.checkpoints.save_model` record, nested
+    records (a preconditioned network's ``network``) included."""
+    for name, value in record["kwargs"].items():
+        if isinstance(value, dict) and "class" in value and "kwargs" in value:
+            yield from _record_arguments(value)
+        else:
+            yield name, value
+
+
+def _check_record(run_dir: Path, config: ExperimentConfig, record: dict) -> None:
+    """:func:`load_run`'s agreement of ``config.json`` with ``model.json``."""
+    from scorelab import builders
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple | list) else value
+
+    def disagree(field, configured, saved):
+        return ConfigError(
+            f"{run_dir}: config.json has {field} = {configured!r} but the saved model was built "
+            f"with {saved!r}; the files come from different runs or were edited: restore "
+            "config.json or train again"
+        )
+
+    arguments = dict(_record_arguments(record))
+    for section in (config.model, config.loss):
+        names = {field.name for field in dataclasses.fields(section)}
+        for name in names & arguments.keys():
+            configured = getattr(section, name)
+            if configured != "auto" and plain(configured) != plain(arguments[name]):
+                prefix = "model" if section is config.model else "loss"
+                raise disagree(f"{prefix}.{name}", configured, arguments[name])
+    if "image_shape" not in arguments and "dim" not in arguments:
+        return
+    try:
+        example = builders.make_data(dataclasses.replace(config.data, n=1)).shape[1:]
+    except (OSError, ValueError):  # data moved or damaged: the commands that read it say so
+        return
+    saved = plain(arguments.get("image_shape", arguments.get("dim")))
+    configured = list(example) if "image_shape" in arguments else int(np.prod(example))
+    if saved != configured:
+        raise ConfigError(
+            f"{run_dir}: config.json's data ({config.data.source}) has examples of shape "
+            f"{configured} but the saved model takes {saved}; the files come from different "
+            "runs or were edited: restore config.json or train again"
+        )

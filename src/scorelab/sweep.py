@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from scorelab import samplers
@@ -641,13 +642,15 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     return [out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]
 
 
-def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:
+def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMPreconditioned:
     """The trained noise-conditional score model at ``path``, for the map's ``model`` rows.
 
     Args:
         path: a ``scorelab train`` run directory, or a model written by
             :func:`scorelab.checkpoints.save_model` (with or without its suffix, e.g. the
             demo's ``runs/demo/models/ncsn``).
+        dim: the target's dimension ``d``, checked against the model's input (abstractly,
+            :func:`jax.eval_shape`), or ``None``.
 
     Returns:
         The :class:`scorelab.models.NoiseConditionalMLP` or
@@ -655,7 +658,8 @@ def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:
 
     Raises:
         FileNotFoundError: naming the missing file.
-        ValueError: if the model is not noise-conditional (the samplers query every sigma).
+        ValueError: if the model is not noise-conditional (the samplers query every sigma),
+            or does not take points of dimension ``dim``.
     """
     path = Path(path)
     model = load_run(path)[1] if path.is_dir() else load_model(path)
@@ -664,4 +668,13 @@ def load_score_model(path) -> NoiseConditionalMLP | EDMPreconditioned:
             f"--run: the sampler map needs a noise-conditional model (ncsn_mlp), "
             f"{path} holds {type(model).__name__}"
         )
+    if dim is not None:
+        point = jax.ShapeDtypeStruct((dim,), jnp.float32)
+        try:
+            jax.eval_shape(model, point, jnp.float32(1.0))
+        except (TypeError, ValueError):  # a matrix product of mismatched sizes
+            raise ValueError(
+                f"--run: {path} holds a model of other points than the target's {dim}-d ones; "
+                "sweep the target it was trained on (--target)"
+            ) from None
     return model

@@ -292,8 +292,9 @@ class SampleResult(NamedTuple):
     Attributes:
         x: samples ``(n, *S)``: points ``(n, d)`` or images ``(n, C, H, W)``.
         trajectory: ``(n, n_records, *S)``, or ``None`` when not asked for.
-        nfe: score evaluations per chain; for an adaptive solver, whose chains differ, the
-            mean over chains.
+        nfe: network evaluations per chain: the sampler's score evaluations, twice over under
+            classifier-free guidance (a conditional and an unconditional prediction each); for
+            an adaptive solver, whose chains differ, the mean over chains.
         nfe_per_chain: each chain's own count ``(n,)`` for an adaptive solver, else ``None``.
         labels: the class of each sample ``(n,)`` of a class-conditional model, else ``None``.
     """
@@ -362,20 +363,23 @@ def sample_run(
         "ask for fewer samples (--n) or classes (--class)",
         error=ConfigError,
     )
-    try:
-        draws = [
-            (jax.random.fold_in(jax.random.key(seed), y), ClassConditioned(score_fn, y, guidance))
-            for y in classes
-        ]
+    try:  # each class checked (ClassConditioned) before it becomes a key: fold_in takes uint32
+        conditioned = [ClassConditioned(score_fn, y, guidance) for y in classes]
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    draws = [
+        (jax.random.fold_in(jax.random.key(seed), y), score)
+        for y, score in zip(classes, conditioned, strict=True)
+    ]
     parts = _draw(config, model, target, shape, draws, n, trajectory, batch)
     per_chain = [p.nfe_per_chain for p in parts]
+    evaluations = conditioned[0].network_evaluations  # the same guidance for every class
     return SampleResult(
         np.concatenate([p.x for p in parts]),
         None if not trajectory else np.concatenate([p.trajectory for p in parts]),
-        parts[0].nfe if per_chain[0] is None else float(np.mean([p.nfe for p in parts])),
-        None if per_chain[0] is None else np.concatenate(per_chain),
+        evaluations
+        * (parts[0].nfe if per_chain[0] is None else float(np.mean([p.nfe for p in parts]))),
+        None if per_chain[0] is None else evaluations * np.concatenate(per_chain),
         np.repeat(np.asarray(classes, np.int64), n),
     )
 
@@ -626,13 +630,7 @@ def evaluate_samples(
         sample_fn = mixture.sample
     elif isinstance(data, str) and data in TOY_DATASETS and not Path(data).exists():
         mixture = None
-
-        def sample_fn(key, size):
-            # fresh draws of the toy law (noised at sigma), as a target's exact samples.
-            draw, noise = jax.random.split(key)
-            drawn = np.asarray(TOY_DATASETS[data](draw, size))
-            return drawn + sigma * np.asarray(jax.random.normal(noise, drawn.shape))
-
+        sample_fn = _noised(TOY_DATASETS[data], sigma)  # fresh draws, as a target's samples
         reference = sample_fn(key_reference, n)
     else:
         mixture = None
@@ -645,14 +643,10 @@ def evaluate_samples(
         if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
 
-        def sample_fn(key, size):
-            # iid draws from the empirical law of the data (noised at sigma): that law's floor.
-            pick, noise = jax.random.split(key)
-            drawn = points[np.asarray(jax.random.choice(pick, points.shape[0], (size,)))]
-            if sigma == 0:
-                return drawn
-            return drawn + sigma * np.asarray(jax.random.normal(noise, drawn.shape))
+        def resample(key, size):  # iid draws from the empirical law of the data
+            return points[np.asarray(jax.random.choice(key, points.shape[0], (size,)))]
 
+        sample_fn = _noised(resample, sigma)
         reference = points if sigma == 0 else sample_fn(key_reference, points.shape[0])
 
     if samples.shape[1] != reference.shape[1]:
@@ -665,6 +659,21 @@ def evaluate_samples(
     floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
+
+
+def _noised(draw_fn: Callable, sigma: float) -> Callable:
+    r"""``sample_fn(key, size)``: ``draw_fn(key_draw, size)`` plus :math:`\sigma\,\mathcal{N}(0, I)`
+    noise from ``key_noise`` (the two split from ``key``), the law a DSM model trained at
+    ``sigma`` learns; ``sigma = 0`` returns the draws unchanged."""
+
+    def sample_fn(key, size):
+        key_draw, key_noise = jax.random.split(key)
+        drawn = np.asarray(draw_fn(key_draw, size))
+        if sigma == 0:
+            return drawn
+        return drawn + sigma * np.asarray(jax.random.normal(key_noise, drawn.shape))
+
+    return sample_fn
 
 
 IMAGE_RANGE_TOLERANCE = 4.0
@@ -982,7 +991,7 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    losses = {config.loss.name: np.load(run_dir / "losses.npy")}
+    losses = {config.loss.name: read_npy(run_dir / "losses.npy")}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
     if data.ndim == 4:
         result = sample_run(config, model, 64, 0)

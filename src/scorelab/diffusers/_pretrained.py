@@ -30,6 +30,8 @@ import numpy as np
 from jax import Array
 
 from scorelab import viz
+from scorelab._validate import check_seed
+from scorelab.data import DataError, read_npy
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample
 from scorelab.diffusers._unet import CONFIG_NAME, UNet2D, load_unet, unet_folder
@@ -367,16 +369,14 @@ def to_images(x) -> np.ndarray:
 
 
 def _load_noise(file: str | os.PathLike, flag: str) -> np.ndarray:
-    """A noise array from a ``.npy`` file, as float32; ``flag`` names the option in errors."""
+    """A noise array from a ``.npy`` file (:func:`scorelab.data.read_npy`, the one reader of
+    arrays as stored), as float32; ``flag`` names the option in errors."""
     remedy = "save a float array with numpy.save"
     try:
-        array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PretrainedError(
-            f"{flag} {file}: not a readable .npy file ({reason}); {remedy}"
-        ) from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        array = read_npy(file)
+    except (FileNotFoundError, DataError) as error:
+        raise PretrainedError(f"{flag} {error}") from None
+    if array.dtype.kind not in "fiu":
         raise PretrainedError(f"{flag} {file}: holds no numeric array; {remedy}")
     array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):
@@ -431,6 +431,7 @@ def run(
     if backend not in ("jax", "diffusers"):
         raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
     _check_options(num_inference_steps, eta, n)
+    check_seed("seed", seed, error=PretrainedError)
     x_T = None if init_noise is None else _load_noise(init_noise, "--init-noise")
     noise = None if step_noise is None else _load_noise(step_noise, "--step-noise")
     if noise is not None and x_T is not None and noise.shape != (num_inference_steps, *x_T.shape):

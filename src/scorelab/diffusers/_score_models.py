@@ -295,6 +295,12 @@ class ClassConditioned(eqx.Module):
         self.model, self.guidance = model, float(guidance)
         self.class_label = jnp.asarray(int(class_label), jnp.int32)
 
+    @property
+    def network_evaluations(self) -> int:
+        """Network evaluations per score evaluation: 2 under guidance (the conditional and the
+        unconditional prediction), else 1."""
+        return 2 if self.guidance > 0 else 1
+
     def __call__(self, x: Array, sigma) -> Array:
         conditional = self.model(x, sigma, self.class_label)
         if self.guidance == 0:
