@@ -269,7 +269,8 @@ def _run_dir(path, model, values, **kwargs):
 
 def test_export_command(model, tmp_path, capsys):
     kwargs = {"image_shape": list(SHAPE), **{k: list(v) for k, v in OPTIONS.items()}}
-    values = {"model": {"name": "unet"}, "loss": {"name": "vp_epsilon"}}
+    model_values = {"name": "unet", **{k: list(v) for k, v in OPTIONS.items()}}
+    values = {"model": model_values, "loss": {"name": "vp_epsilon"}, "data": {"source": "digits"}}
     run = _run_dir(tmp_path / "run", model, values, **kwargs)
     assert main(["export", str(run), "--diffusers", str(tmp_path / "out")]) == 0
     assert _leaves_equal(load_unet(tmp_path / "out"), model.network.unet)
