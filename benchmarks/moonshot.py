@@ -128,20 +128,29 @@ SCREEN_TV = 0.0163
 """The TV bound of the full run (1.5x the floor's 0.0109 at 10 000 samples), for ``--screen``."""
 
 
-def screen(labels, seeds, n, nfe, target, score_fn, prior_kind="normal") -> None:
-    """Mode-weight TV, variance ratio and far fraction per seed: the cheap criteria first."""
+def screen(
+    labels, seeds, n, nfe, target, score_fn, prior_kind="normal", with_converged=False
+) -> None:
+    """Mode-weight TV, variance ratio and far fraction per seed: the cheap criteria first;
+    ``with_converged`` adds the converged ODE (:func:`converged`) from the same x_T, per seed."""
     for label in labels:
         sampler, sigma_max = _candidate(label, nfe)
-        cells = []
+        runs = {label: sampler}
+        if with_converged:
+            runs[f"{label}: converged ODE"] = converged(sigma_max)
+        cells = {run_label: [] for run_label in runs}
         for seed in seeds:
             key_prior, key_chain, _ = jax.random.split(jax.random.key(seed), 3)
             x_T = prior(key_prior, n, sigma_max, target, prior_kind)
-            x = np.asarray(samplers.sample(key_chain, sampler, score_fn, x_T).x)
-            report = metrics.mixture_report(x, target)
-            cells.append(f"{report.total_variation:.4f}/{report.variance_ratio_mean:.2f}/"
-                         f"{report.far_fraction:.4f}")  # fmt: skip
-        print(f"{label} NFE {sampler.nfe}: TV/var/far " + ", ".join(cells)
-              + f" (bounds {SCREEN_TV}, {VAR_RATIO_BAND}, 0.01)", flush=True)  # fmt: skip
+            for run_label, run_sampler in runs.items():
+                x = np.asarray(samplers.sample(key_chain, run_sampler, score_fn, x_T).x)
+                report = metrics.mixture_report(x, target)
+                cells[run_label].append(f"{report.total_variation:.4f}/"
+                                        f"{report.variance_ratio_mean:.2f}/"
+                                        f"{report.far_fraction:.4f}")  # fmt: skip
+        for run_label, run_sampler in runs.items():
+            print(f"{run_label} NFE {run_sampler.nfe}: TV/var/far " + ", ".join(cells[run_label])
+                  + f" (bounds {SCREEN_TV}, {VAR_RATIO_BAND}, 0.01)", flush=True)  # fmt: skip
 
 
 def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV, prior_kind="normal"):
@@ -298,7 +307,8 @@ def main():
                         help="only the cheap criteria (TV, variance ratio, far) against the "
                              "moonshot's bounds; no floors, SW or MMD")  # fmt: skip
     parser.add_argument("--converged", action="store_true",
-                        help="also the converged ODE from the same x_T, per seed")  # fmt: skip
+                        help="also the converged ODE from the same x_T, per seed (--screen "
+                             "too)")  # fmt: skip
     parser.add_argument("--coupled", type=int, metavar="K",
                         help="only the mode weights of K x n starts against the converged ODE "
                              "from the same starts (coupled)")  # fmt: skip
@@ -327,7 +337,7 @@ def main():
             learn(label, args.learn, args.nfe, target, score_fn)
         return
     if args.screen:
-        screen(labels, seeds, args.n, args.nfe, target, score_fn, args.prior)
+        screen(labels, seeds, args.n, args.nfe, target, score_fn, args.prior, args.converged)
         return
     if args.coupled:
         coupled(labels, args.coupled, args.n, args.nfe, target, score_fn,
