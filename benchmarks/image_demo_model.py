@@ -1,4 +1,4 @@
-r"""The image demo's network: its last iterate against its EMA averages, by held-out VP epsilon loss.
+r"""The image demo's network: its last iterate against its EMA averages, by held-out loss.
 
 Trains the U-Net of ``scorelab demo images`` exactly as the demo does (its configuration,
 :meth:`scorelab.image_demo.ImageDemoSettings.experiment`, the same named keys ``init`` and
