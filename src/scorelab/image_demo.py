@@ -75,7 +75,7 @@ class ImageDemoSettings:
         schedule="warmup_cosine",
         warmup_steps=100,
         # No EMA: the cosine schedule ends at rate 0, and its last iterate has the lower VP
-        # epsilon loss on the held-out digits (docs/benchmarks.md, "The image demo's model").
+        # epsilon loss on the held-out digits (docs/benchmarks.md, "The image demo's network").
         steps_per_dispatch=5,
         unroll=True,  # XLA:CPU runs a U-Net inside a loop far slower (TrainConfig.unroll)
         log_every=100,
