@@ -71,8 +71,8 @@ def main() -> None:
 
     # Part 1: exact mixture samples against the data, beside the data floor.
     exact = np.clip(np.asarray(target.sample(jax.random.key(100), len(held_out))), -1, 1)
-    exact_row, data_floor = image_evaluation(
-        exact.reshape(-1, 1, 8, 8),
+    (exact_row,), data_floor = image_evaluation(
+        [exact.reshape(-1, 1, 8, 8)],
         train,
         held_out,
         load_digits_classifier(),

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from scorelab.cli import main
-from scorelab.data import digits
-from scorelab.workflows import evaluate_images
+from scorelab.data import DataError, digits
+from scorelab.workflows import evaluate_image_sets, evaluate_images
 
 
 def test_held_out_images_score_their_floor_and_training_copies_are_flagged():
@@ -22,6 +22,33 @@ def test_held_out_images_score_their_floor_and_training_copies_are_flagged():
         assert abs(row[name] - mean) <= 4 * sd, (name, row[name], mean, sd)
     train, _ = digits("train")
     assert evaluate_images(train[:40], floor_repeats=2).rows[0]["memo"] == 0.0
+
+
+def test_sets_measured_together_get_their_numbers_alone_and_one_floor():
+    """The floor computed once for several sets is the floor each set's own evaluation
+    computes, and each row is the one it gets alone, bit for bit (equality, not closeness)."""
+    held_out, _ = digits("test")
+    train, _ = digits("train")
+    noisy = np.clip(
+        held_out[:40] + 0.3 * np.random.default_rng(0).standard_normal((40, 1, 8, 8)), -1, 1
+    )
+    sets = {"held out": held_out[:40], "training copies": train[:40], "noisy": noisy}
+    together = evaluate_image_sets(sets, floor_repeats=3, seed=1)
+    assert [row["method"] for row in together.rows] == list(sets)
+    for (label, samples), row in zip(sets.items(), together.rows, strict=True):
+        alone = evaluate_images(samples, floor_repeats=3, seed=1, label=label)
+        assert alone.rows == [row]
+        assert alone.floors == together.floors
+    # the sets differ, so a row that ignored its own set would be caught above
+    assert len({row["fd"] for row in together.rows}) == 3
+
+
+def test_sets_of_different_sizes_are_refused_naming_the_sizes():
+    held_out, _ = digits("test")
+    with pytest.raises(DataError, match="one shape"):
+        evaluate_image_sets({"a": held_out[:40], "b": held_out[:30]})
+    with pytest.raises(DataError, match="no sample set"):
+        evaluate_image_sets({})
 
 
 def test_evaluate_digits_prints_the_floors_and_writes_json(tmp_path, capsys):

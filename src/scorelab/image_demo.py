@@ -11,8 +11,8 @@ r"""The image demo: a U-Net trained on scikit-learn's digits, sampled at fixed b
    each sampler's grid size comes from its own cost per step
    (:func:`scorelab.samplers.budget_levels`), so the rows compare equal work.
 3. **Measure** every sample set with the classifier measures of
-   :func:`scorelab.workflows.evaluate_images` against the training digits, each beside its
-   floor (the held-out digits measured the same way).
+   :func:`scorelab.workflows.evaluate_image_sets` against the training digits, all beside one
+   floor (the held-out digits measured the same way), computed once.
 4. **Draw** a labelled grid per sampler and budget, the loss curve, and each measure against
    NFE with the floor band.
 
@@ -38,7 +38,7 @@ from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
 from scorelab.runs import manifest, named_key, write_json
 from scorelab.training import TrainConfig
-from scorelab.workflows import evaluate_images, sample_run, save_sample_grid, train_run
+from scorelab.workflows import evaluate_image_sets, sample_run, save_sample_grid, train_run
 
 __all__ = ["ImageDemoSettings", "run_image_demo"]
 
@@ -74,7 +74,8 @@ class ImageDemoSettings:
         batch_size=128,
         schedule="warmup_cosine",
         warmup_steps=100,
-        ema_decay=0.999,
+        # No EMA: the cosine schedule ends at rate 0, and its last iterate has the lower VP
+        # epsilon loss on the held-out digits (docs/benchmarks.md, "The image demo's network").
         steps_per_dispatch=5,
         unroll=True,  # XLA:CPU runs a U-Net inside a loop far slower (TrainConfig.unroll)
         log_every=100,
@@ -172,26 +173,33 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
         for nfe in settings.budgets
     ]
     jobs = [(name, nfe, levels) for name, nfe, levels in jobs if levels and levels >= 2]
-    rows, floors, arrays = [], None, {}
-    bar = tqdm(total=len(jobs), desc="sample and measure", unit="run", disable=not progress)
+    drawn, arrays = {}, {}
+    bar = tqdm(total=len(jobs), desc="sample", unit="run", disable=not progress)
     for name, nfe, levels in jobs:
-        label = f"{samplers.label(name)} NFE {nfe}"
         seed = int(jax.random.randint(_key(settings, f"sample {name} {nfe}"), (), 0, 2**31 - 1))
-        drawn = sample_run(settings.experiment(name, levels), model, settings.n_samples, seed)
-        # Clipped to the pixel range as diffusers' pipelines clip before saving an image.
-        report = evaluate_images(
-            np.clip(drawn.x, -1.0, 1.0),
-            floor_repeats=settings.floor_repeats,
-            seed=settings.seed,
-            label=label,
+        drawn[name, nfe] = sample_run(
+            settings.experiment(name, levels), model, settings.n_samples, seed
         )
-        row = {**report.rows[0], "sampler": name, "budget": nfe, "levels": levels}
-        rows.append({**row, "nfe": drawn.nfe})
-        floors = report.floors
-        arrays[f"{name}_nfe{nfe}"] = drawn.x
-        save_sample_grid(drawn.x[:64], figures / f"samples_{name}_nfe{nfe}.png", label=label)
+        arrays[f"{name}_nfe{nfe}"] = drawn[name, nfe].x
         bar.update()
     bar.close()
+    labels = {job: f"{samplers.label(job[0])} NFE {job[1]}" for job in drawn}
+    # Measured together: one floor for every row. Clipped to the pixel range as diffusers'
+    # pipelines clip before saving an image.
+    report = evaluate_image_sets(
+        {labels[job]: np.clip(result.x, -1.0, 1.0) for job, result in drawn.items()},
+        floor_repeats=settings.floor_repeats,
+        seed=settings.seed,
+    )
+    rows, floors = [], report.floors
+    for (name, nfe, levels), row in zip(jobs, report.rows, strict=True):
+        nfe_used = drawn[name, nfe].nfe
+        rows.append({**row, "sampler": name, "budget": nfe, "levels": levels, "nfe": nfe_used})
+        save_sample_grid(
+            drawn[name, nfe].x[:64],
+            figures / f"samples_{name}_nfe{nfe}.png",
+            label=labels[name, nfe],
+        )
 
     held_out, _ = digits("test", size=settings.size)
     save_sample_grid(held_out[:64], figures / "data.png", label="held-out digits")

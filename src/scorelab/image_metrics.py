@@ -40,6 +40,7 @@ __all__ = [
     "nearest_distances",
     "memorisation_ratio",
     "image_measure",
+    "feature_measure",
 ]
 
 
@@ -295,11 +296,30 @@ def image_measure(x, y, classifier: DigitsClassifier, k: int = 3) -> dict[str, f
         k: neighbourhood of precision and recall.
 
     Returns:
+        :func:`feature_measure` of the two sets' classifier outputs.
+    """
+    return feature_measure(classifier_outputs(classifier, x), classifier_outputs(classifier, y), k)
+
+
+def feature_measure(
+    outputs_x: tuple[np.ndarray, np.ndarray], outputs_y: tuple[np.ndarray, np.ndarray], k: int = 3
+) -> dict[str, float]:
+    """Every classifier metric of one set against a reference set, from their classifier outputs.
+
+    The half of :func:`image_measure` after the classifier, so that a caller measuring many
+    sets against one reference classifies the reference once.
+
+    Args:
+        outputs_x: ``(features (n, f), probabilities (n, K))`` of the images judged
+            (:func:`scorelab.classifier.classifier_outputs`).
+        outputs_y: the same of the reference images, ``(m, f)`` and ``(m, K)``.
+        k: neighbourhood of precision and recall.
+
+    Returns:
         ``fd``, ``kid``, ``kid_se``, ``precision``, ``recall``, ``class_tv`` and ``top_prob`` (of
         ``x``).
     """
-    features_x, probabilities_x = classifier_outputs(classifier, x)
-    features_y, probabilities_y = classifier_outputs(classifier, y)
+    (features_x, probabilities_x), (features_y, probabilities_y) = outputs_x, outputs_y
     kid = kernel_inception_distance(features_x, features_y)
     quality = precision_recall(features_y, features_x, k)
     return {

@@ -51,6 +51,7 @@ __all__ = [
     "sample_run",
     "evaluate_samples",
     "evaluate_images",
+    "evaluate_image_sets",
     "likelihood_points",
     "save_sample_grid",
     "score_error_run",
@@ -720,31 +721,65 @@ def evaluate_images(
     label: str = "samples",
     range_tolerance: float = IMAGE_RANGE_TOLERANCE,
 ) -> Report:
-    r"""Classifier metrics of digit images against the digits, with their floors.
+    """Classifier metrics of digit images against the digits, with their floors.
 
-    The samples are checked (shape, finite values, range), clipped to [-1, 1] as image
-    pipelines do before saving, and measured by :func:`scorelab.report.image_evaluation`
-    against ``digits("train")`` with the shipped classifier; the floor is the held-out split
-    ``digits("test")`` measured the same way. 16x16 samples are compared with
-    ``digits(size=16)`` (the classifier sees them pooled to 8x8).
+    :func:`evaluate_image_sets` of the one set ``{label: samples}``.
 
     Args:
         samples: ``(n, 1, 8, 8)`` or ``(n, 64)`` images in [-1, 1] (or 16x16), an array or a
             ``.npy`` / ``.csv`` path.
+        data, floor_repeats, seed, range_tolerance: as :func:`evaluate_image_sets`.
+        label: the row's ``method``.
+
+    Returns:
+        A :class:`scorelab.report.Report` with one row and its floors.
+
+    Raises:
+        ConfigError, DataError: as :func:`evaluate_image_sets`.
+    """
+    return evaluate_image_sets(
+        {label: samples},
+        data=data,
+        floor_repeats=floor_repeats,
+        seed=seed,
+        range_tolerance=range_tolerance,
+    )
+
+
+def evaluate_image_sets(
+    sets: dict[str, Any],
+    *,
+    data: str = "digits",
+    floor_repeats: int = 5,
+    seed: int = 0,
+    range_tolerance: float = IMAGE_RANGE_TOLERANCE,
+) -> Report:
+    """Classifier metrics of several sets of digit images against the digits, beside one floor.
+
+    Each set is checked (shape, finite values, range), clipped to [-1, 1] as image pipelines
+    do before saving, and measured by :func:`scorelab.report.image_evaluation` against
+    ``digits("train")`` with the shipped classifier; the floor is the held-out split
+    ``digits("test")`` measured the same way. The floor is computed once for all the sets, and
+    each row is the one :func:`evaluate_images` gives its set alone, bit for bit. 16x16
+    samples are compared with ``digits(size=16)`` (the classifier sees them pooled to 8x8).
+
+    Args:
+        sets: row label -> ``(n, 1, 8, 8)`` or ``(n, 64)`` images in [-1, 1] (or 16x16), an
+            array or a ``.npy`` / ``.csv`` path; every set of one size and shape.
         data: ``"digits"`` (8x8 or 16x16 samples) or ``"digits16"`` (16x16 only).
         floor_repeats: subsets drawn, ``>= 2``.
         seed: the subsets' seed.
-        label: the row's ``method``.
         range_tolerance: how far beyond [-1, 1] a value may lie (:data:`IMAGE_RANGE_TOLERANCE`).
 
     Returns:
-        A :class:`scorelab.report.Report` with one row (``method``, ``n`` and the keys of
-        :data:`scorelab.report.IMAGE_METRICS` and ``kid_se``) and their floors.
+        A :class:`scorelab.report.Report` with a row per set, in order (``method`` its label,
+        ``n`` and the keys of :data:`scorelab.report.IMAGE_METRICS` and ``kid_se``), and
+        their floors.
 
     Raises:
         ConfigError: for another ``data`` or ``floor_repeats < 2``.
-        DataError: for images of a wrong shape, none, NaN or infinite values, values beyond
-            the tolerance, or fewer than 8 images.
+        DataError: for no set; for images of a wrong shape, none, NaN or infinite values,
+            values beyond the tolerance, or fewer than 8 images; for sets of different sizes.
     """
     if data not in IMAGE_SOURCES:
         raise ConfigError(
@@ -753,10 +788,17 @@ def evaluate_images(
     check_seed("evaluate.seed", seed, error=ConfigError)
     if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
         raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
-    images = _digit_images(samples, range_tolerance)
-    if len(images) < 8:
-        raise DataError(f"samples: need at least 8 images for the k-NN metrics, got {len(images)}")
-    size = images.shape[-1]
+    if not sets:
+        raise DataError("samples: no sample set to evaluate")
+    images = {label: _digit_images(samples, range_tolerance) for label, samples in sets.items()}
+    shapes = {array.shape for array in images.values()}
+    if len(shapes) != 1:
+        raise DataError(
+            f"samples: the sets share one floor and must have one shape, got {sorted(shapes)}"
+        )
+    n, _, size, _ = shapes.pop()
+    if n < 8:
+        raise DataError(f"samples: need at least 8 images for the k-NN metrics, got {n}")
     if data != "digits" and size != IMAGE_SOURCES[data]:
         raise DataError(
             f"samples: {size}x{size} images; {data!r} holds {IMAGE_SOURCES[data]}x"
@@ -764,10 +806,16 @@ def evaluate_images(
         )
     train, _ = digits("train", size=size)
     held_out, _ = digits("test", size=size)
-    row, floor = image_evaluation(
-        images, train, held_out, load_digits_classifier(), jax.random.key(seed), floor_repeats
+    rows, floor = image_evaluation(
+        list(images.values()),
+        train,
+        held_out,
+        load_digits_classifier(),
+        jax.random.key(seed),
+        floor_repeats,
     )
-    return Report([{"method": label, "n": len(images), **row}], floor)
+    labelled = [{"method": label, "n": n, **row} for label, row in zip(images, rows, strict=True)]
+    return Report(labelled, floor)
 
 
 def _read(source, *, raw: bool) -> np.ndarray:
