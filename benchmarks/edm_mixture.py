@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -42,6 +43,9 @@ from scorelab.score_error import score_error_profile
 from scorelab.targets import seed_mixture
 from scorelab.workflows import train_run
 
+# EDM's P_mean = -1.2 is set for data of standard deviation 0.5; moved by ln(sigma_data / 0.5)
+# to this data's 7.99, the same law in units of sigma / sigma_data.
+P_MEAN_FITTED = -1.2 + math.log(7.99 / 0.5)
 EDM = {"model": {"preconditioning": "edm"}, "loss": {"weighting": "edm"}}
 VARIANTS = {
     "ncsn": {},
@@ -49,6 +53,21 @@ VARIANTS = {
     "edm_lognormal": {
         "model": EDM["model"],
         "loss": {**EDM["loss"], "sigma_distribution": "lognormal", "p_mean": -1.2, "p_std": 1.2},
+    },
+    "edm_silu": {"model": {**EDM["model"], "activation": "silu"}, "loss": EDM["loss"]},
+    "edm_gelu": {"model": {**EDM["model"], "activation": "gelu"}, "loss": EDM["loss"]},
+    "edm_positional": {
+        "model": {**EDM["model"], "noise_embedding": "positional"},
+        "loss": EDM["loss"],
+    },
+    "edm_lognormal_fitted": {
+        "model": EDM["model"],
+        "loss": {
+            **EDM["loss"],
+            "sigma_distribution": "lognormal",
+            "p_mean": P_MEAN_FITTED,
+            "p_std": 1.2,
+        },
     },
 }
 NFE = 20

@@ -186,6 +186,29 @@ def test_edm_configuration_builds_the_preconditioned_model_and_loss(key):
     assert (default.loss.p_mean, default.loss.p_std) == (-0.5, 1.2)
 
 
+def test_positional_noise_embedding_is_configured_saved_and_refused_where_unread(tmp_path, key):
+    data = 8.0 * np.asarray(jax.random.normal(key, (64, 2)))
+    edm = {"preconditioning": "edm", "noise_embedding": "positional"}
+    config = ExperimentConfig.from_dict({"model": edm, "loss": {"weighting": "edm"}})
+    builders.check_fields_read(config)
+    model, kwargs = builders.make_model(config.model, config.loss, data, key)
+    assert model.network.noise_embedding == "positional"
+    assert kwargs["network"]["kwargs"]["noise_embedding"] == "positional"
+    save_model(tmp_path / "edm", model, **kwargs)
+    x = jnp.array([1.0, -3.0])
+    np.testing.assert_array_equal(load_model(tmp_path / "edm")(x, 0.5), model(x, 0.5))
+    plain = ExperimentConfig.from_dict({"model": {"noise_embedding": "positional"}})
+    ncsn, _ = builders.make_model(plain.model, plain.loss, data, key)
+    assert isinstance(ncsn, NoiseConditionalMLP) and ncsn.network.noise_embedding == "positional"
+    dsm = ExperimentConfig.from_dict(
+        {"model": {"noise_embedding": "positional"}, "loss": {"name": "dsm"}}
+    )
+    with pytest.raises(ConfigError, match="model.noise_embedding: .* does not read it"):
+        builders.check_fields_read(dsm)
+    with pytest.raises(ConfigError, match="model.noise_embedding: unknown value 'fourier'"):
+        ExperimentConfig.from_dict({"model": {"noise_embedding": "fourier"}})
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
