@@ -43,32 +43,34 @@ from scorelab.score_error import score_error_profile
 from scorelab.targets import seed_mixture
 from scorelab.workflows import train_run
 
+EDM = {"model": {"preconditioning": "edm"}, "loss": {"weighting": "edm"}}
+
+
+def lognormal(p_mean: float, p_std: float) -> dict:
+    """EDM's loss with ln sigma ~ N(p_mean, p_std^2), clipped to [0.02, 80]."""
+    return {**EDM["loss"], "sigma_distribution": "lognormal", "p_mean": p_mean, "p_std": p_std}
+
+
 # EDM's P_mean = -1.2 is set for data of standard deviation 0.5; moved by ln(sigma_data / 0.5)
 # to this data's 7.99, the same law in units of sigma / sigma_data.
-P_MEAN_FITTED = -1.2 + math.log(7.99 / 0.5)
-EDM = {"model": {"preconditioning": "edm"}, "loss": {"weighting": "edm"}}
+FITTED = lognormal(-1.2 + math.log(7.99 / 0.5), 1.2)
+# The levels between the modes' width (sd 0.32) and their spacing (10), where the noised law is
+# neither one Gaussian nor nine separate ones: ln sigma centred on their geometric mean, with
+# EDM's P_std, or with the P_std that puts 95% of the draws between width and spacing.
+MODES = lognormal(0.5 * math.log(0.1**0.5 * 10.0), 1.2)
+MODES_NARROW = lognormal(MODES["p_mean"], math.log(10.0 / 0.1**0.5) / 4)
+POSITIONAL = {**EDM["model"], "noise_embedding": "positional"}
 VARIANTS = {
     "ncsn": {},
     "edm": EDM,
-    "edm_lognormal": {
-        "model": EDM["model"],
-        "loss": {**EDM["loss"], "sigma_distribution": "lognormal", "p_mean": -1.2, "p_std": 1.2},
-    },
+    "edm_lognormal": {"model": EDM["model"], "loss": lognormal(-1.2, 1.2)},
     "edm_silu": {"model": {**EDM["model"], "activation": "silu"}, "loss": EDM["loss"]},
     "edm_gelu": {"model": {**EDM["model"], "activation": "gelu"}, "loss": EDM["loss"]},
-    "edm_positional": {
-        "model": {**EDM["model"], "noise_embedding": "positional"},
-        "loss": EDM["loss"],
-    },
-    "edm_lognormal_fitted": {
-        "model": EDM["model"],
-        "loss": {
-            **EDM["loss"],
-            "sigma_distribution": "lognormal",
-            "p_mean": P_MEAN_FITTED,
-            "p_std": 1.2,
-        },
-    },
+    "edm_positional": {"model": POSITIONAL, "loss": EDM["loss"]},
+    "edm_lognormal_fitted": {"model": EDM["model"], "loss": FITTED},
+    "edm_lognormal_modes": {"model": EDM["model"], "loss": MODES},
+    "edm_lognormal_modes_narrow": {"model": EDM["model"], "loss": MODES_NARROW},
+    "edm_lognormal_modes_positional": {"model": POSITIONAL, "loss": MODES},
 }
 NFE = 20
 SAMPLERS = ("dpmpp_2m", "heun")
