@@ -186,13 +186,14 @@ def test_edm_configuration_builds_the_preconditioned_model_and_loss(key):
     assert (default.loss.p_mean, default.loss.p_std) == (-0.5, 1.2)
 
 
-def test_positional_noise_embedding_is_configured_saved_and_refused_where_unread(tmp_path, key):
+def test_noise_embedding_and_widths_are_configured_saved_and_refused_where_unread(tmp_path, key):
     data = 8.0 * np.asarray(jax.random.normal(key, (64, 2)))
-    edm = {"preconditioning": "edm", "noise_embedding": "positional"}
+    edm = {"preconditioning": "edm", "noise_embedding": "positional", "widths": [8, 24, 16]}
     config = ExperimentConfig.from_dict({"model": edm, "loss": {"weighting": "edm"}})
     builders.check_fields_read(config)
     model, kwargs = builders.make_model(config.model, config.loss, data, key)
     assert model.network.noise_embedding == "positional"
+    assert [layer.out_features for layer in model.network.layers] == [8, 24, 16]
     assert kwargs["network"]["kwargs"]["noise_embedding"] == "positional"
     save_model(tmp_path / "edm", model, **kwargs)
     x = jnp.array([1.0, -3.0])
@@ -207,6 +208,10 @@ def test_positional_noise_embedding_is_configured_saved_and_refused_where_unread
         builders.check_fields_read(dsm)
     with pytest.raises(ConfigError, match="model.noise_embedding: unknown value 'fourier'"):
         ExperimentConfig.from_dict({"model": {"noise_embedding": "fourier"}})
+    with pytest.raises(ConfigError, match="model.widths: expected three hidden widths"):
+        ExperimentConfig.from_dict({"model": {"widths": [8, 16]}})
+    with pytest.raises(ConfigError, match="model.widths: expected an integer >= 1"):
+        ExperimentConfig.from_dict({"model": {"widths": [8, 0, 8]}})
 
 
 @pytest.mark.parametrize(

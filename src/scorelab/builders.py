@@ -86,8 +86,14 @@ _UNET_FIELDS = (
 )
 MODEL_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("mlp", "none"): ("normalise_input", "activation"),
-    ("ncsn_mlp", "none"): ("scale_by_sigma", "normalise_input", "activation", "noise_embedding"),
-    ("ncsn_mlp", "edm"): ("activation", "noise_embedding"),
+    ("ncsn_mlp", "none"): (
+        "scale_by_sigma",
+        "normalise_input",
+        "activation",
+        "widths",
+        "noise_embedding",
+    ),
+    ("ncsn_mlp", "edm"): ("activation", "widths", "noise_embedding"),
     ("unet", "none"): (*_UNET_FIELDS, "dropout", "num_classes"),
     ("unet", "edm"): _UNET_FIELDS,
 }
@@ -291,6 +297,7 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     if config.preconditioning == "edm":
         network_kwargs = {
             "dim": dim,
+            "widths": list(config.widths),
             "activation": activation,
             "noise_embedding": config.noise_embedding,
         }
@@ -305,6 +312,7 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     kwargs = {
         "dim": dim,
         "scale_by_sigma": config.scale_by_sigma,
+        "widths": list(config.widths),
         "sigma_data": scale,
         "activation": activation,
         "noise_embedding": config.noise_embedding,
