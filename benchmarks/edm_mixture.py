@@ -71,6 +71,10 @@ VARIANTS = {
     "edm_lognormal_modes": {"model": EDM["model"], "loss": MODES},
     "edm_lognormal_modes_narrow": {"model": EDM["model"], "loss": MODES_NARROW},
     "edm_lognormal_modes_positional": {"model": POSITIONAL, "loss": MODES},
+    "edm_lognormal_modes_narrow_wide": {
+        "model": {**EDM["model"], "widths": [384, 768, 384]},
+        "loss": MODES_NARROW,
+    },
 }
 NFE = 20
 SAMPLERS = ("dpmpp_2m", "heun")
