@@ -9,15 +9,21 @@ Trains, with the demo's budget (``scorelab.config.TRAIN_RECIPE``: 5000 Adam step
   ``scorelab.precond.EDMPreconditioned`` (sigma_data = the data's standard deviation), EDM's
   weighting, the same sigma draw;
 - ``edm_lognormal``: as ``edm`` with EDM's own sigma draw, ln sigma ~ N(-1.2, 1.2^2) clipped to
-  [0.02, 80],
+  [0.02, 80];
+- variants of ``edm`` (:data:`VARIANTS`): a smooth activation (``edm_silu``, ``edm_gelu``), EDM's
+  positional noise embedding (``edm_positional``, ``model.noise_embedding``), and other laws of
+  the training sigmas: EDM's moved to this data's scale (``edm_lognormal_fitted``), or centred
+  between the modes' width and spacing (``edm_lognormal_modes``, ``..._narrow``), with the
+  embedding or wider layers (``..._positional``, ``..._wide``),
 
 then runs the sampler map's ODE solvers (DPM-Solver++(2M), Heun) at 20 NFE on its grid (Karras,
 rho 7, sigma 0.02 to 80, x_T ~ N(0, 80^2 I)), 2 seeds x 3000 samples, with the exact score
 beside the models (common random numbers), and reports every metric of the map against its
 floor (``scorelab.sweep``); and each model's relative score error at every level of
 DPM-Solver++(2M)'s 20-level grid (``scorelab.score_error``, 2000 exact samples per level), drawn
-in ``benchmarks/results/edm_mixture_score_error.png``. Run directories go to ``--runs`` (reused
-with ``--reuse``), the numbers to ``benchmarks/results/edm_mixture.json``::
+in ``benchmarks/results/edm_mixture_score_error.png``, with its mean over the levels 0.5-5
+(:data:`BAND`, where the flow divides mass between modes). Run directories go to ``--runs``
+(reused with ``--reuse``), the numbers to ``benchmarks/results/edm_mixture.json``::
 
     python benchmarks/edm_mixture.py --runs runs/edm_mixture
 """
@@ -77,6 +83,7 @@ VARIANTS = {
     },
 }
 NFE = 20
+BAND = (0.5, 5.0)
 SAMPLERS = ("dpmpp_2m", "heun")
 GRID = {"grid": "karras", "sigma_min": 0.02, "sigma_max": 80.0, "rho": 7.0}
 
@@ -144,6 +151,11 @@ def main():
             f"{p.relative_error[i]:.3g} ({p.standard_error[i]:.1g})" for p in profiles.values()
         ]
         print(f"{float(sigma):.3g} | " + " | ".join(cells))
+    band_means = {
+        v: float(p.relative_error[(p.sigmas >= BAND[0]) & (p.sigmas <= BAND[1])].mean())
+        for v, p in profiles.items()
+    }
+    print(f"mean relative error over sigma {BAND[0]}-{BAND[1]}:", band_means)
     figure = viz.score_error_profile(
         {v: p[:3] for v, p in profiles.items()},
         title="Relative score error on the 20-level Karras grid (seed_mixture)",
@@ -162,6 +174,7 @@ def main():
         "rows": rows,
         "per_seed": result.rows,
         "score_error": {v: p.to_dict() for v, p in profiles.items()},
+        "score_error_band": {"band": list(BAND), "mean": band_means},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
