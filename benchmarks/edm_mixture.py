@@ -23,7 +23,9 @@ floor (``scorelab.sweep``); and each model's relative score error at every level
 DPM-Solver++(2M)'s 20-level grid (``scorelab.score_error``, 2000 exact samples per level), drawn
 in ``benchmarks/results/edm_mixture_score_error.png``, with its mean over the levels 0.5-5
 (:data:`BAND`, where the flow divides mass between modes). Run directories go to ``--runs``
-(reused with ``--reuse``), the numbers to ``benchmarks/results/edm_mixture.json``::
+(reused with ``--reuse``), the numbers to ``benchmarks/results/edm_mixture.json``. With
+``--bands`` each model also drives the solvers on one band of levels only, the exact score on
+the others, to show which levels put samples between the modes::
 
     python benchmarks/edm_mixture.py --runs runs/edm_mixture
 """
@@ -37,6 +39,7 @@ import math
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from _harness import RESULTS_DIR, machine
 
 from scorelab import builders, sweep, viz
@@ -106,10 +109,52 @@ def train_or_load(variant: str, runs: Path, steps: int | None, reuse: bool):
     return load_run(run_dir)[1]
 
 
+def banded(model, exact, low: float, high: float):
+    """The model's score at levels in ``[low, high)``, the exact score at the others."""
+
+    def score_fn(x, sigma):
+        return jnp.where((sigma >= low) & (sigma < high), model(x, sigma), exact(x, sigma))
+
+    return score_fn
+
+
+def band_rows(result, target, score_fns, variants, edges):
+    """Far fraction and variance ratio with each variant's model on one band of levels only
+    (the exact score elsewhere): which levels make the far samples."""
+    bounds = [0.0, *edges, float("inf")]
+    banded_fns = {
+        f"{variant} on [{low:g}, {high:g})": banded(
+            score_fns[variant], score_fns["exact"], low, high
+        )
+        for variant in variants
+        for low, high in zip(bounds[:-1], bounds[1:])
+    }
+    banded_result = sweep.sweep(
+        target,
+        [sweep.sweep_sampler(name) for name in SAMPLERS],
+        [NFE],
+        banded_fns,
+        n_samples=result.settings["n_samples"],
+        seeds=(0, 1),
+        known_floors=result.floors,
+        **GRID,
+    )
+    rows = sweep.mean_rows(banded_result.rows)
+    for row in rows:
+        print(f"{row['sampler']} | {row['score']} | far {100 * row['far']:.2f}% | "
+              f"var ratio {row['var_ratio']:.2f}")  # fmt: skip
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/edm_mixture"))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default="ncsn,edm", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--bands",
+        default=None,
+        help="sigma edges, e.g. 0.3,0.7,1.2,2.5: also sample with each model on one band only",
+    )
     parser.add_argument("--steps", type=int, default=None, help="default: the demo's 5000")
     parser.add_argument("--reuse", action="store_true", help="load runs already trained")
     parser.add_argument("--n-samples", type=int, default=3000)
@@ -161,6 +206,10 @@ def main():
         title="Relative score error on the 20-level Karras grid (seed_mixture)",
     )
     viz.save_figure(figure, args.out.with_name(args.out.stem + "_score_error.png"))
+    bands = None
+    if args.bands:
+        edges = [float(edge) for edge in args.bands.split(",")]
+        bands = band_rows(result, target, score_fns, variants, edges)
     floors = {name: list(value) for name, value in result.floors.items()}
     print("floors (mean, sd):", floors)
     payload = {
@@ -175,6 +224,7 @@ def main():
         "per_seed": result.rows,
         "score_error": {v: p.to_dict() for v, p in profiles.items()},
         "score_error_band": {"band": list(BAND), "mean": band_means},
+        "bands": bands,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
