@@ -92,10 +92,14 @@ GRID = {"grid": "karras", "sigma_min": 0.02, "sigma_max": 80.0, "rho": 7.0}
 
 
 def config_of(variant: str, steps: int | None) -> ExperimentConfig:
-    """The demo's NCSN experiment with ``variant``'s sections updated (and ``steps``)."""
+    """The demo's NCSN experiment with ``variant``'s sections updated (and ``steps``);
+    ``name@k`` is variant ``name`` with initialisation and training seeds ``k`` (default 0)."""
+    name, _, seed = variant.partition("@")
     values = DemoSettings().experiment("ncsn").to_dict()
-    for section, fields in VARIANTS[variant].items():
+    for section, fields in VARIANTS[name].items():
         values[section] = {**values[section], **fields}
+    if seed:
+        values["model"]["seed"] = values["train"]["seed"] = int(seed)
     if steps is not None:
         values["train"]["steps"] = steps
     return ExperimentConfig.from_dict(values)
@@ -149,7 +153,11 @@ def band_rows(result, target, score_fns, variants, edges):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/edm_mixture"))
-    parser.add_argument("--variants", default="ncsn,edm", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        default="ncsn,edm",
+        help=f"of {', '.join(VARIANTS)}; name@k trains with seeds k",
+    )
     parser.add_argument(
         "--bands",
         default=None,
