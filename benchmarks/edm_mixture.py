@@ -166,6 +166,9 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="default: the demo's 5000")
     parser.add_argument("--reuse", action="store_true", help="load runs already trained")
     parser.add_argument("--n-samples", type=int, default=3000)
+    parser.add_argument(
+        "--floor-repeats", type=int, default=5, help="exact pairs of the floors (the map's 5)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edm_mixture.json")
     args = parser.parse_args()
     variants = args.variants.split(",")
@@ -180,6 +183,7 @@ def main():
         score_fns,
         n_samples=args.n_samples,
         seeds=(0, 1),
+        floor_repeats=args.floor_repeats,
         **GRID,
     )
     fewest = sweep.fewest_nfe(result, "all")
