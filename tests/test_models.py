@@ -152,5 +152,7 @@ def test_positional_embedding_is_edms_sinusoids_and_the_option_is_checked():
     for c_i in c:
         want = np.concatenate([np.cos(c_i * frequencies), np.sin(c_i * frequencies)])
         np.testing.assert_allclose(positional_embedding(c_i), want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="channels: expected an even number"):
+        positional_embedding(0.5, channels=7)
     with pytest.raises(ValueError, match="noise_embedding: unknown value 'fourier'; accepted"):
         ConditionalMLP(jax.random.key(0), noise_embedding="fourier")

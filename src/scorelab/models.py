@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab._validate import check_choice
+from scorelab._validate import check_choice, check_int
 from scorelab.targets import GaussianMixture
 
 __all__ = [
@@ -92,6 +92,9 @@ def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
+    check_int("channels", channels, 4)
+    if channels % 2:
+        raise ValueError(f"channels: expected an even number (cosines and sines), got {channels}")
     half = channels // 2
     frequencies = max_positions ** (-jnp.arange(half) / (half - 1))
     angles = jnp.asarray(c).reshape(()) * frequencies
@@ -210,7 +213,7 @@ class ConditionalMLP(eqx.Module):
     ``noise_embedding`` (:data:`NOISE_EMBEDDINGS`) says how ``c`` enters:
 
     - ``"concat"`` (the tutorial's): the input is :math:`[x, c]`, nothing is done to either;
-    - ``"positional"`` (EDM's DDPM++ and NCSN++ networks): the embedding
+    - ``"positional"`` (EDM's DDPM++ network): the embedding
       :math:`e = \phi(W_2\, \phi(W_1 \operatorname{pos}(c) + b_1) + b_2)` of
       :func:`positional_embedding` (32 channels) through a two-layer map of width 128
       (:math:`\phi` the activation) is added, through its own linear map :math:`A_l e`, to
@@ -276,14 +279,15 @@ class ConditionalMLP(eqx.Module):
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
         if self.noise_embedding == "concat":
-            inputs, shifts = jnp.concatenate([x.reshape(-1), c]), (None, 0.0, None)
+            inputs, shifts = jnp.concatenate([x.reshape(-1), c]), (None, None, None)
         else:
             e = positional_embedding(c[0])
             for layer in self.embedding_layers:
                 e = act(_dense(layer, e))
             inputs, shifts = x.reshape(-1), tuple(_dense(a, e) for a in self.shift_layers)
         h = act(_normed_dense(first, self.norm_in, inputs, shifts[0]))
-        h = act(_dense(middle, h) + shifts[1])
+        h = _dense(middle, h)
+        h = act(h if shifts[1] is None else h + shifts[1])
         h = act(_normed_dense(last, self.norm_out, h, shifts[2]))
         return _dense(self.output_layer, h).reshape(x.shape)
 
