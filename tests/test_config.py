@@ -84,6 +84,8 @@ _MODEL_OTHER = {
     "scale_by_sigma": False,
     "normalise_input": False,
     "activation": "tanh",
+    "widths": (16, 24, 8),
+    "noise_embedding": "positional",
     "channels": (8, 16),
     "layers_per_block": 2,
     "attention_resolutions": (4,),

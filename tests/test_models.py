@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from _networks import with_moved_norms
 
-from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
+from scorelab.models import (
+    MLP,
+    ConditionalMLP,
+    ExactScore,
+    NoiseConditionalMLP,
+    positional_embedding,
+)
 
 
 def test_mlp_output_is_linear_not_leaky():
@@ -100,11 +106,32 @@ def test_networks_are_the_equinox_layers_they_hold():
         h = act(m.norm_out(last(act(middle(act(m.norm_in(first(h))))))))
         return m.output_layer(h) / sigma
 
+    def embedded_by_layers(m, x, sigma):
+        # EDM's embedding: sinusoids of c through a two-layer map, added to every hidden
+        # layer's pre-activation (before its LayerNorm).
+        m = m.network
+        c = 0.25 * jnp.log(sigma)
+        frequencies = 1e4 ** (-jnp.arange(16) / 15.0)
+        e = jnp.concatenate([jnp.cos(c * frequencies), jnp.sin(c * frequencies)])
+        for layer in m.embedding_layers:
+            e = act(layer(e))
+        (first, middle, last), (a_1, a_2, a_3) = m.layers, m.shift_layers
+        h = act(m.norm_in(first(x) + a_1(e)))
+        h = act(middle(h) + a_2(e))
+        h = act(m.norm_out(last(h) + a_3(e)))
+        return m.output_layer(h) / sigma
+
     x = 3.0 * jax.random.normal(jax.random.key(5), (6, 2))
     sigma = jnp.linspace(0.1, 5.0, 6)
     for model, by_layers in (
         (MLP(jax.random.key(3), widths=(16, 32, 8), input_scale=2.0), mlp_by_layers),
         (NoiseConditionalMLP(jax.random.key(4), widths=(16, 32, 8)), conditional_by_layers),
+        (
+            NoiseConditionalMLP(
+                jax.random.key(7), widths=(16, 32, 8), noise_embedding="positional"
+            ),
+            embedded_by_layers,
+        ),
     ):
         model = with_moved_norms(model, jax.random.key(6))
 
@@ -115,3 +142,17 @@ def test_networks_are_the_equinox_layers_they_hold():
         want = eqx.filter_value_and_grad(loss)(model, by_layers)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_positional_embedding_is_edms_sinusoids_and_the_option_is_checked():
+    # Karras et al.'s PositionalEmbedding(num_channels=32, endpoint=True) in float64 numpy:
+    # frequencies (1/10000)^(i/15), i = 0..15, cosines then sines.
+    c = np.array([-0.98, 0.0, 0.37, 1.1])
+    frequencies = (1 / 1e4) ** (np.arange(16) / 15)
+    for c_i in c:
+        want = np.concatenate([np.cos(c_i * frequencies), np.sin(c_i * frequencies)])
+        np.testing.assert_allclose(positional_embedding(c_i), want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="channels: expected an even number"):
+        positional_embedding(0.5, channels=7)
+    with pytest.raises(ValueError, match="noise_embedding: unknown value 'fourier'; accepted"):
+        ConditionalMLP(jax.random.key(0), noise_embedding="fourier")

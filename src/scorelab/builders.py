@@ -86,8 +86,14 @@ _UNET_FIELDS = (
 )
 MODEL_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("mlp", "none"): ("normalise_input", "activation"),
-    ("ncsn_mlp", "none"): ("scale_by_sigma", "normalise_input", "activation"),
-    ("ncsn_mlp", "edm"): ("activation",),
+    ("ncsn_mlp", "none"): (
+        "scale_by_sigma",
+        "normalise_input",
+        "activation",
+        "widths",
+        "noise_embedding",
+    ),
+    ("ncsn_mlp", "edm"): ("activation", "widths", "noise_embedding"),
     ("unet", "none"): (*_UNET_FIELDS, "dropout", "num_classes"),
     ("unet", "edm"): _UNET_FIELDS,
 }
@@ -289,7 +295,12 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     scale = data_scale(data) if config.normalise_input else None
     activation = config.resolved_activation(loss)
     if config.preconditioning == "edm":
-        network_kwargs = {"dim": dim, "activation": activation}
+        network_kwargs = {
+            "dim": dim,
+            "widths": list(config.widths),
+            "activation": activation,
+            "noise_embedding": config.noise_embedding,
+        }
         return _edm(models.ConditionalMLP, network_kwargs, data, key)
     if config.resolved(loss) == "mlp":
         kwargs = {
@@ -301,8 +312,10 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     kwargs = {
         "dim": dim,
         "scale_by_sigma": config.scale_by_sigma,
+        "widths": list(config.widths),
         "sigma_data": scale,
         "activation": activation,
+        "noise_embedding": config.noise_embedding,
     }
     return models.NoiseConditionalMLP(key, **kwargs), kwargs
 

@@ -233,6 +233,11 @@ class ModelConfig:
             ``silu`` for the Jacobian-trace losses (Hyvarinen, Hutchinson, sliced), which a
             piecewise-linear network cannot optimise well (see :mod:`scorelab.models`), and the
             tutorial's ``leaky_relu`` otherwise.
+        widths: ``ncsn_mlp``: the three hidden layers' widths (the tutorial's 256-512-256).
+        noise_embedding: for ``ncsn_mlp``, how the noise level enters the network
+            (:data:`scorelab.models.NOISE_EMBEDDINGS`): ``concat`` (the tutorial's: appended
+            to the input) or ``positional`` (EDM's: a sinusoidal embedding added to every
+            hidden layer; :class:`scorelab.models.ConditionalMLP`).
         preconditioning: ``"none"``, or ``"edm"`` for a noise-conditional network on the
             ``ncsn`` loss (``ncsn_mlp`` or ``unet``): EDM's denoiser
             :math:`c_{skip} x + c_{out} F(c_{in} x, c_{noise})` around the raw network, called
@@ -258,6 +263,8 @@ class ModelConfig:
     scale_by_sigma: bool = True
     normalise_input: bool = True
     activation: str = "auto"
+    widths: tuple[int, int, int] = (256, 512, 256)
+    noise_embedding: str = "concat"
     preconditioning: str = "none"
     seed: int = 0
     channels: tuple[int, ...] = (16, 32)
@@ -272,6 +279,15 @@ class ModelConfig:
         _check_choice("model", "name", self.name, MODELS)
         _check_choice("model", "preconditioning", self.preconditioning, PRECONDITIONINGS)
         _check_choice("model", "activation", self.activation, ("auto", *models.ACTIVATIONS))
+        _check_choice("model", "noise_embedding", self.noise_embedding, models.NOISE_EMBEDDINGS)
+        if len(self.widths) != 3:
+            _fail(
+                "model",
+                "widths",
+                f"expected three hidden widths, e.g. [256, 512, 256], got {list(self.widths)}",
+            )
+        for width in self.widths:
+            _check_int("model", "widths", width, 1)
         check_seed("model.seed", self.seed, error=ConfigError)
         if not self.channels:
             _fail("model", "channels", "expected at least one level, e.g. [32, 64]")

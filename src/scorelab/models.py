@@ -31,10 +31,18 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab._validate import check_choice
+from scorelab._validate import check_choice, check_int
 from scorelab.targets import GaussianMixture
 
-__all__ = ["ACTIVATIONS", "MLP", "ConditionalMLP", "NoiseConditionalMLP", "ExactScore"]
+__all__ = [
+    "ACTIVATIONS",
+    "NOISE_EMBEDDINGS",
+    "MLP",
+    "ConditionalMLP",
+    "NoiseConditionalMLP",
+    "ExactScore",
+    "positional_embedding",
+]
 
 ACTIVATIONS = {
     "leaky_relu": jax.nn.leaky_relu,
@@ -47,8 +55,50 @@ ACTIVATIONS = {
 arguments stay JSON for :func:`scorelab.checkpoints.save_model`)."""
 
 
+NOISE_EMBEDDINGS = ("concat", "positional")
+"""How :class:`ConditionalMLP` takes its scalar condition: ``concat`` appends it to the input,
+``positional`` embeds it as EDM's networks do (:func:`positional_embedding`)."""
+
+_POSITIONAL_CHANNELS = 32
+_EMBEDDING_WIDTH = 128
+
+
 def _check_activation(name: str) -> None:
     check_choice("activation", name, tuple(ACTIVATIONS))
+
+
+def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions: float = 1e4):
+    r"""EDM's positional embedding of a scalar condition (Vaswani et al. 2017's sinusoids).
+
+    .. math::
+        e(c) = \big[\cos(f_0 c), \dots, \cos(f_{m-1} c),\ \sin(f_0 c), \dots,
+            \sin(f_{m-1} c)\big], \qquad f_i = P^{-i/(m-1)},\ m = \text{channels}/2,
+
+    with :math:`P` = ``max_positions``: frequencies from 1 down to :math:`1/P`, as in the
+    ``PositionalEmbedding(endpoint=True)`` of Karras et al.'s DDPM++ network, which embeds
+    :math:`c_{noise} = \tfrac14 \ln\sigma`. Written here because neither Equinox nor optax
+    ships it; it is four lines.
+
+    Args:
+        c: the condition, a scalar.
+        channels: the embedding's size, even and ``>= 4``.
+        max_positions: :math:`P`, the ratio of the highest frequency to the lowest.
+
+    Returns:
+        ``(channels,)``.
+
+    References:
+        Vaswani, A. et al. (2017). Attention Is All You Need. https://arxiv.org/abs/1706.03762
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
+    """
+    check_int("channels", channels, 4)
+    if channels % 2:
+        raise ValueError(f"channels: expected an even number (cosines and sines), got {channels}")
+    half = channels // 2
+    frequencies = max_positions ** (-jnp.arange(half) / (half - 1))
+    angles = jnp.asarray(c).reshape(()) * frequencies
+    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
 
 
 def _dense(layer: eqx.nn.Linear, x: Array) -> Array:
@@ -63,7 +113,9 @@ def _dense(layer: eqx.nn.Linear, x: Array) -> Array:
     return x @ layer.weight.T + layer.bias
 
 
-def _normed_dense(layer: eqx.nn.Linear, norm: eqx.nn.LayerNorm, x: Array) -> Array:
+def _normed_dense(
+    layer: eqx.nn.Linear, norm: eqx.nn.LayerNorm, x: Array, shift: Array | None = None
+) -> Array:
     r"""``norm(layer(x))`` with LayerNorm's centring folded into the layer.
 
     LayerNorm sees :math:`h = W x + b` only through :math:`h - \bar h`, and
@@ -75,9 +127,13 @@ def _normed_dense(layer: eqx.nn.Linear, norm: eqx.nn.LayerNorm, x: Array) -> Arr
     weights instead of a mean and a subtraction per example. That is one pass fewer over the
     activations forward and several backward: XLA:CPU runs the DSM and Hyvarinen gradients
     1.1-1.2x faster (``benchmarks/training.py``).
+
+    ``shift``, if given, is added to :math:`h` before the normalisation (centred with it).
     """
     weight, bias = _centred(layer)
     h = x @ weight.T + bias
+    if shift is not None:
+        h = h + shift - jnp.mean(shift)
     return h * jax.lax.rsqrt(jnp.mean(h * h) + norm.eps) * norm.weight + norm.bias
 
 
@@ -150,23 +206,38 @@ class MLP(eqx.Module):
 class ConditionalMLP(eqx.Module):
     r"""The noise-conditional network's body :math:`F(x, c)`, conditioned on a scalar ``c``.
 
-    Input :math:`[x, c]`, then ``256`` (LayerNorm) ``-> 512 -> 256`` (LayerNorm),
-    ``activation`` after each hidden layer, and a **linear** output layer; nothing is done to
-    ``x`` or ``c`` first. :class:`NoiseConditionalMLP` calls it with
+    ``256`` (LayerNorm) ``-> 512 -> 256`` (LayerNorm), ``activation`` after each hidden layer,
+    and a **linear** output layer. :class:`NoiseConditionalMLP` calls it with
     :math:`c = \tfrac14 \log\sigma`; as the raw network of
     :class:`scorelab.precond.EDMPreconditioned` it is EDM's :math:`F_\theta(c_{in} x, c_{noise})`.
+    ``noise_embedding`` (:data:`NOISE_EMBEDDINGS`) says how ``c`` enters:
+
+    - ``"concat"`` (the tutorial's): the input is :math:`[x, c]`, nothing is done to either;
+    - ``"positional"`` (EDM's DDPM++ network): the embedding
+      :math:`e = \phi(W_2\, \phi(W_1 \operatorname{pos}(c) + b_1) + b_2)` of
+      :func:`positional_embedding` (32 channels) through a two-layer map of width 128
+      (:math:`\phi` the activation) is added, through its own linear map :math:`A_l e`, to
+      every hidden layer's pre-activation :math:`W_l h + b_l + A_l e` (before its LayerNorm),
+      so that each layer's kinks move with the noise level; the input is :math:`x` alone.
 
     The layers are applied in the same equal, faster form as :class:`MLP`'s.
 
     Call: ``network(x, c)`` with ``x`` of any shape of ``d`` entries (flattened, e.g. an image
     ``(1, 8, 8)``) and a scalar ``c``; returns ``x``'s shape.
+
+    References:
+        Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
+        Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
 
     layers: tuple[eqx.nn.Linear, eqx.nn.Linear, eqx.nn.Linear]
     norm_in: eqx.nn.LayerNorm
     norm_out: eqx.nn.LayerNorm
     output_layer: eqx.nn.Linear
+    embedding_layers: tuple[eqx.nn.Linear, eqx.nn.Linear] | None
+    shift_layers: tuple[eqx.nn.Linear, eqx.nn.Linear, eqx.nn.Linear] | None
     activation: str = eqx.field(static=True)
+    noise_embedding: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -174,12 +245,15 @@ class ConditionalMLP(eqx.Module):
         dim: int = 2,
         widths: tuple[int, int, int] = (256, 512, 256),
         activation: str = "leaky_relu",
+        noise_embedding: str = "concat",
     ):
         _check_activation(activation)
+        check_choice("noise_embedding", noise_embedding, NOISE_EMBEDDINGS)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         w1, w2, w3 = widths
+        inputs = dim + 1 if noise_embedding == "concat" else dim
         self.layers = (
-            eqx.nn.Linear(dim + 1, w1, key=k1),
+            eqx.nn.Linear(inputs, w1, key=k1),
             eqx.nn.Linear(w1, w2, key=k2),
             eqx.nn.Linear(w2, w3, key=k3),
         )
@@ -187,21 +261,42 @@ class ConditionalMLP(eqx.Module):
         self.norm_out = eqx.nn.LayerNorm(w3)
         self.output_layer = eqx.nn.Linear(w3, dim, key=k4)
         self.activation = activation
+        self.noise_embedding = noise_embedding
+        if noise_embedding == "concat":
+            self.embedding_layers = self.shift_layers = None
+        else:
+            keys = jax.random.split(jax.random.fold_in(key, 1), 5)
+            self.embedding_layers = (
+                eqx.nn.Linear(_POSITIONAL_CHANNELS, _EMBEDDING_WIDTH, key=keys[0]),
+                eqx.nn.Linear(_EMBEDDING_WIDTH, _EMBEDDING_WIDTH, key=keys[1]),
+            )
+            self.shift_layers = tuple(
+                eqx.nn.Linear(_EMBEDDING_WIDTH, w, key=k) for w, k in zip(widths, keys[2:])
+            )
 
     def __call__(self, x: Array, c) -> Array:
         c = jnp.asarray(c, dtype=x.dtype).reshape((1,))
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
-        h = act(_normed_dense(first, self.norm_in, jnp.concatenate([x.reshape(-1), c])))
-        h = act(_dense(middle, h))
-        h = act(_normed_dense(last, self.norm_out, h))
+        if self.noise_embedding == "concat":
+            inputs, shifts = jnp.concatenate([x.reshape(-1), c]), (None, None, None)
+        else:
+            e = positional_embedding(c[0])
+            for layer in self.embedding_layers:
+                e = act(_dense(layer, e))
+            inputs, shifts = x.reshape(-1), tuple(_dense(a, e) for a in self.shift_layers)
+        h = act(_normed_dense(first, self.norm_in, inputs, shifts[0]))
+        h = _dense(middle, h)
+        h = act(h if shifts[1] is None else h + shifts[1])
+        h = act(_normed_dense(last, self.norm_out, h, shifts[2]))
         return _dense(self.output_layer, h).reshape(x.shape)
 
 
 class NoiseConditionalMLP(eqx.Module):
     r"""The tutorial's noise-conditional network :math:`s_\theta(x, \sigma)`.
 
-    :class:`ConditionalMLP` on :math:`[x, \tfrac14 \log\sigma]`: ``256`` (LayerNorm)
+    :class:`ConditionalMLP` on :math:`x` and :math:`\tfrac14 \log\sigma` (``noise_embedding``
+    says how the level enters, :data:`NOISE_EMBEDDINGS`): ``256`` (LayerNorm)
     ``-> 512 -> 256`` (LayerNorm), ``activation`` (leaky ReLU by default, as the tutorial) after
     each hidden layer, and a **linear** output layer.
 
@@ -238,8 +333,9 @@ class NoiseConditionalMLP(eqx.Module):
         scale_by_sigma: bool = True,
         sigma_data: float | None = None,
         activation: str = "leaky_relu",
+        noise_embedding: str = "concat",
     ):
-        self.network = ConditionalMLP(key, dim, widths, activation)
+        self.network = ConditionalMLP(key, dim, widths, activation, noise_embedding)
         self.scale_by_sigma = scale_by_sigma
         self.sigma_data = None if sigma_data is None else float(sigma_data)
 
