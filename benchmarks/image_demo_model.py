@@ -41,8 +41,10 @@ from _harness import parse_args, table, write
 from scorelab import builders
 from scorelab.data import digits
 from scorelab.image_demo import ImageDemoSettings
-from scorelab.noise import vp_alphas_cumprod
+from scorelab.losses import dsm_loss, ncsn_weighting
+from scorelab.noise import vp_alpha_sigma, vp_alphas_cumprod
 from scorelab.runs import named_key
+from scorelab.samplers import ve_sigmas_from_vp
 from scorelab.training import train
 
 
@@ -51,18 +53,17 @@ def per_level_losses(model, loss_config, images, levels: int, draws: int, key) -
     mean over ``draws`` noise draws; draw ``j`` at level ``l`` of image ``i`` uses the key
     ``split(fold_in(key, i), levels * draws)[l * draws + j]``."""
     config = loss_config
-    alphas_cumprod = jnp.asarray(
-        vp_alphas_cumprod(
-            config.schedule, config.num_train_timesteps, config.beta_start, config.beta_end
-        )
+    alphas_cumprod = vp_alphas_cumprod(
+        config.schedule, config.num_train_timesteps, config.beta_start, config.beta_end
     )
+    # the VE levels vp_epsilon_loss trains at (its one VP conversion)
+    sigmas = jnp.asarray(ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod)))
     timesteps = jnp.arange(levels) * (config.num_train_timesteps // levels)
 
     def loss(model, x_0, t, noise_key):
-        # vp_epsilon_loss at a fixed t, in the VE variable the score model takes
-        eps = jax.random.normal(noise_key, x_0.shape)
-        sigma = jnp.sqrt((1 - alphas_cumprod[t]) / alphas_cumprod[t])
-        return jnp.mean((-sigma * model(x_0 + sigma * eps, sigma) - eps) ** 2)
+        # vp_epsilon_loss at a fixed t: dsm_loss at sigma_t, NCSN-weighted, over d
+        weighted = dsm_loss(noise_key, model, x_0, sigma=sigmas[t], weighting_fn=ncsn_weighting)
+        return weighted / x_0.size
 
     def per_image(model, x_0, index):
         keys = jax.random.split(jax.random.fold_in(key, index), levels * draws)
