@@ -109,6 +109,8 @@ def flops(lowered) -> float:
     analysis = lowered.cost_analysis()
     if isinstance(analysis, list | tuple):  # older jax: one dict per computation
         analysis = analysis[0]
+    if not analysis or "flops" not in analysis:  # jax 0.11 on CUDA gave none for some programs
+        return float("nan")
     return float(analysis["flops"])
 
 
@@ -151,6 +153,36 @@ def torch_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() and on_accelerator() else "cpu"
+
+
+def torch_threads(spec: str) -> list[int | None]:
+    """The torch cases to time from a ``--threads`` value such as ``"1,2"``: those CPU thread
+    counts, or ``[None]`` (one case on CUDA) where :func:`torch_device` is ``"cuda"``."""
+    if torch_device() == "cuda":
+        return [None]
+    return [int(t) for t in spec.split(",")]
+
+
+def torch_label(n_threads: int | None) -> str:
+    """A torch case's label: ``tN`` for N CPU threads, ``cuda`` for the GPU."""
+    return "cuda" if n_threads is None else f"t{n_threads}"
+
+
+def use_torch_threads(n_threads: int | None) -> None:
+    """Set torch's CPU thread count for a case (nothing to set for a CUDA case)."""
+    import torch
+
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+
+
+def torch_sync(value):
+    """``value`` once torch's queued GPU work is done (``timed`` waits for JAX's only)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return value
 
 
 def table(headers: list[str], rows: list[list]) -> str:

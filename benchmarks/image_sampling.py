@@ -1,4 +1,4 @@
-"""Image sampling: scorelab's UNet2D against diffusers' ``DDIMPipeline`` on the CPU, per DDIM step.
+"""Image sampling: scorelab's UNet2D against diffusers' ``DDIMPipeline``, per DDIM step.
 
 The U-Net of ``_image_unet.py`` (1.1M parameters, random weights: weights do not change the
 cost) at 16, 32 and 64 pixels, built by diffusers (torch seed 0) and read into scorelab from
@@ -8,7 +8,9 @@ its state dict, so both sample the same network. For each size, interleaved roun
 * ``scorelab``: :func:`scorelab.diffusers.sample` (one jitted ``lax.scan`` over the steps),
   XLA's default CPU threading;
 * ``diffusers tN``: ``DDIMPipeline(unet, scheduler)(batch_size=B, num_inference_steps=S,
-  eta=0)`` with ``torch.set_num_threads(N)``;
+  eta=0)`` with ``torch.set_num_threads(N)``; where JAX and torch both see a GPU, one case
+  ``diffusers cuda`` instead (the pipeline on the GPU, its generator on the CPU so that its
+  initial noise stays the one scorelab replays);
 * ``forward`` cases: one network evaluation alone (scorelab's jitted ``unet(x, t)``, torch's
   ``UNet2DModel(x, t)`` under ``no_grad``), the part of a step the sampler cannot change.
 
@@ -27,7 +29,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from _harness import interleaved, median, parse_args, table, timed, write
+from _harness import (
+    interleaved,
+    median,
+    parse_args,
+    table,
+    timed,
+    torch_device,
+    torch_label,
+    torch_sync,
+    torch_threads,
+    use_torch_threads,
+    write,
+)
 from _image_unet import CONFIG, build, n_parameters
 from diffusers import DDIMPipeline, DDIMScheduler
 
@@ -36,12 +50,13 @@ from scorelab.diffusers import SchedulerConfig, sample
 SEED = 0
 
 
-def measure(size: int, batch: int, steps: int, threads: list[int], repeats: int) -> dict:
+def measure(size: int, batch: int, steps: int, threads: list[int | None], repeats: int) -> dict:
     """Every case at one image size; see the module docstring."""
     reference, unet = build(size)
     reference.eval()
     pipeline = DDIMPipeline(unet=reference, scheduler=DDIMScheduler())
     pipeline.set_progress_bar_config(disable=True)
+    pipeline.to(torch_device())
     shape = (batch, CONFIG["in_channels"], size, size)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(SEED)).numpy()
     key = jax.random.key(SEED)
@@ -50,7 +65,7 @@ def measure(size: int, batch: int, steps: int, threads: list[int], repeats: int)
         return sample(unet, SchedulerConfig(), key, num_inference_steps=steps, x_T=x_T)
 
     def run_diffusers(n_threads):
-        torch.set_num_threads(n_threads)
+        use_torch_threads(n_threads)
         with torch.no_grad():
             return pipeline(
                 batch_size=batch,
@@ -68,20 +83,24 @@ def measure(size: int, batch: int, steps: int, threads: list[int], repeats: int)
     max_difference = float(np.max(np.abs(ours - theirs)))
 
     forward = jax.jit(lambda unet, x, t: unet(x, t))
-    x_jax, t_jax, x_torch = jnp.asarray(x_T), jnp.asarray(500), torch.from_numpy(x_T)
+    x_jax, t_jax, x_torch = (
+        jnp.asarray(x_T),
+        jnp.asarray(500),
+        torch.from_numpy(x_T).to(torch_device()),
+    )
     jax.block_until_ready(forward(unet, x_jax, t_jax))
 
     def torch_forward(n_threads):
-        torch.set_num_threads(n_threads)
+        use_torch_threads(n_threads)
         with torch.no_grad():
-            return reference(x_torch, 500).sample
+            return torch_sync(reference(x_torch, 500).sample)
 
     cases = {"scorelab": lambda: timed(run_scorelab) / steps}
     for n in threads:
-        cases[f"diffusers t{n}"] = lambda n=n: timed(lambda: run_diffusers(n)) / steps
+        cases[f"diffusers {torch_label(n)}"] = lambda n=n: timed(lambda: run_diffusers(n)) / steps
     cases["forward scorelab"] = lambda: timed(lambda: forward(unet, x_jax, t_jax))
     for n in threads:
-        cases[f"forward torch t{n}"] = lambda n=n: timed(lambda: torch_forward(n))
+        cases[f"forward torch {torch_label(n)}"] = lambda n=n: timed(lambda: torch_forward(n))
     samples = interleaved(cases, repeats)
     return {
         "size": size,
@@ -100,7 +119,7 @@ def main() -> None:
         parser.add_argument("--steps", type=int, default=10, help="DDIM steps per sample")
 
     args = parse_args(__doc__.splitlines()[0], repeats=3, extra=extra)
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = torch_threads(args.threads)
     sizes, batch, steps = ([16], 2, 2) if args.quick else ([16, 32, 64], args.batch, args.steps)
     results, rows = [], []
     for size in sizes:
@@ -125,6 +144,7 @@ def main() -> None:
             "batch": batch,
             "steps": steps,
             "torch_threads": threads,
+            "torch_device": torch_device(),
             "config": CONFIG,
             "results": results,
         },

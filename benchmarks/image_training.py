@@ -8,7 +8,8 @@ epsilon-prediction objective (Ho et al. 2020, eq. 14) on the linear schedule of 
   the batch drawn by index from the data set on the device) with the per-example loss
   :func:`epsilon_mse`; the network is scorelab's ``UNet2D`` called on one example;
 * ``diffusers tN``: ``UNet2DModel`` with the same initial weights, ``torch.optim.AdamW``,
-  the same loss written in torch, ``torch.set_num_threads(N)``.
+  the same loss written in torch, ``torch.set_num_threads(N)``; where JAX and torch both
+  see a GPU, one case ``diffusers cuda`` instead (model, data and generator on the GPU).
 
 Compilation is kept out of the timed rounds: one untimed ``train`` call of the same
 configuration compiles it first (and one short untimed torch run warms torch's allocator and
@@ -39,7 +40,18 @@ import functools
 import jax
 import jax.numpy as jnp
 import torch
-from _harness import interleaved, median, parse_args, table, timed, write
+from _harness import (
+    interleaved,
+    median,
+    parse_args,
+    table,
+    timed,
+    torch_device,
+    torch_label,
+    torch_threads,
+    use_torch_threads,
+    write,
+)
 from _image_unet import CONFIG, build, n_parameters, noise
 
 from scorelab.noise import vp_alphas_cumprod, vp_perturb
@@ -67,25 +79,28 @@ def loss_for(shape):
 
 
 def torch_steps(model, optimizer, data, alphas_cumprod, n_steps, n_threads, generator):
-    """``n_steps`` AdamW steps of the same loss in torch."""
-    torch.set_num_threads(n_threads)
+    """``n_steps`` AdamW steps of the same loss in torch, on ``data``'s device; returns the
+    last loss on the CPU (which waits for the GPU's queued work)."""
+    use_torch_threads(n_threads)
+    device = data.device
     for _ in range(n_steps):
-        x_0 = data[torch.randint(0, data.shape[0], (BATCH,), generator=generator)]
-        t = torch.randint(0, alphas_cumprod.shape[0], (BATCH,), generator=generator)
-        eps = torch.randn(x_0.shape, generator=generator)
+        x_0 = data[torch.randint(0, data.shape[0], (BATCH,), generator=generator, device=device)]
+        t = torch.randint(0, alphas_cumprod.shape[0], (BATCH,), generator=generator, device=device)
+        eps = torch.randn(x_0.shape, generator=generator, device=device)
         alpha_bar = alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = alpha_bar.sqrt() * x_0 + (1 - alpha_bar).sqrt() * eps
         loss = torch.nn.functional.mse_loss(model(x_t, t).sample, eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return loss.detach()
+    return loss.detach().cpu()
 
 
-def measure(size: int, steps: int, dispatch: int, threads: list[int], repeats: int) -> dict:
+def measure(size: int, steps: int, dispatch: int, threads: list[int | None], repeats: int) -> dict:
     """Every case at one image size; see the module docstring."""
     reference, unet = build(size)
-    reference.train()
+    device = torch_device()
+    reference.train().to(device)
     shape = (CONFIG["in_channels"], size, size)
     data = noise((N_DATA, *shape), seed=1)
     config = TrainConfig(
@@ -109,8 +124,9 @@ def measure(size: int, steps: int, dispatch: int, threads: list[int], repeats: i
     first_call_s = timed(run_scorelab)  # compiles: the same config, so the same program
 
     optimizer = torch.optim.AdamW(reference.parameters(), lr=LEARNING_RATE)
-    data_torch, alphas_torch = torch.from_numpy(data), torch.from_numpy(ALPHAS_CUMPROD)
-    generator = torch.Generator().manual_seed(0)
+    data_torch = torch.from_numpy(data).to(device)
+    alphas_torch = torch.from_numpy(ALPHAS_CUMPROD).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def run_torch(n_threads):
         return torch_steps(
@@ -120,7 +136,7 @@ def measure(size: int, steps: int, dispatch: int, threads: list[int], repeats: i
     torch_steps(reference, optimizer, data_torch, alphas_torch, 2, threads[0], generator)
     cases = {"scorelab": lambda: steps / timed(run_scorelab)}
     for n in threads:
-        cases[f"diffusers t{n}"] = lambda n=n: steps / timed(lambda: run_torch(n))
+        cases[f"diffusers {torch_label(n)}"] = lambda n=n: steps / timed(lambda: run_torch(n))
     samples = interleaved(cases, repeats)
     return {
         "size": size,
@@ -140,7 +156,7 @@ def main() -> None:
         parser.add_argument("--dispatch", type=int, default=1, help="scorelab steps per dispatch")
 
     args = parse_args(__doc__.splitlines()[0], repeats=3, extra=extra)
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = torch_threads(args.threads)
     sizes, steps = ([16], 2) if args.quick else ([16, 32], args.steps)
     results, rows = [], []
     for size in sizes:
@@ -168,6 +184,7 @@ def main() -> None:
             "steps": steps,
             "dispatch": args.dispatch,
             "torch_threads": threads,
+            "torch_device": torch_device(),
             "config": CONFIG,
             "results": results,
         },

@@ -172,17 +172,19 @@ def scorelab_step_flops(objective: Objective, data: np.ndarray, config: TrainCon
     params, rest = eqx.partition(objective.model, eqx.is_inexact_array)
     frozen, static = eqx.partition(rest, eqx.is_array)
     optimizer = make_optimizer(config)
-    state = training._TrainState(params, optimizer.init(params), None)
+    state_leaves, state_def = jax.tree.flatten(
+        training._TrainState(params, optimizer.init(params), None)
+    )
     loss_fn = training._as_pytree(objective.loss_fn)
     lowered = training._dispatch.lower(
-        state,
+        state_leaves,
         frozen,
         jnp.asarray(data),
         None,
         jax.random.key(0),
         jnp.asarray(0),
         jnp.asarray(1),
-        static=static,
+        structure=training._StaticKey((state_def, static)),
         loss_fn=loss_fn,
         loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
         config=config,

@@ -590,6 +590,35 @@ def test_an_equal_fresh_partial_loss_reuses_the_compiled_step():
     train(jax.random.key(0), model, unhashable, data, config, progress=False)
 
 
+def test_an_equal_fresh_model_reuses_the_compiled_step_and_a_static_change_does_not():
+    # train hashes the model's static part once per call (training._StaticKey) instead of on
+    # every dispatch: an equal model built afresh must still find the compiled step, and a
+    # model differing only in a static field (same arrays) must not run the other's program.
+    traced = []
+
+    def counting_dsm(key, score_fn, x, sigma):
+        traced.append(sigma)  # runs when the step is traced, not when it runs
+        return dsm_loss(key, score_fn, x, sigma=sigma)
+
+    data = gaussian_samples(1, 256)
+    loss_fn = functools.partial(counting_dsm, sigma=1.0)
+    config = replace(CONFIG, steps=3, steps_per_dispatch=3, ema_decay=None)
+
+    def fit(**options):
+        model = MLP(jax.random.key(2), dim=2, widths=WIDTHS, **options)
+        return train(jax.random.key(0), model, loss_fn, data, config, progress=False)
+
+    first = fit()
+    n_traces = len(traced)
+    assert n_traces > 0
+    again = fit()
+    assert len(traced) == n_traces, "an equal, freshly built model recompiled the step"
+    np.testing.assert_array_equal(first.losses, again.losses)
+    other = fit(activation="silu")
+    assert len(traced) > n_traces, "a model with another activation ran the cached program"
+    assert not np.array_equal(first.losses, other.losses)
+
+
 def test_the_dispatches_of_a_run_share_one_compilation(tmp_path):
     # The start step and the number of active steps of a dispatch are traced, not static:
     # checkpoint-aligned dispatches of 1 step, at every start, reuse the compilation of one

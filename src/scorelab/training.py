@@ -277,8 +277,73 @@ def _as_pytree(loss_fn: Callable) -> Callable:
     return loss_fn
 
 
+class _StaticKey:
+    """A static pytree (the model's non-array part with the state's structure) flattened and
+    hashed once per :func:`train` call.
+
+    ``equinox.filter_jit`` flattens and hashes its static arguments on every call; for a U-Net
+    that walk is a fixed host cost of each dispatch, paid while the device waits. Passed as
+    one leaf, it is hashed once here, and a dispatch's cache lookup finds it by identity.
+    Equal keys (the same structure and leaves of the same type and value, how ``filter_jit``
+    compares them) share a compilation across calls.
+    """
+
+    def __init__(self, tree: Any):
+        self.tree = tree
+        leaves, treedef = jax.tree.flatten(tree)
+        self._key = (treedef, tuple((type(leaf), leaf) for leaf in leaves))
+        self._hash = hash(self._key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _StaticKey) and (self is other or self._key == other._key)
+
+
+@eqx.filter_jit
+def _initial_state(params: Any, *, config: TrainConfig, sharding: NamedSharding) -> _TrainState:
+    """The state before step 0 (optimiser state, EMA copy) placed with ``sharding``, as one
+    compiled program per configuration: run eagerly, optax's ``init`` dispatches one
+    zero-fill per parameter array and moment, a fixed host cost of every :func:`train`
+    call."""
+    ema_params = None if config.ema_decay is None else params
+    state = _TrainState(params, make_optimizer(config).init(params), ema_params)
+    return jax.lax.with_sharding_constraint(state, sharding)
+
+
 @eqx.filter_jit
 def _dispatch(
+    state_leaves: list[Array],
+    frozen: Any,
+    data: Array,
+    labels: Array | None,
+    key: Array,
+    start: Array,
+    n_active: Array,
+    *,
+    structure: _StaticKey,
+    loss_fn: Callable,
+    loss_leaf_types: tuple[type, ...],
+    config: TrainConfig,
+    mesh: Mesh,
+    length: int,
+    hflip: bool,
+    stochastic: bool,
+) -> tuple[list[Array], Array, Array]:
+    """:func:`_steps` compiled, on the state's leaves: ``structure.tree`` is ``(state
+    treedef, static model part)``. The state travels as a flat list so that a dispatch's host
+    work is a list of arrays in and out, not a walk of the model's modules."""
+    state_def, static = structure.tree
+    state, losses, bad = _steps(
+        jax.tree.unflatten(state_def, state_leaves), frozen, data, labels, key, start, n_active,
+        static=static, loss_fn=loss_fn, config=config, mesh=mesh, length=length, hflip=hflip,
+        stochastic=stochastic,
+    )  # fmt: skip
+    return jax.tree.leaves(state), losses, bad
+
+
+def _steps(
     state: _TrainState,
     frozen: Any,
     data: Array,
@@ -289,7 +354,6 @@ def _dispatch(
     *,
     static: Any,
     loss_fn: Callable,
-    loss_leaf_types: tuple[type, ...],
     config: TrainConfig,
     mesh: Mesh,
     length: int,
@@ -298,19 +362,20 @@ def _dispatch(
 ) -> tuple[_TrainState, Array, Array]:
     """Run steps ``start, ..., start + n_active - 1``; return ``(state, losses, bad)``.
 
-    ``equinox.filter_jit`` traces the array arguments (``start`` and ``n_active`` are scalar
-    arrays) and keys the compilation on the others. ``lax.scan`` runs over ``length`` slots
-    (those past ``n_active`` do nothing), so one compilation serves every dispatch of a run,
-    and every run with the same ``static`` model part, ``loss_fn`` (see :func:`_as_pytree`)
-    and ``config`` (``train`` passes it with the execution-only fields reset).
-    ``loss_leaf_types`` only keys the compilation: static leaves are compared by ``==``, and
-    ``1 == 1.0``, so without their types an int hyper-parameter would run the float one's
-    trace. ``losses`` is ``(length,)``, NaN in unused slots; ``bad`` is the first step with a
-    non-finite loss or gradient, or -1, and from that step on the state is left as it was.
-    With ``hflip`` the batch key is split into an index key and a flip key (see :func:`train`);
-    without it, it draws the indices as it always has. ``labels`` ``(n,)`` (or ``None``) are
-    drawn with the same indices as the examples and passed to the loss; with ``stochastic``
-    the loss key is split into a loss key and a dropout key (see :func:`train`).
+    :func:`_dispatch` compiles it: it traces the array arguments (``start`` and ``n_active``
+    are scalar arrays) and keys the compilation on the others. ``lax.scan`` runs over
+    ``length`` slots (those past ``n_active`` do nothing), so one compilation serves every
+    dispatch of a run, and every run with the same ``static`` model part, ``loss_fn`` (see
+    :func:`_as_pytree`) and ``config`` (``train`` passes it with the execution-only fields
+    reset). ``loss_leaf_types`` (of :func:`_dispatch`) only keys the compilation: static
+    leaves are compared by ``==``, and ``1 == 1.0``, so without their types an int
+    hyper-parameter would run the float one's trace. ``losses`` is ``(length,)``, NaN in
+    unused slots; ``bad`` is the first step with a non-finite loss or gradient, or -1, and
+    from that step on the state is left as it was. With ``hflip`` the batch key is split into
+    an index key and a flip key (see :func:`train`); without it, it draws the indices as it
+    always has. ``labels`` ``(n,)`` (or ``None``) are drawn with the same indices as the
+    examples and passed to the loss; with ``stochastic`` the loss key is split into a loss key
+    and a dropout key (see :func:`train`).
     """
     optimizer = make_optimizer(config)
     replicated = NamedSharding(mesh, P())
@@ -525,11 +590,13 @@ def train(
     params, rest = eqx.partition(model, eqx.is_inexact_array)
     frozen, static = eqx.partition(rest, eqx.is_array)
     frozen, device_data, device_labels = jax.device_put((frozen, data, labels), replicated)
-    optimizer = make_optimizer(config)
-    state = _TrainState(
-        params, optimizer.init(params), None if config.ema_decay is None else params
+    # The execution-only fields do not enter the computation: reset them so that runs
+    # differing only there share one compilation.
+    program_config = dataclasses.replace(
+        config, steps_per_dispatch=1, checkpoint_every=None, seed=0, log_every=1
     )
-    state = jax.device_put(state, replicated)
+    params = jax.device_put(params, replicated)
+    state = _initial_state(params, config=program_config, sharding=replicated)
     losses = np.full(config.steps, np.nan, dtype=np.float32)
     defaults = {**(run_defaults or {}), "train": field_defaults(TrainConfig)}
     metadata = {
@@ -565,16 +632,13 @@ def train(
         state, losses[:start_step] = saved["train_state"], saved["losses"]
         last_checkpoint = start_step  # newer damaged checkpoints were deleted
 
+    state_leaves, state_def = jax.tree.flatten(state)
     dispatch = functools.partial(
         _dispatch,
-        static=static,
+        structure=_StaticKey((state_def, static)),
         loss_fn=loss_fn,
         loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
-        # The execution-only fields do not enter the computation: reset them so that runs
-        # differing only there share one compilation.
-        config=dataclasses.replace(
-            config, steps_per_dispatch=1, checkpoint_every=None, seed=0, log_every=1
-        ),
+        config=program_config,
         mesh=mesh,
         length=min(config.steps_per_dispatch, config.steps),
         hflip=hflip,
@@ -594,8 +658,8 @@ def train(
         while step < config.steps:
             next_checkpoint = min((step // period + 1) * period, config.steps)
             n_active = min(config.steps_per_dispatch, next_checkpoint - step)
-            new_state, dispatch_losses, bad = dispatch(
-                state,
+            new_leaves, dispatch_losses, bad = dispatch(
+                state_leaves,
                 frozen,
                 device_data,
                 device_labels,
@@ -611,10 +675,11 @@ def train(
                     bad, float(dispatch_losses[bad - step]), losses[:bad], last_checkpoint
                 )
             losses[step : step + n_active] = dispatch_losses[:n_active]
-            state, step = new_state, step + n_active
+            state_leaves, step = new_leaves, step + n_active
             bar.update(n_active)
             bar.set_postfix(loss=f"{np.mean(losses[max(0, step - config.log_every) : step]):.4g}")
             if manager is not None and step == next_checkpoint:
+                state = jax.tree.unflatten(state_def, state_leaves)
                 checkpoints.save_checkpoint(
                     manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
                 )
@@ -623,6 +688,7 @@ def train(
     def as_model(params):
         return eqx.combine(params, frozen, static)
 
+    state = jax.tree.unflatten(state_def, state_leaves)
     ema_model = None if config.ema_decay is None else as_model(state.ema_params)
     return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
 
