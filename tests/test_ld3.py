@@ -100,6 +100,21 @@ def test_a_stochastic_sampler_is_refused_in_one_line(sampler):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("candidates", "sweeps", "message"),
+    [(10**15, 1, "--candidates"), (0, 1, "ld3.candidates"), (4, 0, "ld3.sweeps"),
+     (4.0, 1, "ld3.candidates"), (True, 1, "ld3.candidates")],
+)  # fmt: skip
+def test_a_search_beyond_memory_or_below_one_is_refused_before_any_work(
+    candidates, sweeps, message
+):
+    # The CLI's --candidates reaches the search's allocation: too many must name that flag
+    # (not the data size) and come before the teacher's solve.
+    with pytest.raises(ValueError, match=message) as error:
+        ld3.check_search(candidates, sweeps)
+    assert "\n" not in str(error.value)
+
+
 def test_grid_cli_learns_a_grid_that_sample_uses(tmp_path, capsys):
     """``scorelab grid --method ld3`` on the exact score: the learned grid's error is below the
     start's (printed), and ``scorelab sample`` reads the file with the same sampler."""

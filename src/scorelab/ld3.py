@@ -50,9 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from tqdm.auto import tqdm
 
 from scorelab import samplers
-from scorelab._validate import check_int
+from scorelab._validate import check_int, check_memory
 from scorelab.noise import karras_sigmas, write_saved_grid
 
 TEACHER_LEVELS = 400
@@ -111,6 +112,18 @@ def global_error(sampler, score_fn, x_T: Array, x_teacher: Array) -> Array:
     return jnp.sum(((x - x_teacher) ** 2).reshape(x.shape[0], -1), axis=-1)
 
 
+def check_search(n_candidates, n_sweeps, error: type[ValueError] = ValueError) -> None:
+    """Raise ``error`` for a search :func:`learn_grid` cannot run: ``n_candidates`` or
+    ``n_sweeps`` not an integer >= 1, or more candidate positions than memory holds (checked
+    before they are allocated, so a caller can refuse before its teacher's solve)."""
+    check_int("ld3.candidates", n_candidates, 1, error=error)
+    check_int("ld3.sweeps", n_sweeps, 1, error=error)
+    # Each sweep of a level holds its candidates' ramp and positions (float64).
+    check_memory(
+        "ld3.candidates", 2.0 * 8 * n_candidates, "try fewer candidates (--candidates)", error
+    )
+
+
 def learn_grid(
     sampler,
     score_fn,
@@ -120,6 +133,7 @@ def learn_grid(
     n_candidates: int = 16,
     n_sweeps: int = 3,
     lowest_ratio: float = 20.0,
+    progress: bool = False,
 ) -> tuple[np.ndarray, float, float]:
     r"""The grid of ``sampler``'s size minimising its mean global error (module docstring).
 
@@ -133,6 +147,8 @@ def learn_grid(
         n_sweeps: passes over the levels, lowest first.
         lowest_ratio: the lowest level moves between :math:`\sigma_1 /` ``lowest_ratio`` and
             :math:`\sigma_1`.
+        progress: show a tqdm bar over the search's sampler passes (``n_sweeps`` x
+            ``(N - 1)`` x ``n_candidates``).
 
     Returns:
         ``(sigmas, error, error_start)``: the ascending ``(N,)`` float64 grid, its mean error
@@ -140,11 +156,11 @@ def learn_grid(
 
     Raises:
         ValueError: for a stochastic, adaptive or grid-free sampler, ``x_T`` and ``x_teacher``
-            of other shapes, ``n_candidates`` or ``n_sweeps`` below 1 or ``lowest_ratio <= 1``.
+            of other shapes, ``n_candidates`` or ``n_sweeps`` below 1 (or candidates beyond
+            memory, :func:`check_search`) or ``lowest_ratio <= 1``.
     """
     _check_learnable(sampler)
-    check_int("ld3.candidates", n_candidates, 1)
-    check_int("ld3.sweeps", n_sweeps, 1)
+    check_search(n_candidates, n_sweeps)
     if not lowest_ratio > 1:
         raise ValueError(f"ld3.lowest_ratio must be > 1, got {lowest_ratio}")
     if jnp.shape(x_T) != jnp.shape(x_teacher):
@@ -159,15 +175,19 @@ def learn_grid(
     cost = lambda grid: float(error(jnp.asarray(grid, sampler.sigmas.dtype)))  # noqa: E731
     start = current = cost(sigmas)
     ramp = (np.arange(n_candidates) + 1.0) / (n_candidates + 1.0)
-    for _ in range(n_sweeps):
-        for i in range(sigmas.size - 1):
-            low = sigmas[i - 1] if i > 0 else sigmas[1] / lowest_ratio
-            for candidate in np.exp(np.log(low) + ramp * np.log(sigmas[i + 1] / low)):
-                trial = sigmas.copy()
-                trial[i] = candidate
-                value = cost(trial)
-                if value < current:
-                    sigmas, current = trial, value
+    total = n_sweeps * (sigmas.size - 1) * n_candidates
+    with tqdm(total=total, desc="ld3 grid", unit="pass", disable=not progress) as bar:
+        for _ in range(n_sweeps):
+            for i in range(sigmas.size - 1):
+                low = sigmas[i - 1] if i > 0 else sigmas[1] / lowest_ratio
+                for candidate in np.exp(np.log(low) + ramp * np.log(sigmas[i + 1] / low)):
+                    trial = sigmas.copy()
+                    trial[i] = candidate
+                    value = cost(trial)
+                    if value < current:
+                        sigmas, current = trial, value
+                    bar.update()
+                bar.set_postfix(error=f"{current:.4g}")
     return sigmas, current, start
 
 
@@ -186,4 +206,4 @@ def save_learned_grid(path, sigmas, *, error: float, error_start: float, about: 
     return write_saved_grid(path, sigmas, record)
 
 
-__all__ = ["global_error", "learn_grid", "on_grid", "save_learned_grid", "teacher"]
+__all__ = ["check_search", "global_error", "learn_grid", "on_grid", "save_learned_grid", "teacher"]

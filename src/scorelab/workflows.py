@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from scorelab import ays, builders, ld3, samplers, viz
-from scorelab._validate import check_int, check_memory, check_real, check_seed
+from scorelab._validate import check_memory, check_real, check_seed
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
@@ -523,11 +523,19 @@ LD3_JOB = "grid --method ld3"
 
 
 def ld3_grid_run(
-    config: ExperimentConfig, model, n: int, seed: int, *, n_candidates: int = 16, n_sweeps: int = 3
+    config: ExperimentConfig,
+    model,
+    n: int,
+    seed: int,
+    *,
+    n_candidates: int = 16,
+    n_sweeps: int = 3,
+    progress: bool = True,
 ) -> tuple[np.ndarray, float, float, dict[str, Any]]:
     """A learned grid for the configured sampler, data and score (:mod:`scorelab.ld3`): the
     configured grid is the start, ``n`` starts from the configured prior (key ``key(seed)``) are
-    solved by the sampler and by the converged ODE (:func:`scorelab.ld3.teacher`).
+    solved by the sampler and by the converged ODE (:func:`scorelab.ld3.teacher`); with
+    ``progress``, a bar over the search's sampler passes.
 
     Returns:
         ``(sigmas, error, error_start, about)``: the ascending grid, its mean squared error
@@ -541,8 +549,7 @@ def ld3_grid_run(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
     check_seed("grid.seed", seed, error=ConfigError)
-    for name, value in (("candidates", n_candidates), ("sweeps", n_sweeps)):
-        check_int(f"grid.{name}", value, 1, error=ConfigError)  # before the teacher's solve
+    ld3.check_search(n_candidates, n_sweeps, error=ConfigError)  # before the teacher's solve
     target = builders.make_target(config.data)
     score_fn = _score_at_every_level(config, model, target, "a learned grid")
     shape = _state_shape(config, target)
@@ -563,8 +570,9 @@ def ld3_grid_run(
     teacher = ld3.teacher(config.sampler.sigma_max)
     x_teacher = samplers.sample(jax.random.key(seed), teacher, score_fn, x_T).x
     sigmas, error, start = ld3.learn_grid(
-        sampler, score_fn, x_T, x_teacher, n_candidates=n_candidates, n_sweeps=n_sweeps
-    )
+        sampler, score_fn, x_T, x_teacher, n_candidates=n_candidates, n_sweeps=n_sweeps,
+        progress=progress,
+    )  # fmt: skip
     about = {
         "sampler": sampler.name,
         "start": f"{config.sampler.grid} {config.sampler.sigma_min:g}-{config.sampler.sigma_max:g}",
