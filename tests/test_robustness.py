@@ -735,6 +735,22 @@ def test_resume_refuses_a_changed_configuration_naming_the_field(run_dir, tmp_pa
     )
 
 
+@pytest.mark.parametrize("taken", ["config.json", "losses.npy", "model.eqx"])
+def test_a_run_file_taken_by_a_folder_is_refused_before_training(run_dir, tmp_path, capsys, taken):
+    # The run writes these files when it ends: a folder in their place made `train --resume`
+    # train all its steps, then fail writing. It is refused before the first step now.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / taken).unlink()
+    (copy / taken).mkdir()
+    steps = sorted(p.name for p in (copy / "checkpoints").iterdir())
+    argv = ["train", "--loss", "ncsn", "--out", copy, "--resume", *_TINY, "--steps", "6"]
+    _fails(argv, capsys, taken, "not a file")
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == steps  # nothing trained
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys)
 

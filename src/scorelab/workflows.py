@@ -176,6 +176,7 @@ def train_run(
     # In a multi-process job every process trains and joins in the collective checkpoint
     # writes; process 0 alone holds the run directory and writes the rest.
     with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
+        _check_run_outputs(out_dir)
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
             model,
@@ -205,6 +206,23 @@ def train_run(
         )
         write_json(out_dir / "manifest.json", record)
     return result
+
+
+_RUN_OUTPUTS = ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.json")
+"""The files a training run writes into its folder when it ends (besides ``checkpoints/``)."""
+
+
+def _check_run_outputs(out_dir: Path) -> None:
+    """Refuse, before training, a run folder where a file the run writes at its end is taken
+    by something that is not a file (a folder of that name, say): the run would train, then
+    fail to write."""
+    for name in _RUN_OUTPUTS:
+        path = out_dir / name
+        if path.exists() and not path.is_file():
+            raise ConfigError(
+                f"run directory {out_dir}: {name} is not a file, and the run writes it when it "
+                "ends; move it away or choose another --out"
+            )
 
 
 def _check_labels(labels, num_classes: int) -> None:
