@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from tqdm.auto import tqdm
 
 from scorelab._validate import check_int, check_memory
 from scorelab.noise import geometric_sigmas, write_saved_grid
@@ -99,6 +100,7 @@ def optimise_grid(
     n_inner: int = 4,
     n_candidates: int = 16,
     n_sweeps: int = 3,
+    progress: bool = False,
 ) -> tuple[np.ndarray, float, float]:
     r"""The grid of ``n_levels`` minimising the bound (coordinate descent, module docstring).
 
@@ -111,6 +113,7 @@ def optimise_grid(
         n_inner: :math:`\sigma` draws per interval and point.
         n_candidates: positions tried for each level in a sweep.
         n_sweeps: passes over the interior levels.
+        progress: show a tqdm bar over the level moves (``n_sweeps`` x ``(N - 2)``).
 
     Returns:
         ``(sigmas, bound, bound_geometric)``: the ascending ``(N,)`` float64 grid, its bound and
@@ -148,8 +151,10 @@ def optimise_grid(
 
     start = cost(sigmas)
     ramp = (np.arange(n_candidates) + 1.0) / (n_candidates + 1.0)
+    bar = tqdm(total=n_sweeps * (n_levels - 2), desc="ays grid", unit="level", disable=not progress)
     for _ in range(n_sweeps):
         for i in range(1, n_levels - 1):
+            bar.update()
             lo, hi = np.log(sigmas[i - 1]), np.log(sigmas[i + 1])
             candidates = np.exp(lo + ramp * (hi - lo))
             trios = np.stack(
@@ -167,6 +172,7 @@ def optimise_grid(
             best = int(np.argmin(np.asarray(costs)))
             if float(costs[best]) < current:
                 sigmas[i] = candidates[best]
+    bar.close()
     return sigmas, cost(sigmas), start
 
 

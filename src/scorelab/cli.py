@@ -591,6 +591,7 @@ def _cmd_grid(args) -> int:
         n_inner=4 if args.inner is None else args.inner,
         n_candidates=args.candidates,
         n_sweeps=args.sweeps,
+        progress=not args.quiet,
     )
     save_grid(out, sigmas, bound=bound, bound_geometric=start, about=about)
     print(f"{len(sigmas)} levels, bound {bound:.4g} (geometric {start:.4g}) written to {out}")
@@ -607,8 +608,9 @@ def _cmd_grid_ld3(args) -> int:
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, LD3_JOB)
     out = _output(args.out, ".json", args.overwrite)
     sigmas, error, start, about = ld3_grid_run(
-        config, model, args.n, args.seed, n_candidates=args.candidates, n_sweeps=args.sweeps
-    )
+        config, model, args.n, args.seed, n_candidates=args.candidates, n_sweeps=args.sweeps,
+        progress=not args.quiet,
+    )  # fmt: skip
     save_learned_grid(out, sigmas, error=error, error_start=start, about=about)
     print(
         f"{len(sigmas)} levels for {about['sampler']}, mean squared error {error:.4g} against "
@@ -845,6 +847,7 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--sweeps", type=int, default=3, help="coordinate-descent sweeps")
     grid.add_argument("--out", type=_path, default=Path("grid.json"), help="output .json")
     grid.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    grid.add_argument("--quiet", action="store_true", help="no progress bar")
     grid.set_defaults(handler=_cmd_grid)
 
     likelihood = commands.add_parser(

@@ -485,9 +485,11 @@ def grid_run(
     n_inner: int = 4,
     n_candidates: int = 16,
     n_sweeps: int = 3,
+    progress: bool = True,
 ) -> tuple[np.ndarray, float, float, dict[str, Any]]:
     """An Align-Your-Steps grid for the configured data and score (:mod:`scorelab.ays`):
-    ``config.sampler.n_levels`` levels between its ``sigma_min`` and ``sigma_max``.
+    ``config.sampler.n_levels`` levels between its ``sigma_min`` and ``sigma_max``; with
+    ``progress``, a bar over the search's level moves.
 
     The data are ``n`` exact samples of the target (``--exact``) or the first ``n`` training
     points of a run's data; the denoiser is Tweedie's of the exact or the trained score.
@@ -523,6 +525,7 @@ def grid_run(
         n_inner=n_inner,
         n_candidates=n_candidates,
         n_sweeps=n_sweeps,
+        progress=progress,
     )
     about = {
         "data": config.data.source,
