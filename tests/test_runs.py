@@ -75,6 +75,31 @@ def test_a_failing_write_leaves_the_previous_file_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.eqx"], "no temporary file is left"
 
 
+def test_a_write_that_cannot_start_or_finish_names_the_users_path_not_the_temporary(
+    tmp_path, monkeypatch
+):
+    # The temporary file is an implementation detail: an error must name the path asked for
+    # (`sample --out /proc/x.npy` named /proc/.x.npy.<hex>.tmp).
+    real_open = os.open
+
+    def refuses_temporaries(path, *args):
+        if str(path).endswith(".tmp"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "open", refuses_temporaries)
+        with pytest.raises(FileNotFoundError) as error:
+            atomic_write(tmp_path / "x.npy", lambda handle: handle.write(b"x"))
+    assert error.value.filename == str(tmp_path / "x.npy") and ".tmp" not in str(error.value)
+    folder = tmp_path / "taken.npy"
+    folder.mkdir()
+    with pytest.raises(OSError) as error:  # a folder holds the name: the replace fails
+        atomic_write(folder, lambda handle: handle.write(b"x"))
+    assert error.value.filename == str(folder) and ".tmp" not in str(error.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.npy"], "no temporary file is left"
+
+
 def test_sigkill_during_a_write_leaves_the_previous_file_whole(tmp_path):
     path = atomic_write(tmp_path / "model.eqx", lambda handle: handle.write(b"previous"))
     source = textwrap.dedent(

@@ -207,4 +207,4 @@ def test_cli_sweep_takes_a_saved_model_and_refuses_an_unconditional_one(tmp_path
     assert main([*argv, "--run", str(tmp_path / "mlp")]) == 2
     assert "needs a noise-conditional model (ncsn_mlp)" in capsys.readouterr().err
     assert main([*argv, "--run", str(tmp_path / "missing")]) == 2
-    assert "saved model file not found" in capsys.readouterr().err
+    assert "neither a run directory nor a saved model" in capsys.readouterr().err

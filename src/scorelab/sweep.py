@@ -662,6 +662,10 @@ def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMP
             or does not take points of dimension ``dim``.
     """
     path = Path(path)
+    if not path.is_dir() and not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(
+            f"--run {path}: neither a run directory nor a saved model (<path>.json and .eqx)"
+        )
     model = load_run(path)[1] if path.is_dir() else load_model(path)
     if not isinstance(model, NoiseConditionalMLP | EDMPreconditioned):
         raise ValueError(
