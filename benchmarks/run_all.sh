@@ -20,8 +20,9 @@ run() {  # TAG LIMIT_S SCRIPT ARGS...: SCRIPT.py ARGS --out OUT/TAG.json, its lo
   echo "exit $? ($(date +%T))"
   grep -v "^wrote " "$out/$tag.log" | tail -n 30
 }
-# Limits sized from the H200 run (training 91 s, sampling 49 s, peers 25 s, pretrained_ddim
-# 40 s, training_b65536 77 s, memory 111 s; trace_layout did not finish six gradients in 60 s).
+# Limits sized from the H200 runs (training 91 s, sampling 49 s, peers 25 s, pretrained_ddim
+# 40 s, training_b65536 77 s, memory 111 s; trace_layout did not finish six gradients in 60 s;
+# session 12: image_sampling 48 s, image_training 75 s).
 run training 120 training
 run trace_layout 120 trace_layout --repeats 3
 run peers 90 peers
