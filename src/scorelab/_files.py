@@ -46,8 +46,8 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     try:
         # os.open with mode 0o666 lets the umask set the permissions, as a plain open() would.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:  # name the file the user asked for, not the temporary one
-        raise type(error)(error.errno, error.strerror, str(path)) from None
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write_fn(handle)
@@ -56,7 +56,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         try:
             os.replace(temporary, path)
         except OSError as error:
-            raise type(error)(error.errno, error.strerror, str(path)) from None
+            raise _naming(error, path) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -67,6 +67,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         finally:
             os.close(folder)
     return path
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` about ``path``, the file the user asked for, rather than the temporary one
+    :func:`atomic_write` opened or renamed."""
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def jsonable(value: Any) -> Any:

@@ -589,13 +589,14 @@ def train(
     # unchanged; the rest (hyper-parameters, functions) is static and keys the compilation.
     params, rest = eqx.partition(model, eqx.is_inexact_array)
     frozen, static = eqx.partition(rest, eqx.is_array)
-    frozen, device_data, device_labels = jax.device_put((frozen, data, labels), replicated)
+    params, frozen, device_data, device_labels = jax.device_put(
+        (params, frozen, data, labels), replicated
+    )
     # The execution-only fields do not enter the computation: reset them so that runs
     # differing only there share one compilation.
     program_config = dataclasses.replace(
         config, steps_per_dispatch=1, checkpoint_every=None, seed=0, log_every=1
     )
-    params = jax.device_put(params, replicated)
     state = _initial_state(params, config=program_config, sharding=replicated)
     losses = np.full(config.steps, np.nan, dtype=np.float32)
     defaults = {**(run_defaults or {}), "train": field_defaults(TrainConfig)}
