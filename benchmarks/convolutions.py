@@ -14,7 +14,15 @@ timed in interleaved rounds on the same input:
 The table gives ms per convolution (medians) and the speed-up of ``im2col`` over ``xla``;
 ``scorelab.diffusers._unet._IM2COL_MAX_PIXELS`` is set from it.
 
-    python benchmarks/convolutions.py [--quick] [--repeats 20]
+``--gradient`` times training's side instead: the value and gradient (w.r.t. input and
+kernel) of ``sum(sin(conv(x)))`` for the 3x3 convolutions of ``_image_unet.py``'s U-Net at
+batch 64 (``xla``, ``im2col``, and ``_Conv`` itself, which on a CPU differentiates the matmul
+above ``_unet._IM2COL_DERIVATIVE_MIN_CHANNELS`` output channels; ``torch``: the same in torch,
+one thread), then the whole U-Net's loss gradient of ``image_training.py`` at 16x16 and
+32x32 with that rule on (``_Conv``) and off (``xla``, XLA's convolution throughout above
+``_IM2COL_MAX_PIXELS``).
+
+    python benchmarks/convolutions.py [--quick] [--repeats 20] [--gradient]
 """
 
 from __future__ import annotations
@@ -60,16 +68,108 @@ def cases_for(size: int, channels: int) -> dict:
     return cases
 
 
+GRADIENT_SIZES = [(16, 1, 32), (16, 32, 32), (16, 96, 32), (8, 64, 64), (32, 32, 32), (32, 96, 32)]
+GRADIENT_SIZES += [(32, 32, 1)]  # (pixels per side, C_in, C_out); the last: conv_out
+
+
+def gradient_cases_for(size: int, c_in: int, c_out: int) -> dict:
+    """Value and gradient of ``sum(sin(conv(x)))``, batch 64, by each path."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, size, size, c_in)).astype(np.float32)
+    weight = (0.1 * rng.normal(size=(3, 3, c_in, c_out))).astype(np.float32)
+    bias = jnp.zeros(c_out)
+
+    def gradient_of(apply):
+        def loss(x, weight):
+            return jnp.sum(jnp.sin(apply(unet._Conv(weight, bias, 1, ((1, 1), (1, 1))), x)))
+
+        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        return functools.partial(timed, functools.partial(compiled, jnp.asarray(x), weight))
+
+    cases = {
+        "xla": gradient_of(lambda conv, x: conv.xla(x)),
+        "im2col": gradient_of(lambda conv, x: conv.im2col(x)),
+        "_Conv": gradient_of(lambda conv, x: conv(x)),
+    }
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(1)
+        x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+        w_torch = torch.from_numpy(weight.transpose(3, 2, 0, 1).copy()).requires_grad_()
+
+        def run_torch():
+            y = torch.nn.functional.conv2d(x_torch, w_torch, padding=1)
+            torch.sin(y).sum().backward()
+
+        cases["torch"] = functools.partial(timed, run_torch)
+    return cases
+
+
+def network_cases_for(size: int) -> dict:
+    """The U-Net's batch-64 loss gradient of ``image_training.py``, the CPU rule on and off."""
+    import equinox as eqx
+    from _image_unet import CONFIG, build, noise
+    from image_training import loss_for
+
+    shape = (CONFIG["in_channels"], size, size)
+    params, static = eqx.partition(build(size)[1], eqx.is_array)
+    data = jnp.asarray(noise((64, *shape), seed=1)).reshape(64, -1)
+    keys = jax.random.split(jax.random.key(0), 64)
+    loss = loss_for(shape)
+
+    def total(params):
+        model = eqx.combine(params, static)
+        return jnp.mean(jax.vmap(lambda key, x: loss(key, model, x))(keys, data))
+
+    cases, rule = {}, unet._IM2COL_DERIVATIVE_MIN_CHANNELS
+    for name, channels in [("_Conv", rule), ("xla", np.inf)]:
+        unet._IM2COL_DERIVATIVE_MIN_CHANNELS = channels  # read when the gradient is traced
+        compiled = jax.jit(jax.value_and_grad(total)).lower(params).compile()
+        cases[name] = functools.partial(timed, functools.partial(compiled, params))
+    unet._IM2COL_DERIVATIVE_MIN_CHANNELS = rule
+    return cases
+
+
+def timed_cases(cases: dict, repeats: int) -> dict:
+    for case in cases.values():
+        case()  # warm-up
+    samples = interleaved(cases, repeats)
+    return {name: 1e3 * median(values) for name, values in samples.items()}, samples
+
+
+def gradients(args) -> None:
+    sizes = [(8, 8, 8)] if args.quick else GRADIENT_SIZES
+    results, rows = [], []
+    for size, c_in, c_out in sizes:
+        ms, samples = timed_cases(gradient_cases_for(size, c_in, c_out), args.repeats)
+        results.append({"size": size, "c_in": c_in, "c_out": c_out, "ms": ms, "samples_s": samples})
+        rows.append(
+            [f"{c_in}->{c_out} at {size}x{size}", ms["xla"], ms["im2col"], ms["_Conv"]]
+            + [ms.get("torch", "-"), ms["xla"] / ms["_Conv"]]
+        )
+    print(table(["convolution", "xla ms", "im2col ms", "_Conv ms", "torch ms", "speed-up"], rows))
+    network = []
+    for size in [] if args.quick else [16, 32]:
+        ms, samples = timed_cases(network_cases_for(size), max(1, args.repeats // 4))
+        network.append({"size": size, "ms": ms, "samples_s": samples})
+        off, on = ms["xla"], ms["_Conv"]
+        print(f"U-Net gradient, {size}x{size}, batch 64: rule off {off:.0f} ms, on {on:.0f} ms")
+    payload = {"quick": args.quick, "repeats": args.repeats, "results": results}
+    write("convolution_gradients", {**payload, "network": network}, args.out)
+
+
 def main():
-    args = parse_args(__doc__.splitlines()[0], repeats=20)
+    def extra(parser):
+        parser.add_argument("--gradient", action="store_true", help="time gradients instead")
+
+    args = parse_args(__doc__.splitlines()[0], repeats=20, extra=extra)
+    if args.gradient:
+        return gradients(args)
     sizes = [(2, 16), (1, 16)] if args.quick else SIZES
     results, rows = [], []
     for size, channels in sizes:
-        cases = cases_for(size, channels)
-        for case in cases.values():
-            case()  # warm-up
-        samples = interleaved(cases, args.repeats)
-        ms = {name: 1e3 * median(values) for name, values in samples.items()}
+        ms, samples = timed_cases(cases_for(size, channels), args.repeats)
         results.append({"size": size, "channels": channels, "ms": ms, "samples_s": samples})
         rows.append(
             [f"{size}x{size}", channels, ms["xla"], ms["im2col"], ms.get("torch", "-")]

@@ -223,3 +223,47 @@ def test_small_convolutions_as_one_matmul_equal_xla_convolution(size, kernel, st
     h_out, w_out = as_convolution.shape[1:3]
     on_matmul = jax.default_backend() == "cpu" and h_out * w_out <= unet._IM2COL_MAX_PIXELS
     np.testing.assert_array_equal(conv(x), as_matmul if on_matmul else as_convolution)
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding", "c_out"),
+    [
+        (6, 3, 1, ((1, 1), (1, 1)), 9),  # above the im2col size: XLA's forward, matmul derivatives
+        (10, 3, 2, ((0, 1), (0, 1)), 8),  # a downsampler
+        (5, 1, 1, ((0, 0), (0, 0)), 12),  # a 1x1 shortcut
+        (6, 3, 1, ((1, 1), (1, 1)), 1),  # a 1-channel conv_out: XLA's throughout
+        (3, 3, 1, ((1, 1), (1, 1)), 9),  # im2col throughout
+    ],
+)
+def test_convolution_derivatives_equal_those_of_xla_convolution(
+    size, kernel, stride, padding, c_out
+):
+    # Whichever path _Conv takes on this backend, its value, gradient (w.r.t. the weight, the
+    # bias and the input) and forward-mode tangent are those of XLA's convolution; tangents of
+    # only the input, or only the weights, take the symbolic-zero branches of the custom rule.
+    from scorelab.diffusers import _unet as unet
+
+    rng = np.random.default_rng(1)
+    conv = unet._Conv(
+        jnp.asarray(rng.normal(size=(kernel, kernel, 5, c_out)), jnp.float32),
+        jnp.asarray(rng.normal(size=c_out), jnp.float32),
+        stride,
+        padding,
+    )
+    x = jnp.asarray(rng.normal(size=(2, size, size, 5)), jnp.float32)
+    direction = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+    def loss(conv, x, apply):
+        return jnp.sum(jnp.sin(apply(conv, x)))
+
+    ours = jax.grad(loss, argnums=(0, 1))(conv, x, lambda c, x: c(x))
+    xla = jax.grad(loss, argnums=(0, 1))(conv, x, lambda c, x: c.xla(x))
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(xla)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    only_x = jax.grad(lambda x: loss(conv, x, lambda c, x: c(x)))(x)
+    np.testing.assert_allclose(only_x, xla[1], rtol=1e-4, atol=1e-4)
+    only_weights = eqx.filter_grad(lambda c: loss(c, x, lambda c, x: c(x)))(conv)
+    np.testing.assert_allclose(only_weights.weight, xla[0].weight, rtol=1e-4, atol=1e-4)
+    value, tangent = jax.jvp(conv, (x,), (direction,))
+    np.testing.assert_allclose(value, conv.xla(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tangent, conv.xla(direction) - conv.bias, rtol=1e-4, atol=1e-4)

@@ -389,6 +389,15 @@ convolution, which is pathological there: a 3x3, 512-channel convolution at 2x2 
 against 0.42 ms as a matmul (4x4: 1.26 against 0.74 ms; 8x8: level; 16x16 and up XLA's is
 faster; ``python benchmarks/convolutions.py`` on the 2-core CPU). GPUs keep cuDNN's."""
 
+_IM2COL_DERIVATIVE_MIN_CHANNELS = 8
+"""On a CPU, larger convolutions with at least this many output channels run XLA's
+convolution when evaluated, but the matmul path wherever they are differentiated (forward or
+reverse mode, so in training): XLA:CPU's convolution gradients run several times slower than
+its forward, while the matmul's derivatives are matmuls (docs/benchmarks.md, "Convolution
+gradients on a CPU"; ``python benchmarks/convolutions.py --gradient``). With fewer output
+channels (a U-Net's 1- or 3-channel ``conv_out``) the matmul degenerates to a
+matrix-vector product and XLA's gradient is as fast."""
+
 
 class _Conv(eqx.Module):
     """2-D convolution, kernel HWIO; padding as ``((top, bottom), (left, right))``."""
@@ -399,12 +408,18 @@ class _Conv(eqx.Module):
     padding: tuple = eqx.field(static=True)
 
     def __call__(self, x: Array) -> Array:
-        """``x`` ``(n, h, w, c_in)`` -> ``(n, h_out, w_out, c_out)``; on a CPU, outputs of at most
-        ``_IM2COL_MAX_PIXELS`` pixels go through :meth:`im2col`, everything else through
-        :meth:`xla`."""
+        """``x`` ``(n, h, w, c_in)`` -> ``(n, h_out, w_out, c_out)``. On a CPU, outputs of at most
+        ``_IM2COL_MAX_PIXELS`` pixels go through :meth:`im2col`, and convolutions with at least
+        ``_IM2COL_DERIVATIVE_MIN_CHANNELS`` output channels through :meth:`xla` when evaluated
+        and :meth:`im2col` when differentiated; everything else, and every convolution on an
+        accelerator, through :meth:`xla`."""
+        if jax.default_backend() != "cpu":
+            return self.xla(x)
         h_out, w_out = self._out_size(x)
-        if jax.default_backend() == "cpu" and h_out * w_out <= _IM2COL_MAX_PIXELS:
+        if h_out * w_out <= _IM2COL_MAX_PIXELS:
             return self.im2col(x)
+        if self.weight.shape[-1] >= _IM2COL_DERIVATIVE_MIN_CHANNELS:
+            return _xla_with_matmul_derivatives(self, x)
         return self.xla(x)
 
     def _out_size(self, x: Array) -> tuple[int, int]:
@@ -415,13 +430,14 @@ class _Conv(eqx.Module):
             (x.shape[2] + left + right - kw) // self.stride + 1,
         )
 
-    def im2col(self, x: Array) -> Array:
-        """The convolution as one matmul over the ``kh * kw`` shifted copies of the input."""
+    def columns(self, x: Array) -> Array:
+        """The ``kh * kw`` shifted copies of the padded input, side by side on the last axis:
+        ``(n, h_out, w_out, kh * kw * c_in)``, so that the convolution is one matmul."""
         (top, bottom), (left, right) = self.padding
-        kh, kw, c_in, c_out = self.weight.shape
+        kh, kw = self.weight.shape[:2]
         h_out, w_out = self._out_size(x)
         padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        columns = jnp.concatenate(
+        return jnp.concatenate(
             [
                 padded[
                     :,
@@ -433,7 +449,14 @@ class _Conv(eqx.Module):
             ],
             axis=-1,
         )
-        return columns @ self.weight.reshape(kh * kw * c_in, c_out) + self.bias
+
+    def matmul(self, x: Array, weight: Array) -> Array:
+        """``weight`` applied to ``x`` as one matmul over :meth:`columns`, without the bias."""
+        return self.columns(x) @ weight.reshape(-1, weight.shape[-1])
+
+    def im2col(self, x: Array) -> Array:
+        """The convolution as one matmul over the ``kh * kw`` shifted copies of the input."""
+        return self.matmul(x, self.weight) + self.bias
 
     def xla(self, x: Array) -> Array:
         """The convolution as XLA's ``conv_general_dilated`` (cuDNN on a GPU)."""
@@ -445,6 +468,34 @@ class _Conv(eqx.Module):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
         return y + self.bias
+
+
+@jax.custom_jvp
+def _xla_with_matmul_derivatives(conv: _Conv, x: Array) -> Array:
+    """``conv.xla(x)``; differentiated, ``conv.im2col(x)`` and its tangent (transposed by JAX,
+    its gradient) by :meth:`_Conv.matmul`: the same function, as matmuls."""
+    return conv.xla(x)
+
+
+def _xla_with_matmul_derivatives_jvp(primals, tangents):
+    conv, x = primals
+    d_conv, d_x = tangents
+    y = conv.im2col(x)  # under differentiation the value too, so both share the columns
+    terms = []  # a tangent that is symbolically zero (a frozen weight, the data) costs nothing
+    if not _is_zero(d_conv.weight):
+        terms.append(conv.matmul(x, d_conv.weight))
+    if not _is_zero(d_conv.bias):
+        terms.append(jnp.broadcast_to(d_conv.bias, y.shape))
+    if not _is_zero(d_x):
+        terms.append(conv.matmul(d_x, conv.weight))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
+
+
+_xla_with_matmul_derivatives.defjvp(_xla_with_matmul_derivatives_jvp, symbolic_zeros=True)
 
 
 def _conv(
