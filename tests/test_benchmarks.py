@@ -55,6 +55,7 @@ def test_table_is_markdown_with_one_row_per_entry():
         "train_step_parts",
         "convolutions",
         "convolutions --gradient",  # writes convolution_gradients
+        "image_demo_training",  # the CPU convolution rule on and off, the demo's training
         "unroll",
         "loop_convolutions",
         "edm_unet_digits",
