@@ -18,6 +18,7 @@ compile time (first call less a timed one), and the last loss of each case.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -49,21 +50,24 @@ def main() -> None:
         steps_per_dispatch=1 if args.quick else config.train.steps_per_dispatch,
     )
 
-    def call():
-        return train(jax.random.key(1), model, loss, data, train_config, progress=False).losses
-
     seconds = {name: [] for name in CASES}
     compile_s = {name: [] for name in CASES}
     last_loss = {}
+
+    def call(name):
+        losses = train(jax.random.key(1), model, loss, data, train_config, progress=False).losses
+        last_loss[name] = float(np.asarray(losses)[-1])
+        return losses
+
     for _ in range(args.repeats):
         for name, channels in CASES.items():
             jax.clear_caches()
             unet._IM2COL_DERIVATIVE_MIN_CHANNELS = channels  # read when the step is traced
-            first = timed(call)
-            runs = [timed(call) for _ in range(2)]
+            run = functools.partial(call, name)
+            first = timed(run)
+            runs = [timed(run) for _ in range(2)]
             seconds[name] += runs
             compile_s[name].append(first - median(runs))
-            last_loss[name] = float(np.asarray(call())[-1])
     unet._IM2COL_DERIVATIVE_MIN_CHANNELS = CASES["rule"]
     rows = [
         [name, median(seconds[name]), median(compile_s[name]), last_loss[name]]

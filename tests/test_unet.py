@@ -235,9 +235,7 @@ def test_small_convolutions_as_one_matmul_equal_xla_convolution(size, kernel, st
         (3, 3, 1, ((1, 1), (1, 1)), 9),  # im2col throughout
     ],
 )
-def test_convolution_derivatives_equal_those_of_xla_convolution(
-    size, kernel, stride, padding, c_out
-):
+def test_convolution_derivatives_equal_xla_convolution(size, kernel, stride, padding, c_out):
     # Whichever path _Conv takes on this backend, its value, gradient (w.r.t. the weight, the
     # bias and the input) and forward-mode tangent are those of XLA's convolution; tangents of
     # only the input, or only the weights, take the symbolic-zero branches of the custom rule.

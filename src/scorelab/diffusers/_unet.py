@@ -480,10 +480,11 @@ def _xla_with_matmul_derivatives(conv: _Conv, x: Array) -> Array:
 def _xla_with_matmul_derivatives_jvp(primals, tangents):
     conv, x = primals
     d_conv, d_x = tangents
-    y = conv.im2col(x)  # under differentiation the value too, so both share the columns
+    columns = conv.columns(x)  # under differentiation the value too is the matmul's
+    y = columns @ conv.weight.reshape(-1, conv.weight.shape[-1]) + conv.bias
     terms = []  # a tangent that is symbolically zero (a frozen weight, the data) costs nothing
     if not _is_zero(d_conv.weight):
-        terms.append(conv.matmul(x, d_conv.weight))
+        terms.append(columns @ d_conv.weight.reshape(-1, conv.weight.shape[-1]))
     if not _is_zero(d_conv.bias):
         terms.append(jnp.broadcast_to(d_conv.bias, y.shape))
     if not _is_zero(d_x):
