@@ -6,17 +6,22 @@ its state dict, so both sample the same network. For each size, interleaved roun
 (``_harness.interleaved``) time:
 
 * ``scorelab``: :func:`scorelab.diffusers.sample` (one jitted ``lax.scan`` over the steps),
-  XLA's default CPU threading;
+  compiled as the library compiles it (on a CPU, XLA's own convolutions:
+  ``scorelab._xla_cpu``);
+* ``scorelab, XLA defaults``: the same call compiled with XLA:CPU's default options
+  (convolutions in YNNPACK), as scorelab compiled it before session 14;
 * ``diffusers tN``: ``DDIMPipeline(unet, scheduler)(batch_size=B, num_inference_steps=S,
   eta=0)`` with ``torch.set_num_threads(N)``; where JAX and torch both see a GPU, one case
   ``diffusers cuda`` instead (the pipeline on the GPU, its generator on the CPU so that its
   initial noise stays the one scorelab replays);
-* ``forward`` cases: one network evaluation alone (scorelab's jitted ``unet(x, t)``, torch's
-  ``UNet2DModel(x, t)`` under ``no_grad``), the part of a step the sampler cannot change.
+* ``forward`` cases: one network evaluation alone (scorelab's jitted ``unet(x, t)``, compiled
+  both ways, torch's ``UNet2DModel(x, t)`` under ``no_grad``), the part of a step the sampler
+  cannot change.
 
 Reported: milliseconds per step (medians over rounds), each case's time over scorelab's, and
 the largest difference between the two samples (scorelab replays the pipeline's initial
-noise; eta = 0 draws no other). scorelab's compile time is reported apart.
+noise; eta = 0 draws no other) and between scorelab's two compilations. scorelab's compile
+time is reported apart.
 
     python benchmarks/image_sampling.py [--quick] [--repeats 3] [--threads 1,2] [--batch 16]
 """
@@ -24,7 +29,9 @@ noise; eta = 0 draws no other). scorelab's compile time is reported apart.
 from __future__ import annotations
 
 import time
+from unittest import mock
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +52,8 @@ from _harness import (
 from _image_unet import CONFIG, build, n_parameters
 from diffusers import DDIMPipeline, DDIMScheduler
 
-from scorelab.diffusers import SchedulerConfig, sample
+from scorelab._xla_cpu import convolution_jit
+from scorelab.diffusers import SchedulerConfig, _pretrained, sample
 
 SEED = 0
 
@@ -64,6 +72,12 @@ def measure(size: int, batch: int, steps: int, threads: list[int | None], repeat
     def run_scorelab():
         return sample(unet, SchedulerConfig(), key, num_inference_steps=steps, x_T=x_T)
 
+    xla_defaults = eqx.filter_jit(_pretrained._ddim.__wrapped__)
+
+    def run_scorelab_defaults():
+        with mock.patch.object(_pretrained, "_ddim", xla_defaults):
+            return run_scorelab()
+
     def run_diffusers(n_threads):
         use_torch_threads(n_threads)
         with torch.no_grad():
@@ -81,24 +95,36 @@ def measure(size: int, batch: int, steps: int, threads: list[int | None], repeat
     theirs = run_diffusers(threads[0])
     ours = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
     max_difference = float(np.max(np.abs(ours - theirs)))
+    defaults = np.asarray(jax.block_until_ready(run_scorelab_defaults()))
+    defaults = np.clip(defaults / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    compilations_difference = float(np.max(np.abs(ours - defaults)))
 
-    forward = jax.jit(lambda unet, x, t: unet(x, t))
+    def network(unet, x, t):
+        return unet(x, t)
+
+    forward, forward_defaults = convolution_jit(network), eqx.filter_jit(network)
     x_jax, t_jax, x_torch = (
         jnp.asarray(x_T),
         jnp.asarray(500),
         torch.from_numpy(x_T).to(torch_device()),
     )
-    jax.block_until_ready(forward(unet, x_jax, t_jax))
+    jax.block_until_ready((forward(unet, x_jax, t_jax), forward_defaults(unet, x_jax, t_jax)))
 
     def torch_forward(n_threads):
         use_torch_threads(n_threads)
         with torch.no_grad():
             return torch_sync(reference(x_torch, 500).sample)
 
-    cases = {"scorelab": lambda: timed(run_scorelab) / steps}
+    cases = {
+        "scorelab": lambda: timed(run_scorelab) / steps,
+        "scorelab, XLA defaults": lambda: timed(run_scorelab_defaults) / steps,
+    }
     for n in threads:
         cases[f"diffusers {torch_label(n)}"] = lambda n=n: timed(lambda: run_diffusers(n)) / steps
     cases["forward scorelab"] = lambda: timed(lambda: forward(unet, x_jax, t_jax))
+    cases["forward scorelab, XLA defaults"] = lambda: timed(
+        lambda: forward_defaults(unet, x_jax, t_jax)
+    )
     for n in threads:
         cases[f"forward torch {torch_label(n)}"] = lambda n=n: timed(lambda: torch_forward(n))
     samples = interleaved(cases, repeats)
@@ -109,6 +135,7 @@ def measure(size: int, batch: int, steps: int, threads: list[int | None], repeat
         "median_seconds": {name: median(values) for name, values in samples.items()},
         "scorelab_first_call_seconds": compile_s,
         "max_abs_image_difference": max_difference,
+        "max_abs_difference_between_compilations": compilations_difference,
     }
 
 
@@ -132,7 +159,8 @@ def main() -> None:
         print(
             f"{size}x{size}: first call (compile + run) {result['scorelab_first_call_seconds']:.1f}"
             f" s; max |scorelab - diffusers| on the [0, 1] image "
-            f"{result['max_abs_image_difference']:.1e}",
+            f"{result['max_abs_image_difference']:.1e}; between scorelab's two compilations "
+            f"{result['max_abs_difference_between_compilations']:.1e}",
             flush=True,
         )
     print(f"batch {batch}, {steps} DDIM steps (eta 0), {results[0]['parameters']} parameters")

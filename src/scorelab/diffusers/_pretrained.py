@@ -23,7 +23,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +30,7 @@ from jax import Array
 
 from scorelab import viz
 from scorelab._validate import check_seed
+from scorelab._xla_cpu import convolution_jit
 from scorelab.data import DataError, read_npy
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample
@@ -195,7 +195,7 @@ def _check_init_noise(x_T: np.ndarray, unet: UNet2D) -> None:
         raise PretrainedError("init noise holds NaN or inf values; draw it again")
 
 
-@eqx.filter_jit
+@convolution_jit  # XLA:CPU's own convolutions (scorelab._xla_cpu)
 def _ddim(unet, x_T, key, noise, config, num_inference_steps, eta, use_clipped_model_output):
     return ddim_sample(
         unet,

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._xla_cpu import convolution_jit
 from scorelab.noise import geometric_sigmas
 
 DEFAULT_SIGMA_MIN = 0.02
@@ -541,10 +542,10 @@ def sample(
     # new grid or option value does not recompile, and its values are rounded as they always
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
     schedule = sampler.schedule()
+    # Image states (two or more axes per chain) are what convolution networks take.
+    run = _sample_images if x_init.ndim > 2 else _sample_vectors
     try:
-        return _sample_chains(
-            key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule
-        )
+        return run(key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule)
     except eqx.EquinoxRuntimeError as error:  # a check inside the solve: max_steps reached
         raise SolveError(f"sampler {sampler.name}: {_runtime_message(error)}") from error
 
@@ -562,7 +563,6 @@ def _runtime_message(error: Exception) -> str:
     return lines[-1].split(prefix, 1)[1].strip() if lines else "the solve stopped"
 
 
-@eqx.filter_jit
 def _sample_chains(
     key, sampler, score_fn, x_init, noise, trajectory, callback, first_chain, schedule
 ) -> SamplerOutput:
@@ -573,3 +573,7 @@ def _sample_chains(
         return run_chain(sampler, k, score_fn, x, z, trajectory, callback, schedule)
 
     return jax.vmap(chain)(keys, x_init, noise)
+
+
+_sample_vectors = eqx.filter_jit(_sample_chains)
+_sample_images = convolution_jit(_sample_chains)  # XLA:CPU's own convolutions (_xla_cpu)

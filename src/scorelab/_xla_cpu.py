@@ -1,0 +1,55 @@
+"""How scorelab compiles programs that evaluate convolution networks on a CPU.
+
+XLA:CPU (jaxlib 0.10) hands convolutions, and the element-wise work and reductions around
+them, to YNNPACK, which on this project's 2-core machines ran a U-Net's forward pass at about
+one core's speed, while XLA's own (Eigen) convolutions use every core: the forward pass and
+every image sampler step took about half the time (docs/benchmarks.md, "Image sampling:
+XLA:CPU's convolutions, not YNNPACK's"; ``python benchmarks/image_sampling.py`` times both).
+Dots and their fused epilogues stay with YNNPACK, which an MLP's programs keep.
+
+The choice is a per-program compile option (``jax.jit``'s ``compiler_options``), not a
+process-wide ``XLA_FLAGS`` setting, so a user's own programs are left as they are. It is
+probed once: a jaxlib that does not know this (experimental) option, or a default backend that
+is not a CPU, compiles with XLA's defaults. Training is left alone: with the convolution
+gradients on the matmul path (``scorelab.diffusers._unet._Conv``) it measured no faster.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+_CONVOLUTION_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+@functools.cache
+def convolution_options() -> dict[str, str] | None:
+    """The compile options for a program that evaluates convolutions on this process's
+    default backend: YNNPACK for dots only on a CPU whose jaxlib knows the option, else
+    ``None`` (XLA's defaults)."""
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(jnp.negative, compiler_options=_CONVOLUTION_OPTIONS).lower(0.0).compile()
+    except (RuntimeError, ValueError, TypeError):  # a jaxlib without the option
+        return None
+    return dict(_CONVOLUTION_OPTIONS)
+
+
+def convolution_jit(fun: Callable) -> Callable:
+    """``equinox.filter_jit(fun)`` compiled with :func:`convolution_options`, chosen at the
+    first call (when JAX's backend is known); ``__wrapped__`` is ``fun``."""
+    jitted: list[Callable] = []
+
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not jitted:
+            jitted.append(eqx.filter_jit(fun, compiler_options=convolution_options()))
+        return jitted[0](*args, **kwargs)
+
+    return call
