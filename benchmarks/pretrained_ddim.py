@@ -5,8 +5,8 @@ below) with random weights, since the real ones cannot be fetched here; weights 
 the cost. diffusers builds and initialises it (torch seed 0) and scorelab reads the same state
 dict, so both sample the same network:
 
-* ``scorelab``: :func:`scorelab.diffusers.sample` (one jitted ``lax.scan``), XLA with its
-  default CPU threading;
+* ``scorelab``: :func:`scorelab.diffusers.sample` (one jitted ``lax.scan``), compiled as the
+  library compiles it (on a CPU, XLA's own convolutions: ``scorelab._xla_cpu``);
 * ``diffusers tN``: ``DDIMPipeline(unet, scheduler)(batch_size=1, num_inference_steps=10,
   eta=1)`` with ``torch.set_num_threads(N)``; on a machine where JAX and torch both see a GPU,
   one case ``diffusers cuda`` instead (the pipeline on the GPU, its generator on the CPU so that

@@ -8,7 +8,8 @@ layers of the forward in one call, on random inputs of the recorded shapes:
 
 * ``scorelab``: the layers of ``UNet2D`` under one ``jax.jit`` per kind (convolutions as
   ``_Conv`` dispatches them: XLA's convolution, or im2col up to ``_IM2COL_MAX_PIXELS``
-  output pixels), XLA's default CPU threading;
+  output pixels), compiled with the options scorelab's image samplers use
+  (``scorelab._xla_cpu.convolution_options``: on a CPU, XLA's convolutions, not YNNPACK's);
 * ``torch tN``: the same modules of diffusers' ``UNet2DModel`` under ``no_grad`` with
   ``torch.set_num_threads(N)``.
 
@@ -28,6 +29,7 @@ from _harness import interleaved, median, parse_args, table, timed, write
 from _image_unet import CONFIG, build, noise
 from diffusers.models.attention_processor import Attention
 
+from scorelab._xla_cpu import convolution_options
 from scorelab.diffusers import _unet
 
 KINDS = {"convolution": _unet._Conv, "group norm": _unet._GroupNorm, "attention": _unet._Attention}
@@ -98,7 +100,8 @@ def main() -> None:
     ours, theirs = record_scorelab(unet, jnp.asarray(x), t), record_torch(reference, x)
 
     cases = {}
-    forward = jax.jit(lambda unet, x: unet(x, t))
+    options = convolution_options()
+    forward = jax.jit(lambda unet, x: unet(x, t), compiler_options=options)
     cases["whole forward: scorelab"] = (forward, (unet, jnp.asarray(x)))
     counts = {}
     for kind, layers in ours.items():
@@ -108,7 +111,10 @@ def main() -> None:
             layers = [(layer, shape) for layer, shape in layers if id(layer) not in inside]
         inputs = [noise(shape, seed=i) for i, (_, shape) in enumerate(layers)]
         modules = [layer for layer, _ in layers]
-        run = jax.jit(lambda modules, inputs: [m(h) for m, h in zip(modules, inputs)])
+        run = jax.jit(
+            lambda modules, inputs: [m(h) for m, h in zip(modules, inputs)],
+            compiler_options=options,
+        )
         cases[f"{kind}: scorelab"] = (run, (modules, [jnp.asarray(h) for h in inputs]))
         counts[kind] = len(layers)
     for n in threads:

@@ -62,6 +62,8 @@ def test_convolution_jit_wraps_the_function():
     jitted = _xla_cpu.convolution_jit(add)
     assert jitted.__wrapped__ is add
     assert float(jitted(jnp.asarray(1.0), 2.0)) == 3.0
+    compiled = jitted.lower(jnp.asarray(1.0), 2.0).compile()  # ahead of time, as jit's own
+    assert float(compiled(jnp.asarray(4.0), 2.0)) == 6.0
 
 
 CONFIG = {

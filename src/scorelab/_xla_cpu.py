@@ -42,14 +42,17 @@ def convolution_options() -> dict[str, str] | None:
 
 
 def convolution_jit(fun: Callable) -> Callable:
-    """``equinox.filter_jit(fun)`` compiled with :func:`convolution_options`, chosen at the
-    first call (when JAX's backend is known); ``__wrapped__`` is ``fun``."""
-    jitted: list[Callable] = []
+    """``equinox.filter_jit(fun)`` compiled with :func:`convolution_options`, made at the first
+    call (when JAX's backend is known); ``__wrapped__`` is ``fun`` and ``lower`` lowers it
+    ahead of time, as the jitted function's own."""
+
+    @functools.cache
+    def jitted() -> Callable:
+        return eqx.filter_jit(fun, compiler_options=convolution_options())
 
     @functools.wraps(fun)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if not jitted:
-            jitted.append(eqx.filter_jit(fun, compiler_options=convolution_options()))
-        return jitted[0](*args, **kwargs)
+        return jitted()(*args, **kwargs)
 
+    call.lower = lambda *args, **kwargs: jitted().lower(*args, **kwargs)
     return call

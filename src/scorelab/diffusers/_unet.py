@@ -385,9 +385,9 @@ def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> Array:
 _IM2COL_MAX_PIXELS = 16
 """On a CPU, convolutions with at most this many output pixels (4x4 and below: a U-Net's
 deepest levels) run as one matmul over shifted copies of the input instead of XLA's
-convolution, which is pathological there: a 3x3, 512-channel convolution at 2x2 took 14.9 ms
-against 0.42 ms as a matmul (4x4: 1.26 against 0.74 ms; 8x8: level; 16x16 and up XLA's is
-faster; ``python benchmarks/convolutions.py`` on the 2-core CPU). GPUs keep cuDNN's."""
+convolution, which is pathological at the smallest sizes and slower up to 4x4; from 8x8 up
+XLA's is as fast or faster (docs/benchmarks.md, "Pretrained DDIM 256x256";
+``python benchmarks/convolutions.py``). GPUs keep cuDNN's."""
 
 _IM2COL_DERIVATIVE_MIN_CHANNELS = 8
 """On a CPU, larger convolutions with at least this many output channels run XLA's
