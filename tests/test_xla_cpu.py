@@ -51,6 +51,8 @@ def test_an_unknown_option_falls_back_to_xla_defaults(monkeypatch):
     monkeypatch.setattr(_xla_cpu, "_CONVOLUTION_OPTIONS", {_OPTION: "NOT_A_FUSION_TYPE"})
     try:
         assert _xla_cpu.convolution_options() is None
+        # ... and convolution_jit compiles with XLA's defaults, passing jit no options at all.
+        assert float(_xla_cpu.convolution_jit(jnp.negative)(jnp.asarray(2.0))) == -2.0
     finally:
         _xla_cpu.convolution_options.cache_clear()
 

@@ -48,7 +48,12 @@ def convolution_jit(fun: Callable) -> Callable:
 
     @functools.cache
     def jitted() -> Callable:
-        return eqx.filter_jit(fun, compiler_options=convolution_options())
+        options = convolution_options()  # None: no keyword, for a jax.jit that has none
+        return (
+            eqx.filter_jit(fun)
+            if options is None
+            else eqx.filter_jit(fun, compiler_options=options)
+        )
 
     @functools.wraps(fun)
     def call(*args: Any, **kwargs: Any) -> Any:
