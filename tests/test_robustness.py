@@ -128,6 +128,12 @@ def _data_file(tmp_path: Path, kind: str) -> Path:
     elif kind == "csv_binary":
         path = tmp_path / "binary.csv"
         path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "timedelta":  # numpy counts timedelta64 among its integers
+        np.save(path, np.zeros((50, 2), "timedelta64[s]"))
+    elif kind == "huge_columns":  # a header of 10**13 columns: refused before numpy allocates
+        header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 10000000000000), }"
+        header = header.ljust(118) + "\n"
+        path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
     else:
         raise AssertionError(kind)
     return path
@@ -159,6 +165,8 @@ _BAD_DATA = [
     "csv_words",
     "csv_semicolons",
     "csv_binary",
+    "timedelta",
+    "huge_columns",
 ]
 
 
@@ -322,6 +330,7 @@ _BAD_TRAIN_FLAGS = [
     ["--batch-size", "10000000000000"],
     ["--set", "data.n=100000000000000"],
     ["--steps", "1000000000000"],
+    ["--steps", "99999999999999999999"],  # numpy's 'Maximum allowed dimension exceeded'
 ]
 
 
@@ -406,6 +415,8 @@ _BAD_GRID_FILES = {
     "one_level": '{"sigmas": [80]}',
     "beyond_float32": '{"sigmas": [0.02, 1e39, 1e40]}',
     "booleans": '{"sigmas": [true, 80]}',
+    "below_float32": '{"sigmas": [1e-300, 1e-299]}',  # both 0 in float32
+    "deeply_nested": '{"sigmas": ' + "[" * 100000 + "]" * 100000 + "}",  # a RecursionError
     "binary": None,
     "a_folder": "folder",
 }
@@ -546,6 +557,11 @@ _BAD_SWEEP_FLAGS = [
     ["--run", "nowhere"],
     ["--n", "100000000000"],  # sizes are checked before allocating, not by running out
     ["--nfe", "1000000000000"],
+    # Repeats counted one run twice in the mean and its spread ('rows is empty' for --nfe 1).
+    ["--seeds", "0,0"],
+    ["--samplers", "euler,euler"],
+    ["--samplers", "tsit5", "--tolerances", "0.1,0.1"],
+    ["--nfe", "1"],
 ]
 
 
@@ -590,6 +606,7 @@ def test_sweep_refuses_a_sweep_entry_that_is_not_a_table(text, tmp_path, capsys)
         "ddim_es = 1.0\n",
         "n_samples = -1\n",
         "n_likelihood = 1\n",  # a standard error needs two points
+        "n_samples = 100000000000000\n",  # trained three models, then a traceback
     ],
 )
 def test_demo_refuses_bad_settings(text, tmp_path, capsys):
@@ -642,6 +659,10 @@ def _damaged_copy(run_dir: Path, tmp_path: Path, damage: str) -> Path:
         (copy / "model.json").write_text(json.dumps(record))
     elif damage == "model_eqx_empty":
         (copy / "model.eqx").write_bytes(b"")
+    elif damage == "model_json_class_not_a_name":  # an AttributeError traceback before
+        record = json.loads((copy / "model.json").read_text())
+        record["class"] = 3
+        (copy / "model.json").write_text(json.dumps(record))
     else:
         raise AssertionError(damage)
     return copy
@@ -659,6 +680,7 @@ _DAMAGES = [
     "model_json_other_dim",
     "model_json_unknown_class",
     "model_eqx_empty",
+    "model_json_class_not_a_name",
 ]
 
 
@@ -1265,3 +1287,190 @@ def test_a_run_s_invalid_config_is_named(tmp_path, capsys, _conditional_run, tex
     (run / "config.json").write_text(text)
     argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
     _fails(argv, capsys, f"{run / 'config.json'}: {message}", "restore the file or train again")
+
+
+# --- the fuzzing session's cases: each was a traceback, a hang, a wrong message or lost work --
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["train", "--loss", "dsm", "--set", "loss.sigma=1e300"], "loss.sigma: 1e+300"),
+        (["train", "--set", "train.grad_clip=1e300"], "train.grad_clip: 1e+300"),
+        (["sample", "--exact", "seed_mixture", "--sigma-max", "1e300"], "sampler.sigma_max"),
+        (
+            ["sample", "--exact", "seed_mixture", "--sampler", "ddim", "--eta", "1e300"],
+            "sampler.options.eta",
+        ),
+        (["evaluate", "SAMPLES", "--target", "seed_mixture", "--sigma", "1e300"], "sigma: 1e+300"),
+    ],
+)
+def test_a_number_beyond_float32_is_refused_naming_the_setting(argv, field, tmp_path, capsys):
+    """Settings are computed in float32, where 1e300 is infinite: loss.sigma = 1e300 trained to
+    a NaN loss blamed on the learning rate (two lines), evaluate --sigma 1e300 was a traceback,
+    sampler.sigma_max a 'sampler.options' error and grad_clip a cast warning, exit 0."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    argv = [samples if a == "SAMPLES" else a for a in argv]
+    if argv[0] == "train":
+        argv += ["--out", tmp_path / "run", *_TINY]
+    elif argv[0] == "sample":
+        argv += ["--n", "5", "--out", tmp_path / "out.npy"]
+    _fails(argv, capsys, field, "beyond float32's range")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out.npy").exists()
+
+
+def test_an_override_on_several_lines_is_refused(tmp_path, capsys):
+    """``--set $'train.steps=3\\ntrain.seed=2'``: TOML read ``3`` and dropped the second line."""
+    argv = ["train", "--out", tmp_path / "run", *_TINY, "--set", "train.seed=3\ntrain.steps=2"]
+    _fails(argv, capsys, "a value on several lines; give one --set per field")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_config_file_that_is_not_utf8_is_named(encoding, tmp_path, capsys):
+    """It was Python's "'utf-8' codec can't decode byte 0xff", naming no file."""
+    path = tmp_path / "c.toml"
+    path.write_bytes("# caf\xe9\n[train]\nsteps = 2\n".encode(encoding))
+    _fails(["train", "--config", path, "--out", tmp_path / "run"], capsys, str(path), "UTF-8")
+
+
+@pytest.mark.parametrize("kind", ["huge_header", "huge_columns"])
+def test_an_npy_header_is_checked_before_numpy_allocates(kind, tmp_path, capsys):
+    """A damaged header declaring 10**11 rows or 10**13 columns was 'out of memory: ask for
+    fewer samples (--n)', naming neither the file nor its shape."""
+    path = _data_file(tmp_path, kind)
+    _fails(["evaluate", path, "--target", "seed_mixture"], capsys, str(path), "truncated")
+    big = tmp_path / "big.npy"
+    _npy_with_rows(big, 10**11)
+    with open(big, "ab") as handle:  # as long as the header says (sparse): refused by its size
+        handle.truncate(big.stat().st_size + 8 * 10**11)
+    _fails(["evaluate", big, "--target", "seed_mixture"], capsys, str(big), "of memory")
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_evaluate_refuses_too_few_samples_naming_the_file(rows, tmp_path, capsys):
+    """One sample was 'mmd needs at least two samples on each side', two 'kernel_stein_
+    discrepancy needs n >= 3': neither named the file nor the remedy."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((rows, 2), np.float32))
+    argv = ["evaluate", samples, "--target", "seed_mixture"]
+    _fails(argv, capsys, str(samples), "at least 3", "--n")
+
+
+@pytest.mark.parametrize("data", [None, "digits"])
+def test_evaluate_refuses_floor_repeats_beyond_memory(data, tmp_path, capsys):
+    """``--floor-repeats 10**11`` drew exact pairs for hours before running out of memory."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2 if data is None else 64), np.float32))
+    reference = ["--target", "seed_mixture"] if data is None else ["--data", data]
+    argv = ["evaluate", samples, *reference, "--floor-repeats", "100000000000"]
+    _fails(argv, capsys, "floor_repeats: needs", "--floor-repeats")
+
+
+def test_a_likelihood_solve_out_of_steps_names_the_tolerances(tmp_path, capsys):
+    """Tolerances below float32's resolution used up max_steps inside the compiled solve:
+    diffrax's EquinoxRuntimeError, a 60-line traceback, exit 1."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((2, 2), np.float32))
+    argv = ["likelihood", "--exact", "seed_mixture", "--points", points, "--n-probes", "exact"]
+    argv += ["--rtol", "1e-30", "--atol", "1e-30"]
+    _fails(argv, capsys, "max_steps (4096)", "loosen the tolerances")
+
+
+def test_a_grid_search_stops_when_a_sweep_moves_nothing():
+    """``grid --sweeps 10**11`` built every (sweep, level) pair up front (itertools.product
+    holds its inputs), an 'out of memory' naming --n; the search now stops once a sweep moves
+    no level, which is the result every later sweep would give."""
+    from scorelab.ays import optimise_grid
+
+    x_0 = jax.random.normal(jax.random.key(0), (16, 2))
+
+    def denoise(x, sigma):
+        return x / (1.0 + sigma**2)
+
+    args = (denoise, x_0, jax.random.key(1), 5, 0.02, 80.0)
+    few = optimise_grid(*args, n_candidates=3, n_sweeps=40)
+    many = optimise_grid(*args, n_candidates=3, n_sweeps=10**11)
+    np.testing.assert_array_equal(few[0], many[0])
+    assert few[1:] == many[1:]
+
+
+@pytest.mark.parametrize("history", ["two_dimensional", "strings"])
+def test_plot_refuses_a_loss_history_that_is_not_one(history, run_dir, tmp_path, capsys):
+    """Strings were numpy's 'could not convert string to float'; a 2-D array plotted, exit 0."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    values = np.zeros((2, 2)) if history == "two_dimensional" else np.array(["a", "b"])
+    np.save(copy / "losses.npy", values)
+    _fails(["plot", copy, "--out", tmp_path / "figures"], capsys, "losses.npy: not a loss history")
+
+
+@pytest.mark.parametrize("where", ["data", "config"])
+def test_overwrite_never_deletes_an_input_inside_the_run(where, run_dir, tmp_path, capsys):
+    """``train --data RUN/points.npy --out RUN --overwrite`` read the data, then deleted it
+    with the old run (a --config kept in the run too)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    kept = copy / ("points.npy" if where == "data" else "c.toml")
+    if where == "data":
+        np.save(kept, np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
+        argv = ["train", "--loss", "dsm", "--data", kept, *_TINY_FILE]
+    else:
+        kept.write_text("[loss]\nname = 'ncsn'\n")
+        argv = ["train", "--config", kept, *_TINY]
+    before = kept.read_bytes()
+    _fails([*argv, "--out", copy, "--overwrite"], capsys, f"would delete {kept}", "move it out")
+    assert kept.read_bytes() == before and (copy / "model.eqx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [("sample", "losses.npy"), ("grid", "config.json"), ("likelihood", "config.json")],
+)
+def test_an_output_never_replaces_a_file_of_the_run_it_reads(
+    command, name, run_dir, tmp_path, capsys
+):
+    """``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history
+    with the samples (plot then drew them as losses)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = (copy / name).read_bytes()
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((3, 2), np.float32))
+    flag = {"sample": "--out", "grid": "--out", "likelihood": "--json"}[command]
+    extra = {"sample": ["--n", "5"], "grid": ["--n", "5"], "likelihood": ["--points", points]}
+    argv = [command, "--run", copy, *extra[command], flag, copy / name, "--overwrite"]
+    _fails(argv, capsys, f"{copy / name}: a file of the run", "another name")
+    assert (copy / name).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["sample", "--exact", "seed_mixture", "--sigma-max", "1e30"], "sampler.sigma_max"),
+        (["train", "--loss", "dsm", "--set", "loss.sigma=1e20"], "loss.sigma"),
+        (["evaluate", "SAMPLES", "--target", "seed_mixture", "--sigma", "1e20"], "sigma"),
+        (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-max", "1e25"], "sweep.sigma_max"),
+    ],
+)
+def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, tmp_path, capsys):
+    """Within float32 but not its square: sigma_max = 1e30 'diverged' (blamed on the step
+    size), evaluate --sigma 1e20 printed metrics of an infinite-variance law, exit 0."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    argv = [samples if a == "SAMPLES" else a for a in argv]
+    extra = {
+        "sample": ["--n", "5", "--out", tmp_path / "out.npy"],
+        "train": ["--out", tmp_path / "run", *_TINY],
+        "sweep": ["--n", "20", "--seeds", "0", "--out", tmp_path / "sweep", "--quiet"],
+        "evaluate": [],
+    }[argv[0]]
+    _fails([*argv, *extra], capsys, f"{field}: ", "its square (a variance) overflows float32")
+    assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()

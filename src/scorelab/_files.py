@@ -120,7 +120,7 @@ def read_json(path: str | os.PathLike) -> Any:
     """
     try:
         return json.loads(Path(path).read_text())
-    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise ValueError(
             f"{path}: not readable JSON ({error}); the file is damaged: restore it or write "
             "it again"

@@ -66,6 +66,37 @@ def check_real(
     if not (ok and math.isfinite(value) and test(value)):
         none = "None or " if optional else ""
         raise error(f"{field}: expected {none}{accepted}, got {value!r}")
+    check_float32(field, value, error)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32: settings enter the compiled functions as float32, where a larger
+magnitude is infinite (``1e300`` became ``inf`` with only a cast warning, then NaN)."""
+
+
+SIGMA_LIMIT = 1.8e19
+"""The largest noise level whose square, a variance, is finite in float32 (``sqrt`` of
+:data:`FLOAT32_MAX` is 1.84e19): ``sigma_max = 1e30`` made an infinite prior and 'diverged'
+chains blamed on the step size."""
+
+
+def check_sigma(field: str, value, error: type[ValueError] = ValueError) -> None:
+    """Raise for a noise level (already checked a finite number) beyond :data:`SIGMA_LIMIT`."""
+    if value > SIGMA_LIMIT:
+        raise error(
+            f"{field}: {value!r} is beyond 1.8e19, where its square (a variance) overflows "
+            "float32; give a smaller noise level"
+        )
+
+
+def check_float32(field: str, value, error: type[ValueError] = ValueError) -> None:
+    """Raise unless the finite real ``value`` is representable in float32 (magnitude at most
+    :data:`FLOAT32_MAX`)."""
+    if abs(value) > FLOAT32_MAX:
+        raise error(
+            f"{field}: {value!r} is beyond float32's range (|x| <= 3.4e38), in which it is "
+            "computed; give a smaller number"
+        )
 
 
 def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError] = ValueError):

@@ -39,7 +39,6 @@ References:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -152,26 +151,32 @@ def optimise_grid(
 
     start = cost(sigmas)
     ramp = (np.arange(n_candidates) + 1.0) / (n_candidates + 1.0)
-    moves = itertools.product(range(n_sweeps), range(1, n_levels - 1))
     total = n_sweeps * (n_levels - 2)
-    for _, i in tqdm(moves, total=total, desc="ays grid", unit="level", disable=not progress):
-        lo, hi = np.log(sigmas[i - 1]), np.log(sigmas[i + 1])
-        candidates = np.exp(lo + ramp * (hi - lo))
-        trios = np.stack(
-            [np.broadcast_to(sigmas[i - 1], candidates.shape), candidates,
-             np.broadcast_to(sigmas[i + 1], candidates.shape)], axis=1
-        )  # fmt: skip
-        # Interval i-1 and i keep their own keys: the draws follow the interval.
-        costs = pair_cost(jnp.asarray(trios[:, :2], x_0.dtype), keys[i - 1]) + pair_cost(
-            jnp.asarray(trios[:, 1:], x_0.dtype), keys[i]
-        )
-        current = float(
-            pair_cost(jnp.asarray(sigmas[None, i - 1 : i + 1], x_0.dtype), keys[i - 1])[0]
-            + pair_cost(jnp.asarray(sigmas[None, i : i + 2], x_0.dtype), keys[i])[0]
-        )
-        best = int(np.argmin(np.asarray(costs)))
-        if float(costs[best]) < current:
-            sigmas[i] = candidates[best]
+    with tqdm(total=total, desc="ays grid", unit="level", disable=not progress) as bar:
+        for _ in range(n_sweeps):
+            moved = False
+            for i in range(1, n_levels - 1):
+                lo, hi = np.log(sigmas[i - 1]), np.log(sigmas[i + 1])
+                candidates = np.exp(lo + ramp * (hi - lo))
+                trios = np.stack(
+                    [np.broadcast_to(sigmas[i - 1], candidates.shape), candidates,
+                     np.broadcast_to(sigmas[i + 1], candidates.shape)], axis=1
+                )  # fmt: skip
+                # Interval i-1 and i keep their own keys: the draws follow the interval.
+                costs = pair_cost(jnp.asarray(trios[:, :2], x_0.dtype), keys[i - 1]) + pair_cost(
+                    jnp.asarray(trios[:, 1:], x_0.dtype), keys[i]
+                )
+                current = float(
+                    pair_cost(jnp.asarray(sigmas[None, i - 1 : i + 1], x_0.dtype), keys[i - 1])[0]
+                    + pair_cost(jnp.asarray(sigmas[None, i : i + 2], x_0.dtype), keys[i])[0]
+                )
+                best = int(np.argmin(np.asarray(costs)))
+                if float(costs[best]) < current:
+                    sigmas[i] = candidates[best]
+                    moved = True
+                bar.update()
+            if not moved:  # the costs are fixed: every later sweep would move nothing either
+                break
     return sigmas, cost(sigmas), start
 
 

@@ -189,6 +189,8 @@ def restore_checkpoint(
 def _model_class(name: str) -> type[eqx.Module]:
     """The class ``name`` recorded by :func:`save_model`: ``module:qualname``, or a bare
     :mod:`scorelab.models` name (files written before import paths were recorded)."""
+    if not isinstance(name, str):  # an edited record: `"class": 3` was an AttributeError
+        raise ValueError(f"model class {name!r} is not a 'module:Class' name")
     module_name, _, qualname = name.rpartition(":")
     try:
         cls = importlib.import_module(module_name or models.__name__)

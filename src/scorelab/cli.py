@@ -203,9 +203,19 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
     return config
 
 
-def _output(path: Path, suffix: str, overwrite: bool) -> Path:
-    """``path`` checked before any work: the right suffix, a writable folder (created), and no
-    file there unless ``overwrite``."""
+def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
+    """``path`` checked before any work: the right suffix, a writable folder (created), no
+    file there unless ``overwrite``, and never a file of the run ``run`` the command reads
+    (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history)."""
+    if run is not None and path.exists():
+        from scorelab.runs import RUN_FILES, inside
+
+        own = [run / name for name in RUN_FILES] + [run / "checkpoints"]
+        if any(inside(path, item) for item in own):
+            raise ValueError(
+                f"{path}: a file of the run {run}, which this command reads; write the output "
+                "to another name"
+            )
     if path.suffix != suffix:
         raise ValueError(
             f"{path}: the output must be a {suffix} file (give a name ending {suffix})"
@@ -259,6 +269,7 @@ def _cmd_train(args) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         log=lambda line: print(f"data: {line}"),
+        inputs=() if args.config is None else (args.config,),
     )
     if is_primary():
         print(f"trained model written to {args.out}")
@@ -272,16 +283,16 @@ def _cmd_sample(args) -> int:
     from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
-    out = _output(args.out, ".npy", args.overwrite)
+    out = _output(args.out, ".npy", args.overwrite, args.run)
     if args.trajectory is not None:
-        _output(args.trajectory, ".npy", args.overwrite)
+        _output(args.trajectory, ".npy", args.overwrite, args.run)
         if args.trajectory.resolve() == out.resolve():
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
             )
     image_shape = config.data.target_image_shape  # flat points that are images
     if args.grid_png is not None:
-        _output(args.grid_png, ".png", args.overwrite)
+        _output(args.grid_png, ".png", args.overwrite, args.run)
         if image_shape is None and not config.data.is_images:
             raise ValueError(
                 f"--grid-png: samples of {config.data.source} are points (n, d), not images; "
@@ -400,7 +411,8 @@ def _cmd_demo(args) -> int:
     if args.settings is not None:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
     out = _demo_dir(args, "demo")
-    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
+    inputs = () if args.settings is None else (args.settings,)
+    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False, inputs=inputs):
         run_demo(settings, out, progress=not args.quiet)
     return 0
 
@@ -417,7 +429,8 @@ def _image_demo(args) -> int:
     if args.settings is not None:
         settings = ImageDemoSettings.from_dict(load_config(args.settings))
     out = _demo_dir(args, "demo-images")
-    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False):
+    inputs = () if args.settings is None else (args.settings,)
+    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False, inputs=inputs):
         results = run_image_demo(settings, out, progress=not args.quiet)
     print(Report(results["rows"], results["floors"]).text())
     print(f"\nwrote {out} in {results['seconds']:.0f} s")
@@ -432,7 +445,7 @@ def _cmd_likelihood(args) -> int:
 
     config, model = _source(args, {})
     if args.json is not None:
-        _output(args.json, ".json", args.overwrite)
+        _output(args.json, ".json", args.overwrite, args.run)
     n_probes = args.n_probes
     if n_probes not in ("auto", "exact"):
         if not n_probes.isdigit() or int(n_probes) < 1:
@@ -470,9 +483,9 @@ def _cmd_score_error(args) -> int:
     from scorelab.workflows import score_error_run
 
     if args.json is not None:
-        _output(args.json, ".json", args.overwrite)
+        _output(args.json, ".json", args.overwrite, args.run)
     if args.plot is not None:
-        _output(args.plot, ".png", args.overwrite)
+        _output(args.plot, ".png", args.overwrite, args.run)
     saved, model = load_run(args.run)
     config = _run_experiment(args, _SCORE_ERROR_FLAGS, saved)
     profile = score_error_run(config, model, n=args.n, seed=args.seed)
@@ -549,7 +562,8 @@ def _cmd_sweep(args) -> int:
     if args.run is not None:
         score_fns["model"] = load_score_model(args.run, dim=target.dim)
     specs = settings.specs()
-    with prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False):
+    inputs = [path for path in (args.config, args.run) if path is not None]
+    with prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False, inputs=inputs):
         result = sweep(
             target,
             specs,
@@ -582,7 +596,7 @@ def _cmd_grid(args) -> int:
     from scorelab.workflows import grid_run
 
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
-    out = _output(args.out, ".json", args.overwrite)
+    out = _output(args.out, ".json", args.overwrite, args.run)
     sigmas, bound, start, about = grid_run(
         config,
         model,
@@ -606,7 +620,7 @@ def _cmd_grid_ld3(args) -> int:
     if args.inner is not None:
         raise ValueError("--inner: only --method ays draws sigmas inside intervals; leave it out")
     config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, LD3_JOB)
-    out = _output(args.out, ".json", args.overwrite)
+    out = _output(args.out, ".json", args.overwrite, args.run)
     sigmas, error, start, about = ld3_grid_run(
         config, model, args.n, args.seed, n_candidates=args.candidates, n_sweeps=args.sweeps,
         progress=not args.quiet,

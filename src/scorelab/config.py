@@ -38,10 +38,12 @@ import numpy as np
 from scorelab import losses, models, samplers
 from scorelab._validate import (
     check_choice,
+    check_float32,
     check_int,
     check_memory,
     check_real,
     check_seed,
+    check_sigma,
     from_mapping,
     typed,
 )
@@ -366,6 +368,7 @@ class LossConfig:
     def __post_init__(self):
         _check_choice("loss", "name", self.name, tuple(losses.LOSSES))
         _check_real("loss", "sigma", self.sigma, "a number > 0", lambda v: v > 0)
+        check_sigma("loss.sigma", self.sigma, ConfigError)
         _check_real("loss", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
         _check_real(
             "loss",
@@ -374,6 +377,7 @@ class LossConfig:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
+        check_sigma("loss.sigma_max", self.sigma_max, ConfigError)
         _check_int("loss", "n_sigmas", self.n_sigmas, 1)
         _check_choice(
             "loss", "sigma_distribution", self.sigma_distribution, losses.SIGMA_DISTRIBUTIONS
@@ -502,6 +506,8 @@ class SamplerConfig:
                         f"options.{option}",
                         f"expected a finite number, got {value!r}",
                     )
+            elif isinstance(value, float):
+                check_float32(f"sampler.options.{option}", value, ConfigError)
         object.__setattr__(self, "options", checked)  # a copy: never a shared default's dict
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_int("sampler", "nfe", self.nfe, 0)
@@ -524,6 +530,7 @@ class SamplerConfig:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
+        check_sigma("sampler.sigma_max", self.sigma_max, ConfigError)
         if is_saved_grid(self.grid):
             # The whole file is read here, so a bad grid fails before any model is loaded.
             low, high = _saved_grid_range(self.grid)
@@ -743,7 +750,11 @@ def load_config(path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}); a TOML file is UTF-8: save it as such"
+        ) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML ({error})") from error
 
@@ -765,6 +776,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         path = name.strip().split(".")
         if not sep or len(path) < 2 or not all(path):
             raise ConfigError(f"override {item!r}: expected section.field=value")
+        if "\n" in raw or "\r" in raw:
+            # TOML would read the first line as the value and the others as more keys, which
+            # were dropped without a word: one override is one line.
+            raise ConfigError(
+                f"override {item!r}: a value on several lines; give one --set per field"
+            )
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:

@@ -146,7 +146,11 @@ def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.nd
         raise DataError(
             f"{name}: complex values; give real data (real and imaginary parts as columns)"
         )
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+    if (
+        array.dtype == np.bool_
+        or array.dtype.kind == "m"  # timedelta64, a subtype of numpy's integers
+        or not np.issubdtype(array.dtype, np.number)
+    ):
         raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
     _check_rows(name, np.isfinite(array), "contain NaN or inf")
     with np.errstate(over="ignore"):
@@ -216,6 +220,22 @@ def read_npy(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, "rb") as handle:
+        # The header's shape before numpy allocates it: a damaged or hostile header of 10**10
+        # rows was an 'out of memory' naming neither the file nor its shape.
+        if handle.read(6) == b"\x93NUMPY":
+            handle.seek(0)
+            shape, dtype = _npy_header(handle, path)
+            if not dtype.hasobject:  # numpy refuses objects (pickles) below, naming them
+                declared = math.prod(shape) * dtype.itemsize
+                held = path.stat().st_size - handle.tell()
+                if declared > held >= 0 and all(size >= 0 for size in shape):
+                    raise DataError(
+                        f"{path}: truncated: its header declares shape {tuple(shape)} "
+                        f"({declared} bytes of data) but the file holds {held}; write it again "
+                        "with numpy.save"
+                    )
+                _check_size(path, shape, dtype, "use a smaller array")
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as error:
@@ -420,17 +440,14 @@ def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _check_size(name, shape, dtype) -> None:
+def _check_size(name, shape, dtype, remedy: str = "use fewer or smaller images") -> None:
     """Refuse, before allocating, an array whose stored form and float32 copy (twice: the
     split) exceed the available memory."""
     from scorelab._validate import check_memory
 
     count = float(np.prod(shape, dtype=np.float64))
     check_memory(
-        f"data ({name}, shape {tuple(shape)})",
-        count * (dtype.itemsize + 8),
-        "use fewer or smaller images",
-        error=DataError,
+        f"data ({name}, shape {tuple(shape)})", count * (dtype.itemsize + 8), remedy, DataError
     )
 
 

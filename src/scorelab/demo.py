@@ -43,7 +43,14 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from scorelab import builders, samplers, viz
-from scorelab._validate import check_choice, check_int, check_real, check_seed, from_mapping
+from scorelab._validate import (
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+    from_mapping,
+)
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
 from scorelab.data import read_npy
 from scorelab.likelihood import log_likelihood
@@ -139,6 +146,13 @@ class DemoSettings:
             ("n_likelihood", 2),
         ):
             check_int(f"demo.{name}", getattr(self, name), minimum)
+        # Sizes before any work: n_samples = 10**14 trained three models, then ran out of
+        # memory (a traceback) drawing the samples. Points are 2-D float32, kept in a few
+        # copies (data, chains, trajectories, metrics); a grid holds a few floats a level.
+        for name in ("n_data", "n_samples", "n_likelihood", "n_chains_animated"):
+            check_memory(f"demo.{name}", 64.0 * getattr(self, name), "use fewer points")
+        for name in ("annealed_levels", "ula_steps", "annealed_steps_per_level"):
+            check_memory(f"demo.{name}", 256.0 * getattr(self, name), "use fewer levels or steps")
         for name in ("dsm_sigma", "sigma_min", "rho", "ula_step_size"):
             check_real(f"demo.{name}", getattr(self, name), *positive)
         for name in ("sigma_max", "tutorial_sigma_max"):
@@ -158,6 +172,7 @@ class DemoSettings:
             check_real("demo.ddim_etas", eta, "numbers >= 0", lambda v: v >= 0)
         for n in self.ddim_ns:
             check_int("demo.ddim_ns", n, 2)
+            check_memory("demo.ddim_ns", 256.0 * n, "use fewer levels")
 
     @classmethod
     def full(cls) -> DemoSettings:

@@ -178,6 +178,7 @@ def learn_grid(
     total = n_sweeps * (sigmas.size - 1) * n_candidates
     with tqdm(total=total, desc="ld3 grid", unit="pass", disable=not progress) as bar:
         for _ in range(n_sweeps):
+            before = current
             for i in range(sigmas.size - 1):
                 low = sigmas[i - 1] if i > 0 else sigmas[1] / lowest_ratio
                 for candidate in np.exp(np.log(low) + ramp * np.log(sigmas[i + 1] / low)):
@@ -188,6 +189,8 @@ def learn_grid(
                         sigmas, current = trial, value
                     bar.update()
                 bar.set_postfix(error=f"{current:.4g}")
+            if current == before:  # the cost is fixed: every later sweep would move nothing
+                break
     return sigmas, current, start
 
 

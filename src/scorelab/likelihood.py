@@ -285,6 +285,27 @@ def _per_point(key: Array, score_fn, points: Array, bin_width: float | None, opt
     return jax.vmap(one_point)(keys, points)
 
 
+class LikelihoodSolveError(ValueError):
+    """The probability-flow ODE's solve used up ``max_steps`` (tolerances beyond float32's
+    resolution, or a stiff score): the remedy is an option, so it is a user's error."""
+
+
+def _solved(key: Array, score_fn, points: Array, bin_width: float | None, options: dict):
+    """:func:`_per_point`, with a solve stopped at ``max_steps`` (diffrax's check inside the
+    compiled solve, an internal error with its traceback before) raised as
+    :class:`LikelihoodSolveError` naming the options."""
+    try:
+        return _per_point(key, score_fn, points, bin_width, options)
+    except eqx.EquinoxRuntimeError as error:
+        rtol, atol = options.get("rtol", 1e-5), options.get("atol", 1e-5)
+        max_steps = options.get("max_steps", 4096)
+        raise LikelihoodSolveError(
+            f"likelihood: the ODE solve took more than max_steps ({max_steps}) steps at rtol "
+            f"{rtol:g}, atol {atol:g}; loosen the tolerances (--rtol, --atol: float32 resolves "
+            "about 1e-6)"
+        ) from error
+
+
 def _as_points(points) -> Array:
     points = jnp.asarray(points)
     if points.ndim < 2:
@@ -317,7 +338,7 @@ def log_likelihood(key: Array, score_fn, points: Array, **options) -> Likelihood
     Raises:
         ValueError: as :func:`ode_log_likelihood`, or for ``points`` with no leading axis.
     """
-    return _per_point(key, score_fn, _as_points(points), None, options)
+    return _solved(key, score_fn, _as_points(points), None, options)
 
 
 def dequantise(key: Array, x: Array, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> Array:
@@ -425,5 +446,5 @@ def dequantised_bits_per_dim(
     """
     check_real("bin_width", bin_width, "a number > 0", lambda v: v > 0)
     points = _as_points(points)
-    output = _per_point(key, score_fn, points, float(bin_width), options)
+    output = _solved(key, score_fn, points, float(bin_width), options)
     return bits_per_dim(output.log_prob, math.prod(points.shape[1:]), bin_width), output

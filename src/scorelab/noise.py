@@ -270,7 +270,7 @@ def read_saved_grid(name: str) -> np.ndarray:
     path = saved_grid_path(name)
     try:
         values = json.loads(path.read_text())["sigmas"]
-    except (ValueError, KeyError, TypeError, OSError) as error:
+    except (ValueError, KeyError, TypeError, OSError, RecursionError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"grid {name!r}: not a grid file ({type(error).__name__}: {message}); make one "
@@ -281,7 +281,9 @@ def read_saved_grid(name: str) -> np.ndarray:
     )
     saved = np.asarray(values, np.float64) if numbers_only else np.zeros(0)
     finite = saved.size and np.all(np.abs(saved) <= np.finfo(np.float32).max)
-    if saved.size < 2 or not finite or not np.all(np.diff(saved) > 0) or saved[0] <= 0:
+    # The levels are sampled in float32: ascending and positive there too (1e-300 is 0).
+    as32 = saved.astype(np.float32) if finite else saved
+    if saved.size < 2 or not finite or not np.all(np.diff(as32) > 0) or as32[0] <= 0:
         raise ValueError(
             f"grid {name!r}: its sigmas must be a list of at least 2 ascending positive "
             "numbers (finite in float32); make one with scorelab grid"

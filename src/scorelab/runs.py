@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ def prepare_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     resumable: bool = True,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Iterator[Path]:
     """Claim ``path`` for a run: lock it for this process and check what it holds.
 
@@ -96,6 +97,8 @@ def prepare_run_dir(
         path: the run directory (``scorelab train --out``); created if missing.
         resume: the caller will continue the run in ``path``.
         overwrite: delete the run in ``path`` and start afresh.
+        inputs: the files the job reads (its configuration, data, a model): ``overwrite``
+            refuses to delete a run that holds one of them.
         resumable: whether the caller can continue a run (``train`` can; the demo and the
             sweep cannot): the refusal suggests ``--resume`` only then.
 
@@ -120,7 +123,7 @@ def prepare_run_dir(
         yield path
         return
     try:
-        lock = _claim(path, resume, overwrite, resumable)
+        lock = _claim(path, resume, overwrite, resumable, inputs)
     except Exception:
         primary_value(False)
         raise
@@ -134,6 +137,17 @@ def prepare_run_dir(
         lock.release()
 
 
+RUN_FILES = ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.json")
+"""The files a training run writes into its folder when it ends (besides ``checkpoints/``)."""
+
+
+def inside(item: Path, folder: Path) -> bool:
+    """Whether ``item`` lies in ``folder`` (or is it), as written or with links resolved."""
+    pairs = [(Path(os.path.abspath(item)), Path(os.path.abspath(folder)))]
+    pairs.append((item.resolve(), folder.resolve()))
+    return any(inner.is_relative_to(outer) for inner, outer in pairs)
+
+
 def _unclaim(path: Path) -> None:
     """After a job failed: leave the folder empty again if it holds nothing but the provisional
     manifest, so that the same command, corrected, may use it without ``--overwrite``."""
@@ -144,7 +158,9 @@ def _unclaim(path: Path) -> None:
                 (path / _MANIFEST).unlink()
 
 
-def _claim(path: Path, resume: bool, overwrite: bool, resumable: bool) -> filelock.FileLock:
+def _claim(
+    path: Path, resume: bool, overwrite: bool, resumable: bool, inputs: Sequence = ()
+) -> filelock.FileLock:
     """:func:`prepare_run_dir`'s checks; the lock, acquired, when they pass."""
     if resume and overwrite:
         raise ValueError(f"{path}: resume and overwrite exclude each other; choose one")
@@ -174,6 +190,14 @@ def _claim(path: Path, resume: bool, overwrite: bool, resumable: bool) -> filelo
                 + "replace it (--overwrite), or choose another output path"
             )
         if entries and overwrite:
+            # `train --data RUN/points.npy --out RUN --overwrite` deleted the data it had just
+            # read (and a --config file kept in the run, a --run model swept into itself).
+            for item in inputs:
+                if inside(Path(item), path):
+                    raise RunExistsError(
+                        f"{path}: --overwrite would delete {item}, which this command reads; "
+                        "move it out of the run directory, or choose another output path"
+                    )
             for entry in entries:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)

@@ -39,6 +39,7 @@ from scorelab._validate import (
     check_memory,
     check_real,
     check_seed,
+    check_sigma,
     from_mapping,
 )
 from scorelab.checkpoints import load_model
@@ -307,6 +308,15 @@ def sweep(
                 spec.levels(int(n)) * 4.0 * 64,
                 "use smaller NFE budgets (--nfe)",
             )
+    for spec in sampler_specs:
+        if spec.levels is not None and all(spec.levels(int(n)) < 2 for n in nfes):
+            smallest = max(nfes) + 1
+            while spec.levels(smallest) < 2:
+                smallest += 1
+            raise ValueError(
+                f"sweep.nfe: no budget of {', '.join(map(str, nfes))} buys {spec.label} a grid "
+                f"(2 levels take {smallest} evaluations); raise --nfe"
+            )
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -541,6 +551,15 @@ class SweepSettings:
             check_seed("sweep.seeds", value)
         for value in self.tolerances:
             check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
+        for field in ("samplers", "seeds", "tolerances"):
+            # A repeated seed counted one run twice in the mean and its standard error; a
+            # repeated sampler or tolerance gave the same rows twice.
+            values = getattr(self, field)
+            repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(
+                    f"sweep.{field}: {', '.join(repeated)} given more than once; list each once"
+                )
         check_int("sweep.n_samples", self.n_samples, 2)
         if is_saved_grid(self.grid):
             saved_grid_path(self.grid)  # a one-line error naming the remedy
@@ -553,6 +572,7 @@ class SweepSettings:
             f"a number > sigma_min ({self.sigma_min})",
             lambda v: v > self.sigma_min,
         )
+        check_sigma("sweep.sigma_max", self.sigma_max)
         check_real("sweep.rho", self.rho, "a number > 0", lambda v: v > 0)
 
     @classmethod

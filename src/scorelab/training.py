@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
-from scorelab._validate import check_choice, check_int, check_real, check_seed
+from scorelab._validate import check_choice, check_int, check_memory, check_real, check_seed
 from scorelab.data import DataError, validate_data
 
 __all__ = [
@@ -126,6 +126,10 @@ class TrainConfig:
 
     def __post_init__(self):
         check_int("steps", self.steps, 1)
+        # The run keeps every step's loss (float32, and its checkpointed copy): 10**20 steps
+        # was numpy's 'Maximum allowed dimension exceeded', 10**12 an 'out of memory' naming
+        # the batch size.
+        check_memory("steps", 8.0 * self.steps, "train fewer steps (--steps)")
         check_real("learning_rate", self.learning_rate, "a number > 0", lambda v: v > 0)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)

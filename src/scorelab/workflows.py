@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from scorelab import ays, builders, ld3, samplers, viz
-from scorelab._validate import check_memory, check_real, check_seed
+from scorelab._validate import check_int, check_memory, check_real, check_seed, check_sigma
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
@@ -37,7 +37,14 @@ from scorelab.distributed import is_primary
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import Report, floors, image_evaluation, measure
-from scorelab.runs import atomic_write, load_run, manifest, prepare_run_dir, write_json
+from scorelab.runs import (
+    RUN_FILES,
+    atomic_write,
+    load_run,
+    manifest,
+    prepare_run_dir,
+    write_json,
+)
 from scorelab.score_error import ScoreErrorProfile, score_error_profile
 from scorelab.targets import GaussianMixture
 from scorelab.training import TrainResult, train
@@ -110,6 +117,7 @@ def train_run(
     init_key: jax.Array | None = None,
     train_key: jax.Array | None = None,
     log: Callable[[str], None] | None = None,
+    inputs: tuple = (),
     **manifest_extra: Any,
 ) -> TrainResult:
     """Train the model ``config`` describes and write a run directory (see :mod:`scorelab.runs`).
@@ -173,9 +181,11 @@ def train_run(
     else:
         labels = None  # an unconditional model trains on the images alone
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
+    source = Path(config.data.source)
+    inputs = (*inputs, source) if source.exists() else tuple(inputs)
     # In a multi-process job every process trains and joins in the collective checkpoint
     # writes; process 0 alone holds the run directory and writes the rest.
-    with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite) as out_dir:
+    with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, inputs=inputs) as out_dir:
         _check_run_outputs(out_dir)
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
@@ -208,15 +218,11 @@ def train_run(
     return result
 
 
-_RUN_OUTPUTS = ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.json")
-"""The files a training run writes into its folder when it ends (besides ``checkpoints/``)."""
-
-
 def _check_run_outputs(out_dir: Path) -> None:
     """Refuse, before training, a run folder where a file the run writes at its end is taken
     by something that is not a file (a folder of that name, say): the run would train, then
     fail to write."""
-    for name in _RUN_OUTPUTS:
+    for name in RUN_FILES:
         path = out_dir / name
         if path.exists() and not path.is_file():
             raise ConfigError(
@@ -646,9 +652,19 @@ def evaluate_samples(
             or a dimension that differs from the reference's.
     """
     check_seed("evaluate.seed", seed, error=ConfigError)
+    _check_floor_repeats(floor_repeats)
+    check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
+    check_sigma("sigma", sigma, ConfigError)
+    name = str(samples) if isinstance(samples, str | Path) else "samples"
     samples = _flat_points(samples, raw=True)
     n = samples.shape[0]
-    check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
+    if n < _MIN_EVALUATED:
+        # The kernel Stein discrepancy and the MMD's unbiased estimate need them: fewer were
+        # refused deep inside a metric, naming neither the file nor the remedy.
+        raise DataError(
+            f"{name}: {n} sample(s); the metrics need at least {_MIN_EVALUATED}: draw more "
+            "(scorelab sample --n)"
+        )
     key_reference, key_floor = jax.random.split(jax.random.key(seed))
     if target is not None:
         if target not in TARGETS:
@@ -689,6 +705,19 @@ def evaluate_samples(
     floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
+
+
+_MIN_EVALUATED = 3
+"""The fewest samples :func:`evaluate_samples` measures (the kernel Stein discrepancy's)."""
+
+
+def _check_floor_repeats(floor_repeats) -> None:
+    """Refuse a repeat count of the floor below 2 (no spread) or beyond memory (each repeat
+    keeps its value: ``--floor-repeats 10**11`` ran for hours, then ran out of memory)."""
+    check_int("floor_repeats", floor_repeats, 2, error=ConfigError)
+    check_memory(
+        "floor_repeats", 32.0 * floor_repeats, "use fewer repeats (--floor-repeats)", ConfigError
+    )
 
 
 def _noised(draw_fn: Callable, sigma: float) -> Callable:
@@ -815,8 +844,7 @@ def evaluate_image_sets(
             f"data: image metrics know only {', '.join(map(repr, IMAGE_SOURCES))}, got {data!r}"
         )
     check_seed("evaluate.seed", seed, error=ConfigError)
-    if isinstance(floor_repeats, bool) or not isinstance(floor_repeats, int) or floor_repeats < 2:
-        raise ConfigError(f"floor_repeats: expected an integer >= 2, got {floor_repeats!r}")
+    _check_floor_repeats(floor_repeats)
     if not sets:
         raise DataError("samples: no sample set to evaluate")
     images = {label: _digit_images(samples, range_tolerance) for label, samples in sets.items()}
@@ -1068,7 +1096,13 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    losses = {config.loss.name: read_npy(run_dir / "losses.npy")}
+    history = read_npy(run_dir / "losses.npy")
+    if history.ndim != 1 or history.dtype.kind not in "iuf":
+        raise DataError(
+            f"{run_dir / 'losses.npy'}: not a loss history (a 1-D array of numbers), got "
+            f"{history.dtype} of shape {history.shape}; restore it or train the run again"
+        )
+    losses = {config.loss.name: history}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
     if data.ndim == 4:
         result = sample_run(config, model, 64, 0)
