@@ -1335,6 +1335,19 @@ def test_a_config_file_that_is_not_utf8_is_named(encoding, tmp_path, capsys):
     _fails(["train", "--config", path, "--out", tmp_path / "run"], capsys, str(path), "UTF-8")
 
 
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    """A TOML file saved with a BOM (as Windows editors do) read 'invalid TOML (Invalid
+    statement)'; a JSON file 'Unexpected UTF-8 BOM'. Both are read as without it."""
+    from scorelab._files import read_json
+    from scorelab.config import load_config
+
+    toml, json_file = tmp_path / "c.toml", tmp_path / "c.json"
+    toml.write_bytes("\ufeff[train]\nsteps = 2\n".encode())
+    json_file.write_bytes('\ufeff{"a": 1}'.encode())
+    assert load_config(toml) == {"train": {"steps": 2}}
+    assert read_json(json_file) == {"a": 1}
+
+
 @pytest.mark.parametrize("kind", ["huge_header", "huge_columns"])
 def test_an_npy_header_is_checked_before_numpy_allocates(kind, tmp_path, capsys):
     """A damaged header declaring 10**11 rows or 10**13 columns was 'out of memory: ask for

@@ -119,7 +119,7 @@ def read_json(path: str | os.PathLike) -> Any:
         ValueError: the file is not JSON text (damaged or truncated), naming it.
     """
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM is dropped
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise ValueError(
             f"{path}: not readable JSON ({error}); the file is damaged: restore it or write "
