@@ -44,6 +44,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import NamedTuple
 
@@ -56,7 +57,7 @@ from jax import Array
 from scorelab._validate import check_choice, check_int, check_real
 from scorelab.losses import PROBES, _draw_probes, _score_and_quadratic_forms
 from scorelab.noise import check_sigma_range
-from scorelab.samplers import DEFAULT_SIGMA_MAX, DEFAULT_SIGMA_MIN
+from scorelab.samplers import DEFAULT_SIGMA_MAX, DEFAULT_SIGMA_MIN, SolveError
 from scorelab.samplers._adaptive import _NEW_STAGES_PER_STEP, ADAPTIVE_SOLVERS
 from scorelab.samplers._vp import vp_alpha_sigma_from_ve
 
@@ -285,21 +286,19 @@ def _per_point(key: Array, score_fn, points: Array, bin_width: float | None, opt
     return jax.vmap(one_point)(keys, points)
 
 
-class LikelihoodSolveError(ValueError):
-    """The probability-flow ODE's solve used up ``max_steps`` (tolerances beyond float32's
-    resolution, or a stiff score): the remedy is an option, so it is a user's error."""
-
-
 def _solved(key: Array, score_fn, points: Array, bin_width: float | None, options: dict):
     """:func:`_per_point`, with a solve stopped at ``max_steps`` (diffrax's check inside the
-    compiled solve, an internal error with its traceback before) raised as
-    :class:`LikelihoodSolveError` naming the options."""
+    compiled solve, an internal error with its traceback before) raised as the samplers'
+    :class:`~scorelab.samplers.SolveError`, naming the options (the defaults of
+    :func:`ode_log_likelihood` where not given)."""
     try:
         return _per_point(key, score_fn, points, bin_width, options)
     except eqx.EquinoxRuntimeError as error:
-        rtol, atol = options.get("rtol", 1e-5), options.get("atol", 1e-5)
-        max_steps = options.get("max_steps", 4096)
-        raise LikelihoodSolveError(
+        defaults = inspect.signature(ode_log_likelihood).parameters
+        rtol, atol, max_steps = (
+            options.get(name, defaults[name].default) for name in ("rtol", "atol", "max_steps")
+        )
+        raise SolveError(
             f"likelihood: the ODE solve took more than max_steps ({max_steps}) steps at rtol "
             f"{rtol:g}, atol {atol:g}; loosen the tolerances (--rtol, --atol: float32 resolves "
             "about 1e-6)"
@@ -337,6 +336,7 @@ def log_likelihood(key: Array, score_fn, points: Array, **options) -> Likelihood
 
     Raises:
         ValueError: as :func:`ode_log_likelihood`, or for ``points`` with no leading axis.
+        SolveError: a ``ValueError``, when a point's solve uses up ``max_steps``.
     """
     return _solved(key, score_fn, _as_points(points), None, options)
 
