@@ -22,7 +22,7 @@ from scorelab.checkpoints import (
     save_checkpoint,
     save_model,
 )
-from scorelab.models import MLP
+from scorelab.models import MLP, ConditionalMLP
 
 STATE = {"a": jnp.arange(1000.0), "b": np.arange(50, dtype=np.float32)}
 
@@ -152,6 +152,32 @@ def test_load_model_names_what_it_cannot_use(tmp_path):
         (tmp_path / "model.json").write_text(json.dumps({**spec, "class": name}))
         with pytest.raises(ValueError, match=message):
             load_model(tmp_path / "model")
+
+
+def test_arguments_the_class_refuses_blame_the_json_and_a_shape_mismatch_the_pair(tmp_path):
+    """A NaN ``sigma_data`` or an unknown keyword in model.json was reported as 'model.eqx does
+    not fit ... the files do not belong together'; the JSON file is the one at fault."""
+    from scorelab.precond import EDMPreconditioned
+
+    network = {"class": "scorelab.models:ConditionalMLP", "kwargs": {"dim": 2, "widths": [8, 8, 8]}}
+    model = EDMPreconditioned(ConditionalMLP(jax.random.key(0), dim=2, widths=(8, 8, 8)), 0.5)
+    save_model(tmp_path / "model", model, network=network, sigma_data=0.5)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    for kwargs, message in [
+        ({"sigma_data": float("nan")}, r"model.json: its arguments build no .*sigma_data.*nan"),
+        ({"sigma_data": -1.0}, r"model.json: its arguments build no .*sigma_data"),
+        ({"sigmadata": 0.5}, r"model.json: its arguments build no .*sigmadata"),
+    ]:
+        record = {**spec, "kwargs": {"network": network, **kwargs}}
+        (tmp_path / "model.json").write_text(json.dumps(record))
+        with pytest.raises(ValueError, match=message):
+            load_model(tmp_path / "model")
+    wider = {"class": network["class"], "kwargs": {"dim": 2, "widths": [16, 8, 8]}}
+    (tmp_path / "model.json").write_text(
+        json.dumps({**spec, "kwargs": {"network": wider, "sigma_data": 0.5}})
+    )
+    with pytest.raises(ValueError, match=r"model.eqx does not fit .*belong together"):
+        load_model(tmp_path / "model")
 
 
 def test_a_model_file_from_another_save_is_refused_by_its_checksum(tmp_path):

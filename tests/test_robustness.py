@@ -561,6 +561,7 @@ _BAD_SWEEP_FLAGS = [
     ["--seeds", "0,0"],
     ["--samplers", "euler,euler"],
     ["--samplers", "tsit5", "--tolerances", "0.1,0.1"],
+    ["--samplers", "tsit5", "--tolerances", "1"],  # accepted, where likelihood refused it
     ["--nfe", "1"],
 ]
 
@@ -723,6 +724,24 @@ def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
     )
     capsys.readouterr()
     _fails(["plot", out], capsys, "5-dimensional")
+
+
+def test_plot_never_replaces_a_users_files_without_overwrite(run_dir, tmp_path, capsys):
+    """``plot --out DIR`` wrote loss.png and samples.png over files of those names in any
+    folder; a non-empty --out now needs --overwrite, a file as --out is named, and RUN/figures
+    (the run's own, redrawn from the same seed) is redrawn in place."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "loss.png").write_bytes(b"the user's own figure")
+    _fails(["plot", run_dir, "--out", out], capsys, f"--out {out}: a folder that is not empty")
+    assert (out / "loss.png").read_bytes() == b"the user's own figure"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _fails(["plot", run_dir, "--out", afile], capsys, str(afile))
+    assert afile.read_text() == "x"
+    assert main(["plot", str(run_dir), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
 
 
 def test_train_never_overwrites_an_existing_run(run_dir, tmp_path, capsys):
@@ -1409,14 +1428,16 @@ def test_a_grid_search_stops_when_a_sweep_moves_nothing():
     assert few[1:] == many[1:]
 
 
-@pytest.mark.parametrize("history", ["two_dimensional", "strings"])
+@pytest.mark.parametrize("history", ["two_dimensional", "strings", "empty"])
 def test_plot_refuses_a_loss_history_that_is_not_one(history, run_dir, tmp_path, capsys):
-    """Strings were numpy's 'could not convert string to float'; a 2-D array plotted, exit 0."""
+    """Strings were numpy's 'could not convert string to float'; a 2-D array plotted, exit 0;
+    an empty one was "loss history 'ncsn' is empty", naming no file."""
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    values = np.zeros((2, 2)) if history == "two_dimensional" else np.array(["a", "b"])
+    values = {"two_dimensional": np.zeros((2, 2)), "strings": np.array(["a", "b"])}
+    values = values.get(history, np.zeros(0, np.float32))
     np.save(copy / "losses.npy", values)
     _fails(["plot", copy, "--out", tmp_path / "figures"], capsys, "losses.npy: not a loss history")
 

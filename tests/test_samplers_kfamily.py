@@ -238,7 +238,10 @@ def test_registered_with_their_options():
         (lambda s: lms(s, order=5), "order must be 1, 2, 3 or 4"),
         (lambda s: dpm_solver(s, order=4), "order must be 1, 2 or 3"),
         (lambda s: dpm_adaptive(s, order=1), "order must be 2 or 3"),
-        (lambda s: dpm_adaptive(s, rtol=0.0), "need rtol > 0"),
+        (lambda s: dpm_adaptive(s, rtol=0.0), "need 0 < rtol < 1"),
+        (lambda s: dpm_adaptive(s, rtol=1.0), "need 0 < rtol < 1"),
+        (lambda s: dpm_adaptive(s, icoeff=-5.0), "icoeff must be > 0"),
+        (lambda s: dpm_adaptive(s, accept_safety=1.5), "accept_safety must be in"),
     ],
 )
 def test_bad_options_name_the_input(build, message):

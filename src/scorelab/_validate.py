@@ -17,6 +17,12 @@ import typing
 from collections.abc import Callable, Mapping
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (a message a wrapper quotes in its own one-line
+    message), or its class name when it has none."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def check_choice(field: str, value, accepted, error: type[ValueError] = ValueError) -> None:
     """Raise unless ``value`` is one of ``accepted``."""
     if value not in accepted:

@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 
 from scorelab import models
 from scorelab._files import atomic_write, jsonable, read_json, write_json
+from scorelab._validate import first_line
 
 __all__ = [
     "open_checkpoints",
@@ -342,9 +343,16 @@ def load_model(path: str | Path) -> eqx.Module:
             "model again"
         )
     try:
-        return eqx.tree_deserialise_leaves(io.BytesIO(leaves), _skeleton(cls, kwargs))
+        skeleton = _skeleton(cls, kwargs)
+    except (ValueError, TypeError) as error:  # a constructor argument its class refuses
+        raise ValueError(
+            f"{path.with_suffix('.json')}: its arguments build no {spec['class']} "
+            f"({first_line(error)}); restore the file or save the model again"
+        ) from error
+    try:
+        return eqx.tree_deserialise_leaves(io.BytesIO(leaves), skeleton)
     except (RuntimeError, ValueError, TypeError, EOFError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise ValueError(
             f"{path.with_suffix('.eqx')} does not fit the model {spec['class']} described in "
             f"{path.with_suffix('.json').name} ({message}); the files do not belong together: "

@@ -22,6 +22,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+from scorelab._validate import first_line
+
 __all__ = ["main"]
 
 # Named flags: flag -> (section.field, type, help).
@@ -373,6 +375,13 @@ def _cmd_plot(args) -> int:
     from scorelab.workflows import plot_run
 
     out = args.out if args.out is not None else args.run / "figures"
+    # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
+    # figures); any other folder may hold a user's files of the same names.
+    if args.out is not None and out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(
+            f"--out {out}: a folder that is not empty; pass --overwrite to replace figures "
+            "there, or choose a new folder"
+        )
     if (args.run / "demo.json").is_file():
         written = plot_demo(args.run, out)
     else:
@@ -792,7 +801,12 @@ def _parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="figures and animations of a run")
     plot.add_argument("run", type=_path, help="run directory (scorelab train or demo)")
-    plot.add_argument("--out", type=_path, help="figure directory (default RUN/figures)")
+    plot.add_argument(
+        "--out", type=_path, help="figure directory (default RUN/figures, redrawn in place)"
+    )
+    plot.add_argument(
+        "--overwrite", action="store_true", help="replace figures in a non-empty --out folder"
+    )
     plot.set_defaults(handler=_cmd_plot)
 
     export = commands.add_parser("export", help="a trained VP U-Net run as a diffusers pipeline")
@@ -909,7 +923,7 @@ def _user_error(error: BaseException) -> str | None:
     from scorelab.training import NonFiniteLossError
 
     if isinstance(error, ValueError | NonFiniteLossError):  # every input check raises these
-        return str(error).splitlines()[0] if str(error) else type(error).__name__
+        return first_line(error)
     if isinstance(error, OSError):
         # A rename (an atomic write's last step) names its destination second: the user's path.
         filename = error.filename2 or error.filename
@@ -937,8 +951,8 @@ def _warning_printer(command: str):
     stderr, like the errors (Python's default adds the file, line and source of the call)."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message).splitlines()[0] if str(message) else category.__name__
-        print(f"scorelab {command}: warning: {text}", file=sys.stderr if file is None else file)
+        stream = sys.stderr if file is None else file
+        print(f"scorelab {command}: warning: {first_line(message)}", file=stream)
 
     return show
 

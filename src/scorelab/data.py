@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._validate import check_choice, check_memory, first_line
+
 __all__ = [
     "DataError",
     "validate_data",
@@ -239,7 +241,7 @@ def read_npy(path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise DataError(
             f"{path}: not a readable .npy array ({message}); write it with numpy.save"
         ) from error
@@ -393,8 +395,6 @@ def load_images(
             non-image files, images of mixed sizes or channel counts, or more memory than
             available.
     """
-    from scorelab._validate import check_choice
-
     check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
     check_choice("data.pixel_range", pixel_range, PIXEL_RANGES, error=DataError)
     path = Path(path)
@@ -435,7 +435,7 @@ def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
             raise ValueError(f"format version {version}; save it with numpy.save")
         shape, _, dtype = read(handle)
     except (ValueError, EOFError, OSError, SyntaxError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise DataError(f"{name}: not a readable .npy array ({message})") from error
     return shape, dtype
 
@@ -443,8 +443,6 @@ def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
 def _check_size(name, shape, dtype, remedy: str = "use fewer or smaller images") -> None:
     """Refuse, before allocating, an array whose stored form and float32 copy (twice: the
     split) exceed the available memory."""
-    from scorelab._validate import check_memory
-
     count = float(np.prod(shape, dtype=np.float64))
     check_memory(
         f"data ({name}, shape {tuple(shape)})", count * (dtype.itemsize + 8), remedy, DataError
@@ -509,7 +507,7 @@ def _load_npy(name, load) -> np.ndarray:
     try:
         return load()
     except (ValueError, EOFError, OSError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise DataError(f"{name}: not a readable .npy array ({message})") from error
 
 
@@ -691,8 +689,6 @@ def digits(split: str = "train", *, size: int = 8) -> tuple[np.ndarray, np.ndarr
     Raises:
         ValueError: an unknown ``split`` or ``size``.
     """
-    from scorelab._validate import check_choice
-
     check_choice("split", split, ("train", "test", "all"))
     check_choice("size", size, DIGITS_SIZES)
     images, labels = _digits_all(size)

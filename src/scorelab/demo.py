@@ -52,13 +52,20 @@ from scorelab._validate import (
     from_mapping,
 )
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
-from scorelab.data import read_npy
 from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
-from scorelab.runs import atomic_write, load_run, manifest, named_key, read_json, write_json
+from scorelab.runs import (
+    atomic_write,
+    load_run,
+    manifest,
+    named_key,
+    read_json,
+    read_losses,
+    write_json,
+)
 from scorelab.sweep import sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
@@ -647,7 +654,7 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None, progress=False) -
     def save(fig, name):
         done(viz.save_figure(fig, out_dir / name))
 
-    histories = {name: read_npy(run_dir / "models" / name / "losses.npy") for name in trained}
+    histories = {name: read_losses(run_dir / "models" / name) for name in trained}
     held = results["held_out"]
     save(
         viz.loss_curves(

@@ -26,6 +26,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import write_json
+from scorelab._validate import first_line
 
 __all__ = [
     "ve_perturb",
@@ -271,7 +272,7 @@ def read_saved_grid(name: str) -> np.ndarray:
     try:
         values = json.loads(path.read_text())["sigmas"]
     except (ValueError, KeyError, TypeError, OSError, RecursionError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise ValueError(
             f"grid {name!r}: not a grid file ({type(error).__name__}: {message}); make one "
             "with scorelab grid"

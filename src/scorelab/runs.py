@@ -39,6 +39,7 @@ import numpy as np
 from scorelab._files import atomic_write, read_json, write_json
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
+from scorelab.data import DataError, read_npy
 from scorelab.distributed import is_primary, primary_value
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "write_json",
     "read_json",
     "load_run",
+    "read_losses",
 ]
 
 _LOCK = ".lock"
@@ -343,6 +345,23 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     model = load_model(run_dir / "model")
     _check_record(run_dir, config, read_json(run_dir / "model.json"))
     return config, model
+
+
+def read_losses(run_dir) -> np.ndarray:
+    """The loss history ``losses.npy`` of a run directory: one number per training step.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        DataError: naming the file, for anything but a non-empty 1-D array of numbers.
+    """
+    path = Path(run_dir) / "losses.npy"
+    history = read_npy(path)
+    if history.ndim != 1 or history.size == 0 or history.dtype.kind not in "iuf":
+        raise DataError(
+            f"{path}: not a loss history (a 1-D array of numbers, one per step), got "
+            f"{history.dtype} of shape {history.shape}; restore it or train the run again"
+        )
+    return history
 
 
 def _record_arguments(record: dict) -> Iterator[tuple[str, Any]]:

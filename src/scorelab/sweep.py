@@ -550,7 +550,7 @@ class SweepSettings:
         for value in self.seeds:
             check_seed("sweep.seeds", value)
         for value in self.tolerances:
-            check_real("sweep.tolerances", value, "a number > 0", lambda v: v > 0)
+            check_real("sweep.tolerances", value, "a number in (0, 1)", lambda v: 0 < v < 1)
         for field in ("samplers", "seeds", "tolerances"):
             # A repeated seed counted one run twice in the mean and its standard error; a
             # repeated sampler or tolerance gave the same rows twice.

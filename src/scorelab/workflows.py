@@ -43,6 +43,7 @@ from scorelab.runs import (
     load_run,
     manifest,
     prepare_run_dir,
+    read_losses,
     write_json,
 )
 from scorelab.score_error import ScoreErrorProfile, score_error_profile
@@ -1096,13 +1097,7 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    history = read_npy(run_dir / "losses.npy")
-    if history.ndim != 1 or history.dtype.kind not in "iuf":
-        raise DataError(
-            f"{run_dir / 'losses.npy'}: not a loss history (a 1-D array of numbers), got "
-            f"{history.dtype} of shape {history.shape}; restore it or train the run again"
-        )
-    losses = {config.loss.name: history}
+    losses = {config.loss.name: read_losses(run_dir)}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
     if data.ndim == 4:
         result = sample_run(config, model, 64, 0)

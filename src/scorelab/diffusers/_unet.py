@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._validate import first_line
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 
 __all__ = ["UNet2D", "UNET_DEFAULTS", "load_unet", "unet_folder", "timestep_embedding"]
@@ -1084,9 +1085,8 @@ def _read_safetensors(file: Path) -> _Weights:
             tensor = handle.get_slice(name)
             specs[name] = (tuple(tensor.get_shape()), _dtype_name(tensor.get_dtype()))
     except (SafetensorError, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PretrainedError(
-            f"{file}: not a readable safetensors file ({reason}); {remedy}"
+            f"{file}: not a readable safetensors file ({first_line(error)}); {remedy}"
         ) from None
 
     def read(name: str) -> np.ndarray:

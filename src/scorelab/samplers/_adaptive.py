@@ -176,8 +176,8 @@ def adaptive(
 
     Raises:
         ValueError: unless ``sigmas`` is a 1-D, finite, positive, strictly ascending grid of
-            ``>= 2`` levels; for an unknown ``solver``, ``rtol <= 0`` or ``atol <= 0``, or
-            ``max_steps`` not a positive integer.
+            ``>= 2`` levels; for an unknown ``solver``, ``rtol`` outside (0, 1), ``atol <= 0``,
+            or ``max_steps`` not a positive integer.
 
     References:
         Kidger, P. (2021). On Neural Differential Equations (diffrax).
@@ -189,8 +189,9 @@ def adaptive(
     sigmas = check_sigmas(sigmas)
     if solver not in ADAPTIVE_SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; accepted: {', '.join(ADAPTIVE_SOLVERS)}")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got {rtol}, {atol}")
+    if not (0 < rtol < 1 and atol > 0):
+        # A relative tolerance of 1 or more accepts a step that changes x by all of x.
+        raise ValueError(f"need 0 < rtol < 1 and atol > 0, got {rtol}, {atol}")
     return AdaptiveODE(sigmas, solver, rtol, atol, check_positive_int("max_steps", max_steps))
 
 

@@ -184,9 +184,9 @@ def dpm_adaptive(
     Args:
         sigmas: ``(N,)`` ascending grid.
         order: 2 (DPM-Solver-1 inside -2) or 3 (-2 with :math:`r_1 = 1/3` inside -3).
-        rtol, atol: the error norm's tolerances, ``> 0`` and ``>= 0``.
+        rtol, atol: the error norm's tolerances, in (0, 1) and ``>= 0``.
         h_init: the first attempted step in :math:`\lambda`, ``> 0``.
-        pcoeff, icoeff, dcoeff: the PID coefficients :math:`k_P, k_I, k_D`.
+        pcoeff, icoeff, dcoeff: the PID coefficients :math:`k_P, k_I, k_D`; ``icoeff > 0``.
         accept_safety: accept an attempt when its step factor is at least this, in (0, 1].
         max_steps: the most attempts; a chain that needs more raises.
 
@@ -195,9 +195,9 @@ def dpm_adaptive(
         :math:`\sigma_0` and the final sample. Draws nothing.
 
     Raises:
-        ValueError: for a bad grid, ``order`` not 2 or 3, ``rtol <= 0``, ``atol < 0``,
-            ``h_init <= 0``, ``accept_safety`` outside (0, 1] or ``max_steps`` not a positive
-            integer.
+        ValueError: for a bad grid, ``order`` not 2 or 3, ``rtol`` outside (0, 1), ``atol < 0``,
+            ``h_init <= 0``, ``icoeff <= 0``, ``accept_safety`` outside (0, 1] or ``max_steps``
+            not a positive integer.
 
     References:
         Lu, C. et al. (2022). DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
@@ -208,8 +208,15 @@ def dpm_adaptive(
     sigmas = check_sigmas(sigmas)
     if isinstance(order, bool) or order not in (2, 3):
         raise ValueError(f"order must be 2 or 3, got {order}")
-    if not (rtol > 0 and atol >= 0 and h_init > 0):
-        raise ValueError(f"need rtol > 0, atol >= 0 and h_init > 0, got {rtol}, {atol}, {h_init}")
+    if not (0 < rtol < 1 and atol >= 0 and h_init > 0):
+        # A relative tolerance of 1 or more accepts a step that changes x by all of x.
+        raise ValueError(
+            f"need 0 < rtol < 1, atol >= 0 and h_init > 0, got {rtol}, {atol}, {h_init}"
+        )
+    if not icoeff > 0:
+        # Under constant errors e the step factor is e^(-icoeff / order): with icoeff <= 0 a
+        # step that meets the tolerance never grows and one that misses it never shrinks.
+        raise ValueError(f"icoeff must be > 0 (the integral gain), got {icoeff}")
     if not 0 < accept_safety <= 1:
         # Above 1 an attempt is accepted only if the step grows: the solve stalls.
         raise ValueError(f"accept_safety must be in (0, 1], got {accept_safety}")
