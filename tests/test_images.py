@@ -124,16 +124,18 @@ def _write_bad(tmp_path, case):
         return path.with_suffix(".npy"), "rescale them or state data.pixel_range"
     if case == "huge_header":
         path = path.with_suffix(".npy")
-        with open(path, "wb") as handle:  # a header declaring 3 PB, and no data
+        shape = (10**5, 3, 1024, 1024)  # 315 GB declared, and held (a sparse file)
+        with open(path, "wb") as handle:
             np.lib.format.write_array_header_1_0(
-                handle, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 3, 1024, 1024)}
+                handle, {"descr": "|u1", "fortran_order": False, "shape": shape}
             )
+            handle.truncate(handle.tell() + np.prod(shape))
         return path, "of memory"
     if case == "truncated":
         np.save(path.with_suffix(".npy"), _UINT8)
         data = path.with_suffix(".npy").read_bytes()
         path.with_suffix(".npy").write_bytes(data[: len(data) // 2])
-        return path.with_suffix(".npy"), "not a readable .npy"
+        return path.with_suffix(".npy"), "truncated: its header declares shape (5, 6, 7, 3)"
     raise AssertionError(case)
 
 

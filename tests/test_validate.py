@@ -126,3 +126,15 @@ def test_any_mapping_is_a_configuration_or_one_config_error(values):
         ExperimentConfig.from_dict(values)
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+def test_the_float32_limits_are_numpys():
+    """FLOAT32_MAX is float32's largest finite number, and SIGMA_LIMIT the largest noise level
+    whose square is finite in float32 (both written as literals: _validate imports no numpy)."""
+    import numpy as np
+
+    from scorelab._validate import FLOAT32_MAX, SIGMA_LIMIT
+
+    assert FLOAT32_MAX == float(np.finfo(np.float32).max)
+    assert np.isfinite(np.float32(SIGMA_LIMIT) ** 2)
+    assert SIGMA_LIMIT <= np.sqrt(FLOAT32_MAX) < 1.03 * SIGMA_LIMIT  # 1.8e19 of 1.84e19

@@ -223,32 +223,12 @@ def read_npy(path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     with open(path, "rb") as handle:
-        # The header's shape before numpy allocates it: a damaged or hostile header of 10**10
-        # rows was an 'out of memory' naming neither the file nor its shape.
-        if handle.read(6) == b"\x93NUMPY":
-            handle.seek(0)
-            shape, dtype = _npy_header(handle, path)
-            if not dtype.hasobject:  # numpy refuses objects (pickles) below, naming them
-                declared = math.prod(shape) * dtype.itemsize
-                held = path.stat().st_size - handle.tell()
-                if declared > held >= 0 and all(size >= 0 for size in shape):
-                    raise DataError(
-                        f"{path}: truncated: its header declares shape {tuple(shape)} "
-                        f"({declared} bytes of data) but the file holds {held}; write it again "
-                        "with numpy.save"
-                    )
-                _check_size(path, shape, dtype, "use a smaller array")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:
-        message = first_line(error)
-        raise DataError(
-            f"{path}: not a readable .npy array ({message}); write it with numpy.save"
-        ) from error
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise DataError(f"{path}: holds several arrays (an .npz archive); save one with numpy.save")
-    return array
+        if handle.read(4) == b"PK\x03\x04":  # a zip: numpy.savez's archive
+            raise DataError(
+                f"{path}: holds several arrays (an .npz archive); save one with numpy.save"
+            )
+        handle.seek(0)
+        return _read_npy_stream(handle, path, path.stat().st_size, "use a smaller array")
 
 
 def _number(cell: str) -> float | None:
@@ -440,7 +420,39 @@ def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _check_size(name, shape, dtype, remedy: str = "use fewer or smaller images") -> None:
+def _read_npy_stream(handle, name, stored: int, remedy: str) -> np.ndarray:
+    """The array of an ``.npy`` stream of ``stored`` bytes (a file, or a member of an ``.npz``),
+    its header checked before numpy allocates it: a damaged or hostile header declaring 10**10
+    rows was an 'out of memory' naming neither the file nor its shape, a truncated file
+    numpy's 'cannot reshape'.
+
+    Raises:
+        DataError: naming ``name``: an unreadable header, data shorter than the header declares,
+            a size beyond the available memory (with ``remedy``), or objects (pickles).
+    """
+    shape, dtype = _npy_header(handle, name)
+    if not dtype.hasobject:  # numpy refuses objects (pickles) below, naming them
+        declared = math.prod(shape) * dtype.itemsize
+        held = stored - handle.tell()
+        if declared > held >= 0 and all(size >= 0 for size in shape):
+            raise DataError(
+                f"{name}: truncated: its header declares shape {tuple(shape)} ({declared} bytes "
+                f"of data) but the file holds {held}; write it again with numpy.save"
+            )
+        _check_size(name, shape, dtype, remedy)
+    handle.seek(0)
+    try:
+        return np.lib.format.read_array(handle, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        raise DataError(
+            f"{name}: not a readable .npy array ({first_line(error)}); write it with numpy.save"
+        ) from error
+
+
+_FEWER = "use fewer or smaller images"
+
+
+def _check_size(name, shape, dtype, remedy: str = _FEWER) -> None:
     """Refuse, before allocating, an array whose stored form and float32 copy (twice: the
     split) exceed the available memory."""
     count = float(np.prod(shape, dtype=np.float64))
@@ -459,8 +471,7 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
                 "array (save images and labels with numpy.savez)"
             )
         with open(path, "rb") as handle:
-            _check_size(path, *_npy_header(handle, path))
-        return _load_npy(path, lambda: np.load(path, allow_pickle=False)), None, ""
+            return _read_npy_stream(handle, path, path.stat().st_size, _FEWER), None, ""
     if suffix != ".npz":
         raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
     try:
@@ -483,10 +494,9 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
             raise DataError(f"{path}: no array {key!r}; keys: {', '.join(names)}")
 
         def read(name):
-            with archive.open(f"{name}.npy") as handle:
-                _check_size(f"{path}[{name}]", *_npy_header(handle, f"{path}[{name}]"))
-            with archive.open(f"{name}.npy") as handle:
-                return _load_npy(f"{path}[{name}]", lambda: np.load(handle, allow_pickle=False))
+            member = archive.getinfo(f"{name}.npy")
+            with archive.open(member) as handle:
+                return _read_npy_stream(handle, f"{path}[{name}]", member.file_size, _FEWER)
 
         pixels = read(key)
         if labels_key is None:
@@ -501,14 +511,6 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
         raise DataError(f"{path}[{labels_key}]: labels must be >= 0, got {label_values.min()}")
     classes = len(np.unique(label_values))
     return pixels, label_values.astype(np.int64), f", labels {labels_key!r} ({classes} classes)"
-
-
-def _load_npy(name, load) -> np.ndarray:
-    try:
-        return load()
-    except (ValueError, EOFError, OSError) as error:
-        message = first_line(error)
-        raise DataError(f"{name}: not a readable .npy array ({message})") from error
 
 
 def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:

@@ -26,7 +26,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import write_json
-from scorelab._validate import first_line
+from scorelab._validate import FLOAT32_MAX, first_line
 
 __all__ = [
     "ve_perturb",
@@ -281,7 +281,7 @@ def read_saved_grid(name: str) -> np.ndarray:
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )
     saved = np.asarray(values, np.float64) if numbers_only else np.zeros(0)
-    finite = saved.size and np.all(np.abs(saved) <= np.finfo(np.float32).max)
+    finite = saved.size and np.all(np.abs(saved) <= FLOAT32_MAX)
     # The levels are sampled in float32: ascending and positive there too (1e-300 is 0).
     as32 = saved.astype(np.float32) if finite else saved
     if saved.size < 2 or not finite or not np.all(np.diff(as32) > 0) or as32[0] <= 0:

@@ -301,15 +301,12 @@ def sweep(
     # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
     # floats a level in the grid and the sampler's per-step schedule).
     check_memory("n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples (--n)")
-    for spec in sampler_specs:
-        for n in nfes if spec.levels is not None else ():
-            check_memory(
-                f"nfe {n} ({spec.label}: {spec.levels(int(n))} levels)",
-                spec.levels(int(n)) * 4.0 * 64,
-                "use smaller NFE budgets (--nfe)",
-            )
-    for spec in sampler_specs:
-        if spec.levels is not None and all(spec.levels(int(n)) < 2 for n in nfes):
+    for spec in (spec for spec in sampler_specs if spec.levels is not None):
+        levels = {n: spec.levels(int(n)) for n in nfes}
+        for n, count in levels.items():
+            remedy = "use smaller NFE budgets (--nfe)"
+            check_memory(f"nfe {n} ({spec.label}: {count} levels)", count * 4.0 * 64, remedy)
+        if all(count < 2 for count in levels.values()):
             smallest = max(nfes) + 1
             while spec.levels(smallest) < 2:
                 smallest += 1
