@@ -96,12 +96,18 @@ def _sampler_flags() -> dict:
     return flags
 
 
-def _path(text: str) -> Path:
-    """A path argument: an empty one (an unset shell variable) would be the current folder,
-    which a run or an ``--overwrite`` would then write into."""
+def _name(text: str) -> str:
+    """A path or hub-id argument, as given: an empty one (an unset shell variable) would be the
+    current folder, which a run or an ``--overwrite`` would then write into (or ``pretrained``
+    read as a pipeline)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
-    return Path(text)
+    return text
+
+
+def _path(text: str) -> Path:
+    """A path argument, not empty (:func:`_name`)."""
+    return Path(_name(text))
 
 
 class _UsageError(Exception):
@@ -207,17 +213,20 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
 
 def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
     """``path`` checked before any work: the right suffix, a writable folder (created), no
-    file there unless ``overwrite``, and never a file of the run ``run`` the command reads
-    (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history)."""
-    if run is not None and path.exists():
-        from scorelab.runs import RUN_FILES, inside
+    file there unless ``overwrite``, and never a file of a run, the run ``run`` the command
+    reads (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss
+    history) or any other (:func:`scorelab.runs.owning_run`)."""
+    from scorelab.runs import RUN_FILES, inside, owning_run
 
-        own = [run / name for name in RUN_FILES] + [run / "checkpoints"]
-        if any(inside(path, item) for item in own):
-            raise ValueError(
-                f"{path}: a file of the run {run}, which this command reads; write the output "
-                "to another name"
-            )
+    # The run read is checked by name too: it may be damaged (no manifest.json).
+    own = [] if run is None else [run / name for name in RUN_FILES] + [run / "checkpoints"]
+    reads = path.exists() and any(inside(path, item) for item in own)
+    owner = run if reads else owning_run(path)
+    if owner is not None:
+        which = ", which this command reads" if reads else ""
+        raise ValueError(
+            f"{path}: a file of the run {owner}{which}; write the output to another name"
+        )
     if path.suffix != suffix:
         raise ValueError(
             f"{path}: the output must be a {suffix} file (give a name ending {suffix})"
@@ -682,7 +691,9 @@ def _add_pretrained(commands) -> None:
     pretrained = commands.add_parser(
         "pretrained", help="DDIM-sample a pretrained diffusers DDPM pipeline, natively in JAX"
     )
-    pretrained.add_argument("path", help="pipeline/model folder, or a hub id in the HF cache")
+    pretrained.add_argument(
+        "path", type=_name, help="pipeline/model folder, or a hub id in the HF cache"
+    )
     pretrained.add_argument("--steps", type=int, default=50, help="DDIM steps")
     pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
     pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
