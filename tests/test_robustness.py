@@ -1564,6 +1564,30 @@ def test_an_output_never_replaces_a_file_of_any_run(argv, name, run_dir, tmp_pat
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("whose", ["its own", "another"])
+def test_export_never_writes_among_a_run_s_checkpoints(whose, run_dir, _conditional_run, capsys):
+    """``export RUN --diffusers RUN/checkpoints/pipe`` wrote a pipeline among the checkpoints
+    a resume reads."""
+    target = (_conditional_run if whose == "its own" else run_dir) / "checkpoints" / "pipe"
+    argv = ["export", _conditional_run, "--diffusers", target]
+    _fails(argv, capsys, f"{target}: a file of the run", "another name")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "FILE"])
+def test_export_and_plot_refuse_a_file_as_their_folder(
+    path, run_dir, _conditional_run, tmp_path, capsys
+):
+    """``plot --out FILE`` said 'File exists'; ``export --diffusers /dev/null`` 'Not a
+    directory; a part of the path is a file'."""
+    if path == "FILE":
+        path = tmp_path / "f.npy"
+        path.write_bytes(b"keep")
+    _fails(["plot", run_dir, "--out", path], capsys, f"--out {path}: a file, not a folder")
+    _fails(["export", _conditional_run, "--diffusers", path], capsys, f"{path} already exists")
+    assert path == "/dev/null" or path.read_bytes() == b"keep"
+
+
 @pytest.mark.parametrize(
     ("argv", "field"),
     [

@@ -211,22 +211,28 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
     return config
 
 
-def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
-    """``path`` checked before any work: the right suffix, a writable folder (created), no
-    file there unless ``overwrite``, and never a file of a run, the run ``run`` the command
-    reads (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss
-    history) or any other (:func:`scorelab.runs.owning_run`)."""
+def _not_a_run_file(path: Path, run: Path | None = None) -> None:
+    """Refuse an output ``path`` that is a file of a run: of the run ``run`` the command reads
+    (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history) or
+    of any other (:func:`scorelab.runs.owning_run`; ``export --diffusers RUN/checkpoints/p``
+    wrote a pipeline among a run's checkpoints)."""
     from scorelab.runs import RUN_FILES, inside, owning_run
 
     # The run read is checked by name too: it may be damaged (no manifest.json).
     own = [] if run is None else [run / name for name in RUN_FILES] + [run / "checkpoints"]
-    reads = path.exists() and any(inside(path, item) for item in own)
+    reads = any(inside(path, item) for item in own)
     owner = run if reads else owning_run(path)
     if owner is not None:
         which = ", which this command reads" if reads else ""
         raise ValueError(
             f"{path}: a file of the run {owner}{which}; write the output to another name"
         )
+
+
+def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
+    """``path`` checked before any work: never a file of a run (:func:`_not_a_run_file`), the
+    right suffix, a writable folder (created), and no file there unless ``overwrite``."""
+    _not_a_run_file(path, run)
     if path.suffix != suffix:
         raise ValueError(
             f"{path}: the output must be a {suffix} file (give a name ending {suffix})"
@@ -384,6 +390,9 @@ def _cmd_plot(args) -> int:
     from scorelab.workflows import plot_run
 
     out = args.out if args.out is not None else args.run / "figures"
+    _not_a_run_file(out, args.run)
+    if out.exists() and not out.is_dir():  # was 'File exists; choose another path'
+        raise ValueError(f"--out {out}: a file, not a folder; give a folder for the figures")
     # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
     # figures); any other folder may hold a user's files of the same names.
     if args.out is not None and out.is_dir() and any(out.iterdir()) and not args.overwrite:
@@ -404,6 +413,7 @@ def _cmd_export(args) -> int:
     from scorelab.diffusers import export_pipeline
     from scorelab.runs import load_run
 
+    _not_a_run_file(args.diffusers, args.run)
     _, model = load_run(args.run)
     print(export_pipeline(model, args.diffusers))
     return 0
