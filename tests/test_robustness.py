@@ -668,6 +668,21 @@ def test_demo_refuses_bad_settings(text, tmp_path, capsys):
     _fails(["demo", "--settings", path, "--out", tmp_path, "--quiet"], capsys)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "n_samples = 100000000000\n",  # trained the U-Net, then sampled for ever
+        "n_samples = 1000000000\nfloor_repeats = 100000\n",
+    ],
+)
+def test_demo_images_refuses_sizes_beyond_memory_before_training(text, tmp_path, capsys):
+    path = tmp_path / "demo.toml"
+    path.write_text(text)
+    argv = ["demo", "images", "--settings", path, "--out", tmp_path, "--quiet"]
+    _fails(argv, capsys, "demo.", "of memory")
+    assert not (tmp_path / "demo-images").exists()
+
+
 # --- run directories and models ------------------------------------------------------------
 
 

@@ -960,8 +960,10 @@ def _user_error(error: BaseException) -> str | None:
             errno.EEXIST: "choose another path",  # not every command has --overwrite
         }.get(error.errno, "check the path and the disk")
         return f"{where}{error.strerror or error}; {remedy}"
+    out_of_memory = ("RESOURCE_EXHAUSTED", "Out of memory allocating")  # a GPU's, XLA:CPU's
     if isinstance(error, MemoryError) or (
-        isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+        isinstance(error, jax.errors.JaxRuntimeError)
+        and any(words in str(error) for words in out_of_memory)
     ):
         return "out of memory: ask for fewer samples (--n), a smaller --batch-size or fewer steps"
     return None
