@@ -333,7 +333,8 @@ def test_unreadable_or_mismatched_noise_files_are_refused(tmp_path):
     init = _noise_file(tmp_path, np.zeros((2, 3, 16, 16), np.float32), "init.npy")
     steps = _noise_file(tmp_path, np.zeros((9, 2, 3, 16, 16), np.float32), "steps.npy")
     with pytest.raises(PretrainedError, match=r"--step-noise .*expected \(10, 2, 3, 16, 16\)"):
-        run(PIPELINE, tmp_path / "g.png", num_inference_steps=10, init_noise=init, step_noise=steps)
+        run(PIPELINE, tmp_path / "g.png", num_inference_steps=10, eta=0.5, init_noise=init,
+            step_noise=steps)  # fmt: skip
 
 
 # --- the command line: exit status 2, one line, no traceback ------------------------------------
