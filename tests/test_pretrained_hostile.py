@@ -333,7 +333,8 @@ def test_unreadable_or_mismatched_noise_files_are_refused(tmp_path):
     init = _noise_file(tmp_path, np.zeros((2, 3, 16, 16), np.float32), "init.npy")
     steps = _noise_file(tmp_path, np.zeros((9, 2, 3, 16, 16), np.float32), "steps.npy")
     with pytest.raises(PretrainedError, match=r"--step-noise .*expected \(10, 2, 3, 16, 16\)"):
-        run(PIPELINE, tmp_path / "g.png", num_inference_steps=10, init_noise=init, step_noise=steps)
+        run(PIPELINE, tmp_path / "g.png", num_inference_steps=10, eta=0.5, init_noise=init,
+            step_noise=steps)  # fmt: skip
 
 
 # --- the command line: exit status 2, one line, no traceback ------------------------------------
@@ -363,14 +364,24 @@ def _cli(*argv):
         ("absurd sample_size", [], "sample_size"),
         (None, ["--n", "0"], "n must be an integer >= 1, got 0"),
         (None, ["--init-noise", "WRONG"], "init noise must be NCHW (B, 3, H, W)"),
+        # XLA's 'Out of memory allocating 307200000000000 bytes': an internal error, exit 1
+        (None, ["--n", "100000000000"], "n: needs"),
+        # read, then ignored: eta 0 adds no step noise
+        (None, ["--step-noise", "NOISE"], "eta 0 is deterministic and adds no step noise"),
+        # a file was 'neither a local folder nor in the Hugging Face cache: download it'
+        ("a file", [], "a file, not a pipeline folder"),
     ],
 )
 def test_cli_refuses_with_status_2_one_line_no_traceback(case, extra, named, tmp_path):
     folder = _copy(tmp_path)
-    if case is not None:
+    if case == "a file":
+        folder = folder / "model_index.json"
+    elif case is not None:
         CASES[case][0](folder)
     if "WRONG" in extra:
         extra = ["--init-noise", _noise_file(tmp_path, np.zeros((1, 1, 16, 16), np.float32))]
+    if "NOISE" in extra:
+        extra = ["--step-noise", _noise_file(tmp_path, np.zeros((50, 1, 3, 16, 16), np.float32))]
     result = _cli(folder, "-o", tmp_path / "grid.png", *extra)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -296,12 +296,64 @@ def test_a_setting_the_loss_reads_is_not_refused():
     check_fields_read(ExperimentConfig.from_dict({"data": digits, "model": unet, "loss": vp}))
 
 
-@pytest.mark.parametrize("path_kind", ["missing", "folder"])
-def test_train_refuses_a_config_path_that_is_not_a_file(path_kind, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("path_kind", "words"),
+    [("missing", "config file not found"), ("folder", "a folder, not a config file")],
+)
+def test_train_refuses_a_config_path_that_is_not_a_file(path_kind, words, tmp_path, capsys):
     path = tmp_path / "c.toml"
     if path_kind == "folder":
         path.mkdir()
-    _fails(["train", "--config", path, "--out", tmp_path / "run", *_TINY], capsys, str(path))
+    argv = ["train", "--config", path, "--out", tmp_path / "run", *_TINY]
+    _fails(argv, capsys, str(path), words)
+
+
+_CONFIG_PATHS = [
+    ["train", "--config", "PATH", "--out", "OUT"],
+    ["demo", "--settings", "PATH", "--out", "OUT", "--quiet"],
+]
+_DATA_PATHS = [  # a folder is images there: only a special file is out of place
+    ["train", "--data", "PATH", "--out", "OUT"],
+    ["evaluate", "PATH", "--target", "seed_mixture"],
+    ["evaluate", "S.npy", "--data", "PATH"],
+    ["likelihood", "--exact", "seed_mixture", "--points", "PATH"],
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind", "what"),
+    [(argv, "a folder", "config file") for argv in _CONFIG_PATHS]
+    + [(argv, "a special file", "config file") for argv in _CONFIG_PATHS]
+    + [(argv, "a special file", "data file") for argv in _DATA_PATHS],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else value,
+)
+def test_a_path_that_is_not_a_regular_file_is_named_as_such(argv, kind, what, tmp_path, capsys):
+    """``/dev/null`` and a folder given as a config were 'not found' ('no such file or folder'
+    as a data source): the user looked for a missing file."""
+    path = Path("/dev/null") if kind == "a special file" else tmp_path / "named.toml"
+    if kind == "a folder":
+        path.mkdir()
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    swap = {"PATH": path, "OUT": tmp_path / "out", "S.npy": samples}
+    _fails([swap.get(a, a) for a in argv], capsys, f"{path}: {kind}", f"not a {what}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "RUN", "--target", "seed_mixture"],
+        ["likelihood", "--exact", "seed_mixture", "--points", "RUN"],
+        ["train", "--data", "RUN", "--model", "unet", "--loss", "vp_epsilon", "--out", "OUT"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_run_directory_given_as_images_names_its_first_file(argv, run_dir, tmp_path, capsys):
+    """A folder of files and sub-folders (a run: config.json, checkpoints/) was said to hold
+    'both image files and sub-folders'; none of its files is an image."""
+    argv = [{"RUN": run_dir, "OUT": tmp_path / "out"}.get(a, a) for a in argv]
+    _fails(argv, capsys, f"{run_dir / 'config.json'}: not an image file", "only images")
 
 
 _BAD_TRAIN_FLAGS = [
@@ -614,6 +666,21 @@ def test_demo_refuses_bad_settings(text, tmp_path, capsys):
     path = tmp_path / "demo.toml"
     path.write_text(text)
     _fails(["demo", "--settings", path, "--out", tmp_path, "--quiet"], capsys)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "n_samples = 100000000000\n",  # trained the U-Net, then sampled for ever
+        "n_samples = 1000000000\nfloor_repeats = 100000\n",
+    ],
+)
+def test_demo_images_refuses_sizes_beyond_memory_before_training(text, tmp_path, capsys):
+    path = tmp_path / "demo.toml"
+    path.write_text(text)
+    argv = ["demo", "images", "--settings", path, "--out", tmp_path, "--quiet"]
+    _fails(argv, capsys, "demo.", "of memory")
+    assert not (tmp_path / "demo-images").exists()
 
 
 # --- run directories and models ------------------------------------------------------------
@@ -1193,6 +1260,7 @@ def test_a_run_whose_config_disagrees_with_its_model_is_refused(
         ["export", "", "--diffusers", "pipe"],
         ["demo", "--out", ""],
         ["plot", ""],
+        ["pretrained", "", "-o", "g.png"],  # read the current folder as a pipeline
     ],
 )
 def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, argv):
@@ -1483,6 +1551,56 @@ def test_an_output_never_replaces_a_file_of_the_run_it_reads(
     argv = [command, "--run", copy, *extra[command], flag, copy / name, "--overwrite"]
     _fails(argv, capsys, f"{copy / name}: a file of the run", "another name")
     assert (copy / name).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["sample", "--exact", "seed_mixture", "--n", "5", "--out"], "losses.npy"),
+        (["sample", "--exact", "seed_mixture", "--n", "5", "--out"], "checkpoints/x.npy"),
+        (["evaluate", "SAMPLES", "--target", "seed_mixture", "--json"], "config.json"),
+        (["likelihood", "--exact", "seed_mixture", "--points", "SAMPLES", "--json"], "model.json"),
+        (["grid", "--exact", "seed_mixture", "--levels", "4", "--out"], "manifest.json"),
+    ],
+)
+def test_an_output_never_replaces_a_file_of_any_run(argv, name, run_dir, tmp_path, capsys):
+    """Not only the run a command reads: ``evaluate --json RUN/config.json --overwrite``
+    replaced another run's configuration with metrics (and ``sample --out RUN/losses.npy``
+    its loss history), and a file written into ``checkpoints/`` joined a run's checkpoints."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    argv = [samples if a == "SAMPLES" else a for a in argv]
+    _fails([*argv, copy / name, "--overwrite"], capsys, f"{copy / name}: a file of the run")
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("whose", ["its own", "another"])
+def test_export_never_writes_among_a_run_s_checkpoints(whose, run_dir, _conditional_run, capsys):
+    """``export RUN --diffusers RUN/checkpoints/pipe`` wrote a pipeline among the checkpoints
+    a resume reads."""
+    target = (_conditional_run if whose == "its own" else run_dir) / "checkpoints" / "pipe"
+    argv = ["export", _conditional_run, "--diffusers", target]
+    _fails(argv, capsys, f"{target}: a file of the run", "another name")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "FILE"])
+def test_export_and_plot_refuse_a_file_as_their_folder(
+    path, run_dir, _conditional_run, tmp_path, capsys
+):
+    """``plot --out FILE`` said 'File exists'; ``export --diffusers /dev/null`` 'Not a
+    directory; a part of the path is a file'."""
+    if path == "FILE":
+        path = tmp_path / "f.npy"
+        path.write_bytes(b"keep")
+    _fails(["plot", run_dir, "--out", path], capsys, f"--out {path}: a file, not a folder")
+    _fails(["export", _conditional_run, "--diffusers", path], capsys, f"{path} already exists")
+    assert path == "/dev/null" or path.read_bytes() == b"keep"
 
 
 @pytest.mark.parametrize(

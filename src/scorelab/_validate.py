@@ -15,6 +15,7 @@ import os
 import types
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 
 def first_line(error: BaseException) -> str:
@@ -38,6 +39,24 @@ def check_int(
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         none = "None or " if optional else ""
         raise error(f"{field}: expected {none}an integer >= {minimum}, got {value!r}")
+
+
+def check_file(path, what: str, error: type[ValueError] = ValueError) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is a regular file to read, ``what`` naming
+    it in the messages (``"config file"``).
+
+    Raises:
+        FileNotFoundError: nothing is at ``path`` (``WHAT not found: PATH``).
+        ValueError: ``error``, for a folder or a special file (a device such as ``/dev/null``):
+            both were reported as not found, which sent the user looking for a missing file.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    kind = "a folder" if path.is_dir() else "a special file (a device or a pipe)"
+    raise error(f"{path}: {kind}, not a {what}; give the path of a {what}")
 
 
 SEED_LIMIT = 2**32

@@ -96,12 +96,18 @@ def _sampler_flags() -> dict:
     return flags
 
 
-def _path(text: str) -> Path:
-    """A path argument: an empty one (an unset shell variable) would be the current folder,
-    which a run or an ``--overwrite`` would then write into."""
+def _name(text: str) -> str:
+    """A path or hub-id argument, as given: an empty one (an unset shell variable) would be the
+    current folder, which a run or an ``--overwrite`` would then write into (or ``pretrained``
+    read as a pipeline)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
-    return Path(text)
+    return text
+
+
+def _path(text: str) -> Path:
+    """A path argument, not empty (:func:`_name`)."""
+    return Path(_name(text))
 
 
 class _UsageError(Exception):
@@ -205,19 +211,28 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
     return config
 
 
-def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
-    """``path`` checked before any work: the right suffix, a writable folder (created), no
-    file there unless ``overwrite``, and never a file of the run ``run`` the command reads
-    (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history)."""
-    if run is not None and path.exists():
-        from scorelab.runs import RUN_FILES, inside
+def _not_a_run_file(path: Path, run: Path | None = None) -> None:
+    """Refuse an output ``path`` that is a file of a run: of the run ``run`` the command reads
+    (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history) or
+    of any other (:func:`scorelab.runs.owning_run`; ``export --diffusers RUN/checkpoints/p``
+    wrote a pipeline among a run's checkpoints)."""
+    from scorelab.runs import RUN_FILES, inside, owning_run
 
-        own = [run / name for name in RUN_FILES] + [run / "checkpoints"]
-        if any(inside(path, item) for item in own):
-            raise ValueError(
-                f"{path}: a file of the run {run}, which this command reads; write the output "
-                "to another name"
-            )
+    # The run read is checked by name too: it may be damaged (no manifest.json).
+    own = [] if run is None else [run / name for name in RUN_FILES] + [run / "checkpoints"]
+    reads = any(inside(path, item) for item in own)
+    owner = run if reads else owning_run(path)
+    if owner is not None:
+        which = ", which this command reads" if reads else ""
+        raise ValueError(
+            f"{path}: a file of the run {owner}{which}; write the output to another name"
+        )
+
+
+def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
+    """``path`` checked before any work: never a file of a run (:func:`_not_a_run_file`), the
+    right suffix, a writable folder (created), and no file there unless ``overwrite``."""
+    _not_a_run_file(path, run)
     if path.suffix != suffix:
         raise ValueError(
             f"{path}: the output must be a {suffix} file (give a name ending {suffix})"
@@ -375,6 +390,9 @@ def _cmd_plot(args) -> int:
     from scorelab.workflows import plot_run
 
     out = args.out if args.out is not None else args.run / "figures"
+    _not_a_run_file(out, args.run)
+    if out.exists() and not out.is_dir():  # was 'File exists; choose another path'
+        raise ValueError(f"--out {out}: a file, not a folder; give a folder for the figures")
     # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
     # figures); any other folder may hold a user's files of the same names.
     if args.out is not None and out.is_dir() and any(out.iterdir()) and not args.overwrite:
@@ -395,6 +413,7 @@ def _cmd_export(args) -> int:
     from scorelab.diffusers import export_pipeline
     from scorelab.runs import load_run
 
+    _not_a_run_file(args.diffusers, args.run)
     _, model = load_run(args.run)
     print(export_pipeline(model, args.diffusers))
     return 0
@@ -682,7 +701,9 @@ def _add_pretrained(commands) -> None:
     pretrained = commands.add_parser(
         "pretrained", help="DDIM-sample a pretrained diffusers DDPM pipeline, natively in JAX"
     )
-    pretrained.add_argument("path", help="pipeline/model folder, or a hub id in the HF cache")
+    pretrained.add_argument(
+        "path", type=_name, help="pipeline/model folder, or a hub id in the HF cache"
+    )
     pretrained.add_argument("--steps", type=int, default=50, help="DDIM steps")
     pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
     pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -939,8 +960,10 @@ def _user_error(error: BaseException) -> str | None:
             errno.EEXIST: "choose another path",  # not every command has --overwrite
         }.get(error.errno, "check the path and the disk")
         return f"{where}{error.strerror or error}; {remedy}"
+    out_of_memory = ("RESOURCE_EXHAUSTED", "Out of memory allocating")  # a GPU's, XLA:CPU's
     if isinstance(error, MemoryError) or (
-        isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+        isinstance(error, jax.errors.JaxRuntimeError)
+        and any(words in str(error) for words in out_of_memory)
     ):
         return "out of memory: ask for fewer samples (--n), a smaller --batch-size or fewer steps"
     return None

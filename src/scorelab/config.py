@@ -38,6 +38,7 @@ import numpy as np
 from scorelab import losses, models, samplers
 from scorelab._validate import (
     check_choice,
+    check_file,
     check_float32,
     check_int,
     check_memory,
@@ -176,6 +177,8 @@ class DataConfig:
         suffix = Path(self.source).suffix.lower()
         if not self.is_builtin and suffix not in (".npy", ".csv", ".npz"):
             path = Path(self.source)
+            if path.exists() and not path.is_dir():  # /dev/null was 'no such file or folder'
+                check_file(path, "data file", ConfigError)
             if path.is_file():
                 _fail("data", "source", f"{path}: unsupported file type; give a .npy, .csv or "
                       ".npz file, or a folder of PNG/JPEG images")  # fmt: skip
@@ -745,10 +748,12 @@ def load_config(path) -> dict[str, Any]:
 
     Returns:
         ``{section: {field: value}}`` as parsed by ``tomllib``.
+
+    Raises:
+        FileNotFoundError: nothing is at ``path``.
+        ConfigError: a folder or a special file, text that is not UTF-8, or invalid TOML.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    path = check_file(path, "config file", ConfigError)
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, not an error.
         return tomllib.loads(path.read_text(encoding="utf-8-sig"))

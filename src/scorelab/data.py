@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_choice, check_memory, first_line
+from scorelab._validate import check_choice, check_file, check_memory, first_line
 
 __all__ = [
     "DataError",
@@ -193,16 +193,14 @@ def load_array(path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DataError: unsupported extension, unreadable or unparsable contents (naming the row,
-            column and separator for a CSV), wrong rank, no rows, values that are not finite
-            real numbers (:func:`validate_data`).
+        DataError: a folder or a special file, an unsupported extension, unreadable or
+            unparsable contents (naming the row, column and separator for a CSV), wrong rank,
+            no rows, values that are not finite real numbers (:func:`validate_data`).
     """
-    path = Path(path)
+    path = check_file(path, "data file", DataError)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         array = read_npy(path)
-    elif not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
     elif suffix == ".csv":
         array = _read_csv(path)
     else:
@@ -216,12 +214,10 @@ def read_npy(path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DataError: not an ``.npy`` array numpy reads without pickles (an ``.npz`` archive,
-            text, objects), naming the file and the remedy.
+        DataError: a folder or a special file, or not an ``.npy`` array numpy reads without
+            pickles (an ``.npz`` archive, text, objects), naming the file and the remedy.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path = check_file(path, "data file", DataError)
     with open(path, "rb") as handle:
         if handle.read(4) == b"PK\x03\x04":  # a zip: numpy.savez's archive
             raise DataError(
@@ -586,6 +582,9 @@ def _read_folder(path: Path):
 
     entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
     classes = [entry for entry in entries if entry.is_dir()]
+    # Files beside sub-folders are named first: a run directory (config.json, checkpoints/)
+    # was said to hold 'both image files and sub-folders'.
+    _check_image_names([entry for entry in entries if not entry.is_dir()])
     if classes and len(classes) != len(entries):
         raise DataError(
             f"{path}: holds both image files and sub-folders; put every image in a class "
@@ -607,12 +606,7 @@ def _read_folder(path: Path):
         files, label_values, how = entries, None, ""
     if not files:
         raise DataError(f"{path}: empty folder; it must hold PNG or JPEG images")
-    for file in files:
-        if file.is_dir() or file.suffix.lower() not in _IMAGE_SUFFIXES:
-            raise DataError(
-                f"{file}: not an image file (accepted: {', '.join(_IMAGE_SUFFIXES)}); remove it "
-                "from the folder"
-            )
+    _check_image_names(files)
 
     def open_image(file):
         try:
@@ -643,6 +637,17 @@ def _read_folder(path: Path):
             except (OSError, ValueError) as error:
                 raise DataError(f"{file}: not a readable image ({error})") from error
     return pixels, label_values, how
+
+
+def _check_image_names(files) -> None:
+    """Refuse the first of ``files`` that is not an image file by its name: a folder, or a
+    suffix other than :data:`_IMAGE_SUFFIXES`."""
+    for file in files:
+        if file.is_dir() or file.suffix.lower() not in _IMAGE_SUFFIXES:
+            raise DataError(
+                f"{file}: not an image file (accepted: {', '.join(_IMAGE_SUFFIXES)}); remove it "
+                "from the folder, or give a folder that holds only images"
+            )
 
 
 def _channel_mode(image, file) -> str:

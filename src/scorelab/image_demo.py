@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from scorelab import samplers, viz
 from scorelab._files import atomic_write
-from scorelab._validate import check_choice, check_int, check_seed, from_mapping
+from scorelab._validate import check_choice, check_int, check_memory, check_seed, from_mapping
 from scorelab.config import ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
@@ -92,6 +92,14 @@ class ImageDemoSettings:
         check_choice("demo.size", self.size, DIGITS_SIZES)
         check_int("demo.n_samples", self.n_samples, 8)
         check_int("demo.floor_repeats", self.floor_repeats, 2)
+        # Sizes before any work: n_samples = 10**11 trained the U-Net, then sampled for ever.
+        # A sampler holds the images and the U-Net's widest activation, a floor its repeats
+        # of the images (float32).
+        image = 4.0 * self.size**2
+        widest = 1 + max(self.channels, default=1)
+        check_memory("demo.n_samples", image * self.n_samples * widest, "use fewer samples")
+        repeats = image * self.n_samples * self.floor_repeats
+        check_memory("demo.floor_repeats", repeats, "use fewer repeats")
         check_choice("demo.grid", self.grid, GRIDS)
         if not (self.samplers and self.budgets):
             raise ValueError("demo.samplers, demo.budgets: give at least one value each")

@@ -150,6 +150,20 @@ def inside(item: Path, folder: Path) -> bool:
     return any(inner.is_relative_to(outer) for inner, outer in pairs)
 
 
+def owning_run(path: str | os.PathLike) -> Path | None:
+    """The run directory of which ``path`` is a file (one of :data:`RUN_FILES`, or anything
+    under its ``checkpoints/``), as written or with links resolved, or ``None``: a place no
+    command's output may take, whichever run the command reads (``evaluate --json
+    RUN/config.json --overwrite`` replaced a run's configuration with metrics)."""
+    for candidate in (Path(path), Path(path).resolve()):
+        if candidate.name in RUN_FILES and is_run(candidate.parent):
+            return candidate.parent
+        for folder in candidate.parents:
+            if folder.name == "checkpoints" and is_run(folder.parent):
+                return folder.parent
+    return None
+
+
 def _unclaim(path: Path) -> None:
     """After a job failed: leave the folder empty again if it holds nothing but the provisional
     manifest, so that the same command, corrected, may use it without ``--overwrite``."""

@@ -86,7 +86,8 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
 
     unet = _check_exportable(model).network.unet
     directory = Path(directory)
-    if directory.is_file() or (directory.is_dir() and any(directory.iterdir())):
+    # exists() and not a folder: a file, or a special file such as /dev/null
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ValueError(
             f"--diffusers: {directory} already exists; choose a new folder (export never "
             "overwrites)"

@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 from jax import Array
 
 from scorelab import viz
-from scorelab._validate import check_seed
+from scorelab._validate import check_memory, check_seed
 from scorelab._xla_cpu import convolution_jit
 from scorelab.data import DataError, read_npy
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
@@ -86,14 +87,19 @@ def resolve_pipeline(
         The :class:`~pathlib.Path` of the folder.
 
     Raises:
-        PretrainedError: if it is neither a folder nor a cached snapshot inside the cache,
-            saying how to put the weights on this machine.
+        PretrainedError: if it is a file, or neither a folder nor a cached snapshot inside
+            the cache, saying how to put the weights on this machine.
     """
     from huggingface_hub import constants
 
     path = Path(path_or_id)
     if path.is_dir():
         return path
+    if path.exists():  # a file (model_index.json, /dev/null) was 'not in the cache: download it'
+        raise PretrainedError(
+            f"{path}: a file, not a pipeline folder; pass the folder that holds model_index.json "
+            "(or a model's config.json)"
+        )
     repo_id = str(path_or_id)
     cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
     if repo_id.count("/") == 1 and not repo_id.startswith((".", "/")):
@@ -246,8 +252,9 @@ def sample(
             ``eta`` or ``n`` is not an integer ``>= 1`` / number ``>= 0`` / integer ``>= 1``,
             ``x_T`` is not finite ``(B, in_channels, H, W)`` with ``H`` and ``W`` multiples of
             ``2 ** (levels - 1)``, ``x_T`` is ``None`` and the U-Net config has no
-            ``sample_size``, or from :func:`ddim_sample` (``num_inference_steps`` above the
-            training steps, ``step_noise`` of the wrong shape).
+            ``sample_size`` or ``n`` images need more memory than available, or from
+            :func:`ddim_sample` (``num_inference_steps`` above the training steps,
+            ``step_noise`` of the wrong shape).
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
@@ -258,6 +265,12 @@ def sample(
     if x_T is None:
         config_unet = dict(unet.config)
         shape = (n, config_unet["in_channels"], *_image_size(config_unet["sample_size"]))
+        # The noise and the U-Net's widest activation, before drawing: n = 10**11 was an
+        # internal error from XLA ('Out of memory allocating 307200000000000 bytes').
+        width = config_unet["in_channels"] + max(config_unet["block_out_channels"])
+        check_memory(
+            "n", 4.0 * n * width * math.prod(shape[2:]), "draw fewer images (--n)", PretrainedError
+        )
         x_T = jax.random.normal(key_init, shape)
     else:
         x_T = np.asarray(x_T, np.float32)
@@ -423,16 +436,21 @@ def run(
 
     Raises:
         PretrainedError: one line naming the input: a ``backend`` other than ``jax`` or
-            ``diffusers``, a bad option or noise file, or from :func:`resolve_pipeline`,
-            :func:`load_scheduler_config`, :func:`load_unet`, :func:`sample` and
-            :func:`diffusers_sample`; a class-conditional U-Net (the pipeline takes no
-            class).
+            ``diffusers``, a bad option or noise file, step noise for eta 0, or from
+            :func:`resolve_pipeline`, :func:`load_scheduler_config`, :func:`load_unet`,
+            :func:`sample` and :func:`diffusers_sample`; a class-conditional U-Net (the
+            pipeline takes no class).
     """
     if backend not in ("jax", "diffusers"):
         raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
     _check_options(num_inference_steps, eta, n)
     check_seed("seed", seed, error=PretrainedError)
     x_T = None if init_noise is None else _load_noise(init_noise, "--init-noise")
+    if step_noise is not None and eta == 0:  # read, then never used: the samples ignored it
+        raise PretrainedError(
+            f"--step-noise {step_noise}: eta 0 is deterministic and adds no step noise; drop "
+            "--step-noise, or set --eta > 0"
+        )
     noise = None if step_noise is None else _load_noise(step_noise, "--step-noise")
     if noise is not None and x_T is not None and noise.shape != (num_inference_steps, *x_T.shape):
         raise PretrainedError(
