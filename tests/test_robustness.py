@@ -793,6 +793,18 @@ def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
     _fails(["plot", out], capsys, "5-dimensional")
 
 
+@pytest.mark.parametrize("size, channels", [(1, "[16, 32]"), (5, "[16, 32]"), (6, "[8, 16, 32]")])
+def test_a_unet_refuses_images_its_levels_cannot_halve(size, channels, tmp_path, capsys):
+    """1x1 PNGs under the default U-Net blamed 'sample_size 1' and told the user to fix a
+    pretrained pipeline's config.json; the data's image size and model.channels are named."""
+    data = tmp_path / "images.npy"
+    np.save(data, np.zeros((8, size, size), np.uint8))
+    argv = ["train", "--data", data, "--model", "unet", "--loss", "vp_epsilon", "--steps", "1"]
+    argv += ["--set", f"model.channels={channels}", "--out", tmp_path / "run"]
+    _fails(argv, capsys, "model.channels: a U-Net of", f"the data's are {size}x{size}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_plot_never_replaces_a_users_files_without_overwrite(run_dir, tmp_path, capsys):
     """``plot --out DIR`` wrote loss.png and samples.png over files of those names in any
     folder; a non-empty --out now needs --overwrite, a file as --out is named, and RUN/figures
