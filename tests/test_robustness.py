@@ -1592,6 +1592,22 @@ def test_an_output_never_replaces_a_file_of_any_run(argv, name, run_dir, tmp_pat
 
 
 @pytest.mark.parametrize("whose", ["its own", "another"])
+def test_plot_never_draws_into_a_run_s_checkpoints_folder(whose, run_dir, tmp_path, capsys):
+    """``plot --out OTHER/checkpoints --overwrite`` wrote figures into another run's
+    checkpoints folder itself (only paths below it were refused for other runs)."""
+    other = run_dir if whose == "its own" else tmp_path / "other"
+    if whose == "another":
+        import shutil
+
+        shutil.copytree(run_dir, other)
+    target = other / "checkpoints"
+    before = sorted(p.name for p in target.iterdir())
+    argv = ["plot", run_dir, "--out", target, "--overwrite"]
+    _fails(argv, capsys, f"{target}: a file of the run {other}")
+    assert sorted(p.name for p in target.iterdir()) == before
+
+
+@pytest.mark.parametrize("whose", ["its own", "another"])
 def test_export_never_writes_among_a_run_s_checkpoints(whose, run_dir, _conditional_run, capsys):
     """``export RUN --diffusers RUN/checkpoints/pipe`` wrote a pipeline among the checkpoints
     a resume reads."""

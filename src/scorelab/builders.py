@@ -339,11 +339,10 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
             f"model.name: 'unet' needs images (n, C, H, W), got data of shape {data.shape}; "
             "use image data (data.source=digits) or model.name=ncsn_mlp"
         )
-    height, width = data.shape[2:]
-    factor = 2 ** (len(config.channels) - 1)
+    (height, width), levels = data.shape[2:], len(config.channels)
+    factor = 2 ** (levels - 1)
     if height % factor or width % factor:
         # The U-Net's message named its sample_size and the pretrained loader's remedy.
-        levels = len(config.channels)
         raise ConfigError(
             f"model.channels: a U-Net of {levels} levels needs images whose height and width "
             f"are multiples of 2 ** ({levels} - 1) = {factor}, and the data's are "

@@ -212,17 +212,15 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
 
 
 def _not_a_run_file(path: Path, run: Path | None = None) -> None:
-    """Refuse an output ``path`` that is a file of a run: of the run ``run`` the command reads
-    (``sample --run RUN --out RUN/losses.npy --overwrite`` replaced the run's loss history) or
-    of any other (:func:`scorelab.runs.owning_run`; ``export --diffusers RUN/checkpoints/p``
-    wrote a pipeline among a run's checkpoints)."""
-    from scorelab.runs import RUN_FILES, inside, owning_run
+    """Refuse an output ``path`` that is a file of a run (:func:`scorelab.runs.owning_run`):
+    of the run ``run`` the command reads (``sample --run RUN --out RUN/losses.npy
+    --overwrite`` replaced the run's loss history) or of any other (``export --diffusers
+    RUN/checkpoints/p`` wrote a pipeline among a run's checkpoints)."""
+    from scorelab.runs import inside, owning_run
 
-    # The run read is checked by name too: it may be damaged (no manifest.json).
-    own = [] if run is None else [run / name for name in RUN_FILES] + [run / "checkpoints"]
-    reads = any(inside(path, item) for item in own)
-    owner = run if reads else owning_run(path)
+    owner = owning_run(path, run)
     if owner is not None:
+        reads = run is not None and inside(owner, run) and inside(run, owner)
         which = ", which this command reads" if reads else ""
         raise ValueError(
             f"{path}: a file of the run {owner}{which}; write the output to another name"

@@ -150,16 +150,24 @@ def inside(item: Path, folder: Path) -> bool:
     return any(inner.is_relative_to(outer) for inner, outer in pairs)
 
 
-def owning_run(path: str | os.PathLike) -> Path | None:
-    """The run directory of which ``path`` is a file (one of :data:`RUN_FILES`, or anything
-    under its ``checkpoints/``), as written or with links resolved, or ``None``: a place no
-    command's output may take, whichever run the command reads (``evaluate --json
-    RUN/config.json --overwrite`` replaced a run's configuration with metrics)."""
+def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None:
+    """The run directory of which ``path`` is a file (one of :data:`RUN_FILES`, or its
+    ``checkpoints/`` or anything under it), as written or with links resolved, or ``None``: a
+    place no command's output may take, whichever run the command reads (``evaluate --json
+    RUN/config.json --overwrite`` replaced a run's configuration with metrics).
+
+    ``read``, the run the command reads, counts as a run even when damaged (no manifest).
+    """
+
+    def is_owner(folder: Path) -> bool:
+        same = read is not None and inside(folder, read) and inside(read, folder)
+        return same or is_run(folder)
+
     for candidate in (Path(path), Path(path).resolve()):
-        if candidate.name in RUN_FILES and is_run(candidate.parent):
+        if candidate.name in RUN_FILES and is_owner(candidate.parent):
             return candidate.parent
-        for folder in candidate.parents:
-            if folder.name == "checkpoints" and is_run(folder.parent):
+        for folder in (candidate, *candidate.parents):
+            if folder.name == "checkpoints" and is_owner(folder.parent):
                 return folder.parent
     return None
 

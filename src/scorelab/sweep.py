@@ -301,10 +301,10 @@ def sweep(
     # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
     # floats a level in the grid and the sampler's per-step schedule).
     check_memory("n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples (--n)")
+    remedy = "use smaller NFE budgets (--nfe)"
     for spec in (spec for spec in sampler_specs if spec.levels is not None):
         levels = {n: spec.levels(int(n)) for n in nfes}
         for n, count in levels.items():
-            remedy = "use smaller NFE budgets (--nfe)"
             check_memory(f"nfe {n} ({spec.label}: {count} levels)", count * 4.0 * 64, remedy)
         if all(count < 2 for count in levels.values()):
             smallest = max(nfes) + 1
