@@ -119,6 +119,9 @@ def _write_bad(tmp_path, case):
     if case == "several_arrays":
         np.savez(path.with_suffix(".npz"), a=_UINT8, b=_UINT8)
         return path.with_suffix(".npz"), "name the images with data.array"
+    if case == "no_arrays":
+        np.savez(path.with_suffix(".npz"))
+        return path.with_suffix(".npz"), "holds no images; save them with numpy.savez"
     if case == "out_of_range":
         np.save(path.with_suffix(".npy"), _UINT8.astype(np.float32) * 2.0)
         return path.with_suffix(".npy"), "rescale them or state data.pixel_range"
@@ -149,6 +152,7 @@ _BAD_CASES = [
     "labels_length",
     "ambiguous",
     "several_arrays",
+    "no_arrays",
     "out_of_range",
     "huge_header",
     "truncated",
@@ -194,16 +198,20 @@ def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys
         ("digits", "data.n=64", "data.n: the number of points drawn"),
         ("three.npy", "data.n=64", "data.n: the number of points drawn"),
         ("points.npy", "data.n=64", "data.n: the number of points drawn"),
+        ("seed_mixture", "data.hflip=true", "data.hflip: applies to images; seed_mixture"),
+        ("two_moons", "data.held_out=0.5", "data.held_out: applies to images; two_moons"),
+        ("digits_mixture", "data.layout=NHWC", "data.layout: applies to images"),
     ],
 )
 def test_data_fields_that_would_be_ignored_or_leave_a_part_empty_are_refused(
     source, setting, words, tmp_path, capsys
 ):
     """held_out = 0.1 of 3 images rounded to none held out, and ``data.n`` on a data set that
-    is used whole was ignored: both trained, exit 0, on other data than asked for."""
+    is used whole, or an image field on a built-in target or toy set, was ignored: each
+    trained, exit 0, on other data than asked for."""
     np.save(tmp_path / "three.npy", np.zeros((3, 1, 8, 8), np.uint8))
     np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))
-    path = source if source == "digits" else str(tmp_path / source)
+    path = str(tmp_path / source) if source.endswith(".npy") else source
     out = tmp_path / "run"
     assert main(["train", "--data", path, "--set", setting, "--steps", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The sampler map: budgets to grids, honest NFE, floors, the fewest-NFE summary, the CLI."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -52,6 +53,42 @@ def test_sweep_runs_builds_each_grid_once_and_runs_every_score_from_the_same_sta
     assert asked == [(run.spec.label, run.levels, s) for run in runs for s in ("a", "b")]
     for run in runs:
         np.testing.assert_array_equal(run.outputs["a"].x, run.outputs["b"].x)
+
+
+def test_sweep_runs_refuses_a_bad_option_of_any_sampler_before_the_first_run():
+    """DDIM at eta = -1 listed after Euler: its constructor's refusal came after Euler had
+    sampled (a sweep's earlier work lost); now every sampler is built first, and the error
+    names the sampler."""
+
+    def never_called(x, sigma):
+        raise AssertionError("a sampler ran before every sampler was built")
+
+    runs = sweep_runs(
+        [sweep_sampler("euler"), sweep_sampler("ddim", eta=-1.0)],
+        [4],
+        {"exact": never_called},
+        ve_prior(jax.random.key(1), 3, 2, np.float32(80.0)),
+        lambda *_: jax.random.key(0),
+        lambda n: karras_sigmas(n, 0.002, 80.0, 7.0),
+    )
+    with pytest.raises(ValueError, match=r"^sampler ddim\(eta=-1.0\): .*eta"):
+        next(runs)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"nfe": []}, "sweep.nfe: an empty list; give at least one NFE budget"),
+        ({"samplers": []}, "sweep.samplers: an empty list"),
+        ({"samplers": ["ddim"], "options": {"heun": {}}}, "sweep.options.heun: not one of"),
+        ({"samplers": ["edm"], "options": {"edm": {"churn": 1}}}, "sweep.options.edm: "),
+    ],
+)
+def test_sweep_settings_name_the_field_at_fault(values, words):
+    """An empty list was "sweep.sweep: needs at least one ..."; options of a sampler not
+    swept were read, then ignored; an unknown option named no table."""
+    with pytest.raises(ValueError, match=re.escape(words)):
+        SweepSettings.from_dict({"nfe": [10], **values}).specs()
 
 
 def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
@@ -182,7 +219,7 @@ def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
 
 def test_cli_sweep_errors_are_one_line(tmp_path, capsys):
     assert main(["sweep", "--samplers", "rk4", "--out", str(tmp_path)]) == 2
-    assert "unknown sampler 'rk4'" in capsys.readouterr().err
+    assert "sweep.samplers: unknown sampler 'rk4'" in capsys.readouterr().err
     assert main(["sweep", "--target", "moons", "--out", str(tmp_path)]) == 2
     assert "sweep.target" in capsys.readouterr().err
 

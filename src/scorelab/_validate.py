@@ -25,8 +25,12 @@ def first_line(error: BaseException) -> str:
 
 
 def check_choice(field: str, value, accepted, error: type[ValueError] = ValueError) -> None:
-    """Raise unless ``value`` is one of ``accepted``."""
-    if value not in accepted:
+    """Raise unless ``value`` is one of ``accepted`` (a list or table, unhashable, is not)."""
+    try:
+        known = value in accepted
+    except TypeError:  # a list where a name belongs, against a dict of names
+        known = False
+    if not known:
         raise error(f"{field}: unknown value {value!r}; accepted: {', '.join(map(str, accepted))}")
 
 
@@ -157,7 +161,10 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
     unknown = sorted(map(str, set(values) - set(names)))
     if unknown:
         field = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
-        raise error(f"{section}.{field}: unknown field; accepted: {', '.join(names)}")
+        message = f"{section}.{field}: unknown field; accepted: {', '.join(names)}"
+        if field == section and isinstance(values[field], Mapping):  # a [demo] table
+            message += f" (at the top level of the file, not in a [{section}] table)"
+        raise error(message)
     hints = typing.get_type_hints(cls)
     changes = {}
     for name, value in values.items():

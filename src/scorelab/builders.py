@@ -143,16 +143,18 @@ def check_fields_read(config: ExperimentConfig) -> None:
     A field of the loss or model section set away from its default that the chosen loss or
     network does not read (:func:`loss_fields`, :func:`model_fields`: ``loss.p_mean`` beside
     the ``loguniform`` law, ``loss.beta_end`` on ``ncsn``, ``model.channels`` on an MLP), or
-    ``data.n`` for a source used whole (a file, a folder, ``digits``): the run would train
-    other than asked, and say nothing. A saved run's configuration is not checked (it may
-    predate a rule).
+    ``data.n`` for a source used whole (a file, a folder, ``digits``), or an image field
+    (``data.hflip``, ``data.held_out``, ...) for a built-in target or toy set: the run would
+    train other than asked, and say nothing. A saved run's configuration is not checked (it
+    may predate a rule).
 
     Raises:
         ConfigError: naming the first such field and what does not read it.
     """
-    if config.data.n != DataConfig.n and not (
-        config.data.source in TARGETS or config.data.source in TOY_DATASETS
-    ):
+    drawn = config.data.source in TARGETS or config.data.source in TOY_DATASETS
+    if drawn:  # a file's points are refused when read (make_data): its kind is known then
+        _refuse_image_fields(config.data)
+    if config.data.n != DataConfig.n and not drawn:
         raise ConfigError(
             f"data.n: the number of points drawn from a built-in target or toy set; "
             f"{config.data.source} is used whole: leave data.n out"
@@ -198,13 +200,19 @@ def make_data(config: DataConfig) -> np.ndarray:
         return np.asarray(TOY_DATASETS[config.source](key, config.n))
     if config.is_images:
         return make_image_data(config).images
-    image_fields = {"layout": "auto", "pixel_range": "auto", "array": None, "labels": None}
-    for field, default in {**image_fields, "held_out": 0.0, "hflip": False}.items():
-        if getattr(config, field) != default:
+    _refuse_image_fields(config)
+    return load_array(config.source)
+
+
+def _refuse_image_fields(config: DataConfig) -> None:
+    """Refuse a field that applies to images only (``layout``, ``pixel_range``, ``array``,
+    ``labels``, ``held_out``, ``hflip``), set away from its default, for points."""
+    defaults = DataConfig()
+    for field in ("layout", "pixel_range", "array", "labels", "held_out", "hflip"):
+        if getattr(config, field) != getattr(defaults, field):
             raise ConfigError(
                 f"data.{field}: applies to images; {config.source} holds points (n, d)"
             )
-    return load_array(config.source)
 
 
 def make_image_data(config: DataConfig, split: str = "train") -> ImageData:

@@ -480,10 +480,12 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
             raise DataError(f"{path}: no labels key {labels_key!r}; keys: {', '.join(names)}")
         if key is None:
             candidates = [name for name in names if name != labels_key]
+            if not candidates:  # "holds 0 arrays (none); name the images with data.array"
+                raise DataError(f"{path}: holds no images; save them with numpy.savez")
             if len(candidates) != 1:
                 raise DataError(
-                    f"{path}: holds {len(candidates)} arrays ({', '.join(candidates) or 'none'}); "
-                    "name the images with data.array"
+                    f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); name the "
+                    "images with data.array"
                 )
             key = candidates[0]
         elif key not in names:

@@ -270,13 +270,19 @@ def read_saved_grid(name: str) -> np.ndarray:
     """
     path = saved_grid_path(name)
     try:
-        values = json.loads(path.read_text())["sigmas"]
-    except (ValueError, KeyError, TypeError, OSError, RecursionError) as error:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError, RecursionError) as error:
         message = first_line(error)
         raise ValueError(
             f"grid {name!r}: not a grid file ({type(error).__name__}: {message}); make one "
             "with scorelab grid"
         ) from error
+    if not isinstance(record, dict) or "sigmas" not in record:  # was "TypeError: list indices"
+        raise ValueError(
+            f"grid {name!r}: not a grid file (a JSON object with a 'sigmas' list); make one "
+            "with scorelab grid"
+        )
+    values = record["sigmas"]
     numbers_only = isinstance(values, list) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )

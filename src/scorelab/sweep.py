@@ -220,17 +220,27 @@ def sweep_runs(
     Yields:
         One :class:`SweepRun` per (spec, grid size), in the order of ``sampler_specs`` and
         ascending ``N``.
+
+    Raises:
+        ValueError: naming the sampler, for an option value its constructor refuses; every
+            sampler is built before the first runs (a bad option of the last one failed after
+            the others had sampled, and their work was lost).
     """
+    plan = []
     for spec in sampler_specs:
         sizes = [2] if spec.levels is None else sorted({spec.levels(int(n)) for n in nfes})
         for size in (size for size in sizes if size >= 2):
-            levels = size if spec.levels is not None else None
-            sampler = spec.build(grid_fn(size))
-            outputs = {
-                label: samplers.sample(chain_key(spec.label, levels, label), sampler, fn, x_T)
-                for label, fn in score_fns.items()
-            }
-            yield SweepRun(spec, levels, sampler, outputs)
+            try:
+                sampler = spec.build(grid_fn(size))
+            except ValueError as error:
+                raise ValueError(f"sampler {spec.label}: {error}") from error
+            plan.append((spec, size if spec.levels is not None else None, sampler))
+    for spec, levels, sampler in plan:
+        outputs = {
+            label: samplers.sample(chain_key(spec.label, levels, label), sampler, fn, x_T)
+            for label, fn in score_fns.items()
+        }
+        yield SweepRun(spec, levels, sampler, outputs)
 
 
 def sweep(
@@ -540,8 +550,20 @@ class SweepSettings:
     image_metrics: bool = False
 
     def __post_init__(self):
-        if not (self.samplers and self.nfe and self.seeds):
-            raise ValueError("sweep: needs at least one sampler, NFE budget and seed")
+        for field, what in (("samplers", "sampler"), ("nfe", "NFE budget"), ("seeds", "seed")):
+            if not getattr(self, field):  # was "sweep.sweep: needs at least one ..."
+                raise ValueError(f"sweep.{field}: an empty list; give at least one {what}")
+        for name in self.samplers:  # was "unknown sampler 'x'", naming no field
+            try:
+                samplers.options(name)  # a former name: its new spelling
+            except ValueError as error:
+                raise ValueError(f"sweep.samplers: {error}") from error
+        for name in self.options:  # options of a sampler not swept were read, then ignored
+            if name not in self.samplers:
+                raise ValueError(
+                    f"sweep.options.{name}: not one of sweep.samplers ({', '.join(self.samplers)})"
+                    f"; add {name} to sweep.samplers or remove its options"
+                )
         for value in self.nfe:
             check_int("sweep.nfe", value, 1)
         for value in self.seeds:
@@ -600,10 +622,15 @@ class SweepSettings:
         specs = []
         for name in self.samplers:
             options = dict(self.options.get(name, {}))
-            if name in samplers.ADAPTIVE_SOLVERS and not {"rtol", "atol"} & set(options):
-                specs += [sweep_sampler(name, rtol=t, atol=t, **options) for t in self.tolerances]
-            else:
-                specs.append(sweep_sampler(name, **options))
+            try:  # the option's table named: "eta and final_noise must be >= 0" named none
+                if name in samplers.ADAPTIVE_SOLVERS and not {"rtol", "atol"} & set(options):
+                    specs += [
+                        sweep_sampler(name, rtol=t, atol=t, **options) for t in self.tolerances
+                    ]
+                else:
+                    specs.append(sweep_sampler(name, **options))
+            except ValueError as error:
+                raise ValueError(f"sweep.options.{name}: {error}") from error
         return specs
 
 
