@@ -80,13 +80,17 @@ def test_sweep_runs_refuses_a_bad_option_of_any_sampler_before_the_first_run():
     [
         ({"nfe": []}, "sweep.nfe: an empty list; give at least one NFE budget"),
         ({"samplers": []}, "sweep.samplers: an empty list"),
-        ({"samplers": ["ddim"], "options": {"heun": {}}}, "sweep.options.heun: not one of"),
-        ({"samplers": ["edm"], "options": {"edm": {"churn": 1}}}, "sweep.options.edm: "),
+        ({"options": {"hewn": {}}}, "sweep.options.hewn: unknown sampler 'hewn'"),
+        ({"options": {"edm": {"churn": 1}}}, "sweep.options.edm: "),  # swept or not
+        (
+            {"samplers": ["edm"], "options": {"edm": {"s_churn": "x"}}},
+            "sweep.options.edm.s_churn: expected a number, got 'x'",  # failed when edm ran
+        ),
     ],
 )
 def test_sweep_settings_name_the_field_at_fault(values, words):
-    """An empty list was "sweep.sweep: needs at least one ..."; options of a sampler not
-    swept were read, then ignored; an unknown option named no table."""
+    """An empty list was "sweep.sweep: needs at least one ..."; the options of a misspelt
+    sampler were read, then ignored; an unknown option named no table."""
     with pytest.raises(ValueError, match=re.escape(words)):
         SweepSettings.from_dict({"nfe": [10], **values}).specs()
 

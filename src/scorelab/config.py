@@ -445,6 +445,31 @@ class LossConfig:
         return self.name in ("hyvarinen", "hutchinson", "sliced")
 
 
+def typed_sampler_options(name: str, options: dict[str, Any], field: str) -> dict[str, Any]:
+    """``options`` of the sampler ``name`` (known, with known option names), each of the type
+    the sampler declares (:func:`scorelab.samplers.options`; :func:`scorelab._validate.typed`),
+    an integer below 2**31 (options enter the compiled samplers as int32), a float finite in
+    float32 (``inf`` only where the default is ``inf``).
+
+    Raises:
+        ConfigError: starting ``{field}.{option}:``.
+    """
+    declared = {option.name: option for option in samplers.options(name)}
+    checked = {
+        option: typed(declared[option].type, value, f"{field}.{option}", error=ConfigError)
+        for option, value in options.items()
+    }
+    for option, value in checked.items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**31:
+            raise ConfigError(f"{field}.{option}: expected an integer below 2**31, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            if not (value == math.inf and declared[option].default == math.inf):
+                raise ConfigError(f"{field}.{option}: expected a finite number, got {value!r}")
+        elif isinstance(value, float):
+            check_float32(f"{field}.{option}", value, ConfigError)
+    return checked
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """A sampler, its grid and its options (see :mod:`scorelab.samplers`).
@@ -488,29 +513,7 @@ class SamplerConfig:
             samplers.sampler_options(self.name, self.options)
         except ValueError as error:
             _fail("sampler", "options" if self.name in samplers.SAMPLERS else "name", str(error))
-        declared = {option.name: option.type for option in samplers.options(self.name)}
-        checked = {
-            option: typed(declared[option], value, f"sampler.options.{option}", error=ConfigError)
-            for option, value in self.options.items()
-        }
-        defaults = {option.name: option.default for option in samplers.options(self.name)}
-        for option, value in checked.items():
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**31:
-                # options enter the compiled samplers as int32
-                _fail(
-                    "sampler",
-                    f"options.{option}",
-                    f"expected an integer below 2**31, got {value!r}",
-                )
-            if isinstance(value, float) and not math.isfinite(value):
-                if not (value == math.inf and defaults[option] == math.inf):
-                    _fail(
-                        "sampler",
-                        f"options.{option}",
-                        f"expected a finite number, got {value!r}",
-                    )
-            elif isinstance(value, float):
-                check_float32(f"sampler.options.{option}", value, ConfigError)
+        checked = typed_sampler_options(self.name, self.options, "sampler.options")
         object.__setattr__(self, "options", checked)  # a copy: never a shared default's dict
         _check_int("sampler", "n_levels", self.n_levels, 2)
         _check_int("sampler", "nfe", self.nfe, 0)

@@ -44,6 +44,7 @@ from scorelab._validate import (
 )
 from scorelab.checkpoints import load_model
 from scorelab.classifier import load_digits_classifier
+from scorelab.config import typed_sampler_options
 from scorelab.image_metrics import image_measure
 from scorelab.models import NoiseConditionalMLP
 from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
@@ -558,12 +559,16 @@ class SweepSettings:
                 samplers.options(name)  # a former name: its new spelling
             except ValueError as error:
                 raise ValueError(f"sweep.samplers: {error}") from error
-        for name in self.options:  # options of a sampler not swept were read, then ignored
-            if name not in self.samplers:
-                raise ValueError(
-                    f"sweep.options.{name}: not one of sweep.samplers ({', '.join(self.samplers)})"
-                    f"; add {name} to sweep.samplers or remove its options"
-                )
+        typed_options = {}
+        for name, table in self.options.items():
+            # Checked swept or not (--samplers may narrow a file's list): a misspelt sampler's
+            # table was read, then ignored; a value of the wrong type failed mid-sweep.
+            try:
+                samplers.sampler_options(name, table)
+            except ValueError as error:
+                raise ValueError(f"sweep.options.{name}: {error}") from error
+            typed_options[name] = typed_sampler_options(name, table, f"sweep.options.{name}")
+        object.__setattr__(self, "options", typed_options)  # a copy, never the caller's dict
         for value in self.nfe:
             check_int("sweep.nfe", value, 1)
         for value in self.seeds:
