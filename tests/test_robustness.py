@@ -1030,6 +1030,19 @@ def test_a_command_refuses_a_setting_it_does_not_read(command, setting, words, t
     assert not list(tmp_path.glob("[sg].*"))
 
 
+@pytest.mark.parametrize("sampler", ["ula", "mala"])
+@pytest.mark.parametrize(
+    "flags", [["--levels", "5"], ["--sigma-max", "20"], ["--grid", "karras"], ["--rho", "3"]]
+)
+def test_a_sampler_of_one_noise_level_refuses_the_grid_s_settings(sampler, flags, tmp_path, capsys):
+    """``sample --sampler ula --levels 5`` ran ULA's own steps at its one sigma, exit 0: the
+    grid's settings were read, then ignored."""
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--exact", "seed_mixture", "--sampler", sampler, *flags, "--out", out]
+    _fails(argv, capsys, f"sampler {sampler!r} samples at one noise level", "leave it out")
+    assert not out.exists()
+
+
 def test_the_sweep_refuses_a_table_of_its_config_other_than_sweep(tmp_path, capsys):
     """A [sampler] table beside [sweep] was read by nothing, exit 0."""
     config = tmp_path / "c.toml"

@@ -52,6 +52,7 @@ from scorelab.training import TrainResult, train
 
 __all__ = [
     "JOB_READS",
+    "GRID_FIELDS",
     "check_reads",
     "SampleResult",
     "train_run",
@@ -85,6 +86,12 @@ the start, its prior draws the starts), ``score-error`` its grid
 (:func:`scorelab.builders.make_sigmas`); of these four, only ``grid --method ld3`` samples."""
 
 
+GRID_FIELDS = tuple(
+    f"sampler.{field}" for field in ("n_levels", "nfe", "grid", "sigma_min", "sigma_max", "rho")
+)
+"""The sampler section's fields that describe its grid of noise levels."""
+
+
 def _reads(job: str, name: str) -> bool:
     """Whether ``job`` reads the field ``name`` (``section.field``) of its configuration."""
     return any(name == read or name.startswith(f"{read}.") for read in JOB_READS[job])
@@ -95,8 +102,12 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
     (what the job starts from: a run's configuration, or the defaults beside an exact target)
     and that ``job`` does not read (:data:`JOB_READS`).
 
+    A job that samples with a sampler of one noise level (``ula``, ``mala``: ``uses_grid``
+    false) reads none of the grid's fields (:data:`GRID_FIELDS`): ``sample --sampler ula
+    --levels 5`` ran ULA's 1000 steps and said nothing.
+
     Raises:
-        ConfigError: naming the first such field and the jobs that read it.
+        ConfigError: naming the first such field and the jobs, or samplers, that read it.
     """
     for name in config.changed_fields(base):
         if not _reads(job, name):
@@ -104,6 +115,11 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
             raise ConfigError(
                 f"{name}: scorelab {job} does not read it (read by scorelab {readers}); "
                 "leave it out"
+            )
+        if name in GRID_FIELDS and _reads(job, "sampler.name") and not config.sampler.uses_grid:
+            raise ConfigError(
+                f"{name}: sampler {config.sampler.name!r} samples at one noise level "
+                "(sampler.options.sigma), not on a grid; leave it out"
             )
 
 
