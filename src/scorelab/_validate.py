@@ -25,12 +25,8 @@ def first_line(error: BaseException) -> str:
 
 
 def check_choice(field: str, value, accepted, error: type[ValueError] = ValueError) -> None:
-    """Raise unless ``value`` is one of ``accepted`` (a list or table, unhashable, is not)."""
-    try:
-        known = value in accepted
-    except TypeError:  # a list where a name belongs, against a dict of names
-        known = False
-    if not known:
+    """Raise unless ``value`` is one of ``accepted``."""
+    if value not in accepted:
         raise error(f"{field}: unknown value {value!r}; accepted: {', '.join(map(str, accepted))}")
 
 

@@ -446,14 +446,20 @@ class LossConfig:
 
 
 def typed_sampler_options(name: str, options: dict[str, Any], field: str) -> dict[str, Any]:
-    """``options`` of the sampler ``name`` (known, with known option names), each of the type
-    the sampler declares (:func:`scorelab.samplers.options`; :func:`scorelab._validate.typed`),
-    an integer below 2**31 (options enter the compiled samplers as int32), a float finite in
-    float32 (``inf`` only where the default is ``inf``).
+    """``options`` of the sampler ``name``: options it takes
+    (:func:`scorelab.samplers.sampler_options`), each of the type it declares
+    (:func:`scorelab.samplers.options`; :func:`scorelab._validate.typed`), an integer below
+    2**31 (options enter the compiled samplers as int32), a float finite in float32 (``inf``
+    only where the default is ``inf``).
 
     Raises:
-        ConfigError: starting ``{field}.{option}:``.
+        ConfigError: starting ``{field}:`` for an unknown sampler or option (or the new
+            spelling of a former one), ``{field}.{option}:`` for a value.
     """
+    try:
+        samplers.sampler_options(name, options)
+    except ValueError as error:
+        raise ConfigError(f"{field}: {error}") from error
     declared = {option.name: option for option in samplers.options(name)}
     checked = {
         option: typed(declared[option].type, value, f"{field}.{option}", error=ConfigError)
@@ -509,10 +515,11 @@ class SamplerConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        try:
-            samplers.sampler_options(self.name, self.options)
-        except ValueError as error:
-            _fail("sampler", "options" if self.name in samplers.SAMPLERS else "name", str(error))
+        if self.name not in samplers.SAMPLERS:
+            try:
+                samplers.options(self.name)  # a former name: its new spelling
+            except ValueError as error:
+                _fail("sampler", "name", str(error))
         checked = typed_sampler_options(self.name, self.options, "sampler.options")
         object.__setattr__(self, "options", checked)  # a copy: never a shared default's dict
         _check_int("sampler", "n_levels", self.n_levels, 2)

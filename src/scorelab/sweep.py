@@ -556,18 +556,15 @@ class SweepSettings:
                 raise ValueError(f"sweep.{field}: an empty list; give at least one {what}")
         for name in self.samplers:  # was "unknown sampler 'x'", naming no field
             try:
-                samplers.options(name)  # a former name: its new spelling
+                sweep_sampler(name)  # unknown, a former name, or of one noise level
             except ValueError as error:
                 raise ValueError(f"sweep.samplers: {error}") from error
-        typed_options = {}
-        for name, table in self.options.items():
-            # Checked swept or not (--samplers may narrow a file's list): a misspelt sampler's
-            # table was read, then ignored; a value of the wrong type failed mid-sweep.
-            try:
-                samplers.sampler_options(name, table)
-            except ValueError as error:
-                raise ValueError(f"sweep.options.{name}: {error}") from error
-            typed_options[name] = typed_sampler_options(name, table, f"sweep.options.{name}")
+        # Every table, swept or not (--samplers may narrow a file's list): a misspelt sampler's
+        # was read, then ignored; a value of the wrong type failed mid-sweep.
+        typed_options = {
+            name: typed_sampler_options(name, table, f"sweep.options.{name}")
+            for name, table in self.options.items()
+        }
         object.__setattr__(self, "options", typed_options)  # a copy, never the caller's dict
         for value in self.nfe:
             check_int("sweep.nfe", value, 1)
@@ -627,15 +624,10 @@ class SweepSettings:
         specs = []
         for name in self.samplers:
             options = dict(self.options.get(name, {}))
-            try:  # the option's table named: "eta and final_noise must be >= 0" named none
-                if name in samplers.ADAPTIVE_SOLVERS and not {"rtol", "atol"} & set(options):
-                    specs += [
-                        sweep_sampler(name, rtol=t, atol=t, **options) for t in self.tolerances
-                    ]
-                else:
-                    specs.append(sweep_sampler(name, **options))
-            except ValueError as error:
-                raise ValueError(f"sweep.options.{name}: {error}") from error
+            if name in samplers.ADAPTIVE_SOLVERS and not {"rtol", "atol"} & set(options):
+                specs += [sweep_sampler(name, rtol=t, atol=t, **options) for t in self.tolerances]
+            else:
+                specs.append(sweep_sampler(name, **options))
         return specs
 
 
