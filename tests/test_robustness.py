@@ -1439,6 +1439,27 @@ def test_an_override_on_several_lines_is_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "argv, flag, field",
+    [
+        (["train", "--set", "train.steps=x", "--steps", "2"], "--steps", "train.steps"),
+        (
+            ["sample", "--exact", "seed_mixture", "--set", "sampler.options.eta=-1", "--eta", "1"],
+            "--eta",
+            "sampler.options.eta",
+        ),
+        (["sample", "--exact", "seed_mixture", "--set", " sampler.n_levels = 5", "--levels", "3"],
+         "--levels", "sampler.n_levels"),
+    ],
+)  # fmt: skip
+def test_a_field_set_by_both_a_flag_and_set_is_refused(argv, flag, field, tmp_path, capsys):
+    """The flag won and the ``--set`` value went unread, not even checked (``train.steps=x``
+    trained 2 steps): a field is given once."""
+    out = tmp_path / ("run" if argv[0] == "train" else "s.npy")
+    _fails([*argv, "--out", out], capsys, field, flag, "give it once")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_a_config_file_that_is_not_utf8_is_named(encoding, tmp_path, capsys):
     """It was Python's "'utf-8' codec can't decode byte 0xff", naming no file."""
@@ -1642,6 +1663,14 @@ def test_export_and_plot_refuse_a_file_as_their_folder(
     _fails(["plot", run_dir, "--out", path], capsys, f"--out {path}: a file, not a folder")
     _fails(["export", _conditional_run, "--diffusers", path], capsys, f"{path} already exists")
     assert path == "/dev/null" or path.read_bytes() == b"keep"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_export_into_a_folder_it_cannot_write_names_the_user_s_path(_conditional_run, capsys):
+    """``export --diffusers /proc/x`` named the staging folder beside it: '/proc/.x.f9h7l0z_: No
+    such file or directory'."""
+    _fails(["export", _conditional_run, "--diffusers", "/proc/x"], capsys, "/proc/x: ")
+    assert not any(path.name.startswith(".x.") for path in Path("/proc").iterdir())
 
 
 @pytest.mark.parametrize(

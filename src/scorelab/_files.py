@@ -47,7 +47,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         # os.open with mode 0o666 lets the umask set the permissions, as a plain open() would.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as error:
-        raise _naming(error, path) from None
+        raise naming(error, path) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write_fn(handle)
@@ -56,7 +56,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         try:
             os.replace(temporary, path)
         except OSError as error:
-            raise _naming(error, path) from None
+            raise naming(error, path) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -69,9 +69,10 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     return path
 
 
-def _naming(error: OSError, path: Path) -> OSError:
-    """``error`` about ``path``, the file the user asked for, rather than the temporary one
-    :func:`atomic_write` opened or renamed."""
+def naming(error: OSError, path: Path) -> OSError:
+    """``error`` about ``path``, the file or folder the user asked for, rather than the
+    temporary one beside it that was opened or renamed (:func:`atomic_write`, the staging folder
+    of :func:`scorelab.diffusers.export_pipeline`)."""
     return type(error)(error.errno, error.strerror, str(path))
 
 

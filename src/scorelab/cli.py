@@ -143,7 +143,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 
 
 def _experiment(args, flags: dict, base: dict | None = None):
-    from scorelab.config import ExperimentConfig, apply_overrides, load_config
+    from scorelab.config import ConfigError, ExperimentConfig, apply_overrides, load_config
 
     values = {section: dict(table) for section, table in (base or {}).items()}
     if args.config is not None:
@@ -154,8 +154,12 @@ def _experiment(args, flags: dict, base: dict | None = None):
             else:
                 values[section] = table
     values = apply_overrides(values, args.overrides)
-    for target in (spec[0] for spec in flags.values()):
+    overridden = {item.partition("=")[0].strip() for item in args.overrides}
+    for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
+        if value is not None and target in overridden:
+            # the flag won, and the --set value went unread (not even checked)
+            raise ConfigError(f"{target}: set by both {flag} and --set; give it once")
         if value is not None:
             table = values
             *sections, field = target.split(".")

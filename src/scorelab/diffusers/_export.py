@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from scorelab._files import atomic_write, write_json
+from scorelab._files import atomic_write, naming, write_json
 from scorelab.diffusers._pretrained import SCHEDULER_CONFIG
 from scorelab.diffusers._score_models import VPEpsilonUNet
 from scorelab.diffusers._unet import CONFIG_NAME, WEIGHTS_NAME
@@ -95,7 +95,10 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
     version = {"_diffusers_version": DIFFUSERS_FORMAT_VERSION}
     scheduler = dataclasses.asdict(model.scheduler)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    except OSError as error:  # it named the staging folder (/proc/.x.f9h7l0z_), not the user's
+        raise naming(error, directory) from None
     try:
         write_json(
             staging / "model_index.json",
