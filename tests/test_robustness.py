@@ -1454,7 +1454,8 @@ def test_an_override_on_several_lines_is_refused(tmp_path, capsys):
 )  # fmt: skip
 def test_a_field_set_by_both_a_flag_and_set_is_refused(argv, flag, field, tmp_path, capsys):
     """The flag won and the ``--set`` value went unread, not even checked (``train.steps=x``
-    trained 2 steps): a field is given once."""
+    trained 2 steps): two different values for one field are refused (the same value twice is
+    harmless, and tests/test_precond.py passes ``--data digits --set data.source="digits"``)."""
     out = tmp_path / ("run" if argv[0] == "train" else "s.npy")
     _fails([*argv, "--out", out], capsys, field, flag, "give it once")
     assert not out.exists()

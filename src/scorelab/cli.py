@@ -157,14 +157,16 @@ def _experiment(args, flags: dict, base: dict | None = None):
     overridden = {item.partition("=")[0].strip() for item in args.overrides}
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
-        if value is not None and target in overridden:
-            # the flag won, and the --set value went unread (not even checked)
-            raise ConfigError(f"{target}: set by both {flag} and --set; give it once")
         if value is not None:
             table = values
             *sections, field = target.split(".")
             for section in sections:
                 table = table.setdefault(section, {})
+            if target in overridden and table[field] != value:
+                # the flag won, and the --set value went unread (not even checked)
+                raise ConfigError(
+                    f"{target}: --set gives {table[field]!r}, {flag} gives {value!r}; give it once"
+                )
             table[field] = value
     return ExperimentConfig.from_dict(values)
 
