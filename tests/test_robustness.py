@@ -1450,6 +1450,8 @@ def test_an_override_on_several_lines_is_refused(tmp_path, capsys):
         ),
         (["sample", "--exact", "seed_mixture", "--set", " sampler.n_levels = 5", "--levels", "3"],
          "--levels", "sampler.n_levels"),
+        (["sample", "--exact", "seed_mixture", "--set", "sampler.options={eta=0.5}", "--eta", "1"],
+         "--eta", "sampler.options.eta"),
     ],
 )  # fmt: skip
 def test_a_field_set_by_both_a_flag_and_set_is_refused(argv, flag, field, tmp_path, capsys):
@@ -1664,6 +1666,12 @@ def test_export_and_plot_refuse_a_file_as_their_folder(
     _fails(["plot", run_dir, "--out", path], capsys, f"--out {path}: a file, not a folder")
     _fails(["export", _conditional_run, "--diffusers", path], capsys, f"{path} already exists")
     assert path == "/dev/null" or path.read_bytes() == b"keep"
+
+
+def test_a_flag_inside_a_set_value_that_is_not_a_table_is_refused(tmp_path, capsys):
+    """``--set sampler.options=3 --eta 1`` was a TypeError (an internal error)."""
+    argv = ["sample", "--exact", "seed_mixture", "--set", "sampler.options=3", "--eta", "1"]
+    _fails([*argv, "--out", tmp_path / "s.npy"], capsys, "(--eta): options is not a table")
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")

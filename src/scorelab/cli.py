@@ -143,7 +143,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 
 
 def _experiment(args, flags: dict, base: dict | None = None):
-    from scorelab.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+    from scorelab.config import ConfigError, ExperimentConfig, apply_overrides, load_config, put
 
     values = {section: dict(table) for section, table in (base or {}).items()}
     if args.config is not None:
@@ -154,20 +154,20 @@ def _experiment(args, flags: dict, base: dict | None = None):
             else:
                 values[section] = table
     values = apply_overrides(values, args.overrides)
-    overridden = {item.partition("=")[0].strip() for item in args.overrides}
+    overridden = [item.partition("=")[0].strip() for item in args.overrides]
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
-        if value is not None:
-            table = values
-            *sections, field = target.split(".")
-            for section in sections:
-                table = table.setdefault(section, {})
-            if target in overridden and table[field] != value:
-                # the flag won, and the --set value went unread (not even checked)
-                raise ConfigError(
-                    f"{target}: --set gives {table[field]!r}, {flag} gives {value!r}; give it once"
-                )
-            table[field] = value
+        if value is None:
+            continue
+        previous = put(values, target.split("."), value, f"{target} ({flag})")
+        # The flag wins: a --set of the field, or of a table holding it, went unread (not even
+        # checked) if it gave another value.
+        if previous not in (None, value) and any(
+            target == name or target.startswith(f"{name}.") for name in overridden
+        ):
+            raise ConfigError(
+                f"{target}: --set gives {previous!r}, {flag} gives {value!r}; give it once"
+            )
     return ExperimentConfig.from_dict(values)
 
 

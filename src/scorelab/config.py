@@ -802,10 +802,24 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
-        table = result
-        for part in path[:-1]:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a table")
-        table[path[-1]] = value
+        put(result, path, value, f"override {item!r}")
     return result
+
+
+def put(values: dict[str, Any], path: list[str], value: Any, where: str) -> Any:
+    """Set the field at ``path`` (``["sampler", "options", "eta"]``) of the nested dict
+    ``values`` to ``value``, creating the tables on the way, and return what was there
+    (``None`` if nothing): one writer for ``--set`` (:func:`apply_overrides`) and the CLI's
+    named flags.
+
+    Raises:
+        ConfigError: ``{where}: {part} is not a table`` where a value stands on the path.
+    """
+    table = values
+    for part in path[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {part} is not a table")
+    previous = table.get(path[-1])
+    table[path[-1]] = value
+    return previous
