@@ -370,6 +370,13 @@ def _cli(*argv):
         (None, ["--step-noise", "NOISE"], "eta 0 is deterministic and adds no step noise"),
         # a file was 'neither a local folder nor in the Hugging Face cache: download it'
         ("a file", [], "a file, not a pipeline folder"),
+        # the flag the user gave is named, not only the library's parameter behind it
+        (None, ["--steps", "0"], "--steps: num_inference_steps must be an integer >= 1"),
+        (None, ["--eta", "-1"], "--eta: eta must be a number >= 0"),
+        (None, ["--clip-range", "0"], "--clip-range: clip_sample_range must be a number > 0"),
+        (None, ["--steps-offset", "-3"], "--steps-offset: steps_offset must be an integer >= 0"),
+        # ... and a value from the pipeline's own file is blamed on that file, not a flag
+        ("steps_offset negative", [], "scheduler_config.json: steps_offset must be"),
     ],
 )
 def test_cli_refuses_with_status_2_one_line_no_traceback(case, extra, named, tmp_path):

@@ -683,22 +683,38 @@ def _cmd_pretrained(args) -> int:
         "prediction_type": args.prediction_type,
         "set_alpha_to_one": args.set_alpha_to_one,
     }
-    run(
-        args.path,
-        args.output,
-        backend=args.backend,
-        seed=args.seed,
-        num_inference_steps=args.steps,
-        eta=args.eta,
-        n=args.n,
-        use_clipped_model_output=args.use_clipped_model_output,
-        init_noise=args.init_noise,
-        step_noise=args.step_noise,
-        save_array=args.save_array,
-        scheduler=scheduler,
-    )
+    try:
+        run(
+            args.path,
+            args.output,
+            backend=args.backend,
+            seed=args.seed,
+            num_inference_steps=args.steps,
+            eta=args.eta,
+            n=args.n,
+            use_clipped_model_output=args.use_clipped_model_output,
+            init_noise=args.init_noise,
+            step_noise=args.step_noise,
+            save_array=args.save_array,
+            scheduler=scheduler,
+        )
+    except ValueError as error:  # name the flag the user gave, not the library's parameter
+        name = str(error).split(" ", 1)[0]
+        flag = _PRETRAINED_FLAGS.get(name)
+        if flag is None or getattr(args, flag[2:].replace("-", "_")) is None:
+            raise  # not an option, or a value the pipeline's own configuration gave
+        raise ValueError(f"{flag}: {error}") from error
     print(args.output)
     return 0
+
+
+# The library parameter behind each `pretrained` flag whose range `run` checks.
+_PRETRAINED_FLAGS = {
+    "num_inference_steps": "--steps",
+    "eta": "--eta",
+    "clip_sample_range": "--clip-range",
+    "steps_offset": "--steps-offset",
+}
 
 
 def _add_pretrained(commands) -> None:
