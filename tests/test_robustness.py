@@ -468,6 +468,8 @@ _BAD_GRID_FILES = {
     "beyond_float32": '{"sigmas": [0.02, 1e39, 1e40]}',
     "booleans": '{"sigmas": [true, 80]}',
     "below_float32": '{"sigmas": [1e-300, 1e-299]}',  # both 0 in float32
+    "variance_underflows": '{"sigmas": [1e-25, 0.5, 80]}',  # its square is 0 in float32
+    "variance_overflows": '{"sigmas": [0.02, 1, 1e25]}',  # its square is inf in float32
     "deeply_nested": '{"sigmas": ' + "[" * 100000 + "]" * 100000 + "}",  # a RecursionError
     "binary": None,
     "a_folder": "folder",
@@ -1704,4 +1706,28 @@ def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, 
         "evaluate": [],
     }[argv[0]]
     _fails([*argv, *extra], capsys, f"{field}: ", "its square (a variance) overflows float32")
+    assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["sample", "--exact", "seed_mixture", "--sigma-min", "1e-300"], "sampler.sigma_min"),
+        (["sample", "--exact", "seed_mixture", "--sampler", "ula", "--sigma", "1e-30"], "sigma"),
+        (["train", "--set", "loss.sigma_min=1e-25"], "loss.sigma_min"),
+        (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-min", "1e-20"], "sweep.sigma_min"),
+    ],
+)
+def test_a_positive_noise_level_whose_variance_underflows_float32_is_refused(
+    argv, field, tmp_path, capsys
+):
+    """A positive level below 1.1e-19 has a zero float32 variance: sampler.sigma_min = 1e-300
+    was refused as 'sampler.options: sigmas must be finite, positive and strictly ascending'
+    (blaming the options), ULA at sigma 1e-300 'diverged', blamed on the step size."""
+    extra = {
+        "sample": ["--n", "5", "--out", tmp_path / "out.npy"],
+        "train": ["--out", tmp_path / "run", *_TINY],
+        "sweep": ["--n", "20", "--seeds", "0", "--out", tmp_path / "sweep", "--quiet"],
+    }[argv[0]]
+    _fails([*argv, *extra], capsys, f"{field}: ", "its square (a variance) underflows float32")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()

@@ -105,12 +105,25 @@ SIGMA_LIMIT = 1.8e19
 chains blamed on the step size."""
 
 
+SIGMA_FLOOR = 1.1e-19
+"""The smallest positive noise level whose square, a variance, is a normal float32 (``sqrt``
+of float32's smallest normal 1.18e-38 is 1.08e-19): ``sigma_min = 1e-300`` became 0 in float32
+and was refused as 'sigmas must be finite, positive and strictly ascending', blaming the
+sampler's options; ``1e-30`` divided scores by a zero variance."""
+
+
 def check_sigma(field: str, value, error: type[ValueError] = ValueError) -> None:
-    """Raise for a noise level (already checked a finite number) beyond :data:`SIGMA_LIMIT`."""
+    """Raise for a noise level (already checked a finite number ``>= 0``) beyond
+    :data:`SIGMA_LIMIT`, or positive and below :data:`SIGMA_FLOOR`."""
     if value > SIGMA_LIMIT:
         raise error(
             f"{field}: {value!r} is beyond 1.8e19, where its square (a variance) overflows "
             "float32; give a smaller noise level"
+        )
+    if 0 < value < SIGMA_FLOOR:
+        raise error(
+            f"{field}: {value!r} is below 1.1e-19, where its square (a variance) underflows "
+            "float32; give a larger noise level"
         )
 
 

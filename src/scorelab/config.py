@@ -373,6 +373,7 @@ class LossConfig:
         _check_real("loss", "sigma", self.sigma, "a number > 0", lambda v: v > 0)
         check_sigma("loss.sigma", self.sigma, ConfigError)
         _check_real("loss", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
+        check_sigma("loss.sigma_min", self.sigma_min, ConfigError)
         _check_real(
             "loss",
             "sigma_max",
@@ -536,6 +537,7 @@ class SamplerConfig:
         if not is_saved_grid(self.grid):
             _check_choice("sampler", "grid", self.grid, GRIDS)
         _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
+        check_sigma("sampler.sigma_min", self.sigma_min, ConfigError)
         _check_real(
             "sampler",
             "sigma_max",

@@ -26,7 +26,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import write_json
-from scorelab._validate import FLOAT32_MAX, first_line
+from scorelab._validate import FLOAT32_MAX, check_sigma, first_line
 
 __all__ = [
     "ve_perturb",
@@ -295,6 +295,9 @@ def read_saved_grid(name: str) -> np.ndarray:
             f"grid {name!r}: its sigmas must be a list of at least 2 ascending positive "
             "numbers (finite in float32); make one with scorelab grid"
         )
+    # Here, so the grid is named, not the sampler.sigma_min read from it.
+    check_sigma(f"grid {name!r}: its smallest level", float(saved[0]))
+    check_sigma(f"grid {name!r}: its largest level", float(saved[-1]))
     return saved
 
 

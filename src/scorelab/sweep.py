@@ -587,6 +587,7 @@ class SweepSettings:
         else:
             check_choice("sweep.grid", self.grid, GRIDS)
         check_real("sweep.sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
+        check_sigma("sweep.sigma_min", self.sigma_min)
         check_real(
             "sweep.sigma_max",
             self.sigma_max,

@@ -20,6 +20,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import erfinv, ndtr
 
+from scorelab._validate import check_sigma
 from scorelab.samplers._core import (
     AbstractSampler,
     check_positive_int,
@@ -110,9 +111,11 @@ def ula(
 
 def check_score_sigma(sigma: float) -> None:
     """``ValueError`` unless the noise level passed to the score is ``>= 0`` (a negative one
-    was passed on, and a score at sigma -1 sampled something, exit 0)."""
+    was passed on, and a score at sigma -1 sampled something, exit 0) and, when positive, a
+    level whose variance float32 holds (:func:`scorelab._validate.check_sigma`)."""
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0 (the score's noise level), got {sigma}")
+    check_sigma("sigma", sigma)
 
 
 class AnnealedLangevin(AbstractLangevin):
