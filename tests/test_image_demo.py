@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -47,6 +48,15 @@ def test_image_demo_writes_rows_floors_grids_and_a_run(tmp_path, capsys):
     assert samples["ddim_nfe5"].shape == (16, 1, 8, 8)
     assert (run / "models" / "unet" / "manifest.json").is_file()
     assert "floor fd" in capsys.readouterr().out
+    # scorelab plot redraws the demo's figures from its files, pixel for pixel
+    assert main(["plot", str(run), "--out", str(tmp_path / "again")]) == 0
+    for name in figures:
+        first = plt.imread(run / "figures" / name)
+        np.testing.assert_array_equal(plt.imread(tmp_path / "again" / name), first)
+    # the demo's folder is not a run, and the error names the run inside it
+    out = str(tmp_path / "s.npy")
+    assert main(["sample", "--run", str(run), "--n", "2", "--out", out]) == 2
+    assert str(run / "models" / "unet") in capsys.readouterr().err
     # a second run refuses the directory instead of overwriting it
     assert main(argv) == 2
 

@@ -391,6 +391,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_plot(args) -> int:
     from scorelab.demo import plot_demo
+    from scorelab.image_demo import is_image_demo, plot_image_demo
     from scorelab.workflows import plot_run
 
     out = args.out if args.out is not None else args.run / "figures"
@@ -404,7 +405,9 @@ def _cmd_plot(args) -> int:
             f"--out {out}: a folder that is not empty; pass --overwrite to replace figures "
             "there, or choose a new folder"
         )
-    if (args.run / "demo.json").is_file():
+    if is_image_demo(args.run):
+        written = plot_image_demo(args.run, out)
+    elif (args.run / "demo.json").is_file():
         written = plot_demo(args.run, out)
     else:
         written = plot_run(args.run, out)

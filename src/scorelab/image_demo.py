@@ -36,11 +36,11 @@ from scorelab._validate import check_choice, check_int, check_memory, check_seed
 from scorelab.config import ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
-from scorelab.runs import manifest, named_key, write_json
+from scorelab.runs import manifest, named_key, read_json, read_losses, write_json
 from scorelab.training import TrainConfig
 from scorelab.workflows import evaluate_image_sets, sample_run, save_sample_grid, train_run
 
-__all__ = ["ImageDemoSettings", "run_image_demo"]
+__all__ = ["ImageDemoSettings", "is_image_demo", "plot_image_demo", "run_image_demo"]
 
 _MEASURES = {
     "fd": "Fréchet distance (classifier features)",
@@ -143,6 +143,17 @@ class ImageDemoSettings:
         )
 
 
+def is_image_demo(run_dir) -> bool:
+    """Whether ``run_dir`` is the output of ``scorelab demo images`` (its ``demo.json`` holds
+    the image demo's settings, which the 2-D demo's do not: ``budgets``)."""
+    path = Path(run_dir) / "demo.json"
+    return path.is_file() and "budgets" in read_json(path)
+
+
+def _label(name: str, nfe: int) -> str:
+    return f"{samplers.label(name)} NFE {nfe}"
+
+
 def _key(settings: ImageDemoSettings, name: str) -> jax.Array:
     """The image demo's key named ``name`` (:func:`scorelab.runs.named_key`)."""
     return named_key(settings.seed, name)
@@ -161,7 +172,6 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
         measure), ``floors`` (measure -> (mean, sd)), ``train_seconds`` and ``seconds``.
     """
     out_dir = Path(out_dir)
-    figures = out_dir / "figures"
     started = time.perf_counter()
     result = train_run(
         settings.experiment(),
@@ -191,7 +201,7 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
         arrays[f"{name}_nfe{nfe}"] = drawn[name, nfe].x
         bar.update()
     bar.close()
-    labels = {job: f"{samplers.label(job[0])} NFE {job[1]}" for job in drawn}
+    labels = {job: _label(*job) for job in drawn}
     # Measured together: one floor for every row. Clipped to the pixel range as diffusers'
     # pipelines clip before saving an image.
     report = evaluate_image_sets(
@@ -199,22 +209,50 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
         floor_repeats=settings.floor_repeats,
         seed=settings.seed,
     )
-    rows, floors = [], report.floors
-    for (name, nfe, levels), row in zip(jobs, report.rows, strict=True):
-        nfe_used = drawn[name, nfe].nfe
-        rows.append({**row, "sampler": name, "budget": nfe, "levels": levels, "nfe": nfe_used})
-        save_sample_grid(
-            drawn[name, nfe].x[:64],
-            figures / f"samples_{name}_nfe{nfe}.png",
-            label=labels[name, nfe],
-        )
+    rows = [
+        {**row, "sampler": name, "budget": nfe, "levels": levels, "nfe": drawn[name, nfe].nfe}
+        for (name, nfe, levels), row in zip(jobs, report.rows, strict=True)
+    ]
+    atomic_write(out_dir / "samples.npz", lambda handle: np.savez_compressed(handle, **arrays))
+    results = {
+        "rows": rows,
+        "floors": report.floors,
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    write_json(out_dir / "metrics.json", results)
+    write_json(out_dir / "demo.json", settings.to_dict())
+    plot_image_demo(out_dir, out_dir / "figures", results=results, losses=result.losses)
+    record = manifest(settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"])
+    write_json(out_dir / "manifest.json", record)
+    return results
 
+
+def plot_image_demo(run_dir, out_dir, *, results=None, losses=None) -> list[Path]:
+    """Draw the image demo's figures from its run directory; returns the paths written.
+
+    A labelled grid of the first 64 samples per sampler and budget, one of held-out digits,
+    the U-Net's loss curve, and each measure against NFE with the floor band, from
+    ``metrics.json``, ``samples.npz``, ``demo.json`` and ``models/unet`` (``scorelab plot``
+    redraws them; :func:`run_image_demo` passes its own ``results`` and ``losses``).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    settings = ImageDemoSettings.from_dict(read_json(run_dir / "demo.json"))
+    results = results if results is not None else read_json(run_dir / "metrics.json")
+    losses = losses if losses is not None else read_losses(run_dir / "models" / "unet")
+    rows, floors = results["rows"], results["floors"]
+    written = []
+    with np.load(run_dir / "samples.npz") as arrays:
+        for row in rows:
+            name, nfe = row["sampler"], row["budget"]
+            path = out_dir / f"samples_{name}_nfe{nfe}.png"
+            written.append(
+                save_sample_grid(arrays[f"{name}_nfe{nfe}"][:64], path, label=_label(name, nfe))
+            )
     held_out, _ = digits("test", size=settings.size)
-    save_sample_grid(held_out[:64], figures / "data.png", label="held-out digits")
-    viz.save_figure(
-        viz.loss_curves({"unet": np.asarray(result.losses)}, title="U-Net training loss"),
-        figures / "loss.png",
-    )
+    written.append(save_sample_grid(held_out[:64], out_dir / "data.png", label="held-out digits"))
+    figure = viz.loss_curves({"unet": np.asarray(losses)}, title="U-Net training loss")
+    written.append(viz.save_figure(figure, out_dir / "loss.png"))
     for measure, ylabel in _MEASURES.items():
         curves = {
             name: (
@@ -231,17 +269,5 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
             key_name="sampler",
             title="Samplers on the digits U-Net (band: the floor, held-out digits)",
         )
-        viz.save_figure(figure, figures / f"{measure}_vs_nfe.png")
-
-    atomic_write(out_dir / "samples.npz", lambda handle: np.savez_compressed(handle, **arrays))
-    results = {
-        "rows": rows,
-        "floors": floors,
-        "train_seconds": train_seconds,
-        "seconds": time.perf_counter() - started,
-    }
-    write_json(out_dir / "metrics.json", results)
-    write_json(out_dir / "demo.json", settings.to_dict())
-    record = manifest(settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"])
-    write_json(out_dir / "manifest.json", record)
-    return results
+        written.append(viz.save_figure(figure, out_dir / f"{measure}_vs_nfe.png"))
+    return written

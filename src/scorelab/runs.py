@@ -359,7 +359,7 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"not a scorelab run directory (no config.json): {run_dir}")
+        raise _not_a_run(run_dir)
     try:
         config = ExperimentConfig.from_dict(read_json(config_path))
     except ConfigError as error:  # an edited or foreign config.json: name the file
@@ -367,6 +367,28 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     model = load_model(run_dir / "model")
     _check_record(run_dir, config, read_json(run_dir / "model.json"))
     return config, model
+
+
+def _not_a_run(run_dir: Path) -> Exception:
+    """The error for a folder without ``config.json``: the outputs of ``scorelab sweep`` and
+    ``scorelab demo`` are named as such (a demo's trained models are runs of their own)."""
+    if (run_dir / "sweep.json").is_file():
+        return ValueError(
+            f"{run_dir}: a sampler map (sweep.json), not a training run; its figure is "
+            f"{run_dir / 'sampler_map.png'}, and a run is the --out of scorelab train"
+        )
+    models = run_dir / "models"
+    runs = (
+        sorted(p for p in models.iterdir() if (p / "config.json").is_file())
+        if models.is_dir()
+        else []
+    )
+    if runs:
+        return ValueError(
+            f"{run_dir}: a demo's output, not a training run; its trained models are runs: "
+            + ", ".join(str(p) for p in runs)
+        )
+    return FileNotFoundError(f"not a scorelab run directory (no config.json): {run_dir}")
 
 
 def read_losses(run_dir) -> np.ndarray:
