@@ -1731,3 +1731,24 @@ def test_a_positive_noise_level_whose_variance_underflows_float32_is_refused(
     }[argv[0]]
     _fails([*argv, *extra], capsys, f"{field}: ", "its square (a variance) underflows float32")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "plot", "export"])
+def test_a_sampler_map_or_a_demo_given_as_a_run_says_what_it_is(command, tmp_path, capsys):
+    """A folder of scorelab's but not a training run: a sweep's output was 'not a scorelab run
+    directory (no config.json): ...; check the path and the disk', and a demo's too, though
+    the demo's trained models inside it are runs."""
+    sweep_dir, demo_dir = tmp_path / "map", tmp_path / "demo"
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.json").write_text("{}")
+    (demo_dir / "models" / "ncsn").mkdir(parents=True)
+    (demo_dir / "models" / "ncsn" / "config.json").write_text("{}")
+    extra = {
+        "sample": ["--n", "2", "--out", tmp_path / "s.npy"],
+        "plot": ["--out", tmp_path / "figures"],
+        "export": ["--diffusers", tmp_path / "pipeline"],
+    }[command]
+    where = ["--run"] if command == "sample" else []
+    _fails([command, *where, sweep_dir, *extra], capsys, "a sampler map", "sampler_map.png")
+    _fails([command, *where, demo_dir, *extra], capsys, "a demo's output",
+           str(demo_dir / "models" / "ncsn"))  # fmt: skip
