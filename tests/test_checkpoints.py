@@ -188,3 +188,26 @@ def test_a_model_file_from_another_save_is_refused_by_its_checksum(tmp_path):
     shutil.copy(tmp_path / "new.eqx", tmp_path / "old.eqx")
     with pytest.raises(ValueError, match=r"old.eqx does not match the checksum in old.json"):
         load_model(tmp_path / "old")
+
+
+def test_a_network_loads_in_the_float_width_it_was_saved_in(tmp_path):
+    """Under jax_enable_x64 the skeleton's floats are float64: a float32 network was refused as
+    'changed dtype from float64 in `like` to float32 on disk' (files that 'do not belong
+    together'). Each width now loads as saved, under x64 or not, bit for bit."""
+    model = MLP(jax.random.key(0), widths=(8, 8))
+    save_model(tmp_path / "f32", model, dim=2, widths=(8, 8))
+    with jax.enable_x64(True):
+        loaded = load_model(tmp_path / "f32")
+        assert {leaf.dtype for leaf in arrays(loaded)} == {np.dtype(np.float32)}
+        for a, b in zip(arrays(loaded), arrays(model), strict=True):
+            np.testing.assert_array_equal(a, b)
+        wide = MLP(jax.random.key(0), widths=(8, 8))  # float64 under x64
+        save_model(tmp_path / "f64", wide, dim=2, widths=(8, 8))
+        again = load_model(tmp_path / "f64")
+        assert {leaf.dtype for leaf in arrays(again)} == {np.dtype(np.float64)}
+        for a, b in zip(arrays(again), arrays(wide), strict=True):
+            np.testing.assert_array_equal(a, b)
+    narrowed = load_model(tmp_path / "f64")  # without x64 JAX holds it as float32
+    assert {leaf.dtype for leaf in arrays(narrowed)} == {np.dtype(np.float32)}
+    for a, b in zip(arrays(narrowed), arrays(wide), strict=True):
+        np.testing.assert_array_equal(a, b.astype(np.float32))

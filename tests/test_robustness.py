@@ -1752,3 +1752,19 @@ def test_a_sampler_map_or_a_demo_given_as_a_run_says_what_it_is(command, tmp_pat
     _fails([command, *where, sweep_dir, *extra], capsys, "a sampler map", "sampler_map.png")
     _fails([command, *where, demo_dir, *extra], capsys, "a demo's output",
            str(demo_dir / "models" / "ncsn"))  # fmt: skip
+
+
+def test_the_command_line_computes_in_float32_under_x64(tmp_path, capsys):
+    """With jax_enable_x64 (JAX_ENABLE_X64=1 in a user's shell) train was an internal error (a
+    float64 loss beside a float32 one in the training step) and a U-Net run refused float64
+    states. The command line computes in float32 and says so once; a Python caller's setting
+    is back afterwards."""
+    import jax
+
+    with jax.enable_x64(True):
+        assert main(["train", "--out", str(tmp_path / "run"), *_TINY]) == 0
+        assert "computes in float32" in capsys.readouterr().err
+        out = tmp_path / "s.npy"
+        assert main(["sample", "--run", str(tmp_path / "run"), "--n", "3", "--out", str(out)]) == 0
+        assert np.load(out).dtype == np.float32
+        assert jax.config.jax_enable_x64

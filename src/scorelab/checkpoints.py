@@ -31,6 +31,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -253,6 +254,39 @@ def _skeleton(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
     return eqx.filter_eval_shape(lambda: _build(cls, kwargs))
 
 
+def _deserialise(leaves: bytes, skeleton: eqx.Module) -> eqx.Module:
+    """The network from its serialised leaves, each array in the float width it was saved in.
+
+    The skeleton's floats have JAX's default width, float64 under ``jax_enable_x64``: a
+    network saved in float32 (every run ``scorelab`` trains without x64) was refused there as
+    'changed dtype from float64 in `like` to float32 on disk'. A first pass reads the saved
+    dtypes, the second loads with them (as JAX canonicalises them: float64 is read as float32
+    without x64).
+    """
+    saved = []
+
+    def probe(handle, leaf):
+        if isinstance(leaf, jax.Array | jax.ShapeDtypeStruct):
+            array = np.load(handle)
+            saved.append(array.dtype)
+            return jnp.asarray(array, leaf.dtype)  # the pass's own check wants the skeleton's
+        return eqx.default_deserialise_filter_spec(handle, leaf)
+
+    eqx.tree_deserialise_leaves(io.BytesIO(leaves), skeleton, filter_spec=probe)
+    widths = iter(saved)
+
+    def as_saved(leaf):
+        if not isinstance(leaf, jax.Array | jax.ShapeDtypeStruct):
+            return leaf
+        dtype = next(widths)
+        if jnp.issubdtype(leaf.dtype, jnp.floating) and jnp.issubdtype(dtype, jnp.floating):
+            return jax.ShapeDtypeStruct(leaf.shape, jax.dtypes.canonicalize_dtype(dtype))
+        return leaf
+
+    like = jax.tree.map(as_saved, skeleton)
+    return eqx.tree_deserialise_leaves(io.BytesIO(leaves), like)
+
+
 def _signature(tree: Any) -> tuple:
     """Tree structure (static fields included) and the shapes and dtypes of the array leaves."""
     leaves = [(leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")]
@@ -350,7 +384,7 @@ def load_model(path: str | Path) -> eqx.Module:
             f"({first_line(error)}); restore the file or save the model again"
         ) from error
     try:
-        return eqx.tree_deserialise_leaves(io.BytesIO(leaves), skeleton)
+        return _deserialise(leaves, skeleton)
     except (RuntimeError, ValueError, TypeError, EOFError) as error:
         message = first_line(error)
         raise ValueError(

@@ -16,7 +16,9 @@ else is a bug: its traceback, a line asking for a report, exit status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import sys
 import traceback
 import warnings
@@ -1003,6 +1005,28 @@ def _warning_printer(command: str):
     return show
 
 
+def _float32(command: str):
+    """The command line computes in float32, whatever ``JAX_ENABLE_X64`` (or a Python
+    caller's ``jax_enable_x64``) says: its runs are float32 networks, its range checks are
+    float32's, and one command gives the same numbers in every environment. Under x64 a run
+    was an internal error (a float64 loss beside a float32 one in the training step), and a
+    float32 run's U-Net refused float64 states. A context: a Python caller's setting returns
+    afterwards. The Python API computes in float64 under x64 (the samplers, ``ExactScore``)."""
+    requested = os.environ.get("JAX_ENABLE_X64", "").strip().lower() in ("1", "true", "yes", "on")
+    if "jax" in sys.modules:
+        requested = bool(sys.modules["jax"].config.jax_enable_x64)
+    if not requested:
+        return contextlib.nullcontext()
+    import jax
+
+    print(
+        f"scorelab {command}: note: the command line computes in float32; jax_enable_x64 "
+        "(JAX_ENABLE_X64) is ignored here (the Python API honours it)",
+        file=sys.stderr,
+    )
+    return jax.enable_x64(False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
 
@@ -1036,8 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.argv = argv  # what a launcher (train --processes) passes on to its processes
     try:
-        with warnings.catch_warnings():  # restores the caller's showwarning on return
-            warnings.showwarning = _warning_printer(args.command)
+        with warnings.catch_warnings(), _float32(args.command):
+            warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
             return args.handler(args)
     except KeyboardInterrupt:
         print(f"scorelab {args.command}: interrupted", file=sys.stderr)

@@ -433,8 +433,8 @@ def _steps(
         return new_state, loss, finite
 
     def skip(state, step_key):
-        del step_key
-        return state, jnp.full((), jnp.nan, jnp.float32), jnp.array(True)
+        loss = jax.eval_shape(update, state, step_key)[1]  # float64 under jax_enable_x64
+        return state, jnp.full((), jnp.nan, loss.dtype), jnp.array(True)
 
     def body(carry, slot):
         state, bad = carry
