@@ -259,32 +259,40 @@ def _deserialise(leaves: bytes, skeleton: eqx.Module) -> eqx.Module:
 
     The skeleton's floats have JAX's default width, float64 under ``jax_enable_x64``: a
     network saved in float32 (every run ``scorelab`` trains without x64) was refused there as
-    'changed dtype from float64 in `like` to float32 on disk'. A first pass reads the saved
-    dtypes, the second loads with them (as JAX canonicalises them: float64 is read as float32
-    without x64).
+    'changed dtype from float64 in `like` to float32 on disk'. One pass reads the leaves and
+    their saved dtypes (as JAX canonicalises them: float64 is float32 without x64), and is the
+    network when every dtype is the skeleton's; otherwise a second pass loads the floats in
+    their saved widths, and its own check refuses any other difference, as before.
     """
     saved = []
 
-    def probe(handle, leaf):
-        if isinstance(leaf, jax.Array | jax.ShapeDtypeStruct):
-            array = np.load(handle)
-            saved.append(array.dtype)
-            return jnp.asarray(array, leaf.dtype)  # the pass's own check wants the skeleton's
-        return eqx.default_deserialise_filter_spec(handle, leaf)
+    def read(handle, leaf):
+        if not _is_array(leaf):
+            return eqx.default_deserialise_filter_spec(handle, leaf)
+        array = np.load(handle)
+        saved.append(jax.dtypes.canonicalize_dtype(array.dtype))
+        return jnp.asarray(array, leaf.dtype)  # the pass's own check wants the skeleton's
 
-    eqx.tree_deserialise_leaves(io.BytesIO(leaves), skeleton, filter_spec=probe)
+    loaded = eqx.tree_deserialise_leaves(io.BytesIO(leaves), skeleton, filter_spec=read)
+    arrays = [leaf for leaf in jax.tree.leaves(skeleton) if _is_array(leaf)]
+    if all(leaf.dtype == dtype for leaf, dtype in zip(arrays, saved, strict=True)):
+        return loaded  # every dtype as in the skeleton: the first pass is the network
     widths = iter(saved)
 
     def as_saved(leaf):
-        if not isinstance(leaf, jax.Array | jax.ShapeDtypeStruct):
+        if not _is_array(leaf):
             return leaf
         dtype = next(widths)
         if jnp.issubdtype(leaf.dtype, jnp.floating) and jnp.issubdtype(dtype, jnp.floating):
-            return jax.ShapeDtypeStruct(leaf.shape, jax.dtypes.canonicalize_dtype(dtype))
+            return jax.ShapeDtypeStruct(leaf.shape, dtype)
         return leaf
 
     like = jax.tree.map(as_saved, skeleton)
     return eqx.tree_deserialise_leaves(io.BytesIO(leaves), like)
+
+
+def _is_array(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array | jax.ShapeDtypeStruct)
 
 
 def _signature(tree: Any) -> tuple:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import os
 import sys
 import traceback
 import warnings
@@ -1012,13 +1011,10 @@ def _float32(command: str):
     was an internal error (a float64 loss beside a float32 one in the training step), and a
     float32 run's U-Net refused float64 states. A context: a Python caller's setting returns
     afterwards. The Python API computes in float64 under x64 (the samplers, ``ExactScore``)."""
-    requested = os.environ.get("JAX_ENABLE_X64", "").strip().lower() in ("1", "true", "yes", "on")
-    if "jax" in sys.modules:
-        requested = bool(sys.modules["jax"].config.jax_enable_x64)
-    if not requested:
-        return contextlib.nullcontext()
-    import jax
+    import jax  # reads JAX_ENABLE_X64 itself (scorelab's import has already imported it)
 
+    if not jax.config.jax_enable_x64:
+        return contextlib.nullcontext()
     print(
         f"scorelab {command}: note: the command line computes in float32; jax_enable_x64 "
         "(JAX_ENABLE_X64) is ignored here (the Python API honours it)",
