@@ -877,6 +877,37 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys)
 
 
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_train_keeps_the_finished_steps_for_resume(
+    run_dir, tmp_path, capsys, monkeypatch, signal_name
+):
+    # A scheduler's time limit, `kill` or `timeout` sends SIGTERM, which ended the process at
+    # once; Ctrl-C (SIGINT) stopped it with "interrupted". Either way a run that checkpoints
+    # only at its end lost every step it had trained.
+    import os
+    import signal
+
+    from _interrupt import interrupt_at
+
+    number = getattr(signal, signal_name)
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 2, lambda: os.kill(os.getpid(), number))
+    status = main(["train", "--loss", "ncsn", "--out", str(out), *_TINY])
+    err = capsys.readouterr().err
+    assert status == 128 + number, err
+    assert err.strip().splitlines() == [
+        "scorelab train: interrupted: training stopped after 2 of 4 steps; the checkpoint of "
+        "step 2 is kept; rerun it with --resume (the same settings, without --overwrite) to "
+        "continue"
+    ]
+    assert signal.getsignal(signal.SIGTERM) is handler  # the caller's handler is back
+    monkeypatch.undo()
+    assert main(["train", "--loss", "ncsn", "--out", str(out), "--resume", *_TINY]) == 0
+    for name in ("model.eqx", "losses.npy"):  # the uninterrupted run's, bit for bit
+        assert (out / name).read_bytes() == (run_dir / name).read_bytes(), name
+
+
 # --- the console script: the boundary as a user meets it -----------------------------------
 
 

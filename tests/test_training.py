@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _damage import flip_a_bit
+from _interrupt import interrupt_at
 
 from scorelab.checkpoints import load_model, open_checkpoints, save_model
 from scorelab.losses import dsm_loss
@@ -31,6 +32,7 @@ from scorelab.targets import gaussian
 from scorelab.training import (
     NonFiniteLossError,
     TrainConfig,
+    TrainingInterrupted,
     _run_slots,
     make_optimizer,
     train,
@@ -279,6 +281,53 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(reference, tmp_path):
     resumed = run(out_dir=out_dir, resume=True)
     assert resumed.start_step == latest
     assert_same_run(resumed, reference[0])  # bitwise
+
+
+def test_an_interrupt_checkpoints_the_finished_steps_and_resume_ends_as_uninterrupted(
+    reference, tmp_path, monkeypatch
+):
+    # CONFIG checkpoints only at the end: the interrupt after the second dispatch (step 14)
+    # finds no checkpoint on disk and must write one, or the run's 14 steps are lost.
+    out_dir = tmp_path / "interrupted"
+    interrupt_at(monkeypatch, 14)
+    with pytest.raises(TrainingInterrupted, match="after 14 of 24 steps") as caught:
+        run(out_dir=out_dir)
+    assert (caught.value.step, caught.value.last_checkpoint) == (14, 14)
+    assert open_checkpoints(out_dir).all_steps() == [14]
+    monkeypatch.undo()
+    resumed = run(out_dir=out_dir, resume=True)
+    assert resumed.start_step == 14
+    assert_same_run(resumed, reference[0])  # bitwise
+
+
+def test_an_interrupt_as_a_periodic_checkpoint_is_written_keeps_that_checkpoint(
+    reference, tmp_path, monkeypatch
+):
+    # The interrupt arrives as the save of step 15 returns, before the loop records it: the
+    # checkpoint on disk is kept, not written twice.
+    import scorelab.checkpoints
+
+    save = scorelab.checkpoints.save_checkpoint
+
+    def save_then_interrupt(manager, step, state, metadata):
+        save(manager, step, state, metadata)
+        if step == 15:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scorelab.checkpoints, "save_checkpoint", save_then_interrupt)
+    out_dir = tmp_path / "interrupted"
+    with pytest.raises(TrainingInterrupted) as caught:
+        run(replace(CONFIG, checkpoint_every=5), out_dir=out_dir)
+    assert (caught.value.step, caught.value.last_checkpoint) == (15, 15)
+    assert open_checkpoints(out_dir).all_steps() == [5, 10, 15]
+    monkeypatch.undo()
+    assert_same_run(run(out_dir=out_dir, resume=True), reference[0])
+
+
+def test_an_interrupt_without_an_out_dir_says_nothing_was_kept(monkeypatch):
+    interrupt_at(monkeypatch, 7)
+    with pytest.raises(TrainingInterrupted, match="after 7 of 24 steps; no checkpoint"):
+        run()
 
 
 def test_four_devices_give_the_one_device_parameters(reference, four_devices):

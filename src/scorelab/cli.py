@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -1023,6 +1025,39 @@ def _float32(command: str):
     return jax.enable_x64(False)
 
 
+@contextlib.contextmanager
+def _interruptible(received: list):
+    """SIGTERM (a scheduler's time limit, ``kill``, ``timeout``) interrupts the command as
+    Ctrl-C does, so training keeps its finished steps as a checkpoint (Python's default ends
+    the process at once); the signal is appended to ``received``. The caller's handler returns
+    afterwards; off the main thread, where Python cannot install one, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(args, error: KeyboardInterrupt) -> str:
+    """The line for an interrupted command: what training kept, and how to continue it."""
+    from scorelab.training import TrainingInterrupted
+
+    if not isinstance(error, TrainingInterrupted):
+        return "interrupted"
+    line = f"interrupted: {error}"
+    if args.command == "train" and error.last_checkpoint is not None:
+        line += "; rerun it with --resume (the same settings, without --overwrite) to continue"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scorelab`` command: parse ``argv``, run the subcommand.
 
@@ -1042,7 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 2 after a user error, 1 after a bug, 130 when
-        interrupted.
+        interrupted (Ctrl-C), 143 when terminated (SIGTERM). An interrupted ``train`` first
+        checkpoints the steps it finished, which ``--resume`` continues.
 
     Raises:
         SystemExit: from argparse, status 0 for ``--help``.
@@ -1055,13 +1091,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
         return 2
     args.argv = argv  # what a launcher (train --processes) passes on to its processes
+    received = []  # the signal that interrupted the command, if any
     try:
-        with warnings.catch_warnings(), _float32(args.command):
+        with warnings.catch_warnings(), _float32(args.command), _interruptible(received):
             warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
             return args.handler(args)
-    except KeyboardInterrupt:
-        print(f"scorelab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        print(f"scorelab {args.command}: {_interrupted(args, error)}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
     except Exception as error:  # the one boundary: a user's error, or a bug to report
         message = _user_error(error)
         if message is None:

@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -55,6 +56,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "NonFiniteLossError",
+    "TrainingInterrupted",
     "make_optimizer",
     "train",
 ]
@@ -218,6 +220,26 @@ class NonFiniteLossError(FloatingPointError):
             f"{kept}. Try a lower learning_rate, gradient clipping (grad_clip, e.g. 1.0), or a "
             "warm-up schedule ('warmup_cosine')."
         )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, or SIGTERM on the command line); the finished steps
+    were checkpointed where the run has an ``out_dir``, and ``resume=True`` continues them.
+
+    Attributes:
+        step: the steps finished.
+        steps: the steps the run was to train.
+        last_checkpoint: step of the last checkpoint on disk, or ``None``.
+    """
+
+    def __init__(self, step: int, steps: int, last_checkpoint: int | None):
+        self.step, self.steps, self.last_checkpoint = step, steps, last_checkpoint
+        kept = (
+            f"the checkpoint of step {last_checkpoint} is kept"
+            if last_checkpoint is not None
+            else "no checkpoint was written"
+        )
+        super().__init__(f"training stopped after {step} of {steps} steps; {kept}")
 
 
 class _TrainState(NamedTuple):
@@ -553,6 +575,9 @@ def train(
     Raises:
         NonFiniteLossError: a loss or gradient was NaN/inf; the bad update is not applied and
             not checkpointed.
+        TrainingInterrupted: a ``KeyboardInterrupt`` arrived; with ``out_dir`` the steps
+            finished by then are checkpointed first (one process only), so ``resume``
+            continues them.
         ValueError: batch size not divisible by the device count; ``resume`` without
             ``out_dir``; existing checkpoints without ``resume``; a resume that does not match
             the checkpointed run (naming the fields that differ); checkpoints of which
@@ -658,42 +683,65 @@ def train(
         disable=not progress or jax.process_index() != 0,
         dynamic_ncols=True,
     )
-    step = start_step
-    with bar:
-        while step < config.steps:
-            next_checkpoint = min((step // period + 1) * period, config.steps)
-            n_active = min(config.steps_per_dispatch, next_checkpoint - step)
-            new_leaves, dispatch_losses, bad = dispatch(
-                state_leaves,
-                frozen,
-                device_data,
-                device_labels,
-                key,
-                jnp.asarray(step),
-                jnp.asarray(n_active),
-            )
-            dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
-            bad = int(bad)
-            if bad >= 0:
-                losses[step:bad] = dispatch_losses[: bad - step]
-                raise NonFiniteLossError(
-                    bad, float(dispatch_losses[bad - step]), losses[:bad], last_checkpoint
+    # The state after the last finished dispatch and its step, rebound together in one store,
+    # so that an interrupt (arriving between any two bytecodes) never sees one without the other.
+    done = (state_leaves, start_step)
+
+    def save(step):
+        state = jax.tree.unflatten(state_def, done[0])
+        checkpoints.save_checkpoint(
+            manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
+        )
+
+    try:
+        with bar:
+            while done[1] < config.steps:
+                step = done[1]
+                next_checkpoint = min((step // period + 1) * period, config.steps)
+                n_active = min(config.steps_per_dispatch, next_checkpoint - step)
+                new_leaves, dispatch_losses, bad = dispatch(
+                    done[0],
+                    frozen,
+                    device_data,
+                    device_labels,
+                    key,
+                    jnp.asarray(step),
+                    jnp.asarray(n_active),
                 )
-            losses[step : step + n_active] = dispatch_losses[:n_active]
-            state_leaves, step = new_leaves, step + n_active
-            bar.update(n_active)
-            bar.set_postfix(loss=f"{np.mean(losses[max(0, step - config.log_every) : step]):.4g}")
-            if manager is not None and step == next_checkpoint:
-                state = jax.tree.unflatten(state_def, state_leaves)
-                checkpoints.save_checkpoint(
-                    manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
-                )
-                last_checkpoint = step
+                dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
+                bad = int(bad)
+                if bad >= 0:
+                    losses[step:bad] = dispatch_losses[: bad - step]
+                    raise NonFiniteLossError(
+                        bad, float(dispatch_losses[bad - step]), losses[:bad], last_checkpoint
+                    )
+                losses[step : step + n_active] = dispatch_losses[:n_active]
+                done = (new_leaves, step + n_active)
+                step = done[1]
+                bar.update(n_active)
+                recent = losses[max(0, step - config.log_every) : step]
+                bar.set_postfix(loss=f"{np.mean(recent):.4g}")
+                if manager is not None and step == next_checkpoint:
+                    save(step)
+                    last_checkpoint = step
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM, which the command line turns into one): keep the finished steps
+        # as a checkpoint that ``resume`` continues to the uninterrupted run's parameters (the
+        # step is a dispatch boundary, as in that run). A multi-process job would need every
+        # process in the collective write, so it keeps its last periodic checkpoint.
+        step = done[1]
+        if manager is not None and jax.process_count() == 1:
+            # A periodic save the interrupt cut short is retried; one it let finish is kept.
+            if step > (manager.latest_step() or 0):
+                with contextlib.suppress(Exception):  # e.g. that save's unfinished files
+                    save(step)
+            last_checkpoint = manager.latest_step()
+        raise TrainingInterrupted(step, config.steps, last_checkpoint) from None
 
     def as_model(params):
         return eqx.combine(params, frozen, static)
 
-    state = jax.tree.unflatten(state_def, state_leaves)
+    state = jax.tree.unflatten(state_def, done[0])
     ema_model = None if config.ema_decay is None else as_model(state.ema_params)
     return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
 
