@@ -986,13 +986,18 @@ class UNet2D(eqx.Module):
             key: the dropout key of a training step, or ``None`` (evaluation: no dropout).
 
         Returns:
-            ``(B, out_channels, H, W)`` array (float32 for float32 input).
+            ``(B, out_channels, H, W)`` array in ``x_t``'s float width: the network computes
+            in its weights' (float32), so a float64 state under ``jax_enable_x64`` (where
+            scorelab's samplers compute in float64) is evaluated at float32 precision, not
+            refused by the convolutions.
 
         Raises:
             ValueError: ``class_labels`` given to an unconditional network, or missing for a
                 class-conditional one.
         """
         config = dict(self.config)
+        out_dtype = jnp.result_type(x_t)
+        x_t = jnp.asarray(x_t, self.conv_in.weight.dtype)
         if config["center_input_sample"]:
             x_t = 2 * x_t - 1.0
         batch = x_t.shape[0]
@@ -1002,7 +1007,7 @@ class UNet2D(eqx.Module):
             self.time_linear_1.weight.shape[0],
             config["flip_sin_to_cos"],
             config["freq_shift"],
-        )
+        ).astype(x_t.dtype)
         emb = self.time_linear_2(jax.nn.silu(self.time_linear_1(t_emb)))
         if (class_labels is None) != (self.class_embedding is None):
             raise ValueError(
@@ -1026,7 +1031,7 @@ class UNet2D(eqx.Module):
         for block, block_key in zip(self.up_blocks, block_keys[n_down + 1 :]):
             x, _ = block(x, emb, skips, block_key)
         x = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
-        return jnp.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+        return jnp.transpose(x, (0, 3, 1, 2)).astype(out_dtype)  # NHWC -> NCHW
 
 
 def _tensor_specs(config: dict) -> dict[str, tuple[tuple, str]]:
