@@ -812,9 +812,15 @@ def _check_resumable(saved: dict, current: dict, defaults: dict) -> None:
             f"{saved['step']}; choose steps >= {saved['step']}"
         )
     if saved["data_sha256"] != current["data_sha256"]:
+        # Data are float32 whatever the width; a built-in set drawn in float64 has other values.
+        wide = (
+            "; jax_enable_x64 draws a built-in data set in float64, with other values"
+            if jax.config.jax_enable_x64
+            else ""
+        )
         raise ValueError(
             f"cannot resume: data differ from the checkpointed run's (shape "
-            f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here)"
+            f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here){wide}"
         )
     if saved.get("hflip", False) != current["hflip"]:
         raise ValueError(
