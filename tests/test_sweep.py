@@ -249,3 +249,61 @@ def test_cli_sweep_takes_a_saved_model_and_refuses_an_unconditional_one(tmp_path
     assert "needs a noise-conditional model (ncsn_mlp)" in capsys.readouterr().err
     assert main([*argv, "--run", str(tmp_path / "missing")]) == 2
     assert "neither a run directory nor a saved model" in capsys.readouterr().err
+
+
+def test_an_interrupted_cli_sweep_keeps_its_rows_and_resume_ends_as_uninterrupted(
+    tmp_path, capsys, monkeypatch
+):
+    """A sweep interrupted half way (Ctrl-C, SIGTERM) lost every row it had measured; it keeps
+    them in sweep.partial.json, and --resume measures only the rest. Every row depends on its
+    own seed, sampler and grid alone, so the files equal the uninterrupted sweep's, byte for
+    byte, whatever the rows re-used."""
+    import jax
+
+    import scorelab.sweep
+    from scorelab.checkpoints import save_model
+    from scorelab.models import NoiseConditionalMLP
+
+    save_model(tmp_path / "ncsn", NoiseConditionalMLP(jax.random.key(0), dim=2), dim=2)
+    argv = ["sweep", "--samplers", "euler,tsit5", "--tolerances", "0.01", "--nfe", "3,6",
+            "--n", "100", "--seeds", "0,1", "--run", str(tmp_path / "ncsn"), "--quiet"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+
+    measure, calls = scorelab.sweep.measure, [0]
+
+    def interrupted_measure(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:  # within seed 0's tsit5 run, after Euler's 4 rows (2 grids, 2 scores)
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(scorelab.sweep, "measure", interrupted_measure)
+    out = tmp_path / "part"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"scorelab sweep: interrupted: 4 rows kept in {out / 'sweep.partial.json'}; rerun it "
+        "with --resume (the same settings, without --overwrite) to continue"
+    )
+    monkeypatch.undo()
+    assert main([*argv, "--out", str(out)]) == 2  # without --resume it is refused
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--n", "101", "--out", str(out), "--resume"]) == 2
+    assert "sweep.n_samples differ" in capsys.readouterr().err
+    resumed = [0]
+
+    def counted_measure(*args, **kwargs):
+        resumed[0] += 1
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(scorelab.sweep, "measure", counted_measure)
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    monkeypatch.undo()
+    assert resumed[0] == 12 - 4  # the kept rows are not measured again
+    assert not (out / "sweep.partial.json").exists()
+    for name in ("sweep.csv", "sweep.json"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert main([*argv, "--out", str(out), "--resume"]) == 2
+    assert "holds a finished sweep" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "new"), "--resume"]) == 2
+    assert "holds no unfinished sweep" in capsys.readouterr().err

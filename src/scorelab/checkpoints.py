@@ -45,6 +45,7 @@ __all__ = [
     "restore_checkpoint",
     "save_model",
     "load_model",
+    "tree_sha256",
 ]
 
 # Older checkpoints are pruned; two spare ones survive a corrupted disk as well as a crash.
@@ -67,8 +68,9 @@ def open_checkpoints(directory: str | Path) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
-def _tree_sha256(tree: Any) -> str:
-    """SHA-256 of the dtypes, shapes and bytes of the array leaves of ``tree``, in tree order.
+def tree_sha256(tree: Any) -> str:
+    """SHA-256 of the dtypes, shapes and bytes of the array leaves of ``tree``, in tree order:
+    which weights a checkpoint holds, or which model a result was measured with.
 
     A replicated ``jax.Array`` (what training checkpoints) is read from this process's copy.
     """
@@ -93,12 +95,12 @@ def save_checkpoint(
 ) -> None:
     """Write the array pytree ``state`` and the JSON-serialisable ``metadata`` as ``step``.
 
-    The metadata is stored with two more entries, ``state_sha256`` (:func:`_tree_sha256` of
+    The metadata is stored with two more entries, ``state_sha256`` (:func:`tree_sha256` of
     ``state``) and ``metadata_sha256`` (of the metadata before it), which
     :func:`restore_checkpoint` checks and removes. Non-finite floats in ``metadata`` are
     stored as ``None``.
     """
-    metadata = jsonable({**metadata, "state_sha256": _tree_sha256(state)})
+    metadata = jsonable({**metadata, "state_sha256": tree_sha256(state)})
     metadata["metadata_sha256"] = _json_sha256(metadata)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
@@ -131,7 +133,7 @@ def _restore_intact(
         )
     except Exception as error:
         return f"unreadable arrays ({type(error).__name__})"
-    if _tree_sha256(restored.state) != state_sha256:
+    if tree_sha256(restored.state) != state_sha256:
         return "array checksum mismatch"
     return restored.state, metadata
 

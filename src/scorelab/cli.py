@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import signal
 import sys
@@ -571,11 +572,21 @@ _SWEEP_FLAGS = {
 
 def _cmd_sweep(args) -> int:
     from scorelab import viz
+    from scorelab.checkpoints import tree_sha256
     from scorelab.config import TARGETS, ConfigError, load_config
     from scorelab.models import ExactScore
     from scorelab.report import Report
     from scorelab.runs import prepare_run_dir
-    from scorelab.sweep import SweepSettings, load_score_model, mean_rows, save, sweep
+    from scorelab.sweep import (
+        PARTIAL,
+        SweepSettings,
+        load_partial,
+        load_score_model,
+        mean_rows,
+        save,
+        save_partial,
+        sweep,
+    )
 
     loaded = load_config(args.config) if args.config else {}
     for section in loaded:
@@ -601,25 +612,55 @@ def _cmd_sweep(args) -> int:
         score_fns["model"] = load_score_model(args.run, dim=target.dim)
     specs = settings.specs()
     inputs = [path for path in (args.config, args.run) if path is not None]
-    with prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False, inputs=inputs):
-        result = sweep(
-            target,
-            specs,
-            settings.nfe,
-            score_fns,
-            n_samples=settings.n_samples,
-            seeds=settings.seeds,
-            grid=settings.grid,
-            sigma_min=settings.sigma_min,
-            sigma_max=settings.sigma_max,
-            rho=settings.rho,
-            progress=None if args.quiet else print,
-            image_metrics=settings.image_metrics,
-        )
+    # What the rows are measured for: a resumed sweep must have the same.
+    about = {
+        **{f"sweep.{k}": v for k, v in dataclasses.asdict(settings).items()},
+        "model": None if args.run is None else tree_sha256(score_fns["model"]),
+    }
+    rows_so_far = []
+
+    def kept(row):
+        rows_so_far.append(row)
+        save_partial(args.out, about, rows_so_far)
+
+    with prepare_run_dir(
+        args.out, resume=args.resume, overwrite=args.overwrite, inputs=inputs
+    ) as out:
+        if args.resume:
+            if (out / "sweep.json").is_file():
+                raise ValueError(f"--resume: {out} holds a finished sweep; nothing to continue")
+            rows_so_far += load_partial(out, about)
+            if not args.quiet:
+                print(f"resuming: {len(rows_so_far)} rows measured before, in {out / PARTIAL}")
+        try:
+            result = sweep(
+                target,
+                specs,
+                settings.nfe,
+                score_fns,
+                n_samples=settings.n_samples,
+                seeds=settings.seeds,
+                grid=settings.grid,
+                sigma_min=settings.sigma_min,
+                sigma_max=settings.sigma_max,
+                rho=settings.rho,
+                progress=None if args.quiet else print,
+                image_metrics=settings.image_metrics,
+                done_rows=list(rows_so_far),
+                on_row=kept,
+            )
+        except KeyboardInterrupt:
+            if not rows_so_far:
+                raise
+            raise KeyboardInterrupt(
+                f"{len(rows_so_far)} rows kept in {out / PARTIAL}; rerun it with --resume "
+                "(the same settings, without --overwrite) to continue"
+            ) from None
         rows = mean_rows(result.rows)
         table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
         print(Report(table, result.floors).text())
         written = save(result, args.out)
+        (out / PARTIAL).unlink(missing_ok=True)
         figure = viz.sampler_map(rows, result.floors)
         written.append(viz.save_figure(figure, Path(args.out) / "sampler_map.png"))
     for path in written:
@@ -894,6 +935,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--out", type=_path, default=Path("runs/sweep"), help="output directory")
     sweep.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep in --out (its rows so far are kept as it runs)",
+    )
     sweep.add_argument("--quiet", action="store_true", help="no line per run")
     sweep.set_defaults(handler=_cmd_sweep)
 
@@ -1047,13 +1093,16 @@ def _interruptible(received: list):
 
 
 def _interrupted(args, error: KeyboardInterrupt) -> str:
-    """The line for an interrupted command: what training kept, and how to continue it."""
+    """The line for an interrupted command: what it kept (the interrupt's message: training's
+    checkpoint, a sweep's rows), and how to continue it."""
     from scorelab.training import TrainingInterrupted
 
-    if not isinstance(error, TrainingInterrupted):
-        return "interrupted"
-    line = f"interrupted: {error}"
-    if args.command == "train" and error.last_checkpoint is not None:
+    line = f"interrupted: {error}" if str(error) else "interrupted"
+    if (
+        isinstance(error, TrainingInterrupted)
+        and args.command == "train"
+        and error.last_checkpoint is not None
+    ):
         line += "; rerun it with --resume (the same settings, without --overwrite) to continue"
     return line
 

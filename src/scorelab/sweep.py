@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorelab import samplers
+from scorelab._files import jsonable, read_json
 from scorelab._validate import (
     check_choice,
     check_int,
@@ -67,6 +69,9 @@ __all__ = [
     "mean_rows",
     "fewest_nfe",
     "save",
+    "PARTIAL",
+    "save_partial",
+    "load_partial",
     "load_score_model",
     "METRICS",
     "IMAGE_METRICS",
@@ -199,6 +204,7 @@ def sweep_runs(
     x_T,
     chain_key: Callable[[str, int | None, str], jax.Array],
     grid_fn: Callable[[int], Any],
+    skip: Callable[[str, int | None], bool] | None = None,
 ) -> Iterator[SweepRun]:
     r"""The map's driver: every sampler at the largest grid within each budget, with every score.
 
@@ -217,6 +223,8 @@ def sweep_runs(
         chain_key: ``(sampler label, N, score label) -> key`` of the chains of that run; a
             constant for common random numbers (:func:`sweep`).
         grid_fn: ``N -> (N,)`` ascending sigma grid, e.g. a :func:`scorelab.noise.sigma_grid`.
+        skip: ``(sampler label, N) -> bool``: runs to leave out (measured before); each
+            sampler is still built first.
 
     Yields:
         One :class:`SweepRun` per (spec, grid size), in the order of ``sampler_specs`` and
@@ -237,6 +245,8 @@ def sweep_runs(
                 raise ValueError(f"sampler {spec.label}: {error}") from error
             plan.append((spec, size if spec.levels is not None else None, sampler))
     for spec, levels, sampler in plan:
+        if skip is not None and skip(spec.label, levels):
+            continue
         outputs = {
             label: samplers.sample(chain_key(spec.label, levels, label), sampler, fn, x_T)
             for label, fn in score_fns.items()
@@ -261,6 +271,8 @@ def sweep(
     progress: Callable[[str], None] | None = None,
     image_metrics: bool = False,
     known_floors: Mapping[str, tuple[float, float]] | None = None,
+    done_rows: Sequence[Mapping[str, Any]] = (),
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepResult:
     r"""Run every sampler at every budget with every score, against fresh exact samples.
 
@@ -288,6 +300,11 @@ def sweep(
             ``seeds``, ``n_projections``, ``floor_repeats`` and ``image_metrics``
             (its :attr:`SweepResult.floors`), returned instead of measured again: a map run
             in parts (one call per sampler, saved as it goes) measures them once.
+        done_rows: rows of an interrupted sweep with the same arguments: a run (seed,
+            sampler, grid size) whose every score has a row here is not sampled again, and
+            its rows are returned in their place. Each row depends only on its own seed,
+            sampler and grid, so the result is the uninterrupted sweep's.
+        on_row: called with each row as it is measured (e.g. to save the rows so far).
 
     Returns:
         A :class:`SweepResult`: one row per (seed, sampler, grid size, score), the floors of
@@ -337,6 +354,16 @@ def sweep(
     }
     if image_metrics:
         _as_digit_images(np.zeros((0, target.dim)))  # refuse a target that is not image-shaped
+    done = {_row_key(row): dict(row) for row in done_rows}
+    reused = []  # the keys of done rows whose runs were skipped
+
+    def measured(seed, label, levels) -> bool:
+        keys = [(seed, label, levels, score) for score in score_fns]
+        if not all(key in done for key in keys):
+            return False
+        reused.extend(keys)
+        return True
+
     rows = []
     for seed in seeds:
         key_prior, key_chain, key_reference = _seed_keys(seed)
@@ -349,6 +376,7 @@ def sweep(
             x_T,
             lambda *_, key=key_chain: key,  # common random numbers: one key for every run
             lambda size: sigma_grid(grid, size, sigma_min, sigma_max, rho),
+            lambda label, levels, seed=seed: measured(seed, label, levels),
         )
         for run in runs:
             for score_label, out in run.outputs.items():
@@ -364,11 +392,26 @@ def sweep(
                 if image_metrics:
                     row.update(_image_row(out.x, reference))
                 rows.append(row)
+                if on_row is not None:
+                    on_row(row)
                 if progress is not None:
                     progress(
                         f"{run.spec.label:>22} {score_label:>6} NFE {nfe:>6.4g} seed {seed}: "
                         f"SW {row['sw']:.3f} TV {row['tv']:.3f}"
                     )
+    if reused:
+        # The rows measured before, in their places: the order of seeds, samplers, grid sizes
+        # (ascending; an adaptive solver's one run has none) and scores, as measured.
+        rows += [done[key] for key in reused]
+        labels = [spec.label for spec in sampler_specs]
+        rows.sort(
+            key=lambda row: (
+                list(seeds).index(row["seed"]),
+                labels.index(row["sampler"]),
+                -1 if row["levels"] is None else row["levels"],
+                list(score_fns).index(row["score"]),
+            )
+        )
     if known_floors is not None:
         return SweepResult(rows, dict(known_floors), settings)
     key_floor = _floor_key(seeds)
@@ -392,6 +435,11 @@ def sweep(
             values = [pair[name] for pair in pairs]
             floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
     return SweepResult(rows, floor, settings)
+
+
+def _row_key(row: Mapping[str, Any]) -> tuple:
+    """What identifies a row of :func:`sweep`: its seed, sampler, grid size and score."""
+    return (row["seed"], row["sampler"], row["levels"], row["score"])
 
 
 # The floors' stream: fold_in(key(s), _FLOOR_STREAM) is split(key(s), n)[_FLOOR_STREAM] for
@@ -682,6 +730,51 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     write_json(out_dir / "sweep.json", payload)
     write_json(out_dir / "manifest.json", manifest(result.settings))
     return [out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]
+
+
+PARTIAL = "sweep.partial.json"
+"""The file of an unfinished sweep's rows in its output folder (:func:`save_partial`)."""
+
+
+def save_partial(out_dir, about: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write the rows measured so far, and what they were measured for (``about``: the
+    settings, the model), to ``out_dir / PARTIAL``, atomically; :func:`load_partial` reads them
+    back for a sweep with the same ``about``, whose :func:`sweep` (``done_rows``) skips them."""
+    return write_json(Path(out_dir) / PARTIAL, {"about": about, "rows": list(rows)})
+
+
+def load_partial(out_dir, about: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows :func:`save_partial` wrote to ``out_dir``, if they were measured for ``about``.
+
+    Raises:
+        ValueError: no such file, a damaged one, or one whose ``about`` differs (naming the
+            fields that do).
+    """
+    path = Path(out_dir) / PARTIAL
+    if not path.is_file():
+        raise ValueError(
+            f"--resume: {out_dir} holds no unfinished sweep ({PARTIAL}); drop --resume"
+        )
+    current = json.loads(json.dumps(jsonable(dict(about))))
+    try:
+        record = read_json(path)
+        saved, rows = dict(record["about"]), [dict(row) for row in record["rows"]]
+        for row in rows:
+            hash(_row_key(row))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"--resume: {path} is damaged ({type(error).__name__}); start anew with --overwrite"
+        ) from None
+    differing = sorted(k for k in {*saved, *current} if saved.get(k) != current.get(k))
+    if differing:
+        raise ValueError(
+            f"--resume: {', '.join(differing)} differ from the unfinished sweep's ({path}); "
+            "give the same settings and model, or start anew with --overwrite"
+        )
+    text_fields = ("sampler", "score", "levels", "seed")
+    for row in rows:  # a NaN measure is saved as null (the JSON files' policy)
+        row.update({k: np.nan for k, v in row.items() if v is None and k not in text_fields})
+    return rows
 
 
 def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMPreconditioned:
