@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from _interrupt import interrupt_at
 
 from scorelab import demo, runs
 from scorelab.cli import main
@@ -298,7 +299,20 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(demo, "named_key", recording_key)
     argv = ["demo", "--settings", str(settings), "--out", str(tmp_path), "--name", "d", "--quiet"]
-    assert main(argv) == 0
+    # Interrupted in its first model's training, the demo says how to continue; --resume
+    # continues it (test_an_interrupted_demo_trains_on_to_the_uninterrupted_models: to the
+    # same models), and what follows checks the resumed demo.
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "scorelab demo: interrupted: training stopped after 2 of 4 steps; the checkpoint of "
+        "step 2 is kept; rerun it with --resume (the same settings, without --overwrite) to "
+        "continue"
+    )
+    assert main(argv) == 2  # a demo is there: resume or overwrite it
+    assert "resume it (--resume)" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
     # Distinct draws get distinct keys (the DDIM sweep's names differ only after 8 characters).
     assert len(named) > 10 and len(set(named.values())) == len(named)
     run = tmp_path / "d"
@@ -326,6 +340,28 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
     assert main(["plot", str(run / "models" / "hyvarinen")]) == 0
     sweep = ["sweep", "--samplers", "euler", "--nfe", "4", "--n", "50", "--seeds", "0", "--quiet"]
     assert main([*sweep, "--run", str(run / "models" / "ncsn"), "--out", str(tmp_path / "m")]) == 0
+
+
+def test_an_interrupted_demo_trains_on_to_the_uninterrupted_models(tmp_path, monkeypatch):
+    """The models of a demo resumed after an interrupt in its training (demo --resume) equal
+    an uninterrupted demo's, bit for bit: each trains on from its checkpoints, a finished one
+    is read back, a missing one trained. The rest of the demo is computed from them."""
+    from scorelab.config import load_config
+    from scorelab.targets import seed_mixture
+
+    (tmp_path / "tiny.toml").write_text(_TINY_DEMO)
+    settings = demo.DemoSettings.from_dict(load_config(tmp_path / "tiny.toml"))
+    data = np.asarray(seed_mixture().sample(demo._key(settings, "data"), settings.n_data))
+    whole, _, _ = demo._train_models(settings, data, tmp_path / "whole", False, False)
+    interrupt_at(monkeypatch, 4 + 2)  # hyvarinen's 4 steps, then dsm's first dispatch of 2
+    with pytest.raises(KeyboardInterrupt):
+        demo._train_models(settings, data, tmp_path / "part", False, False)
+    monkeypatch.undo()
+    assert not (tmp_path / "part" / "models" / "ncsn").exists()
+    resumed, _, _ = demo._train_models(settings, data, tmp_path / "part", False, True)
+    for name in demo.MODELS:
+        for a, b in zip(jax.tree.leaves(resumed[name]), jax.tree.leaves(whole[name]), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def _check_demo_likelihoods(likelihood, n):

@@ -451,8 +451,8 @@ def _cmd_demo(args) -> int:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
     out = _demo_dir(args, "demo")
     inputs = () if args.settings is None else (args.settings,)
-    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False, inputs=inputs):
-        run_demo(settings, out, progress=not args.quiet)
+    with prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs):
+        run_demo(settings, out, progress=not args.quiet, resume=args.resume)
     return 0
 
 
@@ -469,8 +469,8 @@ def _image_demo(args) -> int:
         settings = ImageDemoSettings.from_dict(load_config(args.settings))
     out = _demo_dir(args, "demo-images")
     inputs = () if args.settings is None else (args.settings,)
-    with prepare_run_dir(out, overwrite=args.overwrite, resumable=False, inputs=inputs):
-        results = run_image_demo(settings, out, progress=not args.quiet)
+    with prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs):
+        results = run_image_demo(settings, out, progress=not args.quiet, resume=args.resume)
     print(Report(results["rows"], results["floors"]).text())
     print(f"\nwrote {out} in {results['seconds']:.0f} s")
     return 0
@@ -919,6 +919,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=_path, default=Path("runs"), help="parent directory of the run")
     demo.add_argument("--settings", type=_path, help="TOML file overriding demo settings")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing demo run")
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted demo: its models train on from their checkpoints",
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -1098,11 +1103,8 @@ def _interrupted(args, error: KeyboardInterrupt) -> str:
     from scorelab.training import TrainingInterrupted
 
     line = f"interrupted: {error}" if str(error) else "interrupted"
-    if (
-        isinstance(error, TrainingInterrupted)
-        and args.command == "train"
-        and error.last_checkpoint is not None
-    ):
+    kept = isinstance(error, TrainingInterrupted) and error.last_checkpoint is not None
+    if (args.command == "train" and kept) or args.command == "demo":
         line += "; rerun it with --resume (the same settings, without --overwrite) to continue"
     return line
 

@@ -69,7 +69,7 @@ from scorelab.runs import (
 from scorelab.sweep import sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
-from scorelab.workflows import train_run
+from scorelab.workflows import has_checkpoints, train_run
 
 __all__ = ["DemoSettings", "MODELS", "run_demo", "plot_demo"]
 
@@ -362,14 +362,19 @@ def _likelihoods(settings: DemoSettings, target, score_fns: dict) -> dict[str, A
     return results
 
 
-def _train_models(settings: DemoSettings, data: np.ndarray, out_dir: Path, progress: bool):
-    """Train the three models, each into the run directory ``out_dir/models/<name>``."""
+def _train_models(
+    settings: DemoSettings, data: np.ndarray, out_dir: Path, progress: bool, resume: bool
+):
+    """Train the three models, each into the run directory ``out_dir/models/<name>``; with
+    ``resume``, continue each from its checkpoints where it has them."""
     trained, histories, seconds = {}, {}, {}
     for name in MODELS:
         start = time.perf_counter()
+        run_dir = out_dir / "models" / name
         result = train_run(
             settings.experiment(name),
-            out_dir / "models" / name,
+            run_dir,
+            resume=resume and has_checkpoints(run_dir),
             progress=progress,
             data=data,
             init_key=_key(settings, f"init {name}"),
@@ -404,7 +409,9 @@ def _row(method, sampler, samples, exact_samples, reference, target, floor, full
     }
 
 
-def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    settings: DemoSettings, out_dir, *, progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
     """Run the demo and write ``out_dir`` (metrics.json, manifest.json, figures/, models/).
 
     Args:
@@ -412,6 +419,9 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
             for the tutorial's training budget).
         out_dir: output folder, created if needed.
         progress: show training progress bars.
+        resume: continue an interrupted demo: each model trains on from its checkpoints (a
+            finished one is read back, a missing one trained), to the uninterrupted demo's
+            parameters; the rest is computed again from them.
 
     Returns:
         The content of ``metrics.json``.
@@ -425,7 +435,7 @@ def run_demo(settings: DemoSettings, out_dir, *, progress: bool = True) -> dict[
     n = settings.n_samples
     dim = target.dim
 
-    trained, histories, train_seconds = _train_models(settings, data, out_dir, progress)
+    trained, histories, train_seconds = _train_models(settings, data, out_dir, progress, resume)
 
     # --- held-out losses and score errors of the two single-level models -------------------
     held_out = {}

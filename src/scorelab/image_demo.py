@@ -38,7 +38,13 @@ from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
 from scorelab.runs import manifest, named_key, read_json, read_losses, write_json
 from scorelab.training import TrainConfig
-from scorelab.workflows import evaluate_image_sets, sample_run, save_sample_grid, train_run
+from scorelab.workflows import (
+    evaluate_image_sets,
+    has_checkpoints,
+    sample_run,
+    save_sample_grid,
+    train_run,
+)
 
 __all__ = ["ImageDemoSettings", "is_image_demo", "plot_image_demo", "run_image_demo"]
 
@@ -159,13 +165,17 @@ def _key(settings: ImageDemoSettings, name: str) -> jax.Array:
     return named_key(settings.seed, name)
 
 
-def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = True) -> dict:
+def run_image_demo(
+    settings: ImageDemoSettings, out_dir, *, progress: bool = True, resume: bool = False
+) -> dict:
     """Run the image demo and write ``out_dir`` (metrics.json, samples.npz, figures/, models/).
 
     Args:
         settings: every number the demo uses (:class:`ImageDemoSettings`).
         out_dir: the demo's run directory (prepared by the caller).
         progress: show progress bars.
+        resume: continue an interrupted demo: the U-Net trains on from its checkpoints (or is
+            read back when it finished), to the uninterrupted demo's parameters.
 
     Returns:
         The content of ``metrics.json``: ``rows`` (sampler, budget, levels, NFE and each
@@ -173,9 +183,11 @@ def run_image_demo(settings: ImageDemoSettings, out_dir, *, progress: bool = Tru
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    run_dir = out_dir / "models" / "unet"
     result = train_run(
         settings.experiment(),
-        out_dir / "models" / "unet",
+        run_dir,
+        resume=resume and has_checkpoints(run_dir),
         progress=progress,
         init_key=_key(settings, "init"),
         train_key=_key(settings, "train"),

@@ -75,7 +75,6 @@ def prepare_run_dir(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    resumable: bool = True,
     inputs: Sequence[str | os.PathLike] = (),
 ) -> Iterator[Path]:
     """Claim ``path`` for a run: lock it for this process and check what it holds.
@@ -101,8 +100,6 @@ def prepare_run_dir(
         overwrite: delete the run in ``path`` and start afresh.
         inputs: the files the job reads (its configuration, data, a model): ``overwrite``
             refuses to delete a run that holds one of them.
-        resumable: whether the caller can continue a run (``train`` can; the demo and the
-            sweep cannot): the refusal suggests ``--resume`` only then.
 
     In a multi-process JAX job (:mod:`scorelab.distributed`), process 0 does all this and
     the others wait for its outcome: they go on with ``path`` (unlocked: they write only what
@@ -125,7 +122,7 @@ def prepare_run_dir(
         yield path
         return
     try:
-        lock = _claim(path, resume, overwrite, resumable, inputs)
+        lock = _claim(path, resume, overwrite, inputs)
     except Exception:
         primary_value(False)
         raise
@@ -182,9 +179,7 @@ def _unclaim(path: Path) -> None:
                 (path / _MANIFEST).unlink()
 
 
-def _claim(
-    path: Path, resume: bool, overwrite: bool, resumable: bool, inputs: Sequence = ()
-) -> filelock.FileLock:
+def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> filelock.FileLock:
     """:func:`prepare_run_dir`'s checks; the lock, acquired, when they pass."""
     if resume and overwrite:
         raise ValueError(f"{path}: resume and overwrite exclude each other; choose one")
@@ -209,9 +204,8 @@ def _claim(
             )
         if entries and not (resume or overwrite):
             raise RunExistsError(
-                f"{path} already holds a run; "
-                + ("resume it (--resume), " if resumable else "")
-                + "replace it (--overwrite), or choose another output path"
+                f"{path} already holds a run; resume it (--resume), replace it (--overwrite), "
+                "or choose another output path"
             )
         if entries and overwrite:
             # `train --data RUN/points.npy --out RUN --overwrite` deleted the data it had just

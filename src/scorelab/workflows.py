@@ -123,6 +123,12 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
             )
 
 
+def has_checkpoints(out_dir) -> bool:
+    """Whether the run directory ``out_dir`` holds training checkpoints that
+    :func:`train_run` can resume (interrupted, or finished)."""
+    return (Path(out_dir) / "checkpoints").is_dir()
+
+
 def train_run(
     config: ExperimentConfig,
     out_dir,
@@ -172,7 +178,7 @@ def train_run(
     """
     started = time.perf_counter()
     builders.check_fields_read(config)
-    if resume and not (Path(out_dir) / "checkpoints").is_dir():
+    if resume and not has_checkpoints(out_dir):
         raise ConfigError(
             f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
         )
