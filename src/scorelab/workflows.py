@@ -55,6 +55,7 @@ __all__ = [
     "GRID_FIELDS",
     "check_reads",
     "SampleResult",
+    "has_checkpoints",
     "train_run",
     "score_model",
     "sample_run",
