@@ -893,7 +893,13 @@ def test_a_signal_during_train_keeps_the_finished_steps_for_resume(
     handler = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
     interrupt_at(monkeypatch, 2, lambda: os.kill(os.getpid(), number))
-    status = main(["train", "--loss", "ncsn", "--out", str(out), *_TINY])
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell's background job,
+    # and some test runners' workers, ignore SIGINT).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        status = main(["train", "--loss", "ncsn", "--out", str(out), *_TINY])
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     err = capsys.readouterr().err
     assert status == 128 + number, err
     assert err.strip().splitlines() == [
