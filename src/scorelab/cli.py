@@ -571,6 +571,8 @@ _SWEEP_FLAGS = {
 
 
 def _cmd_sweep(args) -> int:
+    import equinox as eqx
+
     from scorelab import viz
     from scorelab.checkpoints import tree_sha256
     from scorelab.config import TARGETS, ConfigError, load_config
@@ -612,10 +614,12 @@ def _cmd_sweep(args) -> int:
         score_fns["model"] = load_score_model(args.run, dim=target.dim)
     specs = settings.specs()
     inputs = [path for path in (args.config, args.run) if path is not None]
-    # What the rows are measured for: a resumed sweep must have the same.
+    # What the rows are measured for: a resumed sweep must have the same settings and weights
+    # (the model's array leaves: another leaf, a function say, need not hash the same twice).
+    weights = None if args.run is None else eqx.filter(score_fns["model"], eqx.is_array)
     about = {
         **{f"sweep.{k}": v for k, v in dataclasses.asdict(settings).items()},
-        "model": None if args.run is None else tree_sha256(score_fns["model"]),
+        "model": None if weights is None else tree_sha256(weights),
     }
     rows_so_far = []
 

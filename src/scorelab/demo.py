@@ -59,6 +59,7 @@ from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
 from scorelab.runs import (
     atomic_write,
+    has_checkpoints,
     load_run,
     manifest,
     named_key,
@@ -69,7 +70,7 @@ from scorelab.runs import (
 from scorelab.sweep import sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
-from scorelab.workflows import has_checkpoints, train_run
+from scorelab.workflows import train_run
 
 __all__ = ["DemoSettings", "MODELS", "run_demo", "plot_demo"]
 

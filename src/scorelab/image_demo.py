@@ -36,15 +36,16 @@ from scorelab._validate import check_choice, check_int, check_memory, check_seed
 from scorelab.config import ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
-from scorelab.runs import manifest, named_key, read_json, read_losses, write_json
-from scorelab.training import TrainConfig
-from scorelab.workflows import (
-    evaluate_image_sets,
+from scorelab.runs import (
     has_checkpoints,
-    sample_run,
-    save_sample_grid,
-    train_run,
+    manifest,
+    named_key,
+    read_json,
+    read_losses,
+    write_json,
 )
+from scorelab.training import TrainConfig
+from scorelab.workflows import evaluate_image_sets, sample_run, save_sample_grid, train_run
 
 __all__ = ["ImageDemoSettings", "is_image_demo", "plot_image_demo", "run_image_demo"]
 

@@ -47,6 +47,7 @@ __all__ = [
     "RunExistsError",
     "prepare_run_dir",
     "is_run",
+    "has_checkpoints",
     "package_versions",
     "manifest",
     "atomic_write",
@@ -196,7 +197,7 @@ def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> 
         ) from None
     try:
         entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
-        resumable_run = resume and (path / "checkpoints").is_dir()
+        resumable_run = resume and has_checkpoints(path)
         if entries and not (is_run(path) or resumable_run):
             raise RunExistsError(
                 f"{path} is not empty and holds no scorelab run (no scorelab {_MANIFEST}); "
@@ -227,6 +228,12 @@ def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> 
         lock.release()
         raise
     return lock
+
+
+def has_checkpoints(path: str | os.PathLike) -> bool:
+    """Whether the run directory ``path`` holds training checkpoints, which a resumed
+    :func:`scorelab.workflows.train_run` continues (an interrupted run's, or a finished one's)."""
+    return (Path(path) / "checkpoints").is_dir()
 
 
 def is_run(path: str | os.PathLike) -> bool:

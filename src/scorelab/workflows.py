@@ -40,6 +40,7 @@ from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import (
     RUN_FILES,
     atomic_write,
+    has_checkpoints,
     load_run,
     manifest,
     prepare_run_dir,
@@ -55,7 +56,6 @@ __all__ = [
     "GRID_FIELDS",
     "check_reads",
     "SampleResult",
-    "has_checkpoints",
     "train_run",
     "score_model",
     "sample_run",
@@ -122,12 +122,6 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
                 f"{name}: sampler {config.sampler.name!r} samples at one noise level "
                 "(sampler.options.sigma), not on a grid; leave it out"
             )
-
-
-def has_checkpoints(out_dir) -> bool:
-    """Whether the run directory ``out_dir`` holds training checkpoints that
-    :func:`train_run` can resume (interrupted, or finished)."""
-    return (Path(out_dir) / "checkpoints").is_dir()
 
 
 def train_run(
