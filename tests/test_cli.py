@@ -255,6 +255,29 @@ def test_argparse_errors_exit_2_and_console_script_runs():
     assert result.returncode == 2 and "invalid int value" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "--help"], ["train", "--lr", "many"], ["demo", "--help"], []]
+)
+def test_help_and_usage_errors_do_not_wait_for_jax(argv):
+    """Only ``sample`` and ``grid`` generate flags from the samplers (importing JAX); every
+    other command's help and usage errors answer without it."""
+    probe = (
+        "import sys\nfrom scorelab.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print('jax' in sys.modules, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "False", result.stderr
+
+
+def test_sample_help_lists_the_generated_sampler_flags():
+    result = subprocess.run(
+        [sys.executable, "-m", "scorelab.cli", "sample", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--s-churn" in result.stdout
+    assert "samplers and their options" in result.stdout
+
+
 @pytest.mark.parametrize("text", ["10,,20", "10,", ",", " "])
 def test_comma_lists_refuse_empty_items(text, capsys):
     """An empty item is a typo, not "no item": ``--nfe 10,,20`` is refused, not read as 10,20."""

@@ -23,13 +23,13 @@ def test_the_cli_flags_and_config_are_generated_from_the_declared_options():
     ``sampler.options.NAME`` with the declared type, the config builds every name with its
     declared defaults, and a given option reaches the sampler."""
     from scorelab.builders import make_sampler, make_target
-    from scorelab.cli import _SAMPLER_FLAGS
+    from scorelab.cli import _sampler_flags
 
     target = make_target(DataConfig())
     for name in samplers.SAMPLERS:
         for option in samplers.options(name):
             flag = "--" + option.name.replace("_", "-")
-            assert _SAMPLER_FLAGS[flag][0] == f"sampler.options.{option.name}"
+            assert _sampler_flags()[flag][0] == f"sampler.options.{option.name}"
         config = ExperimentConfig.from_dict({"sampler": {"name": name, "n_levels": 3}})
         sampler = make_sampler(config.sampler, target)
         assert sampler.name == samplers.label(name, samplers.sampler_options(name))

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import functools
 import signal
 import sys
 import threading
@@ -75,9 +76,12 @@ _RENAMED_FLAGS = {
 }
 
 
+@functools.cache
 def _sampler_flags() -> dict:
     """Every sampler option as a flag ``--name-with-dashes`` -> ``sampler.options.name``,
-    generated from the samplers' declarations (type, help, which samplers take it)."""
+    generated from the samplers' declarations (type, help, which samplers take it). Built only
+    for the commands that take them: it imports the samplers, hence JAX (about 3 s), which
+    ``scorelab --help`` and the other commands' usage errors need not wait for."""
     from scorelab import samplers
 
     declared: dict[str, tuple] = {}
@@ -258,9 +262,6 @@ def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -
     return path
 
 
-_SAMPLER_FLAGS = _sampler_flags()
-
-
 def _cmd_train(args) -> int:
     import os
 
@@ -307,7 +308,7 @@ def _cmd_sample(args) -> int:
     from scorelab.runs import atomic_write
     from scorelab.workflows import sample_run, save_sample_grid
 
-    config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
+    config, model = _source(args, {**_GRID_FLAGS, **_sampler_flags()})
     out = _output(args.out, ".npy", args.overwrite, args.run)
     if args.trajectory is not None:
         _output(args.trajectory, ".npy", args.overwrite, args.run)
@@ -678,7 +679,7 @@ def _cmd_grid(args) -> int:
     from scorelab.ays import save_grid
     from scorelab.workflows import grid_run
 
-    config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
+    config, model = _source(args, {**_GRID_FLAGS, **_sampler_flags()})
     out = _output(args.out, ".json", args.overwrite, args.run)
     sigmas, bound, start, about = grid_run(
         config,
@@ -702,7 +703,7 @@ def _cmd_grid_ld3(args) -> int:
 
     if args.inner is not None:
         raise ValueError("--inner: only --method ays draws sigmas inside intervals; leave it out")
-    config, model = _source(args, {**_GRID_FLAGS, **_SAMPLER_FLAGS}, LD3_JOB)
+    config, model = _source(args, {**_GRID_FLAGS, **_sampler_flags()}, LD3_JOB)
     out = _output(args.out, ".json", args.overwrite, args.run)
     sigmas, error, start, about = ld3_grid_run(
         config, model, args.n, args.seed, n_candidates=args.candidates, n_sweeps=args.sweeps,
@@ -813,7 +814,13 @@ def _sampler_epilog() -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``sample`` and ``grid`` get their sampler flags and epilogue
+    only when ``argv``'s command is one of them (or ``argv`` is ``None``): generating them
+    imports JAX, which other commands' ``--help`` and usage errors need not wait for."""
+    command = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
+    with_samplers = argv is None or command in ("sample", "grid")
+    sampler_flags = _sampler_flags() if with_samplers else {}
     parser = _Parser(prog="scorelab", description="Score-based generative modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -835,13 +842,13 @@ def _parser() -> argparse.ArgumentParser:
     sample = commands.add_parser(
         "sample",
         help="sample with a trained or exact score",
-        epilog=_sampler_epilog(),
+        epilog=_sampler_epilog() if with_samplers else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = sample.add_mutually_exclusive_group()
     source.add_argument("--run", type=_path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="use the exact score of a target")
-    _add_config_flags(sample, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
+    _add_config_flags(sample, {**_GRID_FLAGS, **sampler_flags})
     for old in _RENAMED_FLAGS:
         sample.add_argument(old, action=_Renamed, help=argparse.SUPPRESS)
     sample.add_argument("--n", type=int, default=2000, help="number of samples")
@@ -967,7 +974,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ays: the bound, between --sigma-min and --sigma-max; ld3: the grid of --sampler "
         "(its --grid is the start) closest to the converged ODE from its prior's starts",
     )
-    _add_config_flags(grid, {**_GRID_FLAGS, **_SAMPLER_FLAGS})
+    _add_config_flags(grid, {**_GRID_FLAGS, **sampler_flags})
     grid.add_argument("--n", type=int, default=1000, help="data points (ays) or starts (ld3)")
     grid.add_argument("--seed", type=int, default=0, help="seed of the draws")
     grid.add_argument(
@@ -1140,7 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(argv).parse_args(argv)
     except _UsageError as error:
         prog, message = error.args
         print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
