@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
 import functools
 import signal
@@ -572,102 +571,20 @@ _SWEEP_FLAGS = {
 
 
 def _cmd_sweep(args) -> int:
-    import equinox as eqx
+    from scorelab.sweep import run_sweep, sweep_settings
 
-    from scorelab import viz
-    from scorelab.checkpoints import tree_sha256
-    from scorelab.config import TARGETS, ConfigError, load_config
-    from scorelab.models import ExactScore
-    from scorelab.report import Report
-    from scorelab.runs import prepare_run_dir
-    from scorelab.sweep import (
-        PARTIAL,
-        SweepSettings,
-        load_partial,
-        load_score_model,
-        mean_rows,
-        save,
-        save_partial,
-        sweep,
+    flags = {field: getattr(args, f"sweep_{field}") for field, _, _ in _SWEEP_FLAGS.values()}
+    settings = sweep_settings(args.config, {k: v for k, v in flags.items() if v is not None})
+    report, written = run_sweep(
+        settings,
+        args.out,
+        run=args.run,
+        inputs=[path for path in (args.config, args.run) if path is not None],
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=None if args.quiet else print,
     )
-
-    loaded = load_config(args.config) if args.config else {}
-    for section in loaded:
-        if section != "sweep":
-            raise ConfigError(
-                f"{section}: scorelab sweep reads only the [sweep] table of {args.config} "
-                f"(the sampler and its grid are the [sweep] fields); leave [{section}] out"
-            )
-    table = loaded.get("sweep", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
-    values = dict(table)
-    for field, _, _ in _SWEEP_FLAGS.values():
-        if getattr(args, f"sweep_{field}") is not None:
-            values[field] = getattr(args, f"sweep_{field}")
-    settings = SweepSettings.from_dict(values)
-    if settings.target not in TARGETS:
-        accepted = ", ".join(TARGETS)
-        raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")
-    target = TARGETS[settings.target]()
-    score_fns = {"exact": ExactScore(target)}
-    if args.run is not None:
-        score_fns["model"] = load_score_model(args.run, dim=target.dim)
-    specs = settings.specs()
-    inputs = [path for path in (args.config, args.run) if path is not None]
-    # What the rows are measured for: a resumed sweep must have the same settings and weights
-    # (the model's array leaves: another leaf, a function say, need not hash the same twice).
-    weights = None if args.run is None else eqx.filter(score_fns["model"], eqx.is_array)
-    about = {
-        **{f"sweep.{k}": v for k, v in dataclasses.asdict(settings).items()},
-        "model": None if weights is None else tree_sha256(weights),
-    }
-    rows_so_far = []
-
-    def kept(row):
-        rows_so_far.append(row)
-        save_partial(args.out, about, rows_so_far)
-
-    with prepare_run_dir(
-        args.out, resume=args.resume, overwrite=args.overwrite, inputs=inputs
-    ) as out:
-        if args.resume:
-            if (out / "sweep.json").is_file():
-                raise ValueError(f"--resume: {out} holds a finished sweep; nothing to continue")
-            rows_so_far += load_partial(out, about)
-            if not args.quiet:
-                print(f"resuming: {len(rows_so_far)} rows measured before, in {out / PARTIAL}")
-        try:
-            result = sweep(
-                target,
-                specs,
-                settings.nfe,
-                score_fns,
-                n_samples=settings.n_samples,
-                seeds=settings.seeds,
-                grid=settings.grid,
-                sigma_min=settings.sigma_min,
-                sigma_max=settings.sigma_max,
-                rho=settings.rho,
-                progress=None if args.quiet else print,
-                image_metrics=settings.image_metrics,
-                done_rows=list(rows_so_far),
-                on_row=kept,
-            )
-        except KeyboardInterrupt:
-            if not rows_so_far:
-                raise
-            raise KeyboardInterrupt(
-                f"{len(rows_so_far)} rows kept in {out / PARTIAL}; rerun it with --resume "
-                "(the same settings, without --overwrite) to continue"
-            ) from None
-        rows = mean_rows(result.rows)
-        table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
-        print(Report(table, result.floors).text())
-        written = save(result, args.out)
-        (out / PARTIAL).unlink(missing_ok=True)
-        figure = viz.sampler_map(rows, result.floors)
-        written.append(viz.save_figure(figure, Path(args.out) / "sampler_map.png"))
+    print(report.text())
     for path in written:
         print(path)
     return 0

@@ -29,11 +29,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorelab import samplers
+from scorelab import samplers, viz
 from scorelab._files import jsonable, read_json
 from scorelab._validate import (
     check_choice,
@@ -44,16 +45,23 @@ from scorelab._validate import (
     check_sigma,
     from_mapping,
 )
-from scorelab.checkpoints import load_model
+from scorelab.checkpoints import load_model, tree_sha256
 from scorelab.classifier import load_digits_classifier
-from scorelab.config import typed_sampler_options
+from scorelab.config import TARGETS, ConfigError, load_config, typed_sampler_options
 from scorelab.image_metrics import image_measure
-from scorelab.models import NoiseConditionalMLP
+from scorelab.models import ExactScore, NoiseConditionalMLP
 from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
-from scorelab.report import floors, measure
-from scorelab.runs import atomic_write, load_run, manifest, named_key, write_json
+from scorelab.report import Report, floors, measure
+from scorelab.runs import (
+    atomic_write,
+    load_run,
+    manifest,
+    named_key,
+    prepare_run_dir,
+    write_json,
+)
 from scorelab.samplers import DEFAULT_SIGMA_MAX
 from scorelab.targets import GaussianMixture
 
@@ -73,6 +81,8 @@ __all__ = [
     "save_partial",
     "load_partial",
     "load_score_model",
+    "sweep_settings",
+    "run_sweep",
     "METRICS",
     "IMAGE_METRICS",
     "VAR_RATIO_BAND",
@@ -817,3 +827,116 @@ def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMP
                 "sweep the target it was trained on (--target)"
             ) from None
     return model
+
+
+def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None) -> SweepSettings:
+    """The settings of ``scorelab sweep``: the ``[sweep]`` table of a TOML file (its only
+    table), then ``overrides`` (:class:`SweepSettings` field -> value, the command's flags).
+
+    Raises:
+        ConfigError: another table in the file, a ``[sweep]`` that is not a table, an unknown
+            field or value, or a target without an exact score.
+    """
+    loaded = load_config(config_path) if config_path is not None else {}
+    for section in loaded:
+        if section != "sweep":
+            raise ConfigError(
+                f"{section}: scorelab sweep reads only the [sweep] table of {config_path} "
+                f"(the sampler and its grid are the [sweep] fields); leave [{section}] out"
+            )
+    table = loaded.get("sweep", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
+    settings = SweepSettings.from_dict({**table, **(overrides or {})})
+    if settings.target not in TARGETS:
+        accepted = ", ".join(TARGETS)
+        raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")
+    return settings
+
+
+def run_sweep(
+    settings: SweepSettings,
+    out,
+    *,
+    run=None,
+    inputs: Sequence = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = print,
+) -> tuple[Report, list[Path]]:
+    """The ``scorelab sweep`` job: the map of ``settings`` with the exact score (and the
+    trained model of ``run``), written to the run directory ``out``: ``sweep.csv``,
+    ``sweep.json``, the manifest and ``sampler_map.png``.
+
+    Each row is saved as it is measured (:data:`PARTIAL`), so an interrupted sweep keeps them
+    and ``resume=True`` measures only the rest, refusing other settings or another model; the
+    file is deleted when the map is written. An interrupt with rows kept is re-raised as a
+    ``KeyboardInterrupt`` saying so.
+
+    Args:
+        settings: the :class:`SweepSettings` (:func:`sweep_settings`).
+        out: the run directory (:func:`scorelab.runs.prepare_run_dir`'s rules).
+        run: a trained model for the ``model`` rows (:func:`load_score_model`), or ``None``.
+        inputs: the files read (a config, the run), which ``out`` must not be or hold.
+        resume, overwrite: continue an unfinished sweep in ``out``, or replace ``out``.
+        progress: called with each progress line, or ``None`` for quiet.
+
+    Returns:
+        The report of the seed-mean rows beside the floors, and the paths written.
+    """
+    target = TARGETS[settings.target]()
+    score_fns = {"exact": ExactScore(target)}
+    if run is not None:
+        score_fns["model"] = load_score_model(run, dim=target.dim)
+    # What the rows are measured for: a resumed sweep must have the same settings and weights
+    # (the model's array leaves: another leaf, a function say, need not hash the same twice).
+    weights = None if run is None else eqx.filter(score_fns["model"], eqx.is_array)
+    about = {
+        **{f"sweep.{k}": v for k, v in dataclasses.asdict(settings).items()},
+        "model": None if weights is None else tree_sha256(weights),
+    }
+    rows_so_far = []
+
+    def kept(row):
+        rows_so_far.append(row)
+        save_partial(out, about, rows_so_far)
+
+    with prepare_run_dir(out, resume=resume, overwrite=overwrite, inputs=list(inputs)) as folder:
+        if resume:
+            if (folder / "sweep.json").is_file():
+                raise ValueError(f"--resume: {folder} holds a finished sweep; nothing to continue")
+            rows_so_far += load_partial(folder, about)
+            if progress is not None:
+                done = len(rows_so_far)
+                progress(f"resuming: {done} rows measured before, in {folder / PARTIAL}")
+        try:
+            result = sweep(
+                target,
+                settings.specs(),
+                settings.nfe,
+                score_fns,
+                n_samples=settings.n_samples,
+                seeds=settings.seeds,
+                grid=settings.grid,
+                sigma_min=settings.sigma_min,
+                sigma_max=settings.sigma_max,
+                rho=settings.rho,
+                progress=progress,
+                image_metrics=settings.image_metrics,
+                done_rows=list(rows_so_far),
+                on_row=kept,
+            )
+        except KeyboardInterrupt:
+            if not rows_so_far:
+                raise
+            raise KeyboardInterrupt(
+                f"{len(rows_so_far)} rows kept in {folder / PARTIAL}; rerun it with --resume "
+                "(the same settings, without --overwrite) to continue"
+            ) from None
+        rows = mean_rows(result.rows)
+        table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
+        written = save(result, folder)
+        (folder / PARTIAL).unlink(missing_ok=True)
+        figure = viz.sampler_map(rows, result.floors)
+        written.append(viz.save_figure(figure, folder / "sampler_map.png"))
+    return Report(table, result.floors), written
