@@ -14,11 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from scorelab.diffusers import PretrainedError, load_pipeline, run
+from scorelab.diffusers import PretrainedError, UNet2D, load_pipeline, run
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "tests" / "fixtures" / "tiny_ddpm"
@@ -94,6 +95,14 @@ def _nan_first_and_bad_shape_last(tensors):
 
 def _remove_weights(folder):
     (folder / WEIGHTS).unlink()
+
+
+def _noise_level_unet(folder):
+    # A consistent network of another kind: Fourier features of sigma, not DDPM's timesteps.
+    config = {**json.loads((folder / UNET_CONFIG).read_text()), "time_embedding_type": "fourier"}
+    unet = UNet2D.init(jax.random.key(0), config)
+    (folder / UNET_CONFIG).write_text(json.dumps(config))
+    save_file(unet.state_dict(), str(folder / WEIGHTS))
 
 
 # (damage, the file named, the field or tensor named)
@@ -266,6 +275,7 @@ CASES = {
     ),
     "an empty file": (_weights_bytes(lambda data: b""), WEIGHTS, "safetensors"),
     "no weights file": (_remove_weights, WEIGHTS, "save_pretrained"),
+    "a noise-level network": (_noise_level_unet, UNET_CONFIG, "time_embedding_type 'fourier'"),
 }
 
 

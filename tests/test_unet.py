@@ -36,8 +36,8 @@ def _forward_jit(unet, x, t):
 
 
 def _forward(unet, x, t):
-    # t as an array: a Python int would be static and recompile the network for each value.
-    return _forward_jit(unet, x, jnp.asarray(t, jnp.int32))
+    # t as an array: a Python number would be static and recompile the network for each value.
+    return _forward_jit(unet, x, jnp.asarray(t, jnp.float32 if isinstance(t, float) else jnp.int32))
 
 
 def _assert_close_in_sup_norm(actual, expected, rtol):
@@ -90,7 +90,9 @@ def test_legacy_attention_names_load_the_same_network(unet):
             "down_block_types",
         ),
         ({"up_block_types": ["UpBlock2D", "SkipUpBlock2D", "UpBlock2D"]}, "up_block_types"),
-        ({"time_embedding_type": "fourier"}, "time_embedding_type"),
+        ({"time_embedding_type": "sinusoid"}, "time_embedding_type"),
+        ({"time_embedding_type": "learned"}, "needs num_train_timesteps"),
+        ({"downsample_type": "fir"}, "downsample_type"),
         ({"resnet_time_scale_shift": "spatial"}, "resnet_time_scale_shift"),
         ({"cross_attention_dim": 64}, "cross_attention_dim"),
         ({"class_embed_type": "timestep", "num_class_embeds": 10}, "class_embed_type"),
@@ -166,10 +168,39 @@ def test_timestep_embedding_closed_form(flip, shift, dim):
         ),
         dict(
             block_out_channels=(16, 32),
-            down_block_types=("DownBlock2D", "DownBlock2D"),
+            down_block_types=("DownBlock2D", "UNetResDownBlock2D"),  # the legacy name
             up_block_types=("UpBlock2D", "UpBlock2D"),
             add_attention=False,
             time_embedding_dim=48,
+        ),
+        # the consistency models' layout: resnets that resample (avg-pool / nearest inside),
+        # as their own block types and as the attention blocks' downsample/upsample_type
+        dict(
+            block_out_channels=(16, 32, 32),
+            down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+            downsample_type="resnet",
+            upsample_type="resnet",
+            resnet_time_scale_shift="scale_shift",
+            attention_head_dim=8,
+            dropout=0.1,  # evaluation mode: none applied
+        ),
+        # score_sde's noise-level networks: Fourier features of log sigma, output over sigma
+        dict(
+            block_out_channels=(16, 32),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            time_embedding_type="fourier",
+            layers_per_block=1,
+        ),
+        # a learned table of timestep embeddings
+        dict(
+            block_out_channels=(16, 32),
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            time_embedding_type="learned",
+            num_train_timesteps=1000,
+            layers_per_block=1,
         ),
     ],
 )
@@ -187,10 +218,15 @@ def test_unet_matches_diffusers_live(options):
     ours = UNet2D.from_weights(dict(reference.config), tensors)
     x = np.random.default_rng(0).standard_normal((2, options.get("in_channels", 3), 16, 16))
     x = x.astype(np.float32)
-    for t in (0, 321, 999):
+    # a Fourier network takes noise levels sigma > 0 (it embeds log sigma), the others steps
+    fourier = options.get("time_embedding_type") == "fourier"
+    for t in (0.002, 1.0, 80.0) if fourier else (0, 321, 999):
         with torch.no_grad():
-            expected = reference(torch.from_numpy(x), t).sample.numpy()
+            # (a Python number is cast to an integer step there, a tensor kept as it is)
+            expected = reference(torch.from_numpy(x), torch.tensor(t)).sample.numpy()
         _assert_close_in_sup_norm(_forward(ours, jnp.asarray(x), t), expected, rtol=1e-5)
+    rebuilt = UNet2D.from_weights(dict(reference.config), ours.state_dict())  # the export
+    np.testing.assert_array_equal(_forward(rebuilt, x, t), _forward(ours, x, t))
 
 
 @pytest.mark.parametrize(

@@ -327,12 +327,25 @@ def test_initialised_unet_forward_equals_diffusers(model):
 
 
 @pytest.mark.diffusers
-def test_init_law_matches_diffusers_own_initialisation():
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"num_class_embeds": 4},
+        {  # Fourier features (N(0, 16^2) frequencies, 128 of them) and resnets that resample
+            "time_embedding_type": "fourier",
+            "block_out_channels": [128, 128],
+            "down_block_types": ["ResnetDownsampleBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "ResnetUpsampleBlock2D"],
+        },
+        {"time_embedding_type": "learned", "num_train_timesteps": 1000},  # an N(0, 1) table
+    ],
+)
+def test_init_law_matches_diffusers_own_initialisation(extra):
     # diffusers' UNet2DModel(**config) draws each tensor from PyTorch's default; ours must draw
     # from the same law: equal mean squares within 5 standard errors of their difference.
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
-    config = _config(num_class_embeds=4)
+    config = {**_config(), **extra}
     torch.manual_seed(0)
     theirs = {k: v.numpy() for k, v in diffusers.UNet2DModel(**config).state_dict().items()}
     ours = UNet2D.init(jax.random.key(0), config).state_dict()

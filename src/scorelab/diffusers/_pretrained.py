@@ -154,7 +154,8 @@ def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfi
 
     Raises:
         PretrainedError: from :func:`resolve_pipeline`, :func:`load_scheduler_config` or
-            :func:`load_unet`.
+            :func:`load_unet`; for a U-Net of noise levels (Fourier timestep embedding), whose
+            inputs DDPM's timesteps are not.
 
     References:
         diffusers ``UNet2DModel`` documentation.
@@ -162,7 +163,15 @@ def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfi
     """
     folder = resolve_pipeline(path_or_id)
     config = load_scheduler_config(folder)  # the small file first: fail before the weights
-    return load_unet(folder), config
+    unet = load_unet(folder)
+    if dict(unet.config)["time_embedding_type"] == "fourier":
+        raise PretrainedError(
+            f"{unet_folder(folder) / CONFIG_NAME}: time_embedding_type 'fourier' is a U-Net of "
+            "noise levels sigma (score_sde's variance-exploding networks), "
+            "not of DDPM timesteps; scorelab samples "
+            "DDPM/DDIM pipelines (load the network itself with scorelab.diffusers.load_unet)"
+        )
+    return unet, config
 
 
 def _image_size(sample_size) -> tuple[int, int]:

@@ -3,7 +3,10 @@ r"""A JAX/Equinox ``UNet2DModel`` for diffusers checkpoints of the DDPM family.
 The network of Ho et al. (2020): a U-Net of residual blocks conditioned on a sinusoidal timestep
 embedding, with self-attention at chosen resolutions, mirroring diffusers' ``UNet2DModel`` for
 the block types ``DownBlock2D``, ``AttnDownBlock2D``, ``UpBlock2D``, ``AttnUpBlock2D`` and
-``UNetMidBlock2D``. Weights are read from ``diffusion_pytorch_model.safetensors`` with
+``UNetMidBlock2D``; also residual blocks that resample themselves (``ResnetDownsampleBlock2D``,
+``ResnetUpsampleBlock2D``, ``downsample_type`` / ``upsample_type`` ``"resnet"``: the
+consistency models' layout) and Fourier (score_sde's noise-level networks) or learned timestep
+embeddings. Weights are read from ``diffusion_pytorch_model.safetensors`` with
 ``safetensors.numpy`` (no torch); parameter names are diffusers' (``down_blocks.0.resnets.1.
 conv1.weight`` ...), including the legacy attention names ``query/key/value/proj_attn``.
 
@@ -75,16 +78,17 @@ in diffusers."""
 
 # Accepted values of the options whose other values select layers this module lacks.
 _SUPPORTED_VALUES = {
-    "time_embedding_type": ("positional",),
+    "time_embedding_type": ("positional", "fourier", "learned"),
     "mid_block_type": ("UNetMidBlock2D", None),
-    "downsample_type": ("conv",),
-    "upsample_type": ("conv",),
+    "downsample_type": ("conv", "resnet"),
+    "upsample_type": ("conv", "resnet"),
     "act_fn": ("silu", "swish"),
     "resnet_time_scale_shift": ("default", "scale_shift"),
     "class_embed_type": (None,),
 }
-_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
-_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D")
+_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D")
+_LEGACY_PREFIX = "UNetRes"  # diffusers reads "UNetResDownBlock2D" as "DownBlock2D"
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 # Bounds that no DDPM-family checkpoint comes near; they stop a hostile config.json from
@@ -213,7 +217,7 @@ def _check_config(config) -> dict:
     if unknown:
         raise PretrainedError(
             f"unsupported UNet2DModel config field(s): {', '.join(unknown)} (scorelab ports the "
-            "DDPM block family only)"
+            "DDPM block family and the resampling residual blocks only)"
         )
     full = {**UNET_DEFAULTS, **{k: v for k, v in config.items() if not str(k).startswith("_")}}
     for field, accepted in _SUPPORTED_VALUES.items():
@@ -224,7 +228,13 @@ def _check_config(config) -> dict:
     if full["norm_num_groups"] is None:
         raise PretrainedError("unsupported UNet2DModel config: norm_num_groups=None")
     _check_types(full)
+    if full["time_embedding_type"] == "learned" and full["num_train_timesteps"] is None:
+        raise PretrainedError(
+            "time_embedding_type 'learned' needs num_train_timesteps (the embedding table's "
+            f"rows); {_REMEDY}"
+        )
     for field, accepted in (("down_block_types", _DOWN_BLOCKS), ("up_block_types", _UP_BLOCKS)):
+        full[field] = tuple(block.removeprefix(_LEGACY_PREFIX) for block in full[field])
         for block in full[field]:
             if block not in accepted:
                 raise PretrainedError(
@@ -376,6 +386,9 @@ def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> Array:
     shape, stem = shapes[name], name.rsplit(".", 1)[0]
     if stem == "class_embedding":
         return jax.random.normal(key, shape, jnp.float32)
+    if stem == "time_proj":  # GaussianFourierProjection(scale=16)'s or nn.Embedding's N(0, 1)
+        scale = 16.0 if len(shape) == 1 else 1.0
+        return scale * jax.random.normal(key, shape, jnp.float32)
     weight = shapes[f"{stem}.weight"]
     if len(weight) == 1:  # a group norm
         return jnp.ones(shape) if name.endswith("weight") else jnp.zeros(shape)
@@ -583,9 +596,13 @@ class _ResnetBlock(eqx.Module):
     scale_shift: bool = eqx.field(static=True)
     output_scale_factor: float = eqx.field(static=True)
     dropout: float = eqx.field(static=True)
+    resample: str | None = eqx.field(static=True, default=None)
 
     def __call__(self, x: Array, emb: Array, key: Array | None = None) -> Array:
-        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        h = jax.nn.silu(self.norm1(x))
+        if self.resample is not None:  # both paths, after the first norm (diffusers' order)
+            x, h = _resample(x, self.resample), _resample(h, self.resample)
+        h = self.conv1(h)
         e = self.time_emb_proj(jax.nn.silu(emb))[:, None, None, :]
         if self.scale_shift:
             scale, shift = jnp.split(e, 2, axis=-1)
@@ -601,10 +618,27 @@ class _ResnetBlock(eqx.Module):
         return (shortcut + h) / self.output_scale_factor
 
 
+def _resample(x: Array, how: str) -> Array:
+    """``ResnetBlock2D``'s resampling of an NHWC array without weights: ``"up"`` nearest
+    neighbour 2x (``Upsample2D(use_conv=False)``), ``"down"`` the mean of each 2x2 patch
+    (``Downsample2D(use_conv=False)``, an ``AvgPool2d(2, 2)``)."""
+    if how == "up":
+        return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    batch, height, width, channels = x.shape
+    return x.reshape(batch, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
+
+
 def _resnet(
-    weights: _Weights, name: str, config: dict, c_in: int, c_out: int, scale: float = 1.0
+    weights: _Weights,
+    name: str,
+    config: dict,
+    c_in: int,
+    c_out: int,
+    scale: float = 1.0,
+    resample: str | None = None,
 ) -> _ResnetBlock:
-    """``ResnetBlock2D`` from ``c_in`` to ``c_out`` channels; a 1x1 shortcut iff they differ."""
+    """``ResnetBlock2D`` from ``c_in`` to ``c_out`` channels; a 1x1 shortcut iff they differ;
+    ``resample`` ``"up"`` or ``"down"`` for its ``up=True`` / ``down=True`` form."""
     groups, eps = config["norm_num_groups"], config["norm_eps"]
     scale_shift = config["resnet_time_scale_shift"] == "scale_shift"
     emb_dim = _time_embed_dim(config)
@@ -620,6 +654,7 @@ def _resnet(
         scale_shift=scale_shift,
         output_scale_factor=scale,
         dropout=float(config["dropout"]),
+        resample=resample,
     )
 
 
@@ -675,21 +710,26 @@ class _Block(eqx.Module):
 
     resnets: list
     attentions: list | None
-    resample: _Conv | None
+    resample: _Conv | _ResnetBlock | None  # a convolution, or a resnet that resamples itself
     up: bool = eqx.field(static=True)
 
     def __call__(self, x: Array, emb: Array, skips: list | None = None, key=None):
         outputs = []
-        for i, (resnet, resnet_key) in enumerate(zip(self.resnets, _split(key, len(self.resnets)))):
+        by_resnet = isinstance(self.resample, _ResnetBlock)
+        keys = _split(key, len(self.resnets) + by_resnet)
+        for i, (resnet, resnet_key) in enumerate(zip(self.resnets, keys)):
             if self.up:
                 x = jnp.concatenate([x, skips.pop()], axis=-1)
             x = resnet(x, emb, resnet_key)
             if self.attentions is not None:
                 x = self.attentions[i](x)
             outputs.append(x)
-        if self.resample is not None:
+        if by_resnet:
+            x = self.resample(x, emb, keys[-1])
+            outputs.append(x)
+        elif self.resample is not None:
             if self.up:  # nearest-neighbour 2x, then a 3x3 convolution
-                x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+                x = _resample(x, "up")
             x = self.resample(x)
             outputs.append(x)
         return x, outputs
@@ -776,6 +816,7 @@ class UNet2D(eqx.Module):
     conv_in: _Conv
     time_linear_1: _Linear
     time_linear_2: _Linear
+    time_proj: Array | None  # the Fourier frequencies or the learned table; None: positional
     class_embedding: Array | None
     down_blocks: list
     mid_block: _MidBlock | None
@@ -878,7 +919,13 @@ class UNet2D(eqx.Module):
         groups, eps, n_levels = config["norm_num_groups"], config["norm_eps"], len(channels)
         emb_dim = _time_embed_dim(config)
         conv_in = _conv(weights, "conv_in", config["in_channels"], channels[0])
-        time_linear_1 = _linear(weights, "time_embedding.linear_1", channels[0], emb_dim)
+        time_proj, proj_dim = None, channels[0]
+        if config["time_embedding_type"] == "fourier":  # GaussianFourierProjection: sin, cos
+            time_proj, proj_dim = weights("time_proj.weight", (channels[0],)), 2 * channels[0]
+        elif config["time_embedding_type"] == "learned":  # nn.Embedding over the timesteps
+            rows = config["num_train_timesteps"]
+            time_proj = weights("time_proj.weight", (rows, channels[0]))
+        time_linear_1 = _linear(weights, "time_embedding.linear_1", proj_dim, emb_dim)
         time_linear_2 = _linear(weights, "time_embedding.linear_2", emb_dim, emb_dim)
         n_classes = config["num_class_embeds"]
         class_embedding = None  # diffusers: class_embed_type None with num_class_embeds
@@ -900,7 +947,13 @@ class UNet2D(eqx.Module):
                     for j in range(layers)
                 ]
             resample = None
-            if not final:
+            by_resnet = block_type == "ResnetDownsampleBlock2D" or (
+                block_type == "AttnDownBlock2D" and config["downsample_type"] == "resnet"
+            )
+            if not final and by_resnet:
+                downsampler = f"{name}.downsamplers.0"
+                resample = _resnet(weights, downsampler, config, out, out, resample="down")
+            elif not final:
                 pad = config["downsample_padding"]
                 # padding 0 pads only bottom and right (diffusers' Downsample2D)
                 padding = ((0, 1), (0, 1)) if pad == 0 else ((pad, pad), (pad, pad))
@@ -951,13 +1004,21 @@ class UNet2D(eqx.Module):
                     _attention(weights, f"{name}.attentions.{j}", out, config, groups)
                     for j in range(layers + 1)
                 ]
-            resample = None if final else _conv(weights, f"{name}.upsamplers.0.conv", out, out)
+            resample, upsampler = None, f"{name}.upsamplers.0"
+            if not final and (
+                block_type == "ResnetUpsampleBlock2D"
+                or (block_type == "AttnUpBlock2D" and config["upsample_type"] == "resnet")
+            ):
+                resample = _resnet(weights, upsampler, config, out, out, resample="up")
+            elif not final:
+                resample = _conv(weights, f"{upsampler}.conv", out, out)
             up_blocks.append(_Block(resnets, attentions, resample, up=True))
 
         unet = cls(
             conv_in=conv_in,
             time_linear_1=time_linear_1,
             time_linear_2=time_linear_2,
+            time_proj=time_proj,
             class_embedding=class_embedding,
             down_blocks=down_blocks,
             mid_block=mid_block,
@@ -1002,12 +1063,21 @@ class UNet2D(eqx.Module):
             x_t = 2 * x_t - 1.0
         batch = x_t.shape[0]
         timesteps = jnp.broadcast_to(jnp.asarray(t), (batch,))
-        t_emb = timestep_embedding(
-            timesteps,
-            self.time_linear_1.weight.shape[0],
-            config["flip_sin_to_cos"],
-            config["freq_shift"],
-        ).astype(x_t.dtype)
+        kind = config["time_embedding_type"]
+        if kind == "fourier":  # of log t, sines first (UNet2DModel passes no flip)
+            log_t = jnp.log(timesteps.astype(jnp.float32))
+            angles = log_t[:, None] * self.time_proj[None, :] * 2 * jnp.pi
+            t_emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+        elif kind == "learned":
+            t_emb = self.time_proj[timesteps.astype(jnp.int32)]
+        else:
+            dim, flip, shift = (
+                self.time_linear_1.weight.shape[0],
+                config["flip_sin_to_cos"],
+                config["freq_shift"],
+            )
+            t_emb = timestep_embedding(timesteps, dim, flip, shift)
+        t_emb = t_emb.astype(x_t.dtype)
         emb = self.time_linear_2(jax.nn.silu(self.time_linear_1(t_emb)))
         if (class_labels is None) != (self.class_embedding is None):
             raise ValueError(
@@ -1031,6 +1101,8 @@ class UNet2D(eqx.Module):
         for block, block_key in zip(self.up_blocks, block_keys[n_down + 1 :]):
             x, _ = block(x, emb, skips, block_key)
         x = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        if kind == "fourier":  # a noise-level network's output over its sigma (score_sde's)
+            x = x / timesteps.astype(x.dtype)[:, None, None, None]
         return jnp.transpose(x, (0, 3, 1, 2)).astype(out_dtype)  # NHWC -> NCHW
 
 
