@@ -1041,7 +1041,10 @@ class UNet2D(eqx.Module):
 
         Args:
             x_t: ``(B, in_channels, H, W)`` float array (NCHW).
-            t: timestep, a scalar or ``(B,)`` array (broadcast over the batch).
+            t: timestep, a scalar or ``(B,)`` array (broadcast over the batch): an integer
+                row of the table for a ``learned`` embedding, a noise level :math:`\sigma > 0`
+                for a ``fourier`` one (which embeds :math:`\log \sigma` and divides its
+                output by :math:`\sigma`, as diffusers does).
             class_labels: integer class(es) in ``[0, num_class_embeds)``, a scalar or ``(B,)``;
                 required by a class-conditional config, refused by another.
             key: the dropout key of a training step, or ``None`` (evaluation: no dropout).
