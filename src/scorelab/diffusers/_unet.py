@@ -1033,7 +1033,7 @@ class UNet2D(eqx.Module):
     def __call__(
         self, x_t: Array, t, class_labels: Array | None = None, *, key: Array | None = None
     ) -> Array:
-        """The network's output at ``(x_t, t)``, as ``UNet2DModel(x_t, t, class_labels).sample``.
+        r"""The network's output at ``(x_t, t)``, as ``UNet2DModel(x_t, t, class_labels).sample``.
 
         Without ``key`` it is ``UNet2DModel.eval()``'s output; with one, ``.train()``'s: the
         config's ``dropout`` is applied in every residual block (each block's mask from its
