@@ -1805,3 +1805,67 @@ def test_the_command_line_computes_in_float32_under_x64(tmp_path, capsys):
         assert main(["sample", "--run", str(tmp_path / "run"), "--n", "3", "--out", str(out)]) == 0
         assert np.load(out).dtype == np.float32
         assert jax.config.jax_enable_x64
+
+
+# --- sizes a host cannot hold, found before anything is allocated (session 20's hostile pass) --
+
+
+def _sparse_images(path: Path, shape: tuple) -> Path:
+    """A uint8 image array of ``shape`` as a sparse .npy: no disk, no memory until read."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape).flush()
+    return path
+
+
+@pytest.mark.parametrize(
+    "shape, flags, named",
+    [
+        # an MLP over 108 M pixels: a first layer of 620 GiB with its optimiser state
+        ((1, 3, 6000, 6000), ["--loss", "dsm"], "model (mlp for examples of shape (3, 6000"),
+        # the U-Net's parameters are small, its activations (attention) are not
+        (
+            (2, 3, 1024, 1024),
+            ["--model", "unet", "--loss", "vp_epsilon", "--batch-size", "2"],
+            "train.batch_size (2 examples of shape (3, 1024, 1024)",
+        ),
+    ],
+)
+def test_a_network_or_step_too_large_for_the_host_is_refused_before_allocating(
+    shape, flags, named, tmp_path, capsys
+):
+    """The kernel killed `train` on a 20000x20000 image (exit 137, and the folder it had
+    claimed then refused the next run): neither the network's size nor a training step's was
+    checked, only the data's. Both are found abstractly (``jax.eval_shape``), before any
+    allocation; the run directory is left empty for the corrected command."""
+    data = _sparse_images(tmp_path / "big.npy", shape)
+    out = tmp_path / "run"
+    _fails(["train", "--data", data, "--steps", "1", "--quiet", "--out", out, *flags],
+           capsys, named, "of memory")  # fmt: skip
+    assert not out.exists() or [p.name for p in out.iterdir() if p.name != ".lock"] == []
+
+
+def test_settings_that_are_zero_in_float32_or_too_large_to_hold_are_refused(tmp_path, capsys):
+    """A learning rate of 1e-320 trained at rate 0 (exit 0); 10**10 timesteps ran out of
+    memory with a message naming neither the setting nor a flag of `train`."""
+    out = tmp_path / "run"
+    _fails(["train", "--out", out, *_TINY, "--lr", "1e-320"], capsys, "train.learning_rate",
+           "smallest normal")  # fmt: skip
+    vp = ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon"]
+    timesteps = ["--set", "loss.num_train_timesteps=10000000000"]
+    _fails(["train", "--out", out, *_TINY_FILE, *vp, *timesteps], capsys,
+           "loss.num_train_timesteps", "of memory")  # fmt: skip
+
+
+def test_finite_float64_pixels_beyond_float32_are_refused_by_their_range(tmp_path, capsys):
+    """1e300 became inf in the cast to float32: a warning line, then 'contain NaN or inf'
+    about a file that holds none."""
+    path = tmp_path / "huge.npy"
+    np.save(path, np.full((8, 1, 8, 8), 1e300))
+    _fails(["train", "--data", path, "--out", tmp_path / "run", *_TINY_FILE], capsys,
+           str(path), "pixel values span [1e+300, 1e+300]")  # fmt: skip
+
+
+def test_evaluate_of_coincident_points_says_so(tmp_path, capsys):
+    """'the median pairwise distance is 0; pass bandwidth': no option of evaluate."""
+    path = tmp_path / "z.npy"
+    np.save(path, np.zeros((10, 3), np.float32))
+    _fails(["evaluate", path, "--data", path], capsys, "coincide", "check the samples")

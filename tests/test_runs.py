@@ -17,6 +17,7 @@ from scorelab.runs import (
     RunExistsError,
     atomic_write,
     is_run,
+    manifest,
     prepare_run_dir,
     read_json,
     write_json,
@@ -163,6 +164,22 @@ def test_an_existing_run_is_reused_only_when_asked(tmp_path):
         assert (run_dir / "config.json").is_file()
     with prepare_run_dir(run_dir, overwrite=True):
         assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "manifest.json"]
+
+
+def test_a_job_killed_before_writing_anything_leaves_a_folder_the_next_claim_takes(tmp_path):
+    # The kernel's out-of-memory killer (or SIGKILL) ends a job inside its claim, before any
+    # output: no handler runs, so the folder keeps the provisional manifest (and the lock file).
+    run_dir = tmp_path / "run"
+    with prepare_run_dir(run_dir):
+        pass
+    write_json(run_dir / "manifest.json", manifest(None, provisional=True))
+    with prepare_run_dir(run_dir):  # neither --resume (nothing to resume) nor --overwrite
+        (run_dir / "config.json").write_text("{}")
+    finished = manifest(None)
+    write_json(run_dir / "manifest.json", finished)  # a finished run's manifest is kept
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        with prepare_run_dir(run_dir):
+            pass
 
 
 _LOOKALIKES = {

@@ -127,13 +127,23 @@ def check_sigma(field: str, value, error: type[ValueError] = ValueError) -> None
         )
 
 
+FLOAT32_TINY = 1.1754943508222875e-38
+"""The smallest positive normal float32: below it a setting is subnormal, which XLA:CPU
+flushes to zero (a learning rate of 1e-320 trained at rate 0 and said nothing)."""
+
+
 def check_float32(field: str, value, error: type[ValueError] = ValueError) -> None:
-    """Raise unless the finite real ``value`` is representable in float32 (magnitude at most
-    :data:`FLOAT32_MAX`)."""
+    """Raise unless the finite real ``value`` is representable in float32: magnitude at most
+    :data:`FLOAT32_MAX`, and zero or at least :data:`FLOAT32_TINY`."""
     if abs(value) > FLOAT32_MAX:
         raise error(
             f"{field}: {value!r} is beyond float32's range (|x| <= 3.4e38), in which it is "
             "computed; give a smaller number"
+        )
+    if 0 < abs(value) < FLOAT32_TINY:
+        raise error(
+            f"{field}: {value!r} is below float32's smallest normal number (1.2e-38), and "
+            "is computed as 0; give a larger number (or 0 where 0 is accepted)"
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -297,6 +298,21 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     loss = _projection(loss, loss_fields(loss))
     config = _projection(config, model_fields(config, loss))
     key = jax.random.key(config.seed) if key is None else key
+    # Its size first, abstractly: an MLP's first layer grows with the pixels of an image
+    # (a 6000x6000 RGB image made a 100 GiB weight matrix).
+    network = eqx.filter_eval_shape(lambda: _make_model(config, loss, data, key)[0])
+    n_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(network))
+    check_memory(
+        f"model ({config.resolved(loss)} for examples of shape {tuple(data.shape[1:])})",
+        4.0 * n_bytes,  # the parameters, their gradient and two optimiser moments
+        "use smaller images or a smaller network (for images: --model unet)",
+        error=ConfigError,
+    )
+    return _make_model(config, loss, data, key)
+
+
+def _make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Array):
+    """:func:`make_model`'s network and record, its sections projected."""
     if config.resolved(loss) == "unet":
         return _make_unet(config, loss, data, key)
     dim = int(np.prod(data.shape[1:]))

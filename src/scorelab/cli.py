@@ -942,7 +942,15 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error(error: BaseException) -> str | None:
+# What to ask for less of when a command runs out of memory.
+_SMALLER = {
+    "train": "a smaller --batch-size, smaller images or a smaller network",
+    "sample": "fewer samples (--n) or a smaller --batch",
+    "likelihood": "fewer --points or fewer probes (--n-probes)",
+}
+
+
+def _user_error(error: BaseException, command: str = "") -> str | None:
     """The one-line message for a failure the user can fix, or ``None`` for a bug."""
     import jax
 
@@ -970,7 +978,8 @@ def _user_error(error: BaseException) -> str | None:
         isinstance(error, jax.errors.JaxRuntimeError)
         and any(words in str(error) for words in out_of_memory)
     ):
-        return "out of memory: ask for fewer samples (--n), a smaller --batch-size or fewer steps"
+        smaller = _SMALLER.get(command, "smaller sizes (samples, points, steps)")
+        return f"out of memory: ask for {smaller}"
     return None
 
 
@@ -1079,7 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scorelab {args.command}: {_interrupted(args, error)}", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
     except Exception as error:  # the one boundary: a user's error, or a bug to report
-        message = _user_error(error)
+        message = _user_error(error, args.command)
         if message is None:
             traceback.print_exc()
             print(

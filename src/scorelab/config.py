@@ -406,6 +406,12 @@ class LossConfig:
         _check_choice("loss", "probe", self.probe, losses.PROBES)
         _check_choice("loss", "schedule", self.schedule, VP_SCHEDULES)
         _check_int("loss", "num_train_timesteps", self.num_train_timesteps, 2)
+        check_memory(  # the schedule's few float64 arrays of T entries
+            "loss.num_train_timesteps",
+            8.0 * 8 * self.num_train_timesteps,
+            "use fewer timesteps (DDPM's 1000 is the usual)",
+            error=ConfigError,
+        )
         _check_real(
             "loss", "beta_start", self.beta_start, "a number in (0, 1)", lambda v: 0 < v < 1
         )

@@ -548,9 +548,9 @@ def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndar
         np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)
     ):
         raise DataError(f"{name}: expected integer or float pixels, got dtype {pixels.dtype}")
-    values = pixels.astype(np.float32)
-    _check_rows(str(name), np.isfinite(values), "contain NaN or inf")
-    low, high = float(values.min()), float(values.max())
+    if np.issubdtype(pixels.dtype, np.floating):  # before the cast: 1e300 is finite there
+        _check_rows(str(name), np.isfinite(pixels), "contain NaN or inf")
+    low, high = float(pixels.min()), float(pixels.max())
     ranges = {"0-255": (0.0, 255.0), "0-1": (0.0, 1.0), "-1-1": (-1.0, 1.0)}
     if pixel_range == "auto":
         if np.issubdtype(pixels.dtype, np.integer):
@@ -569,7 +569,7 @@ def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndar
             f"{name}: pixel values span [{low:g}, {high:g}], outside data.pixel_range "
             f"{pixel_range!r}; rescale them or state the range they use"
         )
-    values = (values - lower) * np.float32(2.0 / (upper - lower)) - 1.0
+    values = (pixels.astype(np.float32) - lower) * np.float32(2.0 / (upper - lower)) - 1.0
     rule = {"0-255": "x / 127.5 - 1", "0-1": "2x - 1", "-1-1": "x"}[pixel_range]
     return values, f"{pixels.dtype} in [{lower:g}, {upper:g}] mapped to [-1, 1] by {rule}"
 

@@ -215,7 +215,11 @@ def median_bandwidth(x, y, max_points: int = 2000, seed: int = 0) -> float:
         pooled = np.random.default_rng(seed).choice(pooled, size=max_points, replace=False)
     bandwidth = float(np.median(spatial.distance.pdist(pooled)))
     if bandwidth <= 0.0:
-        raise ValueError("median heuristic: the median pairwise distance is 0; pass bandwidth")
+        raise ValueError(
+            "MMD's median heuristic: the median pairwise distance of the points is 0 (more "
+            "than half of them coincide), so it gives no kernel bandwidth; check the samples "
+            "(a collapsed sampler puts them at one point), or pass bandwidth (Python)"
+        )
     return bandwidth
 
 

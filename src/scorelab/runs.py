@@ -171,12 +171,15 @@ def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None
 
 
 def _unclaim(path: Path) -> None:
-    """After a job failed: leave the folder empty again if it holds nothing but the provisional
-    manifest, so that the same command, corrected, may use it without ``--overwrite``."""
+    """After a job failed, or was killed before it wrote anything (the kernel's out-of-memory
+    killer, SIGKILL, a power cut: found by the next claim): leave the folder empty again if it
+    holds nothing but the provisional manifest, so that the same command, corrected, may use
+    it without ``--overwrite``."""
     entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
     if [entry.name for entry in entries] == [_MANIFEST]:
         with contextlib.suppress(OSError, ValueError):
-            if read_json(path / _MANIFEST).get("provisional") is True:
+            record = read_json(path / _MANIFEST)  # a user's file of that name may be anything
+            if isinstance(record, dict) and record.get("provisional") is True and is_run(path):
                 (path / _MANIFEST).unlink()
 
 
@@ -196,6 +199,7 @@ def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> 
             "choose another output path"
         ) from None
     try:
+        _unclaim(path)  # the lock is ours: a provisional manifest alone is a dead job's
         entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
         resumable_run = resume and has_checkpoints(path)
         if entries and not (is_run(path) or resumable_run):

@@ -328,6 +328,55 @@ class _StaticKey:
 
 
 @eqx.filter_jit
+def _tree_bytes(tree) -> int:
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+def _check_step_memory(model, loss_fn, data, labels, batch: int, n_devices: int, stochastic):
+    """Refuse, before anything is placed or compiled, a training step that cannot fit in the
+    host's memory (on a CPU an allocation past it is not refused: the kernel kills the
+    process). Its size: the values the loss's gradient keeps from the forward pass (the
+    residuals of :func:`jax.vjp`, found abstractly by :func:`jax.eval_shape`: per example, as
+    the difference between batches of two and one, plus what does not grow with the batch),
+    the data on every device, and the parameters four times (values, gradient, two moments).
+    A lower bound of the step's peak, so a run it lets through may still be too large; a
+    run it refuses cannot fit."""
+    params, rest = eqx.partition(model, eqx.is_inexact_array)
+
+    def kept(b: int) -> int:
+        def residuals(params, xs, ys):
+            def mean_loss(p):
+                network = eqx.combine(p, rest)
+
+                def one(k, x, y):
+                    m = functools.partial(network, key=k) if stochastic else network
+                    return loss_fn(k, m, x) if y is None else loss_fn(k, m, x, y)
+
+                keys = jax.random.split(jax.random.key(0), b)
+                return jnp.mean(jax.vmap(one)(keys, xs, ys))
+
+            return jax.vjp(mean_loss, params)[1]
+
+        xs = jax.ShapeDtypeStruct((b, *data.shape[1:]), jnp.float32)
+        ys = None if labels is None else jax.ShapeDtypeStruct((b,), jnp.int32)
+        return _tree_bytes(jax.eval_shape(residuals, params, xs, ys))
+
+    one, two = kept(1), kept(2)
+    per_example, fixed = max(two - one, 0), max(2 * one - two, 0)
+    need = (
+        per_example * batch
+        + fixed * n_devices
+        + data.size * 4 * n_devices
+        + 4 * _tree_bytes(params)
+    )
+    check_memory(
+        f"train.batch_size ({batch} examples of shape {tuple(data.shape[1:])}, "
+        f"{per_example / 2**20:.3g} MiB each in a training step)",
+        need,
+        "use a smaller --batch-size, smaller images or a smaller network",
+    )
+
+
 def _initial_state(params: Any, *, config: TrainConfig, sharding: NamedSharding) -> _TrainState:
     """The state before step 0 (optimiser state, EMA copy) placed with ``sharding``, as one
     compiled program per configuration: run eagerly, optax's ``init`` dispatches one
@@ -618,6 +667,9 @@ def train(
     # unchanged; the rest (hyper-parameters, functions) is static and keys the compilation.
     params, rest = eqx.partition(model, eqx.is_inexact_array)
     frozen, static = eqx.partition(rest, eqx.is_array)
+    stochastic = getattr(model, "dropout", 0) > 0
+    if devices[0].platform == "cpu":  # an accelerator refuses an allocation; a host kills
+        _check_step_memory(model, loss_fn, data, labels, batch, len(devices), stochastic)
     params, frozen, device_data, device_labels = jax.device_put(
         (params, frozen, data, labels), replicated
     )
@@ -672,7 +724,7 @@ def train(
         mesh=mesh,
         length=min(config.steps_per_dispatch, config.steps),
         hflip=hflip,
-        stochastic=getattr(model, "dropout", 0) > 0,
+        stochastic=stochastic,
     )
     period = config.checkpoint_every or config.steps
     bar = tqdm(
