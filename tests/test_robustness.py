@@ -1749,7 +1749,7 @@ def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, 
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
-        (["sample", "--exact", "seed_mixture", "--sigma-min", "1e-300"], "sampler.sigma_min"),
+        (["sample", "--exact", "seed_mixture", "--sigma-min", "1e-30"], "sampler.sigma_min"),
         (["sample", "--exact", "seed_mixture", "--sampler", "ula", "--sigma", "1e-30"], "sigma"),
         (["train", "--set", "loss.sigma_min=1e-25"], "loss.sigma_min"),
         (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-min", "1e-20"], "sweep.sigma_min"),
@@ -1760,7 +1760,9 @@ def test_a_positive_noise_level_whose_variance_underflows_float32_is_refused(
 ):
     """A positive level below 1.1e-19 has a zero float32 variance: sampler.sigma_min = 1e-300
     was refused as 'sampler.options: sigmas must be finite, positive and strictly ascending'
-    (blaming the options), ULA at sigma 1e-300 'diverged', blamed on the step size."""
+    (blaming the options), ULA at sigma 1e-300 'diverged', blamed on the step size. (Below
+    float32's smallest normal number, 1.2e-38, a level is 0 itself, and refused as such:
+    ``test_settings_that_are_zero_in_float32_or_too_large_to_hold_are_refused``.)"""
     extra = {
         "sample": ["--n", "5", "--out", tmp_path / "out.npy"],
         "train": ["--out", tmp_path / "run", *_TINY],
@@ -1849,6 +1851,8 @@ def test_settings_that_are_zero_in_float32_or_too_large_to_hold_are_refused(tmp_
     out = tmp_path / "run"
     _fails(["train", "--out", out, *_TINY, "--lr", "1e-320"], capsys, "train.learning_rate",
            "smallest normal")  # fmt: skip
+    _fails(["sample", "--exact", "seed_mixture", "--sigma-min", "1e-300", "--out",
+            tmp_path / "s.npy"], capsys, "sampler.sigma_min", "smallest normal")  # fmt: skip
     vp = ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon"]
     timesteps = ["--set", "loss.num_train_timesteps=10000000000"]
     _fails(["train", "--out", out, *_TINY_FILE, *vp, *timesteps], capsys,

@@ -306,6 +306,11 @@ class ModelConfig:
         _check_real("model", "dropout", self.dropout, "a number in [0, 1)", lambda v: 0 <= v < 1)
         if self.num_classes is not None:
             _check_int("model", "num_classes", self.num_classes, 2)
+            if self.num_classes > 10**6:  # diffusers' UNet2DModel's bound (num_class_embeds)
+                raise ConfigError(
+                    f"model.num_classes: at most 1000000 classes, got {self.num_classes}; give "
+                    "the number of distinct labels of the data"
+                )
 
     def resolved(self, loss: LossConfig) -> str:
         """The network name, with ``auto`` resolved for ``loss``."""

@@ -139,8 +139,10 @@ def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.nd
     """
     array = np.asarray(data)
     if array.ndim != 2 and not (any_shape and array.ndim > 2):
+        images = " (images are (n, H, W), (n, C, H, W) or (n, H, W, C))" if array.ndim > 2 else ""
         raise DataError(
-            f"{name}: expected a 2-D array of shape (n_samples, dim), got shape {array.shape}"
+            f"{name}: expected a 2-D array of shape (n_samples, dim){images}, got shape "
+            f"{array.shape}"
         )
     if 0 in array.shape:
         raise DataError(f"{name}: no data (shape {array.shape}); need at least one row and column")

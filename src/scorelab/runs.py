@@ -363,6 +363,8 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
+    if config_path.is_dir():
+        raise ConfigError(f"{config_path}: a folder, not the run's file; restore it or train again")
     if not config_path.is_file():
         raise _not_a_run(run_dir)
     try:

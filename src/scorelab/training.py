@@ -342,6 +342,39 @@ def _check_step_memory(model, loss_fn, data, labels, batch: int, n_devices: int,
     A lower bound of the step's peak, so a run it lets through may still be too large; a
     run it refuses cannot fit."""
     params, rest = eqx.partition(model, eqx.is_inexact_array)
+    leaves, structure = jax.tree.flatten((model, loss_fn))
+    described = tuple((x.shape, str(x.dtype)) if eqx.is_array(x) else x for x in leaves)
+    key = (structure, described, data.shape[1:], str(data.dtype), labels is None, stochastic)
+    try:
+        measured = _STEP_MEMORY.get(key)
+    except TypeError:  # an unhashable leaf: measure each time
+        key, measured = None, None
+    if measured is None:
+        measured = _kept_bytes(params, rest, loss_fn, data, labels, stochastic)
+        if key is not None:
+            if len(_STEP_MEMORY) >= 256:  # a long session of many models: start afresh
+                _STEP_MEMORY.clear()
+            _STEP_MEMORY[key] = measured
+    per_example, fixed = measured
+    need = (
+        per_example * batch + fixed * n_devices + data.nbytes * n_devices + 4 * _tree_bytes(params)
+    )
+    check_memory(
+        f"train.batch_size ({batch} examples of shape {tuple(data.shape[1:])}, "
+        f"{per_example / 2**20:.3g} MiB each in a training step)",
+        need,
+        "use a smaller --batch-size, smaller images or a smaller network",
+    )
+
+
+_STEP_MEMORY: dict = {}
+""":func:`_check_step_memory`'s measurements by model and loss structure, leaf shapes and
+example shape: a run again (a resume, the next run of a sweep) is not traced again."""
+
+
+def _kept_bytes(params, rest, loss_fn, data, labels, stochastic) -> tuple[int, int]:
+    """``(bytes per example, bytes independent of the batch)`` of the residuals of the mean
+    loss's :func:`jax.vjp` over a batch, found abstractly for batches of one and two."""
 
     def kept(b: int) -> int:
         def residuals(params, xs, ys):
@@ -357,24 +390,12 @@ def _check_step_memory(model, loss_fn, data, labels, batch: int, n_devices: int,
 
             return jax.vjp(mean_loss, params)[1]
 
-        xs = jax.ShapeDtypeStruct((b, *data.shape[1:]), jnp.float32)
+        xs = jax.ShapeDtypeStruct((b, *data.shape[1:]), data.dtype)
         ys = None if labels is None else jax.ShapeDtypeStruct((b,), jnp.int32)
         return _tree_bytes(jax.eval_shape(residuals, params, xs, ys))
 
     one, two = kept(1), kept(2)
-    per_example, fixed = max(two - one, 0), max(2 * one - two, 0)
-    need = (
-        per_example * batch
-        + fixed * n_devices
-        + data.size * 4 * n_devices
-        + 4 * _tree_bytes(params)
-    )
-    check_memory(
-        f"train.batch_size ({batch} examples of shape {tuple(data.shape[1:])}, "
-        f"{per_example / 2**20:.3g} MiB each in a training step)",
-        need,
-        "use a smaller --batch-size, smaller images or a smaller network",
-    )
+    return max(two - one, 0), max(2 * one - two, 0)
 
 
 def _initial_state(params: Any, *, config: TrainConfig, sharding: NamedSharding) -> _TrainState:
