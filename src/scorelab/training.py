@@ -327,7 +327,6 @@ class _StaticKey:
         return isinstance(other, _StaticKey) and (self is other or self._key == other._key)
 
 
-@eqx.filter_jit
 def _tree_bytes(tree) -> int:
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
@@ -398,6 +397,7 @@ def _kept_bytes(params, rest, loss_fn, data, labels, stochastic) -> tuple[int, i
     return max(two - one, 0), max(2 * one - two, 0)
 
 
+@eqx.filter_jit
 def _initial_state(params: Any, *, config: TrainConfig, sharding: NamedSharding) -> _TrainState:
     """The state before step 0 (optimiser state, EMA copy) placed with ``sharding``, as one
     compiled program per configuration: run eagerly, optax's ``init`` dispatches one
