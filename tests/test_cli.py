@@ -420,6 +420,17 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
     settings.write_text("n_chains = 3\n")
     assert main(["demo", "--settings", str(settings), "--out", str(tmp_path)]) == 2
     assert "demo.n_chains: unknown field" in capsys.readouterr().err
+    # Sizes that only ran on for ever, or failed once training had begun, under run fields.
+    for text, named in [
+        ("floor_repeats = 10000000000000\n", "demo.floor_repeats: needs"),
+        ("[ncsn]\nbatch_size = 100000000000000\n", "demo.ncsn.batch_size: needs"),
+        (f"ddim_ns = {list(range(2, 100002))}\n", "demo.ddim_ns: needs"),
+        ("ddim_ns = [4, 4]\n", "demo.ddim_ns: 4 given more than once"),
+    ]:
+        settings.write_text(text)
+        assert main(["demo", "--settings", str(settings), "--out", str(tmp_path / "d")]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_evaluate_names_built_in_data(tmp_path, capsys):

@@ -62,8 +62,23 @@ def test_image_demo_writes_rows_floors_grids_and_a_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"samplers": ["ula"]}, {"budgets": [1]}, {"size": 32}, {"n_samples": 2}]
+    "bad, named",
+    [
+        ({"samplers": ["ula"]}, "demo.samplers"),
+        ({"budgets": [1]}, "demo.budgets"),
+        ({"size": 32}, "demo.size"),
+        ({"n_samples": 2}, "demo.n_samples"),
+        # the runs the settings make, checked up front under the settings' own names (these
+        # were found seconds into the demo, or once training began, as model.channels, ...)
+        ({"channels": []}, "demo.channels"),
+        ({"channels": [0]}, "demo.channels"),
+        ({"rho": 0.0}, "demo.rho"),
+        ({"train": {"batch_size": 10**14}}, "demo.train.batch_size"),
+        ({"budgets": [10, 10]}, "demo.budgets: 10 given more than once"),
+        ({"samplers": ["ddim", "ddim"]}, "demo.samplers: 'ddim' given more than once"),
+    ],
 )
-def test_image_demo_settings_refuse_bad_values(bad):
-    with pytest.raises(ValueError):
+def test_image_demo_settings_refuse_bad_values(bad, named):
+    with pytest.raises(ValueError) as refused:
         ImageDemoSettings.from_dict(bad)
+    assert str(refused.value).startswith(named), str(refused.value)

@@ -86,6 +86,9 @@ def test_sweep_runs_refuses_a_bad_option_of_any_sampler_before_the_first_run():
             {"samplers": ["edm"], "options": {"edm": {"s_churn": "x"}}},
             "sweep.options.edm.s_churn: expected a number, got 'x'",  # failed when edm ran
         ),
+        # "sweep needs at least one sampler, NFE budget, score and seed", naming none
+        ({"samplers": ["tsit5"], "tolerances": []}, "sweep.tolerances: tsit5 run at"),
+        ({"nfe": [4, 4]}, "sweep.nfe: 4 given more than once"),  # the same rows twice
     ],
 )
 def test_sweep_settings_name_the_field_at_fault(values, words):
@@ -307,3 +310,18 @@ def test_an_interrupted_cli_sweep_keeps_its_rows_and_resume_ends_as_uninterrupte
     assert "holds a finished sweep" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert "holds no unfinished sweep" in capsys.readouterr().err
+
+
+def test_a_sweep_config_key_outside_its_table_is_told_where_it_goes(tmp_path):
+    """``n_samples = 200`` above ``[sweep]`` was told to "leave [n_samples] out", a table."""
+    from scorelab.sweep import sweep_settings
+
+    config = tmp_path / "sweep.toml"
+    config.write_text("n_samples = 200\n[sweep]\nnfe = [4]\n")
+    with pytest.raises(ValueError, match=r"^n_samples: a key outside the \[sweep\] table"):
+        sweep_settings(config)
+    config.write_text("[train]\nsteps = 2\n")
+    with pytest.raises(ValueError, match=r"leave \[train\] out"):
+        sweep_settings(config)
+    config.write_text("[sweep]\nnfe = [4]\n")
+    assert sweep_settings(config, {"seeds": (1,)}).seeds == (1,)

@@ -132,6 +132,16 @@ FLOAT32_TINY = 1.1754943508222875e-38
 flushes to zero (a learning rate of 1e-320 trained at rate 0 and said nothing)."""
 
 
+def check_unique(field: str, values, error: type[ValueError] = ValueError) -> None:
+    """Raise if a value of the list ``values`` is given more than once (a repeated seed counted
+    one run twice in a mean and its standard error; a repeated sampler or budget gave the same
+    rows twice)."""
+    values = list(values)
+    repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise error(f"{field}: {', '.join(repeated)} given more than once; list each once")
+
+
 def check_float32(field: str, value, error: type[ValueError] = ValueError) -> None:
     """Raise unless the finite real ``value`` is representable in float32: magnitude at most
     :data:`FLOAT32_MAX`, and zero or at least :data:`FLOAT32_TINY`."""

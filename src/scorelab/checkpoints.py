@@ -362,12 +362,14 @@ def load_model(path: str | Path) -> eqx.Module:
 
     Raises:
         FileNotFoundError: if either file is missing.
-        ValueError: the JSON file is not a model record, the class cannot be imported or is
+        ValueError: either is a folder, the JSON file is not a model record, the class cannot be imported or is
             not an ``equinox.Module``, the ``.eqx`` file does not match the checksum in the JSON
             file, or its arrays do not fit the model the JSON file describes.
     """
     path = Path(path)
     for file in (path.with_suffix(".json"), path.with_suffix(".eqx")):
+        if file.is_dir():
+            raise ValueError(f"{file}: a folder, not a saved model's file; restore the file")
         if not file.is_file():
             raise FileNotFoundError(f"saved model file not found: {file}")
     try:

@@ -49,6 +49,7 @@ from scorelab._validate import (
     check_memory,
     check_real,
     check_seed,
+    check_unique,
     from_mapping,
 )
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
@@ -181,6 +182,13 @@ class DemoSettings:
         for n in self.ddim_ns:
             check_int("demo.ddim_ns", n, 2)
             check_memory("demo.ddim_ns", 256.0 * n, "use fewer levels")
+        check_unique("demo.ddim_etas", self.ddim_etas)
+        check_unique("demo.ddim_ns", self.ddim_ns)
+        # Each DDIM row keeps its samples; each floor repeat draws two exact sets.
+        rows = len(self.ddim_etas) * len(self.ddim_ns)
+        check_memory("demo.ddim_ns", 64.0 * rows * self.n_samples, "use fewer DDIM rows")
+        repeats = 64.0 * self.floor_repeats * self.n_samples
+        check_memory("demo.floor_repeats", repeats, "use fewer repeats")
 
     @classmethod
     def full(cls) -> DemoSettings:

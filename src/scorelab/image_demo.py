@@ -32,8 +32,15 @@ from tqdm.auto import tqdm
 
 from scorelab import samplers, viz
 from scorelab._files import atomic_write
-from scorelab._validate import check_choice, check_int, check_memory, check_seed, from_mapping
-from scorelab.config import ExperimentConfig
+from scorelab._validate import (
+    check_choice,
+    check_int,
+    check_memory,
+    check_seed,
+    check_unique,
+    from_mapping,
+)
+from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
 from scorelab.runs import (
@@ -52,6 +59,16 @@ __all__ = ["ImageDemoSettings", "is_image_demo", "plot_image_demo", "run_image_d
 _MEASURES = {
     "fd": "Fréchet distance (classifier features)",
     "class_tv": "class-frequency total variation",
+}
+
+
+# The run's configuration fields the settings set, by the settings' names.
+_SETTING_OF_FIELD = {
+    "model.channels": "demo.channels",
+    "sampler.n_levels": "demo.budgets",
+    "sampler.grid": "demo.grid",
+    "sampler.rho": "demo.rho",
+    "train.": "demo.train.",
 }
 
 
@@ -118,6 +135,21 @@ class ImageDemoSettings:
                 )
         for nfe in self.budgets:
             check_int("demo.budgets", nfe, 2)
+        check_unique("demo.samplers", self.samplers)
+        check_unique("demo.budgets", self.budgets)
+        # The runs it will make, checked now (an empty channels list was refused after 9 s,
+        # a batch of 10**14 once training began, both under the run's field names).
+        try:
+            for name in self.samplers:
+                for nfe in self.budgets:
+                    self.experiment(name, samplers.budget_levels(name, nfe))
+        except ConfigError as error:
+            text = str(error)
+            for field, setting in _SETTING_OF_FIELD.items():
+                if text.startswith(field):
+                    text = setting + text[len(field) :]
+                    break
+            raise ConfigError(text) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""

@@ -43,6 +43,7 @@ from scorelab._validate import (
     check_real,
     check_seed,
     check_sigma,
+    check_unique,
     from_mapping,
 )
 from scorelab.checkpoints import load_model, tree_sha256
@@ -630,15 +631,14 @@ class SweepSettings:
             check_seed("sweep.seeds", value)
         for value in self.tolerances:
             check_real("sweep.tolerances", value, "a number in (0, 1)", lambda v: 0 < v < 1)
-        for field in ("samplers", "seeds", "tolerances"):
-            # A repeated seed counted one run twice in the mean and its standard error; a
-            # repeated sampler or tolerance gave the same rows twice.
-            values = getattr(self, field)
-            repeated = sorted({repr(v) for v in values if values.count(v) > 1})
-            if repeated:
-                raise ValueError(
-                    f"sweep.{field}: {', '.join(repeated)} given more than once; list each once"
-                )
+        for field in ("samplers", "nfe", "seeds", "tolerances"):
+            check_unique(f"sweep.{field}", getattr(self, field))
+        adaptive = [name for name in self.samplers if name in samplers.ADAPTIVE_SOLVERS]
+        if adaptive and not self.tolerances:
+            raise ValueError(
+                f"sweep.tolerances: {', '.join(adaptive)} run at tolerances, not budgets; give "
+                "at least one (e.g. 1e-3)"
+            )
         check_int("sweep.n_samples", self.n_samples, 2)
         if is_saved_grid(self.grid):
             saved_grid_path(self.grid)  # a one-line error naming the remedy
@@ -838,7 +838,12 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
             field or value, or a target without an exact score.
     """
     loaded = load_config(config_path) if config_path is not None else {}
-    for section in loaded:
+    for section, value in loaded.items():
+        if section != "sweep" and not isinstance(value, dict):
+            raise ConfigError(
+                f"{section}: a key outside the [sweep] table of {config_path}; put it under "
+                "[sweep] (scorelab sweep reads only that table)"
+            )
         if section != "sweep":
             raise ConfigError(
                 f"{section}: scorelab sweep reads only the [sweep] table of {config_path} "

@@ -154,6 +154,10 @@ class TrainConfig:
                 "(decoupled) weight decay"
             )
         check_int("batch_size", self.batch_size, 1, optional=True)
+        if self.batch_size is not None:
+            # An example's few floats at least (its step's full size is checked by train, from
+            # the network): a batch of 10**14 was found only when its run began to train.
+            check_memory("batch_size", 64.0 * self.batch_size, "use a smaller batch size")
         check_int("steps_per_dispatch", self.steps_per_dispatch, 1)
         if not isinstance(self.unroll, bool):
             raise ValueError(f"unroll: expected true or false, got {self.unroll!r}")

@@ -177,14 +177,6 @@ def train_run(
         raise ConfigError(
             f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
         )
-    if config.train.batch_size is not None:
-        # A step holds a few activations of the network's width (about 1000 floats) per example.
-        check_memory(
-            "train.batch_size",
-            config.train.batch_size * 1024 * 4 * 4,
-            "use a smaller --batch-size",
-            error=ConfigError,
-        )
     labels = None
     if data is None and config.data.is_images:
         images = builders.make_image_data(config.data)
