@@ -342,8 +342,9 @@ def _check_step_memory(model, loss_fn, data, labels, batch: int, n_devices: int,
     residuals of :func:`jax.vjp`, found abstractly by :func:`jax.eval_shape`: per example, as
     the difference between batches of two and one, plus what does not grow with the batch),
     the data on every device, and the parameters four times (values, gradient, two moments).
-    A lower bound of the step's peak, so a run it lets through may still be too large; a
-    run it refuses cannot fit."""
+    An estimate, not a bound: XLA may keep less (recomputing cheap values) or more (its
+    temporaries), so it is meant for the runs that miss by far (a 20000x20000 image), where a
+    host would otherwise kill the process."""
     params, rest = eqx.partition(model, eqx.is_inexact_array)
     leaves, structure = jax.tree.flatten((model, loss_fn))
     described = tuple((x.shape, str(x.dtype)) if eqx.is_array(x) else x for x in leaves)
