@@ -41,6 +41,7 @@ from scorelab.data import (
 )
 from scorelab.noise import sigma_grid
 from scorelab.targets import GaussianMixture
+from scorelab.training import _tree_bytes
 
 __all__ = [
     "LOSS_FIELDS",
@@ -301,10 +302,9 @@ def make_model(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
     # Its size first, abstractly: an MLP's first layer grows with the pixels of an image
     # (a 6000x6000 RGB image made a 100 GiB weight matrix).
     network = eqx.filter_eval_shape(lambda: _make_model(config, loss, data, key)[0])
-    n_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(network))
     check_memory(
         f"model ({config.resolved(loss)} for examples of shape {tuple(data.shape[1:])})",
-        4.0 * n_bytes,  # the parameters, their gradient and two optimiser moments
+        4.0 * _tree_bytes(network),  # the parameters, their gradient and two optimiser moments
         "use smaller images or a smaller network (for images: --model unet)",
         error=ConfigError,
     )

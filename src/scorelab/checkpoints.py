@@ -362,9 +362,10 @@ def load_model(path: str | Path) -> eqx.Module:
 
     Raises:
         FileNotFoundError: if either file is missing.
-        ValueError: either is a folder, the JSON file is not a model record, the class cannot be imported or is
-            not an ``equinox.Module``, the ``.eqx`` file does not match the checksum in the JSON
-            file, or its arrays do not fit the model the JSON file describes.
+        ValueError: either is a folder, the JSON file is not a model record, the class cannot
+            be imported or is not an ``equinox.Module``, the ``.eqx`` file does not match the
+            checksum in the JSON file, or its arrays do not fit the model the JSON file
+            describes.
     """
     path = Path(path)
     for file in (path.with_suffix(".json"), path.with_suffix(".eqx")):

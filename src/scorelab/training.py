@@ -335,7 +335,9 @@ def _tree_bytes(tree) -> int:
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
-def _check_step_memory(model, loss_fn, data, labels, batch: int, n_devices: int, stochastic):
+def _check_step_memory(
+    params, rest, loss_fn, data, labels, batch: int, n_devices: int, stochastic: bool
+):
     """Refuse, before anything is placed or compiled, a training step that cannot fit in the
     host's memory (on a CPU an allocation past it is not refused: the kernel kills the
     process). Its size: the values the loss's gradient keeps from the forward pass (the
@@ -344,9 +346,9 @@ def _check_step_memory(model, loss_fn, data, labels, batch: int, n_devices: int,
     the data on every device, and the parameters four times (values, gradient, two moments).
     An estimate, not a bound: XLA may keep less (recomputing cheap values) or more (its
     temporaries), so it is meant for the runs that miss by far (a 20000x20000 image), where a
-    host would otherwise kill the process."""
-    params, rest = eqx.partition(model, eqx.is_inexact_array)
-    leaves, structure = jax.tree.flatten((model, loss_fn))
+    host would otherwise kill the process. ``params`` and ``rest`` are the model's trained
+    leaves and the rest, as :func:`train` partitions it."""
+    leaves, structure = jax.tree.flatten((params, rest, loss_fn))
     described = tuple((x.shape, str(x.dtype)) if eqx.is_array(x) else x for x in leaves)
     key = (structure, described, data.shape[1:], str(data.dtype), labels is None, stochastic)
     try:
@@ -695,7 +697,7 @@ def train(
     frozen, static = eqx.partition(rest, eqx.is_array)
     stochastic = getattr(model, "dropout", 0) > 0
     if devices[0].platform == "cpu":  # an accelerator refuses an allocation; a host kills
-        _check_step_memory(model, loss_fn, data, labels, batch, len(devices), stochastic)
+        _check_step_memory(params, rest, loss_fn, data, labels, batch, len(devices), stochastic)
     params, frozen, device_data, device_labels = jax.device_put(
         (params, frozen, data, labels), replicated
     )

@@ -167,9 +167,9 @@ def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfi
     if dict(unet.config)["time_embedding_type"] == "fourier":
         raise PretrainedError(
             f"{unet_folder(folder) / CONFIG_NAME}: time_embedding_type 'fourier' is a U-Net of "
-            "noise levels sigma (score_sde's variance-exploding networks), "
-            "not of DDPM timesteps; scorelab samples "
-            "DDPM/DDIM pipelines (load the network itself with scorelab.diffusers.load_unet)"
+            "noise levels sigma (score_sde's variance-exploding networks), not of DDPM "
+            "timesteps; scorelab samples DDPM/DDIM pipelines (load the network itself with "
+            "scorelab.diffusers.load_unet)"
         )
     return unet, config
 
