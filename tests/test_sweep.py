@@ -7,9 +7,13 @@ import jax
 import numpy as np
 import pytest
 
+from scorelab import samplers
+from scorelab.builders import draw_prior
 from scorelab.cli import main
+from scorelab.config import PRIORS
 from scorelab.models import ExactScore
-from scorelab.noise import karras_sigmas
+from scorelab.noise import karras_sigmas, sigma_grid
+from scorelab.report import measure
 from scorelab.samplers import ve_prior
 from scorelab.sweep import (
     SweepResult,
@@ -138,6 +142,29 @@ def test_a_map_in_parts_reuses_its_floors_and_rows_do_not_change(mixture):
     assert second.settings == whole.settings
 
 
+@pytest.mark.parametrize("prior", PRIORS)
+def test_the_sweep_starts_every_seed_from_its_prior(mixture, prior):
+    """A row is the sampler run from ``prior``'s draws under the seed's prior key (split(key(s),
+    3)[0]) with the chain key, measured against the reference: the same numbers computed by
+    hand; the three priors give three different rows, and the settings record which."""
+    sigmas = sigma_grid("karras", 4, 0.002, 80.0, 7.0)
+    result = sweep(
+        mixture, [sweep_sampler("euler")], [4], {"exact": ExactScore(mixture)}, n_samples=200,
+        seeds=(5,), floor_repeats=2, n_projections=20, prior=prior,
+    )  # fmt: skip
+    key_prior, key_chain, key_reference = jax.random.split(jax.random.key(5), 3)
+    x_T = draw_prior(prior, key_prior, 200, 2, 80.0, mixture)
+    x = samplers.sample(key_chain, samplers.Euler(sigmas), ExactScore(mixture), x_T).x
+    expected = measure(np.asarray(x), np.asarray(mixture.sample(key_reference, 200)), mixture,
+                       n_projections=20)  # fmt: skip
+    (row,) = result.rows
+    for name in ("sw", "mmd2", "tv", "var_ratio", "far"):
+        assert row[name] == pytest.approx(expected[name], rel=1e-6, abs=1e-9), name
+    assert result.settings["prior"] == prior
+    others = [draw_prior(p, key_prior, 200, 2, 80.0, mixture) for p in PRIORS if p != prior]
+    assert all(not np.allclose(x_T, other) for other in others)
+
+
 def _fake_result(points, floor=(1.0, 0.1)):
     rows = [
         {"sampler": s, "score": "exact", "nfe": n, "levels": n, "seed": seed, "sw": v,
@@ -212,7 +239,7 @@ def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
     config.write_text('[sweep]\nsamplers = ["euler", "edm"]\n[sweep.options.edm]\ns_churn = 5.0\n')
     out = tmp_path / "map"
     argv = ["sweep", "--config", str(config), "--nfe", "3,6", "--n", "200", "--seeds", "0",
-            "--out", str(out), "--quiet"]  # fmt: skip
+            "--prior", "moments", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "euler [exact]" in printed and "edm(s_churn=5.0) [exact]" in printed
@@ -221,6 +248,7 @@ def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
         assert (out / name).is_file(), name
     payload = json.loads((out / "sweep.json").read_text())
     assert len(payload["rows"]) == 4 and payload["settings"]["n_samples"] == 200
+    assert payload["settings"]["prior"] == "moments"
     assert set(payload["fewest_nfe_within_1.5x_floor"]) == {"sw", "mmd2", "tv", "all"}
 
 

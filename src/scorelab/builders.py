@@ -59,6 +59,7 @@ __all__ = [
     "make_sigmas",
     "make_sampler",
     "make_prior",
+    "draw_prior",
 ]
 
 
@@ -504,12 +505,10 @@ def make_prior(
     target: GaussianMixture | None,
     data=None,
 ) -> Array:
-    r"""Starting points ``(n, *shape)``; sample ``i`` depends only on ``fold_in(key, i)``.
+    """Starting points ``(n, *shape)`` from ``config.prior`` (:func:`draw_prior`).
 
     The prior's scale is ``sigma_max`` for a sampler that walks a grid, the tutorial's 10 for
-    ULA and MALA. ``moments`` draws from :math:`\mathcal{N}(m, C + \sigma^2 I)`
-    (:func:`scorelab.samplers.ve_prior`) with the target's exact mean and covariance, or the
-    sample moments of ``data`` without a target.
+    ULA and MALA.
 
     Args:
         config: the sampler section.
@@ -520,30 +519,64 @@ def make_prior(
         data: ``(m, *shape)`` training data, for ``moments`` without a target.
 
     Raises:
-        ConfigError: for ``prior = "exact"`` without a target, ``moments`` with neither a
-            target nor data, or a covariance too large for memory.
+        ConfigError: as :func:`draw_prior`.
     """
     sigma = config.sigma_max if config.uses_grid else 10.0
-    if config.prior == "exact":
+    return draw_prior(config.prior, key, n, shape, sigma, target, data)
+
+
+def draw_prior(
+    kind: str,
+    key: Array,
+    n: int,
+    shape: int | tuple[int, ...],
+    sigma: float,
+    target: GaussianMixture | None,
+    data=None,
+    field: str = "sampler.prior",
+) -> Array:
+    r"""``n`` starting points ``(n, *shape)`` at noise level ``sigma`` from the prior ``kind``.
+
+    One of :data:`scorelab.config.PRIORS`: ``normal`` draws :math:`\mathcal{N}(0, \sigma^2 I)`,
+    ``moments`` :math:`\mathcal{N}(m, C + \sigma^2 I)` (:func:`scorelab.samplers.ve_prior`)
+    with the target's exact mean and covariance, or the sample moments of ``data`` without a
+    target, and ``exact`` the target's exact marginal :math:`q_\sigma`
+    (:func:`scorelab.samplers.exact_prior`). Sample ``i`` depends only on ``fold_in(key, i)``.
+
+    Args:
+        kind: ``normal``, ``moments`` or ``exact``.
+        key: PRNG key.
+        n: number of points.
+        shape: one state's shape.
+        sigma: the prior's noise level.
+        target: the target with an exact score, if any.
+        data: ``(m, *shape)`` training data, for ``moments`` without a target.
+        field: the setting ``kind`` came from, for messages.
+
+    Raises:
+        ConfigError: for ``exact`` without a target, ``moments`` with neither a target nor
+            data, or a covariance too large for memory.
+    """
+    if kind == "exact":
         if target is None:
-            raise ConfigError("sampler.prior: 'exact' needs a built-in target with an exact score")
+            raise ConfigError(f"{field}: 'exact' needs a built-in target with an exact score")
         return samplers.exact_prior(key, target, n, sigma)
-    if config.prior == "moments":
-        mean, covariance = _moments(target, data, shape)
+    if kind == "moments":
+        mean, covariance = _moments(target, data, shape, field)
         return samplers.ve_prior(key, n, shape, jnp.float32(sigma), mean, covariance)
     return samplers.ve_prior(key, n, shape, jnp.float32(sigma))
 
 
-def _moments(target, data, shape) -> tuple[Array, Array]:
+def _moments(target, data, shape, field) -> tuple[Array, Array]:
     """The mean ``shape`` and covariance ``(D, D)`` of the target, or of ``data`` (sample
     moments), for the ``moments`` prior; ``D`` is the size of one state."""
     if target is not None:
         return target.mean(), target.covariance()
     if data is None:
-        raise ConfigError("sampler.prior: 'moments' needs a target or training data")
+        raise ConfigError(f"{field}: 'moments' needs a target or training data")
     size = int(np.prod(shape))
     check_memory(
-        "sampler.prior",
+        field,
         8.0 * size * (size + np.shape(data)[0]),
         "use prior = 'normal': the data's covariance is too large",
         error=ConfigError,

@@ -566,6 +566,7 @@ _SWEEP_FLAGS = {
     "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
     "--rho": ("rho", float, "Karras grid curvature or polyexponential exponent"),
+    "--prior": ("prior", str, "normal, moments (N(m, C + sigma_max^2 I)) or exact (q_sigma_max)"),
     "--image-metrics": ("image_metrics", bool, "classifier metrics (image targets)"),
 }
 

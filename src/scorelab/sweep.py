@@ -46,9 +46,10 @@ from scorelab._validate import (
     check_unique,
     from_mapping,
 )
+from scorelab.builders import draw_prior
 from scorelab.checkpoints import load_model, tree_sha256
 from scorelab.classifier import load_digits_classifier
-from scorelab.config import TARGETS, ConfigError, load_config, typed_sampler_options
+from scorelab.config import PRIORS, TARGETS, ConfigError, load_config, typed_sampler_options
 from scorelab.image_metrics import image_measure
 from scorelab.models import ExactScore, NoiseConditionalMLP
 from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
@@ -277,6 +278,7 @@ def sweep(
     sigma_min: float = 0.002,
     sigma_max: float = samplers.DEFAULT_SIGMA_MAX,
     rho: float = 7.0,
+    prior: str = "normal",
     n_projections: int = 250,
     floor_repeats: int = 5,
     progress: Callable[[str], None] | None = None,
@@ -287,9 +289,10 @@ def sweep(
 ) -> SweepResult:
     r"""Run every sampler at every budget with every score, against fresh exact samples.
 
-    Seed ``s`` gives ``key(s)``, split into the prior key (:math:`x_T \sim
-    \mathcal{N}(0, \sigma_{\max}^2 I)`, the same for every sampler: common random numbers),
-    the chains' key and the reference key (``n_samples`` exact samples). A budget that buys
+    Seed ``s`` gives ``key(s)``, split into the prior key (:math:`x_T` from ``prior`` at
+    :math:`\sigma_{\max}`, by default :math:`\mathcal{N}(0, \sigma_{\max}^2 I)`; the same for
+    every sampler: common random numbers), the chains' key and the reference key
+    (``n_samples`` exact samples). A budget that buys
     the same grid as a smaller one, or a grid of fewer than 2 levels, is skipped.
 
     Args:
@@ -301,6 +304,9 @@ def sweep(
         n_samples: samples per run (and per floor set).
         seeds: one run per seed.
         grid, sigma_min, sigma_max, rho: the grid (:func:`scorelab.noise.sigma_grid`).
+        prior: where the chains start (:func:`scorelab.builders.draw_prior`): ``normal``,
+            ``moments`` (the Gaussian with the target's moments) or ``exact`` (the target's
+            marginal at ``sigma_max``, which removes the prior's share of the error).
         n_projections: directions of the sliced Wasserstein distance.
         floor_repeats: exact pairs of the floors.
         progress: called with a line per finished run.
@@ -360,6 +366,7 @@ def sweep(
         "sigma_min": sigma_min,
         "sigma_max": sigma_max,
         "rho": rho,
+        "prior": prior,
         "n_projections": n_projections,
         "floor_repeats": floor_repeats,
     }
@@ -378,7 +385,8 @@ def sweep(
     rows = []
     for seed in seeds:
         key_prior, key_chain, key_reference = _seed_keys(seed)
-        x_T = samplers.ve_prior(key_prior, n_samples, target.dim, np.float32(sigma_max))
+        x_T = draw_prior(prior, key_prior, n_samples, target.dim, sigma_max, target, None,
+                         "sweep.prior")  # fmt: skip
         reference = np.asarray(target.sample(key_reference, n_samples))
         runs = sweep_runs(
             sampler_specs,
@@ -582,7 +590,7 @@ class SweepSettings:
         nfe: NFE budgets.
         tolerances: rtol = atol of each ``tsit5`` / ``dopri5`` row (unless ``options`` set
             ``rtol`` or ``atol``).
-        n_samples, seeds, grid, sigma_min, sigma_max, rho: as :func:`sweep`.
+        n_samples, seeds, grid, sigma_min, sigma_max, rho, prior: as :func:`sweep`.
         options: sampler name -> options for :func:`sweep_sampler` (``[sweep.options.edm]``).
         image_metrics: also measure the classifier metrics (:data:`IMAGE_METRICS`), for an
             image-shaped target (``digits_mixture``).
@@ -606,6 +614,7 @@ class SweepSettings:
     sigma_min: float = 0.002
     sigma_max: float = DEFAULT_SIGMA_MAX
     rho: float = 7.0
+    prior: str = "normal"
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     image_metrics: bool = False
 
@@ -654,6 +663,7 @@ class SweepSettings:
         )
         check_sigma("sweep.sigma_max", self.sigma_max)
         check_real("sweep.rho", self.rho, "a number > 0", lambda v: v > 0)
+        check_choice("sweep.prior", self.prior, PRIORS)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SweepSettings:
@@ -926,6 +936,7 @@ def run_sweep(
                 sigma_min=settings.sigma_min,
                 sigma_max=settings.sigma_max,
                 rho=settings.rho,
+                prior=settings.prior,
                 progress=progress,
                 image_metrics=settings.image_metrics,
                 done_rows=list(rows_so_far),
