@@ -12,7 +12,7 @@ from scorelab.builders import draw_prior
 from scorelab.cli import main
 from scorelab.config import PRIORS
 from scorelab.models import ExactScore
-from scorelab.noise import karras_sigmas, sigma_grid
+from scorelab.noise import karras_sigmas, read_saved_grid, sigma_grid
 from scorelab.report import measure
 from scorelab.samplers import ve_prior
 from scorelab.sweep import (
@@ -23,6 +23,7 @@ from scorelab.sweep import (
     sweep,
     sweep_runs,
     sweep_sampler,
+    sweep_settings,
 )
 
 
@@ -353,3 +354,13 @@ def test_a_sweep_config_key_outside_its_table_is_told_where_it_goes(tmp_path):
         sweep_settings(config)
     config.write_text("[sweep]\nnfe = [4]\n")
     assert sweep_settings(config, {"seeds": (1,)}).seeds == (1,)
+
+
+def test_a_saved_grid_sets_the_sweeps_range_unless_given():
+    """As ``scorelab sample``'s: ``--grid ays:NAME`` alone was refused, asking for the grid's
+    own ends as --sigma-min and --sigma-max."""
+    saved = read_saved_grid("ays:ld3_seed_mixture_ipndm_10")
+    settings = sweep_settings(None, {"grid": "ays:ld3_seed_mixture_ipndm_10"})
+    assert (settings.sigma_min, settings.sigma_max) == (saved[0], saved[-1])
+    given = sweep_settings(None, {"grid": "ays:ld3_seed_mixture_ipndm_10", "sigma_max": 60.0})
+    assert (given.sigma_min, given.sigma_max) == (saved[0], 60.0)

@@ -21,6 +21,7 @@ chains). The samplers and their options are :data:`scorelab.samplers.SAMPLERS`, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -52,7 +53,7 @@ from scorelab.classifier import load_digits_classifier
 from scorelab.config import PRIORS, TARGETS, ConfigError, load_config, typed_sampler_options
 from scorelab.image_metrics import image_measure
 from scorelab.models import ExactScore, NoiseConditionalMLP
-from scorelab.noise import GRIDS, is_saved_grid, saved_grid_path, sigma_grid
+from scorelab.noise import GRIDS, is_saved_grid, read_saved_grid, saved_grid_path, sigma_grid
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import Report, floors, measure
@@ -842,6 +843,8 @@ def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMP
 def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None) -> SweepSettings:
     """The settings of ``scorelab sweep``: the ``[sweep]`` table of a TOML file (its only
     table), then ``overrides`` (:class:`SweepSettings` field -> value, the command's flags).
+    A saved grid (``ays:NAME`` or a ``.json`` file) sets ``sigma_min`` and ``sigma_max`` to its
+    own ends unless they are given.
 
     Raises:
         ConfigError: another table in the file, a ``[sweep]`` that is not a table, an unknown
@@ -862,7 +865,15 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
     table = loaded.get("sweep", {})
     if not isinstance(table, dict):
         raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
-    settings = SweepSettings.from_dict({**table, **(overrides or {})})
+    values = {**table, **(overrides or {})}
+    grid = values.get("grid")
+    if isinstance(grid, str) and is_saved_grid(grid):
+        # A saved grid carries its range, as scorelab sample's does; a grid that cannot be
+        # read is SweepSettings' one-line error.
+        with contextlib.suppress(ValueError):
+            saved = read_saved_grid(grid)
+            values = {"sigma_min": float(saved[0]), "sigma_max": float(saved[-1]), **values}
+    settings = SweepSettings.from_dict(values)
     if settings.target not in TARGETS:
         accepted = ", ".join(TARGETS)
         raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")
