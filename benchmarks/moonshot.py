@@ -29,6 +29,8 @@ import jax
 import numpy as np
 
 from scorelab import ld3, metrics, samplers
+from scorelab.builders import draw_prior
+from scorelab.config import PRIORS
 from scorelab.models import ExactScore
 from scorelab.noise import read_saved_grid, sigma_grid
 from scorelab.report import floors, measure
@@ -95,23 +97,6 @@ def _candidate(label: str, nfe: int) -> tuple[samplers.AbstractSampler, float]:
     return samplers.build_sampler(name, sigmas, **options), float(sigma_max)
 
 
-PRIORS = ("normal", "moments", "exact")
-"""``--prior``: x_T ~ N(0, sigma_max^2 I), N(m, C + sigma_max^2 I) with the mixture's mean m and
-covariance C (:func:`scorelab.samplers.ve_prior`), or the exact marginal q at sigma_max
-(:func:`scorelab.samplers.exact_prior`: other random numbers, drawn component first)."""
-
-
-def prior(key, n, sigma_max, target, kind="normal"):
-    """``n`` starts ``(n, 2)`` from the prior ``kind`` of :data:`PRIORS` at ``sigma_max``; the
-    first two use the same standard normals."""
-    if kind == "exact":
-        return samplers.exact_prior(key, target, n, np.float32(sigma_max))
-    if kind == "moments":
-        return samplers.ve_prior(key, n, 2, np.float32(sigma_max), target.mean(),
-                                 target.covariance())  # fmt: skip
-    return samplers.ve_prior(key, n, 2, np.float32(sigma_max))
-
-
 def verdicts(row: dict, floor: dict) -> dict[str, bool]:
     """Each criterion of the moonshot on one seed's ``row``."""
     low, high = VAR_RATIO_BAND
@@ -141,7 +126,7 @@ def screen(
         cells = {run_label: [] for run_label in runs}
         for seed in seeds:
             key_prior, key_chain, _ = jax.random.split(jax.random.key(seed), 3)
-            x_T = prior(key_prior, n, sigma_max, target, prior_kind)
+            x_T = draw_prior(prior_kind, key_prior, n, 2, sigma_max, target)
             for run_label, run_sampler in runs.items():
                 x = np.asarray(samplers.sample(key_chain, run_sampler, score_fn, x_T).x)
                 report = metrics.mixture_report(x, target)
@@ -196,7 +181,7 @@ def coupled(labels, pool, n, nfe, target, score_fn, bound=SCREEN_TV, prior_kind=
         a, c = [], []
         for i in range(pool):
             key_prior, key_chain = jax.random.split(named_key(i, "coupled"))
-            x_T = prior(key_prior, n, sigma_max, target, prior_kind)
+            x_T = draw_prior(prior_kind, key_prior, n, 2, sigma_max, target)
             a.append(modes(sampler, key_chain, x_T))
             c.append(modes(reference, key_chain, x_T))
         a, c = eye[np.concatenate(a)], eye[np.concatenate(c)]  # one-hot, (pool n, K)
@@ -354,7 +339,7 @@ def main():
             runs[f"{label}: converged ODE"] = converged(sigma_max)
         for seed in seeds:
             key_prior, key_chain, key_reference = jax.random.split(jax.random.key(seed), 3)
-            x_T = prior(key_prior, args.n, sigma_max, target, args.prior)
+            x_T = draw_prior(args.prior, key_prior, args.n, 2, sigma_max, target)
             reference = np.asarray(target.sample(key_reference, args.n))
             for run_label, run_sampler in runs.items():
                 x = np.asarray(samplers.sample(key_chain, run_sampler, score_fn, x_T).x)
