@@ -935,6 +935,111 @@ def test_console_script_errors_are_one_line_with_status_2(argv, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_an_interrupted_sample_ends_at_once_in_one_line(tmp_path):
+    """Ctrl-C during a long sampler went unanswered until XLA returned (minutes; a second
+    Ctrl-C did not help either), and when it came, the exit raced XLA's threads into a
+    segmentation fault (status 139) after "interrupted". The interrupt arrives here a second
+    into the sampler's call (hours of work); the command ends with 130 and one line."""
+    probe = (
+        "import os, signal, sys\n"
+        "from scorelab import cli, workflows\n"
+        "import threading\n"
+        "real = workflows._interruptibly\n"
+        "def interruptibly(*args, **kwargs):\n"
+        "    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "    return real(*args, **kwargs)\n"
+        "workflows._interruptibly = interruptibly\n"
+        "sys.argv = ['scorelab', 'sample', '--exact', 'seed_mixture', '--sampler', 'ula',\n"
+        "            '--n-steps', '10000000', '--n', '2000', '--out', 'x.npy']\n"
+        "cli.console()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == ["scorelab sample: interrupted"]
+    assert not (tmp_path / "x.npy").exists()
+
+
+def _handler_of(monkeypatch, handler):
+    """``scorelab evaluate`` runs ``handler(args)`` instead."""
+    from scorelab import cli
+
+    monkeypatch.setattr(cli, "_cmd_evaluate", handler)
+    return ["evaluate", "x.npy", "--target", "seed_mixture"]
+
+
+def _ctrl_c():
+    import os
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)  # the handler raises in here
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, whatever this process inherited (a test runner's worker
+    may ignore SIGINT, and the command keeps an inherited "ignore")."""
+    import signal
+
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_a_second_ctrl_c_during_the_cleanup_is_ignored(monkeypatch, capsys, python_ctrl_c):
+    """A double Ctrl-C cut the first one's cleanup short: tracebacks, a half-claimed folder."""
+
+    def handler(args):
+        with pytest.raises(KeyboardInterrupt):
+            _ctrl_c()
+        _ctrl_c()  # within the grace: recorded only, so this returns
+        return 0
+
+    assert main(_handler_of(monkeypatch, handler)) == 0
+
+
+def test_an_interrupt_lost_in_a_callback_is_raised_again(monkeypatch, capsys, python_ctrl_c):
+    """A Ctrl-C landing in XLA's garbage-collection callback printed "Exception ignored in
+    ... KeyboardInterrupt", and the job ran on to exit 0."""
+    import os
+    import signal
+    import time
+
+    class Collected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # raised inside __del__: unraisable
+            sum(range(1000))
+
+    def handler(args):
+        Collected()
+        time.sleep(5)
+        return 0
+
+    assert main(_handler_of(monkeypatch, handler)) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["scorelab evaluate: interrupted"], err
+
+
+def test_an_interrupt_turned_into_another_error_is_reported_as_the_interrupt(
+    monkeypatch, capsys, python_ctrl_c
+):
+    """Ctrl-C inside ``import jax`` came out as numpy's ImportError, and the error boundary,
+    importing jax again, printed a double traceback with status 1."""
+
+    def handler(args):
+        try:
+            _ctrl_c()
+        except KeyboardInterrupt as error:
+            raise ImportError("numpy._core.multiarray failed to import") from error
+        return 0
+
+    assert main(_handler_of(monkeypatch, handler)) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["scorelab evaluate: interrupted"]
+
+
 def test_run_sources_take_the_same_overrides_in_sample_and_likelihood(run_dir, tmp_path, capsys):
     """``--run`` is read the same way by every command: ``--set`` applies on top of the saved
     configuration (likelihood ignored it before)."""

@@ -182,6 +182,29 @@ def test_a_job_killed_before_writing_anything_leaves_a_folder_the_next_claim_tak
             pass
 
 
+def test_a_training_interrupted_before_its_first_checkpoint_leaves_a_folder_the_next_claim_takes(
+    tmp_path,
+):
+    # Training makes its (empty) checkpoints/ folder first: a Ctrl-C or a kill before the first
+    # save left it beside the provisional manifest, and the same command was then refused with
+    # "already holds a run; resume it", though there was nothing to resume.
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir):
+        (run_dir / "checkpoints").mkdir()
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]
+    with prepare_run_dir(run_dir):  # killed (no handler ran): the next claim empties it
+        (run_dir / "checkpoints").mkdir()
+    write_json(run_dir / "manifest.json", manifest(None, provisional=True))
+    with prepare_run_dir(run_dir):
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "manifest.json"]
+        (run_dir / "checkpoints" / "5").mkdir(parents=True)  # a checkpoint: kept from here on
+    write_json(run_dir / "manifest.json", manifest(None, provisional=True))
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        with prepare_run_dir(run_dir):
+            pass
+
+
 _LOOKALIKES = {
     "diffusers model": {"config.json": "{}", "diffusion_pytorch_model.safetensors": "w"},
     "config and model": {"config.json": "{}", "model.json": "{}"},

@@ -19,13 +19,17 @@ import argparse
 import contextlib
 import errno
 import functools
+import logging
+import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import warnings
 from pathlib import Path
 
+from scorelab._signals import held_signals
 from scorelab._validate import first_line
 
 __all__ = ["main"]
@@ -1002,8 +1006,8 @@ def _float32(command: str):
     was an internal error (a float64 loss beside a float32 one in the training step), and a
     float32 run's U-Net refused float64 states. A context: a Python caller's setting returns
     afterwards. The Python API computes in float64 under x64 (the samplers, ``ExactScore``)."""
-    import jax  # reads JAX_ENABLE_X64 itself (scorelab's import has already imported it)
-
+    with held_signals():  # an interrupt cut short, jax stayed half-initialised
+        import jax  # reads JAX_ENABLE_X64 itself
     if not jax.config.jax_enable_x64:
         return contextlib.nullcontext()
     print(
@@ -1014,34 +1018,91 @@ def _float32(command: str):
     return jax.enable_x64(False)
 
 
+_REPEAT_GRACE_S = 5.0
+"""Seconds after an interrupt during which another Ctrl-C or SIGTERM is ignored, so the first
+one's cleanup (training's checkpoint, the run folder given back) is not cut short."""
+
+
 @contextlib.contextmanager
 def _interruptible(received: list):
-    """SIGTERM (a scheduler's time limit, ``kill``, ``timeout``) interrupts the command as
-    Ctrl-C does, so training keeps its finished steps as a checkpoint (Python's default ends
-    the process at once); the signal is appended to ``received``. The caller's handler returns
-    afterwards; off the main thread, where Python cannot install one, nothing changes."""
+    """Ctrl-C (SIGINT) and SIGTERM (a scheduler's time limit, ``kill``, ``timeout``) interrupt
+    the command alike, so training keeps its finished steps as a checkpoint (Python's default
+    ends the process at once on SIGTERM); each signal is appended to ``received``.
+
+    * A repeat within :data:`_REPEAT_GRACE_S` of the interrupt is only recorded: a double
+      Ctrl-C let the first one's cleanup be cut short (a half-claimed run folder, tracebacks).
+    * An interrupt raised where Python cannot deliver it (a garbage-collection callback of
+      XLA's prints "Exception ignored" and the job went on to exit 0) is raised again at once.
+    * SIGINT keeps an inherited "ignore" (a background job's).
+
+    Yields ``closing()``, which the caller calls once it handles the interrupt or an error:
+    from then on every signal is only recorded, so the one line and the exit are not cut short.
+    The caller's handlers return afterwards; off the main thread, where Python cannot install
+    one, nothing changes.
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
+    raised = []  # when each KeyboardInterrupt was raised
+    swallowed = []
+    closing = []
 
     def interrupt(signum, frame):
         received.append(signum)
+        if closing:
+            return
+        now = time.monotonic()
+        if raised and now - raised[-1] < _REPEAT_GRACE_S and not swallowed:
+            return
+        swallowed.clear()
+        raised.append(now)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    hook = sys.unraisablehook
+
+    def unraisable(record):
+        if isinstance(record.exc_value, KeyboardInterrupt) and received:
+            # Ours, lost in a callback: send it again from another thread, so that it lands
+            # once this hook has returned (raised in here, it would be lost again).
+            swallowed.append(True)
+            threading.Timer(0.05, os.kill, (os.getpid(), received[-1])).start()
+        else:
+            hook(record)
+
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signals.append(signal.SIGINT)
+    previous = {number: signal.signal(number, interrupt) for number in signals}
+    sys.unraisablehook = unraisable
+    try:
+        yield lambda: closing.append(True)
+    finally:
+        sys.unraisablehook = hook
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """absl's warnings (orbax's: a removed unfinished checkpoint, a half-deleted one skipped on
+    resume) stay off the command's stderr, which holds one line per outcome; errors still show.
+    The caller's level returns afterwards."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        logger.setLevel(level)
 
 
 def _interrupted(args, error: KeyboardInterrupt) -> str:
     """The line for an interrupted command: what it kept (the interrupt's message: training's
     checkpoint, a sweep's rows), and how to continue it."""
-    from scorelab.training import TrainingInterrupted
-
     line = f"interrupted: {error}" if str(error) else "interrupted"
-    kept = isinstance(error, TrainingInterrupted) and error.last_checkpoint is not None
+    # training's TrainingInterrupted, without importing training (an interrupt may have cut
+    # the command short before it was imported)
+    kept = getattr(error, "last_checkpoint", None) is not None
     if (args.command == "train" and kept) or args.command == "demo":
         line += "; rerun it with --resume (the same settings, without --overwrite) to continue"
     return line
@@ -1080,27 +1141,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
         return 2
     args.argv = argv  # what a launcher (train --processes) passes on to its processes
-    received = []  # the signal that interrupted the command, if any
-    try:
-        with warnings.catch_warnings(), _float32(args.command), _interruptible(received):
-            warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
-            return args.handler(args)
-    except KeyboardInterrupt as error:
-        print(f"scorelab {args.command}: {_interrupted(args, error)}", file=sys.stderr)
-        return 128 + (received[0] if received else signal.SIGINT)
-    except Exception as error:  # the one boundary: a user's error, or a bug to report
-        message = _user_error(error, args.command)
-        if message is None:
-            traceback.print_exc()
-            print(
-                f"scorelab {args.command}: internal error (a bug in scorelab); please report it "
-                "with the command line and the traceback above",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    received = []  # the signals that interrupted the command, if any
+    with _interruptible(received) as closing, _quiet_absl():  # first: imports can be cut short
+        try:
+            with warnings.catch_warnings(), _float32(args.command):
+                warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
+                return args.handler(args)
+        except KeyboardInterrupt as error:
+            closing()
+            print(f"scorelab {args.command}: {_interrupted(args, error)}", file=sys.stderr)
+            return 128 + (received[0] if received else signal.SIGINT)
+        except Exception as error:  # the one boundary: a user's error, or a bug to report
+            closing()
+            if received:  # an interrupt turned into another error (an import cut short)
+                print(f"scorelab {args.command}: interrupted", file=sys.stderr)
+                return 128 + received[0]
+            message = _user_error(error, args.command)
+            if message is None:
+                traceback.print_exc()
+                print(
+                    f"scorelab {args.command}: internal error (a bug in scorelab); please "
+                    "report it with the command line and the traceback above",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
+            return 2
+
+
+def console() -> None:
+    """The ``scorelab`` executable: :func:`main` on ``sys.argv``, then exit with its status.
+
+    After an interrupt (status 128 + the signal) the process ends at once, once the output is
+    flushed: the command has already released what it held (locks, the run folder, training's
+    checkpoint), and Python's own shutdown then raced XLA's threads still computing (a
+    segmentation fault after "interrupted") or printed tracebacks of exit callbacks cut short
+    by a second Ctrl-C.
+    """
+    status = main()
+    if status >= 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -173,14 +173,22 @@ def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None
 def _unclaim(path: Path) -> None:
     """After a job failed, or was killed before it wrote anything (the kernel's out-of-memory
     killer, SIGKILL, a power cut: found by the next claim): leave the folder empty again if it
-    holds nothing but the provisional manifest, so that the same command, corrected, may use
-    it without ``--overwrite``."""
-    entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
-    if [entry.name for entry in entries] == [_MANIFEST]:
-        with contextlib.suppress(OSError, ValueError):
-            record = read_json(path / _MANIFEST)  # a user's file of that name may be anything
-            if isinstance(record, dict) and record.get("provisional") is True and is_run(path):
-                (path / _MANIFEST).unlink()
+    holds nothing but the provisional manifest (and training's still empty ``checkpoints/``),
+    so that the same command, corrected, may use it without ``--overwrite``."""
+    entries = {entry.name: entry for entry in path.iterdir() if entry.name != _LOCK}
+    checkpoints = entries.pop("checkpoints", None)
+    if list(entries) != [_MANIFEST]:
+        return
+    if checkpoints is not None and (
+        checkpoints.is_symlink() or not checkpoints.is_dir() or any(checkpoints.iterdir())
+    ):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        record = read_json(path / _MANIFEST)  # a user's file of that name may be anything
+        if isinstance(record, dict) and record.get("provisional") is True and is_run(path):
+            (path / _MANIFEST).unlink()
+            if checkpoints is not None:
+                checkpoints.rmdir()
 
 
 def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> filelock.FileLock:

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
+from scorelab._signals import held_signals
 from scorelab._validate import check_choice, check_int, check_memory, check_real, check_seed
 from scorelab.data import DataError, validate_data
 
@@ -767,11 +768,12 @@ def train(
     # so that an interrupt (arriving between any two bytecodes) never sees one without the other.
     done = (state_leaves, start_step)
 
-    def save(step):
+    def save(step):  # whole: an interrupt waits for it (its threads wrote on, into a retry)
         state = jax.tree.unflatten(state_def, done[0])
-        checkpoints.save_checkpoint(
-            manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
-        )
+        with held_signals():
+            checkpoints.save_checkpoint(
+                manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
+            )
 
     try:
         with bar:

@@ -8,6 +8,7 @@ arguments and calls these, and :mod:`scorelab.demo` is composed of the same step
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -18,7 +19,14 @@ import jax
 import numpy as np
 
 from scorelab import ays, builders, ld3, samplers, viz
-from scorelab._validate import check_int, check_memory, check_real, check_seed, check_sigma
+from scorelab._validate import (
+    available_memory,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+    check_sigma,
+)
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import TARGETS, ConfigError, ExperimentConfig
@@ -91,6 +99,34 @@ GRID_FIELDS = tuple(
     f"sampler.{field}" for field in ("n_levels", "nfe", "grid", "sigma_min", "sigma_max", "rho")
 )
 """The sampler section's fields that describe its grid of noise levels."""
+
+
+def _interruptibly(fn, *args, poll_s: float = 0.05, **kwargs):
+    """``fn(*args, **kwargs)``, computed, run in a daemon thread that this one waits for in
+    short sleeps, so that Ctrl-C and SIGTERM interrupt a long computation at once.
+
+    Python handles signals in the main thread between bytecodes; a sampler's jitted call
+    returns only when XLA is done (Equinox waits on its runtime checks), so Ctrl-C went
+    unanswered for minutes. Interrupted, the thread computes on until the process ends
+    (the command line ends it at once).
+    """
+    box = {}
+    x64 = jax.config.jax_enable_x64  # this thread's: the command line's float32 is a context
+
+    def target():
+        try:
+            with jax.enable_x64(x64):
+                box["value"] = jax.block_until_ready(fn(*args, **kwargs))
+        except BaseException as error:  # re-raised in the caller's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_s)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _reads(job: str, name: str) -> bool:
@@ -356,10 +392,11 @@ def sample_run(
 
     The key ``key(seed)`` is split into a prior key and a sampler key; chain ``i`` depends only
     on index ``i`` of each, so the first ``m`` samples do not depend on ``n``, and the chains
-    run ``batch`` at a time with the same result whatever ``batch`` is (bit for bit with the
-    exact score; to float rounding with a network, whose matrix products XLA blocks by the
-    chunk's size). The memory the samples (and trajectories) need is checked before anything
-    is allocated.
+    run ``batch`` at a time (fewer when a stochastic sampler's noise keys for that many would
+    take more than half the available memory) with the same result whatever the batch is (bit
+    for bit with the exact score; to float rounding with a network, whose matrix products XLA
+    blocks by the chunk's size). The memory the samples (and trajectories) need is checked
+    before anything is allocated.
 
     A class-conditional model (:class:`scorelab.diffusers.ClassConditioned`) draws ``n``
     samples of each class of ``classes`` (default: all), class after class; class ``y``'s
@@ -444,6 +481,17 @@ def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[Sam
         "take fewer steps (sampler.n_levels or the options that multiply them)",
         error=ConfigError,
     )
+    # Each chain splits its key into one per draw before its scan (8 bytes each): a long
+    # stochastic sampler runs fewer chains at once (the same numbers whatever the batch).
+    keys = 8.0 * sampler.n_steps * sampler.draws_per_step
+    if keys:
+        check_memory(
+            f"sampler: {sampler.n_steps} steps of {sampler.name} (one chain's noise keys)",
+            keys,
+            "take fewer steps (sampler.n_levels or the options that multiply them)",
+            error=ConfigError,
+        )
+        batch = max(1, min(batch, int(available_memory() / 2 / keys)))
     records = sampler.n_steps + 1 if trajectory else 0
     check_memory(
         "sample.n",
@@ -462,7 +510,8 @@ def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[Sam
         key_prior, key_sampler = jax.random.split(key)
         x_init = builders.make_prior(config.sampler, key_prior, n, tuple(shape), target, data)
         chunks = [
-            samplers.sample(
+            _interruptibly(
+                samplers.sample,
                 key_sampler,
                 sampler,
                 score_fn,
@@ -998,11 +1047,12 @@ def likelihood_points(
     options = {"sigma_min": sigma_min, "sigma_max": sigma_max, **options}
     key = jax.random.key(seed)
     if bin_width is None:
-        output = likelihood.log_likelihood(key, score_fn, points, **options)
+        output = _interruptibly(likelihood.log_likelihood, key, score_fn, points, **options)
     else:
-        bpd, output = likelihood.dequantised_bits_per_dim(
-            key, score_fn, points, bin_width=bin_width, **options
-        )
+        bpd, output = _interruptibly(
+            likelihood.dequantised_bits_per_dim, key, score_fn, points, bin_width=bin_width,
+            **options,
+        )  # fmt: skip
     log_prob = np.asarray(output.log_prob, np.float64)
     result = {
         "log_prob": log_prob,
