@@ -93,6 +93,15 @@ def _nan_first_and_bad_shape_last(tensors):
     tensors["conv_out.weight"] = np.zeros((3, 16, 1, 1), np.float32)
 
 
+def _scheduler_config_folder(folder):
+    (folder / SCHEDULER_CONFIG).unlink()
+    (folder / SCHEDULER_CONFIG).mkdir()
+
+
+def _scheduler_config_missing(folder):
+    (folder / SCHEDULER_CONFIG).unlink()
+
+
 def _remove_weights(folder):
     (folder / WEIGHTS).unlink()
 
@@ -224,6 +233,27 @@ CASES = {
         SCHEDULER_CONFIG,
         "thresholding",
     ),
+    # an OverflowError in numpy, exit 1
+    "steps_offset of 31 digits": (
+        _config_field(SCHEDULER_CONFIG, steps_offset=10**30),
+        SCHEDULER_CONFIG,
+        "steps_offset must be an integer in [0, 1000)",
+    ),
+    # a RecursionError in json, exit 1
+    "nested too deeply": (
+        _config_text(SCHEDULER_CONFIG, b"[" * 100_000 + b"]" * 100_000),
+        SCHEDULER_CONFIG,
+        "nested too deeply",
+    ),
+    # Python's "use sys.set_int_max_str_digits()", naming no file
+    "an integer of 5000 digits": (
+        _config_text(SCHEDULER_CONFIG, b'{"num_train_timesteps": 1' + b"0" * 5000 + b"}"),
+        SCHEDULER_CONFIG,
+        "not valid JSON",
+    ),
+    # ignored: the default options were used
+    "scheduler config a folder": (_scheduler_config_folder, SCHEDULER_CONFIG, "a folder"),
+    "scheduler config missing": (_scheduler_config_missing, SCHEDULER_CONFIG, "missing"),
     # unet/diffusion_pytorch_model.safetensors
     "a (1,) bias": (
         _set("conv_in.bias", np.zeros(1, np.float32)),
@@ -384,7 +414,9 @@ def _cli(*argv):
         (None, ["--steps", "0"], "--steps: num_inference_steps must be an integer >= 1"),
         (None, ["--eta", "-1"], "--eta: eta must be a number >= 0"),
         (None, ["--clip-range", "0"], "--clip-range: clip_sample_range must be a number > 0"),
-        (None, ["--steps-offset", "-3"], "--steps-offset: steps_offset must be an integer >= 0"),
+        (None, ["--steps-offset", "-3"], "--steps-offset: steps_offset must be an integer in"),
+        # an OverflowError in numpy, exit 1
+        (None, ["--steps-offset", str(10**30)], "--steps-offset: steps_offset must be an integer"),
         # ... and a value from the pipeline's own file is blamed on that file, not a flag
         ("steps_offset negative", [], "scheduler_config.json: steps_offset must be"),
     ],
@@ -406,3 +438,32 @@ def test_cli_refuses_with_status_2_one_line_no_traceback(case, extra, named, tmp
     assert len(lines) == 1 and lines[0].startswith("scorelab pretrained: error: ")
     assert named in lines[0]
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_the_command_refuses_a_noise_level_network_as_load_pipeline_does(tmp_path):
+    # `scorelab pretrained` loaded the U-Net itself, past load_pipeline's refusal, and
+    # sampled it: NaN samples in a PNG, exit 0.
+    folder = _copy(tmp_path)
+    _noise_level_unet(folder)
+    with pytest.raises(PretrainedError, match="time_embedding_type 'fourier'"):
+        run(folder, tmp_path / "grid.png", num_inference_steps=2)
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_samples_that_are_not_finite_are_refused_not_saved(tmp_path):
+    # An output layer of 1e38s overflows: a black PNG and a cast warning, exit 0.
+    folder = _copy(tmp_path)
+    _set("conv_out.weight", np.full((3, 16, 3, 3), 1e38, np.float32))(folder)
+    with pytest.raises(PretrainedError, match="samples are not finite"):
+        run(folder, tmp_path / "grid.png", num_inference_steps=2)
+    assert not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.diffusers
+def test_the_diffusers_backend_refuses_missing_weights_as_the_jax_backend_does(tmp_path):
+    # diffusers fills a missing tensor with fresh random values (and logs two lines): NaN
+    # samples, exit 0.
+    folder = _copy(tmp_path)
+    _tensors(lambda tensors: tensors.pop("conv_in.bias"))(folder)
+    with pytest.raises(PretrainedError, match="lacks tensor 'conv_in.bias'"):
+        run(folder, tmp_path / "grid.png", num_inference_steps=2, backend="diffusers")

@@ -487,7 +487,8 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
             if len(candidates) != 1:
                 raise DataError(
                     f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); name the "
-                    "images with data.array"
+                    "one to read with data.array (--set data.array=KEY), or save "
+                    "one array per file"
                 )
             key = candidates[0]
         elif key not in names:

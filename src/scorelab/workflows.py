@@ -481,12 +481,13 @@ def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[Sam
         "take fewer steps (sampler.n_levels or the options that multiply them)",
         error=ConfigError,
     )
-    # Each chain splits its key into one per draw before its scan (8 bytes each): a long
-    # stochastic sampler runs fewer chains at once (the same numbers whatever the batch).
-    keys = 8.0 * sampler.n_steps * sampler.draws_per_step
+    # Each chain splits its key into one per draw before its scan (8 bytes each, and twice
+    # that with XLA's temporaries and the draws): a long stochastic sampler runs fewer chains at
+    # once (the same numbers whatever the batch).
+    keys = 2.0 * sampler.n_steps * sampler.draws_per_step * (8 + 4 * dim)
     if keys:
         check_memory(
-            f"sampler: {sampler.n_steps} steps of {sampler.name} (one chain's noise keys)",
+            f"sampler: {sampler.n_steps} steps of {sampler.name} (one chain's noise)",
             keys,
             "take fewer steps (sampler.n_levels or the options that multiply them)",
             error=ConfigError,

@@ -44,8 +44,11 @@ def read_json(file: Path) -> dict:
         raise PretrainedError(
             f"{file}: cannot be read ({type(error).__name__}); {remedy}"
         ) from None
-    except json.JSONDecodeError as error:
-        raise PretrainedError(f"{file}: not valid JSON ({error}); {remedy}") from None
+    except RecursionError:
+        raise PretrainedError(f"{file}: not valid JSON (nested too deeply); {remedy}") from None
+    except ValueError as error:  # not JSON, an integer of thousands of digits
+        reason = str(error).split(";")[0]  # the digits' limit suggests a Python call
+        raise PretrainedError(f"{file}: not valid JSON ({reason}); {remedy}") from None
     if not isinstance(value, dict):
         raise PretrainedError(
             f"{file}: must hold a JSON object, got a {type(value).__name__}; {remedy}"

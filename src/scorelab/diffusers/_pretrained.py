@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 from pathlib import Path
 
 import jax
@@ -132,7 +133,11 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
             out of range).
     """
     file = Path(folder) / SCHEDULER_CONFIG
+    if file.exists() and not file.is_file():
+        raise PretrainedError(f"{file}: a folder, not a file; download the pipeline again")
     if not file.is_file():
+        if file.parent.is_dir():  # a pipeline's scheduler folder without its options
+            raise PretrainedError(f"{file}: missing; download the pipeline again")
         return SchedulerConfig()
     config = read_json(file)
     try:
@@ -162,16 +167,29 @@ def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfi
         https://huggingface.co/docs/diffusers/api/models/unet2d
     """
     folder = resolve_pipeline(path_or_id)
-    config = load_scheduler_config(folder)  # the small file first: fail before the weights
-    unet = load_unet(folder)
-    if dict(unet.config)["time_embedding_type"] == "fourier":
+    config = load_scheduler_config(folder)  # the small files first: fail before the weights
+    _check_timestep_unet(folder)
+    return load_unet(folder), config
+
+
+def _check_timestep_unet(folder: Path) -> None:
+    """Refuse, from its config alone, a U-Net that DDPM's timesteps cannot drive: one of noise
+    levels (a Fourier embedding), or a class-conditional one (DDIMPipeline passes no class)."""
+    file = unet_folder(folder) / CONFIG_NAME
+    unet_config = read_json(file)
+    if unet_config.get("time_embedding_type") == "fourier":
         raise PretrainedError(
-            f"{unet_folder(folder) / CONFIG_NAME}: time_embedding_type 'fourier' is a U-Net of "
-            "noise levels sigma (score_sde's variance-exploding networks), not of DDPM "
-            "timesteps; scorelab samples DDPM/DDIM pipelines (load the network itself with "
-            "scorelab.diffusers.load_unet)"
+            f"{file}: time_embedding_type 'fourier' is a U-Net of noise levels sigma "
+            "(score_sde's variance-exploding networks), not of DDPM timesteps; scorelab samples "
+            "DDPM/DDIM pipelines (load the network itself with scorelab.diffusers.load_unet)"
         )
-    return unet, config
+    classes = unet_config.get("num_class_embeds")
+    if classes is not None:
+        raise PretrainedError(
+            f"{folder}: a class-conditional U-Net (num_class_embeds {reprlib.repr(classes)}); "
+            "DDIMPipeline, and so scorelab pretrained, passes no class: sample its scorelab run "
+            "with scorelab sample --run RUN --class K"
+        )
 
 
 def _image_size(sample_size) -> tuple[int, int]:
@@ -477,19 +495,17 @@ def run(
         x_T=x_T,
         step_noise=noise,
     )
-    # The config alone says whether the net is class-conditional: before any weights are read,
-    # which the diffusers backend reads again in torch.
-    classes = read_json(unet_folder(folder) / CONFIG_NAME).get("num_class_embeds")
-    if classes is not None:
-        raise PretrainedError(
-            f"{path_or_id}: a class-conditional U-Net (num_class_embeds {classes}); "
-            "DDIMPipeline, and so scorelab pretrained, passes no class: sample its scorelab run "
-            "with scorelab sample --run RUN --class K"
-        )
+    _check_timestep_unet(folder)  # before any weights are read
+    unet = load_unet(folder)  # the weights checked for either backend (diffusers fills gaps)
     if backend == "jax":
-        x = np.asarray(sample(load_unet(folder), config, jax.random.key(seed), **options))
+        x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
     else:
         x = diffusers_sample(folder, config, seed=seed, **options)
+    if not np.all(np.isfinite(x)):
+        raise PretrainedError(
+            f"{path_or_id}: the samples are not finite (NaN or inf); the weights or the "
+            "scheduler options are broken: check them, or download the pipeline again"
+        )
     if save_array is not None:
         np.save(save_array, x)
     viz.save_image_grid(to_images(x), output)

@@ -36,6 +36,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -131,9 +132,10 @@ class SchedulerConfig:
             raise PretrainedError(
                 f"clip_sample_range must be a number > 0, got {self.clip_sample_range!r}"
             )
-        if not (is_int(self.steps_offset) and self.steps_offset >= 0):
-            raise PretrainedError(
-                f"steps_offset must be an integer >= 0, got {self.steps_offset!r}"
+        if not (is_int(self.steps_offset) and 0 <= self.steps_offset < T):
+            raise PretrainedError(  # the first timestep, steps_offset or more, must be < T
+                f"steps_offset must be an integer in [0, {T}) (num_train_timesteps), got "
+                f"{reprlib.repr(self.steps_offset)}"
             )
         for field, accepted in (
             ("beta_schedule", VP_SCHEDULES),
@@ -175,7 +177,7 @@ class SchedulerConfig:
         for field, default in _UNSUPPORTED.items():
             if config.get(field, default) != default:
                 raise PretrainedError(
-                    f"scheduler option {field}={config[field]!r} is not supported "
+                    f"scheduler option {field}={reprlib.repr(config[field])} is not supported "
                     f"(only {field}={default!r})"
                 )
         known = {f.name for f in dataclasses.fields(cls)}
