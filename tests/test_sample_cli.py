@@ -98,6 +98,12 @@ def test_mala_needs_the_exact_log_density(tmp_path, mixture):
         (["--sampler", "mala", "--step-size", "0"], "sampler.options: step_size must be > 0"),
         (["--sampler", "mala", "--set", "data.source=two_moons"], "data.source: no exact score"),
         (["--sampler", "ddim", "--n-steps", "3"], "sampler.options: sampler 'ddim': unknown"),
+        # the kernel's out-of-memory killer, 17 GiB in: the corrector steps' noise was unsized
+        (
+            ["--sampler", "predictor_corrector", "--levels", "6", "--n-corrector", "2000000000"],
+            "n_corrector=2000000000) (one chain's noise): needs",
+        ),
+        (["--sampler", "ula", "--n-steps", "2000000000"], "2000000000 steps of ula"),
     ],
 )
 def test_bad_sampler_values_are_one_line_errors(flags, expected, tmp_path, capsys):
