@@ -336,7 +336,8 @@ def test_a_path_that_is_not_a_regular_file_is_named_as_such(argv, kind, what, tm
     samples = tmp_path / "s.npy"
     np.save(samples, np.zeros((20, 2), np.float32))
     swap = {"PATH": path, "OUT": tmp_path / "out", "S.npy": samples}
-    _fails([swap.get(a, a) for a in argv], capsys, f"{path}: {kind}", f"not a {what}")
+    # `train --data /dev/zero` named the field "data./dev/zero"
+    _fails([swap.get(a, a) for a in argv], capsys, f" {path}: {kind}", f"not a {what}")
     assert not (tmp_path / "out").exists()
 
 
@@ -959,6 +960,20 @@ def test_an_interrupted_sample_ends_at_once_in_one_line(tmp_path):
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines() == ["scorelab sample: interrupted"]
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_an_unfinished_run_is_named_as_such_with_the_way_to_finish_it(run_dir, tmp_path, capsys):
+    # An interrupted training run (checkpoints, no model yet) was "not a scorelab run
+    # directory (no config.json) ...; check the path and the disk".
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished)
+    for name in ("config.json", "model.json", "model.eqx", "losses.npy"):
+        (unfinished / name).unlink()
+    sample = ["sample", "--run", unfinished, "--out", tmp_path / "x.npy"]
+    for argv in (sample, ["plot", unfinished]):
+        _fails(argv, capsys, "an unfinished training run", "scorelab train --resume")
 
 
 def _handler_of(monkeypatch, handler):

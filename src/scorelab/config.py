@@ -178,7 +178,10 @@ class DataConfig:
         if not self.is_builtin and suffix not in (".npy", ".csv", ".npz"):
             path = Path(self.source)
             if path.exists() and not path.is_dir():  # /dev/null was 'no such file or folder'
-                check_file(path, "data file", ConfigError)
+                try:
+                    check_file(path, "data file", ConfigError)
+                except ConfigError as error:  # named as the field it is, not "data./dev/null"
+                    _fail("data", "source", str(error))
             if path.is_file():
                 _fail("data", "source", f"{path}: unsupported file type; give a .npy, .csv or "
                       ".npz file, or a folder of PNG/JPEG images")  # fmt: skip

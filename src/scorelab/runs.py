@@ -403,6 +403,11 @@ def _not_a_run(run_dir: Path) -> Exception:
             f"{run_dir}: a demo's output, not a training run; its trained models are runs: "
             + ", ".join(str(p) for p in runs)
         )
+    if has_checkpoints(run_dir):  # "check the path and the disk" sent users to a good run
+        return ValueError(
+            f"{run_dir}: an unfinished training run (checkpoints, no model yet); finish it with "
+            "scorelab train --resume (its settings, --out this folder)"
+        )
     return FileNotFoundError(f"not a scorelab run directory (no config.json): {run_dir}")
 
 
