@@ -1055,6 +1055,24 @@ def test_an_interrupt_turned_into_another_error_is_reported_as_the_interrupt(
     assert capsys.readouterr().err.strip().splitlines() == ["scorelab evaluate: interrupted"]
 
 
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+def test_a_platform_this_machine_lacks_is_one_line_naming_jax_platforms(platform, tmp_path):
+    """A missing TPU library was a 72-line traceback and "internal error"; a CUDA platform
+    without its plugin (jax asserts) was blamed on the run's files: "save the model again"."""
+    import os
+
+    script = Path(sys.executable).with_name("scorelab")
+    result = subprocess.run(
+        [str(script), "sample", "--exact", "seed_mixture", "--n", "5", "--out", "x.npy"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": platform},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"JAX cannot start its backend (JAX_PLATFORMS={platform})" in lines[0]
+
+
 def test_run_sources_take_the_same_overrides_in_sample_and_likelihood(run_dir, tmp_path, capsys):
     """``--run`` is read the same way by every command: ``--set`` applies on top of the saved
     configuration (likelihood ignored it before)."""

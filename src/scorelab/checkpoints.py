@@ -389,6 +389,7 @@ def load_model(path: str | Path) -> eqx.Module:
             f"{path.with_suffix('.json').name} (damaged, or an interrupted save); save the "
             "model again"
         )
+    jax.devices()  # JAX's backend started here: its errors are not the files' (JAX_PLATFORMS)
     try:
         skeleton = _skeleton(cls, kwargs)
     except (ValueError, TypeError) as error:  # a constructor argument its class refuses

@@ -978,6 +978,14 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
             errno.EEXIST: "choose another path",  # not every command has --overwrite
         }.get(error.errno, "check the path and the disk")
         return f"{where}{error.strerror or error}; {remedy}"
+    if _backend_failed(error):  # JAX_PLATFORMS names a platform this machine lacks
+        platforms = os.environ.get("JAX_PLATFORMS")
+        where = f" (JAX_PLATFORMS={platforms})" if platforms else ""
+        reason = "no backend for it" if isinstance(error, AssertionError) else first_line(error)
+        return (
+            f"JAX cannot start its backend{where}: {reason}; unset JAX_PLATFORMS or set it to a "
+            "platform this machine has (cpu)"
+        )
     out_of_memory = ("RESOURCE_EXHAUSTED", "Out of memory allocating")  # a GPU's, XLA:CPU's
     if isinstance(error, MemoryError) or (
         isinstance(error, jax.errors.JaxRuntimeError)
@@ -986,6 +994,23 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
         smaller = _SMALLER.get(command, "smaller sizes (samples, points, steps)")
         return f"out of memory: ask for {smaller}"
     return None
+
+
+def _backend_failed(error: BaseException) -> bool:
+    """Whether ``error`` is JAX failing to start its backend: a ``RuntimeError`` naming it, or
+    (a platform without its plugin, e.g. ``JAX_PLATFORMS=cuda`` on a CPU machine) a bare
+    ``AssertionError`` from jax, after which the backend still does not start."""
+    import jax
+
+    if isinstance(error, RuntimeError) and "Unable to initialize backend" in str(error):
+        return True
+    if type(error) is not AssertionError:
+        return False
+    try:
+        jax.devices()
+    except Exception:
+        return True
+    return False
 
 
 def _warning_printer(command: str):
