@@ -943,6 +943,7 @@ def test_an_interrupted_sample_ends_at_once_in_one_line(tmp_path):
     into the sampler's call (hours of work); the command ends with 130 and one line."""
     probe = (
         "import os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's, not xdist's\n"
         "from scorelab import cli, workflows\n"
         "import threading\n"
         "real = workflows._interruptibly\n"
