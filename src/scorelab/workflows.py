@@ -106,7 +106,7 @@ def _interruptibly(fn, *args, poll_s: float = 0.05, **kwargs):
     short sleeps, so that Ctrl-C and SIGTERM interrupt a long computation at once.
 
     Python handles signals in the main thread between bytecodes; a sampler's jitted call
-    returns only when XLA is done (Equinox waits on its runtime checks), so Ctrl-C went
+    returns only when XLA is done (the call, not a later wait, takes the time), so Ctrl-C went
     unanswered for minutes. Interrupted, the thread computes on until the process ends
     (the command line ends it at once).
     """
