@@ -17,6 +17,7 @@ from scorelab.config import (
     ModelConfig,
     apply_overrides,
 )
+from scorelab.noise import RHO_GRIDS
 
 
 @pytest.mark.parametrize(
@@ -201,7 +202,6 @@ def test_the_builders_read_nothing_of_a_section_but_its_declared_fields(kind):
     ("job", "setting", "read"),
     [
         ("score-error", "sampler.grid='karras'", True),
-        ("score-error", "sampler.rho=3.0", True),
         ("score-error", "sampler.n_levels=7", True),
         ("score-error", "sampler.options.eta=0.5", False),
         ("score-error", "sampler.name='heun'", False),
@@ -230,3 +230,20 @@ def test_a_job_accepts_a_field_it_reads_and_refuses_one_it_does_not(job, setting
     else:
         with pytest.raises(ConfigError, match=rf"^{name}: scorelab {job} does not read it"):
             workflows.check_reads(job, config, base)
+
+
+@pytest.mark.parametrize(
+    "grid", ["karras", "polyexponential", "geometric", "vp", "ays:seed_mixture_10"]
+)
+def test_rho_is_refused_on_a_grid_it_does_not_shape(grid):
+    """``--rho 3`` on the geometric grid sampled the geometric grid and said nothing: rho
+    shapes only the karras and polyexponential grids (:data:`scorelab.noise.RHO_GRIDS`)."""
+    base = ExperimentConfig.from_dict({"sampler": {"grid": grid}})
+    config = ExperimentConfig.from_dict({"sampler": {"grid": grid, "rho": 3.0}})
+    assert config.changed_fields(base) == ["sampler.rho"]
+    for job in ("sample", "score-error"):
+        if grid in RHO_GRIDS:
+            workflows.check_reads(job, config, base)
+        else:
+            with pytest.raises(ConfigError, match=rf"^sampler.rho: the '{grid}' grid has no rho"):
+                workflows.check_reads(job, config, base)

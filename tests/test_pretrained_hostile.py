@@ -406,6 +406,9 @@ def _cli(*argv):
         (None, ["--init-noise", "WRONG"], "init noise must be NCHW (B, 3, H, W)"),
         # XLA's 'Out of memory allocating 307200000000000 bytes': an internal error, exit 1
         (None, ["--n", "100000000000"], "n: needs"),
+        # the attention matrix alone is 128 GiB a head: an out-of-memory line after the
+        # weights were loaded (or the kernel's kill), checked now before anything is drawn
+        ("4096 x 4096 images", [], "one 4096x4096 image: needs"),
         # read, then ignored: eta 0 adds no step noise
         (None, ["--step-noise", "NOISE"], "eta 0 is deterministic and adds no step noise"),
         # a file was 'neither a local folder nor in the Hugging Face cache: download it'
@@ -425,6 +428,8 @@ def test_cli_refuses_with_status_2_one_line_no_traceback(case, extra, named, tmp
     folder = _copy(tmp_path)
     if case == "a file":
         folder = folder / "model_index.json"
+    elif case == "4096 x 4096 images":
+        _config_field(UNET_CONFIG, sample_size=4096)(folder)
     elif case is not None:
         CASES[case][0](folder)
     if "WRONG" in extra:

@@ -80,22 +80,25 @@ def test_mala_needs_the_exact_log_density(tmp_path, mixture):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--sampler", "rk4"], "sampler.name: unknown sampler 'rk4'; accepted: ula, mala,"),
-        (["--sampler", "pc"], "sampler.name: sampler 'pc' is now called 'predictor_corrector'"),
+        (["--sampler", "rk4"], "--sampler (sampler.name): unknown sampler 'rk4'"),
+        (["--sampler", "pc"], "(sampler.name): sampler 'pc' is now called"),
         (
             ["--sampler", "predictor_corrector", "--step-rule", "batch"],
             "sampler.options: unknown step_rule 'batch'",
         ),
         (
             ["--sampler", "predictor_corrector", "--n-corrector", "-1"],
-            "sampler.options: n_corrector must be an integer >= 0",
+            "--n-corrector (sampler.options.n_corrector): must be an integer >= 0",
         ),
-        (["--sampler", "predictor_corrector", "--snr", "0"], "snr must be > 0, got 0.0"),
+        (
+            ["--sampler", "predictor_corrector", "--snr", "0"],
+            "--snr (sampler.options.snr): must be > 0",
+        ),
         (["--sampler", "edm", "--s-tmax", "0.01"], "need s_churn >= 0 and 0 <= s_tmin <= s_tmax"),
         (["--sampler", "tsit5", "--rtol", "-1"], "sampler.options: need 0 < rtol < 1 and atol"),
         (["--sampler", "dopri5", "--rtol", "1"], "sampler.options: need 0 < rtol < 1 and atol"),
-        (["--sampler", "dopri5", "--max-steps", "0"], "max_steps must be a positive integer"),
-        (["--sampler", "mala", "--step-size", "0"], "sampler.options: step_size must be > 0"),
+        (["--sampler", "dopri5", "--max-steps", "0"], "(sampler.options.max_steps): must be a"),
+        (["--sampler", "mala", "--step-size", "0"], "(sampler.options.step_size): must be >"),
         (["--sampler", "mala", "--set", "data.source=two_moons"], "data.source: no exact score"),
         (["--sampler", "ddim", "--n-steps", "3"], "sampler.options: sampler 'ddim': unknown"),
         # the kernel's out-of-memory killer, 17 GiB in: the corrector steps' noise was unsized

@@ -255,9 +255,12 @@ def test_cli_sweep_writes_table_csv_json_and_plot(tmp_path, capsys):
 
 def test_cli_sweep_errors_are_one_line(tmp_path, capsys):
     assert main(["sweep", "--samplers", "rk4", "--out", str(tmp_path)]) == 2
-    assert "sweep.samplers: unknown sampler 'rk4'" in capsys.readouterr().err
+    assert "--samplers: unknown sampler 'rk4'" in capsys.readouterr().err
     assert main(["sweep", "--target", "moons", "--out", str(tmp_path)]) == 2
-    assert "sweep.target" in capsys.readouterr().err
+    assert "error: --target: unknown 'moons'" in capsys.readouterr().err
+    # read, then ignored: the geometric grid has no curvature
+    assert main(["sweep", "--grid", "geometric", "--rho", "3", "--out", str(tmp_path)]) == 2
+    assert "error: --rho: the 'geometric' grid has no rho" in capsys.readouterr().err
 
 
 def test_cli_sweep_takes_a_saved_model_and_refuses_an_unconditional_one(tmp_path, capsys):

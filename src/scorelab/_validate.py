@@ -90,7 +90,9 @@ def check_real(
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not (ok and math.isfinite(value) and test(value)):
         none = "None or " if optional else ""
-        raise error(f"{field}: expected {none}{accepted}, got {value!r}")
+        # inf passes "> 0.02": the message says finite, or it contradicts itself.
+        finite = "a finite value, " if ok and not math.isnan(value) and math.isinf(value) else ""
+        raise error(f"{field}: expected {none}{finite}{accepted}, got {value!r}")
     check_float32(field, value, error)
 
 

@@ -19,7 +19,7 @@ from jax import Array
 from jax.tree_util import Partial
 
 from scorelab import losses, models, precond, samplers
-from scorelab._validate import check_memory
+from scorelab._validate import check_memory, first_line
 from scorelab.config import (
     TARGETS,
     ConfigError,
@@ -494,7 +494,16 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
     except ConfigError:
         raise
     except ValueError as error:
-        raise ConfigError(f"sampler.options: {error}") from error
+        # A sampler names a bad value by its option ("n_steps must be ..."): the field of that
+        # option comes first, as for every other field (and the command's flag for it).
+        message, where = first_line(error), "sampler.options"
+        named = [option for option in options if message.startswith(f"{option} ")]
+        if named:
+            option = max(named, key=len)
+            where = f"{where}.{option}"
+            if message.startswith(f"{option} must "):  # said once: "FIELD: must be ..."
+                message = message[len(option) + 1 :]
+        raise ConfigError(f"{where}: {message}") from error
 
 
 def make_prior(

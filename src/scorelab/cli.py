@@ -996,6 +996,30 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
     return None
 
 
+def _by_flag(message: str, parser: argparse.ArgumentParser, command: str) -> str:
+    """``message`` with the field it starts with named by the command's flag for it.
+
+    The library's checks name a value by its field (``sample.n``, ``floor_repeats``,
+    ``sampler.options.n_steps``), which a user of the command line never typed: the flag is put
+    first, and a configuration field (one ``--set`` or a TOML file can give as well) is kept
+    beside it, ``--n-steps (sampler.options.n_steps): ...``. A field named ``COMMAND.FIELD``
+    after the command itself (``sample.n``) is its ``--field``.
+    """
+    field, separator, rest = message.partition(": ")
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {
+        action.dest: max(action.option_strings, key=len)
+        for action in subcommands.choices[command]._actions
+        if action.option_strings and action.dest != "help"
+    }
+    # A sweep's settings are sweep_FIELD on the command line, sweep.FIELD in the library.
+    for dest in (field, field.removeprefix(f"{command}."), field.replace(".", "_")):
+        if separator and dest in flags:
+            named = f"{flags[dest]} ({field})" if dest == field and "." in field else flags[dest]
+            return f"{named}{separator}{rest}"
+    return message
+
+
 def _backend_failed(error: BaseException) -> bool:
     """Whether ``error`` is JAX failing to start its backend: a ``RuntimeError`` naming it, or
     (a platform without its plugin, e.g. ``JAX_PLATFORMS=cuda`` on a CPU machine) a bare
@@ -1159,8 +1183,9 @@ def main(argv: list[str] | None = None) -> int:
         SystemExit: from argparse, status 0 for ``--help``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv)
     try:
-        args = _parser(argv).parse_args(argv)
+        args = parser.parse_args(argv)
     except _UsageError as error:
         prog, message = error.args
         print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
@@ -1190,6 +1215,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
+            message = _by_flag(message, parser, args.command)
             print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
             return 2
 

@@ -62,6 +62,7 @@ from scorelab.noise import (
     read_saved_grid,
     vp_alpha_sigma,
     vp_alphas_cumprod,
+    with_saved_range,
 )
 from scorelab.targets import DIGITS_IMAGE_SHAPE, digits_mixture, seed_mixture
 from scorelab.training import TrainConfig, field_defaults
@@ -723,8 +724,7 @@ class ExperimentConfig:
                 grid = table.get("grid")
                 if isinstance(grid, str) and is_saved_grid(grid):
                     # A saved grid carries its range: a run's or the loss's does not apply.
-                    sigma_min, sigma_max = _saved_grid_range(grid)
-                    table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
+                    table = with_saved_range(table)
                 elif sections["loss"].needs_noise_conditional_model:
                     sigma_min, sigma_max = sections["loss"].sigma_range
                     table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}

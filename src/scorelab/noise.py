@@ -16,9 +16,12 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -233,6 +236,9 @@ def polyexponential_sigmas(
 GRIDS = ("geometric", "karras", "vp", "polyexponential")
 """Names accepted by :func:`sigma_grid`; it also takes a saved grid (:func:`saved_sigmas`)."""
 
+RHO_GRIDS = ("karras", "polyexponential")
+"""The grids of :data:`GRIDS` that ``rho`` shapes; the others ignore it."""
+
 AYS_PREFIX = "ays:"
 """``ays:NAME`` names a grid bundled with scorelab (``scorelab/grids/NAME.json``)."""
 
@@ -312,6 +318,19 @@ def write_saved_grid(path, sigmas, record: dict) -> Path:
 def is_saved_grid(name: str) -> bool:
     """Whether ``name`` names a saved grid (``ays:NAME`` or a ``.json`` path)."""
     return name.startswith(AYS_PREFIX) or name.endswith(".json")
+
+
+def with_saved_range(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` (a sampler's or a sweep's settings) with ``sigma_min`` and ``sigma_max``
+    defaulting to the ends of its ``grid`` when that is a saved grid: the grid carries its
+    range, and another range is refused. A grid that cannot be read is left to the settings'
+    own check, which names why."""
+    grid = fields.get("grid")
+    if isinstance(grid, str) and is_saved_grid(grid):
+        with contextlib.suppress(ValueError):
+            saved = read_saved_grid(grid)
+            return {"sigma_min": float(saved[0]), "sigma_max": float(saved[-1]), **fields}
+    return dict(fields)
 
 
 def saved_sigmas(name: str, n: int, sigma_min: float, sigma_max: float) -> Array:

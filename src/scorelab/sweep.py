@@ -21,7 +21,6 @@ chains). The samplers and their options are :data:`scorelab.samplers.SAMPLERS`, 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -53,7 +52,14 @@ from scorelab.classifier import load_digits_classifier
 from scorelab.config import PRIORS, TARGETS, ConfigError, load_config, typed_sampler_options
 from scorelab.image_metrics import image_measure
 from scorelab.models import ExactScore, NoiseConditionalMLP
-from scorelab.noise import GRIDS, is_saved_grid, read_saved_grid, saved_grid_path, sigma_grid
+from scorelab.noise import (
+    GRIDS,
+    RHO_GRIDS,
+    is_saved_grid,
+    saved_grid_path,
+    sigma_grid,
+    with_saved_range,
+)
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
 from scorelab.report import Report, floors, measure
@@ -865,15 +871,13 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
     table = loaded.get("sweep", {})
     if not isinstance(table, dict):
         raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
-    values = {**table, **(overrides or {})}
-    grid = values.get("grid")
-    if isinstance(grid, str) and is_saved_grid(grid):
-        # A saved grid carries its range, as scorelab sample's does; a grid that cannot be
-        # read is SweepSettings' one-line error.
-        with contextlib.suppress(ValueError):
-            saved = read_saved_grid(grid)
-            values = {"sigma_min": float(saved[0]), "sigma_max": float(saved[-1]), **values}
+    values = with_saved_range({**table, **(overrides or {})})  # as scorelab sample's
     settings = SweepSettings.from_dict(values)
+    if "rho" in values and settings.grid not in RHO_GRIDS:  # read, then ignored
+        raise ConfigError(
+            f"sweep.rho: the {settings.grid!r} grid has no rho (it shapes the "
+            f"{' and '.join(RHO_GRIDS)} grids); leave it out, or choose one of those"
+        )
     if settings.target not in TARGETS:
         accepted = ", ".join(TARGETS)
         raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")

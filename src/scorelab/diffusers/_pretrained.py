@@ -20,7 +20,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import reprlib
 from pathlib import Path
@@ -199,6 +198,12 @@ def _image_size(sample_size) -> tuple[int, int]:
     return (sample_size, sample_size) if is_int(sample_size) else tuple(sample_size)
 
 
+def _noise_shape(unet: UNet2D, n: int) -> tuple[int, int, int, int]:
+    """``(n, C, H, W)``: the initial noise drawn for ``n`` images of the config's size."""
+    config = dict(unet.config)
+    return (n, config["in_channels"], *_image_size(config["sample_size"]))
+
+
 def _check_options(num_inference_steps, eta, n) -> None:
     """The sampling options' types and ranges, before anything is loaded or drawn."""
     if not (is_int(num_inference_steps) and num_inference_steps >= 1):
@@ -226,6 +231,22 @@ def _check_init_noise(x_T: np.ndarray, unet: UNet2D) -> None:
         )
     if not np.all(np.isfinite(x_T)):
         raise PretrainedError("init noise holds NaN or inf values; draw it again")
+
+
+def check_size(unet: UNet2D, shape: tuple[int, ...]) -> None:
+    """Refuse, before anything is drawn or run, ``(B, C, H, W)`` images whose forward pass
+    needs more memory than is available (:meth:`UNet2D.memory_bytes`): one image too large
+    names its size, a batch too large the number of images. ``n = 10**11`` was an internal
+    error from XLA ('Out of memory allocating 307200000000000 bytes')."""
+    n, _, height, width = shape
+    one = unet.memory_bytes(1, height, width)
+    check_memory(
+        f"one {height}x{width} image",
+        one,
+        "this U-Net cannot sample it here: give smaller init noise (--init-noise)",
+        PretrainedError,
+    )
+    check_memory("n", n * one, "draw fewer images (--n)", PretrainedError)
 
 
 @convolution_jit  # XLA:CPU's own convolutions (scorelab._xla_cpu)
@@ -290,18 +311,13 @@ def sample(
     _check_options(num_inference_steps, eta, n)
     key_init, key_steps = jax.random.split(key)
     if x_T is None:
-        config_unet = dict(unet.config)
-        shape = (n, config_unet["in_channels"], *_image_size(config_unet["sample_size"]))
-        # The noise and the U-Net's widest activation, before drawing: n = 10**11 was an
-        # internal error from XLA ('Out of memory allocating 307200000000000 bytes').
-        width = config_unet["in_channels"] + max(config_unet["block_out_channels"])
-        check_memory(
-            "n", 4.0 * n * width * math.prod(shape[2:]), "draw fewer images (--n)", PretrainedError
-        )
+        shape = _noise_shape(unet, n)
+        check_size(unet, shape)
         x_T = jax.random.normal(key_init, shape)
     else:
         x_T = np.asarray(x_T, np.float32)
         _check_init_noise(x_T, unet)
+        check_size(unet, x_T.shape)
     return _ddim(
         unet,
         jnp.asarray(x_T, jnp.float32),
@@ -497,6 +513,9 @@ def run(
     )
     _check_timestep_unet(folder)  # before any weights are read
     unet = load_unet(folder)  # the weights checked for either backend (diffusers fills gaps)
+    if x_T is not None:
+        _check_init_noise(x_T, unet)
+    check_size(unet, _noise_shape(unet, n) if x_T is None else x_T.shape)  # either backend
     if backend == "jax":
         x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
     else:

@@ -882,6 +882,38 @@ class UNet2D(eqx.Module):
         }
         return cls._build(config, _Traced(specs, tensors.__getitem__))
 
+    def memory_bytes(self, n: int, height: int, width: int) -> float:
+        """A lower bound of the float32 memory one forward pass of ``n`` images of
+        ``height x width`` holds at once: the down path's outputs, which the up path reads back
+        as skip connections, and the largest attention matrix (``heads x (HW)^2`` per image at
+        the block's resolution; :func:`jax.nn.dot_product_attention` forms it whole).
+
+        Sizes are checked against it before sampling: a U-Net at 4096 x 4096 was an
+        out-of-memory error from XLA, or the kernel's kill, after the weights were loaded."""
+        config = dict(self.config)
+        channels, layers = config["block_out_channels"], config["layers_per_block"]
+        levels = len(channels)
+        head_dim = config["attention_head_dim"]
+
+        def pixels(level):
+            return height * width / 4**level
+
+        def attention(level, attended):
+            heads = channels[level] // (head_dim or channels[level]) if attended else 0
+            return heads * pixels(level) ** 2
+
+        skips = channels[0] * pixels(0)  # conv_in's output
+        largest = 0.0
+        for level, block in enumerate(config["down_block_types"]):
+            skips += layers * channels[level] * pixels(level)
+            skips += channels[level] * pixels(level + 1) if level < levels - 1 else 0.0
+            largest = max(largest, attention(level, block.startswith("Attn")))
+        for i, block in enumerate(config["up_block_types"]):
+            largest = max(largest, attention(levels - 1 - i, block.startswith("Attn")))
+        mid = config["mid_block_type"] is not None and config["add_attention"]
+        largest = max(largest, attention(levels - 1, mid))
+        return 4.0 * n * (skips + largest)
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """The weights as diffusers' ``UNet2DModel`` names them, float32 in PyTorch layout.
 
