@@ -4,7 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorelab.noise import geometric_sigmas, karras_sigmas, ve_perturb, vp_perturb
+from scorelab.noise import (
+    geometric_sigmas,
+    karras_sigmas,
+    log_snr_sigmas,
+    sigma_grid,
+    ve_perturb,
+    vp_perturb,
+    vp_sigmas,
+)
 
 
 def _tutorial_stds(n, std_min=0.02, std_max=10.0, p=5):
@@ -43,12 +51,35 @@ def test_geometric_grid_has_constant_ratio():
         (dict(n=1), "n >= 2"),
         (dict(n=10, sigma_min=-1.0), "sigma_min must be > 0"),
         (dict(n=10, sigma_min=5.0, sigma_max=1.0), "sigma_min must be < sigma_max"),
-        (dict(n=10, rho=0.0), "rho must be > 0"),
+        (dict(n=10, rho=0.0), "rho must be a finite number > 0"),
     ],
 )
 def test_grid_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         karras_sigmas(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        # each returned a grid that starts at 0, repeats a level or holds NaN, without an error
+        (lambda: geometric_sigmas(10, 1e-50, 1.0), "sigma_min: 1e-50 is below 1.1e-19"),
+        (lambda: karras_sigmas(10, 1.0, 1.0000001), "merge or overflow in float32"),
+        (lambda: karras_sigmas(10, 0.02, 10.0, rho=float("nan")), "rho must be a finite"),
+        (lambda: karras_sigmas(10, 0.02, 10.0, rho=float("inf")), "rho must be a finite"),
+        (lambda: karras_sigmas(10, 0.02, 10.0, rho=1e-5), "rho 1e-05: sigma_max"),
+        (lambda: vp_sigmas(10, 0.02, 80.0, 0.1, float("inf")), "beta_max, finite"),
+        (lambda: log_snr_sigmas(10, -2000.0, 0.0), "need log_snr_min, log_snr_max in"),
+        (lambda: karras_sigmas(2.0), "an integer n >= 2"),
+        (lambda: karras_sigmas(5, "0.1"), "sigma_min: expected a real number"),
+        (lambda: sigma_grid(None, 10), "unknown grid None"),
+    ],
+)
+def test_a_grid_builder_refuses_what_would_not_be_a_float32_grid(build, message):
+    """The builders promise ascending float32 levels from sigma_min to sigma_max: arguments
+    that break the promise are refused, naming them, instead of returned as a broken grid."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        build()
 
 
 def test_perturbations():

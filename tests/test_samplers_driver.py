@@ -250,3 +250,70 @@ def test_ddim_eta0_is_the_euler_step_in_float64():
         by_euler = sample(jax.random.key(0), samplers.euler(sigmas), _gaussian_score, x_T, True)
         assert by_ddim.trajectory.dtype == jnp.float64
         np.testing.assert_allclose(by_ddim.trajectory, by_euler.trajectory, rtol=0, atol=1e-12)
+
+
+# --- what the driver refuses, and the legacy keys it takes ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ddim", "ancestral", "predictor_corrector", "ula"])
+def test_a_legacy_uint32_key_draws_what_its_typed_key_draws(name):
+    """``jax.random.PRNGKey(0)`` failed in every stochastic sampler ("cannot reshape array of
+    shape (6, 2) into shape (6, 1)") while training and the losses took it."""
+    grid = default_sigmas(6) if SAMPLERS[name].uses_grid else None
+    sampler = build_sampler(name, grid, **({"n_steps": 5} if name == "ula" else {}))
+    x0 = jax.random.normal(jax.random.key(1), (3, 2))
+    typed = sample(jax.random.key(0), sampler, _gaussian_score, x0).x
+    legacy = sample(jax.random.PRNGKey(0), sampler, _gaussian_score, x0).x
+    np.testing.assert_array_equal(legacy, typed)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        # a scalar score broadcast over the state and ran to samples near -4e9
+        (dict(score_fn=lambda x, s: jnp.sum(x)), ValueError, r"score_fn: returned shape \(\)"),
+        (dict(score_fn=lambda x, s: -x[:1]), ValueError, r"score_fn: returned shape \(1,\)"),
+        # one chain: an IndexError inside the driver
+        (dict(x_init=jnp.zeros(2)), ValueError, r"x_init: expected chains \(n, \*S\)"),
+        # a scan's "carry types differ"; complex states returned complex samples
+        (dict(x_init=jnp.zeros((3, 2), jnp.float16)), TypeError, "x_init: expected float32"),
+        (dict(x_init=jnp.zeros((3, 2), jnp.int32)), TypeError, "x_init: expected float32"),
+        (dict(x_init=jnp.zeros((3, 2), jnp.complex64)), TypeError, "x_init: expected float32"),
+        # 1.5 ran as chain 1; -1 wrapped to chain 2**32 - 1
+        (dict(first_chain=1.5), TypeError, "first_chain: expected an integer"),
+        (dict(first_chain=-1), ValueError, r"first_chain: expected an integer in \[0, 2\*\*32\)"),
+        (dict(key=3), TypeError, r"key: expected a PRNG key \(jax.random.key\(seed\)\)"),
+    ],
+)
+def test_sample_refuses_what_would_run_to_meaningless_samples(change, error, message):
+    call = dict(
+        key=jax.random.key(0), score_fn=_gaussian_score, x_init=jnp.zeros((3, 2)), first_chain=0
+    )
+    call.update(change)
+    with pytest.raises(error, match=message):
+        sample(call["key"], ddim(default_sigmas(5)), call["score_fn"], call["x_init"],
+               first_chain=call["first_chain"])  # fmt: skip
+
+
+def test_a_traced_first_chain_is_taken_under_jit():
+    x0, sampler = jnp.zeros((2, 2)), ddim(default_sigmas(5), eta=1.0)
+
+    def chunk(first):
+        return sample(jax.random.key(0), sampler, _gaussian_score, x0, first_chain=first).x
+
+    np.testing.assert_array_equal(jax.jit(chunk)(2), chunk(2))
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        # each passed a float64 check and sampled to NaN in float32
+        ([1.0, 1.0000000001], "strictly ascending in float32"),
+        ([1.0, 2.0, 1e39], "strictly ascending in float32"),
+        ([1e-45, 1.0, 2.0], "the smallest level: .* is below 1.1e-19"),
+        ([1 + 1j, 2.0], "sigmas: expected real numbers"),
+    ],
+)
+def test_a_grid_is_checked_in_the_precision_it_is_sampled_in(grid, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        build_sampler("ddim", np.array(grid))

@@ -29,7 +29,13 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import write_json
-from scorelab._validate import FLOAT32_MAX, check_sigma, first_line
+from scorelab._validate import (
+    FLOAT32_MAX,
+    SIGMA_FLOOR,
+    SIGMA_LIMIT,
+    check_sigma,
+    first_line,
+)
 
 __all__ = [
     "ve_perturb",
@@ -109,17 +115,47 @@ def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
         ValueError: if either is not finite, ``sigma_min <= 0`` or ``sigma_min >= sigma_max``;
             the message names the field.
     """
+    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if np.ndim(value) or np.asarray(value).dtype.kind not in "fiu":
+            raise TypeError(f"{name}: expected a real number, got {value!r}")
     if not (jnp.isfinite(sigma_min) and jnp.isfinite(sigma_max)):
         raise ValueError(f"sigma_min and sigma_max must be finite, got {sigma_min}, {sigma_max}")
     if sigma_min <= 0:
         raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
     if sigma_min >= sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got {sigma_min} >= {sigma_max}")
+    check_sigma("sigma_min", float(sigma_min))
+    check_sigma("sigma_max", float(sigma_max))
 
 
 def _check_n(n: int) -> None:
-    if int(n) != n or n < 2:
-        raise ValueError(f"a sigma grid needs n >= 2 levels, got {n}")
+    if isinstance(n, bool) or not hasattr(n, "__index__") or n < 2:  # 2.0 failed in linspace
+        raise ValueError(f"a sigma grid needs an integer n >= 2 levels, got {n!r}")
+
+
+def _check_rho(rho: float) -> None:
+    real = not np.ndim(rho) and np.asarray(rho).dtype.kind in "fiu"
+    if not (real and math.isfinite(float(rho)) and rho > 0):  # NaN passed "rho <= 0"
+        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+
+
+def _pinned(sigmas: Array, sigma_min: float, sigma_max: float) -> Array:
+    """``sigmas`` with its end points pinned, as float32, checked ascending there: levels
+    that merge in float32 (a range of a few ulps, an extreme ``rho``) were returned and
+    sampled to NaN.
+
+    Raises:
+        ValueError: naming the range, when the float32 levels are not finite and strictly
+            ascending.
+    """
+    sigmas = sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+    levels = np.asarray(sigmas)
+    if not (np.all(np.isfinite(levels)) and np.all(np.diff(levels) > 0)):
+        raise ValueError(
+            f"sigma grid of {levels.size} levels from {sigma_min} to {sigma_max}: its levels "
+            "merge or overflow in float32; widen the range, use fewer levels, or a milder rho"
+        )
+    return sigmas
 
 
 def karras_sigmas(
@@ -146,7 +182,8 @@ def karras_sigmas(
 
     Raises:
         ValueError: if ``n`` is not an integer ``>= 2``, the range is invalid
-            (:func:`check_sigma_range`) or ``rho <= 0``.
+            (:func:`check_sigma_range`), ``rho`` is not a finite number ``> 0``, or
+            the levels merge or overflow in float32.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -154,13 +191,15 @@ def karras_sigmas(
     """
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
-    if rho <= 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
+    _check_rho(rho)
     ramp = jnp.linspace(0.0, 1.0, n)
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    try:
+        lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    except OverflowError:  # a Python float's power
+        raise ValueError(f"rho {rho!r}: sigma_max ** (1 / rho) overflows; raise rho") from None
     sigmas = (lo + ramp * (hi - lo)) ** rho
     # Pin the end points: float rounding of x**(1/rho)**rho is a few ulps off.
-    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+    return _pinned(sigmas, sigma_min, sigma_max)
 
 
 def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -> Array:
@@ -191,7 +230,7 @@ def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
     sigmas = jnp.exp(jnp.linspace(jnp.log(sigma_min), jnp.log(sigma_max), n))
-    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+    return _pinned(sigmas, sigma_min, sigma_max)
 
 
 def polyexponential_sigmas(
@@ -218,7 +257,8 @@ def polyexponential_sigmas(
 
     Raises:
         ValueError: if ``n`` is not an integer ``>= 2``, the range is invalid
-            (:func:`check_sigma_range`) or ``rho <= 0``.
+            (:func:`check_sigma_range`), ``rho`` is not a finite number ``> 0``, or
+            the levels merge or overflow in float32.
 
     References:
         Crowson, K. k-diffusion, ``k_diffusion/sampling.py``, ``get_sigmas_polyexponential``.
@@ -226,11 +266,10 @@ def polyexponential_sigmas(
     """
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
-    if rho <= 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
+    _check_rho(rho)
     ramp = jnp.linspace(0.0, 1.0, n) ** rho
     sigmas = jnp.exp(jnp.log(sigma_min) + ramp * (jnp.log(sigma_max) - jnp.log(sigma_min)))
-    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+    return _pinned(sigmas, sigma_min, sigma_max)
 
 
 GRIDS = ("geometric", "karras", "vp", "polyexponential")
@@ -404,9 +443,9 @@ def sigma_grid(
         return vp_sigmas(n, sigma_min, sigma_max)
     if name == "polyexponential":
         return polyexponential_sigmas(n, sigma_min, sigma_max, rho)
-    if is_saved_grid(name):
+    if isinstance(name, str) and is_saved_grid(name):
         return saved_sigmas(name, n, sigma_min, sigma_max)
-    raise ValueError(f"unknown grid {name!r}; accepted: {', '.join(GRIDS)}")
+    raise ValueError(f"unknown grid {name!r}; accepted: {', '.join(GRIDS)}, or a saved grid")
 
 
 def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
@@ -695,11 +734,11 @@ def vp_sigmas(
     """
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
-    if not 0 < beta_min < beta_max:
-        raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
+    if not (0 < beta_min < beta_max and math.isfinite(beta_max)):
+        raise ValueError(f"need 0 < beta_min < beta_max, finite, got {beta_min}, {beta_max}")
     t_min, t_max = (float(vp_sde_time(s, beta_min, beta_max)) for s in (sigma_min, sigma_max))
     sigmas = vp_sde_sigma(jnp.linspace(t_min, t_max, n), beta_min, beta_max)
-    return sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
+    return _pinned(sigmas, sigma_min, sigma_max)
 
 
 def log_snr_sigmas(n: int, log_snr_min: float, log_snr_max: float) -> Array:
@@ -725,6 +764,12 @@ def log_snr_sigmas(n: int, log_snr_min: float, log_snr_max: float) -> Array:
         Lu, C. et al. (2022). DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
         Sampling in Around 10 Steps. https://arxiv.org/abs/2206.00927
     """
+    lowest, highest = -2 * math.log(SIGMA_LIMIT), -2 * math.log(SIGMA_FLOOR)
+    if not lowest <= log_snr_min <= highest or not lowest <= log_snr_max <= highest:  # NaN too
+        raise ValueError(
+            f"need log_snr_min, log_snr_max in [-88, 87] (sigma = exp(-log_snr / 2) within "
+            f"float32's variances), got {log_snr_min}, {log_snr_max}"
+        )
     if not log_snr_min < log_snr_max:
         raise ValueError(f"need log_snr_min < log_snr_max, got {log_snr_min}, {log_snr_max}")
     return geometric_sigmas(n, math.exp(-0.5 * log_snr_max), math.exp(-0.5 * log_snr_min))

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
+from scorelab._keys import typed_key
 from scorelab._signals import held_signals
 from scorelab._validate import check_choice, check_int, check_memory, check_real, check_seed
 from scorelab.data import DataError, validate_data
@@ -282,13 +283,6 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     if config.grad_clip is None:
         return optimizer
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
-
-
-def _as_typed_key(key: Array) -> Array:
-    # Accept legacy uint32 keys (jax.random.PRNGKey) too; work with typed keys internally.
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key)
 
 
 def _fingerprint(data: np.ndarray) -> str:
@@ -677,7 +671,7 @@ def train(
                 f"{labels.dtype} of shape {labels.shape}"
             )
         labels = labels.astype(np.int32)
-    key = _as_typed_key(key)
+    key = typed_key(key)
     loss_fn = _as_pytree(loss_fn)
     devices = jax.devices()
     batch = data.shape[0] if config.batch_size is None else config.batch_size

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._keys import typed_key
+from scorelab._validate import check_sigma
 from scorelab._xla_cpu import convolution_jit
 from scorelab.noise import geometric_sigmas
 
@@ -248,10 +250,15 @@ class AbstractSampler(eqx.Module):
             :class:`SamplerOutput` for one chain.
 
         Raises:
-            ValueError: if ``noise`` is not of shape :meth:`noise_shape`.
+            ValueError: if ``noise`` is not of shape :meth:`noise_shape`, or ``score_fn``
+                returns another shape than ``S``.
+            TypeError: for a ``key`` that is not a PRNG key, or states that are not float32
+                or float64.
         """
+        x_init = _check_x_init(jnp.asarray(x_init)[None])[0]
         check_noise(noise, self.noise_shape(jnp.shape(x_init)))
-        return run_chain(self, key, score_fn, x_init, noise, trajectory, None)
+        score_fn = _shape_checked(score_fn)
+        return run_chain(self, typed_key(key), score_fn, x_init, noise, trajectory, None)
 
 
 # --- grids and priors --------------------------------------------------------------------------
@@ -365,13 +372,29 @@ def exact_prior(key: Array, target, n: int, sigma) -> Array:
 
 def check_sigmas(sigmas) -> Array:
     """``sigmas`` as an array of JAX's default float (float32; float64 under x64), or
-    ``ValueError`` unless a 1-D, ascending, positive grid."""
+    ``ValueError`` unless a 1-D, ascending, positive grid there.
+
+    The grid is checked in the precision it is sampled in: levels that merge in float32
+    (``[1, 1.0000000001]``), overflow it (``1e39``) or square to a variance it cannot hold
+    (:func:`scorelab._validate.check_sigma`) passed a float64 check and sampled to NaN.
+    """
     values = np.asarray(sigmas)
+    if values.dtype.kind not in "fiu":  # not booleans, complex numbers, strings
+        raise TypeError(f"sigmas: expected real numbers, got dtype {values.dtype}")
     if values.ndim != 1 or values.size < 2:
         raise ValueError(f"sigmas must be a 1-D grid of >= 2 levels, got shape {values.shape}")
-    if not (np.all(np.isfinite(values)) and values[0] > 0 and np.all(np.diff(values) > 0)):
-        raise ValueError("sigmas must be finite, positive and strictly ascending")
-    return jnp.asarray(values, dtype=float)
+    dtype = jnp.asarray(0.0).dtype  # JAX's default float
+    with np.errstate(over="ignore"):
+        cast = values.astype(dtype)
+    if not (np.all(np.isfinite(cast)) and cast[0] > 0 and np.all(np.diff(cast) > 0)):
+        raise ValueError(
+            f"sigmas must be finite, positive and strictly ascending in {dtype} (levels it "
+            "cannot tell apart merge)"
+        )
+    if dtype == np.float32:
+        check_sigma("sigmas: the smallest level", float(cast[0]))
+        check_sigma("sigmas: the largest level", float(cast[-1]))
+    return jnp.asarray(cast)
 
 
 def descending_steps(sigmas: Array) -> tuple[Array, Array]:
@@ -531,13 +554,19 @@ def sample(
         or ``None``, ``nfe`` ``(n,)`` or ``None``, ``info`` with leading axis ``n`` or ``None``.
 
     Raises:
-        ValueError: if ``noise`` is not ``(n, *sampler.noise_shape(S))``.
+        ValueError: if ``x_init`` is not ``(n, *S)``, ``noise`` not
+            ``(n, *sampler.noise_shape(S))``, ``score_fn`` returns another shape than ``S``,
+            or ``first_chain`` is negative.
+        TypeError: for a ``key`` that is not a PRNG key (a typed key or a legacy ``uint32``
+            one), states that are not float32 or float64, or a ``first_chain`` that is not an
+            integer.
         SolveError: a ``ValueError``, when a chain's solve stops on a check of the
             sampler's options (an adaptive solver's ``max_steps``), naming the remedy.
     """
-    x_init = jnp.asarray(x_init)
+    key = typed_key(key)
+    x_init = _check_x_init(x_init)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
-    first = jnp.asarray(first_chain)  # traced: a new chunk does not recompile
+    first = _check_first_chain(first_chain)  # traced: a new chunk does not recompile
     # The schedule is computed here, op by op, and enters the compiled function as arrays: a
     # new grid or option value does not recompile, and its values are rounded as they always
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
@@ -548,6 +577,48 @@ def sample(
         return run(key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule)
     except eqx.EquinoxRuntimeError as error:  # a check inside the solve: max_steps reached
         raise SolveError(f"sampler {sampler.name}: {_runtime_message(error)}") from error
+
+
+def _check_x_init(x_init) -> Array:
+    """``x_init`` as an array of chains ``(n, *S)`` of float32 or float64, or a one-line error:
+    one chain ``(d,)`` was an ``IndexError`` deep in the driver, float16 or integer states a
+    scan's "carry types differ", complex states ran and returned complex samples."""
+    x_init = jnp.asarray(x_init)
+    if x_init.ndim < 2:
+        raise ValueError(
+            f"x_init: expected chains (n, *S), e.g. (n, d), got shape {x_init.shape}; one "
+            "chain is x[None]"
+        )
+    if x_init.dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"x_init: expected float32 or float64 states, got {x_init.dtype}")
+    return x_init
+
+
+def _check_first_chain(first_chain) -> Array:
+    """``first_chain`` as an integer array (traced under ``jit``), or a one-line error: 1.5
+    ran as chain 1, and -1 wrapped to chain 2**32 - 1."""
+    first = jnp.asarray(first_chain)
+    if first.ndim or not jnp.issubdtype(first.dtype, jnp.integer) or first.dtype == bool:
+        raise TypeError(f"first_chain: expected an integer, got {first_chain!r}")
+    if not isinstance(first, jax.core.Tracer) and not 0 <= int(first) < 2**32:
+        raise ValueError(f"first_chain: expected an integer in [0, 2**32), got {first_chain!r}")
+    return first
+
+
+def _shape_checked(score_fn):
+    """``score_fn``, refusing while it is traced a score of another shape than its state: a
+    scalar or ``(1,)`` score broadcast over the state and ran to meaningless samples."""
+
+    def checked(x, sigma):
+        score = score_fn(x, sigma)
+        if jnp.shape(score) != jnp.shape(x):
+            raise ValueError(
+                f"score_fn: returned shape {jnp.shape(score)} for a state of shape "
+                f"{jnp.shape(x)}; it must return the score of one state, of the state's shape"
+            )
+        return score
+
+    return checked
 
 
 class SolveError(ValueError):
@@ -569,8 +640,10 @@ def _sample_chains(
     indices = first_chain + jnp.arange(x_init.shape[0])
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
+    checked = _shape_checked(score_fn)
+
     def chain(k, x, z):
-        return run_chain(sampler, k, score_fn, x, z, trajectory, callback, schedule)
+        return run_chain(sampler, k, checked, x, z, trajectory, callback, schedule)
 
     return jax.vmap(chain)(keys, x_init, noise)
 
