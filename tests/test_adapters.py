@@ -261,3 +261,9 @@ def test_new_weights_or_a_new_schedule_do_not_recompile(adapt):
     second = adapt(_Scale(jnp.float32(0.25)), "scaled_linear")
     assert np.any(sample(jax.random.key(0), sampler, second, x_init).x != first.x)
     assert len(_TRACES) == n_traces  # nothing was traced again, so nothing recompiled
+
+
+def test_batched_scores_an_integer_example_as_floats():
+    # sigma was cast to x's dtype: 0.5 became 0 for an integer x
+    score = batched(lambda x, sigma: -x / (1.0 + sigma[:, None] ** 2))
+    np.testing.assert_allclose(score(jnp.array([1, 2]), 0.5), [-0.8, -1.6], rtol=1e-6)

@@ -17,6 +17,7 @@ from _user_model import Affine, Library
 
 from scorelab.checkpoints import (
     load_model,
+    model_files,
     open_checkpoints,
     restore_checkpoint,
     save_checkpoint,
@@ -211,3 +212,29 @@ def test_a_network_loads_in_the_float_width_it_was_saved_in(tmp_path):
     assert {leaf.dtype for leaf in arrays(narrowed)} == {np.dtype(np.float32)}
     for a, b in zip(arrays(narrowed), arrays(wide), strict=True):
         np.testing.assert_array_equal(a, b.astype(np.float32))
+
+
+def test_a_dotted_name_is_part_of_the_model_name_not_a_suffix_to_replace(tmp_path):
+    """``model.v1`` and ``model.v2`` were both written as ``model.eqx``/``model.json``: the
+    second save overwrote the first, silently."""
+    one = MLP(jax.random.key(0), dim=2, widths=(4,))
+    two = MLP(jax.random.key(1), dim=3, widths=(4,))
+    save_model(tmp_path / "model.v1", one, dim=2, widths=(4,))
+    save_model(tmp_path / "model.v2", two, dim=3, widths=(4,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.v1.eqx", "model.v1.json", "model.v2.eqx", "model.v2.json"
+    ]  # fmt: skip
+    for path, model in (("model.v1", one), ("model.v2", two)):
+        loaded = load_model(tmp_path / path)
+        assert jax.tree.all(jax.tree.map(jnp.array_equal, eqx.filter(loaded, eqx.is_array),
+                                         eqx.filter(model, eqx.is_array)))  # fmt: skip
+    # a path with the file's own suffix names the same pair
+    assert model_files(tmp_path / "m.eqx") == model_files(tmp_path / "m")
+
+
+@pytest.mark.parametrize("model", [lambda x: x, {"w": np.zeros(2)}])
+def test_saving_what_is_not_an_equinox_module_names_the_model(model, tmp_path):
+    # a function was "cannot be imported"; a dict "the file was not written by save_model"
+    with pytest.raises(TypeError, match="model: expected an equinox.Module instance"):
+        save_model(tmp_path / "m", model)
+    assert not list(tmp_path.iterdir())

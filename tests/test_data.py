@@ -100,3 +100,62 @@ def test_digits_rejects_unknown_split_or_size(bad):
 
     with pytest.raises(ValueError, match="unknown value"):
         digits(**bad)
+
+
+# --- integer arguments: refused naming the argument, not rounded or wrapped ---------------------
+
+
+@pytest.mark.parametrize("n", [2.5, -3, True, "4", None])
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_toy_sets_require_an_integer_count(name, n):
+    """``n = 2.5`` drew 3 rows, ``n = -3`` none."""
+    with pytest.raises(ValueError, match="^n: expected an integer >= 0"):
+        TOY_DATASETS[name](jax.random.key(0), n)
+
+
+def test_toy_sets_accept_numpy_integers_and_zero():
+    sample = TOY_DATASETS["two_moons"]
+    key = jax.random.key(1)
+    np.testing.assert_array_equal(sample(key, np.int64(4)), sample(key, 4))
+    assert sample(key, 0).shape == (0, 2)
+    assert sample.__name__ == "two_moons" and "Raises" in sample.__doc__
+
+
+@pytest.mark.parametrize(
+    "n, n_held_out, seed, argument",
+    [
+        (5, -1, 0, "n_held_out"),  # held out 4 rows
+        (5, 8, 0, "n_held_out"),  # an empty training part, silently
+        (5, 2.5, 0, "n_held_out"),  # numpy's 'slice indices must be integers'
+        (5, True, 0, "n_held_out"),
+        (-1, 0, 0, "n"),
+        (5.0, 2, 0, "n"),
+        (5, 2, -1, "seed"),
+        (5, 2, 1.5, "seed"),
+    ],
+)
+def test_held_out_split_refuses_counts_out_of_range(n, n_held_out, seed, argument):
+    from scorelab.data import held_out_split
+
+    with pytest.raises(ValueError, match=rf"^{argument}: "):
+        held_out_split(n, n_held_out, seed)
+
+
+def test_held_out_split_takes_every_count_from_zero_to_n():
+    from scorelab.data import held_out_split
+
+    order = np.random.default_rng(3).permutation(5)
+    for n_held_out in range(6):
+        train, held_out = held_out_split(5, np.int64(n_held_out), 3)
+        np.testing.assert_array_equal(held_out, order[:n_held_out])
+        np.testing.assert_array_equal(train, order[n_held_out:])
+
+
+@pytest.mark.parametrize("size", [16.0, 8.0, True, "8"])
+def test_digits_refuses_a_size_that_is_not_an_integer(size):
+    """``16.0 == 16`` passed the choice check, then Pillow's 'float cannot be interpreted as an
+    integer'."""
+    from scorelab.data import digits
+
+    with pytest.raises(ValueError, match="^size: "):
+        digits(size=size)

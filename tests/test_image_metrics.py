@@ -128,3 +128,99 @@ def test_memorisation_ratio_is_zero_for_copies_and_one_for_held_out():
     assert memorisation_ratio(train[:20], train, held_out) == 0.0
     assert memorisation_ratio(held_out, train, held_out) == 1.0
     assert memorisation_ratio(held_out * 3, train, held_out) > 1.0
+
+
+# --- hostile features, probabilities and image sets: refused naming the argument ---------------
+
+
+def _with_nan(a, row=2):
+    a = np.array(a, np.float64)
+    a[row, 0] = np.nan
+    return a
+
+
+_FEATURES = np.random.default_rng(5).normal(size=(8, 3))
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda a, b: frechet_distance(a, b), "x"),  # was LAPACK's 'did not converge'
+        (lambda a, b: frechet_distance(b, a), "y"),
+        (lambda a, b: kernel_inception_distance(a, b), "x"),  # was NaN
+        (lambda a, b: kernel_inception_distance(b, a), "y"),
+        (lambda a, b: precision_recall(a, b), "real"),
+        (lambda a, b: precision_recall(b, a), "generated"),
+        (lambda a, b: class_total_variation(a, b), "probabilities_x"),  # NaN rows -> class 0
+        (lambda a, b: class_total_variation(b, a), "probabilities_y"),
+        (lambda a, b: mean_top_probability(a), "probabilities"),
+    ],
+)
+@pytest.mark.parametrize("spoil", ["nan", "inf", "complex"])
+def test_feature_metrics_refuse_non_finite_or_complex_features(call, argument, spoil):
+    bad = {
+        "nan": _with_nan(_FEATURES),
+        "inf": np.where(np.arange(8)[:, None] == 2, np.inf, _FEATURES),
+        "complex": _FEATURES + 1j,
+    }[spoil]
+    with pytest.raises(ValueError, match=rf"^{argument}: "):
+        call(bad, _FEATURES)
+
+
+def test_class_total_variation_of_nan_probabilities_is_refused_not_075():
+    q = np.eye(3)[[0, 1, 2, 2]]
+    with pytest.raises(ValueError, match=r"^probabilities_x: 10 row\(s\) contain NaN or inf"):
+        class_total_variation(np.full((10, 3), np.nan), q)
+
+
+@pytest.mark.parametrize(
+    "probabilities",
+    [
+        np.full((4, 3), 1 / 3) * 10,  # read 3.33, documented range [1/K, 1]
+        -np.full((4, 3), 1 / 3),  # read -0.33
+        np.array([[2.0, -1.0, 0.0], [1.0, 0.0, 0.0]]),  # sums to 1, entries outside [0, 1]
+        np.array([[0.5, 0.4, 0.0], [1.0, 0.0, 0.0]]),  # sums to 0.9
+        np.random.default_rng(6).normal(size=(5, 10)),  # logits
+    ],
+)
+def test_mean_top_probability_requires_probability_rows(probabilities):
+    with pytest.raises(ValueError, match=r"^probabilities: .* not probability vectors"):
+        mean_top_probability(probabilities)
+
+
+def test_mean_top_probability_accepts_a_float32_softmax():
+    import jax
+
+    logits = np.random.default_rng(7).normal(scale=5.0, size=(200, 10)).astype(np.float32)
+    probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+    expected = np.mean(np.max(probabilities.astype(np.float64), axis=1))
+    assert mean_top_probability(probabilities) == pytest.approx(expected, rel=1e-12)
+    assert 0.1 <= mean_top_probability(probabilities) <= 1.0
+
+
+def test_nearest_distances_and_memorisation_refuse_empty_or_bad_image_sets():
+    from scorelab.image_metrics import nearest_distances
+
+    rng = np.random.default_rng(8)
+    images, train, held_out = (rng.normal(size=(k, 1, 4, 4)) for k in (6, 10, 5))
+    with pytest.raises(ValueError, match=r"^train: no images \(shape \(0, 1, 4, 4\)\)"):
+        nearest_distances(images, train[:0])  # was numpy's 'cannot reshape array of size 0'
+    with pytest.raises(ValueError, match="^images: no images"):
+        nearest_distances(images[:0], train)
+    with pytest.raises(ValueError, match="^train: no images"):
+        memorisation_ratio(images, train[:0], held_out)
+    with pytest.raises(ValueError, match="^held_out: no images"):
+        memorisation_ratio(images, train, held_out[:0])
+    with pytest.raises(ValueError, match=r"^images: 1 row\(s\) contain NaN"):
+        memorisation_ratio(_with_nan(images.reshape(6, -1)).reshape(images.shape), train, held_out)
+    with pytest.raises(ValueError, match="^train: complex"):
+        nearest_distances(images, train + 1j)
+    with pytest.raises(ValueError, match="^held_out: images of 8 pixels"):
+        memorisation_ratio(images, train, held_out[:, :, :2])
+    # held-out images copied from the training set: a median distance of 0, no ratio (was inf)
+    with pytest.raises(ValueError, match="^held_out: .*median distance 0"):
+        memorisation_ratio(images, train, train[:5])
+    np.testing.assert_allclose(
+        nearest_distances(images, train),
+        np.min(np.linalg.norm(images.reshape(6, 1, -1) - train.reshape(1, 10, -1), axis=2), 1),
+    )

@@ -503,3 +503,137 @@ def test_ksd_rejects_bad_input():
         metrics.kernel_stein_discrepancy(x, np.zeros((5, 3)))
     with pytest.raises(ValueError):
         metrics.kernel_stein_discrepancy(x, x, beta=-1.5)
+
+
+# --- hostile samples and options: refused naming the argument ----------------------------------
+
+
+def _spoiled(kind):
+    """A (12, 2) sample set with one bad row: NaN, +-inf, or complex values."""
+    x = np.random.default_rng(20).normal(size=(12, 2))
+    if kind == "complex":
+        return x + 1j * x  # the imaginary part was dropped with a ComplexWarning
+    x[5, 1] = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[kind]
+    return x
+
+
+_GOOD = np.random.default_rng(21).normal(size=(12, 2))
+
+_SAMPLE_CALLS = {
+    "sliced_wasserstein": lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=5),
+    "max_sliced_wasserstein": lambda x, y: metrics.max_sliced_wasserstein(x, y, n_projections=5),
+    "mmd": metrics.mmd,
+    "mmd_bandwidth": lambda x, y: metrics.mmd(x, y, bandwidth=1.0),
+    "median_bandwidth": metrics.median_bandwidth,
+    "energy_distance": metrics.energy_distance,
+}
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "-inf", "complex"])
+@pytest.mark.parametrize("side", ["x", "y"])
+@pytest.mark.parametrize("name", sorted(_SAMPLE_CALLS))
+def test_two_sample_metrics_refuse_non_finite_or_complex_samples(name, side, kind):
+    """Each gave NaN (or dropped the imaginary part) instead of an error."""
+    x, y = (_spoiled(kind), _GOOD) if side == "x" else (_GOOD, _spoiled(kind))
+    expected = "row 5" if kind != "complex" else "complex"
+    with pytest.raises(ValueError, match=rf"^{side}: .*{expected}"):
+        _SAMPLE_CALLS[name](x, y)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "complex"])
+def test_ksd_refuses_non_finite_or_complex_samples_and_scores(kind):
+    with pytest.raises(ValueError, match="^samples: "):
+        metrics.kernel_stein_discrepancy(_spoiled(kind), -_GOOD)
+    with pytest.raises(ValueError, match="^score: "):
+        metrics.kernel_stein_discrepancy(_GOOD, _spoiled(kind))
+    if kind != "complex":  # a callable's NaN scores are caught after the vmap
+        with pytest.raises(ValueError, match="^score: "):
+            metrics.kernel_stein_discrepancy(_GOOD, lambda x: x * jnp.nan)
+
+
+def test_nan_samples_are_not_counted_in_component_zero(mixture):
+    """Half-NaN samples read as a total variation of 0.45 with NaN rows assigned to component 0
+    (the argmax of a NaN row); now the report and evaluate refuse them, naming the argument."""
+    samples = exact_samples(mixture, 50, n=200)
+    samples[:100] = np.nan
+    with pytest.raises(ValueError, match=r"^samples: 100 row\(s\) contain NaN or inf"):
+        metrics.mixture_report(samples, mixture)
+    reference = exact_samples(mixture, 51, n=200)
+    with pytest.raises(ValueError, match="^samples: 100 row"):
+        metrics.evaluate(samples, reference, mixture, n_projections=5)
+    with pytest.raises(ValueError, match="^reference: 100 row"):
+        metrics.evaluate(reference, samples, mixture, n_projections=5)
+    with pytest.raises(ValueError, match="^samples: complex"):
+        metrics.mixture_report(samples[100:] + 0j, mixture)
+
+
+@pytest.mark.parametrize("target", [None, "seed", np.zeros((9, 2))])
+def test_a_target_that_is_not_a_mixture_is_refused(mixture, target):
+    """``mixture_report(s, None)`` was an AttributeError; ``evaluate`` ignored the target."""
+    samples = exact_samples(mixture, 52, n=200)
+    with pytest.raises(TypeError, match="^target: expected a scorelab.targets.GaussianMixture"):
+        metrics.mixture_report(samples, target)
+    if target is not None:  # None means 'no target' for evaluate
+        with pytest.raises(TypeError, match="^target: "):
+            metrics.evaluate(samples, samples, target, n_projections=5)
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda x, y: metrics.mmd(x, y, bandwidth=np.inf), "bandwidth"),  # was 0.0: 'identical'
+        (lambda x, y: metrics.mmd(x, y, bandwidth=np.nan), "bandwidth"),
+        (lambda x, y: metrics.mmd(x, y, bandwidth="1"), "bandwidth"),
+        (lambda x, y: metrics.mmd(x, y, bandwidth=0.0), "bandwidth"),
+        (lambda x, y: metrics.mmd(x, y, bandwidth=-1.0), "bandwidth"),
+        (lambda x, y: metrics.mmd(x, y, bandwidth=jnp.ones(2)), "bandwidth"),
+        (lambda x, y: metrics.median_bandwidth(x, y, max_points=0), "max_points"),
+        (lambda x, y: metrics.median_bandwidth(x, y, max_points=1), "max_points"),  # NaN
+        (lambda x, y: metrics.median_bandwidth(x, y, max_points=2.5), "max_points"),
+        (lambda x, y: metrics.median_bandwidth(x, y, seed=-1), "seed"),
+        (lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=0), "n_projections"),
+        (lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=2.5), "n_projections"),
+        (lambda x, y: metrics.sliced_wasserstein(x, y, p=0), "p"),  # POT's AssertionError
+        (lambda x, y: metrics.sliced_wasserstein(x, y, p=np.nan), "p"),
+        (lambda x, y: metrics.sliced_wasserstein(x, y, seed=-1), "seed"),
+        (lambda x, y: metrics.max_sliced_wasserstein(x, y, n_projections=0), "n_projections"),
+        (lambda x, y: metrics.max_sliced_wasserstein(x, y, n_projections=-5), "n_projections"),
+        (lambda x, y: metrics.max_sliced_wasserstein(x, y, seed=1.5), "seed"),
+        (lambda x, y: metrics.max_sliced_wasserstein(x, y, p=0.5), "p"),
+        (lambda x, y: metrics.kernel_stein_discrepancy(x, -x, c=np.inf), "c"),  # was NaN
+        (lambda x, y: metrics.kernel_stein_discrepancy(x, -x, c=np.nan), "c"),
+        (lambda x, y: metrics.kernel_stein_discrepancy(x, -x, c=0.0), "c"),
+        (lambda x, y: metrics.kernel_stein_discrepancy(x, -x, c=1e-30), "c"),
+        (lambda x, y: metrics.kernel_stein_discrepancy(x, -x, beta=-1.5), "beta"),
+        (lambda x, y: metrics.kernel_stein_discrepancy(x, -x, beta=np.nan), "beta"),
+        (lambda x, y: metrics.evaluate(x, y, n_projections=0), "n_projections"),
+        (lambda x, y: metrics.evaluate(x, y, seed=-1), "seed"),
+        (lambda x, y: metrics.evaluate(x, y, bandwidth=np.inf), "bandwidth"),
+    ],
+)
+def test_metric_options_are_checked_naming_them(call, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}: expected"):
+        call(_GOOD, _GOOD[:10])
+
+
+def test_scalar_options_accept_numpy_and_jax_scalars():
+    """A 0-d array is a number: ``bandwidth=jnp.float32(1.3)`` is ``bandwidth=1.3``."""
+    x, y = _GOOD, _GOOD[:10] + 0.5
+    plain = metrics.mmd(x, y, bandwidth=1.3)
+    assert metrics.mmd(x, y, bandwidth=np.float32(1.3)) == pytest.approx(plain, rel=1e-6)
+    assert metrics.mmd(x, y, bandwidth=jnp.asarray(1.3)) == pytest.approx(plain, rel=1e-6)
+    assert metrics.sliced_wasserstein(x, y, 10, np.int64(3), np.int64(2)) == pytest.approx(
+        metrics.sliced_wasserstein(x, y, 10, 3, 2), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("name", sorted(_SAMPLE_CALLS))
+def test_zero_dimensional_samples_are_refused(name):
+    """``energy_distance`` on ``(5, 0)`` arrays was a ZeroDivisionError."""
+    with pytest.raises(ValueError, match=r"^x: expected shape \(n, d\) with .*d >= 1"):
+        _SAMPLE_CALLS[name](np.zeros((5, 0)), np.zeros((5, 0)))
+
+
+def test_floor_requires_an_integer_number_of_repeats():
+    with pytest.raises(ValueError, match="^repeats: expected an integer >= 2"):
+        metrics.floor(metrics.mmd, None, jax.random.key(0), 10, repeats=2.5)

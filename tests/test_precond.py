@@ -371,3 +371,11 @@ def test_the_edm_mlp_with_the_modes_sigma_law_leaves_at_most_one_percent_far(tmp
     for row in mean_rows(result.rows):
         assert row["far"] <= bound, row
         assert low <= row["var_ratio"] <= high, row
+
+
+def test_an_integer_example_is_scored_as_floats():
+    """sigma was cast to x's dtype: 0.5 became 0 for an integer x, and the score NaN."""
+    wrapped = EDMPreconditioned(lambda a, c_noise: a, 0.5)
+    as_int, as_float = jnp.array([1, 2]), jnp.array([1.0, 2.0])
+    np.testing.assert_array_equal(wrapped(as_int, 0.5), wrapped(as_float, 0.5))
+    np.testing.assert_array_equal(wrapped.denoise(as_int, 0.5), wrapped.denoise(as_float, 0.5))

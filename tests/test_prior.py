@@ -54,3 +54,26 @@ def test_the_configured_moment_prior_uses_the_target_or_the_data_moments():
     np.testing.assert_allclose(x, 3.0 + np.sqrt(4.0 + 2.0**2) * z, rtol=1e-5)
     with pytest.raises(ConfigError, match="'moments' needs a target or training data"):
         builders.make_prior(config, key, 8, 2, None)
+
+
+@pytest.mark.parametrize(
+    "n, shape, sigma, message",
+    [
+        (2.5, 2, 1.0, "n: expected an integer >= 0"),  # drew 3 rows
+        (-1, 2, 1.0, "n: expected an integer >= 0"),  # drew none
+        (3, 2.0, 1.0, "shape: expected an integer d >= 1"),
+        (3, (1, 0, 8), 1.0, "shape: expected an integer d >= 1"),
+        (3, 2, jnp.array([1.0, 100.0]), "sigma: expected one noise level"),  # per dimension
+    ],
+)
+def test_ve_prior_refuses_counts_shapes_and_levels_it_would_misread(n, shape, sigma, message):
+    with pytest.raises(ValueError, match=message):
+        samplers.ve_prior(jax.random.key(0), n, shape, sigma)
+
+
+def test_ve_prior_takes_numpy_integers_and_lists():
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(
+        samplers.ve_prior(key, np.int64(3), [1, 2, 2], 2.0),
+        samplers.ve_prior(key, 3, (1, 2, 2), 2.0),
+    )

@@ -317,3 +317,44 @@ def test_a_traced_first_chain_is_taken_under_jit():
 def test_a_grid_is_checked_in_the_precision_it_is_sampled_in(grid, message):
     with pytest.raises((ValueError, TypeError), match=message):
         build_sampler("ddim", np.array(grid))
+
+
+@pytest.mark.parametrize(
+    "name, option, value, error, message",
+    [
+        # inf passed "step_size > 0" and friends, and the samples came out NaN
+        ("ula", "step_size", float("inf"), ValueError, "step_size: expected a finite number"),
+        ("ddim", "final_noise", float("inf"), ValueError, "final_noise: expected a finite"),
+        ("edm", "s_noise", 1e39, ValueError, "s_noise: expected a finite number"),
+        ("predictor_corrector", "snr", float("nan"), ValueError, "snr: expected a finite"),
+        # an array, a string, None: "truth value ... ambiguous" or "'>=' not supported"
+        ("ddim", "eta", jnp.array([0.5, 0.5]), TypeError, "eta: expected a number"),
+        ("edm", "s_churn", "1", TypeError, "s_churn: expected a number"),
+        ("edm", "s_churn", None, TypeError, "s_churn: expected a number"),
+        ("ddim", "eta", True, TypeError, "eta: expected a number"),
+        # an OverflowError from the compiled call
+        ("predictor_corrector", "n_corrector", 10**12, ValueError, "below 2\\*\\*31"),
+        ("ula", "n_steps", 2.0, TypeError, "n_steps: expected an integer"),
+    ],
+)
+def test_an_option_of_the_wrong_type_or_not_finite_is_refused_naming_it(
+    name, option, value, error, message
+):
+    grid = default_sigmas(5) if SAMPLERS[name].uses_grid else None
+    with pytest.raises(error, match=message):
+        build_sampler(name, grid, **{option: value})
+    constructor = getattr(samplers, name)
+    with pytest.raises(error, match=message):  # the constructor itself, not only the registry
+        constructor(**{option: value}) if grid is None else constructor(grid, **{option: value})
+
+
+def test_an_infinite_option_is_taken_where_it_is_the_default():
+    default = next(o.default for o in options("euler_churn") if o.name == "s_tmax")
+    assert default == float("inf")
+    build_sampler("euler_churn", default_sigmas(5), s_tmax=float("inf"))
+
+
+def test_budget_levels_refuses_a_budget_that_is_not_a_positive_integer():
+    for nfe in (-5, 0, 2.5):  # -5 levels, 2.5 levels
+        with pytest.raises(ValueError, match="nfe: expected an integer >= 1"):
+            budget_levels("ddim", nfe)

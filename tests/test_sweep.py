@@ -367,3 +367,20 @@ def test_a_saved_grid_sets_the_sweeps_range_unless_given():
     assert (settings.sigma_min, settings.sigma_max) == (saved[0], saved[-1])
     given = sweep_settings(None, {"grid": "ays:ld3_seed_mixture_ipndm_10", "sigma_max": 60.0})
     assert (given.sigma_min, given.sigma_max) == (saved[0], 60.0)
+
+
+def test_diverged_samples_make_a_row_of_nan_not_an_error():
+    """The metrics refuse non-finite samples (NaN rows were counted in mode 0); a sampler's
+    diverged chains still make a row, of undefined (NaN, written null) measures."""
+    from scorelab.report import measure
+    from scorelab.targets import seed_mixture
+
+    target = seed_mixture()
+    reference = np.asarray(target.sample(jax.random.key(0), 200))
+    diverged = reference.copy()
+    diverged[:10] = np.nan
+    row = measure(diverged, reference, target, ksd=True)
+    assert set(row) == {"sw", "mmd2", "tv", "var_ratio", "near", "far", "n_empty", "ksd2",
+                        "ksd2_se"}  # fmt: skip
+    assert all(np.isnan(value) for value in row.values())
+    assert set(measure(reference, reference, target, ksd=True)) == set(row)

@@ -270,3 +270,139 @@ def test_the_oracle_is_exact_to_float64_under_x64():
             got = np.asarray(score(jnp.asarray(x), sigma))
             assert got.dtype == np.float64
             np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)
+
+
+# --- hostile parameters and points: each refused naming the argument --------------------------
+
+_EYE2 = np.stack([np.eye(2), np.eye(2)])
+_ASYMMETRIC = np.array([[[1.0, 0.9], [0.0, 1.0]]] * 2)  # eigh read only its lower triangle
+
+
+@pytest.mark.parametrize(
+    "means, covariances, weights, argument",
+    [
+        (np.zeros((2, 2)), _EYE2, [1.0, -0.5], "weights"),  # was normalised to [2, -1]
+        (np.zeros((2, 2)), _EYE2, [1.0, -1.0], "weights"),  # [inf, -inf]
+        (np.zeros((2, 2)), _EYE2, [0.0, 0.0], "weights"),  # NaN weights
+        (np.zeros((2, 2)), _EYE2, [np.nan, 1.0], "weights"),
+        (np.zeros((2, 2)), _EYE2, [np.inf, 1.0], "weights"),
+        (np.zeros((2, 2)), _EYE2, [1.0 + 1j, 1.0], "weights"),
+        (np.array([[np.nan, 0.0], [0.0, 0.0]]), _EYE2, [1.0, 1.0], "means"),
+        (np.array([[np.inf, 0.0], [0.0, 0.0]]), _EYE2, [1.0, 1.0], "means"),
+        (np.zeros((2, 2)) + 1j, _EYE2, [1.0, 1.0], "means"),  # imaginary part was dropped
+        (np.zeros((0, 2)), np.zeros((0, 2, 2)), np.zeros(0), "means"),  # K = 0: log_prob -inf
+        (np.zeros((2, 0)), np.zeros((2, 0, 0)), [1.0, 1.0], "means"),  # d = 0
+        (np.zeros((2, 2)), _ASYMMETRIC, [1.0, 1.0], "covariances"),
+        (np.zeros((2, 2)), _EYE2 + 1j * _EYE2, [1.0, 1.0], "covariances"),
+        (np.zeros((2, 2)), _EYE2 * np.nan, [1.0, 1.0], "covariances"),
+        (np.zeros((2, 2)), -_EYE2, [1.0, 1.0], "covariances"),
+    ],
+)
+def test_constructor_refuses_parameters_that_are_not_a_mixture(
+    means, covariances, weights, argument
+):
+    with pytest.raises(ValueError, match=rf"^{argument}: "):
+        GaussianMixture(means, covariances, weights)
+
+
+def test_asymmetry_is_judged_relative_to_the_covariances_scale():
+    """An asymmetry of float rounding passes; one of 1e-3 of the scale does not, at any scale."""
+    rounding = np.array([[[1.0, 0.3], [0.3 + 1e-8, 1.0]]])
+    GaussianMixture(np.zeros((1, 2)), rounding, [1.0])
+    GaussianMixture(np.zeros((1, 2)), 1e-6 * rounding, [1.0])
+    skewed = np.array([[[1.0, 0.3], [0.301, 1.0]]])
+    for scale in (1e-6, 1.0, 1e6):
+        with pytest.raises(ValueError, match="^covariances: component 0 is not symmetric"):
+            GaussianMixture(np.zeros((1, 2)), scale * skewed, [1.0])
+
+
+@pytest.mark.parametrize(
+    "mean, covariance, argument",
+    [
+        (np.zeros(2) + 1j, np.eye(2), "mean"),
+        (np.zeros(2), np.eye(2) + 1j, "covariance"),
+        (np.zeros((1, 2)), np.eye(2), "mean"),
+        (np.zeros(2), np.eye(3), "covariance"),
+        (np.array([np.nan, 0.0]), np.eye(2), "mean"),
+        (np.zeros(2), _ASYMMETRIC[0], "covariance"),
+    ],
+)
+def test_gaussian_names_its_own_arguments(mean, covariance, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}: "):
+        gaussian(mean, covariance)
+
+
+def test_checked_parameters_stay_float64_under_x64_and_unchecked_in_a_trace():
+    """The checks change no dtype; a mixture built from traced parameters (inside ``jit``)
+    gets the shape checks only, as its factorisation runs in the trace."""
+    with jax.enable_x64(True):
+        target = GaussianMixture(np.zeros((2, 2)), _EYE2, np.array([1.0, 3.0]))
+        assert target.means.dtype == target.covariances.dtype == target.weights.dtype
+        assert target.weights.dtype == jnp.float64
+        assert target.sample(jax.random.key(0), 3).dtype == jnp.float64
+
+    @jax.jit
+    def log_prob_at_zero(means):
+        return GaussianMixture(means, jnp.asarray(_EYE2), jnp.ones(2)).log_prob(jnp.zeros(2))
+
+    assert np.isfinite(float(log_prob_at_zero(jnp.zeros((2, 2)))))
+
+
+@pytest.mark.parametrize(
+    "method, shape, message",
+    [
+        ("score", (1,), r"^x: expected one point of shape \(2,\), got \(1,\)$"),  # gave (2,)
+        ("score", (3,), r"^x: expected one point of shape \(2,\), got \(3,\)$"),
+        ("score", (5, 2), r"^x: expected one point .* got \(5, 2\); use jax.vmap"),
+        ("score", (), r"^x: expected one point"),
+        ("log_prob_and_score", (5, 2), r"^x: .*use jax.vmap"),
+        ("log_prob", (5, 1), r"^x: expected points of shape \(\.\.\., 2\), got \(5, 1\)$"),
+        ("log_prob", (3,), r"^x: expected points of shape \(\.\.\., 2\)"),
+        ("log_prob", (), r"^x: expected points of shape"),
+        ("component_log_probs", (4, 3), r"^x: "),
+        ("responsibilities", (1,), r"^x: "),
+    ],
+)
+def test_point_methods_refuse_points_of_another_dimension(mixture, method, shape, message):
+    with pytest.raises(ValueError, match=message):
+        getattr(mixture, method)(jnp.zeros(shape))
+
+
+def test_point_checks_hold_under_jit_and_vmap(mixture):
+    """Shapes are static: the checks run at trace time, and a valid point still compiles."""
+    ve_score = jax.jit(lambda x, sigma: mixture.ve_score(x, sigma))
+    with pytest.raises(ValueError, match=r"^x: expected one point of shape \(2,\), got \(3,\)"):
+        ve_score(jnp.ones(3), 0.5)
+    with pytest.raises(ValueError, match=r"^x: "):
+        jax.vmap(mixture.score)(jnp.ones((4, 3)))
+    assert ve_score(jnp.ones(2), 0.5).shape == (2,)
+    assert jax.vmap(mixture.ve_score, in_axes=(0, None))(jnp.ones((4, 2)), 0.5).shape == (4, 2)
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda m: m.ve_score(jnp.ones(2), jnp.ones(2)), "sigma"),  # was per-coordinate
+        (lambda m: m.ve_marginal(jnp.ones((1,))), "sigma"),
+        (lambda m: m.ve_marginal(0.5 + 0.1j), "sigma"),
+        (lambda m: m.vp_marginal(jnp.full(2, 0.5)), "alpha_bar"),
+        (lambda m: m.marginal(jnp.ones(2), 1.0), "alpha_t"),
+        (lambda m: m.marginal(1.0, jnp.ones(2)), "sigma_t"),
+    ],
+)
+def test_noise_levels_must_be_scalars(mixture, call, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}: expected a scalar|^{argument}: complex"):
+        call(mixture)
+
+
+@pytest.mark.parametrize("n", [2.5, -3, True, "4", None, jnp.int32(3)])
+def test_sample_requires_an_integer_count(mixture, n):
+    """2.5 drew 3 samples and -3 none."""
+    with pytest.raises(ValueError, match="^n: expected an integer >= 0"):
+        mixture.sample(jax.random.key(0), n)
+
+
+def test_sample_accepts_numpy_integers_and_zero(mixture):
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(mixture.sample(key, np.int64(3)), mixture.sample(key, 3))
+    assert mixture.sample(key, 0).shape == (0, 2)

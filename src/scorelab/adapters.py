@@ -140,6 +140,8 @@ def from_epsilon(eps_fn, alphas_cumprod):
 
 
 def _batched_score(x: Array, sigma, score_fn_batched) -> Array:
+    # An integer x is scored as floats: sigma cast to its dtype was 0.5 -> 0.
+    x = jnp.asarray(x, dtype=jnp.result_type(x, 1.0))
     sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(1)
     return score_fn_batched(x[None], sigma)[0]
 

@@ -45,6 +45,7 @@ __all__ = [
     "restore_checkpoint",
     "save_model",
     "load_model",
+    "model_files",
     "tree_sha256",
 ]
 
@@ -303,12 +304,24 @@ def _signature(tree: Any) -> tuple:
     return jax.tree.structure(tree), leaves
 
 
+def model_files(path: str | Path) -> tuple[Path, Path]:
+    """The ``(leaves, record)`` files of a model saved at ``path``: ``<path>.eqx`` and
+    ``<path>.json``; a ``path`` ending in ``.eqx`` or ``.json`` names the same pair. Any other
+    suffix is part of the name: ``model.v1`` and ``model.v2`` were both ``model.eqx``, and the
+    second save overwrote the first."""
+    path = Path(path)
+    if path.suffix in (".eqx", ".json"):
+        return path.with_suffix(".eqx"), path.with_suffix(".json")
+    return path.with_name(f"{path.name}.eqx"), path.with_name(f"{path.name}.json")
+
+
 def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -> None:
     """Save an Equinox network so :func:`load_model` can rebuild it in another process.
 
     Writes ``<path>.eqx`` (the leaves, ``equinox.tree_serialise_leaves``), then ``<path>.json``
     (``{"class": "module:qualname", "kwargs": ..., "eqx_sha256": ...}``), each atomically;
-    ``path``'s own suffix, if any, is replaced. A process killed between the two writes leaves a
+    (:func:`model_files`: a suffix other than those is kept, ``model.v1`` writes
+    ``model.v1.eqx``). A process killed between the two writes leaves a
     pair that :func:`load_model` refuses by the checksum, never a silently mixed model.
 
     Args:
@@ -324,11 +337,17 @@ def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -
             sigma_data=5.0`` for :class:`scorelab.precond.EDMPreconditioned`).
 
     Raises:
+        TypeError: ``model`` is not an ``equinox.Module`` (a function, a dict of arrays).
         ValueError: the class is defined in ``__main__`` or inside a function (another process
             could not import it), or the arguments do not rebuild a network of the same
             structure and shapes.
     """
-    path = Path(path)
+    if not isinstance(model, eqx.Module):
+        raise TypeError(
+            f"model: expected an equinox.Module instance, got {type(model).__name__}; wrap "
+            "a function or a table of arrays in an eqx.Module to save it"
+        )
+    leaves_file, record_file = model_files(path)
     cls = type(model)
     class_path = _import_path(cls)
     if _signature(_skeleton(cls, constructor_kwargs)) != _signature(model):
@@ -339,13 +358,13 @@ def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, model)
     leaves = buffer.getvalue()
-    atomic_write(path.with_suffix(".eqx"), lambda handle: handle.write(leaves))
+    atomic_write(leaves_file, lambda handle: handle.write(leaves))
     spec = {
         "class": class_path,
         "kwargs": constructor_kwargs,
         "eqx_sha256": hashlib.sha256(leaves).hexdigest(),
     }
-    write_json(path.with_suffix(".json"), spec)
+    write_json(record_file, spec)
 
 
 def load_model(path: str | Path) -> eqx.Module:
@@ -355,7 +374,7 @@ def load_model(path: str | Path) -> eqx.Module:
     you trust.
 
     Args:
-        path: the path given to :func:`save_model`, without suffix.
+        path: the path given to :func:`save_model` (:func:`model_files`).
 
     Returns:
         The network, of the saved class, with its saved weights.
@@ -367,26 +386,26 @@ def load_model(path: str | Path) -> eqx.Module:
             checksum in the JSON file, or its arrays do not fit the model the JSON file
             describes.
     """
-    path = Path(path)
-    for file in (path.with_suffix(".json"), path.with_suffix(".eqx")):
+    leaves_file, record_file = model_files(path)
+    for file in (record_file, leaves_file):
         if file.is_dir():
             raise ValueError(f"{file}: a folder, not a saved model's file; restore the file")
         if not file.is_file():
             raise FileNotFoundError(f"saved model file not found: {file}")
     try:
-        spec = read_json(path.with_suffix(".json"))
+        spec = read_json(record_file)
         cls, kwargs = _model_class(spec["class"]), dict(spec["kwargs"])
     except (ValueError, KeyError, TypeError) as error:  # not JSON, or not a model record
         raise ValueError(
-            f"{path.with_suffix('.json')}: not a model record written by save_model "
+            f"{record_file}: not a model record written by save_model "
             f"({type(error).__name__}: {error}); save the model again"
         ) from error
-    leaves = path.with_suffix(".eqx").read_bytes()
+    leaves = leaves_file.read_bytes()
     digest = hashlib.sha256(leaves).hexdigest()
     if spec.get("eqx_sha256", digest) != digest:  # files from before checksums have none
         raise ValueError(
-            f"{path.with_suffix('.eqx')} does not match the checksum in "
-            f"{path.with_suffix('.json').name} (damaged, or an interrupted save); save the "
+            f"{leaves_file} does not match the checksum in "
+            f"{record_file.name} (damaged, or an interrupted save); save the "
             "model again"
         )
     jax.devices()  # JAX's backend started here: its errors are not the files' (JAX_PLATFORMS)
@@ -394,7 +413,7 @@ def load_model(path: str | Path) -> eqx.Module:
         skeleton = _skeleton(cls, kwargs)
     except (ValueError, TypeError) as error:  # a constructor argument its class refuses
         raise ValueError(
-            f"{path.with_suffix('.json')}: its arguments build no {spec['class']} "
+            f"{record_file}: its arguments build no {spec['class']} "
             f"({first_line(error)}); restore the file or save the model again"
         ) from error
     try:
@@ -402,7 +421,7 @@ def load_model(path: str | Path) -> eqx.Module:
     except (RuntimeError, ValueError, TypeError, EOFError) as error:
         message = first_line(error)
         raise ValueError(
-            f"{path.with_suffix('.eqx')} does not fit the model {spec['class']} described in "
-            f"{path.with_suffix('.json').name} ({message}); the files do not belong together: "
+            f"{leaves_file} does not fit the model {spec['class']} described in "
+            f"{record_file.name} ({message}); the files do not belong together: "
             "save the model again"
         ) from error

@@ -11,6 +11,7 @@ import csv
 import functools
 import io
 import math
+import numbers
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_choice, check_file, check_memory, first_line
+from scorelab._validate import check_choice, check_file, check_int, check_memory, first_line
 
 __all__ = [
     "DataError",
@@ -50,14 +51,22 @@ __all__ = [
 
 def _per_example(sample_one):
     """``sample(key, n) -> (n, d)`` drawing example ``i`` by ``sample_one(fold_in(key, i))``,
-    so that a data set does not depend on how many examples are drawn."""
+    so that a data set does not depend on how many examples are drawn; ``n`` is checked (an
+    integer ``>= 0``: ``2.5`` drew 3 rows, ``-3`` none) before the compiled draw."""
 
     @functools.partial(jax.jit, static_argnums=1)
-    def sample(key: Array, n: int) -> Array:
+    def draw(key: Array, n: int) -> Array:
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
         return jax.vmap(sample_one)(keys)
 
-    sample.__doc__ = sample_one.__doc__
+    def sample(key: Array, n: int) -> Array:
+        check_int("n", n, 0)
+        return draw(key, int(n))
+
+    sample.__name__ = sample.__qualname__ = sample_one.__name__
+    sample.__doc__ = (
+        f"{sample_one.__doc__}\n\n    Raises:\n        ValueError: ``n`` is not an integer >= 0.\n"
+    )
     return sample
 
 
@@ -322,8 +331,19 @@ def held_out_split(n: int, n_held_out: int, seed: int) -> tuple[np.ndarray, np.n
     """A fixed split of ``range(n)``: ``(train, held_out)`` index arrays.
 
     The held-out indices are the first ``n_held_out`` of ``numpy.random.default_rng(seed)``'s
-    permutation of ``range(n)``, the training indices the rest (in that order).
+    permutation of ``range(n)``, the training indices the rest (in that order). Either part
+    may be empty (``n_held_out`` 0 or ``n``); a caller that needs both refuses that itself.
+
+    Raises:
+        ValueError: ``n`` or ``seed`` is not an integer ``>= 0``, or ``n_held_out`` is not an
+            integer in ``[0, n]`` (``-1`` held out ``n - 1`` rows, ``n + 3`` left the
+            training part silently empty).
     """
+    check_int("n", n, 0)
+    check_int("n_held_out", n_held_out, 0)
+    check_int("seed", seed, 0)
+    if n_held_out > n:
+        raise ValueError(f"n_held_out: expected at most n = {n} rows, got {n_held_out}")
     order = np.random.default_rng(seed).permutation(n)
     return order[n_held_out:], order[:n_held_out]
 
@@ -699,9 +719,13 @@ def digits(split: str = "train", *, size: int = 8) -> tuple[np.ndarray, np.ndarr
         class labels 0-9 of shape ``(n,)``.
 
     Raises:
-        ValueError: an unknown ``split`` or ``size``.
+        ValueError: an unknown ``split``, or a ``size`` that is not the integer 8 or 16
+            (``16.0`` too).
     """
     check_choice("split", split, ("train", "test", "all"))
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):  # 16.0 == 16
+        accepted = ", ".join(map(str, DIGITS_SIZES))
+        raise ValueError(f"size: expected an integer, one of {accepted}; got {size!r}")
     check_choice("size", size, DIGITS_SIZES)
     images, labels = _digits_all(size)
     if split == "all":

@@ -69,6 +69,10 @@ def frechet_distance(x, y) -> float:
     Returns:
         :math:`d^2 \ge 0` (as FID reports it).
 
+    Raises:
+        ValueError: for features that are not ``(n, d)``, ``n >= 2``, finite real numbers of
+            one ``d`` (NaN was LAPACK's 'eigenvalues did not converge'), naming ``x`` or ``y``.
+
     References:
         Dowson, D. C. & Landau, B. V. (1982). The Fréchet distance between multivariate normal
         distributions. https://doi.org/10.1016/0047-259X(82)90077-X
@@ -118,6 +122,10 @@ def kernel_inception_distance(x, y) -> KernelDistance:
 
     Returns:
         A :class:`KernelDistance`.
+
+    Raises:
+        ValueError: for features that are not ``(n, d)`` finite real numbers of one ``d``, or
+            fewer than 3 points in a set.
 
     References:
         Bińkowski, M., Sutherland, D. J., Arbel, M. & Gretton, A. (2018). Demystifying MMD
@@ -188,12 +196,16 @@ def precision_recall(real, generated, k: int = 3) -> PrecisionRecall:
     Returns:
         A :class:`PrecisionRecall`; both are 1 for identical sets.
 
+    Raises:
+        ValueError: for features that are not ``(n, d)`` finite real numbers of one ``d``, or
+            a ``k`` that is not an integer ``>= 1`` below both set sizes.
+
     References:
         Kynkäänniemi, T., Karras, T., Laine, S., Lehtinen, J. & Aila, T. (2019). Improved
         Precision and Recall Metric for Assessing Generative Models.
         https://arxiv.org/abs/1904.06991
     """
-    real, generated = _as_pair(real, generated, 2)
+    real, generated = _as_pair(real, generated, 2, ("real", "generated"))
     if isinstance(k, bool) or int(k) != k or k < 1 or min(len(real), len(generated)) <= k:
         raise ValueError(f"k must be an integer >= 1 below both set sizes, got {k!r}")
     return PrecisionRecall(
@@ -214,8 +226,14 @@ def class_total_variation(probabilities_x, probabilities_y) -> float:
 
     Returns:
         TV in [0, 1].
+
+    Raises:
+        ValueError: for arrays that are not ``(n, K)``, ``n >= 2``, finite real numbers of one
+            ``K``: the argmax of a NaN row is 0, which counted it in class 0.
     """
-    probabilities_x, probabilities_y = _as_pair(probabilities_x, probabilities_y, 2)
+    probabilities_x, probabilities_y = _as_pair(
+        probabilities_x, probabilities_y, 2, ("probabilities_x", "probabilities_y")
+    )
     classes = probabilities_x.shape[1]
     p = np.bincount(probabilities_x.argmax(axis=1), minlength=classes) / len(probabilities_x)
     q = np.bincount(probabilities_y.argmax(axis=1), minlength=classes) / len(probabilities_y)
@@ -233,11 +251,52 @@ def mean_top_probability(probabilities) -> float:
     Returns:
         A number in [1/K, 1].
 
+    Raises:
+        ValueError: ``probabilities`` is not ``(n, K)``, ``n >= 2``, of finite real numbers,
+            or a row is not a probability vector: entries in [0, 1] summing to 1 to within
+            :data:`_PROBABILITY_TOLERANCE` (logits, or probabilities scaled, gave a number
+            outside [1/K, 1]).
+
     References:
         Salimans, T. et al. (2016). Improved Techniques for Training GANs.
         https://arxiv.org/abs/1606.03498
     """
-    return float(_as_samples(probabilities, "probabilities", 2).max(axis=1).mean())
+    probabilities = _as_samples(probabilities, "probabilities", 2)
+    tolerance = _PROBABILITY_TOLERANCE
+    outside = (probabilities < -tolerance) | (probabilities > 1.0 + tolerance)
+    bad = np.flatnonzero(
+        outside.any(axis=1) | (np.abs(probabilities.sum(axis=1) - 1.0) > tolerance)
+    )
+    if bad.size:
+        raise ValueError(
+            f"probabilities: {bad.size} row(s) are not probability vectors (entries in [0, 1] "
+            f"summing to 1; first at row {bad[0]}, sum {probabilities[bad[0]].sum():.6g}); give "
+            "the classifier's softmax, not its logits"
+        )
+    return float(probabilities.max(axis=1).mean())
+
+
+_PROBABILITY_TOLERANCE = 1e-3
+"""How far a row of :func:`mean_top_probability` may be from a probability vector (entries
+in [0, 1], sum 1): room for float32 or float16 rounding of a softmax, none for logits."""
+
+
+def _as_images(images, name: str) -> np.ndarray:
+    """``images`` ``(n, ...)`` as float64 rows ``(n, pixels)``, ``n >= 1``, checked as
+    samples (:func:`scorelab.metrics._as_samples`: finite real numbers), naming ``name``."""
+    shape = np.shape(images)
+    if len(shape) < 1 or shape[0] < 1 or 0 in shape:
+        raise ValueError(f"{name}: no images (shape {shape}); expected (n, ...) with n >= 1")
+    pixels = int(np.prod(shape[1:], dtype=np.int64))
+    return _as_samples(np.reshape(images, (shape[0], pixels)), name)
+
+
+def _same_pixels(images: np.ndarray, train: np.ndarray, name: str) -> None:
+    if images.shape[1] != train.shape[1]:
+        raise ValueError(
+            f"{name}: images of {images.shape[1]} pixels, the training images (train) of "
+            f"{train.shape[1]}"
+        )
 
 
 def nearest_distances(images, train) -> np.ndarray:
@@ -249,13 +308,13 @@ def nearest_distances(images, train) -> np.ndarray:
 
     Returns:
         ``(n,)`` distances :math:`\min_j \lVert x_i - t_j \rVert_2`.
+
+    Raises:
+        ValueError: ``images`` or ``train`` holds no image, NaN, inf or complex values, or
+            the two differ in pixel count, naming the argument.
     """
-    images = np.asarray(images, np.float64).reshape(len(images), -1)
-    train = np.asarray(train, np.float64).reshape(len(train), -1)
-    if images.shape[1] != train.shape[1]:
-        raise ValueError(
-            f"images have {images.shape[1]} pixels, the training images {train.shape[1]}"
-        )
+    images, train = _as_images(images, "images"), _as_images(train, "train")
+    _same_pixels(images, train, "images")
     return spatial.cKDTree(train).query(images, k=1)[0]
 
 
@@ -277,12 +336,27 @@ def memorisation_ratio(images, train, held_out) -> float:
     Returns:
         :math:`r > 0`.
 
+    Raises:
+        ValueError: an argument holds no image, NaN, inf or complex values, the pixel counts
+            differ, or the held-out images' median distance is 0 (they copy training images,
+            so no ratio is defined), naming the argument.
+
     References:
         Meehan, C., Chaudhuri, K. & Dasgupta, S. (2020). A Non-Parametric Test to Detect
         Data-Copying in Generative Models. https://arxiv.org/abs/2004.05675
     """
-    numerator = np.median(nearest_distances(images, train))
-    return float(numerator / np.median(nearest_distances(held_out, train)))
+    train = _as_images(train, "train")
+    images, held_out = _as_images(images, "images"), _as_images(held_out, "held_out")
+    _same_pixels(images, train, "images")
+    _same_pixels(held_out, train, "held_out")
+    tree = spatial.cKDTree(train)  # one tree for both sets
+    denominator = np.median(tree.query(held_out, k=1)[0])
+    if denominator == 0.0:
+        raise ValueError(
+            "held_out: half or more of the held-out images are in train (median distance 0), "
+            "so the ratio is undefined; hold out images that are not in the training set"
+        )
+    return float(np.median(tree.query(images, k=1)[0]) / denominator)
 
 
 def image_measure(x, y, classifier: DigitsClassifier, k: int = 3) -> dict[str, float]:

@@ -36,6 +36,7 @@ import ot
 from jax import Array
 from scipy import spatial, stats
 
+from scorelab._validate import SIGMA_FLOOR, SIGMA_LIMIT, check_int, check_real, check_seed
 from scorelab.targets import GaussianMixture
 
 __all__ = [
@@ -54,18 +55,56 @@ __all__ = [
 
 
 def _as_samples(x, name: str, min_rows: int = 1) -> np.ndarray:
-    """``x`` as a float64 NumPy array of shape ``(n, d)``, ``n >= min_rows``, with a clear
-    error otherwise."""
-    array = np.asarray(x, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] < min_rows:
-        raise ValueError(f"{name} must have shape (n, d) with n >= {min_rows}, got {array.shape}")
+    """``x`` as a float64 NumPy array of shape ``(n, d)``, ``n >= min_rows``, ``d >= 1``, of
+    finite real numbers: the one check of every metric's samples.
+
+    NaN rows (a diverged sampler's) gave NaN distances, or were counted as members of
+    component 0 by the argmax of the mixture report; complex values lost their imaginary part
+    with only a warning.
+
+    Raises:
+        ValueError: naming ``name``: complex or non-numeric values, the wrong shape, or NaN or
+            inf (the number of rows and the first).
+    """
+    array = np.asarray(x)
+    if np.iscomplexobj(array):
+        raise ValueError(
+            f"{name}: complex values (dtype {array.dtype}); the metrics take real samples"
+        )
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if array.ndim != 2 or array.shape[0] < min_rows or array.shape[1] < 1:
+        raise ValueError(
+            f"{name}: expected shape (n, d) with n >= {min_rows} and d >= 1, got {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        raise ValueError(
+            f"{name}: {bad.size} row(s) contain NaN or inf (first at row {bad[0]}); the metrics "
+            "need finite numbers (drop or redraw those rows)"
+        )
     return array
 
 
-def _as_pair(x, y, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _as_samples(x, "x", min_rows), _as_samples(y, "y", min_rows)
+def _real_scalar(value):
+    """A 0-d real NumPy or JAX array as a Python number, for :func:`check_real`; anything
+    else unchanged (and judged there)."""
+    if isinstance(value, np.ndarray | np.generic | jax.Array) and np.ndim(value) == 0:
+        if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer):
+            return value.item()
+    return value
+
+
+def _as_pair(
+    x, y, min_rows: int = 1, names: tuple[str, str] = ("x", "y")
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_as_samples` of both sets, named ``names`` in the messages, of one dimension."""
+    x, y = _as_samples(x, names[0], min_rows), _as_samples(y, names[1], min_rows)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same dimension, got {x.shape} and {y.shape}"
+        )
     return x, y
 
 
@@ -89,14 +128,28 @@ def sliced_wasserstein(x, y, n_projections: int = 1000, seed: int = 0, p: int = 
         y: ``(m, d)`` samples.
         n_projections: number :math:`L` of random directions.
         seed: seed of the directions (NumPy ``RandomState``, as POT uses).
-        p: order of the Wasserstein distance.
+        p: order of the Wasserstein distance, ``>= 1``.
+
+    Raises:
+        ValueError: for samples that are not ``(n, d)`` finite real numbers of one ``d``,
+            ``n_projections < 1``, a seed outside ``[0, 2**32)`` or ``p < 1``, each naming
+            the argument.
 
     References:
         Bonneel, N., Rabin, J., Peyré, G. & Pfister, H. (2015). Sliced and Radon Wasserstein
         Barycenters of Measures. https://doi.org/10.1007/s10851-014-0506-3
     """
     x, y = _as_pair(x, y)
+    _check_slicing(n_projections, seed, p)
     return float(ot.sliced_wasserstein_distance(x, y, n_projections=n_projections, p=p, seed=seed))
+
+
+def _check_slicing(n_projections, seed, p) -> None:
+    """The options shared by the sliced distances (``p = 0`` was POT's bare AssertionError,
+    ``n_projections = 0`` a NaN)."""
+    check_int("n_projections", n_projections, 1)
+    check_seed("seed", seed)
+    check_real("p", _real_scalar(p), "a number >= 1", lambda v: v >= 1)
 
 
 def max_sliced_wasserstein(x, y, n_projections: int = 1000, seed: int = 0, p: int = 2) -> float:
@@ -114,13 +167,17 @@ def max_sliced_wasserstein(x, y, n_projections: int = 1000, seed: int = 0, p: in
         y: ``(m, d)`` samples.
         n_projections: number :math:`L` of random directions.
         seed: seed of the directions.
-        p: order of the Wasserstein distance.
+        p: order of the Wasserstein distance, ``>= 1``.
+
+    Raises:
+        ValueError: as :func:`sliced_wasserstein`.
 
     References:
         Deshpande, I. et al. (2019). Max-Sliced Wasserstein Distance and its use for GANs.
         https://arxiv.org/abs/1904.05877
     """
     x, y = _as_pair(x, y)
+    _check_slicing(n_projections, seed, p)
     return float(
         ot.max_sliced_wasserstein_distance(x, y, n_projections=n_projections, p=p, seed=seed)
     )
@@ -202,14 +259,20 @@ def median_bandwidth(x, y, max_points: int = 2000, seed: int = 0) -> float:
     Args:
         x: ``(n, d)`` samples.
         y: ``(m, d)`` samples.
-        max_points: the largest pooled subset whose pairwise distances are formed.
-        seed: seed of the subset.
+        max_points: the largest pooled subset whose pairwise distances are formed, ``>= 2``.
+        seed: seed of the subset, an integer ``>= 0``.
+
+    Raises:
+        ValueError: for samples that are not ``(n, d)`` finite real numbers of one ``d``,
+            ``max_points < 2`` (no pair, a NaN median), a bad ``seed``, or a median of 0.
 
     References:
         Gretton, A. et al. (2012). A Kernel Two-Sample Test. JMLR 13, section 8.
         https://jmlr.org/papers/v13/gretton12a.html
     """
     x, y = _as_pair(x, y)
+    check_int("max_points", max_points, 2)
+    check_int("seed", seed, 0)
     pooled = np.concatenate([x, y])
     if pooled.shape[0] > max_points:
         pooled = np.random.default_rng(seed).choice(pooled, size=max_points, replace=False)
@@ -241,8 +304,13 @@ def mmd(x, y, bandwidth: float | None = None) -> float:
     Args:
         x: ``(n, d)`` samples, ``n >= 2``.
         y: ``(m, d)`` samples, ``m >= 2``.
-        bandwidth: kernel bandwidth :math:`h`; ``None`` uses :func:`median_bandwidth` on the
-            pooled sample.
+        bandwidth: kernel bandwidth :math:`h`, a finite number ``> 0``; ``None`` uses
+            :func:`median_bandwidth` on the pooled sample.
+
+    Raises:
+        ValueError: for samples that are not ``(n, d)`` finite real numbers of one ``d``,
+            fewer than two samples on a side, or a ``bandwidth`` that is not a finite number
+            ``> 0`` (``inf`` reported every pair of laws as identical).
 
     References:
         Gretton, A. et al. (2012). A Kernel Two-Sample Test. JMLR 13.
@@ -252,9 +320,9 @@ def mmd(x, y, bandwidth: float | None = None) -> float:
     n, m = x.shape[0], y.shape[0]
     if min(n, m) < 2:
         raise ValueError("mmd needs at least two samples on each side")
+    bandwidth = _real_scalar(bandwidth)
+    check_real("bandwidth", bandwidth, "a number > 0", lambda v: v > 0, optional=True)
     h = median_bandwidth(x, y) if bandwidth is None else float(bandwidth)
-    if h <= 0.0:
-        raise ValueError(f"bandwidth must be > 0, got {h}")
     x, y = x / h, y / h
     # k(a, a) = 1 exactly (zero difference), so the diagonal of each within-sum is n (resp. m).
     k_xx = (_pairwise_sum(x, x, _gaussian_kernel) - n) / (n * (n - 1))
@@ -285,6 +353,10 @@ def energy_distance(x, y, unbiased: bool = True) -> float:
         x: ``(n, d)`` samples (``n >= 2`` when ``unbiased``).
         y: ``(m, d)`` samples.
         unbiased: U-statistic (default) or V-statistic.
+
+    Raises:
+        ValueError: for samples that are not ``(n, d)``, ``d >= 1``, finite real numbers of
+            one ``d``, or fewer than two samples on a side when ``unbiased``.
 
     References:
         Székely, G. J. & Rizzo, M. L. (2013). Energy statistics: A class of statistics based on
@@ -340,6 +412,13 @@ class MixtureReport(NamedTuple):
     far_fraction: float
 
 
+def _check_target(target) -> None:
+    if not isinstance(target, GaussianMixture):
+        raise TypeError(
+            f"target: expected a scorelab.targets.GaussianMixture, got {type(target).__name__}"
+        )
+
+
 def _squared_mahalanobis(samples: np.ndarray, target: GaussianMixture) -> np.ndarray:
     r""":math:`(x - \mu_k)^\top C_k^{-1} (x - \mu_k)` for every sample and component, ``(n, K)``."""
     means = np.asarray(target.means, np.float64)
@@ -392,7 +471,13 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
 
     Returns:
         A :class:`MixtureReport` of NumPy arrays and Python scalars.
+
+    Raises:
+        TypeError: ``target`` is not a :class:`~scorelab.targets.GaussianMixture`.
+        ValueError: ``samples`` are not ``(n, d)`` finite real numbers (a NaN row was
+            assigned to component 0), or of another dimension than ``target``.
     """
+    _check_target(target)
     samples = _as_samples(samples, "samples")
     if samples.shape[1] != target.dim:
         raise ValueError(f"samples have dimension {samples.shape[1]}, target has {target.dim}")
@@ -465,9 +550,11 @@ def floor(
 
     Returns:
         ``(mean, std)`` as Python floats.
+
+    Raises:
+        ValueError: ``repeats`` is not an integer ``>= 2`` (one repeat has no spread).
     """
-    if repeats < 2:
-        raise ValueError(f"floor needs repeats >= 2 to report a spread, got {repeats}")
+    check_int("repeats", repeats, 2)
     values = []
     for r in range(repeats):
         key_x, key_y = jax.random.split(jax.random.fold_in(key, r))
@@ -503,8 +590,19 @@ def evaluate(
         n_projections: directions for the sliced distances.
         seed: seed of the directions.
         bandwidth: MMD bandwidth; ``None`` for the median heuristic.
+
+    Raises:
+        TypeError: ``target`` is neither ``None`` nor a
+            :class:`~scorelab.targets.GaussianMixture` (it was silently ignored).
+        ValueError: as the metrics: samples that are not ``(n, d)`` finite real numbers of one
+            ``d``, or a bad option, naming it.
     """
-    samples, reference = _as_pair(samples, reference)
+    if target is not None:
+        _check_target(target)
+    samples, reference = _as_pair(samples, reference, names=("samples", "reference"))
+    # The options before any distance is computed (a bad bandwidth came after both slicings).
+    _check_slicing(n_projections, seed, 2)
+    check_real("bandwidth", _real_scalar(bandwidth), "a number > 0", lambda v: v > 0, True)
     result = {
         "n_samples": samples.shape[0],
         "n_reference": reference.shape[0],
@@ -513,7 +611,7 @@ def evaluate(
         "mmd2": mmd(samples, reference, bandwidth),
         "energy_distance": energy_distance(samples, reference),
     }
-    if isinstance(target, GaussianMixture):
+    if target is not None:
         report = mixture_report(samples, target)
         for name, value in report._asdict().items():
             if isinstance(value, np.ndarray):
@@ -626,8 +724,10 @@ def kernel_stein_discrepancy(
         :class:`SteinDiscrepancy` ``(ksd_squared, standard_error)`` as Python floats.
 
     Raises:
-        ValueError: for samples not ``(n, d)`` with ``n >= 3``, scores of another shape,
-            ``c <= 0`` or ``beta`` outside ``(-1, 0)``.
+        ValueError: for samples not ``(n, d)`` finite real numbers with ``n >= 3``, scores
+            of another shape or not finite, ``c`` not a finite number in ``[1.1e-19, 1.8e19]``
+            (its square is a float32 number) or ``beta`` outside ``(-1, 0)``, naming the
+            argument.
 
     References:
         Liu, Q., Lee, J. D. & Jordan, M. I. (2016). A Kernelized Stein Discrepancy for
@@ -641,8 +741,9 @@ def kernel_stein_discrepancy(
     n, dim = samples.shape
     if n < 3:
         raise ValueError(f"kernel_stein_discrepancy needs n >= 3 samples, got {n}")
-    if not c > 0 or not -1 < beta < 0:
-        raise ValueError(f"need c > 0 and -1 < beta < 0, got c={c}, beta={beta}")
+    c, beta = _real_scalar(c), _real_scalar(beta)
+    check_real("c", c, "a number in [1.1e-19, 1.8e19]", lambda v: SIGMA_FLOOR <= v <= SIGMA_LIMIT)
+    check_real("beta", beta, "a number in (-1, 0)", lambda v: -1 < v < 0)
     if callable(score):
         score = jax.vmap(score)(jnp.asarray(samples, jnp.float32))
     scores = _as_samples(score, "score")

@@ -120,7 +120,8 @@ class EDMPreconditioned(eqx.Module):
         self.sigma_data = float(sigma_data)
 
     def _raw(self, x: Array, sigma) -> tuple[EDMCoefficients, Array]:
-        sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
+        # An integer x is scored as floats: sigma cast to its dtype was 0.5 -> 0, then NaN.
+        sigma = jnp.asarray(sigma, dtype=jnp.result_type(x, 1.0)).reshape(())
         coefficients = edm_coefficients(sigma, self.sigma_data)
         return coefficients, self.network(coefficients.c_in * x, coefficients.c_noise)
 
@@ -141,5 +142,5 @@ class EDMPreconditioned(eqx.Module):
         r"""The score :math:`(D(x, \sigma) - x)/\sigma^2` of one example ``x`` (any shape) at
         scalar ``sigma > 0``; returns ``x``'s shape."""
         coefficients, raw = self._raw(x, sigma)
-        sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
+        sigma = jnp.asarray(sigma, dtype=jnp.result_type(x, 1.0)).reshape(())
         return coefficients.c_out / sigma**2 * raw - x / (sigma**2 + self.sigma_data**2)

@@ -86,6 +86,13 @@ def measure(
     Raises:
         ValueError: for arrays that are not ``(n, d)`` or differ in ``d``.
     """
+    if not is_finite(x):
+        # Diverged chains (a sampler outside its stable steps): no measure is defined, and the
+        # row says so with NaN (written as null) instead of ending the sweep or the demo.
+        names = ["sw", "max_sw" if max_sliced else "", "mmd2" if mmd else ""]
+        if target is not None:
+            names += ["tv", "var_ratio", "near", "far", "n_empty", *(["ksd2", "ksd2_se"] * ksd)]
+        return dict.fromkeys(filter(None, names), math.nan)
     row: dict[str, Any] = {"sw": metrics.sliced_wasserstein(x, reference, n_projections)}
     if max_sliced:
         row["max_sw"] = metrics.max_sliced_wasserstein(x, reference, n_projections)
@@ -105,6 +112,12 @@ def measure(
             stein = metrics.kernel_stein_discrepancy(x, lambda point: score(point, 0.0))
             row.update(ksd2=stein.ksd_squared, ksd2_se=stein.standard_error)
     return row
+
+
+def is_finite(x) -> bool:
+    """Whether every value of the samples ``x`` is finite: what the metrics require, and what
+    diverged chains break."""
+    return bool(np.isfinite(np.asarray(x)).all())
 
 
 IMAGE_METRICS = ("fd", "kid", "precision", "recall", "class_tv", "top_prob", "memo")

@@ -47,7 +47,7 @@ from scorelab._validate import (
     from_mapping,
 )
 from scorelab.builders import draw_prior
-from scorelab.checkpoints import load_model, tree_sha256
+from scorelab.checkpoints import load_model, model_files, tree_sha256
 from scorelab.classifier import load_digits_classifier
 from scorelab.config import PRIORS, TARGETS, ConfigError, load_config, typed_sampler_options
 from scorelab.image_metrics import image_measure
@@ -62,7 +62,7 @@ from scorelab.noise import (
 )
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
-from scorelab.report import Report, floors, measure
+from scorelab.report import Report, floors, is_finite, measure
 from scorelab.runs import (
     atomic_write,
     load_run,
@@ -124,6 +124,8 @@ def _as_digit_images(x: np.ndarray) -> np.ndarray:
 
 
 def _image_row(x, reference) -> dict[str, float]:
+    if not is_finite(x):  # diverged chains: undefined measures, as measure() rows them
+        return dict.fromkeys((*IMAGE_METRICS, "kid_se"), np.nan)
     return image_measure(
         _as_digit_images(np.asarray(x)), _as_digit_images(reference), load_digits_classifier()
     )
@@ -824,7 +826,7 @@ def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMP
             or does not take points of dimension ``dim``.
     """
     path = Path(path)
-    if not path.is_dir() and not path.with_suffix(".json").is_file():
+    if not path.is_dir() and not model_files(path)[1].is_file():
         raise FileNotFoundError(
             f"--run {path}: neither a run directory nor a saved model (<path>.json and .eqx)"
         )

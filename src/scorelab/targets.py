@@ -23,6 +23,8 @@ import numpy as np
 import numpyro.distributions as dist
 from jax import Array
 
+from scorelab._validate import check_int
+
 # Every contraction of the oracle at full float32. XLA's default precision lets a GPU round
 # float32 matmul operands to TF32 (10-bit mantissa): at the tutorial's modes (+-10, variance
 # 0.1) that moves the whitened distance by ~0.3 and the responsibilities with it, and on an
@@ -31,6 +33,78 @@ from jax import Array
 _EXACT = jax.lax.Precision.HIGHEST
 
 __all__ = ["GaussianMixture", "seed_mixture", "gaussian"]
+
+_SYMMETRY_TOLERANCE = 1e-6
+"""The largest ``|C - C^T|`` a covariance may have, relative to its largest entry: the
+eigendecomposition reads only the lower triangle, so an asymmetric ``C`` was scored as another
+matrix than the one :meth:`GaussianMixture.covariance` and the mixture report used."""
+
+
+def _check_real_dtype(name: str, value) -> None:
+    """Raise for complex values (``jnp.asarray(..., float)`` drops the imaginary part with
+    only a warning)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(
+            f"{name}: complex values (dtype {dtype}); a Gaussian mixture's parameters are real"
+        )
+
+
+def _check_finite(name: str, array) -> None:
+    """Raise, naming the first component, unless the ``(K, ...)`` ``array`` is finite (a traced
+    array is not checked)."""
+    if isinstance(array, jax.core.Tracer):
+        return
+    finite = np.isfinite(np.asarray(array)).reshape(len(array), -1).all(axis=1)
+    if not finite.all():
+        component = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{name}: NaN or inf in component {component}; expected finite numbers")
+
+
+def _check_weights(weights) -> None:
+    """Raise unless the weights are finite, ``>= 0`` and of a positive, finite sum."""
+    if isinstance(weights, jax.core.Tracer):
+        return
+    values = np.asarray(weights)
+    bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0)))
+    if bad.size:
+        raise ValueError(
+            f"weights: expected finite numbers >= 0, got {float(values[bad[0]])} for component "
+            f"{bad[0]}"
+        )
+    total = np.sum(values)  # in the weights' own float, as they are normalised
+    if not total > 0:
+        raise ValueError("weights: all zero; at least one component needs a positive weight")
+    if not np.isfinite(total):
+        raise ValueError(f"weights: their sum overflows {values.dtype}; rescale them")
+
+
+def _check_symmetric(name: str, covariances) -> None:
+    """Raise unless every ``(d, d)`` matrix of ``covariances`` is finite and symmetric to a
+    relative :data:`_SYMMETRY_TOLERANCE` (a traced array is not checked)."""
+    if isinstance(covariances, jax.core.Tracer):
+        return
+    _check_finite(name, covariances)
+    values = np.asarray(covariances, np.float64)
+    asymmetry = np.max(np.abs(values - np.swapaxes(values, -1, -2)), axis=(-2, -1))
+    scale = np.max(np.abs(values), axis=(-2, -1))
+    bad = np.flatnonzero(asymmetry > _SYMMETRY_TOLERANCE * scale)
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"{name}: component {k} is not symmetric (|C - C^T| up to {asymmetry[k]:.3g}, "
+            f"largest entry {scale[k]:.3g}); a covariance is symmetric: give (C + C.T) / 2 if "
+            "that is what was meant"
+        )
+
+
+def _check_scalar(name: str, value) -> None:
+    """Raise unless ``value`` is a real scalar (a static check: it holds under ``jit``)."""
+    _check_real_dtype(name, value)
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name}: expected a scalar, got shape {np.shape(value)}")
 
 
 class GaussianMixture(eqx.Module):
@@ -61,20 +135,43 @@ class GaussianMixture(eqx.Module):
     eigenvectors: Array
 
     def __init__(self, means, covariances, weights):
+        """Build the mixture from ``(K, d)`` means, ``(K, d, d)`` covariances and ``(K,)``
+        weights (normalised here; any positive scale).
+
+        Values are checked where they are concrete; a mixture built inside a trace (from traced
+        parameters) gets the shape checks only.
+
+        Raises:
+            ValueError: naming ``means``, ``covariances`` or ``weights``: complex values, wrong
+                shapes, no component (``K = 0``) or no dimension (``d = 0``), means or
+                covariances that are not finite, covariances that are not symmetric (to a
+                relative ``1e-6``) positive definite, weights that are negative, not finite or
+                all zero.
+        """
+        for name, value in (("means", means), ("covariances", covariances), ("weights", weights)):
+            _check_real_dtype(name, value)
         # JAX's default float: float32, or float64 under `jax_enable_x64` (the oracle is then
         # exact to float64, not to the float32 of its parameters).
         means = jnp.asarray(means, dtype=float)
         covariances = jnp.asarray(covariances, dtype=float)
         weights = jnp.asarray(weights, dtype=float)
-        if means.ndim != 2:
-            raise ValueError(f"means must have shape (K, d), got {means.shape}")
+        if means.ndim != 2 or 0 in means.shape:
+            raise ValueError(
+                f"means: expected shape (K, d) with K >= 1 components and d >= 1, got {means.shape}"
+            )
         n_components, dim = means.shape
         if covariances.shape != (n_components, dim, dim):
             raise ValueError(
-                f"covariances must have shape {(n_components, dim, dim)}, got {covariances.shape}"
+                f"covariances: expected shape (K, d, d) = {(n_components, dim, dim)}, got "
+                f"{covariances.shape}"
             )
         if weights.shape != (n_components,):
-            raise ValueError(f"weights must have shape ({n_components},), got {weights.shape}")
+            raise ValueError(
+                f"weights: expected shape (K,) = ({n_components},), got {weights.shape}"
+            )
+        _check_finite("means", means)
+        _check_weights(weights)
+        _check_symmetric("covariances", covariances)
         self.means = means
         self.covariances = covariances
         if isinstance(covariances, jax.core.Tracer):  # built inside a trace: factorise there
@@ -82,7 +179,11 @@ class GaussianMixture(eqx.Module):
         else:
             eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(covariances, np.float64))
         if not isinstance(eigenvalues, jax.core.Tracer) and not np.all(eigenvalues > 0):
-            raise ValueError("covariances must be symmetric positive definite")
+            component = int(np.flatnonzero(~np.all(eigenvalues > 0, axis=-1))[0])
+            raise ValueError(
+                "covariances: expected symmetric positive-definite matrices; component "
+                f"{component} has eigenvalue {float(np.min(eigenvalues[component])):.3g}"
+            )
         self.eigenvalues = jnp.asarray(eigenvalues, dtype=float)
         self.eigenvectors = jnp.asarray(eigenvectors, dtype=float)
         # Normalised here: numpyro's Categorical rejects unnormalised probabilities, which is
@@ -109,19 +210,43 @@ class GaussianMixture(eqx.Module):
             ),
         )
 
-    @eqx.filter_jit
     def sample(self, key: Array, n: int) -> Array:
         """Draw ``n`` samples, shape ``(n, d)``.
 
         Sample ``i`` depends only on ``fold_in(key, i)``, so the first ``m`` of ``n`` samples
         are the ``m`` samples of a call with ``n = m``.
+
+        Raises:
+            ValueError: ``n`` is not an integer ``>= 0`` (``2.5`` drew 3 samples, ``-3`` none).
         """
+        check_int("n", n, 0)
+        return self._sample(key, int(n))
+
+    @eqx.filter_jit
+    def _sample(self, key: Array, n: int) -> Array:
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
         return jax.vmap(lambda k: self.distribution.sample(k))(keys)
 
     def log_prob(self, x: Array) -> Array:
-        """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``."""
+        """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``.
+
+        Raises:
+            ValueError: ``x`` is not of shape ``(..., d)`` (a static check: it holds under
+                ``jit``).
+        """
         return jax.nn.logsumexp(jnp.log(self.weights) + self.component_log_probs(x), axis=-1)
+
+    def _check_points(self, x, one: bool) -> None:
+        """Raise unless ``x`` has shape ``(d,)`` (``one``) or ``(..., d)``: a point of another
+        dimension broadcast against the means and gave a result of the wrong shape. Shapes are
+        static, so this holds under ``jit``."""
+        shape, d = np.shape(x), self.dim
+        if one and shape != (d,):
+            batch = len(shape) > 1 and shape[-1] == d
+            hint = "; use jax.vmap for a batch of points" if batch else ""
+            raise ValueError(f"x: expected one point of shape ({d},), got {shape}{hint}")
+        if not one and (len(shape) < 1 or shape[-1] != d):
+            raise ValueError(f"x: expected points of shape (..., {d}), got {shape}")
 
     def _whitened(self, x: Array) -> Array:
         """:math:`U_k^\\top (x - \\mu_k) / \\sqrt{\\lambda_k}`, shape ``(..., K, d)``."""
@@ -139,6 +264,9 @@ class GaussianMixture(eqx.Module):
         Closed form rather than ``jax.grad(log_prob)`` through numpyro: about 8x faster in a
         sampler's scan, and free of factorisations (see the class docstring). The tests check
         it against finite differences of an independent SciPy density.
+
+        Raises:
+            ValueError: ``x`` is not one point of shape ``(d,)`` (a batch needs ``jax.vmap``).
         """
         # The score of the one-pass pair (XLA drops the unused log-density): one whitening and
         # one set of exponentials, 1.2x faster than whitening again for the responsibilities
@@ -166,7 +294,11 @@ class GaussianMixture(eqx.Module):
         Returns:
             ``(log_prob, score)``: :math:`\log q(x)`, a scalar, and :math:`\nabla \log q(x)`,
             shape ``(d,)``.
+
+        Raises:
+            ValueError: ``x`` is not one point of shape ``(d,)`` (a batch needs ``jax.vmap``).
         """
+        self._check_points(x, one=True)
         whitened = self._whitened(x)  # (K, d)
         logits = jnp.log(self.weights) + self._log_normal(whitened)  # (K,)
         # logsumexp and softmax from one set of exponentials (jax.nn's guard for -inf peaks).
@@ -184,7 +316,12 @@ class GaussianMixture(eqx.Module):
         return -jnp.einsum("k,ki->i", posterior, precision_times_centred, precision=_EXACT)
 
     def component_log_probs(self, x: Array) -> Array:
-        """Per-component log-densities :math:`log N(x; mu_k, C_k)`; ``(..., d) -> (..., K)``."""
+        """Per-component log-densities :math:`log N(x; mu_k, C_k)`; ``(..., d) -> (..., K)``.
+
+        Raises:
+            ValueError: ``x`` is not of shape ``(..., d)``.
+        """
+        self._check_points(x, one=False)
         return self._log_normal(self._whitened(x))
 
     def _log_normal(self, whitened: Array) -> Array:
@@ -194,7 +331,11 @@ class GaussianMixture(eqx.Module):
         return -0.5 * (quadratic + log_det + self.dim * jnp.log(2 * jnp.pi))
 
     def responsibilities(self, x: Array) -> Array:
-        r"""Posterior component probabilities :math:`p(k \mid x)`; ``(..., d) -> (..., K)``."""
+        r"""Posterior component probabilities :math:`p(k \mid x)`; ``(..., d) -> (..., K)``.
+
+        Raises:
+            ValueError: ``x`` is not of shape ``(..., d)``.
+        """
         return jax.nn.softmax(jnp.log(self.weights) + self.component_log_probs(x), axis=-1)
 
     def marginal(self, alpha_t, sigma_t) -> GaussianMixture:
@@ -206,7 +347,13 @@ class GaussianMixture(eqx.Module):
         Args:
             alpha_t: scalar signal scale.
             sigma_t: scalar noise standard deviation.
+
+        Raises:
+            ValueError: ``alpha_t`` or ``sigma_t`` is not a real scalar (an array scaled each
+                coordinate by its own level).
         """
+        _check_scalar("alpha_t", alpha_t)
+        _check_scalar("sigma_t", sigma_t)
         eye = jnp.eye(self.dim, dtype=self.means.dtype)
         # Same eigenvectors, shifted eigenvalues: no factorisation (see the class docstring).
         return eqx.tree_at(
@@ -220,17 +367,32 @@ class GaussianMixture(eqx.Module):
         )
 
     def ve_marginal(self, sigma) -> GaussianMixture:
-        r"""Variance-exploding marginal: :math:`x_\sigma = x_0 + \sigma \varepsilon`."""
+        r"""Variance-exploding marginal: :math:`x_\sigma = x_0 + \sigma \varepsilon`.
+
+        Raises:
+            ValueError: ``sigma`` is not a real scalar.
+        """
+        _check_scalar("sigma", sigma)
         return self.marginal(1.0, sigma)
 
     def vp_marginal(self, alpha_bar) -> GaussianMixture:
         r"""Variance-preserving marginal:
         :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \varepsilon`
-        (Ho et al., 2020, eq. 4)."""
+        (Ho et al., 2020, eq. 4).
+
+        Raises:
+            ValueError: ``alpha_bar`` is not a real scalar.
+        """
+        _check_scalar("alpha_bar", alpha_bar)
         return self.marginal(jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar))
 
     def ve_score(self, x: Array, sigma) -> Array:
-        r"""Exact VE-noised score :math:`\nabla \log q_\sigma(x)` at one point ``x`` ``(d,)``."""
+        r"""Exact VE-noised score :math:`\nabla \log q_\sigma(x)` at one point ``x`` ``(d,)``.
+
+        Raises:
+            ValueError: ``x`` is not one point of shape ``(d,)`` (a batch needs ``jax.vmap``),
+                or ``sigma`` is not a real scalar.
+        """
         return self.ve_marginal(sigma).score(x)
 
     def mean(self) -> Array:
@@ -269,9 +431,25 @@ def gaussian(mean, covariance) -> GaussianMixture:
     Args:
         mean: ``(d,)`` mean :math:`\mu`.
         covariance: ``(d, d)`` symmetric positive-definite covariance :math:`C`.
+
+    Raises:
+        ValueError: naming ``mean`` or ``covariance``: complex values, wrong shapes, values
+            that are not finite or a covariance that is not symmetric; one that is not
+            positive definite as :class:`GaussianMixture` does (naming ``covariances``).
     """
+    _check_real_dtype("mean", mean)
+    _check_real_dtype("covariance", covariance)
     mean = jnp.asarray(mean, dtype=float)
-    return GaussianMixture(mean[None], jnp.asarray(covariance)[None], jnp.ones((1,)))
+    covariance = jnp.asarray(covariance, dtype=float)
+    if mean.ndim != 1 or mean.shape[0] < 1:
+        raise ValueError(f"mean: expected shape (d,) with d >= 1, got {mean.shape}")
+    if covariance.shape != (mean.shape[0],) * 2:
+        raise ValueError(
+            f"covariance: expected shape (d, d) = {(mean.shape[0],) * 2}, got {covariance.shape}"
+        )
+    _check_finite("mean", mean[None])
+    _check_symmetric("covariance", covariance[None])
+    return GaussianMixture(mean[None], covariance[None], jnp.ones((1,)))
 
 
 # --- a 64-dimensional oracle: a Gaussian mixture fitted to scikit-learn's digits ------------------

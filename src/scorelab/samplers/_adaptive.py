@@ -32,6 +32,7 @@ from scorelab.samplers._core import (
     AbstractSampler,
     check_positive_int,
     check_sigmas,
+    checked_options,
     format_label,
     option,
     tweedie,
@@ -195,6 +196,7 @@ def adaptive(
     return AdaptiveODE(sigmas, solver, rtol, atol, check_positive_int("max_steps", max_steps))
 
 
+@checked_options
 def tsit5(
     sigmas,
     rtol: float = AdaptiveODE.rtol,
@@ -210,6 +212,7 @@ def tsit5(
     return adaptive(sigmas, "tsit5", rtol, atol, max_steps)
 
 
+@checked_options
 def dopri5(
     sigmas,
     rtol: float = AdaptiveODE.rtol,

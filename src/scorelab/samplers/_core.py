@@ -5,6 +5,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import inspect
+import math
+import numbers
+import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -15,7 +19,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_sigma
+from scorelab._validate import FLOAT32_MAX, check_int, check_sigma
 from scorelab._xla_cpu import convolution_jit
 from scorelab.noise import geometric_sigmas
 
@@ -105,6 +109,57 @@ def declared_options(cls) -> tuple[Option, ...]:
         for f in dataclasses.fields(cls)
         if "option" in f.metadata
     )  # fmt: skip
+
+
+def check_option(option: Option, value) -> None:
+    """Refuse ``value`` for the declared ``option`` unless it is of the option's type: a float
+    option a real number, finite in float32 (``inf`` only where that is the default), an int
+    option an integer below 2**31 (options enter the compiled samplers as int32), a str option
+    a string. A value traced under ``jit`` is taken as it is.
+
+    Raises:
+        TypeError: naming the option, for a value of another type (a string, an array of
+            several values, ``None``, a boolean).
+        ValueError: naming the option, for ``inf``, NaN or a magnitude beyond float32 (they
+            passed ``step_size > 0`` and the like and sampled to NaN), or an integer
+            beyond int32 (an ``OverflowError`` from the compiled call).
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    if option.type is float:
+        array = None if isinstance(value, str | bool | None) else np.asarray(value)
+        if array is None or array.ndim or array.dtype.kind not in "fiu":
+            raise TypeError(f"{option.name}: expected a number, got {value!r}")
+        number = float(array)
+        if number == option.default == math.inf:
+            return
+        if not (math.isfinite(number) and abs(number) <= FLOAT32_MAX):
+            raise ValueError(f"{option.name}: expected a finite number (float32), got {value!r}")
+    elif option.type is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{option.name}: expected an integer, got {value!r}")
+        if abs(value) >= 2**31:
+            raise ValueError(f"{option.name}: expected an integer below 2**31, got {value!r}")
+    elif not isinstance(value, str):
+        raise TypeError(f"{option.name}: expected a string, got {value!r}")
+
+
+def checked_options(constructor):
+    """Decorate a sampler's constructor: the options it is given are checked against their
+    declarations (:func:`check_option`) before its own range checks run, so a string, an
+    array or ``inf`` is named as the option's, not an error from a comparison or NaN samples."""
+    signature = inspect.signature(constructor)
+
+    @functools.wraps(constructor)
+    def build(*args, **kwargs):
+        declared = declared_options(typing.get_type_hints(constructor)["return"])
+        given = signature.bind_partial(*args, **kwargs).arguments
+        for option in declared:
+            if option.name in given:
+                check_option(option, given[option.name])
+        return constructor(*args, **kwargs)
+
+    return build
 
 
 def format_label(kind: str, cls, values: dict[str, Any]) -> str:
@@ -299,7 +354,6 @@ def default_sigmas(n: int = 100, sigma_max: float = DEFAULT_SIGMA_MAX) -> Array:
     return geometric_sigmas(n, DEFAULT_SIGMA_MIN, sigma_max)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
 def ve_prior(
     key: Array, n: int, shape: int | tuple[int, ...], sigma, mean=None, covariance=None
 ) -> Array:
@@ -337,8 +391,24 @@ def ve_prior(
     References:
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
         Distribution. https://arxiv.org/abs/1907.05600
+
+    Raises:
+        ValueError: unless ``n`` is an integer ``>= 0`` and ``shape`` positive integers (2.5
+            drew 3 rows, -1 none), or ``sigma`` a real scalar.
     """
-    shape = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+    check_int("n", n, 0)
+    dims = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    if not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in dims
+    ):
+        raise ValueError(f"shape: expected an integer d >= 1 or a tuple of them, got {shape!r}")
+    if np.ndim(sigma):
+        raise ValueError(f"sigma: expected one noise level (a scalar), got shape {np.shape(sigma)}")
+    return _ve_prior(key, n, tuple(int(d) for d in dims), sigma, mean, covariance)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _ve_prior(key, n, shape, sigma, mean, covariance):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     z = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
     if covariance is None:

@@ -16,6 +16,7 @@ from scorelab.samplers._core import (
     AbstractSampler,
     SamplerOutput,
     check_sigmas,
+    checked_options,
     descending_steps,
     option,
     tweedie,
@@ -132,6 +133,7 @@ def _posterior_step(x_0: Array, x_t: Array, sigma_t, sigma_prev, eta, z: Array) 
     return x_0 + jnp.sqrt(sigma_prev**2 - eta**2) / sigma_t * (x_t - x_0) + eta * z
 
 
+@checked_options
 def ddim(sigmas, eta: float = DDIM.eta, final_noise: float = DDIM.final_noise, **renamed) -> DDIM:
     r"""DDIM for VE noise with the tutorial's parameterisation.
 

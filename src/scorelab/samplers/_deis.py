@@ -37,7 +37,13 @@ from typing import ClassVar, NamedTuple
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab.samplers._core import check_positive_int, check_sigmas, descending_steps, option
+from scorelab.samplers._core import (
+    check_positive_int,
+    check_sigmas,
+    checked_options,
+    descending_steps,
+    option,
+)
 from scorelab.samplers._ode import AbstractFlow
 
 
@@ -153,6 +159,7 @@ class DEIS(AbstractNoiseMultistep):
         return chosen
 
 
+@checked_options
 def deis(sigmas, order: int = DEIS.order) -> DEIS:
     r"""DEIS (Zhang & Chen, 2023): Adams-Bashforth on :math:`dx/d\sigma = \varepsilon`, the
     history interpolated by a polynomial in :math:`\log\sigma`.
@@ -215,6 +222,7 @@ class IPNDM(AbstractNoiseMultistep):
         return (sigma_to - sigma_from)[:, None] * table[jnp.minimum(k, self.order - 1)]
 
 
+@checked_options
 def ipndm(sigmas, max_order: int = IPNDM.max_order) -> IPNDM:
     r"""iPNDM (Zhang & Chen, 2023, Sec. 5): Adams-Bashforth on :math:`dx/d\sigma =
     \varepsilon` with the weights of a uniform step, warmed up by lower orders.

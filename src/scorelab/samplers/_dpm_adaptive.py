@@ -46,6 +46,7 @@ from scorelab.samplers._adaptive import AbstractAdaptive
 from scorelab.samplers._core import (
     check_positive_int,
     check_sigmas,
+    checked_options,
     option,
     tweedie,
 )
@@ -155,6 +156,7 @@ class DPMAdaptive(AbstractAdaptive):
         return DPMAdaptiveState(tweedie(score_fn, state.x, sigma)), DPMAdaptiveInfo(one, zero, zero)
 
 
+@checked_options
 def dpm_adaptive(
     sigmas,
     order: int = DPMAdaptive.order,

@@ -25,6 +25,7 @@ from scorelab.samplers._brownian import AbstractNoiseSampler, check_noise_sample
 from scorelab.samplers._core import (
     AbstractSampler,
     check_sigmas,
+    checked_options,
     descending_steps,
     option,
     tweedie,
@@ -262,6 +263,7 @@ def _check(sigmas, eta, s_noise, noise_sampler, max_eta=None) -> Array:
     return sigmas
 
 
+@checked_options
 def dpmpp_3m(sigmas) -> DPMpp3M:
     r"""DPM-Solver++(3M): the three-step multistep solver of the data-prediction ODE.
 
@@ -302,6 +304,7 @@ def dpmpp_3m(sigmas) -> DPMpp3M:
     return DPMpp3M(check_sigmas(sigmas))
 
 
+@checked_options
 def dpmpp_3m_sde(
     sigmas,
     eta: float = DPMpp3MSDE.eta,
@@ -345,6 +348,7 @@ def dpmpp_3m_sde(
     return DPMpp3MSDE(sigmas, noise_sampler, eta, s_noise)
 
 
+@checked_options
 def dpmpp_2m_sde(
     sigmas,
     eta: float = DPMpp2MSDE.eta,
@@ -391,6 +395,7 @@ def dpmpp_2m_sde(
     return DPMpp2MSDE(sigmas, noise_sampler, eta, s_noise, solver_type)
 
 
+@checked_options
 def dpmpp_sde(
     sigmas,
     eta: float = DPMppSDE.eta,
@@ -442,6 +447,7 @@ def dpmpp_sde(
     return DPMppSDE(sigmas, noise_sampler, eta, s_noise, r)
 
 
+@checked_options
 def dpmpp_2s_ancestral(
     sigmas,
     eta: float = DPMpp2SAncestral.eta,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab.samplers._core import check_sigmas, descending_steps, option, tweedie
+from scorelab.samplers._core import check_sigmas, checked_options, descending_steps, option, tweedie
 from scorelab.samplers._dpmpp import AbstractSinglestepDPMpp, _check, ancestral_step
 from scorelab.samplers._ode import (
     AbstractFlow,
@@ -123,6 +123,7 @@ def _check_churn(sigmas, s_churn, s_tmin, s_tmax, s_noise) -> Array:
     return sigmas
 
 
+@checked_options
 def euler_churn(
     sigmas,
     s_churn: float = AbstractChurnFlow.s_churn,
@@ -164,6 +165,7 @@ def euler_churn(
     return EulerChurn(sigmas, s_churn, s_tmin, s_tmax, s_noise)
 
 
+@checked_options
 def dpm_2(
     sigmas,
     s_churn: float = AbstractChurnFlow.s_churn,
@@ -206,6 +208,7 @@ def dpm_2(
     return KDPM2(sigmas, s_churn, s_tmin, s_tmax, s_noise)
 
 
+@checked_options
 def dpm_2_ancestral(
     sigmas,
     eta: float = KDPM2Ancestral.eta,
@@ -331,6 +334,7 @@ class LMS(AbstractFlow):
         return LMSState(x, slopes), None
 
 
+@checked_options
 def lms(sigmas, order: int = LMS.order) -> LMS:
     r"""Linear multistep (Adams-Bashforth on a variable grid) on the probability-flow ODE in
     :math:`\sigma`, k-diffusion's ``sample_lms``.
@@ -436,6 +440,7 @@ class DPMSolver(AbstractFlow):
         return tweedie(score_fn, x, sigma), None
 
 
+@checked_options
 def dpm_solver(sigmas, order: int = DPMSolver.order) -> DPMSolver:
     r"""DPM-Solver-1, -2 or -3 (Lu et al., 2022) with fixed steps on the grid, the building
     block of k-diffusion's ``sample_dpm_fast``.

@@ -25,6 +25,7 @@ from scorelab.samplers._core import (
     AbstractSampler,
     check_positive_int,
     check_sigmas,
+    checked_options,
     option,
 )
 
@@ -74,6 +75,7 @@ class ULA(AbstractLangevin):
         return (jnp.full((self.n_steps,), self.sigma), jnp.full((self.n_steps,), self.step_size))
 
 
+@checked_options
 def ula(
     step_size: float = ULA.step_size, n_steps: int = ULA.n_steps, sigma: float = ULA.sigma
 ) -> ULA:
@@ -141,6 +143,7 @@ class AnnealedLangevin(AbstractLangevin):
         return sigma_steps, self.step_ratio * (sigma_steps / self.sigmas[0]) ** 2
 
 
+@checked_options
 def annealed_langevin(
     sigmas,
     n_steps_per_level: int = AnnealedLangevin.n_steps_per_level,
@@ -286,6 +289,7 @@ class MALA(AbstractSampler):
         return state, MALAInfo(jnp.minimum(1.0, ratio), accept)
 
 
+@checked_options
 def mala(
     log_density_fn,
     step_size: float = MALA.step_size,

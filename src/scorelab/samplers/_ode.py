@@ -28,6 +28,7 @@ from jax import Array
 from scorelab.samplers._core import (
     AbstractSampler,
     check_sigmas,
+    checked_options,
     descending_steps,
     option,
     tweedie,
@@ -108,6 +109,7 @@ class Heun(AbstractSecondOrderFlow):
         return _flow_step(score_fn, x, sigma, sigma_next, False), None
 
 
+@checked_options
 def euler(sigmas) -> Euler:
     r"""Euler's method on the probability-flow ODE in :math:`\sigma`.
 
@@ -137,6 +139,7 @@ def euler(sigmas) -> Euler:
     return Euler(check_sigmas(sigmas))
 
 
+@checked_options
 def heun(sigmas) -> Heun:
     r"""Heun's second-order method on the probability-flow ODE (Karras et al., 2022, Alg. 1).
 
@@ -246,6 +249,7 @@ class EDM(AbstractSecondOrderFlow):
         return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
 
 
+@checked_options
 def edm(
     sigmas,
     s_churn: float = EDM.s_churn,
@@ -339,6 +343,7 @@ class DPMpp2M(AbstractFlow):
         return state._replace(x=tweedie(score_fn, state.x, sigma)), None
 
 
+@checked_options
 def dpmpp_2m(sigmas) -> DPMpp2M:
     r"""DPM-Solver++(2M): second-order multistep solver for the data-prediction ODE in
     :math:`\lambda = -\log\sigma`.

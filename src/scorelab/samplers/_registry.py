@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from scorelab._validate import check_int
 from scorelab.samplers._adaptive import dopri5, tsit5
 from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
 from scorelab.samplers._ddim import check_renamed, ddim
@@ -236,8 +237,10 @@ def budget_levels(name: str, nfe: int, options: dict[str, Any] | None = None) ->
         an adaptive one (``tsit5``, ``dopri5``).
 
     Raises:
-        ValueError: for an unknown ``name`` or an option the sampler does not take.
+        ValueError: for an unknown ``name``, an option the sampler does not take, or an
+            ``nfe`` that is not a positive integer (-5 returned -5 levels).
     """
+    check_int("nfe", nfe, 1)
     return _kind_of(name).levels(nfe, sampler_options(name, options))
 
 

@@ -31,7 +31,13 @@ from typing import ClassVar
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab.samplers._core import check_positive_int, check_sigmas, descending_steps, option
+from scorelab.samplers._core import (
+    check_positive_int,
+    check_sigmas,
+    checked_options,
+    descending_steps,
+    option,
+)
 from scorelab.samplers._ode import AbstractSecondOrderFlow, _flow_step
 
 RESTART_RHO = 7.0
@@ -104,6 +110,7 @@ class Restart(AbstractSecondOrderFlow):
         return (nfe + 1) // 2 - options["n_restarts"] * options["restart_steps"]
 
 
+@checked_options
 def restart(
     sigmas,
     restart_sigma_min: float = Restart.restart_sigma_min,

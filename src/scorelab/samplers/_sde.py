@@ -27,7 +27,13 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab.samplers._core import AbstractSampler, check_sigmas, descending_steps, option
+from scorelab.samplers._core import (
+    AbstractSampler,
+    check_sigmas,
+    checked_options,
+    descending_steps,
+    option,
+)
 from scorelab.samplers._langevin import langevin_update
 
 DEFAULT_SNR = 0.16
@@ -93,6 +99,7 @@ class Ancestral(AbstractReverseDiffusion):
         return jnp.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)) / sigma_from * self.s_noise
 
 
+@checked_options
 def euler_maruyama(sigmas) -> EulerMaruyama:
     r"""Euler-Maruyama on the reverse VE SDE, in :math:`\sigma`-space.
 
@@ -124,6 +131,7 @@ def euler_maruyama(sigmas) -> EulerMaruyama:
     return EulerMaruyama(check_sigmas(sigmas))
 
 
+@checked_options
 def ancestral(sigmas, s_noise: float = Ancestral.s_noise) -> Ancestral:
     r"""Ancestral sampling (DDPM) for VE noise: a draw from the Bayes posterior of each step.
 
@@ -203,6 +211,7 @@ class PredictorCorrector(AbstractReverseDiffusion):
         return _predictor_step(score_fn, x, sigma, sigma_next, scale, noise(self.n_corrector)), None
 
 
+@checked_options
 def predictor_corrector(
     sigmas,
     n_corrector: int = PredictorCorrector.n_corrector,

@@ -36,6 +36,7 @@ from jax import Array
 from scorelab.samplers._core import (
     check_positive_int,
     check_sigmas,
+    checked_options,
     descending_steps,
     option,
     tweedie,
@@ -179,6 +180,7 @@ class UniPC(AbstractFlow):
         return state._replace(x=tweedie(score_fn, state.x, sigma)), None
 
 
+@checked_options
 def unipc(sigmas, order: int = UniPC.order, solver_type: str = UniPC.solver_type) -> UniPC:
     r"""UniPC (Zhao et al., 2023): UniP-:math:`p` predictor and UniC corrector on the data
     prediction, in :math:`\lambda = -\log\sigma`.
