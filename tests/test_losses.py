@@ -497,3 +497,24 @@ def test_losses_are_per_example(name, key):
     losses, single = batch_and_single(keys, x)
     assert losses.shape == (5,) and bool(jnp.all(jnp.isfinite(losses)))
     np.testing.assert_allclose(losses[1], single, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["hyvarinen", "hutchinson", "sliced"])
+def test_trace_losses_take_an_image_shaped_example(loss):
+    """A ``(1, 2, 2)`` example of the standard normal, score ``-x``: ``tr J = -4`` and
+    ``v^T J v = -|v|^2``, so the exact loss is ``-4 + |x|^2 / 2``, and Hutchinson's
+    Rademacher probes (``|v|^2 = 4``) give it exactly. A ``(1, 8, 8)`` digit met ``(8,)``
+    probes and failed inside ``jax.linearize`` ("scorelab train --data digits --loss
+    hyvarinen")."""
+    x = jnp.arange(4.0).reshape(1, 2, 2) / 4.0
+    exact = -4.0 + 0.5 * float(jnp.sum(x**2))
+    fn = {
+        "hyvarinen": hyvarinen_loss,
+        "hutchinson": hutchinson_loss,
+        "sliced": partial(sliced_score_matching_loss, variance_reduction=True),
+    }[loss]
+    value = fn(jax.random.key(0), lambda y, sigma: -y, x)
+    flat = fn(jax.random.key(0), lambda y, sigma: -y, x.reshape(-1))
+    np.testing.assert_allclose(value, flat, rtol=1e-6)
+    if loss != "sliced":  # Gaussian projections: exact only in expectation
+        np.testing.assert_allclose(value, exact, rtol=1e-6)

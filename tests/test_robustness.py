@@ -2012,3 +2012,29 @@ def test_evaluate_of_coincident_points_says_so(tmp_path, capsys):
     path = tmp_path / "z.npy"
     np.save(path, np.zeros((10, 3), np.float32))
     _fails(["evaluate", path, "--data", path], capsys, "coincide", "check the samples")
+
+
+def test_a_closed_stderr_silences_the_progress_bar_instead_of_failing(tmp_path):
+    # 2>&- : tqdm wrote to sys.stderr = None, an AttributeError and "internal error", exit 1
+    script = Path(sys.executable).with_name("scorelab")
+    result = subprocess.run(
+        f"{script} train --steps 3 --out run 2>&-", shell=True, cwd=tmp_path,
+        capture_output=False, stdout=subprocess.PIPE, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert (tmp_path / "run" / "model.eqx").is_file()
+
+
+def test_jax_debug_nans_is_a_user_error_naming_the_variable():
+    # JAX_DEBUG_NANS=1 made a diverging run "internal error (a bug in scorelab)", exit 1
+    from scorelab.cli import _user_error
+
+    message = _user_error(FloatingPointError("invalid value (nan) encountered in scan"))
+    assert message.startswith("invalid value (nan) encountered in scan (JAX_DEBUG_NANS is set)")
+
+
+def test_processes_refuse_an_indivisible_batch_before_starting_any(tmp_path, capsys):
+    # refused after 35 s, once per started process, naming batch_size
+    argv = ["train", "--processes", 2, "--batch-size", 3, "--steps", 4, "--out", tmp_path / "r"]
+    _fails(argv, capsys, "--batch-size (train.batch_size): 3 is not divisible by --processes 2")
+    assert not (tmp_path / "r").exists()

@@ -259,3 +259,19 @@ def test_a_folder_that_is_not_a_run_is_never_cleared(tmp_path):
     with pytest.raises(ValueError, match="is a file, not a run directory"):
         with prepare_run_dir(tmp_path / "file"):
             pass
+
+
+def test_a_run_of_another_job_is_neither_resumed_nor_replaced(tmp_path):
+    """``train --out DEMO --overwrite`` deleted a whole demo (three models, figures, metrics),
+    after ``--resume`` had said "drop --resume" and the plain command "resume it": each job's
+    manifest records the job, and another job refuses its folder whatever the flags."""
+    with prepare_run_dir(tmp_path / "run", job="demo") as folder:
+        (folder / "demo.json").write_text("{}")
+        (folder / "manifest.json").write_text(json.dumps(manifest({}, job="demo")))
+    for flags in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(RunExistsError, match="holds a scorelab demo run, not a train run"):
+            with prepare_run_dir(tmp_path / "run", job="train", **flags):
+                pass
+    assert (tmp_path / "run" / "demo.json").is_file()
+    with prepare_run_dir(tmp_path / "run", job="demo", overwrite=True):  # its own job may
+        pass

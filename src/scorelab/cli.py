@@ -279,7 +279,14 @@ def _cmd_train(args) -> int:
         check_memory("--processes", args.processes * 2.0**29, "start fewer processes")
         # The launcher checks the configuration once (one error line, not one per process),
         # then runs the same command line in each process, which joins the job below.
-        _experiment(args, _TRAIN_FLAGS)
+        config = _experiment(args, _TRAIN_FLAGS)
+        batch = config.train.batch_size
+        if batch is not None and batch % args.processes:  # refused once, before any start
+            raise ValueError(
+                f"--batch-size (train.batch_size): {batch} is not divisible by --processes "
+                f"{args.processes}, over which the batch is sharded; choose a multiple of "
+                f"{args.processes}"
+            )
         return launch_local([sys.executable, "-m", "scorelab.cli", *args.argv], args.processes)
     if args.processes is not None and os.environ.get("JAX_NUM_PROCESSES") != str(args.processes):
         raise ValueError(
@@ -455,7 +462,9 @@ def _cmd_demo(args) -> int:
         settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
     out = _demo_dir(args, "demo")
     inputs = () if args.settings is None else (args.settings,)
-    with prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs):
+    with prepare_run_dir(
+        out, resume=args.resume, overwrite=args.overwrite, inputs=inputs, job="demo"
+    ):
         run_demo(settings, out, progress=not args.quiet, resume=args.resume)
     return 0
 
@@ -473,7 +482,9 @@ def _image_demo(args) -> int:
         settings = ImageDemoSettings.from_dict(load_config(args.settings))
     out = _demo_dir(args, "demo-images")
     inputs = () if args.settings is None else (args.settings,)
-    with prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs):
+    with prepare_run_dir(
+        out, resume=args.resume, overwrite=args.overwrite, inputs=inputs, job="demo images"
+    ):
         results = run_image_demo(settings, out, progress=not args.quiet, resume=args.resume)
     print(Report(results["rows"], results["floors"]).text())
     print(f"\nwrote {out} in {results['seconds']:.0f} s")
@@ -963,6 +974,11 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
 
     if isinstance(error, ValueError | NonFiniteLossError):  # every input check raises these
         return first_line(error)
+    if isinstance(error, FloatingPointError):  # JAX_DEBUG_NANS stops at the first NaN
+        return (
+            f"{first_line(error)} (JAX_DEBUG_NANS is set); unset it for scorelab's own check "
+            "of non-finite values, which names the step and the remedy"
+        )
     if isinstance(error, OSError):
         # A rename (an atomic write's last step) names its destination second: the user's path.
         filename = error.filename2 or error.filename
@@ -1183,6 +1199,8 @@ def main(argv: list[str] | None = None) -> int:
         SystemExit: from argparse, status 0 for ``--help``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stderr is None:  # closed (2>&-): progress bars and messages go nowhere, as asked
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process's own stream
     parser = _parser(argv)
     try:
         args = parser.parse_args(argv)

@@ -611,7 +611,9 @@ def run_demo(
     results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
     results["seconds"] = time.perf_counter() - started
     write_json(out_dir / "metrics.json", results)
-    record = manifest(settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"])
+    record = manifest(
+        settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"], job="demo"
+    )
     write_json(out_dir / "manifest.json", record)
     print(summary_table(results))
     print(f"\nwrote {out_dir} in {results['seconds']:.0f} s")

@@ -268,7 +268,9 @@ def run_image_demo(
     write_json(out_dir / "metrics.json", results)
     write_json(out_dir / "demo.json", settings.to_dict())
     plot_image_demo(out_dir, out_dir / "figures", results=results, losses=result.losses)
-    record = manifest(settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"])
+    record = manifest(
+        settings.to_dict(), seed=settings.seed, wall_seconds=results["seconds"], job="demo images"
+    )
     write_json(out_dir / "manifest.json", record)
     return results
 

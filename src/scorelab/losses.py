@@ -116,9 +116,14 @@ def _score_and_quadratic_forms(
     r"""Return :math:`s(x)` ``(d,)`` and :math:`v_k^\top J(x) v_k` ``(n,)`` for probes ``(n, d)``.
 
     The score is linearised once at ``x`` and its Jacobian-vector product applied to each
-    probe: ``n`` forward-mode products sharing one forward pass, never a full Jacobian.
+    probe: ``n`` forward-mode products sharing one forward pass, never a full Jacobian. An
+    example of any shape (an image ``(C, H, W)``) is taken flat, ``d = x.size``, as the
+    probes are (a ``(1, 8, 8)`` image met ``(8,)`` probes and failed inside ``linearize``).
     """
-    score, score_jvp = jax.linearize(lambda y: score_fn(y, sigma), x)
+    shape = x.shape
+    score, score_jvp = jax.linearize(
+        lambda y: jnp.ravel(score_fn(y.reshape(shape), sigma)), jnp.ravel(x)
+    )
     # Full float32 on every backend (a no-op on a CPU): vmapped over probes this dot is a
     # batched matmul, which a GPU's default precision may round to TF32 (10-bit mantissa),
     # and the likelihood integrates these forms over the whole ODE solve.
@@ -128,10 +133,11 @@ def _score_and_quadratic_forms(
 
 
 def _draw_probes(key: Array, n: int, x: Array, probe: str) -> Array:
-    """``n`` probes of dimension ``d``, shape ``(n, d)``; each has E[v v^T] = I."""
+    """``n`` probes of the flat example, shape ``(n, d)`` with ``d = x.size``; each has
+    E[v v^T] = I."""
     if probe == "rademacher":
-        return jax.random.rademacher(key, (n, x.shape[-1]), x.dtype)
-    return jax.random.normal(key, (n, x.shape[-1]), x.dtype)
+        return jax.random.rademacher(key, (n, x.size), x.dtype)
+    return jax.random.normal(key, (n, x.size), x.dtype)
 
 
 # --- score matching on the data -------------------------------------------------------------
@@ -164,7 +170,7 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
         Matching. JMLR 6, 695-709 (eq. 4). https://jmlr.org/papers/v6/hyvarinen05a.html
     """
     del key  # deterministic
-    basis = jnp.eye(x.shape[-1], dtype=x.dtype)
+    basis = jnp.eye(x.size, dtype=x.dtype)
     score, diagonal = _score_and_quadratic_forms(score_fn, x, sigma, basis)
     return jnp.sum(diagonal) + 0.5 * jnp.dot(score, score)
 

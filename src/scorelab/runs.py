@@ -77,6 +77,7 @@ def prepare_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike] = (),
+    job: str | None = None,
 ) -> Iterator[Path]:
     """Claim ``path`` for a run: lock it for this process and check what it holds.
 
@@ -99,6 +100,9 @@ def prepare_run_dir(
         path: the run directory (``scorelab train --out``); created if missing.
         resume: the caller will continue the run in ``path``.
         overwrite: delete the run in ``path`` and start afresh.
+        job: the command writing the run (``"train"``, ``"demo"``, ``"sweep"``), recorded in
+            its manifests: a run of another job is refused, never resumed or deleted (a
+            ``train --out DEMO --overwrite`` deleted a whole demo).
         inputs: the files the job reads (its configuration, data, a model): ``overwrite``
             refuses to delete a run that holds one of them.
 
@@ -123,7 +127,7 @@ def prepare_run_dir(
         yield path
         return
     try:
-        lock = _claim(path, resume, overwrite, inputs)
+        lock = _claim(path, resume, overwrite, inputs, job)
     except Exception:
         primary_value(False)
         raise
@@ -191,7 +195,9 @@ def _unclaim(path: Path) -> None:
                 checkpoints.rmdir()
 
 
-def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> filelock.FileLock:
+def _claim(
+    path: Path, resume: bool, overwrite: bool, inputs: Sequence = (), job: str | None = None
+) -> filelock.FileLock:
     """:func:`prepare_run_dir`'s checks; the lock, acquired, when they pass."""
     if resume and overwrite:
         raise ValueError(f"{path}: resume and overwrite exclude each other; choose one")
@@ -215,6 +221,12 @@ def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> 
                 f"{path} is not empty and holds no scorelab run (no scorelab {_MANIFEST}); "
                 "choose an empty or new output path"
             )
+        theirs = _job(path) if entries else None
+        if job is not None and theirs is not None and theirs != job:
+            raise RunExistsError(
+                f"{path} holds a scorelab {theirs} run, not a {job} run; choose another output "
+                "path (this command neither resumes nor replaces it)"
+            )
         if entries and not (resume or overwrite):
             raise RunExistsError(
                 f"{path} already holds a run; resume it (--resume), replace it (--overwrite), "
@@ -235,11 +247,21 @@ def _claim(path: Path, resume: bool, overwrite: bool, inputs: Sequence = ()) -> 
                 else:
                     entry.unlink()
         if not entries or overwrite:
-            write_json(path / _MANIFEST, manifest(None, provisional=True))
+            write_json(path / _MANIFEST, manifest(None, provisional=True, job=job))
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def _job(path: Path) -> str | None:
+    """The job recorded in the manifest of the run in ``path`` (``None``: none recorded, as in
+    runs written before jobs were, or no readable manifest)."""
+    try:
+        record = read_json(path / _MANIFEST)
+    except (OSError, ValueError):
+        return None
+    return record.get("job") if isinstance(record, dict) else None
 
 
 def has_checkpoints(path: str | os.PathLike) -> bool:

@@ -757,7 +757,7 @@ def save(result: SweepResult, out_dir) -> list[Path]:
         "rows": result.rows,
     }
     write_json(out_dir / "sweep.json", payload)
-    write_json(out_dir / "manifest.json", manifest(result.settings))
+    write_json(out_dir / "manifest.json", manifest(result.settings, job="sweep"))
     return [out_dir / "sweep.csv", out_dir / "sweep.json", out_dir / "manifest.json"]
 
 
@@ -933,7 +933,9 @@ def run_sweep(
         rows_so_far.append(row)
         save_partial(out, about, rows_so_far)
 
-    with prepare_run_dir(out, resume=resume, overwrite=overwrite, inputs=list(inputs)) as folder:
+    with prepare_run_dir(
+        out, resume=resume, overwrite=overwrite, inputs=list(inputs), job="sweep"
+    ) as folder:
         if resume:
             if (folder / "sweep.json").is_file():
                 raise ValueError(f"--resume: {folder} holds a finished sweep; nothing to continue")

@@ -237,7 +237,9 @@ def train_run(
     inputs = (*inputs, source) if source.exists() else tuple(inputs)
     # In a multi-process job every process trains and joins in the collective checkpoint
     # writes; process 0 alone holds the run directory and writes the rest.
-    with prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, inputs=inputs) as out_dir:
+    with prepare_run_dir(
+        out_dir, resume=resume, overwrite=overwrite, inputs=inputs, job="train"
+    ) as out_dir:
         _check_run_outputs(out_dir)
         result = train(
             jax.random.key(config.train.seed) if train_key is None else train_key,
@@ -264,6 +266,7 @@ def train_run(
             config.to_dict(),
             data_shape=list(data.shape),
             wall_seconds=time.perf_counter() - started,
+            job="train",
             **manifest_extra,
         )
         write_json(out_dir / "manifest.json", record)
