@@ -238,3 +238,21 @@ def test_saving_what_is_not_an_equinox_module_names_the_model(model, tmp_path):
     with pytest.raises(TypeError, match="model: expected an equinox.Module instance"):
         save_model(tmp_path / "m", model)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_checkpoint_that_does_not_fit_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    """A full disk made orbax's threads print dozens of tracebacks and end in a tensorstore
+    message; the free space is checked first, and the error is the OS's, naming the folder."""
+    import collections
+    import errno
+
+    import scorelab.checkpoints as checkpoints
+
+    manager = open_checkpoints(tmp_path / "checkpoints")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda path: usage(100, 100, 0))
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(manager, 1, {"w": jnp.ones(4)}, {})
+    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.filename == str(tmp_path / "checkpoints")
+    assert manager.all_steps() == []

@@ -19,11 +19,15 @@ Two formats, for two purposes:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import inspect
 import io
 import json
+import os
+import re
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -100,14 +104,31 @@ def save_checkpoint(
     ``state``) and ``metadata_sha256`` (of the metadata before it), which
     :func:`restore_checkpoint` checks and removes. Non-finite floats in ``metadata`` are
     stored as ``None``.
+
+    Raises:
+        OSError: ``ENOSPC`` naming the checkpoint directory, before anything is written, when
+            its disk has less room than the state's bytes (orbax's failed write printed
+            dozens of tracebacks from its threads, and ended in a tensorstore message); or
+            ``ENOSPC``/``EFBIG`` when orbax's write fails on them all the same.
     """
     metadata = jsonable({**metadata, "state_sha256": tree_sha256(state)})
     metadata["metadata_sha256"] = _json_sha256(metadata)
+    needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
+    directory = Path(manager.directory)
+    if shutil.disk_usage(directory).free < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
-    manager.save(step, args=args)
-    manager.wait_until_finished()
+    try:
+        manager.save(step, args=args)
+        manager.wait_until_finished()
+    except (ValueError, OSError) as error:  # tensorstore's write errors name the OS's code
+        code = re.search(r"os_error_code='(\d+)'", str(error))
+        if code is None or int(code.group(1)) not in (errno.ENOSPC, errno.EFBIG):
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(directory)) from error
 
 
 def _restore_intact(
