@@ -133,7 +133,7 @@ class TrainConfig:
         # The run keeps every step's loss (float32, and its checkpointed copy): 10**20 steps
         # was numpy's 'Maximum allowed dimension exceeded', 10**12 an 'out of memory' naming
         # the batch size.
-        check_memory("steps", 8.0 * self.steps, "train fewer steps (--steps)")
+        check_memory("steps", 8.0 * self.steps, "train fewer steps")
         check_real("learning_rate", self.learning_rate, "a number > 0", lambda v: v > 0)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
