@@ -1233,7 +1233,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            message = _by_flag(message, parser, args.command)
+            if not isinstance(error, OSError):  # an OSError's message starts with its path
+                message = _by_flag(message, parser, args.command)
             print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
             return 2
 

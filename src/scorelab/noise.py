@@ -278,6 +278,16 @@ GRIDS = ("geometric", "karras", "vp", "polyexponential")
 RHO_GRIDS = ("karras", "polyexponential")
 """The grids of :data:`GRIDS` that ``rho`` shapes; the others ignore it."""
 
+
+def check_rho_shapes(field: str, grid: str, error: type[ValueError] = ValueError) -> None:
+    """Refuse a ``rho`` given (as ``field``) for a ``grid`` it does not shape: ``--rho 3`` on
+    the geometric grid sampled the geometric grid and said nothing."""
+    if grid not in RHO_GRIDS:
+        raise error(
+            f"{field}: the {grid!r} grid has no rho (it shapes the {' and '.join(RHO_GRIDS)} "
+            "grids); leave it out, or choose one of those"
+        )
+
 AYS_PREFIX = "ays:"
 """``ays:NAME`` names a grid bundled with scorelab (``scorelab/grids/NAME.json``)."""
 

@@ -54,7 +54,7 @@ from scorelab.image_metrics import image_measure
 from scorelab.models import ExactScore, NoiseConditionalMLP
 from scorelab.noise import (
     GRIDS,
-    RHO_GRIDS,
+    check_rho_shapes,
     is_saved_grid,
     saved_grid_path,
     sigma_grid,
@@ -875,11 +875,8 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
         raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
     values = with_saved_range({**table, **(overrides or {})})  # as scorelab sample's
     settings = SweepSettings.from_dict(values)
-    if "rho" in values and settings.grid not in RHO_GRIDS:  # read, then ignored
-        raise ConfigError(
-            f"sweep.rho: the {settings.grid!r} grid has no rho (it shapes the "
-            f"{' and '.join(RHO_GRIDS)} grids); leave it out, or choose one of those"
-        )
+    if "rho" in values:  # read, then ignored on a grid it does not shape
+        check_rho_shapes("sweep.rho", settings.grid, ConfigError)
     if settings.target not in TARGETS:
         accepted = ", ".join(TARGETS)
         raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")

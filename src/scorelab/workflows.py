@@ -43,7 +43,7 @@ from scorelab.data import (
 )
 from scorelab.distributed import is_primary
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
-from scorelab.noise import RHO_GRIDS
+from scorelab.noise import check_rho_shapes
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import (
@@ -159,11 +159,8 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
                 f"{name}: sampler {config.sampler.name!r} samples at one noise level "
                 "(sampler.options.sigma), not on a grid; leave it out"
             )
-        if name == "sampler.rho" and config.sampler.grid not in RHO_GRIDS:
-            raise ConfigError(
-                f"{name}: the {config.sampler.grid!r} grid has no rho (it shapes the "
-                f"{' and '.join(RHO_GRIDS)} grids); leave it out, or choose one of those"
-            )
+        if name == "sampler.rho":
+            check_rho_shapes(name, config.sampler.grid, ConfigError)
 
 
 def train_run(
