@@ -292,3 +292,71 @@ def test_a_network_score_matches_an_independent_float64_solve():
         reference = float(_gaussian_log_prob(y_T, SIGMA_MAX**2) + integral)
     np.testing.assert_allclose(out.latent[0], y_T, rtol=1e-4)
     assert abs(float(out.log_prob[0]) - reference) < _ode_tolerance(rtol, 3)
+
+
+# --- argument checks -----------------------------------------------------------------------------
+
+
+def _unit_score(x, sigma):
+    return -x / (1.0 + sigma**2)
+
+
+@pytest.mark.parametrize(
+    "dim, bin_width, message",
+    [
+        (2, 0.0, "bin_width: expected"),
+        (2, -0.1, "bin_width: expected"),
+        (2, float("nan"), "bin_width: expected"),
+        (-2, 0.1, "dim: expected an integer >= 1"),
+        (0, 0.1, "dim: expected an integer >= 1"),
+        (2.5, 0.1, "dim: expected an integer >= 1"),
+    ],
+)
+def test_bits_per_dim_names_a_bad_argument(dim, bin_width, message):
+    """``bin_width = 0`` raised Python's bare 'math domain error'; ``dim = -2`` gave 1.16."""
+    with pytest.raises(ValueError, match=message):
+        bits_per_dim(-3.0, dim, bin_width)
+
+
+@pytest.mark.parametrize("bin_width", [-1.0, 0.0, float("inf")])
+def test_dequantise_rejects_a_bad_bin_width(bin_width):
+    with pytest.raises(ValueError, match="bin_width: expected"):
+        dequantise(jax.random.key(0), jnp.zeros(3), bin_width)
+
+
+def test_log_likelihood_names_non_finite_points_and_out_of_range_levels():
+    """A NaN point, or sigma_max = 1e30, ran the solve to max_steps, whose message blamed the
+    tolerances."""
+    points = jnp.array([[0.1, 0.2], [jnp.nan, 0.0]])
+    with pytest.raises(ValueError, match="points: contains NaN or infinite values"):
+        log_likelihood(jax.random.key(0), _unit_score, points)
+    with pytest.raises(ValueError, match="x: contains NaN or infinite values"):
+        ode_log_likelihood(jax.random.key(0), _unit_score, jnp.array([jnp.inf, 0.0]))
+    good = jnp.zeros((1, 2))
+    with pytest.raises(ValueError, match="sigma_max: 1e\\+30 is beyond"):
+        log_likelihood(jax.random.key(0), _unit_score, good, sigma_max=1e30)
+    with pytest.raises(ValueError, match="sigma_min: 1e-50 is below"):
+        log_likelihood(jax.random.key(0), _unit_score, good, sigma_min=1e-50)
+
+
+def test_log_likelihood_of_no_points_is_empty():
+    """A zero-size batch failed inside diffrax ('zero-size array to reduction operation');
+    the results of no points are empty arrays, and the options are still checked."""
+    out = log_likelihood(jax.random.key(0), _unit_score, jnp.zeros((0, 2)))
+    assert out.log_prob.shape == (0,) and out.latent.shape == (0, 2) and out.nfe.shape == (0,)
+    assert out.log_prob.dtype == jnp.float32 and out.nfe.dtype == jnp.int32
+    bpd, _ = dequantised_bits_per_dim(jax.random.key(0), _unit_score, jnp.zeros((0, 2)))
+    assert bpd.shape == (0,)
+    with pytest.raises(ValueError, match="rtol: expected"):
+        log_likelihood(jax.random.key(0), _unit_score, jnp.zeros((0, 2)), rtol=2.0)
+
+
+def test_likelihood_takes_lists_and_integer_points_as_floats():
+    """``ode_log_likelihood`` of a list had no ``.shape``; integer points failed in
+    ``jax.linearize``."""
+    key = jax.random.key(0)
+    want = ode_log_likelihood(key, _unit_score, jnp.array([1.0, 2.0]))
+    got = ode_log_likelihood(key, _unit_score, [1.0, 2.0])
+    np.testing.assert_array_equal(got.log_prob, want.log_prob)
+    batch = log_likelihood(key, _unit_score, jnp.array([[1, 2]]))
+    assert batch.log_prob.dtype == jnp.float32 and np.isfinite(batch.log_prob).all()

@@ -518,3 +518,74 @@ def test_trace_losses_take_an_image_shaped_example(loss):
     np.testing.assert_allclose(value, flat, rtol=1e-6)
     if loss != "sliced":  # Gaussian projections: exact only in expectation
         np.testing.assert_allclose(value, exact, rtol=1e-6)
+
+
+# --- argument checks -----------------------------------------------------------------------------
+
+
+def _linear_score(x, sigma):
+    return -x
+
+
+@pytest.mark.parametrize("sigma_data", [-1.0, 0.0, float("nan"), float("inf")])
+def test_edm_weighting_rejects_a_bad_sigma_data(sigma_data):
+    """A negative ``sigma_data`` was squared away (weight 2.0), zero divided by zero."""
+    from scorelab.losses import edm_weighting
+
+    with pytest.raises(ValueError, match="sigma_data: expected"):
+        edm_weighting(1.0, sigma_data)
+    assert float(jax.jit(edm_weighting)(1.0, 0.5)) == pytest.approx(5.0)  # traced: unchecked
+
+
+@pytest.mark.parametrize("p_mean", [float("nan"), float("inf")])
+def test_training_sigmas_reject_a_non_finite_p_mean(p_mean):
+    """p_std was checked and p_mean was not: a NaN mean gave NaN sigmas and a NaN loss."""
+    with pytest.raises(ValueError, match="p_mean: expected"):
+        sample_training_sigmas(jax.random.key(0), (4,), p_mean=p_mean)
+    with pytest.raises(ValueError, match="p_mean: expected"):
+        ncsn_loss(jax.random.key(0), _linear_score, jnp.ones(2), p_mean=p_mean)
+
+
+@pytest.mark.parametrize(
+    "shape, error",
+    [((-1,), ValueError), ((2, -3), ValueError), ((2.5,), ValueError), (4.0, TypeError)],
+)
+def test_training_sigmas_name_a_bad_shape(shape, error):
+    """``(-1,)`` failed inside MLIR with 'Invalid type'."""
+    with pytest.raises(error, match="shape: expected a tuple of integers >= 0"):
+        sample_training_sigmas(jax.random.key(0), shape)
+    assert sample_training_sigmas(jax.random.key(0), [0]).shape == (0,)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -0.5, float("nan"), float("inf"), np.float32(0.0)])
+def test_dsm_loss_rejects_a_concrete_sigma_not_positive(sigma):
+    """``sigma = 0`` returned an infinite loss."""
+    with pytest.raises(ValueError, match="sigma: expected"):
+        dsm_loss(jax.random.key(0), _linear_score, jnp.ones(2), sigma=sigma)
+
+
+def test_dsm_loss_rejects_a_vector_sigma_even_traced():
+    """A vector sigma was applied per dimension; the shape is static, so it is caught under
+    jit as well, while a traced scalar sigma is not value-checked."""
+    with pytest.raises(ValueError, match=r"sigma: expected a scalar noise level, got shape \(2,\)"):
+        dsm_loss(jax.random.key(0), _linear_score, jnp.ones(2), sigma=jnp.array([0.5, 0.5]))
+    jitted = jax.jit(lambda x, s: dsm_loss(jax.random.key(0), _linear_score, x, sigma=s))
+    with pytest.raises(ValueError, match="sigma: expected a scalar noise level"):
+        jitted(jnp.ones(2), jnp.array([0.5, 0.5]))
+    assert np.isfinite(jitted(jnp.ones(2), 0.5))
+    batch = jax.vmap(lambda x, s: dsm_loss(jax.random.key(0), _linear_score, x, sigma=s))
+    assert batch(jnp.ones((3, 2)), jnp.full(3, 0.5)).shape == (3,)
+
+
+def test_losses_take_lists_and_integer_examples_as_floats():
+    """An integer x failed in ``jax.linearize`` ('tangent values inconsistent with the primal');
+    a list x had no ``.shape``. Both are taken as JAX's default float."""
+    key = jax.random.key(0)
+    floats = jnp.array([1.0, 2.0])
+    for loss in (hyvarinen_loss, hutchinson_loss, sliced_score_matching_loss):
+        want = loss(key, _linear_score, floats)
+        np.testing.assert_array_equal(loss(key, _linear_score, jnp.array([1, 2])), want)
+        np.testing.assert_array_equal(loss(key, _linear_score, [1.0, 2.0]), want)
+    want = dsm_loss(key, _linear_score, floats, sigma=0.5)
+    np.testing.assert_array_equal(dsm_loss(key, _linear_score, [1.0, 2.0], sigma=0.5), want)
+    np.testing.assert_array_equal(dsm_loss(key, _linear_score, jnp.array([1, 2]), sigma=0.5), want)

@@ -156,3 +156,40 @@ def test_positional_embedding_is_edms_sinusoids_and_the_option_is_checked():
         positional_embedding(0.5, channels=7)
     with pytest.raises(ValueError, match="noise_embedding: unknown value 'fourier'; accepted"):
         ConditionalMLP(jax.random.key(0), noise_embedding="fourier")
+
+
+@pytest.mark.parametrize("cls", [MLP, ConditionalMLP, NoiseConditionalMLP])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"dim": -1}, ValueError, "dim: expected an integer >= 1, got -1"),
+        ({"dim": 0}, ValueError, "dim: expected an integer >= 1"),
+        ({"dim": 2.5}, ValueError, "dim: expected an integer >= 1, got 2.5"),
+        ({"widths": ()}, ValueError, r"widths: expected .*integers >= 1.*, got \(\)"),
+        ({"widths": 16}, TypeError, "widths: expected a list or tuple of .*got 16"),
+        ({"widths": "abc"}, TypeError, "widths: expected a list or tuple"),
+        ({"widths": (-4, 8, 8)}, ValueError, "widths: expected an integer >= 1, got -4"),
+        ({"widths": (8, 0, 8)}, ValueError, "widths: expected an integer >= 1, got 0"),
+        ({"widths": (8, 2.5, 8)}, ValueError, "widths: expected an integer >= 1, got 2.5"),
+    ],
+)
+def test_bad_dim_or_widths_name_the_argument(cls, kwargs, error, message):
+    """A bad ``dim`` gave 'math domain error' or an MLIR 'Invalid type', ``widths=()`` an
+    IndexError, ``widths=16`` 'no len()', and ``widths=(0,)`` built a network silently."""
+    with pytest.raises(error, match=message):
+        cls(jax.random.key(0), **kwargs)
+
+
+def test_conditional_widths_need_three_layers_and_accept_a_list():
+    """The conditional body has three hidden layers; a checkpoint's JSON gives widths back as a
+    list, which builds the same network as the tuple."""
+    for cls in (ConditionalMLP, NoiseConditionalMLP):
+        with pytest.raises(ValueError, match=r"widths: expected 3 integers >= 1, got \(8, 8\)"):
+            cls(jax.random.key(0), widths=(8, 8))
+        a, b = cls(jax.random.key(0), widths=[8, 16, 8]), cls(jax.random.key(0), widths=(8, 16, 8))
+        x = jnp.array([0.3, -0.2])
+        np.testing.assert_array_equal(a(x, 0.5), b(x, 0.5))
+    with pytest.raises(ValueError, match=r"widths: expected an integer >= 1, got 0"):
+        MLP(jax.random.key(0), widths=(0,))
+    model = MLP(jax.random.key(0), widths=[4, 4])
+    assert model(jnp.ones(2)).shape == (2,)

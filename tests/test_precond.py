@@ -379,3 +379,19 @@ def test_an_integer_example_is_scored_as_floats():
     as_int, as_float = jnp.array([1, 2]), jnp.array([1.0, 2.0])
     np.testing.assert_array_equal(wrapped(as_int, 0.5), wrapped(as_float, 0.5))
     np.testing.assert_array_equal(wrapped.denoise(as_int, 0.5), wrapped.denoise(as_float, 0.5))
+
+
+@pytest.mark.parametrize("sigma_data", [-1.0, 0.0, float("nan"), float("inf")])
+def test_edm_coefficients_reject_a_bad_sigma_data(sigma_data):
+    """A negative sigma_data gave c_out = -0.707 (EDMPreconditioned checked it, this did not)."""
+    with pytest.raises(ValueError, match="sigma_data: expected"):
+        edm_coefficients(1.0, sigma_data)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), jnp.array([0.5, 0.0])])
+def test_edm_coefficients_reject_a_concrete_sigma_not_positive(sigma):
+    """``sigma = 0`` gave c_noise = -inf; a traced sigma under jit is not value-checked."""
+    with pytest.raises(ValueError, match="sigma: expected"):
+        edm_coefficients(sigma, 0.5)
+    coefficients = jax.jit(edm_coefficients, static_argnums=1)(jnp.float32(0.5), 0.5)
+    assert np.isfinite(coefficients.c_noise)

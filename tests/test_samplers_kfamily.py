@@ -311,3 +311,37 @@ def test_brownian_sde_solutions_converge_as_the_grid_is_refined():
         tree = [final("brownian", n) for n in (17, 33, 65)]
         fresh = [final("gaussian", n) for n in (33, 65)]
     assert gap(tree[2], tree[1]) < gap(tree[1], tree[0]) < 0.1 * gap(fresh[1], fresh[0])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"pcoeff": float("nan")}, "pcoeff: expected"),
+        ({"pcoeff": float("inf")}, "pcoeff: expected"),
+        ({"pcoeff": -1.0}, "pcoeff: expected a number >= 0, got -1.0"),
+        ({"dcoeff": float("nan")}, "dcoeff: expected"),
+        ({"dcoeff": float("-inf")}, "dcoeff: expected"),
+        ({"dcoeff": -1.0}, "dcoeff: expected a number >= 0, got -1.0"),
+        ({"h_init": float("inf")}, "h_init: expected"),
+        ({"icoeff": float("inf")}, "icoeff: expected"),
+    ],
+)
+def test_dpm_adaptive_rejects_bad_controller_options_at_construction(options, message):
+    """These were accepted, and sampling then failed with 'raise max_steps', the wrong remedy."""
+    with pytest.raises(ValueError, match=message):
+        dpm_adaptive(default_sigmas(5), **options)
+    dpm_adaptive(default_sigmas(5), pcoeff=0.3, icoeff=0.3, dcoeff=0.1)  # a PID controller
+
+
+@pytest.mark.parametrize("value", ["2", "two", 2.0, 0, -1, True, None])
+def test_check_positive_int_refuses_strings_and_floats_and_quotes_them(value):
+    """``'2'`` was reported as 'got 2', reading as a valid integer; ``2.0`` was accepted and a
+    string other than digits raised Python's own int() message."""
+    from scorelab.samplers._core import check_positive_int
+
+    with pytest.raises(ValueError, match=f"^n_steps must be a positive integer, got {value!r}$"):
+        check_positive_int("n_steps", value)
+    assert check_positive_int("n_steps", np.int64(7)) == 7
+    assert type(check_positive_int("n_steps", np.int64(7))) is int
+    with pytest.raises(ValueError, match="max_steps must be a positive integer, got 0"):
+        dpm_adaptive(default_sigmas(5), max_steps=0)

@@ -92,3 +92,62 @@ def test_schedules_equal_diffusers_bit_for_bit(schedule, num_train_timesteps, be
     args = (schedule, num_train_timesteps, beta_start, beta_end)
     np.testing.assert_array_equal(vp_betas(*args), reference.betas.numpy())
     np.testing.assert_array_equal(vp_alphas_cumprod(*args), reference.alphas_cumprod.numpy())
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear"])
+@pytest.mark.parametrize(
+    "beta_start, beta_end, name",
+    [
+        (-0.5, 0.02, "beta_start"),
+        (0.0, 0.02, "beta_start"),
+        (float("nan"), 0.02, "beta_start"),
+        (1e-4, 1.5, "beta_end"),
+        (1e-4, 1.0, "beta_end"),
+        (1e-4, float("inf"), "beta_end"),
+    ],
+)
+def test_vp_betas_reject_end_points_outside_zero_one(schedule, beta_start, beta_end, name):
+    """beta_start = -0.5 gave alphas_cumprod above 1; beta_end = 1.5 a NaN epsilon loss."""
+    with pytest.raises(ValueError, match=f"{name}: expected"):
+        vp_alphas_cumprod(schedule, 10, beta_start, beta_end)
+    with pytest.raises(ValueError, match=f"{name}: expected"):
+        vp_betas(schedule, 10, beta_start, beta_end)
+
+
+def test_vp_alpha_sigma_rejects_nan_and_complex():
+    """NaN failed neither ``< 0`` nor ``> 1``; a complex array was compared on its real part."""
+    with pytest.raises(ValueError, match=r"alphas_cumprod: expected entries in \[0, 1\], got nan"):
+        vp_alpha_sigma(np.array([0.5, np.nan]))
+    with pytest.raises(ValueError, match="alphas_cumprod: expected entries in"):
+        vp_alpha_sigma(np.array([0.5, 1.5]))
+    with pytest.raises(TypeError, match="alphas_cumprod: expected real numbers"):
+        vp_alpha_sigma(np.array([0.5 + 0j]))
+
+
+def test_vp_sde_sigma_and_time_reject_negative_concrete_values():
+    """``vp_sde_sigma(-1)`` returned 137.7 and ``vp_sde_time(-1)`` the time of sigma = 1; a
+    traced value under jit is not checked."""
+    import jax
+    import jax.numpy as jnp
+
+    from scorelab.noise import vp_sde_sigma, vp_sde_time
+
+    for bad in (-1.0, np.array([0.5, -1e-4]), float("nan")):
+        with pytest.raises(ValueError, match="t: expected numbers >= 0"):
+            vp_sde_sigma(bad)
+        with pytest.raises(ValueError, match="sigma: expected numbers >= 0"):
+            vp_sde_time(bad)
+    assert float(vp_sde_time(0.0)) == 0.0
+    assert np.isfinite(float(jax.jit(vp_sde_sigma)(jnp.float32(0.5))))
+
+
+def test_sample_ve_noise_takes_a_list():
+    """A list x_0 had no ``.shape``."""
+    import jax
+
+    from scorelab.noise import sample_ve_noise
+
+    key = jax.random.key(0)
+    x_sigma, eps = sample_ve_noise(key, [1.0, 2.0], 1.0)
+    want, _ = sample_ve_noise(key, np.array([1.0, 2.0], np.float32), 1.0)
+    np.testing.assert_array_equal(x_sigma, want)

@@ -55,8 +55,9 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab._validate import check_choice, check_int, check_real
-from scorelab.losses import PROBES, _draw_probes, _score_and_quadratic_forms
+from scorelab.losses import PROBES, _as_example, _draw_probes, _score_and_quadratic_forms
 from scorelab.noise import check_sigma_range
+from scorelab.precond import check_concrete_positive
 from scorelab.samplers import DEFAULT_SIGMA_MAX, DEFAULT_SIGMA_MIN, SolveError
 from scorelab.samplers._adaptive import _NEW_STAGES_PER_STEP, ADAPTIVE_SOLVERS
 from scorelab.samplers._vp import vp_alpha_sigma_from_ve
@@ -201,7 +202,8 @@ def ode_log_likelihood(
         key: draws the probes (unused for the exact trace).
         score_fn: ``score_fn(x, sigma) -> ∇ log q_sigma(x)`` on one example shaped like ``x``,
             scalar ``sigma`` (any score model, e.g. :class:`scorelab.models.ExactScore`).
-        x: one point, any shape (``(d,)`` or an image ``(C, H, W)``); ``d = x.size``.
+        x: one point, any shape (``(d,)`` or an image ``(C, H, W)``); ``d = x.size``. A list
+            or an integer array is taken as an array of JAX's default float.
         sigma_min, sigma_max: the ODE's end levels, ``0 < sigma_min < sigma_max``.
         process: ``"ve"`` or ``"vp"`` (:data:`PROCESSES`).
         n_probes: ``"auto"``, ``"exact"`` or an integer ``K >= 1``.
@@ -217,8 +219,9 @@ def ode_log_likelihood(
     Raises:
         ValueError: for a bad sigma range, an unknown ``process``, ``probe`` or ``solver``,
             ``n_probes`` neither ``"auto"``, ``"exact"`` nor an integer ``>= 1``,
-            ``rtol`` outside (0, 1), non-positive ``atol`` or ``max_steps``, or a ``probe``
-            other than the default beside the exact trace (which draws no probes).
+            ``rtol`` outside (0, 1), non-positive ``atol`` or ``max_steps``, a ``probe``
+            other than the default beside the exact trace (which draws no probes), or a
+            concrete ``x`` with a NaN or infinite entry (a traced one is not checked).
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
@@ -229,6 +232,8 @@ def ode_log_likelihood(
         for Laplacian Smoothing Splines. https://doi.org/10.1080/03610918908812806
     """
     _check_options(sigma_min, sigma_max, process, n_probes, probe, solver, rtol, atol, max_steps)
+    x = _as_example(x)
+    _check_finite("x", x)
     shape = x.shape
     x_flat = jnp.ravel(x)
     dim = x_flat.shape[0]
@@ -291,6 +296,15 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
     compiled solve, an internal error with its traceback before) raised as the samplers'
     :class:`~scorelab.samplers.SolveError`, naming the options (the defaults of
     :func:`ode_log_likelihood` where not given)."""
+    if points.shape[0] == 0:
+        # No points, no solve: empty results of the shapes and dtypes one point would give
+        # (traced once, abstractly, which also checks the options). A zero-size batch failed
+        # inside diffrax with "zero-size array to reduction operation".
+        one = jax.eval_shape(
+            lambda p: _per_point(key, score_fn, p, bin_width, options),
+            jax.ShapeDtypeStruct((1, *points.shape[1:]), points.dtype),
+        )
+        return LikelihoodOutput(*(jnp.zeros((0, *s.shape[1:]), s.dtype) for s in one))
     try:
         return _per_point(key, score_fn, points, bin_width, options)
     except eqx.EquinoxRuntimeError as error:
@@ -305,10 +319,18 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
         ) from error
 
 
+def _check_finite(field: str, x: Array) -> None:
+    """Raise unless the concrete ``x`` is finite; a traced one (under ``jit``) is not checked.
+    A NaN point otherwise ran the solve to ``max_steps``, which blamed the tolerances."""
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{field}: contains NaN or infinite values; give finite points")
+
+
 def _as_points(points) -> Array:
-    points = jnp.asarray(points)
+    points = _as_example(points)
     if points.ndim < 2:
         raise ValueError(f"points must have shape (n, *shape), got {points.shape}")
+    _check_finite("points", points)
     return points
 
 
@@ -332,10 +354,12 @@ def log_likelihood(key: Array, score_fn, points: Array, **options) -> Likelihood
 
     Returns:
         :class:`LikelihoodOutput`: ``log_prob`` ``(n,)``, ``latent`` ``(n, *shape)``, ``nfe``
-        ``(n,)``.
+        ``(n,)``; empty arrays for ``n = 0``. Integer points are taken as JAX's default float.
 
     Raises:
-        ValueError: as :func:`ode_log_likelihood`, or for ``points`` with no leading axis.
+        ValueError: as :func:`ode_log_likelihood`, for ``points`` with no leading axis, or
+            for concrete ``points`` with a NaN or infinite entry (a solve from one used up
+            ``max_steps``, which blamed the tolerances).
         SolveError: a ``ValueError``, when a point's solve uses up ``max_steps``.
     """
     return _solved(key, score_fn, _as_points(points), None, options)
@@ -357,13 +381,19 @@ def dequantise(key: Array, x: Array, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
             for 8-bit images in [-1, 1]; ``1/8`` for :func:`scorelab.targets.digits_mixture`).
 
     Returns:
-        :math:`z`, shaped and typed like ``x``.
+        :math:`z`, shaped like ``x`` and typed like it when it is floating (an integer or a
+        list ``x`` gives JAX's default float).
+
+    Raises:
+        ValueError: ``bin_width`` is not finite and ``> 0`` (a traced one is not checked).
 
     References:
         Theis, L., van den Oord, A. & Bethge, M. (2016). A note on the evaluation of
         generative models. https://arxiv.org/abs/1511.01844
         Ho, J. et al. (2019). Flow++, Sec. 3.1. https://arxiv.org/abs/1902.00275
     """
+    check_concrete_positive("bin_width", bin_width)
+    x = _as_example(x)
     return x + bin_width * jax.random.uniform(key, x.shape, x.dtype)
 
 
@@ -394,16 +424,22 @@ def bits_per_dim(log_prob, dim: int, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
     Args:
         log_prob: log-density(ies) :math:`\log p(z)` in nats, any shape.
         dim: the data dimension :math:`D` (e.g. ``C * H * W``).
-        bin_width: :math:`\Delta`, the spacing of the quantised levels in data units.
+        bin_width: :math:`\Delta`, the spacing of the quantised levels in data units, ``> 0``.
 
     Returns:
         Bits per dimension, shaped like ``log_prob``.
+
+    Raises:
+        ValueError: ``dim`` is not an integer ``>= 1`` or ``bin_width`` not a finite number
+            ``> 0`` (``log`` of it raised Python's bare "math domain error").
 
     References:
         Ho, J. et al. (2019). Flow++, Sec. 3.1. https://arxiv.org/abs/1902.00275
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, App. D.2. https://arxiv.org/abs/2011.13456
     """
+    check_int("dim", dim, 1)
+    check_real("bin_width", bin_width, "a number > 0", lambda v: v > 0)
     return (-jnp.asarray(log_prob) - dim * math.log(bin_width)) / (dim * math.log(2.0))
 
 

@@ -35,6 +35,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -48,6 +49,7 @@ from scorelab.noise import (
     vp_alpha_sigma,
     vp_alphas_cumprod,
 )
+from scorelab.precond import check_concrete_positive
 from scorelab.samplers import ve_sigmas_from_vp
 
 __all__ = [
@@ -107,6 +109,16 @@ def _small_map(fn: Callable[..., Array], *rows: Array) -> Array:
     return jax.vmap(fn)(*rows)
 
 
+def _as_example(x) -> Array:
+    """``x`` as a floating array: a list becomes an array (it had no ``.shape``), an integer
+    array JAX's default float (``jax.linearize`` refused integer primals with an error about
+    tangent values, and ``random.normal`` integer dtypes)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(x, 1.0))
+    return x
+
+
 # --- the Jacobian-trace machinery shared by the three data score-matching losses -------------
 
 
@@ -156,7 +168,7 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
     Args:
         key: unused; kept so every loss has the same signature.
         score_fn: ``score_fn(x, sigma) -> (d,)``.
-        x: one data point, shape ``(d,)``.
+        x: one data point, shape ``(d,)``; an integer ``x`` is taken as JAX's default float.
         sigma: passed unchanged to ``score_fn``. ``None`` (the default) suits unconditional
             models, which ignore it; give a value to score a noise-conditional network at a
             fixed level, or ``sigma=0.0`` for :class:`scorelab.models.ExactScore` (which
@@ -170,6 +182,7 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
         Matching. JMLR 6, 695-709 (eq. 4). https://jmlr.org/papers/v6/hyvarinen05a.html
     """
     del key  # deterministic
+    x = _as_example(x)
     basis = jnp.eye(x.size, dtype=x.dtype)
     score, diagonal = _score_and_quadratic_forms(score_fn, x, sigma, basis)
     return jnp.sum(diagonal) + 0.5 * jnp.dot(score, score)
@@ -203,7 +216,7 @@ def hutchinson_loss(
     Args:
         key: draws the ``(n_probes, d)`` probes.
         score_fn: ``score_fn(x, sigma) -> (d,)``.
-        x: one data point, shape ``(d,)``.
+        x: one data point, shape ``(d,)``; an integer ``x`` is taken as JAX's default float.
         n_probes: number of probes ``n >= 1``.
         probe: ``"rademacher"`` (entries +-1) or ``"gaussian"`` (standard normal).
         sigma: passed unchanged to ``score_fn``; see :func:`hyvarinen_loss`.
@@ -220,6 +233,7 @@ def hutchinson_loss(
     """
     check_int("n_probes", n_probes, 1)
     check_choice("probe", probe, PROBES)
+    x = _as_example(x)
     probes = _draw_probes(key, n_probes, x, probe)
     score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, probes)
     return 0.5 * jnp.dot(score, score) + jnp.mean(quadratic_forms)
@@ -257,7 +271,7 @@ def sliced_score_matching_loss(
     Args:
         key: draws the ``(n_projections, d)`` projections.
         score_fn: ``score_fn(x, sigma) -> (d,)``.
-        x: one data point, shape ``(d,)``.
+        x: one data point, shape ``(d,)``; an integer ``x`` is taken as JAX's default float.
         n_projections: number of projections ``n >= 1``.
         variance_reduction: replace :math:`\tfrac12 (v^\top s)^2` by its expectation.
         sigma: passed unchanged to ``score_fn``; see :func:`hyvarinen_loss`.
@@ -270,6 +284,7 @@ def sliced_score_matching_loss(
         Approach to Density and Score Estimation. https://arxiv.org/abs/1905.07088
     """
     check_int("n_projections", n_projections, 1)
+    x = _as_example(x)
     projections = _draw_probes(key, n_projections, x, "gaussian")
     score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, projections)
     if variance_reduction:
@@ -324,10 +339,15 @@ def edm_weighting(sigma, sigma_data: float):
         sigma: noise level(s), any shape.
         sigma_data: :math:`\sigma_d`, the data's standard deviation, ``> 0``.
 
+    Raises:
+        ValueError: ``sigma_data`` is not finite and ``> 0`` (0 divided by zero, a negative
+            one was squared away); a traced ``sigma_data`` under ``jit`` is not checked.
+
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models (Table 1, eq. 8). https://arxiv.org/abs/2206.00364
     """
+    check_concrete_positive("sigma_data", sigma_data)
     return sigma**2 * (sigma**2 + sigma_data**2) / sigma_data**2
 
 
@@ -354,21 +374,41 @@ def dsm_loss(
     Args:
         key: draws ``eps`` of shape ``(d,)``.
         score_fn: ``score_fn(x, sigma) -> (d,)``; unconditional models ignore ``sigma``.
-        x_0: one clean data point, shape ``(d,)``.
+        x_0: one clean data point, shape ``(d,)`` (a list or an integer array is taken as an
+            array of JAX's default float).
         sigma: noise level, scalar ``> 0`` (may be a traced array).
         weighting_fn: optional :math:`\lambda(\sigma)`, e.g. :func:`ncsn_weighting`.
 
     Returns:
         Scalar loss of this example.
 
+    Raises:
+        ValueError: ``sigma`` is not a scalar (a vector was applied per dimension), or is a
+            concrete value not finite and ``> 0`` (``sigma = 0`` gave an infinite loss); a
+            traced ``sigma`` under ``jit`` or ``vmap`` is checked for its shape only.
+
     References:
         Vincent, P. (2011). A Connection Between Score Matching and Denoising Autoencoders.
         Neural Computation 23(7), 1661-1674. https://doi.org/10.1162/NECO_a_00142
     """
+    if jnp.ndim(sigma) != 0:
+        raise ValueError(f"sigma: expected a scalar noise level, got shape {jnp.shape(sigma)}")
+    check_concrete_positive("sigma", sigma)
+    x_0 = _as_example(x_0)
     x_sigma, eps = sample_ve_noise(key, x_0, sigma)
     residual = score_fn(x_sigma, sigma) + eps / sigma
     loss = jnp.sum(residual**2)
     return loss if weighting_fn is None else weighting_fn(sigma) * loss
+
+
+def _check_shape(shape) -> None:
+    """Raise unless ``shape`` is a tuple or list of integers ``>= 0`` (``(-1,)`` failed in
+    MLIR with 'Invalid type')."""
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape: expected a tuple of integers >= 0, got {shape!r}")
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
+               for n in shape):  # fmt: skip
+        raise ValueError(f"shape: expected a tuple of integers >= 0, got {shape!r}")
 
 
 def sample_training_sigmas(
@@ -398,8 +438,14 @@ def sample_training_sigmas(
         sigma_min: lower end of the range, ``> 0``.
         sigma_max: upper end of the range, ``> sigma_min``.
         distribution: ``"lognormal"`` or ``"loguniform"``.
-        p_mean, p_std: mean and standard deviation (``> 0``) of :math:`\log\sigma` for
-            ``"lognormal"``.
+        p_mean, p_std: mean (finite) and standard deviation (``> 0``) of :math:`\log\sigma`
+            for ``"lognormal"``.
+
+    Raises:
+        ValueError: for a bad sigma range, an unknown ``distribution``, a ``p_mean`` that is
+            not a finite number, ``p_std`` not ``> 0``, or ``shape`` not a tuple of integers
+            ``>= 0``.
+        TypeError: ``shape`` is not a tuple or list.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -410,7 +456,9 @@ def sample_training_sigmas(
     # Losses run under jit; the range check must see the (static) floats, not tracers.
     with jax.ensure_compile_time_eval():
         check_sigma_range(sigma_min, sigma_max)
+        check_real("p_mean", p_mean, "a finite number", lambda v: True)
         check_real("p_std", p_std, "a number > 0", lambda v: v > 0)
+    _check_shape(shape)
     if distribution == "lognormal":
         log_sigma = p_mean + p_std * jax.random.normal(key, shape)
     else:
@@ -464,6 +512,10 @@ def ncsn_loss(
 
     Returns:
         Scalar loss of this example.
+
+    Raises:
+        ValueError: as :func:`sample_training_sigmas` (a bad range, ``p_mean`` or ``p_std``),
+            or ``n_sigmas`` not an integer ``>= 1``.
 
     References:
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data

@@ -67,6 +67,21 @@ def _check_activation(name: str) -> None:
     check_choice("activation", name, tuple(ACTIVATIONS))
 
 
+def _check_shape(dim, widths, length: int | None = None) -> tuple[int, ...]:
+    """Check ``dim`` (an integer ``>= 1``) and ``widths`` (a non-empty list or tuple of integers
+    ``>= 1``, of ``length`` entries when given) and return ``widths`` as a tuple: a checkpoint's
+    JSON gives a list back."""
+    check_int("dim", dim, 1)
+    what = "integers >= 1, one per hidden layer" if length is None else f"{length} integers >= 1"
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"widths: expected a list or tuple of {what}, got {widths!r}")
+    if not widths or (length is not None and len(widths) != length):
+        raise ValueError(f"widths: expected {what}, got {widths!r}")
+    for width in widths:
+        check_int("widths", width, 1)
+    return tuple(int(w) for w in widths)
+
+
 def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions: float = 1e4):
     r"""EDM's positional embedding of a scalar condition (Vaswani et al. 2017's sinusoids).
 
@@ -167,6 +182,11 @@ class MLP(eqx.Module):
 
     Call: ``model(x, sigma=None)`` with ``x`` of ``d`` elements in any shape (a vector, or an
     image flattened inside); returns the score in ``x``'s shape.
+
+    Raises:
+        ValueError: ``dim`` is not an integer ``>= 1``, ``widths`` is empty or holds an entry
+            that is not an integer ``>= 1``, or ``activation`` is unknown.
+        TypeError: ``widths`` is not a list or tuple.
     """
 
     hidden_layers: tuple[eqx.nn.Linear, ...]
@@ -183,6 +203,7 @@ class MLP(eqx.Module):
         input_scale: float = 1.0,
         activation: str = "leaky_relu",
     ):
+        widths = _check_shape(dim, widths)
         _check_activation(activation)
         keys = jax.random.split(key, len(widths) + 1)
         sizes = (dim, *widths)
@@ -225,6 +246,11 @@ class ConditionalMLP(eqx.Module):
     Call: ``network(x, c)`` with ``x`` of any shape of ``d`` entries (flattened, e.g. an image
     ``(1, 8, 8)``) and a scalar ``c``; returns ``x``'s shape.
 
+    Raises:
+        ValueError: ``dim`` is not an integer ``>= 1``, ``widths`` is not 3 integers ``>= 1``,
+            or ``activation`` or ``noise_embedding`` is unknown.
+        TypeError: ``widths`` is not a list or tuple.
+
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
@@ -247,6 +273,7 @@ class ConditionalMLP(eqx.Module):
         activation: str = "leaky_relu",
         noise_embedding: str = "concat",
     ):
+        widths = _check_shape(dim, widths, 3)
         _check_activation(activation)
         check_choice("noise_embedding", noise_embedding, NOISE_EMBEDDINGS)
         k1, k2, k3, k4 = jax.random.split(key, 4)
@@ -313,6 +340,10 @@ class NoiseConditionalMLP(eqx.Module):
     :class:`scorelab.precond.EDMPreconditioned`.
 
     Call: ``model(x, sigma)`` with ``x`` of shape ``(d,)`` and scalar ``sigma > 0``.
+
+    Raises:
+        ValueError, TypeError: as :class:`ConditionalMLP` for ``dim``, ``widths``,
+            ``activation`` and ``noise_embedding``.
 
     References:
         Song, Y. & Ermon, S. (2020). Improved Techniques for Training Score-Based Generative

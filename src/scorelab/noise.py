@@ -33,6 +33,7 @@ from scorelab._validate import (
     FLOAT32_MAX,
     SIGMA_FLOOR,
     SIGMA_LIMIT,
+    check_real,
     check_sigma,
     first_line,
 )
@@ -288,6 +289,7 @@ def check_rho_shapes(field: str, grid: str, error: type[ValueError] = ValueError
             "grids); leave it out, or choose one of those"
         )
 
+
 AYS_PREFIX = "ays:"
 """``ays:NAME`` names a grid bundled with scorelab (``scorelab/grids/NAME.json``)."""
 
@@ -471,9 +473,12 @@ def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
         sigma: noise level, scalar or broadcastable to ``x_0`` (e.g. ``(B, 1)``).
 
     Returns:
-        ``(x_sigma, eps)``: ``eps`` shaped and typed like ``x_0``; ``x_sigma`` as
-        :func:`ve_perturb`.
+        ``(x_sigma, eps)``: ``eps`` shaped and typed like ``x_0`` (an integer ``x_0`` or a
+        list is taken as an array of JAX's default float); ``x_sigma`` as :func:`ve_perturb`.
     """
+    x_0 = jnp.asarray(x_0)  # a list had no .shape
+    if not jnp.issubdtype(x_0.dtype, jnp.inexact):
+        x_0 = x_0.astype(jnp.result_type(x_0, 1.0))  # normal() draws floats only
     eps = jax.random.normal(key, x_0.shape, x_0.dtype)
     return ve_perturb(x_0, sigma, eps), eps
 
@@ -572,8 +577,9 @@ def vp_betas(
         ``(T,)`` float32 numpy array; index ``t`` is diffusers' timestep ``t``.
 
     Raises:
-        ValueError: for an unknown ``schedule`` or ``num_train_timesteps`` not an integer
-            ``>= 1``.
+        ValueError: for an unknown ``schedule``, ``num_train_timesteps`` not an integer
+            ``>= 1``, or (linear schedules) ``beta_start`` or ``beta_end`` not a finite number
+            in (0, 1): a variance outside it gave ``alphas_cumprod`` above 1 or NaN.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
@@ -584,6 +590,9 @@ def vp_betas(
     if int(num_train_timesteps) != num_train_timesteps or num_train_timesteps < 1:
         raise ValueError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps}")
     num_train_timesteps = int(num_train_timesteps)
+    if schedule in ("linear", "scaled_linear"):
+        for name, beta in (("beta_start", beta_start), ("beta_end", beta_end)):
+            check_real(name, beta, "a number in (0, 1)", lambda v: 0 < v < 1)
     if schedule == "linear":
         return _torch_linspace_f32(beta_start, beta_end, num_train_timesteps)
     if schedule == "scaled_linear":
@@ -613,7 +622,8 @@ def vp_alphas_cumprod(
         ``(T,)`` float32 numpy array, decreasing from ``1 - beta_1``.
 
     Raises:
-        ValueError: as :func:`vp_betas`, for an unknown schedule or a bad ``T``.
+        ValueError: as :func:`vp_betas`, for an unknown schedule, a bad ``T``, or
+            ``beta_start`` or ``beta_end`` outside (0, 1).
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
@@ -635,11 +645,18 @@ def vp_alpha_sigma(alphas_cumprod) -> tuple[np.ndarray, np.ndarray]:
         ``(alpha_t, sigma_t)``, each shaped like ``alphas_cumprod``, in its dtype.
 
     Raises:
-        ValueError: if any entry of ``alphas_cumprod`` lies outside ``[0, 1]``.
+        ValueError: if any entry of ``alphas_cumprod`` is NaN or lies outside ``[0, 1]``.
+        TypeError: for a complex or non-numeric ``alphas_cumprod``.
     """
     alphas_cumprod = np.asarray(alphas_cumprod)
-    if np.any(alphas_cumprod < 0) or np.any(alphas_cumprod > 1):
-        raise ValueError("alphas_cumprod must lie in [0, 1]")
+    if not np.issubdtype(alphas_cumprod.dtype, np.number) or np.iscomplexobj(alphas_cumprod):
+        # A complex array passed the comparisons on its real part.
+        raise TypeError(
+            f"alphas_cumprod: expected real numbers in [0, 1], got dtype {alphas_cumprod.dtype}"
+        )
+    if not np.all((alphas_cumprod >= 0) & (alphas_cumprod <= 1)):  # NaN fails both
+        bad = alphas_cumprod[~((alphas_cumprod >= 0) & (alphas_cumprod <= 1))].ravel()[0]
+        raise ValueError(f"alphas_cumprod: expected entries in [0, 1], got {float(bad)!r}")
     return np.sqrt(alphas_cumprod), np.sqrt(1 - alphas_cumprod)
 
 
@@ -650,6 +667,18 @@ VP_BETA_MIN = 0.1
 
 VP_BETA_MAX = 20.0
 """beta_max of the continuous VP SDE (Song et al., 2021)."""
+
+
+def _check_nonnegative(field: str, value) -> None:
+    """Raise unless the concrete real ``value`` (any shape) has every entry ``>= 0``; a traced
+    value (under ``jit`` or ``vmap``) is not checked."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"{field}: expected real numbers >= 0, got dtype {array.dtype}")
+    if not np.all(array >= 0):  # NaN fails too
+        raise ValueError(f"{field}: expected numbers >= 0, got {value!r}")
 
 
 def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> Array:
@@ -674,10 +703,15 @@ def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX
     Returns:
         :math:`\sigma(t)`, an array shaped like ``t`` (float32 unless x64 is enabled).
 
+    Raises:
+        ValueError: for a concrete ``t`` with an entry NaN or ``< 0`` (a traced ``t`` under
+            ``jit`` is not checked): ``t = -1`` gave a level, as ``sigma = 1`` gives a time.
+
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, eq. 11 and App. B. https://arxiv.org/abs/2011.13456
     """
+    _check_nonnegative("t", t)
     t = jnp.asarray(t)
     return jnp.sqrt(jnp.expm1(0.5 * t**2 * (beta_max - beta_min) + t * beta_min))
 
@@ -700,10 +734,15 @@ def vp_sde_time(sigma, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_
     Returns:
         :math:`t(\sigma)`, an array shaped like ``sigma``.
 
+    Raises:
+        ValueError: for a concrete ``sigma`` with an entry NaN or ``< 0`` (a traced one under
+            ``jit`` is not checked): ``sigma = -1`` gave the time of ``sigma = 1``.
+
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations. https://arxiv.org/abs/2011.13456
     """
+    _check_nonnegative("sigma", sigma)
     delta = beta_max - beta_min
     log_one_plus = jnp.log1p(jnp.square(jnp.asarray(sigma)))
     return (jnp.sqrt(beta_min**2 + 2.0 * delta * log_one_plus) - beta_min) / delta

@@ -26,12 +26,30 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from scorelab._validate import check_real
 
 __all__ = ["EDMCoefficients", "edm_coefficients", "EDMPreconditioned"]
+
+
+def check_concrete_positive(field: str, value) -> None:
+    """Raise unless ``value`` (a number or an array of any shape) is finite and ``> 0``
+    everywhere, naming ``field``; a traced value (under ``jit``, ``vmap`` or ``grad``) is not
+    checked, so the check costs nothing in a compiled training step."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_real(field, value, "a number > 0", lambda v: v > 0)
+        return
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"{field}: expected real numbers > 0, got dtype {array.dtype}")
+    if not np.all(np.isfinite(array) & (array > 0)):
+        raise ValueError(f"{field}: expected finite numbers > 0, got {value!r}")
 
 
 class EDMCoefficients(NamedTuple):
@@ -67,10 +85,17 @@ def edm_coefficients(sigma, sigma_data: float) -> EDMCoefficients:
     Returns:
         The four coefficients, each of ``sigma``'s shape.
 
+    Raises:
+        ValueError: ``sigma_data`` or a concrete ``sigma`` is not finite and ``> 0``
+            (``sigma = 0`` gave :math:`c_{noise} = -\infty`, a negative ``sigma_data`` a
+            negative :math:`c_{out}`); a traced value under ``jit`` is not checked.
+
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
+    check_concrete_positive("sigma_data", sigma_data)
+    check_concrete_positive("sigma", sigma)
     sigma = jnp.asarray(sigma)
     total = sigma**2 + sigma_data**2
     return EDMCoefficients(

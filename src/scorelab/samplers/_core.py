@@ -482,9 +482,11 @@ def tweedie(score_fn, x_t: Array, sigma) -> Array:
 
 
 def check_positive_int(name: str, value) -> int:
-    """``value`` as an int, or ``ValueError`` naming ``name`` unless a positive integer."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless a positive integer (an
+    ``int`` or NumPy integer: a string ``'2'`` or a float ``2.0`` is refused, and quoted with
+    ``repr`` so that ``'2'`` does not read as the integer 2)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 

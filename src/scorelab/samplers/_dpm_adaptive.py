@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from scorelab._validate import check_real
 from scorelab.samplers._adaptive import AbstractAdaptive
 from scorelab.samplers._core import (
     check_positive_int,
@@ -187,8 +188,10 @@ def dpm_adaptive(
         sigmas: ``(N,)`` ascending grid.
         order: 2 (DPM-Solver-1 inside -2) or 3 (-2 with :math:`r_1 = 1/3` inside -3).
         rtol, atol: the error norm's tolerances, in (0, 1) and ``>= 0``.
-        h_init: the first attempted step in :math:`\lambda`, ``> 0``.
-        pcoeff, icoeff, dcoeff: the PID coefficients :math:`k_P, k_I, k_D`; ``icoeff > 0``.
+        h_init: the first attempted step in :math:`\lambda`, finite and ``> 0``.
+        pcoeff, icoeff, dcoeff: the PID coefficients :math:`k_P, k_I, k_D`, finite;
+            ``pcoeff >= 0``, ``icoeff > 0``, ``dcoeff >= 0`` (k-diffusion's are 0, 1, 0, an
+            integral controller; PID gains are typically in [0, 1]).
         accept_safety: accept an attempt when its step factor is at least this, in (0, 1].
         max_steps: the most attempts; a chain that needs more raises.
 
@@ -198,8 +201,11 @@ def dpm_adaptive(
 
     Raises:
         ValueError: for a bad grid, ``order`` not 2 or 3, ``rtol`` outside (0, 1), ``atol < 0``,
-            ``h_init <= 0``, ``icoeff <= 0``, ``accept_safety`` outside (0, 1] or ``max_steps``
-            not a positive integer.
+            ``h_init`` not finite and ``> 0``, ``icoeff`` not finite and ``> 0``, ``pcoeff`` or
+            ``dcoeff`` not finite and ``>= 0``, ``accept_safety`` outside (0, 1] or
+            ``max_steps`` not a positive integer. Each is checked here: a NaN or infinite
+            coefficient otherwise stalled the controller, and the solve then failed at
+            ``max_steps`` with advice to raise it.
 
     References:
         Lu, C. et al. (2022). DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
@@ -219,6 +225,12 @@ def dpm_adaptive(
         # Under constant errors e the step factor is e^(-icoeff / order): with icoeff <= 0 a
         # step that meets the tolerance never grows and one that misses it never shrinks.
         raise ValueError(f"icoeff must be > 0 (the integral gain), got {icoeff}")
+    # inf passed the comparisons above, NaN or negative P and D gains were not checked: each
+    # stalled the controller, and the solve then blamed max_steps.
+    check_real("h_init", h_init, "a number > 0", lambda v: v > 0)
+    check_real("icoeff", icoeff, "a number > 0", lambda v: v > 0)
+    check_real("pcoeff", pcoeff, "a number >= 0", lambda v: v >= 0)
+    check_real("dcoeff", dcoeff, "a number >= 0", lambda v: v >= 0)
     if not 0 < accept_safety <= 1:
         # Above 1 an attempt is accepted only if the step grows: the solve stalls.
         raise ValueError(f"accept_safety must be in (0, 1], got {accept_safety}")
