@@ -1186,7 +1186,7 @@ def test_score_error_refuses_a_sampler_setting_it_does_not_read(setting, words, 
         ("sample", "loss.sigma_max=20.0", "loss.sigma_max: scorelab sample"),
         ("sample", "train.steps=5", "(read by scorelab train)"),
         ("sample", "data.n=5", "data.n: scorelab sample"),
-        ("grid", "sampler.grid='karras'", "sampler.grid: scorelab grid does not read it"),
+        ("grid", "sampler.grid='karras'", "(sampler.grid): scorelab grid does not read it"),
         ("grid", "sampler.name='heun'", "(read by scorelab train, sample, grid --method ld3)"),
         (
             "likelihood",
@@ -1477,7 +1477,7 @@ def test_an_empty_data_source_is_refused(capsys):
         ConfigError, match="data.source: expected a built-in name or a path, got ''"
     ):
         ExperimentConfig.from_dict({"data": {"source": ""}})
-    _fails(["train", "--data", " ", "--steps", "1"], capsys, "data.source: expected a built-in")
+    _fails(["train", "--data", " ", "--steps", "1"], capsys, "(data.source): expected a built-in")
 
 
 def test_likelihood_tolerances_that_bound_nothing_are_refused(tmp_path, capsys):
@@ -1692,7 +1692,7 @@ def test_evaluate_refuses_floor_repeats_beyond_memory(data, tmp_path, capsys):
     np.save(samples, np.zeros((20, 2 if data is None else 64), np.float32))
     reference = ["--target", "seed_mixture"] if data is None else ["--data", data]
     argv = ["evaluate", samples, *reference, "--floor-repeats", "100000000000"]
-    _fails(argv, capsys, "floor_repeats: needs", "--floor-repeats")
+    _fails(argv, capsys, "--floor-repeats: needs", "--floor-repeats")
 
 
 def test_a_likelihood_solve_out_of_steps_names_the_tolerances(tmp_path, capsys):
@@ -1866,7 +1866,7 @@ def test_export_into_a_folder_it_cannot_write_names_the_user_s_path(_conditional
         (["sample", "--exact", "seed_mixture", "--sigma-max", "1e30"], "sampler.sigma_max"),
         (["train", "--loss", "dsm", "--set", "loss.sigma=1e20"], "loss.sigma"),
         (["evaluate", "SAMPLES", "--target", "seed_mixture", "--sigma", "1e20"], "sigma"),
-        (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-max", "1e25"], "sweep.sigma_max"),
+        (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-max", "1e25"], "--sigma-max"),
     ],
 )
 def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, tmp_path, capsys):
@@ -1881,7 +1881,7 @@ def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, 
         "sweep": ["--n", "20", "--seeds", "0", "--out", tmp_path / "sweep", "--quiet"],
         "evaluate": [],
     }[argv[0]]
-    _fails([*argv, *extra], capsys, f"{field}: ", "its square (a variance) overflows float32")
+    _fails([*argv, *extra], capsys, field, "its square (a variance) overflows float32")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()
 
 
@@ -1891,7 +1891,7 @@ def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, 
         (["sample", "--exact", "seed_mixture", "--sigma-min", "1e-30"], "sampler.sigma_min"),
         (["sample", "--exact", "seed_mixture", "--sampler", "ula", "--sigma", "1e-30"], "sigma"),
         (["train", "--set", "loss.sigma_min=1e-25"], "loss.sigma_min"),
-        (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-min", "1e-20"], "sweep.sigma_min"),
+        (["sweep", "--samplers", "euler", "--nfe", "4", "--sigma-min", "1e-20"], "--sigma-min"),
     ],
 )
 def test_a_positive_noise_level_whose_variance_underflows_float32_is_refused(
@@ -1907,7 +1907,7 @@ def test_a_positive_noise_level_whose_variance_underflows_float32_is_refused(
         "train": ["--out", tmp_path / "run", *_TINY],
         "sweep": ["--n", "20", "--seeds", "0", "--out", tmp_path / "sweep", "--quiet"],
     }[argv[0]]
-    _fails([*argv, *extra], capsys, f"{field}: ", "its square (a variance) underflows float32")
+    _fails([*argv, *extra], capsys, field, "its square (a variance) underflows float32")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()
 
 
