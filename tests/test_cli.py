@@ -426,6 +426,11 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
         ("[ncsn]\nbatch_size = 100000000000000\n", "demo.ncsn.batch_size: needs"),
         (f"ddim_ns = {list(range(2, 100002))}\n", "demo.ddim_ns: needs"),
         ("ddim_ns = [4, 4]\n", "demo.ddim_ns: 4 given more than once"),
+        # each factor fitted; the kept trajectories of their product did not
+        (
+            "n_samples = 10000\nannealed_levels = 2000\nannealed_steps_per_level = 2000\n",
+            "demo.annealed_steps_per_level: needs",
+        ),
     ]:
         settings.write_text(text)
         assert main(["demo", "--settings", str(settings), "--out", str(tmp_path / "d")]) == 2

@@ -162,6 +162,15 @@ class DemoSettings:
             check_memory(f"demo.{name}", 64.0 * getattr(self, name), "use fewer points")
         for name in ("annealed_levels", "ula_steps", "annealed_steps_per_level"):
             check_memory(f"demo.{name}", 256.0 * getattr(self, name), "use fewer levels or steps")
+        # ULA and annealed Langevin keep every chain's 2-D trajectory for the animations:
+        # 2000 x 2000 annealed steps of 10**4 samples were accepted, then needed 320 GB.
+        annealed = self.annealed_levels * self.annealed_steps_per_level
+        for name, steps in (("annealed_steps_per_level", annealed), ("ula_steps", self.ula_steps)):
+            check_memory(
+                f"demo.{name}",
+                8.0 * self.n_samples * steps,
+                "use fewer steps, levels or samples (every step of every chain is kept)",
+            )
         for name in ("dsm_sigma", "sigma_min", "rho", "ula_step_size"):
             check_real(f"demo.{name}", getattr(self, name), *positive)
         for name in ("sigma_max", "tutorial_sigma_max"):
