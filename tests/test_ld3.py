@@ -139,7 +139,7 @@ def test_grid_cli_learns_a_grid_that_sample_uses(tmp_path, capsys):
     [
         (["--method", "ld3", "--sampler", "euler_maruyama"], "needs a deterministic sampler"),
         (["--method", "ld3", "--inner", "2"], "--inner: only --method ays"),
-        (["--sampler", "heun"], "sampler.name: scorelab grid does not read it"),
+        (["--sampler", "heun"], "(sampler.name): scorelab grid does not read it"),
     ],
 )
 def test_grid_cli_refuses_what_a_method_cannot_use(flags, message, tmp_path, capsys):
