@@ -323,9 +323,9 @@ def test_a_grid_is_checked_in_the_precision_it_is_sampled_in(grid, message):
     "name, option, value, error, message",
     [
         # inf passed "step_size > 0" and friends, and the samples came out NaN
-        ("ula", "step_size", float("inf"), ValueError, "step_size: expected a finite number"),
+        ("ula", "step_size", float("inf"), ValueError, "step_size: expected a finite number, got"),
         ("ddim", "final_noise", float("inf"), ValueError, "final_noise: expected a finite"),
-        ("edm", "s_noise", 1e39, ValueError, "s_noise: expected a finite number"),
+        ("edm", "s_noise", 1e39, ValueError, "s_noise: 1e\\+39 is beyond float32's range"),
         ("predictor_corrector", "snr", float("nan"), ValueError, "snr: expected a finite"),
         # an array, a string, None: "truth value ... ambiguous" or "'>=' not supported"
         ("ddim", "eta", jnp.array([0.5, 0.5]), TypeError, "eta: expected a number"),

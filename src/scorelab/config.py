@@ -39,7 +39,6 @@ from scorelab import losses, models, samplers
 from scorelab._validate import (
     check_choice,
     check_file,
-    check_float32,
     check_int,
     check_memory,
     check_real,
@@ -482,13 +481,10 @@ def typed_sampler_options(name: str, options: dict[str, Any], field: str) -> dic
         for option, value in options.items()
     }
     for option, value in checked.items():
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**31:
-            raise ConfigError(f"{field}.{option}: expected an integer below 2**31, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            if not (value == math.inf and declared[option].default == math.inf):
-                raise ConfigError(f"{field}.{option}: expected a finite number, got {value!r}")
-        elif isinstance(value, float):
-            check_float32(f"{field}.{option}", value, ConfigError)
+        try:
+            samplers.check_option(declared[option], value, f"{field}.{option}")
+        except ValueError as error:  # the library's message, as a configuration's error
+            raise ConfigError(str(error)) from error
     return checked
 
 

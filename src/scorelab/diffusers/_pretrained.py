@@ -513,12 +513,12 @@ def run(
     )
     _check_timestep_unet(folder)  # before any weights are read
     unet = load_unet(folder)  # the weights checked for either backend (diffusers fills gaps)
-    if x_T is not None:
-        _check_init_noise(x_T, unet)
-    check_size(unet, _noise_shape(unet, n) if x_T is None else x_T.shape)  # either backend
-    if backend == "jax":
+    if backend == "jax":  # sample() checks the noise and the sizes itself
         x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
     else:
+        if x_T is not None:
+            _check_init_noise(x_T, unet)
+        check_size(unet, _noise_shape(unet, n) if x_T is None else x_T.shape)
         x = diffusers_sample(folder, config, seed=seed, **options)
     if not np.all(np.isfinite(x)):
         raise PretrainedError(

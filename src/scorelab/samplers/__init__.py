@@ -105,6 +105,7 @@ from scorelab.samplers._core import (
     Option,
     SamplerOutput,
     SolveError,
+    check_option,
     default_sigmas,
     exact_prior,
     option,
@@ -206,6 +207,7 @@ from scorelab.samplers._vp import (
 )
 
 __all__ = [
+    "check_option",
     "DEFAULT_SIGMA_MIN",
     "DEFAULT_SIGMA_MAX",
     "DEFAULT_STEP_RATIO",

@@ -19,7 +19,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import FLOAT32_MAX, check_int, check_sigma
+from scorelab._validate import check_float32, check_int, check_sigma
 from scorelab._xla_cpu import convolution_jit
 from scorelab.noise import geometric_sigmas
 
@@ -111,11 +111,13 @@ def declared_options(cls) -> tuple[Option, ...]:
     )  # fmt: skip
 
 
-def check_option(option: Option, value) -> None:
+def check_option(option: Option, value, field: str | None = None) -> None:
     """Refuse ``value`` for the declared ``option`` unless it is of the option's type: a float
-    option a real number, finite in float32 (``inf`` only where that is the default), an int
-    option an integer below 2**31 (options enter the compiled samplers as int32), a str option
-    a string. A value traced under ``jit`` is taken as it is.
+    option a real number, finite and representable in float32 (``inf`` only where that is the
+    default; :func:`scorelab._validate.check_float32`), an int option an integer below 2**31
+    (options enter the compiled samplers as int32), a str option a string. A value traced
+    under ``jit`` is taken as it is. Messages start with ``field`` (default: the option's
+    name); the configuration passes ``sampler.options.NAME``.
 
     Raises:
         TypeError: naming the option, for a value of another type (a string, an array of
@@ -124,24 +126,26 @@ def check_option(option: Option, value) -> None:
             passed ``step_size > 0`` and the like and sampled to NaN), or an integer
             beyond int32 (an ``OverflowError`` from the compiled call).
     """
+    field = option.name if field is None else field
     if isinstance(value, jax.core.Tracer):
         return
     if option.type is float:
         array = None if isinstance(value, str | bool | None) else np.asarray(value)
         if array is None or array.ndim or array.dtype.kind not in "fiu":
-            raise TypeError(f"{option.name}: expected a number, got {value!r}")
+            raise TypeError(f"{field}: expected a number, got {value!r}")
         number = float(array)
         if number == option.default == math.inf:
             return
-        if not (math.isfinite(number) and abs(number) <= FLOAT32_MAX):
-            raise ValueError(f"{option.name}: expected a finite number (float32), got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"{field}: expected a finite number, got {value!r}")
+        check_float32(field, number)
     elif option.type is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{option.name}: expected an integer, got {value!r}")
+            raise TypeError(f"{field}: expected an integer, got {value!r}")
         if abs(value) >= 2**31:
-            raise ValueError(f"{option.name}: expected an integer below 2**31, got {value!r}")
+            raise ValueError(f"{field}: expected an integer below 2**31, got {value!r}")
     elif not isinstance(value, str):
-        raise TypeError(f"{option.name}: expected a string, got {value!r}")
+        raise TypeError(f"{field}: expected a string, got {value!r}")
 
 
 def checked_options(constructor):
