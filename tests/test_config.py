@@ -247,3 +247,21 @@ def test_rho_is_refused_on_a_grid_it_does_not_shape(grid):
         else:
             with pytest.raises(ConfigError, match=rf"^sampler.rho: the '{grid}' grid has no rho"):
                 workflows.check_reads(job, config, base)
+
+
+def test_unet_channels_the_group_norms_cannot_divide_are_refused_by_the_configuration():
+    """Found with the configuration, by its field (the U-Net refused them once built, after the
+    data were loaded); another network does not read the U-Net's channels."""
+    with pytest.raises(ConfigError, match=r"^model\.channels: every entry must be a multiple"):
+        ModelConfig(name="unet", channels=(12, 16))
+    ModelConfig(name="unet", channels=(12, 24), norm_groups=4)
+    ModelConfig(name="mlp", channels=(12, 16))
+
+
+def test_a_grid_too_large_is_named_by_the_setting_that_asked_for_it():
+    """``nfe`` names itself (it was ``sampler.n_levels (from nfe N)``, which no flag matched),
+    and the remedy names no flag: the demo and a TOML file have none."""
+    with pytest.raises(ConfigError, match=r"^sampler\.nfe: needs .*; use fewer score evaluations$"):
+        ExperimentConfig.from_dict({"sampler": {"name": "ddim", "nfe": 10**11}})
+    with pytest.raises(ConfigError, match=r"^sampler\.n_levels: needs .*; use fewer levels$"):
+        ExperimentConfig.from_dict({"sampler": {"name": "ddim", "n_levels": 10**11}})

@@ -72,6 +72,11 @@ def test_image_demo_writes_rows_floors_grids_and_a_run(tmp_path, capsys):
         # were found seconds into the demo, or once training began, as model.channels, ...)
         ({"channels": []}, "demo.channels"),
         ({"channels": [0]}, "demo.channels"),
+        # the U-Net's group norms divide the channels (was "choose channels, groups and heads"
+        # at build time, naming two settings the demo does not have)
+        ({"channels": [3, 5]}, "demo.channels: every entry must be a multiple"),
+        # a grid too large to hold is named by the budgets, without the sample command's flags
+        ({"budgets": [10**11]}, "demo.budgets: needs"),
         ({"rho": 0.0}, "demo.rho"),
         ({"train": {"batch_size": 10**14}}, "demo.train.batch_size"),
         ({"budgets": [10, 10]}, "demo.budgets: 10 given more than once"),

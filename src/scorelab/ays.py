@@ -131,7 +131,7 @@ def optimise_grid(
     check_memory(
         "grid.n",
         4.0 * 4 * x_0.size * n_inner * n_candidates,
-        "use fewer data points (--n), --inner or --candidates",
+        "use fewer data points, inner draws or candidates",
     )
     sigmas = np.asarray(geometric_sigmas(n_levels, sigma_min, sigma_max), np.float64)
     sigmas[[0, -1]] = sigma_min, sigma_max

@@ -306,6 +306,15 @@ class ModelConfig:
             _check_int("model", "attention_resolutions", resolution, 1)
         _check_int("model", "norm_groups", self.norm_groups, 1)
         _check_int("model", "attention_head_dim", self.attention_head_dim, 1)
+        if self.name == "unet" and any(c % self.norm_groups for c in self.channels):
+            # Found here, not when the U-Net is built after the data are loaded; and named by
+            # the fields a configuration sets (the image demo's renames model.channels).
+            _fail(
+                "model",
+                "channels",
+                f"every entry must be a multiple of the U-Net's norm groups, {self.norm_groups} "
+                f"(model.norm_groups of a train configuration), got {list(self.channels)}",
+            )
         _check_real("model", "dropout", self.dropout, "a number in [0, 1)", lambda v: 0 <= v < 1)
         if self.num_classes is not None:
             _check_int("model", "num_classes", self.num_classes, 2)
@@ -540,9 +549,9 @@ class SamplerConfig:
             object.__setattr__(self, "n_levels", self._budget_levels())
         # A grid and each sampler's per-step schedule hold a few floats per level.
         check_memory(
-            "sampler.n_levels" + (f" (from nfe {self.nfe})" if self.nfe else ""),
+            "sampler.nfe" if self.nfe else "sampler.n_levels",
             self.n_levels * 4.0 * 64,
-            "use fewer levels (--levels or --nfe)",
+            "use fewer score evaluations" if self.nfe else "use fewer levels",
             error=ConfigError,
         )
         if not is_saved_grid(self.grid):

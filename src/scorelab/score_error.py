@@ -121,7 +121,7 @@ def score_error_profile(
     if int(np.prod(shape)) != target.dim:
         raise ValueError(f"shape: {shape} has not the target's {target.dim} entries")
     # A level holds its n samples, their noised copies and both scores.
-    check_memory("n", 4.0 * n * target.dim * 4, "use fewer samples per level (--n)")
+    check_memory("n", 4.0 * n * target.dim * 4, "use fewer samples per level")
 
     # One compiled level at a time, reused across levels and calls: memory stays that of one
     # level's n samples.

@@ -354,19 +354,21 @@ def sweep(
         raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
     # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
     # floats a level in the grid and the sampler's per-step schedule).
-    check_memory("n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples (--n)")
-    remedy = "use smaller NFE budgets (--nfe)"
+    # Named by the settings (the command line puts its flag first); no remedy names a flag, as
+    # a Python caller has none.
+    check_memory("sweep.n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples")
     for spec in (spec for spec in sampler_specs if spec.levels is not None):
         levels = {n: spec.levels(int(n)) for n in nfes}
         for n, count in levels.items():
-            check_memory(f"nfe {n} ({spec.label}: {count} levels)", count * 4.0 * 64, remedy)
+            remedy = f"use smaller budgets ({n} buys {spec.label} {count} levels)"
+            check_memory("sweep.nfe", count * 4.0 * 64, remedy)
         if all(count < 2 for count in levels.values()):
             smallest = max(nfes) + 1
             while spec.levels(smallest) < 2:
                 smallest += 1
             raise ValueError(
                 f"sweep.nfe: no budget of {', '.join(map(str, nfes))} buys {spec.label} a grid "
-                f"(2 levels take {smallest} evaluations); raise --nfe"
+                f"(2 levels take {smallest} evaluations); raise the budgets"
             )
     settings = {
         "n_samples": n_samples,
