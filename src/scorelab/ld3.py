@@ -119,9 +119,7 @@ def check_search(n_candidates, n_sweeps, error: type[ValueError] = ValueError) -
     check_int("ld3.candidates", n_candidates, 1, error=error)
     check_int("ld3.sweeps", n_sweeps, 1, error=error)
     # Each sweep of a level holds its candidates' ramp and positions (float64).
-    check_memory(
-        "ld3.candidates", 2.0 * 8 * n_candidates, "try fewer candidates", error
-    )
+    check_memory("ld3.candidates", 2.0 * 8 * n_candidates, "try fewer candidates", error)
 
 
 def learn_grid(
