@@ -7,6 +7,7 @@ order of a float32 sum. Every launch has a timeout, and a failing process ends t
 """
 
 import json
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from test_training import arrays, run
 
+from scorelab import distributed
 from scorelab.checkpoints import load_model, open_checkpoints
 from scorelab.cli import main
 from scorelab.distributed import initialize_distributed, launch_local
@@ -35,8 +37,52 @@ def test_initialize_distributed_only_on_a_multi_process_launch(monkeypatch):
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
     monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
     monkeypatch.setenv("JAX_PROCESS_ID", "1")
-    assert initialize_distributed()
+    waited = []
+    monkeypatch.setattr(distributed, "_wait_for_coordinator", lambda *args: waited.append(args))
+    assert initialize_distributed(join_timeout=7.0)
     assert calls == [{"num_processes": 2, "process_id": 1}]
+    assert waited == [("10.0.0.1", 1234, 7.0)]  # process 1 waits for process 0's coordinator
+
+
+@pytest.mark.parametrize(
+    "variables, named",
+    [
+        ({"JAX_COORDINATOR_ADDRESS": "garbage"}, "JAX_COORDINATOR_ADDRESS: expected HOST:PORT"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:0"}, "JAX_COORDINATOR_ADDRESS: expected HOST:PORT"),
+        ({"JAX_COORDINATOR_ADDRESS": ":1234"}, "JAX_COORDINATOR_ADDRESS: expected HOST:PORT"),
+        ({"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES: expected an integer >= 1"),
+        ({"JAX_NUM_PROCESSES": "0"}, "JAX_NUM_PROCESSES: expected an integer >= 1"),
+        ({"JAX_PROCESS_ID": "-1"}, "JAX_PROCESS_ID: expected an integer >= 0"),
+        ({"JAX_PROCESS_ID": "2"}, "JAX_PROCESS_ID: 2 is not below JAX_NUM_PROCESSES"),
+    ],
+)
+def test_malformed_coordinates_are_refused_before_jax_joins(monkeypatch, variables, named):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    base = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAX_NUM_PROCESSES": "2"}
+    for name, value in {**base, "JAX_PROCESS_ID": "0", **variables}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"^{named}"):
+        initialize_distributed()
+    assert calls == []
+
+
+def test_a_coordinator_that_does_not_answer_is_one_line_not_a_hang(monkeypatch):
+    """Given a port nothing listens on, process 1 gives up after ``join_timeout`` (JAX's own
+    join waited 300 s, then aborted the interpreter with a C++ stack dump)."""
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    with socket.socket() as unused:  # a port bound, then released: nothing listens on it
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    with pytest.raises(
+        ValueError, match=f"^JAX_COORDINATOR_ADDRESS: nothing answered at 127.0.0.1:{port}"
+    ):
+        initialize_distributed(join_timeout=1.0)
+    assert calls == []
 
 
 def python(body: str) -> list[str]:

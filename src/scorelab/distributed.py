@@ -43,7 +43,7 @@ __all__ = ["initialize_distributed", "is_primary", "primary_value", "launch_loca
 _GRACE_SECONDS = 10.0
 
 
-def initialize_distributed() -> bool:
+def initialize_distributed(join_timeout: float = 300.0) -> bool:
     """Join a multi-process JAX job when launched as one; a no-op otherwise.
 
     Must run before anything else touches JAX (the CLI calls it first). A multi-process launch
@@ -53,19 +53,33 @@ def initialize_distributed() -> bool:
     ``OMPI_COMM_WORLD_SIZE``), whose coordinates ``jax.distributed.initialize`` detects itself.
     (An ``salloc`` shell running plain ``python`` is one process and is left alone.)
 
+    The variables are checked first, and a process other than 0 waits for the coordinator to
+    answer before joining: given a wrong address, JAX's own join waited five minutes and then
+    aborted the interpreter with a C++ stack dump; here it ends in one line naming the variable.
+
+    Args:
+        join_timeout: seconds a process other than 0 waits for the coordinator to answer
+            (JAX's own ``initialization_timeout`` by default).
+
     Returns:
         whether ``jax.distributed.initialize`` was called.
+
+    Raises:
+        ValueError: for a malformed ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` or
+            ``JAX_PROCESS_ID``, or a coordinator that does not answer within ``join_timeout``.
     """
     environ = os.environ
     if "JAX_COORDINATOR_ADDRESS" in environ:
-
-        def optional_int(name):
-            return int(environ[name]) if name in environ else None
-
-        jax.distributed.initialize(
-            num_processes=optional_int("JAX_NUM_PROCESSES"),
-            process_id=optional_int("JAX_PROCESS_ID"),
-        )
+        host, port, num_processes, process_id = _coordinates(environ)
+        if process_id:
+            _wait_for_coordinator(host, port, join_timeout)
+        try:
+            jax.distributed.initialize(num_processes=num_processes, process_id=process_id)
+        except ValueError as error:  # e.g. "Number of processes must be defined."
+            raise ValueError(
+                f"JAX_COORDINATOR_ADDRESS: {error} Set JAX_NUM_PROCESSES and JAX_PROCESS_ID "
+                "beside it, or let scorelab train --processes N launch the job"
+            ) from None
         return True
     tasks = max(
         int(environ.get(name, "1")) for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
@@ -74,6 +88,51 @@ def initialize_distributed() -> bool:
         jax.distributed.initialize()
         return True
     return False
+
+
+def _coordinates(environ) -> tuple[str, int, int | None, int | None]:
+    """The coordinator's host and port, and the optional process count and id, checked."""
+    address = environ["JAX_COORDINATOR_ADDRESS"]
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"JAX_COORDINATOR_ADDRESS: expected HOST:PORT with a port in 1-65535, e.g. "
+            f"10.0.0.1:1234, got {address!r}"
+        )
+
+    def optional_int(name: str, minimum: int) -> int | None:
+        if name not in environ:
+            return None
+        text = environ[name].strip()
+        if not text.isdigit() or int(text) < minimum:
+            raise ValueError(f"{name}: expected an integer >= {minimum}, got {environ[name]!r}")
+        return int(text)
+
+    num_processes = optional_int("JAX_NUM_PROCESSES", 1)
+    process_id = optional_int("JAX_PROCESS_ID", 0)
+    if None not in (num_processes, process_id) and process_id >= num_processes:
+        raise ValueError(
+            f"JAX_PROCESS_ID: {process_id} is not below JAX_NUM_PROCESSES ({num_processes}); "
+            f"number the processes 0 to {num_processes - 1}"
+        )
+    return host.removeprefix("[").removesuffix("]"), int(port), num_processes, process_id
+
+
+def _wait_for_coordinator(host: str, port: int, timeout: float) -> None:
+    """Return once ``host:port`` accepts a connection; raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, timeout)):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ValueError(
+                    f"JAX_COORDINATOR_ADDRESS: nothing answered at {host}:{port} within "
+                    f"{timeout:g} s ({error.strerror or error}); start process 0 there, or "
+                    "correct the address"
+                ) from None
+        time.sleep(0.5)
 
 
 def is_primary() -> bool:
