@@ -86,32 +86,46 @@ def measure(
     Raises:
         ValueError: for arrays that are not ``(n, d)`` or differ in ``d``.
     """
-    if not is_finite(x):
-        # Diverged chains (a sampler outside its stable steps): no measure is defined, and the
-        # row says so with NaN (written as null) instead of ending the sweep or the demo.
-        names = ["sw", "max_sw" if max_sliced else "", "mmd2" if mmd else ""]
-        if target is not None:
-            names += ["tv", "var_ratio", "near", "far", "n_empty", *(["ksd2", "ksd2_se"] * ksd)]
-        return dict.fromkeys(filter(None, names), math.nan)
-    row: dict[str, Any] = {"sw": metrics.sliced_wasserstein(x, reference, n_projections)}
+    # Each measure with the names of the values it gives, computed only for finite samples:
+    # diverged chains (a sampler outside its stable steps) have no measure, and their row says
+    # so with NaN (written as null) instead of ending the sweep or the demo.
+    parts: list[tuple[tuple[str, ...], Callable[[], tuple]]] = [
+        (("sw",), lambda: (metrics.sliced_wasserstein(x, reference, n_projections),))
+    ]
     if max_sliced:
-        row["max_sw"] = metrics.max_sliced_wasserstein(x, reference, n_projections)
-    if mmd:
-        row["mmd2"] = metrics.mmd(x, reference)
-    if target is not None:
-        report = metrics.mixture_report(x, target)
-        row.update(
-            tv=report.total_variation,
-            var_ratio=report.variance_ratio_mean,
-            near=report.near_fraction,
-            far=report.far_fraction,
-            n_empty=report.n_empty,
+        parts.append(
+            (("max_sw",), lambda: (metrics.max_sliced_wasserstein(x, reference, n_projections),))
         )
+    if mmd:
+        parts.append((("mmd2",), lambda: (metrics.mmd(x, reference),)))
+    if target is not None:
+        parts.append((("tv", "var_ratio", "near", "far", "n_empty"), lambda: _modes(x, target)))
         if ksd:
-            score = ExactScore(target)
-            stein = metrics.kernel_stein_discrepancy(x, lambda point: score(point, 0.0))
-            row.update(ksd2=stein.ksd_squared, ksd2_se=stein.standard_error)
+            parts.append((("ksd2", "ksd2_se"), lambda: _stein(x, target)))
+    finite = is_finite(x)
+    row: dict[str, Any] = {}
+    for names, compute in parts:
+        row.update(zip(names, compute() if finite else [math.nan] * len(names), strict=True))
     return row
+
+
+def _modes(x, target: GaussianMixture) -> tuple:
+    """The mixture report's values of ``x``, in ``measure``'s order."""
+    report = metrics.mixture_report(x, target)
+    return (
+        report.total_variation,
+        report.variance_ratio_mean,
+        report.near_fraction,
+        report.far_fraction,
+        report.n_empty,
+    )
+
+
+def _stein(x, target: GaussianMixture) -> tuple:
+    """The kernel Stein discrepancy of ``x`` against the target's exact score, and its SE."""
+    score = ExactScore(target)
+    stein = metrics.kernel_stein_discrepancy(x, lambda point: score(point, 0.0))
+    return stein.ksd_squared, stein.standard_error
 
 
 def is_finite(x) -> bool:
