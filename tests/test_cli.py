@@ -458,3 +458,26 @@ def test_evaluate_names_built_in_data(tmp_path, capsys):
     assert "use --target seed_mixture" in capsys.readouterr().err
     assert main(["evaluate", str(small), "--data", "digits16"]) == 2
     assert "8x8 images; 'digits16' holds 16x16" in capsys.readouterr().err
+
+
+def test_a_grid_is_sized_by_levels_or_by_a_budget_never_both_silently(tmp_path, capsys):
+    """``--levels 5 --nfe 10`` sampled the budget's grid and said nothing, and ``--levels 5`` on
+    a run trained with a budget sampled that budget: levels and a budget given together are
+    refused, and levels given over a run's saved budget replace it."""
+    run = tmp_path / "run"
+    argv = ["train", "--loss", "ncsn", "--out", str(run), *_TINY_TRAIN, "--set", "sampler.nfe=10"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    out = str(tmp_path / "s.npy")
+    sample = ["sample", "--run", str(run), "--n", "8", "--out", out, "--overwrite"]
+    assert main([*sample, "--levels", "5"]) == 0
+    assert "(ddim, NFE 5)" in capsys.readouterr().out
+    assert main(sample) == 0
+    assert "(ddim, NFE 10)" in capsys.readouterr().out  # the saved budget, when none is given
+    for both in (["--levels", "5", "--nfe", "8"], ["--set", "sampler.n_levels=5", "--nfe", "8"]):
+        assert main([*sample, *both]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("scorelab sample: error: --nfe (sampler.nfe): a budget sizes the")
+    # a command that reads levels but no budget takes the levels over the run's saved budget
+    assert main(["score-error", "--run", str(run), "--levels", "3", "--n", "8"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -157,15 +158,21 @@ def _experiment(args, flags: dict, base: dict | None = None):
     from scorelab.config import ConfigError, ExperimentConfig, apply_overrides, load_config, put
 
     values = {section: dict(table) for section, table in (base or {}).items()}
+    given: set[str] = set()  # the fields this command line gives, by any of its three means
     if args.config is not None:
         loaded = load_config(args.config)
         for section, table in loaded.items():
+            if isinstance(table, dict):
+                given.update(f"{section}.{name}" for name in table)
             if isinstance(table, dict) and isinstance(values.get(section), dict):
                 values[section].update(table)
             else:
                 values[section] = table
     values = apply_overrides(values, args.overrides)
     overridden = [item.partition("=")[0].strip() for item in args.overrides]
+    given.update(overridden)
+    given.update(target for target, _, _ in flags.values() if getattr(args, target) is not None)
+    _one_grid_size(values, given)
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
         if value is None:
@@ -180,6 +187,23 @@ def _experiment(args, flags: dict, base: dict | None = None):
                 f"{target}: --set gives {previous!r}, {flag} gives {value!r}; give it once"
             )
     return ExperimentConfig.from_dict(values)
+
+
+def _one_grid_size(values: dict, given: set[str]) -> None:
+    """A grid is sized by levels or by a budget (``sampler.nfe`` replaces ``sampler.n_levels``):
+    both given is a contradiction, and levels given over a run's saved budget replace it. Both
+    went unread before: ``--levels 5 --nfe 10`` sampled 10 evaluations' grid, and ``--levels 5``
+    on a run trained with ``nfe = 20`` sampled that run's budget."""
+    from scorelab.config import ConfigError
+
+    if {"sampler.n_levels", "sampler.nfe"} <= given:
+        raise ConfigError(
+            "sampler.nfe: a budget sizes the grid, and sampler.n_levels (--levels) was given "
+            "too; give one of them"
+        )
+    sampler = values.get("sampler")
+    if "sampler.n_levels" in given and isinstance(sampler, dict) and sampler.get("nfe"):
+        sampler["nfe"] = 0  # a saved budget, replaced by the levels asked for
 
 
 def _source(args, flags: dict, job: str | None = None):
@@ -224,6 +248,8 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
                 f"settings may change when sampling a run (got {changed!r}): train a new run "
                 f"for another {section}"
             )
+    if not config.sampler.nfe:  # a saved budget cleared (levels given instead) is no setting
+        saved = dataclasses.replace(saved, sampler=dataclasses.replace(saved.sampler, nfe=0))
     check_reads(job or args.command, config, saved)
     return config
 
