@@ -2038,3 +2038,44 @@ def test_processes_refuse_an_indivisible_batch_before_starting_any(tmp_path, cap
     argv = ["train", "--processes", 2, "--batch-size", 3, "--steps", 4, "--out", tmp_path / "r"]
     _fails(argv, capsys, "--batch-size (train.batch_size): 3 is not divisible by --processes 2")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_output_is_never_a_file_the_command_reads(tmp_path, capsys):
+    """``pretrained --init-noise x.npy --save-array x.npy --overwrite`` replaced the user's noise
+    with the samples: --overwrite replaces earlier outputs, never an input (a hard link too)."""
+    noise = tmp_path / "x_T.npy"
+    np.save(noise, np.ones((1, 3, 16, 16), np.float32))
+    before = noise.read_bytes()
+    (tmp_path / "link.npy").hardlink_to(noise)
+    pipeline = Path(__file__).parent / "fixtures" / "tiny_ddpm"
+    for output in (noise, tmp_path / "link.npy"):
+        argv = ["pretrained", pipeline, "--steps", "2", "--init-noise", noise, "--overwrite"]
+        argv += ["-o", tmp_path / "grid.png", "--save-array", output]
+        _fails(argv, capsys, f"{output}: the same file as --init-noise")
+    assert noise.read_bytes() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_output_folder_that_takes_no_file_is_refused_before_the_work(tmp_path, capsys):
+    """``evaluate --json /proc/m.json`` computed and printed every metric, then failed."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    argv = ["evaluate", samples, "--target", "seed_mixture", "--json", "/proc/m.json"]
+    _fails(argv, capsys, "/proc/m.json: cannot write in its folder")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate", "plot", "pretrained", "sweep"])
+def test_an_unknown_argument_is_named_by_its_command(command, capsys):
+    """It was ``scorelab: error: unrecognized arguments: --bogus (see scorelab --help)``."""
+    assert main([command, "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"scorelab {command}: error: ")
+    assert err.rstrip().endswith(f"(see scorelab {command} --help)") and err.count("\n") == 1
+
+
+def test_a_boolean_flag_is_named_as_the_user_gave_it(tmp_path, capsys):
+    """``sweep --image-metrics`` on a 2-D target was refused as ``--no-image-metrics: ...``."""
+    argv = ["sweep", "--target", "seed_mixture", "--samplers", "euler", "--nfe", "4"]
+    argv += ["--n", "20", "--image-metrics", "--out", tmp_path / "s", "--quiet"]
+    _fails(argv, capsys, "error: --image-metrics: ")

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -131,6 +132,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise _UsageError(self.prog, message)
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with arguments no parser took reported by the command they followed
+        (argparse's own top-level check said ``scorelab: error: unrecognized arguments`` and
+        pointed at ``scorelab --help``)."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(namespace, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            raise _UsageError(prog, f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
 
 
 class _Renamed(argparse.Action):
@@ -270,23 +282,50 @@ def _not_a_run_file(path: Path, run: Path | None = None) -> None:
         )
 
 
-def _output(path: Path, suffix: str, overwrite: bool, run: Path | None = None) -> Path:
-    """``path`` checked before any work: never a file of a run (:func:`_not_a_run_file`), the
-    right suffix, a writable folder (created), and no file there unless ``overwrite``."""
-    _not_a_run_file(path, run)
+# The files a command reads (argparse destinations): an output may be none of them.
+_INPUTS = {
+    "config": "--config",
+    "samples": "the samples file",
+    "data": "--data",
+    "points": "--points",
+    "init_noise": "--init-noise",
+    "step_noise": "--step-noise",
+    "settings": "--settings",
+}
+
+
+def _output(args, path: Path, suffix: str) -> Path:
+    """``path``, an output of the command ``args`` runs, checked before any work: never a file
+    of a run (:func:`_not_a_run_file`) nor a file the command reads (``pretrained --init-noise
+    x.npy --save-array x.npy --overwrite`` replaced the user's noise with the samples), the
+    right suffix, a folder that takes a new file (created if missing), and no file there unless
+    ``--overwrite``."""
+    _not_a_run_file(path, getattr(args, "run", None))
     if path.suffix != suffix:
         raise ValueError(
             f"{path}: the output must be a {suffix} file (give a name ending {suffix})"
         )
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; give a file name ending {suffix}")
-    if path.exists() and not overwrite:
+    for dest, name in _INPUTS.items():
+        given = getattr(args, dest, None)
+        if isinstance(given, str | Path) and path.exists() and Path(given).exists():
+            if os.path.samefile(path, given):
+                raise ValueError(
+                    f"{path}: the same file as {name}, which this command reads; give the "
+                    "output another name"
+                )
+    if path.exists() and not args.overwrite:
         raise ValueError(f"{path}: exists; pass --overwrite to replace it, or choose another name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A folder that exists may still take no file (/proc, a read-only mount, no write
+        # permission): found now, not after the work (evaluate wrote its metrics, then failed).
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
     except OSError as error:
         raise ValueError(
-            f"{path}: cannot create its folder ({error.strerror}); choose another path"
+            f"{path}: cannot write in its folder ({error.strerror or error}); choose another path"
         ) from error
     return path
 
@@ -345,16 +384,16 @@ def _cmd_sample(args) -> int:
     from scorelab.workflows import sample_run, save_sample_grid
 
     config, model = _source(args, {**_GRID_FLAGS, **_sampler_flags()})
-    out = _output(args.out, ".npy", args.overwrite, args.run)
+    out = _output(args, args.out, ".npy")
     if args.trajectory is not None:
-        _output(args.trajectory, ".npy", args.overwrite, args.run)
+        _output(args, args.trajectory, ".npy")
         if args.trajectory.resolve() == out.resolve():
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
             )
     image_shape = config.data.target_image_shape  # flat points that are images
     if args.grid_png is not None:
-        _output(args.grid_png, ".png", args.overwrite, args.run)
+        _output(args, args.grid_png, ".png")
         if image_shape is None and not config.data.is_images:
             raise ValueError(
                 f"--grid-png: samples of {config.data.source} are points (n, d), not images; "
@@ -408,7 +447,7 @@ def _cmd_evaluate(args) -> int:
     from scorelab.workflows import evaluate_images, evaluate_samples
 
     if args.json is not None:
-        _output(args.json, ".json", args.overwrite)
+        _output(args, args.json, ".json")
     if args.data is not None and str(args.data) in ("digits", "digits16"):
         if args.sigma != 0:
             raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
@@ -525,7 +564,7 @@ def _cmd_likelihood(args) -> int:
 
     config, model = _source(args, {})
     if args.json is not None:
-        _output(args.json, ".json", args.overwrite, args.run)
+        _output(args, args.json, ".json")
     n_probes = args.n_probes
     if n_probes not in ("auto", "exact"):
         if not n_probes.isdigit() or int(n_probes) < 1:
@@ -563,9 +602,9 @@ def _cmd_score_error(args) -> int:
     from scorelab.workflows import score_error_run
 
     if args.json is not None:
-        _output(args.json, ".json", args.overwrite, args.run)
+        _output(args, args.json, ".json")
     if args.plot is not None:
-        _output(args.plot, ".png", args.overwrite, args.run)
+        _output(args, args.plot, ".png")
     saved, model = load_run(args.run)
     config = _run_experiment(args, _SCORE_ERROR_FLAGS, saved)
     profile = score_error_run(config, model, n=args.n, seed=args.seed)
@@ -639,7 +678,7 @@ def _cmd_grid(args) -> int:
     from scorelab.workflows import grid_run
 
     config, model = _source(args, {**_GRID_FLAGS, **_sampler_flags()})
-    out = _output(args.out, ".json", args.overwrite, args.run)
+    out = _output(args, args.out, ".json")
     sigmas, bound, start, about = grid_run(
         config,
         model,
@@ -663,7 +702,7 @@ def _cmd_grid_ld3(args) -> int:
     if args.inner is not None:
         raise ValueError("--inner: only --method ays draws sigmas inside intervals; leave it out")
     config, model = _source(args, {**_GRID_FLAGS, **_sampler_flags()}, LD3_JOB)
-    out = _output(args.out, ".json", args.overwrite, args.run)
+    out = _output(args, args.out, ".json")
     sigmas, error, start, about = ld3_grid_run(
         config, model, args.n, args.seed, n_candidates=args.candidates, n_sweeps=args.sweeps,
         progress=not args.quiet,
@@ -683,9 +722,9 @@ def _cmd_grid_ld3(args) -> int:
 def _cmd_pretrained(args) -> int:
     from scorelab.diffusers import run
 
-    _output(args.output, ".png", args.overwrite)
+    _output(args, args.output, ".png")
     if args.save_array is not None:
-        _output(args.save_array, ".npy", args.overwrite)
+        _output(args, args.save_array, ".npy")
     scheduler = {
         "timestep_spacing": args.spacing,
         "steps_offset": args.steps_offset,
@@ -1050,7 +1089,10 @@ def _by_flag(message: str, parser: argparse.ArgumentParser, command: str) -> str
     field, separator, rest = message.partition(": ")
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     flags = {
-        action.dest: max(action.option_strings, key=len)
+        # A flag's long spelling; a --x/--no-x pair's first (--image-metrics, not --no-...)
+        action.dest: next(
+            (o for o in action.option_strings if o.startswith("--")), action.option_strings[0]
+        )
         for action in subcommands.choices[command]._actions
         if action.option_strings and action.dest != "help"
     }
