@@ -2079,3 +2079,45 @@ def test_a_boolean_flag_is_named_as_the_user_gave_it(tmp_path, capsys):
     argv = ["sweep", "--target", "seed_mixture", "--samplers", "euler", "--nfe", "4"]
     argv += ["--n", "20", "--image-metrics", "--out", tmp_path / "s", "--quiet"]
     _fails(argv, capsys, "error: --image-metrics: ")
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        # a trained model without config.json was "an unfinished training run"
+        ("no_config", "config.json: missing beside the run's trained model; restore it"),
+        # special files were "not found", or (config.json a fifo) "an unfinished training run"
+        ("config_a_fifo", "config.json: not a regular file"),
+        ("model_eqx_a_device", "model.eqx: not a regular file"),
+        ("model_json_a_fifo", "model.json: not a regular file"),
+    ],
+)
+def test_a_damaged_run_is_named_by_what_is_wrong_with_it(
+    damage, fragment, run_dir, tmp_path, capsys
+):
+    import os
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    file = copy / {"model_eqx": "model.eqx", "model_json": "model.json"}.get(
+        damage.split("_a_")[0], "config.json"
+    )
+    file.unlink()
+    if damage.endswith("fifo"):
+        os.mkfifo(file)
+    elif damage.endswith("device"):
+        file.symlink_to("/dev/zero")
+    _fails(["sample", "--run", copy, "--n", "10", "--out", tmp_path / "s.npy"], capsys, fragment)
+
+
+def test_pretrained_n_must_agree_with_the_init_noise(tmp_path, capsys):
+    """``--n 3`` with two images of init noise sampled two and said nothing; without ``--n``
+    the file's batch is the number of images."""
+    noise = tmp_path / "x_T.npy"
+    np.save(noise, np.ones((2, 3, 16, 16), np.float32))
+    pipeline = Path(__file__).parent / "fixtures" / "tiny_ddpm"
+    argv = ["pretrained", pipeline, "--steps", "2", "--init-noise", noise, "-o", tmp_path / "g.png"]
+    _fails([*argv, "--n", "3"], capsys, "--n 3: the init noise", "holds 2 images")
+    assert main([str(a) for a in [*argv, "--save-array", tmp_path / "x.npy"]]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (2, 3, 16, 16)

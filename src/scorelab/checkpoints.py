@@ -402,15 +402,15 @@ def load_model(path: str | Path) -> eqx.Module:
 
     Raises:
         FileNotFoundError: if either file is missing.
-        ValueError: either is a folder, the JSON file is not a model record, the class cannot
-            be imported or is not an ``equinox.Module``, the ``.eqx`` file does not match the
-            checksum in the JSON file, or its arrays do not fit the model the JSON file
-            describes.
+        ValueError: either is a folder or another special file, the JSON file is not a model
+            record, the class cannot be imported or is not an ``equinox.Module``, the ``.eqx``
+            file does not match the checksum in the JSON file, or its arrays do not fit the
+            model the JSON file describes.
     """
     leaves_file, record_file = model_files(path)
     for file in (record_file, leaves_file):
-        if file.is_dir():
-            raise ValueError(f"{file}: a folder, not a saved model's file; restore the file")
+        if file.exists() and not file.is_file():  # a folder, a fifo, a device (not "missing")
+            raise ValueError(f"{file}: not a regular file, not a saved model's; restore the file")
         if not file.is_file():
             raise FileNotFoundError(f"saved model file not found: {file}")
     try:

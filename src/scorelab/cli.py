@@ -777,7 +777,9 @@ def _add_pretrained(commands) -> None:
     pretrained.add_argument("--steps", type=int, default=50, help="DDIM steps")
     pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
     pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
-    pretrained.add_argument("--n", type=int, default=1, help="number of images")
+    pretrained.add_argument(
+        "--n", type=int, help="number of images (default 1, or the --init-noise file's)"
+    )
     pretrained.add_argument("-o", "--output", type=_path, default=Path("grid.png"), help="PNG")
     pretrained.add_argument("--init-noise", type=_path, help="x_T .npy, NCHW like diffusers")
     pretrained.add_argument("--step-noise", type=_path, help="step noise .npy (steps, N, C, H, W)")

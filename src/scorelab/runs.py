@@ -393,8 +393,11 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
-    if config_path.is_dir():
-        raise ConfigError(f"{config_path}: a folder, not the run's file; restore it or train again")
+    if config_path.exists() and not config_path.is_file():  # a folder, a fifo, a device
+        raise ConfigError(
+            f"{config_path}: not a regular file, not the run's configuration; restore it or "
+            "train again"
+        )
     if not config_path.is_file():
         raise _not_a_run(run_dir)
     try:
@@ -424,6 +427,12 @@ def _not_a_run(run_dir: Path) -> Exception:
         return ValueError(
             f"{run_dir}: a demo's output, not a training run; its trained models are runs: "
             + ", ".join(str(p) for p in runs)
+        )
+    if any((run_dir / name).exists() for name in ("model.json", "model.eqx")):
+        # A trained model without its configuration was called an unfinished run.
+        return ConfigError(
+            f"{run_dir / 'config.json'}: missing beside the run's trained model; restore it "
+            '(manifest.json keeps a copy under "config") or train again'
         )
     if has_checkpoints(run_dir):  # "check the path and the disk" sent users to a good run
         return ValueError(

@@ -448,7 +448,7 @@ def run(
     seed: int = 0,
     num_inference_steps: int = 50,
     eta: float = 0.0,
-    n: int = 1,
+    n: int | None = None,
     use_clipped_model_output: bool = False,
     init_noise: str | os.PathLike | None = None,
     step_noise: str | os.PathLike | None = None,
@@ -467,7 +467,8 @@ def run(
         seed: PRNG seed (a JAX key, or a torch generator for ``diffusers``: the two backends
             draw different noise from one seed; inject it to compare them).
         num_inference_steps, eta, use_clipped_model_output: as diffusers' ``DDIMPipeline``.
-        n: batch size when the initial noise is drawn, ``>= 1``.
+        n: batch size, ``>= 1``: 1 by default when the initial noise is drawn, the batch of
+            ``init_noise`` when it is given (another ``n`` is refused: it was ignored).
         init_noise, step_noise: ``.npy`` files of ``(B, C, H, W)`` and
             ``(steps, B, C, H, W)`` noise.
         save_array: ``.npy`` path for the model-space samples.
@@ -486,9 +487,15 @@ def run(
     """
     if backend not in ("jax", "diffusers"):
         raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
-    _check_options(num_inference_steps, eta, n)
+    _check_options(num_inference_steps, eta, 1 if n is None else n)
     check_seed("seed", seed, error=PretrainedError)
     x_T = None if init_noise is None else _load_noise(init_noise, "--init-noise")
+    if x_T is not None and n is not None and x_T.ndim and n != x_T.shape[0]:
+        raise PretrainedError(
+            f"--n {n}: the init noise {init_noise} holds {x_T.shape[0]} images; drop --n, or "
+            f"give --n {x_T.shape[0]}"
+        )
+    n = 1 if n is None else n
     if step_noise is not None and eta == 0:  # read, then never used: the samples ignored it
         raise PretrainedError(
             f"--step-noise {step_noise}: eta 0 is deterministic and adds no step noise; drop "
