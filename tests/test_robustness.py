@@ -2121,3 +2121,20 @@ def test_pretrained_n_must_agree_with_the_init_noise(tmp_path, capsys):
     _fails([*argv, "--n", "3"], capsys, "--n 3: the init noise", "holds 2 images")
     assert main([str(a) for a in [*argv, "--save-array", tmp_path / "x.npy"]]) == 0
     assert np.load(tmp_path / "x.npy").shape == (2, 3, 16, 16)
+
+
+def test_export_of_a_class_conditional_run_says_what_runs_it(_conditional_run, tmp_path, capsys):
+    """The folder exported (diffusers' UNet2DModel takes its class labels), with a note that
+    DDIMPipeline and ``pretrained`` pass no class: it was written without a word."""
+    folder = tmp_path / "pipe"
+    assert main(["export", str(_conditional_run), "--diffusers", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert (folder / "unet" / "config.json").is_file()
+    assert "note: a class-conditional U-Net" in out and "--class K" in out
+
+
+def test_pretrained_names_a_scorelab_run_as_a_run(run_dir, tmp_path, capsys):
+    """It read the run's config.json as a U-Net's: 'unsupported UNet2DModel config field(s):
+    data, loss, model, sampler, train'."""
+    argv = ["pretrained", run_dir, "--steps", "2", "-o", tmp_path / "g.png"]
+    _fails(argv, capsys, f"{run_dir}: a scorelab run, not a diffusers pipeline")

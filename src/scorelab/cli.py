@@ -503,6 +503,14 @@ def _cmd_export(args) -> int:
     _not_a_run_file(args.diffusers, args.run)
     _, model = load_run(args.run)
     print(export_pipeline(model, args.diffusers))
+    classes = getattr(getattr(model, "network", None), "unet", None)
+    classes = None if classes is None else dict(classes.config).get("num_class_embeds")
+    if classes is not None:  # a folder DDIMPipeline loads, then cannot run, said nothing
+        print(
+            f"note: a class-conditional U-Net ({classes} class embeddings): diffusers' "
+            "UNet2DModel loads it and takes class_labels, but DDIMPipeline and scorelab "
+            "pretrained pass no class; sample the run with scorelab sample --run RUN --class K"
+        )
     return 0
 
 

@@ -87,13 +87,20 @@ def resolve_pipeline(
         The :class:`~pathlib.Path` of the folder.
 
     Raises:
-        PretrainedError: if it is a file, or neither a folder nor a cached snapshot inside
-            the cache, saying how to put the weights on this machine.
+        PretrainedError: if it is a file or a scorelab run, or neither a folder nor a cached
+            snapshot inside the cache, saying how to put the weights on this machine.
     """
     from huggingface_hub import constants
 
     path = Path(path_or_id)
     if path.is_dir():
+        if (path / "manifest.json").is_file() and (path / "config.json").is_file():
+            # Read as a U-Net's config, it was "unsupported UNet2DModel config field(s)".
+            raise PretrainedError(
+                f"{path}: a scorelab run, not a diffusers pipeline; sample it with scorelab "
+                f"sample --run {path} (a VP U-Net run exports with scorelab export RUN "
+                "--diffusers DIR)"
+            )
         return path
     if path.exists():  # a file (model_index.json, /dev/null) was 'not in the cache: download it'
         raise PretrainedError(
