@@ -56,6 +56,48 @@ def test_the_search_lowers_the_bound_and_keeps_the_ends():
     assert bound < start
 
 
+IMAGE_MEAN = np.array([1.0, -2.0, 0.5, 3.0]).reshape(1, 2, 2)  # a 1x2x2 image's mean
+
+
+def _denoise_image(x, sigma):
+    """Tweedie's denoiser of N(IMAGE_MEAN, s^2 I) on one (1, 2, 2) image."""
+    return IMAGE_MEAN + VARIANCE / (VARIANCE + sigma**2) * (x - IMAGE_MEAN)
+
+
+def _images(n):
+    """``n`` draws of N(IMAGE_MEAN, s^2 I), shape (n, 1, 2, 2)."""
+    z = np.random.default_rng(0).standard_normal((n, *IMAGE_MEAN.shape))
+    return jnp.asarray(IMAGE_MEAN + np.sqrt(VARIANCE) * z, jnp.float32)
+
+
+def test_the_bound_on_images_is_the_bound_on_their_flattened_pixels():
+    """The bound is a squared norm over all of an example's axes: on (m, C, H, W) images it is
+    the bound on the same (m, C*H*W) vectors with the same random numbers (images were an
+    internal 'too many values to unpack' error)."""
+    sigmas = jnp.asarray([0.05, 0.3, 1.0, 5.0])
+    images = _images(300)
+    flat_mean = IMAGE_MEAN.reshape(-1)
+
+    def denoise_flat(x, sigma):
+        return flat_mean + VARIANCE / (VARIANCE + sigma**2) * (x - flat_mean)
+
+    key = jax.random.key(3)
+    on_images = ays.klub_terms(_denoise_image, images, key, sigmas, 4)
+    on_vectors = ays.klub_terms(denoise_flat, images.reshape(300, -1), key, sigmas, 4)
+    assert on_images.shape == (3,) and np.all(np.asarray(on_images) > 0)
+    np.testing.assert_allclose(on_images, on_vectors, rtol=1e-5)
+
+
+def test_the_search_on_images_gives_a_valid_grid_that_lowers_the_bound():
+    images = _images(100)
+    sigmas, bound, start = ays.optimise_grid(
+        _denoise_image, images, jax.random.key(0), 5, 0.02, 80.0, n_candidates=8, n_sweeps=1
+    )
+    assert sigmas.shape == (5,) and np.all(np.isfinite(sigmas))
+    assert sigmas[0] == 0.02 and sigmas[-1] == 80.0 and np.all(np.diff(sigmas) > 0)
+    assert np.isfinite(bound) and bound < start
+
+
 def test_a_saved_grid_is_reused_by_path_and_interpolated_log_linearly(tmp_path):
     """A saved geometric grid interpolated log-linearly to any size is the geometric grid of
     that size (the interpolation's closed form)."""

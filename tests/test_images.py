@@ -118,7 +118,7 @@ def _write_bad(tmp_path, case):
         return path.with_suffix(".npy"), "state data.layout"
     if case == "several_arrays":
         np.savez(path.with_suffix(".npz"), a=_UINT8, b=_UINT8)
-        return path.with_suffix(".npz"), "name the one to read with data.array"
+        return path.with_suffix(".npz"), "save the one to read in a file of its own"
     if case == "no_arrays":
         np.savez(path.with_suffix(".npz"))
         return path.with_suffix(".npz"), "holds no images; save them with numpy.savez"

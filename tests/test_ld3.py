@@ -68,6 +68,30 @@ def test_the_search_lowers_its_error_on_training_and_held_out_starts():
     np.testing.assert_allclose(after / before, error / error_start, rtol=1e-3)
 
 
+def test_the_search_on_images_returns_a_grid_whose_error_is_the_closed_form():
+    """On (n, 1, 2, 2) image starts the search's program traces the sampler's image driver
+    inside its own jit (a nested jit carrying compile options was refused by jax.jit); the
+    grid it returns has the requested size, keeps its top level, and its error is Euler's
+    closed form (a - a*)^2 |x_T - m|^2 averaged over the starts."""
+    mean = np.array([1.0, -2.0, 0.5, 3.0]).reshape(1, 2, 2)
+
+    def score_fn(x, sigma):  # N(mean, s^2 I) noised to sigma
+        return -(x - mean) / (VARIANCE + sigma**2)
+
+    x_T = samplers.ve_prior(jax.random.key(1), 64, 4, SIGMA_MAX).reshape(64, 1, 2, 2)
+    exact_gain = np.sqrt(VARIANCE / (VARIANCE + SIGMA_MAX**2))
+    x_teacher = mean + (x_T - mean) * exact_gain
+    sigmas, error, error_start = ld3.learn_grid(
+        samplers.euler(geometric_sigmas(4, 0.05, SIGMA_MAX)), score_fn, x_T, x_teacher,
+        n_candidates=4, n_sweeps=1,
+    )  # fmt: skip
+    assert sigmas.shape == (4,) and np.all(np.isfinite(sigmas)) and np.all(np.diff(sigmas) > 0)
+    assert sigmas[-1] == pytest.approx(SIGMA_MAX) and error < error_start
+    distance = np.sum(np.asarray(x_T - mean).reshape(64, -1) ** 2, axis=-1)
+    expected = np.mean((_euler_gain(sigmas) - exact_gain) ** 2 * distance)
+    np.testing.assert_allclose(error, expected, rtol=1e-3)
+
+
 def test_a_learned_grid_is_reused_by_path(tmp_path):
     path = tmp_path / "learned.json"
     sigmas = np.array([0.03, 0.4, 2.0, 7.0, SIGMA_MAX])

@@ -68,6 +68,42 @@ def test_convolution_jit_wraps_the_function():
     assert float(compiled(jnp.asarray(4.0), 2.0)) == 6.0
 
 
+def test_convolution_jit_runs_inside_another_transformation():
+    """jax.jit refuses compile options on a jit traced into another program: under a caller's
+    jit, grad, scan or checkpoint a convolution_jit function is a plain nested jit, with the
+    values and derivatives of its top-level call."""
+    cube = _xla_cpu.convolution_jit(lambda x: x**3)
+    x = jnp.asarray(2.0)
+    assert float(cube(x)) == 8.0
+    assert float(jax.jit(cube)(x)) == 8.0
+    assert float(jax.jit(lambda: cube(x))()) == 8.0  # no traced argument: still nested
+    assert float(jax.grad(cube)(x)) == 12.0  # 3 x^2
+    assert float(jax.checkpoint(cube)(x)) == 8.0
+    total, _ = jax.lax.scan(lambda c, _: (c + cube(x), None), 0.0, None, length=2)
+    assert float(total) == 16.0
+
+
+def test_image_samplers_run_inside_a_callers_jit_and_grad():
+    """Euler on image chains of N(0, s^2 I) is linear, x_out = g x_init with g the product of
+    its steps' gains: traced inside a caller's jit it gives the top-level samples, and its
+    gradient in the starts' scale is g sum(x_init)."""
+    s2, sigmas = 0.25, samplers.default_sigmas(5)
+    sampler = samplers.euler(sigmas)
+    x_init = 10.0 * jax.random.normal(jax.random.key(1), (3, 1, 4, 4))
+
+    def score(x, sigma):
+        return -x / (s2 + sigma**2)
+
+    def total(scale):
+        return jnp.sum(samplers.sample(jax.random.key(2), sampler, score, scale * x_init).x)
+
+    grid = np.asarray(sigmas, np.float64)  # ascending; Euler steps from the top to 0
+    gain = np.prod(1 + (grid[:-1] - grid[1:]) * grid[1:] / (s2 + grid[1:] ** 2))
+    gain *= s2 / (s2 + grid[0] ** 2)  # the last step, from sigma_0 to 0
+    np.testing.assert_allclose(jax.jit(total)(1.0), total(1.0), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(total)(1.0), gain * jnp.sum(x_init), rtol=1e-4)
+
+
 CONFIG = {
     "sample_size": 8,
     "in_channels": 1,

@@ -12,6 +12,11 @@ process-wide ``XLA_FLAGS`` setting, so a user's own programs are left as they ar
 probed once: a jaxlib that does not know this (experimental) option, or a default backend that
 is not a CPU, compiles with XLA's defaults. Training is left alone: with the convolution
 gradients on the matmul path (``scorelab.diffusers._unet._Conv``) it measured no faster.
+
+Only a top-level program takes compile options: ``jax.jit`` refuses them on a jit traced into
+another transformation (a caller's ``jit``, ``grad``, ``scan`` or ``checkpoint``), so a
+:func:`convolution_jit` function called there is a plain nested ``jit`` and the outer program's
+options apply (``scorelab.ld3`` compiles its search's program with them).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax._src import core as jax_core
 
 _CONVOLUTION_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
@@ -41,14 +47,24 @@ def convolution_options() -> dict[str, str] | None:
     return dict(_CONVOLUTION_OPTIONS)
 
 
+def _at_top_level() -> bool:
+    """Whether a call now runs outside every JAX transformation (``jit``, ``grad``, ``vmap``,
+    ``scan``...): the only place where a jit may carry compile options."""
+    # No public JAX function answers this; trace_state_clean is JAX's own test of it.
+    return jax_core.trace_state_clean()
+
+
 def convolution_jit(fun: Callable) -> Callable:
-    """``equinox.filter_jit(fun)`` compiled with :func:`convolution_options`, made at the first
+    """``equinox.filter_jit(fun)`` compiled with :func:`convolution_options` when called at the
+    top level, a plain nested ``filter_jit`` when traced by an outer transformation (whose
+    program decides the options: ``jax.jit`` refuses them on a nested jit), made at the first
     call (when JAX's backend is known); ``__wrapped__`` is ``fun`` and ``lower`` lowers it
     ahead of time, as the jitted function's own."""
 
     @functools.cache
-    def jitted() -> Callable:
-        options = convolution_options()  # None: no keyword, for a jax.jit that has none
+    def jitted(top_level: bool) -> Callable:
+        # None: no keyword, for a jax.jit that has none or a jit nested in another program.
+        options = convolution_options() if top_level else None
         return (
             eqx.filter_jit(fun)
             if options is None
@@ -57,7 +73,7 @@ def convolution_jit(fun: Callable) -> Callable:
 
     @functools.wraps(fun)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return jitted()(*args, **kwargs)
+        return jitted(_at_top_level())(*args, **kwargs)
 
-    call.lower = lambda *args, **kwargs: jitted().lower(*args, **kwargs)
+    call.lower = lambda *args, **kwargs: jitted(_at_top_level()).lower(*args, **kwargs)
     return call

@@ -49,6 +49,7 @@ from jax import Array
 from tqdm.auto import tqdm
 
 from scorelab._validate import check_int, check_memory
+from scorelab._xla_cpu import convolution_jit
 from scorelab.noise import geometric_sigmas, write_saved_grid
 
 
@@ -56,9 +57,9 @@ def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_in
     r"""The Monte-Carlo terms of each interval of the bound (module docstring), ``(N - 1,)``.
 
     Args:
-        denoise_fn: ``D(x, sigma)`` on one example ``x`` ``(d,)``, e.g. Tweedie's
-            :math:`x + \sigma^2 s(x, \sigma)` of a score.
-        x_0: ``(m, d)`` data samples (the same for every grid compared).
+        denoise_fn: ``D(x, sigma)`` on one example ``x`` of shape ``S``, a vector ``(d,)`` or
+            an image ``(C, H, W)``, e.g. Tweedie's :math:`x + \sigma^2 s(x, \sigma)` of a score.
+        x_0: ``(m, *S)`` data samples (the same for every grid compared).
         key: PRNG key of the forward paths (the same for every grid compared).
         sigmas: ``(N,)`` ascending grid.
         n_inner: :math:`\sigma` draws per interval and data point.
@@ -67,24 +68,26 @@ def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_in
         ``(N - 1,)`` estimates of :math:`\int_{\sigma_{i-1}}^{\sigma_i} \sigma^{-3}
         \mathbb{E}\|\Delta D\|^2 d\sigma`.
     """
-    m, d = x_0.shape
+    draws = (sigmas.shape[0] - 1, n_inner, x_0.shape[0])  # (interval, draw, point)
+    state = x_0.shape[1:]  # S: the bound is a squared norm over every axis of an example
     key_u, key_z, key_w = jax.random.split(key, 3)
     # Uniform variates and normals drawn once per (interval, draw, point): a grid is only a
     # change of variables of the same random numbers.
-    u = jax.random.uniform(key_u, (sigmas.shape[0] - 1, n_inner, m), sigmas.dtype)
-    z = jax.random.normal(key_z, (sigmas.shape[0] - 1, n_inner, m, d), sigmas.dtype)
-    w = jax.random.normal(key_w, (sigmas.shape[0] - 1, n_inner, m, d), sigmas.dtype)
+    u = jax.random.uniform(key_u, draws, sigmas.dtype)
+    z = jax.random.normal(key_z, (*draws, *state), sigmas.dtype)
+    w = jax.random.normal(key_w, (*draws, *state), sigmas.dtype)
     lo, hi = jnp.log(sigmas[:-1]), jnp.log(sigmas[1:])
     sigma = jnp.exp(lo[:, None, None] + u * (hi - lo)[:, None, None])  # log-uniform
     top = sigmas[1:][:, None, None]
-    x_sigma = x_0 + sigma[..., None] * z
-    x_top = x_sigma + jnp.sqrt(top**2 - sigma**2)[..., None] * w
+    per_example = lambda a: a.reshape(*draws, *(1,) * len(state))  # noqa: E731
+    x_sigma = x_0 + per_example(sigma) * z
+    x_top = x_sigma + per_example(jnp.sqrt(top**2 - sigma**2)) * w
     flat = lambda a: a.reshape(-1, *a.shape[3:])  # noqa: E731
     denoise = jax.vmap(denoise_fn)
     gap = denoise(flat(x_sigma), flat(sigma)) - denoise(
         flat(x_top), flat(jnp.broadcast_to(top, sigma.shape))
     )
-    squared = jnp.sum(gap**2, axis=-1).reshape(sigma.shape)
+    squared = jnp.sum(gap.reshape(*draws, -1) ** 2, axis=-1)
     # d sigma / sigma^3 = d log sigma / sigma^2, and the log-uniform density is 1 / (hi - lo).
     return jnp.mean(squared / sigma**2, axis=(1, 2)) * (hi - lo)
 
@@ -105,8 +108,8 @@ def optimise_grid(
     r"""The grid of ``n_levels`` minimising the bound (coordinate descent, module docstring).
 
     Args:
-        denoise_fn: ``D(x, sigma)`` on one example ``(d,)``.
-        x_0: ``(m, d)`` data samples.
+        denoise_fn: ``D(x, sigma)`` on one example of shape ``S`` (a vector or an image).
+        x_0: ``(m, *S)`` data samples.
         key: PRNG key of the bound's common random numbers.
         n_levels: ``N >= 3`` (with 2 levels only the ends remain).
         sigma_min, sigma_max: the fixed ends, ``0 < sigma_min < sigma_max``.
@@ -136,7 +139,9 @@ def optimise_grid(
     sigmas = np.asarray(geometric_sigmas(n_levels, sigma_min, sigma_max), np.float64)
     sigmas[[0, -1]] = sigma_min, sigma_max
 
-    @jax.jit
+    # Images are what convolution networks take: their program compiles with XLA:CPU's own
+    # convolutions, as the samplers' does (scorelab._xla_cpu).
+    @(convolution_jit if x_0.ndim > 2 else jax.jit)
     def pair_cost(trio, keys):  # the two intervals around a moved level, for each candidate
         return jax.vmap(lambda s: jnp.sum(klub_terms(denoise_fn, x_0, keys, s, n_inner)))(trio)
 

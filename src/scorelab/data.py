@@ -506,9 +506,9 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
                 raise DataError(f"{path}: holds no images; save them with numpy.savez")
             if len(candidates) != 1:
                 raise DataError(
-                    f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); name the "
-                    "one to read with data.array (--set data.array=KEY), or save "
-                    "one array per file"
+                    f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); save "
+                    "the one to read in a file of its own (numpy.save), or, to train on it, "
+                    "name it with data.array (--set data.array=KEY)"
                 )
             key = candidates[0]
         elif key not in names:

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from scorelab import samplers
 from scorelab._validate import check_int, check_memory
+from scorelab._xla_cpu import convolution_jit
 from scorelab.noise import karras_sigmas, write_saved_grid
 
 TEACHER_LEVELS = 400
@@ -166,7 +167,9 @@ def learn_grid(
             f"x_T {jnp.shape(x_T)} and x_teacher {jnp.shape(x_teacher)} must have one shape: "
             "the teacher's outputs from the same starts"
         )
-    error = eqx.filter_jit(
+    # One program per search, the sampler's driver traced inside it (a nested jit): on images
+    # it is this program that compiles with XLA:CPU's own convolutions (scorelab._xla_cpu).
+    error = (convolution_jit if jnp.ndim(x_T) > 2 else eqx.filter_jit)(
         lambda grid: jnp.mean(global_error(on_grid(sampler, grid), score_fn, x_T, x_teacher))
     )
     sigmas = np.asarray(sampler.sigmas, np.float64)
