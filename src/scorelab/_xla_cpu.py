@@ -28,7 +28,11 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax._src import core as jax_core
+
+try:  # No public JAX function says whether a call is traced; this is JAX's own test of it.
+    from jax._src.core import trace_state_clean
+except ImportError:  # another JAX: every jit is compiled without options (correct, slower)
+    trace_state_clean = None
 
 _CONVOLUTION_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
@@ -50,8 +54,7 @@ def convolution_options() -> dict[str, str] | None:
 def _at_top_level() -> bool:
     """Whether a call now runs outside every JAX transformation (``jit``, ``grad``, ``vmap``,
     ``scan``...): the only place where a jit may carry compile options."""
-    # No public JAX function answers this; trace_state_clean is JAX's own test of it.
-    return jax_core.trace_state_clean()
+    return trace_state_clean is not None and trace_state_clean()
 
 
 def convolution_jit(fun: Callable) -> Callable:
