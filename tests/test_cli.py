@@ -481,3 +481,17 @@ def test_a_grid_is_sized_by_levels_or_by_a_budget_never_both_silently(tmp_path, 
     # a command that reads levels but no budget takes the levels over the run's saved budget
     assert main(["score-error", "--run", str(run), "--levels", "3", "--n", "8"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
+
+
+def test_a_saved_grid_brings_its_own_levels(tmp_path, capsys):
+    """A 4-level grid of ``scorelab grid`` was interpolated to the default 100 levels unless
+    ``--levels`` was given (the command's own hint leaves it out)."""
+    grid = tmp_path / "g.json"
+    assert main(["grid", "--exact", "seed_mixture", "--levels", "4", "--n", "20", "--sweeps",
+                 "1", "--out", str(grid), "--quiet"]) == 0  # fmt: skip
+    out = str(tmp_path / "s.npy")
+    sample = ["sample", "--exact", "seed_mixture", "--n", "8", "--grid", str(grid), "--out", out]
+    for extra, nfe in (([], 4), (["--levels", "7"], 7)):
+        capsys.readouterr()
+        assert main([*sample, *extra, "--overwrite"]) == 0
+        assert f"(ddim, NFE {nfe})" in capsys.readouterr().out

@@ -126,14 +126,14 @@ def test_a_stochastic_sampler_is_refused_in_one_line(sampler):
 
 @pytest.mark.parametrize(
     ("candidates", "sweeps", "message"),
-    [(10**15, 1, "--candidates"), (0, 1, "ld3.candidates"), (4, 0, "ld3.sweeps"),
+    [(10**15, 1, "ld3.candidates: needs"), (0, 1, "ld3.candidates"), (4, 0, "ld3.sweeps"),
      (4.0, 1, "ld3.candidates"), (True, 1, "ld3.candidates")],
 )  # fmt: skip
 def test_a_search_beyond_memory_or_below_one_is_refused_before_any_work(
     candidates, sweeps, message
 ):
-    # The CLI's --candidates reaches the search's allocation: too many must name that flag
-    # (not the data size) and come before the teacher's solve.
+    # The CLI's --candidates reaches the search's allocation: too many must name it (not the
+    # data size) and come before the teacher's solve; the command line names its flag.
     with pytest.raises(ValueError, match=message) as error:
         ld3.check_search(candidates, sweeps)
     assert "\n" not in str(error.value)
@@ -227,3 +227,11 @@ def test_the_moonshot_with_the_exact_prior():
         assert row["mmd2"] <= floor["mmd2"][0] + 1.5 * floor["mmd2"][1], (seed, row)
         assert row["tv"] <= 1.5 * floor["tv"][0], (seed, row)
         assert low <= row["var_ratio"] <= high and row["far"] <= 0.01, (seed, row)
+
+
+def test_the_command_line_names_the_search_by_its_flags(tmp_path, capsys):
+    argv = ["grid", "--exact", "seed_mixture", "--method", "ld3", "--out", str(tmp_path / "g.json")]
+    assert main([*argv, "--candidates", str(10**15)]) == 2
+    assert capsys.readouterr().err.startswith("scorelab grid: error: --candidates: needs")
+    assert main([*argv, "--sweeps", "0"]) == 2
+    assert capsys.readouterr().err.startswith("scorelab grid: error: --sweeps: expected")

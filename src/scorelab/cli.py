@@ -184,7 +184,6 @@ def _experiment(args, flags: dict, base: dict | None = None):
     overridden = [item.partition("=")[0].strip() for item in args.overrides]
     given.update(overridden)
     given.update(target for target, _, _ in flags.values() if getattr(args, target) is not None)
-    _one_grid_size(values, given)
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
         if value is None:
@@ -198,6 +197,7 @@ def _experiment(args, flags: dict, base: dict | None = None):
             raise ConfigError(
                 f"{target}: --set gives {previous!r}, {flag} gives {value!r}; give it once"
             )
+    _one_grid_size(values, given)
     return ExperimentConfig.from_dict(values)
 
 
@@ -205,8 +205,10 @@ def _one_grid_size(values: dict, given: set[str]) -> None:
     """A grid is sized by levels or by a budget (``sampler.nfe`` replaces ``sampler.n_levels``):
     both given is a contradiction, and levels given over a run's saved budget replace it. Both
     went unread before: ``--levels 5 --nfe 10`` sampled 10 evaluations' grid, and ``--levels 5``
-    on a run trained with ``nfe = 20`` sampled that run's budget."""
+    on a run trained with ``nfe = 20`` sampled that run's budget. A saved grid given without
+    either is sized by its own levels."""
     from scorelab.config import ConfigError
+    from scorelab.noise import is_saved_grid
 
     if {"sampler.n_levels", "sampler.nfe"} <= given:
         raise ConfigError(
@@ -214,8 +216,18 @@ def _one_grid_size(values: dict, given: set[str]) -> None:
             "too; give one of them"
         )
     sampler = values.get("sampler")
-    if "sampler.n_levels" in given and isinstance(sampler, dict) and sampler.get("nfe"):
+    if not isinstance(sampler, dict):
+        return
+    if "sampler.n_levels" in given and sampler.get("nfe"):
         sampler["nfe"] = 0  # a saved budget, replaced by the levels asked for
+    grid = sampler.get("grid")
+    sized = {"sampler.n_levels", "sampler.nfe"} & given
+    if "sampler.grid" in given and isinstance(grid, str) and is_saved_grid(grid) and not sized:
+        # A saved grid given now brings its own levels (config.ExperimentConfig.from_dict),
+        # not those of the run it samples.
+        sampler.pop("n_levels", None)
+        if sampler.get("nfe"):
+            sampler["nfe"] = 0
 
 
 def _source(args, flags: dict, job: str | None = None):
@@ -1106,8 +1118,11 @@ def _by_flag(message: str, parser: argparse.ArgumentParser, command: str) -> str
         for action in subcommands.choices[command]._actions
         if action.option_strings and action.dest != "help"
     }
-    # A sweep's settings are sweep_FIELD on the command line, sweep.FIELD in the library.
-    for dest in (field, field.removeprefix(f"{command}."), field.replace(".", "_")):
+    # A sweep's settings are sweep_FIELD on the command line, sweep.FIELD in the library; a
+    # search's (grid's ays or ld3) are ld3.FIELD there, --FIELD here.
+    section, _, name = field.partition(".")
+    searched = name if section in ("ays", "ld3") else field
+    for dest in (field, field.removeprefix(f"{command}."), field.replace(".", "_"), searched):
         if separator and dest in flags:
             named = f"{flags[dest]} ({field})" if dest == field and "." in field else flags[dest]
             return f"{named}{separator}{rest}"
