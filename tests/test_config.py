@@ -265,3 +265,12 @@ def test_a_grid_too_large_is_named_by_the_setting_that_asked_for_it():
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "nfe": 10**11}})
     with pytest.raises(ConfigError, match=r"^sampler\.n_levels: needs .*; use fewer levels$"):
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "n_levels": 10**11}})
+
+
+def test_a_field_set_twice_with_two_values_is_refused():
+    """``--set sampler.n_levels=5 --set sampler.n_levels=6`` sampled 6 levels and dropped the
+    5 without a word (a flag and a --set of one field were already refused)."""
+    twice = ["sampler.n_levels=5", "sampler.n_levels=6"]
+    with pytest.raises(ConfigError, match=r"^sampler\.n_levels: --set gives 5, then 6; give it"):
+        apply_overrides({}, twice)
+    assert apply_overrides({}, ["train.steps=3", " train.steps = 3"]) == {"train": {"steps": 3}}

@@ -811,8 +811,13 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
     Returns:
         A new nested dict; ``values`` is not modified.
+
+    Raises:
+        ConfigError: for an override that is not ``section.field=value``, spans several lines,
+            sets a field inside a value, or gives a field another value than an earlier one.
     """
     result = copy.deepcopy(values)
+    given: dict[str, Any] = {}  # field -> value of this call's overrides
     for item in overrides:
         name, sep, raw = item.partition("=")
         path = name.strip().split(".")
@@ -828,6 +833,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
+        field = ".".join(path)
+        if field in given and given[field] != value:  # the first was dropped without a word
+            raise ConfigError(
+                f"{field}: --set gives {given[field]!r}, then {value!r}; give it once"
+            )
+        given[field] = value
         put(result, path, value, f"override {item!r}")
     return result
 
