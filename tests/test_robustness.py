@@ -2138,3 +2138,16 @@ def test_pretrained_names_a_scorelab_run_as_a_run(run_dir, tmp_path, capsys):
     data, loss, model, sampler, train'."""
     argv = ["pretrained", run_dir, "--steps", "2", "-o", tmp_path / "g.png"]
     _fails(argv, capsys, f"{run_dir}: a scorelab run, not a diffusers pipeline")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "likelihood"])
+def test_points_of_higher_rank_are_not_flattened_for_a_target_of_points(command, tmp_path, capsys):
+    """``(50, 2, 1)`` was flattened to 2-D points without a word (any ``(n, *S)`` with two
+    numbers would have been); a target of images (``digits_mixture``) still takes 8x8 images."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((50, 2, 1), np.float32))
+    argv = {
+        "evaluate": ["evaluate", points, "--target", "seed_mixture"],
+        "likelihood": ["likelihood", "--exact", "seed_mixture", "--points", points],
+    }[command]
+    _fails(argv, capsys, "points of shape (50, 2, 1); this target's are points (n, 2)")

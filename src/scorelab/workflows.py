@@ -29,7 +29,7 @@ from scorelab._validate import (
 )
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
-from scorelab.config import TARGETS, ConfigError, ExperimentConfig
+from scorelab.config import TARGET_IMAGE_SHAPES, TARGETS, ConfigError, ExperimentConfig
 from scorelab.data import (
     IMAGE_SOURCES,
     TOY_DATASETS,
@@ -722,7 +722,9 @@ def evaluate_samples(
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
     check_sigma("sigma", sigma, ConfigError)
     name = str(samples) if isinstance(samples, str | Path) else "samples"
-    samples = _flat_points(samples, raw=True)
+    samples = _flat_points(
+        samples, raw=True, images=target is None or target in TARGET_IMAGE_SHAPES
+    )
     n = samples.shape[0]
     if n < _MIN_EVALUATED:
         # The kernel Stein discrepancy and the MMD's unbiased estimate need them: fewer were
@@ -962,12 +964,23 @@ def _read(source, *, raw: bool) -> np.ndarray:
     return load_images(source).images if is_image_file(source) else load_array(source)
 
 
-def _flat_points(source, *, raw: bool) -> np.ndarray:
+def _flat_points(source, *, raw: bool, images: bool = True) -> np.ndarray:
     """``float32 (n, d)`` from an array or a path (:func:`_read`); images flattened to
-    ``d = C * H * W``."""
+    ``d = C * H * W`` unless the points are no ``images`` (a target of points)."""
     name = str(source) if isinstance(source, str | Path) else "data"
     array = validate_data(_read(source, raw=raw), name, any_shape=True)
+    _check_point_rank(name, array.shape, images, int(np.prod(array.shape[1:])))
     return array.reshape(len(array), -1)
+
+
+def _check_point_rank(name: str, shape: tuple[int, ...], images: bool, size: int) -> None:
+    """Refuse an array of rank above 2 where the points are no images: ``(50, 2, 1)`` was
+    flattened to 2-D points without a word, any ``(n, *S)`` would have been."""
+    if len(shape) > 2 and not images:
+        raise ConfigError(
+            f"{name}: points of shape {shape}; this target's are points (n, {size}), not images: "
+            "save them as rows"
+        )
 
 
 def score_error_run(
@@ -1040,7 +1053,9 @@ def likelihood_points(
             "scorelab likelihood does not take: use an unconditional run"
         )
     target = builders.make_target(config.data)
-    points = _likelihood_points(points, _state_shape(config, target))
+    points = _likelihood_points(
+        points, _state_shape(config, target), images=config.data.target_image_shape is not None
+    )
     score_fn = _score_at_every_level(config, model, target, "the probability-flow ODE")
     n_probes = options.get("n_probes")
     if isinstance(n_probes, int) and not isinstance(n_probes, bool):
@@ -1079,14 +1094,16 @@ def likelihood_points(
     return result
 
 
-def _likelihood_points(points, shape: tuple[int, ...]) -> np.ndarray:
+def _likelihood_points(points, shape: tuple[int, ...], *, images: bool = False) -> np.ndarray:
     """``points`` (an array, or a ``.npy``/``.csv`` path) checked against one example's
     ``shape`` and returned as ``float32 (n, *shape)``: any ``(n, *S)`` with as many numbers per
-    point is reshaped (8x8 images for the 64-d ``digits_mixture``, flat rows for a U-Net);
-    an image model's values must lie in the data's [-1, 1]."""
+    point is reshaped (8x8 images for the 64-d ``digits_mixture``, flat rows for a U-Net)
+    where the points are ``images`` (a target of images or an image model); an image model's
+    values must lie in the data's [-1, 1]."""
     name = str(points) if isinstance(points, str | Path) else "points"
     array = validate_data(_read(points, raw=True), name, any_shape=True)
     size = int(np.prod(shape))
+    _check_point_rank(name, array.shape, len(shape) > 1 or images, size)
     if int(np.prod(array.shape[1:])) != size:
         flat = f" or (n, {size})" if len(shape) > 1 else ""
         raise ConfigError(
