@@ -235,3 +235,18 @@ def test_the_command_line_names_the_search_by_its_flags(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("scorelab grid: error: --candidates: needs")
     assert main([*argv, "--sweeps", "0"]) == 2
     assert capsys.readouterr().err.startswith("scorelab grid: error: --sweeps: expected")
+
+
+def test_sampling_a_grid_learned_for_another_sampler_says_so(tmp_path, capsys):
+    """An ld3 grid is learned for one sampler; another may use it, and is told (it was silent)."""
+    from scorelab.noise import write_saved_grid
+
+    grid = write_saved_grid(
+        tmp_path / "g.json", [0.02, 1.0, 80.0], {"kind": "ld3", "sampler": "euler"}
+    )
+    argv = ["sample", "--exact", "seed_mixture", "--n", "8", "--grid", str(grid), "--overwrite"]
+    argv += ["--out", str(tmp_path / "s.npy")]
+    assert main([*argv, "--sampler", "heun"]) == 0
+    assert f"note: the grid {grid} was learned for euler (ld3)" in capsys.readouterr().out
+    assert main([*argv, "--sampler", "euler"]) == 0
+    assert "note:" not in capsys.readouterr().out

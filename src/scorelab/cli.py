@@ -392,6 +392,7 @@ def _cmd_train(args) -> int:
 def _cmd_sample(args) -> int:
     import numpy as np
 
+    from scorelab.noise import is_saved_grid, saved_grid_sampler
     from scorelab.runs import atomic_write
     from scorelab.workflows import sample_run, save_sample_grid
 
@@ -443,6 +444,14 @@ def _cmd_sample(args) -> int:
         classes = ", ".join(map(str, dict.fromkeys(result.labels.tolist())))
         count += f" ({args.n} per class, classes {classes} in turn)"
     print(f"{count} ({config.sampler.name}, {nfe}) written to {out}")
+    learned = (
+        saved_grid_sampler(config.sampler.grid) if is_saved_grid(config.sampler.grid) else None
+    )
+    if learned not in (None, config.sampler.name):  # allowed, and said: it was silent
+        print(
+            f"note: the grid {config.sampler.grid} was learned for {learned} (ld3), and sampled "
+            f"here with {config.sampler.name}"
+        )
     if args.grid_png is not None:
         print(f"grid written to {args.grid_png}")
     if model is not None and config.loss.name == "dsm":

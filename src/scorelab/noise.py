@@ -358,6 +358,16 @@ def read_saved_grid(name: str) -> np.ndarray:
     return saved
 
 
+def saved_grid_sampler(name: str) -> str | None:
+    """The sampler a saved grid was learned for (``scorelab grid --method ld3`` records it), or
+    ``None`` (an Align-Your-Steps grid serves every sampler; a grid that cannot be read)."""
+    with contextlib.suppress(ValueError, OSError):
+        record = json.loads(saved_grid_path(name).read_text())
+        sampler = record.get("sampler") if isinstance(record, dict) else None
+        return sampler if isinstance(sampler, str) else None
+    return None
+
+
 def write_saved_grid(path, sigmas, record: dict) -> Path:
     """Write a grid as JSON, atomically, for :func:`read_saved_grid`: ``record`` (what made
     it: ``kind``, its objective, settings) with ``sigmas``, the ``(N,)`` ascending levels, as
