@@ -2151,3 +2151,17 @@ def test_points_of_higher_rank_are_not_flattened_for_a_target_of_points(command,
         "likelihood": ["likelihood", "--exact", "seed_mixture", "--points", points],
     }[command]
     _fails(argv, capsys, "points of shape (50, 2, 1); this target's are points (n, 2)")
+
+
+@pytest.mark.parametrize(
+    "flags, reason",
+    [
+        ("--bogus", "Unknown flag in XLA_FLAGS: --bogus"),
+        ("--xla_force_host_platform_device_count=abc", "Couldn't interpret value abc"),
+    ],
+)
+def test_an_xla_flags_xla_refuses_is_one_line_not_an_abort(flags, reason, monkeypatch, capsys):
+    """XLA aborted the interpreter (a fatal log line, exit 1) when it parsed the variable."""
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", "unused.npy"]
+    _fails(argv, capsys, f"XLA_FLAGS={flags!r}: XLA refuses it ({reason}")

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1138,6 +1139,36 @@ def _by_flag(message: str, parser: argparse.ArgumentParser, command: str) -> str
     return message
 
 
+def _check_xla_flags() -> None:
+    """Refuse an ``XLA_FLAGS`` that XLA cannot parse, before JAX starts in this process.
+
+    XLA reads the variable when the backend starts and aborts the interpreter on an unknown
+    flag or a bad value (``F... Unknown flag in XLA_FLAGS: --bogus``, exit 1), which no Python
+    code can catch: the backend is started once in a child process instead, only when the
+    variable is set, and its refusal becomes one line. Another failure of the child (e.g.
+    ``JAX_PLATFORMS``) is left to this process, which names it.
+    """
+    flags = os.environ.get("XLA_FLAGS", "").strip()
+    if not flags:
+        return
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if probe.returncode == 0:
+        return
+    logged = [line.split("] ", 1)[1] for line in probe.stderr.splitlines() if "] " in line]
+    reasons = [line for line in logged if "XLA_FLAGS" in line or "interpret value" in line]
+    if reasons or any("Flag parsing failed" in line for line in logged):
+        reason = reasons[0] if reasons else "flag parsing failed"
+        raise ValueError(
+            f"XLA_FLAGS={flags!r}: XLA refuses it ({reason}); unset XLA_FLAGS or correct it"
+        )
+
+
 def _backend_failed(error: BaseException) -> bool:
     """Whether ``error`` is JAX failing to start its backend: a ``RuntimeError`` naming it, or
     (a platform without its plugin, e.g. ``JAX_PLATFORMS=cuda`` on a CPU machine) a bare
@@ -1314,6 +1345,7 @@ def main(argv: list[str] | None = None) -> int:
     received = []  # the signals that interrupted the command, if any
     with _interruptible(received) as closing, _quiet_absl():  # first: imports can be cut short
         try:
+            _check_xla_flags()  # before this process starts XLA: its refusal is an abort
             with warnings.catch_warnings(), _float32(args.command):
                 warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
                 return args.handler(args)
