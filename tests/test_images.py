@@ -2,6 +2,8 @@
 status 2, samplers on image-shaped states against a Gaussian's closed form, and a tiny
 train -> sample -> grid -> plot -> resume on the built-in digits."""
 
+import os
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -102,6 +104,11 @@ def _write_bad(tmp_path, case):
     if case == "empty":
         path.mkdir()
         return path, "empty folder"
+    if case == "fifo":  # Pillow's open() of a fifo waited for a writer for ever
+        path.mkdir()
+        Image.fromarray(_UINT8[0]).save(path / "a.png")
+        os.mkfifo(path / "z.png")
+        return path, "z.png: not a regular file"
     if case == "wrong_rank":
         np.savez(path.with_suffix(".npz"), images=np.zeros((2, 3, 4, 4, 4)))
         return path.with_suffix(".npz"), "expected images of shape"
@@ -147,6 +154,7 @@ _BAD_CASES = [
     "non_image",
     "broken_png",
     "empty",
+    "fifo",
     "wrong_rank",
     "nan",
     "labels_length",

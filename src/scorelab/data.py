@@ -634,6 +634,8 @@ def _read_folder(path: Path):
     _check_image_names(files)
 
     def open_image(file):
+        if not file.is_file():  # a fifo blocked here for ever, a device read without end
+            raise DataError(f"{file}: not a regular file; keep only image files in the folder")
         try:
             return Image.open(file)
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
