@@ -1330,7 +1330,9 @@ def test_likelihood_reads_points_in_the_model_s_shape(tmp_path, capsys):
     np.save(flat, images[:2].reshape(2, -1))
     for path in (square, flat):
         assert _likelihood_points(path, (1, 8, 8)).shape == (2, 1, 8, 8)
-    assert _likelihood_points(square, (64,)).shape == (2, 64)
+    assert _likelihood_points(square, (64,), images=True).shape == (2, 64)
+    with pytest.raises(ConfigError, match=r"this target's are points \(n, 64\), not images"):
+        _likelihood_points(square, (64,))  # a target of points takes rows only
     for points, message in [
         (np.zeros((2, 3)), r"shape \(2, 3\); the model.s are \(n, 1, 8, 8\) or \(n, 64\)"),
         (2 * images[:2], r"values in \[-2, 2\]; the model's images are scaled to \[-1, 1\]"),
