@@ -104,6 +104,17 @@ def _write_bad(tmp_path, case):
     if case == "empty":
         path.mkdir()
         return path, "empty folder"
+    if case == "disguised_gif":  # read by its suffix, a GIF (or a LAB TIFF) trained
+        path.mkdir()
+        Image.fromarray(_UINT8[0]).save(path / "a.png")
+        Image.fromarray(_UINT8[1]).save(path / "z.png", format="GIF")
+        return path, "z.png: GIF format, not a still PNG or JPEG"
+    if case == "animation":  # an animated PNG trained as its first frame
+        path.mkdir()
+        Image.fromarray(_UINT8[0]).save(path / "a.png")
+        frames = [Image.fromarray(_UINT8[i]) for i in (1, 2)]
+        frames[0].save(path / "z.png", save_all=True, append_images=frames[1:])
+        return path, "z.png: an animation of 2 frames"
     if case == "fifo":  # Pillow's open() of a fifo waited for a writer for ever
         path.mkdir()
         Image.fromarray(_UINT8[0]).save(path / "a.png")
@@ -155,6 +166,8 @@ _BAD_CASES = [
     "broken_png",
     "empty",
     "fifo",
+    "disguised_gif",
+    "animation",
     "wrong_rank",
     "nan",
     "labels_length",
@@ -412,3 +425,18 @@ def test_plot_evaluate_and_resume_an_image_run(tmp_path, capsys):
     assert np.load(run / "losses.npy").shape == (6,)
     assert main([*more, "--out", str(run), "--resume", "--set", "data.hflip=false"]) == 2
     assert "data.hflip: True -> False" in capsys.readouterr().err
+
+
+def test_a_photo_is_read_as_shown_its_exif_orientation_applied(tmp_path):
+    """A JPEG stored 16x8 with EXIF orientation 6 shows 8x16, turned a quarter clockwise; it
+    was read as stored (and beside an upright 8x16 image refused as of another size)."""
+    stored = np.arange(8 * 16, dtype=np.uint8).reshape(8, 16) * 2
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise to display
+    image.save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(np.rot90(stored, k=-1)).save(tmp_path / "upright.png")
+    data = load_images(tmp_path)
+    assert data.images.shape == (2, 1, 16, 8)
+    np.testing.assert_array_equal(data.images[0], data.images[1])  # both as shown
+    np.testing.assert_allclose((data.images[1, 0] + 1) * 127.5, np.rot90(stored, k=-1), atol=1e-4)

@@ -603,7 +603,7 @@ def _within(low: float, high: float, lower: float, upper: float) -> bool:
 
 def _read_folder(path: Path):
     """``(pixels (n, H, W, C) uint8, labels or None, description suffix)`` of an image folder."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
     classes = [entry for entry in entries if entry.is_dir()]
@@ -637,21 +637,32 @@ def _read_folder(path: Path):
         if not file.is_file():  # a fifo blocked here for ever, a device read without end
             raise DataError(f"{file}: not a regular file; keep only image files in the folder")
         try:
-            return Image.open(file)
+            image = Image.open(file)
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
             raise DataError(f"{file}: not a readable PNG or JPEG image ({error})") from error
+        # The suffix is not the format: a GIF, TIFF or WebP named .png was read (a LAB TIFF
+        # in wrong colours), and an animation as its first frame, without a word.
+        frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
+        if image.format not in _IMAGE_FORMATS or frames > 1:
+            what = f"{image.format} format" if frames == 1 else f"an animation of {frames} frames"
+            image.close()
+            raise DataError(
+                f"{file}: {what}, not a still PNG or JPEG; convert it, or remove it from the folder"
+            )
+        return image
 
     with open_image(files[0]) as first:  # the header only: size and mode
-        size, mode = first.size, _channel_mode(first, files[0])
+        size, mode = _shown_size(first), _channel_mode(first, files[0])
     channels = len(mode)
     _check_size(path, (len(files), size[1], size[0], channels), np.dtype(np.uint8))
     pixels = np.empty((len(files), size[1], size[0], channels), np.uint8)
     for i, file in enumerate(files):
         with open_image(file) as image:
-            if image.size != size:
+            shown = _shown_size(image)
+            if shown != size:
                 raise DataError(
-                    f"{file}: {image.size[0]}x{image.size[1]} pixels, but {files[0].name} is "
-                    f"{size[0]}x{size[1]}; resize the images to one size"
+                    f"{file}: {shown[0]}x{shown[1]} pixels as shown (EXIF orientation applied), "
+                    f"but {files[0].name} is {size[0]}x{size[1]}; resize the images to one size"
                 )
             this_mode = _channel_mode(image, file)
             if this_mode != mode:
@@ -659,11 +670,23 @@ def _read_folder(path: Path):
                     f"{file}: {len(this_mode)} channel(s), but {files[0].name} has {channels}; "
                     "convert the images to one mode (grey, RGB or RGBA)"
                 )
-            try:
-                pixels[i] = np.asarray(image.convert(mode)).reshape(size[1], size[0], channels)
+            try:  # as every viewer shows it: a camera's EXIF orientation turned the pixels
+                upright = ImageOps.exif_transpose(image).convert(mode)
+                pixels[i] = np.asarray(upright).reshape(size[1], size[0], channels)
             except (OSError, ValueError) as error:
                 raise DataError(f"{file}: not a readable image ({error})") from error
     return pixels, label_values, how
+
+
+_IMAGE_FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera's JPEG with a preview frame
+_ORIENTATION = 0x0112  # the EXIF tag; its values 5-8 turn the image a quarter
+
+
+def _shown_size(image) -> tuple[int, int]:
+    """``(W, H)`` of ``image`` as viewers show it, its EXIF orientation applied (header only)."""
+    width, height = image.size
+    quarter = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+    return (height, width) if quarter else (width, height)
 
 
 def _check_image_names(files) -> None:
