@@ -1329,16 +1329,16 @@ def test_likelihood_reads_points_in_the_model_s_shape(tmp_path, capsys):
     np.save(square, images[:2])
     np.save(flat, images[:2].reshape(2, -1))
     for path in (square, flat):
-        assert _likelihood_points(path, (1, 8, 8)).shape == (2, 1, 8, 8)
-    assert _likelihood_points(square, (64,), images=True).shape == (2, 64)
-    with pytest.raises(ConfigError, match=r"this target's are points \(n, 64\), not images"):
+        assert _likelihood_points(path, (1, 8, 8), (1, 8, 8)).shape == (2, 1, 8, 8)
+    assert _likelihood_points(square, (64,), (1, 8, 8)).shape == (2, 64)
+    with pytest.raises(ConfigError, match=r"these are points \(n, 64\), not images"):
         _likelihood_points(square, (64,))  # a target of points takes rows only
     for points, message in [
         (np.zeros((2, 3)), r"shape \(2, 3\); the model.s are \(n, 1, 8, 8\) or \(n, 64\)"),
         (2 * images[:2], r"values in \[-2, 2\]; the model's images are scaled to \[-1, 1\]"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            _likelihood_points(points, (1, 8, 8))
+            _likelihood_points(points, (1, 8, 8), (1, 8, 8))
     conditional = ExperimentConfig.from_dict(
         {"data": {"source": "digits"}, "model": {"name": "unet", "num_classes": 10},
          "loss": {"name": "vp_epsilon"}}
@@ -2152,7 +2152,7 @@ def test_points_of_higher_rank_are_not_flattened_for_a_target_of_points(command,
         "evaluate": ["evaluate", points, "--target", "seed_mixture"],
         "likelihood": ["likelihood", "--exact", "seed_mixture", "--points", points],
     }[command]
-    _fails(argv, capsys, "points of shape (50, 2, 1); this target's are points (n, 2)")
+    _fails(argv, capsys, "points of shape (50, 2, 1); these are points (n, 2), not images")
 
 
 @pytest.mark.parametrize(
@@ -2167,3 +2167,40 @@ def test_an_xla_flags_xla_refuses_is_one_line_not_an_abort(flags, reason, monkey
     monkeypatch.setenv("XLA_FLAGS", flags)
     argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", "unused.npy"]
     _fails(argv, capsys, f"XLA_FLAGS={flags!r}: XLA refuses it ({reason}")
+
+
+def test_image_samples_are_compared_in_the_layout_and_range_the_data_are_read_in(tmp_path, capsys):
+    """The samples file is read as stored (model space), the data through the image loader:
+    an (n, H, W, C) array compared with itself was 'far' (SW 0.36 against a floor of 0.34),
+    and 8-bit samples were compared raw with data read in [-1, 1] (SW 140)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    data, nhwc, nchw = tmp_path / "data.npy", tmp_path / "nhwc.npy", tmp_path / "nchw.npy"
+    np.save(data, pixels)
+    scaled = pixels.astype(np.float32) / 127.5 - 1
+    np.save(nhwc, scaled)
+    np.save(nchw, scaled.transpose(0, 3, 1, 2))
+    argv = ["evaluate", "--data", data, "--floor-repeats", "2"]
+    _fails([argv[0], nhwc, *argv[1:]], capsys, "expected (n, 3, 8, 8) or flat rows (n, 192)")
+    raw = tmp_path / "raw.npy"
+    np.save(raw, pixels.transpose(0, 3, 1, 2))
+    _fails([argv[0], raw, *argv[1:]], capsys, "integer pixels; the samples are compared")
+    assert main([str(a) for a in [argv[0], nchw, *argv[1:]]]) == 0
+    assert "samples  0.000 " in capsys.readouterr().out  # the data's own images: SW 0
+
+
+def test_likelihood_refuses_images_in_another_layout(tmp_path, capsys):
+    """(n, 8, 8, 3) points for a (3, 8, 8) model were reshaped, not transposed: a log-density
+    of scrambled images, exit 0."""
+    from scorelab.workflows import _likelihood_points
+
+    nhwc = np.zeros((2, 8, 8, 3), np.float32)
+    with pytest.raises(
+        ConfigError, match=r"images of shape \(2, 8, 8, 3\); expected \(n, 3, 8, 8\)"
+    ):
+        _likelihood_points(nhwc, (3, 8, 8), (3, 8, 8))
+    assert _likelihood_points(nhwc.transpose(0, 3, 1, 2), (3, 8, 8), (3, 8, 8)).shape == (
+        2,
+        3,
+        8,
+        8,
+    )

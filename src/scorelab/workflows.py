@@ -722,9 +722,9 @@ def evaluate_samples(
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
     check_sigma("sigma", sigma, ConfigError)
     name = str(samples) if isinstance(samples, str | Path) else "samples"
-    samples = _flat_points(
-        samples, raw=True, images=target is None or target in TARGET_IMAGE_SHAPES
-    )
+    read = _read(samples, raw=True)  # as stored: model space (scorelab sample writes it)
+    integers = np.issubdtype(np.asarray(read).dtype, np.integer)
+    samples = validate_data(read, name, any_shape=True)
     n = samples.shape[0]
     if n < _MIN_EVALUATED:
         # The kernel Stein discrepancy and the MMD's unbiased estimate need them: fewer were
@@ -742,10 +742,12 @@ def evaluate_samples(
             mixture = mixture.ve_marginal(sigma)
         reference = np.asarray(mixture.sample(key_reference, n))
         sample_fn = mixture.sample
+        image_shape = TARGET_IMAGE_SHAPES.get(target)
     elif isinstance(data, str) and data in TOY_DATASETS and not Path(data).exists():
         mixture = None
         sample_fn = _noised(TOY_DATASETS[data], sigma)  # fresh draws, as a target's samples
         reference = sample_fn(key_reference, n)
+        image_shape = None
     else:
         mixture = None
         if isinstance(data, str) and not Path(data).exists():
@@ -753,7 +755,11 @@ def evaluate_samples(
                 raise ConfigError(f"data: {data!r} has an exact score: use --target {data}")
             if data in IMAGE_SOURCES:
                 raise ConfigError(f"data: {data!r} images are measured by evaluate_images")
-        points = _flat_points(data, raw=False)
+        data_name = str(data) if isinstance(data, str | Path) else "data"
+        points = validate_data(_read(data, raw=False), data_name, any_shape=True)
+        # Image data are read (n, C, H, W) in [-1, 1] whatever their file's layout and range.
+        image_shape = points.shape[1:] if points.ndim > 2 else None
+        points = points.reshape(len(points), -1)
         if points.shape[0] < 2:
             raise ConfigError("data: need at least 2 reference points for a floor")
 
@@ -763,6 +769,13 @@ def evaluate_samples(
         sample_fn = _noised(resample, sigma)
         reference = points if sigma == 0 else sample_fn(key_reference, points.shape[0])
 
+    _check_point_shape(name, samples.shape, image_shape, int(np.prod(samples.shape[1:])))
+    if image_shape is not None and integers:  # raw pixels against data read in [-1, 1]
+        raise ConfigError(
+            f"{name}: integer pixels; the samples are compared in model space, [-1, 1] as "
+            "scorelab sample writes them: scale 8-bit images by x / 127.5 - 1"
+        )
+    samples = samples.reshape(n, -1)
     if samples.shape[1] != reference.shape[1]:
         raise ConfigError(
             f"samples: dimension {samples.shape[1]} does not match the reference's "
@@ -964,22 +977,29 @@ def _read(source, *, raw: bool) -> np.ndarray:
     return load_images(source).images if is_image_file(source) else load_array(source)
 
 
-def _flat_points(source, *, raw: bool, images: bool = True) -> np.ndarray:
-    """``float32 (n, d)`` from an array or a path (:func:`_read`); images flattened to
-    ``d = C * H * W`` unless the points are no ``images`` (a target of points)."""
-    name = str(source) if isinstance(source, str | Path) else "data"
-    array = validate_data(_read(source, raw=raw), name, any_shape=True)
-    _check_point_rank(name, array.shape, images, int(np.prod(array.shape[1:])))
-    return array.reshape(len(array), -1)
-
-
-def _check_point_rank(name: str, shape: tuple[int, ...], images: bool, size: int) -> None:
-    """Refuse an array of rank above 2 where the points are no images: ``(50, 2, 1)`` was
-    flattened to 2-D points without a word, any ``(n, *S)`` would have been."""
-    if len(shape) > 2 and not images:
+def _check_point_shape(
+    name: str, shape: tuple[int, ...], image_shape: tuple[int, ...] | None, size: int
+) -> None:
+    """Refuse an array of rank above 2 unless one example is ``image_shape`` (axes of size 1
+    aside: ``(n, 8, 8)`` is ``(n, 1, 8, 8)``). ``(50, 2, 1)`` was flattened to 2-D points, and
+    ``(n, 8, 8, 3)`` images reshaped, not transposed, to ``(n, 3, 8, 8)``, without a word."""
+    if len(shape) <= 2:
+        return
+    if image_shape is None:
         raise ConfigError(
-            f"{name}: points of shape {shape}; this target's are points (n, {size}), not images: "
-            "save them as rows"
+            f"{name}: points of shape {shape}; these are points (n, {size}), not images: save "
+            "them as rows"
+        )
+
+    def squeezed(axes):
+        return tuple(a for a in axes if a != 1)
+
+    if squeezed(shape[1:]) != squeezed(image_shape):
+        expected = ", ".join(map(str, image_shape))
+        raise ConfigError(
+            f"{name}: images of shape {shape}; expected (n, {expected}) or flat rows (n, "
+            f"{int(np.prod(image_shape))}); an (n, H, W, C) array needs transposing to "
+            "(n, C, H, W)"
         )
 
 
@@ -1053,8 +1073,9 @@ def likelihood_points(
             "scorelab likelihood does not take: use an unconditional run"
         )
     target = builders.make_target(config.data)
+    shape = _state_shape(config, target)
     points = _likelihood_points(
-        points, _state_shape(config, target), images=config.data.target_image_shape is not None
+        points, shape, shape if len(shape) > 1 else config.data.target_image_shape
     )
     score_fn = _score_at_every_level(config, model, target, "the probability-flow ODE")
     n_probes = options.get("n_probes")
@@ -1094,16 +1115,17 @@ def likelihood_points(
     return result
 
 
-def _likelihood_points(points, shape: tuple[int, ...], *, images: bool = False) -> np.ndarray:
+def _likelihood_points(
+    points, shape: tuple[int, ...], image_shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     """``points`` (an array, or a ``.npy``/``.csv`` path) checked against one example's
-    ``shape`` and returned as ``float32 (n, *shape)``: any ``(n, *S)`` with as many numbers per
-    point is reshaped (8x8 images for the 64-d ``digits_mixture``, flat rows for a U-Net)
-    where the points are ``images`` (a target of images or an image model); an image model's
-    values must lie in the data's [-1, 1]."""
+    ``shape`` and returned as ``float32 (n, *shape)``: flat rows, or images of ``image_shape``
+    (:func:`_check_point_shape`: 8x8 images for the 64-d ``digits_mixture``, flat rows for a
+    U-Net); an image model's values must lie in the data's [-1, 1]."""
     name = str(points) if isinstance(points, str | Path) else "points"
     array = validate_data(_read(points, raw=True), name, any_shape=True)
     size = int(np.prod(shape))
-    _check_point_rank(name, array.shape, len(shape) > 1 or images, size)
+    _check_point_shape(name, array.shape, image_shape, size)
     if int(np.prod(array.shape[1:])) != size:
         flat = f" or (n, {size})" if len(shape) > 1 else ""
         raise ConfigError(
