@@ -409,8 +409,12 @@ def test_resume_refuses_a_different_run_and_overwriting(reference, tmp_path):
     with pytest.raises(ValueError, match="key differs"):
         train(jax.random.key(1), model, LOSS_FN, data, CONFIG, out_dir=tmp_path / "run",
               resume=True, progress=False)  # fmt: skip
-    with pytest.raises(ValueError, match=r"data differ.*\(128, 2\) here\)$"):
+    with pytest.raises(ValueError, match=r"data differ.*\(128, 2\) here\); restore the data"):
         train(jax.random.key(0), model, LOSS_FN, data[:128], CONFIG, out_dir=tmp_path / "run",
+              resume=True, progress=False)  # fmt: skip
+    # the same shape, other values: it showed two equal shapes as the difference
+    with pytest.raises(ValueError, match=r"data differ from .* \(the values of \(256, 2\)\)"):
+        train(jax.random.key(0), model, LOSS_FN, data + 1, CONFIG, out_dir=tmp_path / "run",
               resume=True, progress=False)  # fmt: skip
     with jax.enable_x64(True), pytest.raises(ValueError, match="data differ.*jax_enable_x64"):
         train(jax.random.key(0), model, LOSS_FN, data[:128], CONFIG, out_dir=tmp_path / "run",

@@ -894,9 +894,11 @@ def _check_resumable(saved: dict, current: dict, defaults: dict) -> None:
             if jax.config.jax_enable_x64
             else ""
         )
+        there, here = tuple(saved["data_shape"]), tuple(current["data_shape"])
+        what = f"shape {there} there, {here} here" if there != here else f"the values of {here}"
         raise ValueError(
-            f"cannot resume: data differ from the checkpointed run's (shape "
-            f"{tuple(saved['data_shape'])} there, {tuple(current['data_shape'])} here){wide}"
+            f"cannot resume: data differ from the checkpointed run's ({what}){wide}; restore "
+            "the data it trained on, or start a new run in another out_dir"
         )
     if saved.get("hflip", False) != current["hflip"]:
         raise ValueError(
