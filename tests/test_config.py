@@ -274,3 +274,11 @@ def test_a_field_set_twice_with_two_values_is_refused():
     with pytest.raises(ConfigError, match=r"^sampler\.n_levels: --set gives 5, then 6; give it"):
         apply_overrides({}, twice)
     assert apply_overrides({}, ["train.steps=3", " train.steps = 3"]) == {"train": {"steps": 3}}
+
+
+def test_a_class_conditional_edm_unet_is_refused_for_its_preconditioning():
+    """It said 'applies to model.name = "unet" ..., not 'unet'' of a U-Net."""
+    values = {"model": {"name": "unet", "preconditioning": "edm", "num_classes": 3},
+              "loss": {"name": "ncsn"}, "data": {"source": "digits"}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^model\.num_classes: .*not preconditioning 'edm'"):
+        ExperimentConfig.from_dict(values)

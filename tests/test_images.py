@@ -3,6 +3,7 @@ status 2, samplers on image-shaped states against a Gaussian's closed form, and 
 train -> sample -> grid -> plot -> resume on the built-in digits."""
 
 import os
+import re
 
 import equinox as eqx
 import jax
@@ -131,6 +132,13 @@ def _write_bad(tmp_path, case):
     if case == "labels_length":
         np.savez(path.with_suffix(".npz"), x=_UINT8, y=np.arange(4))
         return path.with_suffix(".npz"), "4 labels for 5 images"
+    if case == "labels_uint64":  # 2**64 - 1 wrapped to -1, then "expected integers >= 0"
+        labels = np.array([0, 1, 2, 3, 2**64 - 1], np.uint64)
+        np.savez(path.with_suffix(".npz"), x=_UINT8, y=labels)
+        return path.with_suffix(".npz"), "npz[y]: labels must be class indices below 2**63"
+    if case == "no_labels_key":  # it ended "keys: " with nothing after it
+        np.savez(path.with_suffix(".npz"))
+        return path.with_suffix(".npz"), "no labels key 'y'; keys: none"
     if case == "ambiguous":
         np.save(path.with_suffix(".npy"), np.zeros((2, 3, 4, 3), np.uint8))
         return path.with_suffix(".npy"), "state data.layout"
@@ -171,6 +179,8 @@ _BAD_CASES = [
     "wrong_rank",
     "nan",
     "labels_length",
+    "labels_uint64",
+    "no_labels_key",
     "ambiguous",
     "several_arrays",
     "no_arrays",
@@ -180,12 +190,15 @@ _BAD_CASES = [
 ]
 
 
+_LABELLED_CASES = ("labels_length", "labels_uint64", "no_labels_key")
+
+
 @pytest.mark.parametrize("case", _BAD_CASES)
 def test_bad_image_data_is_one_line_and_exit_status_2(tmp_path, capsys, case):
     source, words = _write_bad(tmp_path, case)
-    with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        load_images(source, labels="y" if case == "labels_length" else None)
-    flags = ["--set", 'data.labels="y"'] if case == "labels_length" else []
+    with pytest.raises(DataError, match=re.escape(words)):
+        load_images(source, labels="y" if case in _LABELLED_CASES else None)
+    flags = ["--set", 'data.labels="y"'] if case in _LABELLED_CASES else []
     argv = ["train", "--data", str(source), "--steps", "1", "--out", str(tmp_path / "run"), *flags]
     assert main(argv) == 2
     err = capsys.readouterr().err

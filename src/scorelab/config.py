@@ -651,7 +651,13 @@ def _check_model_and_loss(model: ModelConfig, loss: LossConfig) -> None:
             _fail(
                 "model",
                 field,
-                f'applies to model.name = "unet" with preconditioning "none", not {resolved!r}',
+                'applies to model.name = "unet" with preconditioning "none", not '
+                + (
+                    f"{resolved!r}; leave it out"
+                    if resolved != "unet"
+                    else f"preconditioning {model.preconditioning!r}; leave it out, or set "
+                    'model.preconditioning="none" (with loss.name=vp_epsilon)'
+                ),
             )
     if loss.label_dropout and model.num_classes is None:
         _fail(

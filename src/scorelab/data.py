@@ -12,6 +12,7 @@ import functools
 import io
 import math
 import numbers
+import warnings
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -499,7 +500,9 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
     with archive:
         names = [name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy")]
         if labels_key is not None and labels_key not in names:
-            raise DataError(f"{path}: no labels key {labels_key!r}; keys: {', '.join(names)}")
+            raise DataError(
+                f"{path}: no labels key {labels_key!r}; keys: {', '.join(names) or 'none'}"
+            )
         if key is None:
             candidates = [name for name in names if name != labels_key]
             if not candidates:  # "holds 0 arrays (none); name the images with data.array"
@@ -512,7 +515,7 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
                 )
             key = candidates[0]
         elif key not in names:
-            raise DataError(f"{path}: no array {key!r}; keys: {', '.join(names)}")
+            raise DataError(f"{path}: no array {key!r}; keys: {', '.join(names) or 'none'}")
 
         def read(name):
             member = archive.getinfo(f"{name}.npy")
@@ -530,6 +533,11 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
         )
     if label_values.size and label_values.min() < 0:
         raise DataError(f"{path}[{labels_key}]: labels must be >= 0, got {label_values.min()}")
+    if label_values.size and label_values.max() > np.iinfo(np.int64).max:  # uint64 wrapped
+        raise DataError(
+            f"{path}[{labels_key}]: labels must be class indices below 2**63, got "
+            f"{label_values.max()}; number the classes 0, 1, ..."
+        )
     classes = len(np.unique(label_values))
     return pixels, label_values.astype(np.int64), f", labels {labels_key!r} ({classes} classes)"
 
@@ -625,7 +633,10 @@ def _read_folder(path: Path):
             labels += [index] * len(inside)
         label_values = np.asarray(labels, np.int64)
         how = (
-            f", labels from {len(classes)} class sub-folders ({', '.join(c.name for c in classes)})"
+            f", labels from {len(classes)} class sub-folders ("
+            + ", ".join(c.name for c in classes[:8])
+            + (", ..." if len(classes) > 8 else "")
+            + ")"
         )
     else:
         files, label_values, how = entries, None, ""
@@ -637,7 +648,9 @@ def _read_folder(path: Path):
         if not file.is_file():  # a fifo blocked here for ever, a device read without end
             raise DataError(f"{file}: not a regular file; keep only image files in the folder")
         try:
-            image = Image.open(file)
+            with warnings.catch_warnings():  # the sizes are checked here, in one line
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(file)
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
             raise DataError(f"{file}: not a readable PNG or JPEG image ({error})") from error
         # The suffix is not the format: a GIF, TIFF or WebP named .png was read (a LAB TIFF
