@@ -453,3 +453,17 @@ def test_a_photo_is_read_as_shown_its_exif_orientation_applied(tmp_path):
     assert data.images.shape == (2, 1, 16, 8)
     np.testing.assert_array_equal(data.images[0], data.images[1])  # both as shown
     np.testing.assert_allclose((data.images[1, 0] + 1) * 127.5, np.rot90(stored, k=-1), atol=1e-4)
+
+
+def test_images_of_any_channel_count_have_a_grid_and_a_one_step_loss_a_curve(tmp_path):
+    """A run trained on 2-channel data was refused its grid by plot and sample --grid-png, and
+    a one-step run's loss curve warned of equal x limits (warnings fail the tests)."""
+    from scorelab.viz import loss_curves
+    from scorelab.workflows import save_sample_grid
+
+    samples = np.stack([-np.ones((3, 8, 8)), np.ones((3, 8, 8))], axis=1)  # channels -1, 1
+    with Image.open(save_sample_grid(samples, tmp_path / "g.png", label="s")) as image:
+        picture = np.asarray(image.convert("L"))
+    # each image a strip of its channels, black (-1) beside white (+1)
+    assert picture.min() == 0 and picture.max() == 255
+    loss_curves({"loss": np.array([1.0])})

@@ -368,7 +368,7 @@ def loss_curves(
         ax.set_ylim(*_loss_ylim(values, smooth, ref))
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlim(1, values.size)
+        ax.set_xlim(1, max(values.size, 2))  # one step: equal limits made a warning
         ax.set_title(str(name))
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)

@@ -1150,8 +1150,12 @@ def save_sample_grid(
     :func:`scorelab.diffusers.to_images`); each image is magnified to at least 32 pixels
     (:func:`scorelab.viz.save_image_grid`).
 
+    Images of another channel count than grey (1), RGB (3) or RGBA (4) are drawn as their
+    channels side by side, each in grey: a run scorelab trained on 2-channel data was refused
+    its grid by ``plot`` and ``sample --grid-png`` (after ``plot`` had drawn the loss).
+
     Args:
-        samples: ``(n, C, H, W)`` with ``C`` in 1, 3 or 4.
+        samples: ``(n, C, H, W)``.
         path: the ``.png`` file.
         label: the caption above the grid.
         labels: ``(n,)`` classes of samples drawn class after class, as many of each
@@ -1163,11 +1167,12 @@ def save_sample_grid(
     from scorelab.diffusers import to_images
 
     samples = np.asarray(samples)
-    if samples.ndim != 4 or samples.shape[1] not in (1, 3, 4):
-        raise ConfigError(
-            f"grid: samples of shape {samples.shape} are not images (n, C, H, W) with C in 1, "
-            "3 or 4"
-        )
+    if samples.ndim != 4:
+        raise ConfigError(f"grid: samples of shape {samples.shape} are not images (n, C, H, W)")
+    n, channels, height, width = samples.shape
+    if channels not in (1, 3, 4):
+        samples = samples.transpose(0, 2, 1, 3).reshape(n, 1, height, channels * width)
+        label = f"{label or 'samples'} ({channels} channels side by side)"
     scale = max(1, -(-32 // samples.shape[2]))
     images = to_images(samples)
     grid = {"scale": scale, "label": label}
