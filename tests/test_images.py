@@ -436,7 +436,8 @@ def test_plot_evaluate_and_resume_an_image_run(tmp_path, capsys):
     more = [*_TRAIN[:3], "--steps", "6", *_TRAIN[5:]]
     assert main([*more, "--out", str(run), "--resume"]) == 0
     assert np.load(run / "losses.npy").shape == (6,)
-    assert main([*more, "--out", str(run), "--resume", "--set", "data.hflip=false"]) == 2
+    flipped = [item.replace("data.hflip=true", "data.hflip=false") for item in more]
+    assert main([*flipped, "--out", str(run), "--resume"]) == 2
     assert "data.hflip: True -> False" in capsys.readouterr().err
 
 
