@@ -120,7 +120,7 @@ def _write_bad(tmp_path, case):
         path.mkdir()
         Image.fromarray(_UINT8[0]).save(path / "a.png")
         os.mkfifo(path / "z.png")
-        return path, "z.png: not a regular file"
+        return path, "z.png: a special file (a device or a pipe), not a PNG or JPEG image"
     if case == "wrong_rank":
         np.savez(path.with_suffix(".npz"), images=np.zeros((2, 3, 4, 4, 4)))
         return path.with_suffix(".npz"), "expected images of shape"

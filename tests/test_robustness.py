@@ -2089,9 +2089,9 @@ def test_a_boolean_flag_is_named_as_the_user_gave_it(tmp_path, capsys):
         # a trained model without config.json was "an unfinished training run"
         ("no_config", "config.json: missing beside the run's trained model; restore it"),
         # special files were "not found", or (config.json a fifo) "an unfinished training run"
-        ("config_a_fifo", "config.json: not a regular file"),
-        ("model_eqx_a_device", "model.eqx: not a regular file"),
-        ("model_json_a_fifo", "model.json: not a regular file"),
+        ("config_a_fifo", "config.json: a special file (a device or a pipe), not a run"),
+        ("model_eqx_a_device", "model.eqx: a special file (a device or a pipe), not a saved"),
+        ("model_json_a_fifo", "model.json: a special file (a device or a pipe), not a saved"),
     ],
 )
 def test_a_damaged_run_is_named_by_what_is_wrong_with_it(

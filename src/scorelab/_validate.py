@@ -42,14 +42,18 @@ def check_int(
         raise error(f"{field}: expected {none}an integer >= {minimum}, got {value!r}")
 
 
-def check_file(path, what: str, error: type[ValueError] = ValueError) -> Path:
+def check_file(
+    path, what: str, error: type[ValueError] = ValueError, remedy: str | None = None
+) -> Path:
     """``path`` as a :class:`~pathlib.Path` when it is a regular file to read, ``what`` naming
-    it in the messages (``"config file"``).
+    it in the messages (``"config file"``), ``remedy`` ending them (default: give the path of
+    one).
 
     Raises:
         FileNotFoundError: nothing is at ``path`` (``WHAT not found: PATH``).
-        ValueError: ``error``, for a folder or a special file (a device such as ``/dev/null``):
-            both were reported as not found, which sent the user looking for a missing file.
+        ValueError: ``error``, for a folder or a special file (a device such as ``/dev/null``,
+            a pipe, which a reader waits on for ever): both were reported as not found, which
+            sent the user looking for a missing file.
     """
     path = Path(path)
     if path.is_file():
@@ -57,7 +61,7 @@ def check_file(path, what: str, error: type[ValueError] = ValueError) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     kind = "a folder" if path.is_dir() else "a special file (a device or a pipe)"
-    raise error(f"{path}: {kind}, not a {what}; give the path of a {what}")
+    raise error(f"{path}: {kind}, not a {what}; {remedy or f'give the path of a {what}'}")
 
 
 SEED_LIMIT = 2**32

@@ -41,7 +41,7 @@ import orbax.checkpoint as ocp
 
 from scorelab import models
 from scorelab._files import atomic_write, jsonable, read_json, write_json
-from scorelab._validate import first_line
+from scorelab._validate import check_file, first_line
 
 __all__ = [
     "open_checkpoints",
@@ -409,10 +409,7 @@ def load_model(path: str | Path) -> eqx.Module:
     """
     leaves_file, record_file = model_files(path)
     for file in (record_file, leaves_file):
-        if file.exists() and not file.is_file():  # a folder, a fifo, a device (not "missing")
-            raise ValueError(f"{file}: not a regular file, not a saved model's; restore the file")
-        if not file.is_file():
-            raise FileNotFoundError(f"saved model file not found: {file}")
+        check_file(file, "saved model file", remedy="restore the file")
     try:
         spec = read_json(record_file)
         cls, kwargs = _model_class(spec["class"]), dict(spec["kwargs"])

@@ -645,8 +645,8 @@ def _read_folder(path: Path):
     _check_image_names(files)
 
     def open_image(file):
-        if not file.is_file():  # a fifo blocked here for ever, a device read without end
-            raise DataError(f"{file}: not a regular file; keep only image files in the folder")
+        # A fifo blocked Pillow's open() for ever.
+        check_file(file, "PNG or JPEG image", DataError, "keep only image files in the folder")
         try:
             with warnings.catch_warnings():  # the sizes are checked here, in one line
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)

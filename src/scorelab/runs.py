@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from scorelab._files import atomic_write, read_json, write_json
+from scorelab._validate import check_file
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DataError, read_npy
@@ -393,13 +394,9 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
-    if config_path.exists() and not config_path.is_file():  # a folder, a fifo, a device
-        raise ConfigError(
-            f"{config_path}: not a regular file, not the run's configuration; restore it or "
-            "train again"
-        )
-    if not config_path.is_file():
+    if not config_path.exists():
         raise _not_a_run(run_dir)
+    check_file(config_path, "run configuration", ConfigError, "restore it or train again")
     try:
         config = ExperimentConfig.from_dict(read_json(config_path))
     except ConfigError as error:  # an edited or foreign config.json: name the file
