@@ -184,11 +184,11 @@ def _experiment(args, flags: dict, base: dict | None = None):
     values = apply_overrides(values, args.overrides)
     overridden = [item.partition("=")[0].strip() for item in args.overrides]
     given.update(overridden)
-    given.update(target for target, _, _ in flags.values() if getattr(args, target) is not None)
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
         if value is None:
             continue
+        given.add(target)
         previous = put(values, target.split("."), value, f"{target} ({flag})")
         # The flag wins: a --set of the field, or of a table holding it, went unread (not even
         # checked) if it gave another value.
@@ -219,16 +219,19 @@ def _one_grid_size(values: dict, given: set[str]) -> None:
     sampler = values.get("sampler")
     if not isinstance(sampler, dict):
         return
-    if "sampler.n_levels" in given and sampler.get("nfe"):
-        sampler["nfe"] = 0  # a saved budget, replaced by the levels asked for
     grid = sampler.get("grid")
-    sized = {"sampler.n_levels", "sampler.nfe"} & given
-    if "sampler.grid" in given and isinstance(grid, str) and is_saved_grid(grid) and not sized:
-        # A saved grid given now brings its own levels (config.ExperimentConfig.from_dict),
-        # not those of the run it samples.
+    # A saved grid given now brings its own levels (config.ExperimentConfig.from_dict), not
+    # those of the run it samples.
+    own_levels = (
+        "sampler.grid" in given
+        and isinstance(grid, str)
+        and is_saved_grid(grid)
+        and not {"sampler.n_levels", "sampler.nfe"} & given
+    )
+    if own_levels:
         sampler.pop("n_levels", None)
-        if sampler.get("nfe"):
-            sampler["nfe"] = 0
+    if ("sampler.n_levels" in given or own_levels) and sampler.get("nfe"):
+        sampler["nfe"] = 0  # a saved budget, replaced by the levels asked for
 
 
 def _source(args, flags: dict, job: str | None = None):
@@ -393,7 +396,7 @@ def _cmd_train(args) -> int:
 def _cmd_sample(args) -> int:
     import numpy as np
 
-    from scorelab.noise import is_saved_grid, saved_grid_sampler
+    from scorelab.noise import saved_grid_sampler
     from scorelab.runs import atomic_write
     from scorelab.workflows import sample_run, save_sample_grid
 
@@ -445,9 +448,7 @@ def _cmd_sample(args) -> int:
         classes = ", ".join(map(str, dict.fromkeys(result.labels.tolist())))
         count += f" ({args.n} per class, classes {classes} in turn)"
     print(f"{count} ({config.sampler.name}, {nfe}) written to {out}")
-    learned = (
-        saved_grid_sampler(config.sampler.grid) if is_saved_grid(config.sampler.grid) else None
-    )
+    learned = saved_grid_sampler(config.sampler.grid)  # None for a grid by name
     if learned not in (None, config.sampler.name):  # allowed, and said: it was silent
         print(
             f"note: the grid {config.sampler.grid} was learned for {learned} (ld3), and sampled "
@@ -524,9 +525,8 @@ def _cmd_export(args) -> int:
 
     _not_a_run_file(args.diffusers, args.run)
     _, model = load_run(args.run)
-    print(export_pipeline(model, args.diffusers))
-    classes = getattr(getattr(model, "network", None), "unet", None)
-    classes = None if classes is None else dict(classes.config).get("num_class_embeds")
+    print(export_pipeline(model, args.diffusers))  # a VPEpsilonUNet, or refused
+    classes = dict(model.network.unet.config).get("num_class_embeds")
     if classes is not None:  # a folder DDIMPipeline loads, then cannot run, said nothing
         print(
             f"note: a class-conditional U-Net ({classes} class embeddings): diffusers' "

@@ -26,7 +26,6 @@ a TOML document with one table per section::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -738,9 +737,7 @@ class ExperimentConfig:
                     # A saved grid carries its range: a run's or the loss's does not apply;
                     # and its levels, unless others are asked for (it was interpolated to the
                     # default 100: a 4-level optimised grid sampled 100 levels).
-                    table = with_saved_range(table)
-                    with contextlib.suppress(ValueError):  # the settings' check names why
-                        table = {"n_levels": len(read_saved_grid(grid)), **table}
+                    table = with_saved_range(table, levels=True)
                 elif sections["loss"].needs_noise_conditional_model:
                     sigma_min, sigma_max = sections["loss"].sigma_range
                     table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}

@@ -325,21 +325,7 @@ def read_saved_grid(name: str) -> np.ndarray:
             has no ``sigmas`` list, or levels that are not at least 2 ascending positive
             numbers finite in float32.
     """
-    path = saved_grid_path(name)
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, OSError, RecursionError) as error:
-        message = first_line(error)
-        raise ValueError(
-            f"grid {name!r}: not a grid file ({type(error).__name__}: {message}); make one "
-            "with scorelab grid"
-        ) from error
-    if not isinstance(record, dict) or "sigmas" not in record:  # was "TypeError: list indices"
-        raise ValueError(
-            f"grid {name!r}: not a grid file (a JSON object with a 'sigmas' list); make one "
-            "with scorelab grid"
-        )
-    values = record["sigmas"]
+    values = _saved_grid_record(name)["sigmas"]
     numbers_only = isinstance(values, list) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )
@@ -358,12 +344,32 @@ def read_saved_grid(name: str) -> np.ndarray:
     return saved
 
 
+def _saved_grid_record(name: str) -> dict[str, Any]:
+    """The JSON object of a saved grid, with a ``sigmas`` entry; ``ValueError`` naming the
+    grid and the remedy otherwise."""
+    path = saved_grid_path(name)
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError, RecursionError) as error:
+        message = first_line(error)
+        raise ValueError(
+            f"grid {name!r}: not a grid file ({type(error).__name__}: {message}); make one "
+            "with scorelab grid"
+        ) from error
+    if not isinstance(record, dict) or "sigmas" not in record:  # was "TypeError: list indices"
+        raise ValueError(
+            f"grid {name!r}: not a grid file (a JSON object with a 'sigmas' list); make one "
+            "with scorelab grid"
+        )
+    return record
+
+
 def saved_grid_sampler(name: str) -> str | None:
     """The sampler a saved grid was learned for (``scorelab grid --method ld3`` records it), or
-    ``None`` (an Align-Your-Steps grid serves every sampler; a grid that cannot be read)."""
-    with contextlib.suppress(ValueError, OSError):
-        record = json.loads(saved_grid_path(name).read_text())
-        sampler = record.get("sampler") if isinstance(record, dict) else None
+    ``None``: an Align-Your-Steps grid serves every sampler, and a name that is no saved grid
+    or a file that cannot be read records none."""
+    with contextlib.suppress(ValueError):
+        sampler = _saved_grid_record(name).get("sampler")
         return sampler if isinstance(sampler, str) else None
     return None
 
@@ -381,16 +387,18 @@ def is_saved_grid(name: str) -> bool:
     return name.startswith(AYS_PREFIX) or name.endswith(".json")
 
 
-def with_saved_range(fields: Mapping[str, Any]) -> dict[str, Any]:
+def with_saved_range(fields: Mapping[str, Any], *, levels: bool = False) -> dict[str, Any]:
     """``fields`` (a sampler's or a sweep's settings) with ``sigma_min`` and ``sigma_max``
     defaulting to the ends of its ``grid`` when that is a saved grid: the grid carries its
-    range, and another range is refused. A grid that cannot be read is left to the settings'
+    range, and another range is refused. With ``levels`` (a sampler's settings), ``n_levels``
+    defaults to the grid's own count too. A grid that cannot be read is left to the settings'
     own check, which names why."""
     grid = fields.get("grid")
     if isinstance(grid, str) and is_saved_grid(grid):
         with contextlib.suppress(ValueError):
             saved = read_saved_grid(grid)
-            return {"sigma_min": float(saved[0]), "sigma_max": float(saved[-1]), **fields}
+            count = {"n_levels": len(saved)} if levels else {}
+            return {"sigma_min": float(saved[0]), "sigma_max": float(saved[-1]), **count, **fields}
     return dict(fields)
 
 
