@@ -102,6 +102,15 @@ def _scheduler_config_missing(folder):
     (folder / SCHEDULER_CONFIG).unlink()
 
 
+def _a_pipe(file):
+    # A pipe in a file's place: reading it would wait for ever; it was "not found" (weights).
+    def damage(folder):
+        (folder / file).unlink()
+        os.mkfifo(folder / file)
+
+    return damage
+
+
 def _remove_weights(folder):
     (folder / WEIGHTS).unlink()
 
@@ -254,6 +263,9 @@ CASES = {
     # ignored: the default options were used
     "scheduler config a folder": (_scheduler_config_folder, SCHEDULER_CONFIG, "a folder"),
     "scheduler config missing": (_scheduler_config_missing, SCHEDULER_CONFIG, "missing"),
+    "scheduler config a pipe": (_a_pipe(SCHEDULER_CONFIG), SCHEDULER_CONFIG, "a special file"),
+    "unet config a pipe": (_a_pipe(UNET_CONFIG), UNET_CONFIG, "a special file"),
+    "weights a pipe": (_a_pipe(WEIGHTS), WEIGHTS, "a special file"),
     # unet/diffusion_pytorch_model.safetensors
     "a (1,) bias": (
         _set("conv_in.bias", np.zeros(1, np.float32)),

@@ -7,6 +7,8 @@ import math
 import numbers
 from pathlib import Path
 
+from scorelab._validate import check_file
+
 __all__ = ["PretrainedError", "read_json", "is_int", "is_number"]
 
 
@@ -36,6 +38,8 @@ def read_json(file: Path) -> dict:
             JSON, or holds something other than an object (a list, a number).
     """
     remedy = "fix the file or download the pipeline again"
+    if file.exists():  # a folder or a pipe is named as such (reading a pipe waits for ever)
+        check_file(file, "JSON file", PretrainedError, "download the pipeline again")
     try:
         if file.stat().st_size > _MAX_JSON_BYTES:
             raise PretrainedError(f"{file}: larger than 1 MiB, not a diffusers config; {remedy}")

@@ -139,9 +139,7 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
             out of range).
     """
     file = Path(folder) / SCHEDULER_CONFIG
-    if file.exists() and not file.is_file():
-        raise PretrainedError(f"{file}: a folder, not a file; download the pipeline again")
-    if not file.is_file():
+    if not file.exists():
         if file.parent.is_dir():  # a pipeline's scheduler folder without its options
             raise PretrainedError(f"{file}: missing; download the pipeline again")
         return SchedulerConfig()

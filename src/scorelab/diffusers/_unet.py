@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import first_line
+from scorelab._validate import check_file, first_line
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 
 __all__ = ["UNet2D", "UNET_DEFAULTS", "load_unet", "unet_folder", "timestep_embedding"]
@@ -1174,9 +1174,9 @@ def unet_folder(path) -> Path:
         PretrainedError: if neither ``path/unet/config.json`` nor ``path/config.json`` exists.
     """
     path = Path(path)
-    if (path / "unet" / CONFIG_NAME).is_file():
+    if (path / "unet" / CONFIG_NAME).exists():  # not a file: read_json names what it is
         return path / "unet"
-    if (path / CONFIG_NAME).is_file():
+    if (path / CONFIG_NAME).exists():
         return path
     raise PretrainedError(
         f"no UNet2DModel found in {path}: expected {CONFIG_NAME} or unet/{CONFIG_NAME}; pass a "
@@ -1248,11 +1248,12 @@ def load_unet(path) -> UNet2D:
         config = _check_config(config)
     except PretrainedError as error:
         raise PretrainedError(f"{config_file}: {error}") from None
-    if not weights_file.is_file():
+    if not weights_file.exists():
         raise PretrainedError(
             f"{weights_file} not found; a .bin-only checkpoint needs converting once with torch: "
             "UNet2DModel.from_pretrained(folder).save_pretrained(folder) writes safetensors"
         )
+    check_file(weights_file, "safetensors file", PretrainedError, "download the pipeline again")
     weights = _read_safetensors(weights_file)
     try:
         return UNet2D._build(config, weights)
