@@ -232,6 +232,9 @@ def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys
         ("digits", "data.n=64", "data.n: the number of points drawn"),
         ("three.npy", "data.n=64", "data.n: the number of points drawn"),
         ("points.npy", "data.n=64", "data.n: the number of points drawn"),
+        ("digits", "data.seed=3", "data.seed: seeds a built-in target's draw"),
+        ("three.npy", "data.seed=3", "data.seed: seeds a built-in target's draw"),
+        ("points.npy", "data.seed=3", "data.seed: seeds a built-in target's draw"),
         ("seed_mixture", "data.hflip=true", "data.hflip: applies to images; seed_mixture"),
         ("two_moons", "data.held_out=0.5", "data.held_out: applies to images; two_moons"),
         ("digits_mixture", "data.layout=NHWC", "data.layout: applies to images"),
@@ -241,7 +244,8 @@ def test_data_fields_that_would_be_ignored_or_leave_a_part_empty_are_refused(
     source, setting, words, tmp_path, capsys
 ):
     """held_out = 0.1 of 3 images rounded to none held out, and ``data.n`` on a data set that
-    is used whole, or an image field on a built-in target or toy set, was ignored: each
+    is used whole, ``data.seed`` on one used whole without a held-out split, or an image
+    field on a built-in target or toy set, was ignored: each
     trained, exit 0, on other data than asked for."""
     np.save(tmp_path / "three.npy", np.zeros((3, 1, 8, 8), np.uint8))
     np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))

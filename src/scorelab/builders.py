@@ -146,7 +146,8 @@ def check_fields_read(config: ExperimentConfig) -> None:
     A field of the loss or model section set away from its default that the chosen loss or
     network does not read (:func:`loss_fields`, :func:`model_fields`: ``loss.p_mean`` beside
     the ``loguniform`` law, ``loss.beta_end`` on ``ncsn``, ``model.channels`` on an MLP), or
-    ``data.n`` for a source used whole (a file, a folder, ``digits``), or an image field
+    ``data.n`` for a source used whole (a file, a folder, ``digits``), ``data.seed`` for one
+    used whole without a held-out split, or an image field
     (``data.hflip``, ``data.held_out``, ...) for a built-in target or toy set: the run would
     train other than asked, and say nothing. A saved run's configuration is not checked (it
     may predate a rule).
@@ -161,6 +162,12 @@ def check_fields_read(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.n: the number of points drawn from a built-in target or toy set; "
             f"{config.data.source} is used whole: leave data.n out"
+        )
+    if config.data.seed != DataConfig.seed and not drawn and not config.data.held_out:
+        raise ConfigError(
+            f"data.seed: seeds a built-in target's draw or a file's held-out split; "
+            f"{config.data.source} is used whole with none (data.held_out 0): leave data.seed "
+            "out, or set data.held_out"
         )
     loss = config.loss
     laws = set(itertools.chain(*SIGMA_LAW_FIELDS.values()))
