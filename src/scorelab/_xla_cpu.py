@@ -51,6 +51,13 @@ def convolution_options() -> dict[str, str] | None:
     return dict(_CONVOLUTION_OPTIONS)
 
 
+def takes_convolutions(batch) -> bool:
+    """Whether a program on ``batch`` is one for :func:`convolution_jit`: a batch of images
+    (rank above 2: ``(n, C, H, W)``, ``(n, H, W)``), which convolution networks take; a batch
+    of vectors ``(n, d)`` is an MLP's, for a plain ``jit``."""
+    return jnp.ndim(batch) > 2
+
+
 def _at_top_level() -> bool:
     """Whether a call now runs outside every JAX transformation (``jit``, ``grad``, ``vmap``,
     ``scan``...): the only place where a jit may carry compile options."""

@@ -49,7 +49,7 @@ from jax import Array
 from tqdm.auto import tqdm
 
 from scorelab._validate import check_int, check_memory
-from scorelab._xla_cpu import convolution_jit
+from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import geometric_sigmas, write_saved_grid
 
 
@@ -141,7 +141,7 @@ def optimise_grid(
 
     # Images are what convolution networks take: their program compiles with XLA:CPU's own
     # convolutions, as the samplers' does (scorelab._xla_cpu).
-    @(convolution_jit if x_0.ndim > 2 else jax.jit)
+    @(convolution_jit if takes_convolutions(x_0) else jax.jit)
     def pair_cost(trio, keys):  # the two intervals around a moved level, for each candidate
         return jax.vmap(lambda s: jnp.sum(klub_terms(denoise_fn, x_0, keys, s, n_inner)))(trio)
 

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from scorelab import samplers
 from scorelab._validate import check_int, check_memory
-from scorelab._xla_cpu import convolution_jit
+from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import karras_sigmas, write_saved_grid
 
 TEACHER_LEVELS = 400
@@ -169,7 +169,7 @@ def learn_grid(
         )
     # One program per search, the sampler's driver traced inside it (a nested jit): on images
     # it is this program that compiles with XLA:CPU's own convolutions (scorelab._xla_cpu).
-    error = (convolution_jit if jnp.ndim(x_T) > 2 else eqx.filter_jit)(
+    error = (convolution_jit if takes_convolutions(x_T) else eqx.filter_jit)(
         lambda grid: jnp.mean(global_error(on_grid(sampler, grid), score_fn, x_T, x_teacher))
     )
     sigmas = np.asarray(sampler.sigmas, np.float64)

@@ -20,7 +20,7 @@ from jax import Array
 
 from scorelab._keys import typed_key
 from scorelab._validate import check_float32, check_int, check_sigma
-from scorelab._xla_cpu import convolution_jit
+from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import geometric_sigmas
 
 DEFAULT_SIGMA_MIN = 0.02
@@ -648,7 +648,7 @@ def sample(
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
     schedule = sampler.schedule()
     # Image states (two or more axes per chain) are what convolution networks take.
-    run = _sample_images if x_init.ndim > 2 else _sample_vectors
+    run = _sample_images if takes_convolutions(x_init) else _sample_vectors
     try:
         return run(key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule)
     except eqx.EquinoxRuntimeError as error:  # a check inside the solve: max_steps reached
