@@ -5,6 +5,7 @@ uninterrupted run) is tested in ``test_training.py``.
 """
 
 import json
+import re
 import shutil
 
 import equinox as eqx
@@ -22,6 +23,7 @@ from scorelab.checkpoints import (
     restore_checkpoint,
     save_checkpoint,
     save_model,
+    tree_sha256,
 )
 from scorelab.models import MLP, ConditionalMLP
 
@@ -88,6 +90,47 @@ def test_a_refusal_of_like_is_not_damage(two_steps):
     assert manager.all_steps() == [1, 2]
 
 
+def test_arrays_of_other_shapes_than_like_are_a_mismatch_not_damage(two_steps):
+    # A run continued with a wider network: step 2 was deleted as damaged, with a warning.
+    manager = open_checkpoints(two_steps)
+    wider = {**STATE, "a": jnp.arange(5.0)}
+    with pytest.raises(ValueError, match="step 2 holds arrays of other shapes than like's"):
+        restore_checkpoint(manager, lambda metadata: wider)
+    assert manager.all_steps() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("step", "words"),
+    [
+        (3.5, "step: expected an integer"),  # orbax declined it and returned: nothing written
+        (-1, "step: expected an integer >= 0"),
+        (True, "step: expected an integer"),
+        (2, "step: 2 is not after the newest checkpoint"),  # step 2 kept its old arrays
+        (1, "step: 1 is not after the newest checkpoint"),  # never written
+    ],
+)
+def test_a_step_that_would_not_be_saved_is_refused(two_steps, step, words):
+    manager = open_checkpoints(two_steps)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        save_checkpoint(manager, step, STATE, {"step": step})
+    assert manager.all_steps() == [1, 2]
+    assert restore_checkpoint(manager, like)[2] == {"step": 2}
+
+
+def test_typed_keys_are_hashed_by_their_data_and_refused_by_orbax(tmp_path):
+    key = jax.random.key(3)
+    assert tree_sha256({"k": key}) == tree_sha256({"k": jax.random.key_data(key)})
+    assert tree_sha256({"k": key}) != tree_sha256({"k": jax.random.key(4)})
+    manager = open_checkpoints(tmp_path / "checkpoints")
+    with pytest.raises(TypeError, match=r"state: holds a typed PRNG key.*key_data"):
+        save_checkpoint(manager, 1, {"k": key}, {})
+
+
+def test_a_leaf_that_is_not_an_array_is_left_out_of_the_hash():
+    # Its bytes were its memory address: a different hash in every process.
+    assert tree_sha256({"a": STATE["b"], "f": object()}) == tree_sha256({"a": STATE["b"]})
+
+
 def test_an_empty_folder_has_nothing_to_restore(tmp_path):
     assert restore_checkpoint(open_checkpoints(tmp_path), like) is None
 
@@ -113,6 +156,20 @@ def test_a_users_own_module_round_trips_by_import_path(tmp_path, model, kwargs, 
         np.testing.assert_array_equal(a, b)
     x = jnp.array([0.5, -1.0])
     np.testing.assert_array_equal(loaded(x, 0.3), model(x, 0.3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"key": jax.random.PRNGKey(0)}, "key: not saved with the model"),  # load refused it
+        ({"widths": object()}, "constructor_kwargs: not JSON-serialisable"),
+    ],
+)
+def test_arguments_load_model_could_not_use_are_refused_before_writing(tmp_path, kwargs, words):
+    model = MLP(jax.random.key(0), 2, (8,))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        save_model(tmp_path / "m", model, dim=2, **kwargs)
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_class_another_process_cannot_import_is_refused(tmp_path):

@@ -41,7 +41,7 @@ import orbax.checkpoint as ocp
 
 from scorelab import models
 from scorelab._files import atomic_write, jsonable, read_json, write_json
-from scorelab._validate import check_file, first_line
+from scorelab._validate import check_file, check_int, first_line
 
 __all__ = [
     "open_checkpoints",
@@ -77,16 +77,26 @@ def tree_sha256(tree: Any) -> str:
     """SHA-256 of the dtypes, shapes and bytes of the array leaves of ``tree``, in tree order:
     which weights a checkpoint holds, or which model a result was measured with.
 
-    A replicated ``jax.Array`` (what training checkpoints) is read from this process's copy.
+    A replicated ``jax.Array`` (what training checkpoints) is read from this process's copy, a
+    typed PRNG key as its key data; leaves that are not arrays or numbers (a network's
+    activation function) are left out, as their bytes would be a memory address.
     """
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(tree):
+        if _is_typed_key(leaf):  # its bytes are its key data (NumPy cannot read a key)
+            leaf = jax.random.key_data(leaf)
         if isinstance(leaf, jax.Array) and leaf.is_fully_replicated:
             leaf = leaf.addressable_data(0)
         array = np.ascontiguousarray(leaf)
+        if array.dtype == object:  # a function or other object: its bytes were its address
+            continue
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def _is_typed_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 def _json_sha256(payload: Any) -> str:
@@ -106,11 +116,27 @@ def save_checkpoint(
     stored as ``None``.
 
     Raises:
+        ValueError: ``step`` is not an integer ``>= 0``, or not after the newest saved step
+            (orbax declined such a save without a word: a float step, or one already saved,
+            returned with nothing written).
+        TypeError: ``state`` holds a typed PRNG key (save ``jax.random.key_data(key)``).
         OSError: ``ENOSPC`` naming the checkpoint directory, before anything is written, when
             its disk has less room than the state's bytes (orbax's failed write printed
             dozens of tracebacks from its threads, and ended in a tensorstore message); or
             ``ENOSPC``/``EFBIG`` when orbax's write fails on them all the same.
     """
+    check_int("step", step, 0)
+    latest = manager.latest_step()
+    if latest is not None and step <= latest:
+        raise ValueError(
+            f"step: {step} is not after the newest checkpoint of {manager.directory}, step "
+            f"{latest}; checkpoints are saved at increasing steps"
+        )
+    if any(_is_typed_key(leaf) for leaf in jax.tree.leaves(state)):
+        raise TypeError(
+            "state: holds a typed PRNG key, which orbax cannot write; save "
+            "jax.random.key_data(key) and rebuild it with jax.random.wrap_key_data"
+        )
     metadata = jsonable({**metadata, "state_sha256": tree_sha256(state)})
     metadata["metadata_sha256"] = _json_sha256(metadata)
     needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
@@ -121,7 +147,7 @@ def save_checkpoint(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
     try:
-        manager.save(step, args=args)
+        saved = manager.save(step, args=args)
         manager.wait_until_finished()
     except (ValueError, OSError) as error:  # tensorstore's write errors name the OS's code
         code = re.search(r"os_error_code='(\d+)'", str(error))
@@ -129,6 +155,8 @@ def save_checkpoint(
             raise
         number = int(code.group(1))
         raise OSError(number, os.strerror(number), str(directory)) from error
+    if not saved:  # orbax's own policy declined the step: say so, never return as if saved
+        raise ValueError(f"step: orbax declined to save step {step} in {manager.directory}")
 
 
 def _restore_intact(
@@ -154,10 +182,29 @@ def _restore_intact(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         )
     except Exception as error:
+        _check_saved_shapes(manager, step, target)  # another run's arrays are not damage
         return f"unreadable arrays ({type(error).__name__})"
     if tree_sha256(restored.state) != state_sha256:
         return "array checksum mismatch"
     return restored.state, metadata
+
+
+def _check_saved_shapes(manager: ocp.CheckpointManager, step: int, like: Any) -> None:
+    """Refuse ``step`` when its arrays, as its readable metadata records them, have other
+    shapes than ``like``'s: a run continued with a wider network, not a damaged step (it was
+    deleted as one). Silent when the metadata cannot be read: that is damage."""
+    try:
+        saved = jax.tree.leaves(manager.item_metadata(step).state.tree)
+        saved_shapes = sorted(tuple(leaf.shape) for leaf in saved)
+    except Exception:  # noqa: BLE001 - unreadable metadata: the step is damaged
+        return
+    shapes = sorted(tuple(np.shape(leaf)) for leaf in jax.tree.leaves(like))
+    if saved_shapes != shapes:
+        raise ValueError(
+            f"{manager.directory}: step {step} holds arrays of other shapes than like's (a "
+            "checkpoint of another model or run); restore it with the state it was saved "
+            "from, or choose another folder"
+        )
 
 
 def _describe(damaged: dict[int, str]) -> str:
@@ -185,7 +232,9 @@ def restore_checkpoint(
         ``(step, state, metadata)``, ``metadata`` as given to :func:`save_checkpoint`.
 
     Raises:
-        ValueError: there are checkpoints, but none is intact; or what ``like`` raises.
+        ValueError: there are checkpoints, but none is intact; a step that cannot be restored
+            into ``like`` holds arrays of other shapes (not damage: nothing is deleted); or
+            what ``like`` raises.
     """
     damaged: dict[int, str] = {}  # step -> why it is not intact
     for step in sorted(manager.all_steps(), reverse=True):
@@ -360,18 +409,31 @@ def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -
     Raises:
         TypeError: ``model`` is not an ``equinox.Module`` (a function, a dict of arrays).
         ValueError: the class is defined in ``__main__`` or inside a function (another process
-            could not import it), or the arguments do not rebuild a network of the same
-            structure and shapes.
+            could not import it), the arguments hold ``key`` or a value JSON cannot hold, or,
+            as read back from JSON, they do not rebuild a network of the same structure and
+            shapes.
     """
     if not isinstance(model, eqx.Module):
         raise TypeError(
             f"model: expected an equinox.Module instance, got {type(model).__name__}; wrap "
             "a function or a table of arrays in an eqx.Module to save it"
         )
+    if "key" in constructor_kwargs:
+        raise ValueError(
+            "key: not saved with the model (load_model builds it from key(0), then loads the "
+            "saved weights); drop key from the arguments"
+        )
+    try:  # checked as load_model reads them back: tuples as lists, arrays as lists
+        kwargs = json.loads(json.dumps(jsonable(constructor_kwargs), allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"constructor_kwargs: not JSON-serialisable ({first_line(error)}); pass numbers, "
+            "strings, lists, or a nested network's record {'class': ..., 'kwargs': ...}"
+        ) from None
     leaves_file, record_file = model_files(path)
     cls = type(model)
     class_path = _import_path(cls)
-    if _signature(_skeleton(cls, constructor_kwargs)) != _signature(model):
+    if _signature(_skeleton(cls, kwargs)) != _signature(model):
         raise ValueError(
             f"{cls.__name__}(**{constructor_kwargs}) does not rebuild the model being saved; "
             "pass the constructor arguments it was built with"
@@ -382,7 +444,7 @@ def save_model(path: str | Path, model: eqx.Module, **constructor_kwargs: Any) -
     atomic_write(leaves_file, lambda handle: handle.write(leaves))
     spec = {
         "class": class_path,
-        "kwargs": constructor_kwargs,
+        "kwargs": kwargs,
         "eqx_sha256": hashlib.sha256(leaves).hexdigest(),
     }
     write_json(record_file, spec)
