@@ -113,6 +113,17 @@ def test_toy_sets_require_an_integer_count(name, n):
         TOY_DATASETS[name](jax.random.key(0), n)
 
 
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_toy_sets_refuse_more_points_than_fit_and_keys_that_are_not_keys(name):
+    """``n = 10**12`` aborted the interpreter inside XLA; a seed was JAX's key-data error."""
+    with pytest.raises(ValueError, match=r"^n: needs .* of memory"):
+        TOY_DATASETS[name](jax.random.key(0), 10**12)
+    with pytest.raises(TypeError, match=r"^key: expected a PRNG key"):
+        TOY_DATASETS[name](0, 3)
+    legacy = TOY_DATASETS[name](jax.random.PRNGKey(2), 3)
+    np.testing.assert_array_equal(legacy, TOY_DATASETS[name](jax.random.key(2), 3))
+
+
 def test_toy_sets_accept_numpy_integers_and_zero():
     sample = TOY_DATASETS["two_moons"]
     key = jax.random.key(1)
@@ -132,6 +143,7 @@ def test_toy_sets_accept_numpy_integers_and_zero():
         (5.0, 2, 0, "n"),
         (5, 2, -1, "seed"),
         (5, 2, 1.5, "seed"),
+        (10**13, 0, 0, "n"),  # numpy's MemoryError for the permutation's 80 TB
     ],
 )
 def test_held_out_split_refuses_counts_out_of_range(n, n_held_out, seed, argument):

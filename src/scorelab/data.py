@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._keys import typed_key
 from scorelab._validate import check_choice, check_file, check_int, check_memory, first_line
 
 __all__ = [
@@ -50,6 +51,9 @@ __all__ = [
 # --- 2-D toy sets without exact scores -------------------------------------------------------
 
 
+_BYTES_PER_TOY_EXAMPLE = 64.0
+
+
 def _per_example(sample_one):
     """``sample(key, n) -> (n, d)`` drawing example ``i`` by ``sample_one(fold_in(key, i))``,
     so that a data set does not depend on how many examples are drawn; ``n`` is checked (an
@@ -62,11 +66,15 @@ def _per_example(sample_one):
 
     def sample(key: Array, n: int) -> Array:
         check_int("n", n, 0)
-        return draw(key, int(n))
+        # Each example's key and point, and a few more of its floats while it is drawn:
+        # n = 10**12 aborted the interpreter inside XLA.
+        check_memory("n", _BYTES_PER_TOY_EXAMPLE * n, "draw fewer points")
+        return draw(typed_key(key), int(n))
 
     sample.__name__ = sample.__qualname__ = sample_one.__name__
     sample.__doc__ = (
-        f"{sample_one.__doc__}\n\n    Raises:\n        ValueError: ``n`` is not an integer >= 0.\n"
+        f"{sample_one.__doc__}\n\n    Raises:\n        ValueError: ``n`` is not an integer >= 0, "
+        "or more points than fit in memory.\n        TypeError: ``key`` is not a PRNG key.\n"
     )
     return sample
 
@@ -338,13 +346,14 @@ def held_out_split(n: int, n_held_out: int, seed: int) -> tuple[np.ndarray, np.n
     Raises:
         ValueError: ``n`` or ``seed`` is not an integer ``>= 0``, or ``n_held_out`` is not an
             integer in ``[0, n]`` (``-1`` held out ``n - 1`` rows, ``n + 3`` left the
-            training part silently empty).
+            training part silently empty), or ``n`` rows do not fit in memory.
     """
     check_int("n", n, 0)
     check_int("n_held_out", n_held_out, 0)
     check_int("seed", seed, 0)
     if n_held_out > n:
         raise ValueError(f"n_held_out: expected at most n = {n} rows, got {n_held_out}")
+    check_memory("n", 8.0 * n, "split fewer rows")  # the int64 permutation
     order = np.random.default_rng(seed).permutation(n)
     return order[n_held_out:], order[:n_held_out]
 
