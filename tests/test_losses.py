@@ -12,6 +12,7 @@ checks use closed-form scores and samples.
 """
 
 import math
+import re
 from functools import partial
 from statistics import NormalDist
 
@@ -589,3 +590,348 @@ def test_losses_take_lists_and_integer_examples_as_floats():
     want = dsm_loss(key, _linear_score, floats, sigma=0.5)
     np.testing.assert_array_equal(dsm_loss(key, _linear_score, [1.0, 2.0], sigma=0.5), want)
     np.testing.assert_array_equal(dsm_loss(key, _linear_score, jnp.array([1, 2]), sigma=0.5), want)
+
+
+# --- hostile inputs: each refused with a one-line message naming the argument ------------------
+
+
+def _scalar_score(x, sigma):
+    return jnp.sum(x)
+
+
+def _conditional_linear_score(x, sigma, label):
+    return -x
+
+
+_X2 = jnp.array([1.0, -2.0])
+_COMPLEX = _X2.astype(jnp.complex64)
+_HUGE = 10**12
+_SHAPE_MESSAGE = "score_fn: returned shape () for an example of shape (2,); it must return"
+
+_HOSTILE = {
+    # score_fn: a score of another shape than its example (broadcast silently, or failed
+    # inside dot_general), of an integer dtype, or not an array (the samplers' check).
+    "dsm-scalar-score": (
+        lambda: dsm_loss(_KEY, _scalar_score, _X2, sigma=1.0),
+        ValueError,
+        _SHAPE_MESSAGE,
+    ),
+    "dsm-(1,)-score": (
+        lambda: dsm_loss(_KEY, lambda x, s: jnp.sum(x, keepdims=True), _X2, sigma=1.0),
+        ValueError,
+        "score_fn: returned shape (1,) for an example of shape (2,)",
+    ),
+    "dsm-(2,d)-score": (
+        lambda: dsm_loss(_KEY, lambda x, s: jnp.stack([x, x]), _X2, sigma=1.0),
+        ValueError,
+        "score_fn: returned shape (2, 2) for an example of shape (2,)",
+    ),
+    "ncsn-scalar-score": (lambda: ncsn_loss(_KEY, _scalar_score, _X2), ValueError, _SHAPE_MESSAGE),
+    "vp-scalar-score": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _scalar_score, _X2),
+        ValueError,
+        _SHAPE_MESSAGE,
+    ),
+    "hyvarinen-scalar-score": (
+        lambda: hyvarinen_loss(_KEY, _scalar_score, _X2),
+        ValueError,
+        _SHAPE_MESSAGE,
+    ),
+    "hutchinson-scalar-score": (
+        lambda: hutchinson_loss(_KEY, _scalar_score, _X2),
+        ValueError,
+        _SHAPE_MESSAGE,
+    ),
+    "sliced-scalar-score": (
+        lambda: sliced_score_matching_loss(_KEY, _scalar_score, _X2),
+        ValueError,
+        _SHAPE_MESSAGE,
+    ),
+    "hyvarinen-integer-score": (
+        lambda: hyvarinen_loss(_KEY, lambda x, s: jnp.round(x).astype(int), _X2),
+        TypeError,
+        "score_fn: returned dtype int32; it must return real floating-point numbers",
+    ),
+    "dsm-tuple-score": (
+        lambda: dsm_loss(_KEY, lambda x, s: (x, x), _X2, sigma=1.0),
+        TypeError,
+        "score_fn: returned tuple for an example of shape (2,)",
+    ),
+    "dsm-score_fn-not-callable": (
+        lambda: dsm_loss(_KEY, 3, _X2, sigma=1.0),
+        TypeError,
+        "score_fn: expected a callable",
+    ),
+    # weighting_fn: a non-scalar weight (a (3,) 'loss', or averaged away), a number.
+    "dsm-vector-weight": (
+        lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1.0, weighting_fn=lambda s: jnp.ones(3)),
+        ValueError,
+        "weighting_fn: returned shape (3,) for a scalar sigma; it must return one weight",
+    ),
+    "ncsn-vector-weight": (
+        lambda: ncsn_loss(_KEY, _linear_score, _X2, weighting_fn=lambda s: jnp.ones(3)),
+        ValueError,
+        "weighting_fn: returned shape (3,)",
+    ),
+    "dsm-complex-weight": (
+        lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1.0, weighting_fn=lambda s: s + 1j),
+        TypeError,
+        "weighting_fn: returned complex",
+    ),
+    "dsm-weighting_fn-number": (
+        lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=2.0, weighting_fn=2.0),
+        TypeError,
+        "weighting_fn: expected a callable",
+    ),
+    "ncsn-weighting_fn-number": (
+        lambda: ncsn_loss(_KEY, _linear_score, _X2, weighting_fn=2.0),
+        TypeError,
+        "weighting_fn: expected a callable",
+    ),
+    # x: complex (a complex 'loss'), boolean, empty, non-finite, not numbers.
+    "dsm-complex-x": (
+        lambda: dsm_loss(_KEY, _linear_score, _COMPLEX, sigma=1.0),
+        TypeError,
+        "x_0: expected real numbers, got complex64",
+    ),
+    "hyvarinen-complex-x": (
+        lambda: hyvarinen_loss(_KEY, _linear_score, _COMPLEX),
+        TypeError,
+        "x: expected real numbers, got complex64",
+    ),
+    "hutchinson-complex-x": (
+        lambda: hutchinson_loss(_KEY, _linear_score, _COMPLEX),
+        TypeError,
+        "x: expected real numbers, got complex64",
+    ),
+    "sliced-complex-x": (
+        lambda: sliced_score_matching_loss(_KEY, _linear_score, _COMPLEX),
+        TypeError,
+        "x: expected real numbers, got complex64",
+    ),
+    "ncsn-complex-x": (
+        lambda: ncsn_loss(_KEY, _linear_score, _COMPLEX),
+        TypeError,
+        "x_0: expected real numbers, got complex64",
+    ),
+    "vp-complex-x": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _linear_score, _COMPLEX),
+        TypeError,
+        "x_0: expected real numbers, got complex64",
+    ),
+    "dsm-bool-x": (
+        lambda: dsm_loss(_KEY, _linear_score, np.array([True, False]), sigma=1.0),
+        TypeError,
+        "x_0: expected real numbers, got bool",
+    ),
+    "hyvarinen-empty-x": (
+        lambda: hyvarinen_loss(_KEY, _linear_score, jnp.ones((0,))),
+        ValueError,
+        "x: expected one example of d >= 1 entries, got shape (0,)",
+    ),
+    "dsm-nan-x": (
+        lambda: dsm_loss(_KEY, _linear_score, jnp.array([jnp.nan, 1.0]), sigma=1.0),
+        ValueError,
+        "x_0: expected finite numbers, got 1 NaN or infinite entries",
+    ),
+    "hutchinson-inf-x": (
+        lambda: hutchinson_loss(_KEY, _linear_score, [np.inf, 1.0]),
+        ValueError,
+        "x: expected finite numbers",
+    ),
+    "dsm-string-x": (
+        lambda: dsm_loss(_KEY, _linear_score, ["a", "b"], sigma=1.0),
+        TypeError,
+        "x_0: expected an array of real numbers (one example), got list",
+    ),
+    # sigma: beyond the float32 floor / ceiling of a variance, complex.
+    "dsm-sigma-below-floor": (
+        lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1e-30),
+        ValueError,
+        "sigma: 1e-30 is below 1.1e-19",
+    ),
+    "dsm-sigma-beyond-ceiling": (
+        lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1e20),
+        ValueError,
+        "sigma: 1e+20 is beyond 1.8e19",
+    ),
+    "dsm-complex-sigma": (
+        lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1.0 + 1j),
+        TypeError,
+        "sigma: expected real numbers > 0",
+    ),
+    "dsm-traced-complex-sigma": (
+        lambda: jax.jit(lambda s: dsm_loss(_KEY, _linear_score, _X2, sigma=s))(1.0 + 1j),
+        TypeError,
+        "sigma: expected a real noise level > 0, got dtype complex64",
+    ),
+    # counts that would allocate terabytes.
+    "hyvarinen-huge-d": (
+        lambda: hyvarinen_loss(_KEY, _linear_score, jnp.ones((200_000,))),
+        ValueError,
+        "x: needs",
+    ),
+    "training-sigmas-huge-shape": (
+        lambda: sample_training_sigmas(_KEY, (_HUGE,)),
+        ValueError,
+        "shape: needs",
+    ),
+    "hutchinson-huge-n_probes": (
+        lambda: hutchinson_loss(_KEY, _linear_score, _X2, n_probes=_HUGE),
+        ValueError,
+        "n_probes: needs",
+    ),
+    "sliced-huge-n_projections": (
+        lambda: sliced_score_matching_loss(_KEY, _linear_score, _X2, n_projections=_HUGE),
+        ValueError,
+        "n_projections: needs",
+    ),
+    "ncsn-huge-n_sigmas": (
+        lambda: ncsn_loss(_KEY, _linear_score, _X2, n_sigmas=10**11),
+        ValueError,
+        "n_sigmas: needs",
+    ),
+    "vp-huge-num_train_timesteps": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _linear_score, _X2, num_train_timesteps=_HUGE),
+        ValueError,
+        "num_train_timesteps: needs",
+    ),
+    # vp_epsilon_loss: labels, timesteps.
+    "vp-float-class_label": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _conditional_linear_score, _X2, 2.5),
+        TypeError,
+        "class_label: expected an integer class >= 0, got float",
+    ),
+    "vp-bool-class_label": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _conditional_linear_score, _X2, True),
+        TypeError,
+        "class_label: expected an integer class >= 0",
+    ),
+    "vp-vector-class_label": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _conditional_linear_score, _X2, jnp.array([1, 2])),
+        ValueError,
+        "class_label: expected one integer class (a scalar) for one example, got shape (2,)",
+    ),
+    "vp-negative-class_label": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _conditional_linear_score, _X2, jnp.array(-1)),
+        ValueError,
+        "class_label: expected an integer class >= 0, got -1",
+    ),
+    "vp-negative-null_label": (
+        lambda: LOSSES["vp_epsilon"](
+            _KEY, _conditional_linear_score, _X2, 3, label_dropout=0.5, null_label=-5
+        ),
+        ValueError,
+        "null_label: expected an integer class >= 0, got -5",
+    ),
+    "vp-float-null_label": (
+        lambda: LOSSES["vp_epsilon"](
+            _KEY, _conditional_linear_score, _X2, 3, label_dropout=0.5, null_label=2.5
+        ),
+        TypeError,
+        "null_label: expected an integer class >= 0, got float",
+    ),
+    "vp-bool-num_train_timesteps": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _linear_score, _X2, num_train_timesteps=True),
+        ValueError,
+        "num_train_timesteps: expected an integer >= 1, got True",
+    ),
+    "vp-float-num_train_timesteps": (
+        lambda: LOSSES["vp_epsilon"](_KEY, _linear_score, _X2, num_train_timesteps=10.5),
+        ValueError,
+        "num_train_timesteps: expected an integer >= 1",
+    ),
+    # other flags.
+    "sliced-string-variance_reduction": (
+        lambda: sliced_score_matching_loss(_KEY, _linear_score, _X2, variance_reduction="no"),
+        TypeError,
+        "variance_reduction: expected True or False, got 'no'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_HOSTILE))
+def test_hostile_input_is_refused_naming_the_argument(case):
+    call, error, message = _HOSTILE[case]
+    with pytest.raises(error, match=re.escape(message)) as caught:
+        call()
+    assert "\n" not in str(caught.value)  # one line
+
+
+_KEYED_CALLS = {
+    "hyvarinen": lambda key: hyvarinen_loss(key, _linear_score, _X2),
+    "hutchinson": lambda key: hutchinson_loss(key, _linear_score, _X2),
+    "sliced": lambda key: sliced_score_matching_loss(key, _linear_score, _X2),
+    "dsm": lambda key: dsm_loss(key, _linear_score, _X2, sigma=1.0),
+    "ncsn": lambda key: ncsn_loss(key, _linear_score, _X2),
+    "vp_epsilon": lambda key: LOSSES["vp_epsilon"](key, _linear_score, _X2),
+    "training-sigmas": lambda key: sample_training_sigmas(key, (3,)),
+}
+
+
+@pytest.mark.parametrize("name", list(_KEYED_CALLS))
+@pytest.mark.parametrize(
+    "bad_key, message",
+    [
+        (0, "key: expected a PRNG key (jax.random.key(seed)), got int"),
+        (jax.random.split(_KEY, 3), "key: expected one PRNG key, got an array of keys (3,)"),
+        (jnp.zeros(2), "key: expected a PRNG key (jax.random.key(seed)), got"),
+    ],
+)
+def test_every_loss_names_a_bad_key(name, bad_key, message):
+    """An int seed gave JAX's 'invalid PRNG key data', a batch of keys 'normal accepts a
+    single key'."""
+    with pytest.raises(TypeError, match=re.escape(message)):
+        _KEYED_CALLS[name](bad_key)
+
+
+@pytest.mark.parametrize("name", list(_KEYED_CALLS))
+def test_legacy_keys_give_the_same_values_as_typed_keys(name):
+    legacy = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(
+        _KEYED_CALLS[name](legacy), _KEYED_CALLS[name](jax.random.wrap_key_data(legacy))
+    )
+
+
+def test_shape_checks_run_while_traced():
+    """Shapes and dtypes are static: a wrong score or weight is refused under jit and vmap,
+    with traced examples, sigmas and labels."""
+    xs = jnp.ones((3, 2))
+    with pytest.raises(ValueError, match=re.escape(_SHAPE_MESSAGE)):
+        jax.jit(jax.vmap(lambda x: dsm_loss(_KEY, _scalar_score, x, sigma=0.5)))(xs)
+    with pytest.raises(ValueError, match=re.escape("weighting_fn: returned shape (3,)")):
+        jax.vmap(
+            lambda x, s: dsm_loss(_KEY, _linear_score, x, sigma=s, weighting_fn=jnp.ones(3).__add__)
+        )(xs, jnp.full(3, 0.5))
+    with pytest.raises(TypeError, match=re.escape("class_label: expected an integer class")):
+        jax.vmap(lambda x, y: LOSSES["vp_epsilon"](_KEY, _conditional_linear_score, x, y))(
+            xs, jnp.ones(3)
+        )
+    with pytest.raises(TypeError, match=re.escape("score_fn: returned dtype int32")):
+        jax.jit(jax.grad(lambda x: hutchinson_loss(_KEY, lambda y, s: y.astype(int), x)))(_X2)
+    # Valid traced labels are taken; a traced negative label is not value-checked.
+    labels = jnp.array([0, 1, 2], jnp.int32)
+    values = jax.jit(
+        jax.vmap(lambda x, y: LOSSES["vp_epsilon"](_KEY, _conditional_linear_score, x, y))
+    )(xs, labels)
+    assert values.shape == (3,) and bool(jnp.all(jnp.isfinite(values)))
+
+
+def test_valid_inputs_are_still_taken():
+    """The checks refuse nothing that worked: list examples, numpy integer labels, a numpy
+    null label, a scalar weight given as a Python number, a float64 score."""
+    assert np.isfinite(LOSSES["vp_epsilon"](_KEY, _linear_score, [1.0, 2.0]))
+    assert np.isfinite(
+        LOSSES["vp_epsilon"](
+            _KEY,
+            _conditional_linear_score,
+            _X2,
+            np.int64(2),
+            label_dropout=0.5,
+            null_label=np.int32(4),
+        )
+    )
+    assert np.isfinite(dsm_loss(_KEY, _linear_score, _X2, sigma=0.5, weighting_fn=lambda s: 2))
+    value = dsm_loss(_KEY, lambda x, s: np.asarray(-x, np.float64), _X2, sigma=0.5)
+    np.testing.assert_allclose(value, dsm_loss(_KEY, _linear_score, _X2, sigma=0.5), rtol=1e-6)
+    assert np.isfinite(hyvarinen_loss(_KEY, _linear_score, jnp.ones(())))

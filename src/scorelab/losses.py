@@ -30,6 +30,18 @@ References:
     Neural Computation 23(7). https://doi.org/10.1162/NECO_a_00142
     Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
     Distribution. https://arxiv.org/abs/1907.05600
+
+**Argument checks, common to every loss.** ``key`` must be one PRNG key (typed or legacy;
+:func:`scorelab._keys.typed_key`), also where a loss draws nothing; ``score_fn`` (and a
+``weighting_fn``) callable; the example real numbers (an integer one is taken as JAX's default
+float; complex, boolean and empty ones are refused, and a concrete one must be finite).
+While traced, ``score_fn`` must return a real floating array of its example's shape, as
+:func:`scorelab.samplers.sample` requires of a state's score, and ``weighting_fn`` one real
+number. A count that sizes an array (probes, noise levels, timesteps, a shape, the exact
+trace's ``(d, d)`` basis) is refused before allocating when the array does not fit in the
+available memory. Bad arguments raise ``TypeError`` (a wrong type or dtype) or ``ValueError``
+(a wrong shape or value) naming the argument; checks of values run on concrete values only,
+so a compiled training step pays nothing for them.
 """
 
 from __future__ import annotations
@@ -40,9 +52,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
-from scorelab._validate import check_choice, check_int, check_real
+from scorelab._keys import typed_key
+from scorelab._validate import check_choice, check_int, check_memory, check_real, check_sigma
 from scorelab.noise import (
     check_sigma_range,
     sample_ve_noise,
@@ -119,6 +133,149 @@ def _as_example(x) -> Array:
     return x
 
 
+# --- argument checks shared by the public losses ------------------------------------------------
+
+
+def _is_concrete(value) -> bool:
+    """Whether ``value`` is a concrete value (not traced under ``jit``, ``vmap`` or ``grad``):
+    only those are checked by value, so a compiled training step pays nothing."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _loss_example(x, name: str) -> Array:
+    """``x``, one example, as :func:`_as_example` takes it, after refusing what is no real
+    example: a complex ``x`` (it gave a complex 'loss'), booleans, an empty example (an
+    internal 'Need at least one array to stack'), and, when concrete, non-finite entries."""
+    try:
+        array = jnp.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: expected an array of real numbers (one example), got {type(x).__name__}"
+        ) from None
+    if jnp.issubdtype(array.dtype, jnp.complexfloating) or array.dtype == jnp.bool_:
+        raise TypeError(
+            f"{name}: expected real numbers, got {array.dtype}; give a real floating array"
+        )
+    if not jnp.issubdtype(array.dtype, jnp.number):
+        raise TypeError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{name}: expected one example of d >= 1 entries, got shape {array.shape}")
+    if _is_concrete(array) and jnp.issubdtype(array.dtype, jnp.inexact):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+        if bad:
+            raise ValueError(
+                f"{name}: expected finite numbers, got {bad} NaN or infinite entries; "
+                "clean or drop this example"
+            )
+    return _as_example(array)
+
+
+def _check_callable(name: str, fn, signature: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``fn`` is callable (a number given as
+    ``weighting_fn`` failed inside the loss with "'float' object is not callable")."""
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a callable {signature}, got {type(fn).__name__}")
+
+
+def _checked_score(score_fn: ScoreFn) -> ScoreFn:
+    """``score_fn``, refusing while it is traced a score that is not a real floating array of
+    its example's shape, the check :func:`scorelab.samplers.sample` makes of a state's score.
+    A scalar, ``(1,)`` or ``(2, d)`` score was broadcast against the ``(d,)`` noise and trained
+    a model on a meaningless residual (the trace losses failed inside ``dot_general``); an
+    integer score failed with a ``float0`` dtype error. Shapes and dtypes are static, so the
+    check adds nothing to the compiled program."""
+
+    def checked(x, sigma, *args):
+        score = score_fn(x, sigma, *args)
+        if not isinstance(score, (jax.Array, np.ndarray, np.generic)):
+            raise TypeError(
+                f"score_fn: returned {type(score).__name__} for an example of shape "
+                f"{jnp.shape(x)}; it must return the score of one example, an array of the "
+                "example's shape"
+            )
+        if jnp.shape(score) != jnp.shape(x):
+            raise ValueError(
+                f"score_fn: returned shape {jnp.shape(score)} for an example of shape "
+                f"{jnp.shape(x)}; it must return the score of one example, of the example's "
+                "shape"
+            )
+        if not jnp.issubdtype(score.dtype, jnp.floating):
+            raise TypeError(
+                f"score_fn: returned dtype {score.dtype}; it must return real floating-point "
+                "numbers, the score of one example"
+            )
+        return score
+
+    return checked
+
+
+def _weight(weighting_fn: Callable, sigma) -> Array:
+    """``weighting_fn(sigma)``, refusing while it is traced a weight that is not one real
+    number (a ``(3,)`` weight made :func:`dsm_loss` return a ``(3,)`` 'loss')."""
+    weight = weighting_fn(sigma)
+    if not isinstance(weight, (jax.Array, np.ndarray, np.generic, numbers.Real)):
+        raise TypeError(
+            f"weighting_fn: returned {type(weight).__name__}; it must return one real weight "
+            "lambda(sigma), a scalar"
+        )
+    if jnp.shape(weight) != ():
+        raise ValueError(
+            f"weighting_fn: returned shape {jnp.shape(weight)} for a scalar sigma; it must "
+            "return one weight lambda(sigma), a scalar"
+        )
+    dtype = jnp.result_type(weight)
+    if not jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"weighting_fn: returned dtype {dtype}; it must return one real weight "
+            "lambda(sigma), a scalar"
+        )
+    return weight
+
+
+_MEMORY_CHECK_FLOOR = 1 << 26
+"""Allocations below 64 MiB are not checked against the available memory: reading it costs a
+file read per (traced or eager) call, and such sizes fit any machine that runs JAX."""
+
+
+def _check_allocation(field: str, n_bytes: float, remedy: str) -> None:
+    """:func:`scorelab._validate.check_memory` for allocations of at least 64 MiB: a count
+    that asked for terabytes aborted the interpreter or failed on first use."""
+    if n_bytes >= _MEMORY_CHECK_FLOOR:
+        check_memory(field, n_bytes, remedy)
+
+
+def _check_probe_memory(field: str, n: int, x: Array) -> None:
+    """Refuse ``n`` probes of the flat example ``x`` when the probes and their Jacobian-vector
+    products, two ``(n, d)`` arrays, do not fit."""
+    _check_allocation(
+        field, 2 * n * x.size * x.dtype.itemsize, f"give a smaller {field} (d = {x.size})"
+    )
+
+
+def _check_label(name: str, value) -> None:
+    """Raise unless ``value`` is one integer class ``>= 0``: a Python or numpy integer, or an
+    integer array of shape ``()`` (traced or concrete; a traced value is checked for its dtype
+    and shape only). A float label, an array of labels for one example and a negative label
+    were taken without a word."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an integer class >= 0, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        if value < 0:
+            raise ValueError(f"{name}: expected an integer class >= 0, got {value!r}")
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
+        what = f"dtype {dtype}" if dtype is not None else type(value).__name__
+        raise TypeError(f"{name}: expected an integer class >= 0, got {what}")
+    if jnp.shape(value) != ():
+        raise ValueError(
+            f"{name}: expected one integer class (a scalar) for one example, got shape "
+            f"{jnp.shape(value)}; vmap the loss over a batch of examples and labels"
+        )
+    if _is_concrete(value) and int(value) < 0:
+        raise ValueError(f"{name}: expected an integer class >= 0, got {int(value)}")
+
+
 # --- the Jacobian-trace machinery shared by the three data score-matching losses -------------
 
 
@@ -177,14 +334,27 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
     Returns:
         Scalar loss of this example.
 
+    Raises:
+        TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the
+            module's argument checks).
+        ValueError: ``x`` is so large (``d`` entries) that the ``(d, d)`` basis does not fit
+            in memory; use :func:`hutchinson_loss`.
+
     References:
         Hyvarinen, A. (2005). Estimation of Non-Normalized Statistical Models by Score
         Matching. JMLR 6, 695-709 (eq. 4). https://jmlr.org/papers/v6/hyvarinen05a.html
     """
-    del key  # deterministic
-    x = _as_example(x)
+    typed_key(key)  # unused (deterministic), but checked as every loss checks it
+    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    x = _loss_example(x, "x")
+    _check_allocation(
+        "x",
+        2 * x.size**2 * x.dtype.itemsize,
+        f"the exact trace builds a (d, d) basis and its products, d = {x.size}; use "
+        "hutchinson_loss or sliced_score_matching_loss for a large example",
+    )
     basis = jnp.eye(x.size, dtype=x.dtype)
-    score, diagonal = _score_and_quadratic_forms(score_fn, x, sigma, basis)
+    score, diagonal = _score_and_quadratic_forms(_checked_score(score_fn), x, sigma, basis)
     return jnp.sum(diagonal) + 0.5 * jnp.dot(score, score)
 
 
@@ -224,6 +394,12 @@ def hutchinson_loss(
     Returns:
         Scalar loss of this example.
 
+    Raises:
+        TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the
+            module's argument checks).
+        ValueError: ``n_probes`` not an integer ``>= 1`` or too many to fit in memory, an
+            unknown ``probe``.
+
     References:
         Hutchinson, M. F. (1989). A Stochastic Estimator of the Trace of the Influence Matrix
         for Laplacian Smoothing Splines. Communications in Statistics - Simulation and
@@ -231,11 +407,14 @@ def hutchinson_loss(
         Grathwohl, W. et al. (2018). FFJORD: Free-form Continuous Dynamics for Scalable
         Reversible Generative Models. https://arxiv.org/abs/1810.01367
     """
+    key = typed_key(key)
+    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     check_int("n_probes", n_probes, 1)
     check_choice("probe", probe, PROBES)
-    x = _as_example(x)
+    x = _loss_example(x, "x")
+    _check_probe_memory("n_probes", n_probes, x)
     probes = _draw_probes(key, n_probes, x, probe)
-    score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, probes)
+    score, quadratic_forms = _score_and_quadratic_forms(_checked_score(score_fn), x, sigma, probes)
     return 0.5 * jnp.dot(score, score) + jnp.mean(quadratic_forms)
 
 
@@ -279,14 +458,27 @@ def sliced_score_matching_loss(
     Returns:
         Scalar loss of this example.
 
+    Raises:
+        TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the
+            module's argument checks).
+        ValueError: ``n_projections`` not an integer ``>= 1`` or too many to fit in memory.
+        TypeError: ``variance_reduction`` is not a boolean.
+
     References:
         Song, Y., Garg, S., Shi, J. & Ermon, S. (2019). Sliced Score Matching: A Scalable
         Approach to Density and Score Estimation. https://arxiv.org/abs/1905.07088
     """
+    key = typed_key(key)
+    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     check_int("n_projections", n_projections, 1)
-    x = _as_example(x)
+    if not isinstance(variance_reduction, (bool, np.bool_)):
+        raise TypeError(f"variance_reduction: expected True or False, got {variance_reduction!r}")
+    x = _loss_example(x, "x")
+    _check_probe_memory("n_projections", n_projections, x)
     projections = _draw_probes(key, n_projections, x, "gaussian")
-    score, quadratic_forms = _score_and_quadratic_forms(score_fn, x, sigma, projections)
+    score, quadratic_forms = _score_and_quadratic_forms(
+        _checked_score(score_fn), x, sigma, projections
+    )
     if variance_reduction:
         score_term = 0.5 * jnp.dot(score, score)
     else:
@@ -384,21 +576,41 @@ def dsm_loss(
 
     Raises:
         ValueError: ``sigma`` is not a scalar (a vector was applied per dimension), or is a
-            concrete value not finite and ``> 0`` (``sigma = 0`` gave an infinite loss); a
-            traced ``sigma`` under ``jit`` or ``vmap`` is checked for its shape only.
+            concrete value not finite and ``> 0`` (``sigma = 0`` gave an infinite loss) or
+            outside ``[1.1e-19, 1.8e19]``, where its square is no normal float32; a traced
+            ``sigma`` under ``jit`` or ``vmap`` is checked for its shape and dtype only.
+            ``weighting_fn`` returned other than one real number.
+        TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the
+            module's argument checks).
 
     References:
         Vincent, P. (2011). A Connection Between Score Matching and Denoising Autoencoders.
         Neural Computation 23(7), 1661-1674. https://doi.org/10.1162/NECO_a_00142
     """
+    key = typed_key(key)
+    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    if weighting_fn is not None:
+        _check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma) or None")
     if jnp.ndim(sigma) != 0:
         raise ValueError(f"sigma: expected a scalar noise level, got shape {jnp.shape(sigma)}")
-    check_concrete_positive("sigma", sigma)
-    x_0 = _as_example(x_0)
+    if _is_concrete(sigma):
+        check_concrete_positive("sigma", sigma)
+        check_sigma("sigma", float(np.asarray(sigma)))
+    elif not jnp.issubdtype(sigma.dtype, jnp.number) or jnp.issubdtype(
+        sigma.dtype, jnp.complexfloating
+    ):
+        raise TypeError(f"sigma: expected a real noise level > 0, got dtype {sigma.dtype}")
+    x_0 = _loss_example(x_0, "x_0")
+    return _dsm(key, score_fn, x_0, sigma, weighting_fn)
+
+
+def _dsm(key: Array, score_fn: ScoreFn, x_0: Array, sigma, weighting_fn) -> Array:
+    """:func:`dsm_loss` on checked arguments (``x_0`` a floating example): the loss itself,
+    shared by :func:`ncsn_loss` and :func:`vp_epsilon_loss`, whose levels are valid."""
     x_sigma, eps = sample_ve_noise(key, x_0, sigma)
-    residual = score_fn(x_sigma, sigma) + eps / sigma
+    residual = _checked_score(score_fn)(x_sigma, sigma) + eps / sigma
     loss = jnp.sum(residual**2)
-    return loss if weighting_fn is None else weighting_fn(sigma) * loss
+    return loss if weighting_fn is None else _weight(weighting_fn, sigma) * loss
 
 
 def _check_shape(shape) -> None:
@@ -444,14 +656,15 @@ def sample_training_sigmas(
     Raises:
         ValueError: for a bad sigma range, an unknown ``distribution``, a ``p_mean`` that is
             not a finite number, ``p_std`` not ``> 0``, or ``shape`` not a tuple of integers
-            ``>= 0``.
-        TypeError: ``shape`` is not a tuple or list.
+            ``>= 0``, or one whose draw does not fit in memory.
+        TypeError: ``shape`` is not a tuple or list, or ``key`` is not one PRNG key.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models (log-normal sigma draw, Sec. 5).
         https://arxiv.org/abs/2206.00364
     """
+    key = typed_key(key)
     check_choice("distribution", distribution, SIGMA_DISTRIBUTIONS)
     # Losses run under jit; the range check must see the (static) floats, not tracers.
     with jax.ensure_compile_time_eval():
@@ -459,6 +672,8 @@ def sample_training_sigmas(
         check_real("p_mean", p_mean, "a finite number", lambda v: True)
         check_real("p_std", p_std, "a number > 0", lambda v: v > 0)
     _check_shape(shape)
+    # The float32 draw and the float32 result.
+    _check_allocation("shape", 2 * 4 * math.prod(shape), "give a smaller shape")
     if distribution == "lognormal":
         log_sigma = p_mean + p_std * jax.random.normal(key, shape)
     else:
@@ -515,7 +730,10 @@ def ncsn_loss(
 
     Raises:
         ValueError: as :func:`sample_training_sigmas` (a bad range, ``p_mean`` or ``p_std``),
-            or ``n_sigmas`` not an integer ``>= 1``.
+            or ``n_sigmas`` not an integer ``>= 1`` or too many to fit in memory.
+        TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the
+            module's argument checks).
+        TypeError, ValueError: as :func:`dsm_loss`, for a bad ``weighting_fn``.
 
     References:
         Song, Y. & Ermon, S. (2019). Generative Modeling by Estimating Gradients of the Data
@@ -523,8 +741,19 @@ def ncsn_loss(
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
+    key = typed_key(key)
+    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    if weighting_fn is not None:
+        _check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma) or None")
     check_int("n_sigmas", n_sigmas, 1)
     check_choice("sigma_distribution", sigma_distribution, SIGMA_DISTRIBUTIONS)
+    x_0 = _loss_example(x_0, "x_0")
+    # Per level: the noise, the noised example and its score, each of the example's size.
+    _check_allocation(
+        "n_sigmas",
+        n_sigmas * (3 * x_0.size * x_0.dtype.itemsize + 16),
+        f"give fewer noise levels per example (d = {x_0.size})",
+    )
     key_sigma, key_eps = jax.random.split(key)
     sigmas = sample_training_sigmas(
         key_sigma,
@@ -536,9 +765,7 @@ def ncsn_loss(
         p_std=p_std,
     )
     per_sigma = _small_map(
-        lambda key_k, sigma_k: dsm_loss(
-            key_k, score_fn, x_0, sigma=sigma_k, weighting_fn=weighting_fn
-        ),
+        lambda key_k, sigma_k: _dsm(key_k, score_fn, x_0, sigma_k, weighting_fn),
         jax.random.split(key_eps, n_sigmas),
         sigmas,
     )
@@ -600,7 +827,12 @@ def vp_epsilon_loss(
 
     Raises:
         ValueError: for ``label_dropout`` outside ``[0, 1)``, or ``> 0`` without a class label
-            or a null label.
+            or a null label; ``num_train_timesteps`` not an integer ``>= 1``, or too many to
+            fit in memory.
+        TypeError, ValueError: ``class_label`` or ``null_label`` not one integer ``>= 0``
+            (a traced label is checked for its dtype and shape only).
+        TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the
+            module's argument checks).
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models
@@ -610,6 +842,24 @@ def vp_epsilon_loss(
         Ho, J. & Salimans, T. (2022). Classifier-Free Diffusion Guidance (Algorithm 1).
         https://arxiv.org/abs/2207.12598
     """
+    key = typed_key(key)
+    _check_callable(
+        "score_fn",
+        score_fn,
+        "score_fn(x, sigma)" if class_label is None else "score_fn(x, sigma, class_label)",
+    )
+    x_0 = _loss_example(x_0, "x_0")
+    check_int("num_train_timesteps", num_train_timesteps, 1)
+    # The schedule's float64 betas, their running product and the levels, (T,) each.
+    _check_allocation(
+        "num_train_timesteps",
+        3 * 8 * num_train_timesteps,
+        "give fewer training timesteps (DDPM uses 1000)",
+    )
+    if class_label is not None:
+        _check_label("class_label", class_label)
+    if null_label is not None:
+        _check_label("null_label", null_label)
     with jax.ensure_compile_time_eval():  # the schedule is a constant, not a traced value
         alphas_cumprod = vp_alphas_cumprod(schedule, num_train_timesteps, beta_start, beta_end)
         sigmas = ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod))
@@ -630,7 +880,7 @@ def vp_epsilon_loss(
 
     key_t, key_eps = jax.random.split(key)
     t = jax.random.randint(key_t, (), 0, num_train_timesteps)
-    loss = dsm_loss(key_eps, score_fn, x_0, sigma=sigmas[t], weighting_fn=ncsn_weighting)
+    loss = _dsm(key_eps, score_fn, x_0, sigmas[t], ncsn_weighting)
     return loss / x_0.size
 
 
