@@ -637,3 +637,66 @@ def test_zero_dimensional_samples_are_refused(name):
 def test_floor_requires_an_integer_number_of_repeats():
     with pytest.raises(ValueError, match="^repeats: expected an integer >= 2"):
         metrics.floor(metrics.mmd, None, jax.random.key(0), 10, repeats=2.5)
+
+
+# --- float32 range: the pair sums are float32 after a float64 finiteness check -------------------
+
+
+def _two_sets(mixture):
+    return draw(mixture, jax.random.key(0), 50), draw(mixture, jax.random.key(1), 60)
+
+
+@pytest.mark.parametrize("exponent", [0, 66, -83, -130])
+def test_energy_distance_follows_its_scaling_law_beyond_float32(mixture, exponent):
+    """E(a x, a y) = a E(x, y): squared distances overflowed float32 at 1e20 (NaN) and
+    underflowed at 1e-25 (an exact 0). A power-of-two scale is exact in every float32
+    operation, so the law holds to the bit."""
+    x, y = _two_sets(mixture)
+    a = math.ldexp(1.0, exponent)
+    for unbiased in (True, False):
+        plain = metrics.energy_distance(x, y, unbiased)
+        assert metrics.energy_distance(a * x, a * y, unbiased) == a * plain
+
+
+@pytest.mark.parametrize("a", [1e20, 1e-25, 3.0, 1e-300])
+def test_energy_distance_is_one_homogeneous_at_any_scale(mixture, a):
+    x, y = _two_sets(mixture)
+    np.testing.assert_allclose(
+        metrics.energy_distance(a * x, a * y), a * metrics.energy_distance(x, y), rtol=1e-5
+    )
+
+
+def test_mmd_refuses_samples_beyond_float32_once_divided_by_the_bandwidth(mixture):
+    x, y = _two_sets(mixture)
+    with pytest.raises(ValueError, match=r"^bandwidth: the samples divided by it reach"):
+        metrics.mmd(x * 1e30, y * 1e30, bandwidth=1e-10)
+    assert math.isfinite(metrics.mmd(x * 1e30, y * 1e30))  # median bandwidth: in range
+
+
+@pytest.mark.parametrize(
+    "sample_scale, score_scale, c, argument",
+    [
+        (1e37, 1.0, 1.0, "samples"),  # squared distances overflow: SteinDiscrepancy(nan, nan)
+        (1.0, 1e30, 1.0, "score"),  # score products overflow
+        (1.0, 1e17, 1.0, "score"),  # the terms are finite, their squares (the error) are not
+        (1.0, 1.0, 1e-10, "c"),  # c^(2 beta - 4) overflows at coinciding points
+    ],
+)
+def test_ksd_refuses_terms_beyond_float32(mixture, sample_scale, score_scale, c, argument):
+    x = draw(mixture, jax.random.key(0), 50)
+    scores = np.asarray(jax.vmap(mixture.score)(jnp.asarray(x, jnp.float32)), np.float64)
+    with pytest.raises(ValueError, match=rf"^{argument}: .*float32") as error:
+        metrics.kernel_stein_discrepancy(x * sample_scale, scores * score_scale, c=c)
+    assert "\n" not in str(error.value)
+    result = metrics.kernel_stein_discrepancy(x, scores)
+    assert math.isfinite(result.ksd_squared) and math.isfinite(result.standard_error)
+
+
+@pytest.mark.parametrize("name", ["sliced_wasserstein", "max_sliced_wasserstein"])
+def test_sliced_distances_refuse_projections_that_do_not_fit_in_memory(mixture, name):
+    """10**10 projections were a MemoryError of 149 GiB from inside POT."""
+    x, y = _two_sets(mixture)
+    with pytest.raises(ValueError, match=r"^n_projections: needs .* of memory"):
+        getattr(metrics, name)(x, y, n_projections=10**13)
+    with pytest.raises(ValueError, match=r"^n_projections: needs .* of memory"):
+        metrics.evaluate(x, y, n_projections=10**13)

@@ -193,3 +193,103 @@ def test_conditional_widths_need_three_layers_and_accept_a_list():
         MLP(jax.random.key(0), widths=(0,))
     model = MLP(jax.random.key(0), widths=[4, 4])
     assert model(jnp.ones(2)).shape == (2,)
+
+
+# --- hostile settings, examples and noise levels: each refused naming the argument -----------
+
+_KEY = jax.random.key(0)
+_X = jnp.array([1.0, -2.0])
+
+
+def test_an_integer_example_is_scored_as_floats(mixture):
+    """sigma (or c) was cast to x's dtype: 0.5 became 0 for an integer x, giving the clean
+    score (ExactScore) or inf (NoiseConditionalMLP)."""
+    as_int, as_float = jnp.array([1, 2]), jnp.array([1.0, 2.0])
+    exact = ExactScore(mixture)
+    np.testing.assert_array_equal(exact(as_int, 0.5), mixture.ve_score(as_float, 0.5))
+    models = [
+        NoiseConditionalMLP(_KEY, 2, (8, 8, 8)),
+        NoiseConditionalMLP(_KEY, 2, (8, 8, 8), sigma_data=1.0),
+        ConditionalMLP(_KEY, 2, (8, 8, 8)),
+        ConditionalMLP(_KEY, 2, (8, 8, 8), noise_embedding="positional"),
+    ]
+    for model in models:
+        np.testing.assert_array_equal(model(as_int, 0.5), model(as_float, 0.5))
+    np.testing.assert_array_equal(MLP(_KEY, 2, (8,))(as_int), MLP(_KEY, 2, (8,))(as_float))
+
+
+@pytest.mark.parametrize(
+    "build, error, argument",
+    [
+        (lambda: MLP(_KEY, 2, (8,), input_scale=0.0), ValueError, "input_scale"),
+        (lambda: MLP(_KEY, 2, (8,), input_scale=-1.0), ValueError, "input_scale"),
+        (lambda: MLP(_KEY, 2, (8,), input_scale=float("nan")), ValueError, "input_scale"),
+        (lambda: MLP(_KEY, 2, (8,), input_scale="2"), ValueError, "input_scale"),
+        (lambda: MLP(_KEY, 2, (8,), input_scale=1e300), ValueError, "input_scale"),
+        (lambda: NoiseConditionalMLP(_KEY, sigma_data=0.0), ValueError, "sigma_data"),
+        (lambda: NoiseConditionalMLP(_KEY, sigma_data=-1.0), ValueError, "sigma_data"),
+        (lambda: NoiseConditionalMLP(_KEY, sigma_data=float("nan")), ValueError, "sigma_data"),
+        (lambda: NoiseConditionalMLP(_KEY, scale_by_sigma="no"), TypeError, "scale_by_sigma"),
+        (lambda: NoiseConditionalMLP(_KEY, scale_by_sigma=1), TypeError, "scale_by_sigma"),
+        (lambda: positional_embedding(0.5, 8, 0.0), ValueError, "max_positions"),
+        (lambda: positional_embedding(0.5, 8, -1.0), ValueError, "max_positions"),
+        (lambda: positional_embedding(0.5, 8, float("inf")), ValueError, "max_positions"),
+        (lambda: positional_embedding(jnp.ones(2), 8), ValueError, "c"),
+        (lambda: positional_embedding(0.5j, 8), TypeError, "c"),
+        (lambda: MLP(0, 2, (8,)), TypeError, "key"),
+        (lambda: ConditionalMLP(3, 2, (8, 8, 8)), TypeError, "key"),
+        (lambda: ExactScore("x"), TypeError, "target"),
+        (lambda: ExactScore(None), TypeError, "target"),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(build, error, argument):
+    """input_scale 0, sigma_data 0 and max_positions 0 made every output NaN."""
+    with pytest.raises(error, match=rf"^{argument}: ") as raised:
+        build()
+    assert "\n" not in str(raised.value)
+
+
+_NCSN = NoiseConditionalMLP(_KEY, 2, (8, 8, 8))
+_BODY = ConditionalMLP(_KEY, 2, (8, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (lambda m: _NCSN(_X, 0.0), ValueError, "sigma"),  # log(0): NaN
+        (lambda m: _NCSN(_X, -1.0), ValueError, "sigma"),
+        (lambda m: _NCSN(_X, float("nan")), ValueError, "sigma"),
+        (lambda m: _NCSN(_X, 1e30), ValueError, "sigma"),  # sigma**2 overflows float32
+        (lambda m: _NCSN(_X, jnp.ones(2)), ValueError, "sigma"),
+        (lambda m: _NCSN(_X, 0.5 + 0.5j), TypeError, "sigma"),
+        (lambda m: _NCSN(_X, "0.5"), TypeError, "sigma"),
+        (lambda m: _NCSN(jnp.ones(3), 0.5), ValueError, "x"),
+        (lambda m: _NCSN(_X.astype(jnp.complex64), 0.5), TypeError, "x"),
+        (lambda m: _BODY(_X, float("nan")), ValueError, "c"),
+        (lambda m: _BODY(_X, jnp.ones(3)), ValueError, "c"),
+        (lambda m: _BODY(jnp.ones((4, 2)), 0.5), ValueError, "x"),
+        (lambda m: MLP(_KEY, 2, (8,))(jnp.ones(3)), ValueError, "x"),  # a dot_general error
+        (lambda m: MLP(_KEY, 2, (8,))(jnp.ones((4, 2))), ValueError, "x"),  # a batch
+        (lambda m: ExactScore(m)(_X, jnp.ones(2)), ValueError, "sigma"),  # a reshape error
+        (lambda m: ExactScore(m)(_X, -0.5), ValueError, "sigma"),
+        (lambda m: ExactScore(m)(_X, float("inf")), ValueError, "sigma"),
+        (lambda m: ExactScore(m)(_X, 1e-30), ValueError, "sigma"),  # its square underflows
+        (lambda m: ExactScore(m)(_X.astype(jnp.complex64), 0.5), TypeError, "x"),
+    ],
+)
+def test_bad_examples_and_noise_levels_are_refused_at_a_call(mixture, call, error, argument):
+    with pytest.raises(error, match=rf"^{argument}: ") as raised:
+        call(mixture)
+    assert "\n" not in str(raised.value)
+
+
+def test_noise_levels_are_checked_only_where_concrete_and_shapes_under_jit(mixture):
+    """A traced sigma is not value-checked (no host synchronisation in a compiled step);
+    shapes are static and still refused under jit."""
+    for model in (_NCSN, ExactScore(mixture)):
+        compiled = jax.jit(jax.vmap(model))
+        assert compiled(jnp.ones((3, 2)), jnp.full(3, 0.5)).shape == (3, 2)
+        with pytest.raises(ValueError, match=r"^x: "):
+            compiled(jnp.ones((3, 3)), jnp.full(3, 0.5))
+    assert ExactScore(mixture)(_X, 0.0).shape == (2,)  # sigma = 0: the clean score
+    np.testing.assert_array_equal(ExactScore(mixture)([1.0, -2.0], 0.5), mixture.ve_score(_X, 0.5))

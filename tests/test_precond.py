@@ -395,3 +395,40 @@ def test_edm_coefficients_reject_a_concrete_sigma_not_positive(sigma):
         edm_coefficients(sigma, 0.5)
     coefficients = jax.jit(edm_coefficients, static_argnums=1)(jnp.float32(0.5), 0.5)
     assert np.isfinite(coefficients.c_noise)
+
+
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        # a scalar output was broadcast over x: a wrong score, no error
+        (lambda: EDMPreconditioned(lambda a, c: jnp.sum(a), 0.5)(jnp.ones(2), 1.0), ValueError,
+         "network"),
+        (lambda: EDMPreconditioned(lambda a, c: a[:1], 0.5)(jnp.ones(2), 1.0), ValueError,
+         "network"),
+        (lambda: EDMPreconditioned(lambda a, c: (a, a), 0.5)(jnp.ones(2), 1.0), TypeError,
+         "network"),
+        (lambda: EDMPreconditioned(lambda a, c: a.astype(jnp.complex64), 0.5)(jnp.ones(2), 1.0),
+         TypeError, "network"),
+        (lambda: EDMPreconditioned(3, 0.5), TypeError, "network"),  # failed at the first call
+        (lambda: EDMPreconditioned(lambda a, c: a, 0.5)(jnp.ones(2), jnp.ones(2)), ValueError,
+         "sigma"),
+        (lambda: EDMPreconditioned(lambda a, c: a, 0.5)(jnp.ones(2), 0.0), ValueError, "sigma"),
+        (lambda: EDMPreconditioned(lambda a, c: a, 0.5)(jnp.ones(2), 1e30), ValueError, "sigma"),
+        (lambda: EDMPreconditioned(lambda a, c: a, 0.5)(jnp.ones(2), 1j), TypeError, "sigma"),
+        (lambda: EDMPreconditioned(lambda a, c: a, 0.5).denoise(jnp.ones(2) * 1j, 1.0),
+         TypeError, "x"),
+        (lambda: EDMPreconditioned(lambda a, c: a, "0.5"), ValueError, "sigma_data"),
+    ],
+)  # fmt: skip
+def test_a_bad_network_example_or_level_is_named(call, error, argument):
+    with pytest.raises(error, match=rf"^{argument}: ") as raised:
+        call()
+    assert "\n" not in str(raised.value)
+
+
+def test_the_network_shape_check_holds_under_jit_and_a_list_example_is_converted():
+    wrapped = EDMPreconditioned(lambda a, c: jnp.sum(a), 0.5)
+    with pytest.raises(ValueError, match=r"^network: returned shape \(\) for an input of shape"):
+        jax.jit(wrapped)(jnp.ones(2), 1.0)
+    identity = EDMPreconditioned(lambda a, c: a, np.float64(0.5))
+    np.testing.assert_array_equal(identity([1.0, 2.0], 0.5), identity(jnp.array([1.0, 2.0]), 0.5))

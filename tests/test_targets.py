@@ -1,5 +1,7 @@
 """Targets: the tutorial's mixture and its exact noised scores."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -406,3 +408,75 @@ def test_sample_accepts_numpy_integers_and_zero(mixture):
     key = jax.random.key(0)
     np.testing.assert_array_equal(mixture.sample(key, np.int64(3)), mixture.sample(key, 3))
     assert mixture.sample(key, 0).shape == (0, 2)
+
+
+# --- concrete noise levels, subnormal weights, points and counts -------------------------------
+
+
+def test_a_weight_that_is_zero_in_float32_is_refused_naming_the_weights():
+    """1e-45 passed NumPy's sum > 0, XLA flushed it to 0, and the weights were 0/0 = NaN."""
+    with pytest.raises(ValueError, match=r"^weights: .* smallest normal number") as error:
+        GaussianMixture(np.zeros((2, 2)), _EYE2, np.array([1e-45, 0.0]))
+    assert "\n" not in str(error.value)
+    tiny = GaussianMixture(np.zeros((2, 2)), _EYE2, np.array([2e-38, 0.0]))  # normal: kept
+    np.testing.assert_array_equal(tiny.weights, [1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda m: m.ve_marginal(float("nan")), "sigma"),  # NaN scores
+        (lambda m: m.ve_marginal(float("inf")), "sigma"),
+        (lambda m: m.ve_marginal(-0.5), "sigma"),
+        (lambda m: m.ve_marginal(jnp.float32(-0.5)), "sigma"),
+        (lambda m: m.ve_marginal("0.5"), "sigma"),
+        (lambda m: m.ve_score(jnp.ones(2), 1e30), "sigma"),  # sigma**2 overflows float32
+        (lambda m: m.ve_score(jnp.ones(2), 1e-30), "sigma"),  # sigma**2 underflows
+        (lambda m: m.vp_marginal(2.0), "alpha_bar"),  # NaN scores
+        (lambda m: m.vp_marginal(-1.0), "alpha_bar"),
+        (lambda m: m.vp_marginal(float("nan")), "alpha_bar"),
+        (lambda m: m.marginal(0.0, 0.0), "alpha_t, sigma_t"),  # degenerate: NaN log_prob
+        (lambda m: m.marginal(1e-30, 0.0), "alpha_t, sigma_t"),  # 0 in float32
+        (lambda m: m.marginal(1e20, 0.0), "alpha_t, sigma_t"),  # inf in float32
+        (lambda m: m.marginal(float("nan"), 1.0), "alpha_t"),
+        (lambda m: m.marginal(1.0, -1.0), "sigma_t"),
+        (lambda m: m.marginal(1.0, float("inf")), "sigma_t"),
+    ],
+)
+def test_concrete_noise_levels_are_checked(mixture, call, argument):
+    with pytest.raises(ValueError, match=rf"^{re.escape(argument)}: ") as error:
+        call(mixture)
+    assert "\n" not in str(error.value)
+
+
+def test_noise_levels_at_the_ends_of_their_ranges_are_accepted_and_traced_ones_unchecked(mixture):
+    x = jnp.array([1.0, -2.0])
+    np.testing.assert_array_equal(mixture.ve_marginal(0.0).score(x), mixture.score(x))
+    np.testing.assert_allclose(mixture.vp_marginal(1.0).score(x), mixture.score(x), rtol=1e-6)
+    assert np.isfinite(mixture.vp_marginal(0.0).log_prob(x))  # the standard normal
+    assert np.isfinite(mixture.marginal(0.0, 1.0).log_prob(x))
+    ve_score = jax.jit(jax.vmap(mixture.ve_score))
+    assert ve_score(jnp.ones((3, 2)), jnp.full(3, 0.5)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("method", ["log_prob", "score", "log_prob_and_score", "responsibilities"])
+def test_points_are_converted_and_complex_ones_refused(mixture, method):
+    """A list was a TypeError from indexing; a complex point gave complex results."""
+    x = jnp.array([1.0, -2.0])
+    want = getattr(mixture, method)(x)
+    for got, expected in zip(
+        jax.tree.leaves(getattr(mixture, method)([1.0, -2.0])), jax.tree.leaves(want), strict=True
+    ):
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(TypeError, match=r"^x: expected real numbers, got dtype complex64"):
+        getattr(mixture, method)(x.astype(jnp.complex64))
+
+
+def test_sample_refuses_a_count_beyond_memory_and_a_seed_for_a_key(mixture):
+    with pytest.raises(ValueError, match=r"^n: needs .* of memory"):
+        mixture.sample(jax.random.key(0), 10**12)  # was RESOURCE_EXHAUSTED (8 TB)
+    with pytest.raises(TypeError, match=r"^key: expected a PRNG key"):
+        mixture.sample(0, 3)
+    np.testing.assert_array_equal(
+        mixture.sample(jax.random.PRNGKey(0), 3), mixture.sample(jax.random.key(0), 3)
+    )

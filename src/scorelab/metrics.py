@@ -36,7 +36,15 @@ import ot
 from jax import Array
 from scipy import spatial, stats
 
-from scorelab._validate import SIGMA_FLOOR, SIGMA_LIMIT, check_int, check_real, check_seed
+from scorelab._validate import (
+    FLOAT32_MAX,
+    SIGMA_FLOOR,
+    SIGMA_LIMIT,
+    check_int,
+    check_memory,
+    check_real,
+    check_seed,
+)
 from scorelab.targets import GaussianMixture
 
 __all__ = [
@@ -140,16 +148,20 @@ def sliced_wasserstein(x, y, n_projections: int = 1000, seed: int = 0, p: int = 
         Barycenters of Measures. https://doi.org/10.1007/s10851-014-0506-3
     """
     x, y = _as_pair(x, y)
-    _check_slicing(n_projections, seed, p)
+    _check_slicing(n_projections, seed, p, x, y)
     return float(ot.sliced_wasserstein_distance(x, y, n_projections=n_projections, p=p, seed=seed))
 
 
-def _check_slicing(n_projections, seed, p) -> None:
+def _check_slicing(n_projections, seed, p, x: np.ndarray, y: np.ndarray) -> None:
     """The options shared by the sliced distances (``p = 0`` was POT's bare AssertionError,
-    ``n_projections = 0`` a NaN)."""
+    ``n_projections = 0`` a NaN), and the memory of the projections: POT holds the ``(d, L)``
+    directions and the ``(n, L)``, ``(m, L)`` projected samples in float64 at once
+    (``n_projections = 10**10`` was a MemoryError of 149 GiB from inside POT)."""
     check_int("n_projections", n_projections, 1)
     check_seed("seed", seed)
     check_real("p", _real_scalar(p), "a number >= 1", lambda v: v >= 1)
+    rows = x.shape[1] + x.shape[0] + y.shape[0]
+    check_memory("n_projections", 8.0 * n_projections * rows, "give fewer projections")
 
 
 def max_sliced_wasserstein(x, y, n_projections: int = 1000, seed: int = 0, p: int = 2) -> float:
@@ -177,7 +189,7 @@ def max_sliced_wasserstein(x, y, n_projections: int = 1000, seed: int = 0, p: in
         https://arxiv.org/abs/1904.05877
     """
     x, y = _as_pair(x, y)
-    _check_slicing(n_projections, seed, p)
+    _check_slicing(n_projections, seed, p, x, y)
     return float(
         ot.max_sliced_wasserstein_distance(x, y, n_projections=n_projections, p=p, seed=seed)
     )
@@ -324,6 +336,12 @@ def mmd(x, y, bandwidth: float | None = None) -> float:
     check_real("bandwidth", bandwidth, "a number > 0", lambda v: v > 0, optional=True)
     h = median_bandwidth(x, y) if bandwidth is None else float(bandwidth)
     x, y = x / h, y / h
+    reach = max(np.max(np.abs(x)), np.max(np.abs(y)))
+    if reach > FLOAT32_MAX:  # inf in float32, then inf - inf = NaN for coinciding points
+        raise ValueError(
+            f"bandwidth: the samples divided by it reach {reach:.3g}, beyond float32's range "
+            "(3.4e38) in which the kernel is computed; give a larger bandwidth"
+        )
     # k(a, a) = 1 exactly (zero difference), so the diagonal of each within-sum is n (resp. m).
     k_xx = (_pairwise_sum(x, x, _gaussian_kernel) - n) / (n * (n - 1))
     k_yy = (_pairwise_sum(y, y, _gaussian_kernel) - m) / (m * (m - 1))
@@ -367,11 +385,25 @@ def energy_distance(x, y, unbiased: bool = True) -> float:
     if unbiased and min(n, m) < 2:
         raise ValueError("the unbiased energy distance needs at least two samples on each side")
     n_xx, n_yy = (n * (n - 1), m * (m - 1)) if unbiased else (n * n, m * m)
+    # The distances are float32 sums of squares, which overflowed (a NaN at scale 1e20) or
+    # underflowed (0 at scale 1e-25) for finite samples. The energy distance is
+    # 1-homogeneous, E(a x, a y) = a E(x, y): the samples are divided by the power of two
+    # nearest their largest magnitude and the result multiplied back. A power of two scales
+    # every float32 operation exactly, so samples that fitted before give the same bits.
+    scale = _power_of_two_scale(x, y)
+    x, y = x / scale, y / scale
     # |a - a| = 0: the diagonal adds nothing, so only the normalisation differs (U vs V).
     e_xx = _pairwise_sum(x, x, _distance_kernel) / n_xx
     e_yy = _pairwise_sum(y, y, _distance_kernel) / n_yy
     e_xy = _pairwise_sum(x, y, _distance_kernel) / (n * m)
-    return 2.0 * e_xy - e_xx - e_yy
+    return (2.0 * e_xy - e_xx - e_yy) * scale
+
+
+def _power_of_two_scale(*arrays: np.ndarray) -> float:
+    """``2**e`` with the largest magnitude of ``arrays`` in ``[2**(e - 1), 2**e)`` (1 for all
+    zeros): dividing by it is exact in float64 and leaves magnitudes below 1."""
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    return 1.0 if largest == 0.0 else math.ldexp(1.0, math.frexp(largest)[1])
 
 
 # --- mixture report ----------------------------------------------------------------------------
@@ -601,7 +633,7 @@ def evaluate(
         _check_target(target)
     samples, reference = _as_pair(samples, reference, names=("samples", "reference"))
     # The options before any distance is computed (a bad bandwidth came after both slicings).
-    _check_slicing(n_projections, seed, 2)
+    _check_slicing(n_projections, seed, 2, samples, reference)
     check_real("bandwidth", _real_scalar(bandwidth), "a number > 0", lambda v: v > 0, True)
     result = {
         "n_samples": samples.shape[0],
@@ -671,6 +703,53 @@ def _stein_row_sums(
     return jax.lax.map(one_block, (blocks, mask))
 
 
+def _check_stein_range(samples: np.ndarray, scores: np.ndarray, c: float, beta: float) -> None:
+    r"""Raise unless every float32 term of :func:`_stein_row_sums` is finite.
+
+    The pair terms are float32 (the samples were checked finite in float64): samples at
+    1e37 or scores at 1e30 made :math:`\lVert r \rVert^2` or :math:`s_i^\top s_j` infinite
+    and the discrepancy NaN. Bounds, with :math:`R^2 = \sum_k (\max x_k - \min x_k)^2
+    \ge \lVert x_i - x_j \rVert^2`, :math:`S = \max_i \lVert s_i \rVert` and
+    :math:`b \ge c^2`: :math:`b \le c^2 + R^2`, :math:`b^{\beta - 2} \le c^{2\beta - 4}`,
+    and :math:`|u| \le B = c^{2\beta} S^2 + 4|\beta| c^{2\beta - 1} S
+    + 2|\beta| c^{2\beta - 2} (d + 2(1 - \beta))`, whose square, summed over a row of
+    :math:`n` pairs, must be finite too (the standard error).
+    """
+    n, dim = samples.shape
+    spread = np.ptp(samples, axis=0)
+    r2 = float(np.sum(spread**2))
+    if (c**2 + r2) * (dim + 2.0 * (1.0 - beta)) > FLOAT32_MAX:
+        raise ValueError(
+            f"samples: their pairwise squared distances reach up to {r2:.3g}, beyond float32's "
+            "range (3.4e38) in which the Stein kernel is computed; rescale the samples by a "
+            "factor a (and their scores by 1/a)"
+        )
+    # Logarithms: the bounds themselves overflow float64 for the worst inputs.
+    log_max = math.log(FLOAT32_MAX)
+    if (2.0 * beta - 4.0) * math.log(c) > log_max:
+        raise ValueError(
+            f"c: {c!r} makes the Stein kernel's terms (c^(2 beta - 4)) overflow float32, in "
+            "which they are computed; give a larger c (of the order of the samples' spread)"
+        )
+    s = float(np.max(np.sqrt(np.sum(scores**2, axis=1))))
+    log_c, log_s = math.log(c), math.log(s) if s > 0 else -math.inf
+    score_terms = (
+        2.0 * beta * log_c + 2.0 * log_s,
+        math.log(4.0 * abs(beta)) + (2.0 * beta - 1.0) * log_c + log_s,
+        log_s + 0.5 * math.log(max(r2, 1e-300)) + math.log(2.0),
+    )
+    trace_term = math.log(2.0 * abs(beta) * (dim + 2.0 * (1.0 - beta))) + (2.0 * beta - 2.0) * log_c
+    bound = max(*score_terms, trace_term) + math.log(3.0)
+    if 2.0 * bound + math.log(n) > log_max:
+        culprit = "score" if max(score_terms) >= trace_term else "c"
+        raise ValueError(
+            f"{culprit}: the Stein kernel's terms reach about {math.exp(min(bound, 700)):.3g} "
+            f"(scores up to {s:.3g}, c = {c!r}), whose squares overflow float32, in which they "
+            "are computed; rescale the samples by a factor a and their scores by 1/a"
+            + (", or give a larger c" if culprit == "c" else "")
+        )
+
+
 def kernel_stein_discrepancy(
     samples, score, *, c: float = 1.0, beta: float = -0.5
 ) -> SteinDiscrepancy:
@@ -727,7 +806,8 @@ def kernel_stein_discrepancy(
         ValueError: for samples not ``(n, d)`` finite real numbers with ``n >= 3``, scores
             of another shape or not finite, ``c`` not a finite number in ``[1.1e-19, 1.8e19]``
             (its square is a float32 number) or ``beta`` outside ``(-1, 0)``, naming the
-            argument.
+            argument; samples, scores or ``c`` whose kernel terms overflow float32, in which
+            they are computed (they gave NaN), naming ``samples``, ``score`` or ``c``.
 
     References:
         Liu, Q., Lee, J. D. & Jordan, M. I. (2016). A Kernelized Stein Discrepancy for
@@ -749,6 +829,7 @@ def kernel_stein_discrepancy(
     scores = _as_samples(score, "score")
     if scores.shape != samples.shape:
         raise ValueError(f"scores must have the samples' shape {samples.shape}, got {scores.shape}")
+    _check_stein_range(samples, scores, float(c), float(beta))
 
     blocks, mask = _row_blocks(n * dim, samples, scores, np.arange(n))
     row_sums, row_squares = _stein_row_sums(

@@ -29,9 +29,12 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
-from scorelab._validate import check_choice, check_int
+from scorelab._keys import typed_key
+from scorelab._validate import check_choice, check_int, check_real
+from scorelab.precond import _example, _noise_level
 from scorelab.targets import GaussianMixture
 
 __all__ = [
@@ -67,6 +70,25 @@ def _check_activation(name: str) -> None:
     check_choice("activation", name, tuple(ACTIVATIONS))
 
 
+def _positive(field: str, value, optional: bool = False) -> float | None:
+    """``value`` as a Python float after checking it is a finite number ``> 0`` within
+    float32's range (or ``None`` when ``optional``); a 0-d NumPy or JAX number is accepted.
+    A constructor setting of 0, a negative or NaN one made every output NaN."""
+    if isinstance(value, np.ndarray | np.generic | jax.Array) and np.ndim(value) == 0:
+        value = value.item()
+    check_real(field, value, "a number > 0", lambda v: v > 0, optional=optional)
+    return None if value is None else float(value)
+
+
+def _check_size(x: Array, dim: int) -> None:
+    """Raise unless ``x`` holds ``dim`` entries, one example (a static check: it holds under
+    ``jit``); a batch or another dimension was a ``dot_general`` error from inside."""
+    if x.size != dim:
+        raise ValueError(
+            f"x: expected d = {dim} elements (one example; vmap over a batch), got shape {x.shape}"
+        )
+
+
 def _check_shape(dim, widths, length: int | None = None) -> tuple[int, ...]:
     """Check ``dim`` (an integer ``>= 1``) and ``widths`` (a non-empty list or tuple of integers
     ``>= 1``, of ``length`` entries when given) and return ``widths`` as a tuple: a checkpoint's
@@ -97,10 +119,15 @@ def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions:
     Args:
         c: the condition, a scalar.
         channels: the embedding's size, even and ``>= 4``.
-        max_positions: :math:`P`, the ratio of the highest frequency to the lowest.
+        max_positions: :math:`P`, the ratio of the highest frequency to the lowest, ``> 0``.
 
     Returns:
         ``(channels,)``.
+
+    Raises:
+        ValueError: ``channels`` is not an even integer ``>= 4``, ``max_positions`` is not a
+            finite number ``> 0``, or ``c`` is not a scalar.
+        TypeError: ``c`` is complex or not numeric.
 
     References:
         Vaswani, A. et al. (2017). Attention Is All You Need. https://arxiv.org/abs/1706.03762
@@ -110,6 +137,11 @@ def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions:
     check_int("channels", channels, 4)
     if channels % 2:
         raise ValueError(f"channels: expected an even number (cosines and sines), got {channels}")
+    if not isinstance(max_positions, jax.core.Tracer):  # 0 or a negative one gave NaN
+        max_positions = _positive("max_positions", max_positions)
+    c = _example(c, "c")
+    if c.size != 1:
+        raise ValueError(f"c: expected a scalar condition, got shape {c.shape}")
     half = channels // 2
     frequencies = max_positions ** (-jnp.arange(half) / (half - 1))
     angles = jnp.asarray(c).reshape(()) * frequencies
@@ -185,8 +217,10 @@ class MLP(eqx.Module):
 
     Raises:
         ValueError: ``dim`` is not an integer ``>= 1``, ``widths`` is empty or holds an entry
-            that is not an integer ``>= 1``, or ``activation`` is unknown.
-        TypeError: ``widths`` is not a list or tuple.
+            that is not an integer ``>= 1``, ``input_scale`` is not a finite number ``> 0``,
+            or ``activation`` is unknown; at a call, ``x`` does not hold ``dim`` entries.
+        TypeError: ``widths`` is not a list or tuple, ``key`` is not a PRNG key; at a call,
+            ``x`` is complex or not numeric.
     """
 
     hidden_layers: tuple[eqx.nn.Linear, ...]
@@ -205,7 +239,8 @@ class MLP(eqx.Module):
     ):
         widths = _check_shape(dim, widths)
         _check_activation(activation)
-        keys = jax.random.split(key, len(widths) + 1)
+        input_scale = _positive("input_scale", input_scale)
+        keys = jax.random.split(typed_key(key), len(widths) + 1)
         sizes = (dim, *widths)
         self.hidden_layers = tuple(
             eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1])
@@ -217,6 +252,8 @@ class MLP(eqx.Module):
 
     def __call__(self, x: Array, sigma=None) -> Array:
         del sigma  # unconditional
+        x = _example(x)
+        _check_size(x, self.output_layer.out_features)
         act = ACTIVATIONS[self.activation]
         h = x.reshape(-1) / self.input_scale
         for layer, norm in zip(self.hidden_layers, self.norms):
@@ -248,8 +285,10 @@ class ConditionalMLP(eqx.Module):
 
     Raises:
         ValueError: ``dim`` is not an integer ``>= 1``, ``widths`` is not 3 integers ``>= 1``,
-            or ``activation`` or ``noise_embedding`` is unknown.
-        TypeError: ``widths`` is not a list or tuple.
+            or ``activation`` or ``noise_embedding`` is unknown; at a call, ``x`` does not
+            hold ``dim`` entries, ``c`` is not a scalar or a concrete ``c`` is not finite.
+        TypeError: ``widths`` is not a list or tuple, ``key`` is not a PRNG key; at a call,
+            ``x`` or ``c`` is complex or not numeric.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -276,6 +315,7 @@ class ConditionalMLP(eqx.Module):
         widths = _check_shape(dim, widths, 3)
         _check_activation(activation)
         check_choice("noise_embedding", noise_embedding, NOISE_EMBEDDINGS)
+        key = typed_key(key)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         w1, w2, w3 = widths
         inputs = dim + 1 if noise_embedding == "concat" else dim
@@ -302,7 +342,16 @@ class ConditionalMLP(eqx.Module):
             )
 
     def __call__(self, x: Array, c) -> Array:
-        c = jnp.asarray(c, dtype=x.dtype).reshape((1,))
+        # x's float type (c cast to an integer x's dtype was 0.5 -> 0), x cast with it.
+        x = _example(x)
+        _check_size(x, self.output_layer.out_features)
+        c = _example(c, "c")
+        if c.size != 1:
+            raise ValueError(f"c: expected a scalar condition, got shape {c.shape}")
+        if not isinstance(c, jax.core.Tracer) and not np.isfinite(np.asarray(c)).all():
+            raise ValueError(f"c: expected a finite condition, got {float(c.reshape(-1)[0])}")
+        dtype = jnp.result_type(x, 1.0)
+        x, c = x.astype(dtype), c.astype(dtype).reshape((1,))
         act = ACTIVATIONS[self.activation]
         first, middle, last = self.layers
         if self.noise_embedding == "concat":
@@ -343,7 +392,12 @@ class NoiseConditionalMLP(eqx.Module):
 
     Raises:
         ValueError, TypeError: as :class:`ConditionalMLP` for ``dim``, ``widths``,
-            ``activation`` and ``noise_embedding``.
+            ``activation``, ``noise_embedding``, ``key`` and ``x``.
+        ValueError: ``sigma_data`` is neither ``None`` nor a finite number ``> 0``; at a call,
+            ``sigma`` is not a scalar, or a concrete ``sigma`` is not a finite number ``> 0``
+            within float32's range of noise levels (``sigma = 0`` gave NaN).
+        TypeError: ``scale_by_sigma`` is not ``True`` or ``False`` (``"no"`` was truthy);
+            at a call, ``sigma`` is complex or not numeric.
 
     References:
         Song, Y. & Ermon, S. (2020). Improved Techniques for Training Score-Based Generative
@@ -366,9 +420,12 @@ class NoiseConditionalMLP(eqx.Module):
         activation: str = "leaky_relu",
         noise_embedding: str = "concat",
     ):
+        if not isinstance(scale_by_sigma, bool | np.bool_):
+            raise TypeError(f"scale_by_sigma: expected True or False, got {scale_by_sigma!r}")
+        sigma_data = _positive("sigma_data", sigma_data, optional=True)
         self.network = ConditionalMLP(key, dim, widths, activation, noise_embedding)
-        self.scale_by_sigma = scale_by_sigma
-        self.sigma_data = None if sigma_data is None else float(sigma_data)
+        self.scale_by_sigma = bool(scale_by_sigma)
+        self.sigma_data = sigma_data
 
     @property
     def activation(self) -> str:
@@ -376,7 +433,8 @@ class NoiseConditionalMLP(eqx.Module):
         return self.network.activation
 
     def __call__(self, x: Array, sigma) -> Array:
-        sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(())
+        x = _example(x)
+        sigma = _noise_level(x, sigma)  # x's float type: an integer x's dtype made 0.5 -> 0
         if self.sigma_data is not None:
             x = x * jax.lax.rsqrt(sigma**2 + self.sigma_data**2)
         out = self.network(x, 0.25 * jnp.log(sigma))
@@ -389,9 +447,25 @@ class ExactScore(eqx.Module):
     ``ExactScore(target)(x, sigma)`` returns :math:`\nabla \log q_\sigma(x)` with
     :math:`q_\sigma = q_0 * \mathcal{N}(0, \sigma^2 I)`; ``sigma = 0`` gives the clean score.
     This is the oracle: run any sampler with it to separate sampler error from model error.
+
+    Raises:
+        TypeError: ``target`` is not a :class:`~scorelab.targets.GaussianMixture`; at a call,
+            ``x`` or ``sigma`` is complex or not numeric.
+        ValueError: at a call, ``x`` is not one point of the target's dimension, ``sigma`` is
+            not a scalar, or a concrete ``sigma`` is not a finite number ``>= 0`` within
+            float32's range of noise levels.
     """
 
     target: GaussianMixture
 
+    def __init__(self, target: GaussianMixture):
+        if not isinstance(target, GaussianMixture):
+            raise TypeError(
+                f"target: expected a scorelab.targets.GaussianMixture, got {type(target).__name__}"
+            )
+        self.target = target
+
     def __call__(self, x: Array, sigma=0.0) -> Array:
-        return self.target.ve_score(x, jnp.asarray(sigma, dtype=x.dtype).reshape(()))
+        x = _example(x)
+        # x's float type: sigma cast to an integer x's dtype was 0.5 -> 0, the clean score.
+        return self.target.ve_score(x, _noise_level(x, sigma, zero=True))

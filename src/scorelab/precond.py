@@ -31,9 +31,55 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_real
+from scorelab._validate import check_real, check_sigma
 
 __all__ = ["EDMCoefficients", "edm_coefficients", "EDMPreconditioned"]
+
+
+def _example(x, name: str = "x") -> Array:
+    """One example ``x`` as a real array (a list converted; a tracer as it is).
+
+    Raises:
+        TypeError: naming ``name``, for complex or non-numeric values (a complex example gave
+            complex scores).
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"{name}: expected real numbers, got dtype {dtype}")
+    return jnp.asarray(x)
+
+
+def _noise_level(x: Array, sigma, zero: bool = False, name: str = "sigma") -> Array:
+    """``sigma`` as a 0-d array of ``x``'s float type, ``jnp.result_type(x, 1.0)``: the one
+    cast of a noise level in every model (cast to an integer ``x``'s dtype, 0.5 became 0, and
+    the score the clean one, or NaN).
+
+    Shape and dtype are checked at trace time; the value only where it is concrete (not under
+    ``jit``, ``vmap`` or ``grad``): finite, ``> 0`` (``>= 0`` when ``zero``), and within
+    :func:`scorelab._validate.check_sigma`'s float32 range.
+
+    Raises:
+        TypeError: naming ``name``, for a non-numeric or complex ``sigma``.
+        ValueError: naming ``name``, for more than one value, or a concrete value out of range.
+    """
+    dtype = getattr(sigma, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(sigma).dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"{name}: expected a real noise level, got dtype {dtype}")
+    if np.size(sigma) != 1:
+        raise ValueError(
+            f"{name}: expected a scalar noise level, got shape {np.shape(sigma)} (one example's "
+            "level; vmap over a batch)"
+        )
+    if not isinstance(sigma, jax.core.Tracer):
+        value = float(np.asarray(sigma).reshape(()))
+        accepted = "a number >= 0" if zero else "a number > 0"
+        check_real(name, value, accepted, (lambda v: v >= 0) if zero else (lambda v: v > 0))
+        check_sigma(name, value)
+    return jnp.asarray(sigma, dtype=jnp.result_type(x, 1.0)).reshape(())
 
 
 def check_concrete_positive(field: str, value) -> None:
@@ -131,6 +177,14 @@ class EDMPreconditioned(eqx.Module):
         network: the raw network :math:`F`.
         sigma_data: :math:`\sigma_d`, the data's standard deviation.
 
+    Raises:
+        TypeError: at construction, ``network`` is not callable; at a call, ``x`` or ``sigma``
+            is complex or not numeric, or ``network`` returns no real array.
+        ValueError: at construction, ``sigma_data`` is not a finite number ``> 0``; at a call,
+            ``sigma`` is not a scalar, a concrete ``sigma`` is not finite and ``> 0`` (or is
+            outside float32's range of noise levels), or ``network`` returns another shape
+            than its input's (checked at trace time).
+
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
@@ -140,15 +194,35 @@ class EDMPreconditioned(eqx.Module):
     sigma_data: float = eqx.field(static=True)
 
     def __init__(self, network: Callable[[Array, Array], Array], sigma_data: float):
+        if not callable(network):
+            raise TypeError(
+                f"network: expected a callable network(x_in, c_noise), got {type(network).__name__}"
+            )
+        if isinstance(sigma_data, np.ndarray | np.generic | jax.Array) and np.ndim(sigma_data) == 0:
+            sigma_data = sigma_data.item()
         check_real("sigma_data", sigma_data, "a number > 0", lambda v: v > 0)
         self.network = network
         self.sigma_data = float(sigma_data)
 
-    def _raw(self, x: Array, sigma) -> tuple[EDMCoefficients, Array]:
+    def _raw(self, x: Array, sigma) -> tuple[EDMCoefficients, Array, Array, Array]:
+        """``(coefficients, F(c_in x, c_noise), x, sigma)``, ``x`` and ``sigma`` as arrays."""
+        x = _example(x)
         # An integer x is scored as floats: sigma cast to its dtype was 0.5 -> 0, then NaN.
-        sigma = jnp.asarray(sigma, dtype=jnp.result_type(x, 1.0)).reshape(())
+        sigma = _noise_level(x, sigma)
         coefficients = edm_coefficients(sigma, self.sigma_data)
-        return coefficients, self.network(coefficients.c_in * x, coefficients.c_noise)
+        raw = self.network(coefficients.c_in * x, coefficients.c_noise)
+        shape, dtype = getattr(raw, "shape", None), getattr(raw, "dtype", None)
+        if shape is None or not jnp.issubdtype(dtype, jnp.floating):
+            what = type(raw).__name__ if shape is None else f"dtype {dtype}"
+            raise TypeError(
+                f"network: returned {what}; it must return a real array of its input's shape"
+            )
+        if shape != x.shape:  # a scalar output was broadcast over x: wrong scores, no error
+            raise ValueError(
+                f"network: returned shape {shape} for an input of shape {x.shape}; it must "
+                "return its input's shape"
+            )
+        return coefficients, raw, x, sigma
 
     def denoise(self, x: Array, sigma) -> Array:
         r"""The denoiser :math:`D(x, \sigma) = c_{skip} x + c_{out} F(c_{in} x, c_{noise})`.
@@ -160,12 +234,11 @@ class EDMPreconditioned(eqx.Module):
         Returns:
             The estimate of the clean example, ``x``'s shape.
         """
-        coefficients, raw = self._raw(x, sigma)
+        coefficients, raw, x, _ = self._raw(x, sigma)
         return coefficients.c_skip * x + coefficients.c_out * raw
 
     def __call__(self, x: Array, sigma) -> Array:
         r"""The score :math:`(D(x, \sigma) - x)/\sigma^2` of one example ``x`` (any shape) at
         scalar ``sigma > 0``; returns ``x``'s shape."""
-        coefficients, raw = self._raw(x, sigma)
-        sigma = jnp.asarray(sigma, dtype=jnp.result_type(x, 1.0)).reshape(())
+        coefficients, raw, x, sigma = self._raw(x, sigma)
         return coefficients.c_out / sigma**2 * raw - x / (sigma**2 + self.sigma_data**2)

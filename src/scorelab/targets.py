@@ -23,7 +23,8 @@ import numpy as np
 import numpyro.distributions as dist
 from jax import Array
 
-from scorelab._validate import check_int
+from scorelab._keys import typed_key
+from scorelab._validate import check_int, check_memory, check_real, check_sigma
 
 # Every contraction of the oracle at full float32. XLA's default precision lets a GPU round
 # float32 matmul operands to TF32 (10-bit mantissa): at the tutorial's modes (+-10, variance
@@ -74,7 +75,17 @@ def _check_weights(weights) -> None:
             f"weights: expected finite numbers >= 0, got {float(values[bad[0]])} for component "
             f"{bad[0]}"
         )
-    total = np.sum(values)  # in the weights' own float, as they are normalised
+    # In the stored float, as they are normalised: a subnormal weight passed NumPy's sum > 0,
+    # then XLA flushed it to 0 and the normalisation was 0/0 = NaN.
+    tiny = np.finfo(values.dtype).tiny
+    small = np.flatnonzero((values > 0) & (values < tiny))
+    if small.size:
+        raise ValueError(
+            f"weights: {float(values[small[0]]):.3g} for component {small[0]} is below "
+            f"{values.dtype}'s smallest normal number ({tiny:.2g}), which is computed as 0; "
+            "give 0, or rescale the weights (only their ratios matter)"
+        )
+    total = np.sum(values)
     if not total > 0:
         raise ValueError("weights: all zero; at least one component needs a positive weight")
     if not np.isfinite(total):
@@ -100,11 +111,18 @@ def _check_symmetric(name: str, covariances) -> None:
         )
 
 
-def _check_scalar(name: str, value) -> None:
-    """Raise unless ``value`` is a real scalar (a static check: it holds under ``jit``)."""
+def _check_scalar(name: str, value) -> float | None:
+    """Raise unless ``value`` is a real scalar (a static check: it holds under ``jit``); return
+    its value as a Python float where it is concrete, ``None`` for a tracer."""
     _check_real_dtype(name, value)
     if np.ndim(value) != 0:
         raise ValueError(f"{name}: expected a scalar, got shape {np.shape(value)}")
+    if isinstance(value, jax.core.Tracer):
+        return None
+    array = np.asarray(value)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == jnp.bfloat16):
+        raise ValueError(f"{name}: expected a real number, got {value!r}")
+    return float(array)
 
 
 class GaussianMixture(eqx.Module):
@@ -217,9 +235,15 @@ class GaussianMixture(eqx.Module):
         are the ``m`` samples of a call with ``n = m``.
 
         Raises:
-            ValueError: ``n`` is not an integer ``>= 0`` (``2.5`` drew 3 samples, ``-3`` none).
+            ValueError: ``n`` is not an integer ``>= 0`` (``2.5`` drew 3 samples, ``-3`` none),
+                or its draws (every component's, as numpyro draws them) need more memory
+                than is available.
+            TypeError: ``key`` is not a PRNG key.
         """
         check_int("n", n, 0)
+        key = typed_key(key)
+        per_sample = (self.n_components + 1) * self.dim * self.means.dtype.itemsize + 8
+        check_memory("n", float(n) * per_sample, "draw fewer samples (or in batches)")
         return self._sample(key, int(n))
 
     @eqx.filter_jit
@@ -236,17 +260,30 @@ class GaussianMixture(eqx.Module):
         """
         return jax.nn.logsumexp(jnp.log(self.weights) + self.component_log_probs(x), axis=-1)
 
-    def _check_points(self, x, one: bool) -> None:
-        """Raise unless ``x`` has shape ``(d,)`` (``one``) or ``(..., d)``: a point of another
-        dimension broadcast against the means and gave a result of the wrong shape. Shapes are
-        static, so this holds under ``jit``."""
-        shape, d = np.shape(x), self.dim
+    def _check_points(self, x, one: bool) -> Array:
+        """``x`` as an array (a list converted) after checking it holds real numbers of shape
+        ``(d,)`` (``one``) or ``(..., d)``: a point of another dimension broadcast against the
+        means and gave a result of the wrong shape, a complex one complex results. Shapes and
+        dtypes are static, so this holds under ``jit``.
+
+        Raises:
+            TypeError: complex or non-numeric ``x``.
+            ValueError: the wrong shape.
+        """
+        dtype = getattr(x, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(x).dtype
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise TypeError(f"x: expected real numbers, got dtype {dtype}")
+        x = jnp.asarray(x)
+        shape, d = x.shape, self.dim
         if one and shape != (d,):
             batch = len(shape) > 1 and shape[-1] == d
             hint = "; use jax.vmap for a batch of points" if batch else ""
             raise ValueError(f"x: expected one point of shape ({d},), got {shape}{hint}")
         if not one and (len(shape) < 1 or shape[-1] != d):
             raise ValueError(f"x: expected points of shape (..., {d}), got {shape}")
+        return x
 
     def _whitened(self, x: Array) -> Array:
         """:math:`U_k^\\top (x - \\mu_k) / \\sqrt{\\lambda_k}`, shape ``(..., K, d)``."""
@@ -298,7 +335,7 @@ class GaussianMixture(eqx.Module):
         Raises:
             ValueError: ``x`` is not one point of shape ``(d,)`` (a batch needs ``jax.vmap``).
         """
-        self._check_points(x, one=True)
+        x = self._check_points(x, one=True)
         whitened = self._whitened(x)  # (K, d)
         logits = jnp.log(self.weights) + self._log_normal(whitened)  # (K,)
         # logsumexp and softmax from one set of exponentials (jax.nn's guard for -inf peaks).
@@ -321,7 +358,7 @@ class GaussianMixture(eqx.Module):
         Raises:
             ValueError: ``x`` is not of shape ``(..., d)``.
         """
-        self._check_points(x, one=False)
+        x = self._check_points(x, one=False)
         return self._log_normal(self._whitened(x))
 
     def _log_normal(self, whitened: Array) -> Array:
@@ -350,10 +387,20 @@ class GaussianMixture(eqx.Module):
 
         Raises:
             ValueError: ``alpha_t`` or ``sigma_t`` is not a real scalar (an array scaled each
-                coordinate by its own level).
+                coordinate by its own level); where they are concrete, ``alpha_t`` is not
+                finite, ``sigma_t`` is not a finite number ``>= 0`` within float32's range of
+                noise levels, or together they give covariances that are not positive
+                definite in the stored float (``alpha_t = sigma_t = 0``: a NaN log-density).
         """
-        _check_scalar("alpha_t", alpha_t)
-        _check_scalar("sigma_t", sigma_t)
+        alpha = _check_scalar("alpha_t", alpha_t)
+        sigma = _check_scalar("sigma_t", sigma_t)
+        if alpha is not None:
+            check_real("alpha_t", alpha, "a real number", lambda v: True)
+        if sigma is not None:
+            check_real("sigma_t", sigma, "a number >= 0", lambda v: v >= 0)
+            check_sigma("sigma_t", sigma)
+        if None not in (alpha, sigma) and not isinstance(self.eigenvalues, jax.core.Tracer):
+            self._check_shifted(alpha, sigma)
         eye = jnp.eye(self.dim, dtype=self.means.dtype)
         # Same eigenvectors, shifted eigenvalues: no factorisation (see the class docstring).
         return eqx.tree_at(
@@ -366,13 +413,37 @@ class GaussianMixture(eqx.Module):
             ),
         )
 
+    def _check_shifted(self, alpha: float, sigma: float) -> None:
+        r"""Raise unless the eigenvalues :math:`\alpha^2 \lambda + \sigma^2` are normal,
+        finite numbers of the stored float (computed in float64 here)."""
+        eigenvalues = np.asarray(self.eigenvalues)
+        info = np.finfo(eigenvalues.dtype)
+        shifted = alpha**2 * eigenvalues.astype(np.float64) + sigma**2
+        if np.min(shifted) < info.tiny:
+            raise ValueError(
+                f"alpha_t, sigma_t: ({alpha!r}, {sigma!r}) give a degenerate covariance "
+                f"(smallest eigenvalue {np.min(shifted):.3g}, below {eigenvalues.dtype}'s "
+                "smallest normal number); give sigma_t > 0 or a larger alpha_t"
+            )
+        if np.max(shifted) > info.max:
+            raise ValueError(
+                f"alpha_t, sigma_t: ({alpha!r}, {sigma!r}) give covariances beyond "
+                f"{eigenvalues.dtype}'s range (largest eigenvalue {np.max(shifted):.3g}); "
+                "give a smaller alpha_t"
+            )
+
     def ve_marginal(self, sigma) -> GaussianMixture:
         r"""Variance-exploding marginal: :math:`x_\sigma = x_0 + \sigma \varepsilon`.
 
         Raises:
-            ValueError: ``sigma`` is not a real scalar.
+            ValueError: ``sigma`` is not a real scalar, or, where it is concrete, not a finite
+                number ``>= 0`` within float32's range of noise levels (``1e30`` and NaN gave
+                NaN scores).
         """
-        _check_scalar("sigma", sigma)
+        value = _check_scalar("sigma", sigma)
+        if value is not None:
+            check_real("sigma", value, "a number >= 0", lambda v: v >= 0)
+            check_sigma("sigma", value)
         return self.marginal(1.0, sigma)
 
     def vp_marginal(self, alpha_bar) -> GaussianMixture:
@@ -381,9 +452,12 @@ class GaussianMixture(eqx.Module):
         (Ho et al., 2020, eq. 4).
 
         Raises:
-            ValueError: ``alpha_bar`` is not a real scalar.
+            ValueError: ``alpha_bar`` is not a real scalar, or, where it is concrete, not a
+                number in ``[0, 1]`` (``2.0`` gave NaN scores).
         """
-        _check_scalar("alpha_bar", alpha_bar)
+        value = _check_scalar("alpha_bar", alpha_bar)
+        if value is not None:
+            check_real("alpha_bar", value, "a number in [0, 1]", lambda v: 0 <= v <= 1)
         return self.marginal(jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar))
 
     def ve_score(self, x: Array, sigma) -> Array:
@@ -391,7 +465,9 @@ class GaussianMixture(eqx.Module):
 
         Raises:
             ValueError: ``x`` is not one point of shape ``(d,)`` (a batch needs ``jax.vmap``),
-                or ``sigma`` is not a real scalar.
+                or ``sigma`` is not a real scalar (or, concrete, not a valid noise level, as
+                :meth:`ve_marginal`).
+            TypeError: ``x`` is complex or not numeric.
         """
         return self.ve_marginal(sigma).score(x)
 
