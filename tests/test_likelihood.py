@@ -13,6 +13,7 @@ Statistical checks: ``K_SE = 4`` standard errors from fixed-seed repeats.
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -337,6 +338,63 @@ def test_log_likelihood_names_non_finite_points_and_out_of_range_levels():
         log_likelihood(jax.random.key(0), _unit_score, good, sigma_max=1e30)
     with pytest.raises(ValueError, match="sigma_min: 1e-50 is below"):
         log_likelihood(jax.random.key(0), _unit_score, good, sigma_min=1e-50)
+
+
+def test_the_largest_accepted_sigma_max_gives_the_closed_form():
+    """sigma_max = 1e19 is accepted (its square is finite in float32), but the prior term's
+    y_T**2 and 2 pi sigma_max**2 overflowed: a NumPy warning, and -inf for every point."""
+    target = gaussian(jnp.zeros(2), jnp.eye(2))
+    x = target.sample(jax.random.key(1), 4)
+    rtol, sigma_max = 1e-5, 1e19
+    out = log_likelihood(
+        jax.random.key(0), ExactScore(target), x, sigma_max=sigma_max, rtol=rtol, atol=rtol
+    )
+    # The prior N(0, sigma_max^2) against the marginal N(0, 1 + sigma_max^2): 1e-38 apart.
+    exact = target.ve_marginal(SIGMA_MIN).log_prob(x)
+    tolerance = ODE_SLACK * rtol * 2 * math.log(sigma_max / SIGMA_MIN)
+    assert np.max(np.abs(out.log_prob - exact)) < tolerance
+
+
+def test_probes_that_cannot_fit_in_memory_are_refused_before_the_solve():
+    with pytest.raises(ValueError, match="n_probes: needs .* of memory"):
+        log_likelihood(jax.random.key(0), _unit_score, jnp.zeros((2, 2)), n_probes=10**12)
+
+
+def test_half_precision_points_are_solved_in_float32_and_complex_ones_refused():
+    """float16 points failed in the solve's tangents ('inconsistent with the original primal
+    values'); complex points were blamed on sigma."""
+    key, points = jax.random.key(0), jnp.array([[0.5, -1.0]])
+    want = log_likelihood(key, _unit_score, points)
+    for dtype in (jnp.float16, jnp.bfloat16):
+        got = log_likelihood(key, _unit_score, points.astype(dtype))
+        np.testing.assert_array_equal(got.log_prob, want.log_prob)
+    with pytest.raises(TypeError, match="^points: expected real numbers, got complex64"):
+        log_likelihood(key, _unit_score, points.astype(jnp.complex64))
+    with pytest.raises(TypeError, match="^x: expected real numbers, got complex64"):
+        dequantise(key, points[0].astype(jnp.complex64))
+
+
+@pytest.mark.parametrize(
+    ("score_fn", "error", "words"),
+    [
+        (lambda x, s: jnp.sum(x), ValueError, "score_fn: returned shape ()"),
+        (lambda x, s: x.astype(jnp.complex64), TypeError, "score_fn: returned dtype complex64"),
+    ],
+)
+def test_a_score_of_another_shape_or_dtype_is_named(score_fn, error, words):
+    """Internal errors before: dot_general's contracting dimensions, a buffer's dtype."""
+    with pytest.raises(error, match=re.escape(words)):
+        log_likelihood(jax.random.key(0), score_fn, jnp.zeros((2, 2)))
+
+
+def test_a_seed_is_not_a_key():
+    for call in (
+        lambda: log_likelihood(0, _unit_score, jnp.zeros((1, 2))),
+        lambda: ode_log_likelihood(0, _unit_score, jnp.zeros(2)),
+        lambda: dequantise(0, jnp.zeros(2)),
+    ):
+        with pytest.raises(TypeError, match="^key: expected a PRNG key"):
+            call()
 
 
 def test_log_likelihood_of_no_points_is_empty():

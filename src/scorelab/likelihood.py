@@ -54,8 +54,15 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab._validate import check_choice, check_int, check_real
-from scorelab.losses import PROBES, _as_example, _draw_probes, _score_and_quadratic_forms
+from scorelab._keys import typed_key
+from scorelab._validate import check_choice, check_int, check_memory, check_real
+from scorelab.losses import (
+    PROBES,
+    _as_example,
+    _checked_score,
+    _draw_probes,
+    _score_and_quadratic_forms,
+)
 from scorelab.noise import check_sigma_range
 from scorelab.precond import check_concrete_positive
 from scorelab.samplers import DEFAULT_SIGMA_MAX, DEFAULT_SIGMA_MIN, SolveError
@@ -232,16 +239,17 @@ def ode_log_likelihood(
         for Laplacian Smoothing Splines. https://doi.org/10.1080/03610918908812806
     """
     _check_options(sigma_min, sigma_max, process, n_probes, probe, solver, rtol, atol, max_steps)
-    x = _as_example(x)
+    x = _as_real(x, "x")
     _check_finite("x", x)
     shape = x.shape
+    score_fn = _checked_score(score_fn)
     x_flat = jnp.ravel(x)
     dim = x_flat.shape[0]
 
     def flat_score(y, sigma):
         return jnp.ravel(score_fn(y.reshape(shape), sigma))
 
-    probes, exact = _probes(key, n_probes, probe, x_flat)
+    probes, exact = _probes(typed_key(key), n_probes, probe, x_flat)
 
     def field(u, state, args):
         y, _ = state
@@ -266,8 +274,11 @@ def ode_log_likelihood(
         max_steps=max_steps,
     )
     y_T, integral = solution.ys[0][-1], solution.ys[1][-1]
+    # In the prior's own scale, and its log-normaliser in Python floats: at the largest
+    # accepted sigma_max (1.8e19), y_T**2 and 2 pi sigma_max**2 overflowed float32 to -inf.
     prior_log_prob = -0.5 * (
-        jnp.sum(y_T**2) / prior_variance + dim * jnp.log(2 * jnp.pi * prior_variance)
+        jnp.sum(jnp.square(y_T / math.sqrt(prior_variance)))
+        + dim * math.log(2 * math.pi * prior_variance)
     )
     log_prob = prior_log_prob + integral - dim * jnp.log(scale)
     nfe = _NEW_STAGES_PER_STEP * solution.stats["num_steps"] + 1
@@ -295,7 +306,17 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
     """:func:`_per_point`, with a solve stopped at ``max_steps`` (diffrax's check inside the
     compiled solve, an internal error with its traceback before) raised as the samplers'
     :class:`~scorelab.samplers.SolveError`, naming the options (the defaults of
-    :func:`ode_log_likelihood` where not given)."""
+    :func:`ode_log_likelihood` where not given); Hutchinson probes that cannot fit in memory
+    are refused first (``n_probes = 10**9`` was XLA's out-of-memory error)."""
+    n_probes = options.get("n_probes", "auto")
+    if isinstance(n_probes, int) and not isinstance(n_probes, bool) and n_probes > 0:
+        # The (n, K, d) probes, and about as much again for each of a solver step's stages.
+        dim = math.prod(points.shape[1:])
+        check_memory(
+            "n_probes",
+            4.0 * points.shape[0] * n_probes * dim * _PROBE_COPIES,
+            "use fewer probes or points",
+        )
     if points.shape[0] == 0:
         # No points, no solve: empty results of the shapes and dtypes one point would give
         # (traced once, abstractly, which also checks the options). A zero-size batch failed
@@ -319,6 +340,23 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
         ) from error
 
 
+_PROBE_COPIES = 8
+"""Copies of the probes a batched solve holds at once (its tangents at each of up to 7 stages
+of a step, and the probes), the factor of :func:`_solved`'s memory check."""
+
+
+def _as_real(x, field: str) -> Array:
+    """``x`` as the solve takes it: integers as JAX's default float, float16 and bfloat16 as
+    float32 (the solve's tangents were refused as 'inconsistent with the original primal
+    values'); complex values refused naming ``field`` (they were blamed on sigma)."""
+    x = _as_example(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{field}: expected real numbers, got {x.dtype}; give real points")
+    if jnp.finfo(x.dtype).bits < 32:
+        x = x.astype(jnp.float32)
+    return x
+
+
 def _check_finite(field: str, x: Array) -> None:
     """Raise unless the concrete ``x`` is finite; a traced one (under ``jit``) is not checked.
     A NaN point otherwise ran the solve to ``max_steps``, which blamed the tolerances."""
@@ -327,7 +365,7 @@ def _check_finite(field: str, x: Array) -> None:
 
 
 def _as_points(points) -> Array:
-    points = _as_example(points)
+    points = _as_real(points, "points")
     if points.ndim < 2:
         raise ValueError(f"points must have shape (n, *shape), got {points.shape}")
     _check_finite("points", points)
@@ -362,7 +400,7 @@ def log_likelihood(key: Array, score_fn, points: Array, **options) -> Likelihood
             ``max_steps``, which blamed the tolerances).
         SolveError: a ``ValueError``, when a point's solve uses up ``max_steps``.
     """
-    return _solved(key, score_fn, _as_points(points), None, options)
+    return _solved(typed_key(key), score_fn, _as_points(points), None, options)
 
 
 def dequantise(key: Array, x: Array, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> Array:
@@ -393,8 +431,8 @@ def dequantise(key: Array, x: Array, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
         Ho, J. et al. (2019). Flow++, Sec. 3.1. https://arxiv.org/abs/1902.00275
     """
     check_concrete_positive("bin_width", bin_width)
-    x = _as_example(x)
-    return x + bin_width * jax.random.uniform(key, x.shape, x.dtype)
+    x = _as_real(x, "x")
+    return x + bin_width * jax.random.uniform(typed_key(key), x.shape, x.dtype)
 
 
 def bits_per_dim(log_prob, dim: int, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> Array:
@@ -482,5 +520,5 @@ def dequantised_bits_per_dim(
     """
     check_real("bin_width", bin_width, "a number > 0", lambda v: v > 0)
     points = _as_points(points)
-    output = _solved(key, score_fn, points, float(bin_width), options)
+    output = _solved(typed_key(key), score_fn, points, float(bin_width), options)
     return bits_per_dim(output.log_prob, math.prod(points.shape[1:]), bin_width), output
