@@ -51,24 +51,65 @@ def test_an_intact_checkpoint_restores_its_state_and_metadata(two_steps):
     np.testing.assert_array_equal(state["b"], STATE["b"])
 
 
-def test_a_flipped_bit_falls_back_to_the_newest_intact_checkpoint(two_steps):
-    # Orbax alone restores such a flip as silently different numbers; the checksum sees it.
+@pytest.mark.parametrize(
+    ("digests", "reason"),
+    [(True, "file state/.* changed"), (False, "array checksum mismatch")],
+)
+def test_a_flipped_bit_falls_back_to_the_newest_intact_checkpoint(two_steps, digests, reason):
+    # Orbax alone restores such a flip as silently different numbers: the file digests see it
+    # before orbax reads anything, and the array checksum in a step saved before them.
     flip_a_bit(two_steps / "2")
+    if not digests:
+        (two_steps / "2" / "file_digests.json").unlink()
     manager = open_checkpoints(two_steps)
-    with pytest.warns(UserWarning, match="step 2: .*resuming from step 1, the newest intact"):
+    with pytest.warns(UserWarning, match=f"step 2: {reason}.*resuming from step 1, the newest"):
         step, state, metadata = restore_checkpoint(manager, like)
     assert step == 1 and metadata == {"step": 1}
     np.testing.assert_array_equal(state["a"], STATE["a"])
     assert manager.all_steps() == [1], "the damaged step is deleted, to be written again"
 
 
-def test_edited_metadata_is_damage(two_steps):
+@pytest.mark.parametrize(
+    ("digests", "reason"),
+    [(True, "file metadata/metadata changed"), (False, "metadata checksum mismatch")],
+)
+def test_edited_metadata_is_damage(two_steps, digests, reason):
     metadata_file = two_steps / "2" / "metadata" / "metadata"
     text = metadata_file.read_text()
     assert '"step": 2' in text
     metadata_file.write_text(text.replace('"step": 2', '"step": 3'))
-    with pytest.warns(UserWarning, match="step 2: metadata checksum mismatch"):
+    if not digests:
+        (two_steps / "2" / "file_digests.json").unlink()
+    with pytest.warns(UserWarning, match=f"step 2: {reason}"):
         assert restore_checkpoint(open_checkpoints(two_steps), like)[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda step: _truncate_largest(step), "file state/.* changed"),
+        (lambda step: next((step / "state").rglob("manifest.ocdbt")).unlink(), "missing"),
+        (lambda step: (step / "file_digests.json").write_text("{"), "unreadable file digests"),
+        (lambda step: step.rename(step.with_name("3")), "step 3: holds step 2"),
+    ],
+)
+def test_damaged_files_are_found_before_orbax_reads_them(two_steps, damage, reason):
+    """A truncated file made orbax's reader threads fail after the step was found damaged,
+    printing dozens of asyncio tracebacks; a folder renamed to another step gave a NumPy
+    broadcast error when its losses were read as that step's."""
+    damage(two_steps / "2")
+    manager = open_checkpoints(two_steps)
+    with pytest.warns(UserWarning, match=reason):
+        assert restore_checkpoint(manager, like)[0] == 1
+    assert manager.all_steps() == [1]
+
+
+def _truncate_largest(step_dir):
+    largest = max(
+        (path for path in (step_dir / "state").rglob("*") if path.is_file()),
+        key=lambda path: path.stat().st_size,
+    )
+    largest.write_bytes(largest.read_bytes()[:10])
 
 
 def test_no_intact_checkpoint_is_an_error_that_deletes_nothing(two_steps):

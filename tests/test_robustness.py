@@ -875,7 +875,22 @@ def test_a_run_file_taken_by_a_folder_is_refused_before_training(run_dir, tmp_pa
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
-    _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys)
+    _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys, "drop --resume")
+
+
+def test_resume_of_a_finished_run_whose_steps_are_gone_keeps_its_model(run_dir, tmp_path, capsys):
+    """An empty checkpoints folder counted as checkpoints: the run was trained again from
+    step 0, and its finished model replaced, exit 0."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    for step in (copy / "checkpoints").iterdir():
+        shutil.rmtree(step)
+    model = (copy / "model.eqx").read_bytes()
+    argv = ["train", "--loss", "ncsn", "--out", copy, "--resume", *_TINY]
+    _fails(argv, capsys, "--resume: no checkpoint in", "replace the run with --overwrite")
+    assert (copy / "model.eqx").read_bytes() == model
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])

@@ -56,6 +56,11 @@ __all__ = [
 # Older checkpoints are pruned; two spare ones survive a corrupted disk as well as a crash.
 _MAX_TO_KEEP = 3
 
+_FILE_DIGESTS = "file_digests.json"
+"""Beside a step's orbax folders: the step and the SHA-256 of every file orbax wrote for it,
+checked before orbax reads any of them (a truncated file made orbax's readers fail on their
+own threads, which printed dozens of tracebacks after the step was found damaged)."""
+
 
 def open_checkpoints(directory: str | Path) -> ocp.CheckpointManager:
     """Open (creating if needed) the orbax checkpoint directory of a run.
@@ -157,12 +162,60 @@ def save_checkpoint(
         raise OSError(number, os.strerror(number), str(directory)) from error
     if not saved:  # orbax's own policy declined the step: say so, never return as if saved
         raise ValueError(f"step: orbax declined to save step {step} in {manager.directory}")
+    if jax.process_index() == 0:  # orbax has committed every process's files by now
+        folder = _step_folder(manager, step)
+        write_json(folder / _FILE_DIGESTS, {"step": step, "files": _file_digests(folder)})
+
+
+def _step_folder(manager: ocp.CheckpointManager, step: int) -> Path:
+    return Path(manager.directory) / str(step)  # orbax's default step names
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (but the digests' own), by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): _sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != _FILE_DIGESTS
+    }
+
+
+def _file_damage(manager: ocp.CheckpointManager, step: int) -> str | None:
+    """Why ``step``'s files are not the ones :func:`save_checkpoint` wrote, or ``None``; a step
+    without :data:`_FILE_DIGESTS` (saved before them, or cut short just before writing them)
+    is left to orbax's reading and the array checksum."""
+    folder = _step_folder(manager, step)
+    record_file = folder / _FILE_DIGESTS
+    if not record_file.exists():
+        return None
+    try:
+        record = read_json(check_file(record_file, "file digest record"))
+        recorded_step, files = record["step"], dict(record["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable file digests ({type(error).__name__})"
+    if recorded_step != step:  # a folder renamed: its arrays are another step's
+        return f"holds step {recorded_step}"
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():  # missing, or a pipe that orbax would wait on
+            return f"file {name} missing"
+        if _sha256(path) != digest:
+            return f"file {name} changed"
+    return None
 
 
 def _restore_intact(
     manager: ocp.CheckpointManager, step: int, like: Callable[[dict[str, Any]], Any]
 ) -> tuple[Any, dict[str, Any]] | str:
     """``(state, metadata)`` of ``step`` if it matches its checksums, else why not."""
+    damage = _file_damage(manager, step)
+    if damage is not None:
+        return damage
     # A damaged file can make orbax or tensorstore raise almost anything (ValueError,
     # OSError, JSON and decompression errors): any error reading a step marks it damaged.
     try:

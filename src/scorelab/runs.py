@@ -216,7 +216,9 @@ def _claim(
     try:
         _unclaim(path)  # the lock is ours: a provisional manifest alone is a dead job's
         entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
-        resumable_run = resume and has_checkpoints(path)
+        # A checkpoints folder, even empty, marks a run killed before its manifest, not a
+        # stranger's folder (whether it has steps to resume is train_run's check).
+        resumable_run = resume and (path / "checkpoints").is_dir()
         if entries and not (is_run(path) or resumable_run):
             raise RunExistsError(
                 f"{path} is not empty and holds no scorelab run (no scorelab {_MANIFEST}); "
@@ -267,8 +269,13 @@ def _job(path: Path) -> str | None:
 
 def has_checkpoints(path: str | os.PathLike) -> bool:
     """Whether the run directory ``path`` holds training checkpoints, which a resumed
-    :func:`scorelab.workflows.train_run` continues (an interrupted run's, or a finished one's)."""
-    return (Path(path) / "checkpoints").is_dir()
+    :func:`scorelab.workflows.train_run` continues (an interrupted run's, or a finished one's):
+    a step folder in its ``checkpoints`` folder. An empty one was enough, and a finished run
+    whose steps were deleted was trained again from step 0 over its model."""
+    folder = Path(path) / "checkpoints"
+    return folder.is_dir() and any(
+        entry.name.isdigit() and entry.is_dir() for entry in folder.iterdir()
+    )
 
 
 def is_run(path: str | os.PathLike) -> bool:

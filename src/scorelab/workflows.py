@@ -213,9 +213,9 @@ def train_run(
     started = time.perf_counter()
     builders.check_fields_read(config)
     if resume and not has_checkpoints(out_dir):
-        raise ConfigError(
-            f"--resume: no checkpoint in {out_dir} to continue; drop --resume to start a new run"
-        )
+        taken = Path(out_dir).is_dir() and any(Path(out_dir).iterdir())
+        remedy = "replace the run with --overwrite instead" if taken else "drop --resume"
+        raise ConfigError(f"--resume: no checkpoint in {out_dir} to continue; {remedy}")
     labels = None
     if data is None and config.data.is_images:
         images = builders.make_image_data(config.data)
