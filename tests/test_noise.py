@@ -1,18 +1,25 @@
 """Sigma grids against the tutorial's own formula and closed forms."""
 
+import re
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scorelab import _validate
 from scorelab.noise import (
     geometric_sigmas,
     karras_sigmas,
     log_snr_sigmas,
+    polyexponential_sigmas,
+    sample_ve_noise,
     sigma_grid,
     ve_perturb,
     vp_perturb,
     vp_sigmas,
 )
+from scorelab.samplers import default_sigmas
 
 
 def _tutorial_stds(n, std_min=0.02, std_max=10.0, p=5):
@@ -89,8 +96,6 @@ def test_perturbations():
 
 
 def test_polyexponential_is_k_diffusions_formula_and_geometric_at_rho_1():
-    from scorelab.noise import geometric_sigmas, polyexponential_sigmas
-
     n, sigma_min, sigma_max, rho = 7, 0.02, 80.0, 2.5
     # k-diffusion's get_sigmas_polyexponential, transcribed (descending, before its 0)
     ramp = np.linspace(1.0, 0.0, n) ** rho
@@ -103,3 +108,43 @@ def test_polyexponential_is_k_diffusions_formula_and_geometric_at_rho_1():
         geometric_sigmas(n, sigma_min, sigma_max),
         rtol=2e-6,
     )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda n: geometric_sigmas(n),
+        lambda n: karras_sigmas(n, 0.02, 80.0, 7.0),
+        lambda n: vp_sigmas(n),
+        lambda n: polyexponential_sigmas(n),
+        lambda n: default_sigmas(n),
+        lambda n: sigma_grid("geometric", n),
+    ],
+)
+def test_a_grid_of_more_levels_than_jax_indexes_or_memory_holds_is_refused(build, monkeypatch):
+    """``default_sigmas(10**12)`` warned of an int64 index truncated to int32, then aborted the
+    interpreter (a 4 TB grid): refused, naming ``n``, before anything is allocated."""
+    with pytest.raises(ValueError, match=re.escape("n: a sigma grid holds at most 2**31 - 1")):
+        build(10**12)
+    monkeypatch.setattr(_validate, "available_memory", lambda: 1000)
+    with pytest.raises(ValueError, match="n: needs 3.12 KiB of memory, 1e\\+03 B available"):
+        build(100)
+    build(20)  # 640 bytes
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        (0, r"key: expected a PRNG key \(jax.random.key\(seed\)\), got int"),
+        (jax.random.split(jax.random.key(0), 3), "key: expected one PRNG key"),
+    ],
+)
+def test_sample_ve_noise_names_a_key_that_is_not_one_prng_key(key, message):
+    with pytest.raises(TypeError, match=message):
+        sample_ve_noise(key, jnp.ones(2), 1.0)
+
+
+def test_sample_ve_noise_takes_a_legacy_key():
+    key = jax.random.key(3)
+    legacy, typed = (sample_ve_noise(k, jnp.ones(2), 2.0) for k in (jax.random.key_data(key), key))
+    np.testing.assert_array_equal(legacy[1], typed[1])

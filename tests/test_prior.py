@@ -1,6 +1,8 @@
 """The moment-matched VE prior N(m, C + sigma^2 I): its moments against the closed form, the
 standard prior unchanged, and the configuration's ``moments`` prior from a target or data."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,3 +79,95 @@ def test_ve_prior_takes_numpy_integers_and_lists():
         samplers.ve_prior(key, np.int64(3), [1, 2, 2], 2.0),
         samplers.ve_prior(key, 3, (1, 2, 2), 2.0),
     )
+
+
+_KEY = jax.random.key(0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        # all-NaN samples, complex samples, "Error interpreting argument ... as an abstract array"
+        (dict(sigma=float("nan")), ValueError, "sigma: expected a finite noise level >= 0"),
+        (dict(sigma=-1.0), ValueError, "sigma: expected a finite noise level >= 0"),
+        (dict(sigma=float("inf")), ValueError, "sigma: expected a finite noise level"),
+        (dict(sigma=1e30), ValueError, "sigma: 1e\\+30 is beyond 1.8e19"),
+        (dict(sigma=1.0 + 1j), TypeError, "sigma: expected a real noise level"),
+        (dict(sigma="1.0"), TypeError, "sigma: expected a real noise level"),
+        # JAX's "invalid PRNG key data"
+        (dict(key=0), TypeError, r"key: expected a PRNG key \(jax.random.key\(seed\)\)"),
+        (dict(key=jax.random.split(_KEY, 2)), TypeError, "key: expected one PRNG key"),
+        # "cannot reshape array of shape (3,) (size 3) into shape (2,)"
+        (dict(mean=jnp.zeros(3)), ValueError, re.escape("mean: expected shape (2,)")),
+        (dict(mean=jnp.zeros(2, jnp.complex64)), TypeError, "mean: expected real numbers"),
+        (dict(mean=[0.0, float("nan")]), ValueError, "mean: expected finite numbers"),
+        # "add got incompatible shapes for broadcasting: (3, 3), (2, 2)"
+        (dict(covariance=jnp.eye(3)), ValueError, re.escape("covariance: expected (2, 2)")),
+        # a scalar broadcast to a full matrix of 2s
+        (dict(covariance=2.0), ValueError, re.escape("covariance: expected (2, 2)")),
+        # all-NaN samples: not positive definite, or not symmetric
+        (dict(covariance=-5 * jnp.eye(2)), ValueError, "covariance: C \\+ sigma\\^2 I is not"),
+        (dict(covariance=jnp.array([[1.0, 5.0], [0.0, 1.0]])), ValueError,
+         "covariance: not symmetric"),
+        (dict(covariance=jnp.full((2, 2), jnp.inf)), ValueError, "covariance: expected finite"),
+        (dict(covariance=jnp.eye(2, dtype=jnp.complex64)), TypeError,
+         "covariance: expected a real"),
+        # an 8 TB "array" that aborted the interpreter when used
+        (dict(n=10**12), ValueError, "n, shape: needs .* of memory"),
+        (dict(n=2, shape=(10**6, 10**6)), ValueError, "n, shape: needs .* of memory"),
+    ],
+)  # fmt: skip
+def test_ve_prior_names_each_argument_it_cannot_draw_from(kwargs, error, message):
+    call = dict(key=_KEY, n=3, shape=2, sigma=0.1, mean=None, covariance=None)
+    call.update(kwargs)
+    with pytest.raises(error, match=message) as raised:
+        samplers.ve_prior(**call)
+    assert "\n" not in str(raised.value)
+
+
+def test_ve_prior_takes_a_legacy_key_a_flat_mean_and_a_level_of_zero():
+    key = jax.random.key(4)
+    legacy = jax.random.key_data(key)
+    np.testing.assert_array_equal(
+        samplers.ve_prior(legacy, 5, 2, 3.0), samplers.ve_prior(key, 5, 2, 3.0)
+    )
+    mean = jnp.arange(4.0)
+    np.testing.assert_array_equal(
+        samplers.ve_prior(key, 5, (1, 2, 2), 3.0, mean),
+        samplers.ve_prior(key, 5, (1, 2, 2), 3.0, mean.reshape(1, 2, 2)),
+    )
+    np.testing.assert_array_equal(samplers.ve_prior(key, 3, 2, 0.0), jnp.zeros((3, 2)))
+    # a singular covariance with sigma > 0 is positive definite
+    samplers.ve_prior(key, 3, 2, 0.5, None, jnp.zeros((2, 2)))
+
+
+def test_ve_prior_checks_traced_arguments_only_by_type_under_jit():
+    draw = jax.jit(lambda sigma, covariance: samplers.ve_prior(_KEY, 4, 2, sigma, None, covariance))
+    np.testing.assert_allclose(
+        draw(2.0, jnp.eye(2)), samplers.ve_prior(_KEY, 4, 2, 2.0, None, jnp.eye(2)), rtol=1e-6
+    )
+    with pytest.raises(TypeError, match="sigma: expected a real noise level"):
+        jax.jit(lambda s: samplers.ve_prior(_KEY, 4, 2, s))(jnp.complex64(1.0))
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        # all-NaN samples, JAX's key error, "'str' object has no attribute 've_marginal'"
+        (lambda t: samplers.exact_prior(_KEY, t, 3, float("nan")), ValueError,
+         "sigma: expected a finite noise level"),
+        (lambda t: samplers.exact_prior(0, t, 3, 1.0), TypeError, "key: expected a PRNG key"),
+        (lambda t: samplers.exact_prior(_KEY, "seed", 3, 1.0), TypeError,
+         "target: expected a scorelab.targets.GaussianMixture"),
+        (lambda t: samplers.exact_prior(_KEY, t, 2.5, 1.0), ValueError,
+         "n: expected an integer >= 0"),
+        (lambda t: samplers.exact_prior(_KEY, t, 10**12, 1.0), ValueError, "n: needs .* memory"),
+        (lambda t: samplers.vp_prior(_KEY, 3, 2, 1.0 + 1j), TypeError,
+         "sigma: expected a real noise level"),
+        (lambda t: samplers.vp_prior(_KEY, 3, 2, float("nan")), ValueError,
+         "sigma: expected a finite noise level"),
+    ],
+)  # fmt: skip
+def test_exact_and_vp_priors_name_each_bad_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call(seed_mixture())

@@ -7,6 +7,7 @@ Every sampler is a kernel (an Equinox module with ``schedule`` and ``step``) run
 
 import dataclasses
 import inspect
+import re
 
 import equinox as eqx
 import jax
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorelab import samplers
+from scorelab import _validate, samplers
 from scorelab.samplers import (
     SAMPLERS,
     budget_levels,
@@ -39,7 +40,8 @@ def _gaussian_log_density(x):
 
 
 def _build(name, sigmas, **chosen):
-    return build_sampler(name, sigmas, log_density_fn=_gaussian_log_density, **chosen)
+    log_density_fn = _gaussian_log_density if SAMPLERS[name].needs_log_density else None
+    return build_sampler(name, sigmas, log_density_fn=log_density_fn, **chosen)
 
 
 _SMALL = {"ula": {"n_steps": 6}, "mala": {"n_steps": 6, "step_size": 0.3}}
@@ -358,3 +360,165 @@ def test_budget_levels_refuses_a_budget_that_is_not_a_positive_integer():
     for nfe in (-5, 0, 2.5):  # -5 levels, 2.5 levels
         with pytest.raises(ValueError, match="nfe: expected an integer >= 1"):
             budget_levels("ddim", nfe)
+
+
+# --- hostile inputs: the driver and the registry name the argument --------------------------------
+
+_X0 = jnp.zeros((4, 2))
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        # an AttributeError: 'str' object has no attribute 'noise_shape'
+        (dict(sampler="ddim"), TypeError, "sampler: expected an AbstractSampler"),
+        (dict(score_fn=3), TypeError, "score_fn: expected a callable"),
+        # "'NoneType' object is not callable" inside the trace
+        (dict(score_fn=None), TypeError, "score_fn: None, but this sampler evaluates the score"),
+        # a scan's "carry input and carry output must have equal types"
+        (dict(score_fn=lambda x, s: x.astype(jnp.complex64)), TypeError,
+         "score_fn: returned complex64; it must return a real array"),
+        # a TracerArrayConversionError
+        (dict(score_fn=lambda x, s: (x, x)), TypeError, "score_fn: returned tuple"),
+        # a TypeError from jax.debug.callback, inside the trace
+        (dict(callback=3), TypeError, "callback: expected a callable"),
+        # a ComplexWarning, then the real part
+        (dict(noise=jnp.zeros((4, 5, 2), jnp.complex64)), TypeError,
+         "noise: expected real standard normal draws, got complex64"),
+        (dict(noise=jnp.zeros((4, 5, 2), bool)), TypeError, "noise: expected real"),
+        # NaN samples without a word
+        (dict(noise=jnp.full((4, 5, 2), jnp.nan)), ValueError, "noise: expected finite"),
+        (dict(x_init=_X0.at[2, 1].set(jnp.nan)), ValueError,
+         re.escape("x_init: expected finite starting states, got NaN or inf entries (chain 2)")),
+        (dict(x_init=_X0.at[0, 0].set(jnp.inf)), ValueError, "x_init: expected finite"),
+        # an OverflowError converting to int32; its check said [0, 2**32)
+        (dict(first_chain=2**32 - 2), ValueError,
+         re.escape("first_chain: expected an integer in [0, 2**32) with first_chain + n <= 2**32 "
+                   "(n = 4 chains)")),
+        (dict(first_chain=2**70), ValueError, "first_chain: expected an integer in"),
+        (dict(first_chain="1"), TypeError, "first_chain: expected an integer"),
+        (dict(first_chain=jnp.array([1, 2])), TypeError, "first_chain: expected an integer"),
+        (dict(key=jax.random.split(jax.random.key(0), 3)), TypeError, "key: expected one PRNG key"),
+        (dict(key=jnp.zeros(2)), TypeError, r"key: expected a PRNG key \(jax.random.key"),
+    ],
+)  # fmt: skip
+def test_sample_names_each_bad_argument_in_one_line(change, error, message):
+    call = dict(key=jax.random.key(0), sampler=ddim(default_sigmas(5)), score_fn=_gaussian_score,
+                x_init=_X0, noise=None, callback=None, first_chain=0)  # fmt: skip
+    call.update(change)
+    with pytest.raises(error, match=message) as raised:
+        sample(call.pop("key"), call.pop("sampler"), call.pop("score_fn"), call.pop("x_init"),
+               **call)  # fmt: skip
+    assert "\n" not in str(raised.value)
+
+
+def test_sample_takes_a_list_of_noise_and_every_first_chain_below_2_32():
+    """A list ``noise`` was mapped over as a pytree ("vmap ... rank 0"), as a list ``x_init``
+    is not; ``first_chain = 2**32 - 2`` was an ``OverflowError`` converting to int32."""
+    key, sampler = jax.random.key(3), ddim(default_sigmas(5))
+    x0 = jax.random.normal(jax.random.key(1), (4, 2))
+    noise = np.asarray(jax.random.normal(jax.random.key(2), (4, 5, 2)))
+    np.testing.assert_array_equal(
+        sample(key, sampler, _gaussian_score, x0, noise=noise.tolist()).x,
+        sample(key, sampler, _gaussian_score, x0, noise=noise).x,
+    )
+    last = sample(key, sampler, _gaussian_score, x0, first_chain=2**32 - 4).x
+    # chain i draws from fold_in(key, first_chain + i): the chunk of the last three chains
+    chunk = sample(key, sampler, _gaussian_score, x0[1:], first_chain=2**32 - 3).x
+    np.testing.assert_array_equal(last[1:], chunk)
+    assert not np.array_equal(last[0], last[1])
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(x_init=jnp.array([jnp.nan, 0.0])), ValueError, "x_init: expected finite"),
+        (dict(noise=[[0.0, 0.0]] * 4 + [[jnp.nan, 0.0]]), ValueError, "noise: expected finite"),
+        (dict(noise=jnp.zeros((5, 2), jnp.complex64)), TypeError, "noise: expected real"),
+        (dict(score_fn="score"), TypeError, "score_fn: expected a callable"),
+        (dict(key=0), TypeError, "key: expected a PRNG key"),
+    ],
+)
+def test_one_chain_run_names_each_bad_argument(change, error, message):
+    call = dict(key=jax.random.key(0), score_fn=_gaussian_score, x_init=jnp.zeros(2), noise=None)
+    call.update(change)
+    with pytest.raises(error, match=message):
+        ddim(default_sigmas(5)).run(call["key"], call["score_fn"], call["x_init"],
+                                    noise=call["noise"])  # fmt: skip
+
+
+def test_brownian_increment_names_a_seed_given_for_its_key():
+    with pytest.raises(TypeError, match="key: expected a PRNG key"):
+        samplers.brownian_increment(0, 0.1, 1.0, 0.2, 0.3, (2,), jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        # a ZeroDivisionError
+        (lambda: budget_levels("annealed_langevin", 10, {"n_steps_per_level": 0}), ValueError,
+         "n_steps_per_level must be a positive integer"),
+        (lambda: budget_levels("dpm_solver", 10, {"order": 0}), ValueError,
+         "order must be 1, 2 or 3"),
+        # "can only concatenate str (not "int") to str"
+        (lambda: budget_levels("predictor_corrector", 10, {"n_corrector": "2"}), TypeError,
+         "n_corrector: expected an integer"),
+        # 20 levels for an option build_sampler refuses
+        (lambda: budget_levels("restart", 10, {"n_restarts": -5}), ValueError,
+         "n_restarts must be an integer >= 0"),
+        (lambda: budget_levels("ula", 10, {"n_steps": 0}), ValueError,
+         "n_steps must be a positive integer"),
+        (lambda: budget_levels("edm", 10, {"s_churn": float("inf")}), ValueError,
+         "s_churn: expected a finite number"),
+        # labelled 'ddim(eta=x)' and 'ddim(eta=nan)'
+        (lambda: label("ddim", {"eta": "x"}), TypeError, "eta: expected a number"),
+        (lambda: label("ddim", {"eta": float("nan")}), ValueError, "eta: expected a finite"),
+        (lambda: label("mala", {"n_steps": 0}), ValueError, "n_steps must be a positive integer"),
+        # "dictionary update sequence element #0 has length 3; 2 is required"
+        (lambda: samplers.sampler_options("ddim", ["eta"]), TypeError,
+         "options: expected a dict of option name -> value, got list"),
+        (lambda: label("ddim", ["eta"]), TypeError, "options: expected a dict"),
+        (lambda: budget_levels("ddim", 10, "eta"), TypeError, "options: expected a dict"),
+        # "unhashable type: 'list'"
+        (lambda: build_sampler(["ddim"], default_sigmas(5)), ValueError,
+         re.escape("unknown sampler ['ddim']: expected a sampler's name (a string)")),
+        (lambda: options(None), ValueError, "unknown sampler None"),
+        (lambda: samplers.sampler_options("ddim", {1: 0.5}), ValueError, "unknown option 1"),
+        # silently dropped, where returns_score=True was refused
+        (lambda: build_sampler("ddim", default_sigmas(5), log_density_fn=_gaussian_log_density),
+         ValueError, re.escape("sampler 'ddim' takes no log-density (log_density_fn)")),
+        (lambda: build_sampler("ula", log_density_fn=_gaussian_log_density), ValueError,
+         re.escape("sampler 'ula' takes no log-density (log_density_fn)")),
+    ],
+)  # fmt: skip
+def test_the_registry_checks_option_values_as_build_sampler_does(call, error, message):
+    with pytest.raises(error, match=message) as raised:
+        call()
+    assert "\n" not in str(raised.value)
+
+
+def test_a_budget_too_small_for_any_grid_buys_no_levels_and_labels_do_not_warn():
+    """``budget_levels("restart", 1)`` was -5 levels; the registry's check of the options on a
+    grid of its own does not warn about that grid (annealed Langevin's step against its
+    ``sigma_min``); pytest turns warnings into errors."""
+    assert budget_levels("restart", 1) == 0 and budget_levels("restart", 20) == 4
+    assert label("annealed_langevin", {"step_ratio": 1.0}) == (
+        "annealed_langevin(n_steps_per_level=5, step_ratio=1.0)"
+    )
+    assert budget_levels("annealed_langevin", 50, {"step_ratio": 1.0}) == 10
+    assert budget_levels("ddim", 7, {"eta": jnp.asarray(0.5)}) == 7  # an array value
+
+
+def test_sample_refuses_a_run_beyond_memory_before_tracing(monkeypatch):
+    """``ula(n_steps=2**31 - 1)`` was an out-of-memory error from XLA after compiling."""
+    x0 = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="sampler: 2147483647 steps of ula.*: needs"):
+        sample(jax.random.key(0), samplers.ula(n_steps=2**31 - 1), _gaussian_score, x0)
+    monkeypatch.setattr(_validate, "available_memory", lambda: 10_000)
+    sampler = ddim(default_sigmas(5))
+    sample(jax.random.key(0), sampler, _gaussian_score, x0)  # 640 bytes of draws
+    with pytest.raises(ValueError, match=re.escape("x_init: 1000 chains of 5 steps of ddim")):
+        sample(jax.random.key(0), sampler, _gaussian_score, jnp.zeros((1000, 2)))
+    with pytest.raises(ValueError, match=re.escape("trajectory: 100 chains of 5 steps of euler")):
+        sample(jax.random.key(0), samplers.euler(default_sigmas(5)), _gaussian_score,
+               jnp.zeros((100, 10)), trajectory=True)  # fmt: skip

@@ -283,3 +283,16 @@ def _bytes(n: float) -> str:
     while n >= 1024 and power < len(units) - 1:
         n, power = n / 1024, power + 1
     return f"{n:.3g} {units[power]}"
+
+
+def all_finite(values) -> bool | None:
+    """Whether every entry of the real array ``values`` is finite, computed where it lives (no
+    copy to the host) even while a caller is traced under ``jit``; ``None`` when ``values``
+    is itself traced (its values are unknown until run)."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(values, jax.core.Tracer):
+        return None
+    with jax.ensure_compile_time_eval():  # eager even inside a trace, on concrete values
+        return bool(jnp.all(jnp.isfinite(values)))

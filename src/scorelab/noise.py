@@ -29,10 +29,12 @@ import numpy as np
 from jax import Array
 
 from scorelab._files import write_json
+from scorelab._keys import typed_key
 from scorelab._validate import (
     FLOAT32_MAX,
     SIGMA_FLOOR,
     SIGMA_LIMIT,
+    check_memory,
     check_real,
     check_sigma,
     first_line,
@@ -129,9 +131,21 @@ def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
     check_sigma("sigma_max", float(sigma_max))
 
 
+MAX_LEVELS = 2**31 - 1
+"""The most levels a grid may have: JAX indexes in int32 (``10**12`` levels were truncated to
+int32 with a warning, then the interpreter aborted)."""
+
+
 def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not hasattr(n, "__index__") or n < 2:  # 2.0 failed in linspace
-        raise ValueError(f"a sigma grid needs an integer n >= 2 levels, got {n!r}")
+    """Refuse a level count that is not an integer ``>= 2`` (2.0 failed in linspace), or that
+    JAX cannot index or memory cannot hold (``10**12`` levels, a 4 TB grid, aborted the
+    interpreter), before anything is allocated."""
+    if isinstance(n, bool) or not hasattr(n, "__index__") or n < 2:
+        raise ValueError(f"n: a sigma grid needs an integer n >= 2 levels, got {n!r}")
+    if n > MAX_LEVELS:
+        raise ValueError(f"n: a sigma grid holds at most 2**31 - 1 levels, got {n!r}")
+    # A few float32 arrays of n levels (the ramp, its transform, the grid, a float64 copy).
+    check_memory("n", 32.0 * int(n), f"use fewer than {n} levels")
 
 
 def _check_rho(rho: float) -> None:
@@ -485,7 +499,7 @@ def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
         x_\sigma = x_0 + \sigma \varepsilon.
 
     Args:
-        key: a ``jax.random`` key.
+        key: a ``jax.random`` key (a typed key or a legacy ``uint32`` one).
         x_0: clean data, any shape (e.g. ``(d,)`` or ``(B, d)``); ``eps`` takes its shape and
             dtype.
         sigma: noise level, scalar or broadcastable to ``x_0`` (e.g. ``(B, 1)``).
@@ -493,7 +507,12 @@ def sample_ve_noise(key: Array, x_0: Array, sigma) -> tuple[Array, Array]:
     Returns:
         ``(x_sigma, eps)``: ``eps`` shaped and typed like ``x_0`` (an integer ``x_0`` or a
         list is taken as an array of JAX's default float); ``x_sigma`` as :func:`ve_perturb`.
+
+    Raises:
+        TypeError: for a ``key`` that is not one PRNG key (a seed, a batch of keys:
+            JAX's "invalid PRNG key data"; :func:`scorelab._keys.typed_key`).
     """
+    key = typed_key(key)
     x_0 = jnp.asarray(x_0)  # a list had no .shape
     if not jnp.issubdtype(x_0.dtype, jnp.inexact):
         x_0 = x_0.astype(jnp.result_type(x_0, 1.0))  # normal() draws floats only

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from scorelab._keys import typed_key
 from scorelab.samplers._core import AbstractSampler, option
 
 NOISE_SAMPLERS = ("gaussian", "brownian")
@@ -60,10 +61,14 @@ def brownian_increment(key: Array, sigma_min, sigma_max, sigma, sigma_next, shap
     Returns:
         ``S`` array of ``dtype``.
 
+    Raises:
+        TypeError: for a ``key`` that is not one PRNG key (:func:`scorelab._keys.typed_key`).
+
     References:
         Jelinčič, A., Foster, J. & Kidger, P. (2024). Single-seed generation of Brownian paths
         and integrals for adaptive and high order SDE solvers. https://arxiv.org/abs/2405.06464
     """
+    key = typed_key(key)
     tree = diffrax.VirtualBrownianTree(
         sigma_min, sigma_max, TREE_TOLERANCE * sigma_min, jax.ShapeDtypeStruct(shape, dtype), key
     )

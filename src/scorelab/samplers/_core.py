@@ -19,7 +19,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_float32, check_int, check_sigma
+from scorelab._validate import all_finite, check_float32, check_int, check_memory, check_sigma
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import geometric_sigmas
 
@@ -309,15 +309,20 @@ class AbstractSampler(eqx.Module):
             :class:`SamplerOutput` for one chain.
 
         Raises:
-            ValueError: if ``noise`` is not of shape :meth:`noise_shape`, or ``score_fn``
-                returns another shape than ``S``.
-            TypeError: for a ``key`` that is not a PRNG key, or states that are not float32
-                or float64.
+            ValueError: if ``noise`` is not of shape :meth:`noise_shape`, ``score_fn``
+                returns another shape than ``S``, or a concrete ``x_init`` or ``noise`` holds
+                NaN or inf.
+            TypeError: for a ``key`` that is not a PRNG key, states that are not float32
+                or float64, ``noise`` that is not real, or a ``score_fn`` that is not
+                callable or returns something other than a real array.
         """
+        key = typed_key(key)
+        _check_score_fn(score_fn, self)
         x_init = _check_x_init(jnp.asarray(x_init)[None])[0]
+        noise = _check_noise_values(noise)
         check_noise(noise, self.noise_shape(jnp.shape(x_init)))
         score_fn = _shape_checked(score_fn)
-        return run_chain(self, typed_key(key), score_fn, x_init, noise, trajectory, None)
+        return run_chain(self, key, score_fn, x_init, noise, trajectory, None)
 
 
 # --- grids and priors --------------------------------------------------------------------------
@@ -398,30 +403,132 @@ def ve_prior(
 
     Raises:
         ValueError: unless ``n`` is an integer ``>= 0`` and ``shape`` positive integers (2.5
-            drew 3 rows, -1 none), or ``sigma`` a real scalar.
+            drew 3 rows, -1 none) whose draws fit in memory, ``sigma`` a scalar and (when
+            concrete) a finite level ``>= 0`` (NaN drew all-NaN states), ``mean`` of
+            ``shape`` (or its size) and finite, ``covariance`` a finite symmetric ``(D, D)``
+            matrix with ``C + sigma^2 I`` positive definite (else NaN states).
+        TypeError: for a ``key`` that is not a PRNG key (:func:`scorelab._keys.typed_key`),
+            or a ``sigma``, ``mean`` or ``covariance`` that is not real (a string, complex).
     """
+    key = typed_key(key)
     check_int("n", n, 0)
     dims = (shape,) if np.ndim(shape) == 0 else tuple(shape)
     if not all(
         isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in dims
     ):
         raise ValueError(f"shape: expected an integer d >= 1 or a tuple of them, got {shape!r}")
+    dims = tuple(int(d) for d in dims)
+    size = math.prod(dims)
+    check_level("sigma", sigma)
+    if mean is not None:
+        _check_mean(mean, dims, size)
+    if covariance is not None:
+        _check_covariance(covariance, dims, size)
+    itemsize = jnp.asarray(0.0).dtype.itemsize
+    copies = 1 + (mean is not None) + (covariance is not None)  # z, and x from it
+    check_memory(
+        "n, shape",
+        float(n) * size * itemsize * copies + 8.0 * n,
+        f"draw fewer than {n} states of shape {dims} at once (sample i is drawn from "
+        "fold_in(key, i): chunks of rows give the same states)",
+    )
+    x, factored = _ve_prior(key, n, dims, sigma, mean, covariance)
+    if covariance is not None and not isinstance(factored, jax.core.Tracer) and not factored:
+        raise ValueError(
+            f"covariance: C + sigma^2 I is not positive definite in {x.dtype}; give a "
+            "symmetric positive semi-definite covariance C (and sigma > 0 for a singular one)"
+        )
+    return x
+
+
+def check_level(field: str, sigma) -> None:
+    """Refuse a noise level that is not one real scalar (a string, a complex number) or, when
+    concrete, not a finite number ``>= 0`` whose square float32 holds: NaN drew all-NaN
+    states and a complex level complex ones."""
+    traced = isinstance(sigma, jax.core.Tracer)
+    if traced:
+        real = _is_real(sigma.dtype)
+    else:
+        real = not isinstance(sigma, str | bytes | bool | None)
+        real = real and np.asarray(sigma).dtype.kind in "fiu"
+    if not real:
+        raise TypeError(f"{field}: expected a real noise level, got {sigma!r}")
     if np.ndim(sigma):
-        raise ValueError(f"sigma: expected one noise level (a scalar), got shape {np.shape(sigma)}")
-    return _ve_prior(key, n, tuple(int(d) for d in dims), sigma, mean, covariance)
+        raise ValueError(
+            f"{field}: expected one noise level (a scalar), got shape {np.shape(sigma)}"
+        )
+    if traced:
+        return
+    value = float(np.asarray(sigma))
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{field}: expected a finite noise level >= 0, got {sigma!r}")
+    check_sigma(field, value)
+
+
+def _real_values(field: str, value, what: str) -> np.ndarray | None:
+    """``value``'s entries on the host when concrete (``None`` when traced), or a ``TypeError``
+    naming ``field`` unless they are real numbers (``what`` says what was expected)."""
+    if isinstance(value, jax.core.Tracer):
+        if not _is_real(value.dtype):
+            raise TypeError(f"{field}: expected {what}, got dtype {value.dtype}")
+        return None
+    array = None if isinstance(value, str | bytes | None) else np.asarray(value)
+    if array is None or array.dtype.kind not in "fiu":
+        dtype = "a string" if array is None else f"dtype {array.dtype}"
+        raise TypeError(f"{field}: expected {what}, got {dtype}")
+    return array
+
+
+def _check_mean(mean, dims: tuple[int, ...], size: int) -> None:
+    """Refuse a prior's ``mean`` that is not ``size`` finite real numbers (reshaped to
+    ``dims``): a mean of 3 entries for states of 2 was a reshape error."""
+    values = _real_values("mean", mean, f"real numbers of shape {dims}")
+    if math.prod(jnp.shape(mean)) != size:
+        raise ValueError(
+            f"mean: expected shape {dims} (or its {size} entries), got shape {jnp.shape(mean)}"
+        )
+    if values is not None and not np.all(np.isfinite(values)):
+        raise ValueError("mean: expected finite numbers, got NaN or inf entries")
+
+
+def _check_covariance(covariance, dims: tuple[int, ...], size: int) -> None:
+    """Refuse a prior's ``covariance`` that is not a finite symmetric ``(D, D)`` matrix of
+    reals: a scalar was broadcast to a full matrix, a ``(3, 3)`` one for states of 2 was a
+    broadcasting error, and an asymmetric one (a Cholesky factor) drew NaN."""
+    values = _real_values("covariance", covariance, f"a real ({size}, {size}) matrix")
+    if tuple(jnp.shape(covariance)) != (size, size):
+        raise ValueError(
+            f"covariance: expected ({size}, {size}), D = {size} the size of shape {dims} (a state "
+            f"flattened row-major), got shape {jnp.shape(covariance)}"
+        )
+    if values is None:
+        return
+    if not np.all(np.isfinite(values)):
+        raise ValueError("covariance: expected finite numbers, got NaN or inf entries")
+    values = values.astype(np.float64)
+    asymmetry, scale = np.max(np.abs(values - values.T)), np.max(np.abs(values))
+    if asymmetry > 1e-4 * scale:
+        raise ValueError(
+            f"covariance: not symmetric (|C - C^T| up to {asymmetry:.3g}, entries up to "
+            f"{scale:.3g}); give the covariance C itself, not a factor of it"
+        )
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _ve_prior(key, n, shape, sigma, mean, covariance):
+    """The draws, and whether the covariance's Cholesky factor is finite (a matrix that is not
+    positive definite factors to NaN)."""
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     z = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+    factored = jnp.asarray(True)
     if covariance is None:
         x = sigma * z
     else:
         size = int(np.prod(shape))
         factor = jnp.linalg.cholesky(covariance + sigma**2 * jnp.eye(size, dtype=z.dtype))
+        factored = jnp.all(jnp.isfinite(factor))
         x = (z.reshape(n, size) @ factor.T).reshape(n, *shape)
-    return x if mean is None else x + jnp.reshape(mean, shape)
+    return (x if mean is None else x + jnp.reshape(mean, shape)), factored
 
 
 def exact_prior(key: Array, target, n: int, sigma) -> Array:
@@ -437,7 +544,27 @@ def exact_prior(key: Array, target, n: int, sigma) -> Array:
 
     Returns:
         ``(n, d)`` array, ``d = target.dim``.
+
+    Raises:
+        TypeError: for a ``key`` that is not a PRNG key, a ``target`` that is not a
+            :class:`~scorelab.targets.GaussianMixture`, or a ``sigma`` that is not real.
+        ValueError: unless ``n`` is an integer ``>= 0`` whose draws fit in memory and
+            ``sigma`` (when concrete) a finite level ``>= 0`` (NaN drew all-NaN states).
     """
+    key = typed_key(key)
+    if not all(hasattr(target, a) for a in ("ve_marginal", "dim")):
+        raise TypeError(
+            "target: expected a scorelab.targets.GaussianMixture (e.g. seed_mixture()), got "
+            f"{type(target).__name__}"
+        )
+    check_int("n", n, 0)
+    check_level("sigma", sigma)
+    check_memory(
+        "n",
+        float(n) * target.dim * jnp.asarray(0.0).dtype.itemsize * 4 + 8.0 * n,
+        f"draw fewer than {n} states at once (sample i is drawn from fold_in(key, i): chunks "
+        "of rows give the same states)",
+    )
     return target.ve_marginal(sigma).sample(key, n)
 
 
@@ -495,6 +622,29 @@ def check_positive_int(name: str, value) -> int:
 
 
 # --- the driver --------------------------------------------------------------------------------
+
+
+def _check_noise_values(noise):
+    """``noise`` as an array (a list was mapped over as a pytree), or ``TypeError`` unless real
+    numbers (complex draws were cast to real with a warning) and, when concrete, ``ValueError``
+    unless finite (NaN draws gave NaN samples without a word)."""
+    if noise is None or isinstance(noise, jax.core.Tracer):
+        if noise is not None and not _is_real(noise.dtype):
+            raise TypeError(f"noise: expected real standard normal draws, got {noise.dtype}")
+        return noise
+    if isinstance(noise, str | bytes):
+        raise TypeError(f"noise: expected real standard normal draws, got {noise!r}")
+    noise = jnp.asarray(noise)
+    if not _is_real(noise.dtype):
+        raise TypeError(f"noise: expected real standard normal draws, got {noise.dtype}")
+    if all_finite(noise) is False:
+        raise ValueError("noise: expected finite standard normal draws, got NaN or inf entries")
+    return noise
+
+
+def _is_real(dtype) -> bool:
+    """Whether ``dtype`` holds real numbers: a float or an integer, not a boolean."""
+    return bool(jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
 
 
 def check_noise(noise, shape: tuple[int, ...]) -> None:
@@ -632,17 +782,30 @@ def sample(
     Raises:
         ValueError: if ``x_init`` is not ``(n, *S)``, ``noise`` not
             ``(n, *sampler.noise_shape(S))``, ``score_fn`` returns another shape than ``S``,
-            or ``first_chain`` is negative.
+            a concrete ``x_init`` or ``noise`` holds NaN or inf, or ``first_chain`` is
+            negative or ``first_chain + n`` beyond ``2**32``.
         TypeError: for a ``key`` that is not a PRNG key (a typed key or a legacy ``uint32``
-            one), states that are not float32 or float64, or a ``first_chain`` that is not an
+            one), a ``sampler`` that is not an :class:`AbstractSampler`, a ``score_fn`` or
+            ``callback`` that is not callable, a ``score_fn`` that returns something other
+            than a real array (a tuple, complex numbers), states that are not float32 or
+            float64, ``noise`` that is not real, or a ``first_chain`` that is not an
             integer.
         SolveError: a ``ValueError``, when a chain's solve stops on a check of the
             sampler's options (an adaptive solver's ``max_steps``), naming the remedy.
     """
     key = typed_key(key)
+    _check_score_fn(score_fn, sampler)
+    if callback is not None and not callable(callback):  # a TypeError inside the trace
+        raise TypeError(
+            "callback: expected a callable callback(step, x) or None, got "
+            f"{type(callback).__name__}"
+        )
     x_init = _check_x_init(x_init)
+    noise = _check_noise_values(noise)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
-    first = _check_first_chain(first_chain)  # traced: a new chunk does not recompile
+    _check_sample_memory(sampler, x_init, trajectory)
+    # traced: a new chunk does not recompile
+    first = _check_first_chain(first_chain, x_init.shape[0])
     # The schedule is computed here, op by op, and enters the compiled function as arrays: a
     # new grid or option value does not recompile, and its values are rounded as they always
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
@@ -655,10 +818,56 @@ def sample(
         raise SolveError(f"sampler {sampler.name}: {_runtime_message(error)}") from error
 
 
+def _check_sample_memory(sampler: AbstractSampler, x_init: Array, trajectory: bool) -> None:
+    """Refuse, before anything is traced, a run whose schedule, draws or records the memory
+    cannot hold: ``ula(n_steps=2**31 - 1)`` or a million chains of a long stochastic sampler
+    were an out-of-memory error from XLA (or the kernel's killer) after compiling."""
+    n, size = x_init.shape[0], math.prod(x_init.shape[1:])
+    n_steps, k = sampler.n_steps, sampler.draws_per_step
+    what = f"{n_steps} steps of {sampler.name}"
+    # The per-step schedule holds a few floats a step.
+    check_memory(f"sampler: {what}", 256.0 * n_steps, "take fewer steps (fewer levels, or "
+                 "smaller options that multiply them)")  # fmt: skip
+    # Every chain splits its key into one per draw before its scan (8 bytes each, and twice
+    # that with XLA's temporaries and the draws), all chains at once.
+    row = math.prod(sampler.row_shape(tuple(x_init.shape[1:])))
+    check_memory(
+        f"x_init: {n} chains of {what}",
+        2.0 * n * n_steps * k * (8 + 4 * row),
+        "run fewer chains at once (chunks with first_chain give the same chains) or take "
+        "fewer steps",
+    )
+    if trajectory:
+        check_memory(
+            f"trajectory: {n} chains of {what}",
+            float(n) * (n_steps + 1) * size * x_init.dtype.itemsize,
+            "run fewer chains at once (chunks with first_chain give the same chains), or no "
+            "trajectory",
+        )
+
+
+def _check_score_fn(score_fn, sampler) -> None:
+    """``TypeError`` unless ``sampler`` is an :class:`AbstractSampler` (a name was an
+    ``AttributeError``) and ``score_fn`` a callable, or ``None`` for a sampler that evaluates
+    no score (MALA with ``returns_score``; :func:`_shape_checked` names it when one does)."""
+    if not isinstance(sampler, AbstractSampler):
+        raise TypeError(
+            "sampler: expected an AbstractSampler (e.g. build_sampler('ddim', sigmas)), got "
+            f"{type(sampler).__name__}"
+        )
+    if score_fn is not None and not callable(score_fn):  # None: a sampler that needs none
+        raise TypeError(
+            f"score_fn: expected a callable score_fn(x, sigma), got {type(score_fn).__name__}"
+        )
+
+
 def _check_x_init(x_init) -> Array:
     """``x_init`` as an array of chains ``(n, *S)`` of float32 or float64, or a one-line error:
     one chain ``(d,)`` was an ``IndexError`` deep in the driver, float16 or integer states a
-    scan's "carry types differ", complex states ran and returned complex samples."""
+    scan's "carry types differ", complex states ran and returned complex samples, and a NaN
+    start a NaN chain returned without a word (checked when concrete)."""
+    if isinstance(x_init, str | bytes):
+        raise TypeError(f"x_init: expected float32 or float64 states, got {x_init!r}")
     x_init = jnp.asarray(x_init)
     if x_init.ndim < 2:
         raise ValueError(
@@ -667,18 +876,38 @@ def _check_x_init(x_init) -> Array:
         )
     if x_init.dtype not in (jnp.float32, jnp.float64):
         raise TypeError(f"x_init: expected float32 or float64 states, got {x_init.dtype}")
+    if all_finite(x_init) is False:
+        finite = np.isfinite(np.asarray(x_init).reshape(len(x_init), -1)).all(1)
+        raise ValueError(
+            "x_init: expected finite starting states, got NaN or inf entries (chain "
+            f"{int(np.flatnonzero(~finite)[0])})"
+        )
     return x_init
 
 
-def _check_first_chain(first_chain) -> Array:
-    """``first_chain`` as an integer array (traced under ``jit``), or a one-line error: 1.5
-    ran as chain 1, and -1 wrapped to chain 2**32 - 1."""
-    first = jnp.asarray(first_chain)
-    if first.ndim or not jnp.issubdtype(first.dtype, jnp.integer) or first.dtype == bool:
+def _check_first_chain(first_chain, n: int) -> Array:
+    """``first_chain`` as a ``uint32`` array (traced under ``jit``), or a one-line error: 1.5
+    ran as chain 1, -1 wrapped to chain 2**32 - 1, and 2**32 - 2 was an ``OverflowError``
+    converting to int32 (chain indices are the ``uint32`` data of ``fold_in``)."""
+    if isinstance(first_chain, jax.core.Tracer):
+        first = first_chain
+    elif isinstance(first_chain, bool | str | bytes | None):
+        first = None
+    elif isinstance(first_chain, numbers.Integral):  # 2**70 is no NumPy integer
+        first = np.asarray(0)
+    else:
+        first = np.asarray(first_chain)
+    if first is None or first.ndim or first.dtype == bool or first.dtype.kind not in "iu":
         raise TypeError(f"first_chain: expected an integer, got {first_chain!r}")
-    if not isinstance(first, jax.core.Tracer) and not 0 <= int(first) < 2**32:
-        raise ValueError(f"first_chain: expected an integer in [0, 2**32), got {first_chain!r}")
-    return first
+    if isinstance(first, jax.core.Tracer):
+        return first.astype(jnp.uint32)
+    first = int(first_chain)
+    if not 0 <= first <= 2**32 - max(n, 1):
+        raise ValueError(
+            f"first_chain: expected an integer in [0, 2**32) with first_chain + n <= 2**32 "
+            f"(n = {n} chains), got {first_chain!r}"
+        )
+    return jnp.asarray(first, jnp.uint32)
 
 
 def _shape_checked(score_fn):
@@ -686,7 +915,19 @@ def _shape_checked(score_fn):
     scalar or ``(1,)`` score broadcast over the state and ran to meaningless samples."""
 
     def checked(x, sigma):
+        if score_fn is None:
+            raise TypeError(
+                "score_fn: None, but this sampler evaluates the score; pass a callable "
+                "score_fn(x, sigma)"
+            )
         score = score_fn(x, sigma)
+        if not isinstance(score, jax.Array | np.ndarray | np.generic | float | int) or (
+            not _is_real(jnp.result_type(score))
+        ):  # a tuple was a TracerArrayConversionError, complex a scan's "carry types differ"
+            what = getattr(score, "dtype", type(score).__name__)
+            raise TypeError(
+                f"score_fn: returned {what}; it must return a real array of the state's shape"
+            )
         if jnp.shape(score) != jnp.shape(x):
             raise ValueError(
                 f"score_fn: returned shape {jnp.shape(score)} for a state of shape "
@@ -713,7 +954,7 @@ def _runtime_message(error: Exception) -> str:
 def _sample_chains(
     key, sampler, score_fn, x_init, noise, trajectory, callback, first_chain, schedule
 ) -> SamplerOutput:
-    indices = first_chain + jnp.arange(x_init.shape[0])
+    indices = first_chain + jnp.arange(x_init.shape[0], dtype=first_chain.dtype)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
     checked = _shape_checked(score_fn)

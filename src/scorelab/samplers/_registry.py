@@ -10,13 +10,23 @@ the sweep labels and the docs table. Registry names are the constructors' names.
 
 from __future__ import annotations
 
+import functools
 import typing
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from scorelab._validate import check_int
 from scorelab.samplers._adaptive import dopri5, tsit5
-from scorelab.samplers._core import AbstractSampler, Option, declared_options, format_label
+from scorelab.samplers._core import (
+    AbstractSampler,
+    Option,
+    check_option,
+    declared_options,
+    format_label,
+)
 from scorelab.samplers._ddim import check_renamed, ddim
 from scorelab.samplers._deis import deis, ipndm
 from scorelab.samplers._dpm_adaptive import dpm_adaptive
@@ -118,6 +128,11 @@ RENAMED_SAMPLERS = {"annealed": "annealed_langevin", "pc": "predictor_corrector"
 
 
 def _kind_of(name: str) -> SamplerKind:
+    if not isinstance(name, str):  # a list was "unhashable type: 'list'"
+        raise ValueError(
+            f"unknown sampler {name!r}: expected a sampler's name (a string); accepted: "
+            f"{', '.join(SAMPLERS)}"
+        )
     if name in RENAMED_SAMPLERS:
         raise ValueError(f"sampler {name!r} is now called {RENAMED_SAMPLERS[name]!r}")
     if name not in SAMPLERS:
@@ -157,19 +172,68 @@ def sampler_options(name: str, options: dict[str, Any] | None = None) -> dict[st
         A new dict with every option the sampler takes, e.g. ``sampler_options("ddim")`` is
         ``{"eta": 1.0, "final_noise": 0.0}``.
 
+    The values are taken as they are (the configuration checks them against their declared
+    types, naming its own fields); :func:`build_sampler`, :func:`budget_levels` and
+    :func:`label` check them.
+
     Raises:
-        ValueError: for an unknown sampler or an option it does not take, naming the accepted
-            ones, or the new spelling of a former name (``e``, ``eta_0``, ``annealed``, ``pc``).
+        ValueError: for an unknown sampler (or a name that is not a string) or an option it
+            does not take, naming the accepted ones, or the new spelling of a former name
+            (``e``, ``eta_0``, ``annealed``, ``pc``).
+        TypeError: for ``options`` that is not a mapping (``None`` is the defaults).
     """
     declared = _kind_of(name).options
+    if options is not None and not isinstance(options, Mapping):  # ["eta"]: dict()'s error
+        raise TypeError(
+            f"options: expected a dict of option name -> value, got {type(options).__name__}"
+        )
     given = dict(options or {})
     check_renamed(given)
     accepted = [o.name for o in declared]
-    unknown = sorted(set(given) - set(accepted))
+    unknown = sorted((o for o in given if o not in accepted), key=str)
     if unknown:
         names = ", ".join(accepted) or "none"
         raise ValueError(f"sampler {name!r}: unknown option {unknown[0]!r}; accepted: {names}")
     return {**{o.name: o.default for o in declared}, **given}
+
+
+_PROBE_GRID = np.array([0.02, 80.0], np.float32)
+"""The grid the integer options are checked on without one (:func:`_checked_options`): a
+constructor's range checks do not depend on its grid."""
+
+
+def _checked_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`sampler_options`, every value checked against its declared type
+    (:func:`check_option`: ``eta = "x"`` and ``eta = nan`` were labelled) and the integer
+    options, which size the grid and the steps, against the constructor's own range checks
+    (``n_steps_per_level = 0`` and ``order = 0`` were a ``ZeroDivisionError``, ``n_restarts =
+    -5`` bought 20 levels). The ranges of the numbers (a negative ``eta``) are left to
+    :func:`build_sampler`, which names the sampler in a sweep."""
+    chosen = sampler_options(name, options)
+    declared = {o.name: o for o in _kind_of(name).options}
+    for option, value in chosen.items():
+        check_option(declared[option], value)
+    counts = {k: v for k, v in chosen.items() if declared[k].type is int}
+    if counts:
+        _probe(name, tuple(sorted(counts.items())))
+    return chosen
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(name: str, counts: tuple[tuple[str, int], ...]) -> None:
+    """Build sampler ``name`` with the integer options ``counts`` (the rest their defaults) on
+    :data:`_PROBE_GRID`, which runs the constructor's checks of them; once per sampler and
+    values (a caller that looks for the smallest budget asks :func:`budget_levels` hundreds of
+    times). The grid's own warnings are not the caller's."""
+    kind, chosen = SAMPLERS[name], dict(counts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind.needs_log_density:
+            kind.build(lambda x: 0.0, **chosen)
+        elif kind.uses_grid:
+            kind.build(_PROBE_GRID, **chosen)
+        else:
+            kind.build(**chosen)
 
 
 def build_sampler(
@@ -200,7 +264,10 @@ def build_sampler(
 
     Raises:
         ValueError: for an unknown name or option (one line naming the new spelling of a
-            former one), a missing grid, or MALA without ``log_density_fn``.
+            former one), a missing grid, MALA without ``log_density_fn``, a ``log_density_fn``
+            for a sampler that takes none (it was silently dropped), or an option's value out
+            of its range (the constructor's message).
+        TypeError: for an option's value of another type than declared (:func:`check_option`).
     """
     kind = _kind_of(name)
     chosen = sampler_options(name, options)
@@ -215,6 +282,11 @@ def build_sampler(
         return kind.build(log_density_fn, **chosen, returns_score=returns_score)
     if returns_score:
         raise ValueError(f"sampler {name!r} takes no log-density (returns_score)")
+    if log_density_fn is not None:
+        raise ValueError(
+            f"sampler {name!r} takes no log-density (log_density_fn); only "
+            f"{', '.join(n for n, k in SAMPLERS.items() if k.needs_log_density)} does, leave it out"
+        )
     return kind.build(**chosen) if not kind.uses_grid else kind.build(sigmas, **chosen)
 
 
@@ -224,8 +296,8 @@ def budget_levels(name: str, nfe: int, options: dict[str, Any] | None = None) ->
     Each sampler declares its own cost (its class's ``levels``): ``N = nfe`` for one
     evaluation per level, ``(nfe + 1) // 2`` for ``heun`` and ``edm`` (``2N - 1``),
     ``nfe // (M + 1)`` for ``predictor_corrector`` and ``nfe // k`` for ``annealed_langevin``
-    with ``k`` steps per level. The result may be below 2 (too small a budget for any grid);
-    callers skip it.
+    with ``k`` steps per level. The result may be below 2, down to 0 (too small a budget for
+    any grid); callers skip it.
 
     Args:
         name: a key of :data:`SAMPLERS`.
@@ -237,11 +309,17 @@ def budget_levels(name: str, nfe: int, options: dict[str, Any] | None = None) ->
         an adaptive one (``tsit5``, ``dopri5``).
 
     Raises:
-        ValueError: for an unknown ``name``, an option the sampler does not take, or an
-            ``nfe`` that is not a positive integer (-5 returned -5 levels).
+        ValueError: for an unknown ``name``, an option the sampler does not take, a value
+            not finite in float32, an integer option out of the constructor's range
+            (``n_steps_per_level = 0`` was a ``ZeroDivisionError``), or an ``nfe`` that is
+            not a positive integer (-5 returned -5 levels).
+        TypeError: as :func:`build_sampler`, for an option's value of another type, or
+            ``options`` that is not a mapping.
     """
     check_int("nfe", nfe, 1)
-    return _kind_of(name).levels(nfe, sampler_options(name, options))
+    levels = _kind_of(name).levels(nfe, _checked_options(name, options))
+    # Restart's restarts cost more than a small budget holds: no grid, not a negative count.
+    return levels if levels is None else max(levels, 0)
 
 
 def label(name: str, options: dict[str, Any] | None = None) -> str:
@@ -261,8 +339,11 @@ def label(name: str, options: dict[str, Any] | None = None) -> str:
         The label, a string.
 
     Raises:
-        ValueError: as :func:`sampler_options`.
+        ValueError: as :func:`budget_levels`, for an unknown sampler or option, a value not
+            finite in float32 (``eta = nan`` was labelled ``ddim(eta=nan)``) or an integer
+            option out of range.
+        TypeError: as :func:`budget_levels`.
     """
     kind = _kind_of(name)
     cls = typing.get_type_hints(kind.build)["return"]
-    return format_label(name, cls, sampler_options(name, options))
+    return format_label(name, cls, _checked_options(name, options))

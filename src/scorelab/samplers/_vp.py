@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.tree_util import Partial
 
-from scorelab.samplers._core import ve_prior
+from scorelab.samplers._core import check_level, ve_prior
 
 
 def vp_alpha_sigma_from_ve(sigma) -> tuple[Array, Array]:
@@ -122,10 +122,15 @@ def vp_prior(key: Array, n: int, shape: int | tuple[int, ...], sigma) -> Array:
     Returns:
         ``(n, *shape)`` float32 array of starting states :math:`y_T`.
 
+    Raises:
+        TypeError, ValueError: as :func:`ve_prior`; ``sigma`` is checked before it is
+            converted (a complex level was cast to real with a warning).
+
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
     """
+    check_level("sigma", sigma)
     return ve_prior(key, n, shape, jnp.sqrt(1.0 + jnp.square(jnp.float32(sigma))))
 
 
