@@ -753,7 +753,7 @@ _HOSTILE = {
     "dsm-sigma-beyond-ceiling": (
         lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1e20),
         ValueError,
-        "sigma: 1e+20 is beyond 1.8e19",
+        "sigma: 1e+20 is beyond 9.2e18",
     ),
     "dsm-complex-sigma": (
         lambda: dsm_loss(_KEY, _linear_score, _X2, sigma=1.0 + 1j),

@@ -1898,7 +1898,7 @@ def test_a_noise_level_whose_variance_overflows_float32_is_refused(argv, field, 
         "sweep": ["--n", "20", "--seeds", "0", "--out", tmp_path / "sweep", "--quiet"],
         "evaluate": [],
     }[argv[0]]
-    _fails([*argv, *extra], capsys, field, "its square (a variance) overflows float32")
+    _fails([*argv, *extra], capsys, field, "1 / sigma**2 (a precision) underflows float32")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "run").exists()
 
 

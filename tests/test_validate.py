@@ -137,15 +137,16 @@ def test_any_mapping_is_a_configuration_or_one_config_error(values):
 
 def test_the_float32_limits_are_numpys():
     """FLOAT32_MAX is float32's largest finite number, SIGMA_LIMIT the largest noise level whose
-    square is finite in float32 and SIGMA_FLOOR the smallest whose square is a normal float32
-    (all written as literals: _validate imports no numpy)."""
+    square and reciprocal square are normal float32 numbers and SIGMA_FLOOR the smallest whose
+    square is (all written as literals: _validate imports no numpy)."""
     import numpy as np
 
     from scorelab._validate import FLOAT32_MAX, SIGMA_FLOOR, SIGMA_LIMIT
 
     assert FLOAT32_MAX == float(np.finfo(np.float32).max)
     assert np.isfinite(np.float32(SIGMA_LIMIT) ** 2)
-    assert SIGMA_LIMIT <= np.sqrt(FLOAT32_MAX) < 1.03 * SIGMA_LIMIT  # 1.8e19 of 1.84e19
     tiny = float(np.finfo(np.float32).tiny)  # the smallest normal float32
+    assert 1 / np.float32(SIGMA_LIMIT) ** 2 >= tiny  # a precision that is a normal float32
+    assert SIGMA_LIMIT <= 2.0**63 < 1.03 * SIGMA_LIMIT  # 9.2e18 of 9.22e18
     assert np.float32(SIGMA_FLOOR) ** 2 >= tiny
     assert SIGMA_FLOOR >= np.sqrt(tiny) > SIGMA_FLOOR / 1.03  # 1.1e-19 of 1.08e-19

@@ -106,10 +106,12 @@ FLOAT32_MAX = 3.4028234663852886e38
 magnitude is infinite (``1e300`` became ``inf`` with only a cast warning, then NaN)."""
 
 
-SIGMA_LIMIT = 1.8e19
-"""The largest noise level whose square, a variance, is finite in float32 (``sqrt`` of
-:data:`FLOAT32_MAX` is 1.84e19): ``sigma_max = 1e30`` made an infinite prior and 'diverged'
-chains blamed on the step size."""
+SIGMA_LIMIT = 9.2e18
+"""The largest noise level whose square, a variance, and its reciprocal, a precision, are
+normal float32 numbers (``sigma <= 2**63``, 9.22e18): ``sigma_max = 1e30`` made an infinite
+prior and 'diverged' chains blamed on the step size, and above 2**63 a Gaussian score's
+Jacobian (about ``1 / sigma**2``) is subnormal, which XLA:CPU flushes to zero: the likelihood's
+divergence term vanished there, and ``sigma_max = 1.8e19`` was 0.2 nats off."""
 
 
 SIGMA_FLOOR = 1.1e-19
@@ -124,7 +126,7 @@ def check_sigma(field: str, value, error: type[ValueError] = ValueError) -> None
     :data:`SIGMA_LIMIT`, or positive and below :data:`SIGMA_FLOOR`."""
     if value > SIGMA_LIMIT:
         raise error(
-            f"{field}: {value!r} is beyond 1.8e19, where its square (a variance) overflows "
+            f"{field}: {value!r} is beyond 9.2e18, where 1 / sigma**2 (a precision) underflows "
             "float32; give a smaller noise level"
         )
     if 0 < value < SIGMA_FLOOR:

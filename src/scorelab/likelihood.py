@@ -275,7 +275,7 @@ def ode_log_likelihood(
     )
     y_T, integral = solution.ys[0][-1], solution.ys[1][-1]
     # In the prior's own scale, and its log-normaliser in Python floats: at the largest
-    # accepted sigma_max (1.8e19), y_T**2 and 2 pi sigma_max**2 overflowed float32 to -inf.
+    # accepted sigma_max (9.2e18), y_T**2 and 2 pi sigma_max**2 overflowed float32 to -inf.
     prior_log_prob = -0.5 * (
         jnp.sum(jnp.square(y_T / math.sqrt(prior_variance)))
         + dim * math.log(2 * math.pi * prior_variance)

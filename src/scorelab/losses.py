@@ -577,7 +577,7 @@ def dsm_loss(
     Raises:
         ValueError: ``sigma`` is not a scalar (a vector was applied per dimension), or is a
             concrete value not finite and ``> 0`` (``sigma = 0`` gave an infinite loss) or
-            outside ``[1.1e-19, 1.8e19]``, where its square is no normal float32; a traced
+            outside ``[1.1e-19, 9.2e18]``, where its square is no normal float32; a traced
             ``sigma`` under ``jit`` or ``vmap`` is checked for its shape and dtype only.
             ``weighting_fn`` returned other than one real number.
         TypeError, ValueError: for a bad ``key``, ``score_fn``, example or score (see the

@@ -804,7 +804,7 @@ def kernel_stein_discrepancy(
 
     Raises:
         ValueError: for samples not ``(n, d)`` finite real numbers with ``n >= 3``, scores
-            of another shape or not finite, ``c`` not a finite number in ``[1.1e-19, 1.8e19]``
+            of another shape or not finite, ``c`` not a finite number in ``[1.1e-19, 9.2e18]``
             (its square is a float32 number) or ``beta`` outside ``(-1, 0)``, naming the
             argument; samples, scores or ``c`` whose kernel terms overflow float32, in which
             they are computed (they gave NaN), naming ``samples``, ``score`` or ``c``.
@@ -822,7 +822,7 @@ def kernel_stein_discrepancy(
     if n < 3:
         raise ValueError(f"kernel_stein_discrepancy needs n >= 3 samples, got {n}")
     c, beta = _real_scalar(c), _real_scalar(beta)
-    check_real("c", c, "a number in [1.1e-19, 1.8e19]", lambda v: SIGMA_FLOOR <= v <= SIGMA_LIMIT)
+    check_real("c", c, "a number in [1.1e-19, 9.2e18]", lambda v: SIGMA_FLOOR <= v <= SIGMA_LIMIT)
     check_real("beta", beta, "a number in (-1, 0)", lambda v: -1 < v < 0)
     if callable(score):
         score = jax.vmap(score)(jnp.asarray(samples, jnp.float32))
