@@ -279,10 +279,16 @@ def test_sample_help_lists_the_generated_sampler_flags():
 
 
 @pytest.mark.parametrize("text", ["10,,20", "10,", ",", " "])
-def test_comma_lists_refuse_empty_items(text, capsys):
-    """An empty item is a typo, not "no item": ``--nfe 10,,20`` is refused, not read as 10,20."""
-    assert main(["sweep", "--nfe", text]) == 2
-    assert "an empty item" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("flag", "example"),
+    [("--nfe", "e.g. 3 or 3,7"), ("--samplers", "e.g. euler or euler,heun")],
+)
+def test_comma_lists_refuse_empty_items(text, flag, example, capsys):
+    """An empty item is a typo, not "no item": ``--nfe 10,,20`` is refused, not read as 10,20;
+    the example is of the flag's own kind (sampler names were told 'write e.g. 3 or 3,7')."""
+    assert main(["sweep", flag, text]) == 2
+    err = capsys.readouterr().err
+    assert "an empty item" in err and example in err
 
 
 _TINY_DEMO = """

@@ -10,7 +10,7 @@ import pytest
 from scorelab import samplers
 from scorelab.builders import draw_prior
 from scorelab.cli import main
-from scorelab.config import PRIORS
+from scorelab.config import PRIORS, ConfigError
 from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas, read_saved_grid, sigma_grid
 from scorelab.report import measure
@@ -101,6 +101,19 @@ def test_sweep_settings_name_the_field_at_fault(values, words):
     sampler were read, then ignored; an unknown option named no table."""
     with pytest.raises(ValueError, match=re.escape(words)):
         SweepSettings.from_dict({"nfe": [10], **values}).specs()
+
+
+def test_tolerances_without_an_adaptive_row_are_refused_unless_a_file_is_narrowed(tmp_path):
+    """``--tolerances`` beside ``--samplers euler`` was ignored without a word."""
+    words = "sweep.tolerances: only tsit5 and dopri5 rows run at tolerances"
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        sweep_settings(None, {"samplers": ("euler",), "tolerances": (1e-2,)})
+    config = tmp_path / "map.toml"
+    config.write_text('[sweep]\nsamplers = ["euler"]\ntolerances = [1e-2]\n')
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        sweep_settings(config)
+    config.write_text('[sweep]\nsamplers = ["euler", "tsit5"]\ntolerances = [1e-2]\n')
+    assert sweep_settings(config, {"samplers": ("euler",)}).samplers == ("euler",)
 
 
 def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):

@@ -651,11 +651,11 @@ def _cmd_score_error(args) -> int:
     return 0
 
 
-def _comma_list(kind):
+def _comma_list(kind, example: str = "3 or 3,7"):
     def parse(text: str) -> tuple:
         items = [item.strip() for item in text.split(",")]
         if not all(items):
-            raise argparse.ArgumentTypeError(f"{text!r}: an empty item; write e.g. 3 or 3,7")
+            raise argparse.ArgumentTypeError(f"{text!r}: an empty item; write e.g. {example}")
         try:
             return tuple(kind(item) for item in items)
         except ValueError as error:
@@ -667,9 +667,17 @@ def _comma_list(kind):
 # Sweep flags: flag -> (SweepSettings field, type, help); type bool is a switch.
 _SWEEP_FLAGS = {
     "--target": ("target", str, "built-in target with an exact score"),
-    "--samplers": ("samplers", _comma_list(str), "comma list, e.g. euler,heun,dpmpp_2m,edm"),
+    "--samplers": (
+        "samplers",
+        _comma_list(str, "euler or euler,heun"),
+        "comma list, e.g. euler,heun,dpmpp_2m,edm",
+    ),
     "--nfe": ("nfe", _comma_list(int), "comma list of NFE budgets"),
-    "--tolerances": ("tolerances", _comma_list(float), "rtol = atol of tsit5/dopri5 rows"),
+    "--tolerances": (
+        "tolerances",
+        _comma_list(float, "1e-3 or 1e-2,1e-3"),
+        "rtol = atol of tsit5/dopri5 rows",
+    ),
     "--n": ("n_samples", int, "samples per run"),
     "--seeds": ("seeds", _comma_list(int), "comma list of seeds"),
     "--grid": ("grid", str, "karras, geometric, vp or polyexponential"),

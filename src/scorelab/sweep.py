@@ -858,7 +858,9 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
 
     Raises:
         ConfigError: another table in the file, a ``[sweep]`` that is not a table, an unknown
-            field or value, or a target without an exact score.
+            field or value, a target without an exact score, or ``rho`` or ``tolerances``
+            given where nothing reads them (a grid ``rho`` does not shape; no ``tsit5`` or
+            ``dopri5`` row, unless ``overrides`` narrowed a file's samplers).
     """
     loaded = load_config(config_path) if config_path is not None else {}
     for section, value in loaded.items():
@@ -879,6 +881,16 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
     settings = SweepSettings.from_dict(values)
     if "rho" in values:  # read, then ignored on a grid it does not shape
         check_rho_shapes("sweep.rho", settings.grid, ConfigError)
+    given = overrides or {}
+    if (
+        "tolerances" in values
+        and not any(name in samplers.ADAPTIVE_SOLVERS for name in settings.samplers)
+        and ("tolerances" in given or "samplers" not in given)  # a file's, narrowed: quiet
+    ):  # read, then ignored without a word
+        raise ConfigError(
+            f"sweep.tolerances: only tsit5 and dopri5 rows run at tolerances, and "
+            f"sweep.samplers ({', '.join(settings.samplers)}) has neither; leave it out"
+        )
     if settings.target not in TARGETS:
         accepted = ", ".join(TARGETS)
         raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")
