@@ -16,7 +16,10 @@ from scorelab.noise import (
     sample_ve_noise,
     sigma_grid,
     ve_perturb,
+    vp_betas,
     vp_perturb,
+    vp_sde_sigma,
+    vp_sde_time,
     vp_sigmas,
 )
 from scorelab.samplers import default_sigmas
@@ -75,8 +78,12 @@ def test_grid_validation(kwargs, message):
         (lambda: karras_sigmas(10, 0.02, 10.0, rho=float("nan")), "rho must be a finite"),
         (lambda: karras_sigmas(10, 0.02, 10.0, rho=float("inf")), "rho must be a finite"),
         (lambda: karras_sigmas(10, 0.02, 10.0, rho=1e-5), "rho 1e-05: sigma_max"),
-        (lambda: vp_sigmas(10, 0.02, 80.0, 0.1, float("inf")), "beta_max, finite"),
-        (lambda: log_snr_sigmas(10, -2000.0, 0.0), "need log_snr_min, log_snr_max in"),
+        (lambda: vp_sigmas(10, 0.02, 80.0, 0.1, float("inf")), "beta_max: expected"),
+        (lambda: vp_sigmas(5, beta_max=1e39), r"beta_max: 1e\+39 is beyond"),  # a NaN internal t
+        (lambda: vp_sigmas(5, beta_max="20"), "beta_max: expected"),  # a comparison's error
+        (lambda: log_snr_sigmas(10, -2000.0, 0.0), r"log_snr_min: expected a number in \["),
+        (lambda: log_snr_sigmas(5, "-3", 3), "log_snr_min: expected"),
+        (lambda: log_snr_sigmas(5, np.array([-3.0]), 3), "log_snr_min: expected"),
         (lambda: karras_sigmas(2.0), "an integer n >= 2"),
         (lambda: karras_sigmas(5, "0.1"), "sigma_min: expected a real number"),
         (lambda: sigma_grid(None, 10), "unknown grid None"),
@@ -87,6 +94,26 @@ def test_a_grid_builder_refuses_what_would_not_be_a_float32_grid(build, message)
     that break the promise are refused, naming them, instead of returned as a broken grid."""
     with pytest.raises((ValueError, TypeError), match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # beta_min > beta_max gave a level without a word, negative betas NaN, equal ones NaN
+        (lambda: vp_sde_sigma(0.5, 20.0, 0.1), "beta_max: expected a number > beta_min"),
+        (lambda: vp_sde_sigma(0.5, -30.0, -20.0), "beta_min: expected a number > 0"),
+        (lambda: vp_sde_time(1.0, 1.0, 1.0), "beta_max: expected a number > beta_min"),
+        # int()'s errors, or True taken as T = 1
+        (lambda: vp_betas("linear", float("nan")), "num_train_timesteps: expected an integer"),
+        (lambda: vp_betas("linear", float("inf")), "num_train_timesteps: expected an integer"),
+        (lambda: vp_betas("linear", None), "num_train_timesteps: expected an integer"),
+        (lambda: vp_betas("linear", True), "num_train_timesteps: expected an integer"),
+        (lambda: vp_betas("linear", 10**13), "num_train_timesteps: needs"),
+    ],
+)
+def test_vp_parameters_are_checked_naming_them(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
 
 
 def test_perturbations():

@@ -34,6 +34,7 @@ from scorelab._validate import (
     FLOAT32_MAX,
     SIGMA_FLOOR,
     SIGMA_LIMIT,
+    check_int,
     check_memory,
     check_real,
     check_sigma,
@@ -624,9 +625,10 @@ def vp_betas(
         Nichol, A. & Dhariwal, P. (2021). Improved Denoising Diffusion Probabilistic Models.
         https://arxiv.org/abs/2102.09672
     """
-    if int(num_train_timesteps) != num_train_timesteps or num_train_timesteps < 1:
-        raise ValueError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps}")
+    # NaN, inf, None and True were int()'s errors, or T = 1.
+    check_int("num_train_timesteps", num_train_timesteps, 1)
     num_train_timesteps = int(num_train_timesteps)
+    check_memory("num_train_timesteps", 16.0 * num_train_timesteps, "use fewer timesteps")
     if schedule in ("linear", "scaled_linear"):
         for name, beta in (("beta_start", beta_start), ("beta_end", beta_end)):
             check_real(name, beta, "a number in (0, 1)", lambda v: 0 < v < 1)
@@ -718,6 +720,16 @@ def _check_nonnegative(field: str, value) -> None:
         raise ValueError(f"{field}: expected numbers >= 0, got {value!r}")
 
 
+def _check_betas(beta_min, beta_max) -> None:
+    """Raise unless ``0 < beta_min < beta_max``, both finite in float32 (concrete ones; traced
+    ones are not checked): ``beta_min > beta_max`` gave a level without a word, negative ones
+    NaN, equal ones NaN times, and ``beta_max = 1e39`` an internal 't' of NaN."""
+    if isinstance(beta_min, jax.core.Tracer) or isinstance(beta_max, jax.core.Tracer):
+        return
+    check_real("beta_min", beta_min, "a number > 0", lambda v: v > 0)
+    check_real("beta_max", beta_max, f"a number > beta_min ({beta_min})", lambda v: v > beta_min)
+
+
 def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX) -> Array:
     r"""The VE level :math:`\sigma(t) = \sigma_t / \alpha_t` of the VP SDE at time ``t``.
 
@@ -742,13 +754,15 @@ def vp_sde_sigma(t, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_MAX
 
     Raises:
         ValueError: for a concrete ``t`` with an entry NaN or ``< 0`` (a traced ``t`` under
-            ``jit`` is not checked): ``t = -1`` gave a level, as ``sigma = 1`` gives a time.
+            ``jit`` is not checked): ``t = -1`` gave a level, as ``sigma = 1`` gives a time;
+            unless ``0 < beta_min < beta_max``.
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations, eq. 11 and App. B. https://arxiv.org/abs/2011.13456
     """
     _check_nonnegative("t", t)
+    _check_betas(beta_min, beta_max)
     t = jnp.asarray(t)
     return jnp.sqrt(jnp.expm1(0.5 * t**2 * (beta_max - beta_min) + t * beta_min))
 
@@ -765,21 +779,23 @@ def vp_sde_time(sigma, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_
 
     Args:
         sigma: VE level(s) :math:`\sigma \ge 0`, scalar or array of any shape.
-        beta_min, beta_max: the linear :math:`\beta(t)` of the VP SDE, ``beta_min < beta_max``
-            (not validated here; :func:`vp_sigmas` checks them).
+        beta_min, beta_max: the linear :math:`\beta(t)` of the VP SDE,
+            ``0 < beta_min < beta_max``.
 
     Returns:
         :math:`t(\sigma)`, an array shaped like ``sigma``.
 
     Raises:
         ValueError: for a concrete ``sigma`` with an entry NaN or ``< 0`` (a traced one under
-            ``jit`` is not checked): ``sigma = -1`` gave the time of ``sigma = 1``.
+            ``jit`` is not checked): ``sigma = -1`` gave the time of ``sigma = 1``; unless
+            ``0 < beta_min < beta_max``.
 
     References:
         Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic
         Differential Equations. https://arxiv.org/abs/2011.13456
     """
     _check_nonnegative("sigma", sigma)
+    _check_betas(beta_min, beta_max)
     delta = beta_max - beta_min
     log_one_plus = jnp.log1p(jnp.square(jnp.asarray(sigma)))
     return (jnp.sqrt(beta_min**2 + 2.0 * delta * log_one_plus) - beta_min) / delta
@@ -820,8 +836,7 @@ def vp_sigmas(
     """
     _check_n(n)
     check_sigma_range(sigma_min, sigma_max)
-    if not (0 < beta_min < beta_max and math.isfinite(beta_max)):
-        raise ValueError(f"need 0 < beta_min < beta_max, finite, got {beta_min}, {beta_max}")
+    _check_betas(beta_min, beta_max)
     t_min, t_max = (float(vp_sde_time(s, beta_min, beta_max)) for s in (sigma_min, sigma_max))
     sigmas = vp_sde_sigma(jnp.linspace(t_min, t_max, n), beta_min, beta_max)
     return _pinned(sigmas, sigma_min, sigma_max)
@@ -851,11 +866,13 @@ def log_snr_sigmas(n: int, log_snr_min: float, log_snr_max: float) -> Array:
         Sampling in Around 10 Steps. https://arxiv.org/abs/2206.00927
     """
     lowest, highest = -2 * math.log(SIGMA_LIMIT), -2 * math.log(SIGMA_FLOOR)
-    if not lowest <= log_snr_min <= highest or not lowest <= log_snr_max <= highest:  # NaN too
-        raise ValueError(
-            f"need log_snr_min, log_snr_max in [-88, 87] (sigma = exp(-log_snr / 2) within "
-            f"float32's variances), got {log_snr_min}, {log_snr_max}"
-        )
+    for name, value in (("log_snr_min", log_snr_min), ("log_snr_max", log_snr_max)):
+        check_real(name, value, "a number", lambda v: True)  # a string failed a comparison
+        if not lowest <= value <= highest:
+            raise ValueError(
+                f"{name}: expected a number in [{lowest:.4g}, {highest:.4g}] (sigma = "
+                f"exp(-log_snr / 2) within the noise levels float32 holds), got {value!r}"
+            )
     if not log_snr_min < log_snr_max:
         raise ValueError(f"need log_snr_min < log_snr_max, got {log_snr_min}, {log_snr_max}")
     return geometric_sigmas(n, math.exp(-0.5 * log_snr_max), math.exp(-0.5 * log_snr_min))
