@@ -16,10 +16,13 @@ from scorelab.noise import karras_sigmas, read_saved_grid, sigma_grid
 from scorelab.report import measure
 from scorelab.samplers import ve_prior
 from scorelab.sweep import (
+    PARTIAL,
     SweepResult,
     SweepSettings,
     fewest_nfe,
+    load_partial,
     mean_rows,
+    save_partial,
     sweep,
     sweep_runs,
     sweep_sampler,
@@ -114,6 +117,35 @@ def test_tolerances_without_an_adaptive_row_are_refused_unless_a_file_is_narrowe
         sweep_settings(config)
     config.write_text('[sweep]\nsamplers = ["euler", "tsit5"]\ntolerances = [1e-2]\n')
     assert sweep_settings(config, {"samplers": ("euler",)}).samplers == ("euler",)
+
+
+_ROW = {
+    "sampler": "euler", "score": "exact", "nfe": 10, "levels": 10, "seed": 0, "sw": 0.1,
+    "mmd2": -0.001, "tv": 0.05, "var_ratio": None, "near": 0.9, "far": 0.01, "n_empty": 0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda row: row.pop("mmd2"), "row 2: field(s) mmd2 unlike"),  # a KeyError, exit 1
+        (lambda row: row.update(bogus=1), "row 2: field(s) bogus unlike"),  # a csv error at the end
+        (lambda row: row.update(sw="oops"), "row 2: sw 'oops' is not a finite number"),
+        (lambda row: row.update(sw=float("inf")), "row 2: sw inf is not a finite number"),
+        (lambda row: row.update(sw=float("nan")), "row 2: sw nan is not a finite number"),
+        (lambda row: row.update(seed="0"), "row 2: seed '0' of the wrong type"),
+    ],
+)
+def test_a_damaged_partial_row_is_refused_naming_it(tmp_path, edit, words):
+    """A hand-edited row failed after every remaining run (a KeyError or NumPy's TypeError,
+    exit 1), or its NaN and inf measures were copied into the results."""
+    about = {"settings": {"nfe": [10]}}
+    rows = [dict(_ROW), dict(_ROW, seed=1)]
+    assert np.isnan(load_partial(save_partial(tmp_path, about, rows).parent, about)[1]["var_ratio"])
+    edit(rows[1])
+    (tmp_path / PARTIAL).write_text(json.dumps({"about": about, "rows": rows}))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        load_partial(tmp_path, about)
 
 
 def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):

@@ -25,6 +25,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -732,9 +733,8 @@ def save(result: SweepResult, out_dir) -> list[Path]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["sampler", "score", "nfe", "levels", "seed", "sw", "mmd2", "tv", "var_ratio"]
-    columns += ["near", "far", "n_empty"]
-    columns += [k for k in (*IMAGE_METRICS, "kid_se") if result.rows and k in result.rows[0]]
+    columns = [*_ROW_ID, *_ROW_MEASURES]
+    columns += [k for k in _ROW_IMAGE_MEASURES if result.rows and k in result.rows[0]]
 
     def write_csv(handle):
         text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
@@ -766,6 +766,33 @@ def save(result: SweepResult, out_dir) -> list[Path]:
 PARTIAL = "sweep.partial.json"
 """The file of an unfinished sweep's rows in its output folder (:func:`save_partial`)."""
 
+_ROW_ID = ("sampler", "score", "nfe", "levels", "seed")
+_ROW_MEASURES = ("sw", "mmd2", "tv", "var_ratio", "near", "far", "n_empty")
+_ROW_IMAGE_MEASURES = (*IMAGE_METRICS, "kid_se")
+
+
+def _row_problem(row: Mapping[str, Any], image_measures: bool) -> str | None:
+    """What makes a saved row unlike one :func:`sweep` measures, or ``None``: a field missing
+    or unknown (the image measures in every row or none), an identifier of the wrong type, or
+    a measure that is not a finite number or null (a NaN measure is saved as null)."""
+    fields = {*_ROW_ID, *_ROW_MEASURES, *(_ROW_IMAGE_MEASURES if image_measures else ())}
+    odd = set(row) ^ fields
+    if odd:
+        return f"field(s) {', '.join(sorted(map(str, odd)))} unlike the sweep's rows"
+    kinds = {"sampler": str, "score": str, "nfe": (int, float), "levels": (int, type(None))}
+    for name, kind in {**kinds, "seed": int}.items():
+        if not isinstance(row[name], kind) or isinstance(row[name], bool):
+            return f"{name} {row[name]!r} of the wrong type"
+    for name in fields - set(_ROW_ID):
+        value = row[name]
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return f"{name} {value!r} is not a finite number"
+    return None
+
 
 def save_partial(out_dir, about: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write the rows measured so far, and what they were measured for (``about``: the
@@ -778,8 +805,9 @@ def load_partial(out_dir, about: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows :func:`save_partial` wrote to ``out_dir``, if they were measured for ``about``.
 
     Raises:
-        ValueError: no such file, a damaged one, or one whose ``about`` differs (naming the
-            fields that do).
+        ValueError: no such file, a damaged one (a row unlike those :func:`sweep` measures:
+            other fields, an identifier of the wrong type, a measure that is not a finite
+            number), or one whose ``about`` differs (naming the fields that do).
     """
     path = Path(out_dir) / PARTIAL
     if not path.is_file():
@@ -796,6 +824,14 @@ def load_partial(out_dir, about: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise ValueError(
             f"--resume: {path} is damaged ({type(error).__name__}); start anew with --overwrite"
         ) from None
+    image_measures = bool(rows) and "kid_se" in rows[0]
+    for number, row in enumerate(rows, 1):  # a hand-edited row failed after every new run
+        problem = _row_problem(row, image_measures)
+        if problem is not None:
+            raise ValueError(
+                f"--resume: {path} row {number}: {problem}; restore the file or start anew "
+                "with --overwrite"
+            )
     differing = sorted(k for k in {*saved, *current} if saved.get(k) != current.get(k))
     if differing:
         raise ValueError(
