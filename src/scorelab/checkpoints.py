@@ -7,9 +7,10 @@ Two formats, for two purposes:
   run exactly — parameters, optimiser state, EMA, step, PRNG key, loss history, config — as an
   orbax ``CheckpointManager`` directory. Orbax writes each step to a temporary directory and
   renames it only once complete, so a run killed mid-write leaves the previous checkpoint as the
-  latest one. Each checkpoint records the SHA-256 of its arrays and of its metadata, and a
-  restore takes the newest checkpoint whose contents match them: orbax itself restores a
-  flipped bit in an array file as a silently different value.
+  latest one. Each checkpoint records the SHA-256 of its arrays and of its metadata, and of
+  every file orbax wrote for it (checked before orbax reads any); a restore takes the newest
+  checkpoint whose contents match them: orbax itself restores a flipped bit in an array file
+  as a silently different value.
 - **models** (:func:`save_model`, :func:`load_model`): a trained network alone, as the leaves
   serialised by ``equinox.tree_serialise_leaves`` (``<path>.eqx``) beside a JSON file naming the
   network's class by import path (``module:qualname``), its constructor arguments and the
