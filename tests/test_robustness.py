@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -1554,6 +1556,19 @@ def test_an_atomic_write_error_names_the_destination():
         21, "Is a directory", "/r/.config.json.1a2b.tmp", None, "/r/config.json"
     )
     assert _user_error(error) == "/r/config.json: Is a directory; give a file, not a folder"
+
+
+def test_an_atomic_write_never_replaces_a_special_file(tmp_path):
+    """The rename replaced a pipe (as root, /dev/null itself) by a regular file."""
+    from scorelab._files import atomic_write, write_json
+
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(pipe)
+    for write in (lambda: write_json(pipe, {}), lambda: atomic_write(pipe, lambda f: None)):
+        with pytest.raises(ValueError, match="a special file .* give the path of a regular file"):
+            write()
+        assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.json"]  # no temporary left
 
 
 def test_sweep_refuses_a_model_of_other_points_than_the_target_s(tmp_path, capsys):

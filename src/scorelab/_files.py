@@ -37,10 +37,17 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
+        ValueError: ``path`` is a special file (a device, a pipe): the rename would replace
+            it by a regular file (as root, ``/dev/null`` itself).
         Exception: whatever ``write_fn`` raises (or an ``OSError`` of the disk); the temporary
             file is removed and ``path`` is unchanged.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a folder: the OS refuses
+        raise ValueError(
+            f"{path}: a special file (a device or a pipe), which writing here would replace; "
+            "give the path of a regular file"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
