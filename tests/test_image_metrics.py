@@ -224,3 +224,42 @@ def test_nearest_distances_and_memorisation_refuse_empty_or_bad_image_sets():
         nearest_distances(images, train),
         np.min(np.linalg.norm(images.reshape(6, 1, -1) - train.reshape(1, 10, -1), axis=2), 1),
     )
+
+
+# --- hostile input: overflow, terabyte allocations, bad classifier outputs ---------------------
+
+_X = np.random.default_rng(0).normal(size=(20, 4))
+_Y = np.random.default_rng(1).normal(size=(25, 4))
+
+
+@pytest.mark.parametrize(
+    ("metric", "x", "y", "argument"),
+    [
+        (frechet_distance, _X * 1e160, _Y, "x"),
+        (frechet_distance, _X, _Y * 1e160, "y"),
+        (kernel_inception_distance, _X * 1e120, _Y * 1e120, "x"),
+        (frechet_distance, np.zeros((2, 10**6)), np.zeros((2, 10**6)), "x"),
+        (kernel_inception_distance, np.zeros((10**6, 2)), np.zeros((10**6, 2)), "x"),
+    ],
+    ids=["fd-overflow-x", "fd-overflow-y", "kid-overflow", "fd-terabyte", "kid-terabyte"],
+)
+def test_metrics_refuse_overflow_and_huge_allocations(metric, x, y, argument):
+    with pytest.raises(ValueError, match=f"^{argument}: "):
+        metric(x, y)
+
+
+def test_large_finite_features_are_still_measured():
+    assert np.isfinite(frechet_distance(_X * 1e50, _Y * 1e50))
+    assert np.isfinite(kernel_inception_distance(_X * 1e10, _Y * 1e10).kid)
+
+
+def test_measures_refuse_a_missing_classifier_and_bad_outputs():
+    from scorelab.image_metrics import feature_measure, image_measure
+
+    images = np.zeros((8, 1, 8, 8))
+    with pytest.raises(TypeError, match="^classifier: expected a DigitsClassifier"):
+        image_measure(images, images, None)
+    with pytest.raises(TypeError, match=r"^outputs_x: expected the pair \(features, prob"):
+        feature_measure(np.zeros((3, 4)), np.zeros((3, 4)))
+    with pytest.raises(TypeError, match="^outputs_y: "):
+        feature_measure((np.zeros((3, 4)), np.zeros((3, 10))), None)

@@ -105,6 +105,18 @@ def test_to_images_is_pixel_exact():
     np.testing.assert_array_equal(to_images(x)[0, 0, :, 0], [0, 64, 128, 255, 255])
 
 
+@pytest.mark.parametrize(
+    "x",
+    [np.zeros((4, 4)), np.full((1, 3, 4, 4), np.nan), np.zeros((1, 1, 2, 2), complex)],
+    ids=["2-d", "nan", "complex"],
+)
+def test_to_images_refuses(x):
+    with pytest.raises(ValueError, match="^x: "):
+        to_images(x)
+    huge = np.full((1, 1, 2, 2), 1e300)  # clipped, not overflowed to inf with a cast warning
+    np.testing.assert_array_equal(to_images(huge), np.full((1, 2, 2, 1), 255))
+
+
 def test_cli_writes_grid_and_array_matching_the_golden(tmp_path, capsys):
     init, noise = tmp_path / "x_T.npy", tmp_path / "noise.npy"
     np.save(init, _golden("x_T"))

@@ -1,5 +1,7 @@
 """scorelab.viz: the tutorial's figures from plain arrays, and the mesh score they plot."""
 
+import re
+
 import matplotlib.animation
 import numpy as np
 import pytest
@@ -432,3 +434,133 @@ def test_mp4_without_ffmpeg_is_a_clear_error(monkeypatch, tmp_path):
     assert not (tmp_path / "ula.mp4").exists()
     with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
         viz.animate_trajectories(trajectories, tmp_path / "ula.avi")
+
+
+# --- hostile input: clear one-line errors naming the argument, no warnings ---------------------
+
+
+def test_save_figure_returns_the_file_written_and_refuses_folders_and_bare_names(tmp_path):
+    fig = viz.loss_curves({"model": np.linspace(2.0, 1.0, 20)})
+    with pytest.raises(ValueError, match="^path: .* does not end in a suffix matplotlib writes"):
+        viz.save_figure(fig, tmp_path / "s4")  # matplotlib wrote s4.png, the path returned s4
+    assert not (tmp_path / "s4.png").exists()
+    with pytest.raises(IsADirectoryError, match="^path: .* is a folder"):
+        viz.save_figure(fig, tmp_path)  # wrote <folder>.png
+    with pytest.raises(TypeError, match="^fig: expected a matplotlib Figure"):
+        viz.save_figure(None, tmp_path / "x.png")
+    for dpi in (float("nan"), 0, -5):
+        with pytest.raises(ValueError, match="^dpi: "):
+            viz.save_figure(fig, tmp_path / "x.png", dpi=dpi)
+    with pytest.raises(ValueError, match="^dpi: "):
+        viz.save_figure(fig, tmp_path / "x.png", dpi=10**6)  # std::bad_alloc
+    path = viz.save_figure(fig, tmp_path / "f.pdf", dpi=40)
+    assert path.is_file() and path.read_bytes().startswith(b"%PDF")
+
+
+_GRID = np.random.default_rng(0).uniform(size=(5, 8, 8, 1))
+
+
+@pytest.mark.parametrize(
+    ("images", "name", "options", "error", "argument"),
+    [
+        (np.full((2, 4, 4, 1), np.nan), "nan.png", {}, ValueError, "images"),
+        (_GRID + 0j, "i.png", {}, ValueError, "images"),
+        (_GRID, "b.png", {"ncols": 0}, ValueError, "ncols"),
+        (_GRID, "c.png", {"ncols": -1}, ValueError, "ncols"),
+        (_GRID, "d.png", {"ncols": 2.5}, ValueError, "ncols"),
+        (_GRID, "x.jpg", {}, ValueError, "path"),
+        (_GRID, "noext", {}, ValueError, "path"),
+        (_GRID, "f.png", {"scale": 10**6}, ValueError, "scale"),
+        (_GRID, "e.png", {"ncols": 10**9}, ValueError, "scale"),
+        (_GRID, "m.png", {"label": 5}, TypeError, "label"),
+        (_GRID, "l2.png", {"ncols": 5, "row_labels": [1]}, TypeError, "row_labels"),
+    ],
+    ids=[
+        "nan", "complex", "ncols0", "ncols-1", "ncols-float", "jpg", "no-suffix", "scale-huge",
+        "ncols-huge", "label-int", "row-labels-int",
+    ],
+)  # fmt: skip
+def test_save_image_grid_refuses(tmp_path, images, name, options, error, argument):
+    with pytest.raises(error, match=f"^{re.escape(argument)}: "):
+        viz.save_image_grid(images, tmp_path / name, **options)
+    assert not (tmp_path / name).exists()
+
+
+def test_save_image_grid_refuses_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match="^path: "):
+        viz.save_image_grid(_GRID, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"n": 10**7}, "n"),
+        ({"n": 0}, "n"),
+        ({"lim": float("nan")}, "lim"),
+        ({"lim": -2.0}, "lim"),
+        ({"sigma": [1.0, 2.0]}, "sigma"),
+        ({"score_fn": lambda x, s: x[:1]}, "score_fn"),
+    ],
+    ids=["n-huge", "n0", "lim-nan", "lim-negative", "sigma-vector", "score-shape"],
+)
+def test_mesh_score_refuses(kwargs, argument):
+    arguments = {"score_fn": lambda x, s: -x, "lim": 2.0, "n": 5, **kwargs}
+    with pytest.raises(ValueError, match=f"^{argument}: "):
+        viz.mesh_score(arguments.pop("score_fn"), **arguments)
+
+
+_ROW = {"sampler": "a", "score": "exact", "nfe": 0, "sw": 0.1, "mmd2": 0.1, "tv": 0.1}
+_FLOORS = {"sw": (0.1, 0.01), "mmd2": (0.0, 0.01), "tv": (0.1, 0.01)}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "argument"),
+    [
+        (lambda p: viz.loss_curves([1, 2, 3]), TypeError, "histories"),
+        (lambda p: viz.loss_curves({"a": np.ones(50)}, window=10**9), ValueError, "window"),
+        (lambda p: viz.loss_curves({"a": np.ones(50)}, window=0), ValueError, "window"),
+        (lambda p: viz.loss_curves({"a": np.zeros((5, 5))}), ValueError, "histories['a']"),
+        (
+            lambda p: viz.score_error_profile(
+                {"a": (np.array([0.1, 1.0]), np.array([0.1]), np.array([0.01, 0.01]))}
+            ),
+            ValueError,
+            "profiles['a']",
+        ),
+        (
+            lambda p: viz.score_error_profile({"a": (np.array([0.1, 1.0]), np.array([0.1, 0.2]))}),
+            ValueError,
+            "profiles['a']",
+        ),
+        (lambda p: viz.score_error_profile([1]), TypeError, "profiles"),
+        (lambda p: viz.sampler_map([{"sampler": "a"}], {}), ValueError, "rows[0]"),
+        (lambda p: viz.sampler_map([_ROW], _FLOORS), ValueError, "rows[0]"),
+        (lambda p: viz.sampler_map([{**_ROW, "nfe": 4}], {}), ValueError, "floors"),
+        (lambda p: viz.animate_trajectories(_TR, p / "t0.gif", fps=0), ValueError, "fps"),
+        (lambda p: viz.animate_trajectories(_TR, p / "t1.gif", fps=-5), ValueError, "fps"),
+        (lambda p: viz.animate_trajectories(_TR, p / "t2.gif", dpi=0), ValueError, "dpi"),
+        (
+            lambda p: viz.animate_trajectories(np.zeros((0, 3, 2)), p / "t3.gif"),
+            ValueError,
+            "trajectories",
+        ),
+        (
+            lambda p: viz.animate_trajectories(np.full((4, 3, 2), np.nan), p / "t4.gif"),
+            ValueError,
+            "trajectories",
+        ),
+    ],
+    ids=[
+        "histories-list", "window-huge", "window0", "history-2d", "profile-lengths",
+        "profile-pair", "profiles-list", "row-missing", "nfe0", "floors-missing", "fps0",
+        "fps-negative", "dpi0", "no-chains", "nan-chains",
+    ],
+)  # fmt: skip
+def test_figures_refuse(tmp_path, call, error, argument):
+    with pytest.raises(error, match=f"^{re.escape(argument)}[: ]") as info:
+        call(tmp_path)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+_TR = np.random.default_rng(0).normal(size=(4, 3, 2))

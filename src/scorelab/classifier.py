@@ -34,6 +34,9 @@ import numpy as np
 import optax
 from jax import Array
 
+from scorelab._keys import typed_key
+from scorelab._validate import check_int, check_real
+
 __all__ = [
     "DigitsClassifier",
     "DIGITS_CLASSIFIER_SHA256",
@@ -87,28 +90,55 @@ class DigitsClassifier(eqx.Module):
         return self.head(self.features(x))
 
 
-def to_classifier_input(images) -> np.ndarray:
+_SHAPES = {(1, 8, 8): 8, (64,): 8, (1, 16, 16): 16, (256,): 16}
+_RANGE = 2.0
+"""Pixels beyond ``[-_RANGE, _RANGE]`` are refused: the classifier takes ``[-1, 1]`` images, and
+a sampler's unclipped output overshoots a little, but ``[0, 255]`` pixels are another scale."""
+
+
+def to_classifier_input(images, name: str = "images") -> np.ndarray:
     """Images as the classifier's ``(n, 1, 8, 8)`` float32 input.
 
     Args:
-        images: ``(n, 1, 8, 8)``, ``(n, 64)``, ``(n, 1, 16, 16)`` or ``(n, 256)``; 16x16 images
-            are reduced by 2x2 average pooling.
+        images: ``(n, 1, 8, 8)``, ``(n, 64)``, ``(n, 1, 16, 16)`` or ``(n, 256)`` finite real
+            values in about ``[-1, 1]`` (within ``[-2, 2]``), ``n >= 1``; 16x16 images are
+            reduced by 2x2 average pooling.
+        name: the argument named in error messages.
 
     Returns:
         ``(n, 1, 8, 8)`` float32.
 
     Raises:
-        ValueError: for any other shape.
+        ValueError: naming ``name``, for any other shape (a ``(1, 4, 16)`` image was reshaped
+            into 8x8), no images, complex or non-numeric values, NaN or inf, or values beyond
+            ``[-2, 2]`` (``[0, 255]`` pixels).
     """
-    images = np.asarray(images, np.float32)
-    n = images.shape[0] if images.ndim else 0
-    size = {64: 8, 256: 16}.get(int(np.prod(images.shape[1:])) if images.ndim >= 2 else 0)
-    if size is None or images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[1] != 1):
+    array = np.asarray(images)
+    if np.iscomplexobj(array):
+        raise ValueError(f"{name}: complex values (dtype {array.dtype}); give real images")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    size = _SHAPES.get(array.shape[1:]) if array.ndim >= 2 else None
+    if size is None or array.shape[0] < 1:
         raise ValueError(
-            f"images must have shape (n, 1, 8, 8), (n, 64), (n, 1, 16, 16) or (n, 256), "
-            f"got {images.shape}"
+            f"{name} must have shape (n, 1, 8, 8), (n, 64), (n, 1, 16, 16) or (n, 256) with "
+            f"n >= 1, got {array.shape}"
         )
-    images = images.reshape(n, 1, size, size)
+    array = array.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(array)):
+        bad = np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(axis=1))
+        raise ValueError(
+            f"{name}: {bad.size} image(s) hold NaN or inf (first at index {bad[0]}); drop or "
+            "redraw them"
+        )
+    low, high = float(array.min()), float(array.max())
+    if low < -_RANGE or high > _RANGE:
+        raise ValueError(
+            f"{name}: values in [{low:.4g}, {high:.4g}]; the classifier takes images in [-1, 1] "
+            "(clip samples with np.clip(x, -1, 1), rescale [0, 255] pixels as x / 127.5 - 1)"
+        )
+    n = array.shape[0]
+    images = array.astype(np.float32).reshape(n, 1, size, size)
     if size == 16:
         images = images.reshape(n, 1, 8, 2, 8, 2).mean(axis=(3, 5))
     return images
@@ -128,11 +158,21 @@ def classifier_outputs(
     Args:
         model: the classifier.
         images: any shape :func:`to_classifier_input` accepts, ``n`` images.
-        batch: images per call (memory; the result does not depend on it).
+        batch: images per call, >= 1 (memory; the result does not depend on it).
 
     Returns:
         ``(features, probabilities)``: float64 ``(n, 64)`` and ``(n, 10)``.
+
+    Raises:
+        TypeError: for a ``model`` that is not a :class:`DigitsClassifier`.
+        ValueError: for ``batch < 1`` or images :func:`to_classifier_input` refuses.
     """
+    if not isinstance(model, DigitsClassifier):
+        raise TypeError(
+            f"model: expected a DigitsClassifier (load_digits_classifier()), got "
+            f"{type(model).__name__}"
+        )
+    check_int("batch", batch, 1)
     x = to_classifier_input(images)
     parts = [_outputs(model, jnp.asarray(x[i : i + batch])) for i in range(0, len(x), batch)]
     features = np.concatenate([np.asarray(f, np.float64) for f, _ in parts])
@@ -162,20 +202,39 @@ def train_classifier(
         key: PRNG key (initialisation and order).
         images: ``(n, 1, 8, 8)`` float32 images in [-1, 1].
         labels: ``(n,)`` integer classes 0-9.
-        epochs, batch_size, learning_rate, weight_decay: the optimisation.
+        epochs, batch_size, learning_rate, weight_decay: the optimisation: ``epochs >= 1``,
+            ``1 <= batch_size <= n``, ``learning_rate > 0`` and ``weight_decay >= 0`` finite.
 
     Returns:
         The trained classifier.
+
+    Raises:
+        TypeError: for a ``key`` that is not a PRNG key.
+        ValueError: naming the argument, for images :func:`to_classifier_input` refuses,
+            labels that are not ``(n,)`` integers 0-9, or settings out of range (a batch larger
+            than the data trained nothing; a NaN learning rate made NaN weights).
 
     References:
         Loshchilov, I. & Hutter, F. (2019). Decoupled Weight Decay Regularization.
         https://arxiv.org/abs/1711.05101
     """
+    key = typed_key(key)
+    x = to_classifier_input(images)
+    y = _check_labels(labels, len(x))
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    if batch_size > len(x):
+        raise ValueError(
+            f"batch_size: {batch_size} is more than the {len(x)} images (the last incomplete "
+            f"batch is dropped, so nothing would be trained); give batch_size <= {len(x)}"
+        )
+    check_real("learning_rate", learning_rate, "a number > 0", lambda v: v > 0)
+    check_real("weight_decay", weight_decay, "a number >= 0", lambda v: v >= 0)
     key_init, key_order = jax.random.split(key)
     model = DigitsClassifier(key_init)
     optimiser = optax.adamw(learning_rate, weight_decay=weight_decay)
     state = optimiser.init(eqx.filter(model, eqx.is_array))
-    x, y = jnp.asarray(to_classifier_input(images)), jnp.asarray(labels)
+    x, y = jnp.asarray(x), jnp.asarray(y)
 
     def loss_fn(model, xb, yb):
         logits = jax.vmap(model)(xb)
@@ -194,6 +253,23 @@ def train_classifier(
             chosen = order[b * batch_size : (b + 1) * batch_size]
             model, state = step(model, state, x[chosen], y[chosen])
     return model
+
+
+def _check_labels(labels, n: int) -> np.ndarray:
+    """``labels`` as ``(n,)`` int32 classes 0-9, or a ValueError naming ``labels``."""
+    array = np.asarray(labels)
+    if array.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels: expected integer classes 0-9, got dtype {array.dtype} (cast whole-number "
+            "floats with labels.astype(int))"
+        )
+    if array.shape != (n,):
+        raise ValueError(f"labels: expected shape ({n},), one class per image, got {array.shape}")
+    if array.min() < 0 or array.max() > 9:
+        raise ValueError(
+            f"labels: expected classes 0-9, got values in [{array.min()}, {array.max()}]"
+        )
+    return array.astype(np.int32)
 
 
 @functools.cache

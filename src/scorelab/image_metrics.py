@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import spatial
 
+from scorelab._validate import check_memory
 from scorelab.classifier import DigitsClassifier, classifier_outputs
 from scorelab.metrics import _as_pair, _as_samples
 
@@ -44,9 +45,26 @@ __all__ = [
 ]
 
 
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+
+
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(matrix)
     return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def _check_magnitude(x: np.ndarray, y: np.ndarray, power: int, terms: float) -> None:
+    """Raise, naming ``x`` or ``y``, for features whose ``power``-th power, summed over
+    ``terms`` products, overflows float64 (FID's ``C_x^{1/2} C_y C_x^{1/2}`` is fourth order,
+    KID's squared cubic kernel twelfth): they made inf or NaN with only an overflow warning."""
+    limit = (_FLOAT64_MAX / (10.0 * terms)) ** (1.0 / power)
+    for name, values in (("x", x), ("y", y)):
+        largest = float(np.max(np.abs(values)))
+        if largest > limit:
+            raise ValueError(
+                f"{name}: values as large as {largest:.3g} overflow float64 in this metric "
+                f"(beyond {limit:.3g} here); rescale the features"
+            )
 
 
 def frechet_distance(x, y) -> float:
@@ -79,6 +97,12 @@ def frechet_distance(x, y) -> float:
         Heusel, M. et al. (2017). https://arxiv.org/abs/1706.08500
     """
     x, y = _as_pair(x, y, 2)
+    d = x.shape[1]
+    # Covariances, their roots and products: a few d x d float64 matrices.
+    check_memory(
+        "x", 6 * 8 * d**2, f"d = {d} features need d x d covariances; reduce the feature dimension"
+    )
+    _check_magnitude(x, y, 4, float(len(x) + len(y)) * d**2)
     mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     root_x = _psd_sqrt(cov_x)
@@ -137,6 +161,13 @@ def kernel_inception_distance(x, y) -> KernelDistance:
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     if min(n, m) < 3:
         raise ValueError(f"KID needs at least 3 points per set, got {n} and {m}")
+    # Three kernel matrices (n x n, m x m, n x m) and their temporaries.
+    check_memory(
+        "x",
+        2 * 8 * (n + m) ** 2,
+        f"{n} and {m} points need n x m kernel matrices; measure fewer points",
+    )
+    _check_magnitude(x, y, 12, float(n + m) ** 2)
     k_xx = (x @ x.T / d + 1.0) ** 3
     k_yy = (y @ y.T / d + 1.0) ** 3
     k_xy = (x @ y.T / d + 1.0) ** 3
@@ -372,6 +403,11 @@ def image_measure(x, y, classifier: DigitsClassifier, k: int = 3) -> dict[str, f
     Returns:
         :func:`feature_measure` of the two sets' classifier outputs.
     """
+    if not isinstance(classifier, DigitsClassifier):
+        raise TypeError(
+            f"classifier: expected a DigitsClassifier (scorelab.classifier."
+            f"load_digits_classifier()), got {type(classifier).__name__}"
+        )
     return feature_measure(classifier_outputs(classifier, x), classifier_outputs(classifier, y), k)
 
 
@@ -393,6 +429,13 @@ def feature_measure(
         ``fd``, ``kid``, ``kid_se``, ``precision``, ``recall``, ``class_tv`` and ``top_prob`` (of
         ``x``).
     """
+    for name, outputs in (("outputs_x", outputs_x), ("outputs_y", outputs_y)):
+        if not isinstance(outputs, tuple | list) or len(outputs) != 2:
+            raise TypeError(
+                f"{name}: expected the pair (features, probabilities) from "
+                f"scorelab.classifier.classifier_outputs, got {type(outputs).__name__}"
+                + (f" of length {len(outputs)}" if isinstance(outputs, tuple | list) else "")
+            )
     (features_x, probabilities_x), (features_y, probabilities_y) = outputs_x, outputs_y
     kid = kernel_inception_distance(features_x, features_y)
     quality = precision_recall(features_y, features_x, k)

@@ -19,6 +19,7 @@ samples), padded by 10%. Pass ``lim=15`` for the tutorial's view of its nine-mod
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullFormatter, NullLocator
+
+from scorelab._validate import check_int, check_memory, check_real
 
 __all__ = [
     "mesh_score",
@@ -73,8 +76,13 @@ def _points(x, name: str) -> np.ndarray:
 
 def _chains(x, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 3 or x.shape[2] != 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (n_chains, n_steps, 2); got {x.shape}")
+    if x.ndim != 3 or x.shape[2] != 2 or x.shape[1] < 1 or x.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape (n_chains, n_steps, 2) with n_chains, n_steps >= 1; "
+            f"got {x.shape}"
+        )
+    if not np.isfinite(x).any():
+        raise ValueError(f"{name}: every point is NaN or inf (diverged chains); nothing to draw")
     return x
 
 
@@ -203,8 +211,11 @@ def _frame_indices(
     return indices
 
 
-def _animation_writer(path) -> Callable[[int], mpl_animation.AbstractMovieWriter]:
-    """The writer for ``path``'s suffix, checked before any drawing is done."""
+def _animation_writer(path, fps=10, dpi=80) -> Callable[[int], mpl_animation.AbstractMovieWriter]:
+    """The writer for ``path``'s suffix, checked before any drawing is done, with ``fps`` and
+    ``dpi``."""
+    check_int("fps", fps, 1)
+    check_real("dpi", dpi, "a number > 0", lambda v: v > 0)
     suffix = Path(path).suffix.lower()
     if suffix == ".gif":
         return lambda fps: mpl_animation.PillowWriter(fps=fps)
@@ -263,17 +274,30 @@ def mesh_score(score_fn, lim: float = 15.0, n: int = 50, sigma=0.0) -> Field:
 
     Args:
         score_fn: ``score_fn(x, sigma)`` for one point ``x`` of shape ``(2,)``.
-        lim: half-width of the mesh.
-        n: points per side.
-        sigma: noise level passed to ``score_fn``.
+        lim: half-width of the mesh, finite and > 0.
+        n: points per side, >= 2.
+        sigma: one noise level (>= 0) passed to ``score_fn``.
 
     Returns:
         ``(X, Y, U, V)``, four ``(n, n)`` NumPy arrays; ``X`` varies along columns.
     """
+    check_real("lim", lim, "a number > 0", lambda v: v > 0)
+    check_int("n", n, 2)
+    # The mesh, its points, the scores and the four returned arrays, float32 and float64.
+    check_memory("n", 64 * n**2, f"the {n} x {n} mesh is too large; give a smaller n")
+    sigma_array = np.asarray(sigma)
+    if sigma_array.ndim != 0 or sigma_array.dtype.kind not in "iuf":
+        raise ValueError(f"sigma: expected one real noise level, got {sigma!r}")
+    check_real("sigma", float(sigma_array), "a number >= 0", lambda v: v >= 0)
     axis = jnp.linspace(-lim, lim, n, dtype=jnp.float32)
     X, Y = jnp.meshgrid(axis, axis)
     points = jnp.stack([X.ravel(), Y.ravel()], axis=1)
     scores = _scores_at(score_fn, points, jnp.float32(sigma))
+    if scores.shape != (n * n, 2):
+        raise ValueError(
+            f"score_fn: returned shape {tuple(scores.shape[1:])} for a point of shape (2,); "
+            "expected a score of shape (2,)"
+        )
     U, V = (np.asarray(s).reshape(n, n) for s in (scores[:, 0], scores[:, 1]))
     return np.asarray(X), np.asarray(Y), U, V
 
@@ -333,8 +357,14 @@ def loss_curves(
         log_x: logarithmic step axis (shows the fast early decrease).
         title, ylabel: figure title and y label.
     """
+    if not isinstance(histories, Mapping):
+        raise TypeError(
+            f"histories: expected a dict of model name -> loss history, got "
+            f"{type(histories).__name__} (wrap one history as {{'model': losses}})"
+        )
     if not histories:
         raise ValueError("histories is empty: give at least one model's loss history")
+    check_int("window", window, 1, optional=True)
     reference = dict(reference or {})
     ncols = min(len(histories), 3)
     nrows = math.ceil(len(histories) / ncols)
@@ -343,9 +373,19 @@ def loss_curves(
     for ax, color, (name, history) in zip(
         axes, _series_colors(len(histories)), histories.items(), strict=False
     ):
-        values = np.asarray(history, dtype=np.float64).ravel()
+        values = np.asarray(history, dtype=np.float64)
+        if values.ndim != 1:
+            raise ValueError(
+                f"histories[{name!r}]: expected a 1-D loss history (n_steps,), got shape "
+                f"{values.shape}"
+            )
         if values.size == 0:
             raise ValueError(f"loss history {name!r} is empty")
+        if window is not None and window > values.size:
+            raise ValueError(
+                f"window: {window} is more than the {values.size} steps of {name!r}; give a "
+                f"window <= {values.size}"
+            )
         width = window if window is not None else max(1, values.size // 50)
         steps = np.arange(1, values.size + 1)
         smooth_steps, smooth = _moving_average(values, width)
@@ -486,7 +526,7 @@ def inference_trajectories(
         raise ValueError("sigmas must be an ascending (N,) grid with N >= 2")
     if not trajectories:
         raise ValueError("trajectories is empty: give at least one label -> path")
-    writer_factory = None if path is None else _animation_writer(path)
+    writer_factory = None if path is None else _animation_writer(path, fps, dpi)
     paths = {}
     for label, trajectory in trajectories.items():
         values = np.asarray(trajectory, dtype=np.float64).ravel()
@@ -668,21 +708,35 @@ def save_image_grid(
         images: ``(n, H, W, C)`` with ``C`` in 1, 3 or 4, or ``(n, H, W)`` grey; uint8, or
             floats in ``[0, 1]`` (checked to a rounding error, then written as
             ``round(255 v)``).
-        path: the PNG file (missing parent folders are created), or a binary file object
-            (e.g. the handle of :func:`scorelab._files.atomic_write`).
-        ncols: images per row; default ``ceil(sqrt(n))``.
+        path: the PNG file, ending ``.png`` (missing parent folders are created), or a binary
+            file object (e.g. the handle of :func:`scorelab._files.atomic_write`).
+        ncols: images per row, >= 1; default ``ceil(sqrt(n))``.
         scale: integer magnification, >= 1.
-        label: a caption, or ``None`` for none.
-        row_labels: one text per row (e.g. its class), or ``None``.
+        label: a caption string, or ``None`` for none.
+        row_labels: one string per row (e.g. its class), or ``None``.
 
     Returns:
         ``path`` (as a :class:`pathlib.Path` when it is a path).
 
     Raises:
-        ValueError: for another shape, float values outside ``[0, 1]``, ``scale < 1``, or
-            ``row_labels`` of another length than the rows.
+        ValueError: for another shape, complex, NaN or inf values, float values outside
+            ``[0, 1]``, ``scale < 1``, ``ncols < 1``, a grid larger than the memory,
+            ``row_labels`` of another length than the rows, or a path not ending ``.png``.
+        TypeError: for a ``label`` or ``row_labels`` that are not strings.
+        IsADirectoryError: for a ``path`` that is a folder.
     """
+    is_file = hasattr(path, "write")
+    if not is_file:
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"path: {path} is a folder; give a file name ending .png")
+        if path.suffix.lower() != ".png":
+            raise ValueError(
+                f"path: {path}: the grid is written as PNG; give a file name ending .png"
+            )
     images = np.asarray(images)
+    if np.iscomplexobj(images) or images.dtype.kind not in "biuf":
+        raise ValueError(f"images: expected real pixel values, got dtype {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or not len(images):
@@ -691,6 +745,29 @@ def save_image_grid(
         )
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale: expected an integer >= 1, got {scale!r}")
+    check_int("ncols", ncols, 1, optional=True)
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label: expected a string or None, got {type(label).__name__}")
+    if row_labels is not None and (
+        isinstance(row_labels, str) or not all(isinstance(t, str) for t in row_labels)
+    ):
+        raise TypeError(f"row_labels: expected a list of strings (one per row), got {row_labels!r}")
+    n, height, width, channels = images.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    if row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"row_labels: expected {nrows} (one per row), got {len(row_labels)}")
+    # The magnified images and the grid, as uint8.
+    pixels = (n + nrows * ncols) * height * width * channels * scale**2
+    check_memory(
+        "scale", pixels, f"a grid of {pixels:.3g} bytes is too large; give a smaller scale or ncols"
+    )
+    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+        bad = np.flatnonzero(~np.isfinite(images).reshape(n, -1).all(axis=1))
+        raise ValueError(
+            f"images: {bad.size} image(s) hold NaN or inf (first at index {bad[0]}); drop or "
+            "redraw them"
+        )
     if images.dtype != np.uint8:
         images = images.astype(np.float64)
         if images.min() < -1e-3 or images.max() > 1 + 1e-3:
@@ -700,8 +777,6 @@ def save_image_grid(
         images = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     n, height, width, channels = images.shape
-    ncols = ncols or math.ceil(math.sqrt(n))
-    nrows = math.ceil(n / ncols)
     grid = np.zeros((nrows * height, ncols * width, channels), np.uint8)
     for i, image in enumerate(images):
         row, column = divmod(i, ncols)
@@ -710,15 +785,12 @@ def save_image_grid(
     # colormap, stretching its contrast.
     picture = PIL.Image.fromarray(grid[..., 0] if channels == 1 else grid)
     if row_labels is not None:
-        if len(row_labels) != nrows:
-            raise ValueError(f"row_labels: expected {nrows} (one per row), got {len(row_labels)}")
         picture = _with_row_labels(picture, row_labels, height)
     if label:
         picture = _with_caption(picture, label)
-    if hasattr(path, "write"):
+    if is_file:
         picture.save(path, format="PNG")
         return path
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path, format="PNG")
     return path
@@ -763,13 +835,39 @@ def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
 
     Args:
         fig: a figure returned by this module (or any matplotlib figure).
-        path: output file; missing parent folders are created.
-        dpi: resolution in dots per inch.
+        path: output file, its suffix naming a format (``.png``, ``.pdf``, ``.svg``...);
+            missing parent folders are created.
+        dpi: resolution in dots per inch, > 0.
 
     Returns:
-        ``path`` as a :class:`pathlib.Path`.
+        ``path`` as a :class:`pathlib.Path`: the file written.
+
+    Raises:
+        TypeError: for a ``fig`` that is not a matplotlib figure.
+        ValueError: for a ``path`` without a suffix matplotlib writes (matplotlib appended
+            ``.png``, so the path returned was not the file written), or a ``dpi`` that is not
+            a number > 0 or makes an image larger than the memory.
+        IsADirectoryError: for a ``path`` that is a folder.
     """
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig: expected a matplotlib Figure, got {type(fig).__name__}")
+    check_real("dpi", dpi, "a number > 0", lambda v: v > 0)
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {path} is a folder; give a file name such as fig.png")
+    formats = fig.canvas.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise ValueError(
+            f"path: {path} does not end in a suffix matplotlib writes "
+            f"({', '.join('.' + f for f in sorted(formats))}); give a name such as {path.stem}.png"
+        )
+    width, height = fig.get_size_inches() * dpi
+    if max(width, height) >= 2**23:
+        raise ValueError(
+            f"dpi: {dpi!r} makes a {width:.3g} x {height:.3g} pixel image, beyond the 2**23 "
+            "pixels per side matplotlib draws; give a smaller dpi"
+        )
+    check_memory("dpi", 4 * width * height, f"dpi = {dpi!r} makes too large an image; lower it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
@@ -832,7 +930,7 @@ def animate_trajectories(
     Returns:
         ``path``.
     """
-    writer_factory = _animation_writer(path)
+    writer_factory = _animation_writer(path, fps, dpi)
     trajectories = _chains(trajectories, "trajectories")
     data = None if data is None else _points(data, "data")
     field = None if field is None else _field(field)
@@ -882,7 +980,7 @@ def animate_noised_sequence(
         fps, dpi: frames per second and resolution (80 dpi keeps GIFs small).
         title: title; ``sigma = ...`` and the view's half-width are appended.
     """
-    writer_factory = _animation_writer(path)
+    writer_factory = _animation_writer(path, fps, dpi)
     samples = _chains(samples_per_sigma, "samples_per_sigma")
     sigmas = np.asarray(sigmas, dtype=np.float64).ravel()
     if sigmas.size != samples.shape[0]:
@@ -956,7 +1054,7 @@ def animate_annealed(
         fps, dpi: frames per second and resolution (80 dpi keeps GIFs small).
         title: figure title; the level and sigma are appended.
     """
-    writer_factory = _animation_writer(path)
+    writer_factory = _animation_writer(path, fps, dpi)
     trajectories = _chains(trajectories, "trajectories")
     sigmas = np.asarray(sigmas, dtype=np.float64).ravel()
     if len(fields) != sigmas.size:
@@ -1105,6 +1203,21 @@ def sampler_map(
     """
     if not rows:
         raise ValueError("rows is empty: run scorelab.sweep.sweep first")
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{index}]: expected a dict, got {type(row).__name__}")
+        missing = [f for f in ("sampler", "score", "nfe", *metric_names) if f not in row]
+        if missing:
+            raise ValueError(
+                f"rows[{index}]: missing {', '.join(missing)}; give the rows of "
+                "scorelab.sweep.mean_rows"
+            )
+        nfe = row["nfe"]
+        if not (isinstance(nfe, numbers.Real) and math.isfinite(nfe) and nfe >= 1):
+            raise ValueError(f"rows[{index}]: nfe must be a number >= 1 (a log axis), got {nfe!r}")
+    missing = [name for name in metric_names if name not in floors]
+    if missing:
+        raise ValueError(f"floors: no floor for {', '.join(missing)}; give metric -> (mean, sd)")
     labels = list(dict.fromkeys(row["sampler"] for row in rows))
     colors = dict(zip(labels, _series_colors(len(labels))))
     # Colour and marker together tell apart more samplers than the 9 colours alone: 7 markers
@@ -1177,8 +1290,20 @@ def score_error_profile(profiles: Mapping[str, tuple], title: str | None = None)
             (:class:`scorelab.score_error.ScoreErrorProfile`'s fields).
         title: the figure title; default "Relative score error per noise level".
     """
+    if not isinstance(profiles, Mapping):
+        raise TypeError(
+            f"profiles: expected a dict of model name -> (sigmas, relative_error, "
+            f"standard_error), got {type(profiles).__name__}"
+        )
     if not profiles:
         raise ValueError("profiles is empty: give at least one model's profile")
+    for name, profile in profiles.items():
+        sizes = [np.size(v) for v in profile] if isinstance(profile, Sequence) else []
+        if len(sizes) != 3 or len(set(sizes)) != 1 or sizes[0] == 0:
+            raise ValueError(
+                f"profiles[{name!r}]: expected (sigmas, relative_error, standard_error) of one "
+                f"length L >= 1, got {'sizes ' + str(sizes) if sizes else type(profile).__name__}"
+            )
     fig = _figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     for color, (name, (sigmas, error, se)) in zip(

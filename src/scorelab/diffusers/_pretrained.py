@@ -423,8 +423,20 @@ def to_images(x) -> np.ndarray:
 
     Returns:
         ``(B, H, W, C)`` uint8 NumPy array (channels last).
+
+    Raises:
+        ValueError: naming ``x``, for another shape, complex or non-numeric values, or NaN or
+            inf (which became black pixels with only a cast warning).
     """
-    x = np.asarray(x, np.float32)
+    x = np.asarray(x)
+    if np.iscomplexobj(x) or x.dtype.kind not in "biuf":
+        raise ValueError(f"x: expected real samples, got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"x: expected (n, C, H, W) samples, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x: the samples hold NaN or inf (a diverged sampler); drop or redraw them")
+    # Clipped first: beyond [-1, 1] every value is one pixel, and 1e300 overflowed float32.
+    x = np.clip(x, -3.0, 3.0).astype(np.float32)
     images = np.clip(x / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
     return np.round(images * 255).astype(np.uint8)
 
