@@ -2,6 +2,7 @@
 grids by name or path, the budget option and the CLI."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -151,3 +152,110 @@ def test_grid_cli_writes_a_grid_that_sample_uses(tmp_path, capsys):
     assert main(["sample", "--exact", "seed_mixture", "--sampler", "heun", "--nfe", "2",
                  "--out", str(out), "--overwrite"]) == 2  # fmt: skip
     assert "too small for heun" in capsys.readouterr().err
+
+
+# Hostile inputs: one-line refusals naming the argument, before work.
+_X0 = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+_SMALL = {"n_inner": 1, "n_candidates": 2, "n_sweeps": 1}
+
+
+def _tweedie(x, sigma):
+    return x - sigma**2 * x / (1 + sigma**2)
+
+
+@pytest.mark.parametrize(
+    "sigmas, bounds, about, error, name",
+    [
+        ([0.1, 1.0, 10.0], (1.0, 2.0), {"sigmas": [5], "bound": 9}, ValueError, "about"),
+        ([0.1, 1.0, 10.0], (1.0, 2.0), {"kind": "ld3"}, ValueError, "about"),
+        ([0.1, 1.0, 10.0], (1.0, 2.0), ["data"], TypeError, "about"),
+        ([10.0, 1.0, 0.1], (1.0, 2.0), {}, ValueError, "sigmas"),  # descending
+        ([0.1, np.nan, 10.0], (1.0, 2.0), {}, ValueError, "sigmas"),  # NaN (was null)
+        ([], (1.0, 2.0), {}, ValueError, "sigmas"),  # empty
+        ([0.1, 10.0], (1.0, 2.0), {}, ValueError, "sigmas"),  # an optimised grid has >= 3
+        ([0.0, 1.0, 10.0], (1.0, 2.0), {}, ValueError, "sigmas"),
+        ([0.1, 1.0, 1e39], (1.0, 2.0), {}, ValueError, "sigmas"),  # beyond float32
+        (["a", "b", "c"], (1.0, 2.0), {}, ValueError, "sigmas"),
+        ([0.1, 1.0, 10.0], (np.nan, 2.0), {}, ValueError, "bound"),
+        ([0.1, 1.0, 10.0], (1.0, np.inf), {}, ValueError, "bound_geometric"),
+        ([0.1, 1.0, 10.0], ("1", 2.0), {}, TypeError, "bound"),
+    ],
+)
+def test_save_grid_refuses_what_it_would_write_wrong(tmp_path, sigmas, bounds, about, error, name):
+    path = tmp_path / "g.json"
+    with pytest.raises(error, match=f"^{re.escape(name)}: ") as raised:
+        ays.save_grid(path, sigmas, bound=bounds[0], bound_geometric=bounds[1], about=about)
+    assert "\n" not in str(raised.value) and not path.exists()
+
+
+def test_save_grid_names_the_reserved_keys_of_about(tmp_path):
+    with pytest.raises(ValueError, match=re.escape("about: keys ['bound', 'sigmas'] are reserved")):
+        ays.save_grid(tmp_path / "g.json", [0.1, 1.0, 10.0], bound=1.0, bound_geometric=2.0,
+                      about={"sigmas": [5], "bound": 9})  # fmt: skip
+
+
+_KLUB_CASES = [
+    ({"sigmas": jnp.array([10.0, 1.0, 0.1])}, ValueError, "sigmas"),  # descending: NaN
+    ({"sigmas": jnp.array([-1.0, 1.0])}, ValueError, "sigmas"),
+    ({"sigmas": jnp.array([0.1])}, ValueError, "sigmas"),  # was ZeroDivisionError
+    ({"sigmas": ["a", "b"]}, TypeError, "sigmas"),
+    ({"n_inner": 0}, ValueError, "n_inner"),  # was ZeroDivisionError
+    ({"n_inner": -1}, ValueError, "n_inner"),  # was an MLIRError
+    ({"key": 0}, TypeError, "key"),
+    ({"x_0": np.full((4, 2), np.nan, np.float32)}, ValueError, "x_0"),
+    ({"x_0": np.zeros((0, 2), np.float32)}, ValueError, "x_0"),
+    ({"x_0": np.array([["a", "b"]])}, TypeError, "x_0"),
+    ({"denoise_fn": lambda x, s: x[:1]}, ValueError, "denoise_fn"),  # was broadcast
+    ({"denoise_fn": lambda x, s: x * jnp.nan}, ValueError, "denoise_fn"),
+    ({"denoise_fn": None}, TypeError, "denoise_fn"),
+]
+
+
+@pytest.mark.parametrize("change, error, name", _KLUB_CASES)
+def test_klub_terms_refuses_bad_arguments_naming_them(change, error, name):
+    arguments = {"denoise_fn": _tweedie, "x_0": _X0, "key": jax.random.key(0),
+                 "sigmas": jnp.array([0.1, 1.0, 10.0]), "n_inner": 2, **change}  # fmt: skip
+    with pytest.raises(error, match=f"^{re.escape(name)}: ") as raised:
+        ays.klub_terms(**arguments)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "change, error, name",
+    [
+        ({"x_0": np.full((4, 2), np.nan, np.float32)}, ValueError, "x_0"),  # was a NaN bound
+        ({"x_0": np.zeros((0, 2), np.float32)}, ValueError, "x_0"),  # was ZeroDivisionError
+        ({"denoise_fn": lambda x, s: x * jnp.nan}, ValueError, "denoise_fn"),
+        ({"denoise_fn": lambda x, s: x[:1]}, ValueError, "denoise_fn"),
+        ({"key": 0}, TypeError, "key"),
+        ({"n_levels": "3"}, TypeError, "n_levels"),
+        ({"n_levels": 3.0}, TypeError, "n_levels"),
+    ],
+)
+def test_optimise_grid_refuses_bad_arguments_naming_them(change, error, name):
+    arguments = {"denoise_fn": _tweedie, "x_0": _X0, "key": jax.random.key(0), "n_levels": 3,
+                 "sigma_min": 0.01, "sigma_max": 10.0, **_SMALL, **change}  # fmt: skip
+    with pytest.raises(error, match=f"^{re.escape(name)}: ") as raised:
+        ays.optimise_grid(**arguments)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "x_0", [np.ones((4, 2), int), _X0.astype(np.float64), _X0.tolist()], ids=["int", "f64", "list"]
+)
+def test_optimise_grid_casts_int_float64_and_list_data_to_float32(x_0):
+    """Int and float64 data gave JAX's 'not available, will be truncated' UserWarning (an
+    error under pytest) and int data would truncate the grid; lists were an AttributeError."""
+    sigmas, bound, start = ays.optimise_grid(_tweedie, x_0, jax.random.key(0), 3, 0.01, 10.0,
+                                             **_SMALL)  # fmt: skip
+    expected = ays.optimise_grid(_tweedie, np.asarray(x_0, np.float32), jax.random.key(0), 3,
+                                 0.01, 10.0, **_SMALL)  # fmt: skip
+    np.testing.assert_array_equal(sigmas, expected[0])
+    assert (bound, start) == expected[1:] and np.isfinite(bound)
+
+
+def test_a_legacy_key_gives_the_typed_keys_bound():
+    sigmas = jnp.array([0.1, 1.0, 10.0])
+    legacy = ays.klub_terms(_tweedie, _X0, jax.random.PRNGKey(0), sigmas, 2)
+    typed = ays.klub_terms(_tweedie, _X0, jax.random.key(0), sigmas, 2)
+    np.testing.assert_array_equal(legacy, typed)

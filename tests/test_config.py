@@ -1,6 +1,7 @@
 """Experiment configuration: what ``auto`` resolves to, and validation of the model section."""
 
 import dataclasses
+import re
 
 import equinox as eqx
 import numpy as np
@@ -282,3 +283,32 @@ def test_a_class_conditional_edm_unet_is_refused_for_its_preconditioning():
               "loss": {"name": "ncsn"}, "data": {"source": "digits"}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"^model\.num_classes: .*not preconditioning 'edm'"):
         ExperimentConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    "values, overrides, message",
+    [
+        (None, ["train.steps=5"], "values: expected a dict of sections"),
+        ([], ["train.steps=5"], "values: expected a dict of sections"),
+        ({}, [5], "override 5: expected a string section.field=value, got int"),
+        ({}, "train.steps=5",
+         "overrides: expected a list of 'section.field=value' strings, got str (wrap it in a"),
+        ({}, None, "overrides: expected a list of 'section.field=value' strings, got NoneType"),
+        ({}, ["sampler.options.eta=1", "sampler.options={}"],
+         "sampler.options: an override replaces this table, dropping sampler.options.eta"),
+        ({}, ["sampler.options.a.b=1", "sampler.options={}"],
+         "sampler.options: an override replaces this table, dropping sampler.options.a.b"),
+    ],
+)  # fmt: skip
+def test_apply_overrides_refuses_bad_input_by_name(values, overrides, message):
+    """AttributeErrors for a non-dict or a non-string, a string read letter by
+    letter, and a child override dropped without a word by a later one of its table."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        apply_overrides(values, overrides)
+
+
+def test_apply_overrides_strips_each_part_and_keeps_a_table_then_its_field():
+    """``" train . steps =5"`` made the keys ``'train '`` and ``' steps'``."""
+    assert apply_overrides({}, [" train . steps =5"]) == {"train": {"steps": 5}}
+    later = ["sampler.options={}", "sampler.options.eta=1"]
+    assert apply_overrides({}, later) == {"sampler": {"options": {"eta": 1}}}

@@ -2,6 +2,7 @@
 are both closed forms."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -250,3 +251,34 @@ def test_sampling_a_grid_learned_for_another_sampler_says_so(tmp_path, capsys):
     assert f"note: the grid {grid} was learned for euler (ld3)" in capsys.readouterr().out
     assert main([*argv, "--sampler", "euler"]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "sigmas, errors, about, error, name",
+    [
+        ([0.1, 1.0, 10.0], (1.0, 2.0), {"kind": "ays", "error": 99}, ValueError, "about"),
+        ([0.1, 1.0, 10.0], (1.0, 2.0), {"sigmas": [1.0]}, ValueError, "about"),
+        ([0.1, 1.0, 10.0], (1.0, 2.0), None, TypeError, "about"),
+        ([10.0, 1.0, 0.1], (1.0, 2.0), {}, ValueError, "sigmas"),
+        ([0.1, np.nan, 10.0], (1.0, 2.0), {}, ValueError, "sigmas"),
+        ([], (1.0, 2.0), {}, ValueError, "sigmas"),
+        ([1.0], (1.0, 2.0), {}, ValueError, "sigmas"),
+        ([0.1, 1.0, 10.0], (np.nan, 2.0), {}, ValueError, "error"),
+        ([0.1, 1.0, 10.0], (1.0, -np.inf), {}, ValueError, "error_start"),
+    ],
+)
+def test_save_learned_grid_refuses_what_it_would_write_wrong(
+    tmp_path, sigmas, errors, about, error, name
+):
+    """About's keys replaced the grid and its record; invalid grids
+    were written and refused only when a sampler read them."""
+    path = tmp_path / "g.json"
+    with pytest.raises(error, match=f"^{re.escape(name)}: ") as raised:
+        ld3.save_learned_grid(path, sigmas, error=errors[0], error_start=errors[1], about=about)
+    assert "\n" not in str(raised.value) and not path.exists()
+
+
+def test_a_two_level_learned_grid_is_saved_and_read_back(tmp_path):
+    path = ld3.save_learned_grid(tmp_path / "g.json", [0.1, SIGMA_MAX], error=0.1,
+                                 error_start=0.2, about={"sampler": "euler"})  # fmt: skip
+    np.testing.assert_array_equal(read_saved_grid(str(path)), [0.1, SIGMA_MAX])

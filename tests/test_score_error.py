@@ -2,6 +2,7 @@
 the CLI report, and the one-line refusals."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,45 @@ def test_invalid_arguments_raise(target, key, kwargs, message):
     arguments = {"sigmas": SIGMAS, "n": 10, **kwargs}
     with pytest.raises(ValueError, match=message):
         score_error_profile(key, ExactScore(target), target, **arguments)
+
+
+def _nan_score(x, sigma):
+    return x * jnp.nan
+
+
+@pytest.mark.parametrize(
+    "change, error, name",
+    [
+        ({"sigmas": [np.inf]}, ValueError, "sigmas"),  # was a silent NaN
+        ({"sigmas": [1e39]}, ValueError, "sigmas"),  # was an overflow RuntimeWarning
+        ({"sigmas": [1e20]}, ValueError, "sigmas"),  # its precision underflows: NaN
+        ({"sigmas": [np.nan]}, ValueError, "sigmas"),
+        ({"sigmas": [1e-50]}, ValueError, "sigmas"),  # 0 in float32
+        ({"sigmas": ["a"]}, TypeError, "sigmas"),
+        ({"score_fn": lambda x, sigma: x[:1]}, ValueError, "score_fn"),  # was broadcast
+        ({"score_fn": _nan_score}, ValueError, "score_fn"),  # was a silent NaN
+        ({"score_fn": None}, TypeError, "score_fn"),
+        ({"key": 0}, TypeError, "key"),
+        ({"target": None}, TypeError, "target"),
+        ({"shape": (-1, -2)}, ValueError, "shape"),  # prod 2 passed, then a reshape error
+        ({"shape": 2}, TypeError, "shape"),
+    ],
+)
+def test_hostile_arguments_are_refused_in_one_line_naming_them(target, key, change, error, name):
+    """Each was NaN (sigma inf or 1e20, a NaN score), a broadcast score of another shape, an
+    overflow warning, or an internal error (a seed, a target that is none, a bad shape)."""
+    arguments = {"key": key, "score_fn": ExactScore(target), "target": target,
+                 "sigmas": SIGMAS, "n": 16, **change}  # fmt: skip
+    with pytest.raises(error, match=f"^{re.escape(name)}: ") as raised:
+        score_error_profile(**arguments)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_legacy_key_gives_the_typed_keys_profile(target):
+    score_fn = offset_score(target)
+    legacy = score_error_profile(jax.random.PRNGKey(3), score_fn, target, SIGMAS, n=50)
+    typed = score_error_profile(jax.random.key(3), score_fn, target, SIGMAS, n=50)
+    np.testing.assert_array_equal(legacy.relative_error, typed.relative_error)
 
 
 _TINY = ["--steps", "4", "--batch-size", "32", "--set", "data.n=200", "--quiet"]

@@ -7,12 +7,14 @@ checkpoint, of a resume after SIGKILL, and (within float tolerance) of 4 devices
 
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -694,3 +696,117 @@ def test_the_dispatches_of_a_run_share_one_compilation(tmp_path):
     config = replace(config, checkpoint_every=1)  # dispatches (0, 1), (1, 1), (2, 1), (3, 1)
     train(jax.random.key(0), model, loss_fn, data, config, out_dir=tmp_path, progress=False)
     assert len(traced) == n_traces, "a dispatch's start or length recompiled the step"
+
+
+# Hostile inputs: refused before any work, with a one-line message naming the
+# argument; and the one deprecated optax call gone.
+TINY = TrainConfig(steps=3, steps_per_dispatch=2, batch_size=4, learning_rate=0.1,
+                   optimizer="sgd")  # fmt: skip
+
+
+def tiny(model=None, loss_fn=linear_loss, data=None, config=TINY, **kwargs):
+    model = Shift(jnp.zeros(2)) if model is None else model
+    data = np.zeros((4, 2), np.float32) if data is None else data
+    return train(jax.random.key(0), model, loss_fn, data, config, progress=False, **kwargs)
+
+
+def scaled_loss(key, score_fn, x, scale):
+    return -scale * jnp.sum(score_fn(x, None))
+
+
+def labelled_loss(key, score_fn, x, label):
+    return -jnp.sum(score_fn(x, None)) + 0.0 * label
+
+
+class Labelled(eqx.Module):
+    """:class:`Shift` with the ``num_classes`` of a class-conditional model."""
+
+    b: jax.Array
+    num_classes: int = eqx.field(static=True)
+
+    def __call__(self, x, sigma=None):
+        return self.b
+
+
+def test_training_warns_of_nothing_deprecated():
+    """``optax.global_norm`` warned (a DeprecationWarning) on every run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = tiny()
+    assert np.all(np.isfinite(result.losses))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"config": {"steps": 3}}, TypeError, "config: expected a scorelab.training.TrainConfig"),
+        ({"config": None}, TypeError, "config: expected a scorelab.training.TrainConfig"),
+        ({"loss_fn": None}, TypeError, "loss_fn: expected a callable loss_fn(key, score_fn, x)"),
+        ({"loss_fn": lambda key, f: 0.0}, TypeError, "loss_fn: cannot be called as loss_fn("),
+        ({"loss_fn": labelled_loss}, TypeError, "(a class-conditional loss: pass labels too)"),
+        ({"loss_fn": lambda key, f, x: f(x) * 2}, ValueError,
+         "loss_fn: must return a scalar per example, got shape (2,)"),
+        ({"labels": np.full(4, 2**32 + 1), "loss_fn": labelled_loss}, ValueError,
+         "labels: classes must be < 2**31"),
+        ({"labels": np.full(4, 2**31), "loss_fn": labelled_loss}, ValueError,
+         "labels: classes must be < 2**31"),
+        ({"labels": np.zeros(4, int)}, TypeError, "labels: given, but loss_fn takes no label"),
+        ({"labels": np.full(4, 3), "loss_fn": labelled_loss,
+          "model": Labelled(jnp.zeros(2), num_classes=3)}, ValueError,
+         "labels: classes must be < the model's num_classes (3), got 3"),
+        ({"model": lambda x, s: x}, TypeError, "model: expected an equinox Module with trainable"),
+        ({"run_config": [1]}, TypeError, "run_config: expected None or a dict of sections"),
+        ({"run_defaults": "x"}, TypeError, "run_defaults: expected None or a dict of sections"),
+        ({"resume": "no"}, TypeError, "resume: expected True or False, got 'no'"),
+        ({"resume": 1}, TypeError, "resume: expected True or False, got 1"),
+        ({"hflip": "false"}, TypeError, "hflip: expected True or False, got 'false'"),
+        ({"progress": None}, TypeError, "progress: expected True or False, got None"),
+    ],
+)  # fmt: skip
+def test_train_refuses_a_bad_argument_by_name(kwargs, error, message):
+    """raw internal errors, or silently wrong runs (a vector loss averaged, labels
+    wrapped to int32, a function "trained", ``resume="no"`` read as true)."""
+    if "config" in kwargs:  # train's own keyword ``progress`` comes after it
+        with pytest.raises(error, match=re.escape(message)) as caught:
+            train(jax.random.key(0), Shift(jnp.zeros(2)), linear_loss,
+                  np.zeros((4, 2), np.float32), kwargs["config"], progress=False)  # fmt: skip
+    elif "progress" in kwargs:
+        with pytest.raises(error, match=re.escape(message)) as caught:
+            train(jax.random.key(0), Shift(jnp.zeros(2)), linear_loss,
+                  np.zeros((4, 2), np.float32), TINY, progress=kwargs["progress"])  # fmt: skip
+    else:
+        with pytest.raises(error, match=re.escape(message)) as caught:
+            tiny(**kwargs)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["file", "device"])
+def test_train_refuses_an_out_dir_that_is_not_a_folder(tmp_path, kind):
+    """orbax's writer thread logged a traceback, then an error naming neither."""
+    out_dir = tmp_path / "afile" if kind == "file" else Path(os.devnull)
+    if kind == "file":
+        out_dir.write_text("")
+    with pytest.raises(ValueError, match=re.escape(f"out_dir: {out_dir} exists and is not a")):
+        tiny(out_dir=out_dir)
+
+
+def test_resume_refuses_another_loss(tmp_path):
+    """a resume with another loss (or its hyper-parameters) joined two objectives
+    in one loss curve; an equal fresh partial resumes."""
+    tiny(loss_fn=functools.partial(scaled_loss, scale=1.0), out_dir=tmp_path / "run")
+    longer = replace(TINY, steps=5)
+    with pytest.raises(ValueError, match=r"cannot resume: loss_fn differs .*'scale': 2\.0"):
+        tiny(loss_fn=functools.partial(scaled_loss, scale=2.0), config=longer,
+             out_dir=tmp_path / "run", resume=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"cannot resume: loss_fn differs .*linear_loss"):
+        tiny(config=longer, out_dir=tmp_path / "run", resume=True)
+    resumed = tiny(loss_fn=functools.partial(scaled_loss, scale=1.0), config=longer,
+                   out_dir=tmp_path / "run", resume=True)  # fmt: skip
+    assert resumed.start_step == 3
+
+
+@pytest.mark.parametrize("values", [None, [("steps", 3)], "steps=3"])
+def test_train_config_from_dict_refuses_a_non_mapping(values):
+    """``TrainConfig.from_dict(None)``: 'NoneType' object is not iterable."""
+    with pytest.raises(TypeError, match=r"^train: expected a table of fields"):
+        TrainConfig.from_dict(values)

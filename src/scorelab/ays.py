@@ -39,7 +39,9 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -48,9 +50,98 @@ import numpy as np
 from jax import Array
 from tqdm.auto import tqdm
 
-from scorelab._validate import check_int, check_memory
+from scorelab._keys import typed_key
+from scorelab._validate import (
+    all_finite,
+    check_int,
+    check_memory,
+    first_line,
+)
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
-from scorelab.noise import geometric_sigmas, write_saved_grid
+from scorelab.noise import check_grid_levels, geometric_sigmas, write_saved_grid
+
+
+def _data(x_0, name: str = "x_0") -> Array:
+    """``x_0`` as a float array of at least one example (``(m, *S)``, ``m >= 1``), integer or
+    float64 data cast to float32 (the grid is cast to the data's dtype: float64 warned and
+    was truncated, integers truncated the grid itself), checked finite when concrete.
+
+    Raises:
+        TypeError: naming ``name``, for anything but real numbers.
+        ValueError: naming ``name``, for no examples or a NaN or infinite entry (every bound
+            was NaN, and the search returned the geometric grid as optimised).
+    """
+    dtype = getattr(x_0, "dtype", None)
+    if dtype is None:
+        try:
+            x_0 = np.asarray(x_0)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{name}: expected an array of data samples (m, *S), got {type(x_0).__name__} "
+                f"({first_line(error)})"
+            ) from None
+        dtype = x_0.dtype
+    if np.dtype(dtype).kind not in "fiu":
+        raise TypeError(f"{name}: expected real-valued data samples (m, *S), got dtype {dtype}")
+    if np.ndim(x_0) < 1 or np.shape(x_0)[0] < 1 or np.size(x_0) == 0:
+        raise ValueError(
+            f"{name}: expected at least one data sample (m, *S) with m >= 1, got shape "
+            f"{np.shape(x_0)}"
+        )
+    if np.dtype(dtype).kind != "f" or np.dtype(dtype).itemsize > 4:
+        x_0 = jnp.asarray(x_0, jnp.float32)
+    else:
+        x_0 = jnp.asarray(x_0)
+    if all_finite(x_0) is False:
+        raise ValueError(f"{name}: holds NaN or infinite values; give finite data samples")
+    return x_0
+
+
+def _check_denoiser(denoise_fn, x_0: Array, dtype) -> None:
+    """Refuse a ``denoise_fn`` that is not callable or whose output on one example is not of
+    the example's shape (``x[:1]`` was broadcast into a finite, meaningless bound); traced
+    once on shapes, nothing is computed."""
+    if not callable(denoise_fn):
+        raise TypeError(f"denoise_fn: expected a function D(x, sigma), got {denoise_fn!r}")
+    example = jax.ShapeDtypeStruct(x_0.shape[1:], x_0.dtype)
+    out = jax.eval_shape(denoise_fn, example, jax.ShapeDtypeStruct((), dtype))
+    if getattr(out, "shape", None) != example.shape:
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"denoise_fn: returned {got} on one example of shape {example.shape}; a denoiser "
+            "returns its input's shape"
+        )
+
+
+def _sigmas(sigmas, minimum: int) -> Array:
+    """``sigmas`` as a float ``(N,)`` array of ``N >= minimum`` levels, checked positive,
+    finite and strictly ascending when concrete (a descending grid gave a NaN bound)."""
+    if not hasattr(sigmas, "dtype"):
+        sigmas = np.asarray(sigmas) if _real_list(sigmas) else None
+    if sigmas is None or np.dtype(sigmas.dtype).kind not in "fiu":
+        raise TypeError(f"sigmas: expected an ascending grid of noise levels (N,), got {sigmas!r}")
+    if np.ndim(sigmas) != 1 or np.shape(sigmas)[0] < minimum:
+        raise ValueError(
+            f"sigmas: expected an ascending grid of at least {minimum} noise levels (N,), got "
+            f"shape {np.shape(sigmas)}"
+        )
+    if np.dtype(sigmas.dtype).kind != "f" or np.dtype(sigmas.dtype).itemsize > 4:
+        sigmas = jnp.asarray(sigmas, jnp.float32)
+    sigmas = jnp.asarray(sigmas)
+    if not isinstance(sigmas, jax.core.Tracer):
+        levels = np.asarray(sigmas)
+        if not (np.all(np.isfinite(levels)) and levels[0] > 0 and np.all(np.diff(levels) > 0)):
+            shown = np.array2string(levels, separator=", ", threshold=8)
+            raise ValueError(f"sigmas: expected finite levels > 0, strictly ascending, got {shown}")
+    return sigmas
+
+
+def _real_list(values) -> bool:
+    """Whether ``values`` converts to an array of real numbers (not strings or objects)."""
+    try:
+        return np.asarray(values).dtype.kind in "fiu"
+    except (TypeError, ValueError):
+        return False
 
 
 def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_inner: int) -> Array:
@@ -67,7 +158,31 @@ def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_in
     Returns:
         ``(N - 1,)`` estimates of :math:`\int_{\sigma_{i-1}}^{\sigma_i} \sigma^{-3}
         \mathbb{E}\|\Delta D\|^2 d\sigma`.
+
+    Raises:
+        TypeError: naming the argument, for a ``key`` that is no PRNG key, data or levels that
+            are not real arrays, or a ``denoise_fn`` that is not callable.
+        ValueError: naming the argument, for no data or non-finite data, fewer than 2 levels
+            or levels not positive and strictly ascending, ``n_inner < 1``, a denoiser
+            returning another shape than its input, or a NaN or infinite result (checked on
+            concrete values only).
     """
+    check_int("n_inner", n_inner, 1)
+    key = typed_key(key)
+    x_0 = _data(x_0)
+    sigmas = _sigmas(sigmas, 2)
+    _check_denoiser(denoise_fn, x_0, sigmas.dtype)
+    terms = _klub_terms(denoise_fn, x_0, key, sigmas, n_inner)
+    if all_finite(terms) is False:
+        raise ValueError(
+            "denoise_fn: the bound is NaN or infinite on these sigmas; check that the "
+            "denoiser is finite on x_0 noised up to the largest level"
+        )
+    return terms
+
+
+def _klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_inner: int):
+    """:func:`klub_terms` on checked arguments."""
     draws = (sigmas.shape[0] - 1, n_inner, x_0.shape[0])  # (interval, draw, point)
     state = x_0.shape[1:]  # S: the bound is a squared norm over every axis of an example
     key_u, key_z, key_w = jax.random.split(key, 3)
@@ -123,13 +238,21 @@ def optimise_grid(
         the geometric grid's (the start), both on the same random numbers.
 
     Raises:
+        TypeError: naming the argument, for a ``key`` that is no PRNG key, data that is not a
+            real array, a non-integer ``n_levels`` or a ``denoise_fn`` that is not callable.
         ValueError: for ``n_levels < 3``, ``n_inner``, ``n_candidates`` or ``n_sweeps`` below
-            1, a bad range, or more memory than available for the bound's draws.
+            1, a bad range, no data or non-finite data, a denoiser returning another shape
+            than its input, more memory than available for the bound's draws, or a NaN or
+            infinite bound of the starting grid.
     """
-    if int(n_levels) != n_levels or n_levels < 3:
+    if isinstance(n_levels, bool) or not isinstance(n_levels, numbers.Integral):
+        raise TypeError(f"n_levels: expected an integer >= 3, got {n_levels!r}")
+    if n_levels < 3:
         raise ValueError(f"an optimised grid needs n_levels >= 3, got {n_levels}")
     for name, value in (("inner", n_inner), ("candidates", n_candidates), ("sweeps", n_sweeps)):
         check_int(f"grid.{name}", value, 1)
+    key = typed_key(key)
+    x_0 = _data(x_0)
     # The bound's draws: n_inner noised copies of x_0 for each of n_candidates positions.
     check_memory(
         "grid.n",
@@ -138,23 +261,29 @@ def optimise_grid(
     )
     sigmas = np.asarray(geometric_sigmas(n_levels, sigma_min, sigma_max), np.float64)
     sigmas[[0, -1]] = sigma_min, sigma_max
+    _check_denoiser(denoise_fn, x_0, x_0.dtype)
 
     # Images are what convolution networks take: their program compiles with XLA:CPU's own
     # convolutions, as the samplers' does (scorelab._xla_cpu).
     @(convolution_jit if takes_convolutions(x_0) else jax.jit)
     def pair_cost(trio, keys):  # the two intervals around a moved level, for each candidate
-        return jax.vmap(lambda s: jnp.sum(klub_terms(denoise_fn, x_0, keys, s, n_inner)))(trio)
+        return jax.vmap(lambda s: jnp.sum(_klub_terms(denoise_fn, x_0, keys, s, n_inner)))(trio)
 
     keys = jax.random.split(key, n_levels - 1)
 
     def cost(grid) -> float:
         return float(sum(
-            jnp.sum(klub_terms(denoise_fn, x_0, keys[i], jnp.asarray(grid[i : i + 2], x_0.dtype),
-                               n_inner))
+            jnp.sum(_klub_terms(denoise_fn, x_0, keys[i], jnp.asarray(grid[i : i + 2], x_0.dtype),
+                                n_inner))
             for i in range(n_levels - 1)
         ))  # fmt: skip
 
     start = cost(sigmas)
+    if not math.isfinite(start):  # every comparison with NaN is false: nothing would move
+        raise ValueError(
+            f"denoise_fn: the bound of the geometric grid is {start}; check that the denoiser "
+            "is finite on x_0 noised up to sigma_max"
+        )
     ramp = (np.arange(n_candidates) + 1.0) / (n_candidates + 1.0)
     total = n_sweeps * (n_levels - 2)
     with tqdm(total=total, desc="ays grid", unit="level", disable=not progress) as bar:
@@ -185,19 +314,61 @@ def optimise_grid(
     return sigmas, cost(sigmas), start
 
 
+def check_finite_number(name: str, value) -> None:
+    """Raise unless ``value`` is one finite real number (NaN was written as ``null``)."""
+    real = not isinstance(value, bool) and (
+        isinstance(value, numbers.Real)
+        or (np.ndim(value) == 0 and getattr(value, "dtype", np.dtype(object)).kind in "fiu")
+    )
+    if not real:
+        raise TypeError(f"{name}: expected a finite number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}: expected a finite number, got {float(value)}")
+
+
+def check_about(about, reserved) -> None:
+    """Raise unless ``about`` is a mapping with string keys, none of them ``reserved`` (a
+    grid file's own fields: an ``about`` key ``sigmas`` replaced the grid written)."""
+    if not isinstance(about, Mapping):
+        raise TypeError(f"about: expected a dict of how the grid was made, got {about!r}")
+    if not all(isinstance(k, str) for k in about):
+        raise TypeError(f"about: expected string keys, got {sorted(map(repr, about))}")
+    clashes = sorted(set(about) & set(reserved))
+    if clashes:
+        raise ValueError(
+            f"about: keys {clashes} are reserved (the grid's own fields: "
+            f"{', '.join(reserved)}); rename them"
+        )
+
+
+_RESERVED = ("kind", "sigmas", "bound", "klub", "klub_geometric")
+"""The fields of an Align-Your-Steps grid file, which ``about`` may not hold."""
+
+
 def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict[str, Any]):
     """Write an optimised grid as JSON (atomically): ``sigmas`` ascending, the bounds, and
     ``about`` (target, score, settings) for the record.
 
     Args:
         path: the ``.json`` file.
-        sigmas: ``(N,)`` ascending grid.
-        bound, bound_geometric: the grid's bound and the geometric grid's.
-        about: how it was made, JSON-serialisable.
+        sigmas: ``(N,)`` ascending grid, ``N >= 3`` (:func:`optimise_grid`'s).
+        bound, bound_geometric: the grid's bound and the geometric grid's, finite.
+        about: how it was made, JSON-serialisable, without the file's own keys (``kind``,
+            ``sigmas``, ``bound``, ``klub``, ``klub_geometric``).
 
     Returns:
         The path written.
+
+    Raises:
+        TypeError: for ``about`` not a dict with string keys, or bounds that are not numbers.
+        ValueError: naming the argument, before writing, for levels that are not an
+            ascending grid of at least 3 finite positive levels, a NaN or infinite bound, or a
+            reserved key in ``about``.
     """
+    levels = check_grid_levels(sigmas, "sigmas", "give the grid's levels", 3)
+    check_finite_number("bound", bound)
+    check_finite_number("bound_geometric", bound_geometric)
+    check_about(about, _RESERVED)
     record = {
         "kind": "ays",
         "bound": "KLUB, Sabour et al. (2024) eq. 9 in VE (scorelab.ays)",
@@ -205,7 +376,7 @@ def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict
         "klub_geometric": bound_geometric,
         **about,
     }
-    return write_saved_grid(path, sigmas, record)
+    return write_saved_grid(path, levels, record)
 
 
 __all__ = ["klub_terms", "optimise_grid", "save_grid"]

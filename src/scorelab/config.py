@@ -816,14 +816,32 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         A new nested dict; ``values`` is not modified.
 
     Raises:
-        ConfigError: for an override that is not ``section.field=value``, spans several lines,
-            sets a field inside a value, or gives a field another value than an earlier one.
+        ConfigError: for ``values`` that are not a dict, ``overrides`` that are not a list of
+            strings, an override that is not ``section.field=value``, spans several lines,
+            sets a field inside a value, gives a field another value than an earlier one, or
+            replaces the table holding a field an earlier one set.
     """
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"values: expected a dict of sections ({{section: {{field: value}}}}), got "
+            f"{type(values).__name__}"
+        )
+    if isinstance(overrides, str | bytes) or not isinstance(overrides, list | tuple):
+        wrap = " (wrap it in a list)" if isinstance(overrides, str) else ""
+        raise ConfigError(
+            f"overrides: expected a list of 'section.field=value' strings, got "
+            f"{type(overrides).__name__}{wrap}"
+        )
     result = copy.deepcopy(values)
     given: dict[str, Any] = {}  # field -> value of this call's overrides
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"override {item!r}: expected a string section.field=value, got "
+                f"{type(item).__name__}"
+            )
         name, sep, raw = item.partition("=")
-        path = name.strip().split(".")
+        path = [part.strip() for part in name.split(".")]
         if not sep or len(path) < 2 or not all(path):
             raise ConfigError(f"override {item!r}: expected section.field=value")
         if "\n" in raw or "\r" in raw:
@@ -840,6 +858,13 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         if field in given and given[field] != value:  # the first was dropped without a word
             raise ConfigError(
                 f"{field}: --set gives {given[field]!r}, then {value!r}; give it once"
+            )
+        # A table set after one of its fields replaced that field without a word.
+        inside = [earlier for earlier in given if earlier.startswith(f"{field}.")]
+        if inside:
+            raise ConfigError(
+                f"{field}: an override replaces this table, dropping {inside[0]} set by an "
+                "earlier one; give one of them"
             )
         given[field] = value
         put(result, path, value, f"override {item!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -340,22 +341,36 @@ def read_saved_grid(name: str) -> np.ndarray:
             has no ``sigmas`` list, or levels that are not at least 2 ascending positive
             numbers finite in float32.
     """
-    values = _saved_grid_record(name)["sigmas"]
-    numbers_only = isinstance(values, list) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    return check_grid_levels(
+        _saved_grid_record(name)["sigmas"], f"grid {name!r} sigmas", "make one with scorelab grid"
+    )
+
+
+def check_grid_levels(values, what: str, remedy: str, minimum: int = 2) -> np.ndarray:
+    """``values`` as ``(M,)`` float64 levels of a saved grid, checked as a sampler takes them:
+    a list or 1-D array of at least ``minimum`` real numbers, finite, positive and strictly
+    ascending in float32 (where the levels are sampled: 1e-300 is 0 there), its ends within
+    the noise levels' range (:func:`scorelab._validate.check_sigma`). The one check of a grid
+    read (:func:`read_saved_grid`) and written (``scorelab.ays.save_grid``,
+    ``scorelab.ld3.save_learned_grid``): no grid is written that a sampler refuses later.
+
+    Raises:
+        ValueError: naming ``what`` and ending with ``remedy``.
+    """
+    numbers_only = isinstance(values, list | tuple | np.ndarray | jax.Array) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+        for v in np.asarray(values, object).reshape(-1)
     )
     saved = np.asarray(values, np.float64) if numbers_only else np.zeros(0)
-    finite = saved.size and np.all(np.abs(saved) <= FLOAT32_MAX)
-    # The levels are sampled in float32: ascending and positive there too (1e-300 is 0).
+    finite = saved.ndim == 1 and saved.size and np.all(np.abs(saved) <= FLOAT32_MAX)
     as32 = saved.astype(np.float32) if finite else saved
-    if saved.size < 2 or not finite or not np.all(np.diff(as32) > 0) or as32[0] <= 0:
+    if saved.size < minimum or not finite or not np.all(np.diff(as32) > 0) or as32[0] <= 0:
         raise ValueError(
-            f"grid {name!r}: its sigmas must be a list of at least 2 ascending positive "
-            "numbers (finite in float32); make one with scorelab grid"
+            f"{what}: expected a list of at least {minimum} ascending positive numbers (finite "
+            f"in float32); {remedy}"
         )
-    # Here, so the grid is named, not the sampler.sigma_min read from it.
-    check_sigma(f"grid {name!r}: its smallest level", float(saved[0]))
-    check_sigma(f"grid {name!r}: its largest level", float(saved[-1]))
+    check_sigma(f"{what}: the smallest level", float(saved[0]))
+    check_sigma(f"{what}: the largest level", float(saved[-1]))
     return saved
 
 

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_int, check_memory
+from scorelab._keys import typed_key
+from scorelab._validate import SIGMA_LIMIT, check_int, check_memory
 from scorelab.targets import GaussianMixture
 
 __all__ = ["ScoreErrorProfile", "score_error_profile"]
@@ -66,7 +67,16 @@ def _level(key, sigma, score_fn, target, n: int, shape: tuple) -> tuple[Array, A
     noised = target.ve_marginal(sigma)
     x = noised.sample(key, n)
     exact = jax.vmap(noised.score)(x)
-    model = jax.vmap(lambda x_j: score_fn(x_j.reshape(shape), sigma).reshape(-1))(x)
+
+    def one(x_j):
+        score = score_fn(x_j.reshape(shape), sigma)
+        if jnp.shape(score) != shape:  # checked once, when traced: (1,) was broadcast
+            raise ValueError(
+                f"score_fn: returned shape {jnp.shape(score)}, expected the example's {shape}"
+            )
+        return score.reshape(-1)
+
+    model = jax.vmap(one)(x)
     a = jnp.sum((model - exact) ** 2, axis=-1)
     b = jnp.sum(exact**2, axis=-1)
     ratio = jnp.sum(a) / jnp.sum(b)
@@ -110,14 +120,46 @@ def score_error_profile(
         A :class:`ScoreErrorProfile`.
 
     Raises:
-        ValueError: for ``n < 2`` or more samples than memory holds, non-positive sigmas,
-            or a ``shape`` of another size than ``d``.
+        TypeError: naming the argument, for a ``key`` that is no PRNG key, a ``target`` that is
+            no :class:`scorelab.targets.GaussianMixture`, a ``score_fn`` that is not callable,
+            or ``sigmas`` that are not numbers.
+        ValueError: for ``n < 2`` or more samples than memory holds, sigmas that are not
+            finite, positive and at most 9.2e18 (beyond, the noised law's precision underflows
+            float32), a ``shape`` of another size than ``d`` or not of positive integers, a
+            ``score_fn`` returning another shape than its input, or a NaN or infinite error.
     """
+    key = typed_key(key)
+    if not callable(score_fn):
+        raise TypeError(f"score_fn: expected a function score_fn(x, sigma), got {score_fn!r}")
+    if not isinstance(target, GaussianMixture):
+        raise TypeError(
+            "target: expected a scorelab.targets.GaussianMixture (a law with an exact noised "
+            f"score), got {type(target).__name__}"
+        )
     check_int("n", n, 2)
-    sigmas = np.asarray(sigmas, dtype=np.float32).reshape(-1)
-    if not (sigmas.size and np.all(sigmas > 0)):
-        raise ValueError("sigmas: expected a non-empty grid of noise levels > 0")
-    shape = (target.dim,) if shape is None else tuple(shape)
+    try:
+        levels = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"sigmas: expected noise levels (L,) as numbers, got {sigmas!r}") from None
+    with np.errstate(over="ignore"):
+        sigmas = levels.astype(np.float32)
+    if not (sigmas.size and np.all(levels <= SIGMA_LIMIT) and np.all(sigmas > 0)):
+        shown = levels.tolist() if levels.size <= 8 else f"{levels.size} levels"
+        raise ValueError(
+            "sigmas: expected a non-empty grid of noise levels > 0 (finite, at most 9.2e18, "
+            f"nonzero in float32), got {shown}"
+        )
+    if shape is None:
+        shape = (target.dim,)
+    else:
+        try:
+            shape = tuple(shape)
+        except TypeError:
+            raise TypeError(
+                f"shape: expected a tuple of positive integers, got {shape!r}"
+            ) from None
+        for size in shape:
+            check_int("shape", size, 1)
     if int(np.prod(shape)) != target.dim:
         raise ValueError(f"shape: {shape} has not the target's {target.dim} entries")
     # A level holds its n samples, their noised copies and both scores.
@@ -130,4 +172,10 @@ def score_error_profile(
         for i, sigma in enumerate(jnp.asarray(sigmas))
     ]
     ratios, ses = (np.asarray([r[k] for r in results], dtype=np.float64) for k in (0, 1))
+    if not np.all(np.isfinite(ratios)):
+        bad = float(sigmas[np.argmin(np.isfinite(ratios))])
+        raise ValueError(
+            f"score_fn: its relative error at sigma = {bad:g} is {ratios[~np.isfinite(ratios)][0]}"
+            "; check that the score is finite there"
+        )
     return ScoreErrorProfile(sigmas, ratios, ses, n)

@@ -32,7 +32,10 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable
+import inspect
+import json
+import numbers
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -173,6 +176,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping (a TOML table, a checkpoint's JSON), rejecting unknown keys."""
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"train: expected a table of fields ({{name: value}}), got {type(values).__name__}"
+            )
         fields = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -302,6 +309,96 @@ def _as_pytree(loss_fn: Callable) -> Callable:
     return loss_fn
 
 
+def _scalar(value):
+    """``value``, a loss's value for one example, if it is a scalar; checked as the step is
+    traced (its shape only), so it costs the compiled step nothing."""
+    if jnp.shape(value) != ():
+        raise ValueError(
+            f"loss_fn: must return a scalar per example, got shape {jnp.shape(value)}; reduce "
+            "it inside the loss (e.g. its sum or mean)"
+        )
+    return value
+
+
+def _check_loss_fn(loss_fn: Any, labelled: bool) -> None:
+    """Refuse a ``loss_fn`` that is not callable, or whose signature cannot take the arguments
+    :func:`train` gives it (``key, score_fn, x`` and, with ``labels``, ``label``): both were
+    found only inside the step's trace, as Python's own errors naming neither."""
+    signature = "loss_fn(key, score_fn, x, label)" if labelled else "loss_fn(key, score_fn, x)"
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn: expected a callable {signature} -> scalar, got {type(loss_fn).__name__}"
+        )
+    try:
+        parameters = inspect.signature(loss_fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): the call will tell
+        return
+
+    def takes(n: int) -> bool:
+        try:
+            parameters.bind(*range(n))
+        except TypeError:
+            return False
+        return True
+
+    if labelled and not takes(4):
+        if takes(3):
+            raise TypeError(
+                "labels: given, but loss_fn takes no label (loss_fn(key, score_fn, x)); pass a "
+                "class-conditional loss_fn(key, score_fn, x, label) or drop labels"
+            )
+        raise TypeError(f"loss_fn: cannot be called as {signature}; give a loss of that form")
+    if not labelled and not takes(3):
+        hint = " (a class-conditional loss: pass labels too)" if takes(4) else ""
+        raise TypeError(f"loss_fn: cannot be called as {signature}{hint}; give a loss of that form")
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` if it is one (a NumPy bool too); a string ``"false"`` or a
+    number was read by its truthiness."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def _describe(value: Any) -> Any:
+    """A JSON description of a loss or one of its bound hyper-parameters, equal for equal
+    losses in any process: a function by its module and qualified name, a partial by its
+    function and bound arguments, an array by its shape, dtype and SHA-256, a number or string
+    as itself; anything else by its type only (its ``repr`` may hold a memory address)."""
+    if isinstance(value, functools.partial):
+        return {
+            "function": _describe(value.func),
+            "args": [_describe(arg) for arg in value.args],
+            "keywords": {name: _describe(arg) for name, arg in sorted(value.keywords.items())},
+        }
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, str | bool | numbers.Number):
+        return jsonable(str(value) if isinstance(value, complex) else value)
+    if isinstance(value, list | tuple):
+        return [_describe(item) for item in value]
+    if isinstance(value, np.ndarray | jax.Array):
+        try:
+            value = np.asarray(value)
+        except Exception:  # a key array, or one not held by this process: its type only
+            return f"{type(value).__module__}.{type(value).__qualname__} object"
+        return {
+            "shape": list(value.shape),
+            "dtype": str(value.dtype),
+            "sha256": _fingerprint(value),
+        }
+    if inspect.isfunction(value) or inspect.isbuiltin(value) or isinstance(value, type):
+        return f"{getattr(value, '__module__', None)}.{value.__qualname__}"
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__} object"
+
+
+def _loss_identity(loss_fn: Callable) -> Any:
+    """:func:`_describe` of ``loss_fn`` as it reads back from a checkpoint's JSON metadata."""
+    return json.loads(json.dumps(_describe(loss_fn)))
+
+
 class _StaticKey:
     """A static pytree (the model's non-array part with the state's structure) flattened and
     hashed once per :func:`train` call.
@@ -384,7 +481,7 @@ def _kept_bytes(params, rest, loss_fn, data, labels, stochastic) -> tuple[int, i
 
                 def one(k, x, y):
                     m = functools.partial(network, key=k) if stochastic else network
-                    return loss_fn(k, m, x) if y is None else loss_fn(k, m, x, y)
+                    return _scalar(loss_fn(k, m, x) if y is None else loss_fn(k, m, x, y))
 
                 keys = jax.random.split(jax.random.key(0), b)
                 return jnp.mean(jax.vmap(one)(keys, xs, ys))
@@ -506,7 +603,8 @@ def _steps(
             model = score_fn
             if stochastic:  # the network's own randomness (dropout) for example b
                 model = functools.partial(score_fn, key=jax.random.fold_in(dropout_key, b))
-            return loss_fn(k, model, x) if label is None else loss_fn(k, model, x, label)
+            value = loss_fn(k, model, x) if label is None else loss_fn(k, model, x, label)
+            return _scalar(value)
 
         return jnp.mean(jax.vmap(example_loss)(examples, example_keys, x_0, y))
 
@@ -522,7 +620,7 @@ def _steps(
         new_state = jax.lax.with_sharding_constraint(
             _TrainState(params, opt_state, ema_params), replicated
         )
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         return new_state, loss, finite
 
@@ -658,6 +756,19 @@ def train(
             data that are not images ``(n, C, H, W)``, or ``labels`` that are not ``n``
             integers >= 0.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(
+            "config: expected a scorelab.training.TrainConfig (TrainConfig.from_dict(...) for a "
+            f"mapping), got {type(config).__name__}"
+        )
+    resume = _check_flag("resume", resume)
+    progress = _check_flag("progress", progress)
+    hflip = _check_flag("hflip", hflip)
+    for name, value in (("run_config", run_config), ("run_defaults", run_defaults)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(
+                f"{name}: expected None or a dict of sections, got {type(value).__name__}"
+            )
     data = validate_data(data, any_shape=True)
     if hflip and data.ndim != 4:
         raise DataError(
@@ -670,7 +781,21 @@ def train(
                 f"labels: expected {data.shape[0]} integers >= 0 (one per example), got "
                 f"{labels.dtype} of shape {labels.shape}"
             )
+        # The labels go to the device as int32: a larger class wrapped round to another one.
+        if labels.max() > np.iinfo(np.int32).max:
+            raise DataError(
+                f"labels: classes must be < 2**31, got {labels.max()}; number the classes "
+                "0, 1, ... (e.g. with np.unique(labels, return_inverse=True))"
+            )
+        num_classes = getattr(model, "num_classes", None)
+        if isinstance(num_classes, int) and not isinstance(num_classes, bool):
+            if labels.max() >= num_classes:  # an embedding lookup clamps it, without a word
+                raise DataError(
+                    f"labels: classes must be < the model's num_classes ({num_classes}), got "
+                    f"{labels.max()}; give the model enough classes or relabel the data"
+                )
         labels = labels.astype(np.int32)
+    _check_loss_fn(loss_fn, labels is not None)
     key = typed_key(key)
     loss_fn = _as_pytree(loss_fn)
     devices = jax.devices()
@@ -683,12 +808,22 @@ def train(
         )
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to resume")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        # Found by orbax's writer thread, as a logged traceback and an error naming neither.
+        raise ValueError(
+            f"out_dir: {out_dir} exists and is not a folder; give a folder for the checkpoints"
+        )
 
     mesh = Mesh(np.asarray(devices), ("data",))
     replicated = NamedSharding(mesh, P())
     # Floating-point arrays are trained; other arrays (integer buffers) are passed along
     # unchanged; the rest (hyper-parameters, functions) is static and keys the compilation.
     params, rest = eqx.partition(model, eqx.is_inexact_array)
+    if not jax.tree.leaves(params):  # a plain function "trained" to itself, without a word
+        raise TypeError(
+            "model: expected an equinox Module with trainable (floating-point) arrays, got "
+            f"{type(model).__name__}"
+        )
     frozen, static = eqx.partition(rest, eqx.is_array)
     stochastic = getattr(model, "dropout", 0) > 0
     if devices[0].platform == "cpu":  # an accelerator refuses an allocation; a host kills
@@ -712,6 +847,7 @@ def train(
         "data_sha256": _fingerprint(data),
         "hflip": hflip,
         "labels_sha256": None if labels is None else _fingerprint(labels),
+        "loss": _loss_identity(loss_fn),
         "scorelab_version": __version__,
     }
 
@@ -909,6 +1045,11 @@ def _check_resumable(saved: dict, current: dict, defaults: dict) -> None:
         raise ValueError(
             "cannot resume: the class labels differ from the checkpointed run's; restore them, "
             "or start a new run in another out_dir"
+        )
+    if "loss" in saved and saved["loss"] != current["loss"]:  # older checkpoints lack it
+        raise ValueError(
+            f"cannot resume: loss_fn differs from the checkpointed run's ({saved['loss']} -> "
+            f"{current['loss']}); restore it, or start a new run in another out_dir"
         )
     if (saved["key_impl"], saved["key_data"]) != (current["key_impl"], current["key_data"]):
         raise ValueError("cannot resume: key differs from the checkpointed run's (check the seed)")
