@@ -432,6 +432,10 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
         ("[ncsn]\nbatch_size = 100000000000000\n", "demo.ncsn.batch_size: needs"),
         (f"ddim_ns = {list(range(2, 100002))}\n", "demo.ddim_ns: needs"),
         ("ddim_ns = [4, 4]\n", "demo.ddim_ns: 4 given more than once"),
+        # clamped to n_samples without a word; named as the loss fields they feed
+        ("n_samples = 100\nn_chains_animated = 1000\n", "demo.n_chains_animated: 1000 is more"),
+        ("sigma_max = 1e30\n", "demo.sigma_max: 1e+30 is beyond"),
+        ("sigma_min = 1e-30\n", "demo.sigma_min: 1e-30 is below"),
         # each factor fitted; the kept trajectories of their product did not
         (
             "n_samples = 10000\nannealed_levels = 2000\nannealed_steps_per_level = 2000\n",

@@ -49,6 +49,7 @@ from scorelab._validate import (
     check_memory,
     check_real,
     check_seed,
+    check_sigma,
     check_unique,
     from_mapping,
 )
@@ -155,6 +156,11 @@ class DemoSettings:
             ("n_likelihood", 2),
         ):
             check_int(f"demo.{name}", getattr(self, name), minimum)
+        if self.n_chains_animated > self.n_samples:  # the animations drew n_samples, quietly
+            raise ValueError(
+                f"demo.n_chains_animated: {self.n_chains_animated} is more than the "
+                f"{self.n_samples} chains drawn (demo.n_samples); give at most {self.n_samples}"
+            )
         # Sizes before any work: n_samples = 10**14 trained three models, then ran out of
         # memory (a traceback) drawing the samples. Points are 2-D float32, kept in a few
         # copies (data, chains, trajectories, metrics); a grid holds a few floats a level.
@@ -180,6 +186,8 @@ class DemoSettings:
                 f"a number > sigma_min ({self.sigma_min})",
                 lambda v: v > self.sigma_min,
             )
+        for name in ("dsm_sigma", "sigma_min", "sigma_max", "tutorial_sigma_max"):
+            check_sigma(f"demo.{name}", getattr(self, name))  # not the loss field it feeds
         check_choice("demo.grid", self.grid, GRIDS)
         check_choice(
             "demo.ncsn_sigma_distribution", self.ncsn_sigma_distribution, SIGMA_DISTRIBUTIONS
