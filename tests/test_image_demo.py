@@ -81,6 +81,9 @@ def test_image_demo_writes_rows_floors_grids_and_a_run(tmp_path, capsys):
         ({"train": {"batch_size": 10**14}}, "demo.train.batch_size"),
         ({"budgets": [10, 10]}, "demo.budgets: 10 given more than once"),
         ({"samplers": ["ddim", "ddim"]}, "demo.samplers: 'ddim' given more than once"),
+        # the grid's level count was reported as if it were the budget given
+        ({"samplers": ["heun"], "budgets": [2, 10]}, "demo.budgets: 2 evaluations buy 'heun' no"),
+        ({"samplers": ["tsit5"], "budgets": [10]}, "demo.samplers: 'tsit5' is adaptive"),
     ],
 )
 def test_image_demo_settings_refuse_bad_values(bad, named):

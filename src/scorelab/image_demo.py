@@ -142,7 +142,18 @@ class ImageDemoSettings:
         try:
             for name in self.samplers:
                 for nfe in self.budgets:
-                    self.experiment(name, samplers.budget_levels(name, nfe))
+                    levels = samplers.budget_levels(name, nfe)
+                    if levels is None:  # was "demo.budgets: expected an integer, got None"
+                        raise ConfigError(
+                            f"demo.samplers: {name!r} is adaptive (run at tolerances, not a "
+                            "budget); choose a fixed-grid sampler"
+                        )
+                    if levels < 2:  # was "expected an integer >= 2, got 1", of the levels
+                        raise ConfigError(
+                            f"demo.budgets: {nfe} evaluations buy {name!r} no grid of 2 "
+                            "levels; raise the budget"
+                        )
+                    self.experiment(name, levels)
         except ConfigError as error:
             text = str(error)
             for field, setting in _SETTING_OF_FIELD.items():
