@@ -367,6 +367,17 @@ def test_budget_levels_refuses_a_budget_that_is_not_a_positive_integer():
 _X0 = jnp.zeros((4, 2))
 
 
+def test_a_sampler_with_options_samples_inside_a_callers_jit():
+    """Its options are traced there: the size check's label read them with NumPy (a
+    TracerArrayConversionError in every k-diffusion parity case with an eta)."""
+    sigmas = samplers.default_sigmas(6)
+    sampler = samplers.build_sampler("ddim", sigmas, eta=0.5)
+    x = jnp.ones((3, 2))
+    score = lambda y, sigma: -y / (1 + sigma**2)  # noqa: E731
+    out = eqx.filter_jit(samplers.sample)(jax.random.key(0), sampler, score, x)
+    np.testing.assert_array_equal(out.x, samplers.sample(jax.random.key(0), sampler, score, x).x)
+
+
 @pytest.mark.parametrize(
     "change, error, message",
     [

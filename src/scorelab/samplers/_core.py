@@ -168,12 +168,15 @@ def checked_options(constructor):
 
 def format_label(kind: str, cls, values: dict[str, Any]) -> str:
     """``kind(option=value, ...)``: the options marked ``in_label`` and those away from their
-    defaults, in declaration order; ``kind`` alone when there are none."""
+    defaults, in declaration order (traced ones left out); ``kind`` alone when there are
+    none."""
     shown = []
     for f in dataclasses.fields(cls):
         if "option" not in f.metadata or f.name not in values:
             continue
         value = values[f.name]
+        if isinstance(value, jax.core.Tracer):  # traced (the sampler in a caller's jit): no
+            continue  # value to show; a size check's message names the sampler there too
         if isinstance(value, jax.Array | np.ndarray | np.generic):
             value = np.asarray(value)[()]  # str(np.float32(0.2)) is "0.2", its shortest repr
             changed = value != np.asarray(f.default, value.dtype)
