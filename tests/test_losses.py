@@ -885,6 +885,14 @@ def test_every_loss_names_a_bad_key(name, bad_key, message):
         _KEYED_CALLS[name](bad_key)
 
 
+def test_the_exact_trace_takes_no_key():
+    """It draws nothing: the tutorial calls it with None (refused for a while, as a bad key)."""
+    x = jnp.array([1.0, -2.0])
+    assert hyvarinen_loss(None, lambda y, s: -y, x) == hyvarinen_loss(
+        jax.random.key(0), lambda y, s: -y, x
+    )
+
+
 @pytest.mark.parametrize("name", list(_KEYED_CALLS))
 def test_legacy_keys_give_the_same_values_as_typed_keys(name):
     legacy = jax.random.PRNGKey(3)

@@ -323,7 +323,7 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
     score evaluations; use :func:`hutchinson_loss` when ``d`` is large.
 
     Args:
-        key: unused; kept so every loss has the same signature.
+        key: unused (``None`` or a PRNG key); kept so every loss has the same signature.
         score_fn: ``score_fn(x, sigma) -> (d,)``.
         x: one data point, shape ``(d,)``; an integer ``x`` is taken as JAX's default float.
         sigma: passed unchanged to ``score_fn``. ``None`` (the default) suits unconditional
@@ -344,7 +344,8 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
         Hyvarinen, A. (2005). Estimation of Non-Normalized Statistical Models by Score
         Matching. JMLR 6, 695-709 (eq. 4). https://jmlr.org/papers/v6/hyvarinen05a.html
     """
-    typed_key(key)  # unused (deterministic), but checked as every loss checks it
+    if key is not None:  # unused (deterministic): None, or a key checked as every loss's
+        typed_key(key)
     _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     x = _loss_example(x, "x")
     _check_allocation(
