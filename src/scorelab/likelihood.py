@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_choice, check_int, check_memory, check_real
+from scorelab._validate import all_finite, check_choice, check_int, check_memory, check_real
 from scorelab.losses import (
     PROBES,
     _as_example,
@@ -360,7 +360,7 @@ def _as_real(x, field: str) -> Array:
 def _check_finite(field: str, x: Array) -> None:
     """Raise unless the concrete ``x`` is finite; a traced one (under ``jit``) is not checked.
     A NaN point otherwise ran the solve to ``max_steps``, which blamed the tolerances."""
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    if all_finite(x) is False:
         raise ValueError(f"{field}: contains NaN or infinite values; give finite points")
 
 

@@ -56,7 +56,14 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_choice, check_int, check_memory, check_real, check_sigma
+from scorelab._validate import (
+    all_finite,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_sigma,
+)
 from scorelab.noise import (
     check_sigma_range,
     sample_ve_noise,
@@ -160,13 +167,12 @@ def _loss_example(x, name: str) -> Array:
         raise TypeError(f"{name}: expected real numbers, got dtype {array.dtype}")
     if array.size == 0:
         raise ValueError(f"{name}: expected one example of d >= 1 entries, got shape {array.shape}")
-    if _is_concrete(array) and jnp.issubdtype(array.dtype, jnp.inexact):
+    if jnp.issubdtype(array.dtype, jnp.inexact) and all_finite(array) is False:
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
-        if bad:
-            raise ValueError(
-                f"{name}: expected finite numbers, got {bad} NaN or infinite entries; "
-                "clean or drop this example"
-            )
+        raise ValueError(
+            f"{name}: expected finite numbers, got {bad} NaN or infinite entries; "
+            "clean or drop this example"
+        )
     return _as_example(array)
 
 
