@@ -102,6 +102,12 @@ def _scheduler_config_missing(folder):
     (folder / SCHEDULER_CONFIG).unlink()
 
 
+def _scheduler_folder_missing(folder):
+    # model_index.json still lists the scheduler: its betas and spacing were replaced by
+    # DDIM's defaults without a word.
+    shutil.rmtree(folder / "scheduler")
+
+
 def _a_pipe(file):
     # A pipe in a file's place: reading it would wait for ever; it was "not found" (weights).
     def damage(folder):
@@ -263,6 +269,7 @@ CASES = {
     # ignored: the default options were used
     "scheduler config a folder": (_scheduler_config_folder, SCHEDULER_CONFIG, "a folder"),
     "scheduler config missing": (_scheduler_config_missing, SCHEDULER_CONFIG, "missing"),
+    "scheduler folder missing": (_scheduler_folder_missing, SCHEDULER_CONFIG, "missing, but"),
     "scheduler config a pipe": (_a_pipe(SCHEDULER_CONFIG), SCHEDULER_CONFIG, "a special file"),
     "unet config a pipe": (_a_pipe(UNET_CONFIG), UNET_CONFIG, "a special file"),
     "weights a pipe": (_a_pipe(WEIGHTS), WEIGHTS, "a special file"),
@@ -432,6 +439,11 @@ def _cli(*argv):
         (None, ["--steps-offset", "-3"], "--steps-offset: steps_offset must be an integer in"),
         # an OverflowError in numpy, exit 1
         (None, ["--steps-offset", str(10**30)], "--steps-offset: steps_offset must be an integer"),
+        # read, then ignored: the samples were those without the flag
+        (None, ["--spacing", "trailing", "--steps-offset", "3"], "--steps-offset: steps_offset "
+         "3: only the leading timestep spacing adds it, and this schedule's is trailing"),
+        (None, ["--no-clip", "--clip-range", "0.5"], "--clip-range: clip_sample_range 0.5: x0 "
+         "clipping is off"),
         # ... and a value from the pipeline's own file is blamed on that file, not a flag
         ("steps_offset negative", [], "scheduler_config.json: steps_offset must be"),
     ],

@@ -124,8 +124,9 @@ def resolve_pipeline(
 def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
     """The scheduler options of a pipeline folder, from ``scheduler/scheduler_config.json``.
 
-    A bare model folder (no such file) gets diffusers' ``DDIMScheduler`` defaults (DDPM's
-    linear schedule, 1000 steps).
+    A bare model folder (no such file, no ``scheduler/`` folder and no scheduler in a
+    ``model_index.json``) gets diffusers' ``DDIMScheduler`` defaults (DDPM's linear schedule,
+    1000 steps).
 
     Args:
         folder: a local pipeline or model folder, ``str`` or path-like.
@@ -134,14 +135,21 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
         The :class:`SchedulerConfig`.
 
     Raises:
-        PretrainedError: naming the file: unreadable or malformed JSON, not an object, or an
-            option :meth:`SchedulerConfig.from_diffusers` refuses (unsupported, wrong type,
-            out of range).
+        PretrainedError: naming the file: missing from a pipeline that has a scheduler,
+            unreadable or malformed JSON, not an object, or an option
+            :meth:`SchedulerConfig.from_diffusers` refuses (unsupported, wrong type, out of
+            range).
     """
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.exists():
-        if file.parent.is_dir():  # a pipeline's scheduler folder without its options
-            raise PretrainedError(f"{file}: missing; download the pipeline again")
+        index = Path(folder) / "model_index.json"
+        # A pipeline's scheduler folder without its options, or a pipeline whose index lists a
+        # scheduler that is gone: its betas and spacing would be replaced by defaults.
+        if file.parent.is_dir() or (index.exists() and "scheduler" in read_json(index)):
+            raise PretrainedError(
+                f"{file}: missing, but the pipeline has a scheduler; download the pipeline "
+                "again, or pass its unet/ folder to sample with DDIM's defaults"
+            )
         return SchedulerConfig()
     config = read_json(file)
     try:
@@ -457,6 +465,26 @@ def _load_noise(file: str | os.PathLike, flag: str) -> np.ndarray:
     return array
 
 
+def _check_overrides_used(overrides: dict, config: SchedulerConfig) -> None:
+    """Refuse a scheduler option the user gave that the resulting schedule never reads.
+
+    ``steps_offset`` shifts only the ``leading`` spacing, and ``clip_sample_range`` bounds a
+    clipping that ``clip_sample=False`` turns off: given otherwise, each was ignored and the
+    samples came out as without it.
+    """
+    if "steps_offset" in overrides and config.timestep_spacing != "leading":
+        raise PretrainedError(
+            f"steps_offset {overrides['steps_offset']}: only the leading timestep spacing adds "
+            f"it, and this schedule's is {config.timestep_spacing}; drop it, or choose the "
+            "leading spacing"
+        )
+    if "clip_sample_range" in overrides and not config.clip_sample:
+        raise PretrainedError(
+            f"clip_sample_range {overrides['clip_sample_range']:g}: x0 clipping is off for this "
+            "schedule (clip_sample false); drop the range, or turn clipping on"
+        )
+
+
 def run(
     path_or_id: str | os.PathLike,
     output: str | os.PathLike,
@@ -497,7 +525,9 @@ def run(
 
     Raises:
         PretrainedError: one line naming the input: a ``backend`` other than ``jax`` or
-            ``diffusers``, a bad option or noise file, step noise for eta 0, or from
+            ``diffusers``, a bad option or noise file, step noise for eta 0, a ``scheduler``
+            override the schedule does not read (``steps_offset`` without the ``leading``
+            spacing, ``clip_sample_range`` without clipping), or from
             :func:`resolve_pipeline`, :func:`load_scheduler_config`, :func:`load_unet`,
             :func:`sample` and :func:`diffusers_sample`; a class-conditional U-Net (the
             pipeline takes no class).
@@ -527,6 +557,7 @@ def run(
     folder = resolve_pipeline(path_or_id)
     overrides = {k: v for k, v in (scheduler or {}).items() if v is not None}
     config = dataclasses.replace(load_scheduler_config(folder), **overrides)
+    _check_overrides_used(overrides, config)
     options = dict(
         num_inference_steps=num_inference_steps,
         eta=eta,
