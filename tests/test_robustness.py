@@ -1662,6 +1662,8 @@ def test_an_override_on_several_lines_is_refused(tmp_path, capsys):
          "--levels", "sampler.n_levels"),
         (["sample", "--exact", "seed_mixture", "--set", "sampler.options={eta=0.5}", "--eta", "1"],
          "--eta", "sampler.options.eta"),
+        # a field inside the flag's value: the flag replaced the table --set built
+        (["train", "--set", "train.steps.x=5", "--steps", "5"], "--steps", "train.steps"),
     ],
 )  # fmt: skip
 def test_a_field_set_by_both_a_flag_and_set_is_refused(argv, flag, field, tmp_path, capsys):

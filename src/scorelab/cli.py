@@ -190,10 +190,11 @@ def _experiment(args, flags: dict, base: dict | None = None):
             continue
         given.add(target)
         previous = put(values, target.split("."), value, f"{target} ({flag})")
-        # The flag wins: a --set of the field, or of a table holding it, went unread (not even
-        # checked) if it gave another value.
+        # The flag wins: a --set of the field, of a table holding it, or of a field inside it
+        # (train.steps.x) went unread (not even checked) if it gave another value.
         if previous not in (None, value) and any(
-            target == name or target.startswith(f"{name}.") for name in overridden
+            target == name or target.startswith(f"{name}.") or name.startswith(f"{target}.")
+            for name in overridden
         ):
             raise ConfigError(
                 f"{target}: --set gives {previous!r}, {flag} gives {value!r}; give it once"
