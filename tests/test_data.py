@@ -41,7 +41,11 @@ def test_load_array_npy_and_csv(tmp_path):
     np.save(tmp_path / "d.npy", data)
     np.savetxt(tmp_path / "d.csv", data, delimiter=",", header="x,y", comments="")
     np.savetxt(tmp_path / "plain.csv", data, delimiter=",")
-    for name in ("d.npy", "d.csv", "plain.csv"):
+    # Excel's "CSV UTF-8" starts with a byte-order mark: it was "'\ufeff0' is not a number".
+    text = (tmp_path / "d.csv").read_text()
+    (tmp_path / "bom.csv").write_text(text, encoding="utf-8-sig")
+    (tmp_path / "bom_plain.csv").write_text((tmp_path / "plain.csv").read_text(), "utf-8-sig")
+    for name in ("d.npy", "d.csv", "plain.csv", "bom.csv", "bom_plain.csv"):
         loaded = load_array(tmp_path / name)
         assert loaded.dtype == np.float32
         np.testing.assert_array_equal(loaded, data)
@@ -171,3 +175,12 @@ def test_digits_refuses_a_size_that_is_not_an_integer(size):
 
     with pytest.raises(ValueError, match="^size: "):
         digits(size=size)
+
+
+def test_points_in_an_npz_are_told_where_points_go(tmp_path):
+    """``likelihood --points z.npz`` of (5, 2) points answered with an image-shape error only."""
+    from scorelab.data import load_images
+
+    np.savez(tmp_path / "z.npz", a=np.zeros((5, 2)))
+    with pytest.raises(DataError, match=r"got shape \(5, 2\); points \(n, d\) are read from"):
+        load_images(tmp_path / "z.npz")

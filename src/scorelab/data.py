@@ -257,7 +257,7 @@ def _number(cell: str) -> float | None:
 def _read_csv(path: Path) -> np.ndarray:
     """The numbers of a comma-separated file, ``(n, d)`` float64; see :func:`load_array`."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's CSV UTF-8)
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not a text file; a .csv holds comma-separated numbers") from error
     reader = csv.reader(io.StringIO(text))
@@ -562,9 +562,14 @@ def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
             )
         return pixels[:, None], "grey (n, H, W)"
     if pixels.ndim != 4:
+        points = (  # an .npz of points was read as images: say where points go
+            "; points (n, d) are read from a .npy (numpy.save) or .csv file"
+            if pixels.ndim == 2 and str(name).lower().endswith(".npz")
+            else ""
+        )
         raise DataError(
             f"{name}: expected images of shape (n, H, W, C), (n, C, H, W) or (n, H, W), got "
-            f"shape {shape}"
+            f"shape {shape}{points}"
         )
     how = "stated"
     if layout == "auto":
