@@ -1739,6 +1739,17 @@ def test_a_likelihood_solve_out_of_steps_names_the_tolerances(tmp_path, capsys):
     _fails(argv, capsys, "max_steps (4096)", "loosen the tolerances")
 
 
+@pytest.mark.parametrize("solver", ["tsit5", "dopri5"])
+def test_a_sample_solve_out_of_steps_on_an_unreachable_tolerance_says_so(solver, tmp_path, capsys):
+    """``--rtol 1e-30`` in float32 used up max_steps and was told "Try increasing `max_steps`",
+    which cannot help; a reachable tolerance keeps diffrax's advice (above, ``--max-steps 1``)."""
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--exact", "seed_mixture", "--sampler", solver, "--n", "4", "--out", out]
+    argv += ["--rtol", "1e-30", "--atol", "1e-30", "--max-steps", "64", "--levels", "4"]
+    _fails(argv, capsys, "more cannot help: rtol 1e-30 is below what float32 resolves; give rtol")
+    assert not out.exists()
+
+
 def test_a_grid_search_stops_when_a_sweep_moves_nothing():
     """``grid --sweeps 10**11`` built every (sweep, level) pair up front (itertools.product
     holds its inputs), an 'out of memory' naming --n; the search now stops once a sweep moves

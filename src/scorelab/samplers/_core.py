@@ -818,7 +818,24 @@ def sample(
     try:
         return run(key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule)
     except eqx.EquinoxRuntimeError as error:  # a check inside the solve: max_steps reached
-        raise SolveError(f"sampler {sampler.name}: {_runtime_message(error)}") from error
+        message = _unreachable_tolerance(sampler, x_init.dtype) or _runtime_message(error)
+        raise SolveError(f"sampler {sampler.name}: {message}") from error
+
+
+def _unreachable_tolerance(sampler: AbstractSampler, dtype) -> str | None:
+    """The remedy for an adaptive solve that ran out of steps on a relative tolerance finer
+    than its dtype resolves, else ``None``: "increase max_steps" (diffrax's advice) cannot
+    help there, since the rounding error of one step already exceeds the tolerance."""
+    rtol = getattr(sampler, "rtol", None)
+    if rtol is None or isinstance(rtol, jax.core.Tracer):
+        return None
+    floor = 10 * float(jnp.finfo(dtype).eps)
+    if float(rtol) >= floor:
+        return None
+    return (
+        f"the solver ran out of steps, and more cannot help: rtol {float(rtol):g} is below "
+        f"what {jnp.dtype(dtype).name} resolves; give rtol >= {floor:.1e}"
+    )
 
 
 def _check_sample_memory(sampler: AbstractSampler, x_init: Array, trajectory: bool) -> None:
