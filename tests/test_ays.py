@@ -57,6 +57,19 @@ def test_the_search_lowers_the_bound_and_keeps_the_ends():
     assert bound < start
 
 
+def test_the_bar_counts_the_bound_and_every_move_and_ends_full(capsys):
+    """``grid --levels 100000`` printed nothing for minutes: the starting bound was summed
+    interval by interval, op by op, before the bar opened. The bar now counts those intervals
+    (at the start and the end) and the moves, and ends full when a sweep moves nothing."""
+    x_0 = jnp.asarray(MEAN + np.sqrt(VARIANCE) * np.random.default_rng(0).standard_normal((50, 2)))
+    n_levels, n_sweeps = 5, 40  # far more sweeps than needed: the search stops early
+    ays.optimise_grid(_denoise, x_0, jax.random.key(0), n_levels, 0.02, 80.0, n_candidates=4,
+                      n_sweeps=n_sweeps, progress=True)  # fmt: skip
+    total = 2 * (n_levels - 1) + n_sweeps * (n_levels - 2)
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{total}/{total}" in final and final.startswith("ays grid: 100%")
+
+
 IMAGE_MEAN = np.array([1.0, -2.0, 0.5, 3.0]).reshape(1, 2, 2)  # a 1x2x2 image's mean
 
 

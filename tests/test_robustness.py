@@ -1729,6 +1729,18 @@ def test_evaluate_refuses_floor_repeats_beyond_memory(data, tmp_path, capsys):
     _fails(argv, capsys, "--floor-repeats: needs", "--floor-repeats")
 
 
+def test_evaluate_shows_its_floor_repeats_unless_quiet(tmp_path, capsys):
+    """``evaluate --floor-repeats 100000`` ran for an hour and a half without a word."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.random.default_rng(0).standard_normal((20, 2)).astype(np.float32))
+    argv = ["evaluate", str(samples), "--target", "seed_mixture", "--floor-repeats", "3"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sw floor: 100%" in err and "3/3" in err
+    assert main([*argv, "--quiet"]) == 0
+    assert "floor" not in capsys.readouterr().err
+
+
 def test_a_likelihood_solve_out_of_steps_names_the_tolerances(tmp_path, capsys):
     """Tolerances below float32's resolution used up max_steps inside the compiled solve:
     diffrax's EquinoxRuntimeError, a 60-line traceback, exit 1."""

@@ -231,7 +231,8 @@ def optimise_grid(
         n_inner: :math:`\sigma` draws per interval and point.
         n_candidates: positions tried for each level in a sweep.
         n_sweeps: passes over the interior levels.
-        progress: show a tqdm bar over the level moves (``n_sweeps`` x ``(N - 2)``).
+        progress: show a tqdm bar over the level moves (``n_sweeps`` x ``(N - 2)``) and the
+            bound's intervals (``N - 1`` at the start and at the end).
 
     Returns:
         ``(sigmas, bound, bound_geometric)``: the ascending ``(N,)`` float64 grid, its bound and
@@ -271,22 +272,24 @@ def optimise_grid(
 
     keys = jax.random.split(key, n_levels - 1)
 
-    def cost(grid) -> float:
-        return float(sum(
-            jnp.sum(_klub_terms(denoise_fn, x_0, keys[i], jnp.asarray(grid[i : i + 2], x_0.dtype),
-                                n_inner))
-            for i in range(n_levels - 1)
-        ))  # fmt: skip
+    def cost(grid, bar) -> float:  # one interval at a time: the bar moves on a long grid
+        total = 0.0
+        for i in range(n_levels - 1):
+            total += float(pair_cost(jnp.asarray(grid[None, i : i + 2], x_0.dtype), keys[i])[0])
+            bar.update()
+        return total
 
-    start = cost(sigmas)
-    if not math.isfinite(start):  # every comparison with NaN is false: nothing would move
-        raise ValueError(
-            f"denoise_fn: the bound of the geometric grid is {start}; check that the denoiser "
-            "is finite on x_0 noised up to sigma_max"
-        )
     ramp = (np.arange(n_candidates) + 1.0) / (n_candidates + 1.0)
-    total = n_sweeps * (n_levels - 2)
-    with tqdm(total=total, desc="ays grid", unit="level", disable=not progress) as bar:
+    moves = n_sweeps * (n_levels - 2)
+    # The bar counts the bound's intervals, at the start and the end, and the level moves.
+    with tqdm(total=moves + 2 * (n_levels - 1), desc="ays grid", unit="step",
+              disable=not progress) as bar:  # fmt: skip
+        start = cost(sigmas, bar)
+        if not math.isfinite(start):  # every comparison with NaN is false: nothing would move
+            raise ValueError(
+                f"denoise_fn: the bound of the geometric grid is {start}; check that the "
+                "denoiser is finite on x_0 noised up to sigma_max"
+            )
         for _ in range(n_sweeps):
             moved = False
             for i in range(1, n_levels - 1):
@@ -309,9 +312,11 @@ def optimise_grid(
                     sigmas[i] = candidates[best]
                     moved = True
                 bar.update()
+                moves -= 1
             if not moved:  # the costs are fixed: every later sweep would move nothing either
                 break
-    return sigmas, cost(sigmas), start
+        bar.update(moves)  # the sweeps left out
+        return sigmas, cost(sigmas, bar), start
 
 
 def check_finite_number(name: str, value) -> None:

@@ -476,7 +476,10 @@ def _cmd_evaluate(args) -> int:
         if args.sigma != 0:
             raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
         report = evaluate_images(
-            args.samples, data=str(args.data), floor_repeats=args.floor_repeats
+            args.samples,
+            data=str(args.data),
+            floor_repeats=args.floor_repeats,
+            progress=not args.quiet,
         )
     else:
         report = evaluate_samples(
@@ -485,6 +488,7 @@ def _cmd_evaluate(args) -> int:
             data=None if args.data is None else str(args.data),
             floor_repeats=args.floor_repeats,
             sigma=args.sigma,
+            progress=not args.quiet,
         )
     print(report.text())
     if args.json is not None:
@@ -935,6 +939,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
     evaluate.add_argument("--json", type=_path, help="write the metrics as JSON")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     plot = commands.add_parser("plot", help="figures and animations of a run")

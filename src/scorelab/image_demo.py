@@ -264,6 +264,7 @@ def run_image_demo(
         {labels[job]: np.clip(result.x, -1.0, 1.0) for job, result in drawn.items()},
         floor_repeats=settings.floor_repeats,
         seed=settings.seed,
+        progress=progress,
     )
     rows = [
         {**row, "sampler": name, "budget": nfe, "levels": levels, "nfe": drawn[name, nfe].nfe}

@@ -35,6 +35,7 @@ import numpy as np
 import ot
 from jax import Array
 from scipy import spatial, stats
+from tqdm.auto import tqdm
 
 from scorelab._validate import (
     FLOAT32_MAX,
@@ -561,7 +562,14 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
 
 
 def floor(
-    metric_fn: Callable, sample_fn: Callable, key: Array, n: int, repeats: int = 5
+    metric_fn: Callable,
+    sample_fn: Callable,
+    key: Array,
+    n: int,
+    repeats: int = 5,
+    *,
+    progress: bool = False,
+    label: str = "floor",
 ) -> tuple[float, float]:
     r"""The floor of a metric: its value between two independent *exact* sample sets of size n.
 
@@ -579,6 +587,8 @@ def floor(
         key: PRNG key.
         n: size of each sample set.
         repeats: number of independent pairs, ``>= 2``.
+        progress: show a tqdm bar over the repeats, named ``label``.
+        label: the bar's name.
 
     Returns:
         ``(mean, std)`` as Python floats.
@@ -588,7 +598,7 @@ def floor(
     """
     check_int("repeats", repeats, 2)
     values = []
-    for r in range(repeats):
+    for r in tqdm(range(repeats), desc=label, unit="repeat", disable=not progress):
         key_x, key_y = jax.random.split(jax.random.fold_in(key, r))
         values.append(float(metric_fn(sample_fn(key_x, n), sample_fn(key_y, n))))
     return float(np.mean(values)), float(np.std(values, ddof=1))

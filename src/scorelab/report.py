@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from jax import Array
+from tqdm.auto import tqdm
 
 from scorelab import metrics
 from scorelab.classifier import DigitsClassifier, classifier_outputs
@@ -147,6 +148,7 @@ def image_evaluation(
     repeats: int = 5,
     *,
     k: int = 3,
+    progress: bool = False,
 ) -> tuple[list[dict[str, float]], dict[str, tuple[float, float]]]:
     r"""Image measures of each sample set of ``sets`` against training images, and their floors.
 
@@ -183,6 +185,7 @@ def image_evaluation(
         key: PRNG key.
         repeats: subsets drawn, ``>= 2``.
         k: neighbourhood of precision and recall.
+        progress: show a tqdm bar over the repeats.
 
     Returns:
         ``(rows, floors)``: per set, in order, the mean over repeats of each of
@@ -207,7 +210,7 @@ def image_evaluation(
         raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
     m = min(n, len(held_out))
     rows, floor_rows = [[] for _ in sets], []
-    for r in range(repeats):
+    for r in tqdm(range(repeats), desc="image measures", unit="repeat", disable=not progress):
         keys = jax.random.split(jax.random.fold_in(key, r), 4)
         pick_train, pick_samples, pick_held, pick_resample = keys
         subset = np.asarray(jax.random.choice(pick_train, len(train), (m,), replace=False))
@@ -253,6 +256,7 @@ def floors(
     *,
     target: GaussianMixture | None = None,
     n_projections: int = 1000,
+    progress: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """The floors of the metrics ``names``: each between two independent exact sets of ``n``.
 
@@ -266,6 +270,7 @@ def floors(
         repeats: pairs, ``>= 2``.
         target: the mixture whose mode weights ``tv`` measures.
         n_projections: directions of ``sw``.
+        progress: show a tqdm bar over each metric's repeats.
 
     Returns:
         ``name -> (mean, sd)``.
@@ -282,7 +287,12 @@ def floors(
     unknown = [name for name in names if name not in metric_fns]
     if unknown:
         raise ValueError(f"no floor for {unknown[0]!r}; accepted: {', '.join(metric_fns)}")
-    return {name: metrics.floor(metric_fns[name], sample_fn, key, n, repeats) for name in names}
+    return {
+        name: metrics.floor(
+            metric_fns[name], sample_fn, key, n, repeats, progress=progress, label=f"{name} floor"
+        )
+        for name in names
+    }
 
 
 _COLUMNS = (

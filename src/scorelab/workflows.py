@@ -690,6 +690,7 @@ def evaluate_samples(
     seed: int = 0,
     label: str = "samples",
     sigma: float = 0.0,
+    progress: bool = True,
 ) -> Report:
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
     the floors at the same sample size.
@@ -707,6 +708,8 @@ def evaluate_samples(
     :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)`: the target's exact VE marginal, or the
     data plus fresh Gaussian noise. That is the law a DSM model trained at ``sigma`` learns,
     so its samples are judged against it, not against the data.
+
+    ``progress`` shows a bar over each floor's repeats.
 
     Returns:
         A :class:`scorelab.report.Report` with one row (every metric of
@@ -783,7 +786,9 @@ def evaluate_samples(
         )
     row = measure(samples, reference, mixture, max_sliced=True, ksd=mixture is not None)
     names = ("sw", "tv") if mixture is not None else ("sw",)
-    floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture)
+    floor = floors(
+        names, sample_fn, key_floor, n, floor_repeats, target=mixture, progress=progress
+    )
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
 
@@ -859,6 +864,7 @@ def evaluate_images(
     seed: int = 0,
     label: str = "samples",
     range_tolerance: float = IMAGE_RANGE_TOLERANCE,
+    progress: bool = True,
 ) -> Report:
     """Classifier metrics of digit images against the digits, with their floors.
 
@@ -867,7 +873,8 @@ def evaluate_images(
     Args:
         samples: ``(n, 1, 8, 8)`` or ``(n, 64)`` images in [-1, 1] (or 16x16), an array or a
             ``.npy`` / ``.csv`` path.
-        data, floor_repeats, seed, range_tolerance: as :func:`evaluate_image_sets`.
+        data, floor_repeats, seed, range_tolerance, progress: as
+            :func:`evaluate_image_sets`.
         label: the row's ``method``.
 
     Returns:
@@ -882,6 +889,7 @@ def evaluate_images(
         floor_repeats=floor_repeats,
         seed=seed,
         range_tolerance=range_tolerance,
+        progress=progress,
     )
 
 
@@ -892,6 +900,7 @@ def evaluate_image_sets(
     floor_repeats: int = 5,
     seed: int = 0,
     range_tolerance: float = IMAGE_RANGE_TOLERANCE,
+    progress: bool = True,
 ) -> Report:
     """Classifier metrics of several sets of digit images against the digits, beside one floor.
 
@@ -909,6 +918,7 @@ def evaluate_image_sets(
         floor_repeats: subsets drawn, ``>= 2``.
         seed: the subsets' seed.
         range_tolerance: how far beyond [-1, 1] a value may lie (:data:`IMAGE_RANGE_TOLERANCE`).
+        progress: show a bar over the repeats.
 
     Returns:
         A :class:`scorelab.report.Report` with a row per set, in order (``method`` its label,
@@ -951,6 +961,7 @@ def evaluate_image_sets(
         load_digits_classifier(),
         jax.random.key(seed),
         floor_repeats,
+        progress=progress,
     )
     labelled = [{"method": label, "n": n, **row} for label, row in zip(images, rows, strict=True)]
     return Report(labelled, floor)
