@@ -28,8 +28,15 @@ TIMEOUT = 300
 
 
 def test_initialize_distributed_only_on_a_multi_process_launch(monkeypatch):
-    calls = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    calls, preemption = [], []
+
+    def initialize(**kwargs):
+        calls.append(kwargs)
+        preemption.append(jax.config.jax_enable_preemption_service)
+
+    monkeypatch.setattr(jax.distributed, "initialize", initialize)
+    # Restored afterwards: initialize_distributed turns XLA's preemption service off.
+    previous = jax.config.jax_enable_preemption_service
     for name in ("JAX_COORDINATOR_ADDRESS", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
@@ -42,6 +49,9 @@ def test_initialize_distributed_only_on_a_multi_process_launch(monkeypatch):
     assert initialize_distributed(join_timeout=7.0)
     assert calls == [{"num_processes": 2, "process_id": 1}]
     assert waited == [("10.0.0.1", 1234, 7.0)]  # process 1 waits for process 0's coordinator
+    # Its SIGTERM handler logged "SIGTERM caught" in every process the launcher stopped.
+    assert preemption == [False]
+    jax.config.update("jax_enable_preemption_service", previous)
 
 
 @pytest.mark.parametrize(
@@ -210,3 +220,19 @@ def test_scorelab_train_processes_2_writes_the_one_process_run_directory(tmp_pat
 def test_processes_must_be_positive(capsys):
     assert main([*_TRAIN, "--processes", "0"]) == 2
     assert "--processes: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_one_line_for_an_interrupted_job(monkeypatch):
+    """Ctrl-C of ``train --processes 2`` printed three "interrupted" lines (each process and
+    the launcher) and two of XLA's "SIGTERM caught": process 0 alone now says what it kept."""
+    import argparse
+
+    from scorelab import cli
+
+    monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+    assert cli._speaks_for_the_job(argparse.Namespace())  # one process
+    assert not cli._speaks_for_the_job(argparse.Namespace(launcher=True))
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    assert cli._speaks_for_the_job(argparse.Namespace())
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert not cli._speaks_for_the_job(argparse.Namespace())

@@ -369,6 +369,7 @@ def _cmd_train(args) -> int:
                 f"{args.processes}, over which the batch is sharded; choose a multiple of "
                 f"{args.processes}"
             )
+        args.launcher = True  # its processes report an interrupt (_speaks_for_the_job)
         return launch_local([sys.executable, "-m", "scorelab.cli", *args.argv], args.processes)
     if args.processes is not None and os.environ.get("JAX_NUM_PROCESSES") != str(args.processes):
         raise ValueError(
@@ -1308,6 +1309,14 @@ def _quiet_absl():
         logger.setLevel(level)
 
 
+def _speaks_for_the_job(args) -> bool:
+    """Whether this process prints the line of an interrupted job: process 0 of a
+    multi-process job says what it kept; the other processes, and the launcher of ``train
+    --processes`` (whose processes got the terminal's Ctrl-C, or its SIGTERM), stay silent.
+    Each printed its own line before, three for one Ctrl-C of two processes."""
+    return not getattr(args, "launcher", False) and os.environ.get("JAX_PROCESS_ID", "0") == "0"
+
+
 def _interrupted(args, error: KeyboardInterrupt) -> str:
     """The line for an interrupted command: what it kept (the interrupt's message: training's
     checkpoint, a sweep's rows), and how to continue it."""
@@ -1365,7 +1374,8 @@ def main(argv: list[str] | None = None) -> int:
                 return args.handler(args)
         except KeyboardInterrupt as error:
             closing()
-            print(f"scorelab {args.command}: {_interrupted(args, error)}", file=sys.stderr)
+            if _speaks_for_the_job(args):
+                print(f"scorelab {args.command}: {_interrupted(args, error)}", file=sys.stderr)
             return 128 + (received[0] if received else signal.SIGINT)
         except Exception as error:  # the one boundary: a user's error, or a bug to report
             closing()

@@ -74,7 +74,7 @@ def initialize_distributed(join_timeout: float = 300.0) -> bool:
         if process_id:
             _wait_for_coordinator(host, port, join_timeout)
         try:
-            jax.distributed.initialize(num_processes=num_processes, process_id=process_id)
+            _join(num_processes=num_processes, process_id=process_id)
         except ValueError as error:  # e.g. "Number of processes must be defined."
             raise ValueError(
                 f"JAX_COORDINATOR_ADDRESS: {error} Set JAX_NUM_PROCESSES and JAX_PROCESS_ID "
@@ -85,9 +85,20 @@ def initialize_distributed(join_timeout: float = 300.0) -> bool:
         int(environ.get(name, "1")) for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
     )
     if tasks > 1:
-        jax.distributed.initialize()
+        _join()
         return True
     return False
+
+
+def _join(**coordinates) -> None:
+    """``jax.distributed.initialize(**coordinates)`` without XLA's preemption service.
+
+    Its notifier takes SIGTERM for a sync point scorelab never asks for: it logged "SIGTERM
+    caught" in every process when the launcher stopped them on Ctrl-C, and scorelab's own
+    handling (a checkpoint, one line) is what a stopped process runs.
+    """
+    jax.config.update("jax_enable_preemption_service", False)
+    jax.distributed.initialize(**coordinates)
 
 
 def _coordinates(environ) -> tuple[str, int, int | None, int | None]:
