@@ -1729,6 +1729,22 @@ def test_evaluate_refuses_floor_repeats_beyond_memory(data, tmp_path, capsys):
     _fails(argv, capsys, "--floor-repeats: needs", "--floor-repeats")
 
 
+@pytest.mark.parametrize("flag", ["--out", "--grid-png", "--trajectory", "--json"])
+def test_an_output_on_a_symbolic_link_loop_is_one_line(flag, tmp_path, capsys):
+    """A self-linked output path was Path.resolve's RuntimeError, a traceback, exit 1."""
+    loop = tmp_path / ("loop.png" if flag == "--grid-png" else "loop.npy")
+    loop.symlink_to(loop.name)
+    if flag == "--json":
+        np.save(tmp_path / "s.npy", np.zeros((20, 2), np.float32))
+        loop = tmp_path / "loop.json"
+        loop.symlink_to(loop.name)
+        argv = ["evaluate", tmp_path / "s.npy", "--target", "seed_mixture", flag, loop]
+    else:
+        argv = ["sample", "--exact", "seed_mixture", "--n", "5", "--levels", "3"]
+        argv += ["--out", loop] if flag == "--out" else ["--out", tmp_path / "s.npy", flag, loop]
+    _fails(argv, capsys, f"{loop.name}: a symbolic link loop", "remove it or choose another path")
+
+
 def test_evaluate_shows_its_floor_repeats_unless_quiet(tmp_path, capsys):
     """``evaluate --floor-repeats 100000`` ran for an hour and a half without a word."""
     samples = tmp_path / "s.npy"

@@ -76,6 +76,22 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     return path
 
 
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` with its symbolic links resolved (``Path.resolve``), which need not exist.
+
+    Raises:
+        ValueError: naming ``path``, for a symbolic link loop (Python 3.11 raised a bare
+            ``RuntimeError``, later versions an ``OSError``).
+    """
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as error:
+        raise ValueError(
+            f"{path}: a symbolic link loop (or a link that cannot be followed); remove it or "
+            "choose another path"
+        ) from error
+
+
 def naming(error: OSError, path: Path) -> OSError:
     """``error`` about ``path``, the file or folder the user asked for, rather than the
     temporary one beside it that was opened or renamed (:func:`atomic_write`, the staging folder

@@ -32,6 +32,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+from scorelab._files import resolved
 from scorelab._signals import held_signals
 from scorelab._validate import first_line
 
@@ -406,7 +407,7 @@ def _cmd_sample(args) -> int:
     out = _output(args, args.out, ".npy")
     if args.trajectory is not None:
         _output(args, args.trajectory, ".npy")
-        if args.trajectory.resolve() == out.resolve():
+        if resolved(args.trajectory) == resolved(out):
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
             )

@@ -36,7 +36,7 @@ import filelock
 import jax
 import numpy as np
 
-from scorelab._files import atomic_write, read_json, write_json
+from scorelab._files import atomic_write, read_json, resolved, write_json
 from scorelab._validate import check_file
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
@@ -149,7 +149,7 @@ RUN_FILES = ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.j
 def inside(item: Path, folder: Path) -> bool:
     """Whether ``item`` lies in ``folder`` (or is it), as written or with links resolved."""
     pairs = [(Path(os.path.abspath(item)), Path(os.path.abspath(folder)))]
-    pairs.append((item.resolve(), folder.resolve()))
+    pairs.append((resolved(item), resolved(folder)))
     return any(inner.is_relative_to(outer) for inner, outer in pairs)
 
 
@@ -166,7 +166,7 @@ def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None
         same = read is not None and inside(folder, read) and inside(read, folder)
         return same or is_run(folder)
 
-    for candidate in (Path(path), Path(path).resolve()):
+    for candidate in (Path(path), resolved(path)):
         if candidate.name in RUN_FILES and is_owner(candidate.parent):
             return candidate.parent
         for folder in (candidate, *candidate.parents):
