@@ -440,10 +440,17 @@ def _cli(*argv):
         # an OverflowError in numpy, exit 1
         (None, ["--steps-offset", str(10**30)], "--steps-offset: steps_offset must be an integer"),
         # read, then ignored: the samples were those without the flag
-        (None, ["--spacing", "trailing", "--steps-offset", "3"], "--steps-offset: steps_offset "
-         "3: only the leading timestep spacing adds it, and this schedule's is trailing"),
-        (None, ["--no-clip", "--clip-range", "0.5"], "--clip-range: clip_sample_range 0.5: x0 "
-         "clipping is off"),
+        (
+            None,
+            ["--spacing", "trailing", "--steps-offset", "3"],
+            "--steps-offset: steps_offset "
+            "3: only the leading timestep spacing adds it, and this schedule's is trailing",
+        ),
+        (
+            None,
+            ["--no-clip", "--clip-range", "0.5"],
+            "--clip-range: clip_sample_range 0.5: x0 clipping is off",
+        ),
         # ... and a value from the pipeline's own file is blamed on that file, not a flag
         ("steps_offset negative", [], "scheduler_config.json: steps_offset must be"),
     ],

@@ -786,9 +786,7 @@ def evaluate_samples(
         )
     row = measure(samples, reference, mixture, max_sliced=True, ksd=mixture is not None)
     names = ("sw", "tv") if mixture is not None else ("sw",)
-    floor = floors(
-        names, sample_fn, key_floor, n, floor_repeats, target=mixture, progress=progress
-    )
+    floor = floors(names, sample_fn, key_floor, n, floor_repeats, target=mixture, progress=progress)
     row = {"method": label, "n": n, **row, "sw_floor": floor["sw"][0]}
     return Report([row], floor)
 
