@@ -434,7 +434,14 @@ def _cli(*argv):
         ("a file", [], "a file, not a pipeline folder"),
         # the flag the user gave is named, not only the library's parameter behind it
         (None, ["--steps", "0"], "--steps: num_inference_steps must be an integer >= 1"),
-        (None, ["--eta", "-1"], "--eta: eta must be a number >= 0"),
+        (None, ["--eta", "-1"], "--eta: eta must be a number in [0, 1]"),
+        # the JAX sampler's rounding guard clamped it to finite garbage; diffusers gave NaN
+        (None, ["--eta", "2"], "--eta: eta must be a number in [0, 1], got 2.0"),
+        (None, ["--eta", "1e308"], "--eta: eta must be a number in [0, 1]"),
+        # NumPy's "overflow encountered in cast", then "holds NaN or inf values"
+        (None, ["--init-noise", "HUGE"], "values up to 1e+300 are beyond float32's range"),
+        # "noise must have shape (50, 1, 3, 16, 16)", naming neither the flag nor the file
+        (None, ["--eta", "1", "--step-noise", "FIVE"], "--step-noise"),
         (None, ["--clip-range", "0"], "--clip-range: clip_sample_range must be a number > 0"),
         (None, ["--steps-offset", "-3"], "--steps-offset: steps_offset must be an integer in"),
         # an OverflowError in numpy, exit 1
@@ -467,6 +474,12 @@ def test_cli_refuses_with_status_2_one_line_no_traceback(case, extra, named, tmp
         extra = ["--init-noise", _noise_file(tmp_path, np.zeros((1, 1, 16, 16), np.float32))]
     if "NOISE" in extra:
         extra = ["--step-noise", _noise_file(tmp_path, np.zeros((50, 1, 3, 16, 16), np.float32))]
+    if "HUGE" in extra:
+        extra = ["--init-noise", _noise_file(tmp_path, np.full((1, 3, 16, 16), 1e300))]
+    if "FIVE" in extra:
+        noise = _noise_file(tmp_path, np.zeros((5, 1, 3, 16, 16), np.float32))
+        extra = ["--eta", "1", "--step-noise", noise]
+        named = f"--step-noise {noise}: shape (5, 1, 3, 16, 16), expected (50, 1, 3, 16, 16)"
     result = _cli(folder, "-o", tmp_path / "grid.png", *extra)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

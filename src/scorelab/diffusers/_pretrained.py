@@ -223,8 +223,13 @@ def _check_options(num_inference_steps, eta, n) -> None:
         raise PretrainedError(
             f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}"
         )
-    if not (is_number(eta) and eta >= 0):
-        raise PretrainedError(f"eta must be a number >= 0, got {eta!r}; DDIM's eta is 0 to 1")
+    if not (is_number(eta) and 0 <= eta <= 1):
+        # Above 1 the step's noise exceeds the variance the step leaves: diffusers' DDIM gives
+        # NaN there, and the JAX sampler's guard against rounding clamped it to garbage.
+        raise PretrainedError(
+            f"eta must be a number in [0, 1], got {eta!r}; DDIM's eta is 0 (deterministic) to 1 "
+            "(DDPM's variance)"
+        )
     if not (is_int(n) and n >= 1):
         raise PretrainedError(f"the number of images n must be an integer >= 1, got {n!r}")
 
@@ -459,10 +464,15 @@ def _load_noise(file: str | os.PathLike, flag: str) -> np.ndarray:
         raise PretrainedError(f"{flag} {error}") from None
     if array.dtype.kind not in "fiu":
         raise PretrainedError(f"{flag} {file}: holds no numeric array; {remedy}")
-    array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):
         raise PretrainedError(f"{flag} {file}: holds NaN or inf values; {remedy}")
-    return array
+    largest = float(np.max(np.abs(array))) if array.size else 0.0
+    if largest > float(np.finfo(np.float32).max):  # the cast gave inf, with a NumPy warning
+        raise PretrainedError(
+            f"{flag} {file}: values up to {largest:.3g} are beyond float32's range (|x| <= "
+            "3.4e38), in which the U-Net samples; give standard normal noise"
+        )
+    return array.astype(np.float32)
 
 
 def _check_overrides_used(overrides: dict, config: SchedulerConfig) -> None:
@@ -568,12 +578,22 @@ def run(
     )
     _check_timestep_unet(folder)  # before any weights are read
     unet = load_unet(folder)  # the weights checked for either backend (diffusers fills gaps)
-    if backend == "jax":  # sample() checks the noise and the sizes itself
+    if x_T is not None:
+        try:
+            _check_init_noise(x_T, unet)
+        except PretrainedError as error:
+            raise PretrainedError(f"--init-noise {init_noise}: {error}") from None
+    shape = _noise_shape(unet, n) if x_T is None else x_T.shape
+    if noise is not None and noise.shape != (num_inference_steps, *shape):
+        raise PretrainedError(
+            f"--step-noise {step_noise}: shape {noise.shape}, expected "
+            f"{(num_inference_steps, *shape)}: --steps, then --n images of this U-Net's "
+            "(C, H, W)"
+        )
+    check_size(unet, shape)
+    if backend == "jax":
         x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
     else:
-        if x_T is not None:
-            _check_init_noise(x_T, unet)
-        check_size(unet, _noise_shape(unet, n) if x_T is None else x_T.shape)
         x = diffusers_sample(folder, config, seed=seed, **options)
     if not np.all(np.isfinite(x)):
         raise PretrainedError(
