@@ -243,7 +243,7 @@ def test_sampling_a_grid_learned_for_another_sampler_says_so(tmp_path, capsys):
     from scorelab.noise import write_saved_grid
 
     grid = write_saved_grid(
-        tmp_path / "g.json", [0.02, 1.0, 80.0], {"kind": "ld3", "sampler": "euler"}
+        tmp_path / "g.json", [0.02, 1.0, 80.0], {"kind": "ld3"}, {"sampler": "euler"}
     )
     argv = ["sample", "--exact", "seed_mixture", "--n", "8", "--grid", str(grid), "--overwrite"]
     argv += ["--out", str(tmp_path / "s.npy")]

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -56,9 +56,10 @@ from scorelab._validate import (
     check_int,
     check_memory,
     first_line,
+    is_traced,
 )
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
-from scorelab.noise import check_grid_levels, geometric_sigmas, write_saved_grid
+from scorelab.noise import geometric_sigmas, write_saved_grid
 
 
 def _data(x_0, name: str = "x_0") -> Array:
@@ -128,7 +129,7 @@ def _sigmas(sigmas, minimum: int) -> Array:
     if np.dtype(sigmas.dtype).kind != "f" or np.dtype(sigmas.dtype).itemsize > 4:
         sigmas = jnp.asarray(sigmas, jnp.float32)
     sigmas = jnp.asarray(sigmas)
-    if not isinstance(sigmas, jax.core.Tracer):
+    if not is_traced(sigmas):
         levels = np.asarray(sigmas)
         if not (np.all(np.isfinite(levels)) and levels[0] > 0 and np.all(np.diff(levels) > 0)):
             shown = np.array2string(levels, separator=", ", threshold=8)
@@ -319,37 +320,6 @@ def optimise_grid(
         return sigmas, cost(sigmas, bar), start
 
 
-def check_finite_number(name: str, value) -> None:
-    """Raise unless ``value`` is one finite real number (NaN was written as ``null``)."""
-    real = not isinstance(value, bool) and (
-        isinstance(value, numbers.Real)
-        or (np.ndim(value) == 0 and getattr(value, "dtype", np.dtype(object)).kind in "fiu")
-    )
-    if not real:
-        raise TypeError(f"{name}: expected a finite number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name}: expected a finite number, got {float(value)}")
-
-
-def check_about(about, reserved) -> None:
-    """Raise unless ``about`` is a mapping with string keys, none of them ``reserved`` (a
-    grid file's own fields: an ``about`` key ``sigmas`` replaced the grid written)."""
-    if not isinstance(about, Mapping):
-        raise TypeError(f"about: expected a dict of how the grid was made, got {about!r}")
-    if not all(isinstance(k, str) for k in about):
-        raise TypeError(f"about: expected string keys, got {sorted(map(repr, about))}")
-    clashes = sorted(set(about) & set(reserved))
-    if clashes:
-        raise ValueError(
-            f"about: keys {clashes} are reserved (the grid's own fields: "
-            f"{', '.join(reserved)}); rename them"
-        )
-
-
-_RESERVED = ("kind", "sigmas", "bound", "klub", "klub_geometric")
-"""The fields of an Align-Your-Steps grid file, which ``about`` may not hold."""
-
-
 def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict[str, Any]):
     """Write an optimised grid as JSON (atomically): ``sigmas`` ascending, the bounds, and
     ``about`` (target, score, settings) for the record.
@@ -370,18 +340,14 @@ def save_grid(path, sigmas, *, bound: float, bound_geometric: float, about: dict
             ascending grid of at least 3 finite positive levels, a NaN or infinite bound, or a
             reserved key in ``about``.
     """
-    levels = check_grid_levels(sigmas, "sigmas", "give the grid's levels", 3)
-    check_finite_number("bound", bound)
-    check_finite_number("bound_geometric", bound_geometric)
-    check_about(about, _RESERVED)
     record = {
         "kind": "ays",
         "bound": "KLUB, Sabour et al. (2024) eq. 9 in VE (scorelab.ays)",
         "klub": bound,
         "klub_geometric": bound_geometric,
-        **about,
     }
-    return write_saved_grid(path, levels, record)
+    finite = {"bound": bound, "bound_geometric": bound_geometric}
+    return write_saved_grid(path, sigmas, record, about, minimum=3, finite=finite)
 
 
 __all__ = ["klub_terms", "optimise_grid", "save_grid"]

@@ -55,8 +55,7 @@ from tqdm.auto import tqdm
 from scorelab import samplers
 from scorelab._validate import check_int, check_memory
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
-from scorelab.ays import check_about, check_finite_number
-from scorelab.noise import check_grid_levels, karras_sigmas, write_saved_grid
+from scorelab.noise import karras_sigmas, write_saved_grid
 
 TEACHER_LEVELS = 400
 """Levels of :func:`teacher`: Heun with 799 evaluations, on Karras' grid (rho 7) from 0.002;
@@ -196,10 +195,6 @@ def learn_grid(
     return sigmas, current, start
 
 
-_RESERVED = ("kind", "sigmas", "objective", "error", "error_start")
-"""The fields of a learned grid file, which ``about`` may not hold."""
-
-
 def save_learned_grid(path, sigmas, *, error: float, error_start: float, about: dict[str, Any]):
     """Write a learned grid ``(N,)`` as JSON (:func:`scorelab.noise.write_saved_grid`), with its
     mean global error and the start's on the training starts, and ``about`` (the sampler, the
@@ -213,18 +208,14 @@ def save_learned_grid(path, sigmas, *, error: float, error_start: float, about: 
             ascending grid of at least 2 finite positive levels, a NaN or infinite error, or a
             reserved key in ``about``.
     """
-    levels = check_grid_levels(sigmas, "sigmas", "give the grid's levels", 2)
-    check_finite_number("error", error)
-    check_finite_number("error_start", error_start)
-    check_about(about, _RESERVED)
     record = {
         "kind": "ld3",
         "objective": "mean squared global error against the converged ODE (scorelab.ld3)",
         "error": error,
         "error_start": error_start,
-        **about,
     }
-    return write_saved_grid(path, levels, record)
+    finite = {"error": error, "error_start": error_start}
+    return write_saved_grid(path, sigmas, record, about, minimum=2, finite=finite)
 
 
 __all__ = ["check_search", "global_error", "learn_grid", "on_grid", "save_learned_grid", "teacher"]

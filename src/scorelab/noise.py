@@ -40,6 +40,7 @@ from scorelab._validate import (
     check_real,
     check_sigma,
     first_line,
+    is_traced,
 )
 
 __all__ = [
@@ -404,12 +405,64 @@ def saved_grid_sampler(name: str) -> str | None:
     return None
 
 
-def write_saved_grid(path, sigmas, record: dict) -> Path:
+def write_saved_grid(
+    path,
+    sigmas,
+    record: dict,
+    about: Mapping[str, Any],
+    *,
+    minimum: int = 2,
+    finite: Mapping[str, Any] | None = None,
+) -> Path:
     """Write a grid as JSON, atomically, for :func:`read_saved_grid`: ``record`` (what made
-    it: ``kind``, its objective, settings) with ``sigmas``, the ``(N,)`` ascending levels, as
-    a list of floats. Returns the path written."""
-    levels = [float(s) for s in np.asarray(sigmas, np.float64)]
-    return write_json(path, {"kind": record.get("kind"), "sigmas": levels, **record})
+    it: ``kind``, its objective and results) and ``about`` (how: the settings, for the record)
+    with ``sigmas``, the ``(N,)`` ascending levels, as a list of floats. Everything is checked
+    before anything is written. Returns the path written.
+
+    Args:
+        path: the ``.json`` file.
+        sigmas: the levels, at least ``minimum`` (:func:`check_grid_levels`).
+        record: the grid's own fields, e.g. ``{"kind": "ays", "klub": 8.0}``.
+        about: JSON-serialisable settings, with string keys none of which is ``kind``,
+            ``sigmas`` or a key of ``record`` (an ``about`` key ``sigmas`` replaced the levels).
+        minimum: the fewest levels of such a grid.
+        finite: argument name -> a value of ``record`` that must be one finite number.
+
+    Raises:
+        TypeError: for ``about`` not a mapping with string keys, or a ``finite`` value that
+            is not a real number.
+        ValueError: naming the argument, for levels that are not an ascending grid of
+            ``minimum`` finite positive levels, a NaN or infinite ``finite`` value, or a
+            reserved key in ``about``.
+    """
+    levels = check_grid_levels(sigmas, "sigmas", "give the grid's levels", minimum)
+    for name, value in (finite or {}).items():
+        _check_finite_number(name, value)
+    reserved = ("kind", "sigmas", *(key for key in record if key != "kind"))
+    if not isinstance(about, Mapping):
+        raise TypeError(f"about: expected a dict of how the grid was made, got {about!r}")
+    if not all(isinstance(k, str) for k in about):
+        raise TypeError(f"about: expected string keys, got {sorted(map(repr, about))}")
+    clashes = sorted(set(about) & set(reserved))
+    if clashes:
+        raise ValueError(
+            f"about: keys {clashes} are reserved (the grid's own fields: "
+            f"{', '.join(reserved)}); rename them"
+        )
+    record = {"kind": record.get("kind"), "sigmas": [float(s) for s in levels], **record, **about}
+    return write_json(path, record)
+
+
+def _check_finite_number(name: str, value) -> None:
+    """Raise unless ``value`` is one finite real number (NaN was written as ``null``)."""
+    real = not isinstance(value, bool) and (
+        isinstance(value, numbers.Real)
+        or (np.ndim(value) == 0 and getattr(value, "dtype", np.dtype(object)).kind in "fiu")
+    )
+    if not real:
+        raise TypeError(f"{name}: expected a finite number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}: expected a finite number, got {float(value)}")
 
 
 def is_saved_grid(name: str) -> bool:
@@ -726,7 +779,7 @@ VP_BETA_MAX = 20.0
 def _check_nonnegative(field: str, value) -> None:
     """Raise unless the concrete real ``value`` (any shape) has every entry ``>= 0``; a traced
     value (under ``jit`` or ``vmap``) is not checked."""
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         return
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
@@ -739,7 +792,7 @@ def _check_betas(beta_min, beta_max) -> None:
     """Raise unless ``0 < beta_min < beta_max``, both finite in float32 (concrete ones; traced
     ones are not checked): ``beta_min > beta_max`` gave a level without a word, negative ones
     NaN, equal ones NaN times, and ``beta_max = 1e39`` an internal 't' of NaN."""
-    if isinstance(beta_min, jax.core.Tracer) or isinstance(beta_max, jax.core.Tracer):
+    if is_traced(beta_min) or is_traced(beta_max):
         return
     check_real("beta_min", beta_min, "a number > 0", lambda v: v > 0)
     check_real("beta_max", beta_max, f"a number > beta_min ({beta_min})", lambda v: v > beta_min)
