@@ -287,6 +287,15 @@ def _bytes(n: float) -> str:
     return f"{n:.3g} {units[power]}"
 
 
+def is_traced(value) -> bool:
+    """Whether ``value`` is traced (inside ``jit``, ``vmap`` or ``grad``), so its values are
+    unknown until run: checks by value apply to concrete values only, and a compiled step pays
+    nothing for them."""
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
 def all_finite(values) -> bool | None:
     """Whether every entry of the real array ``values`` is finite, computed where it lives (no
     copy to the host) even while a caller is traced under ``jit``; ``None`` when ``values``
@@ -294,7 +303,7 @@ def all_finite(values) -> bool | None:
     import jax
     import jax.numpy as jnp
 
-    if isinstance(values, jax.core.Tracer):
+    if is_traced(values):
         return None
     with jax.ensure_compile_time_eval():  # eager even inside a trace, on concrete values
         return bool(jnp.all(jnp.isfinite(values)))

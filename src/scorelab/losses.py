@@ -63,6 +63,7 @@ from scorelab._validate import (
     check_memory,
     check_real,
     check_sigma,
+    is_traced,
 )
 from scorelab.noise import (
     check_sigma_range,
@@ -141,12 +142,6 @@ def _as_example(x) -> Array:
 
 
 # --- argument checks shared by the public losses ------------------------------------------------
-
-
-def _is_concrete(value) -> bool:
-    """Whether ``value`` is a concrete value (not traced under ``jit``, ``vmap`` or ``grad``):
-    only those are checked by value, so a compiled training step pays nothing."""
-    return not isinstance(value, jax.core.Tracer)
 
 
 def _loss_example(x, name: str) -> Array:
@@ -278,7 +273,7 @@ def _check_label(name: str, value) -> None:
             f"{name}: expected one integer class (a scalar) for one example, got shape "
             f"{jnp.shape(value)}; vmap the loss over a batch of examples and labels"
         )
-    if _is_concrete(value) and int(value) < 0:
+    if not is_traced(value) and int(value) < 0:
         raise ValueError(f"{name}: expected an integer class >= 0, got {int(value)}")
 
 
@@ -600,7 +595,7 @@ def dsm_loss(
         _check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma) or None")
     if jnp.ndim(sigma) != 0:
         raise ValueError(f"sigma: expected a scalar noise level, got shape {jnp.shape(sigma)}")
-    if _is_concrete(sigma):
+    if not is_traced(sigma):
         check_concrete_positive("sigma", sigma)
         check_sigma("sigma", float(np.asarray(sigma)))
     elif not jnp.issubdtype(sigma.dtype, jnp.number) or jnp.issubdtype(

@@ -33,7 +33,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_choice, check_int, check_real
+from scorelab._validate import check_choice, check_int, check_real, is_traced
 from scorelab.precond import _example, _noise_level
 from scorelab.targets import GaussianMixture
 
@@ -137,7 +137,7 @@ def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions:
     check_int("channels", channels, 4)
     if channels % 2:
         raise ValueError(f"channels: expected an even number (cosines and sines), got {channels}")
-    if not isinstance(max_positions, jax.core.Tracer):  # 0 or a negative one gave NaN
+    if not is_traced(max_positions):  # 0 or a negative one gave NaN
         max_positions = _positive("max_positions", max_positions)
     c = _example(c, "c")
     if c.size != 1:
@@ -348,7 +348,7 @@ class ConditionalMLP(eqx.Module):
         c = _example(c, "c")
         if c.size != 1:
             raise ValueError(f"c: expected a scalar condition, got shape {c.shape}")
-        if not isinstance(c, jax.core.Tracer) and not np.isfinite(np.asarray(c)).all():
+        if not is_traced(c) and not np.isfinite(np.asarray(c)).all():
             raise ValueError(f"c: expected a finite condition, got {float(c.reshape(-1)[0])}")
         dtype = jnp.result_type(x, 1.0)
         x, c = x.astype(dtype), c.astype(dtype).reshape((1,))

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_real, check_sigma
+from scorelab._validate import check_real, check_sigma, is_traced
 
 __all__ = ["EDMCoefficients", "edm_coefficients", "EDMPreconditioned"]
 
@@ -74,7 +74,7 @@ def _noise_level(x: Array, sigma, zero: bool = False, name: str = "sigma") -> Ar
             f"{name}: expected a scalar noise level, got shape {np.shape(sigma)} (one example's "
             "level; vmap over a batch)"
         )
-    if not isinstance(sigma, jax.core.Tracer):
+    if not is_traced(sigma):
         value = float(np.asarray(sigma).reshape(()))
         accepted = "a number >= 0" if zero else "a number > 0"
         check_real(name, value, accepted, (lambda v: v >= 0) if zero else (lambda v: v > 0))
@@ -86,7 +86,7 @@ def check_concrete_positive(field: str, value) -> None:
     """Raise unless ``value`` (a number or an array of any shape) is finite and ``> 0``
     everywhere, naming ``field``; a traced value (under ``jit``, ``vmap`` or ``grad``) is not
     checked, so the check costs nothing in a compiled training step."""
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         return
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         check_real(field, value, "a number > 0", lambda v: v > 0)

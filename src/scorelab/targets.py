@@ -24,7 +24,7 @@ import numpyro.distributions as dist
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_int, check_memory, check_real, check_sigma
+from scorelab._validate import check_int, check_memory, check_real, check_sigma, is_traced
 
 # Every contraction of the oracle at full float32. XLA's default precision lets a GPU round
 # float32 matmul operands to TF32 (10-bit mantissa): at the tutorial's modes (+-10, variance
@@ -56,7 +56,7 @@ def _check_real_dtype(name: str, value) -> None:
 def _check_finite(name: str, array) -> None:
     """Raise, naming the first component, unless the ``(K, ...)`` ``array`` is finite (a traced
     array is not checked)."""
-    if isinstance(array, jax.core.Tracer):
+    if is_traced(array):
         return
     finite = np.isfinite(np.asarray(array)).reshape(len(array), -1).all(axis=1)
     if not finite.all():
@@ -66,7 +66,7 @@ def _check_finite(name: str, array) -> None:
 
 def _check_weights(weights) -> None:
     """Raise unless the weights are finite, ``>= 0`` and of a positive, finite sum."""
-    if isinstance(weights, jax.core.Tracer):
+    if is_traced(weights):
         return
     values = np.asarray(weights)
     bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0)))
@@ -95,7 +95,7 @@ def _check_weights(weights) -> None:
 def _check_symmetric(name: str, covariances) -> None:
     """Raise unless every ``(d, d)`` matrix of ``covariances`` is finite and symmetric to a
     relative :data:`_SYMMETRY_TOLERANCE` (a traced array is not checked)."""
-    if isinstance(covariances, jax.core.Tracer):
+    if is_traced(covariances):
         return
     _check_finite(name, covariances)
     values = np.asarray(covariances, np.float64)
@@ -117,7 +117,7 @@ def _check_scalar(name: str, value) -> float | None:
     _check_real_dtype(name, value)
     if np.ndim(value) != 0:
         raise ValueError(f"{name}: expected a scalar, got shape {np.shape(value)}")
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         return None
     array = np.asarray(value)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == jnp.bfloat16):
@@ -192,11 +192,11 @@ class GaussianMixture(eqx.Module):
         _check_symmetric("covariances", covariances)
         self.means = means
         self.covariances = covariances
-        if isinstance(covariances, jax.core.Tracer):  # built inside a trace: factorise there
+        if is_traced(covariances):  # built inside a trace: factorise there
             eigenvalues, eigenvectors = jnp.linalg.eigh(covariances)
         else:
             eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(covariances, np.float64))
-        if not isinstance(eigenvalues, jax.core.Tracer) and not np.all(eigenvalues > 0):
+        if not is_traced(eigenvalues) and not np.all(eigenvalues > 0):
             component = int(np.flatnonzero(~np.all(eigenvalues > 0, axis=-1))[0])
             raise ValueError(
                 "covariances: expected symmetric positive-definite matrices; component "
@@ -399,7 +399,7 @@ class GaussianMixture(eqx.Module):
         if sigma is not None:
             check_real("sigma_t", sigma, "a number >= 0", lambda v: v >= 0)
             check_sigma("sigma_t", sigma)
-        if None not in (alpha, sigma) and not isinstance(self.eigenvalues, jax.core.Tracer):
+        if None not in (alpha, sigma) and not is_traced(self.eigenvalues):
             self._check_shifted(alpha, sigma)
         eye = jnp.eye(self.dim, dtype=self.means.dtype)
         # Same eigenvectors, shifted eigenvalues: no factorisation (see the class docstring).

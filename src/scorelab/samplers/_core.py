@@ -19,7 +19,14 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import all_finite, check_float32, check_int, check_memory, check_sigma
+from scorelab._validate import (
+    all_finite,
+    check_float32,
+    check_int,
+    check_memory,
+    check_sigma,
+    is_traced,
+)
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import geometric_sigmas
 
@@ -127,7 +134,7 @@ def check_option(option: Option, value, field: str | None = None) -> None:
             beyond int32 (an ``OverflowError`` from the compiled call).
     """
     field = option.name if field is None else field
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         return
     if option.type is float:
         array = None if isinstance(value, str | bool | None) else np.asarray(value)
@@ -175,8 +182,10 @@ def format_label(kind: str, cls, values: dict[str, Any]) -> str:
         if "option" not in f.metadata or f.name not in values:
             continue
         value = values[f.name]
-        if isinstance(value, jax.core.Tracer):  # traced (the sampler in a caller's jit): no
-            continue  # value to show; a size check's message names the sampler there too
+        # The sampler in a caller's jit: no value to show; a size check's message names the
+        # sampler there too.
+        if is_traced(value):
+            continue
         if isinstance(value, jax.Array | np.ndarray | np.generic):
             value = np.asarray(value)[()]  # str(np.float32(0.2)) is "0.2", its shortest repr
             changed = value != np.asarray(f.default, value.dtype)
@@ -436,7 +445,7 @@ def ve_prior(
         "fold_in(key, i): chunks of rows give the same states)",
     )
     x, factored = _ve_prior(key, n, dims, sigma, mean, covariance)
-    if covariance is not None and not isinstance(factored, jax.core.Tracer) and not factored:
+    if covariance is not None and not is_traced(factored) and not factored:
         raise ValueError(
             f"covariance: C + sigma^2 I is not positive definite in {x.dtype}; give a "
             "symmetric positive semi-definite covariance C (and sigma > 0 for a singular one)"
@@ -448,7 +457,7 @@ def check_level(field: str, sigma) -> None:
     """Refuse a noise level that is not one real scalar (a string, a complex number) or, when
     concrete, not a finite number ``>= 0`` whose square float32 holds: NaN drew all-NaN
     states and a complex level complex ones."""
-    traced = isinstance(sigma, jax.core.Tracer)
+    traced = is_traced(sigma)
     if traced:
         real = _is_real(sigma.dtype)
     else:
@@ -471,7 +480,7 @@ def check_level(field: str, sigma) -> None:
 def _real_values(field: str, value, what: str) -> np.ndarray | None:
     """``value``'s entries on the host when concrete (``None`` when traced), or a ``TypeError``
     naming ``field`` unless they are real numbers (``what`` says what was expected)."""
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         if not _is_real(value.dtype):
             raise TypeError(f"{field}: expected {what}, got dtype {value.dtype}")
         return None
@@ -631,7 +640,7 @@ def _check_noise_values(noise):
     """``noise`` as an array (a list was mapped over as a pytree), or ``TypeError`` unless real
     numbers (complex draws were cast to real with a warning) and, when concrete, ``ValueError``
     unless finite (NaN draws gave NaN samples without a word)."""
-    if noise is None or isinstance(noise, jax.core.Tracer):
+    if noise is None or is_traced(noise):
         if noise is not None and not _is_real(noise.dtype):
             raise TypeError(f"noise: expected real standard normal draws, got {noise.dtype}")
         return noise
@@ -827,7 +836,7 @@ def _unreachable_tolerance(sampler: AbstractSampler, dtype) -> str | None:
     than its dtype resolves, else ``None``: "increase max_steps" (diffrax's advice) cannot
     help there, since the rounding error of one step already exceeds the tolerance."""
     rtol = getattr(sampler, "rtol", None)
-    if rtol is None or isinstance(rtol, jax.core.Tracer):
+    if rtol is None or is_traced(rtol):
         return None
     floor = 10 * float(jnp.finfo(dtype).eps)
     if float(rtol) >= floor:
@@ -909,7 +918,7 @@ def _check_first_chain(first_chain, n: int) -> Array:
     """``first_chain`` as a ``uint32`` array (traced under ``jit``), or a one-line error: 1.5
     ran as chain 1, -1 wrapped to chain 2**32 - 1, and 2**32 - 2 was an ``OverflowError``
     converting to int32 (chain indices are the ``uint32`` data of ``fold_in``)."""
-    if isinstance(first_chain, jax.core.Tracer):
+    if is_traced(first_chain):
         first = first_chain
     elif isinstance(first_chain, bool | str | bytes | None):
         first = None
@@ -919,7 +928,7 @@ def _check_first_chain(first_chain, n: int) -> Array:
         first = np.asarray(first_chain)
     if first is None or first.ndim or first.dtype == bool or first.dtype.kind not in "iu":
         raise TypeError(f"first_chain: expected an integer, got {first_chain!r}")
-    if isinstance(first, jax.core.Tracer):
+    if is_traced(first):
         return first.astype(jnp.uint32)
     first = int(first_chain)
     if not 0 <= first <= 2**32 - max(n, 1):
