@@ -461,7 +461,7 @@ def _check_step_memory(
         f"train.batch_size ({batch} examples of shape {tuple(data.shape[1:])}, "
         f"{per_example / 2**20:.3g} MiB each in a training step)",
         need,
-        "use a smaller --batch-size, smaller images or a smaller network",
+        "use a smaller batch_size, smaller images or a smaller network",
     )
 
 
