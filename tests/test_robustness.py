@@ -1745,6 +1745,27 @@ def test_an_output_on_a_symbolic_link_loop_is_one_line(flag, tmp_path, capsys):
     _fails(argv, capsys, f"{loop.name}: a symbolic link loop", "remove it or choose another path")
 
 
+@pytest.mark.parametrize(
+    "toml, flags, named",
+    [
+        ('[train]\nsteps = "5"\n', [], "c.toml: train.steps: expected an integer, got '5'"),
+        ('[model]\nwidths = [256, "x"]\n', [], "c.toml: model.widths: expected an integer"),
+        # put's "train.batch_size (--batch-size): train is not a table", blaming the flag
+        ("train = 5\n", ["--batch-size", "8"], "c.toml: train = 5: expected a table of fields"),
+        ("", ["--set", 'train.steps="5"'], "--set train.steps: expected an integer, got '5'"),
+    ],
+)
+def test_a_bad_value_is_blamed_on_the_file_or_set_that_gave_it(
+    toml, flags, named, tmp_path, capsys
+):
+    """A --config file's bad value was reported as the flag for its field, which the user never
+    passed (``--steps (train.steps): expected an integer, got '5'``), and the file not named."""
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    argv = ["train", "--data", "two_moons", "--config", config, "--out", tmp_path / "run", *flags]
+    _fails(argv, capsys, f"scorelab train: error: {named}")  # no --steps put in front
+
+
 def test_evaluate_shows_its_floor_repeats_unless_quiet(tmp_path, capsys):
     """``evaluate --floor-repeats 100000`` ran for an hour and a half without a word."""
     samples = tmp_path / "s.npy"

@@ -173,23 +173,31 @@ def _experiment(args, flags: dict, base: dict | None = None):
 
     values = {section: dict(table) for section, table in (base or {}).items()}
     given: set[str] = set()  # the fields this command line gives, by any of its three means
+    origins: dict[str, str] = {}  # field or section -> the file or flag that gave it
     if args.config is not None:
         loaded = load_config(args.config)
         for section, table in loaded.items():
-            if isinstance(table, dict):
-                given.update(f"{section}.{name}" for name in table)
-            if isinstance(table, dict) and isinstance(values.get(section), dict):
+            if not isinstance(table, dict):  # every section is a table ([train] ...)
+                raise ConfigError(
+                    f"{args.config}: {section} = {table!r}: expected a table of fields "
+                    f"([{section}] and its fields below it)"
+                )
+            given.update(f"{section}.{name}" for name in table)
+            origins.update({f"{section}.{name}": str(args.config) for name in table})
+            if isinstance(values.get(section), dict):
                 values[section].update(table)
             else:
                 values[section] = table
     values = apply_overrides(values, args.overrides)
     overridden = [item.partition("=")[0].strip() for item in args.overrides]
     given.update(overridden)
+    origins.update({name: "--set" for name in overridden})
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
         if value is None:
             continue
         given.add(target)
+        origins[target] = flag
         previous = put(values, target.split("."), value, f"{target} ({flag})")
         # The flag wins: a --set of the field, of a table holding it, or of a field inside it
         # (train.steps.x) went unread (not even checked) if it gave another value.
@@ -200,8 +208,28 @@ def _experiment(args, flags: dict, base: dict | None = None):
             raise ConfigError(
                 f"{target}: --set gives {previous!r}, {flag} gives {value!r}; give it once"
             )
-    _one_grid_size(values, given)
-    return ExperimentConfig.from_dict(values)
+    try:
+        _one_grid_size(values, given)
+        return ExperimentConfig.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(_sourced(str(error), origins)) from error
+
+
+def _sourced(message: str, origins: dict[str, str]) -> str:
+    """A configuration error ``message`` that starts with a field, prefixed by the source
+    that gave the field (or the table holding it): a ``--config`` file's path, or ``--set``.
+    A value from a file was blamed on the flag for its field, which the user never passed
+    (``--steps (train.steps): expected an integer``); a flag's own value is left to
+    :func:`_by_flag`, and a value from no source (a default, a run's saved configuration) as
+    it is."""
+    parts = message.partition(": ")[0].split(".")
+    for end in range(len(parts), 0, -1):
+        origin = origins.get(".".join(parts[:end]))
+        if origin == "--set":
+            return f"--set {message}"
+        if origin is not None:
+            return message if origin.startswith("--") else f"{origin}: {message}"
+    return message
 
 
 def _one_grid_size(values: dict, given: set[str]) -> None:
