@@ -1763,7 +1763,10 @@ def test_a_bad_value_is_blamed_on_the_file_or_set_that_gave_it(
     config = tmp_path / "c.toml"
     config.write_text(toml)
     argv = ["train", "--data", "two_moons", "--config", config, "--out", tmp_path / "run", *flags]
-    _fails(argv, capsys, f"scorelab train: error: {named}")  # no --steps put in front
+    _fails(argv, capsys, named)
+    assert main([str(a) for a in argv]) == 2
+    error = capsys.readouterr().err.partition("error: ")[2]
+    assert error.startswith(str(config) if "c.toml" in named else "--set")  # no --steps first
 
 
 def test_evaluate_shows_its_floor_repeats_unless_quiet(tmp_path, capsys):
