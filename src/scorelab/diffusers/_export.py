@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from scorelab._files import atomic_write, naming, write_json
+from scorelab._files import atomic_write, write_json
 from scorelab.diffusers._pretrained import SCHEDULER_CONFIG
 from scorelab.diffusers._score_models import VPEpsilonUNet
 from scorelab.diffusers._unet import CONFIG_NAME, WEIGHTS_NAME
@@ -69,6 +69,13 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
     to it: a reader sees the whole pipeline or none, and an existing folder is never
     overwritten.
 
+    A class-conditional model is written too, its class embedding as the ``UNet2DModel``'s
+    ``num_class_embeds``, but a ``DDIMPipeline`` passes no class: neither diffusers'
+    pipeline nor ``scorelab pretrained`` can sample the folder (both refuse it); load its
+    ``unet/`` with ``UNet2DModel.from_pretrained`` or :func:`~scorelab.diffusers.load_unet`
+    and pass ``class_labels`` to the network, or sample the scorelab run with
+    ``scorelab sample --run RUN --class K``.
+
     Args:
         model: a :class:`~scorelab.diffusers.VPEpsilonUNet` (as trained by ``scorelab train``
             with ``model.name = "unet"``).
@@ -79,8 +86,10 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
 
     Raises:
         ValueError: ``model`` is not a VP epsilon U-Net (an MLP, an EDM-preconditioned VE
-            network: diffusers' DDIM pipeline cannot represent it), or ``directory`` exists
-            and is not empty, or is a file.
+            network: diffusers' DDIM pipeline cannot represent it), or, naming ``directory``
+            before anything is written: it exists and is not empty, or is a file, or is a
+            dangling symbolic link, or lies inside a file, or its folder cannot be created or
+            written (``/proc``, a read-only mount, no permission).
     """
     from safetensors.numpy import save
 
@@ -94,11 +103,27 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
         )
     version = {"_diffusers_version": DIFFUSERS_FORMAT_VERSION}
     scheduler = dataclasses.asdict(model.scheduler)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    if directory.is_symlink() and not directory.exists():  # the final rename failed on it
+        raise ValueError(
+            f"--diffusers: {directory} is a symbolic link to nothing ({os.readlink(directory)}); "
+            "remove it or choose a new folder"
+        )
+    ancestor = directory.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(
+            f"--diffusers: {directory} would be a folder inside the file {ancestor}; choose "
+            "another folder"
+        )
     try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     except OSError as error:  # it named the staging folder (/proc/.x.f9h7l0z_), not the user's
-        raise naming(error, directory) from None
+        raise ValueError(
+            f"--diffusers: {directory}: cannot create the folder ({error.strerror or error}); "
+            "choose another folder"
+        ) from None
     try:
         write_json(
             staging / "model_index.json",

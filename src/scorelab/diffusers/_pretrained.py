@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import reprlib
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -30,11 +32,14 @@ import numpy as np
 from jax import Array
 
 from scorelab import viz
-from scorelab._validate import check_memory, check_seed
+from scorelab._files import atomic_write
+from scorelab._keys import typed_key
+from scorelab._validate import all_finite, check_memory, check_seed, is_traced
 from scorelab._xla_cpu import convolution_jit
 from scorelab.data import DataError, read_npy
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
-from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample
+from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample, timesteps
+from scorelab.diffusers._schedulers import _check_config as _check_scheduler_config
 from scorelab.diffusers._unet import CONFIG_NAME, UNet2D, load_unet, unet_folder
 
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
@@ -135,11 +140,18 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
         The :class:`SchedulerConfig`.
 
     Raises:
-        PretrainedError: naming the file: missing from a pipeline that has a scheduler,
-            unreadable or malformed JSON, not an object, or an option
+        PretrainedError: naming ``folder`` if it is not a folder (missing, a file: a typo
+            sampled with the defaults); naming the file: missing from a pipeline that has a
+            scheduler, unreadable or malformed JSON, not an object, or an option
             :meth:`SchedulerConfig.from_diffusers` refuses (unsupported, wrong type, out of
             range).
     """
+    if not Path(folder).is_dir():
+        what = "a file" if Path(folder).exists() else "not found"
+        raise PretrainedError(
+            f"folder: {folder} is {what}, not a pipeline or model folder; pass the folder that "
+            "holds scheduler/ (or a model's config.json)"
+        )
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.exists():
         index = Path(folder) / "model_index.json"
@@ -288,7 +300,7 @@ def sample(
     *,
     num_inference_steps: int = 50,
     eta: float = 0.0,
-    n: int = 1,
+    n: int | None = None,
     use_clipped_model_output: bool = False,
     x_T: Array | None = None,
     step_noise: Array | None = None,
@@ -306,19 +318,28 @@ def sample(
         num_inference_steps, use_clipped_model_output: as diffusers' pipeline.
         eta: DDIM's :math:`\eta \ge 0` (Song et al. 2021, eq. 16; diffusers' name): 0 is
             deterministic, 1 DDPM's posterior noise.
-        n: batch size when ``x_T`` is drawn, ``>= 1``.
-        x_T: ``(B, C, H, W)`` initial noise; drawn from ``key`` when ``None``.
-        step_noise: ``(num_inference_steps, B, C, H, W)`` step noise; drawn when ``None``.
+        n: batch size when ``x_T`` is drawn, ``>= 1`` (``None``: 1); with ``x_T`` only
+            ``None`` or its batch ``B`` (another ``n`` was ignored).
+        x_T: ``(B, C, H, W)`` initial noise, real numbers; drawn from ``key`` when ``None``.
+        step_noise: ``(num_inference_steps, B, C, H, W)`` finite step noise for ``eta > 0``;
+            drawn when ``None``.
 
     Returns:
         ``(B, C, H, W)`` float32 samples in model space (about ``[-1, 1]``).
 
     Raises:
+        TypeError: ``unet`` not a :class:`UNet2D`, ``config`` not a :class:`SchedulerConfig`,
+            ``key`` not a PRNG key (:func:`scorelab._keys.typed_key`), ``x_T`` or
+            ``step_noise`` not real numbers (a path, a complex array).
         PretrainedError: before anything is drawn or run, if ``num_inference_steps``,
             ``eta`` or ``n`` is not an integer ``>= 1`` / number ``>= 0`` / integer ``>= 1``,
-            ``x_T`` is not finite ``(B, in_channels, H, W)`` with ``H`` and ``W`` multiples of
+            ``n`` differs from the batch of ``x_T``, ``x_T`` is not finite
+            ``(B, in_channels, H, W)`` with ``H`` and ``W`` multiples of
             ``2 ** (levels - 1)``, ``x_T`` is ``None`` and the U-Net config has no
-            ``sample_size`` or ``n`` images need more memory than available, or from
+            ``sample_size`` or ``n`` images need more memory than available, ``step_noise``
+            holds NaN or inf or is given at ``eta = 0`` (where it would be ignored), the U-Net
+            is one DDPM's timesteps cannot drive (a Fourier embedding of noise levels, or
+            class-conditional: :func:`load_pipeline` refuses both), or from
             :func:`ddim_sample` (``num_inference_steps`` above the training steps,
             ``step_noise`` of the wrong shape).
 
@@ -326,7 +347,42 @@ def sample(
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
-    _check_options(num_inference_steps, eta, n)
+    if not isinstance(unet, UNet2D):
+        raise TypeError(
+            f"unet: expected a UNet2D (load_pipeline, load_unet), got {type(unet).__name__}"
+        )
+    _check_scheduler_config(config)
+    key = typed_key(key, "key")
+    _check_options(num_inference_steps, eta, 1 if n is None else n)
+    unet_options = dict(unet.config)
+    if unet_options["time_embedding_type"] == "fourier":  # DDIM's t = 0 is log 0: NaN samples
+        raise PretrainedError(
+            "unet: time_embedding_type 'fourier' is a U-Net of noise levels sigma, not of DDPM "
+            "timesteps, which DDIM would feed it; call the network itself at noise levels"
+        )
+    if unet_options["num_class_embeds"] is not None:
+        raise PretrainedError(
+            f"unet: a class-conditional U-Net (num_class_embeds "
+            f"{unet_options['num_class_embeds']}), and sample passes no class; call ddim_sample "
+            "with lambda x, t: unet(x, t, class_labels)"
+        )
+    if x_T is not None:
+        _check_real("x_T", x_T)
+        if n is not None and np.ndim(x_T) and n != np.shape(x_T)[0]:
+            raise PretrainedError(
+                f"n {n}: x_T holds {np.shape(x_T)[0]} images and n would be ignored; drop n, or "
+                f"give n={np.shape(x_T)[0]}"
+            )
+    if step_noise is not None:
+        if eta == 0:
+            raise PretrainedError(
+                "step_noise: eta 0 is deterministic and adds no step noise, so it would be "
+                "ignored; drop step_noise, or set eta > 0"
+            )
+        _check_real("step_noise", step_noise)
+        if all_finite(step_noise) is False:
+            raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
+    n = 1 if n is None else n
     key_init, key_steps = jax.random.split(key)
     if x_T is None:
         shape = _noise_shape(unet, n)
@@ -346,6 +402,25 @@ def sample(
         eta,
         use_clipped_model_output,
     )
+
+
+def _check_real(name: str, value) -> None:
+    """Refuse ``value`` unless an array (or nested list) of real numbers, concrete: a path
+    string was 'could not convert string to float', a complex array lost its imaginary part
+    with only a warning."""
+    if is_traced(value):
+        raise TypeError(f"{name}: sample runs on concrete arrays; call it outside jit")
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(value).dtype
+        except (TypeError, ValueError):
+            dtype = np.dtype(object)
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(
+            f"{name}: expected an array of real numbers, got {type(value).__name__} of dtype "
+            f"{dtype} (read a .npy file with numpy.load first)"
+        )
 
 
 def diffusers_sample(
@@ -382,7 +457,16 @@ def diffusers_sample(
         ``(B, C, H, W)`` float32 samples in model space.
 
     Raises:
-        PretrainedError: if torch or diffusers is not installed, or from
+        TypeError: ``config`` not a :class:`SchedulerConfig`, ``x_T`` or ``step_noise`` not
+            real numbers.
+        PretrainedError: if torch or diffusers is not installed; before anything is loaded,
+            for the options :func:`sample` and :func:`run` refuse (``seed`` not an integer in
+            ``[0, 2**32 - 1]``, ``num_inference_steps`` not an integer in ``[1, T]``, ``eta``
+            not in ``[0, 1]``, ``n`` not an integer ``>= 1``, ``x_T`` not a finite 4-D array,
+            ``step_noise`` not finite, of another shape than ``(steps, *x_T.shape)``, or given
+            at ``eta = 0``); ``x_T`` of another channel count than the U-Net's; a
+            ``num_inference_steps`` for which diffusers' scheduler makes another number of
+            timesteps (the ``trailing`` rounding artefact, :func:`timesteps`); or from
             :func:`resolve_pipeline` and :func:`unet_folder`.
 
     References:
@@ -397,8 +481,32 @@ def diffusers_sample(
         raise PretrainedError(
             "--backend diffusers needs the diffusers extra: pip install 'scorelab[diffusers]'"
         ) from error
+    _check_scheduler_config(config)
+    check_seed("seed", seed, error=PretrainedError)
+    _check_options(num_inference_steps, eta, n)
+    timesteps(config, num_inference_steps)  # at most T steps
+    if x_T is not None:
+        _check_real("x_T", x_T)
+        if np.ndim(x_T) != 4 or not np.all(np.isfinite(x_T)):
+            raise PretrainedError(
+                f"x_T: expected finite (B, C, H, W) noise, got shape {np.shape(x_T)}"
+            )
+    if step_noise is not None:
+        if eta == 0:
+            raise PretrainedError(
+                "step_noise: eta 0 is deterministic and adds no step noise; drop step_noise, or "
+                "set eta > 0"
+            )
+        _check_real("step_noise", step_noise)
+        if not np.all(np.isfinite(step_noise)):
+            raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
     folder = unet_folder(resolve_pipeline(path_or_id))
     unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
+    if x_T is not None and np.shape(x_T)[1] != unet.config.in_channels:
+        raise PretrainedError(
+            f"x_T: expected (B, {unet.config.in_channels}, H, W) for this U-Net, got "
+            f"{np.shape(x_T)}"
+        )
     unet.eval()
     options = {k: v for k, v in dataclasses.asdict(config).items() if k != "variance_type"}
     scheduler = DDIMScheduler(**options)
@@ -406,9 +514,22 @@ def diffusers_sample(
     if x_T is None:
         shape = (n, unet.config.in_channels, *_image_size(unet.config.sample_size))
         x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
+        batch_shape = shape
     else:
+        batch_shape = np.shape(x_T)
         x = torch.from_numpy(np.asarray(x_T, np.float32))
+    if step_noise is not None and np.shape(step_noise) != (num_inference_steps, *batch_shape):
+        raise PretrainedError(
+            f"step_noise: shape {np.shape(step_noise)}, expected "
+            f"{(num_inference_steps, *batch_shape)} (steps, then x_T's shape)"
+        )
     scheduler.set_timesteps(num_inference_steps)
+    if len(scheduler.timesteps) != num_inference_steps:  # trailing: a float arange's extra -1
+        raise PretrainedError(
+            f"num_inference_steps {num_inference_steps}: diffusers' DDIMScheduler makes "
+            f"{len(scheduler.timesteps)} timesteps for it (a rounding artefact ending at t = -1, "
+            "which scorelab drops); compare at another number of steps"
+        )
     with torch.no_grad():
         for i, t in enumerate(scheduler.timesteps):
             variance_noise = None if step_noise is None else torch.from_numpy(step_noise[i])
@@ -526,15 +647,20 @@ def run(
             ``init_noise`` when it is given (another ``n`` is refused: it was ignored).
         init_noise, step_noise: ``.npy`` files of ``(B, C, H, W)`` and
             ``(steps, B, C, H, W)`` noise.
-        save_array: ``.npy`` path for the model-space samples.
-        scheduler: :class:`SchedulerConfig` fields overriding the folder's scheduler config
-            (``None`` values are ignored).
+        save_array: ``.npy`` path for the model-space samples (written atomically; an
+            existing file is replaced, unless it is an input of this call).
+        scheduler: a mapping of :class:`SchedulerConfig` fields overriding the folder's
+            scheduler config (``None`` values are ignored).
 
     Returns:
         The model-space samples, ``(B, C, H, W)`` float32 NumPy array.
 
     Raises:
-        PretrainedError: one line naming the input: a ``backend`` other than ``jax`` or
+        PretrainedError: one line naming the input, before anything is loaded or sampled: an
+            ``output`` not ending ``.png``, a folder, or in a folder that takes no file; a
+            ``save_array`` not ending ``.npy``, a folder, or the same file as ``output``,
+            ``init_noise`` or ``step_noise``; a ``scheduler`` that is not a mapping of
+            :class:`SchedulerConfig` fields; a ``backend`` other than ``jax`` or
             ``diffusers``, a bad option or noise file, step noise for eta 0, a ``scheduler``
             override the schedule does not read (``steps_offset`` without the ``leading``
             spacing, ``clip_sample_range`` without clipping), or from
@@ -545,6 +671,11 @@ def run(
     if backend not in ("jax", "diffusers"):
         raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
     _check_options(num_inference_steps, eta, 1 if n is None else n)
+    inputs = {"init_noise": init_noise, "step_noise": step_noise}
+    _check_output("output", output, ".png", inputs)
+    if save_array is not None:
+        _check_output("save_array", save_array, ".npy", {**inputs, "output": output})
+    overrides = _scheduler_overrides(scheduler)
     check_seed("seed", seed, error=PretrainedError)
     x_T = None if init_noise is None else _load_noise(init_noise, "--init-noise")
     if x_T is not None and n is not None and x_T.ndim and n != x_T.shape[0]:
@@ -565,13 +696,12 @@ def run(
             f"{(num_inference_steps, *x_T.shape)} (steps, then the init noise's shape)"
         )
     folder = resolve_pipeline(path_or_id)
-    overrides = {k: v for k, v in (scheduler or {}).items() if v is not None}
     config = dataclasses.replace(load_scheduler_config(folder), **overrides)
     _check_overrides_used(overrides, config)
     options = dict(
         num_inference_steps=num_inference_steps,
         eta=eta,
-        n=n,
+        n=n if x_T is None else None,  # the init noise's batch (checked above)
         use_clipped_model_output=use_clipped_model_output,
         x_T=x_T,
         step_noise=noise,
@@ -594,13 +724,63 @@ def run(
     if backend == "jax":
         x = np.asarray(sample(unet, config, jax.random.key(seed), **options))
     else:
-        x = diffusers_sample(folder, config, seed=seed, **options)
+        x = diffusers_sample(folder, config, seed=seed, **{**options, "n": n})
     if not np.all(np.isfinite(x)):
         raise PretrainedError(
             f"{path_or_id}: the samples are not finite (NaN or inf); the weights or the "
             "scheduler options are broken: check them, or download the pipeline again"
         )
     if save_array is not None:
-        np.save(save_array, x)
+        atomic_write(save_array, lambda handle: np.save(handle, x))
     viz.save_image_grid(to_images(x), output)
     return x
+
+
+def _check_output(name: str, path, suffix: str, inputs: dict) -> None:
+    """Refuse, before any work, an output ``path`` of :func:`run` that cannot be written as
+    asked: another suffix (``np.save`` appended ``.npy`` to the name; the grid is PNG), a
+    folder, the same file as one of ``inputs`` (name -> path or ``None``), or a folder that
+    takes no new file (missing parents are created, as the writers create them)."""
+    if not isinstance(path, str | os.PathLike):
+        raise PretrainedError(f"{name}: expected a file path, got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise PretrainedError(f"{name}: {path}: give a file name ending {suffix}")
+    if path.is_dir():
+        raise PretrainedError(f"{name}: {path} is a folder; give a file name ending {suffix}")
+    for other, given in inputs.items():
+        if given is not None and path.exists() and Path(given).exists():
+            if os.path.samefile(path, given):
+                raise PretrainedError(
+                    f"{name}: {path} is the same file as {other}, which this call reads or "
+                    "writes; give the output another name"
+                )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # /proc, a read-only mount, no permission: found now, not after sampling
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as error:
+        raise PretrainedError(
+            f"{name}: {path}: cannot write in its folder ({error.strerror or error}); choose "
+            "another path"
+        ) from None
+
+
+def _scheduler_overrides(scheduler) -> dict:
+    """The ``scheduler`` overrides of :func:`run` without their ``None`` values, refused
+    unless a mapping of :class:`SchedulerConfig` field names."""
+    if scheduler is None:
+        return {}
+    if not isinstance(scheduler, Mapping):
+        raise PretrainedError(
+            f"scheduler: expected a mapping of SchedulerConfig fields to values, got "
+            f"{type(scheduler).__name__}"
+        )
+    fields = [field.name for field in dataclasses.fields(SchedulerConfig)]
+    for name in scheduler:
+        if name not in fields:
+            raise PretrainedError(
+                f"scheduler: unknown option {name!r}; accepted: {', '.join(fields)}"
+            )
+    return {name: value for name, value in scheduler.items() if value is not None}

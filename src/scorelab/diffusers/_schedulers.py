@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from scorelab._keys import typed_key
+from scorelab._validate import FLOAT32_TINY, all_finite
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod
 
@@ -93,8 +95,11 @@ class SchedulerConfig:
         PretrainedError: naming the field, for ``num_train_timesteps`` not an integer in
             ``[1, 100000]``, ``beta_start`` or ``beta_end`` not a number in ``(0, 1)``,
             ``clip_sample`` or ``set_alpha_to_one`` not a bool, ``clip_sample_range`` not a
-            number ``> 0``, ``steps_offset`` not an integer ``>= 0``, or a ``beta_schedule`` /
-            ``prediction_type`` / ``timestep_spacing`` / ``variance_type`` not accepted.
+            number ``> 0``, ``steps_offset`` not an integer ``>= 0``, a ``beta_schedule`` /
+            ``prediction_type`` / ``timestep_spacing`` / ``variance_type`` not accepted, or a
+            schedule (betas, schedule and ``num_train_timesteps`` together) whose
+            :math:`\\bar\\alpha_t` falls below float32's smallest normal number (zero in the
+            sampler's arithmetic: NaN samples).
 
     References:
         diffusers ``DDIMScheduler`` / ``DDPMScheduler``.
@@ -148,6 +153,16 @@ class SchedulerConfig:
                 raise PretrainedError(
                     f"{field} {value!r} is not supported; accepted: {', '.join(accepted)}"
                 )
+        # A schedule whose abar underflows float32 (to zero, or to a subnormal XLA flushes to
+        # zero) made NaN coefficients: x0 = (x - sigma eps) / sqrt(abar) divides by zero.
+        smallest = float(np.min(self.alphas_cumprod()))
+        if not smallest >= FLOAT32_TINY:
+            raise PretrainedError(
+                f"beta_start {self.beta_start!r}, beta_end {self.beta_end!r}, beta_schedule "
+                f"{self.beta_schedule!r}, num_train_timesteps {T}: the noise level alphas_cumprod "
+                f"falls to {smallest:.3g}, below float32's smallest normal number, where sampling "
+                "divides by zero; choose smaller betas or fewer training timesteps"
+            )
 
     @classmethod
     def from_diffusers(cls, config: Mapping) -> SchedulerConfig:
@@ -175,7 +190,7 @@ class SchedulerConfig:
                 f"a scheduler config must be a JSON object, got {type(config).__name__}"
             )
         for field, default in _UNSUPPORTED.items():
-            if config.get(field, default) != default:
+            if _differs(config.get(field, default), default):
                 raise PretrainedError(
                     f"scheduler option {field}={reprlib.repr(config[field])} is not supported "
                     f"(only {field}={default!r})"
@@ -196,6 +211,28 @@ class SchedulerConfig:
         )
 
 
+def _differs(value, default) -> bool:
+    """Whether a scheduler option's ``value`` is other than its only supported ``default``: a
+    ``None`` default takes ``None`` only (an array of ``trained_betas`` was compared
+    elementwise, 'the truth value of an array is ambiguous'), another default an equal value."""
+    if default is None:
+        return value is not None
+    try:
+        return bool(value != default)
+    except (TypeError, ValueError):  # an array, or a value without a truth value
+        return True
+
+
+def _check_config(config) -> None:
+    """Refuse a ``config`` that is not a :class:`SchedulerConfig` (a dict of its fields gave
+    'dict' object has no attribute 'num_train_timesteps')."""
+    if not isinstance(config, SchedulerConfig):
+        raise TypeError(
+            f"config: expected a SchedulerConfig, got {type(config).__name__}; build one with "
+            "SchedulerConfig(...) or SchedulerConfig.from_diffusers(dict)"
+        )
+
+
 def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
     """The descending timesteps of diffusers' ``set_timesteps`` (Lin et al. 2024, Table 2).
 
@@ -203,6 +240,12 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
 
     * ``leading``: ``r (n-1), ..., r, 0``, plus ``steps_offset`` (``T=1000, n=10``: 900, ..., 0);
     * ``trailing``: ``round(T - k T/n) - 1`` for ``k = 0, ..., n-1`` (999, 899, ..., 99);
+      diffusers computes it as ``round(arange(T, 0, -T/n)) - 1``, whose float ``arange``
+      overshoots by one element for some ``n`` (``T = 1000``: ``n = 61``, 103, 121, ...),
+      giving ``n + 1`` timesteps ending at ``-1`` (diffusers then feeds the model ``t = -1``
+      and its ``alphas_cumprod[-1]`` wraps to the noisiest level). scorelab deviates from
+      diffusers on purpose for those ``n``: it returns the ``n`` timesteps of the formula,
+      dropping the rounding artefact; for every other ``n`` the two agree exactly;
     * ``linspace``: ``round(linspace(0, T-1, n))`` reversed (999, 888, ..., 0).
 
     Args:
@@ -214,6 +257,7 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
         ``(n,)`` int64 NumPy array, descending.
 
     Raises:
+        TypeError: if ``config`` is not a :class:`SchedulerConfig`.
         PretrainedError: if ``num_inference_steps`` is not an integer in ``[1, T]``, or
             ``steps_offset`` puts the first timestep at or past ``T``.
 
@@ -221,13 +265,15 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
         Lin, S., Liu, B., Li, J. & Yang, X. (2024). Common Diffusion Noise Schedules and Sample
         Steps are Flawed (Table 2). https://arxiv.org/abs/2305.08891
     """
+    _check_config(config)
     T, n = config.num_train_timesteps, num_inference_steps
     if not (is_int(n) and 1 <= n <= T):
         raise PretrainedError(f"num_inference_steps must be an integer in [1, {T}], got {n!r}")
     if config.timestep_spacing == "leading":
         steps = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64) + config.steps_offset
     elif config.timestep_spacing == "trailing":
-        steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+        # [:n]: the float arange holds one element more for some n, rounded to t = -1
+        steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64)[:n] - 1
     else:
         steps = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
     if steps[0] >= T:
@@ -279,6 +325,7 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
         :math:`\bar\alpha_t`, :math:`\bar\alpha_{\text{prev}}` and :math:`\sigma_t(\eta)`.
 
     Raises:
+        TypeError: ``config`` not a :class:`SchedulerConfig` (:func:`timesteps`).
         PretrainedError: if ``eta`` is not a number ``>= 0``, or from :func:`timesteps`.
 
     References:
@@ -324,6 +371,7 @@ def ddpm_grid(config: SchedulerConfig, num_inference_steps: int) -> VPGrid:
         (0 at timestep 0).
 
     Raises:
+        TypeError: ``config`` not a :class:`SchedulerConfig` (:func:`timesteps`).
         PretrainedError: from :func:`timesteps`.
 
     References:
@@ -521,15 +569,22 @@ def _run(
 ) -> Array:
     """Walk ``grid`` from ``x_T`` with one ``lax.scan``; noise from ``noise`` or ``key``."""
     n = grid.timesteps.shape[0]
+    if key is not None:
+        key = typed_key(key, "key")
     scales = (*vp_alpha_sigma(grid.alpha_prod_t), *vp_alpha_sigma(grid.alpha_prod_t_prev))
     rows = tuple(jnp.asarray(a) for a in (grid.timesteps, *scales, grid.std))
     stochastic = bool(np.any(grid.std > 0))
     if not stochastic:
         draws = None
     elif noise is not None:
+        _check_real_array("noise", noise)
+        if np.shape(noise) != (n, *x_T.shape):
+            raise PretrainedError(f"noise must have shape {(n, *x_T.shape)}, got {np.shape(noise)}")
+        if all_finite(noise) is False:
+            raise PretrainedError(
+                "noise holds NaN or inf values; give finite standard normal noise"
+            )
         draws = jnp.asarray(noise, x_T.dtype)
-        if draws.shape != (n, *x_T.shape):
-            raise PretrainedError(f"noise must have shape {(n, *x_T.shape)}, got {draws.shape}")
     elif key is not None:
         draws = jax.random.split(key, n)
     else:
@@ -541,11 +596,52 @@ def _run(
         (t, *coefficients), draw = row
         if from_key:
             draw = jax.random.normal(draw, x_t.shape, x_t.dtype)
-        x_prev, _ = step_fn(model_fn(x_t, t), x_t, *coefficients, draw)
+        output = model_fn(x_t, t)
+        if np.shape(output) != x_t.shape:  # static: refused while tracing, before any step
+            raise ValueError(
+                f"model_fn: returned shape {np.shape(output)} for x_t of shape {x_t.shape}; it "
+                "must return the model output shaped like x_t"
+            )
+        x_prev, _ = step_fn(output, x_t, *coefficients, draw)
         return x_prev, None
 
     x_0, _ = jax.lax.scan(body, x_T, (rows, draws))
     return x_0
+
+
+def _check_real_array(name: str, value) -> None:
+    """Refuse ``value`` unless an array (or nested list) of real numbers: a string, a complex
+    array (its imaginary part was dropped with only a warning) or an object array."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(value).dtype
+        except (TypeError, ValueError):  # ragged lists
+            dtype = np.dtype(object)
+    if dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected an array of real numbers, got dtype {dtype}")
+
+
+def _check_sampling(model_fn, config, x_T, noise, deterministic: bool) -> None:
+    """The checks :func:`ddim_sample` and :func:`ddpm_sample` share, by type and shape (so
+    they apply under ``jit`` too), and by value on concrete arrays only."""
+    _check_config(config)
+    if not callable(model_fn):
+        raise TypeError(f"model_fn: expected a callable (x_t, t) -> output, got {model_fn!r:.40}")
+    dtype = getattr(x_T, "dtype", None)
+    if not hasattr(x_T, "shape") or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        what = f"dtype {dtype}" if dtype is not None else type(x_T).__name__
+        raise TypeError(f"x_T: expected a float array (jax.random.normal(key, shape)), got {what}")
+    if jnp.finfo(dtype).bits < 32:  # the float32 coefficients promoted the scan's carry
+        raise TypeError(
+            f"x_T: expected float32 or float64, got {dtype}: the schedule's coefficients are "
+            "float32; cast x_T with x_T.astype(jnp.float32)"
+        )
+    if noise is not None and deterministic:
+        raise PretrainedError(
+            "noise: eta 0 is deterministic and adds no step noise, so it would be ignored; "
+            "drop noise, or set eta > 0"
+        )
 
 
 def _clip_range(config: SchedulerConfig) -> float | None:
@@ -583,13 +679,21 @@ def ddim_sample(
         The final sample, shaped like ``x_T``, in model space (before any post-processing).
 
     Raises:
+        TypeError: ``model_fn`` not callable, ``config`` not a :class:`SchedulerConfig`,
+            ``x_T`` not a float32 or float64 array (half precision included), ``key`` not a
+            PRNG key (:func:`scorelab._keys.typed_key`), ``noise`` not real.
+        ValueError: ``model_fn`` returns another shape than ``x_t``'s.
         PretrainedError: for ``eta < 0``, a bad ``num_inference_steps`` (:func:`timesteps`),
-            ``noise`` of the wrong shape, or ``eta > 0`` with neither ``key`` nor ``noise``.
+            ``noise`` of the wrong shape, with NaN or inf (concrete values only), or given at
+            ``eta = 0`` (where it would be ignored), or ``eta > 0`` with neither ``key`` nor
+            ``noise``.
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
+
+    _check_sampling(model_fn, config, x_T, noise, deterministic=is_number(eta) and eta == 0)
 
     def step_fn(*args):
         return ddim_step(
@@ -628,13 +732,20 @@ def ddpm_sample(
         The final sample, shaped like ``x_T``, in model space (before any post-processing).
 
     Raises:
+        TypeError: ``model_fn`` not callable, ``config`` not a :class:`SchedulerConfig`,
+            ``x_T`` not a float32 or float64 array (half precision included), ``key`` not a
+            PRNG key (:func:`scorelab._keys.typed_key`), ``noise`` not real.
+        ValueError: ``model_fn`` returns another shape than ``x_t``'s.
         PretrainedError: for a bad ``num_inference_steps`` (:func:`timesteps`), ``noise`` of
-            the wrong shape, or neither ``key`` nor ``noise``.
+            the wrong shape or with NaN or inf (concrete values only), or neither ``key`` nor
+            ``noise``.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
         https://arxiv.org/abs/2006.11239
     """
+
+    _check_sampling(model_fn, config, x_T, noise, deterministic=False)
 
     def step_fn(*args):
         return ddpm_step(

@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from scorelab._validate import check_int, check_real, is_traced
 from scorelab.adapters import from_epsilon
-from scorelab.diffusers._checks import PretrainedError
+from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.diffusers._schedulers import SchedulerConfig
 from scorelab.diffusers._unet import UNet2D
 
@@ -66,10 +67,23 @@ def unet_config(
         A config dict :meth:`UNet2D.init` accepts.
 
     Raises:
-        ValueError: naming the option, for an attention resolution no level has, or a shape
-            the network cannot take (``H`` not divisible by ``2 ** (len(channels) - 1)``,
-            groups or heads that do not divide the channels).
+        ValueError: naming the option: ``image_shape`` not three positive integers;
+            ``channels`` or ``attention_resolutions`` not a list of positive integers;
+            ``layers_per_block``, ``norm_groups`` or ``attention_head_dim`` not an integer
+            ``>= 1``, ``num_class_embeds`` not ``None`` or one; ``dropout`` not a number in
+            ``[0, 1)`` (non-integers were truncated, ``1.9`` layers built 1); an attention
+            resolution no level has. A shape the network cannot take (``H`` not divisible by
+            ``2 ** (len(channels) - 1)``, groups or heads that do not divide the channels) is
+            refused by :meth:`UNet2D.init`.
     """
+    _check_int_list("image_shape", image_shape, "(C, H, W): three positive integers", 3)
+    _check_int_list("channels", channels, "a non-empty list of positive integers")
+    check_int("layers_per_block", layers_per_block, 1)
+    _check_int_list("attention_resolutions", attention_resolutions, "a list of resolutions", 0)
+    check_int("norm_groups", norm_groups, 1)
+    check_int("attention_head_dim", attention_head_dim, 1)
+    check_int("num_class_embeds", num_class_embeds, 1, optional=True)
+    check_real("dropout", dropout, "a number in [0, 1)", lambda p: 0 <= p < 1)
     in_channels, height, width = (int(n) for n in image_shape)
     resolutions = [height // 2**i for i in range(len(channels))]
     unknown = sorted(set(attention_resolutions) - set(resolutions))
@@ -95,12 +109,24 @@ def unet_config(
     return config
 
 
+def _check_int_list(name: str, value, accepted: str, length: int | None = None) -> None:
+    """Refuse ``value`` unless a list or tuple of positive integers: exactly ``length`` of
+    them (``0``: any number, even none; ``None``: at least one)."""
+    ok = isinstance(value, list | tuple) and all(is_int(v) and v >= 1 for v in value)
+    if ok and length is not None and length > 0:
+        ok = len(value) == length
+    if ok and length is None:
+        ok = len(value) >= 1
+    if not ok:
+        raise ValueError(f"{name}: expected {accepted}, got {value!r}")
+
+
 def _init_unet(key: Array, config: dict) -> UNet2D:
     """:meth:`UNet2D.init`, its refusals phrased for model options, not a checkpoint."""
     try:
         return UNet2D.init(key, config)
     except PretrainedError as error:
-        reason = str(error).split("; ")[0]
+        reason = str(error).split("; ")[0].removeprefix("config: ")
         raise ValueError(
             f"U-Net options: {reason}; choose channels, groups and heads that fit"
         ) from None
@@ -134,6 +160,7 @@ class UNetNetwork(eqx.Module):
         **options: :func:`unet_config`'s other arguments (lists or tuples).
 
     Raises:
+        TypeError: ``key`` not a PRNG key.
         ValueError: for options :func:`unet_config` or :meth:`UNet2D.init` refuses.
     """
 
@@ -186,9 +213,11 @@ class VPEpsilonUNet(eqx.Module):
         **options: :func:`unet_config`'s other arguments (not ``num_class_embeds``).
 
     Raises:
+        TypeError: ``key`` not a PRNG key.
         ValueError: for options :func:`unet_config` refuses, a schedule
-            :class:`~scorelab.diffusers.SchedulerConfig` refuses, or ``null_class`` without
-            ``num_classes``.
+            :class:`~scorelab.diffusers.SchedulerConfig` refuses, ``num_classes`` not ``None``
+            or an integer ``>= 1`` (a bool was one class), ``null_class`` not a bool, or
+            ``null_class`` without ``num_classes``.
 
     References:
         Ho, J., Jain, A. & Abbeel, P. (2020). Denoising Diffusion Probabilistic Models.
@@ -214,6 +243,9 @@ class VPEpsilonUNet(eqx.Module):
         null_class: bool = False,
         **options,
     ):
+        check_int("num_classes", num_classes, 1, optional=True)
+        if not isinstance(null_class, bool):
+            raise ValueError(f"null_class: expected True or False, got {null_class!r}")
         if null_class and num_classes is None:
             raise ValueError(
                 "null_class: a null label needs a class-conditional model; set num_classes"
@@ -265,8 +297,11 @@ class ClassConditioned(eqx.Module):
             dropout).
 
     Raises:
-        ValueError: for an unconditional model, a class out of range, a negative guidance, or
-            guidance on a model without a null label; each naming the remedy.
+        TypeError: ``model`` not a :class:`VPEpsilonUNet`.
+        ValueError: for an unconditional model, a ``class_label`` that is not an integer (a
+            float, a string or a bool was truncated or converted to a class) or out of range,
+            a ``guidance`` that is not a finite number ``>= 0``, or guidance on a model
+            without a null label; each naming the remedy.
 
     References:
         Ho, J. & Salimans, T. (2022). Classifier-Free Diffusion Guidance, eq. 6.
@@ -278,15 +313,24 @@ class ClassConditioned(eqx.Module):
     guidance: float = eqx.field(static=True)
 
     def __init__(self, model: VPEpsilonUNet, class_label: int, guidance: float = 0.0):
+        if not isinstance(model, VPEpsilonUNet):
+            raise TypeError(f"model: expected a VPEpsilonUNet, got {type(model).__name__}")
         if model.num_classes is None:
             raise ValueError("--class: the model is unconditional (trained without num_classes)")
+        integer = is_int(class_label) or (
+            not is_traced(class_label)
+            and getattr(class_label, "shape", None) == ()
+            and jnp.issubdtype(class_label.dtype, jnp.integer)
+        )
+        if not integer:
+            raise ValueError(f"--class: expected an integer class, got {class_label!r}")
+        if not (is_number(guidance) and guidance >= 0):
+            raise ValueError(f"--guidance: expected a finite number >= 0, got {guidance!r}")
         if not 0 <= int(class_label) < model.num_classes:
             raise ValueError(
                 f"--class: {class_label} is not a class of this model; choose one in "
                 f"[0, {model.num_classes})"
             )
-        if not 0 <= guidance < float("inf"):
-            raise ValueError(f"--guidance: expected a finite number >= 0, got {guidance}")
         if guidance > 0 and not model.null_class:
             raise ValueError(
                 "--guidance: the model has no null label (train with loss.label_dropout > 0 for "

@@ -25,6 +25,7 @@ References:
 from __future__ import annotations
 
 import math
+import reprlib
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_file, first_line
+from scorelab._keys import typed_key
+from scorelab._validate import check_file, check_int, check_memory, first_line, is_traced
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 
 __all__ = ["UNet2D", "UNET_DEFAULTS", "load_unet", "unet_folder", "timestep_embedding"]
@@ -157,6 +159,11 @@ def _check_types(full: dict) -> None:
     for field in ("down_block_types", "up_block_types"):
         _list_field(full, field, lambda b: isinstance(b, str), "block names")
     half = channels[0] // 2
+    if half < 1:  # no freq_shift satisfies [0, 0): the channel count is what to change
+        raise PretrainedError(
+            f"block_out_channels[0] must be at least 2 (the timestep embedding's sine and "
+            f"cosine halves), got {channels[0]}; {_REMEDY}"
+        )
     if not (is_number(full["freq_shift"]) and 0 <= full["freq_shift"] < half):
         raise PretrainedError(
             f"freq_shift must be a number in [0, {half}) (half of block_out_channels[0]), "
@@ -251,6 +258,17 @@ def _check_config(config) -> dict:
     return full
 
 
+def _check_config_argument(config) -> dict:
+    """:func:`_check_config` of a ``config`` given as an argument (a dict, no file): its
+    refusals name the argument, not a ``config.json`` the caller may never have had."""
+    try:
+        return _check_config(config)
+    except PretrainedError as error:
+        message = str(error).replace(_REMEDY, "fix the config argument")
+        message = message.replace("must be a JSON object", "must be a mapping")
+        raise PretrainedError(f"config: {message}") from None
+
+
 # --- the checkpoint's tensors -------------------------------------------------------------------
 
 _FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -300,7 +318,25 @@ class _Weights:
 
     @classmethod
     def from_arrays(cls, tensors: Mapping[str, np.ndarray]) -> _Weights:
-        """Weights from diffusers parameter name -> NumPy array."""
+        """Weights from diffusers parameter name -> NumPy array; refuses (one
+        :class:`PretrainedError` naming ``tensors``) anything but a mapping of string names to
+        concrete arrays."""
+        if not isinstance(tensors, Mapping):
+            raise PretrainedError(
+                "tensors: expected a mapping of parameter name (str) -> array, got "
+                f"{type(tensors).__name__}; pass a state dict such as unet.state_dict()"
+            )
+        for name, value in tensors.items():
+            if not isinstance(name, str):
+                raise PretrainedError(
+                    f"tensors: parameter names must be strings, got {name!r}; use diffusers' "
+                    "names (conv_in.weight, ...)"
+                )
+            if is_traced(value):
+                raise PretrainedError(
+                    f"tensors: tensor {name!r} is traced; from_weights reads concrete arrays: "
+                    "build the network outside jit (and pass it in as an argument)"
+                )
         arrays = {name: np.asarray(value) for name, value in tensors.items()}
         specs = {name: (a.shape, a.dtype.name) for name, a in arrays.items()}
         return cls(specs, arrays.__getitem__)
@@ -764,26 +800,74 @@ def timestep_embedding(
     swapped to :math:`[\cos, \sin]` with ``flip_sin_to_cos``, zero-padded for odd ``dim``.
 
     Args:
-        timesteps: ``(B,)`` timesteps :math:`t`, integer or float (cast to float32).
-        dim: the embedding size :math:`D`.
+        timesteps: ``(B,)`` timesteps :math:`t`, integer or float (cast to float32); an array
+            or a list.
+        dim: the embedding size :math:`D`, an integer ``>= 1``.
         flip_sin_to_cos: put the cosines first, :math:`[\cos, \sin]`.
-        freq_shift: the frequency shift :math:`s` (diffusers' ``downscale_freq_shift``).
-        max_period: the longest period :math:`P`.
+        freq_shift: the frequency shift :math:`s` (diffusers' ``downscale_freq_shift``), a
+            number below :math:`D/2` (rounded down) when :math:`D \ge 2`.
+        max_period: the longest period :math:`P`, a number ``> 0``.
 
     Returns:
         ``(B, dim)`` float32 array.
+
+    Raises:
+        TypeError: ``timesteps`` not real numbers, or ``flip_sin_to_cos`` not a bool.
+        ValueError: naming the argument: ``timesteps`` not 1-D, ``dim`` not an integer
+            ``>= 1``, ``freq_shift`` not a finite number below ``dim // 2`` (at it the
+            frequencies divide 0 by 0), ``max_period`` not a finite number ``> 0``.
 
     References:
         Vaswani, A. et al. (2017). Attention Is All You Need (sec. 3.5).
         https://arxiv.org/abs/1706.03762
     """
+    dtype = _real_dtype(timesteps)
+    if dtype is None:
+        raise TypeError(f"timesteps: expected real numbers, got {_describe(timesteps)}")
+    if np.ndim(timesteps) != 1:
+        raise ValueError(
+            f"timesteps: expected a (B,) array, got shape {np.shape(timesteps)}; give one "
+            "timestep per example (jnp.atleast_1d(t) for one)"
+        )
+    check_int("dim", dim, 1)
+    if not isinstance(flip_sin_to_cos, bool):
+        raise TypeError(f"flip_sin_to_cos: expected True or False, got {flip_sin_to_cos!r}")
     half = dim // 2
+    if not is_number(freq_shift) or (half >= 1 and not freq_shift < half):
+        raise ValueError(
+            f"freq_shift: expected a finite number < dim // 2 = {half}, got {freq_shift!r}"
+        )
+    if not (is_number(max_period) and max_period > 0):
+        raise ValueError(f"max_period: expected a finite number > 0, got {max_period!r}")
+    timesteps = jnp.asarray(timesteps)
     exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
     frequencies = jnp.exp(exponent / (half - freq_shift))
     angles = timesteps.astype(jnp.float32)[:, None] * frequencies[None, :]
     sin, cos = jnp.sin(angles), jnp.cos(angles)
     emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
     return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
+def _real_dtype(value):
+    """The dtype of the array-like ``value`` if it holds real numbers (integers or floats,
+    not bools), else ``None`` (strings, ``None``, complex numbers, objects)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(value).dtype
+        except (TypeError, ValueError):
+            return None
+    try:
+        real = jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        return None
+    return dtype if real and dtype != np.bool_ else None
+
+
+def _describe(value) -> str:
+    """``value``'s dtype (an array) or type (anything else), for a message."""
+    dtype = getattr(value, "dtype", None)
+    return f"dtype {dtype}" if dtype is not None else f"{type(value).__name__} {value!r:.40}"
 
 
 class UNet2D(eqx.Module):
@@ -841,6 +925,8 @@ class UNet2D(eqx.Module):
 
         Raises:
             PretrainedError: one line naming the field or tensor, before any tensor is used:
+                ``tensors`` not a mapping of string names to concrete arrays (a traced array:
+                build the network outside ``jit``),
                 a config that is not a mapping, outside the DDPM block family (unknown keys,
                 unsupported block types or options), with a field of the wrong type or out of
                 range (``sample_size`` above 4096, channels above 8192, ``norm_eps <= 0``),
@@ -848,7 +934,7 @@ class UNet2D(eqx.Module):
                 divide; a tensor missing, unused, duplicated (legacy and new name), of a
                 non-float dtype, of a shape other than the config implies, or not finite.
         """
-        return cls._build(_check_config(config), _Weights.from_arrays(tensors))
+        return cls._build(_check_config_argument(config), _Weights.from_arrays(tensors))
 
     @classmethod
     def init(cls, key: Array, config: Mapping) -> UNet2D:
@@ -867,20 +953,96 @@ class UNet2D(eqx.Module):
             The :class:`UNet2D`, float32.
 
         Raises:
-            PretrainedError: for a config :meth:`from_weights` refuses.
+            TypeError: ``key`` not a PRNG key (:func:`scorelab._keys.typed_key`).
+            PretrainedError: for a config :meth:`from_weights` refuses (naming ``config``), or,
+                called eagerly (not under a trace such as ``jax.eval_shape``), one whose
+                parameters (drawn, then built into the network: twice their float32 size) need
+                more memory than is available, before anything is drawn.
 
         References:
             He, K., Zhang, X., Ren, S. & Sun, J. (2015). Delving Deep into Rectifiers
             (the initialisation PyTorch's default modifies). https://arxiv.org/abs/1502.01852
         """
-        config = _check_config(config)
+        key = typed_key(key, "key")
+        config = _check_config_argument(config)
         specs = _tensor_specs(config)
         shapes = {name: shape for name, (shape, _) in specs.items()}
+        n_parameters = sum(math.prod(shape) for shape in shapes.values())
+        # under a trace (jax.eval_shape) nothing is allocated: no check
+        if not is_traced(jnp.zeros(())):
+            check_memory(
+                "config (block_out_channels, layers_per_block)",
+                2 * 4 * n_parameters,
+                f"its {n_parameters:,} parameters do not fit: choose fewer channels or layers",
+                PretrainedError,
+            )
         tensors = {
             name: _init_tensor(jax.random.fold_in(key, zlib.crc32(name.encode())), name, shapes)
             for name in shapes
         }
         return cls._build(config, _Traced(specs, tensors.__getitem__))
+
+    def _check_call(self, x_t, t, class_labels) -> None:
+        """The checks of :meth:`__call__`: types and shapes always (static, so under ``jit``
+        too), values when concrete."""
+        config = dict(self.config)
+        channels, factor = config["in_channels"], 2 ** (len(config["block_out_channels"]) - 1)
+        if _real_dtype(x_t) is None:
+            raise TypeError(f"x_t: expected a real (float) array, got {_describe(x_t)}")
+        shape = np.shape(x_t)
+        if len(shape) != 4 or shape[1] != channels:
+            raise ValueError(
+                f"x_t: expected shape (B, {channels}, H, W) (NCHW, in_channels {channels}), got "
+                f"{shape}"
+            )
+        if shape[2] < 1 or shape[3] < 1 or shape[2] % factor or shape[3] % factor:
+            raise ValueError(
+                f"x_t: H and W must be positive multiples of {factor} (2 ** (levels - 1)) for "
+                f"this U-Net's skip connections, got shape {shape}"
+            )
+        batch = shape[0]
+        for name, value in (("t", t), ("class_labels", class_labels)):
+            if value is None:
+                continue
+            if np.ndim(value) not in (0, 1) or (
+                np.ndim(value) == 1 and len(value) not in (1, batch)
+            ):
+                raise ValueError(
+                    f"{name}: expected a scalar or a ({batch},) array (one per image), got "
+                    f"shape {np.shape(value)}"
+                )
+        if _real_dtype(t) is None:
+            raise TypeError(f"t: expected a real timestep or noise level, got {_describe(t)}")
+        n_classes = config["num_class_embeds"]
+        if class_labels is not None and n_classes is not None:
+            dtype = getattr(class_labels, "dtype", None) or np.asarray(class_labels).dtype
+            if not jnp.issubdtype(dtype, jnp.integer) or dtype == np.bool_:
+                raise TypeError(f"class_labels: expected integers, got {_describe(class_labels)}")
+            if not is_traced(class_labels):
+                labels = np.asarray(class_labels)
+                if labels.size and not (labels.min() >= 0 and labels.max() < n_classes):
+                    raise ValueError(
+                        f"class_labels: expected classes in [0, {n_classes}) (num_class_embeds), "
+                        f"got {reprlib.repr(labels.tolist())}"
+                    )
+        if is_traced(t):
+            return
+        values = np.asarray(t, np.float64)
+        kind = config["time_embedding_type"]
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"t: expected finite timesteps, got {reprlib.repr(values.tolist())}")
+        if kind == "learned":
+            rows = config["num_train_timesteps"]
+            if not np.all((values == np.round(values)) & (values >= 0) & (values < rows)):
+                raise ValueError(
+                    f"t: a learned embedding has one row per integer timestep in [0, {rows}) "
+                    f"(num_train_timesteps), got {reprlib.repr(values.tolist())}"
+                )
+        if kind == "fourier" and not np.all(values > 0):
+            raise ValueError(
+                "t: a fourier U-Net takes noise levels sigma > 0 (it embeds log sigma and "
+                f"divides by sigma), got {reprlib.repr(values.tolist())}"
+            )
 
     def memory_bytes(self, n: int, height: int, width: int) -> float:
         """A lower bound of the float32 memory one forward pass of ``n`` images of
@@ -1088,9 +1250,22 @@ class UNet2D(eqx.Module):
             refused by the convolutions.
 
         Raises:
-            ValueError: ``class_labels`` given to an unconditional network, or missing for a
-                class-conditional one.
+            TypeError: naming the argument: ``x_t`` or ``t`` not real numbers (a string,
+                ``None``, a complex array), ``class_labels`` not integers, ``key`` not a PRNG
+                key (:func:`scorelab._keys.typed_key`).
+            ValueError: naming the argument: ``x_t`` not ``(B, in_channels, H, W)`` with
+                ``H`` and ``W`` positive multiples of ``2 ** (len(block_out_channels) - 1)``;
+                ``t`` or ``class_labels`` neither a scalar nor ``(B,)``; ``class_labels``
+                given to an unconditional network, or missing for a class-conditional one.
+                On concrete values (not under ``jit``, where these are not checked): a class
+                outside ``[0, num_class_embeds)``, or a ``t`` that is not finite, not an
+                integer row of a ``learned`` table, or not ``> 0`` for a ``fourier``
+                embedding (JAX's gather clamped the first two to the last row, and log 0 made
+                NaN outputs).
         """
+        self._check_call(x_t, t, class_labels)
+        if key is not None:
+            key = typed_key(key, "key")
         config = dict(self.config)
         out_dtype = jnp.result_type(x_t)
         x_t = jnp.asarray(x_t, self.conv_in.weight.dtype)
