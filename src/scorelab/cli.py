@@ -32,7 +32,6 @@ import traceback
 import warnings
 from pathlib import Path
 
-from scorelab._files import resolved
 from scorelab._signals import held_signals
 from scorelab._validate import first_line
 
@@ -435,6 +434,8 @@ def _cmd_sample(args) -> int:
     out = _output(args, args.out, ".npy")
     if args.trajectory is not None:
         _output(args, args.trajectory, ".npy")
+        from scorelab._files import resolved  # imports JAX: not before the command runs
+
         if resolved(args.trajectory) == resolved(out):
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
