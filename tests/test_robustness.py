@@ -1769,6 +1769,17 @@ def test_a_bad_value_is_blamed_on_the_file_or_set_that_gave_it(
     assert error.startswith(str(config) if "c.toml" in named else "--set")  # no --steps first
 
 
+def test_images_against_points_say_what_does_not_match(tmp_path, capsys):
+    """8x8 images against a 2-D target were told "save them as rows", which only led to
+    "dimension 64 does not match the reference's 2"."""
+    images, rows = tmp_path / "i.npy", tmp_path / "r.npy"
+    np.save(images, np.zeros((20, 1, 8, 8), np.float32))
+    np.save(rows, np.zeros((30, 64), np.float32))
+    for reference in (["--target", "seed_mixture"], ["--data", "two_moons"]):
+        _fails(["evaluate", images, *reference], capsys, "the reference holds 2-D points")
+    _fails(["evaluate", images, "--data", rows], capsys, "reshape the samples to rows (n, 64)")
+
+
 def test_evaluate_shows_its_floor_repeats_unless_quiet(tmp_path, capsys):
     """``evaluate --floor-repeats 100000`` ran for an hour and a half without a word."""
     samples = tmp_path / "s.npy"

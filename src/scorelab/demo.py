@@ -61,6 +61,8 @@ from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
 from scorelab.runs import (
     atomic_write,
+    check_output_folder,
+    demo_settings_path,
     has_checkpoints,
     load_run,
     manifest,
@@ -69,7 +71,7 @@ from scorelab.runs import (
     read_losses,
     write_json,
 )
-from scorelab.sweep import sweep_runs, sweep_sampler
+from scorelab.sweep import check_field_types, sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
 from scorelab.workflows import train_run
@@ -143,6 +145,7 @@ class DemoSettings:
     n_likelihood: int = 400
 
     def __post_init__(self):
+        check_field_types(self, "demo")  # settings built directly, not from_dict's
         positive = ("a number > 0", lambda v: v > 0)
         check_seed("demo.seed", self.seed)
         for name, minimum in (
@@ -231,7 +234,10 @@ class DemoSettings:
         Raises:
             ValueError: for an unknown field or a value of the wrong type, naming the field
                 (:func:`scorelab._validate.from_mapping`).
+            TypeError: for a ``base`` that is not a :class:`DemoSettings` (or ``None``).
         """
+        if base is not None and not isinstance(base, DemoSettings):
+            raise TypeError(f"base: expected a DemoSettings or None, got {type(base).__name__}")
         return from_mapping(cls, values, "demo", base=base if base is not None else cls())
 
     def experiment(self, name: str) -> ExperimentConfig:
@@ -435,6 +441,10 @@ def _row(method, sampler, samples, exact_samples, reference, target, floor, full
     }
 
 
+_OUTPUTS = ("models", "figures", "samples.npz", "demo.json", "metrics.json")
+"""What :func:`run_demo` writes into its folder besides the manifest."""
+
+
 def run_demo(
     settings: DemoSettings, out_dir, *, progress: bool = True, resume: bool = False
 ) -> dict[str, Any]:
@@ -451,8 +461,14 @@ def run_demo(
 
     Returns:
         The content of ``metrics.json``.
+
+    Raises:
+        ValueError: for an ``out_dir`` that is a file.
+        scorelab.runs.RunExistsError: for an ``out_dir`` that holds a run of another job (a
+            training run) or files that are not a demo's, before any work.
     """
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, "demo", _OUTPUTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     target = seed_mixture()
@@ -640,7 +656,20 @@ def run_demo(
 def summary_table(results: dict[str, Any]) -> str:
     """The demo's table (:class:`scorelab.report.Report`): each method beside the exact score
     and the floor, then the held-out losses of the single-level models and the negative
-    log-likelihoods (:func:`_likelihoods`)."""
+    log-likelihoods (:func:`_likelihoods`).
+
+    Raises:
+        ValueError: for ``results`` that are not the demo's ``metrics.json`` content, naming
+            the first missing key.
+    """
+    if not isinstance(results, dict):
+        raise ValueError(f"results: expected the demo's metrics (a dict), got {results!r}")
+    for key in ("rows", "floor", "held_out", "likelihood"):
+        if key not in results:
+            raise ValueError(
+                f"results: no {key!r}; expected the content of a demo's metrics.json "
+                "(run_demo's return value)"
+            )
     notes = tuple(
         f"{name}: held-out loss {record['loss']:.3f} (exact score {record['exact_loss']:.3f}), "
         f"relative L2 score error {record['relative_l2_error']:.3f}"
@@ -671,10 +700,17 @@ _FIGURE_COUNT = 12
 def plot_demo(run_dir, out_dir, *, results=None, trained=None, progress=False) -> list[Path]:
     """Draw the demo's figures from its run directory; returns the paths written.
 
-    ``progress`` shows a bar over the figures (the animations take most of the time)."""
+    ``progress`` shows a bar over the figures (the animations take most of the time).
+
+    Raises:
+        ValueError: for a ``run_dir`` that is not a demo's output (a training run, say),
+            before ``out_dir`` is created.
+        FileNotFoundError: for a ``run_dir`` that does not exist.
+    """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    settings_path = demo_settings_path(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = DemoSettings.from_dict(read_json(run_dir / "demo.json"))
+    settings = DemoSettings.from_dict(read_json(settings_path))
     results = results if results is not None else read_json(run_dir / "metrics.json")
     if trained is None:
         trained = {name: load_run(run_dir / "models" / name)[1] for name in MODELS}

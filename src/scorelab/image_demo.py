@@ -44,6 +44,8 @@ from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
 from scorelab.noise import GRIDS
 from scorelab.runs import (
+    check_output_folder,
+    demo_settings_path,
     has_checkpoints,
     manifest,
     named_key,
@@ -51,6 +53,7 @@ from scorelab.runs import (
     read_losses,
     write_json,
 )
+from scorelab.sweep import check_field_types
 from scorelab.training import TrainConfig
 from scorelab.workflows import evaluate_image_sets, sample_run, save_sample_grid, train_run
 
@@ -112,6 +115,7 @@ class ImageDemoSettings:
     floor_repeats: int = 5
 
     def __post_init__(self):
+        check_field_types(self, "demo")  # settings built directly, not from_dict's
         check_seed("demo.seed", self.seed)
         check_choice("demo.size", self.size, DIGITS_SIZES)
         check_int("demo.n_samples", self.n_samples, 8)
@@ -209,6 +213,10 @@ def _key(settings: ImageDemoSettings, name: str) -> jax.Array:
     return named_key(settings.seed, name)
 
 
+_OUTPUTS = ("models", "figures", "samples.npz", "demo.json", "metrics.json")
+"""What :func:`run_image_demo` writes into its folder besides the manifest."""
+
+
 def run_image_demo(
     settings: ImageDemoSettings, out_dir, *, progress: bool = True, resume: bool = False
 ) -> dict:
@@ -224,8 +232,14 @@ def run_image_demo(
     Returns:
         The content of ``metrics.json``: ``rows`` (sampler, budget, levels, NFE and each
         measure), ``floors`` (measure -> (mean, sd)), ``train_seconds`` and ``seconds``.
+
+    Raises:
+        scorelab.runs.RunExistsError: for an ``out_dir`` that holds a run of another job (a
+            training run) or files that are not the demo's, before any work
+            (:func:`scorelab.runs.check_output_folder`).
     """
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, "demo images", _OUTPUTS)
     started = time.perf_counter()
     run_dir = out_dir / "models" / "unet"
     result = train_run(
@@ -294,9 +308,14 @@ def plot_image_demo(run_dir, out_dir, *, results=None, losses=None) -> list[Path
     the U-Net's loss curve, and each measure against NFE with the floor band, from
     ``metrics.json``, ``samples.npz``, ``demo.json`` and ``models/unet`` (``scorelab plot``
     redraws them; :func:`run_image_demo` passes its own ``results`` and ``losses``).
+
+    Raises:
+        ValueError: for a ``run_dir`` that is not an image demo's output (a training run,
+            say).
+        FileNotFoundError: for a ``run_dir`` that does not exist.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    settings = ImageDemoSettings.from_dict(read_json(run_dir / "demo.json"))
+    settings = ImageDemoSettings.from_dict(read_json(demo_settings_path(run_dir, "image demo")))
     results = results if results is not None else read_json(run_dir / "metrics.json")
     losses = losses if losses is not None else read_losses(run_dir / "models" / "unet")
     rows, floors = results["rows"], results["floors"]

@@ -40,7 +40,8 @@ data's held-out split and equal-size subsets of its training split.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -49,6 +50,8 @@ from jax import Array
 from tqdm.auto import tqdm
 
 from scorelab import metrics
+from scorelab._keys import typed_key
+from scorelab._validate import check_int, is_traced
 from scorelab.classifier import DigitsClassifier, classifier_outputs
 from scorelab.image_metrics import feature_measure, mean_top_probability, memorisation_ratio
 from scorelab.models import ExactScore
@@ -85,8 +88,22 @@ def measure(
         A dict with the keys of the module's table.
 
     Raises:
-        ValueError: for arrays that are not ``(n, d)`` or differ in ``d``.
+        ValueError: for arrays that are not ``(n, d)`` of real numbers or differ in ``d``
+            (the metrics' messages, naming ``x`` or ``y``), or ``ksd`` without ``target``.
+        TypeError: for a traced ``x`` or ``reference`` (inside ``jit``, ``vmap`` or
+            ``grad``): the metrics run on concrete arrays.
     """
+    for name, value in (("x", x), ("reference", reference)):
+        if is_traced(value):
+            raise TypeError(
+                f"{name}: a traced array (inside jit, vmap or grad); measure runs on concrete "
+                "arrays: call it outside the transformation"
+            )
+    if ksd and target is None:
+        raise ValueError(
+            "ksd: needs target (the exact mixture whose score it compares with); pass target "
+            "or leave ksd False"
+        )
     # Each measure with the names of the values it gives, computed only for finite samples:
     # diverged chains (a sampler outside its stable steps) have no measure, and their row says
     # so with NaN (written as null) instead of ending the sweep or the demo.
@@ -131,8 +148,13 @@ def _stein(x, target: GaussianMixture) -> tuple:
 
 def is_finite(x) -> bool:
     """Whether every value of the samples ``x`` is finite: what the metrics require, and what
-    diverged chains break."""
-    return bool(np.isfinite(np.asarray(x)).all())
+    diverged chains break. Values that are not numbers count as finite here: the metrics
+    refuse them with their own message (``x: expected real numbers, got dtype ...``), which a
+    NumPy ``isfinite`` error did not give."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "biufc":
+        return True
+    return bool(np.isfinite(array).all())
 
 
 IMAGE_METRICS = ("fd", "kid", "precision", "recall", "class_tv", "top_prob", "memo")
@@ -193,9 +215,20 @@ def image_evaluation(
         one repeat's estimate); and ``name -> (mean, sd)`` of the floors over repeats.
 
     Raises:
-        ValueError: for no set, sets of different sizes, fewer than ``2 (k + 1)`` samples or
-            ``repeats < 2``.
+        ValueError: for no set, sets of different sizes or image shapes, fewer than
+            ``2 (k + 1)`` samples or held-out images, fewer training images than the
+            :math:`m` compared, ``k < 1`` or ``repeats`` not an integer ``>= 2``.
+        TypeError: for ``sets`` given as one array or a mapping (a list of arrays is
+            expected), or a ``key`` that is not a PRNG key.
     """
+    check_int("repeats", repeats, 2)
+    check_int("k", k, 1)
+    key = typed_key(key, "key")
+    if isinstance(sets, np.ndarray | jax.Array | Mapping | str):
+        raise TypeError(
+            f"sets: expected a list of sample arrays, got {type(sets).__name__}; wrap one "
+            "array as [samples]"
+        )
     sets = [np.asarray(a, np.float32) for a in sets]
     train, held_out = (np.asarray(a, np.float32) for a in (train, held_out))
     sizes = sorted({len(a) for a in sets})
@@ -206,9 +239,22 @@ def image_evaluation(
     n = sizes[0]
     if n < 2 * (k + 1):
         raise ValueError(f"samples: need at least {2 * (k + 1)} images, got {n}")
-    if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 2:
-        raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
+    if len(held_out) < 2 * (k + 1):
+        raise ValueError(
+            f"held_out: need at least {2 * (k + 1)} held-out images for the floor's k-NN "
+            f"measures, got {len(held_out)}"
+        )
     m = min(n, len(held_out))
+    if len(train) < m:
+        raise ValueError(
+            f"train: {len(train)} training images; every repeat draws {m} of them (as many as "
+            "the samples and held-out images compared): give more training images"
+        )
+    shapes = {"train": train.shape[1:], "held_out": held_out.shape[1:]}
+    shapes.update({f"sets[{i}]": a.shape[1:] for i, a in enumerate(sets)})
+    if len(set(shapes.values())) != 1:
+        described = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"sets, train, held_out: images of different shapes ({described})")
     rows, floor_rows = [[] for _ in sets], []
     for r in tqdm(range(repeats), desc="image measures", unit="repeat", disable=not progress):
         keys = jax.random.split(jax.random.fold_in(key, r), 4)
@@ -276,8 +322,21 @@ def floors(
         ``name -> (mean, sd)``.
 
     Raises:
-        ValueError: for an unknown name, ``tv`` without a target, or ``repeats < 2``.
+        ValueError: for an unknown name, ``tv`` without a target, ``n < 2`` or ``repeats``
+            not an integer ``>= 2``.
+        TypeError: for ``names`` given as one string, a ``sample_fn`` that is not callable,
+            or a ``key`` that is not a PRNG key.
     """
+    if isinstance(names, str):
+        raise TypeError(f"names: expected a list of metric names, got {names!r}; use [{names!r}]")
+    if not callable(sample_fn):
+        raise TypeError(
+            f"sample_fn: expected a function (key, n) -> samples (e.g. target.sample), got "
+            f"{type(sample_fn).__name__}"
+        )
+    key = typed_key(key, "key")
+    check_int("n", n, 2)
+    check_int("repeats", repeats, 2)
     metric_fns = {
         "sw": lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=n_projections),
         "mmd2": metrics.mmd,
@@ -329,21 +388,48 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
     Returns:
         The table, a header line, a rule and one line per row.
+
+    Raises:
+        TypeError: for ``rows`` that is not a list of dicts, or a value of a numeric column
+            that is not a real number (naming the row and the column).
     """
+    if isinstance(rows, Mapping | str) or not isinstance(rows, Sequence | np.ndarray):
+        raise TypeError(f"rows: expected a list of dicts, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}]: expected a dict of column -> value, got {row!r}")
     columns = [c for c in _COLUMNS if any(r.get(c[0]) is not None for r in rows)]
 
-    def cell(row, name, fmt):
+    def cell(i, row, name, fmt):
         value = row.get(name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None:
             return "-"
-        return fmt.format(value)
+        if fmt == "{}":  # a label (method) or a count (nfe): shown as given
+            return fmt.format(value)
+        number = _real_number(value)
+        if number is None:
+            raise TypeError(f"rows[{i}][{name!r}]: expected a real number, got {value!r}")
+        return "-" if math.isnan(number) else fmt.format(number)
 
     table = [[title for _, title, _ in columns]]
-    table += [[cell(row, name, fmt) for name, _, fmt in columns] for row in rows]
+    table += [[cell(i, row, name, fmt) for name, _, fmt in columns] for i, row in enumerate(rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _real_number(value) -> float | None:
+    """``value`` as a Python float when it is a real number (a Python, NumPy or JAX scalar,
+    NaN included, as the metrics return them), else ``None``."""
+    if isinstance(value, bool | str | bytes):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.ndarray | np.generic | jax.Array) and np.ndim(value) == 0:
+        if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer):
+            return float(value)
+    return None
 
 
 class Report(NamedTuple):
@@ -361,13 +447,48 @@ class Report(NamedTuple):
     notes: tuple[str, ...] = ()
 
     def text(self) -> str:
-        """The table, then one line per floor (``floor sw: mean +- sd``), then the notes."""
+        """The table, then one line per floor (``floor sw: mean +- sd``), then the notes.
+
+        Raises:
+            TypeError: for rows :func:`format_table` refuses, a floor that is not a
+                ``(mean, sd)`` pair of real numbers, or notes that are not a list of strings.
+        """
+        self._check()
         lines = [format_table(self.rows), ""]
         lines += [
-            f"floor {name}: {mean:.4g} +- {sd:.2g}" for name, (mean, sd) in self.floors.items()
+            f"floor {name}: {_real_number(mean):.4g} +- {_real_number(sd):.2g}"
+            for name, (mean, sd) in self.floors.items()
         ]
         return "\n".join([*lines, *self.notes])
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data: ``{"rows", "floors", "notes"}``."""
+        """The report as JSON-ready data: ``{"rows", "floors", "notes"}``.
+
+        Raises:
+            TypeError: as :meth:`text`, for floors or notes of the wrong type.
+        """
+        self._check()
         return {"rows": self.rows, "floors": self.floors, "notes": list(self.notes)}
+
+    def _check(self) -> None:
+        """Refuse floors that are not ``name -> (mean, sd)`` and notes that are not a list of
+        strings (a bare string was printed one character a line)."""
+        if not isinstance(self.floors, Mapping):
+            raise TypeError(
+                f"floors: expected a dict of metric -> (mean, sd), got {type(self.floors).__name__}"
+            )
+        for name, pair in self.floors.items():
+            if (
+                isinstance(pair, str | bytes)
+                or not isinstance(pair, Sequence | np.ndarray)
+                or len(pair) != 2
+                or any(_real_number(v) is None for v in pair)
+            ):
+                raise TypeError(f"floors[{name!r}]: expected a (mean, sd) pair, got {pair!r}")
+        if isinstance(self.notes, str) or not isinstance(self.notes, Sequence):
+            raise TypeError(
+                f"notes: expected a list of lines, got {self.notes!r}; wrap one line as [line]"
+            )
+        for i, note in enumerate(self.notes):
+            if not isinstance(note, str):
+                raise TypeError(f"notes[{i}]: expected a string, got {note!r}")

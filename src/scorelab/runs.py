@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from scorelab._files import atomic_write, read_json, resolved, write_json
-from scorelab._validate import check_file
+from scorelab._validate import check_file, check_seed
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DataError, read_npy
@@ -115,7 +115,8 @@ def prepare_run_dir(
         ``path`` as a :class:`~pathlib.Path`, locked until the block exits.
 
     Raises:
-        ValueError: both ``resume`` and ``overwrite``, or ``path`` is a file.
+        ValueError: both ``resume`` and ``overwrite``, ``path`` is a file, lies under a file or
+            cannot be created (:func:`make_folder`).
         RunBusyError: another process holds the lock.
         RunExistsError: ``path`` is not empty and may not be reused (see above).
     """
@@ -204,7 +205,7 @@ def _claim(
         raise ValueError(f"{path}: resume and overwrite exclude each other; choose one")
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a run directory; choose another output path")
-    path.mkdir(parents=True, exist_ok=True)
+    make_folder(path, "choose another output path")
     lock = filelock.FileLock(path / _LOCK)
     try:
         lock.acquire(timeout=0)
@@ -255,6 +256,87 @@ def _claim(
         lock.release()
         raise
     return lock
+
+
+def make_folder(path: str | os.PathLike, remedy: str) -> Path:
+    """Create the folder ``path`` (and its parents) unless it exists.
+
+    Raises:
+        ValueError: ending with ``remedy``, for a path that is a file, lies under a file, or
+            cannot be created (no permission, a read-only or virtual file system such as
+            ``/proc``), instead of the OSError naming none of this.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder; {remedy}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{path}: a folder inside the file {parent}; {remedy}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"{path}: cannot create the folder ({error.strerror or error}); {remedy}"
+        ) from None
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, job: str, outputs: Sequence[str]) -> None:
+    """Refuse, before any work, a folder for the outputs of ``job`` (``"demo"``) that holds
+    something else: a scorelab run of another job (a training run's manifest and model were
+    replaced, its folder mixed with the demo's files), or files that are neither a run nor
+    ``job``'s ``outputs`` (names it writes). A folder of ``job``'s own (rerun or resumed), an
+    empty or a new one passes. The command line claims the folder first
+    (:func:`prepare_run_dir`), whose provisional manifest names ``job``.
+
+    Raises:
+        ValueError: for a path that is a file.
+        RunExistsError: for a folder that holds another job's run or foreign files.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder; choose another output path")
+    if not path.is_dir():
+        return
+    entries = [entry.name for entry in path.iterdir() if entry.name != _LOCK]
+    if is_run(path):
+        theirs = _job(path)
+        if theirs != job:
+            raise RunExistsError(
+                f"{path} holds a scorelab {theirs or 'training'} run, not a {job} run; choose "
+                "another output path"
+            )
+        return
+    foreign = sorted(set(entries) - set(outputs) - {_MANIFEST})
+    if foreign:
+        raise RunExistsError(
+            f"{path} is not empty ({foreign[0]}) and holds no scorelab {job} run; choose an "
+            "empty or new output path"
+        )
+
+
+def demo_settings_path(run_dir: str | os.PathLike, job: str = "demo") -> Path:
+    """``run_dir/demo.json``, the settings of a demo's output folder, or an error naming what
+    ``run_dir`` is instead.
+
+    Raises:
+        ValueError: for a training run (naming :func:`scorelab.workflows.plot_run`) or a
+            folder without ``demo.json``.
+        FileNotFoundError: for a path where nothing is.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "demo.json"
+    if path.is_file():
+        return path
+    job = f"{'an' if job[:1] in 'aeiou' else 'a'} {job}"
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir}: no such folder; give the output folder of {job}")
+    if (run_dir / "config.json").is_file():
+        raise ValueError(
+            f"{run_dir}: not the output of {job} (no demo.json); it is a training run: plot it "
+            "with scorelab.workflows.plot_run (scorelab plot)"
+        )
+    raise ValueError(f"{run_dir}: not the output of {job} (no demo.json); give the folder it wrote")
 
 
 def _job(path: Path) -> str | None:
@@ -345,7 +427,16 @@ def named_key(seed: int, name: str) -> jax.Array:
     The demos derive every draw (data, initialisation, each sampler's chains) this way, so adding
     or removing one draw leaves the others' numbers unchanged. The whole name is hashed: names
     that differ anywhere get different keys (up to CRC-32 collisions, which the demos' own name
-    sets are tested against)."""
+    sets are tested against).
+
+    Raises:
+        ValueError: for a seed that is not an integer in ``[0, 2**32 - 1]`` (``key`` keeps
+            only a seed's low 32 bits: ``2**32`` drew seed 0's numbers).
+        TypeError: for a ``name`` that is not a string.
+    """
+    check_seed("seed", seed)
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a string naming the draw, got {name!r}")
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
 
 
@@ -475,7 +566,6 @@ def _record_arguments(record: dict) -> Iterator[tuple[str, Any]]:
 
 def _check_record(run_dir: Path, config: ExperimentConfig, record: dict) -> None:
     """:func:`load_run`'s agreement of ``config.json`` with ``model.json``."""
-    from scorelab import builders
 
     def plain(value):
         return list(value) if isinstance(value, tuple | list) else value
@@ -495,17 +585,36 @@ def _check_record(run_dir: Path, config: ExperimentConfig, record: dict) -> None
             if configured != "auto" and plain(configured) != plain(arguments[name]):
                 prefix = "model" if section is config.model else "loss"
                 raise disagree(f"{prefix}.{name}", configured, arguments[name])
-    if "image_shape" not in arguments and "dim" not in arguments:
-        return
-    try:
-        example = builders.make_data(dataclasses.replace(config.data, n=1)).shape[1:]
-    except (OSError, ValueError):  # data moved or damaged: the commands that read it say so
-        return
-    saved = plain(arguments.get("image_shape", arguments.get("dim")))
-    configured = list(example) if "image_shape" in arguments else int(np.prod(example))
-    if saved != configured:
+    mismatch = model_data_mismatch(config, record["kwargs"])
+    if mismatch is not None:
+        configured, saved = mismatch
         raise ConfigError(
             f"{run_dir}: config.json's data ({config.data.source}) has examples of shape "
             f"{configured} but the saved model takes {saved}; the files come from different "
             "runs or were edited: restore config.json or train again"
         )
+
+
+def model_data_mismatch(config: ExperimentConfig, kwargs: dict) -> tuple[Any, Any] | None:
+    """``(configured, taken)`` when a network built with the constructor arguments ``kwargs``
+    (:func:`scorelab.builders.make_model`'s, as ``model.json`` records them) takes examples of
+    another shape than ``config.data``'s (``image_shape``, or ``dim`` for the MLPs, which
+    flatten an example), else ``None``: :func:`load_run` refuses such a run, and
+    :func:`scorelab.workflows.train_run` refuses, before training, data that would make one.
+    Data that cannot be read (moved or damaged) are not compared: the commands that read them
+    say so."""
+    from scorelab import builders
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple | list) else value
+
+    arguments = dict(_record_arguments({"kwargs": kwargs}))
+    if "image_shape" not in arguments and "dim" not in arguments:
+        return None
+    try:
+        example = builders.make_data(dataclasses.replace(config.data, n=1)).shape[1:]
+    except (OSError, ValueError):  # data moved or damaged: the commands that read it say so
+        return None
+    saved = plain(arguments.get("image_shape", arguments.get("dim")))
+    configured = list(example) if "image_shape" in arguments else int(np.prod(example))
+    return None if saved == configured else (configured, saved)

@@ -26,6 +26,7 @@ import dataclasses
 import io
 import json
 import math
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +47,7 @@ from scorelab._validate import (
     check_sigma,
     check_unique,
     from_mapping,
+    typed,
 )
 from scorelab.builders import draw_prior
 from scorelab.checkpoints import load_model, model_files, tree_sha256
@@ -276,6 +278,70 @@ def sweep_runs(
         yield SweepRun(spec, levels, sampler, outputs)
 
 
+def _check_sweep(
+    target: GaussianMixture,
+    sampler_specs: Sequence[SweepSampler],
+    nfes: Sequence[int],
+    score_fns: Mapping[str, Callable],
+    seeds: Sequence[int],
+    n_samples: int,
+    image_metrics: bool,
+    prior: str = "normal",
+) -> None:
+    """:func:`sweep`'s checks of its sizes, run before any work (and by :func:`run_sweep`
+    before it claims its run folder, which a refusal left holding a lock file).
+
+    Raises:
+        ValueError: as :func:`sweep` (empty lists, budgets, seeds, ``n_samples``, ``prior``,
+            memory, ``image_metrics``).
+        TypeError: for a ``target``, ``sampler_specs`` or ``score_fns`` of the wrong type.
+    """
+    if not isinstance(target, GaussianMixture):
+        raise TypeError(
+            f"target: expected a GaussianMixture (scorelab.config.TARGETS[name]()), got "
+            f"{type(target).__name__}"
+        )
+    if isinstance(sampler_specs, str) or any(
+        not isinstance(spec, SweepSampler) for spec in sampler_specs
+    ):
+        raise TypeError(
+            f"sampler_specs: expected SweepSampler records from sweep_sampler(name), got "
+            f"{sampler_specs!r}"
+        )
+    if not isinstance(score_fns, Mapping):
+        raise TypeError(
+            f"score_fns: expected a mapping label -> score_fn, got {type(score_fns).__name__}"
+        )
+    if not sampler_specs or not nfes or not score_fns or not seeds:
+        raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
+    for seed in seeds:  # 2**32 drew seed 0's numbers, and was averaged as another seed
+        check_seed("seeds", seed)
+    check_int("n_samples", n_samples, 2)
+    check_choice("prior", prior, PRIORS)  # a misspelt prior was sampled as "normal"
+    if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
+        raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
+    # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
+    # floats a level in the grid and the sampler's per-step schedule).
+    # Named by the settings (the command line puts its flag first); no remedy names a flag, as
+    # a Python caller has none.
+    check_memory("sweep.n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples")
+    for spec in (spec for spec in sampler_specs if spec.levels is not None):
+        levels = {n: spec.levels(int(n)) for n in nfes}
+        for n, count in levels.items():
+            remedy = f"use smaller budgets ({n} buys {spec.label} {count} levels)"
+            check_memory("sweep.nfe", count * 4.0 * 64, remedy)
+        if all(count < 2 for count in levels.values()):
+            smallest = max(nfes) + 1
+            while spec.levels(smallest) < 2:
+                smallest += 1
+            raise ValueError(
+                f"sweep.nfe: no budget of {', '.join(map(str, nfes))} buys {spec.label} a grid "
+                f"(2 levels take {smallest} evaluations); raise the budgets"
+            )
+    if image_metrics:
+        _as_digit_images(np.zeros((0, target.dim)))  # refuse a target that is not image-shaped
+
+
 def sweep(
     target: GaussianMixture,
     sampler_specs: Sequence[SweepSampler],
@@ -339,38 +405,21 @@ def sweep(
 
     Raises:
         ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
-            a budget is not a positive integer, the grid settings are invalid
+            a budget is not a positive integer, a seed is outside ``[0, 2**32 - 1]``,
+            ``n_samples < 2``, ``prior`` is not one of :data:`scorelab.config.PRIORS`, the
+            grid settings are invalid
             (:func:`scorelab.noise.sigma_grid`), ``image_metrics`` is asked of a target
             whose points are not 8x8 or 16x16 images, or the samples or a budget's grid need
             more memory than is available (checked before any work).
+        TypeError: for a ``target`` that is not a ``GaussianMixture``, ``sampler_specs`` that
+            are not :class:`SweepSampler` records, or ``score_fns`` that is not a mapping.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models (samplers compared at equal NFE).
         https://arxiv.org/abs/2206.00364
     """
-    if not sampler_specs or not nfes or not score_fns or not seeds:
-        raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
-    if any(isinstance(n, bool) or int(n) != n or n < 1 for n in nfes):
-        raise ValueError(f"NFE budgets must be positive integers, got {list(nfes)}")
-    # Sizes before any work: the prior, chains, reference and output sets; each grid (a few
-    # floats a level in the grid and the sampler's per-step schedule).
-    # Named by the settings (the command line puts its flag first); no remedy names a flag, as
-    # a Python caller has none.
-    check_memory("sweep.n_samples", 4.0 * n_samples * target.dim * 4, "ask for fewer samples")
-    for spec in (spec for spec in sampler_specs if spec.levels is not None):
-        levels = {n: spec.levels(int(n)) for n in nfes}
-        for n, count in levels.items():
-            remedy = f"use smaller budgets ({n} buys {spec.label} {count} levels)"
-            check_memory("sweep.nfe", count * 4.0 * 64, remedy)
-        if all(count < 2 for count in levels.values()):
-            smallest = max(nfes) + 1
-            while spec.levels(smallest) < 2:
-                smallest += 1
-            raise ValueError(
-                f"sweep.nfe: no budget of {', '.join(map(str, nfes))} buys {spec.label} a grid "
-                f"(2 levels take {smallest} evaluations); raise the budgets"
-            )
+    _check_sweep(target, sampler_specs, nfes, score_fns, seeds, n_samples, image_metrics, prior)
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -382,8 +431,6 @@ def sweep(
         "n_projections": n_projections,
         "floor_repeats": floor_repeats,
     }
-    if image_metrics:
-        _as_digit_images(np.zeros((0, target.dim)))  # refuse a target that is not image-shaped
     done = {_row_key(row): dict(row) for row in done_rows}
     reused = []  # the keys of done rows whose runs were skipped
 
@@ -562,8 +609,15 @@ def fewest_nfe(
         largest budget swept (or any NaN metric there).
 
     Raises:
-        ValueError: for an unknown ``metric``.
+        ValueError: for an unknown ``metric``, or a ``factor`` that is not a finite number
+            ``> 0`` (NaN made every pair ``None`` without a word).
+        TypeError: for a ``result`` that is not a :class:`SweepResult`.
     """
+    if not isinstance(result, SweepResult):
+        raise TypeError(
+            f"result: expected a SweepResult (sweep() or run_sweep()), got {type(result).__name__}"
+        )
+    check_real("factor", factor, "a number > 0", lambda v: v > 0)
     lower_better = (*METRICS, *_IMAGE_FEWEST)
     if metric not in (*lower_better, "all") or metric not in (*result.floors, "all"):
         accepted = ", ".join(name for name in lower_better if name in result.floors)
@@ -590,6 +644,34 @@ def fewest_nfe(
                 break
             fewest[pair] = nfe
     return fewest
+
+
+def check_field_types(settings, section: str) -> None:
+    """Check every field of the frozen settings dataclass ``settings`` against its declared
+    type, as :func:`scorelab._validate.from_mapping` reads a file's (the same conversions:
+    a list becomes a tuple, an integer a float where a float is declared), so that settings
+    built directly (a notebook's ``SweepSettings(samplers="euler")``) are refused with the
+    field's name, not iterated letter by letter or failed on deep inside. A field whose type
+    is a dataclass (a :class:`scorelab.training.TrainConfig`) takes an instance of it.
+
+    Raises:
+        ValueError: naming ``section.field`` and the type expected.
+    """
+    hints = typing.get_type_hints(type(settings))
+    for field in dataclasses.fields(settings):
+        name, value, hint = (
+            f"{section}.{field.name}",
+            getattr(settings, field.name),
+            hints[field.name],
+        )
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise ValueError(
+                    f"{name}: expected a {hint.__name__} (a table of its fields in a file or "
+                    f"from_dict), got {type(value).__name__}"
+                )
+            continue
+        object.__setattr__(settings, field.name, typed(hint, value, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -631,6 +713,18 @@ class SweepSettings:
     image_metrics: bool = False
 
     def __post_init__(self):
+        check_field_types(self, "sweep")
+        check_choice("sweep.target", self.target, TARGETS)
+        for name, table in self.options.items():
+            if not isinstance(table, Mapping):
+                raise ValueError(
+                    f"sweep.options.{name}: expected a table of option name -> value, got {table!r}"
+                )
+        if self.image_metrics and TARGETS[self.target]().dim not in (64, 256):
+            raise ValueError(
+                f"sweep.image_metrics: the target's points must be 8x8 or 16x16 images (64 or "
+                f"256 values), and {self.target}'s are not; use digits_mixture or leave it out"
+            )
         for field, what in (("samplers", "sampler"), ("nfe", "NFE budget"), ("seeds", "seed")):
             if not getattr(self, field):  # was "sweep.sweep: needs at least one ..."
                 raise ValueError(f"sweep.{field}: an empty list; give at least one {what}")
@@ -896,8 +990,13 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
         ConfigError: another table in the file, a ``[sweep]`` that is not a table, an unknown
             field or value, a target without an exact score, or ``rho`` or ``tolerances``
             given where nothing reads them (a grid ``rho`` does not shape; no ``tsit5`` or
-            ``dopri5`` row, unless ``overrides`` narrowed a file's samplers).
+            ``dopri5`` row, unless ``overrides`` narrowed a file's samplers), or ``overrides``
+            that is not a mapping.
     """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(
+            f"overrides: expected a mapping of field -> value, got {type(overrides).__name__}"
+        )
     loaded = load_config(config_path) if config_path is not None else {}
     for section, value in loaded.items():
         if section != "sweep" and not isinstance(value, dict):
@@ -914,6 +1013,10 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
     if not isinstance(table, dict):
         raise ConfigError(f"sweep: expected a [sweep] table of fields, got {table!r}")
     values = with_saved_range({**table, **(overrides or {})})  # as scorelab sample's
+    target = values.get("target", SweepSettings.target)
+    if isinstance(target, str) and target not in TARGETS:  # an exact score's, as a ConfigError
+        accepted = ", ".join(TARGETS)
+        raise ConfigError(f"sweep.target: unknown {target!r}; accepted: {accepted}")
     settings = SweepSettings.from_dict(values)
     if "rho" in values:  # read, then ignored on a grid it does not shape
         check_rho_shapes("sweep.rho", settings.grid, ConfigError)
@@ -927,9 +1030,6 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
             f"sweep.tolerances: only tsit5 and dopri5 rows run at tolerances, and "
             f"sweep.samplers ({', '.join(settings.samplers)}) has neither; leave it out"
         )
-    if settings.target not in TARGETS:
-        accepted = ", ".join(TARGETS)
-        raise ConfigError(f"sweep.target: unknown {settings.target!r}; accepted: {accepted}")
     return settings
 
 
@@ -962,6 +1062,11 @@ def run_sweep(
 
     Returns:
         The report of the seed-mean rows beside the floors, and the paths written.
+
+    Raises:
+        ValueError: for sizes :func:`sweep` refuses (memory of ``n_samples`` or a budget's
+            grid, budgets that buy no grid), before ``out`` is claimed; as
+            :func:`scorelab.runs.prepare_run_dir` for ``out``.
     """
     target = TARGETS[settings.target]()
     score_fns = {"exact": ExactScore(target)}
@@ -974,6 +1079,16 @@ def run_sweep(
         **{f"sweep.{k}": v for k, v in dataclasses.asdict(settings).items()},
         "model": None if weights is None else tree_sha256(weights),
     }
+    _check_sweep(
+        target,
+        settings.specs(),
+        settings.nfe,
+        score_fns,
+        settings.seeds,
+        settings.n_samples,
+        settings.image_metrics,
+        settings.prior,
+    )  # before the run folder is claimed
     rows_so_far = []
 
     def kept(row):

@@ -8,10 +8,13 @@ arguments and calls these, and :mod:`scorelab.demo` is composed of the same step
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
+import numbers
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,6 +22,7 @@ import jax
 import numpy as np
 
 from scorelab import ays, builders, ld3, samplers, viz
+from scorelab._files import jsonable
 from scorelab._validate import (
     available_memory,
     check_int,
@@ -51,7 +55,9 @@ from scorelab.runs import (
     atomic_write,
     has_checkpoints,
     load_run,
+    make_folder,
     manifest,
+    model_data_mismatch,
     prepare_run_dir,
     read_losses,
     write_json,
@@ -146,7 +152,14 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
 
     Raises:
         ConfigError: naming the first such field and the jobs, or samplers, that read it.
+        ValueError: for a ``job`` that is not a key of :data:`JOB_READS`.
+        TypeError: for a ``config`` or ``base`` that is not an ``ExperimentConfig``.
     """
+    if not isinstance(job, str) or job not in JOB_READS:
+        raise ValueError(f"job: unknown {job!r}; accepted: {', '.join(JOB_READS)}")
+    _check_config(config)
+    if not isinstance(base, ExperimentConfig):
+        raise TypeError(f"base: expected an ExperimentConfig, got {type(base).__name__}")
     for name in config.changed_fields(base):
         if not _reads(job, name):
             readers = ", ".join(other for other in JOB_READS if _reads(other, name))
@@ -161,6 +174,22 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
             )
         if name == "sampler.rho":
             check_rho_shapes(name, config.sampler.grid, ConfigError)
+
+
+def _check_config(config) -> None:
+    """Refuse a ``config`` that is not an :class:`~scorelab.config.ExperimentConfig` (a dict
+    or ``None`` failed deep inside with an AttributeError)."""
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(
+            f"config: expected an ExperimentConfig (ExperimentConfig.from_dict(...) of a dict), "
+            f"got {type(config).__name__}"
+        )
+
+
+def _check_flag(name: str, value) -> None:
+    """Refuse a flag that is not ``True`` or ``False`` (the string ``"no"`` is truthy)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
 def train_run(
@@ -209,14 +238,41 @@ def train_run(
     Returns:
         The :class:`scorelab.training.TrainResult`; the model written is its EMA model where
         the run keeps one, else the last iterate.
+
+    Raises:
+        TypeError: for a ``config`` that is not an ``ExperimentConfig``, ``data`` that is not
+            an array, or a ``manifest_extra`` value that is not JSON-serialisable (naming it),
+            all before the run directory is claimed.
+        ConfigError: for settings training would ignore, ``resume`` without a checkpoint, or
+            ``data`` whose examples have another shape than ``config.data``'s (a run that
+            :func:`scorelab.runs.load_run` would refuse), before training.
+        scorelab.data.DataError: for ``data`` that is not a finite ``(n, *S)`` array, before
+            the run directory is claimed.
     """
     started = time.perf_counter()
+    _check_config(config)
+    for field, value in manifest_extra.items():
+        try:
+            json.dumps(jsonable(value), allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{field}: a manifest field must be JSON-serialisable (numbers, strings, lists, "
+                f"dicts, arrays), got {type(value).__name__} ({error})"
+            ) from None
+    if data is not None:
+        if not isinstance(data, np.ndarray | jax.Array):
+            raise TypeError(
+                f"data: expected an array (n, d) or (n, C, H, W), got {type(data).__name__}; "
+                "convert it with np.asarray"
+            )
+        validate_data(data, "data", any_shape=True)  # before the run directory is claimed
     builders.check_fields_read(config)
     if resume and not has_checkpoints(out_dir):
         taken = Path(out_dir).is_dir() and any(Path(out_dir).iterdir())
         remedy = "replace the run with --overwrite instead" if taken else "drop --resume"
         raise ConfigError(f"--resume: no checkpoint in {out_dir} to continue; {remedy}")
     labels = None
+    given_data = data is not None
     if data is None and config.data.is_images:
         images = builders.make_image_data(config.data)
         data, labels = images.images, images.labels
@@ -230,6 +286,16 @@ def train_run(
     else:
         labels = None  # an unconditional model trains on the images alone
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
+    if given_data:
+        mismatch = model_data_mismatch(config, model_kwargs)
+        if mismatch is not None:
+            configured, taken = mismatch
+            raise ConfigError(
+                f"data: examples of shape {taken} (as the model takes them), but config.data "
+                f"({config.data.source}) has examples of shape {configured}, and the run "
+                "records config.data: load_run would refuse it; give data of that shape, or a "
+                "config whose data.source describes them"
+            )
     source = Path(config.data.source)
     inputs = (*inputs, source) if source.exists() else tuple(inputs)
     # In a multi-process job every process trains and joins in the collective checkpoint
@@ -410,15 +476,21 @@ def sample_run(
     other classes were asked for.
 
     Raises:
-        ConfigError: for ``n`` or ``batch`` not a positive integer, more memory than available,
-            a sampler the model cannot serve, or ``classes``/``guidance`` the model cannot take
-            (an unconditional model, a class out of range, guidance without a null label).
+        TypeError: for a ``config`` that is not an ``ExperimentConfig`` or a ``trajectory``
+            that is not ``True`` or ``False``.
+        ConfigError: for ``n`` or ``batch`` not a positive integer (Python or NumPy), more
+            memory than available, a sampler the model cannot serve, or ``classes``/
+            ``guidance`` the model cannot take (an unconditional model, a class out of range,
+            guidance without a null label).
         ValueError: when chains end non-finite (diverged), naming the sampler and the remedy.
     """
+    _check_config(config)
     for name, value in (("sample.n", n), ("sample.batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int(name, value, 1, error=ConfigError)
+    n, batch = int(n), int(batch)
     check_seed("sample.seed", seed, error=ConfigError)
+    _check_flag("trajectory", trajectory)
+    trajectory = bool(trajectory)
     target = builders.make_target(config.data)
     score_fn = score_model(config, model, target)
     shape = _state_shape(config, target)
@@ -571,13 +643,20 @@ def grid_run(
         geometric grid's, and how it was made (for :func:`scorelab.ays.save_grid`).
 
     Raises:
+        TypeError: for a ``config`` that is not an ``ExperimentConfig``, or a ``model`` that
+            is neither callable nor ``None``.
         ConfigError: for ``n`` not a positive integer or a model that cannot serve a grid.
         ValueError: for fewer than 3 levels.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
+    _check_config(config)
+    check_int("grid.n", n, 1, error=ConfigError)
+    n = int(n)
     check_seed("grid.seed", seed, error=ConfigError)
     target = builders.make_target(config.data)
+    if model is not None and not callable(model):
+        raise TypeError(
+            f"model: expected a score model model(x, sigma) or None, got {type(model).__name__}"
+        )
     score_fn = _score_at_every_level(config, model, target, "an Align-Your-Steps grid")
     if target is not None:
         check_memory("grid.n", 4.0 * n * target.dim, "use fewer data points (--n)", ConfigError)
@@ -636,11 +715,13 @@ def ld3_grid_run(
         :func:`scorelab.ld3.save_learned_grid`).
 
     Raises:
+        TypeError: for a ``config`` that is not an ``ExperimentConfig``.
         ConfigError: for ``n`` not a positive integer, more memory than available, a model
             that cannot serve a grid, or a sampler that is not a deterministic fixed-grid one.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"grid.n: expected an integer >= 1, got {n!r}")
+    _check_config(config)
+    check_int("grid.n", n, 1, error=ConfigError)
+    n = int(n)
     check_seed("grid.seed", seed, error=ConfigError)
     ld3.check_search(n_candidates, n_sweeps, error=ConfigError)  # before the teacher's solve
     target = builders.make_target(config.data)
@@ -717,9 +798,19 @@ def evaluate_samples(
         ``tv`` with a target).
 
     Raises:
-        ConfigError: for an unknown target, a negative ``sigma``, fewer than 2 reference points
-            or a dimension that differs from the reference's.
+        ConfigError: for both ``target`` and ``data`` or neither, an unknown target, a
+            negative ``sigma``, fewer than 2 reference points or a dimension that differs from
+            the reference's.
     """
+    if target is not None and data is not None:
+        raise ConfigError(
+            "target and data: give one reference, not both (data was ignored beside target)"
+        )
+    if target is None and data is None:
+        raise ConfigError(
+            f"target, data: no reference; give target ({', '.join(TARGETS)}) or data (an "
+            "array, a path or a toy set)"
+        )
     check_seed("evaluate.seed", seed, error=ConfigError)
     _check_floor_repeats(floor_repeats)
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
@@ -772,7 +863,8 @@ def evaluate_samples(
         sample_fn = _noised(resample, sigma)
         reference = points if sigma == 0 else sample_fn(key_reference, points.shape[0])
 
-    _check_point_shape(name, samples.shape, image_shape, int(np.prod(samples.shape[1:])))
+    size = int(np.prod(samples.shape[1:]))
+    _check_point_shape(name, samples.shape, image_shape, size, reference.shape[1])
     if image_shape is not None and integers:  # raw pixels against data read in [-1, 1]
         raise ConfigError(
             f"{name}: integer pixels; the samples are compared in model space, [-1, 1] as "
@@ -879,7 +971,8 @@ def evaluate_images(
         A :class:`scorelab.report.Report` with one row and its floors.
 
     Raises:
-        ConfigError, DataError: as :func:`evaluate_image_sets`.
+        ConfigError, DataError: as :func:`evaluate_image_sets` (``range_tolerance`` and
+            ``data`` included).
     """
     return evaluate_image_sets(
         {label: samples},
@@ -924,16 +1017,26 @@ def evaluate_image_sets(
         their floors.
 
     Raises:
-        ConfigError: for another ``data`` or ``floor_repeats < 2``.
+        ConfigError: for another ``data``, ``floor_repeats < 2``, or a ``range_tolerance``
+            that is not a finite number ``>= 0``.
+        TypeError: for ``sets`` that is not a mapping of label -> images.
         DataError: for no set; for images of a wrong shape, none, NaN or infinite values,
             values beyond the tolerance, or fewer than 8 images; for sets of different sizes.
     """
-    if data not in IMAGE_SOURCES:
+    if not isinstance(data, str) or data not in IMAGE_SOURCES:
         raise ConfigError(
             f"data: image metrics know only {', '.join(map(repr, IMAGE_SOURCES))}, got {data!r}"
         )
     check_seed("evaluate.seed", seed, error=ConfigError)
     _check_floor_repeats(floor_repeats)
+    check_real(
+        "range_tolerance", range_tolerance, "a number >= 0", lambda v: v >= 0, error=ConfigError
+    )
+    if not isinstance(sets, Mapping):
+        raise TypeError(
+            f"sets: expected a dict of row label -> images, got {type(sets).__name__}; e.g. "
+            "{'samples': images}"
+        )
     if not sets:
         raise DataError("samples: no sample set to evaluate")
     images = {label: _digit_images(samples, range_tolerance) for label, samples in sets.items()}
@@ -987,17 +1090,31 @@ def _read(source, *, raw: bool) -> np.ndarray:
 
 
 def _check_point_shape(
-    name: str, shape: tuple[int, ...], image_shape: tuple[int, ...] | None, size: int
+    name: str,
+    shape: tuple[int, ...],
+    image_shape: tuple[int, ...] | None,
+    size: int,
+    reference_dim: int | None = None,
 ) -> None:
     """Refuse an array of rank above 2 unless one example is ``image_shape`` (axes of size 1
     aside: ``(n, 8, 8)`` is ``(n, 1, 8, 8)``). ``(50, 2, 1)`` was flattened to 2-D points, and
-    ``(n, 8, 8, 3)`` images reshaped, not transposed, to ``(n, 3, 8, 8)``, without a word."""
+    ``(n, 8, 8, 3)`` images reshaped, not transposed, to ``(n, 3, 8, 8)``, without a word.
+    ``reference_dim``, the dimension of a points reference, says whether reshaping to rows
+    would do (it would not for images against 2-D points)."""
     if len(shape) <= 2:
         return
+    if image_shape is None and reference_dim is not None and reference_dim != size:
+        # "save them as rows" only led to "dimension 64 does not match the reference's 2"
+        raise ConfigError(
+            f"{name}: images of shape {shape}, but the reference holds {reference_dim}-D "
+            "points; measure images against image data (data 'digits' or an image file) or a "
+            "target of images (digits_mixture), or give (n, "
+            f"{reference_dim}) samples"
+        )
     if image_shape is None:
         raise ConfigError(
-            f"{name}: points of shape {shape}; these are points (n, {size}), not images: save "
-            "them as rows"
+            f"{name}: an array of shape {shape}; the reference holds points (n, {size}), not "
+            f"images: reshape the samples to rows (n, {size})"
         )
 
     def squeezed(axes):
@@ -1021,9 +1138,17 @@ def score_error_run(
     ``key(seed)``.
 
     Raises:
-        ConfigError: for a run whose data has no exact score (not a built-in target), or an
-            unconditional model (the score of one law, not of every noise level).
+        ConfigError: for no model (``None``: the exact score, measured against itself), a run
+            whose data has no exact score (not a built-in target), or an unconditional model
+            (the score of one law, not of every noise level).
+        TypeError: for a ``config`` that is not an ``ExperimentConfig``.
     """
+    _check_config(config)
+    if model is None:
+        raise ConfigError(
+            "model: score_error_run needs a trained model; None is the exact score itself, "
+            "whose error is zero"
+        )
     check_seed("score_error.seed", seed, error=ConfigError)
     target = builders.make_target(config.data)
     if target is None:
@@ -1048,7 +1173,8 @@ def likelihood_points(
     r"""Log-densities of ``points`` under the probability-flow ODE of ``model`` or the exact score.
 
     The ODE runs over the configured sampler's range (``sampler.sigma_min`` to ``sigma_max``:
-    a trained run's own), so the density is that of :math:`q_{\sigma_{\min}}`; with the exact
+    a trained run's own, unless the ``sigma_min`` or ``sigma_max`` options replace them), so
+    the density is that of :math:`q_{\sigma_{\min}}`; with the exact
     score of a target, ``exact_log_prob`` gives the target's closed form at that level beside
     it. With ``bin_width``, the points are dequantised and bits per dimension reported
     (:func:`scorelab.likelihood.dequantised_bits_per_dim`).
@@ -1061,20 +1187,40 @@ def likelihood_points(
         seed: seed of the probes (and the dequantisation).
         bin_width: the quantisation step of the data, for bits per dimension.
         **options: options of :func:`scorelab.likelihood.ode_log_likelihood` (``n_probes``,
-            ``probe``, ``solver``, ``rtol``, ``atol``, ``max_steps``).
+            ``probe``, ``solver``, ``rtol``, ``atol``, ``max_steps``; ``sigma_min`` and
+            ``sigma_max`` replace the configured range, and the result reports the range
+            used).
 
     Returns:
         JSON-ready: ``log_prob`` per point (nats), ``mean`` and ``standard_error`` over points,
-        ``nfe`` (score evaluations, in all), ``sigma_min``, ``sigma_max``, and
-        ``exact_log_prob`` or ``bits_per_dim`` (with its mean) where they apply.
+        ``nfe`` (score evaluations, in all), ``sigma_min``, ``sigma_max`` (the range the ODE
+        ran over), and ``exact_log_prob`` (at that ``sigma_min``) or ``bits_per_dim`` (with
+        its mean) where they apply.
 
     Raises:
+        TypeError: for a ``config`` that is not an ``ExperimentConfig``, or an option
+            :func:`scorelab.likelihood.ode_log_likelihood` does not take (naming the accepted
+            ones).
         ConfigError: for points of another shape than the model's, images outside [-1, 1], an
             unconditional single-level MLP or a class-conditional model.
         DataError: for points that are not finite real numbers.
     """
     from scorelab import likelihood
 
+    _check_config(config)
+    accepted = [
+        name
+        for name, parameter in inspect.signature(likelihood.ode_log_likelihood).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for name in options:
+        if name not in accepted:
+            raise TypeError(
+                f"likelihood_points: unknown option {name!r}; accepted: {', '.join(accepted)}"
+            )
+    n_probes = options.get("n_probes")
+    if isinstance(n_probes, numbers.Integral) and not isinstance(n_probes, bool):
+        options["n_probes"] = int(n_probes)  # a NumPy integer was traced, then refused
     check_seed("likelihood.seed", seed, error=ConfigError)
     if config.model.num_classes is not None and model is not None:
         raise ConfigError(
@@ -1095,8 +1241,12 @@ def likelihood_points(
             "use fewer probes (--n-probes) or points",
             ConfigError,
         )
-    sigma_min, sigma_max = config.sampler.sigma_min, config.sampler.sigma_max
-    options = {"sigma_min": sigma_min, "sigma_max": sigma_max, **options}
+    options = {
+        "sigma_min": config.sampler.sigma_min,
+        "sigma_max": config.sampler.sigma_max,
+        **options,
+    }
+    sigma_min, sigma_max = options["sigma_min"], options["sigma_max"]  # the range solved over
     key = jax.random.key(seed)
     if bin_width is None:
         output = _interruptibly(likelihood.log_likelihood, key, score_fn, points, **options)
@@ -1171,14 +1321,28 @@ def save_sample_grid(
             (:func:`sample_run`): one row per class, labelled ``class y``; or ``None``.
 
     Raises:
-        ConfigError: for samples that are not images.
+        ConfigError: for samples that are not images (or have no image or an empty side);
+            ``labels`` that are not ``(n,)`` classes grouped class after class, as many of
+            each; or a ``path`` that is a folder or does not end in ``.png``; all before
+            anything is drawn.
     """
     from scorelab.diffusers import to_images
 
     samples = np.asarray(samples)
     if samples.ndim != 4:
         raise ConfigError(f"grid: samples of shape {samples.shape} are not images (n, C, H, W)")
+    if 0 in samples.shape:
+        raise ConfigError(
+            f"samples: shape {samples.shape} has an empty axis; the grid needs at least one "
+            "image of at least one pixel"
+        )
     n, channels, height, width = samples.shape
+    if Path(path).is_dir():
+        raise ConfigError(f"path: {path} is a folder; give the .png file to write")
+    if Path(path).suffix.lower() != ".png":
+        raise ConfigError(f"path: {path}: the grid is written as PNG; give a file name ending .png")
+    if labels is not None:
+        classes = _grouped_classes(labels, n)
     if channels not in (1, 3, 4):
         samples = samples.transpose(0, 2, 1, 3).reshape(n, 1, height, channels * width)
         label = f"{label or 'samples'} ({channels} channels side by side)"
@@ -1186,9 +1350,29 @@ def save_sample_grid(
     images = to_images(samples)
     grid = {"scale": scale, "label": label}
     if labels is not None:
-        classes = list(dict.fromkeys(np.asarray(labels).tolist()))  # in order of appearance
         grid.update(ncols=len(samples) // len(classes), row_labels=[f"class {y}" for y in classes])
     return atomic_write(path, lambda handle: viz.save_image_grid(images, handle, **grid))
+
+
+def _grouped_classes(labels, n: int) -> list:
+    """The classes of ``labels``, in order, when they are ``(n,)`` and grouped class after
+    class with as many samples of each (:func:`sample_run`'s order), one grid row per class;
+    else a ``ConfigError`` naming ``labels`` (rows were labelled with one class and held
+    samples of others)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ConfigError(
+            f"labels: expected one class per sample, shape ({n},), got shape {labels.shape}"
+        )
+    classes = list(dict.fromkeys(labels.tolist()))  # in order of appearance
+    per_class = n // len(classes)
+    blocks = labels.reshape(len(classes), per_class) if per_class * len(classes) == n else None
+    if blocks is None or not (blocks == blocks[:, :1]).all():
+        raise ConfigError(
+            "labels: the grid draws one row per class, so the samples must come class after "
+            "class, as many of each (as sample_run draws them); sort them by class first"
+        )
+    return classes
 
 
 def plot_run(run_dir, out_dir=None) -> list[Path]:
@@ -1204,9 +1388,13 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
 
     Raises:
         ConfigError: for points that are not 2-D (the figures are planar).
+        ValueError: for an ``out_dir`` that is a file, lies under one or cannot be created
+            (:func:`scorelab.runs.make_folder`), before the run is read.
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir: {out_dir} is a file; give a folder for the figures")
     config, model = load_run(run_dir)
     data = builders.make_data(config.data)
     if data.shape[1] != 2 and data.ndim != 4:
@@ -1214,7 +1402,7 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
             f"plot: the run's data is {data.shape[1]}-dimensional and the figures are planar; "
             "sample it with `scorelab sample --run` and evaluate with `scorelab evaluate`"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "give another folder for the figures (out_dir)")
     written = []
     losses = {config.loss.name: read_losses(run_dir)}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
