@@ -222,6 +222,34 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
         raise error(message) from problem
 
 
+def check_fields(settings, section: str) -> None:
+    """Check every field of the frozen settings dataclass ``settings`` against its declared
+    type, as :func:`from_mapping` reads a file's (the same conversions:
+    a list becomes a tuple, an integer a float where a float is declared), so that settings
+    built directly (a notebook's ``SweepSettings(samplers="euler")``) are refused with the
+    field's name, not iterated letter by letter or failed on deep inside. A field whose type
+    is a dataclass (a :class:`scorelab.training.TrainConfig`) takes an instance of it.
+
+    Raises:
+        ValueError: naming ``section.field`` and the type expected.
+    """
+    hints = typing.get_type_hints(type(settings))
+    for field in dataclasses.fields(settings):
+        name, value, hint = (
+            f"{section}.{field.name}",
+            getattr(settings, field.name),
+            hints[field.name],
+        )
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise ValueError(
+                    f"{name}: expected a {hint.__name__} (a table of its fields in a file or "
+                    f"from_dict), got {type(value).__name__}"
+                )
+            continue
+        object.__setattr__(settings, field.name, typed(hint, value, name))
+
+
 def typed(hint, value, field: str, current=None, error: type[ValueError] = ValueError):
     """``value`` checked against the type ``hint`` (and, for floats, tuples and nested
     dataclasses, converted), as :func:`from_mapping` reads every field; raises ``error``

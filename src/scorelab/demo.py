@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from scorelab import builders, samplers, viz
 from scorelab._validate import (
     check_choice,
+    check_fields,
     check_int,
     check_memory,
     check_real,
@@ -71,7 +72,7 @@ from scorelab.runs import (
     read_losses,
     write_json,
 )
-from scorelab.sweep import check_field_types, sweep_runs, sweep_sampler
+from scorelab.sweep import sweep_runs, sweep_sampler
 from scorelab.targets import seed_mixture
 from scorelab.training import TrainConfig
 from scorelab.workflows import train_run
@@ -145,7 +146,7 @@ class DemoSettings:
     n_likelihood: int = 400
 
     def __post_init__(self):
-        check_field_types(self, "demo")  # settings built directly, not from_dict's
+        check_fields(self, "demo")  # settings built directly, not from_dict's
         positive = ("a number > 0", lambda v: v > 0)
         check_seed("demo.seed", self.seed)
         for name, minimum in (

@@ -34,6 +34,7 @@ from scorelab import samplers, viz
 from scorelab._files import atomic_write
 from scorelab._validate import (
     check_choice,
+    check_fields,
     check_int,
     check_memory,
     check_seed,
@@ -53,7 +54,6 @@ from scorelab.runs import (
     read_losses,
     write_json,
 )
-from scorelab.sweep import check_field_types
 from scorelab.training import TrainConfig
 from scorelab.workflows import evaluate_image_sets, sample_run, save_sample_grid, train_run
 
@@ -115,7 +115,7 @@ class ImageDemoSettings:
     floor_repeats: int = 5
 
     def __post_init__(self):
-        check_field_types(self, "demo")  # settings built directly, not from_dict's
+        check_fields(self, "demo")  # settings built directly, not from_dict's
         check_seed("demo.seed", self.seed)
         check_choice("demo.size", self.size, DIGITS_SIZES)
         check_int("demo.n_samples", self.n_samples, 8)

@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import math
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +39,7 @@ from scorelab import samplers, viz
 from scorelab._files import jsonable, read_json
 from scorelab._validate import (
     check_choice,
+    check_fields,
     check_int,
     check_memory,
     check_real,
@@ -47,7 +47,6 @@ from scorelab._validate import (
     check_sigma,
     check_unique,
     from_mapping,
-    typed,
 )
 from scorelab.builders import draw_prior
 from scorelab.checkpoints import load_model, model_files, tree_sha256
@@ -646,34 +645,6 @@ def fewest_nfe(
     return fewest
 
 
-def check_field_types(settings, section: str) -> None:
-    """Check every field of the frozen settings dataclass ``settings`` against its declared
-    type, as :func:`scorelab._validate.from_mapping` reads a file's (the same conversions:
-    a list becomes a tuple, an integer a float where a float is declared), so that settings
-    built directly (a notebook's ``SweepSettings(samplers="euler")``) are refused with the
-    field's name, not iterated letter by letter or failed on deep inside. A field whose type
-    is a dataclass (a :class:`scorelab.training.TrainConfig`) takes an instance of it.
-
-    Raises:
-        ValueError: naming ``section.field`` and the type expected.
-    """
-    hints = typing.get_type_hints(type(settings))
-    for field in dataclasses.fields(settings):
-        name, value, hint = (
-            f"{section}.{field.name}",
-            getattr(settings, field.name),
-            hints[field.name],
-        )
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, hint):
-                raise ValueError(
-                    f"{name}: expected a {hint.__name__} (a table of its fields in a file or "
-                    f"from_dict), got {type(value).__name__}"
-                )
-            continue
-        object.__setattr__(settings, field.name, typed(hint, value, name))
-
-
 @dataclasses.dataclass(frozen=True)
 class SweepSettings:
     """What ``scorelab sweep`` runs (the ``[sweep]`` table of a TOML file, or flags).
@@ -713,7 +684,7 @@ class SweepSettings:
     image_metrics: bool = False
 
     def __post_init__(self):
-        check_field_types(self, "sweep")
+        check_fields(self, "sweep")
         check_choice("sweep.target", self.target, TARGETS)
         for name, table in self.options.items():
             if not isinstance(table, Mapping):
