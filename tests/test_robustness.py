@@ -1777,7 +1777,7 @@ def test_images_against_points_say_what_does_not_match(tmp_path, capsys):
     np.save(rows, np.zeros((30, 64), np.float32))
     for reference in (["--target", "seed_mixture"], ["--data", "two_moons"]):
         _fails(["evaluate", images, *reference], capsys, "the reference holds 2-D points")
-    _fails(["evaluate", images, "--data", rows], capsys, "reshape the samples to rows (n, 64)")
+    _fails(["evaluate", images, "--data", rows], capsys, "reshape them to rows (n, 64)")
 
 
 def test_evaluate_shows_its_floor_repeats_unless_quiet(tmp_path, capsys):

@@ -1113,8 +1113,8 @@ def _check_point_shape(
         )
     if image_shape is None:
         raise ConfigError(
-            f"{name}: an array of shape {shape}; the reference holds points (n, {size}), not "
-            f"images: reshape the samples to rows (n, {size})"
+            f"{name}: points of shape {shape}; these are points (n, {size}), not images: "
+            f"reshape them to rows (n, {size})"
         )
 
     def squeezed(axes):
