@@ -17,6 +17,7 @@ import json
 import math
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +75,21 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         finally:
             os.close(folder)
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Create the folder of the file ``path`` (and its parents) and check that it takes a new
+    file, by creating and removing a temporary one: a folder that exists may still take none
+    (``/proc``, a read-only mount, no write permission), found before the work, not after it.
+
+    Raises:
+        OSError: from the folder's creation or the temporary file; the callers name the path
+            and the remedy in their own words.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
+        pass
 
 
 def resolved(path: str | os.PathLike) -> Path:

@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -362,12 +361,10 @@ def _output(args, path: Path, suffix: str) -> Path:
                 )
     if path.exists() and not args.overwrite:
         raise ValueError(f"{path}: exists; pass --overwrite to replace it, or choose another name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A folder that exists may still take no file (/proc, a read-only mount, no write
-        # permission): found now, not after the work (evaluate wrote its metrics, then failed).
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
-            pass
+    from scorelab._files import check_writable  # imports JAX: not before the command runs
+
+    try:  # found now, not after the work (evaluate wrote its metrics, then failed)
+        check_writable(path)
     except OSError as error:
         raise ValueError(
             f"{path}: cannot write in its folder ({error.strerror or error}); choose another path"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import reprlib
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 from jax import Array
 
 from scorelab import viz
-from scorelab._files import atomic_write
+from scorelab._files import atomic_write, check_writable
 from scorelab._keys import typed_key
 from scorelab._validate import all_finite, check_memory, check_seed, is_traced
 from scorelab._xla_cpu import convolution_jit
@@ -755,11 +754,8 @@ def _check_output(name: str, path, suffix: str, inputs: dict) -> None:
                     f"{name}: {path} is the same file as {other}, which this call reads or "
                     "writes; give the output another name"
                 )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # /proc, a read-only mount, no permission: found now, not after sampling
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
-            pass
+    try:  # found now, not after sampling
+        check_writable(path)
     except OSError as error:
         raise PretrainedError(
             f"{name}: {path}: cannot write in its folder ({error.strerror or error}); choose "
