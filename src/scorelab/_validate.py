@@ -80,6 +80,21 @@ def check_seed(field: str, value, error: type[ValueError] = ValueError) -> None:
         raise error(f"{field}: expected an integer seed in [0, 2**32 - 1], got {value!r}")
 
 
+def real_number(value) -> float | None:
+    """``value`` as a Python float when it is one real number, NaN and inf included: a
+    Python, NumPy or JAX scalar of a float or integer type (not a bool or a string); else
+    ``None``."""
+    import numpy as np
+
+    if isinstance(value, bool | str | bytes):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if np.ndim(value) == 0 and getattr(value, "dtype", np.dtype(object)).kind in "fiu":
+        return float(value)
+    return None
+
+
 def check_real(
     field: str,
     value,

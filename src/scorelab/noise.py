@@ -41,6 +41,7 @@ from scorelab._validate import (
     check_sigma,
     first_line,
     is_traced,
+    real_number,
 )
 
 __all__ = [
@@ -455,14 +456,11 @@ def write_saved_grid(
 
 def _check_finite_number(name: str, value) -> None:
     """Raise unless ``value`` is one finite real number (NaN was written as ``null``)."""
-    real = not isinstance(value, bool) and (
-        isinstance(value, numbers.Real)
-        or (np.ndim(value) == 0 and getattr(value, "dtype", np.dtype(object)).kind in "fiu")
-    )
-    if not real:
+    number = real_number(value)
+    if number is None:
         raise TypeError(f"{name}: expected a finite number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name}: expected a finite number, got {float(value)}")
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite number, got {number}")
 
 
 def is_saved_grid(name: str) -> bool:

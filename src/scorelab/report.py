@@ -40,7 +40,6 @@ data's held-out split and equal-size subsets of its training split.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -51,7 +50,7 @@ from tqdm.auto import tqdm
 
 from scorelab import metrics
 from scorelab._keys import typed_key
-from scorelab._validate import check_int, is_traced
+from scorelab._validate import check_int, is_traced, real_number
 from scorelab.classifier import DigitsClassifier, classifier_outputs
 from scorelab.image_metrics import feature_measure, mean_top_probability, memorisation_ratio
 from scorelab.models import ExactScore
@@ -406,7 +405,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             return "-"
         if fmt == "{}":  # a label (method) or a count (nfe): shown as given
             return fmt.format(value)
-        number = _real_number(value)
+        number = real_number(value)
         if number is None:
             raise TypeError(f"rows[{i}][{name!r}]: expected a real number, got {value!r}")
         return "-" if math.isnan(number) else fmt.format(number)
@@ -417,19 +416,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)) for line in table]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
-
-
-def _real_number(value) -> float | None:
-    """``value`` as a Python float when it is a real number (a Python, NumPy or JAX scalar,
-    NaN included, as the metrics return them), else ``None``."""
-    if isinstance(value, bool | str | bytes):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, np.ndarray | np.generic | jax.Array) and np.ndim(value) == 0:
-        if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer):
-            return float(value)
-    return None
 
 
 class Report(NamedTuple):
@@ -456,7 +442,7 @@ class Report(NamedTuple):
         self._check()
         lines = [format_table(self.rows), ""]
         lines += [
-            f"floor {name}: {_real_number(mean):.4g} +- {_real_number(sd):.2g}"
+            f"floor {name}: {real_number(mean):.4g} +- {real_number(sd):.2g}"
             for name, (mean, sd) in self.floors.items()
         ]
         return "\n".join([*lines, *self.notes])
@@ -482,7 +468,7 @@ class Report(NamedTuple):
                 isinstance(pair, str | bytes)
                 or not isinstance(pair, Sequence | np.ndarray)
                 or len(pair) != 2
-                or any(_real_number(v) is None for v in pair)
+                or any(real_number(v) is None for v in pair)
             ):
                 raise TypeError(f"floors[{name!r}]: expected a (mean, sd) pair, got {pair!r}")
         if isinstance(self.notes, str) or not isinstance(self.notes, Sequence):
