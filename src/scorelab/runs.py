@@ -564,11 +564,13 @@ def _record_arguments(record: dict) -> Iterator[tuple[str, Any]]:
             yield name, value
 
 
+def _plain(value):
+    """A recorded value as JSON reads it back: a tuple is a list."""
+    return list(value) if isinstance(value, tuple | list) else value
+
+
 def _check_record(run_dir: Path, config: ExperimentConfig, record: dict) -> None:
     """:func:`load_run`'s agreement of ``config.json`` with ``model.json``."""
-
-    def plain(value):
-        return list(value) if isinstance(value, tuple | list) else value
 
     def disagree(field, configured, saved):
         return ConfigError(
@@ -582,7 +584,7 @@ def _check_record(run_dir: Path, config: ExperimentConfig, record: dict) -> None
         names = {field.name for field in dataclasses.fields(section)}
         for name in names & arguments.keys():
             configured = getattr(section, name)
-            if configured != "auto" and plain(configured) != plain(arguments[name]):
+            if configured != "auto" and _plain(configured) != _plain(arguments[name]):
                 prefix = "model" if section is config.model else "loss"
                 raise disagree(f"{prefix}.{name}", configured, arguments[name])
     mismatch = model_data_mismatch(config, record["kwargs"])
@@ -605,9 +607,6 @@ def model_data_mismatch(config: ExperimentConfig, kwargs: dict) -> tuple[Any, An
     say so."""
     from scorelab import builders
 
-    def plain(value):
-        return list(value) if isinstance(value, tuple | list) else value
-
     arguments = dict(_record_arguments({"kwargs": kwargs}))
     if "image_shape" not in arguments and "dim" not in arguments:
         return None
@@ -615,6 +614,6 @@ def model_data_mismatch(config: ExperimentConfig, kwargs: dict) -> tuple[Any, An
         example = builders.make_data(dataclasses.replace(config.data, n=1)).shape[1:]
     except (OSError, ValueError):  # data moved or damaged: the commands that read it say so
         return None
-    saved = plain(arguments.get("image_shape", arguments.get("dim")))
+    saved = _plain(arguments.get("image_shape", arguments.get("dim")))
     configured = list(example) if "image_shape" in arguments else int(np.prod(example))
     return None if saved == configured else (configured, saved)
