@@ -350,10 +350,25 @@ def test_an_option_of_the_wrong_type_or_not_finite_is_refused_naming_it(
         constructor(**{option: value}) if grid is None else constructor(grid, **{option: value})
 
 
-def test_an_infinite_option_is_taken_where_it_is_the_default():
-    default = next(o.default for o in options("euler_churn") if o.name == "s_tmax")
-    assert default == float("inf")
-    build_sampler("euler_churn", default_sigmas(5), s_tmax=float("inf"))
+def test_an_infinite_option_is_taken_only_where_it_is_declared_unbounded():
+    # s_tmax = inf (churn on every level) is k-diffusion's default for sample_heun, which edm
+    # mirrors: edm refused it though its own default is 50 (pass 12, #1); euler_churn and
+    # dpm_2 default to it.
+    unbounded = {(name, o.name) for name in SAMPLERS for o in options(name) if o.unbounded}
+    assert unbounded == {("edm", "s_tmax"), ("euler_churn", "s_tmax"), ("dpm_2", "s_tmax")}
+    for name in ("edm", "euler_churn", "dpm_2"):
+        sampler = build_sampler(name, default_sigmas(5), s_churn=10.0, s_tmax=float("inf"))
+        assert float(sampler.s_tmax) == float("inf")
+    # and churn on every level equals a bound above the whole grid
+    grid = default_sigmas(6)
+    x = jnp.linspace(-1.0, 1.0, 8).reshape(4, 2)
+    score = lambda y, sigma: -y / (1.0 + sigma**2)  # noqa: E731
+    key = jax.random.key(3)
+    every = samplers.sample(key, samplers.edm(grid, 10.0, 0.0, float("inf")), score, x)
+    above = samplers.sample(key, samplers.edm(grid, 10.0, 0.0, 1e30), score, x)
+    np.testing.assert_array_equal(np.asarray(every.x), np.asarray(above.x))
+    with pytest.raises(ValueError, match="s_tmin: expected a finite number"):
+        build_sampler("edm", default_sigmas(5), s_tmin=float("inf"))
 
 
 def test_budget_levels_refuses_a_budget_that_is_not_a_positive_integer():

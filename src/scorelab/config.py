@@ -474,7 +474,7 @@ def typed_sampler_options(name: str, options: dict[str, Any], field: str) -> dic
     (:func:`scorelab.samplers.sampler_options`), each of the type it declares
     (:func:`scorelab.samplers.options`; :func:`scorelab._validate.typed`), an integer below
     2**31 (options enter the compiled samplers as int32), a float finite in float32 (``inf``
-    only where the default is ``inf``).
+    only for an unbounded option, ``s_tmax``).
 
     Raises:
         ConfigError: starting ``{field}:`` for an unknown sampler or option (or the new

@@ -72,6 +72,8 @@ class Option(NamedTuple):
         default: the default value.
         help: a one-line description.
         choices: the accepted values of a ``str`` option, else ``None``.
+        unbounded: a ``float`` option that takes ``inf`` (``s_tmax``: churn on every level, as
+            k-diffusion's default); every other float must be finite.
     """
 
     name: str
@@ -79,6 +81,7 @@ class Option(NamedTuple):
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    unbounded: bool = False
 
 
 def option(
@@ -88,6 +91,7 @@ def option(
     type: type = float,  # noqa: A002 - the Option attribute's name
     choices: tuple[str, ...] | None = None,
     in_label: bool = False,
+    unbounded: bool = False,
 ):
     """Declare a sampler's option: an ``equinox`` field with its default and one-line help.
 
@@ -101,8 +105,15 @@ def option(
         choices: the accepted values of a ``str`` option.
         in_label: show this option in the sampler's name even at its default value (its
             main knob, e.g. DDIM's ``eta``); other options show only when changed.
+        unbounded: a ``float`` option that also takes ``inf`` (:attr:`Option.unbounded`).
     """
-    declared = {"type": type, "help": help, "choices": choices, "in_label": in_label}
+    declared = {
+        "type": type,
+        "help": help,
+        "choices": choices,
+        "in_label": in_label,
+        "unbounded": unbounded,
+    }
     if type is float:
         return eqx.field(default=default, converter=jnp.asarray, metadata={"option": declared})
     return eqx.field(default=default, static=True, metadata={"option": declared})
@@ -112,7 +123,7 @@ def declared_options(cls) -> tuple[Option, ...]:
     """The :class:`Option` records of sampler class ``cls``, in declaration order."""
     return tuple(
         Option(f.name, f.metadata["option"]["type"], f.default, f.metadata["option"]["help"],
-               f.metadata["option"]["choices"])
+               f.metadata["option"]["choices"], f.metadata["option"]["unbounded"])
         for f in dataclasses.fields(cls)
         if "option" in f.metadata
     )  # fmt: skip
@@ -120,9 +131,10 @@ def declared_options(cls) -> tuple[Option, ...]:
 
 def check_option(option: Option, value, field: str | None = None) -> None:
     """Refuse ``value`` for the declared ``option`` unless it is of the option's type: a float
-    option a real number, finite and representable in float32 (``inf`` only where that is the
-    default; :func:`scorelab._validate.check_float32`), an int option an integer below 2**31
-    (options enter the compiled samplers as int32), a str option a string. A value traced
+    option a real number, finite and representable in float32 (``inf`` only for an
+    :attr:`~Option.unbounded` option; :func:`scorelab._validate.check_float32`), an int option
+    an integer below 2**31 (options enter the compiled samplers as int32), a str option a
+    string. A value traced
     under ``jit`` is taken as it is. Messages start with ``field`` (default: the option's
     name); the configuration passes ``sampler.options.NAME``.
 
@@ -141,7 +153,7 @@ def check_option(option: Option, value, field: str | None = None) -> None:
         if array is None or array.ndim or array.dtype.kind not in "fiu":
             raise TypeError(f"{field}: expected a number, got {value!r}")
         number = float(array)
-        if number == option.default == math.inf:
+        if number == math.inf and option.unbounded:
             return
         if not math.isfinite(number):
             raise ValueError(f"{field}: expected a finite number, got {value!r}")

@@ -56,7 +56,9 @@ class AbstractChurnFlow(AbstractFlow):
 
     s_churn: Array = option(0.0, "total churn S_churn >= 0 (0: no noise added)", in_label=True)
     s_tmin: Array = option(0.0, "lowest level that gets churn, >= 0")
-    s_tmax: Array = option(math.inf, "highest level that gets churn, >= s_tmin")
+    s_tmax: Array = option(
+        math.inf, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
+    )
     s_noise: Array = option(1.0, "inflation S_noise >= 0 of the churn's noise")
 
     @property

@@ -227,7 +227,9 @@ class EDM(AbstractSecondOrderFlow):
     kind: ClassVar[str] = "edm"
     s_churn: Array = option(40.0, "EDM's total churn S_churn >= 0 (0: Heun)", in_label=True)
     s_tmin: Array = option(0.05, "lowest level that gets churn, >= 0")
-    s_tmax: Array = option(50.0, "highest level that gets churn, >= s_tmin")
+    s_tmax: Array = option(
+        50.0, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
+    )
     s_noise: Array = option(1.003, "inflation S_noise >= 0 of the churn's noise")
 
     @property
