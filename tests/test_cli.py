@@ -428,7 +428,7 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
     assert "demo.n_chains: unknown field" in capsys.readouterr().err
     # Sizes that only ran on for ever, or failed once training had begun, under run fields.
     for text, named in [
-        ("floor_repeats = 10000000000000\n", "demo.floor_repeats: needs"),
+        ("floor_repeats = 10000000000000\n", "demo.floor_repeats: 10000000000000 repeats; at most"),
         ("[ncsn]\nbatch_size = 100000000000000\n", "demo.ncsn.batch_size: needs"),
         (f"ddim_ns = {list(range(2, 100002))}\n", "demo.ddim_ns: needs"),
         ("ddim_ns = [4, 4]\n", "demo.ddim_ns: 4 given more than once"),
@@ -505,3 +505,25 @@ def test_a_saved_grid_brings_its_own_levels(tmp_path, capsys):
         capsys.readouterr()
         assert main([*sample, *extra, "--overwrite"]) == 0
         assert f"(ddim, NFE {nfe})" in capsys.readouterr().out
+
+
+def test_an_output_another_process_writes_meanwhile_is_kept_and_the_command_says_so(
+    tmp_path, capsys, monkeypatch
+):
+    from scorelab import workflows
+
+    out = tmp_path / "s.npy"
+    real = workflows.sample_run
+
+    def racing(*args, **kwargs):  # a second `sample --out s.npy` finishes first
+        np.save(out, np.zeros(3))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workflows, "sample_run", racing)
+    argv = ["sample", "--exact", "seed_mixture", "--levels", "5", "--n", "10", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: another process created it while this command ran" in err
+    assert np.load(out).shape == (3,)  # the other command's result
+    assert main([*argv, "--overwrite"]) == 0  # replaced when asked
+    assert np.load(out).shape == (10, 2)

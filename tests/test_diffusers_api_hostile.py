@@ -36,7 +36,7 @@ from scorelab.diffusers import (
     unet_config,
 )
 from scorelab.noise import vp_alphas_cumprod
-from scorelab.samplers import ve_score_from_vp
+from scorelab.samplers import ve_score_from_vp, vp_alpha_sigma_from_ve, vp_state
 
 BASE = dict(
     sample_size=8,
@@ -478,6 +478,34 @@ def test_from_epsilon_is_unchanged_below_the_overflow():
         )
 
 
+def test_vp_alpha_sigma_from_ve_is_finite_where_sigma_squared_overflows():
+    """#16 outside the adapters: sigma**2 overflowed float32 for sigma >= 1.9e19, giving
+    alpha_t = 0 and sigma_t = NaN (and a NaN score through ve_score_from_vp)."""
+    sigmas = np.array([0.0, 1e-19, 1e-3, 0.5, 1.0, 80.0, 1e9, 1.7e19, 1e19, 1e20, 1e30, 1e37])
+    alpha_t, sigma_t = vp_alpha_sigma_from_ve(jnp.asarray(sigmas, jnp.float32))
+    exact = np.float32(sigmas).astype(np.float64)
+    np.testing.assert_allclose(alpha_t, 1 / np.sqrt(1 + exact**2), rtol=3e-7, atol=0)
+    np.testing.assert_allclose(sigma_t, exact / np.sqrt(1 + exact**2), rtol=3e-7, atol=0)
+    score_fn = ve_score_from_vp(lambda x_t, a, s: -x_t / s)  # N(0, I): -y / (1 + sigma**2)
+    for sigma in (1e19, 1e20, 1e30):
+        assert np.isfinite(np.asarray(score_fn(jnp.ones(2), sigma))).all()
+        assert np.isfinite(np.asarray(vp_state(jnp.ones(2), sigma))).all()
+    gradient = jax.grad(lambda s: vp_alpha_sigma_from_ve(s)[0])
+    assert all(np.isfinite(gradient(jnp.float32(s))) for s in (0.0, 1.0, 1e20))
+
+
+def test_vp_alpha_sigma_from_ve_is_unchanged_below_the_overflow():
+    sigmas = jnp.asarray([0.0, 1e-19, 1e-3, 0.0157, 1.0, 80.0, 157.0, 1e9, 1.7e19], jnp.float32)
+    alpha_t, sigma_t = vp_alpha_sigma_from_ve(sigmas)
+    before = 1.0 / jnp.sqrt(1.0 + jnp.square(sigmas))  # the formula before the fix
+    np.testing.assert_array_equal(alpha_t, before)
+    np.testing.assert_array_equal(sigma_t, sigmas * before)
+    for sigma in (0.5, 2.0):  # Python scalars, jitted
+        a, s = jax.jit(vp_alpha_sigma_from_ve)(sigma)
+        np.testing.assert_array_equal(a, 1.0 / jnp.sqrt(1.0 + jnp.square(jnp.float32(sigma))))
+        np.testing.assert_array_equal(s, jnp.float32(sigma) * a)
+
+
 def test_adapters_refuse_models_that_are_not_callable():
     for call, name in [
         (lambda: from_denoiser(5), "denoiser_fn"),
@@ -539,6 +567,29 @@ def test_run_writes_the_array_it_was_asked_for(model, tmp_path):
     x = run(pipeline, tmp_path / "o.png", num_inference_steps=2, save_array=tmp_path / "a.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), x)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "o.png", "p"]
+
+
+def test_run_refuses_existing_outputs_unless_overwrite(model, tmp_path):
+    """#18: an existing output or save_array (b"precious") was replaced without a word; now
+    refused before the pipeline is even resolved, as the CLI refuses it without --overwrite."""
+    keep, grid = tmp_path / "keep.npy", tmp_path / "grid.png"
+    keep.write_bytes(b"precious")
+    grid.write_bytes(b"an earlier grid")
+    missing = tmp_path / "no-pipeline"  # resolving it would fail: the refusal comes first
+    for kwargs, name, path in [
+        (dict(output=grid), "output", grid),
+        (dict(output=tmp_path / "new.png", save_array=keep), "save_array", keep),
+    ]:
+        message = f"{name}: {path}: exists; pass overwrite=True to replace it, or choose another"
+        with pytest.raises(PretrainedError, match=re.escape(message)):
+            run(missing, num_inference_steps=2, **kwargs)
+    with pytest.raises(PretrainedError, match=re.escape("overwrite: expected True or False")):
+        run(missing, tmp_path / "new.png", overwrite="yes")
+    assert keep.read_bytes() == b"precious" and grid.read_bytes() == b"an earlier grid"
+    pipeline = export_pipeline(model, tmp_path / "p")
+    x = run(pipeline, grid, num_inference_steps=2, save_array=keep, overwrite=True)
+    np.testing.assert_array_equal(np.load(keep), x)
+    assert grid.read_bytes().startswith(b"\x89PNG")
 
 
 def test_load_scheduler_config_refuses_what_is_not_a_folder(tmp_path):

@@ -1,6 +1,7 @@
 """scorelab demo images: the pipeline end to end at toy sizes (the real run is in the README)."""
 
 import json
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -90,3 +91,40 @@ def test_image_demo_settings_refuse_bad_values(bad, named):
     with pytest.raises(ValueError) as refused:
         ImageDemoSettings.from_dict(bad)
     assert str(refused.value).startswith(named), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "channels, message",
+    [
+        # 5 levels halve 8x8 digits below 1 pixel: train_run refused it once the demo began
+        (
+            [8, 8, 8, 8, 8],
+            "demo.channels: a U-Net of 5 levels needs images whose height and width are "
+            "multiples of 2 ** (5 - 1) = 16, and the data's are 8x8",
+        ),
+        # hundreds of GiB of parameters: the model build refused it once the demo began
+        ([8192, 8192], "demo.channels: model (unet for examples of shape (1, 8, 8)): needs "),
+    ],
+)
+def test_image_demo_settings_check_the_network_the_run_builds(channels, message, monkeypatch):
+    """#45: "The runs it will make, checked now" accepted U-Nets the run then refused; now the
+    settings refuse them with the run's own message (builders.make_model on the digits)."""
+    import dataclasses
+
+    from scorelab import _validate, builders
+
+    monkeypatch.setattr(_validate, "available_memory", lambda: 20 * 2**30)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ImageDemoSettings.from_dict({"channels": channels})
+    config = ImageDemoSettings().experiment()
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, channels=tuple(channels))
+    )
+    with pytest.raises(ValueError) as run:  # what the run says, before any weight is drawn
+        builders.make_model(config.model, config.loss, np.zeros((2, 1, 8, 8), np.float32))
+    assert message.split(": ", 1)[1] in str(run.value)
+
+
+def test_image_demo_settings_keep_networks_the_run_accepts():
+    settings = ImageDemoSettings.from_dict({"channels": [8, 16], "size": 16})
+    assert settings.channels == (8, 16)

@@ -516,3 +516,20 @@ def test_the_diffusers_backend_refuses_missing_weights_as_the_jax_backend_does(t
     _tensors(lambda tensors: tensors.pop("conv_in.bias"))(folder)
     with pytest.raises(PretrainedError, match="lacks tensor 'conv_in.bias'"):
         run(folder, tmp_path / "grid.png", num_inference_steps=2, backend="diffusers")
+
+
+def test_overwrite_replaces_the_outputs_and_without_it_they_are_kept(tmp_path):
+    # The library's run() learned to refuse existing outputs; the command checks them itself
+    # and must hand --overwrite on, or --overwrite ends in the library's refusal.
+    folder = _copy(tmp_path)
+    grid, array = tmp_path / "grid.png", tmp_path / "x.npy"
+    grid.write_bytes(b"old")
+    array.write_bytes(b"old")
+    steps = ["--steps", "2", "--save-array", array]
+    refused = _cli(folder, "-o", grid, *steps)
+    assert refused.returncode == 2 and "exists; pass --overwrite" in refused.stderr
+    assert grid.read_bytes() == b"old" and array.read_bytes() == b"old"
+    replaced = _cli(folder, "-o", grid, *steps, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.load(array).shape == (1, 3, 16, 16)

@@ -677,7 +677,7 @@ def test_demo_refuses_bad_settings(text, tmp_path, capsys):
     "text",
     [
         "n_samples = 100000000000\n",  # trained the U-Net, then sampled for ever
-        "n_samples = 1000000000\nfloor_repeats = 100000\n",
+        "n_samples = 1000000000\nfloor_repeats = 1000\n",
     ],
 )
 def test_demo_images_refuses_sizes_beyond_memory_before_training(text, tmp_path, capsys):
@@ -1720,13 +1720,15 @@ def test_evaluate_refuses_too_few_samples_naming_the_file(rows, tmp_path, capsys
 
 
 @pytest.mark.parametrize("data", [None, "digits"])
-def test_evaluate_refuses_floor_repeats_beyond_memory(data, tmp_path, capsys):
-    """``--floor-repeats 10**11`` drew exact pairs for hours before running out of memory."""
+def test_evaluate_refuses_floor_repeats_beyond_what_they_can_tell(data, tmp_path, capsys):
+    """``--floor-repeats 10**11`` drew exact pairs for hours before running out of memory, and
+    ``10**8`` (within memory) ran for hours without a word under ``--quiet`` (pass 13, #6)."""
     samples = tmp_path / "s.npy"
     np.save(samples, np.zeros((20, 2 if data is None else 64), np.float32))
     reference = ["--target", "seed_mixture"] if data is None else ["--data", data]
-    argv = ["evaluate", samples, *reference, "--floor-repeats", "100000000000"]
-    _fails(argv, capsys, "--floor-repeats: needs", "--floor-repeats")
+    for repeats in ("100000000000", "100000000", "1001"):
+        argv = ["evaluate", samples, *reference, "--floor-repeats", repeats, "--quiet"]
+        _fails(argv, capsys, f"--floor-repeats: {repeats} repeats; at most 1000")
 
 
 @pytest.mark.parametrize("flag", ["--out", "--grid-png", "--trajectory", "--json"])
@@ -1753,6 +1755,9 @@ def test_an_output_on_a_symbolic_link_loop_is_one_line(flag, tmp_path, capsys):
         # put's "train.batch_size (--batch-size): train is not a table", blaming the flag
         ("train = 5\n", ["--batch-size", "8"], "c.toml: train = 5: expected a table of fields"),
         ("", ["--set", 'train.steps="5"'], "--set train.steps: expected an integer, got '5'"),
+        # an unknown section named neither its file nor --set (pass 13, #5)
+        ("[unknown]\nx = 1\n", [], "c.toml: unknown: unknown section; accepted: data"),
+        ("", ["--set", "unknown.x=1"], "--set unknown: unknown section; accepted: data"),
     ],
 )
 def test_a_bad_value_is_blamed_on_the_file_or_set_that_gave_it(
@@ -2239,6 +2244,20 @@ def test_export_of_a_class_conditional_run_says_what_runs_it(_conditional_run, t
     out = capsys.readouterr().out
     assert (folder / "unet" / "config.json").is_file()
     assert "note: a class-conditional U-Net" in out and "--class K" in out
+    # made private by its staging (0700, pass 13, #7): the umask's, as any new folder
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_export_refuses_a_folder_inside_a_run(run_dir, _conditional_run, capsys):
+    """``export --diffusers RUN/sub`` was written inside a run, which ``train --out RUN
+    --overwrite`` then deleted with it."""
+    for run in (run_dir, _conditional_run):
+        target = run / "sub" / "pipe"
+        argv = ["export", _conditional_run, "--diffusers", target]
+        _fails(argv, capsys, f"--diffusers {target}: inside the run {run}", "outside any run")
+        assert not (run / "sub").exists()
 
 
 def test_pretrained_names_a_scorelab_run_as_a_run(run_dir, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Run directories that cannot lose work: atomic writes, the JSON policy, the run lock."""
 
+import errno
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scorelab._files import expect_new, new_outputs
 from scorelab.runs import (
     RunBusyError,
     RunExistsError,
@@ -74,6 +76,32 @@ def test_a_failing_write_leaves_the_previous_file_whole(tmp_path):
         atomic_write(path, fails_halfway)
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["model.eqx"], "no temporary file is left"
+
+
+def test_an_output_expected_new_is_not_replaced_if_another_process_wrote_it(tmp_path):
+    # Two `scorelab sample --out x.npy` at once: each found x.npy absent, each renamed its file
+    # over it at the end and said "written"; one result was lost (pass 13, #2).
+    path = tmp_path / "x.npy"
+    expect_new(path)  # outside a command's scope: nothing
+    with new_outputs():
+        expect_new(path)
+        atomic_write(path, lambda handle: handle.write(b"first"))  # absent: written
+        with pytest.raises(FileExistsError, match="another process created it"):
+            atomic_write(path, lambda handle: handle.write(b"second"))
+    assert path.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]  # no temporary left
+    atomic_write(path, lambda handle: handle.write(b"third"))  # the scope is over
+    assert path.read_bytes() == b"third"
+
+
+def test_a_short_write_is_a_full_disk_naming_the_file(tmp_path):
+    # numpy reports a short write as "20000 requested and 12256 written", with no errno.
+    def short(handle):
+        raise OSError("20000 requested and 12256 written")
+
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        atomic_write(tmp_path / "x.npy", short)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "x.npy")
 
 
 def test_a_write_that_cannot_start_or_finish_names_the_users_path_not_the_temporary(
@@ -162,8 +190,69 @@ def test_an_existing_run_is_reused_only_when_asked(tmp_path):
             pass
     with prepare_run_dir(run_dir, resume=True):
         assert (run_dir / "config.json").is_file()
-    with prepare_run_dir(run_dir, overwrite=True):
-        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "manifest.json"]
+    with prepare_run_dir(run_dir, overwrite=True):  # the old run waits aside until the end
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", ".replaced", "manifest.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "manifest.json"]
+
+
+def _old_run(run_dir):
+    with prepare_run_dir(run_dir):
+        (run_dir / "checkpoints" / "10").mkdir(parents=True)
+        (run_dir / "checkpoints" / "10" / "state").write_text("old state")
+        (run_dir / "config.json").write_text('{"old": true}')
+    write_json(run_dir / "manifest.json", manifest(None))
+    return _contents(run_dir)
+
+
+def _contents(folder):
+    return {
+        str(p.relative_to(folder)): p.read_text() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+        if p.name != ".lock"
+    }
+
+
+def test_an_overwrite_that_fails_before_any_work_puts_the_old_run_back(tmp_path):
+    # `train --out RUN --overwrite` deleted RUN's complete run first, then failed on a full disk
+    # at its first checkpoint: neither run was left (pass 13, #1). The old run now waits aside
+    # until the new one has work, and an orbax save that never completed is removed.
+    run_dir = tmp_path / "run"
+    old = _old_run(run_dir)
+    with pytest.raises(OSError, match="No space"), prepare_run_dir(run_dir, overwrite=True):
+        (run_dir / "checkpoints" / "5.orbax-checkpoint-tmp-1733").mkdir(parents=True)
+        (run_dir / "checkpoints" / "5.orbax-checkpoint-tmp-1733" / "x").write_text("half")
+        raise OSError(28, "No space left on device")
+    assert _contents(run_dir) == old
+    with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir, overwrite=True):
+        raise KeyboardInterrupt  # Ctrl-C while compiling
+    assert _contents(run_dir) == old
+
+
+def test_an_overwrite_whose_run_has_work_replaces_the_old_run(tmp_path):
+    run_dir = tmp_path / "run"
+    _old_run(run_dir)
+    with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir, overwrite=True):
+        (run_dir / "checkpoints" / "3").mkdir(parents=True)  # interrupted after a checkpoint
+        raise KeyboardInterrupt
+    assert sorted(_contents(run_dir)) == ["checkpoints", "checkpoints/3", "manifest.json"]
+    with prepare_run_dir(run_dir, resume=True):  # the new run resumes
+        pass
+
+
+def test_an_overwrite_killed_outright_is_settled_by_the_next_claim(tmp_path):
+    # SIGKILL inside the job: no handler ran, the old run is still aside. The next claim puts
+    # it back when the new job left nothing but its provisional manifest, else drops it.
+    run_dir = tmp_path / "run"
+    old = _old_run(run_dir)
+    aside = run_dir / ".replaced"
+    aside.mkdir()
+    for entry in [p for p in run_dir.iterdir() if p.name not in (".lock", ".replaced")]:
+        entry.rename(aside / entry.name)
+    write_json(run_dir / "manifest.json", manifest(None, provisional=True))
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        with prepare_run_dir(run_dir):
+            pass
+    assert _contents(run_dir) == old
 
 
 def test_a_job_killed_before_writing_anything_leaves_a_folder_the_next_claim_takes(tmp_path):

@@ -2,6 +2,7 @@
 live parity with diffusers' own schedulers (marked ``diffusers``)."""
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from scorelab.diffusers import (
+    PretrainedError,
     SchedulerConfig,
     ddim_grid,
     ddim_sample,
@@ -328,3 +330,17 @@ def test_ddpm_matches_diffusers(spacing, prediction_type, variance_type):
         noise=np.stack(noise),
     )
     _assert_close_to_scale(ours, x.numpy())
+
+
+def test_steps_offset_bounds_only_the_leading_spacing_that_adds_it():
+    # diffusers ignores steps_offset outside leading spacing (T = 3, offset 3, trailing: 2, 1, 0);
+    # scorelab refused the configuration as if the offset were added (pass 12, #2).
+    for spacing in ("trailing", "linspace"):
+        config = SchedulerConfig(num_train_timesteps=3, steps_offset=3, timestep_spacing=spacing)
+        np.testing.assert_array_equal(timesteps(config, 3), [2, 1, 0])
+    with pytest.raises(
+        PretrainedError, match=re.escape("steps_offset must be an integer in [0, 3)")
+    ):
+        SchedulerConfig(num_train_timesteps=3, steps_offset=3, timestep_spacing="leading")
+    with pytest.raises(PretrainedError, match=re.escape("in [0, 2**31)")):
+        SchedulerConfig(steps_offset=2**40, timestep_spacing="trailing")

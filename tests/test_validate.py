@@ -4,10 +4,17 @@ import dataclasses
 import re
 
 import hypothesis.strategies as st
+import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from scorelab._validate import from_mapping
+from scorelab._validate import (
+    check_callable,
+    check_instance,
+    check_mapping,
+    check_sequence,
+    from_mapping,
+)
 from scorelab.config import ConfigError, ExperimentConfig, apply_overrides
 
 
@@ -150,3 +157,57 @@ def test_the_float32_limits_are_numpys():
     assert SIGMA_LIMIT <= 2.0**63 < 1.03 * SIGMA_LIMIT  # 9.2e18 of 9.22e18
     assert np.float32(SIGMA_FLOOR) ** 2 >= tiny
     assert SIGMA_FLOOR >= np.sqrt(tiny) > SIGMA_FLOOR / 1.03  # 1.1e-19 of 1.08e-19
+
+
+# --- the shared type checks: one message form for every module's arguments ------------------
+
+
+def test_check_callable_names_field_signature_and_type():
+    check_callable("score_fn", lambda x, s: x, "score_fn(x, sigma)")
+    check_callable("weighting_fn", None, "weighting_fn(sigma)", optional=True)
+    with pytest.raises(
+        TypeError, match=r"^score_fn: expected a callable score_fn\(x, sigma\), got int$"
+    ):
+        check_callable("score_fn", 3, "score_fn(x, sigma)")
+    message = r"^weighting_fn: expected a callable weighting_fn\(sigma\) or None, got float$"
+    with pytest.raises(TypeError, match=message):
+        check_callable("weighting_fn", 1.0, "weighting_fn(sigma)", optional=True)
+    with pytest.raises(ConfigError, match="^model: expected a callable m"):
+        check_callable("model", "m", "m(x)", error=ConfigError)
+
+
+def test_check_mapping_names_field_what_type_and_remedy():
+    check_mapping("sets", {"a": 1}, "a dict of label -> images")
+    check_mapping("run_config", None, "a dict of sections", optional=True)
+    with pytest.raises(
+        TypeError, match=r"^sets: expected a dict of label -> images, got list; e\.g\. x$"
+    ):
+        check_mapping("sets", [1], "a dict of label -> images", remedy="e.g. x")
+    with pytest.raises(
+        TypeError, match=r"^run_config: expected None or a dict of sections, got str$"
+    ):
+        check_mapping("run_config", "x", "a dict of sections", optional=True)
+    with pytest.raises(ConfigError, match=r"^overrides: expected a mapping, got tuple$"):
+        check_mapping("overrides", (), "a mapping", error=ConfigError)
+
+
+def test_check_sequence_refuses_strings_and_when_strict_mappings_and_scalars():
+    for value in ([1], (1,), np.zeros(2), range(3)):
+        check_sequence("rows", value, "a list of dicts")
+    check_sequence("names", {"sw"}, "a list of metric names", strict=False)  # any iterable
+    for value, got in [("sw", "'sw'"), (b"ab", "b'ab'"), ({"a": 1}, "dict"), (5, "int")]:
+        with pytest.raises(
+            TypeError, match=f"^rows: expected a list of dicts, got {re.escape(got)}; wrap$"
+        ):
+            check_sequence("rows", value, "a list of dicts", "wrap")
+    with pytest.raises(TypeError, match=r"^names: expected a list, got 'sw'$"):
+        check_sequence("names", "sw", "a list", strict=False)
+
+
+def test_check_instance_names_field_what_and_type():
+    check_instance("label", None, str, "a string", optional=True)
+    check_instance("config", ExperimentConfig(), ExperimentConfig, "an ExperimentConfig")
+    with pytest.raises(TypeError, match=r"^label: expected a string or None, got int$"):
+        check_instance("label", 3, str, "a string", optional=True)
+    with pytest.raises(TypeError, match=r"^config: expected an ExperimentConfig, got dict; use x$"):
+        check_instance("config", {}, ExperimentConfig, "an ExperimentConfig", remedy="use x")

@@ -128,7 +128,7 @@ def test_floors_refuses_a_bare_name_and_a_non_callable_sampler(gm):
     key = jax.random.key(0)
     with raises(TypeError, "names: expected a list of metric names, got 'sw'"):
         floors("sw", gm.sample, key, 20, 2)
-    with raises(TypeError, "sample_fn: expected a function (key, n) -> samples"):
+    with raises(TypeError, "sample_fn: expected a callable sample_fn(key, n) -> samples"):
         floors(["sw"], None, key, 20, 2)
     with raises(ValueError, "n: expected an integer >= 2, got 1.5"):
         floors(["sw"], gm.sample, key, 1.5, 2)
@@ -152,7 +152,7 @@ def test_format_table_shows_numpy_nan_as_missing():
 def test_format_table_refuses_non_numeric_cells_and_non_dict_rows():
     with raises(TypeError, "rows[0]['sw']: expected a real number, got 'abc'"):
         format_table([{"sw": "abc"}])
-    with raises(TypeError, "rows[0]: expected a dict of column -> value, got [1, 2]"):
+    with raises(TypeError, "rows[0]: expected a dict of column -> value, got list"):
         format_table([[1, 2]])
     with raises(TypeError, "rows: expected a list of dicts, got dict"):
         format_table({"sw": 1.0})
@@ -246,7 +246,7 @@ def test_named_key_refuses_seeds_outside_32_bits(seed):
 
 
 def test_named_key_refuses_a_name_that_is_not_a_string():
-    with raises(TypeError, "name: expected a string naming the draw, got 5"):
+    with raises(TypeError, "name: expected a string naming the draw, got int"):
         runs.named_key(0, 5)
 
 
@@ -483,6 +483,52 @@ def test_sweep_refuses_arguments_of_the_wrong_type(small_sweep):
         sweep(target, specs, [4], list(score_fns.values()), **keywords)
 
 
+def test_sweep_checks_known_floors_and_done_rows_before_any_work(small_sweep, monkeypatch):
+    """#36: floors without mmd2/tv, or a bare number, were accepted and failed later in
+    fewest_nfe (KeyError, cannot unpack); a row without its seed was a KeyError in the sweep.
+    Refused before any sampling; good floors and rows still give the uninterrupted result."""
+    from scorelab import sweep as sweep_module
+    from scorelab.sweep import sweep
+
+    target, specs, score_fns, keywords = small_sweep
+    whole = sweep(target, specs, [4, 8], score_fns, **keywords)
+    monkeypatch.setattr(sweep_module, "sweep_runs", None)  # any sampling fails the test
+    for given, error, message in [
+        ({"sw": (0.1, 0.01)}, ValueError, "known_floors: mmd2, tv missing or unknown"),
+        ({**whole.floors, "fd": (1, 0)}, ValueError, "known_floors: fd missing or unknown"),
+        ({**whole.floors, "sw": 5}, ValueError, "known_floors['sw']: expected a (mean, sd) pair"),
+        ({**whole.floors, "tv": ("a", 1)}, ValueError, "known_floors['tv']: expected a (mean, sd)"),
+        ([("sw", (0, 0))], TypeError, "known_floors: expected a mapping of metric name -> (mean"),
+    ]:
+        with raises(error, message):
+            sweep(target, specs, [4], score_fns, **keywords, known_floors=given)
+    row = whole.rows[0]
+    for rows, error, message in [
+        ([{"a": 1}], ValueError, "done_rows: row 1: field(s) a, far, levels, mmd2"),
+        ([row, {k: v for k, v in row.items() if k != "seed"}], ValueError, "row 2: field(s) seed"),
+        ([{**row, "seed": "0"}], ValueError, "done_rows: row 1: seed '0' of the wrong type"),
+        ([{**row, "sw": "x"}], ValueError, "done_rows: row 1: sw 'x' is not a finite number"),
+        ([[1, 2]], ValueError, "done_rows: row 1: a list, not a mapping"),
+        ("rows", TypeError, "done_rows: expected rows of an earlier sweep (mappings), got 'rows'"),
+    ]:
+        with raises(error, message):
+            sweep(target, specs, [4], score_fns, **keywords, done_rows=rows)
+    monkeypatch.undo()
+    # Every row done and the floors known: nothing sampled, nothing measured, the same result
+    # (a NaN measure, as a diverged run saves it, is a row too).
+    nan_row = {**whole.rows[-1], "var_ratio": float("nan")}
+    again = sweep(
+        target,
+        specs,
+        [4, 8],
+        score_fns,
+        **keywords,
+        known_floors=whole.floors,
+        done_rows=[*whole.rows[:-1], nan_row],
+    )
+    assert again.floors == whole.floors and again.rows[:-1] == whole.rows[:-1]
+
+
 # --- 37, 38: the demos' folders ---------------------------------------------------------------
 
 
@@ -532,8 +578,25 @@ def test_score_error_run_refuses_no_model():
 def test_grid_run_refuses_a_model_that_is_not_callable():
     from scorelab.workflows import grid_run
 
-    with raises(TypeError, "model: expected a score model model(x, sigma) or None, got str"):
+    with raises(TypeError, "model: expected a callable score model(x, sigma) or None, got str"):
         grid_run(ExperimentConfig(), "m", 8, 0, progress=False)
+
+
+def test_grid_run_refuses_a_model_of_the_wrong_dimension_before_the_search():
+    """#40: a model of another dimension failed inside JAX's broadcasting ("add got
+    incompatible shapes") or its own matmul; now refused up front, naming model and shapes."""
+    import jax.numpy as jnp
+
+    from scorelab.workflows import grid_run
+
+    c = ExperimentConfig.from_dict({"sampler": {"n_levels": 4}})
+    kw = dict(n_inner=1, n_candidates=2, n_sweeps=1, progress=False)
+    with raises(ConfigError, "model: returned shape (3,) for one point of the data, of shape (2,)"):
+        grid_run(c, lambda x, s: jnp.zeros(3), 8, 0, **kw)
+    with raises(ConfigError, "model: fails on one point of the data, of shape (2,) ("):
+        grid_run(c, lambda x, s: jnp.ones((3, 3)) @ x, 8, 0, **kw)
+    sigmas, bound, _, about = grid_run(c, lambda x, s: -x / (1 + s**2), 8, 0, **kw)
+    assert sigmas.shape == (4,) and np.isfinite(bound) and about["score"] == "model"
 
 
 def test_check_reads_refuses_an_unknown_job_and_configs_of_the_wrong_type():

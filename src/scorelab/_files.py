@@ -4,7 +4,10 @@ A file is written to a temporary file in its own folder, flushed and fsynced, th
 over its destination with ``os.replace`` (atomic on POSIX and Windows), and on POSIX the
 folder is fsynced so that the rename survives a power cut. A process killed mid-write
 therefore leaves the previous file whole; at worst a ``.<name>.<random>.tmp`` file remains
-beside it.
+beside it. An output a command found absent when it began (:func:`expect_new`) is never
+replaced by the rename: a second command that wrote it meanwhile keeps its file, and this one
+is told (two ``scorelab sample --out x.npy`` at once both said they wrote it, and one result
+was lost).
 
 JSON has no NaN or infinity: Python's ``json`` writes ``NaN`` and ``Infinity`` literals that
 strict parsers (JavaScript, ``jq``) reject. :func:`write_json` writes every non-finite float as
@@ -13,17 +16,67 @@ strict parsers (JavaScript, ``jq``) reject. :func:`write_json` writes every non-
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
 import json
 import math
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import jax
 import numpy as np
+
+_NEW_OUTPUTS: contextvars.ContextVar[frozenset[Path] | None] = contextvars.ContextVar(
+    "new_outputs", default=None
+)
+
+
+@contextlib.contextmanager
+def new_outputs() -> Iterator[None]:
+    """A scope (one command) in which :func:`expect_new` marks outputs; they are forgotten on
+    leaving it, so that a later command of the same process may replace them."""
+    token = _NEW_OUTPUTS.set(frozenset())
+    try:
+        yield
+    finally:
+        _NEW_OUTPUTS.reset(token)
+
+
+def expect_new(path: str | os.PathLike) -> None:
+    """Within :func:`new_outputs`, have :func:`atomic_write` refuse to replace ``path`` (an
+    output checked absent when the command began, as no ``--overwrite`` was given) if another
+    process creates it meanwhile; outside such a scope, nothing."""
+    marked = _NEW_OUTPUTS.get()
+    if marked is not None:
+        _NEW_OUTPUTS.set(marked | {resolved(path)})
+
+
+def _put_new(temporary: Path, path: Path) -> None:
+    """Rename ``temporary`` to ``path`` unless ``path`` exists, atomically: a hard link fails
+    on an existing name, where ``os.replace`` would replace it. A file system without hard
+    links is checked first instead (a small window remains there)."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST,
+            "another process created it while this command ran, and it was kept (pass "
+            "--overwrite to replace it)",
+            str(path),
+        ) from None
+    except OSError:
+        if path.exists():
+            raise FileExistsError(
+                errno.EEXIST, "another process created it while this command ran", str(path)
+            ) from None
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
@@ -40,8 +93,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     Raises:
         ValueError: ``path`` is a special file (a device, a pipe): the rename would replace
             it by a regular file (as root, ``/dev/null`` itself).
-        Exception: whatever ``write_fn`` raises (or an ``OSError`` of the disk); the temporary
-            file is removed and ``path`` is unchanged.
+        FileExistsError: ``path`` was marked new (:func:`expect_new`) and another process
+            created it meanwhile; it is kept.
+        OSError: of the disk, naming ``path`` (a short write, which numpy reports without an
+            error number, as the full disk it is).
+        Exception: whatever ``write_fn`` raises; the temporary file is removed and ``path``
+            is unchanged.
     """
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():  # a folder: the OS refuses
@@ -58,11 +115,20 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         raise naming(error, path) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            write_fn(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                write_fn(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise _of_the_disk(error, path) from None
+        marked = _NEW_OUTPUTS.get()
         try:
-            os.replace(temporary, path)
+            if marked and resolved(path) in marked:
+                _put_new(temporary, path)
+            else:
+                os.replace(temporary, path)
+        except FileExistsError:
+            raise
         except OSError as error:
             raise naming(error, path) from None
     except BaseException:
@@ -113,6 +179,17 @@ def naming(error: OSError, path: Path) -> OSError:
     temporary one beside it that was opened or renamed (:func:`atomic_write`, the staging folder
     of :func:`scorelab.diffusers.export_pipeline`)."""
     return type(error)(error.errno, error.strerror, str(path))
+
+
+def _of_the_disk(error: OSError, path: Path) -> OSError:
+    """An ``OSError`` raised while writing ``path``'s temporary file, about ``path``: numpy's
+    short write (``20000 requested and 12256 written``) has no error number, and is a full
+    disk (or a quota)."""
+    if error.errno is None and "requested and" in str(error):
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({error})", str(path))
+    if error.errno is not None and not error.filename:
+        return naming(error, path)
+    return error
 
 
 def jsonable(value: Any) -> Any:

@@ -4,6 +4,9 @@ of configuration dataclasses from mappings (:func:`from_mapping`).
 Every check raises ``error`` (``ValueError`` unless a caller passes a subclass such as
 :class:`scorelab.config.ConfigError`) with a message that starts with the field's name, so
 that a bad value in a TOML file, on the command line or in a library call reads the same.
+The type checks of the library's arguments (:func:`check_callable`, :func:`check_mapping`,
+:func:`check_sequence`, :func:`check_instance`) raise ``TypeError`` by default, in one form:
+``FIELD: expected WHAT, got TYPE[; REMEDY]``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numbers
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -40,6 +43,81 @@ def check_int(
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         none = "None or " if optional else ""
         raise error(f"{field}: expected {none}an integer >= {minimum}, got {value!r}")
+
+
+def check_callable(
+    field: str, value, signature: str, optional: bool = False, error: type[Exception] = TypeError
+) -> None:
+    """Raise ``error`` (``TypeError``) unless ``value`` is callable (or ``None`` when
+    ``optional``), found when the function is given, not at its first call inside a trace:
+    ``FIELD: expected a callable SIGNATURE [or None], got TYPE``."""
+    if optional and value is None:
+        return
+    if not callable(value):
+        none = " or None" if optional else ""
+        raise error(f"{field}: expected a callable {signature}{none}, got {type(value).__name__}")
+
+
+def check_instance(
+    field: str,
+    value,
+    kind: type | tuple[type, ...],
+    what: str,
+    optional: bool = False,
+    remedy: str | None = None,
+    error: type[Exception] = TypeError,
+) -> None:
+    """Raise ``error`` (``TypeError``) unless ``value`` is an instance of ``kind`` (or ``None``
+    when ``optional``), before an attribute of it fails deep inside:
+    ``FIELD: expected WHAT [or None], got TYPE[; REMEDY]``."""
+    if optional and value is None:
+        return
+    if not isinstance(value, kind):
+        none = " or None" if optional else ""
+        end = f"; {remedy}" if remedy else ""
+        raise error(f"{field}: expected {what}{none}, got {type(value).__name__}{end}")
+
+
+def check_mapping(
+    field: str,
+    value,
+    what: str,
+    optional: bool = False,
+    remedy: str | None = None,
+    error: type[Exception] = TypeError,
+) -> None:
+    """Raise ``error`` (``TypeError``) unless ``value`` is a mapping (or ``None`` when
+    ``optional``): ``FIELD: expected [None or ]WHAT, got TYPE[; REMEDY]``, ``what`` naming
+    the mapping expected (``"a dict of metric -> (mean, sd)"``)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, Mapping):
+        none = "None or " if optional else ""
+        end = f"; {remedy}" if remedy else ""
+        raise error(f"{field}: expected {none}{what}, got {type(value).__name__}{end}")
+
+
+def check_sequence(
+    field: str,
+    value,
+    what: str,
+    remedy: str | None = None,
+    strict: bool = True,
+    error: type[Exception] = TypeError,
+) -> None:
+    """Raise ``error`` (``TypeError``) for a string or bytes given where a list is expected
+    (it was iterated character by character) and, when ``strict``, for anything but a
+    sequence or an array (a mapping iterated its keys): ``FIELD: expected WHAT, got VALUE[;
+    REMEDY]``, a string shown as given, anything else by its type."""
+    import numpy as np
+
+    text = isinstance(value, str | bytes)
+    if text or (
+        strict and (isinstance(value, Mapping) or not isinstance(value, Sequence | np.ndarray))
+    ):
+        got = repr(value) if text else type(value).__name__
+        end = f"; {remedy}" if remedy else ""
+        raise error(f"{field}: expected {what}, got {got}{end}")
 
 
 def check_file(

@@ -26,18 +26,11 @@ import jax.numpy as jnp
 from jax import Array
 from jax.tree_util import Partial
 
-from scorelab._validate import is_traced
+from scorelab._validate import check_callable, is_traced
 from scorelab.noise import vp_alpha_sigma
-from scorelab.samplers import ve_sigmas_from_vp
+from scorelab.samplers import ve_score_from_vp, ve_sigmas_from_vp
 
 __all__ = ["from_denoiser", "from_epsilon", "batched"]
-
-
-def _check_callable(name: str, fn) -> None:
-    """Refuse a model that is not callable when the adapter is built, not at its first call
-    inside a sampler."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a callable model, got {type(fn).__name__}")
 
 
 def _denoiser_score(x: Array, sigma, denoiser_fn) -> Array:
@@ -70,7 +63,7 @@ def from_denoiser(denoiser_fn):
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models, eq. 3. https://arxiv.org/abs/2206.00364
     """
-    _check_callable("denoiser_fn", denoiser_fn)
+    check_callable("denoiser_fn", denoiser_fn, "model denoiser_fn(x, sigma)")
     return Partial(_denoiser_score, denoiser_fn=denoiser_fn)
 
 
@@ -78,24 +71,6 @@ def _eps_vp_score(x_t: Array, alpha_t, sigma_t, eps_fn, log_sigmas: Array) -> Ar
     log_sigma = jnp.log(ve_sigmas_from_vp(alpha_t, sigma_t))
     t = jnp.interp(log_sigma, log_sigmas, jnp.arange(log_sigmas.shape[0], dtype=log_sigmas.dtype))
     return -eps_fn(x_t, t) / sigma_t
-
-
-_SQUARE_LIMIT = 1.8e19
-"""Noise levels above which :math:`\\sigma^2` overflows float32 (``sqrt`` of its largest
-finite value is 1.84e19); there :math:`1 / \\sqrt{1 + \\sigma^2}` is computed as
-:math:`1 / \\sigma`, its value to float32 precision."""
-
-
-def _eps_ve_score(y: Array, sigma, vp_score_fn) -> Array:
-    # scorelab.samplers.ve_score_from_vp, with alpha_t = 1 / sigma where sigma**2 overflows:
-    # 1 / sqrt(1 + inf) was 0 and the score 0 * (-eps / 0), NaN, for finite sigma >= 1.9e19.
-    # Below the limit the same operations as there, bit for bit.
-    large = sigma > _SQUARE_LIMIT
-    alpha_t = jnp.where(
-        large, 1.0 / jnp.where(large, sigma, 1.0), 1.0 / jnp.sqrt(1.0 + jnp.square(sigma))
-    )
-    sigma_t = jnp.where(large, 1.0, sigma * alpha_t)
-    return alpha_t * vp_score_fn(alpha_t * y, alpha_t, sigma_t)
 
 
 def from_epsilon(eps_fn, alphas_cumprod):
@@ -159,7 +134,7 @@ def from_epsilon(eps_fn, alphas_cumprod):
         Crowson, K. (2022). k-diffusion, ``k_diffusion/external.py``
         (``DiscreteSchedule.sigma_to_t``). https://github.com/crowsonkb/k-diffusion
     """
-    _check_callable("eps_fn", eps_fn)
+    check_callable("eps_fn", eps_fn, "model eps_fn(x_t, t)")
     if is_traced(alphas_cumprod):
         raise TypeError(
             "alphas_cumprod: traced; from_epsilon reads the schedule's values: build the score "
@@ -177,7 +152,7 @@ def from_epsilon(eps_fn, alphas_cumprod):
             "scheduler.alphas_cumprod"
         )
     vp_score_fn = Partial(_eps_vp_score, eps_fn=eps_fn, log_sigmas=log_sigmas)
-    return Partial(_eps_ve_score, vp_score_fn=vp_score_fn)
+    return ve_score_from_vp(vp_score_fn)  # finite for every finite sigma >= 0
 
 
 def _batched_score(x: Array, sigma, score_fn_batched) -> Array:
@@ -206,5 +181,5 @@ def batched(score_fn_batched):
     Raises:
         TypeError: ``score_fn_batched`` is not callable.
     """
-    _check_callable("score_fn_batched", score_fn_batched)
+    check_callable("score_fn_batched", score_fn_batched, "model score_fn_batched(x, sigma)")
     return Partial(_batched_score, score_fn_batched=score_fn_batched)

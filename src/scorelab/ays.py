@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from scorelab._keys import typed_key
 from scorelab._validate import (
     all_finite,
+    check_callable,
     check_int,
     check_memory,
     first_line,
@@ -102,8 +103,7 @@ def _check_denoiser(denoise_fn, x_0: Array, dtype) -> None:
     """Refuse a ``denoise_fn`` that is not callable or whose output on one example is not of
     the example's shape (``x[:1]`` was broadcast into a finite, meaningless bound); traced
     once on shapes, nothing is computed."""
-    if not callable(denoise_fn):
-        raise TypeError(f"denoise_fn: expected a function D(x, sigma), got {denoise_fn!r}")
+    check_callable("denoise_fn", denoise_fn, "denoiser D(x, sigma)")
     example = jax.ShapeDtypeStruct(x_0.shape[1:], x_0.dtype)
     out = jax.eval_shape(denoise_fn, example, jax.ShapeDtypeStruct((), dtype))
     if getattr(out, "shape", None) != example.shape:

@@ -20,12 +20,14 @@ Two formats, for two purposes:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -111,6 +113,26 @@ def _json_sha256(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_SAVE_MARGIN = 1 << 20
+"""Bytes a checkpoint needs besides its arrays: orbax's metadata, sharding and manifest files
+(tens of KiB for a small network), with room to spare; a save that fails half way on a full
+disk leaves a temporary folder (removed by :mod:`scorelab.runs`)."""
+
+
+@contextlib.contextmanager
+def _writer_threads_quiet():
+    """absl's log off while orbax writes: its writer threads log every failure with a
+    traceback (dozens of lines for one full disk, some after the command's own message), and
+    the save raises the same error, which the caller names once."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_checkpoint(
     manager: ocp.CheckpointManager, step: int, state: Any, metadata: dict[str, Any]
 ) -> None:
@@ -127,7 +149,8 @@ def save_checkpoint(
             returned with nothing written).
         TypeError: ``state`` holds a typed PRNG key (save ``jax.random.key_data(key)``).
         OSError: ``ENOSPC`` naming the checkpoint directory, before anything is written, when
-            its disk has less room than the state's bytes (orbax's failed write printed
+            its disk has less room than the state's bytes and a margin for orbax's own files
+            (:data:`_SAVE_MARGIN`; orbax's failed write printed
             dozens of tracebacks from its threads, and ended in a tensorstore message); or
             ``ENOSPC``/``EFBIG`` when orbax's write fails on them all the same.
     """
@@ -145,7 +168,8 @@ def save_checkpoint(
         )
     metadata = jsonable({**metadata, "state_sha256": tree_sha256(state)})
     metadata["metadata_sha256"] = _json_sha256(metadata)
-    needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
+    needed = 1.1 * state_bytes + _SAVE_MARGIN
     directory = Path(manager.directory)
     if shutil.disk_usage(directory).free < needed:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
@@ -153,8 +177,9 @@ def save_checkpoint(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
     try:
-        saved = manager.save(step, args=args)
-        manager.wait_until_finished()
+        with _writer_threads_quiet():
+            saved = manager.save(step, args=args)
+            manager.wait_until_finished()
     except (ValueError, OSError) as error:  # tensorstore's write errors name the OS's code
         code = re.search(r"os_error_code='(\d+)'", str(error))
         if code is None or int(code.group(1)) not in (errno.ENOSPC, errno.EFBIG):

@@ -182,6 +182,7 @@ def _experiment(args, flags: dict, base: dict | None = None):
                 )
             given.update(f"{section}.{name}" for name in table)
             origins.update({f"{section}.{name}": str(args.config) for name in table})
+            origins.setdefault(f"[{section}]", str(args.config))  # a section of its own
             if isinstance(values.get(section), dict):
                 values[section].update(table)
             else:
@@ -190,6 +191,8 @@ def _experiment(args, flags: dict, base: dict | None = None):
     overridden = [item.partition("=")[0].strip() for item in args.overrides]
     given.update(overridden)
     origins.update({name: "--set" for name in overridden})
+    for name in overridden:
+        origins.setdefault(f"[{name.partition('.')[0]}]", "--set")
     for flag, (target, _, _) in flags.items():
         value = getattr(args, target)
         if value is None:
@@ -221,8 +224,10 @@ def _sourced(message: str, origins: dict[str, str]) -> str:
     :func:`_by_flag`, and a value from no source (a default, a run's saved configuration) as
     it is."""
     parts = message.partition(": ")[0].split(".")
-    for end in range(len(parts), 0, -1):
-        origin = origins.get(".".join(parts[:end]))
+    # A message about a whole section (an unknown one) by the section's own source.
+    names = [f"[{parts[0]}]"] if len(parts) == 1 else []
+    for name in [".".join(parts[:end]) for end in range(len(parts), 0, -1)] + names:
+        origin = origins.get(name)
         if origin == "--set":
             return f"--set {message}"
         if origin is not None:
@@ -361,7 +366,10 @@ def _output(args, path: Path, suffix: str) -> Path:
                 )
     if path.exists() and not args.overwrite:
         raise ValueError(f"{path}: exists; pass --overwrite to replace it, or choose another name")
-    from scorelab._files import check_writable  # imports JAX: not before the command runs
+    from scorelab._files import check_writable, expect_new  # imports JAX: not before the command
+
+    if not args.overwrite:  # nor if another process writes it meanwhile (both said "written")
+        expect_new(path)
 
     try:  # found now, not after the work (evaluate wrote its metrics, then failed)
         check_writable(path)
@@ -553,10 +561,22 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from scorelab._files import resolved
     from scorelab.diffusers import export_pipeline
-    from scorelab.runs import load_run
+    from scorelab.runs import inside, is_run, load_run
 
     _not_a_run_file(args.diffusers, args.run)
+
+    def a_run(folder: Path) -> bool:  # the run exported counts even without a manifest
+        return is_run(folder) or (inside(folder, args.run) and inside(args.run, folder))
+
+    for place in (args.diffusers, resolved(args.diffusers)):
+        run = next((folder for folder in place.parents if a_run(folder)), None)
+        if run is not None:  # `train --out RUN --overwrite` would delete the pipeline
+            raise ValueError(
+                f"--diffusers {args.diffusers}: inside the run {run}, whose replacement "
+                "(--overwrite) would delete it; choose a folder outside any run"
+            )
     _, model = load_run(args.run)
     print(export_pipeline(model, args.diffusers))  # a VPEpsilonUNet, or refused
     classes = dict(model.network.unet.config).get("num_class_embeds")
@@ -818,6 +838,7 @@ def _cmd_pretrained(args) -> int:
             step_noise=args.step_noise,
             save_array=args.save_array,
             scheduler=scheduler,
+            overwrite=args.overwrite,  # the outputs were checked above, with the flag's words
         )
     except ValueError as error:  # name the flag the user gave, not the library's parameter
         name = str(error).split(" ", 1)[0]
@@ -1127,7 +1148,8 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
             errno.EACCES: "check its permissions or choose another path",
             errno.EPERM: "check its permissions or choose another path",
             errno.EROFS: "the file system is read-only: choose another path",
-            errno.ENOSPC: "the disk is full: free some space and rerun (--resume for train)",
+            errno.ENOSPC: "the disk is full: free some space and rerun"
+            + (" (--resume continues a run from its checkpoint)" if command == "train" else ""),
             errno.EISDIR: "give a file, not a folder",
             errno.ENOTDIR: "a part of the path is a file, not a folder",
             errno.EEXIST: "choose another path",  # not every command has --overwrite
@@ -1396,7 +1418,9 @@ def main(argv: list[str] | None = None) -> int:
     with _interruptible(received) as closing, _quiet_absl():  # first: imports can be cut short
         try:
             _check_xla_flags()  # before this process starts XLA: its refusal is an abort
-            with warnings.catch_warnings(), _float32(args.command):
+            from scorelab._files import new_outputs  # imports JAX: not before the check
+
+            with warnings.catch_warnings(), _float32(args.command), new_outputs():
                 warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
                 return args.handler(args)
         except KeyboardInterrupt as error:

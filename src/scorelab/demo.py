@@ -46,6 +46,7 @@ from scorelab import builders, samplers, viz
 from scorelab._validate import (
     check_choice,
     check_fields,
+    check_instance,
     check_int,
     check_memory,
     check_real,
@@ -57,6 +58,7 @@ from scorelab._validate import (
 from scorelab.config import TRAIN_RECIPE, ExperimentConfig
 from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
+from scorelab.metrics import check_floor_repeats
 from scorelab.models import ExactScore
 from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
@@ -155,11 +157,11 @@ class DemoSettings:
             ("ula_steps", 1),
             ("annealed_levels", 2),
             ("annealed_steps_per_level", 1),
-            ("floor_repeats", 2),
             ("n_chains_animated", 1),
             ("n_likelihood", 2),
         ):
             check_int(f"demo.{name}", getattr(self, name), minimum)
+        check_floor_repeats("demo.floor_repeats", self.floor_repeats)
         if self.n_chains_animated > self.n_samples:  # the animations drew n_samples, quietly
             raise ValueError(
                 f"demo.n_chains_animated: {self.n_chains_animated} is more than the "
@@ -237,8 +239,7 @@ class DemoSettings:
                 (:func:`scorelab._validate.from_mapping`).
             TypeError: for a ``base`` that is not a :class:`DemoSettings` (or ``None``).
         """
-        if base is not None and not isinstance(base, DemoSettings):
-            raise TypeError(f"base: expected a DemoSettings or None, got {type(base).__name__}")
+        check_instance("base", base, DemoSettings, "a DemoSettings", optional=True)
         return from_mapping(cls, values, "demo", base=base if base is not None else cls())
 
     def experiment(self, name: str) -> ExperimentConfig:

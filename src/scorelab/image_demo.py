@@ -22,15 +22,17 @@ Every random draw has its own named key (``fold_in(key(seed), name)``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from scorelab import samplers, viz
+from scorelab import builders, samplers, viz
 from scorelab._files import atomic_write
 from scorelab._validate import (
     check_choice,
@@ -41,8 +43,9 @@ from scorelab._validate import (
     check_unique,
     from_mapping,
 )
-from scorelab.config import ConfigError, ExperimentConfig
+from scorelab.config import ConfigError, ExperimentConfig, LossConfig, ModelConfig
 from scorelab.data import DIGITS_HELD_OUT, DIGITS_SIZES, digits
+from scorelab.metrics import check_floor_repeats
 from scorelab.noise import GRIDS
 from scorelab.runs import (
     check_output_folder,
@@ -119,7 +122,7 @@ class ImageDemoSettings:
         check_seed("demo.seed", self.seed)
         check_choice("demo.size", self.size, DIGITS_SIZES)
         check_int("demo.n_samples", self.n_samples, 8)
-        check_int("demo.floor_repeats", self.floor_repeats, 2)
+        check_floor_repeats("demo.floor_repeats", self.floor_repeats)
         # Sizes before any work: n_samples = 10**11 trained the U-Net, then sampled for ever.
         # A sampler holds the images and the U-Net's widest activation, a floor its repeats
         # of the images (float32).
@@ -157,9 +160,14 @@ class ImageDemoSettings:
                             f"demo.budgets: {nfe} evaluations buy {name!r} no grid of 2 "
                             "levels; raise the budget"
                         )
-                    self.experiment(name, levels)
+                    config = self.experiment(name, levels)
+            # The network, abstractly: the run's shape and memory checks (a U-Net too deep for
+            # the images, or of 262 GiB, was refused only once the demo had started).
+            _check_network(config.model, config.loss, self.size)
         except ConfigError as error:
             text = str(error)
+            if text.startswith("model ("):  # the network's memory: its channels' setting
+                text = f"demo.channels: {text}"
             for field, setting in _SETTING_OF_FIELD.items():
                 if text.startswith(field):
                     text = setting + text[len(field) :]
@@ -195,6 +203,16 @@ class ImageDemoSettings:
                 },
             }
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _check_network(model: ModelConfig, loss: LossConfig, size: int) -> None:
+    """:func:`scorelab.builders.make_model` of the run's sections for ``size`` x ``size``
+    digits, under :func:`equinox.filter_eval_shape`: its checks (the U-Net's levels against
+    the image size, the network's memory) with the run's messages, and nothing allocated.
+    Cached: settings differing in other fields build the same network."""
+    images = np.zeros((2, 1, size, size), np.float32)  # the digits' (n, C, H, W), as shapes
+    eqx.filter_eval_shape(lambda: builders.make_model(model, loss, images))
 
 
 def is_image_demo(run_dir) -> bool:

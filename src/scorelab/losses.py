@@ -58,6 +58,7 @@ from jax import Array
 from scorelab._keys import typed_key
 from scorelab._validate import (
     all_finite,
+    check_callable,
     check_choice,
     check_int,
     check_memory,
@@ -169,13 +170,6 @@ def _loss_example(x, name: str) -> Array:
             "clean or drop this example"
         )
     return _as_example(array)
-
-
-def _check_callable(name: str, fn, signature: str) -> None:
-    """Raise ``TypeError`` naming ``name`` unless ``fn`` is callable (a number given as
-    ``weighting_fn`` failed inside the loss with "'float' object is not callable")."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a callable {signature}, got {type(fn).__name__}")
 
 
 def _checked_score(score_fn: ScoreFn) -> ScoreFn:
@@ -347,7 +341,7 @@ def hyvarinen_loss(key: Array, score_fn: ScoreFn, x: Array, *, sigma=None) -> Ar
     """
     if key is not None:  # unused (deterministic): None, or a key checked as every loss's
         typed_key(key)
-    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     x = _loss_example(x, "x")
     _check_allocation(
         "x",
@@ -410,7 +404,7 @@ def hutchinson_loss(
         Reversible Generative Models. https://arxiv.org/abs/1810.01367
     """
     key = typed_key(key)
-    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     check_int("n_probes", n_probes, 1)
     check_choice("probe", probe, PROBES)
     x = _loss_example(x, "x")
@@ -471,7 +465,7 @@ def sliced_score_matching_loss(
         Approach to Density and Score Estimation. https://arxiv.org/abs/1905.07088
     """
     key = typed_key(key)
-    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     check_int("n_projections", n_projections, 1)
     if not isinstance(variance_reduction, (bool, np.bool_)):
         raise TypeError(f"variance_reduction: expected True or False, got {variance_reduction!r}")
@@ -590,9 +584,8 @@ def dsm_loss(
         Neural Computation 23(7), 1661-1674. https://doi.org/10.1162/NECO_a_00142
     """
     key = typed_key(key)
-    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
-    if weighting_fn is not None:
-        _check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma) or None")
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma)", optional=True)
     if jnp.ndim(sigma) != 0:
         raise ValueError(f"sigma: expected a scalar noise level, got shape {jnp.shape(sigma)}")
     if not is_traced(sigma):
@@ -744,9 +737,8 @@ def ncsn_loss(
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
     key = typed_key(key)
-    _check_callable("score_fn", score_fn, "score_fn(x, sigma)")
-    if weighting_fn is not None:
-        _check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma) or None")
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    check_callable("weighting_fn", weighting_fn, "weighting_fn(sigma)", optional=True)
     check_int("n_sigmas", n_sigmas, 1)
     check_choice("sigma_distribution", sigma_distribution, SIGMA_DISTRIBUTIONS)
     x_0 = _loss_example(x_0, "x_0")
@@ -845,7 +837,7 @@ def vp_epsilon_loss(
         https://arxiv.org/abs/2207.12598
     """
     key = typed_key(key)
-    _check_callable(
+    check_callable(
         "score_fn",
         score_fn,
         "score_fn(x, sigma)" if class_label is None else "score_fn(x, sigma, class_label)",

@@ -41,6 +41,7 @@ from scorelab._validate import (
     FLOAT32_MAX,
     SIGMA_FLOOR,
     SIGMA_LIMIT,
+    check_instance,
     check_int,
     check_memory,
     check_real,
@@ -446,10 +447,7 @@ class MixtureReport(NamedTuple):
 
 
 def _check_target(target) -> None:
-    if not isinstance(target, GaussianMixture):
-        raise TypeError(
-            f"target: expected a scorelab.targets.GaussianMixture, got {type(target).__name__}"
-        )
+    check_instance("target", target, GaussianMixture, "a scorelab.targets.GaussianMixture")
 
 
 def _squared_mahalanobis(samples: np.ndarray, target: GaussianMixture) -> np.ndarray:
@@ -561,6 +559,23 @@ def mixture_report(samples, target: GaussianMixture) -> MixtureReport:
 # --- floor and a report for the CLI -------------------------------------------------------------
 
 
+MAX_FLOOR_REPEATS = 1000
+"""The most repeats a floor takes: its mean's standard error shrinks as ``1/sqrt(repeats)``,
+so 1000 already estimate it to 3% of its spread, and more only take time (``evaluate
+--floor-repeats 100000000`` ran for hours without a word)."""
+
+
+def check_floor_repeats(field: str, repeats, error: type[ValueError] = ValueError) -> None:
+    """Refuse a repeat count of a floor that is not an integer in ``[2, MAX_FLOOR_REPEATS]``
+    (one repeat has no spread; see :data:`MAX_FLOOR_REPEATS`)."""
+    check_int(field, repeats, 2, error=error)
+    if repeats > MAX_FLOOR_REPEATS:
+        raise error(
+            f"{field}: {repeats} repeats; at most {MAX_FLOOR_REPEATS} (they estimate the floor "
+            "to 3% of its spread; more only take time)"
+        )
+
+
 def floor(
     metric_fn: Callable,
     sample_fn: Callable,
@@ -594,9 +609,10 @@ def floor(
         ``(mean, std)`` as Python floats.
 
     Raises:
-        ValueError: ``repeats`` is not an integer ``>= 2`` (one repeat has no spread).
+        ValueError: ``repeats`` is not an integer in ``[2, MAX_FLOOR_REPEATS]`` (one repeat
+            has no spread).
     """
-    check_int("repeats", repeats, 2)
+    check_floor_repeats("repeats", repeats)
     values = []
     for r in tqdm(range(repeats), desc=label, unit="repeat", disable=not progress):
         key_x, key_y = jax.random.split(jax.random.fold_in(key, r))

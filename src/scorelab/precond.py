@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_real, check_sigma, is_traced
+from scorelab._validate import check_callable, check_real, check_sigma, is_traced
 
 __all__ = ["EDMCoefficients", "edm_coefficients", "EDMPreconditioned"]
 
@@ -194,10 +194,7 @@ class EDMPreconditioned(eqx.Module):
     sigma_data: float = eqx.field(static=True)
 
     def __init__(self, network: Callable[[Array, Array], Array], sigma_data: float):
-        if not callable(network):
-            raise TypeError(
-                f"network: expected a callable network(x_in, c_noise), got {type(network).__name__}"
-            )
+        check_callable("network", network, "network(x_in, c_noise)")
         if isinstance(sigma_data, np.ndarray | np.generic | jax.Array) and np.ndim(sigma_data) == 0:
             sigma_data = sigma_data.item()
         check_real("sigma_data", sigma_data, "a number > 0", lambda v: v > 0)

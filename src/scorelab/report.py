@@ -50,7 +50,14 @@ from tqdm.auto import tqdm
 
 from scorelab import metrics
 from scorelab._keys import typed_key
-from scorelab._validate import check_int, is_traced, real_number
+from scorelab._validate import (
+    check_callable,
+    check_int,
+    check_mapping,
+    check_sequence,
+    is_traced,
+    real_number,
+)
 from scorelab.classifier import DigitsClassifier, classifier_outputs
 from scorelab.image_metrics import feature_measure, mean_top_probability, memorisation_ratio
 from scorelab.models import ExactScore
@@ -220,7 +227,7 @@ def image_evaluation(
         TypeError: for ``sets`` given as one array or a mapping (a list of arrays is
             expected), or a ``key`` that is not a PRNG key.
     """
-    check_int("repeats", repeats, 2)
+    metrics.check_floor_repeats("repeats", repeats)
     check_int("k", k, 1)
     key = typed_key(key, "key")
     if isinstance(sets, np.ndarray | jax.Array | Mapping | str):
@@ -326,16 +333,11 @@ def floors(
         TypeError: for ``names`` given as one string, a ``sample_fn`` that is not callable,
             or a ``key`` that is not a PRNG key.
     """
-    if isinstance(names, str):
-        raise TypeError(f"names: expected a list of metric names, got {names!r}; use [{names!r}]")
-    if not callable(sample_fn):
-        raise TypeError(
-            f"sample_fn: expected a function (key, n) -> samples (e.g. target.sample), got "
-            f"{type(sample_fn).__name__}"
-        )
+    check_sequence("names", names, "a list of metric names", f"use [{names!r}]", strict=False)
+    check_callable("sample_fn", sample_fn, "sample_fn(key, n) -> samples (e.g. target.sample)")
     key = typed_key(key, "key")
     check_int("n", n, 2)
-    check_int("repeats", repeats, 2)
+    metrics.check_floor_repeats("repeats", repeats)
     metric_fns = {
         "sw": lambda x, y: metrics.sliced_wasserstein(x, y, n_projections=n_projections),
         "mmd2": metrics.mmd,
@@ -392,11 +394,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         TypeError: for ``rows`` that is not a list of dicts, or a value of a numeric column
             that is not a real number (naming the row and the column).
     """
-    if isinstance(rows, Mapping | str) or not isinstance(rows, Sequence | np.ndarray):
-        raise TypeError(f"rows: expected a list of dicts, got {type(rows).__name__}")
+    check_sequence("rows", rows, "a list of dicts")
     for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise TypeError(f"rows[{i}]: expected a dict of column -> value, got {row!r}")
+        check_mapping(f"rows[{i}]", row, "a dict of column -> value")
     columns = [c for c in _COLUMNS if any(r.get(c[0]) is not None for r in rows)]
 
     def cell(i, row, name, fmt):
@@ -459,10 +459,7 @@ class Report(NamedTuple):
     def _check(self) -> None:
         """Refuse floors that are not ``name -> (mean, sd)`` and notes that are not a list of
         strings (a bare string was printed one character a line)."""
-        if not isinstance(self.floors, Mapping):
-            raise TypeError(
-                f"floors: expected a dict of metric -> (mean, sd), got {type(self.floors).__name__}"
-            )
+        check_mapping("floors", self.floors, "a dict of metric -> (mean, sd)")
         for name, pair in self.floors.items():
             if (
                 isinstance(pair, str | bytes)
@@ -471,10 +468,7 @@ class Report(NamedTuple):
                 or any(real_number(v) is None for v in pair)
             ):
                 raise TypeError(f"floors[{name!r}]: expected a (mean, sd) pair, got {pair!r}")
-        if isinstance(self.notes, str) or not isinstance(self.notes, Sequence):
-            raise TypeError(
-                f"notes: expected a list of lines, got {self.notes!r}; wrap one line as [line]"
-            )
+        check_sequence("notes", self.notes, "a list of lines", "wrap one line as [line]")
         for i, note in enumerate(self.notes):
             if not isinstance(note, str):
                 raise TypeError(f"notes[{i}]: expected a string, got {note!r}")

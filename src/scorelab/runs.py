@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from scorelab._files import atomic_write, read_json, resolved, write_json
-from scorelab._validate import check_file, check_seed
+from scorelab._validate import check_file, check_instance, check_seed
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DataError, read_npy
@@ -60,6 +60,9 @@ __all__ = [
 
 _LOCK = ".lock"
 _MANIFEST = "manifest.json"
+_REPLACED = ".replaced"  # the run an overwrite replaces, kept until the new one has work
+_OWN = (_LOCK, _REPLACED)  # the claim's own entries: no part of a run
+_ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # in the name of a save that never completed
 
 
 class RunBusyError(ValueError):
@@ -90,8 +93,10 @@ def prepare_run_dir(
       one when it finishes), so that a job killed half way leaves a folder that ``overwrite``
       may clear; a job that fails with nothing else written removes it again;
     - a folder holding a run (:func:`is_run`) is refused unless ``resume`` (the caller
-      continues it, e.g. ``train(..., resume=True)``) or ``overwrite`` (its contents are
-      deleted first);
+      continues it, e.g. ``train(..., resume=True)``) or ``overwrite``: its contents are moved
+      aside (``.replaced/``) and deleted when the job ends, unless the job fails (a full disk,
+      an interrupt) before it has written anything but its provisional manifest, when they are
+      put back; a job killed outright is settled the same way by the next claim;
     - any other non-empty folder is refused: ``overwrite`` deletes only a scorelab run, known
       by its manifest, never a folder that merely holds a ``config.json`` (a diffusers model
       does); ``resume`` also takes a folder of ``checkpoints`` without one (a run killed
@@ -138,7 +143,10 @@ def prepare_run_dir(
         yield path
     except BaseException:
         _unclaim(path)
+        _settle_replaced(path)
         raise
+    else:
+        _settle_replaced(path)
     finally:
         lock.release()
 
@@ -180,9 +188,15 @@ def _unclaim(path: Path) -> None:
     """After a job failed, or was killed before it wrote anything (the kernel's out-of-memory
     killer, SIGKILL, a power cut: found by the next claim): leave the folder empty again if it
     holds nothing but the provisional manifest (and training's still empty ``checkpoints/``),
-    so that the same command, corrected, may use it without ``--overwrite``."""
-    entries = {entry.name: entry for entry in path.iterdir() if entry.name != _LOCK}
+    so that the same command, corrected, may use it without ``--overwrite``. A checkpoint save
+    that never completed (orbax's temporary folder, left by a full disk) is removed first: it
+    holds no step and keeps the disk full."""
+    entries = {entry.name: entry for entry in path.iterdir() if entry.name not in _OWN}
     checkpoints = entries.pop("checkpoints", None)
+    if checkpoints is not None and checkpoints.is_dir() and not checkpoints.is_symlink():
+        for step in checkpoints.iterdir():
+            if _ORBAX_TEMPORARY in step.name and step.is_dir() and not step.is_symlink():
+                shutil.rmtree(step, ignore_errors=True)
     if list(entries) != [_MANIFEST]:
         return
     if checkpoints is not None and (
@@ -195,6 +209,21 @@ def _unclaim(path: Path) -> None:
             (path / _MANIFEST).unlink()
             if checkpoints is not None:
                 checkpoints.rmdir()
+
+
+def _settle_replaced(path: Path) -> None:
+    """The run an overwrite moved aside (``path/.replaced``), put back when ``path`` holds
+    nothing else (the replacing job failed before writing anything, :func:`_unclaim`), or
+    deleted now that the new run holds work of its own."""
+    aside = path / _REPLACED
+    if not aside.is_dir() or aside.is_symlink():
+        return
+    if any(entry.name not in _OWN for entry in path.iterdir()):
+        shutil.rmtree(aside)
+        return
+    for entry in aside.iterdir():
+        os.rename(entry, path / entry.name)
+    aside.rmdir()
 
 
 def _claim(
@@ -216,7 +245,8 @@ def _claim(
         ) from None
     try:
         _unclaim(path)  # the lock is ours: a provisional manifest alone is a dead job's
-        entries = [entry for entry in path.iterdir() if entry.name != _LOCK]
+        _settle_replaced(path)  # and a run it was replacing is put back
+        entries = [entry for entry in path.iterdir() if entry.name not in _OWN]
         # A checkpoints folder, even empty, marks a run killed before its manifest, not a
         # stranger's folder (whether it has steps to resume is train_run's check).
         resumable_run = resume and (path / "checkpoints").is_dir()
@@ -245,11 +275,9 @@ def _claim(
                         f"{path}: --overwrite would delete {item}, which this command reads; "
                         "move it out of the run directory, or choose another output path"
                     )
+            (path / _REPLACED).mkdir()  # kept until the new run has work (_settle_replaced)
             for entry in entries:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+                os.rename(entry, path / _REPLACED / entry.name)
         if not entries or overwrite:
             write_json(path / _MANIFEST, manifest(None, provisional=True, job=job))
     except BaseException:
@@ -298,7 +326,7 @@ def check_output_folder(path: str | os.PathLike, job: str, outputs: Sequence[str
         raise ValueError(f"{path} is a file, not a folder; choose another output path")
     if not path.is_dir():
         return
-    entries = [entry.name for entry in path.iterdir() if entry.name != _LOCK]
+    entries = [entry.name for entry in path.iterdir() if entry.name not in _OWN]
     if is_run(path):
         theirs = _job(path)
         if theirs != job:
@@ -435,8 +463,7 @@ def named_key(seed: int, name: str) -> jax.Array:
         TypeError: for a ``name`` that is not a string.
     """
     check_seed("seed", seed)
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a string naming the draw, got {name!r}")
+    check_instance("name", name, str, "a string naming the draw")
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
 
 

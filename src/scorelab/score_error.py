@@ -29,7 +29,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import SIGMA_LIMIT, check_int, check_memory
+from scorelab._validate import SIGMA_LIMIT, check_callable, check_instance, check_int, check_memory
 from scorelab.targets import GaussianMixture
 
 __all__ = ["ScoreErrorProfile", "score_error_profile"]
@@ -129,13 +129,13 @@ def score_error_profile(
             ``score_fn`` returning another shape than its input, or a NaN or infinite error.
     """
     key = typed_key(key)
-    if not callable(score_fn):
-        raise TypeError(f"score_fn: expected a function score_fn(x, sigma), got {score_fn!r}")
-    if not isinstance(target, GaussianMixture):
-        raise TypeError(
-            "target: expected a scorelab.targets.GaussianMixture (a law with an exact noised "
-            f"score), got {type(target).__name__}"
-        )
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+    check_instance(
+        "target",
+        target,
+        GaussianMixture,
+        "a scorelab.targets.GaussianMixture (a law with an exact noised score)",
+    )
     check_int("n", n, 2)
     try:
         levels = np.asarray(sigmas, dtype=np.float64).reshape(-1)

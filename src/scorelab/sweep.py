@@ -26,6 +26,7 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,13 +41,17 @@ from scorelab._files import jsonable, read_json
 from scorelab._validate import (
     check_choice,
     check_fields,
+    check_instance,
     check_int,
+    check_mapping,
     check_memory,
     check_real,
     check_seed,
+    check_sequence,
     check_sigma,
     check_unique,
     from_mapping,
+    real_number,
 )
 from scorelab.builders import draw_prior
 from scorelab.checkpoints import load_model, model_files, tree_sha256
@@ -295,11 +300,9 @@ def _check_sweep(
             memory, ``image_metrics``).
         TypeError: for a ``target``, ``sampler_specs`` or ``score_fns`` of the wrong type.
     """
-    if not isinstance(target, GaussianMixture):
-        raise TypeError(
-            f"target: expected a GaussianMixture (scorelab.config.TARGETS[name]()), got "
-            f"{type(target).__name__}"
-        )
+    check_instance(
+        "target", target, GaussianMixture, "a GaussianMixture (scorelab.config.TARGETS[name]())"
+    )
     if isinstance(sampler_specs, str) or any(
         not isinstance(spec, SweepSampler) for spec in sampler_specs
     ):
@@ -307,10 +310,7 @@ def _check_sweep(
             f"sampler_specs: expected SweepSampler records from sweep_sampler(name), got "
             f"{sampler_specs!r}"
         )
-    if not isinstance(score_fns, Mapping):
-        raise TypeError(
-            f"score_fns: expected a mapping label -> score_fn, got {type(score_fns).__name__}"
-        )
+    check_mapping("score_fns", score_fns, "a mapping label -> score_fn")
     if not sampler_specs or not nfes or not score_fns or not seeds:
         raise ValueError("sweep needs at least one sampler, NFE budget, score and seed")
     for seed in seeds:  # 2**32 drew seed 0's numbers, and was averaged as another seed
@@ -404,6 +404,8 @@ def sweep(
 
     Raises:
         ValueError: if any of ``sampler_specs``, ``nfes``, ``score_fns`` or ``seeds`` is empty,
+            ``known_floors`` lacks a ``(mean, sd)`` pair for a floor the sweep measures (or has
+            another), a row of ``done_rows`` is unlike the sweep's rows,
             a budget is not a positive integer, a seed is outside ``[0, 2**32 - 1]``,
             ``n_samples < 2``, ``prior`` is not one of :data:`scorelab.config.PRIORS`, the
             grid settings are invalid
@@ -411,7 +413,8 @@ def sweep(
             whose points are not 8x8 or 16x16 images, or the samples or a budget's grid need
             more memory than is available (checked before any work).
         TypeError: for a ``target`` that is not a ``GaussianMixture``, ``sampler_specs`` that
-            are not :class:`SweepSampler` records, or ``score_fns`` that is not a mapping.
+            are not :class:`SweepSampler` records, ``score_fns`` or ``known_floors`` that is
+            not a mapping, or ``done_rows`` that is not a list.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
@@ -419,6 +422,7 @@ def sweep(
         https://arxiv.org/abs/2206.00364
     """
     _check_sweep(target, sampler_specs, nfes, score_fns, seeds, n_samples, image_metrics, prior)
+    _check_done(known_floors, done_rows, image_metrics)
     settings = {
         "n_samples": n_samples,
         "seeds": list(seeds),
@@ -512,6 +516,44 @@ def sweep(
             values = [pair[name] for pair in pairs]
             floor[name] = (float(np.mean(values)), float(np.std(values, ddof=1)))
     return SweepResult(rows, floor, settings)
+
+
+def _check_done(known_floors, done_rows, image_metrics: bool) -> None:
+    """Refuse, before any work, ``known_floors`` without a ``(mean, sd)`` pair of numbers for
+    each floor :func:`sweep` measures (and no other), and ``done_rows`` unlike its rows
+    (:func:`_row_problem`): a missing floor failed in :func:`fewest_nfe`, a malformed row
+    with a ``KeyError`` in the sweep."""
+    if known_floors is not None:
+        check_mapping("known_floors", known_floors, "a mapping of metric name -> (mean, sd)")
+        names = (*METRICS, *(IMAGE_METRICS if image_metrics else ()))
+        odd = sorted(map(str, set(known_floors) ^ set(names)))
+        if odd:
+            raise ValueError(
+                f"known_floors: {', '.join(odd)} missing or unknown; give the floors of an "
+                f"earlier sweep with the same image_metrics ({', '.join(names)})"
+            )
+        for name in names:
+            pair = known_floors[name]
+            if not (
+                isinstance(pair, list | tuple)
+                and len(pair) == 2
+                and all(real_number(value) is not None for value in pair)
+            ):
+                raise ValueError(
+                    f"known_floors[{name!r}]: expected a (mean, sd) pair of numbers, got {pair!r}"
+                )
+    check_sequence("done_rows", done_rows, "rows of an earlier sweep (mappings)")
+    for number, row in enumerate(done_rows, 1):
+        problem = (
+            f"a {type(row).__name__}, not a mapping"
+            if not isinstance(row, Mapping)
+            else _row_problem(row, image_metrics, nan=True)
+        )
+        if problem is not None:
+            raise ValueError(
+                f"done_rows: row {number}: {problem}; give rows of an earlier sweep with the "
+                "same arguments"
+            )
 
 
 def _row_key(row: Mapping[str, Any]) -> tuple:
@@ -612,10 +654,7 @@ def fewest_nfe(
             ``> 0`` (NaN made every pair ``None`` without a word).
         TypeError: for a ``result`` that is not a :class:`SweepResult`.
     """
-    if not isinstance(result, SweepResult):
-        raise TypeError(
-            f"result: expected a SweepResult (sweep() or run_sweep()), got {type(result).__name__}"
-        )
+    check_instance("result", result, SweepResult, "a SweepResult (sweep() or run_sweep())")
     check_real("factor", factor, "a number > 0", lambda v: v > 0)
     lower_better = (*METRICS, *_IMAGE_FEWEST)
     if metric not in (*lower_better, "all") or metric not in (*result.floors, "all"):
@@ -687,10 +726,9 @@ class SweepSettings:
         check_fields(self, "sweep")
         check_choice("sweep.target", self.target, TARGETS)
         for name, table in self.options.items():
-            if not isinstance(table, Mapping):
-                raise ValueError(
-                    f"sweep.options.{name}: expected a table of option name -> value, got {table!r}"
-                )
+            check_mapping(
+                f"sweep.options.{name}", table, "a table of option name -> value", error=ValueError
+            )
         if self.image_metrics and TARGETS[self.target]().dim not in (64, 256):
             raise ValueError(
                 f"sweep.image_metrics: the target's points must be 8x8 or 16x16 images (64 or "
@@ -836,10 +874,11 @@ _ROW_MEASURES = ("sw", "mmd2", "tv", "var_ratio", "near", "far", "n_empty")
 _ROW_IMAGE_MEASURES = (*IMAGE_METRICS, "kid_se")
 
 
-def _row_problem(row: Mapping[str, Any], image_measures: bool) -> str | None:
+def _row_problem(row: Mapping[str, Any], image_measures: bool, nan: bool = False) -> str | None:
     """What makes a saved row unlike one :func:`sweep` measures, or ``None``: a field missing
     or unknown (the image measures in every row or none), an identifier of the wrong type, or
-    a measure that is not a finite number or null (a NaN measure is saved as null)."""
+    a measure that is not a finite number or null (a NaN measure is saved as null; ``nan``
+    accepts it as NaN too, as :func:`load_partial` returns it)."""
     fields = {*_ROW_ID, *_ROW_MEASURES, *(_ROW_IMAGE_MEASURES if image_measures else ())}
     odd = set(row) ^ fields
     if odd:
@@ -852,8 +891,8 @@ def _row_problem(row: Mapping[str, Any], image_measures: bool) -> str | None:
         value = row[name]
         if value is not None and (
             isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
+            or not isinstance(value, numbers.Real)
+            or not (math.isfinite(value) or (nan and math.isnan(value)))
         ):
             return f"{name} {value!r} is not a finite number"
     return None
@@ -964,10 +1003,8 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
             ``dopri5`` row, unless ``overrides`` narrowed a file's samplers), or ``overrides``
             that is not a mapping.
     """
-    if overrides is not None and not isinstance(overrides, Mapping):
-        raise ConfigError(
-            f"overrides: expected a mapping of field -> value, got {type(overrides).__name__}"
-        )
+    if overrides is not None:
+        check_mapping("overrides", overrides, "a mapping of field -> value", error=ConfigError)
     loaded = load_config(config_path) if config_path is not None else {}
     for section, value in loaded.items():
         if section != "sweep" and not isinstance(value, dict):

@@ -35,7 +35,7 @@ import hashlib
 import inspect
 import json
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,7 +54,16 @@ from scorelab import __version__, checkpoints
 from scorelab._files import jsonable
 from scorelab._keys import typed_key
 from scorelab._signals import held_signals
-from scorelab._validate import check_choice, check_int, check_memory, check_real, check_seed
+from scorelab._validate import (
+    check_callable,
+    check_choice,
+    check_instance,
+    check_int,
+    check_mapping,
+    check_memory,
+    check_real,
+    check_seed,
+)
 from scorelab.data import DataError, validate_data
 
 __all__ = [
@@ -176,10 +185,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping (a TOML table, a checkpoint's JSON), rejecting unknown keys."""
-        if not isinstance(values, Mapping):
-            raise TypeError(
-                f"train: expected a table of fields ({{name: value}}), got {type(values).__name__}"
-            )
+        check_mapping("train", values, "a table of fields ({name: value})")
         fields = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -325,10 +331,7 @@ def _check_loss_fn(loss_fn: Any, labelled: bool) -> None:
     :func:`train` gives it (``key, score_fn, x`` and, with ``labels``, ``label``): both were
     found only inside the step's trace, as Python's own errors naming neither."""
     signature = "loss_fn(key, score_fn, x, label)" if labelled else "loss_fn(key, score_fn, x)"
-    if not callable(loss_fn):
-        raise TypeError(
-            f"loss_fn: expected a callable {signature} -> scalar, got {type(loss_fn).__name__}"
-        )
+    check_callable("loss_fn", loss_fn, f"{signature} -> scalar")
     try:
         parameters = inspect.signature(loss_fn)
     except (TypeError, ValueError):  # no signature to read (some builtins): the call will tell
@@ -756,19 +759,17 @@ def train(
             data that are not images ``(n, C, H, W)``, or ``labels`` that are not ``n``
             integers >= 0.
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(
-            "config: expected a scorelab.training.TrainConfig (TrainConfig.from_dict(...) for a "
-            f"mapping), got {type(config).__name__}"
-        )
+    check_instance(
+        "config",
+        config,
+        TrainConfig,
+        "a scorelab.training.TrainConfig (TrainConfig.from_dict(...) for a mapping)",
+    )
     resume = _check_flag("resume", resume)
     progress = _check_flag("progress", progress)
     hflip = _check_flag("hflip", hflip)
     for name, value in (("run_config", run_config), ("run_defaults", run_defaults)):
-        if value is not None and not isinstance(value, Mapping):
-            raise TypeError(
-                f"{name}: expected None or a dict of sections, got {type(value).__name__}"
-            )
+        check_mapping(name, value, "a dict of sections", optional=True)
     data = validate_data(data, any_shape=True)
     if hflip and data.ndim != 4:
         raise DataError(

@@ -36,7 +36,8 @@ from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullFormatter, NullLocator
 
-from scorelab._validate import check_int, check_memory, check_real
+from scorelab._files import atomic_write
+from scorelab._validate import check_instance, check_int, check_mapping, check_memory, check_real
 
 __all__ = [
     "mesh_score",
@@ -357,11 +358,12 @@ def loss_curves(
         log_x: logarithmic step axis (shows the fast early decrease).
         title, ylabel: figure title and y label.
     """
-    if not isinstance(histories, Mapping):
-        raise TypeError(
-            f"histories: expected a dict of model name -> loss history, got "
-            f"{type(histories).__name__} (wrap one history as {{'model': losses}})"
-        )
+    check_mapping(
+        "histories",
+        histories,
+        "a dict of model name -> loss history",
+        remedy="wrap one history as {'model': losses}",
+    )
     if not histories:
         raise ValueError("histories is empty: give at least one model's loss history")
     check_int("window", window, 1, optional=True)
@@ -746,8 +748,7 @@ def save_image_grid(
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale: expected an integer >= 1, got {scale!r}")
     check_int("ncols", ncols, 1, optional=True)
-    if label is not None and not isinstance(label, str):
-        raise TypeError(f"label: expected a string or None, got {type(label).__name__}")
+    check_instance("label", label, str, "a string", optional=True)
     if row_labels is not None and (
         isinstance(row_labels, str) or not all(isinstance(t, str) for t in row_labels)
     ):
@@ -791,9 +792,7 @@ def save_image_grid(
     if is_file:
         picture.save(path, format="PNG")
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path, format="PNG")
-    return path
+    return atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
 
 
 def _with_row_labels(picture: PIL.Image.Image, texts, row_height: int) -> PIL.Image.Image:
@@ -849,8 +848,7 @@ def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
             a number > 0 or makes an image larger than the memory.
         IsADirectoryError: for a ``path`` that is a folder.
     """
-    if not isinstance(fig, Figure):
-        raise TypeError(f"fig: expected a matplotlib Figure, got {type(fig).__name__}")
+    check_instance("fig", fig, Figure, "a matplotlib Figure")
     check_real("dpi", dpi, "a number > 0", lambda v: v > 0)
     path = Path(path)
     if path.is_dir():
@@ -868,9 +866,10 @@ def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
             "pixels per side matplotlib draws; give a smaller dpi"
         )
     check_memory("dpi", 4 * width * height, f"dpi = {dpi!r} makes too large an image; lower it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    suffix = path.suffix.lower().lstrip(".")
+    return atomic_write(
+        path, lambda handle: fig.savefig(handle, format=suffix, dpi=dpi, bbox_inches="tight")
+    )
 
 
 # --- animations -------------------------------------------------------------------------------
@@ -1204,8 +1203,7 @@ def sampler_map(
     if not rows:
         raise ValueError("rows is empty: run scorelab.sweep.sweep first")
     for index, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise TypeError(f"rows[{index}]: expected a dict, got {type(row).__name__}")
+        check_mapping(f"rows[{index}]", row, "a dict")
         missing = [f for f in ("sampler", "score", "nfe", *metric_names) if f not in row]
         if missing:
             raise ValueError(
@@ -1290,11 +1288,9 @@ def score_error_profile(profiles: Mapping[str, tuple], title: str | None = None)
             (:class:`scorelab.score_error.ScoreErrorProfile`'s fields).
         title: the figure title; default "Relative score error per noise level".
     """
-    if not isinstance(profiles, Mapping):
-        raise TypeError(
-            f"profiles: expected a dict of model name -> (sigmas, relative_error, "
-            f"standard_error), got {type(profiles).__name__}"
-        )
+    check_mapping(
+        "profiles", profiles, "a dict of model name -> (sigmas, relative_error, standard_error)"
+    )
     if not profiles:
         raise ValueError("profiles is empty: give at least one model's profile")
     for name, profile in profiles.items():

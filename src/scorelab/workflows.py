@@ -14,22 +14,26 @@ import numbers
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from scorelab import ays, builders, ld3, samplers, viz
+from scorelab import ays, builders, ld3, metrics, samplers, viz
 from scorelab._files import jsonable
 from scorelab._validate import (
     available_memory,
+    check_callable,
+    check_instance,
     check_int,
+    check_mapping,
     check_memory,
     check_real,
     check_seed,
     check_sigma,
+    first_line,
 )
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
@@ -158,8 +162,7 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
     if not isinstance(job, str) or job not in JOB_READS:
         raise ValueError(f"job: unknown {job!r}; accepted: {', '.join(JOB_READS)}")
     _check_config(config)
-    if not isinstance(base, ExperimentConfig):
-        raise TypeError(f"base: expected an ExperimentConfig, got {type(base).__name__}")
+    check_instance("base", base, ExperimentConfig, "an ExperimentConfig")
     for name in config.changed_fields(base):
         if not _reads(job, name):
             readers = ", ".join(other for other in JOB_READS if _reads(other, name))
@@ -179,11 +182,12 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
 def _check_config(config) -> None:
     """Refuse a ``config`` that is not an :class:`~scorelab.config.ExperimentConfig` (a dict
     or ``None`` failed deep inside with an AttributeError)."""
-    if not isinstance(config, ExperimentConfig):
-        raise TypeError(
-            f"config: expected an ExperimentConfig (ExperimentConfig.from_dict(...) of a dict), "
-            f"got {type(config).__name__}"
-        )
+    check_instance(
+        "config",
+        config,
+        ExperimentConfig,
+        "an ExperimentConfig (ExperimentConfig.from_dict(...) of a dict)",
+    )
 
 
 def _check_flag(name: str, value) -> None:
@@ -414,6 +418,31 @@ def _exact_score(config: ExperimentConfig, target: GaussianMixture | None) -> Ex
             f"accepted for --exact: {', '.join(TARGETS)}"
         )
     return ExactScore(target)
+
+
+def _check_model_on(model, shape: tuple[int, ...], dtype) -> None:
+    """Refuse a ``model`` that fails on one point of the data's ``shape`` or returns another
+    shape (a model of another dimension failed inside JAX's broadcasting): traced once on
+    shapes (:func:`jax.eval_shape`), nothing is computed.
+
+    Raises:
+        ConfigError: naming ``model``, the point's shape and what went wrong.
+    """
+    point = jax.ShapeDtypeStruct(tuple(shape), dtype)
+    try:
+        out = jax.eval_shape(model, point, jax.ShapeDtypeStruct((), dtype))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"model: fails on one point of the data, of shape {point.shape} ({first_line(error)}); "
+            "give a model of the data's dimension"
+        ) from None
+    if getattr(out, "shape", None) != point.shape:
+        got = getattr(out, "shape", type(out).__name__)
+        raise ConfigError(
+            f"model: returned shape {got} for one point of the data, of shape {point.shape}; "
+            "it must return the score of one point, of its shape (a model of the data's "
+            "dimension)"
+        )
 
 
 def _score_at_every_level(config: ExperimentConfig, model, target, need: str):
@@ -653,10 +682,7 @@ def grid_run(
     n = int(n)
     check_seed("grid.seed", seed, error=ConfigError)
     target = builders.make_target(config.data)
-    if model is not None and not callable(model):
-        raise TypeError(
-            f"model: expected a score model model(x, sigma) or None, got {type(model).__name__}"
-        )
+    check_callable("model", model, "score model(x, sigma)", optional=True)
     score_fn = _score_at_every_level(config, model, target, "an Align-Your-Steps grid")
     if target is not None:
         check_memory("grid.n", 4.0 * n * target.dim, "use fewer data points (--n)", ConfigError)
@@ -665,6 +691,8 @@ def grid_run(
         x_0 = target.sample(key_data, n)
     else:
         x_0 = jax.numpy.asarray(builders.make_data(config.data)[:n])
+    if model is not None:  # before the search, not inside its first trace
+        _check_model_on(model, x_0.shape[1:], x_0.dtype)
     grid = config.sampler
     sigmas, bound, start = ays.optimise_grid(
         lambda x, sigma: x + sigma**2 * score_fn(x, sigma),
@@ -888,12 +916,9 @@ _MIN_EVALUATED = 3
 
 
 def _check_floor_repeats(floor_repeats) -> None:
-    """Refuse a repeat count of the floor below 2 (no spread) or beyond memory (each repeat
-    keeps its value: ``--floor-repeats 10**11`` ran for hours, then ran out of memory)."""
-    check_int("floor_repeats", floor_repeats, 2, error=ConfigError)
-    check_memory(
-        "floor_repeats", 32.0 * floor_repeats, "use fewer repeats (--floor-repeats)", ConfigError
-    )
+    """Refuse a repeat count of the floor below 2 (no spread) or beyond
+    :data:`scorelab.metrics.MAX_FLOOR_REPEATS` (``--floor-repeats 10**11`` ran for hours)."""
+    metrics.check_floor_repeats("floor_repeats", floor_repeats, ConfigError)
 
 
 def _noised(draw_fn: Callable, sigma: float) -> Callable:
@@ -1032,11 +1057,7 @@ def evaluate_image_sets(
     check_real(
         "range_tolerance", range_tolerance, "a number >= 0", lambda v: v >= 0, error=ConfigError
     )
-    if not isinstance(sets, Mapping):
-        raise TypeError(
-            f"sets: expected a dict of row label -> images, got {type(sets).__name__}; e.g. "
-            "{'samples': images}"
-        )
+    check_mapping("sets", sets, "a dict of row label -> images", remedy="e.g. {'samples': images}")
     if not sets:
         raise DataError("samples: no sample set to evaluate")
     images = {label: _digit_images(samples, range_tolerance) for label, samples in sets.items()}

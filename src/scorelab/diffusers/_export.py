@@ -119,6 +119,9 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        umask = os.umask(0)  # mkdtemp's folder is private (0700): the umask's, as mkdir's
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
     except OSError as error:  # it named the staging folder (/proc/.x.f9h7l0z_), not the user's
         raise ValueError(
             f"--diffusers: {directory}: cannot create the folder ({error.strerror or error}); "

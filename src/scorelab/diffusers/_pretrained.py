@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import reprlib
-from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -33,7 +32,14 @@ from jax import Array
 from scorelab import viz
 from scorelab._files import atomic_write, check_writable
 from scorelab._keys import typed_key
-from scorelab._validate import all_finite, check_memory, check_seed, is_traced
+from scorelab._validate import (
+    all_finite,
+    check_instance,
+    check_mapping,
+    check_memory,
+    check_seed,
+    is_traced,
+)
 from scorelab._xla_cpu import convolution_jit
 from scorelab.data import DataError, read_npy
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
@@ -346,10 +352,7 @@ def sample(
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
-    if not isinstance(unet, UNet2D):
-        raise TypeError(
-            f"unet: expected a UNet2D (load_pipeline, load_unet), got {type(unet).__name__}"
-        )
+    check_instance("unet", unet, UNet2D, "a UNet2D (load_pipeline, load_unet)")
     _check_scheduler_config(config)
     key = typed_key(key, "key")
     _check_options(num_inference_steps, eta, 1 if n is None else n)
@@ -629,6 +632,7 @@ def run(
     step_noise: str | os.PathLike | None = None,
     save_array: str | os.PathLike | None = None,
     scheduler: dict | None = None,
+    overwrite: bool = False,
 ) -> np.ndarray:
     """``scorelab pretrained``: sample a pipeline, write the PNG grid (and the array).
 
@@ -646,10 +650,11 @@ def run(
             ``init_noise`` when it is given (another ``n`` is refused: it was ignored).
         init_noise, step_noise: ``.npy`` files of ``(B, C, H, W)`` and
             ``(steps, B, C, H, W)`` noise.
-        save_array: ``.npy`` path for the model-space samples (written atomically; an
-            existing file is replaced, unless it is an input of this call).
+        save_array: ``.npy`` path for the model-space samples (written atomically).
         scheduler: a mapping of :class:`SchedulerConfig` fields overriding the folder's
             scheduler config (``None`` values are ignored).
+        overwrite: replace an existing ``output`` or ``save_array`` file (the CLI's
+            ``--overwrite``); never a file this call reads.
 
     Returns:
         The model-space samples, ``(B, C, H, W)`` float32 NumPy array.
@@ -658,7 +663,8 @@ def run(
         PretrainedError: one line naming the input, before anything is loaded or sampled: an
             ``output`` not ending ``.png``, a folder, or in a folder that takes no file; a
             ``save_array`` not ending ``.npy``, a folder, or the same file as ``output``,
-            ``init_noise`` or ``step_noise``; a ``scheduler`` that is not a mapping of
+            ``init_noise`` or ``step_noise``; either output existing without ``overwrite``;
+            a ``scheduler`` that is not a mapping of
             :class:`SchedulerConfig` fields; a ``backend`` other than ``jax`` or
             ``diffusers``, a bad option or noise file, step noise for eta 0, a ``scheduler``
             override the schedule does not read (``steps_offset`` without the ``leading``
@@ -671,9 +677,11 @@ def run(
         raise PretrainedError(f"backend must be jax or diffusers, got {backend!r}")
     _check_options(num_inference_steps, eta, 1 if n is None else n)
     inputs = {"init_noise": init_noise, "step_noise": step_noise}
-    _check_output("output", output, ".png", inputs)
+    if not isinstance(overwrite, bool):
+        raise PretrainedError(f"overwrite: expected True or False, got {overwrite!r}")
+    _check_output("output", output, ".png", inputs, overwrite)
     if save_array is not None:
-        _check_output("save_array", save_array, ".npy", {**inputs, "output": output})
+        _check_output("save_array", save_array, ".npy", {**inputs, "output": output}, overwrite)
     overrides = _scheduler_overrides(scheduler)
     check_seed("seed", seed, error=PretrainedError)
     x_T = None if init_noise is None else _load_noise(init_noise, "--init-noise")
@@ -735,11 +743,12 @@ def run(
     return x
 
 
-def _check_output(name: str, path, suffix: str, inputs: dict) -> None:
+def _check_output(name: str, path, suffix: str, inputs: dict, overwrite: bool) -> None:
     """Refuse, before any work, an output ``path`` of :func:`run` that cannot be written as
     asked: another suffix (``np.save`` appended ``.npy`` to the name; the grid is PNG), a
-    folder, the same file as one of ``inputs`` (name -> path or ``None``), or a folder that
-    takes no new file (missing parents are created, as the writers create them)."""
+    folder, the same file as one of ``inputs`` (name -> path or ``None``), an existing file
+    unless ``overwrite`` (it was replaced without a word), or a folder that takes no new file
+    (missing parents are created, as the writers create them)."""
     if not isinstance(path, str | os.PathLike):
         raise PretrainedError(f"{name}: expected a file path, got {type(path).__name__}")
     path = Path(path)
@@ -754,6 +763,10 @@ def _check_output(name: str, path, suffix: str, inputs: dict) -> None:
                     f"{name}: {path} is the same file as {other}, which this call reads or "
                     "writes; give the output another name"
                 )
+    if path.exists() and not overwrite:  # the CLI's --overwrite guard, in the same words
+        raise PretrainedError(
+            f"{name}: {path}: exists; pass overwrite=True to replace it, or choose another name"
+        )
     try:  # found now, not after sampling
         check_writable(path)
     except OSError as error:
@@ -768,11 +781,12 @@ def _scheduler_overrides(scheduler) -> dict:
     unless a mapping of :class:`SchedulerConfig` field names."""
     if scheduler is None:
         return {}
-    if not isinstance(scheduler, Mapping):
-        raise PretrainedError(
-            f"scheduler: expected a mapping of SchedulerConfig fields to values, got "
-            f"{type(scheduler).__name__}"
-        )
+    check_mapping(
+        "scheduler",
+        scheduler,
+        "a mapping of SchedulerConfig fields to values",
+        error=PretrainedError,
+    )
     fields = [field.name for field in dataclasses.fields(SchedulerConfig)]
     for name in scheduler:
         if name not in fields:

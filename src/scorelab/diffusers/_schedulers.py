@@ -46,7 +46,13 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import FLOAT32_TINY, all_finite
+from scorelab._validate import (
+    FLOAT32_TINY,
+    all_finite,
+    check_callable,
+    check_instance,
+    check_mapping,
+)
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod
 
@@ -137,9 +143,14 @@ class SchedulerConfig:
             raise PretrainedError(
                 f"clip_sample_range must be a number > 0, got {self.clip_sample_range!r}"
             )
-        if not (is_int(self.steps_offset) and 0 <= self.steps_offset < T):
-            raise PretrainedError(  # the first timestep, steps_offset or more, must be < T
-                f"steps_offset must be an integer in [0, {T}) (num_train_timesteps), got "
+        # Only leading spacing adds the offset, and its first timestep (the offset or more) must
+        # be < T; the other spacings ignore it, as diffusers does (T = 3, offset 3, trailing
+        # samples 2, 1, 0 there), so a large one is no contradiction.
+        leading = self.timestep_spacing == "leading"
+        bound, what = (T, f"{T}) (num_train_timesteps)") if leading else (2**31, "2**31)")
+        if not (is_int(self.steps_offset) and 0 <= self.steps_offset < bound):
+            raise PretrainedError(
+                f"steps_offset must be an integer in [0, {what}, got "
                 f"{reprlib.repr(self.steps_offset)}"
             )
         for field, accepted in (
@@ -185,10 +196,7 @@ class SchedulerConfig:
                 ``discrete``; learned ``variance_type`` values), or any check of
                 :class:`SchedulerConfig`.
         """
-        if not isinstance(config, Mapping):
-            raise PretrainedError(
-                f"a scheduler config must be a JSON object, got {type(config).__name__}"
-            )
+        check_mapping("config", config, "a JSON object of scheduler options", error=PretrainedError)
         for field, default in _UNSUPPORTED.items():
             if _differs(config.get(field, default), default):
                 raise PretrainedError(
@@ -226,11 +234,13 @@ def _differs(value, default) -> bool:
 def _check_config(config) -> None:
     """Refuse a ``config`` that is not a :class:`SchedulerConfig` (a dict of its fields gave
     'dict' object has no attribute 'num_train_timesteps')."""
-    if not isinstance(config, SchedulerConfig):
-        raise TypeError(
-            f"config: expected a SchedulerConfig, got {type(config).__name__}; build one with "
-            "SchedulerConfig(...) or SchedulerConfig.from_diffusers(dict)"
-        )
+    check_instance(
+        "config",
+        config,
+        SchedulerConfig,
+        "a SchedulerConfig",
+        remedy="build one with SchedulerConfig(...) or SchedulerConfig.from_diffusers(dict)",
+    )
 
 
 def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
@@ -626,8 +636,7 @@ def _check_sampling(model_fn, config, x_T, noise, deterministic: bool) -> None:
     """The checks :func:`ddim_sample` and :func:`ddpm_sample` share, by type and shape (so
     they apply under ``jit`` too), and by value on concrete arrays only."""
     _check_config(config)
-    if not callable(model_fn):
-        raise TypeError(f"model_fn: expected a callable (x_t, t) -> output, got {model_fn!r:.40}")
+    check_callable("model_fn", model_fn, "model_fn(x_t, t) -> output")
     dtype = getattr(x_T, "dtype", None)
     if not hasattr(x_T, "shape") or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         what = f"dtype {dtype}" if dtype is not None else type(x_T).__name__

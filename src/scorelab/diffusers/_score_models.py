@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab._validate import check_int, check_real, is_traced
+from scorelab._validate import check_instance, check_int, check_real, is_traced
 from scorelab.adapters import from_epsilon
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.diffusers._schedulers import SchedulerConfig
@@ -313,8 +313,7 @@ class ClassConditioned(eqx.Module):
     guidance: float = eqx.field(static=True)
 
     def __init__(self, model: VPEpsilonUNet, class_label: int, guidance: float = 0.0):
-        if not isinstance(model, VPEpsilonUNet):
-            raise TypeError(f"model: expected a VPEpsilonUNet, got {type(model).__name__}")
+        check_instance("model", model, VPEpsilonUNet, "a VPEpsilonUNet")
         if model.num_classes is None:
             raise ValueError("--class: the model is unconditional (trained without num_classes)")
         integer = is_int(class_label) or (

@@ -37,7 +37,14 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_file, check_int, check_memory, first_line, is_traced
+from scorelab._validate import (
+    check_file,
+    check_int,
+    check_mapping,
+    check_memory,
+    first_line,
+    is_traced,
+)
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
 
 __all__ = ["UNet2D", "UNET_DEFAULTS", "load_unet", "unet_folder", "timestep_embedding"]
@@ -321,11 +328,13 @@ class _Weights:
         """Weights from diffusers parameter name -> NumPy array; refuses (one
         :class:`PretrainedError` naming ``tensors``) anything but a mapping of string names to
         concrete arrays."""
-        if not isinstance(tensors, Mapping):
-            raise PretrainedError(
-                "tensors: expected a mapping of parameter name (str) -> array, got "
-                f"{type(tensors).__name__}; pass a state dict such as unet.state_dict()"
-            )
+        check_mapping(
+            "tensors",
+            tensors,
+            "a mapping of parameter name (str) -> array",
+            remedy="pass a state dict such as unet.state_dict()",
+            error=PretrainedError,
+        )
         for name, value in tensors.items():
             if not isinstance(name, str):
                 raise PretrainedError(

@@ -30,6 +30,11 @@ from jax.tree_util import Partial
 
 from scorelab.samplers._core import check_level, ve_prior
 
+SQUARE_LIMIT = 1.8e19
+"""Noise levels above which :math:`\\sigma^2` overflows float32 (``sqrt`` of its largest
+finite value is 1.84e19); there :math:`1 / \\sqrt{1 + \\sigma^2}` is :math:`1 / \\sigma` to
+float32 precision (:math:`\\sigma^{-2} < 3 \\times 10^{-39}` is far below its resolution)."""
+
 
 def vp_alpha_sigma_from_ve(sigma) -> tuple[Array, Array]:
     r"""The VP scales of a VE level :math:`\sigma`.
@@ -41,6 +46,11 @@ def vp_alpha_sigma_from_ve(sigma) -> tuple[Array, Array]:
     the unique :math:`(\alpha_t, \sigma_t)` with :math:`\alpha_t^2 + \sigma_t^2 = 1` and
     :math:`\sigma_t / \alpha_t = \sigma`.
 
+    Above :data:`SQUARE_LIMIT`, where :math:`\sigma^2` overflows float32, they are computed
+    as :math:`\alpha_t = 1 / \sigma` and :math:`\sigma_t = 1`, their values to float32
+    precision (``1 / sqrt(1 + inf)`` was 0, and ``sigma * 0`` NaN, for finite
+    :math:`\sigma \ge 1.9 \times 10^{19}`); below it the result is unchanged, bit for bit.
+
     Args:
         sigma: VE level(s) :math:`\sigma \ge 0`, scalar or array of any shape.
 
@@ -51,8 +61,12 @@ def vp_alpha_sigma_from_ve(sigma) -> tuple[Array, Array]:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models, Sec. 2 and App. B.2. https://arxiv.org/abs/2206.00364
     """
-    alpha_t = 1.0 / jnp.sqrt(1.0 + jnp.square(sigma))
-    return alpha_t, sigma * alpha_t
+    large = sigma > SQUARE_LIMIT
+    # The inner where keeps the unused branch finite, so gradients stay finite too.
+    alpha_t = jnp.where(
+        large, 1.0 / jnp.where(large, sigma, 1.0), 1.0 / jnp.sqrt(1.0 + jnp.square(sigma))
+    )
+    return alpha_t, jnp.where(large, 1.0, sigma * alpha_t)
 
 
 def ve_sigmas_from_vp(alpha_t, sigma_t) -> Array:
