@@ -352,3 +352,33 @@ def test_grid_rows_are_labelled_by_class(tmp_path):
     assert strip[:32].max() > 200 and strip[32:].max() > 200  # text (anti-aliased) in each
     with pytest.raises(ValueError, match="row_labels: expected 2"):
         save_image_grid(np.zeros((6, 8, 8)), tmp_path / "x.png", ncols=3, row_labels=["a"])
+
+
+def test_a_guidance_that_overflows_is_named_as_the_cause(tmp_path, capsys):
+    # --guidance has no upper bound of its own (how large a weight a model bears depends on it),
+    # but chains it sends to inf were blamed on the step size: "take smaller steps".
+    from scorelab._files import write_json
+    from scorelab.checkpoints import save_model
+
+    config = _experiment(num_classes=10)
+    kwargs = {"image_shape": list(SHAPE), "channels": [8, 16], "norm_groups": 4,
+              "num_classes": 10, "null_class": True}  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(run / "model", VPEpsilonUNet(jax.random.key(0), **kwargs), **kwargs)
+    write_json(run / "config.json", config.to_dict())
+    argv = [
+        "sample",
+        "--run",
+        str(run),
+        "--n",
+        "2",
+        "--class",
+        "1",
+        "--out",
+        str(tmp_path / "x.npy"),
+    ]
+    assert main([*argv, "--guidance", "3e38"]) == 2
+    err = capsys.readouterr().err
+    assert "ended non-finite" in err and "try a smaller --guidance (w = 3e+38)" in err
+    assert main([*argv, "--guidance", "2"]) == 0

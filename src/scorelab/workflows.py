@@ -550,7 +550,9 @@ def sample_run(
         (jax.random.fold_in(jax.random.key(seed), y), score)
         for y, score in zip(classes, conditioned, strict=True)
     ]
-    parts = _draw(config, model, target, shape, draws, n, trajectory, batch)
+    # The guided score is (1 + w) s(x | y) - w s(x): a large w overflows float32.
+    cause = f"try a smaller --guidance (w = {guidance:g})" if guidance else ""
+    parts = _draw(config, model, target, shape, draws, n, trajectory, batch, cause)
     per_chain = [p.nfe_per_chain for p in parts]
     evaluations = conditioned[0].network_evaluations  # the same guidance for every class
     return SampleResult(
@@ -568,13 +570,16 @@ def _state_shape(config: ExperimentConfig, target: GaussianMixture | None) -> tu
     return (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
 
 
-def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[SampleResult]:
+def _draw(
+    config, model, target, shape, draws, n, trajectory, batch, cause: str = ""
+) -> list[SampleResult]:
     """``n`` chains of the configured sampler for each ``(key, score_fn)`` of ``draws``
     (:func:`sample_run`), on states of ``shape``; the sampler is built once.
 
     A warning raised in building the sampler (a step beyond its stability bound) is the
     reason of a divergence: it is the error's remedy when chains end non-finite (one line, not
-    a warning and an error), and is issued again otherwise.
+    a warning and an error), and is issued again otherwise. ``cause`` is a likelier reason,
+    named first (a large guidance weight).
     """
     dim = int(np.prod(shape))
     with warnings.catch_warnings(record=True) as caught:
@@ -611,6 +616,7 @@ def _draw(config, model, target, shape, draws, n, trajectory, batch) -> list[Sam
         "take smaller steps (a smaller step size or step ratio, or more levels) and check the "
         "score model"
     )
+    remedy = f"{cause}; or {remedy}" if cause else remedy
     moments_of_data = config.sampler.prior == "moments" and target is None
     data = builders.make_data(config.data) if moments_of_data else None
     results = []

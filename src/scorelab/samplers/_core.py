@@ -21,7 +21,9 @@ from jax import Array
 from scorelab._keys import typed_key
 from scorelab._validate import (
     all_finite,
+    check_callable,
     check_float32,
+    check_instance,
     check_int,
     check_memory,
     check_sigma,
@@ -819,11 +821,7 @@ def sample(
     """
     key = typed_key(key)
     _check_score_fn(score_fn, sampler)
-    if callback is not None and not callable(callback):  # a TypeError inside the trace
-        raise TypeError(
-            "callback: expected a callable callback(step, x) or None, got "
-            f"{type(callback).__name__}"
-        )
+    check_callable("callback", callback, "callback(step, x)", optional=True)  # not in a trace
     x_init = _check_x_init(x_init)
     noise = _check_noise_values(noise)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
@@ -891,15 +889,10 @@ def _check_score_fn(score_fn, sampler) -> None:
     """``TypeError`` unless ``sampler`` is an :class:`AbstractSampler` (a name was an
     ``AttributeError``) and ``score_fn`` a callable, or ``None`` for a sampler that evaluates
     no score (MALA with ``returns_score``; :func:`_shape_checked` names it when one does)."""
-    if not isinstance(sampler, AbstractSampler):
-        raise TypeError(
-            "sampler: expected an AbstractSampler (e.g. build_sampler('ddim', sigmas)), got "
-            f"{type(sampler).__name__}"
-        )
-    if score_fn is not None and not callable(score_fn):  # None: a sampler that needs none
-        raise TypeError(
-            f"score_fn: expected a callable score_fn(x, sigma), got {type(score_fn).__name__}"
-        )
+    what = "an AbstractSampler (e.g. build_sampler('ddim', sigmas))"
+    check_instance("sampler", sampler, AbstractSampler, what)
+    if score_fn is not None:  # None: a sampler that needs none
+        check_callable("score_fn", score_fn, "score_fn(x, sigma)")
 
 
 def _check_x_init(x_init) -> Array:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from scorelab._validate import check_int
+from scorelab._validate import check_int, check_mapping
 from scorelab.samplers._adaptive import dopri5, tsit5
 from scorelab.samplers._core import (
     AbstractSampler,
@@ -183,10 +183,8 @@ def sampler_options(name: str, options: dict[str, Any] | None = None) -> dict[st
         TypeError: for ``options`` that is not a mapping (``None`` is the defaults).
     """
     declared = _kind_of(name).options
-    if options is not None and not isinstance(options, Mapping):  # ["eta"]: dict()'s error
-        raise TypeError(
-            f"options: expected a dict of option name -> value, got {type(options).__name__}"
-        )
+    if options is not None:  # ["eta"] was dict()'s error
+        check_mapping("options", options, "a dict of option name -> value")
     given = dict(options or {})
     check_renamed(given)
     accepted = [o.name for o in declared]
