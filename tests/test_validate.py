@@ -207,7 +207,7 @@ def test_check_sequence_refuses_strings_and_when_strict_mappings_and_scalars():
 def test_check_instance_names_field_what_and_type():
     check_instance("label", None, str, "a string", optional=True)
     check_instance("config", ExperimentConfig(), ExperimentConfig, "an ExperimentConfig")
-    with pytest.raises(TypeError, match=r"^label: expected a string or None, got int$"):
+    with pytest.raises(TypeError, match=r"^label: expected None or a string, got int$"):
         check_instance("label", 3, str, "a string", optional=True)
     with pytest.raises(TypeError, match=r"^config: expected an ExperimentConfig, got dict; use x$"):
         check_instance("config", {}, ExperimentConfig, "an ExperimentConfig", remedy="use x")

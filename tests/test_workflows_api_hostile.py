@@ -396,7 +396,7 @@ def test_sweep_settings_refuse_overrides_that_are_not_a_mapping():
 
 
 def test_demo_settings_refuse_a_bad_base_and_a_table_for_a_train_config():
-    with raises(TypeError, "base: expected a DemoSettings or None, got str"):
+    with raises(TypeError, "base: expected None or a DemoSettings, got str"):
         DemoSettings.from_dict({}, base="x")
     with raises(ValueError, "demo.dsm: expected a TrainConfig"):
         DemoSettings(dsm={"steps": 5})

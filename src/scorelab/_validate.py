@@ -69,13 +69,13 @@ def check_instance(
 ) -> None:
     """Raise ``error`` (``TypeError``) unless ``value`` is an instance of ``kind`` (or ``None``
     when ``optional``), before an attribute of it fails deep inside:
-    ``FIELD: expected WHAT [or None], got TYPE[; REMEDY]``."""
+    ``FIELD: expected [None or ]WHAT, got TYPE[; REMEDY]``."""
     if optional and value is None:
         return
     if not isinstance(value, kind):
-        none = " or None" if optional else ""
+        none = "None or " if optional else ""
         end = f"; {remedy}" if remedy else ""
-        raise error(f"{field}: expected {what}{none}, got {type(value).__name__}{end}")
+        raise error(f"{field}: expected {none}{what}, got {type(value).__name__}{end}")
 
 
 def check_mapping(
@@ -86,15 +86,9 @@ def check_mapping(
     remedy: str | None = None,
     error: type[Exception] = TypeError,
 ) -> None:
-    """Raise ``error`` (``TypeError``) unless ``value`` is a mapping (or ``None`` when
-    ``optional``): ``FIELD: expected [None or ]WHAT, got TYPE[; REMEDY]``, ``what`` naming
-    the mapping expected (``"a dict of metric -> (mean, sd)"``)."""
-    if optional and value is None:
-        return
-    if not isinstance(value, Mapping):
-        none = "None or " if optional else ""
-        end = f"; {remedy}" if remedy else ""
-        raise error(f"{field}: expected {none}{what}, got {type(value).__name__}{end}")
+    """:func:`check_instance` of a :class:`~collections.abc.Mapping`, ``what`` naming the
+    mapping expected (``"a dict of metric -> (mean, sd)"``)."""
+    check_instance(field, value, Mapping, what, optional, remedy, error)
 
 
 def check_sequence(
