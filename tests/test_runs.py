@@ -92,6 +92,12 @@ def test_an_output_expected_new_is_not_replaced_if_another_process_wrote_it(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]  # no temporary left
     atomic_write(path, lambda handle: handle.write(b"third"))  # the scope is over
     assert path.read_bytes() == b"third"
+    dangling = tmp_path / "link.npy"  # an output on a dangling link is written as before
+    dangling.symlink_to(tmp_path / "nowhere.npy")
+    with new_outputs():
+        expect_new(dangling)
+        atomic_write(dangling, lambda handle: handle.write(b"new"))
+    assert dangling.read_bytes() == b"new" and not dangling.is_symlink()
 
 
 def test_a_short_write_is_a_full_disk_naming_the_file(tmp_path):

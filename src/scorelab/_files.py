@@ -60,6 +60,9 @@ def _put_new(temporary: Path, path: Path) -> None:
     """Rename ``temporary`` to ``path`` unless ``path`` exists, atomically: a hard link fails
     on an existing name, where ``os.replace`` would replace it. A file system without hard
     links is checked first instead (a small window remains there)."""
+    if path.is_symlink() and not path.exists():  # a dangling link, replaced as before
+        os.replace(temporary, path)
+        return
     try:
         os.link(temporary, path)
     except FileExistsError:
