@@ -2329,3 +2329,14 @@ def test_likelihood_refuses_images_in_another_layout(tmp_path, capsys):
         8,
         8,
     )
+
+
+def test_plot_into_a_run_another_process_holds_is_refused(run_dir, capsys):
+    """``plot RUN`` wrote RUN/figures while a failing ``train --out RUN --overwrite`` was
+    replacing the run, which took the figures for the new run's work and deleted the old run
+    (pass 14, #1)."""
+    from scorelab.runs import locked
+
+    with locked(run_dir):
+        _fails(["plot", run_dir], capsys, f"run directory {run_dir} is in use by another process")
+    assert main(["plot", str(run_dir), "--overwrite"]) == 0

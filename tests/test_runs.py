@@ -22,6 +22,7 @@ from scorelab.runs import (
     manifest,
     prepare_run_dir,
     read_json,
+    settle,
     write_json,
 )
 
@@ -92,12 +93,24 @@ def test_an_output_expected_new_is_not_replaced_if_another_process_wrote_it(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]  # no temporary left
     atomic_write(path, lambda handle: handle.write(b"third"))  # the scope is over
     assert path.read_bytes() == b"third"
-    dangling = tmp_path / "link.npy"  # an output on a dangling link is written as before
+    dangling = tmp_path / "link.npy"  # a dangling link: its target is written
     dangling.symlink_to(tmp_path / "nowhere.npy")
     with new_outputs():
         expect_new(dangling)
         atomic_write(dangling, lambda handle: handle.write(b"new"))
-    assert dangling.read_bytes() == b"new" and not dangling.is_symlink()
+    assert dangling.is_symlink() and (tmp_path / "nowhere.npy").read_bytes() == b"new"
+
+
+def test_a_write_through_a_symbolic_link_replaces_its_target_not_the_link(tmp_path):
+    # `sample --out link.npy --overwrite` replaced the link by a file: the target kept the old
+    # samples, and whatever read it (the link's point) read stale data (pass 14, #9).
+    target, link = tmp_path / "data" / "x.npy", tmp_path / "x.npy"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    assert atomic_write(link, lambda handle: handle.write(b"new")) == link
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.npy"]  # no temporary left
 
 
 def test_a_short_write_is_a_full_disk_naming_the_file(tmp_path):
@@ -197,7 +210,8 @@ def test_an_existing_run_is_reused_only_when_asked(tmp_path):
     with prepare_run_dir(run_dir, resume=True):
         assert (run_dir / "config.json").is_file()
     with prepare_run_dir(run_dir, overwrite=True):  # the old run waits aside until the end
-        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", ".replaced", "manifest.json"]
+        names = sorted(p.name for p in run_dir.iterdir())
+        assert names == [".lock", ".scorelab-replaced", "manifest.json"]
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "manifest.json"]
 
 
@@ -245,20 +259,91 @@ def test_an_overwrite_whose_run_has_work_replaces_the_old_run(tmp_path):
         pass
 
 
+def _killed_after_moving(run_dir, moved=None, marked=True):
+    """The state a SIGKILL leaves: ``moved`` entries (default all) of the old run in the
+    aside folder, marked complete or not."""
+    aside = run_dir / ".scorelab-replaced"
+    aside.mkdir()
+    entries = sorted(p for p in run_dir.iterdir() if not p.name.startswith((".lock", ".scorelab")))
+    for entry in entries if moved is None else [e for e in entries if e.name in moved]:
+        entry.rename(aside / entry.name)
+    if marked:
+        (aside / ".moved").touch()
+
+
 def test_an_overwrite_killed_outright_is_settled_by_the_next_claim(tmp_path):
     # SIGKILL inside the job: no handler ran, the old run is still aside. The next claim puts
     # it back when the new job left nothing but its provisional manifest, else drops it.
     run_dir = tmp_path / "run"
     old = _old_run(run_dir)
-    aside = run_dir / ".replaced"
-    aside.mkdir()
-    for entry in [p for p in run_dir.iterdir() if p.name not in (".lock", ".replaced")]:
-        entry.rename(aside / entry.name)
+    _killed_after_moving(run_dir)
     write_json(run_dir / "manifest.json", manifest(None, provisional=True))
     with pytest.raises(RunExistsError, match="already holds a run"):
         with prepare_run_dir(run_dir):
             pass
     assert _contents(run_dir) == old
+
+
+def test_a_move_or_restore_cut_short_is_undone_whole(tmp_path):
+    # Killed half way through the move (pass 14, #3): the entries left in the folder (the old
+    # run's committed checkpoint among them) were taken for new work and the rest deleted.
+    run_dir = tmp_path / "run"
+    old = _old_run(run_dir)
+    _killed_after_moving(run_dir, moved={"model.json", "config.json"}, marked=False)
+    settle(run_dir)
+    assert _contents(run_dir) == old
+    _killed_after_moving(run_dir, moved={"checkpoints"}, marked=False)  # a restore cut short
+    with prepare_run_dir(run_dir, resume=True):
+        assert _contents(run_dir) == old
+
+
+def test_resume_after_a_killed_overwrite_finds_the_run_it_replaced(tmp_path):
+    # `train --resume` looked for checkpoints before any claim settled the folder, and said
+    # "no checkpoint ... replace the run with --overwrite instead" (pass 14, #2).
+    from scorelab.config import ExperimentConfig
+    from scorelab.workflows import train_run
+
+    config = ExperimentConfig.from_dict(
+        {"data": {"source": "two_moons", "n": 64}, "model": {"widths": [8, 8, 8]},
+         "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "schedule": "constant"}}
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    train_run(config, run_dir, progress=False)
+    _killed_after_moving(run_dir)
+    write_json(run_dir / "manifest.json", manifest(None, provisional=True))
+    longer = ExperimentConfig.from_dict(
+        {**config.to_dict(), "train": {**config.to_dict()["train"], "steps": 6}}
+    )
+    train_run(longer, run_dir, progress=False, resume=True)
+    assert np.load(run_dir / "losses.npy").shape == (6,)
+
+
+def test_a_failure_after_the_move_puts_the_old_run_back(tmp_path, monkeypatch):
+    # A full disk for the provisional manifest, right after the move, left the old run hidden
+    # in the aside folder (pass 14, #4).
+    from scorelab import runs
+
+    run_dir = tmp_path / "run"
+    old = _old_run(run_dir)
+
+    def full(path, payload):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "write_json", full)
+    with pytest.raises(OSError, match="No space"), prepare_run_dir(run_dir, overwrite=True):
+        pass
+    assert _contents(run_dir) == old
+
+
+def test_a_user_s_own_hidden_folders_in_a_run_are_kept(tmp_path):
+    # A user's `.replaced/` was deleted by any claim of the run (pass 14, #5).
+    run_dir = tmp_path / "run"
+    _old_run(run_dir)
+    (run_dir / ".replaced").mkdir()
+    (run_dir / ".replaced" / "notes.txt").write_text("mine")
+    with prepare_run_dir(run_dir, resume=True):
+        pass
+    assert (run_dir / ".replaced" / "notes.txt").read_text() == "mine"
 
 
 def test_a_job_killed_before_writing_anything_leaves_a_folder_the_next_claim_takes(tmp_path):

@@ -60,9 +60,6 @@ def _put_new(temporary: Path, path: Path) -> None:
     """Rename ``temporary`` to ``path`` unless ``path`` exists, atomically: a hard link fails
     on an existing name, where ``os.replace`` would replace it. A file system without hard
     links is checked first instead (a small window remains there)."""
-    if path.is_symlink() and not path.exists():  # a dangling link, replaced as before
-        os.replace(temporary, path)
-        return
     try:
         os.link(temporary, path)
     except FileExistsError:
@@ -103,10 +100,13 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         Exception: whatever ``write_fn`` raises; the temporary file is removed and ``path``
             is unchanged.
     """
-    path = Path(path)
+    given = Path(path)
+    # Through a symbolic link to its target, as a shell's > writes (replacing the link by a
+    # file left the target stale); a dangling link's target is created.
+    path = resolved(given) if given.is_symlink() else given
     if path.exists() and not path.is_file() and not path.is_dir():  # a folder: the OS refuses
         raise ValueError(
-            f"{path}: a special file (a device or a pipe), which writing here would replace; "
+            f"{given}: a special file (a device or a pipe), which writing here would replace; "
             "give the path of a regular file"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         # os.open with mode 0o666 lets the umask set the permissions, as a plain open() would.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as error:
-        raise naming(error, path) from None
+        raise naming(error, given) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             try:
@@ -123,7 +123,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
                 handle.flush()
                 os.fsync(handle.fileno())
             except OSError as error:
-                raise _of_the_disk(error, path) from None
+                raise _of_the_disk(error, given) from None
         marked = _NEW_OUTPUTS.get()
         try:
             if marked and resolved(path) in marked:
@@ -133,7 +133,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
         except FileExistsError:
             raise
         except OSError as error:
-            raise naming(error, path) from None
+            raise naming(error, given) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -143,7 +143,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
             os.fsync(folder)
         finally:
             os.close(folder)
-    return path
+    return given
 
 
 def check_writable(path: str | os.PathLike) -> None:

@@ -549,12 +549,17 @@ def _cmd_plot(args) -> int:
             f"--out {out}: a folder that is not empty; pass --overwrite to replace figures "
             "there, or choose a new folder"
         )
-    if is_image_demo(args.run):
-        written = plot_image_demo(args.run, out)
-    elif (args.run / "demo.json").is_file():
-        written = plot_demo(args.run, out)
-    else:
-        written = plot_run(args.run, out)
+    from scorelab.runs import inside, locked
+
+    # Into the run itself (RUN/figures): not while another job trains or replaces it.
+    within = inside(out, args.run) and args.run.is_dir()
+    with locked(args.run) if within else contextlib.nullcontext():
+        if is_image_demo(args.run):
+            written = plot_image_demo(args.run, out)
+        elif (args.run / "demo.json").is_file():
+            written = plot_demo(args.run, out)
+        else:
+            written = plot_run(args.run, out)
     for path in written:
         print(path)
     return 0

@@ -56,12 +56,16 @@ __all__ = [
     "read_json",
     "load_run",
     "read_losses",
+    "settle",
+    "locked",
 ]
 
 _LOCK = ".lock"
 _MANIFEST = "manifest.json"
-_REPLACED = ".replaced"  # the run an overwrite replaces, kept until the new one has work
-_OWN = (_LOCK, _REPLACED)  # the claim's own entries: no part of a run
+_REPLACED = ".scorelab-replaced"  # the run an overwrite replaces, until the new one has work
+_MOVED = ".moved"  # in _REPLACED once every entry is in it: the new job may begin
+_DROPPED = ".scorelab-dropped"  # a replaced run being deleted, out of _REPLACED's way
+_OWN = (_LOCK, _REPLACED, _DROPPED)  # the claim's own entries: no part of a run
 _ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # in the name of a save that never completed
 
 
@@ -94,9 +98,10 @@ def prepare_run_dir(
       may clear; a job that fails with nothing else written removes it again;
     - a folder holding a run (:func:`is_run`) is refused unless ``resume`` (the caller
       continues it, e.g. ``train(..., resume=True)``) or ``overwrite``: its contents are moved
-      aside (``.replaced/``) and deleted when the job ends, unless the job fails (a full disk,
-      an interrupt) before it has written anything but its provisional manifest, when they are
-      put back; a job killed outright is settled the same way by the next claim;
+      aside (``.scorelab-replaced/``) and deleted when the job ends, unless the job fails (a
+      full disk, an interrupt) before it has written anything but its provisional manifest,
+      when they are put back; a job killed outright, even half way through the move, is
+      settled the same way by the next claim (or :func:`settle`);
     - any other non-empty folder is refused: ``overwrite`` deletes only a scorelab run, known
       by its manifest, never a folder that merely holds a ``config.json`` (a diffusers model
       does); ``resume`` also takes a folder of ``checkpoints`` without one (a run killed
@@ -211,19 +216,81 @@ def _unclaim(path: Path) -> None:
                 checkpoints.rmdir()
 
 
+def _set_aside(path: Path, entries: list[Path]) -> None:
+    """Move a replaced run's ``entries`` into ``path/.scorelab-replaced``, marked complete
+    (``.moved``) once all are there: a move cut short has no mark, and is undone."""
+    aside = path / _REPLACED
+    aside.mkdir()
+    for entry in entries:
+        os.rename(entry, aside / entry.name)
+    (aside / _MOVED).touch()
+
+
 def _settle_replaced(path: Path) -> None:
-    """The run an overwrite moved aside (``path/.replaced``), put back when ``path`` holds
-    nothing else (the replacing job failed before writing anything, :func:`_unclaim`), or
-    deleted now that the new run holds work of its own."""
+    """The run an overwrite moved aside, put back when ``path`` holds nothing else (the
+    replacing job failed before writing anything, :func:`_unclaim`) or the move (or a
+    restore) was cut short, and deleted when the new run holds work of its own; each step
+    leaves a state the next call settles the same way (a kill at any point loses nothing)."""
+    dropped = path / _DROPPED
+    if dropped.is_dir() and not dropped.is_symlink():
+        shutil.rmtree(dropped)
     aside = path / _REPLACED
     if not aside.is_dir() or aside.is_symlink():
         return
-    if any(entry.name not in _OWN for entry in path.iterdir()):
-        shutil.rmtree(aside)
+    complete = (aside / _MOVED).is_file()
+    if complete and any(entry.name not in _OWN for entry in path.iterdir()):
+        aside.rename(dropped)  # out of the way at once: a half-deleted run is never put back
+        shutil.rmtree(dropped)
         return
+    (aside / _MOVED).unlink(missing_ok=True)  # a restore cut short is finished next time
     for entry in aside.iterdir():
         os.rename(entry, path / entry.name)
     aside.rmdir()
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of the run in ``path`` (the one :func:`prepare_run_dir` takes) while
+    writing into it, e.g. its figures: ``plot`` wrote them into a run that a failing
+    ``--overwrite`` was replacing, which then took them for the new run's work.
+
+    Raises:
+        RunBusyError: another process holds the run (training it, or replacing it).
+    """
+    path = Path(path)
+    lock = filelock.FileLock(path / _LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunBusyError(
+            f"run directory {path} is in use by another process (training or replacing it); "
+            "wait for it to finish"
+        ) from None
+    try:
+        yield path
+    finally:
+        lock.release()
+
+
+def settle(path: str | os.PathLike) -> None:
+    """Finish what a job killed while replacing the run in ``path`` left (see
+    :func:`prepare_run_dir`): put the old run back, or delete it when the new one holds work.
+    Nothing when another process holds the folder, or there is nothing to settle; a claim
+    does this itself, this is for a check made before one (``train --resume`` looks for
+    checkpoints first)."""
+    path = Path(path)
+    if not (path / _REPLACED).is_dir() and not (path / _DROPPED).is_dir():
+        return
+    lock = filelock.FileLock(path / _LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return
+    try:
+        _unclaim(path)
+        _settle_replaced(path)
+    finally:
+        lock.release()
 
 
 def _claim(
@@ -275,13 +342,15 @@ def _claim(
                         f"{path}: --overwrite would delete {item}, which this command reads; "
                         "move it out of the run directory, or choose another output path"
                     )
-            (path / _REPLACED).mkdir()  # kept until the new run has work (_settle_replaced)
-            for entry in entries:
-                os.rename(entry, path / _REPLACED / entry.name)
+            _set_aside(path, entries)  # kept until the new run has work (_settle_replaced)
         if not entries or overwrite:
             write_json(path / _MANIFEST, manifest(None, provisional=True, job=job))
     except BaseException:
-        lock.release()
+        try:  # a full disk for the provisional manifest: the replaced run is put back
+            _unclaim(path)
+            _settle_replaced(path)
+        finally:
+            lock.release()
         raise
     return lock
 

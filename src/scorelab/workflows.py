@@ -64,6 +64,7 @@ from scorelab.runs import (
     model_data_mismatch,
     prepare_run_dir,
     read_losses,
+    settle,
     write_json,
 )
 from scorelab.score_error import ScoreErrorProfile, score_error_profile
@@ -271,6 +272,8 @@ def train_run(
             )
         validate_data(data, "data", any_shape=True)  # before the run directory is claimed
     builders.check_fields_read(config)
+    if resume:
+        settle(out_dir)  # a replacement killed half way: the run it replaced is back
     if resume and not has_checkpoints(out_dir):
         taken = Path(out_dir).is_dir() and any(Path(out_dir).iterdir())
         remedy = "replace the run with --overwrite instead" if taken else "drop --resume"
