@@ -2331,6 +2331,14 @@ def test_likelihood_refuses_images_in_another_layout(tmp_path, capsys):
     )
 
 
+def test_plot_into_a_dangling_link_names_it(run_dir, tmp_path, capsys):
+    """``plot --out LINK`` to a folder that does not exist said 'cannot create the folder
+    (File exists)' (pass 14, #8)."""
+    link = tmp_path / "figs"
+    link.symlink_to(tmp_path / "gone")
+    _fails(["plot", run_dir, "--out", link], capsys, f"--out {link}: a symbolic link to")
+
+
 def test_plot_into_a_run_another_process_holds_is_refused(run_dir, capsys):
     """``plot RUN`` wrote RUN/figures while a failing ``train --out RUN --overwrite`` was
     replacing the run, which took the figures for the new run's work and deleted the old run

@@ -542,6 +542,11 @@ def _cmd_plot(args) -> int:
     _not_a_run_file(out, args.run)
     if out.exists() and not out.is_dir():  # was 'File exists; choose another path'
         raise ValueError(f"--out {out}: a file, not a folder; give a folder for the figures")
+    if out.is_symlink() and not out.exists():  # 'cannot create the folder (File exists)'
+        raise ValueError(
+            f"--out {out}: a symbolic link to {os.readlink(out)}, which does not exist; create "
+            "that folder or choose another"
+        )
     # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
     # figures); any other folder may hold a user's files of the same names.
     if args.out is not None and out.is_dir() and any(out.iterdir()) and not args.overwrite:
