@@ -63,20 +63,20 @@ def _put_new(temporary: Path, path: Path) -> None:
     try:
         os.link(temporary, path)
     except FileExistsError:
-        raise FileExistsError(
-            errno.EEXIST,
-            "another process created it while this command ran, and it was kept (pass "
-            "--overwrite to replace it)",
-            str(path),
-        ) from None
-    except OSError:
-        if path.exists():
-            raise FileExistsError(
-                errno.EEXIST, "another process created it while this command ran", str(path)
-            ) from None
-        os.replace(temporary, path)
+        pass
+    except OSError:  # no hard links on this file system
+        if not path.exists():
+            os.replace(temporary, path)
+            return
+    else:
+        temporary.unlink()
         return
-    temporary.unlink()
+    raise FileExistsError(
+        errno.EEXIST,
+        "another process created it while this command ran, and it was kept (pass "
+        "--overwrite to replace it)",
+        str(path),
+    )
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
@@ -130,9 +130,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
                 _put_new(temporary, path)
             else:
                 os.replace(temporary, path)
-        except FileExistsError:
-            raise
-        except OSError as error:
+        except OSError as error:  # a refusal of _put_new too, named as the user gave it
             raise naming(error, given) from None
     except BaseException:
         temporary.unlink(missing_ok=True)

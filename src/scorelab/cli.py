@@ -571,22 +571,16 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from scorelab._files import resolved
     from scorelab.diffusers import export_pipeline
-    from scorelab.runs import inside, is_run, load_run
+    from scorelab.runs import enclosing_run, load_run
 
     _not_a_run_file(args.diffusers, args.run)
-
-    def a_run(folder: Path) -> bool:  # the run exported counts even without a manifest
-        return is_run(folder) or (inside(folder, args.run) and inside(args.run, folder))
-
-    for place in (args.diffusers, resolved(args.diffusers)):
-        run = next((folder for folder in place.parents if a_run(folder)), None)
-        if run is not None:  # `train --out RUN --overwrite` would delete the pipeline
-            raise ValueError(
-                f"--diffusers {args.diffusers}: inside the run {run}, whose replacement "
-                "(--overwrite) would delete it; choose a folder outside any run"
-            )
+    run = enclosing_run(args.diffusers, args.run)
+    if run is not None:  # `train --out RUN --overwrite` would delete the pipeline
+        raise ValueError(
+            f"--diffusers {args.diffusers}: inside the run {run}, whose replacement "
+            "(--overwrite) would delete it; choose a folder outside any run"
+        )
     _, model = load_run(args.run)
     print(export_pipeline(model, args.diffusers))  # a VPEpsilonUNet, or refused
     classes = dict(model.network.unet.config).get("num_class_embeds")

@@ -147,8 +147,7 @@ def prepare_run_dir(
     try:
         yield path
     except BaseException:
-        _unclaim(path)
-        _settle_replaced(path)
+        _tidy(path)
         raise
     else:
         _settle_replaced(path)
@@ -175,18 +174,31 @@ def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None
 
     ``read``, the run the command reads, counts as a run even when damaged (no manifest).
     """
-
-    def is_owner(folder: Path) -> bool:
-        same = read is not None and inside(folder, read) and inside(read, folder)
-        return same or is_run(folder)
-
     for candidate in (Path(path), resolved(path)):
-        if candidate.name in RUN_FILES and is_owner(candidate.parent):
+        if candidate.name in RUN_FILES and _holds_run(candidate.parent, read):
             return candidate.parent
         for folder in (candidate, *candidate.parents):
-            if folder.name == "checkpoints" and is_owner(folder.parent):
+            if folder.name == "checkpoints" and _holds_run(folder.parent, read):
                 return folder.parent
     return None
+
+
+def enclosing_run(path: str | os.PathLike, read: Path | None = None) -> Path | None:
+    """The run directory ``path`` lies in (below it, at any depth), as written or with links
+    resolved, or ``None``; ``read`` counts as a run as in :func:`owning_run`. A folder written
+    there (an exported pipeline) would go with the run's ``--overwrite``."""
+    for candidate in (Path(path), resolved(path)):
+        run = next((f for f in candidate.parents if _holds_run(f, read)), None)
+        if run is not None:
+            return run
+    return None
+
+
+def _holds_run(folder: Path, read: Path | None) -> bool:
+    """Whether ``folder`` holds a run (:func:`is_run`) or is ``read``, the run a command
+    reads, which counts even when damaged (no manifest)."""
+    same = read is not None and inside(folder, read) and inside(read, folder)
+    return same or is_run(folder)
 
 
 def _unclaim(path: Path) -> None:
@@ -248,6 +260,24 @@ def _settle_replaced(path: Path) -> None:
     aside.rmdir()
 
 
+def _tidy(path: Path) -> None:
+    """With the lock held: what a failed or killed job left, cleared (:func:`_unclaim`), and
+    a run it was replacing put back or dropped (:func:`_settle_replaced`)."""
+    _unclaim(path)
+    _settle_replaced(path)
+
+
+def _try_lock(path: Path) -> filelock.FileLock | None:
+    """The run lock of ``path`` (an OS file lock on ``path/.lock``), acquired, or ``None``
+    when another process holds it."""
+    lock = filelock.FileLock(path / _LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return None
+    return lock
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of the run in ``path`` (the one :func:`prepare_run_dir` takes) while
@@ -258,14 +288,12 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
         RunBusyError: another process holds the run (training it, or replacing it).
     """
     path = Path(path)
-    lock = filelock.FileLock(path / _LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+    lock = _try_lock(path)
+    if lock is None:
         raise RunBusyError(
             f"run directory {path} is in use by another process (training or replacing it); "
             "wait for it to finish"
-        ) from None
+        )
     try:
         yield path
     finally:
@@ -281,14 +309,11 @@ def settle(path: str | os.PathLike) -> None:
     path = Path(path)
     if not (path / _REPLACED).is_dir() and not (path / _DROPPED).is_dir():
         return
-    lock = filelock.FileLock(path / _LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+    lock = _try_lock(path)
+    if lock is None:
         return
     try:
-        _unclaim(path)
-        _settle_replaced(path)
+        _tidy(path)
     finally:
         lock.release()
 
@@ -302,17 +327,16 @@ def _claim(
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a run directory; choose another output path")
     make_folder(path, "choose another output path")
-    lock = filelock.FileLock(path / _LOCK)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+    lock = _try_lock(path)
+    if lock is None:
         raise RunBusyError(
             f"run directory {path} is in use by another process; wait for it to finish, or "
             "choose another output path"
-        ) from None
+        )
     try:
-        _unclaim(path)  # the lock is ours: a provisional manifest alone is a dead job's
-        _settle_replaced(path)  # and a run it was replacing is put back
+        # The lock is ours: a provisional manifest alone is a dead job's, and a run it was
+        # replacing is put back.
+        _tidy(path)
         entries = [entry for entry in path.iterdir() if entry.name not in _OWN]
         # A checkpoints folder, even empty, marks a run killed before its manifest, not a
         # stranger's folder (whether it has steps to resume is train_run's check).
@@ -347,8 +371,7 @@ def _claim(
             write_json(path / _MANIFEST, manifest(None, provisional=True, job=job))
     except BaseException:
         try:  # a full disk for the provisional manifest: the replaced run is put back
-            _unclaim(path)
-            _settle_replaced(path)
+            _tidy(path)
         finally:
             lock.release()
         raise
