@@ -30,7 +30,7 @@ from scorelab.samplers._core import (
     option,
     tweedie,
 )
-from scorelab.samplers._ode import AbstractFlow, DPMpp2MState
+from scorelab.samplers._ode import AbstractFlow, AbstractTwoStage, DPMpp2MState
 
 SOLVER_TYPES = ("midpoint", "heun")
 """The second-order corrections of :func:`dpmpp_2m_sde`."""
@@ -187,16 +187,8 @@ class DPMpp2MSDE(AbstractMultistep, AbstractDPMpp):
         return DPMpp2MState(x, denoised, h), None
 
 
-class AbstractSinglestepDPMpp(AbstractDPMpp):
-    """Two evaluations a step between levels, one on the last (Euler, to 0): ``2 N - 1``."""
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.n_steps - 1
-
-    @classmethod
-    def levels(cls, nfe: int, options) -> int:
-        return (nfe + 1) // 2  # the largest N with 2 N - 1 <= nfe
+class AbstractSinglestepDPMpp(AbstractTwoStage, AbstractDPMpp):
+    """A two-stage DPM-Solver++ step between levels; the last, to 0, is the denoiser itself."""
 
     def final_step(self, score_fn, x, inputs):
         (sigma, _, _), _ = inputs

@@ -18,7 +18,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
@@ -28,12 +27,11 @@ from jax import Array
 from scorelab.samplers._core import check_sigmas, checked_options, descending_steps, option, tweedie
 from scorelab.samplers._dpmpp import AbstractSinglestepDPMpp, _check, ancestral_step
 from scorelab.samplers._ode import (
+    AbstractChurnFlow,
     AbstractFlow,
     AbstractSecondOrderFlow,
+    _check_churn,
     _flow_step,
-    _gammas,
-    churn,
-    edm_gammas,
 )
 
 
@@ -50,26 +48,6 @@ def _dpm_2_step(score_fn, x: Array, sigma, sigma_next) -> Array:
     return x + (sigma_next - sigma) * _slope(score_fn, x_mid, sigma_mid)
 
 
-class AbstractChurnFlow(AbstractFlow):
-    """A flow solver after EDM's churn at every level (Karras et al. 2022, Alg. 2), one draw
-    a step; k-diffusion's defaults (no churn)."""
-
-    s_churn: Array = option(0.0, "total churn S_churn >= 0 (0: no noise added)", in_label=True)
-    s_tmin: Array = option(0.0, "lowest level that gets churn, >= 0")
-    s_tmax: Array = option(
-        math.inf, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
-    )
-    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the churn's noise")
-
-    @property
-    def draws_per_step(self) -> int:
-        return 1
-
-    def schedule(self):
-        gammas = _gammas(self.sigmas, self.s_churn, self.s_tmin, self.s_tmax)
-        return (*descending_steps(self.sigmas), gammas)
-
-
 class EulerChurn(AbstractChurnFlow):
     """Euler steps after churn (:func:`euler_churn`)."""
 
@@ -80,9 +58,7 @@ class EulerChurn(AbstractChurnFlow):
         return self.n_steps
 
     def step(self, score_fn, x, inputs):
-        (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
-        return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
+        return _flow_step(score_fn, *self._churned(x, inputs), False), None
 
 
 class KDPM2(AbstractChurnFlow, AbstractSecondOrderFlow):
@@ -91,14 +67,7 @@ class KDPM2(AbstractChurnFlow, AbstractSecondOrderFlow):
     kind: ClassVar[str] = "dpm_2"
 
     def step(self, score_fn, x, inputs):
-        (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
-        return _dpm_2_step(score_fn, x_hat, sigma_hat, sigma_next), None
-
-    def final_step(self, score_fn, x, inputs):
-        (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
-        return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
+        return _dpm_2_step(score_fn, *self._churned(x, inputs)), None
 
 
 class KDPM2Ancestral(AbstractSinglestepDPMpp):
@@ -115,14 +84,6 @@ class KDPM2Ancestral(AbstractSinglestepDPMpp):
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         x = _dpm_2_step(score_fn, x, sigma, sigma_down)
         return x + noise(0, (sigma, sigma_next)) * self.s_noise * sigma_up, None
-
-
-def _check_churn(sigmas, s_churn, s_tmin, s_tmax, s_noise) -> Array:
-    sigmas = check_sigmas(sigmas)
-    if not s_noise >= 0:
-        raise ValueError(f"s_noise must be >= 0, got {s_noise}")
-    edm_gammas(sigmas, s_churn, s_tmin, s_tmax)  # checks the churn settings
-    return sigmas
 
 
 @checked_options

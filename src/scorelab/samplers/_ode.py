@@ -80,9 +80,8 @@ class Euler(AbstractFlow):
         return _flow_step(score_fn, x, sigma, sigma_next, False), None
 
 
-class AbstractSecondOrderFlow(AbstractFlow):
-    """Heun steps (two evaluations) down the grid; the last step, to sigma = 0 where the slope
-    is undefined, is Euler's (Karras et al. 2022, Alg. 1, line 8): ``2 N - 1`` evaluations."""
+class AbstractTwoStage(AbstractSampler):
+    """Two evaluations a step between levels, one on the last (to 0): ``2 N - 1``."""
 
     has_final_step: ClassVar[bool] = True
 
@@ -93,6 +92,11 @@ class AbstractSecondOrderFlow(AbstractFlow):
     @classmethod
     def levels(cls, nfe: int, options) -> int:
         return (nfe + 1) // 2  # the largest N with 2 N - 1 <= nfe
+
+
+class AbstractSecondOrderFlow(AbstractTwoStage, AbstractFlow):
+    """Heun steps (two evaluations) down the grid; the last step, to sigma = 0 where the slope
+    is undefined, is Euler's (Karras et al. 2022, Alg. 1, line 8): ``2 N - 1`` evaluations."""
 
 
 class Heun(AbstractSecondOrderFlow):
@@ -221,16 +225,16 @@ def churn(x: Array, sigma, gamma, s_noise, z: Array) -> tuple[Array, Array]:
     return x + raise_by * s_noise * z, sigma * (1.0 + gamma)
 
 
-class EDM(AbstractSecondOrderFlow):
-    """The stochastic EDM sampler (:func:`edm`)."""
+class AbstractChurnFlow(AbstractFlow):
+    """A flow solver after EDM's churn at every level (Karras et al. 2022, Alg. 2), one draw
+    a step; k-diffusion's defaults (no churn). The last step, when it differs, is Euler's."""
 
-    kind: ClassVar[str] = "edm"
-    s_churn: Array = option(40.0, "EDM's total churn S_churn >= 0 (0: Heun)", in_label=True)
-    s_tmin: Array = option(0.05, "lowest level that gets churn, >= 0")
+    s_churn: Array = option(0.0, "total churn S_churn >= 0 (0: no noise added)", in_label=True)
+    s_tmin: Array = option(0.0, "lowest level that gets churn, >= 0")
     s_tmax: Array = option(
-        50.0, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
+        math.inf, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
     )
-    s_noise: Array = option(1.003, "inflation S_noise >= 0 of the churn's noise")
+    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the churn's noise")
 
     @property
     def draws_per_step(self) -> int:
@@ -240,15 +244,36 @@ class EDM(AbstractSecondOrderFlow):
         gammas = _gammas(self.sigmas, self.s_churn, self.s_tmin, self.s_tmax)
         return (*descending_steps(self.sigmas), gammas)
 
-    def step(self, score_fn, x, inputs):
+    def _churned(self, x: Array, inputs) -> tuple[Array, Array, Array]:
+        """``(x_hat, sigma_hat, sigma_next)``: ``x`` after the step's churn (:func:`churn`)."""
         (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
-        return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, True), None
+        return (*churn(x, sigma, gamma, self.s_noise, noise(0)), sigma_next)
 
     def final_step(self, score_fn, x, inputs):
-        (sigma, sigma_next, gamma), noise = inputs
-        x_hat, sigma_hat = churn(x, sigma, gamma, self.s_noise, noise(0))
-        return _flow_step(score_fn, x_hat, sigma_hat, sigma_next, False), None
+        return _flow_step(score_fn, *self._churned(x, inputs), False), None
+
+
+def _check_churn(sigmas, s_churn, s_tmin, s_tmax, s_noise) -> Array:
+    sigmas = check_sigmas(sigmas)
+    if not s_noise >= 0:
+        raise ValueError(f"s_noise must be >= 0, got {s_noise}")
+    edm_gammas(sigmas, s_churn, s_tmin, s_tmax)  # checks the churn settings
+    return sigmas
+
+
+class EDM(AbstractChurnFlow, AbstractSecondOrderFlow):
+    """The stochastic EDM sampler (:func:`edm`), with EDM's churn defaults."""
+
+    kind: ClassVar[str] = "edm"
+    s_churn: Array = option(40.0, "EDM's total churn S_churn >= 0 (0: Heun)", in_label=True)
+    s_tmin: Array = option(0.05, "lowest level that gets churn, >= 0")
+    s_tmax: Array = option(
+        50.0, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
+    )
+    s_noise: Array = option(1.003, "inflation S_noise >= 0 of the churn's noise")
+
+    def step(self, score_fn, x, inputs):
+        return _flow_step(score_fn, *self._churned(x, inputs), True), None
 
 
 @checked_options
@@ -289,10 +314,7 @@ def edm(
         Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
         Models, Alg. 2. https://arxiv.org/abs/2206.00364
     """
-    sigmas = check_sigmas(sigmas)
-    if not s_noise >= 0:
-        raise ValueError(f"s_noise must be >= 0, got {s_noise}")
-    edm_gammas(sigmas, s_churn, s_tmin, s_tmax)  # checks the churn settings
+    sigmas = _check_churn(sigmas, s_churn, s_tmin, s_tmax, s_noise)
     return EDM(sigmas, s_churn, s_tmin, s_tmax, s_noise)
 
 
