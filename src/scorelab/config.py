@@ -129,6 +129,20 @@ def _check_real(section, field, value, accepted: str, test):
     check_real(f"{section}.{field}", value, accepted, test, error=ConfigError)
 
 
+def _check_sigma_range(section: str, sigma_min, sigma_max) -> None:
+    """``SECTION.sigma_min`` and ``sigma_max``: finite noise levels, ``0 < min < max``."""
+    _check_real(section, "sigma_min", sigma_min, "a number > 0", lambda v: v > 0)
+    check_sigma(f"{section}.sigma_min", sigma_min, ConfigError)
+    _check_real(
+        section,
+        "sigma_max",
+        sigma_max,
+        f"a number > sigma_min ({sigma_min})",
+        lambda v: v > sigma_min,
+    )
+    check_sigma(f"{section}.sigma_max", sigma_max, ConfigError)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the training / reference data come from.
@@ -389,16 +403,7 @@ class LossConfig:
         _check_choice("loss", "name", self.name, tuple(losses.LOSSES))
         _check_real("loss", "sigma", self.sigma, "a number > 0", lambda v: v > 0)
         check_sigma("loss.sigma", self.sigma, ConfigError)
-        _check_real("loss", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
-        check_sigma("loss.sigma_min", self.sigma_min, ConfigError)
-        _check_real(
-            "loss",
-            "sigma_max",
-            self.sigma_max,
-            f"a number > sigma_min ({self.sigma_min})",
-            lambda v: v > self.sigma_min,
-        )
-        check_sigma("loss.sigma_max", self.sigma_max, ConfigError)
+        _check_sigma_range("loss", self.sigma_min, self.sigma_max)
         _check_int("loss", "n_sigmas", self.n_sigmas, 1)
         _check_choice(
             "loss", "sigma_distribution", self.sigma_distribution, losses.SIGMA_DISTRIBUTIONS
@@ -556,16 +561,7 @@ class SamplerConfig:
         )
         if not is_saved_grid(self.grid):
             _check_choice("sampler", "grid", self.grid, GRIDS)
-        _check_real("sampler", "sigma_min", self.sigma_min, "a number > 0", lambda v: v > 0)
-        check_sigma("sampler.sigma_min", self.sigma_min, ConfigError)
-        _check_real(
-            "sampler",
-            "sigma_max",
-            self.sigma_max,
-            f"a number > sigma_min ({self.sigma_min})",
-            lambda v: v > self.sigma_min,
-        )
-        check_sigma("sampler.sigma_max", self.sigma_max, ConfigError)
+        _check_sigma_range("sampler", self.sigma_min, self.sigma_max)
         if is_saved_grid(self.grid):
             # The whole file is read here, so a bad grid fails before any model is loaded.
             low, high = _saved_grid_range(self.grid)
