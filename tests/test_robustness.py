@@ -2348,3 +2348,23 @@ def test_plot_into_a_run_another_process_holds_is_refused(run_dir, capsys):
     with locked(run_dir):
         _fails(["plot", run_dir], capsys, f"run directory {run_dir} is in use by another process")
     assert main(["plot", str(run_dir), "--overwrite"]) == 0
+
+
+def test_two_plots_into_one_new_folder_do_not_both_succeed(run_dir, tmp_path, capsys, monkeypatch):
+    """Two ``plot --out NEW`` at once both exited 0, and NEW held one run's figures (pass 14,
+    #6): the second to write a figure is refused, keeping the first's."""
+    from scorelab import workflows
+
+    out = tmp_path / "figs"
+    real = workflows.plot_run
+
+    def racing(run, folder):  # another `plot --out figs` finishes first
+        written = real(run, folder)
+        for path in written:
+            path.write_bytes(b"theirs")
+        return real(run, folder)
+
+    monkeypatch.setattr(workflows, "plot_run", racing)
+    _fails(["plot", run_dir, "--out", out], capsys, "another process created it")
+    assert all(path.read_bytes() == b"theirs" for path in out.iterdir())
+    assert main(["plot", str(run_dir), "--out", str(out), "--overwrite"]) == 0

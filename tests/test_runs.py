@@ -101,6 +101,22 @@ def test_an_output_expected_new_is_not_replaced_if_another_process_wrote_it(tmp_
     assert dangling.is_symlink() and (tmp_path / "nowhere.npy").read_bytes() == b"new"
 
 
+def test_a_folder_expected_new_marks_every_file_written_below_it(tmp_path):
+    # Two `plot --out NEW` at once both exited 0, and NEW held one command's figures (pass 14,
+    # #6): a folder marked new refuses a file there that another process wrote meanwhile.
+    folder = tmp_path / "figures"
+    with new_outputs():
+        expect_new(folder)
+        atomic_write(folder / "a.png", lambda handle: handle.write(b"mine"))
+        (folder / "b.png").write_bytes(b"theirs")
+        with pytest.raises(FileExistsError, match="another process created it"):
+            atomic_write(folder / "b.png", lambda handle: handle.write(b"mine"))
+        atomic_write(tmp_path / "c.png", lambda handle: handle.write(b"outside"))
+        atomic_write(tmp_path / "c.png", lambda handle: handle.write(b"replaced"))
+    assert (folder / "b.png").read_bytes() == b"theirs"
+    assert (tmp_path / "c.png").read_bytes() == b"replaced"  # not below the folder
+
+
 def test_a_write_through_a_symbolic_link_replaces_its_target_not_the_link(tmp_path):
     # `sample --out link.npy --overwrite` replaced the link by a file: the target kept the old
     # samples, and whatever read it (the link's point) read stale data (pass 14, #9).

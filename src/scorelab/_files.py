@@ -50,7 +50,9 @@ def new_outputs() -> Iterator[None]:
 def expect_new(path: str | os.PathLike) -> None:
     """Within :func:`new_outputs`, have :func:`atomic_write` refuse to replace ``path`` (an
     output checked absent when the command began, as no ``--overwrite`` was given) if another
-    process creates it meanwhile; outside such a scope, nothing."""
+    process creates it meanwhile; outside such a scope, nothing. A folder found absent or
+    empty marks every file written below it (two ``plot --out NEW`` at once both exited 0, and
+    the folder held one command's figures)."""
     marked = _NEW_OUTPUTS.get()
     if marked is not None:
         _NEW_OUTPUTS.set(marked | {resolved(path)})
@@ -126,7 +128,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
                 raise _of_the_disk(error, given) from None
         marked = _NEW_OUTPUTS.get()
         try:
-            if marked and resolved(path) in marked:
+            if marked and not marked.isdisjoint({target := resolved(path), *target.parents}):
                 _put_new(temporary, path)
             else:
                 os.replace(temporary, path)

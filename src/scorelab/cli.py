@@ -554,7 +554,11 @@ def _cmd_plot(args) -> int:
             f"--out {out}: a folder that is not empty; pass --overwrite to replace figures "
             "there, or choose a new folder"
         )
+    from scorelab._files import expect_new
     from scorelab.runs import inside, locked
+
+    if args.out is not None and not args.overwrite:  # absent or empty: nor another's figures
+        expect_new(out)
 
     # Into the run itself (RUN/figures): not while another job trains or replaces it.
     within = inside(out, args.run) and args.run.is_dir()
