@@ -107,8 +107,13 @@ def test_to_images_is_pixel_exact():
 
 @pytest.mark.parametrize(
     "x",
-    [np.zeros((4, 4)), np.full((1, 3, 4, 4), np.nan), np.zeros((1, 1, 2, 2), complex)],
-    ids=["2-d", "nan", "complex"],
+    [
+        np.zeros((4, 4)),
+        np.full((1, 3, 4, 4), np.nan),
+        np.zeros((1, 1, 2, 2), complex),
+        np.zeros((2, 8, 8, 3)),  # channels last: was taken for 8-channel 8x3 images
+    ],
+    ids=["2-d", "nan", "complex", "channels-last"],
 )
 def test_to_images_refuses(x):
     with pytest.raises(ValueError, match="^x: "):

@@ -272,6 +272,26 @@ def test_export_round_trip_is_exact(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]  # no staging left
 
 
+def test_an_exported_two_channel_model_is_sampled_and_drawn_by_pretrained(tmp_path, capsys):
+    """``scorelab pretrained`` sampled scorelab's own 2-channel export, then failed writing
+    its grid: 'images must have shape (n, H, W, C), C in 1, 3, 4' (pass 15, #1)."""
+    from PIL import Image
+
+    from scorelab.diffusers import to_images
+
+    two = VPEpsilonUNet(jax.random.key(1), (2, 8, 8), channels=(8, 8), norm_groups=4)
+    folder = export_pipeline(two, tmp_path / "pipeline")
+    out, grid = tmp_path / "x.npy", tmp_path / "grid.png"
+    argv = ["pretrained", str(folder), "--steps", "2", "--n", "2", "--save-array", str(out)]
+    assert main([*argv, "-o", str(grid)]) == 0, capsys.readouterr().err
+    x = np.load(out)
+    assert x.shape == (2, 2, 8, 8)
+    with Image.open(grid) as image:  # two images in a row, each its 2 channels side by side
+        pixels = np.asarray(image.convert("L"))[-8:, : 2 * 2 * 8]
+    strips = [np.hstack([image[..., 0], image[..., 1]]) for image in to_images(x)]
+    np.testing.assert_array_equal(pixels, np.hstack(strips))
+
+
 def test_export_never_overwrites_and_refuses_what_diffusers_cannot_represent(model, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")

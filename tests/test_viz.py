@@ -295,8 +295,12 @@ def test_image_grid_is_pixel_exact(tmp_path):
         np.testing.assert_array_equal(np.asarray(image.convert("L")), np.hstack(list(grey)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         viz.save_image_grid(2.0 * floats, tmp_path / "bad.png")
+    # Two channels (neither grey, RGB nor RGBA): side by side, each in grey.
+    with Image.open(viz.save_image_grid(images[..., :2], tmp_path / "two.png", ncols=3)) as image:
+        strips = [np.hstack([image[..., 0], image[..., 1]]) for image in images]
+        np.testing.assert_array_equal(np.asarray(image)[-4:, :30], np.hstack(strips))
     with pytest.raises(ValueError, match="shape"):
-        viz.save_image_grid(floats[..., :2], tmp_path / "bad.png")
+        viz.save_image_grid(floats[:, :0], tmp_path / "bad.png")
 
 
 def test_save_figure(tmp_path):

@@ -702,12 +702,15 @@ def save_image_grid(
     """Tile images into one PNG, pixel for pixel: row-major, black padding, no resampling.
 
     The grid has ``ceil(n / ncols)`` rows of ``ncols`` images; one-channel images are written
-    as greyscale. ``scale`` repeats every pixel ``scale`` times along both axes (nearest
-    neighbour, so small images stay exact), and ``label`` is written in white on a black strip
-    above the grid (Pillow's default font), ``row_labels`` on one left of the rows.
+    as greyscale, and images of another channel count than grey (1), RGB (3) or RGBA (4) as
+    their channels side by side, each in grey (the caption says so): a model trained on
+    2-channel data could be sampled but not drawn. ``scale`` repeats every pixel ``scale``
+    times along both axes (nearest neighbour, so small images stay exact), and ``label`` is
+    written in white on a black strip above the grid (Pillow's default font), ``row_labels``
+    on one left of the rows.
 
     Args:
-        images: ``(n, H, W, C)`` with ``C`` in 1, 3 or 4, or ``(n, H, W)`` grey; uint8, or
+        images: ``(n, H, W, C)``, or ``(n, H, W)`` grey; uint8, or
             floats in ``[0, 1]`` (checked to a rounding error, then written as
             ``round(255 v)``).
         path: the PNG file, ending ``.png`` (missing parent folders are created), or a binary
@@ -741,10 +744,14 @@ def save_image_grid(
         raise ValueError(f"images: expected real pixel values, got dtype {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or not len(images):
+    if images.ndim != 4 or 0 in images.shape:
         raise ValueError(
-            f"images must have shape (n, H, W, C), C in 1, 3, 4, or (n, H, W); got {images.shape}"
+            f"images must have shape (n, H, W, C) or (n, H, W), no axis empty; got {images.shape}"
         )
+    if images.shape[-1] not in (1, 3, 4):
+        n, height, width, channels = images.shape
+        images = images.transpose(0, 1, 3, 2).reshape(n, height, channels * width, 1)
+        label = f"{'images' if label is None else label} ({channels} channels side by side)"
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale: expected an integer >= 1, got {scale!r}")
     check_int("ncols", ncols, 1, optional=True)

@@ -1336,12 +1336,9 @@ def save_sample_grid(
     """Write image samples ``(n, C, H, W)`` in [-1, 1] as one labelled PNG grid, atomically.
 
     Pixels are ``round(255 clip(x / 2 + 1/2, 0, 1))`` (diffusers' conversion,
-    :func:`scorelab.diffusers.to_images`); each image is magnified to at least 32 pixels
-    (:func:`scorelab.viz.save_image_grid`).
-
-    Images of another channel count than grey (1), RGB (3) or RGBA (4) are drawn as their
-    channels side by side, each in grey: a run scorelab trained on 2-channel data was refused
-    its grid by ``plot`` and ``sample --grid-png`` (after ``plot`` had drawn the loss).
+    :func:`scorelab.diffusers.to_images`); each image is magnified until its shorter side is
+    at least 32 pixels, and images of another channel count than 1, 3 or 4 are drawn as their
+    channels side by side (:func:`scorelab.viz.save_image_grid`).
 
     Args:
         samples: ``(n, C, H, W)``.
@@ -1366,19 +1363,16 @@ def save_sample_grid(
             f"samples: shape {samples.shape} has an empty axis; the grid needs at least one "
             "image of at least one pixel"
         )
-    n, channels, height, width = samples.shape
+    n, _, height, width = samples.shape
     if Path(path).is_dir():
         raise ConfigError(f"path: {path} is a folder; give the .png file to write")
     if Path(path).suffix.lower() != ".png":
         raise ConfigError(f"path: {path}: the grid is written as PNG; give a file name ending .png")
     if labels is not None:
         classes = _grouped_classes(labels, n)
-    if channels not in (1, 3, 4):
-        samples = samples.transpose(0, 2, 1, 3).reshape(n, 1, height, channels * width)
-        label = f"{label or 'samples'} ({channels} channels side by side)"
-    scale = max(1, -(-32 // samples.shape[2]))
+    # The shorter side: by the height alone, a 64x2 image stayed 2 pixels wide.
+    grid = {"scale": max(1, -(-32 // min(height, width))), "label": label}
     images = to_images(samples)
-    grid = {"scale": scale, "label": label}
     if labels is not None:
         grid.update(ncols=len(samples) // len(classes), row_labels=[f"class {y}" for y in classes])
     return atomic_write(path, lambda handle: viz.save_image_grid(images, handle, **grid))

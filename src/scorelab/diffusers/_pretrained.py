@@ -561,7 +561,8 @@ def to_images(x) -> np.ndarray:
         ``(B, H, W, C)`` uint8 NumPy array (channels last).
 
     Raises:
-        ValueError: naming ``x``, for another shape, complex or non-numeric values, or NaN or
+        ValueError: naming ``x``, for another shape (and for ``(n, H, H, C)`` with ``H > 4``
+            and ``C`` in 1, 3 or 4: channels last), complex or non-numeric values, or NaN or
             inf (which became black pixels with only a cast warning).
     """
     x = np.asarray(x)
@@ -569,6 +570,12 @@ def to_images(x) -> np.ndarray:
         raise ValueError(f"x: expected real samples, got dtype {x.dtype}")
     if x.ndim != 4:
         raise ValueError(f"x: expected (n, C, H, W) samples, got shape {x.shape}")
+    if x.shape[1] > 4 and x.shape[1] == x.shape[2] and x.shape[3] in (1, 3, 4):
+        # (2, 8, 8, 3) was taken for 8-channel 8x3 images without a word
+        raise ValueError(
+            f"x: shape {x.shape} reads as (n, H, W, C) images, channels last; give (n, C, H, "
+            "W) samples (x.transpose(0, 3, 1, 2))"
+        )
     if not np.all(np.isfinite(x)):
         raise ValueError("x: the samples hold NaN or inf (a diverged sampler); drop or redraw them")
     # Clipped first: beyond [-1, 1] every value is one pixel, and 1e300 overflowed float32.
