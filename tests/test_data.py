@@ -184,3 +184,126 @@ def test_points_in_an_npz_are_told_where_points_go(tmp_path):
     np.savez(tmp_path / "z.npz", a=np.zeros((5, 2)))
     with pytest.raises(DataError, match=r"got shape \(5, 2\); points \(n, d\) are read from"):
         load_images(tmp_path / "z.npz")
+
+
+# --- image loading: the messages of fuzz15's defects 2, 3, 5 and 7 ------------------------------
+
+
+def test_labels_at_or_above_the_class_cap_are_refused_at_load_with_renumber(tmp_path):
+    """Labels of 2**40 loaded as '(1 classes)'; then 'set num_classes >= 2**40 + 1' was
+    refused as above the 1000000 cap: a remedy that could not be followed."""
+    from scorelab.data import MAX_CLASSES, load_images
+
+    images = np.zeros((4, 8, 8), np.uint8)
+    for top in (MAX_CLASSES, 2**40, 2**64 - 1):
+        labels = np.array([0, 1, 2, top], np.uint64 if top >= 2**63 else np.int64)
+        np.savez(tmp_path / "huge.npz", x=images, y=labels)
+        with pytest.raises(
+            DataError, match=rf"below {MAX_CLASSES} .*renumber the K classes 0\.\.K-1"
+        ):
+            load_images(tmp_path / "huge.npz", array="x", labels="y")
+    np.savez(tmp_path / "top.npz", x=images, y=np.array([0, 1, 2, MAX_CLASSES - 1]))
+    assert load_images(tmp_path / "top.npz", labels="y").labels.max() == MAX_CLASSES - 1
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [
+        ([0, 1, 2, 1], "labels 'y' (3 classes, 0..2)"),
+        (
+            [0, 9, 3, 9],
+            "labels 'y' (3 distinct labels in 0..9: model.num_classes must be at least 10)",
+        ),
+        (
+            [7, 7, 7, 7],
+            "labels 'y' (1 distinct labels in 0..7: model.num_classes must be at least 8)",
+        ),
+    ],
+)
+def test_the_label_count_echoed_matches_what_num_classes_needs(tmp_path, labels, words):
+    from scorelab.data import load_images
+
+    np.savez(tmp_path / "set.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.array(labels))
+    assert words in load_images(tmp_path / "set.npz", labels="y").description
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8) * 300,
+        np.full((2, 8, 8), -3, np.int8),
+        np.full((2, 8, 8), -1, np.int16),
+        np.full((2, 8, 8), 256, np.int32),
+        np.full((2, 8, 8), 999, np.int64),
+    ],
+    ids=lambda pixels: str(pixels.dtype),
+)
+def test_integer_pixels_outside_0_255_under_auto_do_not_claim_a_stated_range(tmp_path, pixels):
+    """'outside data.pixel_range '0-255'; ... state the range they use' under pixel_range
+    auto, for 16-bit or signed data no accepted range holds."""
+    from scorelab.data import load_images
+
+    np.save(tmp_path / "x.npy", pixels)
+    with pytest.raises(DataError) as info:
+        load_images(tmp_path / "x.npy")
+    message = str(info.value)
+    assert f"{pixels.dtype} pixel values span" in message and "\n" not in message
+    assert "integer pixels must lie in [0, 255]; convert them to uint8, or to floats" in message
+    assert "data.pixel_range '0-255'" not in message and "state" not in message
+    with pytest.raises(DataError, match=r"outside the stated data.pixel_range '0-255'; rescale"):
+        load_images(tmp_path / "x.npy", pixel_range="0-255")
+
+
+def test_non_finite_images_name_the_image_and_float16_overflow(tmp_path):
+    """'10 row(s) contain NaN or inf (first at row 0)': images called rows, no remedy, and
+    float16's overflow (70000 -> inf) unnamed."""
+    from scorelab.data import load_images
+
+    with np.errstate(over="ignore"):  # the overflow a user's cast made
+        overflow = np.array(np.random.default_rng(0).uniform(0, 1, (10, 8, 8)) * 7e4, np.float16)
+    np.save(tmp_path / "f16.npy", overflow)
+    with pytest.raises(
+        DataError, match=r"image\(s\) hold inf \(first at image 0\); float16 overflow"
+    ):
+        load_images(tmp_path / "f16.npy")
+    nan = np.zeros((4, 3, 8, 8), np.float32)
+    nan[2, 1, 3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    with pytest.raises(DataError, match=r"1 image\(s\) hold NaN \(first at image 2\); replace or"):
+        load_images(tmp_path / "nan.npy")
+    # Points keep their words.
+    with pytest.raises(DataError, match=r"1 row\(s\) contain NaN or inf \(first at row 1\)$"):
+        validate_data(np.array([[0.0, 1.0], [np.inf, 0.0]]))
+
+
+def test_an_array_of_no_accepted_rank_lists_the_image_shapes(tmp_path):
+    np.save(tmp_path / "r5.npy", np.zeros((2, 3, 8, 8, 1), np.float32))
+    with pytest.raises(
+        DataError, match=r"expected points of shape \(n, d\) or images of shape \(n, H, W\), "
+    ):
+        load_array(tmp_path / "r5.npy")
+
+
+def test_a_folder_inside_a_class_folder_is_named_as_such(tmp_path):
+    """'d/a/x: not an image file': a folder, called a file."""
+    from PIL import Image
+
+    from scorelab.data import load_images
+
+    for name in ("b", "a/x"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "d" / name / "0.png")
+    with pytest.raises(
+        DataError,
+        match=r"a/x: a folder inside the class folder a: only one level of class sub-folders",
+    ):
+        load_images(tmp_path / "d")
+    (tmp_path / "d" / "a" / "x" / "0.png").rename(tmp_path / "d" / "a" / "1.png")
+    (tmp_path / "d" / "a" / "x").rmdir()
+    (tmp_path / "d" / "é").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "d" / "é" / "0.png")
+    loaded = load_images(tmp_path / "d")  # names that are not numbers: indices in sorted order
+    np.testing.assert_array_equal(loaded.labels, [0, 1, 2])
+    assert "labels 0..2 from 3 class sub-folders (a, b, é) in sorted name order" in (
+        loaded.description
+    )

@@ -50,6 +50,7 @@ from scorelab._validate import (
 from scorelab.data import (
     IMAGE_LAYOUTS,
     IMAGE_SOURCES,
+    MAX_CLASSES,
     PIXEL_RANGES,
     TOY_DATASETS,
     is_image_file,
@@ -332,10 +333,10 @@ class ModelConfig:
         _check_real("model", "dropout", self.dropout, "a number in [0, 1)", lambda v: 0 <= v < 1)
         if self.num_classes is not None:
             _check_int("model", "num_classes", self.num_classes, 2)
-            if self.num_classes > 10**6:  # diffusers' UNet2DModel's bound (num_class_embeds)
+            if self.num_classes > MAX_CLASSES:  # diffusers' UNet2DModel's num_class_embeds
                 raise ConfigError(
-                    f"model.num_classes: at most 1000000 classes, got {self.num_classes}; give "
-                    "the number of distinct labels of the data"
+                    f"model.num_classes: at most {MAX_CLASSES} classes, got "
+                    f"{self.num_classes}; give the number of distinct labels of the data"
                 )
 
     def resolved(self, loss: LossConfig) -> str:

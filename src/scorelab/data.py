@@ -33,6 +33,7 @@ __all__ = [
     "IMAGE_LAYOUTS",
     "PIXEL_RANGES",
     "IMAGE_SOURCES",
+    "MAX_CLASSES",
     "ImageData",
     "is_image_file",
     "load_images",
@@ -157,10 +158,19 @@ def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.nd
     """
     array = np.asarray(data)
     if array.ndim != 2 and not (any_shape and array.ndim > 2):
-        images = " (images are (n, H, W), (n, C, H, W) or (n, H, W, C))" if array.ndim > 2 else ""
+        if array.ndim > 4:  # neither points nor images: say both shapes accepted
+            raise DataError(
+                f"{name}: expected points of shape (n, d) or images of shape {_IMAGE_SHAPES}, "
+                f"got {array.ndim}-D shape {array.shape}; save the data in one of these shapes"
+            )
+        images = (
+            f"; images {_IMAGE_SHAPES} are read by scorelab.data.load_images"
+            if array.ndim > 2
+            else ""
+        )
         raise DataError(
-            f"{name}: expected a 2-D array of shape (n_samples, dim){images}, got shape "
-            f"{array.shape}"
+            f"{name}: expected a 2-D array of shape (n_samples, dim), got shape "
+            f"{array.shape}{images}"
         )
     if 0 in array.shape:
         raise DataError(f"{name}: no data (shape {array.shape}); need at least one row and column")
@@ -300,6 +310,12 @@ PIXEL_RANGES = ("auto", "0-255", "0-1", "-1-1")
 IMAGE_SOURCES = {"digits": 8, "digits16": 16}
 """Built-in image sets by name -> image size: scikit-learn's digits (:func:`digits`)."""
 
+MAX_CLASSES = 10**6
+"""The most classes a class-conditional model takes (``model.num_classes``; diffusers'
+``UNet2DModel`` bounds ``num_class_embeds`` so): labels must lie in ``[0, MAX_CLASSES)``."""
+
+_IMAGE_SHAPES = "(n, H, W), (n, C, H, W) or (n, H, W, C)"
+
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CHANNEL_SIZES = (1, 3, 4)
 
@@ -379,7 +395,8 @@ def load_images(
 
     Pixels are mapped linearly onto [-1, 1] from ``pixel_range``: ``0-255`` (integers, and
     every uint8 array or image file: :math:`x / 127.5 - 1`), ``0-1`` (:math:`2x - 1`) or
-    ``-1-1`` (unchanged). ``auto`` takes ``0-255`` for integers, and for floats the first of
+    ``-1-1`` (unchanged). ``auto`` takes ``0-255`` for integers (which must lie in it: 16-bit
+    or negative integers are refused), and for floats the first of
     ``0-1``, ``-1-1``, ``0-255`` that holds every value; the rule taken is in the description.
 
     Sizes are checked against the available memory from the array headers (or the first
@@ -390,7 +407,7 @@ def load_images(
         layout: one of :data:`IMAGE_LAYOUTS`.
         pixel_range: one of :data:`PIXEL_RANGES`.
         array: the ``.npz`` key of the images.
-        labels: the ``.npz`` key of the labels, ``(n,)`` integers >= 0.
+        labels: the ``.npz`` key of the labels, ``(n,)`` integers in ``[0, MAX_CLASSES)``.
 
     Returns:
         :class:`ImageData` with ``images`` ``(n, C, H, W)`` float32.
@@ -399,9 +416,9 @@ def load_images(
         FileNotFoundError: ``path`` does not exist.
         DataError: one line naming the file and the remedy: an unreadable file, a missing or
             ambiguous key, the wrong rank, an ambiguous layout, NaN or infinite values, values
-            outside the stated range, labels of the wrong length or type, an empty folder,
-            non-image files, images of mixed sizes or channel counts, or more memory than
-            available.
+            outside the stated range, labels of the wrong length or type or not below
+            :data:`MAX_CLASSES`, an empty folder, non-image files, folders inside a class
+            folder, images of mixed sizes or channel counts, or more memory than available.
     """
     check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
     check_choice("data.pixel_range", pixel_range, PIXEL_RANGES, error=DataError)
@@ -542,13 +559,30 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
         )
     if label_values.size and label_values.min() < 0:
         raise DataError(f"{path}[{labels_key}]: labels must be >= 0, got {label_values.min()}")
-    if label_values.size and label_values.max() > np.iinfo(np.int64).max:  # uint64 wrapped
+    # Compared before any cast: uint64 2**64 - 1 wrapped to -1 in int64. A label of 2**40
+    # loaded, and then 'set num_classes >= 2**40 + 1' was refused as above the cap.
+    if label_values.size and label_values.max() >= MAX_CLASSES:
         raise DataError(
-            f"{path}[{labels_key}]: labels must be class indices below 2**63, got "
-            f"{label_values.max()}; number the classes 0, 1, ..."
+            f"{path}[{labels_key}]: labels must be class indices below {MAX_CLASSES} (the most "
+            f"classes model.num_classes takes), got {label_values.max()}; renumber the K "
+            "classes 0..K-1"
         )
-    classes = len(np.unique(label_values))
-    return pixels, label_values.astype(np.int64), f", labels {labels_key!r} ({classes} classes)"
+    return (
+        pixels,
+        label_values.astype(np.int64),
+        f", labels {labels_key!r} ({_count(label_values)})",
+    )
+
+
+def _count(labels: np.ndarray) -> str:
+    """How many classes ``labels`` hold, for the description: ``10 classes, 0..9``, or, when
+    some indices are unused, the distinct labels and the ``model.num_classes`` they need."""
+    if not labels.size:
+        return "no labels"
+    distinct, top = len(np.unique(labels)), int(labels.max())
+    if distinct == top + 1:
+        return f"{distinct} classes, 0..{top}"
+    return f"{distinct} distinct labels in 0..{top}: model.num_classes must be at least {top + 1}"
 
 
 def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
@@ -568,8 +602,7 @@ def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
             else ""
         )
         raise DataError(
-            f"{name}: expected images of shape (n, H, W, C), (n, C, H, W) or (n, H, W), got "
-            f"shape {shape}{points}"
+            f"{name}: expected images of shape {_IMAGE_SHAPES}, got shape {shape}{points}"
         )
     how = "stated"
     if layout == "auto":
@@ -594,25 +627,34 @@ def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndar
     ):
         raise DataError(f"{name}: expected integer or float pixels, got dtype {pixels.dtype}")
     if np.issubdtype(pixels.dtype, np.floating):  # before the cast: 1e300 is finite there
-        _check_rows(str(name), np.isfinite(pixels), "contain NaN or inf")
+        _check_finite_images(pixels, name)
     low, high = float(pixels.min()), float(pixels.max())
     ranges = {"0-255": (0.0, 255.0), "0-1": (0.0, 1.0), "-1-1": (-1.0, 1.0)}
     if pixel_range == "auto":
         if np.issubdtype(pixels.dtype, np.integer):
+            # Not 'outside data.pixel_range 0-255; state the range they use': the range was
+            # not stated, and no accepted range holds 16-bit or negative integers.
+            if not _within(low, high, *ranges["0-255"]):
+                raise DataError(
+                    f"{name}: {pixels.dtype} pixel values span [{low:g}, {high:g}], but integer "
+                    "pixels must lie in [0, 255]; convert them to uint8, or to floats in [0, 1] "
+                    "or [-1, 1]"
+                )
             pixel_range = "0-255"
         else:
             fitting = [r for r in ("0-1", "-1-1", "0-255") if _within(low, high, *ranges[r])]
-            if not fitting:
+            if not fitting:  # no stated range holds them either
                 raise DataError(
-                    f"{name}: pixel values span [{low:g}, {high:g}], none of [0, 1], [-1, 1], "
-                    "[0, 255]; rescale them or state data.pixel_range"
+                    f"{name}: pixel values span [{low:g}, {high:g}], none of the ranges "
+                    "data.pixel_range accepts ([0, 1], [-1, 1], [0, 255]); rescale them into one"
                 )
             pixel_range = fitting[0]
     lower, upper = ranges[pixel_range]
     if not _within(low, high, lower, upper):
         raise DataError(
-            f"{name}: pixel values span [{low:g}, {high:g}], outside data.pixel_range "
-            f"{pixel_range!r}; rescale them or state the range they use"
+            f"{name}: pixel values span [{low:g}, {high:g}], outside the stated data.pixel_range "
+            f"{pixel_range!r}; rescale them into [{lower:g}, {upper:g}], or set data.pixel_range "
+            "to the range they use (0-255, 0-1 or -1-1) or to auto"
         )
     values = (pixels.astype(np.float32) - lower) * np.float32(2.0 / (upper - lower)) - 1.0
     rule = {"0-255": "x / 127.5 - 1", "0-1": "2x - 1", "-1-1": "x"}[pixel_range]
@@ -621,6 +663,25 @@ def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndar
 
 def _within(low: float, high: float, lower: float, upper: float) -> bool:
     return lower <= low and high <= upper
+
+
+def _check_finite_images(pixels: np.ndarray, name) -> None:
+    """Refuse float images ``(n, ...)`` holding NaN or inf, naming the first such image (not
+    'row': points' words), float16's overflow past 65504, and a remedy."""
+    finite = np.isfinite(pixels).reshape(len(pixels), -1)
+    bad = np.flatnonzero(~finite.all(axis=1))
+    if not bad.size:
+        return
+    nan, inf = bool(np.isnan(pixels).any()), bool(np.isinf(pixels).any())
+    what = "NaN or inf" if nan and inf else ("NaN" if nan else "inf")
+    if inf and pixels.dtype == np.float16:
+        remedy = (
+            "float16 overflow? float16 holds at most 65504: scale the pixels into [0, 1] or "
+            "[-1, 1] before the cast to float16, or save them as float32"
+        )
+    else:
+        remedy = "replace or drop those images"
+    raise DataError(f"{name}: {bad.size} image(s) hold {what} (first at image {bad[0]}); {remedy}")
 
 
 def _read_folder(path: Path):
@@ -643,14 +704,21 @@ def _read_folder(path: Path):
             inside = sorted(entry for entry in folder.iterdir() if not entry.name.startswith("."))
             if not inside:
                 raise DataError(f"{folder}: empty class folder; add images or remove it")
+            nested = next((entry for entry in inside if entry.is_dir()), None)
+            if nested is not None:  # was 'not an image file'
+                raise DataError(
+                    f"{nested}: a folder inside the class folder {folder.name}: only one level "
+                    "of class sub-folders is read; move its images into a class folder of "
+                    "their own, or remove it"
+                )
             files += inside
             labels += [index] * len(inside)
         label_values = np.asarray(labels, np.int64)
-        how = (
-            f", labels from {len(classes)} class sub-folders ("
+        how = (  # the indices are the sorted names' places: said, as --class takes them
+            f", labels 0..{len(classes) - 1} from {len(classes)} class sub-folders ("
             + ", ".join(c.name for c in classes[:8])
             + (", ..." if len(classes) > 8 else "")
-            + ")"
+            + ") in sorted name order"
         )
     else:
         files, label_values, how = entries, None, ""
