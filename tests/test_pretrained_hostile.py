@@ -7,11 +7,12 @@ A few cases go through the ``scorelab`` command in a subprocess: exit status 2, 
 stderr, no traceback.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
-import subprocess
-import sys
+import types
 from pathlib import Path
 
 import jax
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from scorelab.cli import main
 from scorelab.diffusers import PretrainedError, UNet2D, load_pipeline, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,19 +402,13 @@ def test_unreadable_or_mismatched_noise_files_are_refused(tmp_path):
 
 
 def _cli(*argv):
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "scorelab.cli", "pretrained", *map(str, argv)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    """``scorelab pretrained ARGV`` in this process, as ``(returncode, stderr)``: a
+    subprocess per case cost the suite an import of JAX and torch each (the console script's
+    own path is tested in test_robustness.py)."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = main(["pretrained", *map(str, argv)])
+    return types.SimpleNamespace(returncode=status, stderr=stderr.getvalue())
 
 
 @pytest.mark.parametrize(
