@@ -317,6 +317,7 @@ steps_per_dispatch = 2
 """
 
 
+@pytest.mark.slow  # the whole demo and its figures: ~480 programs, two minutes on 2 cores
 def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
     settings = tmp_path / "tiny.toml"
     settings.write_text(_TINY_DEMO)

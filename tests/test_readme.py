@@ -28,7 +28,7 @@ _SMALL = {
     "sweep": ["--nfe", "5", "--n", "100", "--seeds", "0", "--quiet"],
     "likelihood": ["--rtol", "1e-3", "--atol", "1e-3"],
     "score-error": ["--n", "50", "--levels", "5"],
-    "demo": None,  # the demo itself is tested at a tiny size in test_cli.py
+    "demo": None,  # the demo itself is tested at a tiny size in test_cli.py (marked slow)
 }
 
 

@@ -1073,7 +1073,7 @@ def test_an_interrupt_turned_into_another_error_is_reported_as_the_interrupt(
     assert capsys.readouterr().err.strip().splitlines() == ["scorelab evaluate: interrupted"]
 
 
-@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+@pytest.mark.parametrize("platform", [pytest.param("tpu", marks=pytest.mark.slow), "cuda"])
 def test_a_platform_this_machine_lacks_is_one_line_naming_jax_platforms(platform, tmp_path):
     """A missing TPU library was a 72-line traceback and "internal error"; a CUDA platform
     without its plugin (jax asserts) was blamed on the run's files: "save the model again"."""

@@ -150,6 +150,7 @@ def test_save_and_load_rebuild_the_model(model, tmp_path):
     assert _leaves_equal(load_model(tmp_path / "model"), model)
 
 
+@pytest.mark.slow  # a U-Net compiled in float64 too: a minute on 2 cores
 def test_a_float32_unet_samples_float64_states_under_x64(model, tmp_path):
     """Under jax_enable_x64 the samplers compute in float64; a float32 U-Net (every one
     scorelab trains or loads) was refused by its convolutions ('lax.conv_general_dilated

@@ -116,6 +116,7 @@ CONFIG = {
 }
 
 
+@pytest.mark.slow  # one image sampler compiled under both option sets
 def test_image_samples_equal_xla_defaults_up_to_float32_rounding():
     unet = UNet2D.init(jax.random.key(0), CONFIG)
 
