@@ -117,6 +117,23 @@ def test_a_folder_expected_new_marks_every_file_written_below_it(tmp_path):
     assert (tmp_path / "c.png").read_bytes() == b"replaced"  # not below the folder
 
 
+def test_without_hard_links_an_output_expected_new_is_still_kept(tmp_path, monkeypatch):
+    # vfat and some network mounts refuse os.link (EPERM): the check falls back to 'exists?
+    # then rename', which still keeps another process's file found at the end.
+    def no_links(source, destination):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "x.npy"
+    with new_outputs():
+        expect_new(path)
+        atomic_write(path, lambda handle: handle.write(b"first"))  # absent: renamed in place
+        with pytest.raises(FileExistsError, match="another process created it"):
+            atomic_write(path, lambda handle: handle.write(b"second"))
+    assert path.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]  # no temporary left
+
+
 def test_a_write_through_a_symbolic_link_replaces_its_target_not_the_link(tmp_path):
     # `sample --out link.npy --overwrite` replaced the link by a file: the target kept the old
     # samples, and whatever read it (the link's point) read stale data (pass 14, #9).
