@@ -498,6 +498,7 @@ def test_sweep_checks_known_floors_and_done_rows_before_any_work(small_sweep, mo
         ({**whole.floors, "fd": (1, 0)}, ValueError, "known_floors: fd missing or unknown"),
         ({**whole.floors, "sw": 5}, ValueError, "known_floors['sw']: expected a (mean, sd) pair"),
         ({**whole.floors, "tv": ("a", 1)}, ValueError, "known_floors['tv']: expected a (mean, sd)"),
+        ({**whole.floors, "tv": "ab"}, ValueError, "known_floors['tv']: expected a (mean, sd)"),
         ([("sw", (0, 0))], TypeError, "known_floors: expected a mapping of metric name -> (mean"),
     ]:
         with raises(error, message):
@@ -527,6 +528,11 @@ def test_sweep_checks_known_floors_and_done_rows_before_any_work(small_sweep, mo
         done_rows=[*whole.rows[:-1], nan_row],
     )
     assert again.floors == whole.floors and again.rows[:-1] == whole.rows[:-1]
+    # A floor as an array is a pair, as Report takes it (one check, report.is_floor_pair).
+    arrays = {name: np.asarray(pair) for name, pair in whole.floors.items()}
+    kept = sweep(target, specs, [4, 8], score_fns, **keywords, known_floors=arrays,
+                 done_rows=whole.rows)  # fmt: skip
+    assert kept.rows == whole.rows
 
 
 # --- 37, 38: the demos' folders ---------------------------------------------------------------

@@ -152,6 +152,17 @@ def _stein(x, target: GaussianMixture) -> tuple:
     return stein.ksd_squared, stein.standard_error
 
 
+def is_floor_pair(pair) -> bool:
+    """Whether ``pair`` is a floor's ``(mean, sd)``: two real numbers in a list, a tuple or an
+    array (not a string of two characters)."""
+    return (
+        not isinstance(pair, str | bytes)
+        and isinstance(pair, Sequence | np.ndarray)
+        and len(pair) == 2
+        and all(real_number(value) is not None for value in pair)
+    )
+
+
 def is_finite(x) -> bool:
     """Whether every value of the samples ``x`` is finite: what the metrics require, and what
     diverged chains break. Values that are not numbers count as finite here: the metrics
@@ -461,12 +472,7 @@ class Report(NamedTuple):
         strings (a bare string was printed one character a line)."""
         check_mapping("floors", self.floors, "a dict of metric -> (mean, sd)")
         for name, pair in self.floors.items():
-            if (
-                isinstance(pair, str | bytes)
-                or not isinstance(pair, Sequence | np.ndarray)
-                or len(pair) != 2
-                or any(real_number(v) is None for v in pair)
-            ):
+            if not is_floor_pair(pair):
                 raise TypeError(f"floors[{name!r}]: expected a (mean, sd) pair, got {pair!r}")
         check_sequence("notes", self.notes, "a list of lines", "wrap one line as [line]")
         for i, note in enumerate(self.notes):

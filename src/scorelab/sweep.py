@@ -51,7 +51,6 @@ from scorelab._validate import (
     check_sigma,
     check_unique,
     from_mapping,
-    real_number,
 )
 from scorelab.builders import draw_prior
 from scorelab.checkpoints import load_model, model_files, tree_sha256
@@ -69,7 +68,7 @@ from scorelab.noise import (
 )
 from scorelab.precond import EDMPreconditioned
 from scorelab.report import IMAGE_METRICS as REPORT_IMAGE_METRICS
-from scorelab.report import Report, floors, is_finite, measure
+from scorelab.report import Report, floors, is_finite, is_floor_pair, measure
 from scorelab.runs import (
     atomic_write,
     load_run,
@@ -534,11 +533,7 @@ def _check_done(known_floors, done_rows, image_metrics: bool) -> None:
             )
         for name in names:
             pair = known_floors[name]
-            if not (
-                isinstance(pair, list | tuple)
-                and len(pair) == 2
-                and all(real_number(value) is not None for value in pair)
-            ):
+            if not is_floor_pair(pair):
                 raise ValueError(
                     f"known_floors[{name!r}]: expected a (mean, sd) pair of numbers, got {pair!r}"
                 )
