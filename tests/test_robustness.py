@@ -2368,3 +2368,37 @@ def test_two_plots_into_one_new_folder_do_not_both_succeed(run_dir, tmp_path, ca
     _fails(["plot", run_dir, "--out", out], capsys, "another process created it")
     assert all(path.read_bytes() == b"theirs" for path in out.iterdir())
     assert main(["plot", str(run_dir), "--out", str(out), "--overwrite"]) == 0
+
+
+_HUGE = str(10**400)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "--set", f"train.steps={_HUGE}"], "--set train.steps: expected an integer"),
+        (["train", "--set", f"loss.sigma={_HUGE}"], "--set loss.sigma: expected a number within"),
+        (["train", "--batch-size", _HUGE], "--batch-size (train.batch_size): expected an integer"),
+        (["sample", "--exact", "seed_mixture", "--n", _HUGE], "--n: expected an integer"),
+        (
+            ["sample", "--exact", "seed_mixture", "--set", f"sampler.options.eta={_HUGE}"],
+            "--set sampler.options.eta: expected a number within float32's range",
+        ),
+        (["sweep", "--n", _HUGE], "--n: expected an integer"),
+        (["grid", "--exact", "seed_mixture", "--candidates", _HUGE], "--candidates: expected"),
+        (
+            ["likelihood", "--exact", "seed_mixture", "--points", "POINTS", "--n-probes", _HUGE],
+            "--n-probes: needs more memory than any machine has",
+        ),
+    ],
+    ids=["steps", "sigma", "batch-size", "n", "option", "sweep-n", "candidates", "n-probes"],
+)
+def test_an_integer_past_float_range_is_one_line_not_a_traceback(argv, named, tmp_path, capsys):
+    """TOML and argparse read integers of any size: 10**400 raised OverflowError in a float
+    conversion or a size check, a traceback and 'internal error' (pass 16, #1)."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.zeros((4, 2), np.float32))
+    argv = [str(points) if a == "POINTS" else a for a in argv]
+    out = {"train": "r", "sample": "s.npy", "sweep": "m", "grid": "g.json"}.get(argv[0])
+    argv += ["--out", tmp_path / out] if out else []
+    _fails(argv, capsys, named, "digits" if "memory" not in named else "")

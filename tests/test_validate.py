@@ -211,3 +211,23 @@ def test_check_instance_names_field_what_and_type():
         check_instance("label", 3, str, "a string", optional=True)
     with pytest.raises(TypeError, match=r"^config: expected an ExperimentConfig, got dict; use x$"):
         check_instance("config", {}, ExperimentConfig, "an ExperimentConfig", remedy="use x")
+
+
+def test_integers_past_int64_or_float32_are_refused_by_name_not_overflowed():
+    """``float(10**400)`` raised OverflowError (a traceback through the CLI); a size check's
+    ``8.0 * 10**400`` too (pass 16, #1)."""
+    from scorelab._validate import MAX_INT, check_int, check_memory, check_real, typed
+
+    huge = 10**400
+    with pytest.raises(ValueError, match=r"^n: expected an integer from 1 to 2\*\*63 - 1, got an "):
+        check_int("n", huge, 1)
+    check_int("n", MAX_INT, 1)  # the largest taken
+    with pytest.raises(ValueError, match=r"^x: expected a number > 0, within float32's range"):
+        check_real("x", huge, "a number > 0", lambda v: v > 0)
+    with pytest.raises(ValueError, match=r"^s: expected a number within float32's range, got an "):
+        typed(float, huge, "s")
+    with pytest.raises(ValueError, match=r"^k: expected an integer within int64's range"):
+        typed(int, -huge, "k")
+    assert typed(float, 3, "s") == 3.0 and typed(int, MAX_INT, "k") == MAX_INT
+    with pytest.raises(ValueError, match="^n: needs more memory than any machine has; fewer"):
+        check_memory("n", 32 * huge, "fewer")

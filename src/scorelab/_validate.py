@@ -40,9 +40,23 @@ def check_int(
     """Raise unless ``value`` is an integer ``>= minimum`` (or ``None`` when ``optional``)."""
     if optional and value is None:
         return
+    none = "None or " if optional else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        none = "None or " if optional else ""
         raise error(f"{field}: expected {none}an integer >= {minimum}, got {value!r}")
+    if value > MAX_INT:  # 8.0 * 10**400 in a size check raised OverflowError: a traceback
+        raise error(
+            f"{field}: expected {none}an integer from {minimum} to 2**63 - 1, got {_big(value)}"
+        )
+
+
+MAX_INT = 2**63 - 1
+"""The largest integer a setting takes (int64's): TOML reads integers of any size, and a size
+check's float arithmetic on one past float's range raised ``OverflowError``."""
+
+
+def _big(value: int) -> str:
+    """An integer too large to show whole: its digit count."""
+    return f"an integer of {len(str(abs(value)))} digits"
 
 
 def check_callable(
@@ -180,6 +194,8 @@ def check_real(
     if optional and value is None:
         return
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and isinstance(value, numbers.Integral) and abs(value) > FLOAT32_MAX:
+        raise error(f"{field}: expected {accepted}, within float32's range, got {_big(value)}")
     if not (ok and math.isfinite(value) and test(value)):
         none = "None or " if optional else ""
         # inf passes "> 0.02": the message says finite, or it contradicts itself.
@@ -367,6 +383,11 @@ def typed(hint, value, field: str, current=None, error: type[ValueError] = Value
         accepted, test = expected[hint]
         if not test(value):
             raise error(f"{field}: expected {accepted}, got {value!r}")
+        big = MAX_INT if hint is int else FLOAT32_MAX
+        if isinstance(value, numbers.Integral) and hint in (int, float) and abs(value) > big:
+            # float(10**400) raised OverflowError, a traceback; int64 holds no more
+            bound = "int64's range (at most 2**63 - 1)" if hint is int else "float32's range"
+            raise error(f"{field}: expected {accepted} within {bound}, got {_big(value)}")
         return float(value) if hint is float else value
     return value
 
@@ -388,6 +409,8 @@ def check_memory(field: str, n_bytes: float, remedy: str, error: type[ValueError
     """Raise ``error`` before allocating ``n_bytes`` when that exceeds the available memory,
     naming ``field``, both sizes and ``remedy``."""
     available = available_memory()
+    if n_bytes > 1e300:  # an exact integer past float's range: no size to show
+        raise error(f"{field}: needs more memory than any machine has; {remedy}")
     if n_bytes > available:
         raise error(
             f"{field}: needs {_bytes(n_bytes)} of memory, {_bytes(available)} available; {remedy}"

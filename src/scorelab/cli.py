@@ -1142,6 +1142,8 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
 
     if isinstance(error, ValueError | NonFiniteLossError):  # every input check raises these
         return first_line(error)
+    if isinstance(error, OverflowError):  # a number past float's range that no check named
+        return f"{first_line(error)}: a number given is too large; give a smaller one"
     if isinstance(error, FloatingPointError):  # JAX_DEBUG_NANS stops at the first NaN
         return (
             f"{first_line(error)} (JAX_DEBUG_NANS is set); unset it for scorelab's own check "

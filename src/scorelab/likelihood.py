@@ -314,7 +314,7 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
         dim = math.prod(points.shape[1:])
         check_memory(
             "n_probes",
-            4.0 * points.shape[0] * n_probes * dim * _PROBE_COPIES,
+            4 * points.shape[0] * n_probes * dim * _PROBE_COPIES,  # exact, as n_probes may be huge
             "use fewer probes or points",
         )
     if points.shape[0] == 0:

@@ -1267,7 +1267,7 @@ def likelihood_points(
     if isinstance(n_probes, int) and not isinstance(n_probes, bool):
         check_memory(
             "likelihood.n_probes",
-            4.0 * 8 * n_probes * points.size,
+            32 * n_probes * points.size,  # exact: 10**400 probes overflowed a float
             "use fewer probes (--n-probes) or points",
             ConfigError,
         )
