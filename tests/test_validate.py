@@ -101,6 +101,12 @@ def test_sampler_options_nest_and_flat_keys_of_earlier_versions_move_into_them()
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "e": 0.5}})
     with pytest.raises(ConfigError, match="sampler.options: .*'n_steps'"):
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "options": {"n_steps": 3}}})
+    # Both spellings, one value each: the flat one was dropped without a word (pass 16, #2).
+    both = {"sampler": {"name": "ddim", "eta": 0.5, "options": {"eta": 0.7}}}
+    with pytest.raises(ConfigError, match=r"sampler.eta: given as 0.5 and as sampler.options.eta"):
+        ExperimentConfig.from_dict(both)
+    same = {"sampler": {"name": "ddim", "eta": 0.5, "options": {"eta": 0.5}}}
+    assert ExperimentConfig.from_dict(same) == nested
 
 
 def test_overrides_reach_nested_tables_and_leave_the_input_alone():

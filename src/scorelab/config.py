@@ -681,7 +681,16 @@ def _sampler_table(table: Any) -> Any:
     if not flat:
         return table
     kept = {key: value for key, value in table.items() if key in fields}
-    return {**kept, "options": {**flat, **dict(kept.get("options") or {})}}
+    options = kept.get("options") or {}
+    if isinstance(options, dict):  # else from_mapping names the table's type
+        for key in flat.keys() & options.keys():
+            if options[key] != flat[key]:  # the flat value was dropped without a word
+                raise ConfigError(
+                    f"sampler.{key}: given as {flat[key]!r} and as sampler.options.{key} = "
+                    f"{options[key]!r}; give it once, as sampler.options.{key}"
+                )
+        return {**kept, "options": {**flat, **options}}
+    return {**kept, "options": options}
 
 
 _SECTIONS = {
