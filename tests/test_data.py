@@ -254,6 +254,20 @@ def test_integer_pixels_outside_0_255_under_auto_do_not_claim_a_stated_range(tmp
         load_images(tmp_path / "x.npy", pixel_range="0-255")
 
 
+def test_float_pixels_in_0_1_stated_0_255_are_refused_not_blackened(tmp_path):
+    """Float images in [0, 1] stated 0-255 became images within 0.008 of -1 (pass 16, #16);
+    the same pixels as uint8 (a binary mask, say) stay the user's to state."""
+    from scorelab.data import load_images
+
+    pixels = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", pixels)
+    with pytest.raises(DataError, match=r"inside \[0, 1\], but data.pixel_range states 0-255"):
+        load_images(tmp_path / "x.npy", pixel_range="0-255")
+    assert load_images(tmp_path / "x.npy", pixel_range="0-1").images.max() > 0.9
+    np.save(tmp_path / "mask.npy", (pixels > 0.5).astype(np.uint8))
+    assert load_images(tmp_path / "mask.npy", pixel_range="0-255").images.max() < -0.99
+
+
 def test_non_finite_images_name_the_image_and_float16_overflow(tmp_path):
     """'10 row(s) contain NaN or inf (first at row 0)': images called rows, no remedy, and
     float16's overflow (70000 -> inf) unnamed."""

@@ -404,3 +404,15 @@ def test_oracle_sliced_wasserstein_within_1_5_floor(mixture, sliced_wasserstein_
     assert all(report.n_empty == 0 for report in reports)
     assert np.mean([report.total_variation for report in reports]) <= 0.04
     assert 0.85 <= np.mean([report.variance_ratio_mean for report in reports]) <= 1.2
+
+
+def test_ddim_names_the_negative_option_not_both():
+    """A negative final_noise was reported as 'eta and final_noise must be >= 0', and the CLI
+    blamed --eta (pass 16, #12)."""
+    from scorelab.samplers import ddim
+
+    sigmas = [0.5, 1.0, 2.0]
+    with pytest.raises(ValueError, match=r"^final_noise must be >= 0, got final_noise=-1"):
+        ddim(sigmas, final_noise=-1.0)
+    with pytest.raises(ValueError, match=r"^eta must be >= 0, got eta=-0.5"):
+        ddim(sigmas, eta=-0.5)

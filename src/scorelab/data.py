@@ -650,6 +650,13 @@ def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndar
                 )
             pixel_range = fitting[0]
     lower, upper = ranges[pixel_range]
+    if pixel_range == "0-255" and pixels.dtype.kind == "f" and high <= 1.0:
+        # Float pixels within [0, 1] stated 0-255 became images within 0.008 of -1 (black).
+        raise DataError(
+            f"{name}: float pixel values span [{low:g}, {high:g}], inside [0, 1], but "
+            "data.pixel_range states 0-255, which maps them all to within 0.008 of -1; set "
+            "data.pixel_range to 0-1 (or auto), or scale them to [0, 255]"
+        )
     if not _within(low, high, lower, upper):
         raise DataError(
             f"{name}: pixel values span [{low:g}, {high:g}], outside the stated data.pixel_range "

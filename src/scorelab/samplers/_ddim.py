@@ -112,11 +112,11 @@ def ve_ddim_etas(
 
 
 def check_ddim_options(eta, final_noise) -> None:
-    """``ValueError`` unless ``eta >= 0`` and ``final_noise >= 0``."""
-    if not (eta >= 0 and final_noise >= 0):
-        raise ValueError(
-            f"eta and final_noise must be >= 0, got eta={eta}, final_noise={final_noise}"
-        )
+    """``ValueError`` unless ``eta >= 0`` and ``final_noise >= 0``, naming the one that is not
+    (a negative final_noise was blamed on eta, and the CLI's ``--eta``)."""
+    for name, value in (("eta", eta), ("final_noise", final_noise)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {name}={value}")
 
 
 def _etas(sigmas: Array, eta: Array, final_noise: Array) -> Array:
