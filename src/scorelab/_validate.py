@@ -359,9 +359,14 @@ def typed(hint, value, field: str, current=None, error: type[ValueError] = Value
     naming ``field``."""
     origin, arguments = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in arguments:
+        (inner,) = [a for a in arguments if a is not type(None)]
+        # TOML has no null: "none" spells None where the field takes no string (ema_decay,
+        # batch_size), whose messages offer None ("expected None or ...").
+        if value is None or (
+            inner in (int, float) and isinstance(value, str) and value.lower() == "none"
+        ):
             return None
-        (hint,) = [a for a in arguments if a is not type(None)]
+        hint = inner
         return typed(hint, value, field, current, error)
     if dataclasses.is_dataclass(hint):
         return from_mapping(hint, value, field, base=current, error=error)
