@@ -2127,6 +2127,7 @@ def test_evaluate_of_coincident_points_says_so(tmp_path, capsys):
     _fails(["evaluate", path, "--data", path], capsys, "coincide", "check the samples")
 
 
+@pytest.mark.slow  # a console-script subprocess that trains
 def test_a_closed_stderr_silences_the_progress_bar_instead_of_failing(tmp_path):
     # 2>&- : tqdm wrote to sys.stderr = None, an AttributeError and "internal error", exit 1
     script = Path(sys.executable).with_name("scorelab")

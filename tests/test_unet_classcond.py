@@ -354,6 +354,7 @@ def test_grid_rows_are_labelled_by_class(tmp_path):
         save_image_grid(np.zeros((6, 8, 8)), tmp_path / "x.png", ncols=3, row_labels=["a"])
 
 
+@pytest.mark.slow  # samples a class-conditional U-Net to its overflow: half a minute
 def test_a_guidance_that_overflows_is_named_as_the_cause(tmp_path, capsys):
     # --guidance has no upper bound of its own (how large a weight a model bears depends on it),
     # but chains it sends to inf were blamed on the step size: "take smaller steps".
