@@ -201,9 +201,14 @@ _MAX_ABS = 1e18
 3.4e38, so means, variances and distances of the data are finite."""
 
 
+def _bad_rows(ok: np.ndarray) -> np.ndarray:
+    """The indices of the rows (first-axis entries) of which ``ok`` is not all true."""
+    return np.flatnonzero(~ok.reshape(len(ok), -1).all(axis=1))
+
+
 def _check_rows(name: str, ok: np.ndarray, problem: str) -> None:
     """Raise ``DataError`` naming how many rows fail ``ok`` (elementwise) and the first one."""
-    bad_rows = np.flatnonzero(~ok.reshape(len(ok), -1).all(axis=1))
+    bad_rows = _bad_rows(ok)
     if bad_rows.size:
         raise DataError(f"{name}: {bad_rows.size} row(s) {problem} (first at row {bad_rows[0]})")
 
@@ -675,8 +680,7 @@ def _within(low: float, high: float, lower: float, upper: float) -> bool:
 def _check_finite_images(pixels: np.ndarray, name) -> None:
     """Refuse float images ``(n, ...)`` holding NaN or inf, naming the first such image (not
     'row': points' words), float16's overflow past 65504, and a remedy."""
-    finite = np.isfinite(pixels).reshape(len(pixels), -1)
-    bad = np.flatnonzero(~finite.all(axis=1))
+    bad = _bad_rows(np.isfinite(pixels))
     if not bad.size:
         return
     nan, inf = bool(np.isnan(pixels).any()), bool(np.isinf(pixels).any())
