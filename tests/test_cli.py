@@ -93,17 +93,22 @@ def test_sample_evaluate_and_plot_a_trained_run(trained_run, tmp_path, capsys):
 def test_an_unconditional_run_refuses_grid_samplers_and_points_to_ula(
     trained_run, tmp_path, capsys
 ):
-    """A DSM run's network ignores sigma: the default DDIM would query that one score at every
-    level of its grid. `sample` refuses with the fix; ULA works and names the noised law the
-    samples follow, with the `evaluate` flag that compares against it."""
+    """A DSM run's network ignores sigma: DDIM would query that one score at every level of
+    its grid. `sample` refuses it with the fix; the run's own sampler is ULA (a DSM run saved
+    the default DDIM, which `sample --run` then refused with no flag given), which works and
+    names the noised law the samples follow, with the `evaluate` flag that compares against
+    it."""
     out = tmp_path / "s.npy"
-    assert main(["sample", "--run", str(trained_run), "--n", "8", "--out", str(out)]) == 2
+    saved = json.loads((trained_run / "config.json").read_text())["sampler"]
+    assert saved["name"] == "ula"
+    flags = ["--n", "8", "--out", str(out)]
+    assert main(["sample", "--run", str(trained_run), "--sampler", "ddim", *flags]) == 2
     err = capsys.readouterr().err
     assert "'ddim' walks a sigma grid" in err and "loss 'dsm' at sigma 1" in err
     assert "--sampler ula" in err and not out.exists()
-    flags = ["--sampler", "ula", "--n-steps", "3", "--n", "8", "--out", str(out)]
-    assert main(["sample", "--run", str(trained_run), *flags]) == 0
-    assert "--sigma 1 " in capsys.readouterr().out
+    assert main(["sample", "--run", str(trained_run), "--n-steps", "3", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "(ula, NFE 3)" in printed and "--sigma 1 " in printed
 
 
 def test_evaluate_with_sigma_compares_with_the_noised_law(tmp_path, capsys):

@@ -97,7 +97,8 @@ _MODEL_OTHER = {
     "num_classes": 10,
 }
 _LOSS_BASES = [{"name": name} for name in builders.LOSS_FIELDS] + [
-    {"name": "ncsn", "sigma_distribution": "lognormal"}
+    {"name": "ncsn", "sigma_distribution": "lognormal"},
+    {"name": "vp_epsilon", "schedule": "squaredcos_cap_v2"},  # betas were ignored silently
 ]
 
 
@@ -239,7 +240,8 @@ def test_a_job_accepts_a_field_it_reads_and_refuses_one_it_does_not(job, setting
 def test_rho_is_refused_on_a_grid_it_does_not_shape(grid):
     """``--rho 3`` on the geometric grid sampled the geometric grid and said nothing: rho
     shapes only the karras and polyexponential grids (:data:`scorelab.noise.RHO_GRIDS`)."""
-    base = ExperimentConfig.from_dict({"sampler": {"grid": grid}})
+    # The default rho = 5 makes a polyexponential grid of 100 levels merge in float32.
+    base = ExperimentConfig.from_dict({"sampler": {"grid": grid, "rho": 2.0}})
     config = ExperimentConfig.from_dict({"sampler": {"grid": grid, "rho": 3.0}})
     assert config.changed_fields(base) == ["sampler.rho"]
     for job in ("sample", "score-error"):
@@ -275,6 +277,10 @@ def test_a_field_set_twice_with_two_values_is_refused():
     with pytest.raises(ConfigError, match=r"^sampler\.n_levels: --set gives 5, then 6; give it"):
         apply_overrides({}, twice)
     assert apply_overrides({}, ["train.steps=3", " train.steps = 3"]) == {"train": {"steps": 3}}
+    # 1 == True == 1.0 in Python: the first value, of another type, was dropped silently.
+    for second in ("true", "1.0"):
+        with pytest.raises(ConfigError, match=r"^model\.scale_by_sigma: --set gives 1, then"):
+            apply_overrides({}, ["model.scale_by_sigma=1", f"model.scale_by_sigma={second}"])
 
 
 def test_a_class_conditional_edm_unet_is_refused_for_its_preconditioning():
@@ -312,3 +318,31 @@ def test_apply_overrides_strips_each_part_and_keeps_a_table_then_its_field():
     assert apply_overrides({}, [" train . steps =5"]) == {"train": {"steps": 5}}
     later = ["sampler.options={}", "sampler.options.eta=1"]
     assert apply_overrides({}, later) == {"sampler": {"options": {"eta": 1}}}
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"beta_end": 0.9}, "beta_end"),
+        ({"beta_start": 1e-30, "beta_end": 2e-30}, "beta_start"),
+        ({"num_train_timesteps": 10**6}, "num_train_timesteps"),
+    ],
+)
+def test_a_vp_schedule_whose_levels_float32_cannot_hold_is_named_by_the_loss(values, field):
+    """The sampler inherits the schedule's VE levels: `beta_end = 0.9` (the cumulative product
+    underflows, sigma_max = inf) was refused as `sampler.sigma_max: ... got inf`, a field
+    nobody set, whose remedy left the schedule as broken."""
+    with pytest.raises(ConfigError, match=rf"^loss\.{field}: the 'linear' schedule of"):
+        ExperimentConfig.from_dict({"loss": {"name": "vp_epsilon", **values}})
+    low, high = LossConfig(name="vp_epsilon").sigma_range  # DDPM's: held
+    assert 0 < low < 0.02 and 100 < high < 200
+
+
+def test_unet_fields_the_builder_refused_are_refused_by_the_configuration_by_name():
+    """A repeated attention resolution was accepted without a word; layers_per_block = 10**30
+    was accepted by the configuration and refused by the builder as `model: U-Net options`."""
+    with pytest.raises(ConfigError, match=r"^model\.attention_resolutions: 8 given more than"):
+        ModelConfig(name="unet", attention_resolutions=(8, 8))
+    with pytest.raises(ConfigError, match=r"^model\.layers_per_block: expected at most 64, got"):
+        ModelConfig(name="unet", layers_per_block=65)
+    assert ModelConfig(name="unet", layers_per_block=64, attention_resolutions=(8, 4))

@@ -655,6 +655,24 @@ def test_sweep_refuses_a_sweep_entry_that_is_not_a_table(text, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(
+    ("text", "flags", "words"),
+    [
+        ("nfe = [0]\n", [], "c.toml: sweep.nfe: expected an integer >= 1, got 0"),
+        ("n_samples = 1\n", [], "c.toml: sweep.n_samples: expected an integer >= 2"),
+        ("seeds = [0, 4294967296]\n", [], "c.toml: sweep.seeds: expected an integer seed"),
+        ("nfe = [4]\n", ["--nfe", "0"], "--nfe: expected an integer >= 1, got 0"),
+    ],
+)
+def test_sweep_names_a_bad_value_where_it_was_given(text, flags, words, tmp_path, capsys):
+    """A value of the `--config` file was named by its flag (`--n: ...`), which the user
+    never passed; it is named by the file and its field, as `train` and `sample` name them."""
+    config = tmp_path / "c.toml"
+    config.write_text("[sweep]\n" + text)
+    argv = ["sweep", "--config", config, *flags, "--out", tmp_path / "sweep", "--quiet"]
+    _fails(argv, capsys, words)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "ula_steps = 'many'\n",
@@ -874,6 +892,41 @@ def test_a_run_file_taken_by_a_folder_is_refused_before_training(run_dir, tmp_pa
     argv = ["train", "--loss", "ncsn", "--out", copy, "--resume", *_TINY, "--steps", "6"]
     _fails(argv, capsys, taken, "not a file")
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == steps  # nothing trained
+
+
+def test_resume_with_another_sampler_trains_on_and_records_it(run_dir, tmp_path, capsys):
+    """The sampler does not enter training: resuming with another one was refused as a
+    changed configuration. It resumes, and config.json records the new sampler; one that
+    cannot sample the model is refused before any step (a DSM run saved DDIM, which every
+    `sample --run` refused)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    argv = ["train", "--loss", "ncsn", "--out", copy, "--resume", *_TINY]
+    assert main([str(a) for a in [*argv, "--set", "sampler.name=heun"]]) == 0
+    assert json.loads((copy / "config.json").read_text())["sampler"]["name"] == "heun"
+    _fails([*argv, "--set", "sampler.name=ula"], capsys, "sampler.options.sigma", "sigma > 0")
+    fresh = ["train", "--out", tmp_path / "dsm", *_TINY, "--loss", "dsm"]
+    _fails([*fresh, "--set", "sampler.name=ddim"], capsys, "walks a sigma grid", "ula")
+    assert not (tmp_path / "dsm").exists()
+
+
+def test_another_sampler_over_a_run_drops_the_runs_options_and_adaptive_budget(tmp_path, capsys):
+    """`--sampler euler` on a run saved with DDIM's eta failed on `eta`, which no flag gave;
+    `--sampler tsit5` on a run saved with a budget blamed `--nfe`, never given. The run's
+    options and (for an adaptive solver) budget belonged to its sampler: they are dropped;
+    the budget still sizes a fixed grid, and options given now are the new sampler's."""
+    run = tmp_path / "run"
+    saved = ["--set", "sampler.options.eta=0.5", "--set", "sampler.nfe=20"]
+    assert main([str(a) for a in ["train", "--out", run, *_TINY, *saved]]) == 0
+    capsys.readouterr()
+    out = ["--n", "8", "--out", str(tmp_path / "s.npy"), "--overwrite"]
+    for name, cost in (("euler", "NFE 20)"), ("heun", "NFE 19)"), ("tsit5", "NFE ")):
+        assert main(["sample", "--run", str(run), "--sampler", name, *out]) == 0
+        assert f"({name}, {cost}" in capsys.readouterr().out
+    again = ["sample", "--run", run, "--sampler", "euler", *out, "--set", "sampler.options.eta=1"]
+    _fails(again, capsys, "sampler 'euler': unknown option 'eta'")
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
@@ -1184,9 +1237,10 @@ def test_likelihood_refuses_an_unconditional_model(dsm_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("setting", "words"),
     [
-        ("sampler.options.eta=0.5", "sampler.options.eta: scorelab score-error does not read it"),
+        # The DSM run's sampler is ULA: options of its own (DDIM's eta is refused as unknown).
+        ("sampler.options.step_size=0.5", "sampler.options.step_size: scorelab score-error does"),
+        ("sampler.options.n_steps=5", "sampler.options.n_steps: scorelab score-error does"),
         ("sampler.name='heun'", "sampler.name: scorelab score-error does not read it"),
-        ("sampler.nfe=20", "sampler.nfe: scorelab score-error does not read it"),
         ("sampler.prior='exact'", "(read by scorelab train, sample, grid --method ld3)"),
     ],
 )
@@ -2062,6 +2116,15 @@ def test_the_command_line_computes_in_float32_under_x64(tmp_path, capsys):
 
 
 # --- sizes a host cannot hold, found before anything is allocated (session 20's hostile pass) --
+
+
+@pytest.mark.parametrize(("loss", "field"), [("ncsn", "n_sigmas"), ("hutchinson", "n_probes")])
+def test_a_step_too_large_by_its_draws_per_example_names_them(loss, field, tmp_path, capsys):
+    """10**8 noise levels (or probes) for each example were blamed on a batch of 1, with a
+    remedy (a smaller batch_size) that could not be followed."""
+    flags = ["--loss", loss, "--batch-size", "1", "--set", f"loss.{field}=100000000"]
+    argv = ["train", *flags, "--steps", "1", "--quiet", "--out", tmp_path / "run"]
+    _fails(argv, capsys, f"loss.{field} (100000000 draws for each of 1 examples", f"fewer {field}")
 
 
 def _sparse_images(path: Path, shape: tuple) -> Path:

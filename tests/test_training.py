@@ -472,6 +472,10 @@ def test_resume_compares_the_whole_configuration(tmp_path):
     # Execution-only fields may differ; so may the steps of a constant schedule (above).
     resumed = fit(replace(config, checkpoint_every=1), tmp_path / "run", run_config, resume=True)
     assert resumed.start_step == 4
+    # A section the checkpoint records and this run does not (an older scorelab recorded
+    # the sampler, which does not enter training) is not compared.
+    fit(config, tmp_path / "older", {**run_config, "sampler": {"name": "ddim"}})
+    assert fit(config, tmp_path / "older", run_config, resume=True).start_step == 4
     cosine = replace(config, schedule="cosine")
     fit(cosine, tmp_path / "cosine", run_config)
     with pytest.raises(ValueError, match="train.steps 4 -> 6 changes the 'cosine' learning-rate"):

@@ -72,7 +72,9 @@ def test_wrong_types_and_unknown_fields_are_named(values, message):
     [
         (3, "configuration: expected a table of sections"),
         ({"data": 1}, "data: expected a table of fields"),
-        ({"data": {"source": 1}}, "data.source: expected a string, got 1"),
+        # a name that reads as a TOML number: quoting it makes it the string
+        ({"data": {"source": 1}}, r'data.source: expected a string, got 1 \(quote it: "1"\)'),
+        ({"data": {"source": True}}, r'got True \(quote it: "true"\)'),
         ({"train": {"ema_decay": "0.9"}}, "train.ema_decay: expected a number"),
         ({"model": {"normalise_input": "false"}}, "model.normalise_input: expected true or false"),
         ({"optimizer": {}}, "optimizer: unknown section; accepted: data, model"),

@@ -407,6 +407,30 @@ def test_demo_settings_refuse_a_bad_base_and_a_table_for_a_train_config():
     )
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {
+                "ncsn_sigma_distribution": "lognormal",
+                "sigma_min": 1e3,
+                "sigma_max": 1e4,
+                "tutorial_sigma_max": 2e4,
+            },
+            "demo.ncsn_sigma_distribution: loss.p_mean: expected a number in [3.31, 12.8]",
+        ),
+        ({"rho": 1e-30}, "demo.rho: rho 1e-30: sigma_max ** (1 / rho) overflows"),
+        ({"sigma_min": 1.0, "sigma_max": 1.0000001}, "demo.grid: sigma grid of 100 levels"),
+        ({"tutorial_sigma_max": 3e7, "rho": 0.05}, "demo.tutorial_sigma_max: sigma grid of 100"),
+    ],
+)
+def test_demo_settings_refuse_runs_and_grids_that_would_fail_after_training(values, message):
+    """Each was refused only once the models had trained (the first after two models, under
+    a field the settings do not have)."""
+    with raises(ValueError, message):
+        DemoSettings.from_dict(values)
+
+
 # --- 34: evaluate_images ----------------------------------------------------------------------
 
 

@@ -387,7 +387,12 @@ def typed(hint, value, field: str, current=None, error: type[ValueError] = Value
     if hint in expected:
         accepted, test = expected[hint]
         if not test(value):
-            raise error(f"{field}: expected {accepted}, got {value!r}")
+            # A path or name that reads as a TOML number or boolean (a folder called inf):
+            # quoted, it is a string.
+            spelled = str(value).lower() if isinstance(value, bool) else str(value)
+            quoted = hint is str and not isinstance(value, dict | list)
+            quote = f' (quote it: "{spelled}")' if quoted else ""
+            raise error(f"{field}: expected {accepted}, got {value!r}{quote}")
         big = MAX_INT if hint is int else FLOAT32_MAX
         if isinstance(value, numbers.Integral) and hint in (int, float) and abs(value) > big:
             # float(10**400) raised OverflowError, a traceback; int64 holds no more

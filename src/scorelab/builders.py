@@ -19,7 +19,7 @@ from jax import Array
 from jax.tree_util import Partial
 
 from scorelab import losses, models, precond, samplers
-from scorelab._validate import check_memory, first_line
+from scorelab._validate import check_memory
 from scorelab.config import (
     TARGETS,
     ConfigError,
@@ -28,6 +28,7 @@ from scorelab.config import (
     LossConfig,
     ModelConfig,
     SamplerConfig,
+    sampler_option_error,
 )
 from scorelab.data import (
     IMAGE_SOURCES,
@@ -46,6 +47,7 @@ from scorelab.training import _tree_bytes
 __all__ = [
     "LOSS_FIELDS",
     "SIGMA_LAW_FIELDS",
+    "SCHEDULE_FIELDS",
     "MODEL_FIELDS",
     "loss_fields",
     "model_fields",
@@ -80,6 +82,16 @@ LOSS_FIELDS: dict[str, tuple[str, ...]] = {
 SIGMA_LAW_FIELDS: dict[str, tuple[str, ...]] = {"loguniform": (), "lognormal": ("p_mean", "p_std")}
 """The fields each ``sigma_distribution`` reads, for a loss that reads ``sigma_distribution``."""
 
+_BETAS = ("beta_start", "beta_end")
+SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "linear": _BETAS,
+    "scaled_linear": _BETAS,
+    "squaredcos_cap_v2": (),
+    "cosine": (),
+}
+"""The fields each VP ``schedule`` reads, for a loss that reads ``schedule``: the cosine
+schedule has no betas to set (given ones were ignored without a word)."""
+
 _UNET_FIELDS = (
     "channels",
     "layers_per_block",
@@ -108,10 +120,13 @@ _ALWAYS_READ = ("name", "preconditioning", "seed")
 
 def loss_fields(config: LossConfig) -> tuple[str, ...]:
     """The fields of the loss section ``config.name`` reads with its ``sigma_distribution``
-    (:data:`LOSS_FIELDS`, :data:`SIGMA_LAW_FIELDS`), besides ``name``."""
+    or VP ``schedule`` (:data:`LOSS_FIELDS`, :data:`SIGMA_LAW_FIELDS`,
+    :data:`SCHEDULE_FIELDS`), besides ``name``."""
     fields = LOSS_FIELDS[config.name]
     if "sigma_distribution" in fields:
         fields += SIGMA_LAW_FIELDS[config.sigma_distribution]
+    if "schedule" in fields:
+        fields = tuple(f for f in fields if f not in _BETAS) + SCHEDULE_FIELDS[config.schedule]
     return fields
 
 
@@ -175,6 +190,8 @@ def check_fields_read(config: ExperimentConfig) -> None:
     def loss_reader(field: str) -> str:
         if field in laws and "sigma_distribution" in LOSS_FIELDS[loss.name]:
             return f"sigma_distribution {loss.sigma_distribution!r}"
+        if field in _BETAS and "schedule" in LOSS_FIELDS[loss.name]:
+            return f"schedule {loss.schedule!r}"
         return f"loss {loss.name!r}"
 
     _check_read("loss", loss, loss_fields(loss), loss_reader)
@@ -501,16 +518,7 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
     except ConfigError:
         raise
     except ValueError as error:
-        # A sampler names a bad value by its option ("n_steps must be ..."): the field of that
-        # option comes first, as for every other field (and the command's flag for it).
-        message, where = first_line(error), "sampler.options"
-        named = [option for option in options if message.startswith(f"{option} ")]
-        if named:
-            option = max(named, key=len)
-            where = f"{where}.{option}"
-            if message.startswith(f"{option} must "):  # said once: "FIELD: must be ..."
-                message = message[len(option) + 1 :]
-        raise ConfigError(f"{where}: {message}") from error
+        raise sampler_option_error(error, options) from error
 
 
 def make_prior(
@@ -573,14 +581,23 @@ def draw_prior(
         ConfigError: for ``exact`` without a target, ``moments`` with neither a target nor
             data, or a covariance too large for memory.
     """
+    check_prior(kind, target, field)
     if kind == "exact":
-        if target is None:
-            raise ConfigError(f"{field}: 'exact' needs a built-in target with an exact score")
         return samplers.exact_prior(key, target, n, sigma)
     if kind == "moments":
         mean, covariance = _moments(target, data, shape, field)
         return samplers.ve_prior(key, n, shape, jnp.float32(sigma), mean, covariance)
     return samplers.ve_prior(key, n, shape, jnp.float32(sigma))
+
+
+def check_prior(kind: str, target: GaussianMixture | None, field: str = "sampler.prior") -> None:
+    """Refuse the prior ``kind`` where it cannot be drawn: ``exact`` needs a ``target``.
+
+    Raises:
+        ConfigError: starting ``{field}:``.
+    """
+    if kind == "exact" and target is None:
+        raise ConfigError(f"{field}: 'exact' needs a built-in target with an exact score")
 
 
 def _moments(target, data, shape, field) -> tuple[Array, Array]:

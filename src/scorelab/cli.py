@@ -210,6 +210,7 @@ def _experiment(args, flags: dict, base: dict | None = None):
                 f"{target}: --set gives {previous!r}, {flag} gives {value!r}; give it once"
             )
     try:
+        _another_sampler(values, given, base)
         _one_grid_size(values, given)
         return ExperimentConfig.from_dict(values)
     except ConfigError as error:
@@ -233,6 +234,32 @@ def _sourced(message: str, origins: dict[str, str]) -> str:
         if origin is not None:
             return message if origin.startswith("--") else f"{origin}: {message}"
     return message
+
+
+def _another_sampler(values: dict, given: set[str], base: dict | None) -> None:
+    """A sampler named now over a run saved with another: the run's options were the other
+    sampler's (``--sampler euler`` on a DDIM run failed on ``eta``, an option of neither the
+    command line nor the new sampler), and its budget one an adaptive sampler cannot take
+    (``--nfe`` was blamed, never given). Both are dropped unless given now; the grid stays."""
+    from scorelab import samplers
+
+    sampler, saved = values.get("sampler"), (base or {}).get("sampler")
+    if "sampler.name" not in given or not isinstance(sampler, dict) or not isinstance(saved, dict):
+        return
+    name = sampler.get("name")
+    if name == saved.get("name"):
+        return
+    options = sampler.get("options")
+    if "sampler.options" not in given and isinstance(options, dict):
+        sampler["options"] = {
+            option: value
+            for option, value in options.items()
+            if f"sampler.options.{option}" in given
+        }
+    budget = sampler.get("nfe")
+    if "sampler.nfe" not in given and budget and isinstance(name, str):
+        if name in samplers.SAMPLERS and samplers.budget_levels(name, 1) is None:
+            sampler["nfe"] = 0
 
 
 def _one_grid_size(values: dict, given: set[str]) -> None:
@@ -751,10 +778,19 @@ _SWEEP_FLAGS = {
 
 
 def _cmd_sweep(args) -> int:
+    from scorelab.config import ConfigError
     from scorelab.sweep import run_sweep, sweep_settings
 
     flags = {field: getattr(args, f"sweep_{field}") for field, _, _ in _SWEEP_FLAGS.values()}
-    settings = sweep_settings(args.config, {k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        settings = sweep_settings(args.config, given)
+    except ValueError as error:
+        # A value of the file, named as written there (it was named by its flag, not given).
+        field = str(error).partition(": ")[0].removeprefix("sweep.")
+        if args.config is not None and field in flags and field not in given:
+            raise ConfigError(f"{args.config}: {error}") from None
+        raise
     report, written = run_sweep(
         settings,
         args.out,

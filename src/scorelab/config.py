@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import math
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ import numpy as np
 
 from scorelab import losses, models, samplers
 from scorelab._validate import (
+    SIGMA_FLOOR,
+    SIGMA_LIMIT,
     check_choice,
     check_file,
     check_int,
@@ -44,6 +47,8 @@ from scorelab._validate import (
     check_real,
     check_seed,
     check_sigma,
+    check_unique,
+    first_line,
     from_mapping,
     typed,
 )
@@ -55,11 +60,13 @@ from scorelab.data import (
     TOY_DATASETS,
     is_image_file,
 )
+from scorelab.diffusers._unet import MAX_LAYERS_PER_BLOCK
 from scorelab.noise import (
     GRIDS,
     VP_SCHEDULES,
     is_saved_grid,
     read_saved_grid,
+    sigma_grid,
     vp_alpha_sigma,
     vp_alphas_cumprod,
     with_saved_range,
@@ -317,8 +324,15 @@ class ModelConfig:
         for channels in self.channels:
             _check_int("model", "channels", channels, 1)
         _check_int("model", "layers_per_block", self.layers_per_block, 1)
+        if self.layers_per_block > MAX_LAYERS_PER_BLOCK:  # the U-Net's own bound, by its field
+            _fail(
+                "model",
+                "layers_per_block",
+                f"expected at most {MAX_LAYERS_PER_BLOCK}, got {self.layers_per_block}",
+            )
         for resolution in self.attention_resolutions:
             _check_int("model", "attention_resolutions", resolution, 1)
+        check_unique("model.attention_resolutions", self.attention_resolutions, ConfigError)
         _check_int("model", "norm_groups", self.norm_groups, 1)
         _check_int("model", "attention_head_dim", self.attention_head_dim, 1)
         if self.name == "unet" and any(c % self.norm_groups for c in self.channels):
@@ -448,6 +462,28 @@ class LossConfig:
         _check_real(
             "loss", "label_dropout", self.label_dropout, "a number in [0, 1)", lambda v: 0 <= v < 1
         )
+        if self.name == "vp_epsilon":
+            self._check_vp_range()
+
+    def _check_vp_range(self) -> None:
+        """Refuse a VP schedule whose VE levels ``sqrt((1 - a) / a)`` float32 cannot hold: the
+        sampler inherits them, and ``sampler.sigma_max: ... got inf`` blamed a field nobody set
+        (``beta_end = 0.9``: the cumulative product underflows)."""
+        low, high = self.sigma_range
+        schedule = (
+            f"the {self.schedule!r} schedule of {self.num_train_timesteps} steps reaches VE "
+            f"levels from {low:.3g} to {high:.3g} (sqrt((1 - alpha_bar) / alpha_bar))"
+        )
+        betas = self.schedule in ("linear", "scaled_linear")
+        if not (math.isfinite(high) and high <= SIGMA_LIMIT):
+            fix = "a smaller beta_end or fewer" if betas else "fewer"
+            longer = self.num_train_timesteps > LossConfig.num_train_timesteps  # than DDPM's
+            field = "beta_end" if betas and not longer else "num_train_timesteps"
+            _fail("loss", field, f"{schedule}, beyond float32's; give {fix} num_train_timesteps")
+        if not low >= SIGMA_FLOOR:
+            field = "beta_start" if betas else "num_train_timesteps"
+            fix = "a larger beta_start" if betas else "fewer num_train_timesteps"
+            _fail("loss", field, f"{schedule}, below float32's; give {fix}")
 
     @property
     def needs_noise_conditional_model(self) -> bool:
@@ -576,6 +612,31 @@ class SamplerConfig:
                 )
         _check_real("sampler", "rho", self.rho, "a number > 0", lambda v: v > 0)
         _check_choice("sampler", "prior", self.prior, PRIORS)
+        self._check_buildable()
+
+    def _check_buildable(self) -> None:
+        """Build the grid and the sampler once, so that what a sampler refuses (an option out
+        of its range, a grid that overflows or whose levels merge) is refused when the
+        configuration is read: ``scorelab train`` saved such samplers, and every later
+        ``scorelab sample --run`` refused them. MALA's log-density comes with the target when
+        sampling; a stand-in serves to check its options. A warning (a step beyond its
+        stability bound) is the sampler's to issue when it samples."""
+        sigmas = None
+        if self.uses_grid:
+            try:
+                sigmas = sigma_grid(
+                    self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho
+                )
+            except ValueError as error:
+                message = first_line(error)
+                _fail("sampler", "rho" if message.startswith("rho ") else "grid", message)
+        stand_in = _no_log_density if samplers.SAMPLERS[self.name].needs_log_density else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                samplers.build_sampler(self.name, sigmas, log_density_fn=stand_in, **self.options)
+            except ValueError as error:
+                raise sampler_option_error(error, self.options) from None
 
     @property
     def uses_grid(self) -> bool:
@@ -604,6 +665,25 @@ class SamplerConfig:
                 f"takes {smallest}; raise nfe",
             )
         return levels
+
+
+def _no_log_density(x):
+    """A stand-in log-density for MALA, to check its options: never evaluated."""
+    raise AssertionError("a stand-in log-density was evaluated")
+
+
+def sampler_option_error(error: ValueError, options: dict[str, Any]) -> ConfigError:
+    """A sampler's ``ValueError`` as a configuration error: a sampler names a bad value by its
+    option (``n_steps must be ...``), so the field of that option comes first, as for every
+    other field (and the command's flag for it); other messages under ``sampler.options``."""
+    message, where = first_line(error), "sampler.options"
+    named = [option for option in options if message.startswith(f"{option} ")]
+    if named:
+        option = max(named, key=len)
+        where = f"{where}.{option}"
+        if message.startswith(f"{option} must "):  # said once: "FIELD: must be ..."
+            message = message[len(option) + 1 :]
+    return ConfigError(f"{where}: {message}")
 
 
 def _saved_grid_range(grid: str) -> tuple[float, float]:
@@ -718,7 +798,9 @@ class ExperimentConfig:
 
         A loss that trains over a sigma range (NCSN) sets the sampler's range unless the
         ``[sampler]`` table gives ``sigma_min`` / ``sigma_max``: a model is sampled over the
-        levels it learned. The ``[train]`` fields not given are :data:`TRAIN_RECIPE`'s, or
+        levels it learned. A loss of one law (Hyvarinen, Hutchinson, sliced, DSM) samples with
+        ``ula`` unless the table names a sampler: the default DDIM walks a grid of levels that
+        model does not know. The ``[train]`` fields not given are :data:`TRAIN_RECIPE`'s, or
         :data:`IMAGE_RECIPE`'s for the U-Net.
 
         Raises:
@@ -747,6 +829,8 @@ class ExperimentConfig:
                 elif sections["loss"].needs_noise_conditional_model:
                     sigma_min, sigma_max = sections["loss"].sigma_range
                     table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
+                else:  # the score of one law: ULA samples it (the default DDIM walks a grid)
+                    table = {"name": "ula", **table}
             base = getattr(cls, name)  # the section's defaults (the training recipe)
             if name == "train" and sections["model"].resolved(sections["loss"]) == "unet":
                 base = IMAGE_RECIPE
@@ -861,7 +945,8 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         except tomllib.TOMLDecodeError:
             value = raw.strip()
         field = ".".join(path)
-        if field in given and given[field] != value:  # the first was dropped without a word
+        # The first was dropped without a word; 1 and true (or 1.0) are not one value.
+        if field in given and (type(given[field]), given[field]) != (type(value), value):
             raise ConfigError(
                 f"{field}: --set gives {given[field]!r}, then {value!r}; give it once"
             )

@@ -53,9 +53,10 @@ from scorelab._validate import (
     check_seed,
     check_sigma,
     check_unique,
+    first_line,
     from_mapping,
 )
-from scorelab.config import TRAIN_RECIPE, ExperimentConfig
+from scorelab.config import TRAIN_RECIPE, ConfigError, ExperimentConfig
 from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.metrics import check_floor_repeats
@@ -212,6 +213,41 @@ class DemoSettings:
         check_memory("demo.ddim_ns", 64.0 * rows * self.n_samples, "use fewer DDIM rows")
         repeats = 64.0 * self.floor_repeats * self.n_samples
         check_memory("demo.floor_repeats", repeats, "use fewer repeats")
+        self._check_runs_and_grids()
+
+    def _check_runs_and_grids(self) -> None:
+        """The three runs and every grid the demo makes, built now: a lognormal law that
+        misses the sigma range, or a rho whose grid overflows, was refused only once the
+        models had trained, under fields the settings do not have (``loss.p_mean``)."""
+        for name in MODELS:
+            try:
+                self.experiment(name)
+            except ConfigError as error:
+                text = str(error)
+                if text.startswith("loss.p_"):  # the law's parameters: the loss's defaults
+                    text = (
+                        f"demo.ncsn_sigma_distribution: {text}; the demo's lognormal law keeps "
+                        "the loss's p_mean and p_std: choose 'loguniform', or a sigma range "
+                        "that law reaches"
+                    )
+                for field, setting in (("sampler.", "demo."), ("train.", f"demo.{name}.")):
+                    if text.startswith(field):
+                        text = setting + text[len(field) :]
+                raise ConfigError(text) from None
+        grids = [
+            (self.grid, n, self.sigma_max, "grid")
+            for n in {*self.ddim_ns, self.annealed_levels, 50}
+        ]
+        grids += [
+            ("karras", n, self.tutorial_sigma_max, "tutorial_sigma_max")
+            for n in (max(self.ddim_ns), 100)
+        ]
+        for grid, n, sigma_max, field in grids:
+            try:
+                sigma_grid(grid, n, self.sigma_min, sigma_max, self.rho)
+            except ValueError as error:
+                field = "rho" if str(error).startswith("rho ") else field
+                raise ConfigError(f"demo.{field}: {first_line(error)}") from None
 
     @classmethod
     def full(cls) -> DemoSettings:

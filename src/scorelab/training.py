@@ -460,12 +460,18 @@ def _check_step_memory(
     need = (
         per_example * batch + fixed * n_devices + data.nbytes * n_devices + 4 * _tree_bytes(params)
     )
-    check_memory(
-        f"train.batch_size ({batch} examples of shape {tuple(data.shape[1:])}, "
-        f"{per_example / 2**20:.3g} MiB each in a training step)",
-        need,
-        "use a smaller batch_size, smaller images or a smaller network",
-    )
+    examples = f"{batch} examples of shape {tuple(data.shape[1:])}"
+    cost = f"{per_example / 2**20:.3g} MiB each in a training step"
+    field, remedy = f"train.batch_size ({examples}, {cost})", "use a smaller batch_size"
+    # A loss drawing many noise levels or probes per example costs that many times more: the
+    # batch (of 1, say) was blamed for 10**8 levels an example. The larger factor is named.
+    keywords = getattr(loss_fn, "keywords", {})
+    draws = [(name, keywords[name]) for name in ("n_sigmas", "n_probes") if name in keywords]
+    if draws and draws[0][1] > batch:
+        name, count = draws[0]
+        field = f"loss.{name} ({count} draws for each of {examples}, {cost})"
+        remedy = f"give fewer {name}, or use a smaller batch_size"
+    check_memory(field, need, f"{remedy}, smaller images or a smaller network")
 
 
 _STEP_MEMORY: dict = {}
@@ -999,12 +1005,17 @@ def _check_resumable(saved: dict, current: dict, defaults: dict) -> None:
     The whole recorded configuration must be equal, but for the execution-only training
     fields, and ``train.steps``, which a ``"constant"`` schedule may change to any number not
     below the checkpointed step (the steps taken are then those of the new run). A field the
-    checkpoint does not record (an older scorelab's) counts as its default (``defaults``).
+    checkpoint does not record (an older scorelab's) counts as its default (``defaults``); a
+    section the checkpoint records and the current run does not (the sampler, which an older
+    scorelab recorded though it does not enter training) is not compared.
     """
     may_differ = {f"train.{name}" for name in (*_EXECUTION_FIELDS, "steps")}
+    recorded = {
+        name: saved["config"][name] for name in current["config"] if name in saved["config"]
+    }
     differing = [
         f"{name}: {old!r} -> {new!r}"
-        for name, old, new in _differences(saved["config"], current["config"], defaults)
+        for name, old, new in _differences(recorded, current["config"], defaults)
         if name not in may_differ
     ]
     if differing:

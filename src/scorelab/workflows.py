@@ -272,6 +272,7 @@ def train_run(
             )
         validate_data(data, "data", any_shape=True)  # before the run directory is claimed
     builders.check_fields_read(config)
+    check_trained_sampler(config)
     if resume:
         settle(out_dir)  # a replacement killed half way: the run it replaced is back
     if resume and not has_checkpoints(out_dir):
@@ -321,7 +322,9 @@ def train_run(
             resume=resume,
             progress=progress,
             label=f"train {out_dir.name}",
-            run_config=config.to_dict(),
+            # The sampler does not enter training: a run resumed with another one (checked
+            # above) trains on, and its config.json records the new one.
+            run_config={k: v for k, v in config.to_dict().items() if k != "sampler"},
             run_defaults=config.field_defaults(),
             hflip=config.data.hflip,
             labels=labels,
@@ -370,10 +373,45 @@ def _check_labels(labels, num_classes: int) -> None:
         )
 
 
-def _one_law_under_a_grid(config: ExperimentConfig, model) -> bool:
-    """Whether ``model`` is an unconditional network (the score of one law) and the configured
-    sampler walks a sigma grid, which would query that one score at every level."""
-    return isinstance(model, MLP) and config.sampler.uses_grid
+def _check_sampler_serves(config: ExperimentConfig, conditional: bool | None) -> None:
+    """Refuse a configured sampler that cannot sample a model that is ``conditional`` (a
+    noise-conditional network), or not (the score of one law), or of unknown kind (``None``, a
+    user's own network): a sampler walking a sigma grid would query the score of one law at
+    every level; ULA or MALA at sigma 0 would ask a noise-conditional network for a level it
+    never learned."""
+    if conditional is False and config.sampler.uses_grid:
+        trained = f"loss {config.loss.name!r}"
+        if config.loss.name == "dsm":
+            trained += f" at sigma {config.loss.sigma:g}"
+        raise ConfigError(
+            f"sampler.name: {config.sampler.name!r} walks a sigma grid and needs a "
+            f"noise-conditional model (trained with --loss ncsn); this model is "
+            f"unconditional ({trained}), the score of one distribution: sample it with ULA "
+            "(--sampler ula; sampler.name = 'ula')"
+        )
+    sigma = config.sampler.options.get("sigma", 0.0)
+    if conditional and not config.sampler.uses_grid and sigma <= 0:
+        raise ConfigError(
+            f"sampler.options.sigma: a noise-conditional model needs sigma > 0 for "
+            f"{config.sampler.name}, got {sigma}"
+        )
+
+
+def check_trained_sampler(config: ExperimentConfig) -> None:
+    """Refuse, before training, a ``[sampler]`` that the trained model could not be sampled
+    with: the run saves it, and ``scorelab sample --run`` samples with it (these were trained,
+    saved, then refused by every ``sample --run``).
+
+    Raises:
+        ConfigError: for a grid sampler and a loss of one law, ULA at sigma 0 and a
+            noise-conditional loss, MALA (it needs an exact log-density), or the ``exact``
+            prior on data without an exact score.
+    """
+    with warnings.catch_warnings():  # a step-size warning is the sampler's, when it samples
+        warnings.simplefilter("ignore")
+        builders.make_sampler(config.sampler)  # MALA: no log-density without a target
+    _check_sampler_serves(config, config.loss.needs_noise_conditional_model)
+    builders.check_prior(config.sampler.prior, builders.make_target(config.data))
 
 
 def score_model(config: ExperimentConfig, model, target: GaussianMixture | None):
@@ -390,25 +428,12 @@ def score_model(config: ExperimentConfig, model, target: GaussianMixture | None)
     from scorelab.diffusers import VPEpsilonUNet
 
     if model is not None:
-        if _one_law_under_a_grid(config, model):
-            trained = f"loss {config.loss.name!r}"
-            if config.loss.name == "dsm":
-                trained += f" at sigma {config.loss.sigma:g}"
-            raise ConfigError(
-                f"sampler.name: {config.sampler.name!r} walks a sigma grid and needs a "
-                f"noise-conditional model (trained with --loss ncsn); this model is "
-                f"unconditional ({trained}), the score of one distribution: sample it with "
-                "--sampler ula"
-            )
-        if (
-            isinstance(model, NoiseConditionalMLP | EDMPreconditioned | VPEpsilonUNet)
-            and not config.sampler.uses_grid
-            and config.sampler.options.get("sigma", 0.0) <= 0
-        ):
-            raise ConfigError(
-                f"sampler.options.sigma: a noise-conditional model needs sigma > 0 for "
-                f"{config.sampler.name}, got {config.sampler.options.get('sigma', 0.0)}"
-            )
+        conditional = None  # a network of the user's own
+        if isinstance(model, MLP):
+            conditional = False
+        elif isinstance(model, NoiseConditionalMLP | EDMPreconditioned | VPEpsilonUNet):
+            conditional = True
+        _check_sampler_serves(config, conditional)
         return model
     return _exact_score(config, target)
 
@@ -1438,8 +1463,9 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     sigma = config.sampler.options.get("sigma", 0.0) or config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
     written.append(viz.save_figure(viz.score_field(field, data), out_dir / "score_field.png"))
-    if _one_law_under_a_grid(config, model):
-        # The run keeps the default grid sampler, which an unconditional model cannot serve.
+    if isinstance(model, MLP) and config.sampler.uses_grid:
+        # A run of an older scorelab keeps the default grid sampler, which an unconditional
+        # model cannot serve (a new run's unconditional loss defaults to ULA).
         config = dataclasses.replace(
             config, sampler=dataclasses.replace(config.sampler, name="ula", options={})
         )

@@ -104,7 +104,8 @@ _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn
 # allocating before anything is read (a 1000000-pixel sample_size, a million channels).
 _MAX_SAMPLE_SIZE = 4096
 _MAX_CHANNELS = 8192
-_MAX_LAYERS = 64
+MAX_LAYERS_PER_BLOCK = 64
+"""The most ResNet blocks a U-Net level takes (no DDPM-family checkpoint comes near)."""
 _REMEDY = "fix config.json or download the model again"
 
 
@@ -139,7 +140,7 @@ def _check_types(full: dict) -> None:
         _int_field(full, field, 1, _MAX_CHANNELS)
     for field in ("time_embedding_dim", "attention_head_dim", "attn_norm_num_groups"):
         _int_field(full, field, 1, _MAX_CHANNELS, optional=True)
-    _int_field(full, "layers_per_block", 1, _MAX_LAYERS)
+    _int_field(full, "layers_per_block", 1, MAX_LAYERS_PER_BLOCK)
     _int_field(full, "downsample_padding", 0, 1)
     _int_field(full, "num_train_timesteps", 1, 10**6, optional=True)
     _int_field(full, "num_class_embeds", 1, 10**6, optional=True)
