@@ -16,6 +16,7 @@ from scorelab.config import (
     ExperimentConfig,
     LossConfig,
     ModelConfig,
+    SamplerConfig,
     apply_overrides,
 )
 from scorelab.noise import RHO_GRIDS
@@ -346,3 +347,9 @@ def test_unet_fields_the_builder_refused_are_refused_by_the_configuration_by_nam
     with pytest.raises(ConfigError, match=r"^model\.layers_per_block: expected at most 64, got"):
         ModelConfig(name="unet", layers_per_block=65)
     assert ModelConfig(name="unet", layers_per_block=64, attention_resolutions=(8, 4))
+
+
+def test_an_unknown_grid_lists_the_saved_forms_too():
+    """A folder given as the grid was told only the four built-in names."""
+    with pytest.raises(ConfigError, match=r"^sampler\.grid: unknown value '/tmp'; .* ays:NAME"):
+        SamplerConfig(grid="/tmp")

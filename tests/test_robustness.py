@@ -929,6 +929,12 @@ def test_another_sampler_over_a_run_drops_the_runs_options_and_adaptive_budget(t
     _fails(again, capsys, "sampler 'euler': unknown option 'eta'")
 
 
+def test_an_optimised_grid_of_two_levels_names_the_levels_flag(tmp_path, capsys):
+    """It said "an optimised grid needs n_levels >= 3", naming no flag or field."""
+    argv = ["grid", "--exact", "seed_mixture", "--levels", "2", "--n", "8", "--out"]
+    _fails([*argv, tmp_path / "g.json"], capsys, "--levels (sampler.n_levels): an optimised")
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys, "drop --resume")
 

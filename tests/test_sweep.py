@@ -117,6 +117,12 @@ def test_tolerances_without_an_adaptive_row_are_refused_unless_a_file_is_narrowe
         sweep_settings(config)
     config.write_text('[sweep]\nsamplers = ["euler", "tsit5"]\ntolerances = [1e-2]\n')
     assert sweep_settings(config, {"samplers": ("euler",)}).samplers == ("euler",)
+    # The mirror case: budgets beside adaptive rows only were read by no row, exit 0.
+    words = "sweep.nfe: sweep.samplers (tsit5) run at tolerances"
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        sweep_settings(None, {"samplers": ("tsit5",), "nfe": (5,)})
+    config.write_text('[sweep]\nsamplers = ["euler", "tsit5"]\nnfe = [5]\n')
+    assert sweep_settings(config, {"samplers": ("tsit5",)}).samplers == ("tsit5",)
 
 
 _ROW = {

@@ -250,7 +250,7 @@ def optimise_grid(
     if isinstance(n_levels, bool) or not isinstance(n_levels, numbers.Integral):
         raise TypeError(f"n_levels: expected an integer >= 3, got {n_levels!r}")
     if n_levels < 3:
-        raise ValueError(f"an optimised grid needs n_levels >= 3, got {n_levels}")
+        raise ValueError(f"n_levels: an optimised grid needs at least 3 levels, got {n_levels}")
     for name, value in (("inner", n_inner), ("candidates", n_candidates), ("sweeps", n_sweeps)):
         check_int(f"grid.{name}", value, 1)
     key = typed_key(key)

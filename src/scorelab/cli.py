@@ -62,7 +62,8 @@ _GRID_FLAGS = {
     "--grid": (
         "sampler.grid",
         str,
-        "geometric (default), karras (the tutorial's), vp or polyexponential",
+        "geometric (default), karras (the tutorial's), vp, polyexponential, ays:NAME or a .json "
+        "grid file (scorelab grid)",
     ),
     "--sigma-min": ("sampler.sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sampler.sigma_max", float, "largest sigma of the grid (tutorial: 10)"),

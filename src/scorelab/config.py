@@ -596,8 +596,13 @@ class SamplerConfig:
             "use fewer score evaluations" if self.nfe else "use fewer levels",
             error=ConfigError,
         )
-        if not is_saved_grid(self.grid):
-            _check_choice("sampler", "grid", self.grid, GRIDS)
+        if not is_saved_grid(self.grid) and self.grid not in GRIDS:
+            _fail(  # the saved forms too (a folder was told only the four names)
+                "sampler",
+                "grid",
+                f"unknown value {self.grid!r}; accepted: {', '.join(GRIDS)}, ays:NAME (a "
+                "bundled grid) or a .json grid file (scorelab grid makes one)",
+            )
         _check_sigma_range("sampler", self.sigma_min, self.sigma_max)
         if is_saved_grid(self.grid):
             # The whole file is read here, so a bad grid fails before any model is loaded.

@@ -1033,6 +1033,15 @@ def sweep_settings(config_path=None, overrides: Mapping[str, Any] | None = None)
             f"sweep.tolerances: only tsit5 and dopri5 rows run at tolerances, and "
             f"sweep.samplers ({', '.join(settings.samplers)}) has neither; leave it out"
         )
+    if (
+        "nfe" in values
+        and all(name in samplers.ADAPTIVE_SOLVERS for name in settings.samplers)
+        and ("nfe" in given or "samplers" not in given)
+    ):  # the mirror case: budgets that no row reads
+        raise ConfigError(
+            f"sweep.nfe: sweep.samplers ({', '.join(settings.samplers)}) run at tolerances "
+            "(sweep.tolerances), not at budgets; leave it out"
+        )
     return settings
 
 

@@ -708,10 +708,15 @@ def grid_run(
     Raises:
         TypeError: for a ``config`` that is not an ``ExperimentConfig``, or a ``model`` that
             is neither callable nor ``None``.
-        ConfigError: for ``n`` not a positive integer or a model that cannot serve a grid.
-        ValueError: for fewer than 3 levels.
+        ConfigError: for ``n`` not a positive integer, fewer than 3 levels, or a model that
+            cannot serve a grid.
     """
     _check_config(config)
+    if config.sampler.n_levels < 3:  # named by its field (and flag), before any data are drawn
+        raise ConfigError(
+            f"sampler.n_levels: an optimised grid needs at least 3 levels, got "
+            f"{config.sampler.n_levels}"
+        )
     check_int("grid.n", n, 1, error=ConfigError)
     n = int(n)
     check_seed("grid.seed", seed, error=ConfigError)
