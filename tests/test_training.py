@@ -572,8 +572,12 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
     config = TrainConfig(schedule="warmup_cosine", warmup_steps=10, optimizer="adamw",
                          weight_decay=1e-4, grad_clip=1.0)  # fmt: skip
     assert TrainConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['lr'\]; accepted"):
+    with pytest.raises(ValueError, match=r"^train\.lr: unknown field; accepted: steps, "):
         TrainConfig.from_dict({"lr": 1e-3})
+    # As every section is read: an integer rate is a float, a string step count refused.
+    assert isinstance(TrainConfig.from_dict({"learning_rate": 1}).learning_rate, float)
+    with pytest.raises(ValueError, match=r"^train\.steps: expected an integer, got '3'"):
+        TrainConfig.from_dict({"steps": "3"})
 
 
 def test_save_and_load_model_round_trip(reference, tmp_path):

@@ -63,6 +63,7 @@ from scorelab._validate import (
     check_memory,
     check_real,
     check_seed,
+    from_mapping,
 )
 from scorelab.data import DataError, validate_data
 
@@ -184,13 +185,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping (a TOML table, a checkpoint's JSON), rejecting unknown keys."""
+        """Build from a mapping (a TOML table, a checkpoint's JSON) with strict types, as
+        every configuration section is read (:func:`scorelab._validate.from_mapping`: an
+        unknown key or a value of another type is refused by name; an integer given to a
+        float field becomes a float).
+
+        Raises:
+            TypeError: for a non-mapping.
+            ValueError: for an unknown field or a bad value, starting ``train.FIELD:``.
+        """
         check_mapping("train", values, "a table of fields ({name: value})")
-        fields = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; accepted: {fields}")
-        return cls(**values)
+        return from_mapping(cls, values, "train")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serialisable dict."""
