@@ -1293,14 +1293,6 @@ def likelihood_points(
         points, shape, shape if len(shape) > 1 else config.data.target_image_shape
     )
     score_fn = _score_at_every_level(config, model, target, "the probability-flow ODE")
-    n_probes = options.get("n_probes")
-    if isinstance(n_probes, int) and not isinstance(n_probes, bool):
-        check_memory(
-            "likelihood.n_probes",
-            32 * n_probes * points.size,  # exact: 10**400 probes overflowed a float
-            "use fewer probes (--n-probes) or points",
-            ConfigError,
-        )
     options = {
         "sigma_min": config.sampler.sigma_min,
         "sigma_max": config.sampler.sigma_max,
