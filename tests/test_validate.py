@@ -40,6 +40,26 @@ def test_values_keep_their_types_and_missing_fields_keep_the_base():
     assert isinstance(out.inner.rate, float)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    steps: int = 10
+    warmup: int = 2
+
+    def __post_init__(self):
+        if not self.warmup < self.steps:
+            raise ValueError(f"warmup: must be < steps ({self.steps}), got {self.warmup}")
+
+
+def test_a_range_error_in_a_field_kept_from_the_base_says_it_is_the_default():
+    """The demo's warmup_steps = 200 under a user's steps = 3 was blamed as if given."""
+    with pytest.raises(
+        ValueError, match=r"^s\.warmup: .*got 2 \(s\.warmup = 2 is the default: set"
+    ):
+        from_mapping(_Window, {"steps": 1}, "s", base=_Window())
+    with pytest.raises(ValueError, match=r"^s\.warmup: must be < steps \(1\), got 5$"):
+        from_mapping(_Window, {"steps": 1, "warmup": 5}, "s", base=_Window())
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

@@ -417,7 +417,8 @@ def test_demo_settings_refuse_a_bad_base_and_a_table_for_a_train_config():
                 "sigma_max": 1e4,
                 "tutorial_sigma_max": 2e4,
             },
-            "demo.ncsn_sigma_distribution: loss.p_mean: expected a number in [3.31, 12.8]",
+            "demo.ncsn_sigma_distribution: the lognormal law (the loss's p_mean -0.5, p_std "
+            "1.2) does not reach [sigma_min, sigma_max] = [1000, 10000]",
         ),
         ({"rho": 1e-30}, "demo.rho: rho 1e-30: sigma_max ** (1 / rho) overflows"),
         ({"sigma_min": 1.0, "sigma_max": 1.0000001}, "demo.grid: sigma grid of 100 levels"),

@@ -56,7 +56,7 @@ from scorelab._validate import (
     first_line,
     from_mapping,
 )
-from scorelab.config import TRAIN_RECIPE, ConfigError, ExperimentConfig
+from scorelab.config import TRAIN_RECIPE, ConfigError, ExperimentConfig, LossConfig
 from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.metrics import check_floor_repeats
@@ -225,10 +225,12 @@ class DemoSettings:
             except ConfigError as error:
                 text = str(error)
                 if text.startswith("loss.p_"):  # the law's parameters: the loss's defaults
+                    law = LossConfig()
                     text = (
-                        f"demo.ncsn_sigma_distribution: {text}; the demo's lognormal law keeps "
-                        "the loss's p_mean and p_std: choose 'loguniform', or a sigma range "
-                        "that law reaches"
+                        f"demo.ncsn_sigma_distribution: the lognormal law (the loss's p_mean "
+                        f"{law.p_mean:g}, p_std {law.p_std:g}) does not reach [sigma_min, "
+                        f"sigma_max] = [{self.sigma_min:g}, {self.sigma_max:g}]: choose "
+                        "'loguniform', or a sigma range that law reaches"
                     )
                 for field, setting in (("sampler.", "demo."), ("train.", f"demo.{name}.")):
                     if text.startswith(field):
