@@ -64,6 +64,7 @@ def test_table_is_markdown_with_one_row_per_entry():
         "image_recipe",
         # a class-conditional U-Net's samples classified by class (train_run + sample_run)
         "classcond_digits",
+        "unet_init",  # a U-Net's first build, tensors drawn in few programs or one per shape
         # scorelab's UNet2D against diffusers' UNet2DModel, DDIMPipeline and a torch loop.
         pytest.param("image_sampling", marks=pytest.mark.diffusers),
         pytest.param("image_training", marks=pytest.mark.diffusers),

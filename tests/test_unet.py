@@ -301,3 +301,19 @@ def test_convolution_derivatives_equal_xla_convolution(size, kernel, stride, pad
     value, tangent = jax.jvp(conv, (x,), (direction,))
     np.testing.assert_allclose(value, conv.xla(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(tangent, conv.xla(direction) - conv.bias, rtol=1e-4, atol=1e-4)
+
+
+def test_an_initialisation_drawn_in_few_programs_equals_the_direct_draws():
+    """Each tensor is drawn as a flat power-of-four draw, cut (a tiny U-Net's first build
+    compiled one program per tensor shape); with the partitionable threefry, element i depends
+    on the key and i alone, so a tensor equals its direct draw, bit for bit: shapes at and
+    just above a power of four, of one element, and of a U-Net's weights."""
+    from scorelab.diffusers import _unet
+
+    key = jax.random.key(3)
+    for shape in [(1,), (64,), (65,), (16, 8, 3, 3), (5, 7, 2)]:
+        for draw, bounds in ((jax.random.uniform, {"minval": -0.3, "maxval": 0.3}),
+                             (jax.random.normal, {})):  # fmt: skip
+            direct = np.asarray(draw(key, shape, jnp.float32, **bounds))
+            cut = np.asarray(_unet._drawn(draw, key, shape, **bounds))
+            assert cut.dtype == np.float32 and np.array_equal(cut, direct), (shape, draw)

@@ -431,15 +431,46 @@ def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> Array:
     """
     shape, stem = shapes[name], name.rsplit(".", 1)[0]
     if stem == "class_embedding":
-        return jax.random.normal(key, shape, jnp.float32)
+        return _drawn(jax.random.normal, key, shape)
     if stem == "time_proj":  # GaussianFourierProjection(scale=16)'s or nn.Embedding's N(0, 1)
         scale = 16.0 if len(shape) == 1 else 1.0
-        return scale * jax.random.normal(key, shape, jnp.float32)
+        return scale * _drawn(jax.random.normal, key, shape)
     weight = shapes[f"{stem}.weight"]
     if len(weight) == 1:  # a group norm
         return jnp.ones(shape) if name.endswith("weight") else jnp.zeros(shape)
     bound = 1.0 / math.sqrt(math.prod(weight[1:]))
-    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    return _drawn(jax.random.uniform, key, shape, minval=-bound, maxval=bound)
+
+
+def _drawn(draw: Callable, key: Array, shape: tuple, **bounds) -> Array:
+    """``draw(key, shape, float32, **bounds)`` (``jax.random.uniform`` or ``normal``), drawn
+    eagerly as a flat array whose size is the next power of four, then cut and reshaped.
+
+    With JAX's partitionable threefry (its default) element ``i`` of a draw depends only on
+    the key and ``i``, so the values are those of the direct draw, bit for bit; but a
+    network's first build compiles one program per power of four, not one per tensor shape
+    (a tiny U-Net's 51 shapes). Other keys, the other threefry and
+    traced keys (``jax.eval_shape``) draw directly."""
+    n = math.prod(shape)
+    direct = (
+        is_traced(key)
+        or not jax.config.jax_threefry_partitionable
+        or str(jax.random.key_impl(key)) != "threefry2x32"
+        or n == 0
+    )
+    if direct:
+        return draw(key, shape, jnp.float32, **bounds)
+    size = 1 << 2 * -(-(n - 1).bit_length() // 2)  # the next power of 4: few programs
+    flat = draw(key, (size,), jnp.float32, **bounds)
+    return jax.device_put(np.asarray(flat)[:n].reshape(shape))  # jnp.asarray compiles a copy
+
+
+def _permuted(x: Array, axes: tuple[int, ...]) -> Array:
+    """``jnp.transpose(x, axes)``; done by NumPy on a concrete array, as the eager transpose
+    compiles one program per shape (19 of a tiny U-Net's first build)."""
+    if is_traced(x):
+        return jnp.transpose(x, axes)
+    return jax.device_put(np.transpose(np.asarray(x), axes))
 
 
 _IM2COL_MAX_PIXELS = 16
@@ -570,7 +601,7 @@ def _conv(
 ) -> _Conv:
     """A ``size x size`` convolution from ``c_in`` to ``c_out`` channels (OIHW in the file)."""
     kernel = weights(f"{name}.weight", (c_out, c_in, size, size))
-    kernel = jnp.transpose(kernel, (2, 3, 1, 0))  # OIHW -> HWIO
+    kernel = _permuted(kernel, (2, 3, 1, 0))  # OIHW -> HWIO
     if padding is None:  # "same" for odd kernels, as diffusers' padding=k//2
         padding = ((size // 2, size // 2), (size // 2, size // 2))
     return _Conv(kernel, weights(f"{name}.bias", (c_out,)), stride, padding)
@@ -587,7 +618,9 @@ class _Linear(eqx.Module):
 def _linear(weights: _Weights, name: str, d_in: int, d_out: int) -> _Linear:
     # (d_out, d_in, 1, 1): the legacy 1x1-convolution attention projections
     weight = weights(f"{name}.weight", (d_out, d_in), (d_out, d_in, 1, 1))
-    return _Linear(weight.reshape(d_out, d_in).T, weights(f"{name}.bias", (d_out,)))
+    return _Linear(
+        _permuted(weight.reshape(d_out, d_in), (1, 0)), weights(f"{name}.bias", (d_out,))
+    )
 
 
 class _GroupNorm(eqx.Module):
