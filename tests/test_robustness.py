@@ -935,6 +935,15 @@ def test_an_optimised_grid_of_two_levels_names_the_levels_flag(tmp_path, capsys)
     _fails([*argv, tmp_path / "g.json"], capsys, "--levels (sampler.n_levels): an optimised")
 
 
+def test_a_unet_option_refused_by_the_network_names_its_field(tmp_path, capsys):
+    """The U-Net's refusals began `model: U-Net options: attention_head_dim ...`: no field
+    that --set or a file could give."""
+    unet = ["--data", "digits", "--model", "unet", "--loss", "vp_epsilon", "--steps", "1"]
+    heads = ["--set", "model.attention_head_dim=1000", "--set", "model.attention_resolutions=[8]"]
+    argv = ["train", *unet, *heads, "--set", "model.channels=[8,16]", "--quiet", "--out"]
+    _fails([*argv, tmp_path / "run"], capsys, "model.attention_head_dim: attention_head_dim 1000")
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys, "drop --resume")
 

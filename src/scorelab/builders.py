@@ -420,7 +420,23 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         }
         return VPEpsilonUNet(key, **kwargs), kwargs
     except ValueError as error:
-        raise ConfigError(f"model: {error}") from error
+        # The U-Net names its own options (attention_head_dim, norm_num_groups): the field
+        # that sets each comes first, as for every other field.
+        message = str(error)
+        reason = message.removeprefix("U-Net options: ")
+        for option, field in _UNET_OPTION_FIELDS.items():
+            if reason.startswith(f"{option} "):
+                raise ConfigError(f"model.{field}: {reason}") from error
+        raise ConfigError(f"model: {message}") from error
+
+
+_UNET_OPTION_FIELDS = {
+    "attention_head_dim": "attention_head_dim",
+    "norm_num_groups": "norm_groups",
+    "layers_per_block": "layers_per_block",
+    "block_out_channels": "channels",
+}
+"""The U-Net's option names (``UNet2DModel``'s) and the model fields that set them."""
 
 
 def make_loss(
