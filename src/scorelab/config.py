@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from scorelab import losses, models, samplers
@@ -501,8 +502,9 @@ class LossConfig:
         alphas_cumprod = vp_alphas_cumprod(
             self.schedule, self.num_train_timesteps, self.beta_start, self.beta_end
         )
-        sigmas = samplers.ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod))
-        return float(sigmas[0]), float(sigmas[-1])
+        with jax.ensure_compile_time_eval():  # numbers, even read under a trace (eval_shape)
+            sigmas = samplers.ve_sigmas_from_vp(*vp_alpha_sigma(alphas_cumprod))
+            return float(sigmas[0]), float(sigmas[-1])
 
     @property
     def uses_jacobian_trace(self) -> bool:
@@ -626,6 +628,10 @@ class SamplerConfig:
         ``scorelab sample --run`` refused them. MALA's log-density comes with the target when
         sampling; a stand-in serves to check its options. A warning (a step beyond its
         stability bound) is the sampler's to issue when it samples."""
+        with jax.ensure_compile_time_eval():  # numbers, even built under a trace
+            self._build_once()
+
+    def _build_once(self) -> None:
         sigmas = None
         if self.uses_grid:
             try:
