@@ -52,7 +52,10 @@ def test_the_command_line_block_runs_as_written(tmp_path, monkeypatch):
         if _SMALL.get(command, []) is None:
             continue
         extra = list(_SMALL.get(command, []))
-        if command == "sample" and argv[argv.index("--sampler") + 1] in ("ula", "mala"):
+        # The sampler named, else the run's own: a DSM run samples with ULA.
+        named = argv[argv.index("--sampler") + 1] if "--sampler" in argv else None
+        sampler = named or ("ula" if "runs/dsm" in argv else "ddim")
+        if command == "sample" and sampler in ("ula", "mala"):
             # one noise level: no grid to shrink (--levels is refused), fewer steps instead
             extra = ["--n", "40", "--n-steps", "5"]
         if command == "sample" and "digits_mixture" in argv:

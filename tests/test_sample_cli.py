@@ -84,7 +84,7 @@ def test_mala_needs_the_exact_log_density(tmp_path, mixture):
         (["--sampler", "pc"], "(sampler.name): sampler 'pc' is now called"),
         (
             ["--sampler", "predictor_corrector", "--step-rule", "batch"],
-            "sampler.options: unknown step_rule 'batch'",
+            "--step-rule (sampler.options.step_rule): unknown step_rule 'batch'",
         ),
         (
             ["--sampler", "predictor_corrector", "--n-corrector", "-1"],
@@ -94,9 +94,13 @@ def test_mala_needs_the_exact_log_density(tmp_path, mixture):
             ["--sampler", "predictor_corrector", "--snr", "0"],
             "--snr (sampler.options.snr): must be > 0",
         ),
-        (["--sampler", "edm", "--s-tmax", "0.01"], "need s_churn >= 0 and 0 <= s_tmin <= s_tmax"),
-        (["--sampler", "tsit5", "--rtol", "-1"], "sampler.options: need 0 < rtol < 1 and atol"),
-        (["--sampler", "dopri5", "--rtol", "1"], "sampler.options: need 0 < rtol < 1 and atol"),
+        # a message about several options: under the first given one it names
+        (
+            ["--sampler", "edm", "--s-tmax", "0.01"],
+            "--s-tmax (sampler.options.s_tmax): need s_churn >= 0 and 0 <= s_tmin <= s_tmax",
+        ),
+        (["--sampler", "tsit5", "--rtol", "-1"], "--rtol (sampler.options.rtol): need 0 < rtol"),
+        (["--sampler", "dopri5", "--rtol", "1"], "--rtol (sampler.options.rtol): need 0 < rtol"),
         (["--sampler", "dopri5", "--max-steps", "0"], "(sampler.options.max_steps): must be a"),
         (["--sampler", "mala", "--step-size", "0"], "(sampler.options.step_size): must be >"),
         (["--sampler", "mala", "--set", "data.source=two_moons"], "data.source: no exact score"),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import tomllib
 import warnings
 from pathlib import Path
@@ -686,9 +687,12 @@ def _no_log_density(x):
 def sampler_option_error(error: ValueError, options: dict[str, Any]) -> ConfigError:
     """A sampler's ``ValueError`` as a configuration error: a sampler names a bad value by its
     option (``n_steps must be ...``), so the field of that option comes first, as for every
-    other field (and the command's flag for it); other messages under ``sampler.options``."""
+    other field (and the command's flag for it); a message about several (``need 0 <= s_tmin
+    <= s_tmax``) under the first given option it names; others under ``sampler.options``."""
     message, where = first_line(error), "sampler.options"
     named = [option for option in options if message.startswith(f"{option} ")]
+    # else the first option given that the message names ("need 0 <= s_tmin <= s_tmax")
+    named = named or [o for o in options if re.search(rf"\b{re.escape(o)}\b", message)][:1]
     if named:
         option = max(named, key=len)
         where = f"{where}.{option}"
