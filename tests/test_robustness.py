@@ -2140,6 +2140,9 @@ def test_a_step_too_large_by_its_draws_per_example_names_them(loss, field, tmp_p
     flags = ["--loss", loss, "--batch-size", "1", "--set", f"loss.{field}=100000000"]
     argv = ["train", *flags, "--steps", "1", "--quiet", "--out", tmp_path / "run"]
     _fails(argv, capsys, f"loss.{field} (100000000 draws for each of 1 examples", f"fewer {field}")
+    # 10**18: the loss's own check, while the step is traced, said `n_sigmas:`, no section
+    argv[6] = f"loss.{field}={10**18}"
+    _fails(argv, capsys, f"loss.{field}: needs ", "PiB of memory")
 
 
 def _sparse_images(path: Path, shape: tuple) -> Path:

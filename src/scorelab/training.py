@@ -456,7 +456,12 @@ def _check_step_memory(
     except TypeError:  # an unhashable leaf: measure each time
         key, measured = None, None
     if measured is None:
-        measured = _kept_bytes(params, rest, loss_fn, data, labels, stochastic)
+        try:
+            measured = _kept_bytes(params, rest, loss_fn, data, labels, stochastic)
+        except ValueError as error:  # the loss refused one of its own settings, traced
+            if str(error).partition(":")[0] in getattr(loss_fn, "keywords", {}):
+                raise ValueError(f"loss.{error}") from None  # the field that sets it
+            raise
         if key is not None:
             if len(_STEP_MEMORY) >= 256:  # a long session of many models: start afresh
                 _STEP_MEMORY.clear()
