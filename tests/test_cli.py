@@ -111,6 +111,25 @@ def test_an_unconditional_run_refuses_grid_samplers_and_points_to_ula(
     assert "(ula, NFE 3)" in printed and "--sigma 1 " in printed
 
 
+def test_plot_draws_an_older_unconditional_run_saved_with_a_grid_sampler(trained_run, tmp_path):
+    """An older scorelab saved a DSM run's sampler as the default DDIM, with any budget given:
+    plot samples it with ULA, and the budget, which ULA cannot take, was kept (an error plot
+    offered no way around)."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    sampler = {"name": "ddim", "nfe": 20, "n_levels": 20}
+    config = json.loads((old / "config.json").read_text())
+    config["sampler"].update(sampler)
+    (old / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["config"]["sampler"].update(sampler)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["plot", str(old), "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "samples.png").is_file()
+
+
 def test_evaluate_with_sigma_compares_with_the_noised_law(tmp_path, capsys):
     """Samples of q_sigma, the law a DSM model at sigma learns, match the noised reference and
     not the clean one.

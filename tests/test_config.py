@@ -353,3 +353,16 @@ def test_an_unknown_grid_lists_the_saved_forms_too():
     """A folder given as the grid was told only the four built-in names."""
     with pytest.raises(ConfigError, match=r"^sampler\.grid: unknown value '/tmp'; .* ays:NAME"):
         SamplerConfig(grid="/tmp")
+
+
+def test_a_loss_of_one_law_samples_with_ula_unless_a_sampler_is_named():
+    """The default DDIM walks a grid a DSM model does not know: `train --loss dsm` saved it,
+    and `sample --run` refused it with no flag given. A refusal of ULA's options says why ULA."""
+    for loss in ("hyvarinen", "hutchinson", "sliced", "dsm"):
+        assert ExperimentConfig.from_dict({"loss": {"name": loss}}).sampler.name == "ula"
+    assert ExperimentConfig.from_dict({}).sampler.name == "ddim"  # NCSN's
+    named = {"loss": {"name": "dsm"}, "sampler": {"name": "ddim"}}
+    assert ExperimentConfig.from_dict(named).sampler.name == "ddim"  # train refuses it
+    pattern = r"^sampler\.options\.eta: sampler 'ula': unknown .*\(ula: the sampler of loss 'dsm'"
+    with pytest.raises(ConfigError, match=pattern):
+        ExperimentConfig.from_dict({"loss": {"name": "dsm"}, "sampler": {"options": {"eta": 0.5}}})

@@ -944,6 +944,62 @@ def test_a_unet_option_refused_by_the_network_names_its_field(tmp_path, capsys):
     _fails([*argv, tmp_path / "run"], capsys, "model.attention_head_dim: attention_head_dim 1000")
 
 
+def test_a_saved_grid_under_ula_names_the_grid_not_the_levels_it_brings(tmp_path, capsys):
+    """`--sampler ula --grid ays:NAME` was told to leave out --levels, never given: the saved
+    grid sets the levels."""
+    argv = [
+        "sample",
+        "--exact",
+        "seed_mixture",
+        "--sampler",
+        "ula",
+        "--grid",
+        "ays:seed_mixture_10",
+    ]
+    _fails([*argv, "--n", "2", "--out", tmp_path / "s.npy"], capsys, "--grid (sampler.grid): ")
+
+
+def test_a_saved_grid_on_a_run_spans_its_own_range(run_dir, tmp_path, capsys):
+    """`sample --run R --grid ays:NAME` was refused: the run's saved sigma_min (0.02) did not
+    match the grid's (0.002); a saved grid brings its range, as it does with --exact."""
+    argv = ["sample", "--run", str(run_dir), "--grid", "ays:seed_mixture_10", "--n", "4"]
+    assert main([*argv, "--out", str(tmp_path / "s.npy")]) == 0
+    assert "(ddim, NFE 10)" in capsys.readouterr().out
+    given = [*argv, "--sigma-min", "0.01", "--out", tmp_path / "t.npy"]
+    _fails(given, capsys, "spans [0.002, 80], but sigma_min, sigma_max are 0.01, 80")
+
+
+def test_an_option_in_the_flat_spelling_replaces_the_runs_saved_one(run_dir, tmp_path, capsys):
+    """`--set sampler.eta=0.2` (earlier versions' spelling) on a run that saved
+    sampler.options.eta was refused as one option given twice; it replaces it, as --eta does."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["sampler"]["options"] = {"eta": 0.5}
+    (copy / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["sampler"]["options"] = {"eta": 0.5}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    out = ["--n", "4", "--levels", "4", "--out"]
+    flat = ["sample", "--run", str(copy), "--set", "sampler.eta=0.0", *out, str(tmp_path / "a.npy")]
+    assert main(flat) == 0
+    flag = ["sample", "--run", str(copy), "--eta", "0", *out, str(tmp_path / "b.npy")]
+    assert main(flag) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    twice = [
+        "sample",
+        "--run",
+        copy,
+        "--set",
+        "sampler.eta=0.2",
+        "--set",
+        "sampler.options.eta=0.3",
+    ]
+    _fails([*twice, *out, tmp_path / "c.npy"], capsys, "give it once")
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     _fails(["train", "--out", tmp_path / "fresh", "--resume", *_TINY], capsys, "drop --resume")
 

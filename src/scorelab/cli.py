@@ -212,6 +212,7 @@ def _experiment(args, flags: dict, base: dict | None = None):
             )
     try:
         _another_sampler(values, given, base)
+        _flat_over_saved(values, given)
         _one_grid_size(values, given)
         return ExperimentConfig.from_dict(values)
     except ConfigError as error:
@@ -263,12 +264,26 @@ def _another_sampler(values: dict, given: set[str], base: dict | None) -> None:
             sampler["nfe"] = 0
 
 
+def _flat_over_saved(values: dict, given: set[str]) -> None:
+    """A sampler option given now in the flat spelling of earlier versions (``sampler.eta``)
+    replaces the run's saved ``sampler.options.eta``, as ``--eta`` does: the two were refused
+    as one option given twice, though the user gave it once."""
+    sampler = values.get("sampler")
+    options = sampler.get("options") if isinstance(sampler, dict) else None
+    if not isinstance(options, dict) or "sampler.options" in given:
+        return
+    for name in [name for name in options if f"sampler.{name}" in given]:
+        if f"sampler.options.{name}" not in given:
+            del options[name]
+
+
 def _one_grid_size(values: dict, given: set[str]) -> None:
     """A grid is sized by levels or by a budget (``sampler.nfe`` replaces ``sampler.n_levels``):
     both given is a contradiction, and levels given over a run's saved budget replace it. Both
     went unread before: ``--levels 5 --nfe 10`` sampled 10 evaluations' grid, and ``--levels 5``
     on a run trained with ``nfe = 20`` sampled that run's budget. A saved grid given without
-    either is sized by its own levels."""
+    either is sized by its own levels, and spans its own range unless one is given (a run's
+    saved range was refused as a mismatch)."""
     from scorelab.config import ConfigError
     from scorelab.noise import is_saved_grid
 
@@ -291,6 +306,10 @@ def _one_grid_size(values: dict, given: set[str]) -> None:
     )
     if own_levels:
         sampler.pop("n_levels", None)
+    if "sampler.grid" in given and isinstance(grid, str) and is_saved_grid(grid):
+        for field in ("sigma_min", "sigma_max"):  # its own range, not the run's
+            if f"sampler.{field}" not in given:
+                sampler.pop(field, None)
     if ("sampler.n_levels" in given or own_levels) and sampler.get("nfe"):
         sampler["nfe"] = 0  # a saved budget, replaced by the levels asked for
 

@@ -527,8 +527,8 @@ def typed_sampler_options(name: str, options: dict[str, Any], field: str) -> dic
     """
     try:
         samplers.sampler_options(name, options)
-    except ValueError as error:
-        raise ConfigError(f"{field}: {error}") from error
+    except ValueError as error:  # an unknown option, by its field
+        raise sampler_option_error(error, options, field) from error
     declared = {option.name: option for option in samplers.options(name)}
     checked = {
         option: typed(declared[option].type, value, f"{field}.{option}", error=ConfigError)
@@ -684,12 +684,15 @@ def _no_log_density(x):
     raise AssertionError("a stand-in log-density was evaluated")
 
 
-def sampler_option_error(error: ValueError, options: dict[str, Any]) -> ConfigError:
+def sampler_option_error(
+    error: ValueError, options: dict[str, Any], field: str = "sampler.options"
+) -> ConfigError:
     """A sampler's ``ValueError`` as a configuration error: a sampler names a bad value by its
     option (``n_steps must be ...``), so the field of that option comes first, as for every
     other field (and the command's flag for it); a message about several (``need 0 <= s_tmin
-    <= s_tmax``) under the first given option it names; others under ``sampler.options``."""
-    message, where = first_line(error), "sampler.options"
+    <= s_tmax``, an unknown ``'eta'``) under the first given option it names; others under
+    ``field`` (the options' table)."""
+    message, where = first_line(error), field
     named = [option for option in options if message.startswith(f"{option} ")]
     # else the first option given that the message names ("need 0 <= s_tmin <= s_tmax")
     named = named or [o for o in options if re.search(rf"\b{re.escape(o)}\b", message)][:1]
@@ -831,7 +834,7 @@ class ExperimentConfig:
             name = unknown[0] if str(unknown[0]).isidentifier() else repr(unknown[0])
             raise ConfigError(f"{name}: unknown section; accepted: {', '.join(_SECTIONS)}")
         tables = {**values, "sampler": _sampler_table(values.get("sampler", {}))}
-        sections = {}
+        sections, implied = {}, ""
         for name, section_cls in _SECTIONS.items():
             table = tables.get(name, {})
             if name == "sampler" and isinstance(table, dict):
@@ -844,12 +847,18 @@ class ExperimentConfig:
                 elif sections["loss"].needs_noise_conditional_model:
                     sigma_min, sigma_max = sections["loss"].sigma_range
                     table = {"sigma_min": sigma_min, "sigma_max": sigma_max, **table}
-                else:  # the score of one law: ULA samples it (the default DDIM walks a grid)
+                elif "name" not in table:  # one law's score: ULA (the default DDIM walks a grid)
                     table = {"name": "ula", **table}
+                    implied = f" (ula: the sampler of loss {sections['loss'].name!r} unless named)"
             base = getattr(cls, name)  # the section's defaults (the training recipe)
             if name == "train" and sections["model"].resolved(sections["loss"]) == "unet":
                 base = IMAGE_RECIPE
-            sections[name] = from_mapping(section_cls, table, name, base=base, error=ConfigError)
+            try:
+                sections[name] = from_mapping(
+                    section_cls, table, name, base=base, error=ConfigError
+                )
+            except ConfigError as error:  # a sampler's refusal of ULA's options: say why ULA
+                raise ConfigError(f"{error}{implied if name == 'sampler' else ''}") from None
         config = cls(**sections)
         _check_model_and_loss(config.model, config.loss)
         return config

@@ -164,7 +164,13 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
         raise ValueError(f"job: unknown {job!r}; accepted: {', '.join(JOB_READS)}")
     _check_config(config)
     check_instance("base", base, ExperimentConfig, "an ExperimentConfig")
-    for name in config.changed_fields(base):
+    changed = config.changed_fields(base)
+    # A saved grid brings its levels and range: a refusal names the grid the user gave, not
+    # the --levels it set (`--sampler ula --grid ays:NAME` was told to leave --levels out).
+    if "sampler.grid" in changed:
+        changed.remove("sampler.grid")
+        changed.insert(0, "sampler.grid")
+    for name in changed:
         if not _reads(job, name):
             readers = ", ".join(other for other in JOB_READS if _reads(other, name))
             raise ConfigError(
@@ -1464,7 +1470,7 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         # A run of an older scorelab keeps the default grid sampler, which an unconditional
         # model cannot serve (a new run's unconditional loss defaults to ULA).
         config = dataclasses.replace(
-            config, sampler=dataclasses.replace(config.sampler, name="ula", options={})
+            config, sampler=dataclasses.replace(config.sampler, name="ula", options={}, nfe=0)
         )
     result = sample_run(config, model, 1000, 0)
     figure = viz.ddim_samples(

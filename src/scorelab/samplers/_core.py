@@ -779,7 +779,8 @@ def sample(
 
     Chain ``i`` uses ``fold_in(key, first_chain + i)``, so the first ``m`` chains of a run with
     ``n`` chains are the chains of a run with ``m``, and ``n`` chains run in chunks (each with
-    its ``first_chain``) give exactly the chains of one run.
+    its ``first_chain``) give exactly the chains of one run (a chunk of one chain runs beside
+    a copy of itself: XLA rounds a batch of one otherwise; but with a ``callback``).
 
     Compiled with ``equinox.filter_jit``: the array leaves of ``sampler`` and ``score_fn`` (the
     grid, ``eta``, step sizes, an Equinox module's weights) are traced and the rest is static,
@@ -834,11 +835,20 @@ def sample(
     schedule = sampler.schedule()
     # Image states (two or more axes per chain) are what convolution networks take.
     run = _sample_images if takes_convolutions(x_init) else _sample_vectors
+    # XLA compiles a batch of one chain without its batch axis, with other rounding (1e-5 with
+    # the exact score; an adaptive solver's step choices made 3e-2 of it): a lone chain runs
+    # beside a copy of itself and gives the numbers it gives among others, whatever the
+    # chunking. With a callback it runs alone (the copy would report every step twice).
+    alone = x_init.shape[0] == 1 and callback is None
+    if alone:
+        x_init = jnp.concatenate([x_init, x_init])
+        noise = None if noise is None else jnp.concatenate([noise, noise])
     try:
-        return run(key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule)
+        out = run(key, sampler, score_fn, x_init, noise, trajectory, callback, first, schedule)
     except eqx.EquinoxRuntimeError as error:  # a check inside the solve: max_steps reached
         message = _unreachable_tolerance(sampler, x_init.dtype) or _runtime_message(error)
         raise SolveError(f"sampler {sampler.name}: {message}") from error
+    return jax.tree.map(lambda a: a[:1], out) if alone else out
 
 
 def _unreachable_tolerance(sampler: AbstractSampler, dtype) -> str | None:
