@@ -8,6 +8,7 @@ order of a float32 sum. Every launch has a timeout, and a failing process ends t
 
 import json
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -236,3 +237,17 @@ def test_one_line_for_an_interrupted_job(monkeypatch):
     assert cli._speaks_for_the_job(argparse.Namespace())
     monkeypatch.setenv("JAX_PROCESS_ID", "1")
     assert not cli._speaks_for_the_job(argparse.Namespace())
+
+
+def test_importing_scorelab_starts_no_jax_backend():
+    """A default sampler configuration built when scorelab.config was imported ran JAX work,
+    which started XLA's backend before `jax.distributed.initialize`: every process of
+    `train --processes 2` failed."""
+    code = (
+        "import jax._src.xla_bridge as bridge\n"
+        "import scorelab.cli, scorelab.workflows, scorelab.demo, scorelab.image_demo\n"
+        "print(bridge.backends_are_initialized())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -808,7 +808,9 @@ class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TRAIN_RECIPE
-    sampler: SamplerConfig = SamplerConfig()
+    # Built on demand: a SamplerConfig builds its grid (JAX work), and a default built when this
+    # module is imported started JAX's backend before `jax.distributed.initialize`.
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -850,7 +852,7 @@ class ExperimentConfig:
                 elif "name" not in table:  # one law's score: ULA (the default DDIM walks a grid)
                     table = {"name": "ula", **table}
                     implied = f" (ula: the sampler of loss {sections['loss'].name!r} unless named)"
-            base = getattr(cls, name)  # the section's defaults (the training recipe)
+            base = getattr(cls, name, None)  # the section's defaults (the training recipe)
             if name == "train" and sections["model"].resolved(sections["loss"]) == "unet":
                 base = IMAGE_RECIPE
             try:
