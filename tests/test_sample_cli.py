@@ -104,7 +104,7 @@ def test_mala_needs_the_exact_log_density(tmp_path, mixture):
         (["--sampler", "dopri5", "--max-steps", "0"], "(sampler.options.max_steps): must be a"),
         (["--sampler", "mala", "--step-size", "0"], "(sampler.options.step_size): must be >"),
         (["--sampler", "mala", "--set", "data.source=two_moons"], "data.source: no exact score"),
-        (["--sampler", "ddim", "--n-steps", "3"], "sampler.options: sampler 'ddim': unknown"),
+        (["--sampler", "ddim", "--n-steps", "3"], "(sampler.options.n_steps): sampler 'ddim'"),
         # the kernel's out-of-memory killer, 17 GiB in: the corrector steps' noise was unsized
         (
             ["--sampler", "predictor_corrector", "--levels", "6", "--n-corrector", "2000000000"],

@@ -89,7 +89,7 @@ def test_sweep_runs_refuses_a_bad_option_of_any_sampler_before_the_first_run():
         ({"nfe": []}, "sweep.nfe: an empty list; give at least one NFE budget"),
         ({"samplers": []}, "sweep.samplers: an empty list"),
         ({"options": {"hewn": {}}}, "sweep.options.hewn: unknown sampler 'hewn'"),
-        ({"options": {"edm": {"churn": 1}}}, "sweep.options.edm: "),  # swept or not
+        ({"options": {"edm": {"churn": 1}}}, "sweep.options.edm.churn: "),  # swept or not
         (
             {"samplers": ["edm"], "options": {"edm": {"s_churn": "x"}}},
             "sweep.options.edm.s_churn: expected a number, got 'x'",  # failed when edm ran

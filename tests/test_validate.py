@@ -119,9 +119,9 @@ def test_sampler_options_nest_and_flat_keys_of_earlier_versions_move_into_them()
     nested = ExperimentConfig.from_dict({"sampler": {"name": "ddim", "options": {"eta": 0.5}}})
     flat = ExperimentConfig.from_dict({"sampler": {"name": "ddim", "eta": 0.5}})
     assert nested == flat and nested.sampler.options == {"eta": 0.5}
-    with pytest.raises(ConfigError, match="sampler.options: .*'e'.*eta"):
+    with pytest.raises(ConfigError, match=r"sampler\.options\.e: .*'e'.*eta"):
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "e": 0.5}})
-    with pytest.raises(ConfigError, match="sampler.options: .*'n_steps'"):
+    with pytest.raises(ConfigError, match=r"sampler\.options\.n_steps: .*'n_steps'"):
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "options": {"n_steps": 3}}})
     # Both spellings, one value each: the flat one was dropped without a word (pass 16, #2).
     both = {"sampler": {"name": "ddim", "eta": 0.5, "options": {"eta": 0.7}}}
