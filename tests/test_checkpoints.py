@@ -41,6 +41,7 @@ def two_steps(tmp_path):
     manager = open_checkpoints(tmp_path / "checkpoints")
     save_checkpoint(manager, 1, STATE, {"step": 1})
     save_checkpoint(manager, 2, {**STATE, "a": 2 * STATE["a"]}, {"step": 2})
+    manager.close()
     return tmp_path / "checkpoints"
 
 
