@@ -60,6 +60,7 @@ __all__ = [
     "make_loss",
     "make_sigmas",
     "make_sampler",
+    "check_log_density",
     "make_prior",
     "draw_prior",
 ]
@@ -511,13 +512,8 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
     """
     options = samplers.sampler_options(config.name, config.options)
     log_density_fn = None
+    check_log_density(config, target)
     if samplers.SAMPLERS[config.name].needs_log_density:
-        if target is None:
-            raise ConfigError(
-                f"sampler.name: {config.name!r} needs the target's log-density, which only the "
-                f"exact score of a built-in target has (--exact {'/'.join(TARGETS)}), not a "
-                "trained model"
-            )
         sigma = options.get("sigma", 0.0)
         law = target.ve_marginal(sigma) if sigma > 0 else target
         # One pass for the log-density and the score (MALA's fast path); the score is the same
@@ -535,6 +531,20 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
         raise
     except ValueError as error:
         raise sampler_option_error(error, options) from error
+
+
+def check_log_density(config: SamplerConfig, target: GaussianMixture | None) -> None:
+    """Refuse a sampler that needs the target's log-density (MALA) without a ``target``.
+
+    Raises:
+        ConfigError: naming ``sampler.name`` and the targets that have one.
+    """
+    if samplers.SAMPLERS[config.name].needs_log_density and target is None:
+        raise ConfigError(
+            f"sampler.name: {config.name!r} needs the target's log-density, which only the "
+            f"exact score of a built-in target has (--exact {'/'.join(TARGETS)}), not a "
+            "trained model"
+        )
 
 
 def make_prior(

@@ -629,22 +629,19 @@ class SamplerConfig:
         ``scorelab sample --run`` refused them. MALA's log-density comes with the target when
         sampling; a stand-in serves to check its options. A warning (a step beyond its
         stability bound) is the sampler's to issue when it samples."""
-        with jax.ensure_compile_time_eval():  # numbers, even built under a trace
-            self._build_once()
-
-    def _build_once(self) -> None:
-        sigmas = None
-        if self.uses_grid:
-            try:
-                sigmas = sigma_grid(
-                    self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho
-                )
-            except ValueError as error:
-                message = first_line(error)
-                _fail("sampler", "rho" if message.startswith("rho ") else "grid", message)
         stand_in = _no_log_density if samplers.SAMPLERS[self.name].needs_log_density else None
-        with warnings.catch_warnings():
+        # numbers, even built under a trace (eval_shape); the warnings are the sampler's
+        with jax.ensure_compile_time_eval(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            sigmas = None
+            if self.uses_grid:
+                try:
+                    sigmas = sigma_grid(
+                        self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho
+                    )
+                except ValueError as error:
+                    message = first_line(error)
+                    _fail("sampler", "rho" if message.startswith("rho ") else "grid", message)
             try:
                 samplers.build_sampler(self.name, sigmas, log_density_fn=stand_in, **self.options)
             except ValueError as error:

@@ -413,9 +413,9 @@ def check_trained_sampler(config: ExperimentConfig) -> None:
             noise-conditional loss, MALA (it needs an exact log-density), or the ``exact``
             prior on data without an exact score.
     """
-    with warnings.catch_warnings():  # a step-size warning is the sampler's, when it samples
-        warnings.simplefilter("ignore")
-        builders.make_sampler(config.sampler)  # MALA: no log-density without a target
+    # The configuration built the sampler (its options and grid); a trained model has no
+    # log-density for MALA.
+    builders.check_log_density(config.sampler, None)
     _check_sampler_serves(config, config.loss.needs_noise_conditional_model)
     builders.check_prior(config.sampler.prior, builders.make_target(config.data))
 
