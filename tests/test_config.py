@@ -366,3 +366,17 @@ def test_a_loss_of_one_law_samples_with_ula_unless_a_sampler_is_named():
     pattern = r"^sampler\.options\.eta: sampler 'ula': unknown .*\(ula: the sampler of loss 'dsm'"
     with pytest.raises(ConfigError, match=pattern):
         ExperimentConfig.from_dict({"loss": {"name": "dsm"}, "sampler": {"options": {"eta": 0.5}}})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rho": 1e-30}, r"^sampler\.rho: rho 1e-30: sigma_max \*\* \(1 / rho\) overflows"),
+        ({"sigma_min": 1.0, "sigma_max": 1.0 + 1e-7}, r"^sampler\.grid: sigma grid of 100"),
+    ],
+)
+def test_a_grid_the_sampler_cannot_build_is_named_by_the_field_that_broke_it(values, message):
+    """A rho whose grid overflows is ``sampler.rho`` and levels that merge are
+    ``sampler.grid``: told apart by :class:`scorelab.noise.RhoError`, not by the message."""
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig.from_dict({"sampler": {"name": "ddim", "grid": "karras", **values}})

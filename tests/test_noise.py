@@ -9,6 +9,7 @@ import pytest
 
 from scorelab import _validate
 from scorelab.noise import (
+    RhoError,
     geometric_sigmas,
     karras_sigmas,
     log_snr_sigmas,
@@ -175,3 +176,14 @@ def test_sample_ve_noise_takes_a_legacy_key():
     key = jax.random.key(3)
     legacy, typed = (sample_ve_noise(k, jnp.ones(2), 2.0) for k in (jax.random.key_data(key), key))
     np.testing.assert_array_equal(legacy[1], typed[1])
+
+
+@pytest.mark.parametrize("rho", [0.0, float("nan"), 1e-30])
+def test_a_refused_rho_is_a_rho_error(rho):
+    """Every refusal of a grid's rho is a :class:`RhoError` (a ``ValueError``), so callers
+    name their rho field by type."""
+    with pytest.raises(RhoError, match=r"^rho"):
+        karras_sigmas(10, 0.02, 10.0, rho)
+    with pytest.raises(ValueError, match=r"merge") as error:
+        karras_sigmas(10, 1.0, 1.0 + 1e-7, 5.0)
+    assert not isinstance(error.value, RhoError)

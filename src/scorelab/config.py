@@ -62,10 +62,11 @@ from scorelab.data import (
     TOY_DATASETS,
     is_image_file,
 )
-from scorelab.diffusers._unet import MAX_LAYERS_PER_BLOCK
+from scorelab.diffusers import MAX_LAYERS_PER_BLOCK
 from scorelab.noise import (
     GRIDS,
     VP_SCHEDULES,
+    RhoError,
     is_saved_grid,
     read_saved_grid,
     sigma_grid,
@@ -121,6 +122,16 @@ PRIORS = ("normal", "exact", "moments")
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message starts with ``section.field:``."""
+
+    def renamed(self, names: dict[str, str]) -> ConfigError:
+        """This error under the name its field has where it was set: the message's first
+        prefix among ``names`` replaced by its value (a demo's ``sampler.rho`` is
+        ``demo.rho``); unchanged when none matches."""
+        text = str(self)
+        for field, setting in names.items():
+            if text.startswith(field):
+                return ConfigError(setting + text[len(field) :])
+        return self
 
 
 def _fail(section: str, field: str, message: str):
@@ -641,7 +652,7 @@ class SamplerConfig:
                     )
                 except ValueError as error:
                     message = first_line(error)
-                    _fail("sampler", "rho" if message.startswith("rho ") else "grid", message)
+                    _fail("sampler", "rho" if isinstance(error, RhoError) else "grid", message)
             try:
                 samplers.build_sampler(self.name, sigmas, log_density_fn=stand_in, **self.options)
             except ValueError as error:

@@ -61,7 +61,7 @@ from scorelab.likelihood import log_likelihood
 from scorelab.losses import SIGMA_DISTRIBUTIONS
 from scorelab.metrics import check_floor_repeats
 from scorelab.models import ExactScore
-from scorelab.noise import GRIDS, karras_sigmas, sigma_grid
+from scorelab.noise import GRIDS, RhoError, karras_sigmas, sigma_grid
 from scorelab.report import Report, floors, measure
 from scorelab.runs import (
     atomic_write,
@@ -232,10 +232,8 @@ class DemoSettings:
                         f"sigma_max] = [{self.sigma_min:g}, {self.sigma_max:g}]: choose "
                         "'loguniform', or a sigma range that law reaches"
                     )
-                for field, setting in (("sampler.", "demo."), ("train.", f"demo.{name}.")):
-                    if text.startswith(field):
-                        text = setting + text[len(field) :]
-                raise ConfigError(text) from None
+                names = {"sampler.": "demo.", "train.": f"demo.{name}."}
+                raise ConfigError(text).renamed(names) from None
         grids = [
             (self.grid, n, self.sigma_max, "grid")
             for n in {*self.ddim_ns, self.annealed_levels, 50}
@@ -248,7 +246,7 @@ class DemoSettings:
             try:
                 sigma_grid(grid, n, self.sigma_min, sigma_max, self.rho)
             except ValueError as error:
-                field = "rho" if str(error).startswith("rho ") else field
+                field = "rho" if isinstance(error, RhoError) else field
                 raise ConfigError(f"demo.{field}: {first_line(error)}") from None
 
     @classmethod

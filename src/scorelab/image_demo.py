@@ -168,11 +168,7 @@ class ImageDemoSettings:
             text = str(error)
             if text.startswith("model ("):  # the network's memory: its channels' setting
                 text = f"demo.channels: {text}"
-            for field, setting in _SETTING_OF_FIELD.items():
-                if text.startswith(field):
-                    text = setting + text[len(field) :]
-                    break
-            raise ConfigError(text) from None
+            raise ConfigError(text).renamed(_SETTING_OF_FIELD) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""

@@ -53,6 +53,7 @@ __all__ = [
     "GRIDS",
     "sigma_grid",
     "check_sigma_range",
+    "RhoError",
     "VP_SCHEDULES",
     "vp_betas",
     "vp_alphas_cumprod",
@@ -152,10 +153,15 @@ def _check_n(n: int) -> None:
     check_memory("n", 32.0 * int(n), f"use fewer than {n} levels")
 
 
+class RhoError(ValueError):
+    """A grid's ``rho`` refused (not a finite number > 0, or overflowing ``sigma_max``): a
+    subclass, so that a configuration names its ``rho`` field without reading the message."""
+
+
 def _check_rho(rho: float) -> None:
     real = not np.ndim(rho) and np.asarray(rho).dtype.kind in "fiu"
     if not (real and math.isfinite(float(rho)) and rho > 0):  # NaN passed "rho <= 0"
-        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
+        raise RhoError(f"rho must be a finite number > 0, got {rho!r}")
 
 
 def _pinned(sigmas: Array, sigma_min: float, sigma_max: float) -> Array:
@@ -215,7 +221,7 @@ def karras_sigmas(
     try:
         lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
     except OverflowError:  # a Python float's power
-        raise ValueError(f"rho {rho!r}: sigma_max ** (1 / rho) overflows; raise rho") from None
+        raise RhoError(f"rho {rho!r}: sigma_max ** (1 / rho) overflows; raise rho") from None
     sigmas = (lo + ramp * (hi - lo)) ** rho
     # Pin the end points: float rounding of x**(1/rho)**rho is a few ulps off.
     return _pinned(sigmas, sigma_min, sigma_max)

@@ -5,7 +5,8 @@ part                        public names                                     mod
 ==========================  ===============================================  ============
 U-Net port                  :class:`UNet2D`, :func:`load_unet`,              _unet
                             :func:`unet_folder`, :func:`timestep_embedding`,
-                            :data:`UNET_DEFAULTS`
+                            :data:`UNET_DEFAULTS`,
+                            :data:`MAX_LAYERS_PER_BLOCK`
 diffusers' schedulers       :class:`SchedulerConfig`, :func:`timesteps`,     _schedulers
                             :func:`ddim_grid`, :func:`ddpm_grid`,
                             :func:`ddim_sample`, :func:`ddpm_sample`, ...
@@ -62,6 +63,7 @@ from scorelab.diffusers._score_models import (
     unet_config,
 )
 from scorelab.diffusers._unet import (
+    MAX_LAYERS_PER_BLOCK,
     UNET_DEFAULTS,
     UNet2D,
     load_unet,
@@ -73,6 +75,7 @@ __all__ = [
     "PretrainedError",
     "UNet2D",
     "UNET_DEFAULTS",
+    "MAX_LAYERS_PER_BLOCK",
     "load_unet",
     "unet_folder",
     "timestep_embedding",
