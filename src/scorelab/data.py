@@ -448,7 +448,8 @@ def load_images(
         )
     n, channels, height, width = pixels.shape
     description = (
-        f"{path}: {n} images of {channels}x{height}x{width} (C x H x W), {layout_used}, {rule}{how}"
+        f"{path}: {n} image{'s' if n != 1 else ''} of {channels}x{height}x{width} (C x H x W), "
+        f"{layout_used}, {rule}{how}"
     )
     return ImageData(pixels, label_values, description)
 
