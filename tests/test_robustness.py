@@ -2432,6 +2432,23 @@ def test_an_xla_flags_xla_refuses_is_one_line_not_an_abort(flags, reason, monkey
     _fails(argv, capsys, f"XLA_FLAGS={flags!r}: XLA refuses it ({reason}")
 
 
+def test_an_mplbackend_matplotlib_refuses_is_named_with_its_remedy(tmp_path):
+    """Importing matplotlib raised "Key backend: 'nonsense' is not a valid value ...", naming
+    neither the variable nor a remedy (a fresh process: this one's matplotlib is imported)."""
+    script = Path(sys.executable).with_name("scorelab")
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", "unused.npy"]
+    env = {**os.environ, "MPLBACKEND": "nonsense"}
+    result = subprocess.run(
+        [str(script), *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "scorelab sample: error: MPLBACKEND='nonsense': not a matplotlib backend; unset "
+        "MPLBACKEND or set it to agg\n"
+    )
+    assert not (tmp_path / "unused.npy").exists()
+
+
 def test_image_samples_are_compared_in_the_layout_and_range_the_data_are_read_in(tmp_path, capsys):
     """The samples file is read as stored (model space), the data through the image loader:
     an (n, H, W, C) array compared with itself was 'far' (SW 0.36 against a floor of 0.34),

@@ -1299,6 +1299,21 @@ def _check_xla_flags() -> None:
         )
 
 
+def _check_mpl_backend() -> None:
+    """Refuse an ``MPLBACKEND`` that matplotlib does not know, naming the variable: importing
+    matplotlib raised ``Key backend: 'nonsense' is not a valid value ...``, which named neither
+    the variable nor a remedy. scorelab draws on Agg canvases whatever the variable says."""
+    backend = os.environ.get("MPLBACKEND")
+    if not backend:
+        return
+    try:
+        import matplotlib  # noqa: F401 - it validates the variable on import
+    except ValueError:
+        raise ValueError(
+            f"MPLBACKEND={backend!r}: not a matplotlib backend; unset MPLBACKEND or set it to agg"
+        ) from None
+
+
 def _backend_failed(error: BaseException) -> bool:
     """Whether ``error`` is JAX failing to start its backend: a ``RuntimeError`` naming it, or
     (a platform without its plugin, e.g. ``JAX_PLATFORMS=cuda`` on a CPU machine) a bare
@@ -1484,6 +1499,7 @@ def main(argv: list[str] | None = None) -> int:
     with _interruptible(received) as closing, _quiet_absl():  # first: imports can be cut short
         try:
             _check_xla_flags()  # before this process starts XLA: its refusal is an abort
+            _check_mpl_backend()
             from scorelab._files import new_outputs  # imports JAX: not before the check
 
             with warnings.catch_warnings(), _float32(args.command), new_outputs():
