@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -2447,6 +2448,46 @@ def test_an_mplbackend_matplotlib_refuses_is_named_with_its_remedy(tmp_path):
         "MPLBACKEND or set it to agg\n"
     )
     assert not (tmp_path / "unused.npy").exists()
+
+
+def _console(argv, tmp_path, stdout):
+    script = Path(sys.executable).with_name("scorelab")
+    return subprocess.run(
+        [str(script), *argv],
+        cwd=tmp_path,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(tmp_path):
+    """``scorelab ... | head`` whose reader is gone said "error: Broken pipe; check the path and
+    the disk": the command ends as a pipeline's writer does, with no message and 128 + SIGPIPE;
+    the samples were written before the report."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", "s.npy"]
+    try:
+        result = _console(argv, tmp_path, write_end)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (128 + signal.SIGPIPE, "")
+    assert np.load(tmp_path / "s.npy").shape == (4, 2)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_stdout_is_named_as_stdout(tmp_path):
+    """``> /dev/full`` said "the disk is full" about no file: the message names stdout."""
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", "s.npy"]
+    with open("/dev/full", "w") as full:
+        result = _console(argv, tmp_path, full)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "scorelab sample: error: standard output: No space left on device"
+    )
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_image_samples_are_compared_in_the_layout_and_range_the_data_are_read_in(tmp_path, capsys):

@@ -1502,7 +1502,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_mpl_backend()
             from scorelab._files import new_outputs  # imports JAX: not before the check
 
-            with warnings.catch_warnings(), _float32(args.command), new_outputs():
+            with warnings.catch_warnings(), _float32(args.command), new_outputs(), _named_stdout():
                 warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
                 return args.handler(args)
         except KeyboardInterrupt as error:
@@ -1515,6 +1515,8 @@ def main(argv: list[str] | None = None) -> int:
             if received:  # an interrupt turned into another error (an import cut short)
                 print(f"scorelab {args.command}: interrupted", file=sys.stderr)
                 return 128 + received[0]
+            if _reader_gone(error):
+                return 128 + signal.SIGPIPE
             message = _user_error(error, args.command)
             if message is None:
                 traceback.print_exc()
@@ -1530,6 +1532,60 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
 
+_STDOUT = "standard output"
+
+
+class _NamedStdout:
+    """``sys.stdout``, whose write failures name it: a reader that closed the pipe (``|
+    head``) or ``> /dev/full`` raised errors without a file name, reported as "Broken pipe;
+    check the path and the disk" or "the disk is full" about no file."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as error:
+            if error.filename is not None or error.errno is None:
+                raise
+            raise type(error)(error.errno, error.strerror, _STDOUT) from None
+
+    def write(self, text):
+        return self._named(self._stream.write, text)
+
+    def flush(self):
+        return self._named(self._stream.flush)
+
+
+@contextlib.contextmanager
+def _named_stdout():
+    """Within, ``sys.stdout`` is a :class:`_NamedStdout` of itself; the caller's returns."""
+    stream = sys.stdout
+    sys.stdout = _NamedStdout(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
+
+
+def _reader_gone(error: BaseException) -> bool:
+    """Whether ``error`` is stdout's reader gone (``scorelab evaluate ... | head -3``): the
+    command ends quietly, as a pipeline's writer does, with stdout pointed at the null device
+    so that the interpreter's last flush does not fail once more (Python's documented
+    remedy)."""
+    if not (isinstance(error, BrokenPipeError) and error.filename == _STDOUT):
+        return False
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stream without a descriptor (a caller's): replace it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the process's own stream
+    return True
+
+
 def console() -> None:
     """The ``scorelab`` executable: :func:`main` on ``sys.argv``, then exit with its status.
 
@@ -1541,8 +1597,9 @@ def console() -> None:
     """
     status = main()
     if status >= 128:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # closed, or a reader gone
+                stream.flush()
         os._exit(status)
     sys.exit(status)
 
