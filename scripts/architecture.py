@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = (
-    ("support", ("_validate", "_files", "_signals", "_keys", "_xla_cpu")),
+    ("support", ("_validate", "_files", "_signals", "_keys", "_xla_cpu", "_jax_settings")),
     (
         "maths core",
         (
@@ -40,8 +40,8 @@ LAYERS = (
     ),
 )  # fmt: skip
 """Layers from the bottom up, and the top-level modules (or packages) each holds: argument
-checks, atomic file writes, held signals, PRNG keys and XLA:CPU's compile options support
-everything; ``viz`` draws plain arrays and imports of scorelab only the support layer."""
+checks, atomic file writes, held signals, PRNG keys, XLA:CPU's compile options and the command
+line's pinned JAX settings support everything; ``viz`` draws plain arrays and imports of scorelab only the support layer."""
 
 
 def module_name(path: Path, src: Path) -> str:

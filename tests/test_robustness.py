@@ -2187,6 +2187,74 @@ def test_the_command_line_computes_in_float32_under_x64(tmp_path, capsys):
         assert jax.config.jax_enable_x64
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ("default_prng_impl", "rbg"),
+        ("threefry_partitionable", False),
+        ("numpy_rank_promotion", "raise"),
+        ("numpy_dtype_promotion", "strict"),
+    ],
+    ids=lambda setting: setting[0],
+)
+def test_the_command_line_draws_the_same_numbers_whatever_jax_is_set_to(setting, tmp_path, capsys):
+    """``JAX_DEFAULT_PRNG_IMPL=rbg`` or ``JAX_THREEFRY_PARTITIONABLE=0`` drew other samples for
+    one seed (by up to 20), and ``JAX_NUMPY_RANK_PROMOTION=raise`` failed inside scorelab's
+    broadcasting: the command line pins them, says so, and gives the caller's setting back."""
+    import jax
+
+    argv = ["sample", "--exact", "seed_mixture", "--n", "5", "--sampler", "euler_maruyama"]
+    assert main([*argv, "--out", str(tmp_path / "reference.npy")]) == 0
+    capsys.readouterr()
+    name, value = setting
+    with getattr(jax, name)(value):
+        assert main([*argv, "--out", str(tmp_path / "s.npy")]) == 0
+        assert f"JAX_{name.upper()} ignored here" in capsys.readouterr().err
+        assert getattr(jax.config, f"jax_{name}") == value
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "reference.npy"))
+
+
+def test_the_command_line_pins_jax_in_the_thread_that_samples_too(tmp_path):
+    """An environment variable sets JAX's global default, which the worker thread that runs the
+    sampler (``workflows._interruptibly``) reads: the pinned settings are carried there."""
+    argv = ["sample", "--exact", "seed_mixture", "--n", "5", "--sampler", "euler_maruyama"]
+    assert main([*argv, "--out", str(tmp_path / "reference.npy")]) == 0
+    script = Path(sys.executable).with_name("scorelab")
+    result = subprocess.run(
+        [str(script), *argv, "--out", "s.npy"],
+        cwd=tmp_path,
+        env={**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "reference.npy"))
+
+
+@pytest.mark.parametrize(
+    "variable, reason",
+    [
+        ("JAX_TRACEBACK_FILTERING", 'Invalid value "garbage" for JAX flag'),
+        ("JAX_ENABLE_X64", "invalid truth value 'garbage'"),
+    ],
+)
+def test_a_jax_variable_jax_refuses_on_import_is_one_line(variable, reason, tmp_path):
+    """JAX refuses some values when it is imported, which the parser does: a traceback."""
+    script = Path(sys.executable).with_name("scorelab")
+    result = subprocess.run(
+        [str(script), "sample", "--exact", "seed_mixture", "--n", "4", "--out", "s.npy"],
+        cwd=tmp_path,
+        env={**os.environ, variable: "garbage"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"scorelab: error: {variable}='garbage': JAX refuses it")
+    assert reason in result.stderr and len(result.stderr.splitlines()) == 1
+
+
 # --- sizes a host cannot hold, found before anything is allocated (session 20's hostile pass) --
 
 

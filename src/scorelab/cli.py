@@ -22,6 +22,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1299,6 +1300,24 @@ def _check_xla_flags() -> None:
         )
 
 
+def _jax_environment_refused() -> str | None:
+    """One line naming a JAX environment variable that importing JAX refuses
+    (``JAX_TRACEBACK_FILTERING=garbage``, ``JAX_ENABLE_X64=maybe``), or ``None``: the import
+    raised a ``ValueError`` with a traceback before any command began."""
+    try:
+        with held_signals():  # an interrupt cut short, jax stayed half-initialised
+            import jax  # noqa: F401 - it reads its environment on import
+    except ValueError as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        named = re.search(r"for JAX flag (\w+)|for environment '(\w+)'", text)
+        if named is None:
+            return f"importing JAX failed ({text}); check the JAX_* environment variables"
+        variable = (named.group(1) or named.group(2)).upper()
+        value = os.environ.get(variable)
+        return f"{variable}={value!r}: JAX refuses it ({text}); unset {variable} or correct it"
+    return None
+
+
 def _check_mpl_backend() -> None:
     """Refuse an ``MPLBACKEND`` that matplotlib does not know, naming the variable: importing
     matplotlib raised ``Key backend: 'nonsense' is not a valid value ...``, which named neither
@@ -1342,23 +1361,27 @@ def _warning_printer(command: str):
     return show
 
 
-def _float32(command: str):
-    """The command line computes in float32, whatever ``JAX_ENABLE_X64`` (or a Python
-    caller's ``jax_enable_x64``) says: its runs are float32 networks, its range checks are
-    float32's, and one command gives the same numbers in every environment. Under x64 a run
-    was an internal error (a float64 loss beside a float32 one in the training step), and a
-    float32 run's U-Net refused float64 states. A context: a Python caller's setting returns
-    afterwards. The Python API computes in float64 under x64 (the samplers, ``ExactScore``)."""
+def _pinned_numerics(command: str):
+    """The command line computes with :data:`scorelab._jax_settings.PINNED` (float32,
+    partitionable threefry keys, JAX's standard promotion), whatever the environment
+    (``JAX_ENABLE_X64``, ``JAX_DEFAULT_PRNG_IMPL``, ...) or a Python caller says: its runs are
+    float32 networks, its range checks are float32's, and one command and seed give the same
+    numbers in every environment. Under x64 a run was an internal error (a float64 loss beside
+    a float32 one in the training step); other key implementations drew other samples for one
+    seed; ``JAX_NUMPY_RANK_PROMOTION=raise`` failed inside scorelab's own broadcasting. A note
+    names what is ignored; a Python caller's settings return afterwards. The Python API
+    honours them (the samplers and ``ExactScore`` compute in float64 under x64)."""
     with held_signals():  # an interrupt cut short, jax stayed half-initialised
-        import jax  # reads JAX_ENABLE_X64 itself
-    if not jax.config.jax_enable_x64:
-        return contextlib.nullcontext()
-    print(
-        f"scorelab {command}: note: the command line computes in float32; jax_enable_x64 "
-        "(JAX_ENABLE_X64) is ignored here (the Python API honours it)",
-        file=sys.stderr,
-    )
-    return jax.enable_x64(False)
+        from scorelab import _jax_settings  # imports jax, which reads the environment
+    ignored = _jax_settings.overridden()
+    if ignored:
+        print(
+            f"scorelab {command}: note: the command line computes in float32 with "
+            f"threefry2x32 keys and JAX's standard promotion; {', '.join(ignored)} ignored here "
+            "(the Python API honours them)",
+            file=sys.stderr,
+        )
+    return _jax_settings.applied(_jax_settings.PINNED)
 
 
 _REPEAT_GRACE_S = 5.0
@@ -1487,6 +1510,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if sys.stderr is None:  # closed (2>&-): progress bars and messages go nowhere, as asked
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process's own stream
+    refused = _jax_environment_refused()
+    if refused is not None:  # before the parser: it imports the samplers, and they JAX
+        print(f"scorelab: error: {refused}", file=sys.stderr)
+        return 2
     parser = _parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -1502,7 +1529,12 @@ def main(argv: list[str] | None = None) -> int:
             _check_mpl_backend()
             from scorelab._files import new_outputs  # imports JAX: not before the check
 
-            with warnings.catch_warnings(), _float32(args.command), new_outputs(), _named_stdout():
+            with (
+                warnings.catch_warnings(),
+                _pinned_numerics(args.command),
+                new_outputs(),
+                _named_stdout(),
+            ):
                 warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
                 return args.handler(args)
         except KeyboardInterrupt as error:

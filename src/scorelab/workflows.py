@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from scorelab import ays, builders, ld3, metrics, samplers, viz
+from scorelab import _jax_settings, ays, builders, ld3, metrics, samplers, viz
 from scorelab._files import jsonable
 from scorelab._validate import (
     available_memory,
@@ -123,11 +123,11 @@ def _interruptibly(fn, *args, poll_s: float = 0.05, **kwargs):
     (the command line ends it at once).
     """
     box = {}
-    x64 = jax.config.jax_enable_x64  # this thread's: the command line's float32 is a context
+    settings = _jax_settings.current()  # this thread's: the command line's are contexts
 
     def target():
         try:
-            with jax.enable_x64(x64):
+            with _jax_settings.applied(settings):
                 box["value"] = jax.block_until_ready(fn(*args, **kwargs))
         except BaseException as error:  # re-raised in the caller's thread
             box["error"] = error
