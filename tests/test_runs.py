@@ -4,6 +4,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -488,3 +489,51 @@ def test_a_run_of_another_job_is_neither_resumed_nor_replaced(tmp_path):
     assert (tmp_path / "run" / "demo.json").is_file()
     with prepare_run_dir(tmp_path / "run", job="demo", overwrite=True):  # its own job may
         pass
+
+
+def test_an_overwrite_refuses_files_the_run_did_not_write(tmp_path):
+    """``train --out RUN --overwrite`` deleted a user's notes and ``sample --out RUN/mine.npy``
+    without a word (pass 18). A run records the names its jobs wrote; an overwrite refuses,
+    naming the others, and leaves the run as it was. A plot's ``figures`` goes with the run."""
+    run_dir = tmp_path / "run"
+    _old_run(run_dir)
+    assert read_json(run_dir / ".scorelab-written") == ["checkpoints", "config.json"]
+    (run_dir / "figures").mkdir()
+    (run_dir / "NOTES.txt").write_text("mine")
+    (run_dir / "mine.npy").write_text("samples")
+    before = _contents(run_dir)
+    message = (
+        rf"^{re.escape(str(run_dir))}: --overwrite would delete NOTES.txt, mine.npy, which the "
+        "run did not write; move them out"
+    )
+    with pytest.raises(RunExistsError, match=message), prepare_run_dir(run_dir, overwrite=True):
+        raise AssertionError("the claim was refused")
+    assert _contents(run_dir) == before
+    (run_dir / "NOTES.txt").unlink()
+    (run_dir / "mine.npy").unlink()
+    with prepare_run_dir(run_dir, overwrite=True):
+        (run_dir / "model.eqx").write_text("new")
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != ".lock") == [
+        ".scorelab-written",
+        "manifest.json",
+        "model.eqx",
+    ]
+
+
+def test_a_resumed_run_records_what_it_wrote_beside_what_was_there(tmp_path):
+    """A resume adds the names it wrote to the record; a file added between the jobs stays
+    the user's, and a run without a record (an older one) is the run's whole, as before."""
+    run_dir = tmp_path / "run"
+    _old_run(run_dir)
+    (run_dir / "NOTES.txt").write_text("mine")
+    with prepare_run_dir(run_dir, resume=True):
+        (run_dir / "losses.npy").write_text("more")
+    written = read_json(run_dir / ".scorelab-written")
+    assert "losses.npy" in written and "NOTES.txt" not in written
+    (run_dir / ".scorelab-written").unlink()
+    with prepare_run_dir(run_dir, resume=True):
+        pass
+    assert "NOTES.txt" in read_json(run_dir / ".scorelab-written")
+    with prepare_run_dir(run_dir, overwrite=True):
+        (run_dir / "model.eqx").write_text("new")
+    assert not (run_dir / "NOTES.txt").exists()

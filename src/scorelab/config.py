@@ -926,6 +926,11 @@ def load_config(path) -> dict[str, Any]:
         ) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML ({error})") from error
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            f"{path}: invalid TOML (arrays or tables nested too deeply); a configuration "
+            "nests a few levels"
+        ) from None
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -978,6 +983,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
+        except RecursionError:  # tomllib parses nested arrays recursively
+            raise ConfigError(
+                f"override {name.strip()}: a value nested too deeply; a configuration value "
+                "nests a few levels"
+            ) from None
         field = ".".join(path)
         # The first was dropped without a word; 1 and true (or 1.0) are not one value.
         if field in given and (type(given[field]), given[field]) != (type(value), value):

@@ -65,7 +65,9 @@ _MANIFEST = "manifest.json"
 _REPLACED = ".scorelab-replaced"  # the run an overwrite replaces, until the new one has work
 _MOVED = ".moved"  # in _REPLACED once every entry is in it: the new job may begin
 _DROPPED = ".scorelab-dropped"  # a replaced run being deleted, out of _REPLACED's way
-_OWN = (_LOCK, _REPLACED, _DROPPED)  # the claim's own entries: no part of a run
+_WRITTEN = ".scorelab-written"  # the names the run's jobs wrote, a JSON list
+_OWN = (_LOCK, _REPLACED, _DROPPED, _WRITTEN)  # the claim's own entries: no part of a run
+_DERIVED = ("figures",)  # written into a run by other commands (plot), replaced with it
 _ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # in the name of a save that never completed
 
 
@@ -145,14 +147,39 @@ def prepare_run_dir(
         raise
     primary_value(True)
     try:
+        before = _names(path)
+        # a resumed run of unknown history (no record): everything in it counts as the run's
+        kept = (_written(path) or before) if resume else set()
         yield path
     except BaseException:
         _tidy(path)
         raise
     else:
         _settle_replaced(path)
+        after = _names(path)
+        record = (kept | (after - before)) & after
+        if record and is_run(path):
+            write_json(path / _WRITTEN, sorted(record))
     finally:
         lock.release()
+
+
+def _names(path: Path) -> set[str]:
+    """The names in the run folder ``path``, the claim's own entries left out."""
+    return {entry.name for entry in path.iterdir() if entry.name not in _OWN}
+
+
+def _written(path: Path) -> set[str] | None:
+    """The names the jobs of the run in ``path`` wrote, as they recorded them when they
+    finished; ``None`` when none did (a run written before they were recorded, or never
+    finished)."""
+    try:
+        names = read_json(path / _WRITTEN)
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        return None
+    return set(names)
 
 
 RUN_FILES = ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.json")
@@ -233,7 +260,8 @@ def _set_aside(path: Path, entries: list[Path]) -> None:
     (``.moved``) once all are there: a move cut short has no mark, and is undone."""
     aside = path / _REPLACED
     aside.mkdir()
-    for entry in entries:
+    record = [path / _WRITTEN] if (path / _WRITTEN).exists() else []  # it goes with its run
+    for entry in [*entries, *record]:
         os.rename(entry, aside / entry.name)
     (aside / _MOVED).touch()
 
@@ -366,7 +394,24 @@ def _claim(
                         f"{path}: --overwrite would delete {item}, which this command reads; "
                         "move it out of the run directory, or choose another output path"
                     )
+            # `sample --out RUN/mine.npy` or a user's notes went with the run without a word.
+            written = _written(path)
+            if written is not None:
+                foreign = sorted(
+                    entry.name
+                    for entry in entries
+                    if entry.name not in {*written, *_DERIVED, _MANIFEST}
+                )
+                if foreign:
+                    more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+                    raise RunExistsError(
+                        f"{path}: --overwrite would delete {', '.join(foreign[:3])}{more}, "
+                        f"which the run did not write; move {'it' if len(foreign) == 1 else 'them'} "
+                        "out of the run directory, or choose another output path"
+                    )
             _set_aside(path, entries)  # kept until the new run has work (_settle_replaced)
+        if not entries:  # a record a job that never finished left: no run's
+            (path / _WRITTEN).unlink(missing_ok=True)
         if not entries or overwrite:
             write_json(path / _MANIFEST, manifest(None, provisional=True, job=job))
     except BaseException:
