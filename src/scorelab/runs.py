@@ -404,9 +404,10 @@ def _claim(
                 )
                 if foreign:
                     more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+                    them = "it" if len(foreign) == 1 else "them"
                     raise RunExistsError(
                         f"{path}: --overwrite would delete {', '.join(foreign[:3])}{more}, "
-                        f"which the run did not write; move {'it' if len(foreign) == 1 else 'them'} "
+                        f"which the run did not write; move {them} "
                         "out of the run directory, or choose another output path"
                     )
             _set_aside(path, entries)  # kept until the new run has work (_settle_replaced)
