@@ -18,6 +18,7 @@ from scorelab.config import (
     ModelConfig,
     SamplerConfig,
     apply_overrides,
+    load_config,
 )
 from scorelab.noise import RHO_GRIDS
 
@@ -380,3 +381,15 @@ def test_a_grid_the_sampler_cannot_build_is_named_by_the_field_that_broke_it(val
     ``sampler.grid``: told apart by :class:`scorelab.noise.RhoError`, not by the message."""
     with pytest.raises(ConfigError, match=message):
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "grid": "karras", **values}})
+
+
+def test_toml_nested_too_deeply_is_a_config_error_not_a_recursion_error(tmp_path):
+    """tomllib parses nested arrays recursively: a file (or a --set value) of 50 000 brackets
+    was a RecursionError traceback, exit 1 (pass 18, #1)."""
+    deep = "[" * 50_000 + "]" * 50_000
+    path = tmp_path / "deep.toml"
+    path.write_text(f"x = {deep}\n")
+    with pytest.raises(ConfigError, match=r"deep\.toml: invalid TOML \(arrays or tables nested"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^override train\.steps: a value nested too deeply"):
+        apply_overrides({}, [f"train.steps={deep}"])
