@@ -278,6 +278,22 @@ def test_a_class_conditional_run_needs_labels_that_fit(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_labels_asked_for_without_a_class_conditional_model_are_refused(tmp_path):
+    """``data.labels`` without ``model.num_classes`` read the labels, then trained an
+    unconditional model that ``--class`` refused (pass 18, #3). A folder's class sub-folders
+    are labels nobody asked for: an unconditional model of them is still trained."""
+    from scorelab.workflows import train_run
+
+    pixels = np.zeros((12, 1, 8, 8), np.float32)
+    np.savez(tmp_path / "images.npz", images=pixels, labels=np.arange(12) % 3)
+    values = _experiment().to_dict()
+    values["data"] = {"source": str(tmp_path / "images.npz"), "array": "images", "labels": "labels"}
+    message = r"^data\.labels: the labels are read but the model is not class-conditional; set "
+    with pytest.raises(ConfigError, match=message + r"model\.num_classes = 3"):
+        train_run(ExperimentConfig.from_dict(values), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+
+
 def test_sample_by_class_rows_labelled_and_independent_of_the_other_classes(tmp_path, capsys):
     from scorelab._files import write_json
     from scorelab.checkpoints import save_model

@@ -297,6 +297,13 @@ def train_run(
     num_classes = config.model.num_classes
     if num_classes is not None:
         _check_labels(labels, num_classes)
+    elif config.data.labels is not None and labels is not None:
+        # read, then dropped: the run came out unconditional and --class refused it
+        raise ConfigError(
+            f"data.labels: the labels are read but the model is not class-conditional; set "
+            f"model.num_classes = {int(np.max(labels)) + 1} (the labels go up to "
+            f"{int(np.max(labels))}), or leave data.labels out"
+        )
     else:
         labels = None  # an unconditional model trains on the images alone
     model, model_kwargs = builders.make_model(config.model, config.loss, data, init_key)
