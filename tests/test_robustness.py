@@ -2501,6 +2501,31 @@ def test_an_xla_flags_xla_refuses_is_one_line_not_an_abort(flags, reason, monkey
     _fails(argv, capsys, f"XLA_FLAGS={flags!r}: XLA refuses it ({reason}")
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--lr", "-inf"], "--lr (train.learning_rate): expected a finite value"),
+        (["train", "--lr", "-1e-3"], "--lr (train.learning_rate): expected a number > 0"),
+        (["evaluate", "s.npy", "--target", "seed_mixture", "--sigma", "-1e5"], "--sigma: expe"),
+        (["sample", "--exact", "seed_mixture", "--sigma-max", "-Infinity"], "--sigma-max (sa"),
+        (["sample", "--exact", "seed_mixture", "--sigma-min", "-.5E+2"], "--sigma-min (sa"),
+    ],
+    ids=lambda item: " ".join(item) if isinstance(item, list) else "",
+)
+def test_a_negative_number_in_any_spelling_is_a_value_not_a_flag(argv, message, capsys):
+    """argparse took only ``-5`` and ``-0.5`` for numbers: ``--lr -inf`` and ``--sigma -1e5``
+    were "expected one argument", naming no remedy (pass 18, #10)."""
+    _fails(argv, capsys, message)
+
+
+def test_version_prints_the_installed_version(capsys):
+    """``scorelab --version`` said "the following arguments are required: COMMAND"."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("scorelab ")
+
+
 def test_an_mplbackend_matplotlib_refuses_is_named_with_its_remedy(tmp_path):
     """Importing matplotlib raised "Key backend: 'nonsense' is not a valid value ...", naming
     neither the variable nor a remedy (a fresh process: this one's matplotlib is imported)."""

@@ -129,8 +129,20 @@ class _UsageError(Exception):
     """A command line argparse cannot parse: ``(prog, message)``."""
 
 
+_NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE
+)
+"""A value beginning with ``-`` that is a number (``-1e5``, ``-inf``): argparse's own test
+takes only ``-5`` and ``-0.5``, and read ``--lr -inf`` as a flag missing its value."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser with its error as one line (no usage block), exit status 2."""
+    """argparse's parser with its error as one line (no usage block), exit status 2, and
+    negative numbers in any spelling float() reads taken as values."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER  # argparse's attribute, since 2.7
 
     def error(self, message):
         raise _UsageError(self.prog, message)
@@ -971,6 +983,16 @@ def _sampler_epilog() -> str:
     return "\n".join(lines)
 
 
+def _version() -> str:
+    """The installed scorelab's version (``unknown`` for a source tree never installed)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("scorelab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; ``sample`` and ``grid`` get their sampler flags and epilogue
     only when ``argv``'s command is one of them (or ``argv`` is ``None``): generating them
@@ -979,6 +1001,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     with_samplers = argv is None or command in ("sample", "grid")
     sampler_flags = _sampler_flags() if with_samplers else {}
     parser = _Parser(prog="scorelab", description="Score-based generative modelling in JAX.")
+    parser.add_argument("--version", action="version", version=f"scorelab {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a score model")
@@ -1303,7 +1326,10 @@ def _check_xla_flags() -> None:
 def _jax_environment_refused() -> str | None:
     """One line naming a JAX environment variable that importing JAX refuses
     (``JAX_TRACEBACK_FILTERING=garbage``, ``JAX_ENABLE_X64=maybe``), or ``None``: the import
-    raised a ``ValueError`` with a traceback before any command began."""
+    raised a ``ValueError`` with a traceback before any command began. Only when a ``JAX_*``
+    variable is set: otherwise other commands' ``--help`` need not wait for JAX."""
+    if not any(name.startswith("JAX_") for name in os.environ):
+        return None
     try:
         with held_signals():  # an interrupt cut short, jax stayed half-initialised
             import jax  # noqa: F401 - it reads its environment on import
