@@ -2518,6 +2518,19 @@ def test_a_negative_number_in_any_spelling_is_a_value_not_a_flag(argv, message, 
     _fails(argv, capsys, message)
 
 
+@pytest.mark.parametrize("written", ['"3"', "nan", "true", "1979-05-27", "{x = 1}"])
+def test_a_file_value_a_flag_replaces_is_still_checked(written, tmp_path, capsys):
+    """``steps = "3"`` in a --config file was refused, but accepted beside ``--steps 2``,
+    which replaced it unread (pass 18, #9)."""
+    path = tmp_path / "s.toml"
+    path.write_text(f"[train]\nsteps = {written}\n")
+    out = tmp_path / "run"
+    _fails(["train", "--config", path, "--steps", "2", "--out", out], capsys,
+           f"{path}: train.steps: expected an integer, got ",
+           "(--steps replaces it in this run; correct the file)")  # fmt: skip
+    assert not out.exists()
+
+
 def test_version_prints_the_installed_version(capsys):
     """``scorelab --version`` said "the following arguments are required: COMMAND"."""
     with pytest.raises(SystemExit) as exit_:

@@ -212,8 +212,16 @@ def _experiment(args, flags: dict, base: dict | None = None):
         if value is None:
             continue
         given.add(target)
+        source = origins.get(target)
         origins[target] = flag
         previous = put(values, target.split("."), value, f"{target} ({flag})")
+        if source not in (None, "--set") and not _same_kind(previous, value):
+            # the file's value went unchecked: the same file failed without the flag
+            raise ConfigError(
+                f"{source}: {target}: expected {_KINDS.get(type(value), 'a string')}, got "
+                f"{previous!r} ({flag} "
+                "replaces it in this run; correct the file)"
+            )
         # The flag wins: a --set of the field, of a table holding it, or of a field inside it
         # (train.steps.x) went unread (not even checked) if it gave another value.
         if previous not in (None, value) and any(
@@ -230,6 +238,21 @@ def _experiment(args, flags: dict, base: dict | None = None):
         return ExperimentConfig.from_dict(values)
     except ConfigError as error:
         raise ConfigError(_sourced(str(error), origins)) from error
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _same_kind(previous, value) -> bool:
+    """Whether a configuration file's ``previous`` value of a field is of the kind of the
+    flag's ``value`` that replaces it (a number for a number, ``true`` is not one)."""
+    if isinstance(previous, bool) or isinstance(value, bool):
+        return type(previous) is type(value)
+    if isinstance(value, float):
+        return isinstance(previous, int | float)
+    if isinstance(value, int):
+        return isinstance(previous, int)
+    return isinstance(previous, str)
 
 
 def _sourced(message: str, origins: dict[str, str]) -> str:
