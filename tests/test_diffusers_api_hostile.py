@@ -395,6 +395,9 @@ def test_class_conditioned_refuses_non_integer_classes():
     for guidance in ("1", None, True):
         with pytest.raises(ValueError, match=re.escape("--guidance: expected a finite number")):
             ClassConditioned(model, 1, guidance)
+    # cast to inf with a warning, then a second line blaming the samples (pass 18, #4)
+    with pytest.raises(ValueError, match=re.escape("--guidance: 1e+308 is beyond float32's")):
+        ClassConditioned(model, 1, 1e308)
     with pytest.raises(TypeError, match=re.escape("model: expected a VPEpsilonUNet")):
         ClassConditioned("model", 1)
     for label in (1, np.int64(1), jnp.asarray(1)):

@@ -26,7 +26,13 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from scorelab._validate import check_instance, check_int, check_real, is_traced
+from scorelab._validate import (
+    check_float32,
+    check_instance,
+    check_int,
+    check_real,
+    is_traced,
+)
 from scorelab.adapters import from_epsilon
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.diffusers._schedulers import SchedulerConfig
@@ -325,6 +331,7 @@ class ClassConditioned(eqx.Module):
             raise ValueError(f"--class: expected an integer class, got {class_label!r}")
         if not (is_number(guidance) and guidance >= 0):
             raise ValueError(f"--guidance: expected a finite number >= 0, got {guidance!r}")
+        check_float32("--guidance", guidance)  # 1e308 was cast to inf with a warning
         if not 0 <= int(class_label) < model.num_classes:
             raise ValueError(
                 f"--class: {class_label} is not a class of this model; choose one in "
