@@ -282,6 +282,12 @@ def test_sample_checks_step_noise(unet):
         sample(unet, config, KEY, num_inference_steps=2, eta=0.5, step_noise=noise)
     with pytest.raises(PretrainedError, match=re.escape("step_noise: eta 0 is deterministic")):
         sample(unet, config, KEY, num_inference_steps=2, step_noise=np.zeros_like(noise))
+    # 1e30 was sampled to images of 1e31 without a word; 3e38 blamed the pipeline (pass 18, #7)
+    huge = np.full_like(noise, 1e30)
+    with pytest.raises(PretrainedError, match=re.escape("step_noise holds values beyond 1e+18")):
+        sample(unet, config, KEY, num_inference_steps=2, eta=0.5, step_noise=huge)
+    with pytest.raises(PretrainedError, match=re.escape("init noise holds values beyond 1e+18")):
+        sample(unet, config, KEY, num_inference_steps=2, x_T=huge[0])
 
 
 # --- 9-12. UNet2D construction ----------------------------------------------------------------

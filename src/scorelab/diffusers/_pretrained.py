@@ -266,6 +266,24 @@ def _check_init_noise(x_T: np.ndarray, unet: UNet2D) -> None:
         )
     if not np.all(np.isfinite(x_T)):
         raise PretrainedError("init noise holds NaN or inf values; draw it again")
+    _check_noise_range("init noise", x_T)
+
+
+_MAX_NOISE = 1e18  # the data loaders' bound: the squares of larger values overflow float32
+
+
+def _check_noise_range(name: str, noise) -> None:
+    """Refuse noise with values beyond :data:`_MAX_NOISE`: standard normal noise never holds
+    them, and 1e30 was sampled to images of 1e31 without a word (3e38 blamed the pipeline)."""
+    if is_traced(noise) or not np.size(noise):  # values unknown until run, or none
+        return
+    with jax.ensure_compile_time_eval():  # where the noise lives, no float64 host copy
+        largest = float(jnp.max(jnp.abs(jnp.asarray(noise))))
+    if largest > _MAX_NOISE:
+        raise PretrainedError(
+            f"{name} holds values beyond {_MAX_NOISE:.0e} (standard normal noise is within a "
+            "few units); draw it again"
+        )
 
 
 def check_size(unet: UNet2D, shape: tuple[int, ...]) -> None:
@@ -384,6 +402,7 @@ def sample(
         _check_real("step_noise", step_noise)
         if all_finite(step_noise) is False:
             raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
+        _check_noise_range("step_noise", step_noise)
     n = 1 if n is None else n
     key_init, key_steps = jax.random.split(key)
     if x_T is None:
@@ -502,6 +521,7 @@ def diffusers_sample(
         _check_real("step_noise", step_noise)
         if not np.all(np.isfinite(step_noise)):
             raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
+        _check_noise_range("step_noise", step_noise)
     folder = unet_folder(resolve_pipeline(path_or_id))
     unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     if x_T is not None and np.shape(x_T)[1] != unet.config.in_channels:
