@@ -2531,6 +2531,16 @@ def test_a_file_value_a_flag_replaces_is_still_checked(written, tmp_path, capsys
     assert not out.exists()
 
 
+def test_a_budget_of_zero_beside_levels_is_no_budget(tmp_path, capsys):
+    """``--set sampler.nfe=0`` (no budget, the default) beside ``--levels`` was refused as if
+    a budget were given (pass 18, #11); a budget of 5 still is."""
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--levels", "4"]
+    assert main([*argv, "--out", str(tmp_path / "s.npy"), "--set", "sampler.nfe=0"]) == 0
+    assert "NFE 4" in capsys.readouterr().out
+    _fails([*argv, "--out", tmp_path / "t.npy", "--set", "sampler.nfe=5"], capsys,
+           "a budget sizes the grid, and sampler.n_levels (--levels) was given too")  # fmt: skip
+
+
 def test_version_prints_the_installed_version(capsys):
     """``scorelab --version`` said "the following arguments are required: COMMAND"."""
     with pytest.raises(SystemExit) as exit_:

@@ -323,12 +323,13 @@ def _one_grid_size(values: dict, given: set[str]) -> None:
     from scorelab.config import ConfigError
     from scorelab.noise import is_saved_grid
 
-    if {"sampler.n_levels", "sampler.nfe"} <= given:
+    sampler = values.get("sampler")
+    no_budget = isinstance(sampler, dict) and type(sampler.get("nfe")) is int and not sampler["nfe"]
+    if {"sampler.n_levels", "sampler.nfe"} <= given and not no_budget:  # 0: none, the default
         raise ConfigError(
             "sampler.nfe: a budget sizes the grid, and sampler.n_levels (--levels) was given "
             "too; give one of them"
         )
-    sampler = values.get("sampler")
     if not isinstance(sampler, dict):
         return
     grid = sampler.get("grid")
