@@ -2541,6 +2541,21 @@ def test_a_budget_of_zero_beside_levels_is_no_budget(tmp_path, capsys):
            "a budget sizes the grid, and sampler.n_levels (--levels) was given too")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "--exact", "seed_mixture", "--n", "4", "--out", "unused.npy"],
+        ["likelihood", "--exact", "seed_mixture", "--points", "unused.npy"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_field_the_command_ignores_is_named_before_what_it_breaks(argv, capsys):
+    """``--set model.name=unet`` beside an exact score was told to set loss.name=vp_epsilon,
+    advice that led to "does not read it" (pass 18, #6): that comes first now."""
+    message = f"--set model.name: scorelab {argv[0]} does not read it (read by scorelab train)"
+    _fails([*argv, "--set", "model.name='unet'"], capsys, message)
+
+
 def test_version_prints_the_installed_version(capsys):
     """``scorelab --version`` said "the following arguments are required: COMMAND"."""
     with pytest.raises(SystemExit) as exit_:

@@ -180,7 +180,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
         parser.add_argument(flag, type=kind, dest=target, default=None, help=help_text)
 
 
-def _experiment(args, flags: dict, base: dict | None = None):
+def _experiment(args, flags: dict, base: dict | None = None, job: str | None = None):
     from scorelab.config import ConfigError, ExperimentConfig, apply_overrides, load_config, put
 
     values = {section: dict(table) for section, table in (base or {}).items()}
@@ -237,6 +237,15 @@ def _experiment(args, flags: dict, base: dict | None = None):
         _one_grid_size(values, given)
         return ExperimentConfig.from_dict(values)
     except ConfigError as error:
+        if job is not None:  # a field the job ignores is named first, not what it broke
+            from scorelab.workflows import check_read
+
+            for name in sorted(given):
+                if origins.get(name, "").startswith("--"):
+                    try:
+                        check_read(job, name)
+                    except ConfigError as unread:
+                        raise ConfigError(_sourced(str(unread), origins)) from error
         raise ConfigError(_sourced(str(error), origins)) from error
 
 
@@ -370,7 +379,7 @@ def _source(args, flags: dict, job: str | None = None):
         saved, model = load_run(args.run)
         return _run_experiment(args, flags, saved, job), model
     exact = {"data": {"source": args.exact}}
-    config = _experiment(args, flags, exact)
+    config = _experiment(args, flags, exact, job or args.command)
     check_reads(job or args.command, config, ExperimentConfig.from_dict(exact))
     return config, None
 
@@ -383,7 +392,7 @@ def _run_experiment(args, flags: dict, saved, job: str | None = None):
     from scorelab.config import ConfigError
     from scorelab.workflows import check_reads
 
-    config = _experiment(args, flags, saved.to_dict())
+    config = _experiment(args, flags, saved.to_dict(), job or args.command)
     for name in config.changed_fields(saved):
         section, field = name.split(".", 1)
         if section != "sampler":

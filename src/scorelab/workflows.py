@@ -75,6 +75,7 @@ __all__ = [
     "JOB_READS",
     "GRID_FIELDS",
     "check_reads",
+    "check_read",
     "SampleResult",
     "train_run",
     "score_model",
@@ -171,12 +172,7 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
         changed.remove("sampler.grid")
         changed.insert(0, "sampler.grid")
     for name in changed:
-        if not _reads(job, name):
-            readers = ", ".join(other for other in JOB_READS if _reads(other, name))
-            raise ConfigError(
-                f"{name}: scorelab {job} does not read it (read by scorelab {readers}); "
-                "leave it out"
-            )
+        check_read(job, name)
         if name in GRID_FIELDS and _reads(job, "sampler.name") and not config.sampler.uses_grid:
             raise ConfigError(
                 f"{name}: sampler {config.sampler.name!r} samples at one noise level "
@@ -184,6 +180,21 @@ def check_reads(job: str, config: ExperimentConfig, base: ExperimentConfig) -> N
             )
         if name == "sampler.rho":
             check_rho_shapes(name, config.sampler.grid, ConfigError)
+
+
+def check_read(job: str, name: str) -> None:
+    """Refuse the field ``name`` (``section.field``) unless ``job`` reads it; the message
+    names the jobs that do.
+
+    Raises:
+        ConfigError: ``name: scorelab JOB does not read it (read by scorelab ...); leave it
+            out``.
+    """
+    if not _reads(job, name):
+        readers = ", ".join(other for other in JOB_READS if _reads(other, name))
+        raise ConfigError(
+            f"{name}: scorelab {job} does not read it (read by scorelab {readers}); leave it out"
+        )
 
 
 def _check_config(config) -> None:
