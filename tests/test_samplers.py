@@ -53,6 +53,25 @@ def _float32(array) -> np.ndarray:
 # --- parity with an independent NumPy transcription of the tutorial ----------------------------
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0, 3.0])
+def test_ddim_noise_stays_below_the_next_level_under_the_tutorials_1e_8(eta):
+    """The tutorial clips the noise at sigma_prev - 1e-8: negative below 1e-8, where every eta
+    was negative and every chain NaN (``--sigma-min 1e-10``, pass 18, #5), and equal to
+    sigma_prev in float32 above 0.1, a negative variance by rounding (NaN for eta > 1). Each
+    deviation lies in [0, sigma_prev), the tutorial's within 2e-6 above 1e-8, and DDIM is
+    finite."""
+    sigmas = karras_sigmas(50, 1e-10, 10.0)
+    etas = np.asarray(ve_ddim_etas(sigmas, eta), np.float64)[1:]
+    previous = np.asarray(sigmas, np.float64)[:-1]
+    assert np.all(etas >= 0) and np.all(etas < previous)
+    reference = tutorial.tutorial_ddim_etas(np.asarray(sigmas, np.float64), eta, 0.0)[1:]
+    np.testing.assert_allclose(etas[previous > 1e-8], reference[previous > 1e-8], rtol=2e-6)
+    target = gaussian(jnp.zeros(2), jnp.eye(2))
+    noise = jax.random.normal(jax.random.key(1), (50, 2))
+    out = _run_one(ddim(sigmas, eta=eta), target.ve_score, 10.0 * noise[0], noise)
+    assert np.all(np.isfinite(np.asarray(out.x))) and np.all(np.isfinite(out.trajectory))
+
+
 @pytest.mark.parametrize("e", [0.0, 0.2, 1.0])
 def test_ddim_matches_numpy_transcription_of_tutorial(mixture, e):
     eta_0 = 0.5  # nonzero, so the final step's draw is checked too

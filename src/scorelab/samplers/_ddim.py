@@ -84,7 +84,9 @@ def ve_ddim_etas(
     paper's (eq. 16; diffusers' and k-diffusion's ``eta``, the tutorial's ``e``): ``eta = 1``
     gives the Bayes (ancestral) posterior :math:`q(x_{k-1} \mid x_k, x_0)` of the forward
     chain, ``eta = 0`` deterministic DDIM. The clip keeps :math:`\sigma_{k-1}^2 - \eta_k^2 > 0`
-    for ``eta > 1``.
+    for ``eta > 1``; the bound is :math:`(1 - 10^{-6})\,\sigma_{k-1}` where the tutorial's is
+    negative (below :math:`2 \cdot 10^{-8}`) or rounds to :math:`\sigma_{k-1}` in float32 (above
+    :math:`10^{-2}`).
 
     Args:
         sigmas: ``(N,)`` ascending grid.
@@ -122,7 +124,12 @@ def check_ddim_options(eta, final_noise) -> None:
 def _etas(sigmas: Array, eta: Array, final_noise: Array) -> Array:
     sigma_t, sigma_prev = sigmas[1:], sigmas[:-1]
     etas = eta * jnp.sqrt(sigma_t**2 - sigma_prev**2) * sigma_prev / sigma_t
-    etas = jnp.clip(etas, 0.0, sigma_prev - 1e-8)
+    # The tutorial's bound sigma_prev - 1e-8 is negative below 1e-8 (every eta negative, every
+    # chain NaN at sigma_min 1e-10) and rounds to sigma_prev in float32 above about 0.1 (a
+    # negative variance by rounding, NaN at eta > 1): there the bound is relative.
+    relative = sigma_prev * (1 - 1e-6)
+    bound = jnp.where(sigma_prev > 2e-8, jnp.minimum(sigma_prev - 1e-8, relative), relative)
+    etas = jnp.clip(etas, 0.0, bound)
     return jnp.concatenate([jnp.full((1,), final_noise, dtype=etas.dtype), etas])
 
 
