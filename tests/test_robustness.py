@@ -2556,6 +2556,20 @@ def test_a_field_the_command_ignores_is_named_before_what_it_breaks(argv, capsys
     _fails([*argv, "--set", "model.name='unet'"], capsys, message)
 
 
+def test_an_output_may_not_be_the_grid_file_the_command_reads(tmp_path, capsys):
+    """``grid --method ld3 --grid G.json --out G.json --overwrite`` replaced the saved grid it
+    started from (pass 18B, #1a)."""
+    grid = tmp_path / "g.json"
+    argv = ["grid", "--exact", "seed_mixture", "--levels", "4", "--n", "16", "--quiet"]
+    assert main([*argv, "--out", str(grid)]) == 0
+    saved = grid.read_bytes()
+    capsys.readouterr()
+    _fails(["grid", "--exact", "seed_mixture", "--method", "ld3", "--sampler", "euler",
+            "--grid", grid, "--n", "8", "--out", grid, "--overwrite", "--quiet"], capsys,
+           f"{grid}: the same file as --grid, which this command reads")  # fmt: skip
+    assert grid.read_bytes() == saved
+
+
 def test_version_prints_the_installed_version(capsys):
     """``scorelab --version`` said "the following arguments are required: COMMAND"."""
     with pytest.raises(SystemExit) as exit_:

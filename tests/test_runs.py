@@ -537,3 +537,19 @@ def test_a_resumed_run_records_what_it_wrote_beside_what_was_there(tmp_path):
     with prepare_run_dir(run_dir, overwrite=True):
         (run_dir / "model.eqx").write_text("new")
     assert not (run_dir / "NOTES.txt").exists()
+
+
+def test_a_file_a_run_recorded_writing_is_its_own(tmp_path):
+    """``evaluate --json DEMO/demo.json --overwrite`` replaced a demo's record, after which
+    ``plot`` could not read the demo (pass 18B, #1b): the names a run's jobs recorded are its
+    files, as :data:`RUN_FILES` are; a plot's ``figures`` and a stranger's file are not."""
+    from scorelab.runs import owning_run
+
+    run_dir = tmp_path / "demo"
+    with prepare_run_dir(run_dir, job="demo"):
+        (run_dir / "demo.json").write_text("{}")
+        (run_dir / "figures").mkdir()
+    (run_dir / "mine.json").write_text("{}")
+    assert owning_run(run_dir / "demo.json") == run_dir
+    assert owning_run(run_dir / "manifest.json") == run_dir
+    assert owning_run(run_dir / "figures") is None and owning_run(run_dir / "mine.json") is None

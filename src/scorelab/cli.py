@@ -433,6 +433,8 @@ _INPUTS = {
     "init_noise": "--init-noise",
     "step_noise": "--step-noise",
     "settings": "--settings",
+    "grid": "--grid",  # a saved grid file (grid --method ld3 --grid G.json --out G.json)
+    "sampler.grid": "--grid",
 }
 
 

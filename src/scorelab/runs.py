@@ -194,7 +194,8 @@ def inside(item: Path, folder: Path) -> bool:
 
 
 def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None:
-    """The run directory of which ``path`` is a file (one of :data:`RUN_FILES`, or its
+    """The run directory of which ``path`` is a file (one of :data:`RUN_FILES` or of the names
+    its jobs recorded writing, a demo's ``demo.json`` or a sweep's ``sweep.json``; or its
     ``checkpoints/`` or anything under it), as written or with links resolved, or ``None``: a
     place no command's output may take, whichever run the command reads (``evaluate --json
     RUN/config.json --overwrite`` replaced a run's configuration with metrics).
@@ -202,7 +203,8 @@ def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None
     ``read``, the run the command reads, counts as a run even when damaged (no manifest).
     """
     for candidate in (Path(path), resolved(path)):
-        if candidate.name in RUN_FILES and _holds_run(candidate.parent, read):
+        own = {*RUN_FILES, *((_written(candidate.parent) or set()) - set(_DERIVED))}
+        if candidate.name in own and _holds_run(candidate.parent, read):
             return candidate.parent
         for folder in (candidate, *candidate.parents):
             if folder.name == "checkpoints" and _holds_run(folder.parent, read):
