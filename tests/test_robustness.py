@@ -2570,6 +2570,30 @@ def test_an_output_may_not_be_the_grid_file_the_command_reads(tmp_path, capsys):
     assert grid.read_bytes() == saved
 
 
+def test_an_interrupt_while_the_run_is_written_comes_after_its_last_file(tmp_path, monkeypatch):
+    """Ctrl-C between model.eqx and config.json left a model without its configuration, which
+    ``sample`` then called damaged (pass 18B, #2): the run's files are written whole, and the
+    interrupt is raised after them."""
+    import signal as signals
+
+    from scorelab import workflows
+
+    real = workflows.save_model
+
+    def interrupted(*args, **kwargs):
+        signals.raise_signal(signals.SIGINT)  # held until the files are written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workflows, "save_model", interrupted)
+    previous = signals.signal(signals.SIGINT, signals.default_int_handler)
+    try:
+        assert main(["train", "--out", str(tmp_path / "run"), *_TINY]) == 130
+    finally:
+        signals.signal(signals.SIGINT, previous)
+    for name in ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
 def test_version_prints_the_installed_version(capsys):
     """``scorelab --version`` said "the following arguments are required: COMMAND"."""
     with pytest.raises(SystemExit) as exit_:

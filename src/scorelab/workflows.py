@@ -23,6 +23,7 @@ import numpy as np
 
 from scorelab import _jax_settings, ays, builders, ld3, metrics, samplers, viz
 from scorelab._files import jsonable
+from scorelab._signals import held_signals
 from scorelab._validate import (
     available_memory,
     check_callable,
@@ -356,9 +357,6 @@ def train_run(
         if not is_primary():
             return result
         trained = result.ema_model if result.ema_model is not None else result.model
-        save_model(out_dir / "model", trained, **model_kwargs)
-        atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
-        write_json(out_dir / "config.json", config.to_dict())
         record = manifest(
             config.to_dict(),
             data_shape=list(data.shape),
@@ -366,7 +364,13 @@ def train_run(
             job="train",
             **manifest_extra,
         )
-        write_json(out_dir / "manifest.json", record)
+        # Whole or not at all: an interrupt between these files left a model without its
+        # config.json, which sample then called damaged (pass 18B, #2); it comes after them.
+        with held_signals():
+            save_model(out_dir / "model", trained, **model_kwargs)
+            atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
+            write_json(out_dir / "config.json", config.to_dict())
+            write_json(out_dir / "manifest.json", record)
     return result
 
 
