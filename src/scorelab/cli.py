@@ -1511,16 +1511,20 @@ def _interruptible(received: list):
 
 @contextlib.contextmanager
 def _quiet_absl():
-    """absl's warnings (orbax's: a removed unfinished checkpoint, a half-deleted one skipped on
-    resume) stay off the command's stderr, which holds one line per outcome; errors still show.
-    The caller's level returns afterwards."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
+    """absl's and asyncio's log lines (orbax's: a removed unfinished checkpoint, a damaged one's
+    metadata it could not parse, futures of a save cut short) stay off the command's stderr,
+    which holds one line per outcome: what orbax cannot do reaches scorelab as an exception,
+    which names the checkpoint and the remedy (a damaged checkpoint printed 64 lines of
+    TensorStore errors before scorelab's one warning). The callers' levels return afterwards."""
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    levels = [logger.level for logger in loggers]
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(max(level, logging.CRITICAL))
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _speaks_for_the_job(args) -> bool:
