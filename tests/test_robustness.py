@@ -1664,7 +1664,11 @@ def test_a_damaged_json_or_npy_file_of_a_run_is_named(tmp_path, capsys, _conditi
     and a damaged losses.npy as numpy's pickle advice, neither naming the file."""
     run = _class_conditional_run(tmp_path, _conditional_run)
     (run / "losses.npy").write_bytes(b"\x80\x04garbage")
-    _fails(["plot", run, "--out", tmp_path / "figures"], capsys, f"{run / 'losses.npy'}: not a")
+    _fails(["plot", run, "--out", tmp_path / "figures"], capsys, f"{run / 'losses.npy'}: not a",
+           "; restore it, or rerun the training with --resume")  # fmt: skip
+    (run / "losses.npy").unlink()  # was "data file not found ...; check the path and the disk"
+    _fails(["plot", run, "--out", tmp_path / "figures"], capsys,
+           f"{run / 'losses.npy'}: the run's loss history is missing; restore it")  # fmt: skip
     (run / "config.json").write_text('{"data": ')
     argv = ["sample", "--run", run, "--n", "2", "--out", tmp_path / "s.npy"]
     _fails(argv, capsys, f"{run / 'config.json'}: not readable JSON", "restore it")

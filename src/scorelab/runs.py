@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from scorelab._files import atomic_write, read_json, resolved, write_json
-from scorelab._validate import check_file, check_instance, check_seed
+from scorelab._validate import check_file, check_instance, check_seed, first_line
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DataError, read_npy
@@ -708,11 +708,17 @@ def read_losses(run_dir) -> np.ndarray:
     """The loss history ``losses.npy`` of a run directory: one number per training step.
 
     Raises:
-        FileNotFoundError: naming the missing file.
-        DataError: naming the file, for anything but a non-empty 1-D array of numbers.
+        DataError: naming the file and the remedy, when it is missing, damaged, or anything
+            but a non-empty 1-D array of numbers.
     """
     path = Path(run_dir) / "losses.npy"
-    history = read_npy(path)
+    remedy = "restore it, or rerun the training with --resume (it writes the history again)"
+    if not path.exists():  # read_npy said "data file not found ... check the path and the disk"
+        raise DataError(f"{path}: the run's loss history is missing; {remedy}")
+    try:
+        history = read_npy(path)
+    except DataError as error:  # a damaged file: read_npy names what is wrong, not the fix
+        raise DataError(f"{first_line(error)}; {remedy}") from None
     if history.ndim != 1 or history.size == 0 or history.dtype.kind not in "iuf":
         raise DataError(
             f"{path}: not a loss history (a 1-D array of numbers, one per step), got "
