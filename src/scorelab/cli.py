@@ -237,6 +237,16 @@ def _experiment(args, flags: dict, base: dict | None = None, job: str | None = N
         _one_grid_size(values, given)
         return ExperimentConfig.from_dict(values)
     except ConfigError as error:
+        message = str(error)
+        for section in ("sampler", "loss"):  # a range broken by the end that was given
+            low, high = f"{section}.sigma_min", f"{section}.sigma_max"
+            if message.startswith(f"{high}: expected") and low in given and high not in given:
+                kept = message.rpartition("got ")[2]  # the sigma_max that was not given
+                message = (
+                    f"{low}: expected a number < sigma_max ({kept}, not given here: set it "
+                    f"too), got {values.get(section, {}).get('sigma_min')}"
+                )
+        error = ConfigError(message).with_traceback(error.__traceback__)
         if job is not None:  # a field the job ignores is named first, not what it broke
             from scorelab.workflows import check_read
 
@@ -1321,7 +1331,8 @@ def _by_flag(message: str, parser: argparse.ArgumentParser, command: str) -> str
     # search's (grid's ays or ld3) are ld3.FIELD there, --FIELD here.
     section, _, name = field.partition(".")
     searched = name if section in ("ays", "ld3") else field
-    for dest in (field, field.removeprefix(f"{command}."), field.replace(".", "_"), searched):
+    own = field.removeprefix(f"{command.replace('-', '_')}.")  # score_error.seed: --seed
+    for dest in (field, own, field.replace(".", "_"), searched):
         if separator and dest in flags:
             named = f"{flags[dest]} ({field})" if dest == field and "." in field else flags[dest]
             return f"{named}{separator}{rest}"
