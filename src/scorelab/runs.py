@@ -8,9 +8,11 @@ A run directory written by ``scorelab train`` holds::
     model.json/.eqx  the trained network (scorelab.checkpoints.save_model)
     losses.npy       the loss of every step
     checkpoints/     orbax checkpoints (resume)
+    .scorelab-written  the names its jobs wrote, recorded as each finishes
 
 A run directory cannot lose work: :func:`prepare_run_dir` locks it against a second process
-and refuses to reuse one that holds a run unless told to resume or overwrite it; every JSON
+and refuses to reuse one that holds a run unless told to resume or overwrite it (an overwrite
+refuses files the run did not write: a user's notes, another command's output); every JSON
 and model file is written atomically (:func:`atomic_write`), so a killed process leaves the
 previous file whole; checkpoints carry checksums, and a resume falls back to the newest intact
 one (:func:`scorelab.checkpoints.restore_checkpoint`).
