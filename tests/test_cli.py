@@ -235,7 +235,10 @@ def _file(tmp_path, name, array):
         (["train", "--set", "bogus.x=1"], "unknown section"),
         (["sample", "--exact", "seed_mixture", "--eta", "-0.5"], "--eta (sampler.options.eta): "),
         (["sample", "--exact", "seed_mixture", "--sigma-min", "-1"], "sampler.sigma_min"),
-        (["sample", "--exact", "seed_mixture", "--sigma-min", "90"], "sampler.sigma_max"),
+        (
+            ["sample", "--exact", "seed_mixture", "--sigma-min", "90"],
+            "--sigma-min (sampler.sigma_min): expected a number < sigma_max (80.0",
+        ),
         (["sample", "--exact", "seed_mixture", "--sampler", "rk4"], "sampler.name"),
         (["sample", "--exact", "two_moons"], "no exact score"),
         (["sample", "--exact", "seed_mixture", "--n", "0"], "error: --n: expected an integer >= 1"),
