@@ -2610,6 +2610,20 @@ def test_a_range_broken_by_the_end_given_names_that_end(tmp_path, capsys, run_di
     _fails(["score-error", "--run", run_dir, "--seed", "-1"], capsys, "error: --seed: ")
 
 
+def test_plot_into_a_read_only_run_names_the_run_and_plot_out(run_dir, monkeypatch, capsys):
+    """On a read-only run folder, ``plot`` named the internal ``.lock`` file and "choose another
+    path" (pass 18B, #6): it names the run and ``--out``."""
+    from scorelab import runs
+
+    def read_only(path):
+        raise PermissionError(1, "Operation not permitted", str(path / ".lock"))
+
+    monkeypatch.setattr(runs, "_try_lock", read_only)
+    _fails(["plot", run_dir], capsys,
+           f"{run_dir}: cannot write into the run folder (Operation not permitted); write the "
+           "figures elsewhere (plot --out DIR)")  # fmt: skip
+
+
 def test_version_prints_the_installed_version(capsys):
     """``scorelab --version`` said "the following arguments are required: COMMAND"."""
     with pytest.raises(SystemExit) as exit_:

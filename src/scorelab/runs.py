@@ -318,9 +318,16 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
 
     Raises:
         RunBusyError: another process holds the run (training it, or replacing it).
+        ValueError: the folder cannot be written (read-only), naming ``plot --out``.
     """
     path = Path(path)
-    lock = _try_lock(path)
+    try:
+        lock = _try_lock(path)
+    except OSError as error:  # named the lock file, an internal name, and no other way
+        raise ValueError(
+            f"{path}: cannot write into the run folder ({error.strerror or error}); write the "
+            "figures elsewhere (plot --out DIR)"
+        ) from None
     if lock is None:
         raise RunBusyError(
             f"run directory {path} is in use by another process (training or replacing it); "
