@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 
 from scorelab._signals import held_signals
-from scorelab._validate import first_line
+from scorelab._validate import first_line, typed
 
 __all__ = ["main"]
 
@@ -215,13 +215,14 @@ def _experiment(args, flags: dict, base: dict | None = None, job: str | None = N
         source = origins.get(target)
         origins[target] = flag
         previous = put(values, target.split("."), value, f"{target} ({flag})")
-        if source not in (None, "--set") and not _same_kind(previous, value):
+        if source not in (None, "--set") and previous is not None:
             # the file's value went unchecked: the same file failed without the flag
-            raise ConfigError(
-                f"{source}: {target}: expected {_KINDS.get(type(value), 'a string')}, got "
-                f"{previous!r} ({flag} "
-                "replaces it in this run; correct the file)"
-            )
+            try:
+                typed(type(value), previous, target, error=ConfigError)
+            except ConfigError as wrong:
+                raise ConfigError(
+                    f"{source}: {wrong} ({flag} replaces it in this run; correct the file)"
+                ) from None
         # The flag wins: a --set of the field, of a table holding it, or of a field inside it
         # (train.steps.x) went unread (not even checked) if it gave another value.
         if previous not in (None, value) and any(
@@ -257,21 +258,6 @@ def _experiment(args, flags: dict, base: dict | None = None, job: str | None = N
                     except ConfigError as unread:
                         raise ConfigError(_sourced(str(unread), origins)) from error
         raise ConfigError(_sourced(str(error), origins)) from error
-
-
-_KINDS = {bool: "true or false", int: "an integer", float: "a number"}
-
-
-def _same_kind(previous, value) -> bool:
-    """Whether a configuration file's ``previous`` value of a field is of the kind of the
-    flag's ``value`` that replaces it (a number for a number, ``true`` is not one)."""
-    if isinstance(previous, bool) or isinstance(value, bool):
-        return type(previous) is type(value)
-    if isinstance(value, float):
-        return isinstance(previous, int | float)
-    if isinstance(value, int):
-        return isinstance(previous, int)
-    return isinstance(previous, str)
 
 
 def _sourced(message: str, origins: dict[str, str]) -> str:
@@ -1380,7 +1366,7 @@ def _jax_environment_refused() -> str | None:
         with held_signals():  # an interrupt cut short, jax stayed half-initialised
             import jax  # noqa: F401 - it reads its environment on import
     except ValueError as error:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        text = first_line(error)
         named = re.search(r"for JAX flag (\w+)|for environment '(\w+)'", text)
         if named is None:
             return f"importing JAX failed ({text}); check the JAX_* environment variables"
@@ -1687,10 +1673,13 @@ def _reader_gone(error: BaseException) -> bool:
     remedy)."""
     if not (isinstance(error, BrokenPipeError) and error.filename == _STDOUT):
         return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # a stream without a descriptor (a caller's): replace it
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the process's own stream
+    finally:
+        os.close(devnull)
     return True
 
 
