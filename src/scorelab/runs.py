@@ -188,6 +188,16 @@ RUN_FILES = ("model.eqx", "model.json", "losses.npy", "config.json", "manifest.j
 """The files a training run writes into its folder when it ends (besides ``checkpoints/``)."""
 
 
+def _own(path: Path) -> set[str] | None:
+    """The names that are the run's own in the run folder ``path``: :data:`RUN_FILES` and the
+    names its jobs recorded writing (:func:`_written`), ``None`` without a record. The one
+    answer to both questions: which entries an ``--overwrite`` may delete (these and
+    :data:`_DERIVED`) and which no command's output may replace (these less
+    :data:`_DERIVED`, which other commands write)."""
+    written = _written(path)
+    return None if written is None else {*RUN_FILES, *written}
+
+
 def inside(item: Path, folder: Path) -> bool:
     """Whether ``item`` lies in ``folder`` (or is it), as written or with links resolved."""
     pairs = [(Path(os.path.abspath(item)), Path(os.path.abspath(folder)))]
@@ -205,7 +215,7 @@ def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None
     ``read``, the run the command reads, counts as a run even when damaged (no manifest).
     """
     for candidate in (Path(path), resolved(path)):
-        own = {*RUN_FILES, *((_written(candidate.parent) or set()) - set(_DERIVED))}
+        own = (_own(candidate.parent) or set(RUN_FILES)) - set(_DERIVED)
         if candidate.name in own and _holds_run(candidate.parent, read):
             return candidate.parent
         for folder in (candidate, *candidate.parents):
@@ -406,13 +416,9 @@ def _claim(
                         "move it out of the run directory, or choose another output path"
                     )
             # `sample --out RUN/mine.npy` or a user's notes went with the run without a word.
-            written = _written(path)
-            if written is not None:
-                foreign = sorted(
-                    entry.name
-                    for entry in entries
-                    if entry.name not in {*written, *_DERIVED, _MANIFEST}
-                )
+            own = _own(path)
+            if own is not None:
+                foreign = sorted(e.name for e in entries if e.name not in {*own, *_DERIVED})
                 if foreign:
                     more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
                     them = "it" if len(foreign) == 1 else "them"

@@ -393,16 +393,7 @@ def sample(
                 f"n {n}: x_T holds {np.shape(x_T)[0]} images and n would be ignored; drop n, or "
                 f"give n={np.shape(x_T)[0]}"
             )
-    if step_noise is not None:
-        if eta == 0:
-            raise PretrainedError(
-                "step_noise: eta 0 is deterministic and adds no step noise, so it would be "
-                "ignored; drop step_noise, or set eta > 0"
-            )
-        _check_real("step_noise", step_noise)
-        if all_finite(step_noise) is False:
-            raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
-        _check_noise_range("step_noise", step_noise)
+    _check_step_noise(step_noise, eta)
     n = 1 if n is None else n
     key_init, key_steps = jax.random.split(key)
     if x_T is None:
@@ -423,6 +414,23 @@ def sample(
         eta,
         use_clipped_model_output,
     )
+
+
+def _check_step_noise(step_noise, eta: float) -> None:
+    """Refuse ``step_noise`` that the samples would ignore (``eta`` 0), that is not real
+    numbers, or that holds values no standard normal draw gives (NaN, inf, beyond
+    :data:`_MAX_NOISE`); ``None`` passes. Its shape is checked where the batch is known."""
+    if step_noise is None:
+        return
+    if eta == 0:
+        raise PretrainedError(
+            "step_noise: eta 0 is deterministic and adds no step noise, so it would be "
+            "ignored; drop step_noise, or set eta > 0"
+        )
+    _check_real("step_noise", step_noise)
+    if all_finite(step_noise) is False:
+        raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
+    _check_noise_range("step_noise", step_noise)
 
 
 def _check_real(name: str, value) -> None:
@@ -512,16 +520,7 @@ def diffusers_sample(
             raise PretrainedError(
                 f"x_T: expected finite (B, C, H, W) noise, got shape {np.shape(x_T)}"
             )
-    if step_noise is not None:
-        if eta == 0:
-            raise PretrainedError(
-                "step_noise: eta 0 is deterministic and adds no step noise; drop step_noise, or "
-                "set eta > 0"
-            )
-        _check_real("step_noise", step_noise)
-        if not np.all(np.isfinite(step_noise)):
-            raise PretrainedError("step_noise holds NaN or inf values; give finite noise")
-        _check_noise_range("step_noise", step_noise)
+    _check_step_noise(step_noise, eta)
     folder = unet_folder(resolve_pipeline(path_or_id))
     unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     if x_T is not None and np.shape(x_T)[1] != unet.config.in_channels:
