@@ -373,12 +373,14 @@ def test_a_loss_of_one_law_samples_with_ula_unless_a_sampler_is_named():
     ("values", "message"),
     [
         ({"rho": 1e-30}, r"^sampler\.rho: rho 1e-30: sigma_max \*\* \(1 / rho\) overflows"),
-        ({"sigma_min": 1.0, "sigma_max": 1.0 + 1e-7}, r"^sampler\.grid: sigma grid of 100"),
+        ({"sigma_min": 1.0, "sigma_max": 1.0 + 1e-7}, r"^sampler: sigma grid of 100 levels"),
     ],
 )
 def test_a_grid_the_sampler_cannot_build_is_named_by_the_field_that_broke_it(values, message):
-    """A rho whose grid overflows is ``sampler.rho`` and levels that merge are
-    ``sampler.grid``: told apart by :class:`scorelab.noise.RhoError`, not by the message."""
+    """A rho whose grid overflows is ``sampler.rho``; levels that merge are the section's
+    fault (levels, range and rho together, the grid's name no part of it: pass 18A #8b blamed
+    ``--grid``, never given): told apart by :class:`scorelab.noise.RhoError` and
+    :class:`scorelab.noise.GridMergeError`, not by the message."""
     with pytest.raises(ConfigError, match=message):
         ExperimentConfig.from_dict({"sampler": {"name": "ddim", "grid": "karras", **values}})
 
@@ -393,3 +395,17 @@ def test_toml_nested_too_deeply_is_a_config_error_not_a_recursion_error(tmp_path
         load_config(path)
     with pytest.raises(ConfigError, match=r"^override train\.steps: a value nested too deeply"):
         apply_overrides({}, [f"train.steps={deep}"])
+
+
+def test_a_broken_sigma_range_carries_its_section_and_ends():
+    """:class:`scorelab.config.SigmaRangeError` carries the range, so that the command line
+    names the end the user gave without reading the message; a value that is no number is
+    a plain :class:`ConfigError`."""
+    from scorelab.config import SigmaRangeError
+
+    with pytest.raises(SigmaRangeError, match=r"^loss\.sigma_max: expected a number > ") as info:
+        ExperimentConfig.from_dict({"loss": {"sigma_min": 2.0, "sigma_max": 1.0}})
+    assert (info.value.section, info.value.sigma_min, info.value.sigma_max) == ("loss", 2.0, 1.0)
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_dict({"sampler": {"sigma_min": 0.1, "sigma_max": "big"}})
+    assert not isinstance(info.value, SigmaRangeError)

@@ -2610,6 +2610,24 @@ def test_a_range_broken_by_the_end_given_names_that_end(tmp_path, capsys, run_di
     _fails(["score-error", "--run", run_dir, "--seed", "-1"], capsys, "error: --seed: ")
 
 
+def test_levels_that_merge_blame_no_single_flag(tmp_path, capsys):
+    """Levels that merge in float32 named ``--grid (sampler.grid)``, never given: the cause is
+    the levels, the range and rho together (pass 18A, #8b)."""
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", tmp_path / "s.npy"]
+    _fails([*argv, "--levels", "5", "--sigma-min", "1", "--sigma-max", "1.0000001"], capsys,
+           "error: sampler: sigma grid of 5 levels from 1.0 to 1.0000001: its levels "
+           "merge or overflow in float32; widen the range, use fewer levels, or a milder "
+           "rho")  # fmt: skip
+
+
+def test_a_table_given_by_set_inside_an_option_is_blamed_on_set(tmp_path, capsys):
+    """``--set sampler.options.eta.x=1`` was blamed on ``--eta``, never given: the field's
+    value came whole from ``--set`` (pass 18A, #8d)."""
+    argv = ["sample", "--exact", "seed_mixture", "--n", "4", "--out", tmp_path / "s.npy"]
+    _fails([*argv, "--sampler", "ddim", "--set", "sampler.options.eta.x=1"], capsys,
+           "error: --set sampler.options.eta: expected a number, got {'x': 1}")  # fmt: skip
+
+
 def test_plot_into_a_read_only_run_names_the_run_and_plot_out(run_dir, monkeypatch, capsys):
     """On a read-only run folder, ``plot`` named the internal ``.lock`` file and "choose another
     path" (pass 18B, #6): it names the run and ``--out``."""

@@ -320,13 +320,16 @@ def from_mapping(cls, values, section: str, *, base=None, error: type[ValueError
         return cls(**changes)
     except ValueError as problem:  # a range check of __post_init__, prefixed with the section
         message = str(problem)
-        if not message.startswith(f"{section}."):
+        if not message.startswith((f"{section}.", f"{section}:")):
             message = f"{section}.{message}"
         # A field kept from the base (the demo's warmup_steps = 200 under a user's steps = 3)
         # was blamed as if given: say whose value it is.
         field = message.partition(": ")[0].removeprefix(f"{section}.")
         if base is not None and field in hints and field not in values:
             message += f" ({section}.{field} = {getattr(base, field)!r} is the default: set it too)"
+        if isinstance(problem, error):  # its own kind, with what it carries (a range's ends)
+            problem.args = (message,)
+            raise
         raise error(message) from problem
 
 

@@ -181,7 +181,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 
 
 def _experiment(args, flags: dict, base: dict | None = None, job: str | None = None):
-    from scorelab.config import ConfigError, ExperimentConfig, apply_overrides, load_config, put
+    from scorelab.config import (
+        ConfigError,
+        ExperimentConfig,
+        SigmaRangeError,
+        apply_overrides,
+        load_config,
+        put,
+    )
 
     values = {section: dict(table) for section, table in (base or {}).items()}
     given: set[str] = set()  # the fields this command line gives, by any of its three means
@@ -238,16 +245,13 @@ def _experiment(args, flags: dict, base: dict | None = None, job: str | None = N
         _one_grid_size(values, given)
         return ExperimentConfig.from_dict(values)
     except ConfigError as error:
-        message = str(error)
-        for section in ("sampler", "loss"):  # a range broken by the end that was given
-            low, high = f"{section}.sigma_min", f"{section}.sigma_max"
-            if message.startswith(f"{high}: expected") and low in given and high not in given:
-                kept = message.rpartition("got ")[2]  # the sigma_max that was not given
-                message = (
-                    f"{low}: expected a number < sigma_max ({kept}, not given here: set it "
-                    f"too), got {values.get(section, {}).get('sigma_min')}"
-                )
-        error = ConfigError(message).with_traceback(error.__traceback__)
+        if isinstance(error, SigmaRangeError):  # a range broken by the end that was given
+            low, high = (f"{error.section}.{end}" for end in ("sigma_min", "sigma_max"))
+            if low in given and high not in given:
+                error = ConfigError(
+                    f"{low}: expected a number < sigma_max ({error.sigma_max}, not given "
+                    f"here: set it too), got {error.sigma_min}"
+                ).with_traceback(error.__traceback__)
         if job is not None:  # a field the job ignores is named first, not what it broke
             from scorelab.workflows import check_read
 
@@ -267,16 +271,26 @@ def _sourced(message: str, origins: dict[str, str]) -> str:
     (``--steps (train.steps): expected an integer``); a flag's own value is left to
     :func:`_by_flag`, and a value from no source (a default, a run's saved configuration) as
     it is."""
-    parts = message.partition(": ")[0].split(".")
+    field = message.partition(": ")[0]
+    parts = field.split(".")
     # A message about a whole section (an unknown one) by the section's own source.
     names = [f"[{parts[0]}]"] if len(parts) == 1 else []
-    for name in [".".join(parts[:end]) for end in range(len(parts), 0, -1)] + names:
-        origin = origins.get(name)
-        if origin == "--set":
-            return f"--set {message}"
-        if origin is not None:
-            return message if origin.startswith("--") else f"{origin}: {message}"
+    found = (origins.get(name) for name in [*_prefixes(field), *names])
+    origin = next((origin for origin in found if origin is not None), None)
+    if origin is None:  # a table whose fields one source gave: `--set sampler.options.eta.x=1`
+        inner = {source for name, source in origins.items() if name.startswith(f"{field}.")}
+        origin = inner.pop() if len(inner) == 1 else None
+    if origin == "--set":
+        return f"--set {message}"
+    if origin is not None:
+        return message if origin.startswith("--") else f"{origin}: {message}"
     return message
+
+
+def _prefixes(field: str) -> list[str]:
+    """``a.b.c``, ``a.b``, ``a``: the field and the tables holding it, innermost first."""
+    parts = field.split(".")
+    return [".".join(parts[:end]) for end in range(len(parts), 0, -1)]
 
 
 def _another_sampler(values: dict, given: set[str], base: dict | None) -> None:

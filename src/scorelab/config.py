@@ -66,6 +66,7 @@ from scorelab.diffusers import MAX_LAYERS_PER_BLOCK
 from scorelab.noise import (
     GRIDS,
     VP_SCHEDULES,
+    GridMergeError,
     RhoError,
     is_saved_grid,
     read_saved_grid,
@@ -150,17 +151,37 @@ def _check_real(section, field, value, accepted: str, test):
     check_real(f"{section}.{field}", value, accepted, test, error=ConfigError)
 
 
+class SigmaRangeError(ConfigError):
+    """``SECTION.sigma_max`` not above ``sigma_min``: a :class:`ConfigError` that carries the
+    section and both ends, so a caller that knows which end the user gave can blame that one
+    (the message names ``sigma_max``)."""
+
+    def __init__(self, message: str, section: str, sigma_min, sigma_max):
+        super().__init__(message)
+        self.section, self.sigma_min, self.sigma_max = section, sigma_min, sigma_max
+
+
 def _check_sigma_range(section: str, sigma_min, sigma_max) -> None:
-    """``SECTION.sigma_min`` and ``sigma_max``: finite noise levels, ``0 < min < max``."""
+    """``SECTION.sigma_min`` and ``sigma_max``: finite noise levels, ``0 < min < max``.
+
+    Raises:
+        SigmaRangeError: ``sigma_max`` a number, not above ``sigma_min`` (NaN included).
+        ConfigError: either is not a finite positive number.
+    """
     _check_real(section, "sigma_min", sigma_min, "a number > 0", lambda v: v > 0)
     check_sigma(f"{section}.sigma_min", sigma_min, ConfigError)
-    _check_real(
-        section,
-        "sigma_max",
-        sigma_max,
-        f"a number > sigma_min ({sigma_min})",
-        lambda v: v > sigma_min,
-    )
+    try:
+        _check_real(
+            section,
+            "sigma_max",
+            sigma_max,
+            f"a number > sigma_min ({sigma_min})",
+            lambda v: v > sigma_min,
+        )
+    except ConfigError as error:
+        if isinstance(sigma_max, bool) or not isinstance(sigma_max, int | float):
+            raise  # not a number: not a range
+        raise SigmaRangeError(str(error), section, sigma_min, sigma_max) from None
     check_sigma(f"{section}.sigma_max", sigma_max, ConfigError)
 
 
@@ -650,6 +671,8 @@ class SamplerConfig:
                     sigmas = sigma_grid(
                         self.grid, self.n_levels, self.sigma_min, self.sigma_max, self.rho
                     )
+                except GridMergeError as error:  # levels, range and rho together
+                    raise ConfigError(f"sampler: {first_line(error)}") from None
                 except ValueError as error:
                     message = first_line(error)
                     _fail("sampler", "rho" if isinstance(error, RhoError) else "grid", message)
@@ -868,7 +891,9 @@ class ExperimentConfig:
                     section_cls, table, name, base=base, error=ConfigError
                 )
             except ConfigError as error:  # a sampler's refusal of ULA's options: say why ULA
-                raise ConfigError(f"{error}{implied if name == 'sampler' else ''}") from None
+                if name == "sampler" and implied:
+                    raise ConfigError(f"{error}{implied}") from None
+                raise
         config = cls(**sections)
         _check_model_and_loss(config.model, config.loss)
         return config

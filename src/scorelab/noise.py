@@ -53,6 +53,7 @@ __all__ = [
     "GRIDS",
     "sigma_grid",
     "check_sigma_range",
+    "GridMergeError",
     "RhoError",
     "VP_SCHEDULES",
     "vp_betas",
@@ -158,6 +159,12 @@ class RhoError(ValueError):
     subclass, so that a configuration names its ``rho`` field without reading the message."""
 
 
+class GridMergeError(ValueError):
+    """A grid whose float32 levels merge or overflow: the joint fault of its size, range and
+    ``rho``, so that a configuration blames none of those fields alone (nor the grid's
+    name)."""
+
+
 def _check_rho(rho: float) -> None:
     real = not np.ndim(rho) and np.asarray(rho).dtype.kind in "fiu"
     if not (real and math.isfinite(float(rho)) and rho > 0):  # NaN passed "rho <= 0"
@@ -170,13 +177,13 @@ def _pinned(sigmas: Array, sigma_min: float, sigma_max: float) -> Array:
     sampled to NaN.
 
     Raises:
-        ValueError: naming the range, when the float32 levels are not finite and strictly
+        GridMergeError: naming the range, when the float32 levels are not finite and strictly
             ascending.
     """
     sigmas = sigmas.at[0].set(sigma_min).at[-1].set(sigma_max).astype(jnp.float32)
     levels = np.asarray(sigmas)
     if not (np.all(np.isfinite(levels)) and np.all(np.diff(levels) > 0)):
-        raise ValueError(
+        raise GridMergeError(
             f"sigma grid of {levels.size} levels from {sigma_min} to {sigma_max}: its levels "
             "merge or overflow in float32; widen the range, use fewer levels, or a milder rho"
         )
