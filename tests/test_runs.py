@@ -23,6 +23,7 @@ from scorelab.runs import (
     manifest,
     prepare_run_dir,
     read_json,
+    replaced_run,
     settle,
     write_json,
 )
@@ -269,7 +270,7 @@ def _contents(folder):
 def test_an_overwrite_that_fails_before_any_work_puts_the_old_run_back(tmp_path):
     # `train --out RUN --overwrite` deleted RUN's complete run first, then failed on a full disk
     # at its first checkpoint: neither run was left (pass 13, #1). The old run now waits aside
-    # until the new one has work, and an orbax save that never completed is removed.
+    # until the new one completes, and an orbax save that never completed is removed.
     run_dir = tmp_path / "run"
     old = _old_run(run_dir)
     with pytest.raises(OSError, match="No space"), prepare_run_dir(run_dir, overwrite=True):
@@ -282,15 +283,37 @@ def test_an_overwrite_that_fails_before_any_work_puts_the_old_run_back(tmp_path)
     assert _contents(run_dir) == old
 
 
-def test_an_overwrite_whose_run_has_work_replaces_the_old_run(tmp_path):
+def test_an_overwrite_whose_run_has_work_replaces_the_old_run_when_it_completes(tmp_path):
+    """An interrupted ``demo --overwrite`` had deleted the old demo once the new one had a
+    checkpoint (pass 18B, #4): the old run now waits aside until the new one completes, and a
+    second overwrite deletes the unfinished run, not the one aside."""
     run_dir = tmp_path / "run"
-    _old_run(run_dir)
-    with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir, overwrite=True):
-        (run_dir / "checkpoints" / "3").mkdir(parents=True)  # interrupted after a checkpoint
-        raise KeyboardInterrupt
-    assert sorted(_contents(run_dir)) == ["checkpoints", "checkpoints/3", "manifest.json"]
-    with prepare_run_dir(run_dir, resume=True):  # the new run resumes
+    old = _old_run(run_dir)
+    aside = run_dir / ".scorelab-replaced"
+    for _ in range(2):  # interrupted after a checkpoint, then overwritten and interrupted again
+        with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir, overwrite=True):
+            (run_dir / "checkpoints" / "3").mkdir(parents=True)
+            raise KeyboardInterrupt
+        assert replaced_run(run_dir) == aside
+        assert {name.removeprefix(".scorelab-replaced/") for name in _contents(aside)} == {
+            *old,
+            ".moved",
+        }
+        new = {n for n in _contents(run_dir) if not n.startswith(".scorelab-replaced")}
+        assert new == {"checkpoints", "checkpoints/3", "manifest.json"}
+    settle(run_dir)  # the next claim, or settle, keeps it aside too
+    with pytest.raises(RunExistsError, match="already holds a run"), prepare_run_dir(run_dir):
         pass
+    assert replaced_run(run_dir) == aside
+    with prepare_run_dir(run_dir, resume=True):  # the new run resumes, and completes
+        pass
+    assert replaced_run(run_dir) is None
+    assert sorted(_contents(run_dir)) == [
+        ".scorelab-written",  # its record, written as it completed
+        "checkpoints",
+        "checkpoints/3",
+        "manifest.json",
+    ]
 
 
 def _killed_after_moving(run_dir, moved=None, marked=True):
@@ -307,7 +330,8 @@ def _killed_after_moving(run_dir, moved=None, marked=True):
 
 def test_an_overwrite_killed_outright_is_settled_by_the_next_claim(tmp_path):
     # SIGKILL inside the job: no handler ran, the old run is still aside. The next claim puts
-    # it back when the new job left nothing but its provisional manifest, else drops it.
+    # it back when the new job left nothing but its provisional manifest, else keeps it aside
+    # until the new run completes.
     run_dir = tmp_path / "run"
     old = _old_run(run_dir)
     _killed_after_moving(run_dir)
@@ -553,3 +577,24 @@ def test_a_file_a_run_recorded_writing_is_its_own(tmp_path):
     assert owning_run(run_dir / "demo.json") == run_dir
     assert owning_run(run_dir / "manifest.json") == run_dir
     assert owning_run(run_dir / "figures") is None and owning_run(run_dir / "mine.json") is None
+
+
+def test_an_interrupted_overwrite_says_where_the_replaced_run_waits(tmp_path):
+    """The line of an interrupted ``--overwrite`` names the folder that keeps the run it
+    replaces, so that a user who wanted it back finds it."""
+    import argparse
+
+    from scorelab.cli import _interrupted
+
+    run_dir = tmp_path / "run"
+    _old_run(run_dir)
+    with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir, overwrite=True):
+        (run_dir / "checkpoints" / "3").mkdir(parents=True)
+        raise KeyboardInterrupt
+    args = argparse.Namespace(command="demo", out=str(run_dir), overwrite=True)
+    line = _interrupted(args, KeyboardInterrupt())
+    assert line.endswith(
+        f"; the run it replaces is kept in {run_dir / '.scorelab-replaced'} until this one "
+        "completes"
+    )
+    assert "kept in" not in _interrupted(argparse.Namespace(command="demo"), KeyboardInterrupt())

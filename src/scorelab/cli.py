@@ -1555,6 +1555,12 @@ def _interrupted(args, error: KeyboardInterrupt) -> str:
     kept = getattr(error, "last_checkpoint", None) is not None
     if (args.command == "train" and kept) or args.command == "demo":
         line += "; rerun it with --resume (the same settings, without --overwrite) to continue"
+    out = getattr(args, "out", None) if getattr(args, "overwrite", False) else None
+    runs = sys.modules.get("scorelab.runs")  # imported if the command claimed its run
+    if out is not None and runs is not None:
+        aside = runs.replaced_run(out)
+        if aside is not None:
+            line += f"; the run it replaces is kept in {aside} until this one completes"
     return line
 
 

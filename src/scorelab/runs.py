@@ -59,6 +59,7 @@ __all__ = [
     "load_run",
     "read_losses",
     "settle",
+    "replaced_run",
     "locked",
 ]
 
@@ -102,10 +103,12 @@ def prepare_run_dir(
       may clear; a job that fails with nothing else written removes it again;
     - a folder holding a run (:func:`is_run`) is refused unless ``resume`` (the caller
       continues it, e.g. ``train(..., resume=True)``) or ``overwrite``: its contents are moved
-      aside (``.scorelab-replaced/``) and deleted when the job ends, unless the job fails (a
-      full disk, an interrupt) before it has written anything but its provisional manifest,
-      when they are put back; a job killed outright, even half way through the move, is
-      settled the same way by the next claim (or :func:`settle`);
+      aside (``.scorelab-replaced/``, :func:`replaced_run`) and deleted when the job
+      completes. A job that fails (a full disk, an interrupt) before it has written anything
+      but its provisional manifest puts them back; one that fails later leaves them aside
+      beside its own work until a ``resume`` of it completes (a second ``overwrite`` deletes
+      the unfinished run, not the one aside); a job killed outright, even half way through
+      the move, is settled the same way by the next claim (or :func:`settle`);
     - any other non-empty folder is refused: ``overwrite`` deletes only a scorelab run, known
       by its manifest, never a folder that merely holds a ``config.json`` (a diffusers model
       does); ``resume`` also takes a folder of ``checkpoints`` without one (a run killed
@@ -157,7 +160,7 @@ def prepare_run_dir(
         _tidy(path)
         raise
     else:
-        _settle_replaced(path)
+        _settle_replaced(path, finished=True)
         after = _names(path)
         record = (kept | (after - before)) & after
         if record and is_run(path):
@@ -280,11 +283,13 @@ def _set_aside(path: Path, entries: list[Path]) -> None:
     (aside / _MOVED).touch()
 
 
-def _settle_replaced(path: Path) -> None:
+def _settle_replaced(path: Path, finished: bool = False) -> None:
     """The run an overwrite moved aside, put back when ``path`` holds nothing else (the
     replacing job failed before writing anything, :func:`_unclaim`) or the move (or a
-    restore) was cut short, and deleted when the new run holds work of its own; each step
-    leaves a state the next call settles the same way (a kill at any point loses nothing)."""
+    restore) was cut short, kept aside while the new run holds work but has not ``finished``
+    (an interrupted ``demo --overwrite`` had deleted the old demo), and deleted once it has;
+    each step leaves a state the next call settles the same way (a kill at any point loses
+    nothing)."""
     dropped = path / _DROPPED
     if dropped.is_dir() and not dropped.is_symlink():
         shutil.rmtree(dropped)
@@ -293,13 +298,31 @@ def _settle_replaced(path: Path) -> None:
         return
     complete = (aside / _MOVED).is_file()
     if complete and any(entry.name not in _OWN for entry in path.iterdir()):
-        aside.rename(dropped)  # out of the way at once: a half-deleted run is never put back
-        shutil.rmtree(dropped)
+        if finished:
+            _drop(path, aside)
         return
     (aside / _MOVED).unlink(missing_ok=True)  # a restore cut short is finished next time
     for entry in aside.iterdir():
         os.rename(entry, path / entry.name)
     aside.rmdir()
+
+
+def _drop(path: Path, *entries: Path) -> None:
+    """Delete ``entries`` of the run folder ``path``: moved into ``path/.scorelab-dropped``
+    first, out of the way at once (a half-deleted run is never taken for a whole one), which
+    the next claim deletes if a kill cuts this short."""
+    dropped = path / _DROPPED
+    dropped.mkdir(exist_ok=True)
+    for entry in entries:
+        os.rename(entry, dropped / entry.name)
+    shutil.rmtree(dropped)
+
+
+def replaced_run(path: str | os.PathLike) -> Path | None:
+    """The folder in the run directory ``path`` where the run an ``overwrite`` replaces waits
+    until the new run finishes (:func:`prepare_run_dir`), or ``None`` when none waits."""
+    aside = Path(path) / _REPLACED
+    return aside if (aside / _MOVED).is_file() and not aside.is_symlink() else None
 
 
 def _tidy(path: Path) -> None:
@@ -427,7 +450,11 @@ def _claim(
                         f"which the run did not write; move {them} "
                         "out of the run directory, or choose another output path"
                     )
-            _set_aside(path, entries)  # kept until the new run has work (_settle_replaced)
+            if replaced_run(path) is None:
+                _set_aside(path, entries)  # kept until the new run ends (_settle_replaced)
+            else:  # an unfinished replacement, itself replaced: the run it replaced waits on
+                (path / _WRITTEN).unlink(missing_ok=True)
+                _drop(path, *entries)
         if not entries:  # a record a job that never finished left: no run's
             (path / _WRITTEN).unlink(missing_ok=True)
         if not entries or overwrite:
