@@ -418,3 +418,52 @@ def test_likelihood_takes_lists_and_integer_points_as_floats():
     np.testing.assert_array_equal(got.log_prob, want.log_prob)
     batch = log_likelihood(key, _unit_score, jnp.array([[1, 2]]))
     assert batch.log_prob.dtype == jnp.float32 and np.isfinite(batch.log_prob).all()
+
+
+def test_one_point_s_probes_that_cannot_fit_are_refused_before_drawing():
+    """``ode_log_likelihood(n_probes=10**12)`` aborted the interpreter (pass 19A, #1): only the
+    batched :func:`log_likelihood` checked the probes' memory; the exact trace of a large
+    point (``d`` basis vectors of ``d``) was not checked at all."""
+    score = ExactScore(gaussian(jnp.zeros(2), jnp.eye(2)))
+    with pytest.raises(ValueError, match=r"^n_probes: needs .* use fewer probes or points"):
+        ode_log_likelihood(jax.random.key(0), score, jnp.array([0.5, -0.3]), n_probes=10**12)
+
+    def standard(x, sigma):  # the score of N(0, (1 + sigma^2) I), in any dimension
+        return -x / (1 + sigma**2)
+
+    with pytest.raises(ValueError, match=r"^n_probes: needs .* give n_probes an integer"):
+        log_likelihood(jax.random.key(0), standard, jnp.zeros((1, 200_000)), n_probes="exact")
+
+
+def test_one_point_s_solve_errors_are_the_batched_ones():
+    """``ode_log_likelihood`` raised diffrax's internal error where :func:`log_likelihood`
+    raises :class:`~scorelab.samplers.SolveError`, and called an integer ``score_fn``."""
+    from scorelab.samplers import SolveError
+
+    score, x = ExactScore(gaussian(jnp.zeros(2), jnp.eye(2))), jnp.array([0.5, -0.3])
+    with pytest.raises(SolveError, match=r"more than max_steps \(2\) steps"):
+        ode_log_likelihood(jax.random.key(0), score, x, max_steps=2)
+    with pytest.raises(TypeError, match=r"^score_fn: expected a callable"):
+        ode_log_likelihood(jax.random.key(0), 3, x)
+
+
+def test_a_lone_point_s_log_likelihood_is_its_value_in_any_batch():
+    """A batch of one compiled to another program and differed in the last bits (9.5e-7)
+    from the same point in a batch of two or four (pass 19A, #15)."""
+    from scorelab.targets import seed_mixture
+
+    score = ExactScore(seed_mixture())
+    x = jnp.array([[0.5, -0.3], [3.0, 1.0], [-7.0, 2.0], [9.0, 9.0]])
+    key = jax.random.key(0)
+    full = log_likelihood(key, score, x)
+    one = log_likelihood(key, score, x[:1])
+    assert one.log_prob.shape == (1,) and one.latent.shape == (1, 2)
+    assert float(one.log_prob[0]) == float(full.log_prob[0])
+    assert int(one.nfe[0]) == int(full.nfe[0])
+
+
+def test_bin_width_may_be_a_jax_scalar():
+    """``bits_per_dim`` refused ``jnp.asarray(0.1)``, which ``dequantise`` takes."""
+    assert float(bits_per_dim(-3.0, 2, jnp.asarray(0.1))) == float(bits_per_dim(-3.0, 2, 0.1))
+    with pytest.raises(ValueError, match=r"^bin_width: expected a number > 0"):
+        bits_per_dim(-3.0, 2, jnp.asarray(-0.1))

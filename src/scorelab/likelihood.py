@@ -44,18 +44,29 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import all_finite, check_choice, check_int, check_memory, check_real
+from scorelab._validate import (
+    all_finite,
+    check_callable,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    is_traced,
+)
 from scorelab.losses import (
     PROBES,
     _as_example,
@@ -239,12 +250,14 @@ def ode_log_likelihood(
         for Laplacian Smoothing Splines. https://doi.org/10.1080/03610918908812806
     """
     _check_options(sigma_min, sigma_max, process, n_probes, probe, solver, rtol, atol, max_steps)
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     x = _as_real(x, "x")
     _check_finite("x", x)
     shape = x.shape
     score_fn = _checked_score(score_fn)
     x_flat = jnp.ravel(x)
     dim = x_flat.shape[0]
+    _check_probe_memory(1, dim, n_probes)
 
     def flat_score(y, sigma):
         return jnp.ravel(score_fn(y.reshape(shape), sigma))
@@ -263,16 +276,17 @@ def ode_log_likelihood(
     else:
         scale = vp_alpha_sigma_from_ve(sigma_min)[0]
         prior_variance = 1.0 + sigma_max**2
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        ADAPTIVE_SOLVERS[solver](),
-        t0=math.log(sigma_min),
-        t1=math.log(sigma_max),
-        dt0=None,
-        y0=(x_flat / scale, jnp.zeros((), x_flat.dtype)),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-    )
+    with _solve_errors(rtol, atol, max_steps):  # a concrete solve's (a traced one runs later)
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            ADAPTIVE_SOLVERS[solver](),
+            t0=math.log(sigma_min),
+            t1=math.log(sigma_max),
+            dt0=None,
+            y0=(x_flat / scale, jnp.zeros((), x_flat.dtype)),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+        )
     y_T, integral = solution.ys[0][-1], solution.ys[1][-1]
     # In the prior's own scale, and its log-normaliser in Python floats: at the largest
     # accepted sigma_max (9.2e18), y_T**2 and 2 pi sigma_max**2 overflowed float32 to -inf.
@@ -308,15 +322,7 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
     :class:`~scorelab.samplers.SolveError`, naming the options (the defaults of
     :func:`ode_log_likelihood` where not given); Hutchinson probes that cannot fit in memory
     are refused first (``n_probes = 10**9`` was XLA's out-of-memory error)."""
-    n_probes = options.get("n_probes", "auto")
-    if isinstance(n_probes, int) and not isinstance(n_probes, bool) and n_probes > 0:
-        # The (n, K, d) probes, and about as much again for each of a solver step's stages.
-        dim = math.prod(points.shape[1:])
-        check_memory(
-            "n_probes",
-            4 * points.shape[0] * n_probes * dim * _PROBE_COPIES,  # exact, as n_probes may be huge
-            "use fewer probes or points",
-        )
+    _check_probe_memory(points.shape[0], math.prod(points.shape[1:]), options.get("n_probes"))
     if points.shape[0] == 0:
         # No points, no solve: empty results of the shapes and dtypes one point would give
         # (traced once, abstractly, which also checks the options). A zero-size batch failed
@@ -326,13 +332,23 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
             jax.ShapeDtypeStruct((1, *points.shape[1:]), points.dtype),
         )
         return LikelihoodOutput(*(jnp.zeros((0, *s.shape[1:]), s.dtype) for s in one))
-    try:
+    defaults = inspect.signature(ode_log_likelihood).parameters
+    tolerances = (options.get(n, defaults[n].default) for n in ("rtol", "atol", "max_steps"))
+    with _solve_errors(*tolerances):
+        if points.shape[0] == 1:  # a lone point's program rounds otherwise: solved as a pair
+            pair = _per_point(key, score_fn, jnp.concatenate([points, points]), bin_width, options)
+            return jax.tree.map(lambda a: a[:1], pair)
         return _per_point(key, score_fn, points, bin_width, options)
+
+
+@contextlib.contextmanager
+def _solve_errors(rtol, atol, max_steps) -> Iterator[None]:
+    """A solve stopped at ``max_steps`` (diffrax's check inside the compiled solve, an
+    internal error with its traceback) raised as the samplers'
+    :class:`~scorelab.samplers.SolveError`, naming the options."""
+    try:
+        yield
     except eqx.EquinoxRuntimeError as error:
-        defaults = inspect.signature(ode_log_likelihood).parameters
-        rtol, atol, max_steps = (
-            options.get(name, defaults[name].default) for name in ("rtol", "atol", "max_steps")
-        )
         raise SolveError(
             f"likelihood: the ODE solve took more than max_steps ({max_steps}) steps at rtol "
             f"{rtol:g}, atol {atol:g}; loosen the tolerances (--rtol, --atol: float32 resolves "
@@ -342,7 +358,25 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
 
 _PROBE_COPIES = 8
 """Copies of the probes a batched solve holds at once (its tangents at each of up to 7 stages
-of a step, and the probes), the factor of :func:`_solved`'s memory check."""
+of a step, and the probes), the factor of :func:`_check_probe_memory`."""
+
+
+def _check_probe_memory(n_points: int, dim: int, n_probes) -> None:
+    """Refuse probes that cannot fit in memory before drawing them: the ``(n, K, d)`` probes
+    (``K = d`` basis vectors for the exact trace) and about as much again for each of a solver
+    step's stages. ``n_probes = 10**9`` was XLA's out-of-memory error, and ``10**12`` for one
+    point (:func:`ode_log_likelihood`) aborted the interpreter; an ``n_probes`` that is none of
+    the accepted values is left to the option check."""
+    if n_probes == "exact" or (n_probes in ("auto", None) and dim <= EXACT_TRACE_MAX_DIM):
+        count, remedy = dim, "give n_probes an integer (Hutchinson probes), or fewer points"
+    elif n_probes in ("auto", None):
+        count, remedy = 1, "use fewer points"
+    elif isinstance(n_probes, int) and not isinstance(n_probes, bool) and n_probes > 0:
+        count, remedy = n_probes, "use fewer probes or points"
+    else:
+        return
+    # exact integers: n_probes may be huge
+    check_memory("n_probes", 4 * n_points * count * dim * _PROBE_COPIES, remedy)
 
 
 def _as_real(x, field: str) -> Array:
@@ -435,6 +469,15 @@ def dequantise(key: Array, x: Array, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
     return x + bin_width * jax.random.uniform(typed_key(key), x.shape, x.dtype)
 
 
+def _bin_width(value) -> float:
+    """``bin_width`` as a Python number, checked finite and ``> 0``: a number, or a concrete
+    0-d array (a JAX scalar was refused, though :func:`dequantise` takes it)."""
+    if isinstance(value, (jax.Array, np.ndarray)) and not is_traced(value) and value.ndim == 0:
+        value = value.item()
+    check_real("bin_width", value, "a number > 0", lambda v: v > 0)
+    return value
+
+
 def bits_per_dim(log_prob, dim: int, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> Array:
     r"""Bits per dimension of quantised data from a continuous log-density of its dequantisation.
 
@@ -477,7 +520,7 @@ def bits_per_dim(log_prob, dim: int, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
         Differential Equations, App. D.2. https://arxiv.org/abs/2011.13456
     """
     check_int("dim", dim, 1)
-    check_real("bin_width", bin_width, "a number > 0", lambda v: v > 0)
+    bin_width = _bin_width(bin_width)
     return (-jnp.asarray(log_prob) - dim * math.log(bin_width)) / (dim * math.log(2.0))
 
 
@@ -518,7 +561,7 @@ def dequantised_bits_per_dim(
     Raises:
         ValueError: as :func:`log_likelihood`, or unless ``bin_width > 0``.
     """
-    check_real("bin_width", bin_width, "a number > 0", lambda v: v > 0)
+    bin_width = _bin_width(bin_width)
     points = _as_points(points)
-    output = _solved(typed_key(key), score_fn, points, float(bin_width), options)
+    output = _solved(typed_key(key), score_fn, points, bin_width, options)
     return bits_per_dim(output.log_prob, math.prod(points.shape[1:]), bin_width), output
