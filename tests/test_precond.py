@@ -432,3 +432,19 @@ def test_the_network_shape_check_holds_under_jit_and_a_list_example_is_converted
         jax.jit(wrapped)(jnp.ones(2), 1.0)
     identity = EDMPreconditioned(lambda a, c: a, np.float64(0.5))
     np.testing.assert_array_equal(identity([1.0, 2.0], 0.5), identity(jnp.array([1.0, 2.0]), 0.5))
+
+
+def test_levels_beyond_float32_s_range_are_refused():
+    """``edm_coefficients(1e30, 0.5)`` gave ``c_out = 0`` and ``sigma_data = 1e20`` a NaN
+    ``c_skip`` (and NaN scores from :class:`EDMPreconditioned`) without a word (pass 19A,
+    #6): noise levels beyond float32's range are refused as everywhere else."""
+    from scorelab.models import ConditionalMLP
+
+    with pytest.raises(ValueError, match=r"^sigma: 1e\+30 is beyond 9\.2e18"):
+        edm_coefficients(1e30, 0.5)
+    with pytest.raises(ValueError, match=r"^sigma: 1e\+30 is beyond"):
+        edm_coefficients(np.asarray([1.0, 1e30]), 0.5)
+    with pytest.raises(ValueError, match=r"^sigma_data: 1e\+20 is beyond"):
+        edm_coefficients(1.0, 1e20)
+    with pytest.raises(ValueError, match=r"^sigma_data: 1e\+20 is beyond"):
+        EDMPreconditioned(ConditionalMLP(jax.random.key(0), 2, (4, 4, 4)), 1e20)

@@ -480,3 +480,13 @@ def test_sample_refuses_a_count_beyond_memory_and_a_seed_for_a_key(mixture):
     np.testing.assert_array_equal(
         mixture.sample(jax.random.PRNGKey(0), 3), mixture.sample(jax.random.key(0), 3)
     )
+
+
+def test_weights_near_float32_s_top_normalise():
+    """Weights of 1e38 were normalised to 0 (XLA multiplies by ``1 / sum``, subnormal in
+    float32, flushed to 0), and the mixture's density was ``-inf`` (pass 19A, #4)."""
+    mixture = GaussianMixture(
+        jnp.zeros((2, 2)), jnp.stack([jnp.eye(2)] * 2), jnp.array([1e38, 1e38], jnp.float32)
+    )
+    np.testing.assert_allclose(mixture.weights, [0.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(mixture.log_prob(jnp.zeros((1, 2))), [-np.log(2 * np.pi)], 1e-6)

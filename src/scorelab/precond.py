@@ -134,14 +134,19 @@ def edm_coefficients(sigma, sigma_data: float) -> EDMCoefficients:
     Raises:
         ValueError: ``sigma_data`` or a concrete ``sigma`` is not finite and ``> 0``
             (``sigma = 0`` gave :math:`c_{noise} = -\infty`, a negative ``sigma_data`` a
-            negative :math:`c_{out}`); a traced value under ``jit`` is not checked.
+            negative :math:`c_{out}`) or beyond float32's range of noise levels
+            (:func:`scorelab._validate.check_sigma`: ``sigma = 1e30`` gave
+            :math:`c_{out} = 0`); a traced value under ``jit`` is not checked.
 
     References:
         Karras, T., Aittala, M., Aila, T. & Laine, S. (2022). Elucidating the Design Space of
         Diffusion-Based Generative Models. https://arxiv.org/abs/2206.00364
     """
-    check_concrete_positive("sigma_data", sigma_data)
-    check_concrete_positive("sigma", sigma)
+    for field, value in (("sigma_data", sigma_data), ("sigma", sigma)):
+        check_concrete_positive(field, value)
+        if not is_traced(value) and np.size(value):  # float32's range of noise levels
+            for extreme in (np.min(value), np.max(value)):
+                check_sigma(field, float(extreme))
     sigma = jnp.asarray(sigma)
     total = sigma**2 + sigma_data**2
     return EDMCoefficients(
@@ -198,6 +203,7 @@ class EDMPreconditioned(eqx.Module):
         if isinstance(sigma_data, np.ndarray | np.generic | jax.Array) and np.ndim(sigma_data) == 0:
             sigma_data = sigma_data.item()
         check_real("sigma_data", sigma_data, "a number > 0", lambda v: v > 0)
+        check_sigma("sigma_data", sigma_data)  # 1e20 scored NaN
         self.network = network
         self.sigma_data = float(sigma_data)
 

@@ -206,6 +206,9 @@ class GaussianMixture(eqx.Module):
         self.eigenvectors = jnp.asarray(eigenvectors, dtype=float)
         # Normalised here: numpyro's Categorical rejects unnormalised probabilities, which is
         # why the tutorial's `Categorical(uniform(key(42), (9,)))` raises on current numpyro.
+        # XLA divides by multiplying with 1 / sum, which float32 flushes to 0 above ~8.5e37
+        # (weights of 1e38 were normalised to 0): large weights are scaled down first.
+        weights = jnp.where(jnp.sum(weights) > 1e30, weights * 1e-30, weights)
         self.weights = weights / jnp.sum(weights)
 
     @property
