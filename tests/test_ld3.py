@@ -282,3 +282,46 @@ def test_a_two_level_learned_grid_is_saved_and_read_back(tmp_path):
     path = ld3.save_learned_grid(tmp_path / "g.json", [0.1, SIGMA_MAX], error=0.1,
                                  error_start=0.2, about={"sampler": "euler"})  # fmt: skip
     np.testing.assert_array_equal(read_saved_grid(str(path)), [0.1, SIGMA_MAX])
+
+
+# --- argument checks: the grid on_grid installs, global_error's shapes, measure's flags ---------
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [[80.0, 10.0, 1.0, 0.1, 0.02], [0.02, float("nan"), 1.0, 10.0, 80.0], [0.0] * 5],
+    ids=["descending", "nan", "zeros"],
+)
+def test_on_grid_checks_the_grid_as_the_constructors_do(grid):
+    euler = samplers.euler(samplers.default_sigmas(5))
+    with pytest.raises(ValueError, match=r"^sigmas must be finite, positive and strictly"):
+        samplers.euler(jnp.array(grid))  # the constructor's refusal, repeated by on_grid
+    with pytest.raises(ValueError, match=r"^sigmas must be finite, positive and strictly"):
+        ld3.on_grid(euler, jnp.array(grid))
+
+
+def test_on_grid_refuses_what_is_not_a_sampler_on_a_grid_of_its_size():
+    sigmas = samplers.default_sigmas(5)
+    with pytest.raises(TypeError, match=r"^sampler: expected an AbstractSampler"):
+        ld3.on_grid("euler", sigmas)
+    with pytest.raises(ValueError, match=r"^sampler: ula\(.*\) has no sigma grid"):
+        ld3.on_grid(samplers.ula(), sigmas)
+    with pytest.raises(ValueError, match=r"^sigmas: expected the sampler's grid size \(5,\)"):
+        ld3.on_grid(samplers.euler(sigmas), samplers.default_sigmas(4))
+    moved = ld3.on_grid(samplers.euler(sigmas), 2 * sigmas)
+    np.testing.assert_allclose(moved.sigmas, 2 * sigmas)
+
+
+def test_global_error_names_x_teacher_of_another_shape():
+    euler = samplers.euler(samplers.default_sigmas(5))
+    score_fn = ExactScore(seed_mixture())
+    message = r"^x_teacher: expected x_T's shape \(2, 2\), got \(3, 2\)"
+    with pytest.raises(ValueError, match=message):
+        ld3.global_error(euler, score_fn, jnp.ones((2, 2)), jnp.ones((3, 2)))
+
+
+@pytest.mark.parametrize("flag", ["mmd", "max_sliced", "ksd"])
+def test_measure_refuses_a_flag_that_is_not_a_bool(flag):
+    x, y = np.random.default_rng(0).normal(size=(2, 5, 2))
+    with pytest.raises(TypeError, match=rf"^{flag}: expected True or False, got str"):
+        measure(x, y, n_projections=10, **{flag: "no"})

@@ -700,3 +700,40 @@ def test_sliced_distances_refuse_projections_that_do_not_fit_in_memory(mixture, 
         getattr(metrics, name)(x, y, n_projections=10**13)
     with pytest.raises(ValueError, match=r"^n_projections: needs .* of memory"):
         metrics.evaluate(x, y, n_projections=10**13)
+
+
+# --- argument checks named by argument ------------------------------------------------------------
+
+
+def test_energy_distance_refuses_an_unbiased_flag_that_is_not_a_bool():
+    x, y = np.random.default_rng(0).normal(size=(2, 5, 2))
+    with pytest.raises(TypeError, match=r"^unbiased: expected True or False, got str"):
+        metrics.energy_distance(x, y, unbiased="no")
+    assert metrics.energy_distance(x, y, unbiased=np.bool_(False)) == metrics.energy_distance(
+        x, y, unbiased=False
+    )
+
+
+def _normal_sample(key, n):
+    return jax.random.normal(key, (n, 2))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: metrics.floor(metrics.energy_distance, _normal_sample, 0, 20), TypeError,
+         r"^key: expected a PRNG key"),
+        (lambda: metrics.floor("energy", _normal_sample, jax.random.key(0), 20), TypeError,
+         r"^metric_fn: expected a callable"),
+        (lambda: metrics.floor(lambda a, b: "x", _normal_sample, jax.random.key(0), 20),
+         TypeError, r"^metric_fn: returned str; it must return one real number"),
+        (lambda: metrics.floor(metrics.energy_distance, _normal_sample, jax.random.key(0), 0),
+         ValueError, r"^n: expected an integer >= 1, got 0"),
+        (lambda: metrics.floor(metrics.energy_distance, 3, jax.random.key(0), 20), TypeError,
+         r"^sample_fn: expected a callable"),
+    ],
+    ids=["key-int", "metric-string", "metric-returns-string", "n0", "sample-fn-int"],
+)  # fmt: skip
+def test_floor_names_the_argument_it_refuses(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

@@ -18,16 +18,18 @@ from scorelab.noise import karras_sigmas
 from scorelab.samplers import (
     DEFAULT_SIGMA_MAX,
     annealed_langevin,
+    build_sampler,
     ddim,
     default_sigmas,
     exact_prior,
     inference_process,
+    mala,
     sample,
     ula,
     ve_ddim_etas,
     ve_prior,
 )
-from scorelab.targets import gaussian
+from scorelab.targets import gaussian, seed_mixture
 
 N_TUTORIAL = 50  # the tutorial's make_ddim_sampler(50, ...)
 N_ORACLE = 4000  # samples per oracle run (issue 2)
@@ -435,3 +437,74 @@ def test_ddim_names_the_negative_option_not_both():
         ddim(sigmas, final_noise=-1.0)
     with pytest.raises(ValueError, match=r"^eta must be >= 0, got eta=-0.5"):
         ddim(sigmas, eta=-0.5)
+
+
+# --- argument checks: MALA's log-density, sample's flags and callback ---------------------------
+
+
+def _mixture_and_score():
+    target = seed_mixture()
+    return target, ExactScore(target)
+
+
+def test_mala_refuses_a_log_density_fn_that_is_not_callable():
+    with pytest.raises(TypeError, match=r"^log_density_fn: expected a callable"):
+        mala(3)
+    with pytest.raises(TypeError, match=r"^log_density_fn: expected a callable"):
+        build_sampler("mala", log_density_fn=3, n_steps=2)
+
+
+def test_mala_refuses_a_log_density_that_is_not_one_scalar_per_state():
+    # The score passed as the log-density ran, and every chain stayed where it started.
+    target, score = _mixture_and_score()
+    x_init = jnp.ones((2, 2))
+    for log_density_fn in (target.score, lambda x: x):
+        with pytest.raises(ValueError, match=r"^log_density_fn: returned a log-density of shape"):
+            sample(jax.random.key(0), mala(log_density_fn, n_steps=2), score, x_init)
+    with pytest.raises(TypeError, match=r"^log_density_fn: returned a log-density of str"):
+        sample(jax.random.key(0), mala(lambda x: "a", n_steps=2), score, x_init)
+
+
+def test_mala_with_returns_score_needs_a_pair_of_log_density_and_score():
+    target, _ = _mixture_and_score()
+    x_init = jnp.ones((2, 2))
+    only_log_prob = mala(target.log_prob, n_steps=2, returns_score=True)
+    with pytest.raises(TypeError, match=r"^log_density_fn: returned .* with returns_score=True"):
+        sample(jax.random.key(0), only_log_prob, None, x_init)
+    scalar_score = mala(lambda x: (target.log_prob(x), 1.0), n_steps=2, returns_score=True)
+    with pytest.raises(ValueError, match=r"^log_density_fn: returned a score of shape \(\)"):
+        sample(jax.random.key(0), scalar_score, None, x_init)
+    # The right pair samples as log_prob with the exact score does (same draws).
+    pair = mala(target.log_prob_and_score, n_steps=20, returns_score=True)
+    two = mala(target.log_prob, n_steps=20)
+    np.testing.assert_allclose(
+        sample(jax.random.key(0), pair, None, x_init).x,
+        sample(jax.random.key(0), two, ExactScore(target), x_init).x,
+        rtol=1e-5,
+    )
+
+
+def test_mala_refuses_returns_score_that_is_not_a_bool():
+    target, _ = _mixture_and_score()
+    with pytest.raises(TypeError, match=r"^returns_score: expected True or False, got str"):
+        mala(target.log_prob, returns_score="no")
+    with pytest.raises(TypeError, match=r"^returns_score: expected True or False, got str"):
+        build_sampler("mala", log_density_fn=target.log_prob, returns_score="no")
+
+
+def test_sample_refuses_a_trajectory_flag_that_is_not_a_bool():
+    _, score = _mixture_and_score()
+    sampler = ddim(default_sigmas(4))
+    with pytest.raises(TypeError, match=r"^trajectory: expected True or False, got str"):
+        sample(jax.random.key(0), sampler, score, jnp.ones((2, 2)), trajectory="no")
+
+
+def test_sample_refuses_a_callback_of_another_arity():
+    # It failed on the host inside the compiled run, as "INTERNAL: CpuCallback error".
+    _, score = _mixture_and_score()
+    sampler = ddim(default_sigmas(4))
+    with pytest.raises(TypeError, match=r"^callback: cannot be called as callback\(step, x\)"):
+        sample(jax.random.key(0), sampler, score, jnp.ones((2, 2)), callback=lambda step: None)
+    calls = []
+    sample(jax.random.key(0), sampler, score, jnp.ones((1, 2)), callback=lambda *a: calls.append(a))
+    assert len(calls) == 4

@@ -475,7 +475,7 @@ _GRID = np.random.default_rng(0).uniform(size=(5, 8, 8, 1))
         (_GRID, "x.jpg", {}, ValueError, "path"),
         (_GRID, "noext", {}, ValueError, "path"),
         (_GRID, "f.png", {"scale": 10**6}, ValueError, "scale"),
-        (_GRID, "e.png", {"ncols": 10**9}, ValueError, "scale"),
+        (_GRID, "e.png", {"ncols": 10**9}, ValueError, "ncols"),  # wider than a PNG
         (_GRID, "m.png", {"label": 5}, TypeError, "label"),
         (_GRID, "l2.png", {"ncols": 5, "row_labels": [1]}, TypeError, "row_labels"),
     ],
@@ -568,3 +568,27 @@ def test_figures_refuse(tmp_path, call, error, argument):
 
 
 _TR = np.random.default_rng(0).normal(size=(4, 3, 2))
+
+
+# --- argument checks named by argument ------------------------------------------------------------
+
+
+def test_mesh_score_refuses_a_score_fn_that_is_not_a_callable_of_one_array():
+    with pytest.raises(TypeError, match=r"^score_fn: expected a callable score_fn\(x, sigma\)"):
+        viz.mesh_score(3, n=4)
+    with pytest.raises(TypeError, match=r"^score_fn: returned tuple; it must return one score"):
+        viz.mesh_score(lambda x, s: (x, x), n=4)
+
+
+def test_save_image_grid_refuses_a_grid_wider_than_a_png(tmp_path):
+    with pytest.raises(ValueError, match=r"^ncols: a grid of 4 x 4000000000 pixels is beyond"):
+        viz.save_image_grid(np.zeros((2, 4, 4)), tmp_path / "g.png", ncols=10**9)
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_loss_curves_refuses_a_reference_that_is_not_a_number():
+    message = r"^reference\['a'\]: expected a real number \(the exact score's loss\), got 'x'"
+    with pytest.raises(TypeError, match=message):
+        viz.loss_curves({"a": np.arange(10.0)}, reference={"a": "x"})
+    with pytest.raises(TypeError, match=r"^reference: expected None or a dict"):
+        viz.loss_curves({"a": np.arange(10.0)}, reference=[1.0])

@@ -53,9 +53,10 @@ from jax import Array
 from tqdm.auto import tqdm
 
 from scorelab import samplers
-from scorelab._validate import check_int, check_memory
+from scorelab._validate import check_instance, check_int, check_memory, is_traced
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import karras_sigmas, write_saved_grid
+from scorelab.samplers._core import check_sigmas
 
 TEACHER_LEVELS = 400
 """Levels of :func:`teacher`: Heun with 799 evaluations, on Karras' grid (rho 7) from 0.002;
@@ -93,7 +94,31 @@ def _check_learnable(sampler) -> None:
 
 def on_grid(sampler, sigmas) -> samplers.AbstractSampler:
     """``sampler`` with its grid replaced by ``sigmas`` ``(N,)`` (same size; no recompilation:
-    the grid is an array leaf)."""
+    the grid is an array leaf).
+
+    A concrete ``sigmas`` gets the grid check of the samplers' constructors (a NaN, descending
+    or zero grid sampled NaN or wrong samples without a word); a traced one (:func:`learn_grid`'s
+    candidates, ascending by construction) is taken as it is.
+
+    Raises:
+        TypeError: if ``sampler`` is not an :class:`~scorelab.samplers.AbstractSampler`, or
+            ``sigmas`` is not real numbers.
+        ValueError: if ``sampler`` has no grid, or ``sigmas`` is not a 1-D, finite, positive,
+            strictly ascending grid of the sampler's size.
+    """
+    what = "an AbstractSampler (e.g. samplers.heun(sigmas))"
+    check_instance("sampler", sampler, samplers.AbstractSampler, what)
+    if not isinstance(getattr(sampler, "sigmas", None), jax.Array | np.ndarray):
+        raise ValueError(
+            f"sampler: {sampler.name} has no sigma grid to replace; give a sampler on a grid"
+        )
+    if not is_traced(sigmas):
+        sigmas = check_sigmas(sigmas)
+    if jnp.shape(sigmas) != sampler.sigmas.shape:
+        raise ValueError(
+            f"sigmas: expected the sampler's grid size {sampler.sigmas.shape}, got shape "
+            f"{jnp.shape(sigmas)}; give a grid of as many levels"
+        )
     return eqx.tree_at(lambda s: s.sigmas, sampler, jnp.asarray(sigmas, sampler.sigmas.dtype))
 
 
@@ -108,7 +133,15 @@ def global_error(sampler, score_fn, x_T: Array, x_teacher: Array) -> Array:
 
     Returns:
         ``(n,)`` squared distances (callers reduce).
+
+    Raises:
+        ValueError: if ``x_teacher``'s shape is not ``x_T``'s.
     """
+    if jnp.shape(x_T) != jnp.shape(x_teacher):
+        raise ValueError(
+            f"x_teacher: expected x_T's shape {jnp.shape(x_T)}, got {jnp.shape(x_teacher)}; "
+            "give the teacher's outputs from the same starts"
+        )
     x = samplers.sample(jax.random.key(0), sampler, score_fn, x_T).x  # draws nothing
     return jnp.sum(((x - x_teacher) ** 2).reshape(x.shape[0], -1), axis=-1)
 

@@ -37,15 +37,18 @@ from jax import Array
 from scipy import spatial, stats
 from tqdm.auto import tqdm
 
+from scorelab._keys import typed_key
 from scorelab._validate import (
     FLOAT32_MAX,
     SIGMA_FLOOR,
     SIGMA_LIMIT,
+    check_callable,
     check_instance,
     check_int,
     check_memory,
     check_real,
     check_seed,
+    real_number,
 )
 from scorelab.targets import GaussianMixture
 
@@ -377,11 +380,13 @@ def energy_distance(x, y, unbiased: bool = True) -> float:
     Raises:
         ValueError: for samples that are not ``(n, d)``, ``d >= 1``, finite real numbers of
             one ``d``, or fewer than two samples on a side when ``unbiased``.
+        TypeError: if ``unbiased`` is not ``True`` or ``False``.
 
     References:
         Székely, G. J. & Rizzo, M. L. (2013). Energy statistics: A class of statistics based on
         distances. J. Stat. Plan. Inference 143(8). https://doi.org/10.1016/j.jspi.2013.03.018
     """
+    check_instance("unbiased", unbiased, bool | np.bool_, "True or False")  # "no" read as True
     x, y = _as_pair(x, y)
     n, m = x.shape[0], y.shape[0]
     if unbiased and min(n, m) < 2:
@@ -610,13 +615,23 @@ def floor(
 
     Raises:
         ValueError: ``repeats`` is not an integer in ``[2, MAX_FLOOR_REPEATS]`` (one repeat
-            has no spread).
+            has no spread), or ``n`` not an integer ``>= 1``.
+        TypeError: ``metric_fn`` or ``sample_fn`` is not callable, ``key`` is not a PRNG key,
+            or ``metric_fn`` returns something other than one real number.
     """
     check_floor_repeats("repeats", repeats)
+    check_callable("metric_fn", metric_fn, "metric_fn(x, y) -> float (e.g. energy_distance)")
+    check_callable("sample_fn", sample_fn, "sample_fn(key, n) -> samples (e.g. target.sample)")
+    key = typed_key(key, "key")
+    check_int("n", n, 1)
     values = []
     for r in tqdm(range(repeats), desc=label, unit="repeat", disable=not progress):
         key_x, key_y = jax.random.split(jax.random.fold_in(key, r))
-        values.append(float(metric_fn(sample_fn(key_x, n), sample_fn(key_y, n))))
+        value = metric_fn(sample_fn(key_x, n), sample_fn(key_y, n))
+        if real_number(value) is None:
+            got = f"shape {np.shape(value)}" if hasattr(value, "shape") else type(value).__name__
+            raise TypeError(f"metric_fn: returned {got}; it must return one real number")
+        values.append(real_number(value))
     return float(np.mean(values)), float(np.std(values, ddof=1))
 
 

@@ -52,6 +52,7 @@ from scorelab import metrics
 from scorelab._keys import typed_key
 from scorelab._validate import (
     check_callable,
+    check_instance,
     check_int,
     check_mapping,
     check_sequence,
@@ -97,8 +98,11 @@ def measure(
         ValueError: for arrays that are not ``(n, d)`` of real numbers or differ in ``d``
             (the metrics' messages, naming ``x`` or ``y``), or ``ksd`` without ``target``.
         TypeError: for a traced ``x`` or ``reference`` (inside ``jit``, ``vmap`` or
-            ``grad``): the metrics run on concrete arrays.
+            ``grad``): the metrics run on concrete arrays; for ``mmd``, ``max_sliced`` or
+            ``ksd`` not ``True`` or ``False``.
     """
+    for name, flag in (("mmd", mmd), ("max_sliced", max_sliced), ("ksd", ksd)):
+        check_instance(name, flag, bool | np.bool_, "True or False")  # "no" was read as True
     for name, value in (("x", x), ("reference", reference)):
         if is_traced(value):
             raise TypeError(

@@ -37,7 +37,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullFormatter, NullLocator
 
 from scorelab._files import atomic_write
-from scorelab._validate import check_instance, check_int, check_mapping, check_memory, check_real
+from scorelab._validate import (
+    check_callable,
+    check_instance,
+    check_int,
+    check_mapping,
+    check_memory,
+    check_real,
+    real_number,
+)
 
 __all__ = [
     "mesh_score",
@@ -281,7 +289,14 @@ def mesh_score(score_fn, lim: float = 15.0, n: int = 50, sigma=0.0) -> Field:
 
     Returns:
         ``(X, Y, U, V)``, four ``(n, n)`` NumPy arrays; ``X`` varies along columns.
+
+    Raises:
+        TypeError: if ``score_fn`` is not callable or returns something other than an array
+            (a tuple).
+        ValueError: for ``lim``, ``n`` or ``sigma`` out of range, a mesh beyond the memory, or
+            a score of another shape than ``(2,)``.
     """
+    check_callable("score_fn", score_fn, "score_fn(x, sigma)")
     check_real("lim", lim, "a number > 0", lambda v: v > 0)
     check_int("n", n, 2)
     # The mesh, its points, the scores and the four returned arrays, float32 and float64.
@@ -294,6 +309,11 @@ def mesh_score(score_fn, lim: float = 15.0, n: int = 50, sigma=0.0) -> Field:
     X, Y = jnp.meshgrid(axis, axis)
     points = jnp.stack([X.ravel(), Y.ravel()], axis=1)
     scores = _scores_at(score_fn, points, jnp.float32(sigma))
+    if not isinstance(scores, jax.Array):  # a tuple had no .shape: an AttributeError
+        raise TypeError(
+            f"score_fn: returned {type(scores).__name__}; it must return one score array of "
+            "shape (2,) for a point"
+        )
     if scores.shape != (n * n, 2):
         raise ValueError(
             f"score_fn: returned shape {tuple(scores.shape[1:])} for a point of shape (2,); "
@@ -357,6 +377,12 @@ def loss_curves(
         window: moving-average width; default ``max(1, n_steps // 50)``.
         log_x: logarithmic step axis (shows the fast early decrease).
         title, ylabel: figure title and y label.
+
+    Raises:
+        TypeError: if ``histories`` or ``reference`` is not a mapping, or a reference loss
+            is not a real number.
+        ValueError: for no histories, an empty or not 1-D history, or a ``window`` below 1
+            or longer than a history.
     """
     check_mapping(
         "histories",
@@ -367,7 +393,13 @@ def loss_curves(
     if not histories:
         raise ValueError("histories is empty: give at least one model's loss history")
     check_int("window", window, 1, optional=True)
+    check_mapping("reference", reference, "a dict of model name -> exact loss", optional=True)
     reference = dict(reference or {})
+    for name, ref in reference.items():
+        if ref is not None and real_number(ref) is None:
+            raise TypeError(
+                f"reference[{name!r}]: expected a real number (the exact score's loss), got {ref!r}"
+            )
     ncols = min(len(histories), 3)
     nrows = math.ceil(len(histories) / ncols)
     fig = _figure(figsize=(4.5 * ncols, 3.4 * nrows))
@@ -690,6 +722,10 @@ def metric_vs_steps(
     return fig
 
 
+PNG_SIDE_LIMIT = 2**31 - 1
+"""The most pixels (bytes, for a row) a side of :func:`save_image_grid`'s PNG takes."""
+
+
 def save_image_grid(
     images,
     path,
@@ -725,7 +761,8 @@ def save_image_grid(
 
     Raises:
         ValueError: for another shape, complex, NaN or inf values, float values outside
-            ``[0, 1]``, ``scale < 1``, ``ncols < 1``, a grid larger than the memory,
+            ``[0, 1]``, ``scale < 1``, ``ncols < 1``, a grid larger than the memory or
+            with a side beyond :data:`PNG_SIDE_LIMIT`,
             ``row_labels`` of another length than the rows, or a path not ending ``.png``.
         TypeError: for a ``label`` or ``row_labels`` that are not strings.
         IsADirectoryError: for a ``path`` that is a folder.
@@ -765,6 +802,13 @@ def save_image_grid(
     nrows = math.ceil(n / ncols)
     if row_labels is not None and len(row_labels) != nrows:
         raise ValueError(f"row_labels: expected {nrows} (one per row), got {len(row_labels)}")
+    # Pillow's sides (and a row's bytes) are C ints: a wider grid was an OverflowError.
+    grid_height, grid_width = nrows * height * scale, ncols * width * scale
+    if max(grid_height, grid_width * channels) > PNG_SIDE_LIMIT:
+        raise ValueError(
+            f"ncols: a grid of {grid_height} x {grid_width} pixels is beyond Pillow's limit of "
+            f"{PNG_SIDE_LIMIT} per side; give an ncols near sqrt(n) (at most n) or a smaller scale"
+        )
     # The magnified images and the grid, as uint8.
     pixels = (n + nrows * ncols) * height * width * channels * scale**2
     check_memory(

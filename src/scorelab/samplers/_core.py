@@ -813,16 +813,19 @@ def sample(
             negative or ``first_chain + n`` beyond ``2**32``.
         TypeError: for a ``key`` that is not a PRNG key (a typed key or a legacy ``uint32``
             one), a ``sampler`` that is not an :class:`AbstractSampler`, a ``score_fn`` or
-            ``callback`` that is not callable, a ``score_fn`` that returns something other
-            than a real array (a tuple, complex numbers), states that are not float32 or
-            float64, ``noise`` that is not real, or a ``first_chain`` that is not an
-            integer.
+            ``callback`` that is not callable or cannot be called as ``callback(step, x)``,
+            a ``trajectory`` that is not ``True`` or ``False``, a ``score_fn`` that returns
+            something other than a real array (a tuple, complex numbers), states that are not
+            float32 or float64, ``noise`` that is not real, or a ``first_chain`` that is not
+            an integer.
         SolveError: a ``ValueError``, when a chain's solve stops on a check of the
             sampler's options (an adaptive solver's ``max_steps``), naming the remedy.
     """
     key = typed_key(key)
     _check_score_fn(score_fn, sampler)
-    check_callable("callback", callback, "callback(step, x)", optional=True)  # not in a trace
+    check_instance("trajectory", trajectory, bool | np.bool_, "True or False")
+    trajectory = bool(trajectory)  # a string "no" was read as True
+    _check_callback(callback)  # not in a trace
     x_init = _check_x_init(x_init)
     noise = _check_noise_values(noise)
     check_noise(noise, (x_init.shape[0], *sampler.noise_shape(x_init.shape[1:])))
@@ -903,6 +906,26 @@ def _check_score_fn(score_fn, sampler) -> None:
     check_instance("sampler", sampler, AbstractSampler, what)
     if score_fn is not None:  # None: a sampler that needs none
         check_callable("score_fn", score_fn, "score_fn(x, sigma)")
+
+
+def _check_callback(callback) -> None:
+    """``TypeError`` unless ``callback`` is ``None`` or a callable that takes ``(step, x)``: one
+    of another arity failed on the host, inside the compiled run, as XLA's "INTERNAL:
+    CpuCallback error" (a callable whose signature Python cannot read is taken as it is)."""
+    check_callable("callback", callback, "callback(step, x)", optional=True)
+    if callback is None:
+        return
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a builtin or extension type without a signature
+        return
+    try:
+        signature.bind(0, None)
+    except TypeError:
+        raise TypeError(
+            f"callback: cannot be called as callback(step, x), its signature is {signature}; "
+            "give a callable of the step's index and the chain's position"
+        ) from None
 
 
 def _check_x_init(x_init) -> Array:

@@ -20,7 +20,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import erfinv, ndtr
 
-from scorelab._validate import check_sigma
+from scorelab._validate import check_callable, check_instance, check_sigma
 from scorelab.samplers._core import (
     AbstractSampler,
     check_positive_int,
@@ -200,6 +200,30 @@ def annealed_langevin(
     return AnnealedLangevin(sigmas, n_steps_per_level, step_ratio)
 
 
+def _checked_array(what: str, value, shape: tuple[int, ...], x: Array) -> Array:
+    """``value`` as an array, refused while traced unless real numbers of ``shape``: a vector
+    log-density (the score passed by mistake) broadcast in the accept test and left every chain
+    where it started, without a word."""
+    if not isinstance(value, jax.Array | np.ndarray | np.generic | float | int) or not (
+        jnp.issubdtype(jnp.result_type(value), jnp.floating)
+        or jnp.issubdtype(jnp.result_type(value), jnp.integer)
+    ):
+        got = getattr(value, "dtype", type(value).__name__)
+        raise TypeError(f"log_density_fn: returned a {what} of {got}; it must be real numbers")
+    if jnp.shape(value) != shape:
+        raise ValueError(
+            f"log_density_fn: returned a {what} of shape {jnp.shape(value)} for a state of shape "
+            f"{jnp.shape(x)}; "
+            f"it must return {'one scalar' if shape == () else f'shape {shape}'} per state"
+        )
+    return value
+
+
+def _checked_log_density(value, x: Array) -> Array:
+    """``log_density_fn``'s value at one state ``x``, refused unless one real scalar."""
+    return _checked_array("log-density", value, (), x)
+
+
 class MALAState(NamedTuple):
     r"""A MALA chain: its position ``x`` ``S``, :math:`\log\pi(x)` and the score ``S`` there."""
 
@@ -239,8 +263,19 @@ class MALA(AbstractSampler):
     def evaluate(self, score_fn, x: Array) -> tuple[Array, Array]:
         """``(log pi(x), score(x))``: from ``log_density_fn`` alone with ``returns_score``."""
         if self.returns_score:
-            return self.log_density_fn(x)
-        return self.log_density_fn(x), score_fn(x, self.sigma)
+            value = self.log_density_fn(x)
+            if not (isinstance(value, tuple | list) and len(value) == 2):
+                got = (
+                    f"shape {jnp.shape(value)}" if hasattr(value, "shape") else type(value).__name__
+                )
+                raise TypeError(
+                    f"log_density_fn: returned {got} with returns_score=True; "
+                    "it must return a pair (log_density, score), or pass returns_score=False"
+                )
+            log_density, score = value
+            score = _checked_array("score", score, jnp.shape(x), x)
+            return _checked_log_density(log_density, x), score
+        return _checked_log_density(self.log_density_fn(x), x), score_fn(x, self.sigma)
 
     def init(self, score_fn, x: Array) -> MALAState:
         return MALAState(x, *self.evaluate(score_fn, x))
@@ -343,7 +378,12 @@ def mala(
 
     Raises:
         ValueError: unless ``step_size > 0``, ``n_steps`` is a positive integer and
-            ``sigma >= 0``; if ``returns_score`` and ``sigma != 0``.
+            ``sigma >= 0``; if ``returns_score`` and ``sigma != 0``. When the sampler is
+            traced (:func:`sample`): if ``log_density_fn`` returns another shape than a scalar
+            per state, or a score of another shape than the state.
+        TypeError: if ``log_density_fn`` is not callable or ``returns_score`` is not ``True``
+            or ``False``. When traced: if ``log_density_fn`` returns something other than real
+            numbers, or, with ``returns_score``, something other than a pair.
 
     References:
         Roberts, G. O. & Tweedie, R. L. (1996). Exponential convergence of Langevin
@@ -351,6 +391,9 @@ def mala(
         Cabezas, A. et al. (2024). BlackJAX: Composable Bayesian inference in JAX.
         https://arxiv.org/abs/2402.10797
     """
+    check_callable("log_density_fn", log_density_fn, "log_density_fn(x)")
+    check_instance("returns_score", returns_score, bool | np.bool_, "True or False")
+    returns_score = bool(returns_score)
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     n_steps = check_positive_int("n_steps", n_steps)
