@@ -529,3 +529,32 @@ def test_overwrite_replaces_the_outputs_and_without_it_they_are_kept(tmp_path):
     assert replaced.returncode == 0, replaced.stderr
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.load(array).shape == (1, 3, 16, 16)
+
+
+def test_an_output_that_is_a_file_of_the_pipeline_is_refused(tmp_path):
+    """``--save-array`` through a link to the pipeline's weights replaced them with the
+    samples, exit 0 (pass 19B, #2): an output may not be a file the call reads."""
+    folder = _copy(tmp_path)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    before = weights.read_bytes()
+    link = tmp_path / "out.npy"
+    link.symlink_to(weights)
+    with pytest.raises(PretrainedError, match=r"^save_array: .*out\.npy is a file of the pipeline"):
+        run(folder, tmp_path / "g.png", num_inference_steps=2, save_array=link, overwrite=True)
+    assert weights.read_bytes() == before
+
+
+@pytest.mark.diffusers
+def test_the_diffusers_backend_takes_scorelab_s_cosine_alias(tmp_path):
+    """``beta_schedule = "cosine"`` (scorelab's alias of ``squaredcos_cap_v2``) sampled on the
+    JAX backend and was diffusers' NotImplementedError, exit 1, on the other (pass 19B, #3)."""
+    images = []
+    for schedule in ("cosine", "squaredcos_cap_v2"):  # the alias, and diffusers' own name
+        folder = _copy(tmp_path / schedule)
+        config_file = folder / "scheduler" / "scheduler_config.json"
+        config = json.loads(config_file.read_text())
+        config["beta_schedule"] = schedule
+        config_file.write_text(json.dumps(config))
+        grid = tmp_path / f"{schedule}.png"
+        images.append(run(folder, grid, num_inference_steps=2, backend="diffusers"))
+    np.testing.assert_array_equal(images[0], images[1])

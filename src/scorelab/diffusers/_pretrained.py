@@ -30,7 +30,7 @@ import numpy as np
 from jax import Array
 
 from scorelab import viz
-from scorelab._files import atomic_write, check_writable
+from scorelab._files import atomic_write, check_writable, resolved
 from scorelab._keys import typed_key
 from scorelab._validate import (
     all_finite,
@@ -530,6 +530,8 @@ def diffusers_sample(
         )
     unet.eval()
     options = {k: v for k, v in dataclasses.asdict(config).items() if k != "variance_type"}
+    if options["beta_schedule"] == "cosine":  # scorelab's alias, which diffusers does not know
+        options["beta_schedule"] = "squaredcos_cap_v2"
     scheduler = DDIMScheduler(**options)
     generator = torch.Generator().manual_seed(seed)
     if x_T is None:
@@ -729,6 +731,17 @@ def run(
             f"{(num_inference_steps, *x_T.shape)} (steps, then the init noise's shape)"
         )
     folder = resolve_pipeline(path_or_id)
+    for name, path in (("output", output), ("save_array", save_array)):
+        # `--save-array` through a link to the weights replaced them with the samples
+        if (
+            path is not None
+            and Path(path).exists()
+            and resolved(path).is_relative_to(resolved(folder))
+        ):
+            raise PretrainedError(
+                f"{name}: {path} is a file of the pipeline {path_or_id}, which this call reads; "
+                "give the output another name"
+            )
     config = dataclasses.replace(load_scheduler_config(folder), **overrides)
     _check_overrides_used(overrides, config)
     options = dict(
