@@ -598,3 +598,69 @@ def test_an_interrupted_overwrite_says_where_the_replaced_run_waits(tmp_path):
         "completes"
     )
     assert "kept in" not in _interrupted(argparse.Namespace(command="demo"), KeyboardInterrupt())
+
+
+def test_a_run_another_process_writes_is_named_busy_by_resume_and_readers(tmp_path):
+    """``train --resume`` on a run another train was writing said "no checkpoint ... replace
+    the run with --overwrite instead", and ``sample --run`` "not a scorelab run directory ...
+    check the path and the disk" (pass 19B, #4): both say it is in use. A folder never
+    claimed gets no lock file from the check."""
+    import subprocess
+    import sys
+
+    from scorelab.runs import busy, check_not_busy, load_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert not busy(run_dir) and not (run_dir / ".lock").exists()
+    hold = (
+        f"import filelock, sys; lock = filelock.FileLock({str(run_dir / '.lock')!r}); "
+        "lock.acquire(); print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(  # another process holds the run's lock until told to stop
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert busy(run_dir)
+        with pytest.raises(RunBusyError, match=r"in use by another process"):
+            check_not_busy(run_dir)
+        with pytest.raises(RunBusyError, match=r"in use by another process"):
+            load_run(run_dir)
+    finally:
+        holder.communicate("")
+    assert not busy(run_dir)
+
+
+def test_a_user_s_file_beside_a_killed_replacement_is_neither_work_nor_deleted(tmp_path):
+    """``train --overwrite`` killed outright while ``sample --out RUN/mine.npy`` wrote into the
+    run: the user's file was taken for the new run's work, the old run stayed hidden aside,
+    and the next ``--overwrite`` deleted both (pass 19B, #1). The old run comes back, and an
+    overwrite refuses the file, with or without the new run's work."""
+    run_dir = tmp_path / "run"
+    old = _old_run(run_dir)
+    _killed_after_moving(run_dir)
+    write_json(run_dir / "manifest.json", manifest(None, provisional=True))
+    (run_dir / "mine.npy").write_text("mine")
+    from scorelab.runs import load_run
+
+    with pytest.raises(ValueError) as reading:  # a reader settles it first: the old run is back
+        load_run(run_dir)
+    assert "no config.json" not in str(reading.value) and replaced_run(run_dir) is None
+    with pytest.raises(RunExistsError, match="already holds a run"), prepare_run_dir(run_dir):
+        pass
+    assert replaced_run(run_dir) is None
+    assert _contents(run_dir) == {**old, "mine.npy": "mine"}
+    with pytest.raises(RunExistsError, match=r"would delete mine\.npy, which the run did not"):
+        with prepare_run_dir(run_dir, overwrite=True):
+            pass
+    # the new run has work, and the file was written beside it
+    (run_dir / "mine.npy").unlink()
+    with pytest.raises(KeyboardInterrupt), prepare_run_dir(run_dir, overwrite=True):
+        (run_dir / "checkpoints" / "3").mkdir(parents=True)
+        raise KeyboardInterrupt
+    (run_dir / "mine.npy").write_text("mine")
+    with pytest.raises(RunExistsError, match=r"would delete mine\.npy, which the run did not"):
+        with prepare_run_dir(run_dir, overwrite=True):
+            pass
+    assert (run_dir / "mine.npy").read_text() == "mine" and replaced_run(run_dir) is not None

@@ -59,6 +59,8 @@ __all__ = [
     "load_run",
     "read_losses",
     "settle",
+    "busy",
+    "check_not_busy",
     "replaced_run",
     "locked",
 ]
@@ -284,8 +286,8 @@ def _set_aside(path: Path, entries: list[Path]) -> None:
 
 
 def _settle_replaced(path: Path, finished: bool = False) -> None:
-    """The run an overwrite moved aside, put back when ``path`` holds nothing else (the
-    replacing job failed before writing anything, :func:`_unclaim`) or the move (or a
+    """The run an overwrite moved aside, put back when ``path`` holds no work of the new run
+    (:func:`_holds_work`: the replacing job failed before writing anything) or the move (or a
     restore) was cut short, kept aside while the new run holds work but has not ``finished``
     (an interrupted ``demo --overwrite`` had deleted the old demo), and deleted once it has;
     each step leaves a state the next call settles the same way (a kill at any point loses
@@ -297,14 +299,37 @@ def _settle_replaced(path: Path, finished: bool = False) -> None:
     if not aside.is_dir() or aside.is_symlink():
         return
     complete = (aside / _MOVED).is_file()
-    if complete and any(entry.name not in _OWN for entry in path.iterdir()):
-        if finished:
-            _drop(path, aside)
+    if complete and finished:  # the new run is complete
+        _drop(path, aside)
+        return
+    if complete and _holds_work(path, aside):  # unfinished, kept (and the old run aside)
         return
     (aside / _MOVED).unlink(missing_ok=True)  # a restore cut short is finished next time
     for entry in aside.iterdir():
         os.rename(entry, path / entry.name)
     aside.rmdir()
+
+
+def _replacing_names(aside: Path) -> set[str]:
+    """The names the job replacing the run moved to ``aside`` writes: that run's own
+    (:func:`_own`; the same job, a claim refuses another) and its checkpoints."""
+    return (_own(aside) or set(RUN_FILES)) | {"checkpoints"}
+
+
+def _holds_work(path: Path, aside: Path) -> bool:
+    """Whether the run folder ``path`` holds work of the job replacing the run in ``aside``:
+    an entry of the names it writes (:func:`_replacing_names`) other than its provisional
+    manifest and an empty ``checkpoints/``. A user's file written into the folder meanwhile
+    (``sample --out RUN/mine.npy``) is none: it kept the old run aside, which the next
+    ``--overwrite`` deleted with the file."""
+    names = _replacing_names(aside) - {_MANIFEST}
+    for entry in path.iterdir():
+        if entry.name not in names:
+            continue
+        empty = entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())
+        if not (entry.name == "checkpoints" and empty):
+            return True
+    return False
 
 
 def _drop(path: Path, *entries: Path) -> None:
@@ -362,14 +387,41 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
             "figures elsewhere (plot --out DIR)"
         ) from None
     if lock is None:
-        raise RunBusyError(
-            f"run directory {path} is in use by another process (training or replacing it); "
-            "wait for it to finish"
-        )
+        raise _busy_error(path)
     try:
         yield path
     finally:
         lock.release()
+
+
+def busy(path: str | os.PathLike) -> bool:
+    """Whether another process holds the run in ``path`` (training it, or replacing it): its
+    lock taken, and released at once, by this one fails. ``False`` for a folder never claimed
+    (no lock file) or that this process cannot lock (read-only): the other checks name those."""
+    if not (Path(path) / _LOCK).is_file():  # never claimed: no lock file made in a stranger's
+        return False
+    try:
+        lock = _try_lock(Path(path))
+    except OSError:
+        return False
+    if lock:
+        lock.release()
+    return lock is None
+
+
+def check_not_busy(path: str | os.PathLike) -> None:
+    """Raise :class:`RunBusyError` when another process holds the run in ``path``
+    (:func:`busy`): a run that is being written has no configuration or checkpoint yet, and
+    ``train --resume`` said "no checkpoint ... replace the run with --overwrite instead"."""
+    if busy(path):
+        raise _busy_error(path)
+
+
+def _busy_error(path) -> RunBusyError:
+    return RunBusyError(
+        f"run directory {path} is in use by another process (training or replacing it); "
+        "wait for it to finish"
+    )
 
 
 def settle(path: str | os.PathLike) -> None:
@@ -440,6 +492,9 @@ def _claim(
                     )
             # `sample --out RUN/mine.npy` or a user's notes went with the run without a word.
             own = _own(path)
+            aside = replaced_run(path)
+            if own is None and aside is not None:  # an unfinished replacement: no record yet
+                own = _replacing_names(aside)
             if own is not None:
                 foreign = sorted(e.name for e in entries if e.name not in {*own, *_DERIVED})
                 if foreign:
@@ -450,7 +505,7 @@ def _claim(
                         f"which the run did not write; move {them} "
                         "out of the run directory, or choose another output path"
                     )
-            if replaced_run(path) is None:
+            if aside is None:
                 _set_aside(path, entries)  # kept until the new run ends (_settle_replaced)
             else:  # an unfinished replacement, itself replaced: the run it replaced waits on
                 (path / _WRITTEN).unlink(missing_ok=True)
@@ -702,6 +757,8 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.exists():
+        settle(run_dir)  # a replacement killed outright: the run it was replacing comes back
+    if not config_path.exists():
         raise _not_a_run(run_dir)
     check_file(config_path, "run configuration", ConfigError, "restore it or train again")
     try:
@@ -716,6 +773,8 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
 def _not_a_run(run_dir: Path) -> Exception:
     """The error for a folder without ``config.json``: the outputs of ``scorelab sweep`` and
     ``scorelab demo`` are named as such (a demo's trained models are runs of their own)."""
+    if busy(run_dir):  # training, not yet written: "check the path and the disk"
+        return _busy_error(run_dir)
     if (run_dir / "sweep.json").is_file():
         return ValueError(
             f"{run_dir}: a sampler map (sweep.json), not a training run; its figure is "

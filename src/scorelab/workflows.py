@@ -58,6 +58,7 @@ from scorelab.report import Report, floors, image_evaluation, measure
 from scorelab.runs import (
     RUN_FILES,
     atomic_write,
+    check_not_busy,
     has_checkpoints,
     load_run,
     make_folder,
@@ -292,6 +293,7 @@ def train_run(
     builders.check_fields_read(config)
     check_trained_sampler(config)
     if resume:
+        check_not_busy(out_dir)  # a run being written has no checkpoint yet
         settle(out_dir)  # a replacement killed half way: the run it replaced is back
     if resume and not has_checkpoints(out_dir):
         taken = Path(out_dir).is_dir() and any(Path(out_dir).iterdir())
