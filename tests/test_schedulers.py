@@ -344,3 +344,12 @@ def test_steps_offset_bounds_only_the_leading_spacing_that_adds_it():
         SchedulerConfig(num_train_timesteps=3, steps_offset=3, timestep_spacing="leading")
     with pytest.raises(PretrainedError, match=re.escape("in [0, 2**31)")):
         SchedulerConfig(steps_offset=2**40, timestep_spacing="trailing")
+
+
+@pytest.mark.parametrize("sampler", [ddim_sample, ddpm_sample])
+def test_a_start_with_nan_is_refused(sampler):
+    """``ddim_sample`` from a NaN ``x_T`` returned NaN samples without a word, where NaN
+    ``noise`` was refused (pass 19A, #14)."""
+    x_T = jnp.full((2, 1, 2, 2), jnp.nan)
+    with pytest.raises(PretrainedError, match=r"^x_T holds NaN or inf values"):
+        sampler(lambda x, t: x, x_T, SchedulerConfig(), 5, key=jax.random.key(0))

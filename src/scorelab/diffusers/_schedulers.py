@@ -646,6 +646,8 @@ def _check_sampling(model_fn, config, x_T, noise, deterministic: bool) -> None:
             f"x_T: expected float32 or float64, got {dtype}: the schedule's coefficients are "
             "float32; cast x_T with x_T.astype(jnp.float32)"
         )
+    if all_finite(x_T) is False:  # a NaN start sampled NaN without a word
+        raise PretrainedError("x_T holds NaN or inf values; give finite initial noise")
     if noise is not None and deterministic:
         raise PretrainedError(
             "noise: eta 0 is deterministic and adds no step noise, so it would be ignored; "
@@ -693,9 +695,9 @@ def ddim_sample(
             PRNG key (:func:`scorelab._keys.typed_key`), ``noise`` not real.
         ValueError: ``model_fn`` returns another shape than ``x_t``'s.
         PretrainedError: for ``eta < 0``, a bad ``num_inference_steps`` (:func:`timesteps`),
-            ``noise`` of the wrong shape, with NaN or inf (concrete values only), or given at
-            ``eta = 0`` (where it would be ignored), or ``eta > 0`` with neither ``key`` nor
-            ``noise``.
+            ``x_T`` with NaN or inf, ``noise`` of the wrong shape, with NaN or inf (concrete
+            values only), or given at ``eta = 0`` (where it would be ignored), or ``eta > 0``
+            with neither ``key`` nor ``noise``.
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
