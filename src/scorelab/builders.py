@@ -19,7 +19,7 @@ from jax import Array
 from jax.tree_util import Partial
 
 from scorelab import losses, models, precond, samplers
-from scorelab._validate import check_memory
+from scorelab._validate import check_instance, check_memory
 from scorelab.config import (
     TARGETS,
     ConfigError,
@@ -123,6 +123,7 @@ def loss_fields(config: LossConfig) -> tuple[str, ...]:
     """The fields of the loss section ``config.name`` reads with its ``sigma_distribution``
     or VP ``schedule`` (:data:`LOSS_FIELDS`, :data:`SIGMA_LAW_FIELDS`,
     :data:`SCHEDULE_FIELDS`), besides ``name``."""
+    _check_section(config, LossConfig)
     fields = LOSS_FIELDS[config.name]
     if "sigma_distribution" in fields:
         fields += SIGMA_LAW_FIELDS[config.sigma_distribution]
@@ -203,8 +204,21 @@ def check_fields_read(config: ExperimentConfig) -> None:
     _check_read("model", model, model_fields(model, loss), lambda field: network)
 
 
+def _check_section(config, section: type) -> None:
+    """``TypeError`` naming ``config`` unless it is the configuration section ``section`` (a
+    dict or a name failed on an attribute deep inside)."""
+    check_instance(
+        "config",
+        config,
+        section,
+        f"a {section.__name__}",
+        remedy="build it with scorelab.config.ExperimentConfig.from_dict and take its section",
+    )
+
+
 def make_target(config: DataConfig) -> GaussianMixture | None:
     """The built-in target with an exact score, or ``None`` for data without one."""
+    _check_section(config, DataConfig)
     return TARGETS[config.source]() if config.source in TARGETS else None
 
 
@@ -218,6 +232,7 @@ def make_data(config: DataConfig) -> np.ndarray:
         FileNotFoundError, DataError: for a file that is missing or not valid data.
         ConfigError: for more memory than available, or image fields on points.
     """
+    _check_section(config, DataConfig)
     key = jax.random.key(config.seed)
     if config.source in TARGETS or config.source in TOY_DATASETS:
         target = TARGETS[config.source]() if config.source in TARGETS else None
@@ -456,6 +471,7 @@ def make_loss(
     Raises:
         ValueError: for EDM's weighting without ``sigma_data``.
     """
+    _check_section(config, LossConfig)
     config = _projection(config, loss_fields(config))
     weighting = {}  # the default, NCSN's
     if config.weighting == "edm":
@@ -496,6 +512,7 @@ def make_loss(
 
 def make_sigmas(config: SamplerConfig) -> Array:
     """The ascending grid ``(n_levels,)`` (:func:`scorelab.noise.sigma_grid`)."""
+    _check_section(config, SamplerConfig)
     return sigma_grid(config.grid, config.n_levels, config.sigma_min, config.sigma_max, config.rho)
 
 
@@ -510,6 +527,7 @@ def make_sampler(config: SamplerConfig, target: GaussianMixture | None = None):
     Raises:
         ConfigError: for MALA without a target, or options the sampler rejects.
     """
+    _check_section(config, SamplerConfig)
     options = samplers.sampler_options(config.name, config.options)
     log_density_fn = None
     check_log_density(config, target)

@@ -282,6 +282,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     Args:
         config: the run's :class:`TrainConfig`.
     """
+    check_instance("config", config, TrainConfig, "a scorelab.training.TrainConfig")
     if config.schedule == "constant":
         learning_rate = config.learning_rate
     elif config.schedule == "cosine":
