@@ -272,3 +272,12 @@ def test_a_legacy_key_gives_the_typed_keys_bound():
     legacy = ays.klub_terms(_tweedie, _X0, jax.random.PRNGKey(0), sigmas, 2)
     typed = ays.klub_terms(_tweedie, _X0, jax.random.key(0), sigmas, 2)
     np.testing.assert_array_equal(legacy, typed)
+
+
+def test_klub_terms_beyond_the_memory_are_refused():
+    """``klub_terms(n_inner=10**12)`` tried 64 TB, where :func:`ays.optimise_grid` checked
+    the same draws (pass 19A, #5)."""
+    x_0 = np.zeros((4, 2), np.float32)
+    sigmas = np.array([0.1, 1.0, 10.0], np.float32)
+    with pytest.raises(ValueError, match=r"^n_inner: needs .* of memory"):
+        ays.klub_terms(_denoise, x_0, jax.random.key(0), sigmas, 10**12)

@@ -293,3 +293,16 @@ def test_noise_levels_are_checked_only_where_concrete_and_shapes_under_jit(mixtu
             compiled(jnp.ones((3, 3)), jnp.full(3, 0.5))
     assert ExactScore(mixture)(_X, 0.0).shape == (2,)  # sigma = 0: the clean score
     np.testing.assert_array_equal(ExactScore(mixture)([1.0, -2.0], 0.5), mixture.ve_score(_X, 0.5))
+
+
+def test_sizes_beyond_the_memory_are_refused_before_allocating():
+    """``MLP(dim=10**12)`` returned a model whose weights failed to allocate 16 TB later, and
+    ``positional_embedding(channels=10**12)`` tried 2 TB (pass 19A, #5)."""
+    from scorelab.models import MLP, positional_embedding
+
+    with pytest.raises(ValueError, match=r"^dim: needs .* of memory"):
+        MLP(jax.random.key(0), dim=10**12, widths=(4,))
+    with pytest.raises(ValueError, match=r"^widths: needs .* of memory"):
+        MLP(jax.random.key(0), dim=2, widths=(10**7, 10**7))
+    with pytest.raises(ValueError, match=r"^channels: needs .* of memory"):
+        positional_embedding(0.5, channels=10**12)

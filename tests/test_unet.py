@@ -317,3 +317,9 @@ def test_an_initialisation_drawn_in_few_programs_equals_the_direct_draws():
             direct = np.asarray(draw(key, shape, jnp.float32, **bounds))
             cut = np.asarray(_unet._drawn(draw, key, shape, **bounds))
             assert cut.dtype == np.float32 and np.array_equal(cut, direct), (shape, draw)
+
+
+def test_a_timestep_embedding_beyond_the_memory_is_refused():
+    """``timestep_embedding(t, 10**12, ...)`` tried 2 TB (pass 19A, #5)."""
+    with pytest.raises(ValueError, match=r"^dim: needs .* of memory"):
+        timestep_embedding(jax.numpy.array([1.0]), 10**12, True, 0.0)

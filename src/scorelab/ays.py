@@ -169,6 +169,12 @@ def klub_terms(denoise_fn: Callable, x_0: Array, key: Array, sigmas: Array, n_in
             concrete values only).
     """
     check_int("n_inner", n_inner, 1)
+    # the draws and the denoiser's values of every interval, as optimise_grid counts them
+    check_memory(
+        "n_inner",
+        4.0 * 4 * np.size(x_0) * n_inner * max(1, np.size(sigmas) - 1),
+        "use fewer data points or inner draws",
+    )
     key = typed_key(key)
     x_0 = _data(x_0)
     sigmas = _sigmas(sigmas, 2)

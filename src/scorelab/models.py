@@ -33,7 +33,7 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_choice, check_int, check_real, is_traced
+from scorelab._validate import check_choice, check_int, check_memory, check_real, is_traced
 from scorelab.precond import _example, _noise_level
 from scorelab.targets import GaussianMixture
 
@@ -101,6 +101,10 @@ def _check_shape(dim, widths, length: int | None = None) -> tuple[int, ...]:
         raise ValueError(f"widths: expected {what}, got {widths!r}")
     for width in widths:
         check_int("widths", width, 1)
+    # The weights, float32, before initialising them (dim 10**12 was a 16 TB allocation later).
+    sizes = (dim, *widths, dim)
+    parameters = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+    check_memory("dim" if dim > max(widths) else "widths", 4 * parameters, "give a smaller network")
     return tuple(int(w) for w in widths)
 
 
@@ -137,6 +141,8 @@ def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions:
     check_int("channels", channels, 4)
     if channels % 2:
         raise ValueError(f"channels: expected an even number (cosines and sines), got {channels}")
+    # the frequencies, the angles and the embedding, float32 (10**12 channels tried 2 TB)
+    check_memory("channels", 3 * 4 * channels, "give fewer channels")
     if not is_traced(max_positions):  # 0 or a negative one gave NaN
         max_positions = _positive("max_positions", max_positions)
     c = _example(c, "c")

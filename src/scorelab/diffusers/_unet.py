@@ -873,6 +873,8 @@ def timestep_embedding(
             "timestep per example (jnp.atleast_1d(t) for one)"
         )
     check_int("dim", dim, 1)
+    # the angles and the embedding of every timestep, float32 (10**12 tried 2 TB)
+    check_memory("dim", 3 * 4 * dim * max(1, np.shape(timesteps)[0]), "give a smaller dim")
     if not isinstance(flip_sin_to_cos, bool):
         raise TypeError(f"flip_sin_to_cos: expected True or False, got {flip_sin_to_cos!r}")
     half = dim // 2
