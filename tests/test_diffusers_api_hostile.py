@@ -443,6 +443,17 @@ def model():
     return VPEpsilonUNet(KEY, (1, 8, 8), **SMALL)
 
 
+def test_export_through_a_link_to_an_empty_folder_writes_there(model, tmp_path):
+    """Into a symbolic link to an empty folder, export said "Not a directory; a part of the
+    path is a file" after doing the work (pass 19B, #7): it writes into the link's folder."""
+    (tmp_path / "empty").mkdir()
+    os.symlink(tmp_path / "empty", tmp_path / "link")
+    export_pipeline(model, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    assert (tmp_path / "link" / "model_index.json").is_file()
+    assert (tmp_path / "empty" / "unet" / "config.json").is_file()
+
+
 def test_export_refuses_unwritable_folders_naming_them(model, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("keep")

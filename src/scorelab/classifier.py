@@ -158,7 +158,7 @@ def classifier_outputs(
     Args:
         model: the classifier.
         images: any shape :func:`to_classifier_input` accepts, ``n`` images.
-        batch: images per call, >= 1 (memory; the result does not depend on it).
+        batch: images per call, >= 1 (memory; the result depends on it only in float32 rounding).
 
     Returns:
         ``(features, probabilities)``: float64 ``(n, 64)`` and ``(n, 10)``.

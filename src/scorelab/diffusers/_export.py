@@ -108,6 +108,8 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
             f"--diffusers: {directory} is a symbolic link to nothing ({os.readlink(directory)}); "
             "remove it or choose a new folder"
         )
+    if directory.is_symlink():  # to an empty folder: written there (renaming onto the link
+        directory = Path(os.path.realpath(directory))  # itself failed with 'Not a directory')
     ancestor = directory.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
