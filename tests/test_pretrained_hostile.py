@@ -558,3 +558,22 @@ def test_the_diffusers_backend_takes_scorelab_s_cosine_alias(tmp_path):
         grid = tmp_path / f"{schedule}.png"
         images.append(run(folder, grid, num_inference_steps=2, backend="diffusers"))
     np.testing.assert_array_equal(images[0], images[1])
+
+
+def test_a_sharded_checkpoint_is_named_with_the_remedy(tmp_path):
+    """Weights split into shards with an index were "not found; a .bin-only checkpoint needs
+    converting" (pass 19B, #5): the index is named, and how to merge the shards."""
+    folder = _copy(tmp_path)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    names = sorted(tensors)
+    shards = {}
+    for i, part in enumerate((names[::2], names[1::2]), start=1):
+        shard = f"diffusion_pytorch_model-0000{i}-of-00002.safetensors"
+        save_file({name: tensors[name] for name in part}, folder / "unet" / shard)
+        shards.update(dict.fromkeys(part, shard))
+    weights.unlink()
+    index = folder / "unet" / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": shards}))
+    with pytest.raises(PretrainedError, match=r"index\.json: a sharded checkpoint; .*merge it"):
+        run(folder, tmp_path / "g.png", num_inference_steps=2)

@@ -1468,6 +1468,13 @@ def load_unet(path) -> UNet2D:
         config = _check_config(config)
     except PretrainedError as error:
         raise PretrainedError(f"{config_file}: {error}") from None
+    index = weights_file.with_name(f"{WEIGHTS_NAME}.index.json")
+    if not weights_file.exists() and index.exists():  # was called a .bin-only checkpoint
+        raise PretrainedError(
+            f"{index}: a sharded checkpoint; scorelab reads one safetensors file: merge it once "
+            "with torch: UNet2DModel.from_pretrained(folder).save_pretrained(folder, "
+            'max_shard_size="100GB")'
+        )
     if not weights_file.exists():
         raise PretrainedError(
             f"{weights_file} not found; a .bin-only checkpoint needs converting once with torch: "
