@@ -664,3 +664,13 @@ def test_a_user_s_file_beside_a_killed_replacement_is_neither_work_nor_deleted(t
         with prepare_run_dir(run_dir, overwrite=True):
             pass
     assert (run_dir / "mine.npy").read_text() == "mine" and replaced_run(run_dir) is not None
+
+
+def test_a_run_folder_that_is_a_link_to_nothing_is_named_so(tmp_path):
+    """``train --out LINK`` with LINK a dangling symbolic link said "cannot create the folder
+    (File exists)" (pass 19B, #8)."""
+    link = tmp_path / "dl"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"dl is a symbolic link to .*nowhere, which does not"):
+        with prepare_run_dir(link):
+            pass

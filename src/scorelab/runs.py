@@ -527,13 +527,17 @@ def make_folder(path: str | os.PathLike, remedy: str) -> Path:
     """Create the folder ``path`` (and its parents) unless it exists.
 
     Raises:
-        ValueError: ending with ``remedy``, for a path that is a file, lies under a file, or
-            cannot be created (no permission, a read-only or virtual file system such as
-            ``/proc``), instead of the OSError naming none of this.
+        ValueError: ending with ``remedy``, for a path that is a file, a link to nothing, lies
+            under a file, or cannot be created (no permission, a read-only or virtual file
+            system such as ``/proc``), instead of the OSError naming none of this.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder; {remedy}")
+    if path.is_symlink() and not path.exists():  # was "cannot create the folder (File exists)"
+        raise ValueError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; {remedy}"
+        )
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"{path}: a folder inside the file {parent}; {remedy}")
