@@ -355,3 +355,24 @@ def test_a_checkpoint_that_does_not_fit_the_disk_is_refused_before_writing(tmp_p
     assert raised.value.errno == errno.ENOSPC
     assert raised.value.filename == str(tmp_path / "checkpoints")
     assert manager.all_steps() == []
+
+
+def test_checkpoint_arguments_of_another_kind_are_named(tmp_path):
+    """A path where the manager goes was ``'str' object has no attribute 'latest_step'``, a
+    file as the folder a manager and a logged ``NotADirectoryError``, metadata that is no
+    JSON json's own ``TypeError`` (pass 19A, #10)."""
+    folder = str(tmp_path / "ck")
+    with pytest.raises(TypeError, match=r"^manager: expected an orbax CheckpointManager"):
+        save_checkpoint(folder, 0, STATE, {})
+    with pytest.raises(TypeError, match=r"^manager: expected an orbax CheckpointManager"):
+        restore_checkpoint(folder, lambda metadata: STATE)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    with pytest.raises(ValueError, match=r"afile is a file, not a folder"):
+        open_checkpoints(afile)
+    with pytest.raises(ValueError, match=r"afile is a file, not a folder"):
+        open_checkpoints(afile / "sub")
+    manager = open_checkpoints(folder)
+    with pytest.raises(TypeError, match=r"^metadata: not JSON-serialisable"):
+        save_checkpoint(manager, 0, STATE, {"a": object()})
+    assert manager.latest_step() is None  # nothing written

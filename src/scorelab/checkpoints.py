@@ -44,7 +44,7 @@ import orbax.checkpoint as ocp
 
 from scorelab import models
 from scorelab._files import atomic_write, jsonable, read_json, write_json
-from scorelab._validate import check_file, check_int, first_line
+from scorelab._validate import check_file, check_instance, check_int, first_line
 
 __all__ = [
     "open_checkpoints",
@@ -71,7 +71,16 @@ def open_checkpoints(directory: str | Path) -> ocp.CheckpointManager:
     Saving is synchronous: a checkpoint is complete on disk when :func:`save_checkpoint`
     returns, which is what makes "kill the process, then resume" safe to reason about.
     Unfinished writes of a killed run (orbax's temporary directories) are removed on opening.
+
+    Raises:
+        ValueError: ``directory`` is a file, or lies under one (orbax returned a manager and
+            logged a ``NotADirectoryError`` from a thread of its own).
     """
+    for folder in (Path(directory), *Path(directory).parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"directory: {folder} is a file, not a folder; give a checkpoint folder"
+            )
     options = ocp.CheckpointManagerOptions(
         max_to_keep=_MAX_TO_KEEP,
         create=True,
@@ -147,14 +156,22 @@ def save_checkpoint(
         ValueError: ``step`` is not an integer ``>= 0``, or not after the newest saved step
             (orbax declined such a save without a word: a float step, or one already saved,
             returned with nothing written).
-        TypeError: ``state`` holds a typed PRNG key (save ``jax.random.key_data(key)``).
+        TypeError: ``state`` holds a typed PRNG key (save ``jax.random.key_data(key)``),
+            ``manager`` is not an orbax ``CheckpointManager`` (:func:`open_checkpoints`), or
+            ``metadata`` is not a dict of JSON values.
         OSError: ``ENOSPC`` naming the checkpoint directory, before anything is written, when
             its disk has less room than the state's bytes and a margin for orbax's own files
             (:data:`_SAVE_MARGIN`; orbax's failed write printed
             dozens of tracebacks from its threads, and ended in a tensorstore message); or
             ``ENOSPC``/``EFBIG`` when orbax's write fails on them all the same.
     """
+    _check_manager(manager)
     check_int("step", step, 0)
+    check_instance("metadata", metadata, dict, "a dict of JSON values")
+    try:
+        json.dumps(jsonable(metadata))
+    except (TypeError, ValueError) as error:  # json's message named no argument
+        raise TypeError(f"metadata: not JSON-serialisable ({error}); give JSON values") from None
     latest = manager.latest_step()
     if latest is not None and step <= latest:
         raise ValueError(
@@ -290,6 +307,18 @@ def _describe(damaged: dict[int, str]) -> str:
     return "; ".join(f"step {step}: {reason}" for step, reason in damaged.items())
 
 
+def _check_manager(manager) -> None:
+    """``TypeError`` unless ``manager`` is an orbax checkpoint manager: a path failed on
+    ``'str' object has no attribute 'latest_step'``."""
+    check_instance(
+        "manager",
+        manager,
+        ocp.CheckpointManager,
+        "an orbax CheckpointManager",
+        remedy="open the folder with open_checkpoints(path)",
+    )
+
+
 def restore_checkpoint(
     manager: ocp.CheckpointManager, like: Callable[[dict[str, Any]], Any]
 ) -> tuple[int, Any, dict[str, Any]] | None:
@@ -314,7 +343,9 @@ def restore_checkpoint(
         ValueError: there are checkpoints, but none is intact; a step that cannot be restored
             into ``like`` holds arrays of other shapes (not damage: nothing is deleted); or
             what ``like`` raises.
+        TypeError: ``manager`` is not an orbax ``CheckpointManager`` (:func:`open_checkpoints`).
     """
+    _check_manager(manager)
     damaged: dict[int, str] = {}  # step -> why it is not intact
     for step in sorted(manager.all_steps(), reverse=True):
         restored = _restore_intact(manager, step, like)
