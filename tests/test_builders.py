@@ -1,5 +1,6 @@
 """The builders' argument checks: a configuration section of another kind is named."""
 
+import numpy as np
 import pytest
 
 from scorelab import builders
@@ -21,3 +22,25 @@ def test_make_optimizer_names_a_config_that_is_not_a_train_config():
 
     with pytest.raises(TypeError, match=r"^config: expected a scorelab.training.TrainConfig"):
         make_optimizer({"steps": 3})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.full((3, 2), np.nan), r"^data: its standard deviation is nan"),
+        (np.zeros((0, 2)), r"^data: empty"),
+        (np.array([[1e300], [-1e300]]), r"^data: its standard deviation is inf"),
+    ],
+)
+def test_data_scale_refuses_what_has_no_finite_scale(data, message):
+    """NaN data was taken for constant data (scale 1), and 1e300 gave inf (pass 19A, #18)."""
+    with pytest.raises(ValueError, match=message):
+        builders.data_scale(data)
+
+
+def test_ragged_rows_are_a_data_error():
+    """``validate_data([[1, 2], [3]])`` was NumPy's "inhomogeneous shape" (pass 19A, #18)."""
+    from scorelab.data import DataError, validate_data
+
+    with pytest.raises(DataError, match=r"^data: rows of different lengths"):
+        validate_data([[1.0, 2.0], [3.0]])

@@ -308,8 +308,21 @@ def make_image_data(config: DataConfig, split: str = "train") -> ImageData:
 
 def data_scale(data: np.ndarray) -> float:
     """The data's standard deviation over all entries (EDM's ``sigma_data``), 1 for constant
-    data (nothing to normalise)."""
-    scale = float(np.std(data))
+    data (nothing to normalise).
+
+    Raises:
+        ValueError: for no data, or data whose standard deviation is not a finite number (NaN
+            entries were taken for constant data, and 1e300 gave inf).
+    """
+    if np.size(data) == 0:
+        raise ValueError("data: empty; its scale needs at least one entry")
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned about
+        scale = float(np.std(data))
+    if not np.isfinite(scale):
+        raise ValueError(
+            f"data: its standard deviation is {scale} (NaN, or beyond float64); give finite "
+            "data of a moderate range"
+        )
     return scale if scale > 0 else 1.0
 
 

@@ -156,7 +156,12 @@ def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.nd
     Raises:
         DataError: naming ``name``, what is wrong and the first row concerned.
     """
-    array = np.asarray(data)
+    try:
+        array = np.asarray(data)
+    except ValueError:  # NumPy's "inhomogeneous shape after 1 dimensions"
+        raise DataError(
+            f"{name}: rows of different lengths; give an array of one shape (n, d)"
+        ) from None
     if array.ndim != 2 and not (any_shape and array.ndim > 2):
         if array.ndim > 4:  # neither points nor images: say both shapes accepted
             raise DataError(
