@@ -577,3 +577,20 @@ def test_a_sharded_checkpoint_is_named_with_the_remedy(tmp_path):
     index.write_text(json.dumps({"metadata": {}, "weight_map": shards}))
     with pytest.raises(PretrainedError, match=r"index\.json: a sharded checkpoint; .*merge it"):
         run(folder, tmp_path / "g.png", num_inference_steps=2)
+
+
+def test_bfloat16_weights_are_read_as_their_float32_values(tmp_path):
+    """A bfloat16 checkpoint, which diffusers loads, was refused (pass 19B, #6): it samples
+    as the same weights stored in float32."""
+    import ml_dtypes
+
+    images = []
+    for name, dtype in (("bf16", ml_dtypes.bfloat16), ("f32", np.float32)):
+        folder = _copy(tmp_path / name)
+        weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        tensors = {
+            k: v.astype(ml_dtypes.bfloat16).astype(dtype) for k, v in load_file(weights).items()
+        }
+        save_file(tensors, weights)
+        images.append(run(folder, tmp_path / f"{name}.png", num_inference_steps=2))
+    np.testing.assert_array_equal(images[0], images[1])

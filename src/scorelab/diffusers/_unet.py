@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import json
 import math
 import reprlib
 import zlib
@@ -279,7 +280,7 @@ def _check_config_argument(config) -> dict:
 
 # --- the checkpoint's tensors -------------------------------------------------------------------
 
-_FLOAT_DTYPES = ("float16", "float32", "float64")
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 """The tensor dtypes scorelab reads."""
 
 
@@ -309,7 +310,8 @@ class _Weights:
         for name, (shape, dtype) in specs.items():
             if dtype not in _FLOAT_DTYPES:
                 raise PretrainedError(
-                    f"tensor {name!r} has dtype {dtype}, expected float16, float32 or float64; "
+                    f"tensor {name!r} has dtype {dtype}, expected float16, bfloat16, float32 or "
+                    "float64; "
                     "save the checkpoint in one of them"
                 )
             parts = name.split(".")
@@ -1422,12 +1424,31 @@ def _read_safetensors(file: Path) -> _Weights:
         ) from None
 
     def read(name: str) -> np.ndarray:
+        if specs[name][1] == "bfloat16":  # NumPy has no bfloat16: safetensors' numpy refuses it
+            return _read_bfloat16(file, name)
         return handle.get_tensor(name)
 
     try:
         return _Weights(specs, read)
     except PretrainedError as error:
         raise PretrainedError(f"{file}: {error}") from None
+
+
+def _read_bfloat16(file: Path, name: str) -> np.ndarray:
+    """The bfloat16 tensor ``name`` of the safetensors ``file`` as float32 (exact), read from
+    the format's own layout: an 8-byte little-endian header length, the JSON header of
+    ``{name: {"dtype", "shape", "data_offsets"}}``, then the data (``ml_dtypes``, which JAX
+    installs, knows the type)."""
+    import ml_dtypes
+
+    with open(file, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        entry = json.loads(handle.read(size))[name]
+        start, end = entry["data_offsets"]
+        handle.seek(8 + size + start)
+        data = handle.read(end - start)
+    values = np.frombuffer(data, ml_dtypes.bfloat16).reshape(entry["shape"])
+    return values.astype(np.float32)
 
 
 def load_unet(path) -> UNet2D:
