@@ -421,7 +421,7 @@ def test_demo_settings_refuse_a_bad_base_and_a_table_for_a_train_config():
             "1.2) does not reach [sigma_min, sigma_max] = [1000, 10000]",
         ),
         ({"rho": 1e-30}, "demo.rho: rho 1e-30: sigma_max ** (1 / rho) overflows"),
-        ({"sigma_min": 1.0, "sigma_max": 1.0000001}, "demo.grid: sigma grid of 100 levels"),
+        ({"sigma_min": 1.0, "sigma_max": 1.0000001}, "demo: sigma grid of 100 levels"),
         ({"tutorial_sigma_max": 3e7, "rho": 0.05}, "demo.tutorial_sigma_max: sigma grid of 100"),
     ],
 )

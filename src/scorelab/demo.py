@@ -232,7 +232,8 @@ class DemoSettings:
                         f"sigma_max] = [{self.sigma_min:g}, {self.sigma_max:g}]: choose "
                         "'loguniform', or a sigma range that law reaches"
                     )
-                names = {"sampler.": "demo.", "train.": f"demo.{name}."}
+                # "sampler:": levels that merge, the levels, range and rho together
+                names = {"sampler.": "demo.", "sampler:": "demo:", "train.": f"demo.{name}."}
                 raise ConfigError(text).renamed(names) from None
         grids = [
             (self.grid, n, self.sigma_max, "grid")

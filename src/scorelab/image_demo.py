@@ -74,6 +74,7 @@ _SETTING_OF_FIELD = {
     "sampler.n_levels": "demo.budgets",
     "sampler.grid": "demo.grid",
     "sampler.rho": "demo.rho",
+    "sampler:": "demo:",  # levels that merge: the budgets, range and rho together
     "train.": "demo.train.",
 }
 

@@ -101,11 +101,19 @@ def _check_shape(dim, widths, length: int | None = None) -> tuple[int, ...]:
         raise ValueError(f"widths: expected {what}, got {widths!r}")
     for width in widths:
         check_int("widths", width, 1)
-    # The weights, float32, before initialising them (dim 10**12 was a 16 TB allocation later).
+    return tuple(int(w) for w in widths)
+
+
+def _check_weights(dim: int, widths: tuple[int, ...], keys: Array) -> None:
+    """Refuse an MLP's float32 weights beyond the memory before drawing them (``dim = 10**12``
+    built a model whose weights failed on 16 TB later). Skipped while ``keys`` is traced: under
+    ``eqx.filter_eval_shape`` nothing is allocated, and :func:`scorelab.builders.make_model`
+    names the network by its examples' shape."""
+    if is_traced(keys):
+        return
     sizes = (dim, *widths, dim)
     parameters = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
     check_memory("dim" if dim > max(widths) else "widths", 4 * parameters, "give a smaller network")
-    return tuple(int(w) for w in widths)
 
 
 def positional_embedding(c, channels: int = _POSITIONAL_CHANNELS, max_positions: float = 1e4):
@@ -247,6 +255,7 @@ class MLP(eqx.Module):
         _check_activation(activation)
         input_scale = _positive("input_scale", input_scale)
         keys = jax.random.split(typed_key(key), len(widths) + 1)
+        _check_weights(dim, widths, keys)
         sizes = (dim, *widths)
         self.hidden_layers = tuple(
             eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1])
@@ -323,6 +332,7 @@ class ConditionalMLP(eqx.Module):
         check_choice("noise_embedding", noise_embedding, NOISE_EMBEDDINGS)
         key = typed_key(key)
         k1, k2, k3, k4 = jax.random.split(key, 4)
+        _check_weights(dim, widths, k1)
         w1, w2, w3 = widths
         inputs = dim + 1 if noise_embedding == "concat" else dim
         self.layers = (

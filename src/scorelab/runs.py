@@ -72,6 +72,7 @@ _MOVED = ".moved"  # in _REPLACED once every entry is in it: the new job may beg
 _DROPPED = ".scorelab-dropped"  # a replaced run being deleted, out of _REPLACED's way
 _WRITTEN = ".scorelab-written"  # the names the run's jobs wrote, a JSON list
 _OWN = (_LOCK, _REPLACED, _DROPPED, _WRITTEN)  # the claim's own entries: no part of a run
+_HELD: set[Path] = set()  # the run folders this process holds (prepare_run_dir, locked)
 _DERIVED = ("figures",)  # written into a run by other commands (plot), replaced with it
 _ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # in the name of a save that never completed
 
@@ -153,6 +154,7 @@ def prepare_run_dir(
         primary_value(False)
         raise
     primary_value(True)
+    _HELD.add(resolved(path))
     try:
         before = _names(path)
         # a resumed run of unknown history (no record): everything in it counts as the run's
@@ -168,6 +170,7 @@ def prepare_run_dir(
         if record and is_run(path):
             write_json(path / _WRITTEN, sorted(record))
     finally:
+        _HELD.discard(resolved(path))
         lock.release()
 
 
@@ -388,17 +391,22 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
         ) from None
     if lock is None:
         raise _busy_error(path)
+    _HELD.add(resolved(path))
     try:
         yield path
     finally:
+        _HELD.discard(resolved(path))
         lock.release()
 
 
 def busy(path: str | os.PathLike) -> bool:
     """Whether another process holds the run in ``path`` (training it, or replacing it): its
     lock taken, and released at once, by this one fails. ``False`` for a folder never claimed
-    (no lock file) or that this process cannot lock (read-only): the other checks name those."""
+    (no lock file), held by this process itself (a second lock of it fails too), or that this
+    process cannot lock (read-only): the other checks name those."""
     if not (Path(path) / _LOCK).is_file():  # never claimed: no lock file made in a stranger's
+        return False
+    if resolved(path) in _HELD:  # this process's own (plot reads the run it locked)
         return False
     try:
         lock = _try_lock(Path(path))
