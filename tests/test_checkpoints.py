@@ -373,6 +373,9 @@ def test_checkpoint_arguments_of_another_kind_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"afile is a file, not a folder"):
         open_checkpoints(afile / "sub")
     manager = open_checkpoints(folder)
-    with pytest.raises(TypeError, match=r"^metadata: not JSON-serialisable"):
-        save_checkpoint(manager, 0, STATE, {"a": object()})
-    assert manager.latest_step() is None  # nothing written
+    try:
+        with pytest.raises(TypeError, match=r"^metadata: not JSON-serialisable"):
+            save_checkpoint(manager, 0, STATE, {"a": object()})
+        assert manager.latest_step() is None  # nothing written
+    finally:
+        manager.close()
