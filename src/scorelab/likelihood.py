@@ -54,7 +54,6 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
@@ -66,6 +65,7 @@ from scorelab._validate import (
     check_memory,
     check_real,
     is_traced,
+    real_number,
 )
 from scorelab.losses import (
     PROBES,
@@ -470,12 +470,12 @@ def dequantise(key: Array, x: Array, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> 
 
 
 def _bin_width(value) -> float:
-    """``bin_width`` as a Python number, checked finite and ``> 0``: a number, or a concrete
-    0-d array (a JAX scalar was refused, though :func:`dequantise` takes it)."""
-    if isinstance(value, (jax.Array, np.ndarray)) and not is_traced(value) and value.ndim == 0:
-        value = value.item()
-    check_real("bin_width", value, "a number > 0", lambda v: v > 0)
-    return value
+    """``bin_width`` as a Python float, checked finite and ``> 0``: a number, or a concrete
+    0-d array (:func:`~scorelab._validate.real_number`; a JAX scalar was refused, though
+    :func:`dequantise` takes it)."""
+    number = None if is_traced(value) else real_number(value)
+    check_real("bin_width", value if number is None else number, "a number > 0", lambda v: v > 0)
+    return number
 
 
 def bits_per_dim(log_prob, dim: int, bin_width: float = EIGHT_BIT_BIN_WIDTH) -> Array:

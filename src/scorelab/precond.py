@@ -26,12 +26,11 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_callable, check_real, check_sigma, is_traced
+from scorelab._validate import check_callable, check_real, check_sigma, is_traced, real_number
 
 __all__ = ["EDMCoefficients", "edm_coefficients", "EDMPreconditioned"]
 
@@ -200,8 +199,8 @@ class EDMPreconditioned(eqx.Module):
 
     def __init__(self, network: Callable[[Array, Array], Array], sigma_data: float):
         check_callable("network", network, "network(x_in, c_noise)")
-        if isinstance(sigma_data, np.ndarray | np.generic | jax.Array) and np.ndim(sigma_data) == 0:
-            sigma_data = sigma_data.item()
+        number = None if is_traced(sigma_data) else real_number(sigma_data)  # a 0-d array too
+        sigma_data = sigma_data if number is None else number
         check_real("sigma_data", sigma_data, "a number > 0", lambda v: v > 0)
         check_sigma("sigma_data", sigma_data)  # 1e20 scored NaN
         self.network = network
