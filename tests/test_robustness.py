@@ -2763,6 +2763,27 @@ def test_plot_into_a_run_another_process_holds_is_refused(run_dir, capsys):
     assert main(["plot", str(run_dir), "--overwrite"]) == 0
 
 
+@pytest.mark.parametrize("inside", [".", "sub/deeper"])
+def test_an_output_into_a_run_another_process_writes_is_refused(inside, run_dir, tmp_path, capsys):
+    """``evaluate S --json RUN/m.json`` while another process trained or replaced RUN wrote
+    into it; that job, when it finished, recorded the file as its own work, and the run's next
+    ``--overwrite`` deleted it (pass 19B, #1b). Refused, at any depth; once the run is free, a
+    file beside it is the user's to write."""
+    import shutil
+
+    from _holder import held_by_another_process
+
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")  # the module's run stays as it is
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    out = run_dir / inside / "mine.json"
+    argv = ["evaluate", samples, "--target", "seed_mixture", "--json", out, "--quiet"]
+    with held_by_another_process(run_dir):
+        _fails(argv, capsys, f"{out}: inside the run {run_dir}, which another process is")
+    assert not out.exists()
+    assert main([str(arg) for arg in argv]) == 0
+
+
 def test_two_plots_into_one_new_folder_do_not_both_succeed(run_dir, tmp_path, capsys, monkeypatch):
     """Two ``plot --out NEW`` at once both exited 0, and NEW held one run's figures (pass 14,
     #6): the second to write a figure is refused, keeping the first's."""

@@ -13,6 +13,7 @@ import textwrap
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _holder import held_by_another_process
 
 from scorelab._files import expect_new, new_outputs
 from scorelab.runs import (
@@ -605,30 +606,17 @@ def test_a_run_another_process_writes_is_named_busy_by_resume_and_readers(tmp_pa
     the run with --overwrite instead", and ``sample --run`` "not a scorelab run directory ...
     check the path and the disk" (pass 19B, #4): both say it is in use. A folder never
     claimed gets no lock file from the check."""
-    import subprocess
-    import sys
-
     from scorelab.runs import busy, check_not_busy, load_run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     assert not busy(run_dir) and not (run_dir / ".lock").exists()
-    hold = (
-        f"import filelock, sys; lock = filelock.FileLock({str(run_dir / '.lock')!r}); "
-        "lock.acquire(); print('held', flush=True); sys.stdin.read()"
-    )
-    holder = subprocess.Popen(  # another process holds the run's lock until told to stop
-        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(run_dir):
         assert busy(run_dir)
         with pytest.raises(RunBusyError, match=r"in use by another process"):
             check_not_busy(run_dir)
         with pytest.raises(RunBusyError, match=r"in use by another process"):
             load_run(run_dir)
-    finally:
-        holder.communicate("")
     assert not busy(run_dir)
 
 

@@ -422,9 +422,16 @@ def _not_a_run_file(path: Path, run: Path | None = None) -> None:
     """Refuse an output ``path`` that is a file of a run (:func:`scorelab.runs.owning_run`):
     of the run ``run`` the command reads (``sample --run RUN --out RUN/losses.npy
     --overwrite`` replaced the run's loss history) or of any other (``export --diffusers
-    RUN/checkpoints/p`` wrote a pipeline among a run's checkpoints)."""
-    from scorelab.runs import inside, owning_run
+    RUN/checkpoints/p`` wrote a pipeline among a run's checkpoints), nor a path in a run that
+    another process writes (:func:`scorelab.runs.busy_run_around`)."""
+    from scorelab.runs import busy_run_around, inside, owning_run
 
+    held = busy_run_around(path)
+    if held is not None:  # the job would record the file as its work, and --overwrite drop it
+        raise ValueError(
+            f"{path}: inside the run {held}, which another process is writing (training or "
+            "replacing it); write the output elsewhere, or wait for it to finish"
+        )
     owner = owning_run(path, run)
     if owner is not None:
         reads = run is not None and inside(owner, run) and inside(run, owner)

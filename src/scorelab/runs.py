@@ -61,6 +61,7 @@ __all__ = [
     "settle",
     "busy",
     "check_not_busy",
+    "busy_run_around",
     "replaced_run",
     "locked",
 ]
@@ -415,6 +416,18 @@ def busy(path: str | os.PathLike) -> bool:
     if lock:
         lock.release()
     return lock is None
+
+
+def busy_run_around(path: str | os.PathLike) -> Path | None:
+    """The folder above ``path`` (as written or with links resolved) that another process
+    holds as a run (:func:`busy`), or ``None``. A file written there while that job runs
+    would be recorded as the job's work when it finishes, and deleted with the run by its next
+    ``--overwrite``."""
+    for candidate in (Path(os.path.abspath(path)), resolved(path)):
+        held = next((folder for folder in candidate.parents if busy(folder)), None)
+        if held is not None:
+            return held
+    return None
 
 
 def check_not_busy(path: str | os.PathLike) -> None:
