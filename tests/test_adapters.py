@@ -267,3 +267,10 @@ def test_batched_scores_an_integer_example_as_floats():
     # sigma was cast to x's dtype: 0.5 became 0 for an integer x
     score = batched(lambda x, sigma: -x / (1.0 + sigma[:, None] ** 2))
     np.testing.assert_allclose(score(jnp.array([1, 2]), 0.5), [-0.8, -1.6], rtol=1e-6)
+
+
+def test_batched_names_more_than_one_noise_level():
+    """Several levels for one example gave reshape's "cannot reshape array of shape (3,)"."""
+    score = batched(lambda x, sigma: -x / (1.0 + sigma[:, None] ** 2))
+    with pytest.raises(ValueError, match=r"sigma: expected one noise level .* shape \(3,\)"):
+        score(jnp.ones(2), jnp.ones(3))

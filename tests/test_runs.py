@@ -63,8 +63,10 @@ def test_write_json_writes_non_finite_numbers_as_null(tmp_path):
 
 def test_write_json_refuses_an_unknown_type_and_keeps_the_previous_file(tmp_path):
     path = write_json(tmp_path / "a.json", {"version": 1})
-    with pytest.raises(TypeError, match="not JSON serializable"):
+    with pytest.raises(TypeError, match=f"{re.escape(str(path))}: cannot be written as JSON .*"):
         write_json(path, {"version": 2, "bad": object()})
+    with pytest.raises(TypeError, match="cannot be written as JSON .*keys must be"):
+        write_json(path, {(1, 2): "a tuple key"})
     assert read_json(path) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"], "no temporary file is left"
 

@@ -225,9 +225,15 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        TypeError: ``payload`` holds another type (the file is not written).
+        TypeError: ``payload`` holds another type, or a key that is not a string, number,
+            boolean or ``None``, naming ``path`` (the file is not written).
     """
-    text = json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n"
+    try:
+        text = json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as error:  # json named neither the file nor the remedy
+        raise TypeError(
+            f"{path}: cannot be written as JSON ({error}); give numbers, strings, lists and dicts"
+        ) from None
     return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 

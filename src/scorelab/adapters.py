@@ -158,7 +158,13 @@ def from_epsilon(eps_fn, alphas_cumprod):
 def _batched_score(x: Array, sigma, score_fn_batched) -> Array:
     # An integer x is scored as floats: sigma cast to its dtype was 0.5 -> 0.
     x = jnp.asarray(x, dtype=jnp.result_type(x, 1.0))
-    sigma = jnp.asarray(sigma, dtype=x.dtype).reshape(1)
+    sigma = jnp.asarray(sigma, dtype=x.dtype)
+    if sigma.size != 1:  # was reshape's "cannot reshape array of shape (3,) into (1,)"
+        raise ValueError(
+            f"sigma: expected one noise level for the one example, got shape {sigma.shape}; "
+            "the samplers' vmap over chains batches the calls"
+        )
+    sigma = sigma.reshape(1)
     return score_fn_batched(x[None], sigma)[0]
 
 
@@ -180,6 +186,7 @@ def batched(score_fn_batched):
 
     Raises:
         TypeError: ``score_fn_batched`` is not callable.
+        ValueError: (when called) ``sigma`` is more than one noise level.
     """
     check_callable("score_fn_batched", score_fn_batched, "model score_fn_batched(x, sigma)")
     return Partial(_batched_score, score_fn_batched=score_fn_batched)
