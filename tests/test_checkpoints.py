@@ -379,3 +379,16 @@ def test_checkpoint_arguments_of_another_kind_are_named(tmp_path):
         assert manager.latest_step() is None  # nothing written
     finally:
         manager.close()
+
+
+def test_a_model_file_larger_than_its_record_describes_is_refused_before_reading(tmp_path):
+    """A ``model.eqx`` grown to 20 GB (sparse) was read whole before its checksum was
+    compared, and the machine ran out of memory (pass 20B, F2)."""
+    model = MLP(jax.random.key(0), dim=2, widths=(8,))
+    save_model(tmp_path / "model", model, dim=2, widths=(8,))
+    assert load_model(tmp_path / "model") is not None
+    leaves = tmp_path / "model.eqx"
+    with open(leaves, "r+b") as handle:
+        handle.truncate(20 * 2**30)
+    with pytest.raises(ValueError, match=r"model.eqx: 21474836480 bytes, more than the"):
+        load_model(tmp_path / "model")

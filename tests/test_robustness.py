@@ -2836,3 +2836,119 @@ def test_an_integer_past_float_range_is_one_line_not_a_traceback(argv, named, tm
     out = {"train": "r", "sample": "s.npy", "sweep": "m", "grid": "g.json"}.get(argv[0])
     argv += ["--out", tmp_path / out] if out else []
     _fails(argv, capsys, named, "digits" if "memory" not in named else "")
+
+
+# --- pass 20B: tampered run folders and odd output paths ---
+
+
+def _copy(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return shutil.copytree(run_dir, tmp_path / "run")  # the module's run stays as it is
+
+
+@pytest.mark.parametrize("record", [".scorelab-written", "manifest.json"])
+def test_a_pipe_or_device_as_a_run_s_record_is_named_not_waited_on(record, run_dir, tmp_path):
+    """A FIFO as ``RUN/.scorelab-written`` or ``RUN/manifest.json`` made ``sample --out RUN/x``,
+    ``plot`` and ``train --resume`` wait for ever, and a link to /dev/zero read until the
+    memory ran out (pass 20B, F1, F2): every JSON read refuses a file that is not regular."""
+    from scorelab._files import read_json
+
+    run = _copy(run_dir, tmp_path)
+    (run / record).unlink(missing_ok=True)
+    os.mkfifo(run / record)
+    with pytest.raises(ValueError, match=f"{record}: a special file .* not a JSON file"):
+        read_json(run / record)
+    (run / record).unlink()
+    (run / record).symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=f"{record}: a special file .* not a JSON file"):
+        read_json(run / record)
+
+
+@pytest.mark.parametrize("content", ["5", "null", "[1]"])
+def test_a_demo_json_that_is_not_an_object_is_named(content, run_dir, tmp_path, capsys):
+    """``plot`` of a folder whose demo.json held ``5`` ended in "TypeError: argument of type
+    'int' is not iterable", an internal error (pass 20B, F3)."""
+    run = _copy(run_dir, tmp_path)
+    (run / "demo.json").write_text(content)
+    _fails(["plot", run, "--out", tmp_path / "figs"], capsys, f"{run / 'demo.json'}: demo")
+
+
+def test_plot_of_a_demo_folder_names_its_damaged_stored_files(tmp_path, capsys):
+    """``plot`` of a demo folder whose metrics.json lacked its rows ended in "KeyError: 'rows'",
+    an internal error, and a pipe as samples.npz or metrics.json waited for ever (pass 20B,
+    F4)."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "demo.json").write_text('{"budgets": [10, 20]}')
+    (demo / "metrics.json").write_text("{}")
+    (demo / "models" / "unet").mkdir(parents=True)
+    np.save(demo / "models" / "unet" / "losses.npy", np.array([1.0, 0.5], np.float32))
+    np.savez(demo / "samples.npz", data=np.zeros((2, 1, 8, 8), np.float32))
+    _fails(["plot", demo, "--out", tmp_path / "f1"], capsys, "metrics.json or samples.npz is not")
+    (demo / "metrics.json").unlink()
+    os.mkfifo(demo / "metrics.json")
+    _fails(["plot", demo, "--out", tmp_path / "f2"], capsys, "metrics.json: a special file")
+    (demo / "metrics.json").unlink()
+    (demo / "metrics.json").write_text('{"rows": [], "floors": {}}')
+    (demo / "samples.npz").unlink()
+    os.mkfifo(demo / "samples.npz")
+    _fails(["plot", demo, "--out", tmp_path / "f3"], capsys, "samples.npz: a special file")
+
+
+def test_a_run_without_its_manifest_keeps_its_files_from_outputs(run_dir, tmp_path, capsys):
+    """A run whose manifest.json was lost took ``evaluate --json RUN/config.json --overwrite``
+    and ``sample --out RUN/losses.npy --overwrite`` (pass 20B, F5)."""
+    run = _copy(run_dir, tmp_path)
+    (run / "manifest.json").unlink()
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    before = (run / "config.json").read_bytes()
+    argv = ["evaluate", samples, "--target", "seed_mixture", "--quiet", "--overwrite"]
+    _fails([*argv, "--json", run / "config.json"], capsys, "config.json: a file of the run")
+    _fails([*argv, "--json", run / "losses.npy"], capsys, "losses.npy: a file of the run")
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_plot_into_run_figures_linked_out_of_the_run_needs_overwrite(run_dir, tmp_path, capsys):
+    """``RUN/figures`` as a link to a user's folder elsewhere had its files replaced without
+    ``--overwrite`` (pass 20B, F6): only figures inside the run are redrawn in place."""
+    import shutil
+
+    run = _copy(run_dir, tmp_path)
+    shutil.rmtree(run / "figures", ignore_errors=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "loss.png").write_bytes(b"the user's own figure")
+    (run / "figures").symlink_to(mine)
+    _fails(["plot", run], capsys, f"{run / 'figures'} (a link to {mine}): a folder that is not")
+    assert (mine / "loss.png").read_bytes() == b"the user's own figure"
+
+
+def test_a_path_with_a_line_break_is_refused_whole(run_dir, tmp_path, capsys):
+    """``sample --out $'ex\\nist.npy'`` said only "error: ex" (pass 20B, F7)."""
+    out = tmp_path / "ex\nist.npy"
+    _fails(["plot", run_dir, "--out", out], capsys, "a path with a line break", "rename it")
+
+
+def test_a_loss_history_without_a_finite_loss_is_damage(run_dir, tmp_path, capsys):
+    """An all-NaN losses.npy was drawn as an empty figure, exit 0 (pass 20B, F10)."""
+    run = _copy(run_dir, tmp_path)
+    np.save(run / "losses.npy", np.full(20, np.nan, np.float32))
+    _fails(["plot", run, "--out", tmp_path / "figs"], capsys, "losses.npy: holds no finite loss")
+
+
+def test_resume_refuses_a_run_file_linked_out_of_the_run(run_dir, tmp_path, capsys):
+    """``train --resume`` wrote the run's configuration through RUN/config.json, a link to a
+    user's file outside the run (pass 20B, F13)."""
+    run = _copy(run_dir, tmp_path)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    (run / "config.json").unlink()
+    (run / "config.json").symlink_to(notes)
+    _fails(
+        ["train", "--out", run, "--resume", "--loss", "ncsn", *_TINY],
+        capsys,
+        f"{run / 'config.json'}: a link to {notes}, outside the run",
+    )
+    assert notes.read_text() == '{"my": "notes"}'

@@ -241,11 +241,17 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file (written by :func:`write_json`; ``null`` stays ``None``).
 
     Raises:
-        OSError: the file cannot be read (missing, a folder, permissions).
-        ValueError: the file is not JSON text (damaged or truncated), naming it.
+        OSError: the file cannot be read (missing, permissions).
+        ValueError: the file is not JSON text (damaged or truncated), or not a regular file
+            (a folder; a pipe or a device, which a read waited on, or filled the memory from,
+            for ever), naming it.
     """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "a special file (a device or a pipe)"
+        raise ValueError(f"{path}: {kind}, not a JSON file; restore the file or write it again")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM is dropped
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is dropped
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise ValueError(
             f"{path}: not readable JSON ({error}); the file is damaged: restore it or write "

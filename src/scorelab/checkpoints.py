@@ -28,6 +28,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -437,6 +438,15 @@ def _skeleton(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
     return eqx.filter_eval_shape(lambda: _build(cls, kwargs))
 
 
+def _largest_leaves(skeleton: eqx.Module) -> int:
+    """An upper bound on the bytes of ``skeleton``'s serialised leaves: 8 bytes an array
+    element (the widest float it may be saved in) and 4 KiB a leaf for ``np.save``'s header
+    (128 bytes for any shape a network has)."""
+    leaves = jax.tree.leaves(skeleton)
+    elements = sum(math.prod(leaf.shape) for leaf in leaves if _is_array(leaf))
+    return 8 * elements + 4096 * len(leaves)
+
+
 def _deserialise(leaves: bytes, skeleton: eqx.Module) -> eqx.Module:
     """The network from its serialised leaves, each array in the float width it was saved in.
 
@@ -590,14 +600,6 @@ def load_model(path: str | Path) -> eqx.Module:
             f"{record_file}: not a model record written by save_model "
             f"({type(error).__name__}: {error}); save the model again"
         ) from error
-    leaves = leaves_file.read_bytes()
-    digest = hashlib.sha256(leaves).hexdigest()
-    if spec.get("eqx_sha256", digest) != digest:  # files from before checksums have none
-        raise ValueError(
-            f"{leaves_file} does not match the checksum in "
-            f"{record_file.name} (damaged, or an interrupted save); save the "
-            "model again"
-        )
     jax.devices()  # JAX's backend started here: its errors are not the files' (JAX_PLATFORMS)
     try:
         skeleton = _skeleton(cls, kwargs)
@@ -606,6 +608,21 @@ def load_model(path: str | Path) -> eqx.Module:
             f"{record_file}: its arguments build no {spec['class']} "
             f"({first_line(error)}); restore the file or save the model again"
         ) from error
+    size = leaves_file.stat().st_size  # read whole before the checksum: /dev/zero, 20 GB
+    if size > _largest_leaves(skeleton):
+        raise ValueError(
+            f"{leaves_file}: {size} bytes, more than the {spec['class']} described in "
+            f"{record_file.name} can hold (damaged, or another model's file); restore it or "
+            "save the model again"
+        )
+    leaves = leaves_file.read_bytes()
+    digest = hashlib.sha256(leaves).hexdigest()
+    if spec.get("eqx_sha256", digest) != digest:  # files from before checksums have none
+        raise ValueError(
+            f"{leaves_file} does not match the checksum in "
+            f"{record_file.name} (damaged, or an interrupted save); save the "
+            "model again"
+        )
     try:
         return _deserialise(leaves, skeleton)
     except (RuntimeError, ValueError, TypeError, EOFError) as error:

@@ -114,9 +114,14 @@ def _sampler_flags() -> dict:
 def _name(text: str) -> str:
     """A path or hub-id argument, as given: an empty one (an unset shell variable) would be the
     current folder, which a run or an ``--overwrite`` would then write into (or ``pretrained``
-    read as a pipeline)."""
+    read as a pipeline), nor one with a line break (messages are one line: ``sample --out
+    $'a\\nb.npy'`` said only "error: a")."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    if "\n" in text or "\r" in text:  # every message about it would be cut at the break
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a path with a line break, which no one-line message can name; rename it"
+        )
     return text
 
 
@@ -659,17 +664,20 @@ def _cmd_plot(args) -> int:
             f"--out {out}: a symbolic link to {os.readlink(out)}, which does not exist; create "
             "that folder or choose another"
         )
-    # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
-    # figures); any other folder may hold a user's files of the same names.
-    if args.out is not None and out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise ValueError(
-            f"--out {out}: a folder that is not empty; pass --overwrite to replace figures "
-            "there, or choose a new folder"
-        )
-    from scorelab._files import expect_new
+    from scorelab._files import expect_new, resolved
     from scorelab.runs import inside, locked
 
-    if args.out is not None and not args.overwrite:  # absent or empty: nor another's figures
+    # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
+    # figures); any other folder may hold a user's files of the same names, RUN/figures as a
+    # link out of the run too (plot replaced a user's figures there).
+    own = args.out is None and resolved(out).is_relative_to(resolved(args.run))
+    if not own and out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        where = f"--out {out}" if args.out is not None else f"{out} (a link to {resolved(out)})"
+        raise ValueError(
+            f"{where}: a folder that is not empty; pass --overwrite to replace figures "
+            "there, or choose a new folder"
+        )
+    if not own and not args.overwrite:  # absent or empty: nor another's figures
         expect_new(out)
 
     # Into the run itself (RUN/figures): not while another job trains or replaces it.

@@ -46,6 +46,7 @@ from scorelab import builders, samplers, viz
 from scorelab._validate import (
     check_choice,
     check_fields,
+    check_file,
     check_instance,
     check_int,
     check_memory,
@@ -66,13 +67,14 @@ from scorelab.report import Report, floors, measure
 from scorelab.runs import (
     atomic_write,
     check_output_folder,
-    demo_settings_path,
+    demo_settings,
     has_checkpoints,
     load_run,
     manifest,
     named_key,
     read_json,
     read_losses,
+    stored_outputs,
     write_json,
 )
 from scorelab.sweep import sweep_runs, sweep_sampler
@@ -743,17 +745,23 @@ def plot_demo(run_dir, out_dir, *, results=None, trained=None, progress=False) -
 
     Raises:
         ValueError: for a ``run_dir`` that is not a demo's output (a training run, say),
-            before ``out_dir`` is created.
+            before ``out_dir`` is created, or whose stored files do not hold what the demo
+            wrote (a damaged folder).
         FileNotFoundError: for a ``run_dir`` that does not exist.
     """
+    with stored_outputs(run_dir, "scorelab demo"):
+        return _draw_demo(run_dir, out_dir, results=results, trained=trained, progress=progress)
+
+
+def _draw_demo(run_dir, out_dir, *, results=None, trained=None, progress=False) -> list[Path]:
+    """:func:`plot_demo`'s drawing, its stored files' damage named by the caller."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    settings_path = demo_settings_path(run_dir)
+    settings = demo_settings(run_dir, DemoSettings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = DemoSettings.from_dict(read_json(settings_path))
     results = results if results is not None else read_json(run_dir / "metrics.json")
     if trained is None:
         trained = {name: load_run(run_dir / "models" / name)[1] for name in MODELS}
-    stored = np.load(run_dir / "samples.npz")
+    stored = np.load(check_file(run_dir / "samples.npz", "demo's samples file"))
     data = stored["data"][:1000]
     target = seed_mixture()
     exact = ExactScore(target)

@@ -37,6 +37,7 @@ from scorelab._files import atomic_write
 from scorelab._validate import (
     check_choice,
     check_fields,
+    check_file,
     check_int,
     check_memory,
     check_seed,
@@ -49,12 +50,13 @@ from scorelab.metrics import check_floor_repeats
 from scorelab.noise import GRIDS
 from scorelab.runs import (
     check_output_folder,
-    demo_settings_path,
+    demo_settings,
     has_checkpoints,
     manifest,
     named_key,
     read_json,
     read_losses,
+    stored_outputs,
     write_json,
 )
 from scorelab.training import TrainConfig
@@ -216,7 +218,10 @@ def is_image_demo(run_dir) -> bool:
     """Whether ``run_dir`` is the output of ``scorelab demo images`` (its ``demo.json`` holds
     the image demo's settings, which the 2-D demo's do not: ``budgets``)."""
     path = Path(run_dir) / "demo.json"
-    return path.is_file() and "budgets" in read_json(path)
+    if not path.is_file():
+        return False
+    record = read_json(path)
+    return isinstance(record, dict) and "budgets" in record
 
 
 def _label(name: str, nfe: int) -> str:
@@ -326,16 +331,22 @@ def plot_image_demo(run_dir, out_dir, *, results=None, losses=None) -> list[Path
 
     Raises:
         ValueError: for a ``run_dir`` that is not an image demo's output (a training run,
-            say).
+            say), or whose stored files do not hold what the demo wrote (a damaged folder).
         FileNotFoundError: for a ``run_dir`` that does not exist.
     """
+    with stored_outputs(run_dir, "scorelab demo images"):
+        return _draw_image_demo(run_dir, out_dir, results=results, losses=losses)
+
+
+def _draw_image_demo(run_dir, out_dir, *, results=None, losses=None) -> list[Path]:
+    """:func:`plot_image_demo`'s drawing, its stored files' damage named by the caller."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    settings = ImageDemoSettings.from_dict(read_json(demo_settings_path(run_dir, "image demo")))
+    settings = demo_settings(run_dir, ImageDemoSettings, "image demo")
     results = results if results is not None else read_json(run_dir / "metrics.json")
     losses = losses if losses is not None else read_losses(run_dir / "models" / "unet")
     rows, floors = results["rows"], results["floors"]
     written = []
-    with np.load(run_dir / "samples.npz") as arrays:
+    with np.load(check_file(run_dir / "samples.npz", "demo's samples file")) as arrays:
         for row in rows:
             name, nfe = row["sampler"], row["budget"]
             path = out_dir / f"samples_{name}_nfe{nfe}.png"

@@ -29,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
     "read_json",
     "load_run",
     "read_losses",
+    "stored_outputs",
     "settle",
     "busy",
     "check_not_busy",
@@ -245,10 +247,15 @@ def enclosing_run(path: str | os.PathLike, read: Path | None = None) -> Path | N
 
 
 def _holds_run(folder: Path, read: Path | None) -> bool:
-    """Whether ``folder`` holds a run (:func:`is_run`) or is ``read``, the run a command
-    reads, which counts even when damaged (no manifest)."""
+    """Whether ``folder`` holds a run (:func:`is_run`), or one whose manifest is lost (its
+    ``config.json`` beside a saved model or ``checkpoints/``: ``evaluate --json
+    RUN/config.json --overwrite`` replaced such a run's configuration), or is ``read``, the
+    run a command reads, which counts even when damaged."""
     same = read is not None and inside(folder, read) and inside(read, folder)
-    return same or is_run(folder)
+    lost = (folder / "config.json").is_file() and (
+        (folder / "model.json").is_file() or (folder / "checkpoints").is_dir()
+    )
+    return same or lost or is_run(folder)
 
 
 def _unclaim(path: Path) -> None:
@@ -502,6 +509,20 @@ def _claim(
                 f"{path} already holds a run; resume it (--resume), replace it (--overwrite), "
                 "or choose another output path"
             )
+        if entries and resume:  # a run file linked out of the run: its target rewritten
+            linked = [
+                entry
+                for entry in entries
+                if entry.name in (*RUN_FILES, "checkpoints")
+                and entry.is_symlink()
+                and not resolved(entry).is_relative_to(resolved(path))
+            ]
+            if linked:
+                raise RunExistsError(
+                    f"{linked[0]}: a link to {resolved(linked[0])}, outside the run, which "
+                    "--resume would write through; put the file itself in the run, or choose "
+                    "another output path"
+                )
         if entries and overwrite:
             # `train --data RUN/points.npy --out RUN --overwrite` deleted the data it had just
             # read (and a --config file kept in the run, a --run model swept into itself).
@@ -605,19 +626,25 @@ def check_output_folder(path: str | os.PathLike, job: str, outputs: Sequence[str
         )
 
 
-def demo_settings_path(run_dir: str | os.PathLike, job: str = "demo") -> Path:
-    """``run_dir/demo.json``, the settings of a demo's output folder, or an error naming what
-    ``run_dir`` is instead.
+def demo_settings(run_dir: str | os.PathLike, settings_class: type, job: str = "demo"):
+    """The settings of a demo's output folder, ``settings_class.from_dict`` of its
+    ``demo.json``, or an error naming what ``run_dir`` is instead.
 
     Raises:
-        ValueError: for a training run (naming :func:`scorelab.workflows.plot_run`) or a
-            folder without ``demo.json``.
+        ValueError: for a training run (naming :func:`scorelab.workflows.plot_run`), a
+            folder without ``demo.json``, or a ``demo.json`` that holds no such settings
+            (naming it).
         FileNotFoundError: for a path where nothing is.
     """
     run_dir = Path(run_dir)
     path = run_dir / "demo.json"
     if path.is_file():
-        return path
+        try:
+            return settings_class.from_dict(read_json(path))
+        except ValueError as error:  # "demo: expected a table of fields, got int"
+            raise ValueError(
+                f"{path}: {first_line(error)}; restore the file or run the {job} again"
+            ) from None
     job = f"{'an' if job[:1] in 'aeiou' else 'a'} {job}"
     if not run_dir.exists():
         raise FileNotFoundError(f"{run_dir}: no such folder; give the output folder of {job}")
@@ -850,7 +877,24 @@ def read_losses(run_dir) -> np.ndarray:
             f"{path}: not a loss history (a 1-D array of numbers, one per step), got "
             f"{history.dtype} of shape {history.shape}; restore it or train the run again"
         )
+    if not np.isfinite(history).any():  # training stops at a non-finite loss: damage
+        raise DataError(f"{path}: holds no finite loss (damaged); {remedy}")
     return history
+
+
+@contextlib.contextmanager
+def stored_outputs(run_dir: str | os.PathLike, job: str) -> Iterator[None]:
+    """Name the output folder ``run_dir`` of ``job`` as damaged when what its stored files
+    (``metrics.json``, ``samples.npz``) hold is not what ``job`` wrote: a missing key or
+    array, a value of another type (``plot`` said "internal error (a bug in scorelab)")."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{run_dir}: its metrics.json or samples.npz is not what {job} wrote "
+            f"({type(error).__name__}: {first_line(error)}); the folder is damaged: run "
+            f"{job} again (--overwrite)"
+        ) from error
 
 
 def _record_arguments(record: dict) -> Iterator[tuple[str, Any]]:
