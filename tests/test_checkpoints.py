@@ -5,6 +5,7 @@ uninterrupted run) is tested in ``test_training.py``.
 """
 
 import json
+import os
 import re
 import shutil
 
@@ -139,6 +140,89 @@ def test_arrays_of_other_shapes_than_like_are_a_mismatch_not_damage(two_steps):
     with pytest.raises(ValueError, match="step 2 holds arrays of other shapes than like's"):
         restore_checkpoint(manager, lambda metadata: wider)
     assert manager.all_steps() == [1, 2]
+
+
+def _refuse_other_runs(metadata):
+    """:data:`STATE` for this run's steps; a refusal, as ``train``'s, for another run's."""
+    if metadata.get("run") == "other":
+        raise ValueError("cannot resume run 'other'")
+    return STATE
+
+
+@pytest.mark.parametrize(
+    ("other_state", "other_like", "words"),
+    [
+        ({"a": jnp.arange(5.0)}, like, "step 3 holds arrays of other shapes than like's"),
+        (STATE, _refuse_other_runs, "cannot resume run 'other'"),
+    ],
+)
+def test_another_runs_step_under_a_new_number_is_refused_not_deleted(
+    two_steps, tmp_path, other_state, other_like, words
+):
+    """Another run's step 1 copied in as step 3 was deleted as a renamed, damaged step ('step
+    3: holds step 1'), and the restore went on from step 2 (pass 21C, F8); as under its own
+    number, it is refused and kept."""
+    other = open_checkpoints(tmp_path / "other")
+    save_checkpoint(other, 1, other_state, {"run": "other"})
+    other.close()
+    shutil.copytree(tmp_path / "other" / "1", two_steps / "3")
+    manager = open_checkpoints(two_steps)
+    with pytest.raises(ValueError, match=words):
+        restore_checkpoint(manager, other_like)
+    assert manager.all_steps() == [1, 2, 3]
+
+
+def test_a_step_folder_that_is_a_link_is_refused_and_its_target_kept(two_steps, tmp_path):
+    """A link in the checkpoint folder was deleted as a damaged step, which failed on 'Cannot
+    call rmtree on a symbolic link' (pass 21C, F9)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("important")
+    (two_steps / "3").symlink_to("../victim")
+    manager = open_checkpoints(two_steps)
+    words = "checkpoints/3: a symbolic link, not a checkpoint step; remove the link"
+    with pytest.raises(ValueError, match=words):
+        restore_checkpoint(manager, like)
+    assert (two_steps / "3").is_symlink() and manager.all_steps() == [1, 2, 3]
+    assert (victim / "notes.txt").read_text() == "important"
+
+
+def _pipe(path):
+    """Replace ``path`` by a named pipe, which a reader waits on until something writes."""
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _link_out(path):
+    """Replace ``path`` by a link to an identical copy outside its step."""
+    outside = path.parents[3] / "outside"
+    shutil.copy(path, outside)
+    path.unlink()
+    path.symlink_to(outside)
+
+
+@pytest.mark.parametrize("digests", [True, False])
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (_pipe, "metadata/metadata is not a regular file"),
+        (_link_out, "metadata/metadata is a link out of the step"),
+    ],
+)
+def test_an_entry_that_no_save_writes_is_damage_found_before_orbax_reads_it(
+    two_steps, tmp_path, digests, entry, reason
+):
+    """A pipe in a step without file digests made orbax's reader wait forever (pass 21C, F12);
+    a link to an identical file outside the step passed the digests and was read."""
+    entry(two_steps / "2" / "metadata" / "metadata")
+    if not digests:
+        (two_steps / "2" / "file_digests.json").unlink()
+    manager = open_checkpoints(two_steps)
+    with pytest.warns(UserWarning, match=rf"step 2: {reason}\); resuming from step 1"):
+        assert restore_checkpoint(manager, like)[0] == 1
+    assert manager.all_steps() == [1]
+    if entry is _link_out:  # deleting the step removed the link, not what it leads to
+        assert '"step": 2' in (tmp_path / "outside").read_text()
 
 
 @pytest.mark.parametrize(

@@ -229,21 +229,41 @@ def _file_digests(folder: Path) -> dict[str, str]:
     }
 
 
+def _odd_entry(folder: Path) -> str | None:
+    """Why an entry under the step ``folder`` is none that orbax writes, or ``None``: a pipe,
+    device or socket (orbax's reader waited on a pipe forever), or a symbolic link that leads
+    out of the step or to nothing. Looked for without following links or reading any file,
+    in a step with :data:`_FILE_DIGESTS` or without."""
+    inside = Path(os.path.realpath(folder))
+    for root, folders, files in os.walk(folder):  # does not descend into linked folders
+        for name in sorted([*folders, *files]):
+            path = Path(root, name)
+            relative = path.relative_to(folder).as_posix()
+            # realpath, unlike Path.resolve, returns for a loop of links (then no regular file)
+            if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(inside):
+                return f"{relative} is a link out of the step"
+            if not (path.is_file() or path.is_dir()):  # follows a link inside the step
+                return f"{relative} is not a regular file"
+    return None
+
+
 def _file_damage(manager: ocp.CheckpointManager, step: int) -> str | None:
-    """Why ``step``'s files are not the ones :func:`save_checkpoint` wrote, or ``None``; a step
-    without :data:`_FILE_DIGESTS` (saved before them, or cut short just before writing them)
-    is left to orbax's reading and the array checksum."""
+    """Why ``step``'s files are not the ones :func:`save_checkpoint` wrote, or ``None``: an
+    entry no save writes (:func:`_odd_entry`), or files that differ from :data:`_FILE_DIGESTS`.
+    A step without the digests (saved before them, or cut short just before writing them) is
+    otherwise left to orbax's reading and the array checksum; the step the digests record is
+    compared by :func:`_moved_from`."""
     folder = _step_folder(manager, step)
+    odd = _odd_entry(folder)
+    if odd is not None:
+        return odd
     record_file = folder / _FILE_DIGESTS
     if not record_file.exists():
         return None
     try:
-        record = read_json(check_file(record_file, "file digest record"))
-        recorded_step, files = record["step"], dict(record["files"])
+        _, files = _read_digests(folder)
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"unreadable file digests ({type(error).__name__})"
-    if recorded_step != step:  # a folder renamed: its arrays are another step's
-        return f"holds step {recorded_step}"
     for name, digest in files.items():
         path = folder / name
         if not path.is_file():  # missing, or a pipe that orbax would wait on
@@ -251,6 +271,24 @@ def _file_damage(manager: ocp.CheckpointManager, step: int) -> str | None:
         if _sha256(path) != digest:
             return f"file {name} changed"
     return None
+
+
+def _moved_from(manager: ocp.CheckpointManager, step: int) -> int | None:
+    """The step that ``step``'s :data:`_FILE_DIGESTS` record when it is another one (a folder
+    renamed, or copied from another run under a new number), else ``None``; called once
+    :func:`_file_damage` has found the record readable."""
+    folder = _step_folder(manager, step)
+    if not (folder / _FILE_DIGESTS).exists():
+        return None
+    recorded_step, _ = _read_digests(folder)
+    return None if recorded_step == step else recorded_step
+
+
+def _read_digests(folder: Path) -> tuple[Any, dict[str, str]]:
+    """The step and the file digests that ``folder``'s :data:`_FILE_DIGESTS` records; raises
+    ``OSError``, ``ValueError``, ``KeyError`` or ``TypeError`` for a record that is not one."""
+    record = read_json(check_file(folder / _FILE_DIGESTS, "file digest record"))
+    return record["step"], dict(record["files"])
 
 
 def _restore_intact(
@@ -281,6 +319,9 @@ def _restore_intact(
     except Exception as error:
         _check_saved_shapes(manager, step, target)  # another run's arrays are not damage
         return f"unreadable arrays ({type(error).__name__})"
+    moved_from = _moved_from(manager, step)
+    if moved_from is not None:  # this run's arrays, but another step's: damage
+        return f"holds step {moved_from}"
     if tree_sha256(restored.state) != state_sha256:
         return "array checksum mismatch"
     return restored.state, metadata
@@ -302,6 +343,19 @@ def _check_saved_shapes(manager: ocp.CheckpointManager, step: int, like: Any) ->
             "checkpoint of another model or run); restore it with the state it was saved "
             "from, or choose another folder"
         )
+
+
+def _check_no_linked_steps(manager: ocp.CheckpointManager) -> None:
+    """Refuse a step folder that is a symbolic link: not a checkpoint of the run, and deleting
+    it as a damaged step failed on ``Cannot call rmtree on a symbolic link`` (a link is never
+    followed, nor its target deleted)."""
+    for step in manager.all_steps():
+        folder = _step_folder(manager, step)
+        if folder.is_symlink():
+            raise ValueError(
+                f"{folder}: a symbolic link, not a checkpoint step; remove the link (its "
+                "target is left alone) and resume again"
+            )
 
 
 def _describe(damaged: dict[int, str]) -> str:
@@ -341,12 +395,14 @@ def restore_checkpoint(
         ``(step, state, metadata)``, ``metadata`` as given to :func:`save_checkpoint`.
 
     Raises:
-        ValueError: there are checkpoints, but none is intact; a step that cannot be restored
-            into ``like`` holds arrays of other shapes (not damage: nothing is deleted); or
-            what ``like`` raises.
+        ValueError: there are checkpoints, but none is intact; a step folder is a symbolic
+            link; a step that cannot be restored into ``like`` holds arrays of other shapes,
+            under its own number or another (not damage: nothing is deleted); or what
+            ``like`` raises.
         TypeError: ``manager`` is not an orbax ``CheckpointManager`` (:func:`open_checkpoints`).
     """
     _check_manager(manager)
+    _check_no_linked_steps(manager)
     damaged: dict[int, str] = {}  # step -> why it is not intact
     for step in sorted(manager.all_steps(), reverse=True):
         restored = _restore_intact(manager, step, like)
