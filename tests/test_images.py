@@ -102,6 +102,21 @@ def _write_bad(tmp_path, case):
         path.mkdir()
         (path / "a.png").write_bytes(b"not a png at all")
         return path, "not a readable PNG or JPEG"
+    if case == "damaged_png":  # a flipped pixel byte: Pillow's "broken data stream"
+        path.mkdir()
+        Image.fromarray(_UINT8[0]).save(path / "b.png")
+        data = bytearray((path / "b.png").read_bytes())
+        data[data.find(b"IDAT") + 8] ^= 0xFF
+        (path / "a.png").write_bytes(bytes(data))  # the first: its header read for the size
+        return path, "a.png: not a readable PNG or JPEG image"
+    if case == "text_chunk_bomb":  # Pillow refuses text inflating past its limit, naming no file
+        from PIL import PngImagePlugin
+
+        path.mkdir()
+        info = PngImagePlugin.PngInfo()
+        info.add_text("notes", "a" * (2 * PngImagePlugin.MAX_TEXT_CHUNK), zip=True)
+        Image.fromarray(_UINT8[0]).save(path / "a.png", pnginfo=info)
+        return path, "a.png: not a readable PNG or JPEG image (Decompressed data too large"
     if case == "empty":
         path.mkdir()
         return path, "empty folder"
@@ -172,6 +187,8 @@ _BAD_CASES = [
     "mixed_sizes",
     "non_image",
     "broken_png",
+    "damaged_png",
+    "text_chunk_bomb",
     "empty",
     "fifo",
     "disguised_gif",

@@ -137,12 +137,45 @@ def _data_file(tmp_path: Path, kind: str) -> Path:
         header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 10000000000000), }"
         header = header.ljust(118) + "\n"
         path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    elif kind == "shape_bool":  # numpy reads the header, then "an integer is required"
+        header = "{'descr': '<f8', 'fortran_order': False, 'shape': (True, 2), }"
+        header = header.ljust(118) + "\n"
+        magic = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+        path.write_bytes(magic + header.encode() + bytes(16))
+    elif kind == "shape_overflow":  # "Python int too large to convert to C long"
+        header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({2**70}, 0), }}"
+        header = header.ljust(118) + "\n"
+        path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    elif kind == "csv_huge_field":  # csv's "field larger than field limit (131072)"
+        path = tmp_path / "bigfield.csv"
+        path.write_text("1,2\n3," + "4" * 200_000 + "\n")
+    elif kind.startswith("npz_"):  # a damaged member: zipfile's own errors, not numpy's
+        path = tmp_path / f"{kind}.npz"
+        np.savez(path, a=good)
+        data = bytearray(path.read_bytes())
+        central = data.find(b"PK\x01\x02")
+        if kind == "npz_bad_crc":
+            data[data.find(b"\x93NUMPY") + 200] ^= 0xFF
+        elif kind == "npz_encrypted":
+            data[6] |= 1
+            data[central + 8] |= 1
+        elif kind == "npz_unknown_method":
+            data[8] = data[central + 10] = 99
+        else:
+            raise AssertionError(kind)
+        path.write_bytes(bytes(data))
     else:
         raise AssertionError(kind)
     return path
 
 
 _BAD_DATA = [
+    "shape_bool",
+    "shape_overflow",
+    "csv_huge_field",
+    "npz_bad_crc",
+    "npz_encrypted",
+    "npz_unknown_method",
     "empty_file",
     "truncated",
     "huge_header",
@@ -220,6 +253,8 @@ _TOML = {
     "adam_weight_decay": "[train]\nweight_decay = 0.1\n",
     "ema_out_of_range": "[train]\nema_decay = 1.5\n",
     "binary": None,
+    # parsed, then a RecursionError traceback from the copy that applies --set (pass 20A)
+    "tables_nested_900_deep": "[a" + ".b" * 900 + "]\nx = 1\n",
 }
 
 
@@ -477,6 +512,7 @@ _BAD_GRID_FILES = {
     "deeply_nested": '{"sigmas": ' + "[" * 100000 + "]" * 100000 + "}",  # a RecursionError
     "binary": None,
     "a_folder": "folder",
+    "integer_beyond_float64": '{"sigmas": [0.1, ' + "9" * 400 + "]}",  # OverflowError (20A)
 }
 
 
@@ -1824,6 +1860,11 @@ def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     json_file.write_bytes('\ufeff{"a": 1}'.encode())
     assert load_config(toml) == {"train": {"steps": 2}}
     assert read_json(json_file) == {"a": 1}
+    grid = tmp_path / "grid.json"  # a saved grid was refused: "Unexpected UTF-8 BOM" (pass 20A)
+    grid.write_bytes('\ufeff{"sigmas": [0.01, 0.1, 1.0, 10.0]}'.encode())
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--exact", "seed_mixture", "--n", "5", "--grid", str(grid), "--out",
+                 str(out)]) == 0  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["huge_header", "huge_columns"])
@@ -2435,6 +2476,7 @@ def test_a_damaged_run_is_named_by_what_is_wrong_with_it(
     _fails(["sample", "--run", copy, "--n", "10", "--out", tmp_path / "s.npy"], capsys, fragment)
 
 
+@pytest.mark.slow  # samples a pipeline twice
 def test_pretrained_n_must_agree_with_the_init_noise(tmp_path, capsys):
     """``--n 3`` with two images of init noise sampled two and said nothing; without ``--n``
     the file's batch is the number of images."""

@@ -927,6 +927,24 @@ class ExperimentConfig:
         return {name: field_defaults(section) for name, section in _SECTIONS.items()}
 
 
+_NESTING_LIMIT = 64
+"""The deepest nesting of tables and arrays a configuration file may have (a configuration
+nests a few levels): ``[a.b.c...]`` 900 deep parsed, then overflowed the copy that applies
+``--set`` (a ``RecursionError`` traceback)."""
+
+
+def _nesting(value) -> int:
+    """How deeply ``value``'s dicts and lists nest (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def load_config(path) -> dict[str, Any]:
     """Read a TOML configuration file into nested dicts (validated by ``from_dict``).
 
@@ -944,7 +962,10 @@ def load_config(path) -> dict[str, Any]:
     path = check_file(path, "config file", ConfigError)
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, not an error.
-        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        values = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        if _nesting(values) > _NESTING_LIMIT:  # copied and merged recursively after this
+            raise RecursionError
+        return values
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte {error.start}); a TOML file is UTF-8: save it as such"

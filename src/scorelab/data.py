@@ -14,6 +14,7 @@ import math
 import numbers
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -281,7 +282,13 @@ def _read_csv(path: Path) -> np.ndarray:
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not a text file; a .csv holds comma-separated numbers") from error
     reader = csv.reader(io.StringIO(text))
-    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    try:
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as error:  # "field larger than field limit (131072)"
+        raise DataError(
+            f"{path}: not a readable .csv, line {reader.line_num} ({first_line(error)}); a .csv "
+            "holds comma-separated numbers, one point per row"
+        ) from error
     if rows and all(_number(cell) is None for cell in rows[0][1]):
         rows = rows[1:]  # a header
     if not rows:
@@ -473,6 +480,13 @@ def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
     except (ValueError, EOFError, OSError, SyntaxError) as error:
         message = first_line(error)
         raise DataError(f"{name}: not a readable .npy array ({message})") from error
+    # numpy takes (True, 2) and (2**70, 0) here, then fails reading the data ("an integer is
+    # required", "Python int too large to convert to C long")
+    if not all(type(size) is int and 0 <= size < 2**63 for size in shape):
+        raise DataError(
+            f"{name}: not a readable .npy array (its header declares shape {shape!r}); write "
+            "it again with numpy.save"
+        )
     return shape, dtype
 
 
@@ -556,8 +570,15 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
 
         def read(name):
             member = archive.getinfo(f"{name}.npy")
-            with archive.open(member) as handle:
-                return _read_npy_stream(handle, f"{path}[{name}]", member.file_size, _FEWER)
+            try:
+                with archive.open(member) as handle:
+                    return _read_npy_stream(handle, f"{path}[{name}]", member.file_size, _FEWER)
+            # zipfile's own: a bad CRC, an encrypted member, an unknown compression method
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error) as error:
+                raise DataError(
+                    f"{path}[{name}]: not a readable .npz member ({first_line(error)}); write "
+                    "the archive again with numpy.savez"
+                ) from error
 
         pixels = read(key)
         if labels_key is None:
@@ -703,7 +724,7 @@ def _check_finite_images(pixels: np.ndarray, name) -> None:
 
 def _read_folder(path: Path):
     """``(pixels (n, H, W, C) uint8, labels or None, description suffix)`` of an image folder."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
     classes = [entry for entry in entries if entry.is_dir()]
@@ -744,33 +765,44 @@ def _read_folder(path: Path):
     _check_image_names(files)
 
     def open_image(file):
+        """``(image, its (W, H) as shown)``, the header read and checked, the pixels not."""
         # A fifo blocked Pillow's open() for ever.
         check_file(file, "PNG or JPEG image", DataError, "keep only image files in the folder")
+        image = None
         try:
             with warnings.catch_warnings():  # the sizes are checked here, in one line
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(file)
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-            raise DataError(f"{file}: not a readable PNG or JPEG image ({error})") from error
-        # The suffix is not the format: a GIF, TIFF or WebP named .png was read (a LAB TIFF
-        # in wrong colours), and an animation as its first frame, without a word.
-        frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
+                # The suffix is not the format: a GIF, TIFF or WebP named .png was read (a LAB
+                # TIFF in wrong colours), and an animation as its first frame, without a word.
+                frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
+                # EXIF and text chunks are read here: a damaged one, or one inflating past
+                # Pillow's limit, was a message naming no file.
+                shown = _shown_size(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            if image is not None:
+                image.close()
+            raise DataError(
+                f"{file}: not a readable PNG or JPEG image ({first_line(error)}); replace it or "
+                "remove it from the folder"
+            ) from error
         if image.format not in _IMAGE_FORMATS or frames > 1:
             what = f"{image.format} format" if frames == 1 else f"an animation of {frames} frames"
             image.close()
             raise DataError(
                 f"{file}: {what}, not a still PNG or JPEG; convert it, or remove it from the folder"
             )
-        return image
+        return image, shown
 
-    with open_image(files[0]) as first:  # the header only: size and mode
-        size, mode = _shown_size(first), _channel_mode(first, files[0])
+    first, size = open_image(files[0])
+    with first:  # the header only: size and mode
+        mode = _channel_mode(first, files[0])
     channels = len(mode)
     _check_size(path, (len(files), size[1], size[0], channels), np.dtype(np.uint8))
     pixels = np.empty((len(files), size[1], size[0], channels), np.uint8)
     for i, file in enumerate(files):
-        with open_image(file) as image:
-            shown = _shown_size(image)
+        image, shown = open_image(file)
+        with image:
             if shown != size:
                 raise DataError(
                     f"{file}: {shown[0]}x{shown[1]} pixels as shown (EXIF orientation applied), "
@@ -785,8 +817,11 @@ def _read_folder(path: Path):
             try:  # as every viewer shows it: a camera's EXIF orientation turned the pixels
                 upright = ImageOps.exif_transpose(image).convert(mode)
                 pixels[i] = np.asarray(upright).reshape(size[1], size[0], channels)
-            except (OSError, ValueError) as error:
-                raise DataError(f"{file}: not a readable image ({error})") from error
+            except (OSError, ValueError, SyntaxError) as error:
+                raise DataError(
+                    f"{file}: not a readable image ({first_line(error)}); replace it or remove "
+                    "it from the folder"
+                ) from error
     return pixels, label_values, how
 
 

@@ -376,7 +376,10 @@ def check_grid_levels(values, what: str, remedy: str, minimum: int = 2) -> np.nd
         isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
         for v in np.asarray(values, object).reshape(-1)
     )
-    saved = np.asarray(values, np.float64) if numbers_only else np.zeros(0)
+    try:
+        saved = np.asarray(values, np.float64) if numbers_only else np.zeros(0)
+    except OverflowError:  # an integer past float64's range: "int too large to convert"
+        saved = np.array([np.inf])
     finite = saved.ndim == 1 and saved.size and np.all(np.abs(saved) <= FLOAT32_MAX)
     as32 = saved.astype(np.float32) if finite else saved
     if saved.size < minimum or not finite or not np.all(np.diff(as32) > 0) or as32[0] <= 0:
@@ -394,7 +397,7 @@ def _saved_grid_record(name: str) -> dict[str, Any]:
     grid and the remedy otherwise."""
     path = saved_grid_path(name)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as read_json
     except (ValueError, OSError, RecursionError) as error:
         message = first_line(error)
         raise ValueError(
