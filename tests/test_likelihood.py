@@ -74,6 +74,7 @@ def _integrated_trace_matrix(covariance):
     return 0.5 * (eigenvectors * log_ratio) @ eigenvectors.T
 
 
+@pytest.mark.slow  # ODE solves at tight tolerances
 def test_exact_score_gives_the_noised_log_density_of_the_seed_mixture(mixture):
     """With the exact score the ODE returns log q_{σ_min}(x), to a tolerance that shrinks with
     rtol; without the correction the prior mismatch of N(0, 80² I) shows (about 0.03 nats)."""
@@ -120,7 +121,9 @@ def test_vp_likelihood_is_the_vp_marginal_log_density(mixture):
     assert np.max(np.abs(corrected - exact)) < _ode_tolerance(rtol, 2)
 
 
-@pytest.mark.parametrize("probe, n_probes", [("rademacher", 1), ("gaussian", 3)])
+@pytest.mark.parametrize(
+    "probe, n_probes", [pytest.param("rademacher", 1, marks=pytest.mark.slow), ("gaussian", 3)]
+)
 def test_hutchinson_is_unbiased_with_the_fixed_probe_variance(probe, n_probes):
     """Probes held fixed along the solve: each estimate is the exact result plus
     (1/K) sum_k v_k^T M v_k - tr M, so the mean over repeats is the exact-trace result and the
@@ -234,6 +237,7 @@ def test_bad_options_are_rejected(mixture, options):
         ode_log_likelihood(jax.random.key(0), ExactScore(mixture), jnp.zeros(2), **options)
 
 
+@pytest.mark.slow  # ODE solves in several dimensions
 def test_auto_is_the_exact_trace_up_to_its_dimension_and_one_probe_above(monkeypatch):
     from scorelab import likelihood
 
@@ -445,6 +449,19 @@ def test_one_point_s_solve_errors_are_the_batched_ones():
         ode_log_likelihood(jax.random.key(0), score, x, max_steps=2)
     with pytest.raises(TypeError, match=r"^score_fn: expected a callable"):
         ode_log_likelihood(jax.random.key(0), 3, x)
+
+
+def test_a_score_that_is_not_finite_is_named_not_the_tolerances():
+    """A model with NaN weights stopped the solve at max_steps, and the message said to loosen
+    the tolerances, which could not help (pass 20B, F11); a finite score's stop still does."""
+    from scorelab.samplers import SolveError
+
+    points = jnp.array([[0.5, -0.3], [3.0, 1.0]])
+    with pytest.raises(SolveError, match=r"^likelihood: the score is not finite"):
+        log_likelihood(jax.random.key(0), lambda x, sigma: x * jnp.nan, points)
+    score = ExactScore(gaussian(jnp.zeros(2), jnp.eye(2)))
+    with pytest.raises(SolveError, match=r"more than max_steps \(2\) steps"):
+        log_likelihood(jax.random.key(0), score, points, max_steps=2)
 
 
 def test_a_lone_point_s_log_likelihood_is_its_value_in_any_batch():

@@ -333,8 +333,10 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
         )
         return LikelihoodOutput(*(jnp.zeros((0, *s.shape[1:]), s.dtype) for s in one))
     defaults = inspect.signature(ode_log_likelihood).parameters
-    tolerances = (options.get(n, defaults[n].default) for n in ("rtol", "atol", "max_steps"))
-    with _solve_errors(*tolerances):
+    given = {name: options.get(name, parameter.default) for name, parameter in defaults.items()}
+    tolerances = (given[name] for name in ("rtol", "atol", "max_steps"))
+    sigmas = (given["sigma_min"], given["sigma_max"])
+    with _solve_errors(*tolerances, score_fn=score_fn, x=points[0], sigmas=sigmas):
         if points.shape[0] == 1:  # a lone point's program rounds otherwise: solved as a pair
             pair = _per_point(key, score_fn, jnp.concatenate([points, points]), bin_width, options)
             return jax.tree.map(lambda a: a[:1], pair)
@@ -342,13 +344,23 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
 
 
 @contextlib.contextmanager
-def _solve_errors(rtol, atol, max_steps) -> Iterator[None]:
+def _solve_errors(rtol, atol, max_steps, score_fn=None, x=None, sigmas=()) -> Iterator[None]:
     """A solve stopped at ``max_steps`` (diffrax's check inside the compiled solve, an
     internal error with its traceback) raised as the samplers'
-    :class:`~scorelab.samplers.SolveError`, naming the options."""
+    :class:`~scorelab.samplers.SolveError`, naming the options; or, when ``score_fn`` is not
+    finite at the point ``x`` at one of ``sigmas`` (a model with NaN weights), naming the
+    score: loosening the tolerances, the other remedy, could not help."""
     try:
         yield
     except eqx.EquinoxRuntimeError as error:
+        if score_fn is not None and not all(
+            bool(jnp.all(jnp.isfinite(score_fn(x, jnp.asarray(sigma, x.dtype)))))
+            for sigma in sigmas
+        ):
+            raise SolveError(
+                "likelihood: the score is not finite (NaN or inf) at the points; the score "
+                "model is broken (a diverged or damaged run): train it again or restore it"
+            ) from error
         raise SolveError(
             f"likelihood: the ODE solve took more than max_steps ({max_steps}) steps at rtol "
             f"{rtol:g}, atol {atol:g}; loosen the tolerances (--rtol, --atol: float32 resolves "
