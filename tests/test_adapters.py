@@ -202,6 +202,7 @@ def _ddim_floor(sigmas):
     return sigmas.shape[0] * 4 * EPS32 * 12
 
 
+@pytest.mark.slow  # samples with each adapter
 def test_from_denoiser_and_batched_sample_as_the_exact_score(mixture, key):
     exact = ExactScore(mixture)
     sigmas = default_sigmas(30)

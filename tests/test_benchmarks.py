@@ -87,7 +87,7 @@ def test_quick_run_writes_its_json(name, tmp_path):
     assert len(result["results"]) > 0
 
 
-@pytest.mark.parametrize("hand_vjp", [True, False])
+@pytest.mark.parametrize("hand_vjp", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_fused_mlp_is_the_mlp_with_the_same_gradient(hand_vjp):
     # training.py's `fused` and `feature-major` ceilings claim to be the same network rewritten:
     # LayerNorm's centring folded into the weights, feature-major, with and without a

@@ -130,6 +130,7 @@ def test_plot_draws_an_older_unconditional_run_saved_with_a_grid_sampler(trained
     assert (tmp_path / "fig" / "samples.png").is_file()
 
 
+@pytest.mark.slow  # floors over many repeats
 def test_evaluate_with_sigma_compares_with_the_noised_law(tmp_path, capsys):
     """Samples of q_sigma, the law a DSM model at sigma learns, match the noised reference and
     not the clean one.
@@ -499,6 +500,7 @@ def test_evaluate_names_built_in_data(tmp_path, capsys):
     assert "8x8 images; 'digits16' holds 16x16" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # samples once per grid size
 def test_a_grid_is_sized_by_levels_or_by_a_budget_never_both_silently(tmp_path, capsys):
     """``--levels 5 --nfe 10`` sampled the budget's grid and said nothing, and ``--levels 5`` on
     a run trained with a budget sampled that budget: levels and a budget given together are

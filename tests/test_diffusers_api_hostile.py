@@ -131,6 +131,7 @@ def test_unet_call_checks_x_t_and_t(unet, x, t, error, message):
         unet(x, t)
 
 
+@pytest.mark.slow  # builds class-conditional U-Nets
 def test_unet_call_checks_class_labels(conditional_unet):
     with pytest.raises(TypeError, match=re.escape("class_labels: expected integers")):
         conditional_unet(X, 10, jnp.array([0.5, 1.2]))

@@ -141,6 +141,7 @@ def test_launch_local_refuses_a_bad_process_count(processes):
         launch_local(["true"], processes)
 
 
+@pytest.mark.slow  # starts two training processes
 def test_two_processes_give_the_one_process_parameters(tmp_path):
     # The reference run of test_training (24 steps, batch 32, EMA, dispatches of 7) in two
     # processes, checkpointed every 5 steps: orbax's checkpoint writes are collective.
@@ -239,6 +240,7 @@ def test_one_line_for_an_interrupted_job(monkeypatch):
     assert not cli._speaks_for_the_job(argparse.Namespace())
 
 
+@pytest.mark.slow  # a fresh interpreter per import
 def test_importing_scorelab_starts_no_jax_backend():
     """A default sampler configuration built when scorelab.config was imported ran JAX work,
     which started XLA's backend before `jax.distributed.initialize`: every process of

@@ -272,7 +272,7 @@ def test_sliced_vr_equals_gaussian_hutchinson(mlp, points, key):
     np.testing.assert_array_equal(sliced, hutchinson)
 
 
-@pytest.mark.parametrize("n", [2, 8])
+@pytest.mark.parametrize("n", [pytest.param(2, marks=pytest.mark.slow), 8])  # 2: many layouts
 def test_small_map_layouts_agree(monkeypatch, points, key, n):
     # The losses map over up to 8 probes (trace losses) or sigmas (ncsn_loss) one call at a time
     # on a CPU and vmap them on an accelerator (scorelab.losses._UNROLLED_MAP): both must give

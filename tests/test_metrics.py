@@ -284,6 +284,7 @@ def test_mixture_report_on_exact_samples(mixture):
     assert abs(np.mean([rep.variance_ratio_mean for rep in reports]) - 1.0) < 4 * standard_error
 
 
+@pytest.mark.slow  # floors of every measure
 def test_sliced_wasserstein_is_nearly_blind_to_within_mode_spread_and_the_report_is_not(mixture):
     # The same exact samples, each pushed away from its mode's mean so that every mode has
     # 2.5x the true variance: mode weights are unchanged, only the spread differs. Against an

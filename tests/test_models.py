@@ -85,6 +85,7 @@ def test_activation_is_an_argument_and_unknown_names_are_rejected():
     assert not np.allclose(ncsn(x, 1.0), NoiseConditionalMLP(key)(x, 1.0))
 
 
+@pytest.mark.slow  # compiles every network
 def test_networks_are_the_equinox_layers_they_hold():
     # The networks apply their layers in faster forms (models._dense: x @ W.T + b;
     # models._normed_dense: LayerNorm's centring folded into the weights); value and gradient

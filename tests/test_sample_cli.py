@@ -121,6 +121,7 @@ def test_bad_sampler_values_are_one_line_errors(flags, expected, tmp_path, capsy
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow  # samples at several chunk sizes
 def test_chunks_do_not_change_the_samples_and_sizes_are_checked_first():
     """Chains run ``batch`` at a time give exactly the samples of one call (keys by chain
     index), chunks of one chain included (XLA rounds a batch of one otherwise: 1e-5 apart

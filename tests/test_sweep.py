@@ -154,6 +154,7 @@ def test_a_damaged_partial_row_is_refused_naming_it(tmp_path, edit, words):
         load_partial(tmp_path, about)
 
 
+@pytest.mark.slow  # sweeps every sampler
 def test_budgets_buy_the_largest_grid_and_nfe_is_reported_honestly(mixture):
     tsit5 = sweep_sampler("tsit5", rtol=1e-2, atol=1e-2)
     specs = [sweep_sampler("euler"), sweep_sampler("heun"), tsit5]

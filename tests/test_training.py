@@ -254,6 +254,7 @@ def test_resume_from_an_earlier_checkpoint_equals_the_uninterrupted_run(referenc
     assert_same_run(resumed, result)  # bitwise
 
 
+@pytest.mark.slow  # trains in a child process twice
 def test_resume_after_sigkill_equals_the_uninterrupted_run(reference, tmp_path):
     # A checkpoint after every step, one step per dispatch: the kill lands mid-run, possibly
     # during a checkpoint write, which orbax must leave unfinalised.
@@ -624,6 +625,7 @@ def test_dsm_learns_the_noised_score_of_a_gaussian():
     assert dsm_relative_error(seed=0) < 0.08
 
 
+@pytest.mark.slow  # compiles the step for each loss
 def test_an_equal_fresh_partial_loss_reuses_the_compiled_step():
     # Losses are written as functools.partial(loss, sigma=...), a fresh object per call; the
     # step must be compiled once per *value* of it, not once per object.

@@ -294,6 +294,7 @@ def test_labels_asked_for_without_a_class_conditional_model_are_refused(tmp_path
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow  # samples a U-Net per class
 def test_sample_by_class_rows_labelled_and_independent_of_the_other_classes(tmp_path, capsys):
     from scorelab._files import write_json
     from scorelab.checkpoints import save_model

@@ -123,6 +123,7 @@ def test_options_a_unet_cannot_take_are_one_line_errors():
 # --- the score model ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a U-Net at every level
 def test_score_is_minus_the_predicted_noise_over_sigma_at_the_schedules_levels(model):
     # At the VE level of timestep t, s(x, sigma_t) = -eps(sqrt(abar_t) x_t^VE, t) / sigma_t,
     # with x^VE = x_t / sqrt(abar_t): the U-Net sees DDPM's x_t at its own timestep.
