@@ -146,6 +146,9 @@ def _data_file(tmp_path: Path, kind: str) -> Path:
         header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({2**70}, 0), }}"
         header = header.ljust(118) + "\n"
         path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    elif kind == "csv_underscores":  # float() reads "1_000" as 1000
+        path = tmp_path / "underscores.csv"
+        path.write_text("1_000,2\n3,4\n5,6\n")
     elif kind == "csv_huge_field":  # csv's "field larger than field limit (131072)"
         path = tmp_path / "bigfield.csv"
         path.write_text("1,2\n3," + "4" * 200_000 + "\n")
@@ -173,6 +176,7 @@ _BAD_DATA = [
     "shape_bool",
     "shape_overflow",
     "csv_huge_field",
+    "csv_underscores",
     "npz_bad_crc",
     "npz_encrypted",
     "npz_unknown_method",
@@ -2994,3 +2998,30 @@ def test_resume_refuses_a_run_file_linked_out_of_the_run(run_dir, tmp_path, caps
         f"{run / 'config.json'}: a link to {notes}, outside the run",
     )
     assert notes.read_text() == '{"my": "notes"}'
+
+
+def test_a_refused_stranger_s_folder_keeps_no_lock_file(tmp_path, capsys):
+    """``train --out DIR --overwrite`` on a folder of the user's that holds no run was refused,
+    and left a .lock file among the user's files (pass 20A)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    _fails(["train", "--out", folder, "--overwrite", *_TINY], capsys, "holds no scorelab run")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_demo_settings_errors_name_the_settings_file(tmp_path, capsys):
+    """``demo --settings FILE`` named the field alone (``demo.n_data: ...``), unlike
+    ``train --config`` (pass 20A)."""
+    settings = tmp_path / "tiny.toml"
+    settings.write_text('n_data = "many"\n')
+    _fails(
+        ["demo", "--settings", settings, "--out", tmp_path / "d"],
+        capsys,
+        f"{settings}: demo.n_data",
+    )
+    _fails(
+        ["demo", "images", "--settings", settings, "--out", tmp_path / "d"],
+        capsys,
+        f"{settings}: demo.",
+    )

@@ -726,8 +726,19 @@ def _demo_dir(args, default: str) -> Path:
     return Path(args.out) / name
 
 
-def _cmd_demo(args) -> int:
+def _settings_file(path: Path, from_dict, **options):
+    """``from_dict`` of the TOML file ``path`` (``demo --settings``), its errors naming the
+    file: they named the field alone (``demo.n_data: ...``), unlike ``train --config``'s."""
     from scorelab.config import load_config
+
+    values = load_config(path)
+    try:
+        return from_dict(values, **options)
+    except ValueError as error:
+        raise ValueError(f"{path}: {first_line(error)}") from None
+
+
+def _cmd_demo(args) -> int:
     from scorelab.demo import DemoSettings, run_demo
     from scorelab.runs import prepare_run_dir
 
@@ -735,7 +746,7 @@ def _cmd_demo(args) -> int:
         return _image_demo(args)
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.settings is not None:
-        settings = DemoSettings.from_dict(load_config(args.settings), base=settings)
+        settings = _settings_file(args.settings, DemoSettings.from_dict, base=settings)
     out = _demo_dir(args, "demo")
     inputs = () if args.settings is None else (args.settings,)
     with prepare_run_dir(
@@ -746,7 +757,6 @@ def _cmd_demo(args) -> int:
 
 
 def _image_demo(args) -> int:
-    from scorelab.config import load_config
     from scorelab.image_demo import ImageDemoSettings, run_image_demo
     from scorelab.report import Report
     from scorelab.runs import prepare_run_dir
@@ -755,7 +765,7 @@ def _image_demo(args) -> int:
         raise ValueError("--full: the image demo has one setting; use --settings FILE.toml")
     settings = ImageDemoSettings()
     if args.settings is not None:
-        settings = ImageDemoSettings.from_dict(load_config(args.settings))
+        settings = _settings_file(args.settings, ImageDemoSettings.from_dict)
     out = _demo_dir(args, "demo-images")
     inputs = () if args.settings is None else (args.settings,)
     with prepare_run_dir(

@@ -269,6 +269,8 @@ def read_npy(path) -> np.ndarray:
 
 
 def _number(cell: str) -> float | None:
+    if "_" in cell:  # float() reads "1_000" as 1000, a number no CSV writer spells so
+        return None
     try:
         return float(cell)
     except ValueError:

@@ -479,6 +479,8 @@ def _claim(
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a run directory; choose another output path")
     make_folder(path, "choose another output path")
+    fresh = not (path / _LOCK).exists()  # a stranger's folder gets no lock file left in it
+    foreign = False
     lock = _try_lock(path)
     if lock is None:
         raise RunBusyError(
@@ -494,6 +496,7 @@ def _claim(
         # stranger's folder (whether it has steps to resume is train_run's check).
         resumable_run = resume and (path / "checkpoints").is_dir()
         if entries and not (is_run(path) or resumable_run):
+            foreign = True  # no claim of this folder can pass: its lock file can go
             raise RunExistsError(
                 f"{path} is not empty and holds no scorelab run (no scorelab {_MANIFEST}); "
                 "choose an empty or new output path"
@@ -561,6 +564,8 @@ def _claim(
             _tidy(path)
         finally:
             lock.release()
+            if fresh and foreign:
+                (path / _LOCK).unlink(missing_ok=True)
         raise
     return lock
 
