@@ -476,3 +476,17 @@ def test_a_model_file_larger_than_its_record_describes_is_refused_before_reading
         handle.truncate(20 * 2**30)
     with pytest.raises(ValueError, match=r"model.eqx: 21474836480 bytes, more than the"):
         load_model(tmp_path / "model")
+
+
+def test_a_record_nesting_wrappers_past_the_limit_is_refused_before_building(tmp_path):
+    """A model.json wrapping its network in 300 preconditioning records built, then overflowed
+    the stack when sampled (a RecursionError traceback; pass 20A)."""
+    model = MLP(jax.random.key(0), dim=2, widths=(8,))
+    save_model(tmp_path / "model", model, dim=2, widths=(8,))
+    spec = json.loads((tmp_path / "model.json").read_text())
+    inner = {"class": spec["class"], "kwargs": spec["kwargs"]}
+    for _ in range(300):
+        inner = {"class": "scorelab.precond:EDMPreconditioned", "kwargs": {"network": inner}}
+    (tmp_path / "model.json").write_text(json.dumps({**spec, **inner}))
+    with pytest.raises(ValueError, match=r"model.json: nests more than 16 model records"):
+        load_model(tmp_path / "model")

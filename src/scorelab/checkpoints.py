@@ -474,6 +474,23 @@ def _is_record(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"class", "kwargs"}
 
 
+_RECORD_NESTING = 16
+"""The most model records a saved model's record may nest (a wrapper's network is one level):
+300 wrappers deep built, then overflowed the stack when traced (a ``RecursionError``)."""
+
+
+def _record_nesting(spec: dict[str, Any]) -> int:
+    """How many model records ``spec`` nests, itself included, without recursion."""
+    deepest, stack = 0, [(spec, 1)]
+    while stack:
+        record, depth = stack.pop()
+        deepest = max(deepest, depth)
+        kwargs = record.get("kwargs") if isinstance(record, dict) else None
+        if isinstance(kwargs, dict):
+            stack.extend((value, depth + 1) for value in kwargs.values() if _is_record(value))
+    return deepest
+
+
 def _build(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
     """``cls(key=..., **kwargs)`` (``key`` only if the constructor takes one), each nested model
     record among ``kwargs`` built first the same way."""
@@ -656,6 +673,11 @@ def load_model(path: str | Path) -> eqx.Module:
             f"{record_file}: not a model record written by save_model "
             f"({type(error).__name__}: {error}); save the model again"
         ) from error
+    if _record_nesting(spec) > _RECORD_NESTING:
+        raise ValueError(
+            f"{record_file}: nests more than {_RECORD_NESTING} model records (wrappers of "
+            "wrappers); restore the file or save the model again"
+        )
     jax.devices()  # JAX's backend started here: its errors are not the files' (JAX_PLATFORMS)
     try:
         skeleton = _skeleton(cls, kwargs)
