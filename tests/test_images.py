@@ -117,6 +117,10 @@ def _write_bad(tmp_path, case):
         info.add_text("notes", "a" * (2 * PngImagePlugin.MAX_TEXT_CHUNK), zip=True)
         Image.fromarray(_UINT8[0]).save(path / "a.png", pnginfo=info)
         return path, "a.png: not a readable PNG or JPEG image (Decompressed data too large"
+    if case == "control_character_name":  # a line break split every message naming it
+        (path / "a\nb").mkdir(parents=True)
+        Image.fromarray(_UINT8[0]).save(path / "a\nb" / "0.png")
+        return path, "'a\\nb' has a control character"
     if case == "empty":
         path.mkdir()
         return path, "empty folder"
@@ -189,6 +193,7 @@ _BAD_CASES = [
     "broken_png",
     "damaged_png",
     "text_chunk_bomb",
+    "control_character_name",
     "empty",
     "fifo",
     "disguised_gif",
@@ -489,3 +494,14 @@ def test_images_of_any_channel_count_have_a_grid_and_a_one_step_loss_a_curve(tmp
     # each image a strip of its channels, black (-1) beside white (+1)
     assert picture.min() == 0 and picture.max() == 255
     loss_curves({"loss": np.array([1.0])})
+
+
+def test_a_link_loop_among_the_images_is_named_as_one(tmp_path):
+    """A link to itself was "PNG or JPEG image not found", sending the user looking for a file
+    that is there (pass 20A)."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(_UINT8[0]).save(folder / "a.png")
+    (folder / "z.png").symlink_to("z.png")
+    with pytest.raises(FileNotFoundError, match=r"z.png is a symbolic link to z.png, which leads"):
+        load_images(folder)

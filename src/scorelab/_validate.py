@@ -145,6 +145,11 @@ def check_file(
     if path.is_file():
         return path
     if not path.exists():
+        if path.is_symlink():  # "not found" sent the user looking for a file that is there
+            raise FileNotFoundError(
+                f"{what} not found: {path} is a symbolic link to {os.readlink(path)}, which "
+                "leads nowhere (missing, or a loop of links)"
+            )
         raise FileNotFoundError(f"{what} not found: {path}")
     kind = "a folder" if path.is_dir() else "a special file (a device or a pipe)"
     raise error(f"{path}: {kind}, not a {what}; {remedy or f'give the path of a {what}'}")

@@ -729,6 +729,8 @@ def _read_folder(path: Path):
     from PIL import Image, ImageOps
 
     entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
+    for entry in entries:
+        _check_plain_name(entry)
     classes = [entry for entry in entries if entry.is_dir()]
     # Files beside sub-folders are named first: a run directory (config.json, checkpoints/)
     # was said to hold 'both image files and sub-folders'.
@@ -838,10 +840,21 @@ def _shown_size(image) -> tuple[int, int]:
     return (height, width) if quarter else (width, height)
 
 
+def _check_plain_name(entry: Path) -> None:
+    """Refuse an image or class folder whose name holds a control character: a line break or
+    an escape split or coloured every message naming it (and the data's description)."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in entry.name):
+        raise DataError(
+            f"{entry.parent}: {entry.name!r} has a control character (a line break, an escape) "
+            "in its name; rename it"
+        )
+
+
 def _check_image_names(files) -> None:
     """Refuse the first of ``files`` that is not an image file by its name: a folder, or a
-    suffix other than :data:`_IMAGE_SUFFIXES`."""
+    suffix other than :data:`_IMAGE_SUFFIXES`, or a name with a control character."""
     for file in files:
+        _check_plain_name(file)
         if file.is_dir() or file.suffix.lower() not in _IMAGE_SUFFIXES:
             raise DataError(
                 f"{file}: not an image file (accepted: {', '.join(_IMAGE_SUFFIXES)}); remove it "
