@@ -270,3 +270,15 @@ def test_none_is_spelled_none_where_toml_has_no_null():
     assert train.ema_decay is None and train.batch_size is None
     with pytest.raises(ConfigError, match="train.steps: expected an integer, got 'none'"):
         ExperimentConfig.from_dict({"train": {"steps": "none"}})
+
+
+def test_check_file_names_a_nul_byte_and_a_link_that_leads_nowhere(tmp_path):
+    """``data.source = "a\\u0000b.npy"`` in a TOML file printed a raw NUL in "data file not
+    found" (pass 20A)."""
+    from scorelab._validate import check_file
+
+    with pytest.raises(ValueError, match=r"^'a\\x00b.npy': a path with a NUL byte"):
+        check_file("a\x00b.npy", "data file")
+    (tmp_path / "gone.npy").symlink_to(tmp_path / "nothing.npy")
+    with pytest.raises(FileNotFoundError, match=r"gone.npy is a symbolic link to .*nothing.npy"):
+        check_file(tmp_path / "gone.npy", "data file")

@@ -142,6 +142,8 @@ def check_file(
             sent the user looking for a missing file.
     """
     path = Path(path)
+    if "\x00" in str(path):  # no file has such a name; the byte was printed raw
+        raise error(f"{str(path)!r}: a path with a NUL byte, which no file name holds; correct it")
     if path.is_file():
         return path
     if not path.exists():
