@@ -201,6 +201,14 @@ def test_save_grid_refuses_what_it_would_write_wrong(tmp_path, sigmas, bounds, a
     assert "\n" not in str(raised.value) and not path.exists()
 
 
+def test_save_grid_refuses_a_name_no_grid_reader_takes(tmp_path):
+    """A grid saved as ``g.txt`` was written, then refused by sigma_grid (pass 19A)."""
+    with pytest.raises(ValueError, match=r"g.txt: a saved grid is a .json file"):
+        ays.save_grid(tmp_path / "g.txt", [0.1, 1.0, 10.0], bound=1.0, bound_geometric=2.0,
+                      about={})  # fmt: skip
+    assert not (tmp_path / "g.txt").exists()
+
+
 def test_save_grid_names_the_reserved_keys_of_about(tmp_path):
     with pytest.raises(ValueError, match=re.escape("about: keys ['bound', 'sigmas'] are reserved")):
         ays.save_grid(tmp_path / "g.json", [0.1, 1.0, 10.0], bound=1.0, bound_geometric=2.0,

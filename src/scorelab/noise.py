@@ -448,10 +448,15 @@ def write_saved_grid(
     Raises:
         TypeError: for ``about`` not a mapping with string keys, or a ``finite`` value that
             is not a real number.
-        ValueError: naming the argument, for levels that are not an ascending grid of
-            ``minimum`` finite positive levels, a NaN or infinite ``finite`` value, or a
-            reserved key in ``about``.
+        ValueError: naming the argument, for a ``path`` not ending ``.json``, levels that are
+            not an ascending grid of ``minimum`` finite positive levels, a NaN or infinite
+            ``finite`` value, or a reserved key in ``about``.
     """
+    if Path(path).suffix != ".json":  # written, then refused by every reader of grids
+        raise ValueError(
+            f"{path}: a saved grid is a .json file (sigma_grid reads no other); give a name "
+            "ending .json"
+        )
     levels = check_grid_levels(sigmas, "sigmas", "give the grid's levels", minimum)
     for name, value in (finite or {}).items():
         _check_finite_number(name, value)
