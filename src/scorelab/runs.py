@@ -75,7 +75,6 @@ _MOVED = ".moved"  # in _REPLACED once every entry is in it: the new job may beg
 _DROPPED = ".scorelab-dropped"  # a replaced run being deleted, out of _REPLACED's way
 _WRITTEN = ".scorelab-written"  # the names the run's jobs wrote, a JSON list
 _OWN = (_LOCK, _REPLACED, _DROPPED, _WRITTEN)  # the claim's own entries: no part of a run
-_HELD: set[Path] = set()  # the run folders this process holds (prepare_run_dir, locked)
 _DERIVED = ("figures",)  # written into a run by other commands (plot), replaced with it
 _ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # in the name of a save that never completed
 
@@ -157,7 +156,6 @@ def prepare_run_dir(
         primary_value(False)
         raise
     primary_value(True)
-    _HELD.add(resolved(path))
     try:
         before = _names(path)
         # a resumed run of unknown history (no record): everything in it counts as the run's
@@ -173,7 +171,6 @@ def prepare_run_dir(
         if record and is_run(path):
             write_json(path / _WRITTEN, sorted(record))
     finally:
-        _HELD.discard(resolved(path))
         lock.release()
 
 
@@ -368,10 +365,19 @@ def _tidy(path: Path) -> None:
     _settle_replaced(path)
 
 
+def _run_lock(path: Path) -> filelock.FileLock:
+    """The run lock of ``path``, an OS file lock on ``path/.lock``: one object for the folder in
+    this process, however it is spelled (links resolved), whose ``is_locked`` says whether this
+    process holds it."""
+    return filelock.FileLock(resolved(path) / _LOCK, is_singleton=True, thread_local=False)
+
+
 def _try_lock(path: Path) -> filelock.FileLock | None:
-    """The run lock of ``path`` (an OS file lock on ``path/.lock``), acquired, or ``None``
-    when another process holds it."""
-    lock = filelock.FileLock(path / _LOCK)
+    """The run lock of ``path`` (:func:`_run_lock`), acquired, or ``None`` when another process
+    holds it, or this one does (a second hold of a run fails as another process's would)."""
+    lock = _run_lock(path)
+    if lock.is_locked:
+        return None
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
@@ -399,11 +405,9 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
         ) from None
     if lock is None:
         raise _busy_error(path)
-    _HELD.add(resolved(path))
     try:
         yield path
     finally:
-        _HELD.discard(resolved(path))
         lock.release()
 
 
@@ -414,7 +418,7 @@ def busy(path: str | os.PathLike) -> bool:
     process cannot lock (read-only): the other checks name those."""
     if not (Path(path) / _LOCK).is_file():  # never claimed: no lock file made in a stranger's
         return False
-    if resolved(path) in _HELD:  # this process's own (plot reads the run it locked)
+    if _run_lock(Path(path)).is_locked:  # this process's own (plot reads the run it locked)
         return False
     try:
         lock = _try_lock(Path(path))
