@@ -3025,3 +3025,17 @@ def test_demo_settings_errors_name_the_settings_file(tmp_path, capsys):
         capsys,
         f"{settings}: demo.",
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "--exact", "seed_mixture", "--sigma-min", "1e-400"],
+        ["sample", "--exact", "seed_mixture", "--sampler", "ddim", "--eta", "-1e-400"],
+        ["sweep", "--tolerances", "1e-3,1e-400"],
+        ["likelihood", "--exact", "seed_mixture", "--points", "p.npy", "--rtol", "1e-400"],
+    ],
+)
+def test_a_number_that_rounds_to_zero_is_refused_as_written(argv, capsys):
+    """``--sigma-min 1e-400`` was used as 0 and reported as "got 0.0" (pass 16, #18f)."""
+    _fails(argv, capsys, "1e-400: below the smallest double", "give 0 or a larger number")

@@ -125,6 +125,22 @@ def _name(text: str) -> str:
     return text
 
 
+def _float(text: str) -> float:
+    """A real-number argument, as ``float`` reads it, but a literal that is not zero and
+    rounds to zero (``1e-400``) is refused: it was used as 0 and shown as ``0.0``."""
+    value = float(text)  # argparse names a ValueError "invalid float value"
+    mantissa = text.strip().lower().partition("e")[0]
+    if value == 0.0 and any(digit in mantissa for digit in "123456789"):
+        raise argparse.ArgumentTypeError(
+            f"{text}: below the smallest double (about 5e-324), read as 0; give 0 or a larger "
+            "number"
+        )
+    return value
+
+
+_float.__name__ = "float"  # argparse's messages name a type by it: "invalid float value"
+
+
 def _path(text: str) -> Path:
     """A path argument, not empty (:func:`_name`)."""
     return Path(_name(text))
@@ -182,7 +198,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
         help="override one configuration value (repeatable)",
     )
     for flag, (target, kind, help_text) in flags.items():
-        parser.add_argument(flag, type=kind, dest=target, default=None, help=help_text)
+        parse = _float if kind is float else kind
+        parser.add_argument(flag, type=parse, dest=target, default=None, help=help_text)
 
 
 def _experiment(args, flags: dict, base: dict | None = None, job: str | None = None):
@@ -866,7 +883,7 @@ _SWEEP_FLAGS = {
     "--nfe": ("nfe", _comma_list(int), "comma list of NFE budgets"),
     "--tolerances": (
         "tolerances",
-        _comma_list(float, "1e-3 or 1e-2,1e-3"),
+        _comma_list(_float, "1e-3 or 1e-2,1e-3"),
         "rtol = atol of tsit5/dopri5 rows",
     ),
     "--n": ("n_samples", int, "samples per run"),
@@ -1014,7 +1031,7 @@ def _add_pretrained(commands) -> None:
         "path", type=_name, help="pipeline/model folder, or a hub id in the HF cache"
     )
     pretrained.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    pretrained.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic)")
+    pretrained.add_argument("--eta", type=_float, default=0.0, help="DDIM eta (0 deterministic)")
     pretrained.add_argument("--seed", type=int, default=0, help="sampling seed")
     pretrained.add_argument(
         "--n", type=int, help="number of images (default 1, or the --init-noise file's)"
@@ -1029,7 +1046,7 @@ def _add_pretrained(commands) -> None:
     pretrained.add_argument(
         "--clip", action=argparse.BooleanOptionalAction, help="clip predicted x0 (--no-clip)"
     )
-    pretrained.add_argument("--clip-range", type=float, help="x0 clipping bound")
+    pretrained.add_argument("--clip-range", type=_float, help="x0 clipping bound")
     pretrained.add_argument("--prediction-type", choices=["epsilon", "sample", "v_prediction"])
     pretrained.add_argument(
         "--set-alpha-to-one", action=argparse.BooleanOptionalAction, help="final alpha_bar = 1"
@@ -1117,7 +1134,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     sample.add_argument(
         "--guidance",
-        type=float,
+        type=_float,
         default=0.0,
         help="classifier-free guidance weight w >= 0 (a model trained with loss.label_dropout)",
     )
@@ -1139,7 +1156,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--sigma",
-        type=float,
+        type=_float,
         default=0.0,
         help="compare with the reference noised at this sigma (a DSM model's samples)",
     )
@@ -1194,6 +1211,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
         # A switch (bool) is --flag / --no-flag; absent, the TOML's value or the default holds.
         parse = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parse = {"type": _float} if kind is float else parse
         sweep.add_argument(flag, dest=f"sweep_{field}", default=None, help=help_text, **parse)
     sweep.add_argument(
         "--run",
@@ -1250,9 +1268,9 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--n-probes", default="auto", help="auto, exact (Jacobian trace) or K Hutchinson probes"
     )
     likelihood.add_argument("--probe", default="rademacher", help="rademacher or gaussian")
-    likelihood.add_argument("--bin-width", type=float, help="quantisation step: bits per dim")
-    likelihood.add_argument("--rtol", type=float, default=1e-5, help="ODE relative tolerance")
-    likelihood.add_argument("--atol", type=float, default=1e-5, help="ODE absolute tolerance")
+    likelihood.add_argument("--bin-width", type=_float, help="quantisation step: bits per dim")
+    likelihood.add_argument("--rtol", type=_float, default=1e-5, help="ODE relative tolerance")
+    likelihood.add_argument("--atol", type=_float, default=1e-5, help="ODE absolute tolerance")
     likelihood.add_argument("--seed", type=int, default=0, help="seed of probes, dequantisation")
     likelihood.add_argument("--json", type=_path, help="write per-point results as JSON")
     likelihood.add_argument("--overwrite", action="store_true", help="replace an existing --json")
