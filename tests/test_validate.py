@@ -279,6 +279,8 @@ def test_check_file_names_a_nul_byte_and_a_link_that_leads_nowhere(tmp_path):
 
     with pytest.raises(ValueError, match=r"^'a\\x00b.npy': a path with a NUL byte"):
         check_file("a\x00b.npy", "data file")
+    with pytest.raises(ValueError, match=r"^'a\\nb.npy': a path with a line break"):
+        check_file("a\nb.npy", "data file")
     (tmp_path / "gone.npy").symlink_to(tmp_path / "nothing.npy")
     with pytest.raises(FileNotFoundError, match=r"gone.npy is a symbolic link to .*nothing.npy"):
         check_file(tmp_path / "gone.npy", "data file")

@@ -144,6 +144,11 @@ def check_file(
     path = Path(path)
     if "\x00" in str(path):  # no file has such a name; the byte was printed raw
         raise error(f"{str(path)!r}: a path with a NUL byte, which no file name holds; correct it")
+    if "\n" in str(path) or "\r" in str(path):  # as the command line's: messages are one line
+        raise error(
+            f"{str(path)!r}: a path with a line break, which no one-line message can name; "
+            "rename it"
+        )
     if path.is_file():
         return path
     if not path.exists():
