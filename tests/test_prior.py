@@ -37,6 +37,17 @@ def test_the_moment_prior_with_zero_moments_is_the_standard_prior():
     np.testing.assert_array_equal(standard, 4.0 * z)
 
 
+def test_the_moment_prior_s_first_states_do_not_depend_on_n():
+    """The first m of n states were the m states only to float32 rounding (3.8e-6 apart for
+    m = 5, n = 50): the product with the covariance's factor was blocked by n (pass 21C)."""
+    target = seed_mixture()
+    mean, covariance = target.mean(), target.covariance()
+    draw = lambda n: samplers.ve_prior(jax.random.key(3), n, 2, 80.0, mean, covariance)  # noqa: E731
+    every = np.asarray(draw(50))
+    for m in (1, 5, 7, 20):
+        np.testing.assert_array_equal(np.asarray(draw(m)), every[:m])
+
+
 def test_the_configured_moment_prior_uses_the_target_or_the_data_moments():
     """With a target its exact moments; without, the data's sample moments (here data whose
     sample mean is 3 and covariance 4 I exactly, so q_sigma's is (4 + sigma^2) I)."""

@@ -553,7 +553,9 @@ def _ve_prior(key, n, shape, sigma, mean, covariance):
         size = int(np.prod(shape))
         factor = jnp.linalg.cholesky(covariance + sigma**2 * jnp.eye(size, dtype=z.dtype))
         factored = jnp.all(jnp.isfinite(factor))
-        x = (z.reshape(n, size) @ factor.T).reshape(n, *shape)
+        # One row at a time: a matrix product over the rows rounded each row by n's blocking,
+        # and the first m of n states were not the m states (in float32's last bits).
+        x = jax.lax.map(lambda row: factor @ row, z.reshape(n, size)).reshape(n, *shape)
     return (x if mean is None else x + jnp.reshape(mean, shape)), factored
 
 
@@ -779,8 +781,10 @@ def sample(
 
     Chain ``i`` uses ``fold_in(key, first_chain + i)``, so the first ``m`` chains of a run with
     ``n`` chains are the chains of a run with ``m``, and ``n`` chains run in chunks (each with
-    its ``first_chain``) give exactly the chains of one run (a chunk of one chain runs beside
-    a copy of itself: XLA rounds a batch of one otherwise; but with a ``callback``).
+    its ``first_chain``) give the chains of one run: exactly with a closed-form score (a chunk
+    of one chain runs beside a copy of itself: XLA rounds a batch of one otherwise; but with a
+    ``callback``), to float rounding with a network, whose matrix products XLA blocks by the
+    batch's size; an adaptive step controller may turn that rounding into other steps.
 
     Compiled with ``equinox.filter_jit``: the array leaves of ``sampler`` and ``score_fn`` (the
     grid, ``eta``, step sizes, an Equinox module's weights) are traced and the rest is static,
