@@ -554,7 +554,9 @@ def sample_run(
     run ``batch`` at a time (fewer when a stochastic sampler's noise keys for that many would
     take more than half the available memory) with the same result whatever the batch is (bit
     for bit with the exact score; to float rounding with a network, whose matrix products XLA
-    blocks by the chunk's size). The memory the samples (and trajectories) need is checked
+    blocks by the chunk's size, and so for the first ``m`` of ``n`` samples; an adaptive
+    solver's step controller may turn that rounding into other steps, and ``dpm_adaptive``'s
+    does so with the exact score too). The memory the samples (and trajectories) need is checked
     before anything is allocated.
 
     A class-conditional model (:class:`scorelab.diffusers.ClassConditioned`) draws ``n``
