@@ -256,6 +256,7 @@ _TOML = {
     "warmup_without_schedule": "[train]\nwarmup_steps = 10\n",
     "adam_weight_decay": "[train]\nweight_decay = 0.1\n",
     "ema_out_of_range": "[train]\nema_decay = 1.5\n",
+    "ema_one_in_float32": "[train]\nema_decay = 0.9999999999\n",  # an average that never moves
     "binary": None,
     # parsed, then a RecursionError traceback from the copy that applies --set (pass 20A)
     "tables_nested_900_deep": "[a" + ".b" * 900 + "]\nx = 1\n",
@@ -947,6 +948,7 @@ def test_resume_with_another_sampler_trains_on_and_records_it(run_dir, tmp_path,
     argv = ["train", "--loss", "ncsn", "--out", copy, "--resume", *_TINY]
     assert main([str(a) for a in [*argv, "--set", "sampler.name=heun"]]) == 0
     assert json.loads((copy / "config.json").read_text())["sampler"]["name"] == "heun"
+    capsys.readouterr()  # the run's own lines (a short run's EMA warning)
     _fails([*argv, "--set", "sampler.name=ula"], capsys, "sampler.options.sigma", "sigma > 0")
     fresh = ["train", "--out", tmp_path / "dsm", *_TINY, "--loss", "dsm"]
     _fails([*fresh, "--set", "sampler.name=ddim"], capsys, "walks a sigma grid", "ula")
@@ -3039,3 +3041,17 @@ def test_demo_settings_errors_name_the_settings_file(tmp_path, capsys):
 def test_a_number_that_rounds_to_zero_is_refused_as_written(argv, capsys):
     """``--sigma-min 1e-400`` was used as 0 and reported as "got 0.0" (pass 16, #18f)."""
     _fails(argv, capsys, "1e-400: below the smallest double", "give 0 or a larger number")
+
+
+def test_a_run_shorter_than_its_average_says_the_model_keeps_its_initial_weights(tmp_path, capsys):
+    """With the default EMA (0.999) a 30-step run saved a model 97% its initial weights, and
+    said only "trained model written" (pass 21D, F1)."""
+    out = tmp_path / "run"
+    argv = ["train", "--out", out, "--steps", "30", "--batch-size", "32", "--quiet"]
+    assert main([str(arg) for arg in argv]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "scorelab train: warning: train.ema_decay 0.999 averages over about 1000 steps, this "
+        "run took 30: the saved (averaged) model keeps 97% of the initial weights; train "
+        "longer or lower train.ema_decay"
+    ]

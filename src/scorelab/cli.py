@@ -559,6 +559,15 @@ def _cmd_train(args) -> int:
     )
     if is_primary():
         print(f"trained model written to {args.out}")
+    decay, steps = config.train.ema_decay, config.train.steps
+    if decay is not None and decay**steps > 0.05 and is_primary():  # the saved model is the EMA
+        print(
+            f"scorelab train: warning: train.ema_decay {decay:g} averages over about "
+            f"{1 / (1 - decay):.0f} steps, this run took {steps}: the saved (averaged) model "
+            f"keeps {decay**steps:.0%} of the initial weights; train longer or lower "
+            "train.ema_decay",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -1121,7 +1130,10 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=2000, help="number of samples")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed")
     sample.add_argument(
-        "--batch", type=int, default=65536, help="chains per chunk (the result does not change)"
+        "--batch",
+        type=int,
+        default=65536,
+        help="chains per chunk (the same samples, to float rounding with a network)",
     )
     sample.add_argument("--out", type=_path, default=Path("samples.npy"), help="output .npy")
     sample.add_argument("--trajectory", type=_path, help="also save trajectories to this .npy")

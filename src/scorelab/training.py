@@ -176,8 +176,12 @@ class TrainConfig:
         check_int("steps_per_dispatch", self.steps_per_dispatch, 1)
         if not isinstance(self.unroll, bool):
             raise ValueError(f"unroll: expected true or false, got {self.unroll!r}")
-        check_real(
-            "ema_decay", self.ema_decay, "a number in (0, 1)", lambda v: 0 < v < 1, optional=True
+        check_real(  # 1 - 1e-10 is 1 in float32: an average that never moved from the start
+            "ema_decay",
+            self.ema_decay,
+            "a number in (0, 1), below 1 in float32 (at most 0.99999994)",
+            lambda v: 0 < v < 1 and np.float32(v) < 1,
+            optional=True,
         )
         check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
         check_seed("seed", self.seed)
