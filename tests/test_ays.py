@@ -153,6 +153,7 @@ def test_a_budget_sets_the_levels_from_the_samplers_cost():
         SamplerConfig(name="tsit5", nfe=10)
 
 
+@pytest.mark.slow  # optimises a grid, then samples
 def test_grid_cli_writes_a_grid_that_sample_uses(tmp_path, capsys):
     grid = tmp_path / "grid.json"
     common = ["--exact", "seed_mixture", "--levels", "4"]

@@ -524,6 +524,7 @@ def test_a_grid_is_sized_by_levels_or_by_a_budget_never_both_silently(tmp_path, 
     assert len(capsys.readouterr().out.strip().splitlines()) == 2 + 3
 
 
+@pytest.mark.slow  # trains, grids and samples
 def test_a_saved_grid_brings_its_own_levels(tmp_path, capsys):
     """A 4-level grid of ``scorelab grid`` was interpolated to the default 100 levels unless
     ``--levels`` was given (the command's own hint leaves it out)."""

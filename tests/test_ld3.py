@@ -140,6 +140,7 @@ def test_a_search_beyond_memory_or_below_one_is_refused_before_any_work(
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow  # learns a grid, then samples
 def test_grid_cli_learns_a_grid_that_sample_uses(tmp_path, capsys):
     """``scorelab grid --method ld3`` on the exact score: the learned grid's error is below the
     start's (printed), and ``scorelab sample`` reads the file with the same sampler."""

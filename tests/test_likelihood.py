@@ -92,6 +92,7 @@ def test_exact_score_gives_the_noised_log_density_of_the_seed_mixture(mixture):
     assert np.max(np.abs(out.log_prob - exact)) > 100 * errors[1e-6]  # the mismatch is real
 
 
+@pytest.mark.slow  # ODE solves at tight tolerances
 def test_exact_score_gives_the_noised_log_density_of_a_correlated_gaussian():
     target = gaussian(jnp.array([1.0, -2.0, 0.5, 0.0]), COVARIANCE)
     x = target.sample(jax.random.key(2), 6)
@@ -208,6 +209,7 @@ def test_bits_per_dim_by_hand():
     )
 
 
+@pytest.mark.slow  # ODE solves of 64-dimensional images
 def test_dequantised_bits_per_dim_of_digits_under_the_oracle():
     """Point i: fold_in(key, i) split into (dequantisation, probes); z_i = x_i + Δ u_i lies
     in its bin, and bpd is bits_per_dim of the exact noised log-density at z_i."""

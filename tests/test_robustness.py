@@ -2265,6 +2265,7 @@ def test_the_command_line_draws_the_same_numbers_whatever_jax_is_set_to(setting,
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "reference.npy"))
 
 
+@pytest.mark.slow  # samples in a fresh interpreter
 def test_the_command_line_pins_jax_in_the_thread_that_samples_too(tmp_path):
     """An environment variable sets JAX's global default, which the worker thread that runs the
     sampler (``workflows._interruptibly``) reads: the pinned settings are carried there."""

@@ -129,6 +129,7 @@ def test_dpmpp_2m_matches_k_diffusion(mixture):
         np.testing.assert_allclose(out.trajectory[i], x, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow  # adaptive solves at several tolerances
 def test_adaptive_counts_every_evaluation_and_meets_its_tolerance():
     """NFE from diffrax's statistics equals a counter inside the score; tighter tolerances cost
     more evaluations and land closer to the closed-form solution."""

@@ -338,6 +338,7 @@ def test_cli_sweep_takes_a_saved_model_and_refuses_an_unconditional_one(tmp_path
     assert "neither a run directory nor a saved model" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # sweeps twice
 def test_an_interrupted_cli_sweep_keeps_its_rows_and_resume_ends_as_uninterrupted(
     tmp_path, capsys, monkeypatch
 ):

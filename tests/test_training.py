@@ -506,6 +506,7 @@ def test_a_field_an_older_checkpoint_lacks_resumes_at_its_default_only(tmp_path)
         fit(tmp_path / "run", {"loss": {**newer["loss"], "weighting": "edm"}}, resume=True)
 
 
+@pytest.mark.slow  # starts a second training process
 def test_a_second_process_cannot_train_into_a_busy_run_directory(reference, tmp_path):
     run_dir = tmp_path / "run"
     process = run_script(

@@ -42,6 +42,7 @@ def conditional():
 # --- dropout ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # compiles three U-Nets
 def test_dropout_zero_and_evaluation_are_bit_identical_to_the_network_without_dropout():
     # The weights do not depend on the rate (init draws tensors by name); p = 0 with or without
     # a key, and any p without a key (evaluation), compute today's network exactly.
