@@ -648,8 +648,9 @@ def demo_settings(run_dir: str | os.PathLike, settings_class: type, job: str = "
     run_dir = Path(run_dir)
     path = run_dir / "demo.json"
     if path.is_file():
+        record = read_json(path)  # its errors name the file already
         try:
-            return settings_class.from_dict(read_json(path))
+            return settings_class.from_dict(record)
         except ValueError as error:  # "demo: expected a table of fields, got int"
             raise ValueError(
                 f"{path}: {first_line(error)}; restore the file or run the {job} again"
