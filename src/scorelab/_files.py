@@ -31,6 +31,8 @@ from typing import IO, Any
 import jax
 import numpy as np
 
+from scorelab._validate import check_file
+
 _NEW_OUTPUTS: contextvars.ContextVar[frozenset[Path] | None] = contextvars.ContextVar(
     "new_outputs", default=None
 )
@@ -247,9 +249,8 @@ def read_json(path: str | os.PathLike) -> Any:
             for ever), naming it.
     """
     path = Path(path)
-    if path.exists() and not path.is_file():
-        kind = "a folder" if path.is_dir() else "a special file (a device or a pipe)"
-        raise ValueError(f"{path}: {kind}, not a JSON file; restore the file or write it again")
+    if path.exists() and not path.is_file():  # a folder, pipe or device, as check_file says
+        check_file(path, "JSON file", remedy="restore the file or write it again")
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is dropped
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, nesting

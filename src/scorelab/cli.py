@@ -557,14 +557,16 @@ def _cmd_train(args) -> int:
         log=lambda line: print(f"data: {line}"),
         inputs=() if args.config is None else (args.config,),
     )
-    if is_primary():
-        print(f"trained model written to {args.out}")
+    if not is_primary():
+        return 0
+    print(f"trained model written to {args.out}")
     decay, steps = config.train.ema_decay, config.train.steps
-    if decay is not None and decay**steps > 0.05 and is_primary():  # the saved model is the EMA
+    initial = 0.0 if decay is None else decay**steps  # the share the saved average keeps
+    if initial > 0.05:
         print(
             f"scorelab train: warning: train.ema_decay {decay:g} averages over about "
             f"{1 / (1 - decay):.0f} steps, this run took {steps}: the saved (averaged) model "
-            f"keeps {decay**steps:.0%} of the initial weights; train longer or lower "
+            f"keeps {initial:.0%} of the initial weights; train longer or lower "
             "train.ema_decay",
             file=sys.stderr,
         )
@@ -1222,8 +1224,10 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--config", type=_path, help="TOML file with a [sweep] table")
     for flag, (field, kind, help_text) in _SWEEP_FLAGS.items():
         # A switch (bool) is --flag / --no-flag; absent, the TOML's value or the default holds.
-        parse = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-        parse = {"type": _float} if kind is float else parse
+        if kind is bool:
+            parse = {"action": argparse.BooleanOptionalAction}
+        else:
+            parse = {"type": _float if kind is float else kind}
         sweep.add_argument(flag, dest=f"sweep_{field}", default=None, help=help_text, **parse)
     sweep.add_argument(
         "--run",
