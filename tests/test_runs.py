@@ -366,7 +366,8 @@ def test_resume_after_a_killed_overwrite_finds_the_run_it_replaced(tmp_path):
 
     config = ExperimentConfig.from_dict(
         {"data": {"source": "two_moons", "n": 64}, "model": {"widths": [8, 8, 8]},
-         "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "schedule": "constant"}}
+         "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "schedule": "constant",
+                   "ema_decay": None}}
     )  # fmt: skip
     run_dir = tmp_path / "run"
     train_run(config, run_dir, progress=False)

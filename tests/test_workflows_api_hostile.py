@@ -265,7 +265,8 @@ def test_named_key_draws_are_unchanged():
 
 @pytest.fixture
 def tiny():
-    return ExperimentConfig.from_dict({"train": {"steps": 3, "batch_size": 16}})
+    # no EMA: an average over 1000 steps of a 3-step run is a warning (an error in the tests)
+    return ExperimentConfig.from_dict({"train": {"steps": 3, "batch_size": 16, "ema_decay": None}})
 
 
 def test_train_run_refuses_data_of_another_shape_than_the_config(tiny, tmp_path):
@@ -669,3 +670,17 @@ def test_summary_table_names_a_missing_key_of_the_results():
 
     with raises(ValueError, "results: no 'rows'; expected the content of a demo's metrics.json"):
         summary_table({})
+
+
+def test_train_run_warns_a_library_caller_when_the_run_is_shorter_than_its_average(tmp_path):
+    """The warning was the command line's alone: train_run saved a model that was 99.7% its
+    initial weights (3 steps at ema_decay 0.999) and said nothing (pass 21D, F1)."""
+    config = ExperimentConfig.from_dict(
+        {"train": {"steps": 3, "batch_size": 16, "ema_decay": 0.999}}
+    )
+    expected = r"^train.ema_decay 0.999 averages over about 1000 steps, this run took 3: the sav"
+    with pytest.warns(UserWarning, match=expected):
+        train_run(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "model.eqx").is_file()  # written first
+    fast = ExperimentConfig.from_dict({"train": {"steps": 3, "batch_size": 16, "ema_decay": 0.3}})
+    train_run(fast, tmp_path / "fast", progress=False)  # 0.3**3 = 2.7%: no warning (an error)

@@ -179,6 +179,12 @@ def resolved(path: str | os.PathLike) -> Path:
         ) from error
 
 
+def resolves_into(item: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``item`` lies in ``folder`` (or is it) once both have their links resolved:
+    a file a command reads through, or writes through, a link."""
+    return resolved(item).is_relative_to(resolved(folder))
+
+
 def naming(error: OSError, path: Path) -> OSError:
     """``error`` about ``path``, the file or folder the user asked for, rather than the
     temporary one beside it that was opened or renamed (:func:`atomic_write`, the staging folder

@@ -12,6 +12,7 @@ The type checks of the library's arguments (:func:`check_callable`, :func:`check
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -26,6 +27,31 @@ def first_line(error: BaseException) -> str:
     """The first line of ``error``'s message (a message a wrapper quotes in its own one-line
     message), or its class name when it has none."""
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+@contextlib.contextmanager
+def in_file(path, error: type[ValueError] = ValueError, remedy: str | None = None):
+    """Name ``path`` in the ``error`` raised inside the block (and add ``remedy``): the errors
+    of a file's contents, raised by code that sees only the values (``from_dict`` of a parsed
+    record: "demo.n_data: ..." becomes "demo.toml: demo.n_data: ...")."""
+    try:
+        yield
+    except error as caught:
+        message = f"{path}: {first_line(caught)}"
+        raise error(message if remedy is None else f"{message}; {remedy}") from None
+
+
+def nesting(value) -> int:
+    """How deeply ``value``'s dicts and lists nest (0 for a scalar), without recursion: a
+    parsed file checked before code that walks it recursively overflows the stack."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def check_choice(field: str, value, accepted, error: type[ValueError] = ValueError) -> None:

@@ -45,7 +45,7 @@ import orbax.checkpoint as ocp
 
 from scorelab import models
 from scorelab._files import atomic_write, jsonable, read_json, write_json
-from scorelab._validate import check_file, check_instance, check_int, first_line
+from scorelab._validate import check_file, check_instance, check_int, first_line, nesting
 
 __all__ = [
     "open_checkpoints",
@@ -247,41 +247,30 @@ def _odd_entry(folder: Path) -> str | None:
     return None
 
 
-def _file_damage(manager: ocp.CheckpointManager, step: int) -> str | None:
-    """Why ``step``'s files are not the ones :func:`save_checkpoint` wrote, or ``None``: an
-    entry no save writes (:func:`_odd_entry`), or files that differ from :data:`_FILE_DIGESTS`.
-    A step without the digests (saved before them, or cut short just before writing them) is
-    otherwise left to orbax's reading and the array checksum; the step the digests record is
-    compared by :func:`_moved_from`."""
+def _file_damage(manager: ocp.CheckpointManager, step: int) -> tuple[str | None, Any]:
+    """``(why, recorded_step)``: why ``step``'s files are not the ones :func:`save_checkpoint`
+    wrote, or ``None`` (an entry no save writes, :func:`_odd_entry`, or files that differ from
+    :data:`_FILE_DIGESTS`), and the step the digests record (another one for a folder renamed
+    or copied from another run under a new number; the caller weighs it once the arrays are
+    read). A step without the digests (saved before them, or cut short just before writing
+    them) is otherwise left to orbax's reading and the array checksum."""
     folder = _step_folder(manager, step)
     odd = _odd_entry(folder)
     if odd is not None:
-        return odd
-    record_file = folder / _FILE_DIGESTS
-    if not record_file.exists():
-        return None
+        return odd, None
+    if not (folder / _FILE_DIGESTS).exists():
+        return None, None
     try:
-        _, files = _read_digests(folder)
+        recorded_step, files = _read_digests(folder)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"unreadable file digests ({type(error).__name__})"
+        return f"unreadable file digests ({type(error).__name__})", None
     for name, digest in files.items():
         path = folder / name
         if not path.is_file():  # missing, or a pipe that orbax would wait on
-            return f"file {name} missing"
+            return f"file {name} missing", recorded_step
         if _sha256(path) != digest:
-            return f"file {name} changed"
-    return None
-
-
-def _moved_from(manager: ocp.CheckpointManager, step: int) -> int | None:
-    """The step that ``step``'s :data:`_FILE_DIGESTS` record when it is another one (a folder
-    renamed, or copied from another run under a new number), else ``None``; called once
-    :func:`_file_damage` has found the record readable."""
-    folder = _step_folder(manager, step)
-    if not (folder / _FILE_DIGESTS).exists():
-        return None
-    recorded_step, _ = _read_digests(folder)
-    return None if recorded_step == step else recorded_step
+            return f"file {name} changed", recorded_step
+    return None, recorded_step
 
 
 def _read_digests(folder: Path) -> tuple[Any, dict[str, str]]:
@@ -295,7 +284,7 @@ def _restore_intact(
     manager: ocp.CheckpointManager, step: int, like: Callable[[dict[str, Any]], Any]
 ) -> tuple[Any, dict[str, Any]] | str:
     """``(state, metadata)`` of ``step`` if it matches its checksums, else why not."""
-    damage = _file_damage(manager, step)
+    damage, recorded_step = _file_damage(manager, step)
     if damage is not None:
         return damage
     # A damaged file can make orbax or tensorstore raise almost anything (ValueError,
@@ -319,9 +308,8 @@ def _restore_intact(
     except Exception as error:
         _check_saved_shapes(manager, step, target)  # another run's arrays are not damage
         return f"unreadable arrays ({type(error).__name__})"
-    moved_from = _moved_from(manager, step)
-    if moved_from is not None:  # this run's arrays, but another step's: damage
-        return f"holds step {moved_from}"
+    if recorded_step not in (None, step):  # this run's arrays, but another step's: damage
+        return f"holds step {recorded_step}"
     if tree_sha256(restored.state) != state_sha256:
         return "array checksum mismatch"
     return restored.state, metadata
@@ -477,18 +465,6 @@ def _is_record(value: Any) -> bool:
 _RECORD_NESTING = 16
 """The most model records a saved model's record may nest (a wrapper's network is one level):
 300 wrappers deep built, then overflowed the stack when traced (a ``RecursionError``)."""
-
-
-def _record_nesting(spec: dict[str, Any]) -> int:
-    """How many model records ``spec`` nests, itself included, without recursion."""
-    deepest, stack = 0, [(spec, 1)]
-    while stack:
-        record, depth = stack.pop()
-        deepest = max(deepest, depth)
-        kwargs = record.get("kwargs") if isinstance(record, dict) else None
-        if isinstance(kwargs, dict):
-            stack.extend((value, depth + 1) for value in kwargs.values() if _is_record(value))
-    return deepest
 
 
 def _build(cls: type[eqx.Module], kwargs: dict[str, Any]) -> eqx.Module:
@@ -673,7 +649,7 @@ def load_model(path: str | Path) -> eqx.Module:
             f"{record_file}: not a model record written by save_model "
             f"({type(error).__name__}: {error}); save the model again"
         ) from error
-    if _record_nesting(spec) > _RECORD_NESTING:
+    if nesting(spec) > 2 * _RECORD_NESTING + 1:  # a record and its kwargs, then a list
         raise ValueError(
             f"{record_file}: nests more than {_RECORD_NESTING} model records (wrappers of "
             "wrappers); restore the file or save the model again"

@@ -560,16 +560,6 @@ def _cmd_train(args) -> int:
     if not is_primary():
         return 0
     print(f"trained model written to {args.out}")
-    decay, steps = config.train.ema_decay, config.train.steps
-    initial = 0.0 if decay is None else decay**steps  # the share the saved average keeps
-    if initial > 0.05:
-        print(
-            f"scorelab train: warning: train.ema_decay {decay:g} averages over about "
-            f"{1 / (1 - decay):.0f} steps, this run took {steps}: the saved (averaged) model "
-            f"keeps {initial:.0%} of the initial weights; train longer or lower "
-            "train.ema_decay",
-            file=sys.stderr,
-        )
     return 0
 
 
@@ -692,13 +682,13 @@ def _cmd_plot(args) -> int:
             f"--out {out}: a symbolic link to {os.readlink(out)}, which does not exist; create "
             "that folder or choose another"
         )
-    from scorelab._files import expect_new, resolved
+    from scorelab._files import expect_new, resolved, resolves_into
     from scorelab.runs import inside, locked
 
     # RUN/figures holds the run's own figures, redrawn from the run (the same seed, the same
     # figures); any other folder may hold a user's files of the same names, RUN/figures as a
     # link out of the run too (plot replaced a user's figures there).
-    own = args.out is None and resolved(out).is_relative_to(resolved(args.run))
+    own = args.out is None and resolves_into(out, args.run)
     if not own and out.is_dir() and any(out.iterdir()) and not args.overwrite:
         where = f"--out {out}" if args.out is not None else f"{out} (a link to {resolved(out)})"
         raise ValueError(
@@ -757,13 +747,12 @@ def _demo_dir(args, default: str) -> Path:
 def _settings_file(path: Path, from_dict, **options):
     """``from_dict`` of the TOML file ``path`` (``demo --settings``), its errors naming the
     file: they named the field alone (``demo.n_data: ...``), unlike ``train --config``'s."""
+    from scorelab._validate import in_file
     from scorelab.config import load_config
 
     values = load_config(path)
-    try:
+    with in_file(path):
         return from_dict(values, **options)
-    except ValueError as error:
-        raise ValueError(f"{path}: {first_line(error)}") from None
 
 
 def _cmd_demo(args) -> int:
@@ -1677,6 +1666,9 @@ def main(argv: list[str] | None = None) -> int:
                 _named_stdout(),
             ):
                 warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
+                # scorelab's own warnings are shown, not raised, whatever the caller's filters
+                # (a short run's EMA warning under `-W error` ended a trained run as a bug)
+                warnings.filterwarnings("default", module=r"scorelab(\.|$)")
                 return args.handler(args)
         except KeyboardInterrupt as error:
             closing()

@@ -52,6 +52,7 @@ from scorelab._validate import (
     check_unique,
     first_line,
     from_mapping,
+    nesting,
     typed,
 )
 from scorelab.data import (
@@ -933,18 +934,6 @@ nests a few levels): ``[a.b.c...]`` 900 deep parsed, then overflowed the copy th
 ``--set`` (a ``RecursionError`` traceback)."""
 
 
-def _nesting(value) -> int:
-    """How deeply ``value``'s dicts and lists nest (0 for a scalar), without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def load_config(path) -> dict[str, Any]:
     """Read a TOML configuration file into nested dicts (validated by ``from_dict``).
 
@@ -963,7 +952,7 @@ def load_config(path) -> dict[str, Any]:
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, not an error.
         values = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-        if _nesting(values) > _NESTING_LIMIT:  # copied and merged recursively after this
+        if nesting(values) > _NESTING_LIMIT:  # copied and merged recursively after this
             raise RecursionError
         return values
     except UnicodeDecodeError as error:

@@ -39,8 +39,8 @@ import filelock
 import jax
 import numpy as np
 
-from scorelab._files import atomic_write, read_json, resolved, write_json
-from scorelab._validate import check_file, check_instance, check_seed, first_line
+from scorelab._files import atomic_write, read_json, resolved, resolves_into, write_json
+from scorelab._validate import check_file, check_instance, check_seed, first_line, in_file
 from scorelab.checkpoints import load_model
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DataError, read_npy
@@ -208,9 +208,8 @@ def _own(path: Path) -> set[str] | None:
 
 def inside(item: Path, folder: Path) -> bool:
     """Whether ``item`` lies in ``folder`` (or is it), as written or with links resolved."""
-    pairs = [(Path(os.path.abspath(item)), Path(os.path.abspath(folder)))]
-    pairs.append((resolved(item), resolved(folder)))
-    return any(inner.is_relative_to(outer) for inner, outer in pairs)
+    written = Path(os.path.abspath(item)).is_relative_to(os.path.abspath(folder))
+    return written or resolves_into(item, folder)
 
 
 def owning_run(path: str | os.PathLike, read: Path | None = None) -> Path | None:
@@ -522,7 +521,7 @@ def _claim(
                 for entry in entries
                 if entry.name in (*RUN_FILES, "checkpoints")
                 and entry.is_symlink()
-                and not resolved(entry).is_relative_to(resolved(path))
+                and not resolves_into(entry, path)
             ]
             if linked:
                 raise RunExistsError(
@@ -649,12 +648,8 @@ def demo_settings(run_dir: str | os.PathLike, settings_class: type, job: str = "
     path = run_dir / "demo.json"
     if path.is_file():
         record = read_json(path)  # its errors name the file already
-        try:
-            return settings_class.from_dict(record)
-        except ValueError as error:  # "demo: expected a table of fields, got int"
-            raise ValueError(
-                f"{path}: {first_line(error)}; restore the file or run the {job} again"
-            ) from None
+        with in_file(path, remedy=f"restore the file or run the {job} again"):
+            return settings_class.from_dict(record)  # "demo: expected a table of fields, ..."
     job = f"{'an' if job[:1] in 'aeiou' else 'a'} {job}"
     if not run_dir.exists():
         raise FileNotFoundError(f"{run_dir}: no such folder; give the output folder of {job}")
@@ -823,10 +818,9 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     if not config_path.exists():
         raise _not_a_run(run_dir)
     check_file(config_path, "run configuration", ConfigError, "restore it or train again")
-    try:
-        config = ExperimentConfig.from_dict(read_json(config_path))
-    except ConfigError as error:  # an edited or foreign config.json: name the file
-        raise ConfigError(f"{config_path}: {error}; restore the file or train again") from None
+    record = read_json(config_path)
+    with in_file(config_path, ConfigError, "restore the file or train again"):  # edited, foreign
+        config = ExperimentConfig.from_dict(record)
     model = load_model(run_dir / "model")
     _check_record(run_dir, config, read_json(run_dir / "model.json"))
     return config, model

@@ -272,6 +272,11 @@ def train_run(
             :func:`scorelab.runs.load_run` would refuse), before training.
         scorelab.data.DataError: for ``data`` that is not a finite ``(n, *S)`` array, before
             the run directory is claimed.
+
+    Warns:
+        UserWarning: when ``config.train.ema_decay ** steps`` exceeds 0.05: the run was
+            shorter than its average, and the saved model keeps that share of its initial
+            weights.
     """
     started = time.perf_counter()
     _check_config(config)
@@ -373,7 +378,23 @@ def train_run(
             atomic_write(out_dir / "losses.npy", lambda handle: np.save(handle, result.losses))
             write_json(out_dir / "config.json", config.to_dict())
             write_json(out_dir / "manifest.json", record)
+    _warn_short_average(config.train)
     return result
+
+
+def _warn_short_average(train_config) -> None:
+    """Warn when the run was shorter than its EMA's average: the saved model, the average,
+    then keeps more than 5% of the untrained initial weights (30 steps at ``ema_decay`` 0.999
+    keep 97%, and the run said only that it was written)."""
+    decay, steps = train_config.ema_decay, train_config.steps
+    initial = 0.0 if decay is None else decay**steps
+    if initial > 0.05:
+        warnings.warn(
+            f"train.ema_decay {decay:g} averages over about {1 / (1 - decay):.0f} steps, this "
+            f"run took {steps}: the saved (averaged) model keeps {initial:.0%} of the initial "
+            "weights; train longer or lower train.ema_decay",
+            stacklevel=3,
+        )
 
 
 def _check_run_outputs(out_dir: Path) -> None:

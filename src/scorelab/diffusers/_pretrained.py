@@ -30,7 +30,7 @@ import numpy as np
 from jax import Array
 
 from scorelab import viz
-from scorelab._files import atomic_write, check_writable, resolved
+from scorelab._files import atomic_write, check_writable, resolves_into
 from scorelab._keys import typed_key
 from scorelab._validate import (
     all_finite,
@@ -38,6 +38,7 @@ from scorelab._validate import (
     check_mapping,
     check_memory,
     check_seed,
+    in_file,
     is_traced,
 )
 from scorelab._xla_cpu import convolution_jit
@@ -169,11 +170,8 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
             )
         return SchedulerConfig()
     config = read_json(file)
-    try:
+    with in_file(file, PretrainedError, "fix the file or download the pipeline again"):
         return SchedulerConfig.from_diffusers(config)
-    except PretrainedError as error:
-        remedy = "fix the file or download the pipeline again"
-        raise PretrainedError(f"{file}: {error}; {remedy}") from None
 
 
 def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfig]:
@@ -733,11 +731,7 @@ def run(
     folder = resolve_pipeline(path_or_id)
     for name, path in (("output", output), ("save_array", save_array)):
         # `--save-array` through a link to the weights replaced them with the samples
-        if (
-            path is not None
-            and Path(path).exists()
-            and resolved(path).is_relative_to(resolved(folder))
-        ):
+        if path is not None and Path(path).exists() and resolves_into(path, folder):
             raise PretrainedError(
                 f"{name}: {path} is a file of the pipeline {path_or_id}, which this call reads; "
                 "give the output another name"

@@ -44,6 +44,7 @@ from scorelab._validate import (
     check_mapping,
     check_memory,
     first_line,
+    in_file,
     is_traced,
 )
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
@@ -1428,10 +1429,8 @@ def _read_safetensors(file: Path) -> _Weights:
             return _read_bfloat16(file, name)
         return handle.get_tensor(name)
 
-    try:
+    with in_file(file, PretrainedError):
         return _Weights(specs, read)
-    except PretrainedError as error:
-        raise PretrainedError(f"{file}: {error}") from None
 
 
 def _read_bfloat16(file: Path, name: str) -> np.ndarray:
@@ -1485,10 +1484,8 @@ def load_unet(path) -> UNet2D:
             f"{config_file}: unsupported model class {config['_class_name']!r}; scorelab loads "
             "UNet2DModel pipelines (DDPM, DDIM) only"
         )
-    try:
+    with in_file(config_file, PretrainedError):
         config = _check_config(config)
-    except PretrainedError as error:
-        raise PretrainedError(f"{config_file}: {error}") from None
     index = weights_file.with_name(f"{WEIGHTS_NAME}.index.json")
     if not weights_file.exists() and index.exists():  # was called a .bin-only checkpoint
         raise PretrainedError(
@@ -1503,7 +1500,5 @@ def load_unet(path) -> UNet2D:
         )
     check_file(weights_file, "safetensors file", PretrainedError, "download the pipeline again")
     weights = _read_safetensors(weights_file)
-    try:
+    with in_file(weights_file, PretrainedError):
         return UNet2D._build(config, weights)
-    except PretrainedError as error:
-        raise PretrainedError(f"{weights_file}: {error}") from None
