@@ -321,3 +321,35 @@ def test_a_folder_inside_a_class_folder_is_named_as_such(tmp_path):
     assert "labels 0..2 from 3 class sub-folders (a, b, é) in sorted name order" in (
         loaded.description
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # the lenient reader took the rest of the file as one cell: "no data rows"
+        ('x,y\n"1,2\n3,4\n', r"line 3 \(unexpected end of data\)"),
+        # float() reads an overflowing literal as inf: "contain NaN or inf"
+        ("1,2\n1e400,3\n", r"line 2, column 1: '1e400' overflows float64"),
+        ("1,2\n" + "1" * 5000 + ",3\n", r"line 2, column 1: '1{12}\.\.\.1{13}' overflows float64"),
+        # the cell was echoed whole (up to csv's field limit, 131072 characters)
+        ("1,2\n" + "a" * 5000 + ",3\n", r"line 2, column 1: 'a{12}\.\.\.a{13}' is not a number$"),
+    ],
+)
+def test_a_csv_cell_or_quote_that_is_wrong_is_named_as_such(tmp_path, text, message):
+    """Pass 20A leftovers: each of these said something about another problem, or echoed a
+    5000-character cell into the one-line message."""
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_array(path)
+
+
+def test_a_long_npy_header_is_not_echoed_whole(tmp_path):
+    """numpy's message quotes a bad header whole; a 3000-character dtype was echoed."""
+    header = "{'descr': '" + "z" * 3000 + "', 'fortran_order': False, 'shape': (2, 2)}"
+    header = header.ljust(3135) + "\n"
+    path = tmp_path / "data.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    with pytest.raises(DataError, match=r"not a valid dtype descriptor: 'z+\.\.\.\)$") as caught:
+        load_array(path)
+    assert len(str(caught.value)) < 300 + len(str(path))

@@ -12,6 +12,7 @@ import functools
 import io
 import math
 import numbers
+import reprlib
 import warnings
 import zipfile
 import zlib
@@ -283,7 +284,9 @@ def _read_csv(path: Path) -> np.ndarray:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's CSV UTF-8)
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not a text file; a .csv holds comma-separated numbers") from error
-    reader = csv.reader(io.StringIO(text))
+    # strict: an unterminated quote is an error ("unexpected end of data"), where the lenient
+    # reader took the rest of the file as one cell and reported "no data rows"
+    reader = csv.reader(io.StringIO(text), strict=True)
     try:
         rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except csv.Error as error:  # "field larger than field limit (131072)"
@@ -304,6 +307,12 @@ def _read_csv(path: Path) -> np.ndarray:
             )
         for j, cell in enumerate(row):
             value = _number(cell)
+            shown = reprlib.repr(cell.strip())  # a cell may hold 131072 characters
+            if value is not None and math.isinf(value) and "inf" not in cell.lower():
+                raise DataError(
+                    f"{path}: line {line}, column {j + 1}: {shown} overflows float64 (largest "
+                    "1.8e308); rescale the data"
+                )
             if value is None:
                 other = next((sep for sep in (";", "\t", " ") if sep in cell.strip()), None)
                 hint = (
@@ -312,7 +321,7 @@ def _read_csv(path: Path) -> np.ndarray:
                     else ""
                 )
                 raise DataError(
-                    f"{path}: line {line}, column {j + 1}: {cell.strip()!r} is not a number{hint}"
+                    f"{path}: line {line}, column {j + 1}: {shown} is not a number{hint}"
                 )
             values[i, j] = value
     return values
@@ -480,13 +489,15 @@ def _npy_header(handle, name) -> tuple[tuple[int, ...], np.dtype]:
             raise ValueError(f"format version {version}; save it with numpy.save")
         shape, _, dtype = read(handle)
     except (ValueError, EOFError, OSError, SyntaxError) as error:
-        message = first_line(error)
+        message = first_line(error)  # numpy's may quote the whole header: cut it short
+        message = message if len(message) <= 200 else f"{message[:200]}..."
         raise DataError(f"{name}: not a readable .npy array ({message})") from error
     # numpy takes (True, 2) and (2**70, 0) here, then fails reading the data ("an integer is
     # required", "Python int too large to convert to C long")
     if not all(type(size) is int and 0 <= size < 2**63 for size in shape):
         raise DataError(
-            f"{name}: not a readable .npy array (its header declares shape {shape!r}); write "
+            f"{name}: not a readable .npy array (its header declares shape "
+            f"{reprlib.repr(shape)}); write "
             "it again with numpy.save"
         )
     return shape, dtype
