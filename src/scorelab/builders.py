@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import warnings
 
 import equinox as eqx
 import jax
@@ -62,6 +64,7 @@ __all__ = [
     "make_sampler",
     "check_log_density",
     "make_prior",
+    "prior_data",
     "draw_prior",
 ]
 
@@ -603,7 +606,45 @@ def make_prior(
         ConfigError: as :func:`draw_prior`.
     """
     sigma = config.sigma_max if config.uses_grid else 10.0
+    if config.uses_grid and config.prior == "normal":
+        _warn_narrow_prior(sigma, target, data)
     return draw_prior(config.prior, key, n, shape, sigma, target, data)
+
+
+def prior_data(config: ExperimentConfig, target: GaussianMixture | None) -> np.ndarray | None:
+    """The training data :func:`make_prior` takes for ``config``: without a ``target``, a
+    sampler that walks a grid from the ``moments`` prior draws from the data's moments, and
+    from the ``normal`` prior is checked against the data's spread; else ``None``."""
+    if target is not None or not config.sampler.uses_grid or config.sampler.prior == "exact":
+        return None
+    return make_data(config.data)
+
+
+def _warn_narrow_prior(sigma: float, target: GaussianMixture | None, data) -> None:
+    r"""Warn when ``sigma`` does not dominate the data's spread: the ``normal`` prior
+    :math:`\mathcal{N}(0, \sigma^2 I)` stands for the noised data :math:`q_\sigma`, whose
+    second moment per coordinate is :math:`\sigma^2 + r^2` (:math:`r^2`: the data's mean
+    square per coordinate, about 0). Past :math:`r > \sigma / 2` the two differ by more than
+    25% in variance, and a deterministic sampler carries that into the samples: on the
+    tutorial's mixture (:math:`r = 8.0`) ``sigma_max`` 3 put the mode weights 0.6 in total
+    variation from the truth, exit 0 (pass 21D)."""
+    if target is not None:
+        mean = np.asarray(target.mean(), np.float64)
+        square = (mean @ mean + np.trace(np.asarray(target.covariance(), np.float64))) / mean.size
+    elif data is not None:
+        square = float(np.mean(np.square(np.asarray(data, np.float64))))
+    else:
+        return
+    spread = math.sqrt(square)
+    if spread > sigma / 2:
+        warnings.warn(
+            f"sampler.sigma_max {sigma:g} is not well above the data's spread (root mean "
+            f"square {spread:.3g} per coordinate): the normal prior N(0, sigma_max^2 I) is far "
+            "from the noised data, and the samples are biased (the modes' weights first); use "
+            f"sigma_max >= {2 * spread:.3g}, or prior 'moments' (or 'exact' for a built-in "
+            "target)",
+            stacklevel=4,
+        )
 
 
 def draw_prior(

@@ -698,8 +698,7 @@ def _draw(
         "score model"
     )
     remedy = f"{cause}; or {remedy}" if cause else remedy
-    moments_of_data = config.sampler.prior == "moments" and target is None
-    data = builders.make_data(config.data) if moments_of_data else None
+    data = builders.prior_data(config, target)
     results = []
     for key, score_fn in draws:
         key_prior, key_sampler = jax.random.split(key)
@@ -855,11 +854,7 @@ def ld3_grid_run(
             f"sampler.name: a learned grid needs a deterministic sampler on a fixed grid (an ODE "
             f"solver such as unipc, dpmpp_2m, ipndm or heun), got {sampler.name}"
         )
-    data = (
-        builders.make_data(config.data)
-        if config.sampler.prior == "moments" and not target
-        else None
-    )
+    data = builders.prior_data(config, target)
     x_T = builders.make_prior(config.sampler, jax.random.key(seed), n, shape, target, data)
     teacher = ld3.teacher(config.sampler.sigma_max)
     x_teacher = samplers.sample(jax.random.key(seed), teacher, score_fn, x_T).x
