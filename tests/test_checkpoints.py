@@ -490,3 +490,25 @@ def test_a_record_nesting_wrappers_past_the_limit_is_refused_before_building(tmp
     (tmp_path / "model.json").write_text(json.dumps({**spec, **inner}))
     with pytest.raises(ValueError, match=r"model.json: nests more than 16 model records"):
         load_model(tmp_path / "model")
+
+
+def test_a_digest_record_that_cannot_be_read_is_an_error_not_damage(two_steps, monkeypatch):
+    """Another user's mode-000 file_digests.json was 'damage': --resume deleted the intact
+    step and resumed from the one before, or told the user to delete the run (pass 22, #1).
+    Root reads any file, so the refusal is the OS error itself."""
+    from scorelab import checkpoints
+
+    record = two_steps / "2" / "file_digests.json"
+    real = checkpoints._read_digests
+
+    def denied(folder):
+        if folder.name == "2":
+            raise PermissionError(13, "Permission denied", str(record))
+        return real(folder)
+
+    monkeypatch.setattr(checkpoints, "_read_digests", denied)
+    manager = open_checkpoints(two_steps)
+    with pytest.raises(PermissionError) as caught:
+        restore_checkpoint(manager, like)
+    assert caught.value.filename == str(record)
+    assert manager.all_steps() == [1, 2] and record.is_file()  # nothing deleted

@@ -665,3 +665,71 @@ def test_a_run_folder_that_is_a_link_to_nothing_is_named_so(tmp_path):
     with pytest.raises(ValueError, match=r"dl is a symbolic link to .*nowhere, which does not"):
         with prepare_run_dir(link):
             pass
+
+
+def test_a_replaced_run_that_cannot_be_deleted_is_left_with_a_warning(tmp_path, monkeypatch):
+    """A replaced run holding another user's files (not deletable) ended a finished
+    ``train --overwrite`` in "_sharding: Permission denied", and every later claim of the
+    folder the same way (pass 22, #2): the new run stands, the leftover folder is named."""
+    from scorelab import runs
+
+    run_dir = tmp_path / "run"
+    _old_run(run_dir)
+    monkeypatch.setattr(runs.shutil, "rmtree", lambda path, ignore_errors=False: None)
+    dropped = re.escape(str(run_dir / ".scorelab-dropped"))
+    with pytest.warns(UserWarning, match=rf"^{dropped}: the replaced run's files could not"):
+        with prepare_run_dir(run_dir, overwrite=True):
+            (run_dir / "config.json").write_text('{"new": true}')
+            write_json(run_dir / "manifest.json", manifest(None))
+    assert (run_dir / "config.json").read_text() == '{"new": true}'
+    assert json.loads((run_dir / ".scorelab-written").read_text()) == ["config.json"]
+    with pytest.warns(UserWarning, match="could not all be deleted"):
+        with prepare_run_dir(run_dir, resume=True):  # a later claim goes on
+            pass
+
+
+def test_a_write_past_the_file_size_limit_names_the_file_and_the_limit(tmp_path):
+    """Under ``ulimit -f`` a write failed when the file was closed (the rest of its buffer),
+    whose error named no file ("File too large; check the path and the disk"), and numpy's
+    short write was called a full disk (pass 22, #4 and #6). In a child process: Python
+    ignores SIGXFSZ, so the limit is an error there, as in the shell."""
+    script = textwrap.dedent(
+        """
+        import errno, resource, sys
+        import numpy as np
+        from scorelab._files import atomic_write
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+        for name, write in [("a.bin", lambda h: h.write(b"x" * 3000)),
+                            ("b.npy", lambda h: np.save(h, np.zeros(5000)))]:
+            path = sys.argv[1] + "/" + name
+            try:
+                atomic_write(path, write)
+            except OSError as error:
+                print(error.errno == errno.EFBIG, error.filename == path)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True"] * 4, done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary left
+
+
+def test_the_memory_check_counts_an_address_space_limit(tmp_path):
+    """Under ``ulimit -v`` the check counted the host's memory ('22.4 GiB needed, 17.2
+    available' under a 4 GB limit), and the allocation crashed (pass 22, #5)."""
+    script = textwrap.dedent(
+        """
+        import resource
+        from scorelab._validate import _proc_kib, available_memory
+        size = _proc_kib("/proc/self/status", "VmSize:")
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (size + 2**28, hard))
+        print(0 < available_memory() <= 2**28)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "True", done.stdout + done.stderr

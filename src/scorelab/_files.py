@@ -121,13 +121,13 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) 
     except OSError as error:
         raise naming(error, given) from None
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            try:
+        try:  # around the close too: it writes what is still buffered, and its error names no file
+            with os.fdopen(descriptor, "wb") as handle:
                 write_fn(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            except OSError as error:
-                raise _of_the_disk(error, given) from None
+        except OSError as error:
+            raise _of_the_disk(error, given) from None
         marked = _NEW_OUTPUTS.get()
         try:
             if marked and not marked.isdisjoint({target := resolved(path), *target.parents}):
@@ -192,12 +192,23 @@ def naming(error: OSError, path: Path) -> OSError:
     return type(error)(error.errno, error.strerror, str(path))
 
 
+def file_size_limit() -> int | None:
+    """The process's file-size limit in bytes (``ulimit -f``), or ``None`` where none is set."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def _of_the_disk(error: OSError, path: Path) -> OSError:
     """An ``OSError`` raised while writing ``path``'s temporary file, about ``path``: numpy's
     short write (``20000 requested and 12256 written``) has no error number, and is a full
-    disk (or a quota)."""
+    disk (or a quota), or the process's file-size limit (``ulimit -f``) where one is set."""
     if error.errno is None and "requested and" in str(error):
-        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({error})", str(path))
+        code = errno.EFBIG if file_size_limit() is not None else errno.ENOSPC
+        return OSError(code, f"{os.strerror(code)} ({error})", str(path))
     if error.errno is not None and not error.filename:
         return naming(error, path)
     return error

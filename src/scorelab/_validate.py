@@ -450,15 +450,33 @@ def typed(hint, value, field: str, current=None, error: type[ValueError] = Value
 
 def available_memory() -> int:
     """Bytes of memory this process can expect to allocate: the host's available memory
-    (``MemAvailable`` on Linux, else its physical memory)."""
+    (``MemAvailable`` on Linux, else its physical memory), or less under an address-space limit
+    (``ulimit -v``: the limit less the process's size; the host's memory was counted, and the
+    allocation ended in a crash)."""
+    host = _proc_kib("/proc/meminfo", "MemAvailable:")
+    if host is None:
+        host = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
-        with open("/proc/meminfo") as handle:
+        import resource  # POSIX only
+    except ImportError:
+        return host
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    size = _proc_kib("/proc/self/status", "VmSize:")
+    if soft == resource.RLIM_INFINITY or size is None:
+        return host
+    return max(0, min(host, soft - size))
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """The bytes of the ``key: N kB`` line of the Linux ``/proc`` file ``path``, or ``None``."""
+    try:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
 
 
 def check_memory(field: str, n_bytes: float, remedy: str, error: type[ValueError] = ValueError):

@@ -260,9 +260,9 @@ def _file_damage(manager: ocp.CheckpointManager, step: int) -> tuple[str | None,
         return odd, None
     if not (folder / _FILE_DIGESTS).exists():
         return None, None
-    try:
+    try:  # an OSError (no permission to read it) is raised, naming the file: no damage
         recorded_step, files = _read_digests(folder)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         return f"unreadable file digests ({type(error).__name__})", None
     for name, digest in files.items():
         path = folder / name
@@ -275,7 +275,8 @@ def _file_damage(manager: ocp.CheckpointManager, step: int) -> tuple[str | None,
 
 def _read_digests(folder: Path) -> tuple[Any, dict[str, str]]:
     """The step and the file digests that ``folder``'s :data:`_FILE_DIGESTS` records; raises
-    ``OSError``, ``ValueError``, ``KeyError`` or ``TypeError`` for a record that is not one."""
+    ``ValueError``, ``KeyError`` or ``TypeError`` for a record that is not one, ``OSError``
+    for one that cannot be read (permissions)."""
     record = read_json(check_file(folder / _FILE_DIGESTS, "file digest record"))
     return record["step"], dict(record["files"])
 

@@ -1336,6 +1336,10 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
             errno.EISDIR: "give a file, not a folder",
             errno.ENOTDIR: "a part of the path is a file, not a folder",
             errno.EEXIST: "choose another path",  # not every command has --overwrite
+            errno.EMFILE: "the process may open too few files: raise its limit (ulimit -n)",
+            errno.ENFILE: "the system has too many open files: close some programs and rerun",
+            errno.EFBIG: "the file is larger than the process may write: raise its file-size "
+            "limit (ulimit -f)",
         }.get(error.errno, "check the path and the disk")
         return f"{where}{error.strerror or error}; {remedy}"
     if _backend_failed(error):  # JAX_PLATFORMS names a platform this machine lacks

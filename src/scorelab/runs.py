@@ -29,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -301,7 +302,7 @@ def _settle_replaced(path: Path, finished: bool = False) -> None:
     nothing)."""
     dropped = path / _DROPPED
     if dropped.is_dir() and not dropped.is_symlink():
-        shutil.rmtree(dropped)
+        _delete_dropped(dropped)
     aside = path / _REPLACED
     if not aside.is_dir() or aside.is_symlink():
         return
@@ -347,7 +348,21 @@ def _drop(path: Path, *entries: Path) -> None:
     dropped.mkdir(exist_ok=True)
     for entry in entries:
         os.rename(entry, dropped / entry.name)
-    shutil.rmtree(dropped)
+    _delete_dropped(dropped)
+
+
+def _delete_dropped(dropped: Path) -> None:
+    """Delete ``dropped``, a replaced run's files out of the way; what cannot be deleted (a
+    file in another user's folder) is left, with a warning naming the folder: the new run is
+    whole, and a later claim tries again. A failure here ended a finished ``--overwrite`` as an
+    error and refused every later claim of the folder (pass 22, #2)."""
+    shutil.rmtree(dropped, ignore_errors=True)
+    if dropped.exists():
+        warnings.warn(
+            f"{dropped}: the replaced run's files could not all be deleted (no permission to "
+            "delete some); the run is whole: delete that folder yourself",
+            stacklevel=2,
+        )
 
 
 def replaced_run(path: str | os.PathLike) -> Path | None:
