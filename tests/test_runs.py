@@ -733,3 +733,22 @@ def test_the_memory_check_counts_an_address_space_limit(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "True", done.stdout + done.stderr
+
+
+def test_a_command_that_fails_removes_the_new_outputs_it_wrote(tmp_path):
+    """``sample --out x.npy --trajectory t.npy`` wrote x.npy, then found the disk full for
+    t.npy; the rerun its error asked for was refused ("x.npy: exists; pass --overwrite"), and
+    ``plot`` left half a new folder the same way (pass 22, #7). A file the command did not
+    create (replaced with --overwrite, unmarked) or another process's is not touched."""
+    new, figures, replaced = tmp_path / "x.npy", tmp_path / "figs", tmp_path / "old.npy"
+    replaced.write_bytes(b"old")
+    with pytest.raises(OSError, match="full"), new_outputs():
+        expect_new(new)
+        expect_new(figures)
+        atomic_write(new, lambda handle: handle.write(b"samples"))
+        atomic_write(figures / "loss.png", lambda handle: handle.write(b"png"))
+        atomic_write(replaced, lambda handle: handle.write(b"new"))
+        (figures / "theirs.png").write_bytes(b"another process's")
+        raise OSError(errno.ENOSPC, "the disk is full")
+    assert not new.exists() and sorted(p.name for p in figures.iterdir()) == ["theirs.png"]
+    assert replaced.read_bytes() == b"new"  # replaced as asked: not the command's to remove

@@ -38,14 +38,29 @@ _NEW_OUTPUTS: contextvars.ContextVar[frozenset[Path] | None] = contextvars.Conte
 )
 
 
+_CREATED: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
+    "created_outputs", default=None
+)
+
+
 @contextlib.contextmanager
 def new_outputs() -> Iterator[None]:
     """A scope (one command) in which :func:`expect_new` marks outputs; they are forgotten on
-    leaving it, so that a later command of the same process may replace them."""
+    leaving it, so that a later command of the same process may replace them. A scope left by
+    an error removes the marked files it created: the command's rerun found them, and refused
+    ("exists; pass --overwrite": ``sample --out x.npy --trajectory t.npy`` wrote ``x.npy``, then
+    found the disk full for ``t.npy``; ``plot`` failed half way through a new folder)."""
     token = _NEW_OUTPUTS.set(frozenset())
+    created: list[Path] = []
+    created_token = _CREATED.set(created)
     try:
         yield
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     finally:
+        _CREATED.reset(created_token)
         _NEW_OUTPUTS.reset(token)
 
 
@@ -64,6 +79,7 @@ def _put_new(temporary: Path, path: Path) -> None:
     """Rename ``temporary`` to ``path`` unless ``path`` exists, atomically: a hard link fails
     on an existing name, where ``os.replace`` would replace it. A file system without hard
     links is checked first instead (a small window remains there)."""
+    created = _CREATED.get()
     try:
         os.link(temporary, path)
     except FileExistsError:
@@ -71,8 +87,10 @@ def _put_new(temporary: Path, path: Path) -> None:
     except OSError:  # no hard links on this file system
         if not path.exists():
             os.replace(temporary, path)
+            created.append(path)
             return
     else:
+        created.append(path)
         temporary.unlink()
         return
     raise FileExistsError(
