@@ -401,6 +401,7 @@ def test_demo_and_its_plots_at_a_tiny_size(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow  # trains the tiny demo's three models twice
+@pytest.mark.filterwarnings("ignore:train.ema_decay")  # the tiny demo's short runs
 def test_an_interrupted_demo_trains_on_to_the_uninterrupted_models(tmp_path, monkeypatch):
     """The models of a demo resumed after an interrupt in its training (demo --resume) equal
     an uninterrupted demo's, bit for bit: each trains on from its checkpoints, a finished one
