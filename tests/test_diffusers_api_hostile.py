@@ -4,6 +4,7 @@ their results."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -453,6 +454,28 @@ def test_export_through_a_link_to_an_empty_folder_writes_there(model, tmp_path):
     assert (tmp_path / "link").is_symlink()
     assert (tmp_path / "link" / "model_index.json").is_file()
     assert (tmp_path / "empty" / "unet" / "config.json").is_file()
+
+
+def test_a_full_disk_during_export_names_the_users_folder_not_the_staging_one(
+    model, tmp_path, monkeypatch
+):
+    """A full disk named ``.pipe.u0ky57yn/unet/diffusion_pytorch_model.safetensors``, a folder
+    the user never gave and that no longer exists (pass 22, #8)."""
+    from scorelab.diffusers import _export
+
+    real = _export.atomic_write
+
+    def full(path, write):
+        if str(path).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(_export, "atomic_write", full)
+    with pytest.raises(OSError) as caught:
+        export_pipeline(model, tmp_path / "pipe")
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "pipe" / "unet" / _export.WEIGHTS_NAME)
+    assert list(tmp_path.iterdir()) == []  # the staging folder is removed
 
 
 def test_export_refuses_unwritable_folders_naming_them(model, tmp_path):

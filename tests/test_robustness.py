@@ -3056,3 +3056,23 @@ def test_a_run_shorter_than_its_average_says_the_model_keeps_its_initial_weights
         "run took 30: the saved (averaged) model keeps 97% of the initial weights; train "
         "longer or lower train.ema_decay"
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "--exact", "seed_mixture", "--n", "4", "--out"],
+        ["evaluate", "SAMPLES", "--target", "seed_mixture", "--floor-repeats", "2", "--json"],
+    ],
+)
+def test_an_output_inside_a_file_is_named_as_such(tmp_path, capsys, argv):
+    """``--out afile/x.npy`` said "cannot write in its folder (File exists)" (pass 22, #8);
+    train's --out already said "a folder inside the file"."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((20, 2), np.float32))
+    (tmp_path / "afile").write_text("mine")
+    suffix = ".npy" if argv[0] == "sample" else ".json"
+    out = tmp_path / "afile" / f"x{suffix}"
+    argv = [samples if a == "SAMPLES" else a for a in argv]
+    _fails([*argv, out], capsys, f"{out}: a file inside the file {tmp_path / 'afile'}")
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -505,6 +505,9 @@ def _output(args, path: Path, suffix: str) -> Path:
     if not args.overwrite:  # nor if another process writes it meanwhile (both said "written")
         expect_new(path)
 
+    for parent in path.parents:  # was "cannot write in its folder (File exists)"
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{path}: a file inside the file {parent}; choose another path")
     try:  # found now, not after the work (evaluate wrote its metrics, then failed)
         check_writable(path)
     except OSError as error:

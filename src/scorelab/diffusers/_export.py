@@ -156,7 +156,11 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
             },
         )
         os.replace(staging, directory)  # POSIX: replaces an empty folder, never a full one
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        where = getattr(error, "filename", None)  # a full disk named the staging folder
+        if isinstance(error, OSError) and error.errno and where and staging in Path(where).parents:
+            named = directory / Path(where).relative_to(staging)
+            raise type(error)(error.errno, error.strerror, str(named)) from None
         raise
     return directory
