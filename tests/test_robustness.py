@@ -3076,3 +3076,17 @@ def test_an_output_inside_a_file_is_named_as_such(tmp_path, capsys, argv):
     argv = [samples if a == "SAMPLES" else a for a in argv]
     _fails([*argv, out], capsys, f"{out}: a file inside the file {tmp_path / 'afile'}")
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_very_long_error_keeps_its_start_and_its_remedy(tmp_path, capsys):
+    """A tensorstore error quoted its whole spec, 2 KB in the one line (pass 22, #3); a long
+    message keeps what failed and the remedy, its middle cut."""
+    from scorelab.cli import _LONGEST
+
+    name = "x" * 5000
+    _fails(["sample", "--exact", name, "--out", tmp_path / "s.npy"], capsys)
+    main(["sample", "--exact", name, "--out", str(tmp_path / "s.npy")])
+    line = capsys.readouterr().err.strip()
+    assert len(line) <= len("scorelab sample: error: ") + _LONGEST + len(" [...] ")
+    assert line.startswith("scorelab sample: error: --exact: no exact score for 'xxx")
+    assert " [...] " in line and line.endswith("'; accepted: seed_mixture, digits_mixture")

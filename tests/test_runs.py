@@ -752,3 +752,17 @@ def test_a_command_that_fails_removes_the_new_outputs_it_wrote(tmp_path):
         raise OSError(errno.ENOSPC, "the disk is full")
     assert not new.exists() and sorted(p.name for p in figures.iterdir()) == ["theirs.png"]
     assert replaced.read_bytes() == b"new"  # replaced as asked: not the command's to remove
+
+
+def test_a_disk_without_a_free_block_is_found_before_the_work(tmp_path, monkeypatch):
+    """An empty file fits on a full disk, so the check before the work passed, and ``grid``
+    and ``score-error`` computed, then failed to write (pass 22, #8)."""
+    from scorelab._files import check_writable
+
+    real = os.statvfs(tmp_path)
+    full = os.statvfs_result((*real[:3], 0, 0, *real[5:]))  # f_bfree, f_bavail
+    monkeypatch.setattr(os, "statvfs", lambda path: full)
+    with pytest.raises(OSError) as caught:
+        check_writable(tmp_path / "x.json")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []

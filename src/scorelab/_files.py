@@ -172,13 +172,20 @@ def check_writable(path: str | os.PathLike) -> None:
     (``/proc``, a read-only mount, no write permission), found before the work, not after it.
 
     Raises:
-        OSError: from the folder's creation or the temporary file; the callers name the path
-            and the remedy in their own words.
+        OSError: from the folder's creation or the temporary file, or ``ENOSPC`` for a disk
+            without a free block; the callers name the path and the remedy in their own words.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
         pass
+    # An empty file fits on a full disk: its free blocks are counted too (grid and score-error
+    # computed for minutes, then failed to write). Root may use the blocks kept for it.
+    if hasattr(os, "statvfs"):
+        disk = os.statvfs(path.parent)
+        free = disk.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else disk.f_bavail
+        if free == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
 
 
 def resolved(path: str | os.PathLike) -> Path:

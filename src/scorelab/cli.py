@@ -1700,8 +1700,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if not isinstance(error, OSError):  # an OSError's message starts with its path
                 message = _by_flag(message, parser, args.command)
+            if len(message) > _LONGEST:  # tensorstore's quoted its whole spec: 2 KB in a line
+                message = f"{message[: _LONGEST - 500]} [...] {message[-400:]}"
             print(f"scorelab {args.command}: error: {message}", file=sys.stderr)
             return 2
+
+
+_LONGEST = 1500
+"""The longest error message printed whole: a longer one keeps its start (what failed) and its
+end (the remedy), its middle cut out; a path may be 4096 bytes, and such a message is longer."""
 
 
 _STDOUT = "standard output"
