@@ -333,7 +333,7 @@ def test_cli_sweep_takes_a_saved_model_and_refuses_an_unconditional_one(tmp_path
     assert [row["score"] for row in rows] == ["exact", "model"]
     capsys.readouterr()
     assert main([*argv, "--run", str(tmp_path / "mlp")]) == 2
-    assert "needs a noise-conditional model (ncsn_mlp)" in capsys.readouterr().err
+    assert "measures noise-conditional models of points (ncsn_mlp" in capsys.readouterr().err
     assert main([*argv, "--run", str(tmp_path / "missing")]) == 2
     assert "neither a run directory nor a saved model" in capsys.readouterr().err
 
@@ -437,3 +437,18 @@ def test_diverged_samples_make_a_row_of_nan_not_an_error():
                         "ksd2_se"}  # fmt: skip
     assert all(np.isnan(value) for value in row.values())
     assert set(measure(reference, reference, target, ksd=True)) == set(row)
+
+
+def test_the_map_refuses_a_run_trained_on_other_data_than_its_target(tmp_path):
+    """``sweep --run`` of a two_moons model measured it against seed_mixture and its floor,
+    exit 0 (pass 23, #1): a run directory's data must be the target's."""
+    from scorelab.config import ExperimentConfig
+    from scorelab.sweep import load_score_model
+    from scorelab.workflows import train_run
+
+    values = {"data": {"source": "two_moons", "n": 64}, "loss": {"name": "ncsn"}}
+    values["train"] = {"steps": 2, "batch_size": 16, "ema_decay": None}
+    train_run(ExperimentConfig.from_dict(values), tmp_path / "moons", progress=False)
+    with pytest.raises(ValueError, match=r"trained on 'two_moons' data, and the map measures"):
+        load_score_model(tmp_path / "moons", dim=2, target="seed_mixture")
+    load_score_model(tmp_path / "moons", dim=2)  # no target named: nothing to compare

@@ -943,7 +943,9 @@ def load_partial(out_dir, about: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMPreconditioned:
+def load_score_model(
+    path, dim: int | None = None, target: str | None = None
+) -> NoiseConditionalMLP | EDMPreconditioned:
     """The trained noise-conditional score model at ``path``, for the map's ``model`` rows.
 
     Args:
@@ -952,6 +954,9 @@ def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMP
             demo's ``runs/demo/models/ncsn``).
         dim: the target's dimension ``d``, checked against the model's input (abstractly,
             :func:`jax.eval_shape`), or ``None``.
+        target: the name of the target the map measures against, checked against a run
+            directory's ``data.source`` (a model trained on other data measured against it
+            gave numbers that meant nothing, exit 0), or ``None``.
 
     Returns:
         The :class:`scorelab.models.NoiseConditionalMLP` or
@@ -960,18 +965,31 @@ def load_score_model(path, dim: int | None = None) -> NoiseConditionalMLP | EDMP
     Raises:
         FileNotFoundError: naming the missing file.
         ValueError: if the model is not noise-conditional (the samplers query every sigma),
-            or does not take points of dimension ``dim``.
+            does not take points of dimension ``dim``, or was trained on other data than
+            ``target``'s.
     """
     path = Path(path)
     if not path.is_dir() and not model_files(path)[1].is_file():
         raise FileNotFoundError(
             f"--run {path}: neither a run directory nor a saved model (<path>.json and .eqx)"
         )
-    model = load_run(path)[1] if path.is_dir() else load_model(path)
+    config, model = load_run(path) if path.is_dir() else (None, load_model(path))
     if not isinstance(model, NoiseConditionalMLP | EDMPreconditioned):
         raise ValueError(
-            f"--run: the sampler map needs a noise-conditional model (ncsn_mlp), "
-            f"{path} holds {type(model).__name__}"
+            f"--run: the sampler map measures noise-conditional models of points (ncsn_mlp, "
+            f"with or without EDM preconditioning), {path} holds {type(model).__name__}"
+        )
+    source = None if config is None else config.data.source
+    if target is not None and source is not None and source != target:
+        remedy = (
+            f"pass --target {source}"
+            if source in TARGETS
+            else "the map needs data with an exact score: train on the target's samples "
+            f"(data.source = {target!r})"
+        )
+        raise ValueError(
+            f"--run: {path} was trained on {source!r} data, and the map measures against the "
+            f"target {target!r}, which its numbers would not describe; {remedy}"
         )
     if dim is not None:
         point = jax.ShapeDtypeStruct((dim,), jnp.float32)
@@ -1083,7 +1101,7 @@ def run_sweep(
     target = TARGETS[settings.target]()
     score_fns = {"exact": ExactScore(target)}
     if run is not None:
-        score_fns["model"] = load_score_model(run, dim=target.dim)
+        score_fns["model"] = load_score_model(run, dim=target.dim, target=settings.target)
     # What the rows are measured for: a resumed sweep must have the same settings and weights
     # (the model's array leaves: another leaf, a function say, need not hash the same twice).
     weights = None if run is None else eqx.filter(score_fns["model"], eqx.is_array)
