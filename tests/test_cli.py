@@ -560,3 +560,19 @@ def test_an_output_another_process_writes_meanwhile_is_kept_and_the_command_says
     assert np.load(out).shape == (3,)  # the other command's result
     assert main([*argv, "--overwrite"]) == 0  # replaced when asked
     assert np.load(out).shape == (10, 2)
+
+
+def test_resume_extends_a_finished_run_from_its_own_options(tmp_path, capsys):
+    """``train --out R --resume --steps 30`` was refused, listing every field R's command
+    line had set (pass 23, #7): a finished run's config.json is the start."""
+    out = tmp_path / "run"
+    first = ["train", "--out", str(out), "--loss", "ncsn", "--steps", "20", "--batch-size", "32"]
+    first += ["--set", "train.schedule=constant", "--set", "train.ema_decay=0.5", "--quiet"]
+    assert main(first) == 0
+    assert main(["train", "--out", str(out), "--resume", "--steps", "30", "--quiet"]) == 0
+    assert np.load(out / "losses.npy").shape == (30,)
+    config = json.loads((out / "config.json").read_text())
+    assert config["loss"]["name"] == "ncsn" and config["train"]["batch_size"] == 32
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--batch-size", "64", "--quiet"]) == 2
+    assert "batch_size" in capsys.readouterr().err  # a change is still refused

@@ -531,7 +531,7 @@ def _cmd_train(args) -> int:
         check_memory("--processes", args.processes * 2.0**29, "start fewer processes")
         # The launcher checks the configuration once (one error line, not one per process),
         # then runs the same command line in each process, which joins the job below.
-        config = _experiment(args, _TRAIN_FLAGS)
+        config = _experiment(args, _TRAIN_FLAGS, _resumed_config(args))
         batch = config.train.batch_size
         if batch is not None and batch % args.processes:  # refused once, before any start
             raise ValueError(
@@ -550,7 +550,7 @@ def _cmd_train(args) -> int:
     from scorelab.workflows import train_run
 
     initialize_distributed()  # a no-op in one process; joins the job when launched as several
-    config = _experiment(args, _TRAIN_FLAGS)
+    config = _experiment(args, _TRAIN_FLAGS, _resumed_config(args))
     train_run(
         config,
         args.out,
@@ -564,6 +564,26 @@ def _cmd_train(args) -> int:
         return 0
     print(f"trained model written to {args.out}")
     return 0
+
+
+def _resumed_config(args) -> dict | None:
+    """The configuration ``train --resume`` continues, which the command line's file and flags
+    then change: the run's ``config.json`` (a finished run's), so that ``train --out R --resume
+    --steps 2000`` extends R (it was refused, listing every field R's own command line had
+    set: pass 23, #7). ``None`` without one (a run cut short writes it at its end: the same
+    command line with ``--resume`` continues it) or for a record that is not a configuration,
+    which the resume's own checks then name."""
+    from scorelab.runs import read_json
+
+    path = args.out / "config.json"
+    if not args.resume or not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    tables = isinstance(record, dict) and all(isinstance(v, dict) for v in record.values())
+    return record if tables else None
 
 
 def _cmd_sample(args) -> int:
@@ -1097,7 +1117,12 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a score model")
     _add_config_flags(train, _TRAIN_FLAGS)
     train.add_argument("--out", type=_path, default=Path("runs/train"), help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint (a finished run's options are the start: give "
+        "only what changes, e.g. --steps)",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument(
