@@ -3090,3 +3090,20 @@ def test_a_very_long_error_keeps_its_start_and_its_remedy(tmp_path, capsys):
     assert len(line) <= len("scorelab sample: error: ") + _LONGEST + len(" [...] ")
     assert line.startswith("scorelab sample: error: --exact: no exact score for 'xxx")
     assert " [...] " in line and line.endswith("'; accepted: seed_mixture, digits_mixture")
+
+
+def test_a_trajectory_of_dpm_adaptive_is_refused_before_sampling(tmp_path, capsys):
+    """Its two records, both at the end of the solve, were written as the trajectory, exit 0
+    (pass 23, #4)."""
+    argv = ["sample", "--exact", "seed_mixture", "--sampler", "dpm_adaptive", "--n", "4"]
+    argv += ["--out", tmp_path / "s.npy", "--trajectory", tmp_path / "t.npy"]
+    _fails(argv, capsys, "--trajectory: dpm_adaptive chooses its steps per chain", "tsit5")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", [["--class", "3"], ["--guidance", "2"]])
+def test_a_class_asked_of_an_exact_score_names_the_exact_score(tmp_path, capsys, flag):
+    """``--exact digits_mixture --class 3`` said "the model is not class-conditional", with no
+    model in the command (pass 23, #6)."""
+    argv = ["sample", "--exact", "digits_mixture", "--n", "2", *flag, "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, f"{flag[0]}: an exact score has no classes")

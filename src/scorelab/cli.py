@@ -58,7 +58,8 @@ _GRID_FLAGS = {
         "sampler.nfe",
         int,
         "a budget of score evaluations: the largest grid within it, "
-        "from the sampler's cost per step (replaces --levels)",
+        "from the sampler's cost per step (replaces --levels; with --guidance a score costs "
+        "two network evaluations)",
     ),
     "--grid": (
         "sampler.grid",
@@ -602,6 +603,12 @@ def _cmd_sample(args) -> int:
         if resolved(args.trajectory) == resolved(out):
             raise ValueError(
                 f"--trajectory {args.trajectory}: the same file as --out; give it another name"
+            )
+        if config.sampler.name == "dpm_adaptive":  # its (2, *S) read as a trajectory: pass 23
+            raise ValueError(
+                "--trajectory: dpm_adaptive chooses its steps per chain and keeps only its last "
+                "two states, not a path from the prior; use tsit5 or dopri5 (their states at "
+                "the grid's levels), or drop --trajectory"
             )
     image_shape = config.data.target_image_shape  # flat points that are images
     if args.grid_png is not None:

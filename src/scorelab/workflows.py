@@ -608,7 +608,12 @@ def sample_run(
     if num_classes is None:
         if classes is not None or guidance:
             flag = "--class" if classes is not None else "--guidance"
-            raise ConfigError(f"{flag}: the model is not class-conditional (no num_classes)")
+            what = (
+                "an exact score has no classes"
+                if model is None
+                else "the model is not class-conditional (no num_classes)"
+            )
+            raise ConfigError(f"{flag}: {what}")
         draws = [(jax.random.key(seed), score_fn)]
         (result,) = _draw(config, model, target, shape, draws, n, trajectory, batch)
         return result
