@@ -254,6 +254,23 @@ def test_sampling_a_grid_learned_for_another_sampler_says_so(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().out
 
 
+def test_sampling_a_grid_made_for_other_data_says_so(tmp_path, capsys):
+    """A grid records the data it was made for; sampling other data with it was silent
+    (``ays:seed_mixture_10`` on a digits run, pass 23, #2)."""
+    from scorelab.noise import write_saved_grid
+
+    grid = write_saved_grid(
+        tmp_path / "g.json", [0.02, 1.0, 80.0], {"kind": "ays"}, {"data": "seed_mixture"}
+    )
+    argv = ["sample", "--n", "2", "--grid", str(grid), "--overwrite"]
+    argv += ["--sampler", "heun", "--out", str(tmp_path / "s.npy")]
+    assert main([*argv, "--exact", "digits_mixture"]) == 0
+    note = f"note: the grid {grid} was made for seed_mixture data, and sampled here on digits_mix"
+    assert note in capsys.readouterr().out
+    assert main([*argv, "--exact", "seed_mixture"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "sigmas, errors, about, error, name",
     [

@@ -590,7 +590,7 @@ def _resumed_config(args) -> dict | None:
 def _cmd_sample(args) -> int:
     import numpy as np
 
-    from scorelab.noise import saved_grid_sampler
+    from scorelab.noise import saved_grid_origin
     from scorelab.runs import atomic_write
     from scorelab.workflows import sample_run, save_sample_grid
 
@@ -650,11 +650,16 @@ def _cmd_sample(args) -> int:
         classes = ", ".join(map(str, dict.fromkeys(result.labels.tolist())))
         count += f" ({args.n} per class, classes {classes} in turn)"
     print(f"{count} ({config.sampler.name}, {nfe}) written to {out}")
-    learned = saved_grid_sampler(config.sampler.grid)  # None for a grid by name
+    learned, made_for = saved_grid_origin(config.sampler.grid)  # None for a grid by name
     if learned not in (None, config.sampler.name):  # allowed, and said: it was silent
         print(
             f"note: the grid {config.sampler.grid} was learned for {learned} (ld3), and sampled "
             f"here with {config.sampler.name}"
+        )
+    if made_for not in (None, config.data.source):  # the same: pass 23, #2
+        print(
+            f"note: the grid {config.sampler.grid} was made for {made_for} data, and sampled "
+            f"here on {config.data.source}"
         )
     if args.grid_png is not None:
         print(f"grid written to {args.grid_png}")

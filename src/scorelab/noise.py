@@ -412,14 +412,17 @@ def _saved_grid_record(name: str) -> dict[str, Any]:
     return record
 
 
-def saved_grid_sampler(name: str) -> str | None:
-    """The sampler a saved grid was learned for (``scorelab grid --method ld3`` records it), or
-    ``None``: an Align-Your-Steps grid serves every sampler, and a name that is no saved grid
-    or a file that cannot be read records none."""
+def saved_grid_origin(name: str) -> tuple[str | None, str | None]:
+    """``(sampler, data)``: the sampler a saved grid was learned for (``scorelab grid --method
+    ld3`` records one; an Align-Your-Steps grid serves every sampler) and the data it was made
+    for, each ``None`` where the record holds none (a name that is no saved grid, or a file
+    that cannot be read, records neither)."""
     with contextlib.suppress(ValueError):
-        sampler = _saved_grid_record(name).get("sampler")
-        return sampler if isinstance(sampler, str) else None
-    return None
+        record = _saved_grid_record(name)
+        return tuple(
+            v if isinstance(v, str) else None for v in map(record.get, ("sampler", "data"))
+        )
+    return None, None
 
 
 def write_saved_grid(
