@@ -3107,3 +3107,23 @@ def test_a_class_asked_of_an_exact_score_names_the_exact_score(tmp_path, capsys,
     model in the command (pass 23, #6)."""
     argv = ["sample", "--exact", "digits_mixture", "--n", "2", *flag, "--out", tmp_path / "s.npy"]
     _fails(argv, capsys, f"{flag[0]}: an exact score has no classes")
+
+
+def test_plot_of_a_class_conditional_run_draws_labelled_rows(
+    tmp_path, _conditional_run, monkeypatch
+):
+    """``plot`` drew 64 samples of every class, 640 unlabelled images (pass 23, #3): now 8 of
+    each of the first 8 classes, a labelled row each, as ``sample --grid-png`` draws them."""
+    from scorelab import workflows
+
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    np.save(run / "losses.npy", np.ones(3, np.float32))
+    drawn = {}
+
+    def grid(images, path, label, labels=None):
+        drawn.update(n=len(images), labels=None if labels is None else list(labels))
+        return Path(path)
+
+    monkeypatch.setattr(workflows, "save_sample_grid", grid)
+    workflows.plot_run(run, tmp_path / "figures")
+    assert drawn == {"n": 64, "labels": [c for c in range(8) for _ in range(8)]}

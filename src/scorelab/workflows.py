@@ -1476,7 +1476,8 @@ def _grouped_classes(labels, n: int) -> list:
 
 def plot_run(run_dir, out_dir=None) -> list[Path]:
     """The figures of a training run: loss curve, and the score field and samples (points) or
-    a grid of 64 samples (images).
+    a grid of 64 samples (images; a class-conditional run's are 8 of each of its first 8
+    classes, a labelled row per class).
 
     Args:
         run_dir: a run directory of ``scorelab train`` (or one of the demo's models).
@@ -1506,9 +1507,15 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     losses = {config.loss.name: read_losses(run_dir)}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
     if data.ndim == 4:
-        result = sample_run(config, model, 64, 0)
+        num_classes = getattr(model, "num_classes", None)  # 64 of every class were drawn
+        if num_classes is None:
+            result = sample_run(config, model, 64, 0)
+        else:
+            result = sample_run(config, model, 8, 0, classes=list(range(min(num_classes, 8))))
         label = f"{run_dir.name}: {config.sampler.name}, NFE {result.nfe:g}"
-        written.append(save_sample_grid(result.x, out_dir / "samples.png", label=label))
+        written.append(
+            save_sample_grid(result.x, out_dir / "samples.png", label=label, labels=result.labels)
+        )
         return written
     sigma = config.sampler.options.get("sigma", 0.0) or config.loss.sigma
     field = viz.mesh_score(model, sigma=sigma)
