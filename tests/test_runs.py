@@ -686,6 +686,10 @@ def test_a_replaced_run_that_cannot_be_deleted_is_left_with_a_warning(tmp_path, 
     with pytest.warns(UserWarning, match="could not all be deleted"):
         with prepare_run_dir(run_dir, resume=True):  # a later claim goes on
             pass
+    with pytest.warns(UserWarning, match="could not all be deleted"):
+        with prepare_run_dir(run_dir, overwrite=True):  # the leftovers' names are taken: no clash
+            (run_dir / "config.json").write_text('{"newer": true}')
+    assert (run_dir / "config.json").read_text() == '{"newer": true}'
 
 
 def test_a_write_past_the_file_size_limit_names_the_file_and_the_limit(tmp_path):

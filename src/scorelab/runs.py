@@ -29,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 import zipfile
 import zlib
@@ -346,8 +347,10 @@ def _drop(path: Path, *entries: Path) -> None:
     the next claim deletes if a kill cuts this short."""
     dropped = path / _DROPPED
     dropped.mkdir(exist_ok=True)
+    # a folder of its own: an earlier drop's files that could not be deleted may hold the names
+    batch = Path(tempfile.mkdtemp(dir=dropped))
     for entry in entries:
-        os.rename(entry, dropped / entry.name)
+        os.rename(entry, batch / entry.name)
     _delete_dropped(dropped)
 
 
