@@ -770,3 +770,14 @@ def test_a_disk_without_a_free_block_is_found_before_the_work(tmp_path, monkeypa
         check_writable(tmp_path / "x.json")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_report_keeps_the_outputs_written_before_it(tmp_path):
+    """``scorelab sample ... | head`` whose reader is gone wrote its samples, then failed to
+    print: the samples stay (an error of the report stream is not the work's)."""
+    path = tmp_path / "x.npy"
+    with pytest.raises(BrokenPipeError), new_outputs(report="standard output"):
+        expect_new(path)
+        atomic_write(path, lambda handle: handle.write(b"samples"))
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe", "standard output")
+    assert path.read_bytes() == b"samples"

@@ -44,20 +44,23 @@ _CREATED: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def new_outputs() -> Iterator[None]:
+def new_outputs(report: str | None = None) -> Iterator[None]:
     """A scope (one command) in which :func:`expect_new` marks outputs; they are forgotten on
     leaving it, so that a later command of the same process may replace them. A scope left by
     an error removes the marked files it created: the command's rerun found them, and refused
     ("exists; pass --overwrite": ``sample --out x.npy --trajectory t.npy`` wrote ``x.npy``, then
-    found the disk full for ``t.npy``; ``plot`` failed half way through a new folder)."""
+    found the disk full for ``t.npy``; ``plot`` failed half way through a new folder). An
+    ``OSError`` about ``report``, the name the errors of the command's report stream carry
+    (``| head`` gone), keeps them: they were written before the report."""
     token = _NEW_OUTPUTS.set(frozenset())
     created: list[Path] = []
     created_token = _CREATED.set(created)
     try:
         yield
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
+    except BaseException as error:
+        if not (isinstance(error, OSError) and report is not None and error.filename == report):
+            for path in created:
+                path.unlink(missing_ok=True)
         raise
     finally:
         _CREATED.reset(created_token)

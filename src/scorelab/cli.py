@@ -1706,7 +1706,7 @@ def main(argv: list[str] | None = None) -> int:
             with (
                 warnings.catch_warnings(),
                 _pinned_numerics(args.command),
-                new_outputs(),
+                new_outputs(report=_STDOUT),
                 _named_stdout(),
             ):
                 warnings.showwarning = _warning_printer(args.command)  # the caller's, restored
