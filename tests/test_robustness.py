@@ -10,6 +10,7 @@ installed console script as a subprocess.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -3127,3 +3128,15 @@ def test_plot_of_a_class_conditional_run_draws_labelled_rows(
     monkeypatch.setattr(workflows, "save_sample_grid", grid)
     workflows.plot_run(run, tmp_path / "figures")
     assert drawn == {"n": 64, "labels": [c for c in range(8) for _ in range(8)]}
+
+
+@pytest.mark.parametrize(("overwrite", "hint"), [(False, True), (True, False)])
+def test_a_full_disk_suggests_resume_only_where_it_continues_this_run(overwrite, hint):
+    """A refused ``train --overwrite`` suggested ``--resume``, which continues the run it was
+    to replace (pass 22, #8)."""
+    from scorelab.cli import _user_error
+
+    error = OSError(errno.ENOSPC, "No space left on device", "/r/checkpoints")
+    message = _user_error(error, "train", resumable=not overwrite)
+    assert message.startswith("/r/checkpoints: No space left on device; the disk is full")
+    assert ("--resume" in message) == hint

@@ -1347,8 +1347,11 @@ _SMALLER = {
 }
 
 
-def _user_error(error: BaseException, command: str = "") -> str | None:
-    """The one-line message for a failure the user can fix, or ``None`` for a bug."""
+def _user_error(error: BaseException, command: str = "", resumable: bool = False) -> str | None:
+    """The one-line message for a failure the user can fix, or ``None`` for a bug;
+    ``resumable``: the command may be continued with ``--resume`` (``train`` without
+    ``--overwrite``: after a refused overwrite, ``--resume`` continued the run it was to
+    replace)."""
     import jax
 
     from scorelab.training import NonFiniteLossError
@@ -1372,7 +1375,7 @@ def _user_error(error: BaseException, command: str = "") -> str | None:
             errno.EPERM: "check its permissions or choose another path",
             errno.EROFS: "the file system is read-only: choose another path",
             errno.ENOSPC: "the disk is full: free some space and rerun"
-            + (" (--resume continues a run from its checkpoint)" if command == "train" else ""),
+            + (" (--resume continues a run from its checkpoint)" if resumable else ""),
             errno.EISDIR: "give a file, not a folder",
             errno.ENOTDIR: "a part of the path is a file, not a folder",
             errno.EEXIST: "choose another path",  # not every command has --overwrite
@@ -1726,7 +1729,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 128 + received[0]
             if _reader_gone(error):
                 return 128 + signal.SIGPIPE
-            message = _user_error(error, args.command)
+            resumable = args.command == "train" and not getattr(args, "overwrite", False)
+            message = _user_error(error, args.command, resumable)
             if message is None:
                 traceback.print_exc()
                 print(
