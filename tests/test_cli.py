@@ -576,3 +576,22 @@ def test_resume_extends_a_finished_run_from_its_own_options(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume", "--batch-size", "64", "--quiet"]) == 2
     assert "batch_size" in capsys.readouterr().err  # a change is still refused
+
+
+def test_resume_of_a_run_cut_short_starts_from_its_checkpoint_s_options(tmp_path):
+    """A run cut short has no config.json yet: ``--resume`` starts from the configuration
+    its newest checkpoint records (pass 23, #7), so ``train --out R --resume`` needs none of
+    R's options again."""
+    from scorelab.checkpoints import saved_config
+
+    out = tmp_path / "run"
+    first = ["train", "--out", str(out), "--loss", "ncsn", "--steps", "20", "--batch-size", "32"]
+    first += ["--set", "train.schedule=constant", "--set", "train.ema_decay=0.5", "--quiet"]
+    assert main([*first, "--set", "train.checkpoint_every=10"]) == 0
+    for name in ("config.json", "model.eqx", "model.json", "losses.npy"):  # as if cut short
+        (out / name).unlink()
+    assert saved_config(out / "checkpoints")["loss"]["name"] == "ncsn"
+    assert saved_config(tmp_path / "nowhere") is None
+    assert main(["train", "--out", str(out), "--resume", "--steps", "30", "--quiet"]) == 0
+    assert np.load(out / "losses.npy").shape == (30,)
+    assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 32

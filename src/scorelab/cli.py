@@ -569,22 +569,23 @@ def _cmd_train(args) -> int:
 
 def _resumed_config(args) -> dict | None:
     """The configuration ``train --resume`` continues, which the command line's file and flags
-    then change: the run's ``config.json`` (a finished run's), so that ``train --out R --resume
-    --steps 2000`` extends R (it was refused, listing every field R's own command line had
-    set: pass 23, #7). ``None`` without one (a run cut short writes it at its end: the same
-    command line with ``--resume`` continues it) or for a record that is not a configuration,
-    which the resume's own checks then name."""
+    then change: the run's ``config.json`` (a finished run's), else the one its newest
+    checkpoint records (a run cut short writes ``config.json`` at its end), so that ``train
+    --out R --resume`` continues R and ``--steps 2000`` extends it (it was refused, listing
+    every field R's own command line had set: pass 23, #7). ``None`` without either, or for a
+    record that is not a configuration, which the resume's own checks then name."""
+    from scorelab.checkpoints import saved_config
     from scorelab.runs import read_json
 
+    if not args.resume:
+        return None
     path = args.out / "config.json"
-    if not args.resume or not path.is_file():
-        return None
     try:
-        record = read_json(path)
+        record = read_json(path) if path.is_file() else None
     except (OSError, ValueError):
-        return None
+        record = None
     tables = isinstance(record, dict) and all(isinstance(v, dict) for v in record.values())
-    return record if tables else None
+    return record if tables else saved_config(args.out / "checkpoints")
 
 
 def _cmd_sample(args) -> int:
@@ -1132,7 +1133,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the last checkpoint (a finished run's options are the start: give "
+        help="continue from the last checkpoint (the run's own options are the start: give "
         "only what changes, e.g. --steps)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
