@@ -3140,3 +3140,19 @@ def test_a_full_disk_suggests_resume_only_where_it_continues_this_run(overwrite,
     message = _user_error(error, "train", resumable=not overwrite)
     assert message.startswith("/r/checkpoints: No space left on device; the disk is full")
     assert ("--resume" in message) == hint
+
+
+def test_a_home_without_a_config_folder_adds_nothing_to_stderr(tmp_path):
+    """With an unwritable or missing ``HOME`` (a container run as another user) matplotlib
+    made a temporary config folder and said so in two lines on every command's stderr (pass
+    22, #8). ``HOME`` is a file here: no folder can be made under it, even by root."""
+    (tmp_path / "home").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(tmp_path / "home"), MPLBACKEND="Agg")
+    script = Path(sys.executable).with_name("scorelab")
+    argv = [str(script), "sample", "--exact", "seed_mixture", "--n", "4", "--out", "s.npy"]
+    result = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert np.load(tmp_path / "s.npy").shape == (4, 2)

@@ -1486,6 +1486,30 @@ def _jax_environment_refused() -> str | None:
     return None
 
 
+def _matplotlib_config() -> None:
+    """Give matplotlib a temporary configuration folder, quietly, where its default one cannot
+    be made (an unwritable or missing ``HOME``, as in a container run as another user): it made
+    one itself, and said so in two lines on every command's stderr. Removed at exit, as
+    matplotlib removes its own."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    folder = os.path.join(base, "matplotlib")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        import atexit
+        import shutil
+        import tempfile
+
+        temporary = tempfile.mkdtemp(prefix="scorelab-matplotlib-")
+        atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+        os.environ["MPLCONFIGDIR"] = temporary
+
+
 def _check_mpl_backend() -> None:
     """Refuse an ``MPLBACKEND`` that matplotlib does not know, naming the variable: importing
     matplotlib raised ``Key backend: 'nonsense' is not a valid value ...``, which named neither
@@ -1704,6 +1728,7 @@ def main(argv: list[str] | None = None) -> int:
     with _interruptible(received) as closing, _quiet_absl():  # first: imports can be cut short
         try:
             _check_xla_flags()  # before this process starts XLA: its refusal is an abort
+            _matplotlib_config()  # before matplotlib's import, which looks for it
             _check_mpl_backend()
             from scorelab._files import new_outputs  # imports JAX: not before the check
 
