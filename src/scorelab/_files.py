@@ -207,6 +207,16 @@ def resolved(path: str | os.PathLike) -> Path:
         ) from error
 
 
+def file_above(path: str | os.PathLike) -> Path | None:
+    """The nearest existing entry above ``path`` when it is not a folder (a file, or a link to
+    one: ``path`` would lie inside a file, which ``mkdir`` reports as "File exists" or "Not a
+    directory"), else ``None``."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def resolves_into(item: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Whether ``item`` lies in ``folder`` (or is it) once both have their links resolved:
     a file a command reads through, or writes through, a link."""

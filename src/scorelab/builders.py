@@ -64,7 +64,6 @@ __all__ = [
     "make_sampler",
     "check_log_density",
     "make_prior",
-    "prior_data",
     "draw_prior",
 ]
 
@@ -600,7 +599,12 @@ def make_prior(
         n: number of chains.
         shape: one state's shape: ``d`` (or ``(d,)``) for points, ``(C, H, W)`` for images.
         target: the target with an exact score, if any.
-        data: ``(m, *shape)`` training data, for ``moments`` without a target.
+        data: ``(m, *shape)`` training data, for ``moments`` without a target, and for the
+            check of ``normal`` against the data's spread (:func:`_warn_narrow_prior`).
+
+    Warns:
+        UserWarning: for a ``normal`` prior of a grid sampler whose ``sigma_max`` does not
+            dominate the spread of the target or ``data``.
 
     Raises:
         ConfigError: as :func:`draw_prior`.
@@ -609,15 +613,6 @@ def make_prior(
     if config.uses_grid and config.prior == "normal":
         _warn_narrow_prior(sigma, target, data)
     return draw_prior(config.prior, key, n, shape, sigma, target, data)
-
-
-def prior_data(config: ExperimentConfig, target: GaussianMixture | None) -> np.ndarray | None:
-    """The training data :func:`make_prior` takes for ``config``: without a ``target``, a
-    sampler that walks a grid from the ``moments`` prior draws from the data's moments, and
-    from the ``normal`` prior is checked against the data's spread; else ``None``."""
-    if target is not None or not config.sampler.uses_grid or config.sampler.prior == "exact":
-        return None
-    return make_data(config.data)
 
 
 def _warn_narrow_prior(sigma: float, target: GaussianMixture | None, data) -> None:

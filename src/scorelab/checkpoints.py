@@ -216,11 +216,11 @@ def _step_folder(manager: ocp.CheckpointManager, step: int) -> Path:
     return Path(manager.directory) / str(step)  # orbax's default step names
 
 
-def saved_config(directory: str | Path) -> dict[str, Any] | None:
-    """The run configuration (``{section: {field: value}}``) that the newest step in the
-    checkpoint folder ``directory`` records, read from its metadata without orbax and without
-    its checksums (a resume checks those), or ``None`` where none can be read: what ``train
-    --resume`` of a run cut short (no ``config.json`` yet) starts from."""
+def saved_config(directory: str | Path) -> Any:
+    """The run configuration that the newest step in the checkpoint folder ``directory``
+    records (its metadata's ``config``, ``{section: {field: value}}`` as written), read without
+    orbax and without its checksums (a resume checks those), or ``None`` where none can be
+    read: what ``train --resume`` of a run cut short (no ``config.json`` yet) starts from."""
     steps = [int(p.name) for p in Path(directory).glob("*") if p.name.isdigit() and p.is_dir()]
     if not steps:
         return None
@@ -228,9 +228,7 @@ def saved_config(directory: str | Path) -> dict[str, Any] | None:
         record = read_json(Path(directory) / str(max(steps)) / "metadata" / "metadata")
     except (OSError, ValueError):
         return None
-    config = record.get("config") if isinstance(record, dict) else None
-    tables = isinstance(config, dict) and all(isinstance(v, dict) for v in config.values())
-    return config if tables else None
+    return record.get("config") if isinstance(record, dict) else None
 
 
 def _sha256(path: Path) -> str:

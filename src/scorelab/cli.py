@@ -501,14 +501,14 @@ def _output(args, path: Path, suffix: str) -> Path:
                 )
     if path.exists() and not args.overwrite:
         raise ValueError(f"{path}: exists; pass --overwrite to replace it, or choose another name")
-    from scorelab._files import check_writable, expect_new  # imports JAX: not before the command
+    # imports JAX: not before the command
+    from scorelab._files import check_writable, expect_new, file_above
 
     if not args.overwrite:  # nor if another process writes it meanwhile (both said "written")
         expect_new(path)
 
-    for parent in path.parents:  # was "cannot write in its folder (File exists)"
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{path}: a file inside the file {parent}; choose another path")
+    if (parent := file_above(path)) is not None:  # was "cannot write in its folder (File exists)"
+        raise ValueError(f"{path}: a file inside the file {parent}; choose another path")
     try:  # found now, not after the work (evaluate wrote its metrics, then failed)
         check_writable(path)
     except OSError as error:
@@ -568,24 +568,11 @@ def _cmd_train(args) -> int:
 
 
 def _resumed_config(args) -> dict | None:
-    """The configuration ``train --resume`` continues, which the command line's file and flags
-    then change: the run's ``config.json`` (a finished run's), else the one its newest
-    checkpoint records (a run cut short writes ``config.json`` at its end), so that ``train
-    --out R --resume`` continues R and ``--steps 2000`` extends it (it was refused, listing
-    every field R's own command line had set: pass 23, #7). ``None`` without either, or for a
-    record that is not a configuration, which the resume's own checks then name."""
-    from scorelab.checkpoints import saved_config
-    from scorelab.runs import read_json
+    """The configuration ``train --resume`` starts from, which the command line's file and
+    flags then change (:func:`scorelab.runs.resumed_config`); ``None`` without ``--resume``."""
+    from scorelab.runs import resumed_config
 
-    if not args.resume:
-        return None
-    path = args.out / "config.json"
-    try:
-        record = read_json(path) if path.is_file() else None
-    except (OSError, ValueError):
-        record = None
-    tables = isinstance(record, dict) and all(isinstance(v, dict) for v in record.values())
-    return record if tables else saved_config(args.out / "checkpoints")
+    return resumed_config(args.out) if args.resume else None
 
 
 def _cmd_sample(args) -> int:

@@ -41,9 +41,16 @@ import filelock
 import jax
 import numpy as np
 
-from scorelab._files import atomic_write, read_json, resolved, resolves_into, write_json
+from scorelab._files import (
+    atomic_write,
+    file_above,
+    read_json,
+    resolved,
+    resolves_into,
+    write_json,
+)
 from scorelab._validate import check_file, check_instance, check_seed, first_line, in_file
-from scorelab.checkpoints import load_model
+from scorelab.checkpoints import load_model, saved_config
 from scorelab.config import ConfigError, ExperimentConfig
 from scorelab.data import DataError, read_npy
 from scorelab.distributed import is_primary, primary_value
@@ -60,6 +67,7 @@ __all__ = [
     "write_json",
     "read_json",
     "load_run",
+    "resumed_config",
     "read_losses",
     "stored_outputs",
     "settle",
@@ -606,9 +614,8 @@ def make_folder(path: str | os.PathLike, remedy: str) -> Path:
         raise ValueError(
             f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; {remedy}"
         )
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{path}: a folder inside the file {parent}; {remedy}")
+    if (parent := file_above(path)) is not None:
+        raise ValueError(f"{path}: a folder inside the file {parent}; {remedy}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -842,6 +849,25 @@ def load_run(run_dir) -> tuple[ExperimentConfig, Any]:
     model = load_model(run_dir / "model")
     _check_record(run_dir, config, read_json(run_dir / "model.json"))
     return config, model
+
+
+def resumed_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The configuration a resume of the run ``run_dir`` continues: its ``config.json`` (a
+    finished run's), else the one its newest checkpoint records
+    (:func:`scorelab.checkpoints.saved_config`: a run cut short writes ``config.json`` at its
+    end), so that ``train --out R --resume`` continues R and ``--steps 2000`` extends it (it
+    was refused, listing every field R's own command line had set: pass 23, #7). ``None``
+    without either, or for a record that is not ``{section: {field: value}}``, which the
+    resume's own checks then name."""
+    path = Path(run_dir) / "config.json"
+    try:
+        record = read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        record = None
+    tables = lambda r: isinstance(r, dict) and all(isinstance(v, dict) for v in r.values())  # noqa: E731
+    if not tables(record):  # the checkpoints are read only then
+        record = saved_config(Path(run_dir) / "checkpoints")
+    return record if tables(record) else None
 
 
 def _not_a_run(run_dir: Path) -> Exception:

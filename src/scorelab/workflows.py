@@ -603,7 +603,7 @@ def sample_run(
     trajectory = bool(trajectory)
     target = builders.make_target(config.data)
     score_fn = score_model(config, model, target)
-    shape = _state_shape(config, target)
+    shape, data = _state_data(config, target)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
         if classes is not None or guidance:
@@ -615,7 +615,7 @@ def sample_run(
             )
             raise ConfigError(f"{flag}: {what}")
         draws = [(jax.random.key(seed), score_fn)]
-        (result,) = _draw(config, model, target, shape, draws, n, trajectory, batch)
+        (result,) = _draw(config, model, target, shape, data, draws, n, trajectory, batch)
         return result
     from scorelab.diffusers import ClassConditioned
 
@@ -638,7 +638,7 @@ def sample_run(
     ]
     # The guided score is (1 + w) s(x | y) - w s(x): a large w overflows float32.
     cause = f"try a smaller --guidance (w = {guidance:g})" if guidance else ""
-    parts = _draw(config, model, target, shape, draws, n, trajectory, batch, cause)
+    parts = _draw(config, model, target, shape, data, draws, n, trajectory, batch, cause)
     per_chain = [p.nfe_per_chain for p in parts]
     evaluations = conditioned[0].network_evaluations  # the same guidance for every class
     return SampleResult(
@@ -651,16 +651,24 @@ def sample_run(
     )
 
 
-def _state_shape(config: ExperimentConfig, target: GaussianMixture | None) -> tuple[int, ...]:
-    """One sample's shape: the target's ``(d,)``, or the shape of one example of the data."""
-    return (target.dim,) if target is not None else builders.make_data(config.data).shape[1:]
+def _state_data(
+    config: ExperimentConfig, target: GaussianMixture | None
+) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """One sample's shape, and the training data without a target: the target's ``(d,)`` and
+    ``None``, or the shape of one example and the data, read once for both that shape and the
+    prior (:func:`scorelab.builders.make_prior`: the data's moments, or its spread)."""
+    if target is not None:
+        return (target.dim,), None
+    data = builders.make_data(config.data)
+    return data.shape[1:], data
 
 
 def _draw(
-    config, model, target, shape, draws, n, trajectory, batch, cause: str = ""
+    config, model, target, shape, data, draws, n, trajectory, batch, cause: str = ""
 ) -> list[SampleResult]:
     """``n`` chains of the configured sampler for each ``(key, score_fn)`` of ``draws``
-    (:func:`sample_run`), on states of ``shape``; the sampler is built once.
+    (:func:`sample_run`), on states of ``shape``; the sampler is built once. ``data``: the
+    training data without a target (:func:`_state_data`), for the prior.
 
     A warning raised in building the sampler (a step beyond its stability bound) is the
     reason of a divergence: it is the error's remedy when chains end non-finite (one line, not
@@ -703,7 +711,6 @@ def _draw(
         "score model"
     )
     remedy = f"{cause}; or {remedy}" if cause else remedy
-    data = builders.prior_data(config, target)
     results = []
     for key, score_fn in draws:
         key_prior, key_sampler = jax.random.split(key)
@@ -850,7 +857,7 @@ def ld3_grid_run(
     ld3.check_search(n_candidates, n_sweeps, error=ConfigError)  # before the teacher's solve
     target = builders.make_target(config.data)
     score_fn = _score_at_every_level(config, model, target, "a learned grid")
-    shape = _state_shape(config, target)
+    shape, data = _state_data(config, target)
     # The starts, both solves' outputs and a multistep solver's few denoised states.
     check_memory("grid.n", 4.0 * n * int(np.prod(shape)) * 8, "use fewer starts (--n)", ConfigError)
     sampler = builders.make_sampler(config.sampler)
@@ -859,7 +866,6 @@ def ld3_grid_run(
             f"sampler.name: a learned grid needs a deterministic sampler on a fixed grid (an ODE "
             f"solver such as unipc, dpmpp_2m, ipndm or heun), got {sampler.name}"
         )
-    data = builders.prior_data(config, target)
     x_T = builders.make_prior(config.sampler, jax.random.key(seed), n, shape, target, data)
     teacher = ld3.teacher(config.sampler.sigma_max)
     x_teacher = samplers.sample(jax.random.key(seed), teacher, score_fn, x_T).x
@@ -1341,7 +1347,7 @@ def likelihood_points(
             "scorelab likelihood does not take: use an unconditional run"
         )
     target = builders.make_target(config.data)
-    shape = _state_shape(config, target)
+    shape, _ = _state_data(config, target)
     points = _likelihood_points(
         points, shape, shape if len(shape) > 1 else config.data.target_image_shape
     )

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from scorelab._files import atomic_write, write_json
+from scorelab._files import atomic_write, file_above, naming, write_json
 from scorelab.diffusers._pretrained import SCHEDULER_CONFIG
 from scorelab.diffusers._score_models import VPEpsilonUNet
 from scorelab.diffusers._unet import CONFIG_NAME, WEIGHTS_NAME
@@ -110,10 +110,7 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
         )
     if directory.is_symlink():  # to an empty folder: written there (renaming onto the link
         directory = Path(os.path.realpath(directory))  # itself failed with 'Not a directory')
-    ancestor = directory.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
+    if (ancestor := file_above(directory)) is not None:
         raise ValueError(
             f"--diffusers: {directory} would be a folder inside the file {ancestor}; choose "
             "another folder"
@@ -160,7 +157,6 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         where = getattr(error, "filename", None)  # a full disk named the staging folder
         if isinstance(error, OSError) and error.errno and where and staging in Path(where).parents:
-            named = directory / Path(where).relative_to(staging)
-            raise type(error)(error.errno, error.strerror, str(named)) from None
+            raise naming(error, directory / Path(where).relative_to(staging)) from None
         raise
     return directory
