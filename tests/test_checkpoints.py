@@ -512,3 +512,66 @@ def test_a_digest_record_that_cannot_be_read_is_an_error_not_damage(two_steps, m
         restore_checkpoint(manager, like)
     assert caught.value.filename == str(record)
     assert manager.all_steps() == [1, 2] and record.is_file()  # nothing deleted
+
+
+def test_the_file_size_and_open_file_limits_are_found_before_orbax_writes(tmp_path):
+    """Under ``ulimit -f`` or a tight ``ulimit -n`` a save failed inside orbax: its threads
+    printed dozens of tracebacks (some after the command's own message), the open-file case
+    ended in tensorstore's RESOURCE_EXHAUSTED message, and a temporary folder stayed behind
+    (session 32's pass 22). Both limits are checked first; the errors are the OS's, naming the
+    folder, and nothing is printed or written. In a child process: Python ignores SIGXFSZ,
+    so the size limit is an error there, as in the shell."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import errno, os, resource, sys
+        import jax
+        from scorelab.checkpoints import open_checkpoints, save_checkpoint
+        state = {"w": jax.random.normal(jax.random.key(0), (100_000,))}
+        for name, limit, code in [
+            ("size", resource.RLIMIT_FSIZE, errno.EFBIG),
+            ("files", resource.RLIMIT_NOFILE, errno.EMFILE),
+        ]:
+            manager = open_checkpoints(os.path.join(sys.argv[1], name))
+            soft, hard = resource.getrlimit(limit)
+            low = 100_000 if name == "size" else len(os.listdir("/proc/self/fd")) + 30
+            resource.setrlimit(limit, (low, hard))
+            try:
+                save_checkpoint(manager, 1, state, {})
+            except OSError as error:
+                print(error.errno == code, error.filename == str(manager.directory))
+            resource.setrlimit(limit, (soft, hard))
+            print(os.listdir(manager.directory) == [])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True"] * 6, done.stdout + done.stderr
+    assert done.stderr == ""
+
+
+def test_a_late_tensorstore_callback_into_a_closed_loop_is_dropped_while_saving(monkeypatch):
+    """A failed orbax write left tensorstore's pending writes calling back into the event loop
+    orbax had closed: each reported a bare ``RuntimeError: Event loop is closed`` traceback to
+    ``sys.unraisablehook`` (dozens per failure). Those, and only those, are dropped during a
+    save; the caller's hook is back afterwards."""
+    import sys
+    import types
+
+    import scorelab.checkpoints as checkpoints
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    record = types.SimpleNamespace
+    closed = record(object=None, exc_value=RuntimeError("Event loop is closed"))
+    other = record(object=None, exc_value=RuntimeError("something else"))
+    owned = record(object="a callback", exc_value=RuntimeError("Event loop is closed"))
+    with checkpoints._writer_threads_quiet():
+        for item in (closed, other, owned):
+            sys.unraisablehook(item)
+    assert seen == [other, owned]
+    assert sys.unraisablehook == seen.append

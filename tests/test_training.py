@@ -821,3 +821,23 @@ def test_train_config_from_dict_refuses_a_non_mapping(values):
     """``TrainConfig.from_dict(None)``: 'NoneType' object is not iterable."""
     with pytest.raises(TypeError, match=r"^train: expected a table of fields"):
         TrainConfig.from_dict(values)
+
+
+def test_a_checkpoint_that_cannot_be_saved_is_found_before_the_first_step(tmp_path, monkeypatch):
+    """A file-size or open-file limit (or a full disk) under the checkpoint folder failed the
+    run's first save, after the training it was to keep; ``train`` checks that its state fits
+    before it trains."""
+    import errno
+
+    import scorelab.checkpoints as checkpoints
+    import scorelab.training as training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the checkpoint's room")
+
+    monkeypatch.setattr(checkpoints, "free_descriptors", lambda: 10)
+    monkeypatch.setattr(training, "_dispatch", no_training)
+    with pytest.raises(OSError) as caught:
+        run(out_dir=tmp_path / "run")
+    assert caught.value.errno == errno.EMFILE
+    assert caught.value.filename == str((tmp_path / "run").absolute())

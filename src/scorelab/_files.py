@@ -240,6 +240,21 @@ def file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
+def free_descriptors() -> int | None:
+    """How many more files the process may open under its limit (``ulimit -n``), or ``None``
+    where no limit is set or the open ones cannot be counted (no ``/proc/self/fd``)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        open_now = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own descriptor
+    except OSError:
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft - open_now
+
+
 def _of_the_disk(error: OSError, path: Path) -> OSError:
     """An ``OSError`` raised while writing ``path``'s temporary file, about ``path``: numpy's
     short write (``20000 requested and 12256 written``) has no error number, and is a full

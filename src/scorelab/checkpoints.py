@@ -32,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from scorelab import models
-from scorelab._files import atomic_write, jsonable, read_json, write_json
+from scorelab._files import (
+    atomic_write,
+    file_size_limit,
+    free_descriptors,
+    jsonable,
+    read_json,
+    write_json,
+)
 from scorelab._validate import check_file, check_instance, check_int, first_line, nesting
 
 __all__ = [
@@ -130,18 +138,76 @@ _SAVE_MARGIN = 1 << 20
 disk leaves a temporary folder (removed by :mod:`scorelab.runs`)."""
 
 
+_SAVE_DESCRIPTORS = 64
+"""Files a save may need to open at once: orbax's writer (tensorstore) held up to 18 on a
+2-core machine, for a state of 2 arrays as for one of 300; the rest is room for a machine with
+more writer threads."""
+
+_NAMED_WRITE_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EMFILE, errno.ENFILE)
+"""The OS errors of a failed write that a save raises as an ``OSError`` naming the checkpoint
+directory (tensorstore's ``ValueError`` quotes them as ``os_error_code``), for the callers'
+remedies."""
+
+
+def check_room(manager: ocp.CheckpointManager, state: Any) -> None:
+    """Check that a save of ``state`` fits: ``OSError`` naming the checkpoint directory
+    unless the state's bytes and a margin for orbax's own files (:data:`_SAVE_MARGIN`) fit its
+    disk (``ENOSPC``) and the process's file-size limit (``EFBIG``), and the process may open
+    :data:`_SAVE_DESCRIPTORS` more files (``EMFILE``).
+
+    :func:`save_checkpoint` checks this before orbax writes (its failed writes left a temporary
+    folder and printed dozens of tracebacks from its threads, some after the command had
+    ended); a training run checks it before its first step too, so a limit is found before the
+    work, not at its end."""
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
+    needed = 1.1 * state_bytes + _SAVE_MARGIN
+    directory = Path(manager.directory)
+    size_limit = file_size_limit()
+    descriptors = free_descriptors()
+    if shutil.disk_usage(directory).free < needed:
+        code = errno.ENOSPC
+    elif size_limit is not None and size_limit < needed:
+        code = errno.EFBIG
+    elif descriptors is not None and descriptors < _SAVE_DESCRIPTORS:
+        code = errno.EMFILE
+    else:
+        return
+    raise OSError(code, os.strerror(code), str(directory))
+
+
+def _closed_loop_callback(record: Any) -> bool:
+    """Whether an unraisable-exception ``record`` is tensorstore's: a write that finished after
+    orbax's failed save had closed the event loop waiting on it (tensorstore reports each one
+    to :data:`sys.unraisablehook` with no object, a bare traceback per file)."""
+    return (
+        record.object is None
+        and isinstance(record.exc_value, RuntimeError)
+        and str(record.exc_value) == "Event loop is closed"
+    )
+
+
 @contextlib.contextmanager
 def _writer_threads_quiet():
-    """absl's log off while orbax writes: its writer threads log every failure with a
-    traceback (dozens of lines for one full disk, some after the command's own message), and
-    the save raises the same error, which the caller names once."""
+    """orbax's writer threads quiet while it writes: absl's log off (its threads log every
+    failure with a traceback: dozens of lines for one full disk, some after the command's own
+    message), and tensorstore's late callbacks into a closed event loop dropped
+    (:func:`_closed_loop_callback`); the save raises the error itself, which the caller names
+    once."""
     logger = logging.getLogger("absl")
     level = logger.level
+    hook = sys.unraisablehook
+
+    def unraisable(record):
+        if not _closed_loop_callback(record):
+            hook(record)
+
     logger.setLevel(logging.CRITICAL)
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
         logger.setLevel(level)
+        sys.unraisablehook = hook
 
 
 def save_checkpoint(
@@ -161,11 +227,12 @@ def save_checkpoint(
         TypeError: ``state`` holds a typed PRNG key (save ``jax.random.key_data(key)``),
             ``manager`` is not an orbax ``CheckpointManager`` (:func:`open_checkpoints`), or
             ``metadata`` is not a dict of JSON values.
-        OSError: ``ENOSPC`` naming the checkpoint directory, before anything is written, when
-            its disk has less room than the state's bytes and a margin for orbax's own files
-            (:data:`_SAVE_MARGIN`; orbax's failed write printed
-            dozens of tracebacks from its threads, and ended in a tensorstore message); or
-            ``ENOSPC``/``EFBIG`` when orbax's write fails on them all the same.
+        OSError: naming the checkpoint directory, before anything is written
+            (:func:`check_room`): ``ENOSPC`` when its disk has less room than the state's
+            bytes and a margin for orbax's own files (:data:`_SAVE_MARGIN`), ``EFBIG`` when
+            the process's file-size limit is below that, ``EMFILE`` when it may open fewer
+            than :data:`_SAVE_DESCRIPTORS` more files; or one of
+            :data:`_NAMED_WRITE_ERRORS` when orbax's write fails on it all the same.
     """
     _check_manager(manager)
     check_int("step", step, 0)
@@ -187,11 +254,7 @@ def save_checkpoint(
         )
     metadata = jsonable({**metadata, "state_sha256": tree_sha256(state)})
     metadata["metadata_sha256"] = _json_sha256(metadata)
-    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes"))
-    needed = 1.1 * state_bytes + _SAVE_MARGIN
-    directory = Path(manager.directory)
-    if shutil.disk_usage(directory).free < needed:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    check_room(manager, state)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
@@ -201,10 +264,10 @@ def save_checkpoint(
             manager.wait_until_finished()
     except (ValueError, OSError) as error:  # tensorstore's write errors name the OS's code
         code = re.search(r"os_error_code='(\d+)'", str(error))
-        if code is None or int(code.group(1)) not in (errno.ENOSPC, errno.EFBIG):
+        if code is None or int(code.group(1)) not in _NAMED_WRITE_ERRORS:
             raise
         number = int(code.group(1))
-        raise OSError(number, os.strerror(number), str(directory)) from error
+        raise OSError(number, os.strerror(number), str(manager.directory)) from error
     if not saved:  # orbax's own policy declined the step: say so, never return as if saved
         raise ValueError(f"step: orbax declined to save step {step} in {manager.directory}")
     if jax.process_index() == 0:  # orbax has committed every process's files by now

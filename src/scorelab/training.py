@@ -894,6 +894,8 @@ def train(
         start_step, saved, _ = checkpoints.restore_checkpoint(manager, like)
         state, losses[:start_step] = saved["train_state"], saved["losses"]
         last_checkpoint = start_step  # newer damaged checkpoints were deleted
+    if manager is not None:  # a limit found before the work, not at its first save
+        checkpoints.check_room(manager, checkpointed(state, losses))
 
     state_leaves, state_def = jax.tree.flatten(state)
     dispatch = functools.partial(
