@@ -452,3 +452,39 @@ def test_the_map_refuses_a_run_trained_on_other_data_than_its_target(tmp_path):
     with pytest.raises(ValueError, match=r"trained on 'two_moons' data, and the map measures"):
         load_score_model(tmp_path / "moons", dim=2, target="seed_mixture")
     load_score_model(tmp_path / "moons", dim=2)  # no target named: nothing to compare
+
+
+def test_a_sweep_whose_finish_failed_is_resumed_from_its_rows(tmp_path, capsys, monkeypatch):
+    """A sweep that measured every row and then failed writing its figure (a full disk) kept
+    sweep.json but had removed its rows file: ``--resume`` said "holds a finished sweep;
+    nothing to continue" (pass 22). The rows file now goes last, and a resume finishes from it
+    without measuring again."""
+    import errno
+
+    import scorelab.sweep
+    import scorelab.viz
+
+    out = tmp_path / "map"
+    argv = ["sweep", "--samplers", "euler", "--nfe", "3", "--n", "100", "--seeds", "0",
+            "--out", str(out), "--quiet"]  # fmt: skip
+
+    def full_disk(figure, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(scorelab.viz, "save_figure", full_disk)
+    assert main(argv) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.undo()
+    measured = [0]
+    measure = scorelab.sweep.measure
+
+    def counted_measure(*args, **kwargs):
+        measured[0] += 1
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(scorelab.sweep, "measure", counted_measure)
+    assert main([*argv, "--resume"]) == 0
+    assert measured[0] == 0
+    assert (out / "sampler_map.png").is_file() and not (out / PARTIAL).exists()
+    assert main([*argv, "--resume"]) == 2
+    assert "holds a finished sweep" in capsys.readouterr().err

@@ -1129,7 +1129,9 @@ def run_sweep(
         out, resume=resume, overwrite=overwrite, inputs=list(inputs), job="sweep"
     ) as folder:
         if resume:
-            if (folder / "sweep.json").is_file():
+            # sweep.json beside the rows file is a finish cut short (its figure, say, on a full
+            # disk): the rows file goes only once every output is written.
+            if (folder / "sweep.json").is_file() and not (folder / PARTIAL).is_file():
                 raise ValueError(f"--resume: {folder} holds a finished sweep; nothing to continue")
             rows_so_far += load_partial(folder, about)
             if progress is not None:
@@ -1163,7 +1165,7 @@ def run_sweep(
         rows = mean_rows(result.rows)
         table = [{"method": f"{r['sampler']} [{r['score']}]", **r} for r in rows]
         written = save(result, folder)
-        (folder / PARTIAL).unlink(missing_ok=True)
         figure = viz.sampler_map(rows, result.floors)
         written.append(viz.save_figure(figure, folder / "sampler_map.png"))
+        (folder / PARTIAL).unlink(missing_ok=True)
     return Report(table, result.floors), written
