@@ -595,3 +595,18 @@ def test_resume_of_a_run_cut_short_starts_from_its_checkpoint_s_options(tmp_path
     assert main(["train", "--out", str(out), "--resume", "--steps", "30", "--quiet"]) == 0
     assert np.load(out / "losses.npy").shape == (30,)
     assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 32
+
+
+def test_sampling_beyond_the_trained_levels_says_so(tmp_path, capsys):
+    """A grid wider than the levels a noise-conditional run was trained on is allowed (the docs
+    show ``--sigma-min``), and was silent (pass 23); its own range is."""
+    run = tmp_path / "run"
+    train = ["train", "--loss", "ncsn", "--out", str(run), *_TINY_TRAIN]
+    assert main([*train, "--set", "loss.sigma_min=0.05", "--set", "loss.sigma_max=20"]) == 0
+    argv = ["sample", "--run", str(run), "--n", "4", "--out", str(tmp_path / "s.npy")]
+    argv += ["--levels", "4", "--overwrite"]
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert main([*argv, "--sigma-min", "0.01", "--sigma-max", "80"]) == 0
+    note = "note: the grid spans sigma 0.01 to 80, beyond the 0.05 to 20 the model was trained on"
+    assert note in capsys.readouterr().out

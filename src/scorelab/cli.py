@@ -649,6 +649,9 @@ def _cmd_sample(args) -> int:
             f"note: the grid {config.sampler.grid} was made for {made_for} data, and sampled "
             f"here on {config.data.source}"
         )
+    beyond = _beyond_trained_levels(config) if model is not None else None
+    if beyond is not None:  # allowed (the docs show it), and said: it was silent, pass 23
+        print(f"note: {beyond}")
     if args.grid_png is not None:
         print(f"grid written to {args.grid_png}")
     if model is not None and config.loss.name == "dsm":
@@ -658,6 +661,21 @@ def _cmd_sample(args) -> int:
             f"`scorelab evaluate {out} --sigma {sigma} --target/--data ...`"
         )
     return 0
+
+
+def _beyond_trained_levels(config) -> str | None:
+    """What a trained noise-conditional model's sampling grid asks of levels it never learned:
+    its ``sampler.sigma_min``/``sigma_max`` outside the loss's trained range, or ``None``."""
+    if not (config.loss.needs_noise_conditional_model and config.sampler.uses_grid):
+        return None
+    low, high = config.loss.sigma_range
+    sigma_min, sigma_max = config.sampler.sigma_min, config.sampler.sigma_max
+    if sigma_min >= low * (1 - 1e-6) and sigma_max <= high * (1 + 1e-6):
+        return None
+    return (
+        f"the grid spans sigma {sigma_min:g} to {sigma_max:g}, beyond the {low:g} to {high:g} "
+        "the model was trained on: its scores outside that range are extrapolations"
+    )
 
 
 def _cmd_evaluate(args) -> int:
