@@ -59,6 +59,7 @@ __all__ = [
     "open_checkpoints",
     "saved_config",
     "save_checkpoint",
+    "check_room",
     "restore_checkpoint",
     "save_model",
     "load_model",
