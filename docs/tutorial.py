@@ -635,7 +635,7 @@ show(viz.metric_vs_steps(sweep, floor, title="DDIM with the NCSN model"), "sw_vs
 # diffusers pipeline folder (U-Net weights and scheduler options, every field and tensor
 # checked) and samples with diffusers' conventions, matching `DDIMPipeline` (the tests
 # compare them). No download happens at run time, so the real weights must already be on the machine: run
-# `huggingface-cli download google/ddpm-ema-celebahq-256` where there is network (it fills
+# `hf download google/ddpm-ema-celebahq-256` where there is network (it fills
 # the local Hugging Face cache, which scorelab finds by the hub id), or copy the folder and
 # point `SCORELAB_PRETRAINED` at it. Without them this section runs on the repository's tiny
 # random-weight pipeline (`tests/fixtures/tiny_ddpm`, 16×16): the same code path, with noise

@@ -33,7 +33,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _fake_cache(root, refs_main=COMMIT):
-    """The hub cache layout huggingface-cli download leaves: refs/main names the snapshot."""
+    """The hub cache layout hf download leaves: refs/main names the snapshot."""
     repo = root / "hub" / "models--google--tiny-ddpm"
     shutil.copytree(PIPELINE, repo / "snapshots" / COMMIT)
     (repo / "refs").mkdir()
@@ -45,7 +45,7 @@ def test_local_folder_and_offline_hub_cache_resolve(tmp_path):
     assert resolve_pipeline(PIPELINE) == PIPELINE
     cache, snapshot = _fake_cache(tmp_path)
     assert resolve_pipeline("google/tiny-ddpm", cache_dir=cache) == snapshot
-    with pytest.raises(PretrainedError, match="huggingface-cli download google/other"):
+    with pytest.raises(PretrainedError, match="hf download google/other"):
         resolve_pipeline("google/other", cache_dir=cache)
 
 
@@ -145,7 +145,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["pretrained", str(PIPELINE), "--steps", "1001"]) == 2
     assert "num_inference_steps" in capsys.readouterr().err
     assert main(["pretrained", str(tmp_path / "missing")]) == 2
-    assert "huggingface-cli download" in capsys.readouterr().err
+    assert "`hf download" in capsys.readouterr().err
 
 
 # --- live parity with diffusers -------------------------------------------------------------

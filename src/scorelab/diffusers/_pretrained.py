@@ -86,7 +86,8 @@ def resolve_pipeline(
 
     An existing folder is returned as is. Otherwise a hub id ``owner/name`` is looked up in
     the Hugging Face cache with ``huggingface_hub``'s cache API (offline), in the snapshot
-    that ``refs/<revision>`` names: what ``huggingface-cli download`` leaves behind.
+    that ``refs/<revision>`` names: what ``hf download`` leaves behind (``huggingface-cli
+    download`` before huggingface_hub 0.34).
 
     Args:
         path_or_id: a local folder, or a hub id ``owner/name`` already in the cache.
@@ -126,7 +127,7 @@ def resolve_pipeline(
             return snapshot
     raise PretrainedError(
         f"{path_or_id!r} is neither a local folder nor in the Hugging Face cache "
-        f"({cache}); on a machine with network run `huggingface-cli download "
+        f"({cache}); on a machine with network run `hf download "
         f"{repo_id if '/' in repo_id else 'google/ddpm-ema-celebahq-256'}` and copy its cache "
         "folder (or the downloaded folder) here, then pass the hub id or the folder"
     )
