@@ -2,6 +2,7 @@
 status 2, samplers on image-shaped states against a Gaussian's closed form, and a tiny
 train -> sample -> grid -> plot -> resume on the built-in digits."""
 
+import json
 import os
 import re
 
@@ -505,3 +506,48 @@ def test_a_link_loop_among_the_images_is_named_as_one(tmp_path):
     (folder / "z.png").symlink_to("z.png")
     with pytest.raises(FileNotFoundError, match=r"z.png is a symbolic link to z.png, which leads"):
         load_images(folder)
+
+
+def test_evaluate_reads_an_image_file_with_the_layout_and_range_it_is_given(tmp_path, capsys):
+    """evaluate told to "state data.layout" had no way to (pass 25, #1), and read a run's
+    [0, 1] floats stated as [-1, 1] through auto's 2x - 1, unsaid: perfect samples scored
+    far above the floor (#2). It takes --layout and --pixel-range, and says how it read."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 8, 8, 2), dtype=np.uint8)
+    np.save(tmp_path / "nhwc.npy", pixels)
+    np.save(tmp_path / "s.npy", pixels.transpose(0, 3, 1, 2) / 127.5 - 1)
+    argv = ["evaluate", str(tmp_path / "s.npy"), "--data", str(tmp_path / "nhwc.npy"), "--quiet"]
+    assert main(argv) == 2
+    assert "(scorelab evaluate: --layout)" in capsys.readouterr().err
+    assert main([*argv, "--layout", "NHWC"]) == 0
+    out = capsys.readouterr().out
+    assert "data: " in out and "layout NHWC (stated)" in out
+    unit = rng.uniform(0, 1, (200, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "unit.npy", unit)
+    np.save(tmp_path / "same.npy", unit)
+    argv = ["evaluate", str(tmp_path / "same.npy"), "--data", str(tmp_path / "unit.npy")]
+    json_out = tmp_path / "m.json"
+    assert main([*argv, "--pixel-range=-1-1", "--quiet", "--json", str(json_out)]) == 0
+    assert json.loads(json_out.read_text())["rows"][0]["sw"] < 1e-6  # the data themselves
+    assert main([*argv, "--quiet", "--json", str(json_out), "--overwrite"]) == 0  # auto: 2x - 1
+    row = json.loads(json_out.read_text())["rows"][0]
+    assert row["sw"] > 5 * row["sw_floor"]
+    assert main(["evaluate", str(tmp_path / "same.npy"), "--target", "seed_mixture",
+                 "--layout", "NHWC"]) == 2  # fmt: skip
+    assert "layout: applies to an image file given as data" in capsys.readouterr().err
+
+
+def test_likelihood_reads_an_image_runs_own_uint8_file_as_its_training_images(tmp_path):
+    """The uint8 file a run trained on was refused by likelihood ("values in [4, 255]"),
+    which train and evaluate read (pass 25, #3); float files stay the model's space."""
+    from scorelab.config import DataConfig
+    from scorelab.workflows import _likelihood_points
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 2, 2), dtype=np.uint8)
+    np.save(tmp_path / "grey.npy", pixels)
+    config = DataConfig(source=str(tmp_path / "grey.npy"))
+    read = _likelihood_points(tmp_path / "grey.npy", (1, 2, 2), (1, 2, 2), config)
+    np.testing.assert_allclose(read[:, 0], pixels / 127.5 - 1, atol=1e-6)
+    np.save(tmp_path / "model_space.npy", read)
+    again = _likelihood_points(tmp_path / "model_space.npy", (1, 2, 2), (1, 2, 2), config)
+    np.testing.assert_array_equal(again, read)

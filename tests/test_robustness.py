@@ -818,6 +818,13 @@ _DAMAGES = [
 ]
 
 
+def test_mala_on_a_trained_run_is_refused_for_what_it_needs_first(run_dir, tmp_path, capsys):
+    """MALA on a noise-conditional run said first to raise --sigma; doing so led only to the
+    real refusal, that MALA needs an exact log-density (pass 24, #11)."""
+    argv = ["sample", "--run", run_dir, "--sampler", "mala", "--out", tmp_path / "s.npy"]
+    _fails(argv, capsys, "'mala' needs the target's log-density", "not a trained model")
+
+
 @pytest.mark.parametrize(
     "override, field",
     [
@@ -2383,7 +2390,14 @@ def test_evaluate_of_coincident_points_says_so(tmp_path, capsys):
     """'the median pairwise distance is 0; pass bandwidth': no option of evaluate."""
     path = tmp_path / "z.npy"
     np.save(path, np.zeros((10, 3), np.float32))
-    _fails(["evaluate", path, "--data", path], capsys, "coincide", "check the samples")
+    _fails(["evaluate", path, "--data", path], capsys, "coincide: x (the samples) and y (the "
+           "reference) all one point", "check the data and the samples")  # fmt: skip
+    # A constant reference was blamed on the samples (pass 25, #6).
+    spread = tmp_path / "spread.npy"
+    np.save(spread, np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32))
+    constant = tmp_path / "c.npy"
+    np.save(constant, np.ones((40, 3), np.float32))
+    _fails(["evaluate", spread, "--data", constant], capsys, ": y (the reference) all one point")
 
 
 @pytest.mark.slow  # a console-script subprocess that trains
@@ -3156,3 +3170,23 @@ def test_a_home_without_a_config_folder_adds_nothing_to_stderr(tmp_path):
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert np.load(tmp_path / "s.npy").shape == (4, 2)
+
+
+def test_a_unet_attention_resolution_that_is_no_level_names_the_field(tmp_path, capsys):
+    """The U-Net's refusal came as ``model: attention_resolutions: ...``, unlike every other
+    field's ``model.FIELD:``, and did not say a resolution is a level's height (pass 25, #9)."""
+    argv = ["train", "--data", "digits", "--set", "model.name='unet'", "--set",
+            "loss.name='vp_epsilon'", "--set", "model.attention_resolutions=[3]",
+            "--out", tmp_path / "run"]  # fmt: skip
+    words = "model.attention_resolutions: [3] is not a level's resolution (its height)"
+    _fails(argv, capsys, words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["points", "images"])
+def test_boolean_data_are_refused_with_a_remedy(kind, tmp_path, capsys):
+    """bool arrays were refused without saying what to give instead (pass 25, #8)."""
+    shape = (20, 2) if kind == "points" else (20, 8, 8)
+    np.save(tmp_path / "b.npy", np.zeros(shape, bool))
+    remedy = "convert them to floats" if kind == "points" else "convert them to uint8"
+    _fails(["train", "--data", tmp_path / "b.npy", "--out", tmp_path / "run"], capsys, remedy)

@@ -6,6 +6,7 @@ configuration, sampling by class and the export; live parity with diffusers' ``U
 
 import json
 import math
+import re
 
 import equinox as eqx
 import jax
@@ -279,6 +280,38 @@ def test_a_class_conditional_run_needs_labels_that_fit(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_sparse_labels_are_told_to_be_renumbered(tmp_path):
+    """Labels 3, 7, 100 were told "set num_classes >= 101", which trained 98 classes without
+    an example (pass 25, #4); the remedy names the renumbering first."""
+    from scorelab.workflows import train_run
+
+    np.savez(tmp_path / "images.npz", x=np.zeros((12, 1, 8, 8), np.float32),
+             y=np.array([3, 7, 100] * 4))  # fmt: skip
+    values = _experiment(num_classes=10).to_dict()
+    values["data"] = {"source": str(tmp_path / "images.npz"), "array": "x", "labels": "y"}
+    remedy = "renumber the 3 distinct labels 0..2 and set num_classes = 3, or set num_classes >= "
+    with pytest.raises(ConfigError, match=re.escape(remedy)):
+        train_run(ExperimentConfig.from_dict(values), tmp_path / "a", progress=False)
+
+
+def test_sampling_draws_the_trained_classes_and_warns_of_an_untrained_one(tmp_path):
+    """A run of num_classes 5 trained on labels 1 and 3 drew all five classes by default, and
+    a class without a training image silently (pass 25, #4 and #5: a million classes for two
+    labels ran for minutes). It draws the trained classes, and warns of another."""
+    from scorelab.workflows import sample_run
+
+    np.savez(tmp_path / "images.npz", x=np.zeros((12, 1, 8, 8), np.float32),
+             y=np.array([1, 3] * 6))  # fmt: skip
+    values = _experiment(num_classes=5).to_dict()
+    values["data"] = {"source": str(tmp_path / "images.npz"), "array": "x", "labels": "y"}
+    values["sampler"] = {"name": "ddim", "n_levels": 2}
+    config = ExperimentConfig.from_dict(values)
+    model = VPEpsilonUNet(jax.random.key(0), SHAPE, num_classes=5, **OPTIONS)
+    assert sample_run(config, model, 1, 0).labels.tolist() == [1, 3]
+    with pytest.warns(UserWarning, match=r"no example of class 2 \(they hold 1, 3\)"):
+        assert sample_run(config, model, 1, 0, classes=[2]).labels.tolist() == [2]
+
+
 def test_labels_asked_for_without_a_class_conditional_model_are_refused(tmp_path):
     """``data.labels`` without ``model.num_classes`` read the labels, then trained an
     unconditional model that ``--class`` refused (pass 18, #3). A folder's class sub-folders
@@ -293,6 +326,15 @@ def test_labels_asked_for_without_a_class_conditional_model_are_refused(tmp_path
     with pytest.raises(ConfigError, match=message + r"model\.num_classes = 3"):
         train_run(ExperimentConfig.from_dict(values), tmp_path / "a", progress=False)
     assert not (tmp_path / "a").exists()
+    # The default network (an MLP) takes no classes: the remedy names the U-Net, whose
+    # configuration then builds (num_classes alone was refused in turn, pass 24).
+    del values["model"], values["loss"]
+    remedy = 'model.name = "unet", loss.name = "vp_epsilon" and model.num_classes = 3'
+    with pytest.raises(ConfigError, match=message + re.escape(remedy)):
+        train_run(ExperimentConfig.from_dict(values), tmp_path / "a", progress=False)
+    values["model"] = {"name": "unet", "num_classes": 3}
+    values["loss"] = {"name": "vp_epsilon"}
+    ExperimentConfig.from_dict(values)
 
 
 @pytest.mark.slow  # samples a U-Net per class

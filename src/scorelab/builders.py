@@ -458,6 +458,8 @@ def _make_unet(config: ModelConfig, loss: LossConfig, data: np.ndarray, key: Arr
         for option, field in _UNET_OPTION_FIELDS.items():
             if reason.startswith(f"{option} "):
                 raise ConfigError(f"model.{field}: {reason}") from error
+            if reason.startswith(f"{option}: "):  # the model's own name for it (pass 25, #9)
+                raise ConfigError(f"model.{field}: {reason[len(option) + 2 :]}") from error
         raise ConfigError(f"model: {message}") from error
 
 
@@ -466,6 +468,7 @@ _UNET_OPTION_FIELDS = {
     "norm_num_groups": "norm_groups",
     "layers_per_block": "layers_per_block",
     "block_out_channels": "channels",
+    "attention_resolutions": "attention_resolutions",
 }
 """The U-Net's option names (``UNet2DModel``'s) and the model fields that set them."""
 

@@ -93,20 +93,27 @@ def _sampler_flags() -> dict:
     from scorelab import samplers
 
     declared: dict[str, tuple] = {}
-    users: dict[str, dict[str, list[str]]] = {}  # option -> repr(default) -> samplers
+    users: dict[str, dict[str, dict[str, list[str]]]] = {}  # option -> help -> default -> names
     for name in samplers.SAMPLERS:
         for option in samplers.options(name):
             declared.setdefault(option.name, option)
-            users.setdefault(option.name, {}).setdefault(repr(option.default), []).append(name)
+            helps = users.setdefault(option.name, {}).setdefault(option.help, {})
+            helps.setdefault(repr(option.default), []).append(name)
     flags = {}
     for option_name, option in declared.items():
         flag = "--" + option_name.replace("_", "-")
         # Samplers sharing an option may default it differently (edm's s_churn is 40, k-diffusion
-        # samplers' 0): each default is listed with its samplers.
-        groups = users[option_name].items()
-        separator = "; " if len(groups) == 1 else ": "
-        takers = "; ".join(f"{', '.join(names)}{separator}default {d}" for d, names in groups)
-        help_text = f"{option.help} ({takers})"
+        # samplers' 0), or mean another thing by it (unipc's solver_type bh1/bh2, dpmpp_2m_sde's
+        # midpoint/heun: only the first was said, pass 24): each meaning is given with its
+        # samplers and their defaults.
+        meanings = []
+        for text, groups in users[option_name].items():
+            separator = "; " if len(groups) == 1 else ": "
+            takers = "; ".join(
+                f"{', '.join(names)}{separator}default {d}" for d, names in groups.items()
+            )
+            meanings.append(f"{text} ({takers})")
+        help_text = "; ".join(meanings)
         kind = option.type if option.type in (int, float, str) else str
         flags[flag] = (f"sampler.options.{option_name}", kind, help_text)
     return flags
@@ -158,11 +165,40 @@ _NEGATIVE_NUMBER = re.compile(
 takes only ``-5`` and ``-0.5``, and read ``--lr -inf`` as a flag missing its value."""
 
 
+class _DefaultsShown:
+    """An argparse formatter's mixin: an option's help ends with its default, where it has one
+    and the help does not already say it (``sample --out`` wrote ``samples.npy`` unsaid, and
+    two commands of the docs collided on it, pass 24)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is None
+            or isinstance(default, bool)
+            or default in ([], argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _HelpFormatter(_DefaultsShown, argparse.HelpFormatter):
+    """argparse's formatter, with defaults shown (:class:`_DefaultsShown`)."""
+
+
+class _RawDescriptionFormatter(_DefaultsShown, argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter for a description laid out by hand, with defaults shown."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser with its error as one line (no usage block), exit status 2, and
-    negative numbers in any spelling float() reads taken as values."""
+    """argparse's parser with its error as one line (no usage block), exit status 2,
+    negative numbers in any spelling float() reads taken as values, and defaults shown in
+    the help."""
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = _NEGATIVE_NUMBER  # argparse's attribute, since 2.7
 
@@ -687,6 +723,9 @@ def _cmd_evaluate(args) -> int:
     if args.data is not None and str(args.data) in ("digits", "digits16"):
         if args.sigma != 0:
             raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
+        for flag, value in (("--layout", args.layout), ("--pixel-range", args.pixel_range)):
+            if value != "auto":
+                raise ValueError(f"{flag}: applies to an image file given as --data; drop it")
         report = evaluate_images(
             args.samples,
             data=str(args.data),
@@ -701,6 +740,9 @@ def _cmd_evaluate(args) -> int:
             floor_repeats=args.floor_repeats,
             sigma=args.sigma,
             progress=not args.quiet,
+            layout=args.layout,
+            pixel_range=args.pixel_range,
+            log=print,
         )
     print(report.text())
     if args.json is not None:
@@ -929,7 +971,7 @@ _SWEEP_FLAGS = {
     ),
     "--n": ("n_samples", int, "samples per run"),
     "--seeds": ("seeds", _comma_list(int), "comma list of seeds"),
-    "--grid": ("grid", str, "karras, geometric, vp or polyexponential"),
+    "--grid": ("grid", str, "karras, geometric, vp, polyexponential, ays:NAME or a .json grid"),
     "--sigma-min": ("sigma_min", float, "smallest sigma of the grid"),
     "--sigma-max": ("sigma_max", float, "largest sigma (the prior's scale)"),
     "--rho": ("rho", float, "Karras grid curvature or polyexponential exponent"),
@@ -1156,7 +1198,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "sample",
         help="sample with a trained or exact score",
         epilog=_sampler_epilog() if with_samplers else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawDescriptionFormatter,
     )
     source = sample.add_mutually_exclusive_group()
     source.add_argument("--run", type=_path, help="run directory of scorelab train")
@@ -1179,7 +1221,8 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--class",
         dest="classes",
         type=_comma_list(int),
-        help="classes of a class-conditional model, e.g. 3 or 0,5 (default: all); --n each",
+        help="classes of a class-conditional model, e.g. 3 or 0,5 (default: every class of its "
+        "training images); --n each",
     )
     sample.add_argument(
         "--guidance",
@@ -1208,6 +1251,17 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         type=_float,
         default=0.0,
         help="compare with the reference noised at this sigma (a DSM model's samples)",
+    )
+    evaluate.add_argument(
+        "--layout",
+        default="auto",
+        help="an image file's layout: auto, NHWC or NCHW (as the run's data.layout)",
+    )
+    evaluate.add_argument(
+        "--pixel-range",
+        default="auto",
+        help="an image file's pixel range: auto, 0-255, 0-1 or -1-1 (as the run's "
+        "data.pixel_range)",
     )
     evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
     evaluate.add_argument("--json", type=_path, help="write the metrics as JSON")

@@ -315,7 +315,7 @@ class ModelConfig:
         channels: ``unet``: channels per level (diffusers' ``block_out_channels``).
         layers_per_block: ``unet``: residual blocks per level.
         attention_resolutions: ``unet``: resolutions whose blocks have self-attention (the
-            middle block always has).
+            middle block always has); a level's resolution is its height.
         norm_groups: ``unet``: group-norm groups; divides every ``channels`` entry.
         attention_head_dim: ``unet``: channels per attention head.
         dropout: ``unet``: dropout rate in ``[0, 1)`` of the residual blocks (diffusers'

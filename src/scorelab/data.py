@@ -190,7 +190,10 @@ def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.nd
         or array.dtype.kind == "m"  # timedelta64, a subtype of numpy's integers
         or not np.issubdtype(array.dtype, np.number)
     ):
-        raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
+        raise DataError(
+            f"{name}: expected numbers, got dtype {array.dtype}; convert them to floats "
+            "(array.astype(float))"
+        )
     _check_rows(name, np.isfinite(array), "contain NaN or inf")
     with np.errstate(over="ignore"):
         single = array.astype(np.float32)
@@ -655,7 +658,7 @@ def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
         if last == first:
             raise DataError(
                 f"{name}: cannot tell the channel axis of shape {shape}; state data.layout = "
-                "'NHWC' or 'NCHW'"
+                "'NHWC' or 'NCHW' (scorelab evaluate: --layout)"
             )
         layout, how = ("NHWC" if last else "NCHW"), "inferred: the channel axis has size 1, 3 or 4"
     if layout == "NHWC":
@@ -670,7 +673,10 @@ def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndar
     if pixels.dtype == np.bool_ or not (
         np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)
     ):
-        raise DataError(f"{name}: expected integer or float pixels, got dtype {pixels.dtype}")
+        raise DataError(
+            f"{name}: expected integer or float pixels, got dtype {pixels.dtype}; convert them "
+            "to uint8 in [0, 255] or to floats"
+        )
     if np.issubdtype(pixels.dtype, np.floating):  # before the cast: 1e300 is finite there
         _check_finite_images(pixels, name)
     low, high = float(pixels.min()), float(pixels.max())

@@ -295,10 +295,18 @@ def median_bandwidth(x, y, max_points: int = 2000, seed: int = 0) -> float:
         pooled = np.random.default_rng(seed).choice(pooled, size=max_points, replace=False)
     bandwidth = float(np.median(spatial.distance.pdist(pooled)))
     if bandwidth <= 0.0:
+        # Which set is one point: a constant reference was blamed on the samples (pass 25).
+        single = [
+            name
+            for name, z in (("x (the samples)", x), ("y (the reference)", y))
+            if np.all(z == z[0])
+        ]
+        where = f": {' and '.join(single)} all one point" if single else ""
         raise ValueError(
             "MMD's median heuristic: the median pairwise distance of the points is 0 (more "
-            "than half of them coincide), so it gives no kernel bandwidth; check the samples "
-            "(a collapsed sampler puts them at one point), or pass bandwidth (Python)"
+            f"than half of them coincide{where}), so it gives no kernel bandwidth; check the "
+            "data and the samples (a collapsed sampler puts them at one point), or pass "
+            "bandwidth (Python)"
         )
     return bandwidth
 

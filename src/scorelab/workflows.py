@@ -38,7 +38,13 @@ from scorelab._validate import (
 )
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
-from scorelab.config import TARGET_IMAGE_SHAPES, TARGETS, ConfigError, ExperimentConfig
+from scorelab.config import (
+    TARGET_IMAGE_SHAPES,
+    TARGETS,
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+)
 from scorelab.data import (
     IMAGE_SOURCES,
     TOY_DATASETS,
@@ -318,10 +324,13 @@ def train_run(
         _check_labels(labels, num_classes)
     elif config.data.labels is not None and labels is not None:
         # read, then dropped: the run came out unconditional and --class refused it
+        classes = f"model.num_classes = {int(np.max(labels)) + 1}"
+        if (config.model.resolved(config.loss), config.model.preconditioning) != ("unet", "none"):
+            # num_classes alone was refused in turn: only the VP U-Net takes it (pass 24)
+            classes = f'model.name = "unet", loss.name = "vp_epsilon" and {classes}'
         raise ConfigError(
             f"data.labels: the labels are read but the model is not class-conditional; set "
-            f"model.num_classes = {int(np.max(labels)) + 1} (the labels go up to "
-            f"{int(np.max(labels))}), or leave data.labels out"
+            f"{classes} (the labels go up to {int(np.max(labels))}), or leave data.labels out"
         )
     else:
         labels = None  # an unconditional model trains on the images alone
@@ -417,10 +426,19 @@ def _check_labels(labels, num_classes: int) -> None:
             "model.num_classes: the data have no class labels; give them (an .npz labels key "
             "with data.labels, or one sub-folder per class) or remove model.num_classes"
         )
-    if int(np.max(labels)) >= num_classes:
+    top, distinct = int(np.max(labels)), len(np.unique(labels))
+    if top >= num_classes:
+        # Sparse labels (3, 7, 100): num_classes 101 trained 98 classes without an example,
+        # and sampling drew them all by default (pass 25, #4 and #5).
+        renumber = (
+            f"renumber the {distinct} distinct labels 0..{distinct - 1} and set num_classes = "
+            f"{distinct}, or "
+            if distinct <= top
+            else ""
+        )
         raise ConfigError(
-            f"model.num_classes: the data's labels go up to {int(np.max(labels))}; set "
-            f"num_classes >= {int(np.max(labels)) + 1}"
+            f"model.num_classes: the data's labels go up to {top}; {renumber}set "
+            f"num_classes >= {top + 1}"
         )
 
 
@@ -479,6 +497,8 @@ def score_model(config: ExperimentConfig, model, target: GaussianMixture | None)
     from scorelab.diffusers import VPEpsilonUNet
 
     if model is not None:
+        # First: MALA's own refusal, not a remedy of its options that leads to it (pass 24).
+        builders.check_log_density(config.sampler, None)
         conditional = None  # a network of the user's own
         if isinstance(model, MLP):
             conditional = False
@@ -581,9 +601,10 @@ def sample_run(
     before anything is allocated.
 
     A class-conditional model (:class:`scorelab.diffusers.ClassConditioned`) draws ``n``
-    samples of each class of ``classes`` (default: all), class after class; class ``y``'s
-    chains use the key ``fold_in(key(seed), y)`` as above, so they do not depend on which
-    other classes were asked for.
+    samples of each class of ``classes`` (default: every class of its training images, read
+    from the run's data), class after class; class ``y``'s chains use the key
+    ``fold_in(key(seed), y)`` as above, so they do not depend on which other classes were
+    asked for. A class without a training image is sampled with a ``UserWarning``.
 
     Raises:
         TypeError: for a ``config`` that is not an ``ExperimentConfig`` or a ``trajectory``
@@ -603,7 +624,7 @@ def sample_run(
     trajectory = bool(trajectory)
     target = builders.make_target(config.data)
     score_fn = score_model(config, model, target)
-    shape, data = _state_data(config, target)
+    shape, data, labels = _state_data(config, target)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
         if classes is not None or guidance:
@@ -619,9 +640,19 @@ def sample_run(
         return result
     from scorelab.diffusers import ClassConditioned
 
-    classes = list(range(num_classes)) if classes is None else list(classes)
+    trained = _trained_classes(labels, num_classes)
+    classes = trained if classes is None else list(classes)
     if len(set(classes)) != len(classes):
         raise ConfigError(f"--class: {classes} names a class twice; give each once")
+    unseen = sorted(set(classes) - set(trained))
+    if unseen and all(isinstance(y, int | np.integer) and 0 <= y < num_classes for y in unseen):
+        warnings.warn(
+            f"--class: the run's training images hold no example of class "
+            f"{', '.join(map(str, unseen))} (they hold {_listed(trained)}): its samples are the "
+            "network's guess",
+            UserWarning,
+            stacklevel=2,
+        )
     check_memory(  # all classes' samples together; each class's chains are checked as drawn
         "sample.n",
         4.0 * n * len(classes) * int(np.prod(shape)) * 2,
@@ -651,16 +682,36 @@ def sample_run(
     )
 
 
+def _trained_classes(labels: np.ndarray | None, num_classes: int) -> list[int]:
+    """The classes of a class-conditional run's training ``labels``, in order (all
+    ``num_classes`` without them): what sampling draws by default (every class drew classes
+    without a training example, up to a million of them, pass 25, #4 and #5)."""
+    if labels is None:
+        return list(range(num_classes))
+    return [int(y) for y in np.unique(labels)]
+
+
+def _listed(values: list, most: int = 10) -> str:
+    """``values`` as a comma list, its middle elided past ``most``."""
+    if len(values) <= most:
+        return ", ".join(map(str, values))
+    return f"{', '.join(map(str, values[:5]))}, ..., {', '.join(map(str, values[-3:]))}"
+
+
 def _state_data(
     config: ExperimentConfig, target: GaussianMixture | None
-) -> tuple[tuple[int, ...], np.ndarray | None]:
-    """One sample's shape, and the training data without a target: the target's ``(d,)`` and
-    ``None``, or the shape of one example and the data, read once for both that shape and the
-    prior (:func:`scorelab.builders.make_prior`: the data's moments, or its spread)."""
+) -> tuple[tuple[int, ...], np.ndarray | None, np.ndarray | None]:
+    """One sample's shape, and the training data and labels without a target: the target's
+    ``(d,)`` and ``None`` twice, or the shape of one example, the data and their labels (or
+    ``None``), read once for that shape, the prior (:func:`scorelab.builders.make_prior`: the
+    data's moments, or its spread) and the classes a class-conditional run was trained on."""
     if target is not None:
-        return (target.dim,), None
+        return (target.dim,), None, None
+    if config.data.is_images:
+        images = builders.make_image_data(config.data)
+        return images.images.shape[1:], images.images, images.labels
     data = builders.make_data(config.data)
-    return data.shape[1:], data
+    return data.shape[1:], data, None
 
 
 def _draw(
@@ -857,7 +908,7 @@ def ld3_grid_run(
     ld3.check_search(n_candidates, n_sweeps, error=ConfigError)  # before the teacher's solve
     target = builders.make_target(config.data)
     score_fn = _score_at_every_level(config, model, target, "a learned grid")
-    shape, data = _state_data(config, target)
+    shape, data, _ = _state_data(config, target)
     # The starts, both solves' outputs and a multistep solver's few denoised states.
     check_memory("grid.n", 4.0 * n * int(np.prod(shape)) * 8, "use fewer starts (--n)", ConfigError)
     sampler = builders.make_sampler(config.sampler)
@@ -898,6 +949,9 @@ def evaluate_samples(
     label: str = "samples",
     sigma: float = 0.0,
     progress: bool = True,
+    layout: str = "auto",
+    pixel_range: str = "auto",
+    log: Callable[[str], None] | None = None,
 ) -> Report:
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
     the floors at the same sample size.
@@ -916,7 +970,10 @@ def evaluate_samples(
     data plus fresh Gaussian noise. That is the law a DSM model trained at ``sigma`` learns,
     so its samples are judged against it, not against the data.
 
-    ``progress`` shows a bar over each floor's repeats.
+    ``progress`` shows a bar over each floor's repeats. An image file of ``data`` is read with
+    ``layout`` and ``pixel_range`` (:func:`scorelab.data.load_images`: state those of the
+    run's ``data`` section where ``auto`` would take another), and ``log`` is told how (its
+    ``data:`` line, as training's).
 
     Returns:
         A :class:`scorelab.report.Report` with one row (every metric of
@@ -940,6 +997,10 @@ def evaluate_samples(
     check_seed("evaluate.seed", seed, error=ConfigError)
     _check_floor_repeats(floor_repeats)
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
+    image_file = isinstance(data, str | Path) and Path(data).exists() and is_image_file(data)
+    for field, value in (("layout", layout), ("pixel_range", pixel_range)):
+        if value != "auto" and not image_file:  # read by nothing else: refused, not ignored
+            raise ConfigError(f"{field}: applies to an image file given as data; leave it out")
     check_sigma("sigma", sigma, ConfigError)
     name = str(samples) if isinstance(samples, str | Path) else "samples"
     read = _read(samples, raw=True)  # as stored: model space (scorelab sample writes it)
@@ -976,7 +1037,8 @@ def evaluate_samples(
             if data in IMAGE_SOURCES:
                 raise ConfigError(f"data: {data!r} images are measured by evaluate_images")
         data_name = str(data) if isinstance(data, str | Path) else "data"
-        points = validate_data(_read(data, raw=False), data_name, any_shape=True)
+        read = _read(data, raw=False, layout=layout, pixel_range=pixel_range, log=log)
+        points = validate_data(read, data_name, any_shape=True)
         # Image data are read (n, C, H, W) in [-1, 1] whatever their file's layout and range.
         image_shape = points.shape[1:] if points.ndim > 2 else None
         points = points.reshape(len(points), -1)
@@ -1187,15 +1249,22 @@ def evaluate_image_sets(
     return Report(labelled, floor)
 
 
-def _read(source, *, raw: bool) -> np.ndarray:
+def _read(
+    source,
+    *,
+    raw: bool,
+    layout: str = "auto",
+    pixel_range: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> np.ndarray:
     """The one reader of samples and data sets: ``source`` itself if it is an array, else the
     file or folder it names.
 
     ``raw`` reads an ``.npy`` as stored, of any rank and unscaled
     (:func:`scorelab.data.read_npy`: samples written by ``scorelab sample``, in model space).
     Other image data (:func:`scorelab.data.is_image_file`) is read by
-    :func:`scorelab.data.load_images`, scaled to [-1, 1]; points by
-    :func:`scorelab.data.load_array`.
+    :func:`scorelab.data.load_images` with ``layout`` and ``pixel_range``, scaled to [-1, 1]
+    (the rule taken passed to ``log``); points by :func:`scorelab.data.load_array`.
 
     Raises:
         FileNotFoundError: for a missing file.
@@ -1205,7 +1274,12 @@ def _read(source, *, raw: bool) -> np.ndarray:
         return np.asarray(source)
     if raw and Path(source).suffix.lower() == ".npy":
         return read_npy(source)
-    return load_images(source).images if is_image_file(source) else load_array(source)
+    if not is_image_file(source):
+        return load_array(source)
+    images = load_images(source, layout=layout, pixel_range=pixel_range)
+    if log is not None:  # the layout and the mapping taken, as train says them
+        log(f"data: {images.description}")
+    return images.images
 
 
 def _check_point_shape(
@@ -1347,9 +1421,12 @@ def likelihood_points(
             "scorelab likelihood does not take: use an unconditional run"
         )
     target = builders.make_target(config.data)
-    shape, _ = _state_data(config, target)
+    shape, _, _ = _state_data(config, target)
     points = _likelihood_points(
-        points, shape, shape if len(shape) > 1 else config.data.target_image_shape
+        points,
+        shape,
+        shape if len(shape) > 1 else config.data.target_image_shape,
+        config.data if len(shape) > 1 else None,
     )
     score_fn = _score_at_every_level(config, model, target, "the probability-flow ODE")
     options = {
@@ -1386,14 +1463,30 @@ def likelihood_points(
 
 
 def _likelihood_points(
-    points, shape: tuple[int, ...], image_shape: tuple[int, ...] | None = None
+    points,
+    shape: tuple[int, ...],
+    image_shape: tuple[int, ...] | None = None,
+    data: DataConfig | None = None,
 ) -> np.ndarray:
     """``points`` (an array, or a ``.npy``/``.csv`` path) checked against one example's
     ``shape`` and returned as ``float32 (n, *shape)``: flat rows, or images of ``image_shape``
     (:func:`_check_point_shape`: 8x8 images for the 64-d ``digits_mixture``, flat rows for a
-    U-Net); an image model's values must lie in the data's [-1, 1]."""
+    U-Net); an image model's values must lie in the data's [-1, 1].
+
+    An image file of integer pixels, for an image run's ``data`` section, is read as its
+    training images are (:func:`scorelab.data.load_images` with its layout and pixel range):
+    the run's own uint8 file was refused ("values in [4, 255]"), which train and evaluate
+    read (pass 25, #3). Float files are the model's space, as ``scorelab sample`` writes."""
     name = str(points) if isinstance(points, str | Path) else "points"
-    array = validate_data(_read(points, raw=True), name, any_shape=True)
+    read = _read(points, raw=True)
+    if (
+        data is not None
+        and isinstance(points, str | Path)
+        and is_image_file(points)
+        and np.issubdtype(np.asarray(read).dtype, np.integer)
+    ):
+        read = load_images(points, layout=data.layout, pixel_range=data.pixel_range).images
+    array = validate_data(read, name, any_shape=True)
     size = int(np.prod(shape))
     _check_point_shape(name, array.shape, image_shape, size)
     if int(np.prod(array.shape[1:])) != size:
@@ -1481,9 +1574,10 @@ def _grouped_classes(labels, n: int) -> list:
 
 
 def plot_run(run_dir, out_dir=None) -> list[Path]:
-    """The figures of a training run: loss curve, and the score field and samples (points) or
-    a grid of 64 samples (images; a class-conditional run's are 8 of each of its first 8
-    classes, a labelled row per class).
+    """The figures of a training run: loss curve, and the score field and samples (2-D points)
+    or a grid of 64 samples (images; a class-conditional run's are 8 of each of the first 8
+    classes it was trained on, a labelled row per class). Points of another dimension get the
+    loss curve alone, with a ``UserWarning`` (the other figures are planar).
 
     Args:
         run_dir: a run directory of ``scorelab train`` (or one of the demo's models).
@@ -1493,7 +1587,6 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         The paths written.
 
     Raises:
-        ConfigError: for points that are not 2-D (the figures are planar).
         ValueError: for an ``out_dir`` that is a file, lies under one or cannot be created
             (:func:`scorelab.runs.make_folder`), before the run is read.
     """
@@ -1502,22 +1595,27 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir: {out_dir} is a file; give a folder for the figures")
     config, model = load_run(run_dir)
-    data = builders.make_data(config.data)
-    if data.shape[1] != 2 and data.ndim != 4:
-        raise ConfigError(
-            f"plot: the run's data is {data.shape[1]}-dimensional and the figures are planar; "
-            "sample it with `scorelab sample --run` and evaluate with `scorelab evaluate`"
-        )
+    shape, data, labels = _state_data(config, None)
     make_folder(out_dir, "give another folder for the figures (out_dir)")
     written = []
     losses = {config.loss.name: read_losses(run_dir)}
     written.append(viz.save_figure(viz.loss_curves(losses), out_dir / "loss.png"))
+    if len(shape) == 1 and shape[0] != 2:  # the loss curve only (it refused even that, pass 25)
+        warnings.warn(
+            f"plot: the run's data is {shape[0]}-dimensional and the score field and samples "
+            "figures are planar: only loss.png is drawn; sample it with `scorelab sample "
+            "--run` and evaluate with `scorelab evaluate`",
+            UserWarning,
+            stacklevel=2,
+        )
+        return written
     if data.ndim == 4:
         num_classes = getattr(model, "num_classes", None)  # 64 of every class were drawn
         if num_classes is None:
             result = sample_run(config, model, 64, 0)
-        else:
-            result = sample_run(config, model, 8, 0, classes=list(range(min(num_classes, 8))))
+        else:  # 8 of each of the first 8 classes trained
+            classes = _trained_classes(labels, num_classes)[:8]
+            result = sample_run(config, model, 8, 0, classes=classes)
         label = f"{run_dir.name}: {config.sampler.name}, NFE {result.nfe:g}"
         written.append(
             save_sample_grid(result.x, out_dir / "samples.png", label=label, labels=result.labels)

@@ -95,8 +95,8 @@ def unet_config(
     unknown = sorted(set(attention_resolutions) - set(resolutions))
     if unknown:
         raise ValueError(
-            f"attention_resolutions: {unknown} is not a level's resolution; this U-Net's levels "
-            f"are at {resolutions}"
+            f"attention_resolutions: {unknown} is not a level's resolution (its height); this "
+            f"U-Net's levels are at {resolutions}"
         )
     attends = [r in attention_resolutions for r in resolutions]
     config = {
