@@ -610,18 +610,3 @@ def test_sampling_beyond_the_trained_levels_says_so(tmp_path, capsys):
     assert main([*argv, "--sigma-min", "0.01", "--sigma-max", "80"]) == 0
     note = "note: the grid spans sigma 0.01 to 80, beyond the 0.05 to 20 the model was trained on"
     assert note in capsys.readouterr().out
-
-
-def test_plot_of_points_not_in_the_plane_draws_the_loss_curve_and_says_why_no_more(
-    tmp_path, capsys
-):
-    """A run on 3-D points was refused by plot outright, its loss curve too (pass 25, #10)."""
-    np.save(tmp_path / "points.npy", np.random.default_rng(0).normal(size=(200, 3)))
-    run = tmp_path / "run"
-    argv = ["train", "--data", str(tmp_path / "points.npy"), "--loss", "ncsn", "--out", str(run)]
-    assert main([*argv, *_TINY_TRAIN[:6], "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["plot", str(run)]) == 0
-    err = capsys.readouterr().err
-    assert "warning: plot: the run's data is 3-dimensional" in err and "only loss.png" in err
-    assert sorted(p.name for p in (run / "figures").iterdir()) == ["loss.png"]

@@ -855,7 +855,11 @@ def test_plot_refuses_a_damaged_run(damage, run_dir, tmp_path, capsys):
     _fails(["plot", _damaged_copy(run_dir, tmp_path, damage)], capsys)
 
 
-def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
+def test_plot_of_a_run_on_five_dimensional_data_draws_the_loss_curve_and_says_why_no_more(
+    tmp_path, capsys
+):
+    """The figures of points are planar: plot refused such a run outright, its loss curve too
+    (pass 25, #10). It draws the loss curve and says why nothing more, on one line."""
     data = tmp_path / "five.npy"
     np.save(data, np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32))
     out = tmp_path / "run"
@@ -863,7 +867,11 @@ def test_plot_refuses_a_run_on_five_dimensional_data(tmp_path, capsys):
         main(["train", "--loss", "dsm", "--data", str(data), "--out", str(out), *_TINY_FILE]) == 0
     )
     capsys.readouterr()
-    _fails(["plot", out], capsys, "5-dimensional")
+    assert main(["plot", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning: plot: the run's data is 5-dimensional" in err[0]
+    assert "only loss.png" in err[0]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["loss.png"]
 
 
 @pytest.mark.parametrize("size, channels", [(1, "[16, 32]"), (5, "[16, 32]"), (6, "[8, 16, 32]")])
