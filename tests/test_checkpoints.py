@@ -545,6 +545,7 @@ def test_the_file_size_and_open_file_limits_are_found_before_orbax_writes(tmp_pa
                 print(error.errno == code, error.filename == str(manager.directory))
             resource.setrlimit(limit, (soft, hard))
             print(os.listdir(manager.directory) == [])
+            manager.close()  # its threads, left open, could log at interpreter shutdown
         """
     )
     done = subprocess.run(
@@ -558,7 +559,7 @@ def test_a_late_tensorstore_callback_into_a_closed_loop_is_dropped_while_saving(
     """A failed orbax write left tensorstore's pending writes calling back into the event loop
     orbax had closed: each reported a bare ``RuntimeError: Event loop is closed`` traceback to
     ``sys.unraisablehook`` (dozens per failure). Those, and only those, are dropped during a
-    save; the caller's hook is back afterwards."""
+    save or restore; the caller's hook is back afterwards."""
     import sys
     import types
 
@@ -570,7 +571,7 @@ def test_a_late_tensorstore_callback_into_a_closed_loop_is_dropped_while_saving(
     closed = record(object=None, exc_value=RuntimeError("Event loop is closed"))
     other = record(object=None, exc_value=RuntimeError("something else"))
     owned = record(object="a callback", exc_value=RuntimeError("Event loop is closed"))
-    with checkpoints._writer_threads_quiet():
+    with checkpoints._orbax_threads_quiet():
         for item in (closed, other, owned):
             sys.unraisablehook(item)
     assert seen == [other, owned]

@@ -597,6 +597,7 @@ def test_resume_of_a_run_cut_short_starts_from_its_checkpoint_s_options(tmp_path
     assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 32
 
 
+@pytest.mark.slow  # trains, then samples twice
 def test_sampling_beyond_the_trained_levels_says_so(tmp_path, capsys):
     """A grid wider than the levels a noise-conditional run was trained on is allowed (the docs
     show ``--sigma-min``), and was silent (pass 23); its own range is."""

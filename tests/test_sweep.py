@@ -454,6 +454,7 @@ def test_the_map_refuses_a_run_trained_on_other_data_than_its_target(tmp_path):
     load_score_model(tmp_path / "moons", dim=2)  # no target named: nothing to compare
 
 
+@pytest.mark.slow  # sweeps twice
 def test_a_sweep_whose_finish_failed_is_resumed_from_its_rows(tmp_path, capsys, monkeypatch):
     """A sweep that measured every row and then failed writing its figure (a full disk) kept
     sweep.json but had removed its rows file: ``--resume`` said "holds a finished sweep;

@@ -188,12 +188,12 @@ def _closed_loop_callback(record: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _writer_threads_quiet():
-    """orbax's writer threads quiet while it writes: absl's log off (its threads log every
+def _orbax_threads_quiet():
+    """orbax's threads quiet while it writes or reads: absl's log off (its threads log every
     failure with a traceback: dozens of lines for one full disk, some after the command's own
     message), and tensorstore's late callbacks into a closed event loop dropped
-    (:func:`_closed_loop_callback`); the save raises the error itself, which the caller names
-    once."""
+    (:func:`_closed_loop_callback`); the save or restore raises the error itself, which the
+    caller names once."""
     logger = logging.getLogger("absl")
     level = logger.level
     hook = sys.unraisablehook
@@ -260,7 +260,7 @@ def save_checkpoint(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
     try:
-        with _writer_threads_quiet():
+        with _orbax_threads_quiet():
             saved = manager.save(step, args=args)
             manager.wait_until_finished()
     except (ValueError, OSError) as error:  # tensorstore's write errors name the OS's code
@@ -382,12 +382,16 @@ def _restore_intact(
         return "metadata checksum mismatch"
     state_sha256 = metadata.pop("state_sha256")
     target = like(metadata)  # outside the try: a ValueError here is the caller's refusal
+    # Another run's arrays are not damage: refused before orbax reads them. Its failed read
+    # left tensorstore's reads calling back into a closed event loop, reported as unraisable
+    # exceptions after the restore had returned (a flaky test under pytest).
+    _check_saved_shapes(manager, step, target)
     try:
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-        )
+        with _orbax_threads_quiet():
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            )
     except Exception as error:
-        _check_saved_shapes(manager, step, target)  # another run's arrays are not damage
         return f"unreadable arrays ({type(error).__name__})"
     if recorded_step not in (None, step):  # this run's arrays, but another step's: damage
         return f"holds step {recorded_step}"
@@ -400,11 +404,16 @@ def _check_saved_shapes(manager: ocp.CheckpointManager, step: int, like: Any) ->
     """Refuse ``step`` when its arrays, as its readable metadata records them, have other
     shapes than ``like``'s: a run continued with a wider network, not a damaged step (it was
     deleted as one). Silent when the metadata cannot be read: that is damage."""
+    # The handler's own reader: the manager's item_metadata knows the state's handler only
+    # once a restore has run (before one, it returned None for every item).
+    handler = ocp.StandardCheckpointHandler()
     try:
-        saved = jax.tree.leaves(manager.item_metadata(step).state.tree)
+        saved = jax.tree.leaves(handler.metadata(_step_folder(manager, step) / "state").tree)
         saved_shapes = sorted(tuple(leaf.shape) for leaf in saved)
     except Exception:  # noqa: BLE001 - unreadable metadata: the step is damaged
         return
+    finally:
+        handler.close()
     shapes = sorted(tuple(np.shape(leaf)) for leaf in jax.tree.leaves(like))
     if saved_shapes != shapes:
         raise ValueError(

@@ -875,111 +875,118 @@ def train(
 
     start_step = 0
     manager = None if out_dir is None else checkpoints.open_checkpoints(out_dir)
-    last_checkpoint = None if manager is None else manager.latest_step()
-    if last_checkpoint is not None and not resume:
-        raise ValueError(
-            f"out_dir {out_dir} already holds checkpoints (latest: step {last_checkpoint}); pass "
-            "resume=True to continue that run, or choose a new out_dir"
-        )
-
-    def checkpointed(state, losses):
-        # Everything a resumed run needs besides the metadata, data and model structure.
-        return {"train_state": state, "losses": losses}
-
-    def like(saved_metadata):
-        _check_resumable(saved_metadata, metadata, defaults)
-        return checkpointed(state, np.zeros(saved_metadata["step"], np.float32))
-
-    if last_checkpoint is not None:
-        start_step, saved, _ = checkpoints.restore_checkpoint(manager, like)
-        state, losses[:start_step] = saved["train_state"], saved["losses"]
-        last_checkpoint = start_step  # newer damaged checkpoints were deleted
-    if manager is not None:  # a limit found before the work, not at its first save
-        checkpoints.check_room(manager, checkpointed(state, losses))
-
-    state_leaves, state_def = jax.tree.flatten(state)
-    dispatch = functools.partial(
-        _dispatch,
-        structure=_StaticKey((state_def, static)),
-        loss_fn=loss_fn,
-        loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
-        config=program_config,
-        mesh=mesh,
-        length=min(config.steps_per_dispatch, config.steps),
-        hflip=hflip,
-        stochastic=stochastic,
-    )
-    period = config.checkpoint_every or config.steps
-    bar = tqdm(
-        total=config.steps,
-        initial=start_step,
-        desc=label,
-        unit="step",
-        disable=not progress or jax.process_index() != 0,
-        dynamic_ncols=True,
-    )
-    # The state after the last finished dispatch and its step, rebound together in one store,
-    # so that an interrupt (arriving between any two bytecodes) never sees one without the other.
-    done = (state_leaves, start_step)
-
-    def save(step):  # whole: an interrupt waits for it (its threads wrote on, into a retry)
-        state = jax.tree.unflatten(state_def, done[0])
-        with held_signals():
-            checkpoints.save_checkpoint(
-                manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
+    # Closed at the end, whatever happens: an open manager's threads outlived the command and,
+    # on a loaded machine, logged 'cannot schedule new futures after interpreter shutdown'.
+    try:
+        last_checkpoint = None if manager is None else manager.latest_step()
+        if last_checkpoint is not None and not resume:
+            raise ValueError(
+                f"out_dir {out_dir} already holds checkpoints (latest: step {last_checkpoint}); "
+                "pass resume=True to continue that run, or choose a new out_dir"
             )
 
-    try:
-        with bar:
-            while done[1] < config.steps:
-                step = done[1]
-                next_checkpoint = min((step // period + 1) * period, config.steps)
-                n_active = min(config.steps_per_dispatch, next_checkpoint - step)
-                new_leaves, dispatch_losses, bad = dispatch(
-                    done[0],
-                    frozen,
-                    device_data,
-                    device_labels,
-                    key,
-                    jnp.asarray(step),
-                    jnp.asarray(n_active),
+        def checkpointed(state, losses):
+            # Everything a resumed run needs besides the metadata, data and model structure.
+            return {"train_state": state, "losses": losses}
+
+        def like(saved_metadata):
+            _check_resumable(saved_metadata, metadata, defaults)
+            return checkpointed(state, np.zeros(saved_metadata["step"], np.float32))
+
+        if last_checkpoint is not None:
+            start_step, saved, _ = checkpoints.restore_checkpoint(manager, like)
+            state, losses[:start_step] = saved["train_state"], saved["losses"]
+            last_checkpoint = start_step  # newer damaged checkpoints were deleted
+        if manager is not None:  # a limit found before the work, not at its first save
+            checkpoints.check_room(manager, checkpointed(state, losses))
+
+        state_leaves, state_def = jax.tree.flatten(state)
+        dispatch = functools.partial(
+            _dispatch,
+            structure=_StaticKey((state_def, static)),
+            loss_fn=loss_fn,
+            loss_leaf_types=tuple(type(leaf) for leaf in jax.tree.leaves(loss_fn)),
+            config=program_config,
+            mesh=mesh,
+            length=min(config.steps_per_dispatch, config.steps),
+            hflip=hflip,
+            stochastic=stochastic,
+        )
+        period = config.checkpoint_every or config.steps
+        bar = tqdm(
+            total=config.steps,
+            initial=start_step,
+            desc=label,
+            unit="step",
+            disable=not progress or jax.process_index() != 0,
+            dynamic_ncols=True,
+        )
+        # The state after the last finished dispatch and its step, rebound together in one
+        # store, so that an interrupt (arriving between any two bytecodes) never sees one
+        # without the other.
+        done = (state_leaves, start_step)
+
+        def save(step):  # whole: an interrupt waits for it (its threads wrote on, into a retry)
+            state = jax.tree.unflatten(state_def, done[0])
+            with held_signals():
+                checkpoints.save_checkpoint(
+                    manager, step, checkpointed(state, losses[:step]), {**metadata, "step": step}
                 )
-                dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
-                bad = int(bad)
-                if bad >= 0:
-                    losses[step:bad] = dispatch_losses[: bad - step]
-                    raise NonFiniteLossError(
-                        bad, float(dispatch_losses[bad - step]), losses[:bad], last_checkpoint
+
+        try:
+            with bar:
+                while done[1] < config.steps:
+                    step = done[1]
+                    next_checkpoint = min((step // period + 1) * period, config.steps)
+                    n_active = min(config.steps_per_dispatch, next_checkpoint - step)
+                    new_leaves, dispatch_losses, bad = dispatch(
+                        done[0],
+                        frozen,
+                        device_data,
+                        device_labels,
+                        key,
+                        jnp.asarray(step),
+                        jnp.asarray(n_active),
                     )
-                losses[step : step + n_active] = dispatch_losses[:n_active]
-                done = (new_leaves, step + n_active)
-                step = done[1]
-                bar.update(n_active)
-                recent = losses[max(0, step - config.log_every) : step]
-                bar.set_postfix(loss=f"{np.mean(recent):.4g}")
-                if manager is not None and step == next_checkpoint:
-                    save(step)
-                    last_checkpoint = step
-    except KeyboardInterrupt:
-        # Ctrl-C (or SIGTERM, which the command line turns into one): keep the finished steps
-        # as a checkpoint that ``resume`` continues to the uninterrupted run's parameters (the
-        # step is a dispatch boundary, as in that run). A multi-process job would need every
-        # process in the collective write, so it keeps its last periodic checkpoint.
-        step = done[1]
-        if manager is not None and jax.process_count() == 1:
-            # A periodic save the interrupt cut short is retried; one it let finish is kept.
-            if step > (manager.latest_step() or 0):
-                with contextlib.suppress(Exception):  # e.g. that save's unfinished files
-                    save(step)
-            last_checkpoint = manager.latest_step()
-        raise TrainingInterrupted(step, config.steps, last_checkpoint) from None
+                    dispatch_losses = np.asarray(dispatch_losses)  # the one host sync per dispatch
+                    bad = int(bad)
+                    if bad >= 0:
+                        losses[step:bad] = dispatch_losses[: bad - step]
+                        raise NonFiniteLossError(
+                            bad, float(dispatch_losses[bad - step]), losses[:bad], last_checkpoint
+                        )
+                    losses[step : step + n_active] = dispatch_losses[:n_active]
+                    done = (new_leaves, step + n_active)
+                    step = done[1]
+                    bar.update(n_active)
+                    recent = losses[max(0, step - config.log_every) : step]
+                    bar.set_postfix(loss=f"{np.mean(recent):.4g}")
+                    if manager is not None and step == next_checkpoint:
+                        save(step)
+                        last_checkpoint = step
+        except KeyboardInterrupt:
+            # Ctrl-C (or SIGTERM, which the command line turns into one): keep the finished steps
+            # as a checkpoint that ``resume`` continues to the uninterrupted run's parameters (the
+            # step is a dispatch boundary, as in that run). A multi-process job would need every
+            # process in the collective write, so it keeps its last periodic checkpoint.
+            step = done[1]
+            if manager is not None and jax.process_count() == 1:
+                # A periodic save the interrupt cut short is retried; one it let finish is kept.
+                if step > (manager.latest_step() or 0):
+                    with contextlib.suppress(Exception):  # e.g. that save's unfinished files
+                        save(step)
+                last_checkpoint = manager.latest_step()
+            raise TrainingInterrupted(step, config.steps, last_checkpoint) from None
 
-    def as_model(params):
-        return eqx.combine(params, frozen, static)
+        def as_model(params):
+            return eqx.combine(params, frozen, static)
 
-    state = jax.tree.unflatten(state_def, done[0])
-    ema_model = None if config.ema_decay is None else as_model(state.ema_params)
-    return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
+        state = jax.tree.unflatten(state_def, done[0])
+        ema_model = None if config.ema_decay is None else as_model(state.ema_params)
+        return TrainResult(as_model(state.params), ema_model, losses, config, start_step)
+    finally:
+        if manager is not None:
+            manager.close()
 
 
 def _differences(
