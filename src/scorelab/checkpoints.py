@@ -98,7 +98,14 @@ def open_checkpoints(directory: str | Path) -> ocp.CheckpointManager:
         enable_async_checkpointing=False,
         cleanup_tmp_directories=True,
     )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    # orbax removes those on a thread of its own, awaited only by a save: a command that
+    # ended soon after opening raced it at interpreter shutdown, and orbax logged the thread's
+    # "cannot schedule new futures after interpreter shutdown" with a traceback.
+    await_cleanup = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
+    if await_cleanup is not None:  # an orbax without it: the race stays, nothing breaks
+        await_cleanup()
+    return manager
 
 
 def tree_sha256(tree: Any) -> str:
@@ -253,9 +260,9 @@ def save_checkpoint(
             "state: holds a typed PRNG key, which orbax cannot write; save "
             "jax.random.key_data(key) and rebuild it with jax.random.wrap_key_data"
         )
+    check_room(manager, state)  # before hashing the state: a refusal costs nothing
     metadata = jsonable({**metadata, "state_sha256": tree_sha256(state)})
     metadata["metadata_sha256"] = _json_sha256(metadata)
-    check_room(manager, state)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
     )
