@@ -439,6 +439,12 @@ def _cli(*argv):
         # "noise must have shape (50, 1, 3, 16, 16)", naming neither the flag nor the file
         (None, ["--eta", "1", "--step-noise", "FIVE"], "--step-noise"),
         (None, ["--clip-range", "0"], "--clip-range: clip_sample_range must be a number > 0"),
+        # NumPy's "overflow encountered in cast" alone, naming neither the flag nor a remedy
+        (
+            None,
+            ["--clip-range", "1e308"],
+            "--clip-range: clip_sample_range must be a number > 0 within float32's range",
+        ),  # fmt: skip
         (None, ["--steps-offset", "-3"], "--steps-offset: steps_offset must be an integer in"),
         # an OverflowError in numpy, exit 1
         (None, ["--steps-offset", str(10**30)], "--steps-offset: steps_offset must be an integer"),

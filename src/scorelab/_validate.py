@@ -214,7 +214,7 @@ def real_number(value) -> float | None:
         return None
     if isinstance(value, numbers.Real):
         return float(value)
-    if np.ndim(value) == 0 and getattr(value, "dtype", np.dtype(object)).kind in "fiu":
+    if np.ndim(value) == 0 and is_real_dtype(getattr(value, "dtype", object)):
         return float(value)
     return None
 
@@ -231,6 +231,8 @@ def check_real(
     e.g. ``"a number > 0"``), or ``None`` when ``optional``."""
     if optional and value is None:
         return
+    if is_traced(value):
+        raise error(traced_message(field))
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok and isinstance(value, numbers.Integral) and abs(value) > FLOAT32_MAX:
         raise error(f"{field}: expected {accepted}, within float32's range, got {_big(value)}")
@@ -506,6 +508,30 @@ def is_traced(value) -> bool:
     import jax
 
     return isinstance(value, jax.core.Tracer)
+
+
+def traced_message(field: str) -> str:
+    """The one message for a setting that must be concrete but was given traced (it sets a
+    shape, a check or a host-side computation): build the object outside the transformation
+    and pass it in, as a leaf of an ``equinox.filter_jit`` argument where it is an array."""
+    return (
+        f"{field}: a traced value (inside jit, vmap or grad), where a concrete one is needed; "
+        "build this outside the transformation and pass the result in (equinox.filter_jit "
+        "traces its array leaves)"
+    )
+
+
+def is_real_dtype(dtype) -> bool:
+    """Whether ``dtype`` holds real numbers: any float (``bfloat16`` and the other
+    ``ml_dtypes`` floats included: NumPy files them under kind ``"V"``) or integer, not a
+    boolean, a complex number, a string or an object."""
+    import jax.numpy as jnp
+
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        return False
+    return bool(jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
 
 
 def all_finite(values) -> bool | None:

@@ -57,6 +57,7 @@ from scorelab._validate import (
     check_int,
     check_memory,
     first_line,
+    is_real_dtype,
     is_traced,
 )
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
@@ -83,7 +84,7 @@ def _data(x_0, name: str = "x_0") -> Array:
                 f"({first_line(error)})"
             ) from None
         dtype = x_0.dtype
-    if np.dtype(dtype).kind not in "fiu":
+    if not is_real_dtype(dtype):
         raise TypeError(f"{name}: expected real-valued data samples (m, *S), got dtype {dtype}")
     if np.ndim(x_0) < 1 or np.shape(x_0)[0] < 1 or np.size(x_0) == 0:
         raise ValueError(
@@ -119,7 +120,7 @@ def _sigmas(sigmas, minimum: int) -> Array:
     finite and strictly ascending when concrete (a descending grid gave a NaN bound)."""
     if not hasattr(sigmas, "dtype"):
         sigmas = np.asarray(sigmas) if _real_list(sigmas) else None
-    if sigmas is None or np.dtype(sigmas.dtype).kind not in "fiu":
+    if sigmas is None or not is_real_dtype(sigmas.dtype):
         raise TypeError(f"sigmas: expected an ascending grid of noise levels (N,), got {sigmas!r}")
     if np.ndim(sigmas) != 1 or np.shape(sigmas)[0] < minimum:
         raise ValueError(
@@ -140,7 +141,7 @@ def _sigmas(sigmas, minimum: int) -> Array:
 def _real_list(values) -> bool:
     """Whether ``values`` converts to an array of real numbers (not strings or objects)."""
     try:
-        return np.asarray(values).dtype.kind in "fiu"
+        return is_real_dtype(np.asarray(values).dtype)
     except (TypeError, ValueError):
         return False
 

@@ -35,7 +35,7 @@ import optax
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_int, check_real
+from scorelab._validate import check_int, check_real, is_real_dtype
 
 __all__ = [
     "DigitsClassifier",
@@ -116,7 +116,7 @@ def to_classifier_input(images, name: str = "images") -> np.ndarray:
     array = np.asarray(images)
     if np.iscomplexobj(array):
         raise ValueError(f"{name}: complex values (dtype {array.dtype}); give real images")
-    if array.dtype.kind not in "biuf":
+    if array.dtype != np.bool_ and not is_real_dtype(array.dtype):
         raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
     size = _SHAPES.get(array.shape[1:]) if array.ndim >= 2 else None
     if size is None or array.shape[0] < 1:

@@ -25,7 +25,14 @@ import numpy as np
 from jax import Array
 
 from scorelab._keys import typed_key
-from scorelab._validate import check_choice, check_file, check_int, check_memory, first_line
+from scorelab._validate import (
+    check_choice,
+    check_file,
+    check_int,
+    check_memory,
+    first_line,
+    is_real_dtype,
+)
 
 __all__ = [
     "DataError",
@@ -188,7 +195,7 @@ def validate_data(data, name: str = "data", *, any_shape: bool = False) -> np.nd
     if (
         array.dtype == np.bool_
         or array.dtype.kind == "m"  # timedelta64, a subtype of numpy's integers
-        or not np.issubdtype(array.dtype, np.number)
+        or not is_real_dtype(array.dtype)
     ):
         raise DataError(
             f"{name}: expected numbers, got dtype {array.dtype}; convert them to floats "

@@ -78,6 +78,7 @@ from scorelab.noise import check_sigma_range
 from scorelab.precond import check_concrete_positive
 from scorelab.samplers import DEFAULT_SIGMA_MAX, DEFAULT_SIGMA_MIN, SolveError
 from scorelab.samplers._adaptive import _NEW_STAGES_PER_STEP, ADAPTIVE_SOLVERS
+from scorelab.samplers._core import ATOL_USUAL, warn_if_unusual
 from scorelab.samplers._vp import vp_alpha_sigma_from_ve
 
 __all__ = [
@@ -137,6 +138,8 @@ def _check_options(
     # A relative tolerance of 1 or more bounds no digit of the solution.
     check_real("rtol", rtol, "a number in (0, 1)", lambda v: 0 < v < 1)
     check_real("atol", atol, "a number > 0", lambda v: v > 0)
+    # 1e20 was one step: -1.23 nats where the exact log-density is -8.14 (pass 26)
+    warn_if_unusual("atol", atol, ATOL_USUAL)
     check_int("max_steps", max_steps, 1)
 
 
@@ -259,8 +262,8 @@ def ode_log_likelihood(
     dim = x_flat.shape[0]
     _check_probe_memory(1, dim, n_probes)
 
-    def flat_score(y, sigma):
-        return jnp.ravel(score_fn(y.reshape(shape), sigma))
+    def flat_score(y, sigma):  # in the points' precision (a float64 target's under x64)
+        return jnp.ravel(score_fn(y.reshape(shape), sigma)).astype(y.dtype)
 
     probes, exact = _probes(typed_key(key), n_probes, probe, x_flat)
 
@@ -280,8 +283,9 @@ def ode_log_likelihood(
         solution = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             ADAPTIVE_SOLVERS[solver](),
-            t0=math.log(sigma_min),
-            t1=math.log(sigma_max),
+            # In the points' precision: diffrax promotes the state to its times' dtype.
+            t0=jnp.asarray(math.log(sigma_min), x_flat.dtype),
+            t1=jnp.asarray(math.log(sigma_max), x_flat.dtype),
             dt0=None,
             y0=(x_flat / scale, jnp.zeros((), x_flat.dtype)),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
@@ -571,9 +575,19 @@ def dequantised_bits_per_dim(
         the dequantised points.
 
     Raises:
-        ValueError: as :func:`log_likelihood`, or unless ``bin_width > 0``.
+        ValueError: as :func:`log_likelihood`, or unless ``bin_width > 0`` and at most the
+            prior's ``sigma_max`` (wider dequantisation noise puts the points beyond the scale
+            the ODE maps to its prior).
     """
     bin_width = _bin_width(bin_width)
+    sigma_max = real_number(options.get("sigma_max", DEFAULT_SIGMA_MAX))
+    if bin_width is not None and sigma_max is not None and bin_width > sigma_max:
+        # 1e20 failed the solve, and the message blamed the tolerances
+        raise ValueError(
+            f"bin_width: {bin_width:g} is wider than sigma_max {sigma_max:g}, so the dequantised "
+            "points lie beyond the prior's scale; give the data's quantisation step (2/256 for "
+            "8-bit pixels in [-1, 1])"
+        )
     points = _as_points(points)
     output = _solved(typed_key(key), score_fn, points, bin_width, options)
     return bits_per_dim(output.log_prob, math.prod(points.shape[1:]), bin_width), output

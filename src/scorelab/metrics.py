@@ -1,9 +1,11 @@
 r"""Sample-quality metrics: sliced Wasserstein, MMD, energy distance, a mixture report, the floor.
 
 Every metric compares two sample sets ``x`` of shape ``(n, d)`` and ``y`` of shape ``(m, d)``
-(NumPy or JAX arrays) and returns a Python ``float``. A metric value means little alone: read it
-against the **floor**, the same metric between two independent exact sample sets of the same
-size (:func:`floor`), which is what a perfect sampler scores.
+(NumPy or JAX arrays) and returns a Python ``float``, computed on the host (NumPy, POT): the
+metrics take concrete samples, not values traced under ``jit``, ``vmap`` or ``grad``. A metric
+value means little alone: read it against the **floor**, the same metric between two
+independent exact sample sets of the same size (:func:`floor`), which is what a perfect sampler
+scores.
 
 Sliced Wasserstein is nearly blind to the spread *within* the modes of a multi-modal law: its
 value is dominated by how much mass sits in each mode. On the tutorial's nine-mode target,
@@ -48,6 +50,8 @@ from scorelab._validate import (
     check_memory,
     check_real,
     check_seed,
+    is_real_dtype,
+    is_traced,
     real_number,
 )
 from scorelab.targets import GaussianMixture
@@ -78,13 +82,19 @@ def _as_samples(x, name: str, min_rows: int = 1) -> np.ndarray:
     Raises:
         ValueError: naming ``name``: complex or non-numeric values, the wrong shape, or NaN or
             inf (the number of rows and the first).
+        TypeError: naming ``name``, for samples traced under ``jit``, ``vmap`` or ``grad``.
     """
+    if is_traced(x):  # NumPy's conversion said only "TracerArrayConversionError"
+        raise TypeError(
+            f"{name}: a traced value (inside jit, vmap or grad); the metrics compute on the host "
+            "(NumPy, POT): call them outside the transformation, on concrete samples"
+        )
     array = np.asarray(x)
     if np.iscomplexobj(array):
         raise ValueError(
             f"{name}: complex values (dtype {array.dtype}); the metrics take real samples"
         )
-    if array.dtype.kind not in "biuf":
+    if array.dtype != np.bool_ and not is_real_dtype(array.dtype):
         raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
     if array.ndim != 2 or array.shape[0] < min_rows or array.shape[1] < 1:

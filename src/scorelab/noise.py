@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import numbers
@@ -40,8 +41,10 @@ from scorelab._validate import (
     check_real,
     check_sigma,
     first_line,
+    is_real_dtype,
     is_traced,
     real_number,
+    traced_message,
 )
 
 __all__ = [
@@ -125,9 +128,12 @@ def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
             the message names the field.
     """
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-        if np.ndim(value) or np.asarray(value).dtype.kind not in "fiu":
+        if is_traced(value):
+            raise TypeError(traced_message(name))
+        if np.ndim(value) or not is_real_dtype(np.asarray(value).dtype):
             raise TypeError(f"{name}: expected a real number, got {value!r}")
-    if not (jnp.isfinite(sigma_min) and jnp.isfinite(sigma_max)):
+    # On the host: jnp.isfinite of a Python float is a tracer inside a caller's jit.
+    if not (math.isfinite(float(sigma_min)) and math.isfinite(float(sigma_max))):
         raise ValueError(f"sigma_min and sigma_max must be finite, got {sigma_min}, {sigma_max}")
     if sigma_min <= 0:
         raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
@@ -166,9 +172,23 @@ class GridMergeError(ValueError):
 
 
 def _check_rho(rho: float) -> None:
-    real = not np.ndim(rho) and np.asarray(rho).dtype.kind in "fiu"
+    real = not np.ndim(rho) and is_real_dtype(np.asarray(rho).dtype)
     if not (real and math.isfinite(float(rho)) and rho > 0):  # NaN passed "rho <= 0"
         raise RhoError(f"rho must be a finite number > 0, got {rho!r}")
+
+
+def _built_on_the_host(grid_fn):
+    """Decorate a grid builder: its levels are computed eagerly even inside a caller's ``jit``
+    (a grid is a constant: its checks compare values, and ``default_sigmas(n)`` written in a
+    jitted function failed on a Python constant); a traced argument is named
+    (:func:`scorelab._validate.traced_message`)."""
+
+    @functools.wraps(grid_fn)
+    def build(*args, **kwargs):
+        with jax.ensure_compile_time_eval():
+            return grid_fn(*args, **kwargs)
+
+    return build
 
 
 def _pinned(sigmas: Array, sigma_min: float, sigma_max: float) -> Array:
@@ -190,6 +210,7 @@ def _pinned(sigmas: Array, sigma_min: float, sigma_max: float) -> Array:
     return sigmas
 
 
+@_built_on_the_host
 def karras_sigmas(
     n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 5.0
 ) -> Array:
@@ -234,6 +255,7 @@ def karras_sigmas(
     return _pinned(sigmas, sigma_min, sigma_max)
 
 
+@_built_on_the_host
 def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -> Array:
     r"""Geometric sigma ladder, ascending (Song & Ermon, 2019): uniform in :math:`\log\sigma`.
 
@@ -265,6 +287,7 @@ def geometric_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 10.0) -
     return _pinned(sigmas, sigma_min, sigma_max)
 
 
+@_built_on_the_host
 def polyexponential_sigmas(
     n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 1.0
 ) -> Array:
@@ -507,6 +530,7 @@ def with_saved_range(fields: Mapping[str, Any], *, levels: bool = False) -> dict
     return dict(fields)
 
 
+@_built_on_the_host
 def saved_sigmas(name: str, n: int, sigma_min: float, sigma_max: float) -> Array:
     r"""A saved grid (:mod:`scorelab.ays`) with ``n`` levels: itself when it has ``n``, else
     interpolated linearly in :math:`\log\sigma` against the level's relative index
@@ -545,6 +569,7 @@ def saved_sigmas(name: str, n: int, sigma_min: float, sigma_max: float) -> Array
     return jnp.asarray(np.exp(log_sigma), jnp.float32)
 
 
+@_built_on_the_host
 def sigma_grid(
     name: str, n: int, sigma_min: float = 0.02, sigma_max: float = 10.0, rho: float = 5.0
 ) -> Array:
@@ -778,7 +803,7 @@ def vp_alpha_sigma(alphas_cumprod) -> tuple[np.ndarray, np.ndarray]:
         TypeError: for a complex or non-numeric ``alphas_cumprod``.
     """
     alphas_cumprod = np.asarray(alphas_cumprod)
-    if not np.issubdtype(alphas_cumprod.dtype, np.number) or np.iscomplexobj(alphas_cumprod):
+    if not is_real_dtype(alphas_cumprod.dtype):
         # A complex array passed the comparisons on its real part.
         raise TypeError(
             f"alphas_cumprod: expected real numbers in [0, 1], got dtype {alphas_cumprod.dtype}"
@@ -804,7 +829,7 @@ def _check_nonnegative(field: str, value) -> None:
     if is_traced(value):
         return
     array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+    if not is_real_dtype(array.dtype):
         raise TypeError(f"{field}: expected real numbers >= 0, got dtype {array.dtype}")
     if not np.all(array >= 0):  # NaN fails too
         raise ValueError(f"{field}: expected numbers >= 0, got {value!r}")
@@ -891,6 +916,7 @@ def vp_sde_time(sigma, beta_min: float = VP_BETA_MIN, beta_max: float = VP_BETA_
     return (jnp.sqrt(beta_min**2 + 2.0 * delta * log_one_plus) - beta_min) / delta
 
 
+@_built_on_the_host
 def vp_sigmas(
     n: int,
     sigma_min: float = 0.02,
@@ -932,6 +958,7 @@ def vp_sigmas(
     return _pinned(sigmas, sigma_min, sigma_max)
 
 
+@_built_on_the_host
 def log_snr_sigmas(n: int, log_snr_min: float, log_snr_max: float) -> Array:
     r"""A grid uniform in the log signal-to-noise ratio, as ascending VE levels.
 

@@ -30,7 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from scorelab._validate import check_callable, check_real, check_sigma, is_traced, real_number
+from scorelab._validate import (
+    check_callable,
+    check_real,
+    check_sigma,
+    is_real_dtype,
+    is_traced,
+    real_number,
+)
 
 __all__ = ["EDMCoefficients", "edm_coefficients", "EDMPreconditioned"]
 
@@ -91,7 +98,7 @@ def check_concrete_positive(field: str, value) -> None:
         check_real(field, value, "a number > 0", lambda v: v > 0)
         return
     array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+    if not is_real_dtype(array.dtype):
         raise TypeError(f"{field}: expected real numbers > 0, got dtype {array.dtype}")
     if not np.all(np.isfinite(array) & (array > 0)):
         raise ValueError(f"{field}: expected finite numbers > 0, got {value!r}")

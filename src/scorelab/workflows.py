@@ -35,6 +35,7 @@ from scorelab._validate import (
     check_seed,
     check_sigma,
     first_line,
+    is_real_dtype,
 )
 from scorelab.checkpoints import save_model
 from scorelab.classifier import load_digits_classifier
@@ -1114,7 +1115,7 @@ def _digit_images(samples, tolerance: float) -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise DataError(f"{name}: no images (shape {array.shape})")
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+    if not is_real_dtype(array.dtype):
         raise DataError(f"{name}: expected real numbers, got dtype {array.dtype}")
     flat = array.reshape(len(array), -1).astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))

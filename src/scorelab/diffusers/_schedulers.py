@@ -47,6 +47,7 @@ from jax import Array
 
 from scorelab._keys import typed_key
 from scorelab._validate import (
+    FLOAT32_MAX,
     FLOAT32_TINY,
     all_finite,
     check_callable,
@@ -139,9 +140,12 @@ class SchedulerConfig:
                 raise PretrainedError(
                     f"{field} must be true or false, got {getattr(self, field)!r}"
                 )
-        if not (is_number(self.clip_sample_range) and self.clip_sample_range > 0):
+        bound = self.clip_sample_range
+        # float32 holds it: 1e308 became inf with only NumPy's "overflow encountered in cast"
+        if not (is_number(bound) and 0 < bound <= FLOAT32_MAX):
             raise PretrainedError(
-                f"clip_sample_range must be a number > 0, got {self.clip_sample_range!r}"
+                f"clip_sample_range must be a number > 0 within float32's range (3.4e38), got "
+                f"{bound!r}"
             )
         # Only leading spacing adds the offset, and its first timestep (the offset or more) must
         # be < T; the other spacings ignore it, as diffusers does (T = 3, offset 3, trailing

@@ -440,7 +440,8 @@ def _init_tensor(key: Array, name: str, shapes: Mapping[str, tuple]) -> Array:
         return scale * _drawn(jax.random.normal, key, shape)
     weight = shapes[f"{stem}.weight"]
     if len(weight) == 1:  # a group norm
-        return jnp.ones(shape) if name.endswith("weight") else jnp.zeros(shape)
+        fill = jnp.ones if name.endswith("weight") else jnp.zeros
+        return fill(shape, jnp.float32)  # float32 under x64 too, as every other tensor
     bound = 1.0 / math.sqrt(math.prod(weight[1:]))
     return _drawn(jax.random.uniform, key, shape, minval=-bound, maxval=bound)
 
@@ -1292,7 +1293,8 @@ class UNet2D(eqx.Module):
             key: the dropout key of a training step, or ``None`` (evaluation: no dropout).
 
         Returns:
-            ``(B, out_channels, H, W)`` array in ``x_t``'s float width: the network computes
+            ``(B, out_channels, H, W)`` array in ``x_t``'s float width (float32 for integer
+            ``x_t``): the network computes
             in its weights' (float32), so a float64 state under ``jax_enable_x64`` (where
             scorelab's samplers compute in float64) is evaluated at float32 precision, not
             refused by the convolutions.
@@ -1315,7 +1317,11 @@ class UNet2D(eqx.Module):
         if key is not None:
             key = typed_key(key, "key")
         config = dict(self.config)
+        # A float state's width; integer pixels get the weights' float (a uint8 output
+        # truncated every noise prediction to 0).
         out_dtype = jnp.result_type(x_t)
+        if not jnp.issubdtype(out_dtype, jnp.floating):
+            out_dtype = self.conv_in.weight.dtype
         x_t = jnp.asarray(x_t, self.conv_in.weight.dtype)
         if config["center_input_sample"]:
             x_t = 2 * x_t - 1.0

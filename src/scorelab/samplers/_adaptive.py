@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab.samplers._core import (
+    ATOL_USUAL,
     AbstractSampler,
     check_positive_int,
     check_sigmas,
@@ -96,7 +97,12 @@ class AdaptiveODE(AbstractAdaptive):
     kind: ClassVar[str] = "adaptive"
     solver: str = eqx.field(static=True)
     rtol: Array = option(1e-3, "relative tolerance of the step-size controller", in_label=True)
-    atol: Array = option(1e-3, "absolute tolerance of the step-size controller", in_label=True)
+    atol: Array = option(
+        1e-3,
+        "absolute tolerance of the step-size controller",
+        in_label=True,
+        usual=ATOL_USUAL,
+    )
     max_steps: int = option(4096, "the most steps a solve may take", type=int)
 
     @property

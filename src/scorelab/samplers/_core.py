@@ -9,6 +9,7 @@ import inspect
 import math
 import numbers
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -27,7 +28,9 @@ from scorelab._validate import (
     check_int,
     check_memory,
     check_sigma,
+    is_real_dtype,
     is_traced,
+    traced_message,
 )
 from scorelab._xla_cpu import convolution_jit, takes_convolutions
 from scorelab.noise import geometric_sigmas
@@ -76,6 +79,9 @@ class Option(NamedTuple):
         choices: the accepted values of a ``str`` option, else ``None``.
         unbounded: a ``float`` option that takes ``inf`` (``s_tmax``: churn on every level, as
             k-diffusion's default); every other float must be finite.
+        usual: ``(low, high, why)`` for a ``float`` option whose values far beyond ``high`` are
+            accepted but rarely meant (``s_noise = 1000`` sampled noise of spread 300): a
+            value outside ``[low, high]`` gives a warning saying ``why``; else ``None``.
     """
 
     name: str
@@ -84,6 +90,14 @@ class Option(NamedTuple):
     help: str
     choices: tuple[str, ...] | None = None
     unbounded: bool = False
+    usual: tuple[float, float, str] | None = None
+
+
+S_NOISE_USUAL = (0.0, 2.0, "it scales the added noise; EDM tunes it within 1 to 1.01")
+"""The usual range of every sampler's ``s_noise`` (:attr:`Option.usual`)."""
+
+ATOL_USUAL = (0.0, 1.0, "an error allowed in data units, where data span about [-1, 1]")
+"""The usual range of an adaptive solver's ``atol`` (:attr:`Option.usual`)."""
 
 
 def option(
@@ -94,6 +108,7 @@ def option(
     choices: tuple[str, ...] | None = None,
     in_label: bool = False,
     unbounded: bool = False,
+    usual: tuple[float, float, str] | None = None,
 ):
     """Declare a sampler's option: an ``equinox`` field with its default and one-line help.
 
@@ -108,6 +123,7 @@ def option(
         in_label: show this option in the sampler's name even at its default value (its
             main knob, e.g. DDIM's ``eta``); other options show only when changed.
         unbounded: a ``float`` option that also takes ``inf`` (:attr:`Option.unbounded`).
+        usual: the range beyond which a value is warned about (:attr:`Option.usual`).
     """
     declared = {
         "type": type,
@@ -115,17 +131,28 @@ def option(
         "choices": choices,
         "in_label": in_label,
         "unbounded": unbounded,
+        "usual": usual,
     }
     if type is float:
-        return eqx.field(default=default, converter=jnp.asarray, metadata={"option": declared})
+        return eqx.field(default=default, converter=_float_leaf, metadata={"option": declared})
     return eqx.field(default=default, static=True, metadata={"option": declared})
+
+
+def _float_leaf(value) -> Array:
+    """A float option's leaf: JAX's default float, strongly typed, whatever the value was given
+    as (``1``, ``1.0``, ``np.float64(1.0)``): one compiled program for every value, and one
+    label (``eta=1`` was an int32 leaf, a second compilation and the label ``ddim(eta=1)``)."""
+    if is_traced(value):
+        return value
+    return jnp.asarray(value, dtype=jnp.asarray(0.0).dtype)
 
 
 def declared_options(cls) -> tuple[Option, ...]:
     """The :class:`Option` records of sampler class ``cls``, in declaration order."""
     return tuple(
         Option(f.name, f.metadata["option"]["type"], f.default, f.metadata["option"]["help"],
-               f.metadata["option"]["choices"], f.metadata["option"]["unbounded"])
+               f.metadata["option"]["choices"], f.metadata["option"]["unbounded"],
+               f.metadata["option"]["usual"])
         for f in dataclasses.fields(cls)
         if "option" in f.metadata
     )  # fmt: skip
@@ -152,7 +179,7 @@ def check_option(option: Option, value, field: str | None = None) -> None:
         return
     if option.type is float:
         array = None if isinstance(value, str | bool | None) else np.asarray(value)
-        if array is None or array.ndim or array.dtype.kind not in "fiu":
+        if array is None or array.ndim or not is_real_dtype(array.dtype):
             raise TypeError(f"{field}: expected a number, got {value!r}")
         number = float(array)
         if number == math.inf and option.unbounded:
@@ -169,6 +196,29 @@ def check_option(option: Option, value, field: str | None = None) -> None:
         raise TypeError(f"{field}: expected a string, got {value!r}")
 
 
+def warn_if_unusual(field: str, value, usual: tuple[float, float, str] | None) -> None:
+    """Warn, naming ``field`` and why, about a checked concrete ``value`` outside the ``usual``
+    range ``(low, high, why)`` (:attr:`Option.usual`); nothing for ``None`` or a traced value."""
+    if usual is None or is_traced(value):
+        return
+    low, high, why = usual
+    number = float(np.asarray(value))
+    if not low <= number <= high:
+        warnings.warn(
+            f"{field}: {number:g} is outside its usual range {low:g} to {high:g} ({why}); "
+            "the work goes on with it",
+            stacklevel=3,  # the caller of a sampler's constructor
+        )
+
+
+_NEEDS_CONCRETE = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+"""What a value check raises on a traced value (``if``, ``np.asarray``, ``int`` of it)."""
+
+
 def checked_options(constructor):
     """Decorate a sampler's constructor: the options it is given are checked against their
     declarations (:func:`check_option`) before its own range checks run, so a string, an
@@ -182,7 +232,12 @@ def checked_options(constructor):
         for option in declared:
             if option.name in given:
                 check_option(option, given[option.name])
-        return constructor(*args, **kwargs)
+                warn_if_unusual(option.name, given[option.name], option.usual)
+        try:
+            return constructor(*args, **kwargs)
+        except _NEEDS_CONCRETE as error:  # a range check of a traced grid or option value
+            traced = [name for name, value in given.items() if is_traced(value)]
+            raise TypeError(traced_message(", ".join(traced) or "sampler options")) from error
 
     return build
 
@@ -348,7 +403,8 @@ class AbstractSampler(eqx.Module):
         noise = _check_noise_values(noise)
         check_noise(noise, self.noise_shape(jnp.shape(x_init)))
         score_fn = _shape_checked(score_fn)
-        return run_chain(self, key, score_fn, x_init, noise, trajectory, None)
+        sampler = in_state_dtype(self, x_init.dtype)
+        return run_chain(sampler, key, score_fn, x_init, noise, trajectory, None)
 
 
 # --- grids and priors --------------------------------------------------------------------------
@@ -473,10 +529,10 @@ def check_level(field: str, sigma) -> None:
     states and a complex level complex ones."""
     traced = is_traced(sigma)
     if traced:
-        real = _is_real(sigma.dtype)
+        real = is_real_dtype(sigma.dtype)
     else:
         real = not isinstance(sigma, str | bytes | bool | None)
-        real = real and np.asarray(sigma).dtype.kind in "fiu"
+        real = real and is_real_dtype(np.asarray(sigma).dtype)
     if not real:
         raise TypeError(f"{field}: expected a real noise level, got {sigma!r}")
     if np.ndim(sigma):
@@ -495,11 +551,11 @@ def _real_values(field: str, value, what: str) -> np.ndarray | None:
     """``value``'s entries on the host when concrete (``None`` when traced), or a ``TypeError``
     naming ``field`` unless they are real numbers (``what`` says what was expected)."""
     if is_traced(value):
-        if not _is_real(value.dtype):
+        if not is_real_dtype(value.dtype):
             raise TypeError(f"{field}: expected {what}, got dtype {value.dtype}")
         return None
     array = None if isinstance(value, str | bytes | None) else np.asarray(value)
-    if array is None or array.dtype.kind not in "fiu":
+    if array is None or not is_real_dtype(array.dtype):
         dtype = "a string" if array is None else f"dtype {array.dtype}"
         raise TypeError(f"{field}: expected {what}, got {dtype}")
     return array
@@ -608,7 +664,7 @@ def check_sigmas(sigmas) -> Array:
     (:func:`scorelab._validate.check_sigma`) passed a float64 check and sampled to NaN.
     """
     values = np.asarray(sigmas)
-    if values.dtype.kind not in "fiu":  # not booleans, complex numbers, strings
+    if not is_real_dtype(values.dtype):  # not booleans, complex numbers, strings
         raise TypeError(f"sigmas: expected real numbers, got dtype {values.dtype}")
     if values.ndim != 1 or values.size < 2:
         raise ValueError(f"sigmas must be a 1-D grid of >= 2 levels, got shape {values.shape}")
@@ -657,22 +713,17 @@ def _check_noise_values(noise):
     numbers (complex draws were cast to real with a warning) and, when concrete, ``ValueError``
     unless finite (NaN draws gave NaN samples without a word)."""
     if noise is None or is_traced(noise):
-        if noise is not None and not _is_real(noise.dtype):
+        if noise is not None and not is_real_dtype(noise.dtype):
             raise TypeError(f"noise: expected real standard normal draws, got {noise.dtype}")
         return noise
     if isinstance(noise, str | bytes):
         raise TypeError(f"noise: expected real standard normal draws, got {noise!r}")
     noise = jnp.asarray(noise)
-    if not _is_real(noise.dtype):
+    if not is_real_dtype(noise.dtype):
         raise TypeError(f"noise: expected real standard normal draws, got {noise.dtype}")
     if all_finite(noise) is False:
         raise ValueError("noise: expected finite standard normal draws, got NaN or inf entries")
     return noise
-
-
-def _is_real(dtype) -> bool:
-    """Whether ``dtype`` holds real numbers: a float or an integer, not a boolean."""
-    return bool(jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
 
 
 def check_noise(noise, shape: tuple[int, ...]) -> None:
@@ -737,7 +788,8 @@ def run_chain(
         return state, info
 
     state = sampler.init(score_fn, x_init)
-    inputs = (sampler.schedule() if schedule is None else schedule, sources)
+    schedule = in_state_dtype(sampler.schedule() if schedule is None else schedule, x_init.dtype)
+    inputs = (schedule, sources)
     n_scanned = n_steps - 1 if sampler.has_final_step else n_steps
     head = jax.tree.map(lambda a: a[:n_scanned], inputs)
     info_like = jax.eval_shape(
@@ -836,6 +888,7 @@ def sample(
     _check_sample_memory(sampler, x_init, trajectory)
     # traced: a new chunk does not recompile
     first = _check_first_chain(first_chain, x_init.shape[0])
+    sampler = in_state_dtype(sampler, x_init.dtype)
     # The schedule is computed here, op by op, and enters the compiled function as arrays: a
     # new grid or option value does not recompile, and its values are rounded as they always
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
@@ -993,7 +1046,7 @@ def _shape_checked(score_fn):
             )
         score = score_fn(x, sigma)
         if not isinstance(score, jax.Array | np.ndarray | np.generic | float | int) or (
-            not _is_real(jnp.result_type(score))
+            not is_real_dtype(jnp.result_type(score))
         ):  # a tuple was a TracerArrayConversionError, complex a scan's "carry types differ"
             what = getattr(score, "dtype", type(score).__name__)
             raise TypeError(
@@ -1004,9 +1057,19 @@ def _shape_checked(score_fn):
                 f"score_fn: returned shape {jnp.shape(score)} for a state of shape "
                 f"{jnp.shape(x)}; it must return the score of one state, of the state's shape"
             )
-        return score
+        # In the state's precision: under x64 a float64 score (a float64 target's) promoted
+        # float32 states, and the scan refused carries of two types.
+        return jnp.asarray(score).astype(jnp.result_type(x))
 
     return checked
+
+
+def in_state_dtype(tree, dtype):
+    """``tree`` (a sampler, its schedule) with its float arrays in the states' ``dtype``: a
+    chain runs in its states' precision (under x64 a float64 grid or coefficient table
+    promoted float32 states, and the scan refused carries of two types; without x64 all are
+    float32 and nothing changes)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
 
 
 class SolveError(ValueError):

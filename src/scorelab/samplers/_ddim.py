@@ -40,7 +40,11 @@ class DDIM(AbstractSampler):
     has_final_step: ClassVar[bool] = True
     sigmas: Array
     eta: Array = option(1.0, "DDIM's eta (eq. 16): 0 deterministic, 1 ancestral", in_label=True)
-    final_noise: Array = option(0.0, "standard deviation of the final step's noise, to sigma = 0")
+    final_noise: Array = option(
+        0.0,
+        "standard deviation of the final step's noise, to sigma = 0",
+        usual=(0.0, 1.0, "noise added to the samples themselves, in data units"),
+    )
 
     @property
     def n_steps(self) -> int:

@@ -45,6 +45,7 @@ from jax import Array
 from scorelab._validate import check_real
 from scorelab.samplers._adaptive import AbstractAdaptive
 from scorelab.samplers._core import (
+    ATOL_USUAL,
     check_positive_int,
     check_sigmas,
     checked_options,
@@ -94,7 +95,9 @@ class DPMAdaptive(AbstractAdaptive):
     order: int = option(3, "the higher order of the pair: 2 (DPM-Solver-12) or 3 (-23)",
                         type=int)  # fmt: skip
     rtol: Array = option(0.05, "relative tolerance of the error norm", in_label=True)
-    atol: Array = option(0.0078, "absolute tolerance of the error norm", in_label=True)
+    atol: Array = option(
+        0.0078, "absolute tolerance of the error norm", in_label=True, usual=ATOL_USUAL
+    )
     h_init: Array = option(0.05, "first attempted step in lambda = -log sigma, > 0")
     pcoeff: Array = option(0.0, "proportional coefficient of the PID controller")
     icoeff: Array = option(1.0, "integral coefficient of the PID controller")
@@ -183,6 +186,10 @@ def dpm_adaptive(
     rejected) plus one for the denoiser; :attr:`SamplerOutput.info` also counts the accepted
     and rejected attempts. Each chain controls its own step, where k-diffusion takes one
     error norm over the whole batch (the tests compare chain by chain).
+
+    The solve is a ``lax.while_loop``, so it has forward-mode derivatives (``jax.jvp``) but
+    no reverse-mode ones (``jax.grad`` through it fails in JAX); differentiate through
+    ``tsit5``/``dopri5`` (:func:`adaptive`, diffrax's adjoint) or a fixed-step solver.
 
     Args:
         sigmas: ``(N,)`` ascending grid.

@@ -23,6 +23,7 @@ from jax import Array
 
 from scorelab.samplers._brownian import AbstractNoiseSampler, check_noise_sampler
 from scorelab.samplers._core import (
+    S_NOISE_USUAL,
     AbstractSampler,
     check_sigmas,
     checked_options,
@@ -58,7 +59,7 @@ class AbstractDPMpp(AbstractNoiseSampler):
 
     eta: Array = option(1.0, "stochasticity eta >= 0 (0: the deterministic solver)",
                         in_label=True)  # fmt: skip
-    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the added noise")
+    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the added noise", usual=S_NOISE_USUAL)
     has_final_step: ClassVar[bool] = True
 
     @property

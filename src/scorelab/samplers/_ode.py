@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab.samplers._core import (
+    S_NOISE_USUAL,
     AbstractSampler,
     check_sigmas,
     checked_options,
@@ -234,7 +235,7 @@ class AbstractChurnFlow(AbstractFlow):
     s_tmax: Array = option(
         math.inf, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
     )
-    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the churn's noise")
+    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the churn's noise", usual=S_NOISE_USUAL)
 
     @property
     def draws_per_step(self) -> int:
@@ -270,7 +271,9 @@ class EDM(AbstractChurnFlow, AbstractSecondOrderFlow):
     s_tmax: Array = option(
         50.0, "highest level that gets churn, >= s_tmin (inf: no bound)", unbounded=True
     )
-    s_noise: Array = option(1.003, "inflation S_noise >= 0 of the churn's noise")
+    s_noise: Array = option(
+        1.003, "inflation S_noise >= 0 of the churn's noise", usual=S_NOISE_USUAL
+    )
 
     def step(self, score_fn, x, inputs):
         return _flow_step(score_fn, *self._churned(x, inputs), True), None

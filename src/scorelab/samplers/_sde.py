@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from scorelab.samplers._core import (
+    S_NOISE_USUAL,
     AbstractSampler,
     check_sigmas,
     checked_options,
@@ -92,7 +93,7 @@ class Ancestral(AbstractReverseDiffusion):
     """Ancestral sampling (DDPM) for VE noise (:func:`ancestral`)."""
 
     kind: ClassVar[str] = "ancestral"
-    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the added noise")
+    s_noise: Array = option(1.0, "inflation S_noise >= 0 of the added noise", usual=S_NOISE_USUAL)
 
     def noise_scales(self) -> Array:
         sigma_from, sigma_to = descending_steps(self.sigmas)
@@ -178,7 +179,11 @@ class PredictorCorrector(AbstractReverseDiffusion):
     n_corrector: int = option(
         1, "Langevin corrector steps per level M >= 0", type=int, in_label=True
     )
-    snr: Array = option(DEFAULT_SNR, "the corrector's target signal-to-noise ratio r > 0")
+    snr: Array = option(
+        DEFAULT_SNR,
+        "the corrector's target signal-to-noise ratio r > 0",
+        usual=(0.0, 1.0, "Song et al. (2021) use 0.01 to 0.17; the step grows as r squared"),
+    )
     # The concentrated form of Song et al.'s rule: their per-chain rule is pathological in 2-D.
     step_rule: str = option(
         "sigma", "corrector step: sigma (2 (r sigma)^2) or snr (Song et al.'s, per chain)",
