@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = np.load(ROOT / "tests" / "fixtures" / "digits_classifier_golden.npz")
 
 
+@pytest.mark.slow  # about 12 s of a worker: kept out of the default suite's 15 minutes
 def test_shipped_weights_reproduce_the_golden_logits_and_the_documented_accuracy():
     model = load_digits_classifier()
     images, labels = digits("test")

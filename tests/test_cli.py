@@ -34,6 +34,7 @@ def trained_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # about 21 s of a worker: kept out of the default suite's 15 minutes
 def test_train_writes_a_run_directory(trained_run):
     for name in ("config.json", "manifest.json", "model.json", "model.eqx", "losses.npy"):
         assert (trained_run / name).is_file(), name
@@ -43,6 +44,7 @@ def test_train_writes_a_run_directory(trained_run):
     assert np.load(trained_run / "losses.npy").shape == (6,)
 
 
+@pytest.mark.slow  # about 31 s of a worker: kept out of the default suite's 15 minutes
 def test_sample_evaluate_and_plot_a_trained_run(trained_run, tmp_path, capsys):
     samples = tmp_path / "s.npy"
     assert (
@@ -198,6 +200,7 @@ def test_evaluate_against_a_data_file(tmp_path):
     )
 
 
+@pytest.mark.slow  # about 14 s of a worker: kept out of the default suite's 15 minutes
 def test_train_from_a_toml_config_and_a_csv_file(tmp_path):
     np.savetxt(tmp_path / "d.csv", np.random.default_rng(1).normal(size=(64, 2)), delimiter=",")
     config = tmp_path / "c.toml"
@@ -449,6 +452,7 @@ def _check_demo_likelihoods(likelihood, n):
     assert abs(likelihood["entropy"] - entropy) <= 3 * likelihood["entropy_se"]
 
 
+@pytest.mark.slow  # about 15 s of a worker: kept out of the default suite's 15 minutes
 def test_demo_settings_errors_name_the_field(tmp_path, capsys):
     settings = tmp_path / "bad.toml"
     settings.write_text("[ncsn]\nsteps = 0\n")
@@ -479,6 +483,7 @@ def test_demo_settings_errors_name_the_field(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow  # about 13 s of a worker: kept out of the default suite's 15 minutes
 def test_evaluate_names_built_in_data(tmp_path, capsys):
     """``--data`` takes a toy set's name (fresh draws of it are the reference and the floor's
     law: its own draws sit at the floor, a Gaussian far above) and ``digits16``; a target's
@@ -499,6 +504,19 @@ def test_evaluate_names_built_in_data(tmp_path, capsys):
     assert "use --target seed_mixture" in capsys.readouterr().err
     assert main(["evaluate", str(small), "--data", "digits16"]) == 2
     assert "8x8 images; 'digits16' holds 16x16" in capsys.readouterr().err
+
+
+def test_evaluate_of_a_file_against_itself_says_so(tmp_path, capsys):
+    """``evaluate s.npy --data s.npy`` scored distances of about 0 without a word (pass 26)."""
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32))
+    assert main(["evaluate", str(samples), "--data", str(samples), "--floor-repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {samples} is measured against itself (--data names the same file)" in out
+    other = tmp_path / "t.npy"
+    np.save(other, np.load(samples))
+    assert main(["evaluate", str(samples), "--data", str(other), "--floor-repeats", "2"]) == 0
+    assert "against itself" not in capsys.readouterr().out
 
 
 @pytest.mark.slow  # samples once per grid size

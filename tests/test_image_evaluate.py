@@ -133,6 +133,7 @@ def test_sweep_adds_image_metrics_and_their_floors_on_digits_mixture():
         fewest_nfe(result, "recall")
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_sweep_cli_takes_image_metrics_from_the_flag_over_the_toml(tmp_path, capsys):
     """--image-metrics turns them on; --no-image-metrics overrides the TOML's true."""
     base = ["sweep", "--target", "digits_mixture", "--samplers", "euler", "--nfe", "10"]

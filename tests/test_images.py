@@ -431,6 +431,7 @@ def _train_and_sample(tmp_path, capsys):
     return run, samples, grid
 
 
+@pytest.mark.slow  # about 28 s of a worker: kept out of the default suite's 15 minutes
 def test_train_sample_and_grid_on_digits(tmp_path, capsys):
     """The default MLP trains on 8x8 digits and samples them in chunks; the grid holds each
     sample's pixels, round(255 clip(x/2 + 1/2)), magnified 4x, below a caption strip."""

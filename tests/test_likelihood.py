@@ -165,6 +165,7 @@ def test_nfe_counts_every_field_evaluation(mixture):
     assert int(out.nfe) == len(calls) > 7
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_a_point_does_not_depend_on_its_batch(mixture):
     """fold_in(key, i): the first points of a batch are the points of a smaller batch."""
     x = mixture.sample(jax.random.key(7), 5)
@@ -175,6 +176,7 @@ def test_a_point_does_not_depend_on_its_batch(mixture):
     np.testing.assert_array_equal(full.nfe[:2], part.nfe)
 
 
+@pytest.mark.slow  # about 12 s of a worker: kept out of the default suite's 15 minutes
 def test_digits_likelihood_in_64_dimensions_matches_the_mixture():
     """The 64-D oracle: exact trace (64 JVPs per evaluation) on image-shaped points
     (1, 8, 8), against the exact log-density of the noised mixture."""
@@ -466,6 +468,7 @@ def test_a_score_that_is_not_finite_is_named_not_the_tolerances():
         log_likelihood(jax.random.key(0), score, points, max_steps=2)
 
 
+@pytest.mark.slow  # about 12 s of a worker: kept out of the default suite's 15 minutes
 def test_a_lone_point_s_log_likelihood_is_its_value_in_any_batch():
     """A batch of one compiled to another program and differed in the last bits (9.5e-7)
     from the same point in a batch of two or four (pass 19A, #15)."""

@@ -1136,6 +1136,7 @@ def test_console_script_errors_are_one_line_with_status_2(argv, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # about 14 s of a worker: kept out of the default suite's 15 minutes
 def test_an_interrupted_sample_ends_at_once_in_one_line(tmp_path):
     """Ctrl-C during a long sampler went unanswered until XLA returned (minutes; a second
     Ctrl-C did not help either), and when it came, the exit raced XLA's threads into a
@@ -2766,6 +2767,7 @@ def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(tmp_path):
     assert np.load(tmp_path / "s.npy").shape == (4, 2)
 
 
+@pytest.mark.slow  # about 14 s of a worker: kept out of the default suite's 15 minutes
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_a_full_stdout_is_named_as_stdout(tmp_path):
     """``> /dev/full`` said "the disk is full" about no file: the message names stdout."""

@@ -38,6 +38,7 @@ def test_the_cli_flags_and_config_are_generated_from_the_declared_options():
     assert make_sampler(config.sampler).eta == 0.25
 
 
+@pytest.mark.slow  # about 12 s of a worker: kept out of the default suite's 15 minutes
 def test_options_reach_the_sampler_through_the_cli(tmp_path, capsys):
     """Stated equivalences, through the flags: Euler = DDIM with eta = 0 on the same grid, and
     predictor-corrector with no corrector step = Euler-Maruyama (same draws)."""

@@ -168,6 +168,7 @@ def _class_score(means, s, c=1.0):
     return score_fn
 
 
+@pytest.mark.slow  # about 13 s of a worker: kept out of the default suite's 15 minutes
 def test_conditional_vp_epsilon_loss_at_the_conditional_optimum_is_its_closed_form():
     # x_0 | y ~ N(m_y, s^2 I): eps* = E[eps | x_t, y] is the conditional exact score's, and the
     # loss there is (1/T) sum_t abar_t s^2 / (abar_t s^2 + 1 - abar_t), whatever the means; the
@@ -210,6 +211,7 @@ def test_label_dropout_needs_labels():
 # --- guidance -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 13 s of a worker: kept out of the default suite's 15 minutes
 def test_classifier_free_guidance_is_the_weighted_difference_of_scores(conditional):
     x = jax.random.normal(jax.random.key(4), SHAPE)
     scores = jax.vmap(lambda y: _call(conditional, x, 0.8, y))(jnp.arange(4))

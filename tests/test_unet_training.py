@@ -202,6 +202,7 @@ def _gaussian_score(c, s):
     return lambda x, sigma: -c * x / (s**2 + sigma**2)
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_vp_epsilon_loss_minimiser_for_gaussian_data():
     # For x_0 ~ N(0, s^2 I), eps* = E[eps | x_t] is the exact score's, the loss there is
     # (1/T) sum_t abar_t s^2 / (abar_t s^2 + 1 - abar_t), and the gradient of the expected loss

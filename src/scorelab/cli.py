@@ -714,12 +714,22 @@ def _beyond_trained_levels(config) -> str | None:
     )
 
 
+def _same_file(first, second) -> bool:
+    """Whether two paths name one existing file."""
+    try:
+        return Path(first).samefile(second)
+    except OSError:  # either missing (a built-in name), or unreadable: checked where read
+        return False
+
+
 def _cmd_evaluate(args) -> int:
     from scorelab.runs import write_json
     from scorelab.workflows import evaluate_images, evaluate_samples
 
     if args.json is not None:
         _output(args, args.json, ".json")
+    if args.data is not None and _same_file(args.samples, args.data):  # distances of about 0
+        print(f"note: {args.samples} is measured against itself (--data names the same file)")
     if args.data is not None and str(args.data) in ("digits", "digits16"):
         if args.sigma != 0:
             raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")

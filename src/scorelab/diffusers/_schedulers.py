@@ -53,6 +53,8 @@ from scorelab._validate import (
     check_callable,
     check_instance,
     check_mapping,
+    is_traced,
+    traced_message,
 )
 from scorelab.diffusers._checks import PretrainedError, is_int, is_number
 from scorelab.noise import VP_SCHEDULES, vp_alpha_sigma, vp_alphas_cumprod
@@ -346,6 +348,8 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
         https://arxiv.org/abs/2010.02502
     """
+    if is_traced(eta):  # the grid is computed on the host, with NumPy
+        raise PretrainedError(traced_message("eta"))
     if not (is_number(eta) and eta >= 0):
         raise PretrainedError(f"eta must be a number >= 0, got {eta!r}")
     steps = timesteps(config, num_inference_steps)

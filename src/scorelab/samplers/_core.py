@@ -232,12 +232,15 @@ def checked_options(constructor):
         for option in declared:
             if option.name in given:
                 check_option(option, given[option.name])
-                warn_if_unusual(option.name, given[option.name], option.usual)
         try:
-            return constructor(*args, **kwargs)
+            sampler = constructor(*args, **kwargs)
         except _NEEDS_CONCRETE as error:  # a range check of a traced grid or option value
             traced = [name for name, value in given.items() if is_traced(value)]
             raise TypeError(traced_message(", ".join(traced) or "sampler options")) from error
+        for option in declared:  # accepted by the constructor's own checks, but unusual
+            if option.name in given:
+                warn_if_unusual(option.name, given[option.name], option.usual)
+        return sampler
 
     return build
 
