@@ -113,6 +113,7 @@ def test_an_unconditional_run_refuses_grid_samplers_and_points_to_ula(
     assert "(ula, NFE 3)" in printed and "--sigma 1 " in printed
 
 
+@pytest.mark.slow  # about 10 s of a worker: kept out of the default suite's 15 minutes
 def test_plot_draws_an_older_unconditional_run_saved_with_a_grid_sampler(trained_run, tmp_path):
     """An older scorelab saved a DSM run's sampler as the default DDIM, with any budget given:
     plot samples it with ULA, and the budget, which ULA cannot take, was kept (an error plot
@@ -580,6 +581,7 @@ def test_an_output_another_process_writes_meanwhile_is_kept_and_the_command_says
     assert np.load(out).shape == (10, 2)
 
 
+@pytest.mark.slow  # about 14 s of a worker: kept out of the default suite's 15 minutes
 def test_resume_extends_a_finished_run_from_its_own_options(tmp_path, capsys):
     """``train --out R --resume --steps 30`` was refused, listing every field R's command
     line had set (pass 23, #7): a finished run's config.json is the start."""

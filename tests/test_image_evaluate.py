@@ -11,6 +11,7 @@ from scorelab.data import DataError, digits
 from scorelab.workflows import evaluate_image_sets, evaluate_images
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_held_out_images_score_their_floor_and_training_copies_are_flagged():
     """With the held-out split as samples (m = 40 of them), every two-set measure sits within
     4 sd of its floor; training images as samples have memorisation ratio exactly 0."""

@@ -80,6 +80,7 @@ def test_log_likelihood_of_float32_points_under_x64_is_float32_modes(mixture):
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # about 21 s of a worker: kept out of the default suite's 15 minutes
 def test_unet_under_x64_is_float32_and_callable():
     """Its group norms were float64 under x64 (``jnp.ones`` of JAX's default float) beside
     float32 convolutions: every call failed, and ``state_dict`` raised a 250 000-character

@@ -258,6 +258,7 @@ _EDM_UNET = {
 }
 
 
+@pytest.mark.slow  # about 13 s of a worker: kept out of the default suite's 15 minutes
 def test_edm_unet_feeds_a_quarter_log_sigma_to_the_unets_timestep(key):
     # The configured model is EDMPreconditioned around the U-Net, whose timestep input is
     # c_noise = ln(sigma)/4 unscaled; its score is Table 1's, computed here in float64 from the

@@ -855,6 +855,7 @@ def test_plot_refuses_a_damaged_run(damage, run_dir, tmp_path, capsys):
     _fails(["plot", _damaged_copy(run_dir, tmp_path, damage)], capsys)
 
 
+@pytest.mark.slow  # about 10 s of a worker: kept out of the default suite's 15 minutes
 def test_plot_of_a_run_on_five_dimensional_data_draws_the_loss_curve_and_says_why_no_more(
     tmp_path, capsys
 ):
@@ -2752,6 +2753,7 @@ def _console(argv, tmp_path, stdout):
     )
 
 
+@pytest.mark.slow  # about 16 s of a worker: kept out of the default suite's 15 minutes
 def test_a_closed_pipe_on_stdout_ends_quietly_with_sigpipes_status(tmp_path):
     """``scorelab ... | head`` whose reader is gone said "error: Broken pipe; check the path and
     the disk": the command ends as a pipeline's writer does, with no message and 128 + SIGPIPE;
@@ -3134,6 +3136,7 @@ def test_a_class_asked_of_an_exact_score_names_the_exact_score(tmp_path, capsys,
     _fails(argv, capsys, f"{flag[0]}: an exact score has no classes")
 
 
+@pytest.mark.slow  # about 13 s of a worker: kept out of the default suite's 15 minutes
 def test_plot_of_a_class_conditional_run_draws_labelled_rows(
     tmp_path, _conditional_run, monkeypatch
 ):
@@ -3166,6 +3169,7 @@ def test_a_full_disk_suggests_resume_only_where_it_continues_this_run(overwrite,
     assert ("--resume" in message) == hint
 
 
+@pytest.mark.slow  # about 17 s of a worker: kept out of the default suite's 15 minutes
 def test_a_home_without_a_config_folder_adds_nothing_to_stderr(tmp_path):
     """With an unwritable or missing ``HOME`` (a container run as another user) matplotlib
     made a temporary config folder and said so in two lines on every command's stderr (pass

@@ -358,6 +358,7 @@ def test_a_move_or_restore_cut_short_is_undone_whole(tmp_path):
         assert _contents(run_dir) == old
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_resume_after_a_killed_overwrite_finds_the_run_it_replaced(tmp_path):
     # `train --resume` looked for checkpoints before any claim settled the folder, and said
     # "no checkpoint ... replace the run with --overwrite instead" (pass 14, #2).

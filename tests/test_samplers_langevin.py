@@ -45,6 +45,7 @@ def _moment_errors(x, target):
     )
 
 
+@pytest.mark.slow  # about 14 s of a worker: kept out of the default suite's 15 minutes
 def test_mala_keeps_the_target_and_ula_does_not(two_modes):
     key_start, key_chain = jax.random.split(jax.random.key(7))
     x_start = two_modes.sample(key_start, N_CHAINS)

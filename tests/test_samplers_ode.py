@@ -159,6 +159,7 @@ def test_adaptive_counts_every_evaluation_and_meets_its_tolerance():
     assert errors[2] < 1e-4
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_adaptive_nfe_is_per_chain_under_the_driver(mixture):
     sampler = adaptive(default_sigmas(10), "tsit5", rtol=1e-3, atol=1e-3)
     x_T = ve_prior(jax.random.key(2), 16, 2, DEFAULT_SIGMA_MAX)

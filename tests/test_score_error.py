@@ -128,6 +128,7 @@ def test_a_legacy_key_gives_the_typed_keys_profile(target):
 _TINY = ["--steps", "4", "--batch-size", "32", "--set", "data.n=200", "--quiet"]
 
 
+@pytest.mark.slow  # about 16 s of a worker: kept out of the default suite's 15 minutes
 def test_cli_writes_the_profile_of_an_edm_run_as_json_and_a_figure(tmp_path):
     run = tmp_path / "edm"
     edm = ["--set", "model.preconditioning=edm", "--set", "loss.weighting=edm"]

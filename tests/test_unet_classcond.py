@@ -296,6 +296,7 @@ def test_sparse_labels_are_told_to_be_renumbered(tmp_path):
         train_run(ExperimentConfig.from_dict(values), tmp_path / "a", progress=False)
 
 
+@pytest.mark.slow  # about 12 s of a worker: kept out of the default suite's 15 minutes
 def test_sampling_draws_the_trained_classes_and_warns_of_an_untrained_one(tmp_path):
     """A run of num_classes 5 trained on labels 1 and 3 drew all five classes by default, and
     a class without a training image silently (pass 25, #4 and #5: a million classes for two

@@ -137,6 +137,7 @@ def test_score_is_minus_the_predicted_noise_over_sigma_at_the_schedules_levels(m
         np.testing.assert_allclose(score, -eps / sigma, rtol=1e-4, atol=1e-4 / sigma)
 
 
+@pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
 def test_raw_network_is_the_unet_at_any_real_noise_conditioning(model):
     x = jax.random.normal(jax.random.key(2), SHAPE)
     c_noise = -0.3  # EDM's ln(sigma)/4

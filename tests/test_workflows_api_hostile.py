@@ -672,6 +672,7 @@ def test_summary_table_names_a_missing_key_of_the_results():
         summary_table({})
 
 
+@pytest.mark.slow  # about 10 s of a worker: kept out of the default suite's 15 minutes
 def test_train_run_warns_a_library_caller_when_the_run_is_shorter_than_its_average(tmp_path):
     """The warning was the command line's alone: train_run saved a model that was 99.7% its
     initial weights (3 steps at ema_decay 0.999) and said nothing (pass 21D, F1)."""
