@@ -325,8 +325,19 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
     compiled solve, an internal error with its traceback before) raised as the samplers'
     :class:`~scorelab.samplers.SolveError`, naming the options (the defaults of
     :func:`ode_log_likelihood` where not given); Hutchinson probes that cannot fit in memory
-    are refused first (``n_probes = 10**9`` was XLA's out-of-memory error)."""
+    are refused first (``n_probes = 10**9`` was XLA's out-of-memory error), and so is a
+    ``bin_width`` wider than the solve's ``sigma_max``."""
     _check_probe_memory(points.shape[0], math.prod(points.shape[1:]), options.get("n_probes"))
+    defaults = inspect.signature(ode_log_likelihood).parameters
+    given = {name: options.get(name, parameter.default) for name, parameter in defaults.items()}
+    sigma_max = real_number(given["sigma_max"])
+    if bin_width is not None and sigma_max is not None and bin_width > sigma_max:
+        # 1e20 failed the solve, and the message blamed the tolerances
+        raise ValueError(
+            f"bin_width: {bin_width:g} is wider than sigma_max {sigma_max:g}, so the dequantised "
+            "points lie beyond the prior's scale; give the data's quantisation step (2/256 for "
+            "8-bit pixels in [-1, 1])"
+        )
     if points.shape[0] == 0:
         # No points, no solve: empty results of the shapes and dtypes one point would give
         # (traced once, abstractly, which also checks the options). A zero-size batch failed
@@ -336,8 +347,6 @@ def _solved(key: Array, score_fn, points: Array, bin_width: float | None, option
             jax.ShapeDtypeStruct((1, *points.shape[1:]), points.dtype),
         )
         return LikelihoodOutput(*(jnp.zeros((0, *s.shape[1:]), s.dtype) for s in one))
-    defaults = inspect.signature(ode_log_likelihood).parameters
-    given = {name: options.get(name, parameter.default) for name, parameter in defaults.items()}
     tolerances = (given[name] for name in ("rtol", "atol", "max_steps"))
     sigmas = (given["sigma_min"], given["sigma_max"])
     with _solve_errors(*tolerances, score_fn=score_fn, x=points[0], sigmas=sigmas):
@@ -580,14 +589,6 @@ def dequantised_bits_per_dim(
             the ODE maps to its prior).
     """
     bin_width = _bin_width(bin_width)
-    sigma_max = real_number(options.get("sigma_max", DEFAULT_SIGMA_MAX))
-    if bin_width is not None and sigma_max is not None and bin_width > sigma_max:
-        # 1e20 failed the solve, and the message blamed the tolerances
-        raise ValueError(
-            f"bin_width: {bin_width:g} is wider than sigma_max {sigma_max:g}, so the dequantised "
-            "points lie beyond the prior's scale; give the data's quantisation step (2/256 for "
-            "8-bit pixels in [-1, 1])"
-        )
     points = _as_points(points)
     output = _solved(typed_key(key), score_fn, points, bin_width, options)
     return bits_per_dim(output.log_prob, math.prod(points.shape[1:]), bin_width), output

@@ -406,8 +406,7 @@ class AbstractSampler(eqx.Module):
         noise = _check_noise_values(noise)
         check_noise(noise, self.noise_shape(jnp.shape(x_init)))
         score_fn = _shape_checked(score_fn)
-        sampler = in_state_dtype(self, x_init.dtype)
-        return run_chain(sampler, key, score_fn, x_init, noise, trajectory, None)
+        return run_chain(self, key, score_fn, x_init, noise, trajectory, None)
 
 
 # --- grids and priors --------------------------------------------------------------------------
@@ -768,7 +767,13 @@ def run_chain(
     step, the records or the callback, and the reduction of the ``Info`` records.
 
     ``schedule`` is :meth:`AbstractSampler.schedule`'s value when the caller computed it
-    outside the trace (:func:`sample` does), else ``None``."""
+    outside the trace (:func:`sample` does), else ``None``. The chain runs in its states'
+    precision: the sampler's and the schedule's float arrays are cast to ``x_init``'s dtype
+    (:func:`in_state_dtype`)."""
+    sampler = in_state_dtype(sampler, x_init.dtype)
+    if schedule is None:
+        schedule = sampler.schedule()
+    schedule = in_state_dtype(schedule, x_init.dtype)
     n_steps, k = sampler.n_steps, sampler.draws_per_step
     if k == 0:
         sources, draw = None, None
@@ -791,7 +796,6 @@ def run_chain(
         return state, info
 
     state = sampler.init(score_fn, x_init)
-    schedule = in_state_dtype(sampler.schedule() if schedule is None else schedule, x_init.dtype)
     inputs = (schedule, sources)
     n_scanned = n_steps - 1 if sampler.has_final_step else n_steps
     head = jax.tree.map(lambda a: a[:n_scanned], inputs)
@@ -891,7 +895,6 @@ def sample(
     _check_sample_memory(sampler, x_init, trajectory)
     # traced: a new chunk does not recompile
     first = _check_first_chain(first_chain, x_init.shape[0])
-    sampler = in_state_dtype(sampler, x_init.dtype)
     # The schedule is computed here, op by op, and enters the compiled function as arrays: a
     # new grid or option value does not recompile, and its values are rounded as they always
     # were (XLA's fused kernel for the same formulas can differ in the last bit).
