@@ -581,6 +581,19 @@ def test_an_output_another_process_writes_meanwhile_is_kept_and_the_command_says
     assert np.load(out).shape == (10, 2)
 
 
+def test_train_on_a_file_saved_column_wise_warns_and_says_how_to_transpose(tmp_path, capsys):
+    """A (3, 40) file of 40 points in 3 dimensions trained as 3 points of 40 (session 35)."""
+    data = tmp_path / "columns.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((3, 40)).astype(np.float32))
+    argv = ["train", "--data", str(data), "--steps", "2", "--out", str(tmp_path / "run")]
+    assert main([*argv, "--set", "train.ema_decay=0.1", "--quiet"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "scorelab train: warning: data: 3 example(s) of 40 dimensions, fewer examples than "
+        "dimensions: the model can learn little beyond these points; each row is one example, "
+        "so if each column is one, transpose the array (array.T)"
+    ]
+
+
 @pytest.mark.slow  # about 14 s of a worker: kept out of the default suite's 15 minutes
 def test_resume_extends_a_finished_run_from_its_own_options(tmp_path, capsys):
     """``train --out R --resume --steps 30`` was refused, listing every field R's command

@@ -293,6 +293,16 @@ def test_train_run_refuses_a_manifest_field_that_is_not_json_before_training(tin
     assert not (tmp_path / "run").exists()
 
 
+def test_train_run_warns_before_training_on_fewer_examples_than_dimensions(tiny, tmp_path):
+    """One point, or points saved column-wise, trained with exit 0 and not a word: a (2, 500)
+    file of 500 points trained as 2 points of 500 dimensions (session 35)."""
+    expected = r"^data: 1 example\(s\) of 2 dimensions, fewer examples than dimensions: .*array.T"
+    with pytest.warns(UserWarning, match=expected):
+        train_run(tiny, tmp_path / "one", progress=False, data=np.ones((1, 2), np.float32))
+    assert (tmp_path / "one" / "model.eqx").is_file()  # a warning: the run goes on
+    train_run(tiny, tmp_path / "two", progress=False, data=np.eye(2, dtype=np.float32))  # none
+
+
 def test_train_run_with_matching_data_writes_a_loadable_run(tiny, tmp_path):
     data = np.random.default_rng(0).standard_normal((32, 2)).astype(np.float32)
     train_run(tiny, tmp_path / "run", progress=False, data=data, note=np.float32(1.5))

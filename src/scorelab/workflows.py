@@ -283,7 +283,8 @@ def train_run(
     Warns:
         UserWarning: when ``config.train.ema_decay ** steps`` exceeds 0.05: the run was
             shorter than its average, and the saved model keeps that share of its initial
-            weights.
+            weights; and, before training, for points ``(n, d)`` with ``n < max(d, 2)`` (a
+            single point, or an array saved column-wise).
     """
     started = time.perf_counter()
     _check_config(config)
@@ -346,6 +347,7 @@ def train_run(
                 "records config.data: load_run would refuse it; give data of that shape, or a "
                 "config whose data.source describes them"
             )
+    _warn_few_examples(data)
     source = Path(config.data.source)
     inputs = (*inputs, source) if source.exists() else tuple(inputs)
     # In a multi-process job every process trains and joins in the collective checkpoint
@@ -390,6 +392,23 @@ def train_run(
             write_json(out_dir / "manifest.json", record)
     _warn_short_average(config.train)
     return result
+
+
+def _warn_few_examples(data) -> None:
+    """Warn, before training, about points with fewer rows than columns (or one row): a
+    ``(2, 500)`` array of 500 points saved column-wise trained as 2 points of 500 dimensions,
+    and a single point trained as one, both with exit 0. Images are not judged: a few images
+    of many pixels are a legitimate (small) data set."""
+    if data.ndim != 2:
+        return
+    n, dim = data.shape
+    if n < max(dim, 2):
+        warnings.warn(
+            f"data: {n} example(s) of {dim} dimensions, fewer examples than dimensions: the "
+            "model can learn little beyond these points; each row is one example, so if each "
+            "column is one, transpose the array (array.T)",
+            stacklevel=3,
+        )
 
 
 def _warn_short_average(train_config) -> None:
