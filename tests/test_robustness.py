@@ -3081,7 +3081,7 @@ def test_a_run_shorter_than_its_average_says_the_model_keeps_its_initial_weights
     assert err == [
         "scorelab train: warning: train.ema_decay 0.999 averages over about 1000 steps, this "
         "run took 30: the saved (averaged) model keeps 97% of the initial weights; train "
-        "longer or lower train.ema_decay"
+        "longer, lower train.ema_decay or set train.ema_debias = true"
     ]
 
 

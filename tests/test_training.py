@@ -376,6 +376,42 @@ def test_ema_matches_its_closed_form():
     np.testing.assert_allclose(result.ema_model.b, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("beta", "k", "per_dispatch"),
+    [(0.8, 10, 3), (0.999, 7, 7), (float(np.float32(0.99999994)), 3, 2)],
+)
+def test_debiased_ema_is_the_weighted_mean_of_the_iterates_alone(beta, k, per_dispatch):
+    """With ``ema_debias`` the average is sum_j (1 - beta) beta^(k-j) theta_j / (1 - beta^k)
+    over the iterates theta_1..theta_k (Adam's correction of an average started at 0): no
+    share of theta_0, across dispatches, and at a decay 6e-8 from 1 (where 1 - beta^k in
+    float32 has no digit left) the plain mean of the iterates."""
+    c, theta_0, eta = np.array([1.0, -2.0]), np.array([0.5, 0.25]), 0.1
+    config = TrainConfig(
+        steps=k, learning_rate=eta, optimizer="sgd", ema_decay=beta, ema_debias=True,
+        steps_per_dispatch=per_dispatch,
+    )  # fmt: skip
+    result = train(
+        jax.random.key(0),
+        Shift(jnp.asarray(theta_0, dtype=jnp.float32)),
+        lambda key, score_fn, x: -jnp.dot(jnp.asarray(c, jnp.float32), score_fn(x, None)),
+        np.zeros((4, 2)),
+        config,
+        progress=False,
+    )
+    j = np.arange(1, k + 1)
+    weights = (1 - beta) * beta ** (k - j) / -np.expm1(k * np.log(beta))  # sum to 1
+    iterates = theta_0 + np.outer(j, eta * c)  # theta_j = theta_0 + j eta c, exactly
+    np.testing.assert_allclose(result.ema_model.b, weights @ iterates, rtol=2e-6)
+    assert abs(weights.sum() - 1) < 1e-12
+
+
+def test_debiasing_needs_a_moving_average():
+    with pytest.raises(ValueError, match="^ema_debias: true corrects a moving average, and ema"):
+        TrainConfig(ema_debias=True)
+    with pytest.raises(ValueError, match="^ema_debias: expected true or false, got 1"):
+        TrainConfig(ema_decay=0.9, ema_debias=1)
+
+
 def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # SGD moves b[0] by 0.1 per step; the loss turns NaN once b[0] > 0.45, i.e. at step 5.
     def loss_fn(key, score_fn, x):

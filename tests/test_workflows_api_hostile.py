@@ -303,6 +303,12 @@ def test_train_run_warns_before_training_on_fewer_examples_than_dimensions(tiny,
     train_run(tiny, tmp_path / "two", progress=False, data=np.eye(2, dtype=np.float32))  # none
 
 
+def test_a_debiased_average_of_a_short_run_is_not_warned_about(tmp_path):
+    """It keeps no share of the initial weights, which is what the warning is about."""
+    debiased = {"steps": 3, "batch_size": 16, "ema_decay": 0.999, "ema_debias": True}
+    train_run(ExperimentConfig.from_dict({"train": debiased}), tmp_path / "run", progress=False)
+
+
 def test_train_run_with_matching_data_writes_a_loadable_run(tiny, tmp_path):
     data = np.random.default_rng(0).standard_normal((32, 2)).astype(np.float32)
     train_run(tiny, tmp_path / "run", progress=False, data=data, note=np.float32(1.5))

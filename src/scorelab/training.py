@@ -34,6 +34,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import numbers
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,14 @@ class TrainConfig:
         ema_decay: ``None`` or :math:`\beta \in (0, 1)`: keep the exponential moving average
             :math:`\bar\theta_i = \beta\bar\theta_{i-1} + (1-\beta)\theta_i`,
             :math:`\bar\theta_0 = \theta_0` (Polyak averaging with exponential weights).
+        ema_debias: with ``ema_decay``, average the iterates only, not the initial weights:
+            :math:`\bar\theta_t = \sum_{i=1}^t (1-\beta)\beta^{t-i}\theta_i / (1-\beta^t)`,
+            Adam's bias correction of an average started at zero (``optax.ema``'s ``debias``),
+            computed as the update above with the decay
+            :math:`\beta_t = \beta(1-\beta^{t-1})/(1-\beta^t)` at step :math:`t` (so
+            :math:`\bar\theta_1 = \theta_1`). Without it a run shorter than the average's
+            :math:`1/(1-\beta)` steps keeps a share :math:`\beta^t` of its untrained
+            initial weights.
         checkpoint_every: ``None`` (checkpoint only at the end) or a period in steps; used
             when ``train`` has an ``out_dir``.
         seed: root seed of the run (the CLI builds ``train``'s key as
@@ -137,6 +146,7 @@ class TrainConfig:
     steps_per_dispatch: int = 100
     unroll: bool = False
     ema_decay: float | None = None
+    ema_debias: bool = False
     checkpoint_every: int | None = None
     seed: int = 0
     log_every: int = 100
@@ -183,6 +193,13 @@ class TrainConfig:
             lambda v: 0 < v < 1 and np.float32(v) < 1,
             optional=True,
         )
+        if not isinstance(self.ema_debias, bool):
+            raise ValueError(f"ema_debias: expected true or false, got {self.ema_debias!r}")
+        if self.ema_debias and self.ema_decay is None:
+            raise ValueError(
+                "ema_debias: true corrects a moving average, and ema_decay is none; set "
+                "ema_decay, or leave ema_debias false"
+            )
         check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
         check_seed("seed", self.seed)
         check_int("log_every", self.log_every, 1)
@@ -632,14 +649,16 @@ def _steps(
 
         return jnp.mean(jax.vmap(example_loss)(examples, example_keys, x_0, y))
 
-    def update(state, step_key):
+    def update(state, step_key, step):
         loss, grads = jax.value_and_grad(batch_loss)(state.params, step_key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = (
             None
             if config.ema_decay is None
-            else optax.incremental_update(params, state.ema_params, 1.0 - config.ema_decay)
+            else optax.incremental_update(
+                params, state.ema_params, 1.0 - ema_decay_at(config, step)
+            )
         )
         new_state = jax.lax.with_sharding_constraint(
             _TrainState(params, opt_state, ema_params), replicated
@@ -648,8 +667,8 @@ def _steps(
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         return new_state, loss, finite
 
-    def skip(state, step_key):
-        loss = jax.eval_shape(update, state, step_key)[1]  # float64 under jax_enable_x64
+    def skip(state, step_key, step):
+        loss = jax.eval_shape(update, state, step_key, step)[1]  # float64 under x64
         return state, jnp.full((), jnp.nan, loss.dtype), jnp.array(True)
 
     def body(carry, slot):
@@ -660,16 +679,29 @@ def _steps(
         if config.unroll:
             # No conditional either: XLA:CPU's slow path covers its branches too. The update
             # runs on every slot and an inactive slot keeps the state.
-            new_state, loss, finite = update(state, step_key)
+            new_state, loss, finite = update(state, step_key, step)
             state = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_state, state)
             loss, finite = jnp.where(active, loss, jnp.nan), finite | ~active
         else:
-            state, loss, finite = jax.lax.cond(active, update, skip, state, step_key)
+            state, loss, finite = jax.lax.cond(active, update, skip, state, step_key, step)
         bad = jnp.where(finite, bad, step)
         return (state, bad), loss
 
     (state, bad), losses = _run_slots(body, (state, jnp.array(-1)), length, config.unroll)
     return state, losses, bad
+
+
+def ema_decay_at(config: TrainConfig, step) -> Array | float:
+    """The moving average's decay at (0-based) ``step``: ``config.ema_decay``, or with
+    ``config.ema_debias`` the bias-corrected :math:`\beta(1-\beta^{t-1})/(1-\beta^t)` at
+    :math:`t = ` ``step + 1``, 0 at the first step. The powers are taken as
+    ``expm1(t * log1p(-(1 - beta)))``: ``1 - beta**t`` in float32 keeps no digit of a decay as
+    close to 1 as 0.99999994."""
+    if not config.ema_debias:
+        return config.ema_decay
+    log_decay = math.log1p(-(1.0 - config.ema_decay))  # on the host, in float64
+    t = jnp.asarray(step, jnp.float32) + 1.0
+    return config.ema_decay * jnp.expm1((t - 1.0) * log_decay) / jnp.expm1(t * log_decay)
 
 
 def _run_slots(body: Callable, carry: Any, length: int, unroll: bool) -> tuple[Any, Array]:

@@ -281,10 +281,10 @@ def train_run(
             the run directory is claimed.
 
     Warns:
-        UserWarning: when ``config.train.ema_decay ** steps`` exceeds 0.05: the run was
-            shorter than its average, and the saved model keeps that share of its initial
-            weights; and, before training, for points ``(n, d)`` with ``n < max(d, 2)`` (a
-            single point, or an array saved column-wise).
+        UserWarning: when ``config.train.ema_decay ** steps`` exceeds 0.05 (without
+            ``ema_debias``): the run was shorter than its average, and the saved model keeps
+            that share of its initial weights; and, before training, for points ``(n, d)``
+            with ``n < max(d, 2)`` (a single point, or an array saved column-wise).
     """
     started = time.perf_counter()
     _check_config(config)
@@ -416,12 +416,12 @@ def _warn_short_average(train_config) -> None:
     then keeps more than 5% of the untrained initial weights (30 steps at ``ema_decay`` 0.999
     keep 97%, and the run said only that it was written)."""
     decay, steps = train_config.ema_decay, train_config.steps
-    initial = 0.0 if decay is None else decay**steps
+    initial = 0.0 if decay is None or train_config.ema_debias else decay**steps
     if initial > 0.05:
         warnings.warn(
             f"train.ema_decay {decay:g} averages over about {1 / (1 - decay):.0f} steps, this "
             f"run took {steps}: the saved (averaged) model keeps {initial:.0%} of the initial "
-            "weights; train longer or lower train.ema_decay",
+            "weights; train longer, lower train.ema_decay or set train.ema_debias = true",
             stacklevel=3,
         )
 
