@@ -357,13 +357,9 @@ class Shift(eqx.Module):
         return self.b
 
 
-def test_ema_matches_its_closed_form():
-    # loss = -c.b, so SGD gives theta_j = theta_0 + j eta c exactly, and the EMA
-    # ema_k = beta^k theta_0 + (1 - beta) sum_{j=1}^k beta^(k-j) theta_j has the closed form
-    # ema_k = theta_0 + eta c (k (1 - beta) - beta (1 - beta^k)) / (1 - beta).
-    c, theta_0, eta, beta, k = np.array([1.0, -2.0]), np.array([0.5, 0.25]), 0.1, 0.8, 10
-    config = TrainConfig(steps=k, learning_rate=eta, optimizer="sgd", ema_decay=beta)
-    result = train(
+def _train_shift(config, theta_0, c):
+    """Train ``Shift(theta_0)`` on the loss ``-c.b``: SGD's iterates are theta_0 + j eta c."""
+    return train(
         jax.random.key(0),
         Shift(jnp.asarray(theta_0, dtype=jnp.float32)),
         lambda key, score_fn, x: -jnp.dot(jnp.asarray(c, jnp.float32), score_fn(x, None)),
@@ -371,6 +367,15 @@ def test_ema_matches_its_closed_form():
         config,
         progress=False,
     )
+
+
+def test_ema_matches_its_closed_form():
+    # loss = -c.b, so SGD gives theta_j = theta_0 + j eta c exactly, and the EMA
+    # ema_k = beta^k theta_0 + (1 - beta) sum_{j=1}^k beta^(k-j) theta_j has the closed form
+    # ema_k = theta_0 + eta c (k (1 - beta) - beta (1 - beta^k)) / (1 - beta).
+    c, theta_0, eta, beta, k = np.array([1.0, -2.0]), np.array([0.5, 0.25]), 0.1, 0.8, 10
+    config = TrainConfig(steps=k, learning_rate=eta, optimizer="sgd", ema_decay=beta)
+    result = _train_shift(config, theta_0, c)
     np.testing.assert_allclose(result.model.b, theta_0 + k * eta * c, rtol=1e-6)
     expected = theta_0 + eta * c * (k * (1 - beta) - beta * (1 - beta**k)) / (1 - beta)
     np.testing.assert_allclose(result.ema_model.b, expected, rtol=1e-6)
@@ -390,14 +395,7 @@ def test_debiased_ema_is_the_weighted_mean_of_the_iterates_alone(beta, k, per_di
         steps=k, learning_rate=eta, optimizer="sgd", ema_decay=beta, ema_debias=True,
         steps_per_dispatch=per_dispatch,
     )  # fmt: skip
-    result = train(
-        jax.random.key(0),
-        Shift(jnp.asarray(theta_0, dtype=jnp.float32)),
-        lambda key, score_fn, x: -jnp.dot(jnp.asarray(c, jnp.float32), score_fn(x, None)),
-        np.zeros((4, 2)),
-        config,
-        progress=False,
-    )
+    result = _train_shift(config, theta_0, c)
     j = np.arange(1, k + 1)
     weights = (1 - beta) * beta ** (k - j) / -np.expm1(k * np.log(beta))  # sum to 1
     iterates = theta_0 + np.outer(j, eta * c)  # theta_j = theta_0 + j eta c, exactly
