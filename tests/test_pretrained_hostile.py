@@ -123,6 +123,14 @@ def _remove_weights(folder):
     (folder / WEIGHTS).unlink()
 
 
+def _weights_as(suffix):
+    def damage(folder):
+        weights = folder / WEIGHTS
+        weights.rename(weights.with_name("diffusion_pytorch_model" + suffix))
+
+    return damage
+
+
 def _noise_level_unet(folder):
     # A consistent network of another kind: Fourier features of sigma, not DDPM's timesteps.
     config = {**json.loads((folder / UNET_CONFIG).read_text()), "time_embedding_type": "fourier"}
@@ -325,7 +333,21 @@ CASES = {
         "header",
     ),
     "an empty file": (_weights_bytes(lambda data: b""), WEIGHTS, "safetensors"),
-    "no weights file": (_remove_weights, WEIGHTS, "save_pretrained"),
+    "no weights file": (_remove_weights, WEIGHTS, "not found; download the pipeline again"),
+    "weights only as .bin": (_weights_as(".bin"), WEIGHTS, "a .bin-only checkpoint"),
+    # save_pretrained(variant="fp16") writes only the variant: it was called a .bin (pass 28)
+    "weights only as a variant": (_weights_as(".fp16.safetensors"), WEIGHTS, 'variant="fp16"'),
+    # an LDMPipeline's latents were written as the image, undecoded, exit 0 (pass 28, #2)
+    "a latent-diffusion pipeline": (
+        _config_field("model_index.json", _class_name="LDMPipeline", vqvae=["diffusers", "VQ"]),
+        "model_index.json",
+        "'LDMPipeline' pipeline; scorelab samples pixel-space DDPM pipelines",
+    ),
+    "a consistency-model pipeline": (
+        _config_field("model_index.json", _class_name="ConsistencyModelPipeline"),
+        "model_index.json",
+        "diffusers.DiffusionPipeline.from_pretrained",
+    ),
     "a noise-level network": (_noise_level_unet, UNET_CONFIG, "time_embedding_type 'fourier'"),
 }
 

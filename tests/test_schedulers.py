@@ -186,6 +186,41 @@ def test_bad_config_names_the_field():
         timesteps(SchedulerConfig(steps_offset=1), 1000)
 
 
+@pytest.mark.parametrize(
+    "written, read",
+    [(None, "fixed_small"), ("fixed_small_log", "fixed_small"), ("fixed_large_log", "fixed_large")],
+)
+def test_from_diffusers_reads_other_spellings_of_the_two_variances(written, read):
+    """A DPMSolverMultistepScheduler's file (variance_type null) was refused, though DDIM
+    never reads the field (pass 28, #3); the _log spellings are the same variances."""
+    assert SchedulerConfig.from_diffusers({"variance_type": written}).variance_type == read
+    with pytest.raises(ValueError, match="variance_type 'learned' is not supported"):
+        SchedulerConfig.from_diffusers({"variance_type": "learned"})
+
+
+@pytest.mark.parametrize("eta", [1.5, 1.0000001, 10.0])
+def test_ddim_refuses_an_eta_above_one_where_its_noise_exceeds_the_step_s_variance(eta):
+    """ddim_grid / ddim_sample took eta 1.5 and clamped the negative variance term to numbers
+    of neither DDIM nor diffusers (NaN there); sample() already refused it (pass 28, #4)."""
+    with pytest.raises(PretrainedError, match=r"^eta must be a number in \[0, 1\], got "):
+        ddim_grid(SchedulerConfig(), 5, eta)
+    with pytest.raises(PretrainedError, match=r"^eta must be a number in \[0, 1\]"):
+        ddim_sample(lambda x, t: x, jnp.zeros((1, 1, 2, 2)), SchedulerConfig(), 5, eta=eta,
+                    key=jax.random.key(0))  # fmt: skip
+    assert np.all(np.isfinite(ddim_grid(SchedulerConfig(), 5, 1.0).std))  # 1 is DDPM's
+
+
+def test_ddim_options_are_diffusers_spelling():
+    """scorelab's cosine alias is written as diffusers' squaredcos_cap_v2, which alone it
+    knows (an exported cosine run did not load in DDIMPipeline, pass 28, #1)."""
+    options = SchedulerConfig(beta_schedule="cosine").ddim_options()
+    assert options["beta_schedule"] == "squaredcos_cap_v2" and "variance_type" not in options
+    same = SchedulerConfig.from_diffusers(options)
+    np.testing.assert_array_equal(
+        same.alphas_cumprod(), SchedulerConfig(beta_schedule="cosine").alphas_cumprod()
+    )
+
+
 def test_from_diffusers_reads_a_ddpm_scheduler_config():
     # The form of the google/ddpm-* hub repos' scheduler_config.json (a DDPMScheduler, 0.1.1).
     config = SchedulerConfig.from_diffusers(
@@ -305,7 +340,9 @@ def _check_ddim(torch, diffusers, options, eta, use_clipped_model_output):
     itertools.product(
         ["leading", "trailing", "linspace"],
         ["epsilon", "sample", "v_prediction"],
-        ["fixed_small", "fixed_large"],
+        # None (another scheduler's file) and fixed_small_log are the posterior variance read
+        # otherwise: they were refused (pass 28, #3)
+        ["fixed_small", "fixed_large", "fixed_small_log", None],
     ),
 )
 def test_ddpm_matches_diffusers(spacing, prediction_type, variance_type):
@@ -325,7 +362,7 @@ def test_ddpm_matches_diffusers(spacing, prediction_type, variance_type):
     ours = ddpm_sample(
         lambda x_t, t: _model(jnp, x_t, t),
         jnp.asarray(x_T),
-        SchedulerConfig(**options),
+        SchedulerConfig.from_diffusers(options),
         STEPS,
         noise=np.stack(noise),
     )

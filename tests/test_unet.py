@@ -105,6 +105,22 @@ def test_unsupported_configs_name_the_field(change, message):
         UNet2D.from_weights({**_config(), **change}, _tensors())
 
 
+@pytest.mark.parametrize("kind", ["fourier", "learned"])
+def test_freq_shift_bounds_only_the_positional_embedding_that_reads_it(kind):
+    """A learned or Fourier embedding ignores freq_shift (diffusers builds and runs them): its
+    bound, half the first level's channels, refused them (pass 28, #5)."""
+    config = {
+        "block_out_channels": [2], "norm_num_groups": 1, "layers_per_block": 1,
+        "add_attention": False, "in_channels": 1, "out_channels": 1,
+        "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"],
+        "num_train_timesteps": 10, "sample_size": 4, "freq_shift": 1,
+    }  # fmt: skip
+    unet = UNet2D.init(jax.random.key(0), {**config, "time_embedding_type": kind})
+    assert dict(unet.config)["freq_shift"] == 1
+    with pytest.raises(ValueError, match=r"freq_shift must be a number in \[0, 1\)"):
+        UNet2D.init(jax.random.key(0), {**config, "time_embedding_type": "positional"})
+
+
 def test_checkpoint_not_matching_its_config_is_an_error():
     tensors = _tensors()
     missing = {k: v for k, v in tensors.items() if k != "conv_out.bias"}
@@ -119,7 +135,10 @@ def test_folder_without_a_model_or_safetensors_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no UNet2DModel"):
         load_unet(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(_config()))
-    with pytest.raises(ValueError, match="save_pretrained"):
+    with pytest.raises(ValueError, match="safetensors not found; download the pipeline again$"):
+        load_unet(tmp_path)
+    (tmp_path / "diffusion_pytorch_model.bin").write_bytes(b"a torch pickle")
+    with pytest.raises(ValueError, match="a .bin-only checkpoint needs .*save_pretrained"):
         load_unet(tmp_path)
 
 
@@ -192,6 +211,7 @@ def test_timestep_embedding_closed_form(flip, shift, dim):
             up_block_types=("AttnUpBlock2D", "UpBlock2D"),
             time_embedding_type="fourier",
             layers_per_block=1,
+            freq_shift=8,  # read by positional embeddings only: it was refused (pass 28, #5)
         ),
         # a learned table of timestep embeddings
         dict(
@@ -201,6 +221,7 @@ def test_timestep_embedding_closed_form(flip, shift, dim):
             time_embedding_type="learned",
             num_train_timesteps=1000,
             layers_per_block=1,
+            freq_shift=8,
         ),
     ],
 )

@@ -276,6 +276,33 @@ def test_export_round_trip_is_exact(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]  # no staging left
 
 
+def test_a_cosine_model_exports_diffusers_spelling_of_its_schedule(tmp_path):
+    """A run trained with scorelab's alias ``cosine`` exported it as written, and diffusers'
+    DDIMPipeline refused the folder: 'cosine is not implemented' (pass 28, #1)."""
+    cosine = VPEpsilonUNet(jax.random.key(0), SHAPE, schedule="cosine", channels=(8, 8),
+                           norm_groups=4)  # fmt: skip
+    folder = export_pipeline(cosine, tmp_path / "pipeline")
+    written = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert written["beta_schedule"] == "squaredcos_cap_v2"
+    _, scheduler = load_pipeline(folder)
+    np.testing.assert_array_equal(scheduler.alphas_cumprod(), cosine.scheduler.alphas_cumprod())
+
+
+@pytest.mark.diffusers
+def test_diffusers_reads_an_exported_cosine_schedule(tmp_path):
+    import torch
+    from diffusers import DDIMScheduler
+
+    torch.set_num_threads(1)
+    cosine = VPEpsilonUNet(jax.random.key(0), SHAPE, schedule="cosine", channels=(8, 8),
+                           norm_groups=4)  # fmt: skip
+    folder = export_pipeline(cosine, tmp_path / "pipeline")
+    reference = DDIMScheduler.from_pretrained(folder / "scheduler")
+    np.testing.assert_allclose(
+        reference.alphas_cumprod.numpy(), cosine.scheduler.alphas_cumprod(), rtol=1e-6
+    )
+
+
 def test_an_exported_two_channel_model_is_sampled_and_drawn_by_pretrained(tmp_path, capsys):
     """``scorelab pretrained`` sampled scorelab's own 2-channel export, then failed writing
     its grid: 'images must have shape (n, H, W, C), C in 1, 3, 4' (pass 15, #1)."""

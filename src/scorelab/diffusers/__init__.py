@@ -33,6 +33,7 @@ References:
 from scorelab.diffusers._checks import PretrainedError
 from scorelab.diffusers._export import DIFFUSERS_FORMAT_VERSION, export_pipeline
 from scorelab.diffusers._pretrained import (
+    PIXEL_PIPELINES,
     diffusers_sample,
     load_pipeline,
     load_scheduler_config,
@@ -82,6 +83,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "TIMESTEP_SPACINGS",
     "VARIANCE_TYPES",
+    "PIXEL_PIPELINES",
     "SchedulerConfig",
     "VPGrid",
     "timesteps",

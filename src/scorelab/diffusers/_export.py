@@ -17,7 +17,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -34,20 +33,6 @@ __all__ = ["export_pipeline", "DIFFUSERS_FORMAT_VERSION"]
 DIFFUSERS_FORMAT_VERSION = "0.42.1"
 """The ``_diffusers_version`` written: the diffusers release whose ``DDIMPipeline`` the
 ``diffusers``-marked tests load the folders with."""
-
-# DDPM's DDIM sampling of data in [-1, 1]; DDPM-only fields (variance_type) are left out.
-_DDIM_FIELDS = (
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "beta_schedule",
-    "clip_sample",
-    "clip_sample_range",
-    "set_alpha_to_one",
-    "steps_offset",
-    "prediction_type",
-    "timestep_spacing",
-)
 
 
 def _check_exportable(model) -> VPEpsilonUNet:
@@ -102,7 +87,6 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
             "overwrites)"
         )
     version = {"_diffusers_version": DIFFUSERS_FORMAT_VERSION}
-    scheduler = dataclasses.asdict(model.scheduler)
     if directory.is_symlink() and not directory.exists():  # the final rename failed on it
         raise ValueError(
             f"--diffusers: {directory} is a symbolic link to nothing ({os.readlink(directory)}); "
@@ -149,7 +133,7 @@ def export_pipeline(model: VPEpsilonUNet, directory: str | os.PathLike) -> Path:
             {
                 "_class_name": "DDIMScheduler",
                 **version,
-                **{field: scheduler[field] for field in _DDIM_FIELDS},
+                **model.scheduler.ddim_options(),
             },
         )
         os.replace(staging, directory)  # POSIX: replaces an empty folder, never a full one

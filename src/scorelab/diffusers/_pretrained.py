@@ -43,8 +43,8 @@ from scorelab._validate import (
 )
 from scorelab._xla_cpu import convolution_jit
 from scorelab.data import DataError, read_npy
-from scorelab.diffusers._checks import PretrainedError, is_int, is_number, read_json
-from scorelab.diffusers._schedulers import SchedulerConfig, ddim_sample, timesteps
+from scorelab.diffusers._checks import PretrainedError, is_int, read_json
+from scorelab.diffusers._schedulers import SchedulerConfig, _check_eta, ddim_sample, timesteps
 from scorelab.diffusers._schedulers import _check_config as _check_scheduler_config
 from scorelab.diffusers._unet import CONFIG_NAME, UNet2D, load_unet, unet_folder
 
@@ -148,10 +148,11 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
 
     Raises:
         PretrainedError: naming ``folder`` if it is not a folder (missing, a file: a typo
-            sampled with the defaults); naming the file: missing from a pipeline that has a
-            scheduler, unreadable or malformed JSON, not an object, or an option
-            :meth:`SchedulerConfig.from_diffusers` refuses (unsupported, wrong type, out of
-            range).
+            sampled with the defaults); naming ``model_index.json`` if it names a pipeline
+            class other than :data:`PIXEL_PIPELINES`; naming the file: missing from a
+            pipeline that has a scheduler, unreadable or malformed JSON, not an object, or an
+            option :meth:`SchedulerConfig.from_diffusers` refuses (unsupported, wrong type,
+            out of range).
     """
     if not Path(folder).is_dir():
         what = "a file" if Path(folder).exists() else "not found"
@@ -159,6 +160,7 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
             f"folder: {folder} is {what}, not a pipeline or model folder; pass the folder that "
             "holds scheduler/ (or a model's config.json)"
         )
+    _check_pipeline_class(Path(folder))
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.exists():
         index = Path(folder) / "model_index.json"
@@ -173,6 +175,28 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
     config = read_json(file)
     with in_file(file, PretrainedError, "fix the file or download the pipeline again"):
         return SchedulerConfig.from_diffusers(config)
+
+
+PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
+"""The pipeline classes (``model_index.json``'s ``_class_name``) scorelab samples: a
+``UNet2DModel`` of DDPM timesteps in pixel space and a scheduler of its betas, nothing else."""
+
+
+def _check_pipeline_class(folder: Path) -> None:
+    """Refuse a pipeline folder whose ``model_index.json`` names another kind of pipeline: an
+    ``LDMPipeline``'s latents were written as the image, undecoded, and a
+    ``ConsistencyModelPipeline``'s scheduler read as DDIM's, both with exit 0 (pass 28, #2).
+    A bare model folder (no index) is the U-Net alone."""
+    index = folder / "model_index.json"
+    if not index.exists():
+        return
+    name = read_json(index).get("_class_name")
+    if name not in PIXEL_PIPELINES:
+        raise PretrainedError(
+            f"{index}: a {reprlib.repr(name)} pipeline; scorelab samples pixel-space DDPM "
+            f"pipelines ({', '.join(PIXEL_PIPELINES)}) with DDIM: run this one with "
+            "diffusers.DiffusionPipeline.from_pretrained"
+        )
 
 
 def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfig]:
@@ -239,13 +263,7 @@ def _check_options(num_inference_steps, eta, n) -> None:
         raise PretrainedError(
             f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}"
         )
-    if not (is_number(eta) and 0 <= eta <= 1):
-        # Above 1 the step's noise exceeds the variance the step leaves: diffusers' DDIM gives
-        # NaN there, and the JAX sampler's guard against rounding clamped it to garbage.
-        raise PretrainedError(
-            f"eta must be a number in [0, 1], got {eta!r}; DDIM's eta is 0 (deterministic) to 1 "
-            "(DDPM's variance)"
-        )
+    _check_eta(eta)
     if not (is_int(n) and n >= 1):
         raise PretrainedError(f"the number of images n must be an integer >= 1, got {n!r}")
 
@@ -520,7 +538,9 @@ def diffusers_sample(
                 f"x_T: expected finite (B, C, H, W) noise, got shape {np.shape(x_T)}"
             )
     _check_step_noise(step_noise, eta)
-    folder = unet_folder(resolve_pipeline(path_or_id))
+    folder = resolve_pipeline(path_or_id)
+    _check_pipeline_class(folder)
+    folder = unet_folder(folder)
     unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     if x_T is not None and np.shape(x_T)[1] != unet.config.in_channels:
         raise PretrainedError(
@@ -528,10 +548,7 @@ def diffusers_sample(
             f"{np.shape(x_T)}"
         )
     unet.eval()
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k != "variance_type"}
-    if options["beta_schedule"] == "cosine":  # scorelab's alias, which diffusers does not know
-        options["beta_schedule"] = "squaredcos_cap_v2"
-    scheduler = DDIMScheduler(**options)
+    scheduler = DDIMScheduler(**config.ddim_options())
     generator = torch.Generator().manual_seed(seed)
     if x_T is None:
         shape = (n, unet.config.in_channels, *_image_size(unet.config.sample_size))

@@ -68,6 +68,17 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 """DDPM step variances accepted by :func:`ddpm_grid`: the posterior's or :math:`\\beta_t`."""
 
+# Other spellings of the two in the files diffusers writes (pass 28, #3): a scheduler of
+# another class (DPMSolverMultistepScheduler) saves None, which DDPMScheduler reads as the
+# posterior variance; ``fixed_small_log`` is that variance taken through its logarithm
+# (exp(0.5 log v) = sqrt v), and ``fixed_large_log`` GLIDE's log(beta_t), the variance beta_t,
+# whose square root diffusers' DDPM step then takes of the logarithm itself (NaN).
+_VARIANCE_SPELLINGS = {
+    None: "fixed_small",
+    "fixed_small_log": "fixed_small",
+    "fixed_large_log": "fixed_large",
+}
+
 # diffusers scheduler options whose non-default values change the maths; anything else in a
 # scheduler_config.json (class name, version, options of other schedulers) is ignored, as
 # diffusers' own ``from_config`` ignores it.
@@ -187,7 +198,9 @@ class SchedulerConfig:
 
         Keys that are fields of this class are taken; other keys (``_class_name``,
         ``_diffusers_version``, options of other schedulers) are ignored, as diffusers ignores
-        them.
+        them. ``variance_type`` ``None`` (another scheduler's file) and ``fixed_small_log``
+        are read as ``fixed_small``, ``fixed_large_log`` as ``fixed_large``: the same
+        variances (of the last, diffusers' DDPM step takes the root of the logarithm, NaN).
 
         Args:
             config: the parsed JSON, a mapping from option name to value.
@@ -210,7 +223,25 @@ class SchedulerConfig:
                     f"(only {field}={default!r})"
                 )
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{name: value for name, value in config.items() if name in known})
+        options = {name: value for name, value in config.items() if name in known}
+        variance = options.get("variance_type", "fixed_small")
+        if isinstance(variance, str | None) and variance in _VARIANCE_SPELLINGS:
+            options["variance_type"] = _VARIANCE_SPELLINGS[variance]
+        return cls(**options)
+
+    def ddim_options(self) -> dict:
+        """The options as diffusers' ``DDIMScheduler`` takes them: every field but DDPM's
+        ``variance_type``, and ``beta_schedule`` in diffusers' spelling (scorelab's alias
+        ``cosine`` is ``squaredcos_cap_v2``, which diffusers alone knows: a folder exported
+        with ``cosine`` failed to load in ``DDIMPipeline``, pass 28 #1).
+
+        Returns:
+            A JSON-ready ``dict`` of option name to value.
+        """
+        options = {k: v for k, v in dataclasses.asdict(self).items() if k != "variance_type"}
+        if options["beta_schedule"] == "cosine":
+            options["beta_schedule"] = "squaredcos_cap_v2"
+        return options
 
     def alphas_cumprod(self) -> np.ndarray:
         r"""The cumulative products :math:`\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)`.
@@ -316,6 +347,21 @@ class VPGrid(NamedTuple):
     std: np.ndarray
 
 
+def _check_eta(eta) -> None:
+    """Refuse a DDIM ``eta`` outside ``[0, 1]``: above 1 the step's noise exceeds the variance
+    the step leaves, where diffusers' DDIM gives NaN and the clamp that guards this sampler's
+    rounding gave finite numbers of neither (pass 28, #4).
+
+    Raises:
+        PretrainedError: naming ``eta`` and its range.
+    """
+    if not (is_number(eta) and 0 <= eta <= 1):
+        raise PretrainedError(
+            f"eta must be a number in [0, 1], got {eta!r}; DDIM's eta is 0 (deterministic) to 1 "
+            "(DDPM's variance)"
+        )
+
+
 def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0) -> VPGrid:
     r"""DDIM's timestep grid and per-step coefficients, as diffusers' ``DDIMScheduler``.
 
@@ -334,7 +380,7 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
     Args:
         config: the scheduler options.
         num_inference_steps: ``n``, an integer in ``[1, T]``.
-        eta: :math:`\eta \ge 0`.
+        eta: :math:`\eta \in [0, 1]`.
 
     Returns:
         A :class:`VPGrid` of ``(n,)`` arrays: int32 timesteps (descending), float32
@@ -342,7 +388,8 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
 
     Raises:
         TypeError: ``config`` not a :class:`SchedulerConfig` (:func:`timesteps`).
-        PretrainedError: if ``eta`` is not a number ``>= 0``, or from :func:`timesteps`.
+        PretrainedError: if ``eta`` is not a number in ``[0, 1]``, or from
+            :func:`timesteps`.
 
     References:
         Song, J., Meng, C. & Ermon, S. (2021). Denoising Diffusion Implicit Models.
@@ -350,8 +397,7 @@ def ddim_grid(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.
     """
     if is_traced(eta):  # the grid is computed on the host, with NumPy
         raise PretrainedError(traced_message("eta"))
-    if not (is_number(eta) and eta >= 0):
-        raise PretrainedError(f"eta must be a number >= 0, got {eta!r}")
+    _check_eta(eta)
     steps = timesteps(config, num_inference_steps)
     alphas_cumprod = config.alphas_cumprod()
     prev = steps - config.num_train_timesteps // num_inference_steps

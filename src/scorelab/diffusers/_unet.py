@@ -169,6 +169,8 @@ def _check_types(full: dict) -> None:
     for field in ("down_block_types", "up_block_types"):
         _list_field(full, field, lambda b: isinstance(b, str), "block names")
     half = channels[0] // 2
+    if full["time_embedding_type"] != "positional":  # Fourier and learned embeddings read
+        return  # neither the shift nor the sine-cosine halves (pass 28, #5)
     if half < 1:  # no freq_shift satisfies [0, 0): the channel count is what to change
         raise PretrainedError(
             f"block_out_channels[0] must be at least 2 (the timestep embedding's sine and "
@@ -1500,6 +1502,16 @@ def load_unet(path) -> UNet2D:
             'max_shard_size="100GB")'
         )
     if not weights_file.exists():
+        stem = WEIGHTS_NAME.removesuffix(".safetensors")
+        variants = sorted(folder.glob(f"{stem}.*.safetensors"))
+        if variants:  # save_pretrained(variant="fp16") writes only those: not a .bin (pass 28)
+            raise PretrainedError(
+                f"{weights_file} not found, only the variant {variants[0].name}; scorelab reads "
+                "the main file: save it once with torch: UNet2DModel.from_pretrained(folder, "
+                f'variant="{variants[0].suffixes[-2][1:]}").save_pretrained(folder)'
+            )
+        if not any(folder.glob(f"{stem}*.bin")):
+            raise PretrainedError(f"{weights_file} not found; download the pipeline again")
         raise PretrainedError(
             f"{weights_file} not found; a .bin-only checkpoint needs converting once with torch: "
             "UNet2DModel.from_pretrained(folder).save_pretrained(folder) writes safetensors"
