@@ -17,13 +17,19 @@ from scorelab.models import ExactScore
 from scorelab.noise import karras_sigmas
 from scorelab.samplers import (
     DEFAULT_SIGMA_MAX,
+    SAMPLERS,
+    ancestral,
     annealed_langevin,
     build_sampler,
     ddim,
     default_sigmas,
+    dpm_2_ancestral,
+    dpmpp_sde,
     exact_prior,
+    heun,
     inference_process,
     mala,
+    restart,
     sample,
     ula,
     ve_ddim_etas,
@@ -508,3 +514,72 @@ def test_sample_refuses_a_callback_of_another_arity():
     calls = []
     sample(jax.random.key(0), sampler, score, jnp.ones((1, 2)), callback=lambda *a: calls.append(a))
     assert len(calls) == 4
+
+
+# --- wide steps: no NaN where the ancestral split or a restart interval is degenerate ----------
+
+
+def _gaussian_score(x, sigma):
+    return -x / (1.0 + sigma**2)  # the exact VE score of N(0, I)
+
+
+WIDE_GRIDS = {
+    "default_sigmas(2)": np.array([0.002, 80.0]),  # a step 40 000x wide, as NFE 3-4 budgets give
+    "karras_sigmas(2, 0.002, 80)": np.asarray(karras_sigmas(2, 0.002, 80.0)),
+}
+
+
+@pytest.mark.parametrize("grid", WIDE_GRIDS)
+@pytest.mark.parametrize(
+    # annealed Langevin's default step ratio diverges at sigma_min 0.002, and says so
+    "name",
+    [n for n, kind in SAMPLERS.items() if kind.uses_grid and n != "annealed_langevin"],
+)
+def test_every_grid_sampler_is_finite_on_one_wide_step(name, grid):
+    """On a 2-level grid (an NFE budget of 3-4) dpmpp_sde, dpmpp_2s_ancestral and
+    dpm_2_ancestral returned NaN in every chain, k-diffusion finite samples (pass 29, #1-2):
+    the ancestral level sqrt(sigma'^2 - sigma_up^2) rounded below 0 when compiled, and DPM-2
+    took its midpoint at sigma_down = 0."""
+    sampler = build_sampler(name, WIDE_GRIDS[grid])
+    x = jnp.full((8, 2), 3.0)
+    out = eqx.filter_jit(sample)(jax.random.key(0), sampler, _gaussian_score, x)
+    assert np.all(np.isfinite(np.asarray(out.x)))
+
+
+@pytest.mark.parametrize("eta", [1.05, 1.5, 3.0])
+def test_dpmpp_sde_above_eta_one_is_finite(eta):
+    """It accepts eta > 1, where sigma_up is clipped to sigma' on every step: all NaN."""
+    sampler = dpmpp_sde(np.geomspace(0.05, 40.0, 6), eta=eta)
+    out = eqx.filter_jit(sample)(jax.random.key(0), sampler, _gaussian_score, jnp.full((8, 2), 3.0))
+    assert np.all(np.isfinite(np.asarray(out.x)))
+
+
+def test_dpm_2_ancestral_to_a_zero_ancestral_level_is_the_euler_ancestral_step():
+    """Where sigma_down is 0 (here sigma'^2/sigma = 5e-8 rounds so), k-diffusion's DPM-2
+    ancestral takes Euler's step: so does scorelab's (its midpoint is then sigma itself),
+    the numbers of ``ancestral`` (Euler's step to sigma'^2/sigma) with the same draws."""
+    grid = WIDE_GRIDS["default_sigmas(2)"]
+    x = 80.0 * jax.random.normal(jax.random.key(1), (8, 2))
+    noise = jax.random.normal(jax.random.key(2), (8, 2, 2))
+    runs = [
+        eqx.filter_jit(sample)(jax.random.key(0), s, _gaussian_score, x, noise=noise).x
+        for s in (dpm_2_ancestral(grid), ancestral(grid))
+    ]
+    assert np.all(np.isfinite(np.asarray(runs[0])))
+    # the same step in another order of operations: rounding of states of scale 80 (x_T)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=0, atol=8 * np.finfo(np.float32).eps * 80)
+
+
+def test_a_restart_interval_clamped_to_no_width_is_finite_and_restarts_nothing():
+    """``restart_sigma_max`` below the level its ``restart_sigma_min`` snaps to clamps the
+    interval to no width; its first level (t^(1/7))^7 rounded below t, and the jump took the
+    root of a negative number: NaN (pass 29, #3). With no width there is nothing to restart:
+    the samples are Heun's on the grid, to rounding."""
+    grid = np.geomspace(0.01, 50.0, 7)
+    x = 50.0 * jax.random.normal(jax.random.key(1), (8, 2))
+    level = float(np.float32(grid[2]))  # the interval lies just below the level it snaps to
+    sampler = restart(grid, 0.98 * level, 0.99 * level, 1, 2)
+    restarted = eqx.filter_jit(sample)(jax.random.key(0), sampler, _gaussian_score, x).x
+    plain = eqx.filter_jit(sample)(jax.random.key(0), heun(grid), _gaussian_score, x).x
+    assert np.all(np.isfinite(np.asarray(restarted)))
+    np.testing.assert_allclose(restarted, plain, rtol=0, atol=1e-5 * float(jnp.abs(plain).max()))

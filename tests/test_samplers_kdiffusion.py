@@ -126,6 +126,8 @@ def _assert_parity(ours, theirs):
         (lambda s: dpmpp_sde(s), "sample_dpmpp_sde", {}, 2),
         (lambda s: dpmpp_sde(s, eta=0.6, s_noise=0.8, r=0.4), "sample_dpmpp_sde",
          {"eta": 0.6, "s_noise": 0.8, "r": 0.4}, 2),
+        # eta > 1 clips sigma_up to sigma' on every step: all NaN before (pass 29, #1)
+        (lambda s: dpmpp_sde(s, eta=1.5), "sample_dpmpp_sde", {"eta": 1.5}, 2),
         (lambda s: dpmpp_2s_ancestral(s), "sample_dpmpp_2s_ancestral", {}, 1),
         (lambda s: dpmpp_2s_ancestral(s, eta=0.5, s_noise=1.2), "sample_dpmpp_2s_ancestral",
          {"eta": 0.5, "s_noise": 1.2}, 1),
@@ -137,7 +139,8 @@ def _assert_parity(ours, theirs):
         (lambda s: lms(s, order=2), "sample_lms", {"order": 2}, 0),
     ],
     ids=["dpmpp_3m", "dpmpp_3m_sde", "dpmpp_3m_sde_eta0.5", "dpmpp_2m_sde", "dpmpp_2m_sde_heun",
-         "dpmpp_2m_sde_heun_eta0", "dpmpp_sde", "dpmpp_sde_r0.4", "dpmpp_2s_ancestral",
+         "dpmpp_2m_sde_heun_eta0", "dpmpp_sde", "dpmpp_sde_r0.4", "dpmpp_sde_eta1.5",
+         "dpmpp_2s_ancestral",
          "dpmpp_2s_ancestral_eta0.5", "dpm_2_ancestral", "dpm_2_ancestral_eta0.3",
          "ancestral_s_noise", "lms", "lms_order2"],
 )  # fmt: skip

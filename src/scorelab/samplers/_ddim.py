@@ -88,9 +88,12 @@ def ve_ddim_etas(
     paper's (eq. 16; diffusers' and k-diffusion's ``eta``, the tutorial's ``e``): ``eta = 1``
     gives the Bayes (ancestral) posterior :math:`q(x_{k-1} \mid x_k, x_0)` of the forward
     chain, ``eta = 0`` deterministic DDIM. The clip keeps :math:`\sigma_{k-1}^2 - \eta_k^2 > 0`
-    for ``eta > 1``; the bound is :math:`(1 - 10^{-6})\,\sigma_{k-1}` where the tutorial's is
-    negative (below :math:`2 \cdot 10^{-8}`) or rounds to :math:`\sigma_{k-1}` in float32 (above
-    :math:`10^{-2}`).
+    for ``eta > 1``, and at ``eta = 1`` acts only on a step so wide (:math:`\sigma_{k-1} /
+    \sigma_k` below about :math:`1.4 \cdot 10^{-3}`) that :math:`\eta_k` is within
+    :math:`10^{-6}` of :math:`\sigma_{k-1}` (it keeps that much deterministic part, where
+    k-diffusion's ancestral step keeps none); the bound is :math:`(1 - 10^{-6})\,\sigma_{k-1}`
+    where the tutorial's is negative (below :math:`2 \cdot 10^{-8}`) or rounds to
+    :math:`\sigma_{k-1}` in float32 (above :math:`10^{-2}`).
 
     Args:
         sigmas: ``(N,)`` ascending grid.

@@ -174,7 +174,9 @@ def deis(sigmas, order: int = DEIS.order) -> DEIS:
     step, to :math:`\sigma = 0`, is first order, :math:`x = D(x, \sigma_0)`. ``order = 1`` is
     DDIM (:func:`euler`). Converges with order ``min(order, 2)`` in the step: the first,
     first-order step (diffusers' warm-up too) leaves an error of order 2 that is never
-    refined; its constant is small, so order 3 is seen until ~100 steps.
+    refined; its constant is small, so order 3 is seen until ~100 steps. The order is kept to
+    the end: diffusers' scheduler, below 15 steps, lowers it on its last steps
+    (``lower_order_final``), so there the two differ (by tens of percent at 2-5 steps).
 
     Args:
         sigmas: ``(N,)`` ascending grid.

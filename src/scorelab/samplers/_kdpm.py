@@ -42,8 +42,13 @@ def _slope(score_fn, x: Array, sigma) -> Array:
 
 def _dpm_2_step(score_fn, x: Array, sigma, sigma_next) -> Array:
     r"""DPM-Solver-2 in :math:`\sigma` (k-diffusion's form): Euler to the geometric midpoint
-    :math:`\sqrt{\sigma \sigma'}`, then the full step with the midpoint's slope."""
-    sigma_mid = jnp.exp(0.5 * (jnp.log(sigma) + jnp.log(sigma_next)))
+    :math:`\sqrt{\sigma \sigma'}`, then the full step with the midpoint's slope; Euler's
+    step where :math:`\sigma' = 0` (k-diffusion's branch, as the midpoint is 0 there: the
+    ancestral level of a wide step, whose slope at 0 made every chain NaN, pass 29 #2). The
+    midpoint is then :math:`\sigma` itself, so its slope is Euler's, at the same 2
+    evaluations."""
+    to = jnp.where(sigma_next > 0, sigma_next, sigma)
+    sigma_mid = jnp.exp(0.5 * (jnp.log(sigma) + jnp.log(to)))
     x_mid = x + (sigma_mid - sigma) * _slope(score_fn, x, sigma)
     return x + (sigma_next - sigma) * _slope(score_fn, x_mid, sigma_mid)
 

@@ -91,8 +91,11 @@ class Restart(AbstractSecondOrderFlow):
         return sigma, sigma_next, jnp.where(jumps, t_min, sigma)
 
     def _jump(self, x: Array, sigma, sigma_jump_from, z: Array) -> Array:
-        # sqrt(sigma^2 - sigma_jump_from^2), exactly 0 when there is no jump
-        return x + jnp.sqrt((sigma - sigma_jump_from) * (sigma + sigma_jump_from)) * z
+        # sqrt(sigma^2 - sigma_jump_from^2), exactly 0 when there is no jump; at least 0: an
+        # interval clamped to no width starts (t_min^(1/rho))^rho, a rounding below t_min,
+        # and the root of the negative difference was NaN (pass 29, #3)
+        radicand = jnp.maximum((sigma - sigma_jump_from) * (sigma + sigma_jump_from), 0)
+        return x + jnp.sqrt(radicand) * z
 
     def step(self, score_fn, x, inputs):
         (sigma, sigma_next, sigma_jump_from), noise = inputs
