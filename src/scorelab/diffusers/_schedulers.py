@@ -188,8 +188,9 @@ class SchedulerConfig:
             raise PretrainedError(
                 f"beta_start {self.beta_start!r}, beta_end {self.beta_end!r}, beta_schedule "
                 f"{self.beta_schedule!r}, num_train_timesteps {T}: the noise level alphas_cumprod "
-                f"falls to {smallest:.3g}, below float32's smallest normal number, where sampling "
-                "divides by zero; choose smaller betas or fewer training timesteps"
+                f"falls to {smallest:.3g}, below float32's smallest normal number, where an "
+                "epsilon model's x0 and the level's VE sigma divide by zero; choose smaller betas "
+                "or fewer training timesteps"
             )
 
     @classmethod
