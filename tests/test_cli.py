@@ -581,6 +581,7 @@ def test_an_output_another_process_writes_meanwhile_is_kept_and_the_command_says
     assert np.load(out).shape == (10, 2)
 
 
+@pytest.mark.slow  # a training run's command: kept out of the default suite's 15 minutes
 def test_train_on_a_file_saved_column_wise_warns_and_says_how_to_transpose(tmp_path, capsys):
     """A (3, 40) file of 40 points in 3 dimensions trained as 3 points of 40 (session 35)."""
     data = tmp_path / "columns.npy"

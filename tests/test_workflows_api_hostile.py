@@ -303,6 +303,7 @@ def test_train_run_warns_before_training_on_fewer_examples_than_dimensions(tiny,
     train_run(tiny, tmp_path / "two", progress=False, data=np.eye(2, dtype=np.float32))  # none
 
 
+@pytest.mark.slow  # a training run: kept out of the default suite's 15 minutes
 def test_a_debiased_average_of_a_short_run_is_not_warned_about(tmp_path):
     """It keeps no share of the initial weights, which is what the warning is about."""
     debiased = {"steps": 3, "batch_size": 16, "ema_decay": 0.999, "ema_debias": True}
