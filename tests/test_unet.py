@@ -121,6 +121,63 @@ def test_freq_shift_bounds_only_the_positional_embedding_that_reads_it(kind):
         UNet2D.init(jax.random.key(0), {**config, "time_embedding_type": "positional"})
 
 
+_SMALL = {
+    "block_out_channels": [8, 8], "norm_num_groups": 4, "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "UpBlock2D"], "in_channels": 1, "out_channels": 1,
+    "sample_size": 8, "add_attention": False,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "trained"), [("fourier", False), ("learned", True)])
+def test_training_s_filter_leaves_out_a_fourier_embedding_s_frequencies(kind, trained):
+    from scorelab.training import trainable
+
+    unet = UNet2D.init(jax.random.key(0), {**_SMALL, "time_embedding_type": kind,
+                                           "num_train_timesteps": 10})  # fmt: skip
+    params, rest = eqx.partition(unet, trainable(unet))
+    assert (params.time_proj is not None) == trained == (rest.time_proj is None)
+    assert params.conv_in.weight is not None and rest.conv_in.weight is None
+
+
+@pytest.mark.slow  # two U-Net trainings' compilations, about 40 s
+def test_a_fourier_embedding_s_frequencies_are_not_trained():
+    """diffusers keeps GaussianFourierProjection's weight fixed (requires_grad=False); train()
+    trained it, decayed it and clipped its gradient with the rest (pass 30, #1). A learned
+    embedding's table does train."""
+    from scorelab.training import TrainConfig, train
+
+    config = TrainConfig(steps=2, optimizer="adamw", weight_decay=0.1, grad_clip=1.0,
+                         learning_rate=0.1, batch_size=4)  # fmt: skip
+    data = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    for kind, trained in (("fourier", False), ("learned", True)):
+        unet = UNet2D.init(jax.random.key(0), {**_SMALL, "time_embedding_type": kind,
+                                               "num_train_timesteps": 10})  # fmt: skip
+        t = 2.0 if kind == "fourier" else 2  # a noise level, a timestep
+        loss = lambda key, net, x, t=t: jnp.mean((net(x[None], t)[0] - x) ** 2)  # noqa: E731
+        result = train(jax.random.key(1), unet, loss, data, config, progress=False)
+        moved = not np.array_equal(result.model.time_proj, unet.time_proj)
+        assert moved == trained, kind
+        assert not np.array_equal(result.model.conv_in.weight, unet.conv_in.weight)
+
+
+def test_a_learned_embedding_rounds_a_timestep_within_rounding_of_an_integer():
+    """from_epsilon's float32 t(sigma) of a level lands within 1e-4 of its integer: under jit
+    the table's row was the truncated one (t - 1 at 0.7% of the levels), eagerly refused
+    (pass 30, #2); both now take the nearest row, and a value between rows is refused."""
+    unet = UNet2D.init(jax.random.key(0), {**_SMALL, "time_embedding_type": "learned",
+                                           "num_train_timesteps": 200})  # fmt: skip
+    x = jax.random.normal(jax.random.key(1), (1, 1, 8, 8))
+    below = np.nextafter(np.float32(124), np.float32(0)) - np.float32(1e-5)  # 123.99998
+    at_124 = _forward(unet, x, 124.0)  # float timesteps throughout: one compilation
+    np.testing.assert_array_equal(_forward(unet, x, float(below)), at_124)  # jit
+    eager = unet(x, jnp.float32(below))  # accepted outside jit too, the same row
+    np.testing.assert_allclose(eager, at_124, rtol=0, atol=1e-5 * float(jnp.abs(at_124).max()))
+    assert not np.array_equal(at_124, _forward(unet, x, 123.0))
+    with pytest.raises(ValueError, match="one row per integer timestep"):
+        unet(x, 123.5)
+
+
 def test_checkpoint_not_matching_its_config_is_an_error():
     tensors = _tensors()
     missing = {k: v for k, v in tensors.items() if k != "conv_out.bias"}

@@ -115,8 +115,11 @@ class TrainConfig:
             (``benchmarks/loop_convolutions.py``, ``benchmarks/unroll.py``), so convolutional
             networks (the U-Net) train with ``unroll`` on and a short ``steps_per_dispatch``;
             compilation then grows with ``steps_per_dispatch``. The same run's numbers may
-            differ from the rolled loop's in the last bits (XLA fuses across steps), never in
-            anything else; with one step per dispatch they are the same.
+            differ from the rolled loop's (or another ``steps_per_dispatch``'s) in the last
+            bits (XLA fuses across steps); with one step per dispatch they are the same. A
+            parameter whose true gradient is 0 (a bias a one-channel group norm removes) gets
+            rounding noise for a gradient, which Adam turns into steps of about the learning
+            rate: it can differ by that much, with no effect on the network's output.
         ema_decay: ``None`` or :math:`\beta \in (0, 1)`: keep the exponential moving average
             :math:`\bar\theta_i = \beta\bar\theta_{i-1} + (1-\beta)\theta_i`,
             :math:`\bar\theta_0 = \theta_0` (Polyak averaging with exponential weights).
@@ -704,6 +707,31 @@ def ema_decay_at(config: TrainConfig, step) -> Array | float:
     return config.ema_decay * jnp.expm1((t - 1.0) * log_decay) / jnp.expm1(t * log_decay)
 
 
+def trainable(model) -> Any:
+    """The filter of ``model``'s trained leaves, for ``eqx.partition``: its floating-point
+    arrays, less those under a field named in the ``frozen_fields`` (a tuple of field names)
+    of a module that declares it (a Fourier embedding's frequencies,
+    :attr:`scorelab.diffusers.UNet2D.frozen_fields`), as torch leaves out a parameter with
+    ``requires_grad=False``: no gradient, no weight decay, no part in the clipped norm."""
+
+    def trained(path, leaf) -> bool:
+        if not eqx.is_inexact_array(leaf):
+            return False
+        node = model
+        for entry in path:
+            if isinstance(entry, jax.tree_util.GetAttrKey):
+                if entry.name in getattr(node, "frozen_fields", ()):
+                    return False
+                node = getattr(node, entry.name)
+            elif isinstance(entry, jax.tree_util.SequenceKey | jax.tree_util.DictKey):
+                node = node[entry.idx if hasattr(entry, "idx") else entry.key]
+            else:  # a container flattened without names: nothing below declares fields
+                return True
+        return True
+
+    return jax.tree_util.tree_map_with_path(trained, model)
+
+
 def _run_slots(body: Callable, carry: Any, length: int, unroll: bool) -> tuple[Any, Array]:
     """``lax.scan(body, carry, jnp.arange(length))``; with ``unroll``, the same ``length`` calls
     of ``body`` as straight-line code, outputs stacked alike.
@@ -870,9 +898,10 @@ def train(
 
     mesh = Mesh(np.asarray(devices), ("data",))
     replicated = NamedSharding(mesh, P())
-    # Floating-point arrays are trained; other arrays (integer buffers) are passed along
-    # unchanged; the rest (hyper-parameters, functions) is static and keys the compilation.
-    params, rest = eqx.partition(model, eqx.is_inexact_array)
+    # Floating-point arrays are trained, but for the fields a module declares frozen; other
+    # arrays (integer buffers, frozen ones) are passed along unchanged; the rest
+    # (hyper-parameters, functions) is static and keys the compilation.
+    params, rest = eqx.partition(model, trainable(model))
     if not jax.tree.leaves(params):  # a plain function "trained" to itself, without a word
         raise TypeError(
             "model: expected an equinox Module with trainable (floating-point) arrays, got "
