@@ -75,6 +75,7 @@ __all__ = [
     "TrainingInterrupted",
     "make_optimizer",
     "train",
+    "trainable",
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -772,10 +773,12 @@ def train(
 ) -> TrainResult:
     r"""Train ``model`` on ``data`` by minimising the mean of a per-example loss.
 
-    Step :math:`i` (``0 <= i < steps``) uses the key ``fold_in(key, i)``, split into a batch
-    key (indices ``randint(0, n)`` of shape ``(batch_size,)``) and a loss key, from which
-    example :math:`b` of the batch gets ``fold_in(loss_key, b)``; it records the mean loss and
-    applies one update of :func:`make_optimizer` (and the EMA update if configured).
+    The trained leaves are :func:`trainable`'s: the model's floating-point arrays, less the
+    fields a module lists in its ``frozen_fields``. Step :math:`i` (``0 <= i < steps``) uses
+    the key ``fold_in(key, i)``, split into a batch key (indices ``randint(0, n)`` of shape
+    ``(batch_size,)``) and a loss key, from which example :math:`b` of the batch gets
+    ``fold_in(loss_key, b)``; it records the mean loss and applies one update of
+    :func:`make_optimizer` (and the EMA update if configured).
 
     With ``hflip`` (images), the batch key is first split into an index key and a flip key;
     example :math:`b` is mirrored left-right, :math:`x_{c,h,w} \mapsto x_{c,h,W-1-w}`, where
