@@ -519,8 +519,8 @@ def test_sample_refuses_a_callback_of_another_arity():
 # --- wide steps: no NaN where the ancestral split or a restart interval is degenerate ----------
 
 
-def _gaussian_score(x, sigma):
-    return -x / (1.0 + sigma**2)  # the exact VE score of N(0, I)
+def _standard_normal_score():
+    return ExactScore(gaussian(jnp.zeros(2), jnp.eye(2)))  # q_sigma = N(0, (1 + sigma^2) I)
 
 
 @pytest.mark.parametrize(
@@ -535,7 +535,7 @@ def test_every_grid_sampler_is_finite_on_one_wide_step(name):
     took its midpoint at sigma_down = 0."""
     sampler = build_sampler(name, default_sigmas(2))  # 0.02 and 80: a step 4000x wide
     x = jnp.full((8, 2), 3.0)
-    out = eqx.filter_jit(sample)(jax.random.key(0), sampler, _gaussian_score, x)
+    out = eqx.filter_jit(sample)(jax.random.key(0), sampler, _standard_normal_score(), x)
     assert np.all(np.isfinite(np.asarray(out.x)))
 
 
@@ -543,7 +543,8 @@ def test_every_grid_sampler_is_finite_on_one_wide_step(name):
 def test_dpmpp_sde_above_eta_one_is_finite(eta):
     """It accepts eta > 1, where sigma_up is clipped to sigma' on every step: all NaN."""
     sampler = dpmpp_sde(np.geomspace(0.05, 40.0, 6), eta=eta)
-    out = eqx.filter_jit(sample)(jax.random.key(0), sampler, _gaussian_score, jnp.full((8, 2), 3.0))
+    x = jnp.full((8, 2), 3.0)
+    out = eqx.filter_jit(sample)(jax.random.key(0), sampler, _standard_normal_score(), x)
     assert np.all(np.isfinite(np.asarray(out.x)))
 
 
@@ -555,7 +556,7 @@ def test_dpm_2_ancestral_to_a_zero_ancestral_level_is_the_euler_ancestral_step()
     x = 80.0 * jax.random.normal(jax.random.key(1), (8, 2))
     noise = jax.random.normal(jax.random.key(2), (8, 2, 2))
     runs = [
-        eqx.filter_jit(sample)(jax.random.key(0), s, _gaussian_score, x, noise=noise).x
+        eqx.filter_jit(sample)(jax.random.key(0), s, _standard_normal_score(), x, noise=noise).x
         for s in (dpm_2_ancestral(grid), ancestral(grid))
     ]
     assert np.all(np.isfinite(np.asarray(runs[0])))
@@ -572,7 +573,7 @@ def test_a_restart_interval_clamped_to_no_width_is_finite_and_restarts_nothing()
     x = 50.0 * jax.random.normal(jax.random.key(1), (8, 2))
     level = float(np.float32(grid[2]))  # the interval lies just below the level it snaps to
     sampler = restart(grid, 0.98 * level, 0.99 * level, 1, 2)
-    restarted = eqx.filter_jit(sample)(jax.random.key(0), sampler, _gaussian_score, x).x
-    plain = eqx.filter_jit(sample)(jax.random.key(0), heun(grid), _gaussian_score, x).x
+    restarted = eqx.filter_jit(sample)(jax.random.key(0), sampler, _standard_normal_score(), x).x
+    plain = eqx.filter_jit(sample)(jax.random.key(0), heun(grid), _standard_normal_score(), x).x
     assert np.all(np.isfinite(np.asarray(restarted)))
     np.testing.assert_allclose(restarted, plain, rtol=0, atol=1e-5 * float(jnp.abs(plain).max()))

@@ -661,7 +661,7 @@ def _steps(
             None
             if config.ema_decay is None
             else optax.incremental_update(
-                params, state.ema_params, 1.0 - ema_decay_at(config, step)
+                params, state.ema_params, 1.0 - _ema_decay_at(config, step)
             )
         )
         new_state = jax.lax.with_sharding_constraint(
@@ -695,8 +695,8 @@ def _steps(
     return state, losses, bad
 
 
-def ema_decay_at(config: TrainConfig, step) -> Array | float:
-    """The moving average's decay at (0-based) ``step``: ``config.ema_decay``, or with
+def _ema_decay_at(config: TrainConfig, step) -> Array | float:
+    r"""The moving average's decay at (0-based) ``step``: ``config.ema_decay``, or with
     ``config.ema_debias`` the bias-corrected :math:`\beta(1-\beta^{t-1})/(1-\beta^t)` at
     :math:`t = ` ``step + 1``, 0 at the first step. The powers are taken as
     ``expm1(t * log1p(-(1 - beta)))``: ``1 - beta**t`` in float32 keeps no digit of a decay as

@@ -160,13 +160,12 @@ def load_scheduler_config(folder: str | os.PathLike) -> SchedulerConfig:
             f"folder: {folder} is {what}, not a pipeline or model folder; pass the folder that "
             "holds scheduler/ (or a model's config.json)"
         )
-    _check_pipeline_class(Path(folder))
+    index = _pipeline_index(Path(folder))
     file = Path(folder) / SCHEDULER_CONFIG
     if not file.exists():
-        index = Path(folder) / "model_index.json"
         # A pipeline's scheduler folder without its options, or a pipeline whose index lists a
         # scheduler that is gone: its betas and spacing would be replaced by defaults.
-        if file.parent.is_dir() or (index.exists() and "scheduler" in read_json(index)):
+        if file.parent.is_dir() or (index is not None and "scheduler" in index):
             raise PretrainedError(
                 f"{file}: missing, but the pipeline has a scheduler; download the pipeline "
                 "again, or pass its unet/ folder to sample with DDIM's defaults"
@@ -182,21 +181,23 @@ PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
 ``UNet2DModel`` of DDPM timesteps in pixel space and a scheduler of its betas, nothing else."""
 
 
-def _check_pipeline_class(folder: Path) -> None:
-    """Refuse a pipeline folder whose ``model_index.json`` names another kind of pipeline: an
-    ``LDMPipeline``'s latents were written as the image, undecoded, and a
-    ``ConsistencyModelPipeline``'s scheduler read as DDIM's, both with exit 0 (pass 28, #2).
-    A bare model folder (no index) is the U-Net alone."""
+def _pipeline_index(folder: Path) -> dict | None:
+    """The folder's ``model_index.json``, or ``None`` for a bare model folder (the U-Net alone),
+    refusing one that names another kind of pipeline: an ``LDMPipeline``'s latents were
+    written as the image, undecoded, and a ``ConsistencyModelPipeline``'s scheduler read as
+    DDIM's, both with exit 0 (pass 28, #2)."""
     index = folder / "model_index.json"
     if not index.exists():
-        return
-    name = read_json(index).get("_class_name")
+        return None
+    contents = read_json(index)
+    name = contents.get("_class_name")
     if name not in PIXEL_PIPELINES:
         raise PretrainedError(
             f"{index}: a {reprlib.repr(name)} pipeline; scorelab samples pixel-space DDPM "
             f"pipelines ({', '.join(PIXEL_PIPELINES)}) with DDIM: run this one with "
             "diffusers.DiffusionPipeline.from_pretrained"
         )
+    return contents
 
 
 def load_pipeline(path_or_id: str | os.PathLike) -> tuple[UNet2D, SchedulerConfig]:
@@ -539,7 +540,7 @@ def diffusers_sample(
             )
     _check_step_noise(step_noise, eta)
     folder = resolve_pipeline(path_or_id)
-    _check_pipeline_class(folder)
+    _pipeline_index(folder)  # the kind of pipeline, before the weights
     folder = unet_folder(folder)
     unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     if x_T is not None and np.shape(x_T)[1] != unet.config.in_channels:
