@@ -44,6 +44,31 @@ def test_train_writes_a_run_directory(trained_run):
     assert np.load(trained_run / "losses.npy").shape == (6,)
 
 
+@pytest.mark.slow  # a training run: kept out of the default suite's 15 minutes
+def test_plot_reads_the_data_once_and_draws_sample_runs_samples(tmp_path, monkeypatch):
+    """plot_run read a run's data file for its figures and sample_run read it again; now
+    once (beside load_run's check of its shape), and the samples drawn are sample_run's, bit
+    for bit."""
+    from scorelab import builders, viz, workflows
+
+    points = np.asarray(seed_mixture().sample(jax.random.key(0), 200))
+    np.save(tmp_path / "points.npy", points)
+    run = tmp_path / "run"
+    argv = ["train", "--loss", "dsm", "--data", str(tmp_path / "points.npy"), "--out", str(run)]
+    assert main([*argv, *_TINY_TRAIN[:-3], "--quiet"]) == 0  # data.n: the file's
+    reads, drawn = [], {}
+    load_array, ddim_samples = builders.load_array, viz.ddim_samples
+    monkeypatch.setattr(builders, "load_array", lambda p: reads.append(p) or load_array(p))
+    monkeypatch.setattr(
+        viz, "ddim_samples", lambda s, *a, **k: drawn.update(s) or ddim_samples(s, *a, **k)
+    )
+    workflows.plot_run(run, tmp_path / "figures")
+    assert len(reads) == 2, reads  # load_run's shape check, then the figures' and samples'
+    config, model = runs.load_run(run)
+    (samples,) = drawn.values()
+    np.testing.assert_array_equal(samples, workflows.sample_run(config, model, 1000, 0).x)
+
+
 @pytest.mark.slow  # about 31 s of a worker: kept out of the default suite's 15 minutes
 def test_sample_evaluate_and_plot_a_trained_run(trained_run, tmp_path, capsys):
     samples = tmp_path / "s.npy"

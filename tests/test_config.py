@@ -409,3 +409,26 @@ def test_a_broken_sigma_range_carries_its_section_and_ends():
     with pytest.raises(ConfigError) as info:
         ExperimentConfig.from_dict({"sampler": {"sigma_min": 0.1, "sigma_max": "big"}})
     assert not isinstance(info.value, SigmaRangeError)
+
+
+def test_levels_beyond_training_names_a_grid_outside_the_trained_range():
+    """A noise-conditional loss's sampling grid within its trained levels (the range it sets
+    by default, or a relative 1e-6 beyond from float round trips) says nothing; a grid past
+    either end says both ranges; a loss of one law or a grid-free sampler never does."""
+    loss = {"name": "ncsn", "sigma_min": 0.05, "sigma_max": 20.0}
+    assert ExperimentConfig.from_dict({"loss": loss}).levels_beyond_training() is None
+    rounded = {"sigma_min": 0.05 * (1 - 1e-7), "sigma_max": 20.0 * (1 + 1e-7)}
+    config = ExperimentConfig.from_dict({"loss": loss, "sampler": rounded})
+    assert config.levels_beyond_training() is None
+    for sampler in ({"sigma_min": 0.01}, {"sigma_max": 80.0}):
+        beyond = ExperimentConfig.from_dict({"loss": loss, "sampler": sampler})
+        low, high = sampler.get("sigma_min", 0.05), sampler.get("sigma_max", 20.0)
+        assert beyond.levels_beyond_training() == (
+            f"the grid spans sigma {low:g} to {high:g}, beyond the 0.05 to 20 the model was "
+            "trained on: its scores outside that range are extrapolations"
+        )
+    one_law = ExperimentConfig.from_dict({"loss": {"name": "dsm"}, "sampler": {"name": "ula"}})
+    assert one_law.levels_beyond_training() is None
+    no_grid = {"name": "ula", "sigma_min": 0.01}
+    config = ExperimentConfig.from_dict({"loss": loss, "sampler": no_grid})
+    assert config.levels_beyond_training() is None

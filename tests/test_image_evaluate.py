@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from scorelab.cli import main
+from scorelab.config import ConfigError
 from scorelab.data import DataError, digits
-from scorelab.workflows import evaluate_image_sets, evaluate_images
+from scorelab.workflows import evaluate_image_sets, evaluate_images, evaluate_samples
 
 
 @pytest.mark.slow  # about 11 s of a worker: kept out of the default suite's 15 minutes
@@ -84,6 +85,21 @@ def test_bad_images_end_in_one_line_and_status_2(tmp_path, capsys, array, messag
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1
     assert re.search(message, error), error
+
+
+def test_evaluate_samples_measures_the_digits_by_their_classifier():
+    """``evaluate_samples(data="digits")`` is ``evaluate_images``'s report, bit for bit (the
+    command line's routing, which the library refused: one place now), and a noise level,
+    layout or pixel range beside it is refused by field, as nothing there reads it."""
+    held_out, _ = digits("test")
+    samples = held_out[:20]
+    routed = evaluate_samples(samples, data="digits", floor_repeats=2, seed=3, progress=False)
+    direct = evaluate_images(samples, floor_repeats=2, seed=3, progress=False)
+    assert routed.rows == direct.rows and routed.floors == direct.floors
+    assert "fd" in routed.rows[0]
+    for field, value in (("sigma", 0.1), ("layout", "NHWC"), ("pixel_range", "0-1")):
+        with pytest.raises(ConfigError, match=f"^{field}: .*; leave it out$"):
+            evaluate_samples(samples, data="digits", floor_repeats=2, **{field: value})
 
 
 def test_sigma_with_digits_is_refused(tmp_path, capsys):

@@ -552,3 +552,28 @@ def test_likelihood_reads_an_image_runs_own_uint8_file_as_its_training_images(tm
     np.save(tmp_path / "model_space.npy", read)
     again = _likelihood_points(tmp_path / "model_space.npy", (1, 2, 2), (1, 2, 2), config)
     np.testing.assert_array_equal(again, read)
+
+
+def test_likelihood_reads_image_points_once_with_the_runs_layout(tmp_path, monkeypatch):
+    """An integer file is read once, by load_images (it was read as stored, then again), and
+    an .npz is read with the run's stated layout (it was read with ``auto``, which refuses a
+    3x3x3 image as ambiguous where the run states NHWC)."""
+    import scorelab.workflows as workflows
+    from scorelab.config import DataConfig
+
+    reads = []
+    for name in ("load_images", "read_npy", "load_array"):
+        original = getattr(workflows, name)
+        monkeypatch.setattr(
+            workflows, name, lambda *a, _f=original, _n=name, **k: reads.append(_n) or _f(*a, **k)
+        )
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 3, 3, 3), dtype=np.uint8)  # NHWC
+    np.save(tmp_path / "rgb.npy", pixels)
+    np.savez(tmp_path / "rgb.npz", array=pixels)
+    config = DataConfig(source=str(tmp_path / "rgb.npy"), layout="NHWC")
+    expected = pixels.transpose(0, 3, 1, 2) / 127.5 - 1
+    for file in ("rgb.npy", "rgb.npz"):
+        reads.clear()
+        read = workflows._likelihood_points(tmp_path / file, (3, 3, 3), (3, 3, 3), config)
+        np.testing.assert_allclose(read, expected, atol=1e-6)
+        assert reads == ["load_images"], (file, reads)

@@ -685,7 +685,7 @@ def _cmd_sample(args) -> int:
             f"note: the grid {config.sampler.grid} was made for {made_for} data, and sampled "
             f"here on {config.data.source}"
         )
-    beyond = _beyond_trained_levels(config) if model is not None else None
+    beyond = config.levels_beyond_training() if model is not None else None
     if beyond is not None:  # allowed (the docs show it), and said: it was silent, pass 23
         print(f"note: {beyond}")
     if args.grid_png is not None:
@@ -699,21 +699,6 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def _beyond_trained_levels(config) -> str | None:
-    """What a trained noise-conditional model's sampling grid asks of levels it never learned:
-    its ``sampler.sigma_min``/``sigma_max`` outside the loss's trained range, or ``None``."""
-    if not (config.loss.needs_noise_conditional_model and config.sampler.uses_grid):
-        return None
-    low, high = config.loss.sigma_range
-    sigma_min, sigma_max = config.sampler.sigma_min, config.sampler.sigma_max
-    if sigma_min >= low * (1 - 1e-6) and sigma_max <= high * (1 + 1e-6):
-        return None
-    return (
-        f"the grid spans sigma {sigma_min:g} to {sigma_max:g}, beyond the {low:g} to {high:g} "
-        "the model was trained on: its scores outside that range are extrapolations"
-    )
-
-
 def _same_file(first, second) -> bool:
     """Whether two paths name one existing file."""
     try:
@@ -724,36 +709,23 @@ def _same_file(first, second) -> bool:
 
 def _cmd_evaluate(args) -> int:
     from scorelab.runs import write_json
-    from scorelab.workflows import evaluate_images, evaluate_samples
+    from scorelab.workflows import evaluate_samples
 
     if args.json is not None:
         _output(args, args.json, ".json")
     if args.data is not None and _same_file(args.samples, args.data):  # distances of about 0
         print(f"note: {args.samples} is measured against itself (--data names the same file)")
-    if args.data is not None and str(args.data) in ("digits", "digits16"):
-        if args.sigma != 0:
-            raise ValueError("--sigma: image metrics compare with the digits themselves; drop it")
-        for flag, value in (("--layout", args.layout), ("--pixel-range", args.pixel_range)):
-            if value != "auto":
-                raise ValueError(f"{flag}: applies to an image file given as --data; drop it")
-        report = evaluate_images(
-            args.samples,
-            data=str(args.data),
-            floor_repeats=args.floor_repeats,
-            progress=not args.quiet,
-        )
-    else:
-        report = evaluate_samples(
-            args.samples,
-            target=args.target,
-            data=None if args.data is None else str(args.data),
-            floor_repeats=args.floor_repeats,
-            sigma=args.sigma,
-            progress=not args.quiet,
-            layout=args.layout,
-            pixel_range=args.pixel_range,
-            log=print,
-        )
+    report = evaluate_samples(
+        args.samples,
+        target=args.target,
+        data=None if args.data is None else str(args.data),
+        floor_repeats=args.floor_repeats,
+        sigma=args.sigma,
+        progress=not args.quiet,
+        layout=args.layout,
+        pixel_range=args.pixel_range,
+        log=print,
+    )
     print(report.text())
     if args.json is not None:
         write_json(args.json, report.to_dict())

@@ -899,6 +899,23 @@ class ExperimentConfig:
         _check_model_and_loss(config.model, config.loss)
         return config
 
+    def levels_beyond_training(self) -> str | None:
+        """What the sampling grid asks of noise levels that a noise-conditional loss never
+        trained: one sentence when ``sampler.sigma_min``/``sigma_max`` lie outside the loss's
+        :attr:`LossConfig.sigma_range` (allowed: a model's scores there are extrapolations, and
+        ``scorelab sample`` prints it as a note), else ``None``, as for a loss of one law or a
+        sampler without a grid."""
+        if not (self.loss.needs_noise_conditional_model and self.sampler.uses_grid):
+            return None
+        low, high = self.loss.sigma_range
+        sigma_min, sigma_max = self.sampler.sigma_min, self.sampler.sigma_max
+        if sigma_min >= low * (1 - 1e-6) and sigma_max <= high * (1 + 1e-6):
+            return None
+        return (
+            f"the grid spans sigma {sigma_min:g} to {sigma_max:g}, beyond the {low:g} to {high:g} "
+            "the model was trained on: its scores outside that range are extrapolations"
+        )
+
     def changed_fields(self, base: ExperimentConfig) -> list[str]:
         """The fields whose values differ from ``base``'s, as ``section.field`` in the order
         of the sections and their fields; a sampler option as ``sampler.options.NAME``."""

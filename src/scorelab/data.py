@@ -45,6 +45,7 @@ __all__ = [
     "MAX_CLASSES",
     "ImageData",
     "is_image_file",
+    "npy_header",
     "load_images",
     "held_out_split",
     "two_moons",
@@ -385,9 +386,18 @@ def is_image_file(path) -> bool:
         return True
     if path.suffix.lower() != ".npy" or not path.is_file():
         return False
-    with open(path, "rb") as handle:
-        shape, _ = _npy_header(handle, path)
+    shape, _ = npy_header(path)
     return len(shape) in (3, 4)
+
+
+def npy_header(path) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` that an ``.npy`` file's header declares, reading nothing else.
+
+    Raises:
+        DataError: for a header that cannot be read, or declares an impossible shape.
+    """
+    with open(path, "rb") as handle:
+        return _npy_header(handle, path)
 
 
 def held_out_split(n: int, n_held_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

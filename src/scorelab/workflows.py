@@ -54,6 +54,7 @@ from scorelab.data import (
     is_image_file,
     load_array,
     load_images,
+    npy_header,
     read_npy,
     validate_data,
 )
@@ -644,7 +645,19 @@ def sample_run(
     trajectory = bool(trajectory)
     target = builders.make_target(config.data)
     score_fn = score_model(config, model, target)
-    shape, data, labels = _state_data(config, target)
+    state = _state_data(config, target)
+    return _sample(
+        config, model, target, score_fn, state, n, seed, trajectory, batch, classes, guidance
+    )
+
+
+def _sample(
+    config, model, target, score_fn, state, n, seed, trajectory, batch, classes, guidance
+) -> SampleResult:
+    """:func:`sample_run` once its arguments are checked, with the score ``score_fn`` and the
+    state data ``state`` (:func:`_state_data`'s) already read: :func:`plot_run` reads the data
+    for its figures, and sampled from a second read."""
+    shape, data, labels = state
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
         if classes is not None or guidance:
@@ -983,7 +996,10 @@ def evaluate_samples(
     the metric between two independent exact sets of size ``n``; ``data`` naming a toy set
     (``two_moons``, ...) is read the same way, with draws of the toy set. With ``data`` (an
     array or a path), the reference is the data and the floor is the metric between two independent
-    sets of ``n`` draws (with replacement) from the data's empirical law.
+    sets of ``n`` draws (with replacement) from the data's empirical law. ``data`` naming a
+    built-in image set (``digits``, ``digits16``) is measured by :func:`evaluate_images`: its
+    classifier's metrics and their floors, in its report (``sigma``, ``layout`` and
+    ``pixel_range`` do not apply there and are refused).
 
     With ``sigma > 0`` the reference law is the noised one,
     :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)`: the target's exact VE marginal, or the
@@ -998,12 +1014,12 @@ def evaluate_samples(
     Returns:
         A :class:`scorelab.report.Report` with one row (every metric of
         :func:`scorelab.report.measure`, ``n`` and ``sw_floor``) and the floors of ``sw`` (and
-        ``tv`` with a target).
+        ``tv`` with a target); :func:`evaluate_images`'s report for ``digits``/``digits16``.
 
     Raises:
         ConfigError: for both ``target`` and ``data`` or neither, an unknown target, a
             negative ``sigma``, fewer than 2 reference points or a dimension that differs from
-            the reference's.
+            the reference's; ``sigma``, ``layout`` or ``pixel_range`` beside built-in images.
     """
     if target is not None and data is not None:
         raise ConfigError(
@@ -1017,6 +1033,24 @@ def evaluate_samples(
     check_seed("evaluate.seed", seed, error=ConfigError)
     _check_floor_repeats(floor_repeats)
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
+    if isinstance(data, str) and data in IMAGE_SOURCES and not Path(data).exists():
+        # The digits themselves, by their classifier (what the command line measured, after
+        # a refusal of its own that the library repeated: one check now, here).
+        for field, value, reason in (
+            ("sigma", sigma, "image metrics compare with the digits themselves"),
+            ("layout", layout, "applies to an image file given as data"),
+            ("pixel_range", pixel_range, "applies to an image file given as data"),
+        ):
+            if value not in (0, "auto"):
+                raise ConfigError(f"{field}: {reason}; leave it out")
+        return evaluate_images(
+            samples,
+            data=data,
+            floor_repeats=floor_repeats,
+            seed=seed,
+            label=label,
+            progress=progress,
+        )
     image_file = isinstance(data, str | Path) and Path(data).exists() and is_image_file(data)
     for field, value in (("layout", layout), ("pixel_range", pixel_range)):
         if value != "auto" and not image_file:  # read by nothing else: refused, not ignored
@@ -1054,8 +1088,6 @@ def evaluate_samples(
         if isinstance(data, str) and not Path(data).exists():
             if data in TARGETS:
                 raise ConfigError(f"data: {data!r} has an exact score: use --target {data}")
-            if data in IMAGE_SOURCES:
-                raise ConfigError(f"data: {data!r} images are measured by evaluate_images")
         data_name = str(data) if isinstance(data, str | Path) else "data"
         read = _read(data, raw=False, layout=layout, pixel_range=pixel_range, log=log)
         points = validate_data(read, data_name, any_shape=True)
@@ -1498,14 +1530,18 @@ def _likelihood_points(
     the run's own uint8 file was refused ("values in [4, 255]"), which train and evaluate
     read (pass 25, #3). Float files are the model's space, as ``scorelab sample`` writes."""
     name = str(points) if isinstance(points, str | Path) else "points"
-    read = _read(points, raw=True)
     if (
         data is not None
         and isinstance(points, str | Path)
         and is_image_file(points)
-        and np.issubdtype(np.asarray(read).dtype, np.integer)
+        and (
+            Path(points).suffix.lower() != ".npy"  # .npz or a folder: image data as such
+            or np.issubdtype(npy_header(points)[1], np.integer)
+        )
     ):
         read = load_images(points, layout=data.layout, pixel_range=data.pixel_range).images
+    else:
+        read = _read(points, raw=True)
     array = validate_data(read, name, any_shape=True)
     size = int(np.prod(shape))
     _check_point_shape(name, array.shape, image_shape, size)
@@ -1615,7 +1651,17 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir: {out_dir} is a file; give a folder for the figures")
     config, model = load_run(run_dir)
-    shape, data, labels = _state_data(config, None)
+    target = builders.make_target(config.data)
+    # The data (a target's draws too) for the figures, read once: also what the samples start
+    # from without a target (a target's state is its dimension, read from nothing).
+    shape, data, labels = state = _state_data(config, None)
+    if target is not None:
+        state = _state_data(config, target)
+
+    def draw(n, classes=None):  # sample_run's (seed 0, one chunk) on the state read above
+        score_fn = score_model(config, model, target)
+        return _sample(config, model, target, score_fn, state, n, 0, False, n, classes, 0.0)
+
     make_folder(out_dir, "give another folder for the figures (out_dir)")
     written = []
     losses = {config.loss.name: read_losses(run_dir)}
@@ -1632,10 +1678,9 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
     if data.ndim == 4:
         num_classes = getattr(model, "num_classes", None)  # 64 of every class were drawn
         if num_classes is None:
-            result = sample_run(config, model, 64, 0)
+            result = draw(64)
         else:  # 8 of each of the first 8 classes trained
-            classes = _trained_classes(labels, num_classes)[:8]
-            result = sample_run(config, model, 8, 0, classes=classes)
+            result = draw(8, _trained_classes(labels, num_classes)[:8])
         label = f"{run_dir.name}: {config.sampler.name}, NFE {result.nfe:g}"
         written.append(
             save_sample_grid(result.x, out_dir / "samples.png", label=label, labels=result.labels)
@@ -1650,7 +1695,7 @@ def plot_run(run_dir, out_dir=None) -> list[Path]:
         config = dataclasses.replace(
             config, sampler=dataclasses.replace(config.sampler, name="ula", options={}, nfe=0)
         )
-    result = sample_run(config, model, 1000, 0)
+    result = draw(1000)
     figure = viz.ddim_samples(
         {f"{config.loss.name} model": result.x},
         data,
