@@ -554,6 +554,35 @@ def test_likelihood_reads_an_image_runs_own_uint8_file_as_its_training_images(tm
     np.testing.assert_array_equal(again, read)
 
 
+def test_evaluate_reads_the_images_of_an_npz_of_several_arrays_by_array(tmp_path, capsys):
+    """A run's own .npz of images and labels was refused as a reference ("name it with
+    data.array (--set data.array=KEY)", which evaluate does not take): --array names the key,
+    as data.array does for train, and is refused where nothing reads it. likelihood reads the
+    run's own .npz with its data.array."""
+    from scorelab.config import DataConfig
+    from scorelab.workflows import _likelihood_points
+
+    pixels = np.random.default_rng(2).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "own.npz", x_train=pixels, y_train=np.arange(40) % 2)
+    samples = (pixels.transpose(0, 3, 1, 2) / 127.5 - 1).astype(np.float32)
+    np.save(tmp_path / "s.npy", samples)
+    argv = ["evaluate", str(tmp_path / "s.npy"), "--data", str(tmp_path / "own.npz"), "--quiet"]
+    argv += ["--floor-repeats", "2"]
+    assert main(argv) == 2
+    assert "scorelab evaluate: --array KEY" in capsys.readouterr().err
+    json_out = tmp_path / "m.json"
+    assert main([*argv, "--array", "x_train", "--json", str(json_out)]) == 0
+    assert json.loads(json_out.read_text())["rows"][0]["sw"] < 1e-6  # the data themselves
+    assert main([*argv, "--array", "nope"]) == 2
+    assert "no array 'nope'; keys: x_train, y_train" in capsys.readouterr().err
+    target = ["evaluate", str(tmp_path / "s.npy"), "--target", "seed_mixture", "--array", "x"]
+    assert main(target) == 2
+    assert "--array: applies to an image file given as data" in capsys.readouterr().err
+    config = DataConfig(source=str(tmp_path / "own.npz"), array="x_train", labels="y_train")
+    read = _likelihood_points(tmp_path / "own.npz", (1, 8, 8), (1, 8, 8), config)
+    np.testing.assert_allclose(read, samples, atol=1e-6)
+
+
 def test_likelihood_reads_image_points_once_with_the_runs_layout(tmp_path, monkeypatch):
     """An integer file is read once, by load_images (it was read as stored, then again), and
     an .npz is read with the run's stated layout (it was read with ``auto``, which refuses a

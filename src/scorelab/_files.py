@@ -223,6 +223,14 @@ def resolves_into(item: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return resolved(item).is_relative_to(resolved(folder))
 
 
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two paths name one existing file (or folder)."""
+    try:
+        return Path(first).samefile(second)
+    except OSError:  # either missing (a built-in name), or unreadable: checked where read
+        return False
+
+
 def naming(error: OSError, path: Path) -> OSError:
     """``error`` about ``path``, the file or folder the user asked for, rather than the
     temporary one beside it that was opened or renamed (:func:`atomic_write`, the staging folder

@@ -699,21 +699,14 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def _same_file(first, second) -> bool:
-    """Whether two paths name one existing file."""
-    try:
-        return Path(first).samefile(second)
-    except OSError:  # either missing (a built-in name), or unreadable: checked where read
-        return False
-
-
 def _cmd_evaluate(args) -> int:
+    from scorelab._files import same_file
     from scorelab.runs import write_json
     from scorelab.workflows import evaluate_samples
 
     if args.json is not None:
         _output(args, args.json, ".json")
-    if args.data is not None and _same_file(args.samples, args.data):  # distances of about 0
+    if args.data is not None and same_file(args.samples, args.data):  # distances of about 0
         print(f"note: {args.samples} is measured against itself (--data names the same file)")
     report = evaluate_samples(
         args.samples,
@@ -724,6 +717,7 @@ def _cmd_evaluate(args) -> int:
         progress=not args.quiet,
         layout=args.layout,
         pixel_range=args.pixel_range,
+        array=args.array,
         log=print,
     )
     print(report.text())
@@ -1244,6 +1238,11 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         default="auto",
         help="an image file's pixel range: auto, 0-255, 0-1 or -1-1 (as the run's "
         "data.pixel_range)",
+    )
+    evaluate.add_argument(
+        "--array",
+        metavar="KEY",
+        help="the images' key in an .npz of several arrays (as the run's data.array)",
     )
     evaluate.add_argument("--floor-repeats", type=int, default=5, help="repeats of the floor")
     evaluate.add_argument("--json", type=_path, help="write the metrics as JSON")

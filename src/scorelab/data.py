@@ -594,8 +594,9 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
             if len(candidates) != 1:
                 raise DataError(
                     f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); save "
-                    "the one to read in a file of its own (numpy.save), or, to train on it, "
-                    "name it with data.array (--set data.array=KEY)"
+                    "the one to read in a file of its own (numpy.save), or name it with "
+                    "data.array (scorelab train: --set data.array=KEY; scorelab evaluate: "
+                    "--array KEY)"
                 )
             key = candidates[0]
         elif key not in names:

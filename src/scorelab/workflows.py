@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from scorelab import _jax_settings, ays, builders, ld3, metrics, samplers, viz
-from scorelab._files import jsonable
+from scorelab._files import jsonable, same_file
 from scorelab._signals import held_signals
 from scorelab._validate import (
     available_memory,
@@ -984,6 +984,7 @@ def evaluate_samples(
     progress: bool = True,
     layout: str = "auto",
     pixel_range: str = "auto",
+    array: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Report:
     r"""Metrics of ``samples`` (an array or a .npy/.csv path) against a target or data, with
@@ -1007,9 +1008,9 @@ def evaluate_samples(
     so its samples are judged against it, not against the data.
 
     ``progress`` shows a bar over each floor's repeats. An image file of ``data`` is read with
-    ``layout`` and ``pixel_range`` (:func:`scorelab.data.load_images`: state those of the
-    run's ``data`` section where ``auto`` would take another), and ``log`` is told how (its
-    ``data:`` line, as training's).
+    ``layout``, ``pixel_range`` and, for an ``.npz`` of several arrays, the key ``array``
+    (:func:`scorelab.data.load_images`: state those of the run's ``data`` section where the
+    defaults would take another), and ``log`` is told how (its ``data:`` line, as training's).
 
     Returns:
         A :class:`scorelab.report.Report` with one row (every metric of
@@ -1019,7 +1020,8 @@ def evaluate_samples(
     Raises:
         ConfigError: for both ``target`` and ``data`` or neither, an unknown target, a
             negative ``sigma``, fewer than 2 reference points or a dimension that differs from
-            the reference's; ``sigma``, ``layout`` or ``pixel_range`` beside built-in images.
+            the reference's; ``sigma``, ``layout``, ``pixel_range`` or ``array`` beside
+            built-in images, or ``layout``, ``pixel_range`` or ``array`` without an image file.
     """
     if target is not None and data is not None:
         raise ConfigError(
@@ -1040,8 +1042,9 @@ def evaluate_samples(
             ("sigma", sigma, "image metrics compare with the digits themselves"),
             ("layout", layout, "applies to an image file given as data"),
             ("pixel_range", pixel_range, "applies to an image file given as data"),
+            ("array", array, "applies to an image file given as data"),
         ):
-            if value not in (0, "auto"):
+            if value not in (0, "auto", None):
                 raise ConfigError(f"{field}: {reason}; leave it out")
         return evaluate_images(
             samples,
@@ -1052,8 +1055,8 @@ def evaluate_samples(
             progress=progress,
         )
     image_file = isinstance(data, str | Path) and Path(data).exists() and is_image_file(data)
-    for field, value in (("layout", layout), ("pixel_range", pixel_range)):
-        if value != "auto" and not image_file:  # read by nothing else: refused, not ignored
+    for field, value in (("layout", layout), ("pixel_range", pixel_range), ("array", array)):
+        if value not in ("auto", None) and not image_file:  # read by nothing else: refused
             raise ConfigError(f"{field}: applies to an image file given as data; leave it out")
     check_sigma("sigma", sigma, ConfigError)
     name = str(samples) if isinstance(samples, str | Path) else "samples"
@@ -1089,7 +1092,7 @@ def evaluate_samples(
             if data in TARGETS:
                 raise ConfigError(f"data: {data!r} has an exact score: use --target {data}")
         data_name = str(data) if isinstance(data, str | Path) else "data"
-        read = _read(data, raw=False, layout=layout, pixel_range=pixel_range, log=log)
+        read = _read(data, raw=False, layout=layout, pixel_range=pixel_range, array=array, log=log)
         points = validate_data(read, data_name, any_shape=True)
         # Image data are read (n, C, H, W) in [-1, 1] whatever their file's layout and range.
         image_shape = points.shape[1:] if points.ndim > 2 else None
@@ -1307,6 +1310,7 @@ def _read(
     raw: bool,
     layout: str = "auto",
     pixel_range: str = "auto",
+    array: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """The one reader of samples and data sets: ``source`` itself if it is an array, else the
@@ -1315,8 +1319,8 @@ def _read(
     ``raw`` reads an ``.npy`` as stored, of any rank and unscaled
     (:func:`scorelab.data.read_npy`: samples written by ``scorelab sample``, in model space).
     Other image data (:func:`scorelab.data.is_image_file`) is read by
-    :func:`scorelab.data.load_images` with ``layout`` and ``pixel_range``, scaled to [-1, 1]
-    (the rule taken passed to ``log``); points by :func:`scorelab.data.load_array`.
+    :func:`scorelab.data.load_images` with ``layout``, ``pixel_range`` and ``array``, scaled
+    to [-1, 1] (the rule taken passed to ``log``); points by :func:`scorelab.data.load_array`.
 
     Raises:
         FileNotFoundError: for a missing file.
@@ -1328,7 +1332,7 @@ def _read(
         return read_npy(source)
     if not is_image_file(source):
         return load_array(source)
-    images = load_images(source, layout=layout, pixel_range=pixel_range)
+    images = load_images(source, layout=layout, pixel_range=pixel_range, array=array)
     if log is not None:  # the layout and the mapping taken, as train says them
         log(f"data: {images.description}")
     return images.images
@@ -1525,10 +1529,11 @@ def _likelihood_points(
     (:func:`_check_point_shape`: 8x8 images for the 64-d ``digits_mixture``, flat rows for a
     U-Net); an image model's values must lie in the data's [-1, 1].
 
-    An image file of integer pixels, for an image run's ``data`` section, is read as its
-    training images are (:func:`scorelab.data.load_images` with its layout and pixel range):
-    the run's own uint8 file was refused ("values in [4, 255]"), which train and evaluate
-    read (pass 25, #3). Float files are the model's space, as ``scorelab sample`` writes."""
+    An image file of integer pixels (or an ``.npz`` or a folder), for an image run's ``data``
+    section, is read as its training images are (:func:`scorelab.data.load_images` with its
+    layout and pixel range, and its ``array`` key when it is the run's own file): the run's
+    own uint8 file was refused ("values in [4, 255]"), which train and evaluate read (pass 25,
+    #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes."""
     name = str(points) if isinstance(points, str | Path) else "points"
     if (
         data is not None
@@ -1539,7 +1544,10 @@ def _likelihood_points(
             or np.issubdtype(npy_header(points)[1], np.integer)
         )
     ):
-        read = load_images(points, layout=data.layout, pixel_range=data.pixel_range).images
+        key = data.array if same_file(points, data.source) else None  # the run's own .npz
+        read = load_images(
+            points, layout=data.layout, pixel_range=data.pixel_range, array=key
+        ).images
     else:
         read = _read(points, raw=True)
     array = validate_data(read, name, any_shape=True)
