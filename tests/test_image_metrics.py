@@ -6,6 +6,7 @@ import scipy.linalg
 
 from scorelab.image_metrics import (
     class_total_variation,
+    feature_measure,
     frechet_distance,
     kernel_inception_distance,
     mean_top_probability,
@@ -110,6 +111,32 @@ def test_precision_recall_identical_disjoint_and_brute_force():
     assert result.precision == coverage(real, fake) and result.recall == coverage(fake, real)
     with pytest.raises(ValueError, match="k must be"):
         precision_recall(real[:3], fake, k=3)
+
+
+def test_precision_recall_radii_are_the_kth_neighbour_on_the_line():
+    """Closed forms on the real line, where a radius one neighbour short changes the answer:
+    the k = 1 radii of {0, 1, 3} are 1, 1, 2 and cover 0.5 and 2.2 (radius 0, the point
+    itself, covers neither); the k = 2 radii of {0, 1, 3, 7} are 3, 2, 3, 6, so 7 covers 11.5
+    (4.5 away; its first neighbour's 4 would not) and not 13.5 (6.5 away)."""
+    assert precision_recall([[0.0], [1.0], [3.0]], [[0.5], [2.2]], k=1) == (1.0, 1.0)
+    real = [[0.0], [1.0], [3.0], [7.0]]
+    assert precision_recall(real, [[11.5], [0.2], [0.4]], k=2) == (1.0, 1.0)
+    assert precision_recall(real, [[13.5], [0.2], [0.4]], k=2) == (2 / 3, 1.0)
+
+
+def test_feature_measure_judges_the_set_against_the_reference():
+    """Precision is the judged set's points inside the reference's manifold, recall the
+    reference's inside the judged set's (a swap gave each the other's value): ten copies of
+    reference points are all inside (precision 1) and cover few of the forty reference points
+    (recall below 1)."""
+    rng = np.random.default_rng(4)
+    reference = rng.normal(size=(40, 3))
+    copies = reference[:10]
+    probabilities = np.full((40, 2), 0.5)
+    measured = feature_measure((copies, probabilities[:10]), (reference, probabilities))
+    expected = precision_recall(reference, copies)
+    assert expected.precision == 1.0 and expected.recall < 1.0
+    assert (measured["precision"], measured["recall"]) == expected
 
 
 def test_class_total_variation_and_top_probability_closed_forms():

@@ -267,6 +267,18 @@ def test_auto_is_the_exact_trace_up_to_its_dimension_and_one_probe_above(monkeyp
     assert run("auto") == run(1) != run("exact")
 
 
+def test_auto_probes_are_the_basis_up_to_128_dimensions_and_one_probe_above():
+    """The documented EXACT_TRACE_MAX_DIM = 128 at its edge: "auto" takes the exact basis at
+    d = 128 and one Rademacher probe at d = 129 (not more: each costs a JVP per step)."""
+    from scorelab.likelihood import EXACT_TRACE_MAX_DIM, _probes
+
+    assert EXACT_TRACE_MAX_DIM == 128
+    basis, exact = _probes(jax.random.key(0), "auto", "rademacher", jnp.zeros(128))
+    assert exact and np.array_equal(basis, np.eye(128))
+    probes, exact = _probes(jax.random.key(0), "auto", "rademacher", jnp.zeros(129))
+    assert not exact and probes.shape == (1, 129) and set(np.unique(probes)) == {-1.0, 1.0}
+
+
 def test_a_network_score_matches_an_independent_float64_solve():
     """Any score_fn: a random noise-conditional MLP (non-symmetric Jacobian, not a gradient;
     SiLU, so the field is smooth as the ODE theory and the step control need) against SciPy's

@@ -62,6 +62,8 @@ def test_geometric_grid_has_constant_ratio():
         (dict(n=1), "n >= 2"),
         (dict(n=10, sigma_min=-1.0), "sigma_min must be > 0"),
         (dict(n=10, sigma_min=5.0, sigma_max=1.0), "sigma_min must be < sigma_max"),
+        # one level twice is no range: a loss over it would train one noise level
+        (dict(n=10, sigma_min=2.0, sigma_max=2.0), "sigma_min must be < sigma_max"),
         (dict(n=10, rho=0.0), "rho must be a finite number > 0"),
     ],
 )
