@@ -144,6 +144,27 @@ def test_annealed_langevin_matches_numpy_transcription_of_sequential_ula():
     np.testing.assert_allclose(out.trajectory, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("ratio", [0.0, -1e-4])
+def test_annealed_langevin_refuses_a_step_ratio_that_cannot_move_the_chains(ratio):
+    """At step_ratio 0 every step is x <- x: the prior came back as samples (pass 32)."""
+    with pytest.raises(ValueError, match="step_ratio must be > 0"):
+        annealed_langevin(default_sigmas(5), step_ratio=ratio)
+
+
+def test_annealed_langevin_warns_from_its_bound_on():
+    """The warning's bound 2 sigma_min^2 is itself divergent (a = -1: the chains oscillate
+    without contracting), so the warning starts there, not past it; just below, none."""
+    import warnings
+
+    sigmas = karras_sigmas(10)
+    bound = 2 * float(sigmas[0]) ** 2
+    with pytest.warns(UserWarning, match="step_ratio"):
+        annealed_langevin(sigmas, step_ratio=bound)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        annealed_langevin(sigmas, step_ratio=float(np.nextafter(bound, 0.0)))
+
+
 def test_annealed_langevin_warns_where_its_step_ratio_diverges():
     """On N(0, c I) with its exact noised score the chain is linear: each step is
     x <- a x + sqrt(2 gamma) z with a = 1 - gamma / (sigma^2 + c), so its variance follows

@@ -84,6 +84,38 @@ def test_convergence_order_on_the_closed_form_flow(build, order, ns):
     assert abs(slope - order) < 0.15, slope
 
 
+@pytest.mark.parametrize(
+    "build",
+    [lambda s, p=p: deis(s, p) for p in (1, 2, 3)],
+    ids=["deis1", "deis2", "deis3"],
+)
+def test_the_last_step_is_tweedies_denoiser_at_sigma_0(build):
+    """DEIS's step from sigma_0 to 0 is first order whatever its order (iPNDM's is not: it
+    keeps IPNDMScheduler's multistep last step, which its diffusers parity test checks):
+    Tweedie's denoiser x + sigma_0^2 s(x, sigma_0) of the state at sigma_0. The order tests
+    and diffusers' parity read that state (trajectory[-2]), so a higher-order last step,
+    extrapolated to a placeholder level, changed every sample returned and no test saw it
+    (pass 32)."""
+    with jax.enable_x64(True):
+        sigmas = np.geomspace(0.05, 20.0, 12)
+        out = _run(build(sigmas).run, _gaussian_score, jnp.array([30.0, -25.0]))
+        last, sigma_0 = out.trajectory[-2], sigmas[0]
+        denoised = last + sigma_0**2 * _gaussian_score(last, sigma_0)
+        np.testing.assert_allclose(out.trajectory[-1], denoised, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out.x, denoised, rtol=0, atol=1e-12)
+
+
+def test_documented_default_options():
+    """The defaults the docstrings state (diffusers' solver_order 2 and UniPC's bh2;
+    Restart's two restarts) build the samplers that name them."""
+    import equinox as eqx
+
+    sigmas = default_sigmas(8)
+    assert eqx.tree_equal(deis(sigmas), deis(sigmas, 2))
+    assert eqx.tree_equal(unipc(sigmas), unipc(sigmas, 2, "bh2"))
+    assert eqx.tree_equal(restart(sigmas), restart(sigmas, n_restarts=2))
+
+
 @pytest.mark.parametrize("build", [lambda s: deis(s, 1), lambda s: ipndm(s, 1)],
                          ids=["deis1", "ipndm1"])  # fmt: skip
 def test_first_order_multistep_is_euler(build):
@@ -192,8 +224,11 @@ def test_restart_budget_counts_its_restarts():
         (lambda: unipc(default_sigmas(5), 4), "order must be 1, 2 or 3, got 4"),
         (lambda: unipc(default_sigmas(5), solver_type="bh3"), "solver_type must be one of"),
         (lambda: deis(default_sigmas(5), 0), "order must be a positive integer"),
+        (lambda: deis(default_sigmas(5), 4), "order must be 1, 2 or 3, got 4"),
         (lambda: ipndm(default_sigmas(5), 5), "max_order must be 1 to 4"),
         (lambda: restart(default_sigmas(5), 0.5, 0.2), "0 < restart_sigma_min < restart_sigma"),
+        # an empty interval: no restart could move the chains
+        (lambda: restart(default_sigmas(5), 0.5, 0.5), "0 < restart_sigma_min < restart_sigma"),
         (lambda: restart(default_sigmas(5), n_restarts=-1), "n_restarts must be an integer"),
     ],
 )

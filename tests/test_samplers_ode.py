@@ -59,6 +59,39 @@ def test_convergence_order_on_the_closed_form_flow(build, order):
     assert abs(slope - order) < 0.3, slope
 
 
+@pytest.mark.parametrize(
+    "build",
+    [euler, lambda sigmas: ddim(sigmas, eta=0.0), heun, dpmpp_2m],
+    ids=["euler", "ddim_e0", "heun", "dpmpp_2m"],
+)
+def test_the_last_step_is_tweedies_denoiser_at_sigma_0(build):
+    """The order tests read the state at sigma_0 because the final step to 0 is the same
+    first-order step for every solver: Tweedie's denoiser x + sigma_0^2 s(x, sigma_0), checked
+    here (pass 32: DEIS's last step could change unseen)."""
+    with jax.enable_x64(True):
+        sigmas = np.geomspace(0.05, 20.0, 12)
+        out = _run(build(sigmas).run, _gaussian_score, jnp.array([30.0, -25.0]))
+        last, sigma_0 = out.trajectory[-2], sigmas[0]
+        denoised = last + sigma_0**2 * _gaussian_score(last, sigma_0)
+        np.testing.assert_allclose(out.x, denoised, rtol=0, atol=1e-12)
+
+
+def test_edm_churn_is_s_churn_over_n_within_its_levels():
+    """EDM Alg. 2's gamma_i = min(S_churn / N, sqrt 2 - 1) on s_tmin <= sigma_i <= s_tmax,
+    both ends included, N the number of levels (k-diffusion's len(sigmas) - 1, its grid ending
+    at 0). Every other test churned so hard that the cap hid N (pass 32)."""
+    sigmas = default_sigmas(50)
+    np.testing.assert_allclose(edm_gammas(sigmas, 5.0), 0.1, rtol=1e-6)  # 5 / 50, below the cap
+    capped = edm_gammas(sigmas, 40.0)
+    np.testing.assert_allclose(capped, np.sqrt(2) - 1, rtol=1e-6)
+    levels = np.asarray(sigmas)
+    low, high = float(levels[10]), float(levels[20])
+    inside = np.asarray(edm_gammas(sigmas, 5.0, low, high))[::-1] > 0  # gammas run top down
+    np.testing.assert_array_equal(np.flatnonzero(inside), np.arange(10, 21))
+    one = np.asarray(edm_gammas(sigmas, 5.0, low, low))[::-1]  # one level churns
+    np.testing.assert_array_equal(np.flatnonzero(one), [10])
+
+
 def test_euler_equals_ddim_e0_step_for_step(mixture):
     """Docstring claim (Karras et al. 2022, Sec. 4): VE-DDIM with e = 0 is Euler in sigma."""
     sigmas = default_sigmas(40)

@@ -23,17 +23,22 @@ from scorelab.targets import GaussianMixture, seed_mixture
 
 
 @pytest.mark.parametrize(
-    "spacing, offset, expected",
+    "spacing, offset, n, expected",
     [
-        ("leading", 0, [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]),
-        ("leading", 1, [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]),
-        ("trailing", 0, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
-        ("linspace", 0, [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]),
+        ("leading", 0, 10, [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]),
+        ("leading", 1, 10, [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]),
+        ("trailing", 0, 10, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
+        ("linspace", 0, 10, [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]),
+        # 7 does not divide T = 1000: leading steps by T // n = 142 (diffusers' integer ratio),
+        # trailing rounds T - k T / n, linspace rounds halves to even (166.5 -> 166, 499.5 -> 500)
+        ("leading", 0, 7, [852, 710, 568, 426, 284, 142, 0]),
+        ("trailing", 0, 7, [999, 856, 713, 570, 428, 285, 142]),
+        ("linspace", 0, 7, [999, 832, 666, 500, 333, 166, 0]),
     ],
 )
-def test_timesteps_of_each_spacing(spacing, offset, expected):
+def test_timesteps_of_each_spacing(spacing, offset, n, expected):
     config = SchedulerConfig(timestep_spacing=spacing, steps_offset=offset)
-    np.testing.assert_array_equal(timesteps(config, 10), expected)
+    np.testing.assert_array_equal(timesteps(config, n), expected)
 
 
 def test_ddim_previous_step_is_t_minus_T_over_n_whatever_the_spacing():
