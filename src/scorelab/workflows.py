@@ -999,8 +999,8 @@ def evaluate_samples(
     array or a path), the reference is the data and the floor is the metric between two independent
     sets of ``n`` draws (with replacement) from the data's empirical law. ``data`` naming a
     built-in image set (``digits``, ``digits16``) is measured by :func:`evaluate_images`: its
-    classifier's metrics and their floors, in its report (``sigma``, ``layout`` and
-    ``pixel_range`` do not apply there and are refused).
+    classifier's metrics and their floors, in its report (``sigma``, ``layout``,
+    ``pixel_range`` and ``array`` do not apply there and are refused).
 
     With ``sigma > 0`` the reference law is the noised one,
     :math:`q_\sigma = q * \mathcal{N}(0, \sigma^2 I)`: the target's exact VE marginal, or the
