@@ -119,6 +119,8 @@ def test_precision_recall_radii_are_the_kth_neighbour_on_the_line():
     itself, covers neither); the k = 2 radii of {0, 1, 3, 7} are 3, 2, 3, 6, so 7 covers 11.5
     (4.5 away; its first neighbour's 4 would not) and not 13.5 (6.5 away)."""
     assert precision_recall([[0.0], [1.0], [3.0]], [[0.5], [2.2]], k=1) == (1.0, 1.0)
+    # on the radius itself is inside (Eq. 1's <=): 5 is 2 from 3, whose radius is 2
+    assert precision_recall([[0.0], [1.0], [3.0]], [[5.0], [0.0]], k=1) == (1.0, 1.0)
     real = [[0.0], [1.0], [3.0], [7.0]]
     assert precision_recall(real, [[11.5], [0.2], [0.4]], k=2) == (1.0, 1.0)
     assert precision_recall(real, [[13.5], [0.2], [0.4]], k=2) == (2 / 3, 1.0)
@@ -137,6 +139,9 @@ def test_feature_measure_judges_the_set_against_the_reference():
     expected = precision_recall(reference, copies)
     assert expected.precision == 1.0 and expected.recall < 1.0
     assert (measured["precision"], measured["recall"]) == expected
+    # the judged set's confidence, not the reference's: one-hot against uniform rows
+    one_hot = np.eye(2)[np.arange(10) % 2]
+    assert feature_measure((copies, one_hot), (reference, probabilities))["top_prob"] == 1.0
 
 
 def test_class_total_variation_and_top_probability_closed_forms():

@@ -30,6 +30,7 @@ from scorelab.losses import (
     ncsn_weighting,
     sample_training_sigmas,
     sliced_score_matching_loss,
+    vp_epsilon_loss,
 )
 from scorelab.models import MLP, ExactScore, NoiseConditionalMLP
 from scorelab.targets import gaussian
@@ -943,3 +944,53 @@ def test_valid_inputs_are_still_taken():
     value = dsm_loss(_KEY, lambda x, s: np.asarray(-x, np.float64), _X2, sigma=0.5)
     np.testing.assert_allclose(value, dsm_loss(_KEY, _linear_score, _X2, sigma=0.5), rtol=1e-6)
     assert np.isfinite(hyvarinen_loss(_KEY, _linear_score, jnp.ones(())))
+
+
+def _affine_score(x, sigma, y=0):
+    """A score that depends on the point, the level and the label, so a wrong one shows."""
+    return -(1.0 + y) * x / (1.0 + sigma**2) + 0.1 * y
+
+
+def test_ncsn_loss_is_the_mean_over_its_documented_draws():
+    """The docstring's formula on its own key split, n_sigmas = 4 levels: the mean (a sum gave
+    4x and passed) of sigma_k^2 |s(x_0 + sigma_k eps_k, sigma_k) + eps_k / sigma_k|^2."""
+    from scorelab.noise import sample_ve_noise
+
+    x_0, key = jnp.linspace(-1.0, 1.0, 6), jax.random.key(7)
+    got = ncsn_loss(key, _affine_score, x_0, n_sigmas=4)
+    key_sigma, key_eps = jax.random.split(key)
+    sigmas = sample_training_sigmas(key_sigma, (4,))
+    terms = []
+    for key_k, sigma in zip(jax.random.split(key_eps, 4), sigmas, strict=True):
+        x_sigma, eps = sample_ve_noise(key_k, x_0, sigma)
+        terms.append(sigma**2 * jnp.sum((_affine_score(x_sigma, sigma) + eps / sigma) ** 2))
+    np.testing.assert_allclose(got, np.mean(terms), rtol=1e-5)
+
+
+def test_vp_epsilon_loss_is_ddpm_epsilon_mse_on_its_documented_draws():
+    """DDPM's objective mean((eps_hat - eps)^2), eps_hat = -sigma_t s(x_t, sigma_t, y), on the
+    documented key splits: the label dropped to the null label with probability p (a swap kept
+    the label p of the time), t uniform on all T timesteps (the last included), the mean over
+    the example's values and the sigma_t^2 weight (dropping either passed)."""
+    from scorelab.noise import sample_ve_noise, vp_alpha_sigma, vp_alphas_cumprod
+    from scorelab.samplers import ve_sigmas_from_vp
+
+    T, p = 2, 0.25
+    sigmas = ve_sigmas_from_vp(*vp_alpha_sigma(vp_alphas_cumprod("linear", T, 1e-4, 0.02)))
+    x_0 = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    steps, dropped = set(), 0
+    for i in range(16):
+        key = jax.random.key(i)
+        got = vp_epsilon_loss(
+            key, _affine_score, x_0, 3, num_train_timesteps=T, label_dropout=p, null_label=0
+        )
+        key_rest, key_drop = jax.random.split(key)
+        y = 0 if jax.random.bernoulli(key_drop, p) else 3
+        key_t, key_eps = jax.random.split(key_rest)
+        t = int(jax.random.randint(key_t, (), 0, T))
+        x_t, eps = sample_ve_noise(key_eps, x_0, sigmas[t])
+        eps_hat = -sigmas[t] * _affine_score(x_t, sigmas[t], y)
+        np.testing.assert_allclose(got, jnp.mean((eps_hat - eps) ** 2), rtol=1e-5)
+        steps.add(t)
+        dropped += y == 0
+    assert steps == {0, 1} and 0 < dropped < 16  # both levels and both labels were drawn

@@ -348,6 +348,20 @@ def test_mixture_report_by_hand():
     # Variances (ddof 1): {0, 1} -> 0.5, ratio 0.5; {10, 16} -> 18, ratio 18 / 4 = 4.5.
     np.testing.assert_allclose(report.variance_ratio, [0.5, 4.5])
     assert report.variance_ratio_mean == pytest.approx(0.25 * 0.5 + 0.75 * 4.5)
+    assert report.far_fraction == pytest.approx(0.2)  # 25 alone: Mahalanobis 7.5 > 5; 16 is 3
+
+
+def test_mixture_report_assigns_by_the_posterior_with_unequal_covariances():
+    """Each point goes to its most probable component, log-determinants included: with
+    N(0, 1) and N(0, 100) at equal weights, 2.5 belongs to the wide one (posterior 0.69) and
+    0.5 and 2.0 to the narrow one. Every other test mixture has equal covariances, where the
+    log-determinant term is the same for each component and its factor went unchecked."""
+    target = GaussianMixture(
+        jnp.array([[0.0], [0.0]]), jnp.array([[[1.0]], [[100.0]]]), jnp.array([1.0, 1.0])
+    )
+    points = np.array([[2.5], [0.5], [2.0]])
+    np.testing.assert_array_equal(np.argmax(target.responsibilities(points), axis=1), [1, 0, 0])
+    np.testing.assert_allclose(metrics.mixture_report(points, target).fractions, [2 / 3, 1 / 3])
 
 
 def test_mixture_report_rejects_a_dimension_mismatch(mixture):
