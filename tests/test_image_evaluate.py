@@ -87,17 +87,27 @@ def test_bad_images_end_in_one_line_and_status_2(tmp_path, capsys, array, messag
     assert re.search(message, error), error
 
 
+@pytest.mark.slow  # two classifier evaluations with their floors, about 15 s of a worker
 def test_evaluate_samples_measures_the_digits_by_their_classifier():
     """``evaluate_samples(data="digits")`` is ``evaluate_images``'s report, bit for bit (the
-    command line's routing, which the library refused: one place now), and a noise level,
-    layout or pixel range beside it is refused by field, as nothing there reads it."""
-    held_out, _ = digits("test")
-    samples = held_out[:20]
+    command line's routing, which the library refused: one place now)."""
+    samples = digits("test")[0][:20]
     routed = evaluate_samples(samples, data="digits", floor_repeats=2, seed=3, progress=False)
     direct = evaluate_images(samples, floor_repeats=2, seed=3, progress=False)
     assert routed.rows == direct.rows and routed.floors == direct.floors
     assert "fd" in routed.rows[0]
-    for field, value in (("sigma", 0.1), ("layout", "NHWC"), ("pixel_range", "0-1")):
+
+
+def test_evaluate_samples_refuses_what_built_in_images_do_not_read():
+    """A noise level, layout, pixel range or .npz key beside the digits is refused by field,
+    before anything is measured: nothing there reads it."""
+    samples = digits("test")[0][:20]
+    for field, value in (
+        ("sigma", 0.1),
+        ("layout", "NHWC"),
+        ("pixel_range", "0-1"),
+        ("array", "x"),
+    ):
         with pytest.raises(ConfigError, match=f"^{field}: .*; leave it out$"):
             evaluate_samples(samples, data="digits", floor_repeats=2, **{field: value})
 
