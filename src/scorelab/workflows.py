@@ -1035,17 +1035,17 @@ def evaluate_samples(
     check_seed("evaluate.seed", seed, error=ConfigError)
     _check_floor_repeats(floor_repeats)
     check_real("sigma", sigma, "a number >= 0", lambda v: v >= 0, error=ConfigError)
-    if isinstance(data, str) and data in IMAGE_SOURCES and not Path(data).exists():
-        # The digits themselves, by their classifier (what the command line measured, after
-        # a refusal of its own that the library repeated: one check now, here).
-        for field, value, reason in (
-            ("sigma", sigma, "image metrics compare with the digits themselves"),
-            ("layout", layout, "applies to an image file given as data"),
-            ("pixel_range", pixel_range, "applies to an image file given as data"),
-            ("array", array, "applies to an image file given as data"),
-        ):
-            if value not in (0, "auto", None):
-                raise ConfigError(f"{field}: {reason}; leave it out")
+    # The digits themselves are measured by their classifier (evaluate_images), which reads
+    # no noise level, and, like any reference that is not an image file, no layout, pixel
+    # range or key: one check of each (the command line repeated them in its own copy).
+    digits_data = isinstance(data, str) and data in IMAGE_SOURCES and not Path(data).exists()
+    if digits_data and sigma != 0:
+        raise ConfigError("sigma: image metrics compare with the digits themselves; leave it out")
+    image_file = isinstance(data, str | Path) and Path(data).exists() and is_image_file(data)
+    for field, value in (("layout", layout), ("pixel_range", pixel_range), ("array", array)):
+        if value not in ("auto", None) and not image_file:  # read by nothing else: refused
+            raise ConfigError(f"{field}: applies to an image file given as data; leave it out")
+    if digits_data:
         return evaluate_images(
             samples,
             data=data,
@@ -1054,10 +1054,6 @@ def evaluate_samples(
             label=label,
             progress=progress,
         )
-    image_file = isinstance(data, str | Path) and Path(data).exists() and is_image_file(data)
-    for field, value in (("layout", layout), ("pixel_range", pixel_range), ("array", array)):
-        if value not in ("auto", None) and not image_file:  # read by nothing else: refused
-            raise ConfigError(f"{field}: applies to an image file given as data; leave it out")
     check_sigma("sigma", sigma, ConfigError)
     name = str(samples) if isinstance(samples, str | Path) else "samples"
     read = _read(samples, raw=True)  # as stored: model space (scorelab sample writes it)
