@@ -77,6 +77,55 @@ def test_a_folder_with_class_sub_folders_gives_labels_in_sorted_name_order(tmp_p
     assert "2 class sub-folders (bird, cat)" in loaded.description
 
 
+def test_image_shape_reads_the_shape_load_images_gives_from_headers_alone(tmp_path, monkeypatch):
+    """:func:`scorelab.data.image_shape` is ``load_images(...).images.shape[1:]`` for every
+    layout, key and folder, with nothing decoded (the array readers fail if called)."""
+    import scorelab.data as data
+
+    labels = np.arange(5)
+    np.save(tmp_path / "nhwc.npy", _UINT8)
+    np.save(tmp_path / "nchw.npy", _UINT8.transpose(0, 3, 1, 2))
+    np.save(tmp_path / "grey.npy", _UINT8[..., 0])
+    square = np.concatenate([_UINT8[:, :3, :3], _UINT8[:, :3, :3, :1]], axis=3)  # (5, 3, 3, 4)
+    np.save(tmp_path / "square.npy", square)  # axes 1 and 3 both channel sizes: stated
+    np.savez(tmp_path / "set.npz", train=_UINT8, extra=_UINT8[:2], y=labels)
+    np.savez(tmp_path / "one.npz", images=_UINT8.transpose(0, 3, 1, 2), y=labels)
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    (tmp_path / "folder" / "b").mkdir()
+    for row in range(3):
+        rgba = Image.fromarray(_UINT8[row]).convert("RGBA")
+        rgba.save(tmp_path / "folder" / "ab"[row % 2] / f"{row}.png")
+    cases = [
+        ("nhwc.npy", {}),
+        ("nchw.npy", {}),
+        ("nchw.npy", {"layout": "NCHW"}),
+        ("grey.npy", {}),
+        ("square.npy", {"layout": "NHWC"}),
+        ("square.npy", {"layout": "NCHW"}),
+        ("set.npz", {"array": "train", "labels": "y"}),
+        ("one.npz", {"labels": "y"}),
+        ("folder", {}),
+    ]
+    expected = [load_images(tmp_path / name, **kwargs).images.shape[1:] for name, kwargs in cases]
+    assert expected[-1] == (4, 6, 7) and expected[4:6] == [(4, 3, 3), (3, 3, 4)]
+    for name in ("_read_npy_stream", "_read_folder"):
+        monkeypatch.setattr(data, name, lambda *a, **k: pytest.fail("pixels were read"))
+    for (name, kwargs), shape in zip(cases, expected):
+        assert data.image_shape(tmp_path / name, **kwargs) == shape, (name, kwargs)
+    for name, kwargs, words in [
+        ("square.npy", {}, "state data.layout"),
+        ("set.npz", {"labels": "y"}, "holds 2 arrays (train, extra)"),
+        ("set.npz", {"array": "test"}, "no array 'test'; keys: train, extra, y"),
+        ("grey.npy", {"layout": "NHWC"}, "has no channel axis"),
+        ("missing.npy", {}, "data not found"),
+        ("folder", {"labels": "y"}, "a folder's labels are its sub-folders"),
+        ("nhwc.npy", {"array": "x"}, "an .npy holds one array"),
+    ]:
+        error = FileNotFoundError if name == "missing.npy" else DataError
+        with pytest.raises(error, match=re.escape(words)):
+            data.image_shape(tmp_path / name, **kwargs)
+
+
 def test_the_held_out_split_is_fixed_by_seed_and_disjoint():
     train, test = held_out_split(50, 10, seed=3)
     again_train, again_test = held_out_split(50, 10, seed=3)

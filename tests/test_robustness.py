@@ -14,6 +14,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -1654,6 +1655,48 @@ def test_a_run_whose_config_disagrees_with_its_model_is_refused(
     _fails(argv, capsys, message, "restore config.json or train again")
     _fails(["export", run, "--diffusers", tmp_path / "pipeline"], capsys, message)
     assert not (tmp_path / "s.npy").exists() and not (tmp_path / "pipeline").exists()
+
+
+def test_image_samples_far_beyond_the_data_range_are_said_to_be(tmp_path, capsys, _conditional_run):
+    """A barely trained VP run sampled values of ±700, written without a word, which evaluate
+    and likelihood then refused: the note says so where they are made (a zero network's
+    DDIM sample is x_T / sqrt(alpha_bar_T), far out)."""
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--run", str(_conditional_run), "--n", "2", "--out", str(out)]) == 0
+    samples = np.load(out)
+    assert np.abs(samples).max() > 2  # written as sampled, unclipped
+    printed = capsys.readouterr().out
+    low, high = samples.min(), samples.max()
+    assert f"note: the samples' values lie in [{low:.4g}, {high:.4g}], far beyond" in printed
+
+
+@pytest.mark.parametrize("size, shape", [(8, None), (16, "[1, 16, 16]")])
+def test_a_run_s_data_shape_is_checked_from_headers_without_decoding_the_images(
+    tmp_path, monkeypatch, size, shape, _conditional_run
+):
+    """``load_run`` read a whole image folder (or array) to compare one example's shape with
+    the network's, and ``sample --run`` then read it again: only the first image's header is
+    read now, and a folder of the wrong size is still refused."""
+    from PIL import Image
+
+    import scorelab.data as data
+    from scorelab.runs import load_run
+
+    run = _class_conditional_run(tmp_path, _conditional_run)
+    for label in ("0", "1"):
+        (tmp_path / "faces" / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((size, size), 40 * i, np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "faces" / label / f"{i}.png")
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["source"] = str(tmp_path / "faces")
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(data, "_read_folder", lambda path: pytest.fail("the pixels were read"))
+    if shape is None:
+        assert load_run(run)[0].data.source == str(tmp_path / "faces")
+    else:
+        with pytest.raises(ConfigError, match=re.escape(f"examples of shape {shape} but")):
+            load_run(run)
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,10 @@ from scorelab.data import (
     ImageData,
     digits,
     held_out_split,
+    image_shape,
     load_array,
     load_images,
+    npy_header,
 )
 from scorelab.noise import sigma_grid
 from scorelab.targets import GaussianMixture
@@ -56,6 +58,7 @@ __all__ = [
     "check_fields_read",
     "make_target",
     "make_data",
+    "example_shape",
     "make_image_data",
     "data_scale",
     "make_model",
@@ -247,6 +250,28 @@ def make_data(config: DataConfig) -> np.ndarray:
         return make_image_data(config).images
     _refuse_image_fields(config)
     return load_array(config.source)
+
+
+def example_shape(config: DataConfig) -> tuple[int, ...]:
+    """The shape of one example of :func:`make_data`'s: ``(d,)`` or ``(C, H, W)``, from the
+    headers of an image file or folder (:func:`scorelab.data.image_shape`) or a ``.npy`` of
+    points; only a CSV is read whole.
+
+    Raises:
+        FileNotFoundError, DataError: for a file that is missing or not valid data.
+    """
+    _check_section(config, DataConfig)
+    if config.source in IMAGE_SOURCES:
+        return 1, IMAGE_SOURCES[config.source], IMAGE_SOURCES[config.source]
+    if config.is_images:
+        return image_shape(
+            config.source, layout=config.layout, array=config.array, labels=config.labels
+        )
+    if not config.is_builtin and str(config.source).lower().endswith(".npy"):
+        shape, _ = npy_header(config.source)
+        if len(shape) == 2:  # any other rank is refused as points by make_data, below
+            return shape[1:]
+    return make_data(dataclasses.replace(config, n=1)).shape[1:]
 
 
 def _refuse_image_fields(config: DataConfig) -> None:

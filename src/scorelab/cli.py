@@ -688,6 +688,15 @@ def _cmd_sample(args) -> int:
     beyond = config.levels_beyond_training() if model is not None else None
     if beyond is not None:  # allowed (the docs show it), and said: it was silent, pass 23
         print(f"note: {beyond}")
+    low, high = float(result.x.min()), float(result.x.max())
+    if (image_shape is not None or config.data.is_images) and max(-low, high) > 2:
+        # Written unclipped (k-diffusion's samplers, the library's, do not clip); said, as
+        # likelihood and evaluate then refuse them: ±700 after a few training steps was silent.
+        print(
+            f"note: the samples' values lie in [{low:.4g}, {high:.4g}], far beyond the images' "
+            "[-1, 1] (an undertrained model?); the grid clips them, and evaluate and likelihood "
+            "take images in [-1, 1]: train longer, or clip them with np.clip(x, -1, 1)"
+        )
     if args.grid_png is not None:
         print(f"grid written to {args.grid_png}")
     if model is not None and config.loss.name == "dsm":

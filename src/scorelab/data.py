@@ -7,6 +7,7 @@ score; the distributions with an exact score (the oracles) are :mod:`scorelab.ta
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -46,6 +47,7 @@ __all__ = [
     "ImageData",
     "is_image_file",
     "npy_header",
+    "image_shape",
     "load_images",
     "held_out_split",
     "two_moons",
@@ -400,6 +402,43 @@ def npy_header(path) -> tuple[tuple[int, ...], np.dtype]:
         return _npy_header(handle, path)
 
 
+def image_shape(
+    path, *, layout: str = "auto", array: str | None = None, labels: str | None = None
+) -> tuple[int, int, int]:
+    """``(C, H, W)``: the shape of one image that :func:`load_images` reads from ``path`` with
+    these arguments, from the array's header or the first image file's (a folder is listed,
+    one file is opened); no pixels are decoded, and the arguments and headers alone are
+    checked.
+
+    Raises:
+        FileNotFoundError, DataError: as :func:`load_images`, for what the headers show.
+    """
+    check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path}")
+    _check_keys(path, array, labels)
+    if path.is_dir():
+        files, _, _ = _folder_files(path)
+        image, (width, height) = _open_image(files[0])
+        with image:
+            return len(_channel_mode(image, files[0])), height, width
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with _open_npz(path) as archive:
+            name = _images_key(path, archive, array, labels)
+            with _member(archive, path, name) as member:
+                shape, _ = _npy_header(member, f"{path}[{name}]")
+    elif suffix == ".npy":
+        shape, _ = npy_header(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
+    decided, _ = _layout(shape, layout, path)
+    if decided == "grey":
+        return 1, *shape[1:]
+    return (shape[3], shape[1], shape[2]) if decided == "NHWC" else tuple(shape[1:])
+
+
 def held_out_split(n: int, n_held_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed split of ``range(n)``: ``(train, held_out)`` index arrays.
 
@@ -473,12 +512,8 @@ def load_images(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data not found: {path}")
+    _check_keys(path, array, labels)
     if path.is_dir():
-        if array is not None or labels is not None:
-            raise DataError(
-                f"{path}: data.array and data.labels name .npz keys; a folder's labels are its "
-                "sub-folders"
-            )
         pixels, label_values, how = _read_folder(path)
         pixels, layout_used = pixels.transpose(0, 3, 1, 2), "image files"
     else:
@@ -564,55 +599,37 @@ def _check_size(name, shape, dtype, remedy: str = _FEWER) -> None:
     )
 
 
+def _check_keys(path: Path, array: str | None, labels: str | None) -> None:
+    """Refuse ``.npz`` keys for a folder or an ``.npy``, which have none."""
+    if array is None and labels is None:
+        return
+    if path.is_dir():
+        raise DataError(
+            f"{path}: data.array and data.labels name .npz keys; a folder's labels are its "
+            "sub-folders"
+        )
+    if path.suffix.lower() == ".npy":
+        raise DataError(
+            f"{path}: data.array and data.labels name keys of an .npz; an .npy holds one "
+            "array (save images and labels with numpy.savez)"
+        )
+
+
 def _read_arrays(path: Path, key: str | None, labels_key: str | None):
     """``(pixels, labels, description suffix)`` of an ``.npy`` or ``.npz`` file."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        if key is not None or labels_key is not None:
-            raise DataError(
-                f"{path}: data.array and data.labels name keys of an .npz; an .npy holds one "
-                "array (save images and labels with numpy.savez)"
-            )
         with open(path, "rb") as handle:
             return _read_npy_stream(handle, path, path.stat().st_size, _FEWER), None, ""
     if suffix != ".npz":
         raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise DataError(f"{path}: not a readable .npz archive ({error})") from error
-    with archive:
-        names = [name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy")]
-        if labels_key is not None and labels_key not in names:
-            raise DataError(
-                f"{path}: no labels key {labels_key!r}; keys: {', '.join(names) or 'none'}"
-            )
-        if key is None:
-            candidates = [name for name in names if name != labels_key]
-            if not candidates:  # "holds 0 arrays (none); name the images with data.array"
-                raise DataError(f"{path}: holds no images; save them with numpy.savez")
-            if len(candidates) != 1:
-                raise DataError(
-                    f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); save "
-                    "the one to read in a file of its own (numpy.save), or name it with "
-                    "data.array (scorelab train: --set data.array=KEY; scorelab evaluate: "
-                    "--array KEY)"
-                )
-            key = candidates[0]
-        elif key not in names:
-            raise DataError(f"{path}: no array {key!r}; keys: {', '.join(names) or 'none'}")
+    with _open_npz(path) as archive:
+        key = _images_key(path, archive, key, labels_key)
 
         def read(name):
-            member = archive.getinfo(f"{name}.npy")
-            try:
-                with archive.open(member) as handle:
-                    return _read_npy_stream(handle, f"{path}[{name}]", member.file_size, _FEWER)
-            # zipfile's own: a bad CRC, an encrypted member, an unknown compression method
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error) as error:
-                raise DataError(
-                    f"{path}[{name}]: not a readable .npz member ({first_line(error)}); write "
-                    "the archive again with numpy.savez"
-                ) from error
+            with _member(archive, path, name) as handle:
+                stored = archive.getinfo(f"{name}.npy").file_size
+                return _read_npy_stream(handle, f"{path}[{name}]", stored, _FEWER)
 
         pixels = read(key)
         if labels_key is None:
@@ -640,6 +657,51 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
     )
 
 
+def _open_npz(path: Path) -> zipfile.ZipFile:
+    """The ``.npz`` archive at ``path``, open, or one line naming it."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{path}: not a readable .npz archive ({error})") from error
+
+
+@contextlib.contextmanager
+def _member(archive: zipfile.ZipFile, path: Path, name: str):
+    """The ``.npz`` member ``name``, open; zipfile's own errors (a bad CRC, an encrypted member,
+    an unknown compression method) become one line naming it."""
+    try:
+        with archive.open(f"{name}.npy") as handle:
+            yield handle
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error) as error:
+        raise DataError(
+            f"{path}[{name}]: not a readable .npz member ({first_line(error)}); write "
+            "the archive again with numpy.savez"
+        ) from error
+
+
+def _images_key(path: Path, archive: zipfile.ZipFile, key: str | None, labels_key: str | None):
+    """The key of the images in the ``.npz`` ``archive``: ``key``, or its only array besides
+    ``labels_key``; either key missing, or no or several candidates, is refused."""
+    names = [name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy")]
+    if labels_key is not None and labels_key not in names:
+        raise DataError(f"{path}: no labels key {labels_key!r}; keys: {', '.join(names) or 'none'}")
+    if key is not None:
+        if key not in names:
+            raise DataError(f"{path}: no array {key!r}; keys: {', '.join(names) or 'none'}")
+        return key
+    candidates = [name for name in names if name != labels_key]
+    if not candidates:  # "holds 0 arrays (none); name the images with data.array"
+        raise DataError(f"{path}: holds no images; save them with numpy.savez")
+    if len(candidates) != 1:
+        raise DataError(
+            f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); save "
+            "the one to read in a file of its own (numpy.save), or name it with "
+            "data.array (scorelab train: --set data.array=KEY; scorelab evaluate: "
+            "--array KEY)"
+        )
+    return candidates[0]
+
+
 def _count(labels: np.ndarray) -> str:
     """How many classes ``labels`` hold, for the description: ``10 classes, 0..9``, or, when
     some indices are unused, the distinct labels and the ``model.num_classes`` they need."""
@@ -653,18 +715,26 @@ def _count(labels: np.ndarray) -> str:
 
 def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
     """``(pixels (n, C, H, W), the layout used and how it was decided)``."""
-    shape = pixels.shape
-    if pixels.ndim == 3:
+    layout, said = _layout(pixels.shape, layout, name)
+    if layout == "grey":
+        return pixels[:, None], said
+    return (pixels.transpose(0, 3, 1, 2) if layout == "NHWC" else pixels), said
+
+
+def _layout(shape: tuple[int, ...], layout: str, name) -> tuple[str, str]:
+    """``(grey, NHWC or NCHW, and how it was said)`` for an image array of ``shape``: the
+    stated ``layout``, or the one ``auto`` infers (:func:`load_images`)."""
+    if len(shape) == 3:
         if layout != "auto":
             raise DataError(
                 f"{name}: shape {shape} has no channel axis, so layout {layout!r} does not apply; "
                 "a rank-3 array is grey (n, H, W): leave data.layout = 'auto'"
             )
-        return pixels[:, None], "grey (n, H, W)"
-    if pixels.ndim != 4:
+        return "grey", "grey (n, H, W)"
+    if len(shape) != 4:
         points = (  # an .npz of points was read as images: say where points go
             "; points (n, d) are read from a .npy (numpy.save) or .csv file"
-            if pixels.ndim == 2 and str(name).lower().endswith(".npz")
+            if len(shape) == 2 and str(name).lower().endswith(".npz")
             else ""
         )
         raise DataError(
@@ -679,9 +749,7 @@ def _as_nchw(pixels: np.ndarray, layout: str, name) -> tuple[np.ndarray, str]:
                 "'NHWC' or 'NCHW' (scorelab evaluate: --layout)"
             )
         layout, how = ("NHWC" if last else "NCHW"), "inferred: the channel axis has size 1, 3 or 4"
-    if layout == "NHWC":
-        pixels = pixels.transpose(0, 3, 1, 2)
-    return pixels, f"layout {layout} ({how})"
+    return layout, f"layout {layout} ({how})"
 
 
 def _to_signed_unit(pixels: np.ndarray, pixel_range: str, name) -> tuple[np.ndarray, str]:
@@ -761,8 +829,43 @@ def _check_finite_images(pixels: np.ndarray, name) -> None:
 
 def _read_folder(path: Path):
     """``(pixels (n, H, W, C) uint8, labels or None, description suffix)`` of an image folder."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
+    files, label_values, how = _folder_files(path)
+    first, size = _open_image(files[0])
+    with first:  # the header only: size and mode
+        mode = _channel_mode(first, files[0])
+    channels = len(mode)
+    _check_size(path, (len(files), size[1], size[0], channels), np.dtype(np.uint8))
+    pixels = np.empty((len(files), size[1], size[0], channels), np.uint8)
+    for i, file in enumerate(files):
+        image, shown = _open_image(file)
+        with image:
+            if shown != size:
+                raise DataError(
+                    f"{file}: {shown[0]}x{shown[1]} pixels as shown (EXIF orientation applied), "
+                    f"but {files[0].name} is {size[0]}x{size[1]}; resize the images to one size"
+                )
+            this_mode = _channel_mode(image, file)
+            if this_mode != mode:
+                raise DataError(
+                    f"{file}: {len(this_mode)} channel(s), but {files[0].name} has {channels}; "
+                    "convert the images to one mode (grey, RGB or RGBA)"
+                )
+            try:  # as every viewer shows it: a camera's EXIF orientation turned the pixels
+                upright = ImageOps.exif_transpose(image).convert(mode)
+                pixels[i] = np.asarray(upright).reshape(size[1], size[0], channels)
+            except (OSError, ValueError, SyntaxError) as error:
+                raise DataError(
+                    f"{file}: not a readable image ({first_line(error)}); replace it or remove "
+                    "it from the folder"
+                ) from error
+    return pixels, label_values, how
+
+
+def _folder_files(path: Path):
+    """``(the image files in reading order, labels or None, description suffix)`` of an image
+    folder, its names checked (:func:`load_images`); no file is opened."""
     entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
     for entry in entries:
         _check_plain_name(entry)
@@ -802,66 +905,40 @@ def _read_folder(path: Path):
     if not files:
         raise DataError(f"{path}: empty folder; it must hold PNG or JPEG images")
     _check_image_names(files)
+    return files, label_values, how
 
-    def open_image(file):
-        """``(image, its (W, H) as shown)``, the header read and checked, the pixels not."""
-        # A fifo blocked Pillow's open() for ever.
-        check_file(file, "PNG or JPEG image", DataError, "keep only image files in the folder")
-        image = None
-        try:
-            with warnings.catch_warnings():  # the sizes are checked here, in one line
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(file)
-                # The suffix is not the format: a GIF, TIFF or WebP named .png was read (a LAB
-                # TIFF in wrong colours), and an animation as its first frame, without a word.
-                frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
-                # EXIF and text chunks are read here: a damaged one, or one inflating past
-                # Pillow's limit, was a message naming no file.
-                shown = _shown_size(image)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            if image is not None:
-                image.close()
-            raise DataError(
-                f"{file}: not a readable PNG or JPEG image ({first_line(error)}); replace it or "
-                "remove it from the folder"
-            ) from error
-        if image.format not in _IMAGE_FORMATS or frames > 1:
-            what = f"{image.format} format" if frames == 1 else f"an animation of {frames} frames"
+
+def _open_image(file):
+    """``(image, its (W, H) as shown)``, the header read and checked, the pixels not."""
+    from PIL import Image
+
+    # A fifo blocked Pillow's open() for ever.
+    check_file(file, "PNG or JPEG image", DataError, "keep only image files in the folder")
+    image = None
+    try:
+        with warnings.catch_warnings():  # the sizes are checked here, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
+            # The suffix is not the format: a GIF, TIFF or WebP named .png was read (a LAB
+            # TIFF in wrong colours), and an animation as its first frame, without a word.
+            frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
+            # EXIF and text chunks are read here: a damaged one, or one inflating past
+            # Pillow's limit, was a message naming no file.
+            shown = _shown_size(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        if image is not None:
             image.close()
-            raise DataError(
-                f"{file}: {what}, not a still PNG or JPEG; convert it, or remove it from the folder"
-            )
-        return image, shown
-
-    first, size = open_image(files[0])
-    with first:  # the header only: size and mode
-        mode = _channel_mode(first, files[0])
-    channels = len(mode)
-    _check_size(path, (len(files), size[1], size[0], channels), np.dtype(np.uint8))
-    pixels = np.empty((len(files), size[1], size[0], channels), np.uint8)
-    for i, file in enumerate(files):
-        image, shown = open_image(file)
-        with image:
-            if shown != size:
-                raise DataError(
-                    f"{file}: {shown[0]}x{shown[1]} pixels as shown (EXIF orientation applied), "
-                    f"but {files[0].name} is {size[0]}x{size[1]}; resize the images to one size"
-                )
-            this_mode = _channel_mode(image, file)
-            if this_mode != mode:
-                raise DataError(
-                    f"{file}: {len(this_mode)} channel(s), but {files[0].name} has {channels}; "
-                    "convert the images to one mode (grey, RGB or RGBA)"
-                )
-            try:  # as every viewer shows it: a camera's EXIF orientation turned the pixels
-                upright = ImageOps.exif_transpose(image).convert(mode)
-                pixels[i] = np.asarray(upright).reshape(size[1], size[0], channels)
-            except (OSError, ValueError, SyntaxError) as error:
-                raise DataError(
-                    f"{file}: not a readable image ({first_line(error)}); replace it or remove "
-                    "it from the folder"
-                ) from error
-    return pixels, label_values, how
+        raise DataError(
+            f"{file}: not a readable PNG or JPEG image ({first_line(error)}); replace it or "
+            "remove it from the folder"
+        ) from error
+    if image.format not in _IMAGE_FORMATS or frames > 1:
+        what = f"{image.format} format" if frames == 1 else f"an animation of {frames} frames"
+        image.close()
+        raise DataError(
+            f"{file}: {what}, not a still PNG or JPEG; convert it, or remove it from the folder"
+        )
+    return image, shown
 
 
 _IMAGE_FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera's JPEG with a preview frame

@@ -1002,7 +1002,7 @@ def model_data_mismatch(config: ExperimentConfig, kwargs: dict) -> tuple[Any, An
     if "image_shape" not in arguments and "dim" not in arguments:
         return None
     try:
-        example = builders.make_data(dataclasses.replace(config.data, n=1)).shape[1:]
+        example = builders.example_shape(config.data)
     except (OSError, ValueError):  # data moved or damaged: the commands that read it say so
         return None
     saved = _plain(arguments.get("image_shape", arguments.get("dim")))
