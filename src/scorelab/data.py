@@ -413,11 +413,7 @@ def image_shape(
     Raises:
         FileNotFoundError, DataError: as :func:`load_images`, for what the headers show.
     """
-    check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data not found: {path}")
-    _check_keys(path, array, labels)
+    path = _checked_source(path, layout, array, labels)
     if path.is_dir():
         files, _, _ = _folder_files(path)
         image, (width, height) = _open_image(files[0])
@@ -507,12 +503,8 @@ def load_images(
             :data:`MAX_CLASSES`, an empty folder, non-image files, folders inside a class
             folder, images of mixed sizes or channel counts, or more memory than available.
     """
-    check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
     check_choice("data.pixel_range", pixel_range, PIXEL_RANGES, error=DataError)
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data not found: {path}")
-    _check_keys(path, array, labels)
+    path = _checked_source(path, layout, array, labels)
     if path.is_dir():
         pixels, label_values, how = _read_folder(path)
         pixels, layout_used = pixels.transpose(0, 3, 1, 2), "image files"
@@ -599,10 +591,15 @@ def _check_size(name, shape, dtype, remedy: str = _FEWER) -> None:
     )
 
 
-def _check_keys(path: Path, array: str | None, labels: str | None) -> None:
-    """Refuse ``.npz`` keys for a folder or an ``.npy``, which have none."""
+def _checked_source(path, layout: str, array: str | None, labels: str | None) -> Path:
+    """``path`` as a :class:`~pathlib.Path` that exists, with a known ``layout`` and no
+    ``.npz`` keys for a folder or an ``.npy``, which have none."""
+    check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path}")
     if array is None and labels is None:
-        return
+        return path
     if path.is_dir():
         raise DataError(
             f"{path}: data.array and data.labels name .npz keys; a folder's labels are its "
@@ -613,6 +610,7 @@ def _check_keys(path: Path, array: str | None, labels: str | None) -> None:
             f"{path}: data.array and data.labels name keys of an .npz; an .npy holds one "
             "array (save images and labels with numpy.savez)"
         )
+    return path
 
 
 def _read_arrays(path: Path, key: str | None, labels_key: str | None):
