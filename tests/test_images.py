@@ -95,6 +95,8 @@ def test_image_shape_reads_the_shape_load_images_gives_from_headers_alone(tmp_pa
     for row in range(3):
         rgba = Image.fromarray(_UINT8[row]).convert("RGBA")
         rgba.save(tmp_path / "folder" / "ab"[row % 2] / f"{row}.png")
+    os.mkfifo(tmp_path / "pipe.npz")
+    os.mkfifo(tmp_path / "pipe.npy")
     cases = [
         ("nhwc.npy", {}),
         ("nchw.npy", {}),
@@ -117,7 +119,9 @@ def test_image_shape_reads_the_shape_load_images_gives_from_headers_alone(tmp_pa
         ("set.npz", {"labels": "y"}, "holds 2 arrays (train, extra)"),
         ("set.npz", {"array": "test"}, "no array 'test'; keys: train, extra, y"),
         ("grey.npy", {"layout": "NHWC"}, "has no channel axis"),
-        ("missing.npy", {}, "data not found"),
+        ("missing.npy", {}, "data file not found"),
+        ("pipe.npz", {}, "pipe.npz: a special file (a device or a pipe)"),
+        ("pipe.npy", {}, "pipe.npy: a special file (a device or a pipe)"),
         ("folder", {"labels": "y"}, "a folder's labels are its sub-folders"),
         ("nhwc.npy", {"array": "x"}, "an .npy holds one array"),
     ]:
@@ -190,6 +194,10 @@ def _write_bad(tmp_path, case):
         Image.fromarray(_UINT8[0]).save(path / "a.png")
         os.mkfifo(path / "z.png")
         return path, "z.png: a special file (a device or a pipe), not a PNG or JPEG image"
+    if case in ("pipe_npz", "pipe_npy"):  # a pipe named .npz blocked the reader for ever
+        path = path.with_suffix(f".{case[-3:]}")
+        os.mkfifo(path)
+        return path, "a special file (a device or a pipe), not a data file"
     if case == "wrong_rank":
         np.savez(path.with_suffix(".npz"), images=np.zeros((2, 3, 4, 4, 4)))
         return path.with_suffix(".npz"), "expected images of shape"
@@ -246,6 +254,8 @@ _BAD_CASES = [
     "control_character_name",
     "empty",
     "fifo",
+    "pipe_npz",
+    "pipe_npy",
     "disguised_gif",
     "animation",
     "wrong_rank",

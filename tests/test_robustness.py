@@ -2074,18 +2074,24 @@ def test_a_grid_search_stops_when_a_sweep_moves_nothing():
     assert few[1:] == many[1:]
 
 
-@pytest.mark.parametrize("history", ["two_dimensional", "strings", "empty"])
+@pytest.mark.parametrize("history", ["two_dimensional", "strings", "empty", "pipe"])
 def test_plot_refuses_a_loss_history_that_is_not_one(history, run_dir, tmp_path, capsys):
     """Strings were numpy's 'could not convert string to float'; a 2-D array plotted, exit 0;
-    an empty one was "loss history 'ncsn' is empty", naming no file."""
+    an empty one was "loss history 'ncsn' is empty", naming no file; a pipe was refused with
+    two remedies, the data reader's and the run's."""
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    values = {"two_dimensional": np.zeros((2, 2)), "strings": np.array(["a", "b"])}
-    values = values.get(history, np.zeros(0, np.float32))
-    np.save(copy / "losses.npy", values)
-    _fails(["plot", copy, "--out", tmp_path / "figures"], capsys, "losses.npy: not a loss history")
+    words = "losses.npy: not a loss history"
+    if history == "pipe":
+        (copy / "losses.npy").unlink()
+        os.mkfifo(copy / "losses.npy")
+        words = "losses.npy: a special file (a device or a pipe), not a loss history; restore it"
+    else:
+        values = {"two_dimensional": np.zeros((2, 2)), "strings": np.array(["a", "b"])}
+        np.save(copy / "losses.npy", values.get(history, np.zeros(0, np.float32)))
+    _fails(["plot", copy, "--out", tmp_path / "figures"], capsys, words)
 
 
 @pytest.mark.parametrize("where", ["data", "config"])

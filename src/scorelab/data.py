@@ -398,7 +398,7 @@ def npy_header(path) -> tuple[tuple[int, ...], np.dtype]:
     Raises:
         DataError: for a header that cannot be read, or declares an impossible shape.
     """
-    with open(path, "rb") as handle:
+    with open(check_file(path, ".npy file", DataError), "rb") as handle:
         return _npy_header(handle, path)
 
 
@@ -592,12 +592,12 @@ def _check_size(name, shape, dtype, remedy: str = _FEWER) -> None:
 
 
 def _checked_source(path, layout: str, array: str | None, labels: str | None) -> Path:
-    """``path`` as a :class:`~pathlib.Path` that exists, with a known ``layout`` and no
-    ``.npz`` keys for a folder or an ``.npy``, which have none."""
+    """``path`` as a :class:`~pathlib.Path` of a folder or a regular file, with a known
+    ``layout`` and no ``.npz`` keys for a folder or an ``.npy``, which have none."""
     check_choice("data.layout", layout, IMAGE_LAYOUTS, error=DataError)
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data not found: {path}")
+    if not path.is_dir():  # a pipe named .npz blocked the reader for ever
+        check_file(path, "data file", DataError, "give an .npy or .npz file, or a folder")
     if array is None and labels is None:
         return path
     if path.is_dir():

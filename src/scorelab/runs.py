@@ -916,6 +916,7 @@ def read_losses(run_dir) -> np.ndarray:
     remedy = "restore it, or rerun the training with --resume (it writes the history again)"
     if not path.exists():  # read_npy said "data file not found ... check the path and the disk"
         raise DataError(f"{path}: the run's loss history is missing; {remedy}")
+    check_file(path, "loss history", DataError, remedy)  # a folder or a pipe, with the fix
     try:
         history = read_npy(path)
     except DataError as error:  # a damaged file: read_npy names what is wrong, not the fix
