@@ -8,7 +8,15 @@ from scorelab import builders
 
 @pytest.mark.parametrize(
     "build",
-    ["make_target", "make_data", "make_sigmas", "make_sampler", "make_loss", "loss_fields"],
+    [
+        "make_target",
+        "make_data",
+        "example_shape",
+        "make_sigmas",
+        "make_sampler",
+        "make_loss",
+        "loss_fields",
+    ],
 )
 def test_a_builder_names_a_config_that_is_not_its_section(build):
     """``make_sampler(None)`` or ``make_data("seed_mixture")`` failed on an attribute deep
@@ -44,3 +52,26 @@ def test_ragged_rows_are_a_data_error():
 
     with pytest.raises(DataError, match=r"^data: rows of different lengths"):
         validate_data([[1.0, 2.0], [3.0]])
+
+
+def test_example_shape_is_the_shape_of_make_data_s_examples(tmp_path):
+    """:func:`builders.example_shape` (headers only for files) agrees with the data read whole,
+    for every kind of source: a target, a toy set, the digits, points in a ``.npy`` and a
+    ``.csv``, and images in either layout."""
+    from scorelab.config import DataConfig
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "points.npy", rng.normal(size=(6, 3)))
+    np.savetxt(tmp_path / "points.csv", rng.normal(size=(6, 5)), delimiter=",")
+    np.save(tmp_path / "nhwc.npy", rng.integers(0, 256, (4, 6, 7, 3), dtype=np.uint8))
+    np.savez(tmp_path / "grey.npz", x=rng.uniform(size=(4, 5, 9)))
+    sources = ["two_moons", "digits", "digits16"]
+    sources += [str(tmp_path / name) for name in ("points.npy", "points.csv", "nhwc.npy")]
+    sources += [str(tmp_path / "grey.npz")]
+    for source in sources:
+        config = DataConfig(source=source, n=3)  # n: a target's or toy set's draws
+        assert builders.example_shape(config) == builders.make_data(config).shape[1:], source
+    assert builders.example_shape(DataConfig(source=str(tmp_path / "nhwc.npy"))) == (3, 6, 7)
+    # the targets' dimensions, without a draw (which compiles their samplers: seconds)
+    assert builders.example_shape(DataConfig(source="seed_mixture")) == (2,)
+    assert builders.example_shape(DataConfig(source="digits_mixture")) == (64,)

@@ -253,14 +253,18 @@ def make_data(config: DataConfig) -> np.ndarray:
 
 
 def example_shape(config: DataConfig) -> tuple[int, ...]:
-    """The shape of one example of :func:`make_data`'s: ``(d,)`` or ``(C, H, W)``, from the
-    headers of an image file or folder (:func:`scorelab.data.image_shape`) or a ``.npy`` of
-    points; only a CSV is read whole.
+    """The shape of one example of :func:`make_data`'s: ``(d,)`` or ``(C, H, W)``, without
+    drawing a point or reading pixels: the headers of an image file or folder
+    (:func:`scorelab.data.image_shape`) or of a ``.npy`` of points; only a CSV is read whole.
 
     Raises:
         FileNotFoundError, DataError: for a file that is missing or not valid data.
     """
     _check_section(config, DataConfig)
+    if config.source in TARGETS:  # drawing one point compiled the target's sampler: seconds
+        return (TARGETS[config.source]().dim,)
+    if config.source in TOY_DATASETS:
+        return (2,)
     if config.source in IMAGE_SOURCES:
         return 1, IMAGE_SOURCES[config.source], IMAGE_SOURCES[config.source]
     if config.is_images:
