@@ -320,6 +320,7 @@ def test_image_fields_on_points_and_hflip_on_points_are_refused(tmp_path, capsys
         ("seed_mixture", "data.hflip=true", "data.hflip: applies to images; seed_mixture"),
         ("two_moons", "data.held_out=0.5", "data.held_out: applies to images; two_moons"),
         ("digits_mixture", "data.layout=NHWC", "data.layout: applies to images"),
+        ("folder", "data.layout=NCHW", "data.layout: applies to an array file; "),
     ],
 )
 def test_data_fields_that_would_be_ignored_or_leave_a_part_empty_are_refused(
@@ -327,11 +328,14 @@ def test_data_fields_that_would_be_ignored_or_leave_a_part_empty_are_refused(
 ):
     """held_out = 0.1 of 3 images rounded to none held out, and ``data.n`` on a data set that
     is used whole, ``data.seed`` on one used whole without a held-out split, or an image
-    field on a built-in target or toy set, was ignored: each
+    field on a built-in target or toy set, or a layout for a folder, was ignored: each
     trained, exit 0, on other data than asked for."""
     np.save(tmp_path / "three.npy", np.zeros((3, 1, 8, 8), np.uint8))
     np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))
-    path = str(tmp_path / source) if source.endswith(".npy") else source
+    (tmp_path / "folder").mkdir()  # a layout was ignored: image files have their own
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "folder" / f"{i}.png")
+    path = str(tmp_path / source) if source in ("three.npy", "points.npy", "folder") else source
     out = tmp_path / "run"
     assert main(["train", "--data", path, "--set", setting, "--steps", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -595,6 +599,18 @@ def test_evaluate_reads_an_image_file_with_the_layout_and_range_it_is_given(tmp_
     assert main(["evaluate", str(tmp_path / "same.npy"), "--target", "seed_mixture",
                  "--layout", "NHWC"]) == 2  # fmt: skip
     assert "layout: applies to an image file given as data" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_layout_for_a_folder_of_images(tmp_path):
+    """A layout stated for a folder was ignored (image files have their own), exit 0."""
+    from scorelab.config import ConfigError
+    from scorelab.workflows import evaluate_samples
+
+    (tmp_path / "folder").mkdir()
+    Image.fromarray(_UINT8[0]).save(tmp_path / "folder" / "0.png")
+    words = "layout: applies to an array file given as data; "
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        evaluate_samples(_EXPECTED, data=str(tmp_path / "folder"), layout="NHWC")
 
 
 def test_likelihood_reads_an_image_runs_own_uint8_file_as_its_training_images(tmp_path):

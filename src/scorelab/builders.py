@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 import warnings
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -180,6 +181,12 @@ def check_fields_read(config: ExperimentConfig) -> None:
     drawn = config.data.source in TARGETS or config.data.source in TOY_DATASETS
     if drawn:  # a file's points are refused when read (make_data): its kind is known then
         _refuse_image_fields(config.data)
+    folder = not config.data.is_builtin and Path(config.data.source).is_dir()
+    if config.data.layout != DataConfig.layout and folder:
+        raise ConfigError(
+            f"data.layout: applies to an array file; {config.data.source} is a folder, whose "
+            "images are read as image files: leave data.layout out"
+        )
     if config.data.n != DataConfig.n and not drawn:
         raise ConfigError(
             f"data.n: the number of points drawn from a built-in target or toy set; "

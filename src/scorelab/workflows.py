@@ -1045,6 +1045,11 @@ def evaluate_samples(
     for field, value in (("layout", layout), ("pixel_range", pixel_range), ("array", array)):
         if value not in ("auto", None) and not image_file:  # read by nothing else: refused
             raise ConfigError(f"{field}: applies to an image file given as data; leave it out")
+    if layout != "auto" and image_file and Path(data).is_dir():  # was ignored: image files
+        raise ConfigError(
+            f"layout: applies to an array file given as data; {data} is a folder, whose images "
+            "are read as image files: leave it out"
+        )
     if digits_data:
         return evaluate_images(
             samples,
