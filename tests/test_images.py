@@ -613,6 +613,22 @@ def test_evaluate_refuses_a_layout_for_a_folder_of_images(tmp_path):
         evaluate_samples(_EXPECTED, data=str(tmp_path / "folder"), layout="NHWC")
 
 
+@pytest.mark.parametrize("name", ["digits", "seed_mixture"])
+def test_likelihood_names_a_built_in_data_set_given_as_points(name, tmp_path, monkeypatch):
+    """``--points digits`` was "data file not found: digits; check the path and the disk"."""
+    from scorelab.config import ConfigError
+    from scorelab.workflows import _likelihood_points
+
+    monkeypatch.chdir(tmp_path)
+    words = f"{name}: a built-in data set, not a file of points; save the points"
+    with pytest.raises(ConfigError, match=re.escape(words)) as raised:
+        _likelihood_points(name, (64,), (1, 8, 8))
+    assert ("digits('test')" in str(raised.value)) == (name == "digits")
+    (tmp_path / name).mkdir()  # a folder of that name is read as one
+    with pytest.raises(DataError, match="empty folder"):
+        _likelihood_points(name, (64,), (1, 8, 8))
+
+
 def test_likelihood_reads_an_image_runs_own_uint8_file_as_its_training_images(tmp_path):
     """The uint8 file a run trained on was refused by likelihood ("values in [4, 255]"),
     which train and evaluate read (pass 25, #3); float files stay the model's space."""

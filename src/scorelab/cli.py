@@ -694,8 +694,9 @@ def _cmd_sample(args) -> int:
         # likelihood and evaluate then refuse them: ±700 after a few training steps was silent.
         print(
             f"note: the samples' values lie in [{low:.4g}, {high:.4g}], far beyond the images' "
-            "[-1, 1] (an undertrained model?); the grid clips them, and evaluate and likelihood "
-            "take images in [-1, 1]: train longer, or clip them with np.clip(x, -1, 1)"
+            "[-1, 1] (an undertrained model?); a grid (--grid-png) clips them, and evaluate and "
+            "likelihood take images in [-1, 1]: train longer, or clip them with "
+            "np.clip(x, -1, 1)"
         )
     if args.grid_png is not None:
         print(f"grid written to {args.grid_png}")

@@ -1478,7 +1478,7 @@ def likelihood_points(
             "scorelab likelihood does not take: use an unconditional run"
         )
     target = builders.make_target(config.data)
-    shape, _, _ = _state_data(config, target)
+    shape = builders.example_shape(config.data)  # from headers: the data are not read
     points = _likelihood_points(
         points,
         shape,
@@ -1536,6 +1536,14 @@ def _likelihood_points(
     own uint8 file was refused ("values in [4, 255]"), which train and evaluate read (pass 25,
     #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes."""
     name = str(points) if isinstance(points, str | Path) else "points"
+    given = isinstance(points, str | Path)
+    if given and DataConfig(source=name).is_builtin and not Path(points).exists():
+        # was "data file not found: digits"
+        digits = " (the digits' held-out images: scorelab.data.digits('test')[0])"
+        raise ConfigError(
+            f"{name}: a built-in data set, not a file of points; save the points to measure "
+            f"with numpy.save and give the .npy{digits if name in IMAGE_SOURCES else ''}"
+        )
     if (
         data is not None
         and isinstance(points, str | Path)
