@@ -615,12 +615,13 @@ def test_evaluate_refuses_a_layout_for_a_folder_of_images(tmp_path):
 
 @pytest.mark.parametrize("name", ["digits", "seed_mixture"])
 def test_likelihood_names_a_built_in_data_set_given_as_points(name, tmp_path, monkeypatch):
-    """``--points digits`` was "data file not found: digits; check the path and the disk"."""
+    """``--points digits`` (and evaluate's samples ``digits``) was "data file not found:
+    digits; check the path and the disk"."""
     from scorelab.config import ConfigError
     from scorelab.workflows import _likelihood_points
 
     monkeypatch.chdir(tmp_path)
-    words = f"{name}: a built-in data set, not a file of points; save the points"
+    words = f"{name}: a built-in data set, not a file; save the array with numpy.save"
     with pytest.raises(ConfigError, match=re.escape(words)) as raised:
         _likelihood_points(name, (64,), (1, 8, 8))
     assert ("digits('test')" in str(raised.value)) == (name == "digits")

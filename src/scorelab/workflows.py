@@ -1326,9 +1326,17 @@ def _read(
     Raises:
         FileNotFoundError: for a missing file.
         DataError: for a file that cannot be read.
+        ConfigError: for the name of a built-in data set, which is no file.
     """
     if not isinstance(source, str | Path):
         return np.asarray(source)
+    if DataConfig(source=str(source)).is_builtin and not Path(source).exists():
+        # samples or points named as a built-in set: "data file not found: digits"
+        digits = " (the digits' held-out images: scorelab.data.digits('test')[0])"
+        raise ConfigError(
+            f"{source}: a built-in data set, not a file; save the array with numpy.save and "
+            f"give the .npy{digits if str(source) in IMAGE_SOURCES else ''}"
+        )
     if raw and Path(source).suffix.lower() == ".npy":
         return read_npy(source)
     if not is_image_file(source):
@@ -1536,14 +1544,6 @@ def _likelihood_points(
     own uint8 file was refused ("values in [4, 255]"), which train and evaluate read (pass 25,
     #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes."""
     name = str(points) if isinstance(points, str | Path) else "points"
-    given = isinstance(points, str | Path)
-    if given and DataConfig(source=name).is_builtin and not Path(points).exists():
-        # was "data file not found: digits"
-        digits = " (the digits' held-out images: scorelab.data.digits('test')[0])"
-        raise ConfigError(
-            f"{name}: a built-in data set, not a file of points; save the points to measure "
-            f"with numpy.save and give the .npy{digits if name in IMAGE_SOURCES else ''}"
-        )
     if (
         data is not None
         and isinstance(points, str | Path)
