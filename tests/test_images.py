@@ -628,6 +628,9 @@ def test_likelihood_names_a_built_in_data_set_given_as_points(name, tmp_path, mo
     (tmp_path / name).mkdir()  # a folder of that name is read as one
     with pytest.raises(DataError, match="empty folder"):
         _likelihood_points(name, (64,), (1, 8, 8))
+    (tmp_path / "notes.txt").write_text("1,2")  # any other name is a file, as before
+    with pytest.raises(DataError, match=r"^notes.txt: unsupported file type '.txt'"):
+        _likelihood_points("notes.txt", (64,), (1, 8, 8))
 
 
 def test_likelihood_reads_an_image_runs_own_uint8_file_as_its_training_images(tmp_path):

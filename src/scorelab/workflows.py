@@ -1330,7 +1330,8 @@ def _read(
     """
     if not isinstance(source, str | Path):
         return np.asarray(source)
-    if DataConfig(source=str(source)).is_builtin and not Path(source).exists():
+    builtin = (*TARGETS, *TOY_DATASETS, *IMAGE_SOURCES)
+    if str(source) in builtin and not Path(source).exists():
         # samples or points named as a built-in set: "data file not found: digits"
         digits = " (the digits' held-out images: scorelab.data.digits('test')[0])"
         raise ConfigError(
