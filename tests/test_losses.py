@@ -994,3 +994,19 @@ def test_vp_epsilon_loss_is_ddpm_epsilon_mse_on_its_documented_draws():
         steps.add(t)
         dropped += y == 0
     assert steps == {0, 1} and 0 < dropped < 16  # both levels and both labels were drawn
+
+
+def test_ncsn_loss_draws_one_noise_level_per_example_by_default():
+    """The documented default ``n_sigmas = 1``: the default loss is the one-draw loss on the
+    same key (a default of 2 passed every loss test)."""
+    score = lambda x, s: -x / (1.0 + s**2) + 0.1  # noqa: E731
+    x_0, key = jnp.linspace(-1.0, 1.0, 6), jax.random.key(7)
+    np.testing.assert_allclose(
+        ncsn_loss(key, score, x_0), ncsn_loss(key, score, x_0, n_sigmas=1), rtol=1e-6
+    )
+
+
+def test_vp_epsilon_loss_refuses_a_negative_python_int_label():
+    """The docstring's "integer class >= 0" held for arrays; a plain -1 was accepted."""
+    with pytest.raises(ValueError, match="expected an integer class >= 0"):
+        vp_epsilon_loss(jax.random.key(0), lambda x, s, y=0: -x, jnp.zeros(2), class_label=-1)

@@ -752,3 +752,24 @@ def _normal_sample(key, n):
 def test_floor_names_the_argument_it_refuses(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_kernel_stein_discrepancy_is_its_u_statistic_summed_by_hand():
+    """Three points and their N(0, I) scores: the docstring's u_p(x, y) with the IMQ kernel's
+    defaults c = 1, beta = -1/2, averaged over ordered pairs i != j, in float64 NumPy."""
+    x = np.array([[0.0, 0.0], [1.0, 0.5], [-0.5, 2.0]])
+    s, d, c, beta = -x, 2, 1.0, -0.5
+
+    def u(i, j):
+        r = x[i] - x[j]
+        b = c**2 + r @ r
+        return (
+            b**beta * s[i] @ s[j]
+            + 2 * beta * b ** (beta - 1) * (s[j] - s[i]) @ r
+            - 2 * beta * d * b ** (beta - 1)
+            - 4 * beta * (beta - 1) * (r @ r) * b ** (beta - 2)
+        )
+
+    expected = np.mean([u(i, j) for i in range(3) for j in range(3) if i != j])
+    got = metrics.kernel_stein_discrepancy(x, s).ksd_squared
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -189,3 +189,23 @@ def test_a_refused_rho_is_a_rho_error(rho):
     with pytest.raises(ValueError, match=r"merge") as error:
         karras_sigmas(10, 1.0, 1.0 + 1e-7, 5.0)
     assert not isinstance(error.value, RhoError)
+
+
+def test_grid_defaults_are_the_documented_ones():
+    """``vp_sigmas`` spans EDM's [0.02, 80] by default, and ``sigma_grid("karras", n)`` uses the
+    tutorial's rho = 5 on [0.02, 10]: the middle of 3 levels is ((0.02^0.2 + 10^0.2) / 2)^5."""
+    from scorelab.noise import sigma_grid, vp_sigmas
+
+    levels = np.asarray(vp_sigmas(8))
+    np.testing.assert_allclose([levels[0], levels[-1]], [0.02, 80.0], rtol=1e-5)
+    middle = ((0.02**0.2 + 10**0.2) / 2) ** 5
+    np.testing.assert_allclose(float(np.asarray(sigma_grid("karras", 3))[1]), middle, rtol=1e-5)
+
+
+def test_vp_alpha_sigma_takes_both_ends_of_its_range():
+    """alpha_bar in [0, 1], ends included: 0 is pure noise (alpha 0, sigma 1), 1 the data."""
+    from scorelab.noise import vp_alpha_sigma
+
+    alpha, sigma = vp_alpha_sigma(np.array([0.0, 0.5, 1.0], np.float32))
+    np.testing.assert_allclose(alpha, [0.0, np.sqrt(0.5), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(sigma, [1.0, np.sqrt(0.5), 0.0], rtol=1e-6)

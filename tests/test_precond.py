@@ -481,3 +481,9 @@ def test_levels_beyond_float32_s_range_are_refused():
         edm_coefficients(1.0, 1e20)
     with pytest.raises(ValueError, match=r"^sigma_data: 1e\+20 is beyond"):
         EDMPreconditioned(ConditionalMLP(jax.random.key(0), 2, (4, 4, 4)), 1e20)
+
+
+def test_edm_preconditioning_refuses_a_zero_sigma_data():
+    """c_skip, c_out and c_in divide by sigma_data: 0 gave NaN denoisers."""
+    with pytest.raises(ValueError, match="sigma_data"):
+        EDMPreconditioned(lambda x, c: x, sigma_data=0.0)

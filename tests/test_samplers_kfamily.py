@@ -359,3 +359,56 @@ def test_check_positive_int_refuses_strings_and_floats_and_quotes_them(value):
     assert type(check_positive_int("n_steps", np.int64(7))) is int
     with pytest.raises(ValueError, match="max_steps must be a positive integer, got 0"):
         dpm_adaptive(default_sigmas(5), max_steps=0)
+
+
+# --- pinned by closed forms (mutation pass 33) ---------------------------------------------------
+
+
+def test_ancestral_step_is_k_diffusion_s_split():
+    """get_ancestral_step: sigma_up = eta sqrt(s'^2 (s^2 - s'^2) / s^2), sigma_down =
+    sqrt(s'^2 - sigma_up^2); from 2 to 1: (1/2, sqrt(3/4)) at eta 1, (sqrt(13/16), sqrt(3/16))
+    at eta 1/2. A sigma where the formula has sigma^2 passed every sampler test."""
+    from scorelab.samplers import ancestral_step
+
+    np.testing.assert_allclose(ancestral_step(2.0, 1.0, 1.0), [0.5, np.sqrt(0.75)], rtol=1e-6)
+    expected = [np.sqrt(1 - 0.1875), np.sqrt(0.1875)]
+    np.testing.assert_allclose(ancestral_step(2.0, 1.0, 0.5), expected, rtol=1e-6)
+
+
+def test_dpmpp_sde_s_intermediate_level_follows_r():
+    """One eta = 0 step of DPM-Solver++(2S) with r = 1 from sigma 2 to 1 on N(0, I) data
+    (denoiser x / (1 + sigma^2)), by hand: the intermediate level is sigma_s = 1 (lambda moved
+    by r h), x_2 = 0.6 x, D_2 = 0.3 x, the blend D_d = 0.25 x and x' = 0.625 x. Only r = 1/2,
+    where an r ignored gives the same level, was tried."""
+    sampler = dpmpp_sde(default_sigmas(4), eta=0.0, r=1.0)
+    x = jnp.array([1.0, -2.0])
+    inputs = ((jnp.float32(2.0), jnp.float32(1.0), None), lambda i, level: jnp.zeros_like(x))
+    out, _ = sampler.step(lambda x, s: -x / (1.0 + s**2), x, inputs)
+    np.testing.assert_allclose(out, 0.625 * x, rtol=1e-5)
+
+
+def test_dpm_adaptive_reaches_the_end_of_its_interval_and_keeps_k_diffusion_s_defaults():
+    """From lambda 0 to 0.055 with h_init 0.05, the first accepted attempt stops 0.005 short
+    of the end, more than k-diffusion's slack of 1e-5 forgives: a second step must reach
+    sigma_next. The controller's defaults are k-diffusion's rtol 0.05 and atol 0.0078."""
+    from scorelab.samplers._dpm_adaptive import DPMAdaptiveState
+
+    sampler = dpm_adaptive(default_sigmas(4), h_init=0.05)
+    assert (sampler.rtol, sampler.atol) == (0.05, 0.0078)
+    levels = (jnp.float32(1.0), jnp.float32(np.exp(-0.055)))
+    score = lambda x, s: -x / (1.0 + s**2)  # noqa: E731
+    _, info = sampler.step(score, DPMAdaptiveState(jnp.array([1.0, -2.0])), (levels, None))
+    assert int(info.n_accept) == 2, info
+
+
+def test_brownian_increments_over_adjacent_short_intervals_are_independent():
+    """W(1.005) - W(1) and W(1.01) - W(1.005): independent by the law of Brownian motion,
+    within 4 standard errors (1 / sqrt(4000)) of zero correlation. The tree's search
+    tolerance, coarse next to these intervals, gave both increments one node's noise."""
+    key = jax.random.key(0)
+
+    def increment(a, b):
+        return np.asarray(brownian_increment(key, 1.0, 10.0, a, b, (4000,), jnp.float32))
+
+    first, second = increment(1.0, 1.005), increment(1.005, 1.01)
+    assert abs(np.corrcoef(first, second)[0, 1]) < 4.0 / np.sqrt(4000)

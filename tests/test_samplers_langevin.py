@@ -145,3 +145,10 @@ def test_build_sampler_one_pass_mala_is_two_pass_mala_at_a_noise_level(two_modes
     )
     with pytest.raises(ValueError, match="takes no log-density"):
         build_sampler("ula", returns_score=True, step_size=0.1, n_steps=3)
+
+
+@pytest.mark.parametrize("step_size", [0.0, -1e-3])
+def test_ula_refuses_a_step_size_that_is_not_positive(step_size):
+    """A zero step never moves the chains, a negative one climbs down the density."""
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        ula(step_size=step_size)

@@ -875,3 +875,15 @@ def test_a_checkpoint_that_cannot_be_saved_is_found_before_the_first_step(tmp_pa
         run(out_dir=tmp_path / "run")
     assert caught.value.errno == errno.EMFILE
     assert caught.value.filename == str((tmp_path / "run").absolute())
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"steps": 100, "schedule": "warmup_cosine", "warmup_steps": 100}, "warmup_steps"),
+        ({"ema_decay": 1 - 1e-10}, "ema_decay"),  # 1 in float32: the average never moves
+    ],
+)
+def test_train_config_refuses_a_warm_up_of_the_whole_run_and_a_decay_of_one(options, field):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**options)
