@@ -548,3 +548,17 @@ def test_sample_refuses_a_run_beyond_memory_before_tracing(monkeypatch):
     with pytest.raises(ValueError, match=re.escape("trajectory: 100 chains of 5 steps of euler")):
         sample(jax.random.key(0), samplers.euler(default_sigmas(5)), _gaussian_score,
                jnp.zeros((100, 10)), trajectory=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "sigmas",
+    [[0.1, 0.1, 1.0], [0.0, 1.0], [1.0, 1.0000000001, 2.0], [-0.1, 1.0]],
+    ids=["repeated", "zero_first", "merge_in_float32", "negative"],
+)
+def test_a_grid_that_is_not_positive_and_strictly_ascending_in_float32_is_refused(sigmas):
+    """A repeated level is a step of length 0, a level 0 divides by zero in the score, and
+    levels float32 cannot tell apart merge into one (mutation pass 33: each was let through
+    by a mutant that no test noticed)."""
+    with pytest.raises(ValueError, match="sigmas must be finite, positive and strictly ascending"):
+        samplers.euler(sigmas)
+    samplers.euler([1e-3, 0.5, 1.0])  # the same checks pass a grid that is

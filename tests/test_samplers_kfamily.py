@@ -412,3 +412,10 @@ def test_brownian_increments_over_adjacent_short_intervals_are_independent():
 
     first, second = increment(1.0, 1.005), increment(1.005, 1.01)
     assert abs(np.corrcoef(first, second)[0, 1]) < 4.0 / np.sqrt(4000)
+
+
+def test_s_noise_of_zero_is_accepted_and_a_negative_one_refused():
+    """s_noise in [0, inf): 0 turns the step noise off (the closed end of the range)."""
+    dpmpp_2m_sde(default_sigmas(4), s_noise=0.0)
+    with pytest.raises(ValueError, match="s_noise must be >= 0"):
+        dpmpp_2m_sde(default_sigmas(4), s_noise=-0.1)

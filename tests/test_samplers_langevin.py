@@ -152,3 +152,11 @@ def test_ula_refuses_a_step_size_that_is_not_positive(step_size):
     """A zero step never moves the chains, a negative one climbs down the density."""
     with pytest.raises(ValueError, match="step_size must be > 0"):
         ula(step_size=step_size)
+
+
+def test_ula_s_score_level_may_be_zero_and_not_negative():
+    """sigma is the score's noise level: 0 (the data's own score) is the closed end of its
+    range, and a negative level was sampled, exit 0."""
+    ula(sigma=0.0)
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        ula(sigma=-0.5)

@@ -221,3 +221,10 @@ def test_deterministic_samplers_draw_nothing():
         adaptive(default_sigmas(5), "rk4")
     with pytest.raises(ValueError, match="s_churn"):
         edm(default_sigmas(5), s_churn=-1.0)
+
+
+@pytest.mark.parametrize("rtol, atol", [(1e-3, 0.0), (0.0, 1e-3), (1.0, 1e-3)])
+def test_adaptive_solvers_refuse_tolerances_outside_their_ranges(rtol, atol):
+    """atol = 0 leaves a step near x = 0 no error it can meet; rtol in (0, 1)."""
+    with pytest.raises(ValueError, match="need 0 < rtol < 1 and atol > 0"):
+        adaptive(default_sigmas(4), rtol=rtol, atol=atol)
