@@ -576,3 +576,21 @@ def test_a_late_tensorstore_callback_into_a_closed_loop_is_dropped_while_saving(
             sys.unraisablehook(item)
     assert seen == [other, owned]
     assert sys.unraisablehook == seen.append
+
+
+def test_tree_sha256_hashes_dtypes_and_shapes_with_the_bytes():
+    """Equal bytes of another shape or dtype are another tree (the docstring's rule)."""
+    zeros = np.zeros(4, np.float32)
+    assert tree_sha256(zeros) != tree_sha256(zeros.reshape(2, 2))
+    assert tree_sha256(zeros) != tree_sha256(np.zeros(4, np.int32))
+
+
+def test_saved_config_is_the_newest_checkpoint_s(tmp_path):
+    """A run extended on resume from 4 to 10 steps: its configuration is the last one."""
+    from scorelab.checkpoints import saved_config
+
+    for step in (4, 10):
+        (tmp_path / str(step) / "metadata").mkdir(parents=True)
+        record = {"config": {"train": {"steps": step}}}
+        (tmp_path / str(step) / "metadata" / "metadata").write_text(json.dumps(record))
+    assert saved_config(tmp_path) == {"train": {"steps": 10}}

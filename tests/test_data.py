@@ -353,3 +353,23 @@ def test_a_long_npy_header_is_not_echoed_whole(tmp_path):
     with pytest.raises(DataError, match=r"not a valid dtype descriptor: 'z+\.\.\.\)$") as caught:
         load_array(path)
     assert len(str(caught.value)) < 300 + len(str(path))
+
+
+def test_the_toy_sets_have_their_documented_laws():
+    """Moments in closed form, 4000 draws, tolerances of a few standard errors: two moons
+    (upper (cos a, sin a), lower (1 - cos a, 1/2 - sin a), a ~ U(0, pi), equal mass) have mean
+    (1/2, 1/4); the swiss roll's radius t / 3 with t ~ U(1.5 pi, 4.5 pi) has mean pi; the
+    three rings (radii 2, 4, 6) hold a third of the points each."""
+    import math
+
+    from scorelab.data import rings, swiss_roll, two_moons
+
+    n = 4000
+    moons = np.asarray(two_moons(jax.random.key(0), n))
+    np.testing.assert_allclose(moons.mean(0), [0.5, 0.25], atol=0.05)  # SE about 0.01
+    radius = np.linalg.norm(np.asarray(swiss_roll(jax.random.key(0), n)), axis=1)
+    assert abs(radius.mean() - math.pi) < 0.1  # SE about 0.015
+    radius = np.linalg.norm(np.asarray(rings(jax.random.key(8), n)), axis=1)
+    nearest = np.argmin(np.abs(radius[:, None] - np.array([2.0, 4.0, 6.0])), axis=1)
+    shares = np.bincount(nearest, minlength=3) / n
+    np.testing.assert_allclose(shares, 1 / 3, atol=4 * np.sqrt(2 / 9 / n))

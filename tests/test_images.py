@@ -701,3 +701,39 @@ def test_likelihood_reads_image_points_once_with_the_runs_layout(tmp_path, monke
         read = workflows._likelihood_points(tmp_path / file, (3, 3, 3), (3, 3, 3), config)
         np.testing.assert_allclose(read, expected, atol=1e-6)
         assert reads == ["load_images"], (file, reads)
+
+
+# --- pinned by mutation pass 34 --------------------------------------------------------------
+
+
+def test_floats_reaching_one_exactly_stated_as_0_255_are_refused(tmp_path):
+    """[0, 1] images include 1.0 itself: stated as 0-255 they would be read almost black."""
+    pixels = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    pixels[0, 0, 0] = 1.0
+    np.save(tmp_path / "x.npy", pixels)
+    with pytest.raises(DataError, match=r"inside \[0, 1\], but data.pixel_range states 0-255"):
+        load_images(tmp_path / "x.npy", pixel_range="0-255")
+
+
+def test_negative_labels_are_refused(tmp_path):
+    np.savez(tmp_path / "set.npz", images=_UINT8[:3], y=np.array([0, -1, 2]))
+    with pytest.raises(DataError, match="labels must be >= 0, got -1"):
+        load_images(tmp_path / "set.npz", labels="y")
+
+
+def test_digits_hands_out_copies_and_digits16_is_the_bicubic_resize():
+    """A caller's edit of its arrays does not reach later calls (they are cached); the 16x16
+    images are Pillow's bicubic resize of the 8x8 ones in float ("F"), clipped to [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    from scorelab.data import digits
+
+    images, labels = digits("all")
+    images[:] = 0.0
+    labels[:] = 0
+    again, again_labels = digits("all")
+    assert again.std() > 0 and again_labels.max() == 9
+    small = (load_digits().images / 8.0 - 1.0).astype(np.float32)
+    resize = Image.Resampling.BICUBIC
+    big = np.stack([np.asarray(Image.fromarray(image).resize((16, 16), resize)) for image in small])
+    np.testing.assert_allclose(digits("all", size=16)[0][:, 0], np.clip(big, -1, 1), atol=1e-6)

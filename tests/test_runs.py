@@ -782,3 +782,51 @@ def test_a_failed_report_keeps_the_outputs_written_before_it(tmp_path):
         atomic_write(path, lambda handle: handle.write(b"samples"))
         raise BrokenPipeError(errno.EPIPE, "Broken pipe", "standard output")
     assert path.read_bytes() == b"samples"
+
+
+# --- pinned by mutation pass 34 --------------------------------------------------------------
+
+
+def test_an_mlp_takes_an_image_flattened():
+    """An MLP's ``dim`` is the pixels of an example, C*H*W (64 for the digits), not its last
+    axis (8): a mutant taking that refused every MLP trained on images."""
+    from scorelab.config import ExperimentConfig
+    from scorelab.runs import model_data_mismatch
+
+    config = ExperimentConfig.from_dict({"data": {"source": "digits"}})
+    assert model_data_mismatch(config, {"dim": 64}) is None
+    assert model_data_mismatch(config, {"dim": 8}) == (64, 8)
+
+
+def _checkpoint_config(folder, config):
+    (folder / "metadata").mkdir(parents=True)
+    (folder / "metadata" / "metadata").write_text(json.dumps({"config": config}))
+
+
+def test_a_damaged_config_json_falls_back_to_the_newest_checkpoint_s(tmp_path):
+    """config.json that is JSON but not ``{section: {...}}``: the documented fallback."""
+    from scorelab.runs import resumed_config
+
+    (tmp_path / "config.json").write_text("[1, 2]")
+    _checkpoint_config(tmp_path / "checkpoints" / "4", {"train": {"steps": 4}})
+    assert resumed_config(tmp_path) == {"train": {"steps": 4}}
+
+
+def test_an_unfinished_orbax_save_is_not_a_checkpoint(tmp_path):
+    """orbax writes into ``STEP.orbax-checkpoint-tmp-N`` and renames it when done: a save cut
+    short leaves only that folder, which holds nothing to resume from."""
+    from scorelab.runs import has_checkpoints
+
+    (tmp_path / "checkpoints" / "4.orbax-checkpoint-tmp-1").mkdir(parents=True)
+    assert not has_checkpoints(tmp_path)
+    (tmp_path / "checkpoints" / "4").mkdir()
+    assert has_checkpoints(tmp_path)
+
+
+def test_a_loss_history_with_some_finite_losses_is_read(tmp_path):
+    """Only a history without any finite loss is damage (training stops at the first
+    non-finite one, which the history keeps)."""
+    from scorelab.runs import read_losses
+
+    np.save(tmp_path / "losses.npy", np.array([1.0, np.nan, 0.5], np.float32))
+    assert read_losses(tmp_path).shape == (3,)

@@ -887,3 +887,85 @@ def test_a_checkpoint_that_cannot_be_saved_is_found_before_the_first_step(tmp_pa
 def test_train_config_refuses_a_warm_up_of_the_whole_run_and_a_decay_of_one(options, field):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**options)
+
+
+# --- pinned by mutation pass 34 --------------------------------------------------------------
+
+
+class _Shift(eqx.Module):
+    """A one-field "network": ``x + b``, so a loss of ``-sum`` moves ``b`` by the learning
+    rate each SGD step, and every number below follows by hand."""
+
+    b: jax.Array
+
+    def __call__(self, x, sigma):
+        return x + self.b
+
+
+def _minus_sum(key, score_fn, x):
+    return -jnp.sum(score_fn(x, None))
+
+
+def test_a_nan_gradient_of_a_finite_loss_stops_training_before_it_is_applied():
+    """sqrt(0 * s) is 0 with an infinite derivative, times 0: a NaN gradient of a finite loss
+    at the first step. The guard checks the update too, so the NaN never reaches the weights."""
+
+    def loss_fn(key, score_fn, x):
+        return jnp.sqrt(0.0 * jnp.sum(score_fn(x, None)))
+
+    config = TrainConfig(steps=3, learning_rate=0.1, optimizer="sgd")
+    with pytest.raises(NonFiniteLossError) as error:
+        train(jax.random.key(0), _Shift(jnp.zeros(2)), loss_fn, np.zeros((4, 2)), config,
+              progress=False)  # fmt: skip
+    assert error.value.step == 0
+
+
+def test_the_error_of_a_non_finite_loss_carries_the_losses_before_it():
+    """SGD at 0.1 moves b by 0.1 a step: losses -0.2 i until b passes 0.45 at step 5, where
+    the loss is NaN; the error holds the five finite ones, not zeros."""
+
+    def loss_fn(key, score_fn, x):
+        b = score_fn(x, None)
+        return jnp.where(b[0] > 0.45, jnp.nan, -jnp.sum(b))
+
+    config = TrainConfig(steps=20, learning_rate=0.1, optimizer="sgd", steps_per_dispatch=3)
+    with pytest.raises(NonFiniteLossError) as error:
+        train(jax.random.key(0), _Shift(jnp.zeros(2)), loss_fn, np.zeros((4, 2)), config,
+              progress=False)  # fmt: skip
+    np.testing.assert_allclose(error.value.losses, -0.2 * np.arange(5), atol=1e-6)
+
+
+def test_sgd_weight_decay_is_the_gradient_of_an_l2_term():
+    """lambda / 2 |theta|^2 has gradient lambda theta: a zero loss gradient gives the step
+    -eta lambda theta."""
+    theta = jnp.array([3.0, 4.0])
+    sgd = make_optimizer(TrainConfig(learning_rate=0.1, optimizer="sgd", weight_decay=0.5))
+    update, _ = sgd.update(jnp.zeros(2), sgd.init(theta), theta)
+    np.testing.assert_allclose(update, -0.1 * 0.5 * theta, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"steps": 6, "ema_decay": 0.5}, r"config differs .*train.ema_decay: 0.9 -> 0.5"),
+        ({"steps": 3}, "train.steps = 3 is below the checkpointed step 4"),
+        ({"steps": 6, "hflip": True}, "cannot resume: hflip False -> True changes the batches"),
+    ],
+)
+def test_a_resume_refuses_what_would_make_it_another_run(tmp_path, change, message):
+    """A changed EMA decay (neither run's average), a step count one below the checkpoint's
+    (a numpy broadcast error at the boundary), and flips turned on (other batches)."""
+    change = dict(change)
+    hflip = change.pop("hflip", False)
+    config = TrainConfig(steps=4, learning_rate=0.1, optimizer="sgd", checkpoint_every=2,
+                         ema_decay=0.9)  # fmt: skip
+    data = np.zeros((4, 1, 2, 2), np.float32)
+
+    def fit(config, resume, hflip=False):
+        model = _Shift(jnp.zeros((1, 2, 2)))
+        options = {"out_dir": tmp_path / "run", "resume": resume, "hflip": hflip}
+        return train(jax.random.key(0), model, _minus_sum, data, config, progress=False, **options)
+
+    fit(config, False)
+    with pytest.raises(ValueError, match=message):
+        fit(replace(config, **change), True, hflip)
