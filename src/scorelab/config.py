@@ -87,6 +87,7 @@ __all__ = [
     "LossConfig",
     "SamplerConfig",
     "ExperimentConfig",
+    "is_builtin_source",
     "load_config",
     "apply_overrides",
 ]
@@ -186,6 +187,12 @@ def _check_sigma_range(section: str, sigma_min, sigma_max) -> None:
     check_sigma(f"{section}.sigma_max", sigma_max, ConfigError)
 
 
+def is_builtin_source(name: str) -> bool:
+    """Whether ``name`` is a built-in target, toy set or image set (:attr:`DataConfig.source`
+    names one, or a file)."""
+    return name in TARGETS or name in TOY_DATASETS or name in IMAGE_SOURCES
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the training / reference data come from.
@@ -260,7 +267,7 @@ class DataConfig:
     @property
     def is_builtin(self) -> bool:
         """Whether ``source`` names a built-in target, toy set or image set (not a file)."""
-        return self.source in TARGETS or self.source in TOY_DATASETS or self.source in IMAGE_SOURCES
+        return is_builtin_source(self.source)
 
     @property
     def target_image_shape(self) -> tuple[int, ...] | None:

@@ -419,16 +419,13 @@ def image_shape(
         image, (width, height) = _open_image(files[0])
         with image:
             return len(_channel_mode(image, files[0])), height, width
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
+    if _array_suffix(path) == ".npz":
         with _open_npz(path) as archive:
             name = _images_key(path, archive, array, labels)
             with _member(archive, path, name) as member:
                 shape, _ = _npy_header(member, f"{path}[{name}]")
-    elif suffix == ".npy":
-        shape, _ = npy_header(path)
     else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
+        shape, _ = npy_header(path)
     decided, _ = _layout(shape, layout, path)
     if decided == "grey":
         return 1, *shape[1:]
@@ -615,12 +612,9 @@ def _checked_source(path, layout: str, array: str | None, labels: str | None) ->
 
 def _read_arrays(path: Path, key: str | None, labels_key: str | None):
     """``(pixels, labels, description suffix)`` of an ``.npy`` or ``.npz`` file."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+    if _array_suffix(path) == ".npy":
         with open(path, "rb") as handle:
             return _read_npy_stream(handle, path, path.stat().st_size, _FEWER), None, ""
-    if suffix != ".npz":
-        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
     with _open_npz(path) as archive:
         key = _images_key(path, archive, key, labels_key)
 
@@ -653,6 +647,14 @@ def _read_arrays(path: Path, key: str | None, labels_key: str | None):
         label_values.astype(np.int64),
         f", labels {labels_key!r} ({_count(label_values)})",
     )
+
+
+def _array_suffix(path: Path) -> str:
+    """``.npy`` or ``.npz``: the kind of image array file ``path`` is, by its suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise DataError(f"{path}: unsupported file type {suffix!r}; accepted: .npy, .npz, a folder")
+    return suffix
 
 
 def _open_npz(path: Path) -> zipfile.ZipFile:

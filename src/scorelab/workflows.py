@@ -45,6 +45,7 @@ from scorelab.config import (
     ConfigError,
     DataConfig,
     ExperimentConfig,
+    is_builtin_source,
 )
 from scorelab.data import (
     IMAGE_SOURCES,
@@ -1330,13 +1331,12 @@ def _read(
     """
     if not isinstance(source, str | Path):
         return np.asarray(source)
-    builtin = (*TARGETS, *TOY_DATASETS, *IMAGE_SOURCES)
-    if str(source) in builtin and not Path(source).exists():
+    if is_builtin_source(str(source)) and not Path(source).exists():
         # samples or points named as a built-in set: "data file not found: digits"
-        digits = " (the digits' held-out images: scorelab.data.digits('test')[0])"
+        hint = " (the digits' held-out images: scorelab.data.digits('test')[0])"
         raise ConfigError(
             f"{source}: a built-in data set, not a file; save the array with numpy.save and "
-            f"give the .npy{digits if str(source) in IMAGE_SOURCES else ''}"
+            f"give the .npy{hint if str(source) in IMAGE_SOURCES else ''}"
         )
     if raw and Path(source).suffix.lower() == ".npy":
         return read_npy(source)
