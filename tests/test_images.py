@@ -664,7 +664,7 @@ def test_evaluate_reads_the_images_of_an_npz_of_several_arrays_by_array(tmp_path
     argv = ["evaluate", str(tmp_path / "s.npy"), "--data", str(tmp_path / "own.npz"), "--quiet"]
     argv += ["--floor-repeats", "2"]
     assert main(argv) == 2
-    assert "scorelab evaluate: --array KEY" in capsys.readouterr().err
+    assert "scorelab evaluate and likelihood: --array KEY" in capsys.readouterr().err
     json_out = tmp_path / "m.json"
     assert main([*argv, "--array", "x_train", "--json", str(json_out)]) == 0
     assert json.loads(json_out.read_text())["rows"][0]["sw"] < 1e-6  # the data themselves
@@ -676,6 +676,31 @@ def test_evaluate_reads_the_images_of_an_npz_of_several_arrays_by_array(tmp_path
     config = DataConfig(source=str(tmp_path / "own.npz"), array="x_train", labels="y_train")
     read = _likelihood_points(tmp_path / "own.npz", (1, 8, 8), (1, 8, 8), config)
     np.testing.assert_allclose(read, samples, atol=1e-6)
+
+
+def test_likelihood_reads_the_images_of_another_npz_of_several_arrays_by_array(tmp_path, capsys):
+    """Points in an .npz of several arrays other than the run's own file had no key to name
+    them (the message offered evaluate's --array): likelihood takes --array too, for an image
+    run and for the 64-d digits_mixture alike, and refuses it beside points that are no .npz."""
+    from scorelab.config import ConfigError, DataConfig, ExperimentConfig
+    from scorelab.workflows import _likelihood_points, likelihood_points
+
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "other.npz", x=pixels, y=np.arange(6) % 2)
+    images = (pixels / 127.5 - 1).astype(np.float32)
+    run_data = DataConfig(source=str(tmp_path / "train.npy"), layout="NCHW")
+    for data in (run_data, None):  # an image run's points; the exact score's points
+        with pytest.raises(DataError, match="likelihood: --array KEY"):
+            _likelihood_points(tmp_path / "other.npz", (1, 8, 8), (1, 8, 8), data)
+        read = _likelihood_points(tmp_path / "other.npz", (1, 8, 8), (1, 8, 8), data, "x")
+        np.testing.assert_allclose(read, images, atol=1e-6)
+    np.save(tmp_path / "p.npy", images)
+    config = ExperimentConfig.from_dict({"data": {"source": "digits_mixture"}})
+    with pytest.raises(ConfigError, match="^array: the images' key in an .npz given as points"):
+        likelihood_points(config, None, tmp_path / "p.npy", array="x")
+    argv = ["likelihood", "--exact", "digits_mixture", "--points", str(tmp_path / "p.npy")]
+    assert main([*argv, "--array", "x"]) == 2
+    assert "--array: the images' key in an .npz given as points" in capsys.readouterr().err
 
 
 def test_likelihood_reads_image_points_once_with_the_runs_layout(tmp_path, monkeypatch):

@@ -2484,6 +2484,18 @@ def test_a_closed_stderr_silences_the_progress_bar_instead_of_failing(tmp_path):
     assert (tmp_path / "run" / "model.eqx").is_file()
 
 
+def test_a_closed_stdout_drops_the_report_and_still_writes_the_samples(tmp_path, monkeypatch):
+    # >&- : Python's sys.stdout is None; the stdout wrapper wrapped None and the report line
+    # ended in "internal error (a bug in scorelab)", exit 1, where print() drops the text
+    from scorelab.cli import main
+
+    monkeypatch.setattr(sys, "stdout", None)
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--exact", "seed_mixture", "--n", "4", "--out", str(out)]) == 0
+    assert np.load(out).shape == (4, 2)
+    assert sys.stdout is None
+
+
 def test_jax_debug_nans_is_a_user_error_naming_the_variable():
     # JAX_DEBUG_NANS=1 made a diverging run "internal error (a bug in scorelab)", exit 1
     from scorelab.cli import _user_error

@@ -885,6 +885,7 @@ def _cmd_likelihood(args) -> int:
         args.points,
         seed=args.seed,
         bin_width=args.bin_width,
+        array=args.array,
         n_probes=n_probes,
         probe=args.probe,
         rtol=args.rtol,
@@ -1359,7 +1360,15 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     source.add_argument("--run", type=_path, help="run directory of scorelab train")
     source.add_argument("--exact", metavar="TARGET", help="the exact score of a target")
     _add_config_flags(likelihood, {})
-    likelihood.add_argument("--points", type=_path, required=True, help=".npy/.csv points (n, d)")
+    likelihood.add_argument(
+        "--points", type=_path, required=True, help=".npy/.csv points (n, d), or images"
+    )
+    likelihood.add_argument(
+        "--array",
+        metavar="KEY",
+        help="the images' key in an .npz of several arrays (default: the run's data.array "
+        "for the run's own file)",
+    )
     likelihood.add_argument(
         "--n-probes", default="auto", help="auto, exact (Jacobian trace) or K Hutchinson probes"
     )
@@ -1859,9 +1868,13 @@ class _NamedStdout:
 
 @contextlib.contextmanager
 def _named_stdout():
-    """Within, ``sys.stdout`` is a :class:`_NamedStdout` of itself; the caller's returns."""
+    """Within, ``sys.stdout`` is a :class:`_NamedStdout` of itself; the caller's returns.
+
+    A closed standard output (``scorelab ... >&-``: Python's ``sys.stdout`` is ``None``) stays
+    ``None``, so that ``print`` drops the text as Python's own does and the command still writes
+    its files."""
     stream = sys.stdout
-    sys.stdout = _NamedStdout(stream)
+    sys.stdout = stream if stream is None else _NamedStdout(stream)
     try:
         yield
     finally:
@@ -1897,7 +1910,7 @@ def console() -> None:
     status = main()
     if status >= 128:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # closed, or a reader gone
+            with contextlib.suppress(AttributeError, OSError, ValueError):  # closed or gone
                 stream.flush()
         os._exit(status)
     sys.exit(status)

@@ -695,9 +695,8 @@ def _images_key(path: Path, archive: zipfile.ZipFile, key: str | None, labels_ke
     if len(candidates) != 1:
         raise DataError(
             f"{path}: holds {len(candidates)} arrays ({', '.join(candidates)}); save "
-            "the one to read in a file of its own (numpy.save), or, for a data set, name it "
-            "with data.array (scorelab train: --set data.array=KEY; scorelab evaluate: "
-            "--array KEY)"
+            "the one to read in a file of its own (numpy.save), or name it (scorelab train: "
+            "--set data.array=KEY; scorelab evaluate and likelihood: --array KEY)"
         )
     return candidates[0]
 

@@ -1427,6 +1427,7 @@ def likelihood_points(
     *,
     seed: int = 0,
     bin_width: float | None = None,
+    array: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     r"""Log-densities of ``points`` under the probability-flow ODE of ``model`` or the exact score.
@@ -1445,6 +1446,8 @@ def likelihood_points(
             C*H*W)``) in [-1, 1]; or a ``.npy``/``.csv`` path to them.
         seed: seed of the probes (and the dequantisation).
         bin_width: the quantisation step of the data, for bits per dimension.
+        array: the key of the images when ``points`` is an ``.npz`` of several arrays; by
+            default its only array, or the run's ``data.array`` for the run's own file.
         **options: options of :func:`scorelab.likelihood.ode_log_likelihood` (``n_probes``,
             ``probe``, ``solver``, ``rtol``, ``atol``, ``max_steps``; ``sigma_min`` and
             ``sigma_max`` replace the configured range, and the result reports the range
@@ -1461,7 +1464,8 @@ def likelihood_points(
             :func:`scorelab.likelihood.ode_log_likelihood` does not take (naming the accepted
             ones).
         ConfigError: for points of another shape than the model's, images outside [-1, 1], an
-            unconditional single-level MLP or a class-conditional model.
+            unconditional single-level MLP, a class-conditional model, or ``array`` beside
+            points that are not an ``.npz`` path.
         DataError: for points that are not finite real numbers.
     """
     from scorelab import likelihood
@@ -1481,6 +1485,10 @@ def likelihood_points(
     if isinstance(n_probes, numbers.Integral) and not isinstance(n_probes, bool):
         options["n_probes"] = int(n_probes)  # a NumPy integer was traced, then refused
     check_seed("likelihood.seed", seed, error=ConfigError)
+    if array is not None and not (
+        isinstance(points, str | Path) and Path(points).suffix.lower() == ".npz"
+    ):  # read by nothing else
+        raise ConfigError("array: the images' key in an .npz given as points; leave it out")
     if config.model.num_classes is not None and model is not None:
         raise ConfigError(
             "--run: a class-conditional model; its likelihood needs a class per point, which "
@@ -1493,6 +1501,7 @@ def likelihood_points(
         shape,
         shape if len(shape) > 1 else config.data.target_image_shape,
         config.data if len(shape) > 1 else None,
+        array,
     )
     score_fn = _score_at_every_level(config, model, target, "the probability-flow ODE")
     options = {
@@ -1533,6 +1542,7 @@ def _likelihood_points(
     shape: tuple[int, ...],
     image_shape: tuple[int, ...] | None = None,
     data: DataConfig | None = None,
+    array: str | None = None,
 ) -> np.ndarray:
     """``points`` (an array, or a ``.npy``/``.csv`` path) checked against one example's
     ``shape`` and returned as ``float32 (n, *shape)``: flat rows, or images of ``image_shape``
@@ -1543,7 +1553,8 @@ def _likelihood_points(
     section, is read as its training images are (:func:`scorelab.data.load_images` with its
     layout and pixel range, and its ``array`` key when it is the run's own file): the run's
     own uint8 file was refused ("values in [4, 255]"), which train and evaluate read (pass 25,
-    #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes."""
+    #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes. ``array``
+    names the images of an ``.npz`` of several arrays."""
     name = str(points) if isinstance(points, str | Path) else "points"
     if (
         data is not None
@@ -1554,12 +1565,13 @@ def _likelihood_points(
             or np.issubdtype(npy_header(points)[1], np.integer)
         )
     ):
-        key = data.array if same_file(points, data.source) else None  # the run's own .npz
+        if array is None and same_file(points, data.source):  # the run's own .npz
+            array = data.array
         read = load_images(
-            points, layout=data.layout, pixel_range=data.pixel_range, array=key
+            points, layout=data.layout, pixel_range=data.pixel_range, array=array
         ).images
     else:
-        read = _read(points, raw=True)
+        read = _read(points, raw=True, array=array)
     array = validate_data(read, name, any_shape=True)
     size = int(np.prod(shape))
     _check_point_shape(name, array.shape, image_shape, size)
