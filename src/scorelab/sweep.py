@@ -1132,7 +1132,10 @@ def run_sweep(
             # sweep.json beside the rows file is a finish cut short (its figure, say, on a full
             # disk): the rows file goes only once every output is written.
             if (folder / "sweep.json").is_file() and not (folder / PARTIAL).is_file():
-                raise ValueError(f"--resume: {folder} holds a finished sweep; nothing to continue")
+                raise ValueError(
+                    f"--resume: {folder} holds a finished sweep; nothing to continue (a new "
+                    "sweep: drop --resume and give another --out, or --overwrite)"
+                )
             rows_so_far += load_partial(folder, about)
             if progress is not None:
                 done = len(rows_so_far)
