@@ -476,6 +476,32 @@ def test_the_priors_take_any_shape_and_agree_with_the_vector_draw():
     )
 
 
+def test_training_images_with_the_auto_model_notes_the_flat_mlp_and_the_unet(tmp_path):
+    """``train --data images.npy`` trained an MLP over the flattened pixels without a word of
+    the U-Net: a note names the MLP and the settings of a U-Net that trains on that loss; a
+    stated model, or points, get none."""
+    from scorelab.cli import _flat_image_model_note
+    from scorelab.config import ExperimentConfig
+
+    np.save(tmp_path / "rgb.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    np.save(tmp_path / "points.npy", np.zeros((10, 2), np.float32))
+    for source, loss, model in (("digits", "ncsn", "ncsn_mlp"), ("rgb.npy", "dsm", "mlp")):
+        data = {"source": str(tmp_path / source) if source.endswith(".npy") else source}
+        note = _flat_image_model_note(
+            ExperimentConfig.from_dict({"data": data, "loss": {"name": loss}})
+        )
+        assert note.startswith(f"note: model.name auto is {model}, an MLP that sees each image")
+        assert "model.name=unet with model.preconditioning=edm or loss.name=vp_epsilon" in note
+    unet = {"name": "unet", "preconditioning": "edm"}
+    for values in (
+        {"data": {"source": "digits"}, "model": unet},
+        {"data": {"source": "digits"}, "model": {"name": "ncsn_mlp"}},
+        {"data": {"source": str(tmp_path / "points.npy")}},
+        {"data": {"source": "digits_mixture"}},
+    ):
+        assert _flat_image_model_note(ExperimentConfig.from_dict(values)) is None
+
+
 # --- end to end on the built-in digits -----------------------------------------------------------
 
 

@@ -588,6 +588,9 @@ def _cmd_train(args) -> int:
 
     initialize_distributed()  # a no-op in one process; joins the job when launched as several
     config = _experiment(args, _TRAIN_FLAGS, _resumed_config(args))
+    note = _flat_image_model_note(config)
+    if note is not None and is_primary():
+        print(note)
     train_run(
         config,
         args.out,
@@ -601,6 +604,19 @@ def _cmd_train(args) -> int:
         return 0
     print(f"trained model written to {args.out}")
     return 0
+
+
+def _flat_image_model_note(config) -> str | None:
+    """The note for images trained by ``model.name = "auto"``, an MLP over the flattened
+    pixels (``train --data images.npy`` trained one without a word of the U-Net); ``None``
+    otherwise."""
+    if config.model.name != "auto" or not config.data.is_images:
+        return None
+    return (
+        f"note: model.name auto is {config.model.resolved(config.loss)}, an MLP that sees each "
+        "image as one vector of its pixels; a convolutional U-Net is model.name=unet with "
+        "model.preconditioning=edm or loss.name=vp_epsilon (docs: Train and sample on images)"
+    )
 
 
 def _resumed_config(args) -> dict | None:
