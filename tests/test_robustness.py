@@ -2496,6 +2496,28 @@ def test_a_closed_stdout_drops_the_report_and_still_writes_the_samples(tmp_path,
     assert sys.stdout is None
 
 
+def test_a_low_address_space_limit_is_warned_of_before_jax_starts(monkeypatch):
+    # ulimit -v 2000000: `scorelab sample` ended in a segmentation fault (exit 139) with no word
+    # of the limit; the warning names it and the remedy, and a limit of 4 GiB or none is silent
+    resource = pytest.importorskip("resource")
+    from scorelab.cli import _address_space_warning
+
+    for soft, warned in (
+        (2000000 * 1024, True),
+        (4 * 2**30, False),
+        (resource.RLIM_INFINITY, False),
+    ):
+        monkeypatch.setattr(resource, "getrlimit", lambda _, soft=soft: (soft, soft))
+        message = _address_space_warning("sample")
+        assert (message is not None) == warned
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (2000000 * 1024, resource.RLIM_INFINITY))
+    assert _address_space_warning("sample") == (
+        "scorelab sample: warning: ulimit -v limits this process to 1.91 GiB of address space; "
+        "JAX's runtime reserves more than it uses, and under a few GiB may end in a "
+        "segmentation fault instead of an error: raise the limit (ulimit -v unlimited) if it does"
+    )
+
+
 def test_jax_debug_nans_is_a_user_error_naming_the_variable():
     # JAX_DEBUG_NANS=1 made a diverging run "internal error (a bug in scorelab)", exit 1
     from scorelab.cli import _user_error

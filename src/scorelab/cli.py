@@ -1540,6 +1540,35 @@ def _check_xla_flags() -> None:
         )
 
 
+_ADDRESS_SPACE_WARNING = 4 * 2**30
+"""An address-space limit (``ulimit -v``) below which a command warns before JAX starts."""
+
+
+def _address_space_warning(command: str) -> str | None:
+    """The warning for an address-space limit (``ulimit -v``) under
+    :data:`_ADDRESS_SPACE_WARNING`, or ``None``.
+
+    XLA's CPU runtime reserves address space well beyond the memory it uses (its threads'
+    stacks, its allocator's arenas); under a low limit a command ended in a segmentation fault
+    or ``std::bad_alloc`` abort that no Python code can catch, without a word of the limit
+    (docs: benchmarks, "Under an address-space limit"). The same command may fit, so this
+    warns, not refuses.
+    """
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft >= _ADDRESS_SPACE_WARNING:
+        return None
+    return (
+        f"scorelab {command}: warning: ulimit -v limits this process to {soft / 2**30:.3g} GiB "
+        "of address space; JAX's runtime reserves more than it uses, and under a few GiB may "
+        "end in a segmentation fault instead of an error: raise the limit (ulimit -v unlimited) "
+        "if it does"
+    )
+
+
 def _jax_environment_refused() -> str | None:
     """One line naming a JAX environment variable that importing JAX refuses
     (``JAX_TRACEBACK_FILTERING=garbage``, ``JAX_ENABLE_X64=maybe``), or ``None``: the import
@@ -1803,6 +1832,9 @@ def main(argv: list[str] | None = None) -> int:
     with _interruptible(received) as closing, _quiet_absl():  # first: imports can be cut short
         try:
             _check_xla_flags()  # before this process starts XLA: its refusal is an abort
+            limited = _address_space_warning(args.command)  # before a crash it cannot report
+            if limited is not None:
+                print(limited, file=sys.stderr)
             _matplotlib_config()  # before matplotlib's import, which looks for it
             _check_mpl_backend()
             from scorelab._files import new_outputs  # imports JAX: not before the check
