@@ -25,6 +25,7 @@ run() {  # TAG LIMIT_S SCRIPT ARGS...: SCRIPT.py ARGS --out OUT/TAG.json, its lo
 # session 12: image_sampling 48 s, image_training 75 s).
 run training 120 training
 run trace_layout 120 trace_layout --repeats 3
+run exact_score 120 exact_score
 run peers 90 peers
 run sampling 120 sampling
 run pretrained_ddim 180 pretrained_ddim

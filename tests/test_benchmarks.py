@@ -48,6 +48,7 @@ def test_table_is_markdown_with_one_row_per_entry():
     [
         "training",
         "trace_layout",
+        "exact_score",  # the mixture's closed-form score against jax.grad of log-densities
         "sampling",
         # diffusers' scheduler and blackjax's MALA: runs in the CI step with those extras.
         pytest.param("peers", marks=pytest.mark.diffusers),

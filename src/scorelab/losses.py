@@ -112,11 +112,11 @@ _UNROLLED_MAP = 8
 """On a CPU, a per-example map over at most this many rows (the probes of a Jacobian trace,
 the sigmas of :func:`ncsn_loss`) runs as one call per row; above it, and on any accelerator,
 as one ``vmap``. Under the batch ``vmap`` of training, a ``vmap``-ped inner map gives the
-network inputs of shape ``(batch, n, width)``: XLA:CPU runs those 1.1-1.4x slower than ``n``
-calls of shape ``(batch, width)`` (probes 1.5-1.6x, NCSN's two sigmas 1.12-1.14x), while a
-GPU, which pays per kernel launch rather than per FLOP at these sizes, runs the one larger
-call faster (``benchmarks/trace_layout.py`` and ``benchmarks/training.py``; results in
-``docs/benchmarks.md``). Unrolling grows the program with ``n``, hence the cap."""
+network inputs of shape ``(batch, n, width)``: XLA:CPU runs those slower than ``n`` calls of
+shape ``(batch, width)``, while a GPU, which pays per kernel launch rather than per FLOP at
+these sizes, runs the one larger call faster (``benchmarks/trace_layout.py`` and
+``benchmarks/training.py``; results in ``docs/benchmarks.md``). Unrolling grows the program
+with ``n``, hence the cap."""
 
 
 def _unroll(n: int) -> bool:

@@ -168,8 +168,8 @@ def _dense(layer: eqx.nn.Linear, x: Array) -> Array:
     It computes the same function as Equinox's ``W @ x + b``, but the layout differs under
     ``vmap``. Equinox's form puts the batch axis last in each product, and XLA:CPU then
     transposes the activations around the linearised network of the trace losses. This form
-    keeps the batch leading. The tutorial's Hyvarinen step runs 1.25x faster with it and its
-    DSM step at the same speed (``benchmarks/training.py``).
+    keeps the batch leading: the tutorial's Hyvarinen step runs faster with it and its DSM
+    step at the same speed (``benchmarks/training.py``; docs: benchmarks, "Training").
     """
     return x @ layer.weight.T + layer.bias
 
@@ -186,8 +186,8 @@ def _normed_dense(
     the activations. It is the same function with the same parameters and, through the
     centring, the same gradients. Under ``vmap`` the centring is paid once per call on the
     weights instead of a mean and a subtraction per example. That is one pass fewer over the
-    activations forward and several backward: XLA:CPU runs the DSM and Hyvarinen gradients
-    1.1-1.2x faster (``benchmarks/training.py``).
+    activations forward and several backward, which XLA:CPU runs faster
+    (``benchmarks/training.py``; docs: benchmarks, "Training").
 
     ``shift``, if given, is added to :math:`h` before the normalisation (centred with it).
     """

@@ -301,16 +301,16 @@ class GaussianMixture(eqx.Module):
             \nabla \log q(x) = \sum_k p(k \mid x)\, C_k^{-1} (\mu_k - x),
             \qquad C_k^{-1} = U_k \operatorname{diag}(1/\lambda_k) U_k^\top.
 
-        Closed form rather than ``jax.grad(log_prob)`` through numpyro: about 8x faster in a
-        sampler's scan, and free of factorisations (see the class docstring). The tests check
-        it against finite differences of an independent SciPy density.
+        Closed form rather than ``jax.grad(log_prob)`` through numpyro: faster in a sampler's
+        scan (``benchmarks/exact_score.py``; docs: benchmarks, "The exact score: closed form
+        against autodiff"), and free of factorisations (see the class docstring). The tests
+        check it against finite differences of an independent SciPy density.
 
         Raises:
             ValueError: ``x`` is not one point of shape ``(d,)`` (a batch needs ``jax.vmap``).
         """
         # The score of the one-pass pair (XLA drops the unused log-density): one whitening and
-        # one set of exponentials, 1.2x faster than whitening again for the responsibilities
-        # (10^5 points under vmap on the CPU, 19.4 against 16.2 ms).
+        # one set of exponentials serve the responsibilities and the score.
         return self.log_prob_and_score(x)[1]
 
     def log_prob_and_score(self, x: Array) -> tuple[Array, Array]:

@@ -112,8 +112,8 @@ class TrainConfig:
         unroll: run each dispatch's steps as straight-line code, with no loop or conditional
             in the program, at every ``steps_per_dispatch`` (1 included). Inside a loop or
             conditional body XLA:CPU leaves the convolutions of a network's backward pass on its
-            generic emitter, 16-95x slower each than at the top level
-            (``benchmarks/loop_convolutions.py``, ``benchmarks/unroll.py``), so convolutional
+            generic emitter, far slower than at the top level (``benchmarks/loop_convolutions.py``,
+            ``benchmarks/unroll.py``; results in ``docs/benchmarks.md``), so convolutional
             networks (the U-Net) train with ``unroll`` on and a short ``steps_per_dispatch``;
             compilation then grows with ``steps_per_dispatch``. The same run's numbers may
             differ from the rolled loop's (or another ``steps_per_dispatch``'s) in the last

@@ -634,8 +634,8 @@ class _GroupNorm(eqx.Module):
     per group of channels, with the biased variance (as torch), then a per-channel affine map.
 
     Group statistics are means of per-channel spatial means (groups have equal sizes, so this
-    is exact): XLA:CPU reduces over the contiguous spatial axes 5x faster than over the
-    grouped ``(H, W, C/G)`` axes of the textbook reshape.
+    is exact): XLA:CPU reduces over the contiguous spatial axes faster than over the grouped
+    ``(H, W, C/G)`` axes of the textbook reshape.
     """
 
     weight: Array

@@ -352,10 +352,9 @@ def mala(
     Every step evaluates :math:`\log \pi` and :math:`s` at the proposal. With
     ``returns_score=True``, ``log_density_fn`` returns both from one pass, e.g.
     :meth:`scorelab.targets.GaussianMixture.log_prob_and_score`, and ``score_fn`` is not
-    called: on :func:`scorelab.targets.seed_mixture` that is 1.8x faster on a CPU
-    (:math:`2 \cdot 10^4` to :math:`10^5` chains) and 1.5x on a GPU (:math:`10^5` chains)
-    than ``log_prob`` and the exact score as two functions, which repeat the per-component
-    work.
+    called: on :func:`scorelab.targets.seed_mixture` that is faster than ``log_prob`` and
+    the exact score as two functions, which repeat the per-component work
+    (``benchmarks/peers.py``; results in ``docs/benchmarks.md``, "Peers").
 
     Args:
         log_density_fn: ``log_density_fn(x) -> scalar`` for one ``x`` ``S``, the log-density
