@@ -458,15 +458,22 @@ def available_memory() -> int:
     host = _proc_kib("/proc/meminfo", "MemAvailable:")
     if host is None:
         host = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = address_space_limit()
+    size = _proc_kib("/proc/self/status", "VmSize:")
+    if limit is None or size is None:
+        return host
+    return max(0, min(host, limit - size))
+
+
+def address_space_limit() -> int | None:
+    """The bytes of this process's address-space limit (``ulimit -v``, the soft
+    ``RLIMIT_AS``), or ``None`` for none (or a system without POSIX resource limits)."""
     try:
         import resource  # POSIX only
     except ImportError:
-        return host
+        return None
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    size = _proc_kib("/proc/self/status", "VmSize:")
-    if soft == resource.RLIM_INFINITY or size is None:
-        return host
-    return max(0, min(host, soft - size))
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _proc_kib(path: str, key: str) -> int | None:

@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 
 from scorelab._signals import held_signals
-from scorelab._validate import first_line, typed
+from scorelab._validate import address_space_limit, first_line, typed
 
 __all__ = ["main"]
 
@@ -1554,15 +1554,11 @@ def _address_space_warning(command: str) -> str | None:
     (docs: benchmarks, "Under an address-space limit"). The same command may fit, so this
     warns, not refuses.
     """
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return None
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY or soft >= _ADDRESS_SPACE_WARNING:
+    limit = address_space_limit()
+    if limit is None or limit >= _ADDRESS_SPACE_WARNING:
         return None
     return (
-        f"scorelab {command}: warning: ulimit -v limits this process to {soft / 2**30:.3g} GiB "
+        f"scorelab {command}: warning: ulimit -v limits this process to {limit / 2**30:.3g} GiB "
         "of address space; JAX's runtime reserves more than it uses, and under a few GiB may "
         "end in a segmentation fault instead of an error: raise the limit (ulimit -v unlimited) "
         "if it does"

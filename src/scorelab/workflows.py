@@ -1542,7 +1542,7 @@ def _likelihood_points(
     shape: tuple[int, ...],
     image_shape: tuple[int, ...] | None = None,
     data: DataConfig | None = None,
-    array: str | None = None,
+    key: str | None = None,
 ) -> np.ndarray:
     """``points`` (an array, or a ``.npy``/``.csv`` path) checked against one example's
     ``shape`` and returned as ``float32 (n, *shape)``: flat rows, or images of ``image_shape``
@@ -1553,8 +1553,8 @@ def _likelihood_points(
     section, is read as its training images are (:func:`scorelab.data.load_images` with its
     layout and pixel range, and its ``array`` key when it is the run's own file): the run's
     own uint8 file was refused ("values in [4, 255]"), which train and evaluate read (pass 25,
-    #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes. ``array``
-    names the images of an ``.npz`` of several arrays."""
+    #3). Float ``.npy`` files are the model's space, as ``scorelab sample`` writes. ``key``
+    names the images of an ``.npz`` of several arrays (``likelihood_points``' ``array``)."""
     name = str(points) if isinstance(points, str | Path) else "points"
     if (
         data is not None
@@ -1565,13 +1565,13 @@ def _likelihood_points(
             or np.issubdtype(npy_header(points)[1], np.integer)
         )
     ):
-        if array is None and same_file(points, data.source):  # the run's own .npz
-            array = data.array
+        if key is None and same_file(points, data.source):  # the run's own .npz
+            key = data.array
         read = load_images(
-            points, layout=data.layout, pixel_range=data.pixel_range, array=array
+            points, layout=data.layout, pixel_range=data.pixel_range, array=key
         ).images
     else:
-        read = _read(points, raw=True, array=array)
+        read = _read(points, raw=True, array=key)
     array = validate_data(read, name, any_shape=True)
     size = int(np.prod(shape))
     _check_point_shape(name, array.shape, image_shape, size)
